@@ -1,0 +1,5 @@
+import sys
+
+from flk.impl.cli import main
+
+sys.exit(main())

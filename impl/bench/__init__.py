@@ -1,0 +1,1 @@
+"""Benchmarks: one module per `flk bench NAME`, each exporting run(args) -> dict."""

@@ -1,0 +1,66 @@
+"""Shared test fixtures: real Redis/PostgreSQL from scripts/services.sh.
+
+A test that needs a service skips when it is not running -- except under
+CI=true, where a missing service is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _services_env() -> dict[str, str]:
+    env = {}
+    path = ROOT / ".services.env"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if "=" in line:
+                k, v = line.split("=", 1)
+                env[k.strip()] = v.strip()
+    env.update({k: v for k, v in os.environ.items() if k.startswith("FLK_TEST_")})
+    return env
+
+
+def _need(name: str) -> str:
+    value = _services_env().get(name)
+    if not value:
+        msg = f"{name} not set: run `bash scripts/services.sh up`"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return value
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = _need("FLK_TEST_REDIS_URL")
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001
+        if IN_CI:
+            pytest.fail(f"redis at {url} unusable: {exc}")
+        pytest.skip(f"redis unusable: {exc}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    dsn = _need("FLK_TEST_POSTGRES_DSN")
+    try:
+        import psycopg
+
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001
+        if IN_CI:
+            pytest.fail(f"postgres at {dsn} unusable: {exc}")
+        pytest.skip(f"postgres unusable: {exc}")
+    return dsn
