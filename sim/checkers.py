@@ -1,0 +1,238 @@
+"""Checkers over a recorded history (Jepsen/Maelstrom style).
+
+Each checker is a pure function ``(events) -> CheckResult`` named by the
+invariant it checks (``INV-...`` from spec/INVARIANTS.md). Safety checkers are
+paired with "sometimes" checks proving that the situation they guard really
+occurred in the run (a partition that cut no message, a crash with nothing in
+flight, a bad-signature workload that sent no bad signature: each fails the
+run, so a checker cannot pass because nothing happened).
+
+History vocabulary (fields beyond ``t_us`` and ``type``):
+
+* ``client.send``  req, attempt, agent, tenant, pcs_id, digest, kind, region
+* ``client.recv``  req, attempt, status, replay, body_sha, region
+* ``client.give_up`` req, reason
+* ``srv.recv``     region, d (delivery id), req, attempt, tenant
+* ``srv.wal_durable`` region, d
+* ``srv.dedup_get`` region, d, tenant, pcs_id
+* ``srv.dedup_put`` region, d, tenant, pcs_id, stored, digest, status, body_sha
+* ``srv.respond``  region, d, req, status, replay, body_sha
+* ``srv.replay``   region, tenant, pcs_id, stored, digest, status, body_sha (WAL replay on restart)
+* ``final.entry``  region, tenant, pcs_id, digest, status, body_sha
+* ``fault.start`` / ``fault.end`` kind, target, ...
+* ``net.drop``     src, dst, kind, reason
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CheckResult:
+    id: str
+    kind: str  # always | eventually | sometimes
+    ok: bool
+    checked: int = 0
+    violations: list[dict] = field(default_factory=list)
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "ok": self.ok, "checked": self.checked,
+                "violations": self.violations[:20], "violation_count": len(self.violations),
+                "note": self.note}
+
+
+def _by_type(events: Iterable[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = defaultdict(list)
+    for e in events:
+        out[e["type"]].append(e)
+    return out
+
+
+def _client_requests(ev: dict[str, list[dict]]) -> dict[int, dict]:
+    reqs: dict[int, dict] = {}
+    for e in ev["client.send"]:
+        reqs.setdefault(e["req"], e)
+    return reqs
+
+
+def inv_no_acked_loss(events: list[dict], ev: dict | None = None) -> CheckResult:
+    """INV-NO-ACKED-LOSS: every 200/202 a client received is in its region's final store, same body."""
+    ev = ev or _by_type(events)
+    reqs = _client_requests(ev)
+    final = {(e["region"], e["tenant"], e["pcs_id"]): e for e in ev["final.entry"]}
+    res = CheckResult("INV-NO-ACKED-LOSS", "always", True)
+    for e in ev["client.recv"]:
+        if e["status"] not in (200, 202):
+            continue
+        r = reqs[e["req"]]
+        res.checked += 1
+        entry = final.get((e["region"], r["tenant"], r["pcs_id"]))
+        if entry is None:
+            res.violations.append({"req": e["req"], "region": e["region"], "pcs_id": r["pcs_id"], "why": "acked but absent"})
+        elif entry["body_sha"] != e["body_sha"]:
+            res.violations.append({"req": e["req"], "region": e["region"], "pcs_id": r["pcs_id"], "why": "acked body differs from stored"})
+    res.ok = not res.violations
+    return res
+
+
+def inv_fww(events: list[dict], ev: dict | None = None) -> CheckResult:
+    """INV-FWW: per (region, tenant, pcs_id) at most one outcome is ever stored, and every
+    200/202 answer and the final entry carry that outcome."""
+    ev = ev or _by_type(events)
+    res = CheckResult("INV-FWW", "always", True)
+    stored: dict[tuple, str] = {}
+    for e in sorted(ev["srv.dedup_put"] + ev["srv.replay"], key=lambda x: x["t_us"]):
+        key = (e["region"], e["tenant"], e["pcs_id"])
+        res.checked += 1
+        if e["stored"]:
+            if key in stored and stored[key] != e["body_sha"]:
+                res.violations.append({"key": list(key), "why": "second store changed the outcome"})
+            stored.setdefault(key, e["body_sha"])
+        elif key in stored and e.get("body_sha") and stored[key] != e["body_sha"]:
+            res.violations.append({"key": list(key), "why": "winner differs from first stored outcome"})
+    for e in ev["srv.respond"]:
+        if e["status"] in (200, 202) and e.get("key"):
+            key = (e["region"], *e["key"])
+            if key in stored and stored[key] != e["body_sha"]:
+                res.violations.append({"key": list(key), "why": "answered an outcome other than the stored one"})
+    for e in ev["final.entry"]:
+        key = (e["region"], e["tenant"], e["pcs_id"])
+        if key in stored and stored[key] != e["body_sha"]:
+            res.violations.append({"key": list(key), "why": "final outcome differs from first stored"})
+    res.ok = not res.violations
+    return res
+
+
+def inv_verify_before_dedup(events: list[dict], ev: dict | None = None) -> CheckResult:
+    """INV-VERIFY-BEFORE-DEDUP: no dedup read or write for a delivery whose signature is bad."""
+    ev = ev or _by_type(events)
+    reqs = _client_requests(ev)
+    bad_d = set()
+    for e in ev["srv.recv"]:
+        r = reqs.get(e["req"])
+        if r is not None and r["kind"] == "bad_sig":
+            bad_d.add((e["region"], e["d"]))
+    res = CheckResult("INV-VERIFY-BEFORE-DEDUP", "always", True, checked=len(bad_d))
+    for e in ev["srv.dedup_get"] + ev["srv.dedup_put"]:
+        if (e["region"], e["d"]) in bad_d:
+            res.violations.append({"region": e["region"], "d": e["d"], "why": f"{e['type']} for a bad signature"})
+    res.ok = not res.violations
+    return res
+
+
+def inv_wal_first(events: list[dict], ev: dict | None = None) -> CheckResult:
+    """INV-WAL-FIRST: no dedup access or answer (other than 413/429/503-overload) before the
+    delivery's WAL record is durable."""
+    ev = ev or _by_type(events)
+    durable: dict[tuple, int] = {}
+    for e in ev["srv.wal_durable"]:
+        durable.setdefault((e["region"], e["d"]), e["t_us"])
+    res = CheckResult("INV-WAL-FIRST", "always", True)
+    for e in ev["srv.dedup_get"] + ev["srv.dedup_put"] + ev["srv.respond"]:
+        if e["type"] == "srv.respond" and e["status"] in (413, 429) :
+            continue
+        if e["type"] == "srv.respond" and e["status"] == 503 and e.get("before_wal"):
+            continue
+        res.checked += 1
+        t = durable.get((e["region"], e["d"]))
+        if t is None or t > e["t_us"]:
+            res.violations.append({"region": e["region"], "d": e["d"], "why": f"{e['type']} before the WAL record was durable"})
+    res.ok = not res.violations
+    return res
+
+
+def inv_tenant_isolation(events: list[dict], ev: dict | None = None) -> CheckResult:
+    """INV-TENANT-ISOLATION: every dedup access is keyed by the requesting tenant."""
+    ev = ev or _by_type(events)
+    tenant_of = {(e["region"], e["d"]): e["tenant"] for e in ev["srv.recv"]}
+    res = CheckResult("INV-TENANT-ISOLATION", "always", True)
+    for e in ev["srv.dedup_get"] + ev["srv.dedup_put"]:
+        res.checked += 1
+        want = tenant_of.get((e["region"], e["d"]))
+        if want is not None and e["tenant"] != want:
+            res.violations.append({"region": e["region"], "d": e["d"], "why": f"dedup keyed by {e['tenant']!r} for tenant {want!r}"})
+    res.ok = not res.violations
+    return res
+
+
+def inv_idempotent_replay(events: list[dict], ev: dict | None = None) -> CheckResult:
+    """INV-IDEMPOTENT-REPLAY: a WAL replay never changes a stored outcome and a second replay
+    of the same WAL stores nothing new."""
+    ev = ev or _by_type(events)
+    res = CheckResult("INV-IDEMPOTENT-REPLAY", "always", True)
+    stored_at: dict[tuple, str] = {}
+    for e in sorted(ev["srv.dedup_put"], key=lambda x: x["t_us"]):
+        if e["stored"]:
+            stored_at.setdefault((e["region"], e["tenant"], e["pcs_id"]), e["body_sha"])
+    passes: dict[tuple, int] = defaultdict(int)
+    for e in ev["srv.replay"]:
+        key = (e["region"], e["tenant"], e["pcs_id"])
+        res.checked += 1
+        if e["stored"]:
+            passes[key] += 1
+            if passes[key] > 1:
+                res.violations.append({"key": list(key), "why": "replay stored the same key twice"})
+        if key in stored_at and e.get("body_sha") and stored_at[key] != e["body_sha"]:
+            res.violations.append({"key": list(key), "why": "replay produced a different outcome"})
+    res.ok = not res.violations
+    return res
+
+
+def _sometimes(id_: str, ok: bool, checked: int, note: str) -> CheckResult:
+    return CheckResult(id_, "sometimes", ok, checked=checked, note=note)
+
+
+def sometimes_checks(events: list[dict], scenario: dict, ev: dict | None = None) -> list[CheckResult]:
+    """Prove that what the scenario set out to exercise really happened."""
+    ev = ev or _by_type(events)
+    out = []
+    w = scenario["workload"]
+    reqs = _client_requests(ev)
+    kinds = defaultdict(int)
+    for r in reqs.values():
+        kinds[r["kind"]] += 1
+    statuses = defaultdict(int)
+    for e in ev["client.recv"]:
+        statuses[e["status"]] += 1
+    out.append(_sometimes("SOMETIMES-ACCEPTED", statuses[200] + statuses[202] > 0, len(ev["client.recv"]),
+                          "some submission was accepted"))
+    if w["bad_sig_rate"] > 0:
+        out.append(_sometimes("SOMETIMES-BAD-SIG-REJECTED", statuses[401] > 0, kinds["bad_sig"],
+                              "a bad signature was sent and answered 401"))
+    if w["dup_rate"] > 0:
+        replays = sum(1 for e in ev["client.recv"] if e.get("replay"))
+        out.append(_sometimes("SOMETIMES-DUP-REPLAYED", replays > 0, kinds["dup"], "a duplicate got a replay"))
+    if w["conflict_rate"] > 0:
+        out.append(_sometimes("SOMETIMES-CONFLICT-409", statuses[409] > 0, kinds["conflict"],
+                              "a conflicting payload got 409"))
+    starts = ev["fault.start"]
+    for kind in sorted({f["kind"] for f in starts}):
+        fs = [f for f in starts if f["kind"] == kind]
+        if kind == "partition":
+            drops = sum(1 for d in ev["net.drop"] if d["reason"] == "partition")
+            out.append(_sometimes("SOMETIMES-PARTITION-CUT", drops > 0, len(fs), f"{drops} messages cut by partitions"))
+        elif kind == "crash":
+            hit = sum(f.get("inflight", 0) for f in fs)
+            out.append(_sometimes("SOMETIMES-CRASH-INFLIGHT", hit > 0, len(fs), f"{hit} requests in flight at crashes"))
+        elif kind == "store_down":
+            n503 = statuses[503]
+            out.append(_sometimes("SOMETIMES-STORE-DOWN-503", n503 > 0 or any(e["status"] == 503 for e in ev["srv.respond"]),
+                                  len(fs), "a request met the store outage"))
+        else:
+            out.append(_sometimes(f"SOMETIMES-FAULT-{kind.upper()}", True, len(fs), f"{len(fs)} {kind} faults fired"))
+    return out
+
+
+SAFETY: list[Callable] = [inv_no_acked_loss, inv_fww, inv_verify_before_dedup, inv_wal_first,
+                          inv_tenant_isolation, inv_idempotent_replay]
+
+
+def check_all(events: list[dict], scenario: dict) -> list[CheckResult]:
+    ev = _by_type(events)
+    results = [fn(events, ev) for fn in SAFETY]
+    results.extend(sometimes_checks(events, scenario, ev))
+    return results

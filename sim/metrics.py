@@ -1,0 +1,129 @@
+"""SLO metrics computed from a history, and the per-second time series.
+
+Definitions (all from the client's point of view unless stated):
+
+* ``requests`` -- distinct logical submissions (``client.send`` with attempt 1);
+* ``error_rate`` -- share of submissions whose final outcome is an error that the
+  workload did not ask for: 5xx, a timeout, or giving up (expected 401 for bad
+  signatures and 409 for deliberate conflicts are not errors);
+* ``latency_p50/p95/p99_ms`` -- first send to final answer of submissions that
+  ended in 200/202/409/401;
+* ``rate_429`` -- share of attempts answered 429;
+* ``throughput_per_s`` -- final answers per simulated second of workload;
+* ``retries`` -- attempts beyond the first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100.0 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def summarize(events: list[dict], duration_s: float) -> dict:
+    first_send: dict[int, int] = {}
+    kind_of: dict[int, str] = {}
+    attempts = 0
+    for e in events:
+        if e["type"] == "client.send":
+            attempts += 1
+            first_send.setdefault(e["req"], e["t_us"])
+            kind_of.setdefault(e["req"], e["kind"])
+    final: dict[int, dict] = {}
+    n429 = 0
+    for e in events:
+        if e["type"] == "client.recv":
+            if e["status"] == 429:
+                n429 += 1
+            final[e["req"]] = e
+        elif e["type"] == "client.give_up":
+            final[e["req"]] = {"status": None, "t_us": e["t_us"], "reason": e.get("reason")}
+    lat = []
+    errors = 0
+    by_status: dict[str, int] = defaultdict(int)
+    for req, t0 in first_send.items():
+        f = final.get(req)
+        status = f["status"] if f else None
+        by_status[str(status)] += 1
+        expected_reject = (status == 401 and kind_of[req] == "bad_sig") or (status == 409 and kind_of[req] == "conflict")
+        if status in (200, 202) or expected_reject:
+            lat.append((f["t_us"] - t0) / 1000.0)
+        else:
+            errors += 1
+    lat.sort()
+    n = len(first_send)
+    return {
+        "requests": n,
+        "attempts": attempts,
+        "retries": attempts - n,
+        "error_rate": errors / n if n else 0.0,
+        "errors": errors,
+        "rate_429": n429 / attempts if attempts else 0.0,
+        "latency_p50_ms": percentile(lat, 50),
+        "latency_p95_ms": percentile(lat, 95),
+        "latency_p99_ms": percentile(lat, 99),
+        "throughput_per_s": len(final) / duration_s if duration_s > 0 else 0.0,
+        "by_status": dict(sorted(by_status.items())),
+    }
+
+
+def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
+    """Per-bin rows: t_s, sent, answered, ok, errors, rate_429, p95_ms, faults_active."""
+    bins: dict[int, dict] = defaultdict(lambda: {"sent": 0, "answered": 0, "ok": 0, "errors": 0, "n429": 0, "lat": []})
+    sent_at: dict[tuple, int] = {}
+    active = 0
+    fault_at: dict[int, int] = {}
+    width = int(bin_s * 1_000_000)
+    for e in events:
+        b = e["t_us"] // width
+        t = e["type"]
+        if t == "client.send":
+            bins[b]["sent"] += 1
+            sent_at[(e["req"], e["attempt"])] = e["t_us"]
+        elif t == "client.recv":
+            row = bins[b]
+            row["answered"] += 1
+            if e["status"] in (200, 202):
+                row["ok"] += 1
+            elif e["status"] >= 500:
+                row["errors"] += 1
+            if e["status"] == 429:
+                row["n429"] += 1
+            t0 = sent_at.get((e["req"], e["attempt"]))
+            if t0 is not None:
+                row["lat"].append((e["t_us"] - t0) / 1000.0)
+        elif t == "fault.start":
+            active += 1
+            fault_at[b] = active
+        elif t == "fault.end":
+            active = max(0, active - 1)
+            fault_at[b] = active
+    rows = []
+    last_active = 0
+    for b in range(0, (max(bins) + 1) if bins else 0):
+        row = bins.get(b, {"sent": 0, "answered": 0, "ok": 0, "errors": 0, "n429": 0, "lat": []})
+        last_active = fault_at.get(b, last_active)
+        lat = sorted(row["lat"])
+        rows.append({
+            "t_s": b * bin_s, "sent": row["sent"], "answered": row["answered"], "ok": row["ok"],
+            "errors": row["errors"], "rate_429": row["n429"] / row["answered"] if row["answered"] else 0.0,
+            "p95_ms": percentile(lat, 95), "faults_active": last_active,
+        })
+    return rows
+
+
+def check_slos(metrics: dict, slos: list[dict]) -> list[dict]:
+    ops = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b,
+           ">": lambda a, b: a > b, "==": lambda a, b: a == b}
+    out = []
+    for s in slos:
+        value = metrics.get(s["metric"])
+        ok = value is not None and ops[s["op"]](value, s["value"])
+        out.append({"metric": s["metric"], "op": s["op"], "target": s["value"], "value": value, "ok": bool(ok)})
+    return out
