@@ -1,0 +1,66 @@
+"""Structured JSON logs that never carry payloads, signatures or keys.
+
+Why this module exists: a server log ends up in places a PCS and its key must
+never reach. Every line is one JSON object built from an explicit allow-list of
+fields (:data:`ALLOWED`); anything else a caller passes is dropped, and string
+values are truncated. Request bodies, headers (other than the request id and
+tenant), signatures, keys and passwords have no field to go into.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import IO, Any
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+ALLOWED = frozenset({
+    "event", "worker", "pid", "method", "path", "status", "problem", "tenant", "pcs_id",
+    "request_id", "latency_ms", "bytes", "host", "port", "workers", "data_dir", "wal_dir",
+    "dedup_backend", "store", "sign_alg", "multi_tenant", "tenants", "region_id", "policy_file",
+    "metrics_auth", "max_body_bytes", "key_file", "note", "replayed", "records", "errors",
+    "exit_code", "signal", "reason", "state", "limit", "inflight", "detail", "field",
+})
+_MAX_STR = 200
+
+
+class JsonLogger:
+    def __init__(self, stream: IO[str] | None = None, level: str = "info", worker: int | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.level = LEVELS.get(level, 20)
+        self.worker = worker
+        self._lock = threading.Lock()
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        if LEVELS.get(level, 20) < self.level:
+            return
+        rec: dict[str, Any] = {"ts": round(time.time(), 6), "level": level, "event": event}
+        if self.worker is not None:
+            rec["worker"] = self.worker
+        for k, v in fields.items():
+            if k not in ALLOWED or k == "event":
+                continue
+            if isinstance(v, str) and len(v) > _MAX_STR:
+                v = v[:_MAX_STR] + "..."
+            rec[k] = v
+        line = json.dumps(rec, default=str, separators=(",", ":"))
+        with self._lock:
+            try:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # closed stream at shutdown: logging never crashes the server
+                pass
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.log("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.log("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self.log("error", event, **fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self.log("debug", event, **fields)

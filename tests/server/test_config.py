@@ -1,0 +1,123 @@
+"""Configuration: env + TOML precedence, defaults, and clear errors before binding."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flk.impl.server.config import ConfigError, ensure_key_file, load_config, parse_tenants
+
+
+def test_defaults_use_sqlite_in_local_data_dir_and_create_a_key_file(tmp_path) -> None:
+    cfg = load_config({"DATA_DIR": str(tmp_path / "d")})
+    assert cfg.dedup_backend == "sqlite"
+    assert cfg.store_url().endswith("d/dedup.sqlite3")
+    key_path = tmp_path / "d" / "hmac.key"
+    assert cfg.key_file == str(key_path)
+    assert oct(os.stat(key_path).st_mode & 0o777) == "0o600"
+    key = key_path.read_text().strip()
+    assert cfg.tenants["default"].hmac_keys == (key.encode(),)
+    # the key never appears in repr or describe(), only its path
+    assert key not in repr(cfg) and key not in str(cfg.describe())
+    # second start: same key
+    cfg2 = load_config({"DATA_DIR": str(tmp_path / "d")})
+    assert cfg2.tenants["default"].hmac_keys == cfg.tenants["default"].hmac_keys
+    assert any("hmac.key" in n for n in cfg2.notes)
+
+
+def test_no_data_dir_says_so(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config({})
+    assert cfg.data_dir == "data" and any("local data dir" in n for n in cfg.notes)
+
+
+def test_env_overrides_toml_and_flags_override_env(tmp_path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('port = 9000\ndedup_backend = "memory"\nregion_id = "eu-west"\npcs_hmac_key = "0123456789abcdef0123"\n')
+    cfg = load_config({"PORT": "9100"}, str(f))
+    assert (cfg.port, cfg.dedup_backend, cfg.region_id) == (9100, "memory", "eu-west")
+    assert cfg.key_file == ""
+    cfg = load_config({"PORT": "9100"}, str(f), {"PORT": 9200})
+    assert cfg.port == 9200
+
+
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        ({"PORT": "http"}, "PORT must be an integer"),
+        ({"PORT": "70000"}, "PORT must be in"),
+        ({"DEDUP_BACKEND": "mongo"}, "DEDUP_BACKEND must be one of"),
+        ({"DEDUP_BACKEND": "redis"}, "needs REDIS_ADDR"),
+        ({"DEDUP_BACKEND": "postgres"}, "needs POSTGRES_CONN"),
+        ({"DEDUP_BACKEND": "memory", "WORKERS": "2"}, "cannot be shared"),
+        ({"PCS_SIGN_ALG": "none"}, "requires signed PCS"),
+        ({"PCS_SIGN_ALG": "ed25519"}, "needs PCS_ED25519_PUB_B64"),
+        ({"PCS_ED25519_PUB_B64": "abc"}, "not valid base64"),
+        ({"PCS_HMAC_KEY": "short"}, "at least 16 bytes"),
+        ({"MULTI_TENANT": "true"}, "needs TENANTS"),
+        ({"MULTI_TENANT": "maybe"}, "true or false"),
+        ({"TENANTS": "a:hmac:0123456789abcdef"}, "MULTI_TENANT is not true"),
+        ({"MULTI_TENANT": "1", "TENANTS": "a|b:hmac:0123456789abcdef"}, "tenant id"),
+        ({"MULTI_TENANT": "1", "TENANTS": "a:rsa:0123456789abcdef"}, "must be one of"),
+        ({"METRICS_USER": "u"}, "set together"),
+        ({"POLICY": "/nonexistent/policy.flk"}, "does not exist"),
+        ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES must be in"),
+        ({"REDIS_ADDR": "not an address", "DEDUP_BACKEND": "redis"}, "REDIS_ADDR"),
+        ({"TOKEN_RATE": "nan"}, "TOKEN_RATE"),
+        ({"MIN_INFLIGHT": "50", "MAX_INFLIGHT": "10"}, "MIN_INFLIGHT"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(tmp_path, env, fragment) -> None:
+    env = {"DATA_DIR": str(tmp_path), **env}
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(env)
+
+
+def test_bad_toml_file(tmp_path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("port = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config({}, str(f))
+    f.write_text("prot = 1\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config({}, str(f))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config({}, str(tmp_path / "missing.toml"))
+
+
+def test_tenants_seed_format_and_toml_table() -> None:
+    pub = base64.b64encode(bytes(range(32))).decode()
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    pub = base64.b64encode(
+        Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    ).decode()
+    t = parse_tenants(f"a:hmac:0123456789abcdef,a:hmac:fedcba9876543210,b:ed25519:{pub}")
+    assert len(t["a"].hmac_keys) == 2 and len(t["b"].ed25519_pubs) == 1
+    assert "0123456789abcdef" not in repr(t)
+    t2 = parse_tenants({"a": [{"alg": "hmac", "key": "0123456789abcdef"}]})
+    assert t2["a"].hmac_keys == (b"0123456789abcdef",)
+
+
+@given(st.dictionaries(st.sampled_from(["PORT", "WORKERS", "MAX_BODY_BYTES", "TOKEN_RATE",
+                                        "DEDUP_BACKEND", "MULTI_TENANT", "WAL_GROUP_DELAY_MS"]),
+                       st.text(max_size=8)))
+@settings(max_examples=60, deadline=None)
+def test_arbitrary_values_give_a_config_or_a_config_error(env) -> None:
+    try:
+        cfg = load_config({"DATA_DIR": "/nonexistent-never-created", **env}, create_key=False)
+    except ConfigError as exc:
+        assert str(exc)
+    else:
+        assert 0 <= cfg.port <= 65535 and cfg.workers >= 1
+
+
+def test_key_file_rejects_garbage(tmp_path) -> None:
+    (tmp_path / "hmac.key").write_text("not a key")
+    with pytest.raises(ConfigError, match="64 lowercase hex"):
+        ensure_key_file(str(tmp_path))
