@@ -57,6 +57,9 @@ redis_up() {
 pg_up() {
   local bin; bin=$(pg_bin)
   local data="$SDIR/pg"
+  if psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1" >/dev/null 2>&1; then
+    ensure_pg_role_db; return 0  # a server already answers on this port (another checkout's): reuse it
+  fi
   if [ ! -f "$data/PG_VERSION" ]; then
     mkdir -p "$data"
     [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$SDIR" 2>/dev/null || true
@@ -67,6 +70,10 @@ pg_up() {
     run_as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
       -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $data -c fsync=on -c max_connections=300" start >/dev/null
   fi
+  ensure_pg_role_db
+}
+
+ensure_pg_role_db() {
   if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname='flk'" | grep -q 1; then
     psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE ROLE flk LOGIN SUPERUSER" >/dev/null
   fi
