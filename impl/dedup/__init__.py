@@ -1,0 +1,62 @@
+"""First-write-wins dedup stores behind one contract (see :mod:`flk.impl.dedup.base`).
+
+``open_store(url_or_kind, **opts)`` picks a backend:
+
+* ``"memory"`` / ``"memory://"``
+* ``"sqlite:///path/to/file.db"`` or ``"sqlite"`` with ``path=...``
+* ``"redis://host:port/db"`` (``prefix=``, ``ttl_s=``)
+* ``"postgresql://..."`` / ``"postgres://..."`` (``table=``, ``ttl_s=``, pool sizes)
+"""
+
+from __future__ import annotations
+
+from flk.impl.dedup.base import (
+    DEFAULT_TTL_S,
+    DedupStore,
+    Entry,
+    StoredOutcome,
+    StoreUnavailable,
+    sample_entries,
+    sample_rank,
+)
+
+__all__ = [
+    "DEFAULT_TTL_S",
+    "DedupStore",
+    "Entry",
+    "StoreUnavailable",
+    "StoredOutcome",
+    "open_store",
+    "sample_entries",
+    "sample_rank",
+]
+
+
+def open_store(url_or_kind: str, **opts) -> DedupStore:
+    spec = str(url_or_kind)
+    if spec in ("memory", "memory://"):
+        from flk.impl.dedup.memory import MemoryStore
+
+        return MemoryStore(**opts)
+    if spec == "sqlite" or spec.startswith("sqlite://"):
+        from flk.impl.dedup.sqlite import SqliteStore
+
+        path = opts.pop("path", None)
+        if spec.startswith("sqlite://"):
+            path = spec[len("sqlite://"):]
+            if path.startswith("/") and path.startswith("//"):
+                path = path[1:]  # sqlite:////abs/path -> /abs/path
+            elif path.startswith("/"):
+                path = path[1:] or None  # sqlite:///rel/path -> rel/path
+        if not path:
+            raise ValueError("sqlite store needs a path (sqlite:///file.db or path=...)")
+        return SqliteStore(path, **opts)
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        from flk.impl.dedup.redis import RedisStore
+
+        return RedisStore(spec, **opts)
+    if spec.startswith(("postgresql://", "postgres://")):
+        from flk.impl.dedup.postgres import PostgresStore
+
+        return PostgresStore(spec, **opts)
+    raise ValueError(f"unknown dedup store {spec.split(':', 1)[0]!r}: expected memory, sqlite, redis or postgres")

@@ -1,0 +1,161 @@
+"""The dedup contract every backend implements (ARCHITECTURE.md, "Dedup contract").
+
+Why this module exists: first-write-wins (INV-FWW) is only as strong as the
+store's ``put_if_absent``. Every backend -- memory, SQLite, Redis, Postgres,
+and later the sharded and tiered stores -- answers the same small protocol, and
+one contract test-suite (``tests/dedup/contract.py``) runs against all of them.
+
+Rules every backend follows:
+
+* keys are ``(tenant, pcs_id)`` -- never ``pcs_id`` alone (INV-TENANT-ISOLATION);
+* time is passed in (``now``, seconds since the epoch); an entry whose
+  ``expires_at = now_at_put + ttl_s`` is ``<= now`` is *absent*: ``get`` does not
+  return it, ``count``/``scan``/``sample`` skip it, and ``put_if_absent`` may
+  replace it;
+* ``put_if_absent`` is atomic: of any number of concurrent callers on one live
+  key exactly one gets ``(True, its outcome)``; every other gets
+  ``(False, winner)`` with the winner's outcome byte for byte;
+* a backend that cannot reach its server raises :class:`StoreUnavailable`
+  (the pipeline answers 503 + ``Retry-After``); it never guesses;
+* ``sample(n, seed, now)`` is the same for every backend holding the same live
+  entries: the ``n`` entries with the smallest
+  ``SHA-256("<seed>|<tenant>|<pcs_id>")`` (so divergence checks can compare
+  samples across stores and regions);
+* ``scan`` pages through every live entry at least once (exactly once for the
+  ordered backends: memory, SQLite, Postgres); the cursor is an opaque string,
+  ``None`` starts and ends a scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+DEFAULT_TTL_S = 14 * 86400.0
+TENANT_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class StoreUnavailable(Exception):
+    """The dedup store cannot be reached or failed mid-operation (fail closed)."""
+
+
+@dataclass(frozen=True)
+class StoredOutcome:
+    payload_digest: str  # hex SHA-256 of the v1 canonical bytes of the signed subset
+    status: int  # 200 or 202
+    body: bytes  # the JSON response body, replayed verbatim
+    first_seen: float  # seconds since the epoch (time passed in, not read)
+    region: str
+    policy_version: str
+
+    def to_bytes(self) -> bytes:
+        """``<compact JSON header>\\n<body>``: the header holds no newline."""
+        head = json.dumps(
+            [self.payload_digest, self.status, self.first_seen, self.region, self.policy_version],
+            separators=(",", ":"),
+            ensure_ascii=True,
+        ).encode("ascii")
+        return head + b"\n" + self.body
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> StoredOutcome:
+        head, sep, body = bytes(raw).partition(b"\n")
+        if not sep:
+            raise ValueError("stored outcome has no header separator")
+        digest, status, first_seen, region, policy_version = json.loads(head)
+        return cls(
+            payload_digest=digest,
+            status=int(status),
+            body=body,
+            first_seen=float(first_seen),
+            region=region,
+            policy_version=policy_version,
+        )
+
+
+Entry = tuple[str, str, StoredOutcome]
+
+
+def check_key(tenant: str, pcs_id: str) -> None:
+    if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
+        raise ValueError("tenant must match ^[A-Za-z0-9._:-]{1,128}$")
+    if not isinstance(pcs_id, str) or not 1 <= len(pcs_id) <= 256 or "\n" in pcs_id:
+        raise ValueError("pcs_id must be a non-empty string of at most 256 characters")
+
+
+def check_ttl(ttl_s: float | None, default: float) -> float:
+    ttl = default if ttl_s is None else float(ttl_s)
+    if not ttl > 0:
+        raise ValueError("ttl_s must be > 0")
+    return ttl
+
+
+def sample_rank(seed: int, tenant: str, pcs_id: str) -> str:
+    return hashlib.sha256(f"{seed}|{tenant}|{pcs_id}".encode()).hexdigest()
+
+
+def sample_entries(entries: Iterable[Entry], n: int, seed: int) -> list[Entry]:
+    """The contract's sample: the ``n`` entries of smallest :func:`sample_rank`."""
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    ranked = sorted(entries, key=lambda e: (sample_rank(seed, e[0], e[1]), e[0], e[1]))
+    return ranked[:n]
+
+
+def encode_cursor(tenant: str, pcs_id: str) -> str:
+    return json.dumps([tenant, pcs_id], separators=(",", ":"))
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        tenant, pcs_id = json.loads(cursor)
+        if not isinstance(tenant, str) or not isinstance(pcs_id, str):
+            raise TypeError
+    except (ValueError, TypeError):
+        raise ValueError("invalid scan cursor") from None
+    return tenant, pcs_id
+
+
+@runtime_checkable
+class DedupStore(Protocol):
+    def get(self, tenant: str, pcs_id: str, now: float) -> StoredOutcome | None: ...
+
+    def put_if_absent(
+        self,
+        tenant: str,
+        pcs_id: str,
+        outcome: StoredOutcome,
+        now: float,
+        ttl_s: float | None = None,
+    ) -> tuple[bool, StoredOutcome]: ...
+
+    def count(self, now: float) -> int: ...
+
+    def scan(self, cursor: str | None, limit: int, now: float) -> tuple[list[Entry], str | None]: ...
+
+    def sample(self, n: int, seed: int, now: float) -> list[Entry]: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class BatchMixin:
+    """Batch forms used by the batching driver; backends override them to share
+    one transaction / round trip. Semantics are exactly the per-item calls made
+    in order (a later item in a batch sees an earlier item's write)."""
+
+    def get_many(self, keys: Sequence[tuple[str, str]], now: float) -> list[StoredOutcome | None]:
+        return [self.get(t, p, now) for t, p in keys]  # type: ignore[attr-defined]
+
+    def put_many_if_absent(
+        self,
+        items: Sequence[tuple[str, str, StoredOutcome]],
+        now: float,
+        ttl_s: float | None = None,
+    ) -> list[tuple[bool, StoredOutcome]]:
+        return [self.put_if_absent(t, p, o, now, ttl_s) for t, p, o in items]  # type: ignore[attr-defined]

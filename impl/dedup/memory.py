@@ -1,0 +1,77 @@
+"""In-memory dedup store: the reference backend (and the simulator's).
+
+A dict under a lock; the lock makes ``put_if_absent`` atomic across threads of
+one process (the only sharing a memory store can have).
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+
+from flk.impl.dedup.base import (
+    DEFAULT_TTL_S,
+    BatchMixin,
+    Entry,
+    StoredOutcome,
+    check_key,
+    check_ttl,
+    decode_cursor,
+    encode_cursor,
+    sample_entries,
+)
+
+
+class MemoryStore(BatchMixin):
+    kind = "memory"
+
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S) -> None:
+        self.ttl_s = check_ttl(ttl_s, DEFAULT_TTL_S)
+        self._data: dict[tuple[str, str], tuple[float, StoredOutcome]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tenant: str, pcs_id: str, now: float) -> StoredOutcome | None:
+        check_key(tenant, pcs_id)
+        with self._lock:
+            hit = self._data.get((tenant, pcs_id))
+        if hit is None or hit[0] <= now:
+            return None
+        return hit[1]
+
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        check_key(tenant, pcs_id)
+        ttl = check_ttl(ttl_s, self.ttl_s)
+        with self._lock:
+            hit = self._data.get((tenant, pcs_id))
+            if hit is not None and hit[0] > now:
+                return False, hit[1]
+            self._data[(tenant, pcs_id)] = (now + ttl, outcome)
+            return True, outcome
+
+    def _live(self, now: float) -> list[Entry]:
+        with self._lock:
+            items = list(self._data.items())
+        return sorted((t, p, o) for (t, p), (exp, o) in items if exp > now)
+
+    def count(self, now: float) -> int:
+        return len(self._live(now))
+
+    def scan(self, cursor, limit, now):
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        live = self._live(now)
+        start = 0
+        if cursor is not None:
+            start = bisect.bisect_right([(t, p) for t, p, _ in live], decode_cursor(cursor))
+        page = live[start : start + limit]
+        nxt = encode_cursor(page[-1][0], page[-1][1]) if start + limit < len(live) and page else None
+        return page, nxt
+
+    def sample(self, n, seed, now):
+        return sample_entries(self._live(now), n, seed)
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,167 @@
+"""PostgreSQL dedup store: ``INSERT ... ON CONFLICT ... RETURNING`` on a pool.
+
+``put_if_absent`` is a single statement::
+
+    INSERT INTO t VALUES (...) ON CONFLICT (tenant, pcs_id)
+      DO UPDATE SET ... WHERE t.expires_at <= now   -- only an *expired* row is replaced
+    RETURNING 1
+
+which is ``ON CONFLICT DO NOTHING`` for every live row (the row lock taken by
+the conflict check makes it atomic under READ COMMITTED); when it returns no
+row the winner is read in the same transaction. The table (name configurable,
+so test runs never collide) is created if absent. Keys sort with ``COLLATE "C"``
+(code-point order, like the other backends). Connection and server errors
+raise :class:`StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from flk.impl.dedup.base import (
+    DEFAULT_TTL_S,
+    BatchMixin,
+    StoredOutcome,
+    StoreUnavailable,
+    check_key,
+    check_ttl,
+    decode_cursor,
+    encode_cursor,
+)
+
+_TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class PostgresStore(BatchMixin):
+    kind = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        table: str = "flk_dedup",
+        ttl_s: float = DEFAULT_TTL_S,
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout_s: float = 5.0,
+    ) -> None:
+        if not _TABLE_RE.fullmatch(table):
+            raise ValueError("table must match ^[a-z_][a-z0-9_]{0,62}$")
+        self.table = table
+        self.ttl_s = check_ttl(ttl_s, DEFAULT_TTL_S)
+        self.timeout_s = timeout_s
+        try:
+            self._pool = ConnectionPool(
+                dsn, min_size=min_size, max_size=max_size, timeout=timeout_s, open=True,
+                kwargs={"connect_timeout": max(1, int(timeout_s))},
+            )
+            self._pool.wait(timeout=timeout_s)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise StoreUnavailable(f"postgres store unreachable: {type(exc).__name__}") from None
+        t = self.table
+        self._upsert = (
+            f"INSERT INTO {t} (tenant, pcs_id, expires_at, outcome) VALUES (%s, %s, %s, %s) "
+            f"ON CONFLICT (tenant, pcs_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, "
+            f"outcome = EXCLUDED.outcome WHERE {t}.expires_at <= %s RETURNING 1"
+        )
+        self._get = f"SELECT outcome FROM {t} WHERE tenant = %s AND pcs_id = %s AND expires_at > %s"
+        self._run(
+            lambda c: c.execute(
+                f"CREATE TABLE IF NOT EXISTS {t} (tenant TEXT COLLATE \"C\" NOT NULL, "
+                f"pcs_id TEXT COLLATE \"C\" NOT NULL, expires_at DOUBLE PRECISION NOT NULL, "
+                f"outcome BYTEA NOT NULL, PRIMARY KEY (tenant, pcs_id))"
+            ),
+            ddl=True,
+        )
+
+    def _run(self, fn, ddl: bool = False):
+        try:
+            with self._pool.connection() as conn:
+                if ddl:  # concurrent CREATE TABLE IF NOT EXISTS can still race on the catalog
+                    try:
+                        with conn.transaction():
+                            return fn(conn)
+                    except psycopg.errors.UniqueViolation:
+                        return None
+                with conn.transaction():
+                    return fn(conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            raise StoreUnavailable(f"postgres store failed: {type(exc).__name__}") from None
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"postgres store error: {type(exc).__name__}") from None
+
+    def get(self, tenant, pcs_id, now):
+        check_key(tenant, pcs_id)
+        row = self._run(lambda c: c.execute(self._get, (tenant, pcs_id, now)).fetchone())
+        return None if row is None else StoredOutcome.from_bytes(row[0])
+
+    def get_many(self, keys, now):
+        for t, p in keys:
+            check_key(t, p)
+
+        def fn(c):
+            return [c.execute(self._get, (t, p, now)).fetchone() for t, p in keys]
+
+        return [None if r is None else StoredOutcome.from_bytes(r[0]) for r in self._run(fn)]
+
+    def _put_one(self, c, tenant, pcs_id, outcome, now, ttl):
+        if c.execute(self._upsert, (tenant, pcs_id, now + ttl, outcome.to_bytes(), now)).fetchone():
+            return True, outcome
+        row = c.execute(self._get, (tenant, pcs_id, now)).fetchone()
+        if row is None:
+            raise psycopg.OperationalError("conflicting row vanished")
+        return False, StoredOutcome.from_bytes(row[0])
+
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        return self.put_many_if_absent([(tenant, pcs_id, outcome)], now, ttl_s)[0]
+
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        """One transaction for the batch, items in order."""
+        ttl = check_ttl(ttl_s, self.ttl_s)
+        for t, p, _ in items:
+            check_key(t, p)
+        return self._run(lambda c: [self._put_one(c, t, p, o, now, ttl) for t, p, o in items])
+
+    def count(self, now):
+        sql = f"SELECT count(*) FROM {self.table} WHERE expires_at > %s"
+        return int(self._run(lambda c: c.execute(sql, (now,)).fetchone()[0]))
+
+    def scan(self, cursor, limit, now):
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        after = decode_cursor(cursor) if cursor is not None else ("", "")
+        sql = (
+            f"SELECT tenant, pcs_id, outcome FROM {self.table} WHERE expires_at > %s "
+            f"AND (tenant, pcs_id) > (%s, %s) ORDER BY tenant, pcs_id LIMIT %s"
+        )
+        rows = self._run(lambda c: c.execute(sql, (now, after[0], after[1], limit + 1)).fetchall())
+        page = [(t, p, StoredOutcome.from_bytes(bytes(o))) for t, p, o in rows[:limit]]
+        nxt = encode_cursor(page[-1][0], page[-1][1]) if len(rows) > limit else None
+        return page, nxt
+
+    def sample(self, n, seed, now):
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        sql = (
+            f"SELECT tenant, pcs_id, outcome FROM {self.table} WHERE expires_at > %s ORDER BY "
+            f"encode(sha256(convert_to(%s || '|' || tenant || '|' || pcs_id, 'UTF8')), 'hex'), "
+            f"tenant, pcs_id LIMIT %s"
+        )
+        rows = self._run(lambda c: c.execute(sql, (now, str(int(seed)), n)).fetchall())
+        return [(t, p, StoredOutcome.from_bytes(bytes(o))) for t, p, o in rows]
+
+    def drop_table(self) -> None:
+        """Remove the table (tests use a table per run)."""
+        self._run(lambda c: c.execute(f"DROP TABLE IF EXISTS {self.table}"))
+
+    def ping(self):
+        try:
+            self._run(lambda c: c.execute("SELECT 1").fetchone())
+            return True
+        except StoreUnavailable:
+            return False
+
+    def close(self):
+        self._pool.close()

@@ -1,0 +1,191 @@
+"""Redis dedup store: ``SET NX PX`` inside a Lua script.
+
+The value is ``<expires_at_ms>\\n<StoredOutcome.to_bytes()>``. The script does,
+atomically on the server::
+
+    v = GET key
+    if v and expires_at(v) > now_ms: return {0, v}          -- live winner
+    SET key new PX ttl_ms    (NX when there was no value at all)
+    return {1, new}
+
+so expiry follows the ``now`` the caller passes in (the contract's logical
+clock), and ``PX`` is only Redis's garbage collection of dead keys. Keys are
+``<prefix><len(tenant)>:<tenant>:<pcs_id>`` -- unambiguous for any tenant. Any
+connection or server error raises :class:`StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import redis as redis_lib
+
+from flk.impl.dedup.base import (
+    DEFAULT_TTL_S,
+    BatchMixin,
+    StoredOutcome,
+    StoreUnavailable,
+    check_key,
+    check_ttl,
+    sample_entries,
+)
+
+_PUT = """
+local v = redis.call('GET', KEYS[1])
+if v then
+  local exp = tonumber(string.match(v, '^(%d+)\\n'))
+  if exp and exp > tonumber(ARGV[2]) then return {0, v} end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+  return {1, ARGV[1]}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3])
+return {1, ARGV[1]}
+"""
+
+
+def _ms(t: float) -> int:
+    return int(round(t * 1000))
+
+
+class RedisStore(BatchMixin):
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "flk:dedup:",
+        ttl_s: float = DEFAULT_TTL_S,
+        timeout_s: float = 2.0,
+        client: redis_lib.Redis | None = None,
+    ) -> None:
+        self.prefix = prefix
+        self.ttl_s = check_ttl(ttl_s, DEFAULT_TTL_S)
+        self._r = client or redis_lib.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, max_connections=64
+        )
+        self._put = self._r.register_script(_PUT)
+
+    def _key(self, tenant: str, pcs_id: str) -> str:
+        return f"{self.prefix}{len(tenant)}:{tenant}:{pcs_id}"
+
+    def _split(self, key: bytes) -> tuple[str, str]:
+        rest = key.decode()[len(self.prefix):]
+        n, _, tail = rest.partition(":")
+        n = int(n)
+        return tail[:n], tail[n + 1:]
+
+    @staticmethod
+    def _decode(v: bytes, now: float) -> StoredOutcome | None:
+        exp, _, raw = v.partition(b"\n")
+        if int(exp) <= _ms(now):
+            return None
+        return StoredOutcome.from_bytes(raw)
+
+    def _call(self, fn):
+        try:
+            return fn()
+        except redis_lib.RedisError as exc:
+            raise StoreUnavailable(f"redis store failed: {type(exc).__name__}") from None
+
+    def get(self, tenant, pcs_id, now):
+        check_key(tenant, pcs_id)
+        v = self._call(lambda: self._r.get(self._key(tenant, pcs_id)))
+        return None if v is None else self._decode(v, now)
+
+    def get_many(self, keys, now):
+        if not keys:
+            return []
+        for t, p in keys:
+            check_key(t, p)
+        vals = self._call(lambda: self._r.mget([self._key(t, p) for t, p in keys]))
+        return [None if v is None else self._decode(v, now) for v in vals]
+
+    def _put_args(self, outcome, now, ttl):
+        exp = _ms(now + ttl)
+        value = str(exp).encode() + b"\n" + outcome.to_bytes()
+        return [value, _ms(now), max(1, _ms(ttl))]
+
+    @staticmethod
+    def _result(res, outcome):
+        won, v = int(res[0]), res[1]
+        if won:
+            return True, outcome
+        return False, StoredOutcome.from_bytes(v.partition(b"\n")[2])
+
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        check_key(tenant, pcs_id)
+        ttl = check_ttl(ttl_s, self.ttl_s)
+        res = self._call(lambda: self._put(keys=[self._key(tenant, pcs_id)], args=self._put_args(outcome, now, ttl)))
+        return self._result(res, outcome)
+
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        """One round trip; each script runs atomically and in order."""
+        if not items:
+            return []
+        ttl = check_ttl(ttl_s, self.ttl_s)
+        for t, p, _ in items:
+            check_key(t, p)
+
+        def fn():
+            pipe = self._r.pipeline(transaction=False)
+            for t, p, o in items:
+                self._put(keys=[self._key(t, p)], args=self._put_args(o, now, ttl), client=pipe)
+            return pipe.execute()
+
+        res = self._call(fn)
+        return [self._result(r, o) for r, (_, _, o) in zip(res, items, strict=True)]
+
+    def _live(self, now):
+        def fn():
+            out = []
+            keys = list(self._r.scan_iter(match=self._escape(self.prefix) + "*", count=1000))
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                for k, v in zip(chunk, self._r.mget(chunk), strict=True):
+                    if v is None:
+                        continue
+                    o = self._decode(v, now)
+                    if o is not None:
+                        t, p = self._split(k)
+                        out.append((t, p, o))
+            return out
+
+        return sorted(self._call(fn), key=lambda e: (e[0], e[1]))
+
+    @staticmethod
+    def _escape(s: str) -> str:
+        return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in s)
+
+    def count(self, now):
+        return len(self._live(now))
+
+    def scan(self, cursor, limit, now):
+        """Redis SCAN pages (cursor = Redis's cursor); every live entry at least once."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        cur = 0 if cursor is None else int(cursor)
+
+        def fn():
+            nxt, keys = self._r.scan(cursor=cur, match=self._escape(self.prefix) + "*", count=limit)
+            vals = self._r.mget(keys) if keys else []
+            return nxt, keys, vals
+
+        nxt, keys, vals = self._call(fn)
+        page = []
+        for k, v in zip(keys, vals, strict=True):
+            if v is not None and (o := self._decode(v, now)) is not None:
+                t, p = self._split(k)
+                page.append((t, p, o))
+        page.sort(key=lambda e: (e[0], e[1]))
+        return page, (None if int(nxt) == 0 else str(int(nxt)))
+
+    def sample(self, n, seed, now):
+        return sample_entries(self._live(now), n, seed)
+
+    def ping(self):
+        try:
+            return bool(self._r.ping())
+        except redis_lib.RedisError:
+            return False
+
+    def close(self):
+        self._r.close()
+        self._r.connection_pool.disconnect()

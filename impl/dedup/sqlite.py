@@ -1,0 +1,189 @@
+"""SQLite dedup store: the embedded default.
+
+* WAL journal mode, ``busy_timeout`` so several processes can share one file;
+  each thread gets its own connection (``sqlite3`` connections are not shared).
+* ``put_if_absent`` is one ``BEGIN IMMEDIATE`` transaction holding an
+  ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at <= now RETURNING``
+  (insert, or replace only an *expired* row) followed, when nothing was
+  written, by a read of the winner -- under the write lock, so the winner
+  cannot change in between.
+* ``synchronous=NORMAL``: a power loss may drop the last dedup transactions but
+  never corrupts the file; the inbox WAL is the durable record and replay
+  restores them (INV-IDEMPOTENT-REPLAY).
+* ``put_many_if_absent`` runs a whole batch in one transaction (the batching
+  driver's group commit), item by item in order.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+
+from flk.impl.dedup.base import (
+    DEFAULT_TTL_S,
+    BatchMixin,
+    StoredOutcome,
+    StoreUnavailable,
+    check_key,
+    check_ttl,
+    decode_cursor,
+    encode_cursor,
+    sample_rank,
+)
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS dedup (tenant TEXT NOT NULL, pcs_id TEXT NOT NULL, "
+    "expires_at REAL NOT NULL, outcome BLOB NOT NULL, PRIMARY KEY (tenant, pcs_id)) WITHOUT ROWID"
+)
+_UPSERT = (
+    "INSERT INTO dedup (tenant, pcs_id, expires_at, outcome) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (tenant, pcs_id) DO UPDATE SET expires_at = excluded.expires_at, "
+    "outcome = excluded.outcome WHERE dedup.expires_at <= ? RETURNING 1"
+)
+_GET = "SELECT outcome FROM dedup WHERE tenant = ? AND pcs_id = ? AND expires_at > ?"
+
+
+class SqliteStore(BatchMixin):
+    kind = "sqlite"
+
+    def __init__(self, path: str, ttl_s: float = DEFAULT_TTL_S, busy_timeout_ms: int = 10_000) -> None:
+        self.path = str(path)
+        self.ttl_s = check_ttl(ttl_s, DEFAULT_TTL_S)
+        self.busy_timeout_ms = int(busy_timeout_ms)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._conn()  # create the file, schema and WAL mode now: fail early
+
+    # -- connections -------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise StoreUnavailable("sqlite store is closed")
+        try:
+            d = os.path.dirname(self.path)
+            if d and not os.path.isdir(d):
+                raise StoreUnavailable("sqlite store directory does not exist")
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+            for attempt in range(50):  # journal_mode needs a brief exclusive lock
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.02)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(_SCHEMA)
+            conn.create_function("flk_rank", 3, sample_rank, deterministic=True)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite store unusable: {type(exc).__name__}") from None
+        self._local.conn = conn
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def _run(self, fn):
+        conn = self._conn()
+        try:
+            return fn(conn)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise StoreUnavailable(f"sqlite store failed: {type(exc).__name__}: {exc}") from None
+
+    # -- contract ----------------------------------------------------------------------
+    def get(self, tenant, pcs_id, now):
+        check_key(tenant, pcs_id)
+        row = self._run(lambda c: c.execute(_GET, (tenant, pcs_id, now)).fetchone())
+        return None if row is None else StoredOutcome.from_bytes(row[0])
+
+    def get_many(self, keys, now):
+        for t, p in keys:
+            check_key(t, p)
+
+        def fn(c):
+            return [c.execute(_GET, (t, p, now)).fetchone() for t, p in keys]
+
+        return [None if r is None else StoredOutcome.from_bytes(r[0]) for r in self._run(fn)]
+
+    @staticmethod
+    def _put_one(c, tenant, pcs_id, outcome, now, ttl):
+        if c.execute(_UPSERT, (tenant, pcs_id, now + ttl, outcome.to_bytes(), now)).fetchone():
+            return True, outcome
+        row = c.execute(_GET, (tenant, pcs_id, now)).fetchone()
+        if row is None:  # impossible under the write lock; fail closed rather than guess
+            raise sqlite3.OperationalError("conflicting row vanished")
+        return False, StoredOutcome.from_bytes(row[0])
+
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        return self.put_many_if_absent([(tenant, pcs_id, outcome)], now, ttl_s)[0]
+
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        ttl = check_ttl(ttl_s, self.ttl_s)
+        for t, p, _ in items:
+            check_key(t, p)
+
+        def fn(c):
+            c.execute("BEGIN IMMEDIATE")
+            out = [self._put_one(c, t, p, o, now, ttl) for t, p, o in items]
+            c.execute("COMMIT")
+            return out
+
+        return self._run(fn)
+
+    def count(self, now):
+        return self._run(lambda c: c.execute("SELECT count(*) FROM dedup WHERE expires_at > ?", (now,)).fetchone()[0])
+
+    def scan(self, cursor, limit, now):
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        after = decode_cursor(cursor) if cursor is not None else ("", "")
+        sql = (
+            "SELECT tenant, pcs_id, outcome FROM dedup WHERE expires_at > ? AND (tenant, pcs_id) > (?, ?) "
+            "ORDER BY tenant, pcs_id LIMIT ?"
+        )
+        rows = self._run(lambda c: c.execute(sql, (now, after[0], after[1], limit + 1)).fetchall())
+        page = [(t, p, StoredOutcome.from_bytes(o)) for t, p, o in rows[:limit]]
+        nxt = encode_cursor(page[-1][0], page[-1][1]) if len(rows) > limit else None
+        return page, nxt
+
+    def sample(self, n, seed, now):
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        sql = (
+            "SELECT tenant, pcs_id, outcome FROM dedup WHERE expires_at > ? "
+            "ORDER BY flk_rank(?, tenant, pcs_id), tenant, pcs_id LIMIT ?"
+        )
+        rows = self._run(lambda c: c.execute(sql, (now, int(seed), n)).fetchall())
+        return [(t, p, StoredOutcome.from_bytes(o)) for t, p, o in rows]
+
+    def ping(self):
+        try:
+            self._run(lambda c: c.execute("SELECT 1").fetchone())
+            return True
+        except StoreUnavailable:
+            return False
+
+    def close(self):
+        self._closed = True
+        with self._lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()

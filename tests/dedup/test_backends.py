@@ -1,0 +1,107 @@
+"""Backend-specific behaviour: outages fail closed, URLs, the stored-outcome encoding."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flk.impl.dedup import StoredOutcome, StoreUnavailable, open_store
+from flk.impl.dedup.sqlite import SqliteStore
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+OUT = StoredOutcome("0" * 64, 200, b"{}", 1.0, "r", "1")
+
+
+def test_sqlite_missing_directory_is_unavailable(tmp_path):
+    with pytest.raises(StoreUnavailable):
+        open_store(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+
+
+def test_sqlite_locked_beyond_timeout_is_unavailable(tmp_path):
+    path = str(tmp_path / "d.db")
+    s = SqliteStore(path, busy_timeout_ms=100)
+    hog = sqlite3.connect(path, isolation_level=None)
+    hog.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            s.put_if_absent("t", "p", OUT, 10.0)
+    finally:
+        hog.execute("ROLLBACK")
+        hog.close()
+    assert s.put_if_absent("t", "p", OUT, 10.0) == (True, OUT)  # recovers once the lock is gone
+    s.close()
+
+
+def test_sqlite_uses_wal_mode(tmp_path):
+    s = open_store("sqlite", path=str(tmp_path / "w.db"))
+    conn = sqlite3.connect(str(tmp_path / "w.db"))
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    s.close()
+
+
+def test_redis_unreachable_fails_closed():
+    s = open_store(f"redis://127.0.0.1:{_closed_port()}/0", timeout_s=0.5)
+    assert s.ping() is False
+    with pytest.raises(StoreUnavailable):
+        s.get("t", "p", 1.0)
+    with pytest.raises(StoreUnavailable):
+        s.put_if_absent("t", "p", OUT, 1.0)
+    with pytest.raises(StoreUnavailable):
+        s.count(1.0)
+
+
+def test_postgres_unreachable_fails_closed():
+    with pytest.raises(StoreUnavailable):
+        open_store(f"postgresql://flk@127.0.0.1:{_closed_port()}/flk", timeout_s=1.0)
+
+
+def test_postgres_rejects_unsafe_table_name(postgres_dsn):
+    with pytest.raises(ValueError):
+        open_store(postgres_dsn, table="x; DROP TABLE y")
+
+
+def test_open_store_urls(tmp_path):
+    with pytest.raises(ValueError):
+        open_store("mongodb://x")
+    with pytest.raises(ValueError):
+        open_store("sqlite")
+    s = open_store(f"sqlite:///{tmp_path}/a.db")  # sqlite:////abs/path -> /abs/path
+    assert s.path == f"{tmp_path}/a.db"
+    s.close()
+    assert open_store("memory").kind == "memory"
+
+
+def test_bad_keys_are_refused():
+    s = open_store("memory")
+    for tenant, pid in [("", "p"), ("a|b", "p"), ("t", ""), ("t", "x" * 300)]:
+        with pytest.raises(ValueError):
+            s.put_if_absent(tenant, pid, OUT, 1.0)
+    with pytest.raises(ValueError):
+        s.put_if_absent("t", "p", OUT, 1.0, ttl_s=0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    digest=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    status=st.sampled_from([200, 202]),
+    body=st.binary(max_size=200),
+    first_seen=st.floats(0, 4e9, allow_nan=False),
+    region=st.text(max_size=20),
+    pv=st.text(max_size=20),
+)
+def test_stored_outcome_round_trips(digest, status, body, first_seen, region, pv):
+    o = StoredOutcome(digest, status, body, first_seen, region, pv)
+    assert StoredOutcome.from_bytes(o.to_bytes()) == o

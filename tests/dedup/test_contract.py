@@ -1,0 +1,52 @@
+"""The dedup contract on all four backends (real Redis and Postgres from scripts/services.sh)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from dedup.contract import DedupContract, StoreSpec, open_by_url
+
+
+def _redis_cleanup(url: str, prefix: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    keys = list(r.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        r.delete(*keys)
+    r.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
+def store_spec(request, tmp_path):
+    run = f"{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    kind = request.param
+    if kind == "memory":
+        spec = StoreSpec("memory", open_by_url, ("memory", {}), cross_process=False)
+        yield spec
+        spec.close_all()
+    elif kind == "sqlite":
+        spec = StoreSpec("sqlite", open_by_url, (f"sqlite:///{tmp_path}/dedup.db", {}))
+        yield spec
+        spec.close_all()
+    elif kind == "redis":
+        url = request.getfixturevalue("redis_url")
+        prefix = f"flktest:{run}:"
+        spec = StoreSpec("redis", open_by_url, (url, {"prefix": prefix}), ordered_scan=False)
+        yield spec
+        spec.close_all()
+        _redis_cleanup(url, prefix)
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        table = f"flktest_{run}"
+        spec = StoreSpec("postgres", open_by_url, (dsn, {"table": table, "max_size": 4}))
+        yield spec
+        spec.open().drop_table()
+        spec.close_all()
+
+
+class TestDedupContract(DedupContract):
+    pass
