@@ -1,0 +1,813 @@
+"""The verify pipeline: WAL-first, verify-before-dedup, first-write-wins (SPEC.md section 8).
+
+Why this module exists: it is the one place that decides what happens to a
+submitted PCS. It is *sans-I/O*: :meth:`Verifier.handle` is a generator that
+yields effect objects and receives their results (``gen.send``) or their
+failures (``gen.throw``); it never touches a disk, a socket, a thread or the
+wall clock. Drivers carry the effects out -- :func:`run_sync` and
+:func:`run_batch` here (tests, benchmarks, WAL replay), the HTTP server, the
+simulator -- so every driver runs exactly this code.
+
+Theory of operation (one request)::
+
+    1. body size > limit                          -> 413            (no WAL)
+       tenant over rate limit / daily quota       -> 429 Retry-After (no WAL)
+    2. yield WalAppend(...)  -- durable before anything else (INV-WAL-FIRST)
+       WAL failure                                -> 503 Retry-After
+    3. strict JSON + PCS wire-format validation   -> 400 naming every bad field
+       pcs_id != SHA-256(merkle_root|epoch|shard_id) -> 400 (INV-PCSID)
+    4. tenant + key resolution, profile allowance,
+       signature over the canonical bytes         -> 401
+       (no dedup effect is ever yielded before this passes: INV-VERIFY-BEFORE-DEDUP)
+    5. yield DedupGet(tenant, pcs_id)              (INV-TENANT-ISOLATION)
+       hit, same payload digest                   -> stored response, verbatim,
+                                                     header Idempotent-Replayed: true
+       hit, other digest                          -> 409, store untouched
+    6. signal checks + hooks -> reasons[]; none   -> 200, else 202
+       (a hook reason listed in reject_status     -> that status, nothing stored)
+    7. yield DedupPut(tenant, pcs_id, outcome)    atomic put-if-absent
+       lost the race: winner has my digest        -> winner's response (replay)
+                      winner has another digest   -> 409      (INV-FWW)
+       store unreachable (5 or 7)                 -> 503 Retry-After
+    8. respond.
+
+Every answer is also announced with ``Emit(event)`` (a dict: kind, tenant_label,
+status, and for outcomes pcs_id / payload_digest / reasons -- never payloads,
+signatures or keys) for metrics, audit and history.
+
+Batching (:func:`run_batch`): requests advance in lock step; all WAL appends of
+a step share one ``sync`` (group commit) and all dedup reads / writes of a step
+one ``get_many`` / ``put_many_if_absent`` call (one transaction). This is
+per-request exact: each response equals the response of the same requests run
+one after another through :func:`run_sync`, because a batch's puts run in
+request order and a request that loses to an earlier one in the batch takes
+the lost-race path of step 7, which answers exactly what a dedup hit in step 5
+would have answered.
+
+Replay (:meth:`Verifier.handle` with ``replay=True``): a record read back from
+the inbox WAL runs steps 3-8 with ``now = received_at`` (no 413/429, no new WAL
+record). ``first_seen`` is ``received_at``, so replaying a WAL prefix any number
+of times yields the same dedup state (INV-IDEMPOTENT-REPLAY).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flk.impl.canonical import SIGNED_FIELDS, canonical_bytes, round9
+from flk.impl.dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable
+from flk.impl.pcs import HEX64_RE, SHARD_ID_RE
+from flk.impl.pcs import pcs_id as compute_pcs_id
+from flk.impl.signals import (
+    DEFAULT_BUDGET,
+    DEFAULT_REGIME,
+    BudgetParams,
+    RegimeThresholds,
+    budget,
+    d_hat,
+    regime,
+)
+from flk.impl.signing import verify_ed25519, verify_hmac
+from flk.impl.tenants import Limiter, Tenant, TenantRegistry
+
+REPLAY_HEADER = "Idempotent-Replayed"
+PROBLEM_BASE = "urn:flk:problem:"
+JSON_CT = "application/json"
+PROBLEM_CT = "application/problem+json"
+SCHEMA_NAME = "fractal-lba-kakeya"
+VERSION_PROFILE = {"1": "v1", "0.1": "legacy-0.1"}
+REGIMES = ("sticky", "mixed", "non_sticky")
+EPOCH_MAX = 2**53 - 1
+U64_MAX = 2**64 - 1
+MAX_SCALES = 32
+MAX_DIM = 16
+MAX_META = 64
+MAX_STR = 1024
+COUNT_MAX = 2**53 - 1
+
+# reason codes of step 6 (machine-readable; SPEC.md section 8)
+R_D_HAT = "d_hat_mismatch"
+R_COH = "coh_out_of_bounds"
+R_R = "r_out_of_bounds"
+R_NJ = "n_j_decreasing"
+R_BUDGET = "budget_mismatch"
+R_REGIME = "regime_mismatch"
+REASON_CODES = (R_D_HAT, R_COH, R_R, R_NJ, R_BUDGET, R_REGIME)
+
+# hook reasons that reject (HTTP status) instead of escalating -- governance's codes
+DEFAULT_REJECT_STATUS: Mapping[str, int] = {
+    "pii_detected": 400,
+    "anomaly_reject": 400,
+    "vrf_invalid": 401,
+    "vrf_missing": 401,
+    "vrf_seed_mismatch": 401,
+}
+
+# problem types: slug -> (status, title)
+PROBLEMS: Mapping[str, tuple[int, str]] = {
+    "invalid-json": (400, "Request body is not strict JSON"),
+    "invalid-pcs": (400, "PCS does not match the wire format"),
+    "rejected-by-policy": (400, "PCS rejected by a policy check"),
+    "unknown-tenant": (401, "Unknown tenant"),
+    "profile-not-allowed": (401, "Profile not allowed for this tenant"),
+    "bad-signature": (401, "Signature does not verify"),
+    "unauthorized-by-policy": (401, "PCS rejected by an authenticity check"),
+    "conflict": (409, "pcs_id already recorded with a different payload"),
+    "payload-too-large": (413, "Request body too large"),
+    "rate-limited": (429, "Tenant rate limit exceeded"),
+    "quota-exceeded": (429, "Tenant daily quota exceeded"),
+    "wal-unavailable": (503, "Inbox WAL unavailable"),
+    "store-unavailable": (503, "Dedup store unavailable"),
+}
+
+
+# -- configuration ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Policy:
+    """What the policy DSL (flk.impl.policy) compiles into."""
+
+    version: str = "1.0.0"
+    tol_d: float = 0.15
+    tol_coh: float = 0.05
+    tol_budget: float = 0.01
+    budget: BudgetParams = DEFAULT_BUDGET
+    regime: RegimeThresholds = DEFAULT_REGIME
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 64 * 1024
+    retry_after_s: int = 1  # Retry-After of a 503
+    ttl_s: float = DEFAULT_TTL_S
+
+
+Hook = Callable[[dict, str], Sequence[str]]
+
+
+# -- requests, responses, effects ---------------------------------------------------------
+@dataclass(frozen=True)
+class Request:
+    body: bytes
+    tenant: str | None = None  # the X-Tenant-Id header, verbatim (None if absent)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        low = name.lower()
+        for k, v in self.headers:
+            if k.lower() == low:
+                return v
+        return None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class WalAppend:
+    """Append an inbox record; the reply is its WAL index once *durable*."""
+
+    tenant: str
+    received_at: float
+    region: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class DedupGet:
+    tenant: str
+    pcs_id: str
+    now: float
+
+
+@dataclass(frozen=True)
+class DedupPut:
+    """Atomic put-if-absent; the reply is ``(stored, winner)``."""
+
+    tenant: str
+    pcs_id: str
+    outcome: StoredOutcome
+    now: float
+    ttl_s: float
+
+
+@dataclass(frozen=True)
+class Emit:
+    """An event for metrics / audit / history; no reply."""
+
+    event: Mapping[str, Any]
+
+
+Effect = WalAppend | DedupGet | DedupPut | Emit
+
+
+class WalUnavailable(Exception):
+    """Thrown into the pipeline by a driver whose WAL append or sync failed."""
+
+
+# -- strict JSON --------------------------------------------------------------------------
+class _JsonError(ValueError):
+    pass
+
+
+def _no_dupes(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise _JsonError(f"duplicate key {k[:64]!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise _JsonError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_dupes, parse_constant=_no_constant)
+
+
+def parse_strict(body: bytes) -> Any:
+    """RFC 8259 JSON in UTF-8 with no duplicate keys and no NaN/Infinity.
+
+    Raises ``ValueError`` with a short message (never the body)."""
+    try:
+        text = bytes(body).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("body is not UTF-8") from None
+    text = text.strip(" \t\r\n")  # JSON's whitespace only
+    try:
+        doc, end = _DECODER.raw_decode(text)
+        if end != len(text):
+            raise _JsonError("trailing data after the JSON value")
+    except _JsonError as exc:
+        raise ValueError(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON at line {exc.lineno} column {exc.colno}") from None
+    except (RecursionError, ValueError) as exc:  # nesting depth, int digit limit
+        raise ValueError(f"unparseable JSON ({type(exc).__name__})") from None
+    return doc
+
+
+# -- the wire-format validator ------------------------------------------------------------
+REQUIRED = (
+    "pcs_id", "schema", "version", "shard_id", "epoch", "scales", "N_j", "coh_star",
+    "v_star", "D_hat", "r", "regime", "budget", "merkle_root", "sig",
+)
+OPTIONAL = ("seed", "sig_alg", "attempt", "sent_at", "ft", "vrf_proof", "meta")
+_KNOWN = frozenset(REQUIRED + OPTIONAL)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: object) -> bool:
+    return (isinstance(v, float) and math.isfinite(v)) or _is_int(v)
+
+
+def _tname(v: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
+            int: "integer", float: "number"}.get(type(v), type(v).__name__)
+
+
+def validate_pcs(doc: Any) -> list[tuple[str, str]]:
+    """Every wire-format error of ``doc`` as ``(field, message)``, in a fixed order
+    (required fields, optional fields, unknown fields, then INV-PCSID). Empty if valid."""
+    if not isinstance(doc, dict):
+        return [("", f"must be a JSON object, got {_tname(doc)}")]
+    errs: list[tuple[str, str]] = []
+    add = errs.append
+    for k in REQUIRED:
+        if k not in doc:
+            add((k, "required field missing"))
+    g = doc.get
+
+    def hex64(k: str) -> None:
+        v = g(k)
+        if k in doc and not (isinstance(v, str) and HEX64_RE.fullmatch(v)):
+            add((k, "must be 64 lowercase hexadecimal characters"))
+
+    hex64("pcs_id")
+    if "schema" in doc and g("schema") != SCHEMA_NAME:
+        add(("schema", f'must be "{SCHEMA_NAME}"'))
+    if "version" in doc and g("version") not in VERSION_PROFILE:
+        add(("version", 'must be "1" (profile v1) or "0.1" (legacy-0.1)'))
+    if "shard_id" in doc:
+        v = g("shard_id")
+        if not (isinstance(v, str) and SHARD_ID_RE.fullmatch(v)):
+            add(("shard_id", "must match ^[A-Za-z0-9._:-]{1,128}$"))
+    if "epoch" in doc:
+        v = g("epoch")
+        if not _is_int(v):
+            add(("epoch", f"must be an integer, got {_tname(v)}"))
+        elif not 0 <= v <= EPOCH_MAX:
+            add(("epoch", "must be in [0, 2^53-1]"))
+    scales_ok = False
+    if "scales" in doc:
+        v = g("scales")
+        if not isinstance(v, list):
+            add(("scales", f"must be an array of integers, got {_tname(v)}"))
+        elif not 2 <= len(v) <= MAX_SCALES:
+            add(("scales", f"must hold 2 to {MAX_SCALES} scales"))
+        else:
+            scales_ok = True
+            for i, s in enumerate(v):
+                if not _is_int(s):
+                    add((f"scales[{i}]", f"must be an integer, got {_tname(s)}")); scales_ok = False  # noqa: E702
+                elif not 2 <= s <= 2**31:
+                    add((f"scales[{i}]", "must be in [2, 2^31]")); scales_ok = False  # noqa: E702
+                elif i and _is_int(v[i - 1]) and s <= v[i - 1]:
+                    add((f"scales[{i}]", "scales must be strictly increasing")); scales_ok = False  # noqa: E702
+    if "N_j" in doc:
+        v = g("N_j")
+        if not isinstance(v, dict):
+            add(("N_j", f"must be an object of scale -> count, got {_tname(v)}"))
+        else:
+            for k in v:  # insertion order of the body: deterministic
+                c = v[k]
+                if not _is_int(c):
+                    add((f"N_j.{k[:32]}", f"must be an integer, got {_tname(c)}"))
+                elif not 1 <= c <= COUNT_MAX:
+                    add((f"N_j.{k[:32]}", "must be in [1, 2^53-1]"))
+            if scales_ok:
+                want = [str(s) for s in g("scales")]
+                wanted = set(want)
+                for s in want:
+                    if s not in v:
+                        add((f"N_j.{s}", "missing count for this scale"))
+                for k in v:
+                    if k not in wanted:
+                        add((f"N_j.{k[:32]}", "key is not one of the scales (decimal)"))
+    for k in ("coh_star", "D_hat", "r", "budget"):
+        if k in doc and not _is_num(g(k)):
+            add((k, f"must be a finite number, got {_tname(g(k))}"))
+    if "v_star" in doc:
+        v = g("v_star")
+        if not isinstance(v, list):
+            add(("v_star", f"must be an array of numbers, got {_tname(v)}"))
+        elif not 1 <= len(v) <= MAX_DIM:
+            add(("v_star", f"must hold 1 to {MAX_DIM} numbers"))
+        else:
+            for i, x in enumerate(v):
+                if not _is_num(x):
+                    add((f"v_star[{i}]", f"must be a finite number, got {_tname(x)}"))
+    if "regime" in doc and g("regime") not in REGIMES:
+        add(("regime", "must be one of sticky, mixed, non_sticky"))
+    hex64("merkle_root")
+    if "sig" in doc:
+        v = g("sig")
+        if not (isinstance(v, str) and 1 <= len(v) <= 256):
+            add(("sig", "must be a non-empty base64 string of at most 256 characters"))
+    # optional
+    if "seed" in doc and not (_is_int(g("seed")) and 0 <= g("seed") <= U64_MAX):
+        add(("seed", "must be an integer in [0, 2^64-1]"))
+    if "sig_alg" in doc and g("sig_alg") not in ("hmac", "ed25519"):
+        add(("sig_alg", "must be hmac or ed25519"))
+    if "attempt" in doc and not (_is_int(g("attempt")) and 0 <= g("attempt") <= 2**31):
+        add(("attempt", "must be an integer in [0, 2^31]"))
+    if "sent_at" in doc and not (isinstance(g("sent_at"), str) and len(g("sent_at")) <= 64):
+        add(("sent_at", "must be a string of at most 64 characters"))
+    if "ft" in doc and not isinstance(g("ft"), dict):
+        add(("ft", f"must be an object, got {_tname(g('ft'))}"))
+    if "vrf_proof" in doc and not (isinstance(g("vrf_proof"), str) and len(g("vrf_proof")) <= MAX_STR):
+        add(("vrf_proof", f"must be a string of at most {MAX_STR} characters"))
+    if "meta" in doc:
+        v = g("meta")
+        if not isinstance(v, dict):
+            add(("meta", f"must be an object of strings, got {_tname(v)}"))
+        elif len(v) > MAX_META:
+            add(("meta", f"at most {MAX_META} entries"))
+        else:
+            for k, x in v.items():
+                if not (isinstance(x, str) and len(x) <= MAX_STR):
+                    add((f"meta.{k[:32]}", f"must be a string of at most {MAX_STR} characters"))
+    for k in doc:
+        if k not in _KNOWN:
+            add((k[:64], "unknown field"))
+    if not errs:  # INV-PCSID: only meaningful once its inputs are well-formed
+        want = compute_pcs_id(doc["merkle_root"], doc["epoch"], doc["shard_id"])
+        if want != doc["pcs_id"]:
+            add(("pcs_id", "does not equal SHA-256(merkle_root|epoch|shard_id) (INV-PCSID)"))
+    return errs
+
+
+def payload_digest(pcs: Mapping) -> str:
+    """Hex SHA-256 of the v1 canonical bytes of the signed subset."""
+    return hashlib.sha256(canonical_bytes(pcs, "v1")).hexdigest()
+
+
+# -- responses ----------------------------------------------------------------------------
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def problem(slug: str, detail: str, retry_after: int | None = None, **extra: Any) -> Response:
+    status, title = PROBLEMS[slug]
+    body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
+    headers = [("Content-Type", PROBLEM_CT)]
+    if retry_after is not None:
+        headers.append(("Retry-After", str(int(retry_after))))
+    return Response(status, tuple(headers), _dumps(body))
+
+
+def _outcome_response(stored: StoredOutcome, replayed: bool) -> Response:
+    headers = [("Content-Type", JSON_CT)]
+    if replayed:
+        headers.append((REPLAY_HEADER, "true"))
+    return Response(stored.status, tuple(headers), stored.body)
+
+
+# -- the pipeline -------------------------------------------------------------------------
+class Verifier:
+    def __init__(
+        self,
+        tenants: TenantRegistry,
+        policy: Policy = Policy(),
+        region: str = "local",
+        limits: Limits = Limits(),
+        hooks: Sequence[Hook] = (),
+        limiter: Limiter | None = None,
+        reject_status: Mapping[str, int] | None = None,
+    ) -> None:
+        self.tenants = tenants
+        self.policy = policy
+        self.region = region
+        self.limits = limits
+        self.hooks = tuple(hooks)
+        self.limiter = limiter if limiter is not None else Limiter()
+        self.reject_status = dict(DEFAULT_REJECT_STATUS if reject_status is None else reject_status)
+
+    # step 6
+    def check_signals(self, pcs: Mapping, profile: str) -> tuple[list[str], float, float, str]:
+        """(reasons, recomputed D-hat, recomputed budget, recomputed regime)."""
+        p = self.policy
+        scales = list(pcs["scales"])
+        counts = [pcs["N_j"][str(s)] for s in scales]
+        dh = d_hat(scales, counts, profile)
+        coh, r = round9(pcs["coh_star"]), round9(pcs["r"])
+        # out-of-range claims are flagged below; recompute with the value clamped to [0, 1]
+        coh_c, r_c = min(1.0, max(0.0, coh)), min(1.0, max(0.0, r))
+        b = budget(dh, coh_c, r_c, p.budget)
+        reg = regime(dh, coh_c, p.regime)
+        reasons = []
+        if abs(dh - round9(pcs["D_hat"])) > p.tol_d:
+            reasons.append(R_D_HAT)
+        if not 0.0 <= coh <= 1.0 + p.tol_coh:
+            reasons.append(R_COH)
+        if not 0.0 <= r <= 1.0:
+            reasons.append(R_R)
+        if any(counts[i] < counts[i - 1] for i in range(1, len(counts))):
+            reasons.append(R_NJ)
+        if abs(b - round9(pcs["budget"])) > p.tol_budget:
+            reasons.append(R_BUDGET)
+        if reg != pcs["regime"]:
+            reasons.append(R_REGIME)
+        return reasons, dh, b, reg
+
+    def _verify_sig(self, tenant: Tenant, pcs: Mapping, profile: str, now: float) -> bool:
+        keys = tenant.active_keys(now)
+        if not keys:
+            return False
+        subset = {k: pcs[k] for k in SIGNED_FIELDS}
+        if tenant.alg == "hmac":
+            return verify_hmac(subset, pcs["sig"], keys, profile)
+        return verify_ed25519(subset, pcs["sig"], keys, profile)
+
+    def handle(
+        self, req: Request, now: float, *, replay: bool = False
+    ) -> Generator[Effect, Any, Response]:
+        tenant = self.tenants.resolve(req.tenant)
+        label = tenant.tenant_id if tenant is not None else "_unknown"
+
+        def done(resp: Response, kind: str, **ev: Any) -> Generator[Effect, Any, Response]:
+            yield Emit({"kind": kind, "tenant_label": label, "status": resp.status, **ev})
+            return resp
+
+        # 1. cheap checks, before the WAL
+        if not replay:
+            if len(req.body) > self.limits.max_body_bytes:
+                return (yield from done(problem(
+                    "payload-too-large", f"body exceeds {self.limits.max_body_bytes} bytes"), "rejected"))
+            if tenant is not None:
+                adm = self.limiter.admit(tenant, now)
+                if not adm.ok:
+                    slug = "quota-exceeded" if adm.reason == "quota_exceeded" else "rate-limited"
+                    return (yield from done(problem(slug, adm.reason, retry_after=adm.retry_after), "rejected"))
+            # 2. WAL first
+            try:
+                yield WalAppend(req.tenant or "", now, self.region, bytes(req.body))
+            except WalUnavailable:
+                return (yield from done(problem(
+                    "wal-unavailable", "the request was not recorded; retry",
+                    retry_after=self.limits.retry_after_s), "wal_error"))
+            yield Emit({"kind": "ingest", "tenant_label": label})
+        # 3. parse and validate
+        try:
+            doc = parse_strict(req.body)
+        except ValueError as exc:
+            return (yield from done(problem(
+                "invalid-json", str(exc), errors=[{"field": "", "message": str(exc)}]), "rejected"))
+        errs = validate_pcs(doc)
+        if errs:
+            return (yield from done(problem(
+                "invalid-pcs", f"{len(errs)} invalid field(s): " + ", ".join(sorted({f for f, _ in errs})),
+                errors=[{"field": f, "message": m} for f, m in errs]), "rejected"))
+        pid = doc["pcs_id"]
+        # 4. tenant, keys, signature -- before any dedup effect
+        if tenant is None:
+            return (yield from done(problem("unknown-tenant", "X-Tenant-Id names no configured tenant"),
+                                    "signature_error"))
+        profile = VERSION_PROFILE[doc["version"]]
+        if not tenant.allows(profile):
+            return (yield from done(problem(
+                "profile-not-allowed", f"profile {profile} is not enabled for this tenant"), "signature_error"))
+        if "sig_alg" in doc and doc["sig_alg"] != tenant.alg:
+            return (yield from done(problem("bad-signature", "sig_alg does not match the tenant's algorithm"),
+                                    "signature_error"))
+        if not self._verify_sig(tenant, doc, profile, now):
+            return (yield from done(problem("bad-signature", "no active key of this tenant verifies sig"),
+                                    "signature_error"))
+        tid = tenant.tenant_id
+        digest = payload_digest(doc)
+        # 5. dedup lookup
+        try:
+            stored = yield DedupGet(tid, pid, now)
+        except StoreUnavailable:
+            return (yield from self._unavailable(label))
+        if stored is not None:
+            return (yield from self._existing(stored, digest, pid, label))
+        # 6. signal checks and hooks
+        reasons, dh, b, reg = self.check_signals(doc, profile)
+        for hook in self.hooks:
+            for r in hook(doc, tid):
+                if r not in reasons:
+                    reasons.append(r)
+        rejecting = [r for r in reasons if r in self.reject_status]
+        if rejecting:
+            status = self.reject_status[rejecting[0]]
+            slug = "rejected-by-policy" if status == 400 else "unauthorized-by-policy"
+            if status not in (400, 401):
+                raise ValueError(f"reject_status for {rejecting[0]} must be 400 or 401")
+            return (yield from done(problem(slug, "rejected: " + ", ".join(rejecting), reasons=rejecting),
+                                    "rejected" if status == 400 else "signature_error", pcs_id=pid))
+        escalated = bool(reasons)
+        status = 202 if escalated else 200
+        body = _dumps({
+            "pcs_id": pid,
+            "accepted": not escalated,
+            "escalated": escalated,
+            "reasons": reasons,
+            "recomputed": {"D_hat": round9(dh), "budget": round9(b), "regime": reg},
+            "policy_version": self.policy.version,
+            "region": self.region,
+            "first_seen": now,
+        })
+        outcome = StoredOutcome(digest, status, body, now, self.region, self.policy.version)
+        # 7. atomic put-if-absent
+        try:
+            won, winner = yield DedupPut(tid, pid, outcome, now, self.limits.ttl_s)
+        except StoreUnavailable:
+            return (yield from self._unavailable(label))
+        if not won:
+            return (yield from self._existing(winner, digest, pid, label))
+        # 8. respond
+        return (yield from done(_outcome_response(outcome, False), "escalated" if escalated else "accepted",
+                                pcs_id=pid, tenant=tid, payload_digest=digest, reasons=list(reasons),
+                                first_seen=now, policy_version=self.policy.version))
+
+    def _existing(self, stored: StoredOutcome, digest: str, pid: str, label: str):
+        if stored.payload_digest == digest:
+            yield Emit({"kind": "dedup_hit", "tenant_label": label, "status": stored.status, "pcs_id": pid})
+            return _outcome_response(stored, True)
+        resp = problem("conflict", "this pcs_id was recorded with a different signed payload",
+                       pcs_id=pid, first_seen=stored.first_seen)
+        yield Emit({"kind": "dedup_conflict", "tenant_label": label, "status": 409, "pcs_id": pid,
+                    "payload_digest": digest})
+        return resp
+
+    def _unavailable(self, label: str):
+        resp = problem("store-unavailable", "dedup store unreachable; the request is in the WAL",
+                       retry_after=self.limits.retry_after_s)
+        yield Emit({"kind": "store_unavailable", "tenant_label": label, "status": 503})
+        return resp
+
+
+# -- drivers ------------------------------------------------------------------------------
+Sink = Callable[[Mapping[str, Any]], None]
+
+
+class MemoryWal:
+    """A list standing in for the inbox WAL where durability is not the point
+    (the simulator has its own disk; tests of the WAL-first *order* use this)."""
+
+    def __init__(self) -> None:
+        self.records: list[WalAppend] = []
+        self.synced = 0
+        self.fail = False
+
+    def append_record(self, eff: WalAppend) -> int:
+        if self.fail:
+            raise OSError("wal append failed")
+        self.records.append(eff)
+        return len(self.records) - 1
+
+    def sync(self) -> None:
+        if self.fail:
+            raise OSError("wal sync failed")
+        self.synced = len(self.records)
+
+
+def _wal_errors() -> tuple[type[BaseException], ...]:
+    from flk.impl.wal import WalError
+
+    return (OSError, WalError, TimeoutError)
+
+
+def wal_write(wal: Any, effs: Sequence[WalAppend]) -> list[int]:
+    """Append ``effs`` in order and return their indexes once ALL are durable.
+
+    ``wal`` is a :class:`flk.impl.wal.SegmentedLog` (``append_many`` then one
+    ``sync`` -- a group commit of this batch), a :class:`flk.impl.wal.GroupCommitter`
+    (``append_many`` then ``wait`` for the commit thread's fsync, which also
+    batches across threads), or a :class:`MemoryWal`. Failures raise
+    :class:`WalUnavailable`."""
+    if isinstance(wal, MemoryWal):
+        try:
+            idxs = [wal.append_record(e) for e in effs]
+            wal.sync()
+        except OSError as exc:
+            raise WalUnavailable(type(exc).__name__) from None
+        return idxs
+    from flk.impl.wal import InboxRecord, encode_inbox_record
+
+    try:
+        payloads = [encode_inbox_record(InboxRecord(e.tenant, e.received_at, e.region, e.body)) for e in effs]
+        first = wal.append_many(payloads)
+        last = first + len(payloads) - 1
+        if hasattr(wal, "wait"):  # GroupCommitter
+            wal.wait(last)
+        else:
+            wal.sync()
+    except _wal_errors() as exc:
+        raise WalUnavailable(type(exc).__name__) from None
+    return list(range(first, last + 1))
+
+
+def run_sync(
+    gen: Generator[Effect, Any, Response],
+    wal: Any,
+    store: Any,
+    sink: Sink | None = None,
+    latency: Callable[[str, float], None] | None = None,
+) -> Response:
+    """Drive one pipeline generator to its response, in this thread.
+
+    ``wal``: see :func:`wal_write` (a ``SegmentedLog`` costs one fsync per
+    request here; a ``GroupCommitter`` or :func:`run_batch` share fsyncs). ``store`` is a
+    :class:`flk.impl.dedup.DedupStore`. ``sink`` receives every ``Emit`` event;
+    ``latency(tenant_label, seconds)`` (e.g. ``Metrics.observe_latency``) gets the
+    driver-measured wall time of the request -- the clock lives here, not in the pipeline.
+    """
+    reply: Any = None
+    exc: BaseException | None = None
+    label = "_none"
+    t0 = time.perf_counter() if latency is not None else 0.0
+    while True:
+        try:
+            eff = gen.throw(exc) if exc is not None else gen.send(reply)
+        except StopIteration as stop:
+            if latency is not None:
+                latency(label, time.perf_counter() - t0)
+            return stop.value
+        reply, exc = None, None
+        if isinstance(eff, Emit):
+            label = eff.event.get("tenant_label", label)
+            if sink is not None:
+                sink(eff.event)
+        elif isinstance(eff, WalAppend):
+            try:
+                reply = wal_write(wal, [eff])[0]
+            except WalUnavailable as e:
+                exc = e
+        elif isinstance(eff, DedupGet):
+            try:
+                reply = store.get(eff.tenant, eff.pcs_id, eff.now)
+            except StoreUnavailable as e:
+                exc = e
+        elif isinstance(eff, DedupPut):
+            try:
+                reply = store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
+            except StoreUnavailable as e:
+                exc = e
+        else:  # pragma: no cover - a new effect type without a driver case
+            raise TypeError(f"unknown effect {type(eff).__name__}")
+
+
+def run_batch(
+    gens: Sequence[Generator[Effect, Any, Response]], wal: Any, store: Any, sink: Sink | None = None
+) -> list[Response]:
+    """Drive several pipeline generators in lock step with shared I/O.
+
+    Per step: every pending ``WalAppend`` is appended in request order and then
+    made durable by ONE ``sync()`` (group commit) before any of them is
+    answered; every pending ``DedupGet`` goes into one ``get_many`` and every
+    ``DedupPut`` into one ``put_many_if_absent`` (one transaction; puts in
+    request order). Responses are per-request exact (see the module docstring).
+    """
+    n = len(gens)
+    out: list[Response | None] = [None] * n
+    pending: dict[int, Any] = {}
+    replies: dict[int, tuple[Any, BaseException | None]] = {i: (None, None) for i in range(n)}
+    active = list(range(n))
+    while active:
+        pending.clear()
+        for i in active:
+            reply, exc = replies[i]
+            g = gens[i]
+            try:
+                while True:
+                    eff = g.throw(exc) if exc is not None else g.send(reply)
+                    reply, exc = None, None
+                    if isinstance(eff, Emit):  # no reply: keep going
+                        if sink is not None:
+                            sink(eff.event)
+                        continue
+                    pending[i] = eff
+                    break
+            except StopIteration as stop:
+                out[i] = stop.value
+        active = [i for i in active if i in pending]
+        replies = {}
+        wal_ix = [i for i in active if isinstance(pending[i], WalAppend)]
+        if wal_ix:
+            try:
+                idxs = wal_write(wal, [pending[i] for i in wal_ix])
+                for i, idx in zip(wal_ix, idxs, strict=True):
+                    replies[i] = (idx, None)
+            except WalUnavailable as e:
+                for i in wal_ix:
+                    replies[i] = (None, e)
+        get_ix = [i for i in active if isinstance(pending[i], DedupGet)]
+        if get_ix:
+            now = pending[get_ix[0]].now
+            try:
+                if all(pending[i].now == now for i in get_ix):
+                    res = store.get_many([(pending[i].tenant, pending[i].pcs_id) for i in get_ix], now)
+                else:
+                    res = [store.get(pending[i].tenant, pending[i].pcs_id, pending[i].now) for i in get_ix]
+                for i, r in zip(get_ix, res, strict=True):
+                    replies[i] = (r, None)
+            except StoreUnavailable as e:
+                for i in get_ix:
+                    replies[i] = (None, e)
+        put_ix = [i for i in active if isinstance(pending[i], DedupPut)]
+        if put_ix:
+            p0 = pending[put_ix[0]]
+            try:
+                if all(pending[i].now == p0.now and pending[i].ttl_s == p0.ttl_s for i in put_ix):
+                    res = store.put_many_if_absent(
+                        [(pending[i].tenant, pending[i].pcs_id, pending[i].outcome) for i in put_ix], p0.now, p0.ttl_s)
+                else:
+                    res = [store.put_if_absent(pending[i].tenant, pending[i].pcs_id, pending[i].outcome,
+                                               pending[i].now, pending[i].ttl_s) for i in put_ix]
+                for i, r in zip(put_ix, res, strict=True):
+                    replies[i] = (r, None)
+            except StoreUnavailable as e:
+                for i in put_ix:
+                    replies[i] = (None, e)
+        for i in active:
+            if i not in replies:  # pragma: no cover
+                raise TypeError(f"unknown effect {type(pending[i]).__name__}")
+    return out  # type: ignore[return-value]
+
+
+def replay_records(verifier: Verifier, records: Any, store: Any, sink: Sink | None = None) -> list[Response]:
+    """Run inbox records (objects with ``tenant``, ``received_at``, ``body``, e.g.
+    :class:`flk.impl.wal.InboxRecord` or :class:`WalAppend`) through steps 3-8
+    again, with ``now = received_at`` (INV-IDEMPOTENT-REPLAY). A ``tenant`` of
+    ``""`` means the request had no ``X-Tenant-Id``."""
+    out = []
+    for rec in records:
+        gen = verifier.handle(Request(rec.body, rec.tenant or None), rec.received_at, replay=True)
+        out.append(run_sync(gen, None, store, sink))
+    return out
+
+
+def replay_log(verifier: Verifier, log: Any, store: Any, sink: Sink | None = None,
+               from_index: int = 0) -> list[Response]:
+    """Replay an inbox :class:`flk.impl.wal.SegmentedLog` from ``from_index``."""
+    from flk.impl.wal import decode_inbox_record
+
+    return replay_records(verifier, (decode_inbox_record(p) for _, p in log.records(from_index)), store, sink)
