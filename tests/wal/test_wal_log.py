@@ -1,0 +1,247 @@
+"""SegmentedLog on the real disk and on the crashable memory disk."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from flk.impl.fs import CrashableMemoryFileSystem, OsFileSystem
+from flk.impl.wal import (
+    SegmentedLog,
+    WalCorruption,
+    WalError,
+    compact_name,
+    encode_frame,
+    manifest_name,
+    segment_name,
+)
+
+
+def payloads_of(log: SegmentedLog) -> list[bytes]:
+    return [p for _, p in log.records()]
+
+
+def test_append_sync_reopen_round_trip_on_the_real_disk(tmp_path):
+    d = str(tmp_path / "wal")
+    with SegmentedLog(d, segment_bytes=200) as log:
+        idx = [log.append(b"rec-%03d" % i) for i in range(40)]
+        assert idx == list(range(40))
+        assert not log.is_durable(39)
+        assert log.sync() == 40 and log.is_durable(39)
+        assert len(log.sealed_segments()) >= 2
+    with SegmentedLog(d, segment_bytes=200) as log:
+        assert payloads_of(log) == [b"rec-%03d" % i for i in range(40)]
+        assert log.recovery["torn_tail"] is None
+        assert log.append(b"next") == 40
+        assert list(log.records(from_index=38)) == [(38, b"rec-038"), (39, b"rec-039"), (40, b"next")]
+    sealed = [n for n in os.listdir(d) if n.endswith(".manifest.json")]
+    assert sealed
+    for n in sealed:  # sealed segments are read-only
+        log_name = n.replace(".manifest.json", ".log")
+        assert not os.stat(os.path.join(d, log_name)).st_mode & 0o222
+
+
+def test_torn_tail_on_the_real_disk_is_truncated_and_reported(tmp_path):
+    d = str(tmp_path / "wal")
+    with SegmentedLog(d) as log:
+        for i in range(5):
+            log.append(b"x" * i)
+    seg = os.path.join(d, segment_name(0))
+    with open(seg, "ab") as f:
+        f.write(encode_frame(b"half-written")[:9])
+    with SegmentedLog(d) as log:
+        assert log.recovery["torn_tail"]["dropped_bytes"] == 9
+        assert payloads_of(log) == [b"x" * i for i in range(5)]
+        assert log.append(b"after") == 5
+    with SegmentedLog(d) as log:
+        assert payloads_of(log)[-1] == b"after"
+
+
+def test_bit_flip_in_the_middle_raises_with_segment_and_offset():
+    fs = CrashableMemoryFileSystem()
+    with SegmentedLog("w", fs=fs) as log:
+        for i in range(10):
+            log.append(b"payload-%d" % i)
+    frame = len(encode_frame(b"payload-0"))
+    fs.flip_bit("w/" + segment_name(0), 3 * frame + 14, bit=3)
+    with pytest.raises(WalCorruption) as ei:
+        SegmentedLog("w", fs=fs)
+    assert ei.value.segment == segment_name(0) and ei.value.offset == 3 * frame
+    assert "payload checksum" in ei.value.reason
+
+
+def test_damage_in_a_non_last_segment_is_corruption_not_a_torn_tail():
+    fs = CrashableMemoryFileSystem()
+    with SegmentedLog("w", fs=fs, segment_bytes=100) as log:
+        for i in range(20):
+            log.append(b"%05d" % i)
+    first = "w/" + segment_name(0)
+    data = fs.read(first)
+    fs.truncate(first, len(data) - 3)
+    with pytest.raises(WalCorruption) as ei:
+        SegmentedLog("w", fs=fs, segment_bytes=100)
+    assert ei.value.segment == segment_name(0)
+
+
+def test_manifest_detects_tampering_with_recomputed_crcs():
+    fs = CrashableMemoryFileSystem()
+    with SegmentedLog("w", fs=fs) as log:
+        for i in range(6):
+            log.append(b"amount=%d" % i)
+        log.seal()
+        log.append(b"tail")
+    # rewrite record 2 with a *valid* frame (CRCs recomputed): only the manifest can tell
+    path = "w/" + segment_name(0)
+    payloads = [b"amount=%d" % i for i in range(6)]
+    payloads[2] = b"amount=9"
+    fs.remove(path)  # the file is read-only; a tamperer replaces it
+    h = fs.open_append(path)
+    h.write(b"".join(encode_frame(p) for p in payloads))
+    h.fsync()
+    fs.fsync_dir("w")
+    with pytest.raises(WalCorruption) as ei:
+        SegmentedLog("w", fs=fs)
+    assert ei.value.segment == segment_name(0) and "sha256" in ei.value.reason
+
+
+def test_deleted_middle_segment_is_a_gap():
+    fs = CrashableMemoryFileSystem()
+    with SegmentedLog("w", fs=fs, segment_bytes=60) as log:
+        for i in range(30):
+            log.append(b"%04d" % i)
+        names = [s.name for s in log.segments()]
+    assert len(names) >= 3
+    fs.remove("w/" + names[1])
+    with pytest.raises(WalCorruption) as ei:
+        SegmentedLog("w", fs=fs, segment_bytes=60)
+    assert "gap" in ei.value.reason
+
+
+def test_retention_drops_whole_sealed_segments_only():
+    fs = CrashableMemoryFileSystem()
+    log = SegmentedLog("w", fs=fs, segment_bytes=60)
+    for i in range(30):
+        log.append(b"%04d" % i)
+    segs = log.segments()
+    cut = segs[2].first_index + 1  # inside the third segment
+    dropped = log.drop_sealed_before(cut)
+    assert dropped == [segs[0].name, segs[1].name]
+    assert log.first_index == segs[2].first_index
+    assert [i for i, _ in log.records()][0] == segs[2].first_index
+    log.close()
+    fs.crash()
+    log = SegmentedLog("w", fs=fs, segment_bytes=60)
+    assert [i for i, _ in log.records()] == list(range(segs[2].first_index, 30))
+    assert not any(manifest_name(s.name) in fs.listdir("w") for s in segs[:2])
+
+
+def test_compact_prefix_replaces_records_and_keeps_indexes_contiguous():
+    fs = CrashableMemoryFileSystem()
+    log = SegmentedLog("w", fs=fs)
+    for i in range(10):
+        log.append(b"old%d" % i)
+    log.seal()
+    log.append(b"new10")
+    seg = log.compact_prefix(10, [b"keep7", b"keep9"])
+    assert (seg.name, seg.first_index, seg.count) == (compact_name(10), 8, 2)
+    assert list(log.records()) == [(8, b"keep7"), (9, b"keep9"), (10, b"new10")]
+    log.close()
+    fs.crash()
+    log = SegmentedLog("w", fs=fs)
+    assert list(log.records()) == [(8, b"keep7"), (9, b"keep9"), (10, b"new10")]
+    with pytest.raises(WalError):
+        log.compact_prefix(11, [])  # 11 is inside the active segment
+
+
+def test_a_failed_fsync_poisons_the_log_until_reopen():
+    fs = CrashableMemoryFileSystem()
+    log = SegmentedLog("w", fs=fs)
+    log.append(b"a")
+    log.sync()
+    log.append(b"b")
+    fs.fail_fsyncs(1)
+    with pytest.raises(WalError):
+        log.sync()
+    assert log.failed is not None
+    with pytest.raises(WalError):
+        log.append(b"c")
+    fs.crash()
+    log = SegmentedLog("w", fs=fs)
+    assert payloads_of(log) == [b"a"]
+
+
+def test_not_a_directory_is_an_error(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(WalError):
+        SegmentedLog(str(f), fs=OsFileSystem())
+
+
+class CrashMachine(RuleBasedStateMachine):
+    """INV-WAL-FIRST at the storage level: after a crash at any point the log
+    holds exactly the fsynced prefix, plus possibly later complete records (a
+    prefix of what was appended after it), never a corrupt or reordered one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fs = CrashableMemoryFileSystem()
+        self.seg_bytes = 120
+        self.log = SegmentedLog("w", fs=self.fs, segment_bytes=self.seg_bytes)
+        self.appended: list[bytes] = []  # everything appended, in index order
+        self.durable = 0  # how many of them a sync has confirmed
+        self.counter = 0
+
+    @rule(size=st.integers(0, 40))
+    def append(self, size):
+        p = (b"%d:" % self.counter) + bytes([self.counter % 251]) * size
+        self.counter += 1
+        assert self.log.append(p) == len(self.appended)
+        self.appended.append(p)
+
+    @rule()
+    def sync(self):
+        self.durable = self.log.sync()
+        assert self.durable == len(self.appended)
+
+    @rule()
+    def seal(self):
+        self.log.seal()
+        self.durable = len(self.appended)
+
+    @rule(seed=st.integers(0, 2**32 - 1), torn=st.booleans(), flush=st.booleans())
+    def crash_and_recover(self, seed, torn, flush):
+        if flush:  # push buffered bytes to the "page cache" so the crash can tear them
+            with self.log._lock:
+                self.log._flush_locked()
+        self.fs.crash(rng=random.Random(seed), torn_writes=torn)
+        self.log = SegmentedLog("w", fs=self.fs, segment_bytes=self.seg_bytes)
+        got = payloads_of(self.log)
+        assert len(got) >= self.durable, "lost a synced record"
+        assert got == self.appended[: len(got)], "recovered records are not a prefix of the appends"
+        self.appended = got
+        self.durable = len(got)
+        assert self.log.next_index == len(got)
+
+    @precondition(lambda self: len(self.appended) > 0)
+    @rule()
+    def reopen_cleanly(self):
+        self.log.close()
+        self.log = SegmentedLog("w", fs=self.fs, segment_bytes=self.seg_bytes)
+        assert payloads_of(self.log) == self.appended
+        self.durable = len(self.appended)
+
+    @invariant()
+    def durable_index_is_honest(self):
+        assert self.log.durable_index >= self.durable
+
+    def teardown(self):
+        self.log.close()
+
+
+CrashMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+test_inv_wal_first_crash_keeps_exactly_the_fsynced_prefix = CrashMachine.TestCase
