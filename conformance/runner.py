@@ -1,0 +1,388 @@
+"""The vector runner: every vector through an adapter, a verdict per case, reports.
+
+Why this module exists: an implementer needs to know *which pitfall* their
+implementation hit, not just that bytes differ. For each case the runner sends
+one request, judges the reply (:func:`judge`), and at the end summarises per
+flag ("round-tie: 3 failed of 12") using the vector files' notes.
+
+Verdicts: ``pass``; ``fail`` (wrong output, wrong error, accepted invalid
+input, timeout, crash, malformed response); ``skip`` (the adapter does not
+list the op or profile in its hello, or answers ``unsupported``). After a
+timeout or crash the adapter is killed and restarted; if it cannot be
+restarted (or needs more than ``max_restarts``), it is *broken*: the remaining
+cases fail with "not run" and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flk.conformance.adapter_io import AdapterBroken, Reply
+from flk.conformance.vectors import Case, all_notes
+
+BYTE_FIELDS = {"bytes_b64"}  # output fields holding base64 bytes: diffed as bytes
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    status: str  # "pass" | "fail" | "skip"
+    message: str = ""
+    diff: str = ""
+    elapsed: float = 0.0
+    output: Any = None
+    not_run: bool = False  # failed because the adapter was broken before this case
+
+
+@dataclass
+class Report:
+    adapter: str
+    hello: dict
+    results: list[CaseResult] = field(default_factory=list)
+    broken: str = ""  # why the adapter is broken, if it is
+    restarts: int = 0
+
+    def counts(self) -> tuple[int, int, int]:
+        c = Counter(r.status for r in self.results)
+        return c["pass"], c["fail"], c["skip"]
+
+    @property
+    def exit_code(self) -> int:
+        if self.broken:
+            return 2
+        return 1 if self.counts()[1] else 0
+
+    def summary_line(self) -> str:
+        p, f, s = self.counts()
+        return f"{p} passed, {f} failed, {s} skipped"
+
+    def flag_stats(self) -> dict[str, dict[str, int]]:
+        stats: dict[str, dict[str, int]] = {}
+        for r in self.results:
+            if r.not_run:
+                continue  # a broken adapter says nothing about pitfalls
+            for flag in r.case.flags:
+                st = stats.setdefault(flag, {"total": 0, "pass": 0, "fail": 0, "skip": 0})
+                st["total"] += 1
+                st[r.status] += 1
+        return dict(sorted(stats.items()))
+
+    def failed_flags(self) -> list[str]:
+        return [f for f, st in self.flag_stats().items() if st["fail"]]
+
+
+# -- diffs -------------------------------------------------------------------
+def escape_bytes(b: bytes) -> str:
+    """Printable ASCII as is, everything else ``\\xNN`` (backslash doubled)."""
+    out = []
+    for byte in b:
+        if byte == 0x5C:
+            out.append("\\\\")
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\x{byte:02x}")
+    return "".join(out)
+
+
+def byte_diff(expected: bytes, got: bytes, context: int = 24) -> str:
+    """A byte-level diff: first differing offset, hex and escaped text around it."""
+    n = min(len(expected), len(got))
+    i = next((k for k in range(n) if expected[k] != got[k]), n)
+    lo = max(0, i - context)
+    hi_e = min(len(expected), i + context)
+    hi_g = min(len(got), i + context)
+    lines = [f"first difference at byte {i} (expected {len(expected)} bytes, got {len(got)} bytes)"]
+    pre = "..." if lo else ""
+    post_e = "..." if hi_e < len(expected) else ""
+    post_g = "..." if hi_g < len(got) else ""
+    hex_e = expected[lo:hi_e].hex(" ")
+    hex_g = got[lo:hi_g].hex(" ")
+    lines.append(f"  expected hex:  {pre}{hex_e}{post_e}")
+    lines.append(f"  got      hex:  {pre}{hex_g}{post_g}")
+    lines.append("                 " + " " * (len(pre) + 3 * (i - lo)) + "^^")
+    lines.append(f"  expected text: {pre}{escape_bytes(expected[lo:hi_e])}{post_e}")
+    lines.append(f"  got      text: {pre}{escape_bytes(got[lo:hi_g])}{post_g}")
+    if len(expected) <= 400 and len(got) <= 400 and (lo or post_e or post_g):
+        lines.append(f"  expected full: {escape_bytes(expected)}")
+        lines.append(f"  got      full: {escape_bytes(got)}")
+    return "\n".join(lines)
+
+
+def _b64(value: Any) -> bytes | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def value_diff(key: str, expected: Any, got: Any) -> str:
+    if key in BYTE_FIELDS:
+        eb, gb = _b64(expected), _b64(got)
+        if eb is not None and gb is not None:
+            return f"{key} (decoded base64): " + byte_diff(eb, gb)
+    if isinstance(expected, str) and isinstance(got, str):
+        return f"{key}: " + byte_diff(expected.encode("utf-8", "surrogatepass"), got.encode("utf-8", "surrogatepass"))
+    return f"{key}: expected {json.dumps(expected)}, got {json.dumps(got)}"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: numbers by value, everything else by type and value (true is not 1)."""
+    num = (int, float)
+    if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
+        return a == b  # JSON numbers: 1 and 1.0 are the same number (JavaScript cannot tell them apart)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+# -- judging one reply -------------------------------------------------------
+def judge(case: Case, reply: Reply) -> CaseResult:
+    if reply.status == "timeout":
+        return CaseResult(case, "fail", f"timeout: {reply.detail}", elapsed=reply.elapsed)
+    if reply.status == "crash":
+        return CaseResult(case, "fail", f"crash: {reply.detail}", elapsed=reply.elapsed)
+    if reply.status == "malformed":
+        return CaseResult(case, "fail", f"malformed response: {reply.detail}", elapsed=reply.elapsed)
+    resp = reply.response or {}
+    if not resp.get("ok"):
+        err = resp["error"]
+        kind, msg = err["kind"], err["message"]
+        if kind == "unsupported":
+            return CaseResult(case, "skip", f"unsupported: {msg}", elapsed=reply.elapsed)
+        if case.expects_error:
+            if kind == "invalid_input":
+                return CaseResult(case, "pass", f"rejected: {msg}", elapsed=reply.elapsed)
+            return CaseResult(
+                case, "fail", f"expected an invalid_input error, got {kind}: {msg}", elapsed=reply.elapsed
+            )
+        return CaseResult(
+            case,
+            "fail",
+            f"expected output {json.dumps(case.expected, ensure_ascii=False)}, got error {kind}: {msg}",
+            elapsed=reply.elapsed,
+        )
+    output = resp["output"]
+    if case.expects_error:
+        return CaseResult(
+            case,
+            "fail",
+            "accepted invalid input (expected an invalid_input error), output "
+            + json.dumps(output, ensure_ascii=False)[:300],
+            elapsed=reply.elapsed,
+            output=output,
+        )
+    diffs = []
+    for key, want in (case.expected or {}).items():
+        if key not in output:
+            diffs.append(f"{key}: missing from output (expected {json.dumps(want)})")
+        elif not _same(output[key], want):
+            diffs.append(value_diff(key, want, output[key]))
+    if diffs:
+        first = diffs[0].split("\n", 1)[0]
+        return CaseResult(case, "fail", f"wrong output: {first}", "\n".join(diffs), reply.elapsed, output)
+    return CaseResult(case, "pass", elapsed=reply.elapsed, output=output)
+
+
+# -- running -----------------------------------------------------------------
+def run_cases(
+    adapter,
+    cases: Sequence[Case],
+    timeout: float = 10.0,
+    start_timeout: float = 30.0,
+    max_restarts: int = 10,
+    on_result: Callable[[CaseResult], None] | None = None,
+) -> Report:
+    """Run ``cases`` through a started-or-not ``adapter``; never raises for adapter faults."""
+    try:
+        hello = adapter.start(start_timeout)
+    except AdapterBroken as exc:
+        report = Report(adapter.description, {}, broken=str(exc))
+        for c in cases:
+            report.results.append(CaseResult(c, "fail", f"not run: adapter broken ({exc})", not_run=True))
+        return report
+    report = Report(adapter.description, dict(hello))
+    ops = set(hello.get("ops", []))
+    profiles = set(hello.get("profiles", []))
+    try:
+        for case in cases:
+            if report.broken:
+                result = CaseResult(case, "fail", f"not run: adapter broken ({report.broken})", not_run=True)
+            elif case.operation not in ops:
+                result = CaseResult(case, "skip", f"op {case.operation} not in the adapter's hello")
+            elif case.profile not in profiles:
+                result = CaseResult(case, "skip", f"profile {case.profile} not in the adapter's hello")
+            else:
+                request = {"op": case.operation, "profile": case.profile, "input": case.input}
+                reply = adapter.call(request, timeout)
+                result = judge(case, reply)
+                if reply.status in ("timeout", "crash"):
+                    report.restarts += 1
+                    if report.restarts > max_restarts:
+                        report.broken = f"more than {max_restarts} restarts"
+                        adapter.kill()
+                    else:
+                        try:
+                            adapter.start(start_timeout)
+                            result.message += " (adapter restarted)"
+                        except AdapterBroken as exc:
+                            report.broken = f"restart failed: {exc}"
+            report.results.append(result)
+            if on_result is not None:
+                on_result(result)
+    finally:
+        adapter.close()
+    return report
+
+
+# -- text report -------------------------------------------------------------
+def format_text(report: Report, verbose: bool = False) -> list[str]:
+    """The human report; its last line is exactly ``N passed, N failed, N skipped``."""
+    lines = []
+    h = report.hello
+    if h:
+        lines.append(
+            f"adapter: {h.get('name')} {h.get('version')} ({report.adapter}); "
+            f"ops: {', '.join(h.get('ops', []))}; profiles: {', '.join(h.get('profiles', []))}"
+        )
+    else:
+        lines.append(f"adapter: {report.adapter}")
+    not_run = [r for r in report.results if r.not_run]
+    for r in report.results:
+        if r.not_run:
+            continue
+        if r.status == "fail":
+            flags = f" [{', '.join(r.case.flags)}]" if r.case.flags else ""
+            lines.append(f"FAIL {r.case.case_id}{flags} {r.case.comment}".rstrip())
+            lines.append(f"     {r.message}")
+            diff = r.diff.splitlines()
+            if diff and r.message.endswith(diff[0]):
+                diff = diff[1:]  # the message already holds the diff's first line
+            lines.extend(f"     {d}" for d in diff)
+        elif verbose:
+            lines.append(f"{r.status.upper()} {r.case.case_id} {r.message}".rstrip())
+    skipped = [r for r in report.results if r.status == "skip"]
+    if skipped:
+        by_reason: dict[str, list[str]] = {}
+        for r in skipped:
+            if r.message.startswith("op ") or r.message.startswith("profile "):
+                reason = r.message
+            else:
+                reason = f"{r.case.operation}.{r.case.profile}: answered unsupported"
+            by_reason.setdefault(reason, []).append(f"#{r.case.tc_id}")
+        lines.append("skipped:")
+        for reason, ids in by_reason.items():
+            shown = " ".join(ids[:12]) + (f" ... (+{len(ids) - 12})" if len(ids) > 12 else "")
+            lines.append(f"  {reason}: {len(ids)} case(s) {shown}")
+    stats = report.flag_stats()
+    notes = all_notes(r.case for r in report.results)
+    failed = [f for f, st in stats.items() if st["fail"]]
+    if stats:
+        lines.append("per-flag summary:")
+        for f in failed:
+            st = stats[f]
+            note = notes.get(f, "")
+            lines.append(f"  {f}: {st['fail']} failed of {st['total']}" + (f" -- {note}" if note else ""))
+        clean = [f"{f} ({st['total']})" for f, st in stats.items() if not st["fail"]]
+        if clean:
+            lines.append(f"  no failures: {', '.join(clean)}")
+        if failed:
+            lines.append(f"pitfalls hit: {', '.join(failed)}")
+    if not_run:
+        lines.append(f"not run (adapter broken): {len(not_run)} case(s), counted as failed, from {not_run[0].case.case_id}")
+    if report.restarts:
+        lines.append(f"adapter restarts: {report.restarts}")
+    if report.broken:
+        lines.append(f"ADAPTER BROKEN: {report.broken}")
+    lines.append(report.summary_line())
+    return lines
+
+
+# -- machine-readable reports ------------------------------------------------
+def to_json(report: Report) -> dict:
+    p, f, s = report.counts()
+    return {
+        "adapter": report.adapter,
+        "hello": report.hello,
+        "broken": report.broken or None,
+        "restarts": report.restarts,
+        "exit_code": report.exit_code,
+        "totals": {"passed": p, "failed": f, "skipped": s},
+        "flags": report.flag_stats(),
+        "pitfalls": report.failed_flags(),
+        "cases": [
+            {
+                "id": r.case.case_id,
+                "operation": r.case.operation,
+                "profile": r.case.profile,
+                "tcId": r.case.tc_id,
+                "flags": list(r.case.flags),
+                "comment": r.case.comment,
+                "status": r.status,
+                "message": r.message,
+                "diff": r.diff,
+                "elapsed_s": round(r.elapsed, 6),
+                "not_run": r.not_run,
+            }
+            for r in report.results
+        ],
+    }
+
+
+def to_junit(report: Report) -> bytes:
+    """JUnit XML: one testsuite per (operation, profile), one testcase per vector."""
+    suites: dict[str, list[CaseResult]] = {}
+    for r in report.results:
+        suites.setdefault(f"{r.case.operation}.{r.case.profile}", []).append(r)
+    root = ET.Element("testsuites", name=f"flk conformance vectors: {report.adapter}")
+    p, f, s = report.counts()
+    root.set("tests", str(p + f + s))
+    root.set("failures", str(f))
+    root.set("skipped", str(s))
+    for name, results in suites.items():
+        c = Counter(r.status for r in results)
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=name,
+            tests=str(len(results)),
+            failures=str(c["fail"]),
+            skipped=str(c["skip"]),
+            errors="0",
+            time=f"{sum(r.elapsed for r in results):.6f}",
+        )
+        for r in results:
+            tc = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"flk.conformance.{name}",
+                name=f"tc{r.case.tc_id}" + (f" {r.case.comment}" if r.case.comment else ""),
+                time=f"{r.elapsed:.6f}",
+            )
+            if r.case.flags:
+                props = ET.SubElement(tc, "properties")
+                ET.SubElement(props, "property", name="flags", value=",".join(r.case.flags))
+            if r.status == "fail":
+                el = ET.SubElement(tc, "failure", message=r.message[:500], type="mismatch")
+                el.text = r.diff or r.message
+            elif r.status == "skip":
+                ET.SubElement(tc, "skipped", message=r.message[:500])
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def flag_summary(report: Report) -> Mapping[str, str]:
+    """``{flag: "3 failed of 12"}`` for the flags with failures."""
+    return {f: f"{st['fail']} failed of {st['total']}" for f, st in report.flag_stats().items() if st["fail"]}

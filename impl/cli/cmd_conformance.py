@@ -1,0 +1,118 @@
+"""``flk conformance vectors --adapter COMMAND|builtin ...``: run the test vectors
+through an adapter (conformance/PROTOCOL.md) and report per case and per flag.
+
+Exit status: 0 every case passed (skips allowed), 1 some case failed, 2 the
+adapter is broken (cannot start, bad hello, cannot be restarted) or bad usage.
+The last line on stdout is exactly ``N passed, N failed, N skipped``.
+
+``flk conformance server`` (the black-box HTTP suite) belongs to the second
+part of issue #11 and needs ``flk serve``; it says so and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shlex
+import sys
+
+
+def _csv(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items or None
+
+
+def configure(p) -> None:
+    sub = p.add_subparsers(dest="suite", metavar="SUITE")
+    v = sub.add_parser("vectors", help="run spec/vectors through an adapter",
+                       description="Run every test vector through an adapter and report per case and per flag.")
+    v.add_argument("--adapter", required=True,
+                   help='adapter command line (e.g. "node conformance/adapters/node/adapter.mjs"), or "builtin"')
+    v.add_argument("--profile", default="v1", help='profile to run (v1, legacy-0.1, or "all"; default v1)')
+    v.add_argument("--flags", help="only cases carrying one of these flags (comma-separated)")
+    v.add_argument("--ops", help="only these operations (comma-separated)")
+    v.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    v.add_argument("--json", metavar="FILE", help="write a JSON report")
+    v.add_argument("--timeout", type=float, default=10.0, help="seconds per case (default 10)")
+    v.add_argument("--start-timeout", type=float, default=30.0,
+                   help="seconds for the adapter to start and answer hello (default 30)")
+    v.add_argument("--max-restarts", type=int, default=10,
+                   help="restarts after crashes/timeouts before the adapter counts as broken (default 10)")
+    v.add_argument("--vectors", metavar="DIR", help="vector directory (default: the packaged spec/vectors)")
+    v.add_argument("-v", "--verbose", action="store_true", help="also list passed and skipped cases")
+    s = sub.add_parser("server", help="black-box HTTP suite against a running flk serve (not yet built)")
+    s.add_argument("--url")
+    s.add_argument("--hmac-key")
+    s.add_argument("--tenant")
+    s.add_argument("--junit")
+
+
+def make_adapter(spec: str):
+    from flk.conformance.adapter_io import BuiltinAdapter, ProcessAdapter
+    from flk.impl.cli import UsageError
+
+    if spec.strip() == "builtin":
+        return BuiltinAdapter()
+    try:
+        argv = shlex.split(spec)
+    except ValueError as exc:
+        raise UsageError(f"--adapter: cannot parse command line: {exc}") from None
+    if not argv:
+        raise UsageError("--adapter: empty command")
+    return ProcessAdapter(argv)
+
+
+def _write(path: str, data: bytes) -> None:
+    from flk.impl.cli import UsageError
+
+    try:
+        pathlib.Path(path).write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc}") from None
+
+
+def run_vectors(args) -> int:
+    from flk.conformance import runner
+    from flk.conformance.vectors import load_cases, vectors_dir
+    from flk.impl.cli import UsageError
+
+    if args.timeout <= 0 or args.start_timeout <= 0:
+        raise UsageError("--timeout and --start-timeout must be > 0")
+    if args.max_restarts < 0:
+        raise UsageError("--max-restarts must be >= 0")
+    profile = None if args.profile == "all" else args.profile
+    if profile not in (None, "v1", "legacy-0.1"):
+        raise UsageError(f"--profile must be v1, legacy-0.1 or all, not {args.profile!r}")
+    directory = vectors_dir(args.vectors)
+    cases = load_cases(directory, profile=profile, operations=_csv(args.ops), flags=_csv(args.flags))
+    if not cases:
+        raise UsageError(f"no vectors selected in {directory} (check --profile, --ops, --flags)")
+    adapter = make_adapter(args.adapter)
+    report = runner.run_cases(
+        adapter, cases, timeout=args.timeout, start_timeout=args.start_timeout, max_restarts=args.max_restarts
+    )
+    if args.junit:
+        _write(args.junit, runner.to_junit(report))
+    if args.json:
+        _write(args.json, json.dumps(runner.to_json(report), indent=2, ensure_ascii=False).encode("utf-8"))
+    if report.broken:
+        print(f"flk conformance: adapter broken: {report.broken}", file=sys.stderr)
+    out = sys.stdout
+    for line in runner.format_text(report, verbose=args.verbose):
+        out.write(line + "\n")
+    out.flush()
+    return report.exit_code
+
+
+def run(args) -> int:
+    from flk.impl.cli import UsageError
+
+    if args.suite == "vectors":
+        return run_vectors(args)
+    if args.suite == "server":
+        print("flk conformance server: not implemented yet (second part of issue #11; needs flk serve, issue #6)",
+              file=sys.stderr)
+        return 2
+    raise UsageError("choose a suite: flk conformance vectors --adapter ... (see --help)")
