@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 from flk.impl.errors import InvalidInput
 
@@ -35,6 +36,18 @@ EPOCH_MAX = 2**53 - 1
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _NINE = Decimal("1e-9")
+# Enough digits for any finite double quantized to 1e-9 (309 integer digits + 9).
+_LEGACY_CTX = Context(prec=400, Emax=999, Emin=-999)
+
+# Fast path (profile v1, the common all-valid case): one %-format of a fixed
+# template. ``%.9f`` is the same conversion as ``format(x, ".9f")``. Strings
+# that would need escaping (or are lone surrogates) and negative zero fall back
+# to the careful path, so both paths give identical bytes (tested).
+_NEEDS_CARE = re.compile('[\x00-\x1f"\\\\\ud800-\udfff]')
+_TEMPLATE = (
+    '{"D_hat":%.9f,"budget":%.9f,"coh_star":%.9f,"epoch":%d,'
+    '"merkle_root":"%s","pcs_id":"%s","r":%.9f,"shard_id":"%s"}'
+)
 
 
 def check_profile(profile: str) -> str:
@@ -103,7 +116,7 @@ def _epoch(v: object) -> int:
 
 def _legacy_float(x: object, field: str) -> str:
     v = _finite_float(x, field)
-    q = Decimal(repr(v)).quantize(_NINE, rounding=ROUND_HALF_UP)
+    q = Decimal(repr(v)).quantize(_NINE, rounding=ROUND_HALF_UP, context=_LEGACY_CTX)
     return json.dumps(float(q))
 
 
@@ -113,6 +126,44 @@ def canonical_bytes(subset: Mapping, profile: str = "v1") -> bytes:
     ``subset`` must hold the eight signed fields; other keys (a whole PCS, say)
     are ignored, which is what "the signed subset" means.
     """
+    if profile == "v1" and type(subset) is dict:
+        fast = _fast_v1(subset)
+        if fast is not None:
+            return fast
+    return canonical_bytes_careful(subset, profile)
+
+
+def _fast_v1(subset: dict) -> bytes | None:
+    """The v1 bytes when every field has its plain type and needs no care; else None."""
+    g = subset.get
+    d, b, c, r, e = g("D_hat"), g("budget"), g("coh_star"), g("r"), g("epoch")
+    m, p, s = g("merkle_root"), g("pcs_id"), g("shard_id")
+    if not (
+        type(d) is float
+        and type(b) is float
+        and type(c) is float
+        and type(r) is float
+        and type(e) is int
+        and type(m) is str
+        and type(p) is str
+        and type(s) is str
+        and d - d == 0.0  # finite: NaN - NaN and inf - inf are NaN
+        and b - b == 0.0
+        and c - c == 0.0
+        and r - r == 0.0
+        and 0 <= e <= EPOCH_MAX
+    ):
+        return None
+    if _NEEDS_CARE.search(m) or _NEEDS_CARE.search(p) or _NEEDS_CARE.search(s):
+        return None
+    text = _TEMPLATE % (d, b, c, e, m, p, r, s)
+    if ":-0.000000000" in text:  # negative zero (or a string containing it): careful path
+        return None
+    return text.encode("utf-8")
+
+
+def canonical_bytes_careful(subset: Mapping, profile: str = "v1") -> bytes:
+    """Field-by-field canonical bytes with full validation (any Mapping, both profiles)."""
     check_profile(profile)
     if not isinstance(subset, Mapping):
         raise InvalidInput("subset", f"must be a mapping, got {type(subset).__name__}")

@@ -37,7 +37,8 @@ MASK64 = (1 << 64) - 1
 DEFAULT_SCALES = (2, 4, 8, 16, 32)
 COH_DIRECTIONS = 100
 COH_BINS = 20
-MAX_DIM = 16
+MAX_SCALES = 64
+MAX_DIM = 8  # rejection sampling in the unit ball gets slow beyond this
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,10 @@ DEFAULT_REGIME = RegimeThresholds()
 def _finite(x: object, field: str) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise InvalidInput(field, f"must be a number, got {type(x).__name__}")
-    v = float(x)
+    try:
+        v = float(x)
+    except OverflowError:
+        raise InvalidInput(field, "integer too large for binary64") from None
     if not math.isfinite(v):
         raise InvalidInput(field, "NaN and Infinity are not allowed")
     return v
@@ -88,8 +92,8 @@ def check_scales_counts(scales: object, n_j: object) -> tuple[list[int], list[in
     """Validate the D-hat inputs: scales strictly increasing integers >= 2, N_j integers >= 1."""
     s = _int_list(scales, "scales", 2)
     n = _int_list(n_j, "N_j", 1)
-    if len(s) < 2:
-        raise InvalidInput("scales", "needs at least two scales")
+    if not 2 <= len(s) <= MAX_SCALES:
+        raise InvalidInput("scales", f"needs between 2 and {MAX_SCALES} scales, got {len(s)}")
     if len(n) != len(s):
         raise InvalidInput("N_j", f"has {len(n)} counts for {len(s)} scales")
     for i in range(1, len(s)):
@@ -143,6 +147,8 @@ def normalise(points: object) -> np.ndarray:
         return arr
     lo = arr.min(axis=0)
     width = arr.max(axis=0) - lo
+    if not np.all(np.isfinite(width)):
+        raise InvalidInput("points", "coordinate range overflows binary64")
     out = np.zeros_like(arr)
     for k in range(arr.shape[1]):
         if width[k] > 0:
@@ -212,8 +218,9 @@ def coherence_detail(
     left to right, never fused. Bin ``min(floor(((p-lo)/(hi-lo))*bins), bins-1)``;
     if ``hi == lo`` all points share one bin (share 1.0). No points: (0.0, zeros).
     """
-    if n_directions < 1 or bins < 1:
-        raise InvalidInput("coherence", "n_directions and bins must be >= 1")
+    for name, value in (("n_directions", n_directions), ("bins", bins)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
+            raise InvalidInput(name, "must be an integer in [1, 10000]")
     u = normalise(points)
     n, dim = u.shape
     dirs = directions(seed, dim, n_directions)
@@ -240,6 +247,7 @@ def coherence(points: object, seed: int, n_directions: int = COH_DIRECTIONS, bin
 
 
 def compressibility(raw: bytes) -> float:
+    """r = len(zlib.compress(raw, 6)) / len(raw), clamped to [0, 1]; empty input gives 1.0."""
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise InvalidInput("raw", f"must be bytes, got {type(raw).__name__}")
     raw = bytes(raw)
@@ -248,9 +256,17 @@ def compressibility(raw: bytes) -> float:
     return min(1.0, max(0.0, len(zlib.compress(raw, 6)) / len(raw)))
 
 
+def _unit(x: object, field: str) -> float:
+    v = _finite(x, field)
+    if not 0.0 <= v <= 1.0:
+        raise InvalidInput(field, f"must be in [0, 1], got {v!r}")
+    return v
+
+
 def regime(D_hat: float, coh_star: float, t: RegimeThresholds = DEFAULT_REGIME) -> str:
+    """sticky / non_sticky / mixed; the three conditions are tested in that order."""
     d = _finite(D_hat, "D_hat")
-    c = _finite(coh_star, "coh_star")
+    c = _unit(coh_star, "coh_star")
     if c >= t.sticky_coh and d <= t.sticky_d_max:
         return "sticky"
     if d >= t.non_sticky_d_min:
@@ -259,20 +275,29 @@ def regime(D_hat: float, coh_star: float, t: RegimeThresholds = DEFAULT_REGIME) 
 
 
 def budget(D_hat: float, coh_star: float, r: float, p: BudgetParams = DEFAULT_BUDGET) -> float:
+    """``((base + alpha*(1-r)) + beta*max(0, D-D0)) + gamma*coh`` clamped to [0, 1].
+
+    Each operation is one IEEE-754 binary64 operation rounded to nearest, in
+    exactly this order; no fused multiply-add.
+    """
     d = _finite(D_hat, "D_hat")
-    c = _finite(coh_star, "coh_star")
-    rr = _finite(r, "r")
+    c = _unit(coh_star, "coh_star")
+    rr = _unit(r, "r")
     v = p.base + p.alpha * (1.0 - rr) + p.beta * max(0.0, d - p.d0) + p.gamma * c
     return min(1.0, max(0.0, v))
 
 
 def budget_params(mapping: Mapping | None) -> BudgetParams:
     """BudgetParams from a mapping of any of base/alpha/beta/gamma/d0 (validated)."""
-    if not mapping:
+    if mapping is None:
         return DEFAULT_BUDGET
+    if not isinstance(mapping, Mapping):
+        raise InvalidInput("params", "must be an object of budget parameters")
     fields = {}
     for k, v in mapping.items():
         if k not in BudgetParams.__dataclass_fields__:
             raise InvalidInput(f"params.{k}", "unknown budget parameter")
         fields[k] = _finite(v, f"params.{k}")
+        if k in ("alpha", "beta", "gamma") and fields[k] < 0:
+            raise InvalidInput(f"params.{k}", "must be >= 0 (budget is monotone in its signals)")
     return BudgetParams(**fields)

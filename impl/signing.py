@@ -30,7 +30,8 @@ ED25519_SIG_LEN = 64
 
 
 def b64encode(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
+    """Standard base64 with padding, no newline."""
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")
 
 
 def b64decode_strict(text: str, length: int | None = None, field: str = "sig") -> bytes:
@@ -58,9 +59,18 @@ def _key_bytes(key: bytes | str, field: str = "key") -> bytes:
     return bytes(key)
 
 
+def _key_list(keys: object, field: str = "keys") -> list:
+    if isinstance(keys, (str, bytes, bytearray)) or not isinstance(keys, Sequence):
+        raise InvalidInput(field, "must be a sequence of keys (rotation overlap), not a single key")
+    return list(keys)
+
+
 def sign_hmac(subset: Mapping, key: bytes, profile: str = "v1") -> str:
+    """base64(HMAC-SHA256(key, canonical_bytes(subset, profile)))."""
     msg = canonical_bytes(subset, profile)
-    return b64encode(hmac.digest(_key_bytes(key), msg, "sha256"))
+    if type(key) is not bytes or not key:
+        key = _key_bytes(key)
+    return binascii.b2a_base64(hmac.digest(key, msg, "sha256"), newline=False).decode("ascii")
 
 
 def verify_hmac(subset: Mapping, sig: str, keys: Sequence[bytes], profile: str = "v1") -> bool:
@@ -69,6 +79,7 @@ def verify_hmac(subset: Mapping, sig: str, keys: Sequence[bytes], profile: str =
     A malformed signature is simply not valid (False); a malformed subset raises.
     """
     msg = canonical_bytes(subset, profile)
+    keys = [_key_bytes(k) for k in _key_list(keys)]
     try:
         raw = b64decode_strict(sig, HMAC_SIG_LEN)
     except InvalidInput:
@@ -114,14 +125,15 @@ def verify_ed25519(
     profile: str = "v1",
 ) -> bool:
     msg = ed25519_message(subset, profile)
+    pubs = [_public_key(k) for k in _key_list(keys)]
     try:
         raw = b64decode_strict(sig, ED25519_SIG_LEN)
     except InvalidInput:
         return False
     ok = False
-    for key in keys:
+    for key in pubs:
         try:
-            _public_key(key).verify(raw, msg)
+            key.verify(raw, msg)
             ok = True
         except InvalidSignature:
             pass
