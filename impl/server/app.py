@@ -1,0 +1,304 @@
+"""The Starlette application: HTTP in, pipeline effects carried out, HTTP out.
+
+Why this module exists: it is the *driver* of the sans-I/O verify pipeline
+(:class:`flk.impl.verifier.Verifier`) over real storage. It decides nothing
+about the protocol -- parsing, verification, dedup decisions and the problem
+responses are the pipeline's. What it does:
+
+* admission before the pipeline: the body limit (413) and the AIMD
+  concurrency limit (429 + ``Retry-After``) -- the only answers INV-WAL-FIRST
+  allows before the inbox WAL record is durable;
+* ``WalAppend``: append to this worker's inbox WAL and await the group commit's
+  fsync (:meth:`GroupCommitter.append_async`) before the pipeline continues;
+* ``DedupGet`` / ``DedupPut``: batched store calls on a thread pool behind a
+  circuit breaker (:mod:`.batching`); a failure is thrown back into the
+  pipeline as ``StoreUnavailable`` (it answers 503 + ``Retry-After``);
+* ``Emit``: metrics;
+* on start, replay of this worker's inbox WAL through the same pipeline
+  (idempotent: first-write-wins makes a second application a no-op,
+  INV-IDEMPOTENT-REPLAY) *before* it serves a request;
+* on shutdown (after uvicorn drained the in-flight requests): a last group
+  commit, fsync, close of WAL and store.
+
+Other endpoints: ``GET /health`` (the process is alive), ``GET /ready`` (store
+ping + WAL usable), ``GET /metrics`` (Prometheus text, Basic Auth when
+configured), ``GET /openapi.json`` (``spec/openapi.yaml`` as JSON). Every
+error, including 404 and 405, is ``application/problem+json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+import os
+import pathlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from flk.impl.server.backpressure import STATE_CODES, AimdLimiter, CircuitBreaker
+from flk.impl.server.batching import StoreBatcher
+from flk.impl.server.config import ServerConfig
+from flk.impl.server.logs import JsonLogger
+from flk.impl.server.problems import problem
+
+SPEC_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "spec"
+
+
+def openapi_document() -> dict:
+    """``spec/openapi.yaml`` as a dict (the served /openapi.json)."""
+    import yaml
+
+    path = SPEC_DIR / "openapi.yaml"
+    if not path.exists():  # installed (non-editable) layout: flk.spec package data
+        from importlib.resources import files
+
+        return yaml.safe_load(files("flk.spec").joinpath("openapi.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+class ServerMetrics:
+    """The driver's own metrics, registered next to the pipeline's."""
+
+    def __init__(self, registry, worker: int) -> None:
+        self.requests = Counter("flk_http_requests", "HTTP responses by route and status",
+                                ["route", "status"], registry=registry)
+        self.latency = Histogram("flk_http_latency_seconds", "Submit latency measured by the server",
+                                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+                                 registry=registry)
+        self.limit = Gauge("flk_inflight_limit", "AIMD concurrency limit", registry=registry)
+        self.inflight = Gauge("flk_inflight", "Verifications in flight", registry=registry)
+        self.overloaded = Counter("flk_overloaded", "Submissions refused by the concurrency limit (429)",
+                                  registry=registry)
+        self.breaker = Gauge("flk_store_breaker_state", "Dedup store breaker: 0 closed, 1 half-open, 2 open",
+                             registry=registry)
+        self.replayed = Counter("flk_wal_replayed", "Inbox WAL records replayed at start", registry=registry)
+        self.worker = Gauge("flk_worker_info", "Which worker answered this scrape", ["worker"],
+                            registry=registry)
+        self.worker.labels(worker=str(worker)).set(1)
+
+
+class Server:
+    """Per-worker state; built by the lifespan, used by the endpoints."""
+
+    def __init__(self, cfg: ServerConfig, worker: int) -> None:
+        self.cfg = cfg
+        self.worker = worker
+        self.log = JsonLogger(level=cfg.log_level, worker=worker)
+        self.limiter = AimdLimiter(
+            min_limit=cfg.min_inflight,
+            max_limit=cfg.max_inflight,
+            target_latency=cfg.target_latency_ms / 1000.0,
+        )
+        self.breaker = CircuitBreaker("dedup", cfg.breaker_failures, cfg.breaker_open_s)
+        self.executor: ThreadPoolExecutor | None = None
+        self.store: Any = None
+        self.batcher: StoreBatcher | None = None
+        self.wal: Any = None
+        self.committer: Any = None
+        self.pipeline: Any = None
+        self.metrics: Any = None
+        self.smetrics: ServerMetrics | None = None
+        self.openapi: bytes = b"{}"
+        self.ready = False
+        self.auth: bytes | None = None
+        if cfg.metrics_user:
+            self.auth = f"{cfg.metrics_user}:{cfg.metrics_pass}".encode()
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        from flk.impl.dedup import open_store
+        from flk.impl.metrics import Metrics
+        from flk.impl.server.pipeline import build_pipeline
+        from flk.impl.wal import GroupCommitter, SegmentedLog
+
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        self.executor = ThreadPoolExecutor(cfg.store_threads, thread_name_prefix="dedup")
+        self.metrics = Metrics()
+        self.smetrics = ServerMetrics(self.metrics.registry, self.worker)
+        self.openapi = json.dumps(openapi_document()).encode()
+        self.store = await loop.run_in_executor(
+            self.executor, lambda: open_store(cfg.store_url(), ttl_s=cfg.dedup_ttl_s)
+        )
+        self.batcher = StoreBatcher(self.store, self.executor, self.breaker, ttl_s=cfg.dedup_ttl_s)
+        wal_dir = cfg.worker_wal_dir(self.worker)
+        self.wal = await loop.run_in_executor(None, lambda: SegmentedLog(wal_dir))
+        if self.wal.recovery.get("torn_tail"):
+            self.log.warning("wal_torn_tail_truncated", wal_dir=wal_dir,
+                             bytes=self.wal.recovery["torn_tail"]["dropped_bytes"])
+        self.committer = GroupCommitter(self.wal, max_delay_s=cfg.wal_group_delay_ms / 1000.0)
+        self.pipeline = build_pipeline(cfg, self)
+        replayed = await self.pipeline.replay_wal(self.wal)
+        self.smetrics.replayed.inc(replayed["records"])
+        self.log.info("wal_replayed", wal_dir=wal_dir, **replayed)
+        self.ready = True
+        self.log.info("worker_ready", pid=os.getpid(), dedup_backend=cfg.dedup_backend)
+
+    async def stop(self) -> None:
+        self.ready = False
+        loop = asyncio.get_running_loop()
+        if self.committer is not None:
+            await loop.run_in_executor(None, self.committer.close)  # last group commit
+        if self.wal is not None:
+            def close_wal() -> None:
+                with contextlib.suppress(Exception):
+                    self.wal.sync()
+                self.wal.close()
+
+            await loop.run_in_executor(None, close_wal)
+        if self.store is not None:
+            await loop.run_in_executor(self.executor, self.store.close)
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+        self.log.info("worker_stopped", pid=os.getpid())
+
+    # -- endpoints ------------------------------------------------------------------
+    async def submit(self, request: Request) -> Response:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
+            return self._finish(request, t0, problem(
+                413, "payload-too-large", f"Content-Length invalid or above {cfg.max_body_bytes} bytes"))
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > cfg.max_body_bytes:
+                return self._finish(request, t0, problem(
+                    413, "payload-too-large", f"body exceeds {cfg.max_body_bytes} bytes"))
+        now_m = time.monotonic()
+        if not self.limiter.try_acquire(now_m):
+            self.smetrics.overloaded.inc()
+            ra = self.limiter.retry_after()
+            return self._finish(request, t0, problem(
+                429, "overloaded", "too many verifications in flight; retry later",
+                headers={"Retry-After": str(ra)}))
+        self.smetrics.inflight.set(self.limiter.inflight)
+        ok = True
+        try:
+            resp = await self.pipeline.submit(bytes(body), request.headers)
+            ok = resp.status_code != 503
+        except Exception as exc:  # noqa: BLE001 -- never a traceback to the client
+            ok = False
+            self.log.error("submit_failed", reason=type(exc).__name__)
+            resp = problem(500, "internal", "internal error; the request may be retried")
+        finally:
+            lat = time.perf_counter() - t0
+            self.limiter.release(time.monotonic(), lat, ok)
+            self.smetrics.limit.set(self.limiter.limit)
+            self.smetrics.inflight.set(self.limiter.inflight)
+            self.smetrics.breaker.set(STATE_CODES[self.breaker.state])
+        self.smetrics.latency.observe(lat)
+        return self._finish(request, t0, resp)
+
+    def _finish(self, request: Request, t0: float, resp: Response) -> Response:
+        route = request.url.path if request.url.path in ROUTES else "other"
+        self.smetrics.requests.labels(route=route, status=str(resp.status_code)).inc()
+        level = "info" if resp.status_code >= 400 else "debug"
+        self.log.log(level, "request", method=request.method, path=route, status=resp.status_code,
+                     latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+                     tenant=request.headers.get("x-tenant-id"))
+        return resp
+
+    async def health(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def ready_check(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        if not self.ready:
+            return self._finish(request, t0, problem(503, "not-ready", "starting or stopping"))
+        wal_ok = self.wal is not None and self.wal.failed is None
+        loop = asyncio.get_running_loop()
+        try:
+            store_ok = await asyncio.wait_for(loop.run_in_executor(self.executor, self.store.ping), 2.0)
+        except Exception:  # noqa: BLE001 -- any failure means not ready
+            store_ok = False
+        if not (wal_ok and store_ok):
+            what = [n for n, good in (("dedup store", store_ok), ("inbox WAL", wal_ok)) if not good]
+            return self._finish(request, t0, problem(
+                503, "not-ready", f"{' and '.join(what)} not usable", headers={"Retry-After": "1"}))
+        body = {"status": "ready", "worker": self.worker, "store": self.cfg.dedup_backend,
+                "breaker": self.breaker.state}
+        return self._finish(request, t0, Response(json.dumps(body).encode(), media_type="application/json"))
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        if self.auth is not None:
+            given = b""
+            header = request.headers.get("authorization", "")
+            if header[:6].lower() == "basic ":
+                try:
+                    given = base64.b64decode(header[6:].strip(), validate=True)
+                except (binascii.Error, ValueError):
+                    given = b""
+            if not hmac.compare_digest(given, self.auth):
+                return self._finish(request, t0, problem(
+                    401, "unauthorized", "metrics need HTTP Basic credentials",
+                    headers={"WWW-Authenticate": 'Basic realm="flk-metrics"'}))
+        self.smetrics.limit.set(self.limiter.limit)
+        self.smetrics.breaker.set(STATE_CODES[self.breaker.state])
+        return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def openapi_endpoint(self, request: Request) -> Response:
+        return Response(self.openapi, media_type="application/json")
+
+
+ROUTES = ("/v1/pcs/submit", "/health", "/ready", "/metrics", "/openapi.json")
+
+
+def create_app(cfg: ServerConfig, worker: int = 0) -> Starlette:
+    srv = Server(cfg, worker)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            await srv.start()
+        except Exception as exc:
+            srv.log.error("startup_failed", reason=f"{type(exc).__name__}: {str(exc)[:180]}")
+            raise
+        try:
+            yield
+        finally:
+            await srv.stop()
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        t0 = time.perf_counter()
+        if exc.status_code == 404:
+            resp = problem(404, "not-found", f"no route {request.url.path[:100]}")
+        elif exc.status_code == 405:
+            allow = (exc.headers or {}).get("Allow", "")
+            resp = problem(405, "method-not-allowed", f"{request.method} not allowed here",
+                           headers={"Allow": allow} if allow else None)
+        else:
+            resp = problem(exc.status_code, "internal", str(exc.detail)[:200])
+        return srv._finish(request, t0, resp) if srv.smetrics else resp
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        srv.log.error("unhandled", reason=type(exc).__name__, path=request.url.path[:100])
+        return problem(500, "internal", "internal error")
+
+    app = Starlette(
+        routes=[
+            Route("/v1/pcs/submit", srv.submit, methods=["POST"]),
+            Route("/health", srv.health, methods=["GET"]),
+            Route("/ready", srv.ready_check, methods=["GET"]),
+            Route("/metrics", srv.metrics_endpoint, methods=["GET"]),
+            Route("/openapi.json", srv.openapi_endpoint, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    app.state.server = srv
+    return app

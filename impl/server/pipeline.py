@@ -1,0 +1,199 @@
+"""The asyncio driver of :meth:`flk.impl.verifier.Verifier.handle`.
+
+Why this module exists: it is the one place where the server meets the
+pipeline. It builds the :class:`Verifier` from the server configuration
+(tenants, policy, region, limits) and carries its effects out without blocking
+the event loop:
+
+=================  ==========================================================
+effect             carried out by
+=================  ==========================================================
+``WalAppend``      encode an ``InboxRecord``, append to this worker's inbox
+                   WAL, await the group commit's fsync (INV-WAL-FIRST); a WAL
+                   failure is thrown back as ``WalUnavailable`` (503)
+``DedupGet``       :class:`~flk.impl.server.batching.StoreBatcher` (batched
+``DedupPut``       ``get_many`` / ``put_many_if_absent`` on a thread, behind
+                   the breaker); failure thrown back as ``StoreUnavailable``
+``Emit``           :class:`flk.impl.metrics.Metrics`
+=================  ==========================================================
+
+Replay at start reads every record of the worker's inbox WAL and runs it
+through ``handle(..., replay=True)`` with ``now = received_at`` -- the same
+code, so a record whose outcome was stored before the crash is a dedup hit (a
+no-op) and one that was not gets the outcome it would have had
+(INV-IDEMPOTENT-REPLAY, INV-NO-ACKED-LOSS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.responses import Response
+
+from flk.impl.dedup import StoreUnavailable
+from flk.impl.errors import InvalidInput
+from flk.impl.server.config import DEFAULT_TENANT, ConfigError, ServerConfig
+
+REPLAY_CHUNK = 256
+
+
+def build_tenants(cfg: ServerConfig):
+    """The :class:`flk.impl.tenants.TenantRegistry` the configuration describes."""
+    from flk.impl.signing import b64encode
+    from flk.impl.tenants import from_mapping
+
+    doc: dict[str, Any] = {"defaults": {}, "tenants": {}, "single_tenant": not cfg.multi_tenant}
+    if cfg.token_rate > 0:
+        doc["defaults"] = {"rate_per_s": cfg.token_rate, "burst": max(1.0, cfg.token_rate)}
+    for tid, keys in cfg.tenants.items():
+        if keys.hmac_keys and keys.ed25519_pubs:
+            raise ConfigError(f"tenant {tid}: one algorithm per tenant (both hmac and ed25519 keys given)")
+        if keys.ed25519_pubs:
+            spec = {"alg": "ed25519", "keys": [
+                {"id": f"k{i}", "public_key_b64": b64encode(k)} for i, k in enumerate(keys.ed25519_pubs)]}
+        else:
+            spec = {"alg": "hmac", "keys": [
+                {"id": f"k{i}", "secret_b64": b64encode(k)} for i, k in enumerate(keys.hmac_keys)]}
+        doc["tenants"][tid] = spec
+    if not cfg.multi_tenant and DEFAULT_TENANT not in doc["tenants"]:
+        raise ConfigError("single-tenant mode needs keys for the default tenant")
+    try:
+        return from_mapping(doc)
+    except InvalidInput as exc:
+        raise ConfigError(f"tenants: {exc}") from None
+
+
+def build_policy(cfg: ServerConfig):
+    from flk.impl.verifier import Policy
+
+    if not cfg.policy_file:
+        return Policy()
+    try:
+        from flk.impl import policy as policy_mod
+    except ImportError:
+        raise ConfigError("POLICY is set but the policy compiler (flk.impl.policy) is not available") from None
+    compile_file = getattr(policy_mod, "compile_file", None) or getattr(policy_mod, "load_file", None)
+    if compile_file is None:
+        raise ConfigError("POLICY: flk.impl.policy has no compile_file(path)")
+    try:
+        return compile_file(cfg.policy_file)
+    except (InvalidInput, ValueError, OSError) as exc:
+        raise ConfigError(f"POLICY {cfg.policy_file}: {exc}") from None
+
+
+def build_verifier(cfg: ServerConfig):
+    from flk.impl.verifier import Limits, Verifier
+
+    return Verifier(
+        build_tenants(cfg),
+        policy=build_policy(cfg),
+        region=cfg.region_id,
+        limits=Limits(max_body_bytes=cfg.max_body_bytes, retry_after_s=cfg.retry_after_s, ttl_s=cfg.dedup_ttl_s),
+    )
+
+
+class ServerPipeline:
+    def __init__(self, cfg: ServerConfig, server: Any) -> None:
+        self.cfg = cfg
+        self.server = server
+        self.verifier = build_verifier(cfg)
+
+    async def submit(self, body: bytes, headers: Mapping[str, str]) -> Response:
+        from flk.impl.verifier import Request
+
+        tenant = headers.get("x-tenant-id")
+        gen = self.verifier.handle(Request(body, tenant, {}), time.time())
+        resp = await self.drive(gen)
+        return Response(resp.body, status_code=resp.status, headers=dict(resp.headers))
+
+    async def drive(self, gen):
+        from flk.impl.verifier import DedupGet, DedupPut, Emit, WalAppend, WalUnavailable
+        from flk.impl.wal import InboxRecord, WalError, encode_inbox_record
+
+        srv = self.server
+        reply: Any = None
+        exc: BaseException | None = None
+        label = "_none"
+        t0 = time.perf_counter()
+        while True:
+            try:
+                eff = gen.throw(exc) if exc is not None else gen.send(reply)
+            except StopIteration as stop:
+                srv.metrics.observe_latency(label, time.perf_counter() - t0)
+                return stop.value
+            reply, exc = None, None
+            if isinstance(eff, Emit):
+                label = eff.event.get("tenant_label", label)
+                srv.metrics(eff.event)
+            elif isinstance(eff, WalAppend):
+                try:
+                    payload = encode_inbox_record(InboxRecord(eff.tenant, eff.received_at, eff.region, eff.body))
+                    reply = await srv.committer.append_async(payload)
+                except (WalError, OSError) as e:
+                    srv.log.error("wal_append_failed", reason=type(e).__name__)
+                    exc = WalUnavailable(type(e).__name__)
+            elif isinstance(eff, DedupGet):
+                try:
+                    reply = await srv.batcher.get(eff.tenant, eff.pcs_id)
+                except StoreUnavailable as e:
+                    exc = e
+            elif isinstance(eff, DedupPut):
+                try:
+                    reply = await srv.batcher.put(eff.tenant, eff.pcs_id, eff.outcome)
+                except StoreUnavailable as e:
+                    exc = e
+            else:  # pragma: no cover - a new effect type without a driver case
+                raise TypeError(f"unknown effect {type(eff).__name__}")
+
+    # -- replay ---------------------------------------------------------------------
+    def _replay_chunk(self, chunk: list[tuple[int, bytes]]) -> dict[str, int]:
+        from flk.impl.verifier import Request, run_sync
+        from flk.impl.wal import decode_inbox_record
+
+        counts = {"records": 0, "errors": 0}
+        store = self.server.store
+        for index, payload in chunk:
+            try:
+                rec = decode_inbox_record(payload)
+            except InvalidInput as exc:
+                # a record that passed its CRC but does not decode: say so, loudly, and count it
+                self.server.log.error("wal_record_undecodable", records=index, reason=str(exc)[:100])
+                counts["errors"] += 1
+                continue
+            gen = self.verifier.handle(Request(rec.body, rec.tenant or None), rec.received_at, replay=True)
+            resp = run_sync(gen, None, store, self.server.metrics)
+            if resp.status == 503:
+                raise StoreUnavailable("dedup store unavailable during WAL replay")
+            counts["records"] += 1
+        return counts
+
+    async def replay_wal(self, wal: Any) -> dict[str, int]:
+        """Replay every record of ``wal``; raises if the store is unavailable
+        (the worker must not serve with an un-replayed WAL)."""
+        loop = asyncio.get_running_loop()
+        total = {"records": 0, "errors": 0}
+        chunk: list[tuple[int, bytes]] = []
+
+        def flush_sync(c):
+            return self._replay_chunk(c)
+
+        records = await loop.run_in_executor(None, lambda: list(wal.records()))
+        for item in records:
+            chunk.append(item)
+            if len(chunk) >= REPLAY_CHUNK:
+                got = await loop.run_in_executor(self.server.executor, flush_sync, chunk)
+                chunk = []
+                for k in total:
+                    total[k] += got[k]
+        if chunk:
+            got = await loop.run_in_executor(self.server.executor, flush_sync, chunk)
+            for k in total:
+                total[k] += got[k]
+        return total
+
+
+def build_pipeline(cfg: ServerConfig, server: Any) -> ServerPipeline:
+    return ServerPipeline(cfg, server)

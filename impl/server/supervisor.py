@@ -1,0 +1,166 @@
+"""Worker processes on one listening socket; dead workers are replaced.
+
+Why this module exists: one Python process uses one core. ``WORKERS=N`` runs N
+uvicorn servers in N processes that share one listening socket (bound once by
+the parent, so the kernel spreads connections) and one dedup store, each with
+its own inbox WAL directory ``WAL_DIR/worker-<i>``. Worker ``i`` that dies is
+restarted as worker ``i`` again -- it reopens (and replays) the same WAL
+directory, so nothing it acknowledged is forgotten.
+
+Shutdown: SIGTERM or SIGINT to the supervisor is forwarded to every worker;
+each worker stops accepting, drains its in-flight requests (up to
+``drain_timeout_s``), then flushes and fsyncs its WAL in the application's
+lifespan shutdown. With ``WORKERS=1`` the single worker runs in the
+supervisor's own process (no extra process to kill or to wait for).
+
+A worker that fails during startup (exit code 3: e.g. a corrupt WAL it refuses
+to skip) is not restarted in a loop: the supervisor stops and exits 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+STARTUP_FAILURE = 3
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_config(app: Any, drain_timeout_s: float):
+    import uvicorn
+
+    loop, http = "asyncio", "h11"
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:  # pragma: no cover - optional speed-up
+        pass
+    try:
+        import httptools  # noqa: F401
+
+        http = "httptools"
+    except ImportError:  # pragma: no cover
+        pass
+    return uvicorn.Config(
+        app,
+        loop=loop,
+        http=http,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=max(1, int(drain_timeout_s)),
+        timeout_keep_alive=30,
+    )
+
+
+def _load_factory(path: str):
+    mod, _, name = path.partition(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+def run_worker(factory_path: str, factory_args: tuple, index: int, sock: socket.socket, drain_timeout_s: float) -> int:
+    """Run one uvicorn server for ``factory(*factory_args, index)`` on ``sock``."""
+    import uvicorn
+
+    app = _load_factory(factory_path)(*factory_args, index)
+    server = uvicorn.Server(_uvicorn_config(app, drain_timeout_s))
+    # uvicorn re-raises the signal it caught after a graceful shutdown; a Python
+    # handler here turns that into a clean return instead of death by SIGTERM.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    try:
+        server.run(sockets=[sock])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def _child(factory_path: str, factory_args: tuple, index: int, sock: socket.socket, drain_timeout_s: float) -> None:
+    sys.exit(run_worker(factory_path, factory_args, index, sock, drain_timeout_s))
+
+
+def serve_app_factory(
+    factory_path: str,
+    factory_args: tuple,
+    sock: socket.socket,
+    workers: int,
+    drain_timeout_s: float = 10.0,
+    log=None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    if workers == 1:
+        return run_worker(factory_path, factory_args, 0, sock, drain_timeout_s)
+
+    ctx = multiprocessing.get_context("spawn")
+    procs: dict[int, Any] = {}
+    stopping = {"flag": False, "signal": None}
+
+    def start(i: int) -> None:
+        p = ctx.Process(target=_child, args=(factory_path, factory_args, i, sock, drain_timeout_s),
+                        name=f"flk-worker-{i}", daemon=False)
+        p.start()
+        procs[i] = p
+        if log:
+            log.info("worker_started", detail=f"worker-{i}", pid=p.pid)
+
+    def on_signal(signum, _frame) -> None:
+        stopping["flag"] = True
+        stopping["signal"] = signum
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for i in range(workers):
+        start(i)
+    last_restart: dict[int, float] = {}
+    exit_code = 0
+    while not stopping["flag"]:
+        time.sleep(0.1)
+        for i, p in list(procs.items()):
+            if p.is_alive() or stopping["flag"]:
+                continue
+            code = p.exitcode
+            if code == STARTUP_FAILURE:
+                if log:
+                    log.error("worker_startup_failed", detail=f"worker-{i}", exit_code=code)
+                stopping["flag"], exit_code = True, 1
+                break
+            if log:
+                log.warning("worker_died", detail=f"worker-{i}", exit_code=code, reason="restarting")
+            now = time.monotonic()
+            if now - last_restart.get(i, -1e9) < 1.0:
+                time.sleep(1.0)  # crash loop: slow down
+            last_restart[i] = time.monotonic()
+            start(i)
+    for p in procs.values():
+        if p.is_alive():
+            try:
+                os.kill(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + drain_timeout_s + 5.0
+    for p in procs.values():
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
+    if log:
+        log.info("stopped", signal=stopping["signal"], exit_code=exit_code)
+    return exit_code

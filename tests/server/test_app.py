@@ -1,0 +1,161 @@
+"""The Starlette app in-process (TestClient runs the lifespan: WAL, store, replay)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from flk.impl.server.app import SPEC_DIR, create_app
+from flk.impl.server.config import load_config
+from flk.impl.server.workload import bodies
+from flk.impl.wal import SegmentedLog, decode_inbox_record
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def make_client(tmp_path, **env):
+    cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": KEY, "WAL_GROUP_DELAY_MS": "0", **env})
+    return TestClient(create_app(cfg, 0), raise_server_exceptions=False), cfg
+
+
+def is_problem(resp, status: int, slug: str) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    body = resp.json()
+    assert body["status"] == status and body["type"] == "urn:flk:problem:" + slug
+    return body
+
+
+def test_submit_accepts_then_replays_and_the_record_is_in_the_wal_first(tmp_path) -> None:
+    client, cfg = make_client(tmp_path)
+    body = bodies(KEY.encode(), 1)[0]
+    with client:
+        r1 = client.post("/v1/pcs/submit", content=body)
+        assert r1.status_code == 200, r1.text
+        assert r1.json()["accepted"] is True
+        r2 = client.post("/v1/pcs/submit", content=body)
+        assert r2.status_code == 200 and r2.content == r1.content
+        assert r2.headers["idempotent-replayed"] == "true"
+    # INV-WAL-FIRST: both requests are in the inbox WAL, verbatim
+    log = SegmentedLog(cfg.worker_wal_dir(0))
+    recs = [decode_inbox_record(p) for _, p in log.records()]
+    log.close()
+    assert [r.body for r in recs] == [body, body]
+
+
+def test_every_error_is_problem_json(tmp_path) -> None:
+    client, _ = make_client(tmp_path, MAX_BODY_BYTES="2048")
+    with client:
+        is_problem(client.get("/nope"), 404, "not-found")
+        r = client.delete("/v1/pcs/submit")
+        is_problem(r, 405, "method-not-allowed")
+        assert "POST" in r.headers["allow"]
+        is_problem(client.post("/v1/pcs/submit", content=b"x" * 5000), 413, "payload-too-large")
+        is_problem(client.post("/v1/pcs/submit", content=b'{"a":1,"a":2}'), 400, "invalid-json")
+        is_problem(client.post("/v1/pcs/submit", content=b"[NaN]"), 400, "invalid-json")
+        p = is_problem(client.post("/v1/pcs/submit", content=b'{"pcs_id":"x"}'), 400, "invalid-pcs")
+        assert {e["field"] for e in p["errors"]} >= {"pcs_id", "sig"}
+        pcs = json.loads(bodies(KEY.encode(), 1)[0])
+        pcs["sig"] = base64.b64encode(b"\0" * 32).decode()
+        is_problem(client.post("/v1/pcs/submit", content=json.dumps(pcs)), 401, "bad-signature")
+        is_problem(client.post("/v1/pcs/submit", content=json.dumps(pcs), headers={"X-Tenant-Id": "other"}),
+                   401, "unknown-tenant")
+
+
+def test_health_ready_openapi(tmp_path) -> None:
+    client, _ = make_client(tmp_path)
+    with client:
+        assert client.get("/health").json() == {"status": "ok"}
+        ready = client.get("/ready").json()
+        assert ready["status"] == "ready" and ready["store"] == "sqlite" and ready["breaker"] == "closed"
+        doc = client.get("/openapi.json").json()
+        assert doc == yaml.safe_load((SPEC_DIR / "openapi.yaml").read_text())
+        assert set(doc["paths"]) == {"/v1/pcs/submit", "/health", "/ready", "/metrics", "/openapi.json"}
+
+
+def test_metrics_basic_auth(tmp_path) -> None:
+    client, _ = make_client(tmp_path, METRICS_USER="prom", METRICS_PASS="s3cret-pass")
+    with client:
+        client.post("/v1/pcs/submit", content=bodies(KEY.encode(), 1)[0])
+        r = client.get("/metrics")
+        is_problem(r, 401, "unauthorized")
+        assert r.headers["www-authenticate"].startswith("Basic")
+        is_problem(client.get("/metrics", auth=("prom", "wrong")), 401, "unauthorized")
+        ok = client.get("/metrics", auth=("prom", "s3cret-pass"))
+        assert ok.status_code == 200
+        assert 'flk_accepted_total{tenant="default"} 1.0' in ok.text
+        assert "flk_inflight_limit" in ok.text and 'flk_worker_info{worker="0"} 1.0' in ok.text
+
+
+def test_metrics_open_without_credentials_configured(tmp_path) -> None:
+    client, _ = make_client(tmp_path)
+    with client:
+        assert client.get("/metrics").status_code == 200
+
+
+def test_inv_idempotent_replay_wal_replayed_on_start_is_a_no_op(tmp_path) -> None:
+    """Start, submit, stop; start again: replay of the WAL changes no stored outcome."""
+    from flk.impl.dedup import open_store
+
+    bs = bodies(KEY.encode(), 20)
+    client, cfg = make_client(tmp_path)
+    with client:
+        first = [client.post("/v1/pcs/submit", content=b).content for b in bs]
+    store = open_store(cfg.store_url())
+    before = _all(store)
+    store.close()
+    client2, _ = make_client(tmp_path)
+    with client2:
+        again = [client2.post("/v1/pcs/submit", content=b).content for b in bs]
+        m = client2.get("/metrics").text
+    assert again == first
+    assert "flk_wal_replayed_total 20.0" in m
+    store = open_store(cfg.store_url())
+    assert _all(store) == before
+    store.close()
+
+
+def _all(store):
+    import time
+
+    out, cur = [], None
+    while True:
+        page, cur = store.scan(cur, 500, time.time())
+        out += page
+        if cur is None:
+            return sorted(out, key=lambda e: (e[0], e[1]))
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_arbitrary_bodies_get_a_4xx_problem_never_5xx(tmp_path, body: bytes) -> None:
+    client = _shared_client(tmp_path)
+    r = client.post("/v1/pcs/submit", content=body)
+    assert 400 <= r.status_code < 500
+    assert r.headers["content-type"].startswith("application/problem+json")
+
+
+_CLIENTS: dict = {}
+
+
+def _shared_client(tmp_path):
+    key = str(tmp_path)
+    if key not in _CLIENTS:
+        client, _ = make_client(tmp_path)
+        client.__enter__()
+        _CLIENTS[key] = client
+    return _CLIENTS[key]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_clients():
+    yield
+    for c in _CLIENTS.values():
+        c.__exit__(None, None, None)
+    _CLIENTS.clear()
