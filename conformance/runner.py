@@ -75,7 +75,13 @@ class Report:
         return dict(sorted(stats.items()))
 
     def failed_flags(self) -> list[str]:
-        return [f for f, st in self.flag_stats().items() if st["fail"]]
+        """Flags with failures, the most telling first: highest share of failed
+        cases, then most failures, then name. A flag failing in every case that
+        carries it is usually the pitfall; flags failing in a few cases are
+        often collateral (a broken signature fails every signing case)."""
+        stats = self.flag_stats()
+        failed = [f for f, st in stats.items() if st["fail"]]
+        return sorted(failed, key=lambda f: (-stats[f]["fail"] / stats[f]["total"], -stats[f]["fail"], f))
 
 
 # -- diffs -------------------------------------------------------------------
@@ -289,7 +295,7 @@ def format_text(report: Report, verbose: bool = False) -> list[str]:
             lines.append(f"  {reason}: {len(ids)} case(s) {shown}")
     stats = report.flag_stats()
     notes = all_notes(r.case for r in report.results)
-    failed = [f for f, st in stats.items() if st["fail"]]
+    failed = report.failed_flags()
     if stats:
         lines.append("per-flag summary:")
         for f in failed:

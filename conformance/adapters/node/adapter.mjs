@@ -195,6 +195,13 @@ function finite(v, name) {
   return v.value;
 }
 
+// coh_star and r are shares: in [0, 1]
+function unit(v, name) {
+  const x = finite(v, name);
+  if (!(x >= 0 && x <= 1)) throw new InvalidInput(name, "must be in [0, 1]");
+  return x;
+}
+
 function integer(v, name, lo, hi) {
   if (!(v instanceof Num) || !v.isInt) throw new InvalidInput(name, "must be an integer");
   const b = BigInt(v.text);
@@ -439,18 +446,19 @@ function budget(inp) {
     for (const k of Object.keys(params)) {
       if (!(k in BUDGET_DEFAULTS)) throw new InvalidInput(`params.${k}`, "unknown budget parameter");
       p[k] = finite(params[k], `params.${k}`);
+      if (["alpha", "beta", "gamma"].includes(k) && p[k] < 0) throw new InvalidInput(`params.${k}`, "must be >= 0");
     }
   }
   const d = finite(field(inp, "D_hat"), "D_hat");
-  const c = finite(field(inp, "coh_star"), "coh_star");
-  const r = finite(field(inp, "r"), "r");
+  const c = unit(field(inp, "coh_star"), "coh_star");
+  const r = unit(field(inp, "r"), "r");
   const v = p.base + p.alpha * (1.0 - r) + p.beta * pyMax(0.0, d - p.d0) + p.gamma * c;
   return pyMin(1.0, pyMax(0.0, v));
 }
 
 function regime(inp) {
   const d = finite(field(inp, "D_hat"), "D_hat");
-  const c = finite(field(inp, "coh_star"), "coh_star");
+  const c = unit(field(inp, "coh_star"), "coh_star");
   if (c >= 0.7 && d <= 1.5) return "sticky";
   if (d >= 2.6) return "non_sticky";
   return "mixed";

@@ -1,0 +1,177 @@
+"""The reference adapters pass every vector; the Node adapter agrees with the
+Python core on random inputs too (differential test).
+
+Builtin (in process), Python subprocess and Node.js must pass all v1 vectors
+(acceptance of issue #11) and the legacy-0.1 ones they support.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import struct
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flk.conformance import runner
+from flk.conformance.adapter_io import BuiltinAdapter, ProcessAdapter
+from flk.conformance.ops import handle
+from flk.conformance.vectors import load_cases, vectors_dir
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+NODE_ADAPTER = ROOT / "conformance" / "adapters" / "node" / "adapter.mjs"
+NODE = shutil.which("node")
+needs_node = pytest.mark.skipif(NODE is None, reason="node not installed (make setup installs nodejs)")
+
+
+def _adapter(kind: str):
+    if kind == "builtin":
+        return BuiltinAdapter()
+    if kind == "python":
+        return ProcessAdapter([sys.executable, "-m", "flk.conformance.adapters.python"])
+    if NODE is None:
+        pytest.skip("node not installed")
+    return ProcessAdapter([NODE, str(NODE_ADAPTER)])
+
+
+@pytest.fixture(scope="module")
+def all_cases():
+    cases = load_cases(ROOT / "spec" / "vectors")
+    assert {c.profile for c in cases} == {"v1", "legacy-0.1"}
+    return cases
+
+
+@pytest.mark.parametrize("kind", ["builtin", "python", "node"])
+def test_reference_adapter_passes_every_vector(kind, all_cases):
+    report = runner.run_cases(_adapter(kind), all_cases, timeout=30)
+    failures = [f"{r.case.case_id}: {r.message}" for r in report.results if r.status == "fail"]
+    assert not failures, "\n".join(failures[:20])
+    assert not report.broken and report.exit_code == 0
+    v1 = [r for r in report.results if r.case.profile == "v1"]
+    assert v1 and all(r.status == "pass" for r in v1), "every v1 vector passes, none skipped"
+    skipped_ops = {r.case.operation for r in report.results if r.status == "skip"}
+    assert skipped_ops <= {"build_pcs"}
+
+
+def test_vectors_are_found_through_the_package():
+    d = vectors_dir()
+    assert (d / "canonical_bytes.v1.json").is_file()
+
+
+def test_cli_last_line_and_exit_code(capsys):
+    from flk.impl.cli import main
+
+    code = main(["conformance", "vectors", "--adapter", "builtin"])
+    out = capsys.readouterr().out.splitlines()
+    n = len(load_cases(profile="v1"))
+    assert code == 0 and out[-1] == f"{n} passed, 0 failed, 0 skipped"
+
+
+# -- differential: Node against the Python core on random inputs -------------------------
+@pytest.fixture(scope="module")
+def node_adapter():
+    if NODE is None:
+        pytest.skip("node not installed")
+    a = ProcessAdapter([NODE, str(NODE_ADAPTER)])
+    a.start()
+    yield a
+    a.close()
+
+
+def _f64(x: float) -> dict:
+    return {"f64": struct.pack(">d", x).hex()}
+
+
+def _agree(adapter, op: str, profile: str, inp: dict) -> None:
+    request = {"op": op, "profile": profile, "input": inp}
+    want = json.loads(json.dumps(handle({**request, "id": 1})))
+    reply = adapter.call(request, 20)
+    assert reply.status == "ok", reply.detail
+    got = reply.response
+    assert got["ok"] == want["ok"], (request, want, got)
+    if want["ok"]:
+        assert got["output"] == want["output"], request
+    else:
+        assert got["error"]["kind"] == want["error"]["kind"], (request, want, got)
+
+
+any_float = st.floats(allow_nan=True, allow_infinity=True)
+ties = st.integers(-(2**40), 2**40).map(lambda j: (2 * j + 1) / 1024.0)
+floats = st.one_of(any_float, ties, st.floats(-10, 10), st.sampled_from([0.0, -0.0, 5e-10, -5e-10, 1e21, 1e-7]))
+texts = st.text(st.characters(codec="utf-16", exclude_categories=()), max_size=12)
+
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@needs_node
+@SETTINGS
+@given(x=floats)
+def test_node_fmt9_agrees_with_the_core(node_adapter, x):
+    _agree(node_adapter, "fmt9", "v1", {"x": _f64(x)})
+
+
+@needs_node
+@SETTINGS
+@given(d=floats, c=floats, s=texts, epoch=st.integers(-1, 2**53 + 1), profile=st.sampled_from(["v1", "legacy-0.1"]))
+def test_node_canonical_bytes_agree_with_the_core(node_adapter, d, c, s, epoch, profile):
+    subset = {"pcs_id": "p" * 64, "merkle_root": "m" * 64, "shard_id": s, "epoch": epoch,
+              "D_hat": _f64(d), "coh_star": _f64(c), "r": 0.25, "budget": 0.5}
+    _agree(node_adapter, "canonical_bytes", profile, {"subset": subset})
+
+
+@needs_node
+@SETTINGS
+@given(
+    scales=st.lists(st.integers(2, 4096), min_size=2, max_size=8, unique=True).map(sorted),
+    counts=st.lists(st.integers(1, 10**6), min_size=8, max_size=8),
+    profile=st.sampled_from(["v1", "legacy-0.1"]),
+)
+def test_node_d_hat_agrees_with_the_core(node_adapter, scales, counts, profile):
+    _agree(node_adapter, "d_hat", profile, {"scales": scales, "n_j": counts[: len(scales)]})
+
+
+@needs_node
+@SETTINGS
+@given(d=st.floats(-5, 5), c=st.floats(0, 1), r=st.floats(0, 1))
+def test_node_budget_and_regime_agree_with_the_core(node_adapter, d, c, r):
+    _agree(node_adapter, "budget", "v1", {"D_hat": d, "coh_star": c, "r": r})
+    _agree(node_adapter, "regime", "v1", {"D_hat": d, "coh_star": c})
+
+
+@needs_node
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pts=st.integers(1, 3).flatmap(
+        lambda d: st.lists(st.lists(st.floats(-100, 100), min_size=d, max_size=d), max_size=25)
+    ),
+    seed=st.integers(0, 2**64 - 1),
+    bins=st.integers(1, 40),
+    n_dir=st.integers(1, 30),
+)
+def test_node_coherence_agrees_with_the_core(node_adapter, pts, seed, bins, n_dir):
+    _agree(node_adapter, "coherence", "v1", {"points": pts, "seed": seed, "bins": bins, "n_directions": n_dir})
+
+
+@needs_node
+def test_node_keeps_number_spellings_that_json_parse_would_blur():
+    """epoch 7.0 / 7e0 are floats and 2^53+1 is out of range: rejected like the core does;
+    plain 7 is accepted (the positive control)."""
+    subset = ('"pcs_id":"p","merkle_root":"m","shard_id":"s","D_hat":1,"coh_star":0,"r":0,"budget":0,'
+              '"epoch":{}')
+    spellings = ["7", "7.0", "7e0", "9007199254740993", "-0"]
+    lines = [
+        f'{{"id":{i},"op":"canonical_bytes","profile":"v1","input":{{"subset":{{{subset.format(t)}}}}}}}'
+        for i, t in enumerate(spellings, 1)
+    ]
+    proc = subprocess.run([NODE, str(NODE_ADAPTER)], input="\n".join(lines) + "\n",
+                          capture_output=True, text=True, timeout=60)
+    got = [json.loads(line) for line in proc.stdout.splitlines()]
+    want = [json.loads(json.dumps(handle(json.loads(line)))) for line in lines]
+    assert [g["ok"] for g in got] == [w["ok"] for w in want] == [True, False, False, False, True]
+    assert got[0]["output"] == want[0]["output"] and got[4]["output"] == want[4]["output"]
+    assert all(g["error"]["kind"] == "invalid_input" for g in got[1:4])

@@ -1,0 +1,21 @@
+"""Planted bug: round half-up on the shortest decimal string (Python Decimal(repr(x)), JS toFixed habits)."""
+
+import sys
+from decimal import ROUND_HALF_UP, Decimal
+
+from _planted import run
+
+from flk.impl.canonical import _finite_float
+
+FLAG = "half-up"
+
+
+def fmt9(x, field="value"):
+    v = _finite_float(x, field)
+    q = Decimal(repr(v)).quantize(Decimal("1e-9"), rounding=ROUND_HALF_UP)  # bug
+    text = format(q, "f")
+    return "0.000000000" if text == "-0.000000000" else text
+
+
+if __name__ == "__main__":
+    sys.exit(run(fmt9=fmt9))

@@ -1,0 +1,17 @@
+"""Planted bug: negative zero kept ("-0.000000000", what printf("%.9f") gives)."""
+
+import sys
+
+from _planted import run
+
+from flk.impl.canonical import _finite_float
+
+FLAG = "negative-zero"
+
+
+def fmt9(x, field="value"):
+    return format(_finite_float(x, field), ".9f")  # bug: no -0 normalisation
+
+
+if __name__ == "__main__":
+    sys.exit(run(fmt9=fmt9))

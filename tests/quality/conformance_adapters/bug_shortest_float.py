@@ -1,0 +1,18 @@
+"""Planted bug: floats written as their shortest round-trip text (repr / JS toString)."""
+
+import json
+import sys
+
+from _planted import run
+
+from flk.impl.canonical import _finite_float
+
+FLAG = "shortest-repr"
+
+
+def fmt9(x, field="value"):
+    return json.dumps(_finite_float(x, field))  # bug: "0.5", "1e-07" instead of 9 decimals
+
+
+if __name__ == "__main__":
+    sys.exit(run(fmt9=fmt9))

@@ -1,0 +1,22 @@
+"""Planted bug: Math.round(x * 1e9) / 1e9 -- the product is rounded before the decimal rounding."""
+
+import math
+import sys
+
+from _planted import run
+
+from flk.impl.canonical import _finite_float
+
+FLAG = "x1e9-rounding"
+
+
+def fmt9(x, field="value"):
+    v = _finite_float(x, field)
+    n = math.floor(v * 1e9 + 0.5)  # bug: x*1e9 is itself rounded, and ties go up
+    sign = "-" if n < 0 else ""
+    digits = f"{abs(n):010d}"
+    return f"{sign}{digits[:-9]}.{digits[-9:]}"
+
+
+if __name__ == "__main__":
+    sys.exit(run(fmt9=fmt9))
