@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flk.impl.errors import InvalidInput
+from flk.impl.fs import FileSystem, OsFileSystem
 from flk.impl.merkle import merkle_root
 
 FORMAT = 1
@@ -359,72 +360,8 @@ def _check_anchors(anchors: Mapping[str, bytes], seal_roots: Mapping[int, str], 
 # Writer (I/O through a FileSystem)
 
 
-def _default_fs():
-    try:
-        from flk.impl.fs import OsFileSystem
-    except ImportError:  # until flk.impl.fs lands
-        return _PlainOsFs()
+def _default_fs() -> FileSystem:
     return OsFileSystem()
-
-
-class _PlainOsFs:
-    """The subset of the FileSystem interface the audit log uses, on the real disk."""
-
-    def open_append(self, path: str):
-        return _Handle(open(path, "ab"))  # noqa: SIM115
-
-    def read(self, path: str) -> bytes:
-        with open(path, "rb") as f:
-            return f.read()
-
-    def write_atomic(self, path: str, data: bytes) -> None:
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        self.fsync_dir(os.path.dirname(path) or ".")
-
-    def listdir(self, path: str) -> list[str]:
-        return sorted(os.listdir(path))
-
-    def exists(self, path: str) -> bool:
-        return os.path.exists(path)
-
-    def makedirs(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
-
-    def fsync_dir(self, path: str) -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def truncate(self, path: str, size: int) -> None:
-        os.truncate(path, size)
-
-    def size(self, path: str) -> int:
-        return os.path.getsize(path)
-
-    def chmod_readonly(self, path: str) -> None:
-        os.chmod(path, 0o444)
-
-
-class _Handle:
-    def __init__(self, f) -> None:
-        self._f = f
-
-    def write(self, data: bytes) -> None:
-        self._f.write(data)
-
-    def fsync(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        self._f.close()
 
 
 def _join(directory: str, name: str) -> str:
