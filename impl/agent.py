@@ -27,9 +27,10 @@ Pipeline (:func:`build_pcs`), all in the canonical core's exact arithmetic:
    rounded with ``round9``, v_star rounded component-wise;
 4. ``r = round9(signals.compressibility(raw))``;
 5. ``merkle_root = merkle.stream_root(raw)``, ``pcs_id = pcs.pcs_id(root, epoch, shard)``;
-6. ``regime`` and ``budget`` from the *rounded* D-hat, coh-star and r (so a
-   verifier recomputing them from the published values agrees exactly);
-   ``budget`` itself published through ``round9``;
+6. ``budget`` from the *rounded* D-hat, coh-star and r (what a verifier reads
+   back), published through ``round9``; ``regime`` from D-hat recomputed from
+   N_j and the rounded coh-star -- exactly what ``flk.impl.verifier`` recomputes,
+   so a threshold-straddling D-hat cannot make agent and verifier disagree;
 7. the signature over the canonical bytes of the signed subset (HMAC-SHA256 or
    Ed25519, :class:`Signer`).
 
@@ -274,7 +275,8 @@ def build_pcs(
     if pts.shape[0] == 0:
         raise InvalidInput("points", "need at least one point")
     n_j = signals.box_counts(pts, scales)
-    d = round9(signals.d_hat(scales, n_j), "D_hat")
+    d_exact = signals.d_hat(scales, n_j)
+    d = round9(d_exact, "D_hat")
     coh_raw, v_star = signals.coherence_detail(pts, seed)
     coh = round9(coh_raw, "coh_star")
     r = round9(signals.compressibility(raw), "r")
@@ -292,7 +294,7 @@ def build_pcs(
         "v_star": [round9(v, "v_star") for v in v_star],
         "D_hat": d,
         "r": r,
-        "regime": signals.regime(d, coh, regime_thresholds),
+        "regime": signals.regime(d_exact, coh, regime_thresholds),
         "budget": round9(signals.budget(d, coh, r, budget_params), "budget"),
         "merkle_root": root,
         "seed": seed,

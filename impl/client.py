@@ -50,6 +50,7 @@ signatures or keys.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import logging
@@ -135,6 +136,15 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def rfc3339(now: float) -> str:
+    """``sent_at`` text: UTC, millisecond precision, ``Z`` suffix (``2027-01-15T08:00:00.125Z``).
+
+    A pure function of ``now`` (no wall clock is read).
+    """
+    t = datetime.datetime.fromtimestamp(round(float(now) * 1000) / 1000, tz=datetime.UTC)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def submit_url(url: str) -> str:
     """A server URL as given (``http://host:port`` gets :data:`SUBMIT_PATH`)."""
     if not isinstance(url, str):
@@ -210,12 +220,40 @@ class _State:
     done: Done | None = None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A PCS fixed for sending: its signed bytes and the body prefix every attempt shares."""
+
+    pcs_id: str
+    signed_bytes: bytes
+    head: bytes = field(repr=False)
+
+
+def prepare(pcs: Mapping) -> Prepared:
+    """Validate a signed PCS and fix its body: everything but ``attempt``/``sent_at``."""
+    if not isinstance(pcs, Mapping):
+        raise InvalidInput("pcs", "must be a JSON object")
+    signed = canonical_bytes(pcs)  # validates the signed subset
+    if not isinstance(pcs.get("sig"), str):
+        raise InvalidInput("sig", "the PCS is not signed")
+    base = {k: v for k, v in pcs.items() if k not in UNSIGNED_FIELDS}
+    try:
+        text = json.dumps(base, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput("pcs", f"not serialisable as JSON ({exc})") from None
+    return Prepared(pcs["pcs_id"], signed, text[:-1].encode("utf-8") + b',"attempt":')
+
+
 class Submission:
-    """The retry state machine for one signed PCS (see the module docstring)."""
+    """The retry state machine for one signed PCS (see the module docstring).
+
+    ``pcs`` is a PCS mapping or a :class:`Prepared` one (cheaper when the same
+    PCS is sent many times, as the load generator does).
+    """
 
     def __init__(
         self,
-        pcs: Mapping,
+        pcs: Mapping | Prepared,
         urls: Sequence[str],
         *,
         rng: random.Random,
@@ -225,17 +263,14 @@ class Submission:
     ) -> None:
         if not urls:
             raise InvalidInput("urls", "at least one server URL is needed")
-        self.signed_bytes = canonical_bytes(pcs)  # validates the signed subset, fixes it
-        if not isinstance(pcs.get("sig"), str):
-            raise InvalidInput("sig", "the PCS is not signed")
-        self.pcs_id = pcs["pcs_id"]
+        prepared = pcs if isinstance(pcs, Prepared) else prepare(pcs)
+        self.signed_bytes = prepared.signed_bytes
+        self.pcs_id = prepared.pcs_id
         self.tenant = tenant
-        self.urls = list(urls)
+        self.urls = urls
         self.policy = policy or RetryPolicy()
         self.rng = rng
-        base = {k: v for k, v in pcs.items() if k not in UNSIGNED_FIELDS}
-        head = json.dumps(base, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        self._head = head[:-1].encode("utf-8") + b',"attempt":'
+        self._head = prepared.head
         headers = [("content-type", "application/json")]
         if tenant is not None:
             headers.append(("x-tenant-id", tenant))
@@ -246,7 +281,7 @@ class Submission:
 
     def body_for(self, attempt: int, now: float) -> bytes:
         """The request body of ``attempt``: the fixed signed part plus attempt and sent_at."""
-        return self._head + b"%d" % attempt + b',"sent_at":' + repr(float(now)).encode() + b"}"
+        return self._head + b"%d" % attempt + b',"sent_at":"' + rfc3339(now).encode() + b'"}'
 
     def _send(self, now: float) -> Send:
         s = self._s
@@ -295,8 +330,6 @@ class Submission:
             if status in ACK_STATUSES:
                 return self._finish("ack", status, what)
             if status == CONFLICT_STATUS:
-                log.warning("conflict: pcs_id=%s tenant=%s url=%s: the server holds a different "
-                            "outcome for this pcs_id", self.pcs_id, self.tenant, self.urls[s.url_index])
                 return self._finish("conflict", status, what)
             if status == 429:
                 pass
@@ -467,6 +500,8 @@ class SubmitClient:
             self.stats.acked += 1
         elif done.outcome == "conflict":
             self.stats.conflicts += 1
+            log.warning("conflict: pcs_id=%s tenant=%s url=%s: the server holds a different "
+                        "outcome for this pcs_id", sub.pcs_id, self.tenant, done.url)
         elif done.outcome == "dead_letter":
             self.stats.dead_lettered += 1
             log.error("dead-letter: pcs_id=%s tenant=%s %s", sub.pcs_id, self.tenant, done.reason)

@@ -18,6 +18,7 @@ BENCHES = {
     "serve": "HTTP server throughput and latency vs a bare Starlette handler (issue 6)",
     "ring": "consistent-hash ring lookups and distribution (issue 7)",
     "sim": "simulator: 3-region CRR scenario, 1M submissions (issue 9)",
+    "loadgen": "load generator req/s against a no-op HTTP sink, PCS synthesis rate (issue 3)",
 }
 
 

@@ -9,7 +9,7 @@ behaviours:
 * :class:`MiniVerifier` behaves like a verifier as seen from outside: it checks
   the HMAC of the tenant named in X-Tenant-Id (401 on a bad signature),
   keeps first-write-wins outcomes per (tenant, pcs_id) (202 first, 200 +
-  ``X-Flk-Replay: true`` for the same signed subset, 409 for a different one).
+  ``Idempotent-Replayed: true`` for the same signed subset, 409 for a different one).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from flk.impl.signing import verify_hmac
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):  # keep test output quiet
         pass
@@ -106,5 +107,5 @@ class MiniVerifier(_Base):
             self.store[k] = digest
             return 202, {"content-type": "application/json"}, b'{"accepted":true}'
         if self.store[k] == digest:
-            return 200, {"content-type": "application/json", "x-flk-replay": "true"}, b'{"accepted":true}'
+            return 200, {"content-type": "application/json", "idempotent-replayed": "true"}, b'{"accepted":true}'
         return 409, PROBLEM, b'{"title":"conflict"}'

@@ -66,7 +66,8 @@ def check_derived(pcs: dict, raw: bytes) -> None:
     assert pcs["D_hat"] == round9(signals.d_hat(pcs["scales"], n_j))
     # budget and regime from the *published* (rounded) values: what a verifier sees
     assert pcs["budget"] == round9(signals.budget(pcs["D_hat"], pcs["coh_star"], pcs["r"]))
-    assert pcs["regime"] == signals.regime(pcs["D_hat"], pcs["coh_star"])
+    # regime as the verifier recomputes it: D-hat from N_j, the published coh-star
+    assert pcs["regime"] == signals.regime(signals.d_hat(pcs["scales"], n_j), pcs["coh_star"])
 
 
 def write_csv(path: pathlib.Path, points, header=True) -> bytes:

@@ -79,7 +79,8 @@ def test_ack_on_202_sends_once_with_tenant_header():
     assert req["headers"]["x-tenant-id"] == "acme"
     assert req["headers"]["content-type"] == "application/json"
     body = json.loads(req["body"])
-    assert body["attempt"] == 1 and isinstance(body["sent_at"], float)
+    assert body["attempt"] == 1 and isinstance(body["sent_at"], str)
+    assert body["sent_at"].endswith("Z") and body["sent_at"][:2] == "20"
     assert {k: v for k, v in body.items() if k not in ("attempt", "sent_at")} == PCS
 
 
