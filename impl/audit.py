@@ -775,3 +775,34 @@ def http_tsa(url: str, timeout: float = 10.0, nonce: int | None = None) -> Calla
         return parse_timestamp_response(resp.content, digest, nonce).token_der
 
     return call
+
+
+# ---------------------------------------------------------------------------
+# Pipeline integration: an Emit sink
+
+
+AUDITED_KINDS = ("accepted", "escalated", "dedup_conflict")
+
+
+def pipeline_sink(log: AuditLog, clock: Callable[[], float], policy_version: str | None = None, region: str | None = None):
+    """An ``Emit`` sink for :func:`flk.impl.verifier.run_sync` that appends an
+    audit entry for every outcome event that names a payload digest
+    (accepted, escalated, dedup_conflict). The entry's time is the event's
+    ``first_seen`` when present, else ``clock()`` (the driver's clock)."""
+
+    def sink(event: Mapping) -> None:
+        kind = event.get("kind")
+        if kind not in AUDITED_KINDS or "payload_digest" not in event or "pcs_id" not in event:
+            return
+        log.append(
+            tenant=str(event.get("tenant") or event.get("tenant_label")),
+            pcs_id=str(event["pcs_id"]),
+            outcome=str(kind),
+            payload_digest=str(event["payload_digest"]),
+            now=float(event.get("first_seen", clock())),
+            status=event.get("status"),
+            policy_version=event.get("policy_version", policy_version),
+            region=region,
+        )
+
+    return sink
