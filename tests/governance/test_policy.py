@@ -101,7 +101,7 @@ WEIGHT = st.floats(-0.2, 1.2, allow_nan=False).map(lambda x: round(x, 3))
 
 @settings(max_examples=60, deadline=None)
 @given(base=WEIGHT, alpha=WEIGHT, beta=WEIGHT, gamma=WEIGHT, coh_tol=st.floats(-0.01, 0.08).map(lambda x: round(x, 3)))
-def test_policy_compiles_iff_invariants_hold_and_budget_stays_bounded(base, alpha, beta, gamma, coh_tol):
+def test_inv_budget_bounds_policy_compiles_iff_invariants_hold(base, alpha, beta, gamma, coh_tol):
     src = (HEAD + f"  budget {{ base = {base} alpha = {alpha} beta = {beta} gamma = {gamma} }}\n"
            f"  tolerances {{ coh = {coh_tol} }}\n}}")
     ok = (all(0 <= w <= 1 for w in (base, alpha, beta, gamma)) and base + alpha + gamma <= 1 + 1e-12
