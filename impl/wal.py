@@ -415,6 +415,7 @@ class SegmentedLog:
         self._buf = bytearray()
         self._failed: BaseException | None = None
         self._closed = False
+        self._listeners: list = []
         self.recovery: dict = {}
         self._open(verify_manifests)
 
@@ -512,8 +513,8 @@ class SegmentedLog:
             if len(self._buf) >= self.flush_bytes:
                 self._flush_locked()
             roll = active.bytes >= self.segment_bytes
-        if roll:
-            self._roll(only_if_full=True)
+        if roll and self._roll(only_if_full=True) is not None:
+            self._notify_durable()
         return idx
 
     def append_many(self, payloads: list[bytes]) -> int:
@@ -531,8 +532,8 @@ class SegmentedLog:
             if len(self._buf) >= self.flush_bytes:
                 self._flush_locked()
             roll = active.bytes >= self.segment_bytes
-        if roll:
-            self._roll(only_if_full=True)
+        if roll and self._roll(only_if_full=True) is not None:
+            self._notify_durable()
         return first
 
     def _flush_locked(self) -> None:
@@ -566,7 +567,22 @@ class SegmentedLog:
             with self._lock:
                 if target > self._durable:
                     self._durable = target
-                return self._durable
+                durable = self._durable
+        self._notify_durable()
+        return durable
+
+    def add_durable_listener(self, fn) -> None:
+        """``fn()`` is called (outside the log's locks) whenever ``durable_index``
+        may have advanced -- by ``sync``, a seal or a roll. It must be quick."""
+        self._listeners.append(fn)
+
+    def remove_durable_listener(self, fn) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def _notify_durable(self) -> None:
+        for fn in list(self._listeners):
+            fn()
 
     @property
     def durable_index(self) -> int:
@@ -615,7 +631,10 @@ class SegmentedLog:
     def seal(self) -> SegmentInfo | None:
         """Seal the active segment now (if it holds records): fsync, manifest,
         read-only, and begin a new one. Returns the sealed segment or None."""
-        return self._roll(only_if_full=False)
+        sealed = self._roll(only_if_full=False)
+        if sealed is not None:
+            self._notify_durable()
+        return sealed
 
     def segments(self) -> list[SegmentInfo]:
         with self._lock:
@@ -762,6 +781,7 @@ class GroupCommitter:
         self._stop = False
         self._error: BaseException | None = None
         self.syncs = 0
+        log.add_durable_listener(self._durable_advanced)
         self._thread = threading.Thread(target=self._run, name="wal-group-commit", daemon=True)
         self._thread.start()
 
@@ -776,6 +796,11 @@ class GroupCommitter:
         first = self.log.append_many(payloads)
         self._kick()
         return first
+
+    def notify_appended(self) -> None:
+        """Tell the commit thread that records were appended to the log
+        directly (``append``/``append_many`` here do it themselves)."""
+        self._kick()
 
     def _kick(self) -> None:
         with self._cond:
@@ -834,6 +859,17 @@ class GroupCommitter:
         await self.wait_async(idx)
         return idx
 
+    def _durable_advanced(self) -> None:
+        # Someone made records durable (our own sync, or a seal/roll/sync by
+        # another caller): release whoever that covers.
+        with self._cond:
+            ready = [cb for i, cb in self._callbacks if self.log.is_durable(i)]
+            if ready:
+                self._callbacks = [(i, cb) for i, cb in self._callbacks if not self.log.is_durable(i)]
+            self._cond.notify_all()
+        for cb in ready:
+            cb(None)
+
     # -- the commit thread ----------------------------------------------------------
     def _pending(self) -> int:
         return self.log.next_index - self.log.durable_index
@@ -882,6 +918,7 @@ class GroupCommitter:
             self._stop = True
             self._cond.notify_all()
         self._thread.join()
+        self.log.remove_durable_listener(self._durable_advanced)
 
     def __enter__(self) -> GroupCommitter:
         return self
