@@ -55,6 +55,7 @@ import email.utils
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -426,6 +427,7 @@ class DeadLetterFile:
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(line, sort_keys=True) + "\n")
             fh.flush()
+            os.fsync(fh.fileno())  # durable before the outbox acks the record
 
 
 # --------------------------------------------------------------------------- I/O: driver
@@ -516,3 +518,59 @@ class SubmitClient:
         close = getattr(self.transport, "close", None)
         if close is not None:
             close()
+
+
+# --------------------------------------------------------------------------- I/O: outbox drain
+
+
+@dataclass
+class DrainResult:
+    """What one drain of an outbox did (counts; never payloads)."""
+
+    submitted: int = 0
+    acked: int = 0
+    conflicts: int = 0
+    dead_lettered: int = 0
+    gave_up: int = 0
+    undecodable: int = 0
+    remaining: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def drain_outbox(outbox, client: SubmitClient, stop_on_give_up: bool = True) -> DrainResult:
+    """Submit every pending outbox record in order; ack each one that ended.
+
+    ``outbox`` is a :class:`flk.impl.outbox.Outbox` (``pending()``, ``ack(seq)``).
+    A record is acked only after the server answered 200/202/409, or after its
+    dead-letter line is durable (4xx). A record the client gave up on stays
+    pending (at-least-once: the next drain sends the same signed bytes again);
+    with ``stop_on_give_up`` the drain stops there, as the servers are
+    evidently unreachable. A record that is not a JSON PCS (it cannot have
+    been appended by ``flk agent``) is reported and left pending, never dropped.
+    """
+    res = DrainResult()
+    for seq, data in outbox.pending():
+        try:
+            pcs = json.loads(data)
+            if not isinstance(pcs, dict):
+                raise ValueError("not an object")
+            prepare(pcs)
+        except (ValueError, UnicodeDecodeError):
+            res.undecodable += 1
+            log.error("outbox record seq=%d is not a signed PCS; left pending", seq)
+            continue
+        res.submitted += 1
+        done = client.submit(pcs)
+        if done.acked:
+            outbox.ack(seq)
+            res.acked += done.outcome == "ack"
+            res.conflicts += done.outcome == "conflict"
+            res.dead_lettered += done.outcome == "dead_letter"
+        else:
+            res.gave_up += 1
+            if stop_on_give_up:
+                break
+    res.remaining = len(outbox.pending())
+    return res

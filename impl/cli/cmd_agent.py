@@ -6,9 +6,12 @@ Subcommands:
   prints one PCS as JSON on stdout. Keys come only from the environment
   (``PCS_SIGN_ALG``, ``PCS_HMAC_KEY``, ``PCS_ED25519_PRIV_B64``, ``TENANT_ID``),
   never from argv.
-* ``submit --url URL [--url URL2 ...] --pcs FILE [--dlq FILE]`` submits signed PCS
-  (a JSON object or JSONL, one PCS a line) with retries, backoff, Retry-After
-  and failover; 4xx refusals go to the dead-letter JSONL. Exit 0 if every
+* ``submit --url URL [--url URL2 ...] (--pcs FILE | --outbox DIR) [--dlq FILE]``
+  submits signed PCS (a JSON object, an array, or JSONL) with retries,
+  backoff, Retry-After and failover; 4xx refusals go to the dead-letter JSONL.
+  With ``--outbox`` the records are first appended to the outbox (durable),
+  then every pending outbox record is submitted and acked once it ended --
+  a record given up on stays pending for the next run. Exit 0 if every
   record ended (ack, conflict or dead letter), 1 if some were given up on.
 * ``load --url URL [--url URL2 ...] --n N --seed S [...]`` the load generator
   (:mod:`flk.impl.loadgen`): progress on stderr, summary on stdout
@@ -46,10 +49,17 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="stream format (default: from the file extension)")
     b.add_argument("--unsigned", action="store_true", help="omit the signature (no key needed)")
     b.add_argument("--compact", action="store_true", help="one line of JSON instead of indented")
+    b.add_argument("--outbox", default=None,
+                   help="also append the signed PCS to this outbox directory (durably)")
 
     s = sub.add_parser("submit", help="submit signed PCS with retries, backoff and failover")
     s.add_argument("--url", action="append", required=True, help="server URL (repeat for failover)")
-    s.add_argument("--pcs", required=True, help="file holding a PCS JSON object or JSONL of PCS")
+    s.add_argument("--pcs", default=None, help="file holding a PCS JSON object, an array, or JSONL")
+    s.add_argument("--outbox", default=None,
+                   help="outbox directory: --pcs records are appended to it first (durably), then "
+                        "every pending record is submitted and acked once answered")
+    s.add_argument("--durability", choices=("always", "group"), default="always",
+                   help="outbox fsync policy (default %(default)s)")
     s.add_argument("--tenant", default=None, help="X-Tenant-Id (default: $TENANT_ID, else none)")
     s.add_argument("--dlq", default="dead-letter.jsonl", help="dead-letter JSONL (default %(default)s)")
     _retry_args(s)
@@ -122,8 +132,26 @@ def _read_file(path: str, opt: str = "--input") -> bytes:
         raise UsageError(f"{opt} {path}: {exc.strerror}") from None
 
 
+def _pcs_bytes(pcs: dict) -> bytes:
+    return json.dumps(pcs, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _open_outbox(directory: str, durability: str):
+    from flk.impl.cli import UsageError
+    from flk.impl.outbox import Outbox
+    from flk.impl.wal import WalError
+
+    try:
+        return Outbox(directory, durability=durability)
+    except WalError as exc:
+        raise UsageError(f"--outbox {directory}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"--outbox {directory}: {exc.strerror or exc}") from None
+
+
 def _build(args) -> int:
     from flk.impl import agent
+    from flk.impl.cli import UsageError
     from flk.impl.pcs import check_epoch, check_shard_id
 
     check_shard_id(args.shard_id)
@@ -132,6 +160,11 @@ def _build(args) -> int:
     raw = _read_file(args.input)
     signer = None if args.unsigned else agent.signer_from_env(os.environ, args.tenant)
     pcs = agent.build_pcs_from_stream(raw, fmt, args.shard_id, args.epoch, signer, seed=args.seed)
+    if args.outbox:
+        if args.unsigned:
+            raise UsageError("--outbox needs a signed PCS (drop --unsigned)")
+        with _open_outbox(args.outbox, "always") as outbox:
+            outbox.append(_pcs_bytes(pcs))
     if args.compact:
         print(json.dumps(pcs, sort_keys=True, separators=(",", ":")))
     else:
@@ -164,25 +197,45 @@ def _load_pcs_file(path: str) -> list[dict]:
 
 
 def _submit(args) -> int:
-    from flk.impl.client import DeadLetterFile, SubmitClient
+    from flk.impl.cli import UsageError
+    from flk.impl.client import DeadLetterFile, SubmitClient, drain_outbox, prepare
 
-    records = _load_pcs_file(args.pcs)
+    if not args.pcs and not args.outbox:
+        raise UsageError("give --pcs FILE, --outbox DIR, or both")
+    records = _load_pcs_file(args.pcs) if args.pcs else []
+    for n, pcs in enumerate(records, start=1):
+        try:
+            prepare(pcs)  # refuse an unsigned or malformed record before anything is sent
+        except InvalidInput as exc:
+            raise UsageError(f"--pcs {args.pcs}: record {n}: {exc}") from None
     tenant = args.tenant or os.environ.get("TENANT_ID") or None
     client = SubmitClient(args.url, tenant=tenant, policy=_policy(args), seed=args.seed,
                           dead_letter=DeadLetterFile(args.dlq))
-    outcomes: dict[str, int] = {}
     try:
-        for pcs in records:
-            done = client.submit(pcs)
-            outcomes[done.outcome] = outcomes.get(done.outcome, 0) + 1
+        if args.outbox:
+            with _open_outbox(args.outbox, args.durability) as outbox:
+                for pcs in records:
+                    outbox.append(_pcs_bytes(pcs))
+                res = drain_outbox(outbox, client)
+            summary = {"records": len(records), **res.as_dict(), **client.stats.as_dict()}
+            failed = res.remaining > 0
             if not args.json:
-                print(f"{pcs.get('pcs_id')}: {done.outcome} ({done.reason}, {done.attempts} attempt(s))")
+                print(f"outbox: {res.submitted} submitted, {res.acked} acked, {res.conflicts} conflicts, "
+                      f"{res.dead_lettered} dead-lettered, {res.remaining} still pending")
+        else:
+            outcomes: dict[str, int] = {}
+            for pcs in records:
+                done = client.submit(pcs)
+                outcomes[done.outcome] = outcomes.get(done.outcome, 0) + 1
+                if not args.json:
+                    print(f"{pcs.get('pcs_id')}: {done.outcome} ({done.reason}, {done.attempts} attempt(s))")
+            summary = {"records": len(records), "outcomes": outcomes, **client.stats.as_dict()}
+            failed = bool(outcomes.get("gave_up"))
     finally:
         client.close()
-    summary = {"records": len(records), "outcomes": outcomes, **client.stats.as_dict()}
     if args.json:
         print(json.dumps(summary, sort_keys=True))
-    return 1 if outcomes.get("gave_up") else 0
+    return 1 if failed else 0
 
 
 def _load(args) -> int:

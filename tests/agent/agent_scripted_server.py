@@ -64,7 +64,11 @@ class _Base:
         self._thread.join(5)
         return False
 
+    delay = 0.0  # seconds each answer waits (outside the lock), to widen crash windows
+
     def answer(self, path, headers, body):
+        if self.delay:
+            time.sleep(self.delay)
         with self.lock:
             self.requests.append({"path": path, "headers": {k.lower(): v for k, v in headers.items()},
                                   "body": body, "t": time.monotonic()})
