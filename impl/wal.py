@@ -78,6 +78,7 @@ __all__ = [
     "SegmentedLog",
     "GroupCommitter",
     "InboxRecord",
+    "inspect_directory",
     "encode_inbox_record",
     "decode_inbox_record",
     "FRAME_OVERHEAD",
@@ -360,6 +361,70 @@ def decode_inbox_record(payload: bytes) -> InboxRecord:
     except UnicodeDecodeError:
         raise InvalidInput("inbox_record", "tenant/region not UTF-8") from None
     return InboxRecord(tenant, ts, region, bytes(payload[head + lt + lr :]))
+
+
+# ---------------------------------------------------------------------------
+# Read-only inspection (``flk wal inspect|verify``)
+# ---------------------------------------------------------------------------
+
+
+def inspect_directory(directory: str, fs: FileSystem | None = None) -> dict:
+    """Examine a log directory WITHOUT changing it.
+
+    Returns ``{"directory", "ok", "segments": [...], "records", "first_index",
+    "next_index", "problems": [{"segment", "offset", "reason"}], "warnings":
+    [...], "obsolete": [...], "foreign": [...]}``. ``problems`` are what
+    :class:`SegmentedLog` would refuse to open (checksum damage, a bad tail in a
+    non-last segment, gaps, manifest mismatches); ``warnings`` are what it
+    would repair (a torn tail of the last segment, a full segment not yet
+    sealed, leftover files). Raises ``FileNotFoundError``/``NotADirectoryError``."""
+    fs = fs if fs is not None else OsFileSystem()
+    if not fs.exists(directory):
+        raise FileNotFoundError(directory)
+    if not fs.isdir(directory):
+        raise NotADirectoryError(directory)
+    lay = plan_layout(fs.listdir(directory))
+    out: dict = {"directory": directory, "segments": [], "problems": [], "warnings": [],
+                 "obsolete": list(lay.obsolete), "foreign": list(lay.foreign)}
+    for name in lay.obsolete:
+        out["warnings"].append(f"{name}: leftover file (removed on next open)")
+    expected: int | None = None
+    for pos, (kind, number, name) in enumerate(lay.files):
+        is_last = pos == len(lay.files) - 1
+        data = fs.read(posixpath.join(directory, name))
+        res = scan_segment(data, is_last)
+        first = number if kind == "seg" else number - res.count
+        info = {"name": name, "kind": kind, "first_index": first, "count": res.count,
+                "last_index": first + res.count - 1 if res.count else None,
+                "bytes": len(data), "status": res.status, "sealed": False, "manifest": "none"}
+        if res.status == "corrupt":
+            out["problems"].append({"segment": name, "offset": res.bad_offset, "reason": res.reason})
+        elif res.status == "torn":
+            out["warnings"].append(f"{name}: torn tail at byte {res.valid_end} "
+                                   f"({res.size - res.valid_end} bytes, {res.reason}); truncated on next open")
+        if expected is not None and res.status != "corrupt" and first != expected:
+            what = "gap before" if first > expected else "overlap at"
+            out["problems"].append({"segment": name, "offset": 0,
+                                    "reason": f"{what} this segment: expected first index {expected}, file starts at {first}"})
+        mname = manifest_name(name)
+        if mname in lay.manifests:
+            info["sealed"] = True
+            probs = check_manifest(fs.read(posixpath.join(directory, mname)), name, first, res.count, bytes(data))
+            if res.status != "clean":
+                probs.append(f"sealed segment is {res.status}")
+            info["manifest"] = "ok" if not probs else "mismatch"
+            for p in probs:
+                out["problems"].append({"segment": name, "offset": None, "reason": p})
+        elif not is_last:
+            out["warnings"].append(f"{name}: not the last segment but has no manifest (sealed on next open)")
+        out["segments"].append(info)
+        expected = first + res.count if res.status != "corrupt" else None
+    segs = out["segments"]
+    out["records"] = sum(s["count"] for s in segs)
+    out["first_index"] = segs[0]["first_index"] if segs else None
+    out["next_index"] = segs[-1]["first_index"] + segs[-1]["count"] if segs else None
+    out["ok"] = not out["problems"]
+    return out
 
 
 # ---------------------------------------------------------------------------
