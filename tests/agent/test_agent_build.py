@@ -331,3 +331,29 @@ def test_build_pcs_rejects_bad_input(kwargs, field):
 def test_signer_repr_hides_key():
     s = agent.Signer("hmac", b"super-secret-value")
     assert "super-secret-value" not in repr(s)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(points=points_strategy, seed=st.integers(0, 2**64 - 1), ed=st.booleans())
+def test_built_pcs_is_accepted_by_the_real_verify_pipeline(points, seed, ed):
+    """The verifier (flk.impl.verifier) recomputes D-hat, budget and regime from
+    what the agent published and finds nothing to object to: 200, no reasons."""
+    from flk.impl.dedup.memory import MemoryStore
+    from flk.impl.tenants import from_env
+    from flk.impl.verifier import MemoryWal, Request, Verifier, run_sync
+
+    if ed:
+        signer = agent.Signer("ed25519", ED_SEED)
+        env = {"PCS_SIGN_ALG": "ed25519", "PCS_ED25519_PUB_B64": base64.b64encode(public_key_bytes(ED_SEED)).decode()}
+    else:
+        signer = agent.Signer("hmac", HMAC_KEY.encode())
+        env = {"PCS_SIGN_ALG": "hmac", "PCS_HMAC_KEY": HMAC_KEY}
+    raw = json.dumps(points).encode()
+    pcs = agent.build_pcs(points, raw, "shard-v", 3, signer, seed=seed)
+    body = json.dumps(dict(pcs, attempt=1, sent_at="2026-01-01T00:00:00Z")).encode()
+    resp = run_sync(Verifier(from_env(env)).handle(Request(body, None), 1000.0), MemoryWal(), MemoryStore())
+    assert resp.status == 200, resp.body[:400]
+    tampered = dict(pcs, D_hat=round9(pcs["D_hat"] + 0.5))
+    body = json.dumps(tampered).encode()
+    resp = run_sync(Verifier(from_env(env)).handle(Request(body, None), 1000.0), MemoryWal(), MemoryStore())
+    assert resp.status == 401  # the signature covers D_hat
