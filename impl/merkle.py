@@ -26,8 +26,8 @@ CHUNK_SIZE = 4096
 def chunk_stream(raw: bytes, chunk_size: int = CHUNK_SIZE) -> list[bytes]:
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise InvalidInput("raw", f"must be bytes, got {type(raw).__name__}")
-    if chunk_size < 1:
-        raise InvalidInput("chunk_size", "must be >= 1")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InvalidInput("chunk_size", "must be an integer >= 1")
     raw = bytes(raw)
     return [raw[i : i + chunk_size] for i in range(0, len(raw), chunk_size)]
 
@@ -65,6 +65,8 @@ def _legacy(chunks: list[bytes]) -> str:
 def merkle_root(chunks: Sequence[bytes], profile: str = "v1") -> str:
     """Hex Merkle root of ``chunks`` under ``profile``."""
     check_profile(profile)
+    if isinstance(chunks, (bytes, bytearray, memoryview, str)) or not isinstance(chunks, Sequence):
+        raise InvalidInput("chunks", "must be a sequence of byte strings")
     items = []
     for i, c in enumerate(chunks):
         if not isinstance(c, (bytes, bytearray, memoryview)):

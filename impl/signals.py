@@ -146,7 +146,8 @@ def normalise(points: object) -> np.ndarray:
     if arr.shape[0] == 0:
         return arr
     lo = arr.min(axis=0)
-    width = arr.max(axis=0) - lo
+    with np.errstate(over="ignore"):
+        width = arr.max(axis=0) - lo
     if not np.all(np.isfinite(width)):
         raise InvalidInput("points", "coordinate range overflows binary64")
     out = np.zeros_like(arr)
