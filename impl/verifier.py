@@ -52,13 +52,15 @@ of times yields the same dedup state (INV-IDEMPOTENT-REPLAY).
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import math
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from flk.impl.canonical import SIGNED_FIELDS, canonical_bytes, round9
 from flk.impl.dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable
@@ -70,10 +72,9 @@ from flk.impl.signals import (
     BudgetParams,
     RegimeThresholds,
     budget,
-    d_hat,
     regime,
 )
-from flk.impl.signing import verify_ed25519, verify_hmac
+from flk.impl.signing import verify_ed25519
 from flk.impl.tenants import Limiter, Tenant, TenantRegistry
 
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -175,8 +176,7 @@ class Response:
         return json.loads(self.body)
 
 
-@dataclass(frozen=True)
-class WalAppend:
+class WalAppend(NamedTuple):
     """Append an inbox record; the reply is its WAL index once *durable*."""
 
     tenant: str
@@ -185,15 +185,13 @@ class WalAppend:
     body: bytes
 
 
-@dataclass(frozen=True)
-class DedupGet:
+class DedupGet(NamedTuple):
     tenant: str
     pcs_id: str
     now: float
 
 
-@dataclass(frozen=True)
-class DedupPut:
+class DedupPut(NamedTuple):
     """Atomic put-if-absent; the reply is ``(stored, winner)``."""
 
     tenant: str
@@ -203,8 +201,7 @@ class DedupPut:
     ttl_s: float
 
 
-@dataclass(frozen=True)
-class Emit:
+class Emit(NamedTuple):
     """An event for metrics / audit / history; no reply."""
 
     event: Mapping[str, Any]
@@ -282,9 +279,82 @@ def _tname(v: object) -> str:
             int: "integer", float: "number"}.get(type(v), type(v).__name__)
 
 
+_REQ_SET = frozenset(REQUIRED)
+_HEX = frozenset("0123456789abcdef")
+
+
+def _r9(x: float) -> float:
+    """The signed value a verifier reads back (round9) for an already-validated finite number."""
+    return float(format(x, ".9f"))
+
+
+def _fnum(v: object) -> bool:
+    t = type(v)
+    return (t is float and v - v == 0.0) or t is int
+
+
+def _fast_valid(doc: Any) -> bool:
+    """True only if ``doc`` certainly passes every check of :func:`validate_pcs`
+    except INV-PCSID (which the caller still checks). Anything unusual returns
+    False and goes to the full, error-collecting validator. The common case of
+    a well-formed PCS costs a few microseconds."""
+    if type(doc) is not dict:
+        return False
+    keys = doc.keys()
+    if not (_REQ_SET <= keys and keys <= _KNOWN):
+        return False
+    g = doc.__getitem__
+    pid, root, shard, epoch, sig = g("pcs_id"), g("merkle_root"), g("shard_id"), g("epoch"), g("sig")
+    if not (type(pid) is str and len(pid) == 64 and _HEX.issuperset(pid)
+            and type(root) is str and len(root) == 64 and _HEX.issuperset(root)
+            and type(shard) is str and SHARD_ID_RE.fullmatch(shard) is not None
+            and type(epoch) is int and 0 <= epoch <= EPOCH_MAX
+            and type(sig) is str and 1 <= len(sig) <= 256
+            and g("schema") == SCHEMA_NAME and g("version") in VERSION_PROFILE
+            and g("regime") in REGIMES
+            and _fnum(g("coh_star")) and _fnum(g("D_hat")) and _fnum(g("r")) and _fnum(g("budget"))):
+        return False
+    scales, nj, vs = g("scales"), g("N_j"), g("v_star")
+    if not (type(scales) is list and 2 <= len(scales) <= MAX_SCALES and type(nj) is dict
+            and len(nj) == len(scales) and type(vs) is list and 1 <= len(vs) <= MAX_DIM):
+        return False
+    prev = 1
+    for s in scales:
+        if type(s) is not int or s <= prev or s > 2**31:
+            return False
+        c = nj.get(str(s))
+        if type(c) is not int or not 1 <= c <= COUNT_MAX:
+            return False
+        prev = s
+    for x in vs:
+        if not _fnum(x):
+            return False
+    if len(doc) > len(REQUIRED):
+        for k in OPTIONAL:
+            if k in doc:
+                v = doc[k]
+                if k == "attempt":
+                    if not (type(v) is int and 0 <= v <= 2**31):
+                        return False
+                elif k == "sent_at":
+                    if not (type(v) is str and len(v) <= 64):
+                        return False
+                else:
+                    return False  # the rarer optional fields: full validator
+    return True
+
+
 def validate_pcs(doc: Any) -> list[tuple[str, str]]:
     """Every wire-format error of ``doc`` as ``(field, message)``, in a fixed order
     (required fields, optional fields, unknown fields, then INV-PCSID). Empty if valid."""
+    if _fast_valid(doc):
+        want = compute_pcs_id(doc["merkle_root"], doc["epoch"], doc["shard_id"])
+        return [] if want == doc["pcs_id"] else [
+            ("pcs_id", "does not equal SHA-256(merkle_root|epoch|shard_id) (INV-PCSID)")]
+    return _validate_full(doc)
+
+
+def _validate_full(doc: Any) -> list[tuple[str, str]]:
     if not isinstance(doc, dict):
         return [("", f"must be a JSON object, got {_tname(doc)}")]
     errs: list[tuple[str, str]] = []
@@ -430,6 +500,11 @@ def _outcome_response(stored: StoredOutcome, replayed: bool) -> Response:
 
 
 # -- the pipeline -------------------------------------------------------------------------
+def _done(label: str, resp: Response, kind: str, **ev: Any) -> Generator[Effect, Any, Response]:
+    yield Emit({"kind": kind, "tenant_label": label, "status": resp.status, **ev})
+    return resp
+
+
 class Verifier:
     def __init__(
         self,
@@ -448,42 +523,86 @@ class Verifier:
         self.hooks = tuple(hooks)
         self.limiter = limiter if limiter is not None else Limiter()
         self.reject_status = dict(DEFAULT_REJECT_STATUS if reject_status is None else reject_status)
+        self._pv_json = json.dumps(policy.version, ensure_ascii=True)
+        self._region_json = json.dumps(region, ensure_ascii=True)
+
+    def _body(self, pid: str, escalated: bool, reasons: list[str], dh: float, b: float, reg: str,
+              now: float) -> bytes:
+        """The 200/202 body: byte for byte ``json.dumps(obj, sort_keys=True,
+        separators=(",", ":"), ensure_ascii=True)`` of the documented object
+        (a test checks the equality), written out for speed."""
+        return (
+            f'{{"accepted":{"false" if escalated else "true"},"escalated":{"true" if escalated else "false"},'
+            f'"first_seen":{float(now)!r},"pcs_id":"{pid}","policy_version":{self._pv_json},'
+            f'"reasons":{_dumps(reasons).decode() if reasons else "[]"},'
+            f'"recomputed":{{"D_hat":{round9(dh)!r},"budget":{round9(b)!r},"regime":"{reg}"}},'
+            f'"region":{self._region_json}}}'
+        ).encode("ascii")
 
     # step 6
     def check_signals(self, pcs: Mapping, profile: str) -> tuple[list[str], float, float, str]:
         """(reasons, recomputed D-hat, recomputed budget, recomputed regime)."""
         p = self.policy
-        scales = list(pcs["scales"])
-        counts = [pcs["N_j"][str(s)] for s in scales]
-        dh = d_hat(scales, counts, profile)
-        coh, r = round9(pcs["coh_star"]), round9(pcs["r"])
+        scales = pcs["scales"]
+        nj = pcs["N_j"]
+        counts = [nj[str(s)] for s in scales]
+        # Theil-Sen exactly as flk.impl.signals.d_hat (same float operations; a
+        # test checks equality), without re-validating what step 3 validated
+        log2 = math.log2
+        xs = [log2(v) for v in scales]
+        ys = [log2(v) for v in counts]
+        k = len(xs)
+        slopes = sorted([(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(k) for j in range(i + 1, k)])
+        m = len(slopes)
+        if profile == "legacy-0.1" or m % 2:
+            dh = slopes[m // 2]
+        else:
+            dh = (slopes[m // 2 - 1] + slopes[m // 2]) / 2.0
+        coh, r = _r9(pcs["coh_star"]), _r9(pcs["r"])
         # out-of-range claims are flagged below; recompute with the value clamped to [0, 1]
         coh_c, r_c = min(1.0, max(0.0, coh)), min(1.0, max(0.0, r))
         b = budget(dh, coh_c, r_c, p.budget)
         reg = regime(dh, coh_c, p.regime)
         reasons = []
-        if abs(dh - round9(pcs["D_hat"])) > p.tol_d:
+        if abs(dh - _r9(pcs["D_hat"])) > p.tol_d:
             reasons.append(R_D_HAT)
         if not 0.0 <= coh <= 1.0 + p.tol_coh:
             reasons.append(R_COH)
         if not 0.0 <= r <= 1.0:
             reasons.append(R_R)
-        if any(counts[i] < counts[i - 1] for i in range(1, len(counts))):
-            reasons.append(R_NJ)
-        if abs(b - round9(pcs["budget"])) > p.tol_budget:
+        prev = 0
+        for c in counts:
+            if c < prev:
+                reasons.append(R_NJ)
+                break
+            prev = c
+        if abs(b - _r9(pcs["budget"])) > p.tol_budget:
             reasons.append(R_BUDGET)
         if reg != pcs["regime"]:
             reasons.append(R_REGIME)
         return reasons, dh, b, reg
 
-    def _verify_sig(self, tenant: Tenant, pcs: Mapping, profile: str, now: float) -> bool:
+    @staticmethod
+    def _verify_sig(tenant: Tenant, pcs: Mapping, profile: str, now: float, v1_bytes: bytes) -> bool:
+        """The tenant's active keys only (INV-TENANT-ISOLATION). HMAC compares the
+        canonical base64 of each candidate MAC with ``sig`` in constant time --
+        the same as strict-decoding ``sig`` and comparing MACs, since strict
+        base64 of 32 bytes is unique."""
         keys = tenant.active_keys(now)
         if not keys:
             return False
-        subset = {k: pcs[k] for k in SIGNED_FIELDS}
+        msg = v1_bytes if profile == "v1" else canonical_bytes(pcs, profile)
+        sig = pcs["sig"]
         if tenant.alg == "hmac":
-            return verify_hmac(subset, pcs["sig"], keys, profile)
-        return verify_ed25519(subset, pcs["sig"], keys, profile)
+            if not sig.isascii():
+                return False
+            want = sig.encode("ascii")
+            ok = False
+            for key in keys:  # every key is tried: timing does not reveal which matched
+                ok |= hmac.compare_digest(base64.b64encode(hmac.digest(key, msg, "sha256")), want)
+            return ok
+        subset = {k: pcs[k] for k in SIGNED_FIELDS}
+        return verify_ed25519(subset, sig, keys, profile)
 
     def handle(
         self, req: Request, now: float, *, replay: bool = False
@@ -491,25 +610,21 @@ class Verifier:
         tenant = self.tenants.resolve(req.tenant)
         label = tenant.tenant_id if tenant is not None else "_unknown"
 
-        def done(resp: Response, kind: str, **ev: Any) -> Generator[Effect, Any, Response]:
-            yield Emit({"kind": kind, "tenant_label": label, "status": resp.status, **ev})
-            return resp
-
         # 1. cheap checks, before the WAL
         if not replay:
             if len(req.body) > self.limits.max_body_bytes:
-                return (yield from done(problem(
+                return (yield from _done(label, problem(
                     "payload-too-large", f"body exceeds {self.limits.max_body_bytes} bytes"), "rejected"))
             if tenant is not None:
                 adm = self.limiter.admit(tenant, now)
                 if not adm.ok:
                     slug = "quota-exceeded" if adm.reason == "quota_exceeded" else "rate-limited"
-                    return (yield from done(problem(slug, adm.reason, retry_after=adm.retry_after), "rejected"))
+                    return (yield from _done(label, problem(slug, adm.reason, retry_after=adm.retry_after), "rejected"))
             # 2. WAL first
             try:
                 yield WalAppend(req.tenant or "", now, self.region, bytes(req.body))
             except WalUnavailable:
-                return (yield from done(problem(
+                return (yield from _done(label, problem(
                     "wal-unavailable", "the request was not recorded; retry",
                     retry_after=self.limits.retry_after_s), "wal_error"))
             yield Emit({"kind": "ingest", "tenant_label": label})
@@ -517,30 +632,31 @@ class Verifier:
         try:
             doc = parse_strict(req.body)
         except ValueError as exc:
-            return (yield from done(problem(
+            return (yield from _done(label, problem(
                 "invalid-json", str(exc), errors=[{"field": "", "message": str(exc)}]), "rejected"))
         errs = validate_pcs(doc)
         if errs:
-            return (yield from done(problem(
+            return (yield from _done(label, problem(
                 "invalid-pcs", f"{len(errs)} invalid field(s): " + ", ".join(sorted({f for f, _ in errs})),
                 errors=[{"field": f, "message": m} for f, m in errs]), "rejected"))
         pid = doc["pcs_id"]
         # 4. tenant, keys, signature -- before any dedup effect
         if tenant is None:
-            return (yield from done(problem("unknown-tenant", "X-Tenant-Id names no configured tenant"),
+            return (yield from _done(label, problem("unknown-tenant", "X-Tenant-Id names no configured tenant"),
                                     "signature_error"))
         profile = VERSION_PROFILE[doc["version"]]
         if not tenant.allows(profile):
-            return (yield from done(problem(
+            return (yield from _done(label, problem(
                 "profile-not-allowed", f"profile {profile} is not enabled for this tenant"), "signature_error"))
         if "sig_alg" in doc and doc["sig_alg"] != tenant.alg:
-            return (yield from done(problem("bad-signature", "sig_alg does not match the tenant's algorithm"),
+            return (yield from _done(label, problem("bad-signature", "sig_alg does not match the tenant's algorithm"),
                                     "signature_error"))
-        if not self._verify_sig(tenant, doc, profile, now):
-            return (yield from done(problem("bad-signature", "no active key of this tenant verifies sig"),
+        v1_bytes = canonical_bytes(doc, "v1")
+        if not self._verify_sig(tenant, doc, profile, now, v1_bytes):
+            return (yield from _done(label, problem("bad-signature", "no active key of this tenant verifies sig"),
                                     "signature_error"))
         tid = tenant.tenant_id
-        digest = payload_digest(doc)
+        digest = hashlib.sha256(v1_bytes).hexdigest()  # == payload_digest(doc)
         # 5. dedup lookup
         try:
             stored = yield DedupGet(tid, pid, now)
@@ -560,20 +676,11 @@ class Verifier:
             slug = "rejected-by-policy" if status == 400 else "unauthorized-by-policy"
             if status not in (400, 401):
                 raise ValueError(f"reject_status for {rejecting[0]} must be 400 or 401")
-            return (yield from done(problem(slug, "rejected: " + ", ".join(rejecting), reasons=rejecting),
+            return (yield from _done(label, problem(slug, "rejected: " + ", ".join(rejecting), reasons=rejecting),
                                     "rejected" if status == 400 else "signature_error", pcs_id=pid))
         escalated = bool(reasons)
         status = 202 if escalated else 200
-        body = _dumps({
-            "pcs_id": pid,
-            "accepted": not escalated,
-            "escalated": escalated,
-            "reasons": reasons,
-            "recomputed": {"D_hat": round9(dh), "budget": round9(b), "regime": reg},
-            "policy_version": self.policy.version,
-            "region": self.region,
-            "first_seen": now,
-        })
+        body = self._body(pid, escalated, reasons, dh, b, reg, now)
         outcome = StoredOutcome(digest, status, body, now, self.region, self.policy.version)
         # 7. atomic put-if-absent
         try:
@@ -583,7 +690,7 @@ class Verifier:
         if not won:
             return (yield from self._existing(winner, digest, pid, label))
         # 8. respond
-        return (yield from done(_outcome_response(outcome, False), "escalated" if escalated else "accepted",
+        return (yield from _done(label, _outcome_response(outcome, False), "escalated" if escalated else "accepted",
                                 pcs_id=pid, tenant=tid, payload_digest=digest, reasons=list(reasons),
                                 first_seen=now, policy_version=self.policy.version))
 

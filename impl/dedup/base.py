@@ -28,8 +28,10 @@ Rules every backend follows:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -54,12 +56,7 @@ class StoredOutcome:
 
     def to_bytes(self) -> bytes:
         """``<compact JSON header>\\n<body>``: the header holds no newline."""
-        head = json.dumps(
-            [self.payload_digest, self.status, self.first_seen, self.region, self.policy_version],
-            separators=(",", ":"),
-            ensure_ascii=True,
-        ).encode("ascii")
-        return head + b"\n" + self.body
+        return _head(self.payload_digest, self.status, self.first_seen, self.region, self.policy_version) + self.body
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> StoredOutcome:
@@ -78,6 +75,23 @@ class StoredOutcome:
 
 
 Entry = tuple[str, str, StoredOutcome]
+
+
+@functools.lru_cache(maxsize=256)
+def _tail(region: str, policy_version: str) -> bytes:
+    return json.dumps([region, policy_version], ensure_ascii=True, separators=(",", ":"))[1:].encode("ascii")
+
+
+_DIGEST_OK = frozenset("0123456789abcdef")
+
+
+def _head(digest: str, status: int, first_seen: float, region: str, policy_version: str) -> bytes:
+    """``json.dumps([digest, status, first_seen, region, policy_version])`` (compact) + ``\n``."""
+    if type(digest) is str and len(digest) == 64 and _DIGEST_OK.issuperset(digest) and type(status) is int \
+            and type(first_seen) is float and math.isfinite(first_seen):
+        return b'["%s",%d,%s,%s\n' % (digest.encode(), status, repr(first_seen).encode(), _tail(region, policy_version))
+    return json.dumps([digest, status, first_seen, region, policy_version], separators=(",", ":"),
+                      ensure_ascii=True).encode("ascii") + b"\n"
 
 
 def check_key(tenant: str, pcs_id: str) -> None:

@@ -32,6 +32,7 @@ from flk.impl.dedup.base import (
     encode_cursor,
 )
 
+_CHUNK = 200
 _TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -102,27 +103,72 @@ class PostgresStore(BatchMixin):
             check_key(t, p)
 
         def fn(c):
-            return [c.execute(self._get, (t, p, now)).fetchone() for t, p in keys]
+            found = {}
+            uniq = list(dict.fromkeys(keys))
+            for i in range(0, len(uniq), _CHUNK):
+                found.update(self._select(c, uniq[i:i + _CHUNK], now))
+            return found
 
-        return [None if r is None else StoredOutcome.from_bytes(r[0]) for r in self._run(fn)]
+        found = self._run(fn)
+        return [found.get((t, p)) for t, p in keys]
 
-    def _put_one(self, c, tenant, pcs_id, outcome, now, ttl):
-        if c.execute(self._upsert, (tenant, pcs_id, now + ttl, outcome.to_bytes(), now)).fetchone():
-            return True, outcome
-        row = c.execute(self._get, (tenant, pcs_id, now)).fetchone()
-        if row is None:
-            raise psycopg.OperationalError("conflicting row vanished")
-        return False, StoredOutcome.from_bytes(row[0])
+    def _select(self, c, keys, now) -> dict:
+        if not keys:
+            return {}
+        sql = (f"SELECT tenant, pcs_id, outcome FROM {self.table} WHERE expires_at > %s AND "
+               f"(tenant, pcs_id) IN (" + ",".join(["(%s, %s)"] * len(keys)) + ")")
+        params: list = [now]
+        for t, p in keys:
+            params += (t, p)
+        return {(t, p): StoredOutcome.from_bytes(bytes(o)) for t, p, o in c.execute(sql, params).fetchall()}
 
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
         return self.put_many_if_absent([(tenant, pcs_id, outcome)], now, ttl_s)[0]
 
     def put_many_if_absent(self, items, now, ttl_s=None):
-        """One transaction for the batch, items in order."""
+        """One transaction for the batch: a multi-row upsert of the first item of
+        each key (Postgres refuses to touch a row twice in one statement; later
+        items with the same key lose to the first, as run in order) whose
+        ``RETURNING`` names the winners, then one read of every loser's winner."""
         ttl = check_ttl(ttl_s, self.ttl_s)
         for t, p, _ in items:
             check_key(t, p)
-        return self._run(lambda c: [self._put_one(c, t, p, o, now, ttl) for t, p, o in items])
+        if not items:
+            return []
+        firsts: dict = {}
+        for t, p, o in items:
+            firsts.setdefault((t, p), o)
+        rows = sorted(firsts.items(), key=lambda kv: kv[0])  # one lock order for all writers: no deadlocks
+
+        def fn(c):
+            won: set = set()
+            for i in range(0, len(rows), _CHUNK):
+                chunk = rows[i:i + _CHUNK]
+                sql = (f"INSERT INTO {self.table} (tenant, pcs_id, expires_at, outcome) VALUES "
+                       + ",".join(["(%s, %s, %s, %s)"] * len(chunk))
+                       + f" ON CONFLICT (tenant, pcs_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, "
+                       f"outcome = EXCLUDED.outcome WHERE {self.table}.expires_at <= %s RETURNING tenant, pcs_id")
+                params: list = []
+                for (t, p), o in chunk:
+                    params += (t, p, now + ttl, o.to_bytes())
+                params.append(now)
+                won.update((t, p) for t, p in c.execute(sql, params).fetchall())
+            losers = [k for k in firsts if k not in won]
+            stored = self._select(c, losers, now) if losers else {}
+            for k in won:
+                stored[k] = firsts[k]
+            return won, stored
+
+        won, stored = self._run(fn)
+        res, seen = [], set()
+        for t, p, _ in items:
+            k = (t, p)
+            w = stored.get(k)
+            if w is None:  # a live row that is not there: fail closed rather than guess
+                raise StoreUnavailable("postgres store: conflicting row vanished")
+            res.append((k in won and k not in seen, w))
+            seen.add(k)
+        return res
 
     def count(self, now):
         sql = f"SELECT count(*) FROM {self.table} WHERE expires_at > %s"

@@ -42,6 +42,7 @@ _UPSERT = (
     "ON CONFLICT (tenant, pcs_id) DO UPDATE SET expires_at = excluded.expires_at, "
     "outcome = excluded.outcome WHERE dedup.expires_at <= ? RETURNING 1"
 )
+_CHUNK = 200  # rows per statement (4 parameters each, well under SQLite's limit)
 _GET = "SELECT outcome FROM dedup WHERE tenant = ? AND pcs_id = ? AND expires_at > ?"
 
 
@@ -111,36 +112,80 @@ class SqliteStore(BatchMixin):
         return None if row is None else StoredOutcome.from_bytes(row[0])
 
     def get_many(self, keys, now):
+        """One ``SELECT ... WHERE (tenant, pcs_id) IN (VALUES ...)`` per chunk."""
         for t, p in keys:
             check_key(t, p)
 
         def fn(c):
-            return [c.execute(_GET, (t, p, now)).fetchone() for t, p in keys]
+            found = {}
+            uniq = list(dict.fromkeys(keys))
+            for i in range(0, len(uniq), _CHUNK):
+                found.update(self._select(c, uniq[i:i + _CHUNK], now))
+            return found
 
-        return [None if r is None else StoredOutcome.from_bytes(r[0]) for r in self._run(fn)]
+        found = self._run(fn)
+        return [found.get((t, p)) for t, p in keys]
 
     @staticmethod
-    def _put_one(c, tenant, pcs_id, outcome, now, ttl):
-        if c.execute(_UPSERT, (tenant, pcs_id, now + ttl, outcome.to_bytes(), now)).fetchone():
-            return True, outcome
-        row = c.execute(_GET, (tenant, pcs_id, now)).fetchone()
-        if row is None:  # impossible under the write lock; fail closed rather than guess
-            raise sqlite3.OperationalError("conflicting row vanished")
-        return False, StoredOutcome.from_bytes(row[0])
+    def _select(c, keys, now) -> dict:
+        if not keys:
+            return {}
+        sql = ("SELECT tenant, pcs_id, outcome FROM dedup WHERE expires_at > ? AND (tenant, pcs_id) IN "
+               "(VALUES " + ",".join(["(?, ?)"] * len(keys)) + ")")
+        params: list = [now]
+        for t, p in keys:
+            params += (t, p)
+        return {(t, p): StoredOutcome.from_bytes(o) for t, p, o in c.execute(sql, params)}
 
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
         return self.put_many_if_absent([(tenant, pcs_id, outcome)], now, ttl_s)[0]
 
     def put_many_if_absent(self, items, now, ttl_s=None):
+        """One ``BEGIN IMMEDIATE`` transaction for the whole batch: a multi-row
+        upsert per chunk (rows are applied in order, so of several items with one
+        key only the first can win) whose ``RETURNING`` names the winners, then
+        one read of the stored outcome for every loser."""
         ttl = check_ttl(ttl_s, self.ttl_s)
         for t, p, _ in items:
             check_key(t, p)
+        if not items:
+            return []
 
         def fn(c):
             c.execute("BEGIN IMMEDIATE")
-            out = [self._put_one(c, t, p, o, now, ttl) for t, p, o in items]
+            won: set = set()
+            for i in range(0, len(items), _CHUNK):
+                chunk = items[i:i + _CHUNK]
+                sql = ("INSERT INTO dedup (tenant, pcs_id, expires_at, outcome) VALUES "
+                       + ",".join(["(?, ?, ?, ?)"] * len(chunk))
+                       + " ON CONFLICT (tenant, pcs_id) DO UPDATE SET expires_at = excluded.expires_at, "
+                       "outcome = excluded.outcome WHERE dedup.expires_at <= ? RETURNING tenant, pcs_id")
+                params: list = []
+                for t, p, o in chunk:
+                    params += (t, p, now + ttl, o.to_bytes())
+                params.append(now)
+                won.update((t, p) for t, p in c.execute(sql, params))
+            out, losers, first = [], [], set()
+            for t, p, o in items:
+                k = (t, p)
+                if k in won and k not in first:
+                    first.add(k)
+                    out.append((True, o))
+                else:
+                    first.add(k)
+                    out.append(None)
+                    losers.append(k)
+            stored = self._select(c, list(dict.fromkeys(losers)), now) if losers else {}
             c.execute("COMMIT")
-            return out
+            res = []
+            for (t, p, _), r in zip(items, out, strict=True):
+                if r is None:
+                    w = stored.get((t, p))
+                    if w is None:  # impossible under the write lock; fail closed rather than guess
+                        raise sqlite3.OperationalError("conflicting row vanished")
+                    r = (False, w)
+                res.append(r)
+            return res
 
         return self._run(fn)
 

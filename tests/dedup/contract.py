@@ -170,6 +170,14 @@ class DedupContract:
             [("t1", "p1", outcome(1)), ("t1", "p1", outcome(2)), ("t2", "p1", outcome(3))], T0)
         assert res == [(True, outcome(1)), (False, outcome(1)), (True, outcome(3))]
         assert s.get_many([("t1", "p1"), ("t2", "p1"), ("t3", "p1")], T0) == [outcome(1), outcome(3), None]
+        # an expired key is replaced by the first item of the batch only; order is kept
+        s.put_if_absent("t4", "p", outcome(4), T0, ttl_s=1.0)
+        res = s.put_many_if_absent(
+            [("t5", "p", outcome(5)), ("t4", "p", outcome(6)), ("t1", "p1", outcome(7)), ("t4", "p", outcome(8))],
+            T0 + 5)
+        assert res == [(True, outcome(5)), (True, outcome(6)), (False, outcome(1)), (False, outcome(6))]
+        assert s.get_many([("t4", "p"), ("t4", "p")], T0 + 5) == [outcome(6), outcome(6)]
+        assert s.put_many_if_absent([], T0) == [] and s.get_many([], T0) == []
 
     @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
     @given(ops=st.lists(
