@@ -51,7 +51,7 @@ def dead_url() -> str:
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(0, 120), seed=st.integers(0, 2**32), k=st.integers(1, 4),
        rates=st.tuples(st.floats(0, 0.3), st.floats(0, 0.3), st.floats(0, 0.3)))
-def test_plan_is_deterministic_and_each_kind_is_what_it_claims(n, seed, k, rates):
+def test_inv_tenant_isolation_plan_is_deterministic_and_each_kind_is_what_it_claims(n, seed, k, rates):
     cfg = loadgen.PlanConfig(n=n, seed=seed, tenants=k, dup_rate=rates[0], bad_sig_rate=rates[1],
                              conflict_rate=rates[2])
     items = loadgen.make_plan(cfg, BASE)
