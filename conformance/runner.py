@@ -204,6 +204,58 @@ def judge(case: Case, reply: Reply) -> CaseResult:
 
 
 # -- running -----------------------------------------------------------------
+class CaseDriver:
+    """Runs cases one at a time through an adapter, restarting it after a crash
+    or timeout; used by :func:`run_cases` and the pytest plugin."""
+
+    def __init__(self, adapter, timeout: float = 10.0, start_timeout: float = 30.0, max_restarts: int = 10) -> None:
+        self.adapter = adapter
+        self.timeout = timeout
+        self.start_timeout = start_timeout
+        self.max_restarts = max_restarts
+        self.hello: dict = {}
+        self.broken = ""
+        self.restarts = 0
+        self.started = False
+
+    def start(self) -> dict:
+        """Start the adapter (once); sets :attr:`broken` instead of raising."""
+        if not self.started:
+            self.started = True
+            try:
+                self.hello = dict(self.adapter.start(self.start_timeout))
+            except AdapterBroken as exc:
+                self.broken = str(exc)
+        return self.hello
+
+    def run(self, case: Case) -> CaseResult:
+        self.start()
+        if self.broken:
+            return CaseResult(case, "fail", f"not run: adapter broken ({self.broken})", not_run=True)
+        if case.operation not in self.hello.get("ops", []):
+            return CaseResult(case, "skip", f"op {case.operation} not in the adapter's hello")
+        if case.profile not in self.hello.get("profiles", []):
+            return CaseResult(case, "skip", f"profile {case.profile} not in the adapter's hello")
+        request = {"op": case.operation, "profile": case.profile, "input": case.input}
+        reply = self.adapter.call(request, self.timeout)
+        result = judge(case, reply)
+        if reply.status in ("timeout", "crash"):
+            self.restarts += 1
+            if self.restarts > self.max_restarts:
+                self.broken = f"more than {self.max_restarts} restarts"
+                self.adapter.kill()
+            else:
+                try:
+                    self.adapter.start(self.start_timeout)
+                    result.message += " (adapter restarted)"
+                except AdapterBroken as exc:
+                    self.broken = f"restart failed: {exc}"
+        return result
+
+    def close(self) -> None:
+        self.adapter.close()
+
+
 def run_cases(
     adapter,
     cases: Sequence[Case],
@@ -212,45 +264,20 @@ def run_cases(
     max_restarts: int = 10,
     on_result: Callable[[CaseResult], None] | None = None,
 ) -> Report:
-    """Run ``cases`` through a started-or-not ``adapter``; never raises for adapter faults."""
-    try:
-        hello = adapter.start(start_timeout)
-    except AdapterBroken as exc:
-        report = Report(adapter.description, {}, broken=str(exc))
-        for c in cases:
-            report.results.append(CaseResult(c, "fail", f"not run: adapter broken ({exc})", not_run=True))
-        return report
-    report = Report(adapter.description, dict(hello))
-    ops = set(hello.get("ops", []))
-    profiles = set(hello.get("profiles", []))
+    """Run ``cases`` through ``adapter`` (not yet started); never raises for adapter faults."""
+    driver = CaseDriver(adapter, timeout, start_timeout, max_restarts)
+    driver.start()
+    report = Report(adapter.description, driver.hello)
     try:
         for case in cases:
-            if report.broken:
-                result = CaseResult(case, "fail", f"not run: adapter broken ({report.broken})", not_run=True)
-            elif case.operation not in ops:
-                result = CaseResult(case, "skip", f"op {case.operation} not in the adapter's hello")
-            elif case.profile not in profiles:
-                result = CaseResult(case, "skip", f"profile {case.profile} not in the adapter's hello")
-            else:
-                request = {"op": case.operation, "profile": case.profile, "input": case.input}
-                reply = adapter.call(request, timeout)
-                result = judge(case, reply)
-                if reply.status in ("timeout", "crash"):
-                    report.restarts += 1
-                    if report.restarts > max_restarts:
-                        report.broken = f"more than {max_restarts} restarts"
-                        adapter.kill()
-                    else:
-                        try:
-                            adapter.start(start_timeout)
-                            result.message += " (adapter restarted)"
-                        except AdapterBroken as exc:
-                            report.broken = f"restart failed: {exc}"
+            result = driver.run(case)
             report.results.append(result)
             if on_result is not None:
                 on_result(result)
     finally:
-        adapter.close()
+        driver.close()
+    report.broken = driver.broken
+    report.restarts = driver.restarts
     return report
 
 
