@@ -21,9 +21,10 @@ Rules every backend follows:
   entries: the ``n`` entries with the smallest
   ``SHA-256("<seed>|<tenant>|<pcs_id>")`` (so divergence checks can compare
   samples across stores and regions);
-* ``scan`` pages through every live entry at least once (exactly once for the
-  ordered backends: memory, SQLite, Postgres); the cursor is an opaque string,
-  ``None`` starts and ends a scan.
+* ``scan`` pages through every live entry at least once (exactly once, in
+  ``(tenant, pcs_id)`` order and at most ``limit`` per page for the ordered
+  backends: memory, SQLite, Postgres; Redis follows SCAN semantics, ``limit``
+  is a hint); the cursor is an opaque string, ``None`` starts and ends a scan.
 """
 
 from __future__ import annotations

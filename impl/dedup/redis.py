@@ -158,15 +158,21 @@ class RedisStore(BatchMixin):
         return len(self._live(now))
 
     def scan(self, cursor, limit, now):
-        """Redis SCAN pages (cursor = Redis's cursor); every live entry at least once."""
+        """Redis SCAN pages (cursor = Redis's cursor): every live entry at least
+        once. ``limit`` is Redis's COUNT hint (x10, at least 1000 keys looked
+        at per call): a page may hold more or fewer entries than ``limit``; empty
+        pages are skipped so a shared keyspace does not cost one call per miss."""
         if limit < 1:
             raise ValueError("limit must be >= 1")
         cur = 0 if cursor is None else int(cursor)
+        match = self._escape(self.prefix) + "*"
 
         def fn():
-            nxt, keys = self._r.scan(cursor=cur, match=self._escape(self.prefix) + "*", count=limit)
-            vals = self._r.mget(keys) if keys else []
-            return nxt, keys, vals
+            c = cur
+            while True:
+                c, keys = self._r.scan(cursor=c, match=match, count=max(1000, limit * 10))
+                if keys or int(c) == 0:
+                    return c, keys, (self._r.mget(keys) if keys else [])
 
         nxt, keys, vals = self._call(fn)
         page = []
