@@ -94,7 +94,7 @@ def seal_hash(seal: Mapping) -> str:
 
 
 def anchor_hash(anchor: Mapping) -> str:
-    body = {k: v for k, v in anchor.items() if k not in ("anchor_hash", "tsa_token_b64")}
+    body = {k: v for k, v in anchor.items() if k != "anchor_hash"}
     return _sha256_hex(ANCHOR_DOMAIN, canonical_json(body))
 
 
@@ -219,11 +219,23 @@ class _Fail(Exception):
         self.problem = problem
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse_json(data: bytes) -> Any:
     try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
+
+
+def _parse_file(data: bytes) -> dict | None:
+    """A whole JSON file (seal, HEAD, anchor): a canonical object plus one newline, or None."""
+    obj = _parse_json(data)
+    if not isinstance(obj, dict) or canonical_json(obj) + b"\n" != data:
+        return None
+    return obj
 
 
 def _check_entry_line(line: bytes, seg: int, pos: int, seq: int, prev: str) -> dict:
@@ -283,7 +295,7 @@ def verify_log(
                 prev, seq = obj["hash"], seq + 1
             entries += len(lines)
             if n in seals_present:
-                seal = _parse_json(files[seal_name(n)])
+                seal = _parse_file(files[seal_name(n)])
                 keys = {"v", "segment", "first_seq", "count", "merkle_root", "last_hash", "prev_seal", "ts", "seal_hash"}
                 if not isinstance(seal, dict) or set(seal) != keys or seal.get("seal_hash") != seal_hash(seal):
                     raise _Fail(Problem("seal_corrupt", n, None, None, "seal file altered or unreadable"))
@@ -323,28 +335,38 @@ def _check_head(files: Mapping[str, bytes], sealed: int, last_seal: str, seq: in
         if sealed:
             raise _Fail(Problem("head_missing", None, None, None, f"{HEAD} missing but sealed segments exist"))
         return
-    head = _parse_json(files[HEAD])
-    if not isinstance(head, dict) or not isinstance(head.get("sealed_segments"), int):
-        raise _Fail(Problem("head_corrupt", None, None, None, f"{HEAD} unreadable"))
+    head = _parse_file(files[HEAD])
+    if (
+        head is None
+        or set(head) != {"v", "sealed_segments", "last_seal"}
+        or head["v"] != FORMAT
+        or type(head["sealed_segments"]) is not int
+    ):
+        raise _Fail(Problem("head_corrupt", None, None, None, f"{HEAD} altered or unreadable"))
     want = head["sealed_segments"]
     if want > sealed:
         raise _Fail(Problem("truncated", sealed, 0, seq, f"HEAD records {want} sealed segments, found {sealed}"))
-    if want == sealed and head.get("last_seal") != last_seal:
-        raise _Fail(Problem("head_mismatch", None, None, None, "HEAD last_seal differs from the seal chain"))
+    if want != sealed or head["last_seal"] != last_seal:
+        raise _Fail(Problem("head_mismatch", None, None, None, "HEAD does not match the seal chain"))
 
 
 def _check_anchors(anchors: Mapping[str, bytes], seal_roots: Mapping[int, str], sealed: int, seq: int) -> None:
     prev = GENESIS
     names = sorted(n for n in anchors if _ANCHOR_RE.match(n))
     for i, name in enumerate(names):
-        a = _parse_json(anchors[name])
-        if not isinstance(a, dict) or a.get("anchor_hash") != anchor_hash(a) or a.get("batch") != i:
+        a = _parse_file(anchors[name])
+        if a is None or a.get("anchor_hash") != anchor_hash(a) or a.get("batch") != i:
             raise _Fail(Problem("anchor_corrupt", None, None, None, f"{name} altered, unreadable or out of order"))
         if a.get("prev_anchor") != prev:
             raise _Fail(Problem("anchor_chain_break", None, None, None, f"{name} does not commit to the previous anchor"))
         prev = a["anchor_hash"]
         first, roots = a.get("first_segment"), a.get("segment_roots")
-        if not isinstance(first, int) or not isinstance(roots, list) or not roots:
+        if (
+            type(first) is not int
+            or not isinstance(roots, list)
+            or not roots
+            or not all(isinstance(r, str) and _HEX64.match(r) for r in roots)
+        ):
             raise _Fail(Problem("anchor_corrupt", None, None, None, f"{name} malformed"))
         for k, root in enumerate(roots):
             n = first + k
@@ -430,18 +452,50 @@ class AuditLog:
         for i, n in enumerate(segs):
             if n != i:
                 raise AuditCorruption(f"{segment_name(i)} missing")
+        seal_hashes = [GENESIS]
         for n in segs:
             if n in seals:
-                seal = json.loads(self.fs.read(_join(self.directory, seal_name(n))))
+                seal = _parse_file(self.fs.read(_join(self.directory, seal_name(n))))
+                if seal is None or seal.get("seal_hash") != seal_hash(seal) or seal.get("prev_seal") != self.last_seal:
+                    raise AuditCorruption(f"{seal_name(n)} altered or unreadable")
                 self.prev = seal["last_hash"] if seal["count"] else self.prev
                 self.seq = seal["first_seq"] + seal["count"]
                 self.last_seal = seal["seal_hash"]
+                seal_hashes.append(self.last_seal)
                 self.sealed_count += 1
                 self.active = n + 1
             elif n != segs[-1]:
                 raise AuditCorruption(f"{segment_name(n)} is unsealed but not the last segment")
+        self._recover_head(names, seal_hashes)
         if segs and segs[-1] not in seals:
             self._recover_active(segs[-1])
+
+    def _head_bytes(self) -> bytes:
+        return canonical_json({"v": FORMAT, "sealed_segments": self.sealed_count, "last_seal": self.last_seal}) + b"\n"
+
+    def _recover_head(self, names: list[str], seal_hashes: list[str]) -> None:
+        """Finish a seal interrupted between the seal file and HEAD; refuse anything else."""
+        want = self._head_bytes()
+        path = self._path(HEAD)
+        if HEAD not in names:
+            if self.sealed_count == 0:
+                return
+            if self.sealed_count == 1:  # crashed right after the first seal
+                self.fs.write_atomic(path, want)
+                return
+            raise AuditCorruption(f"{HEAD} missing but {self.sealed_count} segments are sealed")
+        raw = self.fs.read(path)
+        if raw == want:
+            return
+        head = _parse_file(raw)
+        if (
+            head is not None
+            and head.get("sealed_segments") == self.sealed_count - 1
+            and head.get("last_seal") == seal_hashes[-2]
+        ):
+            self.fs.write_atomic(path, want)
+            return
+        raise AuditCorruption(f"{HEAD} does not match the sealed segments (truncated or altered log)")
 
     def _recover_active(self, n: int) -> None:
         path = _join(self.directory, segment_name(n))
@@ -526,9 +580,7 @@ class AuditLog:
         self.fs.chmod_readonly(spath)
         self.last_seal = seal["seal_hash"]
         self.sealed_count += 1
-        self.fs.write_atomic(
-            self._path(HEAD), canonical_json({"v": FORMAT, "sealed_segments": self.sealed_count, "last_seal": self.last_seal}) + b"\n"
-        )
+        self.fs.write_atomic(self._path(HEAD), self._head_bytes())
         self.active, self.active_lines = n + 1, []
         return seal
 
@@ -546,7 +598,7 @@ class AuditLog:
         """Anchor every sealed segment not yet anchored; returns the anchor (None if nothing new).
 
         ``tsa`` (optional) maps the hex batch root to an RFC 3161 token (DER),
-        stored base64 in the anchor as ``tsa_token_b64`` (outside ``anchor_hash``).
+        stored base64 in the anchor as ``tsa_token_b64`` (covered by ``anchor_hash``).
         """
         existing = store.read_all()
         prev, next_seg, batch = GENESIS, 0, 0
@@ -568,11 +620,11 @@ class AuditLog:
             "prev_anchor": prev,
             "ts": float(now),
         }
-        anchor["anchor_hash"] = anchor_hash(anchor)
         if tsa is not None:
             import base64
 
             anchor["tsa_token_b64"] = base64.b64encode(tsa(anchor["root"])).decode("ascii")
+        anchor["anchor_hash"] = anchor_hash(anchor)
         store.put(anchor)
         return anchor
 

@@ -46,8 +46,12 @@ def run(args) -> int:
     if args.anchors and not os.path.isdir(args.anchors) and args.audit_cmd == "verify":
         raise UsageError(f"{args.anchors}: not a directory")
     if args.audit_cmd == "anchor":
-        log = audit.AuditLog(directory)
-        result = log.anchor(audit.AttestationStore(anchors), args.now)
+        try:
+            log = audit.AuditLog(directory)
+            result = log.anchor(audit.AttestationStore(anchors), args.now)
+        except (audit.AuditCorruption, audit.WormViolation) as exc:
+            print(f"INV-WORM-CHAIN violated: refusing to anchor: {exc}", file=sys.stderr)
+            return 1
         print(json.dumps({"anchored": result is not None, "anchor": result}, sort_keys=True))
         return 0
     try:

@@ -161,8 +161,8 @@ def test_inv_worm_chain_resealed_segment_caught_by_anchor(tmp_path):
     head = {"v": 1, "sealed_segments": 2, "last_seal": seal["seal_hash"]}
     forged = dict(files)
     forged[audit.segment_name(1)] = b"".join(x + b"\n" for x in lines)
-    forged[audit.seal_name(1)] = audit.canonical_json(seal)
-    forged[audit.HEAD] = audit.canonical_json(head)
+    forged[audit.seal_name(1)] = audit.canonical_json(seal) + b"\n"
+    forged[audit.HEAD] = audit.canonical_json(head) + b"\n"
     assert audit.verify_log(forged).ok  # self-consistent without the anchor...
     anchors = audit.AttestationStore(os.path.join(d, "anchors")).read_all()
     r = audit.verify_log(forged, anchors)  # ...but not against it
@@ -257,3 +257,54 @@ def test_inv_worm_chain_every_mutation_detected_at_the_right_position(n, per, ki
         got = (report.problem.segment, report.problem.entry)
         assert got == want, (kind, report.problem)
         assert main(["audit", "verify", d]) == 1
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 9), per=st.integers(1, 3), data=st.data())
+def test_inv_worm_chain_any_bit_flip_in_any_file_is_detected(n, per, data):
+    """Entries, seals, HEAD and anchors: one flipped bit anywhere is reported, never a traceback."""
+    with tempfile.TemporaryDirectory() as d:
+        build_log(d, n, per, anchor_every=2)
+        adir = os.path.join(d, "anchors")
+        paths = sorted(os.path.join(d, x) for x in os.listdir(d) if x != "anchors")
+        paths += sorted(os.path.join(adir, x) for x in os.listdir(adir))
+        path = data.draw(st.sampled_from(paths), label="file")
+        raw = bytearray(open(path, "rb").read())
+        bit = data.draw(st.integers(0, len(raw) * 8 - 1), label="bit")
+        raw[bit // 8] ^= 1 << (bit % 8)
+        _writable(path)
+        open(path, "wb").write(bytes(raw))
+        report = audit.verify_directory(d, adir)
+        assert not report.ok, (os.path.basename(path), bit)
+        log_json = path.endswith(".json") and os.path.dirname(path) == d  # seals and HEAD; anchors are not read
+        with pytest.raises((audit.AuditCorruption, audit.WormViolation)) if log_json else _noop():
+            audit.AuditLog(d, segment_entries=per)
+
+
+class _noop:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_audit_reopen_finishes_an_interrupted_seal_but_refuses_truncation(tmp_path):
+    d = str(tmp_path)
+    build_log(d, 6, 2)
+    head = open(os.path.join(d, audit.HEAD), "rb").read()
+    # crash between writing seal 2 and HEAD: HEAD still names two sealed segments
+    files = audit.read_log_files(d)
+    seal1 = json.loads(files[audit.seal_name(1)])
+    _writable(os.path.join(d, audit.HEAD))
+    open(os.path.join(d, audit.HEAD), "wb").write(
+        audit.canonical_json({"v": 1, "sealed_segments": 2, "last_seal": seal1["seal_hash"]}) + b"\n")
+    assert audit.verify_directory(d).problem.kind == "head_mismatch"
+    audit.AuditLog(d, segment_entries=2)
+    assert open(os.path.join(d, audit.HEAD), "rb").read() == head and audit.verify_directory(d).ok
+    # dropping the last sealed segment is not repaired silently
+    os.remove(os.path.join(d, audit.segment_name(2)))
+    os.remove(os.path.join(d, audit.seal_name(2)))
+    with pytest.raises(audit.AuditCorruption):
+        audit.AuditLog(d, segment_entries=2)
+    assert main(["audit", "anchor", d, "--now", "1"]) == 1
