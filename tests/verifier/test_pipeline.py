@@ -303,7 +303,7 @@ def test_duplicate_replays_verbatim_with_header_even_if_unsigned_fields_change()
     assert rig.metrics.value("flk_dedup_hits_total", tenant="ta") == 1
 
 
-def test_409_conflict_leaves_stored_outcome_untouched_and_is_counted():
+def test_inv_fww_409_conflict_leaves_stored_outcome_untouched_and_is_counted():
     rig = Rig()
     doc = good(seed=14)
     rig.submit(doc)
