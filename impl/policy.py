@@ -286,6 +286,13 @@ def load_policy(path: str) -> CompiledPolicy:
         raise err from None
 
 
+def compile_file(path: str):
+    """The :class:`flk.impl.verifier.Policy` of a policy file (what ``flk serve``'s
+    ``POLICY`` setting loads). Escalation rules and anomaly thresholds are not in
+    ``Policy``: use ``load_policy(path).verifier_kwargs()`` to get them too."""
+    return load_policy(path).policy
+
+
 DEFAULT_POLICY_TEXT = """\
 # The seeds' defaults, written out.
 policy "default" version 1.0.0 {

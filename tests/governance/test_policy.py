@@ -136,6 +136,9 @@ def test_policy_compile_cli(tmp_path, capsys):
     assert f"{bad}:2:20: budget.alpha = 1.5 is outside [0, 1]" in err and "Traceback" not in err
     assert main(["policy", "compile", str(tmp_path / "missing")]) == 2
     assert "cannot read" in capsys.readouterr().err
+    assert policy.compile_file(str(good)) == policy.compile_policy(FULL).policy  # what flk serve's POLICY loads
+    with pytest.raises(policy.PolicyError, match="bad.flkpol:2:20"):
+        policy.compile_file(str(bad))
 
 
 OLD = 'policy "old" version 1.0.0 { }'
