@@ -54,7 +54,7 @@ FLAG_NOTES: dict[str, str] = {
     "integer-valued": "A float field given as a JSON integer is still written with nine decimals.",
     "nan-inf": "NaN and infinities are rejected.",
     "unicode-escape": "Non-ASCII text: raw UTF-8 in v1; \\uXXXX escapes (surrogate pairs) in legacy-0.1.",
-    "control-char": "U+0000..U+001F use \\b \\f \\n \\r \\t or lowercase \\u00xx; U+007F is raw.",
+    "control-char": "U+0000..U+001F use \\b \\f \\n \\r \\t or lowercase \\u00xx; U+007F is raw in v1 (escaped in legacy-0.1).",
     "quote-backslash": "Only '\"' and '\\\\' (and control characters) are escaped; '/' is not.",
     "surrogate": "A lone surrogate cannot be encoded as UTF-8: rejected (v1).",
     "epoch-range": "epoch is an integer in [0, 2^53-1].",
@@ -489,7 +489,7 @@ def _canonical_legacy() -> VectorFile:
         ("shard-é", "non-ASCII is \\u00e9", ["unicode-escape"]),
         ("shard-😀", "astral plane is a surrogate pair \\ud83d\\ude00", ["unicode-escape"]),
         ("a\nb\x01", "control characters", ["control-char"]),
-        ("del\x7f", "U+007F is written raw by Python's json", ["control-char"]),
+        ("del\x7f", "U+007F is escaped as \\u007f (ensure_ascii)", ["control-char"]),
         ('q"\\/', "quote and backslash escaped, solidus not", ["quote-backslash"]),
     ]:
         f.case(f"shard_id: {comment}", flags, {"subset": _with(BASE, shard_id=sid)})
