@@ -69,9 +69,11 @@ class Report:
             if r.not_run:
                 continue  # a broken adapter says nothing about pitfalls
             for flag in r.case.flags:
-                st = stats.setdefault(flag, {"total": 0, "pass": 0, "fail": 0, "skip": 0})
+                st = stats.setdefault(flag, {"total": 0, "run": 0, "pass": 0, "fail": 0, "skip": 0})
                 st["total"] += 1
                 st[r.status] += 1
+                if r.status != "skip":
+                    st["run"] += 1
         return dict(sorted(stats.items()))
 
     def failed_flags(self) -> list[str]:
@@ -81,7 +83,7 @@ class Report:
         often collateral (a broken signature fails every signing case)."""
         stats = self.flag_stats()
         failed = [f for f, st in stats.items() if st["fail"]]
-        return sorted(failed, key=lambda f: (-stats[f]["fail"] / stats[f]["total"], -stats[f]["fail"], f))
+        return sorted(failed, key=lambda f: (-stats[f]["fail"] / stats[f]["run"], -stats[f]["fail"], f))
 
 
 # -- diffs -------------------------------------------------------------------
@@ -328,10 +330,13 @@ def format_text(report: Report, verbose: bool = False) -> list[str]:
         for f in failed:
             st = stats[f]
             note = notes.get(f, "")
-            lines.append(f"  {f}: {st['fail']} failed of {st['total']}" + (f" -- {note}" if note else ""))
-        clean = [f"{f} ({st['total']})" for f, st in stats.items() if not st["fail"]]
+            lines.append(f"  {f}: {st['fail']} failed of {st['run']}" + (f" -- {note}" if note else ""))
+        clean = [f"{f} ({st['run']})" for f, st in stats.items() if st["run"] and not st["fail"]]
         if clean:
             lines.append(f"  no failures: {', '.join(clean)}")
+        unexercised = [f for f, st in stats.items() if not st["run"]]
+        if unexercised:
+            lines.append(f"  not exercised (every case skipped): {', '.join(unexercised)}")
         if failed:
             lines.append(f"pitfalls hit: {', '.join(failed)}")
     if not_run:
@@ -418,4 +423,4 @@ def to_junit(report: Report) -> bytes:
 
 def flag_summary(report: Report) -> Mapping[str, str]:
     """``{flag: "3 failed of 12"}`` for the flags with failures."""
-    return {f: f"{st['fail']} failed of {st['total']}" for f, st in report.flag_stats().items() if st["fail"]}
+    return {f: f"{st['fail']} failed of {st['run']}" for f, st in report.flag_stats().items() if st["fail"]}

@@ -1,0 +1,1 @@
+"""Example adapters for SDK authors (see conformance/README.md)."""
