@@ -115,11 +115,13 @@ class PostgresStore(BatchMixin):
     def _select(self, c, keys, now) -> dict:
         if not keys:
             return {}
-        sql = (f"SELECT tenant, pcs_id, outcome FROM {self.table} WHERE expires_at > %s AND "
-               f"(tenant, pcs_id) IN (" + ",".join(["(%s, %s)"] * len(keys)) + ")")
-        params: list = [now]
+        sql = ("SELECT d.tenant, d.pcs_id, d.outcome FROM (VALUES " + ",".join(["(%s, %s)"] * len(keys))
+               + f") AS k (t, p) JOIN {self.table} AS d ON d.tenant = k.t AND d.pcs_id = k.p "
+               "WHERE d.expires_at > %s")
+        params: list = []
         for t, p in keys:
             params += (t, p)
+        params.append(now)
         return {(t, p): StoredOutcome.from_bytes(bytes(o)) for t, p, o in c.execute(sql, params).fetchall()}
 
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
