@@ -244,6 +244,22 @@ def signer_from_env(env: Mapping[str, str], tenant: str | None = None) -> Signer
 # --------------------------------------------------------------------------- building
 
 
+def _check_points(points: object) -> np.ndarray:
+    try:
+        arr = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInput("points", "must be a numeric array of shape (n, d)") from None
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2 or not 1 <= arr.shape[1] <= signals.MAX_DIM:
+        raise InvalidInput("points", f"must have shape (n, d) with 1 <= d <= {signals.MAX_DIM}")
+    if arr.shape[0] == 0:
+        raise InvalidInput("points", "need at least one point")
+    if not np.all(np.isfinite(arr)):
+        raise InvalidInput("points", "NaN and Infinity are not allowed")
+    return arr
+
+
 def _seed(seed: object) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise InvalidInput("seed", "must be an integer in [0, 2^64-1]")
@@ -271,9 +287,7 @@ def build_pcs(
     check_epoch(epoch)
     seed = _seed(seed)
     scales = [int(s) for s in signals.check_scales_counts(list(scales), [1] * len(scales))[0]]
-    pts = signals._points(points)  # validates shape and finiteness
-    if pts.shape[0] == 0:
-        raise InvalidInput("points", "need at least one point")
+    pts = _check_points(points)
     n_j = signals.box_counts(pts, scales)
     d_exact = signals.d_hat(scales, n_j)
     d = round9(d_exact, "D_hat")

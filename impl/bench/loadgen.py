@@ -10,7 +10,11 @@ Measures (medians over ``repeat`` runs):
   shares the two cores with the generator, so this is a lower bound on what
   the generator alone can do; a real server doing real work is slower than
   the sink, which is the point: the generator is not the bottleneck if
-  ``loadgen_rps`` is well above the 5,000 req/s target.
+  ``loadgen_rps`` is well above the 5,000 req/s target;
+* ``loadgen_cpu_us_per_request`` -- the generator's own CPU time (user + sys
+  of this process) per request, and ``loadgen_rps_per_cpu_core`` = 1e6 / that:
+  the rate one fully available core would sustain. Unlike ``loadgen_rps`` it
+  hardly depends on what else is running on the machine.
 """
 
 from __future__ import annotations
@@ -88,8 +92,11 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
     try:
         runs = []
         p99 = []
+        cpu = []
         for _ in range(repeat):
+            c0 = time.process_time()
             res = loadgen.run_load(items, [url], concurrency=concurrency, seed=1)
+            cpu.append((time.process_time() - c0) / n * 1e6)
             s = res.summary()
             if s["by_status"] != {"202": n}:
                 raise RuntimeError(f"sink answered unexpectedly: {s['by_status']}")
@@ -102,6 +109,8 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
         "plan_pcs_per_s": round(statistics.median(plan_rates)),
         "loadgen_rps": round(statistics.median(runs)),
         "loadgen_rps_runs": [round(r) for r in runs],
+        "loadgen_cpu_us_per_request": round(statistics.median(cpu), 1),
+        "loadgen_rps_per_cpu_core": round(1e6 / statistics.median(cpu)),
         "latency_p99_ms_median": round(statistics.median(p99), 3),
         "n_per_run": n,
         "concurrency": concurrency,
