@@ -48,6 +48,7 @@ Locking (the proof obligations of the driver):
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 import posixpath
@@ -842,7 +843,9 @@ class GroupCommitter:
         self._clock = clock
         self._cond = threading.Condition()
         self._oldest: float | None = None  # when the oldest unsynced append arrived
-        self._callbacks: list[tuple[int, object]] = []
+        # waiters: a heap of (index, tiebreak, loop or None, callback or future)
+        self._waiters: list[tuple[int, int, object, object]] = []
+        self._tiebreak = 0
         self._stop = False
         self._error: BaseException | None = None
         self.syncs = 0
@@ -893,16 +896,49 @@ class GroupCommitter:
         self.wait(idx, timeout)
         return idx
 
-    def on_durable(self, index: int, callback) -> None:
-        """Call ``callback(error_or_None)`` from the commit thread once ``index``
-        is durable (or the log failed); immediately if it already is."""
+    def _register(self, index: int, loop, obj) -> BaseException | None | bool:
+        """Queue a waiter; returns True if queued, else the outcome right now."""
         with self._cond:
-            if not self.log.is_durable(index) and self._error is None and not self._stop:
-                self._callbacks.append((index, callback))
-                self._cond.notify_all()
-                return
-            err = None if self.log.is_durable(index) else (self._error or WalError("stopped"))
-        callback(err)
+            if self.log.is_durable(index):
+                return None
+            if self._error is not None or self._stop:
+                return WalError(f"group commit failed: {self._error}") if self._error else WalError("stopped")
+            self._tiebreak += 1
+            heapq.heappush(self._waiters, (index, self._tiebreak, loop, obj))
+            return True
+
+    def _take_ready(self, everyone: bool = False) -> list:
+        # under self._cond
+        out = []
+        w = self._waiters
+        while w and (everyone or self.log.is_durable(w[0][0])):
+            out.append(heapq.heappop(w))
+        return out
+
+    def _fire(self, items: list) -> None:
+        """Settle waiters outside the lock: callbacks directly, asyncio futures
+        with ONE thread-safe call per event loop (not one per record)."""
+        by_loop: dict = {}
+        for index, _, loop, obj in items:
+            err = None if self.log.is_durable(index) else (
+                WalError(f"group commit failed: {self._error}") if self._error else WalError("stopped"))
+            if loop is None:
+                obj(err)
+            else:
+                by_loop.setdefault(id(loop), (loop, []))[1].append((obj, err))
+        for loop, futs in by_loop.values():
+            try:
+                loop.call_soon_threadsafe(_settle_many, futs)
+            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
+                pass
+
+    def on_durable(self, index: int, callback) -> None:
+        """Call ``callback(error_or_None)`` (from the thread that made it
+        durable) once ``index`` is durable or the log failed; at once if it
+        already is. It must be quick and must not call into the log."""
+        r = self._register(index, None, callback)
+        if r is not True:
+            callback(r)
 
     async def wait_async(self, index: int) -> None:
         """Await durability of ``index`` without blocking the event loop."""
@@ -912,11 +948,11 @@ class GroupCommitter:
             return
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-
-        def done(err) -> None:
-            loop.call_soon_threadsafe(_settle, fut, err)
-
-        self.on_durable(index, done)
+        r = self._register(index, loop, fut)
+        if r is not True:
+            if r is not None:
+                raise r
+            return
         await fut
 
     async def append_async(self, payload: bytes) -> int:
@@ -928,12 +964,9 @@ class GroupCommitter:
         # Someone made records durable (our own sync, or a seal/roll/sync by
         # another caller): release whoever that covers.
         with self._cond:
-            ready = [cb for i, cb in self._callbacks if self.log.is_durable(i)]
-            if ready:
-                self._callbacks = [(i, cb) for i, cb in self._callbacks if not self.log.is_durable(i)]
+            ready = self._take_ready()
             self._cond.notify_all()
-        for cb in ready:
-            cb(None)
+        self._fire(ready)
 
     # -- the commit thread ----------------------------------------------------------
     def _pending(self) -> int:
@@ -963,19 +996,16 @@ class GroupCommitter:
                 self.syncs += 1
                 if err is not None:
                     self._error = err
-                ready = [cb for i, cb in self._callbacks if self.log.is_durable(i) or err is not None]
-                self._callbacks = [(i, cb) for i, cb in self._callbacks
-                                   if not (self.log.is_durable(i) or err is not None)]
+                ready = self._take_ready(everyone=err is not None)
                 self._cond.notify_all()
-            for cb in ready:
-                cb(None if err is None else WalError(f"group commit failed: {err}"))
+            self._fire(ready)
             if err is not None:
                 break
         with self._cond:
-            rest, self._callbacks = self._callbacks, []
+            self._stop = True
+            rest = self._take_ready(everyone=True)
             self._cond.notify_all()
-        for i, cb in rest:
-            cb(None if self.log.is_durable(i) else (self._error or WalError("stopped")))
+        self._fire(rest)
 
     def close(self) -> None:
         """Sync what is pending, stop the thread (does not close the log)."""
@@ -992,10 +1022,11 @@ class GroupCommitter:
         self.close()
 
 
-def _settle(fut, err) -> None:
-    if fut.done():
-        return
-    if err is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(err if isinstance(err, BaseException) else WalError(str(err)))
+def _settle_many(futs: list) -> None:
+    for fut, err in futs:
+        if fut.done():
+            continue
+        if err is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(err)
