@@ -111,14 +111,14 @@ SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[Heal
 @needs_node
 @SETTINGS
 @given(x=floats)
-def test_node_fmt9_agrees_with_the_core(node_adapter, x):
+def test_inv_round_node_fmt9_agrees_with_the_core(node_adapter, x):
     _agree(node_adapter, "fmt9", "v1", {"x": _f64(x)})
 
 
 @needs_node
 @SETTINGS
 @given(d=floats, c=floats, s=texts, epoch=st.integers(-1, 2**53 + 1), profile=st.sampled_from(["v1", "legacy-0.1"]))
-def test_node_canonical_bytes_agree_with_the_core(node_adapter, d, c, s, epoch, profile):
+def test_inv_canon_node_canonical_bytes_agree_with_the_core(node_adapter, d, c, s, epoch, profile):
     subset = {"pcs_id": "p" * 64, "merkle_root": "m" * 64, "shard_id": s, "epoch": epoch,
               "D_hat": _f64(d), "coh_star": _f64(c), "r": 0.25, "budget": 0.5}
     _agree(node_adapter, "canonical_bytes", profile, {"subset": subset})
