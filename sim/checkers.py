@@ -13,11 +13,13 @@ History vocabulary (fields beyond ``t_us`` and ``type``):
 * ``client.recv``  req, attempt, status, replay, body_sha, region
 * ``client.give_up`` req, reason
 * ``srv.recv``     region, d (delivery id), req, attempt, tenant
-* ``srv.wal_durable`` region, d
+* ``srv.wal_durable`` region, d, idx (WAL index), inc (process incarnation)
+* ``srv.wal_recovered`` region, inc (the incarnation that crashed), next_index (records that survived)
 * ``srv.dedup_get`` region, d, tenant, pcs_id
 * ``srv.dedup_put`` region, d, tenant, pcs_id, stored, digest, status, body_sha
 * ``srv.respond``  region, d, req, status, replay, body_sha
-* ``srv.replay``   region, tenant, pcs_id, stored, digest, status, body_sha (WAL replay on restart)
+* ``srv.replay``   region, tenant, pcs_id, stored, status, body_sha (a WAL record replayed on restart
+  that reached the dedup store; ``stored`` if the replay itself stored the outcome)
 * ``final.entry``  region, tenant, pcs_id, digest, status, body_sha
 * ``fault.start`` / ``fault.end`` kind, target, ...
 * ``net.drop``     src, dst, kind, reason
@@ -86,6 +88,8 @@ def inv_fww(events: list[dict], ev: dict | None = None) -> CheckResult:
     res = CheckResult("INV-FWW", "always", True)
     stored: dict[tuple, str] = {}
     for e in sorted(ev["srv.dedup_put"] + ev["srv.replay"], key=lambda x: x["t_us"]):
+        if e["status"] not in (200, 202):
+            continue  # a replayed conflicting record answers 409 and stores nothing
         key = (e["region"], e["tenant"], e["pcs_id"])
         res.checked += 1
         if e["stored"]:
@@ -125,22 +129,34 @@ def inv_verify_before_dedup(events: list[dict], ev: dict | None = None) -> Check
 
 
 def inv_wal_first(events: list[dict], ev: dict | None = None) -> CheckResult:
-    """INV-WAL-FIRST: no dedup access or answer (other than 413/429/503-overload) before the
-    delivery's WAL record is durable."""
+    """INV-WAL-FIRST: no dedup access or answer (other than 413/429/overload) before the
+    delivery's WAL record is durable.
+
+    Two checks: the order of events, and ground truth from crashes -- a delivery whose WAL
+    record did not survive its incarnation's crash (index >= the recovered record count) must
+    never have reached the dedup store or been answered, because durable records survive.
+    """
     ev = ev or _by_type(events)
     durable: dict[tuple, int] = {}
+    wal_pos: dict[tuple, tuple[int, int]] = {}
     for e in ev["srv.wal_durable"]:
         durable.setdefault((e["region"], e["d"]), e["t_us"])
+        wal_pos[(e["region"], e["d"])] = (e["inc"], e["idx"])
+    survived = {(e["region"], e["inc"]): e["next_index"] for e in ev["srv.wal_recovered"]}
     res = CheckResult("INV-WAL-FIRST", "always", True)
     for e in ev["srv.dedup_get"] + ev["srv.dedup_put"] + ev["srv.respond"]:
-        if e["type"] == "srv.respond" and e["status"] in (413, 429) :
-            continue
-        if e["type"] == "srv.respond" and e["status"] == 503 and e.get("before_wal"):
+        if e["type"] == "srv.respond" and (e["status"] in (413, 429) or e.get("before_wal")):
             continue
         res.checked += 1
-        t = durable.get((e["region"], e["d"]))
+        key = (e["region"], e["d"])
+        t = durable.get(key)
         if t is None or t > e["t_us"]:
             res.violations.append({"region": e["region"], "d": e["d"], "why": f"{e['type']} before the WAL record was durable"})
+            continue
+        inc, idx = wal_pos[key]
+        kept = survived.get((e["region"], inc))
+        if kept is not None and idx >= kept:
+            res.violations.append({"region": e["region"], "d": e["d"], "why": f"{e['type']} for a WAL record lost in a crash (not durable)"})
     res.ok = not res.violations
     return res
 
@@ -165,19 +181,16 @@ def inv_idempotent_replay(events: list[dict], ev: dict | None = None) -> CheckRe
     ev = ev or _by_type(events)
     res = CheckResult("INV-IDEMPOTENT-REPLAY", "always", True)
     stored_at: dict[tuple, str] = {}
-    for e in sorted(ev["srv.dedup_put"], key=lambda x: x["t_us"]):
-        if e["stored"]:
-            stored_at.setdefault((e["region"], e["tenant"], e["pcs_id"]), e["body_sha"])
-    passes: dict[tuple, int] = defaultdict(int)
-    for e in ev["srv.replay"]:
+    for e in sorted(ev["srv.dedup_put"] + ev["srv.replay"], key=lambda x: x["t_us"]):
         key = (e["region"], e["tenant"], e["pcs_id"])
-        res.checked += 1
-        if e["stored"]:
-            passes[key] += 1
-            if passes[key] > 1:
-                res.violations.append({"key": list(key), "why": "replay stored the same key twice"})
-        if key in stored_at and e.get("body_sha") and stored_at[key] != e["body_sha"]:
-            res.violations.append({"key": list(key), "why": "replay produced a different outcome"})
+        if e["type"] == "srv.replay":
+            res.checked += 1
+            if e["stored"] and key in stored_at:
+                res.violations.append({"key": list(key), "why": "replay stored a key that was already stored"})
+            if e["status"] in (200, 202) and key in stored_at and stored_at[key] != e["body_sha"]:
+                res.violations.append({"key": list(key), "why": "replay produced a different outcome"})
+        if e["stored"] and e["status"] in (200, 202):
+            stored_at.setdefault(key, e["body_sha"])
     res.ok = not res.violations
     return res
 
@@ -216,8 +229,10 @@ def sometimes_checks(events: list[dict], scenario: dict, ev: dict | None = None)
             drops = sum(1 for d in ev["net.drop"] if d["reason"] == "partition")
             out.append(_sometimes("SOMETIMES-PARTITION-CUT", drops > 0, len(fs), f"{drops} messages cut by partitions"))
         elif kind == "crash":
-            hit = sum(f.get("inflight", 0) for f in fs)
-            out.append(_sometimes("SOMETIMES-CRASH-INFLIGHT", hit > 0, len(fs), f"{hit} requests in flight at crashes"))
+            inflight = sum(f.get("inflight", 0) for f in fs)
+            dropped = sum(1 for d in ev["net.drop"] if d["reason"] == "node_down")
+            out.append(_sometimes("SOMETIMES-CRASH-HIT-TRAFFIC", inflight + dropped > 0, len(fs),
+                                  f"{inflight} requests in flight at crashes, {dropped} messages to dead nodes"))
         elif kind == "store_down":
             n503 = statuses[503]
             out.append(_sometimes("SOMETIMES-STORE-DOWN-503", n503 > 0 or any(e["status"] == 503 for e in ev["srv.respond"]),

@@ -1,0 +1,169 @@
+"""The simulator's public Python API (what notebooks and the CLI call).
+
+    from flk.sim import api
+    res = api.run("crash-restart", seed=3, overrides=["workload.rate_per_s=200"])
+    res.valid, res.digest, res.results["metrics"]
+    res.history_df()      # pandas DataFrame of events
+    res.metrics_df()      # per-second time series
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from flk.sim import artifacts, checkers, metrics
+from flk.sim.history import History, read_history
+from flk.sim.scenario import Scenario, list_scenarios, load
+from flk.sim.world import World
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    seed: int
+    history: History
+    results: dict
+    rows: list[dict]
+    out_dir: Path | None
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.results["valid"])
+
+    @property
+    def digest(self) -> str:
+        return self.history.digest
+
+    def history_df(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.history.events)
+
+    def metrics_df(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+
+def catalog() -> list[tuple[str, str]]:
+    out = []
+    for name in list_scenarios():
+        sc = load(name)
+        out.append((name, sc.data["scenario"]["description"]))
+    return out
+
+
+def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = None, plots: bool = True,
+        progress: bool = False, **world_kwargs) -> RunResult:
+    """Run a scenario (name, path or :class:`Scenario`); ``world_kwargs`` go to :class:`World`."""
+    sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
+    seed = sc.seed if seed is None else int(seed)
+    world = World(sc, seed, **world_kwargs)
+    if progress:
+        import sys
+
+        print(f"simulating {sc.name} seed {seed} ({world.duration + world.quiescence:.0f} s simulated)...",
+              file=sys.stderr, flush=True)
+    history = world.run()
+    events = history.events
+    checks = checkers.check_all(events, sc.data)
+    m = metrics.summarize(events, world.duration)
+    slos = metrics.check_slos(m, sc.data["slo"])
+    rows = metrics.timeseries(events)
+    results = {
+        "scenario": sc.name,
+        "seed": seed,
+        "digest": history.digest,
+        "events": history.count,
+        "invariants": [c.as_dict() for c in checks],
+        "slos": slos,
+        "metrics": m,
+        "valid": all(c.ok for c in checks) and all(s["ok"] for s in slos),
+        "fault_schedule": world.fault_log,
+        "parameters": {"overrides": list(overrides)},
+    }
+    out_dir = None
+    if out is not None:
+        out_dir = Path(out) / sc.name / str(seed)
+        results["out_dir"] = str(out_dir)
+        artifacts.write_all(out_dir, sc.data, history, results, rows, plots=plots)
+    return RunResult(sc, seed, history, results, rows, out_dir)
+
+
+def replay(run_dir: Path) -> tuple[bool, RunResult, str]:
+    """Re-run the scenario recorded in ``run_dir`` with its seed; compare history digests."""
+    import tomllib
+
+    from flk.sim.scenario import ScenarioError, validate
+
+    run_dir = Path(run_dir)
+    try:
+        data = tomllib.loads((run_dir / "scenario.toml").read_text(encoding="utf-8"))
+        expected = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ScenarioError(str(run_dir), f"not a run directory: {exc}") from None
+    validate(data)
+    sc = Scenario(name=data["scenario"]["name"], source=str(run_dir / "scenario.toml"), data=data)
+    res = run(sc, seed=int(expected["seed"]))
+    return res.digest == expected["digest"], res, expected["digest"]
+
+
+def load_run(run_dir: Path) -> dict:
+    """Artifacts of a finished run: results dict, history events, metrics rows."""
+    import csv
+
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    with open(run_dir / "metrics.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return {"results": results, "history": read_history(run_dir / "history.jsonl"), "metrics": rows}
+
+
+def _sweep_one(args):
+    name, seed, overrides = args
+    res = run(name, seed=seed, overrides=overrides)
+    row = {"scenario": res.scenario.name, "seed": seed, "valid": res.valid, "digest": res.digest}
+    for o in overrides:
+        k, v = o.split("=", 1)
+        row[k] = v
+    for k, v in res.results["metrics"].items():
+        if isinstance(v, (int, float)):
+            row[k] = v
+    for c in res.results["invariants"]:
+        row[c["id"]] = c["ok"]
+    return row
+
+
+def sweep(name: str, seeds: list[int], params: dict[str, list[str]], workers: int = 2,
+          scheduler: str | None = None, out: Path | None = None):
+    import itertools
+
+    import pandas as pd
+
+    load(name)  # validate the name before fanning out
+    keys = sorted(params)
+    combos = [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*(params[k] for k in keys))] or [{}]
+    jobs = [(name, s, [f"{k}={v}" for k, v in c.items()]) for c in combos for s in seeds]
+    for _, _, ov in jobs[:1]:
+        load(name, ov)  # validate overrides once
+    if scheduler:
+        from dask.distributed import Client
+
+        with Client(scheduler) as client:
+            rows = client.gather(client.map(_sweep_one, jobs, pure=False))
+    elif workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rows = list(pool.map(_sweep_one, jobs))
+    else:
+        rows = [_sweep_one(j) for j in jobs]
+    table = pd.DataFrame(rows).sort_values(["seed", *keys] if keys else ["seed"]).reset_index(drop=True)
+    if out is not None:
+        out = Path(out) / name
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "results.csv", index=False)
+        table.to_parquet(out / "results.parquet", index=False)
+    return table

@@ -1,0 +1,201 @@
+"""Simulated agents: they build signed PCS, submit them through the real
+retrying client state machine (:class:`flk.impl.client.Submission`) over the
+simulated network, and record what they sent and what came back.
+
+Kinds of submission (chosen per logical request from the agent's own stream):
+
+* ``valid``    -- a new PCS;
+* ``dup``      -- an earlier valid PCS of this agent, resent as a new request;
+* ``bad_sig``  -- a new PCS whose signature is corrupted (must be 401, never stored);
+* ``conflict`` -- an earlier pcs_id with a different, validly signed payload (409).
+
+PCS are derived from a few templates built by the real agent code
+(:func:`flk.impl.agent.build_pcs`): a new submission gets a fresh Merkle root
+from the agent's stream, hence a fresh ``pcs_id``, and is signed with the
+tenant's current key; the signals stay those the template computed, so the
+verifier's recomputation accepts them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flk.impl import agent as agent_mod
+from flk.impl.canonical import canonical_bytes, round9
+from flk.impl.client import Done, Response, RetryPolicy, Send, Submission, TransportFailure, Wait
+from flk.impl.pcs import pcs_id as make_pcs_id
+from flk.impl.signing import sign_hmac
+
+
+def tenant_key(base: bytes, tenant: str, generation: int = 0) -> bytes:
+    """The simulated tenant's HMAC key: HMAC-free derivation, stable per (tenant, generation)."""
+    return hashlib.sha256(base + b"|" + tenant.encode() + b"|" + str(generation).encode()).digest()
+
+
+def make_templates(seed: int, count: int = 4) -> list[dict]:
+    """Unsigned PCS templates computed by the real agent code from seeded point clouds."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        n = 400 + 200 * i
+        if i % 2:
+            pts = rng.random((n, 2))
+        else:
+            t = rng.random(n)
+            pts = np.stack([t, 0.5 * t + 0.02 * rng.random(n)], axis=1)
+        raw = pts.astype("<f8").tobytes()
+        out.append(agent_mod.build_pcs(pts, raw, shard_id="sim-shard", epoch=1, signer=None, seed=seed + i))
+    return out
+
+
+@dataclass
+class PcsFactory:
+    templates: list[dict]
+    base_key: bytes
+    key_generation: dict[str, int] = field(default_factory=dict)
+
+    def key_for(self, tenant: str) -> bytes:
+        return tenant_key(self.base_key, tenant, self.key_generation.get(tenant, 0))
+
+    def new(self, rng, tenant: str, shard_id: str, epoch: int) -> dict:
+        t = self.templates[rng.randrange(len(self.templates))]
+        root = f"{rng.getrandbits(256):064x}"
+        pcs = dict(t)
+        pcs["merkle_root"] = root
+        pcs["shard_id"] = shard_id
+        pcs["epoch"] = epoch
+        pcs["pcs_id"] = make_pcs_id(root, epoch, shard_id)
+        pcs["sig_alg"] = "hmac"
+        pcs["sig"] = sign_hmac(pcs, self.key_for(tenant))
+        return pcs
+
+    def conflicting(self, pcs: dict, tenant: str) -> dict:
+        """Same pcs_id, another payload (coh-star nudged), validly signed."""
+        other = dict(pcs)
+        other["coh_star"] = round9(min(1.0, pcs["coh_star"] + 0.001) if pcs["coh_star"] < 1.0 else pcs["coh_star"] - 0.001)
+        other["sig"] = sign_hmac(other, self.key_for(tenant))
+        return other
+
+    @staticmethod
+    def bad_sig(pcs: dict) -> dict:
+        bad = dict(pcs)
+        sig = bytearray(pcs["sig"].encode())
+        sig[0] = ord("A") if sig[0] != ord("A") else ord("B")
+        bad["sig"] = sig.decode()
+        return bad
+
+
+def payload_digest(pcs: dict) -> str:
+    return hashlib.sha256(canonical_bytes(pcs)).hexdigest()
+
+
+class Agent:
+    """One simulated agent process."""
+
+    def __init__(self, world, index: int) -> None:
+        self.world = world
+        self.index = index
+        self.id = f"agent-{index}"
+        w = world.scenario.data["workload"]
+        self.w = w
+        self.rng = world.streams.get(f"agent/{index}")
+        self.tenant = f"t{index % int(w['tenants'])}"
+        regions = world.region_ids
+        home = w.get("home_region") or regions[index % len(regions)]
+        self.urls = [home] + [r for r in regions if r != home]
+        self.policy = RetryPolicy(base=w["backoff_base_ms"] / 1000.0, cap=w["backoff_cap_ms"] / 1000.0,
+                                  max_attempts=int(w["max_attempts"]), max_retry_after=30.0)
+        self.mailbox = world.net.register(self.id, group="clients")
+        self.sent: list[dict] = []
+        self.pending: dict[tuple[int, int], object] = {}
+        self.epoch = 1
+
+    # -- arrivals ---------------------------------------------------------
+    def rate_at(self, t: float) -> float:
+        w = self.w
+        base = float(w["rate_per_s"]) / float(w["agents"])
+        if w["shape"] == "burst" and w["burst_at_s"] <= t < w["burst_at_s"] + w["burst_s"]:
+            return base * float(w["burst_factor"])
+        if w["shape"] == "diurnal":
+            period = max(1.0, float(self.world.duration))
+            return base * (1.0 + 0.8 * math.sin(2 * math.pi * t / period))
+        return base
+
+    def run(self):
+        env = self.world.env
+        env.process(self.receive())
+        while True:
+            rate = self.rate_at(env.now)
+            yield env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0)
+            if env.now >= self.world.duration:
+                return
+            if rate > 0:
+                env.process(self.submit_one())
+
+    def choose(self) -> tuple[str, dict]:
+        w, rng, f = self.w, self.rng, self.world.factory
+        x = rng.random()
+        if self.sent and x < w["dup_rate"]:
+            return "dup", self.sent[rng.randrange(len(self.sent))]
+        x -= w["dup_rate"]
+        if x < w["bad_sig_rate"]:
+            return "bad_sig", f.bad_sig(f.new(rng, self.tenant, f"s{self.index}", self.epoch))
+        x -= w["bad_sig_rate"]
+        if self.sent and x < w["conflict_rate"]:
+            return "conflict", f.conflicting(self.sent[rng.randrange(len(self.sent))], self.tenant)
+        pcs = f.new(rng, self.tenant, f"s{self.index}", self.epoch)
+        if len(self.sent) < int(w["pool"]):
+            self.sent.append(pcs)
+        else:
+            self.sent[rng.randrange(len(self.sent))] = pcs
+        return "valid", pcs
+
+    def submit_one(self):
+        world, env = self.world, self.world.env
+        kind, pcs = self.choose()
+        req = world.next_request_id()
+        sub = Submission(pcs, self.urls, rng=self.rng, policy=self.policy, tenant=self.tenant)
+        digest = payload_digest(pcs)
+        action = sub.start(world.clock())
+        timeout = float(self.w["timeout_ms"]) / 1000.0
+        while True:
+            if isinstance(action, Send):
+                world.history.record(env.now, "client.send", req=req, attempt=action.attempt, agent=self.id,
+                                     tenant=self.tenant, pcs_id=pcs["pcs_id"], digest=digest, kind=kind,
+                                     region=action.url)
+                ev = env.event()
+                self.pending[(req, action.attempt)] = ev
+                world.net.send(self.id, action.url, "submit",
+                               {"req": req, "attempt": action.attempt, "body": action.body,
+                                "tenant": self.tenant, "reply_to": self.id}, size=len(action.body))
+                got = yield ev | env.timeout(timeout)
+                self.pending.pop((req, action.attempt), None)
+                if ev in got:
+                    msg = ev.value
+                    world.history.record(env.now, "client.recv", req=req, attempt=action.attempt,
+                                         status=msg["status"], replay=msg["replay"], body_sha=msg["body_sha"],
+                                         region=action.url)
+                    result = Response(msg["status"], msg.get("retry_after"))
+                else:
+                    world.history.record(env.now, "client.timeout", req=req, attempt=action.attempt, region=action.url)
+                    result = TransportFailure("timeout")
+                action = sub.on_result(result, world.clock())
+            elif isinstance(action, Wait):
+                yield env.timeout(action.delay)
+                action = sub.resume(world.clock())
+            else:
+                assert isinstance(action, Done)
+                if action.outcome == "gave_up":
+                    world.history.record(env.now, "client.give_up", req=req, reason=action.reason[:80])
+                return
+
+    def receive(self):
+        while True:
+            msg = yield self.mailbox.get()
+            ev = self.pending.get((msg.payload["req"], msg.payload["attempt"]))
+            if ev is not None and not ev.triggered:
+                ev.succeed(msg.payload)

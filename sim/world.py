@@ -1,0 +1,224 @@
+"""The simulated world: one SimPy environment, seeded streams, a network,
+regions running the real pipeline, agents running the real client, and a fault
+injector. Phases: workload with faults for ``duration_s`` -> every fault healed
+-> ``quiescence_s`` for retries and recovery -> final state recorded for the
+checkers.
+"""
+
+from __future__ import annotations
+
+import simpy
+
+from flk.impl.tenants import Tenant, TenantKey, TenantRegistry
+from flk.impl.verifier import Verifier
+from flk.sim.history import History
+from flk.sim.net import LinkSpec, Network
+from flk.sim.region import SIM_EPOCH, Region
+from flk.sim.rng import Streams
+from flk.sim.workload import Agent, PcsFactory, make_templates, tenant_key
+
+BASE_KEY = b"flk-sim-tenant-base"  # simulated tenants' key material is derived from this (not a secret)
+
+
+class World:
+    def __init__(self, scenario, seed: int, keep_history: bool = True, region_cls: type = Region,
+                 verifier_cls: type = Verifier) -> None:
+        """``region_cls`` / ``verifier_cls`` exist for planted-bug tests (tests/quality/)."""
+        self.scenario = scenario
+        self.verifier_cls = verifier_cls
+        self.seed = seed
+        data = scenario.data
+        self.duration = float(data["scenario"]["duration_s"])
+        self.quiescence = float(data["scenario"]["quiescence_s"])
+        self.env = simpy.Environment()
+        self.streams = Streams(seed)
+        self.history = History(keep=keep_history)
+        net = data["network"]
+        self.net = Network(self.env, self.history, self.streams.get,
+                           default=LinkSpec(latency_ms=net["latency_ms"], loss=net["loss"],
+                                            duplicate=net["duplicate"], reorder=net["reorder"]))
+        for link in net.get("links", []):
+            self.net.links[(link["from"], link["to"])] = LinkSpec(
+                latency_ms=link.get("latency_ms", net["latency_ms"]), loss=link.get("loss", 0.0),
+                duplicate=link.get("duplicate", 0.0), reorder=link.get("reorder", 0.0),
+                bandwidth_bytes_per_s=link.get("bandwidth_bytes_per_s"))
+        self.region_ids = [r["id"] for r in data["regions"]]
+        self.rotations = sorted((f for f in data["faults"] if f["kind"] == "rotate_key"), key=lambda f: f["at_s"])
+        self.tenants = self._tenant_registry()
+        self.factory = PcsFactory(make_templates(seed), BASE_KEY)
+        self.regions = {r["id"]: region_cls(self, r) for r in data["regions"]}
+        self.agents = [Agent(self, i) for i in range(int(data["workload"]["agents"]))]
+        self._req = 0
+        self.fault_log: list[dict] = []
+
+    def clock(self) -> float:
+        """Simulated wall-clock seconds (what agents put into sent_at)."""
+        return SIM_EPOCH + self.env.now
+
+    def next_request_id(self) -> int:
+        self._req += 1
+        return self._req
+
+    def _tenant_registry(self) -> TenantRegistry:
+        w = self.scenario.data["workload"]
+        overlap = float(w.get("rotation_overlap_s", 5.0))
+        tenants = []
+        for i in range(int(w["tenants"])):
+            tid = f"t{i}"
+            times = [SIM_EPOCH + f["at_s"] for f in self.rotations if f.get("tenant", tid) == tid]
+            keys = []
+            for gen in range(len(times) + 1):
+                nb = times[gen - 1] if gen > 0 else None
+                na = times[gen] + overlap if gen < len(times) else None
+                keys.append(TenantKey(f"{tid}-k{gen}", tenant_key(BASE_KEY, tid, gen), nb, na))
+            tenants.append(Tenant(tid, "hmac", tuple(keys), rate_per_s=float(w.get("tenant_rate_per_s", 0.0)),
+                                  burst=float(w.get("tenant_burst", 0.0)),
+                                  daily_quota=int(w.get("tenant_daily_quota", 0))))
+        return TenantRegistry(tenants)
+
+    # -- faults --------------------------------------------------------------
+    def _targets(self, f: dict) -> list[str]:
+        t = f.get("target", "*")
+        if t == "*":
+            return list(self.region_ids)
+        return [t] if isinstance(t, str) else list(t)
+
+    def apply_fault(self, f: dict, start: bool):
+        kind, h, now = f["kind"], self.history, self.env.now
+        targets = self._targets(f) if kind not in ("partition", "heal", "rotate_key", "burst") else []
+        if kind in ("crash", "restart"):
+            for t in targets:
+                r = self.regions[t]
+                if (kind == "crash") == start:
+                    if r.up:
+                        info = r.crash()
+                        h.record(now, "fault.start", kind="crash", target=t, **info)
+                else:
+                    if not r.up and not r.restarting:
+                        h.record(now, "fault.end", kind="crash", target=t)
+                        yield from r.restart()
+        elif kind in ("pause", "resume"):
+            for t in targets:
+                r = self.regions[t]
+                if (kind == "pause") == start:
+                    r.paused = True
+                    h.record(now, "fault.start", kind="pause", target=t)
+                else:
+                    r.resume()
+                    h.record(now, "fault.end", kind="pause", target=t)
+        elif kind == "partition":
+            a, b = f.get("a", [self.region_ids[0]]), f.get("b", ["clients"])
+            sym = bool(f.get("symmetric", True))
+            if start:
+                self.net.partition(a, b, symmetric=sym)
+                h.record(now, "fault.start", kind="partition", target=f"{','.join(a)}|{','.join(b)}", symmetric=sym)
+            else:
+                self.net.heal(a, b)
+                h.record(now, "fault.end", kind="partition", target=f"{','.join(a)}|{','.join(b)}")
+        elif kind in ("store_down", "store_up"):
+            for t in targets:
+                down = (kind == "store_down") == start
+                self.regions[t].store.down = down
+                h.record(now, "fault.start" if down else "fault.end", kind="store_down", target=t)
+        elif kind == "store_latency":
+            for t in targets:
+                self.regions[t].store.extra_latency_ms = float(f.get("ms", 50.0)) if start else 0.0
+                h.record(now, "fault.start" if start else "fault.end", kind="store_latency", target=t)
+        elif kind == "disk_slow":
+            for t in targets:
+                self.regions[t].disk_factor = float(f.get("factor", 20.0)) if start else 1.0
+                h.record(now, "fault.start" if start else "fault.end", kind="disk_slow", target=t)
+        elif kind in ("clock_skew", "clock_jump"):
+            for t in targets:
+                self.regions[t].clock_offset = float(f.get("skew_s", 30.0)) if start else 0.0
+                h.record(now, "fault.start" if start else "fault.end", kind=kind, target=t)
+        elif kind == "rotate_key":
+            if start:
+                tids = [f["tenant"]] if "tenant" in f else self.tenants.ids()
+                for tid in tids:
+                    self.factory.key_generation[tid] = self.factory.key_generation.get(tid, 0) + 1
+                h.record(now, "fault.start", kind="rotate_key", target=",".join(tids))
+        elif kind == "bitflip_wal":
+            if start:
+                for t in targets:
+                    r = self.regions[t]
+                    segs = [s for s in r.fs.listdir("/wal") if s.endswith(".log")]
+                    view = r.fs.durable_view()
+                    candidates = [s for s in segs if len(view.get(f"/wal/{s}", b"")) > 16]
+                    if candidates:
+                        seg = candidates[0]
+                        size = len(view[f"/wal/{seg}"])
+                        off = 8 + self.streams.get(f"bitflip/{t}").randrange(size - 8)
+                        r.fs.flip_bit(f"/wal/{seg}", off)
+                        h.record(now, "fault.start", kind="bitflip_wal", target=t, segment=seg, offset=off)
+        else:
+            h.record(now, "fault.start" if start else "fault.end", kind=kind, target=",".join(targets))
+        if False:  # pragma: no cover - keeps this a generator for every branch
+            yield
+
+    def _fault_proc(self, f: dict):
+        yield self.env.timeout(float(f["at_s"]))
+        yield from self.apply_fault(f, True)
+        dur = f.get("duration_s")
+        if dur is not None and f["kind"] not in ("rotate_key", "bitflip_wal"):
+            yield self.env.timeout(float(dur))
+            yield from self.apply_fault(f, False)
+
+    def _nemesis(self):
+        n = self.scenario.data["nemesis"]
+        rng = self.streams.get("nemesis")
+        kinds = list(n["kinds"])
+        last_end = 0.0
+        while True:
+            yield self.env.timeout(rng.expovariate(float(n["rate_per_min"]) / 60.0))
+            dur = float(n["duration_s"])
+            if self.env.now + dur >= self.duration:
+                return
+            if self.env.now < last_end + float(n["min_gap_s"]):
+                continue
+            f = {"kind": kinds[rng.randrange(len(kinds))], "at_s": 0.0, "duration_s": dur,
+                 "target": self.region_ids[rng.randrange(len(self.region_ids))]}
+            if f["kind"] == "partition":
+                f["a"], f["b"] = [f["target"]], ["clients"]
+            self.fault_log.append({**f, "at_s": round(self.env.now, 6)})
+            last_end = self.env.now + dur
+            self.env.process(self._fault_proc(f))
+
+    def _heal_all(self):
+        yield self.env.timeout(self.duration)
+        self.history.record(self.env.now, "phase", name="heal")
+        self.net.heal()
+        for r in self.regions.values():
+            r.store.down = False
+            r.store.extra_latency_ms = 0.0
+            r.disk_factor = 1.0
+            r.clock_offset = 0.0
+            if r.paused:
+                r.resume()
+            if not r.up and not r.restarting and r.wal_corruptions == 0:
+                self.history.record(self.env.now, "fault.end", kind="crash", target=r.id)
+                yield from r.restart()
+        self.history.record(self.env.now, "phase", name="quiescence")
+
+    # -- run -----------------------------------------------------------------
+    def run(self) -> History:
+        env = self.env
+        for r in self.regions.values():
+            env.process(r.serve())
+        for a in self.agents:
+            env.process(a.run())
+        for f in self.scenario.data["faults"]:
+            self.fault_log.append(dict(f))
+            env.process(self._fault_proc(f))
+        if self.scenario.data["nemesis"]["enabled"]:
+            env.process(self._nemesis())
+        env.process(self._heal_all())
+        env.run(until=self.duration + self.quiescence)
+        self.history.record(env.now, "phase", name="final")
+        for rid in self.region_ids:
+            for tenant, pcs_id, o in self.regions[rid].final_entries():
+                from flk.sim.region import body_sha
+
+                self.history.record(env.now, "final.entry", region=rid, tenant=tenant, pcs_id=pcs_id,
+                                    digest=o.payload_digest, status=o.status, body_sha=body_sha(o.body))
+        return self.history
