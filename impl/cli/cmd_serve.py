@@ -47,7 +47,7 @@ def preflight(cfg) -> None:
 
     openapi_document()
     try:
-        store = open_store(cfg.store_url(), ttl_s=cfg.dedup_ttl_s)
+        store = open_store(cfg.store_url(), **cfg.store_options())
     except Exception as exc:  # noqa: BLE001 -- any failure to open is a configuration problem here
         raise ConfigError(f"dedup store {cfg.dedup_backend} cannot be opened: {type(exc).__name__}: "
                           f"{str(exc)[:200]}") from None

@@ -130,7 +130,7 @@ class Server:
         self.smetrics = ServerMetrics(self.metrics.registry, self.worker)
         self.openapi = json.dumps(openapi_document()).encode()
         self.store = await loop.run_in_executor(
-            self.executor, lambda: open_store(cfg.store_url(), ttl_s=cfg.dedup_ttl_s)
+            self.executor, lambda: open_store(cfg.store_url(), **cfg.store_options())
         )
         self.batcher = StoreBatcher(self.store, self.executor, self.breaker, ttl_s=cfg.dedup_ttl_s)
         wal_dir = cfg.worker_wal_dir(self.worker)

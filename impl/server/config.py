@@ -66,6 +66,7 @@ class ServerConfig:
     sqlite_path: str = ""  # default: DATA_DIR/dedup.sqlite3
     redis_addr: str = "127.0.0.1:6379"
     postgres_conn: str = ""
+    dedup_namespace: str = ""  # several deployments on one Redis/Postgres: key prefix / table suffix
     dedup_ttl_s: float = 14 * 24 * 3600.0
     token_rate: float = 0.0  # per-tenant requests/second; 0 = unlimited
     sign_alg: str = "hmac"
@@ -78,7 +79,6 @@ class ServerConfig:
     metrics_pass: str = ""
     max_body_bytes: int = 256 * 1024
     wal_group_delay_ms: float = 2.0
-    wal_fsync: bool = True
     max_inflight: int = 256  # AIMD upper bound on concurrent verifications
     min_inflight: int = 4
     target_latency_ms: float = 50.0
@@ -109,6 +109,15 @@ class ServerConfig:
             addr = self.redis_addr
             return addr if "://" in addr else f"redis://{addr}/0"
         return self.postgres_conn
+
+    def store_options(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`flk.impl.dedup.open_store`."""
+        opts: dict[str, Any] = {"ttl_s": self.dedup_ttl_s}
+        if self.dedup_namespace and self.dedup_backend == "redis":
+            opts["prefix"] = f"flk:dedup:{self.dedup_namespace}:"
+        if self.dedup_namespace and self.dedup_backend == "postgres":
+            opts["table"] = f"flk_dedup_{self.dedup_namespace}"
+        return opts
 
     def describe(self) -> dict[str, Any]:
         """A log-safe summary (no keys, no passwords)."""
@@ -275,9 +284,9 @@ def ensure_key_file(data_dir: str) -> tuple[str, bytes, bool]:
 # ---------------------------------------------------------------- loading
 ENV_NAMES = (
     "HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
-    "POSTGRES_CONN", "DEDUP_TTL_S", "TOKEN_RATE", "PCS_SIGN_ALG", "PCS_HMAC_KEY", "PCS_HMAC_KEYS",
+    "POSTGRES_CONN", "DEDUP_NAMESPACE", "DEDUP_TTL_S", "TOKEN_RATE", "PCS_SIGN_ALG", "PCS_HMAC_KEY", "PCS_HMAC_KEYS",
     "PCS_ED25519_PUB_B64", "MULTI_TENANT", "TENANTS", "REGION_ID", "POLICY", "METRICS_USER",
-    "METRICS_PASS", "MAX_BODY_BYTES", "WAL_GROUP_DELAY_MS", "WAL_FSYNC", "MAX_INFLIGHT",
+    "METRICS_PASS", "MAX_BODY_BYTES", "WAL_GROUP_DELAY_MS", "MAX_INFLIGHT",
     "MIN_INFLIGHT", "TARGET_LATENCY_MS", "BREAKER_FAILURES", "BREAKER_OPEN_S", "STORE_THREADS",
     "LOG_LEVEL", "DRAIN_TIMEOUT_S",
 )
@@ -353,6 +362,11 @@ def load_config(
             raise ConfigError("POSTGRES_CONN must be a postgresql:// URL or a key=value DSN")
     if backend == "memory" and kw["workers"] > 1:
         raise ConfigError("DEDUP_BACKEND=memory cannot be shared by WORKERS>1 processes; use sqlite, redis or postgres")
+    if has("DEDUP_NAMESPACE"):
+        ns = _str("DEDUP_NAMESPACE", raw["DEDUP_NAMESPACE"])
+        if not re.fullmatch(r"[a-z0-9_]{1,40}", ns):
+            raise ConfigError(f"DEDUP_NAMESPACE must match ^[a-z0-9_]{{1,40}}$, got {ns!r}")
+        kw["dedup_namespace"] = ns
     if has("DEDUP_TTL_S"):
         kw["dedup_ttl_s"] = _float("DEDUP_TTL_S", raw["DEDUP_TTL_S"], 1.0, 10 * 365 * 86400.0)
     if has("TOKEN_RATE"):
@@ -423,8 +437,6 @@ def load_config(
         kw["max_body_bytes"] = _int("MAX_BODY_BYTES", raw["MAX_BODY_BYTES"], 1024, 64 * 1024 * 1024)
     if has("WAL_GROUP_DELAY_MS"):
         kw["wal_group_delay_ms"] = _float("WAL_GROUP_DELAY_MS", raw["WAL_GROUP_DELAY_MS"], 0.0, 1000.0)
-    if has("WAL_FSYNC"):
-        kw["wal_fsync"] = _bool("WAL_FSYNC", raw["WAL_FSYNC"])
     if has("MAX_INFLIGHT"):
         kw["max_inflight"] = _int("MAX_INFLIGHT", raw["MAX_INFLIGHT"], 1, 100_000)
     if has("MIN_INFLIGHT"):

@@ -60,7 +60,8 @@ class ServerProc:
             for line in text.splitlines():
                 if line.startswith("{") and '"event":"listening"' in line:
                     self.port = json.loads(line)["port"]
-            if self.port is not None:
+            workers = int(self.env.get("WORKERS", "1"))
+            if self.port is not None and text.count('"event":"worker_ready"') >= workers:
                 try:
                     if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
                         return self
