@@ -182,3 +182,28 @@ def test_node_keeps_number_spellings_that_json_parse_would_blur():
     assert [g["ok"] for g in got] == [w["ok"] for w in want] == [True, False, False, False, True]
     assert got[0]["output"] == want[0]["output"] and got[4]["output"] == want[4]["output"]
     assert all(g["error"]["kind"] == "invalid_input" for g in got[1:4])
+
+
+@needs_node
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    chunks=st.lists(st.binary(max_size=40), max_size=17),
+    key=st.binary(min_size=1, max_size=80),
+    seed=st.binary(min_size=32, max_size=32),
+    shard=st.from_regex(r"[A-Za-z0-9._:-]{1,20}", fullmatch=True),
+    epoch=st.integers(0, 2**53 - 1),
+    profile=st.sampled_from(["v1", "legacy-0.1"]),
+)
+def test_node_merkle_pcs_id_and_signatures_agree_with_the_core(node_adapter, chunks, key, seed, shard, epoch, profile):
+    import base64
+
+    b64 = [base64.b64encode(c).decode() for c in chunks]
+    _agree(node_adapter, "merkle_root", profile, {"chunks_b64": b64})
+    root = json.loads(json.dumps(handle({"id": 1, "op": "merkle_root", "profile": "v1",
+                                         "input": {"chunks_b64": b64}})))["output"]["root"]
+    _agree(node_adapter, "pcs_id", "v1", {"merkle_root": root, "epoch": epoch, "shard_id": shard})
+    subset = {"pcs_id": root, "merkle_root": root, "shard_id": shard, "epoch": epoch,
+              "D_hat": 1.25, "coh_star": 0.5, "r": 0.125, "budget": 0.75}
+    k = base64.b64encode(key).decode()
+    _agree(node_adapter, "sign_hmac", profile, {"subset": subset, "key_b64": k})
+    _agree(node_adapter, "sign_ed25519", "v1", {"subset": subset, "private_key_b64": base64.b64encode(seed).decode()})
