@@ -374,6 +374,8 @@ def to_json(report: Report) -> dict:
                 "diff": r.diff,
                 "elapsed_s": round(r.elapsed, 6),
                 "not_run": r.not_run,
+                "expected": r.case.expected if r.status == "fail" else None,
+                "output": r.output if r.status == "fail" else None,
             }
             for r in report.results
         ],

@@ -100,6 +100,7 @@ def run_vectors(args) -> int:
     if report.broken:
         print(f"flk conformance: adapter broken: {report.broken}", file=sys.stderr)
     out = sys.stdout
+    out.write(f"vectors: {directory} ({len(cases)} cases, profile {args.profile})\n")
     for line in runner.format_text(report, verbose=args.verbose):
         out.write(line + "\n")
     out.flush()
