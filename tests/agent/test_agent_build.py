@@ -175,12 +175,15 @@ def test_build_tenant_from_env_or_flag_does_not_change_signed_bytes(tmp_path, ca
     assert canonical_bytes(json.loads(out1)) == canonical_bytes(json.loads(out2))
 
 
-@pytest.mark.skipif(not SCHEMA_PATH.exists(), reason="spec/pcs.schema.json not written yet (issue 2)")
-def test_build_output_validates_against_pcs_schema(tmp_path, capsys, hmac_env):
+def schema_validator():
     import jsonschema
 
     schema = json.loads(SCHEMA_PATH.read_text())
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def test_build_output_validates_against_pcs_schema(tmp_path, capsys, hmac_env):
+    validator = schema_validator()
     write_csv(tmp_path / "ev.csv", POINTS)
     rc, out, err = run_cli(["agent", "build", "--input", str(tmp_path / "ev.csv"),
                             "--shard-id", "shard-1", "--epoch", "3"], capsys)
@@ -277,6 +280,7 @@ def test_build_subprocess_keys_only_from_environment(tmp_path):
 # ----------------------------------------------------------------------------- library
 
 
+SCHEMA = schema_validator()
 points_strategy = st.integers(1, 4).flatmap(
     lambda d: st.lists(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=d, max_size=d),
                        min_size=1, max_size=60))
@@ -298,6 +302,7 @@ def test_inv_budget_bounds_and_build_invariants(points, seed, epoch):
     assert 0.0 < pcs["coh_star"] <= 1.0
     assert verify_hmac(pcs, pcs["sig"], [b"k"])
     assert agent.build_pcs(points, raw, "shard", epoch, signer, seed=seed) == pcs
+    assert not list(SCHEMA.iter_errors(pcs))
 
 
 def test_published_floats_are_fmt9_exact():

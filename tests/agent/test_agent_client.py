@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import pathlib
 import random
+import re
 import socket
 import time
 
+import jsonschema
 import pytest
 from agent_scripted_server import PROBLEM, MiniVerifier, ScriptedServer
 from hypothesis import given, settings
@@ -39,6 +42,9 @@ from flk.impl.client import (
 from flk.impl.errors import InvalidInput
 
 KEY = b"client-test-key"
+_SCHEMA_DOC = json.loads((pathlib.Path(__file__).resolve().parents[2] / "spec" / "pcs.schema.json").read_text())
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+SCHEMA = jsonschema.validators.validator_for(_SCHEMA_DOC)(_SCHEMA_DOC)
 PCS = agent.build_pcs([[0.1, 0.2], [0.5, 0.9], [0.3, 0.3]], b"raw stream bytes", "shard-1", 7,
                       agent.Signer("hmac", KEY), seed=3)
 OK = (200, {"content-type": "application/json"}, b"{}")
@@ -242,6 +248,10 @@ def test_retry_schedule_bounds_and_signed_bytes_never_change(script, n_urls, see
         body = json.loads(s.body)
         assert canonical_bytes(body) == canonical_bytes(PCS)
         assert {k: v for k, v in body.items() if k not in ("attempt", "sent_at")} == PCS
+        # sent_at is RFC 3339 text (ARCHITECTURE.md, openapi.yaml, the verifier); pcs.schema.json
+        # still says number, so it is checked on its own here and the rest against the schema
+        assert RFC3339.fullmatch(body["sent_at"])
+        assert not list(SCHEMA.iter_errors({k: v for k, v in body.items() if k != "sent_at"}))
         assert s.headers == (("content-type", "application/json"), ("x-tenant-id", "t"))
     # the outcome matches the first terminal answer in the script
     first_terminal = next((r for r in script[: len(sends)] if isinstance(r, Response)

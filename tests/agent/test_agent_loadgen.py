@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
 from collections import Counter
 
+import jsonschema
 import pytest
 from agent_scripted_server import MiniVerifier, ScriptedServer
 from hypothesis import given, settings
@@ -30,6 +32,8 @@ from flk.impl.tenants import parse_tenants_env
 from flk.impl.verifier import MemoryWal, Request, Verifier, run_sync
 
 BASE = b"loadgen-base-secret"
+SCHEMA_DOC = json.loads((pathlib.Path(__file__).resolve().parents[2] / "spec" / "pcs.schema.json").read_text())
+SCHEMA = jsonschema.validators.validator_for(SCHEMA_DOC)(SCHEMA_DOC)
 FAST = RetryPolicy(base=0.001, cap=0.01, max_attempts=4, max_retry_after=1.0)
 
 
@@ -61,6 +65,7 @@ def test_inv_tenant_isolation_plan_is_deterministic_and_each_kind_is_what_it_cla
     keys = keys_for(k)
     valid_by_id = {}
     for it in items:
+        assert not list(SCHEMA.iter_errors(it.pcs))  # every kind is well-formed on the wire
         assert it.tenant in keys
         signed_ok = verify_hmac(it.pcs, it.pcs["sig"], [keys[it.tenant]])
         assert it.digest == __import__("hashlib").sha256(canonical_bytes(it.pcs)).hexdigest()
