@@ -5,7 +5,8 @@ simulated network, and record what they sent and what came back.
 Kinds of submission (chosen per logical request from the agent's own stream):
 
 * ``valid``    -- a new PCS;
-* ``dup``      -- an earlier valid PCS of this agent, resent as a new request;
+* ``dup``      -- an earlier valid PCS of this agent, resent as a new request (re-signed with
+  the tenant's current key, as an agent does after a rotation: same signed subset);
 * ``bad_sig``  -- a new PCS whose signature is corrupted (must be 401, never stored);
 * ``conflict`` -- an earlier pcs_id with a different, validly signed payload (409).
 
@@ -80,6 +81,13 @@ class PcsFactory:
         other["sig"] = sign_hmac(other, self.key_for(tenant))
         return other
 
+    def resigned(self, pcs: dict, tenant: str) -> dict:
+        """The same signed subset under the tenant's current key (what an agent does after a
+        key rotation); identical to ``pcs`` when the key did not change."""
+        out = dict(pcs)
+        out["sig"] = sign_hmac(pcs, self.key_for(tenant))
+        return out
+
     @staticmethod
     def bad_sig(pcs: dict) -> dict:
         bad = dict(pcs)
@@ -140,7 +148,7 @@ class Agent:
         w, rng, f = self.w, self.rng, self.world.factory
         x = rng.random()
         if self.sent and x < w["dup_rate"]:
-            return "dup", self.sent[rng.randrange(len(self.sent))]
+            return "dup", f.resigned(self.sent[rng.randrange(len(self.sent))], self.tenant)
         x -= w["dup_rate"]
         if x < w["bad_sig_rate"]:
             return "bad_sig", f.bad_sig(f.new(rng, self.tenant, f"s{self.index}", self.epoch))
