@@ -1,0 +1,60 @@
+"""In-process regions for the replication tests: the real verifier, inbox WAL
+(SegmentedLog on the crashable memory disk), dedup store, shipper, reader and
+reconciler, sharing one object store."""
+
+from __future__ import annotations
+
+from flk.impl.crr import Backoff, Reader, ReplayApplier, Shipper, Topology, stream_name
+from flk.impl.dedup import open_store
+from flk.impl.fs import CrashableMemoryFileSystem
+from flk.impl.reconcile import Reconciler
+from flk.impl.verifier import Request, Verifier, run_sync
+from flk.impl.wal import SegmentedLog
+
+from .pcsgen import HMAC_A, HMAC_B, body, make_pcs, registry, sign
+
+NOW = 1_700_000_000.0
+
+
+class Region:
+    def __init__(self, name: str, objects, peers, fs=None, mode: str = "auto-safe", topology=None, audit=None,
+                 store=None) -> None:
+        self.name = name
+        self.fs = fs or CrashableMemoryFileSystem()
+        self.verifier = Verifier(registry(), region=name)
+        self.log = SegmentedLog(f"/{name}/wal", fs=self.fs)
+        self.store = store if store is not None else open_store("memory")
+        self.reconciler = Reconciler(name, mode=mode, audit=audit)
+        self.events: list[dict] = []
+        self.applier = ReplayApplier(self.verifier, self.store, self.reconciler.observe, self.events.append)
+        self.shipper = Shipper(self.log, objects, stream_name(name), f"/{name}/ship.json", fs=self.fs,
+                               interval_s=1.0, backoff=Backoff(0.5, 8.0))
+        topo = topology or Topology.full_mesh(peers, name)
+        self.rejects: list = []
+        self.reader = Reader(objects, topo, self.applier, f"/{name}/read.json", fs=self.fs, interval_s=1.0,
+                             backoff=Backoff(0.5, 8.0), on_reject=self.rejects.append)
+
+    def submit(self, raw: bytes, tenant: str | None, now: float):
+        return run_sync(self.verifier.handle(Request(raw, tenant), now), self.log, self.store)
+
+    def local(self, now: float = NOW + 10**6) -> dict:
+        out, cursor = {}, None
+        while True:
+            page, cursor = self.store.scan(cursor, 500, now)
+            for t, p, o in page:
+                out[(t, p)] = o
+            if cursor is None:
+                return out
+
+
+def variants(n_keys: int = 3, n_variants: int = 3):
+    """(raw body, tenant, pcs_id, variant) -- variants of one key conflict; variant 1 is escalated."""
+    out = []
+    for k in range(n_keys):
+        for v in range(n_variants):
+            coh = [0.73, 0.74, 0.75][v % 3]
+            r = 1.4 if v == 1 else 0.87  # r out of bounds -> 202 escalated
+            tenant, key = ("ta", HMAC_A) if k % 2 == 0 else ("tb", HMAC_B)
+            doc = sign(make_pcs(seed=100 + k, coh=coh, r=r), key)
+            out.append((body(doc), tenant, doc["pcs_id"], v))
+    return out

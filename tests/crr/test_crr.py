@@ -1,0 +1,269 @@
+"""Shipper and Reader: sealing, write-once upload, watermarks, backoff, lag,
+verification of shipped segments (a flipped bit is rejected and reported,
+never applied, never skipped), replay through the pipeline as the origin
+region, idempotent re-reads, topologies."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flk.impl.crr import (
+    Backoff,
+    SegmentRejected,
+    Topology,
+    WatermarkFile,
+    verifier_for_region,
+)
+from flk.impl.fs import CrashableMemoryFileSystem
+from flk.impl.objectstore import DirectoryObjectStore, MemoryObjectStore
+from flk.impl.verifier import Verifier
+
+from .pcsgen import HMAC_A, body, make_pcs, registry, sign
+from .regions import NOW, Region, variants
+
+
+def two(objects=None):
+    objects = objects or MemoryObjectStore()
+    return objects, Region("eu", objects, ["eu", "us"]), Region("us", objects, ["eu", "us"])
+
+
+def test_backoff_is_exponential_capped_and_jitter_is_seeded():
+    b = Backoff(0.5, 8.0)
+    assert [b.delay(i) for i in range(7)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    import random
+
+    assert b.delay(3, random.Random(1)) == b.delay(3, random.Random(1))
+    assert 1.0 <= b.delay(3, random.Random(2)) <= 2.0
+
+
+def test_shipper_seals_uploads_segment_and_manifest_and_persists_watermark():
+    objects, eu, _ = two()
+    for i, (raw, t, _, _) in enumerate(variants(3, 1)):
+        assert eu.submit(raw, t, NOW + i).status == 200
+    nxt = eu.shipper.step(NOW + 5)
+    assert nxt == NOW + 6
+    keys = objects.list("eu/")
+    assert keys == ["eu/seg-00000000000000000000.log", "eu/seg-00000000000000000000.manifest.json"]
+    assert objects.get_metadata(keys[0])["count"] == "3"
+    assert eu.shipper.watermark == 3
+    assert WatermarkFile("/eu/ship.json", eu.fs).load() == {"eu": 3}
+    # replication lag: upload time minus received_at of each record
+    assert sorted(eu.shipper.lag.samples) == [3.0, 4.0, 5.0]
+    # nothing new: no new segment, same objects (idempotent)
+    eu.shipper.step(NOW + 6)
+    assert objects.list("eu/") == keys
+    assert eu.shipper.lag_s(NOW + 7) == 0.0
+
+
+def test_shipper_restart_resumes_from_watermark_and_reupload_is_a_noop():
+    objects, eu, _ = two()
+    raw, t, _, _ = variants(1, 1)[0]
+    eu.submit(raw, t, NOW)
+    eu.shipper.step(NOW)
+    ops = objects.ops
+    # forget the watermark (crash before it was saved): the re-upload hits the exists check
+    eu.fs.remove("/eu/ship.json")
+    eu2 = Region("eu", objects, ["eu"], fs=eu.fs)
+    eu2.log.close()
+    eu2.log = eu.log
+    eu2.shipper.log = eu.log
+    eu2.shipper.step(NOW + 1)
+    assert eu2.shipper.watermark == 1
+    assert objects.list("eu/") == ["eu/seg-00000000000000000000.log", "eu/seg-00000000000000000000.manifest.json"]
+    assert objects.ops > ops
+
+
+def test_shipper_backs_off_while_the_store_is_down_and_reports_lag():
+    objects, eu, _ = two()
+    raw, t, _, _ = variants(1, 1)[0]
+    eu.submit(raw, t, NOW)
+    objects.available = False
+    assert eu.shipper.step(NOW + 1) == NOW + 1.5
+    assert eu.shipper.failures == 1 and "Unavailable" in eu.shipper.last_error
+    assert eu.shipper.step(NOW + 1.2) == NOW + 1.5  # not before the retry time
+    assert eu.shipper.step(NOW + 1.5) == NOW + 2.5  # second failure: 1 s
+    assert eu.shipper.step(NOW + 2.5) == NOW + 4.5
+    objects.available = True
+    eu.shipper.step(NOW + 4.5)
+    assert eu.shipper.failures == 0 and eu.shipper.watermark == 1
+    assert list(eu.shipper.lag.samples) == [4.5]
+
+
+def test_shipper_paused_ships_nothing_and_lag_grows():
+    objects, eu, _ = two()
+    raw, t, _, _ = variants(1, 1)[0]
+    eu.submit(raw, t, NOW)
+    eu.shipper.step(NOW)  # ships
+    raw2, t2, _, _ = variants(2, 1)[1]
+    eu.submit(raw2, t2, NOW + 1)
+    eu.shipper.paused = True
+    eu.shipper.step(NOW + 5)
+    assert eu.shipper.watermark == 1
+    eu.shipper.paused = False
+    eu.shipper.step(NOW + 10)
+    assert eu.shipper.watermark == 2
+
+
+def test_inv_idempotent_replay_cross_region_identical_outcomes_and_second_read_is_a_noop():
+    objects, eu, us = two()
+    vs = variants(3, 2)
+    for i, (raw, t, _, v) in enumerate(vs):
+        if v == 0:
+            eu.submit(raw, t, NOW + i)
+    bad = sign(make_pcs(seed=9), HMAC_A)
+    bad["sig"] = sign(make_pcs(seed=10), HMAC_A)["sig"]
+    assert eu.submit(body(bad), "ta", NOW + 50).status == 401
+    assert eu.submit(b'{"x":', "ta", NOW + 51).status == 400
+    eu.shipper.step(NOW + 60)
+    us.reader.step(NOW + 61)
+    assert us.reader.applied_records == 5 and not us.rejects
+    # the same outcomes, byte for byte: first_seen/region are eu's
+    assert us.local() == eu.local() and len(eu.local()) == 3
+    assert all(o.region == "eu" for o in us.local().values())
+    snap = us.local()
+    # re-read everything again (watermark lost): no change
+    us.reader.watermarks.clear()
+    us.reader.poll(NOW + 70)
+    assert us.local() == snap
+    assert us.applier.stored == 3  # stored once; the second pass stored nothing
+
+
+def test_replay_never_bypasses_signature_verification():
+    """A record with a forged signature in a (correctly checksummed) shipped
+    segment is replayed but refused at step 4: nothing is stored."""
+    objects, eu, us = two()
+    forged = dict(sign(make_pcs(seed=5), HMAC_A), sig="AAAA" + sign(make_pcs(seed=5), HMAC_A)["sig"][4:])
+    eu.submit(body(forged), "ta", NOW)
+    eu.shipper.step(NOW + 1)
+    us.reader.step(NOW + 2)
+    assert us.reader.applied_records == 1 and us.local() == {}
+    assert any(e.get("kind") == "signature_error" or "signature" in str(e) for e in us.events)
+
+
+@pytest.mark.parametrize("what", ["segment", "manifest"])
+def test_bit_flip_in_a_shipped_segment_is_rejected_reported_and_stops_the_stream(what):
+    objects, eu, us = two()
+    vs = variants(3, 1)
+    eu.submit(vs[0][0], vs[0][1], NOW)
+    eu.shipper.step(NOW)
+    eu.submit(vs[1][0], vs[1][1], NOW + 1)
+    eu.shipper.step(NOW + 1)
+    eu.submit(vs[2][0], vs[2][1], NOW + 2)
+    eu.shipper.step(NOW + 2)
+    segs = [k for k in objects.list("eu/") if k.endswith(".log")]
+    assert len(segs) == 3
+    victim = segs[1] if what == "segment" else segs[1].replace(".log", ".manifest.json")
+    objects.corrupt(victim, 20, bit=3)
+    us.reader.step(NOW + 3)
+    assert len(us.rejects) == 1 and isinstance(us.rejects[0], SegmentRejected)
+    assert us.rejects[0].segment == segs[1].split("/")[-1]
+    assert "eu" in us.reader.metrics()["rejected"]
+    # the first segment applied, the damaged one and everything after it not
+    assert set(us.local()) == {(vs[0][1], vs[0][2])}
+    assert us.reader.watermarks["eu"] == 1
+    us.reader.step(NOW + 10)  # still stuck, reported once
+    assert len(us.rejects) == 1 and us.reader.watermarks["eu"] == 1
+    with pytest.raises(SegmentRejected):
+        us.reader.strict = True
+        us.reader.poll(NOW + 11)
+
+
+def test_gap_in_shipped_segments_is_rejected():
+    objects, eu, us = two()
+    vs = variants(2, 1)
+    eu.submit(vs[0][0], vs[0][1], NOW)
+    eu.shipper.step(NOW)
+    eu.submit(vs[1][0], vs[1][1], NOW + 1)
+    eu.shipper.step(NOW + 1)
+    first = [k for k in objects.list("eu/")][:2]
+    for k in first:
+        objects.delete(k)
+    us.reader.step(NOW + 2)
+    assert us.rejects and "gap" in str(us.rejects[0])
+    assert us.local() == {}
+
+
+def test_reader_backs_off_when_the_dedup_store_is_down_and_does_not_skip():
+    from flk.impl.dedup import StoreUnavailable
+
+    class Flaky:
+        def __init__(self, inner):
+            self.inner, self.down = inner, True
+
+        def put_if_absent(self, *a):
+            if self.down:
+                raise StoreUnavailable("down")
+            return self.inner.put_if_absent(*a)
+
+    objects, eu, us = two()
+    raw, t, _, _ = variants(1, 1)[0]
+    eu.submit(raw, t, NOW)
+    eu.shipper.step(NOW)
+    flaky = Flaky(us.store)
+    us.applier.store = flaky
+    assert us.reader.step(NOW + 1) == NOW + 1.5
+    assert us.reader.watermarks.get("eu", 0) == 0
+    flaky.down = False
+    us.reader.step(NOW + 1.5)
+    assert us.reader.watermarks["eu"] == 1 and len(us.local()) == 1
+
+
+def test_selective_topology_reads_only_listed_tenants():
+    objects = MemoryObjectStore()
+    eu = Region("eu", objects, ["eu"])
+    us = Region("us", objects, [], topology=Topology.parse("eu:tb", "us"))
+    for i, (raw, t, _, _) in enumerate(variants(4, 1)):
+        eu.submit(raw, t, NOW + i)
+    eu.shipper.step(NOW + 10)
+    us.reader.step(NOW + 11)
+    assert {k[0] for k in us.local()} == {"tb"}
+    assert us.reader.filtered_records == 2
+    assert Topology.parse("eu:ta+tb, ap", "us").sources == {"ap": None, "eu": frozenset({"ta", "tb"}), "us": None}
+    assert Topology.full_mesh(["b", "a", "c"], "a", include_self=False).sources == {"b": None, "c": None}
+
+
+def test_worker_streams_are_read_as_part_of_their_region():
+    objects = MemoryObjectStore()
+    eu = Region("eu", objects, ["eu"])
+    eu.shipper.stream = "eu/w1"
+    raw, t, _, _ = variants(1, 1)[0]
+    eu.submit(raw, t, NOW)
+    eu.shipper.step(NOW)
+    us = Region("us", objects, ["eu", "us"])
+    assert list(us.reader.streams("eu")) == ["eu/w1"]
+    us.reader.step(NOW + 1)
+    assert len(us.local()) == 1
+
+
+def test_multi_way_three_regions_on_a_shared_directory(tmp_path):
+    objects = DirectoryObjectStore(str(tmp_path / "shared"))
+    names = ["ap", "eu", "us"]
+    regs = [Region(n, objects, names) for n in names]
+    vs = variants(3, 1)
+    for i, r in enumerate(regs):
+        r.submit(vs[i][0], vs[i][1], NOW + i)
+    for r in regs:
+        r.shipper.step(NOW + 5)
+    for r in regs:
+        r.reader.step(NOW + 6)
+    assert regs[0].local() == regs[1].local() == regs[2].local()
+    assert len(regs[0].local()) == 3
+
+
+def test_verifier_for_region_changes_only_the_region():
+    v = Verifier(registry(), region="eu")
+    w = verifier_for_region(v, "us")
+    assert w.region == "us" and w.tenants is v.tenants and w.policy is v.policy and w.limits is v.limits
+    assert verifier_for_region(v, "eu") is v
+
+
+def test_watermark_file_rejects_foreign_content():
+    fs = CrashableMemoryFileSystem()
+    fs.makedirs("/x")
+    fs.write_atomic("/x/w.json", json.dumps({"format": "other"}).encode())
+    from flk.impl.crr import CrrError
+
+    with pytest.raises(CrrError):
+        WatermarkFile("/x/w.json", fs).load()
