@@ -12,13 +12,17 @@ through a :class:`FileSystem`, so the same code runs on
   is *durable*. ``crash()`` throws away every byte written after a file's last
   fsync and every directory change (create, rename, remove) made after the
   directory's last fsync; optionally a prefix of the unsynced tail survives (a
-  torn write), chosen by a seeded RNG passed in. ``flip_bit`` models media
-  corruption. The simulator drives it; tests use it to crash at any point.
+  torn write), chosen by a seeded RNG passed in, and optionally a prefix of
+  the directory operations made since the last directory fsync survives (as
+  on a journaling file system). ``flip_bit`` models media corruption. The
+  simulator drives it; tests use it to crash at any point.
 
-The memory disk is deliberately *stricter* than Linux: it never makes a
+By default the memory disk is *stricter* than Linux: it never makes a
 directory entry durable implicitly, so code that is correct on it does not
-depend on ext4's habits. (Directories themselves are durable as soon as they
-are made -- the logs create their directory once, at start.)
+depend on ext4's habits; with ``partial_dir_ops`` it also explores the
+opposite case, where some of those entries did reach the disk. (Directories
+themselves are durable as soon as they are made -- the logs create their
+directory once, at start.)
 
 Rules of the interface (both implementations keep them):
 
@@ -201,7 +205,10 @@ class _Inode:
 
     def __init__(self) -> None:
         self.data = bytearray()  # what a reader sees now
-        self.durable = b""  # what survives a crash (content as of the last fsync)
+        # what survives a crash (content as of the last fsync). Invariant: ``durable`` is a
+        # prefix of ``data`` (between fsyncs a file only grows by appends), so fsync extends
+        # it by the new tail instead of copying the whole file.
+        self.durable = bytearray()
         self.readonly = False
 
 
@@ -236,7 +243,8 @@ class _MemHandle:
         with self._fs._lock:
             self._check()
             self._fs._fsync_point(self.path)
-            self._inode.durable = bytes(self._inode.data)
+            inode = self._inode
+            inode.durable += inode.data[len(inode.durable):]
             self._fs.fsync_count += 1
         if self._fs.fsync_hook is not None:
             self._fs.fsync_hook(self.path)
@@ -261,10 +269,15 @@ class CrashableMemoryFileSystem:
         rng: random.Random | None = None,
         torn_writes: bool = False,
         fsync_hook: Callable[[str], None] | None = None,
+        partial_dir_ops: bool = False,
     ) -> None:
         self._lock = threading.RLock()
         self._rng = rng
         self.torn_writes = torn_writes
+        self.partial_dir_ops = partial_dir_ops
+        # directory operations not yet made durable by fsync_dir, per directory, in order:
+        # ("link", path, inode) | ("unlink", path) | ("rename", src, dst, inode)
+        self._dir_ops: dict[str, list[tuple]] = {}
         self.fsync_hook = fsync_hook
         self._dirs: set[str] = {""}
         self._live: dict[str, _Inode] = {}  # path -> inode, as a reader sees it
@@ -286,21 +299,41 @@ class CrashableMemoryFileSystem:
             self._fail_fsyncs -= 1
             raise OSError(errno.EIO, f"injected fsync failure: {path!r}")
 
-    def crash(self, rng: random.Random | None = None, torn_writes: bool | None = None) -> dict:
+    def crash(self, rng: random.Random | None = None, torn_writes: bool | None = None,
+              partial_dir_ops: bool | None = None) -> dict:
         """Lose everything that is not durable; invalidate every open handle.
 
         With torn writes, each file whose unsynced change was a pure append
         keeps a random-length prefix of that unsynced tail (0..all of it).
-        Returns a small report ``{"files": n, "torn": {path: kept_bytes}}``.
+        With partial directory operations, each directory keeps a random
+        *prefix* of the creates/renames/removes made since its last fsync
+        (journaling file systems persist metadata in order, sometimes before
+        the fsync). Returns ``{"files": n, "torn": {path: kept_bytes},
+        "dir_ops_kept": {dir: (kept, pending)}}``.
         """
         rng = rng if rng is not None else self._rng
         torn = self.torn_writes if torn_writes is None else torn_writes
-        if torn and rng is None:
-            raise ValueError("torn writes need a seeded rng")
-        report: dict = {"files": 0, "torn": {}}
+        partial = self.partial_dir_ops if partial_dir_ops is None else partial_dir_ops
+        if (torn or partial) and rng is None:
+            raise ValueError("torn writes / partial directory operations need a seeded rng")
+        report: dict = {"files": 0, "torn": {}, "dir_ops_kept": {}}
         with self._lock:
             self._epoch += 1
             self.crash_count += 1
+            if partial:
+                for d in sorted(self._dir_ops):
+                    ops = self._dir_ops[d]
+                    k = rng.randint(0, len(ops))
+                    report["dir_ops_kept"][d] = (k, len(ops))
+                    for op in ops[:k]:
+                        if op[0] == "link":
+                            self._durable[op[1]] = op[2]
+                        elif op[0] == "unlink":
+                            self._durable.pop(op[1], None)
+                        else:
+                            self._durable.pop(op[1], None)
+                            self._durable[op[2]] = op[3]
+            self._dir_ops = {}
             self._live = dict(sorted(self._durable.items()))
             seen: set[int] = set()
             for path, inode in self._live.items():
@@ -316,7 +349,7 @@ class CrashableMemoryFileSystem:
                         kept = cur[: len(kept) + extra]
                         report["torn"][path] = extra
                 inode.data = bytearray(kept)
-                inode.durable = bytes(kept)
+                inode.durable = bytearray(kept)
         return report
 
     def flip_bit(self, path: str, offset: int, bit: int = 0) -> None:
@@ -327,9 +360,7 @@ class CrashableMemoryFileSystem:
                 raise ValueError(f"offset {offset} outside {path!r} ({len(inode.data)} bytes)")
             inode.data[offset] ^= 1 << (bit & 7)
             if offset < len(inode.durable):
-                d = bytearray(inode.durable)
-                d[offset] ^= 1 << (bit & 7)
-                inode.durable = bytes(d)
+                inode.durable[offset] ^= 1 << (bit & 7)
 
     def durable_view(self) -> dict[str, bytes]:
         """What a crash right now would leave (without torn writes): path -> bytes."""
@@ -359,6 +390,7 @@ class CrashableMemoryFileSystem:
                 self._check_parent(p)
                 inode = _Inode()
                 self._live[p] = inode
+                self._dir_op(p, ("link", p, inode))
             elif inode.readonly:
                 raise PermissionError(errno.EACCES, "read-only file", path)
             return _MemHandle(self, inode, p)
@@ -388,11 +420,21 @@ class CrashableMemoryFileSystem:
             self._check_parent(d)
             del self._live[s]
             self._live[d] = inode
+            if posixpath.dirname(s) == posixpath.dirname(d):
+                self._dir_op(d, ("rename", s, d, inode))
+            else:
+                self._dir_op(s, ("unlink", s))
+                self._dir_op(d, ("link", d, inode))
+
+    def _dir_op(self, path: str, op: tuple) -> None:
+        self._dir_ops.setdefault(posixpath.dirname(path), []).append(op)
 
     def remove(self, path: str) -> None:
         with self._lock:
             self._get(path)
-            del self._live[_norm(path)]
+            p = _norm(path)
+            del self._live[p]
+            self._dir_op(p, ("unlink", p))
 
     def listdir(self, path: str) -> list[str]:
         d = _norm(path)
@@ -435,6 +477,7 @@ class CrashableMemoryFileSystem:
             for p, inode in self._live.items():
                 if posixpath.dirname(p) == d:
                     self._durable[p] = inode
+            self._dir_ops.pop(d, None)
             self.dir_fsync_count += 1
 
     def truncate(self, path: str, size: int) -> None:
@@ -447,7 +490,7 @@ class CrashableMemoryFileSystem:
             else:
                 inode.data += bytes(size - len(inode.data))
             self._fsync_point(path)
-            inode.durable = bytes(inode.data)
+            inode.durable = bytearray(inode.data)
             self.fsync_count += 1
 
     def size(self, path: str) -> int:

@@ -183,3 +183,21 @@ def test_the_real_disk_and_the_memory_disk_agree_on_what_a_reader_sees(tmp_path_
         assert views[0] == views[1]
         assert [fs.size(os.path.join(r, n)) for fs, r in disks for n in ["a"] if fs.exists(os.path.join(r, n))] in (
             [], [len(views[0].get("a", b""))] * 2)
+
+
+@settings(max_examples=50, deadline=None)
+@given(names=st.lists(st.sampled_from("abcdef"), min_size=1, max_size=8), seed=st.integers(0, 2**32 - 1))
+def test_partial_directory_operations_keep_a_prefix_in_order(names, seed):
+    fs = CrashableMemoryFileSystem(rng=random.Random(seed), partial_dir_ops=True)
+    fs.makedirs("d")
+    states = [[]]  # the listing after each directory operation
+    for n in names:
+        if fs.exists("d/" + n):
+            fs.remove("d/" + n)
+        else:
+            fs.open_append("d/" + n).close()
+        states.append(fs.listdir("d"))
+    rep = fs.crash()
+    kept, pending = rep["dir_ops_kept"].get("d", (0, 0))
+    assert pending == len(names)
+    assert fs.listdir("d") == states[kept]

@@ -257,7 +257,7 @@ def test_a_power_cut_at_every_disk_operation_keeps_every_acknowledged_append_and
     _, total, _, _, _ = _run_script(script, seed, cut=10**9)
     for cut in range(1, total + 1):
         inner, _, appended, acked, inflight = _run_script(script, seed, cut)
-        inner.crash(rng=random.Random(seed + cut), torn_writes=torn)
+        inner.crash(rng=random.Random(seed + cut), torn_writes=torn, partial_dir_ops=torn)
         ob = Outbox("ob", fs=inner)
         got = dict(ob.pending())
         for s, data in appended.items():

@@ -213,12 +213,12 @@ class CrashMachine(RuleBasedStateMachine):
         self.log.seal()
         self.durable = len(self.appended)
 
-    @rule(seed=st.integers(0, 2**32 - 1), torn=st.booleans(), flush=st.booleans())
-    def crash_and_recover(self, seed, torn, flush):
+    @rule(seed=st.integers(0, 2**32 - 1), torn=st.booleans(), flush=st.booleans(), partial=st.booleans())
+    def crash_and_recover(self, seed, torn, flush, partial):
         if flush:  # push buffered bytes to the "page cache" so the crash can tear them
             with self.log._lock:
                 self.log._flush_locked()
-        self.fs.crash(rng=random.Random(seed), torn_writes=torn)
+        self.fs.crash(rng=random.Random(seed), torn_writes=torn, partial_dir_ops=partial)
         self.log = SegmentedLog("w", fs=self.fs, segment_bytes=self.seg_bytes)
         got = payloads_of(self.log)
         assert len(got) >= self.durable, "lost a synced record"
@@ -322,9 +322,9 @@ def _log_script(script, cut):
     return inner, fs.ops, appended, durable, dropped_below
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(script=st.lists(st.sampled_from(["append", "append", "append", "sync", "seal", "flush", "retain"]),
-                       min_size=1, max_size=25),
+                       min_size=4, max_size=25),
        seed=st.integers(0, 2**32 - 1), torn=st.booleans())
 def test_inv_wal_first_power_cut_at_every_disk_operation(script, seed, torn):
     """Crash at EVERY mutating disk operation (writes, fsyncs, rolls, manifests,
@@ -333,7 +333,7 @@ def test_inv_wal_first_power_cut_at_every_disk_operation(script, seed, torn):
     _, total, _, _, _ = _log_script(script, 10**9)
     for cut in range(1, total + 1):
         inner, _, appended, durable, dropped_below = _log_script(script, cut)
-        inner.crash(rng=random.Random(seed ^ cut), torn_writes=torn)
+        inner.crash(rng=random.Random(seed ^ cut), torn_writes=torn, partial_dir_ops=torn)
         log = SegmentedLog("w", fs=inner, segment_bytes=64)
         got = list(log.records())
         first = got[0][0] if got else log.next_index
