@@ -408,8 +408,10 @@ async def _run(
     history,
     progress: _Progress,
     clock: Callable[[], float],
+    url_mode: str = "spread",
 ) -> LoadResult:
     res = LoadResult(items=len(items))
+    url_index = {u: k for k, u in enumerate(urls)}
     for k in KINDS:
         res.by_kind[k] = Counter()
     targets = [_request_head(u, ()) for u in urls]
@@ -430,6 +432,7 @@ async def _run(
         nonlocal next_item, done_items
         conns: dict[int, Connection] = {}
         heads: dict[tuple[int, str], bytes] = {}
+        preferred = 0  # failover mode: the URL that last answered this worker
         rng = random.Random(seed * 1_000_003 + w)
         try:
             while True:
@@ -445,7 +448,7 @@ async def _run(
                 if item.ref is not None:
                     await finished[item.ref].wait()
                 sub = Submission(item.prepared, urls, rng=rng, policy=policy, tenant=item.tenant,
-                                 first_url=i % len(urls))
+                                 first_url=i % len(urls) if url_mode == "spread" else preferred)
                 action: Send | Wait | Done = sub.start(wall(perf()))
                 while not isinstance(action, Done):
                     if isinstance(action, Wait):
@@ -502,6 +505,8 @@ async def _run(
                         history.write(json.dumps(rec, separators=(",", ":")) + "\n")
                     action = action_next
                 res.outcomes[action.outcome] += 1
+                if action.status is not None:
+                    preferred = url_index[action.url]
                 last = action.status if action.status is not None else "error"
                 res.by_kind[item.kind][str(last)] += 1
                 if action.status not in EXPECTED[item.kind]:
@@ -535,8 +540,16 @@ def run_load(
     progress: bool = False,
     progress_stream=None,
     clock: Callable[[], float] = time.time,
+    url_mode: str = "spread",
 ) -> LoadResult:
-    """Send ``items`` to ``urls`` (failover between them) and return the tallies."""
+    """Send ``items`` to ``urls`` and return the tallies.
+
+    ``url_mode`` ``spread``: item ``i`` starts at URL ``i mod len(urls)`` (load
+    spread over regions); ``failover``: each worker starts at the URL that last
+    answered it (initially the first) and moves on only when that one fails.
+    Either way a failing URL is failed over (:class:`flk.impl.client.Submission`)."""
+    if url_mode not in ("spread", "failover"):
+        raise InvalidInput("url_mode", "must be spread or failover")
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InvalidInput("concurrency", "must be an integer >= 1")
     if rate is not None and (not math.isfinite(rate) or rate <= 0):
@@ -551,7 +564,8 @@ def run_load(
     prog = _Progress(len(items), progress_stream or sys.stderr, progress)
     try:
         coro = _run(items, full, concurrency=min(concurrency, max(1, len(items))), rate=rate,
-                    policy=policy, seed=seed, timeout=timeout, history=history, progress=prog, clock=clock)
+                    policy=policy, seed=seed, timeout=timeout, history=history, progress=prog, clock=clock,
+                    url_mode=url_mode)
         try:
             import uvloop
 

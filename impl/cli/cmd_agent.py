@@ -80,6 +80,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     ld.add_argument("--hmac-key-env", default="PCS_HMAC_KEY",
                     help="environment variable holding the base secret (default %(default)s)")
     ld.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds")
+    ld.add_argument("--url-mode", choices=("spread", "failover"), default="spread",
+                    help="spread: item i starts at URL i mod len(urls); failover: stay on the URL "
+                         "that answers, move on only when it fails (default %(default)s)")
     _retry_args(ld, max_attempts=5)
     ld.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     ld.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -249,7 +252,8 @@ def _load(args) -> int:
     items = loadgen.make_plan(cfg, base)
     res = loadgen.run_load(items, args.url, concurrency=args.concurrency, rate=args.rate,
                            policy=_policy(args), seed=args.seed, timeout=args.timeout,
-                           history_path=args.history, progress=not args.no_progress)
+                           history_path=args.history, progress=not args.no_progress,
+                           url_mode=args.url_mode)
     summary = res.summary()
     if args.json:
         print(json.dumps(summary, sort_keys=True))

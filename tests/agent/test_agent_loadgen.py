@@ -305,3 +305,19 @@ def test_bench_loadgen_quick_runs_and_reports_its_figures():
     figures = json.loads(proc.stdout)
     assert figures["loadgen_rps"] > 0 and figures["plan_pcs_per_s"] > 0
     assert figures["n_per_run"] == 4000
+
+
+def test_run_load_failover_mode_stays_on_the_primary_until_it_fails():
+    items = loadgen.make_plan(loadgen.PlanConfig(n=20, seed=3), BASE)
+    a_script = [(202, {}, b"{}")] * 5 + [(503, {}, b"")]
+    with ScriptedServer(a_script) as a, ScriptedServer([(202, {}, b"{}")]) as b:
+        res = loadgen.run_load(items, [a.url, b.url], concurrency=1, seed=3, policy=FAST,
+                               url_mode="failover")
+        assert len(a.requests) == 6  # 5 answered, then the 503 that moved this worker to b
+        assert len(b.requests) == 15
+    assert res.summary()["outcomes"] == {"ack": 20} and res.retries == 1
+    with ScriptedServer([(202, {}, b"{}")]) as a, ScriptedServer([(202, {}, b"{}")]) as b:
+        loadgen.run_load(items, [a.url, b.url], concurrency=1, seed=3, url_mode="spread")
+        assert len(a.requests) == len(b.requests) == 10
+    with pytest.raises(InvalidInput):
+        loadgen.run_load(items, [a.url], url_mode="random")
