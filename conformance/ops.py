@@ -143,8 +143,20 @@ def _int_opt(inp: Mapping[str, Any], name: str, default: int) -> int:
     return v
 
 
+def _check_points(points: object) -> None:
+    """Points are a list of numbers or of lists of numbers. (numpy alone would
+    also take booleans and numeric strings as coordinates; JSON says otherwise.)"""
+    if not isinstance(points, list):
+        raise InvalidInput("points", "must be a list of points")
+    for i, row in enumerate(points):
+        for v in row if isinstance(row, list) else [row]:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InvalidInput(f"points[{i}]", f"coordinates must be numbers, got {type(v).__name__}")
+
+
 def op_coherence(inp, profile):
     points = field(inp, "points")
+    _check_points(points)
     seed = field(inp, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidInput("seed", "must be an integer in [0, 2^64-1]")

@@ -207,3 +207,63 @@ def test_node_merkle_pcs_id_and_signatures_agree_with_the_core(node_adapter, chu
     k = base64.b64encode(key).decode()
     _agree(node_adapter, "sign_hmac", profile, {"subset": subset, "key_b64": k})
     _agree(node_adapter, "sign_ed25519", "v1", {"subset": subset, "private_key_b64": base64.b64encode(seed).decode()})
+
+
+# -- mutation fuzzing: every valid vector with one leaf replaced or removed ------------------
+ODD_VALUES = [None, True, False, 0, -1, 1, 2**53, 2**64, 1.5, 7.0, 1e308, "", "a", "é", "\ud800", "AAAA", "==",
+              [], {}, [1, 2], [[1, 2]], [[1], [1, 2]], "0" * 64, {"f64": "7ff0000000000000"},
+              {"f64": "8000000000000000"}, {"f64": "zz"}]
+_DROP = object()
+
+
+def _paths(value, path=()):
+    """Every position in a JSON value (an f64 object counts as one leaf)."""
+    if path:
+        yield path
+    if isinstance(value, dict) and list(value) != ["f64"]:
+        for k, v in value.items():
+            yield from _paths(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, path + (i,))
+
+
+def _mutated(value, path, new):
+    value = json.loads(json.dumps(value))
+    cur = value
+    for p in path[:-1]:
+        cur = cur[p]
+    if new is _DROP:
+        del cur[path[-1]]
+    else:
+        cur[path[-1]] = new
+    return value
+
+
+VALID_CASES = [c for c in load_cases(ROOT / "spec" / "vectors") if c.result == "valid"]
+
+
+@needs_node
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_node_and_core_agree_on_mutated_vector_inputs(node_adapter, data):
+    """Bad input gets the same verdict from both implementations, and never an internal error."""
+    case = data.draw(st.sampled_from(VALID_CASES), label="case")
+    paths = list(_paths(dict(case.input)))
+    path = data.draw(st.sampled_from(paths), label="path")
+    new = data.draw(st.sampled_from([_DROP, *ODD_VALUES]), label="replacement")
+    inp = _mutated(dict(case.input), path, new)
+    request = {"op": case.operation, "profile": case.profile, "input": inp}
+    want = json.loads(json.dumps(handle({**request, "id": 1})))
+    assert want["ok"] or want["error"]["kind"] != "internal", want
+    _agree(node_adapter, case.operation, case.profile, inp)
+
+
+@pytest.mark.parametrize("bad", [True, "1.5", None, [1.0]])
+def test_coherence_points_must_be_numbers(bad):
+    """numpy would read true and "1.5" as coordinates; the protocol does not."""
+    points = [[0.0, 1.0], [bad, 2.0], [3.0, 1.0]]
+    resp = handle({"id": 1, "op": "coherence", "profile": "v1", "input": {"points": points, "seed": 1}})
+    assert resp["ok"] is False and resp["error"]["kind"] == "invalid_input"
+    ok = handle({"id": 1, "op": "coherence", "profile": "v1", "input": {"points": [[0.0, 1.0], [1, 2.0]], "seed": 1}})
+    assert ok["ok"] is True
