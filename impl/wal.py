@@ -846,7 +846,8 @@ class GroupCommitter:
         # waiters: a heap of (index, tiebreak, loop or None, callback or future)
         self._waiters: list[tuple[int, int, object, object]] = []
         self._tiebreak = 0
-        self._stop = False
+        self._stop = False  # close() asked the thread to finish (after a last sync)
+        self._finished = False  # the thread has ended: nobody will sync for waiters
         self._error: BaseException | None = None
         self.syncs = 0
         log.add_durable_listener(self._durable_advanced)
@@ -882,14 +883,14 @@ class GroupCommitter:
         """Block until record ``index`` is durable. Raises WalError if the log
         failed, TimeoutError on timeout."""
         with self._cond:
-            ok = self._cond.wait_for(lambda: self.log.is_durable(index) or self._error is not None or self._stop,
-                                     timeout)
+            ok = self._cond.wait_for(
+                lambda: self.log.is_durable(index) or self._error is not None or self._finished, timeout)
             if self._error is not None and not self.log.is_durable(index):
                 raise WalError(f"group commit failed: {self._error}")
             if not ok:
                 raise TimeoutError(f"record {index} not durable after {timeout}s")
             if not self.log.is_durable(index):
-                raise WalError("group committer stopped before the record was durable")
+                raise WalError("group committer is closed; the record is not durable")
 
     def append_and_wait(self, payload: bytes, timeout: float | None = None) -> int:
         idx = self.append(payload)
@@ -901,8 +902,10 @@ class GroupCommitter:
         with self._cond:
             if self.log.is_durable(index):
                 return None
-            if self._error is not None or self._stop:
-                return WalError(f"group commit failed: {self._error}") if self._error else WalError("stopped")
+            if self._error is not None:
+                return WalError(f"group commit failed: {self._error}")
+            if self._finished:
+                return WalError("group committer is closed")
             self._tiebreak += 1
             heapq.heappush(self._waiters, (index, self._tiebreak, loop, obj))
             return True
@@ -921,7 +924,8 @@ class GroupCommitter:
         by_loop: dict = {}
         for index, _, loop, obj in items:
             err = None if self.log.is_durable(index) else (
-                WalError(f"group commit failed: {self._error}") if self._error else WalError("stopped"))
+                WalError(f"group commit failed: {self._error}") if self._error
+                else WalError("group committer is closed"))
             if loop is None:
                 obj(err)
             else:
@@ -1002,7 +1006,7 @@ class GroupCommitter:
             if err is not None:
                 break
         with self._cond:
-            self._stop = True
+            self._stop = self._finished = True
             rest = self._take_ready(everyone=True)
             self._cond.notify_all()
         self._fire(rest)

@@ -140,3 +140,29 @@ def test_bad_parameters_are_rejected():
         GroupCommitter(log, max_delay_s=-1)
     with pytest.raises(WalError):
         GroupCommitter(log, max_batch=0)
+
+
+def test_close_syncs_and_releases_waiters_then_refuses_new_waits():
+    fs = CountingFileSystem()
+    log = SegmentedLog("w", fs=fs)
+    gc = GroupCommitter(log, max_delay_s=30.0, max_batch=10_000)  # only close() will sync
+    results: list = []
+
+    def client():
+        try:
+            gc.append_and_wait(b"late", timeout=20)
+            results.append("ok")
+        except Exception as exc:  # noqa: BLE001
+            results.append(exc)
+
+    t = threading.Thread(target=client)
+    t.start()
+    while log.next_index == 0:
+        threading.Event().wait(0.01)
+    gc.close()
+    t.join(10)
+    assert results == ["ok"] and log.is_durable(0)
+    idx = gc.append(b"after close")
+    with pytest.raises(WalError):
+        gc.wait(idx, timeout=5)
+    log.close()
