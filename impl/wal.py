@@ -212,7 +212,8 @@ def parse_name(name: str) -> tuple[str, int] | None:
     """``("seg", first)``, ``("compact", end)``, ``("manifest:seg"|"manifest:compact", n)``,
     ``("tmp", 0)`` or None for a name that is not ours."""
     if name.endswith(".tmp"):
-        return ("tmp", 0)
+        # only our own temp files (a segment, compaction or manifest being written)
+        return ("tmp", 0) if name.startswith((SEG_PREFIX, COMPACT_PREFIX)) else None
     for prefix, kind in ((SEG_PREFIX, "seg"), (COMPACT_PREFIX, "compact")):
         if not name.startswith(prefix):
             continue

@@ -106,19 +106,20 @@ def test_names_round_trip_and_sort_by_index():
     assert parse_name(manifest_name(segment_name(5))) == ("manifest:seg", 5)
     assert parse_name("seg-1.log") is None and parse_name("notes.txt") is None
     assert parse_name("seg-00000000000000000007.log.tmp") == ("tmp", 0)
+    assert parse_name("notes.tmp") is None  # never delete what is not ours
     names = [segment_name(i) for i in (10, 2, 300)]
     assert sorted(names) == [segment_name(i) for i in (2, 10, 300)]
 
 
 def test_plan_layout_newest_compaction_supersedes_older_files():
     names = [segment_name(0), manifest_name(segment_name(0)), segment_name(10),
-             compact_name(10), compact_name(4), segment_name(20), "x.log.tmp",
+             compact_name(10), compact_name(4), segment_name(20), "seg-x.log.tmp",
              manifest_name(segment_name(99)), "README"]
     lay = plan_layout(names)
     assert lay.files == [("compact", 10, compact_name(10)), ("seg", 10, segment_name(10)),
                          ("seg", 20, segment_name(20))]
     assert set(lay.obsolete) == {segment_name(0), manifest_name(segment_name(0)), compact_name(4),
-                                 "x.log.tmp", manifest_name(segment_name(99))}
+                                 "seg-x.log.tmp", manifest_name(segment_name(99))}
     assert lay.foreign == ["README"]
 
 
