@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml setup.py
 	@if command -v node >/dev/null 2>&1; then :; else \
 	  echo "setup: installing nodejs (Debian) for the Node conformance adapter"; \
 	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; fi
+	bash scripts/install_wrk.sh
 	@if command -v openssl >/dev/null 2>&1; then :; else \
 	  echo "setup: installing openssl (Debian) for the local RFC 3161 TSA in tests/governance"; \
 	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; fi

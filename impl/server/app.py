@@ -51,7 +51,7 @@ from flk.impl.server.backpressure import STATE_CODES, AimdLimiter, CircuitBreake
 from flk.impl.server.batching import StoreBatcher
 from flk.impl.server.config import ServerConfig
 from flk.impl.server.logs import JsonLogger
-from flk.impl.server.problems import problem
+from flk.impl.server.problems import PROBLEM_JSON, problem, problem_body
 
 SPEC_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "spec"
 
@@ -112,6 +112,7 @@ class Server:
         self.smetrics: ServerMetrics | None = None
         self.openapi: bytes = b"{}"
         self.ready = False
+        self._counters: dict = {}
         self.auth: bytes | None = None
         if cfg.metrics_user:
             self.auth = f"{cfg.metrics_user}:{cfg.metrics_pass}".encode()
@@ -125,6 +126,8 @@ class Server:
 
         cfg = self.cfg
         loop = asyncio.get_running_loop()
+        for d in (cfg.data_dir, cfg.wal_dir):
+            os.makedirs(d, exist_ok=True)
         self.executor = ThreadPoolExecutor(cfg.store_threads, thread_name_prefix="dedup")
         self.metrics = Metrics()
         self.smetrics = ServerMetrics(self.metrics.registry, self.worker)
@@ -165,52 +168,92 @@ class Server:
         self.log.info("worker_stopped", pid=os.getpid())
 
     # -- endpoints ------------------------------------------------------------------
-    async def submit(self, request: Request) -> Response:
+    async def submit_asgi(self, scope, receive, send) -> None:
+        """POST /v1/pcs/submit as raw ASGI: the hot path skips the framework's
+        request/response objects (routing, 404/405 and every other endpoint stay
+        in Starlette)."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        length = request.headers.get("content-length")
+        length = tenant = None
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                length = v
+            elif k == b"x-tenant-id":
+                tenant = v.decode("latin-1")
+        status, headers, body = 0, [], b""
         if length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
-            return self._finish(request, t0, problem(
-                413, "payload-too-large", f"Content-Length invalid or above {cfg.max_body_bytes} bytes"))
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > cfg.max_body_bytes:
-                return self._finish(request, t0, problem(
-                    413, "payload-too-large", f"body exceeds {cfg.max_body_bytes} bytes"))
-        now_m = time.monotonic()
-        if not self.limiter.try_acquire(now_m):
+            status, headers, body = self._problem(413, "payload-too-large",
+                                                  f"Content-Length invalid or above {cfg.max_body_bytes} bytes")
+        else:
+            chunks = []
+            size = 0
+            more = True
+            while more:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    return
+                chunk = msg.get("body", b"")
+                size += len(chunk)
+                if size > cfg.max_body_bytes:
+                    status, headers, body = self._problem(413, "payload-too-large",
+                                                          f"body exceeds {cfg.max_body_bytes} bytes")
+                    break
+                chunks.append(chunk)
+                more = msg.get("more_body", False)
+            if not status:
+                status, headers, body = await self._verify(b"".join(chunks), tenant, t0)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": headers + [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        self._account("/v1/pcs/submit", status, scope["method"], t0, tenant)
+
+    @staticmethod
+    def _problem(status: int, kind: str, detail: str, retry_after: int | None = None):
+        headers = [(b"content-type", PROBLEM_JSON.encode())]
+        if retry_after is not None:
+            headers.append((b"retry-after", str(retry_after).encode()))
+        return status, headers, problem_body(status, kind, detail)
+
+    async def _verify(self, body: bytes, tenant: str | None, t0: float):
+        if not self.limiter.try_acquire(time.monotonic()):
             self.smetrics.overloaded.inc()
-            ra = self.limiter.retry_after()
-            return self._finish(request, t0, problem(
-                429, "overloaded", "too many verifications in flight; retry later",
-                headers={"Retry-After": str(ra)}))
-        self.smetrics.inflight.set(self.limiter.inflight)
+            return self._problem(429, "overloaded", "too many verifications in flight; retry later",
+                                 self.limiter.retry_after())
         ok = True
         try:
-            resp = await self.pipeline.submit(bytes(body), request.headers)
-            ok = resp.status_code != 503
+            resp = await self.pipeline.submit(body, tenant)
+            ok = resp.status != 503
+            out = resp.status, [(k.lower().encode(), v.encode()) for k, v in resp.headers], resp.body
         except Exception as exc:  # noqa: BLE001 -- never a traceback to the client
             ok = False
             self.log.error("submit_failed", reason=type(exc).__name__)
-            resp = problem(500, "internal", "internal error; the request may be retried")
+            out = self._problem(500, "internal", "internal error; the request may be retried")
         finally:
             lat = time.perf_counter() - t0
             self.limiter.release(time.monotonic(), lat, ok)
-            self.smetrics.limit.set(self.limiter.limit)
-            self.smetrics.inflight.set(self.limiter.inflight)
-            self.smetrics.breaker.set(STATE_CODES[self.breaker.state])
         self.smetrics.latency.observe(lat)
-        return self._finish(request, t0, resp)
+        return out
+
+    async def submit(self, request: Request) -> Response:  # reached only through Starlette (tests)
+        raise HTTPException(405)
 
     def _finish(self, request: Request, t0: float, resp: Response) -> Response:
-        route = request.url.path if request.url.path in ROUTES else "other"
-        self.smetrics.requests.labels(route=route, status=str(resp.status_code)).inc()
-        level = "info" if resp.status_code >= 400 else "debug"
-        self.log.log(level, "request", method=request.method, path=route, status=resp.status_code,
-                     latency_ms=round((time.perf_counter() - t0) * 1000, 3),
-                     tenant=request.headers.get("x-tenant-id"))
+        self._account(request.scope["path"], resp.status_code, request.method, t0,
+                      request.headers.get("x-tenant-id"))
         return resp
+
+    def _account(self, path: str, status: int, method: str, t0: float, tenant: str | None) -> None:
+        route = path if path in ROUTES else "other"
+        child = self._counters.get((route, status))
+        if child is None:
+            child = self._counters[(route, status)] = self.smetrics.requests.labels(route=route, status=str(status))
+        child.inc()
+        # one line per request at debug; 5xx at warning. 4xx stay at debug so a flood of bad
+        # requests cannot turn the log into an amplifier (they are counted in the metrics).
+        level = "warning" if status >= 500 else "debug"
+        if self.log.enabled(level):
+            self.log.log(level, "request", method=method, path=route, status=status,
+                         latency_ms=round((time.perf_counter() - t0) * 1000, 3), tenant=tenant)
 
     async def health(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
@@ -248,6 +291,7 @@ class Server:
                     401, "unauthorized", "metrics need HTTP Basic credentials",
                     headers={"WWW-Authenticate": 'Basic realm="flk-metrics"'}))
         self.smetrics.limit.set(self.limiter.limit)
+        self.smetrics.inflight.set(self.limiter.inflight)
         self.smetrics.breaker.set(STATE_CODES[self.breaker.state])
         return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -258,7 +302,7 @@ class Server:
 ROUTES = ("/v1/pcs/submit", "/health", "/ready", "/metrics", "/openapi.json")
 
 
-def create_app(cfg: ServerConfig, worker: int = 0) -> Starlette:
+def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
     srv = Server(cfg, worker)
 
     @contextlib.asynccontextmanager
@@ -301,4 +345,17 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Starlette:
         lifespan=lifespan,
     )
     app.state.server = srv
-    return app
+
+    async def asgi(scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/pcs/submit":
+            try:
+                await srv.submit_asgi(scope, receive, send)
+            except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
+                srv.log.error("unhandled", reason=type(exc).__name__, path="/v1/pcs/submit")
+                resp = problem(500, "internal", "internal error")
+                await resp(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    asgi.state = app.state  # type: ignore[attr-defined]
+    return asgi

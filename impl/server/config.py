@@ -80,8 +80,8 @@ class ServerConfig:
     max_body_bytes: int = 256 * 1024
     wal_group_delay_ms: float = 2.0
     max_inflight: int = 256  # AIMD upper bound on concurrent verifications
-    min_inflight: int = 4
-    target_latency_ms: float = 50.0
+    min_inflight: int = 16
+    target_latency_ms: float = 500.0
     retry_after_s: int = 1
     breaker_failures: int = 5
     breaker_open_s: float = 2.0
@@ -441,7 +441,7 @@ def load_config(
         kw["max_inflight"] = _int("MAX_INFLIGHT", raw["MAX_INFLIGHT"], 1, 100_000)
     if has("MIN_INFLIGHT"):
         kw["min_inflight"] = _int("MIN_INFLIGHT", raw["MIN_INFLIGHT"], 1, 100_000)
-    if kw.get("min_inflight", 4) > kw.get("max_inflight", 256):
+    if kw.get("min_inflight", 16) > kw.get("max_inflight", 256):
         raise ConfigError("MIN_INFLIGHT must not exceed MAX_INFLIGHT")
     if has("TARGET_LATENCY_MS"):
         kw["target_latency_ms"] = _float("TARGET_LATENCY_MS", raw["TARGET_LATENCY_MS"], 0.1, 60_000.0)

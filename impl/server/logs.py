@@ -33,6 +33,9 @@ class JsonLogger:
         self.worker = worker
         self._lock = threading.Lock()
 
+    def enabled(self, level: str) -> bool:
+        return LEVELS.get(level, 20) >= self.level
+
     def log(self, level: str, event: str, **fields: Any) -> None:
         if LEVELS.get(level, 20) < self.level:
             return

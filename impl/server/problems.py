@@ -28,12 +28,12 @@ TITLES = {
 }
 
 
-def problem(status: int, kind: str, detail: str, headers: dict[str, str] | None = None, **extra) -> Response:
+def problem_body(status: int, kind: str, detail: str, **extra) -> bytes:
     body = {"type": BASE + kind, "title": TITLES.get(kind, kind), "status": status, "detail": detail}
     body.update(extra)
-    return Response(
-        json.dumps(body, separators=(",", ":")).encode(),
-        status_code=status,
-        media_type=PROBLEM_JSON,
-        headers=headers,
-    )
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def problem(status: int, kind: str, detail: str, headers: dict[str, str] | None = None, **extra) -> Response:
+    return Response(problem_body(status, kind, detail, **extra), status_code=status, media_type=PROBLEM_JSON,
+                    headers=headers)

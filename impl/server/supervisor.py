@@ -68,6 +68,7 @@ def _uvicorn_config(app: Any, drain_timeout_s: float):
         date_header=False,
         timeout_graceful_shutdown=max(1, int(drain_timeout_s)),
         timeout_keep_alive=30,
+        proxy_headers=False,
     )
 
 
