@@ -1,0 +1,222 @@
+"""The thread driver that runs cross-region replication inside ``flk serve``.
+
+Why this module exists: :mod:`flk.impl.crr` and :mod:`flk.impl.reconcile` are
+sans-I/O (``step(now) -> next_wakeup``); a server needs a thread that calls
+them with the wall clock, a configuration read from the environment, and an
+HTTP surface. The simulator drives the same ``step`` functions with simulated
+time instead.
+
+Configuration (environment; absent ``CRR_STORE_DIR``/``CRR_STORE_URL`` =
+replication off):
+
+=====================  ==================================================================
+``REGION_ID``          this region (the server's ``region_id``)
+``CRR_STORE_DIR``      shared object-store directory (or ``CRR_STORE_URL``: ``file://``,
+                       ``s3://bucket/prefix?endpoint=...``, ``memory://``)
+``CRR_PEERS``          peers to read: ``eu,us`` (full) or ``eu:ta+tb,us`` (selective per
+                       tenant); default none (ship only). The region always reads its own
+                       stream too, so its reconciler sees its own outcomes.
+``CRR_SHIP_INTERVAL_S``  seal + upload period (default 1.0)
+``CRR_READ_INTERVAL_S``  peer polling period (default: the ship interval)
+``CRR_MODE``           ``auto-safe`` (default) or ``manual``
+=====================  ==================================================================
+
+State lives in ``DATA_DIR/crr/`` (watermarks, ``authoritative.sqlite3``, the
+reconciler's audit log ``audit/``). A file ``DATA_DIR/crr.pause`` pauses both
+shipping and reading (an operator's or a test's network partition) until it is
+removed.
+
+With ``WORKERS=N`` every worker ships its own inbox WAL (stream
+``<region>/w<k>``); only worker 0 reads peers and reconciles; every worker
+answers ``GET /v1/pcs/{pcs_id}/authoritative`` from the shared SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flk.impl.crr import (
+    Backoff,
+    Reader,
+    ReplayApplier,
+    SegmentRejected,
+    Shipper,
+    Topology,
+    stream_name,
+)
+from flk.impl.errors import InvalidInput
+from flk.impl.objectstore import ObjectStore, open_object_store
+from flk.impl.reconcile import Reconciler, SqliteAuthoritativeStore, audit_log_fn, authoritative_app
+
+MODES = ("auto-safe", "manual")
+
+
+class CrrConfigError(ValueError):
+    """A CRR_* setting is malformed (``flk serve`` exits 2)."""
+
+
+@dataclass(frozen=True)
+class CrrConfig:
+    region: str
+    store_url: str
+    peers: str = ""
+    ship_interval_s: float = 1.0
+    read_interval_s: float = 1.0
+    mode: str = "auto-safe"
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = float(raw)
+    except ValueError:
+        raise CrrConfigError(f"{name} must be a number of seconds, got {raw[:40]!r}") from None
+    if not (0.01 <= v <= 3600):
+        raise CrrConfigError(f"{name} must be between 0.01 and 3600 seconds")
+    return v
+
+
+def config_from_env(env: Mapping[str, str], region: str) -> CrrConfig | None:
+    url = env.get("CRR_STORE_URL") or env.get("CRR_STORE_DIR") or ""
+    if not url:
+        return None
+    ship = _float(env, "CRR_SHIP_INTERVAL_S", 1.0)
+    read = _float(env, "CRR_READ_INTERVAL_S", ship)
+    mode = env.get("CRR_MODE") or "auto-safe"
+    if mode not in MODES:
+        raise CrrConfigError(f"CRR_MODE must be one of {', '.join(MODES)}")
+    peers = env.get("CRR_PEERS", "")
+    try:
+        Topology.parse(peers, region)
+    except (ValueError, InvalidInput) as exc:  # pragma: no cover - parse accepts any text
+        raise CrrConfigError(f"CRR_PEERS: {exc}") from None
+    return CrrConfig(region, url, peers, ship, read, mode)
+
+
+class CrrService:
+    """Shipper (+ reader and reconciler on the reading worker) on one thread."""
+
+    def __init__(self, cfg: CrrConfig, *, wal: Any, dedup_store: Any, verifier: Any, data_dir: str,
+                 worker: int = 0, objects: ObjectStore | None = None, clock: Callable[[], float] = time.time,
+                 log: Callable[..., None] | None = None) -> None:
+        self.cfg, self.worker, self.clock = cfg, worker, clock
+        self.data_dir = data_dir
+        self.state_dir = os.path.join(data_dir, "crr")
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.pause_file = os.path.join(data_dir, "crr.pause")
+        self.objects = objects if objects is not None else open_object_store(cfg.store_url)
+        self._log = log or (lambda event, **kw: None)
+        self.shipper = Shipper(wal, self.objects, stream_name(cfg.region, worker),
+                               os.path.join(self.state_dir, f"ship-w{worker}.json"),
+                               interval_s=cfg.ship_interval_s, backoff=Backoff(0.25, 10.0))
+        self.auth_store = SqliteAuthoritativeStore(os.path.join(self.state_dir, "authoritative.sqlite3"))
+        self.reader: Reader | None = None
+        self.reconciler = Reconciler(cfg.region, store=self.auth_store, mode=cfg.mode)
+        self.audit_log = None
+        if worker == 0:
+            from flk.impl.audit import AuditLog
+
+            self.audit_log = AuditLog(os.path.join(self.state_dir, "audit"))
+            self.reconciler.audit = audit_log_fn(self.audit_log)
+            applier = ReplayApplier(verifier, dedup_store, self.reconciler.observe)
+            self.reader = Reader(self.objects, Topology.parse(cfg.peers, cfg.region), applier,
+                                 os.path.join(self.state_dir, "read.json"), interval_s=cfg.read_interval_s,
+                                 backoff=Backoff(0.25, 10.0), on_reject=self._rejected)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    def _rejected(self, rej: SegmentRejected) -> None:
+        self._log("crr_segment_rejected", stream=rej.stream, segment=rej.segment, problems=rej.problems[:3])
+
+    def step(self, now: float) -> float:
+        paused = os.path.exists(self.pause_file)
+        self.shipper.paused = paused
+        nxt = self.shipper.step(now)
+        if self.reader is not None:
+            self.reader.paused = paused
+            nxt = min(nxt, self.reader.step(now))
+        return nxt
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                nxt = self.step(self.clock())
+            except Exception as exc:  # noqa: BLE001 -- keep replicating; report, back off
+                self.errors += 1
+                self._log("crr_error", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                nxt = self.clock() + 1.0
+            self._stop.wait(max(0.01, min(5.0, nxt - self.clock())))
+
+    def start(self) -> CrrService:
+        self._thread = threading.Thread(target=self._run, name=f"crr-w{self.worker}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, final_ship: bool = True) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if final_ship and not os.path.exists(self.pause_file):
+            try:
+                self.shipper._next_seal = None
+                self.shipper._retry_at = 0.0
+                self.shipper.step(self.clock())
+            except Exception as exc:  # noqa: BLE001
+                self._log("crr_error", error=f"final ship: {type(exc).__name__}")
+        if self.audit_log is not None:
+            self.audit_log.close()
+        self.auth_store.close()
+
+    def metrics(self) -> dict[str, Any]:
+        now = self.clock()
+        out: dict[str, Any] = {"region": self.cfg.region, "worker": self.worker,
+                               "paused": os.path.exists(self.pause_file), "ship": self.shipper.metrics(now),
+                               "errors": self.errors}
+        if self.reader is not None:
+            out["read"] = self.reader.metrics()
+            out["reconcile"] = self.reconciler.metrics()
+        return out
+
+    def asgi_app(self):
+        return authoritative_app(lambda: self.reconciler)
+
+
+# -- the server's hooks (call from Server.start / Server.stop) --------------------------------
+
+def start_for_server(server: Any, env: Mapping[str, str] | None = None) -> CrrService | None:
+    """Start replication for one ``flk serve`` worker if configured (else None).
+    Needs ``server.cfg`` (``region_id``, ``data_dir``), ``server.worker``,
+    ``server.wal`` (the inbox ``SegmentedLog``), ``server.store`` (dedup) and
+    ``server.pipeline.verifier``."""
+    env = os.environ if env is None else env
+    cfg = config_from_env(env, server.cfg.region_id)
+    if cfg is None:
+        return None
+    logger = getattr(server, "log", None)
+
+    def log(event: str, **kw: Any) -> None:
+        if logger is not None:
+            logger.warning(event, **kw)
+
+    svc = CrrService(cfg, wal=server.wal, dedup_store=server.store, verifier=server.pipeline.verifier,
+                     data_dir=server.cfg.data_dir, worker=server.worker, log=log)
+    return svc.start()
+
+
+def stop_for_server(svc: CrrService | None) -> None:
+    if svc is not None:
+        svc.stop()
+
+
+def mount_app(get_service: Callable[[], CrrService | None]):
+    """The ASGI app to mount for ``GET /v1/pcs/{pcs_id}/authoritative`` and
+    ``GET /v1/crr/conflicts`` (503 problem+json while replication is off)."""
+    return authoritative_app(lambda: (s.reconciler if (s := get_service()) is not None else None))

@@ -1,0 +1,73 @@
+"""The replication service driver: configuration, pause file (partition), the
+thread, and two services replicating through a shared directory on real disk."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from flk.impl.crr_service import CrrConfig, CrrConfigError, CrrService, config_from_env
+from flk.impl.dedup import open_store
+from flk.impl.verifier import Request, Verifier, run_sync
+from flk.impl.wal import SegmentedLog
+
+from .pcsgen import registry
+from .regions import NOW, variants
+
+
+def test_config_from_env():
+    assert config_from_env({}, "eu") is None
+    c = config_from_env({"CRR_STORE_DIR": "/x", "CRR_PEERS": "us:ta,ap", "CRR_SHIP_INTERVAL_S": "0.5"}, "eu")
+    assert c == CrrConfig("eu", "/x", "us:ta,ap", 0.5, 0.5, "auto-safe")
+    for bad in ({"CRR_SHIP_INTERVAL_S": "soon"}, {"CRR_SHIP_INTERVAL_S": "0"}, {"CRR_MODE": "yolo"},
+                {"CRR_READ_INTERVAL_S": "1e9"}):
+        with pytest.raises(CrrConfigError):
+            config_from_env({"CRR_STORE_DIR": "/x", **bad}, "eu")
+
+
+def make(tmp_path, name, peers, shared):
+    d = tmp_path / name
+    d.mkdir()
+    wal = SegmentedLog(str(d / "wal"))
+    store = open_store(f"sqlite:///{d}/dedup.db")
+    v = Verifier(registry(), region=name)
+    svc = CrrService(CrrConfig(name, str(shared), peers, 0.05, 0.05), wal=wal, dedup_store=store, verifier=v,
+                     data_dir=str(d))
+    return svc, wal, store, v
+
+
+def test_two_services_replicate_through_a_shared_directory_and_pause(tmp_path):
+    shared = tmp_path / "shared"
+    eu, eu_wal, eu_store, eu_v = make(tmp_path, "eu", "us", shared)
+    us, us_wal, us_store, us_v = make(tmp_path, "us", "eu", shared)
+    (raw0, t0, pid0, _), (raw1, _, _, _) = variants(1, 2)
+    assert run_sync(eu_v.handle(Request(raw0, t0), NOW), eu_wal, eu_store).status == 200
+    eu.step(NOW + 1)
+    us.step(NOW + 1)
+    got = us_store.get(t0, pid0, NOW + 2)
+    assert got is not None and got.region == "eu" and got.first_seen == NOW
+    # partition: us pauses; a conflicting write in us is not shipped
+    (tmp_path / "us" / "crr.pause").write_text("")
+    raw2 = variants(2, 1)[1][0]
+    assert run_sync(us_v.handle(Request(raw2, variants(2, 1)[1][1]), NOW + 3), us_wal, us_store).status == 200
+    us.step(NOW + 4)
+    eu.step(NOW + 4)
+    assert us.metrics()["paused"] and us.shipper.watermark == 0 and eu.reader.applied_records == 1
+    (tmp_path / "us" / "crr.pause").unlink()
+    us.step(NOW + 5)
+    eu.step(NOW + 5)
+    assert us.shipper.watermark == 1 and eu.reader.applied_records == 2
+    assert eu.reconciler.authoritative_map() == us.reconciler.authoritative_map()
+    # the thread driver
+    eu.clock = us.clock = lambda: NOW + 10 + (time.monotonic() % 1)
+    eu.start()
+    us.start()
+    time.sleep(0.3)
+    m = eu.metrics()
+    eu.stop()
+    us.stop()
+    assert eu.errors == 0 and us.errors == 0
+    assert m["ship"]["shipped_records"] >= 1 and m["read"]["applied_records"] >= 2
+    for w in (eu_wal, us_wal):
+        w.close()

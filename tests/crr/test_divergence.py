@@ -1,0 +1,116 @@
+"""Divergence detection: count divergence, sampled value comparison (exact on
+the comparable keys, across backends), conflicts, severities, the detector."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flk.impl.dedup import StoredOutcome, open_store, sample_rank
+from flk.impl.divergence import (
+    Comparison,
+    DivergenceDetector,
+    Summary,
+    check_all,
+    compare,
+    count_divergence,
+    severity,
+    summarize,
+)
+from flk.impl.objectstore import MemoryObjectStore
+
+NOW = 1_700_000_000.0
+
+
+def _o(d: str, status: int = 200, region: str = "eu") -> StoredOutcome:
+    return StoredOutcome(d * 64, status, b"{}", NOW, region, "p1")
+
+
+def fill(store, items):
+    for (t, p), o in items.items():
+        store.put_if_absent(t, p, o, NOW)
+
+
+keys = st.tuples(st.sampled_from(["ta", "tb"]), st.integers(0, 30).map(lambda i: f"{i:064x}"))
+states = st.dictionaries(keys, st.tuples(st.sampled_from("ab"), st.sampled_from([200, 202])), max_size=25)
+
+
+@settings(max_examples=40, deadline=None)
+@given(a=states, b=states, n=st.integers(1, 12), seed=st.integers(0, 2**32))
+def test_sample_comparison_is_exact_on_the_comparable_keys(a, b, n, seed):
+    s1, s2 = open_store("memory"), open_store("memory")
+    fill(s1, {k: _o(d, s) for k, (d, s) in a.items()})
+    fill(s2, {k: _o(d, s) for k, (d, s) in b.items()})
+    c = compare(summarize(s1, "eu", n, seed, NOW), summarize(s2, "us", n, seed, NOW))
+    # the model: rank every key of either store; comparable = ranks up to the
+    # smaller of the two samples' largest ranks (no bound for a sample holding its whole store)
+    def bound(m):
+        ranks = sorted(sample_rank(seed, *k) for k in m)
+        return ranks[n - 1] if len(ranks) >= n else None
+    bs = [x for x in (bound(a), bound(b)) if x is not None]
+    lim = min(bs) if bs else None
+    comparable = sorted(k for k in set(a) | set(b) if lim is None or sample_rank(seed, *k) <= lim)
+    bad = [k for k in comparable if a.get(k) != b.get(k)]
+    assert c.comparable == len(comparable) and c.mismatched == len(bad)
+    assert set(c.mismatched_keys) == set(bad)
+    assert c.count_divergence == count_divergence(len(a), len(b))
+    if a == b:
+        assert c.sample_mismatch == 0.0 and c.count_divergence == 0.0
+
+
+def test_sample_is_the_same_on_sqlite_and_memory(tmp_path):
+    items = {("ta", f"{i:064x}"): _o("ab"[i % 2]) for i in range(40)}
+    m, s = open_store("memory"), open_store(f"sqlite:///{tmp_path}/d.db")
+    fill(m, items)
+    fill(s, items)
+    c = compare(summarize(m, "eu", 10, 7, NOW), summarize(s, "us", 10, 7, NOW))
+    assert c.comparable == 10 and c.mismatched == 0 and c.count_divergence == 0.0
+
+
+def _cmp(cd, sm):
+    return Comparison("eu", "us", 100, 100, cd, 100, int(sm * 100), sm)
+
+
+def test_thresholds_warning_at_5_and_10_percent_critical_at_twice():
+    assert severity(_cmp(0.05, 0.10)).severity == "ok"
+    assert severity(_cmp(0.051, 0.0)).severity == "warning"
+    assert severity(_cmp(0.0, 0.11)).severity == "warning"
+    assert severity(_cmp(0.10, 0.20)).severity == "warning"
+    assert severity(_cmp(0.101, 0.0)).severity == "critical"
+    assert severity(_cmp(0.0, 0.21)).severity == "critical"
+    a = severity(_cmp(0.0, 0.0), open_conflicts=2)
+    assert a.severity == "warning" and "2 open conflict(s)" in a.reasons and a.runbook
+
+
+def test_summary_roundtrip_and_check_all_pairs_only_equal_seeds():
+    s = Summary("eu", 3, 5, 10, NOW, (("ta", "p", "a" * 64, 200),))
+    assert Summary.from_json(s.to_json()) == s
+    other = Summary("us", 3, 5, 10, NOW, ())
+    stale = Summary("ap", 3, 4, 10, NOW, ())
+    alerts = check_all([other, s, stale])
+    assert [(x.comparison.region1, x.comparison.region2) for x in alerts] == [("eu", "us")]
+    assert alerts[0].comparison.mismatched == 1
+
+
+def test_detector_exchanges_summaries_through_the_object_store_and_alerts():
+    objects = MemoryObjectStore()
+    eu, us = open_store("memory"), open_store("memory")
+    items = {("ta", f"{i:064x}"): _o("a") for i in range(20)}
+    fill(eu, items)
+    fill(us, dict(list(items.items())[:15]))  # us lags: 25 % fewer keys
+    alerts = []
+    d_eu = DivergenceDetector("eu", eu, objects, ["eu", "us"], n=10, interval_s=60, on_alert=alerts.append)
+    d_us = DivergenceDetector("us", us, objects, ["eu", "us"], n=10, interval_s=60)
+    t = 60 * 1000 + 1.0
+    d_us.step(t)
+    nxt = d_eu.step(t + 2)
+    assert nxt == 60 * 1001 + 1.0
+    assert len(alerts) == 1 and alerts[0].severity == "critical"
+    assert alerts[0].comparison.count_divergence == 0.25
+    # caught up: ok
+    fill(us, items)
+    d_us.step(nxt)
+    d_eu.step(nxt + 1)
+    assert [a.severity for a in d_eu.last] == ["ok"] and len(alerts) == 1
+    objects.available = False
+    assert d_eu.step(nxt + 2) == nxt + 7 and d_eu.failures == 1
