@@ -262,10 +262,13 @@ class HttpError(Exception):
 class Connection:
     """One HTTP/1.1 keep-alive connection (sequential requests, no pipelining)."""
 
+    IDLE_S = 2.0  # reopen a connection idle this long (servers close idle keep-alives)
+
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.last_used = 0.0
 
     async def _open(self) -> None:
         try:
@@ -282,6 +285,9 @@ class Connection:
     async def post(self, head: bytes, body: bytes) -> tuple[int, dict[str, str]]:
         """Send ``head`` (request line + headers, without Content-Length) and ``body``;
         return (status, lower-cased headers). The response body is read and discarded."""
+        now = time.monotonic()
+        if self.writer is not None and now - self.last_used > self.IDLE_S:
+            self.close()
         if self.writer is None:
             await self._open()
         try:
@@ -305,11 +311,14 @@ class Connection:
                         await self.reader.readexactly(size + 2)
                         if size == 0:
                             break
-                else:
-                    length = int(headers.get("content-length", "0"))
+                elif "content-length" in headers:
+                    length = int(headers["content-length"])
                     if length:
                         await self.reader.readexactly(length)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                elif status not in (204, 304) and status >= 200:
+                    await self.reader.read()  # body delimited by the connection closing
+                    headers["connection"] = "close"
+        except (HttpError, OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ValueError, IndexError) as exc:
             self.close()
             if isinstance(exc, HttpError):
@@ -317,6 +326,7 @@ class Connection:
             raise HttpError(type(exc).__name__) from None
         if headers.get("connection", "").lower() == "close":
             self.close()
+        self.last_used = time.monotonic()
         return status, headers
 
 
