@@ -257,7 +257,7 @@ class ProcessAdapter:
     def _crash(self, what: str) -> Reply:
         assert self.proc is not None
         try:
-            code = self.proc.wait(timeout=1.0)
+            code = self.proc.wait(timeout=3.0)
             how = f"adapter exited with status {code}" if code >= 0 else f"adapter killed by signal {-code}"
         except subprocess.TimeoutExpired:
             how = "adapter closed its stdout"
