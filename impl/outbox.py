@@ -133,10 +133,15 @@ class Outbox:
         durability: str = "always",
         max_delay_s: float = 0.002,
         segment_bytes: int = 4 * 1024 * 1024,
+        auto_compact_after: int | None = 4096,
     ) -> None:
         if durability not in ("always", "group"):
             raise ValueError(f"durability must be 'always' or 'group', not {durability!r}")
+        if auto_compact_after is not None and auto_compact_after < 1:
+            raise ValueError("auto_compact_after must be >= 1 or None")
         self.durability = durability
+        self.auto_compact_after = auto_compact_after
+        self._acks_since_compact = 0
         self.log = SegmentedLog(directory, fs=fs, segment_bytes=segment_bytes)
         self._lock = threading.Lock()
         self._compact_lock = threading.Lock()
@@ -173,9 +178,13 @@ class Outbox:
                 return False
             index = self.log.append(encode_record(ACK, seq))
             del self._state.pending[seq]
+            self._acks_since_compact += 1
+            due = self.auto_compact_after is not None and self._acks_since_compact >= self.auto_compact_after
         if self._committer is not None:
             self._committer.notify_appended()
         self._durable(index)
+        if due:
+            self.compact(wait=False)
         return True
 
     # -- reading ------------------------------------------------------------------
@@ -192,25 +201,44 @@ class Outbox:
     def next_seq(self) -> int:
         return self._state.next_seq
 
+    def stats(self) -> dict:
+        """Counts for metrics and ``flk agent`` (never payloads)."""
+        segs = self.log.segments()
+        with self._lock:
+            pending = len(self._state.pending)
+        return {"pending": pending, "next_seq": self._state.next_seq, "segments": len(segs),
+                "bytes": sum(s.bytes for s in segs), "records": sum(s.count for s in segs),
+                "compactions": self.compactions}
+
     # -- compaction -----------------------------------------------------------------
-    def compact(self, min_gain: int = 1) -> dict:
+    def compact(self, min_gain: int = 1, wait: bool = True) -> dict:
         """Rewrite everything before the current segment as just the pending
         records (see the module docstring). Appends and acks from other threads
-        may run concurrently. Returns ``{"compacted", "dropped", "kept"}``."""
-        with self._compact_lock:
-            with self._lock:
-                self.log.seal()
-                end = self.log.next_index
-                start = self.log.first_index
-                snap = self._state.copy()
-            keep = [encode_record(PCS, s, d) for s, d in snap.pending.items()]
-            keep.append(encode_record(MARK, snap.next_seq))
-            replaced = end - start
-            if replaced - len(keep) < min_gain:
-                return {"compacted": False, "dropped": 0, "kept": replaced}
-            self.log.compact_prefix(end, keep)
-            self.compactions += 1
-            return {"compacted": True, "dropped": replaced - len(keep), "kept": len(keep)}
+        may run concurrently. Returns ``{"compacted", "dropped", "kept"}``.
+        With ``wait=False`` it returns at once if another compaction runs.
+        ``ack`` calls it (``wait=False``) every ``auto_compact_after`` acks."""
+        if not self._compact_lock.acquire(blocking=wait):
+            return {"compacted": False, "dropped": 0, "kept": 0, "busy": True}
+        try:
+            return self._compact(min_gain)
+        finally:
+            self._compact_lock.release()
+
+    def _compact(self, min_gain: int) -> dict:
+        with self._lock:
+            self._acks_since_compact = 0
+            self.log.seal()
+            end = self.log.next_index
+            start = self.log.first_index
+            snap = self._state.copy()
+        keep = [encode_record(PCS, s, d) for s, d in snap.pending.items()]
+        keep.append(encode_record(MARK, snap.next_seq))
+        replaced = end - start
+        if replaced - len(keep) < min_gain:
+            return {"compacted": False, "dropped": 0, "kept": replaced}
+        self.log.compact_prefix(end, keep)
+        self.compactions += 1
+        return {"compacted": True, "dropped": replaced - len(keep), "kept": len(keep)}
 
     def close(self) -> None:
         if self._committer is not None:

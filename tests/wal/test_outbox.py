@@ -225,7 +225,7 @@ def _run_script(script, seed, cut):
     acked: set[int] = set()
     inflight = None
     try:
-        ob = Outbox("ob", fs=fs, segment_bytes=96)
+        ob = Outbox("ob", fs=fs, segment_bytes=96, auto_compact_after=3)
         rng = random.Random(seed)
         for i, op in enumerate(script):
             live = sorted(set(appended) - acked)
@@ -270,3 +270,24 @@ def test_a_power_cut_at_every_disk_operation_keeps_every_acknowledged_append_and
         assert [s for s, _ in ob.pending()] == sorted(got)
         assert ob.next_seq >= max(appended, default=-1) + 1
         ob.close()
+
+
+def test_auto_compaction_every_n_acks_keeps_pending_and_bounds_the_log():
+    fs = CrashableMemoryFileSystem()
+    ob = Outbox("ob", fs=fs, auto_compact_after=10)
+    for i in range(200):
+        seq = ob.append(b"rec-%d" % i)
+        if i % 4:
+            ob.ack(seq)
+    st_ = ob.stats()
+    assert ob.compactions >= 10
+    assert st_["pending"] == 50 and st_["records"] < 200
+    want = ob.pending()
+    ob.close()
+    fs.crash()
+    with Outbox("ob", fs=fs) as ob2:
+        assert ob2.pending() == want and ob2.next_seq == 200
+    with pytest.raises(ValueError):
+        Outbox("ob2", fs=fs, auto_compact_after=0)
+    with pytest.raises(ValueError):
+        Outbox("ob3", fs=fs, durability="sometimes")
