@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -247,8 +248,8 @@ def _load(args) -> int:
     cfg = loadgen.PlanConfig(n=args.n, seed=args.seed, tenants=args.tenants, dup_rate=args.dup_rate,
                              bad_sig_rate=args.bad_sig_rate, conflict_rate=args.conflict_rate)
     base = _base_key(args.hmac_key_env)
-    if args.timeout <= 0:
-        raise InvalidInput("timeout", "must be > 0")
+    if not math.isfinite(args.timeout) or args.timeout <= 0:
+        raise InvalidInput("timeout", "must be a finite number > 0")
     items = loadgen.make_plan(cfg, base)
     res = loadgen.run_load(items, args.url, concurrency=args.concurrency, rate=args.rate,
                            policy=_policy(args), seed=args.seed, timeout=args.timeout,

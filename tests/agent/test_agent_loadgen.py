@@ -241,6 +241,9 @@ def test_cli_load_strict_exits_1_when_the_server_misbehaves():
     (["--n", "5", "--seed", "1", "--dup-rate", "2"], {"PCS_HMAC_KEY": "k"}, "dup_rate"),
     (["--n", "5", "--seed", "1", "--concurrency", "0"], {"PCS_HMAC_KEY": "k"}, "concurrency"),
     (["--n", "5", "--seed", "1", "--rate", "-1"], {"PCS_HMAC_KEY": "k"}, "rate"),
+    (["--n", "5", "--seed", "1", "--rate", "nan"], {"PCS_HMAC_KEY": "k"}, "rate"),
+    (["--n", "5", "--seed", "1", "--timeout", "nan"], {"PCS_HMAC_KEY": "k"}, "timeout"),
+    (["--n", "5", "--seed", "1", "--backoff-cap", "inf"], {"PCS_HMAC_KEY": "k"}, "cap"),
 ])
 def test_cli_load_bad_input_exit_2(args, env, needle):
     proc = _flk(["agent", "load", "--url", "http://127.0.0.1:9", *args], env)
