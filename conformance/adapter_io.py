@@ -301,16 +301,16 @@ class ProcessAdapter:
             if nl < 0:
                 if len(self.buf) > MAX_LINE:
                     self.buf.clear()
-                    return Reply("malformed", None, f"response line longer than {MAX_LINE} bytes")
+                    self.kill()  # the rest of the line would poison the next answers
+                    return Reply("crash", None, f"response line longer than {MAX_LINE} bytes (adapter killed)")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return Reply("timeout", None, f"no response within {timeout:g} s", time.monotonic() - t0)
                 if self._drain(remaining) == "eof":
-                    if self.buf.strip():
-                        line = bytes(self.buf)
-                        self.buf.clear()
-                        return Reply("malformed", None, f"unterminated last line {line[:200]!r} before exit")
-                    return self._crash("before answering")
+                    line = bytes(self.buf).strip()
+                    self.buf.clear()
+                    what = f"after an unterminated line {line[:200]!r}" if line else "before answering"
+                    return self._crash(what)
                 continue
             line = bytes(self.buf[:nl]).strip()
             del self.buf[: nl + 1]
@@ -319,7 +319,7 @@ class ProcessAdapter:
             elapsed = time.monotonic() - t0
             try:
                 obj = json.loads(line.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                 self.unanswered.add(rid)
                 return Reply("malformed", None, f"response is not UTF-8 JSON ({exc}): {line[:200]!r}", elapsed)
             oid = obj.get("id") if isinstance(obj, dict) else None

@@ -11,7 +11,9 @@ except for requests whose op is ``OP`` (default ``fmt9``), where it:
 * ``bad-kind``  -- answers an error of an unknown kind;
 * ``unsupported`` -- answers ``unsupported``;
 * ``internal``  -- answers an ``internal`` error;
-* ``flood``     -- writes 1 MB to stderr before answering (pipe must be drained).
+* ``flood``     -- writes 1 MB to stderr before answering (pipe must be drained);
+* ``partial-exit`` -- writes half a response without a newline and exits;
+* ``deep``      -- answers with JSON nested 100000 levels deep.
 
 Modes on hello: ``bad-hello`` (hello output without ``ops``), ``die-at-start``
 (exits before reading anything), ``silent`` (never answers hello),
@@ -57,6 +59,12 @@ def main() -> int:
                 resp = {"id": resp["id"], "ok": False, "error": {"kind": "unsupported", "message": "nope"}}
             elif mode == "internal":
                 resp = {"id": resp["id"], "ok": False, "error": {"kind": "internal", "message": "boom"}}
+            elif mode == "partial-exit":
+                sys.stdout.write('{"id": ')
+                sys.stdout.flush()
+                return 5
+            elif mode == "deep":
+                sys.stdout.write("[" * 100000 + "]" * 100000 + "\n")
             elif mode == "flood":
                 sys.stderr.write("x" * (1 << 20) + "\n")
                 sys.stderr.flush()

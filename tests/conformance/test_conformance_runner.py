@@ -121,6 +121,23 @@ def test_malformed_responses_fail_only_their_case(capsys, mode, words):
     assert out[-1] == f"{total - n_fmt9} passed, {n_fmt9} failed, 0 skipped"
 
 
+def test_partial_line_then_exit_is_one_crash(capsys):
+    code, out = run_fixture(capsys, "--adapter", misbehaving("partial-exit"))
+    assert code == 1
+    n_fmt9 = len(load_cases(FIXTURES, profile="v1", operations=["fmt9"]))
+    total = len(load_cases(FIXTURES, profile="v1"))
+    assert sum("after an unterminated line" in line for line in out) == n_fmt9
+    assert out[-1] == f"{total - n_fmt9} passed, {n_fmt9} failed, 0 skipped"
+
+
+def test_absurdly_nested_response_is_malformed_not_a_runner_crash(capsys):
+    code, out = run_fixture(capsys, "--adapter", misbehaving("deep"))
+    assert code == 1
+    n_fmt9 = len(load_cases(FIXTURES, profile="v1", operations=["fmt9"]))
+    total = len(load_cases(FIXTURES, profile="v1"))
+    assert out[-1] == f"{total - n_fmt9} passed, {n_fmt9} failed, 0 skipped"
+
+
 def test_unsupported_answers_are_skipped_and_listed(capsys):
     code, out = run_fixture(capsys, "--adapter", misbehaving("unsupported"))
     assert code == 0
