@@ -115,3 +115,22 @@ def test_console_entry_point_exit_codes(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "flk.impl", "wal", "verify", d + "-nope"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no such directory" in bad.stderr
+
+
+def test_verify_and_inspect_an_outbox_after_compaction(tmp_path, capsys):
+    from flk.impl.outbox import Outbox
+
+    d = str(tmp_path / "outbox")
+    with Outbox(d, segment_bytes=200, auto_compact_after=None) as ob:
+        for i in range(30):
+            seq = ob.append(b"pcs-%d" % i)
+            if i % 3:
+                ob.ack(seq)
+        assert ob.compact()["compacted"]
+        ob.append(b"after")
+    assert main(["wal", "verify", d]) == 0
+    capsys.readouterr()
+    assert main(["wal", "inspect", d, "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["segments"][0]["kind"] == "compact" and rep["segments"][0]["manifest"] == "ok"
+    assert rep["segments"][0]["count"] == 11  # 10 pending + MARK
