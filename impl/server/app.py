@@ -83,6 +83,12 @@ class ServerMetrics:
                                   registry=registry)
         self.breaker = Gauge("flk_store_breaker_state", "Dedup store breaker: 0 closed, 1 half-open, 2 open",
                              registry=registry)
+        self.breaker_rejected = Gauge("flk_store_breaker_rejected", "Store calls refused by the open breaker "
+                                      "(cumulative, this worker)", registry=registry)
+        self.store_batches = Gauge("flk_store_batches", "Batched store calls (cumulative, this worker)",
+                                   registry=registry)
+        self.store_batched_items = Gauge("flk_store_batched_items", "Items in batched store calls "
+                                         "(cumulative, this worker)", registry=registry)
         self.replayed = Counter("flk_wal_replayed", "Inbox WAL records replayed at start", registry=registry)
         self.worker = Gauge("flk_worker_info", "Which worker answered this scrape", ["worker"],
                             registry=registry)
@@ -293,6 +299,10 @@ class Server:
         self.smetrics.limit.set(self.limiter.limit)
         self.smetrics.inflight.set(self.limiter.inflight)
         self.smetrics.breaker.set(STATE_CODES[self.breaker.state])
+        if self.batcher is not None:
+            self.smetrics.breaker_rejected.set(self.batcher.breaker_rejected)
+            self.smetrics.store_batches.set(self.batcher.batches)
+            self.smetrics.store_batched_items.set(self.batcher.batched_items)
         return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi_endpoint(self, request: Request) -> Response:

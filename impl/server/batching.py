@@ -59,6 +59,7 @@ class _Queue:
                 error: BaseException | None = None
                 results: list[Any] = []
                 if not breaker.allow(now):
+                    self.owner.breaker_rejected += len(items)
                     error = StoreUnavailable(f"dedup store circuit open (retry in {breaker.retry_after(now)} s)")
                 else:
                     try:
@@ -105,6 +106,7 @@ class StoreBatcher:
         self.ttl_s = ttl_s
         self.batches = 0
         self.batched_items = 0
+        self.breaker_rejected = 0  # items answered 503 without calling the store
         self._gets = _Queue("get", self._run_gets, self)
         self._puts = _Queue("put", self._run_puts, self)
 
