@@ -60,11 +60,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_text, _issue) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if only == name:
-            mod = _module(name)
-            if mod is not None:
-                mod.configure(p)
-        else:
+        mod = _module(name) if only == name else None
+        if mod is not None:
+            mod.configure(p)
+        else:  # not the command being run, or not built yet: accept anything, say so in main()
             p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
