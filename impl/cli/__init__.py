@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv and not argv[0].startswith("-") else None
     if command is not None and command not in COMMANDS:
         build_parser().parse_args(argv)  # prints the usage error, exits 2
+    if command is not None and _module(command) is None:
+        print(f"flk {command}: not implemented yet (see issue #{COMMANDS[command][1]})", file=sys.stderr)
+        return 2
     parser = build_parser(only=command)
     args = parser.parse_args(argv)
     if args.version:
