@@ -45,8 +45,13 @@ History (JSONL, one line per HTTP attempt): ``req_id, item, attempt, final,
 kind, tenant, pcs_id, digest`` (hex SHA-256 of the v1 canonical bytes of the
 signed subset), ``url, status`` (null on a transport error), ``error, replay``
 (the ``Idempotent-Replayed`` response header), ``latency_s, t_send, t_recv``
-(seconds since the epoch), ``outcome`` (final attempt only). Never bodies,
-signatures or keys.
+(seconds since the epoch), ``t_sched`` (with ``rate``: when the item was due;
+else null), ``outcome`` (final attempt only). Never bodies, signatures or keys.
+
+Summary latencies: ``latency_ms`` per HTTP request; ``item_latency_ms`` per
+item from when it was *due* (with ``rate``; else from its first send) to its
+final answer -- retries, backoff and any lag behind the schedule included, so
+an overloaded server cannot hide behind coordinated omission.
 """
 
 from __future__ import annotations
@@ -357,15 +362,19 @@ class LoadResult:
     outcomes: Counter = field(default_factory=Counter)
     unexpected: int = 0
     latencies: list = field(default_factory=list)
+    item_latencies: list = field(default_factory=list)
     elapsed_s: float = 0.0
 
     def summary(self) -> dict:
-        lat = sorted(self.latencies)
+        def pcts(values: list) -> dict:
+            v = sorted(values)
 
-        def pct(p: float) -> float | None:
-            if not lat:
-                return None
-            return round(lat[min(len(lat) - 1, max(0, math.ceil(p / 100.0 * len(lat)) - 1))] * 1000.0, 3)
+            def pct(p: float) -> float | None:
+                if not v:
+                    return None
+                return round(v[min(len(v) - 1, max(0, math.ceil(p / 100.0 * len(v)) - 1))] * 1000.0, 3)
+
+            return {"p50": pct(50), "p95": pct(95), "p99": pct(99)}
 
         return {
             "items": self.items,
@@ -375,7 +384,8 @@ class LoadResult:
             "by_kind": {k: dict(sorted(v.items())) for k, v in sorted(self.by_kind.items())},
             "outcomes": dict(sorted(self.outcomes.items())),
             "unexpected": self.unexpected,
-            "latency_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99)},
+            "latency_ms": pcts(self.latencies),
+            "item_latency_ms": pcts(self.item_latencies),
             "elapsed_s": round(self.elapsed_s, 3),
             "throughput_rps": round(self.sent / self.elapsed_s, 1) if self.elapsed_s > 0 else None,
         }
@@ -450,13 +460,15 @@ async def _run(
                 if i >= len(items):
                     return
                 next_item += 1
-                if rate:
-                    delay = start + i / rate - perf()
+                sched = start + i / rate if rate else None
+                if sched is not None:
+                    delay = sched - perf()
                     if delay > 0:
                         await asyncio.sleep(delay)
                 item = items[i]
                 if item.ref is not None:
                     await finished[item.ref].wait()
+                began = perf() if sched is None else sched
                 sub = Submission(item.prepared, urls, rng=rng, policy=policy, tenant=item.tenant,
                                  first_url=i % len(urls) if url_mode == "spread" else preferred)
                 action: Send | Wait | Done = sub.start(wall(perf()))
@@ -509,12 +521,14 @@ async def _run(
                             "latency_s": round(t1 - t0, 6),
                             "t_send": round(wall(t0), 6),
                             "t_recv": round(wall(t1), 6),
+                            "t_sched": None if sched is None else round(wall(sched), 6),
                         }
                         if isinstance(action_next, Done):
                             rec["outcome"] = action_next.outcome
                         history.write(json.dumps(rec, separators=(",", ":")) + "\n")
                     action = action_next
                 res.outcomes[action.outcome] += 1
+                res.item_latencies.append(perf() - began)
                 if action.status is not None:
                     preferred = url_index[action.url]
                 last = action.status if action.status is not None else "error"

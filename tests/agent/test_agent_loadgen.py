@@ -324,3 +324,22 @@ def test_run_load_failover_mode_stays_on_the_primary_until_it_fails():
         assert len(a.requests) == len(b.requests) == 10
     with pytest.raises(InvalidInput):
         loadgen.run_load(items, [a.url], url_mode="random")
+
+
+def test_item_latency_counts_lag_behind_the_schedule(tmp_path):
+    """With --rate, a server too slow for the schedule shows in item latency (due ->
+    answered), not only in request latency: no coordinated omission."""
+    items = loadgen.make_plan(loadgen.PlanConfig(n=20, seed=2), BASE)
+    hist = tmp_path / "h.jsonl"
+    with ScriptedServer([(202, {}, b"{}")]) as srv:
+        srv.delay = 0.05
+        res = loadgen.run_load(items, [srv.url], concurrency=1, rate=100.0, seed=2, history_path=str(hist))
+    s = res.summary()
+    assert s["item_latency_ms"]["p99"] > 5 * s["latency_ms"]["p99"]
+    lines = sorted((json.loads(x) for x in hist.read_text().splitlines()), key=lambda x: x["item"])
+    due = [x["t_sched"] for x in lines]
+    assert all(abs((b - a) - 0.01) < 1e-3 for a, b in zip(due, due[1:], strict=False))
+    assert all(x["t_send"] >= x["t_sched"] - 1e-3 for x in lines)
+    with ScriptedServer([(202, {}, b"{}")]) as srv:
+        loadgen.run_load(items[:3], [srv.url], concurrency=1, seed=2, history_path=str(hist))
+    assert all(json.loads(x)["t_sched"] is None for x in hist.read_text().splitlines())
