@@ -382,12 +382,24 @@ def to_json(report: Report) -> dict:
     }
 
 
+def _xml_safe(text: str) -> str:
+    """Characters XML 1.0 cannot hold (control characters, lone surrogates) as \\uXXXX."""
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if (o < 0x20 and ch not in "\t\n\r") or 0xD800 <= o <= 0xDFFF or o in (0xFFFE, 0xFFFF):
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def to_junit(report: Report) -> bytes:
     """JUnit XML: one testsuite per (operation, profile), one testcase per vector."""
     suites: dict[str, list[CaseResult]] = {}
     for r in report.results:
         suites.setdefault(f"{r.case.operation}.{r.case.profile}", []).append(r)
-    root = ET.Element("testsuites", name=f"flk conformance vectors: {report.adapter}")
+    root = ET.Element("testsuites", name=_xml_safe(f"flk conformance vectors: {report.adapter}"))
     p, f, s = report.counts()
     root.set("tests", str(p + f + s))
     root.set("failures", str(f))
@@ -409,17 +421,17 @@ def to_junit(report: Report) -> bytes:
                 suite,
                 "testcase",
                 classname=f"flk.conformance.{name}",
-                name=f"tc{r.case.tc_id}" + (f" {r.case.comment}" if r.case.comment else ""),
+                name=_xml_safe(f"tc{r.case.tc_id}" + (f" {r.case.comment}" if r.case.comment else "")),
                 time=f"{r.elapsed:.6f}",
             )
             if r.case.flags:
                 props = ET.SubElement(tc, "properties")
                 ET.SubElement(props, "property", name="flags", value=",".join(r.case.flags))
             if r.status == "fail":
-                el = ET.SubElement(tc, "failure", message=r.message[:500], type="mismatch")
-                el.text = r.diff or r.message
+                el = ET.SubElement(tc, "failure", message=_xml_safe(r.message[:500]), type="mismatch")
+                el.text = _xml_safe(r.diff or r.message)
             elif r.status == "skip":
-                ET.SubElement(tc, "skipped", message=r.message[:500])
+                ET.SubElement(tc, "skipped", message=_xml_safe(r.message[:500]))
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 

@@ -96,14 +96,17 @@ def run_vectors(args) -> int:
     if args.junit:
         _write(args.junit, runner.to_junit(report))
     if args.json:
-        _write(args.json, json.dumps(runner.to_json(report), indent=2, ensure_ascii=False).encode("utf-8"))
+        # ASCII JSON: an adapter's strings may hold lone surrogates, which UTF-8 cannot
+        _write(args.json, json.dumps(runner.to_json(report), indent=2, ensure_ascii=True).encode("ascii"))
     if report.broken:
         print(f"flk conformance: adapter broken: {report.broken}", file=sys.stderr)
-    out = sys.stdout
-    out.write(f"vectors: {directory} ({len(cases)} cases, profile {args.profile})\n")
-    for line in runner.format_text(report, verbose=args.verbose):
-        out.write(line + "\n")
-    out.flush()
+    lines = [f"vectors: {directory} ({len(cases)} cases, profile {args.profile})"]
+    lines += runner.format_text(report, verbose=args.verbose)
+    text = "".join(line + "\n" for line in lines)
+    # UTF-8 whatever the locale; lone surrogates from an adapter shown as \udXXX
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+    sys.stdout.buffer.flush()
     return report.exit_code
 
 

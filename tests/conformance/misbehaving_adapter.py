@@ -13,7 +13,9 @@ except for requests whose op is ``OP`` (default ``fmt9``), where it:
 * ``internal``  -- answers an ``internal`` error;
 * ``flood``     -- writes 1 MB to stderr before answering (pipe must be drained);
 * ``partial-exit`` -- writes half a response without a newline and exits;
-* ``deep``      -- answers with JSON nested 100000 levels deep.
+* ``deep``      -- answers with JSON nested 100000 levels deep;
+* ``nasty``     -- answers an internal error whose message holds a lone surrogate,
+  NUL and other control characters (reports must still be written).
 
 Modes on hello: ``bad-hello`` (hello output without ``ops``), ``die-at-start``
 (exits before reading anything), ``silent`` (never answers hello),
@@ -63,6 +65,9 @@ def main() -> int:
                 sys.stdout.write('{"id": ')
                 sys.stdout.flush()
                 return 5
+            elif mode == "nasty":
+                resp = {"id": resp["id"], "ok": False,
+                        "error": {"kind": "internal", "message": "bad \ud800 \x00\x1b\ufffe end"}}
             elif mode == "deep":
                 sys.stdout.write("[" * 100000 + "]" * 100000 + "\n")
             elif mode == "flood":

@@ -138,6 +138,16 @@ def test_absurdly_nested_response_is_malformed_not_a_runner_crash(capsys):
     assert out[-1] == f"{total - n_fmt9} passed, {n_fmt9} failed, 0 skipped"
 
 
+def test_reports_survive_lone_surrogates_and_control_characters(tmp_path, capsys):
+    junit, js = tmp_path / "r.xml", tmp_path / "r.json"
+    code, out = run_fixture(capsys, "--adapter", misbehaving("nasty"), "--junit", str(junit), "--json", str(js))
+    assert code == 1
+    assert any("bad \\ud800" in line for line in out)  # shown escaped, not a crash
+    ET.parse(junit)  # well-formed XML
+    doc = json.loads(js.read_text(encoding="ascii"))
+    assert any("\ud800" in c["message"] for c in doc["cases"])
+
+
 def test_unsupported_answers_are_skipped_and_listed(capsys):
     code, out = run_fixture(capsys, "--adapter", misbehaving("unsupported"))
     assert code == 0
