@@ -276,15 +276,19 @@ def plan_layout(names: list[str]) -> Layout:
     return lay
 
 
-def build_manifest(name: str, first_index: int, count: int, data: bytes) -> dict:
+def build_manifest(name: str, first_index: int, count: int, data: bytes,
+                   sha256_hex: str | None = None) -> dict:
+    """The manifest of a segment. ``sha256_hex`` may be given when the caller
+    hashed ``data`` as it was written (``data`` may then be just its length)."""
+    nbytes = data if isinstance(data, int) else len(data)
     return {
         "format": MANIFEST_FORMAT,
         "segment": name,
         "first_index": first_index,
         "last_index": first_index + count - 1,
         "count": count,
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": nbytes,
+        "sha256": sha256_hex if sha256_hex is not None else hashlib.sha256(data).hexdigest(),
     }
 
 
@@ -545,6 +549,8 @@ class SegmentedLog:
             active = SegmentInfo(segment_name(start), "seg", start, 0, 0, False)
             segments.append(active)
         self._segments = segments
+        self._active_sha = hashlib.sha256(fs.read(self._path(active.name))[: active.bytes]
+                                          if active.count else b"")
         self._handle = fs.open_append(self._path(active.name))
         if active.count == 0:
             fs.fsync_dir(self.dir)
@@ -552,9 +558,11 @@ class SegmentedLog:
         self._next = active.end_index
         self._durable = self._next
 
-    def _write_manifest(self, seg: SegmentInfo) -> None:
-        data = self.fs.read(self._path(seg.name))[: seg.bytes]
-        m = build_manifest(seg.name, seg.first_index, seg.count, data)
+    def _write_manifest(self, seg: SegmentInfo, sha256_hex: str | None = None) -> None:
+        if sha256_hex is None:
+            m = build_manifest(seg.name, seg.first_index, seg.count, self.fs.read(self._path(seg.name))[: seg.bytes])
+        else:
+            m = build_manifest(seg.name, seg.first_index, seg.count, seg.bytes, sha256_hex)
         self.fs.write_atomic(self._path(manifest_name(seg.name)), manifest_bytes(m))
         self.fs.chmod_readonly(self._path(seg.name))
         seg.sealed = True
@@ -605,11 +613,13 @@ class SegmentedLog:
 
     def _flush_locked(self) -> None:
         if self._buf:
+            chunk = bytes(self._buf)
             try:
-                self._handle.write(bytes(self._buf))
+                self._handle.write(chunk)
             except OSError as exc:
                 self._failed = exc
                 raise WalError(f"write failed: {exc}") from exc
+            self._active_sha.update(chunk)  # the seal's SHA-256, without reading the file back
             self._buf.clear()
 
     def sync(self) -> int:
@@ -688,7 +698,8 @@ class SegmentedLog:
                     raise WalError(f"fsync failed: {exc}") from exc
                 self._durable = max(self._durable, self._next)
                 self._handle.close()
-                self._write_manifest(active)
+                self._write_manifest(active, self._active_sha.hexdigest())
+                self._active_sha = hashlib.sha256()
                 new = SegmentInfo(segment_name(active.end_index), "seg", active.end_index, 0, 0, False)
                 self._handle = self.fs.open_append(self._path(new.name))
                 self.fs.fsync_dir(self.dir)
