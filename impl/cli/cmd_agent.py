@@ -267,6 +267,8 @@ def _load(args) -> int:
             if counts:
                 print(f"  {kind:9s} " + ", ".join(f"{k}={v}" for k, v in counts.items()))
         print(f"latency ms p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}")
+        il = summary["item_latency_ms"]
+        print(f"item latency ms (due -> final answer) p50 {il['p50']}  p95 {il['p95']}  p99 {il['p99']}")
         print(f"throughput {summary['throughput_rps']} req/s over {summary['elapsed_s']} s")
     return 1 if args.strict and summary["unexpected"] else 0
 

@@ -212,7 +212,7 @@ results = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(script=st.lists(results, min_size=1, max_size=12),
        n_urls=st.integers(1, 3),
        seed=st.integers(0, 2**32),
