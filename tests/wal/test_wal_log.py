@@ -390,3 +390,91 @@ def test_inbox_records_replay_verbatim_after_a_crash(recs, seed):
     got = [decode_inbox_record(p) for _, p in log.records()]
     assert got[: len(recs)] == recs
     assert len(got) in (len(recs), len(recs) + 1)
+
+
+class LogModelMachine(RuleBasedStateMachine):
+    """The log agrees with a dict model (index -> payload) through appends,
+    syncs, seals, retention, compacted prefixes, clean reopens and crashes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fs = CrashableMemoryFileSystem()
+        self.log = SegmentedLog("m", fs=self.fs, segment_bytes=90)
+        self.model: dict[int, bytes] = {}
+        self.next = 0
+        self.durable = 0
+
+    def check(self):
+        got = list(self.log.records())
+        assert got == sorted(self.model.items())
+        assert self.log.next_index == self.next
+
+    @rule(size=st.integers(0, 30))
+    def append(self, size):
+        p = b"%d|" % self.next + b"z" * size
+        assert self.log.append(p) == self.next
+        self.model[self.next] = p
+        self.next += 1
+
+    @rule()
+    def sync(self):
+        self.durable = self.log.sync()
+
+    @rule()
+    def seal(self):
+        self.log.seal()
+        self.durable = self.next
+
+    @rule(frac=st.floats(0, 1))
+    def retain(self, frac):
+        target = int(self.next * frac)
+        dropped = self.log.drop_sealed_before(target)
+        first = self.log.first_index
+        assert first <= max(target, min(self.model, default=first))
+        if dropped:
+            self.model = {i: p for i, p in self.model.items() if i >= first}
+        self.check()
+
+    @rule(keep_every=st.integers(1, 4))
+    def compact(self, keep_every):
+        self.log.seal()
+        self.durable = self.next
+        end = self.log.next_index
+        below = sorted(i for i in self.model if i < end)
+        keep = [self.model[i] for i in below[::keep_every]]
+        try:
+            seg = self.log.compact_prefix(end, keep)
+        except WalError:
+            # only when nothing lies below `end` but, at most, the same compaction
+            segs = self.log.segments()
+            assert segs[0].first_index == end or (segs[0].name == compact_name(end) and len(segs) == 2)
+            return
+        for i in below:
+            del self.model[i]
+        for k, p in enumerate(keep):
+            self.model[seg.first_index + k] = p
+        self.check()
+
+    @rule()
+    def reopen(self):
+        self.log.close()
+        self.log = SegmentedLog("m", fs=self.fs, segment_bytes=90)
+        self.durable = self.next
+        self.check()
+
+    @rule(seed=st.integers(0, 2**32 - 1))
+    def crash(self, seed):
+        self.fs.crash(rng=random.Random(seed), torn_writes=True, partial_dir_ops=True)
+        self.log = SegmentedLog("m", fs=self.fs, segment_bytes=90)
+        got = dict(self.log.records())
+        assert all(self.model[i] == p for i, p in got.items())
+        assert all(i in got for i in self.model if i < self.durable), "lost a durable record"
+        self.model = got
+        self.next = self.durable = self.log.next_index
+
+    def teardown(self):
+        self.log.close()
+
+
+LogModelMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+test_log_agrees_with_a_model_through_retention_compaction_and_crashes = LogModelMachine.TestCase
