@@ -80,15 +80,16 @@ def test_reports_are_written(tmp_path, capsys):
 
 # -- misbehaving adapters --------------------------------------------------------
 def test_crash_is_reported_per_case_and_adapter_restarted(capsys):
-    code, out = run_fixture(capsys, "--adapter", misbehaving("crash"))
+    # sign_hmac crashes the adapter; verify_hmac (the next file) must run on a restarted one
+    code, out = run_fixture(capsys, "--adapter", misbehaving("crash", "sign_hmac"))
     assert code == 1
     text = "\n".join(out)
-    n_fmt9 = len(load_cases(FIXTURES, profile="v1", operations=["fmt9"]))
-    assert text.count("crash: adapter exited with status 3") == n_fmt9
+    n_bad = len(load_cases(FIXTURES, profile="v1", operations=["sign_hmac"]))
+    assert text.count("crash: adapter exited with status 3") == n_bad
     assert "dying on purpose" in text  # stderr tail quoted
-    assert f"adapter restarts: {n_fmt9}" in text
+    assert f"adapter restarts: {n_bad}" in text
     total = len(load_cases(FIXTURES, profile="v1"))
-    assert out[-1] == f"{total - n_fmt9} passed, {n_fmt9} failed, 0 skipped"
+    assert out[-1] == f"{total - n_bad} passed, {n_bad} failed, 0 skipped"
 
 
 def test_hang_hits_the_per_case_timeout(capsys):
@@ -122,12 +123,12 @@ def test_malformed_responses_fail_only_their_case(capsys, mode, words):
 
 
 def test_partial_line_then_exit_is_one_crash(capsys):
-    code, out = run_fixture(capsys, "--adapter", misbehaving("partial-exit"))
+    code, out = run_fixture(capsys, "--adapter", misbehaving("partial-exit", "sign_hmac"))
     assert code == 1
-    n_fmt9 = len(load_cases(FIXTURES, profile="v1", operations=["fmt9"]))
+    n_bad = len(load_cases(FIXTURES, profile="v1", operations=["sign_hmac"]))
     total = len(load_cases(FIXTURES, profile="v1"))
-    assert sum("after an unterminated line" in line for line in out) == n_fmt9
-    assert out[-1] == f"{total - n_fmt9} passed, {n_fmt9} failed, 0 skipped"
+    assert sum("after an unterminated line" in line for line in out) == n_bad
+    assert out[-1] == f"{total - n_bad} passed, {n_bad} failed, 0 skipped"
 
 
 def test_absurdly_nested_response_is_malformed_not_a_runner_crash(capsys):
