@@ -222,7 +222,12 @@ def test_retry_schedule_bounds_and_signed_bytes_never_change(script, n_urls, see
                                                              max_attempts, max_ra):
     policy = RetryPolicy(base=base, cap=base * factor, max_attempts=max_attempts, max_retry_after=max_ra)
     urls = [f"http://r{i}.example/v1/pcs/submit" for i in range(n_urls)]
-    sub = Submission(PCS, urls, rng=random.Random(seed), policy=policy, tenant="t")
+    check_submission(Submission(PCS, urls, rng=random.Random(seed), policy=policy, tenant="t"), script, policy)
+
+
+def check_submission(sub: Submission, script, policy: RetryPolicy) -> None:
+    """Drive ``sub`` through ``script`` (the last answer repeats) and check the
+    schedule bounds, the unchanging signed bytes and the outcome."""
     now = 1_700_000_000.0
     action = sub.start(now)
     sends, waits, i = [action], [], 0
@@ -239,10 +244,11 @@ def test_retry_schedule_bounds_and_signed_bytes_never_change(script, n_urls, see
         if isinstance(action, Send):
             sends.append(action)
     # bounds: attempt count, each wait within its ceiling
-    assert 1 <= len(sends) <= max_attempts
+    assert 1 <= len(sends) <= policy.max_attempts
     assert [s.attempt for s in sends] == list(range(1, len(sends) + 1))
-    for k, d in enumerate(waits):
-        assert 0.0 <= d <= wait_bound(policy, k) + 1e-9
+    for k, d in enumerate(waits):  # the bound, written out independently of the module
+        assert 0.0 <= d <= max(min(policy.cap, policy.base * 2.0**k), policy.max_retry_after) + 1e-9
+        assert d <= wait_bound(policy, k) + 1e-9
     # signed bytes never change; only attempt/sent_at differ
     for s in sends:
         body = json.loads(s.body)
@@ -261,7 +267,43 @@ def test_retry_schedule_bounds_and_signed_bytes_never_change(script, n_urls, see
         expect = {200: "ack", 202: "ack", 409: "conflict"}.get(first_terminal.status, "dead_letter")
         assert action.outcome == expect
     else:
-        assert action.outcome == "gave_up" and len(sends) == max_attempts
+        assert action.outcome == "gave_up" and len(sends) == policy.max_attempts
+
+
+# quality: the property check must catch planted bugs (a check that cannot fail is a defect)
+
+
+class _DriftingSubmission(Submission):
+    """Planted bug: a retry re-rounds the budget, changing the signed bytes."""
+
+    def body_for(self, attempt, now):
+        body = json.loads(super().body_for(attempt, now))
+        if attempt > 1:
+            body["budget"] = round(body["budget"] + 1e-6, 9)
+        return json.dumps(body).encode()
+
+
+def test_quality_check_catches_a_retry_that_changes_signed_bytes():
+    policy = RetryPolicy(base=0.01, cap=0.1, max_attempts=3)
+    script = [Response(503), Response(200)]
+    check_submission(Submission(PCS, ["http://a/x"], rng=random.Random(0), policy=policy, tenant="t"),
+                     script, policy)
+    with pytest.raises(AssertionError):
+        check_submission(_DriftingSubmission(PCS, ["http://a/x"], rng=random.Random(0), policy=policy,
+                                             tenant="t"), script, policy)
+
+
+def test_quality_check_catches_an_uncapped_backoff(monkeypatch):
+    import flk.impl.client as client_mod
+
+    policy = RetryPolicy(base=1.0, cap=1.0, max_attempts=10, max_retry_after=0.0)
+    script = [Response(500)]
+    check_submission(Submission(PCS, ["http://a/x"], rng=random.Random(4), policy=policy, tenant="t"),
+                     script, policy)
+    monkeypatch.setattr(client_mod, "backoff_ceiling", lambda p, k: p.base * 2.0**k)  # the cap forgotten
+    with pytest.raises(AssertionError):
+        check_submission(Submission(PCS, ["http://a/x"], rng=random.Random(4), policy=policy, tenant="t"),
+                         script, policy)
 
 
 @settings(max_examples=60, deadline=None)
