@@ -17,6 +17,10 @@
 // * HMAC-SHA256 is over the canonical bytes; Ed25519 signs SHA-256 of them.
 // * Base64 is strict: standard alphabet, padding, canonical trailing bits.
 //
+// * build_pcs is not offered (answered `unsupported`): its `r` needs the exact
+//   compressed length of madler zlib, and node bundles Chromium's zlib fork,
+//   whose DEFLATE output differs in length (SPEC.md 7.4).
+//
 // Protocol: one JSON request per line on stdin, one JSON response per line on
 // stdout; nothing else on stdout. Logs (none by default) go to stderr.
 
