@@ -55,6 +55,7 @@ import hashlib
 import json
 import posixpath
 import random
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -150,17 +151,20 @@ class LagStats:
         self.samples: deque[float] = deque(maxlen=window)
         self.count = 0
         self.max_s = 0.0
+        self._lock = threading.Lock()  # metrics are read from another thread
 
     def add(self, lag: float) -> None:
         lag = max(0.0, float(lag))
-        self.samples.append(lag)
-        self.count += 1
-        self.max_s = max(self.max_s, lag)
+        with self._lock:
+            self.samples.append(lag)
+            self.count += 1
+            self.max_s = max(self.max_s, lag)
 
     def quantile(self, q: float) -> float | None:
-        if not self.samples:
+        with self._lock:
+            s = sorted(self.samples)
+        if not s:
             return None
-        s = sorted(self.samples)
         return s[min(len(s) - 1, int(q * len(s)))]
 
 

@@ -217,6 +217,32 @@ def stop_for_server(svc: CrrService | None) -> None:
 
 
 def mount_app(get_service: Callable[[], CrrService | None]):
-    """The ASGI app to mount for ``GET /v1/pcs/{pcs_id}/authoritative`` and
-    ``GET /v1/crr/conflicts`` (503 problem+json while replication is off)."""
-    return authoritative_app(lambda: (s.reconciler if (s := get_service()) is not None else None))
+    """The ASGI app to mount for ``GET /v1/pcs/{pcs_id}/authoritative``,
+    ``GET /v1/crr/conflicts`` and ``GET /v1/crr/status`` (503 problem+json
+    while replication is off)."""
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    app = authoritative_app(lambda: (s.reconciler if (s := get_service()) is not None else None))
+
+    async def status(request):
+        svc = get_service()
+        if svc is None:
+            return JSONResponse({"type": "https://flk.dev/problems/replication-disabled",
+                                 "title": "replication disabled", "status": 503,
+                                 "detail": "cross-region replication is not configured"},
+                                status_code=503, media_type="application/problem+json")
+        return JSONResponse(svc.metrics())
+
+    app.router.routes.append(Route("/v1/crr/status", status, methods=["GET"]))
+    return app
+
+
+def routes(get_service: Callable[[], CrrService | None]) -> list:
+    """Starlette routes to add to the server's route list (same endpoints as :func:`mount_app`)."""
+    return list(mount_app(get_service).router.routes)
+
+
+def handles(path: str) -> bool:
+    """True for the paths :func:`mount_app` serves."""
+    return path.startswith("/v1/crr/") or (path.startswith("/v1/pcs/") and path.endswith("/authoritative"))
