@@ -293,3 +293,72 @@ def test_process_adapter_kill_is_idempotent():
     a.kill()
     a.close()
     assert a.call({"op": "fmt9", "profile": "v1", "input": {"x": 1}}, 1).status == "crash"
+
+
+# -- the driver's bookkeeping under any sequence of adapter behaviours ---------------
+BEHAVIOURS = ["pass", "wrong", "unsupported", "internal", "timeout", "crash", "malformed"]
+
+
+class ScriptedAdapter:
+    """Answers each call per a script; ``start`` fails when the script says so.
+    (The real-process behaviours are covered above; this checks the bookkeeping.)"""
+
+    description = "scripted"
+
+    def __init__(self, script, start_failures):
+        self.script = list(script)
+        self.start_failures = list(start_failures)
+        self.starts = 0
+        self.closed = False
+
+    def start(self, timeout=0.0):
+        self.starts += 1
+        if self.starts > 1 and self.start_failures and self.start_failures.pop(0):
+            from flk.conformance.adapter_io import AdapterBroken
+
+            raise AdapterBroken("scripted start failure")
+        return {"name": "s", "version": "1", "ops": ["fmt9"], "profiles": ["v1"]}
+
+    def call(self, request, timeout):
+        b = self.script.pop(0)
+        if b == "pass":
+            return Reply("ok", {"id": 1, "ok": True, "output": {"text": "1.000000000"}})
+        if b == "wrong":
+            return Reply("ok", {"id": 1, "ok": True, "output": {"text": "2.000000000"}})
+        if b in ("unsupported", "internal"):
+            return Reply("ok", {"id": 1, "ok": False, "error": {"kind": b, "message": "m"}})
+        return Reply(b, None, b)
+
+    def kill(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    script=st.lists(st.sampled_from(BEHAVIOURS), min_size=1, max_size=30),
+    start_failures=st.lists(st.booleans(), max_size=30),
+    max_restarts=st.integers(0, 5),
+)
+def test_driver_bookkeeping(script, start_failures, max_restarts):
+    cases = [Case("fmt9", "v1", i + 1, "", ("f",), {"x": 1}, "valid", {"text": "1.000000000"})
+             for i in range(len(script))]
+    adapter = ScriptedAdapter(script, start_failures)
+    report = runner.run_cases(adapter, cases, max_restarts=max_restarts)
+    assert adapter.closed and len(report.results) == len(cases)
+    p, f, s = report.counts()
+    assert p + f + s == len(cases)
+    assert report.summary_line() == f"{p} passed, {f} failed, {s} skipped"
+    broken_at = next((i for i, r in enumerate(report.results) if r.not_run), None)
+    if broken_at is not None:
+        assert report.broken and all(r.not_run for r in report.results[broken_at:])
+    assert report.exit_code == (2 if report.broken else (1 if f else 0))
+    assert report.restarts <= max_restarts + 1
+    for r in report.results:
+        if r.not_run:
+            continue
+        b = script[r.case.tc_id - 1]
+        expected = {"pass": "pass", "unsupported": "skip"}.get(b, "fail")
+        assert r.status == expected, (b, r)
