@@ -169,9 +169,14 @@ class OsFileSystem:
     def makedirs(self, path: str) -> None:
         if os.path.isdir(path):
             return
+        new = []  # the directories this call creates, deepest first
+        p = os.path.abspath(path)
+        while not os.path.exists(p):
+            new.append(p)
+            p = os.path.dirname(p)
         os.makedirs(path, exist_ok=True)
-        parent = os.path.dirname(os.path.abspath(path))
-        self.fsync_dir(parent)
+        for d in reversed(new):  # make each new entry durable in its parent
+            self.fsync_dir(os.path.dirname(d))
 
     def fsync_dir(self, path: str) -> None:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
