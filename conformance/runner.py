@@ -367,6 +367,8 @@ def to_json(report: Report) -> dict:
                 "operation": r.case.operation,
                 "profile": r.case.profile,
                 "tcId": r.case.tc_id,
+                "file": r.case.source,
+                "group": r.case.group_comment,
                 "flags": list(r.case.flags),
                 "comment": r.case.comment,
                 "status": r.status,

@@ -15,7 +15,6 @@ A vector file is ``{"operation", "profile", "notes": {flag: text},
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 import struct
 from collections.abc import Iterable, Mapping
@@ -171,8 +170,3 @@ def decode_input(value: Any, where: str = "input") -> Any:
     if isinstance(value, list):
         return [decode_input(v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
-
-
-def needs_f64(x: float) -> bool:
-    """True for values JSON cannot carry as a plain number (NaN, inf, -0.0)."""
-    return not math.isfinite(x) or (x == 0.0 and math.copysign(1.0, x) < 0)
