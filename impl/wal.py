@@ -19,6 +19,9 @@ The module has three layers:
    batches of appends (max delay, max batch) and wakes waiters, with an
    asyncio-friendly ``wait_async`` for the server.
 
+:func:`inspect_directory` examines a log directory read-only (``flk wal
+inspect|verify``).
+
 Frame (little-endian): ``u32 length | u32 crc32(payload) | u32 crc32(first 8
 header bytes) | payload``. CRC-32 is the IEEE polynomial of ``zlib.crc32``.
 The header checksum means a damaged length field is *detected*, never taken as
@@ -84,6 +87,10 @@ __all__ = [
     "decode_inbox_record",
     "FRAME_OVERHEAD",
     "MAX_PAYLOAD",
+    "Layout",
+    "manifest_bytes",
+    "LOG_SUFFIX",
+    "MANIFEST_SUFFIX",
 ]
 
 # ---------------------------------------------------------------------------
