@@ -57,6 +57,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,11 +87,8 @@ VERSION_PROFILE = {"1": "v1", "0.1": "legacy-0.1"}
 REGIMES = ("sticky", "mixed", "non_sticky")
 EPOCH_MAX = 2**53 - 1
 U64_MAX = 2**64 - 1
-MAX_SCALES = 32
-MAX_DIM = 16
-MAX_META = 64
-MAX_STR = 1024
-COUNT_MAX = 2**53 - 1
+MAX_SCALES = 64
+MAX_DIM = 8
 
 # reason codes of step 6 (machine-readable; SPEC.md section 8)
 R_D_HAT = "d_hat_mismatch"
@@ -258,12 +256,32 @@ def parse_strict(body: bytes) -> Any:
 
 
 # -- the wire-format validator ------------------------------------------------------------
+# The rules of spec/pcs.schema.json (SPEC.md section 2), hand-written so that a
+# well-formed PCS is checked in a few microseconds and a bad one gets an error
+# for EVERY bad field. A test (tests/verifier/test_schema_agreement.py) checks
+# with Hypothesis that this validator and the JSON Schema agree, except for the
+# documented differences:
+#   * stricter, because JSON Schema cannot say it: scales strictly increasing and
+#     at most 2^31 (distinct scales must have distinct binary64 logarithms), N_j
+#     keys exactly the scales, integers given as integral floats (``1.0``)
+#     rejected, pcs_id = SHA-256(merkle_root|epoch|shard_id) (INV-PCSID);
+#   * coh_star, r, budget: any finite number here -- out-of-range values are
+#     step-6 reasons (202) with the policy's tolerance (issue #4), the schema
+#     says [0, 1];
+#   * sent_at: a number >= 0 (schema) or an RFC 3339 text of at most 64
+#     characters (what flk.impl.client sends).
 REQUIRED = (
     "pcs_id", "schema", "version", "shard_id", "epoch", "scales", "N_j", "coh_star",
     "v_star", "D_hat", "r", "regime", "budget", "merkle_root", "sig",
 )
 OPTIONAL = ("seed", "sig_alg", "attempt", "sent_at", "ft", "vrf_proof", "meta")
 _KNOWN = frozenset(REQUIRED + OPTIONAL)
+_REQ_SET = frozenset(REQUIRED)
+_HEX = frozenset("0123456789abcdef")
+_SIG_HMAC_RE = re.compile(r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
+_SIG_ED_RE = re.compile(r"^[A-Za-z0-9+/]{85}[AQgw]==$")
+_NJ_KEY_RE = re.compile(r"^[1-9][0-9]*$")
+SCALE_MAX = 2**31
 
 
 def _is_int(v: object) -> bool:
@@ -279,10 +297,6 @@ def _tname(v: object) -> str:
             int: "integer", float: "number"}.get(type(v), type(v).__name__)
 
 
-_REQ_SET = frozenset(REQUIRED)
-_HEX = frozenset("0123456789abcdef")
-
-
 def _r9(x: float) -> float:
     """The signed value a verifier reads back (round9) for an already-validated finite number."""
     return float(format(x, ".9f"))
@@ -291,6 +305,16 @@ def _r9(x: float) -> float:
 def _fnum(v: object) -> bool:
     t = type(v)
     return (t is float and v - v == 0.0) or t is int
+
+
+def _sig_ok(sig: object, alg: object) -> bool:
+    if type(sig) is not str:
+        return False
+    if len(sig) == 44:
+        return alg != "ed25519" and _SIG_HMAC_RE.fullmatch(sig) is not None
+    if len(sig) == 88:
+        return alg != "hmac" and _SIG_ED_RE.fullmatch(sig) is not None
+    return False
 
 
 def _fast_valid(doc: Any) -> bool:
@@ -304,12 +328,12 @@ def _fast_valid(doc: Any) -> bool:
     if not (_REQ_SET <= keys and keys <= _KNOWN):
         return False
     g = doc.__getitem__
-    pid, root, shard, epoch, sig = g("pcs_id"), g("merkle_root"), g("shard_id"), g("epoch"), g("sig")
+    pid, root, shard, epoch = g("pcs_id"), g("merkle_root"), g("shard_id"), g("epoch")
     if not (type(pid) is str and len(pid) == 64 and _HEX.issuperset(pid)
             and type(root) is str and len(root) == 64 and _HEX.issuperset(root)
             and type(shard) is str and SHARD_ID_RE.fullmatch(shard) is not None
             and type(epoch) is int and 0 <= epoch <= EPOCH_MAX
-            and type(sig) is str and 1 <= len(sig) <= 256
+            and _sig_ok(g("sig"), doc.get("sig_alg"))
             and g("schema") == SCHEMA_NAME and g("version") in VERSION_PROFILE
             and g("regime") in REGIMES
             and _fnum(g("coh_star")) and _fnum(g("D_hat")) and _fnum(g("r")) and _fnum(g("budget"))):
@@ -320,24 +344,27 @@ def _fast_valid(doc: Any) -> bool:
         return False
     prev = 1
     for s in scales:
-        if type(s) is not int or s <= prev or s > 2**31:
+        if type(s) is not int or s <= prev or s > SCALE_MAX:
             return False
         c = nj.get(str(s))
-        if type(c) is not int or not 1 <= c <= COUNT_MAX:
+        if type(c) is not int or c < 1:
             return False
         prev = s
     for x in vs:
-        if not _fnum(x):
+        if not (_fnum(x) and -1 <= x <= 1):
             return False
     if len(doc) > len(REQUIRED):
         for k in OPTIONAL:
             if k in doc:
                 v = doc[k]
                 if k == "attempt":
-                    if not (type(v) is int and 0 <= v <= 2**31):
+                    if not (type(v) is int and v >= 0):
                         return False
                 elif k == "sent_at":
-                    if not (type(v) is str and len(v) <= 64):
+                    if not ((type(v) is str and len(v) <= 64) or (_fnum(v) and v >= 0)):
+                        return False
+                elif k == "sig_alg":
+                    if v not in ("hmac", "ed25519") or (v == "ed25519" and g("version") == "0.1"):
                         return False
                 else:
                     return False  # the rarer optional fields: full validator
@@ -372,7 +399,8 @@ def _validate_full(doc: Any) -> list[tuple[str, str]]:
     hex64("pcs_id")
     if "schema" in doc and g("schema") != SCHEMA_NAME:
         add(("schema", f'must be "{SCHEMA_NAME}"'))
-    if "version" in doc and g("version") not in VERSION_PROFILE:
+    version_ok = "version" in doc and g("version") in VERSION_PROFILE
+    if "version" in doc and not version_ok:
         add(("version", 'must be "1" (profile v1) or "0.1" (legacy-0.1)'))
     if "shard_id" in doc:
         v = g("shard_id")
@@ -395,11 +423,14 @@ def _validate_full(doc: Any) -> list[tuple[str, str]]:
             scales_ok = True
             for i, s in enumerate(v):
                 if not _is_int(s):
-                    add((f"scales[{i}]", f"must be an integer, got {_tname(s)}")); scales_ok = False  # noqa: E702
-                elif not 2 <= s <= 2**31:
-                    add((f"scales[{i}]", "must be in [2, 2^31]")); scales_ok = False  # noqa: E702
+                    add((f"scales[{i}]", f"must be an integer, got {_tname(s)}"))
+                    scales_ok = False
+                elif not 2 <= s <= SCALE_MAX:
+                    add((f"scales[{i}]", "must be in [2, 2^31]"))
+                    scales_ok = False
                 elif i and _is_int(v[i - 1]) and s <= v[i - 1]:
-                    add((f"scales[{i}]", "scales must be strictly increasing")); scales_ok = False  # noqa: E702
+                    add((f"scales[{i}]", "scales must be strictly increasing"))
+                    scales_ok = False
     if "N_j" in doc:
         v = g("N_j")
         if not isinstance(v, dict):
@@ -407,10 +438,12 @@ def _validate_full(doc: Any) -> list[tuple[str, str]]:
         else:
             for k in v:  # insertion order of the body: deterministic
                 c = v[k]
+                if not _NJ_KEY_RE.fullmatch(k):
+                    add((f"N_j.{k[:32]}", "key must be a decimal scale (no sign, no leading zero)"))
                 if not _is_int(c):
                     add((f"N_j.{k[:32]}", f"must be an integer, got {_tname(c)}"))
-                elif not 1 <= c <= COUNT_MAX:
-                    add((f"N_j.{k[:32]}", "must be in [1, 2^53-1]"))
+                elif c < 1:
+                    add((f"N_j.{k[:32]}", "must be >= 1"))
             if scales_ok:
                 want = [str(s) for s in g("scales")]
                 wanted = set(want)
@@ -418,8 +451,10 @@ def _validate_full(doc: Any) -> list[tuple[str, str]]:
                     if s not in v:
                         add((f"N_j.{s}", "missing count for this scale"))
                 for k in v:
-                    if k not in wanted:
-                        add((f"N_j.{k[:32]}", "key is not one of the scales (decimal)"))
+                    if k not in wanted and _NJ_KEY_RE.fullmatch(k):
+                        add((f"N_j.{k[:32]}", "key is not one of the scales"))
+            elif not 2 <= len(v) <= MAX_SCALES:
+                add(("N_j", f"must hold 2 to {MAX_SCALES} counts"))
     for k in ("coh_star", "D_hat", "r", "budget"):
         if k in doc and not _is_num(g(k)):
             add((k, f"must be a finite number, got {_tname(g(k))}"))
@@ -431,41 +466,45 @@ def _validate_full(doc: Any) -> list[tuple[str, str]]:
             add(("v_star", f"must hold 1 to {MAX_DIM} numbers"))
         else:
             for i, x in enumerate(v):
-                if not _is_num(x):
-                    add((f"v_star[{i}]", f"must be a finite number, got {_tname(x)}"))
+                if not (_is_num(x) and -1 <= x <= 1):
+                    add((f"v_star[{i}]", "must be a number in [-1, 1]"))
     if "regime" in doc and g("regime") not in REGIMES:
         add(("regime", "must be one of sticky, mixed, non_sticky"))
     hex64("merkle_root")
-    if "sig" in doc:
-        v = g("sig")
-        if not (isinstance(v, str) and 1 <= len(v) <= 256):
-            add(("sig", "must be a non-empty base64 string of at most 256 characters"))
+    alg = g("sig_alg")
+    if "sig" in doc and not _sig_ok(g("sig"), alg if alg in ("hmac", "ed25519") else None):
+        add(("sig", "must be strict base64 of 32 bytes (HMAC, 44 characters) or 64 bytes "
+                    "(Ed25519, 88 characters), matching sig_alg"))
     # optional
     if "seed" in doc and not (_is_int(g("seed")) and 0 <= g("seed") <= U64_MAX):
         add(("seed", "must be an integer in [0, 2^64-1]"))
-    if "sig_alg" in doc and g("sig_alg") not in ("hmac", "ed25519"):
-        add(("sig_alg", "must be hmac or ed25519"))
-    if "attempt" in doc and not (_is_int(g("attempt")) and 0 <= g("attempt") <= 2**31):
-        add(("attempt", "must be an integer in [0, 2^31]"))
-    if "sent_at" in doc and not (isinstance(g("sent_at"), str) and len(g("sent_at")) <= 64):
-        add(("sent_at", "must be a string of at most 64 characters"))
+    if "sig_alg" in doc:
+        if alg not in ("hmac", "ed25519"):
+            add(("sig_alg", "must be hmac or ed25519"))
+        elif alg == "ed25519" and g("version") == "0.1":
+            add(("sig_alg", "profile legacy-0.1 uses HMAC only"))
+    if "attempt" in doc and not (_is_int(g("attempt")) and g("attempt") >= 0):
+        add(("attempt", "must be an integer >= 0"))
+    if "sent_at" in doc:
+        v = g("sent_at")
+        if not ((isinstance(v, str) and len(v) <= 64) or (_is_num(v) and v >= 0)):
+            add(("sent_at", "must be seconds since the epoch (>= 0) or an RFC 3339 text"))
     if "ft" in doc and not isinstance(g("ft"), dict):
         add(("ft", f"must be an object, got {_tname(g('ft'))}"))
-    if "vrf_proof" in doc and not (isinstance(g("vrf_proof"), str) and len(g("vrf_proof")) <= MAX_STR):
-        add(("vrf_proof", f"must be a string of at most {MAX_STR} characters"))
+    if "vrf_proof" in doc and not isinstance(g("vrf_proof"), str):
+        add(("vrf_proof", f"must be a string, got {_tname(g('vrf_proof'))}"))
     if "meta" in doc:
         v = g("meta")
         if not isinstance(v, dict):
             add(("meta", f"must be an object of strings, got {_tname(v)}"))
-        elif len(v) > MAX_META:
-            add(("meta", f"at most {MAX_META} entries"))
         else:
             for k, x in v.items():
-                if not (isinstance(x, str) and len(x) <= MAX_STR):
-                    add((f"meta.{k[:32]}", f"must be a string of at most {MAX_STR} characters"))
-    for k in doc:
-        if k not in _KNOWN:
-            add((k[:64], "unknown field"))
+                if not isinstance(x, str):
+                    add((f"meta.{k[:32]}", f"must be a string, got {_tname(x)}"))
+    if not (version_ok and g("version") == "0.1"):  # legacy-0.1 tolerates (ignores) other members
+        for k in doc:
+            if k not in _KNOWN:
+                add((k[:64], "unknown field"))
     if not errs:  # INV-PCSID: only meaningful once its inputs are well-formed
         want = compute_pcs_id(doc["merkle_root"], doc["epoch"], doc["shard_id"])
         if want != doc["pcs_id"]:
@@ -645,7 +684,7 @@ class Verifier:
             return (yield from _done(label, problem("unknown-tenant", "X-Tenant-Id names no configured tenant"),
                                     "signature_error"))
         profile = VERSION_PROFILE[doc["version"]]
-        if not tenant.allows(profile):
+        if not tenant.allows(profile) or (profile == "legacy-0.1" and tenant.alg != "hmac"):
             return (yield from _done(label, problem(
                 "profile-not-allowed", f"profile {profile} is not enabled for this tenant"), "signature_error"))
         if "sig_alg" in doc and doc["sig_alg"] != tenant.alg:

@@ -174,7 +174,7 @@ BAD_VALUES = {
     "pcs_id": "XYZ", "schema": "other", "version": "2", "shard_id": "a|b", "epoch": -1,
     "scales": [1, 2], "N_j": [], "coh_star": None, "v_star": "x", "D_hat": "1", "r": [], "regime": 1,
     "budget": False, "merkle_root": "ab", "sig": "", "seed": 2**64, "sig_alg": "rsa", "attempt": -1,
-    "sent_at": 5, "ft": [], "vrf_proof": 7, "meta": {"a": 1},
+    "sent_at": -5, "ft": [], "vrf_proof": 7, "meta": {"a": 1},
 }
 
 
@@ -248,8 +248,16 @@ def test_ed25519_tenant_and_legacy_profile_allowance():
     legacy_b = sign(make_pcs(seed=4, version="0.1"), HMAC_B)
     r = rig.submit(legacy_b, "tb")
     assert r.status == 401 and r.json()["type"] == "urn:flk:problem:profile-not-allowed"
-    mism = dict(good(seed=8), sig_alg="ed25519")
-    assert rig.submit(mism, "ta").json()["detail"].startswith("sig_alg")
+    mism = dict(good(seed=8), sig_alg="ed25519")  # a 32-byte sig cannot be an Ed25519 one
+    r = rig.submit(mism, "ta")
+    assert r.status == 400 and [e["field"] for e in r.json()["errors"]] == ["sig"]
+    ed_for_hmac_tenant = dict(sign(make_pcs(seed=8), ED_SEED_C, alg="ed25519"), sig_alg="ed25519")
+    r = rig.submit(ed_for_hmac_tenant, "ta")
+    assert r.status == 401 and r.json()["detail"].startswith("sig_alg")
+    legacy_ed = sign(make_pcs(seed=4, version="0.1"), ED_SEED_C, alg="ed25519")
+    r = rig.submit(dict(legacy_ed, sig_alg="ed25519"), "tc")
+    assert r.status == 400 and [e["field"] for e in r.json()["errors"]] == ["sig_alg"]
+    assert rig.submit(legacy_ed, "tc").json()["type"] == "urn:flk:problem:profile-not-allowed"
 
 
 def test_key_rotation_windows():
