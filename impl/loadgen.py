@@ -33,7 +33,9 @@ UTF-8 text of ``hex(HMAC-SHA256(base, "flk-loadgen-tenant:" + tenant_id))``,
 where ``base`` is the UTF-8 value of the environment variable named by
 ``--hmac-key-env`` (default ``PCS_HMAC_KEY``). :func:`tenants_env` prints the
 matching server configuration ``t1:hmac:key1,...`` (``TENANTS=`` form parsed by
-``flk.impl.tenants.parse_tenants_env``).
+``flk.impl.tenants.parse_tenants_env``). With ``sign_alg="ed25519"`` tenant ``t``
+signs with the Ed25519 seed ``HMAC-SHA256(base, "flk-loadgen-ed25519:" + t)``
+(also for ``default``) and :func:`tenants_env` lists the public keys.
 
 Runner (:func:`run_load`): asyncio with a small hand-rolled HTTP/1.1
 keep-alive client (one connection per worker and URL); each item is driven by
@@ -69,6 +71,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from flk.impl.agent import Signer
 from flk.impl.canonical import round9
 from flk.impl.client import (
     Done,
@@ -85,13 +88,15 @@ from flk.impl.client import (
 from flk.impl.errors import InvalidInput
 from flk.impl.pcs import pcs_id as compute_pcs_id
 from flk.impl.signals import DEFAULT_SCALES, budget, d_hat, regime
-from flk.impl.signing import sign_hmac
+from flk.impl.signing import b64encode, public_key_bytes
 
 KINDS = ("valid", "dup", "bad_sig", "conflict")
 EXPECTED = {"valid": (200, 202), "dup": (200, 202), "bad_sig": (401,), "conflict": (409,)}
 REPLAY_HEADER = "idempotent-replayed"
 TENANT_PREFIX = "lg-tenant-"
 KEY_LABEL = b"flk-loadgen-tenant:"
+ED25519_LABEL = b"flk-loadgen-ed25519:"
+SIGN_ALGS = ("hmac", "ed25519")
 
 
 # --------------------------------------------------------------------------- tenants
@@ -114,12 +119,37 @@ def tenant_key(base: bytes, tenant: str, k: int) -> bytes:
     return hmac.new(base, KEY_LABEL + tenant.encode("utf-8"), "sha256").hexdigest().encode("ascii")
 
 
-def tenants_env(base: bytes, k: int) -> str:
-    """The ``TENANTS`` value a server needs to verify this load generator's tenants."""
+def tenant_signer(base: bytes, tenant: str, k: int, alg: str = "hmac") -> Signer:
+    """The signer of tenant ``tenant``: HMAC with :func:`tenant_key`, or Ed25519
+    with the 32-byte seed ``HMAC-SHA256(base, "flk-loadgen-ed25519:" + tenant_id)``."""
+    if alg not in SIGN_ALGS:
+        raise InvalidInput("sign_alg", "must be hmac or ed25519")
+    if alg == "hmac":
+        return Signer("hmac", tenant_key(base, tenant, k), tenant)
+    if not base:
+        raise InvalidInput("hmac_key", "the base secret is empty")
+    return Signer("ed25519", hmac.new(base, ED25519_LABEL + tenant.encode("utf-8"), "sha256").digest(), tenant)
+
+
+def _wrong_signer(signer: Signer) -> Signer:
+    """A key of the same algorithm that is not the tenant's (for bad_sig items)."""
+    if signer.alg == "hmac":
+        return Signer("hmac", signer.key + b"-wrong", signer.tenant)
+    return Signer("ed25519", hmac.new(signer.key, b"wrong", "sha256").digest(), signer.tenant)
+
+
+def tenants_env(base: bytes, k: int, alg: str = "hmac") -> str:
+    """The ``TENANTS`` value a server needs to verify this load generator's tenants
+    (HMAC: the key text; Ed25519: the base64 public key)."""
     ids = tenant_ids(k)
-    if k == 1 and (b"," in base or not base.strip()):
+    if alg == "hmac" and k == 1 and (b"," in base or not base.strip()):
         raise InvalidInput("hmac_key", "a base secret with ',' cannot be written in TENANTS form")
-    return ",".join(f"{t}:hmac:{tenant_key(base, t, k).decode('utf-8')}" for t in ids)
+    parts = []
+    for t in ids:
+        signer = tenant_signer(base, t, k, alg)
+        key = signer.key.decode("utf-8") if alg == "hmac" else b64encode(public_key_bytes(signer.key))
+        parts.append(f"{t}:{alg}:{key}")
+    return ",".join(parts)
 
 
 # --------------------------------------------------------------------------- plan
@@ -144,8 +174,11 @@ class PlanConfig:
     dup_rate: float = 0.0
     bad_sig_rate: float = 0.0
     conflict_rate: float = 0.0
+    sign_alg: str = "hmac"
 
     def __post_init__(self) -> None:
+        if self.sign_alg not in SIGN_ALGS:
+            raise InvalidInput("sign_alg", "must be hmac or ed25519")
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
             raise InvalidInput("n", "must be an integer >= 0")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -183,14 +216,14 @@ def _signals(rng: random.Random) -> dict:
     }
 
 
-def _finish(pcs: dict, key: bytes) -> dict:
+def _finish(pcs: dict, signer: Signer) -> dict:
     pcs.pop("_d_exact", None)
-    pcs["sig_alg"] = "hmac"
-    pcs["sig"] = sign_hmac(pcs, key)
+    pcs["sig_alg"] = signer.alg
+    pcs["sig"] = signer.sign(pcs)
     return pcs
 
 
-def _fresh(seed: int, index: int, rng: random.Random, key: bytes) -> dict:
+def _fresh(seed: int, index: int, rng: random.Random, signer: Signer) -> dict:
     root = hashlib.sha256(b"flk-loadgen|%d|%d" % (seed, index)).hexdigest()
     shard = f"lg-{seed}-{index % 64:02d}"
     epoch = index
@@ -204,7 +237,7 @@ def _fresh(seed: int, index: int, rng: random.Random, key: bytes) -> dict:
         "seed": index,
     }
     pcs.update(_signals(rng))
-    return _finish(pcs, key)
+    return _finish(pcs, signer)
 
 
 def _item(i: int, kind: str, tenant: str, pcs: dict, ref: int | None = None) -> Item:
@@ -216,7 +249,8 @@ def make_plan(cfg: PlanConfig, base_key: bytes) -> list[Item]:
     """Every item of a run, from the seed alone (no clock, no global RNG)."""
     rng = random.Random(cfg.seed)
     tenants = tenant_ids(cfg.tenants)
-    keys = [tenant_key(base_key, t, cfg.tenants) for t in tenants]
+    signers = [tenant_signer(base_key, t, cfg.tenants, cfg.sign_alg) for t in tenants]
+    wrong = [_wrong_signer(sg) for sg in signers]
     valid: list[Item] = []
     items: list[Item] = []
     c_dup = cfg.dup_rate
@@ -235,8 +269,7 @@ def make_plan(cfg: PlanConfig, base_key: bytes) -> list[Item]:
             kind = "valid"
         if kind == "valid" or kind == "bad_sig":
             t = rng.randrange(len(tenants))
-            key = keys[t] if kind == "valid" else keys[t] + b"-wrong"
-            pcs = _fresh(cfg.seed, i, rng, key)
+            pcs = _fresh(cfg.seed, i, rng, signers[t] if kind == "valid" else wrong[t])
             item = _item(i, kind, tenants[t], pcs)
             if kind == "valid":
                 valid.append(item)
@@ -251,7 +284,7 @@ def make_plan(cfg: PlanConfig, base_key: bytes) -> list[Item]:
             pcs["coh_star"] = coh
             pcs["budget"] = round9(budget(pcs["D_hat"], coh, pcs["r"]))
             pcs["regime"] = regime(d_hat(pcs["scales"], n_j), coh)
-            pcs = _finish(pcs, keys[tenants.index(orig.tenant)])
+            pcs = _finish(pcs, signers[tenants.index(orig.tenant)])
             item = _item(i, kind, orig.tenant, pcs, ref=orig.index)
         items.append(item)
     return items

@@ -80,6 +80,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     ld.add_argument("--history", default=None, help="write every request/response as JSONL here")
     ld.add_argument("--hmac-key-env", default="PCS_HMAC_KEY",
                     help="environment variable holding the base secret (default %(default)s)")
+    ld.add_argument("--sign-alg", choices=("hmac", "ed25519"), default="hmac",
+                    help="tenants sign with keys derived from the base secret (default %(default)s)")
     ld.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds")
     ld.add_argument("--url-mode", choices=("spread", "failover"), default="spread",
                     help="spread: item i starts at URL i mod len(urls); failover: stay on the URL "
@@ -93,6 +95,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     te = sub.add_parser("tenants-env", help="print the TENANTS=... line matching `load --tenants K`")
     te.add_argument("--tenants", type=_int, required=True)
     te.add_argument("--hmac-key-env", default="PCS_HMAC_KEY")
+    te.add_argument("--sign-alg", choices=("hmac", "ed25519"), default="hmac")
 
 
 def _retry_args(p, max_attempts: int = 8) -> None:
@@ -246,7 +249,8 @@ def _load(args) -> int:
     from flk.impl import loadgen
 
     cfg = loadgen.PlanConfig(n=args.n, seed=args.seed, tenants=args.tenants, dup_rate=args.dup_rate,
-                             bad_sig_rate=args.bad_sig_rate, conflict_rate=args.conflict_rate)
+                             bad_sig_rate=args.bad_sig_rate, conflict_rate=args.conflict_rate,
+                             sign_alg=args.sign_alg)
     base = _base_key(args.hmac_key_env)
     if not math.isfinite(args.timeout) or args.timeout <= 0:
         raise InvalidInput("timeout", "must be a finite number > 0")
@@ -276,7 +280,7 @@ def _load(args) -> int:
 def _tenants_env(args) -> int:
     from flk.impl import loadgen
 
-    print("TENANTS=" + loadgen.tenants_env(_base_key(args.hmac_key_env), args.tenants))
+    print("TENANTS=" + loadgen.tenants_env(_base_key(args.hmac_key_env), args.tenants, args.sign_alg))
     return 0
 
 

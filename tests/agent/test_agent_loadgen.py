@@ -117,6 +117,29 @@ def test_plan_kinds_get_the_expected_answers_from_the_real_verify_pipeline():
     assert {kind for kind, _, _ in seen} == set(loadgen.KINDS)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_ed25519_tenants_plan_through_the_real_verify_pipeline(k):
+    """--sign-alg ed25519: every kind still gets its answer, with the public keys
+    listed by tenants_env; the derived seeds differ per tenant."""
+    cfg = loadgen.PlanConfig(n=80, seed=12, tenants=k, dup_rate=0.15, bad_sig_rate=0.15,
+                             conflict_rate=0.15, sign_alg="ed25519")
+    items = loadgen.make_plan(cfg, BASE)
+    env = loadgen.tenants_env(BASE, k, "ed25519")
+    assert all(part.split(":")[1] == "ed25519" for part in env.split(","))
+    verifier = Verifier(parse_tenants_env(env))
+    wal, store = MemoryWal(), MemoryStore()
+    kinds = set()
+    for n, it in enumerate(items):
+        assert it.pcs["sig_alg"] == "ed25519"
+        body = json.dumps(dict(it.pcs, attempt=1)).encode()
+        resp = run_sync(verifier.handle(Request(body, it.tenant), 1000.0 + n), wal, store)
+        assert resp.status in loadgen.EXPECTED[it.kind], (it.kind, resp.status, resp.body[:200])
+        kinds.add(it.kind)
+    assert kinds == set(loadgen.KINDS)
+    seeds = {loadgen.tenant_signer(BASE, t, k, "ed25519").key for t in loadgen.tenant_ids(k)}
+    assert len(seeds) == k
+
+
 def test_tenants_env_round_trips_through_the_server_parser():
     for k in (1, 2, 5):
         reg = parse_tenants_env(loadgen.tenants_env(BASE, k))

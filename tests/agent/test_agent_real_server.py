@@ -33,18 +33,25 @@ def env_without_server_config(**extra) -> dict:
 KNOWN_MULTI_TENANT_BUG = "needs at least one tenant"
 
 
-@pytest.fixture(params=[1, 3], ids=["single-tenant", "multi-tenant"])
+@pytest.fixture(params=[(1, "hmac"), (3, "hmac"), (1, "ed25519")],
+                ids=["single-tenant", "multi-tenant", "single-tenant-ed25519"])
 def server(request, tmp_path):
-    k = request.param
-    tenants = subprocess.run([FLK, "agent", "tenants-env", "--tenants", str(k), "--hmac-key-env", "LG_BASE"],
+    k, alg = request.param
+    tenants = subprocess.run([FLK, "agent", "tenants-env", "--tenants", str(k), "--hmac-key-env", "LG_BASE",
+                              "--sign-alg", alg],
                              capture_output=True, text=True, env=env_without_server_config(LG_BASE=BASE),
                              timeout=60)
     assert tenants.returncode == 0, tenants.stderr
     line = tenants.stdout.strip()
     assert line.startswith("TENANTS=")
-    if k == 1:
+    if k == 1 and alg == "hmac":
         assert line == f"TENANTS=default:hmac:{BASE}"
         env = env_without_server_config(PCS_HMAC_KEY=BASE, DATA_DIR=str(tmp_path / "data"))
+    elif k == 1:
+        prefix = "TENANTS=default:ed25519:"
+        assert line.startswith(prefix)
+        env = env_without_server_config(PCS_SIGN_ALG="ed25519", PCS_ED25519_PUB_B64=line[len(prefix):],
+                                        DATA_DIR=str(tmp_path / "data"))
     else:
         env = env_without_server_config(MULTI_TENANT="true", TENANTS=line[len("TENANTS="):],
                                         DATA_DIR=str(tmp_path / "data"))
@@ -71,7 +78,7 @@ def server(request, tmp_path):
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        yield url, k
+        yield url, k, alg
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -91,11 +98,11 @@ def dead_url() -> str:
 
 
 def test_loadgen_against_real_flk_serve_every_kind_gets_its_answer(server, tmp_path):
-    url, k = server
+    url, k, alg = server
     hist = tmp_path / "h.jsonl"
     proc = subprocess.run(
         [FLK, "agent", "load", "--url", dead_url(), "--url", url, "--n", "400", "--seed", "21",
-         "--tenants", str(k), "--dup-rate", "0.15", "--bad-sig-rate", "0.1", "--conflict-rate", "0.1",
+         "--tenants", str(k), "--sign-alg", alg, "--dup-rate", "0.15", "--bad-sig-rate", "0.1", "--conflict-rate", "0.1",
          "--concurrency", "8", "--history", str(hist), "--json", "--no-progress", "--strict",
          "--hmac-key-env", "LG_BASE", "--timeout", "5"],
         capture_output=True, text=True, env=env_without_server_config(LG_BASE=BASE), timeout=180)
