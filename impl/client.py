@@ -42,10 +42,14 @@ least the remaining Retry-After, itself clamped to ``max_retry_after``. So
 every wait lies in ``[0, max(min(cap, base * 2**k), max_retry_after)]``
 (:func:`wait_bound`).
 
-The I/O half -- :class:`HttpxTransport`, :class:`DeadLetterFile` and the
-blocking driver :class:`SubmitClient` -- lives at the bottom of this module.
-Logs and dead-letter lines carry ids, statuses and reasons, never payloads,
-signatures or keys.
+The I/O half -- :class:`HttpxTransport`, :class:`DeadLetterFile`, the
+blocking driver :class:`SubmitClient` and :func:`drain_outbox` (append, submit,
+ack over :class:`flk.impl.outbox.Outbox`) -- lives at the bottom of this
+module; the load generator (:mod:`flk.impl.loadgen`) and the simulator drive
+the same :class:`Submission` with their own transports. Logs and dead-letter
+lines carry ids, statuses and reasons, never payloads, signatures or keys; a
+dead-lettered record is acked in the outbox only after its dead-letter line
+is fsynced.
 """
 
 from __future__ import annotations
