@@ -19,10 +19,14 @@ replication off):
 ``CRR_SHIP_INTERVAL_S``  seal + upload period (default 1.0)
 ``CRR_READ_INTERVAL_S``  peer polling period (default: the ship interval)
 ``CRR_MODE``           ``auto-safe`` (default) or ``manual``
+``CRR_DIVERGENCE_INTERVAL_S``  divergence check period (default 60)
+``CRR_ANCHOR_EVERY``   anchor the reconcile audit log every N entries (default 64)
 =====================  ==================================================================
 
 State lives in ``DATA_DIR/crr/`` (watermarks, ``authoritative.sqlite3``, the
-reconciler's audit log ``audit/``). A file ``DATA_DIR/crr.pause`` pauses both
+reconciler's audit log ``audit/`` fed through a durable audit queue
+``audit-queue/`` (dead letters ``audit-dlq/``, processed ids
+``audit-ids.sqlite3``) and anchored in batches into ``anchors/``). A file ``DATA_DIR/crr.pause`` pauses both
 shipping and reading (an operator's or a test's network partition) until it is
 removed.
 
@@ -33,6 +37,7 @@ answers ``GET /v1/pcs/{pcs_id}/authoritative`` from the shared SQLite file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -40,6 +45,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flk.impl.auditworkers import (
+    AuditItem,
+    AuditQueue,
+    SqliteIdempotencyStore,
+    anchor_fn,
+    audit_log_handler,
+)
 from flk.impl.crr import (
     Backoff,
     Reader,
@@ -49,9 +61,10 @@ from flk.impl.crr import (
     Topology,
     stream_name,
 )
+from flk.impl.divergence import Alert, DivergenceDetector
 from flk.impl.errors import InvalidInput
 from flk.impl.objectstore import ObjectStore, open_object_store
-from flk.impl.reconcile import Reconciler, SqliteAuthoritativeStore, audit_log_fn, authoritative_app
+from flk.impl.reconcile import Reconciler, SqliteAuthoritativeStore, authoritative_app
 
 MODES = ("auto-safe", "manual")
 
@@ -68,6 +81,8 @@ class CrrConfig:
     ship_interval_s: float = 1.0
     read_interval_s: float = 1.0
     mode: str = "auto-safe"
+    divergence_interval_s: float = 60.0
+    anchor_every: int = 64
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -97,7 +112,11 @@ def config_from_env(env: Mapping[str, str], region: str) -> CrrConfig | None:
         Topology.parse(peers, region)
     except (ValueError, InvalidInput) as exc:  # pragma: no cover - parse accepts any text
         raise CrrConfigError(f"CRR_PEERS: {exc}") from None
-    return CrrConfig(region, url, peers, ship, read, mode)
+    div = _float(env, "CRR_DIVERGENCE_INTERVAL_S", 60.0)
+    raw = env.get("CRR_ANCHOR_EVERY") or "64"
+    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+        raise CrrConfigError("CRR_ANCHOR_EVERY must be an integer in [1, 1000000]")
+    return CrrConfig(region, url, peers, ship, read, mode, div, int(raw))
 
 
 class CrrService:
@@ -120,18 +139,47 @@ class CrrService:
         self.reader: Reader | None = None
         self.reconciler = Reconciler(cfg.region, store=self.auth_store, mode=cfg.mode)
         self.audit_log = None
+        self.audit_queue: AuditQueue | None = None
+        self.divergence: DivergenceDetector | None = None
+        self._journals: list = []
         if worker == 0:
-            from flk.impl.audit import AuditLog
+            from flk.impl.audit import AttestationStore, AuditLog
+            from flk.impl.outbox import Outbox
 
+            # reconcile decisions -> durable audit queue -> WORM audit log, anchored in batches
             self.audit_log = AuditLog(os.path.join(self.state_dir, "audit"))
-            self.reconciler.audit = audit_log_fn(self.audit_log)
+            journal = Outbox(os.path.join(self.state_dir, "audit-queue"))
+            dlq = Outbox(os.path.join(self.state_dir, "audit-dlq"))
+            self._journals = [journal, dlq]
+            self.audit_queue = AuditQueue(
+                audit_log_handler(self.audit_log), SqliteIdempotencyStore(os.path.join(self.state_dir, "audit-ids.sqlite3")),
+                backoff=Backoff(0.25, 30.0), max_attempts=8, journal=journal, dlq_journal=dlq,
+                anchor=anchor_fn(self.audit_log, AttestationStore(os.path.join(self.state_dir, "anchors"))),
+                anchor_every=cfg.anchor_every)
+            self.audit_queue.recover(clock())
+            self.reconciler.audit = self._enqueue_audit
+            topo = Topology.parse(cfg.peers, cfg.region)
             applier = ReplayApplier(verifier, dedup_store, self.reconciler.observe)
-            self.reader = Reader(self.objects, Topology.parse(cfg.peers, cfg.region), applier,
+            self.reader = Reader(self.objects, topo, applier,
                                  os.path.join(self.state_dir, "read.json"), interval_s=cfg.read_interval_s,
                                  backoff=Backoff(0.25, 10.0), on_reject=self._rejected)
+            self.divergence = DivergenceDetector(
+                cfg.region, dedup_store, self.objects, list(topo.sources), interval_s=cfg.divergence_interval_s,
+                on_alert=self._alert, open_conflicts=lambda: self.reconciler.metrics()["open_conflicts"])
+        self._next_divergence = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors = 0
+
+    def _enqueue_audit(self, **entry: Any) -> None:
+        iid = "|".join(str(entry.get(k, "")) for k in ("region", "tenant", "pcs_id", "outcome", "payload_digest"))
+        self.audit_queue.enqueue(AuditItem(iid, entry), float(entry.get("now", self.clock())))
+
+    def _alert(self, alert: Alert) -> None:
+        c = alert.comparison
+        self._log("crr_divergence", severity=alert.severity, peer=c.region2 if c.region1 == self.cfg.region
+                  else c.region1, count_divergence=round(c.count_divergence, 4),
+                  sample_mismatch=round(c.sample_mismatch, 4), open_conflicts=alert.open_conflicts)
 
     def _rejected(self, rej: SegmentRejected) -> None:
         self._log("crr_segment_rejected", stream=rej.stream, segment=rej.segment, problems=rej.problems[:3])
@@ -143,6 +191,12 @@ class CrrService:
         if self.reader is not None:
             self.reader.paused = paused
             nxt = min(nxt, self.reader.step(now))
+        if self.audit_queue is not None:
+            due = self.audit_queue.step(now)
+            if due is not None:
+                nxt = min(nxt, due)
+        if self.divergence is not None and not paused and now >= self._next_divergence:
+            self._next_divergence = self.divergence.step(now)
         return nxt
 
     def _run(self) -> None:
@@ -171,6 +225,11 @@ class CrrService:
                 self.shipper.step(self.clock())
             except Exception as exc:  # noqa: BLE001
                 self._log("crr_error", error=f"final ship: {type(exc).__name__}")
+        if self.audit_queue is not None:
+            with contextlib.suppress(Exception):
+                self.audit_queue.step(self.clock())
+        for j in self._journals:
+            j.close()
         if self.audit_log is not None:
             self.audit_log.close()
         self.auth_store.close()
@@ -183,6 +242,14 @@ class CrrService:
         if self.reader is not None:
             out["read"] = self.reader.metrics()
             out["reconcile"] = self.reconciler.metrics()
+        if self.audit_queue is not None:
+            out["audit_queue"] = self.audit_queue.metrics()
+        if self.divergence is not None:
+            out["divergence"] = [
+                {"severity": a.severity, "regions": [a.comparison.region1, a.comparison.region2],
+                 "count_divergence": a.comparison.count_divergence, "sample_mismatch": a.comparison.sample_mismatch,
+                 "comparable": a.comparison.comparable, "open_conflicts": a.open_conflicts, "reasons": list(a.reasons)}
+                for a in self.divergence.last]
         return out
 
     def asgi_app(self):

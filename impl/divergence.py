@@ -22,7 +22,7 @@ Severity (the seeds' thresholds): ``warning`` if count divergence > 5 % or
 sample mismatch > 10 % or any open conflict; ``critical`` at twice the
 thresholds (> 10 % / > 20 %). Pure functions plus :class:`DivergenceDetector`
 (``step(now) -> next_wakeup``) that exchanges summaries through the object
-store under ``_divergence/<region>.json``.
+store under ``_divergence/<region>/<period>-<ms>.json`` (the latest one per region).
 """
 
 from __future__ import annotations
@@ -167,13 +167,19 @@ class DivergenceDetector:
         seed = self.period(now)
         try:
             mine = summarize(self.store, self.region, self.n, seed, now)
-            key = f"{PREFIX}/{self.region}-{seed}.json"
+            key = f"{PREFIX}/{self.region}/{seed:012d}-{int(now * 1000):015d}.json"
             self.objects.put(key, mine.to_json())
+            for old in self.objects.list(f"{PREFIX}/{self.region}/"):
+                if old != key:
+                    self.objects.delete(old)  # only the latest summary is kept
             theirs = [mine]
             for p in self.peers:
+                latest = self.objects.list(f"{PREFIX}/{p}/{seed:012d}-")
+                if not latest:
+                    continue
                 try:
-                    theirs.append(Summary.from_json(self.objects.get(f"{PREFIX}/{p}-{seed}.json")))
-                except ObjectNotFound:
+                    theirs.append(Summary.from_json(self.objects.get(latest[-1])))
+                except ObjectNotFound:  # replaced by a newer one meanwhile: next period
                     continue
         except ObjectStoreUnavailable:
             self.failures += 1

@@ -3,6 +3,7 @@ thread, and two services replicating through a shared directory on real disk."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -19,7 +20,7 @@ from .regions import NOW, variants
 def test_config_from_env():
     assert config_from_env({}, "eu") is None
     c = config_from_env({"CRR_STORE_DIR": "/x", "CRR_PEERS": "us:ta,ap", "CRR_SHIP_INTERVAL_S": "0.5"}, "eu")
-    assert c == CrrConfig("eu", "/x", "us:ta,ap", 0.5, 0.5, "auto-safe")
+    assert c == CrrConfig("eu", "/x", "us:ta,ap", 0.5, 0.5, "auto-safe", 60.0, 64)
     for bad in ({"CRR_SHIP_INTERVAL_S": "soon"}, {"CRR_SHIP_INTERVAL_S": "0"}, {"CRR_MODE": "yolo"},
                 {"CRR_READ_INTERVAL_S": "1e9"}):
         with pytest.raises(CrrConfigError):
@@ -49,6 +50,8 @@ def test_two_services_replicate_through_a_shared_directory_and_pause(tmp_path):
     assert got is not None and got.region == "eu" and got.first_seen == NOW
     # partition: us pauses; a conflicting write in us is not shipped
     (tmp_path / "us" / "crr.pause").write_text("")
+    # us has not seen eu's write of key 0: it stores its own, conflicting (escalated) payload
+    assert run_sync(us_v.handle(Request(raw1, t0), NOW + 3), us_wal, us_store).status == 409  # us already has eu's
     raw2 = variants(2, 1)[1][0]
     assert run_sync(us_v.handle(Request(raw2, variants(2, 1)[1][1]), NOW + 3), us_wal, us_store).status == 200
     us.step(NOW + 4)
@@ -57,8 +60,15 @@ def test_two_services_replicate_through_a_shared_directory_and_pause(tmp_path):
     (tmp_path / "us" / "crr.pause").unlink()
     us.step(NOW + 5)
     eu.step(NOW + 5)
-    assert us.shipper.watermark == 1 and eu.reader.applied_records == 2
+    assert us.shipper.watermark == 2 and eu.reader.applied_records == 3
     assert eu.reconciler.authoritative_map() == us.reconciler.authoritative_map()
+    # the 409-at-origin record is a conflict candidate; the earlier write (eu's) is authoritative
+    for svc in (eu, us):
+        rec = svc.reconciler.authoritative(t0, pid0)
+        assert rec.conflict and rec.authoritative.region == "eu" and rec.state == "pending_review"
+    assert us_store.get(t0, pid0, NOW + 9).region == "eu"  # local outcomes untouched
+    us.divergence.step(NOW + 6)
+    eu.divergence.step(NOW + 6)
     # the thread driver
     eu.clock = us.clock = lambda: NOW + 10 + (time.monotonic() % 1)
     eu.start()
@@ -68,6 +78,16 @@ def test_two_services_replicate_through_a_shared_directory_and_pause(tmp_path):
     eu.stop()
     us.stop()
     assert eu.errors == 0 and us.errors == 0
-    assert m["ship"]["shipped_records"] >= 1 and m["read"]["applied_records"] >= 2
+    assert m["ship"]["shipped_records"] >= 1 and m["read"]["applied_records"] >= 3
+    assert m["audit_queue"]["processed"] == 1 and m["audit_queue"]["backlog"] == 0
+    assert [d["severity"] for d in m["divergence"]] == ["warning"]  # one open conflict
+    # every reconcile decision reached the WORM audit log (through the durable queue), verifiably
+    from flk.impl.audit import verify_directory
+
+    rep = verify_directory(str(tmp_path / "eu" / "crr" / "audit"), anchors_dir=str(tmp_path / "eu" / "crr" / "anchors"))
+    assert rep.ok
+    lines = [json.loads(x) for f in sorted((tmp_path / "eu" / "crr" / "audit").glob("seg-*.log"))
+             for x in f.read_text().splitlines()]
+    assert [e["outcome"] for e in lines] == ["reconcile_conflict"] and lines[0]["pcs_id"] == pid0
     for w in (eu_wal, us_wal):
         w.close()
