@@ -4,6 +4,7 @@ block fsyncs, and small builders."""
 from __future__ import annotations
 
 import threading
+import time
 
 from flk.impl.fs import CrashableMemoryFileSystem
 from flk.impl.wal import encode_frame
@@ -33,6 +34,8 @@ class _CountingHandle:
         if gate is not None:
             self._fs.blocked.set()
             gate.wait()
+        if self._fs.delay:
+            time.sleep(self._fs.delay)  # a slow disk widens any too-early-release window
         self._inner.fsync()
         with self._fs.lock:
             self._fs.fsyncs += 1
@@ -53,6 +56,7 @@ class CountingFileSystem:
         self.fsyncs = 0
         self.durable_after_fsync: list[tuple[str, bytes]] = []
         self.gate: threading.Event | None = None
+        self.delay = 0.0
         self.blocked = threading.Event()
 
     def open_append(self, path: str):

@@ -49,6 +49,7 @@ def test_inv_wal_first_waiter_blocks_while_its_fsync_is_held():
        delay=st.sampled_from([0.0, 0.0005, 0.003]), batch=st.sampled_from([1, 4, 1000]))
 def test_inv_wal_first_every_released_record_was_already_durable(threads, per_thread, delay, batch):
     fs = CountingFileSystem()
+    fs.delay = 0.001
     log = SegmentedLog("w", fs=fs, segment_bytes=1 << 30)
     gc = GroupCommitter(log, max_delay_s=delay, max_batch=batch)
     violations: list[int] = []
