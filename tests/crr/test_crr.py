@@ -267,3 +267,22 @@ def test_watermark_file_rejects_foreign_content():
 
     with pytest.raises(CrrError):
         WatermarkFile("/x/w.json", fs).load()
+
+
+def test_replication_over_s3_moto_server(moto_url):
+    from flk.impl.objectstore import S3ObjectStore
+
+    objects = S3ObjectStore("flk-crr-e2e", prefix="crr", endpoint_url=moto_url, create_bucket=True,
+                            aws_access_key_id="test", aws_secret_access_key="test")
+    eu, us = Region("eu", objects, ["eu", "us"]), Region("us", objects, ["eu", "us"])
+    (raw0, t0, pid, _), (raw1, _, _, _) = variants(1, 2)
+    eu.submit(raw0, t0, NOW + 2)
+    us.submit(raw1, t0, NOW + 1)
+    for r in (eu, us):
+        r.shipper.step(NOW + 3)
+    for r in (eu, us):
+        r.reader.step(NOW + 4)
+    assert objects.list("eu/") == ["eu/seg-00000000000000000000.log", "eu/seg-00000000000000000000.manifest.json"]
+    a, b = eu.reconciler.authoritative(t0, pid), us.reconciler.authoritative(t0, pid)
+    assert a == b and a.authoritative.region == "us" and a.conflict
+    assert eu.local()[(t0, pid)].region == "eu" and us.local()[(t0, pid)].region == "us"
