@@ -14,6 +14,7 @@ A vector file is ``{"operation", "profile", "notes": {flag: text},
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import struct
@@ -87,13 +88,32 @@ def vector_files(directory: pathlib.Path) -> list[pathlib.Path]:
     return sorted(p for p in directory.glob("*.json") if not p.name.endswith(".schema.json"))
 
 
+@functools.lru_cache(maxsize=1)
+def _schema_validator():
+    """The validator of spec/vectors.schema.json (next to the vectors), or None if absent."""
+    import jsonschema
+
+    for base in (vectors_dir().parent, pathlib.Path(__file__).resolve().parent.parent / "spec"):
+        path = base / "vectors.schema.json"
+        if path.is_file():
+            return jsonschema.Draft202012Validator(json.loads(path.read_text(encoding="utf-8")))
+    return None
+
+
 def _load_file(path: pathlib.Path) -> dict:
+    """One vector file, checked against vectors.schema.json (a bad file is InvalidInput)."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(str(path), f"unreadable vector file: {exc}") from None
     if not isinstance(doc, dict) or "operation" not in doc or "testGroups" not in doc:
         raise InvalidInput(str(path), "not a vector file (needs operation and testGroups)")
+    validator = _schema_validator()
+    if validator is not None:
+        error = next(iter(validator.iter_errors(doc)), None)
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(top)"
+            raise InvalidInput(str(path), f"does not follow vectors.schema.json at {where}: {error.message[:200]}")
     return doc
 
 

@@ -362,3 +362,21 @@ def test_driver_bookkeeping(script, start_failures, max_restarts):
         b = script[r.case.tc_id - 1]
         expected = {"pass": "pass", "unsupported": "skip"}.get(b, "fail")
         assert r.status == expected, (b, r)
+
+
+@pytest.mark.parametrize(
+    "mutate, words",
+    [
+        (lambda d: d["testGroups"][0]["tests"][0].pop("tcId"), "tcId"),
+        (lambda d: d["testGroups"][0]["tests"][0].update(result="maybe"), "result"),
+        (lambda d: d.update(operation="nope"), "operation"),
+    ],
+)
+def test_malformed_vector_file_is_a_clear_usage_error(tmp_path, capsys, mutate, words):
+    doc = json.loads((FIXTURES / "fmt9.v1.json").read_text())
+    mutate(doc)
+    (tmp_path / "fmt9.v1.json").write_text(json.dumps(doc))
+    code = flk_main(["conformance", "vectors", "--adapter", "builtin", "--vectors", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not follow vectors.schema.json" in err and words in err
+    assert "Traceback" not in err
