@@ -979,9 +979,17 @@ class GroupCommitter:
         await fut
 
     async def append_async(self, payload: bytes) -> int:
+        """Append and await durability; returns the record's index."""
         idx = self.append(payload)
         await self.wait_async(idx)
         return idx
+
+    async def append_many_async(self, payloads: list[bytes]) -> int:
+        """Append several records, await durability of all; returns the first index."""
+        first = self.append_many(payloads)
+        if payloads:
+            await self.wait_async(first + len(payloads) - 1)
+        return first
 
     def _durable_advanced(self) -> None:
         # Someone made records durable (our own sync, or a seal/roll/sync by

@@ -112,7 +112,9 @@ def test_wait_async_from_many_coroutines():
 
     idxs = asyncio.run(main())
     assert sorted(idxs) == list(range(300))
-    assert durable_records(fs.inner) == 300
+    first = asyncio.run(gc.append_many_async([b"m1", b"m2", b"m3"]))
+    assert first == 300 and log.is_durable(302)
+    assert durable_records(fs.inner) == 303
     assert fs.fsyncs < 300
     gc.close()
     log.close()
