@@ -78,7 +78,7 @@ def test_inv_wal_first_every_released_record_was_already_durable(threads, per_th
 def test_group_commit_batches_many_appends_into_few_fsyncs():
     fs = CountingFileSystem()
     log = SegmentedLog("w", fs=fs, segment_bytes=1 << 30)
-    gc = GroupCommitter(log, max_delay_s=0.05, max_batch=100_000)
+    gc = GroupCommitter(log, max_delay_s=0.5, max_batch=100_000)  # generous: loaded CI machines
     before = fs.fsyncs
     last = 0
     for i in range(2000):
