@@ -21,6 +21,9 @@ History vocabulary (fields beyond ``t_us`` and ``type``):
 * ``srv.replay``   region, tenant, pcs_id, stored, status, body_sha (a WAL record replayed on restart
   that reached the dedup store; ``stored`` if the replay itself stored the outcome)
 * ``final.entry``  region, tenant, pcs_id, digest, status, body_sha
+* ``final.auth``   region, tenant, pcs_id, digest, origin, conflict (the authoritative outcome)
+* ``crr.sample``   lag_s, divergence, conflicts (once a simulated second)
+* ``crr.applied``  region, records; ``crr.reject`` region, segment
 * ``fault.start`` / ``fault.end`` kind, target, ...
 * ``net.drop``     src, dst, kind, reason
 """
@@ -233,6 +236,15 @@ def sometimes_checks(events: list[dict], scenario: dict, ev: dict | None = None)
             dropped = sum(1 for d in ev["net.drop"] if d["reason"] == "node_down")
             out.append(_sometimes("SOMETIMES-CRASH-HIT-TRAFFIC", inflight + dropped > 0, len(fs),
                                   f"{inflight} requests in flight at crashes, {dropped} messages to dead nodes"))
+        elif kind == "ship_stop":
+            conflicts = max((e["conflicts"] for e in ev["crr.sample"]), default=0)
+            want_conflicts = scenario["workload"].get("cross_region_conflict_rate", 0) > 0
+            out.append(_sometimes("SOMETIMES-SPLIT-BRAIN-CONFLICT", conflicts > 0 or not want_conflicts, len(fs),
+                                  f"{conflicts} cross-region conflicts detected"))
+        elif kind == "objstore_down":
+            lag = max((e["lag_s"] for e in ev["crr.sample"]), default=0.0)
+            out.append(_sometimes("SOMETIMES-LAG-GREW", lag > 2 * scenario["replication"]["ship_interval_s"], len(fs),
+                                  f"max replication lag {lag:.1f} s"))
         elif kind == "store_down":
             n503 = statuses[503]
             out.append(_sometimes("SOMETIMES-STORE-DOWN-503", n503 > 0 or any(e["status"] == 503 for e in ev["srv.respond"]),
@@ -242,12 +254,38 @@ def sometimes_checks(events: list[dict], scenario: dict, ev: dict | None = None)
     return out
 
 
-SAFETY: list[Callable] = [inv_no_acked_loss, inv_fww, inv_verify_before_dedup, inv_wal_first,
-                          inv_tenant_isolation, inv_idempotent_replay]
+def _registered() -> list[Callable]:
+    return [inv_no_acked_loss, inv_fww, inv_verify_before_dedup, inv_wal_first, inv_tenant_isolation,
+            inv_idempotent_replay, inv_convergence]
 
 
 def check_all(events: list[dict], scenario: dict) -> list[CheckResult]:
     ev = _by_type(events)
-    results = [fn(events, ev) for fn in SAFETY]
+    results = [fn(events, ev) for fn in _registered()]
     results.extend(sometimes_checks(events, scenario, ev))
     return results
+
+
+def inv_convergence(events: list[dict], ev: dict | None = None) -> CheckResult:
+    """INV-CONVERGENCE (eventually): after heal and quiescence every region holds every key and
+    the same authoritative outcome for it."""
+    ev = ev or _by_type(events)
+    res = CheckResult("INV-CONVERGENCE", "eventually", True)
+    regions = sorted({e["region"] for e in ev["final.auth"]})
+    if not regions:
+        res.note = "no replication in this scenario"
+        return res
+    keys: dict[tuple, dict[str, str]] = defaultdict(dict)
+    for e in ev["final.entry"]:
+        keys[(e["tenant"], e["pcs_id"])]  # every stored key must reach every region
+    for e in ev["final.auth"]:
+        keys[(e["tenant"], e["pcs_id"])][e["region"]] = e["digest"]
+    for key, by_region in sorted(keys.items()):
+        res.checked += 1
+        missing = [r for r in regions if r not in by_region]
+        if missing:
+            res.violations.append({"key": list(key), "why": f"not replicated to {missing}"})
+        elif len(set(by_region.values())) > 1:
+            res.violations.append({"key": list(key), "why": "regions disagree on the authoritative outcome"})
+    res.ok = not res.violations
+    return res

@@ -64,7 +64,8 @@ def summarize(events: list[dict], duration_s: float) -> dict:
             errors += 1
     lat.sort()
     n = len(first_send)
-    return {
+    repl = _replication(events, first_send)
+    return {**repl,
         "requests": n,
         "attempts": attempts,
         "retries": attempts - n,
@@ -80,11 +81,13 @@ def summarize(events: list[dict], duration_s: float) -> dict:
 
 
 def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
-    """Per-bin rows: t_s, sent, answered, ok, errors, rate_429, p95_ms, faults_active."""
+    """Per-bin rows: t_s, sent, answered, ok, errors, rate_429, p95_ms, faults_active, and with
+    replication replication_lag_s and divergence."""
     bins: dict[int, dict] = defaultdict(lambda: {"sent": 0, "answered": 0, "ok": 0, "errors": 0, "n429": 0, "lat": []})
     sent_at: dict[tuple, int] = {}
     active = 0
     fault_at: dict[int, int] = {}
+    crr_at: dict[int, tuple[float, int]] = {}
     width = int(bin_s * 1_000_000)
     for e in events:
         b = e["t_us"] // width
@@ -110,6 +113,8 @@ def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
         elif t == "fault.end":
             active = max(0, active - 1)
             fault_at[b] = active
+        elif t == "crr.sample":
+            crr_at[b] = (e["lag_s"], e["divergence"])
     rows = []
     last_active = 0
     for b in range(0, (max(bins) + 1) if bins else 0):
@@ -121,6 +126,10 @@ def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
             "errors": row["errors"], "rate_429": row["n429"] / row["answered"] if row["answered"] else 0.0,
             "p95_ms": percentile(lat, 95), "faults_active": last_active,
         })
+        if crr_at:
+            lag, div = crr_at.get(b, (rows[-2]["replication_lag_s"], rows[-2]["divergence"]) if len(rows) > 1 else (0.0, 0))
+            rows[-1]["replication_lag_s"] = lag
+            rows[-1]["divergence"] = div
     return rows
 
 
@@ -133,3 +142,37 @@ def check_slos(metrics: dict, slos: list[dict]) -> list[dict]:
         ok = value is not None and ops[s["op"]](value, s["value"])
         out.append({"metric": s["metric"], "op": s["op"], "target": s["value"], "value": value, "ok": bool(ok)})
     return out
+
+
+def _replication(events: list[dict], first_send: dict[int, int]) -> dict:
+    """Replication figures: lag, divergence, RPO at crashes, RTO of failovers, convergence time."""
+    samples = [e for e in events if e["type"] == "crr.sample"]
+    if not samples:
+        return {}
+    lags = sorted(e["lag_s"] for e in samples)
+    heal_t = next((e["t_us"] for e in events if e["type"] == "phase" and e["name"] == "heal"), None)
+    applied = [e["t_us"] for e in events if e["type"] == "crr.applied"]
+    conv = max(0.0, (max(applied) - heal_t) / 1e6) if applied and heal_t is not None else 0.0
+    crashes = [e for e in events if e["type"] == "fault.start" and e["kind"] == "crash"]
+    rpo = max((e.get("rpo_s", 0.0) for e in crashes), default=0.0)
+    # RTO: from a region's crash to the first success served elsewhere for a request first sent to it
+    first_region: dict[int, str] = {}
+    for e in events:
+        if e["type"] == "client.send" and e["attempt"] == 1:
+            first_region.setdefault(e["req"], e["region"])
+    rto = 0.0
+    for c in crashes:
+        t0, dead = c["t_us"], c["target"]
+        hit = [e["t_us"] for e in events if e["type"] == "client.recv" and e["t_us"] >= t0
+               and e["status"] in (200, 202) and e["region"] != dead and first_region.get(e["req"]) == dead]
+        if hit:
+            rto = max(rto, (min(hit) - t0) / 1e6)
+    return {
+        "replication_lag_p95_s": percentile(lags, 95),
+        "replication_lag_max_s": lags[-1],
+        "divergence_max": max(e["divergence"] for e in samples),
+        "conflicts": samples[-1]["conflicts"],
+        "convergence_time_s": conv,
+        "rpo_s": rpo,
+        "rto_s": rto,
+    }

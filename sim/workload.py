@@ -155,6 +155,12 @@ class Agent:
         x -= w["bad_sig_rate"]
         if self.sent and x < w["conflict_rate"]:
             return "conflict", f.conflicting(self.sent[rng.randrange(len(self.sent))], self.tenant)
+        x -= w["conflict_rate"]
+        if x < w["cross_region_conflict_rate"]:
+            peers = [a for a in self.world.agents if a.tenant == self.tenant and a.urls[0] != self.urls[0] and a.sent]
+            if peers:
+                peer = peers[rng.randrange(len(peers))]
+                return "conflict", f.conflicting(peer.sent[rng.randrange(len(peer.sent))], self.tenant)
         pcs = f.new(rng, self.tenant, f"s{self.index}", self.epoch)
         if len(self.sent) < int(w["pool"]):
             self.sent.append(pcs)

@@ -13,7 +13,8 @@ from flk.impl.tenants import Tenant, TenantKey, TenantRegistry
 from flk.impl.verifier import Verifier
 from flk.sim.history import History
 from flk.sim.net import LinkSpec, Network
-from flk.sim.region import SIM_EPOCH, Region
+from flk.sim.region import SIM_EPOCH, Region, body_sha
+from flk.sim.replication import RegionReplication, SharedObjectSpace
 from flk.sim.rng import Streams
 from flk.sim.workload import Agent, PcsFactory, make_templates, tenant_key
 
@@ -47,6 +48,12 @@ class World:
         self.tenants = self._tenant_registry()
         self.factory = PcsFactory(make_templates(seed), BASE_KEY)
         self.regions = {r["id"]: region_cls(self, r) for r in data["regions"]}
+        self.conflicts_seen: set[tuple[str, str]] = set()
+        self.repl: dict[str, RegionReplication] = {}
+        if data["replication"]["enabled"]:
+            space = SharedObjectSpace()
+            self.objects = space
+            self.repl = {rid: RegionReplication(self, self.regions[rid], space) for rid in self.region_ids}
         self.agents = [Agent(self, i) for i in range(int(data["workload"]["agents"]))]
         self._req = 0
         self.fault_log: list[dict] = []
@@ -91,8 +98,14 @@ class World:
                 r = self.regions[t]
                 if (kind == "crash") == start:
                     if r.up:
+                        if t in self.repl:  # what this region acked but never shipped (RPO)
+                            sh = self.repl[t].shipper
+                            info_rpo = {"rpo_s": round(sh.lag_s(r.now()), 6),
+                                        "unshipped": max(0, r.wal.next_index - sh.watermark)}
+                        else:
+                            info_rpo = {}
                         info = r.crash()
-                        h.record(now, "fault.start", kind="crash", target=t, **info)
+                        h.record(now, "fault.start", kind="crash", target=t, **info, **info_rpo)
                 else:
                     if not r.up and not r.restarting:
                         h.record(now, "fault.end", kind="crash", target=t)
@@ -138,6 +151,23 @@ class World:
                 for tid in tids:
                     self.factory.key_generation[tid] = self.factory.key_generation.get(tid, 0) + 1
                 h.record(now, "fault.start", kind="rotate_key", target=",".join(tids))
+        elif kind in ("ship_stop", "ship_start"):
+            stop = (kind == "ship_stop") == start
+            for t in targets:
+                if t in self.repl:
+                    self.repl[t].ship_stopped = stop
+                    self.repl[t].shipper.paused = stop
+            h.record(now, "fault.start" if stop else "fault.end", kind="ship_stop", target=",".join(targets))
+        elif kind in ("objstore_down", "objstore_up"):
+            down = (kind == "objstore_down") == start
+            if f.get("target", "*") == "*":
+                if self.repl:
+                    self.objects.available = not down
+            else:
+                for t in targets:
+                    if t in self.repl:
+                        self.repl[t].view.available = not down
+            h.record(now, "fault.start" if down else "fault.end", kind="objstore_down", target=",".join(targets))
         elif kind == "bitflip_wal":
             if start:
                 for t in targets:
@@ -188,6 +218,12 @@ class World:
         yield self.env.timeout(self.duration)
         self.history.record(self.env.now, "phase", name="heal")
         self.net.heal()
+        if self.repl:
+            self.objects.available = True
+            for rep in self.repl.values():
+                rep.view.available = True
+                rep.ship_stopped = False
+                rep.shipper.paused = False
         for r in self.regions.values():
             r.store.down = False
             r.store.extra_latency_ms = 0.0
@@ -213,12 +249,28 @@ class World:
         if self.scenario.data["nemesis"]["enabled"]:
             env.process(self._nemesis())
         env.process(self._heal_all())
+        for rep in self.repl.values():
+            env.process(rep.run())
+        if self.repl:
+            env.process(self._sample())
         env.run(until=self.duration + self.quiescence)
         self.history.record(env.now, "phase", name="final")
         for rid in self.region_ids:
             for tenant, pcs_id, o in self.regions[rid].final_entries():
-                from flk.sim.region import body_sha
-
                 self.history.record(env.now, "final.entry", region=rid, tenant=tenant, pcs_id=pcs_id,
                                     digest=o.payload_digest, status=o.status, body_sha=body_sha(o.body))
+        for rid, rep in self.repl.items():
+            for tenant, pcs_id, rec in sorted(rep.auth.items(), key=lambda x: (x[0], x[1])):
+                a = rec.authoritative
+                self.history.record(env.now, "final.auth", region=rid, tenant=tenant, pcs_id=pcs_id,
+                                    digest=a.payload_digest, origin=a.region, conflict=rec.conflict)
         return self.history
+
+    def _sample(self):
+        """Once a simulated second: replication lag, key-count divergence, conflicts seen."""
+        while True:
+            yield self.env.timeout(1.0)
+            now = self.env.now
+            counts = [self.regions[r].store.inner.count(SIM_EPOCH + now) for r in self.region_ids]
+            self.history.record(now, "crr.sample", lag_s=round(max(rep.lag_s() for rep in self.repl.values()), 6),
+                                divergence=max(counts) - min(counts), conflicts=len(self.conflicts_seen))
