@@ -72,8 +72,6 @@ from flk.impl.signals import (
     DEFAULT_REGIME,
     BudgetParams,
     RegimeThresholds,
-    budget,
-    regime,
 )
 from flk.impl.signing import verify_ed25519
 from flk.impl.tenants import Limiter, Tenant, TenantRegistry
@@ -218,11 +216,13 @@ class _JsonError(ValueError):
 
 
 def _no_dupes(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
-    for k, v in pairs:
-        if k in out:
-            raise _JsonError(f"duplicate key {k[:64]!r}")
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _JsonError(f"duplicate key {k[:64]!r}")
+            seen.add(k)
     return out
 
 
@@ -600,8 +600,16 @@ class Verifier:
         coh, r = _r9(pcs["coh_star"]), _r9(pcs["r"])
         # out-of-range claims are flagged below; recompute with the value clamped to [0, 1]
         coh_c, r_c = min(1.0, max(0.0, coh)), min(1.0, max(0.0, r))
-        b = budget(dh, coh_c, r_c, p.budget)
-        reg = regime(dh, coh_c, p.regime)
+        # budget and regime exactly as flk.impl.signals.budget / .regime (a test checks equality)
+        bp, rt = p.budget, p.regime
+        b = bp.base + bp.alpha * (1.0 - r_c) + bp.beta * max(0.0, dh - bp.d0) + bp.gamma * coh_c
+        b = min(1.0, max(0.0, b))
+        if coh_c >= rt.sticky_coh and dh <= rt.sticky_d_max:
+            reg = "sticky"
+        elif dh >= rt.non_sticky_d_min:
+            reg = "non_sticky"
+        else:
+            reg = "mixed"
         reasons = []
         if abs(dh - _r9(pcs["D_hat"])) > p.tol_d:
             reasons.append(R_D_HAT)
@@ -886,7 +894,7 @@ def run_batch(
                 while True:
                     eff = g.throw(exc) if exc is not None else g.send(reply)
                     reply, exc = None, None
-                    if isinstance(eff, Emit):  # no reply: keep going
+                    if type(eff) is Emit:  # no reply: keep going
                         if sink is not None:
                             sink(eff.event)
                         continue
@@ -896,7 +904,13 @@ def run_batch(
                 out[i] = stop.value
         active = [i for i in active if i in pending]
         replies = {}
-        wal_ix = [i for i in active if isinstance(pending[i], WalAppend)]
+        by_type: dict[type, list[int]] = {WalAppend: [], DedupGet: [], DedupPut: []}
+        for i in active:
+            kind = by_type.get(type(pending[i]))
+            if kind is None:  # pragma: no cover - a new effect type without a driver case
+                raise TypeError(f"unknown effect {type(pending[i]).__name__}")
+            kind.append(i)
+        wal_ix = by_type[WalAppend]
         if wal_ix:
             try:
                 idxs = wal_write(wal, [pending[i] for i in wal_ix])
@@ -905,7 +919,7 @@ def run_batch(
             except WalUnavailable as e:
                 for i in wal_ix:
                     replies[i] = (None, e)
-        get_ix = [i for i in active if isinstance(pending[i], DedupGet)]
+        get_ix = by_type[DedupGet]
         if get_ix:
             now = pending[get_ix[0]].now
             try:
@@ -918,7 +932,7 @@ def run_batch(
             except StoreUnavailable as e:
                 for i in get_ix:
                     replies[i] = (None, e)
-        put_ix = [i for i in active if isinstance(pending[i], DedupPut)]
+        put_ix = by_type[DedupPut]
         if put_ix:
             p0 = pending[put_ix[0]]
             try:
@@ -933,9 +947,6 @@ def run_batch(
             except StoreUnavailable as e:
                 for i in put_ix:
                     replies[i] = (None, e)
-        for i in active:
-            if i not in replies:  # pragma: no cover
-                raise TypeError(f"unknown effect {type(pending[i]).__name__}")
     return out  # type: ignore[return-value]
 
 

@@ -72,3 +72,20 @@ def test_fast_validator_never_accepts_what_the_full_one_rejects(muts, drop):
 def test_stored_outcome_header_equals_json(digest, status, first_seen, region, pv):
     want = json.dumps([digest, status, first_seen, region, pv], separators=(",", ":"), ensure_ascii=True)
     assert dedup_base._head(digest, status, first_seen, region, pv) == want.encode() + b"\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(coh=st.floats(-0.5, 1.5), r=st.floats(-0.5, 1.5), counts=st.lists(st.integers(1, 10**6), min_size=3, max_size=3),
+       w=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 4)),
+       t=st.tuples(st.floats(0, 1), st.floats(0, 3), st.floats(0, 4)))
+def test_pipeline_budget_and_regime_equal_signals(coh, r, counts, w, t):
+    from flk.impl.signals import BudgetParams, RegimeThresholds, budget, regime
+
+    bp = BudgetParams(*w)
+    rt = RegimeThresholds(*t)
+    v = Verifier(registry(), policy=Policy(budget=bp, regime=rt))
+    doc = make_pcs(scales=(2, 4, 8), counts=counts, coh=coh, r=r)
+    _, dh, b, reg = v.check_signals(doc, "v1")
+    cc, rc = min(1.0, max(0.0, round9(coh))), min(1.0, max(0.0, round9(r)))
+    assert b == budget(dh, cc, rc, bp)
+    assert reg == regime(dh, cc, rt)
