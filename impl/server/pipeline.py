@@ -34,8 +34,6 @@ from flk.impl.dedup import StoreUnavailable
 from flk.impl.errors import InvalidInput
 from flk.impl.server.config import DEFAULT_TENANT, ConfigError, ServerConfig
 
-REPLAY_CHUNK = 256
-
 
 def build_tenants(cfg: ServerConfig):
     """The :class:`flk.impl.tenants.TenantRegistry` the configuration describes."""
@@ -144,13 +142,14 @@ class ServerPipeline:
                 raise TypeError(f"unknown effect {type(eff).__name__}")
 
     # -- replay ---------------------------------------------------------------------
-    def _replay_chunk(self, chunk: list[tuple[int, bytes]]) -> dict[str, int]:
+    def _replay_all(self, wal: Any) -> dict[str, int]:
+        """Every record of ``wal``, streamed (not loaded at once), through the pipeline."""
         from flk.impl.verifier import Request, run_sync
         from flk.impl.wal import decode_inbox_record
 
         counts = {"records": 0, "errors": 0}
         store = self.server.store
-        for index, payload in chunk:
+        for index, payload in wal.records():
             try:
                 rec = decode_inbox_record(payload)
             except InvalidInput as exc:
@@ -166,28 +165,10 @@ class ServerPipeline:
         return counts
 
     async def replay_wal(self, wal: Any) -> dict[str, int]:
-        """Replay every record of ``wal``; raises if the store is unavailable
-        (the worker must not serve with an un-replayed WAL)."""
+        """Replay every record of ``wal`` on a worker thread; raises if the store is
+        unavailable (the worker must not serve with an un-replayed WAL)."""
         loop = asyncio.get_running_loop()
-        total = {"records": 0, "errors": 0}
-        chunk: list[tuple[int, bytes]] = []
-
-        def flush_sync(c):
-            return self._replay_chunk(c)
-
-        records = await loop.run_in_executor(None, lambda: list(wal.records()))
-        for item in records:
-            chunk.append(item)
-            if len(chunk) >= REPLAY_CHUNK:
-                got = await loop.run_in_executor(self.server.executor, flush_sync, chunk)
-                chunk = []
-                for k in total:
-                    total[k] += got[k]
-        if chunk:
-            got = await loop.run_in_executor(self.server.executor, flush_sync, chunk)
-            for k in total:
-                total[k] += got[k]
-        return total
+        return await loop.run_in_executor(self.server.executor, self._replay_all, wal)
 
 
 def build_pipeline(cfg: ServerConfig, server: Any) -> ServerPipeline:

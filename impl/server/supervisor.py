@@ -94,7 +94,24 @@ def run_worker(factory_path: str, factory_args: tuple, index: int, sock: socket.
     return 0 if server.started else STARTUP_FAILURE
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the supervisor dies (even by SIGKILL), so no
+    orphan keeps serving on the shared socket."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
 def _child(factory_path: str, factory_args: tuple, index: int, sock: socket.socket, drain_timeout_s: float) -> None:
+    _die_with_parent()
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the supervisor died before prctl took effect
+        sys.exit(1)
     sys.exit(run_worker(factory_path, factory_args, index, sock, drain_timeout_s))
 
 
