@@ -27,12 +27,24 @@ class Region:
         self.reconciler = Reconciler(name, mode=mode, audit=audit)
         self.events: list[dict] = []
         self.applier = ReplayApplier(self.verifier, self.store, self.reconciler.observe, self.events.append)
-        self.shipper = Shipper(self.log, objects, stream_name(name), f"/{name}/ship.json", fs=self.fs,
-                               interval_s=1.0, backoff=Backoff(0.5, 8.0))
-        topo = topology or Topology.full_mesh(peers, name)
+        self.objects = objects
+        self.topology = topology or Topology.full_mesh(peers, name)
         self.rejects: list = []
-        self.reader = Reader(objects, topo, self.applier, f"/{name}/read.json", fs=self.fs, interval_s=1.0,
-                             backoff=Backoff(0.5, 8.0), on_reject=self.rejects.append)
+        self._drivers()
+
+    def _drivers(self) -> None:
+        self.shipper = Shipper(self.log, self.objects, stream_name(self.name), f"/{self.name}/ship.json", fs=self.fs,
+                               interval_s=1.0, backoff=Backoff(0.5, 8.0))
+        self.reader = Reader(self.objects, self.topology, self.applier, f"/{self.name}/read.json", fs=self.fs,
+                             interval_s=1.0, backoff=Backoff(0.5, 8.0), on_reject=self.rejects.append)
+
+    def crash(self) -> None:
+        """Power cut: the disk keeps only what was fsynced; the WAL, the shipper and
+        the reader restart from their durable state (the dedup store and the
+        reconciler are separate services and keep theirs)."""
+        self.fs.crash()
+        self.log = SegmentedLog(f"/{self.name}/wal", fs=self.fs)
+        self._drivers()
 
     def submit(self, raw: bytes, tenant: str | None, now: float):
         return run_sync(self.verifier.handle(Request(raw, tenant), now), self.log, self.store)

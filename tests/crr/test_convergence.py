@@ -6,7 +6,7 @@ review queue, audit entries and HTTP endpoint."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.audit import AuditLog, verify_directory
@@ -33,14 +33,17 @@ from .regions import NOW, Region, variants
 NAMES = ["ap", "eu", "us"]
 POOL = variants(3, 3)
 
+SUBMIT = st.tuples(st.just("submit"), st.integers(0, 2), st.integers(0, len(POOL) - 1))
 ops_strategy = st.lists(
     st.one_of(
-        st.tuples(st.just("submit"), st.integers(0, 2), st.integers(0, len(POOL) - 1)),
+        SUBMIT, SUBMIT, SUBMIT,
         st.tuples(st.just("ship"), st.integers(0, 2), st.just(0)),
         st.tuples(st.just("read"), st.integers(0, 2), st.just(0)),
         st.tuples(st.just("redeliver"), st.integers(0, 2), st.integers(0, 2)),  # forget a watermark
         st.tuples(st.just("outage"), st.integers(0, 1), st.just(0)),
+        st.tuples(st.just("crash"), st.integers(0, 2), st.just(0)),  # power cut: WAL/watermarks reopen
     ),
+    min_size=4,
     max_size=40,
 )
 
@@ -52,9 +55,10 @@ def quiesce(regs, t):
         r.reader.step(t)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=ops_strategy, order=st.permutations(range(3)))
-def test_inv_convergence_and_inv_fww_any_order_duplicates_redeliveries(ops, order):
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pre=st.lists(SUBMIT, min_size=2, max_size=6), ops=ops_strategy, order=st.permutations(range(3)))
+def test_inv_convergence_and_inv_fww_any_order_duplicates_redeliveries(pre, ops, order):
+    ops = pre + ops
     objects = MemoryObjectStore()
     regs = [Region(n, objects, NAMES) for n in NAMES]
     first_seen_local: list[dict] = [{} for _ in regs]
@@ -84,6 +88,8 @@ def test_inv_convergence_and_inv_fww_any_order_duplicates_redeliveries(ops, orde
             r.reader.watermarks.pop(NAMES[b], None)
         elif op == "outage":
             objects.available = not objects.available
+        elif op == "crash":
+            r.crash()
         check_fww()
     objects.available = True
     # heal: everyone ships, then everyone reads, in a random region order, twice
@@ -113,6 +119,8 @@ def test_inv_convergence_and_inv_fww_any_order_duplicates_redeliveries(ops, orde
     # the conflict records agree too
     states = [{(t_, p): (rec.digests, rec.state) for t_, p, rec in r.reconciler.conflicts()} for r in regs]
     assert states[0] == states[1] == states[2]
+    event("conflict" if states[0] else "no conflict")
+    event("with crash" if any(op == "crash" for op, _, _ in ops) else "no crash")
 
 
 def test_inv_convergence_partition_with_conflicting_writes_then_heal():
