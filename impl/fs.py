@@ -367,6 +367,31 @@ class CrashableMemoryFileSystem:
             if offset < len(inode.durable):
                 inode.durable[offset] ^= 1 << (bit & 7)
 
+    def clone(self, rng: random.Random | None = None) -> CrashableMemoryFileSystem:
+        """An independent copy of this disk (current and durable state, pending
+        directory operations); no open handle carries over. For forking a
+        scenario, e.g. trying every crash point from one state."""
+        with self._lock:
+            other = CrashableMemoryFileSystem(rng=rng, torn_writes=self.torn_writes,
+                                              fsync_hook=self.fsync_hook,
+                                              partial_dir_ops=self.partial_dir_ops)
+            copies: dict[int, _Inode] = {}
+
+            def cp(inode: _Inode) -> _Inode:
+                if id(inode) not in copies:
+                    n = _Inode()
+                    n.data, n.durable, n.readonly = bytearray(inode.data), inode.durable, inode.readonly
+                    copies[id(inode)] = n
+                return copies[id(inode)]
+
+            other._dirs = set(self._dirs)
+            other._live = {p: cp(i) for p, i in self._live.items()}
+            other._durable = {p: cp(i) for p, i in self._durable.items()}
+            other._dir_ops = {d: [tuple(cp(x) if isinstance(x, _Inode) else x for x in op) for op in ops]
+                              for d, ops in self._dir_ops.items()}
+            other._epoch = self._epoch + 1
+            return other
+
     def durable_view(self) -> dict[str, bytes]:
         """What a crash right now would leave (without torn writes): path -> bytes."""
         with self._lock:

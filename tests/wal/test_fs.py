@@ -201,3 +201,22 @@ def test_partial_directory_operations_keep_a_prefix_in_order(names, seed):
     kept, pending = rep["dir_ops_kept"].get("d", (0, 0))
     assert pending == len(names)
     assert fs.listdir("d") == states[kept]
+
+
+def test_clone_is_an_independent_disk_with_the_same_durable_state():
+    fs = CrashableMemoryFileSystem()
+    fs.makedirs("d")
+    h = fs.open_append("d/f")
+    fs.fsync_dir("d")
+    h.write(b"durable")
+    h.fsync()
+    h.write(b"+volatile")
+    twin = fs.clone()
+    assert twin.read("d/f") == b"durable+volatile"
+    twin.crash()
+    assert twin.read("d/f") == b"durable" and fs.read("d/f") == b"durable+volatile"
+    h.write(b"!")  # the original's handle writes to the original only
+    assert fs.read("d/f") == b"durable+volatile!" and twin.read("d/f") == b"durable"
+    th = twin.open_append("d/f")
+    th.write(b"y")
+    assert twin.read("d/f") == b"durabley" and fs.read("d/f") == b"durable+volatile!"
