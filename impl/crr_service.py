@@ -124,7 +124,10 @@ class CrrService:
 
     def __init__(self, cfg: CrrConfig, *, wal: Any, dedup_store: Any, verifier: Any, data_dir: str,
                  worker: int = 0, objects: ObjectStore | None = None, clock: Callable[[], float] = time.time,
-                 log: Callable[..., None] | None = None) -> None:
+                 log: Callable[..., None] | None = None, volatile_store: bool = False) -> None:
+        """``volatile_store``: the dedup store does not survive a restart (the
+        memory backend), so the reader forgets its watermarks and re-reads
+        every stream (idempotent) instead of trusting them."""
         self.cfg, self.worker, self.clock = cfg, worker, clock
         self.data_dir = data_dir
         self.state_dir = os.path.join(data_dir, "crr")
@@ -159,9 +162,11 @@ class CrrService:
             self.audit_queue.recover(clock())
             self.reconciler.audit = self._enqueue_audit
             topo = Topology.parse(cfg.peers, cfg.region)
+            read_state = os.path.join(self.state_dir, "read.json")
+            if volatile_store and os.path.exists(read_state):
+                os.remove(read_state)
             applier = ReplayApplier(verifier, dedup_store, self.reconciler.observe)
-            self.reader = Reader(self.objects, topo, applier,
-                                 os.path.join(self.state_dir, "read.json"), interval_s=cfg.read_interval_s,
+            self.reader = Reader(self.objects, topo, applier, read_state, interval_s=cfg.read_interval_s,
                                  backoff=Backoff(0.25, 10.0), on_reject=self._rejected)
             self.divergence = DivergenceDetector(
                 cfg.region, dedup_store, self.objects, list(topo.sources), interval_s=cfg.divergence_interval_s,
@@ -274,7 +279,8 @@ def start_for_server(server: Any, env: Mapping[str, str] | None = None) -> CrrSe
             logger.warning(event, **kw)
 
     svc = CrrService(cfg, wal=server.wal, dedup_store=server.store, verifier=server.pipeline.verifier,
-                     data_dir=server.cfg.data_dir, worker=server.worker, log=log)
+                     data_dir=server.cfg.data_dir, worker=server.worker, log=log,
+                     volatile_store=getattr(server.cfg, "dedup_backend", "") == "memory")
     return svc.start()
 
 

@@ -91,3 +91,36 @@ def test_two_services_replicate_through_a_shared_directory_and_pause(tmp_path):
     assert [e["outcome"] for e in lines] == ["reconcile_conflict"] and lines[0]["pcs_id"] == pid0
     for w in (eu_wal, us_wal):
         w.close()
+
+
+def test_volatile_dedup_store_rereads_every_stream_after_a_restart(tmp_path):
+    shared = tmp_path / "shared"
+    eu, eu_wal, eu_store, eu_v = make(tmp_path, "eu", "us", shared)
+    raw0, t0, pid0, _ = variants(1, 1)[0]
+    assert run_sync(eu_v.handle(Request(raw0, t0), NOW), eu_wal, eu_store).status == 200
+    eu.step(NOW + 1)
+    eu.stop()
+    eu_wal.close()
+    d = tmp_path / "us"
+    d.mkdir()
+
+    def start(volatile: bool):
+        store = open_store("memory")
+        svc = CrrService(CrrConfig("us", str(shared), "eu", 0.05, 0.05), wal=SegmentedLog(str(d / "wal")),
+                         dedup_store=store, verifier=Verifier(registry(), region="us"), data_dir=str(d),
+                         volatile_store=volatile)
+        svc.step(NOW + 2)
+        return svc, store
+
+    svc, store = start(True)
+    assert store.get(t0, pid0, NOW + 3) is not None
+    svc.stop()
+    svc.shipper.log.close()
+    svc, store = start(False)  # trusting the watermark with an empty memory store would miss it
+    assert store.get(t0, pid0, NOW + 3) is None
+    svc.stop()
+    svc.shipper.log.close()
+    svc, store = start(True)
+    assert store.get(t0, pid0, NOW + 3) is not None
+    svc.stop()
+    svc.shipper.log.close()
