@@ -374,8 +374,8 @@ def _fast_valid(doc: Any) -> bool:
 def validate_pcs(doc: Any) -> list[tuple[str, str]]:
     """Every wire-format error of ``doc`` as ``(field, message)``, in a fixed order
     (required fields, optional fields, unknown fields, then INV-PCSID). Empty if valid."""
-    if _fast_valid(doc):
-        want = compute_pcs_id(doc["merkle_root"], doc["epoch"], doc["shard_id"])
+    if _fast_valid(doc):  # inputs checked: SPEC section 5 directly (== flk.impl.pcs.pcs_id)
+        want = hashlib.sha256(f'{doc["merkle_root"]}|{doc["epoch"]}|{doc["shard_id"]}'.encode()).hexdigest()
         return [] if want == doc["pcs_id"] else [
             ("pcs_id", "does not equal SHA-256(merkle_root|epoch|shard_id) (INV-PCSID)")]
     return _validate_full(doc)
@@ -531,11 +531,12 @@ def problem(slug: str, detail: str, retry_after: int | None = None, **extra: Any
     return Response(status, tuple(headers), _dumps(body))
 
 
+_FRESH_HEADERS = (("Content-Type", JSON_CT),)
+_REPLAY_HEADERS = (("Content-Type", JSON_CT), (REPLAY_HEADER, "true"))
+
+
 def _outcome_response(stored: StoredOutcome, replayed: bool) -> Response:
-    headers = [("Content-Type", JSON_CT)]
-    if replayed:
-        headers.append((REPLAY_HEADER, "true"))
-    return Response(stored.status, tuple(headers), stored.body)
+    return Response(stored.status, _REPLAY_HEADERS if replayed else _FRESH_HEADERS, stored.body)
 
 
 # -- the pipeline -------------------------------------------------------------------------
@@ -562,6 +563,9 @@ class Verifier:
         self.hooks = tuple(hooks)
         self.limiter = limiter if limiter is not None else Limiter()
         self.reject_status = dict(DEFAULT_REJECT_STATUS if reject_status is None else reject_status)
+        for reason, status in self.reject_status.items():
+            if status not in (400, 401):
+                raise ValueError(f"reject_status[{reason!r}] must be 400 or 401, got {status!r}")
         self._pv_json = json.dumps(policy.version, ensure_ascii=True)
         self._region_json = json.dumps(region, ensure_ascii=True)
 
@@ -721,8 +725,6 @@ class Verifier:
         if rejecting:
             status = self.reject_status[rejecting[0]]
             slug = "rejected-by-policy" if status == 400 else "unauthorized-by-policy"
-            if status not in (400, 401):
-                raise ValueError(f"reject_status for {rejecting[0]} must be 400 or 401")
             return (yield from _done(label, problem(slug, "rejected: " + ", ".join(rejecting), reasons=rejecting),
                                     "rejected" if status == 400 else "signature_error", pcs_id=pid))
         escalated = bool(reasons)

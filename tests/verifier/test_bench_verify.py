@@ -1,0 +1,24 @@
+"""flk bench verify runs the real pipeline end to end (a smoke test, not a timing test)."""
+
+from __future__ import annotations
+
+from flk.impl.bench import verify as bench
+
+
+def test_one_bench_run_pushes_every_pcs_through_wal_and_store(tmp_path):
+    bodies = bench._bodies(40, "smoke")
+    rate, cpu_rate = bench._one_run("sqlite", bodies, 16, str(tmp_path))
+    assert rate > 0 and cpu_rate > 0  # _one_run raises if any PCS was not accepted or stored
+
+
+def test_bench_reports_unreachable_services_as_skipped(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLK_BENCH_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setattr(bench, "_bodies", lambda n, tag: _real_bodies(8, tag))
+    monkeypatch.setenv("FLK_BENCH_POSTGRES_DSN", "postgresql://flk@127.0.0.1:1/flk")
+    out = bench.run(repeat=1, quick=True)
+    assert out["memory_pcs_per_s"] > 0 and out["sqlite_pcs_per_s"] > 0
+    assert "redis_skipped" in out and "postgres_skipped" in out
+    assert "redis_pcs_per_s" not in out and "postgres_pcs_per_s" not in out
+
+
+_real_bodies = bench._bodies
