@@ -261,6 +261,58 @@ class CrrService:
         return authoritative_app(lambda: self.reconciler)
 
 
+# -- Prometheus --------------------------------------------------------------------------------
+
+class CrrCollector:
+    """A ``prometheus_client`` collector reading :meth:`CrrService.metrics` at scrape time."""
+
+    def __init__(self, svc: CrrService) -> None:
+        self.svc = svc
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        m = self.svc.metrics()
+        w = str(self.svc.worker)
+        ship = m["ship"]
+
+        def gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(name, doc, labels=["worker"])
+            g.add_metric([w], float(value or 0.0))
+            return g
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            c = CounterMetricFamily(name, doc, labels=["worker"])
+            c.add_metric([w], float(value))
+            return c
+
+        yield gauge("flk_crr_replication_lag_seconds", "Age of the oldest inbox record not yet shipped", ship["lag_s"])
+        yield gauge("flk_crr_replication_lag_p50_seconds", "Median upload time minus received_at (recent records)",
+                    ship["lag_p50_s"])
+        yield counter("flk_crr_shipped_records", "Inbox records uploaded to the object store", ship["shipped_records"])
+        yield gauge("flk_crr_ship_failures", "Consecutive shipping failures (backing off)", ship["failures"])
+        yield gauge("flk_crr_paused", "1 while crr.pause exists", 1.0 if m["paused"] else 0.0)
+        if "read" in m:
+            rd, rc = m["read"], m["reconcile"]
+            yield counter("flk_crr_applied_records", "Replicated records replayed here", rd["applied_records"])
+            yield gauge("flk_crr_rejected_streams", "Streams stopped at a rejected segment", len(rd["rejected"]))
+            yield counter("flk_crr_conflicts", "Keys seen with two or more payload digests", rc["conflicts"])
+            yield gauge("flk_crr_open_conflicts", "Conflicts awaiting review", rc["open_conflicts"])
+            yield counter("flk_crr_authoritative_changes", "Authoritative outcomes replaced by an earlier one",
+                          rc["authoritative_changes"])
+        if "audit_queue" in m:
+            yield gauge("flk_crr_audit_backlog", "Audit items queued or waiting for a retry", m["audit_queue"]["backlog"])
+            yield gauge("flk_crr_audit_dead_letters", "Audit items in the dead-letter queue",
+                        m["audit_queue"]["dead_letters"])
+        if "divergence" in m:
+            level = {"ok": 0, "warning": 1, "critical": 2}
+            yield gauge("flk_crr_divergence_severity", "Worst divergence severity (0 ok, 1 warning, 2 critical)",
+                        max((level[d["severity"]] for d in m["divergence"]), default=0))
+
+
 # -- the server's hooks (call from Server.start / Server.stop) --------------------------------
 
 def start_for_server(server: Any, env: Mapping[str, str] | None = None) -> CrrService | None:
@@ -281,6 +333,9 @@ def start_for_server(server: Any, env: Mapping[str, str] | None = None) -> CrrSe
     svc = CrrService(cfg, wal=server.wal, dedup_store=server.store, verifier=server.pipeline.verifier,
                      data_dir=server.cfg.data_dir, worker=server.worker, log=log,
                      volatile_store=getattr(server.cfg, "dedup_backend", "") == "memory")
+    registry = getattr(getattr(server, "metrics", None), "registry", None)
+    if registry is not None:  # /metrics shows the flk_crr_* families
+        registry.register(CrrCollector(svc))
     return svc.start()
 
 

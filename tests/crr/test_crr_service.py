@@ -124,3 +124,22 @@ def test_volatile_dedup_store_rereads_every_stream_after_a_restart(tmp_path):
     assert store.get(t0, pid0, NOW + 3) is not None
     svc.stop()
     svc.shipper.log.close()
+
+
+def test_prometheus_collector_exposes_the_crr_families(tmp_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from flk.impl.crr_service import CrrCollector
+
+    eu, eu_wal, eu_store, eu_v = make(tmp_path, "eu", "", tmp_path / "shared")
+    raw0, t0, _, _ = variants(1, 1)[0]
+    run_sync(eu_v.handle(Request(raw0, t0), NOW), eu_wal, eu_store)
+    eu.step(NOW + 1)
+    reg = CollectorRegistry()
+    reg.register(CrrCollector(eu))
+    text = generate_latest(reg).decode()
+    assert 'flk_crr_shipped_records_total{worker="0"} 1.0' in text
+    assert 'flk_crr_applied_records_total{worker="0"} 1.0' in text
+    assert 'flk_crr_open_conflicts{worker="0"} 0.0' in text and "flk_crr_audit_backlog" in text
+    eu.stop()
+    eu_wal.close()

@@ -279,6 +279,8 @@ def test_three_regions_converge_partition_heal_kill_failover(tmp_path):
         for r in survivors + [us]:
             st = r.status(client)
             assert st["read"]["rejected"] == {} and st["errors"] == 0
+        metrics = client.get(f"{eu.url}/metrics").text
+        assert "flk_crr_conflicts_total" in metrics and "flk_crr_replication_lag_seconds" in metrics
         print("CRR-FIGURES " + json.dumps(figures, sort_keys=True))
     finally:
         client.close()
