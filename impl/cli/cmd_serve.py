@@ -43,6 +43,12 @@ def preflight(cfg) -> None:
         if not os.access(d, os.W_OK):
             raise ConfigError(f"directory {d} is not writable")
     build_verifier(cfg)  # tenants, policy
+    from flk.impl.crr_service import CrrConfigError, config_from_env
+
+    try:
+        config_from_env(os.environ, cfg.region_id)  # cross-region replication (CRR_*), issue #8
+    except CrrConfigError as exc:
+        raise ConfigError(f"replication: {exc}") from None
     from flk.impl.server.app import openapi_document
 
     openapi_document()

@@ -114,6 +114,7 @@ class Server:
         self.wal: Any = None
         self.committer: Any = None
         self.pipeline: Any = None
+        self.crr: Any = None  # flk.impl.crr_service.CrrService when replication is configured
         self.metrics: Any = None
         self.smetrics: ServerMetrics | None = None
         self.openapi: bytes = b"{}"
@@ -152,12 +153,19 @@ class Server:
         replayed = await self.pipeline.replay_wal(self.wal)
         self.smetrics.replayed.inc(replayed["records"])
         self.log.info("wal_replayed", wal_dir=wal_dir, **replayed)
+        from flk.impl.crr_service import start_for_server
+
+        self.crr = await loop.run_in_executor(None, start_for_server, self)  # None unless CRR_* configured
         self.ready = True
         self.log.info("worker_ready", pid=os.getpid(), dedup_backend=cfg.dedup_backend)
 
     async def stop(self) -> None:
         self.ready = False
         loop = asyncio.get_running_loop()
+        if self.crr is not None:  # before the WAL it ships is closed
+            from flk.impl.crr_service import stop_for_server
+
+            await loop.run_in_executor(None, stop_for_server, self.crr)
         if self.committer is not None:
             await loop.run_in_executor(None, self.committer.close)  # last group commit
         if self.wal is not None:
@@ -313,6 +321,8 @@ ROUTES = ("/v1/pcs/submit", "/health", "/ready", "/metrics", "/openapi.json")
 
 
 def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
+    from flk.impl.crr_service import routes as crr_routes
+
     srv = Server(cfg, worker)
 
     @contextlib.asynccontextmanager
@@ -350,6 +360,7 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
             Route("/ready", srv.ready_check, methods=["GET"]),
             Route("/metrics", srv.metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", srv.openapi_endpoint, methods=["GET"]),
+            *crr_routes(lambda: srv.crr),  # /v1/pcs/{pcs_id}/authoritative, /v1/crr/* (issue #8)
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,

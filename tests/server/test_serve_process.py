@@ -55,6 +55,7 @@ def test_acceptance_no_config_sqlite_local_data_dir_accepts_agent_built_pcs(tmp_
         ({"DEDUP_BACKEND": "postgres", "POSTGRES_CONN": "postgresql://nobody@127.0.0.1:1/x"}, "dedup store postgres"),
         ({"PCS_SIGN_ALG": "none"}, "requires signed PCS"),
         ({"WORKERS": "0"}, "WORKERS must be in"),
+        ({"CRR_STORE_DIR": "crr-objects", "CRR_MODE": "bogus"}, "replication: CRR_MODE"),
     ],
 )
 def test_bad_configuration_exits_2_before_binding(tmp_path, env, fragment) -> None:
