@@ -108,8 +108,24 @@ def test_inv_canon_bytes_parse_back_to_the_rounded_values(s):
     assert raw.startswith(b'{"D_hat":') and raw.endswith(b"}")
 
 
-@SETTINGS
-@given(subsets(floats=any_float, strings=st.text(max_size=12)), st.sampled_from(["v1", "legacy-0.1"]))
+TRICKY = st.sampled_from(['"', "\\", "\x7f", "\x00", "\x1f", "\ud800", "\udfff", "é", "😀", ":-0.000000000", "a" * 64])
+fast_strings = st.one_of(
+    st.text(max_size=12),
+    st.text(st.characters(exclude_categories=()), max_size=8),  # includes lone surrogates
+    st.lists(st.one_of(TRICKY, st.text(max_size=3)), max_size=4).map("".join),
+)
+fast_floats = st.one_of(any_float, st.sampled_from([-0.0, -1e-10, -5e-10, 5e-10, 1 / 1024, 1e21]))
+fast_epochs = st.one_of(epochs, st.sampled_from([-1, 2**53, 2**64, True, 1.0, "1"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"pcs_id": fast_strings, "merkle_root": fast_strings, "epoch": fast_epochs, "shard_id": fast_strings,
+         "D_hat": fast_floats, "coh_star": fast_floats, "r": fast_floats, "budget": fast_floats}
+    ),
+    st.sampled_from(["v1", "legacy-0.1"]),
+)
 def test_inv_canon_fast_path_and_careful_path_agree_byte_for_byte(s, profile):
     def run(fn):
         try:
@@ -118,6 +134,29 @@ def test_inv_canon_fast_path_and_careful_path_agree_byte_for_byte(s, profile):
             return ("err", exc.field)
 
     assert run(canonical.canonical_bytes) == run(canonical.canonical_bytes_careful)
+
+
+ascii_tricky = st.lists(
+    st.one_of(TRICKY, st.text(st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=4)), max_size=4
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"pcs_id": ascii_tricky, "merkle_root": ascii_tricky, "epoch": epochs, "shard_id": ascii_tricky,
+         "D_hat": fast_floats.filter(math.isfinite), "coh_star": moderate, "r": moderate, "budget": moderate}
+    )
+)
+def test_inv_canon_fast_path_agrees_on_valid_subsets_with_tricky_strings(s):
+    """Focused on the inputs the fast path itself accepts or must hand over (escapes, -0)."""
+    try:
+        want = canonical.canonical_bytes_careful(s)
+    except InvalidInput:
+        with pytest.raises(InvalidInput):
+            canonical.canonical_bytes(s)
+        return
+    assert canonical.canonical_bytes(s) == want
 
 
 @SETTINGS
