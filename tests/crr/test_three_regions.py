@@ -25,11 +25,8 @@ from flk.impl.loadgen import PlanConfig, make_plan, tenant_key
 from flk.impl.signals import budget, d_hat, regime
 from flk.impl.signing import sign_hmac
 
-from .serve_shim import server_is_wired
-
 pytestmark = pytest.mark.slow
 
-HERE = pathlib.Path(__file__).resolve().parent
 FLK = str(pathlib.Path(sys.executable).parent / "flk")
 BASE = b"crr-three-regions-base-secret"
 K = 1  # single-tenant ("default"): flk serve's MULTI_TENANT path is being fixed by the server engineer
@@ -61,7 +58,7 @@ class Region:
         return self.dir / "data" / "crr.pause"
 
     def start(self, timeout: float = 90.0) -> Region:
-        cmd = [FLK, "serve"] if server_is_wired() else [sys.executable, str(HERE / "serve_shim.py")]
+        cmd = [FLK, "serve"]
         log = open(self.dir / "server.log", "ab")
         offset = log.tell()
         self.proc = subprocess.Popen([*cmd, "--port", "0"], cwd=self.dir, env=self.env, stdout=log, stderr=log,
