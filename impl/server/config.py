@@ -72,6 +72,7 @@ class ServerConfig:
     sign_alg: str = "hmac"
     multi_tenant: bool = False
     tenants: Mapping[str, TenantKeys] = dataclasses.field(default_factory=dict)
+    tenants_file: str = ""  # a flk.impl.tenants TOML file (multi-tenant, richer than TENANTS)
     key_file: str = ""  # set when the default per-data-dir HMAC key is in use
     region_id: str = "default"
     policy_file: str = ""
@@ -285,7 +286,7 @@ def ensure_key_file(data_dir: str) -> tuple[str, bytes, bool]:
 ENV_NAMES = (
     "HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
     "POSTGRES_CONN", "DEDUP_NAMESPACE", "DEDUP_TTL_S", "TOKEN_RATE", "PCS_SIGN_ALG", "PCS_HMAC_KEY", "PCS_HMAC_KEYS",
-    "PCS_ED25519_PUB_B64", "MULTI_TENANT", "TENANTS", "REGION_ID", "POLICY", "METRICS_USER",
+    "PCS_ED25519_PUB_B64", "MULTI_TENANT", "TENANTS", "TENANTS_FILE", "REGION_ID", "POLICY", "METRICS_USER",
     "METRICS_PASS", "MAX_BODY_BYTES", "WAL_GROUP_DELAY_MS", "MAX_INFLIGHT",
     "MIN_INFLIGHT", "TARGET_LATENCY_MS", "BREAKER_FAILURES", "BREAKER_OPEN_S", "STORE_THREADS",
     "LOG_LEVEL", "DRAIN_TIMEOUT_S",
@@ -378,15 +379,28 @@ def load_config(
     kw["sign_alg"] = alg
     multi = _bool("MULTI_TENANT", raw["MULTI_TENANT"]) if has("MULTI_TENANT") else False
     kw["multi_tenant"] = multi
+    if has("TENANTS_FILE"):
+        tf = _str("TENANTS_FILE", raw["TENANTS_FILE"])
+        if not multi:
+            raise ConfigError("TENANTS_FILE is set but MULTI_TENANT is not true")
+        if not os.path.isfile(tf):
+            raise ConfigError(f"TENANTS_FILE {tf} does not exist")
+        if has("TENANTS"):
+            raise ConfigError("give TENANTS or TENANTS_FILE, not both")
+        kw["tenants_file"] = tf
     if multi:
-        if not has("TENANTS") and not isinstance(raw.get("TENANTS"), Mapping):
-            raise ConfigError("MULTI_TENANT=true needs TENANTS (tenant:alg:key,...)")
-        tenants = parse_tenants(raw["TENANTS"])
-        if not tenants:
-            raise ConfigError("TENANTS lists no tenant")
+        if kw.get("tenants_file"):
+            tenants = {}
+        elif not has("TENANTS") and not isinstance(raw.get("TENANTS"), Mapping):
+            raise ConfigError("MULTI_TENANT=true needs TENANTS (tenant:alg:key,...) or TENANTS_FILE")
+        else:
+            tenants = parse_tenants(raw["TENANTS"])
+            if not tenants:
+                raise ConfigError("TENANTS lists no tenant")
         for name in ("PCS_HMAC_KEY", "PCS_HMAC_KEYS", "PCS_ED25519_PUB_B64"):
             if has(name):
                 raise ConfigError(f"{name} is single-tenant; with MULTI_TENANT=true put keys in TENANTS")
+        kw["tenants"] = tenants
     else:
         if has("TENANTS"):
             raise ConfigError("TENANTS is set but MULTI_TENANT is not true")

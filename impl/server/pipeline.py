@@ -36,10 +36,18 @@ from flk.impl.server.config import DEFAULT_TENANT, ConfigError, ServerConfig
 
 
 def build_tenants(cfg: ServerConfig):
-    """The :class:`flk.impl.tenants.TenantRegistry` the configuration describes."""
+    """The :class:`flk.impl.tenants.TenantRegistry` the configuration describes:
+    ``TENANTS_FILE`` (the tenants TOML of :mod:`flk.impl.tenants`: per-tenant rate,
+    quota, key windows, profiles, PII mode) or the keys parsed from ``TENANTS`` /
+    ``PCS_*`` (with ``TOKEN_RATE`` as every tenant's rate)."""
     from flk.impl.signing import b64encode
-    from flk.impl.tenants import from_mapping
+    from flk.impl.tenants import from_mapping, load_toml
 
+    if cfg.tenants_file:
+        try:
+            return load_toml(cfg.tenants_file)
+        except InvalidInput as exc:
+            raise ConfigError(f"TENANTS_FILE {cfg.tenants_file}: {exc}") from None
     doc: dict[str, Any] = {"defaults": {}, "tenants": {}, "single_tenant": not cfg.multi_tenant}
     if cfg.token_rate > 0:
         doc["defaults"] = {"rate_per_s": cfg.token_rate, "burst": max(1.0, cfg.token_rate)}
@@ -61,32 +69,43 @@ def build_tenants(cfg: ServerConfig):
         raise ConfigError(f"tenants: {exc}") from None
 
 
-def build_policy(cfg: ServerConfig):
-    from flk.impl.verifier import Policy
-
+def build_policy_kwargs(cfg: ServerConfig) -> dict[str, Any]:
+    """``policy`` (and the policy's ``reject_status``) from the ``POLICY`` file, if any."""
     if not cfg.policy_file:
-        return Policy()
+        return {}
+    from flk.impl.policy import load_policy
+
     try:
-        from flk.impl import policy as policy_mod
-    except ImportError:
-        raise ConfigError("POLICY is set but the policy compiler (flk.impl.policy) is not available") from None
-    compile_file = getattr(policy_mod, "compile_file", None) or getattr(policy_mod, "load_file", None)
-    if compile_file is None:
-        raise ConfigError("POLICY: flk.impl.policy has no compile_file(path)")
-    try:
-        return compile_file(cfg.policy_file)
+        return load_policy(cfg.policy_file).verifier_kwargs()
     except (InvalidInput, ValueError, OSError) as exc:
-        raise ConfigError(f"POLICY {cfg.policy_file}: {exc}") from None
+        raise ConfigError(f"POLICY {exc}") from None
+
+
+def build_hooks(tenants) -> list:
+    """Governance hooks the tenants ask for: the PII gate when any tenant's
+    ``pii_mode`` is not ``off``."""
+    modes = {}
+    for tid in tenants.ids():
+        t = tenants.resolve(tid)
+        if t is not None and t.pii_mode != "off":
+            modes[tid] = t.pii_mode
+    if not modes:
+        return []
+    from flk.impl.pii import PiiCounters, make_pii_hook
+
+    return [make_pii_hook(modes, PiiCounters())]
 
 
 def build_verifier(cfg: ServerConfig):
     from flk.impl.verifier import Limits, Verifier
 
+    tenants = build_tenants(cfg)
     return Verifier(
-        build_tenants(cfg),
-        policy=build_policy(cfg),
+        tenants,
         region=cfg.region_id,
         limits=Limits(max_body_bytes=cfg.max_body_bytes, retry_after_s=cfg.retry_after_s, ttl_s=cfg.dedup_ttl_s),
+        hooks=build_hooks(tenants),
+        **build_policy_kwargs(cfg),
     )
 
 

@@ -159,3 +159,36 @@ def _close_clients():
     for c in _CLIENTS.values():
         c.__exit__(None, None, None)
     _CLIENTS.clear()
+
+
+def test_inv_tenant_isolation_multi_tenant_keys_do_not_cross(tmp_path) -> None:
+    ka, kb = "tenant-a-key-0123456789abcdef", "tenant-b-key-0123456789abcdef"
+    cfg = load_config({"DATA_DIR": str(tmp_path), "MULTI_TENANT": "true", "TENANTS": f"a:hmac:{ka},b:hmac:{kb}",
+                       "WAL_GROUP_DELAY_MS": "0"})
+    body_a = bodies(ka.encode(), 1)[0]
+    with TestClient(create_app(cfg, 0)) as client:
+        assert client.post("/v1/pcs/submit", content=body_a, headers={"X-Tenant-Id": "a"}).status_code == 200
+        # b's keys never verify a's PCS; a missing tenant header is refused in multi-tenant mode
+        is_problem(client.post("/v1/pcs/submit", content=body_a, headers={"X-Tenant-Id": "b"}), 401, "bad-signature")
+        is_problem(client.post("/v1/pcs/submit", content=body_a), 401, "unknown-tenant")
+
+
+def test_tenants_file_with_pii_gate_and_policy_file(tmp_path) -> None:
+    from flk.impl.policy import DEFAULT_POLICY_TEXT
+
+    key = "tenant-file-key-0123456789abcdef"
+    tf = tmp_path / "tenants.toml"
+    tf.write_text(f'[tenants.acme]\nalg = "hmac"\npii_mode = "block"\n[[tenants.acme.keys]]\nid = "k1"\n'
+                  f'secret = "{key}"\n')
+    pol = tmp_path / "policy.flk"
+    pol.write_text(DEFAULT_POLICY_TEXT.replace("version 1.0.0", "version 2.5.0"))
+    cfg = load_config({"DATA_DIR": str(tmp_path / "d"), "MULTI_TENANT": "1", "TENANTS_FILE": str(tf),
+                       "POLICY": str(pol), "WAL_GROUP_DELAY_MS": "0"})
+    pcs = json.loads(bodies(key.encode(), 2)[0])
+    clean = json.loads(bodies(key.encode(), 2)[1])
+    pcs["meta"] = {"contact": "alice@example.com"}  # unsigned field carrying PII
+    with TestClient(create_app(cfg, 0)) as client:
+        ok = client.post("/v1/pcs/submit", content=json.dumps(clean), headers={"X-Tenant-Id": "acme"})
+        assert ok.status_code == 200 and ok.json()["policy_version"] == "2.5.0"
+        r = client.post("/v1/pcs/submit", content=json.dumps(pcs), headers={"X-Tenant-Id": "acme"})
+        assert r.status_code == 400 and "pii" in r.text

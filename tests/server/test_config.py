@@ -69,6 +69,9 @@ def test_env_overrides_toml_and_flags_override_env(tmp_path) -> None:
         ({"REDIS_ADDR": "not an address", "DEDUP_BACKEND": "redis"}, "REDIS_ADDR"),
         ({"TOKEN_RATE": "nan"}, "TOKEN_RATE"),
         ({"MIN_INFLIGHT": "50", "MAX_INFLIGHT": "10"}, "MIN_INFLIGHT"),
+        ({"TENANTS_FILE": "/nonexistent.toml"}, "MULTI_TENANT is not true"),
+        ({"MULTI_TENANT": "1", "TENANTS_FILE": "/nonexistent.toml"}, "does not exist"),
+        ({"DEDUP_NAMESPACE": "Bad-Name"}, "DEDUP_NAMESPACE"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(tmp_path, env, fragment) -> None:
