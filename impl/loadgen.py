@@ -617,7 +617,10 @@ def run_load(
     for u in full:
         _request_head(u, ())
     policy = policy or RetryPolicy(base=0.05, cap=2.0, max_attempts=5, max_retry_after=10.0)
-    history = open(history_path, "w", encoding="utf-8", buffering=1 << 20) if history_path else None
+    try:
+        history = open(history_path, "w", encoding="utf-8", buffering=1 << 20) if history_path else None
+    except OSError as exc:
+        raise InvalidInput("history", f"cannot write {history_path}: {exc.strerror or exc}") from None
     prog = _Progress(len(items), progress_stream or sys.stderr, progress)
     try:
         coro = _run(items, full, concurrency=min(concurrency, max(1, len(items))), rate=rate,

@@ -215,6 +215,11 @@ def _submit(args) -> int:
             prepare(pcs)  # refuse an unsigned or malformed record before anything is sent
         except InvalidInput as exc:
             raise UsageError(f"--pcs {args.pcs}: record {n}: {exc}") from None
+    dlq_dir = os.path.dirname(os.path.abspath(args.dlq))
+    if not os.path.isdir(dlq_dir) or not os.access(dlq_dir, os.W_OK):
+        raise UsageError(f"--dlq {args.dlq}: directory {dlq_dir} does not exist or is not writable")
+    if os.path.isdir(args.dlq):
+        raise UsageError(f"--dlq {args.dlq}: is a directory")
     tenant = args.tenant or os.environ.get("TENANT_ID") or None
     client = SubmitClient(args.url, tenant=tenant, policy=_policy(args), seed=args.seed,
                           dead_letter=DeadLetterFile(args.dlq))

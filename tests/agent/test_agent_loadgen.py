@@ -273,6 +273,23 @@ def test_cli_load_bad_input_exit_2(args, env, needle):
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_cli_bad_output_paths_exit_2(tmp_path):
+    proc = _flk(["agent", "load", "--url", "http://127.0.0.1:9", "--n", "1", "--seed", "1", "--history",
+                 str(tmp_path / "missing" / "h.jsonl")], {"PCS_HMAC_KEY": "k"})
+    assert proc.returncode == 2 and "history" in proc.stderr and "Traceback" not in proc.stderr
+    pcs = agent.build_pcs([[1.0]], b"a", "s", 1, agent.Signer("hmac", b"k"))
+    (tmp_path / "p.json").write_text(json.dumps(pcs))
+    proc = _flk(["agent", "submit", "--url", "http://127.0.0.1:9", "--pcs", str(tmp_path / "p.json"),
+                 "--dlq", str(tmp_path / "missing" / "d.jsonl")])
+    assert proc.returncode == 2 and "--dlq" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_load_zero_items_is_an_empty_summary():
+    proc = _flk(["agent", "load", "--url", "http://127.0.0.1:9", "--n", "0", "--seed", "1", "--json"],
+                {"PCS_HMAC_KEY": "k"})
+    assert proc.returncode == 0 and json.loads(proc.stdout)["sent"] == 0
+
+
 def test_cli_load_bad_url_exit_2():
     proc = _flk(["agent", "load", "--url", "ftp://x", "--n", "5", "--seed", "1"], {"PCS_HMAC_KEY": "k"})
     assert proc.returncode == 2 and "url" in proc.stderr and "Traceback" not in proc.stderr
