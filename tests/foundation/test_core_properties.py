@@ -376,3 +376,22 @@ def test_inv_regime_partition_exactly_one_regime(d, c):
     }
     assert sum(conditions.values()) == 1
     assert conditions[got]
+
+
+# ------------------------------------------------------------ legacy-0.1
+
+def _legacy_oracle(s):
+    from decimal import ROUND_HALF_UP
+
+    def f(x):
+        q = Decimal(repr(float(x))).quantize(Decimal("1e-9"), rounding=ROUND_HALF_UP, context=Context(prec=400))
+        return float(q)
+
+    sub = {k: (f(s[k]) if k in canonical.FLOAT_FIELDS else s[k]) for k in canonical.SIGNED_FIELDS}
+    return json.dumps(sub, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+@SETTINGS
+@given(subsets(floats=finite, strings=st.text(max_size=12)))
+def test_legacy_bytes_are_what_the_seed_agent_json_dumps_wrote(s):
+    assert canonical.canonical_bytes(s, "legacy-0.1") == _legacy_oracle(s)
