@@ -30,9 +30,6 @@ def env_without_server_config(**extra) -> dict:
     return env
 
 
-KNOWN_MULTI_TENANT_BUG = "needs at least one tenant"
-
-
 @pytest.fixture(params=[(1, "hmac"), (3, "hmac"), (1, "ed25519")],
                 ids=["single-tenant", "multi-tenant", "single-tenant-ed25519"])
 def server(request, tmp_path):
@@ -63,8 +60,6 @@ def server(request, tmp_path):
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and url is None:
-            if proc.poll() is not None and KNOWN_MULTI_TENANT_BUG in log_path.read_text():
-                pytest.xfail("flk serve drops TENANTS under MULTI_TENANT=true (impl/server/config.py, issue 6)")
             assert proc.poll() is None, log_path.read_text()[-2000:]
             for text in log_path.read_text(errors="replace").splitlines():
                 if text.startswith("{") and '"event":"listening"' in text:
