@@ -65,6 +65,7 @@ def test_bench_canon_json_reports_both_figures_and_their_ratio():
     assert fig["canon_hmac_per_s"] > 0 and fig["bare_hmac_digest_per_s"] > 0
     assert fig["ratio_canon_to_bare"] == pytest.approx(fig["canon_hmac_per_s"] / fig["bare_hmac_digest_per_s"], rel=1e-3)
     assert fig["payload_bytes"] == 271
+    assert fig["canon_hmac_per_cpu_s"] > 0 and fig["bare_hmac_digest_per_cpu_s"] > 0
 
 
 def test_vectors_check_exit_codes(tmp_path):
