@@ -1,4 +1,4 @@
-"""Three real ``flk serve`` regions on loopback replicating through a shared
+"""Real ``flk serve`` regions on loopback: three replicating through a shared
 object-store directory (issue #8, acceptance): load into all three with
 ``flk agent load``; convergence; a partition (shipping stopped) with
 conflicting writes; heal; a region killed (SIGKILL) under load with the load
@@ -285,5 +285,33 @@ def test_three_regions_converge_partition_heal_kill_failover(tmp_path):
     finally:
         client.close()
         for r in regions:
+            r.stop()
+            r.kill()
+
+
+def test_two_regions_one_with_two_workers_ships_both_worker_streams(tmp_path):
+    """WORKERS=2: each worker ships its own inbox WAL as stream ``<region>/w<k>``;
+    the peer reads both and converges."""
+    from flk.impl.objectstore import DirectoryObjectStore
+
+    shared = tmp_path / "shared"
+    eu, us = Region(tmp_path, "eu", shared), Region(tmp_path, "us", shared)
+    eu.env["WORKERS"] = "2"
+    eu.env["CRR_PEERS"], us.env["CRR_PEERS"] = "us", "eu"
+    client = httpx.Client(timeout=10)
+    try:
+        eu.start()
+        us.start()
+        p = load([eu.url], 80, 5, tmp_path / "h.jsonl", ("--concurrency", "8"))
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+        recs = acked(tmp_path / "h.jsonl")
+        assert len(recs) == 80
+        wait_until(lambda: converged([eu, us], client, recs), 60)
+        streams = {k.rsplit("/", 1)[0] for k in DirectoryObjectStore(str(shared)).list("eu/")}
+        assert streams == {"eu", "eu/w1"}  # both workers took requests and shipped them
+    finally:
+        client.close()
+        for r in (eu, us):
             r.stop()
             r.kill()
