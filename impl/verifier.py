@@ -872,7 +872,11 @@ def run_sync(
 
 
 def run_batch(
-    gens: Sequence[Generator[Effect, Any, Response]], wal: Any, store: Any, sink: Sink | None = None
+    gens: Sequence[Generator[Effect, Any, Response]],
+    wal: Any,
+    store: Any,
+    sink: Sink | None = None,
+    latency: Callable[[str, float], None] | None = None,
 ) -> list[Response]:
     """Drive several pipeline generators in lock step with shared I/O.
 
@@ -881,7 +885,11 @@ def run_batch(
     answered; every pending ``DedupGet`` goes into one ``get_many`` and every
     ``DedupPut`` into one ``put_many_if_absent`` (one transaction; puts in
     request order). Responses are per-request exact (see the module docstring).
+    ``latency(tenant_label, seconds)`` gets, per request, the time from the
+    start of the batch to that request's response.
     """
+    t0 = time.perf_counter() if latency is not None else 0.0
+    labels: dict[int, str] = {}
     n = len(gens)
     out: list[Response | None] = [None] * n
     pending: dict[int, Any] = {}
@@ -897,6 +905,8 @@ def run_batch(
                     eff = g.throw(exc) if exc is not None else g.send(reply)
                     reply, exc = None, None
                     if type(eff) is Emit:  # no reply: keep going
+                        if latency is not None:
+                            labels[i] = eff.event.get("tenant_label", "_none")
                         if sink is not None:
                             sink(eff.event)
                         continue
@@ -904,6 +914,8 @@ def run_batch(
                     break
             except StopIteration as stop:
                 out[i] = stop.value
+                if latency is not None:
+                    latency(labels.get(i, "_none"), time.perf_counter() - t0)
         active = [i for i in active if i in pending]
         replies = {}
         by_type: dict[type, list[int]] = {WalAppend: [], DedupGet: [], DedupPut: []}

@@ -142,3 +142,21 @@ def test_503_on_a_failed_wal(tmp_path):
     store = open_store("memory")
     r = run_sync(v.handle(Request(POOL[0][0], "ta"), NOW), log, store)
     assert r.status == 503 and store.count(NOW) == 0
+
+
+def test_drivers_report_latency_per_request():
+    from flk.impl.metrics import Metrics
+
+    m = Metrics()
+    v = Verifier(registry())
+    run_sync(v.handle(Request(*POOL[0]), NOW), MemoryWal(), open_store("memory"), m, m.observe_latency)
+    store = open_store("memory")
+    run_batch([v.handle(Request(*POOL[i]), NOW) for i in (3, 5, 7)], MemoryWal(), store, m, m.observe_latency)
+    assert m.value("flk_verify_latency_seconds_count", tenant="ta") == 3
+    assert m.value("flk_verify_latency_seconds_count", tenant="_unknown") == 1
+    assert m.value("flk_accepted_total", tenant="ta") == 2 and m.value("flk_escalated_total", tenant="ta") == 1
+    text = m.exposition().decode()
+    for name in ("flk_ingest_total", "flk_dedup_hits_total", "flk_accepted_total", "flk_escalated_total",
+                 "flk_signature_errors_total", "flk_wal_errors_total", "flk_dedup_conflicts_total",
+                 "flk_verify_latency_seconds_bucket"):
+        assert f"# TYPE {name.rsplit('_', 1)[0] if name.endswith('_bucket') else name.removesuffix('_total')}" in text
