@@ -142,7 +142,8 @@ class Server:
         self.store = await loop.run_in_executor(
             self.executor, lambda: open_store(cfg.store_url(), **cfg.store_options())
         )
-        self.batcher = StoreBatcher(self.store, self.executor, self.breaker, ttl_s=cfg.dedup_ttl_s)
+        self.batcher = StoreBatcher(self.store, self.executor, self.breaker, ttl_s=cfg.dedup_ttl_s,
+                                    inline=cfg.dedup_backend == "memory")
         wal_dir = cfg.worker_wal_dir(self.worker)
         self.wal = await loop.run_in_executor(None, lambda: SegmentedLog(wal_dir))
         if self.wal.recovery.get("torn_tail"):

@@ -13,6 +13,9 @@ Semantics are exactly the per-item calls in arrival order: the stores' batch
 forms guarantee that a later item sees an earlier item's write, so
 first-write-wins (INV-FWW) is unchanged.
 
+The in-memory store (``DEDUP_BACKEND=memory``) does no I/O and is called
+inline on the event loop instead (``inline=True``).
+
 Each store sits behind a :class:`~flk.impl.server.backpressure.CircuitBreaker`:
 a batch on an open breaker fails at once with ``StoreUnavailable`` (503 fast),
 and the first batch after ``open_s`` is the half-open probe.
@@ -41,6 +44,12 @@ class _Queue:
     def submit(self, item: Any) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
+        if self.owner.inline:  # an in-process store does no I/O: no thread hop
+            try:
+                fut.set_result(self.run([item], self.owner.clock())[0])
+            except StoreUnavailable as exc:
+                fut.set_exception(exc)
+            return fut
         self.pending.append((item, fut))
         if not self.busy:
             self.busy = True
@@ -97,6 +106,7 @@ class StoreBatcher:
         clock: Callable[[], float] = time.time,
         max_batch: int = 256,
         ttl_s: float | None = None,
+        inline: bool = False,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -104,6 +114,7 @@ class StoreBatcher:
         self.clock = clock
         self.max_batch = max_batch
         self.ttl_s = ttl_s
+        self.inline = inline  # call the store on the event loop (only for the in-memory store)
         self.batches = 0
         self.batched_items = 0
         self.breaker_rejected = 0  # items answered 503 without calling the store
