@@ -32,8 +32,9 @@ def is_problem(resp, status: int, slug: str) -> dict:
     return body
 
 
-def test_submit_accepts_then_replays_and_the_record_is_in_the_wal_first(tmp_path) -> None:
-    client, cfg = make_client(tmp_path)
+@pytest.mark.parametrize("backend", ["sqlite", "memory"])
+def test_submit_accepts_then_replays_and_the_record_is_in_the_wal_first(tmp_path, backend) -> None:
+    client, cfg = make_client(tmp_path, DEDUP_BACKEND=backend)
     body = bodies(KEY.encode(), 1)[0]
     with client:
         r1 = client.post("/v1/pcs/submit", content=body)

@@ -24,9 +24,9 @@ ops = st.lists(st.tuples(st.sampled_from(["get", "put"]), st.integers(0, len(KEY
                min_size=1, max_size=40)
 
 
-async def _run(store, plan, max_batch: int):
+async def _run(store, plan, max_batch: int, inline: bool = False):
     with ThreadPoolExecutor(2) as ex:
-        b = StoreBatcher(store, ex, CircuitBreaker(), max_batch=max_batch)
+        b = StoreBatcher(store, ex, CircuitBreaker(), max_batch=max_batch, inline=inline)
 
         async def one(op, k, v):
             t, p = KEYS[k]
@@ -38,14 +38,14 @@ async def _run(store, plan, max_batch: int):
         return res, b.batches
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", ["memory", "memory-inline", "sqlite"])
 @given(plan=ops, max_batch=st.integers(1, 8))
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_inv_fww_batched_driver_one_winner_per_key_and_losers_see_it(tmp_path_factory, kind, plan, max_batch):
     path = tmp_path_factory.mktemp("b") / "d.sqlite3"
-    store = open_store("memory") if kind == "memory" else open_store("sqlite:///" + str(path))
+    store = open_store("sqlite:///" + str(path)) if kind == "sqlite" else open_store("memory")
     try:
-        res, batches = asyncio.run(_run(store, plan, max_batch))
+        res, batches = asyncio.run(_run(store, plan, max_batch, inline=kind == "memory-inline"))
         winners: dict = {}
         for (op, k, v), r in zip(plan, res, strict=True):
             if op == "put":
