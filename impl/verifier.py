@@ -540,6 +540,20 @@ def _outcome_response(stored: StoredOutcome, replayed: bool) -> Response:
 
 
 # -- the pipeline -------------------------------------------------------------------------
+MAX_TENANT_HEADER = 256
+
+
+def _recordable_header(value: object) -> bool:
+    """Whether an X-Tenant-Id value can be written to the inbox WAL verbatim."""
+    if not isinstance(value, str) or len(value) > MAX_TENANT_HEADER:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _done(label: str, resp: Response, kind: str, **ev: Any) -> Generator[Effect, Any, Response]:
     yield Emit({"kind": kind, "tenant_label": label, "status": resp.status, **ev})
     return resp
@@ -666,6 +680,10 @@ class Verifier:
             if len(req.body) > self.limits.max_body_bytes:
                 return (yield from _done(label, problem(
                     "payload-too-large", f"body exceeds {self.limits.max_body_bytes} bytes"), "rejected"))
+            if req.tenant is not None and not _recordable_header(req.tenant):
+                return (yield from _done(label, problem(
+                    "payload-too-large", f"X-Tenant-Id longer than {MAX_TENANT_HEADER} characters "
+                    "or not encodable"), "rejected"))
             if tenant is not None:
                 adm = self.limiter.admit(tenant, now)
                 if not adm.ok:

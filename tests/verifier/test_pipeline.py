@@ -254,7 +254,7 @@ def test_ed25519_tenant_and_legacy_profile_allowance():
     ed_for_hmac_tenant = dict(sign(make_pcs(seed=8), ED_SEED_C, alg="ed25519"), sig_alg="ed25519")
     r = rig.submit(ed_for_hmac_tenant, "ta")
     assert r.status == 401 and r.json()["detail"].startswith("sig_alg")
-    legacy_ed = sign(make_pcs(seed=4, version="0.1"), ED_SEED_C, alg="ed25519")
+    legacy_ed = dict(sign(make_pcs(seed=4), ED_SEED_C, alg="ed25519"), version="0.1")  # 88-char sig
     r = rig.submit(dict(legacy_ed, sig_alg="ed25519"), "tc")
     assert r.status == 400 and [e["field"] for e in r.json()["errors"]] == ["sig_alg"]
     assert rig.submit(legacy_ed, "tc").json()["type"] == "urn:flk:problem:profile-not-allowed"
@@ -441,3 +441,12 @@ def test_hooks_escalate_or_reject():
     assert r.status == 400 and r.json()["reasons"] == ["pii_detected"]
     assert rig.store.count(NOW) == 0
     assert b"alice" not in r.body
+
+
+@pytest.mark.parametrize("header", ["x" * 257, "bad\udc80"])
+def test_unrecordable_tenant_header_is_413_before_the_wal(header):
+    rig = Rig()
+    r = rig.submit(good(), tenant=header)
+    assert r.status == 413 and rig.wal.records == []
+    assert rig.submit(good(), tenant="x" * 256).status == 401  # recordable, unknown: WAL first, then 401
+    assert len(rig.wal.records) == 1
