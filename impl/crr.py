@@ -473,7 +473,10 @@ class Reader:
             if first < wm:
                 continue
             try:
-                mraw = self.store.get(segment_key(stream, manifest_name(name)))
+                try:
+                    mraw = self.store.get(segment_key(stream, manifest_name(name)))
+                except ObjectNotFound:
+                    return n  # listed but gone (deleted meanwhile): look again next poll
                 try:
                     data = self.store.get(segment_key(stream, name))
                 except ObjectNotFound:

@@ -356,7 +356,7 @@ def mount_app(get_service: Callable[[], CrrService | None]):
     async def status(request):
         svc = get_service()
         if svc is None:
-            return JSONResponse({"type": "https://flk.dev/problems/replication-disabled",
+            return JSONResponse({"type": "urn:flk:problem:replication-disabled",
                                  "title": "replication disabled", "status": 503,
                                  "detail": "cross-region replication is not configured"},
                                 status_code=503, media_type="application/problem+json")

@@ -312,7 +312,7 @@ def authoritative_app(reconciler_getter: Callable[[], Reconciler | None]):
     from starlette.routing import Route
 
     def problem(status: int, slug: str, detail: str) -> Response:
-        body = {"type": f"https://flk.dev/problems/{slug}", "title": slug.replace("-", " "), "status": status,
+        body = {"type": f"urn:flk:problem:{slug}", "title": slug.replace("-", " "), "status": status,
                 "detail": detail}
         return JSONResponse(body, status_code=status, media_type="application/problem+json")
 

@@ -239,5 +239,6 @@ def test_authoritative_http_endpoint():
     assert c.get(f"/v1/pcs/{pid}/authoritative", headers={"X-Tenant-Id": "tb"}).status_code == 404
     bad = c.get("/v1/pcs/XYZ/authoritative")
     assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+    assert bad.json()["type"] == "urn:flk:problem:invalid-pcs-id"  # the pipeline's problem base
     assert c.get("/v1/crr/conflicts").json()["metrics"]["open_conflicts"] == 1
     assert TestClient(authoritative_app(lambda: None)).get(f"/v1/pcs/{pid}/authoritative").status_code == 503
