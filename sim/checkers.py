@@ -23,7 +23,7 @@ History vocabulary (fields beyond ``t_us`` and ``type``):
 * ``final.entry``  region, tenant, pcs_id, digest, status, body_sha
 * ``final.auth``   region, tenant, pcs_id, digest, origin, conflict (the authoritative outcome)
 * ``crr.sample``   lag_s, divergence, conflicts (once a simulated second)
-* ``crr.applied``  region, records; ``crr.reject`` region, segment
+* ``crr.applied``  region, records; ``crr.reject`` region, segment; ``crr.corrupted`` region, key
 * ``fault.start`` / ``fault.end`` kind, target, ...
 * ``net.drop``     src, dst, kind, reason
 """
@@ -245,6 +245,11 @@ def sometimes_checks(events: list[dict], scenario: dict, ev: dict | None = None)
             lag = max((e["lag_s"] for e in ev["crr.sample"]), default=0.0)
             out.append(_sometimes("SOMETIMES-LAG-GREW", lag > 2 * scenario["replication"]["ship_interval_s"], len(fs),
                                   f"max replication lag {lag:.1f} s"))
+        elif kind == "bitflip_shipped":
+            corrupted = len(ev["crr.corrupted"])
+            rejected = len(ev["crr.reject"])
+            out.append(_sometimes("SOMETIMES-CORRUPTION-REJECTED", corrupted > 0 and rejected > 0, len(fs),
+                                  f"{corrupted} shipped segments corrupted, {rejected} rejections reported"))
         elif kind == "store_down":
             n503 = statuses[503]
             out.append(_sometimes("SOMETIMES-STORE-DOWN-503", n503 > 0 or any(e["status"] == 503 for e in ev["srv.respond"]),

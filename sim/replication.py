@@ -38,6 +38,8 @@ class RegionObjectView:
     def __init__(self, space: SharedObjectSpace, region, latency_ms) -> None:
         self.space, self.region, self.latency_ms = space, region, latency_ms
         self.available = True
+        self.corrupt_next_segment = False  # fault: the next uploaded segment gets one bit flipped
+        self.corrupted: dict[str, bytes] = {}  # key -> the original bytes (for the repair)
 
     def _check(self) -> None:
         if not (self.available and self.space.available):
@@ -59,8 +61,24 @@ class RegionObjectView:
         if key in self.space.objects:
             return False
         delay = sample(self.latency_ms, self.region.rng, 20.0) / 1000.0
-        self.space.objects[key] = (bytes(data), meta, self._now() + delay)
+        data = bytes(data)
+        if self.corrupt_next_segment and key.endswith(".log") and len(data) > 32:
+            self.corrupt_next_segment = False
+            self.corrupted[key] = data
+            flipped = bytearray(data)
+            flipped[len(data) // 2] ^= 0x10
+            data = bytes(flipped)
+            self.region.world.history.record(self._now(), "crr.corrupted", region=self.region.id, key=key)
+        self.space.objects[key] = (data, meta, self._now() + delay)
         return True
+
+    def repair(self) -> int:
+        """An operator re-uploads the corrupted segments from the source's sealed WAL segment."""
+        for key, original in self.corrupted.items():
+            data, meta, visible = self.space.objects[key]
+            self.space.objects[key] = (original, meta, visible)
+        n, self.corrupted = len(self.corrupted), {}
+        return n
 
     def get(self, key) -> bytes:
         self._check()

@@ -22,7 +22,7 @@ from flk.sim.rng import DIST_KINDS
 FAULT_KINDS = (
     "crash", "restart", "pause", "resume", "partition", "heal", "store_down", "store_up",
     "store_latency", "clock_skew", "clock_jump", "bitflip_wal", "disk_slow", "ship_stop",
-    "ship_start", "objstore_down", "objstore_up", "rotate_key", "burst",
+    "ship_start", "objstore_down", "objstore_up", "rotate_key", "burst", "bitflip_shipped",
 )
 SLO_OPS = ("<=", "<", ">=", ">", "==")
 

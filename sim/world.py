@@ -168,6 +168,16 @@ class World:
                     if t in self.repl:
                         self.repl[t].view.available = not down
             h.record(now, "fault.start" if down else "fault.end", kind="objstore_down", target=",".join(targets))
+        elif kind == "bitflip_shipped":
+            for t in targets:
+                if t in self.repl:
+                    view = self.repl[t].view
+                    if start:
+                        view.corrupt_next_segment = True
+                        h.record(now, "fault.start", kind="bitflip_shipped", target=t)
+                    else:
+                        view.corrupt_next_segment = False
+                        h.record(now, "fault.end", kind="bitflip_shipped", target=t, repaired=view.repair())
         elif kind == "bitflip_wal":
             if start:
                 for t in targets:
@@ -222,6 +232,10 @@ class World:
             self.objects.available = True
             for rep in self.repl.values():
                 rep.view.available = True
+                rep.view.corrupt_next_segment = False
+                if rep.view.corrupted:
+                    self.history.record(self.env.now, "fault.end", kind="bitflip_shipped", target=rep.region.id,
+                                        repaired=rep.view.repair())
                 rep.ship_stopped = False
                 rep.shipper.paused = False
         for r in self.regions.values():
