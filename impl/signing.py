@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from flk.impl.canonical import canonical_bytes
+from flk.impl.canonical import canonical_bytes, check_profile
 from flk.impl.errors import InvalidInput
 
 _B64 = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")
@@ -110,7 +110,11 @@ def _public_key(key: Ed25519PublicKey | bytes) -> Ed25519PublicKey:
 
 
 def ed25519_message(subset: Mapping, profile: str = "v1") -> bytes:
-    """What Ed25519 signs: the SHA-256 digest of the canonical bytes."""
+    """What Ed25519 signs: the SHA-256 digest of the canonical bytes (v1 only:
+    profile legacy-0.1 is HMAC only, SPEC.md section 10)."""
+    if profile != "v1":
+        check_profile(profile)
+        raise InvalidInput("profile", f"Ed25519 is defined for profile v1 only, not {profile}")
     return hashlib.sha256(canonical_bytes(subset, profile)).digest()
 
 

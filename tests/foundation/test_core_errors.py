@@ -71,6 +71,9 @@ CASES = [
     ("ed25519 private key type", lambda: signing.sign_ed25519(GOOD, "seed"), "key"),
     ("ed25519 public key length", lambda: signing.verify_ed25519(GOOD, SIG, [b"x" * 33]), "key"),
     ("ed25519 keys not a list", lambda: signing.verify_ed25519(GOOD, SIG, "k"), "keys"),
+    ("ed25519 legacy profile", lambda: signing.sign_ed25519(GOOD, b"x" * 32, "legacy-0.1"), "profile"),
+    ("ed25519 unknown profile", lambda: signing.verify_ed25519(GOOD, SIG, [], "v0"), "profile"),
+    ("hmac unknown profile", lambda: signing.sign_hmac(GOOD, b"k", "v0"), "profile"),
     # pcs
     ("pcs_id root uppercase", lambda: pcs.pcs_id(ROOT.upper(), 1, "s"), "merkle_root"),
     ("pcs_id root short", lambda: pcs.pcs_id(ROOT[:-1], 1, "s"), "merkle_root"),
