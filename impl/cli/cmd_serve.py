@@ -42,6 +42,13 @@ def preflight(cfg) -> None:
             raise ConfigError(f"cannot create directory {d}: {exc.strerror}") from None
         if not os.access(d, os.W_OK):
             raise ConfigError(f"directory {d} is not writable")
+    from flk.impl.server.app import WalDirBusy, lock_wal_dir
+
+    for i in range(cfg.workers):  # another server on this DATA_DIR/WAL_DIR?
+        try:
+            os.close(lock_wal_dir(cfg.worker_wal_dir(i)))
+        except WalDirBusy as exc:
+            raise ConfigError(f"{exc}: is another flk serve running on {cfg.data_dir}?") from None
     build_verifier(cfg)  # tenants, policy
     from flk.impl.crr_service import CrrConfigError, config_from_env
 

@@ -68,6 +68,26 @@ def openapi_document() -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+class WalDirBusy(RuntimeError):
+    """Another live process holds this inbox WAL directory."""
+
+
+def lock_wal_dir(wal_dir: str) -> int:
+    """An exclusive ``flock`` on ``<wal_dir>.lock``; returns the fd (kept open for
+    the worker's life). Two servers on one DATA_DIR would interleave appends to
+    one log -- this refuses the second instead."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(os.path.abspath(wal_dir)), exist_ok=True)
+    fd = os.open(wal_dir.rstrip("/") + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WalDirBusy(f"inbox WAL {wal_dir} is in use by another process") from None
+    return fd
+
+
 class ServerMetrics:
     """The driver's own metrics, registered next to the pipeline's."""
 
@@ -120,6 +140,7 @@ class Server:
         self.openapi: bytes = b"{}"
         self.ready = False
         self._counters: dict = {}
+        self._wal_lock: int | None = None
         self.auth: bytes | None = None
         if cfg.metrics_user:
             self.auth = f"{cfg.metrics_user}:{cfg.metrics_pass}".encode()
@@ -145,6 +166,7 @@ class Server:
         self.batcher = StoreBatcher(self.store, self.executor, self.breaker, ttl_s=cfg.dedup_ttl_s,
                                     inline=cfg.dedup_backend == "memory")
         wal_dir = cfg.worker_wal_dir(self.worker)
+        self._wal_lock = lock_wal_dir(wal_dir)  # one process per inbox WAL, released when it dies
         self.wal = await loop.run_in_executor(None, lambda: SegmentedLog(wal_dir))
         if self.wal.recovery.get("torn_tail"):
             self.log.warning("wal_torn_tail_truncated", wal_dir=wal_dir,
@@ -176,6 +198,9 @@ class Server:
                 self.wal.close()
 
             await loop.run_in_executor(None, close_wal)
+        if self._wal_lock is not None:
+            os.close(self._wal_lock)  # releases the flock
+            self._wal_lock = None
         if self.store is not None:
             await loop.run_in_executor(self.executor, self.store.close)
         if self.executor is not None:

@@ -139,3 +139,11 @@ def test_workers_share_the_store_and_a_dead_worker_is_replaced(tmp_path) -> None
             assert all(c.post("/v1/pcs/submit", content=b).status_code == 200 for b in bs[20:])
         assert (tmp_path / "data" / "wal" / "worker-1").is_dir()
     assert srv.proc.returncode == 0
+
+
+def test_second_server_on_the_same_data_dir_is_refused(tmp_path) -> None:
+    with ServerProc(tmp_path, {"PCS_HMAC_KEY": "0123456789abcdef0123"}):
+        out = subprocess.run([FLK, "serve", "--port", "0"], cwd=tmp_path,
+                             env=clean_env(PCS_HMAC_KEY="0123456789abcdef0123"), capture_output=True, timeout=60)
+        assert out.returncode == 2
+        assert "in use by another process" in out.stderr.decode()
