@@ -337,31 +337,29 @@ class ReplayApplier:
             v = self._by_region[region] = verifier_for_region(self.verifier, region)
         return v
 
-    def apply(self, rec: InboxRecord, now: float) -> ApplyResult:
-        gen = self._verifier(rec.region).handle(Request(rec.body, rec.tenant or None), rec.received_at, replay=True)
-        out = ApplyResult(Response(500, {}, b""))
-        reply: Any = None
+    def _advance(self, gen, reply: Any, out: ApplyResult) -> DedupPut | None:
+        """Run ``gen`` until it needs a dedup write (returned) or answers (None)."""
         while True:
             try:
                 eff = gen.send(reply)
             except StopIteration as stop:
                 out.response = stop.value
-                break
+                return None
             reply = None
             if isinstance(eff, Emit):
                 if self.sink is not None:
                     self.sink(eff.event)
             elif isinstance(eff, DedupGet):
-                reply = None  # "absent": always compute the origin outcome; put_if_absent decides
+                reply = None  # "absent": always compute the origin outcome; put-if-absent decides
             elif isinstance(eff, DedupPut):
-                won, winner = self.store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
-                out.candidate, out.winner, out.stored = eff.outcome, winner, won
-                out.tenant, out.pcs_id = eff.tenant, eff.pcs_id
-                reply = (won, winner)
+                out.candidate, out.tenant, out.pcs_id = eff.outcome, eff.tenant, eff.pcs_id
+                return eff
             elif isinstance(eff, WalAppend):  # pragma: no cover - replay never appends
                 raise CrrError("replay yielded a WAL append")
             else:  # pragma: no cover
                 raise TypeError(f"unknown effect {type(eff).__name__}")
+
+    def _finish(self, out: ApplyResult, now: float) -> None:
         self.applied += 1
         if out.stored:
             self.stored += 1
@@ -369,7 +367,49 @@ class ReplayApplier:
             self.observer(out.tenant, out.pcs_id, out.candidate, now)
             if out.winner is not None and out.winner != out.candidate:
                 self.observer(out.tenant, out.pcs_id, out.winner, now)
+
+    def _gen(self, rec: InboxRecord):
+        return self._verifier(rec.region).handle(Request(rec.body, rec.tenant or None), rec.received_at, replay=True)
+
+    def apply(self, rec: InboxRecord, now: float) -> ApplyResult:
+        """Replay one record; its put-if-absent uses ``now = received_at`` exactly."""
+        gen, out = self._gen(rec), ApplyResult(Response(500, {}, b""))
+        eff = self._advance(gen, None, out)
+        if eff is not None:
+            won, winner = self.store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
+            out.winner, out.stored = winner, won
+            if self._advance(gen, (won, winner), out) is not None:  # pragma: no cover
+                raise CrrError("replay yielded a second dedup write")
+        self._finish(out, now)
         return out
+
+    def apply_many(self, recs: list[InboxRecord], now: float) -> list[ApplyResult]:
+        """Replay several records with ONE ``put_many_if_absent`` (one store
+        transaction; puts in record order, so an in-batch duplicate loses to the
+        earlier record exactly as sequentially). The batch's store time is the
+        latest ``received_at`` of the batch: entries and liveness checks use it
+        for their TTL (a difference of at most the batch's time span on a
+        14-day TTL); the stored outcomes are exactly those of :meth:`apply`."""
+        outs = [ApplyResult(Response(500, {}, b"")) for _ in recs]
+        gens = [self._gen(r) for r in recs]
+        puts: list[tuple[int, DedupPut]] = []
+        for i, g in enumerate(gens):
+            eff = self._advance(g, None, outs[i])
+            if eff is not None:
+                puts.append((i, eff))
+        if puts:
+            ttls = {e.ttl_s for _, e in puts}
+            if len(ttls) != 1:  # pragma: no cover - one verifier configuration per applier
+                raise CrrError("records of one batch with different TTLs")
+            res = self.store.put_many_if_absent([(e.tenant, e.pcs_id, e.outcome) for _, e in puts],
+                                                max(e.now for _, e in puts), puts[0][1].ttl_s)
+            for (i, _), (won, winner) in zip(puts, res, strict=True):
+                outs[i].winner, outs[i].stored = winner, won
+                if self._advance(gens[i], (won, winner), outs[i]) is not None:  # pragma: no cover
+                    raise CrrError("replay yielded a second dedup write")
+        for out in outs:
+            self._finish(out, now)
+        return outs
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -413,8 +453,11 @@ class Reader:
     def __init__(self, store: ObjectStore, topology: Topology, applier: ReplayApplier, state_path: str,
                  fs: FileSystem | None = None, interval_s: float = 1.0, backoff: Backoff = Backoff(),
                  rng: random.Random | None = None, on_reject: Callable[[SegmentRejected], None] | None = None,
-                 strict: bool = False) -> None:
+                 strict: bool = False, batch: int = 256) -> None:
+        """``batch``: records replayed per store transaction (:meth:`ReplayApplier.apply_many`);
+        0 replays one record at a time with its exact ``received_at`` as store time."""
         self.store, self.topology, self.applier = store, topology, applier
+        self.batch = int(batch)
         self.state = WatermarkFile(state_path, fs)
         self.watermarks: dict[str, int] = self.state.load()
         self.interval_s, self.backoff, self.rng = float(interval_s), backoff, rng
@@ -494,13 +537,17 @@ class Reader:
                     raise
                 return n  # the stream stops here: never applied, never skipped
             self.rejected.pop(stream, None)
-            for rec in records:
-                if tenants is not None and (rec.tenant or "default") not in tenants:
-                    self.filtered_records += 1
-                    continue
-                self.applier.apply(rec, now)
-                self.apply_lag.add(now - rec.received_at)
-                self.applied_records += 1
+            wanted = [r for r in records if tenants is None or (r.tenant or "default") in tenants]
+            self.filtered_records += len(records) - len(wanted)
+            for i in range(0, len(wanted), self.batch if self.batch > 0 else 1):
+                chunk = wanted[i: i + self.batch] if self.batch > 0 else wanted[i: i + 1]
+                if self.batch > 0:
+                    self.applier.apply_many(chunk, now)
+                else:
+                    self.applier.apply(chunk[0], now)
+                for rec in chunk:
+                    self.apply_lag.add(now - rec.received_at)
+                self.applied_records += len(chunk)
             self.watermarks[stream] = first + int(m["count"])
             self.state.save(self.watermarks)
             self.applied_segments += 1

@@ -19,6 +19,7 @@ BENCHES = {
     "ring": "consistent-hash ring lookups and distribution (issue 7)",
     "sim": "simulator: 3-region CRR scenario, 1M submissions (issue 9)",
     "loadgen": "load generator req/s against a no-op HTTP sink, PCS synthesis rate (issue 3)",
+    "crr": "cross-region replication: WAL shipping and verified replay records/s (issue 8)",
 }
 
 
