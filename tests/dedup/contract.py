@@ -219,6 +219,39 @@ class DedupContract:
         assert all(r[1] == w for r in results)
         assert s.get(*key, T0) == w
 
+    def test_inv_fww_batch_race_one_winner_per_key(self, store_spec):
+        """Concurrent batches over the same keys in different orders: no deadlock,
+        no error, exactly one winner per key, everyone sees that winner."""
+        s = store_spec.open()
+        if not hasattr(s, "put_many_if_absent"):
+            pytest.skip("store has no batch forms")
+        n, keys = 4, [("batch", f"k{j:03d}") for j in range(60)]
+        barrier = threading.Barrier(n)
+        results: list = [None] * n
+        errors: list = []
+
+        def worker(i):
+            order = list(keys) if i % 2 == 0 else list(reversed(keys))
+            order = order[i * 7 % len(order):] + order[:i * 7 % len(order)]
+            barrier.wait()
+            try:
+                res = s.put_many_if_absent([(t, p, outcome(1000 * i + j)) for j, (t, p) in enumerate(order)], T0)
+                results[i] = dict(zip(order, res, strict=True))
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        assert errors == []
+        for k in keys:
+            got = [results[i][k] for i in range(n)]
+            assert sum(1 for won, _ in got if won) == 1
+            winner = next(o for won, o in got if won)
+            assert all(o == winner for _, o in got) and s.get(*k, T0) == winner
+
     def test_inv_fww_process_race_one_winner(self, store_spec):
         if not store_spec.cross_process:
             pytest.skip(f"{store_spec.name} store lives in one process")
