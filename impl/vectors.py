@@ -1040,6 +1040,10 @@ def _coherence() -> VectorFile:
     f.case("9 dimensions (at most 8)", ["range"], {"points": [[0.0] * 9, [1.0] * 9], "seed": 1}, "invalid")
     f.case("bins 0", ["coherence-params", "range"], {"points": line, "seed": 1, "bins": 0}, "invalid")
     f.case("n_directions 0", ["coherence-params", "range"], {"points": line, "seed": 1, "n_directions": 0}, "invalid")
+    f.group("Higher dimensions (rejection sampling in the unit ball)")
+    for dim, seed in ((5, 21), (8, 22)):
+        pts = [[((i + 1) * (k + 3) * 7919 % 101) / 100 for k in range(dim)] for i in range(30)]
+        f.case(f"{dim}-D points", [], {"points": pts, "seed": seed})
     return f
 
 
