@@ -66,6 +66,15 @@ class SimStore:
         self._check()
         return self.inner.put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
 
+    # the contract's batch forms (flk.impl.dedup.BatchMixin), used by the CRR reader
+    def get_many(self, keys, now):
+        self._check()
+        return self.inner.get_many(keys, now)
+
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        self._check()
+        return self.inner.put_many_if_absent(items, now, ttl_s)
+
 
 class Region:
     def __init__(self, world, spec: dict) -> None:
