@@ -267,9 +267,7 @@ def parse_strict(body: bytes) -> Any:
 #     rejected, pcs_id = SHA-256(merkle_root|epoch|shard_id) (INV-PCSID);
 #   * coh_star, r, budget: any finite number here -- out-of-range values are
 #     step-6 reasons (202) with the policy's tolerance (issue #4), the schema
-#     says [0, 1];
-#   * sent_at: a number >= 0 (schema) or an RFC 3339 text of at most 64
-#     characters (what flk.impl.client sends).
+#     says [0, 1].
 REQUIRED = (
     "pcs_id", "schema", "version", "shard_id", "epoch", "scales", "N_j", "coh_star",
     "v_star", "D_hat", "r", "regime", "budget", "merkle_root", "sig",
