@@ -348,7 +348,6 @@ class Limiter:
                 used = 0
             if used >= tenant.daily_quota:
                 return Admission(False, max(1, math.ceil((day + 1) * DAY_S - now)), "quota_exceeded")
-        tokens = 0.0
         if tenant.rate_per_s > 0:
             tokens, last = self._bucket.get(tid, (tenant.burst, now))
             tokens = min(tenant.burst, tokens + max(0.0, now - last) * tenant.rate_per_s)
