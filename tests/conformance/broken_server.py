@@ -15,6 +15,7 @@ Bugs:
   no-body-limit        no 413: any body size is processed
   no-retry-after       429 answers without ``Retry-After``
   raw-body-digest      dedup by SHA-256 of the raw body instead of the canonical signed subset
+  plain-415            a non-JSON Content-Type answered 415 with a text/plain body (not problem+json)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from flk.impl.verifier import Limits, MemoryWal, Request, Verifier, run_sync
 
 BUGS = frozenset({
     "no-replay-header", "cache-before-verify", "lenient-base64", "last-key-wins", "plain-errors",
-    "shared-dedup", "no-body-limit", "no-retry-after", "raw-body-digest",
+    "shared-dedup", "no-body-limit", "no-retry-after", "raw-body-digest", "plain-415",
 })
 
 
@@ -74,6 +75,9 @@ def create_app(env: dict[str, str], bugs: frozenset[str] = frozenset(), token_ra
 
     async def submit(request: HttpRequest) -> Response:
         body = await request.body()
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if "plain-415" in bugs and ctype != "application/json":
+            return Response(b"Unsupported Media Type", 415, media_type="text/plain")
         tenant = request.headers.get("x-tenant-id")
         try:
             doc = json.loads(body)
