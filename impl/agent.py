@@ -28,9 +28,10 @@ Pipeline (:func:`build_pcs`), all in the canonical core's exact arithmetic:
 4. ``r = round9(signals.compressibility(raw))``;
 5. ``merkle_root = merkle.stream_root(raw)``, ``pcs_id = pcs.pcs_id(root, epoch, shard)``;
 6. ``budget`` from the *rounded* D-hat, coh-star and r (what a verifier reads
-   back), published through ``round9``; ``regime`` from D-hat recomputed from
-   N_j and the rounded coh-star -- exactly what ``flk.impl.verifier`` recomputes,
-   so a threshold-straddling D-hat cannot make agent and verifier disagree;
+   back), published through ``round9``; ``regime`` from the same rounded D-hat
+   and coh-star -- exactly what ``flk.impl.verifier`` recomputes (SPEC 2: from
+   the published values), so a threshold-straddling D-hat cannot make agent
+   and verifier disagree;
 7. the signature over the canonical bytes of the signed subset (HMAC-SHA256 or
    Ed25519, :class:`Signer`).
 
@@ -289,8 +290,7 @@ def build_pcs(
     scales = [int(s) for s in signals.check_scales_counts(list(scales), [1] * len(scales))[0]]
     pts = _check_points(points)
     n_j = signals.box_counts(pts, scales)
-    d_exact = signals.d_hat(scales, n_j)
-    d = round9(d_exact, "D_hat")
+    d = round9(signals.d_hat(scales, n_j), "D_hat")
     coh_raw, v_star = signals.coherence_detail(pts, seed)
     coh = round9(coh_raw, "coh_star")
     r = round9(signals.compressibility(raw), "r")
@@ -308,7 +308,7 @@ def build_pcs(
         "v_star": [round9(v, "v_star") for v in v_star],
         "D_hat": d,
         "r": r,
-        "regime": signals.regime(d_exact, coh, regime_thresholds),
+        "regime": signals.regime(d, coh, regime_thresholds),
         "budget": round9(signals.budget(d, coh, r, budget_params), "budget"),
         "merkle_root": root,
         "seed": seed,

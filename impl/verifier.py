@@ -613,6 +613,9 @@ class Verifier:
             dh = slopes[m // 2]
         else:
             dh = (slopes[m // 2 - 1] + slopes[m // 2]) / 2.0
+        # budget and regime come from the *published* D-hat, round9 of the recomputed one (SPEC 2,
+        # 8 step 6): an agent and a verifier cannot disagree at a threshold by a sub-1e-9 residue
+        dh = _r9(dh)
         coh, r = _r9(pcs["coh_star"]), _r9(pcs["r"])
         # out-of-range claims are flagged below; recompute with the value clamped to [0, 1]
         coh_c, r_c = min(1.0, max(0.0, coh)), min(1.0, max(0.0, r))
