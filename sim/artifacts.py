@@ -59,7 +59,7 @@ def plot_run(out_dir: Path, rows: list[dict], events: list[dict], results: dict)
     if rows and "replication_lag_s" in rows[0]:
         specs.append(("replication_lag.png", "replication lag (s)", [("replication_lag_s", "lag")]))
     if rows and "divergence" in rows[0]:
-        specs.append(("divergence.png", "conflicting keys across regions", [("divergence", "divergent keys")]))
+        specs.append(("divergence.png", "key-count divergence across regions", [("divergence", "divergent keys")]))
     for fname, title, series in specs:
         fig, ax = plt.subplots(figsize=(8, 3))
         for key, label in series:
