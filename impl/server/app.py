@@ -52,6 +52,7 @@ from flk.impl.server.batching import StoreBatcher
 from flk.impl.server.config import ServerConfig
 from flk.impl.server.logs import JsonLogger
 from flk.impl.server.problems import PROBLEM_JSON, problem, problem_body
+from flk.impl.server.walwait import WalWaiter
 
 SPEC_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "spec"
 
@@ -133,6 +134,7 @@ class Server:
         self.batcher: StoreBatcher | None = None
         self.wal: Any = None
         self.committer: Any = None
+        self.wal_waiter: Any = None
         self.pipeline: Any = None
         self.crr: Any = None  # flk.impl.crr_service.CrrService when replication is configured
         self.metrics: Any = None
@@ -172,6 +174,7 @@ class Server:
             self.log.warning("wal_torn_tail_truncated", wal_dir=wal_dir,
                              bytes=self.wal.recovery["torn_tail"]["dropped_bytes"])
         self.committer = GroupCommitter(self.wal, max_delay_s=cfg.wal_group_delay_ms / 1000.0)
+        self.wal_waiter = WalWaiter(self.committer)
         self.pipeline = build_pipeline(cfg, self)
         replayed = await self.pipeline.replay_wal(self.wal)
         self.smetrics.replayed.inc(replayed["records"])

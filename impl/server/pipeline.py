@@ -143,7 +143,7 @@ class ServerPipeline:
             elif isinstance(eff, WalAppend):
                 try:
                     payload = encode_inbox_record(InboxRecord(eff.tenant, eff.received_at, eff.region, eff.body))
-                    reply = await srv.committer.append_async(payload)
+                    reply = await srv.wal_waiter.append(payload)
                 except (WalError, OSError) as e:
                     srv.log.error("wal_append_failed", reason=type(e).__name__)
                     exc = WalUnavailable(type(e).__name__)
