@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from flk.impl.canonical import SIGNED_FIELDS, canonical_bytes, round9
-from flk.impl.loadgen import PlanConfig, make_plan, tenant_key
+from flk.impl.loadgen import PlanConfig, make_plan, tenant_key, tenants_env
 from flk.impl.signals import budget, d_hat, regime
 from flk.impl.signing import sign_hmac
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 FLK = str(pathlib.Path(sys.executable).parent / "flk")
 BASE = b"crr-three-regions-base-secret"
-K = 1  # single-tenant ("default"): flk serve's MULTI_TENANT path is being fixed by the server engineer
+K = 3  # tenants lg-tenant-000..002 (flk agent tenants-env)
 NAMES = ["ap", "eu", "us"]
 SHIP_S = 0.2
 SERVER_VARS = ("HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
@@ -42,8 +42,8 @@ class Region:
         self.name, self.dir = name, root / name
         self.dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in SERVER_VARS and not k.startswith("CRR_")}
-        env.update(REGION_ID=name, DATA_DIR=str(self.dir / "data"), WORKERS="1", PCS_HMAC_KEY=BASE.decode(),
-                   CRR_STORE_DIR=str(shared),
+        env.update(REGION_ID=name, DATA_DIR=str(self.dir / "data"), WORKERS="1", MULTI_TENANT="true",
+                   TENANTS=tenants_env(BASE, K), CRR_STORE_DIR=str(shared),
                    CRR_PEERS=",".join(n for n in NAMES if n != name), CRR_SHIP_INTERVAL_S=str(SHIP_S))
         self.env = env
         self.proc: subprocess.Popen | None = None
@@ -185,7 +185,7 @@ def test_three_regions_converge_partition_heal_kill_failover(tmp_path):
             assert p.returncode == 0, err[-2000:]
         t_loaded = time.monotonic()
         records = [h for r in regions for h in acked(tmp_path / f"load-{r.name}.jsonl")]
-        assert len(records) >= 100
+        assert len(records) >= 100 and {h["tenant"] for h in records} == {f"lg-tenant-{i:03d}" for i in range(K)}
         wait_until(lambda: converged(regions, client, records), 60)
         figures["convergence_after_load_s"] = round(time.monotonic() - t_loaded, 3)
         lags = [r.status(client)["ship"]["lag_p50_s"] for r in regions]
