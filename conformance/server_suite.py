@@ -321,6 +321,11 @@ def expect_problem(ex: Exchange, statuses: tuple[int, ...], *, field: str | None
 
 
 # ------------------------------------------------------------------------------ the cases
+# problem types (SPEC.md section 9: urn:flk:problem:<slug>) each rejection must carry
+BAD_SIG = ("bad-signature",)
+BAD_BODY = ("invalid-json", "invalid-pcs")  # not JSON at all / JSON but not a PCS object
+TOO_LARGE = ("payload-too-large",)
+
 @dataclasses.dataclass
 class Target:
     url: str
@@ -379,9 +384,9 @@ def case_tampered_then_valid(c: Ctx) -> str:
     bad = dict(pcs, sig=tamper_sig(pcs["sig"]))
     for i in (1, 2):
         ex = c.post(bad, f"tampered signature #{i}")
-        expect_problem(ex, (401,))
+        expect_problem(ex, (401,), slugs=BAD_SIG)
     forged = dict(pcs, D_hat=round(pcs["D_hat"] + 0.01, 9))  # a signed field changed, old sig kept
-    expect_problem(c.post(forged, "signed field changed, old signature"), (401,))
+    expect_problem(c.post(forged, "signed field changed, old signature"), (401,), slugs=BAD_SIG)
     first = c.accept(pcs, "valid PCS after the tampered ones (verify-before-dedup: nothing was cached)")
     expect_replay_of(c.post(pcs, "valid PCS again"), first)
     return f"tampered -> 401 twice, not cached; the valid PCS then {first.status} fresh, then replayed"
@@ -391,9 +396,9 @@ def case_tampered_after_accept(c: Ctx) -> str:
     pcs = c.pcs.fresh()
     first = c.accept(pcs, "valid PCS")
     bad = dict(pcs, sig=tamper_sig(pcs["sig"]))
-    expect_problem(c.post(bad, "tampered signature of an accepted pcs_id"), (401,))
+    expect_problem(c.post(bad, "tampered signature of an accepted pcs_id"), (401,), slugs=BAD_SIG)
     forged = c.pcs.other_payload(pcs, key=b"flk-conformance-not-the-tenant-key")
-    expect_problem(c.post(forged, "other payload signed with a wrong key, accepted pcs_id"), (401,))
+    expect_problem(c.post(forged, "other payload signed with a wrong key, accepted pcs_id"), (401,), slugs=BAD_SIG)
     expect_replay_of(c.post(pcs, "valid PCS again"), first)
     return "an accepted pcs_id with a bad signature -> 401, not a replay or 409 (signature checked first)"
 
@@ -424,9 +429,9 @@ MALFORMED = (
 
 def case_malformed_json(c: Ctx) -> str:
     for body, what in MALFORMED:
-        expect_problem(c.post(body, what), (400,))
+        expect_problem(c.post(body, what), (400,), slugs=BAD_BODY)
     pcs = c.pcs.fresh()
-    expect_problem(c.post(dumps(pcs) + b" x", "valid PCS followed by trailing data"), (400,))
+    expect_problem(c.post(dumps(pcs) + b" x", "valid PCS followed by trailing data"), (400,), slugs=BAD_BODY)
     c.accept(pcs, "the same PCS without the trailing data (nothing was cached)")
     return f"{len(MALFORMED) + 1} malformed bodies -> 400 problem+json"
 
@@ -436,8 +441,8 @@ def case_duplicate_keys(c: Ctx) -> str:
     text = dumps(pcs)
     same = b'{"D_hat":' + json.dumps(pcs["D_hat"]).encode() + b"," + text[1:]
     other = b'{"D_hat":9.5,' + text[1:]  # a last-key-wins parser would see the valid PCS
-    expect_problem(c.post(same, "duplicate key D_hat (same value)"), (400,))
-    expect_problem(c.post(other, "duplicate key D_hat (first value differs)"), (400,))
+    expect_problem(c.post(same, "duplicate key D_hat (same value)"), (400,), slugs=BAD_BODY)
+    expect_problem(c.post(other, "duplicate key D_hat (first value differs)"), (400,), slugs=BAD_BODY)
     c.accept(pcs, "the same PCS without duplicates (nothing was cached)")
     return "duplicate object keys -> 400, the clean PCS is then accepted"
 
@@ -446,7 +451,7 @@ def case_nan(c: Ctx) -> str:
     pcs = c.pcs.fresh()
     probes = (("D_hat", "NaN"), ("r", "Infinity"), ("coh_star", "-Infinity"), ("budget", "1e400"))
     for field, lit in probes:
-        expect_problem(c.post(with_literal(pcs, field, lit), f"{field} = {lit}"), (400,))
+        expect_problem(c.post(with_literal(pcs, field, lit), f"{field} = {lit}"), (400,), slugs=BAD_BODY)
     return "NaN, Infinity, -Infinity, 1e400 -> 400 problem+json"
 
 
@@ -470,7 +475,7 @@ def case_schema(c: Ctx) -> str:
     pcs = c.pcs.fresh()
     probes = _schema_probes(pcs)
     for field, body, what in probes:
-        expect_problem(c.post(body, what), (400,), field=field)
+        expect_problem(c.post(body, what), (400,), field=field, slugs=("invalid-pcs",))
     c.accept(pcs, "the same PCS, well-formed (nothing was cached)")
     return f"{len(probes)} schema violations -> 400 problem+json naming the field"
 
@@ -480,7 +485,7 @@ def case_pcs_id_mismatch(c: Ctx) -> str:
     wrong = hashlib.sha256(b"flk-conformance|" + pcs["pcs_id"].encode()).hexdigest()
     bad = c.pcs.sign(dict(pcs, pcs_id=wrong), c.t.hmac_key)
     expect_problem(c.post(bad, "well-formed pcs_id not SHA-256(merkle_root|epoch|shard_id), validly signed"),
-                   (400,), field="pcs_id")
+                   (400,), field="pcs_id", slugs=("invalid-pcs",))
     return "pcs_id that is not SHA-256(merkle_root|epoch|shard_id) -> 400 naming pcs_id (INV-PCSID)"
 
 
@@ -489,14 +494,14 @@ def case_oversize(c: Ctx) -> str:
     text = dumps(pcs)
     pad = c.t.oversize_bytes - len(text)
     body = text[:-1] + b" " * max(pad, 0) + b"}"  # a valid PCS, padded with JSON whitespace
-    expect_problem(c.post(body, f"{len(body)}-byte body with Content-Length"), (413,))
+    expect_problem(c.post(body, f"{len(body)}-byte body with Content-Length"), (413,), slugs=TOO_LARGE)
 
     def chunks() -> Iterator[bytes]:
         step = 64 * 1024
         for i in range(0, len(body), step):
             yield body[i:i + step]
 
-    expect_problem(c.post(chunks(), f"{len(body)}-byte body, chunked (no Content-Length)"), (413,))
+    expect_problem(c.post(chunks(), f"{len(body)}-byte body, chunked (no Content-Length)"), (413,), slugs=TOO_LARGE)
     c.accept(pcs, "the same PCS unpadded (nothing was recorded)")
     return f"{len(body)}-byte bodies -> 413 problem+json (with and without Content-Length)"
 
@@ -530,7 +535,7 @@ def case_bad_base64(c: Ctx) -> str:
     for what, sig in variants:
         ex = c.post(dict(pcs, sig=sig), f"sig {what}")
         # the issue says 401; SPEC section 8 step 3 makes a malformed sig a 400 naming 'sig'. Both reject.
-        expect_problem(ex, (400, 401), field="sig")
+        expect_problem(ex, (400, 401), field="sig", slugs=("invalid-pcs", "bad-signature"))
     c.accept(pcs, "the same PCS with its strict signature (nothing was cached)")
     return f"{len(variants)} malformed signatures rejected (400 naming sig / 401), then the valid one accepted"
 
@@ -550,7 +555,8 @@ def case_content_type(c: Ctx) -> str:
 def case_unknown_tenant(c: Ctx) -> str:
     pcs = c.pcs.fresh()
     ghost = f"flk-conf-no-such-tenant-{c.t.seed:016x}"
-    expect_problem(c.post(pcs, "X-Tenant-Id naming no configured tenant", tenant=ghost), (401,))
+    expect_problem(c.post(pcs, "X-Tenant-Id naming no configured tenant", tenant=ghost), (401,),
+                   slugs=("unknown-tenant",))
     c.accept(pcs, "the same PCS under the real tenant (nothing was cached)")
     return "unknown X-Tenant-Id -> 401 problem+json; the PCS is then accepted under its tenant"
 
@@ -586,9 +592,10 @@ def case_tenant_isolation(c: Ctx) -> str:
     pcs = c.pcs.fresh()
     first_a = c.accept(pcs, f"PCS of tenant {t.tenant}")
     expect_problem(c.post(pcs, f"tenant {t.tenant}'s PCS sent as tenant {t.second_tenant}",
-                          tenant=t.second_tenant), (401,))
+                          tenant=t.second_tenant), (401,), slugs=BAD_SIG)
     own_b = c.pcs.sign(pcs, t.second_key)
-    expect_problem(c.post(own_b, f"PCS signed with {t.second_tenant}'s key sent as {t.tenant}"), (401,))
+    expect_problem(c.post(own_b, f"PCS signed with {t.second_tenant}'s key sent as {t.tenant}"), (401,),
+                   slugs=BAD_SIG)
     other_b = c.pcs.other_payload(pcs, key=t.second_key)  # same pcs_id, another payload: 409 if dedup were shared
     first_b = c.post(other_b, f"same pcs_id, other payload, as tenant {t.second_tenant}", tenant=t.second_tenant)
     expect_success(first_b, other_b, replay=False)
@@ -681,8 +688,10 @@ def run_suite(target: Target, only: list[str] | None = None, http: Http | None =
                 status, msg = "skip", str(exc)
             except Exception as exc:  # noqa: BLE001 -- a suite bug or a wild answer: that case fails, the run goes on
                 status, msg = "fail", f"unexpected {type(exc).__name__}: {str(exc)[:160]}"
-            results.append(ServerCaseResult(case.id, case.title, status, " ".join(msg.split()),
-                                            time.perf_counter() - t0))
+            msg = " ".join(msg.split())  # one line, and bounded: a server's strings can be anything
+            if len(msg) > 400:
+                msg = msg[:397] + "..."
+            results.append(ServerCaseResult(case.id, case.title, status, msg, time.perf_counter() - t0))
         return ServerReport(target.url, target.seed, results, http.retries_429)
     finally:
         http.close()

@@ -172,8 +172,10 @@ def run_server(args) -> int:
         _write(args.junit, ss.to_junit(report))
     if args.json:
         _write(args.json, json.dumps(ss.to_json(report), indent=2).encode("utf-8"))
-    sys.stdout.write("".join(line + "\n" for line in ss.format_text(report)))
-    sys.stdout.flush()
+    text = "".join(line + "\n" for line in ss.format_text(report))
+    sys.stdout.flush()  # UTF-8 whatever the locale: a server's problem types may be anything
+    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+    sys.stdout.buffer.flush()
     return report.exit_code
 
 

@@ -69,8 +69,9 @@ def multi_env(tmp_path: pathlib.Path, **extra: str) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ real flk serve, every backend
-def test_server_suite_passes_flk_serve_sqlite_two_tenants_and_reruns(tmp_path, capsys):
-    with proc.ServerProc(tmp_path, multi_env(tmp_path, DEDUP_BACKEND="sqlite")) as srv:
+@pytest.mark.parametrize("backend", ["sqlite", "memory"])
+def test_server_suite_passes_flk_serve_two_tenants_and_reruns(tmp_path, capsys, backend):
+    with proc.ServerProc(tmp_path, multi_env(tmp_path, DEDUP_BACKEND=backend)) as srv:
         for _ in range(2):  # a rerun against the same server: a fresh seed, no collisions
             code, doc, out = run_cli(capsys, tmp_path, srv.url, *TWO_TENANTS)
             assert_all_pass(code, doc, out, skipped={"srv-rate-limit"})
