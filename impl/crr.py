@@ -51,6 +51,7 @@ simulated time).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import posixpath
@@ -231,10 +232,10 @@ class Shipper:
         """Do what is due at ``now``; return when to call again."""
         if self._next_seal is None:
             self._next_seal = now
-        if self.paused:
-            return now + self.interval_s
-        if now < self._retry_at:
-            return self._retry_at
+        if self.paused or now < self._retry_at:
+            with contextlib.suppress(WalError, OSError):
+                self._find_oldest_unshipped()  # the lag keeps growing while nothing ships
+            return now + self.interval_s if self.paused else self._retry_at
         try:
             if now >= self._next_seal:
                 self.log.seal()
@@ -282,11 +283,19 @@ class Shipper:
             self.shipped_segments += 1
             self.shipped_records += seg.count
             n += 1
-        self.oldest_unshipped = None
+        if n:
+            self.oldest_unshipped = None
+        self._find_oldest_unshipped()
+        return n
+
+    def _find_oldest_unshipped(self) -> None:
+        """``received_at`` of the first record at or after the watermark (read only
+        while unknown: it cannot change until the watermark moves)."""
+        if self.oldest_unshipped is not None:
+            return
         for _, payload in self.log.records(self.watermark):
             self.oldest_unshipped = decode_inbox_record(payload).received_at
             break
-        return n
 
     def metrics(self, now: float) -> dict[str, Any]:
         return {"stream": self.stream, "watermark": self.watermark, "shipped_segments": self.shipped_segments,

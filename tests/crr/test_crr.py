@@ -104,9 +104,10 @@ def test_shipper_paused_ships_nothing_and_lag_grows():
     eu.shipper.paused = True
     eu.shipper.step(NOW + 5)
     assert eu.shipper.watermark == 1
+    assert eu.shipper.lag_s(NOW + 5) == 4.0 and eu.shipper.lag_s(NOW + 9) == 8.0  # grows while paused
     eu.shipper.paused = False
     eu.shipper.step(NOW + 10)
-    assert eu.shipper.watermark == 2
+    assert eu.shipper.watermark == 2 and eu.shipper.lag_s(NOW + 11) == 0.0
 
 
 def test_inv_idempotent_replay_cross_region_identical_outcomes_and_second_read_is_a_noop():
