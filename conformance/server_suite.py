@@ -33,6 +33,7 @@ import hashlib
 import json
 import random
 import re
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -133,6 +134,7 @@ class Http:
         self.tenant = tenant
         self.client = httpx.Client(timeout=timeout, trust_env=False)
         self.retries_429 = 0
+        self.lock = threading.Lock()
         self.sleep: Callable[[float], None] = time.sleep
 
     def close(self) -> None:
@@ -177,7 +179,8 @@ class Http:
                 raise CaseFailed(f"{what}: 429 without a valid Retry-After header")
             if isinstance(body, Iterator):
                 return ex  # a streamed body cannot be sent twice
-            self.retries_429 += 1
+            with self.lock:
+                self.retries_429 += 1
             self.sleep(min(max(wait, 0.05), MAX_RETRY_WAIT_S))
         raise CaseFailed(f"{what}: still 429 after {MAX_429_RETRIES} retries honouring Retry-After")
 
@@ -417,6 +420,43 @@ def case_conflict(c: Ctx) -> str:
     return "409 conflict (twice, not stored); the first outcome replays unchanged (first write wins)"
 
 
+RACERS = 8
+
+
+def case_race_fww(c: Ctx) -> str:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pcs = c.pcs.fresh()
+    other = c.pcs.other_payload(pcs)
+    payloads = [pcs if i % 2 == 0 else other for i in range(RACERS)]
+    gate = threading.Barrier(RACERS, timeout=c.t.timeout)
+
+    def submit(i: int) -> Exchange:
+        gate.wait()
+        return c.post(payloads[i], f"concurrent submission #{i + 1}")
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        answers = list(pool.map(submit, range(RACERS)))
+    wins = [(p, ex) for p, ex in zip(payloads, answers, strict=True) if ex.status in (200, 202)]
+    check(bool(wins), f"{RACERS} concurrent submissions of two payloads for one pcs_id: no 200/202 at all")
+    winner = wins[0][0]
+    loser = other if winner is pcs else pcs
+    check(all(p is winner for p, _ in wins), "200/202 to both payloads of one pcs_id; the later payload must get 409 (INV-FWW)")
+    fresh = [ex for _, ex in wins if not ex.replayed]
+    check(len(fresh) == 1, f"{len(fresh)} answers without '{REPLAY_HEADER}: true' among the winner's {len(wins)}; "
+          "expected exactly one first write, the rest replays")
+    expect_success(fresh[0], winner, replay=False)
+    for _, ex in wins:
+        check(ex.body == fresh[0].body and ex.status == fresh[0].status,
+              f"{ex.what}: a racing duplicate got other status/body bytes than the first write")
+    for p, ex in zip(payloads, answers, strict=True):
+        if p is loser:
+            expect_problem(ex, (409,), slugs=("conflict",))
+    expect_replay_of(c.post(winner, "the winning payload again"), fresh[0])
+    expect_problem(c.post(loser, "the losing payload again"), (409,), slugs=("conflict",))
+    return f"{RACERS} concurrent submissions, two payloads: one first write, {len(wins) - 1} replays, the rest 409"
+
+
 MALFORMED = (
     (b"{not json", "not JSON"),
     (b"", "empty body"),
@@ -621,6 +661,8 @@ CASES: tuple[ServerCase, ...] = (
     ServerCase("srv-tampered-after-accept", "bad signature on an accepted pcs_id -> 401, not replay/409 "
                "(INV-VERIFY-BEFORE-DEDUP)", case_tampered_after_accept),
     ServerCase("srv-conflict", "same pcs_id, other payload -> 409; the first outcome stays (INV-FWW)", case_conflict),
+    ServerCase("srv-race-fww", "concurrent submissions of two payloads for one pcs_id -> one first write "
+               "(INV-FWW)", case_race_fww),
     ServerCase("srv-malformed-json", "bodies that are not a JSON object -> 400 problem+json", case_malformed_json),
     ServerCase("srv-duplicate-keys", "duplicate JSON object keys -> 400", case_duplicate_keys),
     ServerCase("srv-nan", "NaN / Infinity / overflowing numbers -> 400", case_nan),

@@ -16,6 +16,7 @@ Bugs:
   no-retry-after       429 answers without ``Retry-After``
   raw-body-digest      dedup by SHA-256 of the raw body instead of the canonical signed subset
   plain-415            a non-JSON Content-Type answered 415 with a text/plain body (not problem+json)
+  racy-dedup           put-if-absent done as get, pause, put (not atomic): concurrent first writes both win
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from flk.impl.verifier import Limits, MemoryWal, Request, Verifier, run_sync
 BUGS = frozenset({
     "no-replay-header", "cache-before-verify", "lenient-base64", "last-key-wins", "plain-errors",
     "shared-dedup", "no-body-limit", "no-retry-after", "raw-body-digest", "plain-415",
+    "racy-dedup",
 })
 
 
@@ -51,8 +53,27 @@ class SharedStore:
         return self.inner.put_if_absent("shared", pcs_id, outcome, now, ttl_s)
 
 
+class RacyStore:
+    """get, then a pause, then an unconditional put: the check-then-act race (the racy-dedup bug)."""
+
+    def __init__(self) -> None:
+        self.data: dict = {}
+
+    def get(self, tenant, pcs_id, now):
+        return self.data.get((tenant, pcs_id))
+
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        seen = self.data.get((tenant, pcs_id))
+        time.sleep(0.3)  # the window another request slips through (wide: the test machine is loaded)
+        if seen is not None:
+            return False, seen
+        self.data[(tenant, pcs_id)] = outcome
+        return True, outcome
+
+
 def create_app(env: dict[str, str], bugs: frozenset[str] = frozenset(), token_rate: float = 0.0):
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request as HttpRequest
     from starlette.responses import Response
     from starlette.routing import Route
@@ -61,7 +82,7 @@ def create_app(env: dict[str, str], bugs: frozenset[str] = frozenset(), token_ra
     common = {"rate_per_s": token_rate, "burst": max(1.0, token_rate)} if token_rate else {}
     limit = 1 << 30 if "no-body-limit" in bugs else 64 * 1024
     verifier = Verifier(from_env(env, **common), limits=Limits(max_body_bytes=limit))
-    store = open_store("memory")
+    store = RacyStore() if "racy-dedup" in bugs else open_store("memory")
     if "shared-dedup" in bugs:
         store = SharedStore(store)
     wal = MemoryWal()
@@ -98,7 +119,9 @@ def create_app(env: dict[str, str], bugs: frozenset[str] = frozenset(), token_ra
                     pass
             if small and isinstance(doc, dict) and "last-key-wins" in bugs:
                 body = json.dumps(doc).encode()
-            status, headers, out = verify(body, tenant)
+        # verified on a worker thread, concurrently (the pipeline is per-request; the stores are thread-safe)
+        status, headers, out = await run_in_threadpool(verify, body, tenant)
+        with lock:
             if "raw-body-digest" in bugs and status in (200, 202):  # after verification, but the wrong digest
                 digest = hashlib.sha256(body).hexdigest()
                 if raw_digests.setdefault(f"{tenant}|{pid}", digest) != digest:

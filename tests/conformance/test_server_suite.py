@@ -137,12 +137,13 @@ def test_server_suite_rate_limit_case_fails_when_server_is_not_limited(tmp_path,
 
 # ------------------------------------------------------------------ a deliberately broken server
 REPLAYS = {"srv-replay", "srv-replay-reformatted", "srv-tampered-then-valid", "srv-tampered-after-accept",
-           "srv-conflict", "srv-tenant-isolation", "srv-content-type"}
+           "srv-conflict", "srv-race-fww", "srv-tenant-isolation", "srv-content-type"}
 BROKEN = [
     ("no-replay-header", REPLAYS),
     # every answer cached by pcs_id, the cache consulted first: a 401/400/413 sticks to the pcs_id,
     # a conflicting payload is served the first answer instead of 409
-    ("cache-before-verify", {"srv-tampered-then-valid", "srv-tampered-after-accept", "srv-conflict", "srv-schema",
+    ("cache-before-verify", {"srv-tampered-then-valid", "srv-tampered-after-accept", "srv-conflict", "srv-race-fww",
+                             "srv-schema",
                              "srv-bad-base64", "srv-unknown-tenant", "srv-duplicate-keys", "srv-oversize",
                              "srv-tenant-isolation"}),
     ("lenient-base64", {"srv-bad-base64"}),
@@ -153,6 +154,7 @@ BROKEN = [
     ("no-body-limit", {"srv-oversize"}),
     ("raw-body-digest", {"srv-replay-reformatted"}),
     ("plain-415", {"srv-content-type"}),
+    ("racy-dedup", {"srv-race-fww"}),
 ]
 
 
