@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 
 def configure(p) -> None:
@@ -31,7 +32,6 @@ def configure(p) -> None:
 
 def preflight(cfg) -> None:
     """Everything that can be wrong before binding; raises ConfigError."""
-    from flk.impl.dedup import open_store
     from flk.impl.server.config import ConfigError
     from flk.impl.server.pipeline import build_verifier
 
@@ -60,7 +60,7 @@ def preflight(cfg) -> None:
 
     openapi_document()
     try:
-        store = open_store(cfg.store_url(), **cfg.store_options())
+        store = cfg.open_store(time.time())
     except Exception as exc:  # noqa: BLE001 -- any failure to open is a configuration problem here
         raise ConfigError(f"dedup store {cfg.dedup_backend} cannot be opened: {type(exc).__name__}: "
                           f"{str(exc)[:200]}") from None

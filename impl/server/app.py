@@ -149,7 +149,6 @@ class Server:
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
-        from flk.impl.dedup import open_store
         from flk.impl.metrics import Metrics
         from flk.impl.server.pipeline import build_pipeline
         from flk.impl.wal import GroupCommitter, SegmentedLog
@@ -162,9 +161,7 @@ class Server:
         self.metrics = Metrics()
         self.smetrics = ServerMetrics(self.metrics.registry, self.worker)
         self.openapi = json.dumps(openapi_document()).encode()
-        self.store = await loop.run_in_executor(
-            self.executor, lambda: open_store(cfg.store_url(), **cfg.store_options())
-        )
+        self.store = await loop.run_in_executor(self.executor, cfg.open_store, time.time())
         self.batcher = StoreBatcher(self.store, self.executor, self.breaker, ttl_s=cfg.dedup_ttl_s,
                                     inline=cfg.dedup_backend == "memory")
         wal_dir = cfg.worker_wal_dir(self.worker)
@@ -351,6 +348,7 @@ ROUTES = ("/v1/pcs/submit", "/health", "/ready", "/metrics", "/openapi.json")
 
 def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
     from flk.impl.crr_service import routes as crr_routes
+    from flk.impl.sharding import routes as shard_routes
 
     srv = Server(cfg, worker)
 
@@ -390,6 +388,7 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
             Route("/metrics", srv.metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", srv.openapi_endpoint, methods=["GET"]),
             *crr_routes(lambda: srv.crr),  # /v1/pcs/{pcs_id}/authoritative, /v1/crr/* (issue #8)
+            *shard_routes(lambda: srv.store, time.time),  # /api/shards/* (issue #7)
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,

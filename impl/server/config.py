@@ -32,7 +32,7 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-BACKENDS = ("memory", "sqlite", "redis", "postgres")
+BACKENDS = ("memory", "sqlite", "redis", "postgres", "sharded")
 SIGN_ALGS = ("hmac", "ed25519")
 TENANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REGION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -66,6 +66,8 @@ class ServerConfig:
     sqlite_path: str = ""  # default: DATA_DIR/dedup.sqlite3
     redis_addr: str = "127.0.0.1:6379"
     postgres_conn: str = ""
+    dedup_shards: tuple[tuple[str, str], ...] = ()  # sharded: (name, store url) pairs (DEDUP_SHARDS)
+    dedup_migration_state: str = ""  # sharded: a `flk dedup-migrate` state file -> DualWriteStore
     dedup_namespace: str = ""  # several deployments on one Redis/Postgres: key prefix / table suffix
     dedup_ttl_s: float = 14 * 24 * 3600.0
     token_rate: float = 0.0  # per-tenant requests/second; 0 = unlimited
@@ -100,8 +102,25 @@ class ServerConfig:
     def worker_wal_dir(self, index: int) -> str:
         return os.path.join(self.wal_dir, f"worker-{index}")
 
+    def open_store(self, now: float):
+        """The configured dedup store (``sharded``: a ShardedStore over DEDUP_SHARDS,
+        or a DualWriteStore following DEDUP_MIGRATION_STATE)."""
+        if self.dedup_backend == "sharded":
+            if self.dedup_migration_state:
+                from flk.impl.migrate import DualWriteStore
+
+                return DualWriteStore.from_state(self.dedup_migration_state, now)
+            from flk.impl.sharding import open_sharded
+
+            return open_sharded(dict(self.dedup_shards), ttl_s=self.dedup_ttl_s)
+        from flk.impl.dedup import open_store
+
+        return open_store(self.store_url(), **self.store_options())
+
     def store_url(self) -> str:
         """What :func:`flk.impl.dedup.open_store` is given."""
+        if self.dedup_backend == "sharded":
+            return "sharded:" + ",".join(name for name, _ in self.dedup_shards)
         if self.dedup_backend == "memory":
             return "memory"
         if self.dedup_backend == "sqlite":
@@ -285,7 +304,7 @@ def ensure_key_file(data_dir: str) -> tuple[str, bytes, bool]:
 # ---------------------------------------------------------------- loading
 ENV_NAMES = (
     "HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
-    "POSTGRES_CONN", "DEDUP_NAMESPACE", "DEDUP_TTL_S", "TOKEN_RATE", "PCS_SIGN_ALG", "PCS_HMAC_KEY", "PCS_HMAC_KEYS",
+    "POSTGRES_CONN", "DEDUP_SHARDS", "DEDUP_MIGRATION_STATE", "DEDUP_NAMESPACE", "DEDUP_TTL_S", "TOKEN_RATE", "PCS_SIGN_ALG", "PCS_HMAC_KEY", "PCS_HMAC_KEYS",
     "PCS_ED25519_PUB_B64", "MULTI_TENANT", "TENANTS", "TENANTS_FILE", "REGION_ID", "POLICY", "METRICS_USER",
     "METRICS_PASS", "MAX_BODY_BYTES", "WAL_GROUP_DELAY_MS", "MAX_INFLIGHT",
     "MIN_INFLIGHT", "TARGET_LATENCY_MS", "BREAKER_FAILURES", "BREAKER_OPEN_S", "STORE_THREADS",
@@ -361,6 +380,28 @@ def load_config(
             raise ConfigError("DEDUP_BACKEND=postgres needs POSTGRES_CONN (a postgresql:// DSN)")
         if not conn.startswith(("postgresql://", "postgres://")) and "=" not in conn:
             raise ConfigError("POSTGRES_CONN must be a postgresql:// URL or a key=value DSN")
+    if backend == "sharded":
+        if has("DEDUP_MIGRATION_STATE"):
+            state = _str("DEDUP_MIGRATION_STATE", raw["DEDUP_MIGRATION_STATE"])
+            if not os.path.isfile(state):
+                raise ConfigError(f"DEDUP_MIGRATION_STATE {state} does not exist (run `flk dedup-migrate plan`)")
+            kw["dedup_migration_state"] = state
+        elif not has("DEDUP_SHARDS"):
+            raise ConfigError("DEDUP_BACKEND=sharded needs DEDUP_SHARDS (name=url,...) or DEDUP_MIGRATION_STATE")
+        else:
+            pairs = []
+            for part in (p.strip() for p in str(raw["DEDUP_SHARDS"]).split(",")):
+                name, sep, url = part.partition("=")
+                if not sep or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name) or "://" not in url:
+                    raise ConfigError(f"DEDUP_SHARDS entry {part[:80]!r} must be name=<store url>")
+                if url.startswith("memory"):
+                    raise ConfigError("DEDUP_SHARDS: memory shards are not durable; use sqlite, redis or postgres")
+                pairs.append((name, url))
+            if len({n for n, _ in pairs}) != len(pairs):
+                raise ConfigError("DEDUP_SHARDS names must be distinct")
+            kw["dedup_shards"] = tuple(pairs)
+    elif has("DEDUP_SHARDS") or has("DEDUP_MIGRATION_STATE"):
+        raise ConfigError("DEDUP_SHARDS / DEDUP_MIGRATION_STATE need DEDUP_BACKEND=sharded")
     if backend == "memory" and kw["workers"] > 1:
         raise ConfigError("DEDUP_BACKEND=memory cannot be shared by WORKERS>1 processes; use sqlite, redis or postgres")
     if has("DEDUP_NAMESPACE"):

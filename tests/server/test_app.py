@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 import yaml
@@ -193,3 +194,30 @@ def test_tenants_file_with_pii_gate_and_policy_file(tmp_path) -> None:
         assert ok.status_code == 200 and ok.json()["policy_version"] == "2.5.0"
         r = client.post("/v1/pcs/submit", content=json.dumps(pcs), headers={"X-Tenant-Id": "acme"})
         assert r.status_code == 400 and "pii" in r.text
+
+
+def test_sharded_store_by_configuration_and_shard_ops_routes(tmp_path) -> None:
+    from flk.impl.dedup import open_store
+
+    shards = {f"s{i}": f"sqlite:///{tmp_path}/shard{i}.sqlite3" for i in range(3)}
+    spec = ",".join(f"{k}={v}" for k, v in shards.items())
+    client, _ = make_client(tmp_path / "d", DEDUP_BACKEND="sharded", DEDUP_SHARDS=spec)
+    bs = bodies(KEY.encode(), 30)
+    with client:
+        assert all(client.post("/v1/pcs/submit", content=b).status_code == 200 for b in bs)
+        again = client.post("/v1/pcs/submit", content=bs[0])
+        assert again.headers["idempotent-replayed"] == "true"
+        assert client.get("/api/shards/distribution").status_code == 200
+    counts = []
+    for url in shards.values():
+        s = open_store(url)
+        counts.append(s.count(time.time()))
+        s.close()
+    assert sum(counts) == 30 and all(c > 0 for c in counts)  # spread over every shard
+
+
+def test_shard_routes_answer_503_problem_without_a_sharded_store(tmp_path) -> None:
+    client, _ = make_client(tmp_path)
+    with client:
+        r = client.get("/api/shards/distribution")
+        assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json")

@@ -72,6 +72,11 @@ def test_env_overrides_toml_and_flags_override_env(tmp_path) -> None:
         ({"TENANTS_FILE": "/nonexistent.toml"}, "MULTI_TENANT is not true"),
         ({"MULTI_TENANT": "1", "TENANTS_FILE": "/nonexistent.toml"}, "does not exist"),
         ({"DEDUP_NAMESPACE": "Bad-Name"}, "DEDUP_NAMESPACE"),
+        ({"DEDUP_BACKEND": "sharded"}, "needs DEDUP_SHARDS"),
+        ({"DEDUP_BACKEND": "sharded", "DEDUP_SHARDS": "s0=sqlite:///a,s0=sqlite:///b"}, "distinct"),
+        ({"DEDUP_BACKEND": "sharded", "DEDUP_SHARDS": "s0"}, "name=<store url>"),
+        ({"DEDUP_BACKEND": "sharded", "DEDUP_MIGRATION_STATE": "/nonexistent.json"}, "does not exist"),
+        ({"DEDUP_SHARDS": "s0=sqlite:///a"}, "need DEDUP_BACKEND=sharded"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(tmp_path, env, fragment) -> None:
