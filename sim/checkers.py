@@ -250,6 +250,16 @@ def sometimes_checks(events: list[dict], scenario: dict, ev: dict | None = None)
             rejected = len(ev["crr.reject"])
             out.append(_sometimes("SOMETIMES-CORRUPTION-REJECTED", corrupted > 0 and rejected > 0, len(fs),
                                   f"{corrupted} shipped segments corrupted, {rejected} rejections reported"))
+        elif kind in ("shard_down", "cold_down"):
+            n503 = sum(1 for e in ev["srv.respond"] if e["status"] == 503)
+            out.append(_sometimes(f"SOMETIMES-{kind.upper().replace('_', '-')}-503", n503 > 0, len(fs),
+                                  f"{n503} requests met the outage (503, fail closed)"))
+        elif kind == "migrate":
+            ends = [e for e in ev["fault.end"] if e["kind"] == "migrate"]
+            done = any(e["type"] == "migrate.phase" and e["phase"] == "cleaned" for e in ev["migrate.phase"])
+            clean = all(e["conflicts"] == 0 and e["missing"] == 0 and e["different"] == 0 for e in ends)
+            out.append(_sometimes("SOMETIMES-MIGRATION-COMPLETED", bool(ends) and done and clean, len(fs),
+                                  f"migration ended: {ends[-1] if ends else 'never'}"))
         elif kind == "store_down":
             n503 = statuses[503]
             out.append(_sometimes("SOMETIMES-STORE-DOWN-503", n503 > 0 or any(e["status"] == 503 for e in ev["srv.respond"]),

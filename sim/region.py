@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 
 from flk.impl.dedup import StoreUnavailable
-from flk.impl.dedup.memory import MemoryStore
 from flk.impl.fs import CrashableMemoryFileSystem
 from flk.impl.tenants import Limiter
 from flk.impl.verifier import DedupGet, DedupPut, Emit, Request, WalAppend, WalUnavailable
@@ -37,6 +36,7 @@ from flk.impl.wal import (
     encode_inbox_record,
 )
 from flk.sim.rng import sample
+from flk.sim.stores import StoreTopology
 
 SIM_EPOCH = 1_800_000_000.0  # simulated wall-clock origin (seconds since the Unix epoch)
 WAL_DIR = "/wal"
@@ -85,7 +85,8 @@ class Region:
         self.rng = world.streams.get(f"region/{self.id}")
         self.fs = CrashableMemoryFileSystem(rng=world.streams.get(f"disk/{self.id}"),
                                             torn_writes=bool(self.cfg["torn_writes"]))
-        self.store = SimStore(MemoryStore())
+        self.topology = StoreTopology(self.cfg)
+        self.store = SimStore(self.topology.store)
         self.mailbox = world.net.register(self.id, group=self.id)
         self.incarnation = 0
         self.up = True
@@ -313,11 +314,4 @@ class Region:
                              "body_sha": sha, "retry_after": retry_after}, size=len(body) + 64)
 
     def final_entries(self) -> list:
-        now = self.now()
-        out, cursor = [], None
-        while True:
-            page, cursor = self.store.inner.scan(cursor, 1000, now)
-            out.extend(page)
-            if cursor is None:
-                break
-        return sorted(out, key=lambda e: (e[0], e[1]))
+        return self.topology.scan_all(self.now())

@@ -168,6 +168,22 @@ class World:
                     if t in self.repl:
                         self.repl[t].view.available = not down
             h.record(now, "fault.start" if down else "fault.end", kind="objstore_down", target=",".join(targets))
+        elif kind in ("shard_down", "shard_up"):
+            down = (kind == "shard_down") == start
+            for t in targets:
+                shard = self.regions[t].topology.shards[f.get("shard", "s0")]
+                shard.available = not down
+                h.record(now, "fault.start" if down else "fault.end", kind="shard_down", target=f"{t}/{f.get('shard', 's0')}")
+        elif kind in ("cold_down", "cold_up"):
+            down = (kind == "cold_down") == start
+            for t in targets:
+                self.regions[t].topology.cold.available = not down
+                h.record(now, "fault.start" if down else "fault.end", kind="cold_down", target=t)
+        elif kind == "migrate":
+            if start:
+                for t in targets:
+                    h.record(now, "fault.start", kind="migrate", target=t)
+                    self.env.process(self._migrate(self.regions[t], float(f.get("step_s", 0.05)), int(f.get("batch", 200))))
         elif kind == "bitflip_shipped":
             for t in targets:
                 if t in self.repl:
@@ -195,6 +211,25 @@ class World:
             h.record(now, "fault.start" if start else "fault.end", kind=kind, target=",".join(targets))
         if False:  # pragma: no cover - keeps this a generator for every branch
             yield
+
+    def _migrate(self, region, step_s: float, batch: int):
+        """Run a live 3 -> 4 shard migration's steps in simulated time."""
+        for phase, detail in region.topology.migrate_steps(region.now, batch):
+            if phase not in ("copy", "verify"):
+                self.history.record(self.env.now, "migrate.phase", region=region.id, phase=phase, **detail)
+            yield self.env.timeout({"settle": 1.0, "retry": 0.5}.get(phase, step_s))
+        st = region.topology.migration
+        self.history.record(self.env.now, "fault.end", kind="migrate", target=region.id,
+                            copied=st["copy"]["copied"], conflicts=st["copy"]["conflicts"],
+                            missing=st["verify"]["missing"], different=st["verify"]["different"])
+
+    def _demote(self, region, every_s: float, batch: int):
+        while True:
+            yield self.env.timeout(every_s)
+            if region.up:
+                out = region.topology.store.demote_step(region.now(), batch)
+                if out.get("demoted"):
+                    self.history.record(self.env.now, "tier.demoted", region=region.id, n=out["demoted"])
 
     def _fault_proc(self, f: dict):
         yield self.env.timeout(float(f["at_s"]))
@@ -239,6 +274,10 @@ class World:
                 rep.ship_stopped = False
                 rep.shipper.paused = False
         for r in self.regions.values():
+            for shard in r.topology.shards.values():
+                shard.available = True
+            if r.topology.cold is not None:
+                r.topology.cold.available = True
             r.store.down = False
             r.store.extra_latency_ms = 0.0
             r.disk_factor = 1.0
@@ -265,6 +304,9 @@ class World:
         env.process(self._heal_all())
         for rep in self.repl.values():
             env.process(rep.run())
+        for r in self.regions.values():
+            if r.topology.kind == "tiered":
+                env.process(self._demote(r, float(r.cfg.get("demote_every_s", 0.5)), int(r.cfg.get("demote_batch", 200))))
         if self.repl:
             env.process(self._sample())
         env.run(until=self.duration + self.quiescence)

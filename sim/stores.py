@@ -1,0 +1,131 @@
+"""Dedup store topologies for simulated regions, built from the real scale-out
+components (``flk.impl.sharding``, ``flk.impl.tiering``, ``flk.impl.migrate``)
+over in-memory shards, so shard loss, cold-tier outages and live migrations
+run under simulated time.
+
+* ``memory``    -- one :class:`MemoryStore` (the default);
+* ``sharded``   -- a :class:`ShardedStore` over ``shards`` switchable shards;
+* ``tiered``    -- a :class:`TieredStore` (hot memory, warm memory, cold object
+  store) with short TTLs so demotion happens inside a scenario;
+* ``migrating`` -- a :class:`DualWriteStore` from a ``shards``-shard ring to a
+  ring with one more shard; the ``migrate`` fault runs the migration's step
+  functions (dual write, copy, verify, cut over, clean up) in simulated time.
+"""
+
+from __future__ import annotations
+
+from flk.impl.dedup import StoreUnavailable
+from flk.impl.dedup.memory import MemoryStore
+from flk.impl.migrate import (
+    DualWriteStore,
+    RingSpec,
+    copy_step,
+    new_state,
+    reset_verify,
+    settle_suspects,
+    transition,
+    verify_step,
+)
+from flk.impl.objectstore import MemoryObjectStore
+from flk.impl.sharding import OutageStore, ShardedStore
+from flk.impl.tiering import TieredStore, TierTTL
+
+STORE_KINDS = ("memory", "sharded", "tiered", "migrating")
+
+
+class StoreTopology:
+    """The inner store of a region plus handles for faults."""
+
+    def __init__(self, cfg: dict) -> None:
+        kind = cfg.get("dedup", "memory")
+        if kind not in STORE_KINDS:
+            raise ValueError(f"dedup must be one of {STORE_KINDS}")
+        self.kind = kind
+        self.shards: dict[str, OutageStore] = {}
+        self.cold: MemoryObjectStore | None = None
+        self.migration: dict | None = None
+        n = int(cfg.get("shards", 3))
+        if kind == "memory":
+            self.store = MemoryStore()
+        elif kind == "sharded":
+            self.shards = {f"s{i}": OutageStore(MemoryStore()) for i in range(n)}
+            self.store = ShardedStore(dict(self.shards), probe_interval_s=1.0)
+        elif kind == "tiered":
+            self.cold = MemoryObjectStore()
+            ttl = TierTTL(hot_s=float(cfg.get("hot_s", 1.0)), warm_s=float(cfg.get("warm_s", 3.0)))
+            self.store = TieredStore(MemoryStore(), MemoryStore(), self.cold, ttl=ttl)
+        else:
+            self.shards = {f"s{i}": OutageStore(MemoryStore()) for i in range(n + 1)}
+            names = sorted(self.shards)
+            self.old = ShardedStore({k: self.shards[k] for k in names[:n]}, probe_interval_s=1.0)
+            self.new = ShardedStore(dict(self.shards), probe_interval_s=1.0)
+            self.store = DualWriteStore(self.old, self.new, "planned")
+            self.old_spec = RingSpec({k: f"sim://{k}" for k in names[:n]})
+            self.new_spec = RingSpec({k: f"sim://{k}" for k in names})
+
+    def scan_all(self, now: float) -> list:
+        """Every live entry (the final state the checkers compare against)."""
+        out, cursor = [], None
+        while True:
+            page, cursor = self.store.scan(cursor, 1000, now)
+            out.extend(page)
+            if cursor is None:
+                break
+        return sorted(out, key=lambda e: (e[0], e[1]))
+
+    # -- a live migration, one step per call ------------------------------------
+    def migrate_steps(self, now_fn, batch: int = 200, max_rounds: int = 3):
+        """A generator of (phase, detail) the world runs as a simulated process:
+        each yield is a point where simulated time passes. The operator's
+        procedure of ``flk dedup-migrate``: dual write, copy, verify; keys that
+        verify finds missing (writes whose mirror failed behind the copy cursor)
+        are handled by copying again from the start and verifying again; only
+        if that keeps failing is the migration rolled back."""
+        state = new_state(self.old_spec, self.new_spec, now_fn())
+        self.migration = state
+        transition(state, "dual_write", now_fn())
+        self.store.set_phase("dual_write")
+        yield "dual_write", {}
+        for rnd in range(1, max_rounds + 1):
+            if rnd > 1:  # copy --restart
+                state["copy"] = new_state(self.old_spec, self.new_spec, now_fn())["copy"]
+            yield from self._retrying("copy", state, lambda: copy_step(state, self.old, self.new, now_fn(), batch),
+                                      "copy")
+            if state["phase"] == "dual_write":
+                transition(state, "copied", now_fn())
+                self.store.set_phase("copied")
+            reset_verify(state)
+            yield from self._retrying("verify", state,
+                                      lambda: verify_step(state, self.old, self.new, now_fn(), batch), "verify")
+            yield "settle", {}
+            yield from self._retrying(None, state, lambda: settle_suspects(state, self.old, self.new, now_fn()),
+                                      "settle")
+            v = state["verify"]
+            if not (v["missing"] or v["different"]):
+                break
+            yield "recopy", {"round": rnd, "missing": v["missing"], "different": v["different"]}
+        else:
+            transition(state, "rolled_back", now_fn())
+            self.store.set_phase("rolled_back")
+            yield "rolled_back", {}
+            return
+        for ph in ("verified", "cut_over", "cleaned"):
+            transition(state, ph, now_fn())
+            self.store.set_phase(ph)
+            yield ph, {}
+
+    @staticmethod
+    def _retrying(progress_key, state, step, label):
+        """Run ``step`` until ``state[progress_key]["done"]`` (or once, for None), yielding
+        between calls; an unreachable shard leaves the checkpoint where it was: retry."""
+        while True:
+            try:
+                out = step()
+            except StoreUnavailable as exc:
+                yield "retry", {"step": label, "why": str(exc)[:60]}
+                continue
+            if progress_key is None:
+                return
+            yield label, out
+            if state[progress_key]["done"]:
+                return
