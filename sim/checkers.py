@@ -23,6 +23,7 @@ History vocabulary (fields beyond ``t_us`` and ``type``):
 * ``final.entry``  region, tenant, pcs_id, digest, status, body_sha
 * ``final.auth``   region, tenant, pcs_id, digest, origin, conflict (the authoritative outcome)
 * ``crr.sample``   lag_s, divergence, conflicts (once a simulated second)
+* ``crr.rewind_check`` region, checked, changed (entries present at a reader rewind vs the final store)
 * ``crr.applied``  region, records; ``crr.reject`` region, segment; ``crr.corrupted`` region, key
 * ``fault.start`` / ``fault.end`` kind, target, ...
 * ``net.drop``     src, dst, kind, reason
@@ -194,6 +195,11 @@ def inv_idempotent_replay(events: list[dict], ev: dict | None = None) -> CheckRe
                 res.violations.append({"key": list(key), "why": "replay produced a different outcome"})
         if e["stored"] and e["status"] in (200, 202):
             stored_at.setdefault(key, e["body_sha"])
+    for e in ev["crr.rewind_check"]:  # every entry present when shipped segments were re-read is unchanged
+        res.checked += e["checked"]
+        if e["changed"]:
+            res.violations.append({"region": e["region"], "why": f"{e['changed']} entries changed by re-reading "
+                                   "shipped segments", "examples": e["examples"]})
     res.ok = not res.violations
     return res
 
@@ -260,6 +266,11 @@ def sometimes_checks(events: list[dict], scenario: dict, ev: dict | None = None)
             clean = all(e["conflicts"] == 0 and e["missing"] == 0 and e["different"] == 0 for e in ends)
             out.append(_sometimes("SOMETIMES-MIGRATION-COMPLETED", bool(ends) and done and clean, len(fs),
                                   f"migration ended: {ends[-1] if ends else 'never'}"))
+        elif kind == "reader_rewind":
+            t0 = min(f["t_us"] for f in fs)
+            again = sum(e["records"] for e in ev["crr.applied"] if e["t_us"] >= t0)
+            out.append(_sometimes("SOMETIMES-SEGMENTS-REPLAYED-AGAIN", again > 0, len(fs),
+                                  f"{again} records re-applied after the rewind"))
         elif kind == "store_down":
             n503 = statuses[503]
             out.append(_sometimes("SOMETIMES-STORE-DOWN-503", n503 > 0 or any(e["status"] == 503 for e in ev["srv.respond"]),

@@ -23,7 +23,7 @@ FAULT_KINDS = (
     "crash", "restart", "pause", "resume", "partition", "heal", "store_down", "store_up",
     "store_latency", "clock_skew", "clock_jump", "bitflip_wal", "disk_slow", "ship_stop",
     "ship_start", "objstore_down", "objstore_up", "rotate_key", "burst", "bitflip_shipped",
-    "shard_down", "shard_up", "cold_down", "cold_up", "migrate",
+    "shard_down", "shard_up", "cold_down", "cold_up", "migrate", "reader_rewind",
 )
 SLO_OPS = ("<=", "<", ">=", ">", "==")
 

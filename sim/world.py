@@ -49,6 +49,7 @@ class World:
         self.factory = PcsFactory(make_templates(seed), BASE_KEY)
         self.regions = {r["id"]: region_cls(self, r) for r in data["regions"]}
         self.conflicts_seen: set[tuple[str, str]] = set()
+        self.rewind_snapshots: dict[str, dict[tuple[str, str], str]] = {}  # region -> store at a reader rewind
         self.repl: dict[str, RegionReplication] = {}
         if data["replication"]["enabled"]:
             space = SharedObjectSpace()
@@ -184,6 +185,17 @@ class World:
                 for t in targets:
                     h.record(now, "fault.start", kind="migrate", target=t)
                     self.env.process(self._migrate(self.regions[t], float(f.get("step_s", 0.05)), int(f.get("batch", 200))))
+        elif kind == "reader_rewind":
+            if start:
+                for t in targets:
+                    if t in self.repl:
+                        rd = self.repl[t].reader
+                        r = self.regions[t]
+                        self.rewind_snapshots[t] = {(te, p): body_sha(o.body) for te, p, o in r.final_entries()}
+                        rd.watermarks = {}
+                        rd.state.save({})
+                        h.record(now, "fault.start", kind="reader_rewind", target=t,
+                                 applied_before=rd.applied_records)
         elif kind == "bitflip_shipped":
             for t in targets:
                 if t in self.repl:
@@ -312,9 +324,16 @@ class World:
         env.run(until=self.duration + self.quiescence)
         self.history.record(env.now, "phase", name="final")
         for rid in self.region_ids:
-            for tenant, pcs_id, o in self.regions[rid].final_entries():
+            final = self.regions[rid].final_entries()
+            for tenant, pcs_id, o in final:
                 self.history.record(env.now, "final.entry", region=rid, tenant=tenant, pcs_id=pcs_id,
                                     digest=o.payload_digest, status=o.status, body_sha=body_sha(o.body))
+            snap = self.rewind_snapshots.get(rid)
+            if snap is not None:
+                now_map = {(t, p): body_sha(o.body) for t, p, o in final}
+                changed = sorted(k for k, v in snap.items() if now_map.get(k) != v)
+                self.history.record(env.now, "crr.rewind_check", region=rid, checked=len(snap),
+                                    changed=len(changed), examples=[list(k) for k in changed[:3]])
         for rid, rep in self.repl.items():
             for tenant, pcs_id, rec in sorted(rep.auth.items(), key=lambda x: (x[0], x[1])):
                 a = rec.authoritative
