@@ -1,5 +1,6 @@
 """Failing runs found once stay fixed: every file in sim/scenarios/regressions/ names a
-catalog scenario, a seed and overrides that once broke; each must now be valid."""
+catalog scenario, a seed and overrides that once broke; each must now be valid, and its
+``expect`` entries (event type, field filter, min/max count) pin the behaviour it was filed for."""
 
 from __future__ import annotations
 
@@ -24,3 +25,8 @@ def test_regression_case_is_valid(path):
     bad = [c["id"] for c in res.results["invariants"] if not c["ok"]] + [
         "SLO " + s["metric"] for s in res.results["slos"] if not s["ok"]]
     assert res.valid, bad
+    for exp in case.get("expect", []):
+        where = exp.get("where", {})
+        n = sum(1 for e in res.history.events
+                if e["type"] == exp["type"] and all(e.get(k) == v for k, v in where.items()))
+        assert exp.get("min", 0) <= n <= exp.get("max", n), (exp, n)
