@@ -11,7 +11,7 @@ History vocabulary (fields beyond ``t_us`` and ``type``):
 
 * ``client.send``  req, attempt, agent, tenant, pcs_id, digest, kind, region
 * ``client.recv``  req, attempt, status, replay, body_sha, region
-* ``client.give_up`` req, reason
+* ``client.give_up`` req, reason; ``client.resubmit`` req, agent, seq (from the outbox after a restart)
 * ``srv.recv``     region, d (delivery id), req, attempt, tenant
 * ``srv.wal_durable`` region, d, idx (WAL index), inc (process incarnation)
 * ``srv.wal_recovered`` region, inc (the incarnation that crashed), next_index (records that survived)
@@ -266,6 +266,10 @@ def sometimes_checks(events: list[dict], scenario: dict, ev: dict | None = None)
             clean = all(e["conflicts"] == 0 and e["missing"] == 0 and e["different"] == 0 for e in ends)
             out.append(_sometimes("SOMETIMES-MIGRATION-COMPLETED", bool(ends) and done and clean, len(fs),
                                   f"migration ended: {ends[-1] if ends else 'never'}"))
+        elif kind == "agent_crash":
+            resub = len(ev["client.resubmit"])
+            out.append(_sometimes("SOMETIMES-OUTBOX-RESUBMITTED", resub > 0, len(fs),
+                                  f"{resub} records resubmitted from outboxes after agent restarts"))
         elif kind == "reader_rewind":
             t0 = min(f["t_us"] for f in fs)
             again = sum(e["records"] for e in ev["crr.applied"] if e["t_us"] >= t0)
@@ -280,9 +284,26 @@ def sometimes_checks(events: list[dict], scenario: dict, ev: dict | None = None)
     return out
 
 
+def inv_at_least_once(events: list[dict], ev: dict | None = None) -> CheckResult:
+    """INV-AT-LEAST-ONCE (eventually): every submission that was sent (with outboxes: durably
+    appended first) ends with a verifier answer -- acked (200/202), conflict (409) or a
+    dead-letter 4xx -- also across agent crashes (the outbox resubmits after restart)."""
+    ev = ev or _by_type(events)
+    res = CheckResult("INV-AT-LEAST-ONCE", "eventually", True)
+    if not ev["client.resubmit"] and not any(f["kind"] == "agent_crash" for f in ev["fault.start"]):
+        res.note = "no agent outbox crashes in this scenario"
+    answered = {e["req"] for e in ev["client.recv"] if e["status"] < 500 and e["status"] != 429}
+    for req in sorted({e["req"] for e in ev["client.send"]}):
+        res.checked += 1
+        if req not in answered:
+            res.violations.append({"req": req, "why": "sent but never answered"})
+    res.ok = not res.violations
+    return res
+
+
 def _registered() -> list[Callable]:
     return [inv_no_acked_loss, inv_fww, inv_verify_before_dedup, inv_wal_first, inv_tenant_isolation,
-            inv_idempotent_replay, inv_convergence]
+            inv_idempotent_replay, inv_convergence, inv_at_least_once]
 
 
 def check_all(events: list[dict], scenario: dict) -> list[CheckResult]:

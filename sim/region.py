@@ -310,7 +310,8 @@ class Region:
             fields["before_wal"] = True
         self.world.history.record(self.env.now, "srv.respond", **fields)
         self.world.net.send(self.id, p["reply_to"], "response",
-                            {"req": p["req"], "attempt": p["attempt"], "status": status, "replay": replay,
+                            {"req": p["req"], "attempt": p["attempt"], "inc": p.get("inc", 0), "status": status,
+                             "replay": replay,
                              "body_sha": sha, "retry_after": retry_after}, size=len(body) + 64)
 
     def final_entries(self) -> list:

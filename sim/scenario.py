@@ -23,7 +23,7 @@ FAULT_KINDS = (
     "crash", "restart", "pause", "resume", "partition", "heal", "store_down", "store_up",
     "store_latency", "clock_skew", "clock_jump", "bitflip_wal", "disk_slow", "ship_stop",
     "ship_start", "objstore_down", "objstore_up", "rotate_key", "burst", "bitflip_shipped",
-    "shard_down", "shard_up", "cold_down", "cold_up", "migrate", "reader_rewind",
+    "shard_down", "shard_up", "cold_down", "cold_up", "migrate", "reader_rewind", "agent_crash",
 )
 SLO_OPS = ("<=", "<", ">=", ">", "==")
 
@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "workload": {"agents": 8, "rate_per_s": 100.0, "tenants": 1, "dup_rate": 0.0, "bad_sig_rate": 0.0,
                  "conflict_rate": 0.0, "shape": "constant", "burst_factor": 10.0, "burst_at_s": 0.0,
                  "burst_s": 0.0, "max_attempts": 8, "backoff_base_ms": 50.0, "backoff_cap_ms": 2000.0,
-                 "timeout_ms": 1000.0, "home_region": "", "pool": 256, "cross_region_conflict_rate": 0.0},
+                 "timeout_ms": 1000.0, "home_region": "", "pool": 256, "cross_region_conflict_rate": 0.0, "outbox": False},
     "replication": {"enabled": False, "ship_interval_s": 1.0, "read_interval_s": 0.5,
                     "upload_ms": {"dist": "lognormal", "median": 40.0, "sigma": 0.3},
                     "backoff_base_s": 0.5, "backoff_cap_s": 5.0, "mode": "auto-safe"},

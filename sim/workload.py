@@ -20,6 +20,7 @@ verifier's recomputation accepts them.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ import numpy as np
 from flk.impl import agent as agent_mod
 from flk.impl.canonical import canonical_bytes, round9
 from flk.impl.client import Done, Response, RetryPolicy, Send, Submission, TransportFailure, Wait
+from flk.impl.fs import CrashableMemoryFileSystem
+from flk.impl.outbox import Outbox
 from flk.impl.pcs import pcs_id as make_pcs_id
 from flk.impl.signing import sign_hmac
 
@@ -119,8 +122,41 @@ class Agent:
                                   max_attempts=int(w["max_attempts"]), max_retry_after=30.0)
         self.mailbox = world.net.register(self.id, group="clients")
         self.sent: list[dict] = []
-        self.pending: dict[tuple[int, int], object] = {}
+        self.pending: dict[tuple[int, int, int], object] = {}
         self.epoch = 1
+        self.incarnation = 0
+        self.up = True
+        self.outbox: Outbox | None = None
+        if w.get("outbox", False):
+            self.fs = CrashableMemoryFileSystem(rng=world.streams.get(f"agent-disk/{index}"), torn_writes=True)
+            self.fs.makedirs("/outbox")
+            self.outbox = self._open_outbox()
+
+    def _open_outbox(self) -> Outbox:
+        # fsync per append ("always"): the simulated disk makes it instantaneous; no threads
+        return Outbox("/outbox", fs=self.fs, durability="always", auto_compact_after=None)
+
+    # -- crashes (only agents with an outbox keep anything) -------------------
+    def crash(self) -> dict:
+        self.incarnation += 1
+        self.up = False
+        self.pending.clear()
+        lost = 0
+        if self.outbox is not None:
+            report = self.fs.crash()
+            lost = len(report["torn"])
+        return {"torn": lost}
+
+    def restart(self):
+        """Reopen the outbox from the disk and resubmit every pending record (at-least-once)."""
+        self.up = True
+        if self.outbox is None:
+            return
+        self.outbox = self._open_outbox()
+        for seq, raw in self.outbox.pending():
+            rec = json.loads(raw)
+            self.world.history.record(self.world.env.now, "client.resubmit", req=rec["req"], agent=self.id, seq=seq)
+            self.world.env.process(self.deliver(rec["req"], rec["kind"], rec["pcs"], seq))
 
     # -- arrivals ---------------------------------------------------------
     def rate_at(self, t: float) -> float:
@@ -141,7 +177,7 @@ class Agent:
             yield env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0)
             if env.now >= self.world.duration:
                 return
-            if rate > 0:
+            if rate > 0 and self.up:
                 env.process(self.submit_one())
 
     def choose(self) -> tuple[str, dict]:
@@ -169,9 +205,16 @@ class Agent:
         return "valid", pcs
 
     def submit_one(self):
-        world, env = self.world, self.world.env
         kind, pcs = self.choose()
-        req = world.next_request_id()
+        req = self.world.next_request_id()
+        seq = None
+        if self.outbox is not None:  # durable before the first send: survives an agent crash
+            seq = self.outbox.append(json.dumps({"req": req, "kind": kind, "pcs": pcs}, sort_keys=True).encode())
+        yield from self.deliver(req, kind, pcs, seq)
+
+    def deliver(self, req: int, kind: str, pcs: dict, seq: int | None):
+        world, env = self.world, self.world.env
+        inc = self.incarnation
         sub = Submission(pcs, self.urls, rng=self.rng, policy=self.policy, tenant=self.tenant)
         digest = payload_digest(pcs)
         action = sub.start(world.clock())
@@ -182,12 +225,14 @@ class Agent:
                                      tenant=self.tenant, pcs_id=pcs["pcs_id"], digest=digest, kind=kind,
                                      region=action.url)
                 ev = env.event()
-                self.pending[(req, action.attempt)] = ev
+                self.pending[(req, action.attempt, inc)] = ev
                 world.net.send(self.id, action.url, "submit",
-                               {"req": req, "attempt": action.attempt, "body": action.body,
+                               {"req": req, "attempt": action.attempt, "inc": inc, "body": action.body,
                                 "tenant": self.tenant, "reply_to": self.id}, size=len(action.body))
                 got = yield ev | env.timeout(timeout)
-                self.pending.pop((req, action.attempt), None)
+                if inc != self.incarnation:
+                    return  # the agent crashed meanwhile; its outbox resubmits after restart
+                self.pending.pop((req, action.attempt, inc), None)
                 if ev in got:
                     msg = ev.value
                     world.history.record(env.now, "client.recv", req=req, attempt=action.attempt,
@@ -200,16 +245,20 @@ class Agent:
                 action = sub.on_result(result, world.clock())
             elif isinstance(action, Wait):
                 yield env.timeout(action.delay)
+                if inc != self.incarnation:
+                    return
                 action = sub.resume(world.clock())
             else:
                 assert isinstance(action, Done)
                 if action.outcome == "gave_up":
                     world.history.record(env.now, "client.give_up", req=req, reason=action.reason[:80])
+                elif seq is not None and action.acked:
+                    self.outbox.ack(seq)
                 return
 
     def receive(self):
         while True:
             msg = yield self.mailbox.get()
-            ev = self.pending.get((msg.payload["req"], msg.payload["attempt"]))
+            ev = self.pending.get((msg.payload["req"], msg.payload["attempt"], msg.payload.get("inc", 0)))
             if ev is not None and not ev.triggered:
                 ev.succeed(msg.payload)

@@ -93,7 +93,7 @@ class World:
 
     def apply_fault(self, f: dict, start: bool):
         kind, h, now = f["kind"], self.history, self.env.now
-        targets = self._targets(f) if kind not in ("partition", "heal", "rotate_key", "burst") else []
+        targets = self._targets(f) if kind not in ("partition", "heal", "rotate_key", "burst", "agent_crash") else []
         if kind in ("crash", "restart"):
             for t in targets:
                 r = self.regions[t]
@@ -185,6 +185,14 @@ class World:
                 for t in targets:
                     h.record(now, "fault.start", kind="migrate", target=t)
                     self.env.process(self._migrate(self.regions[t], float(f.get("step_s", 0.05)), int(f.get("batch", 200))))
+        elif kind == "agent_crash":
+            agents = self.agents if f.get("target", "*") == "*" else [a for a in self.agents if a.id in self._targets(f)]
+            for a in agents:
+                if start and a.up:
+                    h.record(now, "fault.start", kind="agent_crash", target=a.id, **a.crash())
+                elif not start and not a.up:
+                    h.record(now, "fault.end", kind="agent_crash", target=a.id)
+                    a.restart()
         elif kind == "reader_rewind":
             if start:
                 for t in targets:
@@ -275,6 +283,10 @@ class World:
         yield self.env.timeout(self.duration)
         self.history.record(self.env.now, "phase", name="heal")
         self.net.heal()
+        for a in self.agents:
+            if not a.up:
+                self.history.record(self.env.now, "fault.end", kind="agent_crash", target=a.id)
+                a.restart()
         if self.repl:
             self.objects.available = True
             for rep in self.repl.values():
