@@ -142,8 +142,24 @@ def test_ring_rejects_bad_configuration():
 # -- the dedup contract on sharded stores --------------------------------------------
 
 
+def _retrying(fn, attempts: int = 5):
+    """Open a store, retrying a few times: a child process of the contract's
+    process race that fails to connect under load would leave the others
+    waiting at the race barrier."""
+    import time
+
+    for i in range(attempts):
+        try:
+            return fn()
+        except StoreUnavailable:
+            if i == attempts - 1:
+                raise
+            time.sleep(0.5 * (i + 1))
+
+
 def open_sharded_spec(urls: dict, opts: dict):
-    return ShardedStore({name: open_store(url, **opts.get(name, {})) for name, url in urls.items()})
+    return _retrying(lambda: ShardedStore({name: open_store(url, **opts.get(name, {}))
+                                           for name, url in urls.items()}))
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "postgres", "mixed"])

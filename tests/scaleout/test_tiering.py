@@ -23,6 +23,8 @@ from flk.impl.objectstore import DirectoryObjectStore, MemoryObjectStore, S3Obje
 from flk.impl.tiering import STUB_PREFIX, TieredStore, TierTTL, compress, is_stub
 from flk.impl.verifier import REPLAY_HEADER, MemoryWal, Request, Verifier, run_sync
 
+from .test_sharding import _retrying
+
 T0 = 1_000_000.0
 
 
@@ -38,6 +40,10 @@ class EagerTiered(TieredStore):
 
 
 def open_tiered(hot_url, warm_url, cold_url, opts, eager=False):
+    return _retrying(lambda: _open_tiered(hot_url, warm_url, cold_url, opts, eager))
+
+
+def _open_tiered(hot_url, warm_url, cold_url, opts, eager=False):
     hot = open_store(hot_url, **opts.get("hot", {})) if hot_url else None
     warm = open_store(warm_url, **opts.get("warm", {}))
     if cold_url.startswith("s3://"):
