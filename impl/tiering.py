@@ -392,3 +392,49 @@ class TieredStore(BatchMixin):
         except ObjectStoreUnavailable:
             return {"checked": checked, "deleted": deleted, "cold_unavailable": True}
         return {"checked": checked, "deleted": deleted, "cold_unavailable": False}
+
+
+class DemotionWorker:
+    """A driver (not protocol logic): a daemon thread calling
+    ``store.demote_step(clock(), max_items)`` every ``interval_s`` (at once again
+    while a step demoted a full batch), and ``gc_step`` every ``gc_every``
+    steps. The simulator calls ``demote_step`` itself with simulated time."""
+
+    def __init__(self, store: TieredStore, interval_s: float = 1.0, max_items: int = 100,
+                 clock=None, gc_every: int = 60) -> None:
+        import threading
+        import time
+
+        self.store = store
+        self.interval_s = float(interval_s)
+        self.max_items = int(max_items)
+        self.clock = clock or time.time
+        self.gc_every = int(gc_every)
+        self.steps = 0
+        self.last: dict | None = None
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flk-demotion", daemon=True)
+
+    def start(self) -> DemotionWorker:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.last = self.store.demote_step(self.clock(), self.max_items)
+                self.steps += 1
+                if self.gc_every and self.steps % self.gc_every == 0:
+                    self.store.gc_step(self.clock())
+                self.error = None
+            except StoreUnavailable as exc:
+                self.error = type(exc).__name__
+                self.last = None
+            full = self.last is not None and self.last["demoted"] >= self.max_items
+            if not full:
+                self._stop.wait(self.interval_s)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)

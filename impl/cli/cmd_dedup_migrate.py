@@ -33,6 +33,9 @@ def _shards(items: list[str] | None, flag: str) -> dict[str, str]:
                 raise UsageError(f"{flag} takes NAME=URL (e.g. s0=sqlite:///s0.db), got {part!r}")
             if name in out:
                 raise UsageError(f"{flag}: shard {name!r} given twice")
+            if not url.startswith(("sqlite://", "redis://", "rediss://", "unix://", "postgresql://", "postgres://")):
+                raise UsageError(f"{flag} {name}: a shard URL must be sqlite:///..., redis://... or postgresql://... "
+                                 "(shared by every process; memory stores are per process)")
             out[name] = url
     if not out:
         raise UsageError(f"{flag} NAME=URL is required (one per shard)")

@@ -262,11 +262,13 @@ def test_cli_bad_plans_exit_2(tmp_path, capsys):
     state = str(tmp_path / "mig.json")
     cases = [
         (["--old", "s0", "--new", "s0=memory"], "NAME=URL"),
+        (["--old", "s0=memory", "--new", "s1=memory"], "a shard URL must be"),
+        (["--old", "s0=bogus://x", "--new", "s1=sqlite:///x.db"], "a shard URL must be"),
         (["--old", f"s0=sqlite:///{tmp_path}/a.db", "--new", f"s0=sqlite:///{tmp_path}/b.db"], "different URLs"),
         (["--old", f"s0=sqlite:///{tmp_path}/a.db", "--new", f"s0=sqlite:///{tmp_path}/a.db"], "the same"),
-        (["--old", "bad name=memory", "--new", "s1=memory"], "shard name"),
-        (["--old", "s0=memory", "--new", "s0=memory,s0=memory"], "twice"),
-        (["--new", "s0=memory"], "--old NAME=URL is required"),
+        (["--old", "bad name=sqlite:///a.db", "--new", "s1=sqlite:///b.db"], "shard name"),
+        (["--old", "s0=sqlite:///a.db", "--new", "s0=sqlite:///a.db,s0=sqlite:///a.db"], "twice"),
+        (["--new", "s0=sqlite:///a.db"], "--old NAME=URL is required"),
     ]
     for args, msg in cases:
         rc, out, err = cli(capsys, "plan", "--state", state, *args)

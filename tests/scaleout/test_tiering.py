@@ -372,3 +372,23 @@ def test_storage_bytes_per_key_per_tier_measured(tmp_path, capsys):
               f"zlib ratio {cold_data / raw:.2f}")
     assert s.stats["demoted"] == n
     assert saving_warm >= 0.5 and saving_total >= 0.25
+
+
+def test_demotion_worker_thread_drives_demote_step(tmp_path):
+    import time
+
+    from flk.impl.tiering import DemotionWorker
+
+    s = TieredStore(None, open_store(f"sqlite:///{tmp_path}/w.db"), DirectoryObjectStore(str(tmp_path / "c")),
+                    ttl=TierTTL(warm_s=0.0))
+    for i in range(30):
+        s.put_if_absent("t", f"p{i}", outcome(i, first_seen=T0), T0)
+    w = DemotionWorker(s, interval_s=0.01, max_items=7, clock=lambda: T0 + 1).start()
+    deadline = time.monotonic() + 30
+    while s.stats["demoted"] < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    w.stop()
+    assert s.stats["demoted"] == 30 and w.steps >= 5 and w.error is None
+    assert all(s.tier_of("t", f"p{i}", T0 + 2) == "cold" for i in range(30))
+    assert all(s.get("t", f"p{i}", T0 + 2) == outcome(i, first_seen=T0) for i in range(30))
+    s.close()
