@@ -89,6 +89,8 @@ def plot_run(out_dir: Path, rows: list[dict], events: list[dict], results: dict)
     for (kind, target), t0, t1 in spans:
         lane = lanes.setdefault(f"{kind} {target}".strip(), len(lanes))
         ax.barh(lane, max(t1 - t0, end_t / 200 if end_t else 0.01), left=t0, color="tab:red", alpha=0.6)
+    if not spans:
+        ax.text(0.5, 0.5, "no faults in this scenario", ha="center", va="center", transform=ax.transAxes)
     ax.set_yticks(list(lanes.values()), list(lanes.keys()), fontsize="small")
     ax.set_xlim(0, max(end_t, 1.0))
     ax.set_title(f"{name}: fault timeline")
