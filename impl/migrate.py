@@ -290,6 +290,10 @@ class DualWriteStore(BatchMixin):
         if phase != self.phase:
             self.set_phase(phase)
 
+    def decider(self) -> DedupStore:
+        """The ring that decides first-write in the current phase (the ops endpoints show it)."""
+        return self._rings()[0]
+
     def _rings(self) -> tuple[DedupStore, DedupStore | None]:
         dec = self.old if DECIDER[self.phase] == "old" else self.new
         other = self.new if dec is self.old else self.old

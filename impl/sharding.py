@@ -466,7 +466,8 @@ def routes(get_store: Callable[[], object], clock: Callable[[], float]) -> list:
     """Starlette routes for ``GET /api/shards/{distribution,health,sample,find}``.
 
     ``get_store()`` returns the server's dedup store (503 problem+json when it
-    is not a :class:`ShardedStore`); ``clock()`` is the driver's wall clock (the
+    is not a :class:`ShardedStore`; during a migration, the
+    ``DualWriteStore``'s deciding ring is shown); ``clock()`` is the driver's wall clock (the
     server owns it). ``sample?size=N`` (1..1000, default 10, ``seed`` default 0);
     ``find?key=<pcs_id>&tenant=<tenant>`` (tenant default ``default``). Entries
     are listed by key, digest and status only: never bodies.
@@ -477,6 +478,8 @@ def routes(get_store: Callable[[], object], clock: Callable[[], float]) -> list:
 
     def sharded():
         s = get_store()
+        if hasattr(s, "decider"):  # a migration's DualWriteStore: the ring that decides now
+            s = s.decider()
         return s if isinstance(s, ShardedStore) else None
 
     def off():

@@ -13,6 +13,7 @@ import json
 import subprocess
 import time
 
+import httpx
 import pytest
 from server.proc import FLK, ServerProc, clean_env
 
@@ -55,11 +56,18 @@ def test_inv_fww_migrate_3_to_4_under_flk_serve_and_agent_load(tmp_path, capsys)
     phases = []
     try:
         time.sleep(1.5)  # planned: the old ring only
+        ops = {}
         for argv, pause in ((["dual-write"], 1.5), (["copy", "--batch-size", "100"], 0.5),
                             (["verify", "--settle-s", "1.5"], 0.5), (["cutover"], 2.0), (["cleanup"], 1.0)):
             doc = _step(capsys, argv[0], "--state", state, *argv[1:])
             phases.append(doc["phase"])
             time.sleep(pause)
+            # the ops endpoints show the ring that decides in this phase
+            r = httpx.get(srv.url + "/api/shards/distribution", timeout=10)
+            assert r.status_code == 200, r.text
+            ops[doc["phase"]] = r.json()["shards"]
+        f = httpx.get(srv.url + "/api/shards/find", params={"key": "a" * 64}, timeout=10).json()
+        assert f["shard"] in NEW and f["present"] is False
         assert load.poll() is None, "the load ended before the migration did: raise --n"
         out, err = load.communicate(timeout=300)
     finally:
@@ -67,6 +75,7 @@ def test_inv_fww_migrate_3_to_4_under_flk_serve_and_agent_load(tmp_path, capsys)
             load.kill()
         assert srv.stop() == 0
     assert phases == ["dual_write", "copied", "verified", "cut_over", "cleaned"]
+    assert ops == {"dual_write": OLD, "copied": OLD, "verified": OLD, "cut_over": NEW, "cleaned": NEW}
     summary = json.loads(out)
     final = ShardedStore({n: open_store(f"sqlite:///{tmp_path}/shards/{n}.db") for n in NEW})
     now = time.time() + 1
