@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from importlib import resources
 
-from flk.formal import merge, ring, rounding, signals
+from flk.formal import merge, ring, rounding, signals, verifier
 from flk.formal.result import ProofResult
 
 PROOFS: dict[str, Callable[[str], ProofResult]] = {
@@ -26,19 +26,9 @@ PROOFS: dict[str, Callable[[str], ProofResult]] = {
     "INV-CONVERGENCE.merge-semilattice": lambda tier: merge.prove_semilattice(tier),
     "INV-CONVERGENCE.merge-earliest": lambda tier: merge.prove_earliest(tier),
     "INV-RING-OWNER": lambda tier: ring.prove_ring(tier),
+    "INV-VERIFY-BEFORE-DEDUP": lambda tier: verifier.prove(tier, "INV-VERIFY-BEFORE-DEDUP"),
+    "INV-FWW": lambda tier: verifier.prove(tier, "INV-FWW"),
 }
-
-
-def _add_verifier_proofs() -> None:
-    try:
-        from flk.formal import verifier
-    except ImportError:  # pragma: no cover - present in this tree
-        return
-    PROOFS["INV-VERIFY-BEFORE-DEDUP"] = lambda tier: verifier.prove(tier, "INV-VERIFY-BEFORE-DEDUP")
-    PROOFS["INV-FWW"] = lambda tier: verifier.prove(tier, "INV-FWW")
-
-
-_add_verifier_proofs()
 
 
 def load_manifest() -> dict:

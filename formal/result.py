@@ -57,6 +57,7 @@ def check_unsat(solver: z3.Solver) -> tuple[str, z3.ModelRef | None]:
 def solver(timeout_ms: int = 60_000) -> z3.Solver:
     s = z3.Solver()
     s.set("timeout", timeout_ms)
+    s.set("random_seed", 0)  # deterministic search, whatever ran before in this process
     return s
 
 

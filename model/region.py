@@ -143,7 +143,7 @@ class Region:
     def _pipeline(self, rec: Record) -> tuple[int, Outcome | None]:
         sub = rec.sub
         ok = sub.key_id in self.keys.get(sub.tenant, frozenset())
-        self.history.append(Event("verify", sub.rid, sub.key, ok=ok))
+        self.history.append(Event("verify", sub.rid, sub.key, ok=ok, digest=sub.payload_digest))
         if not ok:
             return 401, None  # INV-VERIFY-BEFORE-DEDUP: no dedup access follows
         self.history.append(Event("dedup_get", sub.rid, sub.key))

@@ -131,3 +131,26 @@ def test_inv_ring_owner_mutants_are_caught(variant):
     r = ring.prove_ring("quick", variant, max_vnodes=3)
     assert r.status == "counterexample"
     assert len(r.counterexample["selected"]) != 1
+
+
+def test_inv_verify_before_dedup_mutant_dedup_before_verify_is_caught():
+    from flk.formal import verifier
+
+    r = verifier.prove("quick", "INV-VERIFY-BEFORE-DEDUP", "dedup_before_verify")
+    assert r.status == "counterexample"
+    assert any(s.startswith("GET") for s in r.counterexample["steps"])
+
+
+def test_inv_fww_mutant_overwrite_on_duplicate_is_caught():
+    from flk.formal import verifier
+
+    r = verifier.prove("quick", "INV-FWW", "overwrite", max_k=6)
+    assert r.status == "counterexample"
+    assert sum(s.startswith("PUT") for s in r.counterexample["steps"]) == 2
+
+
+def test_inv_fww_z3_encoding_agrees_with_model_traces():
+    from flk.formal import verifier
+
+    xc = verifier.crosscheck_model(30, seed=2)
+    assert xc["mismatches"] == 0 and xc["steps"] > 300
