@@ -9,8 +9,9 @@ selects index ``i`` iff ``p_{i-1} < h <= p_i`` (with ``p_{-1} = -inf``), or
 its shard is live. The selection rule is cross-checked against
 :func:`flk.model.ring.successor_index` (binary search) on random rings.
 
-Tie to the code: pending -- ``flk.impl.sharding`` (issue #7) does not exist
-yet; when it lands, its lookup is to be cross-checked against the model.
+Tie to the code: ``flk.impl.sharding.Ring`` is checked against this model
+(``flk.model.ring.successor_index`` / ``owner``) by the sharding tests
+(``tests/scaleout/test_sharding.py::test_inv_ring_owner_impl_ring_agrees_with_the_model``).
 """
 
 from __future__ import annotations
@@ -72,14 +73,14 @@ def prove_ring(tier: str = "quick", variant: str = "spec", max_vnodes: int | Non
         return ProofResult("INV-RING-OWNER", "counterexample", clock(), {"model_vs_z3": xcheck["first_mismatch"]},
                            _scope(N), {"variant": variant, "crosscheck": xcheck})
     return ProofResult("INV-RING-OWNER", "proved", clock(), None, _scope(N),
-                       {"variant": variant, "crosscheck": xcheck, "code_tie": "pending: flk.impl.sharding"})
+                       {"variant": variant, "crosscheck": xcheck, "code_tie": "tests/scaleout/test_sharding.py (impl ring == model)"})
 
 
 def _scope(n: int) -> str:
     return (f"abstract ring, 1..{n} vnodes (sorted u32 positions, duplicates allowed, owners from the live "
             "set), all 2^32 key positions: exactly one vnode selected by successor-with-wrap, owned by a live "
-            "shard. Selection rule cross-checked against flk.model.ring.successor_index. Tie to "
-            "flk.impl.sharding pending (issue #7).")
+            "shard. Selection rule cross-checked against flk.model.ring.successor_index; flk.impl.sharding "
+            "is tied to that model by tests/scaleout/test_sharding.py.")
 
 
 def crosscheck_model(n: int, seed: int = 7) -> dict:
