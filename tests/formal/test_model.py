@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -207,3 +208,53 @@ def test_inv_fww_model_volatile_store_rebuilt_in_wal_order():
     eu.crash()
     eu.restart()
     assert eu.dedup == before and inv.INV_FWW(eu)
+
+
+# ---- the model's invariant predicates catch planted bugs (they are not vacuous)
+class _OverwriteRegion(Region):
+    def _pipeline(self, rec):
+        status, out = super()._pipeline(rec)
+        if status == 409:  # planted: a conflicting payload overwrites the stored outcome
+            self.dedup[rec.sub.key] = rec.candidate()
+        return status, out
+
+
+class _DedupFirstRegion(Region):
+    def _pipeline(self, rec):
+        from flk.model.region import Event
+
+        self.history.append(Event("dedup_get", rec.sub.rid, rec.sub.key))  # planted: read before verify
+        return super()._pipeline(rec)
+
+
+class _NoSyncRegion(Region):
+    def submit(self, sub, now):
+        super().submit(sub, now)
+        self.sync_buffer_without_event()
+
+    def sync_buffer_without_event(self):  # planted: processing sees unsynced records
+        self.wal.extend(self.buffer)
+        self.buffer.clear()
+
+
+def _drive(region: Region) -> Region:
+    region.submit(Submission(1, "acme", "p1", "d1", "acme:k0"), 1.0)
+    region.submit(Submission(2, "acme", "p1", "d2", "acme:k0"), 2.0)
+    region.submit(Submission(3, "beta", "p1", "d1", "acme:k0"), 3.0)
+    region.sync()
+    region.drain()
+    return region
+
+
+def test_inv_model_predicates_hold_on_the_reference_region():
+    r = _drive(Region("eu", dict(KEYS0)))
+    assert inv.violated(r) == [] and r.answers == {1: 200, 2: 409, 3: 401}
+
+
+@pytest.mark.parametrize("cls, caught", [
+    (_OverwriteRegion, "INV-FWW"),
+    (_DedupFirstRegion, "INV-VERIFY-BEFORE-DEDUP"),
+    (_NoSyncRegion, "INV-WAL-FIRST"),
+])
+def test_inv_model_predicates_catch_planted_bugs(cls, caught):
+    assert caught in inv.violated(_drive(cls("eu", dict(KEYS0))))
