@@ -10,6 +10,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from verifier.pcsgen import HMAC_A, body, make_pcs, registry, sign
 
 from flk.impl.crr import (
     Backoff,
@@ -23,7 +24,6 @@ from flk.impl.fs import CrashableMemoryFileSystem
 from flk.impl.objectstore import DirectoryObjectStore, MemoryObjectStore
 from flk.impl.verifier import Verifier
 
-from .pcsgen import HMAC_A, body, make_pcs, registry, sign
 from .regions import NOW, Region, variants
 
 

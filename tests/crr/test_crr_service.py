@@ -7,13 +7,13 @@ import json
 import time
 
 import pytest
+from verifier.pcsgen import registry
 
 from flk.impl.crr_service import CrrConfig, CrrConfigError, CrrService, config_from_env
 from flk.impl.dedup import open_store
 from flk.impl.verifier import Request, Verifier, run_sync
 from flk.impl.wal import SegmentedLog
 
-from .pcsgen import registry
 from .regions import NOW, variants
 
 

@@ -20,13 +20,12 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from verifier.pcsgen import HMAC_A, HMAC_A2, HMAC_B, body, make_pcs, registry, sign
 
 from flk.impl.dedup import open_store
 from flk.impl.verifier import MemoryWal, Request, Verifier, payload_digest, replay_records, run_sync
 from flk.model import invariants as inv
 from flk.model.region import Region, Submission
-
-from .pcsgen import HMAC_A, HMAC_A2, HMAC_B, body, make_pcs, registry, sign
 
 KEYS = {"ta": {"a1": HMAC_A, "a2": HMAC_A2}, "tb": {"b1": HMAC_B}}
 
