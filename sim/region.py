@@ -8,9 +8,9 @@ carries out the effects the pipeline yields --
   :class:`flk.impl.fs.CrashableMemoryFileSystem`; the reply is sent only once a
   simulated group commit (max delay + sampled fsync latency) made the record
   durable;
-* ``DedupGet`` / ``DedupPut`` -> a real :class:`flk.impl.dedup.memory.MemoryStore`
-  behind :class:`SimStore`, which adds latency and outages
-  (``StoreUnavailable``);
+* ``DedupGet`` / ``DedupPut`` -> the region's real store (memory, sharded, tiered or
+  migrating: :mod:`flk.sim.stores`) behind :class:`flk.impl.sharding.OutageStore`
+  for whole-store outages (``StoreUnavailable``), after a sampled store latency;
 * ``Emit`` -> nothing (the history is written here, from the effects themselves).
 
 A crash loses whatever the disk had not fsynced (torn tails included), drops
@@ -26,6 +26,7 @@ import hashlib
 
 from flk.impl.dedup import StoreUnavailable
 from flk.impl.fs import CrashableMemoryFileSystem
+from flk.impl.sharding import OutageStore
 from flk.impl.tenants import Limiter
 from flk.impl.verifier import DedupGet, DedupPut, Emit, Request, WalAppend, WalUnavailable
 from flk.impl.wal import (
@@ -46,36 +47,6 @@ def body_sha(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:16]
 
 
-class SimStore:
-    """A dedup store with simulated outages and latency, over a real backend."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.down = False
-        self.extra_latency_ms = 0.0
-
-    def _check(self) -> None:
-        if self.down:
-            raise StoreUnavailable("simulated store outage")
-
-    def get(self, tenant, pcs_id, now):
-        self._check()
-        return self.inner.get(tenant, pcs_id, now)
-
-    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
-        self._check()
-        return self.inner.put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
-
-    # the contract's batch forms (flk.impl.dedup.BatchMixin), used by the CRR reader
-    def get_many(self, keys, now):
-        self._check()
-        return self.inner.get_many(keys, now)
-
-    def put_many_if_absent(self, items, now, ttl_s=None):
-        self._check()
-        return self.inner.put_many_if_absent(items, now, ttl_s)
-
-
 class Region:
     def __init__(self, world, spec: dict) -> None:
         self.world = world
@@ -86,7 +57,8 @@ class Region:
         self.fs = CrashableMemoryFileSystem(rng=world.streams.get(f"disk/{self.id}"),
                                             torn_writes=bool(self.cfg["torn_writes"]))
         self.topology = StoreTopology(self.cfg)
-        self.store = SimStore(self.topology.store)
+        self.store = OutageStore(self.topology.store)  # available=False: the whole store is unreachable
+        self.store_extra_ms = 0.0  # latency injection
         self.mailbox = world.net.register(self.id, group=self.id)
         self.incarnation = 0
         self.up = True
@@ -217,7 +189,7 @@ class Region:
             self.env.process(self.handle(msg))
 
     def _store_delay(self) -> float:
-        return (sample(self.cfg["store_ms"], self.rng, 0.3) + self.store.extra_latency_ms) / 1000.0
+        return (sample(self.cfg["store_ms"], self.rng, 0.3) + self.store_extra_ms) / 1000.0
 
     def _drive(self, gen, inc: int, d: int | None, replay: bool = False):
         """Carry out the pipeline's effects; returns (response, dedup key, stored-new flag),

@@ -132,11 +132,11 @@ class World:
         elif kind in ("store_down", "store_up"):
             for t in targets:
                 down = (kind == "store_down") == start
-                self.regions[t].store.down = down
+                self.regions[t].store.available = not down
                 h.record(now, "fault.start" if down else "fault.end", kind="store_down", target=t)
         elif kind == "store_latency":
             for t in targets:
-                self.regions[t].store.extra_latency_ms = float(f.get("ms", 50.0)) if start else 0.0
+                self.regions[t].store_extra_ms = float(f.get("ms", 50.0)) if start else 0.0
                 h.record(now, "fault.start" if start else "fault.end", kind="store_latency", target=t)
         elif kind == "disk_slow":
             for t in targets:
@@ -302,8 +302,8 @@ class World:
                 shard.available = True
             if r.topology.cold is not None:
                 r.topology.cold.available = True
-            r.store.down = False
-            r.store.extra_latency_ms = 0.0
+            r.store.available = True
+            r.store_extra_ms = 0.0
             r.disk_factor = 1.0
             r.clock_offset = 0.0
             if r.paused:
