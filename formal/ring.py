@@ -43,7 +43,7 @@ def _selected(p: list, h, variant: str) -> list:
 
 def prove_ring(tier: str = "quick", variant: str = "spec", max_vnodes: int | None = None) -> ProofResult:
     clock = Clock()
-    N = max_vnodes or (8 if tier == "quick" else 16)
+    N = max_vnodes or (8 if tier == "quick" else 32)
     shards = 5
     for n in range(1, N + 1):
         p = [z3.BitVec(f"p{i}", 32) for i in range(n)]
@@ -56,18 +56,25 @@ def prove_ring(tier: str = "quick", variant: str = "spec", max_vnodes: int | Non
         for i in range(n):  # built from live shards only
             s.add(z3.Or([z3.And(owner[i] == k, live[k]) for k in range(shards)]))
         sel = _selected(p, h, variant)
-        exactly_one = z3.PbEq([(c, 1) for c in sel], 1)
-        chosen_live = z3.And([z3.Implies(sel[i], z3.Or([z3.And(owner[i] == k, live[k]) for k in range(shards)]))
-                              for i in range(n)])
-        s.add(z3.Not(z3.And(exactly_one, chosen_live)))
-        status, model = check_unsat(s)
-        if status != "proved":
-            cex = None
-            if model is not None:
-                cex = {"vnodes": n, "positions": [model.eval(x, model_completion=True).as_long() for x in p],
-                       "h": model.eval(h, model_completion=True).as_long(),
-                       "selected": [i for i, c in enumerate(sel) if z3.is_true(model.eval(c, model_completion=True))]}
-            return ProofResult("INV-RING-OWNER", status, clock(), cex, _scope(N), {"variant": variant})
+        owned_live = [z3.Or([z3.And(owner[i] == k, live[k]) for k in range(shards)]) for i in range(n)]
+        # "exactly one, and live" as small queries: none selected (or a selected vnode not live),
+        # then every pair of indexes selected together -- each unsat (PbEq over 16 vnodes timed out)
+        queries = [z3.Or(z3.Not(z3.Or(sel)), *[z3.And(sel[i], z3.Not(owned_live[i])) for i in range(n)])]
+        queries += [z3.And(sel[i], sel[j]) for i in range(n) for j in range(i + 1, n)]
+        for q in queries:
+            s.push()
+            s.add(q)
+            status, model = check_unsat(s)
+            s.pop()
+            if status != "proved":
+                cex = None
+                if model is not None:
+                    cex = {"vnodes": n,
+                           "positions": [model.eval(x, model_completion=True).as_long() for x in p],
+                           "h": model.eval(h, model_completion=True).as_long(),
+                           "selected": [i for i, c in enumerate(sel)
+                                        if z3.is_true(model.eval(c, model_completion=True))]}
+                return ProofResult("INV-RING-OWNER", status, clock(), cex, _scope(N), {"variant": variant})
     xcheck = crosscheck_model(300 if tier == "quick" else 3000)
     if xcheck["mismatches"]:
         return ProofResult("INV-RING-OWNER", "counterexample", clock(), {"model_vs_z3": xcheck["first_mismatch"]},

@@ -267,7 +267,7 @@ def search_shortcut_c(tier: str = "quick", variant: str = "c_round", want: int |
             d = p - z3.ToReal(q)
             qdef = z3.And(d >= -z3.RealVal(HALF), d < z3.RealVal(HALF))
         z, zdef = rne_double(z3.ToReal(q) / E9, [e - 1, e, e + 1], "z")
-        s = solver(5_000 if tier == "quick" else 30_000)
+        s = solver(5_000 if tier == "quick" else 10_000)
         s.add(dom, pdef, qdef, zdef, he_constraint(xr * E9, n), he_constraint(z * E9, m), m != n)
         blocked = []
         for _ in range(1):  # one model per binade: blocking models makes later queries hard
