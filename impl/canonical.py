@@ -58,7 +58,8 @@ def check_profile(profile: str) -> str:
     return profile
 
 
-def _finite_float(x: object, field: str) -> float:
+def finite_number(x: object, field: str) -> float:
+    """``x`` as a finite binary64 (bool, non-numbers, NaN, infinities and overflowing integers rejected)."""
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise InvalidInput(field, f"must be a number, got {type(x).__name__}")
     try:
@@ -77,7 +78,7 @@ def fmt9(x: float, field: str = "value") -> str:
     negative zero -- and anything that rounds to it -- as ``0.000000000`` and
     rejects NaN and infinities.
     """
-    v = _finite_float(x, field)
+    v = finite_number(x, field)
     s = format(v, ".9f")
     if s == "-0.000000000":
         return "0.000000000"
@@ -117,7 +118,7 @@ def _epoch(v: object) -> int:
 
 
 def _legacy_float(x: object, field: str) -> str:
-    v = _finite_float(x, field)
+    v = finite_number(x, field)
     q = Decimal(repr(v)).quantize(_NINE, rounding=ROUND_HALF_UP, context=_LEGACY_CTX)
     return json.dumps(float(q))
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flk.impl.canonical import check_profile
+from flk.impl.canonical import check_profile, finite_number
 from flk.impl.errors import InvalidInput
 
 MASK64 = (1 << 64) - 1
@@ -61,18 +61,6 @@ class RegimeThresholds:
 
 DEFAULT_BUDGET = BudgetParams()
 DEFAULT_REGIME = RegimeThresholds()
-
-
-def _finite(x: object, field: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise InvalidInput(field, f"must be a number, got {type(x).__name__}")
-    try:
-        v = float(x)
-    except OverflowError:
-        raise InvalidInput(field, "integer too large for binary64") from None
-    if not math.isfinite(v):
-        raise InvalidInput(field, "NaN and Infinity are not allowed")
-    return v
 
 
 def _int_list(values: object, field: str, minimum: int) -> list[int]:
@@ -258,7 +246,7 @@ def compressibility(raw: bytes) -> float:
 
 
 def _unit(x: object, field: str) -> float:
-    v = _finite(x, field)
+    v = finite_number(x, field)
     if not 0.0 <= v <= 1.0:
         raise InvalidInput(field, f"must be in [0, 1], got {v!r}")
     return v
@@ -266,7 +254,7 @@ def _unit(x: object, field: str) -> float:
 
 def regime(D_hat: float, coh_star: float, t: RegimeThresholds = DEFAULT_REGIME) -> str:
     """sticky / non_sticky / mixed; the three conditions are tested in that order."""
-    d = _finite(D_hat, "D_hat")
+    d = finite_number(D_hat, "D_hat")
     c = _unit(coh_star, "coh_star")
     if c >= t.sticky_coh and d <= t.sticky_d_max:
         return "sticky"
@@ -281,7 +269,7 @@ def budget(D_hat: float, coh_star: float, r: float, p: BudgetParams = DEFAULT_BU
     Each operation is one IEEE-754 binary64 operation rounded to nearest, in
     exactly this order; no fused multiply-add.
     """
-    d = _finite(D_hat, "D_hat")
+    d = finite_number(D_hat, "D_hat")
     c = _unit(coh_star, "coh_star")
     rr = _unit(r, "r")
     v = p.base + p.alpha * (1.0 - rr) + p.beta * max(0.0, d - p.d0) + p.gamma * c
@@ -298,7 +286,7 @@ def budget_params(mapping: Mapping | None) -> BudgetParams:
     for k, v in mapping.items():
         if k not in BudgetParams.__dataclass_fields__:
             raise InvalidInput(f"params.{k}", "unknown budget parameter")
-        fields[k] = _finite(v, f"params.{k}")
+        fields[k] = finite_number(v, f"params.{k}")
         if k in ("alpha", "beta", "gamma") and fields[k] < 0:
             raise InvalidInput(f"params.{k}", "must be >= 0 (budget is monotone in its signals)")
     return BudgetParams(**fields)

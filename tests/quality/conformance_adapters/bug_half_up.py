@@ -5,13 +5,13 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from _planted import run
 
-from flk.impl.canonical import _finite_float
+from flk.impl.canonical import finite_number
 
 FLAG = "half-up"
 
 
 def fmt9(x, field="value"):
-    v = _finite_float(x, field)
+    v = finite_number(x, field)
     q = Decimal(repr(v)).quantize(Decimal("1e-9"), rounding=ROUND_HALF_UP)  # bug
     text = format(q, "f")
     return "0.000000000" if text == "-0.000000000" else text

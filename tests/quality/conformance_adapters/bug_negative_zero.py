@@ -4,13 +4,13 @@ import sys
 
 from _planted import run
 
-from flk.impl.canonical import _finite_float
+from flk.impl.canonical import finite_number
 
 FLAG = "negative-zero"
 
 
 def fmt9(x, field="value"):
-    return format(_finite_float(x, field), ".9f")  # bug: no -0 normalisation
+    return format(finite_number(x, field), ".9f")  # bug: no -0 normalisation
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@ import sys
 
 from _planted import run
 
-from flk.impl.canonical import _finite_float
+from flk.impl.canonical import finite_number
 
 FLAG = "shortest-repr"
 
 
 def fmt9(x, field="value"):
-    return json.dumps(_finite_float(x, field))  # bug: "0.5", "1e-07" instead of 9 decimals
+    return json.dumps(finite_number(x, field))  # bug: "0.5", "1e-07" instead of 9 decimals
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@ import sys
 
 from _planted import run
 
-from flk.impl.canonical import _finite_float
+from flk.impl.canonical import finite_number
 
 FLAG = "x1e9-rounding"
 
 
 def fmt9(x, field="value"):
-    v = _finite_float(x, field)
+    v = finite_number(x, field)
     n = math.floor(v * 1e9 + 0.5)  # bug: x*1e9 is itself rounded, and ties go up
     sign = "-" if n < 0 else ""
     digits = f"{abs(n):010d}"
