@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -28,6 +30,16 @@ from flk.model import invariants as inv
 from flk.model.region import Region, Submission
 
 KEYS = {"ta": {"a1": HMAC_A, "a2": HMAC_A2}, "tb": {"b1": HMAC_B}}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the system under test answered, in the terms the checks compare."""
+
+    status: int
+    replayed: bool  # Idempotent-Replayed: true
+    content_type: str
+    body: bytes
 
 
 def _registry(rotated: bool):
@@ -75,15 +87,47 @@ class Refinement(RuleBasedStateMachine):
         signed = sign(doc, key)
         digest = payload_digest(signed)
         label = self.labels.setdefault(digest, f"d{len(self.labels)}")
-        self.now += 1.0
-        resp = run_sync(self.verifier.handle(Request(body(signed), tenant), self.now), self.wal, self.store)
+        key = (tenant, signed["pcs_id"])
+        before = self.model.dedup.get(key)
+        ans, self.now = self._send(tenant, signed)
         rid = next(self.rid)
-        verdict = resp.status if resp.status in (200, 202) else 200
+        verdict = ans.status if ans.status in (200, 202) else 200
         self.model.submit(Submission(rid, tenant, signed["pcs_id"], label, key_id, verdict), self.now)
         self.model.sync()
         self.model.drain()
-        assert resp.status == self.model.answers[rid], (resp.status, self.model.answers[rid], signer)
+        self._check_answer(ans, self.model.answers[rid], key, before, signer)
         self.sent.append((tenant, seed, variant))
+
+    # -- the system under test (subclasses drive other ones: tests/formal/test_refinement_live.py) --
+    def _send(self, tenant: str, signed: dict) -> tuple[Answer, float]:
+        """Run one request through the implementation; (its answer, the receive time)."""
+        now = self.now + 1.0
+        resp = run_sync(self.verifier.handle(Request(body(signed), tenant), now), self.wal, self.store)
+        return Answer(resp.status, resp.header("Idempotent-Replayed") == "true",
+                      resp.header("Content-Type") or "", resp.body), now
+
+    def _crash_sut(self) -> None:
+        self.store.close()
+        self.store = self._open()  # memory: empty again; sqlite: the same file
+        replay_records(self.verifier, self.wal.records, self.store)
+
+    def _rotate_sut(self) -> None:
+        self.verifier = Verifier(_registry(True), region="eu")
+
+    def _check_answer(self, ans: Answer, want: int, key, before, signer: str) -> None:
+        """The answer is the model's: status; a 200/202 replays (header) iff the key was already
+        stored, and carries the stored outcome (pcs_id, first_seen, region, accepted/escalated);
+        a 401/409 is a problem+json of the matching type and never a replay."""
+        assert ans.status == want, (ans.status, want, signer)
+        if want in (200, 202):
+            out = self.model.dedup[key]
+            assert ans.replayed == (before is not None), (ans.replayed, before)
+            doc = json.loads(ans.body)
+            assert (doc["pcs_id"], doc["first_seen"], doc["region"]) == (key[1], out.first_seen, out.region), doc
+            assert (doc["accepted"], doc["escalated"]) == (want == 200, want == 202), doc
+        else:
+            assert ans.content_type.startswith("application/problem+json") and not ans.replayed
+            assert json.loads(ans.body)["type"].endswith({401: ":bad-signature", 409: ":conflict"}[want])
 
     @rule(tenant=st.sampled_from(["ta", "tb"]), seed=st.integers(1, 3), variant=st.integers(0, 1),
           signer=st.sampled_from(["own", "own", "other", "forged"]))
@@ -99,16 +143,14 @@ class Refinement(RuleBasedStateMachine):
 
     @rule()
     def crash_and_restart(self):
-        self.store.close()
-        self.store = self._open()  # memory: empty again; sqlite: the same file
-        replay_records(self.verifier, self.wal.records, self.store)
+        self._crash_sut()
         self.model.crash()
         self.model.restart()
 
     @rule()
     def rotate_key(self):
         self.rotated = True
-        self.verifier = Verifier(_registry(True), region="eu")
+        self._rotate_sut()
         self.model.rotate_key("ta", "ta:a2")
 
     @invariant()
