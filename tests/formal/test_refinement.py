@@ -7,8 +7,11 @@ crash (a memory store loses everything, SQLite keeps its file) and restart
 (replay of the inbox WAL through the pipeline); key rotation. After every
 step: the answers agree, the store holds exactly the model's outcomes
 (digest, status, first_seen), and the model's invariants hold. Runs against
-the memory and the SQLite store. Replication (ship/replay between regions),
-partition/heal and the live-server run are still to come (issue #10).
+the memory and the SQLite store; the same machine runs on the Redis and
+Postgres stores (test_refinement_backends.py) and against a live ``flk serve``
+over HTTP (test_refinement_live.py) through the system-under-test hooks
+``_send`` / ``_crash_sut`` / ``_rotate_sut``. Replication (ship/replay between
+regions) and partition/heal are still to come (issue #10).
 """
 
 from __future__ import annotations
