@@ -149,9 +149,11 @@ def test_inv_verify_before_dedup_live_refinement_catches_cross_tenant_key(tmp_pa
         extra_tenants = f",ta:hmac:{HMAC_B.decode()}"
 
     Leaky.tmpdir = tmp_path
-    # generate only (no shrinking: every shrink step restarts servers); stops at the first failure
-    Leaky.TestCase.settings = settings(LIVE_SETTINGS, max_examples=20, database=None, phases=[Phase.generate],
-                                       report_multiple_bugs=False)
+    # generate only (no shrinking: every shrink step restarts servers), stop at the first failure;
+    # derandomized: a random run of 20 examples once missed the bug (early examples are short),
+    # this fixed sequence hits it within the first few examples (~10 s)
+    Leaky.TestCase.settings = settings(LIVE_SETTINGS, max_examples=50, database=None, phases=[Phase.generate],
+                                       derandomize=True, report_multiple_bugs=False)
     with pytest.raises((AssertionError, ExceptionGroup)) as info:
         Leaky.TestCase().runTest()
     failures = info.value.exceptions if isinstance(info.value, ExceptionGroup) else [info.value]
