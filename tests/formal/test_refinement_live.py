@@ -18,8 +18,10 @@ as the system under test, driven over HTTP.
   second key added to TENANTS (old key kept).
 * After every step the store is compared with the model's dedup map
   (``Refinement.store_refines_model``): the test opens the server's SQLite
-  file with the project's SqliteStore -- a second reader of a WAL-mode file,
-  exactly as a second server worker shares it -- and reads only (get/count).
+  file with the project's SqliteStore (a second reader of a WAL-mode file,
+  exactly as a second server worker shares it; opening runs only the store's
+  idempotent CREATE TABLE IF NOT EXISTS / journal_mode=WAL) and reads only
+  (get/count).
   Duplicates sent by the ``duplicate_or_conflict`` rule check the same thing
   black-box, through the replayed answers.
 * Time: the server stamps ``first_seen`` with its own clock. A fresh accept
