@@ -174,3 +174,25 @@ class BatchMixin:
         ttl_s: float | None = None,
     ) -> list[tuple[bool, StoredOutcome]]:
         return [self.put_if_absent(t, p, o, now, ttl_s) for t, p, o in items]  # type: ignore[attr-defined]
+
+
+class SqlBatchMixin(BatchMixin):
+    """``get_many`` for the SQL backends (SQLite, Postgres): one ``SELECT`` per chunk of
+    distinct keys inside one ``_run`` (connection/transaction), answers in request order.
+    A backend provides ``_run(fn)`` and ``_select(conn, keys, now) -> {(tenant, pcs_id): outcome}``."""
+
+    _GET_CHUNK = 200  # keys per statement
+
+    def get_many(self, keys, now):
+        for t, p in keys:
+            check_key(t, p)
+
+        def fn(c):
+            found = {}
+            uniq = list(dict.fromkeys(keys))
+            for i in range(0, len(uniq), self._GET_CHUNK):
+                found.update(self._select(c, uniq[i:i + self._GET_CHUNK], now))
+            return found
+
+        found = self._run(fn)
+        return [found.get((t, p)) for t, p in keys]

@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from flk.impl.dedup.base import (
     DEFAULT_TTL_S,
-    BatchMixin,
+    SqlBatchMixin,
     StoredOutcome,
     StoreUnavailable,
     check_key,
@@ -36,7 +36,7 @@ _CHUNK = 200
 _TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class PostgresStore(BatchMixin):
+class PostgresStore(SqlBatchMixin):
     kind = "postgres"
 
     def __init__(
@@ -98,19 +98,6 @@ class PostgresStore(BatchMixin):
         row = self._run(lambda c: c.execute(self._get, (tenant, pcs_id, now)).fetchone())
         return None if row is None else StoredOutcome.from_bytes(row[0])
 
-    def get_many(self, keys, now):
-        for t, p in keys:
-            check_key(t, p)
-
-        def fn(c):
-            found = {}
-            uniq = list(dict.fromkeys(keys))
-            for i in range(0, len(uniq), _CHUNK):
-                found.update(self._select(c, uniq[i:i + _CHUNK], now))
-            return found
-
-        found = self._run(fn)
-        return [found.get((t, p)) for t, p in keys]
 
     def _select(self, c, keys, now) -> dict:
         if not keys:

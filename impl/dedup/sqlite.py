@@ -23,7 +23,7 @@ import time
 
 from flk.impl.dedup.base import (
     DEFAULT_TTL_S,
-    BatchMixin,
+    SqlBatchMixin,
     StoredOutcome,
     StoreUnavailable,
     check_key,
@@ -46,7 +46,7 @@ _CHUNK = 200  # rows per statement (4 parameters each, well under SQLite's limit
 _GET = "SELECT outcome FROM dedup WHERE tenant = ? AND pcs_id = ? AND expires_at > ?"
 
 
-class SqliteStore(BatchMixin):
+class SqliteStore(SqlBatchMixin):
     kind = "sqlite"
 
     def __init__(self, path: str, ttl_s: float = DEFAULT_TTL_S, busy_timeout_ms: int = 10_000) -> None:
@@ -113,20 +113,6 @@ class SqliteStore(BatchMixin):
         row = self._run(lambda c: c.execute(_GET, (tenant, pcs_id, now)).fetchone())
         return None if row is None else StoredOutcome.from_bytes(row[0])
 
-    def get_many(self, keys, now):
-        """One ``SELECT ... WHERE (tenant, pcs_id) IN (VALUES ...)`` per chunk."""
-        for t, p in keys:
-            check_key(t, p)
-
-        def fn(c):
-            found = {}
-            uniq = list(dict.fromkeys(keys))
-            for i in range(0, len(uniq), _CHUNK):
-                found.update(self._select(c, uniq[i:i + _CHUNK], now))
-            return found
-
-        found = self._run(fn)
-        return [found.get((t, p)) for t, p in keys]
 
     @staticmethod
     def _select(c, keys, now) -> dict:
