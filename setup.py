@@ -24,7 +24,7 @@ setup(
     package_dir=package_dir,
     package_data={
         "flk.spec": ["*.json", "*.yaml", "*.md", "vectors/*.json"],
-        "flk.impl": ["*.lark"],
+        "flk.impl.verifier": ["*.lark"],
         "flk.sim": ["scenarios/*.toml", "scenarios/regressions/*.toml"],
         "flk.formal": ["manifest.json"],
         "flk.conformance": ["*.md", "*.json", "adapters/node/*"],

@@ -104,7 +104,7 @@ class BuiltinAdapter:
         return self.hello
 
     def call(self, request: Mapping[str, Any], timeout: float) -> Reply:
-        from flk.conformance.ops import handle
+        from .ops import handle
 
         rid = self.next_id
         self.next_id += 1
@@ -332,3 +332,23 @@ class ProcessAdapter:
                 self.unanswered.add(rid)
                 return Reply("malformed", obj if isinstance(obj, dict) else None, why, elapsed)
             return Reply("ok", obj, f"{stale} stale line(s) skipped" if stale else "", elapsed)
+
+
+class AdapterSpecError(ValueError):
+    """An ``--adapter`` value that names no adapter (the CLI maps it to exit 2)."""
+
+
+def make_adapter(spec: str):
+    """``"builtin"`` -> the in-process reference; anything else is a command line
+    (shell quoting) started as a :class:`ProcessAdapter`."""
+    import shlex
+
+    if spec.strip() == "builtin":
+        return BuiltinAdapter()
+    try:
+        argv = shlex.split(spec)
+    except ValueError as exc:
+        raise AdapterSpecError(f"--adapter: cannot parse command line: {exc}") from None
+    if not argv:
+        raise AdapterSpecError("--adapter: empty command")
+    return ProcessAdapter(argv)

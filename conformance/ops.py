@@ -4,7 +4,7 @@ Why this module exists: the builtin adapter, the Python subprocess adapter and
 the planted-bug adapters answer the same ops the same way; this is the one
 mapping from ``(op, profile, input)`` to an output dict, on top of
 ``flk.impl`` (canonical, signing, pcs, merkle, signals). Bad input raises
-:class:`~flk.impl.errors.InvalidInput` (-> ``invalid_input``); an op or profile
+:class:`~flk.impl.core.errors.InvalidInput` (-> ``invalid_input``); an op or profile
 this implementation does not offer raises :class:`Unsupported`.
 
 Every op is a plain function ``op(input: dict, profile: str) -> dict`` in
@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flk.conformance.vectors import decode_input
-from flk.impl import canonical, merkle, pcs, signals, signing
-from flk.impl.errors import InvalidInput
+from flk.impl.core import canonical, merkle, pcs, signals, signing
+from flk.impl.core.errors import InvalidInput
+
+from .vectors import decode_input
 
 NAME = "flk-reference"
 PROFILES = ("v1", "legacy-0.1")
@@ -169,9 +170,9 @@ def op_build_pcs(inp, profile):
     if profile != "v1":
         raise Unsupported("build_pcs is defined for profile v1 only")
     try:
-        from flk.impl.agent import build_pcs_from_stream  # issue 3
+        from flk.impl.agent.builder import build_pcs_from_stream  # issue 3
     except ImportError:
-        raise Unsupported("build_pcs needs flk.impl.agent, which is not available") from None
+        raise Unsupported("build_pcs needs flk.impl.agent.builder, which is not available") from None
     raw = b64_field(field(inp, "events_b64"), "events_b64")
     fmt = field(inp, "format")
     seed = field(inp, "seed")
@@ -206,7 +207,7 @@ def hello(ops: Mapping[str, OpFn] = OPS, name: str = NAME) -> dict:
     supported = [op for op in ALL_OPS if op in ops]
     if "build_pcs" in supported:
         try:
-            from flk.impl.agent import build_pcs_from_stream  # noqa: F401
+            from flk.impl.agent.builder import build_pcs_from_stream  # noqa: F401
         except ImportError:
             supported.remove("build_pcs")
     return {"name": name, "version": ver, "ops": supported, "profiles": list(PROFILES)}

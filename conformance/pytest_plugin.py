@@ -47,7 +47,7 @@ def _csv(text: str | None) -> list[str] | None:
 def pytest_generate_tests(metafunc) -> None:
     if "flk_vector" not in metafunc.fixturenames:
         return
-    from flk.conformance.vectors import load_cases
+    from .vectors import load_cases
 
     cfg = metafunc.config
     profile = cfg.getoption("flk_profile")
@@ -83,9 +83,8 @@ class AdapterFixture:
 
 @pytest.fixture(scope="session")
 def flk_adapter(request):
-    from flk.conformance.runner import CaseDriver
-    from flk.impl.cli import UsageError
-    from flk.impl.cli.cmd_conformance import make_adapter
+    from .adapter_io import AdapterSpecError, make_adapter
+    from .runner import CaseDriver
 
     spec = request.config.getoption("flk_adapter") or os.environ.get("FLK_ADAPTER")
     if not spec:
@@ -93,7 +92,7 @@ def flk_adapter(request):
                     pytrace=False)
     try:
         adapter = make_adapter(spec)
-    except UsageError as exc:
+    except AdapterSpecError as exc:
         pytest.fail(str(exc), pytrace=False)
     driver = CaseDriver(adapter, timeout=request.config.getoption("flk_timeout"))
     yield AdapterFixture(driver)

@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flk.conformance.adapter_io import AdapterBroken, Reply
-from flk.conformance.vectors import Case, all_notes
+from .adapter_io import AdapterBroken, Reply
+from .vectors import Case, all_notes
 
 BYTE_FIELDS = {"bytes_b64"}  # output fields holding base64 bytes: diffed as bytes
 

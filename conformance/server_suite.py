@@ -9,8 +9,8 @@ bad field, body limits, rate limits with ``Retry-After``, per-tenant keys and
 per-tenant dedup.
 
 Every case has a stable ID (``srv-...``, listed in PROTOCOL.md) and builds its
-own fresh PCS with the reference core (:func:`flk.impl.agent.build_pcs`, signed
-with :func:`flk.impl.signing.sign_hmac`). The points, the raw stream and hence
+own fresh PCS with the reference core (:func:`flk.impl.agent.builder.build_pcs`, signed
+with :func:`flk.impl.core.signing.sign_hmac`). The points, the raw stream and hence
 the merkle root and ``pcs_id`` derive from a per-run seed (random unless
 ``--seed`` is given), so a rerun against the same long-lived server never
 collides with an earlier run's dedup entries.
@@ -215,7 +215,7 @@ class PcsFactory:
         self.shard = f"flk-conf-{seed:016x}"
 
     def fresh(self, key: bytes | None = None) -> dict:
-        from flk.impl.agent import Signer, build_pcs
+        from flk.impl.agent.builder import Signer, build_pcs
 
         self.n += 1
         rng = random.Random(f"{self.seed}:{self.n}")
@@ -226,7 +226,7 @@ class PcsFactory:
 
     @staticmethod
     def sign(pcs: dict, key: bytes) -> dict:
-        from flk.impl.signing import sign_hmac
+        from flk.impl.core.signing import sign_hmac
 
         out = dict(pcs)
         out["sig"] = sign_hmac(out, key)
@@ -765,7 +765,7 @@ def to_json(report: ServerReport) -> dict:
 
 
 def to_junit(report: ServerReport) -> bytes:
-    from flk.conformance.runner import _xml_safe
+    from .runner import _xml_safe
 
     p, f, s = report.counts()
     root = ET.Element("testsuites", name=_xml_safe(f"flk conformance server: {report.url}"),

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from flk.impl.errors import InvalidInput
+from flk.impl.core.errors import InvalidInput
 
 _HEX = set("0123456789abcdef")
 

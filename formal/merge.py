@@ -25,8 +25,9 @@ from fractions import Fraction
 
 import z3
 
-from flk.formal.result import Clock, ProofResult, check_unsat, solver
 from flk.model.merge import Outcome, merge
+
+from .result import Clock, ProofResult, check_unsat, solver
 
 OutcomeZ = z3.Datatype("Outcome")
 OutcomeZ.declare("none")

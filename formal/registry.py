@@ -12,8 +12,8 @@ import json
 from collections.abc import Callable
 from importlib import resources
 
-from flk.formal import merge, ring, rounding, signals, verifier
-from flk.formal.result import ProofResult
+from . import merge, ring, rounding, signals, verifier
+from .result import ProofResult
 
 PROOFS: dict[str, Callable[[str], ProofResult]] = {
     "INV-ROUND.idempotent": lambda tier: rounding.prove_idempotent(tier),

@@ -9,7 +9,7 @@ selects index ``i`` iff ``p_{i-1} < h <= p_i`` (with ``p_{-1} = -inf``), or
 its shard is live. The selection rule is cross-checked against
 :func:`flk.model.ring.successor_index` (binary search) on random rings.
 
-Tie to the code: ``flk.impl.sharding.Ring`` is checked against this model
+Tie to the code: ``flk.impl.dedup.sharded.Ring`` is checked against this model
 (``flk.model.ring.successor_index`` / ``owner``) by the sharding tests
 (``tests/scaleout/test_sharding.py::test_inv_ring_owner_impl_ring_agrees_with_the_model``).
 """
@@ -20,8 +20,9 @@ import random
 
 import z3
 
-from flk.formal.result import Clock, ProofResult, check_unsat, solver
 from flk.model.ring import SPACE, successor_index
+
+from .result import Clock, ProofResult, check_unsat, solver
 
 VARIANTS = ("spec", "no_wrap", "inclusive")
 
@@ -86,7 +87,7 @@ def prove_ring(tier: str = "quick", variant: str = "spec", max_vnodes: int | Non
 def _scope(n: int) -> str:
     return (f"abstract ring, 1..{n} vnodes (sorted u32 positions, duplicates allowed, owners from the live "
             "set), all 2^32 key positions: exactly one vnode selected by successor-with-wrap, owned by a live "
-            "shard. Selection rule cross-checked against flk.model.ring.successor_index; flk.impl.sharding "
+            "shard. Selection rule cross-checked against flk.model.ring.successor_index; flk.impl.dedup.sharded "
             "is tied to that model by tests/scaleout/test_sharding.py.")
 
 

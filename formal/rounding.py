@@ -25,7 +25,7 @@ lemma ``he(-v) = -he(v)`` (RNE is symmetric by construction).
   double lies strictly within half a unit of the 9th decimal of ``n``. Either
   way ``he(y*10^9) = n`` by the (proved) uniqueness of half-even rounding.
 * ``INV-ROUND.monotonic`` -- for all reals ``x1 <= x2``: ``he(x1) <= he(x2)``.
-* Tie to the code: ``flk.impl.canonical.fmt9`` (CPython's correctly rounded
+* Tie to the code: ``flk.impl.core.canonical.fmt9`` (CPython's correctly rounded
   ``%.9f``) is compared with the spec value (exact ``Fraction`` arithmetic) on
   hard inputs -- exact ties and nearest-to-tie doubles in every
   binade (ties are exactly the odd multiples of 2^-10), and their parse-backs. Any disagreement is a counterexample. This
@@ -47,7 +47,9 @@ from fractions import Fraction
 
 import z3
 
-from flk.formal.result import (
+from flk.impl.core import canonical
+
+from .result import (
     COUNTEREXAMPLE,
     PROVED,
     UNKNOWN,
@@ -56,7 +58,6 @@ from flk.formal.result import (
     check_unsat,
     solver,
 )
-from flk.impl import canonical
 
 E9 = 10**9
 HALF = Fraction(1, 2)

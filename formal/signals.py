@@ -1,7 +1,7 @@
-"""INV-BUDGET-BOUNDS and INV-REGIME-PARTITION, tied to ``flk.impl.signals``.
+"""INV-BUDGET-BOUNDS and INV-REGIME-PARTITION, tied to ``flk.impl.core.signals``.
 
-The constants are read from :class:`flk.impl.signals.BudgetParams` and
-:class:`flk.impl.signals.RegimeThresholds` (defaults, or the ones passed in),
+The constants are read from :class:`flk.impl.core.signals.BudgetParams` and
+:class:`flk.impl.core.signals.RegimeThresholds` (defaults, or the ones passed in),
 never copied, and each Z3 encoding is evaluated on random points and compared
 with ``signals.budget`` / ``signals.regime`` -- bit for bit for the
 floating-point encoding -- so a change of the code or of the constants that
@@ -29,8 +29,9 @@ from fractions import Fraction
 
 import z3
 
-from flk.formal.result import Clock, ProofResult, check_unsat, fp_value, solver
-from flk.impl import signals
+from flk.impl.core import signals
+
+from .result import Clock, ProofResult, check_unsat, fp_value, solver
 
 F64 = z3.Float64()
 RNE = z3.RNE()
@@ -198,7 +199,7 @@ def crosscheck_budget(p: signals.BudgetParams, n: int, exact: bool, clamp: bool 
             want = p.base + p.alpha * (1.0 - r) + p.beta * max(0.0, d - p.d0) + p.gamma * c
         if exact:
             e = z3.simplify(budget_fp(_fv(d), _fv(c), _fv(r), p, clamp))
-            from flk.formal.result import _fp_to_float
+            from .result import _fp_to_float
             got = _fp_to_float(e)
             ok = got == want or (got != got and want != want)
         else:

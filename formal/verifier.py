@@ -41,7 +41,7 @@ import random
 
 import z3
 
-from flk.formal.result import COUNTEREXAMPLE, PROVED, UNKNOWN, Clock, ProofResult, solver
+from .result import COUNTEREXAMPLE, PROVED, UNKNOWN, Clock, ProofResult, solver
 
 IDLE, OK, REJ, HIT, MISS, PUT = range(6)
 VERIFY, REJECT, GET, PUTOP, ANSWER, CRASH = range(6)

@@ -1,5 +1,5 @@
 import sys
 
-from flk.impl.cli import main
+from .lab.cli import main
 
 sys.exit(main())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flk.model.region import Record, Region, Submission
+from .region import Record, Region, Submission
 
 
 @dataclass

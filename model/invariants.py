@@ -9,9 +9,9 @@ observable state mapped onto the model.
 
 from __future__ import annotations
 
-from flk.model.cluster import Cluster
-from flk.model.merge import merge_all
-from flk.model.region import Region, replay_state
+from .cluster import Cluster
+from .merge import merge_all
+from .region import Region, replay_state
 
 
 def INV_WAL_FIRST(r: Region) -> bool:

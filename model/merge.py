@@ -16,7 +16,7 @@ protocol (one region stores one outcome per key); the remaining fields are
 compared after the triple only so that the order is total and the laws hold
 unconditionally.
 
-The multi-region implementation (``flk.impl.reconcile``) imports
+The multi-region implementation (``flk.impl.replication.reconcile``) imports
 :func:`merge` or is proved equal to it.
 """
 

@@ -1,7 +1,7 @@
 """One region of the protocol as an abstract state machine: inbox WAL, verifier, dedup.
 
-Read this as the specification of what a region does; ``flk.impl.verifier``,
-``flk.impl.wal`` and ``flk.impl.dedup`` refine it and ``flk.formal.verifier``
+Read this as the specification of what a region does; ``flk.impl.verifier.pipeline``,
+``flk.impl.storage.wal`` and ``flk.impl.dedup`` refine it and ``flk.formal.verifier``
 proves its safety invariants by k-induction over the same transitions.
 
 Theory of operation
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flk.model.merge import Outcome, merge
+from .merge import Outcome, merge
 
 Key = tuple[str, str]  # (tenant, pcs_id)
 

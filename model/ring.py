@@ -6,7 +6,7 @@ or after ``h`` (the successor), wrapping around to the first vnode when ``h`` is
 past the last one. INV-RING-OWNER: every key maps to exactly one live shard.
 
 ``flk.formal.ring`` proves that property for the successor rule below over all
-positions of bounded rings; ``flk.impl.sharding`` (issue #7) is to be tied to
+positions of bounded rings; ``flk.impl.dedup.sharded`` (issue #7) is to be tied to
 this model by a cross-check once it exists.
 """
 

@@ -1,6 +1,6 @@
 """The simulator's public Python API (what notebooks and the CLI call).
 
-    from flk.sim import api
+    from . import api
     res = api.run("crash-restart", seed=3, overrides=["workload.rate_per_s=200"])
     res.valid, res.digest, res.results["metrics"]
     res.history_df()      # pandas DataFrame of events
@@ -13,10 +13,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from flk.sim import artifacts, checkers, metrics
-from flk.sim.history import History, read_history
-from flk.sim.scenario import Scenario, list_scenarios, load
-from flk.sim.world import World
+from . import artifacts, checkers, metrics
+from .history import History, read_history
+from .scenario import Scenario, list_scenarios, load
+from .world import World
 
 
 @dataclass
@@ -96,7 +96,7 @@ def replay(run_dir: Path) -> tuple[bool, RunResult, str]:
     """Re-run the scenario recorded in ``run_dir`` with its seed; compare history digests."""
     import tomllib
 
-    from flk.sim.scenario import ScenarioError, validate
+    from .scenario import ScenarioError, validate
 
     run_dir = Path(run_dir)
     try:

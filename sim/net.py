@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import simpy
 
-from flk.sim.history import History
-from flk.sim.rng import sample
+from .history import History
+from .rng import sample
 
 
 @dataclass

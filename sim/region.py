@@ -1,15 +1,15 @@
 """A simulated region: the real verifier pipeline, WAL and dedup store under
 simulated time, disk and faults.
 
-The region is a *driver* of :meth:`flk.impl.verifier.Verifier.handle`: it
+The region is a *driver* of :meth:`flk.impl.verifier.pipeline.Verifier.handle`: it
 carries out the effects the pipeline yields --
 
-* ``WalAppend`` -> :class:`flk.impl.wal.SegmentedLog` on a
-  :class:`flk.impl.fs.CrashableMemoryFileSystem`; the reply is sent only once a
+* ``WalAppend`` -> :class:`flk.impl.storage.wal.SegmentedLog` on a
+  :class:`flk.impl.storage.fs.CrashableMemoryFileSystem`; the reply is sent only once a
   simulated group commit (max delay + sampled fsync latency) made the record
   durable;
 * ``DedupGet`` / ``DedupPut`` -> the region's real store (memory, sharded, tiered or
-  migrating: :mod:`flk.sim.stores`) behind :class:`flk.impl.sharding.OutageStore`
+  migrating: :mod:`flk.sim.stores`) behind :class:`flk.impl.dedup.sharded.OutageStore`
   for whole-store outages (``StoreUnavailable``), after a sampled store latency;
 * ``Emit`` -> nothing (the history is written here, from the effects themselves).
 
@@ -25,19 +25,20 @@ from __future__ import annotations
 import hashlib
 
 from flk.impl.dedup import StoreUnavailable
-from flk.impl.fs import CrashableMemoryFileSystem
-from flk.impl.sharding import OutageStore
-from flk.impl.tenants import Limiter
-from flk.impl.verifier import DedupGet, DedupPut, Emit, Request, WalAppend, WalUnavailable
-from flk.impl.wal import (
+from flk.impl.dedup.sharded import OutageStore
+from flk.impl.storage.fs import CrashableMemoryFileSystem
+from flk.impl.storage.wal import (
     InboxRecord,
     SegmentedLog,
     WalError,
     decode_inbox_record,
     encode_inbox_record,
 )
-from flk.sim.rng import sample
-from flk.sim.stores import StoreTopology
+from flk.impl.verifier.pipeline import DedupGet, DedupPut, Emit, Request, WalAppend, WalUnavailable
+from flk.impl.verifier.tenants import Limiter
+
+from .rng import sample
+from .stores import StoreTopology
 
 SIM_EPOCH = 1_800_000_000.0  # simulated wall-clock origin (seconds since the Unix epoch)
 WAL_DIR = "/wal"

@@ -1,8 +1,8 @@
 """Cross-region replication in the simulator: the real Shipper, Reader,
-ReplayApplier and Reconciler (``flk.impl.crr`` / ``flk.impl.reconcile``),
+ReplayApplier and Reconciler (``flk.impl.replication.crr`` / ``flk.impl.replication.reconcile``),
 driven by simulated time.
 
-The object store is one :class:`flk.impl.objectstore.MemoryObjectStore`-like
+The object store is one :class:`flk.impl.storage.objectstore.MemoryObjectStore`-like
 space shared by the regions, seen through :class:`RegionObjectView`: an upload
 becomes visible to readers only after the uploading region's link latency, a
 region can be cut off from the store (``objstore_down``), and the whole store
@@ -12,16 +12,18 @@ partition of the geo-DR scenarios).
 
 from __future__ import annotations
 
-from flk.impl.crr import Backoff, Reader, ReplayApplier, Shipper, Topology, stream_name
-from flk.impl.objectstore import (
+from flk.impl.core.backoff import Backoff
+from flk.impl.replication.crr import Reader, ReplayApplier, Shipper, Topology, stream_name
+from flk.impl.replication.reconcile import MemoryAuthoritativeStore, Reconciler
+from flk.impl.storage.objectstore import (
     ObjectNotFound,
     ObjectStoreUnavailable,
     check_key,
     check_metadata,
     check_prefix,
 )
-from flk.impl.reconcile import MemoryAuthoritativeStore, Reconciler
-from flk.sim.rng import sample
+
+from .rng import sample
 
 
 class SharedObjectSpace:

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from flk.sim.rng import DIST_KINDS
+from .rng import DIST_KINDS
 
 FAULT_KINDS = (
     "crash", "restart", "pause", "resume", "partition", "heal", "store_down", "store_up",

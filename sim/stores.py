@@ -1,5 +1,5 @@
 """Dedup store topologies for simulated regions, built from the real scale-out
-components (``flk.impl.sharding``, ``flk.impl.tiering``, ``flk.impl.migrate``)
+components (``flk.impl.dedup.sharded``, ``flk.impl.dedup.tiered``, ``flk.impl.dedup.migrate``)
 over in-memory shards, so shard loss, cold-tier outages and live migrations
 run under simulated time.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from flk.impl.dedup import StoreUnavailable
 from flk.impl.dedup.memory import MemoryStore
-from flk.impl.migrate import (
+from flk.impl.dedup.migrate import (
     DualWriteStore,
     RingSpec,
     copy_step,
@@ -26,9 +26,9 @@ from flk.impl.migrate import (
     transition,
     verify_step,
 )
-from flk.impl.objectstore import MemoryObjectStore
-from flk.impl.sharding import OutageStore, ShardedStore
-from flk.impl.tiering import TieredStore, TierTTL
+from flk.impl.dedup.sharded import OutageStore, ShardedStore
+from flk.impl.dedup.tiered import TieredStore, TierTTL
+from flk.impl.storage.objectstore import MemoryObjectStore
 
 STORE_KINDS = ("memory", "sharded", "tiered", "migrating")
 

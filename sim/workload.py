@@ -1,5 +1,5 @@
 """Simulated agents: they build signed PCS, submit them through the real
-retrying client state machine (:class:`flk.impl.client.Submission`) over the
+retrying client state machine (:class:`flk.impl.agent.client.Submission`) over the
 simulated network, and record what they sent and what came back.
 
 Kinds of submission (chosen per logical request from the agent's own stream):
@@ -11,7 +11,7 @@ Kinds of submission (chosen per logical request from the agent's own stream):
 * ``conflict`` -- an earlier pcs_id with a different, validly signed payload (409).
 
 PCS are derived from a few templates built by the real agent code
-(:func:`flk.impl.agent.build_pcs`): a new submission gets a fresh Merkle root
+(:func:`flk.impl.agent.builder.build_pcs`): a new submission gets a fresh Merkle root
 from the agent's stream, hence a fresh ``pcs_id``, and is signed with the
 tenant's current key; the signals stay those the template computed, so the
 verifier's recomputation accepts them.
@@ -26,13 +26,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flk.impl import agent as agent_mod
-from flk.impl.canonical import canonical_bytes, round9
-from flk.impl.client import Done, Response, RetryPolicy, Send, Submission, TransportFailure, Wait
-from flk.impl.fs import CrashableMemoryFileSystem
-from flk.impl.outbox import Outbox
-from flk.impl.pcs import pcs_id as make_pcs_id
-from flk.impl.signing import sign_hmac
+from flk.impl.agent import builder as agent_mod
+from flk.impl.agent.client import (
+    Done,
+    Response,
+    RetryPolicy,
+    Send,
+    Submission,
+    TransportFailure,
+    Wait,
+)
+from flk.impl.agent.outbox import Outbox
+from flk.impl.core.canonical import canonical_bytes, round9
+from flk.impl.core.pcs import pcs_id as make_pcs_id
+from flk.impl.core.signing import sign_hmac
+from flk.impl.storage.fs import CrashableMemoryFileSystem
 
 
 def tenant_key(base: bytes, tenant: str, generation: int = 0) -> bytes:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import simpy
 
-from flk.impl.tenants import Tenant, TenantKey, TenantRegistry
-from flk.impl.verifier import Verifier
-from flk.sim.history import History
-from flk.sim.net import LinkSpec, Network
-from flk.sim.region import SIM_EPOCH, Region, body_sha
-from flk.sim.replication import RegionReplication, SharedObjectSpace
-from flk.sim.rng import Streams
-from flk.sim.workload import Agent, PcsFactory, make_templates, tenant_key
+from flk.impl.verifier.pipeline import Verifier
+from flk.impl.verifier.tenants import Tenant, TenantKey, TenantRegistry
+
+from .history import History
+from .net import LinkSpec, Network
+from .region import SIM_EPOCH, Region, body_sha
+from .replication import RegionReplication, SharedObjectSpace
+from .rng import Streams
+from .workload import Agent, PcsFactory, make_templates, tenant_key
 
 BASE_KEY = b"flk-sim-tenant-base"  # simulated tenants' key material is derived from this (not a secret)
 

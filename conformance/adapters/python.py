@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from typing import IO
 
-from flk.conformance.ops import NAME, OPS, OpFn, handle
+from ..ops import NAME, OPS, OpFn, handle
 
 
 def serve(

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from flk.impl.dedup.base import (
+from .base import (
     DEFAULT_TTL_S,
     DedupStore,
     Entry,
@@ -35,11 +35,11 @@ __all__ = [
 def open_store(url_or_kind: str, **opts) -> DedupStore:
     spec = str(url_or_kind)
     if spec in ("memory", "memory://"):
-        from flk.impl.dedup.memory import MemoryStore
+        from .memory import MemoryStore
 
         return MemoryStore(**opts)
     if spec == "sqlite" or spec.startswith("sqlite://"):
-        from flk.impl.dedup.sqlite import SqliteStore
+        from .sqlite import SqliteStore
 
         path = opts.pop("path", None)
         if spec.startswith("sqlite://"):
@@ -52,11 +52,11 @@ def open_store(url_or_kind: str, **opts) -> DedupStore:
             raise ValueError("sqlite store needs a path (sqlite:///file.db or path=...)")
         return SqliteStore(path, **opts)
     if spec.startswith(("redis://", "rediss://", "unix://")):
-        from flk.impl.dedup.redis import RedisStore
+        from .redis import RedisStore
 
         return RedisStore(spec, **opts)
     if spec.startswith(("postgresql://", "postgres://")):
-        from flk.impl.dedup.postgres import PostgresStore
+        from .postgres import PostgresStore
 
         return PostgresStore(spec, **opts)
     raise ValueError(f"unknown dedup store {spec.split(':', 1)[0]!r}: expected memory, sqlite, redis or postgres")

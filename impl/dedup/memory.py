@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import threading
 
-from flk.impl.dedup.base import (
+from .base import (
     DEFAULT_TTL_S,
     BatchMixin,
     Entry,

@@ -21,7 +21,7 @@ import re
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from flk.impl.dedup.base import (
+from .base import (
     DEFAULT_TTL_S,
     SqlBatchMixin,
     StoredOutcome,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import redis as redis_lib
 
-from flk.impl.dedup.base import (
+from .base import (
     DEFAULT_TTL_S,
     BatchMixin,
     StoredOutcome,

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 
-from flk.impl.dedup.base import (
+from .base import (
     DEFAULT_TTL_S,
     SqlBatchMixin,
     StoredOutcome,

@@ -2,7 +2,7 @@
 
 Why this package exists: the invariants must hold in a server people deploy,
 not only in the model and the simulator. Everything here is a *driver*: it
-carries out the effects the verify pipeline (:mod:`flk.impl.verifier`) yields
+carries out the effects the verify pipeline (:mod:`flk.impl.verifier.pipeline`) yields
 -- durable inbox WAL appends through a group committer, dedup reads and writes
 on a thread pool behind a circuit breaker -- and never decides anything about
 the protocol itself.

@@ -1,7 +1,7 @@
 """The Starlette application: HTTP in, pipeline effects carried out, HTTP out.
 
 Why this module exists: it is the *driver* of the sans-I/O verify pipeline
-(:class:`flk.impl.verifier.Verifier`) over real storage. It decides nothing
+(:class:`flk.impl.verifier.pipeline.Verifier`) over real storage. It decides nothing
 about the protocol -- parsing, verification, dedup decisions and the problem
 responses are the pipeline's. What it does:
 
@@ -47,12 +47,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flk.impl.server.backpressure import STATE_CODES, AimdLimiter, CircuitBreaker
-from flk.impl.server.batching import StoreBatcher
-from flk.impl.server.config import ServerConfig
-from flk.impl.server.logs import JsonLogger
-from flk.impl.server.problems import PROBLEM_JSON, problem, problem_body
-from flk.impl.server.walwait import WalWaiter
+from ..verifier.admission import STATE_CODES, AimdLimiter, CircuitBreaker
+from .batching import StoreBatcher
+from .config import ServerConfig
+from .logs import JsonLogger
+from .problems import PROBLEM_JSON, problem, problem_body
+from .walwait import WalWaiter
 
 SPEC_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "spec"
 
@@ -136,7 +136,7 @@ class Server:
         self.committer: Any = None
         self.wal_waiter: Any = None
         self.pipeline: Any = None
-        self.crr: Any = None  # flk.impl.crr_service.CrrService when replication is configured
+        self.crr: Any = None  # flk.impl.replication.service.CrrService when replication is configured
         self.metrics: Any = None
         self.smetrics: ServerMetrics | None = None
         self.openapi: bytes = b"{}"
@@ -149,9 +149,9 @@ class Server:
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
-        from flk.impl.metrics import Metrics
-        from flk.impl.server.pipeline import build_pipeline
-        from flk.impl.wal import GroupCommitter, SegmentedLog
+        from ..storage.wal import GroupCommitter, SegmentedLog
+        from ..verifier.metrics import Metrics
+        from .pipeline import build_pipeline
 
         cfg = self.cfg
         loop = asyncio.get_running_loop()
@@ -176,7 +176,7 @@ class Server:
         replayed = await self.pipeline.replay_wal(self.wal)
         self.smetrics.replayed.inc(replayed["records"])
         self.log.info("wal_replayed", wal_dir=wal_dir, **replayed)
-        from flk.impl.crr_service import start_for_server
+        from ..replication.service import start_for_server
 
         self.crr = await loop.run_in_executor(None, start_for_server, self)  # None unless CRR_* configured
         self.ready = True
@@ -186,7 +186,7 @@ class Server:
         self.ready = False
         loop = asyncio.get_running_loop()
         if self.crr is not None:  # before the WAL it ships is closed
-            from flk.impl.crr_service import stop_for_server
+            from ..replication.service import stop_for_server
 
             await loop.run_in_executor(None, stop_for_server, self.crr)
         if self.committer is not None:
@@ -347,8 +347,8 @@ ROUTES = ("/v1/pcs/submit", "/health", "/ready", "/metrics", "/openapi.json")
 
 
 def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
-    from flk.impl.crr_service import routes as crr_routes
-    from flk.impl.sharding import routes as shard_routes
+    from ..dedup.sharded import routes as shard_routes
+    from ..replication.service import routes as crr_routes
 
     srv = Server(cfg, worker)
 

@@ -16,7 +16,7 @@ first-write-wins (INV-FWW) is unchanged.
 The in-memory store (``DEDUP_BACKEND=memory``) does no I/O and is called
 inline on the event loop instead (``inline=True``).
 
-Each store sits behind a :class:`~flk.impl.server.backpressure.CircuitBreaker`:
+Each store sits behind a :class:`~flk.impl.verifier.admission.CircuitBreaker`:
 a batch on an open breaker fails at once with ``StoreUnavailable`` (503 fast),
 and the first batch after ``open_s`` is the half-open probe.
 """
@@ -29,8 +29,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-from flk.impl.dedup import StoredOutcome, StoreUnavailable
-from flk.impl.server.backpressure import CircuitBreaker
+from ..dedup import StoredOutcome, StoreUnavailable
+from ..verifier.admission import CircuitBreaker
 
 
 class _Queue:

@@ -74,7 +74,7 @@ class ServerConfig:
     sign_alg: str = "hmac"
     multi_tenant: bool = False
     tenants: Mapping[str, TenantKeys] = dataclasses.field(default_factory=dict)
-    tenants_file: str = ""  # a flk.impl.tenants TOML file (multi-tenant, richer than TENANTS)
+    tenants_file: str = ""  # a flk.impl.verifier.tenants TOML file (multi-tenant, richer than TENANTS)
     key_file: str = ""  # set when the default per-data-dir HMAC key is in use
     region_id: str = "default"
     policy_file: str = ""
@@ -107,13 +107,13 @@ class ServerConfig:
         or a DualWriteStore following DEDUP_MIGRATION_STATE)."""
         if self.dedup_backend == "sharded":
             if self.dedup_migration_state:
-                from flk.impl.migrate import DualWriteStore
+                from ..dedup.migrate import DualWriteStore
 
                 return DualWriteStore.from_state(self.dedup_migration_state, now)
-            from flk.impl.sharding import open_sharded
+            from ..dedup.sharded import open_sharded
 
             return open_sharded(dict(self.dedup_shards), ttl_s=self.dedup_ttl_s)
-        from flk.impl.dedup import open_store
+        from ..dedup import open_store
 
         return open_store(self.store_url(), **self.store_options())
 

@@ -1,4 +1,4 @@
-"""The asyncio driver of :meth:`flk.impl.verifier.Verifier.handle`.
+"""The asyncio driver of :meth:`flk.impl.verifier.pipeline.Verifier.handle`.
 
 Why this module exists: it is the one place where the server meets the
 pipeline. It builds the :class:`Verifier` from the server configuration
@@ -14,7 +14,7 @@ effect             carried out by
 ``DedupGet``       :class:`~flk.impl.server.batching.StoreBatcher` (batched
 ``DedupPut``       ``get_many`` / ``put_many_if_absent`` on a thread, behind
                    the breaker); failure thrown back as ``StoreUnavailable``
-``Emit``           :class:`flk.impl.metrics.Metrics`
+``Emit``           :class:`flk.impl.verifier.metrics.Metrics`
 =================  ==========================================================
 
 Replay at start reads every record of the worker's inbox WAL and runs it
@@ -30,18 +30,18 @@ import asyncio
 import time
 from typing import Any
 
-from flk.impl.dedup import StoreUnavailable
-from flk.impl.errors import InvalidInput
-from flk.impl.server.config import DEFAULT_TENANT, ConfigError, ServerConfig
+from ..core.errors import InvalidInput
+from ..dedup import StoreUnavailable
+from .config import DEFAULT_TENANT, ConfigError, ServerConfig
 
 
 def build_tenants(cfg: ServerConfig):
-    """The :class:`flk.impl.tenants.TenantRegistry` the configuration describes:
-    ``TENANTS_FILE`` (the tenants TOML of :mod:`flk.impl.tenants`: per-tenant rate,
+    """The :class:`flk.impl.verifier.tenants.TenantRegistry` the configuration describes:
+    ``TENANTS_FILE`` (the tenants TOML of :mod:`flk.impl.verifier.tenants`: per-tenant rate,
     quota, key windows, profiles, PII mode) or the keys parsed from ``TENANTS`` /
     ``PCS_*`` (with ``TOKEN_RATE`` as every tenant's rate)."""
-    from flk.impl.signing import b64encode
-    from flk.impl.tenants import from_mapping, load_toml
+    from ..core.signing import b64encode
+    from ..verifier.tenants import from_mapping, load_toml
 
     if cfg.tenants_file:
         try:
@@ -73,7 +73,7 @@ def build_policy_kwargs(cfg: ServerConfig) -> dict[str, Any]:
     """``policy`` (and the policy's ``reject_status``) from the ``POLICY`` file, if any."""
     if not cfg.policy_file:
         return {}
-    from flk.impl.policy import load_policy
+    from ..verifier.policy import load_policy
 
     try:
         return load_policy(cfg.policy_file).verifier_kwargs()
@@ -91,13 +91,13 @@ def build_hooks(tenants) -> list:
             modes[tid] = t.pii_mode
     if not modes:
         return []
-    from flk.impl.pii import PiiCounters, make_pii_hook
+    from ..governance.pii import PiiCounters, make_pii_hook
 
     return [make_pii_hook(modes, PiiCounters())]
 
 
 def build_verifier(cfg: ServerConfig):
-    from flk.impl.verifier import Limits, Verifier
+    from ..verifier.pipeline import Limits, Verifier
 
     tenants = build_tenants(cfg)
     return Verifier(
@@ -117,13 +117,13 @@ class ServerPipeline:
 
     async def submit(self, body: bytes, tenant: str | None):
         """Run one request through the pipeline; returns the verifier's ``Response``."""
-        from flk.impl.verifier import Request
+        from ..verifier.pipeline import Request
 
         return await self.drive(self.verifier.handle(Request(body, tenant, {}), time.time()))
 
     async def drive(self, gen):
-        from flk.impl.verifier import DedupGet, DedupPut, Emit, WalAppend, WalUnavailable
-        from flk.impl.wal import InboxRecord, WalError, encode_inbox_record
+        from ..storage.wal import InboxRecord, WalError, encode_inbox_record
+        from ..verifier.pipeline import DedupGet, DedupPut, Emit, WalAppend, WalUnavailable
 
         srv = self.server
         reply: Any = None
@@ -163,8 +163,8 @@ class ServerPipeline:
     # -- replay ---------------------------------------------------------------------
     def _replay_all(self, wal: Any) -> dict[str, int]:
         """Every record of ``wal``, streamed (not loaded at once), through the pipeline."""
-        from flk.impl.verifier import Request, run_sync
-        from flk.impl.wal import decode_inbox_record
+        from ..storage.wal import decode_inbox_record
+        from ..verifier.pipeline import Request, run_sync
 
         counts = {"records": 0, "errors": 0}
         store = self.server.store

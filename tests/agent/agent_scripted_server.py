@@ -20,8 +20,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from flk.impl.canonical import canonical_bytes
-from flk.impl.signing import verify_hmac
+from flk.impl.core.canonical import canonical_bytes
+from flk.impl.core.signing import verify_hmac
 
 
 class _Handler(BaseHTTPRequestHandler):

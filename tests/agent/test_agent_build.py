@@ -21,12 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flk.impl import agent, merkle, signals
-from flk.impl.canonical import SIGNED_FIELDS, canonical_bytes, fmt9, round9
-from flk.impl.cli import main as flk_main
-from flk.impl.errors import InvalidInput
-from flk.impl.pcs import pcs_id
-from flk.impl.signing import public_key_bytes, verify_ed25519, verify_hmac
+from flk.impl.agent import builder as agent
+from flk.impl.core import merkle, signals
+from flk.impl.core.canonical import SIGNED_FIELDS, canonical_bytes, fmt9, round9
+from flk.impl.core.errors import InvalidInput
+from flk.impl.core.pcs import pcs_id
+from flk.impl.core.signing import public_key_bytes, verify_ed25519, verify_hmac
+from flk.impl.lab.cli import main as flk_main
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "spec" / "pcs.schema.json"
@@ -341,11 +342,11 @@ def test_signer_repr_hides_key():
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(points=points_strategy, seed=st.integers(0, 2**64 - 1), ed=st.booleans())
 def test_built_pcs_is_accepted_by_the_real_verify_pipeline(points, seed, ed):
-    """The verifier (flk.impl.verifier) recomputes D-hat, budget and regime from
+    """The verifier (flk.impl.verifier.pipeline) recomputes D-hat, budget and regime from
     what the agent published and finds nothing to object to: 200, no reasons."""
     from flk.impl.dedup.memory import MemoryStore
-    from flk.impl.tenants import from_env
-    from flk.impl.verifier import MemoryWal, Request, Verifier, run_sync
+    from flk.impl.verifier.pipeline import MemoryWal, Request, Verifier, run_sync
+    from flk.impl.verifier.tenants import from_env
 
     if ed:
         signer = agent.Signer("ed25519", ED_SEED)

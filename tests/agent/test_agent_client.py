@@ -22,9 +22,8 @@ from agent_scripted_server import PROBLEM, MiniVerifier, ScriptedServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl import agent
-from flk.impl.canonical import canonical_bytes
-from flk.impl.client import (
+from flk.impl.agent import builder as agent
+from flk.impl.agent.client import (
     DeadLetterFile,
     Done,
     Response,
@@ -39,7 +38,8 @@ from flk.impl.client import (
     submit_url,
     wait_bound,
 )
-from flk.impl.errors import InvalidInput
+from flk.impl.core.canonical import canonical_bytes
+from flk.impl.core.errors import InvalidInput
 
 KEY = b"client-test-key"
 _SCHEMA_DOC = json.loads((pathlib.Path(__file__).resolve().parents[2] / "spec" / "pcs.schema.json").read_text())
@@ -294,7 +294,7 @@ def test_quality_check_catches_a_retry_that_changes_signed_bytes():
 
 
 def test_quality_check_catches_an_uncapped_backoff(monkeypatch):
-    import flk.impl.client as client_mod
+    import flk.impl.agent.client as client_mod
 
     policy = RetryPolicy(base=1.0, cap=1.0, max_attempts=10, max_retry_after=0.0)
     script = [Response(500)]

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from flk.impl.loadgen import Connection, HttpError, _request_head
+from flk.impl.agent.loadgen import Connection, HttpError, _request_head
 
 
 class RawServer:

@@ -1,6 +1,6 @@
 """Load generator (issue 3, item 4) and ``flk agent submit`` / ``load`` / ``tenants-env``.
 
-The plan is checked against the real verify pipeline (flk.impl.verifier with
+The plan is checked against the real verify pipeline (flk.impl.verifier.pipeline with
 its tenant registry parsed from our own ``TENANTS`` string), the runner
 against real HTTP servers on 127.0.0.1.
 """
@@ -22,14 +22,15 @@ from agent_scripted_server import MiniVerifier, ScriptedServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl import agent, loadgen
-from flk.impl.canonical import canonical_bytes
-from flk.impl.client import RetryPolicy
+from flk.impl.agent import builder as agent
+from flk.impl.agent import loadgen
+from flk.impl.agent.client import RetryPolicy
+from flk.impl.core.canonical import canonical_bytes
+from flk.impl.core.errors import InvalidInput
+from flk.impl.core.signing import verify_hmac
 from flk.impl.dedup.memory import MemoryStore
-from flk.impl.errors import InvalidInput
-from flk.impl.signing import verify_hmac
-from flk.impl.tenants import parse_tenants_env
-from flk.impl.verifier import MemoryWal, Request, Verifier, run_sync
+from flk.impl.verifier.pipeline import MemoryWal, Request, Verifier, run_sync
+from flk.impl.verifier.tenants import parse_tenants_env
 
 BASE = b"loadgen-base-secret"
 SCHEMA_DOC = json.loads((pathlib.Path(__file__).resolve().parents[2] / "spec" / "pcs.schema.json").read_text())
@@ -94,7 +95,7 @@ def test_plan_seed_changes_everything():
 
 
 def test_plan_kinds_get_the_expected_answers_from_the_real_verify_pipeline():
-    """Every item, run through flk.impl.verifier with the tenants of our own
+    """Every item, run through flk.impl.verifier.pipeline with the tenants of our own
     TENANTS string: valid -> 200 (no signal reasons), dup -> replay, bad_sig ->
     401, conflict -> 409."""
     k = 3

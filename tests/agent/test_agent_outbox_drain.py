@@ -17,10 +17,10 @@ import time
 
 from agent_scripted_server import PROBLEM, MiniVerifier, ScriptedServer
 
-from flk.impl import agent
-from flk.impl.canonical import canonical_bytes
-from flk.impl.client import DeadLetterFile, RetryPolicy, SubmitClient, drain_outbox
-from flk.impl.outbox import Outbox
+from flk.impl.agent import builder as agent
+from flk.impl.agent.client import DeadLetterFile, RetryPolicy, SubmitClient, drain_outbox
+from flk.impl.agent.outbox import Outbox
+from flk.impl.core.canonical import canonical_bytes
 
 KEY = b"outbox-drain-key"
 SIGNER = agent.Signer("hmac", KEY)

@@ -1,6 +1,6 @@
 """A deliberately broken PCS server: the negative control of the server suite.
 
-A tiny Starlette app around the *real* verify pipeline (flk.impl.verifier with
+A tiny Starlette app around the *real* verify pipeline (flk.impl.verifier.pipeline with
 an in-memory store and WAL), with planted bugs of the kind real servers ship.
 Each bug must make ``flk conformance server`` fail with the right case IDs;
 with no bug it must pass (so the failures are the bugs', not the harness's).
@@ -30,8 +30,8 @@ import threading
 import time
 
 from flk.impl.dedup import open_store
-from flk.impl.tenants import from_env
-from flk.impl.verifier import Limits, MemoryWal, Request, Verifier, run_sync
+from flk.impl.verifier.pipeline import Limits, MemoryWal, Request, Verifier, run_sync
+from flk.impl.verifier.tenants import from_env
 
 BUGS = frozenset({
     "no-replay-header", "cache-before-verify", "lenient-base64", "last-key-wins", "plain-errors",

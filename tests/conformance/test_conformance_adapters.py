@@ -73,7 +73,7 @@ def test_vectors_are_found_through_the_package():
 
 
 def test_cli_last_line_and_exit_code(capsys):
-    from flk.impl.cli import main
+    from flk.impl.lab.cli import main
 
     code = main(["conformance", "vectors", "--adapter", "builtin"])
     out = capsys.readouterr().out.splitlines()

@@ -13,7 +13,7 @@ import yaml
 from flk.conformance import runner
 from flk.conformance.adapter_io import ProcessAdapter
 from flk.conformance.vectors import load_cases
-from flk.impl.cli import build_parser
+from flk.impl.lab.cli import build_parser
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 README = (ROOT / "conformance" / "README.md").read_text(encoding="utf-8")

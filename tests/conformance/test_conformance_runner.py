@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from flk.conformance import runner
 from flk.conformance.adapter_io import BuiltinAdapter, ProcessAdapter, Reply
 from flk.conformance.vectors import Case, decode_f64, decode_input, encode_f64, load_cases
-from flk.impl.cli import main as flk_main
-from flk.impl.errors import InvalidInput
+from flk.impl.core.errors import InvalidInput
+from flk.impl.lab.cli import main as flk_main
 
 HERE = pathlib.Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures" / "vectors"

@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flk.conformance import server_suite as ss
-from flk.impl.cli import main as flk_main
-from flk.impl.errors import InvalidInput
-from flk.impl.signing import b64decode_strict
+from flk.impl.core.errors import InvalidInput
+from flk.impl.core.signing import b64decode_strict
+from flk.impl.lab.cli import main as flk_main
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from verifier.pcsgen import HMAC_A, HMAC_B, body, make_pcs, registry, sign
 
-from flk.impl.crr import Backoff, Reader, ReplayApplier, Shipper, Topology, stream_name
+from flk.impl.core.backoff import Backoff
 from flk.impl.dedup import open_store
-from flk.impl.fs import CrashableMemoryFileSystem
-from flk.impl.reconcile import Reconciler
-from flk.impl.verifier import Request, Verifier, run_sync
-from flk.impl.wal import SegmentedLog
+from flk.impl.replication.crr import Reader, ReplayApplier, Shipper, Topology, stream_name
+from flk.impl.replication.reconcile import Reconciler
+from flk.impl.storage.fs import CrashableMemoryFileSystem
+from flk.impl.storage.wal import SegmentedLog
+from flk.impl.verifier.pipeline import Request, Verifier, run_sync
 
 NOW = 1_700_000_000.0
 

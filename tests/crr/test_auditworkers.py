@@ -9,8 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl.audit import AttestationStore, AuditLog, verify_directory
-from flk.impl.auditworkers import (
+from flk.impl.agent.outbox import Outbox
+from flk.impl.core.backoff import Backoff
+from flk.impl.core.errors import InvalidInput
+from flk.impl.governance.audit import AttestationStore, AuditLog, verify_directory
+from flk.impl.governance.auditworkers import (
     AuditItem,
     AuditQueue,
     AuditWorker,
@@ -18,10 +21,7 @@ from flk.impl.auditworkers import (
     anchor_fn,
     audit_log_handler,
 )
-from flk.impl.crr import Backoff
-from flk.impl.errors import InvalidInput
-from flk.impl.fs import CrashableMemoryFileSystem
-from flk.impl.outbox import Outbox
+from flk.impl.storage.fs import CrashableMemoryFileSystem
 
 
 def item(i: int) -> AuditItem:
@@ -148,7 +148,7 @@ def test_every_item_is_processed_exactly_once_or_dead_lettered(fails, dup):
 
 def test_thread_worker_as_the_reconcilers_audit_sink():
     from flk.impl.dedup import StoredOutcome
-    from flk.impl.reconcile import Reconciler
+    from flk.impl.replication.reconcile import Reconciler
 
     fs = CrashableMemoryFileSystem()
     log = AuditLog("/audit", fs=fs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flk.impl.bench import crr
+from flk.impl.lab.bench import crr
 
 
 def test_bench_crr_quick_reports_figures():

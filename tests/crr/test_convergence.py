@@ -9,12 +9,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from flk.impl.audit import AuditLog, verify_directory
+from flk.impl.core.errors import InvalidInput
 from flk.impl.dedup import StoredOutcome
-from flk.impl.errors import InvalidInput
-from flk.impl.fs import CrashableMemoryFileSystem
-from flk.impl.objectstore import MemoryObjectStore
-from flk.impl.reconcile import (
+from flk.impl.governance.audit import AuditLog, verify_directory
+from flk.impl.replication.reconcile import (
     AUTO,
     MANUAL,
     PENDING,
@@ -26,6 +24,8 @@ from flk.impl.reconcile import (
     merge_outcomes,
     to_model,
 )
+from flk.impl.storage.fs import CrashableMemoryFileSystem
+from flk.impl.storage.objectstore import MemoryObjectStore
 from flk.model.merge import merge, merge_all
 
 from .regions import NOW, Region, variants

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from verifier.pcsgen import HMAC_A, body, make_pcs, registry, sign
 
-from flk.impl.crr import (
+from flk.impl.replication.crr import (
     Backoff,
     ReplayApplier,
     SegmentRejected,
@@ -20,9 +20,9 @@ from flk.impl.crr import (
     WatermarkFile,
     verifier_for_region,
 )
-from flk.impl.fs import CrashableMemoryFileSystem
-from flk.impl.objectstore import DirectoryObjectStore, MemoryObjectStore
-from flk.impl.verifier import Verifier
+from flk.impl.storage.fs import CrashableMemoryFileSystem
+from flk.impl.storage.objectstore import DirectoryObjectStore, MemoryObjectStore
+from flk.impl.verifier.pipeline import Verifier
 
 from .regions import NOW, Region, variants
 
@@ -275,14 +275,14 @@ def test_watermark_file_rejects_foreign_content():
     fs = CrashableMemoryFileSystem()
     fs.makedirs("/x")
     fs.write_atomic("/x/w.json", json.dumps({"format": "other"}).encode())
-    from flk.impl.crr import CrrError
+    from flk.impl.replication.crr import CrrError
 
     with pytest.raises(CrrError):
         WatermarkFile("/x/w.json", fs).load()
 
 
 def test_replication_over_s3_moto_server(moto_url):
-    from flk.impl.objectstore import S3ObjectStore
+    from flk.impl.storage.objectstore import S3ObjectStore
 
     objects = S3ObjectStore("flk-crr-e2e", prefix="crr", endpoint_url=moto_url, create_bucket=True,
                             aws_access_key_id="test", aws_secret_access_key="test")
@@ -307,7 +307,7 @@ def test_inv_idempotent_replay_batched_replay_equals_one_at_a_time(picks):
     same candidates and answers as apply, record by record (duplicates, conflicts,
     bad signatures, bad JSON in the batch)."""
     from flk.impl.dedup import open_store
-    from flk.impl.wal import InboxRecord
+    from flk.impl.storage.wal import InboxRecord
 
     pool = [(raw, t) for raw, t, _, _ in variants(2, 3)]
     forged = dict(sign(make_pcs(seed=5), HMAC_A), sig="AAAA" + sign(make_pcs(seed=5), HMAC_A)["sig"][4:])

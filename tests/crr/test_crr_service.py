@@ -9,10 +9,10 @@ import time
 import pytest
 from verifier.pcsgen import registry
 
-from flk.impl.crr_service import CrrConfig, CrrConfigError, CrrService, config_from_env
 from flk.impl.dedup import open_store
-from flk.impl.verifier import Request, Verifier, run_sync
-from flk.impl.wal import SegmentedLog
+from flk.impl.replication.service import CrrConfig, CrrConfigError, CrrService, config_from_env
+from flk.impl.storage.wal import SegmentedLog
+from flk.impl.verifier.pipeline import Request, Verifier, run_sync
 
 from .regions import NOW, variants
 
@@ -82,7 +82,7 @@ def test_two_services_replicate_through_a_shared_directory_and_pause(tmp_path):
     assert m["audit_queue"]["processed"] == 1 and m["audit_queue"]["backlog"] == 0
     assert [d["severity"] for d in m["divergence"]] == ["warning"]  # one open conflict
     # every reconcile decision reached the WORM audit log (through the durable queue), verifiably
-    from flk.impl.audit import verify_directory
+    from flk.impl.governance.audit import verify_directory
 
     rep = verify_directory(str(tmp_path / "eu" / "crr" / "audit"), anchors_dir=str(tmp_path / "eu" / "crr" / "anchors"))
     assert rep.ok
@@ -129,7 +129,7 @@ def test_volatile_dedup_store_rereads_every_stream_after_a_restart(tmp_path):
 def test_prometheus_collector_exposes_the_crr_families(tmp_path):
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from flk.impl.crr_service import CrrCollector
+    from flk.impl.replication.service import CrrCollector
 
     eu, eu_wal, eu_store, eu_v = make(tmp_path, "eu", "", tmp_path / "shared")
     raw0, t0, _, _ = variants(1, 1)[0]

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flk.impl.dedup import StoredOutcome, open_store, sample_rank
-from flk.impl.divergence import (
+from flk.impl.replication.divergence import (
     Comparison,
     DivergenceDetector,
     Summary,
@@ -17,7 +17,7 @@ from flk.impl.divergence import (
     severity,
     summarize,
 )
-from flk.impl.objectstore import MemoryObjectStore
+from flk.impl.storage.objectstore import MemoryObjectStore
 
 NOW = 1_700_000_000.0
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flk.impl.errors import InvalidInput
-from flk.impl.fs import CrashableMemoryFileSystem
-from flk.impl.objectstore import (
+from flk.impl.core.errors import InvalidInput
+from flk.impl.storage.fs import CrashableMemoryFileSystem
+from flk.impl.storage.objectstore import (
     DirectoryObjectStore,
     MemoryObjectStore,
     ObjectNotFound,

@@ -20,10 +20,10 @@ import time
 import httpx
 import pytest
 
-from flk.impl.canonical import SIGNED_FIELDS, canonical_bytes, round9
-from flk.impl.loadgen import PlanConfig, make_plan, tenant_key, tenants_env
-from flk.impl.signals import budget, d_hat, regime
-from flk.impl.signing import sign_hmac
+from flk.impl.agent.loadgen import PlanConfig, make_plan, tenant_key, tenants_env
+from flk.impl.core.canonical import SIGNED_FIELDS, canonical_bytes, round9
+from flk.impl.core.signals import budget, d_hat, regime
+from flk.impl.core.signing import sign_hmac
 
 pytestmark = pytest.mark.slow
 
@@ -301,7 +301,7 @@ def test_three_regions_converge_partition_heal_kill_failover(tmp_path):
 def test_two_regions_one_with_two_workers_ships_both_worker_streams(tmp_path):
     """WORKERS=2: each worker ships its own inbox WAL as stream ``<region>/w<k>``;
     the peer reads both and converges."""
-    from flk.impl.objectstore import DirectoryObjectStore
+    from flk.impl.storage.objectstore import DirectoryObjectStore
 
     shared = tmp_path / "shared"
     eu, us = Region(tmp_path, "eu", shared), Region(tmp_path, "us", shared)

@@ -11,8 +11,8 @@ import pytest
 
 from flk.formal import merge, ring, rounding, signals
 from flk.formal.registry import PROOFS, load_manifest
-from flk.impl import canonical
-from flk.impl.signals import BudgetParams, RegimeThresholds
+from flk.impl.core import canonical
+from flk.impl.core.signals import BudgetParams, RegimeThresholds
 
 FLK = [sys.executable, "-m", "flk.impl"]
 
@@ -56,7 +56,7 @@ def test_inv_prove_unknown_id_is_usage_error():
 def test_inv_prove_fails_when_result_differs_from_manifest(monkeypatch, capsys):
     """A proof returning something else than the manifest expects makes flk prove exit 1."""
     from flk.formal import registry
-    from flk.impl.cli import main
+    from flk.impl.lab.cli import main
 
     monkeypatch.setitem(registry.PROOFS, "INV-ROUND.monotonic",
                         lambda tier: rounding.prove_idempotent(tier, variant="float32_parse"))

@@ -1,4 +1,4 @@
-"""Refinement: the in-process verify pipeline (flk.impl.verifier + a dedup store)
+"""Refinement: the in-process verify pipeline (flk.impl.verifier.pipeline + a dedup store)
 behaves as the model region (flk.model.region) on Hypothesis-generated traces.
 
 Rules: submit with the tenant's key, a forged signature, or another tenant's
@@ -28,7 +28,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from verifier.pcsgen import HMAC_A, HMAC_A2, HMAC_B, body, make_pcs, registry, sign
 
 from flk.impl.dedup import open_store
-from flk.impl.verifier import MemoryWal, Request, Verifier, payload_digest, replay_records, run_sync
+from flk.impl.verifier.pipeline import (
+    MemoryWal,
+    Request,
+    Verifier,
+    payload_digest,
+    replay_records,
+    run_sync,
+)
 from flk.model import invariants as inv
 from flk.model.region import Region, Submission
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from flk.impl import cli
+from flk.impl.lab import cli
 
 FLK = [sys.executable, "-m", "flk.impl"]
 

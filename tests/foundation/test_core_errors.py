@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from flk.impl import canonical, merkle, pcs, signals, signing
-from flk.impl.errors import InvalidInput
+from flk.impl.core import canonical, merkle, pcs, signals, signing
+from flk.impl.core.errors import InvalidInput
 
 GOOD = {
     "pcs_id": "p",
@@ -154,7 +154,7 @@ def test_the_issue_examples_reproduce():
         b'"merkle_root":"abc123def456789012345678901234567890abcd","pcs_id":"sha256_abc123def456",'
         b'"r":0.500000000,"shard_id":"shard-001"}'
     )
-    from flk.impl.vectors import LEGACY_KEY, LEGACY_RECORDS
+    from flk.impl.lab.vectors import LEGACY_KEY, LEGACY_RECORDS
 
     for rec, sig in LEGACY_RECORDS:
         assert signing.verify_hmac(rec, sig, [LEGACY_KEY], "legacy-0.1")

@@ -18,8 +18,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from flk.impl import canonical, merkle, pcs, signals, signing
-from flk.impl.errors import InvalidInput
+from flk.impl.core import canonical, merkle, pcs, signals, signing
+from flk.impl.core.errors import InvalidInput
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

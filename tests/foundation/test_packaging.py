@@ -68,7 +68,8 @@ def test_wheel_builds_installs_and_runs(tmp_path):
     code = (
         "import pathlib, flk.impl, flk.model, flk.sim, flk.conformance, flk.formal, flk.spec\n"
         "from importlib import resources\n"
-        "from flk.impl import canonical, vectors\n"
+        "from flk.impl.core import canonical\n"
+        "from flk.impl.lab import vectors\n"
         "for m in (flk.impl, flk.model, flk.sim, flk.conformance, flk.formal, flk.spec):\n"
         f"    assert pathlib.Path(m.__file__).is_relative_to({site!r}), m.__file__\n"
         "vdir = resources.files('flk.spec') / 'vectors'\n"

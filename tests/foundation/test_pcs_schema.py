@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl import canonical, merkle, pcs, signals, signing
-from flk.impl.vectors import LEGACY_KEY, LEGACY_RECORDS
+from flk.impl.core import canonical, merkle, pcs, signals, signing
+from flk.impl.lab.vectors import LEGACY_KEY, LEGACY_RECORDS
 
 SCHEMA = json.loads((pathlib.Path(__file__).resolve().parents[2] / "spec" / "pcs.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())

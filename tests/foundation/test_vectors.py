@@ -21,8 +21,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from scipy import stats
 
-from flk.impl import vectors
-from flk.impl.canonical import FLOAT_FIELDS, SIGNED_FIELDS
+from flk.impl.core.canonical import FLOAT_FIELDS, SIGNED_FIELDS
+from flk.impl.lab import vectors
 
 SPEC = pathlib.Path(__file__).resolve().parents[2] / "spec"
 VDIR = SPEC / "vectors"

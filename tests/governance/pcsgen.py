@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 
-from flk.impl.canonical import SIGNED_FIELDS, round9
-from flk.impl.pcs import pcs_id
-from flk.impl.signals import budget, d_hat, regime
-from flk.impl.signing import sign_hmac
-from flk.impl.tenants import from_mapping
+from flk.impl.core.canonical import SIGNED_FIELDS, round9
+from flk.impl.core.pcs import pcs_id
+from flk.impl.core.signals import budget, d_hat, regime
+from flk.impl.core.signing import sign_hmac
+from flk.impl.verifier.tenants import from_mapping
 
 KEY_A = b"gov-tenant-a-secret"
 KEY_B = b"gov-tenant-b-secret"

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl import anomaly
-from flk.impl.signals import budget, d_hat, regime
+from flk.impl.core.signals import budget, d_hat, regime
+from flk.impl.governance import anomaly
 
 SCALES = [2, 4, 8, 16, 32]
 COUNTS = [4, 14, 50, 180, 600]

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flk.impl import audit
-from flk.impl.cli import main
+from flk.impl.governance import audit
+from flk.impl.lab.cli import main
 
 T0 = 1_800_000_000.0
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl import dp
-from flk.impl.errors import InvalidInput
+from flk.impl.core.errors import InvalidInput
+from flk.impl.governance import dp
 
 
 def ledger(**kw):

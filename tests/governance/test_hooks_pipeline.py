@@ -1,14 +1,14 @@
-"""Governance hooks plugged into the real verify pipeline (flk.impl.verifier): PII gate,
+"""Governance hooks plugged into the real verify pipeline (flk.impl.verifier.pipeline): PII gate,
 anomaly score, VRF check, and the audit sink -- driven by run_sync."""
 
 from __future__ import annotations
 
 import json
 
-from flk.impl import anomaly, audit, pii, vrf
+from flk.impl.core.signals import budget, d_hat, regime
 from flk.impl.dedup.memory import MemoryStore
-from flk.impl.signals import budget, d_hat, regime
-from flk.impl.verifier import MemoryWal, Request, Verifier, run_sync
+from flk.impl.governance import anomaly, audit, pii, vrf
+from flk.impl.verifier.pipeline import MemoryWal, Request, Verifier, run_sync
 
 from .pcsgen import COUNTS, KEY_B, SCALES, body, make_pcs, registry, sign
 

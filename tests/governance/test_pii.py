@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl import pii
-from flk.impl.errors import InvalidInput
+from flk.impl.core.errors import InvalidInput
+from flk.impl.governance import pii
 
 POSITIVES = {
     "email": ["alice@example.com", "a.b+tag@sub.example.co.uk", "x_y%z@mail-server.org"],

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl import policy
-from flk.impl.cli import main
-from flk.impl.signals import budget
-from flk.impl.verifier import Policy
-from flk.impl.wal import InboxRecord, SegmentedLog, encode_inbox_record
+from flk.impl.core.signals import budget
+from flk.impl.lab.cli import main
+from flk.impl.storage.wal import InboxRecord, SegmentedLog, encode_inbox_record
+from flk.impl.verifier import policy
+from flk.impl.verifier.pipeline import Policy
 
 from .pcsgen import KEY_B, TENANTS_TOML, body, make_pcs, sign
 

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from flk.impl import audit
+from flk.impl.governance import audit
 
 DIGEST = hashlib.sha256(b"flk batch root").digest()
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl import vrf
+from flk.impl.governance import vrf
 
 # RFC 9381 appendix B.3 (examples 16, 17, 18): SK, PK, alpha, x, ctr, H, k, U, V, pi, beta.
 RFC9381_B3 = [

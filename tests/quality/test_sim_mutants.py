@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from flk.impl.verifier import DedupGet, Verifier
+from flk.impl.verifier.pipeline import DedupGet, Verifier
 from flk.sim import api
 from flk.sim.region import Region
 

@@ -14,7 +14,7 @@ from dedup.test_contract import _redis_cleanup
 
 from flk.impl.dedup import StoreUnavailable, open_store
 from flk.impl.dedup.memory import MemoryStore
-from flk.impl.migrate import (
+from flk.impl.dedup.migrate import (
     DualWriteStore,
     RingSpec,
     copy_step,
@@ -23,9 +23,9 @@ from flk.impl.migrate import (
     transition,
     verify_step,
 )
-from flk.impl.objectstore import MemoryObjectStore
-from flk.impl.sharding import OutageStore, ShardedStore
-from flk.impl.tiering import TieredStore, TierTTL
+from flk.impl.dedup.sharded import OutageStore, ShardedStore
+from flk.impl.dedup.tiered import TieredStore, TierTTL
+from flk.impl.storage.objectstore import MemoryObjectStore
 
 from .test_migrate import Traffic, check_history
 

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from verifier.pcsgen import HMAC_A, HMAC_B, body, make_pcs, registry, sign
 
-from flk.impl.cli import main
 from flk.impl.dedup import open_store
-from flk.impl.migrate import DualWriteStore, MigrationConflict, load_state
-from flk.impl.sharding import ShardedStore
-from flk.impl.verifier import MemoryWal, Request, Verifier, run_sync
+from flk.impl.dedup.migrate import DualWriteStore, MigrationConflict, load_state
+from flk.impl.dedup.sharded import ShardedStore
+from flk.impl.lab.cli import main
+from flk.impl.verifier.pipeline import MemoryWal, Request, Verifier, run_sync
 
 T0 = 2_000_000.0
 OLD = ["s0", "s1", "s2"]
@@ -313,7 +313,7 @@ def test_inv_fww_dual_write_phases_agree_with_a_dict_model(path, segments):
     (only the dual-write mirror brings it to the new ring), and writes while the
     new ring decides, then a rollback (only the mirror to the old ring keeps them)."""
     from flk.impl.dedup.memory import MemoryStore
-    from flk.impl.migrate import RingSpec, copy_step, new_state, transition
+    from flk.impl.dedup.migrate import RingSpec, copy_step, new_state, transition
 
     pool = {n: MemoryStore() for n in NEW}
     old = ShardedStore({n: pool[n] for n in OLD})

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from server.proc import FLK, ServerProc, clean_env
 
-from flk.impl.cli import main
 from flk.impl.dedup import open_store
-from flk.impl.sharding import ShardedStore
+from flk.impl.dedup.sharded import ShardedStore
+from flk.impl.lab.cli import main
 
 pytestmark = [pytest.mark.server]
 

@@ -18,7 +18,7 @@ from verifier.pcsgen import HMAC_A, body, make_pcs, registry, sign
 
 from flk.impl.dedup import StoreUnavailable, open_store
 from flk.impl.dedup.redis import RedisStore
-from flk.impl.sharding import (
+from flk.impl.dedup.sharded import (
     SPACE,
     OutageStore,
     Ring,
@@ -28,7 +28,7 @@ from flk.impl.sharding import (
     open_sharded,
     probe_matrix,
 )
-from flk.impl.verifier import MemoryWal, Request, Verifier, run_sync
+from flk.impl.verifier.pipeline import MemoryWal, Request, Verifier, run_sync
 from flk.model import ring as model
 
 T0 = 1_000_000.0
@@ -310,7 +310,7 @@ def test_ops_endpoints(tmp_path, path, status):
     from starlette.applications import Starlette
     from starlette.testclient import TestClient
 
-    from flk.impl.sharding import routes
+    from flk.impl.dedup.sharded import routes
 
     inner = {n: OutageStore(open_store(f"sqlite:///{tmp_path}/{n}.db")) for n in ("a", "b")}
     s = ShardedStore(inner)

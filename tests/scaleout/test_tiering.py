@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from verifier.pcsgen import HMAC_A, body, make_pcs, registry, sign
 
 from flk.impl.dedup import StoreUnavailable, open_store
-from flk.impl.objectstore import DirectoryObjectStore, MemoryObjectStore, S3ObjectStore
-from flk.impl.tiering import STUB_PREFIX, TieredStore, TierTTL, compress, is_stub
-from flk.impl.verifier import REPLAY_HEADER, MemoryWal, Request, Verifier, run_sync
+from flk.impl.dedup.tiered import STUB_PREFIX, TieredStore, TierTTL, compress, is_stub
+from flk.impl.storage.objectstore import DirectoryObjectStore, MemoryObjectStore, S3ObjectStore
+from flk.impl.verifier.pipeline import REPLAY_HEADER, MemoryWal, Request, Verifier, run_sync
 
 from .test_sharding import _retrying
 
@@ -377,7 +377,7 @@ def test_storage_bytes_per_key_per_tier_measured(tmp_path, capsys):
 def test_demotion_worker_thread_drives_demote_step(tmp_path):
     import time
 
-    from flk.impl.tiering import DemotionWorker
+    from flk.impl.dedup.tiered import DemotionWorker
 
     s = TieredStore(None, open_store(f"sqlite:///{tmp_path}/w.db"), DirectoryObjectStore(str(tmp_path / "c")),
                     ttl=TierTTL(warm_s=0.0))

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 
 from flk.impl.server.app import SPEC_DIR, create_app
 from flk.impl.server.config import load_config
-from flk.impl.server.workload import bodies
-from flk.impl.wal import SegmentedLog, decode_inbox_record
+from flk.impl.storage.wal import SegmentedLog, decode_inbox_record
+from flk.impl.testing.workload import bodies
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -176,7 +176,7 @@ def test_inv_tenant_isolation_multi_tenant_keys_do_not_cross(tmp_path) -> None:
 
 
 def test_tenants_file_with_pii_gate_and_policy_file(tmp_path) -> None:
-    from flk.impl.policy import DEFAULT_POLICY_TEXT
+    from flk.impl.verifier.policy import DEFAULT_POLICY_TEXT
 
     key = "tenant-file-key-0123456789abcdef"
     tf = tmp_path / "tenants.toml"

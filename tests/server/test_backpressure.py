@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from flk.impl.server.backpressure import (
+from flk.impl.verifier.admission import (
     CLOSED,
     HALF_OPEN,
     OPEN,

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from flk.impl.server.workload import bodies
+from flk.impl.testing.workload import bodies
 
 from .proc import ServerProc
 

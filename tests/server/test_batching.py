@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.dedup import StoredOutcome, StoreUnavailable, open_store
-from flk.impl.server.backpressure import OPEN, CircuitBreaker
 from flk.impl.server.batching import StoreBatcher
+from flk.impl.verifier.admission import OPEN, CircuitBreaker
 
 KEYS = [("t1", "a"), ("t1", "b"), ("t2", "a")]
 

@@ -92,7 +92,7 @@ def test_logs_never_contain_payloads_signatures_or_keys(tmp_path) -> None:
 def test_sigterm_drains_and_exits_0(tmp_path) -> None:
     env = {"PCS_HMAC_KEY": "0123456789abcdef0123", "WAL_GROUP_DELAY_MS": "300"}
     with ServerProc(tmp_path, env) as srv:
-        from flk.impl.server.workload import bodies
+        from flk.impl.testing.workload import bodies
 
         body = bodies(b"0123456789abcdef0123", 1)[0]
         import threading
@@ -113,7 +113,7 @@ def test_sigterm_drains_and_exits_0(tmp_path) -> None:
 
 
 def test_workers_share_the_store_and_a_dead_worker_is_replaced(tmp_path) -> None:
-    from flk.impl.server.workload import bodies
+    from flk.impl.testing.workload import bodies
 
     env = {"PCS_HMAC_KEY": "0123456789abcdef0123", "WORKERS": "2"}
     bs = bodies(b"0123456789abcdef0123", 40)

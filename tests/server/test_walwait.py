@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.server.walwait import WalWaiter
-from flk.impl.wal import GroupCommitter, SegmentedLog
+from flk.impl.storage.wal import GroupCommitter, SegmentedLog
 
 
 @given(sizes=st.lists(st.integers(1, 300), min_size=1, max_size=60), delay_ms=st.sampled_from([0.0, 1.0, 5.0]))

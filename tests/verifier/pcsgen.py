@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 
-from flk.impl.canonical import SIGNED_FIELDS, round9
-from flk.impl.pcs import pcs_id
-from flk.impl.signals import budget, d_hat, regime
-from flk.impl.signing import b64encode, public_key_bytes, sign_ed25519, sign_hmac
-from flk.impl.tenants import from_mapping
+from flk.impl.core.canonical import SIGNED_FIELDS, round9
+from flk.impl.core.pcs import pcs_id
+from flk.impl.core.signals import budget, d_hat, regime
+from flk.impl.core.signing import b64encode, public_key_bytes, sign_ed25519, sign_hmac
+from flk.impl.verifier.tenants import from_mapping
 
 HMAC_A = b"tenant-a-secret-0001"
 HMAC_A2 = b"tenant-a-secret-0002"

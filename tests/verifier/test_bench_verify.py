@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flk.impl.bench import verify as bench
+from flk.impl.lab.bench import verify as bench
 
 
 def test_one_bench_run_pushes_every_pcs_through_wal_and_store(tmp_path):

@@ -7,10 +7,10 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl.canonical import round9
+from flk.impl.core.canonical import round9
+from flk.impl.core.signals import d_hat
 from flk.impl.dedup import base as dedup_base
-from flk.impl.signals import d_hat
-from flk.impl.verifier import Policy, Verifier, _fast_valid, _validate_full, validate_pcs
+from flk.impl.verifier.pipeline import Policy, Verifier, _fast_valid, _validate_full, validate_pcs
 
 from .pcsgen import HMAC_A, make_pcs, registry, sign
 
@@ -79,7 +79,7 @@ def test_stored_outcome_header_equals_json(digest, status, first_seen, region, p
        w=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 4)),
        t=st.tuples(st.floats(0, 1), st.floats(0, 3), st.floats(0, 4)))
 def test_pipeline_budget_and_regime_equal_signals(coh, r, counts, w, t):
-    from flk.impl.signals import BudgetParams, RegimeThresholds, budget, regime
+    from flk.impl.core.signals import BudgetParams, RegimeThresholds, budget, regime
 
     bp = BudgetParams(*w)
     rt = RegimeThresholds(*t)

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.dedup import StoredOutcome, open_store
-from flk.impl.metrics import Metrics
-from flk.impl.pii import PiiCounters, make_pii_hook
-from flk.impl.verifier import (
+from flk.impl.governance.pii import PiiCounters, make_pii_hook
+from flk.impl.verifier.metrics import Metrics
+from flk.impl.verifier.pipeline import (
     PROBLEM_CT,
     REPLAY_HEADER,
     DedupGet,
@@ -213,7 +213,7 @@ def test_401_unknown_or_missing_tenant():
 
 
 def test_single_tenant_mode_uses_default_tenant():
-    from flk.impl.tenants import from_env
+    from flk.impl.verifier.tenants import from_env
 
     rig = Rig(verifier=Verifier(from_env({"PCS_SIGN_ALG": "hmac", "PCS_HMAC_KEY": HMAC_A.decode()})))
     assert rig.submit(good(), tenant=None).status == 200
@@ -381,7 +381,7 @@ def _dead_redis():
 
 
 def test_503_store_unreachable_after_the_wal_then_replay_recovers():
-    from flk.impl.verifier import replay_records
+    from flk.impl.verifier.pipeline import replay_records
 
     rig = Rig(store=_dead_redis())
     doc = good(seed=23)

@@ -6,7 +6,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.dedup import StoreUnavailable, open_store
-from flk.impl.verifier import Emit, Limits, MemoryWal, Request, Verifier, WalAppend, run_sync
+from flk.impl.verifier.pipeline import (
+    Emit,
+    Limits,
+    MemoryWal,
+    Request,
+    Verifier,
+    WalAppend,
+    run_sync,
+)
 
 from .pcsgen import HMAC_A, body, make_pcs, registry, sign
 

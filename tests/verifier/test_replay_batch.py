@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.dedup import open_store
-from flk.impl.verifier import (
+from flk.impl.verifier.pipeline import (
     REPLAY_HEADER,
     MemoryWal,
     Request,
@@ -19,7 +19,7 @@ from flk.impl.verifier import (
 
 from .pcsgen import HMAC_A, HMAC_B, body, make_pcs, registry, sign
 
-wal_mod = pytest.importorskip("flk.impl.wal")
+wal_mod = pytest.importorskip("flk.impl.storage.wal")
 
 NOW = 1_700_000_000.0
 POOL = [
@@ -81,7 +81,7 @@ def test_inv_idempotent_replay_any_prefix_any_times(order):
     for k, i in enumerate(order):
         run_sync(v.handle(Request(POOL[i][0], POOL[i][1]), NOW + k), wal, live)
     want = snapshot(live, NOW + 1000)
-    from flk.impl.verifier import replay_records
+    from flk.impl.verifier.pipeline import replay_records
 
     for cut in (0, len(wal.records) // 2, len(wal.records)):  # full WAL last
         fresh = open_store("memory")
@@ -145,7 +145,7 @@ def test_503_on_a_failed_wal(tmp_path):
 
 
 def test_drivers_report_latency_per_request():
-    from flk.impl.metrics import Metrics
+    from flk.impl.verifier.metrics import Metrics
 
     m = Metrics()
     v = Verifier(registry())

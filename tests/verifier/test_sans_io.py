@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 import inspect
 
-import flk.impl.tenants as tenants
-import flk.impl.verifier as verifier
+import flk.impl.verifier.pipeline as verifier
+import flk.impl.verifier.tenants as tenants
 
 FORBIDDEN = {"asyncio", "socket", "threading", "simpy", "subprocess", "os", "random"}
 

@@ -1,6 +1,6 @@
 """The hand-written wire-format validator agrees with spec/pcs.schema.json.
 
-Documented differences (see the comment above ``REQUIRED`` in flk.impl.verifier)
+Documented differences (see the comment above ``REQUIRED`` in flk.impl.verifier.pipeline)
 are kept out of the generated inputs or classified explicitly:
 rules the schema cannot state (strictly increasing scales, N_j keys equal to the
 scales, INV-PCSID, integral floats for integers) and the two deliberate ones
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from flk.impl.verifier import _fast_valid, validate_pcs
+from flk.impl.verifier.pipeline import _fast_valid, validate_pcs
 
 from .pcsgen import ED_SEED_C, HMAC_A, make_pcs, sign
 

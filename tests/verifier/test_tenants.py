@@ -1,4 +1,4 @@
-"""flk.impl.tenants: config forms, key windows, rate limit and quota (pure, time passed in)."""
+"""flk.impl.verifier.tenants: config forms, key windows, rate limit and quota (pure, time passed in)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl.errors import InvalidInput
-from flk.impl.signing import b64encode
-from flk.impl.tenants import Limiter, from_env, from_mapping, load_toml, parse_tenants_env
+from flk.impl.core.errors import InvalidInput
+from flk.impl.core.signing import b64encode
+from flk.impl.verifier.tenants import Limiter, from_env, from_mapping, load_toml, parse_tenants_env
 
 from .pcsgen import ED_PUB_C
 

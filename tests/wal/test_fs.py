@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl.fs import CrashableMemoryFileSystem, OsFileSystem
+from flk.impl.storage.fs import CrashableMemoryFileSystem, OsFileSystem
 
 
 def test_unsynced_content_is_lost_and_synced_content_survives():

@@ -10,8 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl.fs import CrashableMemoryFileSystem
-from flk.impl.outbox import ACK, MARK, PCS, Outbox, OutboxError, decode_record, encode_record, fold
+from flk.impl.agent.outbox import (
+    ACK,
+    MARK,
+    PCS,
+    Outbox,
+    OutboxError,
+    decode_record,
+    encode_record,
+    fold,
+)
+from flk.impl.storage.fs import CrashableMemoryFileSystem
 
 
 class PowerCut(Exception):
@@ -299,7 +308,7 @@ def test_outbox_truncated_at_every_byte_offset_recovers_exactly_the_complete_rec
     import os
     import shutil
 
-    from flk.impl.wal import encode_frame, segment_name
+    from flk.impl.storage.wal import encode_frame, segment_name
 
     src = str(tmp_path / "src")
     datas = [b"p%d" % i + bytes(i) for i in range(6)]

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from flk.impl.cli import main
-from flk.impl.wal import SegmentedLog, encode_frame, manifest_name, segment_name
+from flk.impl.lab.cli import main
+from flk.impl.storage.wal import SegmentedLog, encode_frame, manifest_name, segment_name
 
 
 def make_log(d: str, n: int = 30, seal: bool = True) -> list[str]:
@@ -118,7 +118,7 @@ def test_console_entry_point_exit_codes(tmp_path):
 
 
 def test_verify_and_inspect_an_outbox_after_compaction(tmp_path, capsys):
-    from flk.impl.outbox import Outbox
+    from flk.impl.agent.outbox import Outbox
 
     d = str(tmp_path / "outbox")
     with Outbox(d, segment_bytes=200, auto_compact_after=None) as ob:

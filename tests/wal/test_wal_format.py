@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl.errors import InvalidInput
-from flk.impl.wal import (
+from flk.impl.core.errors import InvalidInput
+from flk.impl.storage.wal import (
     FRAME_OVERHEAD,
     InboxRecord,
     build_manifest,

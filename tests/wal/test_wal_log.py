@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from flk.impl.fs import CrashableMemoryFileSystem, OsFileSystem
-from flk.impl.wal import (
+from flk.impl.storage.fs import CrashableMemoryFileSystem, OsFileSystem
+from flk.impl.storage.wal import (
     InboxRecord,
     SegmentedLog,
     WalCorruption,

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from flk.conformance.adapters.python import serve
-from flk.impl import canonical, signing
+from flk.impl.core import canonical, signing
 
 REFERENCE_CANONICAL = getattr(canonical, "canonical_bytes_careful", canonical.canonical_bytes)
 REFERENCE_FMT9 = canonical.fmt9

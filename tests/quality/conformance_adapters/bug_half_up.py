@@ -5,7 +5,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from _planted import run
 
-from flk.impl.canonical import finite_number
+from flk.impl.core.canonical import finite_number
 
 FLAG = "half-up"
 

@@ -7,7 +7,7 @@ import sys
 
 from _planted import run
 
-from flk.impl import canonical, signing
+from flk.impl.core import canonical, signing
 
 FLAG = "prehash"
 

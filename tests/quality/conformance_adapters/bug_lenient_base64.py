@@ -6,7 +6,7 @@ import sys
 
 from _planted import run
 
-from flk.impl.errors import InvalidInput
+from flk.impl.core.errors import InvalidInput
 
 FLAG = "base64-strict"
 

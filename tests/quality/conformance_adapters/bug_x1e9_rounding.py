@@ -5,7 +5,7 @@ import sys
 
 from _planted import run
 
-from flk.impl.canonical import finite_number
+from flk.impl.core.canonical import finite_number
 
 FLAG = "x1e9-rounding"
 

@@ -1,0 +1,499 @@
+"""Zero-downtime dedup shard migration: old ring -> new ring (SPEC 13.3).
+
+Why this module exists: moving dedup keys between shards is exactly where
+first-write-wins breaks in practice -- a key read from the wrong shard looks
+absent and a duplicate is stored with a second outcome. The migration keeps
+one *decider* per phase (the ring whose ``put_if_absent`` decides first-write)
+and mirrors every write to the other ring, so both rings always hold the
+decider's outcome; a phase change that moves the decider waits until no
+operation is in flight (:class:`DualWriteStore` barrier).
+
+Phase machine (``flk dedup-migrate``; the state lives in a JSON file):
+
+====================  ==========  =============  ====================================
+phase                 decider     mirror to      reads from
+====================  ==========  =============  ====================================
+``planned``           old         --             old
+``dual_write``        old         new            old
+``copied``            old         new            old   (copy finished: every old key is in new)
+``verified``          old         new            old   (verify found no missing/different key)
+``cut_over``          new         old            new
+``cleaned``           new         --             new   (old ring no longer written)
+``rolled_back``       old         --             old
+====================  ==========  =============  ====================================
+
+Allowed transitions: planned -> dual_write -> copied -> verified -> cut_over ->
+cleaned; rollback from dual_write, copied, verified or cut_over (the other
+ring held every write as a mirror, so nothing is lost). ``copy`` runs in
+dual_write (a write during the copy is mirrored by the store) and may be run
+again in copied; ``verify`` runs in copied and is the safety net for a write
+that a process made before it saw dual_write: cut_over needs a clean verify.
+
+Everything here is driven with ``now`` passed in; the CLI owns the clock, the
+QPS throttle and the state file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .base import (
+    DEFAULT_TTL_S,
+    BatchMixin,
+    DedupStore,
+    StoredOutcome,
+    StoreUnavailable,
+    check_key,
+)
+from .sharded import DEFAULT_PROBES, DEFAULT_VNODES, Ring, ShardedStore, check_shard_name
+
+PHASES = ("planned", "dual_write", "copied", "verified", "cut_over", "cleaned", "rolled_back")
+TRANSITIONS = {
+    "dual_write": ("planned",),
+    "copied": ("dual_write",),
+    "verified": ("copied",),
+    "cut_over": ("verified",),
+    "cleaned": ("cut_over",),
+    "rolled_back": ("dual_write", "copied", "verified", "cut_over"),
+}
+DECIDER = {"planned": "old", "dual_write": "old", "copied": "old", "verified": "old", "cut_over": "new",
+           "cleaned": "new", "rolled_back": "old"}
+MIRROR = {"dual_write": True, "copied": True, "verified": True, "cut_over": True}
+STATE_VERSION = 1
+
+
+class MigrationError(Exception):
+    """A refused step (bad transition, bad plan, bad state file): the CLI's exit 2."""
+
+
+class MigrationConflict(StoreUnavailable):
+    """The two rings hold different outcomes for one key (never expected: it
+    means a writer bypassed the migration). The request fails closed."""
+
+
+# -- state ------------------------------------------------------------------------
+
+
+@dataclass
+class RingSpec:
+    shards: dict[str, str]  # name -> store URL
+    vnodes: int = DEFAULT_VNODES
+    probes: int = DEFAULT_PROBES
+
+    def ring(self) -> Ring:
+        return Ring(self.shards, self.vnodes, self.probes)
+
+    def to_json(self) -> dict:
+        return {"shards": dict(sorted(self.shards.items())), "vnodes": self.vnodes, "probes": self.probes}
+
+    @classmethod
+    def from_json(cls, doc: Mapping) -> RingSpec:
+        return cls(dict(doc["shards"]), int(doc["vnodes"]), int(doc["probes"]))
+
+
+def new_state(old: RingSpec, new: RingSpec, now: float) -> dict:
+    for spec in (old, new):
+        if not spec.shards:
+            raise MigrationError("a ring needs at least one shard")
+        for n in spec.shards:
+            try:
+                check_shard_name(n)
+            except ValueError as exc:
+                raise MigrationError(str(exc)) from None
+        try:
+            spec.ring()
+        except ValueError as exc:
+            raise MigrationError(str(exc)) from None
+    for n in set(old.shards) & set(new.shards):
+        if old.shards[n] != new.shards[n]:
+            raise MigrationError(f"shard {n!r} has different URLs in the old and new ring")
+    if old.to_json() == new.to_json():
+        raise MigrationError("the old and new ring are the same")
+    return {"version": STATE_VERSION, "phase": "planned", "old": old.to_json(), "new": new.to_json(),
+            "copy": {"shard": 0, "cursor": None, "scanned": 0, "copied": 0, "present": 0, "conflicts": 0,
+                     "done": False},
+            "verify": {"shard": 0, "cursor": None, "checked": 0, "missing": 0, "different": 0, "done": False,
+                       "examples": []},
+            "history": [{"phase": "planned", "at": now}]}
+
+
+def load_state(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except FileNotFoundError:
+        raise MigrationError(f"no migration state at {path} (run `flk dedup-migrate plan` first)") from None
+    except (OSError, ValueError) as exc:
+        raise MigrationError(f"unreadable migration state {path}: {type(exc).__name__}") from None
+    if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION or doc.get("phase") not in PHASES:
+        raise MigrationError(f"{path} is not a version-{STATE_VERSION} migration state")
+    try:
+        RingSpec.from_json(doc["old"]).ring()
+        RingSpec.from_json(doc["new"]).ring()
+    except (KeyError, TypeError, ValueError):
+        raise MigrationError(f"{path}: bad ring description") from None
+    return doc
+
+
+def save_state(path: str, state: Mapping) -> None:
+    """Atomic: temp file, fsync, rename, fsync the directory."""
+    d = os.path.dirname(os.path.abspath(path))
+    tmp = f"{path}.tmp"
+    data = json.dumps(state, indent=1, sort_keys=True).encode()
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def transition(state: dict, to: str, now: float) -> dict:
+    """Move ``state`` to phase ``to`` (raises :class:`MigrationError` if not allowed)."""
+    cur = state["phase"]
+    if to not in TRANSITIONS or cur not in TRANSITIONS[to]:
+        raise MigrationError(f"cannot go from {cur} to {to} (allowed from: {', '.join(TRANSITIONS.get(to, ()))})")
+    if to == "copied" and not state["copy"]["done"]:
+        raise MigrationError("copy has not finished")
+    if to == "verified" and not (state["verify"]["done"] and state["verify"]["missing"] == 0
+                                 and state["verify"]["different"] == 0 and not state["verify"].get("suspects")):
+        raise MigrationError("verify has not finished clean")
+    state["phase"] = to
+    state["history"].append({"phase": to, "at": now})
+    return state
+
+
+# -- stores ----------------------------------------------------------------------------
+
+
+def open_rings(state: Mapping, opener=None) -> tuple[ShardedStore, ShardedStore]:
+    """The old and new :class:`ShardedStore` over one shared set of shard stores
+    (a shard in both rings is one store object)."""
+    if opener is None:
+        from . import open_store as opener
+    old, new = RingSpec.from_json(state["old"]), RingSpec.from_json(state["new"])
+    urls = {**old.shards, **new.shards}
+    pool: dict[str, DedupStore] = {}
+    try:
+        for name in sorted(urls):
+            pool[name] = opener(urls[name])
+    except BaseException:
+        for s in pool.values():
+            s.close()
+        raise
+    return (ShardedStore({n: pool[n] for n in old.shards}, ring=old.ring()),
+            ShardedStore({n: pool[n] for n in new.shards}, ring=new.ring()))
+
+
+class _Barrier:
+    """Many operations at once, or one phase change with none in flight."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._active = 0
+        self._changing = False
+
+    def enter(self) -> None:
+        with self._cv:
+            while self._changing:
+                self._cv.wait()
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._cv:
+            self._active -= 1
+            if self._active == 0:
+                self._cv.notify_all()
+
+    def change(self, fn) -> None:
+        with self._cv:
+            while self._changing:
+                self._cv.wait()
+            self._changing = True
+            while self._active:
+                self._cv.wait()
+            try:
+                fn()
+            finally:
+                self._changing = False
+                self._cv.notify_all()
+
+
+class DualWriteStore(BatchMixin):
+    """The dedup store a server uses during a migration (see the phase table).
+
+    ``put_if_absent``: the decider ring decides; its winner is then written to
+    the mirror ring with ``put_if_absent`` (a different outcome already there
+    raises :class:`MigrationConflict`; an unreachable mirror raises
+    ``StoreUnavailable``: a write that is not in both rings is never
+    acknowledged while both rings matter). ``refresh(now)`` re-reads the state
+    file at most every ``refresh_s`` and applies a phase change behind the
+    barrier (no operation in flight in this process).
+    """
+
+    kind = "dual-write"
+
+    def __init__(self, old: DedupStore, new: DedupStore, phase: str = "planned", *,
+                 state_path: str | None = None, refresh_s: float = 0.5,
+                 ttl_s: float = DEFAULT_TTL_S) -> None:
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}")
+        self.old, self.new = old, new
+        self.phase = phase
+        self.state_path = state_path
+        self.refresh_s = float(refresh_s)
+        self.ttl_s = ttl_s
+        self._checked: float | None = None
+        self._barrier = _Barrier()
+        self._lock = threading.Lock()
+        self.stats = {"mirrored": 0, "conflicts": 0, "phase_changes": 0}
+        self.phases = [phase]  # every phase this store has applied, in order
+
+    @classmethod
+    def from_state(cls, path: str, now: float, opener=None, **kw) -> DualWriteStore:
+        state = load_state(path)
+        old, new = open_rings(state, opener)
+        s = cls(old, new, state["phase"], state_path=path, **kw)
+        s._checked = now
+        return s
+
+    def set_phase(self, phase: str) -> None:
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}")
+
+        def apply() -> None:
+            if phase != self.phase:
+                self.phase = phase
+                self.phases.append(phase)
+                self.stats["phase_changes"] += 1
+        self._barrier.change(apply)
+
+    def refresh(self, now: float) -> None:
+        if self.state_path is None:
+            return
+        with self._lock:
+            if self._checked is not None and now - self._checked < self.refresh_s:
+                return
+            self._checked = now
+        try:
+            phase = load_state(self.state_path)["phase"]
+        except MigrationError:
+            return  # keep the last known phase; the CLI reports a bad file
+        if phase != self.phase:
+            self.set_phase(phase)
+
+    def decider(self) -> DedupStore:
+        """The ring that decides first-write in the current phase (the ops endpoints show it)."""
+        return self._rings()[0]
+
+    def _rings(self) -> tuple[DedupStore, DedupStore | None]:
+        dec = self.old if DECIDER[self.phase] == "old" else self.new
+        other = self.new if dec is self.old else self.old
+        return dec, (other if MIRROR.get(self.phase) else None)
+
+    def _op(self, now: float, fn):
+        self.refresh(now)
+        self._barrier.enter()
+        try:
+            return fn(*self._rings())
+        finally:
+            self._barrier.leave()
+
+    def get(self, tenant: str, pcs_id: str, now: float) -> StoredOutcome | None:
+        return self._op(now, lambda dec, _m: dec.get(tenant, pcs_id, now))
+
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        check_key(tenant, pcs_id)
+
+        def run(dec, mirror):
+            won, winner = dec.put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
+            if mirror is not None and not _same_store(dec, mirror, tenant, pcs_id):
+                ttl = (self.ttl_s if ttl_s is None else ttl_s) if won else _remaining(winner, now, self.ttl_s)
+                if ttl > 0:
+                    _, there = mirror.put_if_absent(tenant, pcs_id, winner, now, ttl)
+                    if there != winner:
+                        self.stats["conflicts"] += 1
+                        raise MigrationConflict("the two rings hold different outcomes for one key")
+                    self.stats["mirrored"] += 1
+            return won, winner
+        return self._op(now, run)
+
+    def count(self, now):
+        return self._op(now, lambda dec, _m: dec.count(now))
+
+    def scan(self, cursor, limit, now):
+        return self._op(now, lambda dec, _m: dec.scan(cursor, limit, now))
+
+    def sample(self, n, seed, now):
+        return self._op(now, lambda dec, _m: dec.sample(n, seed, now))
+
+    def ping(self) -> bool:
+        dec, mirror = self._rings()
+        return bool(dec.ping()) and (mirror is None or bool(mirror.ping()))
+
+    def close(self) -> None:
+        seen: set[int] = set()
+        for ring in (self.old, self.new):
+            for s in getattr(ring, "shards", {"_": ring}).values():
+                if id(s) not in seen:
+                    seen.add(id(s))
+                    s.close()
+
+
+def _same_store(a, b, tenant: str, pcs_id: str) -> bool:
+    """True when both rings route the key to the very same shard store (nothing to mirror)."""
+    if isinstance(a, ShardedStore) and isinstance(b, ShardedStore):
+        return a.shards[a.shard_for(tenant, pcs_id)] is b.shards[b.shard_for(tenant, pcs_id)]
+    return a is b
+
+
+def _remaining(o: StoredOutcome, now: float, ttl_s: float) -> float:
+    """TTL for a copy of an entry: its life left, assuming it was stored at
+    ``first_seen`` with the store's TTL (the contract does not expose expiry)."""
+    return o.first_seen + ttl_s - now
+
+
+# -- copy and verify (resumable, bounded batches) ----------------------------------------
+
+
+def _next_page(ring: ShardedStore, prog: dict, batch: int, now: float):
+    names = list(ring.shards)
+    if prog["shard"] >= len(names):
+        return None, None
+    name = names[prog["shard"]]
+    page, nxt = ring.shards[name].scan(prog["cursor"], batch, now)
+    return (name, page), nxt
+
+
+def _advance(prog: dict, nxt, n_shards: int) -> None:
+    if nxt is None:
+        prog["shard"] += 1
+        prog["cursor"] = None
+        prog["done"] = prog["shard"] >= n_shards
+    else:
+        prog["cursor"] = nxt
+
+
+def copy_step(state: dict, old: ShardedStore, new: ShardedStore, now: float, batch_size: int = 500,
+              dry_run: bool = False, ttl_s: float = DEFAULT_TTL_S) -> dict:
+    """Copy one batch of the old ring's entries whose owner changes into their new
+    owner (``put_if_absent`` with the entry's remaining life). Advances
+    ``state["copy"]`` (the checkpoint; with ``dry_run`` nothing is written and the
+    caller keeps ``state`` to itself). Returns this batch's counts."""
+    if state["phase"] not in ("dual_write", "copied"):
+        raise MigrationError(f"copy runs in phase dual_write (or copied, to copy again), not {state['phase']}")
+    prog = dict(state["copy"])
+    got, nxt = _next_page(old, prog, batch_size, now)
+    out = {"scanned": 0, "copied": 0, "present": 0, "conflicts": 0, "moving": 0}
+    if got is None:
+        return out
+    name, page = got
+    for t, p, o in page:
+        out["scanned"] += 1
+        dest = new.shard_for(t, p)
+        if new.shards[dest] is old.shards[name]:
+            continue
+        out["moving"] += 1
+        if dry_run:
+            continue
+        ttl = _remaining(o, now, ttl_s)
+        if ttl <= 0:
+            continue
+        won, there = new.shards[dest].put_if_absent(t, p, o, now, ttl)
+        if won:
+            out["copied"] += 1
+        elif there == o:
+            out["present"] += 1
+        else:
+            out["conflicts"] += 1
+    for k in ("scanned", "copied", "present", "conflicts"):
+        prog[k] += out[k]
+    _advance(prog, nxt, len(old.shards))
+    state["copy"] = prog
+    return out
+
+
+def verify_step(state: dict, old: ShardedStore, new: ShardedStore, now: float, batch_size: int = 500) -> dict:
+    """Check one batch: every live old-ring entry is in the new ring with the
+    same outcome (``get`` through the new ring's routing)."""
+    if state["phase"] != "copied":
+        raise MigrationError(f"verify runs after copy (phase copied), not in {state['phase']}")
+    prog = state["verify"]
+    got, nxt = _next_page(old, prog, batch_size, now)
+    out = {"checked": 0, "missing": 0, "different": 0}
+    if got is None:
+        return out
+    _, page = got
+    keys = [(t, p) for t, p, _ in page]
+    there = new.get_many(keys, now)
+    for (t, p, o), n in zip(page, there, strict=True):
+        out["checked"] += 1
+        if n is None:
+            # maybe a write in flight (decided on old, mirror not yet done): the
+            # driver re-checks suspects after a settle time (settle_suspects)
+            prog.setdefault("suspects", []).append([t, p])
+        elif n != o:
+            out["different"] += 1
+            if len(prog["examples"]) < 5:
+                prog["examples"].append({"kind": "different", "shard": new.shard_for(t, p)})
+    for k in ("checked", "missing", "different"):
+        prog[k] += out[k]
+    _advance(prog, nxt, len(old.shards))
+    return out
+
+
+def settle_suspects(state: dict, old: ShardedStore, new: ShardedStore, now: float) -> dict:
+    """Re-check the keys verify found missing from the new ring (call it after
+    longer than a request takes): still missing while live in the old ring
+    counts as missing."""
+    prog = state["verify"]
+    out = {"suspects": 0, "missing": 0, "different": 0}
+    for t, p in prog.get("suspects", []):
+        out["suspects"] += 1
+        o = old.get(t, p, now)
+        if o is None:
+            continue  # expired meanwhile
+        n = new.get(t, p, now)
+        kind = "missing" if n is None else ("different" if n != o else None)
+        if kind:
+            out[kind] += 1
+            prog[kind] += 1
+            if len(prog["examples"]) < 5:
+                prog["examples"].append({"kind": kind, "shard": new.shard_for(t, p)})
+    prog["suspects"] = []
+    return out
+
+
+def reset_verify(state: dict) -> None:
+    state["verify"] = {"shard": 0, "cursor": None, "checked": 0, "missing": 0, "different": 0, "done": False,
+                       "examples": []}
+
+
+def plan_summary(state: Mapping, sample_keys: int = 100_000, seed: int = 1) -> dict:
+    """The expected fraction of keys that change owner (random keys through both rings)."""
+    import random
+
+    import numpy as np
+
+    old, new = RingSpec.from_json(state["old"]).ring(), RingSpec.from_json(state["new"]).ring()
+    rng = random.Random(seed)
+    probes = np.frombuffer(rng.randbytes(16 * sample_keys), dtype=">u4").reshape(-1, 4)
+    a = [old.shards[i] for i in old.owner_indexes(probes)]
+    b = [new.shards[i] for i in new.owner_indexes(probes)]
+    moved = sum(x != y for x, y in zip(a, b, strict=True))
+    flows: dict[str, int] = {}
+    for x, y in zip(a, b, strict=True):
+        if x != y:
+            flows[f"{x}->{y}"] = flows.get(f"{x}->{y}", 0) + 1
+    return {"old_shards": list(old.shards), "new_shards": list(new.shards),
+            "added": sorted(set(new.shards) - set(old.shards)), "removed": sorted(set(old.shards) - set(new.shards)),
+            "expected_moved_fraction": round(moved / sample_keys, 4),
+            "flows": {k: round(v / sample_keys, 4) for k, v in sorted(flows.items())}}

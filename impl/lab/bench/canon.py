@@ -1,0 +1,77 @@
+"""``flk bench canon``: canonical bytes + HMAC-SHA256 signatures per second on one core.
+
+Also measures bare ``hmac.digest`` over a payload of the same size in the same
+run, so the figure can be read as overhead over the primitive. The two are
+measured alternately (sign, bare, sign, bare, ...) so that load from other
+processes on a shared machine hits both alike and the ratio stays meaningful;
+each is also reported per CPU-second of this process (``*_per_cpu_s``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import statistics
+import time
+
+from ...core.canonical import canonical_bytes
+from ...core.signing import sign_hmac
+from .common import median_rate
+
+SUBSET = {
+    "pcs_id": "c50bb25a7aff94164147b73c846f0e5e10890d75df204875ca70c448f52c6edf",
+    "merkle_root": "e966b52c992aefad3c3d0196db02554f30d10d55e8a6e5e3038f88e79e414112",
+    "epoch": 1,
+    "shard_id": "shard-001",
+    "D_hat": 1.234567891,
+    "coh_star": 0.75,
+    "r": 0.318421053,
+    "budget": 0.35,
+}
+KEY = b"bench-key-0123456789abcdef"
+
+
+def run(repeat: int = 5, quick: bool = False) -> dict:
+    n = 20_000 if quick else 200_000
+    payload = canonical_bytes(SUBSET)
+
+    def signs() -> int:
+        for _ in range(n):
+            sign_hmac(SUBSET, KEY)
+        return n
+
+    def bare() -> int:
+        for _ in range(n):
+            hmac.digest(KEY, payload, "sha256")
+        return n
+
+    def cpu_rate(fn) -> float:
+        t0 = time.process_time()
+        done = fn()
+        dt = time.process_time() - t0
+        return done / dt if dt > 0 else float("inf")
+
+    sign_runs: list[float] = []
+    bare_runs: list[float] = []
+    sign_cpu: list[float] = []
+    bare_cpu: list[float] = []
+    for _ in range(repeat):
+        sign_runs += median_rate(signs, 1)[1]
+        bare_runs += median_rate(bare, 1)[1]
+        sign_cpu.append(cpu_rate(signs))
+        bare_cpu.append(cpu_rate(bare))
+    sign_rate, bare_rate = statistics.median(sign_runs), statistics.median(bare_runs)
+    return {
+        # per second of this process's CPU time: what one core does, less sensitive to other
+        # processes on a shared machine than the wall-clock figures
+        "canon_hmac_per_cpu_s": round(statistics.median(sign_cpu)),
+        "bare_hmac_digest_per_cpu_s": round(statistics.median(bare_cpu)),
+        "canon_hmac_per_s": round(sign_rate),
+        "bare_hmac_digest_per_s": round(bare_rate),
+        "ratio_canon_to_bare": round(sign_rate / bare_rate, 4),
+        "payload_bytes": len(payload),
+        "n_per_run": n,
+        "repeat": repeat,
+        "canon_hmac_runs": [round(r) for r in sign_runs],
+        "bare_runs": [round(r) for r in bare_runs],
+        "goal_canon_hmac_per_s": 100_000,
+    }

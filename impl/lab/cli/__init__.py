@@ -1,0 +1,105 @@
+"""The ``flk`` command line: one entry point, one module per subcommand.
+
+Each subcommand lives in ``flk.impl.lab.cli.cmd_<name>`` (dashes become
+underscores) and exports ``configure(parser)`` and ``run(args) -> int``.
+Modules are imported lazily so ``flk --help`` stays fast. A subcommand whose
+module does not exist yet says so and exits 2 -- it never pretends.
+
+Exit codes: 0 success/valid, 1 a check failed (invariant, proof, conformance),
+2 bad input or usage (a clear message on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ...core.errors import InvalidInput
+
+# name -> (one-line help, issue that delivers it)
+COMMANDS: dict[str, tuple[str, int]] = {
+    "demo": ("run the whole lab end to end on embedded defaults", 12),
+    "serve": ("run the deployable verifier server (ASGI, SQLite by default)", 6),
+    "agent": ("build PCS from event streams, submit them, generate load", 3),
+    "sim": ("deterministic chaos/DR simulator: list, run, replay, sweep", 9),
+    "prove": ("run the Z3/Hypothesis proofs of the invariants", 10),
+    "conformance": ("conformance kit: vectors via an adapter, server black-box suite", 11),
+    "bench": ("benchmarks; prints one JSON object of named figures with --json", 2),
+    "wal": ("inspect or verify a write-ahead log directory", 4),
+    "audit": ("verify a WORM audit log", 5),
+    "policy": ("compile and diff verification policies", 5),
+    "dedup-migrate": ("zero-downtime dedup shard migration", 7),
+    "vectors": ("generate or check the frozen test vectors in spec/vectors", 2),
+}
+
+
+class UsageError(Exception):
+    """Raised by subcommands for bad input; printed and mapped to exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 too; keep its message short
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _module(name: str):
+    mod_name = "flk.impl.lab.cli.cmd_" + name.replace("-", "_")
+    try:
+        return importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == mod_name:
+            return None
+        raise
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="flk", description="flk-lab: prove that a PCS ingest-and-verify system keeps its promises")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (help_text, _issue) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod = _module(name) if only == name else None
+        if mod is not None:
+            mod.configure(p)
+        else:  # not the command being run, or not built yet: accept anything, say so in main()
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    if command is not None and command not in COMMANDS:
+        build_parser().parse_args(argv)  # prints the usage error, exits 2
+    if command is not None and _module(command) is None:
+        print(f"flk {command}: not implemented yet (see issue #{COMMANDS[command][1]})", file=sys.stderr)
+        return 2
+    parser = build_parser(only=command)
+    args = parser.parse_args(argv)
+    if args.version:
+        from importlib.metadata import version
+
+        print(version("flk-lab"))
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    mod = _module(args.command)
+    if mod is None:
+        issue = COMMANDS[args.command][1]
+        print(f"flk {args.command}: not implemented yet (see issue #{issue})", file=sys.stderr)
+        return 2
+    try:
+        return int(mod.run(args) or 0)
+    except (UsageError, InvalidInput) as exc:
+        print(f"flk {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"flk {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""``flk demo``: run the whole lab end to end (what ``make demo`` runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def configure(p) -> None:
+    p.add_argument("--out", default="runs/demo", help="where the report and run artifacts go")
+    p.add_argument("--only", action="append", choices=["vectors", "simulator", "proofs", "server"],
+                   help="run only these stages (repeatable)")
+
+
+def run(args) -> int:
+    from ..demo import run_demo
+
+    stages = tuple(args.only) if args.only else ("vectors", "simulator", "proofs", "server")
+    return run_demo(Path(args.out), stages)

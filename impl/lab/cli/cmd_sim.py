@@ -1,0 +1,124 @@
+"""``flk sim``: the deterministic simulator's command line.
+
+* ``flk sim list`` -- the catalog, with descriptions;
+* ``flk sim run NAME|FILE [--seed N] [--out DIR] [--set key=value ...]`` -- run,
+  print the invariant/SLO table and the history's SHA-256; exit 0 valid, 1 an
+  invariant or SLO violated, 2 bad input;
+* ``flk sim replay RUN_DIR`` -- rerun from the artifacts' scenario and seed and
+  compare digests (exit 1 if the run does not reproduce);
+* ``flk sim sweep NAME --seeds 1-100 [--param key=v1,v2 ...] [--workers N]
+  [--scheduler ADDRESS] [--out DIR]`` -- many runs on a process pool or a Dask
+  cluster, one results table (CSV and Parquet).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import UsageError
+
+
+def configure(p) -> None:
+    sub = p.add_subparsers(dest="sim_cmd", metavar="SUBCOMMAND", required=True)
+    sub.add_parser("list", help="list the scenario catalog")
+    r = sub.add_parser("run", help="run one scenario")
+    r.add_argument("scenario", help="catalog name or path to a .toml file")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--out", default="runs", help="artifact root (default runs/)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--json", action="store_true", help="print results as JSON")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    rp = sub.add_parser("replay", help="re-run a run directory and compare digests")
+    rp.add_argument("run_dir")
+    sw = sub.add_parser("sweep", help="run a scenario over many seeds / parameter values")
+    sw.add_argument("scenario")
+    sw.add_argument("--seeds", default="1-10", help="e.g. 1-100 or 1,2,5")
+    sw.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2")
+    sw.add_argument("--workers", type=int, default=2)
+    sw.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    sw.add_argument("--out", default="runs/sweeps")
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise UsageError(f"--seeds: cannot parse {text!r} (use 1-100 or 1,2,5)") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise UsageError("--seeds: need at least one non-negative seed")
+    return seeds
+
+
+def _print_table(res: dict, out=sys.stdout) -> None:
+    print(f"scenario {res['scenario']}  seed {res['seed']}  events {res['events']}", file=out)
+    print(f"{'check':<34} {'kind':<10} {'result':<7} detail", file=out)
+    for c in res["invariants"]:
+        detail = f"checked {c['checked']}" + (f", {c['violation_count']} violations" if c["violation_count"] else "")
+        if c.get("note"):
+            detail += f" ({c['note']})"
+        print(f"{c['id']:<34} {c['kind']:<10} {'PASS' if c['ok'] else 'FAIL':<7} {detail}", file=out)
+    for s in res["slos"]:
+        print(f"{'SLO ' + s['metric']:<34} {'slo':<10} {'PASS' if s['ok'] else 'FAIL':<7} "
+              f"{s['value']!r} {s['op']} {s['target']!r}", file=out)
+    m = res["metrics"]
+    print(f"requests {m['requests']}  errors {m['error_rate']:.4f}  p50 {m['latency_p50_ms']:.1f} ms  "
+          f"p95 {m['latency_p95_ms']:.1f} ms  p99 {m['latency_p99_ms']:.1f} ms  429 {m['rate_429']:.4f}", file=out)
+    print(f"history sha256 {res['digest']}", file=out)
+    if not res["valid"]:
+        print(f"INVALID run -- reproduce with: flk sim replay {res.get('out_dir', '<run dir>')}", file=out)
+        print(f"fault schedule: {res.get('fault_schedule')}", file=out)
+
+
+def run(args) -> int:
+    import json
+
+    from flk.sim import api
+    from flk.sim.scenario import ScenarioError
+
+    try:
+        if args.sim_cmd == "list":
+            for name, desc in api.catalog():
+                print(f"{name:<28} {desc}")
+            return 0
+        if args.sim_cmd == "run":
+            res = api.run(args.scenario, seed=args.seed, overrides=args.overrides, out=Path(args.out),
+                          plots=not args.no_plots, progress=not args.quiet and not args.json)
+            if args.json:
+                print(json.dumps(res.results, sort_keys=True))
+            else:
+                _print_table(res.results)
+            return 0 if res.valid else 1
+        if args.sim_cmd == "replay":
+            ok, res, expected = api.replay(Path(args.run_dir))
+            _print_table(res.results)
+            if not ok:
+                print(f"NOT REPRODUCED: expected {expected}, got {res.digest}", file=sys.stderr)
+                return 1
+            print(f"reproduced exactly: {expected}")
+            return 0 if res.valid else 1
+        if args.sim_cmd == "sweep":
+            params = {}
+            for p in args.param:
+                if "=" not in p:
+                    raise UsageError(f"--param {p!r}: use KEY=V1,V2")
+                k, v = p.split("=", 1)
+                params[k] = v.split(",")
+            table = api.sweep(args.scenario, parse_seeds(args.seeds), params, workers=args.workers,
+                              scheduler=args.scheduler, out=Path(args.out))
+            print(table.to_string(max_rows=40))
+            return 0 if bool(table["valid"].all()) else 1
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    raise UsageError(f"unknown sim command {args.sim_cmd!r}")

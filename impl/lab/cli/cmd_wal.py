@@ -1,0 +1,80 @@
+"""``flk wal inspect DIR`` and ``flk wal verify DIR``: look at a write-ahead log.
+
+Both read the directory and never change it (no torn-tail truncation, no
+sealing). Works on inbox WAL and outbox directories alike (SPEC.md section 12).
+
+* ``inspect``: segments, record counts, index ranges, sealed/manifest status,
+  sizes, plus any problem found (``--json`` for one JSON object).
+* ``verify``: checks every frame checksum, segment continuity and every
+  manifest's SHA-256; prints ``ok`` or one line per problem naming the segment
+  and byte offset.
+
+Exit codes: 0 the log is intact (warnings about what the next open repairs --
+a torn tail of the last segment, a segment not yet sealed, leftover temp
+files -- do not fail it), 1 corruption found, 2 bad input (missing directory,
+not a directory, no WAL segments in it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def configure(p) -> None:
+    sub = p.add_subparsers(dest="wal_command", metavar="ACTION")
+    for name, text in (("inspect", "show segments, counts, index ranges, seals and sizes"),
+                       ("verify", "check checksums, continuity and manifests (exit 1 on corruption)")):
+        q = sub.add_parser(name, help=text, description=text)
+        q.add_argument("dir", metavar="DIR", help="the WAL directory")
+        q.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _report(directory: str) -> dict:
+    from ...storage.wal import inspect_directory
+    from . import UsageError
+
+    try:
+        rep = inspect_directory(directory)
+    except FileNotFoundError:
+        raise UsageError(f"no such directory: {directory}") from None
+    except NotADirectoryError:
+        raise UsageError(f"not a directory: {directory}") from None
+    except PermissionError as exc:
+        raise UsageError(f"cannot read {directory}: {exc.strerror}") from None
+    if not rep["segments"]:
+        raise UsageError(f"no WAL segments in {directory}")
+    return rep
+
+
+def _where(p: dict) -> str:
+    return p["segment"] if p["offset"] is None else f"{p['segment']} at byte {p['offset']}"
+
+
+def run(args) -> int:
+    from . import UsageError
+
+    if args.wal_command is None:
+        raise UsageError("expected an action: inspect or verify")
+    rep = _report(args.dir)
+    code = 0 if rep["ok"] else 1
+    if args.json:
+        print(json.dumps(rep, sort_keys=True))
+        return code
+    if args.wal_command == "inspect":
+        print(f"{rep['directory']}: {len(rep['segments'])} segment(s), {rep['records']} record(s), "
+              f"indexes {rep['first_index']}..{rep['next_index'] - 1 if rep['records'] else '-'}")
+        print(f"{'segment':<40} {'first':>10} {'last':>10} {'count':>8} {'bytes':>10}  sealed  status")
+        for s in rep["segments"]:
+            last = "-" if s["last_index"] is None else s["last_index"]
+            sealed = {"ok": "yes", "mismatch": "BAD", "none": "no"}[s["manifest"]]
+            print(f"{s['name']:<40} {s['first_index']:>10} {last:>10} {s['count']:>8} {s['bytes']:>10}  "
+                  f"{sealed:<6}  {s['status']}")
+    for w in rep["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    for p in rep["problems"]:
+        print(f"CORRUPT: {_where(p)}: {p['reason']}", file=sys.stderr if args.wal_command == "inspect" else sys.stdout)
+    if args.wal_command == "verify" and rep["ok"]:
+        print(f"ok: {rep['records']} record(s) in {len(rep['segments'])} segment(s), "
+              f"{sum(1 for s in rep['segments'] if s['sealed'])} sealed with matching manifests")
+    return code

@@ -1,0 +1,195 @@
+"""Divergence detection between regions (SPEC.md section 11).
+
+Why this module exists: replication can silently stall (a rejected segment, a
+paused shipper, a region reading the wrong peers) and regions then drift
+apart. The detector measures how far two regions' dedup states are apart and
+raises an alert with a severity, without moving the data.
+
+Three signals:
+
+* **Key-count divergence** ``|c1 - c2| / max(c1, c2)`` (0 when both are 0).
+* **Sampled value comparison.** Each region publishes a *summary*: its count
+  and ``store.sample(n, seed, now)`` -- the ``n`` entries with the smallest
+  ``SHA-256("<seed>|<tenant>|<pcs_id>")`` (the dedup contract makes this the
+  same on every backend). For two summaries with the same seed, a key whose
+  rank is at most the smaller of the two samples' largest ranks is in both
+  samples iff it is in both stores, so exactly those keys are comparable. A
+  comparable key mismatches if one side lacks it or the sides hold a different
+  ``(payload_digest, status)``; ``sample_mismatch = mismatches / comparable``.
+* **Explicit conflicts**: the reconciler's open conflict count.
+
+Severity (the seeds' thresholds): ``warning`` if count divergence > 5 % or
+sample mismatch > 10 % or any open conflict; ``critical`` at twice the
+thresholds (> 10 % / > 20 %). Pure functions plus :class:`DivergenceDetector`
+(``step(now) -> next_wakeup``) that exchanges summaries through the object
+store under ``_divergence/<region>/<period>-<ms>.json`` (the latest one per region).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..dedup import sample_rank
+from ..storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
+
+COUNT_WARN, SAMPLE_WARN = 0.05, 0.10
+RUNBOOK = "spec/SPEC.md#11-multi-region-replication-and-convergence"
+PREFIX = "_divergence"
+
+
+@dataclass(frozen=True)
+class Summary:
+    region: str
+    count: int
+    seed: int
+    n: int
+    taken_at: float
+    sample: tuple[tuple[str, str, str, int], ...]  # (tenant, pcs_id, payload_digest, status)
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        d["sample"] = [list(x) for x in self.sample]
+        return json.dumps(d, sort_keys=True).encode()
+
+    @staticmethod
+    def from_json(raw: bytes) -> Summary:
+        d = json.loads(raw)
+        return Summary(str(d["region"]), int(d["count"]), int(d["seed"]), int(d["n"]), float(d["taken_at"]),
+                       tuple((str(t), str(p), str(g), int(s)) for t, p, g, s in d["sample"]))
+
+
+def summarize(store: Any, region: str, n: int, seed: int, now: float) -> Summary:
+    sample = store.sample(n, seed, now)
+    return Summary(region, int(store.count(now)), seed, n, now,
+                   tuple((t, p, o.payload_digest, int(o.status)) for t, p, o in sample))
+
+
+def count_divergence(c1: int, c2: int) -> float:
+    m = max(c1, c2)
+    return 0.0 if m == 0 else abs(c1 - c2) / m
+
+
+@dataclass(frozen=True)
+class Comparison:
+    region1: str
+    region2: str
+    count1: int
+    count2: int
+    count_divergence: float
+    comparable: int
+    mismatched: int
+    sample_mismatch: float
+    mismatched_keys: tuple[tuple[str, str], ...] = ()
+
+
+def compare(s1: Summary, s2: Summary) -> Comparison:
+    if s1.seed != s2.seed:
+        raise ValueError("summaries with different seeds are not comparable")
+    rank = {}
+    for t, p, *_ in s1.sample + s2.sample:
+        rank[(t, p)] = sample_rank(s1.seed, t, p)
+
+    def bound(s: Summary) -> str | None:
+        # a sample with fewer than n entries holds the whole store: no bound
+        if len(s.sample) < s.n:
+            return None
+        return max(rank[(t, p)] for t, p, *_ in s.sample)
+
+    b1, b2 = bound(s1), bound(s2)
+    limit = min([b for b in (b1, b2) if b is not None], default=None)
+    v1 = {(t, p): (g, st) for t, p, g, st in s1.sample}
+    v2 = {(t, p): (g, st) for t, p, g, st in s2.sample}
+    keys = sorted(k for k in set(v1) | set(v2) if limit is None or rank[k] <= limit)
+    bad = tuple(k for k in keys if v1.get(k) != v2.get(k))
+    mm = len(bad) / len(keys) if keys else 0.0
+    return Comparison(s1.region, s2.region, s1.count, s2.count, count_divergence(s1.count, s2.count),
+                      len(keys), len(bad), mm, bad)
+
+
+@dataclass(frozen=True)
+class Alert:
+    severity: str  # "ok" | "warning" | "critical"
+    comparison: Comparison
+    open_conflicts: int = 0
+    runbook: str = RUNBOOK
+    reasons: tuple[str, ...] = field(default=())
+
+
+def severity(c: Comparison, open_conflicts: int = 0, count_warn: float = COUNT_WARN,
+             sample_warn: float = SAMPLE_WARN) -> Alert:
+    reasons = []
+    level = "ok"
+    if c.count_divergence > 2 * count_warn or c.sample_mismatch > 2 * sample_warn:
+        level = "critical"
+    elif c.count_divergence > count_warn or c.sample_mismatch > sample_warn or open_conflicts > 0:
+        level = "warning"
+    if c.count_divergence > count_warn:
+        reasons.append(f"count divergence {c.count_divergence:.1%}")
+    if c.sample_mismatch > sample_warn:
+        reasons.append(f"sample mismatch {c.sample_mismatch:.1%} of {c.comparable}")
+    if open_conflicts:
+        reasons.append(f"{open_conflicts} open conflict(s)")
+    return Alert(level, c, open_conflicts, RUNBOOK, tuple(reasons))
+
+
+def check_all(summaries: Iterable[Summary], open_conflicts: int = 0) -> list[Alert]:
+    """Every pair (sorted by region) with equal seeds."""
+    ss = sorted(summaries, key=lambda s: s.region)
+    out = []
+    for i in range(len(ss)):
+        for j in range(i + 1, len(ss)):
+            if ss[i].seed == ss[j].seed:
+                out.append(severity(compare(ss[i], ss[j]), open_conflicts))
+    return out
+
+
+class DivergenceDetector:
+    """Publishes this region's summary every ``interval_s`` (seed = the check
+    period number, so all regions sample the same keys in a period) and
+    compares it with the peers' summaries of the same period."""
+
+    def __init__(self, region: str, store: Any, objects: ObjectStore, peers: Iterable[str], n: int = 100,
+                 interval_s: float = 300.0, on_alert: Callable[[Alert], None] | None = None,
+                 open_conflicts: Callable[[], int] = lambda: 0) -> None:
+        self.region, self.store, self.objects = region, store, objects
+        self.peers = sorted(set(peers) - {region})
+        self.n, self.interval_s, self.on_alert, self.open_conflicts = n, float(interval_s), on_alert, open_conflicts
+        self.last: list[Alert] = []
+        self.failures = 0
+
+    def period(self, now: float) -> int:
+        return int(now // self.interval_s)
+
+    def step(self, now: float) -> float:
+        seed = self.period(now)
+        try:
+            mine = summarize(self.store, self.region, self.n, seed, now)
+            key = f"{PREFIX}/{self.region}/{seed:012d}-{int(now * 1000):015d}.json"
+            self.objects.put(key, mine.to_json())
+            for old in self.objects.list(f"{PREFIX}/{self.region}/"):
+                if old != key:
+                    self.objects.delete(old)  # only the latest summary is kept
+            theirs = [mine]
+            for p in self.peers:
+                latest = self.objects.list(f"{PREFIX}/{p}/{seed:012d}-")
+                if not latest:
+                    continue
+                try:
+                    theirs.append(Summary.from_json(self.objects.get(latest[-1])))
+                except ObjectNotFound:  # replaced by a newer one meanwhile: next period
+                    continue
+        except ObjectStoreUnavailable:
+            self.failures += 1
+            return now + min(self.interval_s, 5.0 * self.failures)
+        self.failures = 0
+        alerts = [a for a in check_all(theirs, self.open_conflicts())
+                  if self.region in (a.comparison.region1, a.comparison.region2)]
+        self.last = alerts
+        if self.on_alert is not None:
+            for a in alerts:
+                if a.severity != "ok":
+                    self.on_alert(a)
+        return (seed + 1) * self.interval_s + min(1.0, self.interval_s / 10)

@@ -1,0 +1,376 @@
+"""The thread driver that runs cross-region replication inside ``flk serve``.
+
+Why this module exists: :mod:`flk.impl.replication.crr` and :mod:`flk.impl.replication.reconcile` are
+sans-I/O (``step(now) -> next_wakeup``); a server needs a thread that calls
+them with the wall clock, a configuration read from the environment, and an
+HTTP surface. The simulator drives the same ``step`` functions with simulated
+time instead.
+
+Configuration (environment; absent ``CRR_STORE_DIR``/``CRR_STORE_URL`` =
+replication off):
+
+=====================  ==================================================================
+``REGION_ID``          this region (the server's ``region_id``)
+``CRR_STORE_DIR``      shared object-store directory (or ``CRR_STORE_URL``: ``file://``,
+                       ``s3://bucket/prefix?endpoint=...``, ``memory://``)
+``CRR_PEERS``          peers to read: ``eu,us`` (full) or ``eu:ta+tb,us`` (selective per
+                       tenant); default none (ship only). The region always reads its own
+                       stream too, so its reconciler sees its own outcomes.
+``CRR_SHIP_INTERVAL_S``  seal + upload period (default 1.0)
+``CRR_READ_INTERVAL_S``  peer polling period (default: the ship interval)
+``CRR_MODE``           ``auto-safe`` (default) or ``manual``
+``CRR_DIVERGENCE_INTERVAL_S``  divergence check period (default 60)
+``CRR_ANCHOR_EVERY``   anchor the reconcile audit log every N entries (default 64)
+=====================  ==================================================================
+
+State lives in ``DATA_DIR/crr/`` (watermarks, ``authoritative.sqlite3``, the
+reconciler's audit log ``audit/`` fed through a durable audit queue
+``audit-queue/`` (dead letters ``audit-dlq/``, processed ids
+``audit-ids.sqlite3``) and anchored in batches into ``anchors/``). A file ``DATA_DIR/crr.pause`` pauses both
+shipping and reading (an operator's or a test's network partition) until it is
+removed.
+
+With ``WORKERS=N`` every worker ships its own inbox WAL (stream
+``<region>/w<k>``); only worker 0 reads peers and reconciles; every worker
+answers ``GET /v1/pcs/{pcs_id}/authoritative`` from the shared SQLite file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.backoff import Backoff
+from ..core.errors import InvalidInput
+from ..governance.auditworkers import (
+    AuditItem,
+    AuditQueue,
+    SqliteIdempotencyStore,
+    anchor_fn,
+    audit_log_handler,
+)
+from ..storage.objectstore import ObjectStore, open_object_store
+from .crr import (
+    Reader,
+    ReplayApplier,
+    SegmentRejected,
+    Shipper,
+    Topology,
+    stream_name,
+)
+from .divergence import Alert, DivergenceDetector
+from .reconcile import Reconciler, SqliteAuthoritativeStore, authoritative_app
+
+MODES = ("auto-safe", "manual")
+
+
+class CrrConfigError(ValueError):
+    """A CRR_* setting is malformed (``flk serve`` exits 2)."""
+
+
+@dataclass(frozen=True)
+class CrrConfig:
+    region: str
+    store_url: str
+    peers: str = ""
+    ship_interval_s: float = 1.0
+    read_interval_s: float = 1.0
+    mode: str = "auto-safe"
+    divergence_interval_s: float = 60.0
+    anchor_every: int = 64
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = float(raw)
+    except ValueError:
+        raise CrrConfigError(f"{name} must be a number of seconds, got {raw[:40]!r}") from None
+    if not (0.01 <= v <= 3600):
+        raise CrrConfigError(f"{name} must be between 0.01 and 3600 seconds")
+    return v
+
+
+def config_from_env(env: Mapping[str, str], region: str) -> CrrConfig | None:
+    url = env.get("CRR_STORE_URL") or env.get("CRR_STORE_DIR") or ""
+    if not url:
+        return None
+    ship = _float(env, "CRR_SHIP_INTERVAL_S", 1.0)
+    read = _float(env, "CRR_READ_INTERVAL_S", ship)
+    mode = env.get("CRR_MODE") or "auto-safe"
+    if mode not in MODES:
+        raise CrrConfigError(f"CRR_MODE must be one of {', '.join(MODES)}")
+    peers = env.get("CRR_PEERS", "")
+    try:
+        Topology.parse(peers, region)
+    except (ValueError, InvalidInput) as exc:  # pragma: no cover - parse accepts any text
+        raise CrrConfigError(f"CRR_PEERS: {exc}") from None
+    div = _float(env, "CRR_DIVERGENCE_INTERVAL_S", 60.0)
+    raw = env.get("CRR_ANCHOR_EVERY") or "64"
+    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+        raise CrrConfigError("CRR_ANCHOR_EVERY must be an integer in [1, 1000000]")
+    return CrrConfig(region, url, peers, ship, read, mode, div, int(raw))
+
+
+class CrrService:
+    """Shipper (+ reader and reconciler on the reading worker) on one thread."""
+
+    def __init__(self, cfg: CrrConfig, *, wal: Any, dedup_store: Any, verifier: Any, data_dir: str,
+                 worker: int = 0, objects: ObjectStore | None = None, clock: Callable[[], float] = time.time,
+                 log: Callable[..., None] | None = None, volatile_store: bool = False) -> None:
+        """``volatile_store``: the dedup store does not survive a restart (the
+        memory backend), so the reader forgets its watermarks and re-reads
+        every stream (idempotent) instead of trusting them."""
+        self.cfg, self.worker, self.clock = cfg, worker, clock
+        self.data_dir = data_dir
+        self.state_dir = os.path.join(data_dir, "crr")
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.pause_file = os.path.join(data_dir, "crr.pause")
+        self.objects = objects if objects is not None else open_object_store(cfg.store_url)
+        self._log = log or (lambda event, **kw: None)
+        self.shipper = Shipper(wal, self.objects, stream_name(cfg.region, worker),
+                               os.path.join(self.state_dir, f"ship-w{worker}.json"),
+                               interval_s=cfg.ship_interval_s, backoff=Backoff(0.25, 10.0))
+        self.auth_store = SqliteAuthoritativeStore(os.path.join(self.state_dir, "authoritative.sqlite3"))
+        self.reader: Reader | None = None
+        self.reconciler = Reconciler(cfg.region, store=self.auth_store, mode=cfg.mode)
+        self.audit_log = None
+        self.audit_queue: AuditQueue | None = None
+        self.divergence: DivergenceDetector | None = None
+        self._journals: list = []
+        if worker == 0:
+            from ..agent.outbox import Outbox
+            from ..governance.audit import AttestationStore, AuditLog
+
+            # reconcile decisions -> durable audit queue -> WORM audit log, anchored in batches
+            self.audit_log = AuditLog(os.path.join(self.state_dir, "audit"))
+            journal = Outbox(os.path.join(self.state_dir, "audit-queue"))
+            dlq = Outbox(os.path.join(self.state_dir, "audit-dlq"))
+            self._journals = [journal, dlq]
+            self.audit_queue = AuditQueue(
+                audit_log_handler(self.audit_log), SqliteIdempotencyStore(os.path.join(self.state_dir, "audit-ids.sqlite3")),
+                backoff=Backoff(0.25, 30.0), max_attempts=8, journal=journal, dlq_journal=dlq,
+                anchor=anchor_fn(self.audit_log, AttestationStore(os.path.join(self.state_dir, "anchors"))),
+                anchor_every=cfg.anchor_every)
+            self.audit_queue.recover(clock())
+            self.reconciler.audit = self._enqueue_audit
+            topo = Topology.parse(cfg.peers, cfg.region)
+            read_state = os.path.join(self.state_dir, "read.json")
+            if volatile_store and os.path.exists(read_state):
+                os.remove(read_state)
+            applier = ReplayApplier(verifier, dedup_store, self.reconciler.observe)
+            self.reader = Reader(self.objects, topo, applier, read_state, interval_s=cfg.read_interval_s,
+                                 backoff=Backoff(0.25, 10.0), on_reject=self._rejected)
+            self.divergence = DivergenceDetector(
+                cfg.region, dedup_store, self.objects, list(topo.sources), interval_s=cfg.divergence_interval_s,
+                on_alert=self._alert, open_conflicts=lambda: self.reconciler.metrics()["open_conflicts"])
+        self._next_divergence = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    def _enqueue_audit(self, **entry: Any) -> None:
+        iid = "|".join(str(entry.get(k, "")) for k in ("region", "tenant", "pcs_id", "outcome", "payload_digest"))
+        self.audit_queue.enqueue(AuditItem(iid, entry), float(entry.get("now", self.clock())))
+
+    def _alert(self, alert: Alert) -> None:
+        c = alert.comparison
+        self._log("crr_divergence", severity=alert.severity, peer=c.region2 if c.region1 == self.cfg.region
+                  else c.region1, count_divergence=round(c.count_divergence, 4),
+                  sample_mismatch=round(c.sample_mismatch, 4), open_conflicts=alert.open_conflicts)
+
+    def _rejected(self, rej: SegmentRejected) -> None:
+        self._log("crr_segment_rejected", stream=rej.stream, segment=rej.segment, problems=rej.problems[:3])
+
+    def step(self, now: float) -> float:
+        paused = os.path.exists(self.pause_file)
+        self.shipper.paused = paused
+        nxt = self.shipper.step(now)
+        if self.reader is not None:
+            self.reader.paused = paused
+            nxt = min(nxt, self.reader.step(now))
+        if self.audit_queue is not None:
+            due = self.audit_queue.step(now)
+            if due is not None:
+                nxt = min(nxt, due)
+        if self.divergence is not None and not paused and now >= self._next_divergence:
+            self._next_divergence = self.divergence.step(now)
+        return nxt
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                nxt = self.step(self.clock())
+            except Exception as exc:  # noqa: BLE001 -- keep replicating; report, back off
+                self.errors += 1
+                self._log("crr_error", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                nxt = self.clock() + 1.0
+            self._stop.wait(max(0.01, min(5.0, nxt - self.clock())))
+
+    def start(self) -> CrrService:
+        self._thread = threading.Thread(target=self._run, name=f"crr-w{self.worker}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, final_ship: bool = True) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if final_ship and not os.path.exists(self.pause_file):
+            try:
+                self.shipper._next_seal = None
+                self.shipper._retry_at = 0.0
+                self.shipper.step(self.clock())
+            except Exception as exc:  # noqa: BLE001
+                self._log("crr_error", error=f"final ship: {type(exc).__name__}")
+        if self.audit_queue is not None:
+            with contextlib.suppress(Exception):
+                self.audit_queue.step(self.clock())
+        for j in self._journals:
+            j.close()
+        if self.audit_log is not None:
+            self.audit_log.close()
+        self.auth_store.close()
+
+    def metrics(self) -> dict[str, Any]:
+        now = self.clock()
+        out: dict[str, Any] = {"region": self.cfg.region, "worker": self.worker,
+                               "paused": os.path.exists(self.pause_file), "ship": self.shipper.metrics(now),
+                               "errors": self.errors}
+        if self.reader is not None:
+            out["read"] = self.reader.metrics()
+            out["reconcile"] = self.reconciler.metrics()
+        if self.audit_queue is not None:
+            out["audit_queue"] = self.audit_queue.metrics()
+        if self.divergence is not None:
+            out["divergence"] = [
+                {"severity": a.severity, "regions": [a.comparison.region1, a.comparison.region2],
+                 "count_divergence": a.comparison.count_divergence, "sample_mismatch": a.comparison.sample_mismatch,
+                 "comparable": a.comparison.comparable, "open_conflicts": a.open_conflicts, "reasons": list(a.reasons)}
+                for a in self.divergence.last]
+        return out
+
+    def asgi_app(self):
+        return authoritative_app(lambda: self.reconciler)
+
+
+# -- Prometheus --------------------------------------------------------------------------------
+
+class CrrCollector:
+    """A ``prometheus_client`` collector reading :meth:`CrrService.metrics` at scrape time."""
+
+    def __init__(self, svc: CrrService) -> None:
+        self.svc = svc
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        m = self.svc.metrics()
+        w = str(self.svc.worker)
+        ship = m["ship"]
+
+        def gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(name, doc, labels=["worker"])
+            g.add_metric([w], float(value or 0.0))
+            return g
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            c = CounterMetricFamily(name, doc, labels=["worker"])
+            c.add_metric([w], float(value))
+            return c
+
+        yield gauge("flk_crr_replication_lag_seconds", "Age of the oldest inbox record not yet shipped", ship["lag_s"])
+        yield gauge("flk_crr_replication_lag_p50_seconds", "Median upload time minus received_at (recent records)",
+                    ship["lag_p50_s"])
+        yield counter("flk_crr_shipped_records", "Inbox records uploaded to the object store", ship["shipped_records"])
+        yield gauge("flk_crr_ship_failures", "Consecutive shipping failures (backing off)", ship["failures"])
+        yield gauge("flk_crr_paused", "1 while crr.pause exists", 1.0 if m["paused"] else 0.0)
+        if "read" in m:
+            rd, rc = m["read"], m["reconcile"]
+            yield counter("flk_crr_applied_records", "Replicated records replayed here", rd["applied_records"])
+            yield gauge("flk_crr_rejected_streams", "Streams stopped at a rejected segment", len(rd["rejected"]))
+            yield counter("flk_crr_conflicts", "Keys seen with two or more payload digests", rc["conflicts"])
+            yield gauge("flk_crr_open_conflicts", "Conflicts awaiting review", rc["open_conflicts"])
+            yield counter("flk_crr_authoritative_changes", "Authoritative outcomes replaced by an earlier one",
+                          rc["authoritative_changes"])
+        if "audit_queue" in m:
+            yield gauge("flk_crr_audit_backlog", "Audit items queued or waiting for a retry", m["audit_queue"]["backlog"])
+            yield gauge("flk_crr_audit_dead_letters", "Audit items in the dead-letter queue",
+                        m["audit_queue"]["dead_letters"])
+        if "divergence" in m:
+            level = {"ok": 0, "warning": 1, "critical": 2}
+            yield gauge("flk_crr_divergence_severity", "Worst divergence severity (0 ok, 1 warning, 2 critical)",
+                        max((level[d["severity"]] for d in m["divergence"]), default=0))
+
+
+# -- the server's hooks (call from Server.start / Server.stop) --------------------------------
+
+def start_for_server(server: Any, env: Mapping[str, str] | None = None) -> CrrService | None:
+    """Start replication for one ``flk serve`` worker if configured (else None).
+    Needs ``server.cfg`` (``region_id``, ``data_dir``), ``server.worker``,
+    ``server.wal`` (the inbox ``SegmentedLog``), ``server.store`` (dedup) and
+    ``server.pipeline.verifier``."""
+    env = os.environ if env is None else env
+    cfg = config_from_env(env, server.cfg.region_id)
+    if cfg is None:
+        return None
+    logger = getattr(server, "log", None)
+
+    def log(event: str, **kw: Any) -> None:
+        if logger is not None:
+            logger.warning(event, **kw)
+
+    svc = CrrService(cfg, wal=server.wal, dedup_store=server.store, verifier=server.pipeline.verifier,
+                     data_dir=server.cfg.data_dir, worker=server.worker, log=log,
+                     volatile_store=getattr(server.cfg, "dedup_backend", "") == "memory")
+    registry = getattr(getattr(server, "metrics", None), "registry", None)
+    if registry is not None:  # /metrics shows the flk_crr_* families
+        registry.register(CrrCollector(svc))
+    return svc.start()
+
+
+def stop_for_server(svc: CrrService | None) -> None:
+    if svc is not None:
+        svc.stop()
+
+
+def mount_app(get_service: Callable[[], CrrService | None]):
+    """The ASGI app to mount for ``GET /v1/pcs/{pcs_id}/authoritative``,
+    ``GET /v1/crr/conflicts`` and ``GET /v1/crr/status`` (503 problem+json
+    while replication is off)."""
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    app = authoritative_app(lambda: (s.reconciler if (s := get_service()) is not None else None))
+
+    async def status(request):
+        svc = get_service()
+        if svc is None:
+            return JSONResponse({"type": "urn:flk:problem:replication-disabled",
+                                 "title": "replication disabled", "status": 503,
+                                 "detail": "cross-region replication is not configured"},
+                                status_code=503, media_type="application/problem+json")
+        return JSONResponse(svc.metrics())
+
+    app.router.routes.append(Route("/v1/crr/status", status, methods=["GET"]))
+    return app
+
+
+def routes(get_service: Callable[[], CrrService | None]) -> list:
+    """Starlette routes to add to the server's route list (same endpoints as :func:`mount_app`)."""
+    return list(mount_app(get_service).router.routes)
+
+
+def handles(path: str) -> bool:
+    """True for the paths :func:`mount_app` serves."""
+    return path.startswith("/v1/crr/") or (path.startswith("/v1/pcs/") and path.endswith("/authoritative"))
