@@ -226,17 +226,15 @@ class PcsFactory:
 
     @staticmethod
     def sign(pcs: dict, key: bytes) -> dict:
-        from flk.impl.core.signing import sign_hmac
+        from flk.impl.agent.factory import sign
 
-        out = dict(pcs)
-        out["sig"] = sign_hmac(out, key)
-        return out
+        return sign(pcs, key)
 
     def other_payload(self, pcs: dict, key: bytes | None = None) -> dict:
         """Same pcs_id, another signed subset (D_hat moved well inside the tolerance), validly signed."""
-        out = dict(pcs)
-        out["D_hat"] = round(pcs["D_hat"] + 0.01, 9)
-        return self.sign(out, key or self.key)
+        from flk.impl.agent.factory import other_payload
+
+        return other_payload(pcs, key or self.key, field="D_hat", delta=0.01)
 
 
 def dumps(pcs: dict) -> bytes:
@@ -254,9 +252,9 @@ def with_literal(pcs: dict, field: str, literal: str) -> bytes:
 
 def tamper_sig(sig: str) -> str:
     """The same-length strict base64 of the signature with one bit flipped."""
-    raw = bytearray(base64.b64decode(sig))
-    raw[len(raw) // 2] ^= 0x01
-    return base64.b64encode(bytes(raw)).decode("ascii")
+    from flk.impl.agent.factory import bad_signature
+
+    return bad_signature({"sig": sig})["sig"]
 
 
 # ------------------------------------------------------------------------------ judgements

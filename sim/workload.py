@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flk.impl.agent import builder as agent_mod
+from flk.impl.agent import factory
 from flk.impl.agent.client import (
     Done,
     Response,
@@ -36,16 +37,10 @@ from flk.impl.agent.client import (
     TransportFailure,
     Wait,
 )
+from flk.impl.agent.factory import tenant_key
 from flk.impl.agent.outbox import Outbox
-from flk.impl.core.canonical import canonical_bytes, round9
-from flk.impl.core.pcs import pcs_id as make_pcs_id
-from flk.impl.core.signing import sign_hmac
+from flk.impl.core.canonical import canonical_bytes
 from flk.impl.storage.fs import CrashableMemoryFileSystem
-
-
-def tenant_key(base: bytes, tenant: str, generation: int = 0) -> bytes:
-    """The simulated tenant's HMAC key: HMAC-free derivation, stable per (tenant, generation)."""
-    return hashlib.sha256(base + b"|" + tenant.encode() + b"|" + str(generation).encode()).digest()
 
 
 def make_templates(seed: int, count: int = 4) -> list[dict]:
@@ -74,38 +69,23 @@ class PcsFactory:
         return tenant_key(self.base_key, tenant, self.key_generation.get(tenant, 0))
 
     def new(self, rng, tenant: str, shard_id: str, epoch: int) -> dict:
-        t = self.templates[rng.randrange(len(self.templates))]
+        template = self.templates[rng.randrange(len(self.templates))]
         root = f"{rng.getrandbits(256):064x}"
-        pcs = dict(t)
-        pcs["merkle_root"] = root
-        pcs["shard_id"] = shard_id
-        pcs["epoch"] = epoch
-        pcs["pcs_id"] = make_pcs_id(root, epoch, shard_id)
-        pcs["sig_alg"] = "hmac"
-        pcs["sig"] = sign_hmac(pcs, self.key_for(tenant))
-        return pcs
+        pcs = dict(template, sig_alg="hmac")
+        return factory.with_identity(pcs, self.key_for(tenant), root=root, shard_id=shard_id, epoch=epoch)
 
     def conflicting(self, pcs: dict, tenant: str) -> dict:
         """Same pcs_id, another payload (coh-star nudged), validly signed."""
-        other = dict(pcs)
-        other["coh_star"] = round9(min(1.0, pcs["coh_star"] + 0.001) if pcs["coh_star"] < 1.0 else pcs["coh_star"] - 0.001)
-        other["sig"] = sign_hmac(other, self.key_for(tenant))
-        return other
+        return factory.other_payload(pcs, self.key_for(tenant), field="coh_star", delta=0.001)
 
     def resigned(self, pcs: dict, tenant: str) -> dict:
         """The same signed subset under the tenant's current key (what an agent does after a
         key rotation); identical to ``pcs`` when the key did not change."""
-        out = dict(pcs)
-        out["sig"] = sign_hmac(pcs, self.key_for(tenant))
-        return out
+        return factory.sign(pcs, self.key_for(tenant))
 
     @staticmethod
     def bad_sig(pcs: dict) -> dict:
-        bad = dict(pcs)
-        sig = bytearray(pcs["sig"].encode())
-        sig[0] = ord("A") if sig[0] != ord("A") else ord("B")
-        bad["sig"] = sig.decode()
-        return bad
+        return factory.bad_signature(pcs)
 
 
 def payload_digest(pcs: dict) -> str:

@@ -25,7 +25,7 @@ PCS are synthesised cheaply (random N_j following ``s**d``, hashes of the seed
 for the Merkle root) -- no event streams are parsed -- and bodies are built
 before the clock starts.
 
-Tenants (:func:`tenant_ids`, :func:`tenant_key`, :func:`tenants_env`): with
+Tenants (:func:`tenant_ids`, :func:`signing_key`, :func:`tenants_env`): with
 ``--tenants 1`` the single tenant is ``default`` and signs with the base secret
 itself (a single-tenant server configured with the same ``PCS_HMAC_KEY``).
 With K > 1, tenant ``i`` is ``lg-tenant-<i:03d>`` and its HMAC key is the
@@ -74,8 +74,9 @@ from urllib.parse import urlsplit
 from ..core.canonical import round9
 from ..core.errors import InvalidInput
 from ..core.pcs import pcs_id as compute_pcs_id
-from ..core.signals import DEFAULT_SCALES, budget, d_hat, regime
+from ..core.signals import budget, d_hat, regime
 from ..core.signing import b64encode, public_key_bytes
+from . import factory
 from .builder import Signer
 from .client import (
     Done,
@@ -94,7 +95,6 @@ KINDS = ("valid", "dup", "bad_sig", "conflict")
 EXPECTED = {"valid": (200, 202), "dup": (200, 202), "bad_sig": (401,), "conflict": (409,)}
 REPLAY_HEADER = "idempotent-replayed"
 TENANT_PREFIX = "lg-tenant-"
-KEY_LABEL = b"flk-loadgen-tenant:"
 ED25519_LABEL = b"flk-loadgen-ed25519:"
 SIGN_ALGS = ("hmac", "ed25519")
 
@@ -110,22 +110,23 @@ def tenant_ids(k: int) -> list[str]:
     return [f"{TENANT_PREFIX}{i:03d}" for i in range(k)]
 
 
-def tenant_key(base: bytes, tenant: str, k: int) -> bytes:
-    """The HMAC key tenant ``tenant`` signs with (see the module docstring)."""
+def signing_key(base: bytes, tenant: str, k: int) -> bytes:
+    """The HMAC key tenant ``tenant`` signs with: the base secret itself for the
+    single ``default`` tenant, else :func:`flk.impl.agent.factory.tenant_key`."""
     if not base:
         raise InvalidInput("hmac_key", "the base secret is empty")
     if k == 1:
         return base
-    return hmac.new(base, KEY_LABEL + tenant.encode("utf-8"), "sha256").hexdigest().encode("ascii")
+    return factory.tenant_key(base, tenant)
 
 
 def tenant_signer(base: bytes, tenant: str, k: int, alg: str = "hmac") -> Signer:
-    """The signer of tenant ``tenant``: HMAC with :func:`tenant_key`, or Ed25519
+    """The signer of tenant ``tenant``: HMAC with :func:`signing_key`, or Ed25519
     with the 32-byte seed ``HMAC-SHA256(base, "flk-loadgen-ed25519:" + tenant_id)``."""
     if alg not in SIGN_ALGS:
         raise InvalidInput("sign_alg", "must be hmac or ed25519")
     if alg == "hmac":
-        return Signer("hmac", tenant_key(base, tenant, k), tenant)
+        return Signer("hmac", signing_key(base, tenant, k), tenant)
     if not base:
         raise InvalidInput("hmac_key", "the base secret is empty")
     return Signer("ed25519", hmac.new(base, ED25519_LABEL + tenant.encode("utf-8"), "sha256").digest(), tenant)
@@ -192,32 +193,7 @@ class PlanConfig:
             raise InvalidInput("dup_rate", "dup-rate + bad-sig-rate + conflict-rate must be <= 1")
 
 
-def _signals(rng: random.Random) -> dict:
-    """A self-consistent set of signal fields (what the verifier recomputes)."""
-    scales = list(DEFAULT_SCALES)
-    dim = 0.3 + 2.6 * rng.random()
-    n_j = [max(1, round(s**dim * (0.9 + 0.2 * rng.random()))) for s in scales]
-    for i in range(1, len(n_j)):  # box counts never decrease with resolution
-        n_j[i] = max(n_j[i], n_j[i - 1])
-    d_exact = d_hat(scales, n_j)
-    d = round9(d_exact)
-    coh = round9(0.2 + 0.8 * rng.random())
-    r = round9(0.05 + 0.9 * rng.random())
-    return {
-        "scales": scales,
-        "N_j": {str(s): c for s, c in zip(scales, n_j, strict=True)},
-        "D_hat": d,
-        "coh_star": coh,
-        "v_star": [1.0, 0.0],
-        "r": r,
-        "budget": round9(budget(d, coh, r)),
-        "regime": regime(d_exact, coh),
-        "_d_exact": d_exact,
-    }
-
-
 def _finish(pcs: dict, signer: Signer) -> dict:
-    pcs.pop("_d_exact", None)
     pcs["sig_alg"] = signer.alg
     pcs["sig"] = signer.sign(pcs)
     return pcs
@@ -236,7 +212,7 @@ def _fresh(seed: int, index: int, rng: random.Random, signer: Signer) -> dict:
         "merkle_root": root,
         "seed": index,
     }
-    pcs.update(_signals(rng))
+    pcs.update(factory.random_signals(rng))
     return _finish(pcs, signer)
 
 

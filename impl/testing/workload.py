@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import random
 
-from ..core.canonical import SIGNED_FIELDS
-from ..core.pcs import pcs_id
-from ..core.signing import sign_hmac
+from ..agent import factory
 
 
 def template(key: bytes, shard_id: str = "bench", seed: int = 0) -> dict:
@@ -30,11 +28,7 @@ def template(key: bytes, shard_id: str = "bench", seed: int = 0) -> dict:
 
 
 def variant(base: dict, key: bytes, epoch: int) -> dict:
-    pcs = dict(base)
-    pcs["epoch"] = epoch
-    pcs["pcs_id"] = pcs_id(pcs["merkle_root"], epoch, pcs["shard_id"])
-    pcs["sig"] = sign_hmac({k: pcs[k] for k in SIGNED_FIELDS}, key)
-    return pcs
+    return factory.with_identity(base, key, epoch=epoch)
 
 
 def bodies(key: bytes, n: int, seed: int = 0, shard_id: str = "bench", first_epoch: int = 1) -> list[bytes]:

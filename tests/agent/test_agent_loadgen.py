@@ -39,7 +39,7 @@ FAST = RetryPolicy(base=0.001, cap=0.01, max_attempts=4, max_retry_after=1.0)
 
 
 def keys_for(k: int) -> dict[str, bytes]:
-    return {t: loadgen.tenant_key(BASE, t, k) for t in loadgen.tenant_ids(k)}
+    return {t: loadgen.signing_key(BASE, t, k) for t in loadgen.tenant_ids(k)}
 
 
 def dead_url() -> str:
@@ -146,9 +146,9 @@ def test_tenants_env_round_trips_through_the_server_parser():
         reg = parse_tenants_env(loadgen.tenants_env(BASE, k))
         assert sorted(reg.ids()) == loadgen.tenant_ids(k)
         for t in loadgen.tenant_ids(k):
-            assert reg.resolve(t).active_keys(0.0) == [loadgen.tenant_key(BASE, t, k)]
-    assert loadgen.tenant_key(BASE, "default", 1) == BASE
-    assert len({loadgen.tenant_key(BASE, t, 3) for t in loadgen.tenant_ids(3)}) == 3
+            assert reg.resolve(t).active_keys(0.0) == [loadgen.signing_key(BASE, t, k)]
+    assert loadgen.signing_key(BASE, "default", 1) == BASE
+    assert len({loadgen.signing_key(BASE, t, 3) for t in loadgen.tenant_ids(3)}) == 3
 
 
 @pytest.mark.parametrize("kwargs,field", [

@@ -20,7 +20,7 @@ import time
 import httpx
 import pytest
 
-from flk.impl.agent.loadgen import PlanConfig, make_plan, tenant_key, tenants_env
+from flk.impl.agent.loadgen import PlanConfig, make_plan, signing_key, tenants_env
 from flk.impl.core.canonical import SIGNED_FIELDS, canonical_bytes, round9
 from flk.impl.core.signals import budget, d_hat, regime
 from flk.impl.core.signing import sign_hmac
@@ -169,7 +169,7 @@ def conflict_variants(seed: int, n: int) -> list[list[tuple[str, bytes, str]]]:
             pcs["budget"] = round9(budget(pcs["D_hat"], coh, pcs["r"]))
             pcs["regime"] = regime(d_hat(pcs["scales"], nj), coh)
             pcs["sig_alg"] = "hmac"
-            pcs["sig"] = sign_hmac(pcs, tenant_key(BASE, it.tenant, K))
+            pcs["sig"] = sign_hmac(pcs, signing_key(BASE, it.tenant, K))
             digest = hashlib.sha256(canonical_bytes({k: pcs[k] for k in SIGNED_FIELDS}, "v1")).hexdigest()
             row.append((it.tenant, json.dumps(pcs).encode(), digest))
         out.append(row)

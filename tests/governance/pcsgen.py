@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from flk.impl.core.canonical import SIGNED_FIELDS, round9
-from flk.impl.core.pcs import pcs_id
-from flk.impl.core.signals import budget, d_hat, regime
-from flk.impl.core.signing import sign_hmac
+from flk.impl.agent import factory
 from flk.impl.verifier.tenants import from_mapping
 
 KEY_A = b"gov-tenant-a-secret"
@@ -20,32 +17,12 @@ COUNTS = (3, 5, 9, 17, 31)
 def make_pcs(seed: int = 1, shard: str = "shard-001", epoch: int = 1, coh: float = 0.73, r: float = 0.87,
              d_shift: float = 0.0, budget_shift: float = 0.0, **override) -> dict:
     root = hashlib.sha256(f"gov-root-{seed}".encode()).hexdigest()
-    dh = d_hat(list(SCALES), list(COUNTS))
-    doc = {
-        "pcs_id": pcs_id(root, epoch, shard),
-        "schema": "fractal-lba-kakeya",
-        "version": "1",
-        "shard_id": shard,
-        "epoch": epoch,
-        "scales": list(SCALES),
-        "N_j": {str(s): c for s, c in zip(SCALES, COUNTS, strict=True)},
-        "coh_star": coh,
-        "v_star": [0.6, 0.8],
-        "D_hat": round9(dh + d_shift),
-        "r": r,
-        "regime": regime(dh, coh),
-        "budget": round9(budget(dh, coh, r) + budget_shift),
-        "merkle_root": root,
-        "sig": "",
-    }
-    doc.update(override)
-    return doc
+    return factory.synthetic_pcs(root, shard, epoch, scales=SCALES, counts=COUNTS, coh=coh, r=r,
+                                 d_shift=d_shift, budget_shift=budget_shift, **override)
 
 
 def sign(doc: dict, key: bytes = KEY_A) -> dict:
-    doc = dict(doc)
-    doc["sig"] = sign_hmac({k: doc[k] for k in SIGNED_FIELDS}, key, "v1")
-    return doc
+    return factory.sign(doc, key)
 
 
 def body(doc: dict) -> bytes:

@@ -1,14 +1,12 @@
-"""Building signed PCS documents for the pipeline tests."""
+"""Signed PCS documents and tenant registries for the pipeline tests (over the one factory)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 
-from flk.impl.core.canonical import SIGNED_FIELDS, round9
-from flk.impl.core.pcs import pcs_id
-from flk.impl.core.signals import budget, d_hat, regime
-from flk.impl.core.signing import b64encode, public_key_bytes, sign_ed25519, sign_hmac
+from flk.impl.agent import factory
+from flk.impl.core.signing import b64encode, public_key_bytes
 from flk.impl.verifier.tenants import from_mapping
 
 HMAC_A = b"tenant-a-secret-0001"
@@ -30,36 +28,12 @@ def make_pcs(
     **override,
 ) -> dict:
     root = hashlib.sha256(f"root-{seed}".encode()).hexdigest()
-    profile = "v1" if version == "1" else "legacy-0.1"
-    dh = d_hat(list(scales), list(counts), profile)
-    cc, rc = min(1.0, max(0.0, coh)), min(1.0, max(0.0, r))
-    doc = {
-        "pcs_id": pcs_id(root, epoch, shard),
-        "schema": "fractal-lba-kakeya",
-        "version": version,
-        "shard_id": shard,
-        "epoch": epoch,
-        "scales": list(scales),
-        "N_j": {str(s): c for s, c in zip(scales, counts, strict=True)},
-        "coh_star": coh,
-        "v_star": [0.6, 0.8],
-        "D_hat": round9(dh),
-        "r": r,
-        "regime": regime(dh, cc),
-        "budget": round9(budget(dh, cc, rc)),
-        "merkle_root": root,
-        "sig": "",
-    }
-    doc.update(override)
-    return doc
+    return factory.synthetic_pcs(root, shard, epoch, scales=scales, counts=counts, coh=coh, r=r,
+                                 version=version, **override)
 
 
 def sign(doc: dict, key, alg: str = "hmac") -> dict:
-    doc = dict(doc)
-    profile = "v1" if doc.get("version") == "1" else "legacy-0.1"
-    subset = {k: doc[k] for k in SIGNED_FIELDS}
-    doc["sig"] = sign_hmac(subset, key, profile) if alg == "hmac" else sign_ed25519(subset, key, profile)
-    return doc
+    return factory.sign(doc, key, alg)
 
 
 def body(doc: dict) -> bytes:
