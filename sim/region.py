@@ -5,11 +5,11 @@ The region is a *driver* of :meth:`flk.impl.verifier.pipeline.Verifier.handle`: 
 carries out the effects the pipeline yields --
 
 * ``WalAppend`` -> :class:`flk.impl.storage.wal.SegmentedLog` on a
-  :class:`flk.impl.storage.fs.CrashableMemoryFileSystem`; the reply is sent only once a
+  :class:`flk.impl.testing.crashfs.CrashableMemoryFileSystem`; the reply is sent only once a
   simulated group commit (max delay + sampled fsync latency) made the record
   durable;
 * ``DedupGet`` / ``DedupPut`` -> the region's real store (memory, sharded, tiered or
-  migrating: :mod:`flk.sim.stores`) behind :class:`flk.impl.dedup.sharded.OutageStore`
+  migrating: :mod:`flk.sim.stores`) behind :class:`flk.impl.testing.outage.OutageStore`
   for whole-store outages (``StoreUnavailable``), after a sampled store latency;
 * ``Emit`` -> nothing (the history is written here, from the effects themselves).
 
@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 
 from flk.impl.dedup import StoreUnavailable
-from flk.impl.dedup.sharded import OutageStore
-from flk.impl.storage.fs import CrashableMemoryFileSystem
 from flk.impl.storage.wal import (
     InboxRecord,
     SegmentedLog,
@@ -34,6 +32,8 @@ from flk.impl.storage.wal import (
     decode_inbox_record,
     encode_inbox_record,
 )
+from flk.impl.testing.crashfs import CrashableMemoryFileSystem
+from flk.impl.testing.outage import OutageStore
 from flk.impl.verifier.pipeline import DedupGet, DedupPut, Emit, Request, WalAppend, WalUnavailable
 from flk.impl.verifier.tenants import Limiter
 

@@ -40,7 +40,7 @@ from flk.impl.agent.client import (
 from flk.impl.agent.factory import tenant_key
 from flk.impl.agent.outbox import Outbox
 from flk.impl.core.canonical import canonical_bytes
-from flk.impl.storage.fs import CrashableMemoryFileSystem
+from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 
 def make_templates(seed: int, count: int = 4) -> list[dict]:

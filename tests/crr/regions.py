@@ -10,8 +10,8 @@ from flk.impl.core.backoff import Backoff
 from flk.impl.dedup import open_store
 from flk.impl.replication.crr import Reader, ReplayApplier, Shipper, Topology, stream_name
 from flk.impl.replication.reconcile import Reconciler
-from flk.impl.storage.fs import CrashableMemoryFileSystem
 from flk.impl.storage.wal import SegmentedLog
+from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 from flk.impl.verifier.pipeline import Request, Verifier, run_sync
 
 NOW = 1_700_000_000.0

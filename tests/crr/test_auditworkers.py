@@ -21,7 +21,7 @@ from flk.impl.governance.auditworkers import (
     anchor_fn,
     audit_log_handler,
 )
-from flk.impl.storage.fs import CrashableMemoryFileSystem
+from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 
 def item(i: int) -> AuditItem:

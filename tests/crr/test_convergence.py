@@ -24,8 +24,8 @@ from flk.impl.replication.reconcile import (
     merge_outcomes,
     to_model,
 )
-from flk.impl.storage.fs import CrashableMemoryFileSystem
 from flk.impl.storage.objectstore import MemoryObjectStore
+from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 from flk.model.merge import merge, merge_all
 
 from .regions import NOW, Region, variants

@@ -20,8 +20,8 @@ from flk.impl.replication.crr import (
     WatermarkFile,
     verifier_for_region,
 )
-from flk.impl.storage.fs import CrashableMemoryFileSystem
 from flk.impl.storage.objectstore import DirectoryObjectStore, MemoryObjectStore
+from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 from flk.impl.verifier.pipeline import Verifier
 
 from .regions import NOW, Region, variants

@@ -8,7 +8,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.core.errors import InvalidInput
-from flk.impl.storage.fs import CrashableMemoryFileSystem
 from flk.impl.storage.objectstore import (
     DirectoryObjectStore,
     MemoryObjectStore,
@@ -17,6 +16,7 @@ from flk.impl.storage.objectstore import (
     S3ObjectStore,
     open_object_store,
 )
+from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .conftest import _free_port
 

@@ -23,9 +23,10 @@ from flk.impl.dedup.migrate import (
     transition,
     verify_step,
 )
-from flk.impl.dedup.sharded import OutageStore, ShardedStore
+from flk.impl.dedup.sharded import ShardedStore
 from flk.impl.dedup.tiered import TieredStore, TierTTL
 from flk.impl.storage.objectstore import MemoryObjectStore
+from flk.impl.testing.outage import OutageStore
 
 from .test_migrate import Traffic, check_history
 

@@ -20,7 +20,6 @@ from flk.impl.dedup import StoreUnavailable, open_store
 from flk.impl.dedup.redis import RedisStore
 from flk.impl.dedup.sharded import (
     SPACE,
-    OutageStore,
     Ring,
     ShardedStore,
     distribution,
@@ -28,6 +27,7 @@ from flk.impl.dedup.sharded import (
     open_sharded,
     probe_matrix,
 )
+from flk.impl.testing.outage import OutageStore
 from flk.impl.verifier.pipeline import MemoryWal, Request, Verifier, run_sync
 from flk.model import ring as model
 

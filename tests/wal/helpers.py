@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from flk.impl.storage.fs import CrashableMemoryFileSystem
 from flk.impl.storage.wal import encode_frame
+from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 
 def frames(payloads: list[bytes]) -> bytes:

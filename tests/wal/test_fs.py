@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl.storage.fs import CrashableMemoryFileSystem, OsFileSystem
+from flk.impl.storage.fs import OsFileSystem
+from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 
 def test_unsynced_content_is_lost_and_synced_content_survives():

@@ -20,7 +20,7 @@ from flk.impl.agent.outbox import (
     encode_record,
     fold,
 )
-from flk.impl.storage.fs import CrashableMemoryFileSystem
+from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 
 class PowerCut(Exception):

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl.storage.fs import CrashableMemoryFileSystem
 from flk.impl.storage.wal import GroupCommitter, SegmentedLog, WalError, scan_segment, segment_name
+from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 from wal.helpers import CountingFileSystem
 
 SEG = "w/" + segment_name(0)

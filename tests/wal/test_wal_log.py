@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from flk.impl.storage.fs import CrashableMemoryFileSystem, OsFileSystem
+from flk.impl.storage.fs import OsFileSystem
 from flk.impl.storage.wal import (
     InboxRecord,
     SegmentedLog,
@@ -23,6 +23,7 @@ from flk.impl.storage.wal import (
     manifest_name,
     segment_name,
 )
+from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 
 def payloads_of(log: SegmentedLog) -> list[bytes]:

@@ -1,0 +1,51 @@
+"""A dedup store whose outage a test or the simulator can switch on and off.
+
+Why this module exists: shard-loss scenarios and the sharded-store tests need
+a real store that can become unreachable on command; production code never
+imports it (spec/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from ..dedup.base import BatchMixin, DedupStore, StoreUnavailable
+
+
+class OutageStore(BatchMixin):
+    """Wraps a real store; ``available = False`` makes every call raise
+    :class:`StoreUnavailable` and ``ping`` answer False -- a shard outage the
+    simulator (and a test) can switch, like ``MemoryObjectStore.available``."""
+
+    def __init__(self, inner: DedupStore) -> None:
+        self.inner = inner
+        self.kind = getattr(inner, "kind", "wrapped")
+        self.available = True
+
+    def _check(self) -> None:
+        if not self.available:
+            raise StoreUnavailable("shard is down")
+
+    def get(self, tenant, pcs_id, now):
+        self._check()
+        return self.inner.get(tenant, pcs_id, now)
+
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        self._check()
+        return self.inner.put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
+
+    def count(self, now):
+        self._check()
+        return self.inner.count(now)
+
+    def scan(self, cursor, limit, now):
+        self._check()
+        return self.inner.scan(cursor, limit, now)
+
+    def sample(self, n, seed, now):
+        self._check()
+        return self.inner.sample(n, seed, now)
+
+    def ping(self) -> bool:
+        return self.available and bool(self.inner.ping())
+
+    def close(self) -> None:
+        self.inner.close()
