@@ -425,6 +425,145 @@ class _Progress:
         self.stream.flush()
 
 
+class _LoadRun:
+    """One run of :func:`_run`: the shared state of its workers and the steps
+    each worker takes per item (pace, wait for the repeated item, drive the
+    sans-I/O :class:`Submission` over HTTP, record every attempt, tally)."""
+
+    def __init__(self, items: Sequence[Item], urls: Sequence[str], *, rate: float | None, policy: RetryPolicy,
+                 seed: int, timeout: float, history, progress: _Progress, clock: Callable[[], float],
+                 url_mode: str) -> None:
+        self.items, self.urls, self.rate, self.policy = items, urls, rate, policy
+        self.seed, self.timeout, self.history, self.progress, self.url_mode = seed, timeout, history, progress, url_mode
+        self.res = LoadResult(items=len(items))
+        self.url_index = {u: k for k, u in enumerate(urls)}
+        for k in KINDS:
+            self.res.by_kind[k] = Counter()
+        self.targets = [_request_head(u, ()) for u in urls]
+        self.next_item = 0
+        self.done_items = 0
+        # dup/conflict items wait for the item they repeat to finish, so their expected
+        # answer (replay / 409) does not depend on how the workers interleave
+        self.finished = {it.ref: asyncio.Event() for it in items if it.ref is not None}
+        self.perf = time.perf_counter
+        self.wall0, self.perf0 = clock(), self.perf()
+        self.start = self.perf()
+
+    def wall(self, p: float) -> float:
+        return self.wall0 + (p - self.perf0)
+
+    async def worker(self, w: int) -> None:
+        conns: dict[int, Connection] = {}
+        heads: dict[tuple[int, str], bytes] = {}
+        state = {"preferred": 0}  # failover mode: the URL that last answered this worker
+        rng = random.Random(self.seed * 1_000_003 + w)
+        try:
+            while self.next_item < len(self.items):
+                i = self.next_item
+                self.next_item += 1
+                await self._one_item(i, rng, conns, heads, state)
+        finally:
+            for c in conns.values():
+                c.close()
+
+    async def _one_item(self, i: int, rng: random.Random, conns: dict, heads: dict, state: dict) -> None:
+        perf = self.perf
+        sched = self.start + i / self.rate if self.rate else None
+        if sched is not None:
+            delay = sched - perf()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        item = self.items[i]
+        if item.ref is not None:
+            await self.finished[item.ref].wait()
+        began = perf() if sched is None else sched
+        first_url = i % len(self.urls) if self.url_mode == "spread" else state["preferred"]
+        sub = Submission(item.prepared, self.urls, rng=rng, policy=self.policy, tenant=item.tenant,
+                         first_url=first_url)
+        action: Send | Wait | Done = sub.start(self.wall(perf()))
+        while not isinstance(action, Done):
+            if isinstance(action, Wait):
+                await asyncio.sleep(action.delay)
+                action = sub.resume(self.wall(perf()))
+                continue
+            action = await self._attempt(i, item, sub, action, sched, conns, heads)
+        self._tally(i, item, action, began, state)
+
+    async def _attempt(self, i: int, item: Item, sub: Submission, action: Send, sched: float | None,
+                       conns: dict, heads: dict):
+        """One HTTP attempt of ``item``; returns the submission's next action."""
+        perf, res = self.perf, self.res
+        ui = action.url_index
+        conn = conns.get(ui)
+        if conn is None:
+            (host, port), _ = self.targets[ui]
+            conn = conns[ui] = Connection(host, port, self.timeout)
+        head = heads.get((ui, item.tenant))
+        if head is None:
+            head = heads[(ui, item.tenant)] = _request_head(self.urls[ui], action.headers)[1]
+        t0 = perf()
+        status = err = replay = None
+        try:
+            status, hdrs = await conn.post(head, action.body)
+            rv = hdrs.get(REPLAY_HEADER)
+            replay = None if rv is None else rv.lower() == "true"
+            result: Response | TransportFailure = Response(status, hdrs.get("retry-after"))
+        except HttpError as exc:
+            err = str(exc)
+            result = TransportFailure(err)
+        t1 = perf()
+        res.sent += 1
+        if action.attempt > 1:
+            res.retries += 1
+        res.by_status[status if status is not None else "error"] += 1
+        res.latencies.append(t1 - t0)
+        action_next = sub.on_result(result, self.wall(t1))
+        if self.history is not None:
+            self._record(i, item, action, action_next, status, err, replay, t0, t1, sched)
+        return action_next
+
+    def _record(self, i, item, action, action_next, status, err, replay, t0, t1, sched) -> None:
+        wall = self.wall
+        rec = {
+            "req_id": f"{self.seed}-{i}-{action.attempt}",
+            "item": i,
+            "attempt": action.attempt,
+            "final": isinstance(action_next, Done),
+            "kind": item.kind,
+            "tenant": item.tenant,
+            "pcs_id": item.pcs["pcs_id"],
+            "digest": item.digest,
+            "url": action.url,
+            "status": status,
+            "error": err,
+            "replay": replay,
+            "latency_s": round(t1 - t0, 6),
+            "t_send": round(wall(t0), 6),
+            "t_recv": round(wall(t1), 6),
+            "t_sched": None if sched is None else round(wall(sched), 6),
+        }
+        if isinstance(action_next, Done):
+            rec["outcome"] = action_next.outcome
+        self.history.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+    def _tally(self, i: int, item: Item, action: Done, began: float, state: dict) -> None:
+        res = self.res
+        res.outcomes[action.outcome] += 1
+        res.item_latencies.append(self.perf() - began)
+        if action.status is not None:
+            state["preferred"] = self.url_index[action.url]
+        last = action.status if action.status is not None else "error"
+        res.by_kind[item.kind][str(last)] += 1
+        if action.status not in EXPECTED[item.kind]:
+            res.unexpected += 1
+        self.done_items += 1
+        ev = self.finished.get(i)
+        if ev is not None:
+            ev.set()
+        now = self.perf()
+        self.progress.update(self.done_items, res.sent, now, now - self.start)
+
+
 async def _run(
     items: Sequence[Item],
     urls: Sequence[str],
@@ -439,124 +578,12 @@ async def _run(
     clock: Callable[[], float],
     url_mode: str = "spread",
 ) -> LoadResult:
-    res = LoadResult(items=len(items))
-    url_index = {u: k for k, u in enumerate(urls)}
-    for k in KINDS:
-        res.by_kind[k] = Counter()
-    targets = [_request_head(u, ()) for u in urls]
-    next_item = 0
-    done_items = 0
-    # dup/conflict items wait for the item they repeat to finish, so their expected
-    # answer (replay / 409) does not depend on how the workers interleave
-    finished = {it.ref: asyncio.Event() for it in items if it.ref is not None}
-    perf = time.perf_counter
-    wall0, perf0 = clock(), perf()
-
-    def wall(p: float) -> float:
-        return wall0 + (p - perf0)
-
-    start = perf()
-
-    async def worker(w: int) -> None:
-        nonlocal next_item, done_items
-        conns: dict[int, Connection] = {}
-        heads: dict[tuple[int, str], bytes] = {}
-        preferred = 0  # failover mode: the URL that last answered this worker
-        rng = random.Random(seed * 1_000_003 + w)
-        try:
-            while True:
-                i = next_item
-                if i >= len(items):
-                    return
-                next_item += 1
-                sched = start + i / rate if rate else None
-                if sched is not None:
-                    delay = sched - perf()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                item = items[i]
-                if item.ref is not None:
-                    await finished[item.ref].wait()
-                began = perf() if sched is None else sched
-                sub = Submission(item.prepared, urls, rng=rng, policy=policy, tenant=item.tenant,
-                                 first_url=i % len(urls) if url_mode == "spread" else preferred)
-                action: Send | Wait | Done = sub.start(wall(perf()))
-                while not isinstance(action, Done):
-                    if isinstance(action, Wait):
-                        await asyncio.sleep(action.delay)
-                        action = sub.resume(wall(perf()))
-                        continue
-                    ui = action.url_index
-                    conn = conns.get(ui)
-                    if conn is None:
-                        (host, port), _ = targets[ui]
-                        conn = conns[ui] = Connection(host, port, timeout)
-                    head = heads.get((ui, item.tenant))
-                    if head is None:
-                        head = heads[(ui, item.tenant)] = _request_head(urls[ui], action.headers)[1]
-                    t0 = perf()
-                    status = None
-                    err = None
-                    replay = None
-                    try:
-                        status, hdrs = await conn.post(head, action.body)
-                        rv = hdrs.get(REPLAY_HEADER)
-                        replay = None if rv is None else rv.lower() == "true"
-                        result: Response | TransportFailure = Response(status, hdrs.get("retry-after"))
-                    except HttpError as exc:
-                        err = str(exc)
-                        result = TransportFailure(err)
-                    t1 = perf()
-                    res.sent += 1
-                    if action.attempt > 1:
-                        res.retries += 1
-                    res.by_status[status if status is not None else "error"] += 1
-                    res.latencies.append(t1 - t0)
-                    action_next = sub.on_result(result, wall(t1))
-                    if history is not None:
-                        rec = {
-                            "req_id": f"{seed}-{i}-{action.attempt}",
-                            "item": i,
-                            "attempt": action.attempt,
-                            "final": isinstance(action_next, Done),
-                            "kind": item.kind,
-                            "tenant": item.tenant,
-                            "pcs_id": item.pcs["pcs_id"],
-                            "digest": item.digest,
-                            "url": action.url,
-                            "status": status,
-                            "error": err,
-                            "replay": replay,
-                            "latency_s": round(t1 - t0, 6),
-                            "t_send": round(wall(t0), 6),
-                            "t_recv": round(wall(t1), 6),
-                            "t_sched": None if sched is None else round(wall(sched), 6),
-                        }
-                        if isinstance(action_next, Done):
-                            rec["outcome"] = action_next.outcome
-                        history.write(json.dumps(rec, separators=(",", ":")) + "\n")
-                    action = action_next
-                res.outcomes[action.outcome] += 1
-                res.item_latencies.append(perf() - began)
-                if action.status is not None:
-                    preferred = url_index[action.url]
-                last = action.status if action.status is not None else "error"
-                res.by_kind[item.kind][str(last)] += 1
-                if action.status not in EXPECTED[item.kind]:
-                    res.unexpected += 1
-                done_items += 1
-                ev = finished.get(i)
-                if ev is not None:
-                    ev.set()
-                now = perf()
-                progress.update(done_items, res.sent, now, now - start)
-        finally:
-            for c in conns.values():
-                c.close()
-
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    res.elapsed_s = perf() - start
-    progress.update(done_items, res.sent, perf(), res.elapsed_s, final=True)
+    run = _LoadRun(items, urls, rate=rate, policy=policy, seed=seed, timeout=timeout, history=history,
+                   progress=progress, clock=clock, url_mode=url_mode)
+    await asyncio.gather(*(run.worker(w) for w in range(concurrency)))
+    res = run.res
+    res.elapsed_s = run.perf() - run.start
+    progress.update(run.done_items, res.sent, run.perf(), res.elapsed_s, final=True)
     return res
 
 
