@@ -165,6 +165,92 @@ def _number(tok: Token) -> float:
     return v
 
 
+def _settings_section(sec, values: dict, seen_sections: dict) -> None:
+    """One ``[tolerances]``/``[budget]``/... section: known keys, each once, in range."""
+    sec_tok, *settings = sec.children
+    section = str(sec_tok)
+    if section in seen_sections:
+        raise _err(sec_tok, f"section {section!r} appears twice (first at line {seen_sections[section].line})")
+    seen_sections[section] = sec_tok
+    known = SETTINGS[section]
+    vals = values.setdefault(section, {})
+    for setting in settings:
+        key_tok, num_tok = setting.children
+        key = str(key_tok)
+        if key not in known:
+            raise _err(key_tok, f"unknown setting {section}.{key}; expected one of {', '.join(known)}")
+        if key in vals:
+            raise _err(key_tok, f"{section}.{key} is set twice")
+        v = _number(num_tok)
+        _, lo, hi = known[key]
+        if not lo <= v <= hi:
+            raise _err(num_tok, f"{section}.{key} = {v:g} is outside [{lo:g}, {hi:g}]")
+        vals[key] = (v, num_tok)
+
+
+def _escalation_section(sec, seen_sections: dict, reject_status: dict, rules_seen: dict) -> None:
+    """The ``[escalation]`` section: one rule per known reason code, escalate or reject 400/401."""
+    if "escalation" in seen_sections:
+        raise PolicyError(sec.meta.line, sec.meta.column, "section 'escalation' appears twice")
+    seen_sections["escalation"] = Token("SECTION", "escalation", line=sec.meta.line, column=sec.meta.column)
+    for rule in sec.children:
+        key_tok, action_tok, status_tok = rule.children
+        reason = str(key_tok)
+        if reason not in KNOWN_REASONS:
+            raise _err(key_tok, f"unknown reason code {reason!r}; expected one of {', '.join(KNOWN_REASONS)}")
+        if reason in rules_seen:
+            raise _err(key_tok, f"a rule for {reason!r} already exists (line {rules_seen[reason].line})")
+        rules_seen[reason] = key_tok
+        if str(action_tok) == "escalate":
+            if status_tok is not None:
+                raise _err(status_tok, "escalate takes no status")
+            reject_status.pop(reason, None)
+            continue
+        if status_tok is None:
+            raise _err(action_tok, "reject needs a status: reject 400 or reject 401")
+        status = int(str(status_tok))
+        if status not in (400, 401):
+            raise _err(status_tok, f"reject status must be 400 or 401, got {status}")
+        reject_status[reason] = status
+
+
+class _Settings:
+    """The parsed setting values, with the token to blame for a cross-setting error."""
+
+    def __init__(self, values: dict, seen_sections: dict, name_tok: Token) -> None:
+        self.values, self.seen_sections, self.name_tok = values, seen_sections, name_tok
+
+    def get(self, section: str, key: str, default: float) -> float:
+        return self.values.get(section, {}).get(key, (default, None))[0]
+
+    def where(self, section: str, *keys: str) -> Token:
+        for k in keys:
+            if k in self.values.get(section, {}):
+                return self.values[section][k][1]
+        return self.seen_sections.get(section, self.name_tok)
+
+
+def _bounded_params(s: _Settings) -> tuple[BudgetParams, RegimeThresholds, float, float]:
+    """Budget, regime and anomaly settings, checked against each other (INV-BUDGET-BOUNDS,
+    INV-REGIME-PARTITION: a policy that breaks them does not compile)."""
+    d = BudgetParams()
+    bp = BudgetParams(**{k: s.get("budget", k, getattr(d, k)) for k in ("base", "alpha", "beta", "gamma", "d0")})
+    if bp.base + bp.alpha + bp.gamma > 1.0 + 1e-12:
+        raise _err(s.where("budget", "gamma", "alpha", "base"),
+                   f"budget unbounded: base + alpha + gamma = {bp.base + bp.alpha + bp.gamma:g} > 1")
+    r = RegimeThresholds()
+    keys = ("sticky_coh", "sticky_d_max", "non_sticky_d_min")
+    rt = RegimeThresholds(**{k: s.get("regime", k, getattr(r, k)) for k in keys})
+    if not rt.sticky_d_max < rt.non_sticky_d_min:
+        raise _err(s.where("regime", "non_sticky_d_min", "sticky_d_max"),
+                   f"regime.sticky_d_max ({rt.sticky_d_max:g}) must be < regime.non_sticky_d_min ({rt.non_sticky_d_min:g})")
+    alert, reject = s.get("anomaly", "alert", 0.5), s.get("anomaly", "reject", 0.8)
+    if alert > reject:
+        raise _err(s.where("anomaly", "alert", "reject"),
+                   f"anomaly.alert ({alert:g}) must be <= anomaly.reject ({reject:g})")
+    return bp, rt, alert, reject
+
+
 def compile_policy(source: str) -> CompiledPolicy:
     """Parse and check ``source``; see the module docstring for the invariants."""
     from .pipeline import (
@@ -182,78 +268,17 @@ def compile_policy(source: str) -> CompiledPolicy:
     rules_seen: dict[str, Token] = {}
     for sec in sections:
         if sec.data == "settings":
-            sec_tok, *settings = sec.children
-            sname = str(sec_tok)
-            if sname in seen_sections:
-                raise _err(sec_tok, f"section {sname!r} appears twice (first at line {seen_sections[sname].line})")
-            seen_sections[sname] = sec_tok
-            known = SETTINGS[sname]
-            vals = values.setdefault(sname, {})
-            for st in settings:
-                key_tok, num_tok = st.children
-                key = str(key_tok)
-                if key not in known:
-                    raise _err(key_tok, f"unknown setting {sname}.{key}; expected one of {', '.join(known)}")
-                if key in vals:
-                    raise _err(key_tok, f"{sname}.{key} is set twice")
-                v = _number(num_tok)
-                _, lo, hi = known[key]
-                if not lo <= v <= hi:
-                    raise _err(num_tok, f"{sname}.{key} = {v:g} is outside [{lo:g}, {hi:g}]")
-                vals[key] = (v, num_tok)
-        else:  # escalation
-            sec_tok = sec.meta
-            if "escalation" in seen_sections:
-                raise PolicyError(sec.meta.line, sec.meta.column, "section 'escalation' appears twice")
-            seen_sections["escalation"] = Token("SECTION", "escalation", line=sec.meta.line, column=sec.meta.column)
-            for rule in sec.children:
-                key_tok, action_tok, status_tok = rule.children
-                reason = str(key_tok)
-                if reason not in KNOWN_REASONS:
-                    raise _err(key_tok, f"unknown reason code {reason!r}; expected one of {', '.join(KNOWN_REASONS)}")
-                if reason in rules_seen:
-                    raise _err(key_tok, f"a rule for {reason!r} already exists (line {rules_seen[reason].line})")
-                rules_seen[reason] = key_tok
-                if str(action_tok) == "escalate":
-                    if status_tok is not None:
-                        raise _err(status_tok, "escalate takes no status")
-                    reject_status.pop(reason, None)
-                else:
-                    if status_tok is None:
-                        raise _err(action_tok, "reject needs a status: reject 400 or reject 401")
-                    status = int(str(status_tok))
-                    if status not in (400, 401):
-                        raise _err(status_tok, f"reject status must be 400 or 401, got {status}")
-                    reject_status[reason] = status
-
-    def get(sec: str, key: str, default: float) -> float:
-        return values.get(sec, {}).get(key, (default, None))[0]
-
-    def where(sec: str, *keys: str) -> Token:
-        for k in keys:
-            if k in values.get(sec, {}):
-                return values[sec][k][1]
-        return seen_sections.get(sec, name_tok)
-
-    d = BudgetParams()
-    bp = BudgetParams(**{k: get("budget", k, getattr(d, k)) for k in ("base", "alpha", "beta", "gamma", "d0")})
-    if bp.base + bp.alpha + bp.gamma > 1.0 + 1e-12:
-        raise _err(where("budget", "gamma", "alpha", "base"),
-                   f"budget unbounded: base + alpha + gamma = {bp.base + bp.alpha + bp.gamma:g} > 1")
-    r = RegimeThresholds()
-    rt = RegimeThresholds(**{k: get("regime", k, getattr(r, k)) for k in ("sticky_coh", "sticky_d_max", "non_sticky_d_min")})
-    if not rt.sticky_d_max < rt.non_sticky_d_min:
-        raise _err(where("regime", "non_sticky_d_min", "sticky_d_max"),
-                   f"regime.sticky_d_max ({rt.sticky_d_max:g}) must be < regime.non_sticky_d_min ({rt.non_sticky_d_min:g})")
-    alert, reject = get("anomaly", "alert", 0.5), get("anomaly", "reject", 0.8)
-    if alert > reject:
-        raise _err(where("anomaly", "alert", "reject"), f"anomaly.alert ({alert:g}) must be <= anomaly.reject ({reject:g})")
+            _settings_section(sec, values, seen_sections)
+        else:
+            _escalation_section(sec, seen_sections, reject_status, rules_seen)
+    settings = _Settings(values, seen_sections, name_tok)
+    bp, rt, alert, reject = _bounded_params(settings)
     dp = Policy()
     policy = Policy(
         version=version,
-        tol_d=get("tolerances", "d_hat", dp.tol_d),
-        tol_coh=get("tolerances", "coh", dp.tol_coh),
-        tol_budget=get("tolerances", "budget", dp.tol_budget),
+        tol_d=settings.get("tolerances", "d_hat", dp.tol_d),
+        tol_coh=settings.get("tolerances", "coh", dp.tol_coh),
+        tol_budget=settings.get("tolerances", "budget", dp.tol_budget),
         budget=bp,
         regime=rt,
     )
