@@ -1,4 +1,4 @@
-"""The reference authoritative-outcome merge (SPEC section 11, issue #8).
+"""The reference authoritative-outcome merge (SPEC section 11).
 
 Why this module exists: during a partition two regions may store different
 payloads under one ``(tenant, pcs_id)``. Each region keeps its own first write

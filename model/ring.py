@@ -1,4 +1,4 @@
-"""The abstract consistent-hash ring (issue #7 item 1), as a specification.
+"""The abstract consistent-hash ring, as a specification.
 
 A ring is a list of virtual-node positions, sorted, each owned by a live shard.
 A key hashes to a position ``h``; its owner is the shard of the first vnode at
@@ -6,7 +6,7 @@ or after ``h`` (the successor), wrapping around to the first vnode when ``h`` is
 past the last one. INV-RING-OWNER: every key maps to exactly one live shard.
 
 ``flk.formal.ring`` proves that property for the successor rule below over all
-positions of bounded rings; ``flk.impl.dedup.sharded`` (issue #7) is to be tied to
+positions of bounded rings; ``flk.impl.dedup.sharded`` is to be tied to
 this model by a cross-check once it exists.
 """
 

@@ -1,4 +1,4 @@
-"""The PCS builder: from an event stream to a signed PCS (issue 3, item 1).
+"""The PCS builder: from an event stream to a signed PCS.
 
 Why this module exists: the agent is where a PCS is born. Everything a
 verifier later recomputes or checks -- N_j, D-hat, coh-star, r, the Merkle root

@@ -1,4 +1,4 @@
-"""The submit client: at-least-once delivery of one signed PCS (issue 3, item 3).
+"""The submit client: at-least-once delivery of one signed PCS.
 
 Why this module exists: the agent's retries are only safe because every
 retry carries the *same signed subset*, so the server's first-write-wins

@@ -1,4 +1,4 @@
-"""The load generator: deterministic PCS traffic against one or more servers (issue 3, item 4).
+"""The load generator: deterministic PCS traffic against one or more servers.
 
 Why this module exists: it is the client the server, crash, simulator and
 conformance work drive their systems with, and the history it writes is what

@@ -18,7 +18,7 @@ Three signals:
   ``(payload_digest, status)``; ``sample_mismatch = mismatches / comparable``.
 * **Explicit conflicts**: the reconciler's open conflict count.
 
-Severity (the seeds' thresholds): ``warning`` if count divergence > 5 % or
+Severity (SPEC thresholds): ``warning`` if count divergence > 5 % or
 sample mismatch > 10 % or any open conflict; ``critical`` at twice the
 thresholds (> 10 % / > 20 %). Pure functions plus :class:`DivergenceDetector`
 (``step(now) -> next_wakeup``) that exchanges summaries through the object

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the verify pipeline (names from the seeds).
+"""Prometheus metrics of the verify pipeline (names as SPEC lists them).
 
 Why this module exists: the pipeline itself holds no metrics state -- it yields
 ``Emit(event)`` effects and a driver hands them to a sink. :class:`Metrics` is

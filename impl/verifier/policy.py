@@ -319,7 +319,7 @@ def compile_file(path: str):
 
 
 DEFAULT_POLICY_TEXT = """\
-# The seeds' defaults, written out.
+# The default policy (SPEC defaults), written out.
 policy "default" version 1.0.0 {
   tolerances { d_hat = 0.15  coh = 0.05  budget = 0.01 }
   budget     { base = 0.10  alpha = 0.30  beta = 0.50  gamma = 0.20  d0 = 2.2 }

@@ -1,4 +1,4 @@
-"""Tenants: who may submit, with which keys, how often (issue 5 item 1, owned by issue 4).
+"""Tenants: who may submit, with which keys, how often.
 
 Why this module exists: the pipeline must resolve a tenant and its *own* keys
 before it verifies a signature and before it touches the dedup store
@@ -26,11 +26,11 @@ Configuration sources (all produce a :class:`TenantRegistry`):
       not_before = 1767225600    # seconds since the epoch (or a TOML datetime); optional
       not_after = 1769904000     # exclusive; optional
 
-* the seeds' environment form ``TENANTS=t1:hmac:key1,t2:ed25519:pubkey_b64``
+* the environment form ``TENANTS=t1:hmac:key1,t2:ed25519:pubkey_b64``
   (repeat a tenant to give it several keys), and
 * single-tenant mode (tenant ``default``) from ``PCS_SIGN_ALG`` (``hmac`` or
   ``ed25519``), ``PCS_HMAC_KEY`` / ``PCS_HMAC_KEYS`` (comma-separated) or
-  ``PCS_ED25519_PUB_B64`` (comma-separated allowed). The seeds' ``none``
+  ``PCS_ED25519_PUB_B64`` (comma-separated allowed). A ``none``
   algorithm is refused: the pipeline always verifies (fail closed).
 
 Rate limits and quotas are pure logic with time passed in (:class:`Limiter`);
@@ -277,7 +277,7 @@ def load_toml(path: str) -> TenantRegistry:
 def parse_tenants_env(value: str, **common) -> TenantRegistry:
     """``t1:hmac:key1,t2:ed25519:pubkey_b64``; a tenant repeated gets several keys.
 
-    HMAC keys are the UTF-8 text (as the seeds' agents use them); ``common`` may
+    HMAC keys are the UTF-8 text (as agents use them); ``common`` may
     set rate_per_s, burst, daily_quota, profiles, pii_mode for every tenant."""
     entries: dict[str, dict] = {}
     for i, item in enumerate(x for x in value.split(",") if x.strip()):

@@ -1,6 +1,6 @@
 """``flk bench serve``: the real server under ``wrk`` vs a bare Starlette handler.
 
-What is measured (issue #6, item 6): ``flk serve`` with the SQLite dedup store
+What is measured: ``flk serve`` with the SQLite dedup store
 and the fsync'd, group-committed inbox WAL, WORKERS=2 on this machine, driven
 by ``wrk`` (Debian package; ``scripts/install_wrk.sh``) at 32 connections with
 distinct, validly signed PCS bodies (:mod:`flk.impl.testing.workload`; a small

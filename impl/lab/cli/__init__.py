@@ -2,8 +2,7 @@
 
 Each subcommand lives in ``flk.impl.lab.cli.cmd_<name>`` (dashes become
 underscores) and exports ``configure(parser)`` and ``run(args) -> int``.
-Modules are imported lazily so ``flk --help`` stays fast. A subcommand whose
-module does not exist yet says so and exits 2 -- it never pretends.
+Modules are imported lazily so ``flk --help`` stays fast.
 
 Exit codes: 0 success/valid, 1 a check failed (invariant, proof, conformance),
 2 bad input or usage (a clear message on stderr, never a traceback).
@@ -17,20 +16,20 @@ import sys
 
 from ...core.errors import InvalidInput
 
-# name -> (one-line help, issue that delivers it)
-COMMANDS: dict[str, tuple[str, int]] = {
-    "demo": ("run the whole lab end to end on embedded defaults", 12),
-    "serve": ("run the deployable verifier server (ASGI, SQLite by default)", 6),
-    "agent": ("build PCS from event streams, submit them, generate load", 3),
-    "sim": ("deterministic chaos/DR simulator: list, run, replay, sweep", 9),
-    "prove": ("run the Z3/Hypothesis proofs of the invariants", 10),
-    "conformance": ("conformance kit: vectors via an adapter, server black-box suite", 11),
-    "bench": ("benchmarks; prints one JSON object of named figures with --json", 2),
-    "wal": ("inspect or verify a write-ahead log directory", 4),
-    "audit": ("verify a WORM audit log", 5),
-    "policy": ("compile and diff verification policies", 5),
-    "dedup-migrate": ("zero-downtime dedup shard migration", 7),
-    "vectors": ("generate or check the frozen test vectors in spec/vectors", 2),
+# name -> one-line help
+COMMANDS: dict[str, str] = {
+    "demo": "run the whole lab end to end on embedded defaults",
+    "serve": "run the deployable verifier server (ASGI, SQLite by default)",
+    "agent": "build PCS from event streams, submit them, generate load",
+    "sim": "deterministic chaos/DR simulator: list, run, replay, sweep",
+    "prove": "run the Z3/Hypothesis proofs of the invariants",
+    "conformance": "conformance kit: vectors via an adapter, server black-box suite",
+    "bench": "benchmarks; prints one JSON object of named figures with --json",
+    "wal": "inspect or verify a write-ahead log directory",
+    "audit": "verify a WORM audit log",
+    "policy": "compile and diff verification policies",
+    "dedup-migrate": "zero-downtime dedup shard migration",
+    "vectors": "generate or check the frozen test vectors in spec/vectors",
 }
 
 
@@ -45,25 +44,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _module(name: str):
-    mod_name = "flk.impl.lab.cli.cmd_" + name.replace("-", "_")
-    try:
-        return importlib.import_module(mod_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == mod_name:
-            return None
-        raise
+    return importlib.import_module("flk.impl.lab.cli.cmd_" + name.replace("-", "_"))
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="flk", description="flk-lab: prove that a PCS ingest-and-verify system keeps its promises")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, (help_text, _issue) in COMMANDS.items():
+    for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        mod = _module(name) if only == name else None
-        if mod is not None:
-            mod.configure(p)
-        else:  # not the command being run, or not built yet: accept anything, say so in main()
+        if only == name:
+            _module(name).configure(p)
+        else:  # not the command being run: its module is not imported
             p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
@@ -73,9 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv and not argv[0].startswith("-") else None
     if command is not None and command not in COMMANDS:
         build_parser().parse_args(argv)  # prints the usage error, exits 2
-    if command is not None and _module(command) is None:
-        print(f"flk {command}: not implemented yet (see issue #{COMMANDS[command][1]})", file=sys.stderr)
-        return 2
     parser = build_parser(only=command)
     args = parser.parse_args(argv)
     if args.version:
@@ -87,10 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     mod = _module(args.command)
-    if mod is None:
-        issue = COMMANDS[args.command][1]
-        print(f"flk {args.command}: not implemented yet (see issue #{issue})", file=sys.stderr)
-        return 2
     try:
         return int(mod.run(args) or 0)
     except (UsageError, InvalidInput) as exc:

@@ -1,6 +1,6 @@
 """``flk serve``: run the deployable verifier server (ASGI over the verify pipeline).
 
-Configuration comes from the seeds' environment variables and an optional TOML
+Configuration comes from environment variables (SPEC section 9) and an optional TOML
 file (``--config``); flags override both. Everything is checked -- the
 configuration, the data and WAL directories, the tenants and policy, the dedup
 store (it is opened and pinged) -- *before* the socket is bound: a problem is
@@ -53,7 +53,7 @@ def preflight(cfg) -> None:
     from ...replication.service import CrrConfigError, config_from_env
 
     try:
-        config_from_env(os.environ, cfg.region_id)  # cross-region replication (CRR_*), issue #8
+        config_from_env(os.environ, cfg.region_id)  # cross-region replication (CRR_*)
     except CrrConfigError as exc:
         raise ConfigError(f"replication: {exc}") from None
     from ...server.app import openapi_document
