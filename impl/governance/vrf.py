@@ -335,4 +335,18 @@ def make_vrf_hook(
     return hook
 
 
+def make_tenants_vrf_hook(settings: Mapping[str, tuple[bytes, bool]]) -> Callable[[Mapping, str], list[str]]:
+    """The hook ``flk serve`` installs: ``settings`` maps tenant -> (VRF public key,
+    proof required?); a tenant not listed is not checked (its ``vrf`` is off)."""
+
+    def hook(pcs: Mapping, tenant: str) -> list[str]:
+        entry = settings.get(tenant)
+        if entry is None:
+            return []
+        return list(check_pcs(pcs, entry[0], entry[1]).reasons)
+
+    hook.__name__ = "vrf_hook"
+    return hook
+
+
 HTTP_STATUS = {REASON_VRF_INVALID: 401, REASON_VRF_MISSING: 401, REASON_VRF_SEED_MISMATCH: 401}

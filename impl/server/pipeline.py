@@ -83,17 +83,24 @@ def build_policy_kwargs(cfg: ServerConfig) -> dict[str, Any]:
 
 def build_hooks(tenants) -> list:
     """Governance hooks the tenants ask for: the PII gate when any tenant's
-    ``pii_mode`` is not ``off``."""
-    modes = {}
+    ``pii_mode`` is not ``off``; the VRF check when any tenant's ``vrf`` is not ``off``."""
+    modes, vrf = {}, {}
     for tid in tenants.ids():
         t = tenants.resolve(tid)
         if t is not None and t.pii_mode != "off":
             modes[tid] = t.pii_mode
-    if not modes:
-        return []
-    from ..governance.pii import PiiCounters, make_pii_hook
+        if t is not None and t.vrf != "off":
+            vrf[tid] = (t.vrf_public_key, t.vrf == "required")
+    hooks = []
+    if modes:
+        from ..governance.pii import PiiCounters, make_pii_hook
 
-    return [make_pii_hook(modes, PiiCounters())]
+        hooks.append(make_pii_hook(modes, PiiCounters()))
+    if vrf:
+        from ..governance.vrf import make_tenants_vrf_hook
+
+        hooks.append(make_tenants_vrf_hook(vrf))
+    return hooks
 
 
 def build_verifier(cfg: ServerConfig):

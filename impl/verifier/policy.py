@@ -273,12 +273,12 @@ def compile_policy(source: str) -> CompiledPolicy:
             _escalation_section(sec, seen_sections, reject_status, rules_seen)
     settings = _Settings(values, seen_sections, name_tok)
     bp, rt, alert, reject = _bounded_params(settings)
-    dp = Policy()
+    defaults = Policy()
     policy = Policy(
         version=version,
-        tol_d=settings.get("tolerances", "d_hat", dp.tol_d),
-        tol_coh=settings.get("tolerances", "coh", dp.tol_coh),
-        tol_budget=settings.get("tolerances", "budget", dp.tol_budget),
+        tol_d=settings.get("tolerances", "d_hat", defaults.tol_d),
+        tol_coh=settings.get("tolerances", "coh", defaults.tol_coh),
+        tol_budget=settings.get("tolerances", "budget", defaults.tol_budget),
         budget=bp,
         regime=rt,
     )

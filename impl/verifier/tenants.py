@@ -15,6 +15,7 @@ Configuration sources (all produce a :class:`TenantRegistry`):
       daily_quota = 0            # requests per UTC day; 0 = unlimited
       profiles = ["v1"]          # or ["v1", "legacy-0.1"]
       pii_mode = "off"           # off | detect | block | redact (governance's gate)
+      vrf = "off"                # off | optional | required (needs vrf_public_key_b64)
 
       [tenants.acme]
       alg = "hmac"               # hmac | ed25519
@@ -25,6 +26,9 @@ Configuration sources (all produce a :class:`TenantRegistry`):
       # ed25519: public_key_b64 = "<32 raw bytes, base64>"
       not_before = 1767225600    # seconds since the epoch (or a TOML datetime); optional
       not_after = 1769904000     # exclusive; optional
+      # vrf_public_key_b64 = "..." (32-byte ECVRF-EDWARDS25519 public key) with vrf = "optional"|"required":
+      # a PCS must carry a valid ``vrf_proof`` for its pcs_id preimage (401 vrf_invalid / vrf_missing /
+      # vrf_seed_mismatch otherwise; GOVERNANCE.md section 6)
 
 * the environment form ``TENANTS=t1:hmac:key1,t2:ed25519:pubkey_b64``
   (repeat a tenant to give it several keys), and
@@ -83,6 +87,8 @@ class Tenant:
     profiles: tuple[str, ...] = ("v1",)
     pii_mode: str = "off"
     labels: tuple[tuple[str, str], ...] = ()
+    vrf: str = "off"
+    vrf_public_key: bytes | None = field(default=None, repr=False)
 
     def active_keys(self, now: float) -> list[bytes]:
         return [k.material for k in self.keys if k.active(now)]
@@ -199,7 +205,30 @@ def _key(alg: str, spec: Mapping, where: str, index: int) -> TenantKey:
     return TenantKey(kid, material, nb, na)
 
 
-_TENANT_FIELDS = {"alg", "keys", "rate_per_s", "burst", "daily_quota", "profiles", "pii_mode", "labels"}
+_TENANT_FIELDS = {"alg", "keys", "rate_per_s", "burst", "daily_quota", "profiles", "pii_mode", "labels", "vrf",
+                  "vrf_public_key_b64"}
+VRF_MODES = ("off", "optional", "required")
+
+
+def _vrf(merged: Mapping, where: str) -> tuple[str, bytes | None]:
+    """The tenant's VRF mode and public key (a mode other than off needs the key)."""
+    mode = merged.get("vrf", "off")
+    if mode not in VRF_MODES:
+        raise InvalidInput(f"{where}.vrf", f"must be one of {VRF_MODES}")
+    text = merged.get("vrf_public_key_b64")
+    if text is None:
+        if mode != "off":
+            raise InvalidInput(f"{where}.vrf_public_key_b64", f"vrf = {mode!r} needs the tenant's VRF public key")
+        return mode, None
+    if not isinstance(text, str):
+        raise InvalidInput(f"{where}.vrf_public_key_b64", "must be a base64 string")
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{where}.vrf_public_key_b64", "is not strict base64") from None
+    if len(key) != 32:
+        raise InvalidInput(f"{where}.vrf_public_key_b64", f"must decode to 32 bytes, got {len(key)}")
+    return mode, key
 
 
 def _tenant(tid: str, spec: Mapping, defaults: Mapping) -> Tenant:
@@ -226,6 +255,7 @@ def _tenant(tid: str, spec: Mapping, defaults: Mapping) -> Tenant:
     labels = merged.get("labels", {})
     if not isinstance(labels, Mapping) or any(not isinstance(v, str) for v in labels.values()):
         raise InvalidInput(f"{where}.labels", "must be a table of strings")
+    vrf_mode, vrf_key = _vrf(merged, where)
     rate = float(_num(merged.get("rate_per_s", 0.0), f"{where}.rate_per_s"))
     burst = float(_num(merged.get("burst", max(1.0, rate)), f"{where}.burst"))
     if rate > 0 and burst < 1:
@@ -240,6 +270,8 @@ def _tenant(tid: str, spec: Mapping, defaults: Mapping) -> Tenant:
         profiles=tuple(sorted(set(profiles), key=PROFILES.index)),
         pii_mode=pii,
         labels=tuple(sorted(labels.items())),
+        vrf=vrf_mode,
+        vrf_public_key=vrf_key,
     )
 
 
