@@ -2,12 +2,13 @@
 
 Why this module exists: :mod:`flk.impl.replication.crr` and :mod:`flk.impl.replication.reconcile` are
 sans-I/O (``step(now) -> next_wakeup``); a server needs a thread that calls
-them with the wall clock, a configuration read from the environment, and an
+them with the wall clock, its configuration, and an
 HTTP surface. The simulator drives the same ``step`` functions with simulated
 time instead.
 
-Configuration (environment; absent ``CRR_STORE_DIR``/``CRR_STORE_URL`` =
-replication off):
+Configuration: the ``CRR_*`` rows of the server's settings table
+(:mod:`flk.impl.server.config`, which hands this module a :class:`CrrConfig`;
+absent ``CRR_STORE_DIR``/``CRR_STORE_URL`` = replication off):
 
 =====================  ==================================================================
 ``REGION_ID``          this region (the server's ``region_id``)
@@ -41,12 +42,11 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.backoff import Backoff
-from ..core.errors import InvalidInput
 from ..governance.auditworkers import (
     AuditItem,
     AuditQueue,
@@ -66,15 +66,12 @@ from .crr import (
 from .divergence import Alert, DivergenceDetector
 from .reconcile import Reconciler, SqliteAuthoritativeStore, authoritative_app
 
-MODES = ("auto-safe", "manual")
-
-
-class CrrConfigError(ValueError):
-    """A CRR_* setting is malformed (``flk serve`` exits 2)."""
-
 
 @dataclass(frozen=True)
 class CrrConfig:
+    """The replication settings (built by :func:`flk.impl.server.config.load_config`
+    from the ``CRR_*`` rows of the server's settings table)."""
+
     region: str
     store_url: str
     peers: str = ""
@@ -83,40 +80,6 @@ class CrrConfig:
     mode: str = "auto-safe"
     divergence_interval_s: float = 60.0
     anchor_every: int = 64
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        v = float(raw)
-    except ValueError:
-        raise CrrConfigError(f"{name} must be a number of seconds, got {raw[:40]!r}") from None
-    if not (0.01 <= v <= 3600):
-        raise CrrConfigError(f"{name} must be between 0.01 and 3600 seconds")
-    return v
-
-
-def config_from_env(env: Mapping[str, str], region: str) -> CrrConfig | None:
-    url = env.get("CRR_STORE_URL") or env.get("CRR_STORE_DIR") or ""
-    if not url:
-        return None
-    ship = _float(env, "CRR_SHIP_INTERVAL_S", 1.0)
-    read = _float(env, "CRR_READ_INTERVAL_S", ship)
-    mode = env.get("CRR_MODE") or "auto-safe"
-    if mode not in MODES:
-        raise CrrConfigError(f"CRR_MODE must be one of {', '.join(MODES)}")
-    peers = env.get("CRR_PEERS", "")
-    try:
-        Topology.parse(peers, region)
-    except (ValueError, InvalidInput) as exc:  # pragma: no cover - parse accepts any text
-        raise CrrConfigError(f"CRR_PEERS: {exc}") from None
-    div = _float(env, "CRR_DIVERGENCE_INTERVAL_S", 60.0)
-    raw = env.get("CRR_ANCHOR_EVERY") or "64"
-    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
-        raise CrrConfigError("CRR_ANCHOR_EVERY must be an integer in [1, 1000000]")
-    return CrrConfig(region, url, peers, ship, read, mode, div, int(raw))
 
 
 class CrrService:
@@ -315,13 +278,12 @@ class CrrCollector:
 
 # -- the server's hooks (call from Server.start / Server.stop) --------------------------------
 
-def start_for_server(server: Any, env: Mapping[str, str] | None = None) -> CrrService | None:
+def start_for_server(server: Any) -> CrrService | None:
     """Start replication for one ``flk serve`` worker if configured (else None).
-    Needs ``server.cfg`` (``region_id``, ``data_dir``), ``server.worker``,
+    Needs ``server.cfg`` (``crr``, ``data_dir``), ``server.worker``,
     ``server.wal`` (the inbox ``SegmentedLog``), ``server.store`` (dedup) and
     ``server.pipeline.verifier``."""
-    env = os.environ if env is None else env
-    cfg = config_from_env(env, server.cfg.region_id)
+    cfg = getattr(server.cfg, "crr", None)
     if cfg is None:
         return None
     logger = getattr(server, "log", None)

@@ -10,11 +10,18 @@ import pytest
 from verifier.pcsgen import registry
 
 from flk.impl.dedup import open_store
-from flk.impl.replication.service import CrrConfig, CrrConfigError, CrrService, config_from_env
+from flk.impl.replication.service import CrrConfig, CrrService
+from flk.impl.server.config import ConfigError, load_config
 from flk.impl.storage.wal import SegmentedLog
 from flk.impl.verifier.pipeline import Request, Verifier, run_sync
 
 from .regions import NOW, variants
+
+
+def config_from_env(env, region):
+    """The replication part of the server's settings table (CRR_* rows)."""
+    return load_config({"DATA_DIR": "/nonexistent", "PCS_HMAC_KEY": "k" * 16, "REGION_ID": region, **env},
+                       create_key=False).crr
 
 
 def test_config_from_env():
@@ -23,7 +30,7 @@ def test_config_from_env():
     assert c == CrrConfig("eu", "/x", "us:ta,ap", 0.5, 0.5, "auto-safe", 60.0, 64)
     for bad in ({"CRR_SHIP_INTERVAL_S": "soon"}, {"CRR_SHIP_INTERVAL_S": "0"}, {"CRR_MODE": "yolo"},
                 {"CRR_READ_INTERVAL_S": "1e9"}):
-        with pytest.raises(CrrConfigError):
+        with pytest.raises(ConfigError):
             config_from_env({"CRR_STORE_DIR": "/x", **bad}, "eu")
 
 

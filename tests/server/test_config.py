@@ -129,3 +129,29 @@ def test_key_file_rejects_garbage(tmp_path) -> None:
     (tmp_path / "hmac.key").write_text("not a key")
     with pytest.raises(ConfigError, match="64 lowercase hex"):
         ensure_key_file(str(tmp_path))
+
+
+def test_spec_settings_section_is_generated_from_the_settings_table() -> None:
+    import pathlib
+
+    from flk.impl.server.config import SETTINGS, settings_markdown
+
+    spec = (pathlib.Path(__file__).resolve().parents[2] / "spec" / "SPEC.md").read_text(encoding="utf-8")
+    section = spec.split("<!-- settings:begin -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert section == settings_markdown(), "regenerate SPEC.md 9.2 with flk.impl.server.config.settings_markdown()"
+    documented = {line.split("`")[1] for line in section.splitlines()[2:]}
+    assert documented == {s.env for s in SETTINGS}
+
+
+def test_every_setting_is_read_from_env_and_toml(tmp_path) -> None:
+    """The table drives loading: a value given for any row's name reaches the config object."""
+    from flk.impl.server.config import load_config
+
+    cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": "0123456789abcdef", "MAX_HEADERS": "42",
+                       "HEADER_TIMEOUT_S": "2.5", "METRICS_USER": "ops", "METRICS_PASS": "pw-0123"})
+    assert (cfg.max_headers, cfg.header_timeout_s, cfg.operator_user) == (42, 2.5, "ops")
+    assert "pw-0123" not in repr(cfg)
+    f = tmp_path / "c.toml"
+    f.write_text('crr_store_dir = "/x"\ncrr_mode = "manual"\nmax_connections = 7\n')
+    cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": "0123456789abcdef"}, str(f))
+    assert (cfg.crr.store_url, cfg.crr.mode, cfg.max_connections) == ("/x", "manual", 7)

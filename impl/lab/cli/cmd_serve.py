@@ -50,20 +50,14 @@ def preflight(cfg) -> None:
         except WalDirBusy as exc:
             raise ConfigError(f"{exc}: is another flk serve running on {cfg.data_dir}?") from None
     build_verifier(cfg)  # tenants, policy
-    from ...replication.service import CrrConfigError, config_from_env
-
-    try:
-        config_from_env(os.environ, cfg.region_id)  # cross-region replication (CRR_*)
-    except CrrConfigError as exc:
-        raise ConfigError(f"replication: {exc}") from None
     from ...server.app import openapi_document
 
     openapi_document()
     try:
         store = cfg.open_store(time.time())
     except Exception as exc:  # noqa: BLE001 -- any failure to open is a configuration problem here
-        raise ConfigError(f"dedup store {cfg.dedup_backend} cannot be opened: {type(exc).__name__}: "
-                          f"{str(exc)[:200]}") from None
+        raise ConfigError(cfg.redact(f"dedup store {cfg.dedup_backend} cannot be opened: {type(exc).__name__}: "
+                                     f"{str(exc)[:200]}")) from None
     try:
         if not store.ping():
             raise ConfigError(f"dedup store {cfg.dedup_backend} does not answer a ping")
