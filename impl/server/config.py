@@ -89,6 +89,7 @@ def redact_url(text: str) -> str:
 
 def _credential_fragments(text: str) -> list[str]:
     out = [m["pw"] for m in _URL_USERINFO.finditer(text) if m["pw"]]
+    out += re.findall(r":([^:@/\s]+)@", text)  # userinfo of a malformed URL too
     out += [m["pw"].strip("'") for m in _KV_PASSWORD.finditer(text) if m["pw"]]
     out += [m["pw"] for m in _QUERY_PASSWORD.finditer(text) if m["pw"]]
     return out
@@ -256,10 +257,11 @@ def postgres_dsn(name: str, raw: Any) -> str:
 def dedup_shards(name: str, raw: Any) -> tuple[tuple[str, str], ...]:
     """`name=<store url>,...` (sqlite, redis or postgres URLs)"""
     pairs = []
-    for part in (p.strip() for p in secret_text(name, raw).split(",")):
+    for index, part in enumerate(p.strip() for p in secret_text(name, raw).split(",")):
         shard, sep, url = part.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", shard) or "://" not in url:
-            raise ConfigError(f"{name} entry {redact_url(part)[:80]!r} must be name=<store url>")
+            raise ConfigError(f"{name} entry {index + 1} must be name=<store url> "
+                              f"(the entry is not shown: it may hold a password)")
         if url.startswith("memory"):
             raise ConfigError(f"{name}: memory shards are not durable; use sqlite, redis or postgres")
         pairs.append((shard, url))

@@ -12,13 +12,12 @@ import time
 
 import httpx
 
+from flk.impl.server.config import ENV_NAMES
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FLK = str(pathlib.Path(sys.executable).parent / "flk")
-CONFIG_VARS = (
-    "HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
-    "POSTGRES_CONN", "TOKEN_RATE", "PCS_SIGN_ALG", "PCS_HMAC_KEY", "PCS_HMAC_KEYS", "PCS_ED25519_PUB_B64",
-    "MULTI_TENANT", "TENANTS", "TENANTS_FILE", "DEDUP_NAMESPACE", "REGION_ID", "POLICY", "METRICS_USER", "METRICS_PASS", "MAX_BODY_BYTES",
-)
+
+CONFIG_VARS = ENV_NAMES  # every setting of the settings table (and its older aliases)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
