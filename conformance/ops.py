@@ -91,8 +91,9 @@ def op_sign_hmac(inp, profile):
 
 def op_verify_hmac(inp, profile):
     keys = b64_list(field(inp, "keys_b64"), "keys_b64")
-    if any(not k for k in keys):
-        raise InvalidInput("keys_b64", "HMAC keys must be non-empty")
+    for i, key in enumerate(keys):
+        if not key:
+            raise InvalidInput(f"keys_b64[{i}]", "HMAC key must be non-empty")
     sig = field(inp, "sig")
     return {"valid": signing.verify_hmac(_subset(inp), sig, keys, profile)}
 

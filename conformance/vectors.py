@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import pathlib
 import struct
 from collections.abc import Iterable, Mapping
@@ -178,7 +179,16 @@ def decode_f64(hex_text: object, where: str = "f64") -> float:
 
 
 def encode_f64(x: float) -> dict[str, str]:
+    """The ``{"f64": hex}`` form of a float (IEEE-754 bits, big-endian)."""
     return {"f64": struct.pack(">d", x).hex()}
+
+
+def json_number(x: Any) -> Any:
+    """A float as vector JSON: a plain number when JSON carries it exactly
+    (finite, not -0.0), else its ``f64`` form (inverse of :func:`decode_input`)."""
+    if isinstance(x, float) and (not math.isfinite(x) or (x == 0.0 and math.copysign(1.0, x) < 0)):
+        return encode_f64(x)
+    return x
 
 
 def decode_input(value: Any, where: str = "input") -> Any:
