@@ -8,7 +8,17 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test setup services services-down lint vectors bench clean
 
-$(STAMP): pyproject.toml setup.py
+# The compiled core (impl/core/_fastcore.c) needs gcc, the Python headers and libssl-dev;
+# without them the install still succeeds and the pure-Python core is used.
+HAVE_CTOOLS := command -v gcc >/dev/null 2>&1 \
+	&& echo '\#include <openssl/sha.h>' | gcc -E - >/dev/null 2>&1 \
+	&& $(PYTHON) -c "import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"
+
+$(STAMP): pyproject.toml setup.py impl/core/_fastcore.c
+	@if $(HAVE_CTOOLS); then :; else \
+	  echo "setup: installing gcc, python3-dev and libssl-dev (Debian) for the compiled core"; \
+	  (apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev libssl-dev >/dev/null) \
+	  || echo "setup: could not install them; the pure-Python core will be used"; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,redis,postgres,s3]'
@@ -19,6 +29,7 @@ $(STAMP): pyproject.toml setup.py
 	@if command -v openssl >/dev/null 2>&1; then :; else \
 	  echo "setup: installing openssl (Debian) for the local RFC 3161 TSA in tests/governance"; \
 	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; fi
+	@$(PY) -c "from flk.impl.core.canonical import CORE_PATH; print('setup: core path:', CORE_PATH)"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -4,9 +4,17 @@
 ``flk.conformance`` -> ``conformance/``, ``flk.formal`` -> ``formal/``.
 Sub-packages are discovered, so a new folder with an ``__init__.py`` needs no edit.
 The normative ``spec/`` folder (schemas, vectors, OpenAPI) ships as ``flk.spec`` data.
+
+``flk.impl.core._fastcore`` is the optional compiled fast path of the canonical
+core (C, linked against libcrypto). Without a compiler, Python headers or the
+OpenSSL headers the build warns and the package installs without it: the pure
+Python core is complete on its own (``flk --version`` says which is active).
 """
 
-from setuptools import find_packages, setup
+import sys
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 ROOTS = ("model", "sim", "impl", "conformance", "formal", "spec")
 
@@ -19,7 +27,43 @@ for root in ROOTS:
         packages.append(f"flk.{root}.{sub}")
         package_dir[f"flk.{root}.{sub}"] = f"{root}/" + sub.replace(".", "/")
 
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that never fails the install: a missing toolchain means the pure-Python core."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any toolchain failure
+            self._warn(exc)
+
+    def build_extension(self, ext) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001 - compiler, headers or linker missing
+            self._warn(exc)
+
+    @staticmethod
+    def _warn(exc: Exception) -> None:
+        print(
+            f"warning: flk.impl.core._fastcore not built ({exc}); the pure-Python core is used. "
+            "Install gcc, the Python headers and libssl-dev (make setup does) for the compiled path.",
+            file=sys.stderr,
+        )
+
+
+FASTCORE = Extension(
+    "flk.impl.core._fastcore",
+    sources=["impl/core/_fastcore.c"],
+    libraries=["crypto"],
+    extra_compile_args=["-O2"],
+    optional=True,
+)
+
 setup(
+    ext_modules=[FASTCORE],
+    cmdclass={"build_ext": OptionalBuildExt},
     packages=packages,
     package_dir=package_dir,
     package_data={

@@ -12,6 +12,12 @@ byte for byte. The rules are few and exact:
 * the four floats fixed-point with exactly nine fractional digits, rounded
   half-to-even from the exact binary64 value (:func:`fmt9`).
 
+The readable code here is the normative reference. When the optional compiled
+extension ``_fastcore`` is built (and ``FLK_PURE`` is not set), the common case
+of profile v1 is answered by it instead; anything unusual still goes through
+:func:`canonical_bytes_careful`, and differential tests prove both give the
+same bytes and the same errors. :data:`CORE_PATH` says which path is active.
+
 Profile ``legacy-0.1`` reproduces what the seed system's Python agent emitted
 (``json.dumps(sort_keys=True)`` with ASCII escaping and floats rounded half-up
 on their shortest decimal string), so deployed agents can be verified during a
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import os
 import re
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Context, Decimal
@@ -50,6 +57,24 @@ _TEMPLATE = (
     '{"D_hat":%.9f,"budget":%.9f,"coh_star":%.9f,"epoch":%d,'
     '"merkle_root":"%s","pcs_id":"%s","r":%.9f,"shard_id":"%s"}'
 )
+
+
+
+
+def _load_compiled():
+    """The compiled fast path, or None: disabled by ``FLK_PURE`` (any value but ``0``) or not built."""
+    if os.environ.get("FLK_PURE", "") not in ("", "0"):
+        return None
+    try:
+        from . import _fastcore
+    except ImportError:  # installed without a C compiler: the pure core is complete
+        return None
+    return _fastcore
+
+
+compiled = _load_compiled()
+CORE_PATH = "pure" if compiled is None else "compiled"
+_compiled_canonical_v1 = None if compiled is None else compiled.canonical_v1
 
 
 def check_profile(profile: str) -> str:
@@ -129,6 +154,15 @@ def canonical_bytes(subset: Mapping, profile: str = "v1") -> bytes:
     ``subset`` must hold the eight signed fields; other keys (a whole PCS, say)
     are ignored, which is what "the signed subset" means.
     """
+    if _compiled_canonical_v1 is not None and profile == "v1":
+        text = _compiled_canonical_v1(subset)  # None: not the common case, the pure path decides
+        if text is not None:
+            return text
+    return pure_canonical_bytes(subset, profile)
+
+
+def pure_canonical_bytes(subset: Mapping, profile: str = "v1") -> bytes:
+    """:func:`canonical_bytes` in pure Python (the reference the compiled path is tested against)."""
     if profile == "v1" and type(subset) is dict:
         # Fast path: the common all-valid case, identical output (tested against
         # canonical_bytes_careful). Anything unusual falls through.

@@ -7,6 +7,10 @@
 Base64 is standard alphabet with padding, decoded strictly: no whitespace, no
 foreign characters, exact length, canonical trailing bits. Verification takes
 several keys (rotation overlap) and compares in constant time.
+
+HMAC-SHA256 and strict base64 decoding have a compiled fast path (see
+``canonical.CORE_PATH``); the pure functions below stay the reference, and the
+public functions keep their names, errors and behaviour on both paths.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .canonical import canonical_bytes, check_profile
+from .canonical import canonical_bytes, check_profile, compiled
 from .errors import InvalidInput
 
 _B64 = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")
@@ -36,6 +40,15 @@ def b64encode(raw: bytes) -> str:
 
 def b64decode_strict(text: str, length: int | None = None, field: str = "sig") -> bytes:
     """Strict standard base64: raises :class:`InvalidInput` on anything lenient decoders accept."""
+    if compiled is not None:
+        raw = compiled.b64decode_canonical(text)  # None: not strict base64, the pure path says why
+        if raw is not None and (length is None or len(raw) == length):
+            return raw
+    return pure_b64decode_strict(text, length, field)
+
+
+def pure_b64decode_strict(text: str, length: int | None = None, field: str = "sig") -> bytes:
+    """:func:`b64decode_strict` in pure Python (the reference)."""
     if not isinstance(text, str):
         raise InvalidInput(field, f"must be a base64 string, got {type(text).__name__}")
     if not _B64.fullmatch(text):
@@ -65,12 +78,29 @@ def _key_list(keys: object, field: str = "keys") -> list:
     return list(keys)
 
 
+def pure_hmac_b64(key: bytes, msg: bytes) -> str:
+    """base64(HMAC-SHA256(key, msg)) with the standard library (the reference)."""
+    return binascii.b2a_base64(hmac.digest(key, msg, "sha256"), newline=False).decode("ascii")
+
+
+def pure_hmac_any(keys: list[bytes], msg: bytes, expected: bytes) -> bool:
+    """True iff the HMAC of ``msg`` under one of ``keys`` is ``expected`` (every key tried)."""
+    ok = False
+    for key in keys:  # every key is tried: timing does not reveal which matched
+        ok |= hmac.compare_digest(hmac.digest(key, msg, "sha256"), expected)
+    return ok
+
+
+_hmac_b64 = pure_hmac_b64 if compiled is None else compiled.hmac_sha256_b64
+_hmac_any = pure_hmac_any if compiled is None else compiled.hmac_sha256_any
+
+
 def sign_hmac(subset: Mapping, key: bytes, profile: str = "v1") -> str:
     """base64(HMAC-SHA256(key, canonical_bytes(subset, profile)))."""
     msg = canonical_bytes(subset, profile)
     if type(key) is not bytes or not key:
         key = _key_bytes(key)
-    return binascii.b2a_base64(hmac.digest(key, msg, "sha256"), newline=False).decode("ascii")
+    return _hmac_b64(key, msg)
 
 
 def verify_hmac(subset: Mapping, sig: str, keys: Sequence[bytes], profile: str = "v1") -> bool:
@@ -84,10 +114,7 @@ def verify_hmac(subset: Mapping, sig: str, keys: Sequence[bytes], profile: str =
         raw = b64decode_strict(sig, HMAC_SIG_LEN)
     except InvalidInput:
         return False
-    ok = False
-    for key in keys:  # every key is tried: timing does not reveal which matched
-        ok |= hmac.compare_digest(hmac.digest(_key_bytes(key), msg, "sha256"), raw)
-    return ok
+    return _hmac_any(keys, msg, raw)
 
 
 def _private_key(key: Ed25519PrivateKey | bytes) -> Ed25519PrivateKey:

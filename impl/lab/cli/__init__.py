@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "policy": "compile and diff verification policies",
     "dedup-migrate": "zero-downtime dedup shard migration",
     "vectors": "generate or check the frozen test vectors in spec/vectors",
+    "history": "black-box check of a client-observed history (first-write-wins, replay, acked loss)",
 }
 
 
@@ -70,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         from importlib.metadata import version
 
-        print(version("flk-lab"))
+        from ...core.canonical import CORE_PATH
+
+        print(f"flk-lab {version('flk-lab')} (core: {CORE_PATH})")
         return 0
     if args.command is None:
         parser.print_help()
