@@ -30,7 +30,7 @@ COMMANDS: dict[str, str] = {
     "policy": "compile and diff verification policies",
     "dedup-migrate": "zero-downtime dedup shard migration",
     "vectors": "generate or check the frozen test vectors in spec/vectors",
-    "history": "black-box check of a client-observed history (first-write-wins, replay, acked loss)",
+    "history": "black-box check of a client-observed history (Jepsen style)",
 }
 
 
