@@ -455,14 +455,22 @@ def open_sharded(shard_urls: Mapping[str, str], vnodes: int = DEFAULT_VNODES, pr
 # -- ops endpoints ----------------------------------------------------------------
 
 
-def _problem(status: int, title: str, detail: str):
-    from starlette.responses import JSONResponse
+def _deciding_ring(store: object) -> ShardedStore | None:
+    if hasattr(store, "decider"):  # a migration's DualWriteStore: the ring that decides now
+        store = store.decider()
+    return store if isinstance(store, ShardedStore) else None
 
-    return JSONResponse({"type": "about:blank", "title": title, "status": status, "detail": detail},
-                        status_code=status, media_type="application/problem+json")
+
+def _sample_query(params: Mapping[str, str]) -> tuple[int, int]:
+    """``size`` (1..1000, default 10) and ``seed`` (>= 0, default 0); ValueError otherwise."""
+    size, seed = int(params.get("size", "10")), int(params.get("seed", "0"))
+    if not 1 <= size <= 1000 or seed < 0:
+        raise ValueError("size or seed out of range")
+    return size, seed
 
 
-def routes(get_store: Callable[[], object], clock: Callable[[], float]) -> list:
+def routes(get_store: Callable[[], object], clock: Callable[[], float],
+           problem: Callable[[str, str], object]) -> list:
     """Starlette routes for ``GET /api/shards/{distribution,health,sample,find}``.
 
     ``get_store()`` returns the server's dedup store (503 problem+json when it
@@ -470,20 +478,18 @@ def routes(get_store: Callable[[], object], clock: Callable[[], float]) -> list:
     ``DualWriteStore``'s deciding ring is shown); ``clock()`` is the driver's wall clock (the
     server owns it). ``sample?size=N`` (1..1000, default 10, ``seed`` default 0);
     ``find?key=<pcs_id>&tenant=<tenant>`` (tenant default ``default``). Entries
-    are listed by key, digest and status only: never bodies.
+    are listed by key, digest and status only: never bodies. ``problem(slug, detail)``
+    answers errors from the problem catalog (the server passes its own: dedup may not import it).
     """
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     def sharded():
-        s = get_store()
-        if hasattr(s, "decider"):  # a migration's DualWriteStore: the ring that decides now
-            s = s.decider()
-        return s if isinstance(s, ShardedStore) else None
+        return _deciding_ring(get_store())
 
     def off():
-        return _problem(503, "sharding disabled", "the dedup store is not sharded")
+        return problem("sharding-disabled", "the dedup store is not sharded")
 
     async def dist(request):
         s = sharded()
@@ -504,16 +510,13 @@ def routes(get_store: Callable[[], object], clock: Callable[[], float]) -> list:
         if s is None:
             return off()
         try:
-            size = int(request.query_params.get("size", "10"))
-            seed = int(request.query_params.get("seed", "0"))
-            if not 1 <= size <= 1000 or seed < 0:
-                raise ValueError
+            size, seed = _sample_query(request.query_params)
         except ValueError:
-            return _problem(400, "bad query", "size must be an integer in 1..1000 and seed >= 0")
+            return problem("invalid-query", "size must be an integer in 1..1000 and seed >= 0")
         try:
             entries = await run_in_threadpool(s.sample, size, seed, clock())
         except StoreUnavailable as exc:
-            return _problem(503, "shard unavailable", str(exc))
+            return problem("shard-unavailable", str(exc))
         return JSONResponse({"size": size, "seed": seed, "entries": [
             {"tenant": t, "pcs_id": p, "shard": s.shard_for(t, p), "payload_digest": o.payload_digest,
              "status": o.status} for t, p, o in entries]})
@@ -529,7 +532,7 @@ def routes(get_store: Callable[[], object], clock: Callable[[], float]) -> list:
                 raise ValueError("key (a pcs_id) is required")
             res = await run_in_threadpool(s.find, tenant, key, clock())
         except ValueError as exc:
-            return _problem(400, "bad query", str(exc))
+            return problem("invalid-query", str(exc))
         return JSONResponse(res)
 
     return [Route("/api/shards/distribution", dist, methods=["GET"]),

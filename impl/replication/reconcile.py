@@ -302,6 +302,15 @@ class Reconciler:
 
 # -- HTTP (an ASGI sub-app the server mounts) ----------------------------------------------
 
+def problem_response(slug: str, detail: str):
+    """A Starlette problem+json response of catalog ``slug`` (flk.impl.verifier.problems)."""
+    from starlette.responses import Response
+
+    from ..verifier.problems import CONTENT_TYPE, problem_body, problem_type
+
+    return Response(problem_body(slug, detail), status_code=problem_type(slug).status, media_type=CONTENT_TYPE)
+
+
 def authoritative_app(reconciler_getter: Callable[[], Reconciler | None]):
     """A Starlette app: ``GET /v1/pcs/{pcs_id}/authoritative`` (header
     ``X-Tenant-Id``, default ``default``) -> 200 JSON (``local`` is not
@@ -312,28 +321,23 @@ def authoritative_app(reconciler_getter: Callable[[], Reconciler | None]):
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    def problem(status: int, slug: str, detail: str) -> Response:
-        body = {"type": f"urn:flk:problem:{slug}", "title": slug.replace("-", " "), "status": status,
-                "detail": detail}
-        return JSONResponse(body, status_code=status, media_type="application/problem+json")
-
     async def get_auth(request: Request) -> Response:
         rec_ = reconciler_getter()
         if rec_ is None:
-            return problem(503, "replication-disabled", "cross-region replication is not configured")
+            return problem_response("replication-disabled", "cross-region replication is not configured")
         pcs_id = request.path_params["pcs_id"]
         tenant = request.headers.get("x-tenant-id") or "default"
         if len(pcs_id) != 64 or any(c not in "0123456789abcdef" for c in pcs_id):
-            return problem(400, "invalid-pcs-id", "pcs_id must be 64 lowercase hex digits")
+            return problem_response("invalid-pcs-id", "pcs_id must be 64 lowercase hex digits")
         rec = rec_.authoritative(tenant, pcs_id)
         if rec is None:
-            return problem(404, "not-found", "no outcome seen for this pcs_id")
+            return problem_response("not-found", "no outcome seen for this pcs_id")
         return JSONResponse({"pcs_id": pcs_id, "tenant": tenant, **rec.as_dict()})
 
     async def get_conflicts(request: Request) -> Response:
         rec_ = reconciler_getter()
         if rec_ is None:
-            return problem(503, "replication-disabled", "cross-region replication is not configured")
+            return problem_response("replication-disabled", "cross-region replication is not configured")
         items = [{"tenant": t, "pcs_id": p, **r.as_dict()} for t, p, r in rec_.conflicts()]
         return JSONResponse({"conflicts": items, "metrics": rec_.metrics()})
 

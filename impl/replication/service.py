@@ -64,7 +64,7 @@ from .crr import (
     stream_name,
 )
 from .divergence import Alert, DivergenceDetector
-from .reconcile import Reconciler, SqliteAuthoritativeStore, authoritative_app
+from .reconcile import Reconciler, SqliteAuthoritativeStore, authoritative_app, problem_response
 
 
 @dataclass(frozen=True)
@@ -318,10 +318,7 @@ def mount_app(get_service: Callable[[], CrrService | None]):
     async def status(request):
         svc = get_service()
         if svc is None:
-            return JSONResponse({"type": "urn:flk:problem:replication-disabled",
-                                 "title": "replication disabled", "status": 503,
-                                 "detail": "cross-region replication is not configured"},
-                                status_code=503, media_type="application/problem+json")
+            return problem_response("replication-disabled", "cross-region replication is not configured")
         return JSONResponse(svc.metrics())
 
     app.router.routes.append(Route("/v1/crr/status", status, methods=["GET"]))

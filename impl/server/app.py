@@ -48,10 +48,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..verifier.admission import STATE_CODES, AimdLimiter, CircuitBreaker
+from ..verifier.problems import problem_body, problem_type
 from .batching import StoreBatcher
 from .config import ServerConfig
 from .logs import JsonLogger
-from .problems import PROBLEM_JSON, problem, problem_body
+from .problems import PROBLEM_JSON, problem, problem_for_status
 from .walwait import WalWaiter
 
 SPEC_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "spec"
@@ -222,7 +223,7 @@ class Server:
                 tenant = v.decode("latin-1")
         status, headers, body = 0, [], b""
         if length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
-            status, headers, body = self._problem(413, "payload-too-large",
+            status, headers, body = self._problem("payload-too-large",
                                                   f"Content-Length invalid or above {cfg.max_body_bytes} bytes")
         else:
             chunks = []
@@ -235,7 +236,7 @@ class Server:
                 chunk = msg.get("body", b"")
                 size += len(chunk)
                 if size > cfg.max_body_bytes:
-                    status, headers, body = self._problem(413, "payload-too-large",
+                    status, headers, body = self._problem("payload-too-large",
                                                           f"body exceeds {cfg.max_body_bytes} bytes")
                     break
                 chunks.append(chunk)
@@ -248,16 +249,16 @@ class Server:
         self._account("/v1/pcs/submit", status, scope["method"], t0, tenant)
 
     @staticmethod
-    def _problem(status: int, kind: str, detail: str, retry_after: int | None = None):
+    def _problem(slug: str, detail: str, retry_after: int | None = None):
         headers = [(b"content-type", PROBLEM_JSON.encode())]
         if retry_after is not None:
             headers.append((b"retry-after", str(retry_after).encode()))
-        return status, headers, problem_body(status, kind, detail)
+        return problem_type(slug).status, headers, problem_body(slug, detail)
 
     async def _verify(self, body: bytes, tenant: str | None, t0: float):
         if not self.limiter.try_acquire(time.monotonic()):
             self.smetrics.overloaded.inc()
-            return self._problem(429, "overloaded", "too many verifications in flight; retry later",
+            return self._problem("overloaded", "too many verifications in flight; retry later",
                                  self.limiter.retry_after())
         ok = True
         try:
@@ -267,7 +268,7 @@ class Server:
         except Exception as exc:  # noqa: BLE001 -- never a traceback to the client
             ok = False
             self.log.error("submit_failed", reason=type(exc).__name__)
-            out = self._problem(500, "internal", "internal error; the request may be retried")
+            out = self._problem("internal", "internal error; the request may be retried")
         finally:
             lat = time.perf_counter() - t0
             self.limiter.release(time.monotonic(), lat, ok)
@@ -301,7 +302,7 @@ class Server:
     async def ready_check(self, request: Request) -> Response:
         t0 = time.perf_counter()
         if not self.ready:
-            return self._finish(request, t0, problem(503, "not-ready", "starting or stopping"))
+            return self._finish(request, t0, problem("not-ready", "starting or stopping"))
         wal_ok = self.wal is not None and self.wal.failed is None
         loop = asyncio.get_running_loop()
         try:
@@ -311,7 +312,7 @@ class Server:
         if not (wal_ok and store_ok):
             what = [n for n, good in (("dedup store", store_ok), ("inbox WAL", wal_ok)) if not good]
             return self._finish(request, t0, problem(
-                503, "not-ready", f"{' and '.join(what)} not usable", headers={"Retry-After": "1"}))
+                "not-ready", f"{' and '.join(what)} not usable", headers={"Retry-After": "1"}))
         body = {"status": "ready", "worker": self.worker, "store": self.cfg.dedup_backend,
                 "breaker": self.breaker.state}
         return self._finish(request, t0, Response(json.dumps(body).encode(), media_type="application/json"))
@@ -328,7 +329,7 @@ class Server:
                     given = b""
             if not hmac.compare_digest(given, self.auth):
                 return self._finish(request, t0, problem(
-                    401, "unauthorized", "metrics need HTTP Basic credentials",
+                    "unauthorized", "metrics need HTTP Basic credentials",
                     headers={"WWW-Authenticate": 'Basic realm="flk-metrics"'}))
         self.smetrics.limit.set(self.limiter.limit)
         self.smetrics.inflight.set(self.limiter.inflight)
@@ -367,18 +368,18 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
     async def http_error(request: Request, exc: HTTPException) -> Response:
         t0 = time.perf_counter()
         if exc.status_code == 404:
-            resp = problem(404, "not-found", f"no route {request.url.path[:100]}")
+            resp = problem("not-found", f"no route {request.url.path[:100]}")
         elif exc.status_code == 405:
             allow = (exc.headers or {}).get("Allow", "")
-            resp = problem(405, "method-not-allowed", f"{request.method} not allowed here",
+            resp = problem("method-not-allowed", f"{request.method} not allowed here",
                            headers={"Allow": allow} if allow else None)
         else:
-            resp = problem(exc.status_code, "internal", str(exc.detail)[:200])
+            resp = problem_for_status(exc.status_code, str(exc.detail)[:200])
         return srv._finish(request, t0, resp) if srv.smetrics else resp
 
     async def server_error(request: Request, exc: Exception) -> Response:
         srv.log.error("unhandled", reason=type(exc).__name__, path=request.url.path[:100])
-        return problem(500, "internal", "internal error")
+        return problem("internal", "internal error")
 
     app = Starlette(
         routes=[
@@ -388,7 +389,7 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
             Route("/metrics", srv.metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", srv.openapi_endpoint, methods=["GET"]),
             *crr_routes(lambda: srv.crr),  # /v1/pcs/{pcs_id}/authoritative, /v1/crr/* (issue #8)
-            *shard_routes(lambda: srv.store, time.time),  # /api/shards/* (issue #7)
+            *shard_routes(lambda: srv.store, time.time, problem),  # /api/shards/* (issue #7)
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
@@ -401,7 +402,7 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
                 await srv.submit_asgi(scope, receive, send)
             except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
                 srv.log.error("unhandled", reason=type(exc).__name__, path="/v1/pcs/submit")
-                resp = problem(500, "internal", "internal error")
+                resp = problem("internal", "internal error")
                 await resp(scope, receive, send)
             return
         await app(scope, receive, send)

@@ -1,39 +1,32 @@
-"""application/problem+json (RFC 9457) responses the *server* itself produces.
+"""Starlette responses for the problem catalog (RFC 9457, application/problem+json).
 
-The verify pipeline builds its own problem responses (400, 401, 409, 429, 503,
-...); the server adds only the ones that happen outside it: 404, 405, 413,
-415, 429 from the concurrency limit, 401 on /metrics, 503 from /ready and 500
-for an unexpected failure. Type URIs share one base so clients can switch on
-them; ``spec/openapi.yaml`` lists every one.
+Why this module exists: the server and the HTTP endpoints it mounts answer
+with Starlette ``Response`` objects; the slugs, statuses, titles and the body
+come from the one catalog, :mod:`flk.impl.verifier.problems`. This module only
+wraps a catalog body in a response (404, 405, 413, 429 from the concurrency
+limit, 401 on /metrics, 503 from /ready, 500 for an unexpected failure, and
+the replication and shard ops endpoints' answers).
 """
 
 from __future__ import annotations
 
-import json
-
 from starlette.responses import Response
 
-BASE = "urn:flk:problem:"  # the same base as the pipeline's problems
-PROBLEM_JSON = "application/problem+json"
+from ..verifier.problems import CONTENT_TYPE, problem_body, problem_type
 
-TITLES = {
-    "not-found": "Not Found",
-    "method-not-allowed": "Method Not Allowed",
-    "payload-too-large": "Payload Too Large",
-    "unsupported-media-type": "Unsupported Media Type",
-    "overloaded": "Too Many Requests",
-    "unauthorized": "Unauthorized",
-    "not-ready": "Service Unavailable",
-    "internal": "Internal Server Error",
-}
+PROBLEM_JSON = CONTENT_TYPE
 
 
-def problem_body(status: int, kind: str, detail: str, **extra) -> bytes:
-    body = {"type": BASE + kind, "title": TITLES.get(kind, kind), "status": status, "detail": detail}
-    body.update(extra)
-    return json.dumps(body, separators=(",", ":")).encode()
+def problem(slug: str, detail: str, headers: dict[str, str] | None = None, **extra) -> Response:
+    """The problem+json response of catalog ``slug`` (its status from the catalog)."""
+    return Response(problem_body(slug, detail, **extra), status_code=problem_type(slug).status,
+                    media_type=PROBLEM_JSON, headers=headers)
 
 
-def problem(status: int, kind: str, detail: str, headers: dict[str, str] | None = None, **extra) -> Response:
-    return Response(problem_body(status, kind, detail, **extra), status_code=status, media_type=PROBLEM_JSON,
-                    headers=headers)
+def problem_for_status(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    """An HTTP error raised inside the framework, as the catalog problem of its status
+    class (404 not-found, 405 method-not-allowed, other 4xx bad-request, else internal)."""
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(status)
+    if slug is None:
+        slug = "bad-request" if 400 <= status < 500 else "internal"
+    return problem(slug, detail, headers=headers)

@@ -8,6 +8,11 @@ wall clock. Drivers carry the effects out -- :func:`run_sync` and
 :func:`run_batch` here (tests, benchmarks, WAL replay), the HTTP server, the
 simulator -- so every driver runs exactly this code.
 
+It is a *total function*: any body bytes and any header values get an answer
+(2xx, 4xx or 503 problem+json), never an exception -- wire parsing and
+validation (:mod:`flk.impl.verifier.wire`) test every value's type first, and
+nothing later looks at a value step 3 did not check.
+
 Theory of operation (one request)::
 
     1. body size > limit                          -> 413            (no WAL)
@@ -31,9 +36,11 @@ Theory of operation (one request)::
        store unreachable (5 or 7)                 -> 503 Retry-After
     8. respond.
 
-Every answer is also announced with ``Emit(event)`` (a dict: kind, tenant_label,
-status, and for outcomes pcs_id / payload_digest / reasons -- never payloads,
-signatures or keys) for metrics, audit and history.
+:meth:`Verifier.handle` reads as these steps: ``_admit`` (1-2),
+``_parse`` (3), ``_authenticate`` (4), ``_look_up`` (5), ``_decide`` (6) and
+``_record`` (7-8). Every answer is also announced with ``Emit(event)`` (a
+dict: kind, tenant_label, status, and for outcomes pcs_id / payload_digest /
+reasons -- never payloads, signatures or keys) for metrics, audit and history.
 
 Batching (:func:`run_batch`): requests advance in lock step; all WAL appends of
 a step share one ``sync`` (group commit) and all dedup reads / writes of a step
@@ -56,37 +63,45 @@ import base64
 import hashlib
 import hmac
 import json
-import math
-import re
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ..core.canonical import SIGNED_FIELDS, canonical_bytes, round9
-from ..core.pcs import HEX64_RE, SHARD_ID_RE
-from ..core.pcs import pcs_id as compute_pcs_id
 from ..core.signals import (
     DEFAULT_BUDGET,
     DEFAULT_REGIME,
     BudgetParams,
     RegimeThresholds,
+    budget,
+    d_hat,
+    regime,
 )
 from ..core.signing import verify_ed25519
 from ..dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable
+from .problems import CATALOG, CONTENT_TYPE, problem_body, problem_headers
 from .tenants import Limiter, Tenant, TenantRegistry
+from .wire import (  # noqa: F401 -- re-exported: the pipeline's public wire names
+    EPOCH_MAX,
+    MAX_DIM,
+    MAX_SCALES,
+    OPTIONAL,
+    REGIMES,
+    REQUIRED,
+    SCALE_MAX,
+    SCHEMA_NAME,
+    U64_MAX,
+    VERSION_PROFILE,
+    _fast_valid,
+    _validate_full,
+    parse_strict,
+    validate_pcs,
+)
 
 REPLAY_HEADER = "Idempotent-Replayed"
-PROBLEM_BASE = "urn:flk:problem:"
 JSON_CT = "application/json"
-PROBLEM_CT = "application/problem+json"
-SCHEMA_NAME = "fractal-lba-kakeya"
-VERSION_PROFILE = {"1": "v1", "0.1": "legacy-0.1"}
-REGIMES = ("sticky", "mixed", "non_sticky")
-EPOCH_MAX = 2**53 - 1
-U64_MAX = 2**64 - 1
-MAX_SCALES = 64
-MAX_DIM = 8
+PROBLEM_CT = CONTENT_TYPE
 
 # reason codes of step 6 (machine-readable; SPEC.md section 8)
 R_D_HAT = "d_hat_mismatch"
@@ -104,23 +119,6 @@ DEFAULT_REJECT_STATUS: Mapping[str, int] = {
     "vrf_invalid": 401,
     "vrf_missing": 401,
     "vrf_seed_mismatch": 401,
-}
-
-# problem types: slug -> (status, title)
-PROBLEMS: Mapping[str, tuple[int, str]] = {
-    "invalid-json": (400, "Request body is not strict JSON"),
-    "invalid-pcs": (400, "PCS does not match the wire format"),
-    "rejected-by-policy": (400, "PCS rejected by a policy check"),
-    "unknown-tenant": (401, "Unknown tenant"),
-    "profile-not-allowed": (401, "Profile not allowed for this tenant"),
-    "bad-signature": (401, "Signature does not verify"),
-    "unauthorized-by-policy": (401, "PCS rejected by an authenticity check"),
-    "conflict": (409, "pcs_id already recorded with a different payload"),
-    "payload-too-large": (413, "Request body too large"),
-    "rate-limited": (429, "Tenant rate limit exceeded"),
-    "quota-exceeded": (429, "Tenant daily quota exceeded"),
-    "wal-unavailable": (503, "Inbox WAL unavailable"),
-    "store-unavailable": (503, "Dedup store unavailable"),
 }
 
 
@@ -162,10 +160,10 @@ class Response:
     body: bytes
 
     def header(self, name: str) -> str | None:
-        low = name.lower()
-        for k, v in self.headers:
-            if k.lower() == low:
-                return v
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
         return None
 
     def json(self) -> Any:
@@ -210,304 +208,13 @@ class WalUnavailable(Exception):
     """Thrown into the pipeline by a driver whose WAL append or sync failed."""
 
 
-# -- strict JSON --------------------------------------------------------------------------
-class _JsonError(ValueError):
-    pass
+class SignalCheck(NamedTuple):
+    """Step 6: the reasons to escalate and the recomputed (published, round9) signals."""
 
-
-def _no_dupes(pairs: list[tuple[str, Any]]) -> dict:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set = set()
-        for k, _ in pairs:
-            if k in seen:
-                raise _JsonError(f"duplicate key {k[:64]!r}")
-            seen.add(k)
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise _JsonError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_dupes, parse_constant=_no_constant)
-
-
-def parse_strict(body: bytes) -> Any:
-    """RFC 8259 JSON in UTF-8 with no duplicate keys and no NaN/Infinity.
-
-    Raises ``ValueError`` with a short message (never the body)."""
-    try:
-        text = bytes(body).decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("body is not UTF-8") from None
-    text = text.strip(" \t\r\n")  # JSON's whitespace only
-    try:
-        doc, end = _DECODER.raw_decode(text)
-        if end != len(text):
-            raise _JsonError("trailing data after the JSON value")
-    except _JsonError as exc:
-        raise ValueError(str(exc)) from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"malformed JSON at line {exc.lineno} column {exc.colno}") from None
-    except (RecursionError, ValueError) as exc:  # nesting depth, int digit limit
-        raise ValueError(f"unparseable JSON ({type(exc).__name__})") from None
-    return doc
-
-
-# -- the wire-format validator ------------------------------------------------------------
-# The rules of spec/pcs.schema.json (SPEC.md section 2), hand-written so that a
-# well-formed PCS is checked in a few microseconds and a bad one gets an error
-# for EVERY bad field. A test (tests/verifier/test_schema_agreement.py) checks
-# with Hypothesis that this validator and the JSON Schema agree, except for the
-# documented differences:
-#   * stricter, because JSON Schema cannot say it: scales strictly increasing and
-#     at most 2^31 (distinct scales must have distinct binary64 logarithms), N_j
-#     keys exactly the scales, integers given as integral floats (``1.0``)
-#     rejected, pcs_id = SHA-256(merkle_root|epoch|shard_id) (INV-PCSID);
-#   * coh_star, r, budget: any finite number here -- out-of-range values are
-#     step-6 reasons (202) with the policy's tolerance (issue #4), the schema
-#     says [0, 1].
-REQUIRED = (
-    "pcs_id", "schema", "version", "shard_id", "epoch", "scales", "N_j", "coh_star",
-    "v_star", "D_hat", "r", "regime", "budget", "merkle_root", "sig",
-)
-OPTIONAL = ("seed", "sig_alg", "attempt", "sent_at", "ft", "vrf_proof", "meta")
-_KNOWN = frozenset(REQUIRED + OPTIONAL)
-_REQ_SET = frozenset(REQUIRED)
-_HEX = frozenset("0123456789abcdef")
-_SIG_HMAC_RE = re.compile(r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
-_SIG_ED_RE = re.compile(r"^[A-Za-z0-9+/]{85}[AQgw]==$")
-_NJ_KEY_RE = re.compile(r"^[1-9][0-9]*$")
-SCALE_MAX = 2**31
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: object) -> bool:
-    return (isinstance(v, float) and math.isfinite(v)) or _is_int(v)
-
-
-def _tname(v: object) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
-            int: "integer", float: "number"}.get(type(v), type(v).__name__)
-
-
-def _r9(x: float) -> float:
-    """The signed value a verifier reads back (round9) for an already-validated finite number."""
-    return float(format(x, ".9f"))
-
-
-def _fnum(v: object) -> bool:
-    t = type(v)
-    return (t is float and v - v == 0.0) or t is int
-
-
-def _sig_ok(sig: object, alg: object) -> bool:
-    if type(sig) is not str:
-        return False
-    if len(sig) == 44:
-        return alg != "ed25519" and _SIG_HMAC_RE.fullmatch(sig) is not None
-    if len(sig) == 88:
-        return alg != "hmac" and _SIG_ED_RE.fullmatch(sig) is not None
-    return False
-
-
-def _fast_valid(doc: Any) -> bool:
-    """True only if ``doc`` certainly passes every check of :func:`validate_pcs`
-    except INV-PCSID (which the caller still checks). Anything unusual returns
-    False and goes to the full, error-collecting validator. The common case of
-    a well-formed PCS costs a few microseconds."""
-    if type(doc) is not dict:
-        return False
-    keys = doc.keys()
-    if not (_REQ_SET <= keys and keys <= _KNOWN):
-        return False
-    g = doc.__getitem__
-    pid, root, shard, epoch = g("pcs_id"), g("merkle_root"), g("shard_id"), g("epoch")
-    if not (type(pid) is str and len(pid) == 64 and _HEX.issuperset(pid)
-            and type(root) is str and len(root) == 64 and _HEX.issuperset(root)
-            and type(shard) is str and SHARD_ID_RE.fullmatch(shard) is not None
-            and type(epoch) is int and 0 <= epoch <= EPOCH_MAX
-            and _sig_ok(g("sig"), doc.get("sig_alg"))
-            and g("schema") == SCHEMA_NAME and g("version") in VERSION_PROFILE
-            and g("regime") in REGIMES
-            and _fnum(g("coh_star")) and _fnum(g("D_hat")) and _fnum(g("r")) and _fnum(g("budget"))):
-        return False
-    scales, nj, vs = g("scales"), g("N_j"), g("v_star")
-    if not (type(scales) is list and 2 <= len(scales) <= MAX_SCALES and type(nj) is dict
-            and len(nj) == len(scales) and type(vs) is list and 1 <= len(vs) <= MAX_DIM):
-        return False
-    prev = 1
-    for s in scales:
-        if type(s) is not int or s <= prev or s > SCALE_MAX:
-            return False
-        c = nj.get(str(s))
-        if type(c) is not int or c < 1:
-            return False
-        prev = s
-    for x in vs:
-        if not (_fnum(x) and -1 <= x <= 1):
-            return False
-    if len(doc) > len(REQUIRED):
-        for k in OPTIONAL:
-            if k in doc:
-                v = doc[k]
-                if k == "attempt":
-                    if not (type(v) is int and v >= 0):
-                        return False
-                elif k == "sent_at":
-                    if not ((type(v) is str and len(v) <= 64) or (_fnum(v) and v >= 0)):
-                        return False
-                elif k == "sig_alg":
-                    if v not in ("hmac", "ed25519") or (v == "ed25519" and g("version") == "0.1"):
-                        return False
-                else:
-                    return False  # the rarer optional fields: full validator
-    return True
-
-
-def validate_pcs(doc: Any) -> list[tuple[str, str]]:
-    """Every wire-format error of ``doc`` as ``(field, message)``, in a fixed order
-    (required fields, optional fields, unknown fields, then INV-PCSID). Empty if valid."""
-    if _fast_valid(doc):  # inputs checked: SPEC section 5 directly (== flk.impl.core.pcs.pcs_id)
-        want = hashlib.sha256(f'{doc["merkle_root"]}|{doc["epoch"]}|{doc["shard_id"]}'.encode()).hexdigest()
-        return [] if want == doc["pcs_id"] else [
-            ("pcs_id", "does not equal SHA-256(merkle_root|epoch|shard_id) (INV-PCSID)")]
-    return _validate_full(doc)
-
-
-def _validate_full(doc: Any) -> list[tuple[str, str]]:
-    if not isinstance(doc, dict):
-        return [("", f"must be a JSON object, got {_tname(doc)}")]
-    errs: list[tuple[str, str]] = []
-    add = errs.append
-    for k in REQUIRED:
-        if k not in doc:
-            add((k, "required field missing"))
-    g = doc.get
-
-    def hex64(k: str) -> None:
-        v = g(k)
-        if k in doc and not (isinstance(v, str) and HEX64_RE.fullmatch(v)):
-            add((k, "must be 64 lowercase hexadecimal characters"))
-
-    hex64("pcs_id")
-    if "schema" in doc and g("schema") != SCHEMA_NAME:
-        add(("schema", f'must be "{SCHEMA_NAME}"'))
-    version_ok = "version" in doc and g("version") in VERSION_PROFILE
-    if "version" in doc and not version_ok:
-        add(("version", 'must be "1" (profile v1) or "0.1" (legacy-0.1)'))
-    if "shard_id" in doc:
-        v = g("shard_id")
-        if not (isinstance(v, str) and SHARD_ID_RE.fullmatch(v)):
-            add(("shard_id", "must match ^[A-Za-z0-9._:-]{1,128}$"))
-    if "epoch" in doc:
-        v = g("epoch")
-        if not _is_int(v):
-            add(("epoch", f"must be an integer, got {_tname(v)}"))
-        elif not 0 <= v <= EPOCH_MAX:
-            add(("epoch", "must be in [0, 2^53-1]"))
-    scales_ok = False
-    if "scales" in doc:
-        v = g("scales")
-        if not isinstance(v, list):
-            add(("scales", f"must be an array of integers, got {_tname(v)}"))
-        elif not 2 <= len(v) <= MAX_SCALES:
-            add(("scales", f"must hold 2 to {MAX_SCALES} scales"))
-        else:
-            scales_ok = True
-            for i, s in enumerate(v):
-                if not _is_int(s):
-                    add((f"scales[{i}]", f"must be an integer, got {_tname(s)}"))
-                    scales_ok = False
-                elif not 2 <= s <= SCALE_MAX:
-                    add((f"scales[{i}]", "must be in [2, 2^31]"))
-                    scales_ok = False
-                elif i and _is_int(v[i - 1]) and s <= v[i - 1]:
-                    add((f"scales[{i}]", "scales must be strictly increasing"))
-                    scales_ok = False
-    if "N_j" in doc:
-        v = g("N_j")
-        if not isinstance(v, dict):
-            add(("N_j", f"must be an object of scale -> count, got {_tname(v)}"))
-        else:
-            for k in v:  # insertion order of the body: deterministic
-                c = v[k]
-                if not _NJ_KEY_RE.fullmatch(k):
-                    add((f"N_j.{k[:32]}", "key must be a decimal scale (no sign, no leading zero)"))
-                if not _is_int(c):
-                    add((f"N_j.{k[:32]}", f"must be an integer, got {_tname(c)}"))
-                elif c < 1:
-                    add((f"N_j.{k[:32]}", "must be >= 1"))
-            if scales_ok:
-                want = [str(s) for s in g("scales")]
-                wanted = set(want)
-                for s in want:
-                    if s not in v:
-                        add((f"N_j.{s}", "missing count for this scale"))
-                for k in v:
-                    if k not in wanted and _NJ_KEY_RE.fullmatch(k):
-                        add((f"N_j.{k[:32]}", "key is not one of the scales"))
-            elif not 2 <= len(v) <= MAX_SCALES:
-                add(("N_j", f"must hold 2 to {MAX_SCALES} counts"))
-    for k in ("coh_star", "D_hat", "r", "budget"):
-        if k in doc and not _is_num(g(k)):
-            add((k, f"must be a finite number, got {_tname(g(k))}"))
-    if "v_star" in doc:
-        v = g("v_star")
-        if not isinstance(v, list):
-            add(("v_star", f"must be an array of numbers, got {_tname(v)}"))
-        elif not 1 <= len(v) <= MAX_DIM:
-            add(("v_star", f"must hold 1 to {MAX_DIM} numbers"))
-        else:
-            for i, x in enumerate(v):
-                if not (_is_num(x) and -1 <= x <= 1):
-                    add((f"v_star[{i}]", "must be a number in [-1, 1]"))
-    if "regime" in doc and g("regime") not in REGIMES:
-        add(("regime", "must be one of sticky, mixed, non_sticky"))
-    hex64("merkle_root")
-    alg = g("sig_alg")
-    if "sig" in doc and not _sig_ok(g("sig"), alg if alg in ("hmac", "ed25519") else None):
-        add(("sig", "must be strict base64 of 32 bytes (HMAC, 44 characters) or 64 bytes "
-                    "(Ed25519, 88 characters), matching sig_alg"))
-    # optional
-    if "seed" in doc and not (_is_int(g("seed")) and 0 <= g("seed") <= U64_MAX):
-        add(("seed", "must be an integer in [0, 2^64-1]"))
-    if "sig_alg" in doc:
-        if alg not in ("hmac", "ed25519"):
-            add(("sig_alg", "must be hmac or ed25519"))
-        elif alg == "ed25519" and g("version") == "0.1":
-            add(("sig_alg", "profile legacy-0.1 uses HMAC only"))
-    if "attempt" in doc and not (_is_int(g("attempt")) and g("attempt") >= 0):
-        add(("attempt", "must be an integer >= 0"))
-    if "sent_at" in doc:
-        v = g("sent_at")
-        if not ((isinstance(v, str) and len(v) <= 64) or (_is_num(v) and v >= 0)):
-            add(("sent_at", "must be seconds since the epoch (>= 0) or an RFC 3339 text"))
-    if "ft" in doc and not isinstance(g("ft"), dict):
-        add(("ft", f"must be an object, got {_tname(g('ft'))}"))
-    if "vrf_proof" in doc and not isinstance(g("vrf_proof"), str):
-        add(("vrf_proof", f"must be a string, got {_tname(g('vrf_proof'))}"))
-    if "meta" in doc:
-        v = g("meta")
-        if not isinstance(v, dict):
-            add(("meta", f"must be an object of strings, got {_tname(v)}"))
-        else:
-            for k, x in v.items():
-                if not isinstance(x, str):
-                    add((f"meta.{k[:32]}", f"must be a string, got {_tname(x)}"))
-    if not (version_ok and g("version") == "0.1"):  # legacy-0.1 tolerates (ignores) other members
-        for k in doc:
-            if k not in _KNOWN:
-                add((k[:64], "unknown field"))
-    if not errs:  # INV-PCSID: only meaningful once its inputs are well-formed
-        want = compute_pcs_id(doc["merkle_root"], doc["epoch"], doc["shard_id"])
-        if want != doc["pcs_id"]:
-            add(("pcs_id", "does not equal SHA-256(merkle_root|epoch|shard_id) (INV-PCSID)"))
-    return errs
+    reasons: list[str]
+    d_hat: float
+    budget: float
+    regime: str
 
 
 def payload_digest(pcs: Mapping) -> str:
@@ -516,17 +223,16 @@ def payload_digest(pcs: Mapping) -> str:
 
 
 # -- responses ----------------------------------------------------------------------------
+PROBLEMS: Mapping[str, tuple[int, str]] = CATALOG  # slug -> (status, title): the one catalog
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 def problem(slug: str, detail: str, retry_after: int | None = None, **extra: Any) -> Response:
-    status, title = PROBLEMS[slug]
-    body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
-    headers = [("Content-Type", PROBLEM_CT)]
-    if retry_after is not None:
-        headers.append(("Retry-After", str(int(retry_after))))
-    return Response(status, tuple(headers), _dumps(body))
+    """The pipeline's answer for catalog problem ``slug`` (flk.impl.verifier.problems)."""
+    return Response(CATALOG[slug].status, tuple(problem_headers(retry_after)), problem_body(slug, detail, **extra))
 
 
 _FRESH_HEADERS = (("Content-Type", JSON_CT),)
@@ -552,9 +258,17 @@ def _recordable_header(value: object) -> bool:
     return True
 
 
-def _done(label: str, resp: Response, kind: str, **ev: Any) -> Generator[Effect, Any, Response]:
-    yield Emit({"kind": kind, "tenant_label": label, "status": resp.status, **ev})
+def _done(label: str, resp: Response, kind: str, **event: Any) -> Generator[Effect, Any, Response]:
+    yield Emit({"kind": kind, "tenant_label": label, "status": resp.status, **event})
     return resp
+
+
+class _Authenticated(NamedTuple):
+    """What step 4 hands on: the signed payload's identity."""
+
+    tenant_id: str
+    profile: str
+    digest: str
 
 
 class Verifier:
@@ -578,75 +292,54 @@ class Verifier:
         for reason, status in self.reject_status.items():
             if status not in (400, 401):
                 raise ValueError(f"reject_status[{reason!r}] must be 400 or 401, got {status!r}")
-        self._pv_json = json.dumps(policy.version, ensure_ascii=True)
+        self._policy_version_json = json.dumps(policy.version, ensure_ascii=True)
         self._region_json = json.dumps(region, ensure_ascii=True)
 
-    def _body(self, pid: str, escalated: bool, reasons: list[str], dh: float, b: float, reg: str,
-              now: float) -> bytes:
+    def _body(self, pcs_id: str, escalated: bool, reasons: list[str], recomputed_d_hat: float,
+              recomputed_budget: float, recomputed_regime: str, now: float) -> bytes:
         """The 200/202 body: byte for byte ``json.dumps(obj, sort_keys=True,
         separators=(",", ":"), ensure_ascii=True)`` of the documented object
         (a test checks the equality), written out for speed."""
         return (
             f'{{"accepted":{"false" if escalated else "true"},"escalated":{"true" if escalated else "false"},'
-            f'"first_seen":{float(now)!r},"pcs_id":"{pid}","policy_version":{self._pv_json},'
+            f'"first_seen":{float(now)!r},"pcs_id":"{pcs_id}","policy_version":{self._policy_version_json},'
             f'"reasons":{_dumps(reasons).decode() if reasons else "[]"},'
-            f'"recomputed":{{"D_hat":{round9(dh)!r},"budget":{round9(b)!r},"regime":"{reg}"}},'
+            f'"recomputed":{{"D_hat":{round9(recomputed_d_hat)!r},"budget":{round9(recomputed_budget)!r},'
+            f'"regime":"{recomputed_regime}"}},'
             f'"region":{self._region_json}}}'
         ).encode("ascii")
 
     # step 6
-    def check_signals(self, pcs: Mapping, profile: str) -> tuple[list[str], float, float, str]:
-        """(reasons, recomputed D-hat, recomputed budget, recomputed regime)."""
-        p = self.policy
+    def check_signals(self, pcs: Mapping, profile: str) -> SignalCheck:
+        """Recompute D-hat, budget and regime with :mod:`flk.impl.core.signals` and
+        compare them with the claims (``pcs`` passed step 3)."""
+        policy = self.policy
         scales = pcs["scales"]
-        nj = pcs["N_j"]
-        counts = [nj[str(s)] for s in scales]
-        # Theil-Sen exactly as flk.impl.core.signals.d_hat (same float operations; a
-        # test checks equality), without re-validating what step 3 validated
-        log2 = math.log2
-        xs = [log2(v) for v in scales]
-        ys = [log2(v) for v in counts]
-        k = len(xs)
-        slopes = sorted([(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(k) for j in range(i + 1, k)])
-        m = len(slopes)
-        if profile == "legacy-0.1" or m % 2:
-            dh = slopes[m // 2]
-        else:
-            dh = (slopes[m // 2 - 1] + slopes[m // 2]) / 2.0
+        counts_by_scale = pcs["N_j"]
+        counts = [counts_by_scale[str(scale)] for scale in scales]
         # budget and regime come from the *published* D-hat, round9 of the recomputed one (SPEC 2,
         # 8 step 6): an agent and a verifier cannot disagree at a threshold by a sub-1e-9 residue
-        dh = _r9(dh)
-        coh, r = _r9(pcs["coh_star"]), _r9(pcs["r"])
+        recomputed_d_hat = round9(d_hat(scales, counts, profile))
+        coh, compressibility = round9(pcs["coh_star"]), round9(pcs["r"])
         # out-of-range claims are flagged below; recompute with the value clamped to [0, 1]
-        coh_c, r_c = min(1.0, max(0.0, coh)), min(1.0, max(0.0, r))
-        # budget and regime exactly as flk.impl.core.signals.budget / .regime (a test checks equality)
-        bp, rt = p.budget, p.regime
-        b = bp.base + bp.alpha * (1.0 - r_c) + bp.beta * max(0.0, dh - bp.d0) + bp.gamma * coh_c
-        b = min(1.0, max(0.0, b))
-        if coh_c >= rt.sticky_coh and dh <= rt.sticky_d_max:
-            reg = "sticky"
-        elif dh >= rt.non_sticky_d_min:
-            reg = "non_sticky"
-        else:
-            reg = "mixed"
+        coh_clamped = min(1.0, max(0.0, coh))
+        compressibility_clamped = min(1.0, max(0.0, compressibility))
+        recomputed_budget = budget(recomputed_d_hat, coh_clamped, compressibility_clamped, policy.budget)
+        recomputed_regime = regime(recomputed_d_hat, coh_clamped, policy.regime)
         reasons = []
-        if abs(dh - _r9(pcs["D_hat"])) > p.tol_d:
+        if abs(recomputed_d_hat - round9(pcs["D_hat"])) > policy.tol_d:
             reasons.append(R_D_HAT)
-        if not 0.0 <= coh <= 1.0 + p.tol_coh:
+        if not 0.0 <= coh <= 1.0 + policy.tol_coh:
             reasons.append(R_COH)
-        if not 0.0 <= r <= 1.0:
+        if not 0.0 <= compressibility <= 1.0:
             reasons.append(R_R)
-        prev = 0
-        for c in counts:
-            if c < prev:
-                reasons.append(R_NJ)
-                break
-            prev = c
-        if abs(b - _r9(pcs["budget"])) > p.tol_budget:
+        if any(later < earlier for earlier, later in zip(counts, counts[1:], strict=False)):
+            reasons.append(R_NJ)
+        if abs(recomputed_budget - round9(pcs["budget"])) > policy.tol_budget:
             reasons.append(R_BUDGET)
-        if reg != pcs["regime"]:
+        if recomputed_regime != pcs["regime"]:
             reasons.append(R_REGIME)
-        return reasons, dh, b, reg
+        return SignalCheck(reasons, recomputed_d_hat, recomputed_budget, recomputed_regime)
 
     @staticmethod
     def _verify_sig(tenant: Tenant, pcs: Mapping, profile: str, now: float, v1_bytes: bytes) -> bool:
@@ -657,118 +350,145 @@ class Verifier:
         keys = tenant.active_keys(now)
         if not keys:
             return False
-        msg = v1_bytes if profile == "v1" else canonical_bytes(pcs, profile)
+        message = v1_bytes if profile == "v1" else canonical_bytes(pcs, profile)
         sig = pcs["sig"]
         if tenant.alg == "hmac":
             if not sig.isascii():
                 return False
-            want = sig.encode("ascii")
-            ok = False
+            wanted = sig.encode("ascii")
+            matched = False
             for key in keys:  # every key is tried: timing does not reveal which matched
-                ok |= hmac.compare_digest(base64.b64encode(hmac.digest(key, msg, "sha256")), want)
-            return ok
-        subset = {k: pcs[k] for k in SIGNED_FIELDS}
+                matched |= hmac.compare_digest(base64.b64encode(hmac.digest(key, message, "sha256")), wanted)
+            return matched
+        subset = {name: pcs[name] for name in SIGNED_FIELDS}
         return verify_ed25519(subset, sig, keys, profile)
 
     def handle(
         self, req: Request, now: float, *, replay: bool = False
     ) -> Generator[Effect, Any, Response]:
+        """One request through steps 1-8 (``replay``: steps 3-8 of a WAL record)."""
         tenant = self.tenants.resolve(req.tenant)
         label = tenant.tenant_id if tenant is not None else "_unknown"
-
-        # 1. cheap checks, before the WAL
         if not replay:
-            if len(req.body) > self.limits.max_body_bytes:
-                return (yield from _done(label, problem(
-                    "payload-too-large", f"body exceeds {self.limits.max_body_bytes} bytes"), "rejected"))
-            if req.tenant is not None and not _recordable_header(req.tenant):
-                return (yield from _done(label, problem(
-                    "payload-too-large", f"X-Tenant-Id longer than {MAX_TENANT_HEADER} characters "
-                    "or not encodable"), "rejected"))
-            if tenant is not None:
-                adm = self.limiter.admit(tenant, now)
-                if not adm.ok:
-                    slug = "quota-exceeded" if adm.reason == "quota_exceeded" else "rate-limited"
-                    return (yield from _done(label, problem(slug, adm.reason, retry_after=adm.retry_after), "rejected"))
-            # 2. WAL first
-            try:
-                yield WalAppend(req.tenant or "", now, self.region, bytes(req.body))
-            except WalUnavailable:
-                return (yield from _done(label, problem(
-                    "wal-unavailable", "the request was not recorded; retry",
-                    retry_after=self.limits.retry_after_s), "wal_error"))
-            yield Emit({"kind": "ingest", "tenant_label": label})
-        # 3. parse and validate
+            refused = yield from self._admit(req, tenant, label, now)
+            if refused is not None:
+                return refused
+        parsed = yield from self._parse(req.body, label)
+        if isinstance(parsed, Response):
+            return parsed
+        authenticated = yield from self._authenticate(parsed, tenant, label, now)
+        if isinstance(authenticated, Response):
+            return authenticated
+        stored = yield from self._look_up(parsed, authenticated, label, now)
+        if stored is not None:
+            return stored
+        return (yield from self._decide_and_record(parsed, authenticated, label, now))
+
+    # steps 1 and 2
+    def _admit(self, req: Request, tenant: Tenant | None, label: str, now: float):
+        """413 / 429 before the WAL, then the WAL append (503 if it fails); None when admitted."""
+        if len(req.body) > self.limits.max_body_bytes:
+            return (yield from _done(label, problem(
+                "payload-too-large", f"body exceeds {self.limits.max_body_bytes} bytes"), "rejected"))
+        if req.tenant is not None and not _recordable_header(req.tenant):
+            return (yield from _done(label, problem(
+                "payload-too-large", f"X-Tenant-Id longer than {MAX_TENANT_HEADER} characters "
+                "or not encodable"), "rejected"))
+        if tenant is not None:
+            admission = self.limiter.admit(tenant, now)
+            if not admission.ok:
+                slug = "quota-exceeded" if admission.reason == "quota_exceeded" else "rate-limited"
+                return (yield from _done(label, problem(slug, admission.reason, retry_after=admission.retry_after),
+                                         "rejected"))
         try:
-            doc = parse_strict(req.body)
+            yield WalAppend(req.tenant or "", now, self.region, bytes(req.body))
+        except WalUnavailable:
+            return (yield from _done(label, problem(
+                "wal-unavailable", "the request was not recorded; retry",
+                retry_after=self.limits.retry_after_s), "wal_error"))
+        yield Emit({"kind": "ingest", "tenant_label": label})
+        return None
+
+    # step 3
+    def _parse(self, body: bytes, label: str):
+        """The validated PCS, or the 400 naming every problem."""
+        try:
+            doc = parse_strict(body)
         except ValueError as exc:
             return (yield from _done(label, problem(
                 "invalid-json", str(exc), errors=[{"field": "", "message": str(exc)}]), "rejected"))
-        errs = validate_pcs(doc)
-        if errs:
+        errors = validate_pcs(doc)
+        if errors:
             return (yield from _done(label, problem(
-                "invalid-pcs", f"{len(errs)} invalid field(s): " + ", ".join(sorted({f for f, _ in errs})),
-                errors=[{"field": f, "message": m} for f, m in errs]), "rejected"))
-        pid = doc["pcs_id"]
-        # 4. tenant, keys, signature -- before any dedup effect
+                "invalid-pcs",
+                f"{len(errors)} invalid field(s): " + ", ".join(sorted({name for name, _ in errors})),
+                errors=[{"field": name, "message": message} for name, message in errors]), "rejected"))
+        return doc
+
+    # step 4 -- before any dedup effect (INV-VERIFY-BEFORE-DEDUP)
+    def _authenticate(self, doc: dict, tenant: Tenant | None, label: str, now: float):
+        """Tenant, profile, algorithm and signature; a 401 or what step 5 needs."""
+        def refuse(slug: str, detail: str):
+            return _done(label, problem(slug, detail), "signature_error")
+
         if tenant is None:
-            return (yield from _done(label, problem("unknown-tenant", "X-Tenant-Id names no configured tenant"),
-                                    "signature_error"))
+            return (yield from refuse("unknown-tenant", "X-Tenant-Id names no configured tenant"))
         profile = VERSION_PROFILE[doc["version"]]
         if not tenant.allows(profile) or (profile == "legacy-0.1" and tenant.alg != "hmac"):
-            return (yield from _done(label, problem(
-                "profile-not-allowed", f"profile {profile} is not enabled for this tenant"), "signature_error"))
+            return (yield from refuse("profile-not-allowed", f"profile {profile} is not enabled for this tenant"))
         if "sig_alg" in doc and doc["sig_alg"] != tenant.alg:
-            return (yield from _done(label, problem("bad-signature", "sig_alg does not match the tenant's algorithm"),
-                                    "signature_error"))
+            return (yield from refuse("bad-signature", "sig_alg does not match the tenant's algorithm"))
         v1_bytes = canonical_bytes(doc, "v1")
         if not self._verify_sig(tenant, doc, profile, now, v1_bytes):
-            return (yield from _done(label, problem("bad-signature", "no active key of this tenant verifies sig"),
-                                    "signature_error"))
-        tid = tenant.tenant_id
-        digest = hashlib.sha256(v1_bytes).hexdigest()  # == payload_digest(doc)
-        # 5. dedup lookup
+            return (yield from refuse("bad-signature", "no active key of this tenant verifies sig"))
+        return _Authenticated(tenant.tenant_id, profile, hashlib.sha256(v1_bytes).hexdigest())
+
+    # step 5
+    def _look_up(self, doc: dict, who: _Authenticated, label: str, now: float):
+        """The answer of an earlier submission of this (tenant, pcs_id), or None."""
         try:
-            stored = yield DedupGet(tid, pid, now)
+            stored = yield DedupGet(who.tenant_id, doc["pcs_id"], now)
         except StoreUnavailable:
             return (yield from self._unavailable(label))
         if stored is not None:
-            return (yield from self._existing(stored, digest, pid, label))
-        # 6. signal checks and hooks
-        reasons, dh, b, reg = self.check_signals(doc, profile)
+            return (yield from self._existing(stored, who.digest, doc["pcs_id"], label))
+        return None
+
+    # steps 6, 7 and 8
+    def _decide_and_record(self, doc: dict, who: _Authenticated, label: str, now: float):
+        pcs_id = doc["pcs_id"]
+        checked = self.check_signals(doc, who.profile)
+        reasons = checked.reasons
         for hook in self.hooks:
-            for r in hook(doc, tid):
-                if r not in reasons:
-                    reasons.append(r)
-        rejecting = [r for r in reasons if r in self.reject_status]
+            for reason in hook(doc, who.tenant_id):
+                if reason not in reasons:
+                    reasons.append(reason)
+        rejecting = [reason for reason in reasons if reason in self.reject_status]
         if rejecting:
             status = self.reject_status[rejecting[0]]
             slug = "rejected-by-policy" if status == 400 else "unauthorized-by-policy"
             return (yield from _done(label, problem(slug, "rejected: " + ", ".join(rejecting), reasons=rejecting),
-                                    "rejected" if status == 400 else "signature_error", pcs_id=pid))
+                                     "rejected" if status == 400 else "signature_error", pcs_id=pcs_id))
         escalated = bool(reasons)
-        status = 202 if escalated else 200
-        body = self._body(pid, escalated, reasons, dh, b, reg, now)
-        outcome = StoredOutcome(digest, status, body, now, self.region, self.policy.version)
-        # 7. atomic put-if-absent
-        try:
-            won, winner = yield DedupPut(tid, pid, outcome, now, self.limits.ttl_s)
+        body = self._body(pcs_id, escalated, reasons, checked.d_hat, checked.budget, checked.regime, now)
+        outcome = StoredOutcome(who.digest, 202 if escalated else 200, body, now, self.region, self.policy.version)
+        try:  # step 7: atomic put-if-absent
+            won, winner = yield DedupPut(who.tenant_id, pcs_id, outcome, now, self.limits.ttl_s)
         except StoreUnavailable:
             return (yield from self._unavailable(label))
         if not won:
-            return (yield from self._existing(winner, digest, pid, label))
-        # 8. respond
+            return (yield from self._existing(winner, who.digest, pcs_id, label))
         return (yield from _done(label, _outcome_response(outcome, False), "escalated" if escalated else "accepted",
-                                pcs_id=pid, tenant=tid, payload_digest=digest, reasons=list(reasons),
-                                first_seen=now, policy_version=self.policy.version))
+                                 pcs_id=pcs_id, tenant=who.tenant_id, payload_digest=who.digest,
+                                 reasons=list(reasons), first_seen=now, policy_version=self.policy.version))
 
-    def _existing(self, stored: StoredOutcome, digest: str, pid: str, label: str):
+    def _existing(self, stored: StoredOutcome, digest: str, pcs_id: str, label: str):
         if stored.payload_digest == digest:
-            yield Emit({"kind": "dedup_hit", "tenant_label": label, "status": stored.status, "pcs_id": pid})
+            yield Emit({"kind": "dedup_hit", "tenant_label": label, "status": stored.status, "pcs_id": pcs_id})
             return _outcome_response(stored, True)
         resp = problem("conflict", "this pcs_id was recorded with a different signed payload",
-                       pcs_id=pid, first_seen=stored.first_seen)
-        yield Emit({"kind": "dedup_conflict", "tenant_label": label, "status": 409, "pcs_id": pid,
+                       pcs_id=pcs_id, first_seen=stored.first_seen)
+        yield Emit({"kind": "dedup_conflict", "tenant_label": label, "status": 409, "pcs_id": pcs_id,
                     "payload_digest": digest})
         return resp
 
@@ -783,25 +503,13 @@ class Verifier:
 Sink = Callable[[Mapping[str, Any]], None]
 
 
-class MemoryWal:
-    """A list standing in for the inbox WAL where durability is not the point
-    (the simulator has its own disk; tests of the WAL-first *order* use this)."""
+class RecordWal(Protocol):
+    """A WAL that keeps the ``WalAppend`` effects themselves (no encoding), e.g.
+    the memory WAL of tests and the simulator (flk.impl.testing.memwal)."""
 
-    def __init__(self) -> None:
-        self.records: list[WalAppend] = []
-        self.synced = 0
-        self.fail = False
+    def append_record(self, effect: WalAppend) -> int: ...
 
-    def append_record(self, eff: WalAppend) -> int:
-        if self.fail:
-            raise OSError("wal append failed")
-        self.records.append(eff)
-        return len(self.records) - 1
-
-    def sync(self) -> None:
-        if self.fail:
-            raise OSError("wal sync failed")
-        self.synced = len(self.records)
+    def sync(self) -> None: ...
 
 
 def _wal_errors() -> tuple[type[BaseException], ...]:
@@ -810,25 +518,29 @@ def _wal_errors() -> tuple[type[BaseException], ...]:
     return (OSError, WalError, TimeoutError)
 
 
-def wal_write(wal: Any, effs: Sequence[WalAppend]) -> list[int]:
-    """Append ``effs`` in order and return their indexes once ALL are durable.
+def _write_records(wal: RecordWal, effects: Sequence[WalAppend]) -> list[int]:
+    try:
+        indexes = [wal.append_record(effect) for effect in effects]
+        wal.sync()
+    except OSError as exc:
+        raise WalUnavailable(type(exc).__name__) from None
+    return indexes
+
+
+def wal_write(wal: Any, effects: Sequence[WalAppend]) -> list[int]:
+    """Append ``effects`` in order and return their indexes once ALL are durable.
 
     ``wal`` is a :class:`flk.impl.storage.wal.SegmentedLog` (``append_many`` then one
     ``sync`` -- a group commit of this batch), a :class:`flk.impl.storage.wal.GroupCommitter`
     (``append_many`` then ``wait`` for the commit thread's fsync, which also
-    batches across threads), or a :class:`MemoryWal`. Failures raise
-    :class:`WalUnavailable`."""
-    if isinstance(wal, MemoryWal):
-        try:
-            idxs = [wal.append_record(e) for e in effs]
-            wal.sync()
-        except OSError as exc:
-            raise WalUnavailable(type(exc).__name__) from None
-        return idxs
+    batches across threads), or a :class:`RecordWal` (it has ``append_record``).
+    Failures raise :class:`WalUnavailable`."""
+    if hasattr(wal, "append_record"):
+        return _write_records(wal, effects)
     from ..storage.wal import InboxRecord, encode_inbox_record
 
     try:
-        payloads = [encode_inbox_record(InboxRecord(e.tenant, e.received_at, e.region, e.body)) for e in effs]
+        payloads = [encode_inbox_record(InboxRecord(e.tenant, e.received_at, e.region, e.body)) for e in effects]
         first = wal.append_many(payloads)
         last = first + len(payloads) - 1
         if hasattr(wal, "wait"):  # GroupCommitter
@@ -838,6 +550,20 @@ def wal_write(wal: Any, effs: Sequence[WalAppend]) -> list[int]:
     except _wal_errors() as exc:
         raise WalUnavailable(type(exc).__name__) from None
     return list(range(first, last + 1))
+
+
+def _carry_out(effect: Effect, wal: Any, store: Any) -> tuple[Any, BaseException | None]:
+    """One I/O effect of :func:`run_sync`: ``(reply, None)`` or ``(None, failure to throw in)``."""
+    try:
+        if isinstance(effect, WalAppend):
+            return wal_write(wal, [effect])[0], None
+        if isinstance(effect, DedupGet):
+            return store.get(effect.tenant, effect.pcs_id, effect.now), None
+        if isinstance(effect, DedupPut):
+            return store.put_if_absent(effect.tenant, effect.pcs_id, effect.outcome, effect.now, effect.ttl_s), None
+    except (WalUnavailable, StoreUnavailable) as exc:
+        return None, exc
+    raise TypeError(f"unknown effect {type(effect).__name__}")  # a new effect type without a driver case
 
 
 def run_sync(
@@ -856,38 +582,93 @@ def run_sync(
     driver-measured wall time of the request -- the clock lives here, not in the pipeline.
     """
     reply: Any = None
-    exc: BaseException | None = None
+    failure: BaseException | None = None
     label = "_none"
-    t0 = time.perf_counter() if latency is not None else 0.0
+    started = time.perf_counter() if latency is not None else 0.0
     while True:
         try:
-            eff = gen.throw(exc) if exc is not None else gen.send(reply)
+            effect = gen.throw(failure) if failure is not None else gen.send(reply)
         except StopIteration as stop:
             if latency is not None:
-                latency(label, time.perf_counter() - t0)
+                latency(label, time.perf_counter() - started)
             return stop.value
-        reply, exc = None, None
-        if isinstance(eff, Emit):
-            label = eff.event.get("tenant_label", label)
+        if isinstance(effect, Emit):
+            reply, failure = None, None
+            label = effect.event.get("tenant_label", label)
             if sink is not None:
-                sink(eff.event)
-        elif isinstance(eff, WalAppend):
-            try:
-                reply = wal_write(wal, [eff])[0]
-            except WalUnavailable as e:
-                exc = e
-        elif isinstance(eff, DedupGet):
-            try:
-                reply = store.get(eff.tenant, eff.pcs_id, eff.now)
-            except StoreUnavailable as e:
-                exc = e
-        elif isinstance(eff, DedupPut):
-            try:
-                reply = store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
-            except StoreUnavailable as e:
-                exc = e
-        else:  # pragma: no cover - a new effect type without a driver case
-            raise TypeError(f"unknown effect {type(eff).__name__}")
+                sink(effect.event)
+        else:
+            reply, failure = _carry_out(effect, wal, store)
+
+
+def _advance(gen: Generator[Effect, Any, Response], reply: Any, failure: BaseException | None,
+             sink: Sink | None, on_label: Callable[[str], None] | None) -> Effect | Response:
+    """Run ``gen`` to its next I/O effect (handing ``Emit`` events to ``sink``) or to its response."""
+    try:
+        while True:
+            effect = gen.throw(failure) if failure is not None else gen.send(reply)
+            reply, failure = None, None
+            if type(effect) is not Emit:
+                return effect
+            if on_label is not None:
+                on_label(effect.event.get("tenant_label", "_none"))
+            if sink is not None:
+                sink(effect.event)
+    except StopIteration as stop:
+        return stop.value
+
+
+Replies = dict[int, tuple[Any, BaseException | None]]
+
+
+def _batch_wal(pending: Mapping[int, Any], wal: Any, replies: Replies) -> None:
+    """Every pending ``WalAppend`` in request order, made durable by ONE sync."""
+    waiting = [i for i, effect in pending.items() if type(effect) is WalAppend]
+    if not waiting:
+        return
+    try:
+        indexes = wal_write(wal, [pending[i] for i in waiting])
+    except WalUnavailable as exc:
+        replies.update((i, (None, exc)) for i in waiting)
+        return
+    replies.update((i, (index, None)) for i, index in zip(waiting, indexes, strict=True))
+
+
+def _batch_gets(pending: Mapping[int, Any], store: Any, replies: Replies) -> None:
+    """Every pending ``DedupGet`` in one ``get_many`` (when they share one ``now``)."""
+    waiting = [i for i, effect in pending.items() if type(effect) is DedupGet]
+    if not waiting:
+        return
+    gets = [pending[i] for i in waiting]
+    try:
+        if all(get.now == gets[0].now for get in gets):
+            results = store.get_many([(get.tenant, get.pcs_id) for get in gets], gets[0].now)
+        else:
+            results = [store.get(get.tenant, get.pcs_id, get.now) for get in gets]
+    except StoreUnavailable as exc:
+        replies.update((i, (None, exc)) for i in waiting)
+        return
+    replies.update((i, (result, None)) for i, result in zip(waiting, results, strict=True))
+
+
+def _batch_puts(pending: Mapping[int, Any], store: Any, replies: Replies) -> None:
+    """Every pending ``DedupPut`` in one ``put_many_if_absent`` (one transaction, request order)."""
+    waiting = [i for i, effect in pending.items() if type(effect) is DedupPut]
+    if not waiting:
+        return
+    puts = [pending[i] for i in waiting]
+    first = puts[0]
+    try:
+        if all(put.now == first.now and put.ttl_s == first.ttl_s for put in puts):
+            results = store.put_many_if_absent([(put.tenant, put.pcs_id, put.outcome) for put in puts],
+                                               first.now, first.ttl_s)
+        else:
+            results = [store.put_if_absent(put.tenant, put.pcs_id, put.outcome, put.now, put.ttl_s)
+                       for put in puts]
+    except StoreUnavailable as exc:
+        replies.update((i, (None, exc)) for i in waiting)
+        return
+    replies.update((i, (result, None)) for i, result in zip(waiting, results, strict=True))
 
 
 def run_batch(
@@ -907,80 +688,29 @@ def run_batch(
     ``latency(tenant_label, seconds)`` gets, per request, the time from the
     start of the batch to that request's response.
     """
-    t0 = time.perf_counter() if latency is not None else 0.0
+    started = time.perf_counter() if latency is not None else 0.0
     labels: dict[int, str] = {}
-    n = len(gens)
-    out: list[Response | None] = [None] * n
-    pending: dict[int, Any] = {}
-    replies: dict[int, tuple[Any, BaseException | None]] = {i: (None, None) for i in range(n)}
-    active = list(range(n))
-    while active:
-        pending.clear()
-        for i in active:
-            reply, exc = replies[i]
-            g = gens[i]
-            try:
-                while True:
-                    eff = g.throw(exc) if exc is not None else g.send(reply)
-                    reply, exc = None, None
-                    if type(eff) is Emit:  # no reply: keep going
-                        if latency is not None:
-                            labels[i] = eff.event.get("tenant_label", "_none")
-                        if sink is not None:
-                            sink(eff.event)
-                        continue
-                    pending[i] = eff
-                    break
-            except StopIteration as stop:
-                out[i] = stop.value
+    responses: list[Response | None] = [None] * len(gens)
+    replies: Replies = {i: (None, None) for i in range(len(gens))}
+    while replies:
+        pending: dict[int, Any] = {}
+        for i, (reply, failure) in replies.items():  # in request order
+            record_label = (lambda label, i=i: labels.__setitem__(i, label)) if latency is not None else None
+            step = _advance(gens[i], reply, failure, sink, record_label)
+            if isinstance(step, Response):
+                responses[i] = step
                 if latency is not None:
-                    latency(labels.get(i, "_none"), time.perf_counter() - t0)
-        active = [i for i in active if i in pending]
+                    latency(labels.get(i, "_none"), time.perf_counter() - started)
+            elif type(step) in (WalAppend, DedupGet, DedupPut):
+                pending[i] = step
+            else:  # pragma: no cover - a new effect type without a driver case
+                raise TypeError(f"unknown effect {type(step).__name__}")
         replies = {}
-        by_type: dict[type, list[int]] = {WalAppend: [], DedupGet: [], DedupPut: []}
-        for i in active:
-            kind = by_type.get(type(pending[i]))
-            if kind is None:  # pragma: no cover - a new effect type without a driver case
-                raise TypeError(f"unknown effect {type(pending[i]).__name__}")
-            kind.append(i)
-        wal_ix = by_type[WalAppend]
-        if wal_ix:
-            try:
-                idxs = wal_write(wal, [pending[i] for i in wal_ix])
-                for i, idx in zip(wal_ix, idxs, strict=True):
-                    replies[i] = (idx, None)
-            except WalUnavailable as e:
-                for i in wal_ix:
-                    replies[i] = (None, e)
-        get_ix = by_type[DedupGet]
-        if get_ix:
-            now = pending[get_ix[0]].now
-            try:
-                if all(pending[i].now == now for i in get_ix):
-                    res = store.get_many([(pending[i].tenant, pending[i].pcs_id) for i in get_ix], now)
-                else:
-                    res = [store.get(pending[i].tenant, pending[i].pcs_id, pending[i].now) for i in get_ix]
-                for i, r in zip(get_ix, res, strict=True):
-                    replies[i] = (r, None)
-            except StoreUnavailable as e:
-                for i in get_ix:
-                    replies[i] = (None, e)
-        put_ix = by_type[DedupPut]
-        if put_ix:
-            p0 = pending[put_ix[0]]
-            try:
-                if all(pending[i].now == p0.now and pending[i].ttl_s == p0.ttl_s for i in put_ix):
-                    res = store.put_many_if_absent(
-                        [(pending[i].tenant, pending[i].pcs_id, pending[i].outcome) for i in put_ix], p0.now, p0.ttl_s)
-                else:
-                    res = [store.put_if_absent(pending[i].tenant, pending[i].pcs_id, pending[i].outcome,
-                                               pending[i].now, pending[i].ttl_s) for i in put_ix]
-                for i, r in zip(put_ix, res, strict=True):
-                    replies[i] = (r, None)
-            except StoreUnavailable as e:
-                for i in put_ix:
-                    replies[i] = (None, e)
-    return out  # type: ignore[return-value]
+        _batch_wal(pending, wal, replies)
+        _batch_gets(pending, store, replies)
+        _batch_puts(pending, store, replies)
+        replies = dict(sorted(replies.items()))
+    return responses  # type: ignore[return-value]
 
 
 def replay_records(verifier: Verifier, records: Any, store: Any, sink: Sink | None = None) -> list[Response]:

@@ -345,7 +345,8 @@ def test_built_pcs_is_accepted_by_the_real_verify_pipeline(points, seed, ed):
     """The verifier (flk.impl.verifier.pipeline) recomputes D-hat, budget and regime from
     what the agent published and finds nothing to object to: 200, no reasons."""
     from flk.impl.dedup.memory import MemoryStore
-    from flk.impl.verifier.pipeline import MemoryWal, Request, Verifier, run_sync
+    from flk.impl.testing.memwal import MemoryWal
+    from flk.impl.verifier.pipeline import Request, Verifier, run_sync
     from flk.impl.verifier.tenants import from_env
 
     if ed:

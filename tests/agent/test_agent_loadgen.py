@@ -29,7 +29,8 @@ from flk.impl.core.canonical import canonical_bytes
 from flk.impl.core.errors import InvalidInput
 from flk.impl.core.signing import verify_hmac
 from flk.impl.dedup.memory import MemoryStore
-from flk.impl.verifier.pipeline import MemoryWal, Request, Verifier, run_sync
+from flk.impl.testing.memwal import MemoryWal
+from flk.impl.verifier.pipeline import Request, Verifier, run_sync
 from flk.impl.verifier.tenants import parse_tenants_env
 
 BASE = b"loadgen-base-secret"

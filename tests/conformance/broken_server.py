@@ -30,7 +30,8 @@ import threading
 import time
 
 from flk.impl.dedup import open_store
-from flk.impl.verifier.pipeline import Limits, MemoryWal, Request, Verifier, run_sync
+from flk.impl.testing.memwal import MemoryWal
+from flk.impl.verifier.pipeline import Limits, Request, Verifier, run_sync
 from flk.impl.verifier.tenants import from_env
 
 BUGS = frozenset({

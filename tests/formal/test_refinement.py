@@ -28,8 +28,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from verifier.pcsgen import HMAC_A, HMAC_A2, HMAC_B, body, make_pcs, registry, sign
 
 from flk.impl.dedup import open_store
+from flk.impl.testing.memwal import MemoryWal
 from flk.impl.verifier.pipeline import (
-    MemoryWal,
     Request,
     Verifier,
     payload_digest,

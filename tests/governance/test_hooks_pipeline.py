@@ -8,7 +8,8 @@ import json
 from flk.impl.core.signals import budget, d_hat, regime
 from flk.impl.dedup.memory import MemoryStore
 from flk.impl.governance import anomaly, audit, pii, vrf
-from flk.impl.verifier.pipeline import MemoryWal, Request, Verifier, run_sync
+from flk.impl.testing.memwal import MemoryWal
+from flk.impl.verifier.pipeline import Request, Verifier, run_sync
 
 from .pcsgen import COUNTS, KEY_B, SCALES, body, make_pcs, registry, sign
 

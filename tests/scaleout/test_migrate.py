@@ -23,7 +23,8 @@ from flk.impl.dedup import open_store
 from flk.impl.dedup.migrate import DualWriteStore, MigrationConflict, load_state
 from flk.impl.dedup.sharded import ShardedStore
 from flk.impl.lab.cli import main
-from flk.impl.verifier.pipeline import MemoryWal, Request, Verifier, run_sync
+from flk.impl.testing.memwal import MemoryWal
+from flk.impl.verifier.pipeline import Request, Verifier, run_sync
 
 T0 = 2_000_000.0
 OLD = ["s0", "s1", "s2"]

@@ -27,8 +27,9 @@ from flk.impl.dedup.sharded import (
     open_sharded,
     probe_matrix,
 )
+from flk.impl.testing.memwal import MemoryWal
 from flk.impl.testing.outage import OutageStore
-from flk.impl.verifier.pipeline import MemoryWal, Request, Verifier, run_sync
+from flk.impl.verifier.pipeline import Request, Verifier, run_sync
 from flk.model import ring as model
 
 T0 = 1_000_000.0
@@ -311,12 +312,13 @@ def test_ops_endpoints(tmp_path, path, status):
     from starlette.testclient import TestClient
 
     from flk.impl.dedup.sharded import routes
+    from flk.impl.server.problems import problem
 
     inner = {n: OutageStore(open_store(f"sqlite:///{tmp_path}/{n}.db")) for n in ("a", "b")}
     s = ShardedStore(inner)
     for i in range(20):
         s.put_if_absent("t", f"p{i}", outcome(i), T0)
-    app = Starlette(routes=routes(lambda: s, lambda: T0 + 1))
+    app = Starlette(routes=routes(lambda: s, lambda: T0 + 1, problem))
     with TestClient(app) as c:
         r = c.get(path)
         assert r.status_code == status, r.text
@@ -329,7 +331,7 @@ def test_ops_endpoints(tmp_path, path, status):
         if path == "/api/shards/health":
             r = c.get(path)
             assert r.status_code == 503 and r.json()["b"]["up"] is False
-    off = Starlette(routes=routes(lambda: open_store("memory"), lambda: T0))
+    off = Starlette(routes=routes(lambda: open_store("memory"), lambda: T0, problem))
     with TestClient(off) as c:
         assert c.get("/api/shards/distribution").status_code == 503
     s.close()

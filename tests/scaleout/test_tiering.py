@@ -21,7 +21,8 @@ from verifier.pcsgen import HMAC_A, body, make_pcs, registry, sign
 from flk.impl.dedup import StoreUnavailable, open_store
 from flk.impl.dedup.tiered import STUB_PREFIX, TieredStore, TierTTL, compress, is_stub
 from flk.impl.storage.objectstore import DirectoryObjectStore, MemoryObjectStore, S3ObjectStore
-from flk.impl.verifier.pipeline import REPLAY_HEADER, MemoryWal, Request, Verifier, run_sync
+from flk.impl.testing.memwal import MemoryWal
+from flk.impl.verifier.pipeline import REPLAY_HEADER, Request, Verifier, run_sync
 
 from .test_sharding import _retrying
 

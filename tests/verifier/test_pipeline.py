@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from flk.impl.dedup import StoredOutcome, open_store
 from flk.impl.governance.pii import PiiCounters, make_pii_hook
+from flk.impl.testing.memwal import MemoryWal
 from flk.impl.verifier.metrics import Metrics
 from flk.impl.verifier.pipeline import (
     PROBLEM_CT,
@@ -19,7 +20,6 @@ from flk.impl.verifier.pipeline import (
     DedupPut,
     Emit,
     Limits,
-    MemoryWal,
     Policy,
     Request,
     Verifier,

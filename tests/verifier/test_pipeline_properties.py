@@ -6,10 +6,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.dedup import StoreUnavailable, open_store
+from flk.impl.testing.memwal import MemoryWal
 from flk.impl.verifier.pipeline import (
     Emit,
     Limits,
-    MemoryWal,
     Request,
     Verifier,
     WalAppend,

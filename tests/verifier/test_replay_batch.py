@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.dedup import open_store
+from flk.impl.testing.memwal import MemoryWal
 from flk.impl.verifier.pipeline import (
     REPLAY_HEADER,
-    MemoryWal,
     Request,
     Verifier,
     replay_log,
