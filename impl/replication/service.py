@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.backoff import Backoff
+from ..core.errors import InvalidInput
 from ..governance.auditworkers import (
     AuditItem,
     AuditQueue,
@@ -322,7 +323,41 @@ def mount_app(get_service: Callable[[], CrrService | None]):
         return JSONResponse(svc.metrics())
 
     app.router.routes.append(Route("/v1/crr/status", status, methods=["GET"]))
+    app.router.routes.append(Route("/v1/crr/decisions", decision_endpoint(get_service), methods=["POST"]))
     return app
+
+
+def decision_endpoint(get_service: Callable[[], CrrService | None]):
+    """``POST /v1/crr/decisions`` ``{"tenant", "pcs_id", "approve": bool, "by"}``: an
+    operator's review decision on a queued conflict (:meth:`Reconciler.decide`) ->
+    200 the updated record; 400 ``invalid-query`` for a malformed body, 409
+    ``no-review-pending`` when the key has no conflict awaiting review, 503 while
+    replication is off."""
+    import json
+
+    from starlette.responses import JSONResponse
+
+    async def decide(request):
+        svc = get_service()
+        if svc is None:
+            return problem_response("replication-disabled", "cross-region replication is not configured")
+        try:
+            doc = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        fields = {"tenant": str, "pcs_id": str, "approve": bool, "by": str}
+        if not isinstance(doc, dict) or set(doc) != set(fields) or any(
+                not isinstance(doc[k], t) or (t is str and not doc[k]) for k, t in fields.items()):
+            return problem_response("invalid-query", 'body must be {"tenant": str, "pcs_id": str, '
+                                    '"approve": bool, "by": str} with non-empty strings')
+        try:
+            rec = svc.reconciler.decide(doc["tenant"], doc["pcs_id"], doc["approve"], doc["by"][:200],
+                                        svc.clock())
+        except InvalidInput:
+            return problem_response("no-review-pending", "no conflict awaiting review for this tenant and pcs_id")
+        return JSONResponse({"tenant": doc["tenant"], "pcs_id": doc["pcs_id"], **rec.as_dict()})
+
+    return decide
 
 
 def routes(get_service: Callable[[], CrrService | None]) -> list:

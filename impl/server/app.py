@@ -29,10 +29,7 @@ error, including 404 and 405, is ``application/problem+json``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hmac
 import json
 import os
 import pathlib
@@ -49,6 +46,7 @@ from starlette.routing import Route
 
 from ..verifier.admission import STATE_CODES, AimdLimiter, CircuitBreaker
 from ..verifier.problems import problem_body, problem_type
+from .auth import OperatorAuth, Refusal, check_tenant_read, single_header
 from .batching import StoreBatcher
 from .config import ServerConfig
 from .logs import JsonLogger
@@ -144,9 +142,7 @@ class Server:
         self.ready = False
         self._counters: dict = {}
         self._wal_lock: int | None = None
-        self.auth: bytes | None = None
-        if cfg.metrics_user:
-            self.auth = f"{cfg.metrics_user}:{cfg.metrics_pass}".encode()
+        self.operator = OperatorAuth(cfg.operator_user, cfg.operator_pass)
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -215,14 +211,15 @@ class Server:
         in Starlette)."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        length = tenant = None
+        length = None
         for k, v in scope["headers"]:
             if k == b"content-length":
                 length = v
-            elif k == b"x-tenant-id":
-                tenant = v.decode("latin-1")
+        tenant, refusal = single_header(scope["headers"], b"x-tenant-id")
         status, headers, body = 0, [], b""
-        if length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
+        if refusal is not None:
+            status, headers, body = self._problem(refusal.slug, refusal.detail)
+        elif length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
             status, headers, body = self._problem("payload-too-large",
                                                   f"Content-Length invalid or above {cfg.max_body_bytes} bytes")
         else:
@@ -275,8 +272,25 @@ class Server:
         self.smetrics.latency.observe(lat)
         return out
 
-    async def submit(self, request: Request) -> Response:  # reached only through Starlette (tests)
-        raise HTTPException(405)
+    def refusal_response(self, request: Request, refusal: Refusal) -> Response:
+        return self._finish(request, time.perf_counter(), problem(refusal.slug, refusal.detail,
+                                                                  headers=refusal.headers))
+
+    def operator_refusal(self, request: Request) -> Refusal | None:
+        """None when ``request`` carries the operator credential (SPEC.md 9.3)."""
+        return self.operator.check(request.headers.get("authorization"), request.scope.get("client"))
+
+    def tenant_read_refusal(self, request: Request) -> Refusal | None:
+        """None when ``request`` is a signed read of its own tenant, or an operator's (SPEC.md 9.3)."""
+        tenant, refusal = single_header(request.scope["headers"], b"x-tenant-id")
+        if refusal is not None or self.operator_refusal(request) is None:
+            return refusal
+        registry = self.pipeline.verifier.tenants if self.pipeline is not None else None
+        if registry is None:
+            return Refusal("unauthorized", "tenant reads are not available before the worker is ready")
+        headers = request.headers
+        return check_tenant_read(registry, request.method, request.url.path, tenant, headers.get("x-flk-date"),
+                                 headers.get("x-flk-signature"), time.time(), self.cfg.read_auth_skew_s)
 
     def _finish(self, request: Request, t0: float, resp: Response) -> Response:
         self._account(request.scope["path"], resp.status_code, request.method, t0,
@@ -318,19 +332,9 @@ class Server:
         return self._finish(request, t0, Response(json.dumps(body).encode(), media_type="application/json"))
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        t0 = time.perf_counter()
-        if self.auth is not None:
-            given = b""
-            header = request.headers.get("authorization", "")
-            if header[:6].lower() == "basic ":
-                try:
-                    given = base64.b64decode(header[6:].strip(), validate=True)
-                except (binascii.Error, ValueError):
-                    given = b""
-            if not hmac.compare_digest(given, self.auth):
-                return self._finish(request, t0, problem(
-                    "unauthorized", "metrics need HTTP Basic credentials",
-                    headers={"WWW-Authenticate": 'Basic realm="flk-metrics"'}))
+        refusal = self.operator_refusal(request)
+        if refusal is not None:
+            return self.refusal_response(request, refusal)
         self.smetrics.limit.set(self.limiter.limit)
         self.smetrics.inflight.set(self.limiter.inflight)
         self.smetrics.breaker.set(STATE_CODES[self.breaker.state])
@@ -347,18 +351,60 @@ class Server:
 ROUTES = ("/v1/pcs/submit", "/health", "/ready", "/metrics", "/openapi.json")
 
 
+class SubmitEndpoint:
+    """``POST /v1/pcs/submit`` as a raw ASGI endpoint (the route table's handler;
+    the app's fast path calls the same object without Starlette's routing)."""
+
+    def __init__(self, srv: Server) -> None:
+        self.srv = srv
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await self.srv.submit_asgi(scope, receive, send)
+        except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
+            self.srv.log.error("unhandled", reason=type(exc).__name__, path="/v1/pcs/submit")
+            await problem("internal", "internal error")(scope, receive, send)
+
+
+def guarded(route: Route, check: Any, srv: Server) -> Route:
+    """``route`` with ``check(request) -> Refusal | None`` run before its endpoint."""
+    endpoint = route.endpoint
+
+    async def run(request: Request) -> Response:
+        refusal = check(request)
+        if refusal is not None:
+            return srv.refusal_response(request, refusal)
+        return await endpoint(request)
+
+    return Route(route.path, run, methods=sorted(route.methods - {"HEAD"}) if route.methods else None,
+                 name=route.name)
+
+
+def protected_routes(srv: Server, routes: list) -> list:
+    """Operator endpoints behind the operator credential; the authoritative read behind
+    the tenant's signed-read proof (SPEC.md 9.3)."""
+    out = []
+    for route in routes:
+        if route.path.endswith("/authoritative"):
+            out.append(guarded(route, srv.tenant_read_refusal, srv))
+        else:
+            out.append(guarded(route, srv.operator_refusal, srv))
+    return out
+
+
 def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
     from ..dedup.sharded import routes as shard_routes
     from ..replication.service import routes as crr_routes
 
     srv = Server(cfg, worker)
+    submit = SubmitEndpoint(srv)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         try:
             await srv.start()
         except Exception as exc:
-            srv.log.error("startup_failed", reason=f"{type(exc).__name__}: {str(exc)[:180]}")
+            srv.log.error("startup_failed", reason=cfg.redact(f"{type(exc).__name__}: {str(exc)[:180]}"))
             raise
         try:
             yield
@@ -383,13 +429,15 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
 
     app = Starlette(
         routes=[
-            Route("/v1/pcs/submit", srv.submit, methods=["POST"]),
+            Route("/v1/pcs/submit", submit, methods=["POST"]),
             Route("/health", srv.health, methods=["GET"]),
             Route("/ready", srv.ready_check, methods=["GET"]),
             Route("/metrics", srv.metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", srv.openapi_endpoint, methods=["GET"]),
-            *crr_routes(lambda: srv.crr),  # /v1/pcs/{pcs_id}/authoritative, /v1/crr/* (issue #8)
-            *shard_routes(lambda: srv.store, time.time, problem),  # /api/shards/* (issue #7)
+            *protected_routes(srv, [
+                *crr_routes(lambda: srv.crr),  # /v1/pcs/{pcs_id}/authoritative, /v1/crr/* (SPEC 11.8)
+                *shard_routes(lambda: srv.store, time.time, problem),  # /api/shards/* (SPEC 13)
+            ]),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
@@ -398,12 +446,7 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
 
     async def asgi(scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/pcs/submit":
-            try:
-                await srv.submit_asgi(scope, receive, send)
-            except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
-                srv.log.error("unhandled", reason=type(exc).__name__, path="/v1/pcs/submit")
-                resp = problem("internal", "internal error")
-                await resp(scope, receive, send)
+            await submit(scope, receive, send)  # the route's own handler, without the routing cost
             return
         await app(scope, receive, send)
 

@@ -20,9 +20,10 @@ from flk.impl.testing.workload import bodies
 KEY = "0123456789abcdef0123456789abcdef"
 
 
-def make_client(tmp_path, **env):
+def make_client(tmp_path, client=("127.0.0.1", 50000), **env):
+    """A test client on loopback (like ``flk serve``'s default bind) unless ``client`` says otherwise."""
     cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": KEY, "WAL_GROUP_DELAY_MS": "0", **env})
-    return TestClient(create_app(cfg, 0), raise_server_exceptions=False), cfg
+    return TestClient(create_app(cfg, 0), raise_server_exceptions=False, client=client), cfg
 
 
 def is_problem(resp, status: int, slug: str) -> dict:
@@ -78,7 +79,10 @@ def test_health_ready_openapi(tmp_path) -> None:
         assert ready["status"] == "ready" and ready["store"] == "sqlite" and ready["breaker"] == "closed"
         doc = client.get("/openapi.json").json()
         assert doc == yaml.safe_load((SPEC_DIR / "openapi.yaml").read_text())
-        assert set(doc["paths"]) == {"/v1/pcs/submit", "/health", "/ready", "/metrics", "/openapi.json"}
+        assert set(doc["paths"]) == {"/v1/pcs/submit", "/health", "/ready", "/metrics", "/openapi.json",
+                                     "/v1/pcs/{pcs_id}/authoritative", "/v1/crr/status", "/v1/crr/conflicts",
+                                     "/v1/crr/decisions", "/api/shards/distribution", "/api/shards/health",
+                                     "/api/shards/sample", "/api/shards/find"}
 
 
 def test_metrics_basic_auth(tmp_path) -> None:
@@ -96,9 +100,15 @@ def test_metrics_basic_auth(tmp_path) -> None:
 
 
 def test_metrics_open_without_credentials_configured(tmp_path) -> None:
+    """Without an operator credential, operator endpoints answer loopback clients only."""
     client, _ = make_client(tmp_path)
     with client:
         assert client.get("/metrics").status_code == 200
+    remote, _ = make_client(tmp_path, client=("203.0.113.7", 40000))
+    with remote:
+        for path in ("/metrics", "/api/shards/distribution", "/v1/crr/status", "/v1/crr/conflicts"):
+            body = is_problem(remote.get(path), 403, "forbidden")
+            assert "OPERATOR_USER" in body["detail"]
 
 
 def test_inv_idempotent_replay_wal_replayed_on_start_is_a_no_op(tmp_path) -> None:

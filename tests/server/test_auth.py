@@ -1,0 +1,134 @@
+"""Who may read what (SPEC.md 9.3): signed tenant reads of the authoritative outcome,
+the operator credential on every operator endpoint, one X-Tenant-Id rule."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from starlette.testclient import TestClient
+
+from flk.impl.dedup import StoredOutcome
+from flk.impl.server.app import create_app
+from flk.impl.server.auth import OperatorAuth, read_message, sign_read
+from flk.impl.server.config import load_config
+from flk.impl.testing.workload import bodies
+
+KEY_A = "tenant-a-key-0123456789abcdef"
+KEY_C = "tenant-c-key-0123456789abcdef"
+ED_PRIVATE = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+ED_PUB = base64.b64encode(ED_PRIVATE.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+OPERATOR = ("ops", "operator-pass-0123")
+REMOTE = ("198.51.100.9", 40000)
+
+
+@pytest.fixture
+def server(tmp_path):
+    cfg = load_config({"DATA_DIR": str(tmp_path / "d"), "MULTI_TENANT": "1", "WAL_GROUP_DELAY_MS": "0",
+                       "TENANTS": f"a:hmac:{KEY_A},b:ed25519:{ED_PUB},c:hmac:{KEY_C}",
+                       "CRR_STORE_DIR": str(tmp_path / "objects"), "CRR_SHIP_INTERVAL_S": "0.05",
+                       "CRR_MODE": "manual", "OPERATOR_USER": OPERATOR[0], "OPERATOR_PASS": OPERATOR[1]})
+    client = TestClient(create_app(cfg, 0), raise_server_exceptions=False, client=REMOTE)
+    with client:
+        yield client
+
+
+def problem(resp, status: int, slug: str) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    body = resp.json()
+    assert body["type"] == "urn:flk:problem:" + slug
+    return body
+
+
+def wait_authoritative(client, path: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        resp = client.get(path, auth=OPERATOR, headers={"X-Tenant-Id": "a"})
+        if resp.status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the reconciler never observed the submitted PCS: {resp.text}")
+
+
+def test_authoritative_read_answers_only_the_signed_tenant(server) -> None:
+    body = bodies(KEY_A.encode(), 1)[0]
+    assert server.post("/v1/pcs/submit", content=body, headers={"X-Tenant-Id": "a"}).status_code == 200
+    path = f"/v1/pcs/{json.loads(body)['pcs_id']}/authoritative"
+    wait_authoritative(server, path)
+    now = time.time()
+    own = server.get(path, headers=sign_read("GET", path, "a", now, hmac_key=KEY_A.encode()))
+    assert own.status_code == 200 and own.json()["tenant"] == "a"
+    # tenant c signs with its own key but claims to be a: refused
+    forged = sign_read("GET", path, "c", now, hmac_key=KEY_C.encode()) | {"X-Tenant-Id": "a"}
+    assert "does not verify" in problem(server.get(path, headers=forged), 401, "unauthorized")["detail"]
+    # c's own signed read names c's key space: nothing of a's is visible
+    problem(server.get(path, headers=sign_read("GET", path, "c", now, hmac_key=KEY_C.encode())), 404, "not-found")
+    # an ed25519 tenant proves itself with its private key
+    problem(server.get(path, headers=sign_read("GET", path, "b", now, ed25519_private=ED_PRIVATE)), 404,
+            "not-found")
+    # no proof, a stale date, a signature over another path, an unknown tenant
+    assert problem(server.get(path, headers={"X-Tenant-Id": "a"}), 401, "unauthorized")["detail"]
+    stale = sign_read("GET", path, "a", now - 3600, hmac_key=KEY_A.encode())
+    assert "X-Flk-Date" in problem(server.get(path, headers=stale), 401, "unauthorized")["detail"]
+    other = sign_read("GET", path.replace("/v1", "/v2"), "a", now, hmac_key=KEY_A.encode())
+    problem(server.get(path, headers=other), 401, "unauthorized")
+    problem(server.get(path, headers=sign_read("GET", path, "zz", now, hmac_key=KEY_A.encode())), 401, "unauthorized")
+    # the operator reads any tenant's record
+    assert server.get(path, headers={"X-Tenant-Id": "a"}, auth=OPERATOR).json()["tenant"] == "a"
+
+
+def test_duplicate_tenant_header_is_400_on_every_route(server) -> None:
+    body = bodies(KEY_A.encode(), 1)[0]
+    headers = [("X-Tenant-Id", "a"), ("X-Tenant-Id", "c")]
+    for method, path in [("POST", "/v1/pcs/submit"), ("GET", f"/v1/pcs/{'0' * 64}/authoritative")]:
+        resp = server.request(method, path, content=body if method == "POST" else None, headers=headers,
+                              auth=OPERATOR)
+        assert "X-Tenant-Id".lower() in problem(resp, 400, "bad-request")["detail"].lower()
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/metrics"), ("GET", "/v1/crr/status"), ("GET", "/v1/crr/conflicts"), ("POST", "/v1/crr/decisions"),
+    ("GET", "/api/shards/distribution"), ("GET", "/api/shards/health"), ("GET", "/api/shards/sample"),
+    ("GET", "/api/shards/find?key=" + "0" * 64),
+])
+def test_operator_endpoints_need_the_operator_credential(server, method, path) -> None:
+    for auth in (None, ("ops", "wrong"), ("someone", OPERATOR[1])):
+        resp = server.request(method, path, auth=auth)
+        problem(resp, 401, "unauthorized")
+        assert resp.headers["www-authenticate"].startswith("Basic")
+    assert server.request(method, path, auth=OPERATOR, content=b"{}").status_code not in (401, 403)
+
+
+def test_review_decision_endpoint(server) -> None:
+    svc = server.app.state.server.crr
+    pcs_id = "ab" * 32
+    for region, digest, first_seen in (("eu", "d1", 1.0), ("us", "d2", 2.0)):
+        svc.reconciler.observe("a", pcs_id, StoredOutcome(digest, 200, b"{}", first_seen, region, "p"), 3.0)
+    assert [c["pcs_id"] for c in server.get("/v1/crr/conflicts", auth=OPERATOR).json()["conflicts"]] == [pcs_id]
+    decide = {"tenant": "a", "pcs_id": pcs_id, "approve": True, "by": "alice"}
+    problem(server.post("/v1/crr/decisions", json={**decide, "approve": "yes"}, auth=OPERATOR), 400,
+            "invalid-query")
+    problem(server.post("/v1/crr/decisions", content=b"not json", auth=OPERATOR), 400, "invalid-query")
+    problem(server.post("/v1/crr/decisions", json={**decide, "pcs_id": "cd" * 32}, auth=OPERATOR), 409,
+            "no-review-pending")
+    done = server.post("/v1/crr/decisions", json=decide, auth=OPERATOR)
+    assert done.status_code == 200 and (done.json()["state"], done.json()["decided_by"]) == ("resolved_manual",
+                                                                                              "alice")
+    problem(server.post("/v1/crr/decisions", json=decide, auth=OPERATOR), 409, "no-review-pending")
+
+
+def test_operator_auth_rules_are_pure() -> None:
+    open_auth = OperatorAuth("", "")
+    assert open_auth.check(None, ("127.0.0.1", 1)) is None and open_auth.check(None, ("::1", 1)) is None
+    assert open_auth.check(None, REMOTE).slug == "forbidden" and open_auth.check(None, None).slug == "forbidden"
+    auth = OperatorAuth(*OPERATOR)
+    good = "Basic " + base64.b64encode(":".join(OPERATOR).encode()).decode()
+    assert auth.check(good, REMOTE) is None
+    assert auth.check(None, ("127.0.0.1", 1)).slug == "unauthorized"  # configured: loopback needs it too
+    assert auth.check("Basic !!!", REMOTE).slug == "unauthorized"
+    assert read_message("get", "/p", "1", "t") == b"flk-read-v1\nGET\n/p\n1\nt"
