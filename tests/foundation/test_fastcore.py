@@ -170,6 +170,15 @@ BASE = {
 }
 
 
+@st.composite
+def near_common(draw):
+    """A valid subset (the case the compiled path takes) with one or two fields made tricky."""
+    out = draw(valid_subset())
+    for key in draw(st.lists(st.sampled_from(sorted(TYPICAL)), min_size=1, max_size=2)):
+        out[key] = draw(st.one_of(TYPICAL[key], TRICKY if key in canonical.STRING_FIELDS else TYPICAL[key]))
+    return out
+
+
 # ------------------------------------------------------------ the switch
 
 def test_core_path_follows_the_flk_pure_switch():
@@ -200,8 +209,13 @@ def test_version_and_bench_say_which_core_path_is_active(pure):
 
 @needs_compiled
 @DIFF
-@given(pcs_like(), st.sampled_from(["v1", "v1", "legacy-0.1", "v2", None]))
+@given(st.one_of(pcs_like(), near_common()), st.sampled_from(["v1", "v1", "legacy-0.1", "v2", None]))
 @example(dict(BASE, D_hat=-0.0), "v1")
+@example(dict(BASE, epoch=2**53), "v1")
+@example(dict(BASE, epoch=2**53 - 1), "v1")
+@example(dict(BASE, pcs_id="a\\b"), "v1")
+@example(dict(BASE, merkle_root='a"b'), "v1")
+@example(dict(BASE, shard_id="a\x1fb\x7f"), "v1")
 @example(dict(BASE, r=-4.9e-10), "v1")
 @example(dict(BASE, budget=1 / 1024), "v1")
 @example(dict(BASE, shard_id="a\u2028b\ud800"), "v1")
