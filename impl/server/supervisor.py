@@ -41,9 +41,23 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app: Any, drain_timeout_s: float):
+def _http_settings(factory_args: tuple) -> tuple[Any, float]:
+    """The HTTP limits and keep-alive timeout: from the factory's first argument when it
+    is a server configuration (``flk serve``), else the defaults."""
+    from .httpguard import HttpLimits
+
+    cfg = factory_args[0] if factory_args else None
+    if hasattr(cfg, "max_header_bytes"):
+        return HttpLimits.from_config(cfg), float(cfg.keep_alive_s)
+    return HttpLimits(), 30.0
+
+
+def _uvicorn_config(app: Any, drain_timeout_s: float, factory_args: tuple = ()):
+    """uvicorn on uvloop + httptools with the guarded protocol (:mod:`.httpguard`); the h11
+    fallback gets only its incomplete-event size limit."""
     import uvicorn
 
+    limits, keep_alive_s = _http_settings(factory_args)
     loop, http = "asyncio", "h11"
     try:
         import uvloop  # noqa: F401
@@ -54,7 +68,9 @@ def _uvicorn_config(app: Any, drain_timeout_s: float):
     try:
         import httptools  # noqa: F401
 
-        http = "httptools"
+        from .httpguard import protocol_class
+
+        http = protocol_class(limits)
     except ImportError:  # pragma: no cover
         pass
     return uvicorn.Config(
@@ -67,7 +83,8 @@ def _uvicorn_config(app: Any, drain_timeout_s: float):
         server_header=False,
         date_header=False,
         timeout_graceful_shutdown=max(1, int(drain_timeout_s)),
-        timeout_keep_alive=30,
+        timeout_keep_alive=max(1, round(keep_alive_s)),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
         proxy_headers=False,
     )
 
@@ -82,7 +99,7 @@ def run_worker(factory_path: str, factory_args: tuple, index: int, sock: socket.
     import uvicorn
 
     app = _load_factory(factory_path)(*factory_args, index)
-    server = uvicorn.Server(_uvicorn_config(app, drain_timeout_s))
+    server = uvicorn.Server(_uvicorn_config(app, drain_timeout_s, factory_args))
     # uvicorn re-raises the signal it caught after a graceful shutdown; a Python
     # handler here turns that into a clean return instead of death by SIGTERM.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,194 @@
+"""HTTP limits below the application: request line, headers, slow clients, connections.
+
+Why this module exists: uvicorn's httptools protocol buffers a request line and
+headers of any size and waits for them, and for a body, forever (it has only
+a keep-alive timeout between requests and ``limit_concurrency``, which answers
+503 only once a request's headers are complete). A 100 MB header or a
+thousand trickling connections therefore cost memory and sockets without
+bound. :class:`GuardedHttpToolsProtocol` is uvicorn's protocol with the limits
+of SPEC.md 9.4 (settings ``MAX_REQUEST_LINE_BYTES``, ``MAX_HEADER_BYTES``,
+``MAX_HEADERS``, ``HEADER_TIMEOUT_S``, ``BODY_TIMEOUT_S``, ``MAX_CONNECTIONS``):
+
+==========================  ==========================================  ==============
+limit                       when                                        answer
+==========================  ==========================================  ==============
+request line                URL longer than the limit                   414 uri-too-long
+header bytes                bytes received before the headers end       431 headers-too-large
+header count                more header fields than the limit           431 headers-too-large
+header timeout              headers not complete in time (also an idle  408 request-timeout
+                            new connection)
+body timeout                body not complete in time after headers     408 request-timeout
+connections                 more open connections than the limit        503 too-many-connections
+malformed HTTP              the parser rejects the bytes                400 bad-request
+==========================  ==========================================  ==============
+
+Every answer is problem+json from the catalog and closes the connection; the
+bytes already buffered stay bounded by the limit plus one read (at most 256
+KiB). The h11 fallback (when httptools is missing) gets only
+``h11_max_incomplete_event_size`` (see :mod:`.supervisor`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ..verifier.problems import CONTENT_TYPE, problem_body, problem_type
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_request_line_bytes: int = 8192
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 1024
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> HttpLimits:
+        return cls(cfg.max_request_line_bytes, cfg.max_header_bytes, cfg.max_headers, cfg.header_timeout_s,
+                   cfg.body_timeout_s, cfg.max_connections)
+
+
+def raw_problem(slug: str, detail: str) -> bytes:
+    """A complete ``Connection: close`` HTTP/1.1 problem+json response."""
+    status = problem_type(slug).status
+    body = problem_body(slug, detail)
+    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: {CONTENT_TYPE}\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    return head.encode("ascii") + body
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing (the refusal is kept on the protocol)."""
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits of :class:`HttpLimits` (``limits``
+    is set on a subclass by :func:`protocol_class`)."""
+
+    limits = HttpLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_count = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._refusal: tuple[str, str] | None = None
+        self._closed_by_guard = False
+
+    # -- connection ---------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse("too-many-connections", f"more than {self.limits.max_connections} open connections; "
+                         "retry later")
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed_by_guard:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if not self._closed_by_guard and self._in_head and self._head_bytes > self.limits.max_header_bytes:
+            self._refuse("headers-too-large", f"request line and headers exceed {self.limits.max_header_bytes} bytes")
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser stopped: a limit hit inside a callback, or malformed HTTP."""
+        slug, detail = self._refusal or ("bad-request", "malformed HTTP request")
+        self._refuse(slug, detail)
+
+    # -- parser callbacks -----------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._header_count = True, 0
+        self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > self.limits.max_request_line_bytes:
+            self._refusal = ("uri-too-long", f"request target longer than {self.limits.max_request_line_bytes} bytes")
+            raise _Refused
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._refusal = ("headers-too-large", f"more than {self.limits.max_headers} header fields")
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head_bytes = False, 0
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().on_headers_complete()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timeout)
+
+    def on_message_complete(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        super().on_message_complete()
+
+    # -- timers and refusals -----------------------------------------------------------
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if busy:  # a pipelined request's head is late while the previous answer is still running
+            self._close()
+        else:
+            self._refuse("request-timeout", f"request line and headers not received within "
+                         f"{self.limits.header_timeout_s:g} s")
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.more_body:
+            return
+        cycle.disconnected = True  # the application's receive() now returns http.disconnect
+        cycle.message_event.set()
+        if cycle.response_started:
+            self._close()
+        else:
+            self._refuse("request-timeout", f"request body not received within {self.limits.body_timeout_s:g} s")
+
+    def _refuse(self, slug: str, detail: str) -> None:
+        if self._closed_by_guard or self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(raw_problem(slug, detail))
+        self._close()
+
+    def _close(self) -> None:
+        self._closed_by_guard = True
+        self._cancel_timers()
+        if self.transport is not None:
+            self.transport.close()
+
+
+def protocol_class(limits: HttpLimits) -> type[GuardedHttpToolsProtocol]:
+    """A :class:`GuardedHttpToolsProtocol` subclass bound to ``limits`` (uvicorn's ``http=``)."""
+    return type("FlkHttpProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})

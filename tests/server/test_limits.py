@@ -1,0 +1,151 @@
+"""HTTP limits against a real ``flk serve`` (SPEC.md 9.4): oversize request lines and
+headers, too many headers, slowloris clients (slow headers, slow bodies), too many
+connections and malformed HTTP all get a problem+json answer and a closed
+connection, the server's memory stays bounded, and normal requests are still served."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from .proc import ServerProc
+
+pytestmark = pytest.mark.server
+
+LIMITS = {"PCS_HMAC_KEY": "limits-key-0123456789", "HEADER_TIMEOUT_S": "1", "BODY_TIMEOUT_S": "1.5",
+          "MAX_CONNECTIONS": "150", "MAX_HEADER_BYTES": "16384", "MAX_HEADERS": "50",
+          "MAX_REQUEST_LINE_BYTES": "4096"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ServerProc(tmp_path_factory.mktemp("limits"), LIMITS)
+    srv.start()
+    yield srv
+    srv.stop()
+    srv.kill()
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def connect(srv: ServerProc) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    return sock
+
+
+def read_answer(sock: socket.socket, timeout: float = 10.0) -> tuple[int, dict, bytes]:
+    """Status, headers and body of the one answer before the server closes the connection."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), headers, body
+
+
+def assert_problem(answer, status: int, slug: str) -> None:
+    code, headers, body = answer
+    assert code == status, (code, body[:200])
+    assert headers["content-type"] == "application/problem+json" and headers["connection"] == "close"
+    assert json.loads(body)["type"] == "urn:flk:problem:" + slug
+
+
+def send_all(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except (BrokenPipeError, ConnectionResetError):  # the server answered and closed early
+        pass
+
+
+def still_serves(srv: ServerProc) -> None:
+    assert httpx.get(srv.url + "/health", timeout=10).status_code == 200
+
+
+def test_oversize_headers_get_431_and_memory_stays_bounded(server) -> None:
+    before = rss_mb(server.proc.pid)
+    socks = [connect(server) for _ in range(8)]
+    filler = b"a" * (1024 * 1024)
+    for sock in socks:  # 8 clients each try to send a 4 MB header
+        send_all(sock, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    for _ in range(4):
+        for sock in socks:
+            send_all(sock, filler)
+    for sock in socks:
+        assert_problem(read_answer(sock), 431, "headers-too-large")
+        sock.close()
+    assert rss_mb(server.proc.pid) - before < 40  # 32 MB offered; the limit is 16 KB
+    still_serves(server)
+
+
+def test_long_request_line_is_414_and_many_headers_431(server) -> None:
+    sock = connect(server)
+    send_all(sock, b"GET /" + b"a" * 8000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert_problem(read_answer(sock), 414, "uri-too-long")
+    sock = connect(server)
+    send_all(sock, b"GET /health HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(60)) + b"\r\n")
+    assert_problem(read_answer(sock), 431, "headers-too-large")
+    still_serves(server)
+
+
+def test_malformed_http_is_a_problem(server) -> None:
+    sock = connect(server)
+    send_all(sock, b"GET /health HTTP/1.1\r\nHost x\r\n\r\n")
+    assert_problem(read_answer(sock), 400, "bad-request")
+
+
+def test_slowloris_headers_and_bodies_are_timed_out_while_others_are_served(server) -> None:
+    heads = [connect(server) for _ in range(60)]
+    bodies = [connect(server) for _ in range(40)]
+    for sock in heads:
+        send_all(sock, b"POST /v1/pcs/submit HTTP/1.1\r\nHost: x\r\n")
+    for sock in bodies:
+        send_all(sock, b"POST /v1/pcs/submit HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{")
+    start = time.monotonic()
+    for _ in range(3):  # trickle one byte per client while the timeouts run out; others still get answers
+        for sock in heads:
+            send_all(sock, b"X")
+        for sock in bodies:
+            send_all(sock, b" ")
+        still_serves(server)
+        time.sleep(0.3)
+    for sock in heads + bodies:
+        assert_problem(read_answer(sock), 408, "request-timeout")
+        sock.close()
+    assert time.monotonic() - start < 8  # closed by the timeouts (1 s and 1.5 s), not by the client
+    still_serves(server)
+
+
+def test_connections_over_the_limit_get_503_and_are_closed(server) -> None:
+    idle = [connect(server) for _ in range(150)]
+    time.sleep(0.3)
+    extra = connect(server)
+    assert_problem(read_answer(extra), 503, "too-many-connections")
+    for sock in idle:
+        sock.close()
+    deadline = time.monotonic() + 10
+    while True:  # the server notices the closed sockets, then serves again
+        try:
+            still_serves(server)
+            break
+        except (httpx.HTTPError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
