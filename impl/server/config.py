@@ -678,7 +678,10 @@ def _parse_rows(raw: Mapping[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for row in SETTINGS:
         if row.env in raw:
-            values[row.env] = row.parse(row.env, raw[row.env])
+            try:
+                values[row.env] = row.parse(row.env, raw[row.env])
+            except ConfigError as exc:
+                raise ConfigError(f"{row.group}: {exc}" if row.group == "replication" else str(exc)) from None
         elif isinstance(row.default, Derived):
             values[row.env] = row.default.compute(values)
         else:
