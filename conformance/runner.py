@@ -7,7 +7,12 @@ flag ("round-tie: 3 failed of 12") using the vector files' notes.
 
 Verdicts: ``pass``; ``fail`` (wrong output, wrong error, accepted invalid
 input, timeout, crash, malformed response); ``skip`` (the adapter does not
-list the op or profile in its hello, or answers ``unsupported``). After a
+list the op or profile in its hello, or answers ``unsupported``); ``n/a`` (a
+verify-negative whose positive control failed: the same record with a
+correct signature did not verify, so "rejected" proves nothing -- counted
+with the skipped). A run that exercises nothing, or an adapter that declares
+no ops or profiles, fails with a message saying so; failures are diagnosed
+(:mod:`flk.conformance.diagnosis`) into root causes and knock-on failures. After a
 timeout or crash the adapter is killed and restarted; if it cannot be
 restarted (or needs more than ``max_restarts``), it is *broken*: the remaining
 cases fail with "not run" and the exit status is 2.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -24,8 +30,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from flk.impl.core import signing
+
 from .adapter_io import AdapterBroken, Reply
-from .vectors import Case, all_notes
+from .diagnosis import Diagnosis, diagnose, format_diagnosis
+from .vectors import Case, all_notes, decode_input
 
 BYTE_FIELDS = {"bytes_b64"}  # output fields holding base64 bytes: diffed as bytes
 
@@ -33,7 +42,7 @@ BYTE_FIELDS = {"bytes_b64"}  # output fields holding base64 bytes: diffed as byt
 @dataclass
 class CaseResult:
     case: Case
-    status: str  # "pass" | "fail" | "skip"
+    status: str  # "pass" | "fail" | "skip" | "n/a"
     message: str = ""
     diff: str = ""
     elapsed: float = 0.0
@@ -48,16 +57,21 @@ class Report:
     results: list[CaseResult] = field(default_factory=list)
     broken: str = ""  # why the adapter is broken, if it is
     restarts: int = 0
+    problems: list[str] = field(default_factory=list)  # run-level failures (nothing exercised ...)
+    notices: list[str] = field(default_factory=list)  # run-level remarks (a declared op never exercised)
 
     def counts(self) -> tuple[int, int, int]:
         c = Counter(r.status for r in self.results)
-        return c["pass"], c["fail"], c["skip"]
+        return c["pass"], c["fail"], c["skip"] + c["n/a"]
 
     @property
     def exit_code(self) -> int:
         if self.broken:
             return 2
-        return 1 if self.counts()[1] else 0
+        return 1 if self.counts()[1] or self.problems else 0
+
+    def diagnosis(self) -> Diagnosis:
+        return diagnose(r for r in self.results if r.status == "fail" and not r.not_run)
 
     def summary_line(self) -> str:
         p, f, s = self.counts()
@@ -71,8 +85,8 @@ class Report:
             for flag in r.case.flags:
                 st = stats.setdefault(flag, {"total": 0, "run": 0, "pass": 0, "fail": 0, "skip": 0})
                 st["total"] += 1
-                st[r.status] += 1
-                if r.status != "skip":
+                st["skip" if r.status == "n/a" else r.status] += 1
+                if r.status not in ("skip", "n/a"):
                     st["run"] += 1
         return dict(sorted(stats.items()))
 
@@ -121,7 +135,30 @@ def byte_diff(expected: bytes, got: bytes, context: int = 24) -> str:
     if len(expected) <= 400 and len(got) <= 400 and (lo or post_e or post_g):
         lines.append(f"  expected full: {escape_bytes(expected)}")
         lines.append(f"  got      full: {escape_bytes(got)}")
+    lines += other_differences(expected, got, i)
     return "\n".join(lines)
+
+
+def difference_ranges(expected: bytes, got: bytes) -> list[tuple[int, int, int, int]]:
+    """Differing stretches as (expected start, end, got start, end), found by
+    matching blocks (so an inserted character does not shift every later byte)."""
+    import difflib
+
+    matcher = difflib.SequenceMatcher(None, expected, got, autojunk=False)
+    return [(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+
+
+def other_differences(expected: bytes, got: bytes, first: int, limit: int = 8) -> list[str]:
+    """Every differing stretch (at most ``limit``), as text, not only the first."""
+    ranges = difference_ranges(expected, got)
+    if len(ranges) <= 1:
+        return []
+    lines = [f"  all {len(ranges)} differing stretches (expected -> got):"]
+    for i1, i2, j1, j2 in ranges[:limit]:
+        lines.append(f"    byte {i1}: {escape_bytes(expected[i1:i2])!r} -> {escape_bytes(got[j1:j2])!r}")
+    if len(ranges) > limit:
+        lines.append(f"    ... and {len(ranges) - limit} more")
+    return lines
 
 
 def _b64(value: Any) -> bytes | None:
@@ -219,6 +256,7 @@ class CaseDriver:
         self.broken = ""
         self.restarts = 0
         self.started = False
+        self.controls: dict[str, tuple[bool, str]] = {}
 
     def start(self) -> dict:
         """Start the adapter (once); sets :attr:`broken` instead of raising."""
@@ -241,6 +279,11 @@ class CaseDriver:
         request = {"op": case.operation, "profile": case.profile, "input": case.input}
         reply = self.adapter.call(request, self.timeout)
         result = judge(case, reply)
+        if result.status == "pass" and is_verify_negative(case):
+            ok, why = self.control(case)
+            if not ok:
+                result.status = "n/a"
+                result.message = f"not applicable: positive control failed ({why})"
         if reply.status in ("timeout", "crash"):
             self.restarts += 1
             if self.restarts > self.max_restarts:
@@ -254,8 +297,55 @@ class CaseDriver:
                     self.broken = f"restart failed: {exc}"
         return result
 
+    def control(self, case: Case) -> tuple[bool, str]:
+        """Does the adapter verify the same record with a correct signature?"""
+        request = control_request(case)
+        if request is None:
+            return True, ""
+        key = json.dumps(request, sort_keys=True)
+        if key not in self.controls:
+            reply = self.adapter.call(request, self.timeout)
+            response = reply.response or {}
+            if reply.status != "ok":
+                self.controls[key] = (False, f"control {reply.status}: {reply.detail}")
+            elif not response.get("ok"):
+                error = response.get("error") or {}
+                self.controls[key] = (False, f"control answered {error.get('kind')}: {error.get('message')}")
+            elif response["output"].get("valid") is not True:
+                self.controls[key] = (False, "the same record with a correct signature did not verify")
+            else:
+                self.controls[key] = (True, "")
+        return self.controls[key]
+
     def close(self) -> None:
         self.adapter.close()
+
+
+CONTROL_SEED = hashlib.sha256(b"flk conformance positive control").digest()
+
+
+def is_verify_negative(case: Case) -> bool:
+    return case.operation.startswith("verify_") and case.expected == {"valid": False}
+
+
+def control_request(case: Case) -> dict | None:
+    """The positive control of a verify-negative: its record, correctly signed
+    (HMAC with the case's first key, Ed25519 with the runner's control key)."""
+    inp = case.input if isinstance(case.input, Mapping) else {}
+    try:
+        subset = decode_input(inp["subset"])
+        if case.operation == "verify_hmac":
+            keys = [k for k in inp.get("keys_b64") or [] if isinstance(k, str) and k] or [signing.b64encode(CONTROL_SEED)]
+            key = signing.b64decode_strict(keys[0], None, "key")
+            sig = signing.sign_hmac(subset, key, case.profile)
+            control_input = {"subset": inp["subset"], "sig": sig, "keys_b64": keys[:1]}
+        else:
+            sig = signing.sign_ed25519(subset, CONTROL_SEED, case.profile)
+            pub = signing.b64encode(signing.public_key_bytes(CONTROL_SEED))
+            control_input = {"subset": inp["subset"], "sig": sig, "public_keys_b64": [pub]}
+    except Exception:  # noqa: BLE001 - a record the reference cannot sign has no control
+        return None
+    return {"op": case.operation, "profile": case.profile, "input": control_input}
 
 
 def run_cases(
@@ -280,7 +370,30 @@ def run_cases(
         driver.close()
     report.broken = driver.broken
     report.restarts = driver.restarts
+    run_checks(report, cases)
     return report
+
+
+def run_checks(report: Report, cases: Sequence[Case]) -> None:
+    """Run-level verdicts: nothing declared, nothing exercised, declared ops unused."""
+    if report.broken:
+        return
+    hello = report.hello or {}
+    if not hello.get("ops") or not hello.get("profiles"):
+        missing = " and ".join(k for k in ("ops", "profiles") if not hello.get(k))
+        report.problems.append(
+            f"the adapter declares no {missing} in its hello: list every op and profile it implements "
+            "(conformance/PROTOCOL.md, hello)")
+    ran = [r for r in report.results if r.status in ("pass", "fail")]
+    if cases and not ran:
+        report.problems.append(
+            f"nothing was exercised: all {len(report.results)} case(s) were skipped or not applicable "
+            "(the adapter's hello lists none of the selected ops/profiles, or it answered unsupported to all)")
+    exercised = {r.case.operation for r in ran}
+    selected = {c.operation for c in cases}
+    for op in hello.get("ops") or []:
+        if op in selected and op not in exercised:
+            report.notices.append(f"declared op {op} was never exercised (every case skipped or not applicable)")
 
 
 # -- text report -------------------------------------------------------------
@@ -322,6 +435,7 @@ def format_text(report: Report, verbose: bool = False) -> list[str]:
         for reason, ids in by_reason.items():
             shown = " ".join(ids[:12]) + (f" ... (+{len(ids) - 12})" if len(ids) > 12 else "")
             lines.append(f"  {reason}: {len(ids)} case(s) {shown}")
+    lines += format_diagnosis(report.diagnosis())
     stats = report.flag_stats()
     notes = all_notes(r.case for r in report.results)
     failed = report.failed_flags()
@@ -345,7 +459,21 @@ def format_text(report: Report, verbose: bool = False) -> list[str]:
         lines.append(f"adapter restarts: {report.restarts}")
     if report.broken:
         lines.append(f"ADAPTER BROKEN: {report.broken}")
+    lines += _run_level_lines(report)
     lines.append(report.summary_line())
+    return lines
+
+
+def _run_level_lines(report: Report) -> list[str]:
+    lines = []
+    not_applicable = [r for r in report.results if r.status == "n/a"]
+    if not_applicable:
+        ops = sorted({r.case.operation for r in not_applicable})
+        lines.append(f"not applicable (positive control failed): {len(not_applicable)} verify-negative case(s) of "
+                     f"{', '.join(ops)} -- the verifier does not accept a correctly signed record, so its "
+                     "rejections prove nothing; counted with the skipped")
+    lines += [f"NOTE {n}" for n in report.notices]
+    lines += [f"RUN FAILED: {p}" for p in report.problems]
     return lines
 
 
@@ -361,6 +489,9 @@ def to_json(report: Report) -> dict:
         "totals": {"passed": p, "failed": f, "skipped": s},
         "flags": report.flag_stats(),
         "pitfalls": report.failed_flags(),
+        "diagnosis": _diagnosis_json(report.diagnosis()),
+        "problems": report.problems,
+        "notices": report.notices,
         "cases": [
             {
                 "id": r.case.case_id,
@@ -381,6 +512,17 @@ def to_json(report: Report) -> dict:
             }
             for r in report.results
         ],
+    }
+
+
+def _diagnosis_json(diagnosis: Diagnosis) -> dict:
+    return {
+        "root_causes": [
+            {"class": name, "cases": ids, "example": diagnosis.examples.get(name, ""),
+             "knock_on": diagnosis.knock_on.get(name, [])}
+            for name, ids in diagnosis.root_causes.items()
+        ],
+        "undiagnosed": diagnosis.undiagnosed,
     }
 
 
@@ -414,7 +556,7 @@ def to_junit(report: Report) -> bytes:
             name=name,
             tests=str(len(results)),
             failures=str(c["fail"]),
-            skipped=str(c["skip"]),
+            skipped=str(c["skip"] + c["n/a"]),
             errors="0",
             time=f"{sum(r.elapsed for r in results):.6f}",
         )
@@ -432,7 +574,7 @@ def to_junit(report: Report) -> bytes:
             if r.status == "fail":
                 el = ET.SubElement(tc, "failure", message=_xml_safe(r.message[:500]), type="mismatch")
                 el.text = _xml_safe(r.diff or r.message)
-            elif r.status == "skip":
+            elif r.status in ("skip", "n/a"):
                 ET.SubElement(tc, "skipped", message=_xml_safe(r.message[:500]))
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 

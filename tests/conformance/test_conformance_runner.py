@@ -356,7 +356,9 @@ def test_driver_bookkeeping(script, start_failures, max_restarts):
     broken_at = next((i for i, r in enumerate(report.results) if r.not_run), None)
     if broken_at is not None:
         assert report.broken and all(r.not_run for r in report.results[broken_at:])
-    assert report.exit_code == (2 if report.broken else (1 if f else 0))
+    # a run that exercised nothing (every case skipped) fails too
+    assert report.exit_code == (2 if report.broken else (1 if f or not p else 0))
+    assert bool(report.problems) == (not report.broken and not (p or f))
     assert report.restarts <= max_restarts + 1
     for r in report.results:
         if r.not_run:

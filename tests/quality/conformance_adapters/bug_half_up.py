@@ -1,7 +1,7 @@
 """Planted bug: round half-up on the shortest decimal string (Python Decimal(repr(x)), JS toFixed habits)."""
 
 import sys
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 
 from _planted import run
 
@@ -12,7 +12,8 @@ FLAG = "half-up"
 
 def fmt9(x, field="value"):
     v = finite_number(x, field)
-    q = Decimal(repr(v)).quantize(Decimal("1e-9"), rounding=ROUND_HALF_UP)  # bug
+    with localcontext(Context(prec=800)):
+        q = Decimal(repr(v)).quantize(Decimal("1e-9"), rounding=ROUND_HALF_UP)  # bug
     text = format(q, "f")
     return "0.000000000" if text == "-0.000000000" else text
 

@@ -12,6 +12,8 @@ FLAG = "x1e9-rounding"
 
 def fmt9(x, field="value"):
     v = finite_number(x, field)
+    if math.isinf(v * 1e9):
+        return "Infinity" if v > 0 else "-Infinity"  # what (Math.round(x*1e9)/1e9).toFixed(9) gives
     n = math.floor(v * 1e9 + 0.5)  # bug: x*1e9 is itself rounded, and ties go up
     sign = "-" if n < 0 else ""
     digits = f"{abs(n):010d}"
