@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FLK := $(VENV)/bin/flk
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup services services-down lint vectors bench clean
+.PHONY: demo test setup services services-down lint vectors bench clean lab
 
 # The compiled core (impl/core/_fastcore.c) needs gcc, the Python headers and libssl-dev;
 # without them the install still succeeds and the pure-Python core is used.
@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml setup.py impl/core/_fastcore.c
 	  echo "setup: installing nodejs (Debian) for the Node conformance adapter"; \
 	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; fi
 	bash scripts/install_wrk.sh
+	bash scripts/install_go.sh
 	@if command -v openssl >/dev/null 2>&1; then :; else \
 	  echo "setup: installing openssl (Debian) for the local RFC 3161 TSA in tests/governance"; \
 	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; fi
@@ -42,6 +43,13 @@ services-down:
 
 demo: setup
 	$(FLK) demo
+
+# JupyterLab on the notebooks folder, loopback only, no browser (open the URL it prints);
+# --allow-root only where the shell is root (containers, CI), which Jupyter refuses otherwise
+LAB_PORT ?= 8888
+lab: setup
+	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: setup
 	$(PY) -m ruff check .
