@@ -162,14 +162,18 @@ def _order(op: Op) -> tuple:
     return (op.complete, op.invoke, op.id)
 
 
-def _two_acked_digests(key: tuple, ops: list[Op]) -> list[Anomaly]:
-    first: dict[str, Op] = {}
+def _two_acked_digests(key: tuple, ops: list[Op], per_region: bool) -> list[Anomaly]:
+    first: dict[tuple[str, str], Op] = {}
     for op in sorted((o for o in ops if o.outcome == ACKED), key=_order):
-        first.setdefault(op.digest, op)
-    winners = sorted(first.values(), key=_order)
-    return [Anomaly(INV_FWW, "two-acked-digests", key,
-                    "acknowledged with two different payload digests", (winners[0], other))
-            for other in winners[1:]]
+        first.setdefault((op.region if per_region else "", op.digest), op)
+    out = []
+    for scope in sorted({s for s, _ in first}):
+        winners = sorted((op for (s, _), op in first.items() if s == scope), key=_order)
+        out.extend(Anomaly(INV_FWW, "two-acked-digests", key,
+                           "acknowledged with two different payload digests"
+                           + (" by one region" if per_region else ""), (winners[0], other))
+                   for other in winners[1:])
+    return out
 
 
 def _conflict_anomalies(key: tuple, ops: list[Op], op: Op) -> list[Anomaly]:
@@ -195,7 +199,7 @@ def _conflict_anomalies(key: tuple, ops: list[Op], op: Op) -> list[Anomaly]:
     return []
 
 
-def _replay_anomalies(key: tuple, ops: list[Op]) -> list[Anomaly]:
+def _replay_anomalies(key: tuple, ops: list[Op], may_repeat: bool) -> list[Anomaly]:
     out = []
     fresh: dict[tuple[str, str], Op] = {}
     for op in sorted((o for o in ops if o.fresh), key=_order):
@@ -205,7 +209,7 @@ def _replay_anomalies(key: tuple, ops: list[Op]) -> list[Anomaly]:
                                "one region answered the same payload fresh twice (the second must be a replay)",
                                (first, op)))
     for op in ops:
-        if op.outcome != ACKED or not op.replay:
+        if op.outcome != ACKED or not op.replay or may_repeat:
             continue
         if not any(q is not op and q.digest == op.digest and q.could_store() and q.invoke < op.complete
                    for q in ops):
@@ -215,12 +219,12 @@ def _replay_anomalies(key: tuple, ops: list[Op]) -> list[Anomaly]:
     return out
 
 
-def _check_key(key: tuple, ops: list[Op]) -> list[Anomaly]:
-    out = _two_acked_digests(key, ops)
+def _check_key(key: tuple, ops: list[Op], per_region: bool, may_repeat: bool) -> list[Anomaly]:
+    out = _two_acked_digests(key, ops, per_region)
     for op in ops:
         if op.outcome == CONFLICT:
             out.extend(_conflict_anomalies(key, ops, op))
-    out.extend(_replay_anomalies(key, ops))
+    out.extend(_replay_anomalies(key, ops, may_repeat))
     return out
 
 
@@ -261,15 +265,21 @@ def _lost(ops: list[Op], final: FinalReads) -> tuple[list[Anomaly], int]:
 # --------------------------------------------------------------------------- entry point
 
 
-def check(ops: Iterable[Op], final_reads: FinalReads | None = None, per_region: bool = False) -> HistoryReport:
+def check(ops: Iterable[Op], final_reads: FinalReads | None = None, per_region: bool = False,
+          requests_may_repeat: bool = False) -> HistoryReport:
     """Check a client-observed history.
 
     ``final_reads`` maps a region (the ``Op.region`` values; ``None`` = a read
     that covers every region) to ``{(tenant, pcs_id): (digest, status or None)}``
     -- what that region's store holds at the end; a region not in the map is
-    not checked for loss. ``per_region``: keys are (region, tenant, pcs_id), for
-    systems that promise first-write-wins per region only (asynchronous
-    replication); by default one key spans all regions.
+    not checked for loss. ``per_region``: first-write-wins is promised per
+    region only (asynchronous replication: during a partition two regions may
+    each acknowledge their own payload), so only acknowledgements by one region
+    must agree; a write sent to any region still justifies a 409 or a replay
+    elsewhere (replication carries it). By default one key spans all regions.
+    ``requests_may_repeat``: the network may deliver one request twice (the
+    simulator's duplicating network; not HTTP over TCP), so a replay answer can
+    be explained by the request's own first delivery -- no phantom-replay check.
     """
     ops = list(ops)
     ids = [op.id for op in ops]
@@ -278,13 +288,12 @@ def check(ops: Iterable[Op], final_reads: FinalReads | None = None, per_region: 
         raise ValueError(f"operation id {dup!r} occurs twice; ids must be unique across the history")
     groups: dict[tuple, list[Op]] = {}
     for op in sorted(ops, key=lambda o: (o.invoke, o.complete, o.id)):
-        key = (op.region, op.tenant, op.pcs_id) if per_region else (op.tenant, op.pcs_id)
-        groups.setdefault(key, []).append(op)
+        groups.setdefault((op.tenant, op.pcs_id), []).append(op)
     report = HistoryReport(ops=len(ops), keys=len(groups),
                            acked=sum(1 for o in ops if o.outcome == ACKED),
                            indeterminate=sum(1 for o in ops if o.outcome == INDETERMINATE))
     for key in sorted(groups):
-        report.anomalies.extend(_check_key(key, groups[key]))
+        report.anomalies.extend(_check_key(key, groups[key], per_region, requests_may_repeat))
     if final_reads is not None:
         lost, report.final_checked = _lost(ops, final_reads)
         report.anomalies.extend(lost)
