@@ -51,7 +51,6 @@ Locking (the proof obligations of the driver):
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import math
 import posixpath
@@ -64,6 +63,7 @@ from dataclasses import dataclass, field
 
 from ..core.errors import InvalidInput
 from .fs import FileSystem, OsFileSystem
+from .groupcommit import DEFAULT_MAX_BATCH, Closed, GroupCommit, Release
 
 __all__ = [
     "WalError",
@@ -845,14 +845,14 @@ class SegmentedLog:
 class GroupCommitter:
     """A thread that fsyncs batches of appends and wakes whoever waits.
 
-    A sync starts as soon as ``max_batch`` records are pending or the oldest
-    pending record has waited ``max_delay_s`` (0: as soon as anything is
-    pending -- batching then comes from the fsync's own duration). Waiters are
-    released only after the fsync that covers their record has returned.
-    ``clock`` is only used for the delay (a driver may read the wall clock).
+    When to sync and whom a sync releases is decided by the pure
+    :class:`flk.impl.storage.groupcommit.GroupCommit` (max delay, max batch,
+    release only after a covering fsync, failure fails everyone); this class
+    carries it out with one thread, a condition variable and ``clock`` (the
+    wall clock by default).
     """
 
-    def __init__(self, log: SegmentedLog, max_delay_s: float = 0.002, max_batch: int = 4096,
+    def __init__(self, log: SegmentedLog, max_delay_s: float = 0.002, max_batch: int = DEFAULT_MAX_BATCH,
                  clock=time.monotonic) -> None:
         if max_delay_s < 0 or max_batch < 1:
             raise WalError("max_delay_s must be >= 0 and max_batch >= 1")
@@ -861,14 +861,12 @@ class GroupCommitter:
         self.max_batch = max_batch
         self._clock = clock
         self._cond = threading.Condition()
-        self._oldest: float | None = None  # when the oldest unsynced append arrived
-        # waiters: a heap of (index, tiebreak, loop or None, callback or future)
-        self._waiters: list[tuple[int, int, object, object]] = []
-        self._tiebreak = 0
+        self._machine = GroupCommit(max_delay_s, max_batch, durable=log.durable_index)
+        self._machine.append(log.next_index - 1, clock())
         self._stop = False  # close() asked the thread to finish (after a last sync)
         self._finished = False  # the thread has ended: nobody will sync for waiters
         self._error: BaseException | None = None
-        self.syncs = 0
+        self.syncs = 0  # syncs this committer ran
         log.add_durable_listener(self._durable_advanced)
         self._thread = threading.Thread(target=self._run, name="wal-group-commit", daemon=True)
         self._thread.start()
@@ -877,31 +875,30 @@ class GroupCommitter:
     def append(self, payload: bytes) -> int:
         """Append (not yet durable) and nudge the commit thread."""
         idx = self.log.append(payload)
-        self._kick()
+        self._kick(idx)
         return idx
 
     def append_many(self, payloads: list[bytes]) -> int:
         first = self.log.append_many(payloads)
-        self._kick()
+        self._kick(first + len(payloads) - 1)
         return first
 
     def notify_appended(self) -> None:
         """Tell the commit thread that records were appended to the log
         directly (``append``/``append_many`` here do it themselves)."""
-        self._kick()
+        self._kick(self.log.next_index - 1)
 
-    def _kick(self) -> None:
+    def _kick(self, last_index: int) -> None:
         with self._cond:
-            first = self._oldest is None
-            if first:
-                self._oldest = self._clock()
-            if first or self._pending() >= self.max_batch:
+            if self._machine.append(last_index, self._clock()):
                 self._cond.notify_all()
 
     def wait(self, index: int, timeout: float | None = None) -> None:
         """Block until record ``index`` is durable. Raises WalError if the log
         failed, TimeoutError on timeout."""
         with self._cond:
+            if self._machine.append(index, self._clock()):
+                self._cond.notify_all()
             ok = self._cond.wait_for(
                 lambda: self.log.is_durable(index) or self._error is not None or self._finished, timeout)
             if self._error is not None and not self.log.is_durable(index):
@@ -916,35 +913,27 @@ class GroupCommitter:
         self.wait(idx, timeout)
         return idx
 
-    def _register(self, index: int, loop, obj) -> BaseException | None | bool:
-        """Queue a waiter; returns True if queued, else the outcome right now."""
+    def _register(self, index: int, loop, obj) -> Release | None:
+        """Queue a waiter; returns its release when the outcome is known now."""
         with self._cond:
-            if self.log.is_durable(index):
-                return None
-            if self._error is not None:
-                return WalError(f"group commit failed: {self._error}")
-            if self._finished:
-                return WalError("group committer is closed")
-            self._tiebreak += 1
-            heapq.heappush(self._waiters, (index, self._tiebreak, loop, obj))
-            return True
+            if self._machine.append(index, self._clock()):  # appended to the log behind our back
+                self._cond.notify_all()
+            return self._machine.wait(index, (loop, obj), self._clock())
 
-    def _take_ready(self, everyone: bool = False) -> list:
-        # under self._cond
-        out = []
-        w = self._waiters
-        while w and (everyone or self.log.is_durable(w[0][0])):
-            out.append(heapq.heappop(w))
-        return out
+    def _error_for(self, release: Release) -> BaseException | None:
+        if release.error is None:
+            return None
+        if isinstance(release.error, Closed):
+            return WalError("group committer is closed")
+        return WalError(f"group commit failed: {release.error}")
 
-    def _fire(self, items: list) -> None:
+    def _fire(self, releases: list[Release]) -> None:
         """Settle waiters outside the lock: callbacks directly, asyncio futures
         with ONE thread-safe call per event loop (not one per record)."""
         by_loop: dict = {}
-        for index, _, loop, obj in items:
-            err = None if self.log.is_durable(index) else (
-                WalError(f"group commit failed: {self._error}") if self._error
-                else WalError("group committer is closed"))
+        for release in releases:
+            loop, obj = release.waiter
+            err = self._error_for(release)
             if loop is None:
                 obj(err)
             else:
@@ -959,9 +948,9 @@ class GroupCommitter:
         """Call ``callback(error_or_None)`` (from the thread that made it
         durable) once ``index`` is durable or the log failed; at once if it
         already is. It must be quick and must not call into the log."""
-        r = self._register(index, None, callback)
-        if r is not True:
-            callback(r)
+        release = self._register(index, None, callback)
+        if release is not None:
+            callback(self._error_for(release))
 
     async def wait_async(self, index: int) -> None:
         """Await durability of ``index`` without blocking the event loop."""
@@ -971,10 +960,11 @@ class GroupCommitter:
             return
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        r = self._register(index, loop, fut)
-        if r is not True:
-            if r is not None:
-                raise r
+        release = self._register(index, loop, fut)
+        if release is not None:
+            err = self._error_for(release)
+            if err is not None:
+                raise err
             return
         await fut
 
@@ -995,29 +985,33 @@ class GroupCommitter:
         # Someone made records durable (our own sync, or a seal/roll/sync by
         # another caller): release whoever that covers.
         with self._cond:
-            ready = self._take_ready()
+            ready = self._machine.durable_advanced(self.log.durable_index, self._clock())
             self._cond.notify_all()
         self._fire(ready)
 
     # -- the commit thread ----------------------------------------------------------
-    def _pending(self) -> int:
-        return self.log.next_index - self.log.durable_index
+    def _await_sync_start(self) -> bool:
+        """Under the lock: sleep until a sync is due (True) or the thread may end (False)."""
+        machine = self._machine
+        while True:
+            machine.append(self.log.next_index - 1, self._clock())  # records appended behind our back
+            deadline = machine.next_deadline()
+            if deadline is None:
+                if self._stop:
+                    return False
+                self._cond.wait()
+                continue
+            left = deadline - self._clock()
+            if left <= 0 or self._stop:
+                return True
+            self._cond.wait(left)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stop and self._pending() == 0:
-                    self._oldest = None  # the next append notifies us
-                    self._cond.wait()
-                if self._stop and self._pending() == 0:
+                if not self._await_sync_start():
                     break
-                while not self._stop and self.max_delay_s > 0 and self._pending() < self.max_batch:
-                    oldest = self._oldest if self._oldest is not None else self._clock()
-                    left = oldest + self.max_delay_s - self._clock()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-                self._oldest = None
+                self._machine.start_sync(self._clock())
             try:
                 self.log.sync()
                 err = None
@@ -1025,16 +1019,18 @@ class GroupCommitter:
                 err = exc
             with self._cond:
                 self.syncs += 1
-                if err is not None:
+                if err is None:
+                    ready = self._machine.synced(self.log.durable_index, self._clock())
+                else:
                     self._error = err
-                ready = self._take_ready(everyone=err is not None)
+                    ready = self._machine.sync_failed(err, self._clock())
                 self._cond.notify_all()
             self._fire(ready)
             if err is not None:
                 break
         with self._cond:
             self._stop = self._finished = True
-            rest = self._take_ready(everyone=True)
+            rest = self._machine.close()
             self._cond.notify_all()
         self._fire(rest)
 
@@ -1051,7 +1047,6 @@ class GroupCommitter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
 
 def _settle_many(futs: list) -> None:
     for fut, err in futs:
