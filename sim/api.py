@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import artifacts, checkers, metrics
 from .history import History, read_history
-from .scenario import Scenario, list_scenarios, load
+from .scenario import Scenario, ScenarioError, list_scenarios, load
 from .world import World
 
 
@@ -55,11 +55,20 @@ def catalog() -> list[tuple[str, str]]:
     return out
 
 
+def reference() -> str:
+    """The scenario file reference (what ``sim/SCENARIOS.md`` holds)."""
+    from .scenario import reference_markdown
+
+    return reference_markdown()
+
+
 def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = None, plots: bool = True,
         progress: bool = False, **world_kwargs) -> RunResult:
     """Run a scenario (name, path or :class:`Scenario`); ``world_kwargs`` go to :class:`World`."""
     sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
-    seed = sc.seed if seed is None else int(seed)
+    seed = sc.seed if seed is None else seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ScenarioError("seed", f"must be a non-negative integer, got {seed!r}")
     world = World(sc, seed, **world_kwargs)
     if progress:
         import sys
@@ -69,6 +78,8 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     history = world.run()
     events = history.events
     checks = checkers.check_all(events, sc.data)
+    if sc.expect:
+        checks.append(checkers.regression_expectations(events, sc.expect))
     m = metrics.summarize(events, world.duration)
     slos = metrics.check_slos(m, sc.data["slo"])
     rows = metrics.timeseries(events)
@@ -96,7 +107,7 @@ def replay(run_dir: Path) -> tuple[bool, RunResult, str]:
     """Re-run the scenario recorded in ``run_dir`` with its seed; compare history digests."""
     import tomllib
 
-    from .scenario import ScenarioError, validate
+    from .scenario import validate
 
     run_dir = Path(run_dir)
     try:

@@ -45,8 +45,14 @@ class CheckResult:
     violations: list[dict] = field(default_factory=list)
     note: str = ""
 
+    @property
+    def exercised(self) -> bool:
+        """False when the checker found nothing to check: its PASS would mean nothing."""
+        return self.checked > 0
+
     def as_dict(self) -> dict:
         return {"id": self.id, "kind": self.kind, "ok": self.ok, "checked": self.checked,
+                "exercised": self.exercised,
                 "violations": self.violations[:20], "violation_count": len(self.violations),
                 "note": self.note}
 
@@ -297,6 +303,19 @@ def inv_at_least_once(events: list[dict], ev: dict | None = None) -> CheckResult
         res.checked += 1
         if req not in answered:
             res.violations.append({"req": req, "why": "sent but never answered"})
+    res.ok = not res.violations
+    return res
+
+
+def regression_expectations(events: list[dict], expect: list[dict]) -> CheckResult:
+    """REGRESSION-EXPECT: a regression file's pinned event counts (type, field filter, min, max)."""
+    res = CheckResult("REGRESSION-EXPECT", "always", True)
+    for exp in expect:
+        where = exp.get("where", {})
+        count = sum(1 for e in events if e["type"] == exp["type"] and all(e.get(k) == v for k, v in where.items()))
+        res.checked += 1
+        if not exp.get("min", 0) <= count <= exp.get("max", count):
+            res.violations.append({"expect": exp, "count": count, "why": "event count outside the pinned range"})
     res.ok = not res.violations
     return res
 

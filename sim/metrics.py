@@ -19,6 +19,30 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+METRICS: dict[str, str] = {
+    "requests": "distinct logical submissions",
+    "attempts": "submission attempts, retries included",
+    "retries": "attempts beyond the first",
+    "errors": "submissions whose final outcome is an unexpected error (5xx, timeout, gave up)",
+    "error_rate": "errors / requests (end to end: after all retries)",
+    "rate_429": "share of attempts answered 429 (per attempt)",
+    "latency_p50_ms": "end-to-end latency p50: first send to final answer, across retries, ms",
+    "latency_p95_ms": "end-to-end latency p95, ms",
+    "latency_p99_ms": "end-to-end latency p99, ms",
+    "throughput_per_s": "final answers per simulated second of workload",
+    "replication_lag_p95_s": "p95 of the sampled shipper lag (age of the oldest unshipped record), s",
+    "replication_lag_max_s": "max sampled shipper lag, s",
+    "apply_lag_p95_s": "p95 of record age when another region applied it (ack -> applied elsewhere), s",
+    "apply_lag_max_s": "max record age when applied in another region, s",
+    "divergence_max": "max difference in key counts between regions",
+    "conflicts": "pcs_ids with different outcomes in different regions, detected by reconciliation",
+    "convergence_time_s": "heal -> the last replicated record applied, s",
+    "rpo_s": "at a region loss: age of the oldest acked record not yet copied to another region, s",
+    "rto_s": "after a region loss: until a request first sent to it succeeds elsewhere, s",
+}
+REPLICATION_METRICS = ("replication_lag_p95_s", "replication_lag_max_s", "apply_lag_p95_s", "apply_lag_max_s",
+                       "divergence_max", "conflicts", "convergence_time_s", "rpo_s", "rto_s")
+
 
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
@@ -81,7 +105,8 @@ def summarize(events: list[dict], duration_s: float) -> dict:
 
 
 def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
-    """Per-bin rows: t_s, sent, answered, ok, errors, rate_429, p95_ms, faults_active, and with
+    """Per-bin rows: t_s, sent, answered, ok, attempt_errors (5xx answers), attempt_rate_429,
+    attempt_p95_ms (per attempt: a fast 503 counts as a short attempt), faults_active, and with
     replication replication_lag_s and divergence."""
     bins: dict[int, dict] = defaultdict(lambda: {"sent": 0, "answered": 0, "ok": 0, "errors": 0, "n429": 0, "lat": []})
     sent_at: dict[tuple, int] = {}
@@ -123,8 +148,9 @@ def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
         lat = sorted(row["lat"])
         rows.append({
             "t_s": b * bin_s, "sent": row["sent"], "answered": row["answered"], "ok": row["ok"],
-            "errors": row["errors"], "rate_429": row["n429"] / row["answered"] if row["answered"] else 0.0,
-            "p95_ms": percentile(lat, 95), "faults_active": last_active,
+            "attempt_errors": row["errors"],
+            "attempt_rate_429": row["n429"] / row["answered"] if row["answered"] else 0.0,
+            "attempt_p95_ms": percentile(lat, 95), "faults_active": last_active,
         })
         if crr_at:
             lag, div = crr_at.get(b, (rows[-2]["replication_lag_s"], rows[-2]["divergence"]) if len(rows) > 1 else (0.0, 0))

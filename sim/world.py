@@ -12,6 +12,7 @@ import simpy
 from flk.impl.verifier.pipeline import Verifier
 from flk.impl.verifier.tenants import Tenant, TenantKey, TenantRegistry
 
+from . import faults
 from .history import History
 from .net import LinkSpec, Network
 from .region import SIM_EPOCH, Region, body_sha
@@ -86,152 +87,17 @@ class World:
         return TenantRegistry(tenants)
 
     # -- faults --------------------------------------------------------------
-    def _targets(self, f: dict) -> list[str]:
-        t = f.get("target", "*")
-        if t == "*":
-            return list(self.region_ids)
-        return [t] if isinstance(t, str) else list(t)
+    def rpo_at_loss(self, region_id: str) -> dict:
+        """What a region acked but had not shipped when it is lost (the RPO of that loss)."""
+        if region_id not in self.repl:
+            return {}
+        region, shipper = self.regions[region_id], self.repl[region_id].shipper
+        return {"rpo_s": round(shipper.lag_s(region.now()), 6),
+                "unshipped": max(0, region.wal.next_index - shipper.watermark)}
 
-    def apply_fault(self, f: dict, start: bool):
-        kind, h, now = f["kind"], self.history, self.env.now
-        targets = self._targets(f) if kind not in ("partition", "heal", "rotate_key", "burst", "agent_crash") else []
-        if kind in ("crash", "restart"):
-            for t in targets:
-                r = self.regions[t]
-                if (kind == "crash") == start:
-                    if r.up:
-                        if t in self.repl:  # what this region acked but never shipped (RPO)
-                            sh = self.repl[t].shipper
-                            info_rpo = {"rpo_s": round(sh.lag_s(r.now()), 6),
-                                        "unshipped": max(0, r.wal.next_index - sh.watermark)}
-                        else:
-                            info_rpo = {}
-                        info = r.crash()
-                        h.record(now, "fault.start", kind="crash", target=t, **info, **info_rpo)
-                else:
-                    if not r.up and not r.restarting:
-                        h.record(now, "fault.end", kind="crash", target=t)
-                        yield from r.restart()
-        elif kind in ("pause", "resume"):
-            for t in targets:
-                r = self.regions[t]
-                if (kind == "pause") == start:
-                    r.paused = True
-                    h.record(now, "fault.start", kind="pause", target=t)
-                else:
-                    r.resume()
-                    h.record(now, "fault.end", kind="pause", target=t)
-        elif kind == "partition":
-            a, b = f.get("a", [self.region_ids[0]]), f.get("b", ["clients"])
-            sym = bool(f.get("symmetric", True))
-            if start:
-                self.net.partition(a, b, symmetric=sym)
-                h.record(now, "fault.start", kind="partition", target=f"{','.join(a)}|{','.join(b)}", symmetric=sym)
-            else:
-                self.net.heal(a, b)
-                h.record(now, "fault.end", kind="partition", target=f"{','.join(a)}|{','.join(b)}")
-        elif kind in ("store_down", "store_up"):
-            for t in targets:
-                down = (kind == "store_down") == start
-                self.regions[t].store.available = not down
-                h.record(now, "fault.start" if down else "fault.end", kind="store_down", target=t)
-        elif kind == "store_latency":
-            for t in targets:
-                self.regions[t].store_extra_ms = float(f.get("ms", 50.0)) if start else 0.0
-                h.record(now, "fault.start" if start else "fault.end", kind="store_latency", target=t)
-        elif kind == "disk_slow":
-            for t in targets:
-                self.regions[t].disk_factor = float(f.get("factor", 20.0)) if start else 1.0
-                h.record(now, "fault.start" if start else "fault.end", kind="disk_slow", target=t)
-        elif kind in ("clock_skew", "clock_jump"):
-            for t in targets:
-                self.regions[t].clock_offset = float(f.get("skew_s", 30.0)) if start else 0.0
-                h.record(now, "fault.start" if start else "fault.end", kind=kind, target=t)
-        elif kind == "rotate_key":
-            if start:
-                tids = [f["tenant"]] if "tenant" in f else self.tenants.ids()
-                for tid in tids:
-                    self.factory.key_generation[tid] = self.factory.key_generation.get(tid, 0) + 1
-                h.record(now, "fault.start", kind="rotate_key", target=",".join(tids))
-        elif kind in ("ship_stop", "ship_start"):
-            stop = (kind == "ship_stop") == start
-            for t in targets:
-                if t in self.repl:
-                    self.repl[t].ship_stopped = stop
-                    self.repl[t].shipper.paused = stop
-            h.record(now, "fault.start" if stop else "fault.end", kind="ship_stop", target=",".join(targets))
-        elif kind in ("objstore_down", "objstore_up"):
-            down = (kind == "objstore_down") == start
-            if f.get("target", "*") == "*":
-                if self.repl:
-                    self.objects.available = not down
-            else:
-                for t in targets:
-                    if t in self.repl:
-                        self.repl[t].view.available = not down
-            h.record(now, "fault.start" if down else "fault.end", kind="objstore_down", target=",".join(targets))
-        elif kind in ("shard_down", "shard_up"):
-            down = (kind == "shard_down") == start
-            for t in targets:
-                shard = self.regions[t].topology.shards[f.get("shard", "s0")]
-                shard.available = not down
-                h.record(now, "fault.start" if down else "fault.end", kind="shard_down", target=f"{t}/{f.get('shard', 's0')}")
-        elif kind in ("cold_down", "cold_up"):
-            down = (kind == "cold_down") == start
-            for t in targets:
-                self.regions[t].topology.cold.available = not down
-                h.record(now, "fault.start" if down else "fault.end", kind="cold_down", target=t)
-        elif kind == "migrate":
-            if start:
-                for t in targets:
-                    h.record(now, "fault.start", kind="migrate", target=t)
-                    self.env.process(self._migrate(self.regions[t], float(f.get("step_s", 0.05)), int(f.get("batch", 200))))
-        elif kind == "agent_crash":
-            agents = self.agents if f.get("target", "*") == "*" else [a for a in self.agents if a.id in self._targets(f)]
-            for a in agents:
-                if start and a.up:
-                    h.record(now, "fault.start", kind="agent_crash", target=a.id, **a.crash())
-                elif not start and not a.up:
-                    h.record(now, "fault.end", kind="agent_crash", target=a.id)
-                    a.restart()
-        elif kind == "reader_rewind":
-            if start:
-                for t in targets:
-                    if t in self.repl:
-                        rd = self.repl[t].reader
-                        r = self.regions[t]
-                        self.rewind_snapshots[t] = {(te, p): body_sha(o.body) for te, p, o in r.final_entries()}
-                        rd.watermarks = {}
-                        rd.state.save({})
-                        h.record(now, "fault.start", kind="reader_rewind", target=t,
-                                 applied_before=rd.applied_records)
-        elif kind == "bitflip_shipped":
-            for t in targets:
-                if t in self.repl:
-                    view = self.repl[t].view
-                    if start:
-                        view.corrupt_next_segment = True
-                        h.record(now, "fault.start", kind="bitflip_shipped", target=t)
-                    else:
-                        view.corrupt_next_segment = False
-                        h.record(now, "fault.end", kind="bitflip_shipped", target=t, repaired=view.repair())
-        elif kind == "bitflip_wal":
-            if start:
-                for t in targets:
-                    r = self.regions[t]
-                    segs = [s for s in r.fs.listdir("/wal") if s.endswith(".log")]
-                    view = r.fs.durable_view()
-                    candidates = [s for s in segs if len(view.get(f"/wal/{s}", b"")) > 16]
-                    if candidates:
-                        seg = candidates[0]
-                        size = len(view[f"/wal/{seg}"])
-                        off = 8 + self.streams.get(f"bitflip/{t}").randrange(size - 8)
-                        r.fs.flip_bit(f"/wal/{seg}", off)
-                        h.record(now, "fault.start", kind="bitflip_wal", target=t, segment=seg, offset=off)
-        else:
-            h.record(now, "fault.start" if start else "fault.end", kind=kind, target=",".join(targets))
-        if False:  # pragma: no cover - keeps this a generator for every branch
-            yield
+    def apply_fault(self, spec: dict, start: bool):
+        """Start (or heal) one fault from its scenario table; see :mod:`flk.sim.faults`."""
+        yield from faults.create(spec).apply(self, start)
 
     def _migrate(self, region, step_s: float, batch: int):
         """Run a live 3 -> 4 shard migration's steps in simulated time."""
@@ -253,12 +119,13 @@ class World:
                     self.history.record(self.env.now, "tier.demoted", region=region.id, n=out["demoted"])
 
     def _fault_proc(self, f: dict):
+        fault = faults.create(f)
         yield self.env.timeout(float(f["at_s"]))
-        yield from self.apply_fault(f, True)
+        yield from fault.apply(self, True)
         dur = f.get("duration_s")
-        if dur is not None and f["kind"] not in ("rotate_key", "bitflip_wal"):
+        if dur is not None and not fault.one_shot:
             yield self.env.timeout(float(dur))
-            yield from self.apply_fault(f, False)
+            yield from fault.apply(self, False)
 
     def _nemesis(self):
         n = self.scenario.data["nemesis"]

@@ -4,6 +4,11 @@
 * ``flk sim run NAME|FILE [--seed N] [--out DIR] [--set key=value ...]`` -- run,
   print the invariant/SLO table and the history's SHA-256; exit 0 valid, 1 an
   invariant or SLO violated, 2 bad input;
+* ``flk sim validate FILE|NAME ...`` -- check scenario files against the schema only
+  (nothing runs); exit 2 naming the file, key path and reason;
+* ``flk sim reference`` -- print the scenario file reference (``sim/SCENARIOS.md``);
+* ``flk sim topology NAME|FILE [--out PNG] [--at SECONDS]`` -- draw the scenario's network graph,
+  links cut by partitions marked;
 * ``flk sim replay RUN_DIR`` -- rerun from the artifacts' scenario and seed and
   compare digests (exit 1 if the run does not reproduce);
 * ``flk sim sweep NAME --seeds 1-100 [--param key=v1,v2 ...] [--workers N]
@@ -30,6 +35,16 @@ def configure(p) -> None:
     r.add_argument("--no-plots", action="store_true")
     r.add_argument("--json", action="store_true", help="print results as JSON")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    v = sub.add_parser("validate", help="check scenario files against the schema (nothing runs)")
+    v.add_argument("files", nargs="+", metavar="FILE", help="catalog names or .toml paths")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sub.add_parser("reference", help="print the scenario file reference (Markdown)")
+    t = sub.add_parser("topology", help="draw a scenario's network graph as PNG, faulted links marked")
+    t.add_argument("scenario")
+    t.add_argument("--out", default=None, help="PNG path (default runs/<name>-topology.png)")
+    t.add_argument("--at", type=float, default=None, help="mark links cut at this simulated second "
+                   "(default: every link any partition cuts)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     rp = sub.add_parser("replay", help="re-run a run directory and compare digests")
     rp.add_argument("run_dir")
     sw = sub.add_parser("sweep", help="run a scenario over many seeds / parameter values")
@@ -68,7 +83,10 @@ def _print_table(res: dict, out=sys.stdout) -> None:
         detail = f"checked {c['checked']}" + (f", {c['violation_count']} violations" if c["violation_count"] else "")
         if c.get("note"):
             detail += f" ({c['note']})"
-        print(f"{c['id']:<34} {c['kind']:<10} {'PASS' if c['ok'] else 'FAIL':<7} {detail}", file=out)
+        verdict = "FAIL" if not c["ok"] else ("PASS" if c.get("exercised", True) else "N/A")
+        if verdict == "N/A":
+            detail = "not exercised: nothing to check in this run" + (f" ({c['note']})" if c.get("note") else "")
+        print(f"{c['id']:<34} {c['kind']:<10} {verdict:<7} {detail}", file=out)
     for s in res["slos"]:
         print(f"{'SLO ' + s['metric']:<34} {'slo':<10} {'PASS' if s['ok'] else 'FAIL':<7} "
               f"{s['value']!r} {s['op']} {s['target']!r}", file=out)
@@ -79,6 +97,16 @@ def _print_table(res: dict, out=sys.stdout) -> None:
     if not res["valid"]:
         print(f"INVALID run -- reproduce with: flk sim replay {res.get('out_dir', '<run dir>')}", file=out)
         print(f"fault schedule: {res.get('fault_schedule')}", file=out)
+
+
+def _validate(files: list[str], overrides: list[str]) -> int:
+    from flk.sim.scenario import load
+
+    for name in files:
+        sc = load(name, overrides)
+        print(f"{sc.source}: valid ({sc.name}, {len(sc.data['regions'])} regions, "
+              f"{len(sc.data['faults'])} faults, {len(sc.data['slo'])} SLOs)")
+    return 0
 
 
 def run(args) -> int:
@@ -92,7 +120,19 @@ def run(args) -> int:
             for name, desc in api.catalog():
                 print(f"{name:<28} {desc}")
             return 0
+        if args.sim_cmd == "validate":
+            return _validate(args.files, args.overrides)
+        if args.sim_cmd == "reference":
+            print(api.reference())
+            return 0
+        if args.sim_cmd == "topology":
+            out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-topology.png"
+            cut = api.draw_topology(args.scenario, out, overrides=args.overrides, at_s=args.at)
+            print(f"wrote {out} ({len(cut)} links cut by partitions: {', '.join(cut) or 'none'})")
+            return 0
         if args.sim_cmd == "run":
+            if args.seed is not None and args.seed < 0:
+                raise UsageError(f"--seed: must be a non-negative integer, got {args.seed}")
             res = api.run(args.scenario, seed=args.seed, overrides=args.overrides, out=Path(args.out),
                           plots=not args.no_plots, progress=not args.quiet and not args.json)
             if args.json:

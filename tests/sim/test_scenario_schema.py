@@ -1,0 +1,150 @@
+"""Strict scenario files: one schema, a generated reference, exit 2 with file + key path +
+reason for every broken input (before anything runs), never a traceback."""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import subprocess
+import sys
+import tomllib
+
+import pytest
+import tomli_w
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flk.sim import faults
+from flk.sim.scenario import ScenarioError, list_scenarios, load, reference_markdown, scenario_dir
+
+FLK = [sys.executable, "-m", "flk.impl"]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CATALOG = sorted(scenario_dir().glob("*.toml"))
+
+
+def test_reference_document_is_generated_from_the_schema():
+    text = (ROOT / "sim" / "SCENARIOS.md").read_text(encoding="utf-8")
+    assert text.strip() == reference_markdown().strip(), "run `flk sim reference > sim/SCENARIOS.md`"
+    for kind in faults.FAULT_KINDS:
+        assert f"`{kind}`" in text
+
+
+def test_every_fault_kind_is_a_registered_class_with_begin_and_end():
+    assert len(faults.REGISTRY) >= 27
+    for kind, cls in faults.REGISTRY.items():
+        assert kind in cls.kinds and issubclass(cls, faults.Fault), kind
+        assert cls.__doc__, kind
+
+
+def _write(tmp_path, text: str) -> pathlib.Path:
+    p = tmp_path / "case.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+BASE = """[scenario]
+name = "x"
+duration_s = 2.0
+[[regions]]
+id = "eu"
+[[regions]]
+id = "ap"
+"""
+BROKEN = [
+    (BASE + '[[faults]]\nkind = "crash"\nat_s = 1.0\ntargett = "ap"\n', "faults.0.targett", "unknown key"),
+    (BASE + '[[faults]]\nkind = "crash"\nat_s = 1.0\ntarget = "mars"\n', "faults.0.target", "unknown region 'mars'"),
+    (BASE + "[workload]\nagents = 2.5\n", "workload.agents", "must be an integer"),
+    (BASE + '[[faults]]\nkind = "crash"\nat_s = 1.0\nduration_s = -3.0\n', "faults.0.duration_s", ">= 0"),
+    (BASE + '[network]\nlatency_ms = { dist = "uniform", lo = -5.0, hi = 2.0 }\n', "network.latency_ms.lo",
+     ">= 0"),
+    (BASE + '[[faults]]\nkind = "partition"\nat_s = 1.0\na = ["eu"]\nb = ["us"]\n', "faults.0.b",
+     "unknown node 'us'"),
+    (BASE + '[[slo]]\nmetric = "latency_p97_ms"\nop = "<="\nvalue = 1.0\n', "slo.0.metric", "must be one of"),
+    (BASE + "[workload]\nflavour = 1\n", "workload.flavour", "unknown key"),
+    (BASE + "[extras]\nx = 1\n", "extras", "unknown section"),
+    (BASE + '[scenario.seed]\n', "scenario.seed", "must be an integer"),
+    (BASE + '[[slo]]\nmetric = "conflicts"\nop = ">"\nvalue = 0\n', "slo.0.metric", "needs replication"),
+    ("[scenario\n", "toml", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), BROKEN, ids=[b[1] for b in BROKEN])
+def test_broken_scenario_names_file_key_and_reason(tmp_path, text, key, reason):
+    p = _write(tmp_path, text)
+    with pytest.raises(ScenarioError) as info:
+        load(str(p))
+    assert info.value.key == key and reason in info.value.reason, str(info.value)
+    assert str(p) in str(info.value)
+
+
+def test_cli_validate_and_run_exit_2_before_running(tmp_path):
+    p = _write(tmp_path, BROKEN[0][0])
+    for args in (["validate", str(p)], ["run", str(p), "--quiet"], ["run", "crash-restart", "--seed", "-1"]):
+        proc = subprocess.run([*FLK, "sim", *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr and proc.stderr.strip(), proc.stderr
+    assert "faults.0.targett" in proc.stderr or "--seed" in proc.stderr
+    ok = subprocess.run([*FLK, "sim", "validate", *map(str, CATALOG)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.count("valid") == len(CATALOG), ok.stdout + ok.stderr
+
+
+def test_regression_files_run_through_the_cli_loader():
+    sc = load(str(scenario_dir() / "regressions" / "double-restart.toml"))
+    assert sc.name == "crash-restart" and sc.seed == 3 and sc.expect
+
+
+def _mutations(data: dict):
+    """Paths to every key of a scenario table (section, list item, leaf)."""
+    for section, value in data.items():
+        yield (section,)
+        if isinstance(value, dict):
+            for key in value:
+                yield (section, key)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    for key in item:
+                        yield (section, i, key)
+
+
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                 st.text(max_size=8), st.lists(st.integers(), max_size=3),
+                 st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(CATALOG), st.data())
+def test_mutated_catalog_files_never_raise_a_traceback(tmp_path_factory, path, data):
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    paths = list(_mutations(raw))
+    target = data.draw(st.sampled_from(paths))
+    action = data.draw(st.sampled_from(["drop", "rename", "retype"]))
+    mutated = copy.deepcopy(raw)
+    node = mutated
+    for key in target[:-1]:
+        node = node[key]
+    last = target[-1]
+    if action == "drop":
+        del node[last]
+    elif action == "rename" and isinstance(node, dict):
+        node[last + data.draw(st.sampled_from(["t", "_x", "s"]))] = node.pop(last)
+    else:
+        value = data.draw(JUNK)
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    out = tmp_path_factory.mktemp("mut") / path.name
+    try:
+        out.write_text(tomli_w.dumps(mutated), encoding="utf-8")
+    except (TypeError, ValueError):
+        return  # not expressible as TOML (e.g. NaN inside a list): nothing to load
+    try:
+        load(str(out))
+    except ScenarioError as exc:
+        assert exc.key and exc.reason and str(out) in str(exc)
+
+
+def test_catalog_names_all_load():
+    for name in list_scenarios():
+        assert load(name).data["scenario"]["description"]
