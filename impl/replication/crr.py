@@ -34,7 +34,13 @@ Theory of operation::
   ``on_reject``) and the stream stops there -- never applied, never skipped.
   Good records are replayed by :class:`ReplayApplier`; the watermark advances
   after the whole segment. Replaying a segment again is a no-op
-  (INV-IDEMPOTENT-REPLAY: put-if-absent of the same outcome).
+  (INV-IDEMPOTENT-REPLAY: put-if-absent of the same outcome). A record whose
+  replay raises unexpectedly (a bug, not a bad signature: that is a 4xx
+  outcome) is *poison*: quarantined (``read-quarantine.jsonl`` beside the
+  watermarks, :mod:`flk.impl.storage.quarantine`; ``on_quarantine`` for the
+  driver's log line and audit entry; ``failures``/``last_error`` and
+  ``quarantine`` in :meth:`Reader.metrics`) and the stream goes on past it. A
+  store outage is not poison: the segment is retried after a backoff.
 * :class:`ReplayApplier`: replays one record as its *origin* region did: a
   ``Verifier`` with the record's region, ``now = received_at``. It answers the
   pipeline's ``DedupGet`` with "absent" so that the pipeline always computes
@@ -67,6 +73,8 @@ from ..core.errors import InvalidInput
 from ..dedup import StoredOutcome, StoreUnavailable
 from ..storage.fs import FileSystem, OsFileSystem
 from ..storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
+from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
+from ..storage.quarantine import Quarantine
 from ..storage.wal import (
     LOG_SUFFIX,
     MANIFEST_SUFFIX,
@@ -74,6 +82,7 @@ from ..storage.wal import (
     WalError,
     check_manifest,
     decode_inbox_record,
+    encode_inbox_record,
     manifest_name,
     parse_name,
     scan_segment,
@@ -402,6 +411,34 @@ class ReplayApplier:
             self._finish(out, now)
         return outs
 
+    def apply_isolating(self, recs: list[InboxRecord], now: float, batch: bool,
+                        on_poison: Callable[[int, InboxRecord, Exception], None]) -> int:
+        """Replay ``recs`` (in one transaction when ``batch``); when that raises
+        unexpectedly, replay them one at a time and hand each record that raises to
+        ``on_poison(position, record, error)``. ``StoreUnavailable`` propagates (an
+        outage is not poison; re-applying is a no-op). Returns the poison count."""
+        try:
+            if batch:
+                self.apply_many(recs, now)
+            else:
+                for rec in recs:
+                    self.apply(rec, now)
+            return 0
+        except StoreUnavailable:
+            raise
+        except Exception:  # noqa: BLE001 -- find the poison record(s) one by one
+            pass
+        poisoned = 0
+        for position, rec in enumerate(recs):
+            try:
+                self.apply(rec, now)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- a poison record: quarantined by the caller
+                poisoned += 1
+                on_poison(position, rec, exc)
+        return poisoned
+
 
 # -- reading -------------------------------------------------------------------------------
 
@@ -444,13 +481,20 @@ class Reader:
     def __init__(self, store: ObjectStore, topology: Topology, applier: ReplayApplier, state_path: str,
                  fs: FileSystem | None = None, interval_s: float = 1.0, backoff: Backoff = Backoff(),
                  rng: random.Random | None = None, on_reject: Callable[[SegmentRejected], None] | None = None,
-                 strict: bool = False, batch: int = 256) -> None:
+                 strict: bool = False, batch: int = 256, quarantine: Quarantine | None = None,
+                 on_quarantine: Callable[[dict[str, Any]], None] | None = None) -> None:
         """``batch``: records replayed per store transaction (:meth:`ReplayApplier.apply_many`);
-        0 replays one record at a time with its exact ``received_at`` as store time."""
+        0 replays one record at a time with its exact ``received_at`` as store time.
+        ``quarantine``: where poison records go (default ``<state>-quarantine.jsonl``
+        beside ``state_path``); ``on_quarantine(entry)`` gets each new one without payload."""
         self.store, self.topology, self.applier = store, topology, applier
         self.batch = int(batch)
         self.state = WatermarkFile(state_path, fs)
         self.watermarks: dict[str, int] = self.state.load()
+        self.quarantine = quarantine if quarantine is not None else Quarantine(
+            posixpath.splitext(state_path)[0] + "-" + QUARANTINE_FILE, self.state.fs)
+        self.on_quarantine = on_quarantine
+        self._poisoned_this_poll: str | None = None
         self.interval_s, self.backoff, self.rng = float(interval_s), backoff, rng
         self.on_reject, self.strict = on_reject, strict
         self.rejected: dict[str, SegmentRejected] = {}
@@ -482,6 +526,7 @@ class Reader:
             return now + self.interval_s
         if now < self._retry_at:
             return self._retry_at
+        self._poisoned_this_poll = None
         try:
             self.poll(now)
         except (ObjectStoreUnavailable, StoreUnavailable) as exc:
@@ -489,7 +534,11 @@ class Reader:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self._retry_at = now + self.backoff.delay(self.failures, self.rng)
             return self._retry_at
-        self.failures, self.last_error = 0, None
+        if self._poisoned_this_poll is not None:  # went on past it, but say so
+            self.failures += 1
+            self.last_error = self._poisoned_this_poll
+        else:
+            self.failures, self.last_error = 0, None
         return now + self.interval_s
 
     def poll(self, now: float) -> int:
@@ -528,26 +577,40 @@ class Reader:
                     raise
                 return n  # the stream stops here: never applied, never skipped
             self.rejected.pop(stream, None)
-            wanted = [r for r in records if tenants is None or (r.tenant or "default") in tenants]
+            wanted = [(first + k, r) for k, r in enumerate(records)
+                      if tenants is None or (r.tenant or "default") in tenants]
             self.filtered_records += len(records) - len(wanted)
-            for i in range(0, len(wanted), self.batch if self.batch > 0 else 1):
-                chunk = wanted[i: i + self.batch] if self.batch > 0 else wanted[i: i + 1]
-                if self.batch > 0:
-                    self.applier.apply_many(chunk, now)
-                else:
-                    self.applier.apply(chunk[0], now)
-                for rec in chunk:
+            step = self.batch if self.batch > 0 else 1
+            for i in range(0, len(wanted), step):
+                chunk = wanted[i: i + step]
+
+                def poison(position: int, rec: InboxRecord, error: Exception, chunk=chunk, name=name) -> None:
+                    self._quarantine(stream, name, chunk[position][0], rec, error, now)
+
+                bad = self.applier.apply_isolating([r for _, r in chunk], now, self.batch > 0, poison)
+                for _, rec in chunk:
                     self.apply_lag.add(now - rec.received_at)
-                self.applied_records += len(chunk)
+                self.applied_records += len(chunk) - bad
             self.watermarks[stream] = first + int(m["count"])
             self.state.save(self.watermarks)
             self.applied_segments += 1
             n += 1
         return n
 
+    def _quarantine(self, stream: str, segment: str, index: int, rec: InboxRecord, error: Exception,
+                    now: float) -> None:
+        entry = self.quarantine.add(stream, index, segment, encode_inbox_record(rec), error, now,
+                                    tenant=rec.tenant or None, region=rec.region)
+        if entry is None:  # met before (a segment read again)
+            return
+        self._poisoned_this_poll = f"quarantined record {index} of {stream} ({segment}): {entry['reason']}"
+        if self.on_quarantine is not None:
+            self.on_quarantine(entry)
+
     def metrics(self) -> dict[str, Any]:
         return {"watermarks": dict(self.watermarks), "applied_segments": self.applied_segments,
                 "applied_records": self.applied_records, "filtered_records": self.filtered_records,
                 "rejected": {s: str(r) for s, r in sorted(self.rejected.items())},
                 "apply_lag_p50_s": self.apply_lag.quantile(0.5), "apply_lag_max_s": self.apply_lag.max_s,
-                "failures": self.failures, "last_error": self.last_error, "paused": self.paused}
+                "failures": self.failures, "last_error": self.last_error, "paused": self.paused,
+                "quarantine": self.quarantine.status()}

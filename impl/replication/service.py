@@ -131,7 +131,8 @@ class CrrService:
                 os.remove(read_state)
             applier = ReplayApplier(verifier, dedup_store, self.reconciler.observe)
             self.reader = Reader(self.objects, topo, applier, read_state, interval_s=cfg.read_interval_s,
-                                 backoff=Backoff(0.25, 10.0), on_reject=self._rejected)
+                                 backoff=Backoff(0.25, 10.0), on_reject=self._rejected,
+                                 on_quarantine=self._quarantined)
             self.divergence = DivergenceDetector(
                 cfg.region, dedup_store, self.objects, list(topo.sources), interval_s=cfg.divergence_interval_s,
                 on_alert=self._alert, open_conflicts=lambda: self.reconciler.metrics()["open_conflicts"])
@@ -151,7 +152,24 @@ class CrrService:
                   sample_mismatch=round(c.sample_mismatch, 4), open_conflicts=alert.open_conflicts)
 
     def _rejected(self, rej: SegmentRejected) -> None:
-        self._log("crr_segment_rejected", stream=rej.stream, segment=rej.segment, problems=rej.problems[:3])
+        self._log("crr_segment_rejected", stream=rej.stream, segment=rej.segment, problems=rej.problems[:3],
+                  reason="; ".join(rej.problems[:3]), detail=f"{rej.stream}/{rej.segment}")
+
+    def _quarantined(self, entry: dict[str, Any]) -> None:
+        """A replicated record whose replay raised: logged (no payload) and audited."""
+        self._log("crr_record_quarantined", reason=entry["reason"], records=entry["index"],
+                  tenant=entry.get("tenant"), detail=f"{entry['source']}/{entry['segment']} sha256 {entry['digest']}; "
+                                                     "replication continues past it")
+        self.audit_quarantined(entry)
+
+    def audit_quarantined(self, entry: dict[str, Any]) -> None:
+        """An audit entry for a quarantined record (``outcome`` ``quarantined``,
+        ``pcs_id`` names the log position; ``payload_digest`` is the record's SHA-256)."""
+        if self.audit_queue is None:
+            return
+        self._enqueue_audit(tenant=entry.get("tenant") or "_unknown", outcome="quarantined",
+                            pcs_id=f"{entry['source']}#{entry['index']}", payload_digest=entry["digest"],
+                            now=entry["at"], region=self.cfg.region)
 
     def step(self, now: float) -> float:
         paused = os.path.exists(self.pause_file)

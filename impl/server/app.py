@@ -44,7 +44,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..verifier.admission import STATE_CODES, AimdLimiter, CircuitBreaker
+from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
+from ..storage.quarantine import Quarantine
+from ..storage.walhealth import WalHealth
+from ..verifier.admission import STATE_CODES, AdmissionSettings, build_admission
 from ..verifier.problems import problem_body, problem_type
 from .auth import OperatorAuth, Refusal, check_tenant_read, single_header
 from .batching import StoreBatcher
@@ -110,6 +113,10 @@ class ServerMetrics:
         self.store_batched_items = Gauge("flk_store_batched_items", "Items in batched store calls "
                                          "(cumulative, this worker)", registry=registry)
         self.replayed = Counter("flk_wal_replayed", "Inbox WAL records replayed at start", registry=registry)
+        self.quarantined = Counter("flk_wal_quarantined", "Inbox WAL records the start-up replay set aside as "
+                                   "poison (quarantine.jsonl beside the WAL)", registry=registry)
+        self.wal_recoveries = Counter("flk_wal_recoveries", "Inbox WAL recoveries after a failed write or fsync "
+                                      "(without a restart)", registry=registry)
         self.worker = Gauge("flk_worker_info", "Which worker answered this scrape", ["worker"],
                             registry=registry)
         self.worker.labels(worker=str(worker)).set(1)
@@ -122,12 +129,9 @@ class Server:
         self.cfg = cfg
         self.worker = worker
         self.log = JsonLogger(level=cfg.log_level, worker=worker)
-        self.limiter = AimdLimiter(
-            min_limit=cfg.min_inflight,
-            max_limit=cfg.max_inflight,
-            target_latency=cfg.target_latency_ms / 1000.0,
-        )
-        self.breaker = CircuitBreaker("dedup", cfg.breaker_failures, cfg.breaker_open_s)
+        self.admission = build_admission(AdmissionSettings.from_config(cfg))  # the simulator's regions too
+        self.limiter = self.admission.limiter
+        self.breaker = self.admission.breaker
         self.executor: ThreadPoolExecutor | None = None
         self.store: Any = None
         self.batcher: StoreBatcher | None = None
@@ -143,6 +147,12 @@ class Server:
         self._counters: dict = {}
         self._wal_lock: int | None = None
         self.operator = OperatorAuth(cfg.operator_user, cfg.operator_pass)
+        self.wal_fs: Any = None  # the inbox WAL's FileSystem (None: the OS); tests inject faults here
+        self.wal_health = WalHealth()  # probes a failed WAL; /ready, /health and the submit gate read it
+        self.wal_poll_s = 0.1
+        self._wal_watch: asyncio.Task | None = None
+        self.quarantine: Any = None  # poison records of the start-up replay (flk.impl.storage.quarantine)
+        self._quarantined: list[dict] = []  # this start's, for the audit log once replication runs
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -163,7 +173,8 @@ class Server:
                                     inline=cfg.dedup_backend == "memory")
         wal_dir = cfg.worker_wal_dir(self.worker)
         self._wal_lock = lock_wal_dir(wal_dir)  # one process per inbox WAL, released when it dies
-        self.wal = await loop.run_in_executor(None, lambda: SegmentedLog(wal_dir))
+        self.wal = await loop.run_in_executor(None, lambda: SegmentedLog(wal_dir, fs=self.wal_fs))
+        self.quarantine = Quarantine(os.path.join(wal_dir, QUARANTINE_FILE), self.wal.fs)
         if self.wal.recovery.get("torn_tail"):
             self.log.warning("wal_torn_tail_truncated", wal_dir=wal_dir,
                              bytes=self.wal.recovery["torn_tail"]["dropped_bytes"])
@@ -172,16 +183,25 @@ class Server:
         self.pipeline = build_pipeline(cfg, self)
         replayed = await self.pipeline.replay_wal(self.wal)
         self.smetrics.replayed.inc(replayed["records"])
-        self.log.info("wal_replayed", wal_dir=wal_dir, **replayed)
+        self.log.info("wal_replayed", wal_dir=wal_dir, records=replayed["records"], errors=replayed["errors"],
+                      note=f"{replayed['quarantined']} record(s) quarantined")
         from ..replication.service import start_for_server
 
         self.crr = await loop.run_in_executor(None, start_for_server, self)  # None unless CRR_* configured
+        if self.crr is not None:
+            for entry in self._quarantined:
+                self.crr.audit_quarantined(entry)
+        self._wal_watch = asyncio.create_task(self._watch_wal())
         self.ready = True
         self.log.info("worker_ready", pid=os.getpid(), dedup_backend=cfg.dedup_backend)
 
     async def stop(self) -> None:
         self.ready = False
         loop = asyncio.get_running_loop()
+        if self._wal_watch is not None:
+            self._wal_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._wal_watch
         if self.crr is not None:  # before the WAL it ships is closed
             from ..replication.service import stop_for_server
 
@@ -203,6 +223,63 @@ class Server:
         if self.executor is not None:
             self.executor.shutdown(wait=True)
         self.log.info("worker_stopped", pid=os.getpid())
+
+    # -- poison records and WAL recovery ----------------------------------------------
+    def quarantine_record(self, wal: Any, index: int, payload: bytes, error: BaseException) -> None:
+        """Set a record the start-up replay cannot process aside (file beside the
+        WAL, metric, log line without payload; audit once replication runs)."""
+        entry = self.quarantine.add("inbox", index, wal.segment_of(index), payload, error, time.time(),
+                                    worker=self.worker)
+        if entry is None:  # quarantined by an earlier start
+            return
+        self._quarantined.append(entry)
+        self.smetrics.quarantined.inc()
+        self.log.error("wal_record_quarantined", wal_dir=self.wal.dir, records=index, reason=entry["reason"],
+                       detail=f"segment {entry['segment']}, sha256 {entry['digest']}, {entry['bytes']} bytes; "
+                              f"record kept in {QUARANTINE_FILE}" + ("" if entry["persisted"] else " (NOT written)"))
+
+    def wal_available(self) -> bool:
+        """False while the inbox WAL is known to refuse appends (submissions get a cheap 503)."""
+        return self.wal is not None and self.wal.failed is None and self.wal_health.available
+
+    async def _watch_wal(self) -> None:
+        """Notice a failed inbox WAL and probe it with backoff until it recovers."""
+        from ..storage.wal import WalError
+
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.wal_poll_s)
+            failure = self.wal.failed
+            now = time.monotonic()
+            if failure is not None and self.wal_health.available:
+                self.wal_health.failed(f"{type(failure).__name__}: {failure}"[:200], now)
+                self.log.error("wal_failed", reason=self.wal_health.reason, detail="probing with backoff")
+            if not self.wal_health.probe_due(now):
+                continue
+            try:
+                info = await loop.run_in_executor(None, self._recover_wal)
+            except (WalError, OSError) as exc:
+                was_alive = self.wal_health.alive
+                self.wal_health.probe_failed(f"{type(exc).__name__}: {exc}"[:200], time.monotonic())
+                level = "error" if was_alive and not self.wal_health.alive else "warning"
+                self.log.log(level, "wal_probe_failed", reason=self.wal_health.reason,
+                             state=self.wal_health.state, detail=f"probe {self.wal_health.probes}")
+                continue
+            self.wal_health.recovered(time.monotonic())
+            self.smetrics.wal_recoveries.inc()
+            self.log.warning("wal_recovered", records=info["dropped_records"],
+                             detail="unacknowledged records dropped; appends accepted again")
+
+    def _recover_wal(self) -> dict:
+        """(Worker thread.) A fresh group committer over the recovered log: the old
+        one's commit thread ended with the failure."""
+        from ..storage.wal import GroupCommitter
+
+        self.committer.close()
+        info = self.wal.recover()
+        self.committer = GroupCommitter(self.wal, max_delay_s=self.cfg.wal_group_delay_ms / 1000.0)
+        self.wal_waiter = WalWaiter(self.committer)
+        return info
 
     # -- endpoints ------------------------------------------------------------------
     async def submit_asgi(self, scope, receive, send) -> None:
@@ -253,6 +330,10 @@ class Server:
         return problem_type(slug).status, headers, problem_body(slug, detail)
 
     async def _verify(self, body: bytes, tenant: str | None, t0: float):
+        if not self.wal_available():  # before the WAL: retries must not refill a full disk
+            return self._problem("wal-unavailable", "the inbox WAL cannot record requests now "
+                                 "(disk full or failing); nothing was recorded; retry after Retry-After",
+                                 self.wal_health.retry_after(time.monotonic(), self.cfg.retry_after_s))
         if not self.limiter.try_acquire(time.monotonic()):
             self.smetrics.overloaded.inc()
             return self._problem("overloaded", "too many verifications in flight; retry later",
@@ -311,13 +392,20 @@ class Server:
                          latency_ms=round((time.perf_counter() - t0) * 1000, 3), tenant=tenant)
 
     async def health(self, request: Request) -> Response:
+        if not self.wal_health.alive:  # the inbox WAL failed and did not recover within the bounds
+            status = self.wal_health.status(time.monotonic())
+            return self._finish(request, time.perf_counter(), problem(
+                "wal-unavailable", f"inbox WAL failed {status['failed_for_s']} s ago and {status['probes']} "
+                f"probes did not recover it ({status['reason']}); free disk space or replace the volume, "
+                "then restart the worker", wal=status))
         return Response(b'{"status":"ok"}', media_type="application/json")
 
     async def ready_check(self, request: Request) -> Response:
         t0 = time.perf_counter()
         if not self.ready:
             return self._finish(request, t0, problem("not-ready", "starting or stopping"))
-        wal_ok = self.wal is not None and self.wal.failed is None
+        wal_ok = self.wal_available()
+        detail = {"wal": self.wal_health.status(time.monotonic()), "quarantine": self.quarantine.status()}
         loop = asyncio.get_running_loop()
         try:
             store_ok = await asyncio.wait_for(loop.run_in_executor(self.executor, self.store.ping), 2.0)
@@ -325,10 +413,11 @@ class Server:
             store_ok = False
         if not (wal_ok and store_ok):
             what = [n for n, good in (("dedup store", store_ok), ("inbox WAL", wal_ok)) if not good]
+            retry = self.wal_health.retry_after(time.monotonic()) if not wal_ok else 1
             return self._finish(request, t0, problem(
-                "not-ready", f"{' and '.join(what)} not usable", headers={"Retry-After": "1"}))
+                "not-ready", f"{' and '.join(what)} not usable", headers={"Retry-After": str(retry)}, **detail))
         body = {"status": "ready", "worker": self.worker, "store": self.cfg.dedup_backend,
-                "breaker": self.breaker.state}
+                "breaker": self.breaker.state, **detail}
         return self._finish(request, t0, Response(json.dumps(body).encode(), media_type="application/json"))
 
     async def metrics_endpoint(self, request: Request) -> Response:

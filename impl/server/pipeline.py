@@ -169,22 +169,30 @@ class ServerPipeline:
 
     # -- replay ---------------------------------------------------------------------
     def _replay_all(self, wal: Any) -> dict[str, int]:
-        """Every record of ``wal``, streamed (not loaded at once), through the pipeline."""
-        from ..storage.wal import decode_inbox_record
-        from ..verifier.pipeline import Request, run_sync
+        """Every record of ``wal``, streamed (not loaded at once), through the pipeline.
 
-        counts = {"records": 0, "errors": 0}
+        A record that does not decode, or whose processing raises unexpectedly,
+        is poison: quarantined (``server.quarantine``, logged without payload)
+        and skipped, so that no record can stop a start. A store outage (503)
+        stops the replay: the worker must not serve with an un-replayed WAL."""
+        from ..storage.wal import decode_inbox_record
+        from ..verifier.pipeline import replay_records
+
+        counts = {"records": 0, "errors": 0, "quarantined": 0}
         store = self.server.store
         for index, payload in wal.records():
+            def poison(_position: int, _record: Any, error: Exception, index: int = index,
+                       payload: bytes = payload) -> None:
+                counts["quarantined"] += 1
+                self.server.quarantine_record(wal, index, payload, error)
+
             try:
                 rec = decode_inbox_record(payload)
-            except InvalidInput as exc:
-                # a record that passed its CRC but does not decode: say so, loudly, and count it
-                self.server.log.error("wal_record_undecodable", records=index, reason=str(exc)[:100])
+            except InvalidInput as exc:  # a record that passed its CRC but does not decode
                 counts["errors"] += 1
+                poison(0, None, exc)
                 continue
-            gen = self.verifier.handle(Request(rec.body, rec.tenant or None), rec.received_at, replay=True)
-            resp = run_sync(gen, None, store, self.server.metrics)
+            [resp] = replay_records(self.verifier, [rec], store, self.server.metrics, on_poison=poison)
             if resp.status == 503:
                 raise StoreUnavailable("dedup store unavailable during WAL replay")
             counts["records"] += 1

@@ -50,6 +50,7 @@ Locking (the proof obligations of the driver):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -390,7 +391,9 @@ def inspect_directory(directory: str, fs: FileSystem | None = None) -> dict:
     :class:`SegmentedLog` would refuse to open (checksum damage, a bad tail in a
     non-last segment, gaps, manifest mismatches); ``warnings`` are what it
     would repair (a torn tail of the last segment, a full segment not yet
-    sealed, leftover files). Raises ``FileNotFoundError``/``NotADirectoryError``."""
+    sealed, leftover files). ``quarantine`` lists the records replay set aside
+    as poison (:mod:`flk.impl.storage.quarantine`; without their bytes).
+    Raises ``FileNotFoundError``/``NotADirectoryError``."""
     fs = fs if fs is not None else OsFileSystem()
     if not fs.exists(directory):
         raise FileNotFoundError(directory)
@@ -437,7 +440,22 @@ def inspect_directory(directory: str, fs: FileSystem | None = None) -> dict:
     out["first_index"] = segs[0]["first_index"] if segs else None
     out["next_index"] = segs[-1]["first_index"] + segs[-1]["count"] if segs else None
     out["ok"] = not out["problems"]
+    out["quarantine"] = _inspect_quarantine(directory, fs, out)
     return out
+
+
+def _inspect_quarantine(directory: str, fs: FileSystem, out: dict) -> dict:
+    from .quarantine import FILE_NAME, public_view, read_entries
+
+    if FILE_NAME in out["foreign"]:
+        out["foreign"].remove(FILE_NAME)
+    entries, unreadable = read_entries(posixpath.join(directory, FILE_NAME), fs)
+    if entries:
+        out["warnings"].append(f"{FILE_NAME}: {len(entries)} quarantined record(s) replay skipped as poison")
+    if unreadable:
+        out["warnings"].append(f"{FILE_NAME}: {unreadable} unreadable line(s)")
+    return {"file": FILE_NAME, "count": len(entries), "unreadable_lines": unreadable,
+            "entries": [public_view(e) for e in entries]}
 
 
 # ---------------------------------------------------------------------------
@@ -564,6 +582,7 @@ class SegmentedLog:
         self._handle.fsync()
         self._next = active.end_index
         self._durable = self._next
+        self._durable_bytes = active.bytes  # bytes of the active segment known to be on disk
 
     def _write_manifest(self, seg: SegmentInfo, sha256_hex: str | None = None) -> None:
         if sha256_hex is None:
@@ -639,6 +658,7 @@ class SegmentedLog:
                     return self._durable
                 self._flush_locked()
                 handle = self._handle
+                mark = self._segments[-1].bytes  # the file's size now (the buffer is flushed)
             try:
                 handle.fsync()
             except OSError as exc:
@@ -651,6 +671,7 @@ class SegmentedLog:
             with self._lock:
                 if target > self._durable:
                     self._durable = target
+                    self._durable_bytes = mark
                 durable = self._durable
         self._notify_durable()
         return durable
@@ -704,13 +725,19 @@ class SegmentedLog:
                     self._failed = exc
                     raise WalError(f"fsync failed: {exc}") from exc
                 self._durable = max(self._durable, self._next)
-                self._handle.close()
-                self._write_manifest(active, self._active_sha.hexdigest())
-                self._active_sha = hashlib.sha256()
-                new = SegmentInfo(segment_name(active.end_index), "seg", active.end_index, 0, 0, False)
-                self._handle = self.fs.open_append(self._path(new.name))
-                self.fs.fsync_dir(self.dir)
+                self._durable_bytes = active.bytes
+                try:
+                    self._handle.close()
+                    self._write_manifest(active, self._active_sha.hexdigest())
+                    self._active_sha = hashlib.sha256()
+                    new = SegmentInfo(segment_name(active.end_index), "seg", active.end_index, 0, 0, False)
+                    self._handle = self.fs.open_append(self._path(new.name))
+                    self.fs.fsync_dir(self.dir)
+                except OSError as exc:  # a full disk while sealing: recover() finishes the roll
+                    self._failed = exc
+                    raise WalError(f"sealing {active.name} failed: {exc}") from exc
                 self._segments.append(new)
+                self._durable_bytes = 0
                 return active
 
     def seal(self) -> SegmentInfo | None:
@@ -818,6 +845,102 @@ class SegmentedLog:
                     self.fs.remove(self._path(manifest_name(s.name)))
             self.fs.fsync_dir(self.dir)
             return SegmentInfo(**seg.__dict__)
+
+    # -- recovery after a failed write or fsync ------------------------------------------
+    def recover(self, probe_bytes: int = 64 * 1024) -> dict:
+        """Accept appends again after a failed write or fsync (ENOSPC, EIO), without a
+        restart; raises :class:`WalError` (the log stays failed) while the disk still
+        refuses. Returns ``{"recovered", "dropped_records", "segment"}``.
+
+        Every record below ``durable_index`` (every acknowledged one) is kept; every
+        record above it was never acknowledged (its waiters failed) and is dropped:
+        the active segment is cut back to the byte its last good fsync covered --
+        so no page the kernel may have lost after the failed fsync stays in the
+        file -- checked, and appending resumes there. The indexes of the dropped
+        records are given out again. A probe first writes, fsyncs and removes
+        ``probe_bytes`` in the directory, so a disk that is still full fails
+        here, not on the next acknowledged request."""
+        with self._sync_lock, self._lock:
+            if self._closed:
+                raise WalError("log is closed")
+            if self._failed is None:
+                return {"recovered": False, "dropped_records": 0, "segment": self._segments[-1].name}
+            with contextlib.suppress(OSError):
+                self._handle.close()
+            try:
+                self._probe_space(probe_bytes)
+                self._settle_seal(self._segments[-1])
+                active, data = self._cut_active()
+                handle = self.fs.open_append(self._path(active.name))
+                handle.fsync()
+                self.fs.fsync_dir(self.dir)
+            except OSError as exc:
+                self._failed = exc
+                raise WalError(f"recovery failed: {exc}") from exc
+            dropped = self._next - self._durable
+            self._handle = handle
+            self._buf.clear()
+            self._active_sha = hashlib.sha256(data)
+            self._next = self._durable
+            self._failed = None
+            return {"recovered": True, "dropped_records": dropped, "segment": active.name}
+
+    def _probe_space(self, nbytes: int) -> None:
+        probe = self._path(SEG_PREFIX + "probe.tmp")  # a leftover is removed on the next open
+        handle = self.fs.open_append(probe)
+        try:
+            handle.write(b"\0" * max(0, nbytes))
+            handle.fsync()
+        finally:
+            handle.close()
+            with contextlib.suppress(OSError):
+                self.fs.remove(probe)
+
+    def _settle_seal(self, active: SegmentInfo) -> None:
+        """A roll that failed half-way: a manifest written for the whole active
+        segment makes it sealed (the roll is finished below); any other leftover
+        manifest is removed."""
+        mpath = self._path(manifest_name(active.name))
+        if active.sealed or not self.fs.exists(mpath):
+            return
+        data = self.fs.read(self._path(active.name))
+        if active.bytes == self._durable_bytes == len(data) and active.count and not check_manifest(
+                self.fs.read(mpath), active.name, active.first_index, active.count, data):
+            self.fs.chmod_readonly(self._path(active.name))
+            active.sealed = True
+        else:
+            self.fs.remove(mpath)
+            self.fs.fsync_dir(self.dir)
+
+    def _cut_active(self) -> tuple[SegmentInfo, bytes]:
+        """Cut the active segment back to its durable prefix (or begin the next
+        segment after a sealed one); returns it and its bytes."""
+        active = self._segments[-1]
+        if active.sealed:
+            new = SegmentInfo(segment_name(active.end_index), "seg", active.end_index, 0, 0, False)
+            if self.fs.exists(self._path(new.name)):
+                self.fs.truncate(self._path(new.name), 0)
+            self._segments.append(new)
+            self._durable_bytes = 0
+            return new, b""
+        keep = self._durable - active.first_index
+        self.fs.truncate(self._path(active.name), self._durable_bytes)
+        data = self.fs.read(self._path(active.name))
+        res = scan_segment(data, is_last=True)
+        if res.status != "clean" or res.count != keep or len(data) != self._durable_bytes:
+            raise WalCorruption(active.name, res.bad_offset,
+                                f"after cutting back to the last fsync ({self._durable_bytes} bytes, {keep} records) "
+                                f"the segment holds {res.count} records, status {res.status}")
+        active.count, active.bytes = keep, self._durable_bytes
+        return active, data
+
+    def segment_of(self, index: int) -> str | None:
+        """The name of the segment that holds record ``index`` (None if none does)."""
+        with self._lock:
+            for seg in self._segments:
+                if seg.first_index <= index < seg.end_index:
+                    return seg.name
+        return None
 
     def close(self) -> None:
         if self._closed:

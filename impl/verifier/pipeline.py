@@ -713,15 +713,29 @@ def run_batch(
     return responses  # type: ignore[return-value]
 
 
-def replay_records(verifier: Verifier, records: Any, store: Any, sink: Sink | None = None) -> list[Response]:
+def replay_records(verifier: Verifier, records: Any, store: Any, sink: Sink | None = None,
+                   on_poison: Callable[[int, Any, Exception], None] | None = None) -> list[Response]:
     """Run inbox records (objects with ``tenant``, ``received_at``, ``body``, e.g.
     :class:`flk.impl.storage.wal.InboxRecord` or :class:`WalAppend`) through steps 3-8
     again, with ``now = received_at`` (INV-IDEMPOTENT-REPLAY). A ``tenant`` of
-    ``""`` means the request had no ``X-Tenant-Id``."""
+    ``""`` means the request had no ``X-Tenant-Id``.
+
+    ``on_poison(position, record, error)``: a record whose processing raises
+    unexpectedly (a bug, not bad input -- bad input gets its 4xx) is handed to it
+    (to quarantine, :mod:`flk.impl.storage.quarantine`), answered 500 and the
+    replay goes on. A store outage is not poison: it answers 503 as ever. Without
+    ``on_poison`` the error propagates."""
     out = []
-    for rec in records:
+    for position, rec in enumerate(records):
         gen = verifier.handle(Request(rec.body, rec.tenant or None), rec.received_at, replay=True)
-        out.append(run_sync(gen, None, store, sink))
+        if on_poison is None:
+            out.append(run_sync(gen, None, store, sink))
+            continue
+        try:
+            out.append(run_sync(gen, None, store, sink))
+        except Exception as exc:  # noqa: BLE001 -- a poison record: quarantined, replay continues
+            on_poison(position, rec, exc)
+            out.append(problem("internal", "processing this record failed; it was quarantined"))
     return out
 
 

@@ -4,7 +4,9 @@ Both read the directory and never change it (no torn-tail truncation, no
 sealing). Works on inbox WAL and outbox directories alike (SPEC.md section 12).
 
 * ``inspect``: segments, record counts, index ranges, sealed/manifest status,
-  sizes, plus any problem found (``--json`` for one JSON object).
+  sizes, the records replay quarantined as poison (``quarantine.jsonl``:
+  index, segment, reason, SHA-256 -- never the payload), plus any problem
+  found (``--json`` for one JSON object).
 * ``verify``: checks every frame checksum, segment continuity and every
   manifest's SHA-256; prints ``ok`` or one line per problem naming the segment
   and byte offset.
@@ -51,6 +53,16 @@ def _where(p: dict) -> str:
     return p["segment"] if p["offset"] is None else f"{p['segment']} at byte {p['offset']}"
 
 
+def _print_quarantine(quarantine: dict) -> None:
+    if not quarantine["count"]:
+        return
+    print(f"quarantined (poison, skipped by replay; bytes in {quarantine['file']}): {quarantine['count']}")
+    print(f"{'source':<16} {'index':>10} {'segment':<40} {'sha256':<16} reason")
+    for e in quarantine["entries"]:
+        print(f"{str(e.get('source')):<16} {e.get('index'):>10} {str(e.get('segment')):<40} "
+              f"{str(e.get('digest'))[:16]:<16} {e.get('reason')}")
+
+
 def run(args) -> int:
     from . import UsageError
 
@@ -70,6 +82,7 @@ def run(args) -> int:
             sealed = {"ok": "yes", "mismatch": "BAD", "none": "no"}[s["manifest"]]
             print(f"{s['name']:<40} {s['first_index']:>10} {last:>10} {s['count']:>8} {s['bytes']:>10}  "
                   f"{sealed:<6}  {s['status']}")
+        _print_quarantine(rep["quarantine"])
     for w in rep["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     for p in rep["problems"]:
