@@ -64,6 +64,9 @@ DEFAULT_REGIME = RegimeThresholds()
 
 
 def _int_list(values: object, field: str, minimum: int) -> list[int]:
+    if type(values) in (list, tuple) and all(type(v) is int for v in values):  # fast path: plain ints
+        if not values or min(values) >= minimum:
+            return list(values)
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise InvalidInput(field, "must be a list of integers")
     out = []
@@ -91,27 +94,31 @@ def check_scales_counts(scales: object, n_j: object) -> tuple[list[int], list[in
 
 
 def pairwise_slopes(scales: Sequence[int], n_j: Sequence[int]) -> list[float]:
-    xs = [math.log2(v) for v in scales]
-    ys = [math.log2(v) for v in n_j]
-    slopes = []
-    for i in range(len(xs)):
-        for j in range(i + 1, len(xs)):
-            slopes.append((ys[j] - ys[i]) / (xs[j] - xs[i]))
-    slopes.sort()
-    return slopes
+    """Every slope ``(log2 N_j - log2 N_i) / (log2 s_j - log2 s_i)`` for i < j, sorted."""
+    log2 = math.log2
+    xs = [log2(v) for v in scales]
+    ys = [log2(v) for v in n_j]
+    count = len(xs)
+    return sorted([(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(count) for j in range(i + 1, count)])
 
 
 def d_hat(scales: Sequence[int], n_j: Sequence[int], profile: str = "v1") -> float:
     """Theil-Sen slope of log2(N_j) on log2(scale) (unrounded; publish with fmt9)."""
     check_profile(profile)
     s, n = check_scales_counts(scales, n_j)
-    slopes = pairwise_slopes(s, n)
-    m = len(slopes)
-    if profile == "legacy-0.1":
-        return slopes[m // 2]
-    if m % 2:
-        return slopes[m // 2]
-    return (slopes[m // 2 - 1] + slopes[m // 2]) / 2.0
+    return theil_sen_slope(s, n, profile)
+
+
+def theil_sen_slope(scales: Sequence[int], n_j: Sequence[int], profile: str = "v1") -> float:
+    """The arithmetic of :func:`d_hat` alone, for inputs already checked -- by
+    :func:`check_scales_counts` or by a stricter check such as the verifier's
+    wire validation (which runs before it on every request): the true median
+    of the pairwise slopes; ``legacy-0.1`` takes the upper median."""
+    slopes = pairwise_slopes(scales, n_j)
+    middle = len(slopes) // 2
+    if profile == "legacy-0.1" or len(slopes) % 2:
+        return slopes[middle]
+    return (slopes[middle - 1] + slopes[middle]) / 2.0
 
 
 def _points(points: object) -> np.ndarray:
@@ -245,8 +252,15 @@ def compressibility(raw: bytes) -> float:
     return min(1.0, max(0.0, len(zlib.compress(raw, 6)) / len(raw)))
 
 
+def _finite(x: object, field: str) -> float:
+    """:func:`flk.impl.core.canonical.finite_number`, with a fast path for a finite float."""
+    if type(x) is float and x - x == 0.0:  # NaN - NaN and inf - inf are NaN
+        return x
+    return finite_number(x, field)
+
+
 def _unit(x: object, field: str) -> float:
-    v = finite_number(x, field)
+    v = _finite(x, field)
     if not 0.0 <= v <= 1.0:
         raise InvalidInput(field, f"must be in [0, 1], got {v!r}")
     return v
@@ -254,7 +268,7 @@ def _unit(x: object, field: str) -> float:
 
 def regime(D_hat: float, coh_star: float, t: RegimeThresholds = DEFAULT_REGIME) -> str:
     """sticky / non_sticky / mixed; the three conditions are tested in that order."""
-    d = finite_number(D_hat, "D_hat")
+    d = _finite(D_hat, "D_hat")
     c = _unit(coh_star, "coh_star")
     if c >= t.sticky_coh and d <= t.sticky_d_max:
         return "sticky"
@@ -269,7 +283,7 @@ def budget(D_hat: float, coh_star: float, r: float, p: BudgetParams = DEFAULT_BU
     Each operation is one IEEE-754 binary64 operation rounded to nearest, in
     exactly this order; no fused multiply-add.
     """
-    d = finite_number(D_hat, "D_hat")
+    d = _finite(D_hat, "D_hat")
     c = _unit(coh_star, "coh_star")
     rr = _unit(r, "r")
     v = p.base + p.alpha * (1.0 - rr) + p.beta * max(0.0, d - p.d0) + p.gamma * c

@@ -75,8 +75,8 @@ from ..core.signals import (
     BudgetParams,
     RegimeThresholds,
     budget,
-    d_hat,
     regime,
+    theil_sen_slope,
 )
 from ..core.signing import verify_ed25519
 from ..dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable
@@ -319,7 +319,7 @@ class Verifier:
         counts = [counts_by_scale[str(scale)] for scale in scales]
         # budget and regime come from the *published* D-hat, round9 of the recomputed one (SPEC 2,
         # 8 step 6): an agent and a verifier cannot disagree at a threshold by a sub-1e-9 residue
-        recomputed_d_hat = round9(d_hat(scales, counts, profile))
+        recomputed_d_hat = round9(theil_sen_slope(scales, counts, profile))  # inputs checked in step 3
         coh, compressibility = round9(pcs["coh_star"]), round9(pcs["r"])
         # out-of-range claims are flagged below; recompute with the value clamped to [0, 1]
         coh_clamped = min(1.0, max(0.0, coh))
@@ -333,7 +333,7 @@ class Verifier:
             reasons.append(R_COH)
         if not 0.0 <= compressibility <= 1.0:
             reasons.append(R_R)
-        if any(later < earlier for earlier, later in zip(counts, counts[1:], strict=False)):
+        if counts != sorted(counts):  # N_j must not decrease as the scale grows
             reasons.append(R_NJ)
         if abs(recomputed_budget - round9(pcs["budget"])) > policy.tol_budget:
             reasons.append(R_BUDGET)

@@ -189,7 +189,10 @@ def _fast_vectors_valid(doc: dict) -> bool:
         if type(count) is not int or count < 1:
             return False
         previous = scale
-    return all(_fast_number(x) and -1 <= x <= 1 for x in direction)
+    for component in direction:
+        if not (_fast_number(component) and -1 <= component <= 1):
+            return False
+    return True
 
 
 def _fast_optionals_valid(doc: dict) -> bool:
