@@ -1,0 +1,162 @@
+"""Cross-region replay never stops at a poison record.
+
+A record whose replay raises unexpectedly (planted: the pipeline's parse step
+is patched to raise for bodies carrying a marker, standing in for any bug the
+validator may still have) is quarantined by the reading region -- a
+``read-quarantine.jsonl`` line with the record's bytes, ``failures`` /
+``last_error`` and ``quarantine`` in the reader's metrics, a log line and an
+audit entry without the payload -- and the stream goes on past it: the
+records after it are applied and the watermark moves. A store outage, by
+contrast, is not poison: nothing is quarantined and the segment is retried.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+from verifier.pcsgen import registry
+
+from flk.impl.dedup import StoreUnavailable, open_store
+from flk.impl.replication.service import CrrConfig, CrrService
+from flk.impl.storage.objectstore import MemoryObjectStore
+from flk.impl.storage.quarantine import read_entries
+from flk.impl.storage.wal import InboxRecord, SegmentedLog, encode_inbox_record
+from flk.impl.verifier.pipeline import Request, Verifier, run_sync
+
+from .regions import NOW, Region, variants
+
+MARKER = b"planted-poison-7f3a"
+POISON_BODY = b'{"note":"' + MARKER + b'"}'
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Processing any body that carries MARKER raises (after the WAL append, as a validator bug would)."""
+    original = Verifier._parse
+
+    def parse(self, body, label):
+        if MARKER in bytes(body):
+            raise RuntimeError("planted poison: " + bytes(body).decode())  # the message quotes the payload
+        return (yield from original(self, body, label))
+
+    monkeypatch.setattr(Verifier, "_parse", parse)
+
+
+def plant(log: SegmentedLog, region: str, now: float) -> bytes:
+    """Write a poison record straight into an inbox WAL (bypassing the validator); returns its bytes."""
+    record = encode_inbox_record(InboxRecord("ta", now, region, POISON_BODY))
+    log.append(record)
+    log.sync()
+    return record
+
+
+@pytest.mark.parametrize("batch", [256, 0])
+def test_reader_quarantines_a_poison_record_and_the_stream_goes_on(poisoned, batch) -> None:
+    objects = MemoryObjectStore()
+    eu, us = Region("eu", objects, ["eu", "us"]), Region("us", objects, ["eu", "us"])
+    us.reader.batch = batch
+    seen: list[dict] = []
+    us.reader.on_quarantine = seen.append
+    (raw_a, t_a, id_a, _), (raw_b, t_b, id_b, _), (raw_c, t_c, id_c, _) = variants(3, 1)
+    assert eu.submit(raw_a, t_a, NOW).status == 200
+    poison = plant(eu.log, "eu", NOW + 1)
+    assert eu.submit(raw_b, t_b, NOW + 2).status == 200
+    eu.shipper.step(NOW + 3)
+    us.reader.step(NOW + 4)
+    # the records on both sides of the poison were applied; the watermark passed it
+    local = us.local()
+    assert (t_a, id_a) in local and (t_b, id_b) in local
+    assert us.reader.watermarks["eu"] == 3 and us.reader.applied_records == 2
+    m = us.reader.metrics()
+    assert m["failures"] == 1 and m["last_error"].startswith("quarantined record 1 of eu (seg-")
+    assert "RuntimeError in parse (test_poison_replay.py:" in m["last_error"]
+    assert m["quarantine"]["count"] == 1 and m["quarantine"]["last_index"] == 1
+    # the quarantine file keeps the record (for inspection / re-drive); the callback gets no payload
+    entries, bad = read_entries("/us/read-quarantine.jsonl", us.fs)
+    assert bad == 0 and len(entries) == 1
+    assert base64.b64decode(entries[0]["record_b64"]) == poison
+    assert entries[0]["digest"] == hashlib.sha256(poison).hexdigest() and entries[0]["source"] == "eu"
+    assert len(seen) == 1 and MARKER.decode() not in json.dumps(seen[0]) and "record_b64" not in seen[0]
+    # the next segment applies normally, the error clears, the poison is not counted twice
+    assert eu.submit(raw_c, t_c, NOW + 5).status == 200
+    eu.shipper.step(NOW + 6)
+    us.reader.step(NOW + 7)
+    assert (t_c, id_c) in us.local() and us.reader.watermarks["eu"] == 4
+    m = us.reader.metrics()
+    assert m["failures"] == 0 and m["last_error"] is None and m["quarantine"]["count"] == 1
+    # reading the stream again from the start (lost watermarks) meets the poison again: counted once
+    us.reader.watermarks.clear()
+    us.reader.step(NOW + 8)
+    assert us.reader.metrics()["quarantine"]["count"] == 1 and len(seen) == 1
+
+
+def test_a_store_outage_is_not_poison(poisoned) -> None:
+    objects = MemoryObjectStore()
+    eu, us = Region("eu", objects, ["eu", "us"]), Region("us", objects, ["eu", "us"])
+    (raw_a, t_a, _, _), = variants(1, 1)
+    assert eu.submit(raw_a, t_a, NOW).status == 200
+    eu.shipper.step(NOW + 1)
+    healthy = us.applier.store
+
+    class Down:
+        def __getattr__(self, name):
+            def fail(*args, **kwargs):
+                raise StoreUnavailable("store down")
+            return fail
+
+    us.applier.store = Down()
+    us.reader.step(NOW + 2)
+    assert us.reader.watermarks.get("eu", 0) == 0 and us.reader.failures == 1
+    assert us.reader.metrics()["quarantine"]["count"] == 0
+    us.applier.store = healthy
+    us.reader.step(NOW + 100)
+    assert us.reader.watermarks["eu"] == 1 and us.reader.failures == 0
+
+
+def make(tmp_path, name, peers, shared, logs):
+    d = tmp_path / name
+    d.mkdir()
+    wal = SegmentedLog(str(d / "wal"))
+    store = open_store(f"sqlite:///{d}/dedup.db")
+    verifier = Verifier(registry(), region=name)
+    svc = CrrService(CrrConfig(name, str(shared), peers, 0.05, 0.05), wal=wal, dedup_store=store,
+                     verifier=verifier, data_dir=str(d), log=lambda event, **kw: logs.append({"event": event, **kw}))
+    return svc, wal, store, verifier
+
+
+def test_service_logs_and_audits_a_quarantined_record_and_keeps_replicating(tmp_path, poisoned) -> None:
+    shared = tmp_path / "shared"
+    eu_logs: list[dict] = []
+    us_logs: list[dict] = []
+    eu, eu_wal, eu_store, eu_v = make(tmp_path, "eu", "us", shared, eu_logs)
+    us, us_wal, us_store, _ = make(tmp_path, "us", "eu", shared, us_logs)
+    (raw_a, t_a, id_a, _), (raw_b, t_b, id_b, _) = variants(2, 1)
+    assert run_sync(eu_v.handle(Request(raw_a, t_a), NOW), eu_wal, eu_store).status == 200
+    poison = plant(eu_wal, "eu", NOW + 1)
+    assert run_sync(eu_v.handle(Request(raw_b, t_b), NOW + 2), eu_wal, eu_store).status == 200
+    eu.step(NOW + 3)
+    us.step(NOW + 4)
+    assert us_store.get(t_a, id_a, NOW + 5) is not None and us_store.get(t_b, id_b, NOW + 5) is not None
+    read = us.metrics()["read"]
+    assert read["failures"] == 1 and "quarantined record 1 of eu" in read["last_error"]
+    assert read["quarantine"]["count"] == 1 and us.errors == 0
+    [line] = [x for x in us_logs if x["event"] == "crr_record_quarantined"]
+    assert line["records"] == 1 and line["reason"].startswith("RuntimeError in parse")
+    assert MARKER.decode() not in json.dumps(line)  # the reason names the code, never the payload
+    digest = hashlib.sha256(poison).hexdigest()
+    assert digest in line["detail"]
+    us.step(NOW + 5)  # the durable audit queue writes the entry
+    audit = [json.loads(x) for f in sorted((tmp_path / "us" / "crr" / "audit").glob("seg-*.log"))
+             for x in f.read_text().splitlines()]
+    quarantined = [e for e in audit if e["outcome"] == "quarantined"]
+    assert len(quarantined) == 1 and quarantined[0]["payload_digest"] == digest
+    assert quarantined[0]["pcs_id"] == "eu#1" and quarantined[0]["tenant"] == "ta"
+    # eu reads its own stream too: the same poison is quarantined there, and eu keeps going
+    assert eu.metrics()["read"]["quarantine"]["count"] == 1
+    for svc in (eu, us):
+        svc.stop(final_ship=False)
+    for w in (eu_wal, us_wal):
+        w.close()
