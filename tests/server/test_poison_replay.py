@@ -1,0 +1,115 @@
+"""A poison record in the inbox WAL cannot stop a restart (real ``flk serve``).
+
+The poison is planted by bypassing the validator: a server whose parse step
+raises for bodies carrying a marker (tests/server/planted_poison/
+sitecustomize.py, loaded through PYTHONPATH into the server only) answers such
+a request 500 -- after the body is durably in its inbox WAL, like the
+validator bugs it stands for. Before, every later start replayed it, failed
+and exited. Now the start-up replay quarantines it and the worker serves:
+
+* the restart is clean and the records around the poison keep their outcomes;
+* ``quarantine.jsonl`` in the WAL directory holds the record (base64) with its
+  index, segment, reason and SHA-256; the log line names the reason and the
+  digest but never the payload; ``/ready`` shows the count and the reason;
+  ``flk_wal_quarantined`` counts it;
+* ``flk wal inspect`` lists it; a second restart meets it again and does not
+  count it twice.
+
+Run on SQLite, Redis and PostgreSQL (the latter two skip without their
+services, never under CI=true).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+import subprocess
+import uuid
+
+import httpx
+import pytest
+
+from flk.impl.dedup import open_store
+from flk.impl.storage.wal import decode_inbox_record
+from flk.impl.testing.workload import bodies
+
+from .proc import FLK, ServerProc
+
+pytestmark = [pytest.mark.server]
+
+KEY = "poison-replay-key-0123456789abcdef"
+PLANTED = pathlib.Path(__file__).resolve().parent / "planted_poison"
+MARKER = "planted-poison-" + "c0ffee"
+POISON = json.dumps({"version": "pcs/1.0", "note": MARKER}).encode()
+
+
+def submit(srv: ServerProc, body: bytes) -> httpx.Response:
+    return httpx.post(srv.url + "/v1/pcs/submit", content=body, timeout=10)
+
+
+def poison_survives_restarts(tmp_path: pathlib.Path, env: dict[str, str]) -> None:
+    data = tmp_path / "data"
+    srv = ServerProc(tmp_path, {"PCS_HMAC_KEY": KEY, "DATA_DIR": str(data), "WORKERS": "1",
+                                "PYTHONPATH": str(PLANTED), "FLK_TEST_POISON_MARKER": MARKER, **env})
+    good_a, good_b = bodies(KEY.encode(), 2, seed=7)
+    with srv:
+        assert submit(srv, good_a).status_code == 200
+        assert submit(srv, POISON).status_code == 500  # the planted bug; the body is in the WAL
+        assert submit(srv, good_b).status_code == 200
+    # the restart replays the poison: quarantined, and the worker serves
+    with srv:
+        ready = httpx.get(srv.url + "/ready", timeout=5).json()
+        assert ready["status"] == "ready" and ready["quarantine"]["count"] == 1
+        assert ready["quarantine"]["last_index"] == 1
+        assert ready["quarantine"]["last_reason"].startswith("RuntimeError in _poisoned_parse (sitecustomize.py:")
+        again = submit(srv, good_a)
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+        metrics = httpx.get(srv.url + "/metrics", timeout=5).text
+        assert "flk_wal_quarantined_total 1.0" in metrics
+        fresh = bodies(KEY.encode(), 1, seed=8)[0]
+        assert submit(srv, fresh).status_code == 200
+    log = srv.log_text()
+    assert "Application startup failed" not in log and '"event":"startup_failed"' not in log
+    lines = [json.loads(x) for x in log.splitlines() if '"event":"wal_record_quarantined"' in x]
+    assert len(lines) == 1 and lines[0]["records"] == 1 and "sha256" in lines[0]["detail"]
+    assert MARKER not in log  # neither the payload nor the exception message (which quotes it)
+    # the quarantine file beside the WAL keeps the record for inspection / re-drive
+    wal_dir = data / "wal" / "worker-0"
+    [entry] = [json.loads(x) for x in (wal_dir / "quarantine.jsonl").read_text().splitlines()]
+    assert entry["index"] == 1 and entry["segment"].startswith("seg-") and entry["source"] == "inbox"
+    assert decode_inbox_record(base64.b64decode(entry["record_b64"])).body == POISON
+    # flk wal inspect lists it (without the payload)
+    out = subprocess.run([FLK, "wal", "inspect", str(wal_dir), "--json"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["ok"] and report["quarantine"]["count"] == 1 and "quarantine.jsonl" not in report["foreign"]
+    [listed] = report["quarantine"]["entries"]
+    assert listed["index"] == 1 and listed["digest"] == entry["digest"] and "record_b64" not in listed
+    text = subprocess.run([FLK, "wal", "inspect", str(wal_dir)], capture_output=True, text=True, timeout=60)
+    assert "quarantined" in text.stdout and entry["digest"][:16] in text.stdout and MARKER not in text.stdout
+    # a third start meets the same poison again: still one entry, still serving
+    with srv:
+        assert httpx.get(srv.url + "/ready", timeout=5).json()["quarantine"]["count"] == 1
+    assert len((wal_dir / "quarantine.jsonl").read_text().splitlines()) == 1
+
+
+def test_planted_poison_record_restart_is_clean_sqlite(tmp_path) -> None:
+    poison_survives_restarts(tmp_path, {"DEDUP_BACKEND": "sqlite"})
+
+
+def test_planted_poison_record_restart_is_clean_redis(tmp_path, redis_url) -> None:
+    ns = "poison_" + uuid.uuid4().hex[:8]
+    poison_survives_restarts(tmp_path, {"DEDUP_BACKEND": "redis", "REDIS_ADDR": redis_url, "DEDUP_NAMESPACE": ns})
+
+
+def test_planted_poison_record_restart_is_clean_postgres(tmp_path, postgres_dsn) -> None:
+    ns = "poison_" + uuid.uuid4().hex[:8]
+    try:
+        poison_survives_restarts(tmp_path, {"DEDUP_BACKEND": "postgres", "POSTGRES_CONN": postgres_dsn,
+                                            "DEDUP_NAMESPACE": ns})
+    finally:
+        store = open_store(postgres_dsn, table=f"flk_dedup_{ns}")
+        store.drop_table()
+        store.close()
