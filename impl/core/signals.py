@@ -105,8 +105,8 @@ def pairwise_slopes(scales: Sequence[int], n_j: Sequence[int]) -> list[float]:
 def d_hat(scales: Sequence[int], n_j: Sequence[int], profile: str = "v1") -> float:
     """Theil-Sen slope of log2(N_j) on log2(scale) (unrounded; publish with fmt9)."""
     check_profile(profile)
-    s, n = check_scales_counts(scales, n_j)
-    return theil_sen_slope(s, n, profile)
+    checked_scales, checked_counts = check_scales_counts(scales, n_j)
+    return theil_sen_slope(checked_scales, checked_counts, profile)
 
 
 def theil_sen_slope(scales: Sequence[int], n_j: Sequence[int], profile: str = "v1") -> float:
@@ -267,12 +267,12 @@ def _unit(x: object, field: str) -> float:
 
 
 def regime(D_hat: float, coh_star: float, t: RegimeThresholds = DEFAULT_REGIME) -> str:
-    """sticky / non_sticky / mixed; the three conditions are tested in that order."""
-    d = _finite(D_hat, "D_hat")
-    c = _unit(coh_star, "coh_star")
-    if c >= t.sticky_coh and d <= t.sticky_d_max:
+    """sticky / non_sticky / mixed; the three conditions are tested in that order (``t``: thresholds)."""
+    dimension = _finite(D_hat, "D_hat")
+    coherence_share = _unit(coh_star, "coh_star")
+    if coherence_share >= t.sticky_coh and dimension <= t.sticky_d_max:
         return "sticky"
-    if d >= t.non_sticky_d_min:
+    if dimension >= t.non_sticky_d_min:
         return "non_sticky"
     return "mixed"
 
@@ -281,13 +281,14 @@ def budget(D_hat: float, coh_star: float, r: float, p: BudgetParams = DEFAULT_BU
     """``((base + alpha*(1-r)) + beta*max(0, D-D0)) + gamma*coh`` clamped to [0, 1].
 
     Each operation is one IEEE-754 binary64 operation rounded to nearest, in
-    exactly this order; no fused multiply-add.
+    exactly this order; no fused multiply-add. ``p``: the weights.
     """
-    d = _finite(D_hat, "D_hat")
-    c = _unit(coh_star, "coh_star")
-    rr = _unit(r, "r")
-    v = p.base + p.alpha * (1.0 - rr) + p.beta * max(0.0, d - p.d0) + p.gamma * c
-    return min(1.0, max(0.0, v))
+    dimension = _finite(D_hat, "D_hat")
+    coherence_share = _unit(coh_star, "coh_star")
+    compressibility_ratio = _unit(r, "r")
+    value = (p.base + p.alpha * (1.0 - compressibility_ratio) + p.beta * max(0.0, dimension - p.d0)
+             + p.gamma * coherence_share)
+    return min(1.0, max(0.0, value))
 
 
 def budget_params(mapping: Mapping | None) -> BudgetParams:

@@ -540,7 +540,8 @@ def wal_write(wal: Any, effects: Sequence[WalAppend]) -> list[int]:
     from ..storage.wal import InboxRecord, encode_inbox_record
 
     try:
-        payloads = [encode_inbox_record(InboxRecord(e.tenant, e.received_at, e.region, e.body)) for e in effects]
+        payloads = [encode_inbox_record(InboxRecord(effect.tenant, effect.received_at, effect.region, effect.body))
+                    for effect in effects]
         first = wal.append_many(payloads)
         last = first + len(payloads) - 1
         if hasattr(wal, "wait"):  # GroupCommitter
