@@ -60,6 +60,12 @@ FLAG_NOTES: dict[str, str] = {
     "control-char": "U+0000..U+001F use \\b \\f \\n \\r \\t or lowercase \\u00xx; U+007F is raw in v1 (escaped in legacy-0.1).",
     "quote-backslash": "Only '\"' and '\\\\' (and control characters) are escaped; '/' is not.",
     "surrogate": "A lone surrogate cannot be encoded as UTF-8: rejected (v1).",
+    "isolated": "Isolated group: the base record every common serializer writes right, or it with one dimension changed.",
+    "html-escape": "'<', '>' and '&' are written raw (Go's encoding/json escapes them as \\u003c \\u003e \\u0026).",
+    "line-separator": "U+2028 / U+2029 are written raw (JavaScript-safe serializers and Go escape them).",
+    "truncation": "Digits after the ninth are rounded, never dropped.",
+    "epoch-float": "epoch written as a float literal (1.0) is rejected: epoch is an integer literal.",
+    "legacy-extension": "The seed agent itself could not produce this (it raised); the vector follows the profile's definition (SPEC.md section 10).",
     "epoch-range": "epoch is an integer in [0, 2^53-1].",
     "round-stability": "Values that agree after 9-dp rounding give the same bytes and signature.",
     "base64-strict": "Strict standard base64: padding required, no whitespace, no URL-safe alphabet, canonical trailing bits, exact length.",
@@ -298,6 +304,51 @@ def _ed_pub(seed: bytes) -> bytes:
     return signing.public_key_bytes(seed)
 
 
+# The isolated base record: every value is written identically by the spec and
+# by common serializers (Python, JavaScript, Go, Java, Rust defaults: shortest
+# text = nine decimals, plain ASCII strings, keys already sorted), so a case
+# that changes one dimension fails only an implementation with that one bug.
+ISOLATED_BASE = {
+    "D_hat": 1.412345678,
+    "budget": 0.402155142,
+    "coh_star": 0.734000002,
+    "epoch": 7,
+    "merkle_root": _ROOT,
+    "pcs_id": pcs.pcs_id(_ROOT, 7, "shard-007"),
+    "r": 0.318421053,
+    "shard_id": "shard-007",
+}
+# (value, fmt9 text, flags): each trips one rounding rule only (seeded searches, frozen)
+ISOLATED_ROUNDING = [
+    (0.2610426485, "0.261042648", ["half-up"]),  # half-up on "0.2610426485"; x*1e9 and truncation agree
+    (0.8820090094999999, "0.882009009", ["x1e9-rounding"]),  # Math.round(x*1e9) only
+    (0.1234567896, "0.123456790", ["truncation"]),  # truncation only
+]
+ISOLATED_PITFALLS = [
+    ("keys in reverse order", ["key-order"], dict(reversed(list(ISOLATED_BASE.items())))),
+    ("D_hat 0.5 (shortest text 0.5)", ["shortest-repr"], _with(ISOLATED_BASE, D_hat=0.5)),
+    ("D_hat given as the JSON integer 2", ["integer-valued"], _with(ISOLATED_BASE, D_hat=2)),
+    ("D_hat 1e21 (toFixed and shortest text switch to exponent form)", ["large-value"], _with(ISOLATED_BASE, D_hat=1e21)),
+    ("D_hat 1e-07 (shortest text in exponent form)", ["tiny-exponent"], _with(ISOLATED_BASE, D_hat=1e-7)),
+    *[(f"coh_star {x!r} ({flags[0]} only)", flags, _with(ISOLATED_BASE, coh_star=x)) for x, _t, flags in ISOLATED_ROUNDING],
+    ("coh_star 0.0009765625, an exact tie (half-to-even)", ["round-tie"], _with(ISOLATED_BASE, coh_star=1 / 1024)),
+    ("r -0.0", ["negative-zero"], _with(ISOLATED_BASE, r=-0.0)),
+    ("shard_id with U+00E9", ["unicode-escape"], _with(ISOLATED_BASE, shard_id="shard-\u00e9")),
+    ("shard_id with U+2028", ["unicode-escape", "line-separator"], _with(ISOLATED_BASE, shard_id="a\u2028b")),
+    ("shard_id with U+007F", ["control-char"], _with(ISOLATED_BASE, shard_id="del\x7f")),
+    ("shard_id with '<', '>' and '&'", ["html-escape"], _with(ISOLATED_BASE, shard_id="a<b>&c")),
+]
+
+
+def _isolated_group(f: VectorFile, make_input) -> None:
+    """The base record, then one case per pitfall differing from it in one dimension."""
+    f.group("Isolated pitfalls: a base record every common serializer writes correctly, "
+            "then one dimension changed per case (the other groups are realistic records)")
+    f.case("isolated base record", ["isolated"], make_input(dict(ISOLATED_BASE)))
+    for comment, flags, subset in ISOLATED_PITFALLS:
+        f.case(f"isolated: {comment}", ["isolated", *flags], make_input(_subset_json(subset)))
+
+
 # ------------------------------------------------------------------ the files
 
 def _canonical_v1() -> VectorFile:
@@ -392,6 +443,9 @@ def _canonical_v1() -> VectorFile:
     f.case("shard_id a number", ["type"], {"subset": _with(BASE, shard_id=7)}, "invalid")
     f.case("pcs_id null", ["type"], {"subset": _with(BASE, pcs_id=None)}, "invalid")
     f.case("merkle_root a list", ["type"], {"subset": _with(BASE, merkle_root=["ab"])}, "invalid")
+    _isolated_group(f, lambda subset: {"subset": subset})
+    f.case("isolated: epoch written 1.0 (a float literal)", ["isolated", "epoch-float"],
+           {"subset": _with(ISOLATED_BASE, epoch=1.0)}, "invalid")
     return f
 
 
@@ -409,7 +463,8 @@ def _canonical_legacy() -> VectorFile:
         (1e-7, "1e-07 stays in exponent form", ["tiny-exponent"]),
         (1e-10, "1e-10 rounds to 0.0", ["tiny-exponent"]),
         (1.5e-9, "1.5e-09 rounds half-up to 2e-09", ["tiny-exponent", "half-up"]),
-        (1e21, "1e21 is written 1e+21", ["large-value"]),
+        (1e21, "1e21 is written 1e+21 (SPEC.md 10.2 rounds exactly; the seed agent's 28-digit decimal "
+               "context raised on it)", ["large-value", "legacy-extension"]),
         (-0.0, "negative zero stays -0.0", ["negative-zero"]),
         (-1e-10, "a tiny negative rounds to -0.0", ["negative-zero"]),
     ]:
@@ -484,6 +539,9 @@ def _fmt9() -> VectorFile:
     f.case("a string", ["type"], {"x": "0.5"}, "invalid")
     f.case("null", ["type"], {"x": None}, "invalid")
     f.case("true", ["type"], {"x": True}, "invalid")
+    f.group("Isolated rounding rules: each value trips exactly one wrong rule")
+    for x, text, flags in ISOLATED_ROUNDING:
+        f.case(f"{x!r} -> {text}", flags, {"x": x}, {"text": text})
     return f
 
 
@@ -531,6 +589,7 @@ def _sign_hmac(profile: str) -> VectorFile:
     f.case("epoch 2^53", ["epoch-range"], {"subset": _with(BASE, epoch=2**53), "key_b64": k}, "invalid")
     f.case("lone surrogate", ["surrogate"], {"subset": _with(BASE, shard_id="\ud83d"), "key_b64": k}, "invalid")
     f.case("pcs_id missing", ["missing-field"], {"subset": _with(BASE, pcs_id=_DROP), "key_b64": k}, "invalid")
+    _isolated_group(f, lambda subset: {"subset": subset, "key_b64": k})
     return f
 
 
@@ -750,6 +809,9 @@ def _pcs_id() -> VectorFile:
     for e, comment in [(-1, "-1"), (2**53, "2^53"), (1.5, "1.5"), ("1", "a string"), (True, "true"), (None, "null")]:
         flags = ["epoch-range"] + (["type"] if not isinstance(e, int) or isinstance(e, bool) else [])
         f.case(f"epoch {comment}", flags, {"merkle_root": root, "epoch": e, "shard_id": "s"}, "invalid")
+    f.group("Epoch written as a float")
+    f.case("epoch 1.0 (a float literal, even though its value is an integer)", ["epoch-range", "epoch-float"],
+           {"merkle_root": root, "epoch": 1.0, "shard_id": "s"}, "invalid")
     return f
 
 
@@ -774,7 +836,12 @@ def _merkle(profile: str) -> VectorFile:
     f = VectorFile("merkle_root", profile, desc)
     empty = hashlib.sha256(b"").hexdigest()
     f.group("Empty tree and the RFC 6962 reference data")
-    f.case("no chunks", ["merkle-empty"], {"chunks_b64": []}, {"root": empty})
+    if profile == "v1":
+        f.case("no chunks", ["merkle-empty"], {"chunks_b64": []}, {"root": empty})
+    else:
+        f.case("no chunks: SHA-256 of the empty string as SPEC.md 10.3 defines it (the seed agent indexed an "
+               "empty level and raised; it never signed an empty stream)", ["merkle-empty", "legacy-extension"],
+               {"chunks_b64": []}, {"root": empty})
     for n in range(1, 9):
         flags = (["merkle-rfc6962"] if profile == "v1" else []) + (["merkle-odd"] if n & (n - 1) else [])
         if n == 1:

@@ -31,6 +31,13 @@ EXPECTED = {
     "bug_lenient_base64.py": "base64-strict",
     "bug_ascii_escape.py": "unicode-escape",
     "bug_negative_zero.py": "negative-zero",
+    "bug_integer_valued.py": "integer-valued",
+    "bug_exponent_form.py": "large-value",
+    "bug_truncation.py": "truncation",
+    "bug_line_separator_escape.py": "unicode-escape",
+    "bug_del_escape.py": "control-char",
+    "bug_html_escape.py": "html-escape",
+    "bug_nan_as_null.py": "nan-inf",
 }
 
 

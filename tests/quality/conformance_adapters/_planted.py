@@ -11,6 +11,7 @@ and serves the protocol.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -26,17 +27,22 @@ def make_canonical(
     fmt: Callable[[object, str], str] = REFERENCE_FMT9,
     escape: Callable[[str, str], str] = REFERENCE_ESCAPE,
     order: Sequence[str] = canonical.SIGNED_FIELDS,
+    accept_non_finite: bool = False,
 ) -> Callable[..., bytes]:
     """Canonical bytes (profile v1) built from the given pieces.
 
     Input validation is the reference's (its bytes are computed first and
-    discarded), so a planted adapter differs only in what it writes.
+    discarded), so a planted adapter differs only in what it writes;
+    ``accept_non_finite`` lets NaN and infinities through to ``fmt``.
     """
 
     def canonical_bytes(subset, profile: str = "v1") -> bytes:
-        reference = REFERENCE_CANONICAL(subset, profile)  # raises InvalidInput like the reference
-        if profile != "v1":
-            return reference
+        if profile != "v1" or not accept_non_finite:
+            reference = REFERENCE_CANONICAL(subset, profile)  # raises InvalidInput like the reference
+            if profile != "v1":
+                return reference
+        else:
+            REFERENCE_CANONICAL({k: (0.0 if _non_finite(v) else v) for k, v in subset.items()}, profile)
         parts = []
         for key in order:
             value = subset[key]
@@ -52,8 +58,13 @@ def make_canonical(
     return canonical_bytes
 
 
+def _non_finite(value: object) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
 def run(
     *,
+    accept_non_finite: bool = False,
     fmt9: Callable[[object, str], str] | None = None,
     escape: Callable[[str, str], str] | None = None,
     order: Sequence[str] | None = None,
@@ -66,6 +77,7 @@ def run(
         fmt=fmt9 or REFERENCE_FMT9,
         escape=escape or REFERENCE_ESCAPE,
         order=order or canonical.SIGNED_FIELDS,
+        accept_non_finite=accept_non_finite,
     )
     canonical.canonical_bytes = cb
     signing.canonical_bytes = cb

@@ -6,6 +6,7 @@ import sys
 from _planted import run
 
 FLAG = "unicode-escape"
+CLASS = "ascii-escape"  # the diagnosed root cause (flk.conformance.diagnosis)
 
 
 def escape(s, field="value"):

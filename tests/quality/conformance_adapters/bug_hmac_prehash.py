@@ -10,6 +10,7 @@ from _planted import run
 from flk.impl.core import canonical, signing
 
 FLAG = "prehash"
+CLASS = "prehash"  # the diagnosed root cause (flk.conformance.diagnosis)
 
 
 def _mac(subset, key, profile):

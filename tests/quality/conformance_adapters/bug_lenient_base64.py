@@ -9,6 +9,7 @@ from _planted import run
 from flk.impl.core.errors import InvalidInput
 
 FLAG = "base64-strict"
+CLASS = "lenient-base64"  # the diagnosed root cause (flk.conformance.diagnosis)
 
 
 def b64decode_lenient(text, length=None, field="sig"):

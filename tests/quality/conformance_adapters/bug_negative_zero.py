@@ -7,6 +7,7 @@ from _planted import run
 from flk.impl.core.canonical import finite_number
 
 FLAG = "negative-zero"
+CLASS = "negative-zero"  # the diagnosed root cause (flk.conformance.diagnosis)
 
 
 def fmt9(x, field="value"):

@@ -8,6 +8,7 @@ from _planted import run
 from flk.impl.core.canonical import finite_number
 
 FLAG = "x1e9-rounding"
+CLASS = "x1e9-rounding"  # the diagnosed root cause (flk.conformance.diagnosis)
 
 
 def fmt9(x, field="value"):
