@@ -21,9 +21,15 @@ responses are the pipeline's. What it does:
   commit, fsync, close of WAL and store.
 
 Other endpoints: ``GET /health`` (the process is alive), ``GET /ready`` (store
-ping + WAL usable), ``GET /metrics`` (Prometheus text, Basic Auth when
-configured), ``GET /openapi.json`` (``spec/openapi.yaml`` as JSON). Every
-error, including 404 and 405, is ``application/problem+json``.
+ping + WAL usable), ``GET /metrics`` (Prometheus text), ``GET /openapi.json``
+(``spec/openapi.yaml`` as JSON), the replication and shard ops routes. Who may
+call which (the operator credential, signed tenant reads, one ``X-Tenant-Id``
+rule) is :mod:`.auth`; :func:`protected_routes` puts every operator and
+tenant-read route behind its check. The route table is honest: the submit
+route's handler is :class:`SubmitEndpoint`, which the fast path also calls
+directly. Limits below the routes (header sizes, slow clients, connections)
+are :mod:`.httpguard`'s. Every error, including 404 and 405, is
+``application/problem+json``.
 """
 
 from __future__ import annotations
@@ -540,4 +546,5 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
         await app(scope, receive, send)
 
     asgi.state = app.state  # type: ignore[attr-defined]
+    asgi.routes = app.routes  # type: ignore[attr-defined]  # the route table (tests and docs read it)
     return asgi
