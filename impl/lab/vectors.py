@@ -351,20 +351,8 @@ def _isolated_group(f: VectorFile, make_input) -> None:
 
 # ------------------------------------------------------------------ the files
 
-def _canonical_v1() -> VectorFile:
-    f = VectorFile("canonical_bytes", "v1", "Canonical bytes of the signed subset (SPEC.md section 3).")
-    f.group("The worked example and key order")
-    f.case("the spec v1 example", ["v1-example"], {"subset": dict(V1_EXAMPLE)},
-           {"bytes_b64": b64(V1_EXAMPLE_BYTES)})
-    f.case("the spec v1 example, keys in reverse order", ["v1-example", "key-order"],
-           {"subset": dict(reversed(list(V1_EXAMPLE.items())))}, {"bytes_b64": b64(V1_EXAMPLE_BYTES)})
-    f.case("keys in insertion order pcs_id first (as an agent builds them)", ["key-order"], {"subset": dict(BASE)})
-    f.case("keys shuffled; D_hat (uppercase) sorts before budget (lowercase)", ["key-order"],
-           {"subset": {k: BASE[k] for k in ("r", "epoch", "budget", "shard_id", "D_hat", "pcs_id", "coh_star", "merkle_root")}})
-    f.case("a whole PCS: fields outside the signed subset are ignored", ["extra-field"],
-           {"subset": _with(V1_EXAMPLE, sig="AAAA", attempt=3, sent_at=1700000000.5, schema="fractal-lba-kakeya",
-                            version="1", scales=[2, 4], N_j={"2": 3, "4": 9}, ft={"retries": 2}, regime="mixed")},
-           {"bytes_b64": b64(V1_EXAMPLE_BYTES)})
+def _canonical_v1_floats(f: VectorFile) -> None:
+    """Float format cases of the realistic record."""
     f.group("Float format")
     for x, comment, flags in [
         (0.1, "0.1: shortest repr is 0.1", ["shortest-repr"]),
@@ -396,13 +384,10 @@ def _canonical_v1() -> VectorFile:
     f.case("all four floats as JSON integers", ["float-format", "integer-valued"],
            {"subset": _with(BASE, D_hat=2, coh_star=1, r=0, budget=1)})
     f.case("all four floats zero", ["float-format"], {"subset": _with(BASE, D_hat=0.0, coh_star=0.0, r=0.0, budget=0.0)})
-    f.group("Round stability: equal after rounding gives equal bytes")
-    f.case("D_hat 1.2345678901 (rounds to the example's 1.234567890)", ["round-stability"],
-           {"subset": _with(V1_EXAMPLE, D_hat=1.2345678901)}, {"bytes_b64": b64(V1_EXAMPLE_BYTES)})
-    f.case("coh_star 0.7500000004 (rounds to 0.750000000)", ["round-stability"],
-           {"subset": _with(V1_EXAMPLE, coh_star=0.7500000004)}, {"bytes_b64": b64(V1_EXAMPLE_BYTES)})
-    f.case("r 0.4999999996 (rounds to 0.500000000)", ["round-stability"],
-           {"subset": _with(V1_EXAMPLE, r=0.4999999996)}, {"bytes_b64": b64(V1_EXAMPLE_BYTES)})
+
+
+def _canonical_v1_strings(f: VectorFile) -> None:
+    """String escaping cases of the realistic record."""
     f.group("Strings")
     for sid, comment, flags in [
         ("shard-é", "non-ASCII (U+00E9) is raw UTF-8", ["unicode-escape"]),
@@ -425,6 +410,31 @@ def _canonical_v1() -> VectorFile:
            {"subset": _with(BASE, pcs_id="ü\x07")})
     f.case("lone high surrogate in shard_id", ["surrogate"], {"subset": _with(BASE, shard_id="a\ud800b")}, "invalid")
     f.case("lone low surrogate in merkle_root", ["surrogate"], {"subset": _with(BASE, merkle_root="\udc00")}, "invalid")
+
+
+def _canonical_v1() -> VectorFile:
+    f = VectorFile("canonical_bytes", "v1", "Canonical bytes of the signed subset (SPEC.md section 3).")
+    f.group("The worked example and key order")
+    f.case("the spec v1 example", ["v1-example"], {"subset": dict(V1_EXAMPLE)},
+           {"bytes_b64": b64(V1_EXAMPLE_BYTES)})
+    f.case("the spec v1 example, keys in reverse order", ["v1-example", "key-order"],
+           {"subset": dict(reversed(list(V1_EXAMPLE.items())))}, {"bytes_b64": b64(V1_EXAMPLE_BYTES)})
+    f.case("keys in insertion order pcs_id first (as an agent builds them)", ["key-order"], {"subset": dict(BASE)})
+    f.case("keys shuffled; D_hat (uppercase) sorts before budget (lowercase)", ["key-order"],
+           {"subset": {k: BASE[k] for k in ("r", "epoch", "budget", "shard_id", "D_hat", "pcs_id", "coh_star", "merkle_root")}})
+    f.case("a whole PCS: fields outside the signed subset are ignored", ["extra-field"],
+           {"subset": _with(V1_EXAMPLE, sig="AAAA", attempt=3, sent_at=1700000000.5, schema="fractal-lba-kakeya",
+                            version="1", scales=[2, 4], N_j={"2": 3, "4": 9}, ft={"retries": 2}, regime="mixed")},
+           {"bytes_b64": b64(V1_EXAMPLE_BYTES)})
+    _canonical_v1_floats(f)
+    f.group("Round stability: equal after rounding gives equal bytes")
+    f.case("D_hat 1.2345678901 (rounds to the example's 1.234567890)", ["round-stability"],
+           {"subset": _with(V1_EXAMPLE, D_hat=1.2345678901)}, {"bytes_b64": b64(V1_EXAMPLE_BYTES)})
+    f.case("coh_star 0.7500000004 (rounds to 0.750000000)", ["round-stability"],
+           {"subset": _with(V1_EXAMPLE, coh_star=0.7500000004)}, {"bytes_b64": b64(V1_EXAMPLE_BYTES)})
+    f.case("r 0.4999999996 (rounds to 0.500000000)", ["round-stability"],
+           {"subset": _with(V1_EXAMPLE, r=0.4999999996)}, {"bytes_b64": b64(V1_EXAMPLE_BYTES)})
+    _canonical_v1_strings(f)
     f.group("epoch")
     for e, ok in [(0, True), (1, True), (2**32, True), (2**53 - 1, True), (2**53, False), (-1, False), (2**64, False)]:
         f.case(f"epoch {e}", ["epoch-range"], {"subset": _with(BASE, epoch=e)}, None if ok else "invalid")
@@ -598,30 +608,63 @@ def _b64_variants(sig: str) -> list[tuple[str, str]]:
     return lenient_spellings(sig)
 
 
+def _verify_hmac_legacy(f: VectorFile) -> None:
+    f.group("The two legacy records (key 'testsecret')")
+    for i, (rec, sig) in enumerate(LEGACY_RECORDS):
+        f.case(f"legacy record {i + 1} verifies", ["legacy-record"],
+               {"subset": dict(rec), "sig": sig, "keys_b64": [b64(LEGACY_KEY)]}, {"valid": True})
+        f.case(f"legacy record {i + 1} with a rotated-in second key", ["legacy-record", "key-rotation"],
+               {"subset": dict(rec), "sig": sig, "keys_b64": [b64(HMAC_KEYS["k32"]), b64(LEGACY_KEY)]}, {"valid": True})
+        f.case(f"legacy record {i + 1} with budget changed by 1e-9", ["legacy-record", "modified-field"],
+               {"subset": _with(rec, budget=round(rec["budget"] + 1e-9, 9)), "sig": sig, "keys_b64": [b64(LEGACY_KEY)]},
+               {"valid": False})
+        f.case(f"legacy record {i + 1} with a wrong key", ["legacy-record", "wrong-key"],
+               {"subset": dict(rec), "sig": sig, "keys_b64": [b64(b"testsecreT")]}, {"valid": False})
+        f.case(f"legacy record {i + 1}, signature without padding", ["legacy-record", "base64-strict"],
+               {"subset": dict(rec), "sig": sig.rstrip("="), "keys_b64": [b64(LEGACY_KEY)]}, {"valid": False})
+    f.group("Profiles are not interchangeable")
+    v1sig = signing.sign_hmac(BASE, LEGACY_KEY, "v1")
+    f.case("a v1 signature does not verify under legacy-0.1", ["profile-mismatch"],
+           {"subset": dict(BASE), "sig": v1sig, "keys_b64": [b64(LEGACY_KEY)]}, {"valid": False})
+    lsig = signing.sign_hmac(BASE, LEGACY_KEY, "legacy-0.1")
+    f.case("a legacy signature of the same subset verifies", ["profile-mismatch"],
+           {"subset": dict(BASE), "sig": lsig, "keys_b64": [b64(LEGACY_KEY)]}, {"valid": True})
+
+
+def _verify_hmac_constructions(f: VectorFile, sig: str, k1: bytes) -> None:
+    """Signatures made the wrong way, and lenient spellings of the right one."""
+    f.group("Wrong construction")
+    cb = canonical.canonical_bytes(BASE)
+    f.case("HMAC over SHA-256(bytes) instead of the bytes", ["prehash"],
+           {"subset": dict(BASE), "sig": b64(hmac.digest(k1, hashlib.sha256(cb).digest(), "sha256")), "keys_b64": [b64(k1)]},
+           {"valid": False})
+    f.case("HMAC over the hex SHA-256 of the bytes", ["prehash"],
+           {"subset": dict(BASE), "sig": b64(hmac.digest(k1, hashlib.sha256(cb).hexdigest().encode(), "sha256")),
+            "keys_b64": [b64(k1)]}, {"valid": False})
+    f.case("HMAC over the legacy-0.1 bytes", ["profile-mismatch"],
+           {"subset": _with(BASE, D_hat=0.1), "sig": signing.sign_hmac(_with(BASE, D_hat=0.1), k1, "legacy-0.1"),
+            "keys_b64": [b64(k1)]}, {"valid": False})
+    f.case("HMAC-SHA512 truncated to 32 bytes", ["wrong-key"],
+           {"subset": dict(BASE), "sig": b64(hmac.digest(k1, cb, "sha512")[:32]), "keys_b64": [b64(k1)]}, {"valid": False})
+    f.case("hex digest instead of base64", ["base64-strict"],
+           {"subset": dict(BASE), "sig": hmac.digest(k1, cb, "sha256").hex(), "keys_b64": [b64(k1)]}, {"valid": False})
+    f.case("signature truncated to 31 bytes", ["base64-strict"],
+           {"subset": dict(BASE), "sig": b64(base64.b64decode(sig)[:31]), "keys_b64": [b64(k1)]}, {"valid": False})
+    f.case("signature with a flipped bit", ["modified-field"],
+           {"subset": dict(BASE), "sig": b64(bytes([base64.b64decode(sig)[0] ^ 1]) + base64.b64decode(sig)[1:]),
+            "keys_b64": [b64(k1)]}, {"valid": False})
+    f.group("Lenient base64 spellings of the valid signature")
+    for text, comment in _b64_variants(sig):
+        f.case(comment, ["base64-strict"], {"subset": dict(BASE), "sig": text, "keys_b64": [b64(k1)]}, {"valid": False})
+    f.case("signature not a string", ["base64-strict", "type"],
+           {"subset": dict(BASE), "sig": 12345, "keys_b64": [b64(k1)]}, {"valid": False})
+
+
 def _verify_hmac(profile: str) -> VectorFile:
     f = VectorFile("verify_hmac", profile,
                    "Verify an HMAC signature against a set of active keys (rotation), strict base64, constant time.")
     if profile == "legacy-0.1":
-        f.group("The two legacy records (key 'testsecret')")
-        for i, (rec, sig) in enumerate(LEGACY_RECORDS):
-            f.case(f"legacy record {i + 1} verifies", ["legacy-record"],
-                   {"subset": dict(rec), "sig": sig, "keys_b64": [b64(LEGACY_KEY)]}, {"valid": True})
-            f.case(f"legacy record {i + 1} with a rotated-in second key", ["legacy-record", "key-rotation"],
-                   {"subset": dict(rec), "sig": sig, "keys_b64": [b64(HMAC_KEYS["k32"]), b64(LEGACY_KEY)]}, {"valid": True})
-            f.case(f"legacy record {i + 1} with budget changed by 1e-9", ["legacy-record", "modified-field"],
-                   {"subset": _with(rec, budget=round(rec["budget"] + 1e-9, 9)), "sig": sig, "keys_b64": [b64(LEGACY_KEY)]},
-                   {"valid": False})
-            f.case(f"legacy record {i + 1} with a wrong key", ["legacy-record", "wrong-key"],
-                   {"subset": dict(rec), "sig": sig, "keys_b64": [b64(b"testsecreT")]}, {"valid": False})
-            f.case(f"legacy record {i + 1}, signature without padding", ["legacy-record", "base64-strict"],
-                   {"subset": dict(rec), "sig": sig.rstrip("="), "keys_b64": [b64(LEGACY_KEY)]}, {"valid": False})
-        f.group("Profiles are not interchangeable")
-        v1sig = signing.sign_hmac(BASE, LEGACY_KEY, "v1")
-        f.case("a v1 signature does not verify under legacy-0.1", ["profile-mismatch"],
-               {"subset": dict(BASE), "sig": v1sig, "keys_b64": [b64(LEGACY_KEY)]}, {"valid": False})
-        lsig = signing.sign_hmac(BASE, LEGACY_KEY, "legacy-0.1")
-        f.case("a legacy signature of the same subset verifies", ["profile-mismatch"],
-               {"subset": dict(BASE), "sig": lsig, "keys_b64": [b64(LEGACY_KEY)]}, {"valid": True})
+        _verify_hmac_legacy(f)
         return f
     k1, k2 = HMAC_KEYS["k32"], HMAC_KEYS["k32b"]
     sig = signing.sign_hmac(BASE, k1)
@@ -651,31 +694,7 @@ def _verify_hmac(profile: str) -> VectorFile:
            {"subset": _with(BASE, attempt=5, sent_at=1.5, ft={"x": 1}), "sig": sig, "keys_b64": [b64(k1)]}, {"valid": True})
     f.case("key order of the subset changed", ["key-order"],
            {"subset": dict(reversed(list(BASE.items()))), "sig": sig, "keys_b64": [b64(k1)]}, {"valid": True})
-    f.group("Wrong construction")
-    cb = canonical.canonical_bytes(BASE)
-    f.case("HMAC over SHA-256(bytes) instead of the bytes", ["prehash"],
-           {"subset": dict(BASE), "sig": b64(hmac.digest(k1, hashlib.sha256(cb).digest(), "sha256")), "keys_b64": [b64(k1)]},
-           {"valid": False})
-    f.case("HMAC over the hex SHA-256 of the bytes", ["prehash"],
-           {"subset": dict(BASE), "sig": b64(hmac.digest(k1, hashlib.sha256(cb).hexdigest().encode(), "sha256")),
-            "keys_b64": [b64(k1)]}, {"valid": False})
-    f.case("HMAC over the legacy-0.1 bytes", ["profile-mismatch"],
-           {"subset": _with(BASE, D_hat=0.1), "sig": signing.sign_hmac(_with(BASE, D_hat=0.1), k1, "legacy-0.1"),
-            "keys_b64": [b64(k1)]}, {"valid": False})
-    f.case("HMAC-SHA512 truncated to 32 bytes", ["wrong-key"],
-           {"subset": dict(BASE), "sig": b64(hmac.digest(k1, cb, "sha512")[:32]), "keys_b64": [b64(k1)]}, {"valid": False})
-    f.case("hex digest instead of base64", ["base64-strict"],
-           {"subset": dict(BASE), "sig": hmac.digest(k1, cb, "sha256").hex(), "keys_b64": [b64(k1)]}, {"valid": False})
-    f.case("signature truncated to 31 bytes", ["base64-strict"],
-           {"subset": dict(BASE), "sig": b64(base64.b64decode(sig)[:31]), "keys_b64": [b64(k1)]}, {"valid": False})
-    f.case("signature with a flipped bit", ["modified-field"],
-           {"subset": dict(BASE), "sig": b64(bytes([base64.b64decode(sig)[0] ^ 1]) + base64.b64decode(sig)[1:]),
-            "keys_b64": [b64(k1)]}, {"valid": False})
-    f.group("Lenient base64 spellings of the valid signature")
-    for text, comment in _b64_variants(sig):
-        f.case(comment, ["base64-strict"], {"subset": dict(BASE), "sig": text, "keys_b64": [b64(k1)]}, {"valid": False})
-    f.case("signature not a string", ["base64-strict", "type"],
-           {"subset": dict(BASE), "sig": 12345, "keys_b64": [b64(k1)]}, {"valid": False})
+    _verify_hmac_constructions(f, sig, k1)
     f.group("Rejected inputs (not a verdict: the input is malformed)")
     f.case("D_hat NaN", ["nan-inf"], {"subset": _subset_json(_with(BASE, D_hat=math.nan)), "sig": sig, "keys_b64": [b64(k1)]},
            "invalid")
