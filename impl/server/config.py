@@ -228,7 +228,8 @@ def redis_addr(name: str, raw: Any) -> str:
     else:
         good = re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", addr) is not None
     if not good:
-        raise ConfigError(f"{name} must be host:port or a redis:// URL, got {redact_url(addr)!r}")
+        raise ConfigError(f"{name} must be host:port or a redis://, rediss:// or unix:// URL "
+                          "(the value is not shown: it may hold a password)")
     return addr
 
 

@@ -155,3 +155,38 @@ def test_every_setting_is_read_from_env_and_toml(tmp_path) -> None:
     f.write_text('crr_store_dir = "/x"\ncrr_mode = "manual"\nmax_connections = 7\n')
     cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": "0123456789abcdef"}, str(f))
     assert (cfg.crr.store_url, cfg.crr.mode, cfg.max_connections) == ("/x", "manual", 7)
+
+
+_SECRET_VALUE = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Cc"), blacklist_characters=",:@="),
+                        min_size=4, max_size=12).map(lambda t: "Zq9" + t)
+
+
+@st.composite
+def _any_settings(draw):
+    from flk.impl.server.config import SETTINGS
+
+    rows = draw(st.lists(st.sampled_from(SETTINGS), max_size=8, unique_by=lambda r: r.env))
+    env, secrets_given = {}, []
+    for row in rows:
+        if row.secret:
+            secret = draw(_SECRET_VALUE)
+            secrets_given.append(secret)
+            env[row.env] = draw(st.sampled_from([secret, f"redis://u:{secret}@h:1", f"password={secret} host=h",
+                                                 f"s0=postgresql://u:{secret}@h/db", f"a:hmac:{secret}"]))
+        else:
+            env[row.env] = draw(st.one_of(st.text(max_size=8), st.sampled_from(["0", "1", "true", "redis",
+                                                                                 "sharded", "-1", "1e9"])))
+    return env, secrets_given
+
+
+@given(_any_settings())
+@settings(max_examples=150, deadline=None, derandomize=True)
+def test_any_setting_values_give_a_config_or_an_error_that_never_quotes_a_secret(drawn) -> None:
+    env, secrets_given = drawn
+    try:
+        cfg = load_config({"DATA_DIR": "/nonexistent-never-created", **env}, create_key=False)
+    except ConfigError as exc:
+        shown = str(exc)
+    else:
+        shown = repr(cfg) + str(cfg.describe()) + cfg.redact(" ".join(env.values()))
+    assert not [s for s in secrets_given if s in shown], shown
