@@ -598,7 +598,7 @@ class SegmentedLog:
         if self._closed:
             raise WalError("log is closed")
         if self._failed is not None:
-            raise WalError(f"log failed earlier and must be reopened: {self._failed}")
+            raise WalError(f"log failed earlier (recover() or reopen it): {self._failed}")
 
     def append(self, payload: bytes) -> int:
         """Append one record; returns its index. Not durable until ``sync``."""

@@ -75,9 +75,12 @@ class WalHealth:
     def probe_failed(self, reason: str, now: float) -> None:
         self.probes += 1
         self.reason = reason
-        if self.probes >= self.max_probes or now - (self.since or now) >= self.give_up_after_s:
+        if self.probes >= self.max_probes or self._failed_for(now) >= self.give_up_after_s:
             self.state = "dead"
         self.next_probe_at = now + self.backoff.delay(self.probes + 1)
+
+    def _failed_for(self, now: float) -> float:
+        return 0.0 if self.since is None else now - self.since
 
     def recovered(self, now: float) -> None:
         if self.state == "ok":
@@ -95,6 +98,6 @@ class WalHealth:
         out: dict[str, Any] = {"state": self.state, "recoveries": self.recoveries}
         if self.state != "ok":
             out.update(reason=self.reason, probes=self.probes,
-                       failed_for_s=round(now - (self.since or now), 3),
+                       failed_for_s=round(self._failed_for(now), 3),
                        next_probe_in_s=round(max(0.0, (self.next_probe_at or now) - now), 3))
         return out
