@@ -9,9 +9,12 @@
  * the caller falls back to the careful pure path. Every byte written here is
  * the byte the reference writes:
  *
- *   - floats: PyOS_double_to_string(v, 'f', 9, 0) is the conversion behind
- *     Python's format(v, ".9f"); negative zero (and anything that rounds to
- *     it) is written as 0.000000000, NaN and infinities are not handled here;
+ *   - floats: Python's format(v, ".9f") rounds the exact binary value half to
+ *     even; fmt9_exact does the same in exact integer arithmetic for |v| < 2^53
+ *     and larger values go through PyOS_double_to_string(v, 'f', 9, 0), the
+ *     conversion behind format() itself. Negative zero (and anything that
+ *     rounds to it) is written as 0.000000000; NaN and infinities are left to
+ *     the pure path;
  *   - strings: only those needing no escape (no U+0000..U+001F, quote or
  *     backslash) and holding no lone surrogate are handled, written as UTF-8;
  *   - epoch: exact int in [0, 2^53-1].
@@ -42,17 +45,30 @@ static PyObject *field_keys[N_FIELDS]; /* interned key strings */
 typedef struct {
     char *heap;       /* PyOS_double_to_string result (freed by the caller) */
     const char *text; /* what to copy for floats and the epoch */
-    char small[24];   /* the epoch's digits */
+    char small[32];   /* the epoch's digits, or a float's fmt9 text */
     Py_ssize_t len;   /* bytes written for this value (strings: UTF-8 length) */
     PyObject *str;    /* the string value (borrowed) */
 } field_text;
 
 /* ---- strings ---------------------------------------------------------- */
 
+/* 1 for the ASCII characters RFC 8785 escapes: U+0000..U+001F, quote, backslash. */
+static const unsigned char ASCII_NEEDS_ESCAPE[128] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['"'] = 1, ['\\'] = 1,
+};
+
 /* UTF-8 length of ``s`` if it needs no escaping and holds no surrogate, else -1. */
 static Py_ssize_t plain_utf8_length(PyObject *s)
 {
     Py_ssize_t n = PyUnicode_GET_LENGTH(s), out = 0;
+    if (PyUnicode_IS_ASCII(s)) { /* the common case (hex digests, shard names): one byte each */
+        const Py_UCS1 *bytes = PyUnicode_1BYTE_DATA(s);
+        unsigned char needs_escape = 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            needs_escape |= ASCII_NEEDS_ESCAPE[bytes[i]];
+        return needs_escape ? -1 : n;
+    }
     int kind = PyUnicode_KIND(s);
     const void *data = PyUnicode_DATA(s);
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -97,6 +113,52 @@ static char *write_utf8(char *p, PyObject *s)
 
 /* ---- field preparation ------------------------------------------------ */
 
+/* fmt9 of |v| < 2^53 by exact integer arithmetic: |v| = m / 2^shift exactly
+ * (m < 2^53), so its whole part is m >> shift and its fraction low / 2^shift;
+ * low * 10^9 < 2^83 is divided by 2^shift and rounded half-to-even on the exact
+ * remainder -- the correctly rounded result format(v, ".9f") also gives.
+ * Writes at most 27 bytes into ``out``; returns the length, or 0 if |v| >= 2^53. */
+static int fmt9_exact(double v, char *out)
+{
+    int exponent;
+    double fraction = frexp(fabs(v), &exponent); /* |v| = fraction * 2^exponent, fraction in [0.5, 1) */
+    if (exponent > 53)
+        return 0;
+    unsigned long long m = (unsigned long long)ldexp(fraction, 53); /* exact: 53-bit mantissa */
+    int shift = 53 - exponent;                                        /* |v| = m / 2^shift, shift >= 0 */
+    unsigned long long whole = shift == 0 ? m : shift < 64 ? m >> shift : 0;
+    unsigned long long low = shift == 0 ? 0 : shift < 64 ? m & ((1ULL << shift) - 1) : m;
+    unsigned long long frac = 0;
+    if (shift > 0 && shift < 84) { /* shift >= 84: low * 10^9 < 2^83 <= half, rounds to 0 */
+        unsigned __int128 scaled = (unsigned __int128)low * 1000000000u;
+        unsigned __int128 half = (unsigned __int128)1 << (shift - 1);
+        unsigned __int128 rest = scaled & ((half << 1) - 1);
+        frac = (unsigned long long)(scaled >> shift);
+        if (rest > half || (rest == half && (frac & 1)))
+            frac += 1;
+        if (frac == 1000000000u) { /* rounded up into the next whole number */
+            frac = 0;
+            whole += 1;
+        }
+    }
+    char digits[20], *p = out;
+    int n = 0;
+    if (v < 0 && (whole || frac)) /* negative zero, and what rounds to it, is 0.000000000 */
+        *p++ = '-';
+    do {
+        digits[n++] = (char)('0' + whole % 10);
+        whole /= 10;
+    } while (whole);
+    while (n)
+        *p++ = digits[--n];
+    *p++ = '.';
+    for (int i = 8; i >= 0; i--) {
+        p[i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    return (int)(p + 9 - out);
+}
+
 /* 1: prepared; 0: not the common case (caller answers None); -1: error set. */
 static int prepare_float(PyObject *value, field_text *ft)
 {
@@ -105,7 +167,12 @@ static int prepare_float(PyObject *value, field_text *ft)
     double v = PyFloat_AS_DOUBLE(value);
     if (!isfinite(v))
         return 0;
-    ft->heap = PyOS_double_to_string(v, 'f', 9, 0, NULL);
+    ft->len = fmt9_exact(v, ft->small);
+    if (ft->len > 0) {
+        ft->text = ft->small;
+        return 1;
+    }
+    ft->heap = PyOS_double_to_string(v, 'f', 9, 0, NULL); /* |v| >= 2^53: Python's own conversion */
     if (ft->heap == NULL)
         return -1;
     ft->text = ft->heap;
@@ -127,7 +194,14 @@ static int prepare_epoch(PyObject *value, field_text *ft)
         PyErr_Clear();
         return 0;
     }
-    ft->len = (Py_ssize_t)snprintf(ft->small, sizeof ft->small, "%lld", e);
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + e % 10);
+        e /= 10;
+    } while (e);
+    for (ft->len = 0; n;)
+        ft->small[ft->len++] = digits[--n];
     ft->text = ft->small;
     return 1;
 }

@@ -82,7 +82,7 @@ TIES = st.one_of(
     st.builds(lambda j, n: j / 2**n, st.integers(-(2**20), 2**20), st.integers(10, 60)),
 )
 SPECIAL_FLOATS = st.sampled_from(
-    [0.0, -0.0, -1e-10, -4.9e-10, -5e-10, 5e-10, 1.5e-9, 2.5e-9, 1 / 1024, 0.1, 1e21, 2.0**53, 2.0**63,
+    [0.0, -0.0, 0.9999999995, 0.9999999999, -2.9999999996, 2.0**52 + 0.5, 2.0**53 - 1, -1e-10, -4.9e-10, -5e-10, 5e-10, 1.5e-9, 2.5e-9, 1 / 1024, 0.1, 1e21, 2.0**53, 2.0**63,
      1.7976931348623157e308, -1.7976931348623157e308, 5e-324, -5e-324, 2.2250738585072014e-308]
 )
 FLOATS = st.one_of(st.floats(), st.floats(allow_nan=False, allow_infinity=False, width=64), TIES, SPECIAL_FLOATS)
@@ -211,6 +211,7 @@ def test_version_and_bench_say_which_core_path_is_active(pure):
 @DIFF
 @given(st.one_of(pcs_like(), near_common()), st.sampled_from(["v1", "v1", "legacy-0.1", "v2", None]))
 @example(dict(BASE, D_hat=-0.0), "v1")
+@example(dict(BASE, D_hat=0.9999999999, r=-2.9999999996, budget=2.0**53 - 0.5, coh_star=2.0**53), "v1")
 @example(dict(BASE, epoch=2**53), "v1")
 @example(dict(BASE, epoch=2**53 - 1), "v1")
 @example(dict(BASE, pcs_id="a\\b"), "v1")
