@@ -171,8 +171,10 @@ def _any_settings(draw):
         if row.secret:
             secret = draw(_SECRET_VALUE)
             secrets_given.append(secret)
-            env[row.env] = draw(st.sampled_from([secret, f"redis://u:{secret}@h:1", f"password={secret} host=h",
-                                                 f"s0=postgresql://u:{secret}@h/db", f"a:hmac:{secret}"]))
+            in_credentials = [f"redis://u:{secret}@h:1", f"host=h password={secret}", f"s0=postgresql://u:{secret}@h/db",
+                              f"u:{secret}@h:1"]  # a credentials row: only the password is secret
+            forms = in_credentials if row.secret == "credentials" else [secret, f"a:hmac:{secret}", *in_credentials]
+            env[row.env] = draw(st.sampled_from(forms))
         else:
             env[row.env] = draw(st.one_of(st.text(max_size=8), st.sampled_from(["0", "1", "true", "redis",
                                                                                  "sharded", "-1", "1e9"])))
