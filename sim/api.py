@@ -62,6 +62,29 @@ def reference() -> str:
     return reference_markdown()
 
 
+def draw_topology(name_or_path, out: Path, overrides=(), at_s: float | None = None) -> list[str]:
+    """Draw a scenario's network graph (PNG) with the links its partitions cut marked; ``at_s``:
+    only partitions active at that simulated second. Returns the cut links as ``u->v``."""
+    import simpy
+
+    from . import faults, topology
+    from .net import Network
+
+    sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
+    graph = topology.build(sc.data)
+    net = Network(simpy.Environment(), History(keep=False), lambda _name: None, graph=graph)
+    for spec in sc.data["faults"]:
+        fault = faults.create(spec)
+        if not isinstance(fault, faults.Partition):
+            continue
+        end = spec["at_s"] + spec.get("duration_s", sc.data["scenario"]["duration_s"])
+        if at_s is None or spec["at_s"] <= at_s < end:
+            a, b = fault.sides([r["id"] for r in sc.data["regions"]])
+            net.partition(a, b, symmetric=bool(fault.symmetric))
+    topology.draw(graph, net.blocked, Path(out), sc.name)
+    return sorted(f"{u}->{v}" for u, v in net.blocked)
+
+
 def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = None, plots: bool = True,
         progress: bool = False, **world_kwargs) -> RunResult:
     """Run a scenario (name, path or :class:`Scenario`); ``world_kwargs`` go to :class:`World`."""

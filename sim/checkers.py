@@ -35,6 +35,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from .metrics import split_brain_conflicts
+
 
 @dataclass
 class CheckResult:
@@ -239,55 +241,65 @@ def sometimes_checks(events: list[dict], scenario: dict, ev: dict | None = None)
                               "a conflicting payload got 409"))
     starts = ev["fault.start"]
     for kind in sorted({f["kind"] for f in starts}):
-        fs = [f for f in starts if f["kind"] == kind]
-        if kind == "partition":
-            drops = sum(1 for d in ev["net.drop"] if d["reason"] == "partition")
-            out.append(_sometimes("SOMETIMES-PARTITION-CUT", drops > 0, len(fs), f"{drops} messages cut by partitions"))
-        elif kind == "crash":
-            inflight = sum(f.get("inflight", 0) for f in fs)
-            dropped = sum(1 for d in ev["net.drop"] if d["reason"] == "node_down")
-            out.append(_sometimes("SOMETIMES-CRASH-HIT-TRAFFIC", inflight + dropped > 0, len(fs),
-                                  f"{inflight} requests in flight at crashes, {dropped} messages to dead nodes"))
-        elif kind == "ship_stop":
-            conflicts = max((e["conflicts"] for e in ev["crr.sample"]), default=0)
-            want_conflicts = scenario["workload"].get("cross_region_conflict_rate", 0) > 0
-            out.append(_sometimes("SOMETIMES-SPLIT-BRAIN-CONFLICT", conflicts > 0 or not want_conflicts, len(fs),
-                                  f"{conflicts} cross-region conflicts detected"))
-        elif kind == "objstore_down":
-            lag = max((e["lag_s"] for e in ev["crr.sample"]), default=0.0)
-            out.append(_sometimes("SOMETIMES-LAG-GREW", lag > 2 * scenario["replication"]["ship_interval_s"], len(fs),
-                                  f"max replication lag {lag:.1f} s"))
-        elif kind == "bitflip_shipped":
-            corrupted = len(ev["crr.corrupted"])
-            rejected = len(ev["crr.reject"])
-            out.append(_sometimes("SOMETIMES-CORRUPTION-REJECTED", corrupted > 0 and rejected > 0, len(fs),
-                                  f"{corrupted} shipped segments corrupted, {rejected} rejections reported"))
-        elif kind in ("shard_down", "cold_down"):
-            n503 = sum(1 for e in ev["srv.respond"] if e["status"] == 503)
-            out.append(_sometimes(f"SOMETIMES-{kind.upper().replace('_', '-')}-503", n503 > 0, len(fs),
-                                  f"{n503} requests met the outage (503, fail closed)"))
-        elif kind == "migrate":
-            ends = [e for e in ev["fault.end"] if e["kind"] == "migrate"]
-            done = any(e["type"] == "migrate.phase" and e["phase"] == "cleaned" for e in ev["migrate.phase"])
-            clean = all(e["conflicts"] == 0 and e["missing"] == 0 and e["different"] == 0 for e in ends)
-            out.append(_sometimes("SOMETIMES-MIGRATION-COMPLETED", bool(ends) and done and clean, len(fs),
-                                  f"migration ended: {ends[-1] if ends else 'never'}"))
-        elif kind == "agent_crash":
-            resub = len(ev["client.resubmit"])
-            out.append(_sometimes("SOMETIMES-OUTBOX-RESUBMITTED", resub > 0, len(fs),
-                                  f"{resub} records resubmitted from outboxes after agent restarts"))
-        elif kind == "reader_rewind":
-            t0 = min(f["t_us"] for f in fs)
-            again = sum(e["records"] for e in ev["crr.applied"] if e["t_us"] >= t0)
-            out.append(_sometimes("SOMETIMES-SEGMENTS-REPLAYED-AGAIN", again > 0, len(fs),
-                                  f"{again} records re-applied after the rewind"))
-        elif kind == "store_down":
-            n503 = statuses[503]
-            out.append(_sometimes("SOMETIMES-STORE-DOWN-503", n503 > 0 or any(e["status"] == 503 for e in ev["srv.respond"]),
-                                  len(fs), "a request met the store outage"))
-        else:
-            out.append(_sometimes(f"SOMETIMES-FAULT-{kind.upper()}", True, len(fs), f"{len(fs)} {kind} faults fired"))
+        out.append(_fault_sometimes(kind, [f for f in starts if f["kind"] == kind], ev, scenario, statuses))
+    if w.get("cross_region_conflict_rate", 0) > 0 and any(f["kind"] == "partition" for f in starts):
+        conflicts = split_brain_conflicts(events)
+        out.append(_sometimes("SOMETIMES-SPLIT-BRAIN-CONFLICT", conflicts > 0, len(starts),
+                              f"{conflicts} pcs_ids acked with different payloads in different regions"))
     return out
+
+
+def _fault_sometimes(kind: str, fs: list[dict], ev: dict, scenario: dict, statuses: dict) -> CheckResult:
+    """The "sometimes" check proving a fault of ``kind`` really hit something."""
+    if kind == "partition":
+        drops = [d for d in ev["net.drop"] if d["reason"] == "partition"]
+        replication = sum(1 for d in drops if d["kind"] == "crr.copy")
+        return _sometimes("SOMETIMES-PARTITION-CUT", bool(drops), len(fs), f"{len(drops)} messages cut by "
+                          f"partitions ({replication} replication copies, {len(drops) - replication} other)")
+    elif kind == "crash":
+        inflight = sum(f.get("inflight", 0) for f in fs)
+        dropped = sum(1 for d in ev["net.drop"] if d["reason"] == "node_down")
+        return _sometimes("SOMETIMES-CRASH-HIT-TRAFFIC", inflight + dropped > 0, len(fs),
+                              f"{inflight} requests in flight at crashes, {dropped} messages to dead nodes")
+    elif kind == "ship_stop":
+        conflicts = split_brain_conflicts([e for t in ("srv.dedup_put",) for e in ev[t]])
+        want_conflicts = scenario["workload"].get("cross_region_conflict_rate", 0) > 0
+        return _sometimes("SOMETIMES-SPLIT-BRAIN-CONFLICT", conflicts > 0 or not want_conflicts, len(fs),
+                              f"{conflicts} pcs_ids acked with different payloads in different regions")
+    elif kind == "objstore_down":
+        lag = max((e["lag_s"] for e in ev["crr.sample"]), default=0.0)
+        return _sometimes("SOMETIMES-LAG-GREW", lag > 2 * scenario["replication"]["ship_interval_s"], len(fs),
+                              f"max replication lag {lag:.1f} s")
+    elif kind == "bitflip_shipped":
+        corrupted = len(ev["crr.corrupted"])
+        rejected = len(ev["crr.reject"])
+        return _sometimes("SOMETIMES-CORRUPTION-REJECTED", corrupted > 0 and rejected > 0, len(fs),
+                              f"{corrupted} shipped segments corrupted, {rejected} rejections reported")
+    elif kind in ("shard_down", "cold_down"):
+        n503 = sum(1 for e in ev["srv.respond"] if e["status"] == 503)
+        return _sometimes(f"SOMETIMES-{kind.upper().replace('_', '-')}-503", n503 > 0, len(fs),
+                              f"{n503} requests met the outage (503, fail closed)")
+    elif kind == "migrate":
+        ends = [e for e in ev["fault.end"] if e["kind"] == "migrate"]
+        done = any(e["type"] == "migrate.phase" and e["phase"] == "cleaned" for e in ev["migrate.phase"])
+        clean = all(e["conflicts"] == 0 and e["missing"] == 0 and e["different"] == 0 for e in ends)
+        return _sometimes("SOMETIMES-MIGRATION-COMPLETED", bool(ends) and done and clean, len(fs),
+                              f"migration ended: {ends[-1] if ends else 'never'}")
+    elif kind == "agent_crash":
+        resub = len(ev["client.resubmit"])
+        return _sometimes("SOMETIMES-OUTBOX-RESUBMITTED", resub > 0, len(fs),
+                              f"{resub} records resubmitted from outboxes after agent restarts")
+    elif kind == "reader_rewind":
+        t0 = min(f["t_us"] for f in fs)
+        again = sum(e["records"] for e in ev["crr.applied"] if e["t_us"] >= t0)
+        return _sometimes("SOMETIMES-SEGMENTS-REPLAYED-AGAIN", again > 0, len(fs),
+                              f"{again} records re-applied after the rewind")
+    elif kind == "store_down":
+        n503 = statuses[503]
+        return _sometimes("SOMETIMES-STORE-DOWN-503", n503 > 0 or any(e["status"] == 503 for e in ev["srv.respond"]),
+                              len(fs), "a request met the store outage")
+    else:
+        return _sometimes(f"SOMETIMES-FAULT-{kind.upper()}", True, len(fs), f"{len(fs)} {kind} faults fired")
 
 
 def inv_at_least_once(events: list[dict], ev: dict | None = None) -> CheckResult:

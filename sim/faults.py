@@ -163,21 +163,21 @@ class Partition(_Base):
         if overlap:
             raise ScenarioError(f"{path}.b", f"{overlap} on both sides of the partition")
 
-    def sides(self, world) -> tuple[list[str], list[str]]:
-        return list(self.a or [world.region_ids[0]]), list(self.b)
+    def sides(self, region_ids: list[str]) -> tuple[list[str], list[str]]:
+        return list(self.a or [region_ids[0]]), list(self.b)
 
     def label(self, world) -> str:
-        a, b = self.sides(world)
+        a, b = self.sides(world.region_ids)
         return f"{','.join(a)}|{','.join(b)}"
 
     def begin(self, world):
-        a, b = self.sides(world)
+        a, b = self.sides(world.region_ids)
         world.net.partition(a, b, symmetric=bool(self.symmetric))
         _record(world, True, "partition", self.label(world), symmetric=bool(self.symmetric))
         return _nothing()
 
     def end(self, world):
-        a, b = self.sides(world)
+        a, b = self.sides(world.region_ids)
         world.net.heal(a, b)
         _record(world, False, "partition", self.label(world))
         return _nothing()

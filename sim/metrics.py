@@ -30,18 +30,22 @@ METRICS: dict[str, str] = {
     "latency_p95_ms": "end-to-end latency p95, ms",
     "latency_p99_ms": "end-to-end latency p99, ms",
     "throughput_per_s": "final answers per simulated second of workload",
-    "replication_lag_p95_s": "p95 of the sampled shipper lag (age of the oldest unshipped record), s",
-    "replication_lag_max_s": "max sampled shipper lag, s",
-    "apply_lag_p95_s": "p95 of record age when another region applied it (ack -> applied elsewhere), s",
-    "apply_lag_max_s": "max record age when applied in another region, s",
+    "replication_lag_p95_s": "p95 of the per-second replication lag: age of the oldest acked record not yet "
+                             "in every other region's object store, s",
+    "replication_lag_max_s": "max of that lag, s",
     "divergence_max": "max difference in key counts between regions",
-    "conflicts": "pcs_ids with different outcomes in different regions, detected by reconciliation",
+    "conflicts": "pcs_ids acked with different payloads in different regions (split brain: each side "
+                 "accepted its own version)",
+    "conflicts_flagged": "pcs_ids the reconciler flagged as conflicting (includes records a region "
+                         "rejected locally with 409 and that were replayed elsewhere)",
+    "copy_lag_p95_s": "p95 age of a shipped segment's oldest record when its copy lands in another region, s",
+    "copy_lag_max_s": "max of that age, s",
     "convergence_time_s": "heal -> the last replicated record applied, s",
     "rpo_s": "at a region loss: age of the oldest acked record not yet copied to another region, s",
     "rto_s": "after a region loss: until a request first sent to it succeeds elsewhere, s",
 }
-REPLICATION_METRICS = ("replication_lag_p95_s", "replication_lag_max_s", "apply_lag_p95_s", "apply_lag_max_s",
-                       "divergence_max", "conflicts", "convergence_time_s", "rpo_s", "rto_s")
+REPLICATION_METRICS = ("replication_lag_p95_s", "replication_lag_max_s", "copy_lag_p95_s", "copy_lag_max_s",
+                       "divergence_max", "conflicts", "conflicts_flagged", "convergence_time_s", "rpo_s", "rto_s")
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -170,12 +174,22 @@ def check_slos(metrics: dict, slos: list[dict]) -> list[dict]:
     return out
 
 
+def split_brain_conflicts(events: list[dict]) -> int:
+    """pcs_ids that two regions each stored (acked) with a different payload."""
+    digests: dict[tuple, set[str]] = defaultdict(set)
+    for e in events:
+        if e["type"] == "srv.dedup_put" and e["stored"] and e["status"] in (200, 202):
+            digests[(e["tenant"], e["pcs_id"])].add(e["digest"])
+    return sum(1 for d in digests.values() if len(d) > 1)
+
+
 def _replication(events: list[dict], first_send: dict[int, int]) -> dict:
     """Replication figures: lag, divergence, RPO at crashes, RTO of failovers, convergence time."""
     samples = [e for e in events if e["type"] == "crr.sample"]
     if not samples:
         return {}
     lags = sorted(e["lag_s"] for e in samples)
+    copies = sorted(e["age_s"] for e in events if e["type"] == "crr.copied")
     heal_t = next((e["t_us"] for e in events if e["type"] == "phase" and e["name"] == "heal"), None)
     applied = [e["t_us"] for e in events if e["type"] == "crr.applied"]
     conv = max(0.0, (max(applied) - heal_t) / 1e6) if applied and heal_t is not None else 0.0
@@ -197,7 +211,10 @@ def _replication(events: list[dict], first_send: dict[int, int]) -> dict:
         "replication_lag_p95_s": percentile(lags, 95),
         "replication_lag_max_s": lags[-1],
         "divergence_max": max(e["divergence"] for e in samples),
-        "conflicts": samples[-1]["conflicts"],
+        "conflicts": split_brain_conflicts(events),
+        "conflicts_flagged": samples[-1]["conflicts"],
+        "copy_lag_p95_s": percentile(copies, 95),
+        "copy_lag_max_s": copies[-1] if copies else 0.0,
         "convergence_time_s": conv,
         "rpo_s": rpo,
         "rto_s": rto,

@@ -1,5 +1,6 @@
-"""Simulated network: per-link latency distributions, loss, duplication,
-reordering, symmetric and asymmetric partitions, and a bandwidth limit.
+"""Simulated network: a topology graph whose links have latency distributions,
+loss, duplication, reordering and a bandwidth limit; partitions (symmetric or
+asymmetric, between any node sets) cut the graph's edge boundary.
 
 Messages are delivered into the destination node's mailbox (a SimPy store)
 after the sampled delay. Every drop is recorded in the history with its reason
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import networkx as nx
 import simpy
 
 from .history import History
@@ -46,19 +48,30 @@ class _LinkState:
 
 @dataclass
 class Network:
+    """Message delivery over a topology graph (:mod:`flk.sim.topology`).
+
+    Every node that sends or receives (an agent, a region process, an object store) belongs
+    to a *group*: a node of the graph. A message from group ``u`` to group ``v`` travels the
+    graph's shortest path; each hop's :class:`LinkSpec` adds latency (and bandwidth queueing)
+    and may lose, duplicate or reorder it; a hop cut by a partition drops it.
+    """
+
     env: simpy.Environment
     history: History
     rng_for: Callable[[str], object]
     default: LinkSpec = field(default_factory=LinkSpec)
-    links: dict[tuple[str, str], LinkSpec] = field(default_factory=dict)
-    groups: dict[str, str] = field(default_factory=dict)  # node -> group (region) for link lookup
+    graph: nx.Graph | None = None
+    groups: dict[str, str] = field(default_factory=dict)  # node -> group (a graph node)
     record_sends: bool = False
 
     def __post_init__(self) -> None:
+        if self.graph is None:
+            self.graph = nx.Graph()
         self.mailboxes: dict[str, simpy.Store] = {}
-        self.blocked: set[tuple[str, str]] = set()  # directed (src_group, dst_group)
+        self.blocked: set[tuple[str, str]] = set()  # directed graph edges cut by partitions
         self.down: set[str] = set()
         self._state: dict[tuple[str, str], _LinkState] = {}
+        self._paths: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._next_id = 0
         self.drops_by_reason: dict[str, int] = {}
 
@@ -72,34 +85,81 @@ class Network:
     def group(self, node: str) -> str:
         return self.groups.get(node, node)
 
+    def hops(self, src_group: str, dst_group: str) -> list[tuple[str, str]]:
+        """The directed links a message from ``src_group`` to ``dst_group`` crosses."""
+        key = (src_group, dst_group)
+        if key not in self._paths:
+            if src_group == dst_group or src_group not in self.graph or dst_group not in self.graph:
+                self._paths[key] = [key]
+            else:
+                try:
+                    path = nx.shortest_path(self.graph, src_group, dst_group)
+                except nx.NetworkXNoPath:
+                    path = [src_group, dst_group]
+                self._paths[key] = list(zip(path, path[1:], strict=False))
+        return self._paths[key]
+
+    def link(self, u: str, v: str) -> LinkSpec:
+        if self.graph.has_edge(u, v):
+            return self.graph.edges[u, v]["spec"]
+        return self.default
+
     def spec(self, src: str, dst: str) -> LinkSpec:
-        gs, gd = self.group(src), self.group(dst)
-        return self.links.get((gs, gd)) or self.links.get((gd, gs)) or self.default
+        """The link between two nodes' groups (the first hop)."""
+        return self.link(*self.hops(self.group(src), self.group(dst))[0])
 
     # -- faults ---------------------------------------------------------
+    def side(self, names: list[str]) -> set[str]:
+        """Graph nodes on one side of a partition: the named nodes and what hangs off them."""
+        out = set(names)
+        for node, data in self.graph.nodes(data=True):
+            if data.get("region") in names:
+                out.add(node)
+        return out
+
+    def cut(self, a: list[str], b: list[str], symmetric: bool = True) -> list[tuple[str, str]]:
+        """The directed links a partition between node sets ``a`` and ``b`` cuts (an edge
+        boundary of the graph); groups absent from the graph are cut pairwise."""
+        side_a, side_b = self.side(a), self.side(b)
+        edges = list(nx.edge_boundary(self.graph, side_a, side_b)) if self.graph.number_of_nodes() else []
+        edges += [(x, y) for x in a for y in b if x not in self.graph or y not in self.graph]
+        out = []
+        for x, y in edges:
+            out.append((x, y))
+            if symmetric:
+                out.append((y, x))
+        return out
+
     def partition(self, a: list[str], b: list[str], symmetric: bool = True) -> None:
-        for x in a:
-            for y in b:
-                self.blocked.add((x, y))
-                if symmetric:
-                    self.blocked.add((y, x))
+        self.blocked.update(self.cut(a, b, symmetric))
 
     def heal(self, a: list[str] | None = None, b: list[str] | None = None) -> None:
         if a is None:
             self.blocked.clear()
             return
-        for x in a:
-            for y in b or []:
-                self.blocked.discard((x, y))
-                self.blocked.discard((y, x))
+        for edge in self.cut(a, b or [], symmetric=True):
+            self.blocked.discard(edge)
 
     def is_blocked(self, src: str, dst: str) -> bool:
-        return (self.group(src), self.group(dst)) in self.blocked
+        return any(hop in self.blocked for hop in self.hops(self.group(src), self.group(dst)))
 
     # -- sending --------------------------------------------------------
     def _drop(self, msg: Message, reason: str) -> None:
         self.drops_by_reason[reason] = self.drops_by_reason.get(reason, 0) + 1
         self.history.record(self.env.now, "net.drop", src=msg.src, dst=msg.dst, kind=msg.kind, reason=reason)
+
+    def _delay(self, hops, specs, rng, size: int) -> float:
+        delay = 0.0
+        for hop, spec in zip(hops, specs, strict=True):
+            delay += sample(spec.latency_ms, rng, 1.0) / 1000.0
+            if spec.reorder and rng.random() < spec.reorder:
+                delay += spec.reorder_extra_ms / 1000.0
+            if spec.bandwidth_bytes_per_s:
+                st = self._state.setdefault(hop, _LinkState())
+                start = max(self.env.now, st.free_at)
+                st.free_at = start + size / spec.bandwidth_bytes_per_s
+                delay += st.free_at - self.env.now
+        return delay
 
     def send(self, src: str, dst: str, kind: str, payload: object, size: int = 256) -> None:
         self._next_id += 1
@@ -107,26 +167,19 @@ class Network:
         if self.is_blocked(src, dst):
             self._drop(msg, "partition")
             return
-        spec = self.spec(src, dst)
-        rng = self.rng_for(f"net/{self.group(src)}->{self.group(dst)}")
-        if spec.loss and rng.random() < spec.loss:
+        gs, gd = self.group(src), self.group(dst)
+        hops = self.hops(gs, gd)
+        specs = [self.link(*hop) for hop in hops]
+        rng = self.rng_for(f"net/{gs}->{gd}")
+        if any(spec.loss and rng.random() < spec.loss for spec in specs):
             self._drop(msg, "loss")
             return
-        copies = 2 if spec.duplicate and rng.random() < spec.duplicate else 1
+        copies = 2 if any(spec.duplicate and rng.random() < spec.duplicate for spec in specs) else 1
         if copies == 2:
             self.history.record(self.env.now, "net.duplicate", src=src, dst=dst, kind=kind)
-        st = self._state.setdefault((self.group(src), self.group(dst)), _LinkState())
-        st.sent += 1
+        self._state.setdefault((gs, gd), _LinkState()).sent += 1
         for _ in range(copies):
-            delay = sample(spec.latency_ms, rng, 1.0) / 1000.0
-            if spec.reorder and rng.random() < spec.reorder:
-                delay += spec.reorder_extra_ms / 1000.0
-            start = self.env.now
-            if spec.bandwidth_bytes_per_s:
-                start = max(start, st.free_at)
-                st.free_at = start + size / spec.bandwidth_bytes_per_s
-                delay += st.free_at - self.env.now
-            self.env.process(self._deliver(msg, delay))
+            self.env.process(self._deliver(msg, self._delay(hops, specs, rng, size)))
 
     def _deliver(self, msg: Message, delay: float):
         yield self.env.timeout(delay)

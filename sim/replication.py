@@ -1,19 +1,30 @@
 """Cross-region replication in the simulator: the real Shipper, Reader,
 ReplayApplier and Reconciler (``flk.impl.replication.crr`` / ``flk.impl.replication.reconcile``),
-driven by simulated time.
+driven by simulated time, with every cross-region byte on the simulated network.
 
-The object store is one :class:`flk.impl.storage.objectstore.MemoryObjectStore`-like
-space shared by the regions, seen through :class:`RegionObjectView`: an upload
-becomes visible to readers only after the uploading region's link latency, a
-region can be cut off from the store (``objstore_down``), and the whole store
-can be down. Shipping can be stopped (``ship_stop``: the inter-region
-partition of the geo-DR scenarios).
+Each region has its own object store (a topology node ``<region>/objstore``). Its
+shipper uploads sealed WAL segments there over the region's local link; the store
+then copies every shipped segment (with its manifest, as one message) to every
+other region's store over the topology: store -> region -> other region -> its
+store. A partition between regions cuts these copies (each attempt a recorded
+``net.drop``); an undelivered copy is resent with backoff until it lands. Readers
+read only their own region's store. Replication lag, RPO and conflicts therefore
+follow link latency, loss, bandwidth and partitions.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flk.impl.core.backoff import Backoff
-from flk.impl.replication.crr import Reader, ReplayApplier, Shipper, Topology, stream_name
+from flk.impl.replication.crr import (
+    Reader,
+    ReplayApplier,
+    Shipper,
+    Topology,
+    stream_name,
+    verify_segment,
+)
 from flk.impl.replication.reconcile import MemoryAuthoritativeStore, Reconciler
 from flk.impl.storage.objectstore import (
     ObjectNotFound,
@@ -22,63 +33,182 @@ from flk.impl.storage.objectstore import (
     check_metadata,
     check_prefix,
 )
+from flk.impl.storage.wal import LOG_SUFFIX, MANIFEST_SUFFIX
 
-from .rng import sample
+from .region import SIM_EPOCH
+from .topology import objstore_node
+
+COPY = "crr.copy"
 
 
-class SharedObjectSpace:
-    """All objects with the simulated time they become visible."""
+@dataclass
+class PendingCopy:
+    """A shipped segment (and its manifest) on its way to the other regions' stores."""
 
-    def __init__(self) -> None:
+    objects: list[tuple[str, bytes, dict]]
+    oldest: float  # simulated time (env seconds) the oldest record in it was received
+    records: int
+    waiting: set[str]  # destination regions it has not reached yet
+    delivered_anywhere: bool = False
+    attempts: int = 0
+    next_send: float = 0.0
+
+
+class Bucket:
+    """One region's object store: objects with the simulated time they become visible."""
+
+    def __init__(self, fabric: ObjectFabric, region_id: str) -> None:
+        self.fabric, self.region_id = fabric, region_id
+        self.node = objstore_node(region_id)
         self.objects: dict[str, tuple[bytes, dict[str, str], float]] = {}
-        self.available = True
+        self.pending: dict[str, PendingCopy] = {}  # manifest key -> copy not yet everywhere
+        self.mailbox = fabric.world.net.register(self.node)
+
+    def oldest_unreplicated(self, anywhere: bool) -> float | None:
+        """Oldest record time in a copy that has not reached every (``anywhere``: any) other region."""
+        times = [p.oldest for p in self.pending.values() if not (anywhere and p.delivered_anywhere)]
+        return min(times) if times else None
+
+    def unreplicated_records(self) -> int:
+        return sum(p.records for p in self.pending.values() if not p.delivered_anywhere)
+
+
+class ObjectFabric:
+    """Every region's object store and the copies between them over the simulated network."""
+
+    def __init__(self, world) -> None:
+        self.world = world
+        cfg = world.scenario.data["replication"]
+        self.retry_s = float(cfg["copy_retry_s"])
+        self.retry_cap_s = max(self.retry_s, float(cfg["backoff_cap_s"]))
+        self.available = True  # False: the object store service is down everywhere
+        self.buckets = {rid: Bucket(self, rid) for rid in world.region_ids}
+
+    def _now(self) -> float:
+        return self.world.env.now
+
+    def start_copy(self, bucket: Bucket, manifest_key: str) -> None:
+        """A manifest landed: copy it with its segment to every other region."""
+        seg_key = manifest_key[: -len(MANIFEST_SUFFIX)] + LOG_SUFFIX
+        seg, manifest = bucket.objects.get(seg_key), bucket.objects[manifest_key]
+        objects = [(manifest_key, manifest[0], manifest[1])]
+        oldest, records = self._now(), 0
+        if seg is not None:
+            objects.insert(0, (seg_key, seg[0], seg[1]))
+            stream, _, name = seg_key.rpartition("/")
+            try:
+                _, recs = verify_segment(stream, name, manifest[0], seg[0])
+                records = len(recs)
+                oldest = min((r.received_at - SIM_EPOCH for r in recs), default=oldest)
+            except Exception:  # noqa: BLE001 - a corrupted segment is still copied; readers reject it
+                records = int(seg[1].get("count", "0"))
+        others = {rid for rid in self.buckets if rid != bucket.region_id}
+        if others:
+            copy = PendingCopy(objects, oldest, records, others, next_send=manifest[2])
+            bucket.pending[manifest_key] = copy
+
+    def run(self, bucket: Bucket):
+        """Send due copies (first when the upload is visible, then with backoff) and receive copies."""
+        self.world.env.process(self._receive(bucket))
+        while True:
+            now = self._now()
+            for key, copy in list(bucket.pending.items()):
+                if copy.next_send <= now:
+                    self._send(bucket, key, copy, now)
+            due = [c.next_send for c in bucket.pending.values()]
+            yield self.world.env.timeout(max(0.001, min([self.retry_s, *[d - now for d in due]])))
+
+    def _send(self, bucket: Bucket, key: str, copy: PendingCopy, now: float) -> None:
+        size = sum(len(data) for _, data, _ in copy.objects)
+        for dst in sorted(copy.waiting):
+            self.world.net.send(bucket.node, objstore_node(dst), COPY,
+                                {"key": key, "src": bucket.region_id, "objects": copy.objects,
+                                 "oldest": copy.oldest, "records": copy.records}, size=size)
+        copy.attempts += 1
+        copy.next_send = now + min(self.retry_cap_s, self.retry_s * 2 ** (copy.attempts - 1))
+
+    def _receive(self, bucket: Bucket):
+        while True:
+            msg = yield bucket.mailbox.get()
+            if not self.available:
+                continue  # lost: the sender resends until it lands
+            body = msg.payload
+            for key, data, meta in body["objects"]:
+                bucket.objects.setdefault(key, (data, meta, self._now()))
+            source = self.buckets[body["src"]]
+            copy = source.pending.get(body["key"])
+            if copy is None or bucket.region_id not in copy.waiting:
+                continue
+            copy.waiting.discard(bucket.region_id)
+            copy.delivered_anywhere = True
+            self.world.history.record(self._now(), "crr.copied", src=body["src"], dst=bucket.region_id,
+                                      records=body["records"], age_s=round(self._now() - body["oldest"], 6))
+            if not copy.waiting:
+                del source.pending[body["key"]]
+
+    def repair(self, keys: dict[str, bytes]) -> None:
+        """An operator re-uploads good bytes for ``keys`` everywhere they were copied."""
+        for bucket in self.buckets.values():
+            for key, original in keys.items():
+                if key in bucket.objects:
+                    _, meta, visible = bucket.objects[key]
+                    bucket.objects[key] = (original, meta, visible)
+            for copy in bucket.pending.values():
+                copy.objects = [(k, keys.get(k, d), m) for k, d, m in copy.objects]
 
 
 class RegionObjectView:
-    """The ObjectStore interface as one region sees the shared space."""
+    """The ObjectStore interface of one region's own object store."""
 
-    def __init__(self, space: SharedObjectSpace, region, latency_ms) -> None:
-        self.space, self.region, self.latency_ms = space, region, latency_ms
-        self.available = True
+    def __init__(self, fabric: ObjectFabric, region) -> None:
+        self.fabric, self.region = fabric, region
+        self.bucket = fabric.buckets[region.id]
+        self.available = True  # False: this region cannot reach its object store
         self.corrupt_next_segment = False  # fault: the next uploaded segment gets one bit flipped
         self.corrupted: dict[str, bytes] = {}  # key -> the original bytes (for the repair)
 
     def _check(self) -> None:
-        if not (self.available and self.space.available):
+        if not (self.available and self.fabric.available):
             raise ObjectStoreUnavailable(f"object store unreachable from {self.region.id}")
+        if self.region.world.net.is_blocked(self.region.id, self.bucket.node):
+            raise ObjectStoreUnavailable(f"the link from {self.region.id} to its object store is cut")
 
     def _now(self) -> float:
         return self.region.env.now
 
     def _visible(self, key: str):
-        item = self.space.objects.get(key)
+        item = self.bucket.objects.get(key)
         if item is None or item[2] > self._now():
             return None
         return item
+
+    def _upload_delay(self, size: int) -> float:
+        net = self.region.world.net
+        spec = net.link(self.region.id, self.bucket.node)
+        return net._delay([(self.region.id, self.bucket.node)], [spec], self.region.rng, size)
 
     def put(self, key, data, metadata=None) -> bool:
         check_key(key)
         meta = check_metadata(metadata)
         self._check()
-        if key in self.space.objects:
+        if key in self.bucket.objects:
             return False
-        delay = sample(self.latency_ms, self.region.rng, 20.0) / 1000.0
         data = bytes(data)
-        if self.corrupt_next_segment and key.endswith(".log") and len(data) > 32:
+        if self.corrupt_next_segment and key.endswith(LOG_SUFFIX) and len(data) > 32:
             self.corrupt_next_segment = False
             self.corrupted[key] = data
             flipped = bytearray(data)
             flipped[len(data) // 2] ^= 0x10
             data = bytes(flipped)
             self.region.world.history.record(self._now(), "crr.corrupted", region=self.region.id, key=key)
-        self.space.objects[key] = (data, meta, self._now() + delay)
+        self.bucket.objects[key] = (data, meta, self._now() + self._upload_delay(len(data)))
+        if key.endswith(MANIFEST_SUFFIX):
+            self.fabric.start_copy(self.bucket, key)
         return True
 
     def repair(self) -> int:
         """An operator re-uploads the corrupted segments from the source's sealed WAL segment."""
-        for key, original in self.corrupted.items():
-            data, meta, visible = self.space.objects[key]
-            self.space.objects[key] = (original, meta, visible)
+        self.fabric.repair(self.corrupted)
         n, self.corrupted = len(self.corrupted), {}
         return n
 
@@ -98,28 +228,28 @@ class RegionObjectView:
 
     def exists(self, key) -> bool:
         self._check()
-        return key in self.space.objects  # the writer's existence check sees its own in-flight upload
+        return key in self.bucket.objects  # the writer's existence check sees its own in-flight upload
 
     def list(self, prefix: str = "") -> list[str]:
         check_prefix(prefix)
         self._check()
         now = self._now()
-        return sorted((k for k, v in self.space.objects.items() if k.startswith(prefix) and v[2] <= now),
+        return sorted((k for k, v in self.bucket.objects.items() if k.startswith(prefix) and v[2] <= now),
                       key=lambda k: k.encode())
 
     def delete(self, key) -> None:
         self._check()
-        self.space.objects.pop(key, None)
+        self.bucket.objects.pop(key, None)
 
 
 class RegionReplication:
     """Shipper + Reader + Reconciler of one region, rebuilt from durable state on restart."""
 
-    def __init__(self, world, region, space: SharedObjectSpace) -> None:
+    def __init__(self, world, region, fabric: ObjectFabric) -> None:
         self.world, self.region = world, region
         cfg = world.scenario.data["replication"]
         self.cfg = cfg
-        self.view = RegionObjectView(space, region, cfg["upload_ms"])
+        self.view = RegionObjectView(fabric, region)
         self.auth = MemoryAuthoritativeStore()  # kept beside the local store; survives like the store
         self.reconciler = Reconciler(region.id, store=self.auth, mode=cfg["mode"])
         self.ship_stopped = False
@@ -170,4 +300,17 @@ class RegionReplication:
             yield env.timeout(min(wait, 1.0))
 
     def lag_s(self) -> float:
-        return self.shipper.lag_s(self.region.now()) if self.region.up else 0.0
+        """Age of the oldest record this region acked that is not yet in every other region's store."""
+        shipped = self.view.bucket.oldest_unreplicated(anywhere=False)
+        copy_lag = 0.0 if shipped is None else max(0.0, self.region.env.now - shipped)
+        ship_lag = self.shipper.lag_s(self.region.now()) if self.region.up else 0.0
+        return max(ship_lag, copy_lag)
+
+    def rpo(self) -> dict:
+        """At a loss of this region: what it acked that no other region has yet (age and count)."""
+        region, shipper = self.region, self.shipper
+        oldest = self.view.bucket.oldest_unreplicated(anywhere=True)
+        copy_age = 0.0 if oldest is None else max(0.0, region.env.now - oldest)
+        return {"rpo_s": round(max(shipper.lag_s(region.now()), copy_age), 6),
+                "unshipped": max(0, region.wal.next_index - shipper.watermark),
+                "uncopied": self.view.bucket.unreplicated_records()}

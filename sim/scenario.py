@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import faults
+from . import faults, topology
 from .faults import FAULT_KINDS
 from .metrics import METRICS, REPLICATION_METRICS
 from .schema import Context, Field, ScenarioError, check_table, describe_default, describe_kind
@@ -104,6 +104,8 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
         _prob("conflict_rate", "share that reuse a pcs_id with another payload in the same region (409)"),
         _prob("cross_region_conflict_rate", "share that write a pcs_id another region's agent also writes, "
               "with another payload (a conflict only replication can see)"),
+        _secs("cross_region_conflict_age_s", 0.0, "those writes reuse only pcs_ids at least this old, s "
+              "(longer than the replication lag: without a partition the region already knows them)"),
         Field("shape", "str", "constant", "load shape", choices=("constant", "burst", "diurnal")),
         _secs("burst_factor", 10.0, "burst: rate multiplier"),
         _secs("burst_at_s", 0.0, "burst: start, s"),
@@ -263,7 +265,7 @@ def _context(data: dict) -> Context:
     regions = tuple(r["id"] for r in data["regions"])
     agents = tuple(f"a{i}" for i in range(int(data["workload"]["agents"])))
     tenants = tuple(f"t{i}" for i in range(int(data["workload"]["tenants"])))
-    return Context(regions=regions, agents=agents, nodes=(*regions, "clients"), extra={"tenants": tenants})
+    return Context(regions=regions, agents=agents, nodes=topology.node_names(data), extra={"tenants": tenants})
 
 
 def _validate_regions(data: dict) -> None:

@@ -110,6 +110,7 @@ class Agent:
                                   max_attempts=int(w["max_attempts"]), max_retry_after=30.0)
         self.mailbox = world.net.register(self.id, group="clients")
         self.sent: list[dict] = []
+        self.sent_at: list[float] = []  # simulated time each entry of ``sent`` was first sent
         self.pending: dict[tuple[int, int, int], object] = {}
         self.epoch = 1
         self.incarnation = 0
@@ -181,16 +182,33 @@ class Agent:
             return "conflict", f.conflicting(self.sent[rng.randrange(len(self.sent))], self.tenant)
         x -= w["conflict_rate"]
         if x < w["cross_region_conflict_rate"]:
-            peers = [a for a in self.world.agents if a.tenant == self.tenant and a.urls[0] != self.urls[0] and a.sent]
-            if peers:
-                peer = peers[rng.randrange(len(peers))]
-                return "conflict", f.conflicting(peer.sent[rng.randrange(len(peer.sent))], self.tenant)
+            picked = self._cross_region_pick()
+            if picked is not None:
+                return "conflict", f.conflicting(picked, self.tenant)
         pcs = f.new(rng, self.tenant, f"s{self.index}", self.epoch)
+        now = self.world.env.now
         if len(self.sent) < int(w["pool"]):
             self.sent.append(pcs)
+            self.sent_at.append(now)
         else:
-            self.sent[rng.randrange(len(self.sent))] = pcs
+            slot = rng.randrange(len(self.sent))
+            self.sent[slot], self.sent_at[slot] = pcs, now
         return "valid", pcs
+
+    def _cross_region_pick(self) -> dict | None:
+        """A PCS an agent homed in another region sent at least ``cross_region_conflict_age_s``
+        ago: with replication working, this region already knows it (a local 409); cut off,
+        it does not (a cross-region conflict found after the heal)."""
+        rng, age = self.rng, float(self.w["cross_region_conflict_age_s"])
+        peers = [a for a in self.world.agents if a.tenant == self.tenant and a.urls[0] != self.urls[0] and a.sent]
+        if not peers:
+            return None
+        peer = peers[rng.randrange(len(peers))]
+        cutoff = self.world.env.now - age
+        eligible = [i for i, t in enumerate(peer.sent_at) if t <= cutoff] if age > 0 else range(len(peer.sent))
+        if not eligible:
+            return None
+        return peer.sent[eligible[rng.randrange(len(eligible))]]
 
     def submit_one(self):
         kind, pcs = self.choose()

@@ -12,11 +12,11 @@ import simpy
 from flk.impl.verifier.pipeline import Verifier
 from flk.impl.verifier.tenants import Tenant, TenantKey, TenantRegistry
 
-from . import faults
+from . import faults, topology
 from .history import History
 from .net import LinkSpec, Network
 from .region import SIM_EPOCH, Region, body_sha
-from .replication import RegionReplication, SharedObjectSpace
+from .replication import ObjectFabric, RegionReplication
 from .rng import Streams
 from .workload import Agent, PcsFactory, make_templates, tenant_key
 
@@ -37,14 +37,10 @@ class World:
         self.streams = Streams(seed)
         self.history = History(keep=keep_history)
         net = data["network"]
-        self.net = Network(self.env, self.history, self.streams.get,
+        self.graph = topology.build(data)
+        self.net = Network(self.env, self.history, self.streams.get, graph=self.graph,
                            default=LinkSpec(latency_ms=net["latency_ms"], loss=net["loss"],
                                             duplicate=net["duplicate"], reorder=net["reorder"]))
-        for link in net.get("links", []):
-            self.net.links[(link["from"], link["to"])] = LinkSpec(
-                latency_ms=link.get("latency_ms", net["latency_ms"]), loss=link.get("loss", 0.0),
-                duplicate=link.get("duplicate", 0.0), reorder=link.get("reorder", 0.0),
-                bandwidth_bytes_per_s=link.get("bandwidth_bytes_per_s"))
         self.region_ids = [r["id"] for r in data["regions"]]
         self.rotations = sorted((f for f in data["faults"] if f["kind"] == "rotate_key"), key=lambda f: f["at_s"])
         self.tenants = self._tenant_registry()
@@ -54,9 +50,8 @@ class World:
         self.rewind_snapshots: dict[str, dict[tuple[str, str], str]] = {}  # region -> store at a reader rewind
         self.repl: dict[str, RegionReplication] = {}
         if data["replication"]["enabled"]:
-            space = SharedObjectSpace()
-            self.objects = space
-            self.repl = {rid: RegionReplication(self, self.regions[rid], space) for rid in self.region_ids}
+            self.objects = ObjectFabric(self)
+            self.repl = {rid: RegionReplication(self, self.regions[rid], self.objects) for rid in self.region_ids}
         self.agents = [Agent(self, i) for i in range(int(data["workload"]["agents"]))]
         self._req = 0
         self.fault_log: list[dict] = []
@@ -91,9 +86,7 @@ class World:
         """What a region acked but had not shipped when it is lost (the RPO of that loss)."""
         if region_id not in self.repl:
             return {}
-        region, shipper = self.regions[region_id], self.repl[region_id].shipper
-        return {"rpo_s": round(shipper.lag_s(region.now()), 6),
-                "unshipped": max(0, region.wal.next_index - shipper.watermark)}
+        return self.repl[region_id].rpo()
 
     def apply_fault(self, spec: dict, start: bool):
         """Start (or heal) one fault from its scenario table; see :mod:`flk.sim.faults`."""
@@ -196,6 +189,9 @@ class World:
         env.process(self._heal_all())
         for rep in self.repl.values():
             env.process(rep.run())
+        if self.repl:
+            for bucket in self.objects.buckets.values():
+                env.process(self.objects.run(bucket))
         for r in self.regions.values():
             if r.topology.kind == "tiered":
                 env.process(self._demote(r, float(r.cfg.get("demote_every_s", 0.5)), int(r.cfg.get("demote_batch", 200))))
