@@ -153,12 +153,15 @@ class Quarantine:
             return False
         line = (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode()
         try:
+            created = not self.fs.exists(self.path)
             handle = self.fs.open_append(self.path)
             try:
                 handle.write(line)
                 handle.fsync()
             finally:
                 handle.close()
+            if created:  # the new file's name must survive a power cut too
+                self.fs.fsync_dir(posixpath.dirname(self.path) or ".")
         except OSError:  # a full disk must not stop the replay; the record stays in the log
             self.write_failures += 1
             return False

@@ -113,3 +113,29 @@ def test_planted_poison_record_restart_is_clean_postgres(tmp_path, postgres_dsn)
         store = open_store(postgres_dsn, table=f"flk_dedup_{ns}")
         store.drop_table()
         store.close()
+
+
+def test_an_undecodable_record_written_straight_into_the_wal_is_quarantined_at_start(tmp_path) -> None:
+    """Without any hook: a record that passes its checksum but is no inbox record."""
+    import time
+
+    from starlette.testclient import TestClient
+
+    from flk.impl.server.app import create_app
+    from flk.impl.server.config import load_config
+    from flk.impl.storage.wal import InboxRecord, SegmentedLog, encode_inbox_record
+
+    cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": KEY, "WAL_GROUP_DELAY_MS": "0"})
+    good_a, good_b = bodies(KEY.encode(), 2, seed=9)
+    with SegmentedLog(cfg.worker_wal_dir(0)) as log:
+        log.append(encode_inbox_record(InboxRecord("", time.time(), cfg.region_id, good_a)))
+        log.append(b"\x07" + MARKER.encode())  # an unknown record version
+        log.append(encode_inbox_record(InboxRecord("", time.time(), cfg.region_id, good_b)))
+    client = TestClient(create_app(cfg, 0), raise_server_exceptions=False, client=("127.0.0.1", 50000))
+    with client:
+        ready = client.get("/ready").json()
+        assert ready["quarantine"]["count"] == 1 and ready["quarantine"]["last_index"] == 1
+        assert ready["quarantine"]["last_reason"].startswith("InvalidInput in decode_inbox_record")
+        for body in (good_a, good_b):  # both were replayed around it
+            r = client.post("/v1/pcs/submit", content=body)
+            assert r.status_code == 200 and r.headers["idempotent-replayed"] == "true"
