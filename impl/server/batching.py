@@ -64,23 +64,23 @@ class _Queue:
                 del self.pending[: len(batch)]
                 items = [b[0] for b in batch]
                 now = self.owner.clock()
-                breaker = self.owner.breaker
+                breaker, elapsed = self.owner.breaker, self.owner.monotonic
                 error: BaseException | None = None
                 results: list[Any] = []
-                if not breaker.allow(now):
+                if not breaker.allow(elapsed()):
                     self.owner.breaker_rejected += len(items)
-                    error = StoreUnavailable(f"dedup store circuit open (retry in {breaker.retry_after(now)} s)")
+                    error = StoreUnavailable(f"dedup store circuit open (retry in {breaker.retry_after(elapsed())} s)")
                 else:
                     try:
                         results = await loop.run_in_executor(self.owner.executor, self.run, items, now)
                         if len(results) != len(items):
                             raise StoreUnavailable("dedup store returned a short batch")
-                        breaker.on_success(self.owner.clock())
+                        breaker.on_success(elapsed())
                     except StoreUnavailable as exc:
-                        breaker.on_failure(self.owner.clock())
+                        breaker.on_failure(elapsed())
                         error = exc
                     except Exception as exc:  # noqa: BLE001 -- any store failure fails closed
-                        breaker.on_failure(self.owner.clock())
+                        breaker.on_failure(elapsed())
                         error = StoreUnavailable(f"dedup store failed: {type(exc).__name__}")
                 self.owner.batches += 1
                 self.owner.batched_items += len(items)
@@ -105,13 +105,15 @@ class StoreBatcher:
         breaker: CircuitBreaker,
         clock: Callable[[], float] = time.time,
         max_batch: int = 256,
+        monotonic: Callable[[], float] = time.monotonic,
         ttl_s: float | None = None,
         inline: bool = False,
     ) -> None:
         self.store = store
         self.executor = executor
         self.breaker = breaker
-        self.clock = clock
+        self.clock = clock  # wall time: the store's TTLs
+        self.monotonic = monotonic  # the breaker's time: a wall-clock step must not open or close it
         self.max_batch = max_batch
         self.ttl_s = ttl_s
         self.inline = inline  # call the store on the event loop (only for the in-memory store)

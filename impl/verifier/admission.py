@@ -1,4 +1,11 @@
-"""Backpressure: an AIMD concurrency limit and a per-store circuit breaker.
+"""Admission: an AIMD concurrency limit, a per-store circuit breaker, and the one factory.
+
+:func:`build_admission` is the only place the admission objects are made: the
+HTTP server (``flk serve``) and the simulator's regions both call it with
+:class:`AdmissionSettings` (whose defaults are the server configuration's), so
+a simulated overload exercises the policy the server runs. The per-tenant
+token buckets and daily quotas (:class:`Limiter`, asked by the pipeline before
+the WAL append) are made by the same factory.
 
 Why this module exists: a server that queues without bound turns overload into
 latency for everyone and, eventually, into memory exhaustion. Instead the
@@ -45,9 +52,15 @@ half_open   failure                             open (opened_at = now)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .tenants import Tenant
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+DAY_S = 86400.0  # quota days are UTC days
 STATE_CODES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # for the metrics gauge
 
 
@@ -165,3 +178,87 @@ class CircuitBreaker:
         """``allow`` or raise :class:`BreakerOpen`."""
         if not self.allow(now):
             raise BreakerOpen(self.name, self.retry_after(now))
+
+
+# -- per-tenant token buckets and quotas ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Admission:
+    ok: bool
+    retry_after: int = 0  # whole seconds, >= 1 when not ok
+    reason: str = ""  # "rate_limited" | "quota_exceeded"
+
+
+class Limiter:
+    """Token bucket + daily quota per tenant. Pure logic: ``now`` is passed in.
+
+    A request is admitted only if both allow it; a refused request consumes
+    nothing. Quota days are UTC days (``floor(now / 86400)``)."""
+
+    def __init__(self) -> None:
+        self._bucket: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, last)
+        self._day: dict[str, tuple[int, int]] = {}  # tenant -> (day, used)
+
+    def admit(self, tenant: Tenant, now: float) -> Admission:
+        tid = tenant.tenant_id
+        if tenant.daily_quota > 0:
+            day = int(now // DAY_S)
+            d, used = self._day.get(tid, (day, 0))
+            if d != day:
+                used = 0
+            if used >= tenant.daily_quota:
+                return Admission(False, max(1, math.ceil((day + 1) * DAY_S - now)), "quota_exceeded")
+        if tenant.rate_per_s > 0:
+            tokens, last = self._bucket.get(tid, (tenant.burst, now))
+            tokens = min(tenant.burst, tokens + max(0.0, now - last) * tenant.rate_per_s)
+            if tokens < 1.0:
+                self._bucket[tid] = (tokens, now)
+                return Admission(False, max(1, math.ceil((1.0 - tokens) / tenant.rate_per_s)), "rate_limited")
+            self._bucket[tid] = (tokens - 1.0, now)
+        if tenant.daily_quota > 0:
+            self._day[tid] = (day, used + 1)
+        return Admission(True)
+
+
+# -- the one factory -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class AdmissionSettings:
+    """The admission parameters; the defaults are the server's (``MAX_INFLIGHT`` ... ``BREAKER_OPEN_S``)."""
+
+    max_inflight: int = 256  # AIMD upper bound on concurrent verifications
+    min_inflight: int = 16  # AIMD lower bound
+    target_latency_ms: float = 500.0  # AIMD latency target
+    breaker_failures: int = 5  # store failures in a row that open the breaker
+    breaker_open_s: float = 2.0  # how long the breaker stays open
+
+    @classmethod
+    def from_config(cls, config: Any) -> AdmissionSettings:
+        """From any object with these attributes (the server's ``ServerConfig``)."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> AdmissionSettings:
+        """From a mapping (a simulated region's settings); absent keys keep the server's
+        defaults, and the AIMD lower bound never exceeds a smaller upper bound."""
+        given = {f.name: values[f.name] for f in fields(cls) if f.name in values}
+        if "min_inflight" not in given and "max_inflight" in given:
+            given["min_inflight"] = min(cls.min_inflight, int(given["max_inflight"]))
+        return cls(**given)
+
+
+@dataclass
+class AdmissionControl:
+    """One process's admission state: what a restart forgets."""
+
+    limiter: AimdLimiter  # concurrent verifications (429 + Retry-After)
+    breaker: CircuitBreaker  # the dedup store (503 fast while open)
+    buckets: Limiter  # per-tenant token buckets and daily quotas (429 / quota)
+
+
+def build_admission(settings: AdmissionSettings = AdmissionSettings()) -> AdmissionControl:
+    """The admission objects for one server worker or one simulated region."""
+    return AdmissionControl(
+        limiter=AimdLimiter(min_limit=settings.min_inflight, max_limit=settings.max_inflight,
+                            target_latency=settings.target_latency_ms / 1000.0),
+        breaker=CircuitBreaker("dedup", settings.breaker_failures, settings.breaker_open_s),
+        buckets=Limiter(),
+    )

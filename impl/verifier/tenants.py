@@ -37,8 +37,10 @@ Configuration sources (all produce a :class:`TenantRegistry`):
   ``PCS_ED25519_PUB_B64`` (comma-separated allowed). A ``none``
   algorithm is refused: the pipeline always verifies (fail closed).
 
-Rate limits and quotas are pure logic with time passed in (:class:`Limiter`);
-the pipeline asks it before the WAL append and answers 429 + ``Retry-After``.
+A tenant's rate limit and daily quota are enforced by the token buckets of
+:mod:`flk.impl.verifier.admission` (:class:`~flk.impl.verifier.admission.Limiter`,
+re-exported here); the pipeline asks them before the WAL append and answers
+429 + ``Retry-After``.
 Never log keys: :class:`TenantKey` hides its material from ``repr``.
 """
 
@@ -55,12 +57,12 @@ from dataclasses import dataclass, field
 
 from ..core.canonical import PROFILES
 from ..core.errors import InvalidInput
+from .admission import DAY_S, Admission, Limiter  # noqa: F401 -- re-exported: the buckets live in admission
 
 ALGS = ("hmac", "ed25519")
 PII_MODES = ("off", "detect", "block", "redact")
 TENANT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 DEFAULT_TENANT = "default"
-DAY_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -351,42 +353,3 @@ def from_env(env: Mapping[str, str], **common) -> TenantRegistry:
     return from_mapping(
         {"defaults": dict(common), "tenants": {DEFAULT_TENANT: {"alg": alg, "keys": keys}}, "single_tenant": True}
     )
-
-
-# -- rate limits and quotas ----------------------------------------------------------------
-@dataclass(frozen=True)
-class Admission:
-    ok: bool
-    retry_after: int = 0  # whole seconds, >= 1 when not ok
-    reason: str = ""  # "rate_limited" | "quota_exceeded"
-
-
-class Limiter:
-    """Token bucket + daily quota per tenant. Pure logic: ``now`` is passed in.
-
-    A request is admitted only if both allow it; a refused request consumes
-    nothing. Quota days are UTC days (``floor(now / 86400)``)."""
-
-    def __init__(self) -> None:
-        self._bucket: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, last)
-        self._day: dict[str, tuple[int, int]] = {}  # tenant -> (day, used)
-
-    def admit(self, tenant: Tenant, now: float) -> Admission:
-        tid = tenant.tenant_id
-        if tenant.daily_quota > 0:
-            day = int(now // DAY_S)
-            d, used = self._day.get(tid, (day, 0))
-            if d != day:
-                used = 0
-            if used >= tenant.daily_quota:
-                return Admission(False, max(1, math.ceil((day + 1) * DAY_S - now)), "quota_exceeded")
-        if tenant.rate_per_s > 0:
-            tokens, last = self._bucket.get(tid, (tenant.burst, now))
-            tokens = min(tenant.burst, tokens + max(0.0, now - last) * tenant.rate_per_s)
-            if tokens < 1.0:
-                self._bucket[tid] = (tokens, now)
-                return Admission(False, max(1, math.ceil((1.0 - tokens) / tenant.rate_per_s)), "rate_limited")
-            self._bucket[tid] = (tokens - 1.0, now)
-        if tenant.daily_quota > 0:
-            self._day[tid] = (day, used + 1)
-        return Admission(True)
