@@ -109,7 +109,8 @@ def verify_hmac(subset: Mapping, sig: str, keys: Sequence[bytes], profile: str =
     A malformed signature is simply not valid (False); a malformed subset raises.
     """
     msg = canonical_bytes(subset, profile)
-    keys = [_key_bytes(k) for k in _key_list(keys)]
+    if type(keys) is not list or not all(type(k) is bytes and k for k in keys):
+        keys = [_key_bytes(k) for k in _key_list(keys)]  # validates; str, bytearray, tuple normalised
     try:
         raw = b64decode_strict(sig, HMAC_SIG_LEN)
     except InvalidInput:
