@@ -134,7 +134,7 @@ class Server:
     def __init__(self, cfg: ServerConfig, worker: int) -> None:
         self.cfg = cfg
         self.worker = worker
-        self.log = JsonLogger(level=cfg.log_level, worker=worker)
+        self.log = JsonLogger(level=cfg.log_level, worker=worker, redact=cfg.redact)
         self.admission = build_admission(AdmissionSettings.from_config(cfg))  # the simulator's regions too
         self.limiter = self.admission.limiter
         self.breaker = self.admission.breaker

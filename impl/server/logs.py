@@ -4,7 +4,9 @@ Why this module exists: a server log ends up in places a PCS and its key must
 never reach. Every line is one JSON object built from an explicit allow-list of
 fields (:data:`ALLOWED`); anything else a caller passes is dropped, and string
 values are truncated. Request bodies, headers (other than the request id and
-tenant), signatures, keys and passwords have no field to go into.
+tenant), signatures, keys and passwords have no field to go into; a
+``redact`` callable (the server passes :meth:`ServerConfig.redact`) removes any
+configured secret a string value might still quote (an exception's text, say).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -22,13 +25,17 @@ ALLOWED = frozenset({
     "dedup_backend", "store", "sign_alg", "multi_tenant", "tenants", "region_id", "policy_file",
     "metrics_auth", "max_body_bytes", "key_file", "note", "replayed", "records", "errors",
     "exit_code", "signal", "reason", "state", "limit", "inflight", "detail", "field",
+    # replication: the failure text, divergence figures, the rejected stream
+    "error", "severity", "peer", "count_divergence", "sample_mismatch", "open_conflicts", "stream", "segment",
 })
 _MAX_STR = 200
 
 
 class JsonLogger:
-    def __init__(self, stream: IO[str] | None = None, level: str = "info", worker: int | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None, level: str = "info", worker: int | None = None,
+                 redact: Callable[[str], str] | None = None) -> None:
         self.stream = stream or sys.stderr
+        self.redact = redact
         self.level = LEVELS.get(level, 20)
         self.worker = worker
         self._lock = threading.Lock()
@@ -45,6 +52,8 @@ class JsonLogger:
         for k, v in fields.items():
             if k not in ALLOWED or k == "event":
                 continue
+            if isinstance(v, str) and self.redact is not None:
+                v = self.redact(v)
             if isinstance(v, str) and len(v) > _MAX_STR:
                 v = v[:_MAX_STR] + "..."
             rec[k] = v

@@ -133,3 +133,20 @@ def test_live_server_with_every_secret_set_never_shows_one(tmp_path) -> None:
     everything = srv.log_text() + "\n".join(bodies)
     assert "200" in bodies[0] and "401" in bodies[3] and bodies[4].startswith("200")
     assert not leaked(everything), leaked(everything)
+
+
+def test_log_lines_drop_unknown_fields_and_redact_configured_secrets() -> None:
+    import io
+    import json as json_module
+
+    from flk.impl.server.logs import JsonLogger
+
+    cfg = load_config({"DATA_DIR": "/nonexistent", "PCS_HMAC_KEY": CANARY["PCS_HMAC_KEY"],
+                       "POSTGRES_CONN": f"host=h password={CANARY['POSTGRES_CONN']}"}, create_key=False)
+    out = io.StringIO()
+    log = JsonLogger(out, redact=cfg.redact)
+    log.error("crr_error", error=f"OperationalError: cannot connect host=h password={CANARY['POSTGRES_CONN']}",
+              body=CANARY["PCS_HMAC_KEY"], reason=f"key {CANARY['PCS_HMAC_KEY']} rejected")
+    line = json_module.loads(out.getvalue())
+    assert "body" not in line and line["error"].startswith("OperationalError") and "***" in line["reason"]
+    assert not leaked(out.getvalue())
