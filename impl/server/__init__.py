@@ -9,9 +9,12 @@ the protocol itself.
 
 Modules:
 
-* :mod:`.config`       -- environment variables + optional TOML file -> ``ServerConfig``
-* :mod:`.backpressure` -- pure AIMD concurrency limit and circuit breaker (time passed in)
+* :mod:`.config`       -- the settings table (env + optional TOML file) -> ``ServerConfig``; secrets redacted
+* :mod:`.auth`         -- the operator credential, signed tenant reads, the one X-Tenant-Id rule
+* :mod:`.httpguard`    -- HTTP limits below the routes: header sizes and counts, slow clients, connections
 * :mod:`.logs`         -- structured JSON logs that never carry payloads, signatures or keys
 * :mod:`.app`          -- the Starlette application (endpoints, problem+json, metrics)
+* :mod:`.pipeline`     -- the asyncio driver of the verify pipeline's effects
+* :mod:`.batching`     -- batched dedup store calls behind the circuit breaker
 * :mod:`.supervisor`   -- WORKERS=N processes on one socket, replaced when they die
 """
