@@ -351,12 +351,26 @@ def _matches(output: Any, expected_like: Mapping[str, Any] | None) -> bool:
     )
 
 
+def _excerpts(want: str, got: str, context: int = 16) -> tuple[str, str]:
+    """The two texts around their first difference."""
+    start = next((i for i, (a, b) in enumerate(zip(want, got, strict=False)) if a != b), min(len(want), len(got)))
+    tail = 0
+    while tail < min(len(want), len(got)) - start and want[-1 - tail] == got[-1 - tail]:
+        tail += 1
+    low = max(0, start - context)
+    cut = "..." if low else ""
+    return (cut + want[low:len(want) - tail + context] + ("..." if tail > context else ""),
+            cut + got[low:len(got) - tail + context] + ("..." if tail > context else ""))
+
+
 def _example(case: Case, output: Mapping[str, Any]) -> str:
     key = next(iter(case.expected or {}), "")
     got, want = output.get(key), (case.expected or {}).get(key)
     if key == "bytes_b64":
         got = base64.b64decode(got).decode("utf-8", "backslashreplace")
         want = base64.b64decode(want).decode("utf-8", "backslashreplace")
+        want, got = _excerpts(want, got)
+        return f"{case.case_id}: canonical bytes `{got}` where the spec gives `{want}`"
     return f"{case.case_id}: {key} {json.dumps(got, ensure_ascii=False)} where the spec gives {json.dumps(want, ensure_ascii=False)}"
 
 

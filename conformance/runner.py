@@ -37,6 +37,22 @@ from .diagnosis import Diagnosis, diagnose, format_diagnosis
 from .vectors import Case, all_notes, decode_input
 
 BYTE_FIELDS = {"bytes_b64"}  # output fields holding base64 bytes: diffed as bytes
+# The SPEC.md section and rule that decide each op's answer (quoted in failures).
+SPEC_RULES = {
+    "canonical_bytes": "SPEC.md section 3 (profile legacy-0.1: section 10.1): keys sorted by code point, "
+                       "RFC 8785 strings in raw UTF-8, floats as fmt9, epoch a plain integer",
+    "fmt9": "SPEC.md section 3.5: fixed point, nine fractional digits, half-to-even from the exact binary64 value",
+    "sign_hmac": "SPEC.md section 4.1: base64(HMAC-SHA256(key, canonical bytes))",
+    "verify_hmac": "SPEC.md sections 4.1, 4.3, 4.4: strict base64, any active key, constant-time compare",
+    "sign_ed25519": "SPEC.md section 4.2: Ed25519 over SHA-256(canonical bytes)",
+    "verify_ed25519": "SPEC.md sections 4.2-4.4: canonical S, strict base64, any active key",
+    "pcs_id": "SPEC.md section 5: hex SHA-256 of merkle_root|epoch|shard_id",
+    "merkle_root": "SPEC.md section 6.2 (legacy-0.1: section 10.3)",
+    "d_hat": "SPEC.md section 7.2 (legacy-0.1: section 10.4): Theil-Sen median of pairwise slopes",
+    "coherence": "SPEC.md section 7.3",
+    "regime": "SPEC.md section 7.5",
+    "budget": "SPEC.md section 7.6: left to right in binary64, no fused multiply-add, clamped to [0, 1]",
+}
 
 
 @dataclass
@@ -155,7 +171,7 @@ def other_differences(expected: bytes, got: bytes, first: int, limit: int = 8) -
         return []
     lines = [f"  all {len(ranges)} differing stretches (expected -> got):"]
     for i1, i2, j1, j2 in ranges[:limit]:
-        lines.append(f"    byte {i1}: {escape_bytes(expected[i1:i2])!r} -> {escape_bytes(got[j1:j2])!r}")
+        lines.append(f"    byte {i1}: [{escape_bytes(expected[i1:i2])}] -> [{escape_bytes(got[j1:j2])}]")
     if len(ranges) > limit:
         lines.append(f"    ... and {len(ranges) - limit} more")
     return lines
@@ -168,6 +184,17 @@ def _b64(value: Any) -> bytes | None:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def decoded_output(output: Any) -> str:
+    """The output as JSON, with base64 byte fields shown decoded beside their text."""
+    text = json.dumps(output, ensure_ascii=False)[:300]
+    if isinstance(output, Mapping):
+        for key in BYTE_FIELDS & set(output):
+            raw = _b64(output[key])
+            if raw is not None:
+                text += f"; {key} decoded: {escape_bytes(raw)[:400]}"
+    return text
 
 
 def value_diff(key: str, expected: Any, got: Any) -> str:
@@ -225,8 +252,7 @@ def judge(case: Case, reply: Reply) -> CaseResult:
         return CaseResult(
             case,
             "fail",
-            "accepted invalid input (expected an invalid_input error), output "
-            + json.dumps(output, ensure_ascii=False)[:300],
+            "accepted invalid input (expected an invalid_input error), output " + decoded_output(output),
             elapsed=reply.elapsed,
             output=output,
         )
@@ -238,6 +264,9 @@ def judge(case: Case, reply: Reply) -> CaseResult:
             diffs.append(value_diff(key, want, output[key]))
     if diffs:
         first = diffs[0].split("\n", 1)[0]
+        rule = SPEC_RULES.get(case.operation)
+        if rule:
+            diffs.append(f"decided by {rule}")
         return CaseResult(case, "fail", f"wrong output: {first}", "\n".join(diffs), reply.elapsed, output)
     return CaseResult(case, "pass", elapsed=reply.elapsed, output=output)
 
