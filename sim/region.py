@@ -6,12 +6,20 @@ carries out the effects the pipeline yields --
 
 * ``WalAppend`` -> :class:`flk.impl.storage.wal.SegmentedLog` on a
   :class:`flk.impl.testing.crashfs.CrashableMemoryFileSystem`; the reply is sent only once a
-  simulated group commit (max delay + sampled fsync latency) made the record
-  durable;
+  simulated group commit made the record durable -- when to fsync and whom it
+  releases is the server's own :class:`flk.impl.storage.groupcommit.GroupCommit`,
+  driven here under SimPy time (sampled fsync latency);
 * ``DedupGet`` / ``DedupPut`` -> the region's real store (memory, sharded, tiered or
   migrating: :mod:`flk.sim.stores`) behind :class:`flk.impl.testing.outage.OutageStore`
-  for whole-store outages (``StoreUnavailable``), after a sampled store latency;
+  for whole-store outages (``StoreUnavailable``), after a sampled store latency,
+  behind the server's circuit breaker (an open breaker answers 503 at once);
 * ``Emit`` -> nothing (the history is written here, from the effects themselves).
+
+Admission is the server's: :func:`flk.impl.verifier.admission.build_admission`
+makes the AIMD concurrency limit (429 + ``Retry-After``), the dedup breaker and
+the tenants' token buckets from the region's settings (``max_inflight`` is the
+server's ``MAX_INFLIGHT``; every other parameter is the server's default), so
+an overload scenario studies the policy ``flk serve`` runs.
 
 A crash loses whatever the disk had not fsynced (torn tails included), drops
 every in-flight request (their processes notice the new incarnation and stop),
@@ -25,6 +33,7 @@ from __future__ import annotations
 import hashlib
 
 from flk.impl.dedup import StoreUnavailable
+from flk.impl.storage.groupcommit import GroupCommit, Release
 from flk.impl.storage.wal import (
     InboxRecord,
     SegmentedLog,
@@ -34,8 +43,8 @@ from flk.impl.storage.wal import (
 )
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 from flk.impl.testing.outage import OutageStore
+from flk.impl.verifier.admission import AdmissionSettings, build_admission
 from flk.impl.verifier.pipeline import DedupGet, DedupPut, Emit, Request, WalAppend, WalUnavailable
-from flk.impl.verifier.tenants import Limiter
 
 from .rng import sample
 from .stores import StoreTopology
@@ -71,28 +80,30 @@ class Region:
         self.inflight = 0
         self.deliveries = 0
         self.wal_corruptions = 0
-        self.limiter = Limiter()  # volatile: a restart forgets the buckets, as a real process would
+        self.admission_settings = AdmissionSettings.from_mapping(self.cfg)
+        self.admission = build_admission(self.admission_settings)  # volatile: a restart forgets it
         self._open()
 
     # -- lifecycle --------------------------------------------------------
     def _open(self) -> None:
         self.fs.makedirs(WAL_DIR)
         self.wal = SegmentedLog(WAL_DIR, fs=self.fs, segment_bytes=int(self.cfg.get("segment_bytes", 1 << 20)))
-        self.verifier = self.world.verifier_cls(self.world.tenants, region=self.id, limiter=self.limiter)
-        self.waiters: list[tuple[int, object]] = []
+        self.verifier = self.world.verifier_cls(self.world.tenants, region=self.id, limiter=self.admission.buckets)
+        self.group_commit = GroupCommit(float(self.cfg["group_commit_ms"]) / 1000.0, durable=self.wal.durable_index)
         self.commit_scheduled = False
+        self.commit_wake = None  # an event the sleeping commit process waits on besides its deadline
 
     def now(self) -> float:
         return SIM_EPOCH + self.env.now + self.clock_offset
 
     def crash(self) -> dict:
-        inflight = self.inflight + len(self.waiters)
+        inflight = self.inflight + self.group_commit.waiting()
         self.incarnation += 1
         self.up = False
         self.inflight = 0
         self.world.net.down.add(self.id)
         report = self.fs.crash()
-        self.limiter = Limiter()
+        self.admission = build_admission(self.admission_settings)
         return {"inflight": inflight, "torn": len(report["torn"])}
 
     def restart(self):
@@ -137,40 +148,49 @@ class Region:
         self.up = True
         self.world.net.down.discard(self.id)
 
-    # -- group commit -------------------------------------------------------
+    # -- group commit (the SimPy driver of the pure state machine) ------------------------
     def _wait_durable(self, index: int):
-        ev = self.env.event()
-        self.waiters.append((index, ev))
-        if not self.commit_scheduled:
+        env, machine = self.env, self.group_commit
+        event = env.event()
+        if machine.append(index, env.now) and self.commit_wake is not None and not self.commit_wake.triggered:
+            self.commit_wake.succeed()  # a full batch: do not sleep out the delay
+        release = machine.wait(index, event, env.now)
+        if release is not None:
+            self._settle([release])
+        elif not self.commit_scheduled:
             self.commit_scheduled = True
-            self.env.process(self._group_commit(self.incarnation))
-        return ev
+            env.process(self._group_commit(self.incarnation))
+        return event
 
     def _group_commit(self, inc: int):
-        yield self.env.timeout(float(self.cfg["group_commit_ms"]) / 1000.0)
-        if inc != self.incarnation:
-            return
-        yield self.env.timeout(self.disk_factor * sample(self.cfg["fsync_ms"], self.rng, 1.0) / 1000.0)
-        if inc != self.incarnation:
-            return
+        """Sleep until the machine's deadline, fsync (sampled latency), release; until idle."""
+        env, machine = self.env, self.group_commit
+        while (deadline := machine.next_deadline()) is not None:
+            if deadline > env.now:
+                self.commit_wake = env.event()
+                yield env.timeout(deadline - env.now) | self.commit_wake
+                if inc != self.incarnation:
+                    return
+                self.commit_wake = None
+            machine.start_sync(env.now)
+            yield env.timeout(self.disk_factor * sample(self.cfg["fsync_ms"], self.rng, 1.0) / 1000.0)
+            if inc != self.incarnation:
+                return
+            try:
+                durable = self.wal.sync()
+            except WalError:
+                self._settle(machine.sync_failed(WalUnavailable("fsync failed"), env.now))
+                break
+            self._settle(machine.synced(durable, env.now))
         self.commit_scheduled = False
-        try:
-            durable = self.wal.sync()
-        except WalError:
-            for _, ev in self.waiters:
-                ev.fail(WalUnavailable("fsync failed"))
-            self.waiters = []
-            return
-        keep = []
-        for idx, ev in self.waiters:
-            if idx < durable:
-                ev.succeed(idx)
+
+    @staticmethod
+    def _settle(releases: list[Release]) -> None:
+        for release in releases:
+            if release.error is None:
+                release.waiter.succeed(release.index)
             else:
-                keep.append((idx, ev))
-        self.waiters = keep
-        if keep and not self.commit_scheduled:
-            self.commit_scheduled = True
-            self.env.process(self._group_commit(inc))
+                release.waiter.fail(release.error)
 
     # -- request handling -----------------------------------------------------
     def serve(self):
@@ -195,61 +215,69 @@ class Region:
     def _drive(self, gen, inc: int, d: int | None, replay: bool = False):
         """Carry out the pipeline's effects; returns (response, dedup key, stored-new flag),
         or None if the region died meanwhile."""
-        hist, env = self.world.history, self.env
         send, throw, key, stored_new = None, None, None, False
         while True:
             try:
                 eff = gen.throw(throw) if throw is not None else gen.send(send)
             except StopIteration as stop:
                 return stop.value, key, stored_new
-            send, throw = None, None
             if isinstance(eff, WalAppend):
-                try:
-                    idx = self.wal.append(encode_inbox_record(
-                        InboxRecord(eff.tenant, eff.received_at, eff.region, eff.body)))
-                except WalError:
-                    throw = WalUnavailable("append failed")
-                    continue
-                ev = self._wait_durable(idx)
-                try:
-                    send = yield ev
-                except WalUnavailable as exc:
-                    throw = exc
-                    continue
-                if inc != self.incarnation:
-                    return None
-                hist.record(env.now, "srv.wal_durable", region=self.id, d=d, idx=send, inc=inc)
-            elif isinstance(eff, DedupGet):
+                outcome = yield from self._wal_append(eff, inc, d)
+            elif isinstance(eff, (DedupGet, DedupPut)):
                 key = [eff.tenant, eff.pcs_id]
-                yield env.timeout(self._store_delay())
-                if inc != self.incarnation:
-                    return None
-                if not replay:
-                    hist.record(env.now, "srv.dedup_get", region=self.id, d=d, tenant=eff.tenant, pcs_id=eff.pcs_id)
-                try:
-                    send = self.store.get(eff.tenant, eff.pcs_id, eff.now)
-                except StoreUnavailable as exc:
-                    throw = exc
-            elif isinstance(eff, DedupPut):
-                key = [eff.tenant, eff.pcs_id]
-                yield env.timeout(self._store_delay())
-                if inc != self.incarnation:
-                    return None
-                try:
-                    stored, winner = self.store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
-                except StoreUnavailable as exc:
-                    throw = exc
-                    continue
-                send = (stored, winner)
-                stored_new = stored
-                if not replay:
-                    hist.record(env.now, "srv.dedup_put", d=d, region=self.id, tenant=eff.tenant,
-                                pcs_id=eff.pcs_id, stored=stored, digest=winner.payload_digest,
-                                status=winner.status, body_sha=body_sha(winner.body))
+                outcome = yield from self._dedup_call(eff, inc, d, replay)
+                if isinstance(eff, DedupPut) and outcome is not None and outcome[1] is None:
+                    stored_new = outcome[0][0]
             elif isinstance(eff, Emit):
-                send = None
+                outcome = (None, None)
             else:  # pragma: no cover - the pipeline yields nothing else
                 raise TypeError(f"unknown effect {type(eff).__name__}")
+            if outcome is None:
+                return None
+            send, throw = outcome
+
+    def _wal_append(self, eff: WalAppend, inc: int, d: int | None):
+        """Append the inbox record and wait for its group commit: (index, None),
+        (None, WalUnavailable) or None if the region died meanwhile."""
+        try:
+            index = self.wal.append(encode_inbox_record(InboxRecord(eff.tenant, eff.received_at, eff.region, eff.body)))
+        except WalError:
+            return None, WalUnavailable("append failed")
+        try:
+            index = yield self._wait_durable(index)
+        except WalUnavailable as exc:
+            return None, exc
+        if inc != self.incarnation:
+            return None
+        self.world.history.record(self.env.now, "srv.wal_durable", region=self.id, d=d, idx=index, inc=inc)
+        return index, None
+
+    def _dedup_call(self, eff: DedupGet | DedupPut, inc: int, d: int | None, replay: bool):
+        """One store call behind the server's breaker (open: 503 at once, no call):
+        (reply, None), (None, StoreUnavailable) or None if the region died meanwhile."""
+        env, hist, breaker = self.env, self.world.history, self.admission.breaker
+        if not breaker.allow(env.now):
+            return None, StoreUnavailable(f"dedup store circuit open (retry in {breaker.retry_after(env.now)} s)")
+        yield env.timeout(self._store_delay())
+        if inc != self.incarnation:
+            return None
+        try:
+            if isinstance(eff, DedupGet):
+                if not replay:
+                    hist.record(env.now, "srv.dedup_get", region=self.id, d=d, tenant=eff.tenant, pcs_id=eff.pcs_id)
+                reply = self.store.get(eff.tenant, eff.pcs_id, eff.now)
+            else:
+                reply = self.store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
+        except StoreUnavailable as exc:
+            breaker.on_failure(env.now)
+            return None, exc
+        breaker.on_success(env.now)
+        if isinstance(eff, DedupPut) and not replay:
+            stored, winner = reply
+            hist.record(env.now, "srv.dedup_put", d=d, region=self.id, tenant=eff.tenant,
+                        pcs_id=eff.pcs_id, stored=stored, digest=winner.payload_digest,
+                        status=winner.status, body_sha=body_sha(winner.body))
+        return reply, None
 
     def handle(self, msg):
         env, hist = self.env, self.world.history
@@ -258,8 +286,9 @@ class Region:
         self.deliveries += 1
         d = self.deliveries
         hist.record(env.now, "srv.recv", region=self.id, d=d, req=p["req"], attempt=p["attempt"], tenant=p["tenant"])
-        if self.inflight >= int(self.cfg["max_inflight"]):
-            self._respond(p, d, 429, False, b"", None, retry_after="1", before_wal=True)
+        limiter, started = self.admission.limiter, env.now
+        if not limiter.try_acquire(started):
+            self._respond(p, d, 429, False, b"", None, retry_after=str(limiter.retry_after()), before_wal=True)
             return
         self.inflight += 1
         yield env.timeout(float(self.cfg["verify_ms"]) / 1000.0)
@@ -271,6 +300,7 @@ class Region:
             return
         self.inflight -= 1
         resp, key, _ = result
+        limiter.release(env.now, env.now - started, ok=resp.status != 503)
         self._respond(p, d, resp.status, resp.header("Idempotent-Replayed") == "true", resp.body, key,
                       retry_after=resp.header("Retry-After"))
 
