@@ -171,7 +171,7 @@ def op_build_pcs(inp, profile):
     if profile != "v1":
         raise Unsupported("build_pcs is defined for profile v1 only")
     try:
-        from flk.impl.agent.builder import build_pcs_from_stream  # issue 3
+        from flk.impl.agent.builder import build_pcs_from_stream
     except ImportError:
         raise Unsupported("build_pcs needs flk.impl.agent.builder, which is not available") from None
     raw = b64_field(field(inp, "events_b64"), "events_b64")

@@ -564,7 +564,7 @@ def case_bad_base64(c: Ctx) -> str:
     variants = _bad_sig_variants(pcs["sig"])
     for what, sig in variants:
         ex = c.post(dict(pcs, sig=sig), f"sig {what}")
-        # the issue says 401; SPEC section 8 step 3 makes a malformed sig a 400 naming 'sig'. Both reject.
+        # 401 (bad signature) or, as SPEC section 8 step 3 checks sig's base64 first, 400 naming 'sig': both reject
         expect_problem(ex, (400, 401), field="sig", slugs=("invalid-pcs", "bad-signature"))
     c.accept(pcs, "the same PCS with its strict signature (nothing was cached)")
     return f"{len(variants)} malformed signatures rejected (400 naming sig / 401), then the valid one accepted"

@@ -8,7 +8,7 @@ cases with stable ``tcId``, ``result`` valid/invalid and ``expected`` outputs.
 
 How the expected values are obtained: every case's input is run through the
 core through the conformance op table (:func:`evaluate`). Many cases
-also carry a literal ``check`` written by hand (the issue's v1 example, the two
+also carry a literal ``check`` written by hand (SPEC.md's v1 example, the two
 legacy records, RFC 6962 roots, exact rounding ties ...); generation fails if
 the core disagrees with one of them. Independent oracles (``decimal``,
 ``scipy``, a second Merkle implementation) check the files again in the tests.
@@ -40,7 +40,7 @@ from ..core.errors import InvalidInput
 SCHEMA_NAME = "vectors.schema.json"
 
 FLAG_NOTES: dict[str, str] = {
-    "v1-example": "The worked example of spec v1 (issue #2); must reproduce byte for byte.",
+    "v1-example": "The worked example of SPEC.md section 3.6; must reproduce byte for byte.",
     "legacy-record": "A record emitted by the seed system's Python agent (HMAC key 'testsecret').",
     "key-order": "Input keys arrive in a non-canonical order; output keys are sorted by code point.",
     "extra-field": "The input carries fields outside the signed subset; they are ignored.",

@@ -70,3 +70,14 @@ def test_every_vector_input_and_reference_output_fits_the_schema():
         _validator("#/$defs/response").validate(resp)
         if resp["ok"]:
             _validator(f"#/$defs/outputs/{case.operation}").validate(resp["output"])
+
+
+def test_every_flag_and_bug_class_is_documented():
+    from flk.conformance.diagnosis import BUG_CLASSES, EXTRA_CLASSES
+
+    flags = {flag for case in load_cases(ROOT / "spec" / "vectors") for flag in case.flags}
+    table = DOC.split("## Flags", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip().strip("`") for line in table.splitlines() if line.startswith("| `")}
+    assert flags <= rows, f"flags without a row in PROTOCOL.md: {sorted(flags - rows)}"
+    for name in [c.name for c in BUG_CLASSES] + list(EXTRA_CLASSES):
+        assert f"`{name}`" in DOC, name
