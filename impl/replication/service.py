@@ -281,6 +281,8 @@ class CrrCollector:
             rd, rc = m["read"], m["reconcile"]
             yield counter("flk_crr_applied_records", "Replicated records replayed here", rd["applied_records"])
             yield gauge("flk_crr_rejected_streams", "Streams stopped at a rejected segment", len(rd["rejected"]))
+            yield counter("flk_crr_quarantined_records", "Replicated records whose replay raised, set aside "
+                          "(read-quarantine.jsonl) while the stream went on", rd["quarantine"]["count"])
             yield counter("flk_crr_conflicts", "Keys seen with two or more payload digests", rc["conflicts"])
             yield gauge("flk_crr_open_conflicts", "Conflicts awaiting review", rc["open_conflicts"])
             yield counter("flk_crr_authoritative_changes", "Authoritative outcomes replaced by an earlier one",

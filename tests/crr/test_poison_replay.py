@@ -154,6 +154,13 @@ def test_service_logs_and_audits_a_quarantined_record_and_keeps_replicating(tmp_
     quarantined = [e for e in audit if e["outcome"] == "quarantined"]
     assert len(quarantined) == 1 and quarantined[0]["payload_digest"] == digest
     assert quarantined[0]["pcs_id"] == "eu#1" and quarantined[0]["tenant"] == "ta"
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from flk.impl.replication.service import CrrCollector
+
+    registry = CollectorRegistry()
+    registry.register(CrrCollector(us))
+    assert 'flk_crr_quarantined_records_total{worker="0"} 1.0' in generate_latest(registry).decode()
     # eu reads its own stream too: the same poison is quarantined there, and eu keeps going
     assert eu.metrics()["read"]["quarantine"]["count"] == 1
     for svc in (eu, us):
