@@ -961,6 +961,193 @@ func opRegime(input object, _ string) (object, error) {
 	return object{"regime": "mixed"}, nil
 }
 
+// ---------------------------------------------------------------- coherence
+
+// splitMix64 returns the SplitMix64 stream of SPEC.md section 7.3 as doubles in [0, 1).
+func splitMix64(seed uint64) func() float64 {
+	state := seed
+	return func() float64 {
+		state += 0x9e3779b97f4a7c15
+		z := state
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+		z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+		z ^= z >> 31
+		return float64(z>>11) * (1.0 / (1 << 53))
+	}
+}
+
+// pointRows: n rows of d numbers (1 <= d <= 8); a list of numbers is n rows of one.
+func pointRows(v interface{}) ([][]float64, error) {
+	items, ok := v.([]interface{})
+	shapeError := invalid("points", "must be a numeric array of shape (n, d)")
+	if !ok {
+		return nil, shapeError
+	}
+	rows := make([][]float64, len(items))
+	for i, item := range items {
+		cells, isList := item.([]interface{})
+		if _, firstIsList := items[0].([]interface{}); isList != firstIsList {
+			return nil, shapeError
+		}
+		if !isList {
+			cells = []interface{}{item}
+		}
+		if len(cells) < 1 || len(cells) > 8 || (i > 0 && len(cells) != len(rows[0])) {
+			return nil, invalid("points", "must have shape (n, d) with 1 <= d <= 8")
+		}
+		rows[i] = make([]float64, len(cells))
+		for k, cell := range cells {
+			x, err := finite(cell, "points")
+			if err != nil {
+				return nil, err
+			}
+			rows[i][k] = x
+		}
+	}
+	return rows, nil
+}
+
+// normalise maps each dimension to [0, 1] by min-max; a zero-width dimension maps to 0.
+func normalise(rows [][]float64) ([][]float64, error) {
+	out := make([][]float64, len(rows))
+	for i := range rows {
+		out[i] = make([]float64, len(rows[i]))
+	}
+	for k := 0; len(rows) > 0 && k < len(rows[0]); k++ {
+		low, high := math.Inf(1), math.Inf(-1)
+		for _, row := range rows {
+			low, high = math.Min(low, row[k]), math.Max(high, row[k])
+		}
+		width := high - low
+		if math.IsInf(width, 0) {
+			return nil, invalid("points", "coordinate range overflows binary64")
+		}
+		for i, row := range rows {
+			if width > 0 {
+				out[i][k] = (row[k] - low) / width
+			}
+		}
+	}
+	return out, nil
+}
+
+// directions draws unit vectors by rejection sampling in the unit ball.
+func directions(next func() float64, count, dim int) [][]float64 {
+	out := make([][]float64, count)
+	for k := range out {
+		var candidate []float64
+		var squares float64
+		for {
+			candidate = make([]float64, dim)
+			squares = 0.0
+			for j := range candidate {
+				candidate[j] = float64(2.0*next()) - 1.0
+			}
+			for _, x := range candidate {
+				squares = squares + float64(x*x)
+			}
+			if squares > 0.0 && squares <= 1.0 {
+				break
+			}
+		}
+		norm := math.Sqrt(squares)
+		for j := range candidate {
+			candidate[j] /= norm
+		}
+		out[k] = candidate
+	}
+	return out
+}
+
+// largestBinShare: the largest share of projections in one of “bins“ equal bins.
+func largestBinShare(points [][]float64, direction []float64, bins int) float64 {
+	projections := make([]float64, len(points))
+	low, high := math.Inf(1), math.Inf(-1)
+	for i, row := range points {
+		acc := float64(row[0] * direction[0])
+		for k := 1; k < len(row); k++ {
+			acc = acc + float64(row[k]*direction[k])
+		}
+		projections[i] = acc
+		low, high = math.Min(low, acc), math.Max(high, acc)
+	}
+	if high == low {
+		return 1.0
+	}
+	counts := make([]int, bins)
+	largest := 0
+	for _, x := range projections {
+		bin := int(math.Floor(float64((x-low)/(high-low)) * float64(bins)))
+		if bin > bins-1 {
+			bin = bins - 1
+		}
+		counts[bin]++
+		if counts[bin] > largest {
+			largest = counts[bin]
+		}
+	}
+	return float64(largest) / float64(len(points))
+}
+
+func optionalCount(input object, name string, fallback int) (int, error) {
+	v, present := input[name]
+	if !present {
+		return fallback, nil
+	}
+	value, err := integer(v, name, 1, big.NewInt(1000000))
+	if err != nil {
+		return 0, err
+	}
+	return int(value.Int64()), nil
+}
+
+func opCoherence(input object, profile string) (object, error) {
+	if profile != "v1" {
+		return nil, unsupported("coherence is defined for profile v1 only")
+	}
+	pointsValue, err := field(input, "points")
+	if err != nil {
+		return nil, err
+	}
+	rows, err := pointRows(pointsValue)
+	if err != nil {
+		return nil, err
+	}
+	seedValue, err := field(input, "seed")
+	if err != nil {
+		return nil, err
+	}
+	seed, err := integer(seedValue, "seed", 0, new(big.Int).SetUint64(math.MaxUint64))
+	if err != nil {
+		return nil, err
+	}
+	count, err := optionalCount(input, "n_directions", 100)
+	if err != nil {
+		return nil, err
+	}
+	bins, err := optionalCount(input, "bins", 20)
+	if err != nil {
+		return nil, err
+	}
+	normalised, err := normalise(rows)
+	if err != nil {
+		return nil, err
+	}
+	dim := 1
+	if len(rows) > 0 {
+		dim = len(rows[0])
+	}
+	dirs := directions(splitMix64(seed.Uint64()), count, dim)
+	if len(rows) == 0 {
+		return object{"coh_star": fmt9(0.0)}, nil
+	}
+	best := -1.0
+	for _, direction := range dirs {
+		best = math.Max(best, largestBinShare(normalised, direction, bins))
+	}
+	return object{"coh_star": fmt9(best)}, nil
+}
+
 // --------------------------------------------------------------------- ops
 
 type opFunc func(object, string) (object, error)
@@ -1000,14 +1187,15 @@ var ops = map[string]opFunc{
 		}
 		return object{"d_hat": fmt9(value)}, nil
 	},
-	"budget": opBudget,
-	"regime": opRegime,
+	"budget":    opBudget,
+	"regime":    opRegime,
+	"coherence": opCoherence,
 }
 
-// declaredOps: the required ops, in the order of conformance/PROTOCOL.md
-// (coherence and build_pcs are optional and not offered).
+// declaredOps: the ops offered, in the order of conformance/PROTOCOL.md
+// (the optional build_pcs needs the agent's stream parsers and is not offered).
 var declaredOps = []string{"canonical_bytes", "fmt9", "sign_hmac", "verify_hmac", "sign_ed25519",
-	"verify_ed25519", "pcs_id", "merkle_root", "d_hat", "budget", "regime"}
+	"verify_ed25519", "pcs_id", "merkle_root", "d_hat", "budget", "regime", "coherence"}
 
 func respond(id interface{}, output object, err error) object {
 	if err == nil {
