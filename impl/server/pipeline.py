@@ -116,6 +116,10 @@ def build_verifier(cfg: ServerConfig):
     )
 
 
+class StoreRefusedRecord(Exception):
+    """The dedup store answers pings but fails every write of one replayed record."""
+
+
 class ServerPipeline:
     def __init__(self, cfg: ServerConfig, server: Any) -> None:
         self.cfg = cfg
@@ -173,10 +177,11 @@ class ServerPipeline:
 
         A record that does not decode, or whose processing raises unexpectedly,
         is poison: quarantined (``server.quarantine``, logged without payload)
-        and skipped, so that no record can stop a start. A store outage (503)
-        stops the replay: the worker must not serve with an un-replayed WAL."""
+        and skipped, so that no record can stop a start. A store outage (503
+        and the store does not answer a ping) stops the replay: the worker must
+        not serve with an un-replayed WAL. A store that answers pings but
+        refuses one record every time is a poison record too."""
         from ..storage.wal import decode_inbox_record
-        from ..verifier.pipeline import replay_records
 
         counts = {"records": 0, "errors": 0, "quarantined": 0}
         store = self.server.store
@@ -192,11 +197,26 @@ class ServerPipeline:
                 counts["errors"] += 1
                 poison(0, None, exc)
                 continue
-            [resp] = replay_records(self.verifier, [rec], store, self.server.metrics, on_poison=poison)
-            if resp.status == 503:
-                raise StoreUnavailable("dedup store unavailable during WAL replay")
-            counts["records"] += 1
+            before = counts["quarantined"]
+            self._replay_one(rec, store, poison)
+            counts["records"] += counts["quarantined"] == before
         return counts
+
+    def _replay_one(self, rec: Any, store: Any, poison: Any, attempts: int = 3, pause_s: float = 0.2) -> None:
+        from ..verifier.pipeline import replay_records
+
+        for attempt in range(attempts):
+            [resp] = replay_records(self.verifier, [rec], store, self.server.metrics, on_poison=poison)
+            if resp.status != 503:
+                return
+            try:
+                answers = bool(store.ping())
+            except Exception:  # noqa: BLE001 -- any failure to ping is an outage
+                answers = False
+            if not answers:
+                raise StoreUnavailable("dedup store unavailable during WAL replay")
+            time.sleep(pause_s * (attempt + 1))
+        poison(0, rec, StoreRefusedRecord(f"the dedup store answered pings but refused this record {attempts} times"))
 
     async def replay_wal(self, wal: Any) -> dict[str, int]:
         """Replay every record of ``wal`` on a worker thread; raises if the store is

@@ -139,3 +139,66 @@ def test_an_undecodable_record_written_straight_into_the_wal_is_quarantined_at_s
         for body in (good_a, good_b):  # both were replayed around it
             r = client.post("/v1/pcs/submit", content=body)
             assert r.status_code == 200 and r.headers["idempotent-replayed"] == "true"
+
+
+class _RefusingStore:
+    """A store that answers pings but refuses every write of one pcs_id (or is down)."""
+
+    def __init__(self, inner, refused_pcs_id: str, down: bool = False) -> None:
+        self.inner, self.refused, self.down = inner, refused_pcs_id, down
+
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        from flk.impl.dedup import StoreUnavailable
+
+        if self.down or pcs_id == self.refused:
+            raise StoreUnavailable("refused")
+        return self.inner.put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
+
+    def ping(self) -> bool:
+        return not self.down
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _replay_with(tmp_path, down: bool):
+    import time
+
+    from flk.impl.server.config import load_config
+    from flk.impl.server.pipeline import ServerPipeline
+    from flk.impl.storage.wal import InboxRecord, SegmentedLog, encode_inbox_record
+    from flk.impl.verifier.metrics import Metrics
+
+    cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": KEY})
+    docs = bodies(KEY.encode(), 3, seed=11)
+    refused = json.loads(docs[1])["pcs_id"]
+    quarantined: list = []
+
+    class Server:
+        store = _RefusingStore(open_store("memory"), refused, down)
+        metrics = Metrics()
+
+        def quarantine_record(self, wal, index, payload, error):
+            quarantined.append((index, type(error).__name__))
+
+    log = SegmentedLog(str(tmp_path / "wal"))
+    for doc in docs:
+        log.append(encode_inbox_record(InboxRecord("", time.time(), cfg.region_id, doc)))
+    pipeline = ServerPipeline(cfg, Server())
+    try:
+        return pipeline, log, quarantined, pipeline._replay_all(log)
+    finally:
+        log.close()
+
+
+def test_a_record_the_store_refuses_while_it_answers_pings_is_quarantined(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    _, _, quarantined, counts = _replay_with(tmp_path, down=False)
+    assert quarantined == [(1, "StoreRefusedRecord")] and counts == {"records": 2, "errors": 0, "quarantined": 1}
+
+
+def test_a_store_outage_stops_the_replay_instead(tmp_path) -> None:
+    from flk.impl.dedup import StoreUnavailable
+
+    with pytest.raises(StoreUnavailable, match="unavailable during WAL replay"):
+        _replay_with(tmp_path, down=True)
