@@ -39,10 +39,7 @@ class WalWaiter:
             return idx
         loop = self._loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        now = loop.time()
-        self._machine.append(idx, now)
-        self._settle(self._machine.durable_advanced(self.log.durable_index, now))
-        release = self._machine.wait(idx, fut, now)
+        release = self._machine.wait(idx, fut, loop.time())  # (the machine learns of durability in _release)
         if release is not None:
             self._settle([release])
         elif not self._registered:
