@@ -412,11 +412,15 @@ class ReplayApplier:
         return outs
 
     def apply_isolating(self, recs: list[InboxRecord], now: float, batch: bool,
-                        on_poison: Callable[[int, InboxRecord, Exception], None]) -> int:
+                        on_poison: Callable[[int, InboxRecord, Exception], None],
+                        refusals_are_poison: bool = False) -> int:
         """Replay ``recs`` (in one transaction when ``batch``); when that raises
         unexpectedly, replay them one at a time and hand each record that raises to
         ``on_poison(position, record, error)``. ``StoreUnavailable`` propagates (an
-        outage is not poison; re-applying is a no-op). Returns the poison count."""
+        outage is not poison; re-applying is a no-op) -- unless
+        ``refusals_are_poison``, the store answers a ping and it stored other
+        records of ``recs``: then the refused ones are records the store refuses
+        every time. Returns the poison count."""
         try:
             if batch:
                 self.apply_many(recs, now)
@@ -425,19 +429,33 @@ class ReplayApplier:
                     self.apply(rec, now)
             return 0
         except StoreUnavailable:
-            raise
+            if not refusals_are_poison:
+                raise
         except Exception:  # noqa: BLE001 -- find the poison record(s) one by one
             pass
-        poisoned = 0
+        poisoned, wrote = 0, False
+        refused: list[tuple[int, InboxRecord, StoreUnavailable]] = []
         for position, rec in enumerate(recs):
             try:
-                self.apply(rec, now)
-            except StoreUnavailable:
-                raise
+                wrote = self.apply(rec, now).winner is not None or wrote
+            except StoreUnavailable as exc:
+                if not refusals_are_poison:
+                    raise
+                refused.append((position, rec, exc))
             except Exception as exc:  # noqa: BLE001 -- a poison record: quarantined by the caller
                 poisoned += 1
                 on_poison(position, rec, exc)
-        return poisoned
+        if refused and not (wrote and self._store_answers()):
+            raise refused[0][2]  # the store stored nothing: an outage, not poison
+        for position, rec, exc in refused:
+            on_poison(position, rec, exc)
+        return poisoned + len(refused)
+
+    def _store_answers(self) -> bool:
+        try:
+            return bool(self.store.ping())
+        except Exception:  # noqa: BLE001 -- any failure to ping is an outage
+            return False
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -482,11 +500,14 @@ class Reader:
                  fs: FileSystem | None = None, interval_s: float = 1.0, backoff: Backoff = Backoff(),
                  rng: random.Random | None = None, on_reject: Callable[[SegmentRejected], None] | None = None,
                  strict: bool = False, batch: int = 256, quarantine: Quarantine | None = None,
-                 on_quarantine: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_quarantine: Callable[[dict[str, Any]], None] | None = None,
+                 refusals_before_poison: int = 5) -> None:
         """``batch``: records replayed per store transaction (:meth:`ReplayApplier.apply_many`);
         0 replays one record at a time with its exact ``received_at`` as store time.
         ``quarantine``: where poison records go (default ``<state>-quarantine.jsonl``
-        beside ``state_path``); ``on_quarantine(entry)`` gets each new one without payload."""
+        beside ``state_path``); ``on_quarantine(entry)`` gets each new one without payload.
+        After ``refusals_before_poison`` polls in a row failed with ``StoreUnavailable``
+        while the store answers pings, a record the store refuses is poison too."""
         self.store, self.topology, self.applier = store, topology, applier
         self.batch = int(batch)
         self.state = WatermarkFile(state_path, fs)
@@ -494,6 +515,8 @@ class Reader:
         self.quarantine = quarantine if quarantine is not None else Quarantine(
             posixpath.splitext(state_path)[0] + "-" + QUARANTINE_FILE, self.state.fs)
         self.on_quarantine = on_quarantine
+        self.refusals_before_poison = int(refusals_before_poison)
+        self._store_failures = 0  # polls in a row that ended in StoreUnavailable
         self._poisoned_this_poll: str | None = None
         self.interval_s, self.backoff, self.rng = float(interval_s), backoff, rng
         self.on_reject, self.strict = on_reject, strict
@@ -531,9 +554,11 @@ class Reader:
             self.poll(now)
         except (ObjectStoreUnavailable, StoreUnavailable) as exc:
             self.failures += 1
+            self._store_failures = self._store_failures + 1 if isinstance(exc, StoreUnavailable) else 0
             self.last_error = f"{type(exc).__name__}: {exc}"
             self._retry_at = now + self.backoff.delay(self.failures, self.rng)
             return self._retry_at
+        self._store_failures = 0
         if self._poisoned_this_poll is not None:  # went on past it, but say so
             self.failures += 1
             self.last_error = self._poisoned_this_poll
@@ -587,7 +612,8 @@ class Reader:
                 def poison(position: int, rec: InboxRecord, error: Exception, chunk=chunk, name=name) -> None:
                     self._quarantine(stream, name, chunk[position][0], rec, error, now)
 
-                bad = self.applier.apply_isolating([r for _, r in chunk], now, self.batch > 0, poison)
+                bad = self.applier.apply_isolating([r for _, r in chunk], now, self.batch > 0, poison,
+                                                   self._store_failures >= self.refusals_before_poison)
                 for _, rec in chunk:
                     self.apply_lag.add(now - rec.received_at)
                 self.applied_records += len(chunk) - bad

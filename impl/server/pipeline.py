@@ -177,46 +177,66 @@ class ServerPipeline:
 
         A record that does not decode, or whose processing raises unexpectedly,
         is poison: quarantined (``server.quarantine``, logged without payload)
-        and skipped, so that no record can stop a start. A store outage (503
-        and the store does not answer a ping) stops the replay: the worker must
-        not serve with an un-replayed WAL. A store that answers pings but
-        refuses one record every time is a poison record too."""
+        and skipped, so that no record can stop a start. A store outage stops
+        the replay: the worker must not serve with an un-replayed WAL. A record
+        the store refuses (503) while it answers pings is tried again after the
+        others; if it is still refused although the store stored other records
+        of this replay, it is poison too -- if the store stored nothing, the
+        store is what is broken (e.g. its own disk is full) and the replay stops."""
         from ..storage.wal import decode_inbox_record
 
         counts = {"records": 0, "errors": 0, "quarantined": 0}
-        store = self.server.store
+        refused: list[tuple[int, bytes, Any]] = []
+        wrote = False
         for index, payload in wal.records():
-            def poison(_position: int, _record: Any, error: Exception, index: int = index,
-                       payload: bytes = payload) -> None:
-                counts["quarantined"] += 1
-                self.server.quarantine_record(wal, index, payload, error)
-
             try:
                 rec = decode_inbox_record(payload)
             except InvalidInput as exc:  # a record that passed its CRC but does not decode
                 counts["errors"] += 1
-                poison(0, None, exc)
+                self._quarantine(wal, index, payload, exc, counts)
                 continue
-            before = counts["quarantined"]
-            self._replay_one(rec, store, poison)
-            counts["records"] += counts["quarantined"] == before
+            outcome = self._replay_one(wal, index, payload, rec, counts)
+            if outcome == "refused":
+                refused.append((index, payload, rec))
+            wrote = wrote or outcome == "stored"
+        for index, payload, rec in refused:
+            if self._replay_one(wal, index, payload, rec, counts) != "refused":
+                continue
+            if not wrote:
+                raise StoreUnavailable("dedup store unavailable during WAL replay (it answers pings but "
+                                       "stored no record)")
+            self._quarantine(wal, index, payload, StoreRefusedRecord(
+                "the dedup store refused this record twice while it stored others"), counts)
         return counts
 
-    def _replay_one(self, rec: Any, store: Any, poison: Any, attempts: int = 3, pause_s: float = 0.2) -> None:
+    def _quarantine(self, wal: Any, index: int, payload: bytes, error: BaseException, counts: dict) -> None:
+        counts["quarantined"] += 1
+        self.server.quarantine_record(wal, index, payload, error)
+
+    def _replay_one(self, wal: Any, index: int, payload: bytes, rec: Any, counts: dict) -> str:
+        """``"stored"`` (a new outcome was written), ``"done"`` (answered otherwise),
+        ``"poison"`` (quarantined) or ``"refused"`` (503 while the store answers pings)."""
         from ..verifier.pipeline import replay_records
 
-        for attempt in range(attempts):
-            [resp] = replay_records(self.verifier, [rec], store, self.server.metrics, on_poison=poison)
-            if resp.status != 503:
-                return
-            try:
-                answers = bool(store.ping())
-            except Exception:  # noqa: BLE001 -- any failure to ping is an outage
-                answers = False
-            if not answers:
+        poisoned: list[Exception] = []
+        [resp] = replay_records(self.verifier, [rec], self.server.store, self.server.metrics,
+                                on_poison=lambda _position, _record, error: poisoned.append(error))
+        if poisoned:
+            self._quarantine(wal, index, payload, poisoned[0], counts)
+            return "poison"
+        if resp.status == 503:
+            if not self._store_answers():
                 raise StoreUnavailable("dedup store unavailable during WAL replay")
-            time.sleep(pause_s * (attempt + 1))
-        poison(0, rec, StoreRefusedRecord(f"the dedup store answered pings but refused this record {attempts} times"))
+            return "refused"
+        counts["records"] += 1
+        fresh = resp.status in (200, 202) and resp.header("Idempotent-Replayed") is None
+        return "stored" if fresh else "done"
+
+    def _store_answers(self) -> bool:
+        try:
+            return bool(self.server.store.ping())
+        except Exception:  # noqa: BLE001 -- any failure to ping is an outage
+            return False
 
     async def replay_wal(self, wal: Any) -> dict[str, int]:
         """Replay every record of ``wal`` on a worker thread; raises if the store is

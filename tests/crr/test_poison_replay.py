@@ -167,3 +167,69 @@ def test_service_logs_and_audits_a_quarantined_record_and_keeps_replicating(tmp_
         svc.stop(final_ship=False)
     for w in (eu_wal, us_wal):
         w.close()
+
+
+def test_a_record_the_store_refuses_while_it_answers_pings_is_quarantined_after_a_few_polls() -> None:
+    objects = MemoryObjectStore()
+    eu, us = Region("eu", objects, ["eu", "us"]), Region("us", objects, ["eu", "us"])
+    (raw_a, t_a, id_a, _), (raw_b, t_b, id_b, _), (raw_c, t_c, id_c, _) = variants(3, 1)
+    for k, (raw, tenant) in enumerate(((raw_a, t_a), (raw_b, t_b), (raw_c, t_c))):
+        assert eu.submit(raw, tenant, NOW + k).status == 200
+    eu.shipper.step(NOW + 5)
+    inner = us.applier.store
+
+    class Refusing:
+        def put_many_if_absent(self, items, now, ttl_s=None):
+            if any(pcs_id == id_b for _, pcs_id, _ in items):
+                raise StoreUnavailable("this record cannot be written")
+            return inner.put_many_if_absent(items, now, ttl_s)
+
+        def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+            return self.put_many_if_absent([(tenant, pcs_id, outcome)], now, ttl_s)[0]
+
+        def __getattr__(self, name):
+            return getattr(inner, name)  # ping answers: the store is up
+
+    us.applier.store = Refusing()
+    now = NOW + 10
+    for _ in range(us.reader.refusals_before_poison):  # first taken for an outage: retried
+        us.reader.step(now)
+        assert us.reader.watermarks.get("eu", 0) == 0 and us.reader.quarantine.count == 0
+        now += 100
+    us.reader.step(now)  # the store answers pings but refuses the same record again: poison
+    assert us.reader.watermarks["eu"] == 3 and us.reader.quarantine.count == 1
+    assert us.reader.quarantine.last["index"] == 1
+    assert us.reader.quarantine.last["reason"].startswith("StoreUnavailable in put_many_if_absent")
+    local = us.local()
+    assert (t_a, id_a) in local and (t_c, id_c) in local and (t_b, id_b) not in local
+
+
+def test_a_store_that_answers_pings_but_stores_nothing_never_quarantines() -> None:
+    """E.g. the database's own disk is full: reads and pings work, every write fails."""
+    objects = MemoryObjectStore()
+    eu, us = Region("eu", objects, ["eu", "us"]), Region("us", objects, ["eu", "us"])
+    for k, (raw, tenant, _, _) in enumerate(variants(3, 1)):
+        assert eu.submit(raw, tenant, NOW + k).status == 200
+    eu.shipper.step(NOW + 5)
+    inner = us.applier.store
+
+    class WritesFail:
+        def put_many_if_absent(self, items, now, ttl_s=None):
+            raise StoreUnavailable("disk full")
+
+        def put_if_absent(self, *args, **kwargs):
+            raise StoreUnavailable("disk full")
+
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+    us.applier.store = WritesFail()
+    now = NOW + 10
+    for _ in range(3 * us.reader.refusals_before_poison):
+        us.reader.step(now)
+        now += 100
+    assert us.reader.watermarks.get("eu", 0) == 0 and us.reader.quarantine.count == 0
+    assert "disk full" in us.reader.last_error
+    us.applier.store = inner
+    us.reader.step(now)
+    assert us.reader.watermarks["eu"] == 3 and us.reader.failures == 0

@@ -144,13 +144,13 @@ def test_an_undecodable_record_written_straight_into_the_wal_is_quarantined_at_s
 class _RefusingStore:
     """A store that answers pings but refuses every write of one pcs_id (or is down)."""
 
-    def __init__(self, inner, refused_pcs_id: str, down: bool = False) -> None:
+    def __init__(self, inner, refused_pcs_id: str | None, down: bool = False) -> None:
         self.inner, self.refused, self.down = inner, refused_pcs_id, down
 
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
         from flk.impl.dedup import StoreUnavailable
 
-        if self.down or pcs_id == self.refused:
+        if self.down or self.refused in (None, pcs_id):
             raise StoreUnavailable("refused")
         return self.inner.put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
 
@@ -161,7 +161,7 @@ class _RefusingStore:
         return getattr(self.inner, name)
 
 
-def _replay_with(tmp_path, down: bool):
+def _replay_with(tmp_path, down: bool, refuse_all: bool = False):
     import time
 
     from flk.impl.server.config import load_config
@@ -175,7 +175,7 @@ def _replay_with(tmp_path, down: bool):
     quarantined: list = []
 
     class Server:
-        store = _RefusingStore(open_store("memory"), refused, down)
+        store = _RefusingStore(open_store("memory"), None if refuse_all else refused, down)
         metrics = Metrics()
 
         def quarantine_record(self, wal, index, payload, error):
@@ -191,10 +191,17 @@ def _replay_with(tmp_path, down: bool):
         log.close()
 
 
-def test_a_record_the_store_refuses_while_it_answers_pings_is_quarantined(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("time.sleep", lambda s: None)
+def test_a_record_the_store_refuses_while_it_answers_pings_is_quarantined(tmp_path) -> None:
     _, _, quarantined, counts = _replay_with(tmp_path, down=False)
     assert quarantined == [(1, "StoreRefusedRecord")] and counts == {"records": 2, "errors": 0, "quarantined": 1}
+
+
+def test_a_store_that_answers_pings_but_stores_nothing_stops_the_replay(tmp_path) -> None:
+    """E.g. the database's own disk is full: that is an outage, not a poison record."""
+    from flk.impl.dedup import StoreUnavailable
+
+    with pytest.raises(StoreUnavailable, match="stored no record"):
+        _replay_with(tmp_path, down=False, refuse_all=True)
 
 
 def test_a_store_outage_stops_the_replay_instead(tmp_path) -> None:
