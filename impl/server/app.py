@@ -16,12 +16,18 @@ responses are the pipeline's. What it does:
 * ``Emit``: metrics;
 * on start, replay of this worker's inbox WAL through the same pipeline
   (idempotent: first-write-wins makes a second application a no-op,
-  INV-IDEMPOTENT-REPLAY) *before* it serves a request;
+  INV-IDEMPOTENT-REPLAY) *before* it serves a request; a record whose
+  processing raises is quarantined (``quarantine.jsonl`` beside the WAL), never
+  a reason not to start;
+* a WAL that failed (ENOSPC, EIO) is probed with backoff and recovered in
+  place (:class:`flk.impl.storage.walhealth.WalHealth`); meanwhile submissions
+  get 503 + ``Retry-After`` before the WAL;
 * on shutdown (after uvicorn drained the in-flight requests): a last group
   commit, fsync, close of WAL and store.
 
-Other endpoints: ``GET /health`` (the process is alive), ``GET /ready`` (store
-ping + WAL usable), ``GET /metrics`` (Prometheus text), ``GET /openapi.json``
+Other endpoints: ``GET /health`` (the process is alive and its WAL has not
+been failing beyond the bounds), ``GET /ready`` (store ping + WAL usable; WAL
+state and quarantine in the body), ``GET /metrics`` (Prometheus text), ``GET /openapi.json``
 (``spec/openapi.yaml`` as JSON), the replication and shard ops routes. Who may
 call which (the operator credential, signed tenant reads, one ``X-Tenant-Id``
 rule) is :mod:`.auth`; :func:`protected_routes` puts every operator and
