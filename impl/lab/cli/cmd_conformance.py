@@ -1,8 +1,9 @@
 """``flk conformance vectors --adapter COMMAND|builtin ...``: run the test vectors
 through an adapter (conformance/PROTOCOL.md) and report per case and per flag.
 
-Exit status: 0 every case passed (skips allowed), 1 some case failed, 2 the
-adapter is broken (cannot start, bad hello, cannot be restarted) or bad usage.
+Exit status: 0 every case passed (skips allowed), 1 some case failed or the
+run exercised nothing (the adapter declared no ops/profiles, or every case was
+skipped), 2 the adapter is broken (cannot start, bad hello, cannot be restarted) or bad usage.
 The last line on stdout is exactly ``N passed, N failed, N skipped``.
 
 ``flk conformance server --url URL --hmac-key K ...``: the black-box HTTP suite
@@ -109,6 +110,8 @@ def run_vectors(args) -> int:
         _write(args.json, json.dumps(runner.to_json(report), indent=2, ensure_ascii=True).encode("ascii"))
     if report.broken:
         print(f"flk conformance: adapter broken: {report.broken}", file=sys.stderr)
+    for problem in report.problems:
+        print(f"flk conformance: run failed: {problem}", file=sys.stderr)
     lines = [f"vectors: {directory} ({len(cases)} cases, profile {args.profile})"]
     lines += runner.format_text(report, verbose=args.verbose)
     text = "".join(line + "\n" for line in lines)
