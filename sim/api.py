@@ -155,6 +155,53 @@ def load_run(run_dir: Path) -> dict:
     return {"results": results, "history": read_history(run_dir / "history.jsonl"), "metrics": rows}
 
 
+def without_faults(sc: Scenario, kinds) -> Scenario:
+    """A copy of ``sc`` with every fault of the given kinds removed (the counterfactual world)."""
+    import copy
+
+    data = copy.deepcopy(sc.data)
+    data["faults"] = [f for f in data["faults"] if f["kind"] not in set(kinds)]
+    data["nemesis"]["enabled"] = data["nemesis"]["enabled"] and not set(kinds) & set(data["nemesis"]["kinds"])
+    return Scenario(name=sc.name, source=sc.source, data=data, expect=list(sc.expect))
+
+
+def counterfactual(name_or_path, seed: int = 1, overrides=(), **world_kwargs) -> list[dict]:
+    """Run a study with and without the faults its ``[study]`` section names; for every
+    headline figure report both values and whether it moved in the stated direction."""
+    sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
+    study = sc.data["study"]
+    if not study.get("faults") or not study.get("headline"):
+        raise ScenarioError(f"{sc.name}: study", "names no faults or no headline figures")
+    with_fault = run(sc, seed=seed, plots=False, **world_kwargs).results["metrics"]
+    without = run(without_faults(sc, study["faults"]), seed=seed, plots=False, **world_kwargs).results["metrics"]
+    out = []
+    for item in study["headline"]:
+        a, b = with_fault.get(item["metric"], 0.0), without.get(item["metric"], 0.0)
+        ok = a > b if item["with_fault"] == "higher" else a < b
+        out.append({"metric": item["metric"], "with_fault": a, "without": b, "expected": item["with_fault"],
+                    "ok": bool(ok)})
+    return out
+
+
+def sensitivity(name: str, keys: str | tuple[str, ...], values: list, metrics: list[str], seed: int = 1,
+                overrides=(), **world_kwargs) -> list[dict]:
+    """One run of catalog scenario ``name`` per value, set on every key in ``keys`` (``a.b``
+    paths); rows ``{"value": v, metric: figure, ...}`` sorted by the numeric value."""
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
+    rows = []
+    for value in sorted(values, key=float):
+        sets = [f"{k}={value}" for k in keys]
+        res = run(name, seed=seed, overrides=[*overrides, *sets], plots=False, **world_kwargs)
+        rows.append({"value": value, **{m: res.results["metrics"].get(m, 0.0) for m in metrics}})
+    return rows
+
+
+def monotone(rows: list[dict], metric: str) -> bool:
+    """Non-decreasing along the sweep and strictly higher at the end than at the start."""
+    series = [r[metric] for r in rows]
+    return all(b >= a for a, b in zip(series, series[1:], strict=False)) and series[-1] > series[0]
+
+
 def _sweep_one(args):
     name, seed, overrides = args
     res = run(name, seed=seed, overrides=overrides)

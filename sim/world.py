@@ -25,8 +25,8 @@ BASE_KEY = b"flk-sim-tenant-base"  # simulated tenants' key material is derived 
 
 class World:
     def __init__(self, scenario, seed: int, keep_history: bool = True, region_cls: type = Region,
-                 verifier_cls: type = Verifier) -> None:
-        """``region_cls`` / ``verifier_cls`` exist for planted-bug tests (tests/quality/)."""
+                 verifier_cls: type = Verifier, fabric_cls: type = ObjectFabric) -> None:
+        """``region_cls`` / ``verifier_cls`` / ``fabric_cls`` exist for planted-bug tests (tests/quality/)."""
         self.scenario = scenario
         self.verifier_cls = verifier_cls
         self.seed = seed
@@ -50,7 +50,7 @@ class World:
         self.rewind_snapshots: dict[str, dict[tuple[str, str], str]] = {}  # region -> store at a reader rewind
         self.repl: dict[str, RegionReplication] = {}
         if data["replication"]["enabled"]:
-            self.objects = ObjectFabric(self)
+            self.objects = fabric_cls(self)
             self.repl = {rid: RegionReplication(self, self.regions[rid], self.objects) for rid in self.region_ids}
         self.agents = [Agent(self, i) for i in range(int(data["workload"]["agents"]))]
         self._req = 0
