@@ -171,7 +171,7 @@ STRUCT_ORDERS = (
 )
 
 BUG_CLASSES: tuple[BugClass, ...] = (
-    BugClass("prehash", "signature over SHA-256(v1 bytes) for HMAC, or over the bytes themselves for Ed25519",
+    BugClass("prehash", "HMAC over SHA-256(canonical bytes) instead of the bytes, or Ed25519 over the bytes instead of their SHA-256",
              "SPEC.md section 4: HMAC-SHA256(key, canonical bytes); Ed25519 signs SHA-256(canonical bytes)",
              mac="prehash"),
     BugClass("key-order", "object keys in input or struct declaration order, not sorted",
@@ -222,7 +222,11 @@ class Writer:
     order: tuple[str, ...] | str = "sorted"
     mac: str = ""
 
-    def canonical(self, subset: Mapping[str, Any]) -> bytes:
+    def canonical(self, subset: Mapping[str, Any], profile: str = "v1") -> bytes:
+        if profile != "v1":
+            if (self.fmt, self.escape, self.order) != (_ref, _esc_ref, "sorted"):
+                raise ValueError("writer bugs are modelled for profile v1 only")
+            return canonical.canonical_bytes(subset, profile)
         canonical.canonical_bytes(subset, "v1")  # the reference's validation: invalid input is no hypothesis
         if self.order == "sorted":
             keys: Iterable[str] = canonical.SIGNED_FIELDS
@@ -271,16 +275,16 @@ def _b64_strict(text: Any) -> bytes | None:
 
 def answer(op: str, inp: Mapping[str, Any], writer: Writer, profile: str = "v1") -> dict | None:
     """The output an implementation with ``writer``'s bugs gives (None: not modelled)."""
-    if profile != "v1" and op != "d_hat":
-        return None  # the legacy profile's bytes are not modelled
+    if profile != "v1" and op not in ("d_hat", "canonical_bytes", "sign_hmac"):
+        return None  # (legacy-0.1 has no fmt9 and no Ed25519)
     try:
         if op == "canonical_bytes":
-            return {"bytes_b64": _b64(writer.canonical(inp["subset"]))}
+            return {"bytes_b64": _b64(writer.canonical(inp["subset"], profile))}
         if op == "fmt9":
             canonical.finite_number(inp["x"], "x")  # the reference's validation
             return {"text": writer.fmt(inp["x"])}
         if op == "sign_hmac":
-            return {"sig": _hmac_sig(writer, inp)}
+            return {"sig": _hmac_sig(writer, inp, profile)}
         if op == "sign_ed25519":
             return {"sig": _ed25519_sig(writer, inp)}
         if op == "d_hat":
@@ -297,11 +301,11 @@ def answer(op: str, inp: Mapping[str, Any], writer: Writer, profile: str = "v1")
     return None
 
 
-def _hmac_sig(writer: Writer, inp: Mapping[str, Any]) -> str:
+def _hmac_sig(writer: Writer, inp: Mapping[str, Any], profile: str) -> str:
     key = _b64_strict(inp["key_b64"])
     if not key:
         raise ValueError("no key")
-    msg = writer.canonical(inp["subset"])
+    msg = writer.canonical(inp["subset"], profile)
     if writer.mac == "prehash":
         msg = hashlib.sha256(msg).digest()
     elif writer.mac == "prehash-hex":
