@@ -39,7 +39,9 @@ class WalWaiter:
             return idx
         loop = self._loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        release = self._machine.wait(idx, fut, loop.time())  # (the machine learns of durability in _release)
+        now = loop.time()
+        self._machine.append(idx, now)
+        release = self._machine.wait(idx, fut, now)  # (the machine learns of durability in _release)
         if release is not None:
             self._settle([release])
         elif not self._registered:

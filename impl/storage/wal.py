@@ -1020,7 +1020,7 @@ class GroupCommitter:
         """Block until record ``index`` is durable. Raises WalError if the log
         failed, TimeoutError on timeout."""
         with self._cond:
-            if self._machine.append(index, self._clock()):
+            if self._machine.append(self.log.next_index - 1, self._clock()):  # appended behind our back
                 self._cond.notify_all()
             ok = self._cond.wait_for(
                 lambda: self.log.is_durable(index) or self._error is not None or self._finished, timeout)
@@ -1039,7 +1039,7 @@ class GroupCommitter:
     def _register(self, index: int, loop, obj) -> Release | None:
         """Queue a waiter; returns its release when the outcome is known now."""
         with self._cond:
-            if self._machine.append(index, self._clock()):  # appended to the log behind our back
+            if self._machine.append(self.log.next_index - 1, self._clock()):  # appended behind our back
                 self._cond.notify_all()
             return self._machine.wait(index, (loop, obj), self._clock())
 

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from flk.impl.storage.groupcommit import CLOSED, GroupCommit
+from flk.impl.storage.groupcommit import CLOSED, GroupCommit, Release
 
 
 class GroupCommitModel(RuleBasedStateMachine):
@@ -181,3 +181,15 @@ def test_inv_wal_first_driven_batches_respect_max_delay_and_max_batch(arrivals_m
 def test_bad_group_commit_parameters_are_refused(max_delay_s, max_batch):
     with pytest.raises(ValueError, match="max_delay_s"):
         GroupCommit(max_delay_s, max_batch)
+
+
+def test_a_wait_for_a_record_not_yet_appended_is_released_after_its_append_and_a_sync():
+    machine = GroupCommit(0.0, 10)
+    assert machine.wait(0, "early", 0.0) is None
+    assert machine.next_deadline() is None  # nothing appended: nothing to sync yet
+    machine.start_sync(0.5)
+    assert machine.synced(0, 0.6) == []  # a sync before the append does not release it
+    machine.append(0, 1.0)
+    assert machine.next_deadline() == 1.0
+    assert machine.start_sync(1.0) == 1
+    assert machine.synced(1, 1.5) == [Release("early", 0, None)]

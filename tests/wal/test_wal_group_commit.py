@@ -169,3 +169,16 @@ def test_close_syncs_and_releases_waiters_then_refuses_new_waits():
     with pytest.raises(WalError):
         gc.wait(idx, timeout=5)
     log.close()
+
+
+def test_inv_wal_first_a_callback_for_a_record_not_yet_appended_waits_for_its_append_and_fsync():
+    log = SegmentedLog("w", fs=CrashableMemoryFileSystem())
+    released = threading.Event()
+    outcome: list = []
+    with GroupCommitter(log, max_delay_s=0) as gc:
+        gc.append_and_wait(b"first")  # something synced before the early registration
+        gc.on_durable(1, lambda err: (outcome.append((err, log.is_durable(1))), released.set()))
+        assert not released.wait(0.05)  # record 1 does not exist yet: nothing to release
+        gc.append(b"second")
+        assert released.wait(10)
+    assert outcome == [(None, True)]
