@@ -56,6 +56,7 @@ from ..governance.auditworkers import (
     audit_log_handler,
 )
 from ..storage.objectstore import ObjectStore, open_object_store
+from ..storage.quarantine import describe_error
 from .crr import (
     Reader,
     ReplayApplier,
@@ -140,6 +141,7 @@ class CrrService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors = 0
+        self.last_error: str | None = None  # the last step that raised (type and code location)
 
     def _enqueue_audit(self, **entry: Any) -> None:
         iid = "|".join(str(entry.get(k, "")) for k in ("region", "tenant", "pcs_id", "outcome", "payload_digest"))
@@ -192,7 +194,8 @@ class CrrService:
                 nxt = self.step(self.clock())
             except Exception as exc:  # noqa: BLE001 -- keep replicating; report, back off
                 self.errors += 1
-                self._log("crr_error", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                self.last_error = describe_error(exc)  # type and code location: never a payload
+                self._log("crr_error", reason=self.last_error, detail="replication step failed; retrying in 1 s")
                 nxt = self.clock() + 1.0
             self._stop.wait(max(0.01, min(5.0, nxt - self.clock())))
 
@@ -211,7 +214,7 @@ class CrrService:
                 self.shipper._retry_at = 0.0
                 self.shipper.step(self.clock())
             except Exception as exc:  # noqa: BLE001
-                self._log("crr_error", error=f"final ship: {type(exc).__name__}")
+                self._log("crr_error", reason=describe_error(exc), detail="final ship failed")
         if self.audit_queue is not None:
             with contextlib.suppress(Exception):
                 self.audit_queue.step(self.clock())
@@ -225,7 +228,7 @@ class CrrService:
         now = self.clock()
         out: dict[str, Any] = {"region": self.cfg.region, "worker": self.worker,
                                "paused": os.path.exists(self.pause_file), "ship": self.shipper.metrics(now),
-                               "errors": self.errors}
+                               "errors": self.errors, "last_error": self.last_error}
         if self.reader is not None:
             out["read"] = self.reader.metrics()
             out["reconcile"] = self.reconciler.metrics()

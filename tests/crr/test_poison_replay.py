@@ -233,3 +233,26 @@ def test_a_store_that_answers_pings_but_stores_nothing_never_quarantines() -> No
     us.applier.store = inner
     us.reader.step(now)
     assert us.reader.watermarks["eu"] == 3 and us.reader.failures == 0
+
+
+def test_a_failing_replication_step_is_logged_with_its_reason_and_never_the_payload(tmp_path) -> None:
+    import time
+
+    logs: list[dict] = []
+    svc, wal, _, _ = make(tmp_path, "eu", "us", tmp_path / "shared", logs)
+
+    def broken(now):
+        raise RuntimeError("quoting " + MARKER.decode())
+
+    svc.shipper.step = broken
+    svc.start()
+    deadline = time.monotonic() + 10
+    while not any(x["event"] == "crr_error" for x in logs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    metrics = svc.metrics()
+    svc.stop(final_ship=False)
+    wal.close()
+    line = next(x for x in logs if x["event"] == "crr_error")
+    assert line["reason"].startswith("RuntimeError in broken (test_poison_replay.py:")
+    assert MARKER.decode() not in json.dumps(logs)
+    assert metrics["errors"] >= 1 and metrics["last_error"] == line["reason"]
