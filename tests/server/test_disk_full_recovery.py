@@ -54,7 +54,7 @@ def wal_bodies(cfg) -> list[bytes]:
         log.close()
 
 
-def test_disk_full_then_freed_recovers_without_a_restart(tmp_path) -> None:
+def test_inv_no_acked_loss_disk_full_then_freed_recovers_without_a_restart(tmp_path) -> None:
     client, cfg, srv, fs = make_client(tmp_path, WalHealth(Backoff(0.05, 0.2), max_probes=10_000))
     first, lost, second, third = bodies(KEY.encode(), 4)
     with client:

@@ -108,7 +108,7 @@ OPS = st.sampled_from(["append", "append", "append", "sync", "seal", "full", "fr
 
 @settings(max_examples=200, deadline=None)
 @given(script=st.lists(OPS, max_size=60))
-def test_no_acknowledged_record_is_lost_or_duplicated_across_faults_recoveries_and_power_cuts(script) -> None:
+def test_inv_no_acked_loss_across_disk_full_eio_recoveries_and_power_cuts(script) -> None:
     mem = CrashableMemoryFileSystem()
     fs = FaultFileSystem(mem)
     log = SegmentedLog("/wal", fs=fs, segment_bytes=120, flush_bytes=40)
