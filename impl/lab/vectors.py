@@ -701,6 +701,8 @@ def _verify_hmac(profile: str) -> VectorFile:
     f.case("epoch -1", ["epoch-range"], {"subset": _with(BASE, epoch=-1), "sig": sig, "keys_b64": [b64(k1)]}, "invalid")
     f.case("empty key in the key set", ["hmac-key-length"], {"subset": dict(BASE), "sig": sig, "keys_b64": [""]}, "invalid")
     f.case("key not strict base64", ["base64-strict"], {"subset": dict(BASE), "sig": sig, "keys_b64": ["a2V5\n"]}, "invalid")
+    _isolated_group(f, lambda subset: {"subset": subset, "sig": signing.sign_hmac(decode(subset), k1),
+                                       "keys_b64": [b64(k1)]})
     return f
 
 
