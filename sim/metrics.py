@@ -42,10 +42,12 @@ METRICS: dict[str, str] = {
     "copy_lag_max_s": "max of that age, s",
     "convergence_time_s": "heal -> the last replicated record applied, s",
     "rpo_s": "at a region loss: age of the oldest acked record not yet copied to another region, s",
-    "rto_s": "after a region loss: until a request first sent to it succeeds elsewhere, s",
+    "rto_s": "after a region loss: until a request first sent to the lost region succeeds (elsewhere, or "
+             "there after a restart), s; with [routing]: health-check detection + switch + first success",
+    "failover_detection_s": "with [routing]: region loss -> the router takes it out of rotation, s",
 }
 REPLICATION_METRICS = ("replication_lag_p95_s", "replication_lag_max_s", "copy_lag_p95_s", "copy_lag_max_s",
-                       "divergence_max", "conflicts", "conflicts_flagged", "convergence_time_s", "rpo_s", "rto_s")
+                       "divergence_max", "conflicts", "conflicts_flagged", "convergence_time_s", "rpo_s", "rto_s", "failover_detection_s")
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -183,6 +185,30 @@ def split_brain_conflicts(events: list[dict]) -> int:
     return sum(1 for d in digests.values() if len(d) > 1)
 
 
+def _rto(events: list[dict], crash: dict) -> float:
+    """From a region's crash to the first success (in any region) of a request first sent to
+    that region after it died: detection + switch + first success, or the restart if sooner."""
+    t0, dead = crash["t_us"], crash["target"]
+    first: dict[int, tuple[int, str]] = {}
+    for e in events:
+        if e["type"] == "client.send" and e["attempt"] == 1:
+            first.setdefault(e["req"], (e["t_us"], e["region"]))
+    hit = [e["t_us"] for e in events if e["type"] == "client.recv" and e["t_us"] >= t0 and e["status"] in (200, 202)
+           and first.get(e["req"], (0, ""))[1] == dead and first[e["req"]][0] >= t0]
+    return (min(hit) - t0) / 1e6 if hit else 0.0
+
+
+def _detection(events: list[dict], crashes: list[dict]) -> float:
+    """Longest time from a region's crash to the router marking it down (0 without routing)."""
+    downs = [e for e in events if e["type"] == "route.down"]
+    worst = 0.0
+    for crash in crashes:
+        later = [e["t_us"] for e in downs if e["region"] == crash["target"] and e["t_us"] >= crash["t_us"]]
+        if later:
+            worst = max(worst, (min(later) - crash["t_us"]) / 1e6)
+    return worst
+
+
 def _replication(events: list[dict], first_send: dict[int, int]) -> dict:
     """Replication figures: lag, divergence, RPO at crashes, RTO of failovers, convergence time."""
     samples = [e for e in events if e["type"] == "crr.sample"]
@@ -195,18 +221,7 @@ def _replication(events: list[dict], first_send: dict[int, int]) -> dict:
     conv = max(0.0, (max(applied) - heal_t) / 1e6) if applied and heal_t is not None else 0.0
     crashes = [e for e in events if e["type"] == "fault.start" and e["kind"] == "crash"]
     rpo = max((e.get("rpo_s", 0.0) for e in crashes), default=0.0)
-    # RTO: from a region's crash to the first success served elsewhere for a request first sent to it
-    first_region: dict[int, str] = {}
-    for e in events:
-        if e["type"] == "client.send" and e["attempt"] == 1:
-            first_region.setdefault(e["req"], e["region"])
-    rto = 0.0
-    for c in crashes:
-        t0, dead = c["t_us"], c["target"]
-        hit = [e["t_us"] for e in events if e["type"] == "client.recv" and e["t_us"] >= t0
-               and e["status"] in (200, 202) and e["region"] != dead and first_region.get(e["req"]) == dead]
-        if hit:
-            rto = max(rto, (min(hit) - t0) / 1e6)
+    rto = max((_rto(events, crash) for crash in crashes), default=0.0)
     return {
         "replication_lag_p95_s": percentile(lags, 95),
         "replication_lag_max_s": lags[-1],
@@ -218,4 +233,5 @@ def _replication(events: list[dict], first_send: dict[int, int]) -> dict:
         "convergence_time_s": conv,
         "rpo_s": rpo,
         "rto_s": rto,
+        "failover_detection_s": _detection(events, crashes),
     }

@@ -134,6 +134,15 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
         _secs("backoff_cap_s", 5.0, "shipper/reader backoff cap, s"),
         Field("mode", "str", "auto-safe", "conflict reconciliation mode", choices=RECONCILE_MODES),
     ),
+    "routing": (
+        Field("enabled", "bool", False, "clients reach regions through a load balancer with health checks "
+              "(failover by the router); off: each client fails over itself after timeouts"),
+        _secs("health_interval_s", 1.0, "time between two health checks of a region, s", minimum=0.001),
+        _secs("health_timeout_ms", 500.0, "a health check slower than this fails, ms", minimum=0.001),
+        Field("unhealthy_threshold", "int", 3, "consecutive failed checks before a region leaves rotation",
+              minimum=1),
+        Field("healthy_threshold", "int", 2, "consecutive passed checks before it returns", minimum=1),
+    ),
     "nemesis": (
         Field("enabled", "bool", False, "a seeded random fault injector runs during the workload"),
         _secs("rate_per_min", 2.0, "mean faults per simulated minute", minimum=0.001),

@@ -221,18 +221,22 @@ class Agent:
     def deliver(self, req: int, kind: str, pcs: dict, seq: int | None):
         world, env = self.world, self.world.env
         inc = self.incarnation
-        sub = Submission(pcs, self.urls, rng=self.rng, policy=self.policy, tenant=self.tenant)
+        router = world.router
+        # behind the routing layer the client knows one name; the router picks the region per send
+        urls = [self.urls[0]] if router is not None else self.urls
+        sub = Submission(pcs, urls, rng=self.rng, policy=self.policy, tenant=self.tenant)
         digest = payload_digest(pcs)
         action = sub.start(world.clock())
         timeout = float(self.w["timeout_ms"]) / 1000.0
         while True:
             if isinstance(action, Send):
+                target = router.resolve(self.urls) if router is not None else action.url
                 world.history.record(env.now, "client.send", req=req, attempt=action.attempt, agent=self.id,
                                      tenant=self.tenant, pcs_id=pcs["pcs_id"], digest=digest, kind=kind,
-                                     region=action.url)
+                                     region=target)
                 ev = env.event()
                 self.pending[(req, action.attempt, inc)] = ev
-                world.net.send(self.id, action.url, "submit",
+                world.net.send(self.id, target, "submit",
                                {"req": req, "attempt": action.attempt, "inc": inc, "body": action.body,
                                 "tenant": self.tenant, "reply_to": self.id}, size=len(action.body))
                 got = yield ev | env.timeout(timeout)
@@ -243,10 +247,10 @@ class Agent:
                     msg = ev.value
                     world.history.record(env.now, "client.recv", req=req, attempt=action.attempt,
                                          status=msg["status"], replay=msg["replay"], body_sha=msg["body_sha"],
-                                         region=action.url)
+                                         region=target)
                     result = Response(msg["status"], msg.get("retry_after"))
                 else:
-                    world.history.record(env.now, "client.timeout", req=req, attempt=action.attempt, region=action.url)
+                    world.history.record(env.now, "client.timeout", req=req, attempt=action.attempt, region=target)
                     result = TransportFailure("timeout")
                 action = sub.on_result(result, world.clock())
             elif isinstance(action, Wait):

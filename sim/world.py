@@ -18,6 +18,7 @@ from .net import LinkSpec, Network
 from .region import SIM_EPOCH, Region, body_sha
 from .replication import ObjectFabric, RegionReplication
 from .rng import Streams
+from .routing import Router
 from .workload import Agent, PcsFactory, make_templates, tenant_key
 
 BASE_KEY = b"flk-sim-tenant-base"  # simulated tenants' key material is derived from this (not a secret)
@@ -52,6 +53,7 @@ class World:
         if data["replication"]["enabled"]:
             self.objects = fabric_cls(self)
             self.repl = {rid: RegionReplication(self, self.regions[rid], self.objects) for rid in self.region_ids}
+        self.router = Router(self) if data["routing"]["enabled"] else None
         self.agents = [Agent(self, i) for i in range(int(data["workload"]["agents"]))]
         self._req = 0
         self.fault_log: list[dict] = []
@@ -189,6 +191,9 @@ class World:
         env.process(self._heal_all())
         for rep in self.repl.values():
             env.process(rep.run())
+        if self.router is not None:
+            for rid in self.region_ids:
+                env.process(self.router.run(rid))
         if self.repl:
             for bucket in self.objects.buckets.values():
                 env.process(self.objects.run(bucket))

@@ -65,3 +65,13 @@ def test_a_partition_between_two_regions_cuts_replication_messages():
     copies = sum(1 for e in res.history.events
                  if e["type"] == "net.drop" and e["reason"] == "partition" and e["kind"] == "crr.copy")
     assert cut["ok"] and copies > 0 and f"{copies} replication copies" in cut["note"]
+
+
+def test_rto_grows_with_the_health_check_interval():
+    # failover is the router's: detection = interval x threshold (+ probe timeouts), then the switch
+    rows = api.sensitivity("region-failover", "routing.health_interval_s", [0.5, 3], ["rto_s", "failover_detection_s"],
+                           seed=1, overrides=["scenario.duration_s=16", "faults.0.duration_s=10",
+                                              "scenario.quiescence_s=10"])
+    assert api.monotone(rows, "failover_detection_s"), rows
+    assert api.monotone(rows, "rto_s"), rows
+    assert rows[-1]["rto_s"] >= rows[-1]["failover_detection_s"], rows
