@@ -62,6 +62,11 @@ def reference() -> str:
     return reference_markdown()
 
 
+def metrics_reference() -> str:
+    """The metrics reference (what ``sim/METRICS.md`` holds)."""
+    return metrics.reference_markdown()
+
+
 def draw_topology(name_or_path, out: Path, overrides=(), at_s: float | None = None) -> list[str]:
     """Draw a scenario's network graph (PNG) with the links its partitions cut marked; ``at_s``:
     only partitions active at that simulated second. Returns the cut links as ``u->v``."""

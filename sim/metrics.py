@@ -46,6 +46,19 @@ METRICS: dict[str, str] = {
              "there after a restart), s; with [routing]: health-check detection + switch + first success",
     "failover_detection_s": "with [routing]: region loss -> the router takes it out of rotation, s",
 }
+SERIES: dict[str, str] = {
+    "t_s": "start of the one-second bin, simulated s",
+    "sent": "attempts sent in the bin",
+    "answered": "attempts answered in the bin",
+    "ok": "attempts answered 200/202",
+    "attempt_errors": "attempts answered 5xx (per attempt: a retried 503 counts here, not in error_rate)",
+    "attempt_rate_429": "share of the bin's answers that were 429",
+    "attempt_p95_ms": "p95 of single attempts answered in the bin (a fast 503 is a short attempt)",
+    "faults_active": "faults active at the end of the bin",
+    "replication_lag_s": "with replication: the replication lag sampled in the bin, s",
+    "divergence": "with replication: key-count difference between regions",
+}
+
 REPLICATION_METRICS = ("replication_lag_p95_s", "replication_lag_max_s", "copy_lag_p95_s", "copy_lag_max_s",
                        "divergence_max", "conflicts", "conflicts_flagged", "convergence_time_s", "rpo_s", "rto_s", "failover_detection_s")
 
@@ -235,3 +248,17 @@ def _replication(events: list[dict], first_send: dict[int, int]) -> dict:
         "rto_s": rto,
         "failover_detection_s": _detection(events, crashes),
     }
+
+
+def reference_markdown() -> str:
+    """``sim/METRICS.md``: every summary metric and time-series column, one definition each."""
+    out = ["# Simulator metrics", "",
+           "Generated from `flk.sim.metrics` (`flk sim reference --metrics`); a test checks it is current.", "",
+           "## Summary (`results.json` \"metrics\", SLO `metric`, study `headline`)", "",
+           "End to end = from a submission's first send to its final answer, across retries and failovers; "
+           "per attempt = one request/answer exchange.", "", "| metric | definition |", "|---|---|"]
+    out += [f"| `{name}` | {doc} |" for name, doc in METRICS.items()]
+    out += ["", "## Time series (`metrics.csv`, one row per simulated second)", "", "| column | definition |",
+            "|---|---|"]
+    out += [f"| `{name}` | {doc} |" for name, doc in SERIES.items()]
+    return "\n".join(out) + "\n"

@@ -29,6 +29,16 @@ def test_reference_document_is_generated_from_the_schema():
         assert f"`{kind}`" in text
 
 
+def test_metrics_reference_is_generated_and_covers_every_series_column():
+    from flk.sim import metrics
+
+    text = (ROOT / "sim" / "METRICS.md").read_text(encoding="utf-8")
+    assert text == metrics.reference_markdown(), "run `flk sim reference --metrics > sim/METRICS.md`"
+    rows = metrics.timeseries([{"t_us": 0, "type": "client.send", "req": 1, "attempt": 1},
+                               {"t_us": 5, "type": "client.recv", "req": 1, "attempt": 1, "status": 503}])
+    assert set(rows[0]) <= set(metrics.SERIES) and rows[0]["attempt_errors"] == 1
+
+
 def test_every_fault_kind_is_a_registered_class_with_begin_and_end():
     assert len(faults.REGISTRY) >= 27
     for kind, cls in faults.REGISTRY.items():

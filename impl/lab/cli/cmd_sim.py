@@ -6,7 +6,8 @@
   invariant or SLO violated, 2 bad input;
 * ``flk sim validate FILE|NAME ...`` -- check scenario files against the schema only
   (nothing runs); exit 2 naming the file, key path and reason;
-* ``flk sim reference`` -- print the scenario file reference (``sim/SCENARIOS.md``);
+* ``flk sim reference [--metrics]`` -- print the scenario file reference (``sim/SCENARIOS.md``) or the
+  metrics reference (``sim/METRICS.md``);
 * ``flk sim topology NAME|FILE [--out PNG] [--at SECONDS]`` -- draw the scenario's network graph,
   links cut by partitions marked;
 * ``flk sim replay RUN_DIR`` -- rerun from the artifacts' scenario and seed and
@@ -38,7 +39,8 @@ def configure(p) -> None:
     v = sub.add_parser("validate", help="check scenario files against the schema (nothing runs)")
     v.add_argument("files", nargs="+", metavar="FILE", help="catalog names or .toml paths")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    sub.add_parser("reference", help="print the scenario file reference (Markdown)")
+    ref = sub.add_parser("reference", help="print the scenario file reference (Markdown)")
+    ref.add_argument("--metrics", action="store_true", help="print the metrics reference instead")
     t = sub.add_parser("topology", help="draw a scenario's network graph as PNG, faulted links marked")
     t.add_argument("scenario")
     t.add_argument("--out", default=None, help="PNG path (default runs/<name>-topology.png)")
@@ -123,7 +125,7 @@ def run(args) -> int:
         if args.sim_cmd == "validate":
             return _validate(args.files, args.overrides)
         if args.sim_cmd == "reference":
-            print(api.reference())
+            print(api.metrics_reference() if args.metrics else api.reference(), end="" if args.metrics else "\n")
             return 0
         if args.sim_cmd == "topology":
             out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-topology.png"
