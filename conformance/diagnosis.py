@@ -412,8 +412,10 @@ def _changes_bytes(name: str, subset: Any) -> bool:
         return False
 
 
-def diagnose(failures: Iterable[Any]) -> Diagnosis:
-    """``failures``: the runner's failed CaseResults (``case``, ``output``).
+def diagnose(failures: Iterable[Any], verdicts: Iterable[Any] = ()) -> Diagnosis:
+    """``failures``: the runner's failed CaseResults (``case``, ``output``);
+    ``verdicts``: every judged result, used to test classes against verify
+    verdicts when no output reproduces a bug (a verify-only SDK).
 
     Several classes can reproduce one output (a tie rounds up under half-up
     and under round(x*1e9)); the fewest classes explaining every reproduced
@@ -438,7 +440,40 @@ def diagnose(failures: Iterable[Any]) -> Diagnosis:
         candidates = [(result, names) for result, names in candidates if best not in names]
     for result in rest:
         _fold(diagnosis, result)
+    _infer_from_verdicts(diagnosis, list(verdicts))
     return diagnosis
+
+
+def _is_v1_positive(result: Any) -> bool:
+    case = result.case
+    return (case.operation in ("verify_hmac", "verify_ed25519") and case.profile == "v1"
+            and case.expected == {"valid": True} and result.status in ("pass", "fail"))
+
+
+def _infer_from_verdicts(diagnosis: Diagnosis, verdicts: list) -> None:
+    """Undiagnosed failing verify positives (a verify-only SDK): a class is
+    consistent when it predicts no failure where the adapter passed (every v1
+    positive whose bytes it changes failed); the fewest consistent classes
+    covering the failures are named."""
+    positives = [r for r in verdicts if _is_v1_positive(r)]
+    open_ids = {r.case.case_id for r in positives if r.status == "fail" and r.case.case_id in diagnosis.undiagnosed}
+    if not open_ids:
+        return
+    changes = {}
+    for bug in BUG_CLASSES:
+        changed = {r.case.case_id for r in positives
+                   if _changes_bytes(bug.name, decode_input(r.case.input).get("subset"))}
+        if not any(r.status == "pass" for r in positives if r.case.case_id in changed):
+            changes[bug.name] = changed & open_ids
+    while open_ids:
+        best = max(changes, key=lambda name: (len(changes[name] & open_ids), -CLASS_ORDER.index(name)), default=None)
+        if best is None or not changes[best] & open_ids:
+            return
+        for case_id in sorted(changes[best] & open_ids):
+            diagnosis.add_root(best, case_id, f"{case_id}: inferred from verify verdicts (the class changes exactly "
+                                              "the bytes of the records that failed to verify)")
+            diagnosis.undiagnosed.remove(case_id)
+        open_ids -= changes[best]
 
 
 def _fold(diagnosis: Diagnosis, result: Any) -> None:

@@ -87,7 +87,8 @@ class Report:
         return 1 if self.counts()[1] or self.problems else 0
 
     def diagnosis(self) -> Diagnosis:
-        return diagnose(r for r in self.results if r.status == "fail" and not r.not_run)
+        judged = [r for r in self.results if not r.not_run]
+        return diagnose([r for r in judged if r.status == "fail"], judged)
 
     def summary_line(self) -> str:
         p, f, s = self.counts()

@@ -147,3 +147,18 @@ def test_an_adapter_declaring_nothing_fails():
 def test_an_overflowing_product_is_recognised_as_x1e9_rounding():
     case = Case("fmt9", "v1", 1, "", (), {"x": 1e308}, "valid", {"text": canonical.fmt9(1e308)})
     assert diagnosis.candidate_classes(case, {"text": "Infinity"}) == ["x1e9-rounding"]
+
+
+@pytest.mark.parametrize("bug", ["html-escape", "shortest-repr", "prehash", "line-separator-escape"])
+def test_a_verify_only_bug_is_inferred_from_the_verdicts(bug):
+    """A verifier that builds its bytes with one bug fails exactly the positives
+    whose bytes that bug changes; the verdicts alone name the class."""
+    from flk.conformance.vectors import load_cases
+
+    positives = [c for c in load_cases(profile="v1", operations=["verify_hmac"]) if c.expected == {"valid": True}]
+    results = []
+    for case in positives:
+        changed = diagnosis._changes_bytes(bug, diagnosis.decode_input(case.input)["subset"])
+        results.append(runner.CaseResult(case, "fail" if changed else "pass", output={"valid": not changed}))
+    found = diagnosis.diagnose([r for r in results if r.status == "fail"], results)
+    assert list(found.root_causes) == [bug] and found.undiagnosed == []
