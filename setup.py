@@ -71,7 +71,7 @@ setup(
         "flk.impl.verifier": ["*.lark"],
         "flk.sim": ["scenarios/*.toml", "scenarios/regressions/*.toml"],
         "flk.formal": ["manifest.json"],
-        "flk.conformance": ["*.md", "*.json", "adapters/node/*"],
+        "flk.conformance": ["*.md", "*.json", "adapters/node/*", "adapters/go/*"],
     },
     include_package_data=True,
 )
