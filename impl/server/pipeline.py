@@ -103,13 +103,16 @@ def build_hooks(tenants) -> list:
     return hooks
 
 
-def build_verifier(cfg: ServerConfig):
+def build_verifier(cfg: ServerConfig, buckets=None):
+    """The verify pipeline of one worker; ``buckets`` are the per-tenant token buckets
+    of the worker's admission control (:func:`flk.impl.verifier.admission.build_admission`)."""
     from ..verifier.pipeline import Limits, Verifier
 
     tenants = build_tenants(cfg)
     return Verifier(
         tenants,
         region=cfg.region_id,
+        limiter=buckets,
         limits=Limits(max_body_bytes=cfg.max_body_bytes, retry_after_s=cfg.retry_after_s, ttl_s=cfg.dedup_ttl_s),
         hooks=build_hooks(tenants),
         **build_policy_kwargs(cfg),
@@ -124,7 +127,7 @@ class ServerPipeline:
     def __init__(self, cfg: ServerConfig, server: Any) -> None:
         self.cfg = cfg
         self.server = server
-        self.verifier = build_verifier(cfg)
+        self.verifier = build_verifier(cfg, server.admission.buckets)
 
     async def submit(self, body: bytes, tenant: str | None):
         """Run one request through the pipeline; returns the verifier's ``Response``."""

@@ -63,6 +63,9 @@ def test_server_and_sim_region_build_admission_through_one_factory(tmp_path, mon
     assert calls == [AdmissionSettings(max_inflight=40, breaker_failures=3)]
     assert server.limiter is server.admission.limiter and server.limiter.max_limit == 40
     assert server.breaker is server.admission.breaker and server.breaker.failure_threshold == 3
+    from flk.impl.server.pipeline import build_pipeline
+
+    assert build_pipeline(cfg, server).verifier.limiter is server.admission.buckets  # token buckets too
 
     spy, made = spy_regions()
     api.run("crash-restart", seed=1, region_cls=spy,

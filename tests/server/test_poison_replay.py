@@ -33,6 +33,7 @@ import pytest
 from flk.impl.dedup import open_store
 from flk.impl.storage.wal import decode_inbox_record
 from flk.impl.testing.workload import bodies
+from flk.impl.verifier.admission import build_admission
 
 from .proc import FLK, ServerProc
 
@@ -177,6 +178,7 @@ def _replay_with(tmp_path, down: bool, refuse_all: bool = False):
     class Server:
         store = _RefusingStore(open_store("memory"), None if refuse_all else refused, down)
         metrics = Metrics()
+        admission = build_admission()
 
         def quarantine_record(self, wal, index, payload, error):
             quarantined.append((index, type(error).__name__))
