@@ -46,6 +46,10 @@ import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..verifier.admission import AdmissionSettings
+
+_ADMISSION = AdmissionSettings()  # the admission defaults have one owner
+
 BACKENDS = ("memory", "sqlite", "redis", "postgres", "sharded")
 SIGN_ALGS = ("hmac", "ed25519")
 CRR_MODES = ("auto-safe", "manual")
@@ -377,12 +381,12 @@ SETTINGS: tuple[Setting, ...] = (
     S("MAX_CONNECTIONS", integer(1, 1_000_000), 1024,
       "open connections per worker; more are answered 503 and closed", group="limits"),
     S("WAL_GROUP_DELAY_MS", number(0.0, 1000.0), 2.0, "group-commit window", group="admission"),
-    S("MAX_INFLIGHT", integer(1, 100_000), 256, "AIMD upper bound on concurrent verifications", group="admission"),
-    S("MIN_INFLIGHT", integer(1, 100_000), 16, "AIMD lower bound", group="admission"),
-    S("TARGET_LATENCY_MS", number(0.1, 60_000.0), 500.0, "AIMD latency target", group="admission"),
+    S("MAX_INFLIGHT", integer(1, 100_000), _ADMISSION.max_inflight, "AIMD upper bound on concurrent verifications", group="admission"),
+    S("MIN_INFLIGHT", integer(1, 100_000), _ADMISSION.min_inflight, "AIMD lower bound", group="admission"),
+    S("TARGET_LATENCY_MS", number(0.1, 60_000.0), _ADMISSION.target_latency_ms, "AIMD latency target", group="admission"),
     S("RETRY_AFTER_S", integer(1, 3600), 1, "Retry-After of 503 answers", group="admission"),
-    S("BREAKER_FAILURES", integer(1, 10_000), 5, "store failures that open the breaker", group="admission"),
-    S("BREAKER_OPEN_S", number(0.01, 3600.0), 2.0, "how long the breaker stays open", group="admission"),
+    S("BREAKER_FAILURES", integer(1, 10_000), _ADMISSION.breaker_failures, "store failures that open the breaker", group="admission"),
+    S("BREAKER_OPEN_S", number(0.01, 3600.0), _ADMISSION.breaker_open_s, "how long the breaker stays open", group="admission"),
     S("STORE_THREADS", integer(1, 256), 8, "threads for dedup store calls", group="admission"),
     S("LOG_LEVEL", choice("debug", "info", "warning", "error"), "info", "JSON log level"),
     S("DRAIN_TIMEOUT_S", number(0.0, 600.0), 10.0, "graceful shutdown: time to drain in-flight requests"),
@@ -451,12 +455,12 @@ class ServerConfig:
     keep_alive_s: float = 30.0
     max_connections: int = 1024
     wal_group_delay_ms: float = 2.0
-    max_inflight: int = 256  # AIMD upper bound on concurrent verifications
-    min_inflight: int = 16
-    target_latency_ms: float = 500.0
+    max_inflight: int = _ADMISSION.max_inflight  # AIMD upper bound on concurrent verifications
+    min_inflight: int = _ADMISSION.min_inflight
+    target_latency_ms: float = _ADMISSION.target_latency_ms
     retry_after_s: int = 1
-    breaker_failures: int = 5
-    breaker_open_s: float = 2.0
+    breaker_failures: int = _ADMISSION.breaker_failures
+    breaker_open_s: float = _ADMISSION.breaker_open_s
     store_threads: int = 8
     log_level: str = "info"
     drain_timeout_s: float = 10.0
