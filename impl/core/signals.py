@@ -260,6 +260,8 @@ def _finite(x: object, field: str) -> float:
 
 
 def _unit(x: object, field: str) -> float:
+    if type(x) is float and 0.0 <= x <= 1.0:  # fast path (NaN and infinities fail the range)
+        return x
     v = _finite(x, field)
     if not 0.0 <= v <= 1.0:
         raise InvalidInput(field, f"must be in [0, 1], got {v!r}")

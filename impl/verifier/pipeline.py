@@ -59,9 +59,7 @@ of times yields the same dedup state (INV-IDEMPOTENT-REPLAY).
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import json
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -78,7 +76,7 @@ from ..core.signals import (
     regime,
     theil_sen_slope,
 )
-from ..core.signing import verify_ed25519
+from ..core.signing import verify_ed25519, verify_hmac
 from ..dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable
 from .problems import CATALOG, CONTENT_TYPE, problem_body, problem_headers
 from .tenants import Limiter, Tenant, TenantRegistry
@@ -342,26 +340,15 @@ class Verifier:
         return SignalCheck(reasons, recomputed_d_hat, recomputed_budget, recomputed_regime)
 
     @staticmethod
-    def _verify_sig(tenant: Tenant, pcs: Mapping, profile: str, now: float, v1_bytes: bytes) -> bool:
-        """The tenant's active keys only (INV-TENANT-ISOLATION). HMAC compares the
-        canonical base64 of each candidate MAC with ``sig`` in constant time --
-        the same as strict-decoding ``sig`` and comparing MACs, since strict
-        base64 of 32 bytes is unique."""
+    def _verify_sig(tenant: Tenant, pcs: Mapping, profile: str, now: float) -> bool:
+        """The tenant's active keys only (INV-TENANT-ISOLATION), verified by
+        :mod:`flk.impl.core.signing` (every key tried; constant-time comparison)."""
         keys = tenant.active_keys(now)
         if not keys:
             return False
-        message = v1_bytes if profile == "v1" else canonical_bytes(pcs, profile)
-        sig = pcs["sig"]
         if tenant.alg == "hmac":
-            if not sig.isascii():
-                return False
-            wanted = sig.encode("ascii")
-            matched = False
-            for key in keys:  # every key is tried: timing does not reveal which matched
-                matched |= hmac.compare_digest(base64.b64encode(hmac.digest(key, message, "sha256")), wanted)
-            return matched
-        subset = {name: pcs[name] for name in SIGNED_FIELDS}
-        return verify_ed25519(subset, sig, keys, profile)
+            return verify_hmac(pcs, pcs["sig"], keys, profile)
+        return verify_ed25519({name: pcs[name] for name in SIGNED_FIELDS}, pcs["sig"], keys, profile)
 
     def handle(
         self, req: Request, now: float, *, replay: bool = False
@@ -439,7 +426,7 @@ class Verifier:
         if "sig_alg" in doc and doc["sig_alg"] != tenant.alg:
             return (yield from refuse("bad-signature", "sig_alg does not match the tenant's algorithm"))
         v1_bytes = canonical_bytes(doc, "v1")
-        if not self._verify_sig(tenant, doc, profile, now, v1_bytes):
+        if not self._verify_sig(tenant, doc, profile, now):
             return (yield from refuse("bad-signature", "no active key of this tenant verifies sig"))
         return _Authenticated(tenant.tenant_id, profile, hashlib.sha256(v1_bytes).hexdigest())
 
@@ -478,9 +465,10 @@ class Verifier:
             return (yield from self._unavailable(label))
         if not won:
             return (yield from self._existing(winner, who.digest, pcs_id, label))
-        return (yield from _done(label, _outcome_response(outcome, False), "escalated" if escalated else "accepted",
-                                 pcs_id=pcs_id, tenant=who.tenant_id, payload_digest=who.digest,
-                                 reasons=list(reasons), first_seen=now, policy_version=self.policy.version))
+        yield Emit({"kind": "escalated" if escalated else "accepted", "tenant_label": label, "status": outcome.status,
+                    "pcs_id": pcs_id, "tenant": who.tenant_id, "payload_digest": who.digest,
+                    "reasons": list(reasons), "first_seen": now, "policy_version": self.policy.version})
+        return _outcome_response(outcome, False)
 
     def _existing(self, stored: StoredOutcome, digest: str, pcs_id: str, label: str):
         if stored.payload_digest == digest:
@@ -630,9 +618,9 @@ def _batch_wal(pending: Mapping[int, Any], wal: Any, replies: Replies) -> None:
     try:
         indexes = wal_write(wal, [pending[i] for i in waiting])
     except WalUnavailable as exc:
-        replies.update((i, (None, exc)) for i in waiting)
+        replies.update(dict.fromkeys(waiting, (None, exc)))
         return
-    replies.update((i, (index, None)) for i, index in zip(waiting, indexes, strict=True))
+    replies.update(zip(waiting, [(index, None) for index in indexes], strict=True))
 
 
 def _batch_gets(pending: Mapping[int, Any], store: Any, replies: Replies) -> None:
@@ -642,14 +630,14 @@ def _batch_gets(pending: Mapping[int, Any], store: Any, replies: Replies) -> Non
         return
     gets = [pending[i] for i in waiting]
     try:
-        if all(get.now == gets[0].now for get in gets):
+        if len({get.now for get in gets}) == 1:
             results = store.get_many([(get.tenant, get.pcs_id) for get in gets], gets[0].now)
         else:
             results = [store.get(get.tenant, get.pcs_id, get.now) for get in gets]
     except StoreUnavailable as exc:
-        replies.update((i, (None, exc)) for i in waiting)
+        replies.update(dict.fromkeys(waiting, (None, exc)))
         return
-    replies.update((i, (result, None)) for i, result in zip(waiting, results, strict=True))
+    replies.update(zip(waiting, [(result, None) for result in results], strict=True))
 
 
 def _batch_puts(pending: Mapping[int, Any], store: Any, replies: Replies) -> None:
@@ -660,16 +648,16 @@ def _batch_puts(pending: Mapping[int, Any], store: Any, replies: Replies) -> Non
     puts = [pending[i] for i in waiting]
     first = puts[0]
     try:
-        if all(put.now == first.now and put.ttl_s == first.ttl_s for put in puts):
+        if len({(put.now, put.ttl_s) for put in puts}) == 1:
             results = store.put_many_if_absent([(put.tenant, put.pcs_id, put.outcome) for put in puts],
                                                first.now, first.ttl_s)
         else:
             results = [store.put_if_absent(put.tenant, put.pcs_id, put.outcome, put.now, put.ttl_s)
                        for put in puts]
     except StoreUnavailable as exc:
-        replies.update((i, (None, exc)) for i in waiting)
+        replies.update(dict.fromkeys(waiting, (None, exc)))
         return
-    replies.update((i, (result, None)) for i, result in zip(waiting, results, strict=True))
+    replies.update(zip(waiting, [(result, None) for result in results], strict=True))
 
 
 def run_batch(

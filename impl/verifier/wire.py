@@ -140,10 +140,6 @@ def _fast_number(value: object) -> bool:
     return kind is int and -BINARY64_INT_MAX <= value <= BINARY64_INT_MAX  # type: ignore[operator]
 
 
-def _is_hex64(value: object) -> bool:
-    return type(value) is str and len(value) == 64 and _HEX_DIGITS.issuperset(value)
-
-
 def signature_format_ok(sig: object, algorithm: object) -> bool:
     """``sig`` is strict base64 of an HMAC-SHA256 (44 characters) or an Ed25519
     signature (88 characters), consistent with ``sig_alg`` when one is given."""
@@ -165,13 +161,15 @@ def version_of(doc: dict) -> str | None:
 # -- the fast path ------------------------------------------------------------------------
 def _fast_scalars_valid(doc: dict) -> bool:
     get = doc.__getitem__
-    shard, epoch = get("shard_id"), get("epoch")
-    return (_is_hex64(get("pcs_id")) and _is_hex64(get("merkle_root"))
+    pcs_id, root, shard, epoch, version, regime = (get("pcs_id"), get("merkle_root"), get("shard_id"),
+                                                    get("epoch"), get("version"), get("regime"))
+    return (type(pcs_id) is str and len(pcs_id) == 64 and _HEX_DIGITS.issuperset(pcs_id)
+            and type(root) is str and len(root) == 64 and _HEX_DIGITS.issuperset(root)
             and type(shard) is str and SHARD_ID_RE.fullmatch(shard) is not None
             and type(epoch) is int and 0 <= epoch <= EPOCH_MAX
             and signature_format_ok(get("sig"), doc.get("sig_alg"))
-            and get("schema") == SCHEMA_NAME and version_of(doc) is not None
-            and type(get("regime")) is str and get("regime") in REGIMES
+            and get("schema") == SCHEMA_NAME and type(version) is str and version in VERSION_PROFILE
+            and type(regime) is str and regime in REGIMES
             and _fast_number(get("coh_star")) and _fast_number(get("D_hat"))
             and _fast_number(get("r")) and _fast_number(get("budget")))
 
