@@ -46,6 +46,10 @@ class Fault:
         for field in self.params:
             setattr(self, field.name, spec.get(field.name, field.default))
 
+    @classmethod
+    def check(cls, spec: dict, path: str, ctx: Context) -> None:
+        """Cross-field checks beyond the per-key schema (none by default)."""
+
     def targets(self, world) -> list[str]:
         target = getattr(self, "target", "*")
         if target == "*":
@@ -95,14 +99,8 @@ def _record(world, start: bool, kind: str, target: str, **fields) -> None:
     world.history.record(world.env.now, "fault.start" if start else "fault.end", kind=kind, target=target, **fields)
 
 
-class _Base(Fault):
-    @classmethod
-    def check(cls, spec: dict, path: str, ctx: Context) -> None:
-        """Cross-field checks beyond the per-key schema (none by default)."""
-
-
 @register
-class Crash(_Base):
+class Crash(Fault):
     """A region's process dies (unfsynced writes lost, in-flight requests dropped); heal restarts it."""
 
     kinds = {"crash": False, "restart": True}
@@ -127,7 +125,7 @@ class Crash(_Base):
 
 
 @register
-class Pause(_Base):
+class Pause(Fault):
     """A region stops serving (a GC pause, a frozen VM); queued requests run on resume."""
 
     kinds = {"pause": False, "resume": True}
@@ -147,7 +145,7 @@ class Pause(_Base):
 
 
 @register
-class Partition(_Base):
+class Partition(Fault):
     """The network links between node sets ``a`` and ``b`` drop every message (the graph cut)."""
 
     kinds = {"partition": False}
@@ -184,7 +182,7 @@ class Partition(_Base):
 
 
 @register
-class HealNetwork(_Base):
+class HealNetwork(Fault):
     """Every partition heals at once."""
 
     kinds = {"heal": False}
@@ -196,7 +194,7 @@ class HealNetwork(_Base):
 
 
 @register
-class BurstMarker(_Base):
+class BurstMarker(Fault):
     """Marks a load burst window in the history (the workload's ``shape = "burst"`` makes the load)."""
 
     kinds = {"burst": False}
@@ -210,7 +208,7 @@ class BurstMarker(_Base):
         return _nothing()
 
 
-class _RegionToggle(_Base):
+class _RegionToggle(Fault):
     """A per-region switch: ``set_state(world, target, on)`` and one history kind."""
 
     params = (TARGET,)
@@ -311,7 +309,7 @@ class ColdDown(_RegionToggle):
 
 
 @register
-class ShipStop(_Base):
+class ShipStop(Fault):
     """The region stops shipping WAL segments (its writes stay local)."""
 
     kinds = {"ship_stop": False, "ship_start": True}
@@ -334,7 +332,7 @@ class ShipStop(_Base):
 
 
 @register
-class ObjectStoreDown(_Base):
+class ObjectStoreDown(Fault):
     """The replication object store is down (target "*") or unreachable from some regions."""
 
     kinds = {"objstore_down": False, "objstore_up": True}
@@ -360,7 +358,7 @@ class ObjectStoreDown(_Base):
 
 
 @register
-class RotateKey(_Base):
+class RotateKey(Fault):
     """Tenants switch to a new signing key (one-shot); the old one verifies for the overlap window."""
 
     kinds = {"rotate_key": False}
@@ -383,7 +381,7 @@ class RotateKey(_Base):
 
 
 @register
-class Migrate(_Base):
+class Migrate(Fault):
     """A live 3 -> 4 shard migration of the region's dedup store runs in simulated time."""
 
     kinds = {"migrate": False}
@@ -398,7 +396,7 @@ class Migrate(_Base):
 
 
 @register
-class AgentCrash(_Base):
+class AgentCrash(Fault):
     """Agents die (their outbox survives on disk); heal restarts them."""
 
     kinds = {"agent_crash": False}
@@ -425,7 +423,7 @@ class AgentCrash(_Base):
 
 
 @register
-class ReaderRewind(_Base):
+class ReaderRewind(Fault):
     """Replication readers forget their watermarks and re-read every shipped segment."""
 
     kinds = {"reader_rewind": False}
@@ -446,7 +444,7 @@ class ReaderRewind(_Base):
 
 
 @register
-class BitflipShipped(_Base):
+class BitflipShipped(Fault):
     """The next shipped segment of the region is corrupted in the object store; heal re-uploads it."""
 
     kinds = {"bitflip_shipped": False}
@@ -469,7 +467,7 @@ class BitflipShipped(_Base):
 
 
 @register
-class BitflipWal(_Base):
+class BitflipWal(Fault):
     """One durable bit of the region's WAL flips on disk (one-shot); recovery must detect it."""
 
     kinds = {"bitflip_wal": False}

@@ -64,7 +64,7 @@ class Context:
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+    return {bool: "a boolean", int: "an integer", float: "a non-integer number", str: "a string",
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
 
 
