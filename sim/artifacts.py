@@ -53,7 +53,8 @@ def plot_run(out_dir: Path, rows: list[dict], events: list[dict], results: dict)
 
     name = results.get("scenario", "")
     specs = [
-        ("latency.png", "per-attempt p95 latency per second (ms)", [("attempt_p95_ms", "per-attempt p95")]),
+        ("latency.png", "p95 latency per second (ms)", [("attempt_p95_ms", "per attempt"),
+                                                         ("e2e_p95_ms", "end to end (across retries)")]),
         ("throughput.png", "answers per second", [("answered", "answered"), ("ok", "200/202"), ("attempt_errors", "5xx attempts")]),
     ]
     if rows and "replication_lag_s" in rows[0]:

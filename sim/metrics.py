@@ -55,6 +55,9 @@ SERIES: dict[str, str] = {
     "attempt_rate_429": "share of the bin's answers that were 429",
     "attempt_p95_ms": "p95 of single attempts answered in the bin (a fast 503 is a short attempt)",
     "faults_active": "faults active at the end of the bin",
+    "e2e_p95_ms": "p95 end-to-end latency (first send -> final answer, across retries) of submissions "
+                  "finished in the bin",
+    "e2e_errors": "submissions whose final outcome (in the bin) was a 5xx or giving up",
     "replication_lag_s": "with replication: the replication lag sampled in the bin, s",
     "divergence": "with replication: key-count difference between regions",
 }
@@ -123,6 +126,28 @@ def summarize(events: list[dict], duration_s: float) -> dict:
     }
 
 
+def _end_to_end_bins(events: list[dict], width_us: int) -> dict[int, dict]:
+    """Per bin of a submission's final answer: end-to-end latencies (first send -> final
+    200/202/4xx answer) and end-to-end errors (final 5xx or gave up)."""
+    first: dict[int, int] = {}
+    final: dict[int, tuple[int, int | None]] = {}
+    for e in events:
+        if e["type"] == "client.send":
+            first.setdefault(e["req"], e["t_us"])
+        elif e["type"] == "client.recv":
+            final[e["req"]] = (e["t_us"], e["status"])
+        elif e["type"] == "client.give_up":
+            final[e["req"]] = (e["t_us"], None)
+    out: dict[int, dict] = defaultdict(lambda: {"lat": [], "errors": 0})
+    for req, (t_us, status) in final.items():
+        row = out[t_us // width_us]
+        if status is None or status >= 500:
+            row["errors"] += 1
+        elif req in first:
+            row["lat"].append((t_us - first[req]) / 1000.0)
+    return out
+
+
 def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
     """Per-bin rows: t_s, sent, answered, ok, attempt_errors (5xx answers), attempt_rate_429,
     attempt_p95_ms (per attempt: a fast 503 counts as a short attempt), faults_active, and with
@@ -161,6 +186,7 @@ def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
             crr_at[b] = (e["lag_s"], e["divergence"])
     rows = []
     last_active = 0
+    e2e = _end_to_end_bins(events, width)
     for b in range(0, (max(bins) + 1) if bins else 0):
         row = bins.get(b, {"sent": 0, "answered": 0, "ok": 0, "errors": 0, "n429": 0, "lat": []})
         last_active = fault_at.get(b, last_active)
@@ -170,6 +196,8 @@ def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
             "attempt_errors": row["errors"],
             "attempt_rate_429": row["n429"] / row["answered"] if row["answered"] else 0.0,
             "attempt_p95_ms": percentile(lat, 95), "faults_active": last_active,
+            "e2e_p95_ms": percentile(sorted(e2e[b]["lat"]), 95) if b in e2e else 0.0,
+            "e2e_errors": e2e[b]["errors"] if b in e2e else 0,
         })
         if crr_at:
             lag, div = crr_at.get(b, (rows[-2]["replication_lag_s"], rows[-2]["divergence"]) if len(rows) > 1 else (0.0, 0))
