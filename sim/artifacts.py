@@ -30,6 +30,9 @@ def write_all(out_dir: Path, scenario: dict, history, results: dict, rows: list[
     return files
 
 
+LATENCY_SERIES = [("attempt_p95_ms", "per attempt"), ("e2e_p95_ms", "end to end (across retries)")]
+
+
 def plot_run(out_dir: Path, rows: list[dict], events: list[dict], results: dict) -> dict:
     import matplotlib
 
@@ -53,8 +56,7 @@ def plot_run(out_dir: Path, rows: list[dict], events: list[dict], results: dict)
 
     name = results.get("scenario", "")
     specs = [
-        ("latency.png", "p95 latency per second (ms)", [("attempt_p95_ms", "per attempt"),
-                                                         ("e2e_p95_ms", "end to end (across retries)")]),
+        ("latency.png", "p95 latency per second (ms)", LATENCY_SERIES),
         ("throughput.png", "answers per second", [("answered", "answered"), ("ok", "200/202"), ("attempt_errors", "5xx attempts")]),
     ]
     if rows and "replication_lag_s" in rows[0]:
