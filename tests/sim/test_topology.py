@@ -1,0 +1,58 @@
+"""The simulated network's topology graph: partitions are graph cuts (symmetric or not),
+replication copies cross the inter-region links, and ``flk sim topology`` draws it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import simpy
+
+from flk.sim import topology
+from flk.sim.history import History
+from flk.sim.net import Network
+from flk.sim.scenario import load
+
+FLK = [sys.executable, "-m", "flk.impl"]
+
+
+def _net(name: str) -> Network:
+    graph = topology.build(load(name).data)
+    return Network(simpy.Environment(), History(keep=False), lambda _name: None, graph=graph)
+
+
+def test_graph_holds_regions_clients_and_object_stores():
+    graph = topology.build(load("split-brain").data)
+    kinds = {n: d["kind"] for n, d in graph.nodes(data=True)}
+    assert kinds["clients"] == "clients" and kinds["eu"] == "region" and kinds["eu/objstore"] == "objstore"
+    assert graph.edges["eu", "us"]["kind"] == "inter-region" and graph.edges["eu", "eu/objstore"]["kind"] == "local"
+
+
+def test_a_partition_is_the_edge_boundary_between_the_node_sets():
+    net = _net("split-brain")
+    assert sorted(net.cut(["eu"], ["us", "ap"])) == [("ap", "eu"), ("eu", "ap"), ("eu", "us"), ("us", "eu")]
+    net.partition(["eu"], ["us"], symmetric=False)
+    assert net.is_blocked("eu/objstore", "us/objstore")  # the copy path crosses eu -> us
+    assert not net.is_blocked("us/objstore", "eu/objstore")  # asymmetric: the other way is open
+    assert not net.is_blocked("eu/objstore", "ap/objstore")
+    assert not net.is_blocked("eu", "eu/objstore")  # a region keeps its own object store
+    net.heal(["eu"], ["us"])
+    assert not net.blocked
+
+
+def test_client_partition_of_a_single_region_cuts_only_the_client_link():
+    net = _net("client-partition")
+    net.partition(["r1"], ["clients"])
+    assert net.blocked == {("r1", "clients"), ("clients", "r1")}
+
+
+def test_cli_topology_draws_a_png_with_the_cut_links(tmp_path):
+    out = tmp_path / "split.png"
+    proc = subprocess.run([*FLK, "sim", "topology", "split-brain", "--out", str(out), "--at", "5"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "6 links cut" in proc.stdout and "eu->us" in proc.stdout
+    calm = subprocess.run([*FLK, "sim", "topology", "split-brain", "--out", str(out), "--at", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert calm.returncode == 0 and "0 links cut" in calm.stdout
