@@ -56,3 +56,15 @@ def test_cli_topology_draws_a_png_with_the_cut_links(tmp_path):
     calm = subprocess.run([*FLK, "sim", "topology", "split-brain", "--out", str(out), "--at", "1"],
                           capture_output=True, text=True, timeout=120)
     assert calm.returncode == 0 and "0 links cut" in calm.stdout
+
+
+def test_replication_over_the_network_is_deterministic_across_processes():
+    """Same seed -> same digest even with different string hashing (set orders) per process."""
+    import os
+
+    code = ("from flk.sim import api; print(api.run('split-brain', seed=2, plots=False, overrides="
+            "['scenario.duration_s=8', 'faults.0.at_s=2', 'faults.1.at_s=2', 'faults.0.duration_s=4', "
+            "'faults.1.duration_s=4', 'scenario.quiescence_s=6']).digest)")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout.strip() for h in (1, 2)}
+    assert len(digests) == 1 and len(next(iter(digests))) == 64, digests
