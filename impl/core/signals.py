@@ -270,8 +270,9 @@ def _unit(x: object, field: str) -> float:
 
 def regime(D_hat: float, coh_star: float, t: RegimeThresholds = DEFAULT_REGIME) -> str:
     """sticky / non_sticky / mixed; the three conditions are tested in that order (``t``: thresholds)."""
-    dimension = _finite(D_hat, "D_hat")
-    coherence_share = _unit(coh_star, "coh_star")
+    dimension, coherence_share = D_hat, coh_star
+    if not (type(D_hat) is float and D_hat - D_hat == 0.0 and type(coh_star) is float and 0.0 <= coh_star <= 1.0):
+        dimension, coherence_share = _finite(D_hat, "D_hat"), _unit(coh_star, "coh_star")  # checks, converts
     if coherence_share >= t.sticky_coh and dimension <= t.sticky_d_max:
         return "sticky"
     if dimension >= t.non_sticky_d_min:
@@ -285,9 +286,11 @@ def budget(D_hat: float, coh_star: float, r: float, p: BudgetParams = DEFAULT_BU
     Each operation is one IEEE-754 binary64 operation rounded to nearest, in
     exactly this order; no fused multiply-add. ``p``: the weights.
     """
-    dimension = _finite(D_hat, "D_hat")
-    coherence_share = _unit(coh_star, "coh_star")
-    compressibility_ratio = _unit(r, "r")
+    dimension, coherence_share, compressibility_ratio = D_hat, coh_star, r
+    if not (type(D_hat) is float and D_hat - D_hat == 0.0 and type(coh_star) is float and 0.0 <= coh_star <= 1.0
+            and type(r) is float and 0.0 <= r <= 1.0):  # the fast path takes finite floats in range as they are
+        dimension = _finite(D_hat, "D_hat")
+        coherence_share, compressibility_ratio = _unit(coh_star, "coh_star"), _unit(r, "r")
     value = (p.base + p.alpha * (1.0 - compressibility_ratio) + p.beta * max(0.0, dimension - p.d0)
              + p.gamma * coherence_share)
     return min(1.0, max(0.0, value))

@@ -36,9 +36,9 @@ Theory of operation (one request)::
        store unreachable (5 or 7)                 -> 503 Retry-After
     8. respond.
 
-:meth:`Verifier.handle` reads as these steps: ``_admit`` (1-2),
-``_parse`` (3), ``_authenticate`` (4), ``_look_up`` (5), ``_decide`` (6) and
-``_record`` (7-8). Every answer is also announced with ``Emit(event)`` (a
+:meth:`Verifier.handle` reads as these steps: ``_refuse_before_wal`` (1),
+the WAL append (2), ``_parse`` (3), ``_authenticate`` (4), the dedup lookup (5)
+and ``_decide_and_record`` (6-8). Every answer is also announced with ``Emit(event)`` (a
 dict: kind, tenant_label, status, and for outcomes pcs_id / payload_digest /
 reasons -- never payloads, signatures or keys) for metrics, audit and history.
 
@@ -357,89 +357,74 @@ class Verifier:
         tenant = self.tenants.resolve(req.tenant)
         label = tenant.tenant_id if tenant is not None else "_unknown"
         if not replay:
-            refused = yield from self._admit(req, tenant, label, now)
+            refused = self._refuse_before_wal(req, tenant, now)  # step 1
             if refused is not None:
-                return refused
-        parsed = yield from self._parse(req.body, label)
+                return (yield from _done(label, refused, "rejected"))
+            try:  # step 2
+                yield WalAppend(req.tenant or "", now, self.region, bytes(req.body))
+            except WalUnavailable:
+                return (yield from _done(label, problem(
+                    "wal-unavailable", "the request was not recorded; retry",
+                    retry_after=self.limits.retry_after_s), "wal_error"))
+            yield Emit({"kind": "ingest", "tenant_label": label})
+        parsed = self._parse(req.body)  # step 3
         if isinstance(parsed, Response):
-            return parsed
-        authenticated = yield from self._authenticate(parsed, tenant, label, now)
-        if isinstance(authenticated, Response):
-            return authenticated
-        stored = yield from self._look_up(parsed, authenticated, label, now)
+            return (yield from _done(label, parsed, "rejected"))
+        who = self._authenticate(parsed, tenant, now)  # step 4 -- before any dedup effect
+        if isinstance(who, Response):
+            return (yield from _done(label, who, "signature_error"))
+        try:  # step 5
+            stored = yield DedupGet(who.tenant_id, parsed["pcs_id"], now)
+        except StoreUnavailable:
+            return (yield from self._unavailable(label))
         if stored is not None:
-            return stored
-        return (yield from self._decide_and_record(parsed, authenticated, label, now))
+            return (yield from self._existing(stored, who.digest, parsed["pcs_id"], label))
+        return (yield from self._decide_and_record(parsed, who, label, now))  # steps 6-8
 
-    # steps 1 and 2
-    def _admit(self, req: Request, tenant: Tenant | None, label: str, now: float):
-        """413 / 429 before the WAL, then the WAL append (503 if it fails); None when admitted."""
+    # step 1
+    def _refuse_before_wal(self, req: Request, tenant: Tenant | None, now: float) -> Response | None:
+        """413 (body, unrecordable X-Tenant-Id) or 429 (rate, quota) before the WAL; None when admitted."""
         if len(req.body) > self.limits.max_body_bytes:
-            return (yield from _done(label, problem(
-                "payload-too-large", f"body exceeds {self.limits.max_body_bytes} bytes"), "rejected"))
+            return problem("payload-too-large", f"body exceeds {self.limits.max_body_bytes} bytes")
         if req.tenant is not None and not _recordable_header(req.tenant):
-            return (yield from _done(label, problem(
-                "payload-too-large", f"X-Tenant-Id longer than {MAX_TENANT_HEADER} characters "
-                "or not encodable"), "rejected"))
+            return problem("payload-too-large", f"X-Tenant-Id longer than {MAX_TENANT_HEADER} characters "
+                           "or not encodable")
         if tenant is not None:
             admission = self.limiter.admit(tenant, now)
             if not admission.ok:
                 slug = "quota-exceeded" if admission.reason == "quota_exceeded" else "rate-limited"
-                return (yield from _done(label, problem(slug, admission.reason, retry_after=admission.retry_after),
-                                         "rejected"))
-        try:
-            yield WalAppend(req.tenant or "", now, self.region, bytes(req.body))
-        except WalUnavailable:
-            return (yield from _done(label, problem(
-                "wal-unavailable", "the request was not recorded; retry",
-                retry_after=self.limits.retry_after_s), "wal_error"))
-        yield Emit({"kind": "ingest", "tenant_label": label})
+                return problem(slug, admission.reason, retry_after=admission.retry_after)
         return None
 
     # step 3
-    def _parse(self, body: bytes, label: str):
+    @staticmethod
+    def _parse(body: bytes) -> dict | Response:
         """The validated PCS, or the 400 naming every problem."""
         try:
             doc = parse_strict(body)
         except ValueError as exc:
-            return (yield from _done(label, problem(
-                "invalid-json", str(exc), errors=[{"field": "", "message": str(exc)}]), "rejected"))
+            return problem("invalid-json", str(exc), errors=[{"field": "", "message": str(exc)}])
         errors = validate_pcs(doc)
         if errors:
-            return (yield from _done(label, problem(
-                "invalid-pcs",
-                f"{len(errors)} invalid field(s): " + ", ".join(sorted({name for name, _ in errors})),
-                errors=[{"field": name, "message": message} for name, message in errors]), "rejected"))
+            return problem("invalid-pcs",
+                           f"{len(errors)} invalid field(s): " + ", ".join(sorted({name for name, _ in errors})),
+                           errors=[{"field": name, "message": message} for name, message in errors])
         return doc
 
-    # step 4 -- before any dedup effect (INV-VERIFY-BEFORE-DEDUP)
-    def _authenticate(self, doc: dict, tenant: Tenant | None, label: str, now: float):
-        """Tenant, profile, algorithm and signature; a 401 or what step 5 needs."""
-        def refuse(slug: str, detail: str):
-            return _done(label, problem(slug, detail), "signature_error")
-
+    # step 4 (INV-VERIFY-BEFORE-DEDUP, INV-TENANT-ISOLATION)
+    def _authenticate(self, doc: dict, tenant: Tenant | None, now: float) -> _Authenticated | Response:
+        """Tenant, profile, algorithm and signature: a 401, or who signed what."""
         if tenant is None:
-            return (yield from refuse("unknown-tenant", "X-Tenant-Id names no configured tenant"))
+            return problem("unknown-tenant", "X-Tenant-Id names no configured tenant")
         profile = VERSION_PROFILE[doc["version"]]
         if not tenant.allows(profile) or (profile == "legacy-0.1" and tenant.alg != "hmac"):
-            return (yield from refuse("profile-not-allowed", f"profile {profile} is not enabled for this tenant"))
+            return problem("profile-not-allowed", f"profile {profile} is not enabled for this tenant")
         if "sig_alg" in doc and doc["sig_alg"] != tenant.alg:
-            return (yield from refuse("bad-signature", "sig_alg does not match the tenant's algorithm"))
-        v1_bytes = canonical_bytes(doc, "v1")
+            return problem("bad-signature", "sig_alg does not match the tenant's algorithm")
         if not self._verify_sig(tenant, doc, profile, now):
-            return (yield from refuse("bad-signature", "no active key of this tenant verifies sig"))
-        return _Authenticated(tenant.tenant_id, profile, hashlib.sha256(v1_bytes).hexdigest())
-
-    # step 5
-    def _look_up(self, doc: dict, who: _Authenticated, label: str, now: float):
-        """The answer of an earlier submission of this (tenant, pcs_id), or None."""
-        try:
-            stored = yield DedupGet(who.tenant_id, doc["pcs_id"], now)
-        except StoreUnavailable:
-            return (yield from self._unavailable(label))
-        if stored is not None:
-            return (yield from self._existing(stored, who.digest, doc["pcs_id"], label))
-        return None
+            return problem("bad-signature", "no active key of this tenant verifies sig")
+        digest = hashlib.sha256(canonical_bytes(doc, "v1")).hexdigest()  # == payload_digest(doc)
+        return _Authenticated(tenant.tenant_id, profile, digest)
 
     # steps 6, 7 and 8
     def _decide_and_record(self, doc: dict, who: _Authenticated, label: str, now: float):

@@ -32,8 +32,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..core.pcs import HEX64_RE, SHARD_ID_RE
-from ..core.pcs import pcs_id as compute_pcs_id
+from ..core.pcs import HEX64_RE, SHARD_ID_RE, pcs_id_of_checked
 
 SCHEMA_NAME = "fractal-lba-kakeya"
 VERSION_PROFILE = {"1": "v1", "0.1": "legacy-0.1"}
@@ -231,7 +230,7 @@ def validate_pcs(doc: Any) -> FieldErrors:
     """Every wire-format error of ``doc`` as ``(field, message)``, in a fixed order
     (required fields, optional fields, unknown fields, then INV-PCSID). Empty if valid."""
     if _fast_valid(doc):
-        if compute_pcs_id(doc["merkle_root"], doc["epoch"], doc["shard_id"]) == doc["pcs_id"]:
+        if pcs_id_of_checked(doc["merkle_root"], doc["epoch"], doc["shard_id"]) == doc["pcs_id"]:
             return []
         return [("pcs_id", PCS_ID_MISMATCH)]
     return _validate_full(doc)
@@ -423,6 +422,6 @@ def _validate_full(doc: Any) -> FieldErrors:
     if version_of(doc) != "0.1":  # legacy-0.1 tolerates (ignores) other members
         errors.extend((name[:64], "unknown field") for name in doc if name not in KNOWN_FIELDS)
     if not errors:  # INV-PCSID: only meaningful once its inputs are well-formed
-        if compute_pcs_id(doc["merkle_root"], doc["epoch"], doc["shard_id"]) != doc["pcs_id"]:
+        if pcs_id_of_checked(doc["merkle_root"], doc["epoch"], doc["shard_id"]) != doc["pcs_id"]:
             errors.append(("pcs_id", PCS_ID_MISMATCH))
     return errors
