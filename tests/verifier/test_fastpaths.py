@@ -89,3 +89,48 @@ def test_pipeline_budget_and_regime_equal_signals(coh, r, counts, w, t):
     cc, rc = min(1.0, max(0.0, round9(coh))), min(1.0, max(0.0, round9(r)))
     assert b == budget(dh, cc, rc, bp)
     assert reg == regime(dh, cc, rt)
+
+
+class _Float(float):
+    """A float the core's fast paths do not take (``type(x) is float`` is false): the checked path."""
+
+
+class _Int(int):
+    """An int the core's fast paths do not take: the checked path."""
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(d=st.floats(-1e6, 1e6), coh=st.floats(0, 1), r=st.floats(0, 1),
+       w=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 4)),
+       t=st.tuples(st.floats(0, 1), st.floats(0, 3), st.floats(0, 4)))
+def test_signals_fast_paths_equal_the_checked_paths(d, coh, r, w, t):
+    """budget / regime / d_hat / pcs_id give the same result on their fast paths (plain
+    floats and ints) as on the fully checked paths (the same values, as subclasses)."""
+    from flk.impl.core.pcs import pcs_id, pcs_id_of_checked
+    from flk.impl.core.signals import (
+        BudgetParams,
+        RegimeThresholds,
+        budget,
+        regime,
+        theil_sen_slope,
+    )
+
+    bp, rt = BudgetParams(*w), RegimeThresholds(*t)
+    assert budget(d, coh, r, bp) == budget(_Float(d), _Float(coh), _Float(r), bp)
+    assert regime(d, coh, rt) == regime(_Float(d), _Float(coh), rt)
+    scales, counts = [2, 4, 8, 16], [3, 5, 5, 17]
+    assert d_hat(scales, counts) == d_hat([_Int(s) for s in scales], [_Int(c) for c in counts])
+    assert d_hat(scales, counts) == theil_sen_slope(scales, counts)
+    root = "ab" * 32
+    assert pcs_id(root, 7, "s-1") == pcs_id_of_checked(root, 7, "s-1")
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(scales=st.lists(st.integers(2, 2**31), min_size=2, max_size=8, unique=True).map(sorted), data=st.data(),
+       legacy=st.booleans())
+def test_theil_sen_slope_equals_d_hat_on_checked_inputs(scales, data, legacy):
+    from flk.impl.core.signals import theil_sen_slope
+
+    counts = data.draw(st.lists(st.integers(1, 2**60), min_size=len(scales), max_size=len(scales)))
+    profile = "legacy-0.1" if legacy else "v1"
+    assert theil_sen_slope(scales, counts, profile) == d_hat(tuple(_Int(s) for s in scales), counts, profile)
