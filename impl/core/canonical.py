@@ -85,6 +85,8 @@ def check_profile(profile: str) -> str:
 
 def finite_number(x: object, field: str) -> float:
     """``x`` as a finite binary64 (bool, non-numbers, NaN, infinities and overflowing integers rejected)."""
+    if type(x) is float and x - x == 0.0:  # the common case: a finite float (NaN - NaN and inf - inf are NaN)
+        return x
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise InvalidInput(field, f"must be a number, got {type(x).__name__}")
     try:
