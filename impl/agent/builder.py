@@ -246,18 +246,9 @@ def signer_from_env(env: Mapping[str, str], tenant: str | None = None) -> Signer
 
 
 def _check_points(points: object) -> np.ndarray:
-    try:
-        arr = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidInput("points", "must be a numeric array of shape (n, d)") from None
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2 or not 1 <= arr.shape[1] <= signals.MAX_DIM:
-        raise InvalidInput("points", f"must have shape (n, d) with 1 <= d <= {signals.MAX_DIM}")
+    arr = signals.as_points(points)
     if arr.shape[0] == 0:
         raise InvalidInput("points", "need at least one point")
-    if not np.all(np.isfinite(arr)):
-        raise InvalidInput("points", "NaN and Infinity are not allowed")
     return arr
 
 

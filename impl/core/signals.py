@@ -121,7 +121,8 @@ def theil_sen_slope(scales: Sequence[int], n_j: Sequence[int], profile: str = "v
     return (slopes[middle - 1] + slopes[middle]) / 2.0
 
 
-def _points(points: object) -> np.ndarray:
+def as_points(points: object) -> np.ndarray:
+    """``points`` as a finite float64 array of shape (n, d), 1 <= d <= MAX_DIM (1-D input is one column)."""
     try:
         arr = np.asarray(points, dtype=np.float64)
     except (TypeError, ValueError):
@@ -137,7 +138,7 @@ def _points(points: object) -> np.ndarray:
 
 def normalise(points: object) -> np.ndarray:
     """Per-dimension min-max normalisation to [0, 1]; zero-width dimensions map to 0."""
-    arr = _points(points)
+    arr = as_points(points)
     if arr.shape[0] == 0:
         return arr
     lo = arr.min(axis=0)
