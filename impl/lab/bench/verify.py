@@ -31,10 +31,7 @@ import tempfile
 import time
 import uuid
 
-from ...core.canonical import SIGNED_FIELDS, round9
-from ...core.pcs import pcs_id
-from ...core.signals import budget, d_hat, regime
-from ...core.signing import sign_hmac
+from ...agent import factory
 from ...dedup import open_store
 from ...verifier.pipeline import Request, Verifier, run_batch
 from ...verifier.tenants import from_mapping
@@ -47,23 +44,12 @@ def _bodies(n: int, tag: str) -> list[bytes]:
     import hashlib
     import json
 
-    scales = [2, 4, 8, 16, 32]
-    counts = [3, 5, 9, 17, 31]
-    dh = d_hat(scales, counts)
     out = []
     for i in range(n):
         root = hashlib.sha256(f"{tag}-{i}".encode()).hexdigest()
-        coh, r = 0.5 + (i % 40) / 100, 0.3 + (i % 50) / 100
-        doc = {
-            "pcs_id": pcs_id(root, i, "shard-001"), "schema": "fractal-lba-kakeya", "version": "1",
-            "shard_id": "shard-001", "epoch": i, "scales": scales,
-            "N_j": {str(s): c for s, c in zip(scales, counts, strict=True)},
-            "coh_star": coh, "v_star": [0.6, 0.8], "D_hat": round9(dh), "r": r,
-            "regime": regime(dh, coh), "budget": round9(budget(dh, coh, r)), "merkle_root": root,
-            "attempt": 1, "sent_at": "2026-11-21T00:00:00Z",
-        }
-        doc["sig"] = sign_hmac({k: doc[k] for k in SIGNED_FIELDS}, KEY)
-        out.append(json.dumps(doc).encode())
+        doc = factory.synthetic_pcs(root, "shard-001", i, coh=0.5 + (i % 40) / 100, r=0.3 + (i % 50) / 100,
+                                    attempt=1, sent_at="2026-11-21T00:00:00Z")
+        out.append(json.dumps(factory.sign(doc, KEY)).encode())
     return out
 
 
