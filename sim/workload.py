@@ -30,7 +30,7 @@ from flk.impl.agent import builder as agent_mod
 from flk.impl.agent import factory
 from flk.impl.agent.client import (
     Done,
-    Response,
+    HttpAnswer,
     RetryPolicy,
     Send,
     Submission,
@@ -248,7 +248,7 @@ class Agent:
                     world.history.record(env.now, "client.recv", req=req, attempt=action.attempt,
                                          status=msg["status"], replay=msg["replay"], body_sha=msg["body_sha"],
                                          region=target)
-                    result = Response(msg["status"], msg.get("retry_after"))
+                    result = HttpAnswer(msg["status"], msg.get("retry_after"))
                 else:
                     world.history.record(env.now, "client.timeout", req=req, attempt=action.attempt, region=target)
                     result = TransportFailure("timeout")

@@ -165,7 +165,7 @@ def submit_url(url: str) -> str:
 
 
 @dataclass(frozen=True)
-class Response:
+class HttpAnswer:
     """What came back: a status, the raw Retry-After header, a short reason (no body)."""
 
     status: int
@@ -320,7 +320,7 @@ class Submission:
             raise RuntimeError("Submission.resume called without a pending Wait")
         return self._send(now)
 
-    def on_result(self, result: Response | TransportFailure, now: float) -> Send | Wait | Done:
+    def on_result(self, result: HttpAnswer | TransportFailure, now: float) -> Send | Wait | Done:
         s = self._s
         if s.done is not None or s.waiting or s.attempts == 0:
             raise RuntimeError("Submission.on_result called out of order")
@@ -395,7 +395,7 @@ class HttpxTransport:
         self._httpx = httpx
         self._client = httpx.Client(timeout=timeout, follow_redirects=False)
 
-    def post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> Response | TransportFailure:
+    def post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> HttpAnswer | TransportFailure:
         httpx = self._httpx
         try:
             resp = self._client.post(url, content=body, headers=list(headers))
@@ -404,7 +404,7 @@ class HttpxTransport:
         except httpx.TransportError as exc:
             return TransportFailure(type(exc).__name__)
         reason = _short_reason(resp.status_code, resp.headers.get("content-type", ""), resp.content)
-        return Response(resp.status_code, resp.headers.get("retry-after"), reason)
+        return HttpAnswer(resp.status_code, resp.headers.get("retry-after"), reason)
 
     def close(self) -> None:
         self._client.close()

@@ -80,8 +80,8 @@ from . import factory
 from .builder import Signer
 from .client import (
     Done,
+    HttpAnswer,
     Prepared,
-    Response,
     RetryPolicy,
     Send,
     Submission,
@@ -507,7 +507,7 @@ class _LoadRun:
             status, hdrs = await conn.post(head, action.body)
             rv = hdrs.get(REPLAY_HEADER)
             replay = None if rv is None else rv.lower() == "true"
-            result: Response | TransportFailure = Response(status, hdrs.get("retry-after"))
+            result: HttpAnswer | TransportFailure = HttpAnswer(status, hdrs.get("retry-after"))
         except HttpError as exc:
             err = str(exc)
             result = TransportFailure(err)

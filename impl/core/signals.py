@@ -43,7 +43,7 @@ MAX_DIM = 8  # rejection sampling in the unit ball gets slow beyond this
 
 @dataclass(frozen=True)
 class BudgetParams:
-    """Budget weights (policy-tunable; defaults are the seeds')."""
+    """Budget weights (policy-tunable; defaults per SPEC section 7.6)."""
 
     base: float = 0.10
     alpha: float = 0.30

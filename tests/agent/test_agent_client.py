@@ -26,7 +26,7 @@ from flk.impl.agent import builder as agent
 from flk.impl.agent.client import (
     DeadLetterFile,
     Done,
-    Response,
+    HttpAnswer,
     RetryPolicy,
     Send,
     Submission,
@@ -205,7 +205,7 @@ def test_mini_verifier_replay_and_conflict_through_client():
 # ----------------------------------------------------------------------------- state machine
 
 results = st.one_of(
-    st.builds(Response, st.sampled_from([200, 202, 409, 400, 401, 413, 429, 500, 502, 503, 504]),
+    st.builds(HttpAnswer, st.sampled_from([200, 202, 409, 400, 401, 413, 429, 500, 502, 503, 504]),
               st.one_of(st.none(), st.sampled_from(["0", "1", "3", "120", "2.5", "-1", "soon",
                                                     "Wed, 21 Oct 2015 07:28:00 GMT"]))),
     st.builds(TransportFailure, st.sampled_from(["ConnectError", "timeout"])),
@@ -260,7 +260,7 @@ def check_submission(sub: Submission, script, policy: RetryPolicy) -> None:
         assert not list(SCHEMA.iter_errors({k: v for k, v in body.items() if k != "sent_at"}))
         assert s.headers == (("content-type", "application/json"), ("x-tenant-id", "t"))
     # the outcome matches the first terminal answer in the script
-    first_terminal = next((r for r in script[: len(sends)] if isinstance(r, Response)
+    first_terminal = next((r for r in script[: len(sends)] if isinstance(r, HttpAnswer)
                            and r.status not in (429, 500, 502, 503, 504)), None)
     last = script[min(len(sends) - 1, len(script) - 1)]
     if first_terminal is not None and first_terminal is last:
@@ -285,7 +285,7 @@ class _DriftingSubmission(Submission):
 
 def test_quality_check_catches_a_retry_that_changes_signed_bytes():
     policy = RetryPolicy(base=0.01, cap=0.1, max_attempts=3)
-    script = [Response(503), Response(200)]
+    script = [HttpAnswer(503), HttpAnswer(200)]
     check_submission(Submission(PCS, ["http://a/x"], rng=random.Random(0), policy=policy, tenant="t"),
                      script, policy)
     with pytest.raises(AssertionError):
@@ -297,7 +297,7 @@ def test_quality_check_catches_an_uncapped_backoff(monkeypatch):
     import flk.impl.agent.client as client_mod
 
     policy = RetryPolicy(base=1.0, cap=1.0, max_attempts=10, max_retry_after=0.0)
-    script = [Response(500)]
+    script = [HttpAnswer(500)]
     check_submission(Submission(PCS, ["http://a/x"], rng=random.Random(4), policy=policy, tenant="t"),
                      script, policy)
     monkeypatch.setattr(client_mod, "backoff_ceiling", lambda p, k: p.base * 2.0**k)  # the cap forgotten
@@ -312,7 +312,7 @@ def test_retry_after_is_a_lower_bound_up_to_the_clamp(ra, seed):
     policy = RetryPolicy(base=0.01, cap=0.1, max_attempts=3, max_retry_after=20.0)
     sub = Submission(PCS, ["http://a/x"], rng=random.Random(seed), policy=policy)
     sub.start(0.0)
-    w = sub.on_result(Response(429, str(ra)), 0.0)
+    w = sub.on_result(HttpAnswer(429, str(ra)), 0.0)
     assert isinstance(w, Wait)
     assert min(ra, 20.0) <= w.delay <= max(min(ra, 20.0), 0.01)
 
@@ -323,7 +323,7 @@ def test_same_seed_same_schedule():
         sub.start(0.0)
         out = []
         for _ in range(FAST.max_attempts - 1):
-            w = sub.on_result(Response(500), 0.0)
+            w = sub.on_result(HttpAnswer(500), 0.0)
             out.append(w.delay)
             sub.resume(0.0)
         return out
@@ -359,10 +359,10 @@ def test_submit_url_and_policy_validation():
 def test_state_machine_rejects_out_of_order_calls():
     sub = Submission(PCS, ["http://a/x"], rng=random.Random(0), policy=FAST)
     with pytest.raises(RuntimeError):
-        sub.on_result(Response(200), 0.0)
+        sub.on_result(HttpAnswer(200), 0.0)
     sub.start(0.0)
     with pytest.raises(RuntimeError):
         sub.resume(0.0)
-    assert sub.on_result(Response(200), 0.0).outcome == "ack"
+    assert sub.on_result(HttpAnswer(200), 0.0).outcome == "ack"
     with pytest.raises(RuntimeError):
-        sub.on_result(Response(200), 0.0)
+        sub.on_result(HttpAnswer(200), 0.0)
