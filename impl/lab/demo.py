@@ -10,7 +10,9 @@ Stages (each reported with its verdict and time):
 4. **server** -- ``flk serve`` on SQLite in a temporary directory, driven by
    ``flk agent load`` with duplicates, bad signatures and conflicts, then the
    server conformance suite against it;
-5. **report** -- one HTML page (tables and the run plots) whose path is printed.
+5. **report** -- one styled, self-contained HTML page (:mod:`flk.impl.lab.report`: scenario
+   descriptions, invariant and SLO tables, headline figures, captioned plots, the
+   vectors / proofs / server summaries, version, commit and date) whose path is printed.
 
 Every stage runs the public CLI or API in a subprocess-free or subprocess way
 that a user could repeat by hand; the commands are listed in the report.
@@ -18,8 +20,6 @@ that a user could repeat by hand; the commands are listed in the report.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 import socket
@@ -45,18 +45,27 @@ class Stage:
     summary: str = ""
     command: str = ""
     details: list = field(default_factory=list)
-    images: list = field(default_factory=list)
+    data: dict = field(default_factory=dict)  # structured results the report renders (see report.py)
 
 
 def _run(args: list[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def stage_vectors() -> Stage:
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def stage_vectors(work: Path) -> Stage:
     st = Stage("vectors", command="flk conformance vectors --adapter builtin")
     t0 = time.perf_counter()
-    p = _run([*FLK, "conformance", "vectors", "--adapter", "builtin"])
+    report = work / "vectors.json"
+    p = _run([*FLK, "conformance", "vectors", "--adapter", "builtin", "--json", str(report)])
     st.seconds = time.perf_counter() - t0
+    st.data["report"] = _read_json(report)
     lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
     st.summary = lines[-1] if lines else p.stderr.strip()[-200:]
     st.status = "pass" if p.returncode == 0 else "fail"
@@ -74,6 +83,7 @@ def stage_sim(out: Path) -> Stage:
     for name in names:
         res = api.run(name, seed=1, out=out)
         ok &= res.valid
+        st.data.setdefault("run_dirs", []).append(res.out_dir)
         m = res.results["metrics"]
         failed = [c["id"] for c in res.results["invariants"] if not c["ok"]]
         failed += ["SLO " + s["metric"] for s in res.results["slos"] if not s["ok"]]
@@ -83,10 +93,6 @@ def stage_sim(out: Path) -> Stage:
             "checks": len(res.results["invariants"]) + len(res.results["slos"]),
             "failed": ", ".join(failed) or "-", "digest": res.digest[:16],
         })
-        for img in ("latency", "throughput", "replication_lag", "divergence", "faults"):
-            path = res.out_dir / f"{img}.png"
-            if path.exists():
-                st.images.append((f"{name}: {img}", path))
     st.seconds = time.perf_counter() - t0
     st.status = "pass" if ok else "fail"
     st.summary = f"{sum(d['valid'] for d in st.details)}/{len(st.details)} scenarios valid"
@@ -101,6 +107,7 @@ def stage_proofs() -> Stage:
     try:
         doc = json.loads(p.stdout)
         results = doc["results"] if isinstance(doc, dict) else doc
+        st.data["results"] = results
         for r in results:
             st.details.append({k: r.get(k) for k in ("id", "status", "expected", "seconds") if k in r})
         st.summary = f"{len(results)} proofs"
@@ -152,15 +159,20 @@ def stage_server(work: Path) -> Stage:
         ok = p.returncode == 0
         try:
             summary = json.loads(p.stdout)
+            st.data["load"] = summary
             st.details.append({"load": "flk agent load", **{k: v for k, v in summary.items() if not isinstance(v, (dict, list))}})
             by = summary.get("by_status") or summary.get("status") or {}
             st.summary = "load: " + ", ".join(f"{k}: {v}" for k, v in sorted(by.items())) if by else "load done"
         except ValueError:
             st.summary = "load: " + (p.stderr.strip().splitlines() or ["no output"])[-1]
             ok = False
-        c = _run([*FLK, "conformance", "server", "--url", url, "--hmac-key", DEMO_KEY], env=env, timeout=300)
+        conformance = work / "conformance-server.json"
+        c = _run([*FLK, "conformance", "server", "--url", url, "--hmac-key", DEMO_KEY, "--json", str(conformance)],
+                 env=env, timeout=300)
         last = [ln for ln in c.stdout.splitlines() if ln.strip()]
         st.details.append({"conformance server": last[-1] if last else c.stderr.strip()[-200:]})
+        st.data["conformance"] = _read_json(conformance)
+        st.data["conformance_summary"] = st.details[-1]["conformance server"]
         ok &= c.returncode == 0
         st.status = "pass" if ok else "fail"
         return st
@@ -175,28 +187,10 @@ def stage_server(work: Path) -> Stage:
 
 
 def write_report(path: Path, stages: list[Stage], total_s: float) -> None:
-    def table(rows: list[dict]) -> str:
-        if not rows:
-            return ""
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        head = "".join(f"<th>{html.escape(str(k))}</th>" for k in keys)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(k, '')))}</td>" for k in keys) + "</tr>" for r in rows)
-        return f"<table><tr>{head}</tr>{body}</table>"
+    """The demo's HTML page (styled, self-contained); the layout lives in :mod:`.report`."""
+    from .report import write_demo_report
 
-    parts = ["<!doctype html><meta charset='utf-8'><title>flk-lab demo report</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;"
-             "padding:3px 8px;font-size:13px}table{border-collapse:collapse;margin:8px 0}"
-             ".pass{color:#070}.fail{color:#b00}img{max-width:100%}</style>",
-             f"<h1>flk-lab demo</h1><p>total {total_s:.0f} s</p>",
-             table([{"stage": s.name, "status": s.status, "seconds": round(s.seconds, 1), "summary": s.summary,
-                     "command": s.command} for s in stages])]
-    for s in stages:
-        parts.append(f"<h2>{html.escape(s.name)} <span class='{s.status}'>{html.escape(s.status)}</span></h2>")
-        parts.append(table(s.details))
-        for title, img in s.images:
-            data = base64.b64encode(Path(img).read_bytes()).decode()
-            parts.append(f"<h4>{html.escape(title)}</h4><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
-    path.write_text("\n".join(parts), encoding="utf-8")
+    write_demo_report(path, stages, total_s)
 
 
 def run_demo(out_dir: Path | None = None, stages: tuple[str, ...] = ("vectors", "simulator", "proofs", "server")) -> int:
@@ -205,7 +199,7 @@ def run_demo(out_dir: Path | None = None, stages: tuple[str, ...] = ("vectors", 
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="flk-demo-"))
     done: list[Stage] = []
-    plan = {"vectors": stage_vectors, "simulator": lambda: stage_sim(out_dir / "sim"),
+    plan = {"vectors": lambda: stage_vectors(work), "simulator": lambda: stage_sim(out_dir / "sim"),
             "proofs": stage_proofs, "server": lambda: stage_server(work)}
     for name in stages:
         print(f"[demo] {name} ...", file=sys.stderr, flush=True)
