@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FLK := $(VENV)/bin/flk
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup services services-down lint vectors bench clean lab
+.PHONY: demo test setup services services-down lint vectors bench clean lab notebooks-executed
 
 # The compiled core (impl/core/_fastcore.c) needs gcc, the Python headers and libssl-dev;
 # without them the install still succeeds and the pure-Python core is used.
@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml setup.py impl/core/_fastcore.c
 	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; fi
 	bash scripts/install_wrk.sh
 	bash scripts/install_go.sh
+	bash scripts/install_chromium.sh
 	@if command -v openssl >/dev/null 2>&1; then :; else \
 	  echo "setup: installing openssl (Debian) for the local RFC 3161 TSA in tests/governance"; \
 	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; fi
@@ -50,6 +51,11 @@ LAB_PORT ?= 8888
 lab: setup
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=notebooks \
 	  $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# Executed copies of the notebooks (with outputs) in runs/notebooks/ for browsing;
+# the stored notebooks stay output-free. NOTEBOOKS="01-quickstart 04-chaos" runs only those.
+notebooks-executed: setup
+	$(PY) scripts/execute_notebooks.py $(NOTEBOOKS)
 
 lint: setup
 	$(PY) -m ruff check .
