@@ -92,25 +92,30 @@ def draw_topology(name_or_path, out: Path, overrides=(), at_s: float | None = No
 
 def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = None, plots: bool = True,
         progress: bool = False, **world_kwargs) -> RunResult:
-    """Run a scenario (name, path or :class:`Scenario`); ``world_kwargs`` go to :class:`World`."""
+    """Run a scenario (name, path or :class:`Scenario`); ``world_kwargs`` go to :class:`World`.
+    With ``out`` the artifacts go to ``out/<scenario>/<seed>/`` (see :func:`save`); ``progress``
+    shows a bar over simulated time on an interactive stderr."""
+    from . import progress as progress_bars
+
     sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
     seed = sc.seed if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ScenarioError("seed", f"must be a non-negative integer, got {seed!r}")
+    if out is not None:
+        check_run_dir(Path(out) / sc.name / str(seed), sc)
     world = World(sc, seed, **world_kwargs)
-    if progress:
-        import sys
-
-        print(f"simulating {sc.name} seed {seed} ({world.duration + world.quiescence:.0f} s simulated)...",
-              file=sys.stderr, flush=True)
-    history = world.run()
+    show = progress and progress_bars.wanted()
+    with progress_bars.bar(world.duration + world.quiescence, f"{sc.name} seed {seed}", unit="sim s",
+                           enabled=show) as sim_bar:
+        if show:
+            progress_bars.follow_world(world, sim_bar)
+        history = world.run()
     events = history.events
     checks = checkers.check_all(events, sc.data)
     if sc.expect:
         checks.append(checkers.regression_expectations(events, sc.expect))
     m = metrics.summarize(events, world.duration)
     slos = metrics.check_slos(m, sc.data["slo"])
-    rows = metrics.timeseries(events)
     results = {
         "scenario": sc.name,
         "seed": seed,
@@ -122,13 +127,47 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
         "valid": all(c.ok for c in checks) and all(s["ok"] for s in slos),
         "fault_schedule": world.fault_log,
         "parameters": {"overrides": list(overrides)},
+        "stamp": artifacts.stamp(seed, list(overrides), source_identity(sc)),
     }
-    out_dir = None
+    res = RunResult(sc, seed, history, results, metrics.timeseries(events), None)
     if out is not None:
-        out_dir = Path(out) / sc.name / str(seed)
-        results["out_dir"] = str(out_dir)
-        artifacts.write_all(out_dir, sc.data, history, results, rows, plots=plots)
-    return RunResult(sc, seed, history, results, rows, out_dir)
+        save(res, Path(out), plots=plots)
+    return res
+
+
+def source_identity(sc: Scenario) -> str:
+    """Which file a scenario came from (resolved path; a run directory's ``scenario.toml``
+    stands for the run it records)."""
+    return str(Path(sc.source).resolve()) if sc.source else sc.name
+
+
+def check_run_dir(out_dir: Path, sc: Scenario) -> None:
+    """Refuse to overwrite a run of a *different* scenario file that has the same
+    ``scenario.name`` (re-running the same file replaces its own run)."""
+    try:
+        earlier = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    theirs = (earlier.get("stamp") or {}).get("scenario_source")
+    mine = source_identity(sc)
+    if theirs and theirs != mine and "scenario.toml" not in (Path(theirs).name, Path(mine).name):
+        raise ScenarioError("scenario.name", f"{out_dir} already holds a run of {theirs}, a different file with "
+                            f"the same name {sc.name!r}; rename scenario.name in {mine} or choose another --out")
+
+
+def save(res: RunResult, out: Path, plots: bool = True) -> Path:
+    """Write ``res``'s artifacts to ``out/<scenario>/<seed>/``; the saved ``scenario.toml`` is
+    exactly what ran (overrides applied, ``scenario.seed`` set to the seed used)."""
+    import copy
+
+    out_dir = Path(out) / res.scenario.name / str(res.seed)
+    check_run_dir(out_dir, res.scenario)
+    data = copy.deepcopy(res.scenario.data)
+    data["scenario"]["seed"] = res.seed
+    res.results["out_dir"] = str(out_dir)
+    artifacts.write_all(out_dir, data, res.history, res.results, res.rows, plots=plots)
+    res.out_dir = out_dir
+    return out_dir
 
 
 def replay(run_dir: Path) -> tuple[bool, RunResult, str]:
@@ -207,49 +246,11 @@ def monotone(rows: list[dict], metric: str) -> bool:
     return all(b >= a for a, b in zip(series, series[1:], strict=False)) and series[-1] > series[0]
 
 
-def _sweep_one(args):
-    name, seed, overrides = args
-    res = run(name, seed=seed, overrides=overrides)
-    row = {"scenario": res.scenario.name, "seed": seed, "valid": res.valid, "digest": res.digest}
-    for o in overrides:
-        k, v = o.split("=", 1)
-        row[k] = v
-    for k, v in res.results["metrics"].items():
-        if isinstance(v, (int, float)):
-            row[k] = v
-    for c in res.results["invariants"]:
-        row[c["id"]] = c["ok"]
-    return row
-
-
 def sweep(name: str, seeds: list[int], params: dict[str, list[str]], workers: int = 2,
-          scheduler: str | None = None, out: Path | None = None):
-    import itertools
+          scheduler: str | None = None, out: Path | None = None, keep_runs: bool = False, progress: bool = False):
+    """Many runs over seeds x parameter values on a process pool or a Dask cluster (``scheduler``:
+    the address of a running scheduler); see :mod:`flk.sim.sweep` for what it writes."""
+    from . import sweep as sweeps
 
-    import pandas as pd
-
-    load(name)  # validate the name before fanning out
-    keys = sorted(params)
-    combos = [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*(params[k] for k in keys))] or [{}]
-    jobs = [(name, s, [f"{k}={v}" for k, v in c.items()]) for c in combos for s in seeds]
-    for _, _, ov in jobs[:1]:
-        load(name, ov)  # validate overrides once
-    if scheduler:
-        from dask.distributed import Client
-
-        with Client(scheduler) as client:
-            rows = client.gather(client.map(_sweep_one, jobs, pure=False))
-    elif workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(pool.map(_sweep_one, jobs))
-    else:
-        rows = [_sweep_one(j) for j in jobs]
-    table = pd.DataFrame(rows).sort_values(["seed", *keys] if keys else ["seed"]).reset_index(drop=True)
-    if out is not None:
-        out = Path(out) / name
-        out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "results.csv", index=False)
-        table.to_parquet(out / "results.parquet", index=False)
-    return table
+    return sweeps.sweep(name, seeds, params, workers=workers, scheduler=scheduler, out=out, keep_runs=keep_runs,
+                        progress=progress)

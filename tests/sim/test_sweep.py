@@ -12,10 +12,10 @@ PARAMS = {"scenario.duration_s": ["2", "3"], "scenario.quiescence_s": ["4"], "wo
 def test_sweep_process_pool_writes_csv_and_parquet(tmp_path):
     table = api.sweep("duplicate-storm", [1, 2], PARAMS, workers=2, out=tmp_path)
     assert len(table) == 4
-    assert set(table["scenario.duration_s"]) == {"2", "3"}
+    assert set(table["scenario.duration_s"]) == {2, 3}
     assert table["valid"].all(), table
-    csv = pd.read_csv(tmp_path / "duplicate-storm" / "results.csv")
-    pq = pd.read_parquet(tmp_path / "duplicate-storm" / "results.parquet")
+    csv = pd.read_csv(f"{table.attrs['out_dir']}/results.csv")
+    pq = pd.read_parquet(f"{table.attrs['out_dir']}/results.parquet")
     assert list(csv["digest"]) == list(table["digest"]) == list(pq["digest"])
 
 

@@ -13,8 +13,13 @@
 * ``flk sim replay RUN_DIR`` -- rerun from the artifacts' scenario and seed and
   compare digests (exit 1 if the run does not reproduce);
 * ``flk sim sweep NAME --seeds 1-100 [--param key=v1,v2 ...] [--workers N]
-  [--scheduler ADDRESS] [--out DIR]`` -- many runs on a process pool or a Dask
-  cluster, one results table (CSV and Parquet).
+  [--scheduler ADDRESS] [--out DIR] [--keep-runs]`` -- many runs on a process pool or a Dask
+  cluster into a folder of its own: the tidy table (CSV and Parquet), the aggregate per
+  parameter point (mean, median, 95 % CI), the failing seeds with replay commands, plots;
+* ``flk sim diff RUN_A RUN_B`` -- the first diverging history event and the invariants,
+  SLOs and figures that differ (exit 0 identical histories, 1 they differ).
+
+Progress bars (stderr, interactive terminals only, off with ``--quiet``) show ETA.
 """
 
 from __future__ import annotations
@@ -55,7 +60,14 @@ def configure(p) -> None:
     sw.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2")
     sw.add_argument("--workers", type=int, default=2)
     sw.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
-    sw.add_argument("--out", default="runs/sweeps")
+    sw.add_argument("--out", default="runs/sweeps", help="root; each sweep spec gets its own folder")
+    sw.add_argument("--keep-runs", action="store_true",
+                    help="keep every run's artifacts (failing runs are always kept)")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    d = sub.add_parser("diff", help="compare two run directories")
+    d.add_argument("run_a")
+    d.add_argument("run_b")
+    d.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -96,6 +108,8 @@ def _print_table(res: dict, out=sys.stdout) -> None:
     print(f"requests {m['requests']}  errors {m['error_rate']:.4f}  p50 {m['latency_p50_ms']:.1f} ms  "
           f"p95 {m['latency_p95_ms']:.1f} ms  p99 {m['latency_p99_ms']:.1f} ms  429 {m['rate_429']:.4f}", file=out)
     print(f"history sha256 {res['digest']}", file=out)
+    if res.get("out_dir"):
+        print(f"wrote {res['out_dir']}", file=out)
     if not res["valid"]:
         print(f"INVALID run -- reproduce with: flk sim replay {res.get('out_dir', '<run dir>')}", file=out)
         print(f"fault schedule: {res.get('fault_schedule')}", file=out)
@@ -109,6 +123,43 @@ def _validate(files: list[str], overrides: list[str]) -> int:
         print(f"{sc.source}: valid ({sc.name}, {len(sc.data['regions'])} regions, "
               f"{len(sc.data['faults'])} faults, {len(sc.data['slo'])} SLOs)")
     return 0
+
+
+def _sweep(args) -> int:
+    from flk.sim import api
+
+    params = {}
+    for p in args.param:
+        if "=" not in p:
+            raise UsageError(f"--param {p!r}: use KEY=V1,V2")
+        k, v = p.split("=", 1)
+        params[k] = v.split(",")
+    table = api.sweep(args.scenario, parse_seeds(args.seeds), params, workers=args.workers,
+                      scheduler=args.scheduler, out=Path(args.out), keep_runs=args.keep_runs,
+                      progress=not args.quiet)
+    columns = [c for c in ["seed", *sorted(params), "valid", *table.attrs["headline"]] if c in table.columns]
+    print(table[columns].to_string(max_rows=40))
+    summary = table.attrs["aggregate"]
+    if not summary.empty:
+        print("\nper parameter point (95 % bootstrap CI of the mean):")
+        print(summary.to_string(max_rows=60, float_format=lambda x: f"{x:.4g}"))
+    failing = table.attrs["failures"]
+    print(f"\n{len(table)} runs, {len(failing)} failing")
+    for item in failing:
+        print(f"  seed {item['seed']} {item['overrides']}: {item['failed']}\n    {item['rerun']}"
+              + (f"\n    {item['replay']}" if item["replay"] else ""))
+    print(f"wrote {table.attrs['out_dir']} (results.csv, results.parquet, aggregate.csv, failures.csv, plots)")
+    return 0 if not failing else 1
+
+
+def _diff(args) -> int:
+    import json
+
+    from flk.sim import diff
+
+    report = diff.diff(Path(args.run_a), Path(args.run_b))
+    print(json.dumps(report, sort_keys=True) if args.json else diff.render(report))
+    return 0 if report["identical"] else 1
 
 
 def run(args) -> int:
@@ -151,16 +202,9 @@ def run(args) -> int:
             print(f"reproduced exactly: {expected}")
             return 0 if res.valid else 1
         if args.sim_cmd == "sweep":
-            params = {}
-            for p in args.param:
-                if "=" not in p:
-                    raise UsageError(f"--param {p!r}: use KEY=V1,V2")
-                k, v = p.split("=", 1)
-                params[k] = v.split(",")
-            table = api.sweep(args.scenario, parse_seeds(args.seeds), params, workers=args.workers,
-                              scheduler=args.scheduler, out=Path(args.out))
-            print(table.to_string(max_rows=40))
-            return 0 if bool(table["valid"].all()) else 1
+            return _sweep(args)
+        if args.sim_cmd == "diff":
+            return _diff(args)
     except ScenarioError as exc:
         raise UsageError(str(exc)) from None
     raise UsageError(f"unknown sim command {args.sim_cmd!r}")
