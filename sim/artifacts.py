@@ -8,10 +8,42 @@ run (the checkers work on the in-memory history).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from pathlib import Path
 
 import tomli_w
+
+STAMPED_LIBRARIES = ("simpy", "numpy", "scipy", "networkx")
+
+
+@functools.lru_cache(maxsize=1)
+def _code_version() -> dict:
+    import importlib.metadata
+    import platform
+    import subprocess
+
+    def version(dist: str):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=10)
+        commit = done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"package": "flk-lab", "version": version("flk-lab"), "git_commit": commit,
+            "python": platform.python_version(),
+            "libraries": {name: version(name) for name in STAMPED_LIBRARIES}}
+
+
+def stamp(seed: int, overrides: list[str], scenario_source: str) -> dict:
+    """The reproducibility stamp of ``results.json``: code version (package, git commit of the
+    source checkout or null), Python and key library versions, the exact seed and overrides."""
+    return {**_code_version(), "seed": seed, "overrides": list(overrides), "scenario_source": scenario_source}
 
 
 def write_all(out_dir: Path, scenario: dict, history, results: dict, rows: list[dict], plots: bool = True) -> dict:
