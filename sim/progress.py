@@ -20,8 +20,9 @@ def bar(total: float, desc: str, unit: str = "it", enabled: bool = True, file=No
     """A tqdm bar with ETA on stderr (disabled bars are no-ops)."""
     from tqdm import tqdm
 
+    shape = "{l_bar}{bar}| {n:.0f}/{total:.0f} " + unit + " [{elapsed}<{remaining}]" if unit == "sim s" else None
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=file or sys.stderr,
-                leave=False, dynamic_ncols=True)
+                leave=False, dynamic_ncols=True, bar_format=shape)
 
 
 def follow_world(world, progress_bar, steps: int = 200) -> None:

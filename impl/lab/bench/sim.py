@@ -17,6 +17,7 @@ import time
 
 import simpy
 
+from flk.sim import progress
 from flk.sim.scenario import load
 from flk.sim.world import World
 
@@ -45,12 +46,17 @@ def run(repeat: int = 3, quick: bool = False, n: int | None = None) -> dict:
     overrides = [f"scenario.duration_s={duration}", "scenario.quiescence_s=5", f"workload.rate_per_s={rate}",
                  "workload.agents=24"]
     rates, walls, events, digests = [], [], [], []
-    for _ in range(repeat):
+    for attempt in range(repeat):
         sc = load("crr-normal", overrides)
         world = World(sc, seed=1, keep_history=False)
-        t0 = time.perf_counter()
-        world.run()
-        wall = time.perf_counter() - t0
+        show = progress.wanted()  # an interactive stderr only: --json output stays one object
+        with progress.bar(world.duration + world.quiescence, f"bench sim {attempt + 1}/{repeat}", unit="sim s",
+                          enabled=show) as sim_bar:
+            if show:
+                progress.follow_world(world, sim_bar)
+            t0 = time.perf_counter()
+            world.run()
+            wall = time.perf_counter() - t0
         subs = world._req
         rates.append(subs / wall)
         walls.append(wall)
