@@ -97,7 +97,7 @@ def table(headers: list[str], rows: list[list], css_id: str = "", cell_class=Non
 
 def verdict_class(_column: str, value) -> str:
     return {"holds": "holds", "violated": "violated", "not exercised": "not-exercised",
-            "pass": "pass", "fail": "fail", "skipped": "skipped", "met": "holds", "missed": "violated",
+            "pass": "pass", "fail": "fail", "skipped": "skipped", "skip": "skipped", "met": "holds", "missed": "violated",
             "proved": "holds", "counterexample": "holds"}.get(str(value).split(" (")[0], "")
 
 
@@ -266,9 +266,13 @@ def server_html(data: dict | None) -> str:
     conformance = data.get("conformance") or {}
     cases = conformance.get("cases") or []
     if cases:
-        rows = [[c.get("id", ""), c.get("status", ""), c.get("message", "")[:200]] for c in cases]
-        parts.append(table(["conformance case", "verdict", "message"], rows, css_id="server-conformance",
-                           cell_class=verdict_class))
+        totals = conformance.get("summary") or {}
+        parts.append(f"<p>server conformance: {totals.get('passed', 0)} passed, {totals.get('failed', 0)} failed, "
+                     f"{totals.get('skipped', 0)} skipped.</p>")
+        rows = [[c.get("id", ""), c.get("title", ""), c.get("status", ""), (c.get("message") or "")[:200]]
+                for c in cases]
+        parts.append(table(["conformance case", "what it checks", "verdict", "message"], rows,
+                           css_id="server-conformance", cell_class=verdict_class))
     elif data.get("conformance_summary"):
         parts.append(f"<p>conformance: {esc(data['conformance_summary'])}</p>")
     return "".join(parts) or "<p>No server results recorded.</p>"

@@ -206,3 +206,14 @@ def test_table_cells_survive_any_text(cells):
     page = parse(report.table(["a", "b"], [cells], css_id="t"))
     assert page.tables["t"][1] == [report.number(value).strip() for value in cells]
     assert not page.images and not page.external
+
+
+def test_server_section_lists_load_figures_and_conformance_cases():
+    conformance = {"suite": "server", "summary": {"passed": 1, "failed": 1, "skipped": 0},
+                   "cases": [{"id": "srv-replay", "title": "a replay is answered", "status": "pass", "message": ""},
+                             {"id": "srv-oversize", "title": "oversize body", "status": "fail", "message": "got 200"}]}
+    load = {"sent": 30, "by_status": {"200": 27, "401": 3}}
+    page = parse(report.server_html({"load": load, "conformance": conformance}))
+    assert ["sent", "30"] in page.tables["server-load"] and ["answers 401", "3"] in page.tables["server-load"]
+    assert [row[0] + " " + row[2] for row in page.tables["server-conformance"][1:]] == \
+        ["srv-replay pass", "srv-oversize fail"]
