@@ -6,7 +6,7 @@ same spec reproduces the same files. The folder holds one tidy table (``results.
 ``results.parquet``, parameter columns typed and sorted numerically), the failing seeds
 with the commands that replay them (``failures.csv``), an aggregate per parameter point
 (mean, median, 95 % bootstrap CI with a fixed seed: ``aggregate.csv``) and one plot per
-headline figure against the first parameter, with the CI as error bars.
+headline figure against the first parameter that varies, with the CI as error bars.
 """
 
 from __future__ import annotations
@@ -158,13 +158,15 @@ def failures(table, name: str) -> list[dict]:
 
 
 def plot(summary, keys: list[str], metrics: list[str], out_dir: Path, name: str) -> list[str]:
-    """One PNG per headline figure: mean vs the first parameter, 95 % CI as error bars, one line
+    """One PNG per headline figure: mean vs the first varied parameter, 95 % CI as error bars, one line
     per combination of the other parameters (object-oriented Matplotlib, no backend switching)."""
     from matplotlib.figure import Figure
 
     if not keys or summary.empty:
         return []
-    x_key, others = keys[0], keys[1:]
+    varied = [k for k in keys if summary[k].nunique() > 1]
+    x_key = (varied or keys)[0]
+    others = [k for k in keys if k != x_key]
     files = []
     for metric in metrics:
         part = summary[summary["metric"] == metric]

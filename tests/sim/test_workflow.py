@@ -86,7 +86,7 @@ def test_sweep_aggregates_with_typed_numerically_sorted_parameters(tmp_path):
     means = table.groupby("workload.rate_per_s")["latency_p95_ms"].mean()
     assert list(latency["mean"]) == pytest.approx(list(means))
     for metric in table.attrs["headline"]:
-        assert (tmp_path / folder / f"{metric}-vs-scenario.duration_s.png").exists()
+        assert (tmp_path / folder / f"{metric}-vs-workload.rate_per_s.png").exists()
 
 
 def test_bootstrap_interval_is_deterministic_and_contains_the_mean():
