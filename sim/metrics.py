@@ -36,8 +36,8 @@ METRICS: dict[str, str] = {
     "divergence_max": "max difference in key counts between regions",
     "conflicts": "pcs_ids acked with different payloads in different regions (split brain: each side "
                  "accepted its own version)",
-    "conflicts_flagged": "pcs_ids the reconciler flagged as conflicting (includes records a region "
-                         "rejected locally with 409 and that were replayed elsewhere)",
+    "conflicts_flagged": "pcs_ids the reconcilers flagged as conflicting (a record its home region "
+                         "answered 409 is replayed as that rejection, not as a new write)",
     "copy_lag_p95_s": "p95 age of a shipped segment's oldest record when its copy lands in another region, s",
     "copy_lag_max_s": "max of that age, s",
     "convergence_time_s": "heal -> the last replicated record applied, s",

@@ -263,10 +263,18 @@ class RegionReplication:
                                interval_s=float(cfg["ship_interval_s"]), backoff=backoff, rng=rng)
         self.shipper.paused = self.ship_stopped
         topo = Topology.full_mesh(self.world.region_ids, r.id, include_self=True)
-        applier = ReplayApplier(r.verifier, r.store, observer=self._observe)
+        applier = ReplayApplier(r.verifier, r.store, observer=self._observe, home_outcome=self._home_outcome)
         self.reader = Reader(self.view, topo, applier, "/crr/read.json", fs=r.fs,
                              interval_s=float(cfg["read_interval_s"]), backoff=backoff, rng=rng,
                              on_reject=self._rejected)
+
+    def _home_outcome(self, home: str, tenant: str, pcs_id: str):
+        """What the record's home region stored for the key (first-write-wins: fixed once
+        written, so asking later tells what the home held when the record arrived there)."""
+        region = self.world.regions.get(home)
+        if region is None:
+            return None
+        return region.store.inner.get(tenant, pcs_id, SIM_EPOCH + self.region.env.now)
 
     def _observe(self, tenant, pcs_id, outcome, now) -> None:
         rec = self.reconciler.observe(tenant, pcs_id, outcome, now)

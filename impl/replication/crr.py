@@ -299,6 +299,7 @@ class Shipper:
 # -- applying ------------------------------------------------------------------------------
 
 Observer = Callable[[str, str, StoredOutcome, float], Any]
+HomeOutcome = Callable[[str, str, str], "StoredOutcome | None"]  # (home region, tenant, pcs_id)
 
 
 def verifier_for_region(base: Verifier, region: str) -> Verifier:
@@ -316,17 +317,30 @@ class ApplyResult:
     stored: bool = False  # this replay stored it (first time here)
     tenant: str | None = None
     pcs_id: str | None = None
+    home_rejected: bool = False  # the home region answered 409: not a write anywhere
+
 
 
 class ReplayApplier:
     """Replays inbox records into the local dedup ``store`` as their origin
     region processed them; reports outcomes to ``observer(tenant, pcs_id,
     outcome, now)`` (the reconciler). ``StoreUnavailable`` propagates: the
-    caller must not advance past a record that was not applied."""
+    caller must not advance past a record that was not applied.
+
+    ``home_outcome(home_region, tenant, pcs_id)`` answers what the record's home
+    region stored for the key. With it, a record its home answered 409 (a
+    different payload was stored there first) is replayed as that rejection:
+    nothing is stored and the reconciler hears only the outcome the home held,
+    so no conflict is flagged that no two regions acked. Without it (a driver
+    that cannot ask the home) every record is replayed as the write it would
+    have been alone, and such a record can be flagged as a conflict."""
 
     def __init__(self, verifier: Verifier, store: Any, observer: Observer | None = None,
-                 sink: Callable[[Mapping[str, Any]], None] | None = None) -> None:
+                 sink: Callable[[Mapping[str, Any]], None] | None = None,
+                 home_outcome: HomeOutcome | None = None) -> None:
         self.verifier, self.store, self.observer, self.sink = verifier, store, observer, sink
+        self.home_outcome = home_outcome  # the home region's stored outcome, where a driver can ask it
+        self.home_rejected = 0
         self._by_region: dict[str, Verifier] = {}
         self.applied = 0
         self.stored = 0
@@ -359,10 +373,28 @@ class ReplayApplier:
             else:  # pragma: no cover
                 raise TypeError(f"unknown effect {type(eff).__name__}")
 
+    def _rejected_at_home(self, rec: InboxRecord, eff: DedupPut) -> StoredOutcome | None:
+        """The home region's stored outcome when it shows that the home answered
+        409 to ``rec``: first-write-wins never replaces a stored outcome, so a
+        different payload digest there was stored before ``rec`` arrived. Asked
+        before the write, so a rejected payload is never stored anywhere, and
+        every region decides alike (the same question, the same answer)."""
+        if self.home_outcome is None:
+            return None
+        held = self.home_outcome(rec.region, eff.tenant, eff.pcs_id)
+        if held is None or held.payload_digest == eff.outcome.payload_digest:
+            return None
+        self.home_rejected += 1
+        return held
+
     def _finish(self, out: ApplyResult, now: float) -> None:
         self.applied += 1
         if out.stored:
             self.stored += 1
+        if out.home_rejected:
+            out.candidate = None  # not a write: the reconciler hears what the home held
+            if self.observer is not None:
+                self.observer(out.tenant, out.pcs_id, out.winner, now)
         if self.observer is not None and out.candidate is not None:
             self.observer(out.tenant, out.pcs_id, out.candidate, now)
             if out.winner is not None and out.winner != out.candidate:
@@ -376,7 +408,11 @@ class ReplayApplier:
         gen, out = self._gen(rec), ApplyResult(Response(500, {}, b""))
         eff = self._advance(gen, None, out)
         if eff is not None:
-            won, winner = self.store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
+            held = self._rejected_at_home(rec, eff)
+            if held is not None:
+                won, winner, out.home_rejected = False, held, True
+            else:
+                won, winner = self.store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
             out.winner, out.stored = winner, won
             if self._advance(gen, (won, winner), out) is not None:  # pragma: no cover
                 raise CrrError("replay yielded a second dedup write")
@@ -395,8 +431,15 @@ class ReplayApplier:
         puts: list[tuple[int, DedupPut]] = []
         for i, g in enumerate(gens):
             eff = self._advance(g, None, outs[i])
-            if eff is not None:
+            if eff is None:
+                continue
+            held = self._rejected_at_home(recs[i], eff)
+            if held is None:
                 puts.append((i, eff))
+                continue
+            outs[i].winner, outs[i].home_rejected = held, True
+            if self._advance(g, (False, held), outs[i]) is not None:  # pragma: no cover
+                raise CrrError("replay yielded a second dedup write")
         if puts:
             ttls = {e.ttl_s for _, e in puts}
             if len(ttls) != 1:  # pragma: no cover - one verifier configuration per applier

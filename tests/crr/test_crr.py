@@ -326,3 +326,62 @@ def test_inv_idempotent_replay_batched_replay_equals_one_at_a_time(picks):
     assert seen_a == seen_b
     snap = lambda s: sorted(s.scan(None, 1000, now)[0], key=lambda e: (e[0], e[1]))  # noqa: E731
     assert snap(a.store) == snap(b.store)
+
+
+def _home_store_lookup(stores):
+    return lambda region, tenant, pcs_id: stores[region].get(tenant, pcs_id, NOW + 10**6)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_record_its_home_answered_409_is_replayed_as_that_rejection_not_as_a_new_write(batch):
+    """eu stores payload 0 of a key, then answers 409 to payload 1 of the same key; us
+    replays eu's inbox (both records) asking eu's stored outcome: payload 1 is not
+    stored and the reconciler flags no conflict. Without the home's answer the
+    same replay flags one (the rejected payload replayed as if new)."""
+    from flk.impl.dedup import open_store
+    from flk.impl.replication.reconcile import Reconciler
+    from flk.impl.storage.wal import InboxRecord
+
+    (raw0, tenant, pid, _), (raw1, _, _, _) = variants(1, 2)
+    _, eu, _ = two()
+    assert eu.submit(raw0, tenant, NOW).status in (200, 202)
+    assert eu.submit(raw1, tenant, NOW + 1).status == 409
+    recs = [InboxRecord(tenant, NOW, "eu", raw0), InboxRecord(tenant, NOW + 1, "eu", raw1)]
+    flagged = {}
+    for asks_home in (True, False):
+        store, reconciler = open_store("memory"), Reconciler("us")
+        applier = ReplayApplier(Verifier(registry(), region="us"), store, reconciler.observe,
+                                home_outcome=_home_store_lookup({"eu": eu.store}) if asks_home else None)
+        results = applier.apply_many(recs, NOW + 5) if batch else [applier.apply(r, NOW + 5) for r in recs]
+        flagged[asks_home] = reconciler.metrics()["conflicts"]
+        if asks_home:
+            assert [r.home_rejected for r in results] == [False, True]
+            assert results[1].response.status == 409 and not results[1].stored
+            assert results[1].candidate is None and applier.home_rejected == 1
+            held = store.get(tenant, pid, NOW + 5)
+            assert held == eu.store.get(tenant, pid, NOW + 5), "us holds what eu acked"
+            assert reconciler.authoritative(tenant, pid).authoritative == held
+    assert flagged == {True: 0, False: 1}
+
+
+def test_a_conflict_both_homes_acked_is_still_flagged_when_homes_are_asked():
+    """eu and us each accept their own payload of one key (a split brain): asking the
+    home's stored outcome finds each record acked at home, so both are writes and
+    each side's reconciler flags the conflict."""
+    from flk.impl.replication.reconcile import Reconciler
+    from flk.impl.storage.wal import InboxRecord
+
+    (raw0, tenant, pid, _), (raw1, _, _, _) = variants(1, 2)
+    _, eu, us = two()
+    assert eu.submit(raw0, tenant, NOW).status in (200, 202)
+    assert us.submit(raw1, tenant, NOW + 1).status in (200, 202)
+    lookup = _home_store_lookup({"eu": eu.store, "us": us.store})
+    for region, other, rec in (("us", us, InboxRecord(tenant, NOW, "eu", raw0)),
+                               ("eu", eu, InboxRecord(tenant, NOW + 1, "us", raw1))):
+        reconciler = Reconciler(region)
+        reconciler.observe(tenant, pid, other.store.get(tenant, pid, NOW + 5), NOW + 5)
+        applier = ReplayApplier(Verifier(registry(), region=region), other.store, reconciler.observe,
+                                home_outcome=lookup)
+        result = applier.apply(rec, NOW + 5)
+        assert not result.home_rejected and result.response.status == 409  # the local store keeps its own
+        assert reconciler.metrics()["conflicts"] == 1

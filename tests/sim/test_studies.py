@@ -45,6 +45,17 @@ def test_split_brain_without_the_partition_has_no_conflicts_and_conflicts_grow_w
     assert api.monotone(rows, "replication_lag_max_s"), rows
 
 
+def test_split_brain_reconcilers_flag_conflicts_only_when_the_partition_made_them():
+    """A record its home region answered 409 is replayed as that rejection: without the
+    partition every region stores the first payload before the second arrives, so no
+    reconciler flags anything; with it, the flagged conflicts are the acked ones."""
+    none = api.run("split-brain", seed=1, overrides=["faults=[]"], plots=False).results["metrics"]
+    split = api.run("split-brain", seed=1, plots=False).results["metrics"]
+    assert none["by_status"].get("409", 0) > 0, "the workload must send conflicting payloads"
+    assert none["conflicts_flagged"] == 0, none
+    assert split["conflicts_flagged"] > 0 and split["conflicts_flagged"] == split["conflicts"], split
+
+
 def test_replication_lag_grows_with_inter_region_link_latency():
     rows = api.sensitivity("crr-normal", "network.region_latency_ms", [1, 300, 1500],
                            ["copy_lag_p95_s", "replication_lag_max_s"], seed=1, overrides=SHORT)
