@@ -25,6 +25,7 @@ History vocabulary (fields beyond ``t_us`` and ``type``):
 * ``crr.sample``   lag_s, divergence, conflicts (once a simulated second)
 * ``crr.rewind_check`` region, checked, changed (entries present at a reader rewind vs the final store)
 * ``crr.applied``  region, records; ``crr.reject`` region, segment; ``crr.corrupted`` region, key
+* ``crr.divergence`` region, peers (peer summaries of the period that reached it), worst severity
 * ``fault.start`` / ``fault.end`` kind, target, ...
 * ``net.drop``     src, dst, kind, reason
 """
@@ -254,8 +255,10 @@ def _fault_sometimes(kind: str, fs: list[dict], ev: dict, scenario: dict, status
     if kind == "partition":
         drops = [d for d in ev["net.drop"] if d["reason"] == "partition"]
         replication = sum(1 for d in drops if d["kind"] == "crr.copy")
+        summaries = sum(1 for d in drops if d["kind"] == "crr.summary")
         return _sometimes("SOMETIMES-PARTITION-CUT", bool(drops), len(fs), f"{len(drops)} messages cut by "
-                          f"partitions ({replication} replication copies, {len(drops) - replication} other)")
+                          f"partitions ({replication} replication copies, {summaries} divergence summaries, "
+                          f"{len(drops) - replication - summaries} other)")
     elif kind == "crash":
         inflight = sum(f.get("inflight", 0) for f in fs)
         dropped = sum(1 for d in ev["net.drop"] if d["reason"] == "node_down")

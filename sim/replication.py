@@ -10,6 +10,12 @@ store. A partition between regions cuts these copies (each attempt a recorded
 ``net.drop``); an undelivered copy is resent with backoff until it lands. Readers
 read only their own region's store. Replication lag, RPO and conflicts therefore
 follow link latency, loss, bandwidth and partitions.
+
+The reconcilers' divergence summaries (``flk.impl.replication.divergence``) travel
+the same way: each region's DivergenceDetector publishes its summary to its own
+store, which copies it to the other regions' stores (message kind
+``crr.summary``); a detector compares only the peer summaries that reached its
+store, so a partition also cuts what the regions know of each other's state.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from flk.impl.replication.crr import (
     stream_name,
     verify_segment,
 )
+from flk.impl.replication.divergence import PREFIX as SUMMARY_PREFIX
+from flk.impl.replication.divergence import Alert, DivergenceDetector
 from flk.impl.replication.reconcile import MemoryAuthoritativeStore, Reconciler
 from flk.impl.storage.objectstore import (
     ObjectNotFound,
@@ -39,6 +47,7 @@ from .region import SIM_EPOCH
 from .topology import objstore_node
 
 COPY = "crr.copy"
+SUMMARY = "crr.summary"  # a divergence summary on its way to the other regions
 
 
 @dataclass
@@ -52,6 +61,7 @@ class PendingCopy:
     delivered_anywhere: bool = False
     attempts: int = 0
     next_send: float = 0.0
+    kind: str = COPY  # COPY: a shipped segment; SUMMARY: a divergence summary (no records)
 
 
 class Bucket:
@@ -66,11 +76,17 @@ class Bucket:
 
     def oldest_unreplicated(self, anywhere: bool) -> float | None:
         """Oldest record time in a copy that has not reached every (``anywhere``: any) other region."""
-        times = [p.oldest for p in self.pending.values() if not (anywhere and p.delivered_anywhere)]
+        times = [p.oldest for p in self.pending.values()
+                 if p.kind == COPY and not (anywhere and p.delivered_anywhere)]
         return min(times) if times else None
 
     def unreplicated_records(self) -> int:
         return sum(p.records for p in self.pending.values() if not p.delivered_anywhere)
+
+    def forget(self, key: str) -> None:
+        """A deleted object (a superseded summary) is no longer copied."""
+        self.objects.pop(key, None)
+        self.pending.pop(key, None)
 
 
 class ObjectFabric:
@@ -107,6 +123,14 @@ class ObjectFabric:
             copy = PendingCopy(objects, oldest, records, others, next_send=manifest[2])
             bucket.pending[manifest_key] = copy
 
+    def start_summary_copy(self, bucket: Bucket, key: str) -> None:
+        """A divergence summary landed: copy it to every other region, as segments are."""
+        data, meta, visible = bucket.objects[key]
+        others = {rid for rid in self.buckets if rid != bucket.region_id}
+        if others:
+            bucket.pending[key] = PendingCopy([(key, data, meta)], self._now(), 0, others, next_send=visible,
+                                              kind=SUMMARY)
+
     def run(self, bucket: Bucket):
         """Send due copies (first when the upload is visible, then with backoff) and receive copies."""
         self.world.env.process(self._receive(bucket))
@@ -121,7 +145,7 @@ class ObjectFabric:
     def _send(self, bucket: Bucket, key: str, copy: PendingCopy, now: float) -> None:
         size = sum(len(data) for _, data, _ in copy.objects)
         for dst in sorted(copy.waiting):
-            self.world.net.send(bucket.node, objstore_node(dst), COPY,
+            self.world.net.send(bucket.node, objstore_node(dst), copy.kind,
                                 {"key": key, "src": bucket.region_id, "objects": copy.objects,
                                  "oldest": copy.oldest, "records": copy.records}, size=size)
         copy.attempts += 1
@@ -141,6 +165,10 @@ class ObjectFabric:
                 continue
             copy.waiting.discard(bucket.region_id)
             copy.delivered_anywhere = True
+            if copy.kind == SUMMARY:
+                if not copy.waiting:
+                    del source.pending[body["key"]]
+                continue
             self.world.history.record(self._now(), "crr.copied", src=body["src"], dst=bucket.region_id,
                                       records=body["records"], age_s=round(self._now() - body["oldest"], 6))
             if not copy.waiting:
@@ -204,6 +232,8 @@ class RegionObjectView:
         self.bucket.objects[key] = (data, meta, self._now() + self._upload_delay(len(data)))
         if key.endswith(MANIFEST_SUFFIX):
             self.fabric.start_copy(self.bucket, key)
+        elif key.startswith(SUMMARY_PREFIX + "/"):
+            self.fabric.start_summary_copy(self.bucket, key)
         return True
 
     def repair(self) -> int:
@@ -239,7 +269,17 @@ class RegionObjectView:
 
     def delete(self, key) -> None:
         self._check()
-        self.bucket.objects.pop(key, None)
+        self.bucket.forget(key)
+
+
+SEVERITIES = ("ok", "warning", "critical")
+
+
+def worst_severity(alerts: list[Alert]) -> str:
+    """The most severe of the comparisons with the peers ("none" when no peer summary arrived)."""
+    if not alerts:
+        return "none"
+    return max((a.severity for a in alerts), key=SEVERITIES.index)
 
 
 class RegionReplication:
@@ -253,6 +293,8 @@ class RegionReplication:
         self.auth = MemoryAuthoritativeStore()  # kept beside the local store; survives like the store
         self.reconciler = Reconciler(region.id, store=self.auth, mode=cfg["mode"])
         self.ship_stopped = False
+        self.next_divergence = self.publish_at = 0.0
+        self.compare_at: float | None = None
         self.build()
 
     def build(self) -> None:
@@ -267,6 +309,28 @@ class RegionReplication:
         self.reader = Reader(self.view, topo, applier, "/crr/read.json", fs=r.fs,
                              interval_s=float(cfg["read_interval_s"]), backoff=backoff, rng=rng,
                              on_reject=self._rejected)
+        self.detector = DivergenceDetector(r.id, self.region.store.inner, self.view, self.world.region_ids,
+                                           n=int(cfg["divergence_sample"]),
+                                           interval_s=float(cfg["divergence_interval_s"]),
+                                           open_conflicts=lambda: self.reconciler.metrics()["open_conflicts"])
+
+    def _check_divergence(self, now: float) -> float:
+        """Publish this region's summary at the start of a period; half a period later
+        compare it with the peer summaries of the period that reached this region's store."""
+        half = self.detector.interval_s / 2
+        if self.compare_at is not None and now >= self.compare_at:
+            self.compare_at = None
+            failures = self.detector.failures
+            alerts: list[Alert] = self.detector.compare_again(now)
+            if self.detector.failures == failures:
+                self.world.history.record(self.region.env.now, "crr.divergence", region=self.region.id,
+                                          peers=len(alerts), worst=worst_severity(alerts))
+            return self.publish_at
+        failures = self.detector.failures
+        self.publish_at = self.detector.step(now)
+        if self.detector.failures == failures:
+            self.compare_at = now + half
+        return min(self.publish_at, self.compare_at or self.publish_at)
 
     def _home_outcome(self, home: str, tenant: str, pcs_id: str):
         """What the record's home region stored for the key (first-write-wins: fixed once
@@ -304,7 +368,9 @@ class RegionReplication:
             if self.reader.applied_records != before:
                 self.world.history.record(env.now, "crr.applied", region=r.id,
                                           records=self.reader.applied_records - before)
-            wait = max(0.01, min(nxt_ship, nxt_read) - now)
+            if now >= self.next_divergence:
+                self.next_divergence = self._check_divergence(now)
+            wait = max(0.01, min(nxt_ship, nxt_read, self.next_divergence) - now)
             yield env.timeout(min(wait, 1.0))
 
     def lag_s(self) -> float:

@@ -130,6 +130,10 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
               "upload of a segment to the region's own object store; " + LATENCY_DOC),
         _secs("copy_retry_s", 0.5, "how often an undelivered segment copy to another region is resent, s",
               minimum=0.001),
+        _secs("divergence_interval_s", 2.0, "how often a region publishes its divergence summary (count and "
+              "a key sample) and compares it with the peers' summaries copied to it over the links, s",
+              minimum=0.001),
+        Field("divergence_sample", "int", 100, "keys in a divergence summary's sample", minimum=1),
         _secs("backoff_base_s", 0.5, "shipper/reader backoff base after a failure, s"),
         _secs("backoff_cap_s", 5.0, "shipper/reader backoff cap, s"),
         Field("mode", "str", "auto-safe", "conflict reconciliation mode", choices=RECONCILE_MODES),

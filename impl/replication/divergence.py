@@ -159,6 +159,7 @@ class DivergenceDetector:
         self.n, self.interval_s, self.on_alert, self.open_conflicts = n, float(interval_s), on_alert, open_conflicts
         self.last: list[Alert] = []
         self.failures = 0
+        self.mine: Summary | None = None  # the summary this region published last
 
     def period(self, now: float) -> int:
         return int(now // self.interval_s)
@@ -172,24 +173,47 @@ class DivergenceDetector:
             for old in self.objects.list(f"{PREFIX}/{self.region}/"):
                 if old != key:
                     self.objects.delete(old)  # only the latest summary is kept
-            theirs = [mine]
-            for p in self.peers:
-                latest = self.objects.list(f"{PREFIX}/{p}/{seed:012d}-")
-                if not latest:
-                    continue
-                try:
-                    theirs.append(Summary.from_json(self.objects.get(latest[-1])))
-                except ObjectNotFound:  # replaced by a newer one meanwhile: next period
-                    continue
+            self.mine = mine
+            theirs = self._peer_summaries(seed)
         except ObjectStoreUnavailable:
             self.failures += 1
             return now + min(self.interval_s, 5.0 * self.failures)
         self.failures = 0
-        alerts = [a for a in check_all(theirs, self.open_conflicts())
+        self._alert(mine, theirs)
+        return (seed + 1) * self.interval_s + min(1.0, self.interval_s / 10)
+
+    def _peer_summaries(self, seed: int) -> list[Summary]:
+        theirs = []
+        for p in self.peers:
+            latest = self.objects.list(f"{PREFIX}/{p}/{seed:012d}-")
+            if not latest:
+                continue
+            try:
+                theirs.append(Summary.from_json(self.objects.get(latest[-1])))
+            except ObjectNotFound:  # replaced by a newer one meanwhile: next period
+                continue
+        return theirs
+
+    def _alert(self, mine: Summary, theirs: list[Summary]) -> list[Alert]:
+        alerts = [a for a in check_all([mine, *theirs], self.open_conflicts())
                   if self.region in (a.comparison.region1, a.comparison.region2)]
         self.last = alerts
         if self.on_alert is not None:
             for a in alerts:
                 if a.severity != "ok":
                     self.on_alert(a)
-        return (seed + 1) * self.interval_s + min(1.0, self.interval_s / 10)
+        return alerts
+
+    def compare_again(self, now: float) -> list[Alert]:
+        """Compare this period's published summary with the peer summaries that
+        arrived since :meth:`step` published it (regions publishing at the same
+        moment see each other's summaries only after the transfer). No summary
+        of this period yet, or the store unreachable: nothing is compared."""
+        if self.mine is None or self.mine.seed != self.period(now):
+            return []
+        try:
+            theirs = self._peer_summaries(self.mine.seed)
+        except ObjectStoreUnavailable:
+            self.failures += 1
+            return []
+        return self._alert(self.mine, theirs)

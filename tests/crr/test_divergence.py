@@ -114,3 +114,24 @@ def test_detector_exchanges_summaries_through_the_object_store_and_alerts():
     assert [a.severity for a in d_eu.last] == ["ok"] and len(alerts) == 1
     objects.available = False
     assert d_eu.step(nxt + 2) == nxt + 7 and d_eu.failures == 1
+
+
+def test_detectors_publishing_at_the_same_moment_compare_once_the_peer_summary_arrived():
+    """Both regions publish at the start of a period, before either summary reached the
+    other: step compares nothing; compare_again later in the period compares them;
+    in the next period the old summaries are not compared."""
+    from flk.impl.dedup import open_store
+    from flk.impl.storage.objectstore import MemoryObjectStore
+
+    objects = MemoryObjectStore()
+    eu, us = open_store("memory"), open_store("memory")
+    d_eu = DivergenceDetector("eu", eu, objects, ["eu", "us"], n=10, interval_s=60)
+    d_us = DivergenceDetector("us", us, objects, ["eu", "us"], n=10, interval_s=60)
+    t = 60 * 1000 + 1.0
+    assert d_eu.compare_again(t) == []  # nothing published yet
+    d_eu.step(t)
+    assert d_eu.last == []
+    d_us.step(t)
+    alerts = d_eu.compare_again(t + 30)
+    assert [(a.comparison.region1, a.comparison.region2) for a in alerts] == [("eu", "us")]
+    assert d_eu.compare_again(t + 60) == []  # the next period: this summary is stale

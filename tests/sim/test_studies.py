@@ -56,6 +56,24 @@ def test_split_brain_reconcilers_flag_conflicts_only_when_the_partition_made_the
     assert split["conflicts_flagged"] > 0 and split["conflicts_flagged"] == split["conflicts"], split
 
 
+def test_a_partition_cuts_the_divergence_summaries_the_regions_compare():
+    """Divergence summaries travel the links like segment copies: while every region is
+    cut off no detector sees a peer summary (and the partition check counts the cut
+    summaries); without the partition every comparison sees both peers."""
+    def comparisons(res):
+        return [(e["t_us"] / 1e6, e["peers"]) for e in res.history.events if e["type"] == "crr.divergence"]
+
+    split = api.run("split-brain", seed=1, plots=False)
+    whole = api.run("split-brain", seed=1, overrides=["faults=[]"], plots=False)
+    during = [peers for t, peers in comparisons(split) if 4.5 < t < 12.0]
+    assert during and set(during) == {0}, comparisons(split)
+    assert {peers for _, peers in comparisons(whole)} == {2}
+    cut = next(c for c in split.results["invariants"] if c["id"] == "SOMETIMES-PARTITION-CUT")
+    summaries = sum(1 for e in split.history.events
+                    if e["type"] == "net.drop" and e["reason"] == "partition" and e["kind"] == "crr.summary")
+    assert summaries > 0 and f"{summaries} divergence summaries" in cut["note"]
+
+
 def test_replication_lag_grows_with_inter_region_link_latency():
     rows = api.sensitivity("crr-normal", "network.region_latency_ms", [1, 300, 1500],
                            ["copy_lag_p95_s", "replication_lag_max_s"], seed=1, overrides=SHORT)
