@@ -63,75 +63,117 @@ def write_all(out_dir: Path, scenario: dict, history, results: dict, rows: list[
 
 
 LATENCY_SERIES = [("attempt_p95_ms", "per attempt"), ("e2e_p95_ms", "end to end (across retries)")]
+THROUGHPUT_SERIES = [("answered", "answered"), ("ok", "200/202"), ("attempt_errors", "5xx attempts"),
+                     ("attempt_429", "429 attempts")]
+
+
+def figure_for_file(width: float, height: float):
+    """A figure drawn straight to a file (no pyplot, no global backend: an inline Jupyter
+    backend in the same process stays as it is)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def fault_spans(events: list[dict], end_s: float) -> list[tuple[str, float, float]]:
+    """(kind and target, start, end) of every fault; one still active ends at ``end_s``."""
+    open_at: dict[str, float] = {}
+    spans = []
+    for e in events:
+        key = f"{e.get('kind', '')} {e.get('target', '')}".strip()
+        if e["type"] == "fault.start":
+            open_at[key] = e["t_us"] / 1e6
+        elif e["type"] == "fault.end" and key in open_at:
+            spans.append((key, open_at.pop(key), e["t_us"] / 1e6))
+    return spans + [(key, t0, end_s) for key, t0 in open_at.items()]
+
+
+def marks(events: list[dict], metrics: dict) -> list[tuple[str, float, float, str]]:
+    """(label, start, end, colour) of the headline durations: RPO before and RTO after a
+    region loss, convergence after the heal."""
+    out = []
+    crash = next((e["t_us"] / 1e6 for e in events if e["type"] == "fault.start" and e["kind"] == "crash"), None)
+    if crash is not None and metrics.get("rpo_s"):
+        out.append((f"RPO {metrics['rpo_s']:.2f} s", crash - metrics["rpo_s"], crash, "tab:purple"))
+    if crash is not None and metrics.get("rto_s"):
+        out.append((f"RTO {metrics['rto_s']:.2f} s", crash, crash + metrics["rto_s"], "tab:orange"))
+    heal = next((e["t_us"] / 1e6 for e in events if e["type"] == "phase" and e.get("name") == "heal"), None)
+    if heal is not None and metrics.get("convergence_time_s"):
+        out.append((f"convergence {metrics['convergence_time_s']:.2f} s", heal,
+                    heal + metrics["convergence_time_s"], "tab:green"))
+    return out
+
+
+def whole_bins(rows: list[dict], end_s: float, bin_s: float = 1.0) -> list[dict]:
+    """The rows whose bin lies inside the run: a last, partial bin would draw a drop to zero."""
+    return [r for r in rows if r["t_s"] + bin_s <= end_s + 1e-9] or rows[:1]
+
+
+def _plot_series(out_dir: Path, fname: str, title: str, rows: list[dict], series, decorate) -> None:
+    fig, ax = figure_for_file(8, 3)
+    t = [r["t_s"] for r in rows]
+    for key, label in series:
+        ax.plot(t, [r[key] for r in rows], label=label)
+    decorate(ax)
+    ax.set_title(title)
+    ax.set_xlabel("simulated time (s)")
+    ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out_dir / fname, dpi=90)
 
 
 def plot_run(out_dir: Path, rows: list[dict], events: list[dict], results: dict) -> dict:
-    import matplotlib
+    """PNG plots over the whole run (faults, heal, quiescence): faults shaded red,
+    RPO/RTO/convergence marked, 429s drawn, one line per region where there are several."""
+    end_s = (events[-1]["t_us"] / 1e6) if events else 0.0
+    spans, spans_marked = fault_spans(events, end_s), marks(events, results.get("metrics", {}))
+    name, rows = results.get("scenario", ""), whole_bins(rows, end_s)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def decorate(ax):
+        for _, t0, t1 in spans:
+            ax.axvspan(t0, t1, color="tab:red", alpha=0.12)
+        for label, t0, t1, colour in spans_marked:
+            ax.axvspan(t0, max(t1, t0 + end_s / 400), color=colour, alpha=0.18, label=label)
+        ax.set_xlim(0, max(end_s, 1.0))
 
-    t = [r["t_s"] for r in rows]
-    files = {}
-
-    def fault_spans(ax):
-        open_at: dict[tuple, float] = {}
-        for e in events:
-            if e["type"] == "fault.start":
-                open_at[(e["kind"], e.get("target", ""))] = e["t_us"] / 1e6
-            elif e["type"] == "fault.end":
-                t0 = open_at.pop((e["kind"], e.get("target", "")), None)
-                if t0 is not None:
-                    ax.axvspan(t0, e["t_us"] / 1e6, color="tab:red", alpha=0.12)
-        for t0 in open_at.values():
-            ax.axvspan(t0, t[-1] if t else t0, color="tab:red", alpha=0.12)
-
-    name = results.get("scenario", "")
-    specs = [
-        ("latency.png", "p95 latency per second (ms)", LATENCY_SERIES),
-        ("throughput.png", "answers per second", [("answered", "answered"), ("ok", "200/202"), ("attempt_errors", "5xx attempts")]),
-    ]
+    regions = sorted({k.partition("@")[2] for k in rows[0] if "@" in k}) if rows else []
+    specs = [("latency.png", "p95 latency per second (ms)", LATENCY_SERIES),
+             ("throughput.png", "answers per second", THROUGHPUT_SERIES)]
+    if regions:
+        specs += [("regions_ok.png", "200/202 answers per second by region",
+                   [(f"ok@{r}", r) for r in regions] + [(f"attempt_429@{r}", f"429 {r}") for r in regions]),
+                  ("regions_latency.png", "p95 latency per attempt by region (ms)",
+                   [(f"attempt_p95_ms@{r}", r) for r in regions])]
     if rows and "replication_lag_s" in rows[0]:
         specs.append(("replication_lag.png", "replication lag (s)", [("replication_lag_s", "lag")]))
     if rows and "divergence" in rows[0]:
         specs.append(("divergence.png", "key-count divergence across regions", [("divergence", "divergent keys")]))
+    files = {}
     for fname, title, series in specs:
-        fig, ax = plt.subplots(figsize=(8, 3))
-        for key, label in series:
-            ax.plot(t, [r[key] for r in rows], label=label)
-        fault_spans(ax)
-        ax.set_title(f"{name}: {title} (red: faults)")
-        ax.set_xlabel("simulated time (s)")
-        ax.legend(loc="upper right", fontsize="small")
-        fig.tight_layout()
-        fig.savefig(out_dir / fname, dpi=90)
-        plt.close(fig)
+        _plot_series(out_dir, fname, f"{name}: {title} (red: faults)", rows, series, decorate)
         files[fname.removesuffix(".png")] = fname
-    # fault timeline
-    fig, ax = plt.subplots(figsize=(8, 2.5))
+    files["faults"] = _plot_faults(out_dir, name, spans, spans_marked, end_s)
+    return files
+
+
+def _plot_faults(out_dir: Path, name: str, spans, spans_marked, end_s: float) -> str:
+    fig, ax = figure_for_file(8, 2.5)
     lanes: dict[str, int] = {}
-    open_at: dict[tuple, float] = {}
-    end_t = (events[-1]["t_us"] / 1e6) if events else 0.0
-    spans = []
-    for e in events:
-        if e["type"] == "fault.start":
-            open_at[(e["kind"], e.get("target", ""))] = e["t_us"] / 1e6
-        elif e["type"] == "fault.end":
-            key = (e["kind"], e.get("target", ""))
-            if key in open_at:
-                spans.append((key, open_at.pop(key), e["t_us"] / 1e6))
-    spans.extend((k, t0, end_t) for k, t0 in open_at.items())
-    for (kind, target), t0, t1 in spans:
-        lane = lanes.setdefault(f"{kind} {target}".strip(), len(lanes))
-        ax.barh(lane, max(t1 - t0, end_t / 200 if end_t else 0.01), left=t0, color="tab:red", alpha=0.6)
+    for key, t0, t1 in spans:
+        lane = lanes.setdefault(key, len(lanes))
+        ax.barh(lane, max(t1 - t0, end_s / 200 if end_s else 0.01), left=t0, color="tab:red", alpha=0.6)
+    for label, t0, t1, colour in spans_marked:
+        lane = lanes.setdefault(label, len(lanes))
+        ax.barh(lane, max(t1 - t0, end_s / 200 if end_s else 0.01), left=t0, color=colour, alpha=0.6)
     if not spans:
         ax.text(0.5, 0.5, "no faults in this scenario", ha="center", va="center", transform=ax.transAxes)
     ax.set_yticks(list(lanes.values()), list(lanes.keys()), fontsize="small")
-    ax.set_xlim(0, max(end_t, 1.0))
+    ax.set_xlim(0, max(end_s, 1.0))
     ax.set_title(f"{name}: fault timeline")
     ax.set_xlabel("simulated time (s)")
     fig.tight_layout()
     fig.savefig(out_dir / "faults.png", dpi=90)
-    plt.close(fig)
-    files["faults"] = "faults.png"
-    return files
+    return "faults.png"

@@ -53,6 +53,7 @@ SERIES: dict[str, str] = {
     "ok": "attempts answered 200/202",
     "attempt_errors": "attempts answered 5xx (per attempt: a retried 503 counts here, not in error_rate)",
     "attempt_rate_429": "share of the bin's answers that were 429",
+    "attempt_429": "attempts answered 429 (overload: the admission limit) in the bin",
     "attempt_p95_ms": "p95 of single attempts answered in the bin (a fast 503 is a short attempt)",
     "faults_active": "faults active at the end of the bin",
     "e2e_p95_ms": "p95 end-to-end latency (first send -> final answer, across retries) of submissions "
@@ -60,7 +61,11 @@ SERIES: dict[str, str] = {
     "e2e_errors": "submissions whose final outcome (in the bin) was a 5xx or giving up",
     "replication_lag_s": "with replication: the replication lag sampled in the bin, s",
     "divergence": "with replication: key-count difference between regions",
+    "<series>@<region>": "with several regions: sent, answered, ok, attempt_errors, attempt_429 and "
+                         "attempt_p95_ms of the attempts sent to that region (the columns without a region "
+                         "are the aggregate)",
 }
+REGION_SERIES = ("sent", "answered", "ok", "attempt_errors", "attempt_429", "attempt_p95_ms")
 
 REPLICATION_METRICS = ("replication_lag_p95_s", "replication_lag_max_s", "copy_lag_p95_s", "copy_lag_max_s",
                        "divergence_max", "conflicts", "conflicts_flagged", "convergence_time_s", "rpo_s", "rto_s", "failover_detection_s")
@@ -148,6 +153,34 @@ def _end_to_end_bins(events: list[dict], width_us: int) -> dict[int, dict]:
     return out
 
 
+def _region_bins(events: list[dict], width_us: int) -> dict[str, dict[int, dict]]:
+    """Per region (of the attempt's send) and bin: sent, answered, ok, 5xx, 429 and attempt
+    latencies; empty with a single region (the aggregate columns say it all)."""
+    sent: dict[tuple, tuple[int, str]] = {}
+    out: dict[str, dict[int, dict]] = defaultdict(dict)
+    blank = {"sent": 0, "answered": 0, "ok": 0, "attempt_errors": 0, "attempt_429": 0, "lat": []}
+    for e in events:
+        if e["type"] == "client.send":
+            sent[(e["req"], e["attempt"])] = (e["t_us"], e.get("region", ""))
+            out[e.get("region", "")].setdefault(e["t_us"] // width_us, {**blank, "lat": []})["sent"] += 1
+        elif e["type"] == "client.recv" and (e["req"], e["attempt"]) in sent:
+            t0, region = sent[(e["req"], e["attempt"])]
+            row = out[region].setdefault(e["t_us"] // width_us, {**blank, "lat": []})
+            row["answered"] += 1
+            row["ok"] += e["status"] in (200, 202)
+            row["attempt_errors"] += e["status"] >= 500
+            row["attempt_429"] += e["status"] == 429
+            row["lat"].append((e["t_us"] - t0) / 1000.0)
+    return dict(sorted(out.items())) if len(out) > 1 else {}
+
+
+def _region_row(region: str, counts: dict | None) -> dict:
+    counts = counts or {"lat": []}
+    row = {f"{name}@{region}": counts.get(name, 0) for name in REGION_SERIES if name != "attempt_p95_ms"}
+    row[f"attempt_p95_ms@{region}"] = percentile(sorted(counts["lat"]), 95)
+    return row
+
+
 def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
     """Per-bin rows: t_s, sent, answered, ok, attempt_errors (5xx answers), attempt_rate_429,
     attempt_p95_ms (per attempt: a fast 503 counts as a short attempt), faults_active, and with
@@ -187,7 +220,9 @@ def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
     rows = []
     last_active = 0
     e2e = _end_to_end_bins(events, width)
-    for b in range(0, (max(bins) + 1) if bins else 0):
+    per_region = _region_bins(events, width)
+    last_bin = max([*bins, events[-1]["t_us"] // width]) if bins and events else -1  # the whole run
+    for b in range(0, last_bin + 1):
         row = bins.get(b, {"sent": 0, "answered": 0, "ok": 0, "errors": 0, "n429": 0, "lat": []})
         last_active = fault_at.get(b, last_active)
         lat = sorted(row["lat"])
@@ -195,10 +230,13 @@ def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
             "t_s": b * bin_s, "sent": row["sent"], "answered": row["answered"], "ok": row["ok"],
             "attempt_errors": row["errors"],
             "attempt_rate_429": row["n429"] / row["answered"] if row["answered"] else 0.0,
+            "attempt_429": row["n429"],
             "attempt_p95_ms": percentile(lat, 95), "faults_active": last_active,
             "e2e_p95_ms": percentile(sorted(e2e[b]["lat"]), 95) if b in e2e else 0.0,
             "e2e_errors": e2e[b]["errors"] if b in e2e else 0,
         })
+        for region, region_bins in per_region.items():
+            rows[-1].update(_region_row(region, region_bins.get(b)))
         if crr_at:
             lag, div = crr_at.get(b, (rows[-2]["replication_lag_s"], rows[-2]["divergence"]) if len(rows) > 1 else (0.0, 0))
             rows[-1]["replication_lag_s"] = lag

@@ -102,14 +102,11 @@ def _layout(graph: nx.Graph) -> dict[str, tuple[float, float]]:
 
 def draw(graph: nx.Graph, cut: set[tuple[str, str]], out: Path, title: str) -> None:
     """Write the graph as a PNG: regions, clients and object stores; cut links dashed red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .artifacts import figure_for_file  # a file-only figure: no global backend switch
 
     pos = _layout(graph)
     colours = {"region": "#4c72b0", "clients": "#55a868", "objstore": "#c4a000"}
-    fig, ax = plt.subplots(figsize=(8, 6))
+    fig, ax = figure_for_file(8, 6)
     nx.draw_networkx_nodes(graph, pos, ax=ax, node_size=1400,
                            node_color=[colours.get(d.get("kind"), "#999999") for _, d in graph.nodes(data=True)])
     nx.draw_networkx_labels(graph, pos, ax=ax, font_size=8)
@@ -123,4 +120,3 @@ def draw(graph: nx.Graph, cut: set[tuple[str, str]], out: Path, title: str) -> N
     ax.axis("off")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100, bbox_inches="tight")
-    plt.close(fig)
