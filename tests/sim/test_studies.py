@@ -88,6 +88,12 @@ def test_rpo_grows_with_inter_region_link_latency():
     assert api.monotone(rows, "rpo_s"), rows
 
 
+def test_rpo_grows_with_the_ship_interval():
+    # writes acked since the last shipped segment are what a region loss takes with it
+    rows = api.sensitivity("crr-rpo", "replication.ship_interval_s", [2, 10, 30], ["rpo_s"], seed=1)
+    assert api.monotone(rows, "rpo_s"), rows
+
+
 def test_a_partition_between_two_regions_cuts_replication_messages():
     res = api.run("split-brain", seed=1, plots=False)
     cut = next(c for c in res.results["invariants"] if c["id"] == "SOMETIMES-PARTITION-CUT")
