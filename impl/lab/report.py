@@ -56,7 +56,10 @@ PLOT_CAPTIONS = {
     "divergence": "Keys whose outcome differs between regions per simulated second; "
                   "it must return to zero after heal (INV-CONVERGENCE).",
     "faults": "Fault timeline: one lane per fault kind and target, bars span the time each fault was active.",
+    "regions_ok": "200/202 answers per simulated second, one line per region; red bands are fault windows.",
+    "regions_latency": "p95 latency per attempt, one line per region; red bands are fault windows.",
 }
+OTHER_PLOT = "A plot the run wrote (see sim/METRICS.md for its series)."
 
 # headline figures: (metrics key, label, unit)
 HEADLINE = [
@@ -159,7 +162,9 @@ def read_run(run_dir: Path) -> dict:
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     scenario_file = run_dir / "scenario.toml"
     scenario = tomllib.loads(scenario_file.read_text(encoding="utf-8")) if scenario_file.exists() else {}
-    plots = [(name, run_dir / f"{name}.png") for name in PLOT_CAPTIONS if (run_dir / f"{name}.png").exists()]
+    known = [name for name in PLOT_CAPTIONS if (run_dir / f"{name}.png").exists()]
+    others = sorted(p.stem for p in run_dir.glob("*.png") if p.stem not in PLOT_CAPTIONS)
+    plots = [(name, run_dir / f"{name}.png") for name in known + others]  # never drop a plot silently
     return {"dir": run_dir, "results": results, "scenario": scenario, "plots": plots}
 
 
@@ -199,7 +204,7 @@ def plots_html(run: dict) -> str:
     name = run["results"].get("scenario", "")
     parts = []
     for plot, path in run["plots"]:
-        caption = f"{name}: {PLOT_CAPTIONS[plot]}"
+        caption = f"{name}: {PLOT_CAPTIONS.get(plot, OTHER_PLOT)}"
         parts.append(f"<figure>{image_tag(path, f'{name} {plot}')}<figcaption>{esc(caption)}</figcaption></figure>")
     return "".join(parts)
 
