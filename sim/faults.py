@@ -208,7 +208,20 @@ class BurstMarker(Fault):
         return _nothing()
 
 
-class _RegionToggle(Fault):
+class _Switch(Fault):
+    """A fault that is one switch: ``_switch(world, True)`` starts it, ``False`` heals it."""
+
+    def _switch(self, world, on: bool):
+        raise NotImplementedError
+
+    def begin(self, world):
+        return self._switch(world, True)
+
+    def end(self, world):
+        return self._switch(world, False)
+
+
+class _RegionToggle(_Switch):
     """A per-region switch: ``set_state(world, target, on)`` and one history kind."""
 
     params = (TARGET,)
@@ -223,11 +236,6 @@ class _RegionToggle(Fault):
             _record(world, on, self.label, target)
         return _nothing()
 
-    def begin(self, world):
-        return self._switch(world, True)
-
-    def end(self, world):
-        return self._switch(world, False)
 
 
 @register
@@ -309,7 +317,7 @@ class ColdDown(_RegionToggle):
 
 
 @register
-class ShipStop(Fault):
+class ShipStop(_Switch):
     """The region stops shipping WAL segments (its writes stay local)."""
 
     kinds = {"ship_stop": False, "ship_start": True}
@@ -324,15 +332,10 @@ class ShipStop(Fault):
         _record(world, stop, "ship_stop", ",".join(targets))
         return _nothing()
 
-    def begin(self, world):
-        return self._switch(world, True)
-
-    def end(self, world):
-        return self._switch(world, False)
 
 
 @register
-class ObjectStoreDown(Fault):
+class ObjectStoreDown(_Switch):
     """The replication object store is down (target "*") or unreachable from some regions."""
 
     kinds = {"objstore_down": False, "objstore_up": True}
@@ -350,11 +353,6 @@ class ObjectStoreDown(Fault):
         _record(world, down, "objstore_down", ",".join(targets))
         return _nothing()
 
-    def begin(self, world):
-        return self._switch(world, True)
-
-    def end(self, world):
-        return self._switch(world, False)
 
 
 @register
