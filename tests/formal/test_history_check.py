@@ -259,6 +259,10 @@ def test_cli_history_check_bad_input_is_exit_2_with_file_and_line(tmp_path, caps
         assert "flk history: error:" in err and "Traceback" not in err, (name, err)
     assert ":2: not JSON" in _err_of(tmp_path / "notjson.jsonl", capsys)
     assert ":1: field 't_send' must be int or float" in _err_of(tmp_path / "nofield.jsonl", capsys)
+    assert "missing.jsonl: no such file" in _err_of(tmp_path / "missing.jsonl", capsys)
+    assert "is a directory" in _err_of(tmp_path, capsys)
+    (tmp_path / "latin1.jsonl").write_bytes(b"\xff\n")
+    assert "latin1.jsonl: not UTF-8 text" in _err_of(tmp_path / "latin1.jsonl", capsys)
 
 
 def _err_of(path, capsys) -> str:

@@ -38,6 +38,22 @@ class UsageError(Exception):
     """Raised by subcommands for bad input; printed and mapped to exit 2."""
 
 
+def read_input(path: str, what: str = "input file") -> bytes:
+    """The bytes of a file named on the command line, or a :class:`UsageError` naming the cause."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        cause = "no such file"
+    except IsADirectoryError:
+        cause = "is a directory"
+    except PermissionError:
+        cause = "permission denied"
+    except OSError as exc:
+        cause = exc.strerror or type(exc).__name__
+    raise UsageError(f"{what} {path}: {cause}")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse exits 2 too; keep its message short
         self.print_usage(sys.stderr)

@@ -124,19 +124,9 @@ def _base_key(var: str) -> bytes:
 
 
 def _read_file(path: str, opt: str = "--input") -> bytes:
-    from . import UsageError
+    from . import read_input
 
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        raise UsageError(f"{opt} {path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{opt} {path}: is a directory") from None
-    except PermissionError:
-        raise UsageError(f"{opt} {path}: permission denied") from None
-    except OSError as exc:
-        raise UsageError(f"{opt} {path}: {exc.strerror}") from None
+    return read_input(path, opt)
 
 
 def _pcs_bytes(pcs: dict) -> bytes:

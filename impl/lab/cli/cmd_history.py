@@ -40,19 +40,13 @@ def configure(p) -> None:
 
 def _records(path: str):
     """(``path:line``, object) for every non-blank line of a JSONL file."""
-    from . import UsageError
+    from . import UsageError, read_input
 
+    raw = read_input(path, "history file")
     try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise UsageError(f"is a directory, expected a JSONL file: {path}") from None
+        lines = raw.decode("utf-8").splitlines()
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     out = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
