@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FLK := $(VENV)/bin/flk
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup services services-down lint vectors bench clean lab notebooks-executed
+.PHONY: demo test test-pure setup services services-down lint vectors bench clean lab notebooks-executed
 
 # The compiled core (impl/core/_fastcore.c) needs gcc, the Python headers and libssl-dev;
 # without them the install still succeeds and the pure-Python core is used.
@@ -63,10 +63,17 @@ lint: setup
 vectors: setup
 	$(FLK) vectors generate
 
+# The vectors are checked on both cores: the compiled fast path and the pure-Python reference
+# (FLK_PURE=1); tests/foundation/test_fastcore.py re-runs the differential suites with FLK_PURE=1.
 test: setup services
 	$(PY) -m ruff check .
 	$(FLK) vectors check
+	FLK_PURE=1 $(FLK) vectors check
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The whole suite with the accelerated core disabled (the pure-Python reference everywhere).
+test-pure:
+	FLK_PURE=1 $(MAKE) test
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info .pytest_cache .hypothesis

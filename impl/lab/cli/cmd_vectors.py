@@ -33,5 +33,7 @@ def run(args) -> int:
         for p in problems:
             print(f"flk vectors check: {p}", file=sys.stderr)
         return 1
-    print(f"flk vectors check: {len(vectors.generate())} files in {directory} match the core")
+    from ...core.canonical import CORE_PATH
+
+    print(f"flk vectors check: {len(vectors.generate())} files in {directory} match the {CORE_PATH} core")
     return 0
