@@ -288,7 +288,8 @@ def crr_peers(name: str, raw: Any) -> str:
 # ---------------------------------------------------------------- the table
 @dataclasses.dataclass(frozen=True)
 class Derived:
-    """A default computed from settings earlier in the table."""
+    """A default computed from other settings (given or defaulted); derived
+    defaults are computed after every other row, in table order."""
 
     compute: Callable[[Mapping[str, Any]], Any]
     doc: str
@@ -323,6 +324,20 @@ class Setting:
         return f"`{self.default}`"
 
 
+def core_count() -> int:
+    """The cores this process may run on (the default worker count), at most 64."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(64, n))
+
+
+def _default_workers(values: Mapping[str, Any]) -> int:
+    # a memory dedup store lives in one process: it cannot be shared by several workers
+    return 1 if values["DEDUP_BACKEND"] == "memory" else core_count()
+
+
 def _in_data_dir(name: str) -> Derived:
     return Derived(lambda values: os.path.join(values["DATA_DIR"], name), f"`DATA_DIR/{name}`")
 
@@ -331,7 +346,8 @@ S = Setting
 SETTINGS: tuple[Setting, ...] = (
     S("HOST", text, "127.0.0.1", "listen address"),
     S("PORT", integer(0, 65535), 8080, "listen port (0 = any free port)"),
-    S("WORKERS", integer(1, 64), 1, "worker processes sharing the socket"),
+    S("WORKERS", integer(1, 64), Derived(_default_workers, "the core count (1 with `DEDUP_BACKEND=memory`)"),
+      "worker processes sharing the socket; a memory dedup store allows only 1"),
     S("DATA_DIR", text, "data", "data directory (WAL, SQLite store, HMAC key file, replication state)"),
     S("WAL_DIR", text, _in_data_dir("wal"), "inbox WAL directory (one sub-directory per worker)"),
     S("DEDUP_BACKEND", choice(*BACKENDS), "sqlite", "dedup store", group="storage"),
@@ -424,7 +440,7 @@ def settings_markdown() -> str:
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    workers: int = 1
+    workers: int = 1  # load_config: the core count unless given
     data_dir: str = "data"
     wal_dir: str = ""  # default: DATA_DIR/wal
     dedup_backend: str = "sqlite"
@@ -687,11 +703,12 @@ def _parse_rows(raw: Mapping[str, Any]) -> dict[str, Any]:
                 values[row.env] = row.parse(row.env, raw[row.env])
             except ConfigError as exc:
                 raise ConfigError(f"{row.group}: {exc}" if row.group == "replication" else str(exc)) from None
-        elif isinstance(row.default, Derived):
-            values[row.env] = row.default.compute(values)
-        else:
+        elif not isinstance(row.default, Derived):
             values[row.env] = row.default
-    return values
+    for row in SETTINGS:  # derived defaults see every given and plain default value
+        if row.env not in values:
+            values[row.env] = row.default.compute(values)
+    return {row.env: values[row.env] for row in SETTINGS}
 
 
 def _check_storage(values: Mapping[str, Any], present: set[str]) -> None:
@@ -706,7 +723,8 @@ def _check_storage(values: Mapping[str, Any], present: set[str]) -> None:
     elif values["DEDUP_SHARDS"] or values["DEDUP_MIGRATION_STATE"]:
         raise ConfigError("DEDUP_SHARDS / DEDUP_MIGRATION_STATE need DEDUP_BACKEND=sharded")
     if backend == "memory" and values["WORKERS"] > 1:
-        raise ConfigError("DEDUP_BACKEND=memory cannot be shared by WORKERS>1 processes; use sqlite, redis or postgres")
+        raise ConfigError(f"DEDUP_BACKEND=memory cannot be shared by WORKERS={values['WORKERS']} processes (a memory "
+                          "store lives in one process); set WORKERS=1 or use sqlite, redis or postgres")
 
 
 def _check_tenant_mode(values: Mapping[str, Any], present: set[str]) -> None:
@@ -813,6 +831,9 @@ def load_config(
         for rule in RULES:
             rule(values, set(raw))
         notes: list[str] = []
+        if "WORKERS" not in raw:
+            notes.append(f"no WORKERS given: {values['WORKERS']} worker(s)" + (
+                " (DEDUP_BACKEND=memory: one process)" if values["DEDUP_BACKEND"] == "memory" else " (the core count)"))
         if "DATA_DIR" not in raw:
             notes.append(f"no DATA_DIR given: using the local data dir {os.path.abspath(values['DATA_DIR'])}")
         tenants, key_file = _tenants(values, create_key, notes)

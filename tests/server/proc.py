@@ -29,7 +29,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 class ServerProc:
     def __init__(self, cwd: pathlib.Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.cwd = pathlib.Path(cwd)
-        self.env = clean_env(**(env or {}))
+        # one worker unless a test asks for more (the server's default is the core count)
+        self.env = clean_env(**{"WORKERS": "1", **(env or {})})
         self.args = args
         self.log_path = self.cwd / "server.log"
         self.proc: subprocess.Popen | None = None

@@ -35,6 +35,30 @@ def test_no_data_dir_says_so(tmp_path, monkeypatch) -> None:
     assert cfg.data_dir == "data" and any("local data dir" in n for n in cfg.notes)
 
 
+def test_workers_default_to_the_core_count(tmp_path, monkeypatch) -> None:
+    from flk.impl.server import config
+
+    base = {"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": "0123456789abcdef"}
+    cfg = load_config(base)
+    assert cfg.workers == config.core_count() == max(1, min(64, len(os.sched_getaffinity(0))))
+    assert any(f"no WORKERS given: {cfg.workers} worker(s)" in n for n in cfg.notes)
+    monkeypatch.setattr(config, "core_count", lambda: 6)
+    assert load_config(base).workers == 6
+    assert load_config({**base, "WORKERS": "3"}).workers == 3  # given: taken as is
+    assert not any("WORKERS" in n for n in load_config({**base, "WORKERS": "3"}).notes)
+
+
+def test_a_memory_store_defaults_to_one_worker_and_refuses_more(tmp_path, monkeypatch) -> None:
+    from flk.impl.server import config
+
+    monkeypatch.setattr(config, "core_count", lambda: 8)
+    base = {"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": "0123456789abcdef", "DEDUP_BACKEND": "memory"}
+    cfg = load_config(base)
+    assert cfg.workers == 1 and any("DEDUP_BACKEND=memory: one process" in n for n in cfg.notes)
+    with pytest.raises(ConfigError, match=r"memory cannot be shared by WORKERS=2 processes .*set WORKERS=1"):
+        load_config({**base, "WORKERS": "2"})
+
+
 def test_env_overrides_toml_and_flags_override_env(tmp_path) -> None:
     f = tmp_path / "c.toml"
     f.write_text('port = 9000\ndedup_backend = "memory"\nregion_id = "eu-west"\npcs_hmac_key = "0123456789abcdef0123"\n')

@@ -25,7 +25,8 @@ def configure(p) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML configuration file (env overrides it)")
     p.add_argument("--host", help="listen address (default 127.0.0.1; env HOST)")
     p.add_argument("--port", type=int, help="listen port, 0 = any free port (default 8080; env PORT)")
-    p.add_argument("--workers", type=int, help="worker processes (default 1; env WORKERS)")
+    p.add_argument("--workers", type=int,
+                   help="worker processes (default: the core count, 1 with DEDUP_BACKEND=memory; env WORKERS)")
     p.add_argument("--data-dir", help="data directory (default ./data; env DATA_DIR)")
     p.add_argument("--check", action="store_true", help="validate the configuration and exit (no bind)")
 
