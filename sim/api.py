@@ -90,11 +90,24 @@ def draw_topology(name_or_path, out: Path, overrides=(), at_s: float | None = No
     return sorted(f"{u}->{v}" for u, v in net.blocked)
 
 
+def planted_world_kwargs(plant: str | None) -> dict:
+    """The :class:`World` keyword arguments of a planted bug (``flk.impl.testing.planted``)."""
+    if plant is None:
+        return {}
+    from flk.impl.testing import planted
+
+    try:
+        return planted.world_kwargs(plant)
+    except KeyError as exc:
+        raise ScenarioError("plant", exc.args[0]) from None
+
+
 def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = None, plots: bool = True,
-        progress: bool = False, **world_kwargs) -> RunResult:
+        progress: bool = False, plant: str | None = None, **world_kwargs) -> RunResult:
     """Run a scenario (name, path or :class:`Scenario`); ``world_kwargs`` go to :class:`World`.
     With ``out`` the artifacts go to ``out/<scenario>/<seed>/`` (see :func:`save`); ``progress``
-    shows a bar over simulated time on an interactive stderr."""
+    shows a bar over simulated time on an interactive stderr; ``plant`` names a planted bug
+    (``flk.impl.testing.planted``), recorded in the results so replay and shrink rerun it."""
     from . import progress as progress_bars
 
     sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
@@ -103,7 +116,7 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
         raise ScenarioError("seed", f"must be a non-negative integer, got {seed!r}")
     if out is not None:
         check_run_dir(Path(out) / sc.name / str(seed), sc)
-    world = World(sc, seed, **world_kwargs)
+    world = World(sc, seed, **{**planted_world_kwargs(plant), **world_kwargs})
     show = progress and progress_bars.wanted()
     with progress_bars.bar(world.duration + world.quiescence, f"{sc.name} seed {seed}", unit="sim s",
                            enabled=show) as sim_bar:
@@ -126,8 +139,8 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
         "metrics": m,
         "valid": all(c.ok for c in checks) and all(s["ok"] for s in slos),
         "fault_schedule": world.fault_log,
-        "parameters": {"overrides": list(overrides)},
-        "stamp": artifacts.stamp(seed, list(overrides), source_identity(sc)),
+        "parameters": {"overrides": list(overrides), **({"plant": plant} if plant else {})},
+        "stamp": artifacts.stamp(seed, list(overrides), source_identity(sc), plant=plant),
     }
     res = RunResult(sc, seed, history, results, metrics.timeseries(events), None)
     if out is not None:
@@ -184,8 +197,39 @@ def replay(run_dir: Path) -> tuple[bool, RunResult, str]:
         raise ScenarioError(str(run_dir), f"not a run directory: {exc}") from None
     validate(data)
     sc = Scenario(name=data["scenario"]["name"], source=str(run_dir / "scenario.toml"), data=data)
-    res = run(sc, seed=int(expected["seed"]))
+    res = run(sc, seed=int(expected["seed"]), plant=(expected.get("parameters") or {}).get("plant"))
     return res.digest == expected["digest"], res, expected["digest"]
+
+
+def shrink(run_dir: Path, invariant: str | None = None, out: Path | None = None, max_runs: int | None = None,
+           log=None, **world_kwargs):
+    """Shrink a failing run (``flk sim shrink``): a minimal scenario, same seed, that still fails
+    ``invariant`` (default: the run's first failed check), written as a regression candidate to
+    ``out`` (default ``RUN_DIR/regression-candidate.toml``) and confirmed by running that file.
+    A planted bug recorded in the run is planted again; ``world_kwargs`` (e.g. ``verifier_cls``)
+    plant one from Python. Returns :class:`flk.sim.shrink.Shrunk`. See :mod:`flk.sim.shrink`."""
+    import datetime
+
+    from . import shrink as shrinking
+
+    recorded = shrinking.read_run_dir(Path(run_dir))
+    target = shrinking.pick_target(recorded, invariant)
+    plant = recorded.plant
+
+    def run_one(sc: Scenario, seed: int) -> dict:
+        return run(sc, seed=seed, plots=False, plant=plant, **world_kwargs).results
+
+    runner = shrinking.Runner(run_one, recorded.data["scenario"]["name"], str(recorded.path / "scenario.toml"),
+                              recorded.seed, target, max_runs or shrinking.DEFAULT_MAX_RUNS, log or (lambda _m: None),
+                              allowed=shrinking.failures(recorded.results))
+    schedule = recorded.results.get("fault_schedule") or []
+    minimal, steps, spent = shrinking.minimize(runner, recorded.data, schedule)
+    shrunk = shrinking.Shrunk(target, recorded.seed, plant, recorded.data, minimal, runs=runner.runs, steps=steps,
+                              budget_spent=spent, violations=runner.violations(minimal), schedule=schedule)
+    path = shrinking.write(shrunk, recorded, out, datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"))
+    check = run(load(path), plots=False, plant=plant, **world_kwargs).results
+    shrunk.confirmed = target in shrinking.failures(check)
+    return shrunk
 
 
 def load_run(run_dir: Path) -> dict:

@@ -17,7 +17,17 @@
   cluster into a folder of its own: the tidy table (CSV and Parquet), the aggregate per
   parameter point (mean, median, 95 % CI), the failing seeds with replay commands, plots;
 * ``flk sim diff RUN_A RUN_B`` -- the first diverging history event and the invariants,
-  SLOs and figures that differ (exit 0 identical histories, 1 they differ).
+  SLOs and figures that differ (exit 0 identical histories, 1 they differ);
+* ``flk sim shrink RUN_DIR [--invariant ID] [--out FILE] [--max-runs N]`` -- reduce a failing
+  run (delta debugging over its faults, shorter phases, fewer agents, lower rate) to a minimal
+  scenario, same seed, that still fails the same check; writes it as a regression candidate
+  (default ``RUN_DIR/regression-candidate.toml``) and prints the replay command (exit 0 written
+  and confirmed, 1 the run does not fail when re-run, 2 bad input);
+* ``flk sim report RUN_DIR ... [--out FILE]`` -- the styled, self-contained HTML report of
+  finished runs (default ``RUN_DIR/report.html`` for one run, ``runs/report.html`` for several).
+
+``flk sim run --plant NAME`` runs with a planted bug from ``flk.impl.testing.planted`` (for
+checker and shrink demonstrations); the run directory records it, so replay and shrink plant it again.
 
 Progress bars (stderr, interactive terminals only, off with ``--quiet``) show ETA.
 """
@@ -41,6 +51,8 @@ def configure(p) -> None:
     r.add_argument("--no-plots", action="store_true")
     r.add_argument("--json", action="store_true", help="print results as JSON")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--plant", default=None, metavar="NAME",
+                   help="run with a planted bug (flk.impl.testing.planted: replay-rewrites-answer)")
     v = sub.add_parser("validate", help="check scenario files against the schema (nothing runs)")
     v.add_argument("files", nargs="+", metavar="FILE", help="catalog names or .toml paths")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -68,6 +80,17 @@ def configure(p) -> None:
     d.add_argument("run_a")
     d.add_argument("run_b")
     d.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    sh = sub.add_parser("shrink", help="reduce a failing run to a minimal failing regression case")
+    sh.add_argument("run_dir")
+    sh.add_argument("--invariant", default=None, metavar="ID",
+                    help="the check that must keep failing (default: the run's first failed check)")
+    sh.add_argument("--out", default=None, metavar="FILE", help="default RUN_DIR/regression-candidate.toml")
+    sh.add_argument("--max-runs", type=int, default=None, metavar="N", help="simulator runs at most (default 200)")
+    sh.add_argument("--quiet", action="store_true", help="no step-by-step output")
+    rep = sub.add_parser("report", help="write the HTML report of finished runs")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rep.add_argument("--out", default=None, metavar="FILE",
+                     help="default RUN_DIR/report.html (one run) or runs/report.html")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -162,6 +185,49 @@ def _diff(args) -> int:
     return 0 if report["identical"] else 1
 
 
+def _shrink(args) -> int:
+    from flk.sim import api
+    from flk.sim.shrink import ShrinkError
+
+    if args.max_runs is not None and args.max_runs < 1:
+        raise UsageError(f"--max-runs: must be at least 1, got {args.max_runs}")
+    log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    try:
+        shrunk = api.shrink(Path(args.run_dir), invariant=args.invariant,
+                            out=Path(args.out) if args.out else None, max_runs=args.max_runs, log=log)
+    except ShrinkError as exc:
+        print(f"cannot shrink: {exc}", file=sys.stderr)
+        return 1
+    s = shrunk.summary()
+    before, after = s["before"], s["after"]
+    print(f"shrunk {shrunk.target} in {shrunk.runs} runs"
+          + (" (run budget spent: not minimal; raise --max-runs)" if shrunk.budget_spent else "") + ":")
+    for key in ("faults", "agents", "duration_s", "quiescence_s", "rate_per_s"):
+        print(f"  {key:<13} {before[key]!s:>8} -> {after[key]}")
+    print(f"wrote {shrunk.path}")
+    print(f"replay: flk sim run {shrunk.path}" + (f" --plant {shrunk.plant}" if shrunk.plant else ""))
+    if not shrunk.confirmed:
+        print(f"WARNING: the written case did not fail {shrunk.target} when run", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(args) -> int:
+    from ..report import write_run_report
+
+    dirs = [Path(d) for d in args.run_dirs]
+    for d in dirs:
+        if not (d / "results.json").is_file():
+            raise UsageError(f"{d}: not a run directory (no results.json; `flk sim run` writes one)")
+    out = Path(args.out) if args.out else (dirs[0] / "report.html" if len(dirs) == 1 else Path("runs/report.html"))
+    try:
+        write_run_report(dirs, out)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"cannot write the report: {exc}") from None
+    print(f"wrote {out}")
+    return 0
+
+
 def run(args) -> int:
     import json
 
@@ -187,7 +253,7 @@ def run(args) -> int:
             if args.seed is not None and args.seed < 0:
                 raise UsageError(f"--seed: must be a non-negative integer, got {args.seed}")
             res = api.run(args.scenario, seed=args.seed, overrides=args.overrides, out=Path(args.out),
-                          plots=not args.no_plots, progress=not args.quiet and not args.json)
+                          plots=not args.no_plots, progress=not args.quiet and not args.json, plant=args.plant)
             if args.json:
                 print(json.dumps(res.results, sort_keys=True))
             else:
@@ -205,6 +271,10 @@ def run(args) -> int:
             return _sweep(args)
         if args.sim_cmd == "diff":
             return _diff(args)
+        if args.sim_cmd == "shrink":
+            return _shrink(args)
+        if args.sim_cmd == "report":
+            return _report(args)
     except ScenarioError as exc:
         raise UsageError(str(exc)) from None
     raise UsageError(f"unknown sim command {args.sim_cmd!r}")

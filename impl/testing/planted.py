@@ -1,0 +1,52 @@
+"""Planted bugs: small, named mutants of the real implementation for tests that must see a
+checker (or the shrinker) catch a bug on purpose.
+
+Why this module exists: ``flk sim run --plant NAME`` and ``flk sim shrink`` rerun a failing
+run with the *same* bug, so the bug needs a stable name the run directory can record.
+Each entry gives the simulator's ``World`` keyword arguments that plant it (``verifier_cls``
+here: this package may not import the simulator, so a mutant is a subclass of a real
+implementation class the simulator is given). Production code never imports this module
+(spec/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..verifier.pipeline import Response, Verifier
+
+
+class ReplayRewritesAnswer(Verifier):
+    """Mutant: on WAL replay the stored answer is re-serialised (a trailing newline) instead of
+    being replayed byte for byte, so a replay changes an outcome. It shows only after a crash
+    and restart replays the WAL (INV-IDEMPOTENT-REPLAY, INV-FWW); a run without one is valid."""
+
+    def handle(self, req, now: float, *, replay: bool = False) -> Generator[Any, Any, Response]:
+        resp = yield from super().handle(req, now, replay=replay)
+        if replay and resp.status in (200, 202):
+            return Response(resp.status, resp.headers, resp.body + b"\n")
+        return resp
+
+
+@dataclass(frozen=True)
+class PlantedBug:
+    name: str
+    doc: str
+    breaks: tuple[str, ...]  # the invariants a run that exercises the bug violates
+    world_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+PLANTED: dict[str, PlantedBug] = {bug.name: bug for bug in (
+    PlantedBug("replay-rewrites-answer", (ReplayRewritesAnswer.__doc__ or "").split("\n")[0].strip(),
+               ("INV-IDEMPOTENT-REPLAY", "INV-FWW"), {"verifier_cls": ReplayRewritesAnswer}),
+)}
+
+
+def world_kwargs(name: str) -> dict[str, Any]:
+    """The ``World`` keyword arguments that plant bug ``name``; ``KeyError`` naming the known ones."""
+    try:
+        return dict(PLANTED[name].world_kwargs)
+    except KeyError:
+        raise KeyError(f"no planted bug {name!r} (known: {', '.join(sorted(PLANTED))})") from None
