@@ -29,21 +29,30 @@ def _code_version() -> dict:
         except importlib.metadata.PackageNotFoundError:
             return None
 
+    here = Path(__file__).resolve().parent
+    commit, dirty = None, None
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                              capture_output=True, text=True, timeout=10)
-        commit = done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if done.returncode == 0 and done.stdout.strip():
+            commit = done.stdout.strip()
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                    capture_output=True, text=True, timeout=10)
+            dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"package": "flk-lab", "version": version("flk-lab"), "git_commit": commit,
+        pass
+    return {"package": "flk-lab", "version": version("flk-lab"), "git_commit": commit, "git_dirty": dirty,
             "python": platform.python_version(),
             "libraries": {name: version(name) for name in STAMPED_LIBRARIES}}
 
 
-def stamp(seed: int, overrides: list[str], scenario_source: str) -> dict:
+def stamp(seed: int, overrides: list[str], scenario_source: str, plant: str | None = None) -> dict:
     """The reproducibility stamp of ``results.json``: code version (package, git commit of the
-    source checkout or null), Python and key library versions, the exact seed and overrides."""
-    return {**_code_version(), "seed": seed, "overrides": list(overrides), "scenario_source": scenario_source}
+    source checkout or null, and whether its tracked files had uncommitted changes), Python and
+    key library versions, the exact seed and overrides (and a planted bug's name, if any)."""
+    out = {**_code_version(), "seed": seed, "overrides": list(overrides), "scenario_source": scenario_source}
+    if plant:
+        out["plant"] = plant
+    return out
 
 
 def write_all(out_dir: Path, scenario: dict, history, results: dict, rows: list[dict], plots: bool = True) -> dict:

@@ -146,6 +146,12 @@ def test_results_json_carries_the_reproducibility_stamp(tmp_path):
     stamp = json.loads((res.out_dir / "results.json").read_text())["stamp"]
     assert stamp["package"] == "flk-lab" and stamp["version"]
     assert stamp["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", stamp["git_commit"])
+    if stamp["git_commit"] is not None:  # a checkout: whether its tracked files had uncommitted changes
+        tracked_changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                         cwd=api.__file__.rsplit("/", 1)[0], capture_output=True, text=True).stdout
+        assert stamp["git_dirty"] is bool(tracked_changes.strip())
+    else:
+        assert stamp["git_dirty"] is None
     assert re.fullmatch(r"3\.\d+\.\d+", stamp["python"])
     assert set(stamp["libraries"]) == {"simpy", "numpy", "scipy", "networkx"} and all(stamp["libraries"].values())
     assert stamp["seed"] == 7 and stamp["overrides"] == TINY
