@@ -190,6 +190,19 @@ def test_run_report_covers_each_run(short_run, tmp_path):
     assert page.tables["scenarios"][1][0] == short_run.results["scenario"]
 
 
+def test_flk_sim_report_writes_the_run_report(short_run, tmp_path):
+    """``flk sim report RUN_DIR`` writes the report of a finished run (default RUN_DIR/report.html);
+    a directory that holds no run is exit 2 with the reason."""
+    flk = [sys.executable, "-m", "flk.impl", "sim", "report"]
+    out = tmp_path / "cli.html"
+    done = subprocess.run([*flk, str(short_run.out_dir), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and f"wrote {out}" in done.stdout, done.stderr
+    page = parse(out.read_text(encoding="utf-8"))
+    assert_report_content(page, short_run)
+    bad = subprocess.run([*flk, str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr and "Traceback" not in bad.stderr
+
+
 @pytest.mark.parametrize(("check", "verdict"), [
     ({"ok": True, "checked": 0, "exercised": False}, "not exercised"),
     ({"ok": True, "checked": 5, "exercised": True}, "holds"),
