@@ -57,7 +57,7 @@ FASTCORE = Extension(
     "flk.impl.core._fastcore",
     sources=["impl/core/_fastcore.c"],
     libraries=["crypto"],
-    extra_compile_args=["-O2"],
+    extra_compile_args=["-O2", "-ffp-contract=off", "-Wall"],
     optional=True,
 )
 

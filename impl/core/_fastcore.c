@@ -25,6 +25,7 @@
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init & co. are deprecated in 3.0, not removed */
 #include <Python.h>
+#include <limits.h>
 #include <math.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -485,6 +486,699 @@ static PyObject *b64decode_canonical(PyObject *Py_UNUSED(module), PyObject *text
     return out;
 }
 
+/* ---- strict JSON (parse_json) ----------------------------------------- */
+/* The accept path of wire.parse_strict: RFC 8259 JSON in UTF-8, no duplicate
+ * keys, no NaN/Infinity. Anything unusual -- any syntax error, a backslash
+ * escape, a number token longer than 300 characters or not finite as a
+ * double, nesting deeper than JSON_MAX_DEPTH, a duplicate key -- makes the
+ * parser give up (None), and the reference parser then decides (and writes
+ * every error message). Numbers are converted exactly as Python's json does:
+ * int(token) without fraction or exponent, else float(token). */
+#define JSON_MAX_DEPTH 64
+#define JSON_MAX_NUMBER 300
+
+typedef struct {
+    const unsigned char *p, *end;
+    int depth;
+} json_parser;
+
+static PyObject *json_value(json_parser *jp);
+static PyObject *known_key(const unsigned char *text, Py_ssize_t n);
+
+/* 10^0 .. 10^22: exact doubles (Clinger's fast path below). */
+static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* The double nearest to the decimal ``text`` (a JSON number token, n bytes) when
+ * Clinger's fast path applies -- at most 19 significant digits giving a
+ * mantissa M <= 2^53 and a power of ten 10^k with |k| <= 22: M and 10^k are
+ * exact doubles, so one IEEE multiplication or division is the correctly
+ * rounded value, the one float(text) also returns. 0: use the slow path. */
+static int decimal_fast(const char *text, Py_ssize_t n, double *out)
+{
+    const char *p = text, *end = text + n;
+    int negative = *p == '-';
+    unsigned long long m = 0;
+    int digits = 0, k = 0;
+    p += negative;
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+        if (digits || *p != '0') {
+            if (++digits > 19)
+                return 0;
+        }
+        m = m * 10 + (unsigned long long)(*p - '0');
+    }
+    if (p < end && *p == '.') {
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++) {
+            if (digits || *p != '0') {
+                if (++digits > 19)
+                    return 0;
+            }
+            m = m * 10 + (unsigned long long)(*p - '0');
+            k--;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        int sign = 1, e = 0;
+        p++;
+        if (*p == '+' || *p == '-')
+            sign = *p++ == '-' ? -1 : 1;
+        for (; p < end; p++) {
+            if (e > 1000)
+                return 0;
+            e = e * 10 + (*p - '0');
+        }
+        k += sign * e;
+    }
+    if (m > (1ULL << 53) || k < -22 || k > 22)
+        return 0;
+    double v = k < 0 ? (double)m / POW10[-k] : (double)m * POW10[k];
+    *out = negative ? -v : v;
+    return 1;
+}
+
+static inline void json_ws(json_parser *jp)
+{
+    while (jp->p < jp->end && (*jp->p == ' ' || *jp->p == '\t' || *jp->p == '\n' || *jp->p == '\r'))
+        jp->p++;
+}
+
+/* After the opening quote; NULL: give up. */
+static PyObject *json_string(json_parser *jp)
+{
+    const unsigned char *start = jp->p, *p = jp->p, *end = jp->end;
+    unsigned char high = 0;
+    while (p < end && *p != '"') {
+        if (*p < 0x20 || *p == '\\')
+            return NULL; /* control character (an error) or an escape: the reference decides */
+        high |= *p++;
+    }
+    if (p == end)
+        return NULL;
+    jp->p = p + 1;
+    Py_ssize_t n = p - start;
+    if (high < 0x80) {
+        PyObject *known = known_key(start, n); /* a PCS field name: the shared interned string */
+        if (known != NULL)
+            return Py_NewRef(known);
+        PyObject *s = PyUnicode_New(n, 127);
+        if (s != NULL)
+            memcpy(PyUnicode_1BYTE_DATA(s), start, (size_t)n);
+        return s;
+    }
+    return PyUnicode_DecodeUTF8((const char *)start, n, "strict"); /* invalid UTF-8: error, give up */
+}
+
+static PyObject *json_number(json_parser *jp)
+{
+    const unsigned char *start = jp->p, *p = jp->p, *end = jp->end;
+    int is_float = 0;
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0')
+        p++;
+    else if (p < end && *p >= '1' && *p <= '9')
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    else
+        return NULL;
+    if (p < end && *p == '.') {
+        if (!(p + 1 < end && p[1] >= '0' && p[1] <= '9'))
+            return NULL; /* "1." is an error */
+        p++;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        is_float = 1;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        const unsigned char *q = p + 1;
+        if (q < end && (*q == '+' || *q == '-'))
+            q++;
+        if (!(q < end && *q >= '0' && *q <= '9'))
+            return NULL;
+        while (q < end && *q >= '0' && *q <= '9')
+            q++;
+        p = q;
+        is_float = 1;
+    }
+    Py_ssize_t n = p - start;
+    if (n > JSON_MAX_NUMBER)
+        return NULL;
+    jp->p = p;
+    char buf[JSON_MAX_NUMBER + 1];
+    memcpy(buf, start, (size_t)n);
+    buf[n] = '\0';
+    if (!is_float) {
+        if (n <= 18) { /* fits a long long: no bignum parse */
+            long long v = 0;
+            const char *d = buf + (buf[0] == '-');
+            for (; *d; d++)
+                v = v * 10 + (*d - '0');
+            return PyLong_FromLongLong(buf[0] == '-' ? -v : v);
+        }
+        return PyLong_FromString(buf, NULL, 10); /* int(token) */
+    }
+    double v;
+    if (decimal_fast(buf, n, &v))
+        return PyFloat_FromDouble(v);
+    char *stop = NULL;
+    v = PyOS_string_to_double(buf, &stop, NULL); /* float(token); overflow gives inf */
+    if ((v == -1.0 && PyErr_Occurred()) || stop != buf + n || !isfinite(v))
+        return NULL;
+    return PyFloat_FromDouble(v);
+}
+
+static PyObject *json_object(json_parser *jp)
+{
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    json_ws(jp);
+    if (jp->p < jp->end && *jp->p == '}') {
+        jp->p++;
+        return out;
+    }
+    for (;;) {
+        if (!(jp->p < jp->end && *jp->p == '"'))
+            goto fail;
+        jp->p++;
+        PyObject *key = json_string(jp);
+        if (key == NULL)
+            goto fail;
+        json_ws(jp);
+        if (!(jp->p < jp->end && *jp->p == ':')) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        jp->p++;
+        json_ws(jp);
+        PyObject *value = json_value(jp);
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        Py_ssize_t before = PyDict_GET_SIZE(out);
+        int rc = PyDict_SetItem(out, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc < 0 || PyDict_GET_SIZE(out) == before) /* a duplicate key: the reference names it */
+            goto fail;
+        json_ws(jp);
+        if (jp->p < jp->end && *jp->p == ',') {
+            jp->p++;
+            json_ws(jp);
+            continue;
+        }
+        if (jp->p < jp->end && *jp->p == '}') {
+            jp->p++;
+            return out;
+        }
+        goto fail;
+    }
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *json_array(json_parser *jp)
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    json_ws(jp);
+    if (jp->p < jp->end && *jp->p == ']') {
+        jp->p++;
+        return out;
+    }
+    for (;;) {
+        PyObject *value = json_value(jp);
+        if (value == NULL)
+            goto fail;
+        int rc = PyList_Append(out, value);
+        Py_DECREF(value);
+        if (rc < 0)
+            goto fail;
+        json_ws(jp);
+        if (jp->p < jp->end && *jp->p == ',') {
+            jp->p++;
+            json_ws(jp);
+            continue;
+        }
+        if (jp->p < jp->end && *jp->p == ']') {
+            jp->p++;
+            return out;
+        }
+        goto fail;
+    }
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *json_literal(json_parser *jp, const char *word, PyObject *value)
+{
+    size_t n = strlen(word);
+    if ((size_t)(jp->end - jp->p) < n || memcmp(jp->p, word, n) != 0)
+        return NULL;
+    jp->p += n;
+    return Py_NewRef(value);
+}
+
+static PyObject *json_value(json_parser *jp)
+{
+    if (jp->p >= jp->end)
+        return NULL;
+    PyObject *out;
+    switch (*jp->p) {
+    case '{':
+    case '[':
+        if (++jp->depth > JSON_MAX_DEPTH)
+            return NULL;
+        jp->p++;
+        out = *(jp->p - 1) == '{' ? json_object(jp) : json_array(jp);
+        jp->depth--;
+        return out;
+    case '"':
+        jp->p++;
+        return json_string(jp);
+    case 't':
+        return json_literal(jp, "true", Py_True);
+    case 'f':
+        return json_literal(jp, "false", Py_False);
+    case 'n':
+        return json_literal(jp, "null", Py_None);
+    default:
+        return json_number(jp);
+    }
+}
+
+PyDoc_STRVAR(parse_json_doc,
+"parse_json(body) -> (value,) | None\n\n"
+"The accept path of wire.parse_strict for exact bytes: a 1-tuple holding the\n"
+"parsed value, or None when the reference parser must decide (any error, any\n"
+"escape, long or non-finite numbers, deep nesting, duplicate keys).");
+
+static PyObject *parse_json(PyObject *Py_UNUSED(module), PyObject *body)
+{
+    if (!PyBytes_CheckExact(body))
+        Py_RETURN_NONE;
+    json_parser jp = {(const unsigned char *)PyBytes_AS_STRING(body),
+                      (const unsigned char *)PyBytes_AS_STRING(body) + PyBytes_GET_SIZE(body), 0};
+    json_ws(&jp);
+    PyObject *value = json_value(&jp);
+    if (value != NULL) {
+        json_ws(&jp);
+        if (jp.p == jp.end) {
+            PyObject *out = PyTuple_New(1);
+            if (out == NULL) {
+                Py_DECREF(value);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(out, 0, value); /* steals the reference */
+            return out;
+        }
+    }
+    Py_XDECREF(value);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+/* ---- PCS wire check (pcs_check) ---------------------------------------- */
+/* The accept path of wire.validate_pcs: 1 when the document certainly passes
+ * every wire check and its pcs_id equals SHA-256(merkle_root|epoch|shard_id),
+ * 2 when it passes every check but that one (INV-PCSID), 0 when the reference
+ * validator must decide. It is stricter than the rules (exact types, integers
+ * that fit 64 bits where a range is checked); never more lenient. */
+enum {
+    K_PCS_ID, K_SCHEMA, K_VERSION, K_SHARD_ID, K_EPOCH, K_SCALES, K_N_J, K_COH_STAR, K_V_STAR, K_D_HAT,
+    K_R, K_REGIME, K_BUDGET, K_MERKLE_ROOT, K_SIG, N_REQUIRED = K_SIG + 1,
+    K_SEED = N_REQUIRED, K_SIG_ALG, K_ATTEMPT, K_SENT_AT, K_FT, K_VRF_PROOF, K_META, N_KNOWN,
+};
+static const char *KNOWN_NAMES[N_KNOWN] = {
+    "pcs_id", "schema", "version", "shard_id", "epoch", "scales", "N_j", "coh_star", "v_star", "D_hat",
+    "r", "regime", "budget", "merkle_root", "sig", "seed", "sig_alg", "attempt", "sent_at", "ft",
+    "vrf_proof", "meta",
+};
+static PyObject *known_keys[N_KNOWN];
+#define SCALE_MAX (1LL << 31)
+#define MAX_SCALES 64
+#define MAX_DIM 8
+
+/* The decimal digits of 0 <= v, unterminated; returns their count. */
+static int write_decimal(char *out, long long v)
+{
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < n; i++)
+        out[i] = digits[n - 1 - i];
+    return n;
+}
+
+/* The interned PCS field name spelled by ``text``, or NULL (borrowed). */
+static PyObject *known_key(const unsigned char *text, Py_ssize_t n)
+{
+    if (n > 11 || n < 1)
+        return NULL;
+    for (int k = 0; k < N_KNOWN; k++)
+        if (KNOWN_NAMES[k][0] == text[0] && (Py_ssize_t)strlen(KNOWN_NAMES[k]) == n
+            && memcmp(KNOWN_NAMES[k], text, (size_t)n) == 0)
+            return known_keys[k];
+    return NULL;
+}
+
+static int str_is(PyObject *v, const char *text)
+{
+    if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v))
+        return 0;
+    size_t n = strlen(text);
+    return (size_t)PyUnicode_GET_LENGTH(v) == n && memcmp(PyUnicode_1BYTE_DATA(v), text, n) == 0;
+}
+
+static int is_hex64(PyObject *v)
+{
+    if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v) || PyUnicode_GET_LENGTH(v) != 64)
+        return 0;
+    const Py_UCS1 *d = PyUnicode_1BYTE_DATA(v);
+    for (int i = 0; i < 64; i++)
+        if (!((d[i] >= '0' && d[i] <= '9') || (d[i] >= 'a' && d[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+static int is_shard_char(Py_UCS1 c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_'
+           || c == ':' || c == '-';
+}
+
+static int is_b64_char(Py_UCS1 c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+/* wire.signature_format_ok; ``alg`` is the sig_alg value or NULL (already checked). */
+static int sig_format_ok(PyObject *sig, PyObject *alg)
+{
+    if (!PyUnicode_CheckExact(sig) || !PyUnicode_IS_ASCII(sig))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(sig);
+    const Py_UCS1 *d = PyUnicode_1BYTE_DATA(sig);
+    if (n == 44 && !(alg != NULL && str_is(alg, "ed25519"))) {
+        for (int i = 0; i < 42; i++)
+            if (!is_b64_char(d[i]))
+                return 0;
+        return strchr("AEIMQUYcgkosw048", d[42]) != NULL && d[42] && d[43] == '=';
+    }
+    if (n == 88 && !(alg != NULL && str_is(alg, "hmac"))) {
+        for (int i = 0; i < 85; i++)
+            if (!is_b64_char(d[i]))
+                return 0;
+        return strchr("AQgw", d[85]) != NULL && d[85] && d[86] == '=' && d[87] == '=';
+    }
+    return 0;
+}
+
+/* An exact int in [lo, hi] (both within long long); 0 for anything else. */
+static int int_in(PyObject *v, long long lo, long long hi, long long *out)
+{
+    if (!PyLong_CheckExact(v))
+        return 0;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (out != NULL)
+        *out = x;
+    return lo <= x && x <= hi;
+}
+
+/* An exact int >= lo (any size above): 1; anything else 0. */
+static int int_at_least(PyObject *v, long long lo)
+{
+    if (!PyLong_CheckExact(v))
+        return 0;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (x == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return overflow > 0 || (!overflow && x >= lo);
+}
+
+/* wire._fast_number with its value: a finite exact float, or an exact int within long long. */
+static int number_value(PyObject *v, double *out)
+{
+    if (PyFloat_CheckExact(v)) {
+        *out = PyFloat_AS_DOUBLE(v);
+        return isfinite(*out);
+    }
+    long long x;
+    if (int_in(v, LLONG_MIN, LLONG_MAX, &x)) {
+        *out = (double)x; /* only compared with small bounds: exact enough for >= 0 and [-1, 1] */
+        return 1;
+    }
+    return 0;
+}
+
+static int scales_and_counts_ok(PyObject *scales, PyObject *counts)
+{
+    if (!PyList_CheckExact(scales) || !PyDict_CheckExact(counts))
+        return 0;
+    Py_ssize_t n = PyList_GET_SIZE(scales);
+    if (n < 2 || n > MAX_SCALES || PyDict_GET_SIZE(counts) != n)
+        return 0;
+    long long previous = 1, scale;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!int_in(PyList_GET_ITEM(scales, i), previous + 1, SCALE_MAX, &scale))
+            return 0;
+        char digits[24];
+        int len = write_decimal(digits, scale);
+        PyObject *key = PyUnicode_New(len, 127);
+        if (key == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        memcpy(PyUnicode_1BYTE_DATA(key), digits, (size_t)len);
+        PyObject *count = PyDict_GetItemWithError(counts, key);
+        Py_DECREF(key);
+        if (count == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (!int_at_least(count, 1))
+            return 0;
+        previous = scale;
+    }
+    return 1; /* n distinct scales, each a key, and n keys: the keys are exactly the scales */
+}
+
+static int direction_ok(PyObject *v)
+{
+    if (!PyList_CheckExact(v) || PyList_GET_SIZE(v) < 1 || PyList_GET_SIZE(v) > MAX_DIM)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++) {
+        double x;
+        if (!number_value(PyList_GET_ITEM(v, i), &x) || !(-1.0 <= x && x <= 1.0))
+            return 0;
+    }
+    return 1;
+}
+
+static int meta_ok(PyObject *v)
+{
+    if (!PyDict_CheckExact(v))
+        return 0;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(v, &pos, &key, &value))
+        if (!PyUnicode_CheckExact(value))
+            return 0;
+    return 1;
+}
+
+static int optional_ok(int k, PyObject *v, PyObject *version)
+{
+    double x;
+    switch (k) {
+    case K_SEED:
+        if (!PyLong_CheckExact(v))
+            return 0;
+        (void)PyLong_AsUnsignedLongLong(v); /* negative or beyond 2^64-1: error */
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        return 1;
+    case K_SIG_ALG:
+        return str_is(v, "hmac") || (str_is(v, "ed25519") && !str_is(version, "0.1"));
+    case K_ATTEMPT:
+        return int_at_least(v, 0);
+    case K_SENT_AT:
+        if (PyUnicode_CheckExact(v))
+            return PyUnicode_GET_LENGTH(v) <= 64;
+        return number_value(v, &x) && x >= 0.0;
+    case K_FT:
+        return PyDict_CheckExact(v);
+    case K_VRF_PROOF:
+        return PyUnicode_CheckExact(v);
+    case K_META:
+        return meta_ok(v);
+    }
+    return 0;
+}
+
+static int scalars_ok(PyObject **f)
+{
+    double x;
+    PyObject *shard = f[K_SHARD_ID];
+    if (!is_hex64(f[K_PCS_ID]) || !is_hex64(f[K_MERKLE_ROOT]) || !str_is(f[K_SCHEMA], "fractal-lba-kakeya"))
+        return 0;
+    if (!(str_is(f[K_VERSION], "1") || str_is(f[K_VERSION], "0.1")))
+        return 0;
+    if (!(str_is(f[K_REGIME], "sticky") || str_is(f[K_REGIME], "mixed") || str_is(f[K_REGIME], "non_sticky")))
+        return 0;
+    if (!PyUnicode_CheckExact(shard) || !PyUnicode_IS_ASCII(shard) || PyUnicode_GET_LENGTH(shard) < 1
+        || PyUnicode_GET_LENGTH(shard) > 128)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyUnicode_GET_LENGTH(shard); i++)
+        if (!is_shard_char(PyUnicode_1BYTE_DATA(shard)[i]))
+            return 0;
+    if (!int_in(f[K_EPOCH], 0, EPOCH_MAX, NULL) || !sig_format_ok(f[K_SIG], f[K_SIG_ALG]))
+        return 0;
+    return number_value(f[K_COH_STAR], &x) && number_value(f[K_D_HAT], &x) && number_value(f[K_R], &x)
+           && number_value(f[K_BUDGET], &x);
+}
+
+/* 1: the pcs_id is SHA-256(merkle_root|epoch|shard_id); 0: it is not (inputs already checked). */
+static int pcs_id_matches(PyObject **f)
+{
+    unsigned char pre[64 + 1 + 20 + 1 + 128], digest[SHA256_DIGEST_LENGTH];
+    long long epoch = PyLong_AsLongLong(f[K_EPOCH]);
+    Py_ssize_t shard_len = PyUnicode_GET_LENGTH(f[K_SHARD_ID]);
+    memcpy(pre, PyUnicode_1BYTE_DATA(f[K_MERKLE_ROOT]), 64);
+    pre[64] = '|';
+    int n = 65 + write_decimal((char *)pre + 65, epoch);
+    pre[n++] = '|';
+    memcpy(pre + n, PyUnicode_1BYTE_DATA(f[K_SHARD_ID]), (size_t)shard_len);
+    SHA256(pre, (size_t)(n + shard_len), digest);
+    const Py_UCS1 *claimed = PyUnicode_1BYTE_DATA(f[K_PCS_ID]);
+    static const char HEX[] = "0123456789abcdef";
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        if (claimed[2 * i] != HEX[digest[i] >> 4] || claimed[2 * i + 1] != HEX[digest[i] & 15])
+            return 0;
+    return 1;
+}
+
+PyDoc_STRVAR(pcs_check_doc,
+"pcs_check(doc) -> int\n\n"
+"1: doc passes every wire check of wire.validate_pcs; 2: every check but\n"
+"INV-PCSID; 0: the reference validator must decide.");
+
+static PyObject *pcs_check(PyObject *Py_UNUSED(module), PyObject *doc)
+{
+    if (!PyDict_CheckExact(doc))
+        return PyLong_FromLong(0);
+    PyObject *f[N_KNOWN];
+    Py_ssize_t found = 0;
+    for (int k = 0; k < N_KNOWN; k++) {
+        f[k] = PyDict_GetItemWithError(doc, known_keys[k]); /* borrowed */
+        if (f[k] == NULL) {
+            if (PyErr_Occurred()) {
+                PyErr_Clear();
+                return PyLong_FromLong(0);
+            }
+            if (k < N_REQUIRED)
+                return PyLong_FromLong(0);
+            continue;
+        }
+        found++;
+    }
+    if (found != PyDict_GET_SIZE(doc)) /* an unknown field */
+        return PyLong_FromLong(0);
+    if (!scalars_ok(f) || !scales_and_counts_ok(f[K_SCALES], f[K_N_J]) || !direction_ok(f[K_V_STAR]))
+        return PyLong_FromLong(0);
+    for (int k = N_REQUIRED; k < N_KNOWN; k++)
+        if (f[k] != NULL && !optional_ok(k, f[k], f[K_VERSION]))
+            return PyLong_FromLong(0);
+    return PyLong_FromLong(pcs_id_matches(f) ? 1 : 2);
+}
+
+/* ---- signals: Theil-Sen slope and round9 -------------------------------- */
+#define TS_MAX_SCALES 16 /* 120 slopes; more go to the reference */
+
+PyDoc_STRVAR(theil_sen_doc,
+"theil_sen(scales, counts, legacy) -> float | None\n\n"
+"signals.theil_sen_slope for lists of exact ints (scales < 2^31, counts in\n"
+"[1, 2^53], at most 16): same log2, same slope order, stable sort, same median.\n"
+"None: the reference computes it.");
+
+static PyObject *theil_sen(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]))
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyList_GET_SIZE(args[0]);
+    int legacy = PyObject_IsTrue(args[2]);
+    if (legacy < 0 || n < 2 || n > TS_MAX_SCALES || PyList_GET_SIZE(args[1]) != n) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    double xs[TS_MAX_SCALES], ys[TS_MAX_SCALES], slopes[TS_MAX_SCALES * (TS_MAX_SCALES - 1) / 2];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long s, c;
+        if (!int_in(PyList_GET_ITEM(args[0], i), 1, SCALE_MAX, &s)
+            || !int_in(PyList_GET_ITEM(args[1], i), 1, 1LL << 53, &c))
+            Py_RETURN_NONE;
+        xs[i] = log2((double)s); /* math.log2(int): the int as a double, then libm log2 */
+        ys[i] = log2((double)c);
+    }
+    int m = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t j = i + 1; j < n; j++) {
+            double slope = (ys[j] - ys[i]) / (xs[j] - xs[i]);
+            if (!isfinite(slope))
+                Py_RETURN_NONE; /* equal scales: the reference raises */
+            int k = m++;
+            while (k > 0 && slope < slopes[k - 1]) { /* stable insertion sort, like sorted() */
+                slopes[k] = slopes[k - 1];
+                k--;
+            }
+            slopes[k] = slope;
+        }
+    int middle = m / 2;
+    if (legacy || m % 2)
+        return PyFloat_FromDouble(slopes[middle]);
+    return PyFloat_FromDouble((slopes[middle - 1] + slopes[middle]) / 2.0);
+}
+
+PyDoc_STRVAR(round9_doc,
+"round9(x) -> float | None\n\n"
+"float(fmt9(x)) for a finite exact float below 2^53 in magnitude; None otherwise.");
+
+static PyObject *round9(PyObject *Py_UNUSED(module), PyObject *x)
+{
+    if (!PyFloat_CheckExact(x) || !isfinite(PyFloat_AS_DOUBLE(x)))
+        Py_RETURN_NONE;
+    char text[32];
+    int n = fmt9_exact(PyFloat_AS_DOUBLE(x), text);
+    if (n == 0)
+        Py_RETURN_NONE;
+    text[n] = '\0';
+    double v;
+    if (decimal_fast(text, n, &v))
+        return PyFloat_FromDouble(v);
+    v = PyOS_string_to_double(text, NULL, NULL);
+    if (v == -1.0 && PyErr_Occurred())
+        return NULL;
+    return PyFloat_FromDouble(v);
+}
+
 /* ---- module ----------------------------------------------------------- */
 
 static PyMethodDef fastcore_methods[] = {
@@ -492,6 +1186,10 @@ static PyMethodDef fastcore_methods[] = {
     {"hmac_sha256_b64", (PyCFunction)(void (*)(void))hmac_sha256_b64, METH_FASTCALL, hmac_sha256_b64_doc},
     {"hmac_sha256_any", (PyCFunction)(void (*)(void))hmac_sha256_any, METH_FASTCALL, hmac_sha256_any_doc},
     {"b64decode_canonical", (PyCFunction)b64decode_canonical, METH_O, b64decode_canonical_doc},
+    {"parse_json", (PyCFunction)parse_json, METH_O, parse_json_doc},
+    {"pcs_check", (PyCFunction)pcs_check, METH_O, pcs_check_doc},
+    {"theil_sen", (PyCFunction)(void (*)(void))theil_sen, METH_FASTCALL, theil_sen_doc},
+    {"round9", (PyCFunction)round9, METH_O, round9_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -509,6 +1207,13 @@ PyMODINIT_FUNC PyInit__fastcore(void)
         if (field_keys[i] == NULL) {
             field_keys[i] = PyUnicode_InternFromString(FIELD_NAMES[i]);
             if (field_keys[i] == NULL)
+                return NULL;
+        }
+    }
+    for (int k = 0; k < N_KNOWN; k++) {
+        if (known_keys[k] == NULL) {
+            known_keys[k] = PyUnicode_InternFromString(KNOWN_NAMES[k]);
+            if (known_keys[k] == NULL)
                 return NULL;
         }
     }

@@ -75,6 +75,7 @@ def _load_compiled():
 compiled = _load_compiled()
 CORE_PATH = "pure" if compiled is None else "compiled"
 _compiled_canonical_v1 = None if compiled is None else compiled.canonical_v1
+_compiled_round9 = None if compiled is None else compiled.round9
 
 
 def check_profile(profile: str) -> str:
@@ -114,6 +115,15 @@ def fmt9(x: float, field: str = "value") -> str:
 
 def round9(x: float, field: str = "value") -> float:
     """The double nearest to :func:`fmt9` of ``x`` (what a verifier reads back)."""
+    if _compiled_round9 is not None:
+        v = _compiled_round9(x)  # None: not a finite float below 2^53, the pure path decides
+        if v is not None:
+            return v
+    return pure_round9(x, field)
+
+
+def pure_round9(x: float, field: str = "value") -> float:
+    """:func:`round9` in pure Python (the reference)."""
     return float(fmt9(x, field))
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .canonical import check_profile, finite_number
+from .canonical import check_profile, compiled, finite_number
 from .errors import InvalidInput
 
 MASK64 = (1 << 64) - 1
@@ -61,6 +61,8 @@ class RegimeThresholds:
 
 DEFAULT_BUDGET = BudgetParams()
 DEFAULT_REGIME = RegimeThresholds()
+# the compiled Theil-Sen slope (canonical.CORE_PATH); None on the pure path
+_compiled_theil_sen = None if compiled is None else compiled.theil_sen
 
 
 def _int_list(values: object, field: str, minimum: int) -> list[int]:
@@ -113,7 +115,19 @@ def theil_sen_slope(scales: Sequence[int], n_j: Sequence[int], profile: str = "v
     """The arithmetic of :func:`d_hat` alone, for inputs already checked -- by
     :func:`check_scales_counts` or by a stricter check such as the verifier's
     wire validation (which runs before it on every request): the true median
-    of the pairwise slopes; ``legacy-0.1`` takes the upper median."""
+    of the pairwise slopes; ``legacy-0.1`` takes the upper median.
+
+    The compiled core answers lists of plain ints (up to 16 scales) with the
+    same arithmetic; anything else, and every error, is the pure code's."""
+    if _compiled_theil_sen is not None and type(scales) is list and type(n_j) is list:
+        slope = _compiled_theil_sen(scales, n_j, profile == "legacy-0.1")
+        if slope is not None:
+            return slope
+    return pure_theil_sen_slope(scales, n_j, profile)
+
+
+def pure_theil_sen_slope(scales: Sequence[int], n_j: Sequence[int], profile: str = "v1") -> float:
+    """:func:`theil_sen_slope` in pure Python (the reference)."""
     slopes = pairwise_slopes(scales, n_j)
     middle = len(slopes) // 2
     if profile == "legacy-0.1" or len(slopes) % 2:

@@ -32,6 +32,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..core.canonical import compiled
 from ..core.pcs import HEX64_RE, SHARD_ID_RE, pcs_id_of_checked
 
 SCHEMA_NAME = "fractal-lba-kakeya"
@@ -87,10 +88,27 @@ def _no_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
 
 
+# The compiled accept paths (flk.impl.core._fastcore; canonical.CORE_PATH says
+# which path is active): they answer only the common case and hand anything
+# else to the pure functions below, which stay the reference and write every
+# error (tests/verifier/test_fastpath_differential.py proves both agree).
+_compiled_parse = None if compiled is None else compiled.parse_json
+_compiled_check = None if compiled is None else compiled.pcs_check
+
+
 def parse_strict(body: bytes) -> Any:
     """RFC 8259 JSON in UTF-8 with no duplicate keys and no NaN/Infinity.
 
     Raises ``ValueError`` with a short message (never the body)."""
+    if _compiled_parse is not None:
+        parsed = _compiled_parse(body)  # (value,), or None: the reference decides
+        if parsed is not None:
+            return parsed[0]
+    return pure_parse_strict(body)
+
+
+def pure_parse_strict(body: bytes) -> Any:
+    """:func:`parse_strict` in pure Python (the reference)."""
     try:
         text = bytes(body).decode("utf-8")
     except UnicodeDecodeError:
@@ -206,8 +224,14 @@ def _fast_optionals_valid(doc: dict) -> bool:
         elif name == "sig_alg":
             if value not in SIGNATURE_ALGORITHMS or (value == "ed25519" and doc["version"] == "0.1"):
                 return False
+        elif name == "seed":
+            if not (type(value) is int and 0 <= value <= U64_MAX):
+                return False
+        elif name == "ft":
+            if type(value) is not dict:
+                return False
         else:
-            return False  # the rarer optional fields: full validator
+            return False  # the rarer optional fields (vrf_proof, meta): full validator
     return True
 
 
@@ -229,6 +253,17 @@ def _fast_valid(doc: Any) -> bool:
 def validate_pcs(doc: Any) -> FieldErrors:
     """Every wire-format error of ``doc`` as ``(field, message)``, in a fixed order
     (required fields, optional fields, unknown fields, then INV-PCSID). Empty if valid."""
+    if _compiled_check is not None:
+        verdict = _compiled_check(doc)  # 1 valid, 2 valid but for INV-PCSID, 0 the reference decides
+        if verdict == 1:
+            return []
+        if verdict == 2:
+            return [("pcs_id", PCS_ID_MISMATCH)]
+    return pure_validate_pcs(doc)
+
+
+def pure_validate_pcs(doc: Any) -> FieldErrors:
+    """:func:`validate_pcs` in pure Python (the reference)."""
     if _fast_valid(doc):
         if pcs_id_of_checked(doc["merkle_root"], doc["epoch"], doc["shard_id"]) == doc["pcs_id"]:
             return []

@@ -1,0 +1,375 @@
+"""The compiled verify core answers exactly what the pure reference answers (issue 18).
+
+``flk.impl.core._fastcore`` takes the accept path of the hot loop -- strict JSON
+parsing (``wire.parse_strict``), wire validation with INV-PCSID
+(``wire.validate_pcs``), the Theil-Sen slope and ``round9`` -- and hands
+everything else to the readable pure-Python code, which stays the oracle. These
+differential tests run the same inputs through both paths and compare:
+
+* parsing: arbitrary bytes, arbitrary JSON values in every spelling
+  (whitespace, escapes, duplicate keys, NaN, huge and tiny numbers, deep
+  nesting, invalid UTF-8) -> the same value (type, bits and key order) or the
+  same error message;
+* validation: a realistic PCS with any field set to any JSON value, missing or
+  unknown -> the same error list;
+* signals: arbitrary scales/counts/floats -> the same bits or the same error;
+* the whole pipeline: arbitrary bodies, headers and tenants through
+  ``Verifier.handle`` -> the same status, headers, body bytes and emitted events.
+
+They also check that the compiled path is really taken for realistic and
+minimal PCS (the tests would otherwise be vacuous). Every test is derandomized
+so CI runs are repeatable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import struct
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from flk.impl.agent import factory
+from flk.impl.core import canonical, signals, signing
+from flk.impl.core.errors import InvalidInput
+from flk.impl.dedup import open_store
+from flk.impl.testing.memwal import MemoryWal
+from flk.impl.verifier import wire
+from flk.impl.verifier.pipeline import Request, Verifier, run_sync
+
+from .pcsgen import ED_SEED_C, HMAC_A, HMAC_B, make_pcs, registry
+
+COMPILED = canonical.compiled
+needs_compiled = pytest.mark.skipif(COMPILED is None, reason="compiled core not active (FLK_PURE=1 or not built)")
+DIFF = settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+
+
+@contextlib.contextmanager
+def pure_core():
+    """Route every compiled entry point of the verify core to the pure reference."""
+    saved = [
+        (canonical, "_compiled_canonical_v1", None), (canonical, "_compiled_round9", None),
+        (signals, "_compiled_theil_sen", None), (wire, "_compiled_parse", None), (wire, "_compiled_check", None),
+        (signing, "compiled", None), (signing, "_hmac_b64", signing.pure_hmac_b64),
+        (signing, "_hmac_any", signing.pure_hmac_any),
+    ]
+    saved = [(module, name, getattr(module, name), pure) for module, name, pure in saved]
+    for module, name, _, pure in saved:
+        setattr(module, name, pure)
+    try:
+        yield
+    finally:
+        for module, name, value, _ in saved:
+            setattr(module, name, value)
+
+
+def typed(value):
+    """A value with its exact type, float bits and key order (so 1 != 1.0 != True, 0.0 != -0.0)."""
+    if isinstance(value, dict):
+        return ("dict", [(typed(k), typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("list", [typed(v) for v in value])
+    if isinstance(value, float):
+        return ("float", struct.pack("<d", value))
+    return (type(value).__name__, value)
+
+
+def outcome(fn, *args):
+    try:
+        return ("ok", typed(fn(*args)))
+    except InvalidInput as exc:
+        return ("invalid", exc.field, str(exc))
+    except Exception as exc:  # noqa: BLE001 - the type and message must match too
+        return ("raised", type(exc).__name__, str(exc))
+
+
+def both(fn, *args):
+    fast = outcome(fn, *args)
+    with pure_core():
+        slow = outcome(fn, *args)
+    return fast, slow
+
+
+# ------------------------------------------------------------ inputs
+
+NUMBERS = st.one_of(
+    st.integers(), st.integers(-(2**70), 2**70), st.integers(-(10**400), 10**400),
+    st.floats(), st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, -0.0, 5e-324, 1.7976931348623157e308, 2.0**53, 2.0**53 + 2, 1e22, 1e23, 0.1, 0.857365188]),
+)
+TEXT = st.one_of(st.text(max_size=6), st.text(st.characters(exclude_categories=()), max_size=4),
+                 st.sampled_from(["pcs_id", "sig", "\\", '"', "\x00", "é", "😀", "\ud800", "1", "N_j"]))
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | NUMBERS | TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=8,
+)
+NUMBER_TOKENS = st.from_regex(r"-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,25})?([eE][-+]?[0-9]{1,4})?", fullmatch=True)
+JUNK_TOKENS = st.from_regex(r"[-+0-9.eE]{1,12}", fullmatch=True)
+
+
+@st.composite
+def spelled(draw, values=JSON_VALUES):
+    """``value`` written as JSON bytes in one of many legal or illegal spellings."""
+    value = draw(values)
+    indent = draw(st.sampled_from([None, None, 0, 2]))
+    seps = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,", " :\t")]))
+    text = json.dumps(value, ensure_ascii=draw(st.booleans()), indent=indent, separators=seps)
+    pad = draw(st.sampled_from(["", " ", "\n\t\r ", "\u00a0", "\ufeff"]))
+    text = pad + text + draw(st.sampled_from(["", " ", "\n", " x", ",", "\x00"]))
+    return text.encode("utf-8", "surrogatepass")
+
+
+def realistic_pcs(i: int = 0, seed: int = 2**63 + 11) -> dict:
+    """A PCS as ``flk agent build`` and the submit client send it: seed, sig_alg, nine-digit
+    floats, attempt and sent_at (and ``ft``/``meta`` in some)."""
+    doc = make_pcs(seed=i + 1, epoch=i, coh=0.731234567, r=0.318421053, v_star=[0.123456789, -0.992345678])
+    doc["seed"] = seed  # the coh-star seed (make_pcs's ``seed`` names the merkle root)
+    doc["sig_alg"] = "hmac"
+    doc = factory.sign(doc, HMAC_A)
+    doc["attempt"] = 1 + i % 3
+    doc["sent_at"] = "2027-01-15T08:00:00.125Z"
+    if i % 2:
+        doc["ft"] = {"attempt": 1, "path": ["a", 1.5]}
+    if i % 3 == 2:
+        doc["meta"] = {"source": "sensor-7"}
+    return doc
+
+
+def compact(doc) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def mutated_pcs(draw):
+    """A realistic signed PCS with some fields replaced by any JSON value, dropped or added."""
+    doc = realistic_pcs(draw(st.integers(0, 5)))
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from([*wire.REQUIRED, *wire.OPTIONAL, "extra", "pcs_id "]))
+        action = draw(st.integers(0, 3))
+        if action == 0:
+            doc.pop(name, None)
+        else:
+            doc[name] = draw(JSON_VALUES if action == 1 else st.sampled_from(NEAR_VALUES.get(name, [None])))
+    return doc
+
+
+NEAR_VALUES = {  # values one step from valid, per field
+    "epoch": [0, 2**53 - 1, 2**53, -1, 1.0, True],
+    "seed": [0, 2**64 - 1, 2**64, -1, 1.0, "1"],
+    "attempt": [0, -1, 2**70, 1.5, False],
+    "sent_at": ["x" * 64, "x" * 65, 0, -0.0, -1, 1e308, True],
+    "sig_alg": ["hmac", "ed25519", "HMAC", None],
+    "scales": [[2, 4], [2, 2], [4, 2], [1, 2], [2, 2**31], [2, 2**31 + 1], [2.0, 4.0], list(range(2, 66))],
+    "N_j": [{"2": 1, "4": 1}, {"2": 0, "4": 1}, {"02": 1, "4": 1}, {"2": 2**70, "4": 1}, {"2": 1.0, "4": 1}],
+    "v_star": [[1, -1], [1.0000001], [0], [], [0.5] * 9, [True], [2**70]],
+    "coh_star": [0, 1, 2**63, 2**1100, 1e308, -0.0, True, "0.5"],
+    "shard_id": ["a" * 128, "a" * 129, "", "a|b", "é", "a\n"],
+    "pcs_id": ["0" * 64, "A" * 64, "0" * 63],
+    "sig": ["A" * 43 + "=", "A" * 42 + "B=", "A" * 86 + "==", "A" * 85 + "B==", ""],
+    "version": ["1", "0.1", 1, "2"],
+    "ft": [{}, [], None],
+    "meta": [{}, {"a": 1}, {"a": "b"}, "x"],
+    "vrf_proof": ["", 1],
+}
+
+
+# ------------------------------------------------------------ the compiled path is taken
+
+@needs_compiled
+@pytest.mark.parametrize("doc", [realistic_pcs(0), realistic_pcs(1), realistic_pcs(2),
+                                 factory.sign(make_pcs(), HMAC_A)], ids=["realistic", "ft", "meta", "minimal"])
+def test_the_compiled_path_takes_realistic_and_minimal_pcs(doc):
+    for body in (compact(doc), json.dumps(doc).encode(), json.dumps(doc, indent=2).encode()):
+        parsed = COMPILED.parse_json(body)
+        assert parsed is not None and typed(parsed[0]) == typed(json.loads(body))
+        assert COMPILED.pcs_check(parsed[0]) == 1
+    assert COMPILED.theil_sen(doc["scales"], [doc["N_j"][str(s)] for s in doc["scales"]], False) is not None
+
+
+# ------------------------------------------------------------ parsing
+
+@needs_compiled
+@DIFF
+@given(body=st.one_of(spelled(), st.binary(max_size=40), NUMBER_TOKENS.map(str.encode),
+                      JUNK_TOKENS.map(str.encode), st.builds(compact, mutated_pcs())))
+@example(b'{"a":1,"a":1}')
+@example(b'{"a":{"b":1,"b":2}}')
+@example(b"[NaN]")
+@example(b"-Infinity")
+@example(b"1e400")
+@example(b"-1e-400")
+@example(b"[" * 70 + b"]" * 70)
+@example(b'"\xed\xa0\x80"')  # a UTF-8-encoded surrogate
+@example(b'"\xc0\xaf"')  # overlong
+@example(b"0" * 400)
+@example(b"1" * 4400)
+@example(b"9007199254740993")
+@example(b"9007199254740993.0")
+@example(b"123456789012345678901234567890e-20")
+@example(b"01")
+@example(b"1.")
+@example(b".5")
+@example(b"1e")
+@example(b"-")
+@example(b" {} ")
+@example(b'{"a":1,}')
+@example(b"[1,]")
+@example(b"\xef\xbb\xbf{}")
+def test_parse_strict_is_the_same_on_both_paths(body):
+    fast, slow = both(wire.parse_strict, body)
+    assert fast == slow
+
+
+@needs_compiled
+@DIFF
+@given(token=NUMBER_TOKENS)
+def test_number_tokens_parse_to_the_same_bits(token):
+    fast, slow = both(wire.parse_strict, token.encode())
+    assert fast == slow
+    if fast[0] == "ok" and "." not in token and "e" not in token.lower():
+        assert fast[1] == typed(int(token))
+    elif fast[0] == "ok":
+        assert fast[1] == typed(float(token))
+
+
+@needs_compiled
+def test_parse_strict_takes_only_exact_bytes_on_the_compiled_path():
+    for body in (bytearray(b"{}"), memoryview(b"[1]")):
+        assert COMPILED.parse_json(body) is None
+        assert outcome(wire.parse_strict, body) == both(wire.parse_strict, body)[1]
+
+
+# ------------------------------------------------------------ validation
+
+@needs_compiled
+@DIFF
+@given(doc=st.one_of(mutated_pcs(), JSON_VALUES))
+def test_validate_pcs_is_the_same_on_both_paths(doc):
+    fast, slow = both(wire.validate_pcs, doc)
+    assert fast == slow
+
+
+@needs_compiled
+@DIFF
+@given(doc=mutated_pcs())
+def test_the_compiled_validator_never_accepts_what_the_reference_rejects(doc):
+    verdict = COMPILED.pcs_check(doc)
+    with pure_core():
+        errors = wire.validate_pcs(doc)
+    if verdict == 1:
+        assert errors == []
+    elif verdict == 2:
+        assert errors == [("pcs_id", wire.PCS_ID_MISMATCH)]
+    else:
+        assert verdict == 0
+
+
+# ------------------------------------------------------------ signals
+
+@needs_compiled
+@DIFF
+@given(scales=st.lists(st.integers(-3, 2**31 + 2), min_size=0, max_size=18),
+       counts=st.lists(st.one_of(st.integers(-2, 2**60), st.sampled_from([2**53, 2**53 + 1, 0, True])), max_size=18),
+       legacy=st.booleans())
+@example(scales=[2, 4, 8, 16, 32], counts=[3, 5, 9, 17, 31], legacy=False)
+@example(scales=[2, 4, 4], counts=[1, 2, 3], legacy=False)
+@example(scales=[32, 16, 8, 4, 2], counts=[31, 17, 9, 5, 3], legacy=True)
+def test_theil_sen_slope_is_the_same_on_both_paths(scales, counts, legacy):
+    if len(counts) > len(scales):
+        counts = counts[: len(scales)]
+    profile = "legacy-0.1" if legacy else "v1"
+    fast, slow = both(signals.theil_sen_slope, scales, counts, profile)
+    assert fast == slow
+
+
+@needs_compiled
+@DIFF
+@given(scales=st.lists(st.integers(2, 2**31), min_size=2, max_size=16, unique=True).map(sorted), data=st.data())
+def test_theil_sen_slope_agrees_on_realistic_box_counts(scales, data):
+    counts = sorted(data.draw(st.lists(st.integers(1, 2**53), min_size=len(scales), max_size=len(scales))))
+    for profile in ("v1", "legacy-0.1"):
+        fast, slow = both(signals.theil_sen_slope, scales, counts, profile)
+        assert fast == slow and fast[0] == "ok"
+
+
+@needs_compiled
+@DIFF
+@given(x=st.one_of(NUMBERS, st.floats(-(2.0**54), 2.0**54), st.integers(-3, 3).map(lambda j: j / 2e9 + 0.5),
+                   st.sampled_from([None, "1", True, 2.0**53 - 0.5, -(2.0**53) + 1, 0.9999999995, -4.9e-10])))
+def test_round9_is_the_same_on_both_paths(x):
+    fast, slow = both(canonical.round9, x)
+    assert fast == slow
+
+
+# ------------------------------------------------------------ the whole pipeline
+
+def _run_all(requests, now=1_700_000_000.0):
+    """Responses and emitted events of ``requests`` (body, tenant) run one after another."""
+    events: list = []
+    verifier = Verifier(registry(), region="eu")
+    store, wal = open_store("memory"), MemoryWal()
+    out = []
+    for i, (body, tenant) in enumerate(requests):
+        resp = run_sync(verifier.handle(Request(body, tenant), now + i), wal, store, events.append)
+        out.append((resp.status, resp.headers, resp.body))
+    return out, [json.dumps(e, sort_keys=True, default=repr) for e in events]
+
+
+def _both_pipelines(requests):
+    fast = _run_all(requests)
+    with pure_core():
+        slow = _run_all(requests)
+    return fast, slow
+
+
+TENANTS = st.sampled_from(["ta", "ta", "tb", "tc", None, "nobody"])
+
+
+@st.composite
+def request_bodies(draw):
+    kind = draw(st.integers(0, 5))
+    if kind <= 2:
+        doc = draw(mutated_pcs()) if kind else realistic_pcs(draw(st.integers(0, 5)))
+        if draw(st.booleans()):  # re-signed after the mutation: reaches the later steps
+            with contextlib.suppress(Exception):
+                doc = factory.sign(doc, draw(st.sampled_from([HMAC_A, HMAC_B])))
+        return compact(doc) if draw(st.booleans()) else json.dumps(doc).encode()
+    if kind == 3:
+        doc = factory.sign(make_pcs(seed=draw(st.integers(0, 3))), ED_SEED_C, "ed25519")
+        return compact(doc)
+    if kind == 4:
+        return draw(spelled())
+    return draw(st.binary(max_size=60))
+
+
+@needs_compiled
+@DIFF
+@given(requests=st.lists(st.tuples(request_bodies(), TENANTS), min_size=1, max_size=4))
+def test_the_pipeline_answers_the_same_on_both_paths(requests):
+    fast, slow = _both_pipelines(requests)
+    assert fast == slow
+
+
+@needs_compiled
+def test_the_pipeline_answers_the_same_for_accepted_escalated_replayed_and_conflicting_pcs():
+    accepted = realistic_pcs(0)
+    escalated = factory.sign({**make_pcs(seed=9), "D_hat": 2.5}, HMAC_A)
+    conflict = factory.sign({**accepted, "coh_star": 0.5}, HMAC_A)
+    requests = [(compact(accepted), "ta"), (compact(accepted), "ta"), (compact(escalated), "ta"),
+                (compact(conflict), "ta"), (compact(accepted), "tb")]
+    fast, slow = _both_pipelines(requests)
+    assert fast == slow
+    assert [status for status, _, _ in fast[0]] == [200, 200, 202, 409, 401]
+
+
+def test_pure_core_switch_restores_the_compiled_entry_points():
+    before = (wire._compiled_parse, wire._compiled_check, signals._compiled_theil_sen, canonical._compiled_round9)
+    with pure_core():
+        assert wire._compiled_parse is None and canonical._compiled_round9 is None
+    assert (wire._compiled_parse, wire._compiled_check, signals._compiled_theil_sen,
+            canonical._compiled_round9) == before
+    assert math.isfinite(canonical.round9(0.5))
