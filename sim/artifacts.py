@@ -18,6 +18,13 @@ STAMPED_LIBRARIES = ("simpy", "numpy", "scipy", "networkx")
 
 
 @functools.lru_cache(maxsize=1)
+def code_version() -> dict:
+    """Package version, git commit of the source checkout and whether its tracked files had
+    uncommitted changes (both null outside a checkout), Python and key library versions. The
+    one place that asks git (the HTML report shows the same fields)."""
+    return _code_version()
+
+
 def _code_version() -> dict:
     import importlib.metadata
     import platform
@@ -49,7 +56,7 @@ def stamp(seed: int, overrides: list[str], scenario_source: str, plant: str | No
     """The reproducibility stamp of ``results.json``: code version (package, git commit of the
     source checkout or null, and whether its tracked files had uncommitted changes), Python and
     key library versions, the exact seed and overrides (and a planted bug's name, if any)."""
-    out = {**_code_version(), "seed": seed, "overrides": list(overrides), "scenario_source": scenario_source}
+    out = {**code_version(), "seed": seed, "overrides": list(overrides), "scenario_source": scenario_source}
     if plant:
         out["plant"] = plant
     return out

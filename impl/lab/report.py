@@ -18,9 +18,7 @@ import base64
 import datetime
 import html
 import json
-import platform
 import re
-import subprocess
 import tomllib
 from collections import defaultdict
 from pathlib import Path
@@ -131,24 +129,15 @@ def invariant_verdict(check: dict) -> str:
 
 
 def stamp() -> dict:
-    """Package version, git commit (when this is a git checkout), Python and the date."""
-    from importlib import metadata
+    """Package version, git commit (when this is a git checkout; flagged when tracked files had
+    uncommitted changes), Python and the date -- the code version of :func:`flk.sim.artifacts.code_version`."""
+    from flk.sim.artifacts import code_version
 
-    try:
-        version = metadata.version("flk-lab")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    info = {"flk-lab": version, "python": platform.python_version(),
+    code = code_version()
+    info = {"flk-lab": code["version"] or "unknown", "python": code["python"],
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
-                                capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return info
-    if commit.returncode == 0 and commit.stdout.strip():
-        info["git commit"] = commit.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    if code["git_commit"]:
+        info["git commit"] = code["git_commit"][:12] + (" (with uncommitted changes)" if code["git_dirty"] else "")
     return info
 
 

@@ -203,6 +203,18 @@ def test_flk_sim_report_writes_the_run_report(short_run, tmp_path):
     assert bad.returncode == 2 and "not a run directory" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_report_stamp_shows_the_code_version_runs_record():
+    """The page's version line comes from the same place as ``results.json``'s stamp."""
+    from flk.sim.artifacts import code_version
+
+    info, code = report.stamp(), code_version()
+    assert info["flk-lab"] == (code["version"] or "unknown") and info["python"] == code["python"]
+    assert ("git commit" in info) == bool(code["git_commit"])
+    if code["git_commit"]:
+        assert info["git commit"].startswith(code["git_commit"][:12])
+        assert ("uncommitted changes" in info["git commit"]) == bool(code["git_dirty"])
+
+
 @pytest.mark.parametrize(("check", "verdict"), [
     ({"ok": True, "checked": 0, "exercised": False}, "not exercised"),
     ({"ok": True, "checked": 5, "exercised": True}, "holds"),
