@@ -140,6 +140,11 @@ def test_the_written_case_fails_the_same_invariant_with_the_bug_and_passes_witho
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr  # once fixed, a valid regression case
 
 
+def test_replay_plants_the_recorded_bug_again(workdir, planted_run):
+    p = _cli("sim", "replay", str(planted_run), cwd=workdir)
+    assert p.returncode == 1 and "reproduced exactly" in p.stdout, p.stdout + p.stderr  # same failing history
+
+
 def test_shrink_cli_rejects_bad_input_with_exit_2(workdir, planted_run):
     bad = _cli("sim", "shrink", "nowhere", cwd=workdir)
     assert bad.returncode == 2 and "not a run directory" in bad.stderr and "Traceback" not in bad.stderr
