@@ -2,8 +2,9 @@
 loss, duplication, reordering and a bandwidth limit; partitions (symmetric or
 asymmetric, between any node sets) cut the graph's edge boundary.
 
-Messages are delivered into the destination node's mailbox (a SimPy store)
-after the sampled delay. Every drop is recorded in the history with its reason
+A message is one SimPy timeout whose callback hands it to the destination's
+handler after the sampled delay (no process, no store per message); a node
+registered without a handler gets a mailbox (a SimPy store) instead. Every drop is recorded in the history with its reason
 so "sometimes" checks can prove a partition really cut traffic.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import networkx as nx
 import simpy
@@ -37,6 +39,19 @@ class Message:
     payload: object
     size: int = 256
     msg_id: int = 0
+
+
+class Inbox:
+    """A handler-served node's mailbox: ``put(msg)`` hands the message over at once."""
+
+    def __init__(self, env: simpy.Environment, handler: Callable[[Message], None]) -> None:
+        self.env, self.handler = env, handler
+
+    def put(self, msg: Message) -> simpy.Event:
+        self.handler(msg)
+        done = self.env.event()
+        done.succeed()
+        return done
 
 
 @dataclass
@@ -67,7 +82,9 @@ class Network:
     def __post_init__(self) -> None:
         if self.graph is None:
             self.graph = nx.Graph()
-        self.mailboxes: dict[str, simpy.Store] = {}
+        self.mailboxes: dict[str, simpy.Store | Inbox] = {}
+        self.handlers: dict[str, Callable[[Message], None]] = {}
+        self._routes: dict[tuple[str, str], tuple] = {}  # (src group, dst group) -> hops, specs, rng
         self.blocked: set[tuple[str, str]] = set()  # directed graph edges cut by partitions
         self.down: set[str] = set()
         self._state: dict[tuple[str, str], _LinkState] = {}
@@ -76,8 +93,12 @@ class Network:
         self.drops_by_reason: dict[str, int] = {}
 
     # -- topology -------------------------------------------------------
-    def register(self, node: str, group: str | None = None) -> simpy.Store:
-        box = simpy.Store(self.env)
+    def register(self, node: str, group: str | None = None,
+                 handler: Callable[[Message], None] | None = None) -> simpy.Store | Inbox:
+        """A node of ``group``: messages go to ``handler(msg)`` when given, else into a SimPy store."""
+        box = simpy.Store(self.env) if handler is None else Inbox(self.env, handler)
+        if handler is not None:
+            self.handlers[node] = handler
         self.mailboxes[node] = box
         self.groups[node] = group or node
         return box
@@ -141,7 +162,18 @@ class Network:
             self.blocked.discard(edge)
 
     def is_blocked(self, src: str, dst: str) -> bool:
+        if not self.blocked:
+            return False
         return any(hop in self.blocked for hop in self.hops(self.group(src), self.group(dst)))
+
+    def _route(self, gs: str, gd: str) -> tuple:
+        """Hops, their link specs (fixed by the topology) and the pair's random stream."""
+        route = self._routes.get((gs, gd))
+        if route is None:
+            hops = self.hops(gs, gd)
+            route = self._routes[(gs, gd)] = (hops, [self.link(*hop) for hop in hops],
+                                              self.rng_for(f"net/{gs}->{gd}"))
+        return route
 
     # -- sending --------------------------------------------------------
     def _drop(self, msg: Message, reason: str) -> None:
@@ -168,9 +200,7 @@ class Network:
             self._drop(msg, "partition")
             return
         gs, gd = self.group(src), self.group(dst)
-        hops = self.hops(gs, gd)
-        specs = [self.link(*hop) for hop in hops]
-        rng = self.rng_for(f"net/{gs}->{gd}")
+        hops, specs, rng = self._route(gs, gd)
         if any(spec.loss and rng.random() < spec.loss for spec in specs):
             self._drop(msg, "loss")
             return
@@ -179,18 +209,22 @@ class Network:
             self.history.record(self.env.now, "net.duplicate", src=src, dst=dst, kind=kind)
         self._state.setdefault((gs, gd), _LinkState()).sent += 1
         for _ in range(copies):
-            self.env.process(self._deliver(msg, self._delay(hops, specs, rng, size)))
+            self.env.timeout(self._delay(hops, specs, rng, size)).callbacks.append(partial(self._arrive, msg))
 
-    def _deliver(self, msg: Message, delay: float):
-        yield self.env.timeout(delay)
+    def _arrive(self, msg: Message, _event=None) -> None:
+        """The delay is over: drop (partition, node down, no such node) or hand over."""
         if self.is_blocked(msg.src, msg.dst):  # partition began while in flight
             self._drop(msg, "partition")
             return
         if msg.dst in self.down:
             self._drop(msg, "node_down")
             return
+        handler = self.handlers.get(msg.dst)
+        if handler is not None:
+            handler(msg)
+            return
         box = self.mailboxes.get(msg.dst)
         if box is None:
             self._drop(msg, "no_such_node")
             return
-        yield box.put(msg)
+        box.put(msg)

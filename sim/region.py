@@ -69,7 +69,7 @@ class Region:
         self.topology = StoreTopology(self.cfg)
         self.store = OutageStore(self.topology.store)  # available=False: the whole store is unreachable
         self.store_extra_ms = 0.0  # latency injection
-        self.mailbox = world.net.register(self.id, group=self.id)
+        self.mailbox = world.net.register(self.id, group=self.id, handler=self.on_message)
         self.incarnation = 0
         self.up = True
         self.restarting = False
@@ -193,15 +193,14 @@ class Region:
                 release.waiter.fail(release.error)
 
     # -- request handling -----------------------------------------------------
-    def serve(self):
-        while True:
-            msg = yield self.mailbox.get()
-            if not self.up:
-                continue
-            if self.paused:
-                self.paused_queue.append(msg)
-                continue
-            self.env.process(self.handle(msg))
+    def on_message(self, msg) -> None:
+        """A request arrived: dropped while down, queued while paused, else handled."""
+        if not self.up:
+            return
+        if self.paused:
+            self.paused_queue.append(msg)
+            return
+        self.env.process(self.handle(msg))
 
     def resume(self) -> None:
         self.paused = False

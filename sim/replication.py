@@ -21,6 +21,7 @@ store, so a partition also cuts what the regions know of each other's state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from flk.impl.core.backoff import Backoff
 from flk.impl.replication.crr import (
@@ -33,7 +34,7 @@ from flk.impl.replication.crr import (
 )
 from flk.impl.replication.divergence import PREFIX as SUMMARY_PREFIX
 from flk.impl.replication.divergence import Alert, DivergenceDetector
-from flk.impl.replication.reconcile import MemoryAuthoritativeStore, Reconciler
+from flk.impl.replication.reconcile import PENDING, AuthRecord, Reconciler
 from flk.impl.storage.objectstore import (
     ObjectNotFound,
     ObjectStoreUnavailable,
@@ -72,7 +73,7 @@ class Bucket:
         self.node = objstore_node(region_id)
         self.objects: dict[str, tuple[bytes, dict[str, str], float]] = {}
         self.pending: dict[str, PendingCopy] = {}  # manifest key -> copy not yet everywhere
-        self.mailbox = fabric.world.net.register(self.node)
+        self.mailbox = fabric.world.net.register(self.node, handler=partial(fabric.receive, self))
 
     def oldest_unreplicated(self, anywhere: bool) -> float | None:
         """Oldest record time in a copy that has not reached every (``anywhere``: any) other region."""
@@ -133,7 +134,6 @@ class ObjectFabric:
 
     def run(self, bucket: Bucket):
         """Send due copies (first when the upload is visible, then with backoff) and receive copies."""
-        self.world.env.process(self._receive(bucket))
         while True:
             now = self._now()
             for key, copy in list(bucket.pending.items()):
@@ -151,28 +151,27 @@ class ObjectFabric:
         copy.attempts += 1
         copy.next_send = now + min(self.retry_cap_s, self.retry_s * 2 ** (copy.attempts - 1))
 
-    def _receive(self, bucket: Bucket):
-        while True:
-            msg = yield bucket.mailbox.get()
-            if not self.available:
-                continue  # lost: the sender resends until it lands
-            body = msg.payload
-            for key, data, meta in body["objects"]:
-                bucket.objects.setdefault(key, (data, meta, self._now()))
-            source = self.buckets[body["src"]]
-            copy = source.pending.get(body["key"])
-            if copy is None or bucket.region_id not in copy.waiting:
-                continue
-            copy.waiting.discard(bucket.region_id)
-            copy.delivered_anywhere = True
-            if copy.kind == SUMMARY:
-                if not copy.waiting:
-                    del source.pending[body["key"]]
-                continue
-            self.world.history.record(self._now(), "crr.copied", src=body["src"], dst=bucket.region_id,
-                                      records=body["records"], age_s=round(self._now() - body["oldest"], 6))
+    def receive(self, bucket: Bucket, msg) -> None:
+        """A copy (or summary) reached ``bucket``'s store."""
+        if not self.available:
+            return  # lost: the sender resends until it lands
+        body = msg.payload
+        for key, data, meta in body["objects"]:
+            bucket.objects.setdefault(key, (data, meta, self._now()))
+        source = self.buckets[body["src"]]
+        copy = source.pending.get(body["key"])
+        if copy is None or bucket.region_id not in copy.waiting:
+            return
+        copy.waiting.discard(bucket.region_id)
+        copy.delivered_anywhere = True
+        if copy.kind == SUMMARY:
             if not copy.waiting:
                 del source.pending[body["key"]]
+            return
+        self.world.history.record(self._now(), "crr.copied", src=body["src"], dst=bucket.region_id,
+                                  records=body["records"], age_s=round(self._now() - body["oldest"], 6))
+        if not copy.waiting:
+            del source.pending[body["key"]]
 
     def repair(self, keys: dict[str, bytes]) -> None:
         """An operator re-uploads good bytes for ``keys`` everywhere they were copied."""
@@ -272,6 +271,54 @@ class RegionObjectView:
         self.bucket.forget(key)
 
 
+class CompactAuthoritativeStore:
+    """The reconciler's in-memory authoritative store (the contract of
+    :class:`flk.impl.replication.reconcile.MemoryAuthoritativeStore`), holding the
+    common record -- one outcome seen, no conflict state -- as ``(outcome, changed_at)``
+    and rebuilding the equal :class:`AuthRecord` on read: a million-key run keeps
+    three of these, one per region."""
+
+    def __init__(self) -> None:
+        self._d: dict[tuple[str, str], AuthRecord | tuple] = {}
+
+    def get(self, tenant: str, pcs_id: str) -> AuthRecord | None:
+        v = self._d.get((tenant, pcs_id))
+        if v is None or isinstance(v, AuthRecord):
+            return v
+        o, changed_at = v
+        return AuthRecord(o, ((o.payload_digest, int(o.status)),), None, changed_at)
+
+    def put(self, tenant: str, pcs_id: str, rec: AuthRecord) -> None:
+        a = rec.authoritative
+        plain = rec.state is None and rec.decided_by is None and rec.seen == ((a.payload_digest, int(a.status)),)
+        self._d[(tenant, pcs_id)] = (a, rec.changed_at) if plain else rec
+
+    def items(self):
+        for t, p in sorted(self._d):
+            yield t, p, self.get(t, p)
+
+    def count(self) -> int:
+        return len(self._d)
+
+
+class SharingStore:
+    """The region's dedup store as the replay applier sees it: a write of an outcome equal
+    to the one its origin region stored stores that same object (:meth:`World.shared_outcome`)."""
+
+    def __init__(self, store, world) -> None:
+        self.store, self.world = store, world
+
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        return self.store.put_if_absent(tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome), now, ttl_s)
+
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        share = self.world.shared_outcome
+        return self.store.put_many_if_absent([(t, p, share(t, p, o)) for t, p, o in items], now, ttl_s)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
 SEVERITIES = ("ok", "warning", "critical")
 
 
@@ -290,8 +337,9 @@ class RegionReplication:
         cfg = world.scenario.data["replication"]
         self.cfg = cfg
         self.view = RegionObjectView(fabric, region)
-        self.auth = MemoryAuthoritativeStore()  # kept beside the local store; survives like the store
+        self.auth = CompactAuthoritativeStore()  # kept beside the local store; survives like the store
         self.reconciler = Reconciler(region.id, store=self.auth, mode=cfg["mode"])
+        self.conflict_keys: set[tuple[str, str]] = set()  # keys whose record is a conflict (stays one)
         self.ship_stopped = False
         self.next_divergence = self.publish_at = 0.0
         self.compare_at: float | None = None
@@ -305,14 +353,21 @@ class RegionReplication:
                                interval_s=float(cfg["ship_interval_s"]), backoff=backoff, rng=rng)
         self.shipper.paused = self.ship_stopped
         topo = Topology.full_mesh(self.world.region_ids, r.id, include_self=True)
-        applier = ReplayApplier(r.verifier, r.store, observer=self._observe, home_outcome=self._home_outcome)
+        applier = ReplayApplier(r.verifier, SharingStore(r.store, self.world), observer=self._observe,
+                                home_outcome=self._home_outcome)
         self.reader = Reader(self.view, topo, applier, "/crr/read.json", fs=r.fs,
                              interval_s=float(cfg["read_interval_s"]), backoff=backoff, rng=rng,
                              on_reject=self._rejected)
         self.detector = DivergenceDetector(r.id, self.region.store.inner, self.view, self.world.region_ids,
                                            n=int(cfg["divergence_sample"]),
                                            interval_s=float(cfg["divergence_interval_s"]),
-                                           open_conflicts=lambda: self.reconciler.metrics()["open_conflicts"])
+                                           open_conflicts=self.open_conflicts)
+
+    def open_conflicts(self) -> int:
+        """``reconciler.metrics()["open_conflicts"]`` without a sorted pass over every key:
+        a record turns into a conflict only through :meth:`_observe` and stays one (its
+        seen digests only grow), so the conflicts are ``conflict_keys``."""
+        return sum(1 for t, p in self.conflict_keys if self.auth.get(t, p).state == PENDING)
 
     def _check_divergence(self, now: float) -> float:
         """Publish this region's summary at the start of a period; half a period later
@@ -341,9 +396,10 @@ class RegionReplication:
         return region.store.inner.get(tenant, pcs_id, SIM_EPOCH + self.region.env.now)
 
     def _observe(self, tenant, pcs_id, outcome, now) -> None:
-        rec = self.reconciler.observe(tenant, pcs_id, outcome, now)
+        rec = self.reconciler.observe(tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome), now)
         if rec.conflict:
             self.world.conflicts_seen.add((tenant, pcs_id))
+            self.conflict_keys.add((tenant, pcs_id))
 
     def _rejected(self, exc) -> None:
         self.world.history.record(self.region.env.now, "crr.reject", region=self.region.id,

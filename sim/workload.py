@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -64,9 +65,14 @@ class PcsFactory:
     templates: list[dict]
     base_key: bytes
     key_generation: dict[str, int] = field(default_factory=dict)
+    _keys: dict[tuple[str, int], bytes] = field(default_factory=dict, repr=False)  # derived keys, by generation
 
     def key_for(self, tenant: str) -> bytes:
-        return tenant_key(self.base_key, tenant, self.key_generation.get(tenant, 0))
+        gen = self.key_generation.get(tenant, 0)
+        key = self._keys.get((tenant, gen))
+        if key is None:
+            key = self._keys[(tenant, gen)] = tenant_key(self.base_key, tenant, gen)
+        return key
 
     def new(self, rng, tenant: str, shard_id: str, epoch: int) -> dict:
         template = self.templates[rng.randrange(len(self.templates))]
@@ -86,6 +92,12 @@ class PcsFactory:
     @staticmethod
     def bad_sig(pcs: dict) -> dict:
         return factory.bad_signature(pcs)
+
+
+def _expire(ev, _timer) -> None:
+    """An attempt's timeout: wakes its waiter with None unless the answer came first."""
+    if not ev.triggered:
+        ev.succeed(None)
 
 
 def payload_digest(pcs: dict) -> str:
@@ -108,7 +120,7 @@ class Agent:
         self.urls = [home] + [r for r in regions if r != home]
         self.policy = RetryPolicy(base=w["backoff_base_ms"] / 1000.0, cap=w["backoff_cap_ms"] / 1000.0,
                                   max_attempts=int(w["max_attempts"]), max_retry_after=30.0)
-        self.mailbox = world.net.register(self.id, group="clients")
+        self.mailbox = world.net.register(self.id, group="clients", handler=self.on_message)
         self.sent: list[dict] = []
         self.sent_at: list[float] = []  # simulated time each entry of ``sent`` was first sent
         self.pending: dict[tuple[int, int, int], object] = {}
@@ -160,13 +172,16 @@ class Agent:
 
     def run(self):
         env = self.world.env
-        env.process(self.receive())
         while True:
             rate = self.rate_at(env.now)
             yield env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0)
             if env.now >= self.world.duration:
                 return
             if rate > 0 and self.up:
+                cap = self.world.max_submissions
+                if cap is not None and self.world.submitted >= cap:
+                    return
+                self.world.submitted += 1
                 env.process(self.submit_one())
 
     def choose(self) -> tuple[str, dict]:
@@ -239,12 +254,12 @@ class Agent:
                 world.net.send(self.id, target, "submit",
                                {"req": req, "attempt": action.attempt, "inc": inc, "body": action.body,
                                 "tenant": self.tenant, "reply_to": self.id}, size=len(action.body))
-                got = yield ev | env.timeout(timeout)
+                env.timeout(timeout).callbacks.append(partial(_expire, ev))
+                msg = yield ev  # the answer, or None when the timeout came first
                 if inc != self.incarnation:
                     return  # the agent crashed meanwhile; its outbox resubmits after restart
                 self.pending.pop((req, action.attempt, inc), None)
-                if ev in got:
-                    msg = ev.value
+                if msg is not None:
                     world.history.record(env.now, "client.recv", req=req, attempt=action.attempt,
                                          status=msg["status"], replay=msg["replay"], body_sha=msg["body_sha"],
                                          region=target)
@@ -266,9 +281,8 @@ class Agent:
                     self.outbox.ack(seq)
                 return
 
-    def receive(self):
-        while True:
-            msg = yield self.mailbox.get()
-            ev = self.pending.get((msg.payload["req"], msg.payload["attempt"], msg.payload.get("inc", 0)))
-            if ev is not None and not ev.triggered:
-                ev.succeed(msg.payload)
+    def on_message(self, msg) -> None:
+        """An answer arrived: it wakes the attempt waiting for it (if still waiting)."""
+        ev = self.pending.get((msg.payload["req"], msg.payload["attempt"], msg.payload.get("inc", 0)))
+        if ev is not None and not ev.triggered:
+            ev.succeed(msg.payload)
