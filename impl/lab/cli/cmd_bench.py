@@ -27,6 +27,7 @@ def configure(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object of figures")
     p.add_argument("--repeat", type=int, default=5, help="runs to take the median of (default 5)")
     p.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
+    p.add_argument("--n", type=int, default=None, help="sim only: submissions to simulate (default 1,000,000)")
 
 
 def run(args) -> int:
@@ -35,7 +36,12 @@ def run(args) -> int:
     if args.repeat < 1:
         raise UsageError("--repeat must be >= 1")
     mod = importlib.import_module(f"flk.impl.lab.bench.{args.name}")
-    figures = mod.run(repeat=args.repeat, quick=args.quick)
+    extra = {}
+    if getattr(args, "n", None) is not None:
+        if args.name != "sim" or args.n < 1:
+            raise UsageError("--n takes a positive count and applies to the sim benchmark only")
+        extra["n"] = args.n
+    figures = mod.run(repeat=args.repeat, quick=args.quick, **extra)
     figures.setdefault("benchmark", args.name)
     figures.setdefault("cores", os.cpu_count())
     if args.json:
