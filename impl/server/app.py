@@ -181,7 +181,7 @@ class Server:
         self.smetrics = ServerMetrics(self.metrics.registry, self.worker)
         self.openapi = json.dumps(openapi_document()).encode()
         self.store = await loop.run_in_executor(self.executor, cfg.open_store, time.time())
-        self.batcher = StoreBatcher(self.store, self.executor, self.breaker, ttl_s=cfg.dedup_ttl_s,
+        self.batcher = StoreBatcher(self.store, self.breaker, ttl_s=cfg.dedup_ttl_s,
                                     inline=cfg.dedup_backend == "memory")
         wal_dir = cfg.worker_wal_dir(self.worker)
         self._wal_lock = lock_wal_dir(wal_dir)  # one process per inbox WAL, released when it dies
@@ -230,6 +230,8 @@ class Server:
         if self._wal_lock is not None:
             os.close(self._wal_lock)  # releases the flock
             self._wal_lock = None
+        if self.batcher is not None:
+            await loop.run_in_executor(None, self.batcher.close)  # its threads, before the store closes
         if self.store is not None:
             await loop.run_in_executor(self.executor, self.store.close)
         if self.executor is not None:
@@ -362,7 +364,7 @@ class Server:
         finally:
             lat = time.perf_counter() - t0
             self.limiter.release(time.monotonic(), lat, ok)
-        self.smetrics.latency.observe(lat)
+        self.metrics.tally.observe(self.smetrics.latency, lat)
         return out
 
     def refusal_response(self, request: Request, refusal: Refusal) -> Response:
@@ -395,7 +397,7 @@ class Server:
         child = self._counters.get((route, status))
         if child is None:
             child = self._counters[(route, status)] = self.smetrics.requests.labels(route=route, status=str(status))
-        child.inc()
+        self.metrics.tally.inc(child)
         # one line per request at debug; 5xx at warning. 4xx stay at debug so a flood of bad
         # requests cannot turn the log into an amplifier (they are counted in the metrics).
         level = "warning" if status >= 500 else "debug"

@@ -6,8 +6,13 @@ every connection; calling it once per request on a thread pool costs one
 transaction per request. Instead, dedup reads and writes that arrive while a
 batch is running are collected and sent as the *next* batch
 (``get_many`` / ``put_many_if_absent``: one transaction or pipeline), run on a
-worker thread. Under light load a batch has one item (no added latency); under
-heavy load batches grow and the per-request cost falls.
+thread. Under light load a batch has one item (no added latency); under heavy
+load batches grow and the per-request cost falls. Reads and writes each have
+their own long-lived thread: a batch goes there through a ``SimpleQueue`` and
+comes back with one ``call_soon_threadsafe`` -- a thread pool's futures
+(``run_in_executor``: a ``concurrent.futures.Future``, its condition variable,
+an asyncio future chained to it and a task per drain) cost more than the
+batch's own transaction. :meth:`StoreBatcher.close` stops the threads.
 
 Semantics are exactly the per-item calls in arrival order: the stores' batch
 forms guarantee that a later item sees an earlier item's write, so
@@ -24,9 +29,10 @@ and the first batch after ``open_s`` is the half-open probe.
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from typing import Any
 
 from ..dedup import StoredOutcome, StoreUnavailable
@@ -34,12 +40,17 @@ from ..verifier.admission import CircuitBreaker
 
 
 class _Queue:
+    """One kind of store call (gets or puts): at most one batch in flight, run on this
+    queue's own thread; what arrives meanwhile is the next batch."""
+
     def __init__(self, name: str, run: Callable[[list[Any], float], list[Any]], owner: StoreBatcher) -> None:
         self.name = name
         self.run = run
         self.owner = owner
         self.pending: list[tuple[Any, asyncio.Future]] = []
         self.busy = False
+        self._jobs: queue.SimpleQueue | None = None  # to the thread: (batch, now, loop) or None = stop
+        self._thread: threading.Thread | None = None
 
     def submit(self, item: Any) -> asyncio.Future:
         loop = asyncio.get_running_loop()
@@ -51,48 +62,82 @@ class _Queue:
                 fut.set_exception(exc)
             return fut
         self.pending.append((item, fut))
-        if not self.busy:
+        if not self.busy:  # the batch goes after this loop iteration: what else arrives in it joins
             self.busy = True
-            loop.create_task(self._drain())
+            loop.call_soon(self._next, loop)
         return fut
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self.pending:
-                batch = self.pending[: self.owner.max_batch]
-                del self.pending[: len(batch)]
-                items = [b[0] for b in batch]
-                now = self.owner.clock()
-                breaker, elapsed = self.owner.breaker, self.owner.monotonic
-                error: BaseException | None = None
-                results: list[Any] = []
-                if not breaker.allow(elapsed()):
-                    self.owner.breaker_rejected += len(items)
-                    error = StoreUnavailable(f"dedup store circuit open (retry in {breaker.retry_after(elapsed())} s)")
-                else:
-                    try:
-                        results = await loop.run_in_executor(self.owner.executor, self.run, items, now)
-                        if len(results) != len(items):
-                            raise StoreUnavailable("dedup store returned a short batch")
-                        breaker.on_success(elapsed())
-                    except StoreUnavailable as exc:
-                        breaker.on_failure(elapsed())
-                        error = exc
-                    except Exception as exc:  # noqa: BLE001 -- any store failure fails closed
-                        breaker.on_failure(elapsed())
-                        error = StoreUnavailable(f"dedup store failed: {type(exc).__name__}")
-                self.owner.batches += 1
-                self.owner.batched_items += len(items)
-                for i, (_, fut) in enumerate(batch):
-                    if fut.done():
-                        continue
-                    if error is not None:
-                        fut.set_exception(error)
-                    else:
-                        fut.set_result(results[i])
-        finally:
-            self.busy = False
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(Event loop.) Send the pending items as one batch, unless the breaker is open."""
+        owner = self.owner
+        while self.pending:
+            batch = self.pending[: owner.max_batch]
+            del self.pending[: len(batch)]
+            breaker, elapsed = owner.breaker, owner.monotonic
+            if breaker.allow(elapsed()):
+                self.busy = True
+                if self._thread is None:
+                    self._start()
+                self._jobs.put((batch, owner.clock(), loop))
+                return
+            owner.breaker_rejected += len(batch)
+            self._settle(batch, [], StoreUnavailable(
+                f"dedup store circuit open (retry in {breaker.retry_after(elapsed())} s)"))
+        self.busy = False
+
+    def _start(self) -> None:
+        self._jobs = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=f"dedup-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        """(This queue's thread.) Run batches; hand each result back to the event loop."""
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            batch, now, loop = job
+            error: BaseException | None = None
+            results: list[Any] = []
+            try:
+                results = self.run([b[0] for b in batch], now)
+                if len(results) != len(batch):
+                    raise StoreUnavailable("dedup store returned a short batch")
+            except StoreUnavailable as exc:
+                error = exc
+            except Exception as exc:  # noqa: BLE001 -- any store failure fails closed
+                error = StoreUnavailable(f"dedup store failed: {type(exc).__name__}")
+            try:
+                loop.call_soon_threadsafe(self._done, batch, results, error, loop)
+            except RuntimeError:  # the loop is closed: nobody waits for these answers
+                return
+
+    def _done(self, batch: list, results: list, error: BaseException | None, loop) -> None:
+        """(Event loop.) A batch came back: breaker bookkeeping, answers, the next batch."""
+        owner = self.owner
+        if error is None:
+            owner.breaker.on_success(owner.monotonic())
+        else:
+            owner.breaker.on_failure(owner.monotonic())
+        self._settle(batch, results, error)
+        self._next(loop)
+
+    def _settle(self, batch: list, results: list, error: BaseException | None) -> None:
+        self.owner.batches += 1
+        self.owner.batched_items += len(batch)
+        for i, (_, fut) in enumerate(batch):
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(results[i])
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
 
 
 class StoreBatcher:
@@ -101,7 +146,6 @@ class StoreBatcher:
     def __init__(
         self,
         store: Any,
-        executor: Executor,
         breaker: CircuitBreaker,
         clock: Callable[[], float] = time.time,
         max_batch: int = 256,
@@ -110,7 +154,6 @@ class StoreBatcher:
         inline: bool = False,
     ) -> None:
         self.store = store
-        self.executor = executor
         self.breaker = breaker
         self.clock = clock  # wall time: the store's TTLs
         self.monotonic = monotonic  # the breaker's time: a wall-clock step must not open or close it
@@ -134,3 +177,8 @@ class StoreBatcher:
 
     async def put(self, tenant: str, pcs_id: str, outcome: StoredOutcome) -> tuple[bool, StoredOutcome]:
         return await self._puts.submit((tenant, pcs_id, outcome))
+
+    def close(self) -> None:
+        """Stop the batch threads (after the in-flight batches; before the store closes)."""
+        self._gets.close()
+        self._puts.close()

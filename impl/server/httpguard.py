@@ -26,6 +26,14 @@ Every answer is problem+json from the catalog and closes the connection; the
 bytes already buffered stay bounded by the limit plus one read (at most 256
 KiB). The h11 fallback (when httptools is missing) gets only
 ``h11_max_incomplete_event_size`` (see :mod:`.supervisor`).
+
+One write per response: uvicorn writes the status line and headers to the
+socket when the application sends ``http.response.start`` and the body when it
+sends ``http.response.body`` -- two ``send`` system calls, and on loopback two
+wake-ups of the client, per answer. :class:`CoalescingWrites` holds the head
+until the first body write and sends both in one ``write`` (nothing else
+changes: a ``HEAD`` answer, which has no body write, is not held; a close sends
+what is held first).
 """
 
 from __future__ import annotations
@@ -62,6 +70,43 @@ def raw_problem(slug: str, detail: str) -> bytes:
     head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: {CONTENT_TYPE}\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
     return head.encode("ascii") + body
+
+
+class CoalescingWrites:
+    """A request cycle's transport that sends the response head together with the
+    first body write (one ``write`` per response instead of two)."""
+
+    __slots__ = ("_transport", "_cycle", "_held", "_armed")
+
+    def __init__(self, transport: Any, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._held: bytes | None = None
+        self._armed = True  # the first write after the response started is the head
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif self._armed and self._cycle.response_started:
+            self._armed = False
+            self._held = data
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._held is not None:
+            data, self._held = self._held, None
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _Refused(Exception):
@@ -136,6 +181,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope and self.scope.get("method") != "HEAD":
+            cycle.transport = CoalescingWrites(cycle.transport, cycle)  # its task has not run yet
         self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timeout)
 
     def on_message_complete(self) -> None:

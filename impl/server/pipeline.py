@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import MappingProxyType
 from typing import Any
 
 from ..core.errors import InvalidInput
 from ..dedup import StoreUnavailable
+from ..storage.wal import InboxRecord, WalError, encode_inbox_record
+from ..verifier.pipeline import DedupGet, DedupPut, Emit, Request, WalAppend, WalUnavailable
 from .config import DEFAULT_TENANT, ConfigError, ServerConfig
 
 
@@ -119,6 +122,9 @@ def build_verifier(cfg: ServerConfig, buckets=None):
     )
 
 
+_NO_HEADERS = MappingProxyType({})  # the submit route passes the tenant, not the headers
+
+
 class StoreRefusedRecord(Exception):
     """The dedup store answers pings but fails every write of one replayed record."""
 
@@ -131,14 +137,9 @@ class ServerPipeline:
 
     async def submit(self, body: bytes, tenant: str | None):
         """Run one request through the pipeline; returns the verifier's ``Response``."""
-        from ..verifier.pipeline import Request
-
-        return await self.drive(self.verifier.handle(Request(body, tenant, {}), time.time()))
+        return await self.drive(self.verifier.handle(Request(body, tenant, _NO_HEADERS), time.time()))
 
     async def drive(self, gen):
-        from ..storage.wal import InboxRecord, WalError, encode_inbox_record
-        from ..verifier.pipeline import DedupGet, DedupPut, Emit, WalAppend, WalUnavailable
-
         srv = self.server
         reply: Any = None
         exc: BaseException | None = None

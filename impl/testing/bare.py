@@ -1,10 +1,18 @@
-"""The benchmark's baseline: a bare Starlette handler that only parses the JSON.
+"""The benchmark's baseline: a bare handler that only reads the body and parses the JSON.
 
 Why this module exists: ``flk bench serve`` reports the real server's
-throughput *relative to* the cheapest Starlette app on the same stack
-(uvicorn + uvloop + httptools, same worker count, same load), so the ratio
-says what the verify pipeline, the WAL and the store cost -- independent of
-how loaded the shared machine is at that moment.
+throughput and CPU per request *relative to* the cheapest handler on the same
+stack -- uvicorn + uvloop + httptools with the server's own HTTP protocol class
+(:mod:`flk.impl.server.httpguard`, via :func:`flk.impl.server.supervisor.serve_app_factory`),
+the same worker count, the same load -- so the ratio says what the verify
+pipeline, the WAL, the store and the server's own plumbing cost, independent
+of how loaded the shared machine is at that moment.
+
+It is dispatched the way the server dispatches its submit route: ``POST
+/v1/pcs/submit`` as raw ASGI (the server's fast path skips Starlette's request
+and response objects too), every other path through a Starlette app (404/405).
+The handler reads the whole body, ``json.loads`` it and answers ``200
+{"ok":true}`` (``400 {"ok":false}`` for bad JSON) with a ``content-length``.
 
 Run: ``python -m flk.impl.testing.bare --port 0 --workers 1``; it prints one
 JSON line ``{"event": "listening", "port": N}`` on stderr when ready.
@@ -17,20 +25,38 @@ import json
 import sys
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+
+OK = b'{"ok":true}'
+BAD = b'{"ok":false}'
+_HEADERS = [(b"content-type", b"application/json")]
+
+fallback = Starlette(routes=[])  # 404 for every other path
 
 
-async def submit(request: Request) -> Response:
+async def submit(scope, receive, send) -> None:
+    chunks = []
+    more = True
+    while more:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return
+        chunks.append(msg.get("body", b""))
+        more = msg.get("more_body", False)
     try:
-        json.loads(await request.body())
+        json.loads(b"".join(chunks))
+        status, body = 200, OK
     except ValueError:
-        return Response(b'{"ok":false}', status_code=400, media_type="application/json")
-    return Response(b'{"ok":true}', status_code=200, media_type="application/json")
+        status, body = 400, BAD
+    await send({"type": "http.response.start", "status": status,
+                "headers": _HEADERS + [(b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
 
 
-app = Starlette(routes=[Route("/v1/pcs/submit", submit, methods=["POST"])])
+async def app(scope, receive, send) -> None:
+    if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/pcs/submit":
+        await submit(scope, receive, send)
+        return
+    await fallback(scope, receive, send)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     return serve_app_factory("flk.impl.testing.bare:make_app", (), sock, a.workers)
 
 
-def make_app(*_args) -> Starlette:
+def make_app(*_args):
     return app
 
 

@@ -8,10 +8,21 @@ tests, benchmarks and several pipelines in one process never share counters).
 Every counter carries a ``tenant`` label: the tenant id for resolved tenants,
 ``_unknown`` for requests whose ``X-Tenant-Id`` names no tenant (an attacker
 cannot grow label cardinality), ``_none`` before a tenant is known.
+
+Cost on the hot path: ``Counter.inc`` and ``Histogram.observe`` of
+prometheus_client take a lock and run several Python calls each (an observe
+of a 12-bucket histogram costs microseconds, several per request).
+:class:`Tally` keeps a request's counts and observations in plain numbers
+instead and folds them into the prometheus children whenever the registry is
+collected (a scrape, :meth:`Metrics.value`, ``generate_latest``): it is the
+registry's first collector, so every reader sees every count, and the
+exposition is the same text.
 """
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -32,10 +43,58 @@ _COUNTED = {
 }
 
 
+class Tally:
+    """Counts and histogram observations in plain numbers, folded into their
+    prometheus children when the registry is collected (register it first)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the loop thread counts; a replay thread may too
+        self._counts: dict = {}  # counter child -> pending increment
+        self._observed: dict = {}  # histogram child -> [pending bucket counts..., pending sum]
+
+    def inc(self, child, amount: float = 1.0) -> None:
+        with self._lock:
+            self._counts[child] = self._counts.get(child, 0.0) + amount
+
+    def observe(self, child, value: float) -> None:
+        bounds = getattr(child, "_upper_bounds", None)
+        if bounds is None:  # not a prometheus_client histogram child: no shortcut
+            child.observe(value)
+            return
+        with self._lock:
+            pending = self._observed.get(child)
+            if pending is None:
+                pending = self._observed[child] = [0] * len(bounds) + [0.0]
+            pending[bisect_left(bounds, value)] += 1  # the first bucket whose bound is >= value
+            pending[-1] += value
+
+    def fold(self) -> None:
+        """Add what is pending to the prometheus children."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            observed, self._observed = self._observed, {}
+        for child, amount in counts.items():
+            child.inc(amount)
+        for child, pending in observed.items():
+            child._sum.inc(pending[-1])
+            for bucket, n in zip(child._buckets, pending[:-1], strict=True):
+                if n:
+                    bucket.inc(n)
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> list:  # the registry's first collector: fold before the others are read
+        self.fold()
+        return []
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.tally = Tally()
+        r.register(self.tally)
         lab = ["tenant"]
         self.ingest = Counter("flk_ingest", "PCS submissions appended to the inbox WAL", lab, registry=r)
         self.dedup_hits = Counter("flk_dedup_hits", "Duplicate submissions answered from the dedup store", lab, registry=r)
@@ -52,6 +111,9 @@ class Metrics:
             "flk_verify_latency_seconds", "Pipeline latency per request (driver-measured)", lab,
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        # labelled children by (counter, tenant, status): ``labels()`` takes a lock and builds
+        # a key per call, which is most of a counter's cost; tenant labels are bounded (see above)
+        self._children: dict[tuple, object] = {}
 
     def __call__(self, event: Mapping) -> None:
         """The Emit sink: count one pipeline event."""
@@ -60,14 +122,21 @@ class Metrics:
         if attr is None:
             return
         tenant = event.get("tenant_label") or "_none"
-        metric = getattr(self, attr)
-        if attr == "rejected":
-            metric.labels(tenant=tenant, status=str(event.get("status", 0))).inc()
-        else:
-            metric.labels(tenant=tenant).inc()
+        status = event.get("status", 0) if attr == "rejected" else None
+        key = (attr, tenant, status)
+        child = self._children.get(key)
+        if child is None:  # first event of this kind and tenant: look the labelled child up once
+            metric = getattr(self, attr)
+            child = metric.labels(tenant=tenant, status=str(status)) if status is not None else metric.labels(tenant=tenant)
+            self._children[key] = child
+        self.tally.inc(child)
 
     def observe_latency(self, tenant_label: str, seconds: float) -> None:
-        self.latency.labels(tenant=tenant_label or "_none").observe(seconds)
+        tenant = tenant_label or "_none"
+        child = self._children.get(("latency", tenant, None))
+        if child is None:
+            child = self._children[("latency", tenant, None)] = self.latency.labels(tenant=tenant)
+        self.tally.observe(child, seconds)
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0.0 if absent), e.g. ``value("flk_accepted_total", tenant="t1")``."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,17 +24,19 @@ ops = st.lists(st.tuples(st.sampled_from(["get", "put"]), st.integers(0, len(KEY
 
 
 async def _run(store, plan, max_batch: int, inline: bool = False):
-    with ThreadPoolExecutor(2) as ex:
-        b = StoreBatcher(store, ex, CircuitBreaker(), max_batch=max_batch, inline=inline)
+    b = StoreBatcher(store, CircuitBreaker(), max_batch=max_batch, inline=inline)
 
-        async def one(op, k, v):
-            t, p = KEYS[k]
-            if op == "get":
-                return await b.get(t, p)
-            return await b.put(t, p, outcome(v))
+    async def one(op, k, v):
+        t, p = KEYS[k]
+        if op == "get":
+            return await b.get(t, p)
+        return await b.put(t, p, outcome(v))
 
+    try:
         res = await asyncio.gather(*(one(*x) for x in plan))
-        return res, b.batches
+    finally:
+        b.close()
+    return res, b.batches
 
 
 @pytest.mark.parametrize("kind", ["memory", "memory-inline", "sqlite"])
@@ -71,13 +72,13 @@ def test_failures_open_the_breaker_and_fail_every_waiter_closed(tmp_path) -> Non
     store.close()  # a closed store fails every call: the driver must answer StoreUnavailable
 
     async def go():
-        with ThreadPoolExecutor(1) as ex:
-            br = CircuitBreaker(failure_threshold=1, open_s=60)
-            b = StoreBatcher(store, ex, br)
-            res = await asyncio.gather(*(b.get("t", str(i)) for i in range(5)), return_exceptions=True)
-            assert br.state == OPEN and b.breaker_rejected == 0  # one failed batch opened it
-            res += await asyncio.gather(b.get("t", "later"), return_exceptions=True)  # refused, not called
-            return res, br, b
+        br = CircuitBreaker(failure_threshold=1, open_s=60)
+        b = StoreBatcher(store, br)
+        res = await asyncio.gather(*(b.get("t", str(i)) for i in range(5)), return_exceptions=True)
+        assert br.state == OPEN and b.breaker_rejected == 0  # one failed batch opened it
+        res += await asyncio.gather(b.get("t", "later"), return_exceptions=True)  # refused, not called
+        b.close()
+        return res, br, b
 
     res, br, b = asyncio.run(go())
     assert all(isinstance(r, StoreUnavailable) for r in res)

@@ -19,9 +19,21 @@ def test_bench_serve_quick_prints_figures() -> None:
                          capture_output=True, text=True, timeout=300, env=clean_env())
     assert out.returncode == 0, out.stderr[-2000:]
     fig = json.loads(out.stdout)
-    for key in ("sqlite_rps", "sqlite_p99_ms", "bare_rps", "ratio_sqlite_vs_bare", "cores"):
+    for key in ("sqlite_rps", "sqlite_p99_ms", "bare_rps", "ratio_sqlite_vs_bare", "cores", "core_path",
+                "load_avg_1m_before", "load_avg_1m_after", "sqlite_minimal_rps", "bare_minimal_rps",
+                "ratio_sqlite_minimal_vs_bare", "body_bytes_realistic", "body_bytes_minimal"):
         assert key in fig
+    from flk.impl.core.canonical import CORE_PATH
+    from flk.impl.server.config import core_count
+
+    assert fig["core_path"] == CORE_PATH and fig["workers"] == core_count()  # flk serve's default, bare the same
     assert fig["sqlite_rps"] > 0 and fig["bare_rps"] > 0
-    assert fig["ratio_sqlite_vs_bare"] == round(fig["sqlite_rps"] / fig["bare_rps"], 3)
+    assert fig["ratio_sqlite_vs_bare"] == round(fig["sqlite_rps"] / fig["bare_realistic_rps"], 3)
+    assert fig["ratio_sqlite_minimal_vs_bare"] == round(fig["sqlite_minimal_rps"] / fig["bare_minimal_rps"], 3)
+    for who in ("sqlite", "sqlite_minimal", "bare_realistic", "bare_minimal"):
+        assert fig[f"{who}_cpu_us_per_req"] > 0  # CPU per request of both, from /proc
+    # realistic bodies carry the optional fields flk agent build and the submit client add
+    assert fig["body_bytes_realistic"] > fig["body_bytes_minimal"]
+    assert fig["sqlite_minimal_socket_errors"] == 0
     assert fig["sqlite_socket_errors"] == 0
     assert fig["sqlite_non2xx"] < 0.05 * fig["sqlite_rps"] * fig["seconds_per_run"]

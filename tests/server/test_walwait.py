@@ -54,10 +54,54 @@ def test_close_syncs_and_releases_the_pending_waiters(tmp_path) -> None:
 
     async def main():
         task = asyncio.ensure_future(waiter.append(b"x"))
-        await asyncio.sleep(0)
+        while log.next_index == 0:  # the waiter appends at the end of the loop iteration
+            await asyncio.sleep(0)
         await asyncio.get_running_loop().run_in_executor(None, committer.close)  # stop: syncs what is pending
         return await asyncio.gather(task, return_exceptions=True)
 
     (res,) = asyncio.run(main())
     assert res == 0 and log.is_durable(0)  # close() syncs the pending record, then releases it
+    log.close()
+
+
+def test_appends_of_one_loop_iteration_go_to_the_log_as_one_group(tmp_path) -> None:
+    log = SegmentedLog(str(tmp_path / "wal"))
+    committer = GroupCommitter(log, max_delay_s=0.001)
+    waiter = WalWaiter(committer)
+    payloads = [b"r%d" % i for i in range(50)]
+
+    async def main():
+        return await asyncio.gather(*(waiter.append(p) for p in payloads))
+
+    try:
+        idxs = asyncio.run(main())
+    finally:
+        committer.close()
+    assert idxs == list(range(50)) and waiter.records == 50
+    assert waiter.appends == 1  # gather starts all 50 in one iteration: one append_many
+    assert [p for _, p in log.records()] == payloads
+    log.close()
+
+
+def test_a_failed_append_fails_every_request_of_its_group(tmp_path) -> None:
+    from flk.impl.storage.wal import WalError
+
+    log = SegmentedLog(str(tmp_path / "wal"))
+    committer = GroupCommitter(log, max_delay_s=0.001)
+    waiter = WalWaiter(committer)
+
+    def refuse(_payloads):
+        raise WalError("write failed: [Errno 28] No space left on device")
+
+    committer.append_many = refuse
+
+    async def main():
+        return await asyncio.gather(*(waiter.append(b"x") for _ in range(3)), return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        committer.close()
+    assert all(isinstance(r, WalError) for r in results) and len(results) == 3
+    assert log.next_index == 0 and waiter.records == 0
     log.close()

@@ -1,20 +1,34 @@
-"""``flk bench serve``: the real server under ``wrk`` vs a bare Starlette handler.
+"""``flk bench serve``: the real server under ``wrk`` vs a bare handler, same stack, same run.
 
-What is measured: ``flk serve`` with the SQLite dedup store
-and the fsync'd, group-committed inbox WAL, WORKERS=2 on this machine, driven
-by ``wrk`` (Debian package; ``scripts/install_wrk.sh``) at 32 connections with
-distinct, validly signed PCS bodies (:mod:`flk.impl.testing.workload`; a small
-Lua script cycles through them, so every request is a fresh verification and
-a fresh dedup write). In the same run, under the same load, the bare
-Starlette handler of :mod:`flk.impl.testing.bare` (parse the JSON, answer 200)
-on the same stack and worker count; the figure of merit is the ratio.
-Then the memory (WORKERS=1: a memory store cannot be shared between
-processes), Redis and Postgres backends. Every run starts a fresh server with
-an empty data dir; figures are medians over ``repeat`` runs.
+What is measured: ``flk serve`` with the SQLite dedup store and the fsync'd,
+group-committed inbox WAL, with its default worker count (the core count),
+driven by ``wrk`` (Debian package; ``scripts/install_wrk.sh``) at 32
+connections with distinct, validly signed PCS bodies (a small Lua script cycles
+through them, so every request is a fresh verification and a fresh dedup
+write). In the same run, under the same load, the bare handler of
+:mod:`flk.impl.testing.bare` (parse the JSON, answer 200) on the same stack
+(uvicorn + uvloop + httptools, the same HTTP protocol class) and the same
+worker count; the figure of merit is the ratio. Server and bare handler take
+turns within each repeat, so both see the same machine.
 
-Goals: >= 5,000 req/s with p99 <= 25 ms on SQLite, ratio >= 0.7. Besides
-req/s the run reports the servers' CPU time per request (process tree, from
-/proc): less sensitive to the load than throughput. The machine is shared: wrk, the server and whatever else runs compete for the same cores,
+Two kinds of body, both from the one PCS factory (:mod:`flk.impl.agent.factory`):
+
+* ``realistic`` -- what ``flk agent build`` emits (the real builder over a
+  64-event stream: ``seed`` and ``sig_alg`` included) as the submit client
+  sends it (``attempt`` and ``sent_at`` appended by
+  :meth:`flk.impl.agent.client.Submission.body_for`); the headline figures;
+* ``minimal`` -- only the required fields (:func:`factory.synthetic_pcs`, signed).
+
+Without ``--quick`` the memory (WORKERS=1: a memory store cannot be shared
+between processes), Redis and Postgres backends follow (realistic bodies).
+Every run starts a fresh server with an empty data dir; figures are medians
+over ``repeat`` runs. Besides req/s the run reports each server's CPU time per
+request (the whole process tree, from /proc) -- less sensitive to the load
+than throughput -- the 1-minute load average before and after, and which
+core path (compiled or pure, :data:`flk.impl.core.canonical.CORE_PATH`) served.
+
+Goals: >= 5,000 req/s with p99 <= 25 ms on SQLite, ratio >= 0.7. The machine
+is shared: wrk, the servers and whatever else runs compete for the same cores,
 so read the figures as medians of a noisy machine.
 """
 
@@ -78,7 +92,7 @@ class _Proc:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=log, start_new_session=True)
         self.port = None
-        workers = int(env.get("WORKERS", "1"))
+        workers = 1  # the "listening" line says how many (flk serve's default is the core count)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -86,7 +100,8 @@ class _Proc:
             text = open(self.log_path, errors="replace").read()
             for line in text.splitlines():
                 if line.startswith("{") and '"listening"' in line:
-                    self.port = json.loads(line)["port"]
+                    event = json.loads(line)
+                    self.port, workers = event["port"], int(event.get("workers", 1))
             ready = ready_path is None or text.count('"event":"worker_ready"') >= workers
             if self.port is not None and ready:
                 try:
@@ -216,65 +231,121 @@ def _median(runs: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 3)
 
 
+def realistic_bodies(key: bytes, n: int, now: float) -> list[bytes]:
+    """``n`` distinct bodies as ``flk agent build`` + the submit client send them."""
+    import random
+
+    from ...agent import builder, client, factory
+
+    rng = random.Random(7)
+    rows = "\n".join(f"{rng.random():.6f},{rng.random():.6f}" for _ in range(64)).encode()
+    template = builder.build_pcs_from_stream(rows, "csv", "bench", 0, builder.Signer("hmac", key), seed=0)
+    out = []
+    for i in range(n):
+        pcs = factory.with_identity(template, key, epoch=i + 1)  # keeps seed and sig_alg, re-signs
+        sub = client.Submission(pcs, ["http://bench"], rng=rng)
+        out.append(sub.body_for(1, now + i * 1e-3))
+    return out
+
+
+def minimal_bodies(key: bytes, n: int) -> list[bytes]:
+    """``n`` distinct bodies with only the required fields."""
+    from ...agent import factory
+
+    return [json.dumps(factory.sign(factory.synthetic_pcs(factory.seeded_root("bench", i), "bench", i + 1), key),
+                       separators=(",", ":")).encode() for i in range(n)]
+
+
+def _write_lines(path: str, lines: list[bytes]) -> None:
+    with open(path, "wb") as fh:
+        for b in lines:
+            fh.write(b + b"\n")
+
+
+def _backends(workers: int, quick: bool, svc: dict[str, str]) -> list[tuple[str, str, dict[str, str]]]:
+    """(name, body kind, env) of every server run of one repeat."""
+    out = [("sqlite", "realistic", {}), ("sqlite", "minimal", {})]  # WORKERS: the server's default
+    if quick:
+        return out
+    out.append(("memory", "realistic", {"WORKERS": "1", "DEDUP_BACKEND": "memory"}))
+    if svc.get("FLK_TEST_REDIS_URL"):
+        out.append(("redis", "realistic", {"WORKERS": str(workers), "DEDUP_BACKEND": "redis",
+                                           "REDIS_ADDR": svc["FLK_TEST_REDIS_URL"]}))
+    if svc.get("FLK_TEST_POSTGRES_DSN"):
+        out.append(("postgres", "realistic", {"WORKERS": str(workers), "DEDUP_BACKEND": "postgres",
+                                              "POSTGRES_CONN": svc["FLK_TEST_POSTGRES_DSN"]}))
+    return out
+
+
+def _summary(prefix: str, rs: list[dict]) -> dict:
+    return {
+        f"{prefix}_rps": _median(rs, "rps"),
+        f"{prefix}_p50_ms": round(_median(rs, "p50_us") / 1000, 3),
+        f"{prefix}_p99_ms": round(_median(rs, "p99_us") / 1000, 3),
+        f"{prefix}_non2xx": int(statistics.median(r["status"] for r in rs)),
+        f"{prefix}_socket_errors": int(statistics.median(r["connect"] + r["read"] + r["write"] + r["timeout"]
+                                                         for r in rs)),
+        f"{prefix}_runs_rps": [round(r["rps"]) for r in rs],
+        f"{prefix}_cpu_us_per_req": round(_median(rs, "cpu_us_per_req"), 1),
+    }
+
+
+def _ratios(fig: dict, kind: str, server: str) -> None:
+    fig[f"ratio_{server}_vs_bare"] = round(fig[f"{server}_rps"] / fig[f"bare_{kind}_rps"], 3)
+    # CPU per request: bare / server (1.0 = the server costs no more than the bare handler)
+    fig[f"cpu_ratio_bare_vs_{server}"] = round(fig[f"bare_{kind}_cpu_us_per_req"]
+                                               / max(fig[f"{server}_cpu_us_per_req"], 1e-9), 3)
+
+
 def run(repeat: int = 3, quick: bool = False) -> dict:
-    from ...testing.workload import bodies
+    from ...core.canonical import CORE_PATH
+    from ...server.config import core_count
 
     seconds = 2.0 if quick else 5.0
-    workers = 2
+    workers = core_count()  # flk serve's default worker count; the bare handler gets the same
     work = tempfile.mkdtemp(prefix="flk-bench-serve-")
     try:
         n = 16_000 if quick else 80_000
-        bodies_path = os.path.join(work, "bodies.jsonl")
-        with open(bodies_path, "wb") as fh:
-            for b in bodies(KEY.encode(), n, seed=7):
-                fh.write(b + b"\n")
+        paths = {"realistic": os.path.join(work, "realistic.jsonl"), "minimal": os.path.join(work, "minimal.jsonl")}
+        realistic = realistic_bodies(KEY.encode(), n, time.time())
+        minimal = minimal_bodies(KEY.encode(), n)
+        _write_lines(paths["realistic"], realistic)
+        _write_lines(paths["minimal"], minimal)
         lua_path = os.path.join(work, "post.lua")
         with open(lua_path, "w") as fh:
             fh.write(LUA)
         figures: dict = {"connections": CONNECTIONS, "wrk_threads": THREADS, "workers": workers,
                          "seconds_per_run": seconds, "repeat": repeat, "distinct_bodies": n,
-                         "note": "medians on a shared, noisy 2-core machine; wrk runs on the same cores"}
-        backends: list[tuple[str, dict[str, str]]] = [("sqlite", {"WORKERS": str(workers)})]
+                         "core_path": CORE_PATH, "load_avg_1m_before": round(os.getloadavg()[0], 2),
+                         "body_bytes_realistic": len(realistic[0]), "body_bytes_minimal": len(minimal[0]),
+                         "note": "medians on a shared, noisy machine; wrk runs on the same cores; "
+                                 "sqlite_* = realistic bodies, sqlite_minimal_* = required fields only"}
         svc = _services()
-        if not quick:
-            backends.append(("memory", {"WORKERS": "1", "DEDUP_BACKEND": "memory"}))
-            if svc.get("FLK_TEST_REDIS_URL"):
-                backends.append(("redis", {"WORKERS": str(workers), "DEDUP_BACKEND": "redis",
-                                           "REDIS_ADDR": svc["FLK_TEST_REDIS_URL"],
-                                           "DEDUP_NAMESPACE": f"bench_{os.getpid()}"}))
-            if svc.get("FLK_TEST_POSTGRES_DSN"):
-                backends.append(("postgres", {"WORKERS": str(workers), "DEDUP_BACKEND": "postgres",
-                                              "POSTGRES_CONN": svc["FLK_TEST_POSTGRES_DSN"]}))
-        bare_runs, runs = [], {name: [] for name, _ in backends}
+        backends = _backends(workers, quick, svc)
+        bare_runs: dict[str, list[dict]] = {"realistic": [], "minimal": []}
+        runs: dict[str, list[dict]] = {}
         for i in range(repeat):
-            bare_runs.append(_run_bare(work, bodies_path, lua_path, seconds, workers))
-            for name, env in backends:
-                if name == "redis":
-                    env = dict(env, DEDUP_NAMESPACE=f"bench_{os.getpid()}_{i}")
-                if name == "postgres":
+            for name, kind, env in backends:
+                label = name if kind == "realistic" else f"{name}_{kind}"
+                if name == "sqlite":  # the bare handler's turn just before, with the same bodies
+                    bare_runs[kind].append(_run_bare(work, paths[kind], lua_path, seconds, workers))
+                if name in ("redis", "postgres"):
                     env = dict(env, DEDUP_NAMESPACE=f"bench_{os.getpid()}_{i}")
                 try:
-                    runs[name].append(_run_server(work, bodies_path, lua_path, seconds, env))
+                    runs.setdefault(label, []).append(_run_server(work, paths[kind], lua_path, seconds, env))
                 finally:
                     if name in ("redis", "postgres"):
                         _drop_namespace(name, env, svc)
-        figures["bare_rps"] = _median(bare_runs, "rps")
-        figures["bare_p99_ms"] = round(_median(bare_runs, "p99_us") / 1000, 3)
-        for name, rs in runs.items():
-            figures[f"{name}_rps"] = _median(rs, "rps")
-            figures[f"{name}_p50_ms"] = round(_median(rs, "p50_us") / 1000, 3)
-            figures[f"{name}_p99_ms"] = round(_median(rs, "p99_us") / 1000, 3)
-            figures[f"{name}_non2xx"] = int(statistics.median(r["status"] for r in rs))
-            figures[f"{name}_socket_errors"] = int(statistics.median(
-                r["connect"] + r["read"] + r["write"] + r["timeout"] for r in rs))
-            figures[f"{name}_runs_rps"] = [round(r["rps"]) for r in rs]
-            figures[f"{name}_cpu_us_per_req"] = round(_median(rs, "cpu_us_per_req"), 1)
-        figures["bare_runs_rps"] = [round(r["rps"]) for r in bare_runs]
-        figures["bare_cpu_us_per_req"] = round(_median(bare_runs, "cpu_us_per_req"), 1)
-        # server CPU per request is less sensitive to the machine's load than req/s
-        figures["cpu_ratio_bare_vs_sqlite"] = round(figures["bare_cpu_us_per_req"]
-                                                    / max(figures["sqlite_cpu_us_per_req"], 1e-9), 3)
-        figures["ratio_sqlite_vs_bare"] = round(figures["sqlite_rps"] / figures["bare_rps"], 3)
+        for kind, rs in bare_runs.items():
+            figures.update(_summary(f"bare_{kind}", rs))
+        for label, rs in runs.items():
+            figures.update(_summary(label, rs))
+        # headline figures: realistic bodies
+        for key in ("rps", "p99_ms", "runs_rps", "cpu_us_per_req"):
+            figures[f"bare_{key}"] = figures[f"bare_realistic_{key}"]
+        for label in runs:
+            _ratios(figures, "minimal" if label.endswith("_minimal") else "realistic", label)
+        figures["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
         figures["goal_sqlite_rps_5000"] = figures["sqlite_rps"] >= 5000
         figures["goal_sqlite_p99_25ms"] = figures["sqlite_p99_ms"] <= 25
         figures["goal_ratio_0_7"] = figures["ratio_sqlite_vs_bare"] >= 0.7

@@ -49,9 +49,13 @@ if _WINDOW:
     SqliteStore.put_if_absent = lambda self, t, p, o, now, ttl_s=None: _racy_put_many_if_absent(
         self, [(t, p, o)], now, ttl_s)[0]
 
+    from concurrent.futures import ThreadPoolExecutor
+
+    _POOL = ThreadPoolExecutor(int(os.environ.get("STORE_THREADS", "8")), thread_name_prefix="racy-put")
+
     async def _unbatched_put(self, tenant, pcs_id, outcome):
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.store.put_if_absent, tenant, pcs_id, outcome,
+        return await loop.run_in_executor(_POOL, self.store.put_if_absent, tenant, pcs_id, outcome,
                                           self.clock(), self.ttl_s)
 
     StoreBatcher.put = _unbatched_put
