@@ -843,9 +843,9 @@ static PyObject *known_key(const unsigned char *text, Py_ssize_t n)
 {
     if (n > 11 || n < 1)
         return NULL;
+    static const unsigned char LENGTHS[N_KNOWN] = {6, 6, 7, 8, 5, 6, 3, 8, 6, 5, 1, 6, 6, 11, 3, 4, 7, 7, 7, 2, 9, 4};
     for (int k = 0; k < N_KNOWN; k++)
-        if (KNOWN_NAMES[k][0] == text[0] && (Py_ssize_t)strlen(KNOWN_NAMES[k]) == n
-            && memcmp(KNOWN_NAMES[k], text, (size_t)n) == 0)
+        if (LENGTHS[k] == n && KNOWN_NAMES[k][0] == text[0] && memcmp(KNOWN_NAMES[k], text, (size_t)n) == 0)
             return known_keys[k];
     return NULL;
 }
@@ -1113,11 +1113,38 @@ static PyObject *pcs_check(PyObject *Py_UNUSED(module), PyObject *doc)
 /* ---- signals: Theil-Sen slope and round9 -------------------------------- */
 #define TS_MAX_SCALES 16 /* 120 slopes; more go to the reference */
 
+/* Theil-Sen slope of log2(c) on log2(s) over n <= TS_MAX_SCALES exact values:
+ * same log2, same slope order, a stable sort (as sorted()), same median.
+ * 0 when a slope is not finite (equal scales: the reference raises). */
+static int theil_sen_core(const long long *s, const long long *c, Py_ssize_t n, int legacy, double *out)
+{
+    double xs[TS_MAX_SCALES], ys[TS_MAX_SCALES], slopes[TS_MAX_SCALES * (TS_MAX_SCALES - 1) / 2];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        xs[i] = log2((double)s[i]); /* math.log2(int): the int as a double, then libm log2 */
+        ys[i] = log2((double)c[i]);
+    }
+    int m = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t j = i + 1; j < n; j++) {
+            double slope = (ys[j] - ys[i]) / (xs[j] - xs[i]);
+            if (!isfinite(slope))
+                return 0;
+            int k = m++;
+            while (k > 0 && slope < slopes[k - 1]) { /* stable insertion sort, like sorted() */
+                slopes[k] = slopes[k - 1];
+                k--;
+            }
+            slopes[k] = slope;
+        }
+    int middle = m / 2;
+    *out = legacy || m % 2 ? slopes[middle] : (slopes[middle - 1] + slopes[middle]) / 2.0;
+    return 1;
+}
+
 PyDoc_STRVAR(theil_sen_doc,
 "theil_sen(scales, counts, legacy) -> float | None\n\n"
-"signals.theil_sen_slope for lists of exact ints (scales < 2^31, counts in\n"
-"[1, 2^53], at most 16): same log2, same slope order, stable sort, same median.\n"
-"None: the reference computes it.");
+"signals.theil_sen_slope for lists of exact ints (scales in [1, 2^31], counts\n"
+"in [1, 2^53], at most 16). None: the reference computes it.");
 
 static PyObject *theil_sen(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1129,32 +1156,35 @@ static PyObject *theil_sen(PyObject *Py_UNUSED(module), PyObject *const *args, P
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    double xs[TS_MAX_SCALES], ys[TS_MAX_SCALES], slopes[TS_MAX_SCALES * (TS_MAX_SCALES - 1) / 2];
-    for (Py_ssize_t i = 0; i < n; i++) {
-        long long s, c;
-        if (!int_in(PyList_GET_ITEM(args[0], i), 1, SCALE_MAX, &s)
-            || !int_in(PyList_GET_ITEM(args[1], i), 1, 1LL << 53, &c))
-            Py_RETURN_NONE;
-        xs[i] = log2((double)s); /* math.log2(int): the int as a double, then libm log2 */
-        ys[i] = log2((double)c);
-    }
-    int m = 0;
+    long long scales[TS_MAX_SCALES], counts[TS_MAX_SCALES];
+    double slope;
     for (Py_ssize_t i = 0; i < n; i++)
-        for (Py_ssize_t j = i + 1; j < n; j++) {
-            double slope = (ys[j] - ys[i]) / (xs[j] - xs[i]);
-            if (!isfinite(slope))
-                Py_RETURN_NONE; /* equal scales: the reference raises */
-            int k = m++;
-            while (k > 0 && slope < slopes[k - 1]) { /* stable insertion sort, like sorted() */
-                slopes[k] = slopes[k - 1];
-                k--;
-            }
-            slopes[k] = slope;
-        }
-    int middle = m / 2;
-    if (legacy || m % 2)
-        return PyFloat_FromDouble(slopes[middle]);
-    return PyFloat_FromDouble((slopes[middle - 1] + slopes[middle]) / 2.0);
+        if (!int_in(PyList_GET_ITEM(args[0], i), 1, SCALE_MAX, &scales[i])
+            || !int_in(PyList_GET_ITEM(args[1], i), 1, 1LL << 53, &counts[i]))
+            Py_RETURN_NONE;
+    if (!theil_sen_core(scales, counts, n, legacy, &slope))
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(slope);
+}
+
+/* round9 of a finite double below 2^53 in magnitude; 0 otherwise. */
+static int round9_core(double x, double *out)
+{
+    char text[32];
+    if (!isfinite(x))
+        return 0;
+    int n = fmt9_exact(x, text);
+    if (n == 0)
+        return 0;
+    text[n] = '\0';
+    if (decimal_fast(text, n, out))
+        return 1;
+    *out = PyOS_string_to_double(text, NULL, NULL);
+    if (*out == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
 }
 
 PyDoc_STRVAR(round9_doc,
@@ -1163,20 +1193,116 @@ PyDoc_STRVAR(round9_doc,
 
 static PyObject *round9(PyObject *Py_UNUSED(module), PyObject *x)
 {
-    if (!PyFloat_CheckExact(x) || !isfinite(PyFloat_AS_DOUBLE(x)))
-        Py_RETURN_NONE;
-    char text[32];
-    int n = fmt9_exact(PyFloat_AS_DOUBLE(x), text);
-    if (n == 0)
-        Py_RETURN_NONE;
-    text[n] = '\0';
     double v;
-    if (decimal_fast(text, n, &v))
-        return PyFloat_FromDouble(v);
-    v = PyOS_string_to_double(text, NULL, NULL);
-    if (v == -1.0 && PyErr_Occurred())
-        return NULL;
+    if (!PyFloat_CheckExact(x) || !round9_core(PyFloat_AS_DOUBLE(x), &v))
+        Py_RETURN_NONE;
     return PyFloat_FromDouble(v);
+}
+
+/* ---- step 6: signal_check ----------------------------------------------- */
+/* Verifier.check_signals for a PCS that passed step 3, with exact-float claims:
+ * the same round9, Theil-Sen, clamps (max/min keep the first argument on ties),
+ * budget evaluated left to right without fused multiply-add, regime tests in
+ * order, and the same six reason tests. */
+enum { P_TOL_D, P_TOL_COH, P_TOL_BUDGET, P_BASE, P_ALPHA, P_BETA, P_GAMMA, P_D0, P_STICKY_COH, P_STICKY_D_MAX,
+       P_NON_STICKY_D_MIN, N_PARAMS };
+static PyObject *regime_names[3]; /* sticky, mixed, non_sticky (interned) */
+
+static double py_max0(double x) { return x > 0.0 ? x : 0.0; }          /* max(0.0, x) */
+static double py_min1(double x) { return x < 1.0 ? x : 1.0; }          /* min(1.0, x) */
+
+/* Exact-int counts of ``by_scale`` in scale order; 0: not the common case. */
+static int counts_in_order(PyObject *scales, PyObject *by_scale, long long *s, long long *c, Py_ssize_t *n)
+{
+    if (!PyList_CheckExact(scales) || !PyDict_CheckExact(by_scale))
+        return 0;
+    *n = PyList_GET_SIZE(scales);
+    if (*n < 2 || *n > TS_MAX_SCALES)
+        return 0;
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        if (!int_in(PyList_GET_ITEM(scales, i), 1, SCALE_MAX, &s[i]))
+            return 0;
+        char digits[24];
+        int len = write_decimal(digits, s[i]);
+        PyObject *key = PyUnicode_New(len, 127);
+        if (key == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        memcpy(PyUnicode_1BYTE_DATA(key), digits, (size_t)len);
+        PyObject *count = PyDict_GetItemWithError(by_scale, key);
+        Py_DECREF(key);
+        if (count == NULL || !int_in(count, 1, 1LL << 53, &c[i])) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int float_arg(PyObject *v, double *out)
+{
+    if (!PyFloat_CheckExact(v))
+        return 0;
+    *out = PyFloat_AS_DOUBLE(v);
+    return 1;
+}
+
+PyDoc_STRVAR(signal_check_doc,
+"signal_check(scales, N_j, coh_star, r, D_hat, budget, regime, legacy, params)\n"
+"    -> (reason_bits, d_hat, budget, regime) | None\n\n"
+"Step 6 of the pipeline for a PCS that passed step 3. params: 11 floats (tol_d,\n"
+"tol_coh, tol_budget, base, alpha, beta, gamma, d0, sticky_coh, sticky_d_max,\n"
+"non_sticky_d_min). Bit i of reason_bits is pipeline.REASON_CODES[i]. None: the\n"
+"reference decides (claims that are not floats, large values, many scales, ...).");
+
+static PyObject *signal_check(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    long long s[TS_MAX_SCALES], c[TS_MAX_SCALES];
+    double p[N_PARAMS], coh_claim, r_claim, d_claim, budget_claim, d, coh, r, d_pub, budget_pub;
+    Py_ssize_t n;
+    if (nargs != 9 || !PyTuple_CheckExact(args[8]) || PyTuple_GET_SIZE(args[8]) != N_PARAMS)
+        Py_RETURN_NONE;
+    for (int i = 0; i < N_PARAMS; i++)
+        if (!float_arg(PyTuple_GET_ITEM(args[8], i), &p[i]))
+            Py_RETURN_NONE;
+    int legacy = PyObject_IsTrue(args[7]);
+    if (legacy < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (!counts_in_order(args[0], args[1], s, c, &n) || !float_arg(args[2], &coh_claim) || !float_arg(args[3], &r_claim)
+        || !float_arg(args[4], &d_claim) || !float_arg(args[5], &budget_claim))
+        Py_RETURN_NONE;
+    if (!theil_sen_core(s, c, n, legacy, &d) || !round9_core(d, &d) || !round9_core(coh_claim, &coh)
+        || !round9_core(r_claim, &r) || !round9_core(d_claim, &d_pub) || !round9_core(budget_claim, &budget_pub))
+        Py_RETURN_NONE;
+    double coh_c = py_min1(py_max0(coh)), r_c = py_min1(py_max0(r));
+    double value = p[P_BASE] + p[P_ALPHA] * (1.0 - r_c);
+    value = value + p[P_BETA] * py_max0(d - p[P_D0]);
+    value = value + p[P_GAMMA] * coh_c;
+    double budget = py_min1(py_max0(value));
+    int reg = coh_c >= p[P_STICKY_COH] && d <= p[P_STICKY_D_MAX] ? 0 : d >= p[P_NON_STICKY_D_MIN] ? 2 : 1;
+    long bits = 0;
+    if (fabs(d - d_pub) > p[P_TOL_D])
+        bits |= 1;
+    if (!(0.0 <= coh && coh <= 1.0 + p[P_TOL_COH]))
+        bits |= 2;
+    if (!(0.0 <= r && r <= 1.0))
+        bits |= 4;
+    for (Py_ssize_t i = 1; i < n; i++)
+        if (c[i] < c[i - 1]) { /* counts != sorted(counts) */
+            bits |= 8;
+            break;
+        }
+    if (fabs(budget - budget_pub) > p[P_TOL_BUDGET])
+        bits |= 16;
+    int same_regime = PyUnicode_Check(args[6]) ? PyUnicode_Compare(args[6], regime_names[reg]) : 1;
+    if (same_regime == -1 && PyErr_Occurred())
+        return NULL;
+    if (same_regime != 0)
+        bits |= 32;
+    return Py_BuildValue("(lddO)", bits, d, budget, regime_names[reg]);
 }
 
 /* ---- module ----------------------------------------------------------- */
@@ -1190,6 +1316,7 @@ static PyMethodDef fastcore_methods[] = {
     {"pcs_check", (PyCFunction)pcs_check, METH_O, pcs_check_doc},
     {"theil_sen", (PyCFunction)(void (*)(void))theil_sen, METH_FASTCALL, theil_sen_doc},
     {"round9", (PyCFunction)round9, METH_O, round9_doc},
+    {"signal_check", (PyCFunction)(void (*)(void))signal_check, METH_FASTCALL, signal_check_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1207,6 +1334,14 @@ PyMODINIT_FUNC PyInit__fastcore(void)
         if (field_keys[i] == NULL) {
             field_keys[i] = PyUnicode_InternFromString(FIELD_NAMES[i]);
             if (field_keys[i] == NULL)
+                return NULL;
+        }
+    }
+    static const char *REGIMES[3] = {"sticky", "mixed", "non_sticky"};
+    for (int k = 0; k < 3; k++) {
+        if (regime_names[k] == NULL) {
+            regime_names[k] = PyUnicode_InternFromString(REGIMES[k]);
+            if (regime_names[k] == NULL)
                 return NULL;
         }
     }

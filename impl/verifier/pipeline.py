@@ -66,7 +66,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from ..core.canonical import SIGNED_FIELDS, canonical_bytes, round9
+from ..core.canonical import SIGNED_FIELDS, canonical_bytes, compiled, round9
 from ..core.signals import (
     DEFAULT_BUDGET,
     DEFAULT_REGIME,
@@ -109,6 +109,8 @@ R_NJ = "n_j_decreasing"
 R_BUDGET = "budget_mismatch"
 R_REGIME = "regime_mismatch"
 REASON_CODES = (R_D_HAT, R_COH, R_R, R_NJ, R_BUDGET, R_REGIME)
+# step 6 in the compiled core (bit i of its answer is REASON_CODES[i]); None on the pure path
+_compiled_signal_check = None if compiled is None else compiled.signal_check
 
 # hook reasons that reject (HTTP status) instead of escalating -- governance's codes
 DEFAULT_REJECT_STATUS: Mapping[str, int] = {
@@ -292,6 +294,11 @@ class Verifier:
                 raise ValueError(f"reject_status[{reason!r}] must be 400 or 401, got {status!r}")
         self._policy_version_json = json.dumps(policy.version, ensure_ascii=True)
         self._region_json = json.dumps(region, ensure_ascii=True)
+        b, t = policy.budget, policy.regime
+        params = (policy.tol_d, policy.tol_coh, policy.tol_budget, b.base, b.alpha, b.beta, b.gamma, b.d0,
+                  t.sticky_coh, t.sticky_d_max, t.non_sticky_d_min)
+        # the compiled step 6 takes float parameters only; others keep the pure code
+        self._signal_params = params if all(type(x) is float for x in params) else None
 
     def _body(self, pcs_id: str, escalated: bool, reasons: list[str], recomputed_d_hat: float,
               recomputed_budget: float, recomputed_regime: str, now: float) -> bytes:
@@ -310,7 +317,20 @@ class Verifier:
     # step 6
     def check_signals(self, pcs: Mapping, profile: str) -> SignalCheck:
         """Recompute D-hat, budget and regime with :mod:`flk.impl.core.signals` and
-        compare them with the claims (``pcs`` passed step 3)."""
+        compare them with the claims (``pcs`` passed step 3). The compiled core
+        answers the common case (float claims, up to 16 scales) with the same
+        arithmetic; :meth:`pure_check_signals` is the reference."""
+        if _compiled_signal_check is not None and self._signal_params is not None:
+            got = _compiled_signal_check(pcs["scales"], pcs["N_j"], pcs["coh_star"], pcs["r"], pcs["D_hat"],
+                                         pcs["budget"], pcs["regime"], profile == "legacy-0.1", self._signal_params)
+            if got is not None:
+                bits, recomputed_d_hat, recomputed_budget, recomputed_regime = got
+                reasons = [code for i, code in enumerate(REASON_CODES) if bits >> i & 1] if bits else []
+                return SignalCheck(reasons, recomputed_d_hat, recomputed_budget, recomputed_regime)
+        return self.pure_check_signals(pcs, profile)
+
+    def pure_check_signals(self, pcs: Mapping, profile: str) -> SignalCheck:
+        """:meth:`check_signals` in pure Python (the reference)."""
         policy = self.policy
         scales = pcs["scales"]
         counts_by_scale = pcs["N_j"]

@@ -37,8 +37,8 @@ from flk.impl.core import canonical, signals, signing
 from flk.impl.core.errors import InvalidInput
 from flk.impl.dedup import open_store
 from flk.impl.testing.memwal import MemoryWal
-from flk.impl.verifier import wire
-from flk.impl.verifier.pipeline import Request, Verifier, run_sync
+from flk.impl.verifier import pipeline, wire
+from flk.impl.verifier.pipeline import Policy, Request, Verifier, run_sync
 
 from .pcsgen import ED_SEED_C, HMAC_A, HMAC_B, make_pcs, registry
 
@@ -53,6 +53,7 @@ def pure_core():
     saved = [
         (canonical, "_compiled_canonical_v1", None), (canonical, "_compiled_round9", None),
         (signals, "_compiled_theil_sen", None), (wire, "_compiled_parse", None), (wire, "_compiled_check", None),
+        (pipeline, "_compiled_signal_check", None),
         (signing, "compiled", None), (signing, "_hmac_b64", signing.pure_hmac_b64),
         (signing, "_hmac_any", signing.pure_hmac_any),
     ]
@@ -303,6 +304,39 @@ def test_theil_sen_slope_agrees_on_realistic_box_counts(scales, data):
 def test_round9_is_the_same_on_both_paths(x):
     fast, slow = both(canonical.round9, x)
     assert fast == slow
+
+
+@st.composite
+def signal_docs(draw):
+    """A PCS as step 3 leaves it, with signals anywhere (also out of range, ints, ties at thresholds)."""
+    n = draw(st.integers(2, 18))
+    scales = sorted(draw(st.lists(st.integers(2, 2**31), min_size=n, max_size=n, unique=True)))
+    counts = draw(st.lists(st.one_of(st.integers(1, 64), st.integers(1, 2**53 + 2)), min_size=n, max_size=n))
+    if draw(st.booleans()):
+        counts = sorted(counts)
+    claim = st.one_of(st.floats(-2, 4), st.integers(-1, 3), st.sampled_from([0.7, 1.5, 2.6, 1.05, 0.0, 1.0, 2.2]),
+                      st.floats(allow_nan=False, allow_infinity=False), st.floats(2.0**52, 2.0**54))
+    return {"scales": scales, "N_j": {str(s): c for s, c in zip(scales, counts, strict=True)},
+            "coh_star": draw(claim), "r": draw(claim), "D_hat": draw(claim), "budget": draw(claim),
+            "regime": draw(st.sampled_from(["sticky", "mixed", "non_sticky"]))}
+
+
+POLICIES = st.one_of(
+    st.just(Policy()),
+    st.builds(Policy, tol_d=st.floats(0, 1), tol_coh=st.floats(0, 0.5), tol_budget=st.floats(0, 0.5)),
+    st.builds(Policy, tol_d=st.integers(0, 1)),  # int parameters: the pure code
+)
+
+
+@needs_compiled
+@DIFF
+@given(doc=signal_docs(), policy=POLICIES, legacy=st.booleans())
+def test_check_signals_is_the_same_on_both_paths(doc, policy, legacy):
+    verifier = Verifier(registry(), policy=policy)
+    profile = "legacy-0.1" if legacy else "v1"
+    fast, slow = both(verifier.check_signals, doc, profile)
+    assert fast == slow
+    assert fast == outcome(verifier.pure_check_signals, doc, profile)
 
 
 # ------------------------------------------------------------ the whole pipeline
