@@ -32,7 +32,7 @@ quiescence_s = 4.0
 
 [workload]
 agents = 12
-rate_per_s = 200.0
+rate_per_s = 120.0
 tenants = 2
 dup_rate = 0.1
 
@@ -123,7 +123,7 @@ def test_shrink_keeps_only_the_crash_and_cuts_the_workload(workdir, shrunk_cli):
     assert case["scenario"] == str(workdir.resolve() / "multi.toml") and case["seed"] == 1
     data = load(path).data
     assert [f["kind"] for f in data["faults"]] == ["crash"]  # exactly the fault the bug needs
-    assert data["workload"]["agents"] < 12 and data["workload"]["rate_per_s"] < 200
+    assert data["workload"]["agents"] < 12 and data["workload"]["rate_per_s"] < 120
     assert data["scenario"]["duration_s"] < 6.0 and data["scenario"]["quiescence_s"] < 4.0
     assert data["faults"][0]["at_s"] < data["scenario"]["duration_s"]  # the crash still happens
     text = path.read_text()
@@ -164,15 +164,15 @@ def test_shrink_refuses_a_valid_run(tmp_path):
 
 def test_shrink_from_python_is_deterministic_and_keeps_to_its_budget(tmp_path):
     """``api.shrink(..., verifier_cls=...)`` plants a bug the run directory does not name; with a
-    budget of 5 runs it stops early (flagged), and the same input gives the same case."""
+    budget of 4 runs it stops early (flagged), and the same input gives the same case."""
     source = tmp_path / "multi.toml"
     source.write_text(MULTI_FAULT, encoding="utf-8")
     bug = planted.world_kwargs(PLANT)
     res = api.run(str(source), seed=1, out=tmp_path / "runs", plots=False, **bug)
     assert not res.valid and "plant" not in res.results["parameters"]
-    first = api.shrink(res.out_dir, invariant="INV-IDEMPOTENT-REPLAY", out=tmp_path / "a.toml", max_runs=5, **bug)
-    second = api.shrink(res.out_dir, invariant="INV-IDEMPOTENT-REPLAY", out=tmp_path / "b.toml", max_runs=5, **bug)
-    assert first.runs == 5 and first.budget_spent and first.confirmed
+    first = api.shrink(res.out_dir, invariant="INV-IDEMPOTENT-REPLAY", out=tmp_path / "a.toml", max_runs=4, **bug)
+    second = api.shrink(res.out_dir, invariant="INV-IDEMPOTENT-REPLAY", out=tmp_path / "b.toml", max_runs=4, **bug)
+    assert first.runs == 4 and first.budget_spent and first.confirmed
     assert first.minimal == second.minimal and first.overrides == second.overrides
     assert len(first.minimal["faults"]) < 5
     text_a, text_b = ((tmp_path / f"{n}.toml").read_text().split("\n", 1)[1] for n in "ab")  # line 1: the date
