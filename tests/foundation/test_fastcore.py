@@ -30,7 +30,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from flk.impl.core import canonical, signing
+from flk.impl.core import canonical, signals, signing
 from flk.impl.core.errors import InvalidInput
 from flk.impl.lab import vectors
 
@@ -47,14 +47,16 @@ DIFF = settings(max_examples=500, deadline=None)
 @contextlib.contextmanager
 def pure_core():
     """Route this process through the pure reference (what ``FLK_PURE=1`` does at import)."""
-    saved = (canonical._compiled_canonical_v1, signing.compiled, signing._hmac_b64, signing._hmac_any)
-    canonical._compiled_canonical_v1 = None
+    saved = (canonical._compiled_canonical_v1, canonical._compiled_round9, signing.compiled, signing._hmac_b64,
+             signing._hmac_any, signals._compiled_theil_sen)
+    canonical._compiled_canonical_v1 = canonical._compiled_round9 = signals._compiled_theil_sen = None
     signing.compiled = None
     signing._hmac_b64, signing._hmac_any = signing.pure_hmac_b64, signing.pure_hmac_any
     try:
         yield
     finally:
-        canonical._compiled_canonical_v1, signing.compiled, signing._hmac_b64, signing._hmac_any = saved
+        (canonical._compiled_canonical_v1, canonical._compiled_round9, signing.compiled, signing._hmac_b64,
+         signing._hmac_any, signals._compiled_theil_sen) = saved
 
 
 def outcome(fn, *args):
@@ -372,14 +374,21 @@ def test_ed25519_message_uses_the_same_bytes_on_both_paths():
         assert signing.ed25519_message(BASE) == fast == hashlib.sha256(canonical.canonical_bytes_careful(BASE)).digest()
 
 
-PURE_SUBSET = ["test_fastcore.py", "test_vectors.py", "test_core_properties.py", "test_core_errors.py"]
+PURE_SUBSET = {
+    "foundation": ["test_fastcore.py", "test_vectors.py", "test_core_properties.py", "test_core_errors.py"],
+    # the verify core's accelerated paths (parse, validation, signals) have pure twins: the
+    # pipeline's own tests must pass on them alone too (issue 18)
+    "verifier": ["test_fastpaths.py", "test_pipeline.py", "test_total_function.py", "test_schema_agreement.py",
+                 "test_fastpath_differential.py"],
+}
 
 
 @pytest.mark.skipif(PURE_REQUESTED, reason="this is the pure run itself")
-def test_foundation_tests_pass_on_the_pure_path():
-    """``make test`` covers the pure path: part of this folder again, in a process with FLK_PURE=1."""
+@pytest.mark.parametrize("folder", sorted(PURE_SUBSET))
+def test_tests_pass_on_the_pure_path(folder):
+    """``make test`` covers the pure path: part of the suite again, in a process with FLK_PURE=1."""
     env = dict(os.environ, FLK_PURE="1")
-    paths = [str(ROOT / "tests" / "foundation" / name) for name in PURE_SUBSET]
+    paths = [str(ROOT / "tests" / folder / name) for name in PURE_SUBSET[folder]]
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths],
         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
