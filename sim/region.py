@@ -31,6 +31,7 @@ survives region crashes.
 from __future__ import annotations
 
 import hashlib
+import sys
 
 from flk.impl.dedup import StoreUnavailable
 from flk.impl.storage.groupcommit import GroupCommit, Release
@@ -53,8 +54,15 @@ SIM_EPOCH = 1_800_000_000.0  # simulated wall-clock origin (seconds since the Un
 WAL_DIR = "/wal"
 
 
+_LAST_BODY: list = [None, ""]  # the last body hashed and its hash (a request's put and answer share one)
+
+
 def body_sha(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()[:16]
+    if body is _LAST_BODY[0]:
+        return _LAST_BODY[1]
+    sha = hashlib.sha256(body).hexdigest()[:16]
+    _LAST_BODY[0], _LAST_BODY[1] = body, sha
+    return sha
 
 
 class Region:
@@ -266,7 +274,8 @@ class Region:
                     hist.record(env.now, "srv.dedup_get", region=self.id, d=d, tenant=eff.tenant, pcs_id=eff.pcs_id)
                 reply = self.store.get(eff.tenant, eff.pcs_id, eff.now)
             else:
-                reply = self.store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
+                # one pcs_id string per key across regions (sys.intern): memory only
+                reply = self.store.put_if_absent(eff.tenant, sys.intern(eff.pcs_id), eff.outcome, eff.now, eff.ttl_s)
         except StoreUnavailable as exc:
             breaker.on_failure(env.now)
             return None, exc

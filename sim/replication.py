@@ -20,6 +20,7 @@ store, so a partition also cuts what the regions know of each other's state.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import partial
 
@@ -279,10 +280,11 @@ class CompactAuthoritativeStore:
     three of these, one per region."""
 
     def __init__(self) -> None:
-        self._d: dict[tuple[str, str], AuthRecord | tuple] = {}
+        self._d: dict[str, dict[str, AuthRecord | tuple]] = {}  # tenant -> pcs_id -> record
+        self._n = 0
 
     def get(self, tenant: str, pcs_id: str) -> AuthRecord | None:
-        v = self._d.get((tenant, pcs_id))
+        v = self._d.get(tenant, _EMPTY).get(pcs_id)
         if v is None or isinstance(v, AuthRecord):
             return v
         o, changed_at = v
@@ -291,14 +293,20 @@ class CompactAuthoritativeStore:
     def put(self, tenant: str, pcs_id: str, rec: AuthRecord) -> None:
         a = rec.authoritative
         plain = rec.state is None and rec.decided_by is None and rec.seen == ((a.payload_digest, int(a.status)),)
-        self._d[(tenant, pcs_id)] = (a, rec.changed_at) if plain else rec
+        keys = self._d.setdefault(tenant, {})
+        self._n += pcs_id not in keys
+        keys[pcs_id] = (a, rec.changed_at) if plain else rec
 
     def items(self):
-        for t, p in sorted(self._d):
-            yield t, p, self.get(t, p)
+        for t in sorted(self._d):
+            for p in sorted(self._d[t]):
+                yield t, p, self.get(t, p)
 
     def count(self) -> int:
-        return len(self._d)
+        return self._n
+
+
+_EMPTY: dict = {}
 
 
 class SharingStore:
@@ -309,11 +317,12 @@ class SharingStore:
         self.store, self.world = store, world
 
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        pcs_id = sys.intern(pcs_id)
         return self.store.put_if_absent(tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome), now, ttl_s)
 
     def put_many_if_absent(self, items, now, ttl_s=None):
         share = self.world.shared_outcome
-        return self.store.put_many_if_absent([(t, p, share(t, p, o)) for t, p, o in items], now, ttl_s)
+        return self.store.put_many_if_absent([(t, sys.intern(p), share(t, p, o)) for t, p, o in items], now, ttl_s)
 
     def __getattr__(self, name):
         return getattr(self.store, name)
@@ -396,6 +405,7 @@ class RegionReplication:
         return region.store.inner.get(tenant, pcs_id, SIM_EPOCH + self.region.env.now)
 
     def _observe(self, tenant, pcs_id, outcome, now) -> None:
+        pcs_id = sys.intern(pcs_id)  # one string per key for every region's store and reconciler
         rec = self.reconciler.observe(tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome), now)
         if rec.conflict:
             self.world.conflicts_seen.add((tenant, pcs_id))
