@@ -62,19 +62,29 @@ def _value(v, _text=_VALUE_TEXT.get) -> str:
 _LINE_MAKERS: dict[tuple, object] = {}
 
 
-def _line_maker(shape: tuple):
+def _line_maker(shape: tuple, first: dict):
     """A function ``(t_us, type, fields) -> line`` for events of ``shape`` = (type, *field
     names in call order): the keys sorted once, the line one f-string -- the same text as
-    ``_dumps`` of the event dict (tests/sim/test_lean.py checks it), without the dict."""
+    ``_dumps`` of the event dict (tests/sim/test_lean.py checks it), without the dict. A
+    field that was a str (an int) in ``first`` is written inline while it stays one; any
+    other value goes through :func:`_value`."""
     keys = sorted({"t_us", "type", *shape[1:]})
     ns = {"V": _value, "S": _json_encoder.encode_basestring}
-    parts = []
+    loads, parts = [], []
     for i, key in enumerate(keys):
         ns[f"P{i}"] = ("{" if i == 0 else ",") + _json_encoder.encode_basestring(key) + ":"
         ns[f"K{i}"] = key
-        value = {"t_us": "int.__repr__(t_us)", "type": "S(type)"}.get(key, f"V(fields[K{i}])")
+        if key == "t_us":
+            value = "t_us"
+        elif key == "type":
+            value = "S(type)"
+        else:
+            loads.append(f"    a{i} = fields[K{i}]\n")
+            kind = first[key].__class__
+            value = (f"S(a{i}) if a{i}.__class__ is str else V(a{i})" if kind is str else
+                     f"a{i} if a{i}.__class__ is int else V(a{i})" if kind is int else f"V(a{i})")
         parts.append(f"{{P{i}}}{{{value}}}")
-    src = "def make(t_us, type, fields):\n    return f'" + "".join(parts) + "}}'\n"
+    src = "def make(t_us, type, fields):\n" + "".join(loads) + "    return f'" + "".join(parts) + "}}'\n"
     exec(src, ns)  # noqa: S102 - source built above from indexes only (keys travel as constants)
     return ns["make"]
 
@@ -102,7 +112,7 @@ class History:
             shape = (type, *fields)
             make = _LINE_MAKERS.get(shape)
             if make is None:
-                make = _LINE_MAKERS[shape] = _line_maker(shape)
+                make = _LINE_MAKERS[shape] = _line_maker(shape, fields)
             line = make(t_us, type, fields)
         self.count += 1
         if self.keep:

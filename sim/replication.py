@@ -288,7 +288,10 @@ class CompactAuthoritativeStore:
         if v is None or isinstance(v, AuthRecord):
             return v
         o, changed_at = v
-        return AuthRecord(o, ((o.payload_digest, int(o.status)),), None, changed_at)
+        rec = _new_record(AuthRecord)  # the frozen dataclass's fields set directly: AuthRecord(o, ..., changed_at)
+        rec.__dict__.update(authoritative=o, seen=((o.payload_digest, int(o.status)),), state=None,
+                            changed_at=changed_at, decided_by=None)
+        return rec
 
     def put(self, tenant: str, pcs_id: str, rec: AuthRecord) -> None:
         a = rec.authoritative
@@ -307,6 +310,7 @@ class CompactAuthoritativeStore:
 
 
 _EMPTY: dict = {}
+_new_record = object.__new__
 
 
 class SharingStore:
