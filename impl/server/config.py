@@ -403,7 +403,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("RETRY_AFTER_S", integer(1, 3600), 1, "Retry-After of 503 answers", group="admission"),
     S("BREAKER_FAILURES", integer(1, 10_000), _ADMISSION.breaker_failures, "store failures that open the breaker", group="admission"),
     S("BREAKER_OPEN_S", number(0.01, 3600.0), _ADMISSION.breaker_open_s, "how long the breaker stays open", group="admission"),
-    S("STORE_THREADS", integer(1, 256), 8, "threads for dedup store calls", group="admission"),
+    S("STORE_THREADS", integer(1, 256), 8, "threads for dedup store opens, pings and the start-up replay "
+      "(batched reads and writes have one thread each)", group="admission"),
     S("LOG_LEVEL", choice("debug", "info", "warning", "error"), "info", "JSON log level"),
     S("DRAIN_TIMEOUT_S", number(0.0, 600.0), 10.0, "graceful shutdown: time to drain in-flight requests"),
     S("CRR_STORE_URL", secret_text, "", "replication object store: `file://`, `s3://bucket/prefix?endpoint=...`, "
