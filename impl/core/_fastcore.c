@@ -648,15 +648,45 @@ static PyObject *json_number(json_parser *jp)
     return PyFloat_FromDouble(v);
 }
 
+/* Adds key -> value to ``out``, consuming both; -1 on a duplicate key or an error. */
+static int json_insert(PyObject *out, PyObject *key, PyObject *value)
+{
+    Py_ssize_t before = PyDict_GET_SIZE(out);
+    int rc = PyDict_SetItem(out, key, value);
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return rc < 0 || PyDict_GET_SIZE(out) == before ? -1 : 0; /* a duplicate: the reference names it */
+}
+
+/* A dict presized for ``n`` pairs holding them (all consumed); NULL on a duplicate or an error. */
+static PyObject *json_pairs_dict(PyObject **keys, PyObject **values, Py_ssize_t n, Py_ssize_t room)
+{
+    PyObject *out = _PyDict_NewPresized(room);
+    Py_ssize_t i = 0;
+    for (; out != NULL && i < n; i++) {
+        if (json_insert(out, keys[i], values[i]) < 0) {
+            Py_CLEAR(out);
+            i++;
+            break;
+        }
+    }
+    for (; i < n; i++) {
+        Py_DECREF(keys[i]);
+        Py_DECREF(values[i]);
+    }
+    return out;
+}
+
+#define JSON_PAIRS 32 /* pairs collected before the dict is made (one allocation, no resize) */
+
 static PyObject *json_object(json_parser *jp)
 {
-    PyObject *out = PyDict_New();
-    if (out == NULL)
-        return NULL;
+    PyObject *keys[JSON_PAIRS], *values[JSON_PAIRS], *out = NULL;
+    Py_ssize_t n = 0;
     json_ws(jp);
     if (jp->p < jp->end && *jp->p == '}') {
         jp->p++;
-        return out;
+        return PyDict_New();
     }
     for (;;) {
         if (!(jp->p < jp->end && *jp->p == '"'))
@@ -677,12 +707,22 @@ static PyObject *json_object(json_parser *jp)
             Py_DECREF(key);
             goto fail;
         }
-        Py_ssize_t before = PyDict_GET_SIZE(out);
-        int rc = PyDict_SetItem(out, key, value);
-        Py_DECREF(key);
-        Py_DECREF(value);
-        if (rc < 0 || PyDict_GET_SIZE(out) == before) /* a duplicate key: the reference names it */
-            goto fail;
+        if (out == NULL && n < JSON_PAIRS) {
+            keys[n] = key;
+            values[n++] = value;
+        } else {
+            if (out == NULL) {
+                out = json_pairs_dict(keys, values, n, 2 * JSON_PAIRS);
+                n = 0;
+                if (out == NULL) {
+                    Py_DECREF(key);
+                    Py_DECREF(value);
+                    return NULL;
+                }
+            }
+            if (json_insert(out, key, value) < 0)
+                goto fail;
+        }
         json_ws(jp);
         if (jp->p < jp->end && *jp->p == ',') {
             jp->p++;
@@ -691,12 +731,20 @@ static PyObject *json_object(json_parser *jp)
         }
         if (jp->p < jp->end && *jp->p == '}') {
             jp->p++;
+            if (out == NULL) {
+                out = json_pairs_dict(keys, values, n, n);
+                n = 0;
+            }
             return out;
         }
         goto fail;
     }
 fail:
-    Py_DECREF(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(keys[i]);
+        Py_DECREF(values[i]);
+    }
+    Py_XDECREF(out);
     return NULL;
 }
 

@@ -220,6 +220,9 @@ def test_the_compiled_path_takes_realistic_and_minimal_pcs(doc):
 @example(b'{"a":1,}')
 @example(b"[1,]")
 @example(b"\xef\xbb\xbf{}")
+@example(b"{" + b",".join(b'"%d":%d' % (i, i) for i in range(40)) + b"}")  # more pairs than the C parser buffers
+@example(b"{" + b",".join(b'"%d":1' % i for i in range(40)) + b',"7":2}')  # duplicate after the buffer
+@example(b"{" + b",".join(b'"%d":1' % i for i in range(20)) + b',"7":2}')  # duplicate inside the buffer
 def test_parse_strict_is_the_same_on_both_paths(body):
     fast, slow = both(wire.parse_strict, body)
     assert fast == slow
