@@ -272,6 +272,31 @@ def test_the_compiled_validator_never_accepts_what_the_reference_rejects(doc):
         assert verdict == 0
 
 
+def _single_mutations():
+    """Every field of a realistic PCS set to each value one step from valid, or dropped."""
+    out = []
+    for name in [*wire.REQUIRED, *wire.OPTIONAL]:
+        out.append((name, "<dropped>"))
+        out += [(name, value) for value in NEAR_VALUES.get(name, [None, 0, "", [], {}])]
+    return out
+
+
+@needs_compiled
+@pytest.mark.parametrize("base", [0, 1, 2])
+def test_validate_pcs_is_the_same_for_every_single_near_valid_field(base):
+    """Boundaries found by enumeration, not by chance: each field at each near value, alone
+    (a mutation that is invalid alongside another invalid field would hide behind it)."""
+    for name, value in _single_mutations():
+        doc = realistic_pcs(base)
+        if value == "<dropped>":
+            doc.pop(name, None)
+        else:
+            doc[name] = value
+        for candidate in (doc, factory.sign(doc, HMAC_A) if name not in canonical.SIGNED_FIELDS else doc):
+            fast, slow = both(wire.validate_pcs, candidate)
+            assert fast == slow, (name, value)
+
+
 # ------------------------------------------------------------ signals
 
 @needs_compiled
@@ -340,6 +365,31 @@ def test_check_signals_is_the_same_on_both_paths(doc, policy, legacy):
     fast, slow = both(verifier.check_signals, doc, profile)
     assert fast == slow
     assert fast == outcome(verifier.pure_check_signals, doc, profile)
+
+
+@needs_compiled
+@DIFF
+@given(doc=signal_docs(), legacy=st.booleans())
+def test_check_signals_is_the_same_at_every_threshold_and_tolerance_tie(doc, legacy):
+    """Policies whose tolerances and regime thresholds equal this PCS's own differences and
+    signals exactly, so every ``>`` / ``>=`` of step 6 is decided by a tie."""
+    profile = "legacy-0.1" if legacy else "v1"
+    claims = [doc[name] for name in ("coh_star", "r", "D_hat", "budget")]
+    if not all(type(x) is float and abs(x) < 2.0**52 for x in claims):
+        return
+    first = Verifier(registry()).pure_check_signals(doc, profile)
+    coh = min(1.0, max(0.0, canonical.round9(doc["coh_star"])))
+    tol_d = abs(first.d_hat - canonical.round9(doc["D_hat"]))
+    for policy in (
+        Policy(tol_d=tol_d, tol_budget=abs(first.budget - canonical.round9(doc["budget"])),
+               tol_coh=max(0.0, canonical.round9(doc["coh_star"]) - 1.0)),
+        Policy(regime=signals.RegimeThresholds(sticky_coh=coh, sticky_d_max=first.d_hat, non_sticky_d_min=9.0)),
+        Policy(regime=signals.RegimeThresholds(sticky_coh=2.0, sticky_d_max=0.0, non_sticky_d_min=first.d_hat)),
+        Policy(budget=signals.BudgetParams(d0=first.d_hat), tol_d=tol_d),
+    ):
+        verifier = Verifier(registry(), policy=policy)
+        fast, slow = both(verifier.check_signals, doc, profile)
+        assert fast == slow == outcome(verifier.pure_check_signals, doc, profile)
 
 
 # ------------------------------------------------------------ the whole pipeline
