@@ -62,12 +62,13 @@ def _value(v, _text=_VALUE_TEXT.get) -> str:
 _LINE_MAKERS: dict[tuple, object] = {}
 
 
-def _line_maker(shape: tuple, first: dict):
+def _line_maker(shape: tuple, first, by_position: bool = False):
     """A function ``(t_us, type, fields) -> line`` for events of ``shape`` = (type, *field
     names in call order): the keys sorted once, the line one f-string -- the same text as
     ``_dumps`` of the event dict (tests/sim/test_lean.py checks it), without the dict. A
     field that was a str (an int) in ``first`` is written inline while it stays one; any
-    other value goes through :func:`_value`."""
+    other value goes through :func:`_value`. ``by_position``: ``fields`` (and ``first``)
+    are rows of values in the order of the names."""
     keys = sorted({"t_us", "type", *shape[1:]})
     ns = {"V": _value, "S": _json_encoder.encode_basestring}
     loads, parts = [], []
@@ -79,8 +80,9 @@ def _line_maker(shape: tuple, first: dict):
         elif key == "type":
             value = "S(type)"
         else:
-            loads.append(f"    a{i} = fields[K{i}]\n")
-            kind = first[key].__class__
+            j = shape.index(key) - 1
+            loads.append(f"    a{i} = fields[{j}]\n" if by_position else f"    a{i} = fields[K{i}]\n")
+            kind = (first[j] if by_position else first[key]).__class__
             value = (f"S(a{i}) if a{i}.__class__ is str else V(a{i})" if kind is str else
                      f"a{i} if a{i}.__class__ is int else V(a{i})" if kind is int else f"V(a{i})")
         parts.append(f"{{P{i}}}{{{value}}}")
@@ -123,6 +125,24 @@ class History:
         if len(pending) >= _HASH_BATCH:
             self._fold()
         return event
+
+    def record_many(self, t: float, type: str, names: tuple[str, ...], rows: Iterable[tuple]) -> None:  # noqa: A002
+        """``record(t, type, **dict(zip(names, row)))`` for every row (the final state:
+        millions of events of one shape at one time)."""
+        if self.keep or "t_us" in names:
+            for row in rows:
+                self.record(t, type, **dict(zip(names, row, strict=True)))
+            return
+        t_us, shape = int(round(t * 1_000_000)), ("#row", type, *names)
+        make = _LINE_MAKERS.get(shape)
+        pending = self._unhashed
+        for row in rows:
+            if make is None:
+                make = _LINE_MAKERS[shape] = _line_maker((type, *names), row, by_position=True)
+            pending.append(make(t_us, type, row))
+            self.count += 1
+            if len(pending) >= _HASH_BATCH:
+                self._fold()
 
     def _fold(self) -> None:
         pending = self._unhashed

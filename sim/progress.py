@@ -20,7 +20,7 @@ def bar(total: float, desc: str, unit: str = "it", enabled: bool = True, file=No
     """A tqdm bar with ETA on stderr (disabled bars are no-ops)."""
     from tqdm import tqdm
 
-    shape = "{l_bar}{bar}| {n:.0f}/{total:.0f} " + unit + " [{elapsed}<{remaining}]" if unit == "sim s" else None
+    shape = "{l_bar}{bar}| {n:.0f}/{total:.0f} " + unit + " [{elapsed}<{remaining}{postfix}]" if unit == "sim s" else None
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=file or sys.stderr,
                 leave=False, dynamic_ncols=True, bar_format=shape)
 
@@ -34,6 +34,7 @@ def follow_world(world, progress_bar, steps: int = 200) -> None:
         shown = 0.0
         while env.now + step <= end:
             yield env.timeout(step)
+            progress_bar.set_postfix_str(f"{world.submitted:,} submissions", refresh=False)
             progress_bar.update(env.now - shown)
             shown = env.now
 

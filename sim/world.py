@@ -222,9 +222,9 @@ class World:
         self.history.record(env.now, "phase", name="final")
         for rid in self.region_ids:
             final = self.regions[rid].final_entries()
-            for tenant, pcs_id, o in final:
-                self.history.record(env.now, "final.entry", region=rid, tenant=tenant, pcs_id=pcs_id,
-                                    digest=o.payload_digest, status=o.status, body_sha=body_sha(o.body))
+            self.history.record_many(env.now, "final.entry", ("region", "tenant", "pcs_id", "digest", "status",
+                                                              "body_sha"),
+                                     ((rid, t, p, o.payload_digest, o.status, body_sha(o.body)) for t, p, o in final))
             snap = self.rewind_snapshots.get(rid)
             if snap is not None:
                 now_map = {(t, p): body_sha(o.body) for t, p, o in final}
@@ -232,10 +232,11 @@ class World:
                 self.history.record(env.now, "crr.rewind_check", region=rid, checked=len(snap),
                                     changed=len(changed), examples=[list(k) for k in changed[:3]])
         for rid, rep in self.repl.items():
-            for tenant, pcs_id, rec in sorted(rep.auth.items(), key=lambda x: (x[0], x[1])):
-                a = rec.authoritative
-                self.history.record(env.now, "final.auth", region=rid, tenant=tenant, pcs_id=pcs_id,
-                                    digest=a.payload_digest, origin=a.region, conflict=rec.conflict)
+            self.history.record_many(env.now, "final.auth", ("region", "tenant", "pcs_id", "digest", "origin",
+                                                             "conflict"),
+                                     ((rid, t, p, rec.authoritative.payload_digest, rec.authoritative.region,
+                                       rec.conflict) for t, p, rec in sorted(rep.auth.items(),
+                                                                             key=lambda x: (x[0], x[1]))))
         return self.history
 
     def _sample(self):

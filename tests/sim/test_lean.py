@@ -43,6 +43,19 @@ def test_digest_only_history_writes_the_kept_lines(events):
         assert line == json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False) == _dumps(event)
 
 
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(st.lists(field_names, min_size=1, max_size=5, unique=True).flatmap(
+    lambda names: st.tuples(st.just(tuple(names)), st.lists(st.tuples(*[values for _ in names]), max_size=5))))
+def test_record_many_is_record_per_row(case):
+    names, rows = case
+    one, many, kept = History(keep=False), History(keep=False), History(keep=True)
+    for row in rows:
+        one.record(2.5, "final.x", **dict(zip(names, row, strict=True)))
+    many.record_many(2.5, "final.x", names, rows)
+    kept.record_many(2.5, "final.x", names, rows)
+    assert one.digest == many.digest == kept.digest and one.count == many.count == kept.count == len(rows)
+
+
 def test_digest_only_history_refuses_nan_like_the_kept_one():
     for keep in (True, False):
         try:
