@@ -21,6 +21,7 @@ every 2 simulated seconds would be the run's whole cost.
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
@@ -86,6 +87,7 @@ def run(repeat: int = 3, quick: bool = False, n: int | None = None) -> dict:
     if n < 1:
         raise ValueError("n must be >= 1")
     runs = repeat if n <= REPEAT_UP_TO else 1
+    load_before = os.getloadavg()[0]
     done = [run_once(n, f"bench sim {i + 1}/{runs}") for i in range(runs)]
     wall = statistics.median(d["wall"] for d in done)
     cpu = statistics.median(d["cpu"] for d in done)
@@ -93,6 +95,7 @@ def run(repeat: int = 3, quick: bool = False, n: int | None = None) -> dict:
     sim_rate = done[0]["simpy"] / wall
     bare = statistics.median(bare_simpy(min(done[0]["simpy"], BARE_EVENTS_CAP)) for _ in range(max(1, min(runs, 3))))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    load_after = os.getloadavg()[0]
     return {
         "scenario": "crr-normal (3 regions, replication on)",
         "overrides": overrides(n),
@@ -102,6 +105,7 @@ def run(repeat: int = 3, quick: bool = False, n: int | None = None) -> dict:
         "wall_s_median": round(wall, 2),
         "cpu_s_median": round(cpu, 2),
         "submissions_per_wall_s": round(subs / wall, 1),
+        "submissions_per_cpu_s": round(subs / cpu, 1),  # steadier than wall time on a shared machine
         "history_events": done[0]["history"],
         "history_events_per_wall_s": round(done[0]["history"] / wall, 1),
         "simpy_events": done[0]["simpy"],
@@ -111,6 +115,7 @@ def run(repeat: int = 3, quick: bool = False, n: int | None = None) -> dict:
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "deterministic": len({d["digest"] for d in done}) == 1 if runs > 1 else None,  # one run: not checked
         "history_digest": done[0]["digest"],
+        "load_average_1m": [round(load_before, 2), round(load_after, 2)],  # before, after: other work competes
         "goal_wall_s": 90 if n == FULL_N else None,
         "goal_peak_rss_mb": 2048 if n == FULL_N else None,
     }
