@@ -207,7 +207,10 @@ class Network:
         copies = 2 if any(spec.duplicate and rng.random() < spec.duplicate for spec in specs) else 1
         if copies == 2:
             self.history.record(self.env.now, "net.duplicate", src=src, dst=dst, kind=kind)
-        self._state.setdefault((gs, gd), _LinkState()).sent += 1
+        st = self._state.get((gs, gd))
+        if st is None:
+            st = self._state[(gs, gd)] = _LinkState()
+        st.sent += 1
         for _ in range(copies):
             self.env.timeout(self._delay(hops, specs, rng, size)).callbacks.append(partial(self._arrive, msg))
 

@@ -315,17 +315,33 @@ _new_record = object.__new__
 
 class SharingStore:
     """The region's dedup store as the replay applier sees it: a write of an outcome equal
-    to the one its origin region stored stores that same object (:meth:`World.shared_outcome`)."""
+    to the one its origin region stored stores that same object (:meth:`World.shared_outcome`).
+    ``shared(outcome)`` answers the same for the outcomes of the last write (the applier then
+    reports them to the reconciler) without looking again."""
 
     def __init__(self, store, world) -> None:
         self.store, self.world = store, world
+        self._last: dict[int, tuple] = {}  # id(outcome written) -> (that outcome, the one stored)
+
+    def _share(self, tenant, pcs_id, outcome):
+        shared = self.world.shared_outcome(tenant, pcs_id, outcome)
+        self._last[id(outcome)] = (outcome, shared)
+        return shared
+
+    def shared(self, tenant, pcs_id, outcome):
+        hit = self._last.get(id(outcome))
+        if hit is not None and hit[0] is outcome:  # the very object (it is kept alive here)
+            return hit[1]
+        return self.world.shared_outcome(tenant, pcs_id, outcome)
 
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        self._last = {}
         pcs_id = sys.intern(pcs_id)
-        return self.store.put_if_absent(tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome), now, ttl_s)
+        return self.store.put_if_absent(tenant, pcs_id, self._share(tenant, pcs_id, outcome), now, ttl_s)
 
     def put_many_if_absent(self, items, now, ttl_s=None):
-        share = self.world.shared_outcome
+        self._last = {}
+        share = self._share
         return self.store.put_many_if_absent([(t, sys.intern(p), share(t, p, o)) for t, p, o in items], now, ttl_s)
 
     def __getattr__(self, name):
@@ -366,8 +382,8 @@ class RegionReplication:
                                interval_s=float(cfg["ship_interval_s"]), backoff=backoff, rng=rng)
         self.shipper.paused = self.ship_stopped
         topo = Topology.full_mesh(self.world.region_ids, r.id, include_self=True)
-        applier = ReplayApplier(r.verifier, SharingStore(r.store, self.world), observer=self._observe,
-                                home_outcome=self._home_outcome)
+        self.sharing = SharingStore(r.store, self.world)
+        applier = ReplayApplier(r.verifier, self.sharing, observer=self._observe, home_outcome=self._home_outcome)
         self.reader = Reader(self.view, topo, applier, "/crr/read.json", fs=r.fs,
                              interval_s=float(cfg["read_interval_s"]), backoff=backoff, rng=rng,
                              on_reject=self._rejected)
@@ -410,7 +426,7 @@ class RegionReplication:
 
     def _observe(self, tenant, pcs_id, outcome, now) -> None:
         pcs_id = sys.intern(pcs_id)  # one string per key for every region's store and reconciler
-        rec = self.reconciler.observe(tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome), now)
+        rec = self.reconciler.observe(tenant, pcs_id, self.sharing.shared(tenant, pcs_id, outcome), now)
         if rec.conflict:
             self.world.conflicts_seen.add((tenant, pcs_id))
             self.conflict_keys.add((tenant, pcs_id))
