@@ -1353,6 +1353,69 @@ static PyObject *signal_check(PyObject *Py_UNUSED(module), PyObject *const *args
     return Py_BuildValue("(lddO)", bits, d, budget, regime_names[reg]);
 }
 
+/* ---- step 4: hmac_auth_v1 ----------------------------------------------- */
+PyDoc_STRVAR(hmac_auth_v1_doc,
+"hmac_auth_v1(doc, keys) -> str | False | None\n\n"
+"Step 4 of the pipeline for profile v1 and an HMAC tenant, in one call: the hex\n"
+"SHA-256 of the canonical bytes (the payload digest) if doc['sig'] is the strict\n"
+"base64 HMAC-SHA256 of those bytes under one of ``keys`` (every key tried,\n"
+"constant-time comparison), False if it is not, None when the pure path must\n"
+"decide (canonical bytes not the common case, keys not non-empty exact bytes).");
+
+static PyObject *hmac_auth_v1(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char HEX[] = "0123456789abcdef";
+    if (nargs != 2 || !PyDict_CheckExact(args[0]) || !PyList_CheckExact(args[1]))
+        Py_RETURN_NONE;
+    PyObject *keys = args[1];
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) == 0)
+            Py_RETURN_NONE;
+    }
+    PyObject *sig = PyDict_GetItemWithError(args[0], known_keys[K_SIG]);
+    if (sig == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *msg = canonical_v1(NULL, args[0]);
+    if (msg == NULL || msg == Py_None)
+        return msg; /* an error, or None: not the common case */
+    int match = 0;
+    PyObject *raw = b64decode_canonical(NULL, sig);
+    if (raw == NULL) {
+        Py_DECREF(msg);
+        return NULL;
+    }
+    if (raw != Py_None && PyBytes_GET_SIZE(raw) == SHA256_DIGEST_LENGTH) {
+        unsigned char mac[SHA256_DIGEST_LENGTH];
+        for (Py_ssize_t i = 0; i < n; i++) { /* every key is tried: timing does not reveal which matched */
+            PyObject *key = PyList_GET_ITEM(keys, i);
+            hmac_sha256((const unsigned char *)PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key),
+                        (const unsigned char *)PyBytes_AS_STRING(msg), (size_t)PyBytes_GET_SIZE(msg), mac);
+            match |= CRYPTO_memcmp(mac, PyBytes_AS_STRING(raw), SHA256_DIGEST_LENGTH) == 0;
+        }
+    }
+    Py_DECREF(raw);
+    if (!match) {
+        Py_DECREF(msg);
+        Py_RETURN_FALSE;
+    }
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)PyBytes_AS_STRING(msg), (size_t)PyBytes_GET_SIZE(msg), digest);
+    Py_DECREF(msg);
+    PyObject *out = PyUnicode_New(2 * SHA256_DIGEST_LENGTH, 127);
+    if (out == NULL)
+        return NULL;
+    Py_UCS1 *p = PyUnicode_1BYTE_DATA(out);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        *p++ = (Py_UCS1)HEX[digest[i] >> 4];
+        *p++ = (Py_UCS1)HEX[digest[i] & 15];
+    }
+    return out;
+}
+
 /* ---- module ----------------------------------------------------------- */
 
 static PyMethodDef fastcore_methods[] = {
@@ -1365,6 +1428,7 @@ static PyMethodDef fastcore_methods[] = {
     {"theil_sen", (PyCFunction)(void (*)(void))theil_sen, METH_FASTCALL, theil_sen_doc},
     {"round9", (PyCFunction)round9, METH_O, round9_doc},
     {"signal_check", (PyCFunction)(void (*)(void))signal_check, METH_FASTCALL, signal_check_doc},
+    {"hmac_auth_v1", (PyCFunction)(void (*)(void))hmac_auth_v1, METH_FASTCALL, hmac_auth_v1_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -111,6 +111,8 @@ R_REGIME = "regime_mismatch"
 REASON_CODES = (R_D_HAT, R_COH, R_R, R_NJ, R_BUDGET, R_REGIME)
 # step 6 in the compiled core (bit i of its answer is REASON_CODES[i]); None on the pure path
 _compiled_signal_check = None if compiled is None else compiled.signal_check
+# step 4 (profile v1, HMAC) in one compiled call: signature check and payload digest; None on the pure path
+_compiled_hmac_auth = None if compiled is None else compiled.hmac_auth_v1
 
 # hook reasons that reject (HTTP status) instead of escalating -- governance's codes
 DEFAULT_REJECT_STATUS: Mapping[str, int] = {
@@ -441,6 +443,13 @@ class Verifier:
             return problem("profile-not-allowed", f"profile {profile} is not enabled for this tenant")
         if "sig_alg" in doc and doc["sig_alg"] != tenant.alg:
             return problem("bad-signature", "sig_alg does not match the tenant's algorithm")
+        if _compiled_hmac_auth is not None and profile == "v1" and tenant.alg == "hmac":
+            keys = tenant.active_keys(now)
+            digest = _compiled_hmac_auth(doc, keys) if keys else False  # None: the pure path decides
+            if digest is False:
+                return problem("bad-signature", "no active key of this tenant verifies sig")
+            if digest is not None:
+                return _Authenticated(tenant.tenant_id, profile, digest)
         if not self._verify_sig(tenant, doc, profile, now):
             return problem("bad-signature", "no active key of this tenant verifies sig")
         digest = hashlib.sha256(canonical_bytes(doc, "v1")).hexdigest()  # == payload_digest(doc)

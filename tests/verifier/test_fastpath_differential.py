@@ -53,7 +53,7 @@ def pure_core():
     saved = [
         (canonical, "_compiled_canonical_v1", None), (canonical, "_compiled_round9", None),
         (signals, "_compiled_theil_sen", None), (wire, "_compiled_parse", None), (wire, "_compiled_check", None),
-        (pipeline, "_compiled_signal_check", None),
+        (pipeline, "_compiled_signal_check", None), (pipeline, "_compiled_hmac_auth", None),
         (signing, "compiled", None), (signing, "_hmac_b64", signing.pure_hmac_b64),
         (signing, "_hmac_any", signing.pure_hmac_any),
     ]
