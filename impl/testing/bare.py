@@ -14,6 +14,10 @@ and response objects too), every other path through a Starlette app (404/405).
 The handler reads the whole body, ``json.loads`` it and answers ``200
 {"ok":true}`` (``400 {"ok":false}`` for bad JSON) with a ``content-length``.
 
+``--starlette`` serves the same handler as a plain Starlette route instead
+(``Request.body()`` and a ``Response``): the "bare Starlette" anchor the
+benchmarks report beside the raw-ASGI bare handler.
+
 Run: ``python -m flk.impl.testing.bare --port 0 --workers 1``; it prints one
 JSON line ``{"event": "listening", "port": N}`` on stderr when ready.
 """
@@ -31,6 +35,22 @@ BAD = b'{"ok":false}'
 _HEADERS = [(b"content-type", b"application/json")]
 
 fallback = Starlette(routes=[])  # 404 for every other path
+
+
+async def _starlette_submit(request):
+    from starlette.responses import Response
+
+    try:
+        json.loads(await request.body())
+        return Response(OK, 200, media_type="application/json")
+    except ValueError:
+        return Response(BAD, 400, media_type="application/json")
+
+
+def _starlette_app():
+    from starlette.routing import Route
+
+    return Starlette(routes=[Route("/v1/pcs/submit", _starlette_submit, methods=["POST"])])
 
 
 async def submit(scope, receive, send) -> None:
@@ -64,16 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--starlette", action="store_true", help="a plain Starlette route instead of raw ASGI")
     a = p.parse_args(argv)
     from ..server.supervisor import bind_socket, serve_app_factory
 
     sock = bind_socket(a.host, a.port)
     print(json.dumps({"event": "listening", "port": sock.getsockname()[1]}), file=sys.stderr, flush=True)
-    return serve_app_factory("flk.impl.testing.bare:make_app", (), sock, a.workers)
+    return serve_app_factory("flk.impl.testing.bare:make_app", ("starlette",) if a.starlette else (), sock,
+                             a.workers)
 
 
-def make_app(*_args):
-    return app
+def make_app(*args):
+    return _starlette_app() if "starlette" in args else app
 
 
 if __name__ == "__main__":  # pragma: no cover

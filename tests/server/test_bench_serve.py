@@ -30,7 +30,8 @@ def test_bench_serve_quick_prints_figures() -> None:
     assert fig["sqlite_rps"] > 0 and fig["bare_rps"] > 0
     assert fig["ratio_sqlite_vs_bare"] == round(fig["sqlite_rps"] / fig["bare_realistic_rps"], 3)
     assert fig["ratio_sqlite_minimal_vs_bare"] == round(fig["sqlite_minimal_rps"] / fig["bare_minimal_rps"], 3)
-    for who in ("sqlite", "sqlite_minimal", "bare_realistic", "bare_minimal"):
+    assert fig["ratio_sqlite_vs_bare_starlette"] == round(fig["sqlite_rps"] / fig["bare_starlette_rps"], 3)
+    for who in ("sqlite", "sqlite_minimal", "bare_realistic", "bare_minimal", "bare_starlette"):
         assert fig[f"{who}_cpu_us_per_req"] > 0  # CPU per request of both, from /proc
     # realistic bodies carry the optional fields flk agent build and the submit client add
     assert fig["body_bytes_realistic"] > fig["body_bytes_minimal"]

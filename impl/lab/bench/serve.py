@@ -9,7 +9,10 @@ write). In the same run, under the same load, the bare handler of
 :mod:`flk.impl.testing.bare` (parse the JSON, answer 200) on the same stack
 (uvicorn + uvloop + httptools, the same HTTP protocol class) and the same
 worker count; the figure of merit is the ratio. Server and bare handler take
-turns within each repeat, so both see the same machine.
+turns within each repeat, so both see the same machine. The bare handler is
+raw ASGI, dispatched like the server's submit route; the same handler as a
+plain Starlette route (``bare_starlette_*``, ``ratio_sqlite_vs_bare_starlette``)
+is reported beside it as the bare-Starlette anchor.
 
 Two kinds of body, both from the one PCS factory (:mod:`flk.impl.agent.factory`):
 
@@ -217,9 +220,10 @@ def _count(path: str) -> int:
         return sum(1 for _ in fh)
 
 
-def _run_bare(work: str, bodies_path: str, lua_path: str, seconds: float, workers: int) -> dict:
-    proc = _Proc([sys.executable, "-m", "flk.impl.testing.bare", "--port", "0", "--workers", str(workers)],
-                 _env(), work, None)
+def _run_bare(work: str, bodies_path: str, lua_path: str, seconds: float, workers: int,
+              starlette: bool = False) -> dict:
+    proc = _Proc([sys.executable, "-m", "flk.impl.testing.bare", "--port", "0", "--workers", str(workers),
+                  *(["--starlette"] if starlette else [])], _env(), work, None)
     try:
         _wrk(proc.port, bodies_path, lua_path, 1)
         return _wrk(proc.port, bodies_path, lua_path, seconds, pid=proc.proc.pid)
@@ -323,13 +327,16 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
                                  "sqlite_* = realistic bodies, sqlite_minimal_* = required fields only"}
         svc = _services()
         backends = _backends(workers, quick, svc)
-        bare_runs: dict[str, list[dict]] = {"realistic": [], "minimal": []}
+        bare_runs: dict[str, list[dict]] = {"realistic": [], "minimal": [], "starlette": []}
         runs: dict[str, list[dict]] = {}
         for i in range(repeat):
             for name, kind, env in backends:
                 label = name if kind == "realistic" else f"{name}_{kind}"
                 if name == "sqlite":  # the bare handler's turn just before, with the same bodies
                     bare_runs[kind].append(_run_bare(work, paths[kind], lua_path, seconds, workers))
+                    if kind == "realistic":  # and the bare Starlette anchor (a Starlette route, not raw ASGI)
+                        bare_runs["starlette"].append(_run_bare(work, paths[kind], lua_path, seconds, workers,
+                                                                starlette=True))
                 if name in ("redis", "postgres"):
                     env = dict(env, DEDUP_NAMESPACE=f"bench_{os.getpid()}_{i}")
                 try:
@@ -348,6 +355,7 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
             figures[f"bare_{key}"] = figures[f"bare_realistic_{key}"]
         for label in runs:
             _ratios(figures, "minimal" if label.endswith("_minimal") else "realistic", label)
+        figures["ratio_sqlite_vs_bare_starlette"] = round(figures["sqlite_rps"] / figures["bare_starlette_rps"], 3)
         figures["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
         figures["goal_sqlite_rps_5000"] = figures["sqlite_rps"] >= 5000
         figures["goal_sqlite_p99_25ms"] = figures["sqlite_p99_ms"] <= 25
