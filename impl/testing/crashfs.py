@@ -20,15 +20,20 @@ from collections.abc import Callable
 
 
 class _Inode:
-    __slots__ = ("data", "durable", "readonly")
+    __slots__ = ("data", "durable_len", "readonly")
 
     def __init__(self) -> None:
         self.data = bytearray()  # what a reader sees now
-        # what survives a crash (content as of the last fsync). Invariant: ``durable`` is a
-        # prefix of ``data`` (between fsyncs a file only grows by appends), so fsync extends
-        # it by the new tail instead of copying the whole file.
-        self.durable = bytearray()
+        # what survives a crash is ``data[:durable_len]`` (content as of the last fsync).
+        # Between fsyncs a file only grows by appends (truncate syncs, a crash cuts back to
+        # the durable prefix), so the durable content is always a prefix of ``data`` and is
+        # kept as its length: every byte is held once, not twice.
+        self.durable_len = 0
         self.readonly = False
+
+    @property
+    def durable(self) -> bytes:
+        return bytes(self.data[: self.durable_len])
 
 
 def _norm(path: str) -> str:
@@ -63,7 +68,7 @@ class _MemHandle:
             self._check()
             self._fs._fsync_point(self.path)
             inode = self._inode
-            inode.durable += inode.data[len(inode.durable):]
+            inode.durable_len = len(inode.data)
             self._fs.fsync_count += 1
         if self._fs.fsync_hook is not None:
             self._fs.fsync_hook(self.path)
@@ -160,15 +165,14 @@ class CrashableMemoryFileSystem:
                     continue
                 seen.add(id(inode))
                 report["files"] += 1
-                kept = inode.durable
-                cur = bytes(inode.data)
-                if torn and len(cur) > len(kept) and cur.startswith(kept):
-                    extra = rng.randint(0, len(cur) - len(kept))
+                kept = inode.durable_len
+                if torn and len(inode.data) > kept:  # the unsynced change is a pure append
+                    extra = rng.randint(0, len(inode.data) - kept)
                     if extra:
-                        kept = cur[: len(kept) + extra]
+                        kept += extra
                         report["torn"][path] = extra
-                inode.data = bytearray(kept)
-                inode.durable = bytearray(kept)
+                del inode.data[kept:]
+                inode.durable_len = kept
         return report
 
     def flip_bit(self, path: str, offset: int, bit: int = 0) -> None:
@@ -177,9 +181,7 @@ class CrashableMemoryFileSystem:
             inode = self._get(path)
             if not 0 <= offset < len(inode.data):
                 raise ValueError(f"offset {offset} outside {path!r} ({len(inode.data)} bytes)")
-            inode.data[offset] ^= 1 << (bit & 7)
-            if offset < len(inode.durable):
-                inode.durable[offset] ^= 1 << (bit & 7)
+            inode.data[offset] ^= 1 << (bit & 7)  # in the durable prefix too when offset is inside it
 
     def clone(self, rng: random.Random | None = None) -> CrashableMemoryFileSystem:
         """An independent copy of this disk (current and durable state, pending
@@ -194,7 +196,7 @@ class CrashableMemoryFileSystem:
             def cp(inode: _Inode) -> _Inode:
                 if id(inode) not in copies:
                     n = _Inode()
-                    n.data, n.durable, n.readonly = bytearray(inode.data), inode.durable, inode.readonly
+                    n.data, n.durable_len, n.readonly = bytearray(inode.data), inode.durable_len, inode.readonly
                     copies[id(inode)] = n
                 return copies[id(inode)]
 
@@ -209,7 +211,7 @@ class CrashableMemoryFileSystem:
     def durable_view(self) -> dict[str, bytes]:
         """What a crash right now would leave (without torn writes): path -> bytes."""
         with self._lock:
-            return {p: bytes(i.durable) for p, i in sorted(self._durable.items())}
+            return {p: i.durable for p, i in sorted(self._durable.items())}
 
     # -- the FileSystem interface -----------------------------------------
     def _get(self, path: str) -> _Inode:
@@ -334,7 +336,7 @@ class CrashableMemoryFileSystem:
             else:
                 inode.data += bytes(size - len(inode.data))
             self._fsync_point(path)
-            inode.durable = bytearray(inode.data)
+            inode.durable_len = len(inode.data)
             self.fsync_count += 1
 
     def size(self, path: str) -> int:
