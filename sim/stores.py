@@ -14,10 +14,7 @@ run under simulated time.
 
 from __future__ import annotations
 
-import heapq
-
-from flk.impl.dedup import StoreUnavailable, sample_rank
-from flk.impl.dedup.base import check_ttl
+from flk.impl.dedup import StoreUnavailable
 from flk.impl.dedup.memory import MemoryStore
 from flk.impl.dedup.migrate import (
     DualWriteStore,
@@ -38,44 +35,9 @@ STORE_KINDS = ("memory", "sharded", "tiered", "migrating")
 
 
 class SimMemoryStore(MemoryStore):
-    """The reference :class:`MemoryStore` with the simulator's whole-store reads
-    (the per-second key count, the divergence sample, the final scan) made
-    O(n) or O(1) instead of a sort of every entry per call -- the same answers:
-
-    * ``count``: while no entry can have expired (every expiry ever written is
-      later than ``now``) it is the number of entries;
-    * ``sample``: the ``n`` smallest ``(rank, tenant, pcs_id)`` by a heap, not a
-      full sort (keys are unique: the same entries in the same order);
-    * ``scan_all``: every live entry, sorted, in one pass.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._min_expiry = float("inf")  # a lower bound of every entry's expiry
-
-    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
-        stored, winner = super().put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
-        if stored:
-            expiry = now + check_ttl(ttl_s, self.ttl_s)
-            if expiry < self._min_expiry:
-                self._min_expiry = expiry
-        return stored, winner
-
-    def _unsorted_live(self, now: float) -> list:
-        with self._lock:
-            if now < self._min_expiry:
-                return [(t, p, o) for (t, p), (_, o) in self._data.items()]
-            return [(t, p, o) for (t, p), (exp, o) in self._data.items() if exp > now]
-
-    def count(self, now: float) -> int:
-        if now < self._min_expiry:
-            return len(self._data)
-        return super().count(now)
-
-    def sample(self, n, seed, now):
-        if n < 0:
-            raise ValueError("n must be >= 0")
-        return heapq.nsmallest(n, self._unsorted_live(now), key=lambda e: (sample_rank(seed, e[0], e[1]), e[0], e[1]))
+    """The reference :class:`MemoryStore` plus two reads only the simulator needs:
+    ``scan_all`` (every live entry, sorted, in one pass -- the final state the checkers
+    compare against; the same entries as paging through ``scan``) and ``peek``."""
 
     def scan_all(self, now: float) -> list:
         return sorted(self._unsorted_live(now), key=lambda e: (e[0], e[1]))

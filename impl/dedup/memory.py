@@ -29,6 +29,9 @@ class MemoryStore(BatchMixin):
         self.ttl_s = check_ttl(ttl_s, DEFAULT_TTL_S)
         self._data: dict[tuple[str, str], tuple[float, StoredOutcome]] = {}
         self._lock = threading.Lock()
+        # a lower bound of every entry's expiry: before it, every entry is live and the
+        # whole-store reads need no expiry filter
+        self._min_expiry = float("inf")
 
     def get(self, tenant: str, pcs_id: str, now: float) -> StoredOutcome | None:
         check_key(tenant, pcs_id)
@@ -45,16 +48,26 @@ class MemoryStore(BatchMixin):
             hit = self._data.get((tenant, pcs_id))
             if hit is not None and hit[0] > now:
                 return False, hit[1]
-            self._data[(tenant, pcs_id)] = (now + ttl, outcome)
+            expiry = now + ttl
+            self._data[(tenant, pcs_id)] = (expiry, outcome)
+            if expiry < self._min_expiry:
+                self._min_expiry = expiry
             return True, outcome
 
-    def _live(self, now: float) -> list[Entry]:
+    def _unsorted_live(self, now: float) -> list[Entry]:
         with self._lock:
-            items = list(self._data.items())
-        return sorted((t, p, o) for (t, p), (exp, o) in items if exp > now)
+            if now < self._min_expiry:
+                return [(t, p, o) for (t, p), (_, o) in self._data.items()]
+            return [(t, p, o) for (t, p), (exp, o) in self._data.items() if exp > now]
+
+    def _live(self, now: float) -> list[Entry]:
+        return sorted(self._unsorted_live(now))
 
     def count(self, now: float) -> int:
-        return len(self._live(now))
+        with self._lock:
+            if now < self._min_expiry:
+                return len(self._data)
+            return sum(1 for exp, _ in self._data.values() if exp > now)
 
     def scan(self, cursor, limit, now):
         if limit < 1:
@@ -68,7 +81,7 @@ class MemoryStore(BatchMixin):
         return page, nxt
 
     def sample(self, n, seed, now):
-        return sample_entries(self._live(now), n, seed)
+        return sample_entries(self._unsorted_live(now), n, seed)
 
     def ping(self) -> bool:
         return True
