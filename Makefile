@@ -22,15 +22,11 @@ $(STAMP): pyproject.toml setup.py impl/core/_fastcore.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,redis,postgres,s3]'
-	@if command -v node >/dev/null 2>&1; then :; else \
-	  echo "setup: installing nodejs (Debian) for the Node conformance adapter"; \
-	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; fi
+	bash scripts/install_deb.sh node nodejs "for the Node conformance adapter"
 	bash scripts/install_wrk.sh
 	bash scripts/install_go.sh
 	bash scripts/install_chromium.sh
-	@if command -v openssl >/dev/null 2>&1; then :; else \
-	  echo "setup: installing openssl (Debian) for the local RFC 3161 TSA in tests/governance"; \
-	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; fi
+	bash scripts/install_deb.sh openssl openssl "for the local RFC 3161 TSA in tests/governance"
 	@$(PY) -c "from flk.impl.core.canonical import CORE_PATH; print('setup: core path:', CORE_PATH)"
 	touch $(STAMP)
 
