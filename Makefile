@@ -59,13 +59,17 @@ lint: setup
 vectors: setup
 	$(FLK) vectors generate
 
+# pytest runs on PYTEST_WORKERS processes (pytest-xdist; CI has 2 cores), a whole test file per
+# worker so module fixtures are built once; PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
+
 # The vectors are checked on both cores: the compiled fast path and the pure-Python reference
 # (FLK_PURE=1); tests/foundation/test_fastcore.py re-runs the differential suites with FLK_PURE=1.
 test: setup services
 	$(PY) -m ruff check .
 	$(FLK) vectors check
 	FLK_PURE=1 $(FLK) vectors check
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The whole suite with the accelerated core disabled (the pure-Python reference everywhere).
 test-pure:
