@@ -28,6 +28,7 @@ from flk.impl.core.backoff import Backoff
 from flk.impl.replication.crr import (
     Reader,
     ReplayApplier,
+    ReplayMemo,
     Shipper,
     Topology,
     stream_name,
@@ -101,6 +102,8 @@ class ObjectFabric:
         self.retry_cap_s = max(self.retry_s, float(cfg["backoff_cap_s"]))
         self.available = True  # False: the object store service is down everywhere
         self.buckets = {rid: Bucket(self, rid) for rid in world.region_ids}
+        # every region reads every region's stream (its own too): a record is replayed once per region
+        self.memo = ReplayMemo(uses=len(world.region_ids))
 
     def _now(self) -> float:
         return self.world.env.now
@@ -305,6 +308,18 @@ class CompactAuthoritativeStore:
             for p in sorted(self._d[t]):
                 yield t, p, self.get(t, p)
 
+    def final_rows(self):
+        """``(tenant, pcs_id, authoritative outcome, conflict)`` in :meth:`items` order, without
+        rebuilding an :class:`AuthRecord` per plain key (the final state of a run)."""
+        for t in sorted(self._d):
+            keys = self._d[t]
+            for p in sorted(keys):
+                v = keys[p]
+                if isinstance(v, AuthRecord):
+                    yield t, p, v.authoritative, v.conflict
+                else:
+                    yield t, p, v[0], False
+
     def count(self) -> int:
         return self._n
 
@@ -383,7 +398,8 @@ class RegionReplication:
         self.shipper.paused = self.ship_stopped
         topo = Topology.full_mesh(self.world.region_ids, r.id, include_self=True)
         self.sharing = SharingStore(r.store, self.world)
-        applier = ReplayApplier(r.verifier, self.sharing, observer=self._observe, home_outcome=self._home_outcome)
+        applier = ReplayApplier(r.verifier, self.sharing, observer=self._observe, home_outcome=self._home_outcome,
+                                memo=self.view.fabric.memo)
         self.reader = Reader(self.view, topo, applier, "/crr/read.json", fs=r.fs,
                              interval_s=float(cfg["read_interval_s"]), backoff=backoff, rng=rng,
                              on_reject=self._rejected)

@@ -240,7 +240,7 @@ class Agent:
         # behind the routing layer the client knows one name; the router picks the region per send
         urls = [self.urls[0]] if router is not None else self.urls
         sub = Submission(pcs, urls, rng=self.rng, policy=self.policy, tenant=self.tenant)
-        digest = payload_digest(pcs)
+        digest = hashlib.sha256(sub.signed_bytes).hexdigest()  # == payload_digest(pcs): the same canonical bytes
         action = sub.start(world.clock())
         timeout = float(self.w["timeout_ms"]) / 1000.0
         while True:

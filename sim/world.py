@@ -234,9 +234,8 @@ class World:
         for rid, rep in self.repl.items():
             self.history.record_many(env.now, "final.auth", ("region", "tenant", "pcs_id", "digest", "origin",
                                                              "conflict"),
-                                     ((rid, t, p, rec.authoritative.payload_digest, rec.authoritative.region,
-                                       rec.conflict) for t, p, rec in sorted(rep.auth.items(),
-                                                                             key=lambda x: (x[0], x[1]))))
+                                     ((rid, t, p, a.payload_digest, a.region, conflict)
+                                      for t, p, a, conflict in rep.auth.final_rows()))  # sorted by key
         return self.history
 
     def _sample(self):

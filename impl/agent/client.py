@@ -141,13 +141,23 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+_LAST_SECOND: tuple[int, str] | None = None  # the whole second formatted last and its text
+
+
 def rfc3339(now: float) -> str:
     """``sent_at`` text: UTC, millisecond precision, ``Z`` suffix (``2027-01-15T08:00:00.125Z``).
 
-    A pure function of ``now`` (no wall clock is read).
+    A pure function of ``now`` (no wall clock is read): ``now`` rounded to the millisecond,
+    the date and time of its whole second (formatted once per second) and the milliseconds
+    -- the text of ``datetime.isoformat(timespec="milliseconds")`` (tests/agent checks it).
     """
-    t = datetime.datetime.fromtimestamp(round(float(now) * 1000) / 1000, tz=datetime.UTC)
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    global _LAST_SECOND
+    second, ms = divmod(round(float(now) * 1000), 1000)
+    last = _LAST_SECOND
+    if last is None or last[0] != second:
+        text = datetime.datetime.fromtimestamp(second, tz=datetime.UTC).isoformat(timespec="seconds")[:19]
+        last = _LAST_SECOND = (second, text)
+    return f"{last[1]}.{ms:03d}Z"
 
 
 def submit_url(url: str) -> str:

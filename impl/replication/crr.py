@@ -321,6 +321,69 @@ class ApplyResult:
 
 
 
+_MISS = object()
+
+
+class ReplayMemo:
+    """The dedup writes replay computed, shared by appliers that replay the same records
+    (a process driving several regions' appliers: the simulator).
+
+    Replaying a record up to its dedup write reads no store (``DedupGet`` is answered
+    "absent"): the write is a function of the record and the verifier's configuration
+    (class, origin region, tenants, policy, limits, hooks, reject statuses). An applier
+    that finds the record here under an equal configuration takes that write instead of
+    verifying the record again. An entry is dropped after ``uses`` look-ups (one per
+    applier reading the record) or once ``capacity`` newer entries came; a dropped entry
+    is only computed again."""
+
+    def __init__(self, uses: int, capacity: int = 1 << 16) -> None:
+        self.uses, self.capacity = int(uses), int(capacity)
+        self._d: dict[tuple, list] = {}  # key -> [write or None, look-ups left]
+        self._segments: dict[tuple, list] = {}  # (stream, name, expect_first) -> [manifest, data, result, left]
+        self.hits = self.misses = 0
+
+    def verified(self, stream: str, name: str, manifest_raw: bytes, data: bytes,
+                 expect_first: int | None) -> tuple[dict, list[InboxRecord]]:
+        """:func:`verify_segment`, reused for the very same (immutable) manifest and segment
+        objects -- readers sharing an object store's bytes; a rejection is never memoised."""
+        key = (stream, name, expect_first)
+        hit = self._segments.get(key)
+        if hit is not None and hit[0] is manifest_raw and hit[1] is data:
+            hit[3] -= 1
+            if hit[3] <= 0:
+                del self._segments[key]
+            return hit[2]
+        result = verify_segment(stream, name, manifest_raw, data, expect_first=expect_first)
+        if self.uses > 1 and isinstance(manifest_raw, bytes) and isinstance(data, bytes):
+            self._segments[key] = [manifest_raw, data, result, self.uses - 1]
+            if len(self._segments) > 256:
+                del self._segments[next(iter(self._segments))]
+        return result
+
+    @staticmethod
+    def config(v: Verifier) -> tuple:
+        """What a replay's write depends on besides the record."""
+        return (type(v), v.region, v.tenants, v.policy, v.limits, v.hooks, tuple(sorted(v.reject_status.items())))
+
+    def get(self, key: tuple) -> Any:
+        """The write memoised for ``key`` (None: no write), or ``_MISS``."""
+        entry = self._d.get(key)
+        if entry is None:
+            self.misses += 1
+            return _MISS
+        self.hits += 1
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._d[key]
+        return entry[0]
+
+    def put(self, key: tuple, write: DedupPut | None) -> None:
+        if self.uses > 1:
+            self._d[key] = [write, self.uses - 1]
+            if len(self._d) > self.capacity:
+                del self._d[next(iter(self._d))]
+
+
 class ReplayApplier:
     """Replays inbox records into the local dedup ``store`` as their origin
     region processed them; reports outcomes to ``observer(tenant, pcs_id,
@@ -337,11 +400,15 @@ class ReplayApplier:
 
     def __init__(self, verifier: Verifier, store: Any, observer: Observer | None = None,
                  sink: Callable[[Mapping[str, Any]], None] | None = None,
-                 home_outcome: HomeOutcome | None = None) -> None:
+                 home_outcome: HomeOutcome | None = None, memo: ReplayMemo | None = None) -> None:
+        """``memo``: writes shared with other appliers replaying the same records (used by
+        the batch path when there is no ``sink``: that path emits nothing)."""
         self.verifier, self.store, self.observer, self.sink = verifier, store, observer, sink
         self.home_outcome = home_outcome  # the home region's stored outcome, where a driver can ask it
+        self.memo = memo
         self.home_rejected = 0
         self._by_region: dict[str, Verifier] = {}
+        self._config: dict[str, tuple] = {}  # origin region -> ReplayMemo.config of its verifier
         self.applied = 0
         self.stored = 0
 
@@ -349,6 +416,7 @@ class ReplayApplier:
         v = self._by_region.get(region)
         if v is None:
             v = self._by_region[region] = verifier_for_region(self.verifier, region)
+            self._config[region] = ReplayMemo.config(v)
         return v
 
     def _advance(self, gen, reply: Any, out: ApplyResult) -> DedupPut | None:
@@ -454,6 +522,75 @@ class ReplayApplier:
             self._finish(out, now)
         return outs
 
+    def _write_of(self, rec: InboxRecord) -> DedupPut | None:
+        """The dedup write replaying ``rec`` asks for (None: it is answered without one, a 4xx),
+        from the memo or by running the pipeline up to that write."""
+        memo = self.memo
+        v = self._verifier(rec.region)
+        if memo is not None:
+            key = (self._config[rec.region], rec.tenant, rec.received_at, rec.body)
+            write = memo.get(key)
+            if write is not _MISS:
+                return write
+        gen = v.handle(Request(rec.body, rec.tenant or None), rec.received_at, replay=True)
+        write, reply = None, None
+        try:
+            while True:
+                eff = gen.send(reply)
+                if isinstance(eff, DedupPut):
+                    write = eff
+                    break
+                if isinstance(eff, WalAppend):  # pragma: no cover - replay never appends
+                    raise CrrError("replay yielded a WAL append")
+                reply = None  # DedupGet: "absent"; Emit: this path has no sink
+        except StopIteration:
+            pass
+        finally:
+            gen.close()
+        if memo is not None:
+            memo.put(key, write)
+        return write
+
+    def replay_batch(self, recs: list[InboxRecord], now: float) -> None:
+        """:meth:`apply_many` for a caller that needs neither answers nor events (no
+        ``sink``): the same store transaction, store contents and reconciler reports, in
+        the same order, without an :class:`ApplyResult` per record. The pipeline runs up
+        to each record's dedup write (or the write comes from ``memo``); what it would do
+        after the write only builds the answer and its events."""
+        writes = [self._write_of(r) for r in recs]
+        puts: list[tuple[int, DedupPut]] = []
+        held: dict[int, StoredOutcome] = {}
+        for i, eff in enumerate(writes):
+            if eff is not None:
+                home = self._rejected_at_home(recs[i], eff)
+                if home is None:
+                    puts.append((i, eff))
+                else:
+                    held[i] = home
+        results: dict[int, tuple[bool, StoredOutcome]] = {}
+        if puts:
+            ttl = puts[0][1].ttl_s
+            if any(e.ttl_s != ttl for _, e in puts):  # pragma: no cover - one verifier configuration
+                raise CrrError("records of one batch with different TTLs")
+            res = self.store.put_many_if_absent([(e.tenant, e.pcs_id, e.outcome) for _, e in puts],
+                                                max(e.now for _, e in puts), ttl)
+            results = {i: r for (i, _), r in zip(puts, res, strict=True)}
+        observe = self.observer
+        self.applied += len(recs)
+        for i, eff in enumerate(writes):
+            if eff is None:
+                continue
+            if i in held:
+                if observe is not None:
+                    observe(eff.tenant, eff.pcs_id, held[i], now)
+                continue
+            won, winner = results[i]
+            self.stored += bool(won)
+            if observe is not None:
+                observe(eff.tenant, eff.pcs_id, eff.outcome, now)
+                if winner is not None and winner is not eff.outcome and winner != eff.outcome:
+                    observe(eff.tenant, eff.pcs_id, winner, now)
+
     def apply_isolating(self, recs: list[InboxRecord], now: float, batch: bool,
                         on_poison: Callable[[int, InboxRecord, Exception], None],
                         refusals_are_poison: bool = False) -> int:
@@ -465,7 +602,9 @@ class ReplayApplier:
         records of ``recs``: then the refused ones are records the store refuses
         every time. Returns the poison count."""
         try:
-            if batch:
+            if batch and self.sink is None:
+                self.replay_batch(recs, now)
+            elif batch:
                 self.apply_many(recs, now)
             else:
                 for rec in recs:
@@ -632,7 +771,9 @@ class Reader:
                     data = self.store.get(segment_key(stream, name))
                 except ObjectNotFound:
                     raise SegmentRejected(stream, name, ["manifest present but segment missing"]) from None
-                m, records = verify_segment(stream, name, mraw, data, expect_first=wm)
+                memo = self.applier.memo
+                m, records = (verify_segment(stream, name, mraw, data, expect_first=wm) if memo is None else
+                              memo.verified(stream, name, mraw, data, wm))
                 bad = [r.region for r in records if r.region != source]
                 if bad:
                     raise SegmentRejected(stream, name, [f"record of region {bad[0]!r} in a stream of {source!r}"])

@@ -86,7 +86,8 @@ class AuthRecord:
 
     @property
     def conflict(self) -> bool:
-        return len(self.digests) > 1
+        seen = self.seen  # len(self.digests) > 1, without sorting
+        return len(seen) > 1 and len({d for d, _ in seen}) > 1
 
     def as_dict(self) -> dict[str, Any]:
         a = self.authoritative
@@ -227,6 +228,8 @@ class Reconciler:
                 rec = AuthRecord(outcome, (seen_pair,), None, now)
                 self.store.put(tenant, pcs_id, rec)
                 return rec
+            if (outcome is old.authoritative or outcome == old.authoritative) and seen_pair in old.seen:
+                return old  # a re-delivery of the authoritative outcome (what the merge below finds)
             auth = merge_outcomes(old.authoritative, outcome)
             seen = old.seen if seen_pair in old.seen else tuple(sorted({*old.seen, seen_pair}))
             if auth == old.authoritative and seen == old.seen:

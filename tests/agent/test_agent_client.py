@@ -366,3 +366,18 @@ def test_state_machine_rejects_out_of_order_calls():
     assert sub.on_result(HttpAnswer(200), 0.0).outcome == "ack"
     with pytest.raises(RuntimeError):
         sub.on_result(HttpAnswer(200), 0.0)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(now=st.one_of(st.floats(min_value=-1e9, max_value=4e9, allow_nan=False),
+                     st.integers(-10**9, 4 * 10**9).map(lambda k: k / 1000),
+                     st.integers(0, 10**6).map(lambda k: 1_800_000_000.0 + k / 2000)))
+def test_rfc3339_is_isoformat_in_milliseconds_with_z(now):
+    """sent_at text (formatted once per whole second) equals datetime's own isoformat."""
+    import datetime
+
+    from flk.impl.agent.client import rfc3339
+
+    ref = datetime.datetime.fromtimestamp(round(float(now) * 1000) / 1000, tz=datetime.UTC)
+    assert rfc3339(now) == ref.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert rfc3339(now) == rfc3339(now)  # the second's text cached from the call before

@@ -328,6 +328,46 @@ def test_inv_idempotent_replay_batched_replay_equals_one_at_a_time(picks):
     assert snap(a.store) == snap(b.store)
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(picks=st.lists(st.tuples(st.integers(0, 7), st.sampled_from(["eu", "us"])), min_size=1, max_size=14),
+       split=st.integers(0, 14))
+def test_replay_batch_equals_apply_many_and_a_memo_changes_nothing(picks, split):
+    """replay_batch (no answers) leaves the same store and reports the same outcomes to the
+    reconciler as apply_many; three appliers sharing one ReplayMemo (each reading the records
+    in its own chunks) end exactly as an applier without one."""
+    from flk.impl.dedup import open_store
+    from flk.impl.replication.crr import ReplayMemo
+    from flk.impl.storage.wal import InboxRecord
+
+    pool = [(raw, t) for raw, t, _, _ in variants(2, 3)]
+    forged = dict(sign(make_pcs(seed=5), HMAC_A), sig="AAAA" + sign(make_pcs(seed=5), HMAC_A)["sig"][4:])
+    pool += [(body(forged), "ta"), (b'{"x":', "ta")]
+    recs = [InboxRecord(pool[i][1], NOW + k, region, pool[i][0]) for k, (i, region) in enumerate(picks)]
+    now = NOW + 100
+    snap = lambda s: sorted(s.scan(None, 1000, now)[0], key=lambda e: (e[0], e[1]))  # noqa: E731
+
+    tenants = registry()  # one configuration: a memo is shared only between equal ones
+
+    def applier(seen, memo=None):
+        return ReplayApplier(Verifier(tenants, region="xx"), open_store("memory"), lambda *x: seen.append(x),
+                             memo=memo)
+
+    ref_seen: list = []
+    ref = applier(ref_seen)
+    ref.apply_many(recs, now)
+    memo = ReplayMemo(uses=3)
+    for k in range(3):
+        seen: list = []
+        a = applier(seen, memo)
+        cut = (split + k) % (len(recs) + 1)
+        for chunk in (recs[:cut], recs[cut:]):
+            if chunk:
+                a.replay_batch(chunk, now)
+        assert seen == ref_seen and snap(a.store) == snap(ref.store)
+        assert (a.applied, a.stored) == (ref.applied, ref.stored)
+    assert memo.misses == len(recs) and memo.hits == 2 * len(recs) and not memo._d
+
+
 def _home_store_lookup(stores):
     return lambda region, tenant, pcs_id: stores[region].get(tenant, pcs_id, NOW + 10**6)
 
