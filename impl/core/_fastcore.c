@@ -1416,6 +1416,81 @@ static PyObject *hmac_auth_v1(PyObject *Py_UNUSED(module), PyObject *const *args
     return out;
 }
 
+/* ---- steps 3, 4 and 6 in one call: accept_v1 ------------------------------ */
+PyDoc_STRVAR(accept_v1_doc,
+"accept_v1(body, keys, params) -> (pcs_id, digest, reason_bits, d_hat, budget, regime) | None\n\n"
+"Steps 3, 4 and 6 of the pipeline in one call, for the common case only: a body\n"
+"parse_json takes, a document pcs_check accepts (INV-PCSID holds), version \"1\"\n"
+"(profile v1), no sig_alg or sig_alg \"hmac\", a sig hmac_auth_v1 verifies under\n"
+"one of keys, and claims signal_check takes (params as there). None: anything\n"
+"else -- the caller runs the reference steps, which answer it. The caller checks\n"
+"the tenant (HMAC, profile v1 allowed) and passes its active keys.");
+
+static PyObject *accept_checked(PyObject *module, PyObject *doc, PyObject *keys, PyObject *params)
+{
+    PyObject *f[N_KNOWN];
+    static const int NEEDED[] = {K_PCS_ID, K_VERSION, K_SCALES, K_N_J, K_COH_STAR, K_R, K_D_HAT, K_BUDGET, K_REGIME};
+    for (size_t k = 0; k < sizeof NEEDED / sizeof NEEDED[0]; k++) {
+        f[NEEDED[k]] = PyDict_GetItemWithError(doc, known_keys[NEEDED[k]]); /* borrowed */
+        if (f[NEEDED[k]] == NULL) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+    }
+    if (!str_is(f[K_VERSION], "1"))
+        Py_RETURN_NONE;
+    PyObject *alg = PyDict_GetItemWithError(doc, known_keys[K_SIG_ALG]);
+    if (alg == NULL && PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (alg != NULL && !str_is(alg, "hmac"))
+        Py_RETURN_NONE;
+    PyObject *hargs[2] = {doc, keys};
+    PyObject *digest = hmac_auth_v1(module, hargs, 2);
+    if (digest == NULL || !PyUnicode_CheckExact(digest)) { /* an error, False or None */
+        if (digest == NULL)
+            return NULL;
+        Py_DECREF(digest);
+        Py_RETURN_NONE;
+    }
+    PyObject *sargs[9] = {f[K_SCALES], f[K_N_J], f[K_COH_STAR], f[K_R], f[K_D_HAT], f[K_BUDGET], f[K_REGIME],
+                          Py_False, params};
+    PyObject *checked = signal_check(module, sargs, 9);
+    PyObject *out = checked;
+    if (checked != NULL && checked != Py_None) {
+        out = PyTuple_Pack(6, f[K_PCS_ID], digest, PyTuple_GET_ITEM(checked, 0), PyTuple_GET_ITEM(checked, 1),
+                           PyTuple_GET_ITEM(checked, 2), PyTuple_GET_ITEM(checked, 3));
+        Py_DECREF(checked);
+    }
+    Py_DECREF(digest);
+    return out;
+}
+
+static PyObject *accept_v1(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyList_CheckExact(args[1]) || PyList_GET_SIZE(args[1]) == 0)
+        Py_RETURN_NONE;
+    PyObject *parsed = parse_json(module, args[0]);
+    if (parsed == NULL || parsed == Py_None)
+        return parsed;
+    PyObject *doc = PyTuple_GET_ITEM(parsed, 0);
+    PyObject *out = NULL;
+    PyObject *verdict = pcs_check(module, doc);
+    if (verdict != NULL) {
+        long v = PyLong_AsLong(verdict);
+        Py_DECREF(verdict);
+        if (v == 1) {
+            out = accept_checked(module, doc, args[1], args[2]);
+        } else {
+            out = Py_None;
+            Py_INCREF(out);
+        }
+    }
+    Py_DECREF(parsed);
+    return out;
+}
+
 /* ---- module ----------------------------------------------------------- */
 
 static PyMethodDef fastcore_methods[] = {
@@ -1429,6 +1504,7 @@ static PyMethodDef fastcore_methods[] = {
     {"round9", (PyCFunction)round9, METH_O, round9_doc},
     {"signal_check", (PyCFunction)(void (*)(void))signal_check, METH_FASTCALL, signal_check_doc},
     {"hmac_auth_v1", (PyCFunction)(void (*)(void))hmac_auth_v1, METH_FASTCALL, hmac_auth_v1_doc},
+    {"accept_v1", (PyCFunction)(void (*)(void))accept_v1, METH_FASTCALL, accept_v1_doc},
     {NULL, NULL, 0, NULL},
 };
 

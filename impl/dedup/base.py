@@ -47,7 +47,7 @@ class StoreUnavailable(Exception):
     """The dedup store cannot be reached or failed mid-operation (fail closed)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class StoredOutcome:
     payload_digest: str  # hex SHA-256 of the v1 canonical bytes of the signed subset
     status: int  # 200 or 202
@@ -55,6 +55,17 @@ class StoredOutcome:
     first_seen: float  # seconds since the epoch (time passed in, not read)
     region: str
     policy_version: str
+
+    def __init__(self, payload_digest: str, status: int, body: bytes, first_seen: float, region: str,
+                 policy_version: str) -> None:
+        # fills __dict__ directly: the generated frozen __init__ calls object.__setattr__ per field
+        fields_ = self.__dict__
+        fields_["payload_digest"] = payload_digest
+        fields_["status"] = status
+        fields_["body"] = body
+        fields_["first_seen"] = first_seen
+        fields_["region"] = region
+        fields_["policy_version"] = policy_version
 
     def to_bytes(self) -> bytes:
         """``<compact JSON header>\\n<body>``: the header holds no newline."""
@@ -84,21 +95,40 @@ def _tail(region: str, policy_version: str) -> bytes:
     return json.dumps([region, policy_version], ensure_ascii=True, separators=(",", ":"))[1:].encode("ascii")
 
 
-_DIGEST_OK = frozenset("0123456789abcdef")
+_last_repr: tuple[float, str] = (math.nan, "nan")  # (x, repr(x)): a batch shares first_seen
+
+
+def float_repr(x: float) -> str:
+    """``repr(x)`` of a float; the last answer is reused (a batch's requests share one receive
+    time), except for zeros (0.0 == -0.0) and NaN (never equal)."""
+    global _last_repr
+    last = _last_repr
+    if x == last[0] and x != 0.0:
+        return last[1]
+    text = repr(x)
+    _last_repr = (x, text)
+    return text
 
 
 def _head(digest: str, status: int, first_seen: float, region: str, policy_version: str) -> bytes:
     """``json.dumps([digest, status, first_seen, region, policy_version])`` (compact) + ``\n``."""
-    if type(digest) is str and len(digest) == 64 and _DIGEST_OK.issuperset(digest) and type(status) is int \
+    # an ASCII letters-and-digits string is its own JSON string body (no escapes)
+    if type(digest) is str and digest.isascii() and digest.isalnum() and type(status) is int \
             and type(first_seen) is float and math.isfinite(first_seen):
-        return b'["%s",%d,%s,%s\n' % (digest.encode(), status, repr(first_seen).encode(), _tail(region, policy_version))
+        return b'["%s",%d,%s,%s\n' % (digest.encode(), status, float_repr(first_seen).encode(), _tail(region, policy_version))
     return json.dumps([digest, status, first_seen, region, policy_version], separators=(",", ":"),
                       ensure_ascii=True).encode("ascii") + b"\n"
 
 
+_GOOD_TENANTS: set[str] = set()  # tenants that matched TENANT_RE (a bounded cache)
+
+
 def check_key(tenant: str, pcs_id: str) -> None:
-    if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
-        raise ValueError("tenant must match ^[A-Za-z0-9._:-]{1,128}$")
+    if type(tenant) is not str or tenant not in _GOOD_TENANTS:
+        if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
+            raise ValueError("tenant must match ^[A-Za-z0-9._:-]{1,128}$")
+        if type(tenant) is str and len(_GOOD_TENANTS) < 4096:
+            _GOOD_TENANTS.add(tenant)
     if not isinstance(pcs_id, str) or not 1 <= len(pcs_id) <= 256 or "\n" in pcs_id:
         raise ValueError("pcs_id must be a non-empty string of at most 256 characters")
 

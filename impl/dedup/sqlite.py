@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -44,6 +45,14 @@ _UPSERT = (
 )
 _CHUNK = 200  # rows per statement (4 parameters each, well under SQLite's limit)
 _GET = "SELECT outcome FROM dedup WHERE tenant = ? AND pcs_id = ? AND expires_at > ?"
+
+
+@functools.lru_cache(maxsize=_CHUNK)
+def _upsert_many(n: int) -> str:
+    """The multi-row upsert of ``n`` rows; ``RETURNING`` names the rows written."""
+    return ("INSERT INTO dedup (tenant, pcs_id, expires_at, outcome) VALUES " + ",".join(["(?, ?, ?, ?)"] * n)
+            + " ON CONFLICT (tenant, pcs_id) DO UPDATE SET expires_at = excluded.expires_at, "
+            "outcome = excluded.outcome WHERE dedup.expires_at <= ? RETURNING tenant, pcs_id")
 
 
 class SqliteStore(SqlBatchMixin):
@@ -143,20 +152,21 @@ class SqliteStore(SqlBatchMixin):
         if not items:
             return []
 
+        expires_at = now + ttl
+
         def fn(c):
             c.execute("BEGIN IMMEDIATE")
             won: set = set()
             for i in range(0, len(items), _CHUNK):
                 chunk = items[i:i + _CHUNK]
-                sql = ("INSERT INTO dedup (tenant, pcs_id, expires_at, outcome) VALUES "
-                       + ",".join(["(?, ?, ?, ?)"] * len(chunk))
-                       + " ON CONFLICT (tenant, pcs_id) DO UPDATE SET expires_at = excluded.expires_at, "
-                       "outcome = excluded.outcome WHERE dedup.expires_at <= ? RETURNING tenant, pcs_id")
                 params: list = []
                 for t, p, o in chunk:
-                    params += (t, p, now + ttl, o.to_bytes())
+                    params += (t, p, expires_at, o.to_bytes())
                 params.append(now)
-                won.update((t, p) for t, p in c.execute(sql, params))
+                won.update(c.execute(_upsert_many(len(chunk)), params))
+            if len(won) == len(items):  # every key distinct and written: no loser to read back
+                c.execute("COMMIT")
+                return [(True, o) for _, _, o in items]
             out, losers, first = [], [], set()
             for t, p, o in items:
                 k = (t, p)

@@ -85,6 +85,7 @@ __all__ = [
     "InboxRecord",
     "inspect_directory",
     "encode_inbox_record",
+    "encode_inbox_records",
     "decode_inbox_record",
     "FRAME_OVERHEAD",
     "MAX_PAYLOAD",
@@ -356,6 +357,27 @@ def encode_inbox_record(rec: InboxRecord) -> bytes:
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
         raise InvalidInput("inbox_record.received_at", "must be a finite number")
     return _INBOX_HEAD.pack(_INBOX_VERSION, len(t), len(r), float(ts)) + t + r + bytes(rec.body)
+
+
+def encode_inbox_records(records) -> list[bytes]:
+    """:func:`encode_inbox_record` of each of ``records`` (objects with ``tenant``,
+    ``received_at``, ``region``, ``body``), the same bytes; records with one tenant,
+    receive time and region (a batch) share one encoded head."""
+    out = []
+    heads: dict[tuple[str, float, str], bytes] = {}
+    for rec in records:
+        tenant, received_at, region, body = rec.tenant, rec.received_at, rec.region, rec.body
+        # exact types only, and no zero: 0.0 == -0.0 and 1 == 1.0 == True would share a key
+        if type(body) is bytes and type(received_at) is float and received_at != 0.0 \
+                and type(tenant) is str and type(region) is str:
+            key = (tenant, received_at, region)
+            head = heads.get(key)
+            if head is None:
+                head = heads[key] = encode_inbox_record(InboxRecord(tenant, received_at, region, b""))
+            out.append(head + body)
+        else:
+            out.append(encode_inbox_record(InboxRecord(tenant, received_at, region, body)))
+    return out
 
 
 def decode_inbox_record(payload: bytes) -> InboxRecord:

