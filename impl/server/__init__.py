@@ -3,8 +3,8 @@
 Why this package exists: the invariants must hold in a server people deploy,
 not only in the model and the simulator. Everything here is a *driver*: it
 carries out the effects the verify pipeline (:mod:`flk.impl.verifier.pipeline`) yields
--- durable inbox WAL appends through a group committer, dedup reads and writes
-on a thread pool behind a circuit breaker -- and never decides anything about
+-- durable inbox WAL appends group-committed by the event loop, dedup reads and
+writes batched on threads behind a circuit breaker -- and never decides anything about
 the protocol itself.
 
 Modules:
@@ -16,5 +16,6 @@ Modules:
 * :mod:`.app`          -- the Starlette application (endpoints, problem+json, metrics)
 * :mod:`.pipeline`     -- the asyncio driver of the verify pipeline's effects
 * :mod:`.batching`     -- batched dedup store calls behind the circuit breaker
+* :mod:`.walwait`      -- the inbox WAL's group commit driven from the event loop (one fsync thread)
 * :mod:`.supervisor`   -- WORKERS=N processes on one socket, replaced when they die
 """

@@ -9,7 +9,7 @@ responses are the pipeline's. What it does:
   concurrency limit (429 + ``Retry-After``) -- the only answers INV-WAL-FIRST
   allows before the inbox WAL record is durable;
 * ``WalAppend``: append to this worker's inbox WAL and await the group commit's
-  fsync (:meth:`GroupCommitter.append_async`) before the pipeline continues;
+  fsync (:class:`.walwait.WalWaiter`) before the pipeline continues;
 * ``DedupGet`` / ``DedupPut``: batched store calls on a thread pool behind a
   circuit breaker (:mod:`.batching`); a failure is thrown back into the
   pipeline as ``StoreUnavailable`` (it answers 503 + ``Retry-After``);
@@ -148,8 +148,7 @@ class Server:
         self.store: Any = None
         self.batcher: StoreBatcher | None = None
         self.wal: Any = None
-        self.committer: Any = None
-        self.wal_waiter: Any = None
+        self.wal_waiter: WalWaiter | None = None  # the inbox WAL's group commit (this loop drives it)
         self.pipeline: Any = None
         self.crr: Any = None  # flk.impl.replication.service.CrrService when replication is configured
         self.metrics: Any = None
@@ -157,6 +156,7 @@ class Server:
         self.openapi: bytes = b"{}"
         self.ready = False
         self._counters: dict = {}
+        self._wire: dict = {}  # pipeline header tuples -> ASGI header lists (see _wire_headers)
         self._wal_lock: int | None = None
         self.operator = OperatorAuth(cfg.operator_user, cfg.operator_pass)
         self.wal_fs: Any = None  # the inbox WAL's FileSystem (None: the OS); tests inject faults here
@@ -168,7 +168,7 @@ class Server:
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
-        from ..storage.wal import GroupCommitter, SegmentedLog
+        from ..storage.wal import SegmentedLog
         from ..verifier.metrics import Metrics
         from .pipeline import build_pipeline
 
@@ -190,8 +190,7 @@ class Server:
         if self.wal.recovery.get("torn_tail"):
             self.log.warning("wal_torn_tail_truncated", wal_dir=wal_dir,
                              bytes=self.wal.recovery["torn_tail"]["dropped_bytes"])
-        self.committer = GroupCommitter(self.wal, max_delay_s=cfg.wal_group_delay_ms / 1000.0)
-        self.wal_waiter = WalWaiter(self.committer)
+        self.wal_waiter = WalWaiter(self.wal, max_delay_s=cfg.wal_group_delay_ms / 1000.0)
         self.pipeline = build_pipeline(cfg, self)
         replayed = await self.pipeline.replay_wal(self.wal)
         self.smetrics.replayed.inc(replayed["records"])
@@ -218,8 +217,8 @@ class Server:
             from ..replication.service import stop_for_server
 
             await loop.run_in_executor(None, stop_for_server, self.crr)
-        if self.committer is not None:
-            await loop.run_in_executor(None, self.committer.close)  # last group commit
+        if self.wal_waiter is not None:
+            await loop.run_in_executor(None, self.wal_waiter.close)  # last group commit
         if self.wal is not None:
             def close_wal() -> None:
                 with contextlib.suppress(Exception):
@@ -285,56 +284,59 @@ class Server:
                              detail="unacknowledged records dropped; appends accepted again")
 
     def _recover_wal(self) -> dict:
-        """(Worker thread.) A fresh group committer over the recovered log: the old
-        one's commit thread ended with the failure."""
-        from ..storage.wal import GroupCommitter
-
-        self.committer.close()
+        """(Worker thread.) A fresh group commit over the recovered log: the old one
+        failed with the log (and fails whoever still waits on it)."""
+        self.wal_waiter.close()
         info = self.wal.recover()
-        self.committer = GroupCommitter(self.wal, max_delay_s=self.cfg.wal_group_delay_ms / 1000.0)
-        self.wal_waiter = WalWaiter(self.committer)
+        self.wal_waiter = WalWaiter(self.wal, max_delay_s=self.cfg.wal_group_delay_ms / 1000.0)
         return info
 
     # -- endpoints ------------------------------------------------------------------
     async def submit_asgi(self, scope, receive, send) -> None:
         """POST /v1/pcs/submit as raw ASGI: the hot path skips the framework's
         request/response objects (routing, 404/405 and every other endpoint stay
-        in Starlette)."""
-        cfg = self.cfg
-        t0 = time.perf_counter()
+        in Starlette). Any failure answers 500 problem+json, never a traceback."""
+        try:
+            t0 = time.perf_counter()
+            status, headers, body, tenant = self._submit_head(scope["headers"])
+            if not status:
+                chunks, size, limit = [], 0, self.cfg.max_body_bytes
+                while True:
+                    msg = await receive()
+                    if msg["type"] == "http.disconnect":
+                        return
+                    chunk = msg.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        status, headers, body = self._problem("payload-too-large", f"body exceeds {limit} bytes")
+                        break
+                    chunks.append(chunk)
+                    if not msg.get("more_body", False):
+                        break
+                if not status:
+                    status, headers, body = await self._verify(b"".join(chunks), tenant, t0)
+            await send({"type": "http.response.start", "status": status,
+                        "headers": headers + [(b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            self._account("/v1/pcs/submit", status, scope["method"], t0, tenant)
+        except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
+            self.log.error("unhandled", reason=type(exc).__name__, path="/v1/pcs/submit")
+            await problem("internal", "internal error")(scope, receive, send)
+
+    def _submit_head(self, raw_headers) -> tuple:
+        """``(status, headers, body, tenant)``: a refusal that reads no body (duplicated
+        ``X-Tenant-Id``, ``Content-Length`` invalid or too large), or status 0."""
         length = None
-        for k, v in scope["headers"]:
+        for k, v in raw_headers:
             if k == b"content-length":
                 length = v
-        tenant, refusal = single_header(scope["headers"], b"x-tenant-id")
-        status, headers, body = 0, [], b""
+        tenant, refusal = single_header(raw_headers, b"x-tenant-id")
         if refusal is not None:
-            status, headers, body = self._problem(refusal.slug, refusal.detail)
-        elif length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
-            status, headers, body = self._problem("payload-too-large",
-                                                  f"Content-Length invalid or above {cfg.max_body_bytes} bytes")
-        else:
-            chunks = []
-            size = 0
-            more = True
-            while more:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    return
-                chunk = msg.get("body", b"")
-                size += len(chunk)
-                if size > cfg.max_body_bytes:
-                    status, headers, body = self._problem("payload-too-large",
-                                                          f"body exceeds {cfg.max_body_bytes} bytes")
-                    break
-                chunks.append(chunk)
-                more = msg.get("more_body", False)
-            if not status:
-                status, headers, body = await self._verify(b"".join(chunks), tenant, t0)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": headers + [(b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-        self._account("/v1/pcs/submit", status, scope["method"], t0, tenant)
+            return (*self._problem(refusal.slug, refusal.detail), tenant)
+        limit = self.cfg.max_body_bytes
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return (*self._problem("payload-too-large", f"Content-Length invalid or above {limit} bytes"), tenant)
+        return 0, [], b"", tenant
 
     @staticmethod
     def _problem(slug: str, detail: str, retry_after: int | None = None):
@@ -342,6 +344,16 @@ class Server:
         if retry_after is not None:
             headers.append((b"retry-after", str(retry_after).encode()))
         return problem_type(slug).status, headers, problem_body(slug, detail)
+
+    def _wire_headers(self, pairs: tuple) -> list:
+        """The pipeline's ``(name, value)`` headers as ASGI bytes pairs (lower-case names);
+        the few distinct header sets are converted once (callers never mutate the list)."""
+        wire = self._wire.get(pairs)
+        if wire is None:
+            wire = [(k.lower().encode(), v.encode()) for k, v in pairs]
+            if len(self._wire) < 64:
+                self._wire[tuple(pairs)] = wire
+        return wire
 
     async def _verify(self, body: bytes, tenant: str | None, t0: float):
         if not self.wal_available():  # before the WAL: retries must not refill a full disk
@@ -353,10 +365,11 @@ class Server:
             return self._problem("overloaded", "too many verifications in flight; retry later",
                                  self.limiter.retry_after())
         ok = True
+        pipeline = self.pipeline
         try:
-            resp = await self.pipeline.submit(body, tenant)
+            resp = await pipeline.drive(pipeline.start(body, tenant))
             ok = resp.status != 503
-            out = resp.status, [(k.lower().encode(), v.encode()) for k, v in resp.headers], resp.body
+            out = resp.status, self._wire_headers(resp.headers), resp.body
         except Exception as exc:  # noqa: BLE001 -- never a traceback to the client
             ok = False
             self.log.error("submit_failed", reason=type(exc).__name__)
@@ -456,17 +469,14 @@ ROUTES = ("/v1/pcs/submit", "/health", "/ready", "/metrics", "/openapi.json")
 
 class SubmitEndpoint:
     """``POST /v1/pcs/submit`` as a raw ASGI endpoint (the route table's handler;
-    the app's fast path calls the same object without Starlette's routing)."""
+    the app's fast path calls the same object without Starlette's routing). A call
+    returns :meth:`Server.submit_asgi`'s coroutine itself: no frame of its own."""
 
     def __init__(self, srv: Server) -> None:
         self.srv = srv
 
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await self.srv.submit_asgi(scope, receive, send)
-        except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
-            self.srv.log.error("unhandled", reason=type(exc).__name__, path="/v1/pcs/submit")
-            await problem("internal", "internal error")(scope, receive, send)
+    def __call__(self, scope, receive, send):
+        return self.srv.submit_asgi(scope, receive, send)
 
 
 def guarded(route: Route, check: Any, srv: Server) -> Route:

@@ -141,7 +141,8 @@ class _Queue:
 
 
 class StoreBatcher:
-    """``await get(...)`` / ``await put(...)`` on a blocking :class:`DedupStore`."""
+    """``await get(...)`` / ``await put(...)`` on a blocking :class:`DedupStore` (both
+    return an asyncio future; call them on the event loop)."""
 
     def __init__(
         self,
@@ -172,11 +173,14 @@ class StoreBatcher:
     def _run_puts(self, items: Sequence[tuple[str, str, StoredOutcome]], now: float) -> list[tuple[bool, StoredOutcome]]:
         return list(self.store.put_many_if_absent(list(items), now, self.ttl_s))
 
-    async def get(self, tenant: str, pcs_id: str) -> StoredOutcome | None:
-        return await self._gets.submit((tenant, pcs_id))
+    def get(self, tenant: str, pcs_id: str) -> asyncio.Future:
+        """``await get(...)``: the stored outcome or None (a future, not a coroutine:
+        the driver awaits it without one more frame per request)."""
+        return self._gets.submit((tenant, pcs_id))
 
-    async def put(self, tenant: str, pcs_id: str, outcome: StoredOutcome) -> tuple[bool, StoredOutcome]:
-        return await self._puts.submit((tenant, pcs_id, outcome))
+    def put(self, tenant: str, pcs_id: str, outcome: StoredOutcome) -> asyncio.Future:
+        """``await put(...)``: ``(won, winner)`` of ``put_if_absent``."""
+        return self._puts.submit((tenant, pcs_id, outcome))
 
     def close(self) -> None:
         """Stop the batch threads (after the in-flight batches; before the store closes)."""

@@ -124,8 +124,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
+        # one deadline at a time ("head" or "body", None: none) and ONE loop timer per
+        # connection: a timer that fires before the current deadline re-arms itself for it,
+        # so a request moves a float instead of creating and cancelling two timers
+        self._watching: str | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._refusal: tuple[str, str] | None = None
         self._closed_by_guard = False
 
@@ -177,34 +182,56 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes = False, 0
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope and self.scope.get("method") != "HEAD":
             cycle.transport = CoalescingWrites(cycle.transport, cycle)  # its task has not run yet
-        self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timeout)
+        self._watch("body", self.limits.body_timeout_s)
 
     def on_message_complete(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        if self._watching == "body":
+            self._watching = None
         super().on_message_complete()
 
     # -- timers and refusals -----------------------------------------------------------
     def _arm_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)
+        if self._watching != "head":  # a head deadline already running is kept (not extended)
+            self._watch("head", self.limits.header_timeout_s)
 
-    def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._body_timer):
+    def _watch(self, what: str, timeout_s: float) -> None:
+        """Deadline ``what`` in ``timeout_s``; the one timer is armed only when it would
+        fire after it (or is not armed)."""
+        deadline = self._deadline = self.loop.time() + timeout_s
+        self._watching = what
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._body_timer = None
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        what = self._watching
+        if what is None:
+            return
+        if self.loop.time() < self._deadline:  # the deadline moved on since the timer was armed
+            self._timer_at = self._deadline
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+            return
+        self._watching = None
+        if what == "head":
+            self._head_timeout()
+        else:
+            self._body_timeout()
+
+    def _cancel_timers(self) -> None:
+        self._watching = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _head_timeout(self) -> None:
-        self._head_timer = None
         busy = self.cycle is not None and not self.cycle.response_complete
         if busy:  # a pipelined request's head is late while the previous answer is still running
             self._close()
@@ -213,7 +240,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                          f"{self.limits.header_timeout_s:g} s")
 
     def _body_timeout(self) -> None:
-        self._body_timer = None
         cycle = self.cycle
         if cycle is None or cycle.response_complete or not cycle.more_body:
             return

@@ -135,39 +135,49 @@ class ServerPipeline:
         self.server = server
         self.verifier = build_verifier(cfg, server.admission.buckets)
 
+    def start(self, body: bytes, tenant: str | None):
+        """The pipeline generator of one request, received now (for :meth:`drive`)."""
+        return self.verifier.handle(Request(body, tenant, _NO_HEADERS), time.time())
+
     async def submit(self, body: bytes, tenant: str | None):
         """Run one request through the pipeline; returns the verifier's ``Response``."""
-        return await self.drive(self.verifier.handle(Request(body, tenant, _NO_HEADERS), time.time()))
+        return await self.drive(self.start(body, tenant))
 
     async def drive(self, gen):
+        """Carry out ``gen``'s effects until it returns its ``Response``. The waits are
+        the futures of :class:`.walwait.WalWaiter` and :class:`.batching.StoreBatcher`,
+        awaited here directly (no coroutine per effect)."""
         srv = self.server
+        metrics = srv.metrics
+        send, throw = gen.send, gen.throw
         reply: Any = None
         exc: BaseException | None = None
         label = "_none"
         t0 = time.perf_counter()
         while True:
             try:
-                eff = gen.throw(exc) if exc is not None else gen.send(reply)
+                eff = send(reply) if exc is None else throw(exc)
             except StopIteration as stop:
-                srv.metrics.observe_latency(label, time.perf_counter() - t0)
+                metrics.observe_latency(label, time.perf_counter() - t0)
                 return stop.value
             reply, exc = None, None
-            if isinstance(eff, Emit):
+            kind = type(eff)
+            if kind is Emit:
                 label = eff.event.get("tenant_label", label)
-                srv.metrics(eff.event)
-            elif isinstance(eff, WalAppend):
+                metrics(eff.event)
+            elif kind is WalAppend:
                 try:
                     payload = encode_inbox_record(InboxRecord(eff.tenant, eff.received_at, eff.region, eff.body))
                     reply = await srv.wal_waiter.append(payload)
                 except (WalError, OSError) as e:
                     srv.log.error("wal_append_failed", reason=type(e).__name__)
                     exc = WalUnavailable(type(e).__name__)
-            elif isinstance(eff, DedupGet):
+            elif kind is DedupGet:
                 try:
                     reply = await srv.batcher.get(eff.tenant, eff.pcs_id)
                 except StoreUnavailable as e:
                     exc = e
-            elif isinstance(eff, DedupPut):
+            elif kind is DedupPut:
                 try:
                     reply = await srv.batcher.put(eff.tenant, eff.pcs_id, eff.outcome)
                 except StoreUnavailable as e:

@@ -9,8 +9,9 @@ is passed in. The drivers carry out the effects:
 
 * :class:`flk.impl.storage.wal.GroupCommitter` -- a thread that sleeps until
   :meth:`GroupCommit.next_deadline`, calls ``log.sync()`` and wakes waiters;
-* :class:`flk.impl.server.walwait.WalWaiter` -- the asyncio side: it keeps its
-  waiters in a machine and releases them when the commit thread reports;
+* :class:`flk.impl.server.walwait.WalWaiter` -- the server's inbox WAL: the event
+  loop appends, asks the machine when to sync (a loop timer for the delay),
+  hands each sync to one thread and releases waiters when it reports;
 * ``flk.sim.region.Region`` -- the simulated disk under SimPy time.
 
 Theory of operation

@@ -149,3 +149,27 @@ def test_connections_over_the_limit_get_503_and_are_closed(server) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_the_header_timeout_of_a_keep_alive_connection_counts_from_each_new_request(server) -> None:
+    """One timer per connection carries the deadlines: a request's head deadline is
+    measured from that request's first byte, not from the connection or an earlier request."""
+    sock = connect(server)
+    start = time.monotonic()
+    send_all(sock, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+        data += sock.recv(65536)
+    assert data.startswith(b"HTTP/1.1 200")
+    time.sleep(0.7)  # the first request's deadline (1 s) passes while the second one trickles
+    second = time.monotonic()
+    send_all(sock, b"GET /health HTTP/1.1\r\n")
+    time.sleep(0.6)
+    send_all(sock, b"X-A: 1\r\n")
+    assert_problem(read_answer(sock), 408, "request-timeout")
+    end = time.monotonic()
+    sock.close()
+    assert end - second >= 0.9 and end - start >= 1.6  # 1 s after the second request began
+    assert end - second < 5
+    still_serves(server)
