@@ -64,6 +64,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from json import encoder as json_encoder
 from urllib.parse import urlsplit, urlunsplit
 
 from ..core.canonical import canonical_bytes
@@ -244,6 +245,19 @@ class Prepared:
     head: bytes = field(repr=False)
 
 
+_DEFAULT = json.JSONEncoder().default  # raises the TypeError json.dumps raises
+
+
+def _compact_json(obj: object) -> str:
+    """``json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``: the same
+    C encoder with the same options (circular check included), without building a
+    ``JSONEncoder`` per call."""
+    make = json_encoder.c_make_encoder
+    if make is None:  # pragma: no cover - CPython always has the C accelerator
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return "".join(make({}, _DEFAULT, json_encoder.encode_basestring, None, ":", ",", False, False, False)(obj, 0))
+
+
 def prepare(pcs: Mapping) -> Prepared:
     """Validate a signed PCS and fix its body: everything but ``attempt``/``sent_at``."""
     if not isinstance(pcs, Mapping):
@@ -253,7 +267,7 @@ def prepare(pcs: Mapping) -> Prepared:
         raise InvalidInput("sig", "the PCS is not signed")
     base = {k: v for k, v in pcs.items() if k not in UNSIGNED_FIELDS}
     try:
-        text = json.dumps(base, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _compact_json(base)
     except (TypeError, ValueError) as exc:
         raise InvalidInput("pcs", f"not serialisable as JSON ({exc})") from None
     return Prepared(pcs["pcs_id"], signed, text[:-1].encode("utf-8") + b',"attempt":')

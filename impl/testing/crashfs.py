@@ -35,6 +35,12 @@ class _Inode:
     def durable(self) -> bytes:
         return bytes(self.data[: self.durable_len])
 
+    def writable(self) -> bytearray:
+        """``data`` as a bytearray to change in place (a read-only file keeps it as bytes)."""
+        if not isinstance(self.data, bytearray):
+            self.data = bytearray(self.data)
+        return self.data
+
 
 def _norm(path: str) -> str:
     p = posixpath.normpath(path)
@@ -60,7 +66,7 @@ class _MemHandle:
     def write(self, data: bytes) -> None:
         with self._fs._lock:
             self._check()
-            self._inode.data += data
+            self._inode.writable().extend(data)
             self._fs.write_count += 1
 
     def fsync(self) -> None:
@@ -171,7 +177,8 @@ class CrashableMemoryFileSystem:
                     if extra:
                         kept += extra
                         report["torn"][path] = extra
-                del inode.data[kept:]
+                if len(inode.data) > kept:
+                    del inode.writable()[kept:]
                 inode.durable_len = kept
         return report
 
@@ -181,7 +188,7 @@ class CrashableMemoryFileSystem:
             inode = self._get(path)
             if not 0 <= offset < len(inode.data):
                 raise ValueError(f"offset {offset} outside {path!r} ({len(inode.data)} bytes)")
-            inode.data[offset] ^= 1 << (bit & 7)  # in the durable prefix too when offset is inside it
+            inode.writable()[offset] ^= 1 << (bit & 7)  # in the durable prefix too when offset is inside it
 
     def clone(self, rng: random.Random | None = None) -> CrashableMemoryFileSystem:
         """An independent copy of this disk (current and durable state, pending
@@ -332,9 +339,9 @@ class CrashableMemoryFileSystem:
             if size < 0:
                 raise ValueError("negative size")
             if size <= len(inode.data):
-                del inode.data[size:]
+                del inode.writable()[size:]
             else:
-                inode.data += bytes(size - len(inode.data))
+                inode.writable().extend(bytes(size - len(inode.data)))
             self._fsync_point(path)
             inode.durable_len = len(inode.data)
             self.fsync_count += 1
@@ -344,5 +351,9 @@ class CrashableMemoryFileSystem:
             return len(self._get(path).data)
 
     def chmod_readonly(self, path: str) -> None:
+        """Read-only (a sealed WAL segment): its bytes are kept as one immutable ``bytes``
+        that every :meth:`read` hands out, so a copy uploaded from it holds no second copy."""
         with self._lock:
-            self._get(path).readonly = True
+            inode = self._get(path)
+            inode.readonly = True
+            inode.data = bytes(inode.data)

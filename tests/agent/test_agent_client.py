@@ -381,3 +381,17 @@ def test_rfc3339_is_isoformat_in_milliseconds_with_z(now):
     ref = datetime.datetime.fromtimestamp(round(float(now) * 1000) / 1000, tz=datetime.UTC)
     assert rfc3339(now) == ref.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     assert rfc3339(now) == rfc3339(now)  # the second's text cached from the call before
+
+
+_JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                        | st.text(), lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(doc=st.dictionaries(st.text(max_size=8), _JSONISH, max_size=6))
+def test_prepared_body_text_is_json_dumps_compact(doc):
+    """prepare's encoder (built once, not per call) writes what json.dumps writes."""
+    from flk.impl.agent.client import _compact_json
+
+    assert _compact_json(doc) == json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
