@@ -1418,15 +1418,46 @@ static PyObject *hmac_auth_v1(PyObject *Py_UNUSED(module), PyObject *const *args
 
 /* ---- steps 3, 4 and 6 in one call: accept_v1 ------------------------------ */
 PyDoc_STRVAR(accept_v1_doc,
-"accept_v1(body, keys, params) -> (pcs_id, digest, reason_bits, d_hat, budget, regime) | None\n\n"
+"accept_v1(body, keys, params, parts) -> (pcs_id, digest, reason_bits, d_hat, budget, regime, answer) | None\n\n"
 "Steps 3, 4 and 6 of the pipeline in one call, for the common case only: a body\n"
 "parse_json takes, a document pcs_check accepts (INV-PCSID holds), version \"1\"\n"
 "(profile v1), no sig_alg or sig_alg \"hmac\", a sig hmac_auth_v1 verifies under\n"
 "one of keys, and claims signal_check takes (params as there). None: anything\n"
 "else -- the caller runs the reference steps, which answer it. The caller checks\n"
-"the tenant (HMAC, profile v1 allowed) and passes its active keys.");
+"the tenant (HMAC, profile v1 allowed) and passes its active keys.\n"
+"parts = (repr(first_seen), policy_version JSON, region JSON), ASCII str: answer is\n"
+"the 200 body Verifier._body writes when reason_bits is 0, else None.");
 
-static PyObject *accept_checked(PyObject *module, PyObject *doc, PyObject *keys, PyObject *params)
+/* Verifier._body for an accepted PCS (no reasons): None when round9 is not the common case */
+static PyObject *accepted_body(PyObject *pcs_id, double d_hat, double budget, PyObject *regime, PyObject *parts)
+{
+    double d9, b9;
+    if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 3 || !round9_core(d_hat, &d9)
+        || !round9_core(budget, &b9))
+        Py_RETURN_NONE;
+    for (int i = 0; i < 3; i++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, i)) || !PyUnicode_IS_ASCII(PyTuple_GET_ITEM(parts, i)))
+            Py_RETURN_NONE;
+    if (!PyUnicode_IS_ASCII(pcs_id) || !PyUnicode_IS_ASCII(regime))
+        Py_RETURN_NONE;
+    char *ds = PyOS_double_to_string(d9, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    char *bs = ds == NULL ? NULL : PyOS_double_to_string(b9, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    PyObject *text = NULL;
+    if (bs != NULL)
+        text = PyUnicode_FromFormat(
+            "{\"accepted\":true,\"escalated\":false,\"first_seen\":%U,\"pcs_id\":\"%U\",\"policy_version\":%U,"
+            "\"reasons\":[],\"recomputed\":{\"D_hat\":%s,\"budget\":%s,\"regime\":\"%U\"},\"region\":%U}",
+            PyTuple_GET_ITEM(parts, 0), pcs_id, PyTuple_GET_ITEM(parts, 1), ds, bs, regime, PyTuple_GET_ITEM(parts, 2));
+    PyMem_Free(ds);
+    PyMem_Free(bs);
+    if (text == NULL)
+        return NULL;
+    PyObject *out = PyBytes_FromStringAndSize((const char *)PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text));
+    Py_DECREF(text);
+    return out;
+}
+
+static PyObject *accept_checked(PyObject *module, PyObject *doc, PyObject *keys, PyObject *params, PyObject *parts)
 {
     PyObject *f[N_KNOWN];
     static const int NEEDED[] = {K_PCS_ID, K_VERSION, K_SCALES, K_N_J, K_COH_STAR, K_R, K_D_HAT, K_BUDGET, K_REGIME};
@@ -1459,8 +1490,18 @@ static PyObject *accept_checked(PyObject *module, PyObject *doc, PyObject *keys,
     PyObject *checked = signal_check(module, sargs, 9);
     PyObject *out = checked;
     if (checked != NULL && checked != Py_None) {
-        out = PyTuple_Pack(6, f[K_PCS_ID], digest, PyTuple_GET_ITEM(checked, 0), PyTuple_GET_ITEM(checked, 1),
-                           PyTuple_GET_ITEM(checked, 2), PyTuple_GET_ITEM(checked, 3));
+        PyObject *bits = PyTuple_GET_ITEM(checked, 0), *answer = Py_None;
+        Py_INCREF(answer);
+        long nbits = PyLong_AsLong(bits);
+        if (nbits == 0) {
+            Py_DECREF(answer);
+            answer = accepted_body(f[K_PCS_ID], PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(checked, 1)),
+                                   PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(checked, 2)), PyTuple_GET_ITEM(checked, 3), parts);
+        }
+        out = answer == NULL ? NULL
+                             : PyTuple_Pack(7, f[K_PCS_ID], digest, bits, PyTuple_GET_ITEM(checked, 1),
+                                            PyTuple_GET_ITEM(checked, 2), PyTuple_GET_ITEM(checked, 3), answer);
+        Py_XDECREF(answer);
         Py_DECREF(checked);
     }
     Py_DECREF(digest);
@@ -1469,7 +1510,7 @@ static PyObject *accept_checked(PyObject *module, PyObject *doc, PyObject *keys,
 
 static PyObject *accept_v1(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyList_CheckExact(args[1]) || PyList_GET_SIZE(args[1]) == 0)
+    if (nargs != 4 || !PyList_CheckExact(args[1]) || PyList_GET_SIZE(args[1]) == 0)
         Py_RETURN_NONE;
     PyObject *parsed = parse_json(module, args[0]);
     if (parsed == NULL || parsed == Py_None)
@@ -1481,7 +1522,7 @@ static PyObject *accept_v1(PyObject *module, PyObject *const *args, Py_ssize_t n
         long v = PyLong_AsLong(verdict);
         Py_DECREF(verdict);
         if (v == 1) {
-            out = accept_checked(module, doc, args[1], args[2]);
+            out = accept_checked(module, doc, args[1], args[2], args[3]);
         } else {
             out = Py_None;
             Py_INCREF(out);

@@ -813,6 +813,7 @@ class _Batch:
         self.latency = latency
         self.started = time.perf_counter() if latency is not None else 0.0
         self.responses: list[Response | None] = [None] * n
+        self.parts: tuple[str, str, str] | None = None  # Verifier._body's parts for accept_v1
 
     def finish(self, i: int, label: str, resp: Response, event: Mapping[str, Any] | None) -> None:
         self.responses[i] = resp
@@ -845,6 +846,8 @@ class _Batch:
         v, now, sink = self.v, self.now, self.sink
         early = not v.hooks
         fused = _compiled_accept if early and v._signal_params is not None else None
+        if fused is not None:
+            self.parts = (float_repr(float(now)), v._policy_version_json, v._region_json)
         pending = []
         for i, body, tenant, label in admitted:
             if sink is not None:
@@ -872,12 +875,15 @@ class _Batch:
         :meth:`Verifier._authenticate` and :meth:`Verifier._decide` answer it; None: the reference steps decide."""
         v, now = self.v, self.now
         keys = tenant.active_keys(now)
-        got = _compiled_accept(body, keys, v._signal_params) if keys else None
+        got = _compiled_accept(body, keys, v._signal_params, self.parts) if keys else None
         if got is None:
             return None
-        pcs_id, digest, bits, d_hat, budget_, regime_ = got
-        reasons = [code for k, code in enumerate(REASON_CODES) if bits >> k & 1] if bits else []
+        pcs_id, digest, bits, d_hat, budget_, regime_, answer = got
         who = _Authenticated(tenant.tenant_id, "v1", digest)
+        if answer is not None:  # no reason: Verifier._settle's 200 outcome, its body written by accept_v1
+            return [i, label, who, pcs_id, None, (StoredOutcome(digest, 200, answer, now, v.region,
+                                                                v.policy.version), [])]
+        reasons = [code for k, code in enumerate(REASON_CODES) if bits >> k & 1] if bits else []
         return [i, label, who, pcs_id, None, v._settle(pcs_id, who, now, SignalCheck(reasons, d_hat, budget_, regime_),
                                                        None)]
 
