@@ -33,6 +33,7 @@ def test_bench_serve_quick_prints_figures() -> None:
     assert fig["ratio_sqlite_vs_bare_starlette"] == round(fig["sqlite_rps"] / fig["bare_starlette_rps"], 3)
     for who in ("sqlite", "sqlite_minimal", "bare_realistic", "bare_minimal", "bare_starlette"):
         assert fig[f"{who}_cpu_us_per_req"] > 0  # CPU per request of both, from /proc
+        assert fig[f"{who}_switches_per_req"] >= 0  # context switches per request, from /proc
     # realistic bodies carry the optional fields flk agent build and the submit client add
     assert fig["body_bytes_realistic"] > fig["body_bytes_minimal"]
     assert fig["sqlite_minimal_socket_errors"] == 0

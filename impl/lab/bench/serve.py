@@ -27,8 +27,10 @@ between processes), Redis and Postgres backends follow (realistic bodies).
 Every run starts a fresh server with an empty data dir; figures are medians
 over ``repeat`` runs. Besides req/s the run reports each server's CPU time per
 request (the whole process tree, from /proc) -- less sensitive to the load
-than throughput -- the 1-minute load average before and after, and which
-core path (compiled or pure, :data:`flk.impl.core.canonical.CORE_PATH`) served.
+than throughput -- and its context switches per request (thread hand-offs and
+GIL hand-overs show there), the 1-minute load average before and after, and
+which core path (compiled or pure, :data:`flk.impl.core.canonical.CORE_PATH`)
+served.
 
 Goals: >= 5,000 req/s with p99 <= 25 ms on SQLite, ratio >= 0.7. The machine
 is shared: wrk, the servers and whatever else runs compete for the same cores,
@@ -155,18 +157,50 @@ def _tree_cpu_s(pid: int) -> float:
         except OSError:
             continue
         stats[int(d)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / tick)
-    total, todo = 0.0, [pid]
+    return sum(stats[p][1] for p in _tree(pid, stats))
+
+
+def _tree(pid: int, stats: dict[int, tuple[int, float]]) -> list[int]:
+    """``pid`` and its descendants among ``stats`` (pid -> (ppid, ...))."""
+    out, todo = [], [pid]
     while todo:
         p = todo.pop()
         if p in stats:
-            total += stats[p][1]
+            out.append(p)
         todo += [c for c, (ppid, _) in stats.items() if ppid == p]
+    return out
+
+
+def _tree_switches(pid: int) -> int:
+    """Context switches (voluntary + involuntary) so far of every thread of ``pid`` and its
+    descendants: thread hand-offs (a wake-up, a GIL hand-over) show here before in CPU time."""
+    stats: dict[int, tuple[int, float]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    stats[int(d)] = (int(fh.read().rsplit(")", 1)[1].split()[1]), 0.0)
+            except OSError:
+                continue
+    total = 0
+    for p in _tree(pid, stats):
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/status") as fh:
+                    total += sum(int(line.split()[1]) for line in fh if "ctxt_switches" in line)
+            except OSError:
+                continue
     return total
 
 
 def _wrk(port: int, bodies_path: str, lua_path: str, seconds: float, offset: int = 0,
          pid: int | None = None) -> dict:
     cpu0 = _tree_cpu_s(pid) if pid else 0.0
+    switches0 = _tree_switches(pid) if pid else 0
     out = subprocess.run(
         [ensure_wrk(), f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
          "-s", lua_path, f"http://127.0.0.1:{port}/v1/pcs/submit", "--", bodies_path, str(offset)],
@@ -178,6 +212,7 @@ def _wrk(port: int, bodies_path: str, lua_path: str, seconds: float, offset: int
             r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
             if pid:
                 r["cpu_us_per_req"] = (_tree_cpu_s(pid) - cpu0) * 1e6 / max(1, r["requests"])
+                r["switches_per_req"] = (_tree_switches(pid) - switches0) / max(1, r["requests"])
             return r
     raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
 
@@ -291,6 +326,7 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
                                                          for r in rs)),
         f"{prefix}_runs_rps": [round(r["rps"]) for r in rs],
         f"{prefix}_cpu_us_per_req": round(_median(rs, "cpu_us_per_req"), 1),
+        f"{prefix}_switches_per_req": round(_median(rs, "switches_per_req"), 2),
     }
 
 
