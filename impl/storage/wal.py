@@ -643,14 +643,14 @@ class SegmentedLog:
     def append_many(self, payloads: list[bytes]) -> int:
         """Append several records; returns the index of the first."""
         frames = [encode_frame(p) for p in payloads]
+        data = b"".join(frames)
         with self._lock:
             self._check_ok()
             first = self._next
             self._next += len(frames)
             active = self._segments[-1]
-            for f in frames:
-                self._buf += f
-                active.bytes += len(f)
+            self._buf += data
+            active.bytes += len(data)
             active.count += len(frames)
             if len(self._buf) >= self.flush_bytes:
                 self._flush_locked()
