@@ -32,7 +32,6 @@ from flk.impl.replication.crr import (
     Shipper,
     Topology,
     stream_name,
-    verify_segment,
 )
 from flk.impl.replication.divergence import PREFIX as SUMMARY_PREFIX
 from flk.impl.replication.divergence import Alert, DivergenceDetector
@@ -102,8 +101,9 @@ class ObjectFabric:
         self.retry_cap_s = max(self.retry_s, float(cfg["backoff_cap_s"]))
         self.available = True  # False: the object store service is down everywhere
         self.buckets = {rid: Bucket(self, rid) for rid in world.region_ids}
-        # every region reads every region's stream (its own too): a record is replayed once per region
-        self.memo = ReplayMemo(uses=len(world.region_ids))
+        # every region reads every region's stream (its own too): a record is replayed once per region;
+        # a segment is verified by its shipper, by start_copy and by every region's reader
+        self.memo = ReplayMemo(uses=len(world.region_ids), segment_uses=len(world.region_ids) + 2)
 
     def _now(self) -> float:
         return self.world.env.now
@@ -118,7 +118,7 @@ class ObjectFabric:
             objects.insert(0, (seg_key, seg[0], seg[1]))
             stream, _, name = seg_key.rpartition("/")
             try:
-                _, recs = verify_segment(stream, name, manifest[0], seg[0])
+                _, recs = self.memo.verified(stream, name, manifest[0], seg[0], None)
                 records = len(recs)
                 oldest = min((r.received_at - SIM_EPOCH for r in recs), default=oldest)
             except Exception:  # noqa: BLE001 - a corrupted segment is still copied; readers reject it
@@ -394,7 +394,8 @@ class RegionReplication:
         rng = self.world.streams.get(f"crr/{r.id}")
         backoff = Backoff(base_s=float(cfg["backoff_base_s"]), cap_s=float(cfg["backoff_cap_s"]))
         self.shipper = Shipper(r.wal, self.view, stream_name(r.id), "/crr/ship.json", fs=r.fs,
-                               interval_s=float(cfg["ship_interval_s"]), backoff=backoff, rng=rng)
+                               interval_s=float(cfg["ship_interval_s"]), backoff=backoff, rng=rng,
+                               memo=self.view.fabric.memo)
         self.shipper.paused = self.ship_stopped
         topo = Topology.full_mesh(self.world.region_ids, r.id, include_self=True)
         self.sharing = SharingStore(r.store, self.world)

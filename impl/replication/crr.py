@@ -152,6 +152,15 @@ class LagStats:
             self.count += 1
             self.max_s = max(self.max_s, lag)
 
+    def add_many(self, lags: Iterable[float]) -> None:
+        """:meth:`add` of every lag, under one lock."""
+        vals = [max(0.0, float(lag)) for lag in lags]
+        if vals:
+            with self._lock:
+                self.samples.extend(vals)
+                self.count += len(vals)
+                self.max_s = max(self.max_s, max(vals))
+
     def quantile(self, q: float) -> float | None:
         with self._lock:
             s = sorted(self.samples)
@@ -199,8 +208,11 @@ class Shipper:
 
     def __init__(self, log: Any, store: ObjectStore, stream: str, state_path: str,
                  fs: FileSystem | None = None, interval_s: float = 1.0, backoff: Backoff = Backoff(),
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, memo: ReplayMemo | None = None) -> None:
+        """``memo``: where the verification of a shipped segment is shared with readers of
+        the same bytes (:class:`ReplayMemo`)."""
         self.log, self.store, self.stream = log, store, stream
+        self.memo = memo
         self.interval_s = float(interval_s)
         self.backoff, self.rng = backoff, rng
         self.state = WatermarkFile(state_path, fs or log.fs)
@@ -262,13 +274,14 @@ class Shipper:
             path = posixpath.join(self.log.dir, seg.name)
             data = self.log.fs.read(path)[: seg.bytes]
             mraw = self.log.fs.read(posixpath.join(self.log.dir, manifest_name(seg.name)))
-            _, records = verify_segment(self.stream, seg.name, mraw, data)  # never ship local damage
+            # never ship local damage
+            _, records = (verify_segment(self.stream, seg.name, mraw, data) if self.memo is None else
+                          self.memo.verified(self.stream, seg.name, mraw, data, None))
             meta = {"first-index": str(seg.first_index), "count": str(seg.count),
                     "sha256": hashlib.sha256(data).hexdigest()}
             self._put_once(segment_key(self.stream, seg.name), data, meta)
             self._put_once(segment_key(self.stream, manifest_name(seg.name)), mraw)
-            for rec in records:
-                self.lag.add(now - rec.received_at)
+            self.lag.add_many(now - rec.received_at for rec in records)
             self.watermark = seg.end_index
             self.state.save({self.stream: self.watermark})
             self.shipped_segments += 1
@@ -336,26 +349,30 @@ class ReplayMemo:
     applier reading the record) or once ``capacity`` newer entries came; a dropped entry
     is only computed again."""
 
-    def __init__(self, uses: int, capacity: int = 1 << 16) -> None:
+    def __init__(self, uses: int, capacity: int = 1 << 16, segment_uses: int | None = None) -> None:
+        """``segment_uses``: verifications of one shipped segment (default ``uses``)."""
         self.uses, self.capacity = int(uses), int(capacity)
+        self.segment_uses = self.uses if segment_uses is None else int(segment_uses)
         self._d: dict[tuple, list] = {}  # key -> [write or None, look-ups left]
-        self._segments: dict[tuple, list] = {}  # (stream, name, expect_first) -> [manifest, data, result, left]
+        self._segments: dict[tuple, list] = {}  # (stream, name) -> [manifest, data, result, first, left]
         self.hits = self.misses = 0
 
     def verified(self, stream: str, name: str, manifest_raw: bytes, data: bytes,
                  expect_first: int | None) -> tuple[dict, list[InboxRecord]]:
         """:func:`verify_segment`, reused for the very same (immutable) manifest and segment
-        objects -- readers sharing an object store's bytes; a rejection is never memoised."""
-        key = (stream, name, expect_first)
+        objects (a shipper, an object store and readers sharing bytes) when ``expect_first``
+        is None or the segment's first index; a rejection is never memoised."""
+        key = (stream, name)
         hit = self._segments.get(key)
-        if hit is not None and hit[0] is manifest_raw and hit[1] is data:
-            hit[3] -= 1
-            if hit[3] <= 0:
+        if (hit is not None and hit[0] is manifest_raw and hit[1] is data
+                and (expect_first is None or expect_first == hit[3])):
+            hit[4] -= 1
+            if hit[4] <= 0:
                 del self._segments[key]
             return hit[2]
         result = verify_segment(stream, name, manifest_raw, data, expect_first=expect_first)
-        if self.uses > 1 and isinstance(manifest_raw, bytes) and isinstance(data, bytes):
-            self._segments[key] = [manifest_raw, data, result, self.uses - 1]
+        if self.segment_uses > 1 and isinstance(manifest_raw, bytes) and isinstance(data, bytes):
+            self._segments[key] = [manifest_raw, data, result, int(result[0]["first_index"]), self.segment_uses - 1]
             if len(self._segments) > 256:
                 del self._segments[next(iter(self._segments))]
         return result
@@ -798,8 +815,7 @@ class Reader:
 
                 bad = self.applier.apply_isolating([r for _, r in chunk], now, self.batch > 0, poison,
                                                    self._store_failures >= self.refusals_before_poison)
-                for _, rec in chunk:
-                    self.apply_lag.add(now - rec.received_at)
+                self.apply_lag.add_many(now - rec.received_at for _, rec in chunk)
                 self.applied_records += len(chunk) - bad
             self.watermarks[stream] = first + int(m["count"])
             self.state.save(self.watermarks)

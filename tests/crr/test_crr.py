@@ -425,3 +425,30 @@ def test_a_conflict_both_homes_acked_is_still_flagged_when_homes_are_asked():
         result = applier.apply(rec, NOW + 5)
         assert not result.home_rejected and result.response.status == 409  # the local store keeps its own
         assert reconciler.metrics()["conflicts"] == 1
+
+
+def test_replay_memo_shares_a_segment_verification_only_for_the_same_bytes_and_first_index():
+    """ReplayMemo.verified answers as verify_segment: the very same manifest and segment objects
+    reuse the result (with no expected first index or the segment's own), anything else --
+    other bytes (a flipped bit), another expected first index (a gap) -- is verified again."""
+    from flk.impl.replication.crr import ReplayMemo, verify_segment
+
+    objects, eu, _ = two()
+    for i, (raw, t, _, _) in enumerate(variants(3, 1)):
+        eu.submit(raw, t, NOW + i)
+    eu.shipper.step(NOW + 5)
+    seg_key, man_key = objects.list("eu/")
+    data, mraw = objects.get(seg_key), objects.get(man_key)
+    name = seg_key.split("/")[-1]
+    memo = ReplayMemo(uses=3, segment_uses=3)
+    first = memo.verified("eu", name, mraw, data, None)
+    assert first == verify_segment("eu", name, mraw, data)
+    assert memo.verified("eu", name, mraw, data, 0) is first  # its own first index: shared
+    with pytest.raises(SegmentRejected, match="gap"):
+        memo.verified("eu", name, mraw, data, 7)
+    flipped = bytearray(data)
+    flipped[20] ^= 8
+    with pytest.raises(SegmentRejected):
+        memo.verified("eu", name, mraw, bytes(flipped), None)
+    assert memo.verified("eu", name, mraw, data, None) is first  # the third use: dropped after it
+    assert not memo._segments

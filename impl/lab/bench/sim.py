@@ -109,6 +109,7 @@ def run(repeat: int = 3, quick: bool = False, n: int | None = None) -> dict:
         "history_events": done[0]["history"],
         "history_events_per_wall_s": round(done[0]["history"] / wall, 1),
         "simpy_events": done[0]["simpy"],
+        "simpy_events_per_submission": round(done[0]["simpy"] / max(1, subs), 2),
         "simpy_events_per_wall_s": round(sim_rate, 1),
         "bare_simpy_events_per_wall_s": round(bare, 1),
         "ratio_sim_to_bare_simpy": round(sim_rate / bare, 4),
