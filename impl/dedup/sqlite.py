@@ -48,6 +48,14 @@ _GET = "SELECT outcome FROM dedup WHERE tenant = ? AND pcs_id = ? AND expires_at
 
 
 @functools.lru_cache(maxsize=_CHUNK)
+def _select_many(n: int) -> str:
+    """The live rows of ``n`` keys: a join on a VALUES list searches the primary key per key
+    ("IN (VALUES ...)" would scan the whole table)."""
+    return ("SELECT d.tenant, d.pcs_id, d.outcome FROM (VALUES " + ",".join(["(?, ?)"] * n)
+            + ") AS k JOIN dedup AS d ON d.tenant = k.column1 AND d.pcs_id = k.column2 WHERE d.expires_at > ?")
+
+
+@functools.lru_cache(maxsize=_CHUNK)
 def _upsert_many(n: int) -> str:
     """The multi-row upsert of ``n`` rows; ``RETURNING`` names the rows written."""
     return ("INSERT INTO dedup (tenant, pcs_id, expires_at, outcome) VALUES " + ",".join(["(?, ?, ?, ?)"] * n)
@@ -127,11 +135,7 @@ class SqliteStore(SqlBatchMixin):
     def _select(c, keys, now) -> dict:
         if not keys:
             return {}
-        # a join on a VALUES list searches the primary key per key ("IN (VALUES ...)"
-        # would scan the whole table)
-        sql = ("SELECT d.tenant, d.pcs_id, d.outcome FROM (VALUES " + ",".join(["(?, ?)"] * len(keys))
-               + ") AS k JOIN dedup AS d ON d.tenant = k.column1 AND d.pcs_id = k.column2 "
-               "WHERE d.expires_at > ?")
+        sql = _select_many(len(keys))
         params: list = []
         for t, p in keys:
             params += (t, p)

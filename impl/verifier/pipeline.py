@@ -814,6 +814,7 @@ class _Batch:
         self.started = time.perf_counter() if latency is not None else 0.0
         self.responses: list[Response | None] = [None] * n
         self.parts: tuple[str, str, str] | None = None  # Verifier._body's parts for accept_v1
+        self.keys: dict[int, tuple[Tenant, list[bytes]]] = {}  # id(tenant) -> its active keys at now
 
     def finish(self, i: int, label: str, resp: Response, event: Mapping[str, Any] | None) -> None:
         self.responses[i] = resp
@@ -874,7 +875,10 @@ class _Batch:
         signed by one of this HMAC tenant's active keys, float claims), answered as
         :meth:`Verifier._authenticate` and :meth:`Verifier._decide` answer it; None: the reference steps decide."""
         v, now = self.v, self.now
-        keys = tenant.active_keys(now)
+        known = self.keys.get(id(tenant))
+        if known is None or known[0] is not tenant:
+            known = self.keys[id(tenant)] = (tenant, tenant.active_keys(now))
+        keys = known[1]
         got = _compiled_accept(body, keys, v._signal_params, self.parts) if keys else None
         if got is None:
             return None
