@@ -21,6 +21,7 @@ every 2 simulated seconds would be the run's whole cost.
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import statistics
@@ -70,6 +71,7 @@ def simpy_events(env: simpy.Environment) -> int:
 
 
 def run_once(n: int, label: str) -> dict:
+    gc.collect()  # an earlier repeat's world (cyclic; World.run pauses the collector) goes first
     world = World(load("crr-normal", overrides(n)), seed=1, keep_history=False, max_submissions=n)
     show = progress.wanted()  # an interactive stderr only
     with progress.bar(world.duration + world.quiescence, label, unit="sim s", enabled=show) as sim_bar:
