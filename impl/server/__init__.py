@@ -2,10 +2,10 @@
 
 Why this package exists: the invariants must hold in a server people deploy,
 not only in the model and the simulator. Everything here is a *driver*: it
-carries out the effects the verify pipeline (:mod:`flk.impl.verifier.pipeline`) yields
--- durable inbox WAL appends group-committed by the event loop, dedup reads and
-writes batched on threads behind a circuit breaker -- and never decides anything about
-the protocol itself.
+runs the verify pipeline (:mod:`flk.impl.verifier.pipeline`) over real storage -- the
+submit path as batches of ``run_requests`` on one thread (one inbox WAL sync per
+batch, dedup reads and writes in bulk behind a circuit breaker) -- and never decides
+anything about the protocol itself.
 
 Modules:
 
@@ -14,8 +14,9 @@ Modules:
 * :mod:`.httpguard`    -- HTTP limits below the routes: header sizes and counts, slow clients, connections
 * :mod:`.logs`         -- structured JSON logs that never carry payloads, signatures or keys
 * :mod:`.app`          -- the Starlette application (endpoints, problem+json, metrics)
-* :mod:`.pipeline`     -- the asyncio driver of the verify pipeline's effects
-* :mod:`.batching`     -- batched dedup store calls behind the circuit breaker
-* :mod:`.walwait`      -- the inbox WAL's group commit driven from the event loop (one fsync thread)
+* :mod:`.pipeline`     -- builds the verifier from the configuration; start-up WAL replay
+* :mod:`.batchdriver`  -- the submit path: batches of ``run_requests`` on one thread, one sync each
+* :mod:`.batching`     -- batched dedup store calls behind the circuit breaker (the per-effect driver)
+* :mod:`.walwait`      -- the inbox WAL's group commit driven from the event loop (the per-effect driver)
 * :mod:`.supervisor`   -- WORKERS=N processes on one socket, replaced when they die
 """

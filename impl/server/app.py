@@ -8,12 +8,11 @@ responses are the pipeline's. What it does:
 * admission before the pipeline: the body limit (413) and the AIMD
   concurrency limit (429 + ``Retry-After``) -- the only answers INV-WAL-FIRST
   allows before the inbox WAL record is durable;
-* ``WalAppend``: append to this worker's inbox WAL and await the group commit's
-  fsync (:class:`.walwait.WalWaiter`) before the pipeline continues;
-* ``DedupGet`` / ``DedupPut``: batched store calls on a thread pool behind a
-  circuit breaker (:mod:`.batching`); a failure is thrown back into the
-  pipeline as ``StoreUnavailable`` (it answers 503 + ``Retry-After``);
-* ``Emit``: metrics;
+* the rest of a submission runs in a batch (:mod:`.batchdriver`): one thread runs
+  the pipeline's ``run_requests`` per batch -- the batch's inbox WAL records
+  appended and synced once before any answer, dedup reads and writes in bulk
+  behind a circuit breaker (a failure answers 503 + ``Retry-After``), metrics
+  events counted -- and hands the answers back to the event loop in one call;
 * on start, replay of this worker's inbox WAL through the same pipeline
   (idempotent: first-write-wins makes a second application a no-op,
   INV-IDEMPOTENT-REPLAY) *before* it serves a request; a record whose
@@ -22,8 +21,8 @@ responses are the pipeline's. What it does:
 * a WAL that failed (ENOSPC, EIO) is probed with backoff and recovered in
   place (:class:`flk.impl.storage.walhealth.WalHealth`); meanwhile submissions
   get 503 + ``Retry-After`` before the WAL;
-* on shutdown (after uvicorn drained the in-flight requests): a last group
-  commit, fsync, close of WAL and store.
+* on shutdown (after uvicorn drained the in-flight requests): the batch thread
+  stops after its last batch, then fsync and close of WAL and store.
 
 Other endpoints: ``GET /health`` (the process is alive and its WAL has not
 been failing beyond the bounds), ``GET /ready`` (store ping + WAL usable; WAL
@@ -62,11 +61,10 @@ from ..storage.walhealth import WalHealth
 from ..verifier.admission import STATE_CODES, AdmissionSettings, build_admission
 from ..verifier.problems import problem_body, problem_type
 from .auth import OperatorAuth, Refusal, check_tenant_read, single_header
-from .batching import StoreBatcher
+from .batchdriver import BatchDriver, GuardedStore, LoggedWal
 from .config import ServerConfig
 from .logs import JsonLogger
 from .problems import PROBLEM_JSON, problem, problem_for_status
-from .walwait import WalWaiter
 
 SPEC_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "spec"
 
@@ -146,9 +144,9 @@ class Server:
         self.breaker = self.admission.breaker
         self.executor: ThreadPoolExecutor | None = None
         self.store: Any = None
-        self.batcher: StoreBatcher | None = None
+        self.batcher: GuardedStore | None = None  # the store as the submit batches call it (breaker, counts)
         self.wal: Any = None
-        self.wal_waiter: WalWaiter | None = None  # the inbox WAL's group commit (this loop drives it)
+        self.driver: BatchDriver | None = None  # the submit path: run_requests per batch on one thread
         self.pipeline: Any = None
         self.crr: Any = None  # flk.impl.replication.service.CrrService when replication is configured
         self.metrics: Any = None
@@ -181,8 +179,7 @@ class Server:
         self.smetrics = ServerMetrics(self.metrics.registry, self.worker)
         self.openapi = json.dumps(openapi_document()).encode()
         self.store = await loop.run_in_executor(self.executor, cfg.open_store, time.time())
-        self.batcher = StoreBatcher(self.store, self.breaker, ttl_s=cfg.dedup_ttl_s,
-                                    inline=cfg.dedup_backend == "memory")
+        self.batcher = GuardedStore(self.store, self.breaker)
         wal_dir = cfg.worker_wal_dir(self.worker)
         self._wal_lock = lock_wal_dir(wal_dir)  # one process per inbox WAL, released when it dies
         self.wal = await loop.run_in_executor(None, lambda: SegmentedLog(wal_dir, fs=self.wal_fs))
@@ -190,8 +187,9 @@ class Server:
         if self.wal.recovery.get("torn_tail"):
             self.log.warning("wal_torn_tail_truncated", wal_dir=wal_dir,
                              bytes=self.wal.recovery["torn_tail"]["dropped_bytes"])
-        self.wal_waiter = WalWaiter(self.wal, max_delay_s=cfg.wal_group_delay_ms / 1000.0)
         self.pipeline = build_pipeline(cfg, self)
+        self.driver = BatchDriver(self.pipeline.verifier, LoggedWal(self), self.batcher, self.metrics,
+                                  max_delay_s=cfg.wal_group_delay_ms / 1000.0)
         replayed = await self.pipeline.replay_wal(self.wal)
         self.smetrics.replayed.inc(replayed["records"])
         self.log.info("wal_replayed", wal_dir=wal_dir, records=replayed["records"], errors=replayed["errors"],
@@ -217,8 +215,8 @@ class Server:
             from ..replication.service import stop_for_server
 
             await loop.run_in_executor(None, stop_for_server, self.crr)
-        if self.wal_waiter is not None:
-            await loop.run_in_executor(None, self.wal_waiter.close)  # last group commit
+        if self.driver is not None:
+            await loop.run_in_executor(None, self.driver.close)  # the last batches, each synced
         if self.wal is not None:
             def close_wal() -> None:
                 with contextlib.suppress(Exception):
@@ -229,8 +227,6 @@ class Server:
         if self._wal_lock is not None:
             os.close(self._wal_lock)  # releases the flock
             self._wal_lock = None
-        if self.batcher is not None:
-            await loop.run_in_executor(None, self.batcher.close)  # its threads, before the store closes
         if self.store is not None:
             await loop.run_in_executor(self.executor, self.store.close)
         if self.executor is not None:
@@ -284,12 +280,10 @@ class Server:
                              detail="unacknowledged records dropped; appends accepted again")
 
     def _recover_wal(self) -> dict:
-        """(Worker thread.) A fresh group commit over the recovered log: the old one
-        failed with the log (and fails whoever still waits on it)."""
-        self.wal_waiter.close()
-        info = self.wal.recover()
-        self.wal_waiter = WalWaiter(self.wal, max_delay_s=self.cfg.wal_group_delay_ms / 1000.0)
-        return info
+        """(Worker thread.) Recover the failed log in place, never beside a batch's
+        append (the batch driver's lock)."""
+        with self.driver.lock:
+            return self.wal.recover()
 
     # -- endpoints ------------------------------------------------------------------
     async def submit_asgi(self, scope, receive, send) -> None:
@@ -365,9 +359,8 @@ class Server:
             return self._problem("overloaded", "too many verifications in flight; retry later",
                                  self.limiter.retry_after())
         ok = True
-        pipeline = self.pipeline
         try:
-            resp = await pipeline.drive(pipeline.start(body, tenant))
+            resp = await self.driver.submit(body, tenant)
             ok = resp.status != 503
             out = resp.status, self._wire_headers(resp.headers), resp.body
         except Exception as exc:  # noqa: BLE001 -- never a traceback to the client

@@ -1,4 +1,9 @@
-"""The asyncio driver of :meth:`flk.impl.verifier.pipeline.Verifier.handle`.
+"""The server's verify pipeline: built from the configuration, replayed at start, and the
+per-effect asyncio driver of :meth:`flk.impl.verifier.pipeline.Verifier.handle`.
+
+The submit route no longer uses :meth:`ServerPipeline.drive`: it runs batches of
+``run_requests`` on one thread (:mod:`.batchdriver`); ``drive`` with
+:mod:`.walwait` and :mod:`.batching` is kept as the per-request reference driver.
 
 Why this module exists: it is the one place where the server meets the
 pipeline. It builds the :class:`Verifier` from the server configuration

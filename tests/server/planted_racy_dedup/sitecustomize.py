@@ -12,7 +12,8 @@ batching driver would, each request's put runs on its own store thread
 (``STORE_THREADS`` of them), concurrently with the others. Two conflicting
 first writes that arrive within the pause are then both "won": both answered
 200, the later write overwriting the earlier. The pause makes the race window
-deterministic instead of lucky.
+deterministic instead of lucky. (The batch driver runs one batch at a time; here
+each batch gets its own thread, so batches overlap as unbatched puts would.)
 """
 
 import os
@@ -20,12 +21,12 @@ import os
 _WINDOW = os.environ.get("FLK_TEST_RACY_DEDUP_S")
 
 if _WINDOW:
-    import asyncio
+    import threading
     import time
 
     from flk.impl.dedup.base import check_ttl
     from flk.impl.dedup.sqlite import SqliteStore
-    from flk.impl.server.batching import StoreBatcher
+    from flk.impl.server.batchdriver import BatchDriver
 
     _UPSERT = ("INSERT INTO dedup (tenant, pcs_id, expires_at, outcome) VALUES (?, ?, ?, ?) "
                "ON CONFLICT (tenant, pcs_id) DO UPDATE SET expires_at = excluded.expires_at, "
@@ -49,13 +50,9 @@ if _WINDOW:
     SqliteStore.put_if_absent = lambda self, t, p, o, now, ttl_s=None: _racy_put_many_if_absent(
         self, [(t, p, o)], now, ttl_s)[0]
 
-    from concurrent.futures import ThreadPoolExecutor
+    def _overlapping_batches(self):
+        batch = list(self._pending)
+        self._pending.clear()
+        threading.Thread(target=self._run, args=(batch, self._loop), daemon=True).start()
 
-    _POOL = ThreadPoolExecutor(int(os.environ.get("STORE_THREADS", "8")), thread_name_prefix="racy-put")
-
-    async def _unbatched_put(self, tenant, pcs_id, outcome):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_POOL, self.store.put_if_absent, tenant, pcs_id, outcome,
-                                          self.clock(), self.ttl_s)
-
-    StoreBatcher.put = _unbatched_put
+    BatchDriver._start_batch = _overlapping_batches

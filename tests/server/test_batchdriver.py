@@ -1,0 +1,146 @@
+"""The submit path's batch driver: the generator pipeline's answers, one sync per batch
+and never an answer before it (INV-WAL-FIRST), failures fail the whole batch."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+
+from flk.impl.agent import factory
+from flk.impl.dedup import StoreUnavailable
+from flk.impl.dedup.memory import MemoryStore
+from flk.impl.server.batchdriver import BatchDriver, GuardedStore, LoggedWal
+from flk.impl.storage.wal import SegmentedLog, WalError
+from flk.impl.verifier.admission import CircuitBreaker
+from flk.impl.verifier.metrics import Metrics
+from flk.impl.verifier.pipeline import Request, Verifier, run_sync
+from flk.impl.verifier.tenants import from_mapping
+
+SECRET = b"batch-driver-secret-0001"
+
+
+def registry():
+    return from_mapping({"tenants": {"ta": {"alg": "hmac", "keys": [{"id": "a1", "secret": SECRET.decode()}]}}})
+
+
+def body(i: int, epoch: int = 1) -> bytes:
+    root = hashlib.sha256(f"root-{i}".encode()).hexdigest()
+    doc = factory.synthetic_pcs(root, "shard-001", epoch, scales=(2, 4, 8, 16, 32), counts=(3, 5, 9, 17, 31),
+                                coh=0.73, r=0.87)
+    return json.dumps(factory.sign(doc, SECRET, "hmac")).encode()
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict]] = []
+
+    def error(self, event: str, **kw) -> None:
+        self.lines.append((event, kw))
+
+
+class FakeServer:
+    def __init__(self, wal) -> None:
+        self.wal = wal
+        self.log = Log()
+
+
+def make(tmp_path, store=None, breaker=None, delay_s=0.001):
+    wal = SegmentedLog(str(tmp_path / "wal"))
+    srv = FakeServer(wal)
+    guarded = GuardedStore(store or MemoryStore(), breaker or CircuitBreaker())
+    driver = BatchDriver(Verifier(registry(), region="r1"), LoggedWal(srv), guarded, Metrics(), max_delay_s=delay_s)
+    return driver, srv, guarded
+
+
+def run_all(driver, items):
+    async def main():
+        return await asyncio.gather(*(driver.submit(b, t) for b, t in items), return_exceptions=True)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        driver.close()
+
+
+def test_answers_equal_the_generator_pipeline_and_one_sync_per_batch(tmp_path) -> None:
+    items = [(body(i % 40), "ta") for i in range(60)] + [(b"{not json", "ta"), (body(1), "nobody"),
+                                                         (body(2, epoch=2)[:-2] + b"}}", "ta")]
+    driver, srv, guarded = make(tmp_path)
+    syncs = []
+    real = srv.wal.sync
+
+    def counting():
+        syncs.append(srv.wal.next_index)
+        return real()
+
+    srv.wal.sync = counting
+    got = run_all(driver, items)
+    ref_store = MemoryStore()
+    ref = Verifier(registry(), region="r1")
+    from flk.impl.testing.memwal import MemoryWal
+
+    ref_wal = MemoryWal()
+    want = [run_sync(ref.handle(Request(b, t, {}), 0.0), ref_wal, ref_store) for b, t in items]
+    assert [(r.status, r.header("Idempotent-Replayed")) for r in got] == [
+        (r.status, r.header("Idempotent-Replayed")) for r in want]
+    assert driver.batches == len(syncs) < len(items)  # every request of a batch shares its sync
+    assert srv.wal.is_durable(srv.wal.next_index - 1)
+    assert guarded.batches >= 1 and guarded.batched_items >= 40
+
+
+def test_a_failed_sync_fails_every_request_of_the_batch_and_is_logged(tmp_path) -> None:
+    driver, srv, guarded = make(tmp_path, delay_s=0.05)
+
+    def broken():
+        raise OSError(28, "No space left on device")
+
+    srv.wal.sync = broken
+    got = run_all(driver, [(body(i), "ta") for i in range(10)])
+    assert {r.status for r in got} == {503}
+    assert driver.batches == 1
+    assert srv.log.lines and all(e == "wal_append_failed" for e, _ in srv.log.lines)
+    assert guarded.batches == 0  # nothing reached the store
+
+
+class DownStore(MemoryStore):
+    def get_many(self, keys, now):
+        raise ConnectionError("down")
+
+
+def test_store_failures_open_the_breaker_and_answer_503(tmp_path) -> None:
+    breaker = CircuitBreaker(failure_threshold=1, open_s=60.0)
+    driver, srv, guarded = make(tmp_path, store=DownStore(), breaker=breaker)
+    got = run_all(driver, [(body(i), "ta") for i in range(5)])
+    assert {r.status for r in got} == {503}
+    assert breaker.state == "open"
+    driver2 = BatchDriver(driver.verifier, LoggedWal(srv), guarded, Metrics(), max_delay_s=0.0)
+    again = run_all(driver2, [(body(i + 10), "ta") for i in range(3)])
+    assert {r.status for r in again} == {503}
+    assert guarded.breaker_rejected == 3
+
+
+def test_guarded_store_reports_short_batches_as_unavailable() -> None:
+    class Short(MemoryStore):
+        def get_many(self, keys, now):
+            return []
+
+    store = GuardedStore(Short(), CircuitBreaker())
+    try:
+        store.get_many([("ta", "x")], 0.0)
+    except StoreUnavailable:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("a short batch must fail closed")
+
+
+def test_close_fails_later_submissions(tmp_path) -> None:
+    driver, srv, _ = make(tmp_path)
+    driver.close()
+
+    async def main():
+        return await asyncio.gather(driver.submit(body(1), "ta"), return_exceptions=True)
+
+    (res,) = asyncio.run(main())
+    assert isinstance(res, RuntimeError)
+    assert not isinstance(res, WalError)
