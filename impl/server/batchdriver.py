@@ -27,6 +27,7 @@ recovery takes it so that it never runs beside a batch's append).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -200,15 +201,17 @@ class BatchDriver:
             pass
 
     def _done(self, batch: list, responses: list, error: BaseException | None) -> None:
-        """(Event loop.) Answer a batch; the next one starts if it is due."""
+        """(Event loop.) Answer a batch; the next one starts if it is due. A future of
+        another loop (a second loop used this driver, e.g. a test client's) is set there."""
         self.batches += 1
+        running = asyncio.get_running_loop()
         for i, (_, fut) in enumerate(batch):
-            if fut.done():
-                continue
-            if error is None:
-                fut.set_result(responses[i])
+            result = responses[i] if error is None else None
+            if fut.get_loop() is running:
+                _set(fut, result, error)
             else:
-                fut.set_exception(error)
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    fut.get_loop().call_soon_threadsafe(_set, fut, result, error)
         self._busy = False
         self._schedule()
 
@@ -220,3 +223,12 @@ class BatchDriver:
             self._jobs.put(_STOP)
             self._thread.join(timeout=30)
             self._thread = None
+
+
+def _set(fut: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(result)
+    else:
+        fut.set_exception(error)

@@ -144,3 +144,34 @@ def test_close_fails_later_submissions(tmp_path) -> None:
     (res,) = asyncio.run(main())
     assert isinstance(res, RuntimeError)
     assert not isinstance(res, WalError)
+
+
+def test_a_batch_answers_futures_of_two_running_loops(tmp_path) -> None:
+    import threading
+
+    driver, _, _ = make(tmp_path, delay_s=0.3)
+    other: list = []
+    queued = threading.Event()
+
+    def in_thread():
+        async def one():
+            fut = driver.submit(body(1), "ta")
+            queued.set()
+            return await fut
+
+        other.append(asyncio.run(one()))
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    queued.wait(5)
+
+    async def main():
+        return await driver.submit(body(2), "ta")
+
+    try:
+        mine = asyncio.run(main())
+        t.join(10)
+    finally:
+        driver.close()
+    assert mine.status == 200 and [r.status for r in other] == [200]
+    assert driver.batches == 1  # one batch, answered on one loop, set on each future's own loop
