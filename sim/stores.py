@@ -14,7 +14,8 @@ run under simulated time.
 
 from __future__ import annotations
 
-from flk.impl.dedup import StoreUnavailable
+from flk.impl.dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable
+from flk.impl.dedup.base import check_key, check_ttl
 from flk.impl.dedup.memory import MemoryStore
 from flk.impl.dedup.migrate import (
     DualWriteStore,
@@ -35,18 +36,97 @@ STORE_KINDS = ("memory", "sharded", "tiered", "migrating")
 
 
 class SimMemoryStore(MemoryStore):
-    """The reference :class:`MemoryStore` plus two reads only the simulator needs:
-    ``scan_all`` (every live entry, sorted, in one pass -- the final state the checkers
-    compare against; the same entries as paging through ``scan``) and ``peek``."""
+    """The reference :class:`MemoryStore`, answering exactly like it, with a leaner layout for
+    a million keys per region -- plus two reads only the simulator needs: ``scan_all`` (every
+    live entry, sorted, in one pass -- the final state the checkers compare against; the same
+    entries as paging through ``scan``) and ``peek``.
+
+    Keys are held per tenant, ``tenant -> pcs_id -> value``: no ``(tenant, pcs_id)`` tuple per
+    key. The value is ``(expiry, outcome)``, or the bare outcome when the expiry is the
+    outcome's ``first_seen`` plus the store's TTL (a put at the outcome's own ``now`` with the
+    default TTL: the pipeline's every put, a replay's too) -- the expiry is recomputed from the
+    same two floats on read, so no tuple and no float per such key."""
+
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S) -> None:
+        super().__init__(ttl_s)
+        self._bare_ttl = self.ttl_s  # the TTL a bare outcome's expiry is recomputed with
+        self._by_tenant: dict[str, dict] = {}
+        # the last expiry computed and its (now, ttl): a batch of puts at one ``now`` shares
+        # one float object instead of an equal float per key
+        self._last_expiry: tuple[float, float, float] = (float("nan"), float("nan"), float("nan"))
+
+    def _split(self, v) -> tuple[float, StoredOutcome]:
+        if type(v) is tuple:
+            return v
+        return v.first_seen + self._bare_ttl, v
+
+    def get(self, tenant: str, pcs_id: str, now: float) -> StoredOutcome | None:
+        check_key(tenant, pcs_id)
+        v = self._by_tenant.get(tenant, _EMPTY).get(pcs_id)
+        if v is None:
+            return None
+        exp, o = self._split(v)
+        return None if exp <= now else o
+
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        check_key(tenant, pcs_id)
+        ttl = check_ttl(ttl_s, self.ttl_s)
+        with self._lock:
+            keys = self._by_tenant.get(tenant)
+            if keys is None:
+                keys = self._by_tenant[tenant] = {}
+            hit = keys.get(pcs_id)
+            if hit is not None:
+                exp, held = self._split(hit)
+                if exp > now:
+                    return False, held
+            last_now, last_ttl, expiry = self._last_expiry
+            if now != last_now or ttl != last_ttl:
+                expiry = now + ttl
+                self._last_expiry = (now, ttl, expiry)
+            first_seen = getattr(outcome, "first_seen", None)
+            bare = type(first_seen) is float and first_seen == now and ttl == self._bare_ttl
+            keys[pcs_id] = outcome if bare else (expiry, outcome)
+            if expiry < self._min_expiry:
+                self._min_expiry = expiry
+            return True, outcome
+
+    def _unsorted_live(self, now: float) -> list:
+        split = self._split
+        with self._lock:
+            if now < self._min_expiry:
+                return [(t, p, split(v)[1]) for t, keys in self._by_tenant.items() for p, v in keys.items()]
+            return [(t, p, o) for t, keys in self._by_tenant.items() for p, v in keys.items()
+                    for exp, o in (split(v),) if exp > now]
+
+    def count(self, now: float) -> int:
+        split = self._split
+        with self._lock:
+            if now < self._min_expiry:
+                return sum(len(keys) for keys in self._by_tenant.values())
+            return sum(1 for keys in self._by_tenant.values() for v in keys.values() if split(v)[0] > now)
 
     def scan_all(self, now: float) -> list:
-        return sorted(self._unsorted_live(now), key=lambda e: (e[0], e[1]))
+        """Sorted tenant by tenant and key by key: no sort key tuple per entry."""
+        out: list = []
+        split = self._split
+        with self._lock:
+            for t in sorted(self._by_tenant):
+                keys = self._by_tenant[t]
+                for p in sorted(keys):
+                    exp, o = split(keys[p])
+                    if exp > now:
+                        out.append((t, p, o))
+        return out
 
     def peek(self, tenant: str, pcs_id: str):
         """The outcome held for the key, expired or not, without a side effect (for sharing
         equal outcomes between regions: :meth:`flk.sim.world.World.shared_outcome`)."""
-        hit = self._data.get((tenant, pcs_id))
-        return None if hit is None else hit[1]
+        v = self._by_tenant.get(tenant, _EMPTY).get(pcs_id)
+        return None if v is None else self._split(v)[1]
+
+
+_EMPTY: dict = {}
 
 
 class StoreTopology:

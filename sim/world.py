@@ -246,6 +246,7 @@ class World:
                 changed = sorted(k for k, v in snap.items() if now_map.get(k) != v)
                 self.history.record(env.now, "crr.rewind_check", region=rid, checked=len(snap),
                                     changed=len(changed), examples=[list(k) for k in changed[:3]])
+            del final  # one region's final entries alive at a time (the run's peak memory)
         for rid, rep in self.repl.items():
             self.history.record_many(env.now, "final.auth", ("region", "tenant", "pcs_id", "digest", "origin",
                                                              "conflict"),
