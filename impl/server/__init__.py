@@ -16,7 +16,5 @@ Modules:
 * :mod:`.app`          -- the Starlette application (endpoints, problem+json, metrics)
 * :mod:`.pipeline`     -- builds the verifier from the configuration; start-up WAL replay
 * :mod:`.batchdriver`  -- the submit path: batches of ``run_requests`` on one thread, one sync each
-* :mod:`.batching`     -- batched dedup store calls behind the circuit breaker (the per-effect driver)
-* :mod:`.walwait`      -- the inbox WAL's group commit driven from the event loop (the per-effect driver)
 * :mod:`.supervisor`   -- WORKERS=N processes on one socket, replaced when they die
 """

@@ -1,26 +1,11 @@
-"""The server's verify pipeline: built from the configuration, replayed at start, and the
-per-effect asyncio driver of :meth:`flk.impl.verifier.pipeline.Verifier.handle`.
+"""The server's verify pipeline: built from the configuration and replayed at start.
 
-The submit route no longer uses :meth:`ServerPipeline.drive`: it runs batches of
-``run_requests`` on one thread (:mod:`.batchdriver`); ``drive`` with
-:mod:`.walwait` and :mod:`.batching` is kept as the per-request reference driver.
-
-Why this module exists: it is the one place where the server meets the
-pipeline. It builds the :class:`Verifier` from the server configuration
-(tenants, policy, region, limits) and carries its effects out without blocking
-the event loop:
-
-=================  ==========================================================
-effect             carried out by
-=================  ==========================================================
-``WalAppend``      encode an ``InboxRecord``, append to this worker's inbox
-                   WAL, await the group commit's fsync (INV-WAL-FIRST); a WAL
-                   failure is thrown back as ``WalUnavailable`` (503)
-``DedupGet``       :class:`~flk.impl.server.batching.StoreBatcher` (batched
-``DedupPut``       ``get_many`` / ``put_many_if_absent`` on a thread, behind
-                   the breaker); failure thrown back as ``StoreUnavailable``
-``Emit``           :class:`flk.impl.verifier.metrics.Metrics`
-=================  ==========================================================
+Why this module exists: it is the one place where the server builds the
+:class:`flk.impl.verifier.pipeline.Verifier` from its configuration (tenants,
+policy, region, limits) and replays the worker's inbox WAL through it. Submissions
+are driven by :mod:`.batchdriver`: batches of the pipeline's ``run_requests`` on one
+thread, whose inbox WAL records are appended and fsynced before any answer
+(INV-WAL-FIRST), with the dedup store behind the circuit breaker.
 
 Replay at start reads every record of the worker's inbox WAL and runs it
 through ``handle(..., replay=True)`` with ``now = received_at`` -- the same
@@ -32,14 +17,10 @@ no-op) and one that was not gets the outcome it would have had
 from __future__ import annotations
 
 import asyncio
-import time
-from types import MappingProxyType
 from typing import Any
 
 from ..core.errors import InvalidInput
 from ..dedup import StoreUnavailable
-from ..storage.wal import InboxRecord, WalError, encode_inbox_record
-from ..verifier.pipeline import DedupGet, DedupPut, Emit, Request, WalAppend, WalUnavailable
 from .config import DEFAULT_TENANT, ConfigError, ServerConfig
 
 
@@ -127,7 +108,6 @@ def build_verifier(cfg: ServerConfig, buckets=None):
     )
 
 
-_NO_HEADERS = MappingProxyType({})  # the submit route passes the tenant, not the headers
 
 
 class StoreRefusedRecord(Exception):
@@ -139,56 +119,6 @@ class ServerPipeline:
         self.cfg = cfg
         self.server = server
         self.verifier = build_verifier(cfg, server.admission.buckets)
-
-    def start(self, body: bytes, tenant: str | None):
-        """The pipeline generator of one request, received now (for :meth:`drive`)."""
-        return self.verifier.handle(Request(body, tenant, _NO_HEADERS), time.time())
-
-    async def submit(self, body: bytes, tenant: str | None):
-        """Run one request through the pipeline; returns the verifier's ``Response``."""
-        return await self.drive(self.start(body, tenant))
-
-    async def drive(self, gen):
-        """Carry out ``gen``'s effects until it returns its ``Response``. The waits are
-        the futures of :class:`.walwait.WalWaiter` and :class:`.batching.StoreBatcher`,
-        awaited here directly (no coroutine per effect)."""
-        srv = self.server
-        metrics = srv.metrics
-        send, throw = gen.send, gen.throw
-        reply: Any = None
-        exc: BaseException | None = None
-        label = "_none"
-        t0 = time.perf_counter()
-        while True:
-            try:
-                eff = send(reply) if exc is None else throw(exc)
-            except StopIteration as stop:
-                metrics.observe_latency(label, time.perf_counter() - t0)
-                return stop.value
-            reply, exc = None, None
-            kind = type(eff)
-            if kind is Emit:
-                label = eff.event.get("tenant_label", label)
-                metrics(eff.event)
-            elif kind is WalAppend:
-                try:
-                    payload = encode_inbox_record(InboxRecord(eff.tenant, eff.received_at, eff.region, eff.body))
-                    reply = await srv.wal_waiter.append(payload)
-                except (WalError, OSError) as e:
-                    srv.log.error("wal_append_failed", reason=type(e).__name__)
-                    exc = WalUnavailable(type(e).__name__)
-            elif kind is DedupGet:
-                try:
-                    reply = await srv.batcher.get(eff.tenant, eff.pcs_id)
-                except StoreUnavailable as e:
-                    exc = e
-            elif kind is DedupPut:
-                try:
-                    reply = await srv.batcher.put(eff.tenant, eff.pcs_id, eff.outcome)
-                except StoreUnavailable as e:
-                    exc = e
-            else:  # pragma: no cover - a new effect type without a driver case
-                raise TypeError(f"unknown effect {type(eff).__name__}")
 
     # -- replay ---------------------------------------------------------------------
     def _replay_all(self, wal: Any) -> dict[str, int]:

@@ -9,10 +9,10 @@ is passed in. The drivers carry out the effects:
 
 * :class:`flk.impl.storage.wal.GroupCommitter` -- a thread that sleeps until
   :meth:`GroupCommit.next_deadline`, calls ``log.sync()`` and wakes waiters;
-* :class:`flk.impl.server.walwait.WalWaiter` -- the server's inbox WAL: the event
-  loop appends, asks the machine when to sync (a loop timer for the delay),
-  hands each sync to one thread and releases waiters when it reports;
 * ``flk.sim.region.Region`` -- the simulated disk under SimPy time.
+
+(The server's submit path, :mod:`flk.impl.server.batchdriver`, needs no waiters: one
+thread appends a batch's records and syncs them before it answers any of them.)
 
 Theory of operation
 -------------------

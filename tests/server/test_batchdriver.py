@@ -175,3 +175,33 @@ def test_a_batch_answers_futures_of_two_running_loops(tmp_path) -> None:
         driver.close()
     assert mine.status == 200 and [r.status for r in other] == [200]
     assert driver.batches == 1  # one batch, answered on one loop, set on each future's own loop
+
+
+def test_inv_wal_first_every_answer_comes_after_the_sync_covering_its_record(tmp_path) -> None:
+    """Whenever a submission's answer arrives, every record appended so far is durable: the
+    batch driver answers only after the sync of its batch (INV-WAL-FIRST). A slow sync widens
+    the window in which an early answer would show."""
+    import time as _time
+
+    driver, srv, _ = make(tmp_path, delay_s=0.002)
+    real = srv.wal.sync
+
+    def slow():
+        _time.sleep(0.02)
+        return real()
+
+    srv.wal.sync = slow
+    seen: list[tuple[int, int]] = []
+
+    async def main():
+        futs = [driver.submit(body(i), "ta") for i in range(30)]
+        for f in futs:
+            f.add_done_callback(lambda _f: seen.append((srv.wal.durable_index, srv.wal.next_index)))
+        return await asyncio.gather(*futs)
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        driver.close()
+    assert {r.status for r in got} == {200} and len(seen) == 30
+    assert all(durable == appended for durable, appended in seen), seen
