@@ -52,8 +52,8 @@ the lost-race path of step 7, which answers exactly what a dedup hit in step 5
 would have answered.
 
 :func:`run_requests` is the same batch driver without generators (the hot path of
-``flk bench verify``; a server batch can use it): it calls the same step methods in
-the same passes and answers exactly what :func:`run_batch` answers -- responses,
+``flk bench verify`` and of the server's :mod:`flk.impl.server.batchdriver`): it calls
+the same step methods in the same passes and answers exactly what :func:`run_batch` answers -- responses,
 WAL records, store calls, events and their order (tests/verifier/
 test_fastpath_differential.py) -- with steps 3, 4 and 6 of the common case in one
 compiled call (``accept_v1``) when the compiled core is active.
