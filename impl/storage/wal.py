@@ -61,6 +61,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..core.errors import InvalidInput
 from .fs import FileSystem, OsFileSystem
@@ -87,6 +88,15 @@ __all__ = [
     "encode_inbox_record",
     "encode_inbox_records",
     "decode_inbox_record",
+    "AnswerNote",
+    "encode_answer_note",
+    "decode_wal_entry",
+    "with_home",
+    "A_STORED",
+    "A_DUPLICATE",
+    "A_CONFLICT",
+    "A_REJECTED",
+    "A_UNAVAILABLE",
     "FRAME_OVERHEAD",
     "MAX_PAYLOAD",
     "Layout",
@@ -332,12 +342,19 @@ _INBOX_HEAD = struct.Struct("<BHHd")
 @dataclass(frozen=True)
 class InboxRecord:
     """One request as received: tenant, receive time (seconds since the epoch,
-    passed in), region, and the request body verbatim."""
+    passed in), region, and the request body verbatim.
+
+    ``home`` and ``index`` are not part of the record's bytes: a reader of a shipped
+    segment (:func:`flk.impl.replication.crr.verify_segment`) sets ``index`` (its WAL
+    index) and ``home`` (the :class:`AnswerNote` its home region appended for it in
+    the same segment, or None)."""
 
     tenant: str
     received_at: float
     region: str
     body: bytes
+    home: AnswerNote | None = field(default=None, compare=False, repr=False)
+    index: int = field(default=-1, compare=False, repr=False)
 
 
 def encode_inbox_record(rec: InboxRecord) -> bytes:
@@ -385,6 +402,8 @@ def decode_inbox_record(payload: bytes) -> InboxRecord:
     if len(payload) < head:
         raise InvalidInput("inbox_record", "too short")
     version, lt, lr, ts = _INBOX_HEAD.unpack_from(payload, 0)
+    if version == _NOTE_VERSION:
+        raise InvalidInput("inbox_record", "an answer note, not an inbox record (decode_wal_entry reads both)")
     if version != _INBOX_VERSION:
         raise InvalidInput("inbox_record", f"unknown version {version}")
     if len(payload) < head + lt + lr:
@@ -397,6 +416,70 @@ def decode_inbox_record(payload: bytes) -> InboxRecord:
     except UnicodeDecodeError:
         raise InvalidInput("inbox_record", "tenant/region not UTF-8") from None
     return InboxRecord(tenant, ts, region, bytes(payload[head + lt + lr :]))
+
+
+# The home answer of an inbox record (SPEC.md section 12.4): what this region answered the
+# request recorded at ``index``. Appended after the batch that decided it, in the same
+# segment (the batch driver holds the shipper's seal lock and rolls only between batches).
+A_STORED = 0  # its outcome was stored (200/202, first write): a peer replays it
+A_DUPLICATE = 1  # the same payload was held already (replayed answer): a peer replays it (a no-op)
+A_CONFLICT = 2  # 409: another payload was held (``digest``): a peer must not write it
+A_REJECTED = 3  # 4xx (invalid, unauthenticated, refused by policy): nothing was stored anywhere
+A_UNAVAILABLE = 4  # 503 (the dedup store did not answer): undecided, a peer decides by itself
+ANSWER_NAMES = ("stored", "duplicate", "conflict", "rejected", "unavailable")
+
+_NOTE_VERSION = 2
+_NOTE_HEAD = struct.Struct("<BBQH")  # version, answer, inbox index, HTTP status; then the digest (hex)
+
+
+class AnswerNote(NamedTuple):
+    """The home region's answer to the inbox record at ``index`` (see ``A_*``);
+    ``digest``: the stored (``A_STORED``, ``A_DUPLICATE``) or held (``A_CONFLICT``)
+    payload digest, hex, else ``""``."""
+
+    index: int
+    answer: int
+    status: int
+    digest: str = ""
+
+    @property
+    def refused(self) -> bool:
+        """The home did not accept this record: no region may store it."""
+        return self.answer in (A_CONFLICT, A_REJECTED)
+
+
+def encode_answer_note(note: AnswerNote) -> bytes:
+    """``u8 version=2 | u8 answer | u64 index | u16 status | digest ASCII`` (little-endian)."""
+    if not 0 <= note.answer < len(ANSWER_NAMES) or not 0 <= note.index < 2**64 or not 0 <= note.status < 1000:
+        raise InvalidInput("answer_note", "answer, index or status out of range")
+    digest = note.digest.encode("ascii") if note.digest else b""
+    if len(digest) > 128:
+        raise InvalidInput("answer_note.digest", "longer than 128 characters")
+    return _NOTE_HEAD.pack(_NOTE_VERSION, note.answer, note.index, note.status) + digest
+
+
+def with_home(rec: InboxRecord, note: AnswerNote | None, index: int) -> InboxRecord:
+    """``rec`` as read from a shipped segment: its WAL ``index`` and its home answer."""
+    return InboxRecord(rec.tenant, rec.received_at, rec.region, rec.body, note, index)
+
+
+def decode_wal_entry(payload: bytes) -> InboxRecord | AnswerNote:
+    """An inbox WAL entry: an :class:`InboxRecord` (version 1, every WAL written before
+    answer notes existed too) or an :class:`AnswerNote` (version 2); anything else
+    raises :class:`flk.impl.core.errors.InvalidInput`."""
+    if payload[:1] != bytes((_NOTE_VERSION,)):
+        return decode_inbox_record(payload)
+    if len(payload) < _NOTE_HEAD.size:
+        raise InvalidInput("answer_note", "too short")
+    _, answer, index, status = _NOTE_HEAD.unpack_from(payload, 0)
+    try:
+        digest = bytes(payload[_NOTE_HEAD.size:]).decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidInput("answer_note.digest", "not ASCII") from None
+    if answer >= len(ANSWER_NAMES) or len(digest) > 128:
+        raise InvalidInput("answer_note", f"unknown answer {answer}" if answer >= len(ANSWER_NAMES)
+                           else "digest longer than 128 characters")
+    return AnswerNote(index, answer, status, digest)
 
 
 # ---------------------------------------------------------------------------
@@ -640,8 +723,11 @@ class SegmentedLog:
             self._notify_durable()
         return idx
 
-    def append_many(self, payloads: list[bytes]) -> int:
-        """Append several records; returns the index of the first."""
+    def append_many(self, payloads: list[bytes], roll: bool = True) -> int:
+        """Append several records; returns the index of the first. ``roll=False``: do not
+        seal the segment after them even when it is full (a batch driver that keeps a
+        batch's records and their answer notes in one segment calls :meth:`roll_if_full`
+        before the batch instead)."""
         frames = [encode_frame(p) for p in payloads]
         data = b"".join(frames)
         with self._lock:
@@ -654,10 +740,18 @@ class SegmentedLog:
             active.count += len(frames)
             if len(self._buf) >= self.flush_bytes:
                 self._flush_locked()
-            roll = active.bytes >= self.segment_bytes
+            roll = roll and active.bytes >= self.segment_bytes
         if roll and self._roll(only_if_full=True) is not None:
             self._notify_durable()
         return first
+
+    def roll_if_full(self) -> SegmentInfo | None:
+        """Seal the active segment if it reached ``segment_bytes`` (what an append does
+        after itself unless told not to); the sealed segment or None."""
+        sealed = self._roll(only_if_full=True)
+        if sealed is not None:
+            self._notify_durable()
+        return sealed
 
     def _flush_locked(self) -> None:
         if self._buf:

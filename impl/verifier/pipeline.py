@@ -1,12 +1,15 @@
 """The verify pipeline: WAL-first, verify-before-dedup, first-write-wins (SPEC.md section 8).
 
-Why this module exists: it is the one place that decides what happens to a
-submitted PCS. It is *sans-I/O*: :meth:`Verifier.handle` is a generator that
-yields effect objects and receives their results (``gen.send``) or their
-failures (``gen.throw``); it never touches a disk, a socket, a thread or the
-wall clock. Drivers carry the effects out -- :func:`run_sync` and
-:func:`run_batch` here (tests, benchmarks, WAL replay), the HTTP server, the
-simulator -- so every driver runs exactly this code.
+Why this module exists: it holds the verifier's steps -- the methods of
+:class:`Verifier` (``refuse_before_wal``, ``parse``, ``authenticate``, ``decide``,
+``settle``, ``existing``, ...) -- and the *reference* pipeline that reads as the
+protocol: :meth:`Verifier.handle`, a generator that yields effect objects and
+receives their results (``gen.send``) or failures (``gen.throw``), with its
+drivers :func:`run_sync` and :func:`run_batch`. Production decides every answer in
+:mod:`flk.impl.verifier.core` (:class:`~flk.impl.verifier.core.VerifyBatch`), which
+calls the same step methods; the generator pipeline is kept as the slower readable
+oracle of the differential tests (tests/verifier/test_fastpath_differential.py),
+and nothing in production drives it.
 
 It is a *total function*: any body bytes and any header values get an answer
 (2xx, 4xx or 503 problem+json), never an exception -- wire parsing and
@@ -36,8 +39,8 @@ Theory of operation (one request)::
        store unreachable (5 or 7)                 -> 503 Retry-After
     8. respond.
 
-:meth:`Verifier.handle` reads as these steps: ``_refuse_before_wal`` (1),
-the WAL append (2), ``_parse`` (3), ``_authenticate`` (4), the dedup lookup (5)
+:meth:`Verifier.handle` reads as these steps: ``refuse_before_wal`` (1),
+the WAL append (2), ``parse`` (3), ``authenticate`` (4), the dedup lookup (5)
 and ``_decide_and_record`` (6-8). Every answer is also announced with ``Emit(event)`` (a
 dict: kind, tenant_label, status, and for outcomes pcs_id / payload_digest /
 reasons -- never payloads, signatures or keys) for metrics, audit and history.
@@ -51,14 +54,11 @@ request order and a request that loses to an earlier one in the batch takes
 the lost-race path of step 7, which answers exactly what a dedup hit in step 5
 would have answered.
 
-:func:`run_requests` is the same batch driver without generators (the hot path of
-``flk bench verify`` and of the server's :mod:`flk.impl.server.batchdriver`): it calls
-the same step methods in the same passes and answers exactly what :func:`run_batch` answers -- responses,
-WAL records, store calls, events and their order (tests/verifier/
-test_fastpath_differential.py) -- with steps 3, 4 and 6 of the common case in one
-compiled call (``accept_v1``) when the compiled core is active.
+:func:`flk.impl.verifier.core.run_requests` is the production batch (the core's steps
+called directly): it answers exactly what :func:`run_batch` answers.
 
-Replay (:meth:`Verifier.handle` with ``replay=True``): a record read back from
+Replay (:meth:`Verifier.handle` with ``replay=True``; in production
+:func:`flk.impl.verifier.core.replay_records`): a record read back from
 the inbox WAL runs steps 3-8 with ``now = received_at`` (no 413/429, no new WAL
 record). ``first_seen`` is ``received_at``, so replaying a WAL prefix any number
 of times yields the same dedup state (INV-IDEMPOTENT-REPLAY).
@@ -328,26 +328,26 @@ class Verifier:
         for reason, status in self.reject_status.items():
             if status not in (400, 401):
                 raise ValueError(f"reject_status[{reason!r}] must be 400 or 401, got {status!r}")
-        self._policy_version_json = json.dumps(policy.version, ensure_ascii=True)
-        self._region_json = json.dumps(region, ensure_ascii=True)
+        self.policy_version_json = json.dumps(policy.version, ensure_ascii=True)
+        self.region_json = json.dumps(region, ensure_ascii=True)
         b, t = policy.budget, policy.regime
         params = (policy.tol_d, policy.tol_coh, policy.tol_budget, b.base, b.alpha, b.beta, b.gamma, b.d0,
                   t.sticky_coh, t.sticky_d_max, t.non_sticky_d_min)
         # the compiled step 6 takes float parameters only; others keep the pure code
-        self._signal_params = params if all(type(x) is float for x in params) else None
+        self.signal_params = params if all(type(x) is float for x in params) else None
 
-    def _body(self, pcs_id: str, escalated: bool, reasons: list[str], recomputed_d_hat: float,
+    def answer_body(self, pcs_id: str, escalated: bool, reasons: list[str], recomputed_d_hat: float,
               recomputed_budget: float, recomputed_regime: str, now: float) -> bytes:
         """The 200/202 body: byte for byte ``json.dumps(obj, sort_keys=True,
         separators=(",", ":"), ensure_ascii=True)`` of the documented object
         (a test checks the equality), written out for speed."""
         return (
             f'{{"accepted":{"false" if escalated else "true"},"escalated":{"true" if escalated else "false"},'
-            f'"first_seen":{float_repr(float(now))},"pcs_id":"{pcs_id}","policy_version":{self._policy_version_json},'
+            f'"first_seen":{float_repr(float(now))},"pcs_id":"{pcs_id}","policy_version":{self.policy_version_json},'
             f'"reasons":{_dumps(reasons).decode() if reasons else "[]"},'
             f'"recomputed":{{"D_hat":{round9(recomputed_d_hat)!r},"budget":{round9(recomputed_budget)!r},'
             f'"regime":"{recomputed_regime}"}},'
-            f'"region":{self._region_json}}}'
+            f'"region":{self.region_json}}}'
         ).encode("ascii")
 
     # step 6
@@ -356,9 +356,9 @@ class Verifier:
         compare them with the claims (``pcs`` passed step 3). The compiled core
         answers the common case (float claims, up to 16 scales) with the same
         arithmetic; :meth:`pure_check_signals` is the reference."""
-        if _compiled_signal_check is not None and self._signal_params is not None:
+        if _compiled_signal_check is not None and self.signal_params is not None:
             got = _compiled_signal_check(pcs["scales"], pcs["N_j"], pcs["coh_star"], pcs["r"], pcs["D_hat"],
-                                         pcs["budget"], pcs["regime"], profile == "legacy-0.1", self._signal_params)
+                                         pcs["budget"], pcs["regime"], profile == "legacy-0.1", self.signal_params)
             if got is not None:
                 bits, recomputed_d_hat, recomputed_budget, recomputed_regime = got
                 reasons = [code for i, code in enumerate(REASON_CODES) if bits >> i & 1] if bits else []
@@ -413,30 +413,30 @@ class Verifier:
         tenant = self.tenants.resolve(req.tenant)
         label = tenant.tenant_id if tenant is not None else "_unknown"
         if not replay:
-            refused = self._refuse_before_wal(req, tenant, now)  # step 1
+            refused = self.refuse_before_wal(req, tenant, now)  # step 1
             if refused is not None:
                 return (yield from _done(label, refused, "rejected"))
             try:  # step 2
                 yield WalAppend(req.tenant or "", now, self.region, bytes(req.body))
             except WalUnavailable:
-                return (yield from _emit(self._wal_failed(label)))
+                return (yield from _emit(self.wal_failed(label)))
             yield Emit({"kind": "ingest", "tenant_label": label})
-        parsed = self._parse(req.body)  # step 3
+        parsed = self.parse(req.body)  # step 3
         if isinstance(parsed, Response):
             return (yield from _done(label, parsed, "rejected"))
-        who = self._authenticate(parsed, tenant, now)  # step 4 -- before any dedup effect
+        who = self.authenticate(parsed, tenant, now)  # step 4 -- before any dedup effect
         if isinstance(who, Response):
             return (yield from _done(label, who, "signature_error"))
         try:  # step 5
             stored = yield DedupGet(who.tenant_id, parsed["pcs_id"], now)
         except StoreUnavailable:
-            return (yield from _emit(self._unavailable(label)))
+            return (yield from _emit(self.unavailable(label)))
         if stored is not None:
-            return (yield from _emit(self._existing(stored, who.digest, parsed["pcs_id"], label)))
+            return (yield from _emit(self.existing(stored, who.digest, parsed["pcs_id"], label)))
         return (yield from self._decide_and_record(parsed, who, label, now))  # steps 6-8
 
     # step 1
-    def _refuse_before_wal(self, req: Request, tenant: Tenant | None, now: float) -> Response | None:
+    def refuse_before_wal(self, req: Request, tenant: Tenant | None, now: float) -> Response | None:
         """413 (body, unrecordable X-Tenant-Id) or 429 (rate, quota) before the WAL; None when admitted."""
         if len(req.body) > self.limits.max_body_bytes:
             return problem("payload-too-large", f"body exceeds {self.limits.max_body_bytes} bytes")
@@ -452,7 +452,7 @@ class Verifier:
 
     # step 3
     @staticmethod
-    def _parse(body: bytes) -> dict | Response:
+    def parse(body: bytes) -> dict | Response:
         """The validated PCS, or the 400 naming every problem."""
         try:
             doc = parse_strict(body)
@@ -466,7 +466,7 @@ class Verifier:
         return doc
 
     # step 4 (INV-VERIFY-BEFORE-DEDUP, INV-TENANT-ISOLATION)
-    def _authenticate(self, doc: dict, tenant: Tenant | None, now: float) -> _Authenticated | Response:
+    def authenticate(self, doc: dict, tenant: Tenant | None, now: float) -> _Authenticated | Response:
         """Tenant, profile, algorithm and signature: a 401, or who signed what."""
         if tenant is None:
             return problem("unknown-tenant", "X-Tenant-Id names no configured tenant")
@@ -490,24 +490,24 @@ class Verifier:
     # steps 6, 7 and 8
     def _decide_and_record(self, doc: dict, who: _Authenticated, label: str, now: float):
         pcs_id = doc["pcs_id"]
-        decided, detail = self._decide(doc, who, now)
+        decided, detail = self.decide(doc, who, now)
         if type(decided) is Response:  # a hook reason that rejects
             return (yield from _done(label, decided, detail, pcs_id=pcs_id))
         try:  # step 7: atomic put-if-absent
             won, winner = yield DedupPut(who.tenant_id, pcs_id, decided, now, self.limits.ttl_s)
         except StoreUnavailable:
-            return (yield from _emit(self._unavailable(label)))
+            return (yield from _emit(self.unavailable(label)))
         if not won:
-            return (yield from _emit(self._existing(winner, who.digest, pcs_id, label)))
-        yield Emit(self._recorded_event(decided, detail, pcs_id, who, label))
+            return (yield from _emit(self.existing(winner, who.digest, pcs_id, label)))
+        yield Emit(self.recorded_event(decided, detail, pcs_id, who, label))
         return _outcome_response(decided, False)
 
     # step 6
-    def _decide(self, doc: dict, who: _Authenticated, now: float) -> tuple[StoredOutcome, list[str]] | tuple[Response, str]:
+    def decide(self, doc: dict, who: _Authenticated, now: float) -> tuple[StoredOutcome, list[str]] | tuple[Response, str]:
         """Signals and hooks: ``(outcome to store, reasons)``, or ``(rejecting problem, event kind)``."""
-        return self._settle(doc["pcs_id"], who, now, self.check_signals(doc, who.profile), doc)
+        return self.settle(doc["pcs_id"], who, now, self.check_signals(doc, who.profile), doc)
 
-    def _settle(self, pcs_id: str, who: _Authenticated, now: float, checked: SignalCheck,
+    def settle(self, pcs_id: str, who: _Authenticated, now: float, checked: SignalCheck,
                 doc: dict | None) -> tuple[StoredOutcome, list[str]] | tuple[Response, str]:
         """:meth:`_decide` once the signals are checked (``doc`` only for the hooks)."""
         reasons = checked.reasons
@@ -522,10 +522,10 @@ class Verifier:
             return (problem(slug, "rejected: " + ", ".join(rejecting), reasons=rejecting),
                     "rejected" if status == 400 else "signature_error")
         escalated = bool(reasons)
-        body = self._body(pcs_id, escalated, reasons, checked.d_hat, checked.budget, checked.regime, now)
+        body = self.answer_body(pcs_id, escalated, reasons, checked.d_hat, checked.budget, checked.regime, now)
         return StoredOutcome(who.digest, 202 if escalated else 200, body, now, self.region, self.policy.version), reasons
 
-    def _recorded_event(self, outcome: StoredOutcome, reasons: list[str], pcs_id: str, who: _Authenticated,
+    def recorded_event(self, outcome: StoredOutcome, reasons: list[str], pcs_id: str, who: _Authenticated,
                         label: str) -> dict[str, Any]:
         return {"kind": "escalated" if outcome.status == 202 else "accepted", "tenant_label": label,
                 "status": outcome.status, "pcs_id": pcs_id, "tenant": who.tenant_id,
@@ -533,7 +533,7 @@ class Verifier:
                 "policy_version": self.policy.version}
 
     # the answers of step 5/7 (existing outcome), of a store outage and of a WAL failure: (response, event)
-    def _existing(self, stored: StoredOutcome, digest: str, pcs_id: str, label: str) -> tuple[Response, dict]:
+    def existing(self, stored: StoredOutcome, digest: str, pcs_id: str, label: str) -> tuple[Response, dict]:
         if stored.payload_digest == digest:
             return (_outcome_response(stored, True),
                     {"kind": "dedup_hit", "tenant_label": label, "status": stored.status, "pcs_id": pcs_id})
@@ -542,12 +542,12 @@ class Verifier:
         return resp, {"kind": "dedup_conflict", "tenant_label": label, "status": 409, "pcs_id": pcs_id,
                       "payload_digest": digest}
 
-    def _unavailable(self, label: str) -> tuple[Response, dict]:
+    def unavailable(self, label: str) -> tuple[Response, dict]:
         resp = problem("store-unavailable", "dedup store unreachable; the request is in the WAL",
                        retry_after=self.limits.retry_after_s)
         return resp, {"kind": "store_unavailable", "tenant_label": label, "status": 503}
 
-    def _wal_failed(self, label: str) -> tuple[Response, dict]:
+    def wal_failed(self, label: str) -> tuple[Response, dict]:
         resp = problem("wal-unavailable", "the request was not recorded; retry", retry_after=self.limits.retry_after_s)
         return resp, _event(label, resp, "wal_error")
 
@@ -764,207 +764,3 @@ def run_batch(
         _batch_puts(pending, store, replies)
         replies = dict(sorted(replies.items()))
     return responses  # type: ignore[return-value]
-
-
-def replay_records(verifier: Verifier, records: Any, store: Any, sink: Sink | None = None,
-                   on_poison: Callable[[int, Any, Exception], None] | None = None) -> list[Response]:
-    """Run inbox records (objects with ``tenant``, ``received_at``, ``body``, e.g.
-    :class:`flk.impl.storage.wal.InboxRecord` or :class:`WalAppend`) through steps 3-8
-    again, with ``now = received_at`` (INV-IDEMPOTENT-REPLAY). A ``tenant`` of
-    ``""`` means the request had no ``X-Tenant-Id``.
-
-    ``on_poison(position, record, error)``: a record whose processing raises
-    unexpectedly (a bug, not bad input -- bad input gets its 4xx) is handed to it
-    (to quarantine, :mod:`flk.impl.storage.quarantine`), answered 500 and the
-    replay goes on. A store outage is not poison: it answers 503 as ever. Without
-    ``on_poison`` the error propagates."""
-    out = []
-    for position, rec in enumerate(records):
-        gen = verifier.handle(Request(rec.body, rec.tenant or None), rec.received_at, replay=True)
-        if on_poison is None:
-            out.append(run_sync(gen, None, store, sink))
-            continue
-        try:
-            out.append(run_sync(gen, None, store, sink))
-        except Exception as exc:  # noqa: BLE001 -- a poison record: quarantined, replay continues
-            on_poison(position, rec, exc)
-            out.append(problem("internal", "processing this record failed; it was quarantined"))
-    return out
-
-
-def replay_log(verifier: Verifier, log: Any, store: Any, sink: Sink | None = None,
-               from_index: int = 0) -> list[Response]:
-    """Replay an inbox :class:`flk.impl.storage.wal.SegmentedLog` from ``from_index``."""
-    from ..storage.wal import decode_inbox_record
-
-    return replay_records(verifier, (decode_inbox_record(p) for _, p in log.records(from_index)), store, sink)
-
-
-# -- the batch driver without generators ---------------------------------------------------
-class _Batch:
-    """The state of one :func:`run_requests` batch: per request only its index, label and
-    what the next pass needs (no generator, no effect objects; events built only for a sink)."""
-
-    def __init__(self, verifier: Verifier, now: float, sink: Sink | None,
-                 latency: Callable[[str, float], None] | None, n: int) -> None:
-        self.v = verifier
-        self.now = now
-        self.sink = sink
-        self.latency = latency
-        self.started = time.perf_counter() if latency is not None else 0.0
-        self.responses: list[Response | None] = [None] * n
-        self.parts: tuple[str, str, str] | None = None  # Verifier._body's parts for accept_v1
-        self.keys: dict[int, tuple[Tenant, list[bytes]]] = {}  # id(tenant) -> its active keys at now
-
-    def finish(self, i: int, label: str, resp: Response, event: Mapping[str, Any] | None) -> None:
-        self.responses[i] = resp
-        if self.sink is not None and event is not None:
-            self.sink(event)
-        if self.latency is not None:
-            self.latency(label, time.perf_counter() - self.started)
-
-    def answer(self, i: int, label: str, answer: tuple[Response, dict]) -> None:
-        self.finish(i, label, answer[0], answer[1])
-
-    def admit(self, requests: Sequence[Request]) -> tuple[list[tuple], list[WalAppend]]:
-        """Step 1 for every request in order; the admitted ones and their WAL appends."""
-        v, now = self.v, self.now
-        admitted, appends = [], []
-        region = v.region
-        for i, req in enumerate(requests):
-            tenant = v.tenants.resolve(req.tenant)
-            label = tenant.tenant_id if tenant is not None else "_unknown"
-            refused = v._refuse_before_wal(req, tenant, now)
-            if refused is not None:
-                self.finish(i, label, refused, _event(label, refused, "rejected"))
-                continue
-            admitted.append((i, req.body, tenant, label))
-            appends.append(WalAppend(req.tenant or "", now, region, bytes(req.body)))
-        return admitted, appends
-
-    def verify(self, admitted: list[tuple]) -> list[list]:
-        """Steps 3-4 (and 6 when there are no hooks: it is pure then) after the WAL append."""
-        v, now, sink = self.v, self.now, self.sink
-        early = not v.hooks
-        fused = _compiled_accept if early and v._signal_params is not None else None
-        if fused is not None:
-            self.parts = (float_repr(float(now)), v._policy_version_json, v._region_json)
-        pending = []
-        for i, body, tenant, label in admitted:
-            if sink is not None:
-                sink({"kind": "ingest", "tenant_label": label})
-            if fused is not None and tenant is not None and tenant.alg == "hmac" and tenant.allows("v1"):
-                item = self.accept(i, label, body, tenant)
-                if item is not None:
-                    pending.append(item)
-                    continue
-            parsed = v._parse(body)
-            if type(parsed) is not dict:
-                self.finish(i, label, parsed, _event(label, parsed, "rejected"))
-                continue
-            who = v._authenticate(parsed, tenant, now)
-            if type(who) is not _Authenticated:
-                self.finish(i, label, who, _event(label, who, "signature_error"))
-                continue
-            decided = v._decide(parsed, who, now) if early else None
-            pending.append([i, label, who, parsed["pcs_id"], None if early else parsed, decided])
-        return pending
-
-    def accept(self, i: int, label: str, body: bytes, tenant: Tenant) -> list | None:
-        """Steps 3, 4 and 6 of the common case in one compiled call (``accept_v1``: a valid v1 PCS
-        signed by one of this HMAC tenant's active keys, float claims), answered as
-        :meth:`Verifier._authenticate` and :meth:`Verifier._decide` answer it; None: the reference steps decide."""
-        v, now = self.v, self.now
-        known = self.keys.get(id(tenant))
-        if known is None or known[0] is not tenant:
-            known = self.keys[id(tenant)] = (tenant, tenant.active_keys(now))
-        keys = known[1]
-        got = _compiled_accept(body, keys, v._signal_params, self.parts) if keys else None
-        if got is None:
-            return None
-        pcs_id, digest, bits, d_hat, budget_, regime_, answer = got
-        who = _Authenticated(tenant.tenant_id, "v1", digest)
-        if answer is not None:  # no reason: Verifier._settle's 200 outcome, its body written by accept_v1
-            return [i, label, who, pcs_id, None, (StoredOutcome(digest, 200, answer, now, v.region,
-                                                                v.policy.version), [])]
-        reasons = [code for k, code in enumerate(REASON_CODES) if bits >> k & 1] if bits else []
-        return [i, label, who, pcs_id, None, v._settle(pcs_id, who, now, SignalCheck(reasons, d_hat, budget_, regime_),
-                                                       None)]
-
-    def decide(self, pending: list[list], found: Sequence[StoredOutcome | None]) -> list[list]:
-        """Step 5's answers (replays, conflicts) and step 6 for the rest; what is left to put."""
-        v, now = self.v, self.now
-        to_put = []
-        for item, stored in zip(pending, found, strict=True):
-            i, label, who, pcs_id, doc, decided = item
-            if stored is not None:
-                self.answer(i, label, v._existing(stored, who.digest, pcs_id, label))
-                continue
-            if decided is None:
-                decided = v._decide(doc, who, now)
-            if type(decided[0]) is Response:
-                self.finish(i, label, decided[0], _event(label, decided[0], decided[1], pcs_id=pcs_id))
-                continue
-            item[5] = decided
-            to_put.append(item)
-        return to_put
-
-    def record(self, to_put: list[list], results: Sequence[tuple[bool, StoredOutcome]]) -> None:
-        """Step 7's answers: the recorded outcome, or the race winner's (replay or conflict)."""
-        v, sink = self.v, self.sink
-        for (i, label, who, pcs_id, _, (outcome, reasons)), (won, winner) in zip(to_put, results, strict=True):
-            if not won:
-                self.answer(i, label, v._existing(winner, who.digest, pcs_id, label))
-                continue
-            event = v._recorded_event(outcome, reasons, pcs_id, who, label) if sink is not None else None
-            self.finish(i, label, _outcome_response(outcome, False), event)
-
-    def unavailable(self, items: Sequence[Sequence]) -> None:
-        for item in items:
-            self.answer(item[0], item[1], self.v._unavailable(item[1]))
-
-
-def run_requests(
-    verifier: Verifier,
-    requests: Sequence[Request],
-    now: float,
-    wal: Any,
-    store: Any,
-    sink: Sink | None = None,
-    latency: Callable[[str, float], None] | None = None,
-) -> list[Response]:
-    """``run_batch([verifier.handle(r, now) for r in requests], wal, store, sink, latency)``
-    without generators: the same responses, WAL records (one :func:`wal_write`), store calls
-    (one ``get_many``, one ``put_many_if_absent``), events in the same order, and latency
-    callbacks -- at a fraction of the per-request cost (no generator, no effect objects, event
-    dicts only when there is a ``sink``). It calls the same step methods as
-    :meth:`Verifier.handle` in the same passes (admit, WAL, verify, dedup read, decide, dedup
-    write, answer), so the generator pipeline stays the readable reference and
-    tests/verifier/test_fastpath_differential.py checks the two agree. All requests share
-    ``now`` (one receive time for the batch, as a server batch has)."""
-    batch = _Batch(verifier, now, sink, latency, len(requests))
-    admitted, appends = batch.admit(requests)
-    if appends:
-        try:
-            wal_write(wal, appends)
-        except WalUnavailable:
-            for i, _, _, label in admitted:
-                batch.answer(i, label, verifier._wal_failed(label))
-            return batch.responses  # type: ignore[return-value]
-    pending = batch.verify(admitted)
-    if pending:
-        try:
-            found = store.get_many([(item[2].tenant_id, item[3]) for item in pending], now)
-        except StoreUnavailable:
-            batch.unavailable(pending)
-            pending = []
-        to_put = batch.decide(pending, found) if pending else []
-        if to_put:
-            try:
-                results = store.put_many_if_absent([(item[2].tenant_id, item[3], item[5][0]) for item in to_put],
-                                                   now, verifier.limits.ttl_s)
-            except StoreUnavailable:
-                batch.unavailable(to_put)
-            else:
-                batch.record(to_put, results)
-    return batch.responses  # type: ignore[return-value]

@@ -35,14 +35,14 @@ POISON_BODY = b'{"note":"' + MARKER + b'"}'
 @pytest.fixture
 def poisoned(monkeypatch):
     """Processing any body that carries MARKER raises (after the WAL append, as a validator bug would)."""
-    original = Verifier._parse  # step 3: body -> validated PCS or a 400 problem
+    original = Verifier.parse  # step 3: body -> validated PCS or a 400 problem
 
     def parse(body):
         if MARKER in bytes(body):
             raise RuntimeError("planted poison: " + bytes(body).decode())  # the message quotes the payload
         return original(body)
 
-    monkeypatch.setattr(Verifier, "_parse", staticmethod(parse))
+    monkeypatch.setattr(Verifier, "parse", staticmethod(parse))
 
 
 def plant(log: SegmentedLog, region: str, now: float) -> bytes:

@@ -29,11 +29,11 @@ from verifier.pcsgen import HMAC_A, HMAC_A2, HMAC_B, body, make_pcs, registry, s
 
 from flk.impl.dedup import open_store
 from flk.impl.testing.memwal import MemoryWal
+from flk.impl.verifier.core import replay_records
 from flk.impl.verifier.pipeline import (
     Request,
     Verifier,
     payload_digest,
-    replay_records,
     run_sync,
 )
 from flk.model import invariants as inv

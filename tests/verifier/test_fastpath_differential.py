@@ -39,7 +39,7 @@ from flk.impl.core.errors import InvalidInput
 from flk.impl.dedup import StoreUnavailable, open_store
 from flk.impl.dedup.base import BatchMixin
 from flk.impl.testing.memwal import MemoryWal
-from flk.impl.verifier import pipeline, wire
+from flk.impl.verifier import core, pipeline, wire
 from flk.impl.verifier.pipeline import Policy, Request, Verifier, run_sync
 
 from .pcsgen import ED_SEED_C, HMAC_A, HMAC_B, make_pcs, registry
@@ -545,7 +545,7 @@ def _drive(batch_list, fast, wal_kind, hooks, limits, tmp):
             def latency(label, _seconds):
                 labels.append(label)
             if fast:
-                got = pipeline.run_requests(verifier, reqs, now, wal, store, events.append, latency)
+                got = core.run_requests(verifier, reqs, now, wal, store, events.append, latency)
             else:
                 got = pipeline.run_batch([verifier.handle(r, now) for r in reqs], wal, store, events.append, latency)
             out.append([(r.status, r.headers, r.body) for r in got])

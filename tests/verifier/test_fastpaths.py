@@ -31,7 +31,7 @@ def test_response_body_equals_json_dumps(region, version, reasons, dh, b, reg, n
         "recomputed": {"D_hat": round9(dh), "budget": round9(b), "regime": reg},
         "policy_version": version, "region": region, "first_seen": float(now),
     }, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    assert v._body(pid, esc, reasons, dh, b, reg, now) == want
+    assert v.answer_body(pid, esc, reasons, dh, b, reg, now) == want
 
 
 @settings(max_examples=150, deadline=None)

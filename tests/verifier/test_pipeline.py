@@ -381,7 +381,7 @@ def _dead_redis():
 
 
 def test_503_store_unreachable_after_the_wal_then_replay_recovers():
-    from flk.impl.verifier.pipeline import replay_records
+    from flk.impl.verifier.core import replay_records
 
     rig = Rig(store=_dead_redis())
     doc = good(seed=23)

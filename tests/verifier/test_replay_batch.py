@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 
 from flk.impl.dedup import open_store
 from flk.impl.testing.memwal import MemoryWal
+from flk.impl.verifier.core import replay_log
 from flk.impl.verifier.pipeline import (
     REPLAY_HEADER,
     Request,
     Verifier,
-    replay_log,
     run_batch,
     run_sync,
 )
@@ -81,7 +81,7 @@ def test_inv_idempotent_replay_any_prefix_any_times(order):
     for k, i in enumerate(order):
         run_sync(v.handle(Request(POOL[i][0], POOL[i][1]), NOW + k), wal, live)
     want = snapshot(live, NOW + 1000)
-    from flk.impl.verifier.pipeline import replay_records
+    from flk.impl.verifier.core import replay_records
 
     for cut in (0, len(wal.records) // 2, len(wal.records)):  # full WAL last
         fresh = open_store("memory")

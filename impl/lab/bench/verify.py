@@ -4,7 +4,7 @@ Every run pushes ``n`` distinct, validly signed PCS (built before timing starts)
 through the full pipeline -- body limit, rate-limit hook, a *real* inbox WAL on
 disk (:class:`flk.impl.storage.wal.SegmentedLog`, fsync per group), strict parse and
 validation, HMAC verification, dedup lookup, signal recomputation, atomic
-put-if-absent -- with :func:`flk.impl.verifier.pipeline.run_requests` (the batch
+put-if-absent -- with :func:`flk.impl.verifier.core.run_requests` (the batch
 driver without generators; ``run_batch`` over ``Verifier.handle`` generators is its
 reference and answers the same): requests go in batches of ``batch`` that share one
 WAL group commit and one store transaction (per-request exact; see the verifier's
@@ -50,7 +50,8 @@ from ...agent import factory
 from ...agent.client import prepare, rfc3339
 from ...core.canonical import CORE_PATH, round9
 from ...dedup import open_store
-from ...verifier.pipeline import Request, Verifier, run_requests
+from ...verifier.core import run_requests
+from ...verifier.pipeline import Request, Verifier
 from ...verifier.tenants import from_mapping
 
 KEY = b"bench-tenant-key-0123456789"

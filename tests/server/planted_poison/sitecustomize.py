@@ -19,11 +19,11 @@ _MARKER = os.environ.get("FLK_TEST_POISON_MARKER")
 if _MARKER:
     from flk.impl.verifier.pipeline import Verifier
 
-    _original_parse = Verifier._parse  # step 3: body -> validated PCS or a 400 problem
+    _original_parse = Verifier.parse  # step 3: body -> validated PCS or a 400 problem
 
     def _poisoned_parse(body):
         if _MARKER.encode() in bytes(body):
             raise RuntimeError("planted poison record: " + bytes(body)[:200].decode(errors="replace"))
         return _original_parse(body)
 
-    Verifier._parse = staticmethod(_poisoned_parse)
+    Verifier.parse = staticmethod(_poisoned_parse)

@@ -1,0 +1,446 @@
+"""The verification core: the one code that decides what a submitted PCS is answered.
+
+Why this module exists: every driver -- the server's submit batches
+(:mod:`flk.impl.server.batchdriver`), the server's start-up WAL replay
+(:mod:`flk.impl.server.pipeline`), cross-region replay
+(:class:`flk.impl.replication.crr.ReplayApplier`) and the simulator's regions
+(:mod:`flk.sim.region`) -- runs a :class:`VerifyBatch`. It is sans-I/O: it never
+touches a disk, a socket, a thread or a clock. A driver calls its steps in order
+and carries out the I/O between them (the WAL append and sync, one ``get_many``,
+one ``put_many_if_absent``), synchronously (:func:`run_requests`,
+:func:`replay_records`) or under simulated time (the simulator yields between
+the steps).
+
+Steps (SPEC.md section 8; one call per step for the whole batch)::
+
+    admit(requests)      step 1: 413 / 429 answered; the inbox WAL records to append
+    wal_written(first)   step 2 done: the records are durable at first, first+1, ...
+      or wal_failed()    every admitted request answered 503 (nothing was recorded)
+    verify()             steps 3-4 (and 6 when it is pure): 400 / 401 answered;
+                         the dedup keys to look up (INV-VERIFY-BEFORE-DEDUP: no key
+                         is handed out before its signature verified)
+    found(outcomes)      step 5: replays and conflicts answered; step 6 for the rest
+      or skip_lookup()   (cross-region replay: put-if-absent alone decides)
+      or lookup_failed() 503
+    writes()             step 7: what to put, in request order
+    recorded(results)    step 7's answers (a lost race answers like a step-5 hit)
+      or record_failed() 503
+    responses            step 8: every request's answer, in request order
+    notes()              the home answers to append to the WAL after the batch
+
+The items are typed (:class:`Item`); the verifier's steps are its public
+methods (``refuse_before_wal``, ``parse``, ``authenticate``, ``decide``,
+``settle``, ``existing``, ...). :meth:`flk.impl.verifier.pipeline.Verifier.handle`,
+the generator pipeline, is kept as the slower readable *reference*: it decides
+nothing in production and exists as the oracle of the differential tests
+(tests/verifier/test_fastpath_differential.py checks that both answer alike:
+responses, WAL records, store calls, events and their order).
+
+Home answers (:class:`flk.impl.storage.wal.AnswerNote`): after a batch, a driver
+appends one note per recorded request -- what this region answered it (stored,
+duplicate, conflict with the held digest, rejected, store unavailable) -- to the
+same WAL, so that the record's answer travels with it to the other regions
+(SPEC.md section 12.4): a peer never replays a record its home refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..dedup import StoredOutcome, StoreUnavailable
+from ..dedup.base import float_repr
+from ..storage.wal import (
+    A_CONFLICT,
+    A_DUPLICATE,
+    A_REJECTED,
+    A_STORED,
+    A_UNAVAILABLE,
+    AnswerNote,
+    InboxRecord,
+    decode_wal_entry,
+)
+from .pipeline import (
+    REASON_CODES,
+    Request,
+    Response,
+    SignalCheck,
+    Sink,
+    Verifier,
+    WalAppend,
+    WalUnavailable,
+    _Authenticated,
+    _event,
+    _outcome_response,
+    problem,
+    wal_write,
+)
+from . import pipeline as _pipeline
+from .tenants import Tenant
+
+Latency = Callable[[str, float], None]
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One request's state in a :class:`VerifyBatch`."""
+
+    pos: int  # its position in the batch (the index of its answer)
+    label: str  # the tenant label of metrics and events ("_unknown": no such tenant)
+    tenant: Tenant | None
+    body: bytes
+    wal_index: int = -1  # its inbox WAL record (-1: none, or not known to the driver)
+    who: _Authenticated | None = None  # step 4's answer: who signed what
+    pcs_id: str = ""
+    doc: dict | None = None  # the parsed PCS, kept while step 6 is still to run
+    outcome: StoredOutcome | None = None  # step 6's outcome to store
+    reasons: list[str] | None = None
+    answer: int = -1  # the home answer (flk.impl.storage.wal.A_*); -1: none yet
+    answer_digest: str = ""  # the stored / held payload digest of the answer
+
+
+class VerifyBatch:
+    """The state of one batch through steps 1-8 (see the module docstring).
+
+    All requests share ``now`` (one receive time per batch, as the server's batches
+    have; a replay batch holds records of one ``received_at``). ``replay``: the
+    requests are inbox records read back (:meth:`from_records`): no step 1, no WAL
+    record, no ``ingest`` event. ``sink`` gets every event (metrics, audit,
+    history); ``latency(label, seconds)`` each request's time from the batch's
+    start (the clock is :func:`time.perf_counter`, read only when it is given)."""
+
+    def __init__(self, verifier: Verifier, now: float, *, sink: Sink | None = None,
+                 latency: Latency | None = None, replay: bool = False) -> None:
+        self.v = verifier
+        self.now = now
+        self.sink = sink
+        self.latency = latency
+        self.replay = replay
+        self.started = time.perf_counter() if latency is not None else 0.0
+        self.responses: list[Response | None] = []
+        self.items: list[Item] = []  # admitted, in request order
+        self._pending: list[Item] = []  # waiting for the next step
+        self._parts: tuple[str, str, str] | None = None  # Verifier.answer_body's parts for accept_v1
+        self._keys: dict[int, tuple[Tenant, list[bytes]]] = {}  # id(tenant) -> its active keys at now
+
+    # -- answers ----------------------------------------------------------------------
+    def _finish(self, item: Item, resp: Response, event: Mapping[str, Any] | None, answer: int,
+                digest: str = "") -> None:
+        self.responses[item.pos] = resp
+        item.answer, item.answer_digest = answer, digest
+        if self.sink is not None and event is not None:
+            self.sink(event)
+        if self.latency is not None:
+            self.latency(item.label, time.perf_counter() - self.started)
+
+    def _existing(self, item: Item, stored: StoredOutcome) -> None:
+        """A step-5 hit or a lost race: the stored answer (replay) or 409 (conflict)."""
+        resp, event = self.v.existing(stored, item.who.digest, item.pcs_id, item.label)
+        same = stored.payload_digest == item.who.digest
+        self._finish(item, resp, event, A_DUPLICATE if same else A_CONFLICT, stored.payload_digest)
+
+    def _unavailable(self, items: Iterable[Item]) -> None:
+        for item in items:
+            resp, event = self.v.unavailable(item.label)
+            self._finish(item, resp, event, A_UNAVAILABLE)
+
+    # -- step 1 -----------------------------------------------------------------------
+    def admit(self, requests: Sequence[Request]) -> list[WalAppend]:
+        """Step 1 for every request in order; the admitted ones' inbox WAL records."""
+        v, now = self.v, self.now
+        self.responses = [None] * len(requests)
+        appends = []
+        region = v.region
+        for pos, req in enumerate(requests):
+            tenant = v.tenants.resolve(req.tenant)
+            label = tenant.tenant_id if tenant is not None else "_unknown"
+            refused = v.refuse_before_wal(req, tenant, now)
+            if refused is not None:
+                self.responses[pos] = refused
+                if self.sink is not None:
+                    self.sink(_event(label, refused, "rejected"))
+                if self.latency is not None:
+                    self.latency(label, time.perf_counter() - self.started)
+                continue
+            self.items.append(Item(pos, label, tenant, req.body))
+            appends.append(WalAppend(req.tenant or "", now, region, bytes(req.body)))
+        self._pending = list(self.items)
+        return appends
+
+    @classmethod
+    def from_records(cls, verifier: Verifier, records: Sequence[Any], now: float, *,
+                     indexes: Sequence[int] | None = None, sink: Sink | None = None,
+                     latency: Latency | None = None) -> VerifyBatch:
+        """A replay batch of inbox records (objects with ``tenant`` -- ``""`` for no
+        ``X-Tenant-Id`` -- and ``body``), all received at ``now``; ``indexes``: their WAL
+        indexes where the driver knows them (the notes name them)."""
+        batch = cls(verifier, now, sink=sink, latency=latency, replay=True)
+        batch.responses = [None] * len(records)
+        resolve = verifier.tenants.resolve
+        for pos, rec in enumerate(records):
+            tenant = resolve(rec.tenant or None)
+            label = tenant.tenant_id if tenant is not None else "_unknown"
+            batch.items.append(Item(pos, label, tenant, rec.body, -1 if indexes is None else indexes[pos]))
+        batch._pending = list(batch.items)
+        return batch
+
+    # -- step 2 -----------------------------------------------------------------------
+    def wal_written(self, first_index: int | None) -> None:
+        """The admitted requests' records are durable at ``first_index``, +1, ...
+        (None: the WAL gives no indexes, e.g. a memory WAL)."""
+        if first_index is not None:
+            for k, item in enumerate(self.items):
+                item.wal_index = first_index + k
+
+    def wal_failed(self) -> None:
+        """The append or sync failed: every admitted request is answered the WAL's 503
+        (nothing was recorded, so no note either)."""
+        for item in self._pending:
+            resp, event = self.v.wal_failed(item.label)
+            self._finish(item, resp, event, -1)
+        self._pending = []
+
+    # -- steps 3, 4 (and 6 when it is pure) ---------------------------------------------
+    def verify(self) -> list[tuple[str, str]]:
+        """Steps 3-4 (and 6 when there are no hooks: it is pure then) after the WAL
+        append; the ``(tenant, pcs_id)`` keys to look up, one per item still pending."""
+        v, now, sink = self.v, self.now, self.sink
+        early = not v.hooks
+        fused = _pipeline._compiled_accept if early and v.signal_params is not None else None
+        if fused is not None:
+            self._parts = (float_repr(float(now)), v.policy_version_json, v.region_json)
+        pending = []
+        for item in self._pending:
+            if sink is not None and not self.replay:
+                sink({"kind": "ingest", "tenant_label": item.label})
+            tenant = item.tenant
+            if fused is not None and tenant is not None and tenant.alg == "hmac" and tenant.allows("v1") \
+                    and self._accept(item, tenant):
+                pending.append(item)
+                continue
+            parsed = v.parse(item.body)
+            if type(parsed) is not dict:
+                self._finish(item, parsed, _event(item.label, parsed, "rejected"), A_REJECTED)
+                continue
+            who = v.authenticate(parsed, tenant, now)
+            if type(who) is not _Authenticated:
+                self._finish(item, who, _event(item.label, who, "signature_error"), A_REJECTED)
+                continue
+            item.who, item.pcs_id = who, parsed["pcs_id"]
+            if early:
+                self._decided(item, v.decide(parsed, who, now))
+            else:
+                item.doc = parsed
+            pending.append(item)
+        self._pending = pending
+        return [(item.who.tenant_id, item.pcs_id) for item in pending]
+
+    def _decided(self, item: Item, decided: tuple) -> None:
+        if type(decided[0]) is Response:  # a hook reason that rejects: kept as (problem, event kind)
+            item.outcome, item.reasons = None, decided  # type: ignore[assignment]
+        else:
+            item.outcome, item.reasons = decided
+
+    def _accept(self, item: Item, tenant: Tenant) -> bool:
+        """Steps 3, 4 and 6 of the common case in one compiled call (``accept_v1``: a valid
+        v1 PCS signed by one of this HMAC tenant's active keys, float claims), answered as
+        :meth:`Verifier.authenticate` and :meth:`Verifier.decide` answer it; False: the
+        reference steps decide."""
+        v, now = self.v, self.now
+        known = self._keys.get(id(tenant))
+        if known is None or known[0] is not tenant:
+            known = self._keys[id(tenant)] = (tenant, tenant.active_keys(now))
+        keys = known[1]
+        got = _pipeline._compiled_accept(item.body, keys, v.signal_params, self._parts) if keys else None
+        if got is None:
+            return False
+        pcs_id, digest, bits, d_hat, budget_, regime_, answer = got
+        who = item.who = _Authenticated(tenant.tenant_id, "v1", digest)
+        item.pcs_id = pcs_id
+        if answer is not None:  # no reason: Verifier.settle's 200 outcome, its body written by accept_v1
+            item.outcome, item.reasons = StoredOutcome(digest, 200, answer, now, v.region, v.policy.version), []
+            return True
+        reasons = [code for k, code in enumerate(REASON_CODES) if bits >> k & 1] if bits else []
+        self._decided(item, v.settle(pcs_id, who, now, SignalCheck(reasons, d_hat, budget_, regime_), None))
+        return True
+
+    # -- step 5 (and 6) ---------------------------------------------------------------
+    def found(self, outcomes: Sequence[StoredOutcome | None]) -> None:
+        """Step 5's answers (replays, conflicts) for the keys :meth:`verify` returned, in
+        that order; step 6 for the rest."""
+        v, now = self.v, self.now
+        rest = []
+        for item, stored in zip(self._pending, outcomes, strict=True):
+            if stored is not None:
+                self._existing(item, stored)
+                continue
+            if item.doc is not None:
+                self._decided(item, v.decide(item.doc, item.who, now))
+                item.doc = None
+            if item.outcome is None:  # a hook reason that rejects: nothing is stored
+                resp, kind = item.reasons  # type: ignore[misc]
+                self._finish(item, resp, _event(item.label, resp, kind, pcs_id=item.pcs_id), A_REJECTED)
+                continue
+            rest.append(item)
+        self._pending = rest
+
+    def skip_lookup(self) -> None:
+        """Step 5 answered "absent" for every key: put-if-absent alone decides (a lost
+        race answers exactly what a hit would have, so only hooks that reject see a
+        difference: they are asked before the store)."""
+        self.found([None] * len(self._pending))
+
+    def lookup_failed(self) -> None:
+        """The store did not answer step 5: 503 for every pending request."""
+        self._unavailable(self._pending)
+        self._pending = []
+
+    # -- step 7 -----------------------------------------------------------------------
+    def writes(self) -> list[tuple[str, str, StoredOutcome]]:
+        """What step 7 puts (put-if-absent, one transaction, request order)."""
+        return [(item.who.tenant_id, item.pcs_id, item.outcome) for item in self._pending]
+
+    def recorded(self, results: Sequence[tuple[bool, StoredOutcome]]) -> None:
+        """Step 7's answers: the recorded outcome, or the race winner's (replay or conflict)."""
+        v, sink = self.v, self.sink
+        for item, (won, winner) in zip(self._pending, results, strict=True):
+            if not won:
+                self._existing(item, winner)
+                continue
+            outcome = item.outcome
+            event = v.recorded_event(outcome, item.reasons, item.pcs_id, item.who, item.label) \
+                if sink is not None else None
+            self._finish(item, _outcome_response(outcome, False), event, A_STORED, outcome.payload_digest)
+        self._pending = []
+
+    def record_failed(self) -> None:
+        """The store did not answer step 7: 503 for every pending request."""
+        self._unavailable(self._pending)
+        self._pending = []
+
+    # -- after the batch --------------------------------------------------------------
+    def notes(self) -> list[AnswerNote]:
+        """The home answer of every admitted request whose WAL index is known, in order."""
+        return [AnswerNote(item.wal_index, item.answer, self.responses[item.pos].status, item.answer_digest)
+                for item in self.items if item.wal_index >= 0 and item.answer >= 0]
+
+
+def run_requests(verifier: Verifier, requests: Sequence[Request], now: float, wal: Any, store: Any,
+                 sink: Sink | None = None, latency: Latency | None = None,
+                 notes: list[AnswerNote] | None = None) -> list[Response]:
+    """One batch of requests through the core, synchronously (the server's batch
+    thread, ``flk bench verify``): one :func:`flk.impl.verifier.pipeline.wal_write`
+    (append + ONE sync), one ``get_many``, one ``put_many_if_absent``. It answers
+    exactly what ``run_batch([verifier.handle(r, now) for r in requests], ...)``
+    answers -- the reference (tests/verifier/test_fastpath_differential.py).
+    ``notes``: where the batch's home answers go (the caller appends them to the WAL)."""
+    batch = VerifyBatch(verifier, now, sink=sink, latency=latency)
+    appends = batch.admit(requests)
+    if appends:
+        try:
+            indexes = wal_write(wal, appends)
+        except WalUnavailable:
+            batch.wal_failed()
+            return batch.responses  # type: ignore[return-value]
+        batch.wal_written(indexes[0] if indexes and isinstance(indexes[0], int) else None)
+    _lookup_and_record(batch, store, now, verifier.limits.ttl_s, lookup=True)
+    if notes is not None:
+        notes.extend(batch.notes())
+    return batch.responses  # type: ignore[return-value]
+
+
+def _lookup_and_record(batch: VerifyBatch, store: Any, now: float, ttl_s: float, lookup: bool) -> None:
+    """Steps 3-8 of ``batch`` against ``store`` (one ``get_many``, one ``put_many_if_absent``)."""
+    keys = batch.verify()
+    if not keys:
+        return
+    if lookup:
+        try:
+            found = store.get_many(keys, now)
+        except StoreUnavailable:
+            batch.lookup_failed()
+            return
+        batch.found(found)
+    else:
+        batch.skip_lookup()
+    writes = batch.writes()
+    if not writes:
+        return
+    try:
+        results = store.put_many_if_absent(writes, now, ttl_s)
+    except StoreUnavailable:
+        batch.record_failed()
+        return
+    batch.recorded(results)
+
+
+def same_time_runs(records: Sequence[Any], limit: int = 512) -> Iterable[tuple[int, int]]:
+    """``(start, end)`` of each run of consecutive records with one ``received_at``
+    (a server batch: one receive time), at most ``limit`` long: replay batches."""
+    start, n = 0, len(records)
+    while start < n:
+        t = records[start].received_at
+        end = start + 1
+        while end < n and end - start < limit and records[end].received_at == t:
+            end += 1
+        yield start, end
+        start = end
+
+
+def replay_batch(verifier: Verifier, records: Sequence[Any], store: Any, *, lookup: bool = True,
+                 indexes: Sequence[int] | None = None, sink: Sink | None = None) -> VerifyBatch:
+    """Steps 3-8 of inbox records received at one time (``now = received_at``,
+    INV-IDEMPOTENT-REPLAY) through the core; ``lookup=False`` skips step 5
+    (cross-region replay: put-if-absent decides). Returns the finished batch."""
+    now = records[0].received_at
+    batch = VerifyBatch.from_records(verifier, records, now, indexes=indexes, sink=sink)
+    _lookup_and_record(batch, store, now, verifier.limits.ttl_s, lookup)
+    return batch
+
+
+def replay_records(verifier: Verifier, records: Any, store: Any, sink: Sink | None = None,
+                   on_poison: Callable[[int, Any, Exception], None] | None = None) -> list[Response]:
+    """Run inbox records (objects with ``tenant``, ``received_at``, ``body``, e.g.
+    :class:`flk.impl.storage.wal.InboxRecord` or :class:`WalAppend`) through steps 3-8
+    again, with ``now = received_at`` (INV-IDEMPOTENT-REPLAY), one core batch per run
+    of records received at one time. A ``tenant`` of ``""`` means the request had no
+    ``X-Tenant-Id``.
+
+    ``on_poison(position, record, error)``: a record whose processing raises
+    unexpectedly (a bug, not bad input -- bad input gets its 4xx) is handed to it
+    (to quarantine, :mod:`flk.impl.storage.quarantine`), answered 500 and the
+    replay goes on (the records of its batch are replayed one by one to find it).
+    A store outage is not poison: it answers 503 as ever. Without ``on_poison``
+    the error propagates."""
+    records = list(records)
+    out: list[Response] = []
+    for start, end in same_time_runs(records):
+        chunk = records[start:end]
+        if on_poison is None:
+            out.extend(replay_batch(verifier, chunk, store, sink=sink).responses)
+            continue
+        try:
+            out.extend(replay_batch(verifier, chunk, store, sink=sink).responses)
+            continue
+        except Exception:  # noqa: BLE001 -- find the poison record(s) one by one
+            pass
+        for k, rec in enumerate(chunk):
+            try:
+                out.extend(replay_batch(verifier, [rec], store, sink=sink).responses)
+            except Exception as exc:  # noqa: BLE001 -- a poison record: quarantined, replay continues
+                on_poison(start + k, rec, exc)
+                out.append(problem("internal", "processing this record failed; it was quarantined"))
+    return out
+
+
+def replay_log(verifier: Verifier, log: Any, store: Any, sink: Sink | None = None,
+               from_index: int = 0) -> list[Response]:
+    """Replay the inbox records of a :class:`flk.impl.storage.wal.SegmentedLog` from
+    ``from_index`` (its answer notes are skipped)."""
+    records = [e for _, e in ((i, decode_wal_entry(p)) for i, p in log.records(from_index))
+               if isinstance(e, InboxRecord)]
+    return replay_records(verifier, records, store, sink)
+
+
