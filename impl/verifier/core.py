@@ -62,6 +62,7 @@ from ..storage.wal import (
     InboxRecord,
     decode_wal_entry,
 )
+from . import pipeline as _pipeline
 from .pipeline import (
     REASON_CODES,
     Request,
@@ -77,7 +78,6 @@ from .pipeline import (
     problem,
     wal_write,
 )
-from . import pipeline as _pipeline
 from .tenants import Tenant
 
 Latency = Callable[[str, float], None]
