@@ -5,7 +5,7 @@ region accepted, and must process it exactly as its origin did, so that
 identical payloads produce identical outcomes everywhere and conflicts are
 detected and merged (``flk.impl.replication.reconcile``). We replicate the *input* (the
 inbox WAL), not the dedup state: the receiving region replays each record
-through the same verify pipeline (``Verifier.handle(..., replay=True)``), so a
+through the same verification core (:mod:`flk.impl.verifier.core`), so a
 forged or corrupted record can never bypass signature verification.
 
 Theory of operation::
@@ -41,13 +41,16 @@ Theory of operation::
   driver's log line and audit entry; ``failures``/``last_error`` and
   ``quarantine`` in :meth:`Reader.metrics`) and the stream goes on past it. A
   store outage is not poison: the segment is retried after a backoff.
-* :class:`ReplayApplier`: replays one record as its *origin* region did: a
-  ``Verifier`` with the record's region, ``now = received_at``. It answers the
-  pipeline's ``DedupGet`` with "absent" so that the pipeline always computes
-  the origin outcome (steps 3, 4, 6 -- the signature is always checked) and
-  performs the authoritative atomic ``put_if_absent`` (INV-FWW decides, so the
-  local store ends exactly as with a plain replay). The computed origin
-  outcome and the local winner are handed to the reconciler.
+* :class:`ReplayApplier`: replays records as their *origin* region did, through
+  the verification core (:class:`flk.impl.verifier.core.VerifyBatch`) with a
+  ``Verifier`` of the record's region and ``now = received_at``. Step 5 is
+  skipped so that the core always computes the origin outcome (steps 3, 4, 6 --
+  the signature is always checked) and the authoritative atomic
+  ``put_if_absent`` decides (INV-FWW, so the local store ends exactly as with a
+  plain replay). The computed origin outcome and the local winner are handed to
+  the reconciler. The home region's answer travels with the record (in the
+  segment's manifest, SPEC.md section 12.4): a record its home answered
+  409 or refused is written nowhere.
 
 Sans-I/O: time is passed in, the store and files are interfaces
 (``ObjectStore``, ``FileSystem``), there are no threads here
@@ -76,18 +79,22 @@ from ..storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreUnavai
 from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
 from ..storage.quarantine import Quarantine
 from ..storage.wal import (
+    A_CONFLICT,
     LOG_SUFFIX,
     MANIFEST_SUFFIX,
     InboxRecord,
     WalError,
     check_manifest,
+    decode_answers,
     decode_inbox_record,
     encode_inbox_record,
     manifest_name,
     parse_name,
     scan_segment,
+    with_home,
 )
-from ..verifier.pipeline import DedupGet, DedupPut, Emit, Request, Response, Verifier, WalAppend
+from ..verifier.core import VerifyBatch
+from ..verifier.pipeline import Response, Verifier, problem
 
 WATERMARK_FORMAT = "flk-crr-watermark/1"
 
@@ -192,26 +199,40 @@ def verify_segment(stream: str, name: str, manifest_raw: bytes, data: bytes,
         problems.append(f"{res.count} frames, manifest says {count}")
     if problems:
         raise SegmentRejected(stream, name, problems)
+    try:
+        answers = decode_answers(m)  # the home answers the manifest carries (None: none)
+    except InvalidInput as exc:
+        raise SegmentRejected(stream, name, [f"manifest answers: {exc}"]) from None
     records = []
     for k, (off, ln) in enumerate(res.spans):
         try:
-            records.append(decode_inbox_record(bytes(data[off: off + ln])))
+            rec = decode_inbox_record(bytes(data[off: off + ln]))
         except InvalidInput as exc:
             raise SegmentRejected(stream, name, [f"record {first + k}: {exc}"]) from None
+        records.append(with_home(rec, None if answers is None else answers.get(first + k), first + k))
     return m, records
 
 
 # -- shipping ------------------------------------------------------------------------------
+
+SEAL_RETRY_S = 0.01  # a seal deferred by a running batch is tried again this much later
+SEAL_LOCK_TIMEOUT_S = 5.0  # the longest a seal waits for a batch (a thread driver)
+
 
 class Shipper:
     """Ships one inbox WAL's sealed segments to ``store`` under ``stream``."""
 
     def __init__(self, log: Any, store: ObjectStore, stream: str, state_path: str,
                  fs: FileSystem | None = None, interval_s: float = 1.0, backoff: Backoff = Backoff(),
-                 rng: random.Random | None = None, memo: ReplayMemo | None = None) -> None:
+                 rng: random.Random | None = None, memo: ReplayMemo | None = None,
+                 seal_lock: Any = None) -> None:
         """``memo``: where the verification of a shipped segment is shared with readers of
-        the same bytes (:class:`ReplayMemo`)."""
+        the same bytes (:class:`ReplayMemo`). ``seal_lock``: held by the driver that
+        appends to ``log`` for each batch (a batch's inbox records and their answer notes
+        must reach the same manifest); a seal waits for it (``acquire(True, timeout)``; a lock
+        whose ``acquire`` answers False at once -- the simulator's -- defers the seal)."""
         self.log, self.store, self.stream = log, store, stream
+        self.seal_lock = seal_lock
         self.memo = memo
         self.interval_s = float(interval_s)
         self.backoff, self.rng = backoff, rng
@@ -239,10 +260,13 @@ class Shipper:
             with contextlib.suppress(WalError, OSError):
                 self._find_oldest_unshipped()  # the lag keeps growing while nothing ships
             return now + self.interval_s if self.paused else self._retry_at
+        retry = None
         try:
             if now >= self._next_seal:
-                self.log.seal()
-                self._next_seal = now + self.interval_s
+                if self._seal():
+                    self._next_seal = now + self.interval_s
+                else:  # a batch is between its records and their answers: seal right after it
+                    retry = now + SEAL_RETRY_S
             self.ship_sealed(now)
         except (ObjectStoreUnavailable, WalError, OSError) as exc:
             self.failures += 1
@@ -250,7 +274,21 @@ class Shipper:
             self._retry_at = now + self.backoff.delay(self.failures, self.rng)
             return self._retry_at
         self.failures, self.last_error = 0, None
-        return self._next_seal
+        return self._next_seal if retry is None else retry
+
+    def _seal(self) -> bool:
+        """Seal the active segment between two batches; False: not now (the lock is held)."""
+        lock = self.seal_lock
+        if lock is None:
+            self.log.seal()
+            return True
+        if not lock.acquire(True, SEAL_LOCK_TIMEOUT_S):
+            return False
+        try:
+            self.log.seal()
+        finally:
+            lock.release()
+        return True
 
     def _put_once(self, key: str, data: bytes, meta: Mapping[str, str] | None = None) -> None:
         if not self.store.put(key, data, meta):
@@ -312,7 +350,6 @@ class Shipper:
 # -- applying ------------------------------------------------------------------------------
 
 Observer = Callable[[str, str, StoredOutcome, float], Any]
-HomeOutcome = Callable[[str, str, str], "StoredOutcome | None"]  # (home region, tenant, pcs_id)
 
 
 def verifier_for_region(base: Verifier, region: str) -> Verifier:
@@ -341,8 +378,7 @@ class ReplayMemo:
     """The dedup writes replay computed, shared by appliers that replay the same records
     (a process driving several regions' appliers: the simulator).
 
-    Replaying a record up to its dedup write reads no store (``DedupGet`` is answered
-    "absent"): the write is a function of the record and the verifier's configuration
+    Replaying a record up to its dedup write reads no store (step 5 is skipped): the write is a function of the record and the verifier's configuration
     (class, origin region, tenants, policy, limits, hooks, reject statuses). An applier
     that finds the record here under an equal configuration takes that write instead of
     verifying the record again. An entry is dropped after ``uses`` look-ups (one per
@@ -394,7 +430,7 @@ class ReplayMemo:
             del self._d[key]
         return entry[0]
 
-    def put(self, key: tuple, write: DedupPut | None) -> None:
+    def put(self, key: tuple, write: tuple | None) -> None:
         if self.uses > 1:
             self._d[key] = [write, self.uses - 1]
             if len(self._d) > self.capacity:
@@ -403,25 +439,28 @@ class ReplayMemo:
 
 class ReplayApplier:
     """Replays inbox records into the local dedup ``store`` as their origin
-    region processed them; reports outcomes to ``observer(tenant, pcs_id,
-    outcome, now)`` (the reconciler). ``StoreUnavailable`` propagates: the
-    caller must not advance past a record that was not applied.
+    region processed them, through the verification core
+    (:class:`flk.impl.verifier.core.VerifyBatch`, step 5 skipped: put-if-absent
+    decides); reports outcomes to ``observer(tenant, pcs_id, outcome, now)`` (the
+    reconciler). ``StoreUnavailable`` propagates: the caller must not advance
+    past a record that was not applied.
 
-    ``home_outcome(home_region, tenant, pcs_id)`` answers what the record's home
-    region stored for the key. With it, a record its home answered 409 (a
-    different payload was stored there first) is replayed as that rejection:
-    nothing is stored and the reconciler hears only the outcome the home held,
-    so no conflict is flagged that no two regions acked. Without it (a driver
-    that cannot ask the home) every record is replayed as the write it would
-    have been alone, and such a record can be flagged as a conflict."""
+    The home answer travels with the record (``rec.home``, the
+    :class:`flk.impl.storage.wal.AnswerNote` its region's manifest of the
+    segment carries, SPEC.md section 12.4): a record its home answered 409 (another
+    payload was held there) or refused (4xx) is not a write anywhere -- nothing
+    is stored, nothing is verified again and the reconciler hears nothing of it
+    (the held outcome reaches it through its own record), so no conflict is
+    flagged that no two regions acked. A record without a note (a WAL written
+    before notes existed, or a home answer of 503: undecided) is replayed as the
+    write it would have been alone."""
 
     def __init__(self, verifier: Verifier, store: Any, observer: Observer | None = None,
                  sink: Callable[[Mapping[str, Any]], None] | None = None,
-                 home_outcome: HomeOutcome | None = None, memo: ReplayMemo | None = None) -> None:
-        """``memo``: writes shared with other appliers replaying the same records (used by
-        the batch path when there is no ``sink``: that path emits nothing)."""
+                 memo: ReplayMemo | None = None) -> None:
+        """``memo``: writes shared with other appliers replaying the same records
+        (:meth:`replay_batch`, when there is no ``sink``: that path emits nothing)."""
         self.verifier, self.store, self.observer, self.sink = verifier, store, observer, sink
-        self.home_outcome = home_outcome  # the home region's stored outcome, where a driver can ask it
         self.memo = memo
         self.home_rejected = 0
         self._by_region: dict[str, Verifier] = {}
@@ -436,177 +475,134 @@ class ReplayApplier:
             self._config[region] = ReplayMemo.config(v)
         return v
 
-    def _advance(self, gen, reply: Any, out: ApplyResult) -> DedupPut | None:
-        """Run ``gen`` until it needs a dedup write (returned) or answers (None)."""
-        while True:
-            try:
-                eff = gen.send(reply)
-            except StopIteration as stop:
-                out.response = stop.value
-                return None
-            reply = None
-            if isinstance(eff, Emit):
-                if self.sink is not None:
-                    self.sink(eff.event)
-            elif isinstance(eff, DedupGet):
-                reply = None  # "absent": always compute the origin outcome; put-if-absent decides
-            elif isinstance(eff, DedupPut):
-                out.candidate, out.tenant, out.pcs_id = eff.outcome, eff.tenant, eff.pcs_id
-                return eff
-            elif isinstance(eff, WalAppend):  # pragma: no cover - replay never appends
-                raise CrrError("replay yielded a WAL append")
-            else:  # pragma: no cover
-                raise TypeError(f"unknown effect {type(eff).__name__}")
-
-    def _rejected_at_home(self, rec: InboxRecord, eff: DedupPut) -> StoredOutcome | None:
-        """The home region's stored outcome when it shows that the home answered
-        409 to ``rec``: first-write-wins never replaces a stored outcome, so a
-        different payload digest there was stored before ``rec`` arrived. Asked
-        before the write, so a rejected payload is never stored anywhere, and
-        every region decides alike (the same question, the same answer)."""
-        if self.home_outcome is None:
-            return None
-        held = self.home_outcome(rec.region, eff.tenant, eff.pcs_id)
-        if held is None or held.payload_digest == eff.outcome.payload_digest:
-            return None
+    def _refused_at_home(self, rec: InboxRecord) -> ApplyResult:
         self.home_rejected += 1
-        return held
+        note = rec.home
+        if note.answer == A_CONFLICT:
+            resp = problem("conflict", "this pcs_id was recorded with a different signed payload at the "
+                           "record's home region")
+        else:
+            resp = Response(note.status, (), b"")
+        return ApplyResult(resp, home_rejected=True)
+
+    def _batches(self, recs: list[InboxRecord], positions: list[int]) -> list[tuple[list[int], VerifyBatch]]:
+        """Core batches (steps 3-6, no lookup) of ``recs[positions]``: one per run of records
+        of one origin region received at one time, in record order."""
+        out: list[tuple[list[int], VerifyBatch]] = []
+        k = 0
+        while k < len(positions):
+            first = recs[positions[k]]
+            end = k + 1
+            while end < len(positions) and recs[positions[end]].received_at == first.received_at \
+                    and recs[positions[end]].region == first.region:
+                end += 1
+            run = positions[k:end]
+            batch = VerifyBatch.from_records(self._verifier(first.region), [recs[p] for p in run],
+                                             first.received_at, sink=self.sink)
+            batch.verify()
+            batch.skip_lookup()
+            out.append((run, batch))
+            k = end
+        return out
+
+    def _put(self, writes: list[tuple[str, str, StoredOutcome]], nows: list[float]) -> list:
+        """ONE ``put_many_if_absent`` (one transaction, record order). The store time is the
+        latest ``received_at`` of the writes: entries and liveness checks use it for their TTL
+        (at most the batch's time span on a 14-day TTL); the stored outcomes are exact."""
+        if not writes:
+            return []
+        return self.store.put_many_if_absent(writes, max(nows), self.verifier.limits.ttl_s)
+
+    def apply(self, rec: InboxRecord, now: float) -> ApplyResult:
+        """Replay one record; its put-if-absent uses ``now = received_at`` exactly."""
+        return self.apply_many([rec], now)[0]
+
+    def apply_many(self, recs: list[InboxRecord], now: float) -> list[ApplyResult]:
+        """Replay several records with ONE ``put_many_if_absent`` (puts in record order, so
+        an in-batch duplicate loses to the earlier record exactly as sequentially)."""
+        outs: list[ApplyResult | None] = [None] * len(recs)
+        todo = []
+        for pos, rec in enumerate(recs):
+            if rec.home is not None and rec.home.refused:
+                outs[pos] = self._refused_at_home(rec)
+            else:
+                todo.append(pos)
+        batches = self._batches(recs, todo)
+        writers = [(run, batch, batch.pending) for run, batch in batches]
+        writes = [w for _, batch, _ in writers for w in batch.writes()]
+        nows = [batch.now for _, batch, items in writers for _ in items]
+        results = self._put(writes, nows)
+        k = 0
+        for run, batch, items in writers:
+            mine = results[k:k + len(items)]
+            k += len(items)
+            if items:
+                batch.recorded(mine)
+            won = {id(item): result for item, result in zip(items, mine, strict=True)}
+            for item in batch.items:
+                out = ApplyResult(batch.responses[item.pos], tenant=item.who.tenant_id if item.who else None,
+                                  pcs_id=item.pcs_id or None)
+                result = won.get(id(item))
+                if result is not None:
+                    out.candidate, out.stored, out.winner = item.outcome, result[0], result[1]
+                outs[run[item.pos]] = out
+        for out in outs:
+            self._finish(out, now)
+        return outs  # type: ignore[return-value]
 
     def _finish(self, out: ApplyResult, now: float) -> None:
         self.applied += 1
         if out.stored:
             self.stored += 1
-        if out.home_rejected:
-            out.candidate = None  # not a write: the reconciler hears what the home held
-            if self.observer is not None:
-                self.observer(out.tenant, out.pcs_id, out.winner, now)
         if self.observer is not None and out.candidate is not None:
             self.observer(out.tenant, out.pcs_id, out.candidate, now)
             if out.winner is not None and out.winner != out.candidate:
                 self.observer(out.tenant, out.pcs_id, out.winner, now)
 
-    def _gen(self, rec: InboxRecord):
-        return self._verifier(rec.region).handle(Request(rec.body, rec.tenant or None), rec.received_at, replay=True)
-
-    def apply(self, rec: InboxRecord, now: float) -> ApplyResult:
-        """Replay one record; its put-if-absent uses ``now = received_at`` exactly."""
-        gen, out = self._gen(rec), ApplyResult(Response(500, {}, b""))
-        eff = self._advance(gen, None, out)
-        if eff is not None:
-            held = self._rejected_at_home(rec, eff)
-            if held is not None:
-                won, winner, out.home_rejected = False, held, True
-            else:
-                won, winner = self.store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
-            out.winner, out.stored = winner, won
-            if self._advance(gen, (won, winner), out) is not None:  # pragma: no cover
-                raise CrrError("replay yielded a second dedup write")
-        self._finish(out, now)
-        return out
-
-    def apply_many(self, recs: list[InboxRecord], now: float) -> list[ApplyResult]:
-        """Replay several records with ONE ``put_many_if_absent`` (one store
-        transaction; puts in record order, so an in-batch duplicate loses to the
-        earlier record exactly as sequentially). The batch's store time is the
-        latest ``received_at`` of the batch: entries and liveness checks use it
-        for their TTL (a difference of at most the batch's time span on a
-        14-day TTL); the stored outcomes are exactly those of :meth:`apply`."""
-        outs = [ApplyResult(Response(500, {}, b"")) for _ in recs]
-        gens = [self._gen(r) for r in recs]
-        puts: list[tuple[int, DedupPut]] = []
-        for i, g in enumerate(gens):
-            eff = self._advance(g, None, outs[i])
-            if eff is None:
-                continue
-            held = self._rejected_at_home(recs[i], eff)
-            if held is None:
-                puts.append((i, eff))
-                continue
-            outs[i].winner, outs[i].home_rejected = held, True
-            if self._advance(g, (False, held), outs[i]) is not None:  # pragma: no cover
-                raise CrrError("replay yielded a second dedup write")
-        if puts:
-            ttls = {e.ttl_s for _, e in puts}
-            if len(ttls) != 1:  # pragma: no cover - one verifier configuration per applier
-                raise CrrError("records of one batch with different TTLs")
-            res = self.store.put_many_if_absent([(e.tenant, e.pcs_id, e.outcome) for _, e in puts],
-                                                max(e.now for _, e in puts), puts[0][1].ttl_s)
-            for (i, _), (won, winner) in zip(puts, res, strict=True):
-                outs[i].winner, outs[i].stored = winner, won
-                if self._advance(gens[i], (won, winner), outs[i]) is not None:  # pragma: no cover
-                    raise CrrError("replay yielded a second dedup write")
-        for out in outs:
-            self._finish(out, now)
-        return outs
-
-    def _write_of(self, rec: InboxRecord) -> DedupPut | None:
-        """The dedup write replaying ``rec`` asks for (None: it is answered without one, a 4xx),
-        from the memo or by running the pipeline up to that write."""
+    def _writes_of(self, recs: list[InboxRecord]) -> list[tuple[str, str, StoredOutcome] | None]:
+        """The dedup write replaying each record asks for (None: none -- a 4xx, or refused
+        at home), from the memo or through the core."""
         memo = self.memo
-        v = self._verifier(rec.region)
-        if memo is not None:
-            key = (self._config[rec.region], rec.tenant, rec.received_at, rec.body)
-            write = memo.get(key)
-            if write is not _MISS:
-                return write
-        gen = v.handle(Request(rec.body, rec.tenant or None), rec.received_at, replay=True)
-        write, reply = None, None
-        try:
-            while True:
-                eff = gen.send(reply)
-                if isinstance(eff, DedupPut):
-                    write = eff
-                    break
-                if isinstance(eff, WalAppend):  # pragma: no cover - replay never appends
-                    raise CrrError("replay yielded a WAL append")
-                reply = None  # DedupGet: "absent"; Emit: this path has no sink
-        except StopIteration:
-            pass
-        finally:
-            gen.close()
-        if memo is not None:
-            memo.put(key, write)
-        return write
+        writes: list[tuple[str, str, StoredOutcome] | None] = [None] * len(recs)
+        keys: dict[int, tuple] = {}
+        todo = []
+        for pos, rec in enumerate(recs):
+            if rec.home is not None and rec.home.refused:
+                self.home_rejected += 1
+                continue
+            if memo is not None:
+                self._verifier(rec.region)
+                key = keys[pos] = (self._config[rec.region], rec.tenant, rec.received_at, rec.body)
+                write = memo.get(key)
+                if write is not _MISS:
+                    writes[pos] = write
+                    continue
+            todo.append(pos)
+        for run, batch in self._batches(recs, todo):
+            for item in batch.pending:
+                writes[run[item.pos]] = (item.who.tenant_id, item.pcs_id, item.outcome)
+            if memo is not None:
+                for pos in run:
+                    memo.put(keys[pos], writes[pos])
+        return writes
 
     def replay_batch(self, recs: list[InboxRecord], now: float) -> None:
         """:meth:`apply_many` for a caller that needs neither answers nor events (no
         ``sink``): the same store transaction, store contents and reconciler reports, in
-        the same order, without an :class:`ApplyResult` per record. The pipeline runs up
-        to each record's dedup write (or the write comes from ``memo``); what it would do
+        the same order, without an :class:`ApplyResult` per record. The core runs up to
+        each record's dedup write (or the write comes from ``memo``); what it would do
         after the write only builds the answer and its events."""
-        writes = [self._write_of(r) for r in recs]
-        puts: list[tuple[int, DedupPut]] = []
-        held: dict[int, StoredOutcome] = {}
-        for i, eff in enumerate(writes):
-            if eff is not None:
-                home = self._rejected_at_home(recs[i], eff)
-                if home is None:
-                    puts.append((i, eff))
-                else:
-                    held[i] = home
-        results: dict[int, tuple[bool, StoredOutcome]] = {}
-        if puts:
-            ttl = puts[0][1].ttl_s
-            if any(e.ttl_s != ttl for _, e in puts):  # pragma: no cover - one verifier configuration
-                raise CrrError("records of one batch with different TTLs")
-            res = self.store.put_many_if_absent([(e.tenant, e.pcs_id, e.outcome) for _, e in puts],
-                                                max(e.now for _, e in puts), ttl)
-            results = {i: r for (i, _), r in zip(puts, res, strict=True)}
+        writes = self._writes_of(recs)
+        mine = [(pos, w) for pos, w in enumerate(writes) if w is not None]
+        results = self._put([w for _, w in mine], [recs[pos].received_at for pos, _ in mine])
         observe = self.observer
         self.applied += len(recs)
-        for i, eff in enumerate(writes):
-            if eff is None:
-                continue
-            if i in held:
-                if observe is not None:
-                    observe(eff.tenant, eff.pcs_id, held[i], now)
-                continue
-            won, winner = results[i]
+        for (_, (tenant, pcs_id, outcome)), (won, winner) in zip(mine, results, strict=True):
             self.stored += bool(won)
             if observe is not None:
-                observe(eff.tenant, eff.pcs_id, eff.outcome, now)
-                if winner is not None and winner is not eff.outcome and winner != eff.outcome:
-                    observe(eff.tenant, eff.pcs_id, winner, now)
+                observe(tenant, pcs_id, outcome, now)
+                if winner is not None and winner is not outcome and winner != outcome:
+                    observe(tenant, pcs_id, winner, now)
 
     def apply_isolating(self, recs: list[InboxRecord], now: float, batch: bool,
                         on_poison: Callable[[int, InboxRecord, Exception], None],
@@ -803,7 +799,7 @@ class Reader:
                     raise
                 return n  # the stream stops here: never applied, never skipped
             self.rejected.pop(stream, None)
-            wanted = [(first + k, r) for k, r in enumerate(records)
+            wanted = [(r.index if r.index >= 0 else first + k, r) for k, r in enumerate(records)
                       if tenants is None or (r.tenant or "default") in tenants]
             self.filtered_records += len(records) - len(wanted)
             step = self.batch if self.batch > 0 else 1

@@ -89,7 +89,8 @@ class CrrService:
 
     def __init__(self, cfg: CrrConfig, *, wal: Any, dedup_store: Any, verifier: Any, data_dir: str,
                  worker: int = 0, objects: ObjectStore | None = None, clock: Callable[[], float] = time.time,
-                 log: Callable[..., None] | None = None, volatile_store: bool = False) -> None:
+                 log: Callable[..., None] | None = None, volatile_store: bool = False,
+                 seal_lock: Any = None) -> None:
         """``volatile_store``: the dedup store does not survive a restart (the
         memory backend), so the reader forgets its watermarks and re-reads
         every stream (idempotent) instead of trusting them."""
@@ -102,7 +103,8 @@ class CrrService:
         self._log = log or (lambda event, **kw: None)
         self.shipper = Shipper(wal, self.objects, stream_name(cfg.region, worker),
                                os.path.join(self.state_dir, f"ship-w{worker}.json"),
-                               interval_s=cfg.ship_interval_s, backoff=Backoff(0.25, 10.0))
+                               interval_s=cfg.ship_interval_s, backoff=Backoff(0.25, 10.0),
+                               seal_lock=seal_lock)
         self.auth_store = SqliteAuthoritativeStore(os.path.join(self.state_dir, "authoritative.sqlite3"))
         self.reader: Reader | None = None
         self.reconciler = Reconciler(cfg.region, store=self.auth_store, mode=cfg.mode)
@@ -318,7 +320,8 @@ def start_for_server(server: Any) -> CrrService | None:
 
     svc = CrrService(cfg, wal=server.wal, dedup_store=server.store, verifier=server.pipeline.verifier,
                      data_dir=server.cfg.data_dir, worker=server.worker, log=log,
-                     volatile_store=getattr(server.cfg, "dedup_backend", "") == "memory")
+                     volatile_store=getattr(server.cfg, "dedup_backend", "") == "memory",
+                     seal_lock=getattr(getattr(server, "driver", None), "lock", None))
     registry = getattr(getattr(server, "metrics", None), "registry", None)
     if registry is not None:  # /metrics shows the flk_crr_* families
         registry.register(CrrCollector(svc))

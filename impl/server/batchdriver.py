@@ -1,27 +1,36 @@
-"""The submit path's batch driver: one worker thread runs the verify pipeline's
-:func:`flk.impl.verifier.pipeline.run_requests` per batch of requests.
+"""The submit path's batch driver: one worker thread runs the verification core
+(:class:`flk.impl.verifier.core.VerifyBatch`, through :func:`~flk.impl.verifier.core.run_requests`)
+per batch of requests.
 
 Why this module exists: driving one pipeline generator per request from the event
 loop costs three futures and three thread round trips per request (WAL fsync,
 dedup read, dedup write) plus the generator and its effect objects. Here the loop
-only queues ``(request, future)``; batches form under the group-commit rule (a
-batch starts ``max_delay_s`` after its oldest request, or at once when it holds
-``max_batch``; at most one batch runs at a time, what arrives meanwhile is the
-next batch), and ONE thread runs each batch: ``run_requests`` appends the batch's
-inbox WAL records and syncs once (INV-WAL-FIRST: nothing is answered before that
-sync; a failed append or sync fails every request of the batch with the WAL
-problem response), reads and writes the dedup store in bulk (one ``get_many``,
-one ``put_many_if_absent``) and builds every answer. ONE ``call_soon_threadsafe``
-per batch then sets all the futures.
+only queues ``(request, future)``; batches form under the rule of
+:class:`flk.impl.verifier.batching.BatchFormation` (a batch starts ``max_delay_s``
+after its oldest request, or at once when it holds ``max_batch``; at most one batch
+runs at a time, what arrives meanwhile is the next batch) -- the same state machine
+the simulator's regions drive under SimPy time -- and ONE thread runs each batch:
+the core (:func:`flk.impl.verifier.core.serve_batch`) appends the batch's inbox WAL
+records and syncs once (INV-WAL-FIRST: nothing is answered before that sync; a
+failed append or sync fails every request of the batch with the WAL problem
+response), reads and writes the dedup store in bulk (one ``get_many``, one
+``put_many_if_absent``) and builds every answer. The batch's home answers
+(:class:`flk.impl.storage.wal.AnswerNote`) go to the WAL for the manifest of the
+segment holding the records, so that they travel with the records to the other
+regions; the segment rolls only between batches and :attr:`BatchDriver.lock` (held
+for every batch) is the shipper's seal lock, so a sealed segment's manifest has
+the answers of all its records. ONE ``call_soon_threadsafe`` per batch then sets
+all the futures.
 
 Every store access of the serving path is on this one thread (the in-memory
-store needs no lock). :class:`GuardedStore` keeps the circuit breaker and the
-batch counters of the metrics; :class:`LoggedWal` logs ``wal_append_failed``.
-``run_requests`` does step 1 (body and tenant-header limits, the tenant's rate
-and quota) itself, so the per-tenant buckets are touched only here too.
-:meth:`BatchDriver.close` lets the running batch finish, runs what is queued and
-stops the thread; :attr:`BatchDriver.lock` is held for every batch (a WAL
-recovery takes it so that it never runs beside a batch's append).
+store needs no lock). :class:`GuardedStore` (the core's drivers' one breaker
+wrapping, :class:`flk.impl.verifier.admission.GuardedStore`) keeps the circuit
+breaker and the batch counters of the metrics; :class:`LoggedWal` logs
+``wal_append_failed``. The core does step 1 (body and tenant-header limits, the
+tenant's rate and quota) itself, so the per-tenant buckets are touched only here
+too. :meth:`BatchDriver.close` lets the running batch finish, runs what is queued
+and stops the thread; a WAL recovery takes :attr:`BatchDriver.lock` so that it
+never runs beside a batch's append.
 """
 
 from __future__ import annotations
@@ -35,51 +44,21 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
-from ..dedup import StoreUnavailable
 from ..storage.wal import WalError
-from ..verifier.pipeline import Request, run_requests
+from ..verifier.admission import GuardedStore as _GuardedStore
+from ..verifier.batching import BatchFormation
+from ..verifier.core import serve_batch
+from ..verifier.pipeline import Request
 
 _NO_HEADERS = MappingProxyType({})  # the submit route passes the tenant, not the headers
 _STOP = object()
 
 
-class GuardedStore:
-    """The dedup store behind the circuit breaker, as ``run_requests`` calls it (batch
-    thread): an open breaker answers ``StoreUnavailable`` at once, any store failure is
-    ``StoreUnavailable``; ``batches`` / ``batched_items`` / ``breaker_rejected`` for /metrics."""
+class GuardedStore(_GuardedStore):
+    """:class:`flk.impl.verifier.admission.GuardedStore` on the server's monotonic clock."""
 
     def __init__(self, store: Any, breaker: Any, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.store = store
-        self.breaker = breaker
-        self.monotonic = monotonic  # the breaker's time: a wall-clock step must not open or close it
-        self.batches = 0
-        self.batched_items = 0
-        self.breaker_rejected = 0  # items answered 503 without calling the store
-
-    def get_many(self, keys: list, now: float) -> list:
-        return self._call(self.store.get_many, keys, now)
-
-    def put_many_if_absent(self, items: list, now: float, ttl_s: float | None = None) -> list:
-        return self._call(self.store.put_many_if_absent, items, now, ttl_s)
-
-    def _call(self, fn: Callable, items: list, *args: Any) -> list:
-        breaker = self.breaker
-        self.batches += 1
-        self.batched_items += len(items)
-        if not breaker.allow(self.monotonic()):
-            self.breaker_rejected += len(items)
-            raise StoreUnavailable(f"dedup store circuit open (retry in {breaker.retry_after(self.monotonic())} s)")
-        try:
-            results = list(fn(items, *args))
-            if len(results) != len(items):
-                raise StoreUnavailable("dedup store returned a short batch")
-        except Exception as exc:  # noqa: BLE001 -- any store failure fails closed
-            breaker.on_failure(self.monotonic())
-            if isinstance(exc, StoreUnavailable):
-                raise
-            raise StoreUnavailable(f"dedup store failed: {type(exc).__name__}") from None
-        breaker.on_success(self.monotonic())
-        return results
+        super().__init__(store, breaker, monotonic)
 
 
 class LoggedWal:
@@ -91,11 +70,17 @@ class LoggedWal:
         self.server = server
         self.closed = False
 
-    def append_many(self, payloads: list) -> int:
-        return self._call("append_many", payloads)
+    def append_many(self, payloads: list, roll: bool = True) -> int:
+        return self._call("append_many", payloads, roll)
 
     def sync(self) -> None:
         self._call("sync")
+
+    def roll_if_full(self) -> None:
+        self._call("roll_if_full")
+
+    def note_answers(self, notes: list) -> None:
+        self.server.wal.note_answers(notes)
 
     def _call(self, name: str, *args: Any) -> Any:
         try:
@@ -117,18 +102,23 @@ class BatchDriver:
         self.wal = wal
         self.store = store
         self.metrics = metrics
-        self.max_delay_s = max_delay_s
-        self.max_batch = max_batch
-        self.lock = threading.Lock()  # held for every batch
+        self.formation = BatchFormation(max_delay_s, max_batch)  # the rule the simulator drives too
+        self.lock = threading.Lock()  # held for every batch; the shipper's seal lock
         self._pending: list[tuple[Request, asyncio.Future]] = []
-        self._oldest = 0.0  # loop time of the oldest pending request
-        self._busy = False  # a batch runs on the thread
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self.batches = 0  # batches run so far
+        self.batches = 0  # batches answered so far
+
+    @property
+    def max_delay_s(self) -> float:
+        return self.formation.max_delay_s
+
+    @property
+    def max_batch(self) -> int:
+        return self.formation.max_batch
 
     def submit(self, body: bytes, tenant: str | None) -> asyncio.Future:
         """(Event loop.) A future of the request's ``Response``."""
@@ -137,22 +127,19 @@ class BatchDriver:
         if self._closed:
             fut.set_exception(RuntimeError("batch driver closed"))
             return fut
-        pending = self._pending
-        pending.append((Request(body, tenant, _NO_HEADERS), fut))
-        if len(pending) == 1:
-            self._oldest = loop.time()
-        if not self._busy:
+        self._pending.append((Request(body, tenant, _NO_HEADERS), fut))
+        self.formation.add(loop.time())
+        if not self.formation.busy:
             self._schedule()
         return fut
 
     def _schedule(self) -> None:
         """(Event loop; no batch running.) Start a batch when one is due, else arm the timer."""
-        pending = self._pending
-        if not pending:
+        formation, loop = self.formation, self._loop
+        deadline = formation.deadline()
+        if deadline is None:
             return
-        loop = self._loop
-        deadline = self._oldest + self.max_delay_s
-        if len(pending) >= self.max_batch or deadline <= loop.time():
+        if formation.due(loop.time()):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -162,15 +149,13 @@ class BatchDriver:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if not self._busy:
+        if not self.formation.busy:
             self._schedule()
 
     def _start_batch(self) -> None:
-        batch = self._pending[: self.max_batch]
-        del self._pending[: len(batch)]
-        if self._pending:
-            self._oldest = self._loop.time() - self.max_delay_s  # the rest is due when this batch ends
-        self._busy = True
+        n = self.formation.take(self._loop.time())
+        batch = self._pending[:n]
+        del self._pending[:n]
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name="submit-batch", daemon=True)
             self._thread.start()
@@ -191,8 +176,8 @@ class BatchDriver:
         error: BaseException | None = None
         responses: list = []
         try:
-            responses = run_requests(self.verifier, [req for req, _ in batch], time.time(), self.wal,
-                                     self.store, sink=metrics, latency=metrics.observe_latency)
+            responses = serve_batch(self.verifier, [req for req, _ in batch], time.time(), self.wal,
+                                    self.store, sink=metrics, latency=metrics.observe_latency)
         except BaseException as exc:  # noqa: BLE001 -- every request of the batch gets it (500)
             error = exc
         try:
@@ -212,7 +197,7 @@ class BatchDriver:
             else:
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                     fut.get_loop().call_soon_threadsafe(_set, fut, result, error)
-        self._busy = False
+        self.formation.done()
         self._schedule()
 
     def close(self) -> None:

@@ -3,13 +3,13 @@
 Why this module exists: it is the one place where the server builds the
 :class:`flk.impl.verifier.pipeline.Verifier` from its configuration (tenants,
 policy, region, limits) and replays the worker's inbox WAL through it. Submissions
-are driven by :mod:`.batchdriver`: batches of the pipeline's ``run_requests`` on one
+are driven by :mod:`.batchdriver`: batches of the verification core on one
 thread, whose inbox WAL records are appended and fsynced before any answer
 (INV-WAL-FIRST), with the dedup store behind the circuit breaker.
 
 Replay at start reads every record of the worker's inbox WAL and runs it
-through ``handle(..., replay=True)`` with ``now = received_at`` -- the same
-code, so a record whose outcome was stored before the crash is a dedup hit (a
+through the verification core (:func:`flk.impl.verifier.core.replay_batch`) with
+``now = received_at`` -- the same code as the submit path, so a record whose outcome was stored before the crash is a dedup hit (a
 no-op) and one that was not gets the outcome it would have had
 (INV-IDEMPOTENT-REPLAY, INV-NO-ACKED-LOSS).
 """
@@ -110,6 +110,9 @@ def build_verifier(cfg: ServerConfig, buckets=None):
 
 
 
+REPLAY_BATCH = 512  # records of one replay batch at most (a submit batch holds at most 256)
+
+
 class StoreRefusedRecord(Exception):
     """The dedup store answers pings but fails every write of one replayed record."""
 
@@ -122,41 +125,82 @@ class ServerPipeline:
 
     # -- replay ---------------------------------------------------------------------
     def _replay_all(self, wal: Any) -> dict[str, int]:
-        """Every record of ``wal``, streamed (not loaded at once), through the pipeline.
+        """Every record of ``wal``, streamed (not loaded at once), through the verification
+        core (:func:`flk.impl.verifier.core.replay_batch`): one batch per run of records
+        received at one time (a submit batch), with ``now = received_at``.
 
         A record that does not decode, or whose processing raises unexpectedly,
         is poison: quarantined (``server.quarantine``, logged without payload)
-        and skipped, so that no record can stop a start. A store outage stops
-        the replay: the worker must not serve with an un-replayed WAL. A record
-        the store refuses (503) while it answers pings is tried again after the
-        others; if it is still refused although the store stored other records
-        of this replay, it is poison too -- if the store stored nothing, the
-        store is what is broken (e.g. its own disk is full) and the replay stops."""
+        and skipped, so that no record can stop a start (a batch that raises is
+        replayed record by record to find it). A store outage stops the replay:
+        the worker must not serve with an un-replayed WAL. A record the store
+        refuses (503) while it answers pings is tried again after the others; if
+        it is still refused although the store stored other records of this
+        replay, it is poison too -- if the store stored nothing, the store is what
+        is broken (e.g. its own disk is full) and the replay stops.
+
+        Home answers: the answers of the active (unsealed) segment's records were in
+        memory only (its manifest carries them once it is sealed, SPEC.md section
+        12.4); the replay's answers take their place (:meth:`SegmentedLog.note_answers`),
+        so that they still travel with the records."""
         from ..storage.wal import decode_inbox_record
 
         counts = {"records": 0, "errors": 0, "quarantined": 0}
-        refused: list[tuple[int, bytes, Any]] = []
-        wrote = False
+        state = {"wrote": False, "refused": [], "answers": {}}
+        segments = wal.segments()
+        active_first = segments[-1].first_index if segments else 0
+        run: list[tuple[int, bytes, Any]] = []
         for index, payload in wal.records():
             try:
-                rec = decode_inbox_record(payload)
+                entry = decode_inbox_record(payload)
             except InvalidInput as exc:  # a record that passed its CRC but does not decode
                 counts["errors"] += 1
                 self._quarantine(wal, index, payload, exc, counts)
                 continue
-            outcome = self._replay_one(wal, index, payload, rec, counts)
-            if outcome == "refused":
-                refused.append((index, payload, rec))
-            wrote = wrote or outcome == "stored"
-        for index, payload, rec in refused:
+            if run and (run[0][2].received_at != entry.received_at or len(run) >= REPLAY_BATCH):
+                self._replay_run(wal, run, counts, state, active_first)
+                run = []
+            run.append((index, payload, entry))
+        if run:
+            self._replay_run(wal, run, counts, state, active_first)
+        for index, payload, rec in state["refused"]:
             if self._replay_one(wal, index, payload, rec, counts) != "refused":
                 continue
-            if not wrote:
+            if not state["wrote"]:
                 raise StoreUnavailable("dedup store unavailable during WAL replay (it answers pings but "
                                        "stored no record)")
             self._quarantine(wal, index, payload, StoreRefusedRecord(
                 "the dedup store refused this record twice while it stored others"), counts)
+        if state["answers"] and hasattr(wal, "note_answers"):
+            wal.note_answers([note for _, note in sorted(state["answers"].items())])
         return counts
+
+    def _replay_run(self, wal: Any, run: list, counts: dict, state: dict, active_first: int) -> None:
+        """One replay batch (records received at one time); record by record if it raises."""
+        from ..verifier.core import replay_batch
+
+        try:
+            batch = replay_batch(self.verifier, [rec for _, _, rec in run], self.server.store,
+                                 indexes=[index for index, _, _ in run], sink=self.server.metrics)
+        except Exception:  # noqa: BLE001 -- a poison record among them: one by one
+            for index, payload, rec in run:
+                outcome = self._replay_one(wal, index, payload, rec, counts)
+                if outcome == "refused":
+                    state["refused"].append((index, payload, rec))
+                state["wrote"] = state["wrote"] or outcome == "stored"
+            return
+        for (index, payload, rec), resp in zip(run, batch.responses, strict=True):
+            if resp.status == 503:
+                if not self._store_answers():
+                    raise StoreUnavailable("dedup store unavailable during WAL replay")
+                state["refused"].append((index, payload, rec))
+                continue
+            counts["records"] += 1
+            if resp.status in (200, 202) and resp.header("Idempotent-Replayed") is None:
+                state["wrote"] = True
+        for note in batch.notes():
+            if note.index >= active_first:
+                state["answers"][note.index] = note
 
     def _quarantine(self, wal: Any, index: int, payload: bytes, error: BaseException, counts: dict) -> None:
         counts["quarantined"] += 1
@@ -165,7 +209,7 @@ class ServerPipeline:
     def _replay_one(self, wal: Any, index: int, payload: bytes, rec: Any, counts: dict) -> str:
         """``"stored"`` (a new outcome was written), ``"done"`` (answered otherwise),
         ``"poison"`` (quarantined) or ``"refused"`` (503 while the store answers pings)."""
-        from ..verifier.pipeline import replay_records
+        from ..verifier.core import replay_records
 
         poisoned: list[Exception] = []
         [resp] = replay_records(self.verifier, [rec], self.server.store, self.server.metrics,

@@ -89,8 +89,8 @@ __all__ = [
     "encode_inbox_records",
     "decode_inbox_record",
     "AnswerNote",
-    "encode_answer_note",
-    "decode_wal_entry",
+    "encode_answers",
+    "decode_answers",
     "with_home",
     "A_STORED",
     "A_DUPLICATE",
@@ -346,8 +346,8 @@ class InboxRecord:
 
     ``home`` and ``index`` are not part of the record's bytes: a reader of a shipped
     segment (:func:`flk.impl.replication.crr.verify_segment`) sets ``index`` (its WAL
-    index) and ``home`` (the :class:`AnswerNote` its home region appended for it in
-    the same segment, or None)."""
+    index) and ``home`` (the :class:`AnswerNote` its home region's manifest of the
+    segment carries for it, or None)."""
 
     tenant: str
     received_at: float
@@ -402,8 +402,6 @@ def decode_inbox_record(payload: bytes) -> InboxRecord:
     if len(payload) < head:
         raise InvalidInput("inbox_record", "too short")
     version, lt, lr, ts = _INBOX_HEAD.unpack_from(payload, 0)
-    if version == _NOTE_VERSION:
-        raise InvalidInput("inbox_record", "an answer note, not an inbox record (decode_wal_entry reads both)")
     if version != _INBOX_VERSION:
         raise InvalidInput("inbox_record", f"unknown version {version}")
     if len(payload) < head + lt + lr:
@@ -419,23 +417,23 @@ def decode_inbox_record(payload: bytes) -> InboxRecord:
 
 
 # The home answer of an inbox record (SPEC.md section 12.4): what this region answered the
-# request recorded at ``index``. Appended after the batch that decided it, in the same
-# segment (the batch driver holds the shipper's seal lock and rolls only between batches).
+# request recorded at ``index``. A batch driver hands its batch's answers to
+# SegmentedLog.note_answers; the segment's manifest carries them (``answers``), so they are
+# shipped with the segment they describe (the batch driver holds the shipper's seal lock and
+# the segment rolls only between batches).
 A_STORED = 0  # its outcome was stored (200/202, first write): a peer replays it
 A_DUPLICATE = 1  # the same payload was held already (replayed answer): a peer replays it (a no-op)
 A_CONFLICT = 2  # 409: another payload was held (``digest``): a peer must not write it
 A_REJECTED = 3  # 4xx (invalid, unauthenticated, refused by policy): nothing was stored anywhere
 A_UNAVAILABLE = 4  # 503 (the dedup store did not answer): undecided, a peer decides by itself
-ANSWER_NAMES = ("stored", "duplicate", "conflict", "rejected", "unavailable")
-
-_NOTE_VERSION = 2
-_NOTE_HEAD = struct.Struct("<BBQH")  # version, answer, inbox index, HTTP status; then the digest (hex)
+ANSWER_CODES = "SDCRU"  # one character per answer in a manifest's ``answers.codes``; "-": none
+_CODE_OF = {c: k for k, c in enumerate(ANSWER_CODES)}
+_STATUS_OF = {A_STORED: 200, A_DUPLICATE: 200, A_CONFLICT: 409, A_REJECTED: 400, A_UNAVAILABLE: 503}
 
 
 class AnswerNote(NamedTuple):
     """The home region's answer to the inbox record at ``index`` (see ``A_*``);
-    ``digest``: the stored (``A_STORED``, ``A_DUPLICATE``) or held (``A_CONFLICT``)
-    payload digest, hex, else ``""``."""
+    ``digest``: the held payload digest of a conflict (``A_CONFLICT``), else ``""``."""
 
     index: int
     answer: int
@@ -448,38 +446,53 @@ class AnswerNote(NamedTuple):
         return self.answer in (A_CONFLICT, A_REJECTED)
 
 
-def encode_answer_note(note: AnswerNote) -> bytes:
-    """``u8 version=2 | u8 answer | u64 index | u16 status | digest ASCII`` (little-endian)."""
-    if not 0 <= note.answer < len(ANSWER_NAMES) or not 0 <= note.index < 2**64 or not 0 <= note.status < 1000:
-        raise InvalidInput("answer_note", "answer, index or status out of range")
-    digest = note.digest.encode("ascii") if note.digest else b""
-    if len(digest) > 128:
-        raise InvalidInput("answer_note.digest", "longer than 128 characters")
-    return _NOTE_HEAD.pack(_NOTE_VERSION, note.answer, note.index, note.status) + digest
+def encode_answers(first_index: int, count: int, notes: dict[int, AnswerNote]) -> dict:
+    """The ``answers`` object of a segment's manifest: ``codes``, one character per record
+    (``ANSWER_CODES``, ``-`` where no answer is known), and ``held``, the held payload
+    digest of each conflict by its offset in the segment."""
+    codes, held = [], {}
+    for k in range(count):
+        note = notes.get(first_index + k)
+        if note is None:
+            codes.append("-")
+            continue
+        codes.append(ANSWER_CODES[note.answer])
+        if note.answer == A_CONFLICT and note.digest:
+            held[str(k)] = note.digest
+    return {"codes": "".join(codes), "held": held}
+
+
+def decode_answers(manifest: dict) -> dict[int, AnswerNote] | None:
+    """The home answers a manifest carries (None: none -- a segment written before answers
+    existed); a malformed ``answers`` raises :class:`flk.impl.core.errors.InvalidInput`."""
+    raw = manifest.get("answers")
+    if raw is None:
+        return None
+    try:
+        first, count = int(manifest["first_index"]), int(manifest["count"])
+        codes, held = raw["codes"], raw.get("held", {})
+        ok = isinstance(codes, str) and len(codes) == count and isinstance(held, dict)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InvalidInput("manifest.answers", "not one answer code per record")
+    out = {}
+    for k, c in enumerate(codes):
+        if c == "-":
+            continue
+        answer = _CODE_OF.get(c)
+        if answer is None:
+            raise InvalidInput("manifest.answers", f"unknown answer code {c!r}")
+        digest = held.get(str(k), "") if answer == A_CONFLICT else ""
+        if not isinstance(digest, str) or len(digest) > 128:
+            raise InvalidInput("manifest.answers", "held digest is not a short string")
+        out[first + k] = AnswerNote(first + k, answer, _STATUS_OF[answer], digest)
+    return out
 
 
 def with_home(rec: InboxRecord, note: AnswerNote | None, index: int) -> InboxRecord:
     """``rec`` as read from a shipped segment: its WAL ``index`` and its home answer."""
     return InboxRecord(rec.tenant, rec.received_at, rec.region, rec.body, note, index)
-
-
-def decode_wal_entry(payload: bytes) -> InboxRecord | AnswerNote:
-    """An inbox WAL entry: an :class:`InboxRecord` (version 1, every WAL written before
-    answer notes existed too) or an :class:`AnswerNote` (version 2); anything else
-    raises :class:`flk.impl.core.errors.InvalidInput`."""
-    if payload[:1] != bytes((_NOTE_VERSION,)):
-        return decode_inbox_record(payload)
-    if len(payload) < _NOTE_HEAD.size:
-        raise InvalidInput("answer_note", "too short")
-    _, answer, index, status = _NOTE_HEAD.unpack_from(payload, 0)
-    try:
-        digest = bytes(payload[_NOTE_HEAD.size:]).decode("ascii")
-    except UnicodeDecodeError:
-        raise InvalidInput("answer_note.digest", "not ASCII") from None
-    if answer >= len(ANSWER_NAMES) or len(digest) > 128:
-        raise InvalidInput("answer_note", f"unknown answer {answer}" if answer >= len(ANSWER_NAMES)
-                           else "digest longer than 128 characters")
-    return AnswerNote(index, answer, status, digest)
 
 
 # ---------------------------------------------------------------------------
@@ -617,6 +630,7 @@ class SegmentedLog:
         self._failed: BaseException | None = None
         self._closed = False
         self._listeners: list = []
+        self._answers: dict[int, AnswerNote] = {}  # home answers of the active segment's records
         self.recovery: dict = {}
         self._open(verify_manifests)
 
@@ -694,6 +708,13 @@ class SegmentedLog:
             m = build_manifest(seg.name, seg.first_index, seg.count, self.fs.read(self._path(seg.name))[: seg.bytes])
         else:
             m = build_manifest(seg.name, seg.first_index, seg.count, seg.bytes, sha256_hex)
+        answers = self._answers
+        if answers:  # the home answers of this segment's records travel in its manifest
+            end = seg.end_index
+            mine = {i: n for i, n in answers.items() if seg.first_index <= i < end}
+            if mine:
+                m["answers"] = encode_answers(seg.first_index, seg.count, mine)
+            self._answers = {i: n for i, n in answers.items() if i >= end}
         self.fs.write_atomic(self._path(manifest_name(seg.name)), manifest_bytes(m))
         self.fs.chmod_readonly(self._path(seg.name))
         seg.sealed = True
@@ -725,9 +746,9 @@ class SegmentedLog:
 
     def append_many(self, payloads: list[bytes], roll: bool = True) -> int:
         """Append several records; returns the index of the first. ``roll=False``: do not
-        seal the segment after them even when it is full (a batch driver that keeps a
-        batch's records and their answer notes in one segment calls :meth:`roll_if_full`
-        before the batch instead)."""
+        seal the segment after them even when it is full (a batch driver whose batch's
+        answers must reach the segment's manifest calls :meth:`roll_if_full` before the
+        batch instead)."""
         frames = [encode_frame(p) for p in payloads]
         data = b"".join(frames)
         with self._lock:
@@ -744,6 +765,16 @@ class SegmentedLog:
         if roll and self._roll(only_if_full=True) is not None:
             self._notify_durable()
         return first
+
+    def note_answers(self, notes) -> None:
+        """Remember the home answers (:class:`AnswerNote`) of records of the active segment;
+        its manifest carries them when it is sealed (answers of sealed records are
+        dropped). In memory only: after a crash the start-up replay notes them again."""
+        with self._lock:
+            first = self._segments[-1].first_index
+            for note in notes:
+                if note.index >= first:
+                    self._answers[note.index] = note
 
     def roll_if_full(self) -> SegmentInfo | None:
         """Seal the active segment if it reached ``segment_bytes`` (what an append does

@@ -267,3 +267,62 @@ def build_admission(settings: AdmissionSettings = AdmissionSettings()) -> Admiss
         breaker=CircuitBreaker("dedup", settings.breaker_failures, settings.breaker_open_s),
         buckets=Limiter(),
     )
+
+
+# -- the dedup store behind the breaker ----------------------------------------------------------------
+class GuardedStore:
+    """The dedup store behind the circuit breaker, as the verification core's drivers call
+    it (one owner of the breaker wrapping: the server's batch thread and the simulator's
+    regions): an open breaker answers ``StoreUnavailable`` at once (no store call), any
+    store failure is ``StoreUnavailable`` and counts against the breaker, a short batch is
+    a failure. ``clock()`` is the breaker's time (the server's monotonic clock, the
+    simulator's SimPy time: a wall-clock step must not open or close it).
+    ``batches`` / ``batched_items`` / ``breaker_rejected`` are the /metrics counters.
+
+    A driver that spends time between admitting a call and making it (the simulator's
+    store latency) calls :meth:`admit` then :meth:`call`; others call :meth:`get_many` /
+    :meth:`put_many_if_absent`, which do both."""
+
+    def __init__(self, store: Any, breaker: CircuitBreaker, clock: Any) -> None:
+        self.store = store
+        self.breaker = breaker
+        self.clock = clock
+        self.batches = 0
+        self.batched_items = 0
+        self.breaker_rejected = 0  # items answered 503 without calling the store
+
+    def get_many(self, keys: list, now: float) -> list:
+        self.admit(len(keys))
+        return self.call(self.store.get_many, keys, now)
+
+    def put_many_if_absent(self, items: list, now: float, ttl_s: float | None = None) -> list:
+        self.admit(len(items))
+        return self.call(self.store.put_many_if_absent, items, now, ttl_s)
+
+    def admit(self, n: int) -> None:
+        """Count a batch call of ``n`` items; ``StoreUnavailable`` when the breaker is open."""
+        from ..dedup import StoreUnavailable
+
+        breaker = self.breaker
+        self.batches += 1
+        self.batched_items += n
+        if not breaker.allow(self.clock()):
+            self.breaker_rejected += n
+            raise StoreUnavailable(f"dedup store circuit open (retry in {breaker.retry_after(self.clock())} s)")
+
+    def call(self, fn: Any, items: list, *args: Any) -> list:
+        """Make an admitted call; its success or failure is reported to the breaker."""
+        from ..dedup import StoreUnavailable
+
+        breaker = self.breaker
+        try:
+            results = list(fn(items, *args))
+            if len(results) != len(items):
+                raise StoreUnavailable("dedup store returned a short batch")
+        except Exception as exc:  # noqa: BLE001 -- any store failure fails closed
+            breaker.on_failure(self.clock())
+            if isinstance(exc, StoreUnavailable):
+                raise
+            raise StoreUnavailable(f"dedup store failed: {type(exc).__name__}") from None
+        breaker.on_success(self.clock())
+        return results

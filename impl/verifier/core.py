@@ -26,7 +26,7 @@ Steps (SPEC.md section 8; one call per step for the whole batch)::
     recorded(results)    step 7's answers (a lost race answers like a step-5 hit)
       or record_failed() 503
     responses            step 8: every request's answer, in request order
-    notes()              the home answers to append to the WAL after the batch
+    notes()              the home answers, for the WAL segment's manifest
 
 The items are typed (:class:`Item`); the verifier's steps are its public
 methods (``refuse_before_wal``, ``parse``, ``authenticate``, ``decide``,
@@ -37,14 +37,16 @@ nothing in production and exists as the oracle of the differential tests
 responses, WAL records, store calls, events and their order).
 
 Home answers (:class:`flk.impl.storage.wal.AnswerNote`): after a batch, a driver
-appends one note per recorded request -- what this region answered it (stored,
-duplicate, conflict with the held digest, rejected, store unavailable) -- to the
-same WAL, so that the record's answer travels with it to the other regions
-(SPEC.md section 12.4): a peer never replays a record its home refused.
+hands the WAL one answer per recorded request -- what this region answered it
+(stored, duplicate, conflict with the held digest, rejected, store unavailable) --
+and the manifest of the segment holding the records carries them, so that the
+record's answer travels with it to the other regions (SPEC.md section 12.4): a
+peer never replays a record its home refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,8 +61,8 @@ from ..storage.wal import (
     A_STORED,
     A_UNAVAILABLE,
     AnswerNote,
-    InboxRecord,
-    decode_wal_entry,
+    WalError,
+    decode_inbox_record,
 )
 from . import pipeline as _pipeline
 from .pipeline import (
@@ -124,6 +126,11 @@ class VerifyBatch:
         self._pending: list[Item] = []  # waiting for the next step
         self._parts: tuple[str, str, str] | None = None  # Verifier.answer_body's parts for accept_v1
         self._keys: dict[int, tuple[Tenant, list[bytes]]] = {}  # id(tenant) -> its active keys at now
+
+    @property
+    def pending(self) -> list[Item]:
+        """The items waiting for the next step (after :meth:`found`: those :meth:`writes` puts)."""
+        return list(self._pending)
 
     # -- answers ----------------------------------------------------------------------
     def _finish(self, item: Item, resp: Response, event: Mapping[str, Any] | None, answer: int,
@@ -351,6 +358,42 @@ def run_requests(verifier: Verifier, requests: Sequence[Request], now: float, wa
     return batch.responses  # type: ignore[return-value]
 
 
+def serve_batch(verifier: Verifier, requests: Sequence[Request], now: float, wal: Any, store: Any,
+                sink: Sink | None = None, latency: Latency | None = None) -> list[Response]:
+    """A submit batch as ``flk serve`` runs it on its batch thread: the WAL segment rolls
+    only between batches (``wal.roll_if_full()``), :func:`run_requests` appends and syncs
+    the batch's records without rolling, and the batch's home answers go to the WAL
+    (``wal.note_answers``) for the manifest of the segment that holds the records.
+    ``wal``: a :class:`flk.impl.storage.wal.SegmentedLog` or a wrapper with
+    ``roll_if_full``, ``append_many(payloads, roll)`` and ``note_answers``; any other
+    WAL gets no answers."""
+    noting = hasattr(wal, "note_answers")
+    if noting:
+        with contextlib.suppress(WalError, OSError):  # a failed log answers the batch its 503 below
+            wal.roll_if_full()
+    notes: list[AnswerNote] = []
+    responses = run_requests(verifier, requests, now, _NoRoll(wal) if noting else wal, store, sink, latency,
+                             notes=notes)
+    if noting and notes:
+        wal.note_answers(notes)
+    return responses
+
+
+class _NoRoll:
+    """``wal`` whose ``append_many`` never rolls the segment (a batch's records and answers share one)."""
+
+    __slots__ = ("wal",)
+
+    def __init__(self, wal: Any) -> None:
+        self.wal = wal
+
+    def append_many(self, payloads: list) -> int:
+        return self.wal.append_many(payloads, False)
+
+    def sync(self) -> Any:
+        return self.wal.sync()
+
+
 def _lookup_and_record(batch: VerifyBatch, store: Any, now: float, ttl_s: float, lookup: bool) -> None:
     """Steps 3-8 of ``batch`` against ``store`` (one ``get_many``, one ``put_many_if_absent``)."""
     keys = batch.verify()
@@ -437,10 +480,7 @@ def replay_records(verifier: Verifier, records: Any, store: Any, sink: Sink | No
 
 def replay_log(verifier: Verifier, log: Any, store: Any, sink: Sink | None = None,
                from_index: int = 0) -> list[Response]:
-    """Replay the inbox records of a :class:`flk.impl.storage.wal.SegmentedLog` from
-    ``from_index`` (its answer notes are skipped)."""
-    records = [e for _, e in ((i, decode_wal_entry(p)) for i, p in log.records(from_index))
-               if isinstance(e, InboxRecord)]
-    return replay_records(verifier, records, store, sink)
+    """Replay the inbox records of a :class:`flk.impl.storage.wal.SegmentedLog` from ``from_index``."""
+    return replay_records(verifier, [decode_inbox_record(p) for _, p in log.records(from_index)], store, sink)
 
 

@@ -12,7 +12,8 @@ from flk.impl.replication.crr import Reader, ReplayApplier, Shipper, Topology, s
 from flk.impl.replication.reconcile import Reconciler
 from flk.impl.storage.wal import SegmentedLog
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
-from flk.impl.verifier.pipeline import Request, Verifier, run_sync
+from flk.impl.verifier.core import serve_batch
+from flk.impl.verifier.pipeline import Request, Verifier
 
 NOW = 1_700_000_000.0
 
@@ -48,7 +49,9 @@ class Region:
         self._drivers()
 
     def submit(self, raw: bytes, tenant: str | None, now: float):
-        return run_sync(self.verifier.handle(Request(raw, tenant), now), self.log, self.store)
+        """One request as ``flk serve`` runs a batch: the answer, and its home answer in the WAL."""
+        [resp] = serve_batch(self.verifier, [Request(raw, tenant)], now, self.log, self.store)
+        return resp
 
     def local(self, now: float = NOW + 10**6) -> dict:
         out, cursor = {}, None

@@ -136,14 +136,22 @@ def test_inv_idempotent_replay_cross_region_identical_outcomes_and_second_read_i
 
 def test_replay_never_bypasses_signature_verification():
     """A record with a forged signature in a (correctly checksummed) shipped
-    segment is replayed but refused at step 4: nothing is stored."""
+    segment is replayed but refused at step 4: nothing is stored -- whether it has no
+    home answer (a WAL written before answer notes) or a home answer that claims it
+    was stored (a lying or broken home: the answer never replaces verification)."""
+    from flk.impl.storage.wal import A_STORED, AnswerNote
+    from flk.impl.verifier.pipeline import Request, run_sync
+
     objects, eu, us = two()
     forged = dict(sign(make_pcs(seed=5), HMAC_A), sig="AAAA" + sign(make_pcs(seed=5), HMAC_A)["sig"][4:])
-    eu.submit(body(forged), "ta", NOW)
+    assert run_sync(eu.verifier.handle(Request(body(forged), "ta"), NOW), eu.log, eu.store).status == 401
+    forged2 = dict(sign(make_pcs(seed=6), HMAC_A), sig="AAAA" + sign(make_pcs(seed=6), HMAC_A)["sig"][4:])
+    assert run_sync(eu.verifier.handle(Request(body(forged2), "ta"), NOW), eu.log, eu.store).status == 401
+    eu.log.note_answers([AnswerNote(1, A_STORED, 200)])
     eu.shipper.step(NOW + 1)
     us.reader.step(NOW + 2)
-    assert us.reader.applied_records == 1 and us.local() == {}
-    assert any(e.get("kind") == "signature_error" or "signature" in str(e) for e in us.events)
+    assert us.reader.applied_records == 2 and us.local() == {}
+    assert sum(e.get("kind") == "signature_error" for e in us.events) == 2
 
 
 @pytest.mark.parametrize("what", ["segment", "manifest"])
@@ -368,30 +376,42 @@ def test_replay_batch_equals_apply_many_and_a_memo_changes_nothing(picks, split)
     assert memo.misses == len(recs) and memo.hits == 2 * len(recs) and not memo._d
 
 
-def _home_store_lookup(stores):
-    return lambda region, tenant, pcs_id: stores[region].get(tenant, pcs_id, NOW + 10**6)
+def _shipped(region, now):
+    """The region's inbox records as a peer reads them: shipped, verified, each with its home answer."""
+    from flk.impl.replication.crr import verify_segment
+
+    region.shipper.step(now)
+    keys = region.objects.list(region.name + "/")
+    recs = []
+    for seg_key in [k for k in keys if k.endswith(".log")]:
+        man_key = seg_key[: -len(".log")] + ".manifest.json"
+        recs += verify_segment(region.name, seg_key.split("/")[-1], region.objects.get(man_key),
+                               region.objects.get(seg_key))[1]
+    return recs
 
 
 @pytest.mark.parametrize("batch", [False, True])
 def test_a_record_its_home_answered_409_is_replayed_as_that_rejection_not_as_a_new_write(batch):
     """eu stores payload 0 of a key, then answers 409 to payload 1 of the same key; us
-    replays eu's inbox (both records) asking eu's stored outcome: payload 1 is not
-    stored and the reconciler flags no conflict. Without the home's answer the
-    same replay flags one (the rejected payload replayed as if new)."""
+    replays eu's inbox (both records) with the home answers eu shipped beside them:
+    payload 1 is not stored and the reconciler flags no conflict. Without the home's
+    answer (a WAL written before answer notes) the same replay flags one (the rejected
+    payload replayed as if new)."""
     from flk.impl.dedup import open_store
     from flk.impl.replication.reconcile import Reconciler
-    from flk.impl.storage.wal import InboxRecord
+    from flk.impl.storage.wal import A_CONFLICT, A_STORED, with_home
 
     (raw0, tenant, pid, _), (raw1, _, _, _) = variants(1, 2)
     _, eu, _ = two()
     assert eu.submit(raw0, tenant, NOW).status in (200, 202)
     assert eu.submit(raw1, tenant, NOW + 1).status == 409
-    recs = [InboxRecord(tenant, NOW, "eu", raw0), InboxRecord(tenant, NOW + 1, "eu", raw1)]
+    shipped = _shipped(eu, NOW + 2)
+    assert [(r.body, r.home.answer) for r in shipped] == [(raw0, A_STORED), (raw1, A_CONFLICT)]
     flagged = {}
     for asks_home in (True, False):
+        recs = shipped if asks_home else [with_home(r, None, r.index) for r in shipped]
         store, reconciler = open_store("memory"), Reconciler("us")
-        applier = ReplayApplier(Verifier(registry(), region="us"), store, reconciler.observe,
-                                home_outcome=_home_store_lookup({"eu": eu.store}) if asks_home else None)
+        applier = ReplayApplier(Verifier(registry(), region="us"), store, reconciler.observe)
         results = applier.apply_many(recs, NOW + 5) if batch else [applier.apply(r, NOW + 5) for r in recs]
         flagged[asks_home] = reconciler.metrics()["conflicts"]
         if asks_home:
@@ -405,23 +425,22 @@ def test_a_record_its_home_answered_409_is_replayed_as_that_rejection_not_as_a_n
 
 
 def test_a_conflict_both_homes_acked_is_still_flagged_when_homes_are_asked():
-    """eu and us each accept their own payload of one key (a split brain): asking the
-    home's stored outcome finds each record acked at home, so both are writes and
-    each side's reconciler flags the conflict."""
+    """eu and us each accept their own payload of one key (a split brain): the home
+    answers shipped with the records say each was stored at home, so both are writes
+    and each side's reconciler flags the conflict."""
     from flk.impl.replication.reconcile import Reconciler
-    from flk.impl.storage.wal import InboxRecord
+    from flk.impl.storage.wal import A_STORED
 
     (raw0, tenant, pid, _), (raw1, _, _, _) = variants(1, 2)
     _, eu, us = two()
     assert eu.submit(raw0, tenant, NOW).status in (200, 202)
     assert us.submit(raw1, tenant, NOW + 1).status in (200, 202)
-    lookup = _home_store_lookup({"eu": eu.store, "us": us.store})
-    for region, other, rec in (("us", us, InboxRecord(tenant, NOW, "eu", raw0)),
-                               ("eu", eu, InboxRecord(tenant, NOW + 1, "us", raw1))):
+    for region, other, source in (("us", us, eu), ("eu", eu, us)):
+        [rec] = _shipped(source, NOW + 2)
+        assert rec.home.answer == A_STORED
         reconciler = Reconciler(region)
         reconciler.observe(tenant, pid, other.store.get(tenant, pid, NOW + 5), NOW + 5)
-        applier = ReplayApplier(Verifier(registry(), region=region), other.store, reconciler.observe,
-                                home_outcome=lookup)
+        applier = ReplayApplier(Verifier(registry(), region=region), other.store, reconciler.observe)
         result = applier.apply(rec, NOW + 5)
         assert not result.home_rejected and result.response.status == 409  # the local store keeps its own
         assert reconciler.metrics()["conflicts"] == 1

@@ -155,6 +155,14 @@ class _RefusingStore:
             raise StoreUnavailable("refused")
         return self.inner.put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
 
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        """One transaction: refused whole when it holds the refused pcs_id."""
+        from flk.impl.dedup import StoreUnavailable
+
+        if self.down or any(self.refused in (None, pcs_id) for _, pcs_id, _ in items):
+            raise StoreUnavailable("refused")
+        return self.inner.put_many_if_absent(items, now, ttl_s)
+
     def ping(self) -> bool:
         return not self.down
 

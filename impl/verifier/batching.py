@@ -1,0 +1,83 @@
+"""When a batch of submissions starts: the batch-formation rule as a pure state machine.
+
+Why this module exists: the server's submit driver (:mod:`flk.impl.server.batchdriver`,
+asyncio time) and the simulator's regions (:mod:`flk.sim.region`, SimPy time) must
+form batches by the same rule, or a study of the simulator studies another
+system. The rule lives here once, with no clock, no threads and no I/O; a driver
+passes ``now`` (seconds, non-decreasing) and keeps the queued requests itself.
+
+The rule: a batch starts ``max_delay_s`` after its oldest queued request arrived,
+or at once when ``max_batch`` requests wait; at most one batch runs at a time;
+what arrives meanwhile is the next batch, due as soon as the running one ends
+(its requests waited at least as long as a batch's delay already).
+
+======================  ===========================================  ==========================
+event                   condition                                    effect
+======================  ===========================================  ==========================
+``add(now)``            the queue was empty                          oldest := now
+``due(now)``            idle, queued and (full or oldest + delay     True: call ``take``
+                        <= now)
+``take(now)``           (due)                                        busy; n := min(queued,
+                                                                     max_batch); requests left
+                                                                     are due when it ends
+``done()``              (the batch answered)                         idle
+``deadline()``          idle and queued                              when the next batch is due
+======================  ===========================================  ==========================
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class BatchFormation:
+    """The batch-formation state of one submit queue (see the module docstring)."""
+
+    __slots__ = ("max_delay_s", "max_batch", "queued", "oldest", "busy", "batches")
+
+    def __init__(self, max_delay_s: float = 0.002, max_batch: int = 256) -> None:
+        if not max_delay_s >= 0 or math.isinf(max_delay_s) or max_batch < 1:
+            raise ValueError("batch formation needs a finite max_delay_s >= 0 and max_batch >= 1")
+        self.max_delay_s = float(max_delay_s)
+        self.max_batch = int(max_batch)
+        self.queued = 0  # requests waiting for a batch
+        self.oldest = 0.0  # when the oldest of them arrived (meaningful while queued)
+        self.busy = False  # a batch runs
+        self.batches = 0  # batches started
+
+    def add(self, now: float) -> None:
+        """A request was queued at ``now``."""
+        if self.queued == 0:
+            self.oldest = now
+        self.queued += 1
+
+    def deadline(self) -> float | None:
+        """When the next batch is due (None: nothing queued, or a batch runs: its end decides)."""
+        if self.busy or self.queued == 0:
+            return None
+        if self.queued >= self.max_batch:
+            return self.oldest  # due now (a full batch does not wait for the delay)
+        return self.oldest + self.max_delay_s
+
+    def due(self, now: float) -> bool:
+        """Whether a batch should start at ``now``."""
+        deadline = self.deadline()
+        return deadline is not None and (self.queued >= self.max_batch or deadline <= now)
+
+    def take(self, now: float) -> int:
+        """Start a batch: how many of the queued requests (oldest first) it holds."""
+        n = min(self.queued, self.max_batch)
+        self.queued -= n
+        self.busy = True
+        self.batches += 1
+        if self.queued:
+            self.oldest = now - self.max_delay_s  # the rest is due when this batch ends
+        return n
+
+    def done(self) -> None:
+        """The running batch answered."""
+        self.busy = False
+
+    def forget(self) -> None:
+        """Everything queued and running is gone (a crash)."""
+        self.queued, self.busy = 0, False
