@@ -1,31 +1,38 @@
-"""A simulated region: the real verifier pipeline, WAL and dedup store under
-simulated time, disk and faults.
+"""A simulated region: the server's verification core, batch formation, WAL and dedup
+store under simulated time, disk and faults.
 
-The region is a *driver* of :meth:`flk.impl.verifier.pipeline.Verifier.handle`: it
-carries out the effects the pipeline yields --
+The region is a *driver* of :class:`flk.impl.verifier.core.VerifyBatch`, the core the
+server's submit batches run (:mod:`flk.impl.server.batchdriver`), and forms batches by
+the server's own rule, :class:`flk.impl.verifier.batching.BatchFormation` (a batch
+starts ``group_commit_ms`` -- the server's ``WAL_GROUP_DELAY_MS`` -- after its oldest
+request, or at once when it holds ``max_batch`` = 256; one batch at a time), driven
+here under SimPy time. Per batch, in the server's order:
 
-* ``WalAppend`` -> :class:`flk.impl.storage.wal.SegmentedLog` on a
-  :class:`flk.impl.testing.crashfs.CrashableMemoryFileSystem`; the reply is sent only once a
-  simulated group commit made the record durable -- when to fsync and whom it
-  releases is the server's own :class:`flk.impl.storage.groupcommit.GroupCommit`,
-  driven here under SimPy time (sampled fsync latency);
-* ``DedupGet`` / ``DedupPut`` -> the region's real store (memory, sharded, tiered or
-  migrating: :mod:`flk.sim.stores`) behind :class:`flk.impl.testing.outage.OutageStore`
-  for whole-store outages (``StoreUnavailable``), after a sampled store latency,
-  behind the server's circuit breaker (an open breaker answers 503 at once);
-* ``Emit`` -> nothing (the history is written here, from the effects themselves).
+* step 1 (413 / the tenants' 429) on the batch's ``now``;
+* the inbox WAL records -> :class:`flk.impl.storage.wal.SegmentedLog` on a
+  :class:`flk.impl.testing.crashfs.CrashableMemoryFileSystem`: the segment rolls only
+  between batches, ONE fsync (sampled latency) makes the batch durable before anything
+  else (INV-WAL-FIRST);
+* steps 3-4 (and 6) at ``verify_ms`` CPU time per request, on the batch;
+* ONE ``get_many`` and ONE ``put_many_if_absent`` on the region's real store (memory,
+  sharded, tiered or migrating: :mod:`flk.sim.stores`) behind
+  :class:`flk.impl.testing.outage.OutageStore` (whole-store outages) and the server's
+  breaker wrapping (:class:`flk.impl.verifier.admission.GuardedStore`: an open breaker
+  answers 503 at once, no store call), each after a sampled store latency;
+* every answer, and the batch's home answers handed to the WAL for the segment's
+  manifest (they travel with the records to the other regions).
 
 Admission is the server's: :func:`flk.impl.verifier.admission.build_admission`
-makes the AIMD concurrency limit (429 + ``Retry-After``), the dedup breaker and
-the tenants' token buckets from the region's settings (``max_inflight`` is the
-server's ``MAX_INFLIGHT``; every other parameter is the server's default), so
-an overload scenario studies the policy ``flk serve`` runs.
+makes the AIMD concurrency limit (429 + ``Retry-After`` before a request is queued),
+the dedup breaker and the tenants' token buckets from the region's settings
+(``max_inflight`` is the server's ``MAX_INFLIGHT``; every other parameter is the
+server's default), so an overload scenario studies the policy ``flk serve`` runs.
 
-A crash loses whatever the disk had not fsynced (torn tails included), drops
-every in-flight request (their processes notice the new incarnation and stop),
-and a restart reopens the WAL (recovery) and replays it through the same
-pipeline (``replay=True``). The dedup store models an external database: it
-survives region crashes.
+A crash loses whatever the disk had not fsynced (torn tails included), drops every
+queued and in-flight request (the batch process notices the new incarnation and
+stops), and a restart reopens the WAL (recovery) and replays it through the same
+core, one batch per run of records received at one time (``replay``). The dedup
+store models an external database: it survives region crashes.
 """
 
 from __future__ import annotations
@@ -34,18 +41,18 @@ import hashlib
 import sys
 
 from flk.impl.dedup import StoreUnavailable
-from flk.impl.storage.groupcommit import GroupCommit, Release
 from flk.impl.storage.wal import (
-    InboxRecord,
     SegmentedLog,
     WalError,
     decode_inbox_record,
-    encode_inbox_record,
+    encode_inbox_records,
 )
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 from flk.impl.testing.outage import OutageStore
-from flk.impl.verifier.admission import AdmissionSettings, build_admission
-from flk.impl.verifier.pipeline import DedupGet, DedupPut, Emit, Request, WalAppend, WalUnavailable
+from flk.impl.verifier.admission import AdmissionSettings, GuardedStore, build_admission
+from flk.impl.verifier.batching import BatchFormation
+from flk.impl.verifier.core import VerifyBatch, same_time_runs
+from flk.impl.verifier.pipeline import Request
 
 from .rng import sample
 from .stores import StoreTopology
@@ -63,6 +70,29 @@ def body_sha(body: bytes) -> str:
     sha = hashlib.sha256(body).hexdigest()[:16]
     _LAST_BODY[0], _LAST_BODY[1] = body, sha
     return sha
+
+
+MAX_BATCH = 256  # the server's batch size (flk.impl.server.batchdriver.BatchDriver)
+
+
+class SealLock:
+    """The shipper's seal lock in simulated time: held while a batch runs (its records are
+    appended and their answers not yet handed to the WAL); ``acquire`` never blocks, it
+    answers False while held (the shipper then seals right after the batch)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = False
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self.held:
+            return False
+        self.held = True
+        return True
+
+    def release(self) -> None:
+        self.held = False
 
 
 class Region:
@@ -88,6 +118,7 @@ class Region:
         self.inflight = 0
         self.deliveries = 0
         self.wal_corruptions = 0
+        self.seal_lock = SealLock()  # the shipper's (flk.impl.replication.crr.Shipper) seal lock
         self.admission_settings = AdmissionSettings.from_mapping(self.cfg)
         self.admission = build_admission(self.admission_settings)  # volatile: a restart forgets it
         self._open()
@@ -97,25 +128,32 @@ class Region:
         self.fs.makedirs(WAL_DIR)
         self.wal = SegmentedLog(WAL_DIR, fs=self.fs, segment_bytes=int(self.cfg.get("segment_bytes", 1 << 20)))
         self.verifier = self.world.verifier_cls(self.world.tenants, region=self.id, limiter=self.admission.buckets)
-        self.group_commit = GroupCommit(float(self.cfg["group_commit_ms"]) / 1000.0, durable=self.wal.durable_index)
-        self.commit_scheduled = False
-        self.commit_wake = None  # an event the sleeping commit process waits on besides its deadline
+        self.guarded = GuardedStore(self.store, self.admission.breaker, lambda: self.env.now)
+        self.formation = BatchFormation(float(self.cfg["group_commit_ms"]) / 1000.0, MAX_BATCH)
+        self.queue: list = []  # (payload, delivery number, arrival) waiting for a batch
+        self.batch_wake = None  # an event the sleeping batch process waits on besides its deadline
+        self.batching = False  # the batch process runs
+        self._keys: dict[int, list] = {}  # the running batch: position -> its dedup key
+        self.seal_lock.held = False
 
     def now(self) -> float:
         return SIM_EPOCH + self.env.now + self.clock_offset
 
     def crash(self) -> dict:
-        inflight = self.inflight + self.group_commit.waiting()
+        inflight = self.inflight
         self.incarnation += 1
         self.up = False
         self.inflight = 0
         self.world.net.down.add(self.id)
         report = self.fs.crash()
         self.admission = build_admission(self.admission_settings)
+        self.queue = []
+        self.formation.forget()
+        self.seal_lock.held = False
         return {"inflight": inflight, "torn": len(report["torn"])}
 
     def restart(self):
-        """Recover the WAL from the disk and replay it through the pipeline (once, however
+        """Recover the WAL from the disk and replay it through the core (once, however
         many parties -- a fault's end, the heal phase -- ask for it)."""
         if self.up or self.restarting:
             return
@@ -139,66 +177,29 @@ class Region:
         # ground truth for INV-WAL-FIRST: records of the crashed incarnation at or past this index were lost
         self.world.history.record(self.env.now, "srv.wal_recovered", region=self.id, inc=crashed_inc,
                                   next_index=self.wal.next_index)
+        entries = [(index, decode_inbox_record(payload)) for index, payload in self.wal.records(0)]
+        segments = self.wal.segments()
+        active_first = segments[-1].first_index if segments else 0
+        records = [rec for _, rec in entries]
         n = 0
-        for _, payload in list(self.wal.records(0)):
-            rec = decode_inbox_record(payload)
-            gen = self.verifier.handle(Request(rec.body, rec.tenant or None), rec.received_at, replay=True)
-            result = yield from self._drive(gen, inc, d=None, replay=True)
-            if result is None:
+        for start, end in same_time_runs(records):
+            batch = self.world.core_cls.from_records(self.verifier, records[start:end], records[start].received_at,
+                                             indexes=[index for index, _ in entries[start:end]])
+            results = yield from self._lookup_and_record(batch, inc, None)
+            if results is None:
                 return
-            resp, key, stored = result
-            if key is not None:
-                self.world.history.record(self.env.now, "srv.replay", region=self.id, tenant=key[0],
-                                          pcs_id=key[1], stored=stored, status=resp.status,
-                                          body_sha=body_sha(resp.body))
-            n += 1
+            for item in batch.items:
+                resp = batch.responses[item.pos]
+                if item.who is not None:
+                    stored = results.get(id(item), (False,))[0]
+                    self.world.history.record(self.env.now, "srv.replay", region=self.id, tenant=item.who.tenant_id,
+                                              pcs_id=item.pcs_id, stored=stored, status=resp.status,
+                                              body_sha=body_sha(resp.body))
+                n += 1
+            self.wal.note_answers([note for note in batch.notes() if note.index >= active_first])
         self.world.history.record(self.env.now, "srv.recovered", region=self.id, replayed=n)
         self.up = True
         self.world.net.down.discard(self.id)
-
-    # -- group commit (the SimPy driver of the pure state machine) ------------------------
-    def _wait_durable(self, index: int):
-        env, machine = self.env, self.group_commit
-        event = env.event()
-        if machine.append(index, env.now) and self.commit_wake is not None and not self.commit_wake.triggered:
-            self.commit_wake.succeed()  # a full batch: do not sleep out the delay
-        release = machine.wait(index, event, env.now)
-        if release is not None:
-            self._settle([release])
-        elif not self.commit_scheduled:
-            self.commit_scheduled = True
-            env.process(self._group_commit(self.incarnation))
-        return event
-
-    def _group_commit(self, inc: int):
-        """Sleep until the machine's deadline, fsync (sampled latency), release; until idle."""
-        env, machine = self.env, self.group_commit
-        while (deadline := machine.next_deadline()) is not None:
-            if deadline > env.now:
-                self.commit_wake = env.event()
-                yield env.timeout(deadline - env.now) | self.commit_wake
-                if inc != self.incarnation:
-                    return
-                self.commit_wake = None
-            machine.start_sync(env.now)
-            yield env.timeout(self.disk_factor * sample(self.cfg["fsync_ms"], self.rng, 1.0) / 1000.0)
-            if inc != self.incarnation:
-                return
-            try:
-                durable = self.wal.sync()
-            except WalError:
-                self._settle(machine.sync_failed(WalUnavailable("fsync failed"), env.now))
-                break
-            self._settle(machine.synced(durable, env.now))
-        self.commit_scheduled = False
-
-    @staticmethod
-    def _settle(releases: list[Release]) -> None:
-        for release in releases:
-            if release.error is None:
-                release.waiter.succeed(release.index)
-            else:
-                release.waiter.fail(release.error)
 
     # -- request handling -----------------------------------------------------
     def on_message(self, msg) -> None:
@@ -208,109 +209,169 @@ class Region:
         if self.paused:
             self.paused_queue.append(msg)
             return
-        self.env.process(self.handle(msg))
+        self.handle(msg)
 
     def resume(self) -> None:
         self.paused = False
         queued, self.paused_queue = self.paused_queue, []
         for msg in queued:
-            self.env.process(self.handle(msg))
+            self.handle(msg)
 
     def _store_delay(self) -> float:
         return (sample(self.cfg["store_ms"], self.rng, 0.3) + self.store_extra_ms) / 1000.0
 
-    def _drive(self, gen, inc: int, d: int | None, replay: bool = False):
-        """Carry out the pipeline's effects; returns (response, dedup key, stored-new flag),
-        or None if the region died meanwhile."""
-        send, throw, key, stored_new = None, None, None, False
-        while True:
-            try:
-                eff = gen.throw(throw) if throw is not None else gen.send(send)
-            except StopIteration as stop:
-                return stop.value, key, stored_new
-            if isinstance(eff, WalAppend):
-                outcome = yield from self._wal_append(eff, inc, d)
-            elif isinstance(eff, (DedupGet, DedupPut)):
-                key = [eff.tenant, eff.pcs_id]
-                outcome = yield from self._dedup_call(eff, inc, d, replay)
-                if isinstance(eff, DedupPut) and outcome is not None and outcome[1] is None:
-                    stored_new = outcome[0][0]
-            elif isinstance(eff, Emit):
-                outcome = (None, None)
-            else:  # pragma: no cover - the pipeline yields nothing else
-                raise TypeError(f"unknown effect {type(eff).__name__}")
-            if outcome is None:
-                return None
-            send, throw = outcome
+    def handle(self, msg) -> None:
+        """Admission (the AIMD limit: 429 before the WAL), then the request waits for a batch."""
+        env = self.env
+        p = msg.payload
+        self.deliveries += 1
+        d = self.deliveries
+        self.world.history.record(env.now, "srv.recv", region=self.id, d=d, req=p["req"], attempt=p["attempt"],
+                                  tenant=p["tenant"])
+        limiter = self.admission.limiter
+        if not limiter.try_acquire(env.now):
+            self._respond(p, d, 429, False, b"", None, retry_after=str(limiter.retry_after()), before_wal=True)
+            return
+        self.inflight += 1
+        self.queue.append((p, d, env.now))
+        self.formation.add(env.now)
+        if not self.batching:
+            self.batching = True
+            env.process(self._batches(self.incarnation))
+        elif self.batch_wake is not None and self.formation.due(env.now) and not self.batch_wake.triggered:
+            self.batch_wake.succeed()  # a full batch: do not sleep out the delay
 
-    def _wal_append(self, eff: WalAppend, inc: int, d: int | None):
-        """Append the inbox record and wait for its group commit: (index, None),
-        (None, WalUnavailable) or None if the region died meanwhile."""
-        try:
-            index = self.wal.append(encode_inbox_record(InboxRecord(eff.tenant, eff.received_at, eff.region, eff.body)))
-        except WalError:
-            return None, WalUnavailable("append failed")
-        try:
-            index = yield self._wait_durable(index)
-        except WalUnavailable as exc:
-            return None, exc
+    def _batches(self, inc: int):
+        """The batch thread: sleep until a batch is due (BatchFormation), run it, until idle."""
+        env, formation = self.env, self.formation
+        while (deadline := formation.deadline()) is not None:
+            if not formation.due(env.now):
+                self.batch_wake = env.event()
+                yield env.timeout(max(0.0, deadline - env.now)) | self.batch_wake
+                self.batch_wake = None
+                if inc != self.incarnation:
+                    return
+                continue
+            n = formation.take(env.now)
+            jobs, self.queue = self.queue[:n], self.queue[n:]
+            self.seal_lock.held = True
+            done = yield from self._run_batch(jobs, inc)
+            if not done:
+                return
+            self.seal_lock.held = False
+            formation.done()
+        self.batching = False
+
+    def _run_batch(self, jobs: list, inc: int):
+        """One batch through the core; False if the region died meanwhile."""
+        env, hist = self.env, self.world.history
+        batch = self.world.core_cls(self.verifier, self.now())
+        appends = batch.admit([Request(p["body"], p["tenant"]) for p, _, _ in jobs])
+        if appends:
+            wal = self.wal
+            try:
+                wal.roll_if_full()  # between batches only: the batch's answers reach its segment's manifest
+                first = wal.append_many(encode_inbox_records(appends), False)
+            except WalError:
+                batch.wal_failed()
+            else:
+                synced = yield from self._make_durable(inc)
+                if synced is None:
+                    return False
+                if not synced:
+                    batch.wal_failed()
+                else:
+                    batch.wal_written(first)
+                    for item in batch.items:
+                        hist.record(env.now, "srv.wal_durable", region=self.id, d=jobs[item.pos][1],
+                                    idx=item.wal_index, inc=inc)
+        if batch.items and not all(batch.responses[item.pos] is not None for item in batch.items):
+            yield env.timeout(len(batch.items) * float(self.cfg["verify_ms"]) / 1000.0)
+            if inc != self.incarnation:
+                return False
+        results = yield from self._lookup_and_record(batch, inc, jobs)
+        if results is None:
+            return False
+        limiter = self.admission.limiter
+        for pos, (p, d, started) in enumerate(jobs):
+            resp = batch.responses[pos]
+            self.inflight -= 1
+            limiter.release(env.now, env.now - started, ok=resp.status != 503)
+            key = self._keys.get(pos)
+            self._respond(p, d, resp.status, resp.header("Idempotent-Replayed") == "true", resp.body, key,
+                          retry_after=resp.header("Retry-After"))
+        self.wal.note_answers(batch.notes())
+        return True
+
+    def _make_durable(self, inc: int):
+        """ONE fsync (sampled latency) of everything appended: True, False (it failed) or
+        None (the region died meanwhile)."""
+        yield self.env.timeout(self.disk_factor * sample(self.cfg["fsync_ms"], self.rng, 1.0) / 1000.0)
         if inc != self.incarnation:
             return None
-        self.world.history.record(self.env.now, "srv.wal_durable", region=self.id, d=d, idx=index, inc=inc)
-        return index, None
+        try:
+            self.wal.sync()
+        except WalError:
+            return False
+        return True
 
-    def _dedup_call(self, eff: DedupGet | DedupPut, inc: int, d: int | None, replay: bool):
-        """One store call behind the server's breaker (open: 503 at once, no call):
-        (reply, None), (None, StoreUnavailable) or None if the region died meanwhile."""
-        env, hist, breaker = self.env, self.world.history, self.admission.breaker
-        if not breaker.allow(env.now):
-            return None, StoreUnavailable(f"dedup store circuit open (retry in {breaker.retry_after(env.now)} s)")
+    def _lookup_and_record(self, batch: VerifyBatch, inc: int, jobs: list | None):
+        """Steps 3-8 of ``batch`` with one ``get_many`` and one ``put_many_if_absent``, each after
+        a store latency, behind the breaker; ``{id(item): (stored, winner)}`` of the writes, or
+        None if the region died meanwhile. ``jobs`` None: a replay (no history of its calls)."""
+        env, hist, guarded = self.env, self.world.history, self.guarded
+        now = batch.now
+        self._keys = {}
+        keys = batch.verify()
+        if not keys:
+            return {}
+        pending = batch.pending
+        for item in pending:
+            self._keys[item.pos] = [item.who.tenant_id, item.pcs_id]
+        try:
+            guarded.admit(len(keys))
+        except StoreUnavailable:
+            batch.lookup_failed()
+            return {}
+        yield env.timeout(self._store_delay())
+        if inc != self.incarnation:
+            return None
+        if jobs is not None:
+            for item in pending:
+                hist.record(env.now, "srv.dedup_get", region=self.id, d=jobs[item.pos][1], tenant=item.who.tenant_id,
+                            pcs_id=item.pcs_id)
+        try:
+            found = guarded.call(self.store.get_many, keys, now)
+        except StoreUnavailable:
+            batch.lookup_failed()
+            return {}
+        batch.found(found)
+        writes = batch.writes()
+        if not writes:
+            return {}
+        writing = batch.pending
+        try:
+            guarded.admit(len(writes))
+        except StoreUnavailable:
+            batch.record_failed()
+            return {}
         yield env.timeout(self._store_delay())
         if inc != self.incarnation:
             return None
         try:
-            if isinstance(eff, DedupGet):
-                if not replay:
-                    hist.record(env.now, "srv.dedup_get", region=self.id, d=d, tenant=eff.tenant, pcs_id=eff.pcs_id)
-                reply = self.store.get(eff.tenant, eff.pcs_id, eff.now)
-            else:
-                # one pcs_id string per key across regions (sys.intern): memory only
-                reply = self.store.put_if_absent(eff.tenant, sys.intern(eff.pcs_id), eff.outcome, eff.now, eff.ttl_s)
-        except StoreUnavailable as exc:
-            breaker.on_failure(env.now)
-            return None, exc
-        breaker.on_success(env.now)
-        if isinstance(eff, DedupPut) and not replay:
-            stored, winner = reply
-            hist.record(env.now, "srv.dedup_put", d=d, region=self.id, tenant=eff.tenant,
-                        pcs_id=eff.pcs_id, stored=stored, digest=winner.payload_digest,
-                        status=winner.status, body_sha=body_sha(winner.body))
-        return reply, None
-
-    def handle(self, msg):
-        env, hist = self.env, self.world.history
-        inc = self.incarnation
-        p = msg.payload
-        self.deliveries += 1
-        d = self.deliveries
-        hist.record(env.now, "srv.recv", region=self.id, d=d, req=p["req"], attempt=p["attempt"], tenant=p["tenant"])
-        limiter, started = self.admission.limiter, env.now
-        if not limiter.try_acquire(started):
-            self._respond(p, d, 429, False, b"", None, retry_after=str(limiter.retry_after()), before_wal=True)
-            return
-        self.inflight += 1
-        yield env.timeout(float(self.cfg["verify_ms"]) / 1000.0)
-        if inc != self.incarnation:
-            return
-        gen = self.verifier.handle(Request(p["body"], p["tenant"]), self.now())
-        result = yield from self._drive(gen, inc, d)
-        if result is None or inc != self.incarnation:
-            return
-        self.inflight -= 1
-        resp, key, _ = result
-        limiter.release(env.now, env.now - started, ok=resp.status != 503)
-        self._respond(p, d, resp.status, resp.header("Idempotent-Replayed") == "true", resp.body, key,
-                      retry_after=resp.header("Retry-After"))
+            # one pcs_id string per key across regions (sys.intern): memory only
+            results = guarded.call(self.store.put_many_if_absent,
+                                   [(t, sys.intern(p), o) for t, p, o in writes], now, self.verifier.limits.ttl_s)
+        except StoreUnavailable:
+            batch.record_failed()
+            return {}
+        batch.recorded(results)
+        if jobs is not None:
+            for item, (stored, winner) in zip(writing, results, strict=True):
+                hist.record(env.now, "srv.dedup_put", d=jobs[item.pos][1], region=self.id, tenant=item.who.tenant_id,
+                            pcs_id=item.pcs_id, stored=stored, digest=winner.payload_digest,
+                            status=winner.status, body_sha=body_sha(winner.body))
+        return {id(item): result for item, result in zip(writing, results, strict=True)}
 
     def _respond(self, p, d, status, replay, body, key, retry_after=None, before_wal=False) -> None:
         sha = body_sha(body)

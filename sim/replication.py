@@ -395,12 +395,11 @@ class RegionReplication:
         backoff = Backoff(base_s=float(cfg["backoff_base_s"]), cap_s=float(cfg["backoff_cap_s"]))
         self.shipper = Shipper(r.wal, self.view, stream_name(r.id), "/crr/ship.json", fs=r.fs,
                                interval_s=float(cfg["ship_interval_s"]), backoff=backoff, rng=rng,
-                               memo=self.view.fabric.memo)
+                               memo=self.view.fabric.memo, seal_lock=r.seal_lock)
         self.shipper.paused = self.ship_stopped
         topo = Topology.full_mesh(self.world.region_ids, r.id, include_self=True)
         self.sharing = SharingStore(r.store, self.world)
-        applier = ReplayApplier(r.verifier, self.sharing, observer=self._observe, home_outcome=self._home_outcome,
-                                memo=self.view.fabric.memo)
+        applier = ReplayApplier(r.verifier, self.sharing, observer=self._observe, memo=self.view.fabric.memo)
         self.reader = Reader(self.view, topo, applier, "/crr/read.json", fs=r.fs,
                              interval_s=float(cfg["read_interval_s"]), backoff=backoff, rng=rng,
                              on_reject=self._rejected)
@@ -432,14 +431,6 @@ class RegionReplication:
         if self.detector.failures == failures:
             self.compare_at = now + half
         return min(self.publish_at, self.compare_at or self.publish_at)
-
-    def _home_outcome(self, home: str, tenant: str, pcs_id: str):
-        """What the record's home region stored for the key (first-write-wins: fixed once
-        written, so asking later tells what the home held when the record arrived there)."""
-        region = self.world.regions.get(home)
-        if region is None:
-            return None
-        return region.store.inner.get(tenant, pcs_id, SIM_EPOCH + self.region.env.now)
 
     def _observe(self, tenant, pcs_id, outcome, now) -> None:
         pcs_id = sys.intern(pcs_id)  # one string per key for every region's store and reconciler

@@ -11,6 +11,7 @@ import gc
 
 import simpy
 
+from flk.impl.verifier.core import VerifyBatch
 from flk.impl.verifier.pipeline import Verifier
 from flk.impl.verifier.tenants import Tenant, TenantKey, TenantRegistry
 
@@ -30,12 +31,14 @@ BASE_KEY = b"flk-sim-tenant-base"  # simulated tenants' key material is derived 
 class World:
     def __init__(self, scenario, seed: int, keep_history: bool = True, region_cls: type = Region,
                  verifier_cls: type = Verifier, fabric_cls: type = ObjectFabric,
-                 max_submissions: int | None = None) -> None:
-        """``region_cls`` / ``verifier_cls`` / ``fabric_cls`` exist for planted-bug tests (tests/quality/);
+                 max_submissions: int | None = None, core_cls: type = VerifyBatch) -> None:
+        """``region_cls`` / ``verifier_cls`` / ``fabric_cls`` / ``core_cls`` (the verification
+        core's batch class) exist for planted-bug tests (tests/quality/);
         ``max_submissions`` stops the agents after that many new submissions (``flk bench sim``
         simulates an exact count)."""
         self.scenario = scenario
         self.verifier_cls = verifier_cls
+        self.core_cls = core_cls
         self.seed = seed
         data = scenario.data
         self.duration = float(data["scenario"]["duration_s"])

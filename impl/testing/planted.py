@@ -3,7 +3,7 @@ checker (or the shrinker) catch a bug on purpose.
 
 Why this module exists: ``flk sim run --plant NAME`` and ``flk sim shrink`` rerun a failing
 run with the *same* bug, so the bug needs a stable name the run directory can record.
-Each entry gives the simulator's ``World`` keyword arguments that plant it (``verifier_cls``
+Each entry gives the simulator's ``World`` keyword arguments that plant it (``core_cls``
 here: this package may not import the simulator, so a mutant is a subclass of a real
 implementation class the simulator is given). Production code never imports this module
 (spec/ARCHITECTURE.md).
@@ -11,23 +11,22 @@ implementation class the simulator is given). Production code never imports this
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..verifier.pipeline import Response, Verifier
+from ..verifier.core import VerifyBatch
+from ..verifier.pipeline import Response
 
 
-class ReplayRewritesAnswer(Verifier):
+class ReplayRewritesAnswer(VerifyBatch):
     """Mutant: on WAL replay the stored answer is re-serialised (a trailing newline) instead of
     being replayed byte for byte, so a replay changes an outcome. It shows only after a crash
     and restart replays the WAL (INV-IDEMPOTENT-REPLAY, INV-FWW); a run without one is valid."""
 
-    def handle(self, req, now: float, *, replay: bool = False) -> Generator[Any, Any, Response]:
-        resp = yield from super().handle(req, now, replay=replay)
-        if replay and resp.status in (200, 202):
-            return Response(resp.status, resp.headers, resp.body + b"\n")
-        return resp
+    def _finish(self, item, resp, event, answer, digest="") -> None:
+        if self.replay and resp.status in (200, 202):
+            resp = Response(resp.status, resp.headers, resp.body + b"\n")
+        super()._finish(item, resp, event, answer, digest)
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class PlantedBug:
 
 PLANTED: dict[str, PlantedBug] = {bug.name: bug for bug in (
     PlantedBug("replay-rewrites-answer", (ReplayRewritesAnswer.__doc__ or "").split("\n")[0].strip(),
-               ("INV-IDEMPOTENT-REPLAY", "INV-FWW"), {"verifier_cls": ReplayRewritesAnswer}),
+               ("INV-IDEMPOTENT-REPLAY", "INV-FWW"), {"core_cls": ReplayRewritesAnswer}),
 )}
 
 

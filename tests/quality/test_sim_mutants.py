@@ -7,9 +7,13 @@ right INV id failing.
 
 from __future__ import annotations
 
-import json
-
-from flk.impl.verifier.pipeline import DedupGet, Verifier
+from flk.impl.verifier.pipeline import (
+    VERSION_PROFILE,
+    Response,
+    Verifier,
+    _Authenticated,
+    payload_digest,
+)
 from flk.sim import api
 from flk.sim.net import Message
 from flk.sim.region import Region
@@ -20,34 +24,22 @@ SMALL = ["scenario.duration_s=8", "scenario.quiescence_s=8"]
 
 
 class DedupBeforeVerify(Verifier):
-    """Mutant: probes the dedup store with the claimed pcs_id before verifying the signature."""
+    """Mutant: a request reaches the dedup store with the claimed tenant and pcs_id before its
+    signature verified (the core's step 4 says "authenticated" for any known tenant)."""
 
-    def handle(self, req, now, *, replay=False):
-        tenant = self.tenants.resolve(req.tenant)
-        try:
-            pid = json.loads(req.body)["pcs_id"]
-        except (ValueError, KeyError, TypeError):
-            pid = None
-        inner = super().handle(req, now, replay=replay)
-        reply = yield next(inner)  # the WAL append (or the final Emit)
-        if tenant is not None and isinstance(pid, str) and not replay:
-            yield DedupGet(tenant.tenant_id, pid, now)
-        while True:
-            try:
-                eff = inner.send(reply)
-            except StopIteration as stop:
-                return stop.value
-            reply = yield eff
+    def authenticate(self, doc, tenant, now):
+        who = super().authenticate(doc, tenant, now)
+        if isinstance(who, Response) and tenant is not None:
+            return _Authenticated(tenant.tenant_id, VERSION_PROFILE[doc["version"]], payload_digest(doc))
+        return who
 
 
 class AckBeforeFsync(Region):
-    """Mutant: answers the WAL append at once and fsyncs later (group commit still runs)."""
+    """Mutant: treats a batch's WAL records as durable at once; only a later seal fsyncs them."""
 
-    def _wait_durable(self, index):
-        super()._wait_durable(index)
-        ev = self.env.event()
-        ev.succeed(index)
-        return ev
+    def _make_durable(self, inc):
+        return True
+        yield  # a generator, like the method it replaces
 
 
 class CopiesIgnorePartitions(ObjectFabric):
