@@ -33,7 +33,7 @@ import math
 class BatchFormation:
     """The batch-formation state of one submit queue (see the module docstring)."""
 
-    __slots__ = ("max_delay_s", "max_batch", "queued", "oldest", "busy", "batches")
+    __slots__ = ("max_delay_s", "max_batch", "queued", "oldest", "carried", "busy", "batches")
 
     def __init__(self, max_delay_s: float = 0.002, max_batch: int = 256) -> None:
         if not max_delay_s >= 0 or math.isinf(max_delay_s) or max_batch < 1:
@@ -42,27 +42,28 @@ class BatchFormation:
         self.max_batch = int(max_batch)
         self.queued = 0  # requests waiting for a batch
         self.oldest = 0.0  # when the oldest of them arrived (meaningful while queued)
+        self.carried = False  # they waited behind a running batch: due as soon as it ends
         self.busy = False  # a batch runs
         self.batches = 0  # batches started
 
     def add(self, now: float) -> None:
         """A request was queued at ``now``."""
         if self.queued == 0:
-            self.oldest = now
+            self.oldest, self.carried = now, False
         self.queued += 1
 
     def deadline(self) -> float | None:
         """When the next batch is due (None: nothing queued, or a batch runs: its end decides)."""
         if self.busy or self.queued == 0:
             return None
-        if self.queued >= self.max_batch:
-            return self.oldest  # due now (a full batch does not wait for the delay)
+        if self.queued >= self.max_batch or self.carried:
+            return self.oldest  # due now (a full batch, or one that waited behind the last batch)
         return self.oldest + self.max_delay_s
 
     def due(self, now: float) -> bool:
         """Whether a batch should start at ``now``."""
         deadline = self.deadline()
-        return deadline is not None and (self.queued >= self.max_batch or deadline <= now)
+        return deadline is not None and deadline <= now
 
     def take(self, now: float) -> int:
         """Start a batch: how many of the queued requests (oldest first) it holds."""
@@ -71,7 +72,7 @@ class BatchFormation:
         self.busy = True
         self.batches += 1
         if self.queued:
-            self.oldest = now - self.max_delay_s  # the rest is due when this batch ends
+            self.oldest, self.carried = now, True  # the rest is due when this batch ends
         return n
 
     def done(self) -> None:

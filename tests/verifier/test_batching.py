@@ -1,0 +1,63 @@
+"""BatchFormation: the batch-formation rule the server's driver and the simulator's regions share."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flk.impl.verifier.batching import BatchFormation
+
+
+def test_a_batch_starts_after_the_delay_of_its_oldest_request_or_when_full():
+    f = BatchFormation(max_delay_s=0.002, max_batch=3)
+    f.add(10.0)
+    assert f.deadline() == pytest.approx(10.002) and not f.due(10.001) and f.due(10.002)
+    f.add(10.001)
+    f.add(10.0015)
+    assert f.due(10.0015)  # full: at once
+    assert f.take(10.0015) == 3 and f.busy and f.deadline() is None
+    f.add(10.003)
+    assert not f.due(10.1)  # one batch at a time
+    f.done()
+    assert f.due(10.0031) is False and f.deadline() == pytest.approx(10.005)
+
+
+def test_what_waits_behind_a_running_batch_is_due_when_it_ends():
+    f = BatchFormation(max_delay_s=0.002, max_batch=2)
+    for t in (0.0, 0.0001, 0.0002):
+        f.add(t)
+    assert f.take(0.0002) == 2 and f.queued == 1
+    f.done()
+    assert f.due(0.0002)  # the rest waited a batch already
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["add", "tick", "done"]), st.floats(0, 0.01)), max_size=60),
+       st.integers(1, 5), st.sampled_from([0.0, 0.001, 0.002]))
+def test_batches_never_overlap_never_exceed_max_and_nothing_waits_past_its_deadline(ops, max_batch, delay):
+    """Against a queue of arrival times: a batch holds at most max_batch of the oldest
+    requests, batches never overlap, and an idle driver that ticks at a request's
+    deadline always starts a batch."""
+    f = BatchFormation(delay, max_batch)
+    queue: list[float] = []
+    now = 0.0
+    for op, dt in ops:
+        now += dt
+        if op == "add":
+            f.add(now)
+            queue.append(now)
+        elif op == "done" and f.busy:
+            f.done()
+        if f.due(now):
+            assert not f.busy and queue
+            n = f.take(now)
+            assert 1 <= n <= max_batch and n == min(len(queue), max_batch)
+            del queue[:n]
+        assert f.queued == len(queue)
+        if not f.busy and queue:
+            assert f.deadline() is not None and f.deadline() <= queue[0] + delay + 1e-12
+    with pytest.raises(ValueError):
+        BatchFormation(-1.0, 1)
+    with pytest.raises(ValueError):
+        BatchFormation(0.0, 0)
