@@ -99,7 +99,8 @@ def replay_under(compiled, registry, records, region: str | None, governance: bo
     """Outcomes of ``records`` under one compiled policy (fresh in-memory dedup store)."""
     from ...dedup.memory import MemoryStore
     from ...governance import anomaly, pii
-    from ...verifier.pipeline import Request, Verifier, run_sync
+    from ...verifier.core import replay_batch
+    from ...verifier.pipeline import Verifier
 
     hooks = []
     gate = None
@@ -117,8 +118,8 @@ def replay_under(compiled, registry, records, region: str | None, governance: bo
         v = verifiers.get(reg)
         if v is None:
             v = verifiers[reg] = Verifier(registry, region=reg, hooks=hooks, **compiled.verifier_kwargs())
-        gen = v.handle(Request(rec.body, rec.tenant or None), rec.received_at, replay=True)
-        resp = run_sync(gen, None, store, gate.sink if gate is not None else None)
+        # one record per core batch, in WAL order: the anomaly gate sees each answer before the next record
+        [resp] = replay_batch(v, [rec], store, sink=gate.sink if gate is not None else None).responses
         out.append(_outcome(resp))
     store.close()
     return out
