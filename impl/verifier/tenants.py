@@ -110,6 +110,7 @@ class TenantRegistry:
     def __init__(self, tenants: list[Tenant] | tuple[Tenant, ...], single: bool = False) -> None:
         self._by_id: dict[str, Tenant] = {}
         for t in tenants:
+            check_tenant_id(t.tenant_id, f"tenants.{t.tenant_id}")  # every registry, however built (the simulator's too)
             if t.tenant_id in self._by_id:
                 raise InvalidInput(f"tenants.{t.tenant_id}", "defined twice")
             self._by_id[t.tenant_id] = t

@@ -1,8 +1,9 @@
 """One tenant-id rule (flk.impl.core.tenantid): every layer accepts and refuses the same ids.
 
 The layers that take a tenant id: the server configuration (``TENANTS`` text and
-TOML-table forms, ``CRR_PEERS``), the tenant registry (the tenants TOML file and the
-``TENANTS`` text form) and every dedup store (``check_key``, shared by all backends;
+TOML-table forms, ``CRR_PEERS``), the tenant registry (the tenants TOML file, the
+``TENANTS`` text form, and a registry built from ``Tenant`` objects as the simulator
+builds one) and every dedup store (``check_key``, shared by all backends;
 the memory and SQLite stores are exercised here). Each must accept exactly the ids
 :func:`flk.impl.core.tenantid.is_tenant_id` accepts, and keep the id verbatim.
 """
@@ -19,7 +20,14 @@ from flk.impl.dedup import StoredOutcome
 from flk.impl.dedup.memory import MemoryStore
 from flk.impl.dedup.sqlite import SqliteStore
 from flk.impl.server.config import ConfigError, crr_peers, load_config, parse_tenants
-from flk.impl.verifier.tenants import from_mapping, load_toml, parse_tenants_env
+from flk.impl.verifier.tenants import (
+    Tenant,
+    TenantKey,
+    TenantRegistry,
+    from_mapping,
+    load_toml,
+    parse_tenants_env,
+)
 
 KEY = "0123456789abcdef"  # a 16-byte HMAC key: the server's minimum
 OUT = StoredOutcome("0" * 64, 200, b"{}", 1.0, "r", "1")
@@ -38,6 +46,16 @@ def registry_accepts(tid: str) -> bool:
     except InvalidInput:
         return False
     assert reg.ids() == [tid]
+    return True
+
+
+def registry_built_accepts(tid: str) -> bool:
+    """A registry built from Tenant objects (as the simulator builds its own)."""
+    try:
+        reg = TenantRegistry([Tenant(tid, "hmac", (TenantKey("k0", KEY.encode()),))])
+    except InvalidInput:
+        return False
+    assert reg.resolve(tid) is not None
     return True
 
 
@@ -88,6 +106,7 @@ def test_every_layer_accepts_exactly_the_ids_of_the_one_rule(tid: str) -> None:
     want = is_tenant_id(tid)
     assert want == (TENANT_ID_RE.fullmatch(tid) is not None)
     assert registry_accepts(tid) == want
+    assert registry_built_accepts(tid) == want
     assert config_accepts({tid: [{"alg": "hmac", "key": KEY}]}) == want
     assert store_accepts(MemoryStore(), tid) == want
     if tid and "+" not in tid and "," not in tid:  # CRR_PEERS: '+' and ',' separate ids, an empty one is skipped
