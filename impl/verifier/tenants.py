@@ -31,7 +31,8 @@ Configuration sources (all produce a :class:`TenantRegistry`):
       # vrf_seed_mismatch otherwise; GOVERNANCE.md section 6)
 
 * the environment form ``TENANTS=t1:hmac:key1,t2:ed25519:pubkey_b64``
-  (repeat a tenant to give it several keys), and
+  (repeat a tenant to give it several keys; :func:`tenants_setting_entries` is
+  the one grammar of that setting, ``flk serve``'s configuration parses it there too), and
 * single-tenant mode (tenant ``default``) from ``PCS_SIGN_ALG`` (``hmac`` or
   ``ed25519``), ``PCS_HMAC_KEY`` / ``PCS_HMAC_KEYS`` (comma-separated) or
   ``PCS_ED25519_PUB_B64`` (comma-separated allowed). A ``none``
