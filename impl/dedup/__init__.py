@@ -1,5 +1,16 @@
 """First-write-wins dedup stores behind one contract (see :mod:`flk.impl.dedup.base`).
 
+Modules:
+
+* :mod:`.base`      -- the contract: ``StoredOutcome``, ``DedupStore``, ``StoreUnavailable``, key and TTL checks
+* :mod:`.memory`    -- the in-memory reference backend
+* :mod:`.sqlite`    -- SQLite (the embedded default, WAL mode)
+* :mod:`.redis`     -- Redis (``SET NX PX`` in a Lua script)
+* :mod:`.postgres`  -- PostgreSQL (``INSERT ... ON CONFLICT ... RETURNING``)
+* :mod:`.sharded`   -- the consistent-hash ring and ``ShardedStore`` (SPEC 13)
+* :mod:`.tiered`    -- hot / warm / cold tiers (``TieredStore``)
+* :mod:`.migrate`   -- zero-downtime shard migration (``DualWriteStore``, the state file)
+
 ``open_store(url_or_kind, **opts)`` picks a backend:
 
 * ``"memory"`` / ``"memory://"``

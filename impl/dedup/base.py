@@ -34,13 +34,13 @@ import hashlib
 import heapq
 import json
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ..core.tenantid import TENANT_ID_RULE, is_tenant_id
+
 DEFAULT_TTL_S = 14 * 86400.0
-TENANT_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class StoreUnavailable(Exception):
@@ -120,13 +120,13 @@ def _head(digest: str, status: int, first_seen: float, region: str, policy_versi
                       ensure_ascii=True).encode("ascii") + b"\n"
 
 
-_GOOD_TENANTS: set[str] = set()  # tenants that matched TENANT_RE (a bounded cache)
+_GOOD_TENANTS: set[str] = set()  # tenants that passed the tenant-id rule (a bounded cache)
 
 
 def check_key(tenant: str, pcs_id: str) -> None:
     if type(tenant) is not str or tenant not in _GOOD_TENANTS:
-        if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
-            raise ValueError("tenant must match ^[A-Za-z0-9._:-]{1,128}$")
+        if not is_tenant_id(tenant):
+            raise ValueError(TENANT_ID_RULE)
         if type(tenant) is str and len(_GOOD_TENANTS) < 4096:
             _GOOD_TENANTS.add(tenant)
     if not isinstance(pcs_id, str) or not 1 <= len(pcs_id) <= 256 or "\n" in pcs_id:

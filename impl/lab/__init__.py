@@ -1,0 +1,10 @@
+"""The lab: the ``flk`` command line and what only it may import (sim, formal, conformance).
+
+Modules:
+
+* :mod:`.cli`      -- the ``flk`` entry point, one ``cmd_<name>`` module per subcommand
+* :mod:`.bench`    -- the benchmarks, one module per ``flk bench NAME``
+* :mod:`.demo`     -- ``flk demo``: the whole lab end to end on embedded defaults
+* :mod:`.report`   -- the shareable HTML report of a demo or a set of runs
+* :mod:`.vectors`  -- the frozen test vectors ``spec/vectors/*.json``, generated from the core
+"""

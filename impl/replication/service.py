@@ -44,7 +44,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.backoff import Backoff
 from ..core.errors import InvalidInput
@@ -67,6 +67,13 @@ from .crr import (
 )
 from .divergence import Alert, DivergenceDetector
 from .reconcile import Reconciler, SqliteAuthoritativeStore, authoritative_app, problem_response
+
+if TYPE_CHECKING:  # the types of start_for_server's parts (no import at run time)
+    from prometheus_client import CollectorRegistry
+
+    from ..dedup.base import DedupStore
+    from ..storage.wal import SegmentedLog
+    from ..verifier.pipeline import Verifier
 
 
 @dataclass(frozen=True)
@@ -304,26 +311,29 @@ class CrrCollector:
 
 # -- the server's hooks (call from Server.start / Server.stop) --------------------------------
 
-def start_for_server(server: Any) -> CrrService | None:
-    """Start replication for one ``flk serve`` worker if configured (else None).
-    Needs ``server.cfg`` (``crr``, ``data_dir``), ``server.worker``,
-    ``server.wal`` (the inbox ``SegmentedLog``), ``server.store`` (dedup) and
-    ``server.pipeline.verifier``."""
-    cfg = getattr(server.cfg, "crr", None)
+def start_for_server(cfg: CrrConfig | None, *, wal: SegmentedLog, store: DedupStore, verifier: Verifier,
+                     data_dir: str, worker: int = 0, volatile_store: bool = False,
+                     log: Callable[..., None] | None = None,
+                     registry: CollectorRegistry | None = None, seal_lock: Any = None) -> CrrService | None:
+    """Start replication for one ``flk serve`` worker if configured (``cfg`` not None; else None).
+
+    It takes exactly what replication needs, not the whole server: the worker's inbox
+    ``wal``, its dedup ``store``, the ``verifier`` that replays peers' records, ``data_dir``
+    (replication state), ``worker`` (its stream), ``volatile_store`` (a memory store: the
+    reader restarts from the beginning), ``log(event, **fields)`` for warnings, the
+    Prometheus ``registry`` that /metrics serves (the ``flk_crr_*`` families) and the
+    submit batch driver's lock (``seal_lock``: a seal waits for the running batch, so a
+    sealed segment's manifest carries the answers of all its records)."""
     if cfg is None:
         return None
-    logger = getattr(server, "log", None)
 
-    def log(event: str, **kw: Any) -> None:
-        if logger is not None:
-            logger.warning(event, **kw)
+    def warn(event: str, **kw: Any) -> None:
+        if log is not None:
+            log(event, **kw)
 
-    svc = CrrService(cfg, wal=server.wal, dedup_store=server.store, verifier=server.pipeline.verifier,
-                     data_dir=server.cfg.data_dir, worker=server.worker, log=log,
-                     volatile_store=getattr(server.cfg, "dedup_backend", "") == "memory",
-                     seal_lock=getattr(getattr(server, "driver", None), "lock", None))
-    registry = getattr(getattr(server, "metrics", None), "registry", None)
-    if registry is not None:  # /metrics shows the flk_crr_* families
+    svc = CrrService(cfg, wal=wal, dedup_store=store, verifier=verifier, data_dir=data_dir, worker=worker,
+                     log=warn, volatile_store=volatile_store, seal_lock=seal_lock)
+    if registry is not None:
         registry.register(CrrCollector(svc))
     return svc.start()
 

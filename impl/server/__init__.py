@@ -14,6 +14,7 @@ Modules:
 * :mod:`.httpguard`    -- HTTP limits below the routes: header sizes and counts, slow clients, connections
 * :mod:`.logs`         -- structured JSON logs that never carry payloads, signatures or keys
 * :mod:`.app`          -- the Starlette application (endpoints, problem+json, metrics)
+* :mod:`.problems`     -- Starlette responses for the one problem catalog (application/problem+json)
 * :mod:`.pipeline`     -- builds the verifier from the configuration; start-up WAL replay
 * :mod:`.batchdriver`  -- the submit path: batches of ``run_requests`` on one thread, one sync each
 * :mod:`.supervisor`   -- WORKERS=N processes on one socket, replaced when they die

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import pathlib
@@ -196,7 +197,11 @@ class Server:
                       note=f"{replayed['quarantined']} record(s) quarantined")
         from ..replication.service import start_for_server
 
-        self.crr = await loop.run_in_executor(None, start_for_server, self)  # None unless CRR_* configured
+        crr = functools.partial(start_for_server, cfg.crr, wal=self.wal, store=self.store,
+                                verifier=self.pipeline.verifier, data_dir=cfg.data_dir, worker=self.worker,
+                                volatile_store=cfg.dedup_backend == "memory", log=self.log.warning,
+                                registry=self.metrics.registry, seal_lock=self.driver.lock)
+        self.crr = await loop.run_in_executor(None, crr)  # None unless CRR_* configured
         if self.crr is not None:
             for entry in self._quarantined:
                 self.crr.audit_quarantined(entry)

@@ -46,17 +46,18 @@ import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..core.errors import InvalidInput
+from ..core.tenantid import DEFAULT_TENANT, TENANT_ID_RULE, is_tenant_id  # noqa: F401 -- DEFAULT_TENANT: for the server's modules
 from ..verifier.admission import AdmissionSettings
+from ..verifier.tenants import tenants_setting_entries
 
 _ADMISSION = AdmissionSettings()  # the admission defaults have one owner
 
 BACKENDS = ("memory", "sqlite", "redis", "postgres", "sharded")
 SIGN_ALGS = ("hmac", "ed25519")
 CRR_MODES = ("auto-safe", "manual")
-TENANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REGION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 NAMESPACE_RE = re.compile(r"^[a-z0-9_]{1,40}$")
-DEFAULT_TENANT = "default"
 KEY_FILE = "hmac.key"
 REDACTED = "***"
 
@@ -282,7 +283,13 @@ def raw_value(name: str, raw: Any) -> Any:
 
 def crr_peers(name: str, raw: Any) -> str:
     """`eu,us` or `eu:ta+tb,us` (selective per tenant)"""
-    return text(name, raw)
+    value = text(name, raw)
+    for part in value.split(","):
+        tenants = part.strip().partition(":")[2]
+        for tenant in (t for t in tenants.split("+") if t):  # as Topology.parse splits them
+            if not is_tenant_id(tenant):
+                raise ConfigError(f"{name}: {TENANT_ID_RULE}, got {tenant!r}")
+    return value
 
 
 # ---------------------------------------------------------------- the table
@@ -606,27 +613,15 @@ def _ed25519_pub(name: str, text: str) -> bytes:
 
 def parse_tenants(raw: Any) -> dict[str, TenantKeys]:
     """``tenant:alg:key,...`` (the seed's format; a tenant may repeat for rotation),
-    or a TOML table ``{tenant: [{alg, key}, ...]}``."""
-    entries: list[tuple[str, str, str]] = []
-    if isinstance(raw, Mapping):
-        for tenant, keys in raw.items():
-            if not isinstance(keys, list):
-                raise ConfigError(f"TENANTS.{tenant} must be a list of {{alg, key}} tables")
-            for item in keys:
-                if not isinstance(item, Mapping) or set(item) != {"alg", "key"}:
-                    raise ConfigError(f"TENANTS.{tenant}: each entry is a table with alg and key")
-                entries.append((str(tenant), str(item["alg"]), str(item["key"])))
-    else:
-        for index, part in enumerate(p for p in secret_text("TENANTS", raw).split(",") if p.strip()):
-            fields = part.strip().split(":", 2)
-            if len(fields) != 3:
-                raise ConfigError(f"TENANTS entry {index + 1} must be tenant:alg:key (alg hmac or ed25519)")
-            entries.append((fields[0], fields[1], fields[2]))
+    or a TOML table ``{tenant: [{alg, key}, ...]}``: the grammar and the tenant-id rule
+    are :func:`flk.impl.verifier.tenants.tenants_setting_entries`'; here each key is
+    checked as a server key (HMAC at least 16 bytes, Ed25519 a valid public key)."""
+    try:
+        entries = tenants_setting_entries(raw if isinstance(raw, Mapping) else secret_text("TENANTS", raw))
+    except InvalidInput as exc:
+        raise ConfigError(str(exc)) from None
     out: dict[str, dict[str, list[bytes]]] = {}
     for tenant, alg, key in entries:
-        if not TENANT_RE.fullmatch(tenant):
-            raise ConfigError(f"TENANTS: tenant id {tenant!r} must match {TENANT_RE.pattern}")
-        alg = choice(*SIGN_ALGS)(f"TENANTS ({tenant})", alg)
         slot = out.setdefault(tenant, {"hmac": [], "ed25519": []})
         if alg == "hmac":
             slot["hmac"].append(_hmac_key(f"TENANTS ({tenant})", key))

@@ -16,8 +16,8 @@ The module has three layers:
    :class:`flk.impl.storage.fs.FileSystem`. It holds locks (it is shared by request
    threads and a commit thread) but starts no thread and reads no clock.
 3. **The group-commit driver** (:class:`GroupCommitter`): a thread that fsyncs
-   batches of appends (max delay, max batch) and wakes waiters, with an
-   asyncio-friendly ``wait_async`` for the server.
+   batches of appends (max delay, max batch) and wakes waiters: blocking
+   ``wait`` and ``on_durable`` callbacks (the agent outbox uses them).
 
 :func:`inspect_directory` examines a log directory read-only (``flk wal
 inspect|verify``).
@@ -1183,12 +1183,12 @@ class GroupCommitter:
         self.wait(idx, timeout)
         return idx
 
-    def _register(self, index: int, loop, obj) -> Release | None:
-        """Queue a waiter; returns its release when the outcome is known now."""
+    def _register(self, index: int, callback) -> Release | None:
+        """Queue a callback waiter; returns its release when the outcome is known now."""
         with self._cond:
             if self._machine.append(self.log.next_index - 1, self._clock()):  # appended behind our back
                 self._cond.notify_all()
-            return self._machine.wait(index, (loop, obj), self._clock())
+            return self._machine.wait(index, callback, self._clock())
 
     def _error_for(self, release: Release) -> BaseException | None:
         if release.error is None:
@@ -1198,58 +1198,17 @@ class GroupCommitter:
         return WalError(f"group commit failed: {release.error}")
 
     def _fire(self, releases: list[Release]) -> None:
-        """Settle waiters outside the lock: callbacks directly, asyncio futures
-        with ONE thread-safe call per event loop (not one per record)."""
-        by_loop: dict = {}
+        """Settle callback waiters outside the lock."""
         for release in releases:
-            loop, obj = release.waiter
-            err = self._error_for(release)
-            if loop is None:
-                obj(err)
-            else:
-                by_loop.setdefault(id(loop), (loop, []))[1].append((obj, err))
-        for loop, futs in by_loop.values():
-            try:
-                loop.call_soon_threadsafe(_settle_many, futs)
-            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
-                pass
+            release.waiter(self._error_for(release))
 
     def on_durable(self, index: int, callback) -> None:
         """Call ``callback(error_or_None)`` (from the thread that made it
         durable) once ``index`` is durable or the log failed; at once if it
         already is. It must be quick and must not call into the log."""
-        release = self._register(index, None, callback)
+        release = self._register(index, callback)
         if release is not None:
             callback(self._error_for(release))
-
-    async def wait_async(self, index: int) -> None:
-        """Await durability of ``index`` without blocking the event loop."""
-        import asyncio
-
-        if self.log.is_durable(index):
-            return
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        release = self._register(index, loop, fut)
-        if release is not None:
-            err = self._error_for(release)
-            if err is not None:
-                raise err
-            return
-        await fut
-
-    async def append_async(self, payload: bytes) -> int:
-        """Append and await durability; returns the record's index."""
-        idx = self.append(payload)
-        await self.wait_async(idx)
-        return idx
-
-    async def append_many_async(self, payloads: list[bytes]) -> int:
-        """Append several records, await durability of all; returns the first index."""
-        first = self.append_many(payloads)
-        if payloads:
-            await self.wait_async(first + len(payloads) - 1)
-        return first
 
     def _durable_advanced(self) -> None:
         # Someone made records durable (our own sync, or a seal/roll/sync by
@@ -1317,12 +1276,3 @@ class GroupCommitter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-def _settle_many(futs: list) -> None:
-    for fut, err in futs:
-        if fut.done():
-            continue
-        if err is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(err)

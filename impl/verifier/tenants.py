@@ -31,7 +31,8 @@ Configuration sources (all produce a :class:`TenantRegistry`):
       # vrf_seed_mismatch otherwise; GOVERNANCE.md section 6)
 
 * the environment form ``TENANTS=t1:hmac:key1,t2:ed25519:pubkey_b64``
-  (repeat a tenant to give it several keys), and
+  (repeat a tenant to give it several keys; :func:`tenants_setting_entries` is
+  the one grammar of that setting, ``flk serve``'s configuration parses it there too), and
 * single-tenant mode (tenant ``default``) from ``PCS_SIGN_ALG`` (``hmac`` or
   ``ed25519``), ``PCS_HMAC_KEY`` / ``PCS_HMAC_KEYS`` (comma-separated) or
   ``PCS_ED25519_PUB_B64`` (comma-separated allowed). A ``none``
@@ -50,19 +51,17 @@ import base64
 import binascii
 import datetime as _dt
 import math
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..core.canonical import PROFILES
 from ..core.errors import InvalidInput
+from ..core.tenantid import DEFAULT_TENANT, check_tenant_id
 from .admission import DAY_S, Admission, Limiter  # noqa: F401 -- re-exported: the buckets live in admission
 
 ALGS = ("hmac", "ed25519")
 PII_MODES = ("off", "detect", "block", "redact")
-TENANT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-DEFAULT_TENANT = "default"
 
 
 @dataclass(frozen=True)
@@ -112,6 +111,7 @@ class TenantRegistry:
     def __init__(self, tenants: list[Tenant] | tuple[Tenant, ...], single: bool = False) -> None:
         self._by_id: dict[str, Tenant] = {}
         for t in tenants:
+            check_tenant_id(t.tenant_id, f"tenants.{t.tenant_id}")  # every registry, however built (the simulator's too)
             if t.tenant_id in self._by_id:
                 raise InvalidInput(f"tenants.{t.tenant_id}", "defined twice")
             self._by_id[t.tenant_id] = t
@@ -170,12 +170,6 @@ def _num(v: object, field_name: str, integer: bool = False) -> float | int:
     if integer and not isinstance(v, int):
         raise InvalidInput(field_name, "must be a non-negative integer")
     return v
-
-
-def _check_id(tid: object, field_name: str) -> str:
-    if not isinstance(tid, str) or not TENANT_ID_RE.fullmatch(tid):
-        raise InvalidInput(field_name, "tenant id must match ^[A-Za-z0-9._:-]{1,128}$")
-    return tid
 
 
 def _key(alg: str, spec: Mapping, where: str, index: int) -> TenantKey:
@@ -297,7 +291,7 @@ def from_mapping(doc: Mapping) -> TenantRegistry:
     tenants = doc.get("tenants", {})
     if not isinstance(tenants, Mapping) or not tenants:
         raise InvalidInput("tenants", "needs at least one tenant")
-    out = [_tenant(_check_id(tid, f"tenants.{tid}"), spec, defaults) for tid, spec in sorted(tenants.items())]
+    out = [_tenant(check_tenant_id(tid, f"tenants.{tid}"), spec, defaults) for tid, spec in sorted(tenants.items())]
     single = doc.get("single_tenant", False)
     if not isinstance(single, bool):
         raise InvalidInput("single_tenant", "must be true or false")
@@ -315,29 +309,58 @@ def load_toml(path: str) -> TenantRegistry:
     return from_mapping(doc)
 
 
-def parse_tenants_env(value: str, **common) -> TenantRegistry:
-    """``t1:hmac:key1,t2:ed25519:pubkey_b64``; a tenant repeated gets several keys.
+def tenants_setting_entries(raw: str | Mapping) -> list[tuple[str, str, str]]:
+    """The one grammar of the ``TENANTS`` setting: ``(tenant, alg, key text)`` in order.
+
+    ``raw`` is the text form ``t1:hmac:key1,t2:ed25519:pubkey_b64`` (the seed's form:
+    items separated by ``,``, fields by the first two ``:``, so a key may hold ``:``; a
+    tenant repeated gets several keys, for rotation) or the TOML table form
+    ``{t1 = [{alg = "hmac", key = "key1"}], ...}`` of ``flk serve --config``. Every tenant
+    id passes the one rule (:mod:`flk.impl.core.tenantid`), every algorithm is one of
+    :data:`ALGS`, one algorithm per tenant, at least one entry. Raises
+    :class:`InvalidInput` naming ``TENANTS[i]`` (text) or ``TENANTS.<tenant>`` (table);
+    a message never shows a key. What a key must be is left to the caller (a server
+    demands 16-byte HMAC keys; an agent-side registry takes the text as given)."""
+    entries: list[tuple[str, str, str, str]] = []  # (where, tenant, alg, key)
+    if isinstance(raw, Mapping):
+        for tid, keys in raw.items():
+            where = f"TENANTS.{tid}"
+            if not isinstance(keys, list):
+                raise InvalidInput(where, "must be a list of {alg, key} tables")
+            for item in keys:
+                if not isinstance(item, Mapping) or set(item) != {"alg", "key"} or not isinstance(item["key"], str):
+                    raise InvalidInput(where, "each entry is a table with alg and key (strings)")
+                entries.append((where, tid, item["alg"], item["key"]))
+    else:
+        for i, item in enumerate(x for x in str(raw).split(",") if x.strip()):
+            parts = item.strip().split(":", 2)
+            if len(parts) != 3 or not parts[2]:
+                raise InvalidInput(f"TENANTS[{i}]", "expected tenant:alg:key (alg hmac or ed25519)")
+            entries.append((f"TENANTS[{i}]", *parts))
+    if not entries:
+        raise InvalidInput("TENANTS", "no tenants given")
+    algs: dict[str, str] = {}
+    for where, tid, alg, _ in entries:
+        check_tenant_id(tid, where)
+        if alg not in ALGS:
+            raise InvalidInput(where, f"algorithm must be one of {ALGS}")
+        if algs.setdefault(tid, alg) != alg:
+            raise InvalidInput(where, f"tenant {tid} listed with two algorithms (one algorithm per tenant)")
+    return [(tid, alg, key) for _, tid, alg, key in entries]
+
+
+def parse_tenants_env(value: str | Mapping, **common) -> TenantRegistry:
+    """The registry of a ``TENANTS`` value (:func:`tenants_setting_entries`).
 
     HMAC keys are the UTF-8 text (as agents use them); ``common`` may
     set rate_per_s, burst, daily_quota, profiles, pii_mode for every tenant."""
-    entries: dict[str, dict] = {}
-    for i, item in enumerate(x for x in value.split(",") if x.strip()):
-        parts = item.strip().split(":", 2)
-        if len(parts) != 3 or not parts[2]:
-            raise InvalidInput(f"TENANTS[{i}]", "expected tenant:alg:key")
-        tid, alg, key = parts
-        _check_id(tid, f"TENANTS[{i}]")
-        if alg not in ALGS:
-            raise InvalidInput(f"TENANTS[{i}]", f"algorithm must be one of {ALGS}")
-        spec = entries.setdefault(tid, {"alg": alg, "keys": []})
-        if spec["alg"] != alg:
-            raise InvalidInput(f"TENANTS[{i}]", f"tenant {tid} listed with two algorithms")
+    specs: dict[str, dict] = {}
+    for tid, alg, key in tenants_setting_entries(value):
+        spec = specs.setdefault(tid, {"alg": alg, "keys": []})
         k = {"id": f"k{len(spec['keys'])}"}
         k["secret" if alg == "hmac" else "public_key_b64"] = key
         spec["keys"].append(k)
-    if not entries:
-        raise InvalidInput("TENANTS", "no tenants given")
-    return from_mapping({"defaults": dict(common), "tenants": entries})
+    return from_mapping({"defaults": dict(common), "tenants": specs})
 
 
 def from_env(env: Mapping[str, str], **common) -> TenantRegistry:

@@ -1,4 +1,4 @@
-"""PCS builder and ``flk agent build`` (issue 3, item 1).
+"""PCS builder and ``flk agent build``.
 
 The output is checked against the v1 wire format of spec/ARCHITECTURE.md (and
 spec/pcs.schema.json when it exists), and every derived field is recomputed

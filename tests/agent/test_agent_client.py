@@ -1,4 +1,4 @@
-"""Submit client (issue 3, item 3): the sans-I/O retry machine and its httpx driver.
+"""Submit client: the sans-I/O retry machine and its httpx driver.
 
 Server-facing behaviour (DLQ, Retry-After, conflict, failover) runs against a
 real HTTP server on 127.0.0.1 (tests/agent/agent_scripted_server.py); the schedule

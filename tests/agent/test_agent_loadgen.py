@@ -1,4 +1,4 @@
-"""Load generator (issue 3, item 4) and ``flk agent submit`` / ``load`` / ``tenants-env``.
+"""Load generator and ``flk agent submit`` / ``load`` / ``tenants-env``.
 
 The plan is checked against the real verify pipeline (flk.impl.verifier.pipeline with
 its tenant registry parsed from our own ``TENANTS`` string), the runner

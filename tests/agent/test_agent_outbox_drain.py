@@ -1,4 +1,4 @@
-"""``flk agent submit --outbox``: append, submit, ack (issue 3, items 2+3 wired together).
+"""``flk agent submit --outbox``: append, submit, ack (the outbox and the submit client wired together).
 
 At-least-once end to end: a record leaves the outbox only once the server
 answered it (or it was dead-lettered); a killed or failed drain leaves it

@@ -2,7 +2,7 @@
 Python core on random inputs too (differential test).
 
 Builtin (in process), Python subprocess and Node.js must pass all v1 vectors
-(acceptance of issue #11) and the legacy-0.1 ones they support.
+(the conformance kit's acceptance) and the legacy-0.1 ones they support.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``flk conformance server``: the black-box HTTP suite (issue #11 item 5).
+"""``flk conformance server``: the black-box HTTP suite.
 
 Positive: the suite passes against a real ``flk serve`` on SQLite, Redis and
 PostgreSQL with two tenants, in single-tenant mode, and with a low TOKEN_RATE

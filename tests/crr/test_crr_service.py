@@ -150,3 +150,25 @@ def test_prometheus_collector_exposes_the_crr_families(tmp_path):
     assert 'flk_crr_open_conflicts{worker="0"} 0.0' in text and "flk_crr_audit_backlog" in text
     eu.stop()
     eu_wal.close()
+
+
+def test_the_server_hook_takes_only_the_parts_replication_needs(tmp_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from flk.impl.replication.service import start_for_server, stop_for_server
+
+    wal = SegmentedLog(str(tmp_path / "wal"))
+    store = open_store("memory")
+    verifier = Verifier(registry(), region="eu")
+    assert start_for_server(None, wal=wal, store=store, verifier=verifier, data_dir=str(tmp_path)) is None
+    warnings: list[str] = []
+    reg = CollectorRegistry()
+    svc = start_for_server(CrrConfig("eu", str(tmp_path / "shared"), "", 0.05, 0.05), wal=wal, store=store,
+                           verifier=verifier, data_dir=str(tmp_path), worker=3, volatile_store=True,
+                           log=lambda event, **kw: warnings.append(event), registry=reg)
+    try:
+        assert svc is not None and svc.worker == 3 and svc.data_dir == str(tmp_path)
+        assert 'flk_crr_shipped_records_total{worker="3"}' in generate_latest(reg).decode()
+    finally:
+        stop_for_server(svc)
+        wal.close()

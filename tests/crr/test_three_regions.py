@@ -1,5 +1,5 @@
 """Real ``flk serve`` regions on loopback: three replicating through a shared
-object-store directory (issue #8, acceptance): load into all three with
+object-store directory (the multi-region acceptance run): load into all three with
 ``flk agent load``; convergence; a partition (shipping stopped) with
 conflicting writes; heal; a region killed (SIGKILL) under load with the load
 generator failing over. Measures convergence time, replication lag, RPO and

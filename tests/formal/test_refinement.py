@@ -11,7 +11,7 @@ the memory and the SQLite store; the same machine runs on the Redis and
 Postgres stores (test_refinement_backends.py) and against a live ``flk serve``
 over HTTP (test_refinement_live.py) through the system-under-test hooks
 ``_send`` / ``_crash_sut`` / ``_rotate_sut``. Replication (ship/replay between
-regions) and partition/heal are still to come (issue #10).
+regions) and partition/heal are not modelled here yet.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hypothesis properties of the canonical core (issue #2) and its invariants.
+"""Hypothesis properties of the canonical core and its invariants.
 
 INV-CANON, INV-ROUND, INV-PCSID, INV-BUDGET-BOUNDS and INV-REGIME-PARTITION
 are checked here by name; the fast path of canonical_bytes is checked against

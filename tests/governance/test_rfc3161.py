@@ -15,33 +15,33 @@ import subprocess
 
 import pytest
 
-from flk.impl.governance import audit
+from flk.impl.governance import audit, tsa
 
 DIGEST = hashlib.sha256(b"flk batch root").digest()
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def test_timestamp_request_der_structure():
-    req = audit.build_timestamp_request(DIGEST, nonce=0x0102030405060708, cert_req=True)
+    req = tsa.build_timestamp_request(DIGEST, nonce=0x0102030405060708, cert_req=True)
     sha256_alg = bytes.fromhex("300d06096086480165030402010500")  # SEQ{OID 2.16.840.1.101.3.4.2.1, NULL}
     imprint = b"\x30\x31" + sha256_alg + b"\x04\x20" + DIGEST
     body = b"\x02\x01\x01" + imprint + b"\x02\x08\x01\x02\x03\x04\x05\x06\x07\x08" + b"\x01\x01\xff"
     assert req == b"\x30" + bytes([len(body)]) + body
     # a nonce with the high bit set gets a leading zero octet (DER INTEGER is signed)
-    req = audit.build_timestamp_request(DIGEST, nonce=0x80, cert_req=False)
+    req = tsa.build_timestamp_request(DIGEST, nonce=0x80, cert_req=False)
     assert req.endswith(b"\x02\x02\x00\x80")
-    assert audit.build_timestamp_request(DIGEST, cert_req=False) == b"\x30\x36\x02\x01\x01" + imprint
-    with pytest.raises(audit.InvalidInput):
-        audit.build_timestamp_request(b"short")
+    assert tsa.build_timestamp_request(DIGEST, cert_req=False) == b"\x30\x36\x02\x01\x01" + imprint
+    with pytest.raises(tsa.InvalidInput):
+        tsa.build_timestamp_request(b"short")
 
 
 def test_der_reader_is_strict():
-    with pytest.raises(audit.TimestampError):
-        audit.der_read(b"\x30\x81\x05\x00\x00\x00\x00\x00")  # non-minimal length
-    with pytest.raises(audit.TimestampError):
-        audit.der_read(b"\x30\x05\x00")  # truncated
-    assert audit.der_read(b"\x04\x02ab") == (4, b"ab", 4)
-    assert audit._oid_text(audit.der_oid(audit.OID_TST_INFO)[2:]) == audit.OID_TST_INFO
+    with pytest.raises(tsa.TimestampError):
+        tsa.der_read(b"\x30\x81\x05\x00\x00\x00\x00\x00")  # non-minimal length
+    with pytest.raises(tsa.TimestampError):
+        tsa.der_read(b"\x30\x05\x00")  # truncated
+    assert tsa.der_read(b"\x04\x02ab") == (4, b"ab", 4)
+    assert tsa._oid_text(tsa.der_oid(tsa.OID_TST_INFO)[2:]) == tsa.OID_TST_INFO
 
 
 def _openssl() -> str:
@@ -110,14 +110,14 @@ def test_timestamp_request_matches_openssl_query(tmp_path):
     out = tmp_path / "q.tsq"
     subprocess.run([openssl, "ts", "-query", "-digest", DIGEST.hex(), "-sha256", "-cert", "-no_nonce",
                     "-out", str(out)], check=True, capture_output=True)
-    assert out.read_bytes() == audit.build_timestamp_request(DIGEST, nonce=None, cert_req=True)
+    assert out.read_bytes() == tsa.build_timestamp_request(DIGEST, nonce=None, cert_req=True)
 
 
 def test_timestamp_response_from_local_openssl_tsa(local_tsa):
     nonce = 0x1234567890ABCDEF
-    req = audit.build_timestamp_request(DIGEST, nonce=nonce)
+    req = tsa.build_timestamp_request(DIGEST, nonce=nonce)
     resp = local_tsa(req)
-    tok = audit.parse_timestamp_response(resp, DIGEST, nonce)
+    tok = tsa.parse_timestamp_response(resp, DIGEST, nonce)
     assert tok.status == "granted" and tok.policy == "1.2.3.4.1" and tok.nonce == nonce
     assert tok.gen_time.endswith("Z") and len(tok.gen_time) >= 15 and tok.serial >= 1
     # the token we keep is the one openssl verifies against our own request
@@ -128,21 +128,21 @@ def test_timestamp_response_from_local_openssl_tsa(local_tsa):
                         str(d / "token.der"), "-token_in", "-CAfile", str(d / "cert.pem")],
                        capture_output=True, text=True)
     assert "Verification: OK" in v.stdout, v.stdout + v.stderr
-    with pytest.raises(audit.TimestampError, match="messageImprint"):
-        audit.parse_timestamp_response(resp, hashlib.sha256(b"other").digest(), nonce)
-    with pytest.raises(audit.TimestampError, match="nonce"):
-        audit.parse_timestamp_response(resp, DIGEST, nonce + 1)
-    with pytest.raises(audit.TimestampError):
-        audit.parse_timestamp_response(resp[:-10], DIGEST, nonce)
+    with pytest.raises(tsa.TimestampError, match="messageImprint"):
+        tsa.parse_timestamp_response(resp, hashlib.sha256(b"other").digest(), nonce)
+    with pytest.raises(tsa.TimestampError, match="nonce"):
+        tsa.parse_timestamp_response(resp, DIGEST, nonce + 1)
+    with pytest.raises(tsa.TimestampError):
+        tsa.parse_timestamp_response(resp[:-10], DIGEST, nonce)
 
 
 def test_timestamp_refusal_is_reported(local_tsa):
     # a SHA-1 request is refused by a TSA configured for sha256 only -> status rejection
-    sha1_alg = audit.der_seq(audit.der_oid("1.3.14.3.2.26"), b"\x05\x00")
-    req = audit.der_seq(audit.der_int(1), audit.der_seq(sha1_alg, audit.der_tlv(0x04, b"\x00" * 20)))
+    sha1_alg = tsa.der_seq(tsa.der_oid("1.3.14.3.2.26"), b"\x05\x00")
+    req = tsa.der_seq(tsa.der_int(1), tsa.der_seq(sha1_alg, tsa.der_tlv(0x04, b"\x00" * 20)))
     resp = local_tsa(req)
-    with pytest.raises(audit.TimestampError, match="rejection"):
-        audit.parse_timestamp_response(resp, DIGEST)
+    with pytest.raises(tsa.TimestampError, match="rejection"):
+        tsa.parse_timestamp_response(resp, DIGEST)
 
 
 def test_anchor_with_tsa_token(tmp_path, local_tsa):
@@ -150,11 +150,11 @@ def test_anchor_with_tsa_token(tmp_path, local_tsa):
     for i in range(4):
         log.append(tenant="t", pcs_id=f"p{i}", outcome="accepted", payload_digest="ab" * 32, now=1e9 + i)
 
-    def tsa(root_hex: str) -> bytes:
+    def timestamp(root_hex: str) -> bytes:
         digest = bytes.fromhex(root_hex)
-        resp = local_tsa(audit.build_timestamp_request(digest, nonce=7))
-        return audit.parse_timestamp_response(resp, digest, 7).token_der
+        resp = local_tsa(tsa.build_timestamp_request(digest, nonce=7))
+        return tsa.parse_timestamp_response(resp, digest, 7).token_der
 
-    anchor = log.anchor(audit.AttestationStore(str(tmp_path / "anchors")), 1e9 + 5, tsa=tsa)
+    anchor = log.anchor(audit.AttestationStore(str(tmp_path / "anchors")), 1e9 + 5, tsa=timestamp)
     assert anchor["segment_roots"] and anchor["tsa_token_b64"]
     assert audit.verify_directory(str(tmp_path / "log"), str(tmp_path / "anchors")).ok

@@ -1,6 +1,6 @@
 """The mutation table in spec/INVARIANTS.md cannot drift from the tests.
 
-Every mutant issue 10 names has a row; every row names at least one catching test; every
+Every required mutant (``REQUIRED``: the planted bugs the lab must catch) has a row; every row names at least one catching test; every
 named test exists (file and function). The catching tests themselves run in `make test`.
 """
 

@@ -1,4 +1,4 @@
-"""Zero-downtime migration (issue #7 item 3): 3 -> 4 real SQLite shards while
+"""Zero-downtime migration: 3 -> 4 real SQLite shards while
 the real verify pipeline takes traffic on many threads through a
 DualWriteStore that follows the state file the CLI writes; rollback; the
 CLI's checkpoints, dry runs and exit-2 errors. INV-FWW across shards: no

@@ -1,4 +1,4 @@
-"""Sharded dedup (issue #7 item 1): ring balance and movement, the model tie
+"""Sharded dedup: ring balance and movement, the model tie
 (INV-RING-OWNER), the dedup contract on sharded stores of every backend, and
 fail-closed shards (INV-FWW across shards)."""
 

@@ -1,4 +1,4 @@
-"""Tiered dedup (issue #7 item 2): the dedup contract on tiered stores (also with
+"""Tiered dedup: the dedup contract on tiered stores (also with
 every body forced through the cold tier), demotion in bounded batches, lazy
 promotion, per-tenant TTLs, INV-FWW across tiers under races and random
 interleavings, cold outages (memory, directory and a real S3 API on moto), and

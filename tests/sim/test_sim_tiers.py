@@ -1,4 +1,4 @@
-"""Acceptance tiers of the simulator (issue 9).
+"""Acceptance tiers of the simulator.
 
 * full tier: every catalog scenario passes its invariants and SLOs for seeds 1-20.
   It runs when ``FLK_SIM_TIER=full`` (about 400 runs; `make test` runs the small tier,

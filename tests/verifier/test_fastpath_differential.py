@@ -1,4 +1,4 @@
-"""The compiled verify core answers exactly what the pure reference answers (issue 18).
+"""The compiled verify core answers exactly what the pure reference answers.
 
 ``flk.impl.core._fastcore`` takes the accept path of the hot loop -- strict JSON
 parsing (``wire.parse_strict``), wire validation with INV-PCSID

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import pytest
@@ -101,18 +100,27 @@ def test_max_batch_triggers_a_sync_before_the_delay():
     log.close()
 
 
-def test_wait_async_from_many_coroutines():
+def test_waiters_on_many_threads_share_fsyncs():
     fs = CountingFileSystem()
     log = SegmentedLog("w", fs=fs, segment_bytes=1 << 30)
     gc = GroupCommitter(log, max_delay_s=0.001)
+    idxs: list[int] = []
+    lock = threading.Lock()
 
-    async def main():
-        idxs = await asyncio.gather(*(gc.append_async(b"c%d" % i) for i in range(300)))
-        return idxs
+    def client(k: int) -> None:
+        for i in range(30):
+            idx = gc.append_and_wait(b"c%d-%d" % (k, i), timeout=30)
+            with lock:
+                idxs.append(idx)
 
-    idxs = asyncio.run(main())
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     assert sorted(idxs) == list(range(300))
-    first = asyncio.run(gc.append_many_async([b"m1", b"m2", b"m3"]))
+    first = gc.append_many([b"m1", b"m2", b"m3"])
+    gc.wait(first + 2, timeout=30)
     assert first == 300 and log.is_durable(302)
     assert durable_records(fs.inner) == 303
     assert fs.fsyncs < 300
@@ -129,11 +137,11 @@ def test_a_failed_fsync_fails_every_waiter_and_nothing_is_claimed_durable():
         gc.append_and_wait(b"x", timeout=10)
     assert not log.is_durable(0)
 
-    async def later():
-        await gc.wait_async(0)
-
     with pytest.raises(WalError):
-        asyncio.run(later())
+        gc.wait(0, timeout=10)  # a later waiter of the failed record fails too
+    got: list = []
+    gc.on_durable(0, got.append)
+    assert len(got) == 1 and isinstance(got[0], WalError)
     gc.close()
 
 

@@ -22,7 +22,7 @@ Redis and Postgres come from ``FLK_BENCH_REDIS_URL`` / ``FLK_BENCH_POSTGRES_DSN`
 or else ``.services.env`` (``bash scripts/services.sh up``); a store that is not
 reachable is reported as skipped, never faked.
 
-Two kinds of PCS are pushed (issue 18): *realistic* ones -- what ``flk agent
+Two kinds of PCS are pushed: *realistic* ones -- what ``flk agent
 build`` emits and the submit client sends: compact JSON with the optional
 ``seed`` (a uint64), ``sig_alg``, nine-digit signals, a two-component
 ``v_star``, then ``attempt`` and ``sent_at`` (every third one also ``meta``,
