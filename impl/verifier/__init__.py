@@ -2,10 +2,12 @@
 
 Modules:
 
-* :mod:`.pipeline`   -- the verify pipeline (SPEC 8): WAL-first, verify-before-dedup, first-write-wins
+* :mod:`.core`       -- the verification core (VerifyBatch): the one code that decides answers; its drivers
+* :mod:`.batching`   -- when a batch starts: the batch-formation rule (server and simulator)
+* :mod:`.pipeline`   -- the verifier's steps (SPEC 8) and the generator reference pipeline (test oracle)
 * :mod:`.wire`       -- strict JSON parsing and the v1 / legacy-0.1 wire rules (SPEC 2)
 * :mod:`.tenants`    -- tenants, their keys and limits; the one ``TENANTS`` grammar
-* :mod:`.admission`  -- AIMD concurrency limit, circuit breaker, token buckets and their factory
+* :mod:`.admission`  -- AIMD limit, circuit breaker (and the store behind it), token buckets, factory
 * :mod:`.policy`     -- the policy language (grammar ``policy.lark``): parse, check, compile
 * :mod:`.problems`   -- the problem catalog: every problem+json answer (RFC 9457)
 * :mod:`.metrics`    -- Prometheus metrics of the pipeline
