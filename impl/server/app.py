@@ -189,7 +189,8 @@ class Server:
             self.log.warning("wal_torn_tail_truncated", wal_dir=wal_dir,
                              bytes=self.wal.recovery["torn_tail"]["dropped_bytes"])
         self.pipeline = build_pipeline(cfg, self)
-        self.driver = BatchDriver(self.pipeline.verifier, LoggedWal(self), self.batcher, self.metrics,
+        self.driver = BatchDriver(self.pipeline.verifier, LoggedWal(lambda: self.wal, self.log.error), self.batcher,
+                                  self.metrics,
                                   max_delay_s=cfg.wal_group_delay_ms / 1000.0)
         replayed = await self.pipeline.replay_wal(self.wal)
         self.smetrics.replayed.inc(replayed["records"])

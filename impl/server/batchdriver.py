@@ -62,12 +62,14 @@ class GuardedStore(_GuardedStore):
 
 
 class LoggedWal:
-    """The inbox WAL as ``run_requests`` writes it (``append_many`` then one ``sync``):
-    failures are logged (``wal_append_failed``, no payload) and re-raised; after
-    :meth:`close` every append fails."""
+    """The inbox WAL as the core's batches write it (``append_many`` then one ``sync``):
+    failures are logged (``log_error("wal_append_failed", reason=...)``, no payload) and
+    re-raised; after :meth:`close` every append fails. ``wal()`` answers the worker's
+    current log (a recovery reopens it)."""
 
-    def __init__(self, server: Any) -> None:
-        self.server = server
+    def __init__(self, wal: Callable[[], Any], log_error: Callable[..., None]) -> None:
+        self.wal = wal
+        self.log_error = log_error
         self.closed = False
 
     def append_many(self, payloads: list, roll: bool = True) -> int:
@@ -80,15 +82,15 @@ class LoggedWal:
         self._call("roll_if_full")
 
     def note_answers(self, notes: list) -> None:
-        self.server.wal.note_answers(notes)
+        self.wal().note_answers(notes)
 
     def _call(self, name: str, *args: Any) -> Any:
         try:
             if self.closed:
                 raise WalError("inbox WAL closed")
-            return getattr(self.server.wal, name)(*args)
+            return getattr(self.wal(), name)(*args)
         except (WalError, OSError) as exc:
-            self.server.log.error("wal_append_failed", reason=type(exc).__name__)
+            self.log_error("wal_append_failed", reason=type(exc).__name__)
             raise
 
 

@@ -17,6 +17,7 @@ no-op) and one that was not gets the outcome it would have had
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import InvalidInput
@@ -118,10 +119,19 @@ class StoreRefusedRecord(Exception):
 
 
 class ServerPipeline:
-    def __init__(self, cfg: ServerConfig, server: Any) -> None:
+    """The worker's verifier and its start-up WAL replay. It takes what it uses, not the
+    server: the tenants' token ``buckets``, the dedup ``store()`` (a getter: the server
+    may reopen it), the ``metrics`` sink, the ``executor`` the replay runs on and
+    ``quarantine(wal, index, payload, error)`` for poison records."""
+
+    def __init__(self, cfg: ServerConfig, *, buckets: Any, store: Callable[[], Any], metrics: Any,
+                 executor: Any, quarantine: Callable[[Any, int, bytes, BaseException], None]) -> None:
         self.cfg = cfg
-        self.server = server
-        self.verifier = build_verifier(cfg, server.admission.buckets)
+        self.store = store
+        self.metrics = metrics
+        self.executor = executor
+        self.quarantine = quarantine
+        self.verifier = build_verifier(cfg, buckets)
 
     # -- replay ---------------------------------------------------------------------
     def _replay_all(self, wal: Any) -> dict[str, int]:
@@ -130,7 +140,7 @@ class ServerPipeline:
         received at one time (a submit batch), with ``now = received_at``.
 
         A record that does not decode, or whose processing raises unexpectedly,
-        is poison: quarantined (``server.quarantine``, logged without payload)
+        is poison: quarantined (``quarantine``, logged without payload)
         and skipped, so that no record can stop a start (a batch that raises is
         replayed record by record to find it). A store outage stops the replay:
         the worker must not serve with an un-replayed WAL. A record the store
@@ -180,8 +190,8 @@ class ServerPipeline:
         from ..verifier.core import replay_batch
 
         try:
-            batch = replay_batch(self.verifier, [rec for _, _, rec in run], self.server.store,
-                                 indexes=[index for index, _, _ in run], sink=self.server.metrics)
+            batch = replay_batch(self.verifier, [rec for _, _, rec in run], self.store(),
+                                 indexes=[index for index, _, _ in run], sink=self.metrics)
         except Exception:  # noqa: BLE001 -- a poison record among them: one by one
             for index, payload, rec in run:
                 outcome = self._replay_one(wal, index, payload, rec, counts)
@@ -204,7 +214,7 @@ class ServerPipeline:
 
     def _quarantine(self, wal: Any, index: int, payload: bytes, error: BaseException, counts: dict) -> None:
         counts["quarantined"] += 1
-        self.server.quarantine_record(wal, index, payload, error)
+        self.quarantine(wal, index, payload, error)
 
     def _replay_one(self, wal: Any, index: int, payload: bytes, rec: Any, counts: dict) -> str:
         """``"stored"`` (a new outcome was written), ``"done"`` (answered otherwise),
@@ -212,7 +222,7 @@ class ServerPipeline:
         from ..verifier.core import replay_records
 
         poisoned: list[Exception] = []
-        [resp] = replay_records(self.verifier, [rec], self.server.store, self.server.metrics,
+        [resp] = replay_records(self.verifier, [rec], self.store(), self.metrics,
                                 on_poison=lambda _position, _record, error: poisoned.append(error))
         if poisoned:
             self._quarantine(wal, index, payload, poisoned[0], counts)
@@ -227,7 +237,7 @@ class ServerPipeline:
 
     def _store_answers(self) -> bool:
         try:
-            return bool(self.server.store.ping())
+            return bool(self.store().ping())
         except Exception:  # noqa: BLE001 -- any failure to ping is an outage
             return False
 
@@ -235,8 +245,11 @@ class ServerPipeline:
         """Replay every record of ``wal`` on a worker thread; raises if the store is
         unavailable (the worker must not serve with an un-replayed WAL)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.server.executor, self._replay_all, wal)
+        return await loop.run_in_executor(self.executor, self._replay_all, wal)
 
 
 def build_pipeline(cfg: ServerConfig, server: Any) -> ServerPipeline:
-    return ServerPipeline(cfg, server)
+    """The worker's pipeline from what the server holds (the one place that reads it)."""
+    return ServerPipeline(cfg, buckets=server.admission.buckets, store=lambda: server.store,
+                          metrics=server.metrics, executor=getattr(server, "executor", None),
+                          quarantine=server.quarantine_record)

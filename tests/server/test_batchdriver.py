@@ -49,7 +49,7 @@ def make(tmp_path, store=None, breaker=None, delay_s=0.001):
     wal = SegmentedLog(str(tmp_path / "wal"))
     srv = FakeServer(wal)
     guarded = GuardedStore(store or MemoryStore(), breaker or CircuitBreaker())
-    driver = BatchDriver(Verifier(registry(), region="r1"), LoggedWal(srv), guarded, Metrics(), max_delay_s=delay_s)
+    driver = BatchDriver(Verifier(registry(), region="r1"), LoggedWal(lambda: srv.wal, srv.log.error), guarded, Metrics(), max_delay_s=delay_s)
     return driver, srv, guarded
 
 
@@ -114,7 +114,7 @@ def test_store_failures_open_the_breaker_and_answer_503(tmp_path) -> None:
     got = run_all(driver, [(body(i), "ta") for i in range(5)])
     assert {r.status for r in got} == {503}
     assert breaker.state == "open"
-    driver2 = BatchDriver(driver.verifier, LoggedWal(srv), guarded, Metrics(), max_delay_s=0.0)
+    driver2 = BatchDriver(driver.verifier, LoggedWal(lambda: srv.wal, srv.log.error), guarded, Metrics(), max_delay_s=0.0)
     again = run_all(driver2, [(body(i + 10), "ta") for i in range(3)])
     assert {r.status for r in again} == {503}
     assert guarded.breaker_rejected == 3

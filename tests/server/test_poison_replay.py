@@ -194,7 +194,9 @@ def _replay_with(tmp_path, down: bool, refuse_all: bool = False):
     log = SegmentedLog(str(tmp_path / "wal"))
     for doc in docs:
         log.append(encode_inbox_record(InboxRecord("", time.time(), cfg.region_id, doc)))
-    pipeline = ServerPipeline(cfg, Server())
+    server = Server()
+    pipeline = ServerPipeline(cfg, buckets=server.admission.buckets, store=lambda: server.store,
+                              metrics=server.metrics, executor=None, quarantine=server.quarantine_record)
     try:
         return pipeline, log, quarantined, pipeline._replay_all(log)
     finally:
