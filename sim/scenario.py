@@ -50,11 +50,11 @@ def _secs(name: str, default: Any, doc: str, minimum: float = 0.0) -> Field:
 LATENCY_DOC = "a number (ms) or a distribution table {dist = uniform|lognormal|..., ...}"
 REGION_FIELDS = (
     Field("dedup", "str", "memory", "dedup store kind", choices=STORE_KINDS),
-    _secs("group_commit_ms", 2.0, "group commit window, ms"),
+    _secs("group_commit_ms", 2.0, "batch delay after the oldest queued request (the server's WAL_GROUP_DELAY_MS), ms"),
     Field("fsync_ms", "dist", {"dist": "lognormal", "median": 1.0, "sigma": 0.3}, "fsync latency; " + LATENCY_DOC),
     Field("store_ms", "dist", {"dist": "lognormal", "median": 0.3, "sigma": 0.3},
           "dedup store call latency; " + LATENCY_DOC),
-    _secs("verify_ms", 0.05, "CPU time to verify one submission, ms"),
+    _secs("verify_ms", 0.05, "CPU time to verify one submission (on the batch, one after another), ms"),
     Field("max_inflight", "int", 256, "requests in flight before the region sheds load (429)", minimum=1),
     Field("torn_writes", "bool", True, "a crash may leave a torn (partial) last write on disk"),
     Field("shards", "int", 3, "dedup shards (dedup = sharded | migrating)", minimum=1),
