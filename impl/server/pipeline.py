@@ -187,11 +187,8 @@ class ServerPipeline:
 
     def _replay_run(self, wal: Any, run: list, counts: dict, state: dict, active_first: int) -> None:
         """One replay batch (records received at one time); record by record if it raises."""
-        from ..verifier.core import replay_batch
-
         try:
-            batch = replay_batch(self.verifier, [rec for _, _, rec in run], self.store(),
-                                 indexes=[index for index, _, _ in run], sink=self.metrics)
+            batch = self._core(run)
         except Exception:  # noqa: BLE001 -- a poison record among them: one by one
             for index, payload, rec in run:
                 outcome = self._replay_one(wal, index, payload, rec, counts)
@@ -212,6 +209,13 @@ class ServerPipeline:
             if note.index >= active_first:
                 state["answers"][note.index] = note
 
+    def _core(self, run: list):
+        """The one call into the verification core: ``run``'s records as one replay batch."""
+        from ..verifier.core import replay_batch
+
+        return replay_batch(self.verifier, [rec for _, _, rec in run], self.store(),
+                            indexes=[index for index, _, _ in run], sink=self.metrics)
+
     def _quarantine(self, wal: Any, index: int, payload: bytes, error: BaseException, counts: dict) -> None:
         counts["quarantined"] += 1
         self.quarantine(wal, index, payload, error)
@@ -219,13 +223,12 @@ class ServerPipeline:
     def _replay_one(self, wal: Any, index: int, payload: bytes, rec: Any, counts: dict) -> str:
         """``"stored"`` (a new outcome was written), ``"done"`` (answered otherwise),
         ``"poison"`` (quarantined) or ``"refused"`` (503 while the store answers pings)."""
-        from ..verifier.core import replay_records
-
-        poisoned: list[Exception] = []
-        [resp] = replay_records(self.verifier, [rec], self.store(), self.metrics,
-                                on_poison=lambda _position, _record, error: poisoned.append(error))
-        if poisoned:
-            self._quarantine(wal, index, payload, poisoned[0], counts)
+        try:
+            [resp] = self._core([(index, payload, rec)]).responses
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- a poison record: quarantined, replay continues
+            self._quarantine(wal, index, payload, exc, counts)
             return "poison"
         if resp.status == 503:
             if not self._store_answers():
