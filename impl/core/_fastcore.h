@@ -39,6 +39,10 @@ typedef struct {
 /* The core's table (a new module's init calls it once); NULL with ImportError set if absent. */
 static inline const flk_core_api *flk_core_import(void)
 {
+    PyObject *module = PyImport_ImportModule("flk.impl.core._fastcore"); /* the capsule lookup walks attributes */
+    if (module == NULL)
+        return NULL;
+    Py_DECREF(module);
     return (const flk_core_api *)PyCapsule_Import(FLK_CORE_CAPSULE, 0);
 }
 
