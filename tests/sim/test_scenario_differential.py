@@ -16,6 +16,7 @@ files to its workers, so parametrising alone would not spread them).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -27,8 +28,10 @@ from flk.impl.core import accel
 from flk.sim.scenario import list_scenarios
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-# The compiled run needs the extensions; a pure-only install has nothing to compare.
-BUILT = accel.PURE_REQUESTED or accel.entry("canonical_v1").compiled is not None
+# The compiled run needs the extensions (built, whatever FLK_PURE says in this process);
+# a pure-only install has nothing to compare.
+BUILT = all(importlib.util.find_spec(name) is not None
+            for name in (accel.CORE_EXTENSION, "flk.impl.verifier._fastverify"))
 
 
 def _start(name: str, pure: bool, out: str) -> subprocess.Popen:
