@@ -5,10 +5,13 @@
 Sub-packages are discovered, so a new folder with an ``__init__.py`` needs no edit.
 The normative ``spec/`` folder (schemas, vectors, OpenAPI) ships as ``flk.spec`` data.
 
-``flk.impl.core._fastcore`` is the optional compiled fast path of the canonical
-core (C, linked against libcrypto). Without a compiler, Python headers or the
-OpenSSL headers the build warns and the package installs without it: the pure
-Python core is complete on its own (``flk --version`` says which is active).
+``flk.impl.core._fastcore`` (canonical bytes, fmt9, HMAC) and
+``flk.impl.verifier._fastverify`` (JSON, wire rules, steps 4 and 6, the accept
+path; it uses the core's through ``impl/core/_fastcore.h``) are the optional
+compiled fast paths (C, linked against libcrypto); ``flk.impl.core.accel`` is
+their registry. Without a compiler, Python headers or the OpenSSL headers the
+build warns and the package installs without them: the pure Python code is
+complete on its own (``flk --version`` says which is active).
 """
 
 import sys
@@ -47,22 +50,32 @@ class OptionalBuildExt(build_ext):
     @staticmethod
     def _warn(exc: Exception) -> None:
         print(
-            f"warning: flk.impl.core._fastcore not built ({exc}); the pure-Python core is used. "
+            f"warning: a compiled fast path was not built ({exc}); the pure-Python code is used. "
             "Install gcc, the Python headers and libssl-dev (make setup does) for the compiled path.",
             file=sys.stderr,
         )
 
 
+COMPILE_ARGS = ["-O2", "-ffp-contract=off", "-Wall"]
 FASTCORE = Extension(
     "flk.impl.core._fastcore",
     sources=["impl/core/_fastcore.c"],
+    depends=["impl/core/_fastcore.h", "impl/core/_fastcore_constants.h"],
     libraries=["crypto"],
-    extra_compile_args=["-O2", "-ffp-contract=off", "-Wall"],
+    extra_compile_args=COMPILE_ARGS,
+    optional=True,
+)
+FASTVERIFY = Extension(
+    "flk.impl.verifier._fastverify",
+    sources=["impl/verifier/_fastverify.c"],
+    depends=["impl/core/_fastcore.h", "impl/verifier/_fastverify_constants.h"],
+    libraries=["crypto"],
+    extra_compile_args=COMPILE_ARGS,
     optional=True,
 )
 
 setup(
-    ext_modules=[FASTCORE],
+    ext_modules=[FASTCORE, FASTVERIFY],
     cmdclass={"build_ext": OptionalBuildExt},
     packages=packages,
     package_dir=package_dir,

@@ -64,3 +64,22 @@ def postgres_dsn() -> str:
             pytest.fail(f"postgres at {dsn} unusable: {exc}")
         pytest.skip(f"postgres unusable: {exc}")
     return dsn
+
+
+# ---- differential tests of the compiled fast paths (flk.impl.core.accel) ----
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A test marked ``@pytest.mark.differential(ENTRY, ...)`` must really run the compiled
+    function of each entry it names whenever that function is active (else it compares the
+    reference with itself): the calls are counted through the registry."""
+    marker = item.get_closest_marker("differential")
+    if marker is None:
+        return (yield)
+    from flk.impl.core import accel
+
+    with accel.counting() as counts:
+        result = yield
+    idle = [name for name in marker.args if accel.entry(name).compiled is not None and counts[name] == 0]
+    if idle:
+        pytest.fail(f"differential test never called the compiled {', '.join(idle)} (accel registry)")
+    return result

@@ -2,7 +2,8 @@
 
 Modules:
 
-* :mod:`.canonical`  -- canonical bytes v1 and fmt9 (SPEC 3); loads the compiled core once (``compiled``)
+* :mod:`.canonical`  -- canonical bytes v1 and fmt9 (SPEC 3)
+* :mod:`.accel`      -- the registry of compiled fast paths: read ``FLK_PURE`` once, bind, switch, count
 * :mod:`.signing`    -- HMAC-SHA256 and Ed25519 signatures over canonical bytes, strict base64 (SPEC 4)
 * :mod:`.pcs`        -- pcs_id and the shard_id rule (SPEC 5)
 * :mod:`.merkle`     -- Merkle roots of a raw stream, v1 (RFC 6962) and legacy-0.1 (SPEC 6)
@@ -10,5 +11,5 @@ Modules:
 * :mod:`.tenantid`   -- the one tenant-id rule (SPEC 9.2), asked by configuration, registry and dedup stores
 * :mod:`.backoff`    -- exponential backoff with jitter for every retry loop but the client's
 * :mod:`.errors`     -- ``InvalidInput(field, message)``, the one bad-input exception
-* ``_fastcore.c``    -- the optional C extension ``flk.impl.core._fastcore`` (ARCHITECTURE.md, "Compiled sources")
+* ``_fastcore.c``    -- the optional C extension ``flk.impl.core._fastcore`` (ARCHITECTURE.md, "Compiled fast paths")
 """

@@ -13,8 +13,8 @@ byte for byte. The rules are few and exact:
   half-to-even from the exact binary64 value (:func:`fmt9`).
 
 The readable code here is the normative reference. When the optional compiled
-extension ``_fastcore`` is built (and ``FLK_PURE`` is not set), the common case
-of profile v1 is answered by it instead; anything unusual still goes through
+extension ``_fastcore`` is built (and ``FLK_PURE`` is not set; :mod:`.accel`
+decides, once), the common case of profile v1 is answered by it instead; anything unusual still goes through
 :func:`canonical_bytes_careful`, and differential tests prove both give the
 same bytes and the same errors. :data:`CORE_PATH` says which path is active.
 
@@ -29,11 +29,11 @@ from __future__ import annotations
 import json
 import math
 import operator
-import os
 import re
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Context, Decimal
 
+from . import accel
 from .errors import InvalidInput
 
 PROFILES = ("v1", "legacy-0.1")
@@ -61,21 +61,11 @@ _TEMPLATE = (
 
 
 
-def _load_compiled():
-    """The compiled fast path, or None: disabled by ``FLK_PURE`` (any value but ``0``) or not built."""
-    if os.environ.get("FLK_PURE", "") not in ("", "0"):
-        return None
-    try:
-        from . import _fastcore
-    except ImportError:  # installed without a C compiler: the pure core is complete
-        return None
-    return _fastcore
-
-
-compiled = _load_compiled()
-CORE_PATH = "pure" if compiled is None else "compiled"
-_compiled_canonical_v1 = None if compiled is None else compiled.canonical_v1
-_compiled_round9 = None if compiled is None else compiled.round9
+# The compiled fast path (impl/core/_fastcore.c) through the one seam, flk.impl.core.accel:
+# None on the pure path (FLK_PURE set, or not built); CORE_PATH says which is active.
+CORE_PATH = accel.path()
+_compiled_canonical_v1 = accel.bind("canonical_v1", globals(), "_compiled_canonical_v1")
+_compiled_round9 = accel.bind("round9", globals(), "_compiled_round9")
 
 
 def check_profile(profile: str) -> str:

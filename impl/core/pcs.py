@@ -13,7 +13,8 @@ import re
 from .canonical import EPOCH_MAX
 from .errors import InvalidInput
 
-SHARD_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SHARD_ID_MAX = 128  # characters (the compiled wire check copies it: _fastverify_constants.h)
+SHARD_ID_RE = re.compile(rf"^[A-Za-z0-9._:-]{{1,{SHARD_ID_MAX}}}$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 
 

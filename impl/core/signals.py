@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .canonical import check_profile, compiled, finite_number
+from . import accel
+from .canonical import check_profile, finite_number
 from .errors import InvalidInput
 
 MASK64 = (1 << 64) - 1
@@ -61,8 +62,8 @@ class RegimeThresholds:
 
 DEFAULT_BUDGET = BudgetParams()
 DEFAULT_REGIME = RegimeThresholds()
-# the compiled Theil-Sen slope (canonical.CORE_PATH); None on the pure path
-_compiled_theil_sen = None if compiled is None else compiled.theil_sen
+# the compiled Theil-Sen slope (through flk.impl.core.accel); None on the pure path
+_compiled_theil_sen = accel.bind("theil_sen", globals(), "_compiled_theil_sen")
 
 
 def _int_list(values: object, field: str, minimum: int) -> list[int]:

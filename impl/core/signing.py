@@ -8,8 +8,8 @@ Base64 is standard alphabet with padding, decoded strictly: no whitespace, no
 foreign characters, exact length, canonical trailing bits. Verification takes
 several keys (rotation overlap) and compares in constant time.
 
-HMAC-SHA256 and strict base64 decoding have a compiled fast path (see
-``canonical.CORE_PATH``); the pure functions below stay the reference, and the
+HMAC-SHA256 and strict base64 decoding have a compiled fast path (bound
+through :mod:`.accel`; ``canonical.CORE_PATH`` says which is active); the pure functions below stay the reference, and the
 public functions keep their names, errors and behaviour on both paths.
 """
 
@@ -25,12 +25,17 @@ from collections.abc import Mapping, Sequence
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .canonical import canonical_bytes, check_profile, compiled
+from . import accel
+from .canonical import canonical_bytes, check_profile
 from .errors import InvalidInput
 
 _B64 = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")
 HMAC_SIG_LEN = 32
 ED25519_SIG_LEN = 64
+
+
+# strict base64 in the compiled core (None: not strict base64, the pure path says why); None on the pure path
+_compiled_b64decode = accel.bind("b64decode_canonical", globals(), "_compiled_b64decode")
 
 
 def b64encode(raw: bytes) -> str:
@@ -40,8 +45,8 @@ def b64encode(raw: bytes) -> str:
 
 def b64decode_strict(text: str, length: int | None = None, field: str = "sig") -> bytes:
     """Strict standard base64: raises :class:`InvalidInput` on anything lenient decoders accept."""
-    if compiled is not None:
-        raw = compiled.b64decode_canonical(text)  # None: not strict base64, the pure path says why
+    if _compiled_b64decode is not None:
+        raw = _compiled_b64decode(text)  # None: not strict base64, the pure path says why
         if raw is not None and (length is None or len(raw) == length):
             return raw
     return pure_b64decode_strict(text, length, field)
@@ -91,8 +96,9 @@ def pure_hmac_any(keys: list[bytes], msg: bytes, expected: bytes) -> bool:
     return ok
 
 
-_hmac_b64 = pure_hmac_b64 if compiled is None else compiled.hmac_sha256_b64
-_hmac_any = pure_hmac_any if compiled is None else compiled.hmac_sha256_any
+# the compiled HMAC (same signature and answers as the references, which the pure path binds)
+_hmac_b64 = accel.bind("hmac_sha256_b64", globals(), "_hmac_b64", pure_hmac_b64)
+_hmac_any = accel.bind("hmac_sha256_any", globals(), "_hmac_any", pure_hmac_any)
 
 
 def sign_hmac(subset: Mapping, key: bytes, profile: str = "v1") -> str:

@@ -73,7 +73,8 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from ..core.canonical import SIGNED_FIELDS, canonical_bytes, compiled, round9
+from ..core import accel
+from ..core.canonical import SIGNED_FIELDS, canonical_bytes, round9
 from ..core.signals import (
     DEFAULT_BUDGET,
     DEFAULT_REGIME,
@@ -86,6 +87,7 @@ from ..core.signals import (
 from ..core.signing import verify_ed25519, verify_hmac
 from ..dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable
 from ..dedup.base import float_repr
+from . import accelerated
 from .problems import CATALOG, CONTENT_TYPE, problem_body, problem_headers
 from .tenants import Limiter, Tenant, TenantRegistry
 from .wire import (  # noqa: F401 -- re-exported: the pipeline's public wire names
@@ -117,12 +119,11 @@ R_NJ = "n_j_decreasing"
 R_BUDGET = "budget_mismatch"
 R_REGIME = "regime_mismatch"
 REASON_CODES = (R_D_HAT, R_COH, R_R, R_NJ, R_BUDGET, R_REGIME)
-# step 6 in the compiled core (bit i of its answer is REASON_CODES[i]); None on the pure path
-_compiled_signal_check = None if compiled is None else compiled.signal_check
+# The compiled steps (flk.impl.verifier._fastverify), bound through the registry flk.impl.core.accel.
+# step 6 (bit i of its answer is REASON_CODES[i]); None on the pure path
+_compiled_signal_check = accel.bind(accelerated.SIGNAL_CHECK, globals(), "_compiled_signal_check")
 # step 4 (profile v1, HMAC) in one compiled call: signature check and payload digest; None on the pure path
-_compiled_hmac_auth = None if compiled is None else compiled.hmac_auth_v1
-# steps 3, 4 and 6 of the common case in one compiled call (run_requests); None on the pure path
-_compiled_accept = None if compiled is None else getattr(compiled, "accept_v1", None)
+_compiled_hmac_auth = accel.bind(accelerated.HMAC_AUTH_V1, globals(), "_compiled_hmac_auth")
 
 # hook reasons that reject (HTTP status) instead of escalating -- governance's codes
 DEFAULT_REJECT_STATUS: Mapping[str, int] = {

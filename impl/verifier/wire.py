@@ -32,8 +32,9 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..core.canonical import compiled
+from ..core import accel
 from ..core.pcs import HEX64_RE, SHARD_ID_RE, pcs_id_of_checked
+from . import accelerated
 
 SCHEMA_NAME = "fractal-lba-kakeya"
 VERSION_PROFILE = {"1": "v1", "0.1": "legacy-0.1"}
@@ -44,6 +45,7 @@ U64_MAX = 2**64 - 1
 MAX_SCALES = 64
 MAX_DIM = 8
 SCALE_MAX = 2**31
+SENT_AT_MAX = 64  # characters of a sent_at string
 # the largest integer whose conversion to binary64 is certainly finite
 BINARY64_INT_MAX = int(sys.float_info.max)
 
@@ -88,12 +90,12 @@ def _no_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
 
 
-# The compiled accept paths (flk.impl.core._fastcore; canonical.CORE_PATH says
-# which path is active): they answer only the common case and hand anything
-# else to the pure functions below, which stay the reference and write every
+# The compiled accept paths (flk.impl.verifier._fastverify, bound through the registry
+# flk.impl.core.accel; None on the pure path): they answer only the common case and hand
+# anything else to the pure functions below, which stay the reference and write every
 # error (tests/verifier/test_fastpath_differential.py proves both agree).
-_compiled_parse = None if compiled is None else compiled.parse_json
-_compiled_check = None if compiled is None else compiled.pcs_check
+_compiled_parse = accel.bind(accelerated.PARSE_JSON, globals(), "_compiled_parse")
+_compiled_check = accel.bind(accelerated.PCS_CHECK, globals(), "_compiled_check")
 
 
 def parse_strict(body: bytes) -> Any:
@@ -219,7 +221,7 @@ def _fast_optionals_valid(doc: dict) -> bool:
             if not (type(value) is int and value >= 0):
                 return False
         elif name == "sent_at":
-            if not ((type(value) is str and len(value) <= 64) or (_fast_number(value) and value >= 0)):
+            if not ((type(value) is str and len(value) <= SENT_AT_MAX) or (_fast_number(value) and value >= 0)):
                 return False
         elif name == "sig_alg":
             if value not in SIGNATURE_ALGORITHMS or (value == "ed25519" and doc["version"] == "0.1"):
@@ -397,7 +399,7 @@ def _check_attempt(value: Any, doc: dict) -> Iterator[tuple[str, str]]:
 
 
 def _check_sent_at(value: Any, doc: dict) -> Iterator[tuple[str, str]]:
-    if not ((isinstance(value, str) and len(value) <= 64) or (is_number(value) and value >= 0)):
+    if not ((isinstance(value, str) and len(value) <= SENT_AT_MAX) or (is_number(value) and value >= 0)):
         yield "sent_at", "must be seconds since the epoch (>= 0) or an RFC 3339 text"
 
 

@@ -2,6 +2,9 @@
 
 ``flk.impl.core._fastcore`` answers the common case of canonical bytes (profile
 v1), HMAC-SHA256 and strict base64; the readable pure-Python code is the oracle.
+Each test is marked with the registry entries (``flk.impl.core.accel``) it
+compares, and fails if it never calls their compiled functions; the pure path
+is switched with ``accel.pure()``.
 Differential Hypothesis tests feed both arbitrary PCS-like inputs (every field
 any JSON value, missing and extra keys, other mappings, tricky floats and
 strings, arbitrary keys and signatures) and assert the same bytes, or the same
@@ -30,13 +33,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from flk.impl.core import canonical, signals, signing
+from flk.impl.core import accel, canonical, signing
 from flk.impl.core.errors import InvalidInput
 from flk.impl.lab import vectors
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FLK = [sys.executable, "-m", "flk.impl"]
-COMPILED = canonical.compiled
+COMPILED = None if accel.entry("canonical_v1").compiled is None else accel.ACTIVE
 BUILT = importlib.util.find_spec("flk.impl.core._fastcore") is not None
 PURE_REQUESTED = os.environ.get("FLK_PURE", "") not in ("", "0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -44,19 +47,7 @@ needs_compiled = pytest.mark.skipif(COMPILED is None, reason="compiled core not 
 DIFF = settings(max_examples=500, deadline=None)
 
 
-@contextlib.contextmanager
-def pure_core():
-    """Route this process through the pure reference (what ``FLK_PURE=1`` does at import)."""
-    saved = (canonical._compiled_canonical_v1, canonical._compiled_round9, signing.compiled, signing._hmac_b64,
-             signing._hmac_any, signals._compiled_theil_sen)
-    canonical._compiled_canonical_v1 = canonical._compiled_round9 = signals._compiled_theil_sen = None
-    signing.compiled = None
-    signing._hmac_b64, signing._hmac_any = signing.pure_hmac_b64, signing.pure_hmac_any
-    try:
-        yield
-    finally:
-        (canonical._compiled_canonical_v1, canonical._compiled_round9, signing.compiled, signing._hmac_b64,
-         signing._hmac_any, signals._compiled_theil_sen) = saved
+pure_core = accel.pure  # every consumer on the pure reference inside the block (the registry's switch)
 
 
 def outcome(fn, *args):
@@ -209,6 +200,7 @@ def test_version_and_bench_say_which_core_path_is_active(pure):
 
 # ------------------------------------------------------------ canonical bytes
 
+@pytest.mark.differential("canonical_v1")
 @needs_compiled
 @DIFF
 @given(st.one_of(pcs_like(), near_common()), st.sampled_from(["v1", "v1", "legacy-0.1", "v2", None]))
@@ -232,6 +224,7 @@ def test_inv_canon_compiled_and_pure_canonical_bytes_agree(subset, profile):
     assert direct is None or ("ok", direct) == outcome(canonical.canonical_bytes_careful, subset, "v1")
 
 
+@pytest.mark.differential("canonical_v1")
 @needs_compiled
 @DIFF
 @given(valid_subset(st.one_of(FLOATS.filter(lambda x: x - x == 0), TIES)))
@@ -242,6 +235,7 @@ def test_inv_canon_compiled_path_takes_every_common_case(subset):
     assert raw == canonical.canonical_bytes_careful(subset) == canonical.pure_canonical_bytes(subset)
 
 
+@pytest.mark.differential("canonical_v1")
 @needs_compiled
 @pytest.mark.parametrize("value", [-0.0, -1e-10, -4.999999e-10, -5e-324])
 def test_inv_canon_negative_zero_is_written_as_zero_on_the_compiled_path(value):
@@ -252,6 +246,7 @@ def test_inv_canon_negative_zero_is_written_as_zero_on_the_compiled_path(value):
 
 # ------------------------------------------------------------ HMAC and base64
 
+@pytest.mark.differential("hmac_sha256_b64")
 @needs_compiled
 @DIFF
 @given(st.binary(min_size=1, max_size=200), st.binary(max_size=600))
@@ -262,6 +257,7 @@ def test_compiled_hmac_equals_the_standard_library(key, msg):
     assert COMPILED.hmac_sha256_b64(key, msg) == signing.pure_hmac_b64(key, msg) == want
 
 
+@pytest.mark.differential("hmac_sha256_any")
 @needs_compiled
 @DIFF
 @given(st.lists(st.binary(min_size=1, max_size=100), max_size=4), st.binary(max_size=300),
@@ -290,6 +286,7 @@ def mutated_b64(draw):
     return text
 
 
+@pytest.mark.differential("b64decode_canonical")
 @needs_compiled
 @DIFF
 @given(st.one_of(mutated_b64(), JSON_VALUES, st.binary(max_size=10)), st.sampled_from([None, 0, 1, 2, 32, 64]))
@@ -313,6 +310,7 @@ KEYS = st.one_of(
 )
 
 
+@pytest.mark.differential("canonical_v1", "hmac_sha256_b64")
 @needs_compiled
 @DIFF
 @given(pcs_like(), KEYS, st.sampled_from(["v1", "v1", "legacy-0.1", "bogus"]))
@@ -341,6 +339,7 @@ def verify_case(draw):
     return subset, sig, keys
 
 
+@pytest.mark.differential("hmac_sha256_any")
 @needs_compiled
 @DIFF
 @given(verify_case(), st.sampled_from(["v1", "v1", "legacy-0.1"]))
@@ -350,6 +349,7 @@ def test_verify_hmac_is_the_same_on_both_paths(case, profile):
     assert fast == slow
 
 
+@pytest.mark.differential("canonical_v1", "hmac_sha256_any", "hmac_sha256_b64")
 @needs_compiled
 def test_verify_hmac_accepts_a_rotated_key_and_rejects_a_wrong_one_on_both_paths():
     sig = signing.sign_hmac(BASE, b"new-key")
@@ -362,6 +362,7 @@ def test_verify_hmac_accepts_a_rotated_key_and_rejects_a_wrong_one_on_both_paths
 
 # ------------------------------------------------------------ vectors and the pure path
 
+@pytest.mark.differential("canonical_v1")
 def test_every_frozen_vector_matches_through_both_paths():
     assert vectors.check(vectors.default_dir()) == []
     with pure_core():

@@ -4,8 +4,11 @@ The table "Layout and import directions" in ARCHITECTURE.md is the one source:
 this test parses it, maps every Python file of the code folders to its unit
 (``impl/<package>`` or a top-level folder) and fails on any ``flk`` import
 (at module level or inside a function, absolute or relative) of a unit the
-row does not list. ``test_checker_catches_planted_violations`` keeps the
-checker itself honest.
+row does not list. The compiled sources (``*.c``, ``*.h``) follow the same
+table: a project header they ``#include "..."`` belongs to a unit their row must
+list (a verifier C file may include a core header; a core C file never includes
+a verifier one). ``test_checker_catches_planted_violations`` and
+``test_include_checker_catches_planted_violations`` keep the checkers honest.
 """
 
 from __future__ import annotations
@@ -86,6 +89,63 @@ def violations(root: pathlib.Path, table: dict[str, set[str]]) -> list[str]:
                 if tgt not in table[unit]:
                     found.append(f"{'/'.join(rel)}:{lineno}: {unit} imports {'.'.join(parts)} ({tgt} is not in its row)")
     return found
+
+
+INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+
+
+def include_violations(root: pathlib.Path, table: dict[str, set[str]]) -> list[str]:
+    """Every ``#include "..."`` of a C source or header (resolved from its own folder) that names a
+    missing file or a header of a unit the including file's row does not list."""
+    found = []
+    for top in TOPS:
+        if not (root / top).is_dir():
+            continue
+        for path in sorted(p for p in (root / top).rglob("*") if p.suffix in (".c", ".h")):
+            rel = path.relative_to(root).parts
+            unit = unit_of(rel)
+            text = path.read_text(encoding="utf-8")
+            for match in INCLUDE_RE.finditer(text):
+                lineno = text.count("\n", 0, match.start()) + 1
+                target = (path.parent / match.group(1)).resolve()
+                where = f"{'/'.join(rel)}:{lineno}"
+                if not target.is_file():
+                    found.append(f"{where}: includes {match.group(1)}, which does not exist")
+                    continue
+                try:
+                    tgt = unit_of(target.relative_to(root.resolve()).parts)
+                except ValueError:
+                    found.append(f"{where}: includes {match.group(1)} from outside the project")
+                    continue
+                if unit not in table:
+                    found.append(f"{where}: unit {unit} has no row in ARCHITECTURE.md")
+                elif tgt != unit and tgt not in table[unit]:
+                    found.append(f"{where}: {unit} includes {match.group(1)} ({tgt} is not in its row)")
+    return found
+
+
+def test_every_c_include_follows_the_architecture_table():
+    table = allowed_table((ROOT / "spec" / "ARCHITECTURE.md").read_text(encoding="utf-8"))
+    sources = [p for top in TOPS if (ROOT / top).is_dir() for p in (ROOT / top).rglob("*.c")]
+    assert {p.relative_to(ROOT).as_posix() for p in sources} >= {"impl/core/_fastcore.c", "impl/verifier/_fastverify.c"}
+    bad = include_violations(ROOT, table)
+    assert not bad, "C includes against spec/ARCHITECTURE.md:\n" + "\n".join(bad)
+    verifier = (ROOT / "impl/verifier/_fastverify.c").read_text(encoding="utf-8")
+    assert '#include "../core/_fastcore.h"' in verifier  # the checker sees a cross-unit include
+
+
+def test_include_checker_catches_planted_violations(tmp_path):
+    table = allowed_table((ROOT / "spec" / "ARCHITECTURE.md").read_text(encoding="utf-8"))
+    (tmp_path / "impl" / "core").mkdir(parents=True)
+    (tmp_path / "impl" / "verifier").mkdir(parents=True)
+    (tmp_path / "impl" / "core" / "a.h").write_text("#define A 1\n")
+    (tmp_path / "impl" / "verifier" / "v.h").write_text('#include "../core/a.h"\n')  # allowed direction
+    (tmp_path / "impl" / "core" / "a.c").write_text(
+        '#include <Python.h>\n#include "a.h"\n#include "../verifier/v.h"\n  #  include "gone.h"\n')
+    bad = include_violations(tmp_path, table)
+    assert len(bad) == 2, bad
+    assert any("impl/core/a.c:3: impl/core includes ../verifier/v.h (impl/verifier" in b for b in bad)
+    assert any("impl/core/a.c:4: includes gone.h, which does not exist" in b for b in bad)
 
 
 def test_every_import_follows_the_architecture_table():

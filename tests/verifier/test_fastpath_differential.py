@@ -1,9 +1,13 @@
 """The compiled verify core answers exactly what the pure reference answers.
 
-``flk.impl.core._fastcore`` takes the accept path of the hot loop -- strict JSON
-parsing (``wire.parse_strict``), wire validation with INV-PCSID
-(``wire.validate_pcs``), the Theil-Sen slope and ``round9`` -- and hands
-everything else to the readable pure-Python code, which stays the oracle. These
+``flk.impl.verifier._fastverify`` takes the accept path of the hot loop -- strict
+JSON parsing (``wire.parse_strict``), wire validation with INV-PCSID
+(``wire.validate_pcs``), steps 4 and 6 and the fused accept path -- and
+``flk.impl.core._fastcore`` the Theil-Sen slope and ``round9``; both hand
+everything else to the readable pure-Python code, which stays the oracle.
+Each test is marked with the registry entries (``flk.impl.core.accel``) it
+compares and fails if it never calls their compiled functions; the pure path
+is switched with ``accel.pure()``. These
 differential tests run the same inputs through both paths and compare:
 
 * parsing: arbitrary bytes, arbitrary JSON values in every spelling
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import struct
 import tempfile
 
@@ -34,7 +37,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.agent import factory
-from flk.impl.core import canonical, signals, signing
+from flk.impl.core import accel, canonical, signals
 from flk.impl.core.errors import InvalidInput
 from flk.impl.dedup import StoreUnavailable, open_store
 from flk.impl.dedup.base import BatchMixin
@@ -44,30 +47,12 @@ from flk.impl.verifier.pipeline import Policy, Request, Verifier, run_sync
 
 from .pcsgen import ED_SEED_C, HMAC_A, HMAC_B, make_pcs, registry
 
-COMPILED = canonical.compiled
+COMPILED = None if accel.entry("parse_json").compiled is None else accel.ACTIVE
 needs_compiled = pytest.mark.skipif(COMPILED is None, reason="compiled core not active (FLK_PURE=1 or not built)")
 DIFF = settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
-@contextlib.contextmanager
-def pure_core():
-    """Route every compiled entry point of the verify core to the pure reference."""
-    saved = [
-        (canonical, "_compiled_canonical_v1", None), (canonical, "_compiled_round9", None),
-        (signals, "_compiled_theil_sen", None), (wire, "_compiled_parse", None), (wire, "_compiled_check", None),
-        (pipeline, "_compiled_signal_check", None), (pipeline, "_compiled_hmac_auth", None),
-        (pipeline, "_compiled_accept", None),
-        (signing, "compiled", None), (signing, "_hmac_b64", signing.pure_hmac_b64),
-        (signing, "_hmac_any", signing.pure_hmac_any),
-    ]
-    saved = [(module, name, getattr(module, name), pure) for module, name, pure in saved]
-    for module, name, _, pure in saved:
-        setattr(module, name, pure)
-    try:
-        yield
-    finally:
-        for module, name, value, _ in saved:
-            setattr(module, name, value)
+pure_core = accel.pure  # every consumer on the pure reference inside the block (the registry's switch)
 
 
 def typed(value):
@@ -183,6 +168,7 @@ NEAR_VALUES = {  # values one step from valid, per field
 
 # ------------------------------------------------------------ the compiled path is taken
 
+@pytest.mark.differential("parse_json", "pcs_check", "theil_sen")
 @needs_compiled
 @pytest.mark.parametrize("doc", [realistic_pcs(0), realistic_pcs(1), realistic_pcs(2),
                                  factory.sign(make_pcs(), HMAC_A)], ids=["realistic", "ft", "meta", "minimal"])
@@ -196,6 +182,7 @@ def test_the_compiled_path_takes_realistic_and_minimal_pcs(doc):
 
 # ------------------------------------------------------------ parsing
 
+@pytest.mark.differential("parse_json")
 @needs_compiled
 @DIFF
 @given(body=st.one_of(spelled(), st.binary(max_size=40), NUMBER_TOKENS.map(str.encode),
@@ -231,6 +218,7 @@ def test_parse_strict_is_the_same_on_both_paths(body):
     assert fast == slow
 
 
+@pytest.mark.differential("parse_json")
 @needs_compiled
 @DIFF
 @given(token=NUMBER_TOKENS)
@@ -243,6 +231,7 @@ def test_number_tokens_parse_to_the_same_bits(token):
         assert fast[1] == typed(float(token))
 
 
+@pytest.mark.differential("parse_json")
 @needs_compiled
 def test_parse_strict_takes_only_exact_bytes_on_the_compiled_path():
     for body in (bytearray(b"{}"), memoryview(b"[1]")):
@@ -252,6 +241,7 @@ def test_parse_strict_takes_only_exact_bytes_on_the_compiled_path():
 
 # ------------------------------------------------------------ validation
 
+@pytest.mark.differential("pcs_check")
 @needs_compiled
 @DIFF
 @given(doc=st.one_of(mutated_pcs(), JSON_VALUES))
@@ -260,6 +250,7 @@ def test_validate_pcs_is_the_same_on_both_paths(doc):
     assert fast == slow
 
 
+@pytest.mark.differential("pcs_check")
 @needs_compiled
 @DIFF
 @given(doc=mutated_pcs())
@@ -284,6 +275,7 @@ def _single_mutations():
     return out
 
 
+@pytest.mark.differential("pcs_check")
 @needs_compiled
 @pytest.mark.parametrize("base", [0, 1, 2])
 def test_validate_pcs_is_the_same_for_every_single_near_valid_field(base):
@@ -302,6 +294,7 @@ def test_validate_pcs_is_the_same_for_every_single_near_valid_field(base):
 
 # ------------------------------------------------------------ signals
 
+@pytest.mark.differential("theil_sen")
 @needs_compiled
 @DIFF
 @given(scales=st.lists(st.integers(-3, 2**31 + 2), min_size=0, max_size=18),
@@ -318,6 +311,7 @@ def test_theil_sen_slope_is_the_same_on_both_paths(scales, counts, legacy):
     assert fast == slow
 
 
+@pytest.mark.differential("theil_sen")
 @needs_compiled
 @DIFF
 @given(scales=st.lists(st.integers(2, 2**31), min_size=2, max_size=16, unique=True).map(sorted), data=st.data())
@@ -328,6 +322,7 @@ def test_theil_sen_slope_agrees_on_realistic_box_counts(scales, data):
         assert fast == slow and fast[0] == "ok"
 
 
+@pytest.mark.differential("round9")
 @needs_compiled
 @DIFF
 @given(x=st.one_of(NUMBERS, st.floats(-(2.0**54), 2.0**54), st.integers(-3, 3).map(lambda j: j / 2e9 + 0.5),
@@ -359,6 +354,7 @@ POLICIES = st.one_of(
 )
 
 
+@pytest.mark.differential("signal_check")
 @needs_compiled
 @DIFF
 @given(doc=signal_docs(), policy=POLICIES, legacy=st.booleans())
@@ -370,6 +366,7 @@ def test_check_signals_is_the_same_on_both_paths(doc, policy, legacy):
     assert fast == outcome(verifier.pure_check_signals, doc, profile)
 
 
+@pytest.mark.differential("signal_check")
 @needs_compiled
 @DIFF
 @given(doc=signal_docs(), legacy=st.booleans())
@@ -436,6 +433,7 @@ def request_bodies(draw):
     return draw(st.binary(max_size=60))
 
 
+@pytest.mark.differential("parse_json", "pcs_check", "hmac_auth_v1", "signal_check")
 @needs_compiled
 @DIFF
 @given(requests=st.lists(st.tuples(request_bodies(), TENANTS), min_size=1, max_size=4))
@@ -444,6 +442,7 @@ def test_the_pipeline_answers_the_same_on_both_paths(requests):
     assert fast == slow
 
 
+@pytest.mark.differential("hmac_auth_v1", "signal_check")
 @needs_compiled
 def test_the_pipeline_answers_the_same_for_accepted_escalated_replayed_and_conflicting_pcs():
     accepted = realistic_pcs(0)
@@ -454,15 +453,6 @@ def test_the_pipeline_answers_the_same_for_accepted_escalated_replayed_and_confl
     fast, slow = _both_pipelines(requests)
     assert fast == slow
     assert [status for status, _, _ in fast[0]] == [200, 200, 202, 409, 401]
-
-
-def test_pure_core_switch_restores_the_compiled_entry_points():
-    before = (wire._compiled_parse, wire._compiled_check, signals._compiled_theil_sen, canonical._compiled_round9)
-    with pure_core():
-        assert wire._compiled_parse is None and canonical._compiled_round9 is None
-    assert (wire._compiled_parse, wire._compiled_check, signals._compiled_theil_sen,
-            canonical._compiled_round9) == before
-    assert math.isfinite(canonical.round9(0.5))
 
 
 # ------------------------------------------------------------ the batch driver without generators
@@ -557,6 +547,7 @@ def _drive(batch_list, fast, wal_kind, hooks, limits, tmp):
     return out, events, labels, records, store.state()
 
 
+@pytest.mark.differential("accept_v1")
 @DIFF
 @given(batch_list=batches(), wal_kind=st.sampled_from(["memory", "memory", "segmented"]),
        hooked=st.booleans(), max_body=st.sampled_from([64 * 1024, 700]))
@@ -571,6 +562,24 @@ def test_run_requests_answers_exactly_what_run_batch_answers(batch_list, wal_kin
     assert fast == slow
 
 
+@pytest.mark.differential("accept_v1")
+@needs_compiled
+@DIFF
+@given(batch_list=batches(), wal_kind=st.sampled_from(["memory", "memory", "segmented"]),
+       hooked=st.booleans(), max_body=st.sampled_from([64 * 1024, 700]))
+def test_run_requests_is_the_same_on_both_paths(batch_list, wal_kind, hooked, max_body):
+    """The batch path with every compiled function (accept_v1 first) and on the pure
+    reference alone: the same responses, events, latency labels, WAL records and dedup state."""
+    hooks = (_flag_hook,) if hooked else ()
+    limits = pipeline.Limits(max_body_bytes=max_body)
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        fast = _drive(batch_list, True, wal_kind, hooks, limits, a)
+        with pure_core():
+            slow = _drive(batch_list, True, wal_kind, hooks, limits, b)
+    assert fast == slow
+
+
+@pytest.mark.differential("accept_v1")
 def test_run_requests_covers_every_outcome():
     """Accepted, escalated, in-batch duplicate, replay, conflict, 400, 401, 413, 429, 503 (WAL and store)."""
     accepted, escalated = realistic_pcs(0), factory.sign({**make_pcs(seed=9), "D_hat": 2.5}, HMAC_A)

@@ -1,0 +1,958 @@
+/* Compiled fast path of the verify pipeline: strict JSON, the PCS wire rules,
+ * step 4 (HMAC, profile v1), step 6 (signals) and the accept path with its 200 body.
+ *
+ * Why this file exists: the verifier's hot loop parses, validates, authenticates
+ * and checks the signals of every submission; in pure Python most of that time is
+ * interpreter overhead. The readable modules wire.py and pipeline.py stay the
+ * reference and the oracle of the differential tests (each function here is an
+ * entry of the registry flk.impl.core.accel, registered by accelerated.py, which
+ * names its test); this module takes only the common case and answers None for
+ * anything else, so the caller runs the reference, which writes every error.
+ *
+ * It builds on the core's compiled module (canonical bytes, HMAC-SHA256, strict
+ * base64, round9, Theil-Sen) through the table of ../core/_fastcore.h -- the
+ * verifier may use the core, never the other way round. The wire limits, field
+ * names, regimes and reason codes come from the generated _fastverify_constants.h
+ * (scripts/gen_c_constants.py renders it from wire.py and pipeline.py).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <limits.h>
+#include <math.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <string.h>
+
+#include "../core/_fastcore.h"
+#include "_fastverify_constants.h"
+
+_Static_assert(WIRE_U64_MAX == ULLONG_MAX, "the seed check relies on PyLong_AsUnsignedLongLong's range");
+
+static const flk_core_api *core; /* the core's compiled functions (set by the module's init) */
+static const char *REGIME_TEXT[N_REGIMES] = REGIME_NAMES_INIT;
+
+/* ---- strict JSON (parse_json) ----------------------------------------- */
+/* The accept path of wire.parse_strict: RFC 8259 JSON in UTF-8, no duplicate
+ * keys, no NaN/Infinity. Anything unusual -- any syntax error, a backslash
+ * escape, a number token longer than 300 characters or not finite as a
+ * double, nesting deeper than JSON_MAX_DEPTH, a duplicate key -- makes the
+ * parser give up (None), and the reference parser then decides (and writes
+ * every error message). Numbers are converted exactly as Python's json does:
+ * int(token) without fraction or exponent, else float(token). */
+#define JSON_MAX_DEPTH 64
+#define JSON_MAX_NUMBER 300
+
+typedef struct {
+    const unsigned char *p, *end;
+    int depth;
+} json_parser;
+
+static PyObject *json_value(json_parser *jp);
+static PyObject *known_key(const unsigned char *text, Py_ssize_t n);
+
+
+static inline void json_ws(json_parser *jp)
+{
+    while (jp->p < jp->end && (*jp->p == ' ' || *jp->p == '\t' || *jp->p == '\n' || *jp->p == '\r'))
+        jp->p++;
+}
+
+/* After the opening quote; NULL: give up. */
+static PyObject *json_string(json_parser *jp)
+{
+    const unsigned char *start = jp->p, *p = jp->p, *end = jp->end;
+    unsigned char high = 0;
+    while (p < end && *p != '"') {
+        if (*p < 0x20 || *p == '\\')
+            return NULL; /* control character (an error) or an escape: the reference decides */
+        high |= *p++;
+    }
+    if (p == end)
+        return NULL;
+    jp->p = p + 1;
+    Py_ssize_t n = p - start;
+    if (high < 0x80) {
+        PyObject *known = known_key(start, n); /* a PCS field name: the shared interned string */
+        if (known != NULL)
+            return Py_NewRef(known);
+        PyObject *s = PyUnicode_New(n, 127);
+        if (s != NULL)
+            memcpy(PyUnicode_1BYTE_DATA(s), start, (size_t)n);
+        return s;
+    }
+    return PyUnicode_DecodeUTF8((const char *)start, n, "strict"); /* invalid UTF-8: error, give up */
+}
+
+static PyObject *json_number(json_parser *jp)
+{
+    const unsigned char *start = jp->p, *p = jp->p, *end = jp->end;
+    int is_float = 0;
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0')
+        p++;
+    else if (p < end && *p >= '1' && *p <= '9')
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    else
+        return NULL;
+    if (p < end && *p == '.') {
+        if (!(p + 1 < end && p[1] >= '0' && p[1] <= '9'))
+            return NULL; /* "1." is an error */
+        p++;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        is_float = 1;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        const unsigned char *q = p + 1;
+        if (q < end && (*q == '+' || *q == '-'))
+            q++;
+        if (!(q < end && *q >= '0' && *q <= '9'))
+            return NULL;
+        while (q < end && *q >= '0' && *q <= '9')
+            q++;
+        p = q;
+        is_float = 1;
+    }
+    Py_ssize_t n = p - start;
+    if (n > JSON_MAX_NUMBER)
+        return NULL;
+    jp->p = p;
+    char buf[JSON_MAX_NUMBER + 1];
+    memcpy(buf, start, (size_t)n);
+    buf[n] = '\0';
+    if (!is_float) {
+        if (n <= 18) { /* fits a long long: no bignum parse */
+            long long v = 0;
+            const char *d = buf + (buf[0] == '-');
+            for (; *d; d++)
+                v = v * 10 + (*d - '0');
+            return PyLong_FromLongLong(buf[0] == '-' ? -v : v);
+        }
+        return PyLong_FromString(buf, NULL, 10); /* int(token) */
+    }
+    double v;
+    if (core->decimal_fast(buf, n, &v))
+        return PyFloat_FromDouble(v);
+    char *stop = NULL;
+    v = PyOS_string_to_double(buf, &stop, NULL); /* float(token); overflow gives inf */
+    if ((v == -1.0 && PyErr_Occurred()) || stop != buf + n || !isfinite(v))
+        return NULL;
+    return PyFloat_FromDouble(v);
+}
+
+/* Adds key -> value to ``out``, consuming both; -1 on a duplicate key or an error. */
+static int json_insert(PyObject *out, PyObject *key, PyObject *value)
+{
+    Py_ssize_t before = PyDict_GET_SIZE(out);
+    int rc = PyDict_SetItem(out, key, value);
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return rc < 0 || PyDict_GET_SIZE(out) == before ? -1 : 0; /* a duplicate: the reference names it */
+}
+
+/* A dict presized for ``n`` pairs holding them (all consumed); NULL on a duplicate or an error. */
+static PyObject *json_pairs_dict(PyObject **keys, PyObject **values, Py_ssize_t n, Py_ssize_t room)
+{
+    PyObject *out = _PyDict_NewPresized(room);
+    Py_ssize_t i = 0;
+    for (; out != NULL && i < n; i++) {
+        if (json_insert(out, keys[i], values[i]) < 0) {
+            Py_CLEAR(out);
+            i++;
+            break;
+        }
+    }
+    for (; i < n; i++) {
+        Py_DECREF(keys[i]);
+        Py_DECREF(values[i]);
+    }
+    return out;
+}
+
+#define JSON_PAIRS 32 /* pairs collected before the dict is made (one allocation, no resize) */
+
+static PyObject *json_object(json_parser *jp)
+{
+    PyObject *keys[JSON_PAIRS], *values[JSON_PAIRS], *out = NULL;
+    Py_ssize_t n = 0;
+    json_ws(jp);
+    if (jp->p < jp->end && *jp->p == '}') {
+        jp->p++;
+        return PyDict_New();
+    }
+    for (;;) {
+        if (!(jp->p < jp->end && *jp->p == '"'))
+            goto fail;
+        jp->p++;
+        PyObject *key = json_string(jp);
+        if (key == NULL)
+            goto fail;
+        json_ws(jp);
+        if (!(jp->p < jp->end && *jp->p == ':')) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        jp->p++;
+        json_ws(jp);
+        PyObject *value = json_value(jp);
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        if (out == NULL && n < JSON_PAIRS) {
+            keys[n] = key;
+            values[n++] = value;
+        } else {
+            if (out == NULL) {
+                out = json_pairs_dict(keys, values, n, 2 * JSON_PAIRS);
+                n = 0;
+                if (out == NULL) {
+                    Py_DECREF(key);
+                    Py_DECREF(value);
+                    return NULL;
+                }
+            }
+            if (json_insert(out, key, value) < 0)
+                goto fail;
+        }
+        json_ws(jp);
+        if (jp->p < jp->end && *jp->p == ',') {
+            jp->p++;
+            json_ws(jp);
+            continue;
+        }
+        if (jp->p < jp->end && *jp->p == '}') {
+            jp->p++;
+            if (out == NULL) {
+                out = json_pairs_dict(keys, values, n, n);
+                n = 0;
+            }
+            return out;
+        }
+        goto fail;
+    }
+fail:
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(keys[i]);
+        Py_DECREF(values[i]);
+    }
+    Py_XDECREF(out);
+    return NULL;
+}
+
+static PyObject *json_array(json_parser *jp)
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    json_ws(jp);
+    if (jp->p < jp->end && *jp->p == ']') {
+        jp->p++;
+        return out;
+    }
+    for (;;) {
+        PyObject *value = json_value(jp);
+        if (value == NULL)
+            goto fail;
+        int rc = PyList_Append(out, value);
+        Py_DECREF(value);
+        if (rc < 0)
+            goto fail;
+        json_ws(jp);
+        if (jp->p < jp->end && *jp->p == ',') {
+            jp->p++;
+            json_ws(jp);
+            continue;
+        }
+        if (jp->p < jp->end && *jp->p == ']') {
+            jp->p++;
+            return out;
+        }
+        goto fail;
+    }
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *json_literal(json_parser *jp, const char *word, PyObject *value)
+{
+    size_t n = strlen(word);
+    if ((size_t)(jp->end - jp->p) < n || memcmp(jp->p, word, n) != 0)
+        return NULL;
+    jp->p += n;
+    return Py_NewRef(value);
+}
+
+static PyObject *json_value(json_parser *jp)
+{
+    if (jp->p >= jp->end)
+        return NULL;
+    PyObject *out;
+    switch (*jp->p) {
+    case '{':
+    case '[':
+        if (++jp->depth > JSON_MAX_DEPTH)
+            return NULL;
+        jp->p++;
+        out = *(jp->p - 1) == '{' ? json_object(jp) : json_array(jp);
+        jp->depth--;
+        return out;
+    case '"':
+        jp->p++;
+        return json_string(jp);
+    case 't':
+        return json_literal(jp, "true", Py_True);
+    case 'f':
+        return json_literal(jp, "false", Py_False);
+    case 'n':
+        return json_literal(jp, "null", Py_None);
+    default:
+        return json_number(jp);
+    }
+}
+
+PyDoc_STRVAR(parse_json_doc,
+"parse_json(body) -> (value,) | None\n\n"
+"The accept path of wire.parse_strict for exact bytes: a 1-tuple holding the\n"
+"parsed value, or None when the reference parser must decide (any error, any\n"
+"escape, long or non-finite numbers, deep nesting, duplicate keys).");
+
+static PyObject *parse_json(PyObject *Py_UNUSED(module), PyObject *body)
+{
+    if (!PyBytes_CheckExact(body))
+        Py_RETURN_NONE;
+    json_parser jp = {(const unsigned char *)PyBytes_AS_STRING(body),
+                      (const unsigned char *)PyBytes_AS_STRING(body) + PyBytes_GET_SIZE(body), 0};
+    json_ws(&jp);
+    PyObject *value = json_value(&jp);
+    if (value != NULL) {
+        json_ws(&jp);
+        if (jp.p == jp.end) {
+            PyObject *out = PyTuple_New(1);
+            if (out == NULL) {
+                Py_DECREF(value);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(out, 0, value); /* steals the reference */
+            return out;
+        }
+    }
+    Py_XDECREF(value);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+/* ---- PCS wire check (pcs_check) ---------------------------------------- */
+/* The accept path of wire.validate_pcs: 1 when the document certainly passes
+ * every wire check and its pcs_id equals SHA-256(merkle_root|epoch|shard_id),
+ * 2 when it passes every check but that one (INV-PCSID), 0 when the reference
+ * validator must decide. It is stricter than the rules (exact types, integers
+ * that fit 64 bits where a range is checked); never more lenient. */
+static const char *KNOWN_NAMES[N_KNOWN] = KNOWN_NAMES_INIT; /* K_* and N_KNOWN: _fastverify_constants.h */
+static PyObject *known_keys[N_KNOWN];
+
+/* The decimal digits of 0 <= v, unterminated; returns their count. */
+static int write_decimal(char *out, long long v)
+{
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < n; i++)
+        out[i] = digits[n - 1 - i];
+    return n;
+}
+
+/* The interned PCS field name spelled by ``text``, or NULL (borrowed). */
+static PyObject *known_key(const unsigned char *text, Py_ssize_t n)
+{
+    if (n > KNOWN_MAX_LENGTH || n < KNOWN_MIN_LENGTH)
+        return NULL;
+    static const unsigned char LENGTHS[N_KNOWN] = KNOWN_LENGTHS_INIT;
+    for (int k = 0; k < N_KNOWN; k++)
+        if (LENGTHS[k] == n && KNOWN_NAMES[k][0] == text[0] && memcmp(KNOWN_NAMES[k], text, (size_t)n) == 0)
+            return known_keys[k];
+    return NULL;
+}
+
+static int str_is(PyObject *v, const char *text)
+{
+    if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v))
+        return 0;
+    size_t n = strlen(text);
+    return (size_t)PyUnicode_GET_LENGTH(v) == n && memcmp(PyUnicode_1BYTE_DATA(v), text, n) == 0;
+}
+
+static int is_hex64(PyObject *v)
+{
+    if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v) || PyUnicode_GET_LENGTH(v) != 64)
+        return 0;
+    const Py_UCS1 *d = PyUnicode_1BYTE_DATA(v);
+    for (int i = 0; i < 64; i++)
+        if (!((d[i] >= '0' && d[i] <= '9') || (d[i] >= 'a' && d[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+static int is_shard_char(Py_UCS1 c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_'
+           || c == ':' || c == '-';
+}
+
+static int is_b64_char(Py_UCS1 c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+/* wire.signature_format_ok; ``alg`` is the sig_alg value or NULL (already checked). */
+static int sig_format_ok(PyObject *sig, PyObject *alg)
+{
+    if (!PyUnicode_CheckExact(sig) || !PyUnicode_IS_ASCII(sig))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(sig);
+    const Py_UCS1 *d = PyUnicode_1BYTE_DATA(sig);
+    if (n == 44 && !(alg != NULL && str_is(alg, WIRE_ALG_ED25519))) {
+        for (int i = 0; i < 42; i++)
+            if (!is_b64_char(d[i]))
+                return 0;
+        return strchr("AEIMQUYcgkosw048", d[42]) != NULL && d[42] && d[43] == '=';
+    }
+    if (n == 88 && !(alg != NULL && str_is(alg, WIRE_ALG_HMAC))) {
+        for (int i = 0; i < 85; i++)
+            if (!is_b64_char(d[i]))
+                return 0;
+        return strchr("AQgw", d[85]) != NULL && d[85] && d[86] == '=' && d[87] == '=';
+    }
+    return 0;
+}
+
+/* An exact int >= lo (any size above): 1; anything else 0. */
+static int int_at_least(PyObject *v, long long lo)
+{
+    if (!PyLong_CheckExact(v))
+        return 0;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (x == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return overflow > 0 || (!overflow && x >= lo);
+}
+
+/* wire._fast_number with its value: a finite exact float, or an exact int within long long. */
+static int number_value(PyObject *v, double *out)
+{
+    if (PyFloat_CheckExact(v)) {
+        *out = PyFloat_AS_DOUBLE(v);
+        return isfinite(*out);
+    }
+    long long x;
+    if (flk_int_in(v, LLONG_MIN, LLONG_MAX, &x)) {
+        *out = (double)x; /* only compared with small bounds: exact enough for >= 0 and [-1, 1] */
+        return 1;
+    }
+    return 0;
+}
+
+static int scales_and_counts_ok(PyObject *scales, PyObject *counts)
+{
+    if (!PyList_CheckExact(scales) || !PyDict_CheckExact(counts))
+        return 0;
+    Py_ssize_t n = PyList_GET_SIZE(scales);
+    if (n < 2 || n > WIRE_MAX_SCALES || PyDict_GET_SIZE(counts) != n)
+        return 0;
+    long long previous = 1, scale;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!flk_int_in(PyList_GET_ITEM(scales, i), previous + 1, WIRE_SCALE_MAX, &scale))
+            return 0;
+        char digits[24];
+        int len = write_decimal(digits, scale);
+        PyObject *key = PyUnicode_New(len, 127);
+        if (key == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        memcpy(PyUnicode_1BYTE_DATA(key), digits, (size_t)len);
+        PyObject *count = PyDict_GetItemWithError(counts, key);
+        Py_DECREF(key);
+        if (count == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (!int_at_least(count, 1))
+            return 0;
+        previous = scale;
+    }
+    return 1; /* n distinct scales, each a key, and n keys: the keys are exactly the scales */
+}
+
+static int direction_ok(PyObject *v)
+{
+    if (!PyList_CheckExact(v) || PyList_GET_SIZE(v) < 1 || PyList_GET_SIZE(v) > WIRE_MAX_DIM)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++) {
+        double x;
+        if (!number_value(PyList_GET_ITEM(v, i), &x) || !(-1.0 <= x && x <= 1.0))
+            return 0;
+    }
+    return 1;
+}
+
+static int meta_ok(PyObject *v)
+{
+    if (!PyDict_CheckExact(v))
+        return 0;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(v, &pos, &key, &value))
+        if (!PyUnicode_CheckExact(value))
+            return 0;
+    return 1;
+}
+
+static int optional_ok(int k, PyObject *v, PyObject *version)
+{
+    double x;
+    switch (k) {
+    case K_SEED:
+        if (!PyLong_CheckExact(v))
+            return 0;
+        (void)PyLong_AsUnsignedLongLong(v); /* negative or beyond WIRE_U64_MAX: error */
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        return 1;
+    case K_SIG_ALG:
+        return str_is(v, WIRE_ALG_HMAC) || (str_is(v, WIRE_ALG_ED25519) && !str_is(version, WIRE_VERSION_LEGACY));
+    case K_ATTEMPT:
+        return int_at_least(v, 0);
+    case K_SENT_AT:
+        if (PyUnicode_CheckExact(v))
+            return PyUnicode_GET_LENGTH(v) <= WIRE_SENT_AT_MAX;
+        return number_value(v, &x) && x >= 0.0;
+    case K_FT:
+        return PyDict_CheckExact(v);
+    case K_VRF_PROOF:
+        return PyUnicode_CheckExact(v);
+    case K_META:
+        return meta_ok(v);
+    }
+    return 0;
+}
+
+static int scalars_ok(PyObject **f)
+{
+    double x;
+    PyObject *shard = f[K_SHARD_ID];
+    if (!is_hex64(f[K_PCS_ID]) || !is_hex64(f[K_MERKLE_ROOT]) || !str_is(f[K_SCHEMA], WIRE_SCHEMA_NAME))
+        return 0;
+    if (!(str_is(f[K_VERSION], WIRE_VERSION_V1) || str_is(f[K_VERSION], WIRE_VERSION_LEGACY)))
+        return 0;
+    int regime_ok = 0;
+    for (int k = 0; k < N_REGIMES; k++)
+        regime_ok |= str_is(f[K_REGIME], REGIME_TEXT[k]);
+    if (!regime_ok)
+        return 0;
+    if (!PyUnicode_CheckExact(shard) || !PyUnicode_IS_ASCII(shard) || PyUnicode_GET_LENGTH(shard) < 1
+        || PyUnicode_GET_LENGTH(shard) > WIRE_SHARD_ID_MAX)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyUnicode_GET_LENGTH(shard); i++)
+        if (!is_shard_char(PyUnicode_1BYTE_DATA(shard)[i]))
+            return 0;
+    if (!flk_int_in(f[K_EPOCH], 0, WIRE_EPOCH_MAX, NULL) || !sig_format_ok(f[K_SIG], f[K_SIG_ALG]))
+        return 0;
+    return number_value(f[K_COH_STAR], &x) && number_value(f[K_D_HAT], &x) && number_value(f[K_R], &x)
+           && number_value(f[K_BUDGET], &x);
+}
+
+/* 1: the pcs_id is SHA-256(merkle_root|epoch|shard_id); 0: it is not (inputs already checked). */
+static int pcs_id_matches(PyObject **f)
+{
+    unsigned char pre[64 + 1 + 20 + 1 + WIRE_SHARD_ID_MAX], digest[SHA256_DIGEST_LENGTH];
+    long long epoch = PyLong_AsLongLong(f[K_EPOCH]);
+    Py_ssize_t shard_len = PyUnicode_GET_LENGTH(f[K_SHARD_ID]);
+    memcpy(pre, PyUnicode_1BYTE_DATA(f[K_MERKLE_ROOT]), 64);
+    pre[64] = '|';
+    int n = 65 + write_decimal((char *)pre + 65, epoch);
+    pre[n++] = '|';
+    memcpy(pre + n, PyUnicode_1BYTE_DATA(f[K_SHARD_ID]), (size_t)shard_len);
+    SHA256(pre, (size_t)(n + shard_len), digest);
+    const Py_UCS1 *claimed = PyUnicode_1BYTE_DATA(f[K_PCS_ID]);
+    static const char HEX[] = "0123456789abcdef";
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        if (claimed[2 * i] != HEX[digest[i] >> 4] || claimed[2 * i + 1] != HEX[digest[i] & 15])
+            return 0;
+    return 1;
+}
+
+PyDoc_STRVAR(pcs_check_doc,
+"pcs_check(doc) -> int\n\n"
+"1: doc passes every wire check of wire.validate_pcs; 2: every check but\n"
+"INV-PCSID; 0: the reference validator must decide.");
+
+static PyObject *pcs_check(PyObject *Py_UNUSED(module), PyObject *doc)
+{
+    if (!PyDict_CheckExact(doc))
+        return PyLong_FromLong(0);
+    PyObject *f[N_KNOWN];
+    Py_ssize_t found = 0;
+    for (int k = 0; k < N_KNOWN; k++) {
+        f[k] = PyDict_GetItemWithError(doc, known_keys[k]); /* borrowed */
+        if (f[k] == NULL) {
+            if (PyErr_Occurred()) {
+                PyErr_Clear();
+                return PyLong_FromLong(0);
+            }
+            if (k < N_REQUIRED)
+                return PyLong_FromLong(0);
+            continue;
+        }
+        found++;
+    }
+    if (found != PyDict_GET_SIZE(doc)) /* an unknown field */
+        return PyLong_FromLong(0);
+    if (!scalars_ok(f) || !scales_and_counts_ok(f[K_SCALES], f[K_N_J]) || !direction_ok(f[K_V_STAR]))
+        return PyLong_FromLong(0);
+    for (int k = N_REQUIRED; k < N_KNOWN; k++)
+        if (f[k] != NULL && !optional_ok(k, f[k], f[K_VERSION]))
+            return PyLong_FromLong(0);
+    return PyLong_FromLong(pcs_id_matches(f) ? 1 : 2);
+}
+
+/* ---- step 6: signal_check ----------------------------------------------- */
+/* Verifier.check_signals for a PCS that passed step 3, with exact-float claims:
+ * the same round9, Theil-Sen, clamps (max/min keep the first argument on ties),
+ * budget evaluated left to right without fused multiply-add, regime tests in
+ * order, and the same six reason tests. */
+enum { P_TOL_D, P_TOL_COH, P_TOL_BUDGET, P_BASE, P_ALPHA, P_BETA, P_GAMMA, P_D0, P_STICKY_COH, P_STICKY_D_MAX,
+       P_NON_STICKY_D_MIN, N_PARAMS };
+static PyObject *regime_names[N_REGIMES]; /* wire.REGIMES (interned) */
+
+static double py_max0(double x) { return x > 0.0 ? x : 0.0; }          /* max(0.0, x) */
+static double py_min1(double x) { return x < 1.0 ? x : 1.0; }          /* min(1.0, x) */
+
+/* Exact-int counts of ``by_scale`` in scale order; 0: not the common case. */
+static int counts_in_order(PyObject *scales, PyObject *by_scale, long long *s, long long *c, Py_ssize_t *n)
+{
+    if (!PyList_CheckExact(scales) || !PyDict_CheckExact(by_scale))
+        return 0;
+    *n = PyList_GET_SIZE(scales);
+    if (*n < 2 || *n > TS_MAX_SCALES)
+        return 0;
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        if (!flk_int_in(PyList_GET_ITEM(scales, i), 1, TS_SCALE_MAX, &s[i]))
+            return 0;
+        char digits[24];
+        int len = write_decimal(digits, s[i]);
+        PyObject *key = PyUnicode_New(len, 127);
+        if (key == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        memcpy(PyUnicode_1BYTE_DATA(key), digits, (size_t)len);
+        PyObject *count = PyDict_GetItemWithError(by_scale, key);
+        Py_DECREF(key);
+        if (count == NULL || !flk_int_in(count, 1, 1LL << 53, &c[i])) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int float_arg(PyObject *v, double *out)
+{
+    if (!PyFloat_CheckExact(v))
+        return 0;
+    *out = PyFloat_AS_DOUBLE(v);
+    return 1;
+}
+
+PyDoc_STRVAR(signal_check_doc,
+"signal_check(scales, N_j, coh_star, r, D_hat, budget, regime, legacy, params)\n"
+"    -> (reason_bits, d_hat, budget, regime) | None\n\n"
+"Step 6 of the pipeline for a PCS that passed step 3. params: 11 floats (tol_d,\n"
+"tol_coh, tol_budget, base, alpha, beta, gamma, d0, sticky_coh, sticky_d_max,\n"
+"non_sticky_d_min). Bit i of reason_bits is pipeline.REASON_CODES[i]. None: the\n"
+"reference decides (claims that are not floats, large values, many scales, ...).");
+
+static PyObject *signal_check(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    long long s[TS_MAX_SCALES], c[TS_MAX_SCALES];
+    double p[N_PARAMS], coh_claim, r_claim, d_claim, budget_claim, d, coh, r, d_pub, budget_pub;
+    Py_ssize_t n;
+    if (nargs != 9 || !PyTuple_CheckExact(args[8]) || PyTuple_GET_SIZE(args[8]) != N_PARAMS)
+        Py_RETURN_NONE;
+    for (int i = 0; i < N_PARAMS; i++)
+        if (!float_arg(PyTuple_GET_ITEM(args[8], i), &p[i]))
+            Py_RETURN_NONE;
+    int legacy = PyObject_IsTrue(args[7]);
+    if (legacy < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (!counts_in_order(args[0], args[1], s, c, &n) || !float_arg(args[2], &coh_claim) || !float_arg(args[3], &r_claim)
+        || !float_arg(args[4], &d_claim) || !float_arg(args[5], &budget_claim))
+        Py_RETURN_NONE;
+    if (!core->theil_sen(s, c, n, legacy, &d) || !core->round9(d, &d) || !core->round9(coh_claim, &coh)
+        || !core->round9(r_claim, &r) || !core->round9(d_claim, &d_pub) || !core->round9(budget_claim, &budget_pub))
+        Py_RETURN_NONE;
+    double coh_c = py_min1(py_max0(coh)), r_c = py_min1(py_max0(r));
+    double value = p[P_BASE] + p[P_ALPHA] * (1.0 - r_c);
+    value = value + p[P_BETA] * py_max0(d - p[P_D0]);
+    value = value + p[P_GAMMA] * coh_c;
+    double budget = py_min1(py_max0(value));
+    int reg = coh_c >= p[P_STICKY_COH] && d <= p[P_STICKY_D_MAX] ? REGIME_STICKY
+              : d >= p[P_NON_STICKY_D_MIN]                   ? REGIME_NON_STICKY
+                                                              : REGIME_MIXED;
+    long bits = 0;
+    if (fabs(d - d_pub) > p[P_TOL_D])
+        bits |= REASON_D_HAT_MISMATCH;
+    if (!(0.0 <= coh && coh <= 1.0 + p[P_TOL_COH]))
+        bits |= REASON_COH_OUT_OF_BOUNDS;
+    if (!(0.0 <= r && r <= 1.0))
+        bits |= REASON_R_OUT_OF_BOUNDS;
+    for (Py_ssize_t i = 1; i < n; i++)
+        if (c[i] < c[i - 1]) { /* counts != sorted(counts) */
+            bits |= REASON_N_J_DECREASING;
+            break;
+        }
+    if (fabs(budget - budget_pub) > p[P_TOL_BUDGET])
+        bits |= REASON_BUDGET_MISMATCH;
+    int same_regime = PyUnicode_Check(args[6]) ? PyUnicode_Compare(args[6], regime_names[reg]) : 1;
+    if (same_regime == -1 && PyErr_Occurred())
+        return NULL;
+    if (same_regime != 0)
+        bits |= REASON_REGIME_MISMATCH;
+    return Py_BuildValue("(lddO)", bits, d, budget, regime_names[reg]);
+}
+
+/* ---- step 4: hmac_auth_v1 ----------------------------------------------- */
+PyDoc_STRVAR(hmac_auth_v1_doc,
+"hmac_auth_v1(doc, keys) -> str | False | None\n\n"
+"Step 4 of the pipeline for profile v1 and an HMAC tenant, in one call: the hex\n"
+"SHA-256 of the canonical bytes (the payload digest) if doc['sig'] is the strict\n"
+"base64 HMAC-SHA256 of those bytes under one of ``keys`` (every key tried,\n"
+"constant-time comparison), False if it is not, None when the pure path must\n"
+"decide (canonical bytes not the common case, keys not non-empty exact bytes).");
+
+static PyObject *hmac_auth_v1(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char HEX[] = "0123456789abcdef";
+    if (nargs != 2 || !PyDict_CheckExact(args[0]) || !PyList_CheckExact(args[1]))
+        Py_RETURN_NONE;
+    PyObject *keys = args[1];
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) == 0)
+            Py_RETURN_NONE;
+    }
+    PyObject *sig = PyDict_GetItemWithError(args[0], known_keys[K_SIG]);
+    if (sig == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *msg = core->canonical_v1(args[0]);
+    if (msg == NULL || msg == Py_None)
+        return msg; /* an error, or None: not the common case */
+    int match = 0;
+    PyObject *raw = core->b64decode_canonical(sig);
+    if (raw == NULL) {
+        Py_DECREF(msg);
+        return NULL;
+    }
+    if (raw != Py_None && PyBytes_GET_SIZE(raw) == SHA256_DIGEST_LENGTH) {
+        unsigned char mac[SHA256_DIGEST_LENGTH];
+        for (Py_ssize_t i = 0; i < n; i++) { /* every key is tried: timing does not reveal which matched */
+            PyObject *key = PyList_GET_ITEM(keys, i);
+            core->hmac_sha256((const unsigned char *)PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key),
+                              (const unsigned char *)PyBytes_AS_STRING(msg), (size_t)PyBytes_GET_SIZE(msg), mac);
+            match |= CRYPTO_memcmp(mac, PyBytes_AS_STRING(raw), SHA256_DIGEST_LENGTH) == 0;
+        }
+    }
+    Py_DECREF(raw);
+    if (!match) {
+        Py_DECREF(msg);
+        Py_RETURN_FALSE;
+    }
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)PyBytes_AS_STRING(msg), (size_t)PyBytes_GET_SIZE(msg), digest);
+    Py_DECREF(msg);
+    PyObject *out = PyUnicode_New(2 * SHA256_DIGEST_LENGTH, 127);
+    if (out == NULL)
+        return NULL;
+    Py_UCS1 *p = PyUnicode_1BYTE_DATA(out);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        *p++ = (Py_UCS1)HEX[digest[i] >> 4];
+        *p++ = (Py_UCS1)HEX[digest[i] & 15];
+    }
+    return out;
+}
+
+/* ---- steps 3, 4 and 6 in one call: accept_v1 ------------------------------ */
+PyDoc_STRVAR(accept_v1_doc,
+"accept_v1(body, keys, params, parts) -> (pcs_id, digest, reason_bits, d_hat, budget, regime, answer) | None\n\n"
+"Steps 3, 4 and 6 of the pipeline in one call, for the common case only: a body\n"
+"parse_json takes, a document pcs_check accepts (INV-PCSID holds), version \"1\"\n"
+"(profile v1), no sig_alg or sig_alg \"hmac\", a sig hmac_auth_v1 verifies under\n"
+"one of keys, and claims signal_check takes (params as there). None: anything\n"
+"else -- the caller runs the reference steps, which answer it. The caller checks\n"
+"the tenant (HMAC, profile v1 allowed) and passes its active keys.\n"
+"parts = (repr(first_seen), policy_version JSON, region JSON), ASCII str: answer is\n"
+"the 200 body Verifier._body writes when reason_bits is 0, else None.");
+
+/* Verifier._body for an accepted PCS (no reasons): None when round9 is not the common case */
+static PyObject *accepted_body(PyObject *pcs_id, double d_hat, double budget, PyObject *regime, PyObject *parts)
+{
+    double d9, b9;
+    if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 3 || !core->round9(d_hat, &d9)
+        || !core->round9(budget, &b9))
+        Py_RETURN_NONE;
+    for (int i = 0; i < 3; i++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, i)) || !PyUnicode_IS_ASCII(PyTuple_GET_ITEM(parts, i)))
+            Py_RETURN_NONE;
+    if (!PyUnicode_IS_ASCII(pcs_id) || !PyUnicode_IS_ASCII(regime))
+        Py_RETURN_NONE;
+    char *ds = PyOS_double_to_string(d9, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    char *bs = ds == NULL ? NULL : PyOS_double_to_string(b9, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    PyObject *text = NULL;
+    if (bs != NULL)
+        text = PyUnicode_FromFormat(
+            "{\"accepted\":true,\"escalated\":false,\"first_seen\":%U,\"pcs_id\":\"%U\",\"policy_version\":%U,"
+            "\"reasons\":[],\"recomputed\":{\"D_hat\":%s,\"budget\":%s,\"regime\":\"%U\"},\"region\":%U}",
+            PyTuple_GET_ITEM(parts, 0), pcs_id, PyTuple_GET_ITEM(parts, 1), ds, bs, regime, PyTuple_GET_ITEM(parts, 2));
+    PyMem_Free(ds);
+    PyMem_Free(bs);
+    if (text == NULL)
+        return NULL;
+    PyObject *out = PyBytes_FromStringAndSize((const char *)PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text));
+    Py_DECREF(text);
+    return out;
+}
+
+static PyObject *accept_checked(PyObject *module, PyObject *doc, PyObject *keys, PyObject *params, PyObject *parts)
+{
+    PyObject *f[N_KNOWN];
+    static const int NEEDED[] = {K_PCS_ID, K_VERSION, K_SCALES, K_N_J, K_COH_STAR, K_R, K_D_HAT, K_BUDGET, K_REGIME};
+    for (size_t k = 0; k < sizeof NEEDED / sizeof NEEDED[0]; k++) {
+        f[NEEDED[k]] = PyDict_GetItemWithError(doc, known_keys[NEEDED[k]]); /* borrowed */
+        if (f[NEEDED[k]] == NULL) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+    }
+    if (!str_is(f[K_VERSION], WIRE_VERSION_V1))
+        Py_RETURN_NONE;
+    PyObject *alg = PyDict_GetItemWithError(doc, known_keys[K_SIG_ALG]);
+    if (alg == NULL && PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (alg != NULL && !str_is(alg, WIRE_ALG_HMAC))
+        Py_RETURN_NONE;
+    PyObject *hargs[2] = {doc, keys};
+    PyObject *digest = hmac_auth_v1(module, hargs, 2);
+    if (digest == NULL || !PyUnicode_CheckExact(digest)) { /* an error, False or None */
+        if (digest == NULL)
+            return NULL;
+        Py_DECREF(digest);
+        Py_RETURN_NONE;
+    }
+    PyObject *sargs[9] = {f[K_SCALES], f[K_N_J], f[K_COH_STAR], f[K_R], f[K_D_HAT], f[K_BUDGET], f[K_REGIME],
+                          Py_False, params};
+    PyObject *checked = signal_check(module, sargs, 9);
+    PyObject *out = checked;
+    if (checked != NULL && checked != Py_None) {
+        PyObject *bits = PyTuple_GET_ITEM(checked, 0), *answer = Py_None;
+        Py_INCREF(answer);
+        long nbits = PyLong_AsLong(bits);
+        if (nbits == 0) {
+            Py_DECREF(answer);
+            answer = accepted_body(f[K_PCS_ID], PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(checked, 1)),
+                                   PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(checked, 2)), PyTuple_GET_ITEM(checked, 3), parts);
+        }
+        out = answer == NULL ? NULL
+                             : PyTuple_Pack(7, f[K_PCS_ID], digest, bits, PyTuple_GET_ITEM(checked, 1),
+                                            PyTuple_GET_ITEM(checked, 2), PyTuple_GET_ITEM(checked, 3), answer);
+        Py_XDECREF(answer);
+        Py_DECREF(checked);
+    }
+    Py_DECREF(digest);
+    return out;
+}
+
+static PyObject *accept_v1(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_CheckExact(args[1]) || PyList_GET_SIZE(args[1]) == 0)
+        Py_RETURN_NONE;
+    PyObject *parsed = parse_json(module, args[0]);
+    if (parsed == NULL || parsed == Py_None)
+        return parsed;
+    PyObject *doc = PyTuple_GET_ITEM(parsed, 0);
+    PyObject *out = NULL;
+    PyObject *verdict = pcs_check(module, doc);
+    if (verdict != NULL) {
+        long v = PyLong_AsLong(verdict);
+        Py_DECREF(verdict);
+        if (v == 1) {
+            out = accept_checked(module, doc, args[1], args[2], args[3]);
+        } else {
+            out = Py_None;
+            Py_INCREF(out);
+        }
+    }
+    Py_DECREF(parsed);
+    return out;
+}
+
+/* ---- module ----------------------------------------------------------- */
+
+static PyMethodDef fastverify_methods[] = {
+    {"parse_json", (PyCFunction)parse_json, METH_O, parse_json_doc},
+    {"pcs_check", (PyCFunction)pcs_check, METH_O, pcs_check_doc},
+    {"signal_check", (PyCFunction)(void (*)(void))signal_check, METH_FASTCALL, signal_check_doc},
+    {"hmac_auth_v1", (PyCFunction)(void (*)(void))hmac_auth_v1, METH_FASTCALL, hmac_auth_v1_doc},
+    {"accept_v1", (PyCFunction)(void (*)(void))accept_v1, METH_FASTCALL, accept_v1_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef fastverify_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_fastverify",
+    .m_doc = "Compiled fast path of the verify pipeline: strict JSON, wire rules, steps 4 and 6, the accept path.",
+    .m_size = -1,
+    .m_methods = fastverify_methods,
+};
+
+PyMODINIT_FUNC PyInit__fastverify(void)
+{
+    if (core == NULL) {
+        core = flk_core_import();
+        if (core == NULL)
+            return NULL;
+    }
+    for (int k = 0; k < N_REGIMES; k++) {
+        if (regime_names[k] == NULL) {
+            regime_names[k] = PyUnicode_InternFromString(REGIME_TEXT[k]);
+            if (regime_names[k] == NULL)
+                return NULL;
+        }
+    }
+    for (int k = 0; k < N_KNOWN; k++) {
+        if (known_keys[k] == NULL) {
+            known_keys[k] = PyUnicode_InternFromString(KNOWN_NAMES[k]);
+            if (known_keys[k] == NULL)
+                return NULL;
+        }
+    }
+    return PyModule_Create(&fastverify_module);
+}

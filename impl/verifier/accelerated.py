@@ -1,0 +1,28 @@
+"""The verifier's compiled fast paths, registered in the one registry (:mod:`flk.impl.core.accel`).
+
+Why this module exists: ``flk.impl.verifier._fastverify`` (``_fastverify.c``, C)
+answers the common case of the verify pipeline's hot steps -- strict JSON
+parsing, the wire rules, step 4 for HMAC v1, step 6 and the whole accept path
+with its 200 body -- and hands anything else to the pure code of
+:mod:`.wire` and :mod:`.pipeline`, the references. Each entry names that
+reference and the differential test that proves both agree; :mod:`.wire` and
+:mod:`.pipeline` obtain the compiled functions through ``accel.bind``.
+"""
+
+from __future__ import annotations
+
+from ..core import accel
+
+EXTENSION = "flk.impl.verifier._fastverify"
+_TESTS = "tests/verifier/test_fastpath_differential.py::"
+
+PARSE_JSON = accel.register("parse_json", EXTENSION, "flk.impl.verifier.wire:pure_parse_strict",
+                            _TESTS + "test_parse_strict_is_the_same_on_both_paths")
+PCS_CHECK = accel.register("pcs_check", EXTENSION, "flk.impl.verifier.wire:pure_validate_pcs",
+                           _TESTS + "test_validate_pcs_is_the_same_on_both_paths")
+SIGNAL_CHECK = accel.register("signal_check", EXTENSION, "flk.impl.verifier.pipeline:Verifier.pure_check_signals",
+                              _TESTS + "test_check_signals_is_the_same_on_both_paths")
+HMAC_AUTH_V1 = accel.register("hmac_auth_v1", EXTENSION, "flk.impl.verifier.pipeline:Verifier._verify_sig",
+                              _TESTS + "test_the_pipeline_answers_the_same_on_both_paths")
+ACCEPT_V1 = accel.register("accept_v1", EXTENSION, "flk.impl.verifier.pipeline:Verifier.handle",
+                           _TESTS + "test_run_requests_is_the_same_on_both_paths")
