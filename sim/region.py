@@ -41,12 +41,8 @@ import hashlib
 import sys
 
 from flk.impl.dedup import StoreUnavailable
-from flk.impl.storage.wal import (
-    SegmentedLog,
-    WalError,
-    decode_inbox_record,
-    encode_inbox_records,
-)
+from flk.impl.storage.inbox import decode_inbox_record, encode_inbox_records
+from flk.impl.storage.wal import SegmentedLog, WalError
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 from flk.impl.testing.outage import OutageStore
 from flk.impl.verifier.admission import AdmissionSettings, GuardedStore, build_admission
@@ -118,7 +114,7 @@ class Region:
         self.inflight = 0
         self.deliveries = 0
         self.wal_corruptions = 0
-        self.seal_lock = SealLock()  # the shipper's (flk.impl.replication.crr.Shipper) seal lock
+        self.seal_lock = SealLock()  # the shipper's (flk.impl.replication.shipping.Shipper) seal lock
         self.admission_settings = AdmissionSettings.from_mapping(self.cfg)
         self.admission = build_admission(self.admission_settings)  # volatile: a restart forgets it
         self._open()

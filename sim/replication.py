@@ -1,5 +1,6 @@
 """Cross-region replication in the simulator: the real Shipper, Reader,
-ReplayApplier and Reconciler (``flk.impl.replication.crr`` / ``flk.impl.replication.reconcile``),
+ReplayApplier and Reconciler (``flk.impl.replication.shipping``, ``.reading``, ``.applying``,
+``flk.impl.replication.reconcile``),
 driven by simulated time, with every cross-region byte on the simulated network.
 
 Each region has its own object store (a topology node ``<region>/objstore``). Its
@@ -25,17 +26,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from flk.impl.core.backoff import Backoff
-from flk.impl.replication.crr import (
-    Reader,
-    ReplayApplier,
-    ReplayMemo,
-    Shipper,
-    Topology,
-    stream_name,
-)
+from flk.impl.replication.applying import ReplayApplier, ReplayMemo
 from flk.impl.replication.divergence import PREFIX as SUMMARY_PREFIX
 from flk.impl.replication.divergence import Alert, DivergenceDetector
+from flk.impl.replication.reading import Reader, Topology
 from flk.impl.replication.reconcile import PENDING, AuthRecord, Reconciler
+from flk.impl.replication.shipping import Shipper
+from flk.impl.replication.stream import stream_name
 from flk.impl.storage.objectstore import (
     ObjectNotFound,
     ObjectStoreUnavailable,
@@ -43,7 +40,7 @@ from flk.impl.storage.objectstore import (
     check_metadata,
     check_prefix,
 )
-from flk.impl.storage.wal import LOG_SUFFIX, MANIFEST_SUFFIX
+from flk.impl.storage.walformat import LOG_SUFFIX, MANIFEST_SUFFIX
 
 from .region import SIM_EPOCH
 from .topology import objstore_node

@@ -21,7 +21,7 @@ an error (:class:`OutboxError`), never skipped.
 
 Durability: ``"always"`` fsyncs before ``append``/``ack`` return (concurrent
 callers share fsyncs); ``"group"`` hands the fsync to a
-:class:`flk.impl.storage.wal.GroupCommitter` with ``max_delay_s`` and waits for it.
+:class:`flk.impl.storage.groupcommitter.GroupCommitter` with ``max_delay_s`` and waits for it.
 Either way ``append`` returns only once the record is durable.
 
 Compaction and why concurrent appends are never lost. Locks: ``_lock`` (the
@@ -55,7 +55,8 @@ import threading
 from dataclasses import dataclass, field
 
 from ..storage.fs import FileSystem
-from ..storage.wal import GroupCommitter, SegmentedLog, WalError
+from ..storage.groupcommitter import GroupCommitter
+from ..storage.wal import SegmentedLog, WalError
 
 __all__ = ["Outbox", "OutboxError", "OutboxState", "encode_record", "decode_record", "fold"]
 

@@ -1,6 +1,8 @@
 """The thread driver that runs cross-region replication inside ``flk serve``.
 
-Why this module exists: :mod:`flk.impl.replication.crr` and :mod:`flk.impl.replication.reconcile` are
+Why this module exists: the shipper, reader and applier (:mod:`flk.impl.replication.shipping`,
+:mod:`flk.impl.replication.reading`, :mod:`flk.impl.replication.applying`) and
+:mod:`flk.impl.replication.reconcile` are
 sans-I/O (``step(now) -> next_wakeup``); a server needs a thread that calls
 them with the wall clock, its configuration, and an
 HTTP surface. The simulator drives the same ``step`` functions with simulated
@@ -57,16 +59,12 @@ from ..governance.auditworkers import (
 )
 from ..storage.objectstore import ObjectStore, open_object_store
 from ..storage.quarantine import describe_error
-from .crr import (
-    Reader,
-    ReplayApplier,
-    SegmentRejected,
-    Shipper,
-    Topology,
-    stream_name,
-)
+from .applying import ReplayApplier
 from .divergence import Alert, DivergenceDetector
+from .reading import Reader, Topology
 from .reconcile import Reconciler, SqliteAuthoritativeStore, authoritative_app, problem_response
+from .shipping import Shipper
+from .stream import SegmentRejected, stream_name
 
 if TYPE_CHECKING:  # the types of start_for_server's parts (no import at run time)
     from prometheus_client import CollectorRegistry

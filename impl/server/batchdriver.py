@@ -15,7 +15,7 @@ records and syncs once (INV-WAL-FIRST: nothing is answered before that sync; a
 failed append or sync fails every request of the batch with the WAL problem
 response), reads and writes the dedup store in bulk (one ``get_many``, one
 ``put_many_if_absent``) and builds every answer. The batch's home answers
-(:class:`flk.impl.storage.wal.AnswerNote`) go to the WAL for the manifest of the
+(:class:`flk.impl.storage.walformat.AnswerNote`) go to the WAL for the manifest of the
 segment holding the records, so that they travel with the records to the other
 regions; the segment rolls only between batches and :attr:`BatchDriver.lock` (held
 for every batch) is the shipper's seal lock, so a sealed segment's manifest has

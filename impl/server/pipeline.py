@@ -153,7 +153,7 @@ class ServerPipeline:
         memory only (its manifest carries them once it is sealed, SPEC.md section
         12.4); the replay's answers take their place (:meth:`SegmentedLog.note_answers`),
         so that they still travel with the records."""
-        from ..storage.wal import decode_inbox_record
+        from ..storage.inbox import decode_inbox_record
 
         counts = {"records": 0, "errors": 0, "quarantined": 0}
         state = {"wrote": False, "refused": [], "answers": {}}

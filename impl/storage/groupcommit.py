@@ -7,7 +7,7 @@ server's asyncio waiter and the simulator's region). It now lives here, once,
 with no threads, no clock and no I/O; time (``now``, seconds, non-decreasing)
 is passed in. The drivers carry out the effects:
 
-* :class:`flk.impl.storage.wal.GroupCommitter` -- a thread that sleeps until
+* :class:`flk.impl.storage.groupcommitter.GroupCommitter` -- a thread that sleeps until
   :meth:`GroupCommit.next_deadline`, calls ``log.sync()`` and wakes waiters;
 * ``flk.sim.region.Region`` -- the simulated disk under SimPy time.
 

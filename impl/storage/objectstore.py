@@ -1,6 +1,6 @@
 """Object stores: immutable blobs (bytes + a small metadata dict) under string keys.
 
-Why this module exists: cross-region replication (``flk.impl.replication.crr``) ships
+Why this module exists: cross-region replication (``flk.impl.replication.shipping``) ships
 sealed inbox WAL segments to a store every region can read, and the cold tier
 (``flk.impl.dedup.tiered``) parks old dedup entries there. Both need only a tiny
 contract, so the same logic runs on a shared directory (the default), on S3

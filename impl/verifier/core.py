@@ -3,7 +3,7 @@
 Why this module exists: every driver -- the server's submit batches
 (:mod:`flk.impl.server.batchdriver`), the server's start-up WAL replay
 (:mod:`flk.impl.server.pipeline`), cross-region replay
-(:class:`flk.impl.replication.crr.ReplayApplier`) and the simulator's regions
+(:class:`flk.impl.replication.applying.ReplayApplier`) and the simulator's regions
 (:mod:`flk.sim.region`) -- runs a :class:`VerifyBatch`. It is sans-I/O: it never
 touches a disk, a socket, a thread or a clock. A driver calls its steps in order
 and carries out the I/O between them (the WAL append and sync, one ``get_many``,
@@ -36,7 +36,7 @@ nothing in production and exists as the oracle of the differential tests
 (tests/verifier/test_fastpath_differential.py checks that both answer alike:
 responses, WAL records, store calls, events and their order).
 
-Home answers (:class:`flk.impl.storage.wal.AnswerNote`): after a batch, a driver
+Home answers (:class:`flk.impl.storage.walformat.AnswerNote`): after a batch, a driver
 hands the WAL one answer per recorded request -- what this region answered it
 (stored, duplicate, conflict with the held digest, rejected, store unavailable) --
 and the manifest of the segment holding the records carries them, so that the
@@ -55,15 +55,15 @@ from typing import Any
 from ..core import accel
 from ..dedup import StoredOutcome, StoreUnavailable
 from ..dedup.base import float_repr
-from ..storage.wal import (
+from ..storage.inbox import decode_inbox_record
+from ..storage.wal import WalError
+from ..storage.walformat import (
     A_CONFLICT,
     A_DUPLICATE,
     A_REJECTED,
     A_STORED,
     A_UNAVAILABLE,
     AnswerNote,
-    WalError,
-    decode_inbox_record,
 )
 from . import accelerated
 from .pipeline import (
@@ -103,7 +103,7 @@ class Item:
     doc: dict | None = None  # the parsed PCS, kept while step 6 is still to run
     outcome: StoredOutcome | None = None  # step 6's outcome to store
     reasons: list[str] | None = None
-    answer: int = -1  # the home answer (flk.impl.storage.wal.A_*); -1: none yet
+    answer: int = -1  # the home answer (flk.impl.storage.walformat.A_*); -1: none yet
     answer_digest: str = ""  # the stored / held payload digest of the answer
 
 
@@ -450,7 +450,7 @@ def replay_batch(verifier: Verifier, records: Sequence[Any], store: Any, *, look
 def replay_records(verifier: Verifier, records: Any, store: Any, sink: Sink | None = None,
                    on_poison: Callable[[int, Any, Exception], None] | None = None) -> list[Response]:
     """Run inbox records (objects with ``tenant``, ``received_at``, ``body``, e.g.
-    :class:`flk.impl.storage.wal.InboxRecord` or :class:`WalAppend`) through steps 3-8
+    :class:`flk.impl.storage.inbox.InboxRecord` or :class:`WalAppend`) through steps 3-8
     again, with ``now = received_at`` (INV-IDEMPOTENT-REPLAY), one core batch per run
     of records received at one time. A ``tenant`` of ``""`` means the request had no
     ``X-Tenant-Id``.

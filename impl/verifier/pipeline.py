@@ -585,13 +585,13 @@ def wal_write(wal: Any, effects: Sequence[WalAppend]) -> list[int]:
     """Append ``effects`` in order and return their indexes once ALL are durable.
 
     ``wal`` is a :class:`flk.impl.storage.wal.SegmentedLog` (``append_many`` then one
-    ``sync`` -- a group commit of this batch), a :class:`flk.impl.storage.wal.GroupCommitter`
+    ``sync`` -- a group commit of this batch), a :class:`flk.impl.storage.groupcommitter.GroupCommitter`
     (``append_many`` then ``wait`` for the commit thread's fsync, which also
     batches across threads), or a :class:`RecordWal` (it has ``append_record``).
     Failures raise :class:`WalUnavailable`."""
     if hasattr(wal, "append_record"):
         return _write_records(wal, effects)
-    from ..storage.wal import encode_inbox_records
+    from ..storage.inbox import encode_inbox_records
 
     try:
         payloads = encode_inbox_records(effects)

@@ -8,8 +8,11 @@ from verifier.pcsgen import HMAC_A, HMAC_B, body, make_pcs, registry, sign
 
 from flk.impl.core.backoff import Backoff
 from flk.impl.dedup import open_store
-from flk.impl.replication.crr import Reader, ReplayApplier, Shipper, Topology, stream_name
+from flk.impl.replication.applying import ReplayApplier
+from flk.impl.replication.reading import Reader, Topology
 from flk.impl.replication.reconcile import Reconciler
+from flk.impl.replication.shipping import Shipper
+from flk.impl.replication.stream import stream_name
 from flk.impl.storage.wal import SegmentedLog
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 from flk.impl.verifier.core import serve_batch

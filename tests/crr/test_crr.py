@@ -12,14 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from verifier.pcsgen import HMAC_A, body, make_pcs, registry, sign
 
-from flk.impl.replication.crr import (
-    Backoff,
-    ReplayApplier,
-    SegmentRejected,
-    Topology,
-    WatermarkFile,
-    verifier_for_region,
-)
+from flk.impl.core.backoff import Backoff
+from flk.impl.replication.applying import ReplayApplier, verifier_for_region
+from flk.impl.replication.reading import Topology
+from flk.impl.replication.stream import SegmentRejected, WatermarkFile
 from flk.impl.storage.objectstore import DirectoryObjectStore, MemoryObjectStore
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 from flk.impl.verifier.pipeline import Verifier
@@ -139,7 +135,7 @@ def test_replay_never_bypasses_signature_verification():
     segment is replayed but refused at step 4: nothing is stored -- whether it has no
     home answer (a WAL written before answer notes) or a home answer that claims it
     was stored (a lying or broken home: the answer never replaces verification)."""
-    from flk.impl.storage.wal import A_STORED, AnswerNote
+    from flk.impl.storage.walformat import A_STORED, AnswerNote
     from flk.impl.verifier.pipeline import Request, run_sync
 
     objects, eu, us = two()
@@ -283,7 +279,7 @@ def test_watermark_file_rejects_foreign_content():
     fs = CrashableMemoryFileSystem()
     fs.makedirs("/x")
     fs.write_atomic("/x/w.json", json.dumps({"format": "other"}).encode())
-    from flk.impl.replication.crr import CrrError
+    from flk.impl.replication.stream import CrrError
 
     with pytest.raises(CrrError):
         WatermarkFile("/x/w.json", fs).load()
@@ -315,7 +311,7 @@ def test_inv_idempotent_replay_batched_replay_equals_one_at_a_time(picks):
     same candidates and answers as apply, record by record (duplicates, conflicts,
     bad signatures, bad JSON in the batch)."""
     from flk.impl.dedup import open_store
-    from flk.impl.storage.wal import InboxRecord
+    from flk.impl.storage.inbox import InboxRecord
 
     pool = [(raw, t) for raw, t, _, _ in variants(2, 3)]
     forged = dict(sign(make_pcs(seed=5), HMAC_A), sig="AAAA" + sign(make_pcs(seed=5), HMAC_A)["sig"][4:])
@@ -344,8 +340,8 @@ def test_replay_batch_equals_apply_many_and_a_memo_changes_nothing(picks, split)
     reconciler as apply_many; three appliers sharing one ReplayMemo (each reading the records
     in its own chunks) end exactly as an applier without one."""
     from flk.impl.dedup import open_store
-    from flk.impl.replication.crr import ReplayMemo
-    from flk.impl.storage.wal import InboxRecord
+    from flk.impl.replication.applying import ReplayMemo
+    from flk.impl.storage.inbox import InboxRecord
 
     pool = [(raw, t) for raw, t, _, _ in variants(2, 3)]
     forged = dict(sign(make_pcs(seed=5), HMAC_A), sig="AAAA" + sign(make_pcs(seed=5), HMAC_A)["sig"][4:])
@@ -378,7 +374,7 @@ def test_replay_batch_equals_apply_many_and_a_memo_changes_nothing(picks, split)
 
 def _shipped(region, now):
     """The region's inbox records as a peer reads them: shipped, verified, each with its home answer."""
-    from flk.impl.replication.crr import verify_segment
+    from flk.impl.replication.stream import verify_segment
 
     region.shipper.step(now)
     keys = region.objects.list(region.name + "/")
@@ -399,7 +395,8 @@ def test_a_record_its_home_answered_409_is_replayed_as_that_rejection_not_as_a_n
     payload replayed as if new)."""
     from flk.impl.dedup import open_store
     from flk.impl.replication.reconcile import Reconciler
-    from flk.impl.storage.wal import A_CONFLICT, A_STORED, with_home
+    from flk.impl.storage.inbox import with_home
+    from flk.impl.storage.walformat import A_CONFLICT, A_STORED
 
     (raw0, tenant, pid, _), (raw1, _, _, _) = variants(1, 2)
     _, eu, _ = two()
@@ -429,7 +426,7 @@ def test_a_conflict_both_homes_acked_is_still_flagged_when_homes_are_asked():
     answers shipped with the records say each was stored at home, so both are writes
     and each side's reconciler flags the conflict."""
     from flk.impl.replication.reconcile import Reconciler
-    from flk.impl.storage.wal import A_STORED
+    from flk.impl.storage.walformat import A_STORED
 
     (raw0, tenant, pid, _), (raw1, _, _, _) = variants(1, 2)
     _, eu, us = two()
@@ -450,7 +447,8 @@ def test_replay_memo_shares_a_segment_verification_only_for_the_same_bytes_and_f
     """ReplayMemo.verified answers as verify_segment: the very same manifest and segment objects
     reuse the result (with no expected first index or the segment's own), anything else --
     other bytes (a flipped bit), another expected first index (a gap) -- is verified again."""
-    from flk.impl.replication.crr import ReplayMemo, verify_segment
+    from flk.impl.replication.applying import ReplayMemo
+    from flk.impl.replication.stream import verify_segment
 
     objects, eu, _ = two()
     for i, (raw, t, _, _) in enumerate(variants(3, 1)):

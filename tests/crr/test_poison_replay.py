@@ -21,9 +21,10 @@ from verifier.pcsgen import registry
 
 from flk.impl.dedup import StoreUnavailable, open_store
 from flk.impl.replication.service import CrrConfig, CrrService
+from flk.impl.storage.inbox import InboxRecord, encode_inbox_record
 from flk.impl.storage.objectstore import MemoryObjectStore
 from flk.impl.storage.quarantine import read_entries
-from flk.impl.storage.wal import InboxRecord, SegmentedLog, encode_inbox_record
+from flk.impl.storage.wal import SegmentedLog
 from flk.impl.verifier.pipeline import Request, Verifier, run_sync
 
 from .regions import NOW, Region, variants

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from flk.impl.core.signals import budget
 from flk.impl.lab.cli import main
-from flk.impl.storage.wal import InboxRecord, SegmentedLog, encode_inbox_record
+from flk.impl.storage.inbox import InboxRecord, encode_inbox_record
+from flk.impl.storage.wal import SegmentedLog
 from flk.impl.verifier import policy
 from flk.impl.verifier.pipeline import Policy
 

@@ -116,7 +116,7 @@ def test_every_name_architecture_md_gives_resolves() -> None:
 
 def test_the_resolver_refuses_stale_names() -> None:
     planted = (
-        "`flk.impl.storage.wal.GroupCommitter` `flk.impl.storage.nowhere` `flk.impl.dedup.sharded.Rink` "
+        "`flk.impl.storage.wal.SegmentedLog` `flk.impl.storage.nowhere` `flk.impl.dedup.sharded.Rink` "
         "`x = flk.impl.core.errors.InvalidInput(f, m)` `flk.impl.lab.cli.cmd_<name>` "
         "`flk.impl.lab.cli.nope_<name>` `impl/core/_fastcore.c` `impl/core/_gone.c` `spec/vectors/*.json` "
         "`spec/vectors/*.yaml` `tests/quality/test_architecture.py::allowed_table` "

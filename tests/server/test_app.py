@@ -14,7 +14,8 @@ from starlette.testclient import TestClient
 
 from flk.impl.server.app import SPEC_DIR, create_app
 from flk.impl.server.config import load_config
-from flk.impl.storage.wal import SegmentedLog, decode_inbox_record
+from flk.impl.storage.inbox import decode_inbox_record
+from flk.impl.storage.wal import SegmentedLog
 from flk.impl.testing.workload import bodies
 
 KEY = "0123456789abcdef0123456789abcdef"

@@ -23,7 +23,8 @@ from flk.impl.core.backoff import Backoff
 from flk.impl.server.app import create_app
 from flk.impl.server.config import load_config
 from flk.impl.storage.fs import OsFileSystem
-from flk.impl.storage.wal import SegmentedLog, decode_inbox_record
+from flk.impl.storage.inbox import decode_inbox_record
+from flk.impl.storage.wal import SegmentedLog
 from flk.impl.storage.walhealth import WalHealth
 from flk.impl.testing.workload import bodies
 

@@ -31,7 +31,7 @@ import httpx
 import pytest
 
 from flk.impl.dedup import open_store
-from flk.impl.storage.wal import decode_inbox_record
+from flk.impl.storage.inbox import decode_inbox_record
 from flk.impl.testing.workload import bodies
 from flk.impl.verifier.admission import build_admission
 
@@ -124,7 +124,8 @@ def test_an_undecodable_record_written_straight_into_the_wal_is_quarantined_at_s
 
     from flk.impl.server.app import create_app
     from flk.impl.server.config import load_config
-    from flk.impl.storage.wal import InboxRecord, SegmentedLog, encode_inbox_record
+    from flk.impl.storage.inbox import InboxRecord, encode_inbox_record
+    from flk.impl.storage.wal import SegmentedLog
 
     cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": KEY, "WAL_GROUP_DELAY_MS": "0"})
     good_a, good_b = bodies(KEY.encode(), 2, seed=9)
@@ -175,7 +176,8 @@ def _replay_with(tmp_path, down: bool, refuse_all: bool = False):
 
     from flk.impl.server.config import load_config
     from flk.impl.server.pipeline import ServerPipeline
-    from flk.impl.storage.wal import InboxRecord, SegmentedLog, encode_inbox_record
+    from flk.impl.storage.inbox import InboxRecord, encode_inbox_record
+    from flk.impl.storage.wal import SegmentedLog
     from flk.impl.verifier.metrics import Metrics
 
     cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": KEY})

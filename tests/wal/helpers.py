@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from flk.impl.storage.wal import encode_frame
+from flk.impl.storage.walformat import encode_frame
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 

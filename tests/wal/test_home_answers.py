@@ -11,17 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flk.impl.core.errors import InvalidInput
-from flk.impl.replication.crr import SegmentRejected, verify_segment
-from flk.impl.storage.wal import (
+from flk.impl.replication.stream import SegmentRejected, verify_segment
+from flk.impl.storage.inbox import InboxRecord, encode_inbox_record
+from flk.impl.storage.wal import SegmentedLog
+from flk.impl.storage.walformat import (
     A_CONFLICT,
     A_REJECTED,
     A_STORED,
     AnswerNote,
-    InboxRecord,
-    SegmentedLog,
     decode_answers,
     encode_answers,
-    encode_inbox_record,
     manifest_bytes,
 )
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem

@@ -308,7 +308,7 @@ def test_outbox_truncated_at_every_byte_offset_recovers_exactly_the_complete_rec
     import os
     import shutil
 
-    from flk.impl.storage.wal import encode_frame, segment_name
+    from flk.impl.storage.walformat import encode_frame, segment_name
 
     src = str(tmp_path / "src")
     datas = [b"p%d" % i + bytes(i) for i in range(6)]

@@ -18,7 +18,8 @@ from flk.impl.storage.quarantine import (
     public_view,
     read_entries,
 )
-from flk.impl.storage.wal import SegmentedLog, inspect_directory
+from flk.impl.storage.wal import SegmentedLog
+from flk.impl.storage.walinspect import inspect_directory
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .faultfs import FaultFileSystem

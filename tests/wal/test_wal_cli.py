@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from flk.impl.lab.cli import main
-from flk.impl.storage.wal import SegmentedLog, encode_frame, manifest_name, segment_name
+from flk.impl.storage.wal import SegmentedLog
+from flk.impl.storage.walformat import encode_frame, manifest_name, segment_name
 
 
 def make_log(d: str, n: int = 30, seal: bool = True) -> list[str]:

@@ -9,15 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flk.impl.core.errors import InvalidInput
-from flk.impl.storage.wal import (
+from flk.impl.storage.inbox import InboxRecord, decode_inbox_record, encode_inbox_record
+from flk.impl.storage.walformat import (
     FRAME_OVERHEAD,
-    InboxRecord,
     build_manifest,
     check_manifest,
     compact_name,
-    decode_inbox_record,
     encode_frame,
-    encode_inbox_record,
     manifest_bytes,
     manifest_name,
     parse_name,

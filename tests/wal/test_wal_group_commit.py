@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl.storage.wal import GroupCommitter, SegmentedLog, WalError, scan_segment, segment_name
+from flk.impl.storage.groupcommitter import GroupCommitter
+from flk.impl.storage.wal import SegmentedLog, WalError
+from flk.impl.storage.walformat import scan_segment, segment_name
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 from wal.helpers import CountingFileSystem
 

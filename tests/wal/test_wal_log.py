@@ -11,18 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from flk.impl.storage.fs import OsFileSystem
-from flk.impl.storage.wal import (
-    InboxRecord,
-    SegmentedLog,
-    WalCorruption,
-    WalError,
-    compact_name,
-    decode_inbox_record,
-    encode_frame,
-    encode_inbox_record,
-    manifest_name,
-    segment_name,
-)
+from flk.impl.storage.inbox import InboxRecord, decode_inbox_record, encode_inbox_record
+from flk.impl.storage.wal import SegmentedLog, WalCorruption, WalError
+from flk.impl.storage.walformat import compact_name, encode_frame, manifest_name, segment_name
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 

@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flk.impl.storage.fs import OsFileSystem
-from flk.impl.storage.wal import SegmentedLog, WalError, inspect_directory
+from flk.impl.storage.wal import SegmentedLog, WalError
+from flk.impl.storage.walinspect import inspect_directory
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .faultfs import FaultFileSystem

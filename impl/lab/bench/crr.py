@@ -18,10 +18,13 @@ import time
 
 from ...agent.loadgen import PlanConfig, make_plan
 from ...dedup import open_store
-from ...replication.crr import Reader, ReplayApplier, Shipper, Topology
+from ...replication.applying import ReplayApplier
+from ...replication.reading import Reader, Topology
 from ...replication.reconcile import Reconciler
+from ...replication.shipping import Shipper
+from ...storage.inbox import InboxRecord, encode_inbox_record
 from ...storage.objectstore import DirectoryObjectStore
-from ...storage.wal import InboxRecord, SegmentedLog, encode_inbox_record
+from ...storage.wal import SegmentedLog
 from ...verifier.pipeline import Verifier
 from ...verifier.tenants import from_mapping
 

@@ -48,7 +48,8 @@ def read_inbox_wal(directory: str) -> tuple[list[tuple[int, object]], str | None
     damage anywhere else raises ``UsageError`` naming the file and offset.
     """
     from ...storage.fs import OsFileSystem
-    from ...storage.wal import decode_inbox_record, plan_layout, scan_segment
+    from ...storage.inbox import decode_inbox_record
+    from ...storage.walformat import plan_layout, scan_segment
 
     fs = OsFileSystem()
     if not os.path.isdir(directory):

@@ -33,7 +33,7 @@ def configure(p) -> None:
 
 
 def _report(directory: str) -> dict:
-    from ...storage.wal import inspect_directory
+    from ...storage.walinspect import inspect_directory
     from . import UsageError
 
     try:

@@ -1,0 +1,344 @@
+"""Replaying shipped inbox records as their origin region processed them.
+
+Why this module exists: a record shipped from another region must end in the
+local dedup store exactly as a plain replay at its origin would leave it, and
+the reconciler must hear both the origin outcome and the local winner, without
+ever bypassing signature verification.
+
+:class:`ReplayApplier`: replays records as their *origin* region did, through
+the verification core (:class:`flk.impl.verifier.core.VerifyBatch`) with a
+``Verifier`` of the record's region (:func:`verifier_for_region`) and ``now =
+received_at``. Step 5 is skipped so that the core always computes the origin
+outcome (steps 3, 4, 6 -- the signature is always checked) and the
+authoritative atomic ``put_if_absent`` decides (INV-FWW, so the local store ends
+exactly as with a plain replay). The computed origin outcome and the local
+winner are handed to the reconciler. The home region's answer travels with the
+record (in the segment's manifest, SPEC.md section 12.4): a record its home
+answered 409 or refused is written nowhere. Replaying a segment again is a
+no-op (INV-IDEMPOTENT-REPLAY: put-if-absent of the same outcome).
+:meth:`ReplayApplier.apply_isolating` finds the poison records of a batch
+(the reader quarantines them).
+
+:class:`ReplayMemo` shares the verification of a shipped segment and the dedup
+writes replay computed between appliers that replay the same records (the
+simulator drives several regions in one process).
+
+Sans-I/O: time is passed in, the store is an interface; there are no threads here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..dedup import StoredOutcome, StoreUnavailable
+from ..storage.inbox import InboxRecord
+from ..storage.walformat import A_CONFLICT
+from ..verifier.core import VerifyBatch
+from ..verifier.pipeline import Response, Verifier, problem
+from .stream import verify_segment
+
+__all__ = ["ApplyResult", "ReplayApplier", "ReplayMemo", "verifier_for_region", "Observer"]
+
+Observer = Callable[[str, str, StoredOutcome, float], Any]
+
+
+def verifier_for_region(base: Verifier, region: str) -> Verifier:
+    """The same verifier configuration answering as ``region`` (the record's origin)."""
+    if region == base.region:
+        return base
+    return Verifier(base.tenants, base.policy, region, base.limits, base.hooks, base.limiter, base.reject_status)
+
+
+@dataclass
+class ApplyResult:
+    response: Response
+    candidate: StoredOutcome | None = None  # the origin outcome the pipeline computed
+    winner: StoredOutcome | None = None  # what the local store holds afterwards
+    stored: bool = False  # this replay stored it (first time here)
+    tenant: str | None = None
+    pcs_id: str | None = None
+    home_rejected: bool = False  # the home region answered 409: not a write anywhere
+
+
+_MISS = object()
+
+
+class ReplayMemo:
+    """The dedup writes replay computed, shared by appliers that replay the same records
+    (a process driving several regions' appliers: the simulator).
+
+    Replaying a record up to its dedup write reads no store (step 5 is skipped): the write is a function of the record and the verifier's configuration
+    (class, origin region, tenants, policy, limits, hooks, reject statuses). An applier
+    that finds the record here under an equal configuration takes that write instead of
+    verifying the record again. An entry is dropped after ``uses`` look-ups (one per
+    applier reading the record) or once ``capacity`` newer entries came; a dropped entry
+    is only computed again."""
+
+    def __init__(self, uses: int, capacity: int = 1 << 16, segment_uses: int | None = None) -> None:
+        """``segment_uses``: verifications of one shipped segment (default ``uses``)."""
+        self.uses, self.capacity = int(uses), int(capacity)
+        self.segment_uses = self.uses if segment_uses is None else int(segment_uses)
+        self._d: dict[tuple, list] = {}  # key -> [write or None, look-ups left]
+        self._segments: dict[tuple, list] = {}  # (stream, name) -> [manifest, data, result, first, left]
+        self.hits = self.misses = 0
+
+    def verified(self, stream: str, name: str, manifest_raw: bytes, data: bytes,
+                 expect_first: int | None) -> tuple[dict, list[InboxRecord]]:
+        """:func:`verify_segment`, reused for the very same (immutable) manifest and segment
+        objects (a shipper, an object store and readers sharing bytes) when ``expect_first``
+        is None or the segment's first index; a rejection is never memoised."""
+        key = (stream, name)
+        hit = self._segments.get(key)
+        if (hit is not None and hit[0] is manifest_raw and hit[1] is data
+                and (expect_first is None or expect_first == hit[3])):
+            hit[4] -= 1
+            if hit[4] <= 0:
+                del self._segments[key]
+            return hit[2]
+        result = verify_segment(stream, name, manifest_raw, data, expect_first=expect_first)
+        if self.segment_uses > 1 and isinstance(manifest_raw, bytes) and isinstance(data, bytes):
+            self._segments[key] = [manifest_raw, data, result, int(result[0]["first_index"]), self.segment_uses - 1]
+            if len(self._segments) > 256:
+                del self._segments[next(iter(self._segments))]
+        return result
+
+    @staticmethod
+    def config(v: Verifier) -> tuple:
+        """What a replay's write depends on besides the record."""
+        return (type(v), v.region, v.tenants, v.policy, v.limits, v.hooks, tuple(sorted(v.reject_status.items())))
+
+    def get(self, key: tuple) -> Any:
+        """The write memoised for ``key`` (None: no write), or ``_MISS``."""
+        entry = self._d.get(key)
+        if entry is None:
+            self.misses += 1
+            return _MISS
+        self.hits += 1
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._d[key]
+        return entry[0]
+
+    def put(self, key: tuple, write: tuple | None) -> None:
+        if self.uses > 1:
+            self._d[key] = [write, self.uses - 1]
+            if len(self._d) > self.capacity:
+                del self._d[next(iter(self._d))]
+
+
+class ReplayApplier:
+    """Replays inbox records into the local dedup ``store`` as their origin
+    region processed them, through the verification core
+    (:class:`flk.impl.verifier.core.VerifyBatch`, step 5 skipped: put-if-absent
+    decides); reports outcomes to ``observer(tenant, pcs_id, outcome, now)`` (the
+    reconciler). ``StoreUnavailable`` propagates: the caller must not advance
+    past a record that was not applied.
+
+    The home answer travels with the record (``rec.home``, the
+    :class:`flk.impl.storage.walformat.AnswerNote` its region's manifest of the
+    segment carries, SPEC.md section 12.4): a record its home answered 409 (another
+    payload was held there) or refused (4xx) is not a write anywhere -- nothing
+    is stored, nothing is verified again and the reconciler hears nothing of it
+    (the held outcome reaches it through its own record), so no conflict is
+    flagged that no two regions acked. A record without a note (a WAL written
+    before notes existed, or a home answer of 503: undecided) is replayed as the
+    write it would have been alone."""
+
+    def __init__(self, verifier: Verifier, store: Any, observer: Observer | None = None,
+                 sink: Callable[[Mapping[str, Any]], None] | None = None,
+                 memo: ReplayMemo | None = None) -> None:
+        """``memo``: writes shared with other appliers replaying the same records
+        (:meth:`replay_batch`, when there is no ``sink``: that path emits nothing)."""
+        self.verifier, self.store, self.observer, self.sink = verifier, store, observer, sink
+        self.memo = memo
+        self.home_rejected = 0
+        self._by_region: dict[str, Verifier] = {}
+        self._config: dict[str, tuple] = {}  # origin region -> ReplayMemo.config of its verifier
+        self.applied = 0
+        self.stored = 0
+
+    def _verifier(self, region: str) -> Verifier:
+        v = self._by_region.get(region)
+        if v is None:
+            v = self._by_region[region] = verifier_for_region(self.verifier, region)
+            self._config[region] = ReplayMemo.config(v)
+        return v
+
+    def _refused_at_home(self, rec: InboxRecord) -> ApplyResult:
+        self.home_rejected += 1
+        note = rec.home
+        if note.answer == A_CONFLICT:
+            resp = problem("conflict", "this pcs_id was recorded with a different signed payload at the "
+                           "record's home region")
+        else:
+            resp = Response(note.status, (), b"")
+        return ApplyResult(resp, home_rejected=True)
+
+    def _batches(self, recs: list[InboxRecord], positions: list[int]) -> list[tuple[list[int], VerifyBatch]]:
+        """Core batches (steps 3-6, no lookup) of ``recs[positions]``: one per run of records
+        of one origin region received at one time, in record order."""
+        out: list[tuple[list[int], VerifyBatch]] = []
+        k = 0
+        while k < len(positions):
+            first = recs[positions[k]]
+            end = k + 1
+            while end < len(positions) and recs[positions[end]].received_at == first.received_at \
+                    and recs[positions[end]].region == first.region:
+                end += 1
+            run = positions[k:end]
+            batch = VerifyBatch.from_records(self._verifier(first.region), [recs[p] for p in run],
+                                             first.received_at, sink=self.sink)
+            batch.verify()
+            batch.skip_lookup()
+            out.append((run, batch))
+            k = end
+        return out
+
+    def _put(self, writes: list[tuple[str, str, StoredOutcome]], nows: list[float]) -> list:
+        """ONE ``put_many_if_absent`` (one transaction, record order). The store time is the
+        latest ``received_at`` of the writes: entries and liveness checks use it for their TTL
+        (at most the batch's time span on a 14-day TTL); the stored outcomes are exact."""
+        if not writes:
+            return []
+        return self.store.put_many_if_absent(writes, max(nows), self.verifier.limits.ttl_s)
+
+    def apply(self, rec: InboxRecord, now: float) -> ApplyResult:
+        """Replay one record; its put-if-absent uses ``now = received_at`` exactly."""
+        return self.apply_many([rec], now)[0]
+
+    def apply_many(self, recs: list[InboxRecord], now: float) -> list[ApplyResult]:
+        """Replay several records with ONE ``put_many_if_absent`` (puts in record order, so
+        an in-batch duplicate loses to the earlier record exactly as sequentially)."""
+        outs: list[ApplyResult | None] = [None] * len(recs)
+        todo = []
+        for pos, rec in enumerate(recs):
+            if rec.home is not None and rec.home.refused:
+                outs[pos] = self._refused_at_home(rec)
+            else:
+                todo.append(pos)
+        batches = self._batches(recs, todo)
+        writers = [(run, batch, batch.pending) for run, batch in batches]
+        writes = [w for _, batch, _ in writers for w in batch.writes()]
+        nows = [batch.now for _, batch, items in writers for _ in items]
+        results = self._put(writes, nows)
+        k = 0
+        for run, batch, items in writers:
+            mine = results[k:k + len(items)]
+            k += len(items)
+            if items:
+                batch.recorded(mine)
+            won = {id(item): result for item, result in zip(items, mine, strict=True)}
+            for item in batch.items:
+                out = ApplyResult(batch.responses[item.pos], tenant=item.who.tenant_id if item.who else None,
+                                  pcs_id=item.pcs_id or None)
+                result = won.get(id(item))
+                if result is not None:
+                    out.candidate, out.stored, out.winner = item.outcome, result[0], result[1]
+                outs[run[item.pos]] = out
+        for out in outs:
+            self._finish(out, now)
+        return outs  # type: ignore[return-value]
+
+    def _finish(self, out: ApplyResult, now: float) -> None:
+        self.applied += 1
+        if out.stored:
+            self.stored += 1
+        if self.observer is not None and out.candidate is not None:
+            self.observer(out.tenant, out.pcs_id, out.candidate, now)
+            if out.winner is not None and out.winner != out.candidate:
+                self.observer(out.tenant, out.pcs_id, out.winner, now)
+
+    def _writes_of(self, recs: list[InboxRecord]) -> list[tuple[str, str, StoredOutcome] | None]:
+        """The dedup write replaying each record asks for (None: none -- a 4xx, or refused
+        at home), from the memo or through the core."""
+        memo = self.memo
+        writes: list[tuple[str, str, StoredOutcome] | None] = [None] * len(recs)
+        keys: dict[int, tuple] = {}
+        todo = []
+        for pos, rec in enumerate(recs):
+            if rec.home is not None and rec.home.refused:
+                self.home_rejected += 1
+                continue
+            if memo is not None:
+                self._verifier(rec.region)
+                key = keys[pos] = (self._config[rec.region], rec.tenant, rec.received_at, rec.body)
+                write = memo.get(key)
+                if write is not _MISS:
+                    writes[pos] = write
+                    continue
+            todo.append(pos)
+        for run, batch in self._batches(recs, todo):
+            for item in batch.pending:
+                writes[run[item.pos]] = (item.who.tenant_id, item.pcs_id, item.outcome)
+            if memo is not None:
+                for pos in run:
+                    memo.put(keys[pos], writes[pos])
+        return writes
+
+    def replay_batch(self, recs: list[InboxRecord], now: float) -> None:
+        """:meth:`apply_many` for a caller that needs neither answers nor events (no
+        ``sink``): the same store transaction, store contents and reconciler reports, in
+        the same order, without an :class:`ApplyResult` per record. The core runs up to
+        each record's dedup write (or the write comes from ``memo``); what it would do
+        after the write only builds the answer and its events."""
+        writes = self._writes_of(recs)
+        mine = [(pos, w) for pos, w in enumerate(writes) if w is not None]
+        results = self._put([w for _, w in mine], [recs[pos].received_at for pos, _ in mine])
+        observe = self.observer
+        self.applied += len(recs)
+        for (_, (tenant, pcs_id, outcome)), (won, winner) in zip(mine, results, strict=True):
+            self.stored += bool(won)
+            if observe is not None:
+                observe(tenant, pcs_id, outcome, now)
+                if winner is not None and winner is not outcome and winner != outcome:
+                    observe(tenant, pcs_id, winner, now)
+
+    def apply_isolating(self, recs: list[InboxRecord], now: float, batch: bool,
+                        on_poison: Callable[[int, InboxRecord, Exception], None],
+                        refusals_are_poison: bool = False) -> int:
+        """Replay ``recs`` (in one transaction when ``batch``); when that raises
+        unexpectedly, replay them one at a time and hand each record that raises to
+        ``on_poison(position, record, error)``. ``StoreUnavailable`` propagates (an
+        outage is not poison; re-applying is a no-op) -- unless
+        ``refusals_are_poison``, the store answers a ping and it stored other
+        records of ``recs``: then the refused ones are records the store refuses
+        every time. Returns the poison count."""
+        try:
+            if batch and self.sink is None:
+                self.replay_batch(recs, now)
+            elif batch:
+                self.apply_many(recs, now)
+            else:
+                for rec in recs:
+                    self.apply(rec, now)
+            return 0
+        except StoreUnavailable:
+            if not refusals_are_poison:
+                raise
+        except Exception:  # noqa: BLE001 -- find the poison record(s) one by one
+            pass
+        poisoned, wrote = 0, False
+        refused: list[tuple[int, InboxRecord, StoreUnavailable]] = []
+        for position, rec in enumerate(recs):
+            try:
+                wrote = self.apply(rec, now).winner is not None or wrote
+            except StoreUnavailable as exc:
+                if not refusals_are_poison:
+                    raise
+                refused.append((position, rec, exc))
+            except Exception as exc:  # noqa: BLE001 -- a poison record: quarantined by the caller
+                poisoned += 1
+                on_poison(position, rec, exc)
+        if refused and not (wrote and self._store_answers()):
+            raise refused[0][2]  # the store stored nothing: an outage, not poison
+        for position, rec, exc in refused:
+            on_poison(position, rec, exc)
+        return poisoned + len(refused)
+
+    def _store_answers(self) -> bool:
+        try:
+            return bool(self.store.ping())
+        except Exception:  # noqa: BLE001 -- any failure to ping is an outage
+            return False

@@ -1,0 +1,231 @@
+"""Reading the shipped streams of a topology and applying their records (SPEC.md section 11).
+
+Why this module exists: a region must apply every record its sources shipped,
+in index order, exactly once in effect, and must neither apply nor skip a
+segment that fails verification.
+
+:class:`Reader` (one per region): ``step(now) -> next_wakeup``. For each
+source region (a :class:`Topology`: every peer, a per-tenant filter, optionally
+the region itself so its reconciler sees its own outcomes), lists the streams
+and their manifests after the stream's watermark, in index order; verifies
+the manifest and the segment's SHA-256 and frames and every record's
+encoding (:func:`flk.impl.replication.stream.verify_segment`); a bad segment is
+**rejected and reported** (``rejected``, ``on_reject``) and the stream stops
+there -- never applied, never skipped. Good records are replayed by
+:class:`flk.impl.replication.applying.ReplayApplier`; the watermark advances
+after the whole segment. A record whose replay raises unexpectedly (a bug,
+not a bad signature: that is a 4xx outcome) is *poison*: quarantined
+(``read-quarantine.jsonl`` beside the watermarks,
+:mod:`flk.impl.storage.quarantine`; ``on_quarantine`` for the driver's log
+line and audit entry; ``failures``/``last_error`` and ``quarantine`` in
+:meth:`Reader.metrics`) and the stream goes on past it. A store outage is
+not poison: the segment is retried after a backoff.
+
+Sans-I/O: time is passed in, the store and files are interfaces
+(``ObjectStore``, ``FileSystem``), there are no threads here
+(``flk.impl.replication.service`` drives it from a thread; ``flk.sim`` from
+simulated time).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.backoff import Backoff
+from ..dedup import StoreUnavailable
+from ..storage.fs import FileSystem
+from ..storage.inbox import InboxRecord, encode_inbox_record
+from ..storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
+from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
+from ..storage.quarantine import Quarantine
+from ..storage.walformat import LOG_SUFFIX, MANIFEST_SUFFIX, manifest_name, parse_name
+from .applying import ReplayApplier
+from .stream import LagStats, SegmentRejected, WatermarkFile, segment_key, verify_segment
+
+__all__ = ["Reader", "Topology", "TenantFilter"]
+
+TenantFilter = frozenset[str] | None
+
+
+@dataclass
+class Topology:
+    """Which sources a region reads. ``sources[region] = None`` reads every
+    tenant of that region; a frozenset reads only those tenants (selective)."""
+
+    sources: dict[str, TenantFilter] = field(default_factory=dict)
+
+    @staticmethod
+    def full_mesh(regions: Iterable[str], me: str, include_self: bool = True) -> Topology:
+        return Topology({r: None for r in sorted(set(regions)) if include_self or r != me})
+
+    @staticmethod
+    def selective(me: str, peers: Mapping[str, Iterable[str] | None], include_self: bool = True) -> Topology:
+        src: dict[str, TenantFilter] = {r: (None if t is None else frozenset(t)) for r, t in peers.items()}
+        if include_self:
+            src.setdefault(me, None)
+        return Topology(dict(sorted(src.items())))
+
+    @staticmethod
+    def parse(text: str, me: str, include_self: bool = True) -> Topology:
+        """``"eu,us"`` (full) or ``"eu:ta+tb,us"`` (eu only for tenants ta and tb)."""
+        peers: dict[str, list[str] | None] = {}
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            region, _, tenants = part.partition(":")
+            peers[region.strip()] = [t for t in tenants.split("+") if t] if tenants else None
+        return Topology.selective(me, peers, include_self)
+
+
+class Reader:
+    """Reads the sources of a topology from ``store`` and applies their records."""
+
+    def __init__(self, store: ObjectStore, topology: Topology, applier: ReplayApplier, state_path: str,
+                 fs: FileSystem | None = None, interval_s: float = 1.0, backoff: Backoff = Backoff(),
+                 rng: random.Random | None = None, on_reject: Callable[[SegmentRejected], None] | None = None,
+                 strict: bool = False, batch: int = 256, quarantine: Quarantine | None = None,
+                 on_quarantine: Callable[[dict[str, Any]], None] | None = None,
+                 refusals_before_poison: int = 5) -> None:
+        """``batch``: records replayed per store transaction (:meth:`ReplayApplier.apply_many`);
+        0 replays one record at a time with its exact ``received_at`` as store time.
+        ``quarantine``: where poison records go (default ``<state>-quarantine.jsonl``
+        beside ``state_path``); ``on_quarantine(entry)`` gets each new one without payload.
+        After ``refusals_before_poison`` polls in a row failed with ``StoreUnavailable``
+        while the store answers pings, a record the store refuses is poison too."""
+        self.store, self.topology, self.applier = store, topology, applier
+        self.batch = int(batch)
+        self.state = WatermarkFile(state_path, fs)
+        self.watermarks: dict[str, int] = self.state.load()
+        self.quarantine = quarantine if quarantine is not None else Quarantine(
+            posixpath.splitext(state_path)[0] + "-" + QUARANTINE_FILE, self.state.fs)
+        self.on_quarantine = on_quarantine
+        self.refusals_before_poison = int(refusals_before_poison)
+        self._store_failures = 0  # polls in a row that ended in StoreUnavailable
+        self._poisoned_this_poll: str | None = None
+        self.interval_s, self.backoff, self.rng = float(interval_s), backoff, rng
+        self.on_reject, self.strict = on_reject, strict
+        self.rejected: dict[str, SegmentRejected] = {}
+        self.paused = False
+        self.failures = 0
+        self.last_error: str | None = None
+        self._retry_at = 0.0
+        self.applied_segments = 0
+        self.applied_records = 0
+        self.filtered_records = 0
+        self.apply_lag = LagStats()
+
+    def streams(self, source: str) -> dict[str, list[tuple[int, str]]]:
+        """stream -> sorted [(first_index, segment log name)] with a manifest in the store."""
+        out: dict[str, list[tuple[int, str]]] = {}
+        for key in self.store.list(source + "/"):
+            stream, _, name = key.rpartition("/")
+            if not name.endswith(MANIFEST_SUFFIX) or not (stream == source or stream.startswith(source + "/w")):
+                continue
+            log_name = name[: -len(MANIFEST_SUFFIX)] + LOG_SUFFIX
+            parsed = parse_name(log_name)
+            if parsed is None or parsed[0] != "seg":
+                continue
+            out.setdefault(stream, []).append((parsed[1], log_name))
+        return {s: sorted(v) for s, v in sorted(out.items())}
+
+    def step(self, now: float) -> float:
+        if self.paused:
+            return now + self.interval_s
+        if now < self._retry_at:
+            return self._retry_at
+        self._poisoned_this_poll = None
+        try:
+            self.poll(now)
+        except (ObjectStoreUnavailable, StoreUnavailable) as exc:
+            self.failures += 1
+            self._store_failures = self._store_failures + 1 if isinstance(exc, StoreUnavailable) else 0
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._retry_at = now + self.backoff.delay(self.failures, self.rng)
+            return self._retry_at
+        self._store_failures = 0
+        if self._poisoned_this_poll is not None:  # went on past it, but say so
+            self.failures += 1
+            self.last_error = self._poisoned_this_poll
+        else:
+            self.failures, self.last_error = 0, None
+        return now + self.interval_s
+
+    def poll(self, now: float) -> int:
+        """Apply every new verified segment of every source; returns segments applied."""
+        n = 0
+        for source, tenants in self.topology.sources.items():
+            for stream, segs in self.streams(source).items():
+                n += self._read_stream(stream, source, tenants, segs, now)
+        return n
+
+    def _read_stream(self, stream: str, source: str, tenants: TenantFilter, segs, now: float) -> int:
+        n = 0
+        for first, name in segs:
+            wm = self.watermarks.get(stream, 0)
+            if first < wm:
+                continue
+            try:
+                try:
+                    mraw = self.store.get(segment_key(stream, manifest_name(name)))
+                except ObjectNotFound:
+                    return n  # listed but gone (deleted meanwhile): look again next poll
+                try:
+                    data = self.store.get(segment_key(stream, name))
+                except ObjectNotFound:
+                    raise SegmentRejected(stream, name, ["manifest present but segment missing"]) from None
+                memo = self.applier.memo
+                m, records = (verify_segment(stream, name, mraw, data, expect_first=wm) if memo is None else
+                              memo.verified(stream, name, mraw, data, wm))
+                bad = [r.region for r in records if r.region != source]
+                if bad:
+                    raise SegmentRejected(stream, name, [f"record of region {bad[0]!r} in a stream of {source!r}"])
+            except SegmentRejected as rej:
+                if stream not in self.rejected or self.rejected[stream].segment != rej.segment:
+                    self.rejected[stream] = rej
+                    if self.on_reject is not None:
+                        self.on_reject(rej)
+                if self.strict:
+                    raise
+                return n  # the stream stops here: never applied, never skipped
+            self.rejected.pop(stream, None)
+            wanted = [(r.index if r.index >= 0 else first + k, r) for k, r in enumerate(records)
+                      if tenants is None or (r.tenant or "default") in tenants]
+            self.filtered_records += len(records) - len(wanted)
+            step = self.batch if self.batch > 0 else 1
+            for i in range(0, len(wanted), step):
+                chunk = wanted[i: i + step]
+
+                def poison(position: int, rec: InboxRecord, error: Exception, chunk=chunk, name=name) -> None:
+                    self._quarantine(stream, name, chunk[position][0], rec, error, now)
+
+                bad = self.applier.apply_isolating([r for _, r in chunk], now, self.batch > 0, poison,
+                                                   self._store_failures >= self.refusals_before_poison)
+                self.apply_lag.add_many(now - rec.received_at for _, rec in chunk)
+                self.applied_records += len(chunk) - bad
+            self.watermarks[stream] = first + int(m["count"])
+            self.state.save(self.watermarks)
+            self.applied_segments += 1
+            n += 1
+        return n
+
+    def _quarantine(self, stream: str, segment: str, index: int, rec: InboxRecord, error: Exception,
+                    now: float) -> None:
+        entry = self.quarantine.add(stream, index, segment, encode_inbox_record(rec), error, now,
+                                    tenant=rec.tenant or None, region=rec.region)
+        if entry is None:  # met before (a segment read again)
+            return
+        self._poisoned_this_poll = f"quarantined record {index} of {stream} ({segment}): {entry['reason']}"
+        if self.on_quarantine is not None:
+            self.on_quarantine(entry)
+
+    def metrics(self) -> dict[str, Any]:
+        return {"watermarks": dict(self.watermarks), "applied_segments": self.applied_segments,
+                "applied_records": self.applied_records, "filtered_records": self.filtered_records,
+                "rejected": {s: str(r) for s, r in sorted(self.rejected.items())},
+                "apply_lag_p50_s": self.apply_lag.quantile(0.5), "apply_lag_max_s": self.apply_lag.max_s,
+                "failures": self.failures, "last_error": self.last_error, "paused": self.paused,
+                "quarantine": self.quarantine.status()}
