@@ -46,6 +46,8 @@ def configure(p) -> None:
     p.add_argument("--out", metavar="FILE", help="write the counterexamples (and lassos) as JSON to FILE")
     p.add_argument("--replay", action="store_true",
                    help="replay each safety counterexample on the implementation and say who shows it")
+    p.add_argument("--impl-plant", metavar="BUG",
+                   help="with --replay: plant a named implementation bug (replay-skips-verify)")
 
 
 def scope_from(args):
@@ -81,6 +83,13 @@ def run(args) -> int:
     if args.max_states is not None and args.max_states < 1:
         raise UsageError("--max-states must be >= 1")
     scope = scope_from(args)
+    if args.impl_plant is not None:
+        from ..modelreplay import IMPL_PLANTED
+
+        if args.impl_plant not in IMPL_PLANTED:
+            raise UsageError(f"unknown implementation bug {args.impl_plant!r}; known: {', '.join(IMPL_PLANTED)}")
+        if not args.replay:
+            raise UsageError("--impl-plant needs --replay")
     tty = sys.stderr.isatty() and not args.json
     runs = []
     if args.symmetry in ("both", "off"):
@@ -118,7 +127,7 @@ def run(args) -> int:
         from ..modelreplay import replay_counterexample
 
         for name, cex in cexes.items():
-            replays[name] = replay_counterexample(scope, cex)
+            replays[name] = replay_counterexample(scope, cex, args.impl_plant)
         summary["replay"] = {k: {"verdict": v["verdict"], "impl_violated": v["impl_violated"]}
                              for k, v in replays.items()}
     if args.out:
