@@ -59,6 +59,7 @@ class Result:
     distinct_states: int
     depth: int
     seconds: float
+    cpu_seconds: float
     states_per_s: float
     peak_rss_mb: float
     fingerprint_collision_bound: float
@@ -103,8 +104,11 @@ def check(scope: Scope, symmetry: bool = False, liveness: bool = True, progress:
     liveness = liveness and not symmetry
     canon = m.canonical if symmetry else (lambda s: s)
     safety = m.safety()
+    reg_preds = list(m.region_safety().items())
+    shared_preds = list(m.shared_safety().items())
     targets = m.liveness()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     bar = _Progress(progress)
 
     init = canon(m.initial())
@@ -120,26 +124,41 @@ def check(scope: Scope, symmetry: bool = False, liveness: bool = True, progress:
     deadlock_at: int | None = None
     generated = 1
     depth = 0
-    frontier = [(0, init)]
     complete = True
 
-    def visit(j: int, st: tuple) -> None:
-        for name, pred in safety.items():
-            if name not in first_bad and not pred(st):
-                first_bad[name] = j
+    def visit(j: int, st: tuple, parent: tuple | None) -> bool:
+        """Check ``st`` (a concrete successor of ``parent``, which passed every check, or None);
+        regions identical to the parent's keep their verdict. True when everything holds."""
+        ok = True
+        subs = st[0]
+        prev = parent[2] if parent is not None else None
+        for r, reg in enumerate(st[2]):
+            if prev is not None and reg is prev[r]:
+                continue
+            for name, pred in reg_preds:
+                if not pred(r, reg, subs):
+                    ok = False
+                    if name not in first_bad:
+                        first_bad[name] = j
+        for name, pred in shared_preds:
+            if not pred(st):
+                ok = False
+                if name not in first_bad:
+                    first_bad[name] = j
+        return ok
 
-    visit(0, init)
+    frontier = [(0, init, visit(0, init, None))]
     expanded = 0
     while frontier:
         nxt: list = []
-        for j, st in frontier:
+        for j, st, st_ok in frontier:
             if liveness:
                 start.append(len(succ))
                 for name, pred in targets.items():
                     holds[name].append(1 if pred(st) else 0)
             succs = m.successors(st)
-            for a, s2 in succs:
-                s2 = canon(s2)
+            for a, raw in succs:
+                s2 = canon(raw)
                 generated += 1
                 f = hash(s2)
                 k = index.get(f)
@@ -148,8 +167,8 @@ def check(scope: Scope, symmetry: bool = False, liveness: bool = True, progress:
                     index[f] = k
                     parent.append(j)
                     via.append(a)
-                    visit(k, s2)
-                    nxt.append((k, s2))
+                    # the invariants are symmetric: checking the concrete successor checks its orbit
+                    nxt.append((k, s2, visit(k, raw, st if st_ok else None)))
                 if liveness:
                     succ.append(k)
                     succ_act.append(a)
@@ -168,11 +187,13 @@ def check(scope: Scope, symmetry: bool = False, liveness: bool = True, progress:
     if liveness:
         start.append(len(succ))
     seconds = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     bar.show(t0, depth, len(parent), 0, generated, final=True)
     n = len(parent)
     res = Result(
         scope=scope.to_json(), symmetry=symmetry, liveness_checked=liveness and complete, complete=complete,
         states_generated=generated, distinct_states=n, depth=depth, seconds=round(seconds, 3),
+        cpu_seconds=round(cpu, 3),
         states_per_s=round(n / seconds, 1) if seconds > 0 else 0.0,
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         fingerprint_collision_bound=n * n / 2.0**65,

@@ -429,86 +429,103 @@ class Machine:
         o, _key, d, _kind, _gen = subs[i]
         return Outcome(float(i + 1), REGION_NAMES[o], f"d{d + 1}", 200)
 
-    def inv_wal_first(self, st: tuple) -> bool:
-        """Answers only for durable records; nothing leaves a region (object store, peer WAL) before it is durable there."""
-        subs, _g, regs, store = st[0], st[1], st[2], st[3]
-        for r, reg in enumerate(regs):
-            durable = set(reg[WAL])
-            if any(rid not in durable for rid, _ in reg[ANS]):
+    # Per-region predicates take ``(r, reg, subs)``: a region tuple that did not change
+    # between a state and its successor keeps its verdict (the checker re-evaluates only
+    # changed regions); ``subs`` only grows, and a region reads only the subs it holds.
+    def reg_wal_first(self, r: int, reg: tuple, subs: tuple) -> bool:
+        """Answers only for records in the durable WAL (the cross-region half is :meth:`wal_first_shared`)."""
+        durable = set(reg[WAL])
+        return all(rid in durable for rid, _ in reg[ANS])
+
+    def reg_verify_before_dedup(self, r: int, reg: tuple, subs: tuple) -> bool:
+        return not reg[FLAGS] & F_UNVERIFIED_DEDUP
+
+    def reg_fww(self, r: int, reg: tuple, subs: tuple) -> bool:
+        first = reg[FIRST]
+        return all(v < 0 or first[k] == v for k, v in enumerate(reg[DEDUP]))
+
+    def reg_no_acked_loss(self, r: int, reg: tuple, subs: tuple) -> bool:
+        if not reg[UP]:
+            return True
+        dedup = reg[DEDUP]
+        return all(dedup[subs[rid][1]] == out for rid, out in reg[ACKED])
+
+    def reg_idempotent_replay(self, r: int, reg: tuple, subs: tuple) -> bool:
+        """Re-processing the processed WAL prefix from scratch, once or twice, gives the same state."""
+        if not reg[UP]:
+            return True
+        prefix = reg[WAL][: reg[CUR]]
+        once = self.replay_from_scratch(r, subs, prefix)
+        return once == (reg[DEDUP], reg[AUTH]) and self.replay_from_scratch(r, subs, prefix + prefix) == once
+
+    def reg_tenant_isolation(self, r: int, reg: tuple, subs: tuple) -> bool:
+        """Every stored (tenant, pcs_id) comes from a WAL record of that key and payload with a good signature."""
+        for key, v in enumerate(reg[DEDUP]):
+            if v >= 0 and not any(subs[i][1] == key and subs[i][2] == subs[v][2] and self.verifies(subs[i])
+                                  for i in reg[WAL]):
                 return False
+        return True
+
+    def reg_convergence_merge(self, r: int, reg: tuple, subs: tuple) -> bool:
+        """The authoritative outcome per key is the merge of the verified records the region processed.
+
+        The reference merge (:func:`flk.model.merge.merge_all`) of outcomes with distinct
+        ``first_seen`` is the one of the least sub index; tests/formal/test_model_check.py
+        checks that equality on every state of a scope."""
+        if not reg[UP]:
+            return True
+        want = [-1] * self.nk
+        for i in reg[WAL][: reg[CUR]]:
+            sub = subs[i]
+            if sub[3] == 0:
+                k = sub[1]
+                if want[k] < 0 or i < want[k]:
+                    want[k] = i
+        return tuple(want) == reg[AUTH]
+
+    def wal_first_shared(self, st: tuple) -> bool:
+        """Nothing leaves a region (object store, a peer's WAL) before it is durable there."""
+        subs, regs, store = st[0], st[2], st[3]
+        durable = [set(reg[WAL]) for reg in regs]
+        for r, reg in enumerate(regs):
             for i in reg[WAL]:
                 o = subs[i][0]
-                if o != r and i not in regs[o][WAL]:
+                if o != r and i not in durable[o]:
                     return False
         for r, shipped in enumerate(store):
-            if any(i not in regs[r][WAL] for i in shipped):
+            d = durable[r]
+            if any(i not in d for i in shipped):
                 return False
         return True
 
-    def inv_verify_before_dedup(self, st: tuple) -> bool:
-        return not any(reg[FLAGS] & F_UNVERIFIED_DEDUP for reg in st[2])
+    def region_safety(self) -> dict:
+        return {
+            "INV-WAL-FIRST": self.reg_wal_first,
+            "INV-VERIFY-BEFORE-DEDUP": self.reg_verify_before_dedup,
+            "INV-FWW": self.reg_fww,
+            "INV-NO-ACKED-LOSS": self.reg_no_acked_loss,
+            "INV-IDEMPOTENT-REPLAY": self.reg_idempotent_replay,
+            "INV-TENANT-ISOLATION": self.reg_tenant_isolation,
+            "INV-CONVERGENCE": self.reg_convergence_merge,
+        }
 
-    def inv_fww(self, st: tuple) -> bool:
-        return all(v < 0 or reg[FIRST][k] == v for reg in st[2] for k, v in enumerate(reg[DEDUP]))
+    def shared_safety(self) -> dict:
+        return {"INV-WAL-FIRST": self.wal_first_shared}
 
-    def inv_no_acked_loss(self, st: tuple) -> bool:
-        subs = st[0]
-        return all(reg[DEDUP][subs[rid][1]] == out for reg in st[2] if reg[UP] for rid, out in reg[ACKED])
-
-    def inv_idempotent_replay(self, st: tuple) -> bool:
-        subs = st[0]
-        for r, reg in enumerate(st[2]):
-            if not reg[UP]:
-                continue
-            prefix = reg[WAL][: reg[CUR]]
-            once = self.replay_from_scratch(r, subs, prefix)
-            if once != (reg[DEDUP], reg[AUTH]) or self.replay_from_scratch(r, subs, prefix + prefix) != once:
-                return False
-        return True
-
-    def inv_tenant_isolation(self, st: tuple) -> bool:
-        subs = st[0]
-        for reg in st[2]:
-            for key, v in enumerate(reg[DEDUP]):
-                if v >= 0 and not any(subs[i][1] == key and subs[i][2] == subs[v][2] and self.verifies(subs[i])
-                                      for i in reg[WAL]):
-                    return False
-        return True
-
-    def inv_convergence_merge(self, st: tuple) -> bool:
-        """Each up region's authoritative outcome per key is the merge of the verified
-        records it processed. The reference merge (:func:`flk.model.merge.merge_all`)
-        of outcomes with distinct ``first_seen`` is the one of the least sub index;
-        tests/formal/test_model_check.py checks that equality on every state of a scope."""
-        subs = st[0]
-        for reg in st[2]:
-            if not reg[UP]:
-                continue
-            want = [-1] * self.nk
-            for i in reg[WAL][: reg[CUR]]:
-                sub = subs[i]
-                if sub[3] == 0:
-                    k = sub[1]
-                    if want[k] < 0 or i < want[k]:
-                        want[k] = i
-            if tuple(want) != reg[AUTH]:
-                return False
-        return True
+    def safety(self) -> dict:
+        """Whole-state predicates: name -> ``pred(state) -> bool`` (every ID of spec/INVARIANTS.md
+        the model expresses)."""
+        out = {}
+        shared = self.shared_safety()
+        for name, pred in self.region_safety().items():
+            g = shared.get(name)
+            out[name] = (lambda st, pred=pred, g=g: all(pred(r, reg, st[0]) for r, reg in enumerate(st[2]))
+                         and (g is None or g(st)))
+        return out
 
     def reference_merge(self, subs: tuple, idxs) -> Outcome | None:
         """:func:`flk.model.merge.merge_all` of the outcomes of the records ``idxs``."""
         return merge_all(self.outcome(subs, i) for i in idxs)
-
-    def safety(self) -> dict:
-        return {
-            "INV-WAL-FIRST": self.inv_wal_first,
-            "INV-VERIFY-BEFORE-DEDUP": self.inv_verify_before_dedup,
-            "INV-FWW": self.inv_fww,
-            "INV-NO-ACKED-LOSS": self.inv_no_acked_loss,
-            "INV-IDEMPOTENT-REPLAY": self.inv_idempotent_replay,
-            "INV-TENANT-ISOLATION": self.inv_tenant_isolation,
-            "INV-CONVERGENCE": self.inv_convergence_merge,
-        }
 
     # -- liveness targets (eventually) -------------------------------------------
     def converged(self, st: tuple) -> bool:

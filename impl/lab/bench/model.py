@@ -27,6 +27,7 @@ def _fig(prefix: str, runs: list) -> dict:
     secs = statistics.median(x.seconds for x in runs)
     return {f"{prefix}_distinct_states": r.distinct_states, f"{prefix}_states_generated": r.states_generated,
             f"{prefix}_depth": r.depth, f"{prefix}_seconds": round(secs, 2),
+            f"{prefix}_cpu_seconds": round(statistics.median(x.cpu_seconds for x in runs), 2),
             f"{prefix}_states_per_s": round(r.distinct_states / secs, 1) if secs else 0.0,
             f"{prefix}_complete": all(x.complete for x in runs),
             f"{prefix}_ok": all(x.ok for x in runs), f"{prefix}_peak_rss_mb": max(x.peak_rss_mb for x in runs)}

@@ -66,7 +66,7 @@ def scope_from(args):
 def _stats_line(r) -> str:
     return (f"{'symmetry-reduced' if r.symmetry else 'full graph':<16} "
             f"{'complete' if r.complete else 'INCOMPLETE'}: {r.distinct_states:,} distinct states, "
-            f"{r.states_generated:,} generated, depth {r.depth}, {r.seconds:.1f}s, "
+            f"{r.states_generated:,} generated, depth {r.depth}, {r.seconds:.1f}s ({r.cpu_seconds:.1f}s CPU), "
             f"{r.states_per_s:,.0f} states/s, peak RSS {r.peak_rss_mb:.0f} MB")
 
 
