@@ -81,6 +81,9 @@ def test_inv_model_check_planted_bug_has_a_shortest_safety_counterexample(bug):
     cex = full.violated[FIRST_INV[bug]]
     assert cex["length"] == length and len(cex["steps"]) == length
     assert reduced.distinct_states < full.distinct_states
+    # every one also ends in a deadlock: a terminal state that still owes convergence or delivery
+    assert full.deadlock is not None and full.deadlock["kind"] == "deadlock"
+    assert "deadlock (no action enabled, progress owed)" in format_trace(full.deadlock)
     # the trace replays: the same actions from the initial state end in a violating state
     assert "violated: shortest counterexample" in format_trace(cex)
     m = Machine(scope)
@@ -105,7 +108,7 @@ def test_inv_model_check_reader_never_resumes_is_found_only_by_liveness():
     assert "lasso" in format_trace(lasso)
     # the reference model under the same scope: liveness holds
     ok = check(Scope(**SMALL), symmetry=False, liveness=True)
-    assert ok.ok and all(v is None for v in ok.liveness.values())
+    assert ok.ok and ok.deadlock is None and all(v is None for v in ok.liveness.values())
 
 
 def test_inv_model_check_cli_writes_counterexamples_and_rejects_bad_scopes(tmp_path, capsys):
