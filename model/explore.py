@@ -615,6 +615,10 @@ class Machine:
                 pm[p] = len(pm)
         free_r = [r for r in range(s.regions) if r not in rho]
         free_t = [t for t in range(s.tenants) if t not in tau]
+        if (not free_r and not free_t and all(len(pcs.get(t, ())) == s.keys for t in range(s.tenants))
+                and all(rho[r] == r for r in rho) and all(tau[t] == t for t in tau)
+                and all(q == p for pm in pcs.values() for p, q in pm.items())):
+            return st  # every label occurs, already in first-occurrence order: st is the representative
         best = None
         for fr in itertools.permutations(free_r):
             rmap = dict(rho)

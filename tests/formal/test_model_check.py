@@ -255,3 +255,25 @@ def test_tarjan_equals_networkx_strongly_connected_components(graph, data):
     g.add_edges_from((a, b) for a, b in edges if keep[a] and keep[b])
     want = sorted(sorted(c) for c in nx.strongly_connected_components(g))
     assert sorted(sorted(c) for c in tarjan(n, start, succ, keep)) == want
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_inv_model_check_canonical_is_one_representative_per_orbit(data):
+    """Every renaming of regions, tenants and pcs_ids of a reachable state has the same
+    canonical representative, and that representative is itself in the orbit."""
+    scope = Scope(regions=3, tenants=2, keys=2, payloads=2, writes=3, bad=1, crashes=1, partitions=1, rotations=1)
+    m = Machine(scope)
+    state = m.initial()
+    for _ in range(data.draw(st.integers(0, 14))):
+        succ = m.successors(state)
+        if not succ:
+            break
+        state = data.draw(st.sampled_from(succ))[1]
+    rho = tuple(data.draw(st.permutations(range(scope.regions))))
+    tau = tuple(data.draw(st.permutations(range(scope.tenants))))
+    pcs = [data.draw(st.permutations(range(scope.keys))) for _ in range(scope.tenants)]
+    kmap = tuple(tau[k // scope.keys] * scope.keys + pcs[k // scope.keys][k % scope.keys] for k in range(m.nk))
+    renamed = m.permute(state, rho, kmap, tau)
+    assert m.canonical(renamed) == m.canonical(state)
+    assert all(pred(m.canonical(state)) == pred(state) for pred in m.safety().values())  # symmetric invariants
