@@ -100,114 +100,121 @@ class _Progress:
 def check(scope: Scope, symmetry: bool = False, liveness: bool = True, progress: bool = False,
           max_states: int | None = None) -> Result:
     """Explore ``scope`` completely (or up to ``max_states`` distinct states)."""
-    m = Machine(scope)
-    liveness = liveness and not symmetry
-    canon = m.canonical if symmetry else (lambda s: s)
-    safety = m.safety()
-    reg_preds = list(m.region_safety().items())
-    shared_preds = list(m.shared_safety().items())
-    targets = m.liveness()
-    t0 = time.perf_counter()
-    c0 = time.process_time()
-    bar = _Progress(progress)
+    return _Search(Machine(scope), symmetry, liveness and not symmetry, progress, max_states).run()
 
-    init = canon(m.initial())
-    index: dict[int, int] = {hash(init): 0}
-    parent = array("q", [-1])
-    via = array("i", [-1])
-    # liveness graph (CSR): out-edges of state j are succ[start[j]:start[j+1]]
-    start = array("q")
-    succ = array("q")
-    succ_act = array("i")
-    holds = {name: bytearray() for name in targets}
-    first_bad: dict[str, int] = {}
-    deadlock_at: int | None = None
-    generated = 1
-    depth = 0
-    complete = True
 
-    def visit(j: int, st: tuple, parent: tuple | None) -> bool:
+class _Search:
+    """One breadth-first exploration: the fingerprint index, BFS tree and (for liveness) the edges."""
+
+    def __init__(self, m: Machine, symmetry: bool, liveness: bool, progress: bool, max_states: int | None) -> None:
+        self.m, self.symmetry, self.liveness, self.max_states = m, symmetry, liveness, max_states
+        self.canon = m.canonical if symmetry else (lambda s: s)
+        self.reg_preds = list(m.region_safety().items())
+        self.shared_preds = list(m.shared_safety().items())
+        self.targets = m.liveness()
+        self.bar = _Progress(progress)
+        self.index: dict[int, int] = {}
+        self.parent = array("q")
+        self.via = array("i")
+        # liveness graph (CSR): out-edges of state j are succ[start[j]:start[j+1]]
+        self.start, self.succ, self.succ_act = array("q"), array("q"), array("i")
+        self.holds = {name: bytearray() for name in self.targets}
+        self.first_bad: dict[str, int] = {}
+        self.deadlock_at: int | None = None
+        self.generated = 1
+        self.depth = 0
+        self.complete = True
+
+    def visit(self, j: int, st: tuple, parent: tuple | None) -> bool:
         """Check ``st`` (a concrete successor of ``parent``, which passed every check, or None);
         regions identical to the parent's keep their verdict. True when everything holds."""
         ok = True
         subs = st[0]
         prev = parent[2] if parent is not None else None
+        first_bad = self.first_bad
         for r, reg in enumerate(st[2]):
             if prev is not None and reg is prev[r]:
                 continue
-            for name, pred in reg_preds:
+            for name, pred in self.reg_preds:
                 if not pred(r, reg, subs):
                     ok = False
-                    if name not in first_bad:
-                        first_bad[name] = j
-        for name, pred in shared_preds:
+                    first_bad.setdefault(name, j)
+        for name, pred in self.shared_preds:
             if not pred(st):
                 ok = False
-                if name not in first_bad:
-                    first_bad[name] = j
+                first_bad.setdefault(name, j)
         return ok
 
-    frontier = [(0, init, visit(0, init, None))]
-    expanded = 0
-    while frontier:
-        nxt: list = []
-        for j, st, st_ok in frontier:
-            if liveness:
-                start.append(len(succ))
-                for name, pred in targets.items():
-                    holds[name].append(1 if pred(st) else 0)
-            succs = m.successors(st)
-            for a, raw in succs:
-                s2 = canon(raw)
-                generated += 1
-                f = hash(s2)
-                k = index.get(f)
-                if k is None:
-                    k = len(parent)
-                    index[f] = k
-                    parent.append(j)
-                    via.append(a)
-                    # the invariants are symmetric: checking the concrete successor checks its orbit
-                    nxt.append((k, s2, visit(k, raw, st if st_ok else None)))
-                if liveness:
-                    succ.append(k)
-                    succ_act.append(a)
-            expanded += 1
-            if not succs and deadlock_at is None and m.progress_owed(st):
-                deadlock_at = j
-            bar.show(t0, depth, len(parent), len(frontier) + len(nxt), generated)
-            if max_states is not None and len(parent) >= max_states:
-                complete = False
-                break
-        if not complete:
-            break
-        if nxt:
-            depth += 1
-        frontier = nxt
-    if liveness:
-        start.append(len(succ))
-    seconds = time.perf_counter() - t0
-    cpu = time.process_time() - c0
-    bar.show(t0, depth, len(parent), 0, generated, final=True)
-    n = len(parent)
-    res = Result(
-        scope=scope.to_json(), symmetry=symmetry, liveness_checked=liveness and complete, complete=complete,
-        states_generated=generated, distinct_states=n, depth=depth, seconds=round(seconds, 3),
-        cpu_seconds=round(cpu, 3),
-        states_per_s=round(n / seconds, 1) if seconds > 0 else 0.0,
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        fingerprint_collision_bound=n * n / 2.0**65,
-    )
-    tr = _Tracer(m, canon, parent, via)
-    for name in safety:
-        if name in first_bad:
-            res.violated[name] = tr.counterexample(first_bad[name], name)
-    if deadlock_at is not None:
-        res.deadlock = tr.counterexample(deadlock_at, "deadlock")
-    if liveness and complete:
-        for name in targets:
-            res.liveness[name] = _liveness(m, tr, start, succ, succ_act, holds[name], name)
-    return res
+    def expand(self, j: int, st: tuple, st_ok: bool, nxt: list) -> None:
+        """Generate ``st``'s successors; new ones are checked and queued in ``nxt``."""
+        m, canon, index, parent, via = self.m, self.canon, self.index, self.parent, self.via
+        if self.liveness:
+            self.start.append(len(self.succ))
+            for name, pred in self.targets.items():
+                self.holds[name].append(1 if pred(st) else 0)
+        succs = m.successors(st)
+        for a, raw in succs:
+            s2 = canon(raw)
+            f = hash(s2)
+            k = index.get(f)
+            if k is None:
+                k = len(parent)
+                index[f] = k
+                parent.append(j)
+                via.append(a)
+                # the invariants are symmetric: checking the concrete successor checks its orbit
+                nxt.append((k, s2, self.visit(k, raw, st if st_ok else None)))
+            if self.liveness:
+                self.succ.append(k)
+                self.succ_act.append(a)
+        self.generated += len(succs)
+        if not succs and self.deadlock_at is None and m.progress_owed(st):
+            self.deadlock_at = j
+
+    def run(self) -> Result:
+        t0, c0 = time.perf_counter(), time.process_time()
+        init = self.canon(self.m.initial())
+        self.index[hash(init)] = 0
+        self.parent.append(-1)
+        self.via.append(-1)
+        frontier = [(0, init, self.visit(0, init, None))]
+        while frontier and self.complete:
+            nxt: list = []
+            for j, st, st_ok in frontier:
+                self.expand(j, st, st_ok, nxt)
+                self.bar.show(t0, self.depth, len(self.parent), len(frontier) + len(nxt), self.generated)
+                if self.max_states is not None and len(self.parent) >= self.max_states:
+                    self.complete = False
+                    break
+            if nxt and self.complete:
+                self.depth += 1
+            frontier = nxt
+        if self.liveness:
+            self.start.append(len(self.succ))
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        self.bar.show(t0, self.depth, len(self.parent), 0, self.generated, final=True)
+        return self.result(seconds, cpu)
+
+    def result(self, seconds: float, cpu: float) -> Result:
+        m, n = self.m, len(self.parent)
+        res = Result(
+            scope=m.scope.to_json(), symmetry=self.symmetry, liveness_checked=self.liveness and self.complete,
+            complete=self.complete, states_generated=self.generated, distinct_states=n, depth=self.depth,
+            seconds=round(seconds, 3), cpu_seconds=round(cpu, 3),
+            states_per_s=round(n / seconds, 1) if seconds > 0 else 0.0,
+            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            fingerprint_collision_bound=n * n / 2.0**65,
+        )
+        tr = _Tracer(m, self.canon, self.parent, self.via)
+        for name in m.safety():
+            if name in self.first_bad:
+                res.violated[name] = tr.counterexample(self.first_bad[name], name)
+        if self.deadlock_at is not None:
+            res.deadlock = tr.counterexample(self.deadlock_at, "deadlock")
+        if self.liveness and self.complete:
+            for name in self.targets:
+                res.liveness[name] = _liveness(m, tr, self.start, self.succ, self.succ_act, self.holds[name], name)
+        return res
 
 
 class _Tracer:

@@ -308,6 +308,12 @@ class Machine:
         """The successor of ``st`` under action ``a`` (which must be enabled)."""
         act = self.actions[a]
         k, args = act.kind, act.args
+        if k in ("rotate", "partition", "heal", "ship", "submit"):
+            return self._apply_shared(k, args, st)
+        return self._apply_region(k, args, st)
+
+    def _apply_shared(self, k: str, args: tuple, st: tuple) -> tuple:
+        """Actions that change more than one region's tuple or the cluster's parts."""
         subs, gens, regs, store, part, crashes, nparts, rots = st
         if k == "rotate":
             t = args[0]
@@ -348,6 +354,11 @@ class Machine:
             reg[BUF] = reg[BUF] + (i,)
             reg[WAIT] = reg[WAIT] + (i,)
             return (subs2, gens, _put(regs, r, tuple(reg)), store, part, crashes, nparts, rots)
+        raise AssertionError(k)
+
+    def _apply_region(self, k: str, args: tuple, st: tuple) -> tuple:
+        """Actions that change one region's tuple (and the crash budget)."""
+        subs, gens, regs, store, part, crashes, nparts, rots = st
         r = args[0]
         reg = list(regs[r])
         if k == "sync":

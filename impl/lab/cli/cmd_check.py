@@ -70,16 +70,9 @@ def _stats_line(r) -> str:
             f"{r.states_per_s:,.0f} states/s, peak RSS {r.peak_rss_mb:.0f} MB")
 
 
-def run(args) -> int:
-    from flk.model.checker import check, format_trace
-    from flk.model.explore import PLANTED
-
+def _validate(args):
     from . import UsageError
 
-    if args.list_plants:
-        for name, what in PLANTED.items():
-            print(f"{name:<22} {what}")
-        return 0
     if args.max_states is not None and args.max_states < 1:
         raise UsageError("--max-states must be >= 1")
     scope = scope_from(args)
@@ -90,6 +83,12 @@ def run(args) -> int:
             raise UsageError(f"unknown implementation bug {args.impl_plant!r}; known: {', '.join(IMPL_PLANTED)}")
         if not args.replay:
             raise UsageError("--impl-plant needs --replay")
+    return scope
+
+
+def _passes(args, scope) -> list:
+    from flk.model.checker import check
+
     tty = sys.stderr.isatty() and not args.json
     runs = []
     if args.symmetry in ("both", "off"):
@@ -97,9 +96,14 @@ def run(args) -> int:
                           max_states=args.max_states))
     if args.symmetry in ("both", "on"):
         runs.append(check(scope, symmetry=True, liveness=False, progress=tty, max_states=args.max_states))
+    return runs
+
+
+def _summarize(scope, runs) -> dict:
+    """The verdict of the passes: counterexamples, lassos, deadlock, symmetry agreement."""
     full = next((r for r in runs if not r.symmetry), None)
     reduced = next((r for r in runs if r.symmetry), None)
-    summary: dict = {"scope": scope.to_json(), "runs": [], "ok": True}
+    summary: dict = {"scope": scope.to_json(), "runs": []}
     for r in runs:
         summary["runs"].append({k: v for k, v in r.to_json().items() if k not in ("violated", "deadlock", "liveness")}
                                | {"violated": sorted(r.violated), "deadlock": r.deadlock is not None,
@@ -111,60 +115,75 @@ def run(args) -> int:
         summary["reduction_factor"] = round(full.distinct_states / max(reduced.distinct_states, 1), 2)
         summary["symmetry_agrees"] = agree
     main = full or reduced
-    cexes = dict(main.violated)
-    if reduced is not None:
-        cexes = {**reduced.violated, **cexes}
+    cexes = {**(reduced.violated if reduced else {}), **main.violated}
     lassos = {k: v for k, v in (full.liveness if full else {}).items() if v is not None}
-    deadlock = main.deadlock
-    ok = all(r.complete for r in runs) and not cexes and not lassos and deadlock is None and agree is not False
-    summary["ok"] = ok
-    summary["violated"] = sorted(cexes)
-    summary["liveness_violated"] = sorted(lassos)
-    summary["liveness_checked"] = bool(full and full.liveness_checked)
-    summary["fairness"] = main.fairness
-    replays = {}
-    if args.replay and cexes:
-        from ..modelreplay import replay_counterexample
+    summary["ok"] = (all(r.complete for r in runs) and not cexes and not lassos and main.deadlock is None
+                     and agree is not False)
+    summary |= {"violated": sorted(cexes), "liveness_violated": sorted(lassos),
+                "liveness_checked": bool(full and full.liveness_checked), "fairness": main.fairness}
+    return {"summary": summary, "full": full, "main": main, "cexes": cexes, "lassos": lassos,
+            "deadlock": main.deadlock, "agree": agree}
 
-        for name, cex in cexes.items():
-            replays[name] = replay_counterexample(scope, cex, args.impl_plant)
-        summary["replay"] = {k: {"verdict": v["verdict"], "impl_violated": v["impl_violated"]}
-                             for k, v in replays.items()}
-    if args.out:
-        try:
-            with open(args.out, "w", encoding="utf-8") as fh:
-                json.dump({"scope": scope.to_json(), "safety": cexes, "deadlock": deadlock, "liveness": lassos,
-                           "replay": replays}, fh, indent=1, sort_keys=True)
-        except OSError as exc:
-            raise UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
-    if args.json:
-        print(json.dumps(summary, sort_keys=True, default=str))
-        return 0 if ok else 1
+
+def _print_text(scope, runs, v: dict, replays: dict) -> None:
+    from flk.model.checker import format_trace
+
+    summary, main, full = v["summary"], v["main"], v["full"]
     plant = f", planted bug {scope.plant}" if scope.plant else ""
     print(f"flk check model: scope {_scope_text(scope)}{plant}")
     for r in runs:
         print("  " + _stats_line(r))
     if "reduction_factor" in summary:
         print(f"  symmetry reduction factor {summary['reduction_factor']} "
-              f"({'same' if agree else 'DIFFERENT'} violated invariants and counterexample lengths)")
+              f"({'same' if v['agree'] else 'DIFFERENT'} violated invariants and counterexample lengths)")
     print(f"  fingerprint collision bound {main.fingerprint_collision_bound:.1e}")
     if summary["liveness_checked"]:
         print(f"  liveness under weak fairness of {', '.join(main.fairness)}: "
-              + ", ".join(f"{k} {'VIOLATED' if v else 'holds'}" for k, v in full.liveness.items()))
-    for name, cex in sorted(cexes.items()):
+              + ", ".join(f"{k} {'VIOLATED' if x else 'holds'}" for k, x in full.liveness.items()))
+    for name, cex in sorted(v["cexes"].items()):
         print()
         print(format_trace(cex))
         if name in replays:
             print(f"  replay on the implementation: {replays[name]['verdict']}")
-    if deadlock is not None:
+    for extra in ([v["deadlock"]] if v["deadlock"] is not None else []) + list(v["lassos"].values()):
         print()
-        print(format_trace(deadlock))
-    for lasso in lassos.values():
-        print()
-        print(format_trace(lasso))
+        print(format_trace(extra))
     print()
-    print("ok: every invariant holds in every reachable state of the scope" if ok else "FAIL")
-    return 0 if ok else 1
+    print("ok: every invariant holds in every reachable state of the scope" if summary["ok"] else "FAIL")
+
+
+def run(args) -> int:
+    from flk.model.explore import PLANTED
+
+    from . import UsageError
+
+    if args.list_plants:
+        for name, what in PLANTED.items():
+            print(f"{name:<22} {what}")
+        return 0
+    scope = _validate(args)
+    runs = _passes(args, scope)
+    v = _summarize(scope, runs)
+    summary = v["summary"]
+    replays = {}
+    if args.replay and v["cexes"]:
+        from ..modelreplay import replay_counterexample
+
+        replays = {name: replay_counterexample(scope, cex, args.impl_plant) for name, cex in v["cexes"].items()}
+        summary["replay"] = {k: {"verdict": r["verdict"], "impl_violated": r["impl_violated"]}
+                             for k, r in replays.items()}
+    if args.out:
+        try:
+            with open(args.out, "w", encoding="utf-8") as fh:
+                json.dump({"scope": scope.to_json(), "safety": v["cexes"], "deadlock": v["deadlock"],
+                           "liveness": v["lassos"], "replay": replays}, fh, indent=1, sort_keys=True)
+        except OSError as exc:
+            raise UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
+    if args.json:
+        print(json.dumps(summary, sort_keys=True, default=str))
+    else:
+        _print_text(scope, runs, v, replays)
+    return 0 if summary["ok"] else 1
 
 
 def _scope_text(s) -> str:
