@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "dedup-migrate": "zero-downtime dedup shard migration",
     "vectors": "generate or check the frozen test vectors in spec/vectors",
     "history": "black-box check of a client-observed history (Jepsen style)",
+    "check": "exhaustive small-scope model checking of the protocol model (safety, liveness)",
 }
 
 

@@ -19,6 +19,7 @@ BENCHES = {
     "sim": "simulator: 3-region CRR scenario, 1M submissions",
     "loadgen": "load generator req/s against a no-op HTTP sink, PCS synthesis rate",
     "crr": "cross-region replication: WAL shipping and verified replay records/s",
+    "model": "exhaustive model checking: default and larger scope, with and without symmetry",
 }
 
 

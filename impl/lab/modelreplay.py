@@ -1,0 +1,374 @@
+"""Replay a model counterexample on the implementation: model bug, implementation bug, or both.
+
+Why this module exists: a counterexample of ``flk check model`` is a sequence of
+the model's actions. This driver carries the same sequence out on real
+implementation regions -- the verifier (:class:`flk.impl.verifier.pipeline.Verifier`,
+its generator driven step by step), the inbox WAL (:class:`SegmentedLog` on the
+crashable disk :class:`flk.impl.testing.crashfs.CrashableMemoryFileSystem`),
+a dedup store, the shipper, one reader + replay applier per peer
+(:mod:`flk.impl.replication.crr`) and the reconciler -- sharing one object
+store, and checks after every step what the implementation's observable state
+says about the same invariants. It only *calls* the implementation's public
+classes; it lives in ``impl/lab`` because ``model`` may import nothing of flk.
+
+Action mapping (model -> implementation):
+
+* ``submit r key d kind``: a PCS of that tenant and pcs_id, payload variant
+  ``d``, signed with the tenant's current key (good), a key nobody has
+  (forged) or another tenant's key (other), sent with ``X-Tenant-Id`` of its
+  tenant; the verifier's generator is run to its ``WalAppend`` effect, which
+  is appended to the WAL *without* fsync; the client waits.
+* ``sync r``: ``SegmentedLog.sync()``. ``process r``: every waiting request
+  whose record is durable resumes through the pipeline (verify, dedup) and is
+  answered, in WAL order.
+* ``ship r``: the shipper seals (which fsyncs) and uploads sealed segments.
+  ``replay dst<-src``: dst's reader of src's stream polls and applies.
+* ``crash r``: power cut of the disk (unsynced bytes lost), the WAL, shipper
+  and readers reopen from durable state, waiting clients are lost; the dedup
+  store and the reconciler are separate services and keep their state (the
+  model's durable store). ``restart r``: the server's start-up replay of the
+  whole inbox WAL (:func:`flk.impl.verifier.pipeline.replay_log`).
+* ``partition`` / ``heal``: the region's shipper and readers are not called
+  while partitioned. ``rotate t``: a new key for the tenant in every region,
+  old keys stay valid.
+
+Invariants checked on the implementation after every step: INV-FWW (a stored
+outcome never changes), INV-NO-ACKED-LOSS (every 200/202 answer's payload is
+stored for its key), INV-TENANT-ISOLATION and INV-VERIFY-BEFORE-DEDUP (every
+stored outcome is the payload of a submission of that tenant with a good
+signature), INV-WAL-FIRST (nothing answered or shipped beyond the durable WAL
+index); at the end INV-CONVERGENCE after a heal-and-quiesce phase (every
+region's reconciler holds the same authoritative map, the earliest stored
+outcome per key). Not mapped: the replay through the simulator as a scheduled
+scenario (not built).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ..agent import factory
+from ..core.backoff import Backoff
+from ..dedup import open_store
+from ..replication.crr import Reader, ReplayApplier, Shipper, Topology, stream_name
+from ..replication.reconcile import Reconciler
+from ..storage.objectstore import MemoryObjectStore
+from ..storage.wal import InboxRecord, SegmentedLog, encode_inbox_record
+from ..testing.crashfs import CrashableMemoryFileSystem
+from ..verifier import pipeline as _pipeline
+from ..verifier.pipeline import (
+    DedupGet,
+    DedupPut,
+    Emit,
+    Request,
+    Response,
+    Verifier,
+    WalAppend,
+    payload_digest,
+    replay_log,
+)
+from ..verifier.tenants import from_mapping
+
+T0 = 1_700_000_000.0
+COH = (0.73, 0.74, 0.75, 0.76, 0.77, 0.78, 0.79, 0.80, 0.81)
+
+
+class _TrustingVerifier(Verifier):
+    """Planted: a signature that does not verify is taken as verified (the tenant named by the record)."""
+
+    def _authenticate(self, doc, tenant, now):
+        who = super()._authenticate(doc, tenant, now)
+        if isinstance(who, Response) and who.status == 401 and tenant is not None:
+            return _pipeline._Authenticated(tenant.tenant_id, "v1" if doc.get("version", "1") == "1" else "legacy-0.1",
+                                            payload_digest(doc))
+        return who
+
+
+class _ReplaySkipsVerifyApplier(ReplayApplier):
+    """Planted implementation bug: records replayed from a peer are not signature-checked."""
+
+    def _verifier(self, region: str) -> Verifier:
+        v = super()._verifier(region)
+        return _TrustingVerifier(v.tenants, v.policy, v.region, v.limits, v.hooks, v.limiter, v.reject_status)
+
+
+IMPL_PLANTED = {
+    "replay-skips-verify": "the replay applier trusts a peer's records without verifying their signature",
+}
+
+
+class _Region:
+    def __init__(self, world: ImplWorld, name: str) -> None:
+        self.w, self.name = world, name
+        self.fs = CrashableMemoryFileSystem()
+        self.store = open_store("memory")
+        self.reconciler = Reconciler(name)
+        self.up = True
+        self.partitioned = False
+        self.waiting: list[tuple[int, Any, int]] = []  # (wal index, generator, model sub index)
+        self.answers: dict[int, int] = {}
+        self.first: dict[tuple[str, str], tuple] = {}
+        self._open()
+
+    def verifier(self) -> Verifier:
+        return Verifier(self.w.tenants, region=self.name)
+
+    def _open(self) -> None:
+        self.log = SegmentedLog(f"/{self.name}/wal", fs=self.fs)
+        self.shipper = Shipper(self.log, self.w.objects, stream_name(self.name), f"/{self.name}/ship.json",
+                               fs=self.fs, interval_s=1.0, backoff=Backoff(0.5, 8.0))
+        self.open_readers()
+
+    def open_readers(self) -> None:
+        cls = _ReplaySkipsVerifyApplier if self.w.impl_plant == "replay-skips-verify" else ReplayApplier
+        self.readers = {}
+        for src in self.w.names:  # one reader per stream (its own too: its reconciler hears it)
+            applier = cls(self.verifier(), self.store, self.reconciler.observe)
+            self.readers[src] = Reader(self.w.objects, Topology.selective(self.name, {src: None}, include_self=False),
+                                       applier, f"/{self.name}/read-{src}.json", fs=self.fs, interval_s=1.0,
+                                       backoff=Backoff(0.5, 8.0))
+
+    def local(self) -> dict:
+        out, cursor = {}, None
+        while True:
+            page, cursor = self.store.scan(cursor, 500, T0 + 10**6)
+            for t, p, o in page:
+                out[(t, p)] = o
+            if cursor is None:
+                return out
+
+
+class ImplWorld:
+    """Implementation regions for one model scope; :meth:`do` carries out one model action."""
+
+    def __init__(self, scope, impl_plant: str | None = None) -> None:
+        from ...model.explore import REGION_NAMES, TENANT_NAMES
+
+        if impl_plant is not None and impl_plant not in IMPL_PLANTED:
+            raise ValueError(f"unknown implementation bug {impl_plant!r}; known: {', '.join(IMPL_PLANTED)}")
+        self.scope, self.impl_plant = scope, impl_plant
+        self.names = list(REGION_NAMES[: scope.regions])
+        self.tenant_names = list(TENANT_NAMES[: scope.tenants])
+        self.gens = [0] * scope.tenants
+        self.tenants = self._registry()
+        self.objects = MemoryObjectStore()
+        self.regions = {n: _Region(self, n) for n in self.names}
+        self.subs: list[dict] = []
+        self.now = T0
+        self.violations: dict[str, str] = {}
+
+    # -- keys and documents ---------------------------------------------------
+    @staticmethod
+    def _secret(tenant: str, gen: int) -> bytes:
+        return hashlib.sha256(f"flk-model-replay/{tenant}/k{gen}".encode()).hexdigest()[:32].encode()
+
+    def _registry(self):
+        return from_mapping({"tenants": {
+            t: {"alg": "hmac", "keys": [{"id": f"k{g}", "secret": self._secret(t, g).decode()}
+                                        for g in range(self.gens[i] + 1)]}
+            for i, t in enumerate(self.tenant_names)}})
+
+    def _doc(self, key: int, d: int, kind: int) -> tuple[str, dict]:
+        t, p = divmod(key, self.scope.keys)
+        tenant = self.tenant_names[t]
+        root = hashlib.sha256(f"model/{tenant}/p{p + 1}".encode()).hexdigest()
+        doc = factory.synthetic_pcs(root, "shard-001", 1, coh=COH[d], r=0.87)
+        if kind == 0:
+            secret = self._secret(tenant, self.gens[t])
+        elif kind == 1:
+            secret = b"forged-secret-nobody-holds"
+        else:
+            secret = self._secret(self.tenant_names[(t + 1) % len(self.tenant_names)], 0) \
+                if len(self.tenant_names) > 1 else b"key-of-a-tenant-not-configured"
+        return tenant, factory.sign(doc, secret)
+
+    # -- driving the pipeline generator -----------------------------------------
+    @staticmethod
+    def _drive(gen, reply, store):
+        """Advance ``gen`` with ``reply`` to its next WAL append (returned) or its response."""
+        while True:
+            try:
+                eff = gen.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            reply = None
+            if isinstance(eff, Emit):
+                continue
+            if isinstance(eff, WalAppend):
+                return eff
+            if isinstance(eff, DedupGet):
+                reply = store.get(eff.tenant, eff.pcs_id, eff.now)
+            elif isinstance(eff, DedupPut):
+                reply = store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
+            else:  # pragma: no cover - a new effect type
+                raise TypeError(type(eff).__name__)
+
+    def do(self, kind: str, args: tuple) -> None:
+        self.now += 1.0
+        now = self.now
+        if kind == "rotate":
+            self.gens[args[0]] += 1
+            self.tenants = self._registry()
+            for r in self.regions.values():  # readers reopen from their durable watermarks with the new keys
+                r.open_readers()
+            return
+        if kind == "replay":
+            dst, src = self.regions[self.names[args[0]]], self.names[args[1]]
+            if dst.up and not dst.partitioned:
+                dst.readers[src].poll(now)
+            return
+        r = self.regions[self.names[args[0]]]
+        if kind == "submit":
+            _r, key, d, k = args
+            tenant, doc = self._doc(key, d, k)
+            i = len(self.subs)
+            self.subs.append({"region": r.name, "tenant": tenant, "pcs_id": doc["pcs_id"],
+                              "digest": payload_digest(doc), "good": k == 0})
+            gen = r.verifier().handle(Request(json.dumps(doc).encode(), tenant), now)
+            eff = self._drive(gen, None, r.store)
+            if isinstance(eff, WalAppend):
+                idx = r.log.append(encode_inbox_record(InboxRecord(eff.tenant, eff.received_at, eff.region,
+                                                                   eff.body)))
+                r.waiting.append((idx, gen, i))
+            else:  # refused before the WAL (not expected for these requests)
+                r.answers[i] = eff.status
+        elif kind == "sync":
+            r.log.sync()
+        elif kind == "process":
+            still = []
+            for idx, gen, i in r.waiting:
+                if idx < r.log.durable_index:
+                    resp = self._drive(gen, idx, r.store)
+                    r.answers[i] = resp.status
+                else:
+                    still.append((idx, gen, i))
+            r.waiting = still
+        elif kind == "ship":
+            if r.up and not r.partitioned:
+                r.shipper.log.seal()
+                r.shipper.ship_sealed(now)
+        elif kind == "crash":
+            r.fs.crash()
+            r.up = False
+            r.waiting = []
+            r._open()
+        elif kind == "restart":
+            r.up = True
+            replay_log(r.verifier(), r.log, r.store)
+        elif kind == "partition":
+            r.partitioned = True
+        elif kind == "heal":
+            r.partitioned = False
+        else:  # pragma: no cover
+            raise ValueError(kind)
+
+    # -- invariants on the implementation's observable state ------------------------
+    def check(self, step: int) -> None:
+        good = {(s["tenant"], s["pcs_id"], s["digest"]) for s in self.subs if s["good"]}
+
+        def bad(inv: str, why: str) -> None:
+            self.violations.setdefault(inv, f"after step {step}: {why}")
+
+        for r in self.regions.values():
+            local = r.local()
+            for k, o in local.items():
+                first = r.first.setdefault(k, (o.payload_digest, o.status, o.first_seen, o.region))
+                if first != (o.payload_digest, o.status, o.first_seen, o.region):
+                    bad("INV-FWW", f"{r.name} changed the stored outcome of {k[0]}/{k[1][:8]}")
+                if (k[0], k[1], o.payload_digest) not in good:
+                    why = f"{r.name} stored {k[0]}/{k[1][:8]} with a payload no good signature covers"
+                    bad("INV-VERIFY-BEFORE-DEDUP", why)
+                    bad("INV-TENANT-ISOLATION", why)
+            for i, status in r.answers.items():
+                s = self.subs[i]
+                if status in (200, 202):
+                    o = local.get((s["tenant"], s["pcs_id"]))
+                    if o is None or o.payload_digest != s["digest"]:
+                        bad("INV-NO-ACKED-LOSS", f"{r.name} acknowledged request #{i + 1} and lost its outcome")
+            if r.shipper.watermark > r.log.durable_index:
+                bad("INV-WAL-FIRST", f"{r.name} shipped records beyond its durable WAL")
+
+    def quiesce_and_check_convergence(self) -> None:
+        for r in self.regions.values():
+            r.partitioned = False
+            if not r.up:
+                r.up = True
+                replay_log(r.verifier(), r.log, r.store)
+            self.do("sync", (self.names.index(r.name),))
+            self.do("process", (self.names.index(r.name),))
+        for _ in range(2):
+            for i in range(len(self.names)):
+                self.do("ship", (i,))
+            for d in range(len(self.names)):
+                for s in range(len(self.names)):
+                    self.do("replay", (d, s))
+        maps = [{k: (o.payload_digest, o.first_seen, o.region) for k, o in r.reconciler.authoritative_map().items()}
+                for r in self.regions.values()]
+        stored: dict = {}
+        for r in self.regions.values():
+            for k, o in r.local().items():
+                prev = stored.get(k)
+                cand = (o.first_seen, o.region, o.payload_digest)
+                stored[k] = cand if prev is None or cand < prev else prev
+        want = {k: (v[2], v[0], v[1]) for k, v in stored.items()}
+        if any(m != maps[0] for m in maps) or maps[0] != want:
+            self.violations.setdefault("INV-CONVERGENCE", "after heal and quiescence the regions' authoritative "
+                                       "outcomes differ or are not the earliest stored outcome")
+
+
+def _reference_model(scope, steps: list[str]) -> tuple[set[str], str | None]:
+    """Invariants the reference model (no planted bug) violates on the same steps, and the
+    first step it cannot take (None when it takes them all)."""
+    from dataclasses import replace
+
+    from ...model.explore import Machine
+
+    m = Machine(replace(scope, plant=None))
+    by_label = {a.label(m): i for i, a in enumerate(m.actions)}
+    st = m.initial()
+    bad: set[str] = set()
+    for n, label in enumerate(steps, 1):
+        a = by_label[label]
+        if not m.enabled(a, st):
+            return bad, f"step {n} ({label}) is not enabled in the reference model"
+        st = m.apply(a, st)
+        bad |= {name for name, pred in m.safety().items() if not pred(st)}
+    return bad, None
+
+
+def replay_counterexample(scope, cex: dict, impl_plant: str | None = None) -> dict:
+    """Carry out ``cex``'s steps on the implementation and on the reference model; the
+    verdict says who shows a violation: the model under check, the implementation, both."""
+    from ...model.explore import Machine
+
+    m = Machine(scope)
+    by_label = {a.label(m): a for a in m.actions}
+    world = ImplWorld(scope, impl_plant)
+    labels = [step["action"] for step in cex["steps"]]
+    for n, label in enumerate(labels, 1):
+        act = by_label[label]
+        world.do(act.kind, act.args)
+        world.check(n)
+    world.quiesce_and_check_convergence()
+    model_v = {cex["invariant"]} if cex.get("kind") == "safety" else set()
+    ref_v, ref_stuck = _reference_model(scope, labels)
+    impl_v = set(world.violations)
+    shown = ", ".join(sorted(impl_v))
+    if impl_v and not ref_v:
+        verdict = (f"implementation bug: the implementation violates {shown} on a trace the reference model "
+                   "keeps" + (" (the model under check shows it too)" if impl_v & model_v else ""))
+    elif model_v & impl_v:
+        verdict = "both: the implementation shows the same violation"
+    elif model_v and not impl_v:
+        verdict = "model bug: the implementation keeps every checked invariant on this trace"
+    elif impl_v:
+        verdict = f"both, different invariants (implementation: {shown})"
+    else:
+        verdict = "neither"
+    return {"verdict": verdict, "model_violated": sorted(model_v), "impl_violated": sorted(impl_v),
+            "reference_model_violated": sorted(ref_v), "reference_model_note": ref_stuck,
+            "impl_details": world.violations, "steps": len(labels), "impl_plant": impl_plant,
+            "answers": {r.name: {f"#{i + 1}": s for i, s in sorted(r.answers.items())}
+                        for r in world.regions.values()}}
