@@ -6,5 +6,6 @@ Modules:
 * :mod:`.bench`    -- the benchmarks, one module per ``flk bench NAME``
 * :mod:`.demo`     -- ``flk demo``: the whole lab end to end on embedded defaults
 * :mod:`.report`   -- the shareable HTML report of a demo or a set of runs
+* :mod:`.modelreplay` -- a model counterexample replayed on the real implementation (``flk check model --replay``)
 * :mod:`.vectors`  -- the frozen test vectors ``spec/vectors/*.json``, generated from the core
 """

@@ -6,7 +6,7 @@ implementation regions -- the verifier (:class:`flk.impl.verifier.pipeline.Verif
 its generator driven step by step), the inbox WAL (:class:`SegmentedLog` on the
 crashable disk :class:`flk.impl.testing.crashfs.CrashableMemoryFileSystem`),
 a dedup store, the shipper, one reader + replay applier per peer
-(:mod:`flk.impl.replication.crr`) and the reconciler -- sharing one object
+(:mod:`flk.impl.replication.shipping`, ``reading``, ``applying``) and the reconciler -- sharing one object
 store, and checks after every step what the implementation's observable state
 says about the same invariants. It only *calls* the implementation's public
 classes; it lives in ``impl/lab`` because ``model`` may import nothing of flk.
@@ -27,7 +27,7 @@ Action mapping (model -> implementation):
   and readers reopen from durable state, waiting clients are lost; the dedup
   store and the reconciler are separate services and keep their state (the
   model's durable store). ``restart r``: the server's start-up replay of the
-  whole inbox WAL (:func:`flk.impl.verifier.pipeline.replay_log`).
+  whole inbox WAL (:func:`flk.impl.verifier.core.replay_log`).
 * ``partition`` / ``heal``: the region's shipper and readers are not called
   while partitioned. ``rotate t``: a new key for the tenant in every region,
   old keys stay valid.
@@ -52,12 +52,17 @@ from typing import Any
 from ..agent import factory
 from ..core.backoff import Backoff
 from ..dedup import open_store
-from ..replication.crr import Reader, ReplayApplier, Shipper, Topology, stream_name
+from ..replication.applying import ReplayApplier
+from ..replication.reading import Reader, Topology
 from ..replication.reconcile import Reconciler
+from ..replication.shipping import Shipper
+from ..replication.stream import stream_name
+from ..storage.inbox import InboxRecord, encode_inbox_record
 from ..storage.objectstore import MemoryObjectStore
-from ..storage.wal import InboxRecord, SegmentedLog, encode_inbox_record
+from ..storage.wal import SegmentedLog
 from ..testing.crashfs import CrashableMemoryFileSystem
 from ..verifier import pipeline as _pipeline
+from ..verifier.core import replay_log
 from ..verifier.pipeline import (
     DedupGet,
     DedupPut,
@@ -67,7 +72,6 @@ from ..verifier.pipeline import (
     Verifier,
     WalAppend,
     payload_digest,
-    replay_log,
 )
 from ..verifier.tenants import from_mapping
 
@@ -78,8 +82,8 @@ COH = (0.73, 0.74, 0.75, 0.76, 0.77, 0.78, 0.79, 0.80, 0.81)
 class _TrustingVerifier(Verifier):
     """Planted: a signature that does not verify is taken as verified (the tenant named by the record)."""
 
-    def _authenticate(self, doc, tenant, now):
-        who = super()._authenticate(doc, tenant, now)
+    def authenticate(self, doc, tenant, now):
+        who = super().authenticate(doc, tenant, now)
         if isinstance(who, Response) and who.status == 401 and tenant is not None:
             return _pipeline._Authenticated(tenant.tenant_id, "v1" if doc.get("version", "1") == "1" else "legacy-0.1",
                                             payload_digest(doc))
