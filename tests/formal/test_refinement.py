@@ -28,6 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from verifier.pcsgen import HMAC_A, HMAC_A2, HMAC_B, body, make_pcs, registry, sign
 
 from flk.impl.dedup import open_store
+from flk.impl.dedup.base import BatchMixin
 from flk.impl.testing.memwal import MemoryWal
 from flk.impl.verifier.core import replay_records
 from flk.impl.verifier.pipeline import (
@@ -182,8 +183,9 @@ _instances = itertools.count()
 _shared: dict = {}
 
 
-class _NoTenantStore:
-    """Planted bug: dedup keyed by pcs_id only (not scoped by tenant)."""
+class _NoTenantStore(BatchMixin):
+    """Planted bug: dedup keyed by pcs_id only (not scoped by tenant); its batch calls are
+    the per-item calls in order (what the verification core's replay uses)."""
 
     def __init__(self, d: dict) -> None:
         self.d = d
