@@ -51,7 +51,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -533,6 +533,11 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
         srv.log.error("unhandled", reason=type(exc).__name__, path=request.url.path[:100])
         return problem("internal", "internal error")
 
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # the body never completed (the client left, or the HTTP guard dropped the request
+        # for a body timeout or malformed framing): nothing was processed, nobody listens
+        return problem("bad-request", "request body incomplete")
+
     app = Starlette(
         routes=[
             Route("/v1/pcs/submit", submit, methods=["POST"]),
@@ -545,7 +550,7 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
                 *shard_routes(lambda: srv.store, time.time, problem),  # /api/shards/* (SPEC 13)
             ]),
         ],
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={HTTPException: http_error, ClientDisconnect: client_gone, Exception: server_error},
         lifespan=lifespan,
     )
     app.state.server = srv
@@ -554,7 +559,13 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/pcs/submit":
             await submit(scope, receive, send)  # the route's own handler, without the routing cost
             return
-        await app(scope, receive, send)
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        try:
+            await app(scope, receive, send)
+        except Exception:  # noqa: BLE001 -- server_error logged it and answered 500; no traceback
+            pass
 
     asgi.state = app.state  # type: ignore[attr-defined]
     asgi.routes = app.routes  # type: ignore[attr-defined]  # the route table (tests and docs read it)

@@ -133,6 +133,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._timer_at = 0.0
         self._refusal: tuple[str, str] | None = None
         self._closed_by_guard = False
+        self._pending_refusal: bytes | None = None  # written once every earlier request is answered
 
     # -- connection ---------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
@@ -232,29 +233,62 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._timer = None
 
     def _head_timeout(self) -> None:
-        busy = self.cycle is not None and not self.cycle.response_complete
-        if busy:  # a pipelined request's head is late while the previous answer is still running
-            self._close()
-        else:
-            self._refuse("request-timeout", f"request line and headers not received within "
-                         f"{self.limits.header_timeout_s:g} s")
+        # (a pipelined request's head late while earlier answers run: they are answered first)
+        self._refuse("request-timeout", f"request line and headers not received within "
+                     f"{self.limits.header_timeout_s:g} s")
 
     def _body_timeout(self) -> None:
         cycle = self.cycle
         if cycle is None or cycle.response_complete or not cycle.more_body:
             return
-        cycle.disconnected = True  # the application's receive() now returns http.disconnect
-        cycle.message_event.set()
-        if cycle.response_started:
+        if cycle.response_started:  # the application answers without its body: end the connection
+            cycle.disconnected = True
+            cycle.message_event.set()
             self._close()
-        else:
+        else:  # the late request is dropped (its receive() returns http.disconnect) by _refuse
             self._refuse("request-timeout", f"request body not received within {self.limits.body_timeout_s:g} s")
 
     def _refuse(self, slug: str, detail: str) -> None:
+        """Answer ``slug`` and close -- after every earlier pipelined request is answered.
+
+        Requests parsed before the refused bytes were complete: they are answered one by
+        one, in order, and only then the refusal is written and the connection closed
+        (issue 27: a valid PCS pipelined before a malformed request was stored but only
+        the 400 was answered). A request whose body is incomplete when the refusal
+        comes is dropped unprocessed (its application sees ``http.disconnect``); nothing
+        after the refused bytes is parsed."""
         if self._closed_by_guard or self.transport is None or self.transport.is_closing():
+            return
+        self._closed_by_guard = True  # no more parsing: data_received ignores what follows
+        self._cancel_timers()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.more_body:
+            if self.pipeline and self.pipeline[0][0] is cycle:  # queued, never started: drop it
+                self.pipeline.popleft()
+            else:  # running and waiting for its body: it processes nothing
+                cycle.disconnected = True
+                cycle.message_event.set()
+        if self._owes_answers():
+            self._pending_refusal = raw_problem(slug, detail)
+            self.flow.pause_reading()
             return
         self.transport.write(raw_problem(slug, detail))
         self._close()
+
+    def _owes_answers(self) -> bool:
+        """True while a request parsed earlier has not been answered yet."""
+        if self.pipeline:
+            return True
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_complete and not cycle.disconnected
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._pending_refusal is not None and not self._owes_answers():
+            data, self._pending_refusal = self._pending_refusal, None
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(data)
+                self.transport.close()
 
     def _close(self) -> None:
         self._closed_by_guard = True
