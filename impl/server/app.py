@@ -44,6 +44,7 @@ import contextlib
 import json
 import os
 import pathlib
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -59,6 +60,7 @@ from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
 from ..storage.quarantine import Quarantine
 from ..storage.walhealth import WalHealth
 from ..verifier.admission import STATE_CODES, AdmissionSettings, build_admission
+from ..verifier.pipeline import MAX_TENANT_HEADER
 from ..verifier.problems import problem_body, problem_type
 from .auth import OperatorAuth, Refusal, check_tenant_read, single_header
 from .batchdriver import BatchDriver, GuardedStore, LoggedWal
@@ -327,6 +329,9 @@ class Server:
         tenant, refusal = single_header(raw_headers, b"x-tenant-id")
         if refusal is not None:
             return (*self._problem(refusal.slug, refusal.detail), tenant)
+        if tenant is not None and len(tenant) > MAX_TENANT_HEADER:  # a header problem, not a body one
+            return (*self._problem("headers-too-large", f"X-Tenant-Id longer than {MAX_TENANT_HEADER} characters"),
+                    None)
         limit = self.cfg.max_body_bytes
         if length is not None and (not length.isdigit() or int(length) > limit):
             return (*self._problem("payload-too-large", f"Content-Length invalid or above {limit} bytes"), tenant)
@@ -426,19 +431,34 @@ class Server:
             return self._finish(request, t0, problem("not-ready", "starting or stopping"))
         wal_ok = self.wal_available()
         detail = {"wal": self.wal_health.status(time.monotonic()), "quarantine": self.quarantine.status()}
+        disk = self.disk_status()
+        detail["disk"] = disk
         loop = asyncio.get_running_loop()
         try:
             store_ok = await asyncio.wait_for(loop.run_in_executor(self.executor, self.store.ping), 2.0)
         except Exception:  # noqa: BLE001 -- any failure means not ready
             store_ok = False
-        if not (wal_ok and store_ok):
-            what = [n for n, good in (("dedup store", store_ok), ("inbox WAL", wal_ok)) if not good]
+        if not (wal_ok and store_ok and disk["ok"]):
+            what = [n for n, good in (("dedup store", store_ok), ("inbox WAL", wal_ok),
+                                      (f"inbox WAL disk ({disk['free_bytes']} bytes free, "
+                                       f"{disk['min_free_bytes']} needed)", disk["ok"])) if not good]
             retry = self.wal_health.retry_after(time.monotonic()) if not wal_ok else 1
             return self._finish(request, t0, problem(
                 "not-ready", f"{' and '.join(what)} not usable", headers={"Retry-After": str(retry)}, **detail))
         body = {"status": "ready", "worker": self.worker, "store": self.cfg.dedup_backend,
                 "breaker": self.breaker.state, **detail}
         return self._finish(request, t0, Response(json.dumps(body).encode(), media_type="application/json"))
+
+    def disk_status(self) -> dict:
+        """Free space of the inbox WAL's file system against what one more request needs
+        (two bodies of MAX_BODY_BYTES plus 64 KiB of framing and segment metadata): a
+        full disk makes /ready 503 before an append fails, not after (issue 27)."""
+        need = 2 * self.cfg.max_body_bytes + 64 * 1024
+        try:
+            free = shutil.disk_usage(self.wal.dir).free
+        except OSError:
+            return {"ok": False, "free_bytes": None, "min_free_bytes": need}
+        return {"ok": free >= need, "free_bytes": free, "min_free_bytes": need}
 
     async def metrics_endpoint(self, request: Request) -> Response:
         refusal = self.operator_refusal(request)

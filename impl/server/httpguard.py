@@ -18,7 +18,10 @@ header count                more header fields than the limit           431 head
 header timeout              headers not complete in time (also an idle  408 request-timeout
                             new connection)
 body timeout                body not complete in time after headers     408 request-timeout
-connections                 more open connections than the limit        503 too-many-connections
+connections                 more open connections than the limit (a     503 too-many-connections
+                            /health or /ready request still answered;
+                            at accept beyond twice the limit)
+transfer coding             Transfer-Encoding other than chunked alone  501 unsupported-transfer-coding
 malformed HTTP              the parser rejects the bytes                400 bad-request
 ==========================  ==========================================  ==============
 
@@ -109,6 +112,21 @@ class CoalescingWrites:
         return getattr(self._transport, name)
 
 
+PROBE_PATHS = (b"/health", b"/ready")
+OVER_CAP_HEAD_TIMEOUT_S = 1.0  # an over-cap connection's request line and headers must come this soon
+
+
+def transfer_coding_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """None unless a ``Transfer-Encoding`` is given that is not ``chunked`` alone: the
+    parser decodes only chunked, so ``gzip, chunked`` would be read as plain chunked and
+    the application handed compressed bytes (RFC 9112 6.1: 501)."""
+    codings = [t.strip().lower() for k, v in headers if k == b"transfer-encoding" for t in v.split(b",")]
+    if not codings or codings == [b"chunked"]:
+        return None
+    shown = b", ".join(codings).decode("latin-1")[:80]
+    return f"Transfer-Encoding {shown!r} not implemented: only 'chunked' (or Content-Length)"
+
+
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing (the refusal is kept on the protocol)."""
 
@@ -134,13 +152,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal: tuple[str, str] | None = None
         self._closed_by_guard = False
         self._pending_refusal: bytes | None = None  # written once every earlier request is answered
+        self._over_cap = False  # accepted over MAX_CONNECTIONS: health probes only
 
     # -- connection ---------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        open_now = len(self.connections)
+        if open_now > 2 * self.limits.max_connections:  # beyond the probes' headroom: at accept
             self._refuse("too-many-connections", f"more than {self.limits.max_connections} open connections; "
                          "retry later")
+            return
+        # over the cap: only a liveness/readiness probe is answered (the request line decides,
+        # within the head timeout); anything else is refused as soon as its headers end
+        self._over_cap = open_now > self.limits.max_connections
+        if self._over_cap:  # a probe sends its request at once: a short head deadline frees the slot
+            self._watch("head", min(self.limits.header_timeout_s, OVER_CAP_HEAD_TIMEOUT_S))
             return
         self._arm_head_timer()
 
@@ -183,7 +209,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes = False, 0
+        if self._over_cap and self.url.split(b"?", 1)[0] not in PROBE_PATHS:
+            self._refusal = ("too-many-connections", f"more than {self.limits.max_connections} open connections; "
+                             "retry later")
+            raise _Refused
+        coding = transfer_coding_problem(self.headers)
+        if coding is not None:
+            self._refusal = ("unsupported-transfer-coding", coding)
+            raise _Refused
         super().on_headers_complete()
+        if self._over_cap and self.cycle is not None:
+            self.cycle.keep_alive = False  # the probe's answer closes: the slot is given back
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope and self.scope.get("method") != "HEAD":
             cycle.transport = CoalescingWrites(cycle.transport, cycle)  # its task has not run yet
@@ -233,6 +269,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._timer = None
 
     def _head_timeout(self) -> None:
+        if self._over_cap:
+            self._refuse("too-many-connections", f"more than {self.limits.max_connections} open connections; "
+                         "retry later")
+            return
         # (a pipelined request's head late while earlier answers run: they are answered first)
         self._refuse("request-timeout", f"request line and headers not received within "
                      f"{self.limits.header_timeout_s:g} s")

@@ -41,7 +41,9 @@ PCS_ID = "ab" * 32
 READ_HEADERS = ("x-tenant-id", "x-flk-date", "x-flk-signature", "authorization", "content-length",
                 "transfer-encoding", "content-type", "connection", "expect", "host")
 # 5xx answers that state the configuration of a route, not a failure (the catalog's slugs)
-CONFIG_STATES = {"urn:flk:problem:replication-disabled", "urn:flk:problem:sharding-disabled"}
+# (and 501 unsupported-transfer-coding: RFC 9112's answer to a coding the server does not decode)
+CONFIG_STATES = {"urn:flk:problem:replication-disabled", "urn:flk:problem:sharding-disabled",
+                 "urn:flk:problem:unsupported-transfer-coding"}
 
 NASTY = ["²", "٣", "１２", "9" * 400, "9" * 5000, "-1", "+1", " 1", "1 ", "", "0", "1e9", "0x10",
          "1_000", "NaN", "inf", "\u0000", "Basic ", "Basic " + "=" * 7, "Basic ²", "chunked", "gzip, chunked",
