@@ -16,13 +16,16 @@ raise :class:`StoreUnavailable`.
 
 from __future__ import annotations
 
+import math
 import re
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .base import (
+    DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_TTL_S,
+    CallDeadline,
     SqlBatchMixin,
     StoredOutcome,
     StoreUnavailable,
@@ -46,17 +49,23 @@ class PostgresStore(SqlBatchMixin):
         ttl_s: float = DEFAULT_TTL_S,
         min_size: int = 1,
         max_size: int = 8,
-        timeout_s: float = 5.0,
+        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
     ) -> None:
         if not _TABLE_RE.fullmatch(table):
             raise ValueError("table must match ^[a-z_][a-z0-9_]{0,62}$")
         self.table = table
         self.ttl_s = check_ttl(ttl_s, DEFAULT_TTL_S)
         self.timeout_s = timeout_s
+        self.deadline = CallDeadline(timeout_s, threads=max_size + 8, name="postgres")
         try:
+            # check: a pooled connection is validated when it is taken, so connections a
+            # Postgres restart broke are replaced, not used (they gave 503s ~20 s after
+            # the store was back); keepalives so a dead peer is noticed on idle ones too
             self._pool = ConnectionPool(
                 dsn, min_size=min_size, max_size=max_size, timeout=timeout_s, open=True,
-                kwargs={"connect_timeout": max(1, int(timeout_s))},
+                check=ConnectionPool.check_connection, reconnect_timeout=0, max_lifetime=600.0,
+                kwargs={"connect_timeout": max(1, math.ceil(timeout_s)), "keepalives": 1, "keepalives_idle": 5,
+                        "keepalives_interval": 2, "keepalives_count": 2},
             )
             self._pool.wait(timeout=timeout_s)
         except (psycopg.Error, PoolTimeout) as exc:
@@ -78,6 +87,9 @@ class PostgresStore(SqlBatchMixin):
         )
 
     def _run(self, fn, ddl: bool = False):
+        return self.deadline.call(lambda: self._run_now(fn, ddl), "postgres store call")
+
+    def _run_now(self, fn, ddl: bool = False):
         try:
             with self._pool.connection() as conn:
                 if ddl:  # concurrent CREATE TABLE IF NOT EXISTS can still race on the catalog
@@ -199,4 +211,5 @@ class PostgresStore(SqlBatchMixin):
             return False
 
     def close(self):
+        self.deadline.close()
         self._pool.close()

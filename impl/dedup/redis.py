@@ -19,8 +19,10 @@ from __future__ import annotations
 import redis as redis_lib
 
 from .base import (
+    DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_TTL_S,
     BatchMixin,
+    CallDeadline,
     StoredOutcome,
     StoreUnavailable,
     check_key,
@@ -53,14 +55,22 @@ class RedisStore(BatchMixin):
         url: str,
         prefix: str = "flk:dedup:",
         ttl_s: float = DEFAULT_TTL_S,
-        timeout_s: float = 2.0,
+        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
         client: redis_lib.Redis | None = None,
     ) -> None:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         self.prefix = prefix
         self.ttl_s = check_ttl(ttl_s, DEFAULT_TTL_S)
+        # one retry, on a connection error only: a pooled connection a Redis restart
+        # closed is replaced at once (no 503 after the store is back); a timeout is not
+        # retried (redis-py's default retries made a frozen Redis cost 2-4 s, not one timeout)
         self._r = client or redis_lib.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, max_connections=64
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, max_connections=64,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_lib.ConnectionError,)),
         )
+        self.deadline = CallDeadline(timeout_s, name="redis")
         self._put = self._r.register_script(_PUT)
 
     def _key(self, tenant: str, pcs_id: str) -> str:
@@ -80,10 +90,13 @@ class RedisStore(BatchMixin):
         return StoredOutcome.from_bytes(raw)
 
     def _call(self, fn):
-        try:
-            return fn()
-        except redis_lib.RedisError as exc:
-            raise StoreUnavailable(f"redis store failed: {type(exc).__name__}") from None
+        def run():
+            try:
+                return fn()
+            except redis_lib.RedisError as exc:
+                raise StoreUnavailable(f"redis store failed: {type(exc).__name__}") from None
+
+        return self.deadline.call(run, "redis store call")
 
     def get(self, tenant, pcs_id, now):
         check_key(tenant, pcs_id)
@@ -188,10 +201,11 @@ class RedisStore(BatchMixin):
 
     def ping(self):
         try:
-            return bool(self._r.ping())
-        except redis_lib.RedisError:
+            return bool(self._call(self._r.ping))
+        except StoreUnavailable:
             return False
 
     def close(self):
+        self.deadline.close()
         self._r.close()
         self._r.connection_pool.disconnect()

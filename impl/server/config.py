@@ -363,6 +363,8 @@ SETTINGS: tuple[Setting, ...] = (
       "several deployments on one Redis/Postgres: key prefix / table suffix", group="storage"),
     S("DEDUP_TTL_S", number(1.0, 10 * 365 * 86400.0), 14 * 24 * 3600.0, "how long an outcome is kept",
       group="storage"),
+    S("STORE_TIMEOUT_S", number(0.05, 600.0), 2.0, "longest a Redis/Postgres dedup store call may take; then "
+      "503 + Retry-After, counted by the breaker", group="storage"),
     S("PCS_SIGN_ALG", choice(*SIGN_ALGS, "none"), "hmac", "signature algorithm (single tenant)",
       field="sign_alg", group="tenants"),
     S("PCS_HMAC_KEY", secret_text, None, "HMAC key, at least 16 bytes (default: the DATA_DIR/hmac.key file)",
@@ -479,6 +481,7 @@ class ServerConfig:
     breaker_failures: int = _ADMISSION.breaker_failures
     breaker_open_s: float = _ADMISSION.breaker_open_s
     store_threads: int = 8
+    store_timeout_s: float = 2.0
     log_level: str = "info"
     drain_timeout_s: float = 10.0
     crr: Any = None  # flk.impl.replication.service.CrrConfig when CRR_STORE_URL/CRR_STORE_DIR is set
@@ -552,6 +555,8 @@ class ServerConfig:
     def store_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`flk.impl.dedup.open_store`."""
         opts: dict[str, Any] = {"ttl_s": self.dedup_ttl_s}
+        if self.dedup_backend in ("redis", "postgres"):
+            opts["timeout_s"] = self.store_timeout_s
         if self.dedup_namespace and self.dedup_backend == "redis":
             opts["prefix"] = f"flk:dedup:{self.dedup_namespace}:"
         if self.dedup_namespace and self.dedup_backend == "postgres":
