@@ -47,6 +47,21 @@ class StoreUnavailable(Exception):
     """The dedup store cannot be reached or failed mid-operation (fail closed)."""
 
 
+class GenerationLost(StoreUnavailable):
+    """The store's generation marker is missing or not the one this deployment wrote:
+    the store came back empty or was replaced, so it no longer holds the outcomes it
+    acknowledged. Sticky: every call fails until an operator recovers (SPEC.md 9.1)."""
+
+
+def generation_problem(expected: str, found: str | None) -> str | None:
+    """Why a store whose marker is ``found`` is not the store marked ``expected``."""
+    if found == expected:
+        return None
+    if found is None:
+        return "the dedup store's generation marker is gone: it restarted empty (lost its data)"
+    return "the dedup store's generation marker changed: it was replaced or restored from another deployment"
+
+
 DEFAULT_CALL_TIMEOUT_S = 2.0  # STORE_TIMEOUT_S: the longest a networked store call may take
 
 

@@ -83,6 +83,12 @@ def openapi_document() -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+GENERATION_FILE = "dedup-generation.json"
+STORE_LOST_RECOVERY = ("writes are refused (503) until an operator recovers: restart the workers with "
+                       "DEDUP_REBUILD=1 to accept the store as new and rebuild it from the inbox WAL "
+                       "(SPEC.md 9.1), or restore the store's data and restart")
+
+
 class WalDirBusy(RuntimeError):
     """Another live process holds this inbox WAL directory."""
 
@@ -165,6 +171,10 @@ class Server:
         self._wal_watch: asyncio.Task | None = None
         self.quarantine: Any = None  # poison records of the start-up replay (flk.impl.storage.quarantine)
         self._quarantined: list[dict] = []  # this start's, for the audit log once replication runs
+        self.generation: dict = {"checked": False}  # the dedup store's generation marker (data loss detection)
+        self._store_watch: asyncio.Task | None = None
+        self._lost_reported = False
+        self.store_poll_s = 1.0
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -181,6 +191,7 @@ class Server:
         self.smetrics = ServerMetrics(self.metrics.registry, self.worker)
         self.openapi = json.dumps(openapi_document()).encode()
         self.store = await loop.run_in_executor(self.executor, cfg.open_store, time.time())
+        self.generation = await loop.run_in_executor(self.executor, self._adopt_generation)
         self.batcher = GuardedStore(self.store, self.breaker)
         wal_dir = cfg.worker_wal_dir(self.worker)
         self._wal_lock = lock_wal_dir(wal_dir)  # one process per inbox WAL, released when it dies
@@ -192,7 +203,12 @@ class Server:
         self.pipeline = build_pipeline(cfg, self)
         self.driver = BatchDriver(self.pipeline.verifier, LoggedWal(self), self.batcher, self.metrics,
                                   max_delay_s=cfg.wal_group_delay_ms / 1000.0)
-        replayed = await self.pipeline.replay_wal(self.wal)
+        if self.store_lost() is None:
+            replayed = await self.pipeline.replay_wal(self.wal)
+        else:  # the WAL is kept for the rebuild (DEDUP_REBUILD=1); nothing is written meanwhile
+            replayed = {"records": 0, "errors": 0, "quarantined": 0}
+            self.log.error("wal_replay_skipped", reason="dedup store lost its data",
+                           detail="writes refused; restart with DEDUP_REBUILD=1 to rebuild it from the inbox WAL")
         self.smetrics.replayed.inc(replayed["records"])
         self.log.info("wal_replayed", wal_dir=wal_dir, records=replayed["records"], errors=replayed["errors"],
                       note=f"{replayed['quarantined']} record(s) quarantined")
@@ -203,16 +219,19 @@ class Server:
             for entry in self._quarantined:
                 self.crr.audit_quarantined(entry)
         self._wal_watch = asyncio.create_task(self._watch_wal())
+        self._store_watch = asyncio.create_task(self._watch_store())
+        self._report_store_lost()
         self.ready = True
         self.log.info("worker_ready", pid=os.getpid(), dedup_backend=cfg.dedup_backend)
 
     async def stop(self) -> None:
         self.ready = False
         loop = asyncio.get_running_loop()
-        if self._wal_watch is not None:
-            self._wal_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._wal_watch
+        for task in (self._wal_watch, self._store_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.crr is not None:  # before the WAL it ships is closed
             from ..replication.service import stop_for_server
 
@@ -234,6 +253,89 @@ class Server:
         if self.executor is not None:
             self.executor.shutdown(wait=True)
         self.log.info("worker_stopped", pid=os.getpid())
+
+    # -- dedup store data loss (generation marker) ------------------------------------
+    def _adopt_generation(self) -> dict:
+        """(Worker thread, at start.) Compare the store's generation marker with the one
+        this deployment recorded in ``DATA_DIR/dedup-generation.json``: write one on the
+        store's first use (or adopt the store's when the data dir is new); a marker that
+        is gone or different means the store lost or replaced its data -- writes are
+        refused (``store.lost``) unless DEDUP_REBUILD=1, which stamps a new marker and
+        lets the start-up replay rebuild the store from the inbox WAL."""
+        import hashlib
+        import uuid
+
+        from ..dedup.base import generation_problem
+
+        store, cfg = self.store, self.cfg
+        if not hasattr(store, "expect_generation"):
+            return {"checked": False, "why": f"{cfg.dedup_backend} keeps its data with the server's own disk"}
+        path = os.path.join(cfg.data_dir, GENERATION_FILE)
+        ident = hashlib.sha256(f"{cfg.dedup_backend}|{cfg.store_url()}|{cfg.dedup_namespace}".encode()).hexdigest()[:16]
+        try:
+            with open(path, encoding="utf-8") as fh:
+                known_all = json.load(fh)
+        except FileNotFoundError:
+            known_all = {}
+        except (OSError, ValueError):
+            known_all = {}
+        known = known_all.get(ident) if isinstance(known_all, dict) else None
+        found = store.read_generation()
+        status = {"checked": True, "rebuilt": False}
+        if known is None:
+            marker = store.create_generation(uuid.uuid4().hex)  # first use, or a new data dir adopts it
+        elif found == known:
+            marker = known
+        elif cfg.dedup_rebuild:
+            marker = store.create_generation(uuid.uuid4().hex, force=True)
+            status["rebuilt"] = True
+            self.log.warning("dedup_store_rebuild", reason=generation_problem(known, found),
+                             detail="DEDUP_REBUILD=1: new generation marker; the inbox WAL replay rebuilds the store")
+        else:
+            store.lost = generation_problem(known, found)
+            store.expected_generation = known
+            return {**status, "lost": store.lost}
+        known_all = known_all if isinstance(known_all, dict) else {}
+        known_all[ident] = marker
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(known_all, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        store.expect_generation(marker)
+        return status
+
+    def store_lost(self) -> str | None:
+        return getattr(self.store, "lost", None)
+
+    def _report_store_lost(self) -> None:
+        """Log (error) and audit, once, that the store lost its data."""
+        reason = self.store_lost()
+        if reason is None or self._lost_reported:
+            return
+        self._lost_reported = True
+        self.generation = {**self.generation, "lost": reason}
+        self.log.error("dedup_store_lost", reason=reason, detail=STORE_LOST_RECOVERY)
+        crr = self.crr
+        if crr is not None and getattr(crr, "audit_queue", None) is not None:
+            import hashlib
+
+            crr._enqueue_audit(tenant="_system", outcome="dedup_store_lost", pcs_id="dedup-generation",
+                               payload_digest=hashlib.sha256(reason.encode()).hexdigest(), now=time.time(),
+                               region=self.cfg.region_id)
+
+    async def _watch_store(self) -> None:
+        """Ping the store every ``store_poll_s`` (a ping compares the generation marker):
+        a store that came back empty is noticed without traffic."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.store_poll_s)
+            if self.store_lost() is None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(loop.run_in_executor(self.executor, self.store.ping),
+                                           self.cfg.store_timeout_s + 1)
+            self._report_store_lost()
 
     # -- poison records and WAL recovery ----------------------------------------------
     def quarantine_record(self, wal: Any, index: int, payload: bytes, error: BaseException) -> None:
@@ -438,6 +540,11 @@ class Server:
             store_ok = await asyncio.wait_for(loop.run_in_executor(self.executor, self.store.ping), 2.0)
         except Exception:  # noqa: BLE001 -- any failure means not ready
             store_ok = False
+        lost = self.store_lost()
+        if lost is not None:
+            self._report_store_lost()
+            store_ok = False
+            detail["store_generation"] = {"lost": lost, "recovery": STORE_LOST_RECOVERY}
         if not (wal_ok and store_ok and disk["ok"]):
             what = [n for n, good in (("dedup store", store_ok), ("inbox WAL", wal_ok),
                                       (f"inbox WAL disk ({disk['free_bytes']} bytes free, "

@@ -363,6 +363,9 @@ SETTINGS: tuple[Setting, ...] = (
       "several deployments on one Redis/Postgres: key prefix / table suffix", group="storage"),
     S("DEDUP_TTL_S", number(1.0, 10 * 365 * 86400.0), 14 * 24 * 3600.0, "how long an outcome is kept",
       group="storage"),
+    S("DEDUP_REBUILD", boolean, False, "after the Redis/Postgres dedup store lost its data (generation marker "
+      "gone or changed: writes refused): accept it as new and rebuild it from the inbox WAL at start",
+      group="storage"),
     S("STORE_TIMEOUT_S", number(0.05, 600.0), 2.0, "longest a Redis/Postgres dedup store call may take; then "
       "503 + Retry-After, counted by the breaker", group="storage"),
     S("PCS_SIGN_ALG", choice(*SIGN_ALGS, "none"), "hmac", "signature algorithm (single tenant)",
@@ -482,6 +485,7 @@ class ServerConfig:
     breaker_open_s: float = _ADMISSION.breaker_open_s
     store_threads: int = 8
     store_timeout_s: float = 2.0
+    dedup_rebuild: bool = False
     log_level: str = "info"
     drain_timeout_s: float = 10.0
     crr: Any = None  # flk.impl.replication.service.CrrConfig when CRR_STORE_URL/CRR_STORE_DIR is set
