@@ -287,7 +287,10 @@ class Server:
         elif found == known:
             marker = known
         elif cfg.dedup_rebuild:
-            marker = store.create_generation(uuid.uuid4().hex, force=True)
+            # the marker another worker of this rebuild may have written already is adopted
+            # (stamping one per worker would make the others see a replaced store)
+            marker = store.create_generation(uuid.uuid4().hex)
+            store.lost = None
             status["rebuilt"] = True
             self.log.warning("dedup_store_rebuild", reason=generation_problem(known, found),
                              detail="DEDUP_REBUILD=1: new generation marker; the inbox WAL replay rebuilds the store")
