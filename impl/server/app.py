@@ -187,7 +187,7 @@ class Server:
         for d in (cfg.data_dir, cfg.wal_dir):
             os.makedirs(d, exist_ok=True)
         self.executor = ThreadPoolExecutor(cfg.store_threads, thread_name_prefix="dedup")
-        self.metrics = Metrics()
+        self.metrics = Metrics(max_tenants=cfg.metrics_max_tenants)
         self.smetrics = ServerMetrics(self.metrics.registry, self.worker)
         self.openapi = json.dumps(openapi_document()).encode()
         self.store = await loop.run_in_executor(self.executor, cfg.open_store, time.time())
@@ -581,7 +581,9 @@ class Server:
             self.smetrics.breaker_rejected.set(self.batcher.breaker_rejected)
             self.smetrics.store_batches.set(self.batcher.batches)
             self.smetrics.store_batched_items.set(self.batcher.batched_items)
-        return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        # rendered on a thread, not the event loop (the series are bounded by METRICS_MAX_TENANTS)
+        text = await asyncio.get_running_loop().run_in_executor(None, self.metrics.exposition)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi_endpoint(self, request: Request) -> Response:
         return Response(self.openapi, media_type="application/json")

@@ -19,6 +19,7 @@ BENCHES = {
     "sim": "simulator: 3-region CRR scenario, 1M submissions",
     "loadgen": "load generator req/s against a no-op HTTP sink, PCS synthesis rate",
     "crr": "cross-region replication: WAL shipping and verified replay records/s",
+    "metrics": "/metrics scrape time and size at 10,000 tenants, capped vs uncapped",
 }
 
 
