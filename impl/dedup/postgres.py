@@ -271,6 +271,10 @@ class PostgresStore(SqlBatchMixin):
         """Remove the table (tests use a table per run)."""
         self._run(lambda c: c.execute(f"DROP TABLE IF EXISTS {self.table}"))
 
+    def make_durable(self) -> bool:
+        """Committed transactions are durable in Postgres (fsync on commit)."""
+        return True
+
     def ping(self):
         try:
             self._run(lambda c: c.execute("SELECT 1").fetchone())

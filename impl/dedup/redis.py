@@ -253,6 +253,16 @@ class RedisStore(BatchMixin):
     def sample(self, n, seed, now):
         return sample_entries(self._live(now), n, seed)
 
+    def make_durable(self) -> bool:
+        """True when every acknowledged write is in an fsynced AOF (``appendonly yes`` with
+        ``appendfsync always``); otherwise (no AOF, or ``everysec``: a crash may lose the
+        last writes) False: the server then writes no WAL checkpoint for this store."""
+        try:
+            conf = self._call(lambda: self._r.config_get("append*"))
+        except StoreUnavailable:
+            return False
+        return conf.get("appendonly") == "yes" and conf.get("appendfsync") == "always"
+
     def ping(self):
         try:
             ok = bool(self._call(self._r.ping))

@@ -93,6 +93,32 @@ class WalDirBusy(RuntimeError):
     """Another live process holds this inbox WAL directory."""
 
 
+class FailureWatch:
+    """The dedup store as the submit batches call it, counting the calls that raised
+    (a clean stop writes a WAL checkpoint only when none did)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.failures = 0
+
+    def get_many(self, keys: list, now: float) -> list:
+        try:
+            return self.store.get_many(keys, now)
+        except BaseException:
+            self.failures += 1
+            raise
+
+    def put_many_if_absent(self, items: list, now: float, ttl_s: float | None = None) -> list:
+        try:
+            return self.store.put_many_if_absent(items, now, ttl_s)
+        except BaseException:
+            self.failures += 1
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
 def lock_wal_dir(wal_dir: str) -> int:
     """An exclusive ``flock`` on ``<wal_dir>.lock``; returns the fd (kept open for
     the worker's life). Two servers on one DATA_DIR would interleave appends to
@@ -175,6 +201,8 @@ class Server:
         self._store_watch: asyncio.Task | None = None
         self._lost_reported = False
         self.store_poll_s = 1.0
+        self._submit_5xx = 0
+        self._wal_ever_failed = False  # an append or fsync failed since the start: no checkpoint at stop
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -192,7 +220,7 @@ class Server:
         self.openapi = json.dumps(openapi_document()).encode()
         self.store = await loop.run_in_executor(self.executor, cfg.open_store, time.time())
         self.generation = await loop.run_in_executor(self.executor, self._adopt_generation)
-        self.batcher = GuardedStore(self.store, self.breaker)
+        self.batcher = GuardedStore(FailureWatch(self.store), self.breaker)
         wal_dir = cfg.worker_wal_dir(self.worker)
         self._wal_lock = lock_wal_dir(wal_dir)  # one process per inbox WAL, released when it dies
         self.wal = await loop.run_in_executor(None, lambda: SegmentedLog(wal_dir, fs=self.wal_fs))
@@ -204,14 +232,18 @@ class Server:
         self.driver = BatchDriver(self.pipeline.verifier, LoggedWal(self), self.batcher, self.metrics,
                                   max_delay_s=cfg.wal_group_delay_ms / 1000.0)
         if self.store_lost() is None:
-            replayed = await self.pipeline.replay_wal(self.wal)
+            from_index, end = self._replay_from(), self.wal.next_index
+            replayed = await self.pipeline.replay_wal(self.wal, from_index)
+            replayed["from_index"] = from_index
+            await loop.run_in_executor(self.executor, self._checkpoint, end)
         else:  # the WAL is kept for the rebuild (DEDUP_REBUILD=1); nothing is written meanwhile
             replayed = {"records": 0, "errors": 0, "quarantined": 0}
             self.log.error("wal_replay_skipped", reason="dedup store lost its data",
                            detail="writes refused; restart with DEDUP_REBUILD=1 to rebuild it from the inbox WAL")
         self.smetrics.replayed.inc(replayed["records"])
         self.log.info("wal_replayed", wal_dir=wal_dir, records=replayed["records"], errors=replayed["errors"],
-                      note=f"{replayed['quarantined']} record(s) quarantined")
+                      note=f"{replayed['quarantined']} record(s) quarantined; from index "
+                           f"{replayed.get('from_index', 0)} (checkpoint)")
         from ..replication.service import start_for_server
 
         self.crr = await loop.run_in_executor(None, start_for_server, self)  # None unless CRR_* configured
@@ -238,6 +270,9 @@ class Server:
             await loop.run_in_executor(None, stop_for_server, self.crr)
         if self.driver is not None:
             await loop.run_in_executor(None, self.driver.close)  # the last batches, each synced
+            if self.ready_to_checkpoint():  # every batch stored its outcomes: the next start replays nothing
+                with contextlib.suppress(Exception):
+                    await loop.run_in_executor(None, self._checkpoint, self.wal.next_index)
         if self.wal is not None:
             def close_wal() -> None:
                 with contextlib.suppress(Exception):
@@ -309,6 +344,42 @@ class Server:
         store.expect_generation(marker)
         return status
 
+    # -- WAL checkpoints (the decision and the file: pipeline.replay_start / write_checkpoint) --
+    def _store_ident(self) -> str:
+        import hashlib
+
+        cfg = self.cfg
+        return hashlib.sha256(f"{cfg.dedup_backend}|{cfg.store_url()}|{cfg.dedup_namespace}".encode()).hexdigest()[:16]
+
+    def _checkpoint_trusted(self) -> bool:
+        """A checkpoint may skip records only for a store that keeps its outcomes across
+        restarts and whose identity is known (not memory or sharded; not while rebuilding)."""
+        return (self.cfg.dedup_backend in ("sqlite", "redis", "postgres") and not self.generation.get("rebuilt")
+                and self.store_lost() is None)
+
+    def _replay_from(self) -> int:
+        from .pipeline import replay_start
+
+        return replay_start(self.wal, self._store_ident(), getattr(self.store, "expected_generation", None),
+                            self._checkpoint_trusted())
+
+    def _checkpoint(self, index: int) -> bool:
+        """(Worker thread.) Write the checkpoint ``index`` once the store says its outcomes are durable."""
+        from .pipeline import write_checkpoint
+
+        if not self._checkpoint_trusted():
+            return False
+        return write_checkpoint(self.wal, index, self.store, self._store_ident(),
+                                getattr(self.store, "expected_generation", None))
+
+    def ready_to_checkpoint(self) -> bool:
+        """At a clean stop: no store call and no WAL append failed since the start, so every
+        record of the WAL was answered with its outcome stored (or needed none)."""
+        watch = self.batcher.store if self.batcher is not None else None
+        return (watch is not None and watch.failures == 0 and self.batcher.breaker_rejected == 0
+                and self._submit_5xx == 0
+                and self.wal is not None and self.wal.failed is None and not self._wal_ever_failed)
+
     def store_lost(self) -> str | None:
         return getattr(self.store, "lost", None)
 
@@ -367,6 +438,8 @@ class Server:
             await asyncio.sleep(self.wal_poll_s)
             failure = self.wal.failed
             now = time.monotonic()
+            if failure is not None:
+                self._wal_ever_failed = True
             if failure is not None and self.wal_health.available:
                 self.wal_health.failed(f"{type(failure).__name__}: {failure}"[:200], now)
                 self.log.error("wal_failed", reason=self.wal_health.reason, detail="probing with backoff")
@@ -421,6 +494,7 @@ class Server:
             await send({"type": "http.response.body", "body": body})
             self._account("/v1/pcs/submit", status, scope["method"], t0, tenant)
         except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
+            self._submit_5xx += 1
             self.log.error("unhandled", reason=type(exc).__name__, path="/v1/pcs/submit")
             await problem("internal", "internal error")(scope, receive, send)
 
@@ -510,6 +584,8 @@ class Server:
 
     def _account(self, path: str, status: int, method: str, t0: float, tenant: str | None) -> None:
         route = path if path in ROUTES else "other"
+        if status >= 500 and route == "/v1/pcs/submit":
+            self._submit_5xx += 1  # a request in the WAL may lack its outcome: no checkpoint at stop
         child = self._counters.get((route, status))
         if child is None:
             child = self._counters[(route, status)] = self.smetrics.requests.labels(route=route, status=str(status))
