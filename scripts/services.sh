@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start (or stop) the real backing services the tests use, on loopback only:
-#   Redis      127.0.0.1:$FLK_REDIS_PORT   (default 16379)
+#   Redis      127.0.0.1:$FLK_REDIS_PORT   (default 16379), persistent: AOF with appendfsync always
+#              (FLK_REDIS_AOF=no / FLK_REDIS_APPENDFSYNC=everysec to change; a dedup store that
+#              forgets acknowledged outcomes breaks first-write-wins, issue 27)
 #   PostgreSQL 127.0.0.1:$FLK_PG_PORT      (default 15432), database flk, user flk
 # Installs Debian's redis-server / postgresql if missing (apt-get), keeps data in
 # temporary directories under $FLK_SERVICES_DIR, and writes .services.env with
@@ -45,7 +47,7 @@ redis_up() {
   mkdir -p "$SDIR/redis"
   if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then return 0; fi
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$SDIR/redis" --daemonize yes \
-    --pidfile "$SDIR/redis/redis.pid" --logfile "$SDIR/redis/redis.log" --save "" --appendonly no \
+    --pidfile "$SDIR/redis/redis.pid" --logfile "$SDIR/redis/redis.log" --save "" --appendonly "${FLK_REDIS_AOF:-yes}" --appendfsync "${FLK_REDIS_APPENDFSYNC:-always}" \
     --maxclients 2000 >/dev/null
   for _ in $(seq 50); do
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0

@@ -47,6 +47,59 @@ class StoreUnavailable(Exception):
     """The dedup store cannot be reached or failed mid-operation (fail closed)."""
 
 
+class GenerationLost(StoreUnavailable):
+    """The store's generation marker is missing or not the one this deployment wrote:
+    the store came back empty or was replaced, so it no longer holds the outcomes it
+    acknowledged. Sticky: every call fails until an operator recovers (SPEC.md 9.1)."""
+
+
+def generation_problem(expected: str, found: str | None) -> str | None:
+    """Why a store whose marker is ``found`` is not the store marked ``expected``."""
+    if found == expected:
+        return None
+    if found is None:
+        return "the dedup store's generation marker is gone: it restarted empty (lost its data)"
+    return "the dedup store's generation marker changed: it was replaced or restored from another deployment"
+
+
+DEFAULT_CALL_TIMEOUT_S = 2.0  # STORE_TIMEOUT_S: the longest a networked store call may take
+
+
+class CallDeadline:
+    """Every call of a networked store answers within ``timeout_s``: the call runs on a
+    small thread pool and the caller waits at most that long, then gets
+    :class:`StoreUnavailable` (the pipeline's 503 + ``Retry-After``; the server's
+    breaker counts it). Why threads: a store process that is stopped (SIGSTOP) keeps
+    its TCP connections open and its kernel acknowledges every byte, so neither
+    libpq nor a TCP timeout ever fires -- a query waits for the whole freeze (57 s
+    in an outside test). A call that has not started when its deadline passes is cancelled; one
+    that is running finishes (or fails) on its thread when the store comes back; its
+    result is dropped (the request was answered 503 and is in the inbox WAL: a retry is
+    answered by first-write-wins). ``timed_out`` counts the deadlines missed."""
+
+    def __init__(self, timeout_s: float = DEFAULT_CALL_TIMEOUT_S, threads: int = 16, name: str = "store") -> None:
+        import concurrent.futures
+
+        if not (timeout_s > 0 and math.isfinite(timeout_s)):
+            raise ValueError("timeout_s must be a positive number of seconds")
+        self.timeout_s = float(timeout_s)
+        self._futures = concurrent.futures
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=f"{name}-call")
+        self.timed_out = 0
+
+    def call(self, fn, what: str = "store call"):
+        fut = self._pool.submit(fn)
+        try:
+            return fut.result(self.timeout_s)
+        except self._futures.TimeoutError:
+            fut.cancel()
+            self.timed_out += 1
+            raise StoreUnavailable(f"{what} timed out after {self.timeout_s:g} s (STORE_TIMEOUT_S)") from None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass(frozen=True, init=False)
 class StoredOutcome:
     payload_digest: str  # hex SHA-256 of the v1 canonical bytes of the signed subset

@@ -16,13 +16,17 @@ raise :class:`StoreUnavailable`.
 
 from __future__ import annotations
 
+import math
 import re
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .base import (
+    DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_TTL_S,
+    CallDeadline,
+    GenerationLost,
     SqlBatchMixin,
     StoredOutcome,
     StoreUnavailable,
@@ -30,6 +34,7 @@ from .base import (
     check_ttl,
     decode_cursor,
     encode_cursor,
+    generation_problem,
 )
 
 _CHUNK = 200
@@ -46,17 +51,27 @@ class PostgresStore(SqlBatchMixin):
         ttl_s: float = DEFAULT_TTL_S,
         min_size: int = 1,
         max_size: int = 8,
-        timeout_s: float = 5.0,
+        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
     ) -> None:
         if not _TABLE_RE.fullmatch(table):
             raise ValueError("table must match ^[a-z_][a-z0-9_]{0,62}$")
         self.table = table
         self.ttl_s = check_ttl(ttl_s, DEFAULT_TTL_S)
         self.timeout_s = timeout_s
+        self.deadline = CallDeadline(timeout_s, threads=max_size + 8, name="postgres")
+        self.generation_table = f"{table}_generation"
+        self.expected_generation: str | None = None
+        self.lost: str | None = None
         try:
+            # check: a pooled connection is validated when it is taken, so connections a
+            # Postgres restart broke are replaced, not used (they gave 503s ~20 s after
+            # the store was back); keepalives so a dead peer is noticed on idle ones too
             self._pool = ConnectionPool(
                 dsn, min_size=min_size, max_size=max_size, timeout=timeout_s, open=True,
-                kwargs={"connect_timeout": max(1, int(timeout_s))},
+                check=ConnectionPool.check_connection, reconnect_timeout=0, max_lifetime=600.0,
+                configure=self._on_connect,
+                kwargs={"connect_timeout": max(1, math.ceil(timeout_s)), "keepalives": 1, "keepalives_idle": 5,
+                        "keepalives_interval": 2, "keepalives_count": 2},
             )
             self._pool.wait(timeout=timeout_s)
         except (psycopg.Error, PoolTimeout) as exc:
@@ -77,7 +92,72 @@ class PostgresStore(SqlBatchMixin):
             ddl=True,
         )
 
-    def _run(self, fn, ddl: bool = False):
+    def _run(self, fn, ddl: bool = False, check: bool = True):
+        if check and self.lost is not None:
+            raise GenerationLost(self.lost)
+        try:
+            return self.deadline.call(lambda: self._run_now(fn, ddl), "postgres store call")
+        except StoreUnavailable:
+            if check and self.lost is not None:
+                raise GenerationLost(self.lost) from None
+            raise
+
+    # -- generation marker (data loss detection) -------------------------------------
+    def _on_connect(self, conn) -> None:
+        """Every new pooled connection -- so every reconnect after a restart -- checks the
+        marker before the pool hands it out."""
+        if self.expected_generation is None:
+            return
+        try:
+            row = conn.execute(f"SELECT generation FROM {self.generation_table} WHERE id = 1").fetchone()
+        except psycopg.errors.UndefinedTable:
+            row = None
+        conn.rollback()
+        problem = generation_problem(self.expected_generation, None if row is None else row[0])
+        if problem is not None:
+            self.lost = self.lost or problem
+            raise psycopg.OperationalError("dedup store generation marker mismatch")
+
+    def _create_generation_table(self, c) -> None:
+        c.execute(f"CREATE TABLE IF NOT EXISTS {self.generation_table} (id INTEGER PRIMARY KEY, "
+                  "generation TEXT NOT NULL)")
+
+    def read_generation(self) -> str | None:
+        def fn(c):
+            self._create_generation_table(c)
+            row = c.execute(f"SELECT generation FROM {self.generation_table} WHERE id = 1").fetchone()
+            return None if row is None else row[0]
+
+        return self._run(fn, ddl=True, check=False)
+
+    def create_generation(self, generation: str, force: bool = False) -> str:
+        """Write ``generation`` if there is no marker (or always, ``force``); the marker now."""
+        conflict = "DO UPDATE SET generation = EXCLUDED.generation" if force else "DO NOTHING"
+
+        def fn(c):
+            self._create_generation_table(c)
+            c.execute(f"INSERT INTO {self.generation_table} (id, generation) VALUES (1, %s) "
+                      f"ON CONFLICT (id) {conflict}", (generation,))
+
+        self._run(fn, ddl=True, check=False)
+        if force:
+            self.lost = None
+        return self.read_generation() or generation
+
+    def expect_generation(self, generation: str) -> None:
+        self.expected_generation = generation
+        self.check_generation()
+
+    def check_generation(self) -> None:
+        """Raise :class:`GenerationLost` (sticky) unless the store's marker is the expected one."""
+        if self.lost is None and self.expected_generation is not None:
+            problem = generation_problem(self.expected_generation, self.read_generation())
+            if problem is not None:
+                self.lost = problem
+        if self.lost is not None:
+            raise GenerationLost(self.lost)
+
+    def _run_now(self, fn, ddl: bool = False):
         try:
             with self._pool.connection() as conn:
                 if ddl:  # concurrent CREATE TABLE IF NOT EXISTS can still race on the catalog
@@ -191,12 +271,18 @@ class PostgresStore(SqlBatchMixin):
         """Remove the table (tests use a table per run)."""
         self._run(lambda c: c.execute(f"DROP TABLE IF EXISTS {self.table}"))
 
+    def make_durable(self) -> bool:
+        """Committed transactions are durable in Postgres (fsync on commit)."""
+        return True
+
     def ping(self):
         try:
             self._run(lambda c: c.execute("SELECT 1").fetchone())
+            self.check_generation()  # every ping compares the marker too
             return True
         except StoreUnavailable:
             return False
 
     def close(self):
+        self.deadline.close()
         self._pool.close()

@@ -19,12 +19,16 @@ from __future__ import annotations
 import redis as redis_lib
 
 from .base import (
+    DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_TTL_S,
     BatchMixin,
+    CallDeadline,
+    GenerationLost,
     StoredOutcome,
     StoreUnavailable,
     check_key,
     check_ttl,
+    generation_problem,
     sample_entries,
 )
 
@@ -53,14 +57,26 @@ class RedisStore(BatchMixin):
         url: str,
         prefix: str = "flk:dedup:",
         ttl_s: float = DEFAULT_TTL_S,
-        timeout_s: float = 2.0,
+        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
         client: redis_lib.Redis | None = None,
     ) -> None:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         self.prefix = prefix
         self.ttl_s = check_ttl(ttl_s, DEFAULT_TTL_S)
+        # one retry, on a connection error only: a pooled connection a Redis restart
+        # closed is replaced at once (no 503 after the store is back); a timeout is not
+        # retried (redis-py's default retries made a frozen Redis cost 2-4 s, not one timeout)
+        self.generation_key = f"flk:generation:{prefix}"  # outside the prefix: scans never see it
+        self.expected_generation: str | None = None
+        self.lost: str | None = None
         self._r = client or redis_lib.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, max_connections=64
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, max_connections=64,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_lib.ConnectionError,)),
+            redis_connect_func=self._on_connect,
         )
+        self.deadline = CallDeadline(timeout_s, name="redis")
         self._put = self._r.register_script(_PUT)
 
     def _key(self, tenant: str, pcs_id: str) -> str:
@@ -79,11 +95,62 @@ class RedisStore(BatchMixin):
             return None
         return StoredOutcome.from_bytes(raw)
 
-    def _call(self, fn):
+    # -- generation marker (data loss detection) -------------------------------------
+    def _on_connect(self, conn) -> None:
+        """Every new connection -- so every reconnect after a restart -- checks the marker
+        before any command uses it."""
+        conn.on_connect()
+        if self.expected_generation is None:
+            return
+        conn.send_command("GET", self.generation_key)
+        found = conn.read_response()
+        problem = generation_problem(self.expected_generation, None if found is None else found.decode())
+        if problem is not None:
+            self.lost = self.lost or problem
+            raise redis_lib.ConnectionError("dedup store generation marker mismatch")
+
+    def read_generation(self) -> str | None:
+        v = self._call(lambda: self._r.get(self.generation_key), check=False)
+        return None if v is None else v.decode()
+
+    def create_generation(self, generation: str, force: bool = False) -> str:
+        """Write ``generation`` if there is no marker (or always, ``force``); the marker now."""
+        if force:
+            self._call(lambda: self._r.set(self.generation_key, generation), check=False)
+            self.lost = None
+            return generation
+        self._call(lambda: self._r.set(self.generation_key, generation, nx=True), check=False)
+        return self.read_generation() or generation
+
+    def expect_generation(self, generation: str) -> None:
+        self.expected_generation = generation
+        self.check_generation()
+
+    def check_generation(self) -> None:
+        """Raise :class:`GenerationLost` (sticky) unless the store's marker is the expected one."""
+        if self.lost is None and self.expected_generation is not None:
+            problem = generation_problem(self.expected_generation, self.read_generation())
+            if problem is not None:
+                self.lost = problem
+        if self.lost is not None:
+            raise GenerationLost(self.lost)
+
+    def _call(self, fn, check: bool = True):
+        if check and self.lost is not None:
+            raise GenerationLost(self.lost)
+
+        def run():
+            try:
+                return fn()
+            except redis_lib.RedisError as exc:
+                raise StoreUnavailable(f"redis store failed: {type(exc).__name__}") from None
+
         try:
-            return fn()
-        except redis_lib.RedisError as exc:
-            raise StoreUnavailable(f"redis store failed: {type(exc).__name__}") from None
+            return self.deadline.call(run, "redis store call")
+        except StoreUnavailable:
+            if check and self.lost is not None:
+                raise GenerationLost(self.lost) from None
+            raise
 
     def get(self, tenant, pcs_id, now):
         check_key(tenant, pcs_id)
@@ -186,12 +253,25 @@ class RedisStore(BatchMixin):
     def sample(self, n, seed, now):
         return sample_entries(self._live(now), n, seed)
 
+    def make_durable(self) -> bool:
+        """True when every acknowledged write is in an fsynced AOF (``appendonly yes`` with
+        ``appendfsync always``); otherwise (no AOF, or ``everysec``: a crash may lose the
+        last writes) False: the server then writes no WAL checkpoint for this store."""
+        try:
+            conf = self._call(lambda: self._r.config_get("append*"))
+        except StoreUnavailable:
+            return False
+        return conf.get("appendonly") == "yes" and conf.get("appendfsync") == "always"
+
     def ping(self):
         try:
-            return bool(self._r.ping())
-        except redis_lib.RedisError:
+            ok = bool(self._call(self._r.ping))
+            self.check_generation()  # every ping compares the marker too
+            return ok
+        except StoreUnavailable:
             return False
 
     def close(self):
+        self.deadline.close()
         self._r.close()
         self._r.connection_pool.disconnect()

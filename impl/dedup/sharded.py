@@ -462,9 +462,13 @@ def _deciding_ring(store: object) -> ShardedStore | None:
 
 
 def _sample_query(params: Mapping[str, str]) -> tuple[int, int]:
-    """``size`` (1..1000, default 10) and ``seed`` (>= 0, default 0); ValueError otherwise."""
-    size, seed = int(params.get("size", "10")), int(params.get("seed", "0"))
-    if not 1 <= size <= 1000 or seed < 0:
+    """``size`` (1..1000, default 10) and ``seed`` (0..2^63-1, default 0: a store keeps it
+    in a signed 64-bit integer; a larger seed was a 500); ValueError otherwise."""
+    raw_size, raw_seed = params.get("size", "10"), params.get("seed", "0")
+    if len(raw_size) > 8 or len(raw_seed) > 20:  # int() of a 5,000-digit string raises too, after work
+        raise ValueError("size or seed too long")
+    size, seed = int(raw_size), int(raw_seed)
+    if not 1 <= size <= 1000 or not 0 <= seed < 2**63:
         raise ValueError("size or seed out of range")
     return size, seed
 
@@ -512,7 +516,7 @@ def routes(get_store: Callable[[], object], clock: Callable[[], float],
         try:
             size, seed = _sample_query(request.query_params)
         except ValueError:
-            return problem("invalid-query", "size must be an integer in 1..1000 and seed >= 0")
+            return problem("invalid-query", "size must be an integer in 1..1000 and seed in 0..2^63-1")
         try:
             entries = await run_in_threadpool(s.sample, size, seed, clock())
         except StoreUnavailable as exc:

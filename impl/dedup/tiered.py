@@ -47,6 +47,7 @@ Postgres are supported as warm tiers.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -221,7 +222,7 @@ class TieredStore(BatchMixin):
         self.stats["cold_reads"] += 1
         try:
             raw = decompress(data)
-            if hashlib.sha256(raw).hexdigest()[:16] != oh:
+            if not hmac.compare_digest(hashlib.sha256(raw).hexdigest()[:16], oh):
                 raise ValueError("digest mismatch")
             return StoredOutcome.from_bytes(raw)
         except (zlib.error, ValueError):

@@ -45,6 +45,7 @@ import functools
 import json
 import os
 import pathlib
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -52,7 +53,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -60,6 +61,7 @@ from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
 from ..storage.quarantine import Quarantine
 from ..storage.walhealth import WalHealth
 from ..verifier.admission import STATE_CODES, AdmissionSettings, build_admission
+from ..verifier.pipeline import MAX_TENANT_HEADER
 from ..verifier.problems import problem_body, problem_type
 from .auth import OperatorAuth, Refusal, check_tenant_read, single_header
 from .batchdriver import BatchDriver, GuardedStore, LoggedWal
@@ -82,8 +84,40 @@ def openapi_document() -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+GENERATION_FILE = "dedup-generation.json"
+STORE_LOST_RECOVERY = ("writes are refused (503) until an operator recovers: restart the workers with "
+                       "DEDUP_REBUILD=1 to accept the store as new and rebuild it from the inbox WAL "
+                       "(SPEC.md 9.1), or restore the store's data and restart")
+
+
 class WalDirBusy(RuntimeError):
     """Another live process holds this inbox WAL directory."""
+
+
+class FailureWatch:
+    """The dedup store as the submit batches call it, counting the calls that raised
+    (a clean stop writes a WAL checkpoint only when none did)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.failures = 0
+
+    def get_many(self, keys: list, now: float) -> list:
+        try:
+            return self.store.get_many(keys, now)
+        except BaseException:
+            self.failures += 1
+            raise
+
+    def put_many_if_absent(self, items: list, now: float, ttl_s: float | None = None) -> list:
+        try:
+            return self.store.put_many_if_absent(items, now, ttl_s)
+        except BaseException:
+            self.failures += 1
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
 
 
 def lock_wal_dir(wal_dir: str) -> int:
@@ -164,6 +198,12 @@ class Server:
         self._wal_watch: asyncio.Task | None = None
         self.quarantine: Any = None  # poison records of the start-up replay (flk.impl.storage.quarantine)
         self._quarantined: list[dict] = []  # this start's, for the audit log once replication runs
+        self.generation: dict = {"checked": False}  # the dedup store's generation marker (data loss detection)
+        self._store_watch: asyncio.Task | None = None
+        self._lost_reported = False
+        self.store_poll_s = 1.0
+        self._submit_5xx = 0
+        self._wal_ever_failed = False  # an append or fsync failed since the start: no checkpoint at stop
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -176,11 +216,12 @@ class Server:
         for d in (cfg.data_dir, cfg.wal_dir):
             os.makedirs(d, exist_ok=True)
         self.executor = ThreadPoolExecutor(cfg.store_threads, thread_name_prefix="dedup")
-        self.metrics = Metrics()
+        self.metrics = Metrics(max_tenants=cfg.metrics_max_tenants)
         self.smetrics = ServerMetrics(self.metrics.registry, self.worker)
         self.openapi = json.dumps(openapi_document()).encode()
         self.store = await loop.run_in_executor(self.executor, cfg.open_store, time.time())
-        self.batcher = GuardedStore(self.store, self.breaker)
+        self.generation = await loop.run_in_executor(self.executor, self._adopt_generation)
+        self.batcher = GuardedStore(FailureWatch(self.store), self.breaker)
         wal_dir = cfg.worker_wal_dir(self.worker)
         self._wal_lock = lock_wal_dir(wal_dir)  # one process per inbox WAL, released when it dies
         self.wal = await loop.run_in_executor(None, lambda: SegmentedLog(wal_dir, fs=self.wal_fs))
@@ -192,10 +233,19 @@ class Server:
         self.driver = BatchDriver(self.pipeline.verifier, LoggedWal(lambda: self.wal, self.log.error), self.batcher,
                                   self.metrics,
                                   max_delay_s=cfg.wal_group_delay_ms / 1000.0)
-        replayed = await self.pipeline.replay_wal(self.wal)
+        if self.store_lost() is None:
+            from_index, end = self._replay_from(), self.wal.next_index
+            replayed = await self.pipeline.replay_wal(self.wal, from_index)
+            replayed["from_index"] = from_index
+            await loop.run_in_executor(self.executor, self._checkpoint, end)
+        else:  # the WAL is kept for the rebuild (DEDUP_REBUILD=1); nothing is written meanwhile
+            replayed = {"records": 0, "errors": 0, "quarantined": 0}
+            self.log.error("wal_replay_skipped", reason="dedup store lost its data",
+                           detail="writes refused; restart with DEDUP_REBUILD=1 to rebuild it from the inbox WAL")
         self.smetrics.replayed.inc(replayed["records"])
         self.log.info("wal_replayed", wal_dir=wal_dir, records=replayed["records"], errors=replayed["errors"],
-                      note=f"{replayed['quarantined']} record(s) quarantined")
+                      note=f"{replayed['quarantined']} record(s) quarantined; from index "
+                           f"{replayed.get('from_index', 0)} (checkpoint)")
         from ..replication.service import start_for_server
 
         crr = functools.partial(start_for_server, cfg.crr, wal=self.wal, store=self.store,
@@ -207,22 +257,28 @@ class Server:
             for entry in self._quarantined:
                 self.crr.audit_quarantined(entry)
         self._wal_watch = asyncio.create_task(self._watch_wal())
+        self._store_watch = asyncio.create_task(self._watch_store())
+        self._report_store_lost()
         self.ready = True
         self.log.info("worker_ready", pid=os.getpid(), dedup_backend=cfg.dedup_backend)
 
     async def stop(self) -> None:
         self.ready = False
         loop = asyncio.get_running_loop()
-        if self._wal_watch is not None:
-            self._wal_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._wal_watch
+        for task in (self._wal_watch, self._store_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.crr is not None:  # before the WAL it ships is closed
             from ..replication.service import stop_for_server
 
             await loop.run_in_executor(None, stop_for_server, self.crr)
         if self.driver is not None:
             await loop.run_in_executor(None, self.driver.close)  # the last batches, each synced
+            if self.ready_to_checkpoint():  # every batch stored its outcomes: the next start replays nothing
+                with contextlib.suppress(Exception):
+                    await loop.run_in_executor(None, self._checkpoint, self.wal.next_index)
         if self.wal is not None:
             def close_wal() -> None:
                 with contextlib.suppress(Exception):
@@ -238,6 +294,128 @@ class Server:
         if self.executor is not None:
             self.executor.shutdown(wait=True)
         self.log.info("worker_stopped", pid=os.getpid())
+
+    # -- dedup store data loss (generation marker) ------------------------------------
+    def _adopt_generation(self) -> dict:
+        """(Worker thread, at start.) Compare the store's generation marker with the one
+        this deployment recorded in ``DATA_DIR/dedup-generation.json``: write one on the
+        store's first use (or adopt the store's when the data dir is new); a marker that
+        is gone or different means the store lost or replaced its data -- writes are
+        refused (``store.lost``) unless DEDUP_REBUILD=1, which stamps a new marker and
+        lets the start-up replay rebuild the store from the inbox WAL."""
+        import hashlib
+        import uuid
+
+        from ..dedup.base import generation_problem
+
+        store, cfg = self.store, self.cfg
+        if not hasattr(store, "expect_generation"):
+            return {"checked": False, "why": f"{cfg.dedup_backend} keeps its data with the server's own disk"}
+        path = os.path.join(cfg.data_dir, GENERATION_FILE)
+        ident = hashlib.sha256(f"{cfg.dedup_backend}|{cfg.store_url()}|{cfg.dedup_namespace}".encode()).hexdigest()[:16]
+        try:
+            with open(path, encoding="utf-8") as fh:
+                known_all = json.load(fh)
+        except FileNotFoundError:
+            known_all = {}
+        except (OSError, ValueError):
+            known_all = {}
+        known = known_all.get(ident) if isinstance(known_all, dict) else None
+        found = store.read_generation()
+        status = {"checked": True, "rebuilt": False}
+        if known is None:
+            marker = store.create_generation(uuid.uuid4().hex)  # first use, or a new data dir adopts it
+        elif found == known:
+            marker = known
+        elif cfg.dedup_rebuild:
+            # the marker another worker of this rebuild may have written already is adopted
+            # (stamping one per worker would make the others see a replaced store)
+            marker = store.create_generation(uuid.uuid4().hex)
+            store.lost = None
+            status["rebuilt"] = True
+            self.log.warning("dedup_store_rebuild", reason=generation_problem(known, found),
+                             detail="DEDUP_REBUILD=1: new generation marker; the inbox WAL replay rebuilds the store")
+        else:
+            store.lost = generation_problem(known, found)
+            store.expected_generation = known
+            return {**status, "lost": store.lost}
+        known_all = known_all if isinstance(known_all, dict) else {}
+        known_all[ident] = marker
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(known_all, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        store.expect_generation(marker)
+        return status
+
+    # -- WAL checkpoints (the decision and the file: pipeline.replay_start / write_checkpoint) --
+    def _store_ident(self) -> str:
+        import hashlib
+
+        cfg = self.cfg
+        return hashlib.sha256(f"{cfg.dedup_backend}|{cfg.store_url()}|{cfg.dedup_namespace}".encode()).hexdigest()[:16]
+
+    def _checkpoint_trusted(self) -> bool:
+        """A checkpoint may skip records only for a store that keeps its outcomes across
+        restarts and whose identity is known (not memory or sharded; not while rebuilding)."""
+        return (self.cfg.dedup_backend in ("sqlite", "redis", "postgres") and not self.generation.get("rebuilt")
+                and self.store_lost() is None)
+
+    def _replay_from(self) -> int:
+        from .pipeline import replay_start
+
+        return replay_start(self.wal, self._store_ident(), getattr(self.store, "expected_generation", None),
+                            self._checkpoint_trusted())
+
+    def _checkpoint(self, index: int) -> bool:
+        """(Worker thread.) Write the checkpoint ``index`` once the store says its outcomes are durable."""
+        from .pipeline import write_checkpoint
+
+        if not self._checkpoint_trusted():
+            return False
+        return write_checkpoint(self.wal, index, self.store, self._store_ident(),
+                                getattr(self.store, "expected_generation", None))
+
+    def ready_to_checkpoint(self) -> bool:
+        """At a clean stop: no store call and no WAL append failed since the start, so every
+        record of the WAL was answered with its outcome stored (or needed none)."""
+        watch = self.batcher.store if self.batcher is not None else None
+        return (watch is not None and watch.failures == 0 and self.batcher.breaker_rejected == 0
+                and self._submit_5xx == 0
+                and self.wal is not None and self.wal.failed is None and not self._wal_ever_failed)
+
+    def store_lost(self) -> str | None:
+        return getattr(self.store, "lost", None)
+
+    def _report_store_lost(self) -> None:
+        """Log (error) and audit, once, that the store lost its data."""
+        reason = self.store_lost()
+        if reason is None or self._lost_reported:
+            return
+        self._lost_reported = True
+        self.generation = {**self.generation, "lost": reason}
+        self.log.error("dedup_store_lost", reason=reason, detail=STORE_LOST_RECOVERY)
+        crr = self.crr
+        if crr is not None and getattr(crr, "audit_queue", None) is not None:
+            import hashlib
+
+            crr._enqueue_audit(tenant="_system", outcome="dedup_store_lost", pcs_id="dedup-generation",
+                               payload_digest=hashlib.sha256(reason.encode()).hexdigest(), now=time.time(),
+                               region=self.cfg.region_id)
+
+    async def _watch_store(self) -> None:
+        """Ping the store every ``store_poll_s`` (a ping compares the generation marker):
+        a store that came back empty is noticed without traffic."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.store_poll_s)
+            if self.store_lost() is None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(loop.run_in_executor(self.executor, self.store.ping),
+                                           self.cfg.store_timeout_s + 1)
+            self._report_store_lost()
 
     # -- poison records and WAL recovery ----------------------------------------------
     def quarantine_record(self, wal: Any, index: int, payload: bytes, error: BaseException) -> None:
@@ -266,6 +444,8 @@ class Server:
             await asyncio.sleep(self.wal_poll_s)
             failure = self.wal.failed
             now = time.monotonic()
+            if failure is not None:
+                self._wal_ever_failed = True
             if failure is not None and self.wal_health.available:
                 self.wal_health.failed(f"{type(failure).__name__}: {failure}"[:200], now)
                 self.log.error("wal_failed", reason=self.wal_health.reason, detail="probing with backoff")
@@ -320,6 +500,7 @@ class Server:
             await send({"type": "http.response.body", "body": body})
             self._account("/v1/pcs/submit", status, scope["method"], t0, tenant)
         except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
+            self._submit_5xx += 1
             self.log.error("unhandled", reason=type(exc).__name__, path="/v1/pcs/submit")
             await problem("internal", "internal error")(scope, receive, send)
 
@@ -333,6 +514,9 @@ class Server:
         tenant, refusal = single_header(raw_headers, b"x-tenant-id")
         if refusal is not None:
             return (*self._problem(refusal.slug, refusal.detail), tenant)
+        if tenant is not None and len(tenant) > MAX_TENANT_HEADER:  # a header problem, not a body one
+            return (*self._problem("headers-too-large", f"X-Tenant-Id longer than {MAX_TENANT_HEADER} characters"),
+                    None)
         limit = self.cfg.max_body_bytes
         if length is not None and (not length.isdigit() or int(length) > limit):
             return (*self._problem("payload-too-large", f"Content-Length invalid or above {limit} bytes"), tenant)
@@ -406,6 +590,8 @@ class Server:
 
     def _account(self, path: str, status: int, method: str, t0: float, tenant: str | None) -> None:
         route = path if path in ROUTES else "other"
+        if status >= 500 and route == "/v1/pcs/submit":
+            self._submit_5xx += 1  # a request in the WAL may lack its outcome: no checkpoint at stop
         child = self._counters.get((route, status))
         if child is None:
             child = self._counters[(route, status)] = self.smetrics.requests.labels(route=route, status=str(status))
@@ -432,19 +618,39 @@ class Server:
             return self._finish(request, t0, problem("not-ready", "starting or stopping"))
         wal_ok = self.wal_available()
         detail = {"wal": self.wal_health.status(time.monotonic()), "quarantine": self.quarantine.status()}
+        disk = self.disk_status()
+        detail["disk"] = disk
         loop = asyncio.get_running_loop()
         try:
             store_ok = await asyncio.wait_for(loop.run_in_executor(self.executor, self.store.ping), 2.0)
         except Exception:  # noqa: BLE001 -- any failure means not ready
             store_ok = False
-        if not (wal_ok and store_ok):
-            what = [n for n, good in (("dedup store", store_ok), ("inbox WAL", wal_ok)) if not good]
+        lost = self.store_lost()
+        if lost is not None:
+            self._report_store_lost()
+            store_ok = False
+            detail["store_generation"] = {"lost": lost, "recovery": STORE_LOST_RECOVERY}
+        if not (wal_ok and store_ok and disk["ok"]):
+            what = [n for n, good in (("dedup store", store_ok), ("inbox WAL", wal_ok),
+                                      (f"inbox WAL disk ({disk['free_bytes']} bytes free, "
+                                       f"{disk['min_free_bytes']} needed)", disk["ok"])) if not good]
             retry = self.wal_health.retry_after(time.monotonic()) if not wal_ok else 1
             return self._finish(request, t0, problem(
                 "not-ready", f"{' and '.join(what)} not usable", headers={"Retry-After": str(retry)}, **detail))
         body = {"status": "ready", "worker": self.worker, "store": self.cfg.dedup_backend,
                 "breaker": self.breaker.state, **detail}
         return self._finish(request, t0, Response(json.dumps(body).encode(), media_type="application/json"))
+
+    def disk_status(self) -> dict:
+        """Free space of the inbox WAL's file system against what one more request needs
+        (two bodies of MAX_BODY_BYTES plus 64 KiB of framing and segment metadata): a
+        full disk makes /ready 503 before an append fails, not after."""
+        need = 2 * self.cfg.max_body_bytes + 64 * 1024
+        try:
+            free = shutil.disk_usage(self.wal.dir).free
+        except OSError:
+            return {"ok": False, "free_bytes": None, "min_free_bytes": need}
+        return {"ok": free >= need, "free_bytes": free, "min_free_bytes": need}
 
     async def metrics_endpoint(self, request: Request) -> Response:
         refusal = self.operator_refusal(request)
@@ -457,7 +663,9 @@ class Server:
             self.smetrics.breaker_rejected.set(self.batcher.breaker_rejected)
             self.smetrics.store_batches.set(self.batcher.batches)
             self.smetrics.store_batched_items.set(self.batcher.batched_items)
-        return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        # rendered on a thread, not the event loop (the series are bounded by METRICS_MAX_TENANTS)
+        text = await asyncio.get_running_loop().run_in_executor(None, self.metrics.exposition)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi_endpoint(self, request: Request) -> Response:
         return Response(self.openapi, media_type="application/json")
@@ -539,6 +747,11 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
         srv.log.error("unhandled", reason=type(exc).__name__, path=request.url.path[:100])
         return problem("internal", "internal error")
 
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # the body never completed (the client left, or the HTTP guard dropped the request
+        # for a body timeout or malformed framing): nothing was processed, nobody listens
+        return problem("bad-request", "request body incomplete")
+
     app = Starlette(
         routes=[
             Route("/v1/pcs/submit", submit, methods=["POST"]),
@@ -551,7 +764,7 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
                 *shard_routes(lambda: srv.store, time.time, problem),  # /api/shards/* (SPEC 13)
             ]),
         ],
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={HTTPException: http_error, ClientDisconnect: client_gone, Exception: server_error},
         lifespan=lifespan,
     )
     app.state.server = srv
@@ -560,7 +773,13 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/pcs/submit":
             await submit(scope, receive, send)  # the route's own handler, without the routing cost
             return
-        await app(scope, receive, send)
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        try:
+            await app(scope, receive, send)
+        except Exception:  # noqa: BLE001 -- server_error logged it and answered 500; no traceback
+            pass
 
     asgi.state = app.state  # type: ignore[attr-defined]
     asgi.routes = app.routes  # type: ignore[attr-defined]  # the route table (tests and docs read it)

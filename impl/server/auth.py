@@ -57,6 +57,16 @@ def single_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> tuple[
     return (found[0].decode("latin-1") if found else None), None
 
 
+MAX_DATE_DIGITS = 12  # Unix seconds until the year 33658: more digits cannot be within any skew
+
+
+def is_unix_seconds(value: str) -> bool:
+    """True for 1..12 ASCII digits. ``str.isdigit`` alone also accepts ``²`` and other
+    Unicode digits ``int`` refuses, and a 400-digit number overflows the float
+    comparison with the clock: both were a 500 with a traceback."""
+    return 0 < len(value) <= MAX_DATE_DIGITS and value.isascii() and value.isdigit()
+
+
 def is_loopback(client: tuple[str, int] | None) -> bool:
     if not client:
         return False
@@ -134,7 +144,7 @@ def check_tenant_read(registry: Any, method: str, path: str, tenant_id: str | No
     if date is None or signature is None:
         return Refusal("unauthorized", "a tenant read needs X-Flk-Date and X-Flk-Signature (SPEC.md 9.3) "
                        "or the operator credential", challenge)
-    if not date.isdigit() or abs(int(date) - now) > skew_s:
+    if not is_unix_seconds(date) or abs(int(date) - now) > skew_s:
         return Refusal("unauthorized", f"X-Flk-Date must be Unix seconds within {skew_s:g} s of the "
                        "server's clock", challenge)
     tenant = registry.resolve(tenant_id)

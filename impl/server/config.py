@@ -370,6 +370,11 @@ SETTINGS: tuple[Setting, ...] = (
       "several deployments on one Redis/Postgres: key prefix / table suffix", group="storage"),
     S("DEDUP_TTL_S", number(1.0, 10 * 365 * 86400.0), 14 * 24 * 3600.0, "how long an outcome is kept",
       group="storage"),
+    S("DEDUP_REBUILD", boolean, False, "after the Redis/Postgres dedup store lost its data (generation marker "
+      "gone or changed: writes refused): accept it as new and rebuild it from the inbox WAL at start",
+      group="storage"),
+    S("STORE_TIMEOUT_S", number(0.05, 600.0), 2.0, "longest a Redis/Postgres dedup store call may take; then "
+      "503 + Retry-After, counted by the breaker", group="storage"),
     S("PCS_SIGN_ALG", choice(*SIGN_ALGS, "none"), "hmac", "signature algorithm (single tenant)",
       field="sign_alg", group="tenants"),
     S("PCS_HMAC_KEY", secret_text, None, "HMAC key, at least 16 bytes (default: the DATA_DIR/hmac.key file)",
@@ -412,6 +417,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("BREAKER_OPEN_S", number(0.01, 3600.0), _ADMISSION.breaker_open_s, "how long the breaker stays open", group="admission"),
     S("STORE_THREADS", integer(1, 256), 8, "threads for dedup store opens, pings and the start-up replay "
       "(batched reads and writes have one thread each)", group="admission"),
+    S("METRICS_MAX_TENANTS", integer(1, 1_000_000), 100, "tenants with series of their own in /metrics; later "
+      "ones are counted under tenant `_other` (bounds the scrape)"),
     S("LOG_LEVEL", choice("debug", "info", "warning", "error"), "info", "JSON log level"),
     S("DRAIN_TIMEOUT_S", number(0.0, 600.0), 10.0, "graceful shutdown: time to drain in-flight requests"),
     S("CRR_STORE_URL", secret_text, "", "replication object store: `file://`, `s3://bucket/prefix?endpoint=...`, "
@@ -486,6 +493,9 @@ class ServerConfig:
     breaker_failures: int = _ADMISSION.breaker_failures
     breaker_open_s: float = _ADMISSION.breaker_open_s
     store_threads: int = 8
+    store_timeout_s: float = 2.0
+    dedup_rebuild: bool = False
+    metrics_max_tenants: int = 100
     log_level: str = "info"
     drain_timeout_s: float = 10.0
     crr: Any = None  # flk.impl.replication.service.CrrConfig when CRR_STORE_URL/CRR_STORE_DIR is set
@@ -559,6 +569,8 @@ class ServerConfig:
     def store_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`flk.impl.dedup.open_store`."""
         opts: dict[str, Any] = {"ttl_s": self.dedup_ttl_s}
+        if self.dedup_backend in ("redis", "postgres"):
+            opts["timeout_s"] = self.store_timeout_s
         if self.dedup_namespace and self.dedup_backend == "redis":
             opts["prefix"] = f"flk:dedup:{self.dedup_namespace}:"
         if self.dedup_namespace and self.dedup_backend == "postgres":

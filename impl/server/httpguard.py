@@ -18,7 +18,10 @@ header count                more header fields than the limit           431 head
 header timeout              headers not complete in time (also an idle  408 request-timeout
                             new connection)
 body timeout                body not complete in time after headers     408 request-timeout
-connections                 more open connections than the limit        503 too-many-connections
+connections                 more open connections than the limit (a     503 too-many-connections
+                            /health or /ready request still answered;
+                            at accept beyond twice the limit)
+transfer coding             Transfer-Encoding other than chunked alone  501 unsupported-transfer-coding
 malformed HTTP              the parser rejects the bytes                400 bad-request
 ==========================  ==========================================  ==============
 
@@ -109,6 +112,21 @@ class CoalescingWrites:
         return getattr(self._transport, name)
 
 
+PROBE_PATHS = (b"/health", b"/ready")
+OVER_CAP_HEAD_TIMEOUT_S = 1.0  # an over-cap connection's request line and headers must come this soon
+
+
+def transfer_coding_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """None unless a ``Transfer-Encoding`` is given that is not ``chunked`` alone: the
+    parser decodes only chunked, so ``gzip, chunked`` would be read as plain chunked and
+    the application handed compressed bytes (RFC 9112 6.1: 501)."""
+    codings = [t.strip().lower() for k, v in headers if k == b"transfer-encoding" for t in v.split(b",")]
+    if not codings or codings == [b"chunked"]:
+        return None
+    shown = b", ".join(codings).decode("latin-1")[:80]
+    return f"Transfer-Encoding {shown!r} not implemented: only 'chunked' (or Content-Length)"
+
+
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing (the refusal is kept on the protocol)."""
 
@@ -133,13 +151,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._timer_at = 0.0
         self._refusal: tuple[str, str] | None = None
         self._closed_by_guard = False
+        self._pending_refusal: bytes | None = None  # written once every earlier request is answered
+        self._over_cap = False  # accepted over MAX_CONNECTIONS: health probes only
 
     # -- connection ---------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        open_now = len(self.connections)
+        if open_now > 2 * self.limits.max_connections:  # beyond the probes' headroom: at accept
             self._refuse("too-many-connections", f"more than {self.limits.max_connections} open connections; "
                          "retry later")
+            return
+        # over the cap: only a liveness/readiness probe is answered (the request line decides,
+        # within the head timeout); anything else is refused as soon as its headers end
+        self._over_cap = open_now > self.limits.max_connections
+        if self._over_cap:  # a probe sends its request at once: a short head deadline frees the slot
+            self._watch("head", min(self.limits.header_timeout_s, OVER_CAP_HEAD_TIMEOUT_S))
             return
         self._arm_head_timer()
 
@@ -182,7 +209,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes = False, 0
+        if self._over_cap and self.url.split(b"?", 1)[0] not in PROBE_PATHS:
+            self._refusal = ("too-many-connections", f"more than {self.limits.max_connections} open connections; "
+                             "retry later")
+            raise _Refused
+        coding = transfer_coding_problem(self.headers)
+        if coding is not None:
+            self._refusal = ("unsupported-transfer-coding", coding)
+            raise _Refused
         super().on_headers_complete()
+        if self._over_cap and self.cycle is not None:
+            self.cycle.keep_alive = False  # the probe's answer closes: the slot is given back
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope and self.scope.get("method") != "HEAD":
             cycle.transport = CoalescingWrites(cycle.transport, cycle)  # its task has not run yet
@@ -232,29 +269,66 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._timer = None
 
     def _head_timeout(self) -> None:
-        busy = self.cycle is not None and not self.cycle.response_complete
-        if busy:  # a pipelined request's head is late while the previous answer is still running
-            self._close()
-        else:
-            self._refuse("request-timeout", f"request line and headers not received within "
-                         f"{self.limits.header_timeout_s:g} s")
+        if self._over_cap:
+            self._refuse("too-many-connections", f"more than {self.limits.max_connections} open connections; "
+                         "retry later")
+            return
+        # (a pipelined request's head late while earlier answers run: they are answered first)
+        self._refuse("request-timeout", f"request line and headers not received within "
+                     f"{self.limits.header_timeout_s:g} s")
 
     def _body_timeout(self) -> None:
         cycle = self.cycle
         if cycle is None or cycle.response_complete or not cycle.more_body:
             return
-        cycle.disconnected = True  # the application's receive() now returns http.disconnect
-        cycle.message_event.set()
-        if cycle.response_started:
+        if cycle.response_started:  # the application answers without its body: end the connection
+            cycle.disconnected = True
+            cycle.message_event.set()
             self._close()
-        else:
+        else:  # the late request is dropped (its receive() returns http.disconnect) by _refuse
             self._refuse("request-timeout", f"request body not received within {self.limits.body_timeout_s:g} s")
 
     def _refuse(self, slug: str, detail: str) -> None:
+        """Answer ``slug`` and close -- after every earlier pipelined request is answered.
+
+        Requests parsed before the refused bytes were complete: they are answered one by
+        one, in order, and only then the refusal is written and the connection closed
+        (a valid PCS pipelined before a malformed request was stored but only
+        the 400 was answered). A request whose body is incomplete when the refusal
+        comes is dropped unprocessed (its application sees ``http.disconnect``); nothing
+        after the refused bytes is parsed."""
         if self._closed_by_guard or self.transport is None or self.transport.is_closing():
+            return
+        self._closed_by_guard = True  # no more parsing: data_received ignores what follows
+        self._cancel_timers()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.more_body:
+            if self.pipeline and self.pipeline[0][0] is cycle:  # queued, never started: drop it
+                self.pipeline.popleft()
+            else:  # running and waiting for its body: it processes nothing
+                cycle.disconnected = True
+                cycle.message_event.set()
+        if self._owes_answers():
+            self._pending_refusal = raw_problem(slug, detail)
+            self.flow.pause_reading()
             return
         self.transport.write(raw_problem(slug, detail))
         self._close()
+
+    def _owes_answers(self) -> bool:
+        """True while a request parsed earlier has not been answered yet."""
+        if self.pipeline:
+            return True
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_complete and not cycle.disconnected
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._pending_refusal is not None and not self._owes_answers():
+            data, self._pending_refusal = self._pending_refusal, None
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(data)
+                self.transport.close()
 
     def _close(self) -> None:
         self._closed_by_guard = True

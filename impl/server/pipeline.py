@@ -134,9 +134,10 @@ class ServerPipeline:
         self.verifier = build_verifier(cfg, buckets)
 
     # -- replay ---------------------------------------------------------------------
-    def _replay_all(self, wal: Any) -> dict[str, int]:
-        """Every record of ``wal``, streamed (not loaded at once), through the verification
-        core (:func:`flk.impl.verifier.core.replay_batch`): one batch per run of records
+    def _replay_all(self, wal: Any, from_index: int = 0) -> dict[str, int]:
+        """Every record of ``wal`` from ``from_index`` (the WAL checkpoint), streamed (not
+        loaded at once), through the verification core
+        (:func:`flk.impl.verifier.core.replay_batch`): one batch per run of records
         received at one time (a submit batch), with ``now = received_at``.
 
         A record that does not decode, or whose processing raises unexpectedly,
@@ -160,7 +161,7 @@ class ServerPipeline:
         segments = wal.segments()
         active_first = segments[-1].first_index if segments else 0
         run: list[tuple[int, bytes, Any]] = []
-        for index, payload in wal.records():
+        for index, payload in wal.records(from_index):
             try:
                 entry = decode_inbox_record(payload)
             except InvalidInput as exc:  # a record that passed its CRC but does not decode
@@ -244,11 +245,12 @@ class ServerPipeline:
         except Exception:  # noqa: BLE001 -- any failure to ping is an outage
             return False
 
-    async def replay_wal(self, wal: Any) -> dict[str, int]:
-        """Replay every record of ``wal`` on a worker thread; raises if the store is
-        unavailable (the worker must not serve with an un-replayed WAL)."""
+    async def replay_wal(self, wal: Any, from_index: int = 0) -> dict[str, int]:
+        """Replay every record of ``wal`` from ``from_index`` (a checkpoint: see
+        :func:`replay_start`) on a worker thread; raises if the store is unavailable
+        (the worker must not serve with an un-replayed WAL)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._replay_all, wal)
+        return await loop.run_in_executor(self.executor, self._replay_all, wal, from_index)
 
 
 def build_pipeline(cfg: ServerConfig, server: Any) -> ServerPipeline:
@@ -256,3 +258,52 @@ def build_pipeline(cfg: ServerConfig, server: Any) -> ServerPipeline:
     return ServerPipeline(cfg, buckets=server.admission.buckets, store=lambda: server.store,
                           metrics=server.metrics, executor=getattr(server, "executor", None),
                           quarantine=server.quarantine_record)
+
+
+# -- WAL checkpoints --------------------------------------------------------------------
+# ``checkpoint.json`` in a worker's inbox WAL directory says: every record below
+# ``index`` has its outcome durable in the dedup store identified by ``store`` (and,
+# for Redis/Postgres, marked ``generation``). It is written only AFTER the store made
+# those outcomes durable (:func:`write_checkpoint` is called after the start-up replay
+# and after a clean stop, each once every record below the index was processed and
+# ``store.make_durable()`` returned), with the file system's atomic write. So a crash
+# at any point leaves either the old checkpoint (the records after it are replayed
+# again: first-write-wins makes that a no-op, INV-IDEMPOTENT-REPLAY) or the new one
+# (every record below it is in the store). A different store, another generation, a
+# rebuild or a store that keeps nothing across restarts (memory) replays everything.
+
+CHECKPOINT_FILE = "checkpoint.json"
+
+
+def replay_start(wal: Any, store_id: str, generation: str | None, trust: bool) -> int:
+    """The first inbox WAL index the start-up replay must process (0: every record)."""
+    import json
+    import posixpath
+
+    if not trust:
+        return 0
+    path = posixpath.join(wal.dir, CHECKPOINT_FILE)
+    try:
+        doc = json.loads(wal.fs.read(path))
+        index = int(doc["index"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    if doc.get("store") != store_id or doc.get("generation") != generation or index < 0:
+        return 0
+    return min(index, wal.next_index)
+
+
+def write_checkpoint(wal: Any, index: int, store: Any, store_id: str, generation: str | None) -> bool:
+    """Record that every record below ``index`` has its outcome durable in ``store``:
+    the store is asked to make what it holds durable first (SQLite: a full WAL
+    checkpoint; Redis with AOF and Postgres already are), then the file is replaced
+    atomically."""
+    import json
+    import posixpath
+
+    durable = getattr(store, "make_durable", None)
+    if durable is None or not durable():
+        return False  # a store that cannot say its outcomes are durable gets no checkpoint
+    doc = {"v": 1, "index": int(index), "store": store_id, "generation": generation}
+    wal.fs.write_atomic(posixpath.join(wal.dir, CHECKPOINT_FILE), json.dumps(doc, sort_keys=True).encode())
+    return True

@@ -9,6 +9,12 @@ Every counter carries a ``tenant`` label: the tenant id for resolved tenants,
 ``_unknown`` for requests whose ``X-Tenant-Id`` names no tenant (an attacker
 cannot grow label cardinality), ``_none`` before a tenant is known.
 
+Bounded series: at most ``max_tenants`` tenants get a label of their own (the
+first ones seen, in event order -- deterministic); every later tenant is counted
+under ``_other``, so a scrape stays the same size with 10,000 tenants (before:
+7,300 tenants made a 9.3 MB, 4 s scrape that froze the worker). ``_unknown`` and
+``_none`` are always their own. ``flk bench metrics`` measures it.
+
 Cost on the hot path: ``Counter.inc`` and ``Histogram.observe`` of
 prometheus_client take a lock and run several Python calls each (an observe
 of a 12-bucket histogram costs microseconds, several per request).
@@ -89,8 +95,14 @@ class Tally:
         return []
 
 
+DEFAULT_MAX_TENANTS = 100  # METRICS_MAX_TENANTS
+OTHER_TENANTS = "_other"
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, max_tenants: int | None = DEFAULT_MAX_TENANTS) -> None:
+        self.max_tenants = max_tenants  # None: every tenant labelled (unbounded; tests and benches' anchor)
+        self._labelled: set[str] = set()
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.tally = Tally()
@@ -115,13 +127,22 @@ class Metrics:
         # a key per call, which is most of a counter's cost; tenant labels are bounded (see above)
         self._children: dict[tuple, object] = {}
 
+    def label(self, tenant: str) -> str:
+        """The tenant label a count of ``tenant`` goes to (``_other`` beyond ``max_tenants``)."""
+        if tenant in self._labelled or tenant.startswith("_"):
+            return tenant
+        if self.max_tenants is not None and len(self._labelled) >= self.max_tenants:
+            return OTHER_TENANTS
+        self._labelled.add(tenant)
+        return tenant
+
     def __call__(self, event: Mapping) -> None:
         """The Emit sink: count one pipeline event."""
         kind = event.get("kind")
         attr = _COUNTED.get(kind)
         if attr is None:
             return
-        tenant = event.get("tenant_label") or "_none"
+        tenant = self.label(event.get("tenant_label") or "_none")
         status = event.get("status", 0) if attr == "rejected" else None
         key = (attr, tenant, status)
         child = self._children.get(key)
@@ -132,7 +153,7 @@ class Metrics:
         self.tally.inc(child)
 
     def observe_latency(self, tenant_label: str, seconds: float) -> None:
-        tenant = tenant_label or "_none"
+        tenant = self.label(tenant_label or "_none")
         child = self._children.get(("latency", tenant, None))
         if child is None:
             child = self._children[("latency", tenant, None)] = self.latency.labels(tenant=tenant)

@@ -52,6 +52,7 @@ CATALOG: Mapping[str, ProblemType] = {
     "uri-too-long": ProblemType(414, "URI Too Long"),
     "headers-too-large": ProblemType(431, "Request Header Fields Too Large"),
     "too-many-connections": ProblemType(503, "Too many open connections"),
+    "unsupported-transfer-coding": ProblemType(501, "Transfer coding not implemented"),
     "not-found": ProblemType(404, "Not Found"),
     "method-not-allowed": ProblemType(405, "Method Not Allowed"),
     "overloaded": ProblemType(429, "Too Many Requests"),

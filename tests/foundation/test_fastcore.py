@@ -376,7 +376,8 @@ def test_ed25519_message_uses_the_same_bytes_on_both_paths():
 
 
 PURE_SUBSET = {
-    "foundation": ["test_fastcore.py", "test_vectors.py", "test_core_properties.py", "test_core_errors.py"],
+    "foundation": ["test_fastcore.py", "test_vectors.py", "test_core_properties.py", "test_core_errors.py",
+                   "test_constant_time.py"],
     # the verify core's accelerated paths (parse, validation, signals) have pure twins: the
     # pipeline's own tests must pass on them alone too
     "verifier": ["test_fastpaths.py", "test_pipeline.py", "test_total_function.py", "test_schema_agreement.py",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import pathlib
 import time
 
 import pytest
@@ -123,6 +124,11 @@ def test_inv_idempotent_replay_wal_replayed_on_start_is_a_no_op(tmp_path) -> Non
     store = open_store(cfg.store_url())
     before = _all(store)
     store.close()
+    # the clean stop wrote a checkpoint past every record (WAL checkpoints): remove it so the
+    # whole WAL is replayed, as after a crash before any checkpoint
+    checkpoint = pathlib.Path(cfg.worker_wal_dir(0)) / "checkpoint.json"
+    assert json.loads(checkpoint.read_text())["index"] == 20
+    checkpoint.unlink()
     client2, _ = make_client(tmp_path)
     with client2:
         again = [client2.post("/v1/pcs/submit", content=b).content for b in bs]
@@ -132,6 +138,11 @@ def test_inv_idempotent_replay_wal_replayed_on_start_is_a_no_op(tmp_path) -> Non
     store = open_store(cfg.store_url())
     assert _all(store) == before
     store.close()
+    # the next start replays nothing: every record is below the checkpoint
+    client3, _ = make_client(tmp_path)
+    with client3:
+        assert [client3.post("/v1/pcs/submit", content=b).content for b in bs] == first
+        assert "flk_wal_replayed_total 0.0" in client3.get("/metrics").text
 
 
 def _all(store):

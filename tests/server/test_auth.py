@@ -82,6 +82,30 @@ def test_authoritative_read_answers_only_the_signed_tenant(server) -> None:
     assert server.get(path, headers={"X-Tenant-Id": "a"}, auth=OPERATOR).json()["tenant"] == "a"
 
 
+SIGNERS = {"a": {"hmac_key": KEY_A.encode()}, "b": {"ed25519_private": ED_PRIVATE}, "c": {"hmac_key": KEY_C.encode()}}
+
+
+@pytest.mark.parametrize("signer, named", [(s, n) for s in SIGNERS for n in SIGNERS])
+def test_a_tenant_signing_a_read_that_names_another_tenant_is_refused(server, signer, named) -> None:
+    """Tenant ``signer`` signs, with its own key, the read message naming tenant ``named``
+    (``X-Tenant-Id: named``, the message's TENANT field ``named``). Only ``signer ==
+    named`` is a proof; a verifier that accepted any tenant's key would pass the forged
+    read of the older test, which names the signer in the message."""
+    body = bodies(KEY_A.encode(), 1, seed=7)[0]
+    assert server.post("/v1/pcs/submit", content=body, headers={"X-Tenant-Id": "a"}).status_code == 200
+    path = f"/v1/pcs/{json.loads(body)['pcs_id']}/authoritative"
+    wait_authoritative(server, path)
+    headers = sign_read("GET", path, named, time.time(), **SIGNERS[signer])
+    assert headers["X-Tenant-Id"] == named
+    resp = server.get(path, headers=headers)
+    if signer != named:
+        assert "does not verify" in problem(resp, 401, "unauthorized")["detail"]
+    elif named == "a":
+        assert resp.status_code == 200 and resp.json()["tenant"] == "a"
+    else:  # its own key space: nothing of a's is visible
+        problem(resp, 404, "not-found")
+
+
 def test_duplicate_tenant_header_is_400_on_every_route(server) -> None:
     body = bodies(KEY_A.encode(), 1)[0]
     headers = [("X-Tenant-Id", "a"), ("X-Tenant-Id", "c")]

@@ -20,6 +20,7 @@ BENCHES = {
     "loadgen": "load generator req/s against a no-op HTTP sink, PCS synthesis rate",
     "crr": "cross-region replication: WAL shipping and verified replay records/s",
     "model": "exhaustive model checking: default and larger scope, with and without symmetry",
+    "metrics": "/metrics scrape time and size at 10,000 tenants, capped vs uncapped",
 }
 
 
