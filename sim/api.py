@@ -127,7 +127,8 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     checks = checkers.check_all(events, sc.data)
     if sc.expect:
         checks.append(checkers.regression_expectations(events, sc.expect))
-    m = metrics.summarize(events, world.duration)
+    convergence = next((c for c in checks if c.id == "INV-CONVERGENCE" and c.exercised), None)
+    m = metrics.summarize(events, world.duration, converged=None if convergence is None else convergence.ok)
     slos = metrics.check_slos(m, sc.data["slo"])
     results = {
         "scenario": sc.name,

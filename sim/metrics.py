@@ -38,9 +38,15 @@ METRICS: dict[str, str] = {
                  "accepted its own version)",
     "conflicts_flagged": "pcs_ids the reconcilers flagged as conflicting (a record its home region "
                          "answered 409 is replayed as that rejection, not as a new write)",
+    "conflicts_won_by_later_write": "split-brain conflicts whose authoritative outcome (the merge: the earliest "
+                                    "first_seen stamp wins) is not the write stored first in simulated time -- a "
+                                    "region whose clock is behind wins conflicts it lost in time (spec/SPEC.md "
+                                    "11.9)",
     "copy_lag_p95_s": "p95 age of a shipped segment's oldest record when its copy lands in another region, s",
     "copy_lag_max_s": "max of that age, s",
-    "convergence_time_s": "heal -> the last replicated record applied, s",
+    "convergence_time_s": "heal -> the last replicated record applied, s; null when the run ended unconverged "
+                          "(INV-CONVERGENCE failed: some region lacks a key or regions disagree), and then an SLO "
+                          "on it fails",
     "rpo_s": "at a region loss: age of the oldest acked record not yet copied to another region, s",
     "rto_s": "after a region loss: until a request first sent to the lost region succeeds (elsewhere, or "
              "there after a restart), s; with [routing]: health-check detection + switch + first success",
@@ -68,7 +74,8 @@ SERIES: dict[str, str] = {
 REGION_SERIES = ("sent", "answered", "ok", "attempt_errors", "attempt_429", "attempt_p95_ms")
 
 REPLICATION_METRICS = ("replication_lag_p95_s", "replication_lag_max_s", "copy_lag_p95_s", "copy_lag_max_s",
-                       "divergence_max", "conflicts", "conflicts_flagged", "convergence_time_s", "rpo_s", "rto_s", "failover_detection_s")
+                       "divergence_max", "conflicts", "conflicts_flagged", "conflicts_won_by_later_write",
+                       "convergence_time_s", "rpo_s", "rto_s", "failover_detection_s")
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -78,7 +85,10 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-def summarize(events: list[dict], duration_s: float) -> dict:
+def summarize(events: list[dict], duration_s: float, converged: bool | None = None) -> dict:
+    """The summary metrics; ``converged`` is INV-CONVERGENCE's verdict on the final state
+    (False: ``convergence_time_s`` is None -- the run ended before every region held every key,
+    so no convergence time exists and an SLO on it fails with the invariant)."""
     first_send: dict[int, int] = {}
     kind_of: dict[int, str] = {}
     pcs_of: dict[int, tuple] = {}
@@ -116,6 +126,8 @@ def summarize(events: list[dict], duration_s: float) -> dict:
     lat.sort()
     n = len(first_send)
     repl = _replication(events, first_send)
+    if repl and converged is False:
+        repl["convergence_time_s"] = None
     return {**repl,
         "requests": n,
         "attempts": attempts,
@@ -264,6 +276,23 @@ def split_brain_conflicts(events: list[dict]) -> int:
     return sum(1 for d in digests.values() if len(d) > 1)
 
 
+def conflicts_won_by_later_write(events: list[dict]) -> int:
+    """Keys acked with different payloads in different regions whose authoritative outcome
+    (``final.auth``) is not the payload stored first in simulated time."""
+    first: dict[tuple, tuple[int, str]] = {}
+    digests: dict[tuple, set[str]] = defaultdict(set)
+    auth: dict[tuple, str] = {}
+    for e in events:
+        if e["type"] == "srv.dedup_put" and e["stored"] and e["status"] in (200, 202):
+            key = (e["tenant"], e["pcs_id"])
+            digests[key].add(e["digest"])
+            if key not in first or e["t_us"] < first[key][0]:
+                first[key] = (e["t_us"], e["digest"])
+        elif e["type"] == "final.auth":
+            auth.setdefault((e["tenant"], e["pcs_id"]), e["digest"])
+    return sum(1 for key, d in digests.items() if len(d) > 1 and key in auth and auth[key] != first[key][1])
+
+
 def _rto(events: list[dict], crash: dict) -> float:
     """From a region's crash to the first success (in any region) of a request first sent to
     that region after it died: detection + switch + first success, or the restart if sooner."""
@@ -307,6 +336,7 @@ def _replication(events: list[dict], first_send: dict[int, int]) -> dict:
         "divergence_max": max(e["divergence"] for e in samples),
         "conflicts": split_brain_conflicts(events),
         "conflicts_flagged": samples[-1]["conflicts"],
+        "conflicts_won_by_later_write": conflicts_won_by_later_write(events),
         "copy_lag_p95_s": percentile(copies, 95),
         "copy_lag_max_s": copies[-1] if copies else 0.0,
         "convergence_time_s": conv,
