@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import re
 
-import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
-
+from ..core.optional import require
 from .base import (
     DEFAULT_TTL_S,
     SqlBatchMixin,
@@ -31,6 +29,10 @@ from .base import (
     decode_cursor,
     encode_cursor,
 )
+
+psycopg = require("psycopg")
+_pool = require("psycopg_pool")
+ConnectionPool, PoolTimeout = _pool.ConnectionPool, _pool.PoolTimeout
 
 _CHUNK = 200
 _TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -16,8 +16,7 @@ connection or server error raises :class:`StoreUnavailable`.
 
 from __future__ import annotations
 
-import redis as redis_lib
-
+from ..core.optional import require
 from .base import (
     DEFAULT_TTL_S,
     BatchMixin,
@@ -27,6 +26,8 @@ from .base import (
     check_ttl,
     sample_entries,
 )
+
+redis_lib = require("redis")
 
 _PUT = """
 local v = redis.call('GET', KEYS[1])
