@@ -58,15 +58,21 @@ SERIES: dict[str, str] = {
     "answered": "attempts answered in the bin",
     "ok": "attempts answered 200/202",
     "attempt_errors": "attempts answered 5xx (per attempt: a retried 503 counts here, not in error_rate)",
-    "attempt_rate_429": "share of the bin's answers that were 429",
+    "attempt_rate_429": "share of the bin's answers that were 429 (empty: no answers in the bin)",
     "attempt_429": "attempts answered 429 (overload: the admission limit) in the bin",
-    "attempt_p95_ms": "p95 of single attempts answered in the bin (a fast 503 is a short attempt)",
+    "attempt_p95_ms": "p95 of single attempts answered in the bin (a fast 503 is a short attempt; empty: no "
+                      "answers in the bin -- plots draw a gap, never a zero)",
     "faults_active": "faults active at the end of the bin",
     "e2e_p95_ms": "p95 end-to-end latency (first send -> final answer, across retries) of submissions "
-                  "finished in the bin",
+                  "finished in the bin (empty: none finished)",
     "e2e_errors": "submissions whose final outcome (in the bin) was a 5xx or giving up",
-    "replication_lag_s": "with replication: the replication lag sampled in the bin, s",
-    "divergence": "with replication: key-count difference between regions",
+    "replication_lag_s": "with replication: the replication lag sampled in the bin, worst region (the metric "
+                         "replication_lag_p95_s/max_s summarise it), simulated s",
+    "replication_lag_s@<region>": "with replication: the same for one region's stream: age of the oldest record "
+                                  "that region acked and no other region's store holds yet (it keeps growing "
+                                  "while the region is down), s",
+    "divergence": "with replication: key-count difference between regions (the metric divergence_max is its "
+                  "maximum)",
     "<series>@<region>": "with several regions: sent, answered, ok, attempt_errors, attempt_429 and "
                          "attempt_p95_ms of the attempts sent to that region (the columns without a region "
                          "are the aggregate)",
@@ -189,7 +195,7 @@ def _region_bins(events: list[dict], width_us: int) -> dict[str, dict[int, dict]
 def _region_row(region: str, counts: dict | None) -> dict:
     counts = counts or {"lat": []}
     row = {f"{name}@{region}": counts.get(name, 0) for name in REGION_SERIES if name != "attempt_p95_ms"}
-    row[f"attempt_p95_ms@{region}"] = percentile(sorted(counts["lat"]), 95)
+    row[f"attempt_p95_ms@{region}"] = percentile(sorted(counts["lat"]), 95) if counts["lat"] else None
     return row
 
 
@@ -228,9 +234,10 @@ def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
             active = max(0, active - 1)
             fault_at[b] = active
         elif t == "crr.sample":
-            crr_at[b] = (e["lag_s"], e["divergence"])
+            crr_at[b] = (e["lag_s"], e["divergence"], e.get("by_region") or {})
     rows = []
     last_active = 0
+    lag_regions = sorted({r for v in crr_at.values() for r in v[2]})
     e2e = _end_to_end_bins(events, width)
     per_region = _region_bins(events, width)
     last_bin = max([*bins, events[-1]["t_us"] // width]) if bins and events else -1  # the whole run
@@ -241,18 +248,20 @@ def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
         rows.append({
             "t_s": b * bin_s, "sent": row["sent"], "answered": row["answered"], "ok": row["ok"],
             "attempt_errors": row["errors"],
-            "attempt_rate_429": row["n429"] / row["answered"] if row["answered"] else 0.0,
+            "attempt_rate_429": row["n429"] / row["answered"] if row["answered"] else None,
             "attempt_429": row["n429"],
-            "attempt_p95_ms": percentile(lat, 95), "faults_active": last_active,
-            "e2e_p95_ms": percentile(sorted(e2e[b]["lat"]), 95) if b in e2e else 0.0,
+            "attempt_p95_ms": percentile(lat, 95) if lat else None, "faults_active": last_active,
+            "e2e_p95_ms": percentile(sorted(e2e[b]["lat"]), 95) if b in e2e and e2e[b]["lat"] else None,
             "e2e_errors": e2e[b]["errors"] if b in e2e else 0,
         })
         for region, region_bins in per_region.items():
             rows[-1].update(_region_row(region, region_bins.get(b)))
-        if crr_at:
-            lag, div = crr_at.get(b, (rows[-2]["replication_lag_s"], rows[-2]["divergence"]) if len(rows) > 1 else (0.0, 0))
+        if crr_at:  # a bin without a sample has no value (a gap, not a zero)
+            lag, div, by_region = crr_at.get(b, (None, None, {}))
             rows[-1]["replication_lag_s"] = lag
             rows[-1]["divergence"] = div
+            for region in lag_regions:
+                rows[-1][f"replication_lag_s@{region}"] = by_region.get(region)
     return rows
 
 
