@@ -285,7 +285,7 @@ def counterfactual(name_or_path, seed: int = 1, overrides=(), **world_kwargs) ->
     out = []
     for item in study["headline"]:
         a, b = with_fault.get(item["metric"], 0.0), without.get(item["metric"], 0.0)
-        ok = a > b if item["with_fault"] == "higher" else a < b
+        ok = _num(a) > _num(b) if item["with_fault"] == "higher" else _num(a) < _num(b)
         out.append({"metric": item["metric"], "with_fault": a, "without": b, "expected": item["with_fault"],
                     "ok": bool(ok)})
     return out
@@ -304,9 +304,14 @@ def sensitivity(name: str, keys: str | tuple[str, ...], values: list, metrics: l
     return rows
 
 
+def _num(value) -> float:
+    """A metric for comparison: None (``convergence_time_s`` of an unconverged run) is infinite."""
+    return float("inf") if value is None else float(value)
+
+
 def monotone(rows: list[dict], metric: str) -> bool:
     """Non-decreasing along the sweep and strictly higher at the end than at the start."""
-    series = [r[metric] for r in rows]
+    series = [_num(r[metric]) for r in rows]
     return all(b >= a for a, b in zip(series, series[1:], strict=False)) and series[-1] > series[0]
 
 
