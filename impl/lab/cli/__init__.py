@@ -70,7 +70,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text,  # one line, as written
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         if only == name:
             _module(name).configure(p)
         else:  # not the command being run: its module is not imported
