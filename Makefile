@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml setup.py impl/core/_fastcore.c impl/core/_fastcore.h im
 	  || echo "setup: could not install them; the pure-Python core will be used"; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,redis,postgres,s3]'
+	$(PY) -m pip install -qq -e '.[dev,redis,postgres,s3]'  # -qq: no setuptools notes for the editable layout (errors still shown)
 	bash scripts/install_deb.sh node nodejs "for the Node conformance adapter"
 	bash scripts/install_wrk.sh
 	bash scripts/install_go.sh

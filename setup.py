@@ -20,6 +20,15 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOTS = ("model", "sim", "impl", "conformance", "formal", "spec")
+# folders of data files only (no __init__.py), shipped as data packages so setuptools
+# neither warns about them nor drops them
+DATA_PACKAGES = {
+    "flk.sim.scenarios": ["*.toml"],
+    "flk.sim.scenarios.regressions": ["*.toml"],
+    "flk.spec.vectors": ["*.json"],
+    "flk.conformance.adapters.node": ["*.mjs"],
+    "flk.conformance.adapters.go": ["*.go"],
+}
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}
@@ -29,6 +38,9 @@ for root in ROOTS:
     for sub in find_packages(root):
         packages.append(f"flk.{root}.{sub}")
         package_dir[f"flk.{root}.{sub}"] = f"{root}/" + sub.replace(".", "/")
+for name in DATA_PACKAGES:
+    packages.append(name)
+    package_dir[name] = name.removeprefix("flk.").replace(".", "/")
 
 
 
@@ -80,11 +92,12 @@ setup(
     packages=packages,
     package_dir=package_dir,
     package_data={
-        "flk.spec": ["*.json", "*.yaml", "*.md", "vectors/*.json"],
+        "flk.spec": ["*.json", "*.yaml", "*.md"],
         "flk.impl.verifier": ["*.lark"],
-        "flk.sim": ["scenarios/*.toml", "scenarios/regressions/*.toml"],
+        "flk.sim": ["*.md"],
         "flk.formal": ["manifest.json"],
-        "flk.conformance": ["*.md", "*.json", "adapters/node/*", "adapters/go/*"],
+        "flk.conformance": ["*.md", "*.json"],
+        **DATA_PACKAGES,
     },
     include_package_data=True,
 )

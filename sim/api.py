@@ -103,19 +103,22 @@ def planted_world_kwargs(plant: str | None) -> dict:
 
 
 def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = None, plots: bool = True,
-        progress: bool = False, plant: str | None = None, **world_kwargs) -> RunResult:
+        progress: bool = False, plant: str | None = None, force: bool = False, **world_kwargs) -> RunResult:
     """Run a scenario (name, path or :class:`Scenario`); ``world_kwargs`` go to :class:`World`.
     With ``out`` the artifacts go to ``out/<scenario>/<seed>/`` (see :func:`save`); ``progress``
     shows a bar over simulated time on an interactive stderr; ``plant`` names a planted bug
-    (``flk.impl.testing.planted``), recorded in the results so replay and shrink rerun it."""
+    (``flk.impl.testing.planted``), recorded in the results so replay and shrink rerun it. A run
+    folder holding a *different* run (other scenario content, overrides or planted bug) is never
+    replaced unless ``force`` (:func:`check_run_dir`)."""
     from . import progress as progress_bars
 
     sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
     seed = sc.seed if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ScenarioError("seed", f"must be a non-negative integer, got {seed!r}")
+    key = run_key(sc, seed, plant)
     if out is not None:
-        check_run_dir(Path(out) / sc.name / str(seed), sc)
+        check_run_dir(Path(out) / sc.name / str(seed), sc, key, force)
     world = World(sc, seed, **{**planted_world_kwargs(plant), **world_kwargs})
     show = progress and progress_bars.wanted()
     with progress_bars.bar(world.duration + world.quiescence, f"{sc.name} seed {seed}", unit="sim s",
@@ -127,7 +130,8 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     checks = checkers.check_all(events, sc.data)
     if sc.expect:
         checks.append(checkers.regression_expectations(events, sc.expect))
-    m = metrics.summarize(events, world.duration)
+    convergence = next((c for c in checks if c.id == "INV-CONVERGENCE" and c.exercised), None)
+    m = metrics.summarize(events, world.duration, converged=None if convergence is None else convergence.ok)
     slos = metrics.check_slos(m, sc.data["slo"])
     results = {
         "scenario": sc.name,
@@ -140,11 +144,11 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
         "valid": all(c.ok for c in checks) and all(s["ok"] for s in slos),
         "fault_schedule": world.fault_log,
         "parameters": {"overrides": list(overrides), **({"plant": plant} if plant else {})},
-        "stamp": artifacts.stamp(seed, list(overrides), source_identity(sc), plant=plant),
+        "stamp": {**artifacts.stamp(seed, list(sc.overrides), source_identity(sc), plant=plant), "run_key": key},
     }
     res = RunResult(sc, seed, history, results, metrics.timeseries(events), None)
     if out is not None:
-        save(res, Path(out), plots=plots)
+        save(res, Path(out), plots=plots, force=force)
     return res
 
 
@@ -154,13 +158,29 @@ def source_identity(sc: Scenario) -> str:
     return str(Path(sc.source).resolve()) if sc.source else sc.name
 
 
-def check_run_dir(out_dir: Path, sc: Scenario) -> None:
+def run_key(sc: Scenario, seed: int, plant: str | None) -> str:
+    """SHA-256 of everything that determines a run but the code: the scenario as run (file
+    content with every override applied), the seed and the planted bug."""
+    import hashlib
+
+    data = {**sc.data, "scenario": {**sc.data["scenario"], "seed": seed}}
+    doc = json.dumps({"scenario": data, "expect": sc.expect, "plant": plant}, sort_keys=True, default=str)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def check_run_dir(out_dir: Path, sc: Scenario, key: str | None = None, force: bool = False) -> None:
     """Refuse to overwrite a run of a *different* scenario file that has the same
-    ``scenario.name`` (re-running the same file replaces its own run)."""
+    ``scenario.name``, or (unless ``force``) a different run of the same one -- other file
+    content, overrides or planted bug (:func:`run_key`); the same run again replaces itself."""
     try:
         earlier = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
+    theirs_key = (earlier.get("stamp") or {}).get("run_key")
+    if key is not None and theirs_key != key and not force:
+        raise ScenarioError("--out", f"{out_dir} holds another run of {sc.name!r} seed {earlier.get('seed')} "
+                            f"(overrides {(earlier.get('stamp') or {}).get('overrides', [])}, other scenario content "
+                            "or planted bug); it is not replaced: choose another --out, or --force to replace it")
     theirs = (earlier.get("stamp") or {}).get("scenario_source")
     mine = source_identity(sc)
     if theirs and theirs != mine and "scenario.toml" not in (Path(theirs).name, Path(mine).name):
@@ -168,13 +188,13 @@ def check_run_dir(out_dir: Path, sc: Scenario) -> None:
                             f"the same name {sc.name!r}; rename scenario.name in {mine} or choose another --out")
 
 
-def save(res: RunResult, out: Path, plots: bool = True) -> Path:
+def save(res: RunResult, out: Path, plots: bool = True, force: bool = False) -> Path:
     """Write ``res``'s artifacts to ``out/<scenario>/<seed>/``; the saved ``scenario.toml`` is
     exactly what ran (overrides applied, ``scenario.seed`` set to the seed used)."""
     import copy
 
     out_dir = Path(out) / res.scenario.name / str(res.seed)
-    check_run_dir(out_dir, res.scenario)
+    check_run_dir(out_dir, res.scenario, (res.results.get("stamp") or {}).get("run_key"), force)
     data = copy.deepcopy(res.scenario.data)
     data["scenario"]["seed"] = res.seed
     res.results["out_dir"] = str(out_dir)
@@ -250,7 +270,7 @@ def without_faults(sc: Scenario, kinds) -> Scenario:
     data = copy.deepcopy(sc.data)
     data["faults"] = [f for f in data["faults"] if f["kind"] not in set(kinds)]
     data["nemesis"]["enabled"] = data["nemesis"]["enabled"] and not set(kinds) & set(data["nemesis"]["kinds"])
-    return Scenario(name=sc.name, source=sc.source, data=data, expect=list(sc.expect))
+    return Scenario(name=sc.name, source=sc.source, data=data, expect=list(sc.expect), overrides=list(sc.overrides))
 
 
 def counterfactual(name_or_path, seed: int = 1, overrides=(), **world_kwargs) -> list[dict]:
@@ -265,7 +285,7 @@ def counterfactual(name_or_path, seed: int = 1, overrides=(), **world_kwargs) ->
     out = []
     for item in study["headline"]:
         a, b = with_fault.get(item["metric"], 0.0), without.get(item["metric"], 0.0)
-        ok = a > b if item["with_fault"] == "higher" else a < b
+        ok = _num(a) > _num(b) if item["with_fault"] == "higher" else _num(a) < _num(b)
         out.append({"metric": item["metric"], "with_fault": a, "without": b, "expected": item["with_fault"],
                     "ok": bool(ok)})
     return out
@@ -284,9 +304,14 @@ def sensitivity(name: str, keys: str | tuple[str, ...], values: list, metrics: l
     return rows
 
 
+def _num(value) -> float:
+    """A metric for comparison: None (``convergence_time_s`` of an unconverged run) is infinite."""
+    return float("inf") if value is None else float(value)
+
+
 def monotone(rows: list[dict], metric: str) -> bool:
     """Non-decreasing along the sweep and strictly higher at the end than at the start."""
-    series = [r[metric] for r in rows]
+    series = [_num(r[metric]) for r in rows]
     return all(b >= a for a, b in zip(series, series[1:], strict=False)) and series[-1] > series[0]
 
 

@@ -78,9 +78,12 @@ def write_all(out_dir: Path, scenario: dict, history, results: dict, rows: list[
     return files
 
 
-LATENCY_SERIES = [("attempt_p95_ms", "per attempt"), ("e2e_p95_ms", "end to end (across retries)")]
-THROUGHPUT_SERIES = [("answered", "answered"), ("ok", "200/202"), ("attempt_errors", "5xx attempts"),
-                     ("attempt_429", "429 attempts")]
+# (column of metrics.csv, legend text): the legend leads with the column's name from sim/METRICS.md
+LATENCY_SERIES = [("attempt_p95_ms", "attempt_p95_ms (per attempt)"),
+                  ("e2e_p95_ms", "e2e_p95_ms (end to end, across retries)")]
+THROUGHPUT_SERIES = [("answered", "answered"), ("ok", "ok (200/202)"), ("attempt_errors", "attempt_errors (5xx)"),
+                     ("attempt_429", "attempt_429")]
+FAULT_COLOUR = "tab:red"
 
 
 def figure_for_file(width: float, height: float):
@@ -128,48 +131,68 @@ def whole_bins(rows: list[dict], end_s: float, bin_s: float = 1.0) -> list[dict]
     return [r for r in rows if r["t_s"] + bin_s <= end_s + 1e-9] or rows[:1]
 
 
-def _plot_series(out_dir: Path, fname: str, title: str, rows: list[dict], series, decorate) -> None:
+def value(v) -> float:
+    """A metrics.csv cell as a float; an empty bucket (None or "") is NaN: drawn as a gap, never a zero."""
+    if v is None or v == "":
+        return float("nan")
+    return float(v)
+
+
+def _plot_series(out_dir: Path, fname: str, title: str, ylabel: str, rows: list[dict], series, decorate):
     fig, ax = figure_for_file(8, 3)
-    t = [r["t_s"] for r in rows]
+    t = [value(r["t_s"]) for r in rows]
     for key, label in series:
-        ax.plot(t, [r[key] for r in rows], label=label)
+        ax.plot(t, [value(r.get(key)) for r in rows], label=label)
     decorate(ax)
     ax.set_title(title)
     ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel(ylabel)
     ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
     fig.savefig(out_dir / fname, dpi=90)
+    return fig
 
 
-def plot_run(out_dir: Path, rows: list[dict], events: list[dict], results: dict) -> dict:
-    """PNG plots over the whole run (faults, heal, quiescence): faults shaded red,
-    RPO/RTO/convergence marked, 429s drawn, one line per region where there are several."""
+def plot_run(out_dir: Path, rows: list[dict], events: list[dict], results: dict,
+             figures: dict | None = None) -> dict:
+    """PNG plots over the whole run (faults, heal, quiescence): fault windows shaded red (one
+    legend entry, "fault active"; no fault wording on a run without faults), RPO/RTO/convergence
+    marked, 429s drawn, one line per region where there are several; a bucket without samples
+    is a gap. ``figures`` (tests) receives every figure by file name."""
     end_s = (events[-1]["t_us"] / 1e6) if events else 0.0
     spans, spans_marked = fault_spans(events, end_s), marks(events, results.get("metrics", {}))
     name, rows = results.get("scenario", ""), whole_bins(rows, end_s)
 
     def decorate(ax):
-        for _, t0, t1 in spans:
-            ax.axvspan(t0, t1, color="tab:red", alpha=0.12)
+        for i, (_, t0, t1) in enumerate(spans):
+            ax.axvspan(t0, t1, color=FAULT_COLOUR, alpha=0.12, label="fault active" if i == 0 else None)
         for label, t0, t1, colour in spans_marked:
             ax.axvspan(t0, max(t1, t0 + end_s / 400), color=colour, alpha=0.18, label=label)
         ax.set_xlim(0, max(end_s, 1.0))
 
-    regions = sorted({k.partition("@")[2] for k in rows[0] if "@" in k}) if rows else []
-    specs = [("latency.png", "p95 latency per second (ms)", LATENCY_SERIES),
-             ("throughput.png", "answers per second", THROUGHPUT_SERIES)]
+    regions = sorted({k.partition("@")[2] for k in rows[0] if k.startswith("sent@")}) if rows else []
+    specs = [("latency.png", "p95 latency per second", "ms", LATENCY_SERIES),
+             ("throughput.png", "answers per second", "answers / s", THROUGHPUT_SERIES)]
     if regions:
-        specs += [("regions_ok.png", "200/202 answers per second by region",
-                   [(f"ok@{r}", r) for r in regions] + [(f"attempt_429@{r}", f"429 {r}") for r in regions]),
-                  ("regions_latency.png", "p95 latency per attempt by region (ms)",
-                   [(f"attempt_p95_ms@{r}", r) for r in regions])]
+        specs += [("regions_ok.png", "ok (200/202) per second by region", "answers / s",
+                   [(f"ok@{r}", f"ok@{r}") for r in regions] + [(f"attempt_429@{r}", f"attempt_429@{r}")
+                                                               for r in regions]),
+                  ("regions_latency.png", "attempt_p95_ms by region", "ms",
+                   [(f"attempt_p95_ms@{r}", f"attempt_p95_ms@{r}") for r in regions])]
     if rows and "replication_lag_s" in rows[0]:
-        specs.append(("replication_lag.png", "replication lag (s)", [("replication_lag_s", "lag")]))
+        lag_regions = sorted(k.partition("@")[2] for k in rows[0] if k.startswith("replication_lag_s@"))
+        specs.append(("replication_lag.png", "replication lag per second (each region's stream)", "s",
+                      [("replication_lag_s", "replication_lag_s (worst region)")]
+                      + [(f"replication_lag_s@{r}", f"replication_lag_s@{r}") for r in lag_regions]))
     if rows and "divergence" in rows[0]:
-        specs.append(("divergence.png", "key-count divergence across regions", [("divergence", "divergent keys")]))
+        specs.append(("divergence.png", "key-count divergence across regions", "keys",
+                      [("divergence", "divergence")]))
     files = {}
-    for fname, title, series in specs:
-        _plot_series(out_dir, fname, f"{name}: {title} (red: faults)", rows, series, decorate)
+    caption = " (red: faults)" if spans else ""
+    for fname, title, ylabel, series in specs:
+        fig = _plot_series(out_dir, fname, f"{name}: {title}{caption}", ylabel, rows, series, decorate)
+        if figures is not None:
+            figures[fname] = fig
         files[fname.removesuffix(".png")] = fname
     files["faults"] = _plot_faults(out_dir, name, spans, spans_marked, end_s)
     return files

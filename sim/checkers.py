@@ -22,7 +22,8 @@ History vocabulary (fields beyond ``t_us`` and ``type``):
   that reached the dedup store; ``stored`` if the replay itself stored the outcome)
 * ``final.entry``  region, tenant, pcs_id, digest, status, body_sha
 * ``final.auth``   region, tenant, pcs_id, digest, origin, conflict (the authoritative outcome)
-* ``crr.sample``   lag_s, divergence, conflicts (once a simulated second)
+* ``crr.sample``   lag_s (worst region), by_region (lag per region's stream), divergence, conflicts
+  (once a simulated second)
 * ``crr.rewind_check`` region, checked, changed (entries present at a reader rewind vs the final store)
 * ``crr.applied``  region, records; ``crr.reject`` region, segment; ``crr.corrupted`` region, key
 * ``crr.divergence`` region, peers (peer summaries of the period that reached it), worst severity

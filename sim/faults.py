@@ -88,7 +88,7 @@ def validate(spec: Any, path: str, ctx: Context) -> None:
     if not isinstance(spec, dict):
         raise ScenarioError(path, "must be a table")
     kind = spec.get("kind")
-    if kind not in REGISTRY:
+    if not isinstance(kind, str) or kind not in REGISTRY:
         raise ScenarioError(f"{path}.kind", f"must be one of {', '.join(sorted(REGISTRY))}, got {kind!r}")
     cls = REGISTRY[kind]
     check_table(spec, COMMON + cls.params, path, ctx)
@@ -282,7 +282,7 @@ class ClockSkew(_RegionToggle):
 
     def _switch(self, world, on):
         for target in self.targets(world):
-            world.regions[target].clock_offset = float(self.skew_s) if on else 0.0
+            world.set_clock_offset(target, float(self.skew_s) if on else 0.0)
             _record(world, on, self.kind, target)
         return _nothing()
 

@@ -38,9 +38,15 @@ METRICS: dict[str, str] = {
                  "accepted its own version)",
     "conflicts_flagged": "pcs_ids the reconcilers flagged as conflicting (a record its home region "
                          "answered 409 is replayed as that rejection, not as a new write)",
+    "conflicts_won_by_later_write": "split-brain conflicts whose authoritative outcome (the merge: the earliest "
+                                    "first_seen stamp wins) is not the write stored first in simulated time -- a "
+                                    "region whose clock is behind wins conflicts it lost in time (spec/SPEC.md "
+                                    "11.9)",
     "copy_lag_p95_s": "p95 age of a shipped segment's oldest record when its copy lands in another region, s",
     "copy_lag_max_s": "max of that age, s",
-    "convergence_time_s": "heal -> the last replicated record applied, s",
+    "convergence_time_s": "heal -> the last replicated record applied, s; null when the run ended unconverged "
+                          "(INV-CONVERGENCE failed: some region lacks a key or regions disagree), and then an SLO "
+                          "on it fails",
     "rpo_s": "at a region loss: age of the oldest acked record not yet copied to another region, s",
     "rto_s": "after a region loss: until a request first sent to the lost region succeeds (elsewhere, or "
              "there after a restart), s; with [routing]: health-check detection + switch + first success",
@@ -52,15 +58,21 @@ SERIES: dict[str, str] = {
     "answered": "attempts answered in the bin",
     "ok": "attempts answered 200/202",
     "attempt_errors": "attempts answered 5xx (per attempt: a retried 503 counts here, not in error_rate)",
-    "attempt_rate_429": "share of the bin's answers that were 429",
+    "attempt_rate_429": "share of the bin's answers that were 429 (empty: no answers in the bin)",
     "attempt_429": "attempts answered 429 (overload: the admission limit) in the bin",
-    "attempt_p95_ms": "p95 of single attempts answered in the bin (a fast 503 is a short attempt)",
+    "attempt_p95_ms": "p95 of single attempts answered in the bin (a fast 503 is a short attempt; empty: no "
+                      "answers in the bin -- plots draw a gap, never a zero)",
     "faults_active": "faults active at the end of the bin",
     "e2e_p95_ms": "p95 end-to-end latency (first send -> final answer, across retries) of submissions "
-                  "finished in the bin",
+                  "finished in the bin (empty: none finished)",
     "e2e_errors": "submissions whose final outcome (in the bin) was a 5xx or giving up",
-    "replication_lag_s": "with replication: the replication lag sampled in the bin, s",
-    "divergence": "with replication: key-count difference between regions",
+    "replication_lag_s": "with replication: the replication lag sampled in the bin, worst region (the metric "
+                         "replication_lag_p95_s/max_s summarise it), simulated s",
+    "replication_lag_s@<region>": "with replication: the same for one region's stream: age of the oldest record "
+                                  "that region acked and no other region's store holds yet (it keeps growing "
+                                  "while the region is down), s",
+    "divergence": "with replication: key-count difference between regions (the metric divergence_max is its "
+                  "maximum)",
     "<series>@<region>": "with several regions: sent, answered, ok, attempt_errors, attempt_429 and "
                          "attempt_p95_ms of the attempts sent to that region (the columns without a region "
                          "are the aggregate)",
@@ -68,7 +80,8 @@ SERIES: dict[str, str] = {
 REGION_SERIES = ("sent", "answered", "ok", "attempt_errors", "attempt_429", "attempt_p95_ms")
 
 REPLICATION_METRICS = ("replication_lag_p95_s", "replication_lag_max_s", "copy_lag_p95_s", "copy_lag_max_s",
-                       "divergence_max", "conflicts", "conflicts_flagged", "convergence_time_s", "rpo_s", "rto_s", "failover_detection_s")
+                       "divergence_max", "conflicts", "conflicts_flagged", "conflicts_won_by_later_write",
+                       "convergence_time_s", "rpo_s", "rto_s", "failover_detection_s")
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -78,7 +91,10 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-def summarize(events: list[dict], duration_s: float) -> dict:
+def summarize(events: list[dict], duration_s: float, converged: bool | None = None) -> dict:
+    """The summary metrics; ``converged`` is INV-CONVERGENCE's verdict on the final state
+    (False: ``convergence_time_s`` is None -- the run ended before every region held every key,
+    so no convergence time exists and an SLO on it fails with the invariant)."""
     first_send: dict[int, int] = {}
     kind_of: dict[int, str] = {}
     pcs_of: dict[int, tuple] = {}
@@ -116,6 +132,8 @@ def summarize(events: list[dict], duration_s: float) -> dict:
     lat.sort()
     n = len(first_send)
     repl = _replication(events, first_send)
+    if repl and converged is False:
+        repl["convergence_time_s"] = None
     return {**repl,
         "requests": n,
         "attempts": attempts,
@@ -177,7 +195,7 @@ def _region_bins(events: list[dict], width_us: int) -> dict[str, dict[int, dict]
 def _region_row(region: str, counts: dict | None) -> dict:
     counts = counts or {"lat": []}
     row = {f"{name}@{region}": counts.get(name, 0) for name in REGION_SERIES if name != "attempt_p95_ms"}
-    row[f"attempt_p95_ms@{region}"] = percentile(sorted(counts["lat"]), 95)
+    row[f"attempt_p95_ms@{region}"] = percentile(sorted(counts["lat"]), 95) if counts["lat"] else None
     return row
 
 
@@ -216,9 +234,10 @@ def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
             active = max(0, active - 1)
             fault_at[b] = active
         elif t == "crr.sample":
-            crr_at[b] = (e["lag_s"], e["divergence"])
+            crr_at[b] = (e["lag_s"], e["divergence"], e.get("by_region") or {})
     rows = []
     last_active = 0
+    lag_regions = sorted({r for v in crr_at.values() for r in v[2]})
     e2e = _end_to_end_bins(events, width)
     per_region = _region_bins(events, width)
     last_bin = max([*bins, events[-1]["t_us"] // width]) if bins and events else -1  # the whole run
@@ -229,18 +248,20 @@ def timeseries(events: list[dict], bin_s: float = 1.0) -> list[dict]:
         rows.append({
             "t_s": b * bin_s, "sent": row["sent"], "answered": row["answered"], "ok": row["ok"],
             "attempt_errors": row["errors"],
-            "attempt_rate_429": row["n429"] / row["answered"] if row["answered"] else 0.0,
+            "attempt_rate_429": row["n429"] / row["answered"] if row["answered"] else None,
             "attempt_429": row["n429"],
-            "attempt_p95_ms": percentile(lat, 95), "faults_active": last_active,
-            "e2e_p95_ms": percentile(sorted(e2e[b]["lat"]), 95) if b in e2e else 0.0,
+            "attempt_p95_ms": percentile(lat, 95) if lat else None, "faults_active": last_active,
+            "e2e_p95_ms": percentile(sorted(e2e[b]["lat"]), 95) if b in e2e and e2e[b]["lat"] else None,
             "e2e_errors": e2e[b]["errors"] if b in e2e else 0,
         })
         for region, region_bins in per_region.items():
             rows[-1].update(_region_row(region, region_bins.get(b)))
-        if crr_at:
-            lag, div = crr_at.get(b, (rows[-2]["replication_lag_s"], rows[-2]["divergence"]) if len(rows) > 1 else (0.0, 0))
+        if crr_at:  # a bin without a sample has no value (a gap, not a zero)
+            lag, div, by_region = crr_at.get(b, (None, None, {}))
             rows[-1]["replication_lag_s"] = lag
             rows[-1]["divergence"] = div
+            for region in lag_regions:
+                rows[-1][f"replication_lag_s@{region}"] = by_region.get(region)
     return rows
 
 
@@ -262,6 +283,23 @@ def split_brain_conflicts(events: list[dict]) -> int:
         if e["type"] == "srv.dedup_put" and e["stored"] and e["status"] in (200, 202):
             digests[(e["tenant"], e["pcs_id"])].add(e["digest"])
     return sum(1 for d in digests.values() if len(d) > 1)
+
+
+def conflicts_won_by_later_write(events: list[dict]) -> int:
+    """Keys acked with different payloads in different regions whose authoritative outcome
+    (``final.auth``) is not the payload stored first in simulated time."""
+    first: dict[tuple, tuple[int, str]] = {}
+    digests: dict[tuple, set[str]] = defaultdict(set)
+    auth: dict[tuple, str] = {}
+    for e in events:
+        if e["type"] == "srv.dedup_put" and e["stored"] and e["status"] in (200, 202):
+            key = (e["tenant"], e["pcs_id"])
+            digests[key].add(e["digest"])
+            if key not in first or e["t_us"] < first[key][0]:
+                first[key] = (e["t_us"], e["digest"])
+        elif e["type"] == "final.auth":
+            auth.setdefault((e["tenant"], e["pcs_id"]), e["digest"])
+    return sum(1 for key, d in digests.items() if len(d) > 1 and key in auth and auth[key] != first[key][1])
 
 
 def _rto(events: list[dict], crash: dict) -> float:
@@ -307,6 +345,7 @@ def _replication(events: list[dict], first_send: dict[int, int]) -> dict:
         "divergence_max": max(e["divergence"] for e in samples),
         "conflicts": split_brain_conflicts(events),
         "conflicts_flagged": samples[-1]["conflicts"],
+        "conflicts_won_by_later_write": conflicts_won_by_later_write(events),
         "copy_lag_p95_s": percentile(copies, 95),
         "copy_lag_max_s": copies[-1] if copies else 0.0,
         "convergence_time_s": conv,

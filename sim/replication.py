@@ -42,7 +42,6 @@ from flk.impl.storage.objectstore import (
 )
 from flk.impl.storage.walformat import LOG_SUFFIX, MANIFEST_SUFFIX
 
-from .region import SIM_EPOCH
 from .topology import objstore_node
 
 COPY = "crr.copy"
@@ -117,7 +116,7 @@ class ObjectFabric:
             try:
                 _, recs = self.memo.verified(stream, name, manifest[0], seg[0], None)
                 records = len(recs)
-                oldest = min((r.received_at - SIM_EPOCH for r in recs), default=oldest)
+                oldest = min((self.world.true_time(r.region, r.received_at) for r in recs), default=oldest)
             except Exception:  # noqa: BLE001 - a corrupted segment is still copied; readers reject it
                 records = int(seg[1].get("count", "0"))
         others = {rid for rid in self.buckets if rid != bucket.region_id}
@@ -459,23 +458,33 @@ class RegionReplication:
             if self.reader.applied_records != before:
                 self.world.history.record(env.now, "crr.applied", region=r.id,
                                           records=self.reader.applied_records - before)
+            if self.next_divergence - now > self.detector.interval_s + 1.0:
+                self.next_divergence = now  # the wall clock stepped back: a step it left far ahead is due
             if now >= self.next_divergence:
                 self.next_divergence = self._check_divergence(now)
             wait = max(0.01, min(nxt_ship, nxt_read, self.next_divergence) - now)
             yield env.timeout(min(wait, 1.0))
 
+    def ship_lag_s(self) -> float:
+        """Simulated age of the oldest record in this region's WAL not yet uploaded (while the
+        region is down too: what it acked and has not shipped keeps ageing). Measured in
+        simulated time (:meth:`World.true_time`), not on the region's possibly skewed clock."""
+        oldest = self.shipper.oldest_unshipped
+        if oldest is None:
+            return 0.0
+        return max(0.0, self.region.env.now - self.world.true_time(self.region.id, oldest))
+
     def lag_s(self) -> float:
         """Age of the oldest record this region acked that is not yet in every other region's store."""
         shipped = self.view.bucket.oldest_unreplicated(anywhere=False)
         copy_lag = 0.0 if shipped is None else max(0.0, self.region.env.now - shipped)
-        ship_lag = self.shipper.lag_s(self.region.now()) if self.region.up else 0.0
-        return max(ship_lag, copy_lag)
+        return max(self.ship_lag_s(), copy_lag)
 
     def rpo(self) -> dict:
         """At a loss of this region: what it acked that no other region has yet (age and count)."""
         region, shipper = self.region, self.shipper
         oldest = self.view.bucket.oldest_unreplicated(anywhere=True)
         copy_age = 0.0 if oldest is None else max(0.0, region.env.now - oldest)
-        return {"rpo_s": round(max(shipper.lag_s(region.now()), copy_age), 6),
+        return {"rpo_s": round(max(self.ship_lag_s(), copy_age), 6),
                 "unshipped": max(0, region.wal.next_index - shipper.watermark),
                 "uncopied": self.view.bucket.unreplicated_records()}

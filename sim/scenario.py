@@ -28,7 +28,15 @@ from typing import Any
 from . import faults, topology
 from .faults import FAULT_KINDS
 from .metrics import METRICS, REPLICATION_METRICS
-from .schema import Context, Field, ScenarioError, check_table, describe_default, describe_kind
+from .schema import (
+    Context,
+    Field,
+    ScenarioError,
+    check_table,
+    describe_default,
+    describe_kind,
+    did_you_mean,
+)
 from .stores import STORE_KINDS
 
 __all__ = ["FAULT_KINDS", "Scenario", "ScenarioError", "load", "validate"]
@@ -200,6 +208,7 @@ class Scenario:
     source: str
     data: dict[str, Any]
     expect: list[dict] = field(default_factory=list)  # regression files: expected event counts
+    overrides: list[str] = field(default_factory=list)  # every override applied (a regression file's too)
 
     @property
     def seed(self) -> int:
@@ -242,7 +251,7 @@ def _descend(node: Any, key: str, path: str, where: str) -> Any:
             raise ScenarioError(path, f"no list item {key!r}") from None
     if isinstance(node, dict):
         if key not in node:
-            raise ScenarioError(path, f"unknown key {where!r}")
+            raise ScenarioError(path, f"unknown key {where!r}{did_you_mean(key, node)}")
         return node[key]
     raise ScenarioError(path, "cannot descend into a value")
 
@@ -268,7 +277,8 @@ def apply_override(data: dict, assignment: str) -> None:
     elif isinstance(node, dict):
         optional = len(keys) == 2 and keys[0] in SECTIONS and last in {f.name for f in SECTIONS[keys[0]]}
         if last not in node and not optional:
-            raise ScenarioError(path, f"unknown key {path!r}")
+            known = set(node) | ({f.name for f in SECTIONS[keys[0]]} if len(keys) == 2 and keys[0] in SECTIONS else set())
+            raise ScenarioError(path, f"unknown key {path!r}{did_you_mean(last, sorted(known))}")
         node[last] = value
     else:
         raise ScenarioError(path, "cannot set a field of a value")
@@ -326,7 +336,8 @@ def validate(data: Any) -> None:
         raise ScenarioError("scenario", "must be a table of sections")
     for name in data:
         if name not in SECTIONS and name not in LIST_SECTIONS:
-            raise ScenarioError(name, f"unknown section (known: {', '.join(sorted([*SECTIONS, *LIST_SECTIONS]))})")
+            raise ScenarioError(name, f"unknown section{did_you_mean(name, [*SECTIONS, *LIST_SECTIONS])} "
+                                f"(known: {', '.join(sorted([*SECTIONS, *LIST_SECTIONS]))})")
     for name, fields in SECTIONS.items():
         check_table(data.get(name, {}), fields, name, Context())
     if not data["scenario"].get("name"):
@@ -357,12 +368,13 @@ def _resolve(name_or_path: str | Path) -> Path:
     if p.suffix != ".toml":
         candidate = scenario_dir() / f"{name_or_path}.toml"
         if not candidate.exists():
-            raise ScenarioError("scenario", f"no scenario named {str(name_or_path)!r} (see `flk sim list`)")
+            raise ScenarioError("scenario", f"no scenario named {str(name_or_path)!r}"
+                                f"{did_you_mean(name_or_path, list_scenarios())} (see `flk sim list`)")
         return candidate
     return p
 
 
-def _load_regression(raw: dict, overrides) -> Scenario:
+def _load_regression(raw: dict, overrides, path: Path) -> Scenario:
     if set(raw) != {"regression"}:
         raise ScenarioError(sorted(set(raw) - {"regression"})[0], "a regression file holds only [regression]")
     case = raw["regression"]
@@ -374,6 +386,9 @@ def _load_regression(raw: dict, overrides) -> Scenario:
     sc = load(case["scenario"], [*case.get("overrides", []), *overrides])
     sc.data["scenario"]["seed"] = case["seed"]
     sc.expect = list(case.get("expect", []))
+    # its runs go to a folder of their own, never the folder of the run it was shrunk from
+    sc.name = f"{sc.name}--{path.stem}"
+    sc.source = str(path)
     return sc
 
 
@@ -381,7 +396,8 @@ def _check_sections(raw: dict) -> None:
     for name, value in raw.items():
         if name not in SECTIONS and name not in LIST_SECTIONS:
             known = ", ".join(sorted([*SECTIONS, *LIST_SECTIONS, "regression"]))
-            raise ScenarioError(name, f"unknown section (known: {known})")
+            raise ScenarioError(name, f"unknown section{did_you_mean(name, [*SECTIONS, *LIST_SECTIONS])} "
+                                f"(known: {known})")
         if name in SECTIONS and not isinstance(value, dict):
             raise ScenarioError(name, f"must be a table ([{name}])")
         if name in LIST_SECTIONS and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
@@ -394,19 +410,27 @@ def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
     try:
         raw = _read_toml(p)
         if "regression" in raw:
-            return _load_regression(raw, overrides)
+            return _load_regression(raw, overrides, p)
         _check_sections(raw)
         data = _merge(DEFAULTS, raw)
         if not data["scenario"].get("name"):
             data["scenario"]["name"] = p.stem
-        for o in overrides:
-            apply_override(data, o)
-        validate(data)
+        validate(data)  # the file alone: its problems are the file's
     except ScenarioError as exc:
         if exc.source:
             raise
         raise ScenarioError(exc.key, exc.reason, source=str(p)) from None
-    return Scenario(name=data["scenario"]["name"], source=str(p), data=data)
+    for o in overrides:
+        try:
+            apply_override(data, o)
+        except ScenarioError as exc:  # this override names no key of the file
+            raise ScenarioError(exc.key, exc.reason, source=f"--set {o!r}") from None
+    try:
+        if overrides:
+            validate(data)
+    except ScenarioError as exc:  # the file alone was valid: the overrides made it invalid
+        raise ScenarioError(exc.key, exc.reason, source=" ".join(f"--set {o!r}" for o in overrides)) from None
+    return Scenario(name=data["scenario"]["name"], source=str(p), data=data, overrides=list(overrides))
 
 
 def _field_rows(fields) -> list[str]:

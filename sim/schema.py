@@ -36,7 +36,29 @@ class ScenarioError(ValueError):
         self.reason = message
         self.source = source
         where = f"{source}: " if source else ""
-        super().__init__(f"{where}{key}: {message}")
+        super().__init__(f"{where}{key}{ordinals(key)}: {message}")
+
+
+LIST_ITEMS = {"faults": "fault", "regions": "region", "slo": "SLO", "links": "link", "headline": "headline figure",
+              "expect": "expectation"}
+
+
+def ordinals(key: str) -> str:
+    """`` (fault #2)`` for a key path ``faults.1...``: key paths index lists from 0 (as ``--set``
+    does), people count tables from 1."""
+    import re
+
+    found = [f"{LIST_ITEMS[m.group(1)]} #{int(m.group(2)) + 1}"
+             for m in re.finditer(r"(?:^|\.)(" + "|".join(LIST_ITEMS) + r")\.(\d+)(?=\.|$)", key)]
+    return f" ({', '.join(found)})" if found else ""
+
+
+def did_you_mean(word: str, choices) -> str:
+    """`` -- did you mean 'x'?`` for the closest of ``choices`` (or nothing)."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" -- did you mean {close[0]!r}?" if close else ""
 
 
 @dataclass(frozen=True)
@@ -167,7 +189,7 @@ def check_table(table: Any, fields: Sequence[Field], path: str, ctx: Context,
     for key in table:
         if key not in by_name and key not in ignore:
             known = ", ".join(sorted(by_name))
-            raise ScenarioError(f"{path}.{key}", f"unknown key (known: {known})")
+            raise ScenarioError(f"{path}.{key}", f"unknown key{did_you_mean(key, by_name)} (known: {known})")
     for spec in fields:
         if spec.name not in table:
             if spec.required:

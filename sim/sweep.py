@@ -89,7 +89,10 @@ def execute(jobs: list[tuple], workers: int, scheduler: str | None, runs_root: s
     rows = []
     with progress_bars.bar(len(jobs), "sweep", unit="run", enabled=progress and progress_bars.wanted()) as done:
         if scheduler:
-            from dask.distributed import Client, as_completed
+            from flk.impl.core.optional import require
+
+            distributed = require("dask.distributed")
+            Client, as_completed = distributed.Client, distributed.as_completed
 
             with Client(scheduler) as client:
                 for future in as_completed(client.map(one, jobs, pure=False)):

@@ -100,8 +100,10 @@ def _layout(graph: nx.Graph) -> dict[str, tuple[float, float]]:
     return pos
 
 
-def draw(graph: nx.Graph, cut: set[tuple[str, str]], out: Path, title: str) -> None:
-    """Write the graph as a PNG: regions, clients and object stores; cut links dashed red."""
+def draw(graph: nx.Graph, cut: set[tuple[str, str]], out: Path, title: str):
+    """Write the graph as a PNG: regions, clients and object stores; links cut both ways dashed
+    red, a link cut one way (an asymmetric partition) a red arrow in the direction whose messages
+    are lost. Returns the figure."""
     from .artifacts import figure_for_file  # a file-only figure: no global backend switch
 
     pos = _layout(graph)
@@ -110,13 +112,21 @@ def draw(graph: nx.Graph, cut: set[tuple[str, str]], out: Path, title: str) -> N
     nx.draw_networkx_nodes(graph, pos, ax=ax, node_size=1400,
                            node_color=[colours.get(d.get("kind"), "#999999") for _, d in graph.nodes(data=True)])
     nx.draw_networkx_labels(graph, pos, ax=ax, font_size=8)
-    cut_edges = [(u, v) for u, v in graph.edges if (u, v) in cut or (v, u) in cut]
-    ok_edges = [e for e in graph.edges if e not in cut_edges]
+    both = [(u, v) for u, v in graph.edges if (u, v) in cut and (v, u) in cut]
+    one_way = [(u, v) if (u, v) in cut else (v, u) for u, v in graph.edges
+               if ((u, v) in cut) != ((v, u) in cut)]
+    ok_edges = [(u, v) for u, v in graph.edges if (u, v) not in cut and (v, u) not in cut]
     nx.draw_networkx_edges(graph, pos, edgelist=ok_edges, ax=ax, edge_color="#555555")
-    nx.draw_networkx_edges(graph, pos, edgelist=cut_edges, ax=ax, edge_color="red", style="dashed", width=2.5)
+    nx.draw_networkx_edges(graph, pos, edgelist=both, ax=ax, edge_color="red", style="dashed", width=2.5)
+    if one_way:
+        directed = nx.DiGraph(one_way)
+        nx.draw_networkx_edges(directed, pos, edgelist=one_way, ax=ax, edge_color="red", style="dashed", width=2.5,
+                               arrows=True, arrowstyle="-|>", arrowsize=22, node_size=1400)
     nx.draw_networkx_edge_labels(graph, pos, ax=ax, font_size=7,
                                  edge_labels={(u, v): _label(d["spec"]) for u, v, d in graph.edges(data=True)})
-    ax.set_title(f"{title}: {len(cut_edges)} links cut by partitions (red, dashed)")
+    ax.set_title(f"{title}: {len(both)} links cut both ways (red, dashed), {len(one_way)} cut one way "
+                 "(red arrow: the direction whose messages are lost)")
     ax.axis("off")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100, bbox_inches="tight")
+    return fig

@@ -68,6 +68,28 @@ class World:
         self.max_submissions = max_submissions
         self.submitted = 0  # new submissions the agents started
         self.fault_log: list[dict] = []
+        self.clock_steps: dict[str, list[tuple[float, float]]] = {rid: [(0.0, 0.0)] for rid in self.region_ids}
+
+    def set_clock_offset(self, region_id: str, offset: float) -> None:
+        """Set a region's wall-clock offset (a clock_skew fault, the heal) and remember it, so a
+        stamp that region wrote can be mapped back to simulated time (:meth:`true_time`)."""
+        self.regions[region_id].clock_offset = float(offset)
+        steps = self.clock_steps[region_id]
+        if steps[-1][1] != float(offset):
+            steps.append((self.env.now, float(offset)))
+
+    def true_time(self, region_id: str, stamp: float) -> float:
+        """The simulated time (env seconds) at which ``region_id``'s wall clock read ``stamp``;
+        where a step back made it read ``stamp`` twice, the earlier time (ages measured from it
+        are the longer, never hidden). Lags and ages are measured in simulated time so a skewed
+        clock cannot make a record look younger (or older) than it is."""
+        local = stamp - SIM_EPOCH
+        steps = self.clock_steps[region_id]
+        for i, (start, offset) in enumerate(steps):
+            end = steps[i + 1][0] if i + 1 < len(steps) else float("inf")
+            if start <= local - offset < end or (i + 1 == len(steps) and local - offset >= start):
+                return local - offset
+        return local - steps[-1][1]
 
     def clock(self) -> float:
         """Simulated wall-clock seconds (what agents put into sent_at)."""
@@ -191,7 +213,7 @@ class World:
             r.store.available = True
             r.store_extra_ms = 0.0
             r.disk_factor = 1.0
-            r.clock_offset = 0.0
+            self.set_clock_offset(r.id, 0.0)
             if r.paused:
                 r.resume()
             if not r.up and not r.restarting and r.wal_corruptions == 0:
@@ -263,5 +285,6 @@ class World:
             yield self.env.timeout(1.0)
             now = self.env.now
             counts = [self.regions[r].store.inner.count(SIM_EPOCH + now) for r in self.region_ids]
-            self.history.record(now, "crr.sample", lag_s=round(max(rep.lag_s() for rep in self.repl.values()), 6),
+            lags = {rid: round(rep.lag_s(), 6) for rid, rep in self.repl.items()}
+            self.history.record(now, "crr.sample", lag_s=max(lags.values()), by_region=lags,
                                 divergence=max(counts) - min(counts), conflicts=len(self.conflicts_seen))

@@ -19,9 +19,7 @@ from __future__ import annotations
 import math
 import re
 
-import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
-
+from ..core.optional import require
 from .base import (
     DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_TTL_S,
@@ -36,6 +34,10 @@ from .base import (
     encode_cursor,
     generation_problem,
 )
+
+psycopg = require("psycopg")
+_pool = require("psycopg_pool")
+ConnectionPool, PoolTimeout = _pool.ConnectionPool, _pool.PoolTimeout
 
 _CHUNK = 200
 _TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -16,8 +16,7 @@ connection or server error raises :class:`StoreUnavailable`.
 
 from __future__ import annotations
 
-import redis as redis_lib
-
+from ..core.optional import require
 from .base import (
     DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_TTL_S,
@@ -31,6 +30,8 @@ from .base import (
     generation_problem,
     sample_entries,
 )
+
+redis_lib = require("redis")
 
 _PUT = """
 local v = redis.call('GET', KEYS[1])

@@ -45,29 +45,31 @@ figcaption{color:var(--muted);font-size:13px}
 padding:6px 12px;min-width:120px}.figure b{display:block;font-size:18px}.figure span{color:var(--muted);font-size:12px}
 """
 
+# captions name the metrics.csv columns (sim/METRICS.md); "red bands" only on a run with faults
 PLOT_CAPTIONS = {
-    "latency": "p95 latency per simulated second, per attempt and end to end (across retries); "
-               "red bands are fault windows.",
-    "throughput": "Answers per simulated second: all answers, 200/202 acknowledgements and 5xx attempts; "
-                  "red bands are fault windows.",
-    "replication_lag": "Cross-region replication lag per simulated second; red bands are fault windows.",
-    "divergence": "Keys whose outcome differs between regions per simulated second; "
+    "latency": "attempt_p95_ms (per attempt) and e2e_p95_ms (end to end, across retries) per simulated second; "
+               "a gap is a second without answers.",
+    "throughput": "answered, ok (200/202), attempt_errors (5xx) and attempt_429 per simulated second.",
+    "replication_lag": "replication_lag_s per simulated second: the worst region and each region's stream "
+                       "(a crashed region's stream keeps ageing until it ships again).",
+    "divergence": "divergence: the key-count difference between regions per simulated second; "
                   "it must return to zero after heal (INV-CONVERGENCE).",
     "faults": "Fault timeline: one lane per fault kind and target, bars span the time each fault was active.",
-    "regions_ok": "200/202 answers per simulated second, one line per region; red bands are fault windows.",
-    "regions_latency": "p95 latency per attempt, one line per region; red bands are fault windows.",
+    "regions_ok": "ok@<region> (200/202) and attempt_429@<region> per simulated second, one line per region.",
+    "regions_latency": "attempt_p95_ms@<region> per simulated second; a gap is a second without answers there.",
 }
+FAULT_NOTE = " Red bands: fault windows (legend: fault active)."
 OTHER_PLOT = "A plot the run wrote (see sim/METRICS.md for its series)."
 
-# headline figures: (metrics key, label, unit)
-HEADLINE = [
+# headline figures: (metrics key, label, unit); each label carries the metric's one name (sim/METRICS.md)
+HEADLINE = [(key, f"{label} ({key})", unit) for key, label, unit in (
     ("requests", "requests", ""), ("throughput_per_s", "throughput", "/s"), ("error_rate", "error rate", ""),
     ("latency_p50_ms", "p50 latency", " ms"), ("latency_p95_ms", "p95 latency", " ms"),
     ("latency_p99_ms", "p99 latency", " ms"), ("rpo_s", "RPO", " s"), ("rto_s", "RTO", " s"),
     ("convergence_time_s", "convergence", " s"), ("failover_detection_s", "failover detection", " s"),
-    ("replication_lag_p95_s", "replication lag p95", " s"), ("divergence_max", "max divergent keys", ""),
-    ("conflicts", "conflicts", ""), ("rate_429", "429 rate", ""),
-]
+    ("replication_lag_p95_s", "replication lag p95", " s"), ("divergence_max", "max key-count divergence", ""),
+    ("conflicts", "conflicts", ""), ("conflicts_won_by_later_write", "conflicts won by a later write", ""),
+    ("rate_429", "429 rate", ""))]
 
 
 def esc(value) -> str:
@@ -194,6 +196,8 @@ def plots_html(run: dict) -> str:
     parts = []
     for plot, path in run["plots"]:
         caption = f"{name}: {PLOT_CAPTIONS.get(plot, OTHER_PLOT)}"
+        if run["results"].get("fault_schedule") and plot != "faults":
+            caption += FAULT_NOTE
         parts.append(f"<figure>{image_tag(path, f'{name} {plot}')}<figcaption>{esc(caption)}</figcaption></figure>")
     return "".join(parts)
 

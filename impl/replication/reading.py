@@ -133,8 +133,12 @@ class Reader:
         return {s: sorted(v) for s, v in sorted(out.items())}
 
     def step(self, now: float) -> float:
+        """Poll if due at ``now`` (the wall clock; a retry deadline left further ahead than the
+        backoff cap by a clock stepping back is due now, as in :meth:`Shipper.step`)."""
         if self.paused:
             return now + self.interval_s
+        if self._retry_at - now > self.backoff.cap_s:
+            self._retry_at = now
         if now < self._retry_at:
             return self._retry_at
         self._poisoned_this_poll = None

@@ -80,9 +80,14 @@ class Shipper:
         return 0.0 if self.oldest_unshipped is None else max(0.0, now - self.oldest_unshipped)
 
     def step(self, now: float) -> float:
-        """Do what is due at ``now``; return when to call again."""
-        if self._next_seal is None:
+        """Do what is due at ``now``; return when to call again. ``now`` is the region's wall
+        clock, which may step back (NTP, a skewed clock corrected): a deadline further ahead than
+        the longest wait this shipper ever sets is one the step left behind, due now; otherwise
+        records acked after the step would wait for the clock to catch up (spec/SPEC.md 11.9)."""
+        if self._next_seal is None or self._next_seal - now > self.interval_s:
             self._next_seal = now
+        if self._retry_at - now > self.backoff.cap_s:
+            self._retry_at = now
         if self.paused or now < self._retry_at:
             with contextlib.suppress(WalError, OSError):
                 self._find_oldest_unshipped()  # the lag keeps growing while nothing ships

@@ -276,8 +276,11 @@ class S3ObjectStore:
                  region_name: str = "us-east-1", client=None, create_bucket: bool = False,
                  connect_timeout: float = 2.0, read_timeout: float = 10.0, max_attempts: int = 2,
                  **client_kwargs) -> None:
-        import boto3
-        import botocore.config
+        from ..core.optional import require
+
+        boto3 = require("boto3")
+        botocore = require("botocore")
+        require("botocore.config")
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import pytest
 
-from flk.impl.replication.crr import SegmentRejected, segment_key, verify_segment
+from flk.impl.replication.stream import SegmentRejected, segment_key, verify_segment
+from flk.impl.storage.inbox import InboxRecord, decode_inbox_record, encode_inbox_record
 from flk.impl.storage.objectstore import MemoryObjectStore
-from flk.impl.storage.wal import (
-    InboxRecord,
+from flk.impl.storage.walformat import (
     build_manifest,
     check_manifest,
-    decode_inbox_record,
     encode_frame,
-    encode_inbox_record,
     manifest_bytes,
     manifest_name,
     scan_segment,

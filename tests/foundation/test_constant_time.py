@@ -83,14 +83,18 @@ def test_both_paths_are_really_exercised() -> None:
 SECRETISH = re.compile(r"(mac|digest|signature|^sig$|^sig_|_sig$|hmac)", re.I)
 # (file, comparison) -> why a plain comparison is right there: both sides are public
 PUBLIC_DIGESTS = {
-    ("impl/replication/crr.py", "hashlib.sha256(theirs).digest() != hashlib.sha256(data).digest()"):
+    ("impl/replication/shipping.py", "hashlib.sha256(theirs).digest() != hashlib.sha256(data).digest()"):
         "write-once upload: the object store's copy against ours, both public",
-    ("impl/replication/crr.py", "held.payload_digest == eff.outcome.payload_digest"):
-        "dedup outcome digests of public payloads (conflict detection)",
+    ("impl/verifier/core.py", "stored.payload_digest == item.who.digest"):
+        "first-write-wins replay check: the digest of the request's own public body",
     ("impl/verifier/pipeline.py", "stored.payload_digest == digest"):
         "first-write-wins replay check: the digest of the request's own public body",
-    ("impl/governance/audit.py", "_expect(imprint[1], 4, 'hashedMessage') != bytes(digest)"):
+    ("impl/governance/tsa.py", "_expect(imprint[1], 4, 'hashedMessage') != bytes(digest)"):
         "RFC 3161 token imprint against the public digest it timestamps",
+    ("impl/lab/modelreplay.py", "first != (o.payload_digest, o.status, o.first_seen, o.region)"):
+        "a replayed outcome against the first one seen (public payload digests, lab tool)",
+    ("impl/lab/modelreplay.py", "o.payload_digest != s['digest']"):
+        "a stored outcome's public payload digest against the submission's (lab tool)",
     ("impl/lab/cli/cmd_conformance.py", "bool(args.second_tenant) != bool(args.second_hmac_key)"):
         "whether two CLI options are both given (no MAC compared)",
 }

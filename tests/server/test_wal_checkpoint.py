@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from flk.impl.dedup.sqlite import SqliteStore
 from flk.impl.server.config import load_config
 from flk.impl.server.pipeline import CHECKPOINT_FILE, ServerPipeline, replay_start, write_checkpoint
-from flk.impl.storage.wal import InboxRecord, SegmentedLog, encode_inbox_record
+from flk.impl.storage.inbox import InboxRecord, encode_inbox_record
+from flk.impl.storage.wal import SegmentedLog
 from flk.impl.testing.workload import bodies
 from flk.impl.verifier.metrics import Metrics
 

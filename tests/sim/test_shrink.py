@@ -224,3 +224,21 @@ def test_overrides_between_rebuild_the_target():
     assert load("crash-restart", overrides).data == target
     assert shrink.merge_overrides(["workload.agents=4", "faults.0.at_s=2", "workload.tenants=3"], overrides) == [
         "workload.tenants=3", *overrides]
+
+
+def test_the_printed_replay_command_never_touches_the_source_run(workdir, planted_run, shrunk_cli):
+    """Issue 26: the shrunk case once ran into the failing run's own folder, and its stamp
+    recorded no overrides although the regression applied several."""
+    p, path = shrunk_cli
+    before = (planted_run / "results.json").read_text()
+    command = next(line for line in p.stdout.splitlines() if line.startswith("replay: flk sim run "))
+    args = command.removeprefix("replay: flk sim run ").split()
+    run = _cli("sim", "run", *args, "--no-plots", "--quiet", cwd=workdir)  # default --out runs, as printed
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert (planted_run / "results.json").read_text() == before  # the source run is untouched
+    wrote = next(line for line in run.stdout.splitlines() if line.startswith("wrote "))
+    shrunk_dir = workdir / wrote.removeprefix("wrote ")
+    assert shrunk_dir.resolve() != planted_run.resolve()
+    stamp = api.load_run(shrunk_dir)["results"]["stamp"]
+    case = tomllib.loads(path.read_text())["regression"]
+    assert case["overrides"] and stamp["overrides"] == case["overrides"]  # what was applied

@@ -68,3 +68,22 @@ def test_replication_over_the_network_is_deterministic_across_processes():
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                               env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout.strip() for h in (1, 2)}
     assert len(digests) == 1 and len(next(iter(digests))) == 64, digests
+
+
+def test_a_one_way_cut_is_drawn_as_an_arrow_in_its_direction(tmp_path):
+    """Issue 26: an asymmetric partition was drawn like a two-way cut, without a direction."""
+    from matplotlib.patches import FancyArrowPatch
+
+    from flk.sim import topology
+    from flk.sim.scenario import load
+
+    graph = topology.build(load("split-brain").data)
+    fig = topology.draw(graph, {("eu", "us")}, tmp_path / "one.png", "one-way")
+    arrows = [p for p in fig.axes[0].patches if isinstance(p, FancyArrowPatch)]
+    assert len(arrows) == 1 and "1 cut one way" in fig.axes[0].get_title()
+    (x0, y0), (x1, y1) = arrows[0]._posA_posB
+    pos = topology._layout(graph)
+    assert (x1 - x0) * (pos["us"][0] - pos["eu"][0]) + (y1 - y0) * (pos["us"][1] - pos["eu"][1]) > 0  # eu -> us
+    fig = topology.draw(graph, {("eu", "us"), ("us", "eu")}, tmp_path / "two.png", "two-way")
+    assert not [p for p in fig.axes[0].patches if isinstance(p, FancyArrowPatch)]
+    assert "1 links cut both ways" in fig.axes[0].get_title()

@@ -21,7 +21,8 @@ COMMANDS: dict[str, str] = {
     "demo": "run the whole lab end to end on embedded defaults",
     "serve": "run the deployable verifier server (ASGI, SQLite by default)",
     "agent": "build PCS from event streams, submit them, generate load",
-    "sim": "deterministic chaos/DR simulator: list, run, replay, sweep",
+    "sim": "deterministic chaos/DR simulator: list, run, validate, reference, topology, replay, sweep, diff, "
+           "shrink, report",
     "prove": "run the Z3/Hypothesis proofs of the invariants",
     "conformance": "conformance kit: vectors via an adapter, server black-box suite",
     "bench": "benchmarks; prints one JSON object of named figures with --json",
@@ -70,7 +71,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text,  # one line, as written
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         if only == name:
             _module(name).configure(p)
         else:  # not the command being run: its module is not imported
@@ -95,11 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    mod = _module(args.command)
     try:
-        return int(mod.run(args) or 0)
+        return int(_module(args.command).run(args) or 0)
     except (UsageError, InvalidInput) as exc:
         print(f"flk {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # an optional backend (or a broken install): one line, exit 2
+        from ...core.optional import MissingBackend, hint
+
+        print(f"flk {args.command}: error: {exc if isinstance(exc, MissingBackend) else hint(exc.name)}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"flk {args.command}: interrupted", file=sys.stderr)

@@ -50,6 +50,13 @@ def preflight(cfg) -> None:
             os.close(lock_wal_dir(cfg.worker_wal_dir(i)))
         except WalDirBusy as exc:
             raise ConfigError(f"{exc}: is another flk serve running on {cfg.data_dir}?") from None
+    if cfg.crr is not None and cfg.crr.store_url.startswith("s3://"):
+        from ...core.optional import MissingBackend, require
+
+        try:
+            require("boto3")
+        except MissingBackend as exc:
+            raise ConfigError(f"CRR_STORE_URL: {exc}") from None
     build_verifier(cfg)  # tenants, policy
     from ...server.app import openapi_document
 

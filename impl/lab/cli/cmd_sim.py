@@ -49,6 +49,8 @@ def configure(p) -> None:
     r.add_argument("--out", default="runs", help="artifact root (default runs/)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--force", action="store_true",
+                   help="replace a different run (other overrides, scenario content or planted bug) in the run folder")
     r.add_argument("--json", action="store_true", help="print results as JSON")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--plant", default=None, metavar="NAME",
@@ -76,7 +78,10 @@ def configure(p) -> None:
     sw.add_argument("--keep-runs", action="store_true",
                     help="keep every run's artifacts (failing runs are always kept)")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
-    d = sub.add_parser("diff", help="compare two run directories")
+    d = sub.add_parser("diff", help="compare two run directories (exit 0 identical histories, 1 they differ)",
+                       description="Compare two run directories: the first diverging history event and the "
+                       "invariants, SLOs and figures that differ. Exit 0: identical histories; 1: they differ "
+                       "(like diff(1)); 2: bad input.")
     d.add_argument("run_a")
     d.add_argument("run_b")
     d.add_argument("--json", action="store_true", help="print the comparison as JSON")
@@ -253,7 +258,8 @@ def run(args) -> int:
             if args.seed is not None and args.seed < 0:
                 raise UsageError(f"--seed: must be a non-negative integer, got {args.seed}")
             res = api.run(args.scenario, seed=args.seed, overrides=args.overrides, out=Path(args.out),
-                          plots=not args.no_plots, progress=not args.quiet and not args.json, plant=args.plant)
+                          plots=not args.no_plots, progress=not args.quiet and not args.json, plant=args.plant,
+                          force=args.force)
             if args.json:
                 print(json.dumps(res.results, sort_keys=True))
             else:
