@@ -768,6 +768,13 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
         lifespan=lifespan,
     )
     app.state.server = srv
+    return fast_path(app, submit)
+
+
+def fast_path(app: Any, submit: SubmitEndpoint) -> Any:
+    """The ASGI callable: ``POST /v1/pcs/submit`` straight to its handler (without the
+    routing cost), everything else through ``app``; an exception Starlette re-raises after
+    its 500 answer (server_error logged it) is not handed to uvicorn (no traceback)."""
 
     async def asgi(scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/pcs/submit":

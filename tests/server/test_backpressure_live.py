@@ -55,7 +55,7 @@ def test_store_circuit_breaker_opens_503_fast_and_recovers_via_half_open_probe(t
 
     def redis_up() -> subprocess.Popen:
         p = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                              "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+                              "--appendonly", "yes", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", port), 0.1).close()
