@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.dedup import open_store
+from flk.impl.storage.groupcommitter import GroupCommitter
 from flk.impl.testing.memwal import MemoryWal
 from flk.impl.verifier.core import replay_log
 from flk.impl.verifier.pipeline import (
@@ -127,7 +128,7 @@ def test_batch_with_real_wal_shares_one_fsync(tmp_path):
 def test_group_committer_driver(tmp_path):
     v = Verifier(registry())
     log = wal_mod.SegmentedLog(str(tmp_path / "wal"))
-    gc = wal_mod.GroupCommitter(log, max_delay_s=0.0)
+    gc = GroupCommitter(log, max_delay_s=0.0)
     store = open_store("memory")
     r = run_sync(v.handle(Request(POOL[0][0], "ta"), NOW), gc, store)
     assert r.status == 200 and log.is_durable(0)
