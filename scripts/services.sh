@@ -2,7 +2,7 @@
 # Start (or stop) the real backing services the tests use, on loopback only:
 #   Redis      127.0.0.1:$FLK_REDIS_PORT   (default 16379), persistent: AOF with appendfsync always
 #              (FLK_REDIS_AOF=no / FLK_REDIS_APPENDFSYNC=everysec to change; a dedup store that
-#              forgets acknowledged outcomes breaks first-write-wins, issue 27)
+#              forgets acknowledged outcomes breaks first-write-wins)
 #   PostgreSQL 127.0.0.1:$FLK_PG_PORT      (default 15432), database flk, user flk
 # Installs Debian's redis-server / postgresql if missing (apt-get), keeps data in
 # temporary directories under $FLK_SERVICES_DIR, and writes .services.env with

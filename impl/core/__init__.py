@@ -9,6 +9,7 @@ Modules:
 * :mod:`.merkle`     -- Merkle roots of a raw stream, v1 (RFC 6962) and legacy-0.1 (SPEC 6)
 * :mod:`.signals`    -- box counts, D-hat, coh-star, r, regime and budget (SPEC 7)
 * :mod:`.tenantid`   -- the one tenant-id rule (SPEC 9.2), asked by configuration, registry and dedup stores
+* :mod:`.optional`   -- optional backends (Redis, Postgres, S3, Dask): import them or exit 2 with the pip extra
 * :mod:`.backoff`    -- exponential backoff with jitter for every retry loop but the client's
 * :mod:`.errors`     -- ``InvalidInput(field, message)``, the one bad-input exception
 * ``_fastcore.c``    -- the optional C extension ``flk.impl.core._fastcore`` (ARCHITECTURE.md, "Compiled fast paths")

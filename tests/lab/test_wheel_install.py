@@ -1,4 +1,4 @@
-"""A user's install (issue 26 item 1): the wheel, without extras, in a fresh venv, run from
+"""A user's install: the wheel, without extras, in a fresh venv, run from
 outside the checkout. ``pip install flk-lab`` must run the CLI's main commands; an optional
 backend that is not installed (Redis, PostgreSQL, S3, Dask) answers one line naming the pip
 extra, exit 2, never a traceback.

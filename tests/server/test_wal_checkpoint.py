@@ -24,7 +24,13 @@ from hypothesis import strategies as st
 
 from flk.impl.dedup.sqlite import SqliteStore
 from flk.impl.server.config import load_config
-from flk.impl.server.pipeline import CHECKPOINT_FILE, ServerPipeline, replay_start, write_checkpoint
+from flk.impl.server.pipeline import (
+    CHECKPOINT_FILE,
+    ServerPipeline,
+    build_pipeline,
+    replay_start,
+    write_checkpoint,
+)
 from flk.impl.storage.inbox import InboxRecord, encode_inbox_record
 from flk.impl.storage.wal import SegmentedLog
 from flk.impl.testing.workload import bodies
@@ -68,7 +74,7 @@ def pipeline(store) -> ServerPipeline:
     server = types.SimpleNamespace(store=store, metrics=Metrics(), executor=None,
                                    admission=types.SimpleNamespace(buckets=None),
                                    quarantine_record=lambda *a: None)
-    return ServerPipeline(cfg, server)
+    return build_pipeline(cfg, server)
 
 
 def records(picks: list[int], start: int) -> list[bytes]:

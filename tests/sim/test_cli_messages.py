@@ -1,4 +1,4 @@
-"""``flk sim`` messages a user meets first (issue 26 item 6): every subcommand in the help,
+"""``flk sim`` messages a user meets first: every subcommand in the help,
 the diff exit codes, "did you mean" for a misspelt scenario or key, ``--set`` errors that name
 the override (not the catalog file), list items counted from 1."""
 

@@ -1,4 +1,4 @@
-"""Clock skew with replication (issue 26 item 3, spec/SPEC.md 11.9).
+"""Clock skew with replication (spec/SPEC.md 11.9).
 
 The contradiction the issue reported -- INV-CONVERGENCE failing while the convergence SLO
 passed -- had one root cause: the shipper's seal deadline is set on the region's wall clock,

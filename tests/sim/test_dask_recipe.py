@@ -1,4 +1,4 @@
-"""The README's Dask recipe is loopback only (issue 26 item 5): start its scheduler and worker
+"""The README's Dask recipe is loopback only: start its scheduler and worker
 commands exactly as written (on free ports) and list every socket their processes listen on."""
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def _lines(fig):
 
 
 def test_every_plot_draws_a_gap_never_a_zero_for_a_bucket_without_samples(tmp_path):
-    """Issue 26: p95 fell to 0 ms where there was no traffic. Every latency, ratio and lag
+    """Before: p95 fell to 0 ms where there was no traffic. Every latency, ratio and lag
     series is drawn from metrics.csv; a bucket without samples must be NaN there and in the plot."""
     import math
 

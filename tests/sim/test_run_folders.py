@@ -1,4 +1,4 @@
-"""Run folders are never silently overwritten (issue 26 item 2).
+"""Run folders are never silently overwritten.
 
 ``runs/<scenario>/<seed>/`` holds one run; running the same scenario and seed with other
 overrides, other scenario file content or another planted bug is refused (exit 2) unless

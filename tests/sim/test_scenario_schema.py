@@ -101,7 +101,7 @@ def test_cli_validate_and_run_exit_2_before_running(tmp_path):
 def test_regression_files_run_through_the_cli_loader():
     sc = load(str(scenario_dir() / "regressions" / "double-restart.toml"))
     assert sc.data["scenario"]["name"] == "crash-restart" and sc.seed == 3 and sc.expect
-    assert sc.name == "crash-restart--double-restart"  # its runs get a folder of their own (issue 26)
+    assert sc.name == "crash-restart--double-restart"  # its runs get a folder of their own
 
 
 def _mutations(data: dict):

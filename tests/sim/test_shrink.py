@@ -227,7 +227,7 @@ def test_overrides_between_rebuild_the_target():
 
 
 def test_the_printed_replay_command_never_touches_the_source_run(workdir, planted_run, shrunk_cli):
-    """Issue 26: the shrunk case once ran into the failing run's own folder, and its stamp
+    """Before: the shrunk case once ran into the failing run's own folder, and its stamp
     recorded no overrides although the regression applied several."""
     p, path = shrunk_cli
     before = (planted_run / "results.json").read_text()

@@ -71,7 +71,7 @@ def test_replication_over_the_network_is_deterministic_across_processes():
 
 
 def test_a_one_way_cut_is_drawn_as_an_arrow_in_its_direction(tmp_path):
-    """Issue 26: an asymmetric partition was drawn like a two-way cut, without a direction."""
+    """Before: an asymmetric partition was drawn like a two-way cut, without a direction."""
     from matplotlib.patches import FancyArrowPatch
 
     from flk.sim import topology
