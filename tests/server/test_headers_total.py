@@ -99,6 +99,10 @@ def check_answer(data: bytes, what: str) -> None:
     assert data.startswith(b"HTTP/1.1 "), f"no answer to {what}: {data[:200]!r}"
     status = int(data[9:12])
     head, _, body = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:]:  # a header value with CRLFs in it makes a second request:
+        name, _, value = line.partition(b":")  # read only the first answer's body
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            body = body[: int(value.strip())]
     assert status != 500, f"500 for {what}: {body[:300]!r}"
     if status >= 500:
         assert json.loads(body)["type"] in CONFIG_STATES, f"{status} for {what}: {body[:300]!r}"
