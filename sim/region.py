@@ -129,7 +129,6 @@ class Region:
         self.queue: list = []  # (payload, delivery number, arrival) waiting for a batch
         self.batch_wake = None  # an event the sleeping batch process waits on besides its deadline
         self.batching = False  # the batch process runs
-        self._keys: dict[int, list] = {}  # the running batch: position -> its dedup key
         self.seal_lock.held = False
 
     def now(self) -> float:
@@ -289,11 +288,13 @@ class Region:
         if results is None:
             return False
         limiter = self.admission.limiter
+        # every request that authenticated reached the dedup step (its key), whatever the store said
+        keys = {item.pos: [item.who.tenant_id, item.pcs_id] for item in batch.items if item.who is not None}
         for pos, (p, d, started) in enumerate(jobs):
             resp = batch.responses[pos]
             self.inflight -= 1
             limiter.release(env.now, env.now - started, ok=resp.status != 503)
-            key = self._keys.get(pos)
+            key = keys.get(pos)
             self._respond(p, d, resp.status, resp.header("Idempotent-Replayed") == "true", resp.body, key,
                           retry_after=resp.header("Retry-After"))
         self.wal.note_answers(batch.notes())
@@ -317,13 +318,10 @@ class Region:
         None if the region died meanwhile. ``jobs`` None: a replay (no history of its calls)."""
         env, hist, guarded = self.env, self.world.history, self.guarded
         now = batch.now
-        self._keys = {}
         keys = batch.verify()
         if not keys:
             return {}
         pending = batch.pending
-        for item in pending:
-            self._keys[item.pos] = [item.who.tenant_id, item.pcs_id]
         try:
             guarded.admit(len(keys))
         except StoreUnavailable:
