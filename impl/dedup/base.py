@@ -62,6 +62,30 @@ def generation_problem(expected: str, found: str | None) -> str | None:
     return "the dedup store's generation marker changed: it was replaced or restored from another deployment"
 
 
+class GenerationMarked:
+    """The generation check of a networked store (Redis, Postgres): the backend sets
+    ``expected_generation`` and ``lost`` (None) and provides ``read_generation()``."""
+
+    expected_generation: str | None = None
+    lost: str | None = None
+
+    def read_generation(self) -> str | None:  # pragma: no cover - every backend provides it
+        raise NotImplementedError
+
+    def expect_generation(self, generation: str) -> None:
+        self.expected_generation = generation
+        self.check_generation()
+
+    def check_generation(self) -> None:
+        """Raise :class:`GenerationLost` (sticky) unless the store's marker is the expected one."""
+        if self.lost is None and self.expected_generation is not None:
+            problem = generation_problem(self.expected_generation, self.read_generation())
+            if problem is not None:
+                self.lost = problem
+        if self.lost is not None:
+            raise GenerationLost(self.lost)
+
+
 DEFAULT_CALL_TIMEOUT_S = 2.0  # STORE_TIMEOUT_S: the longest a networked store call may take
 
 

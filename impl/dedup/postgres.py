@@ -25,6 +25,7 @@ from .base import (
     DEFAULT_TTL_S,
     CallDeadline,
     GenerationLost,
+    GenerationMarked,
     SqlBatchMixin,
     StoredOutcome,
     StoreUnavailable,
@@ -43,7 +44,7 @@ _CHUNK = 200
 _TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class PostgresStore(SqlBatchMixin):
+class PostgresStore(GenerationMarked, SqlBatchMixin):
     kind = "postgres"
 
     def __init__(
@@ -145,19 +146,6 @@ class PostgresStore(SqlBatchMixin):
         if force:
             self.lost = None
         return self.read_generation() or generation
-
-    def expect_generation(self, generation: str) -> None:
-        self.expected_generation = generation
-        self.check_generation()
-
-    def check_generation(self) -> None:
-        """Raise :class:`GenerationLost` (sticky) unless the store's marker is the expected one."""
-        if self.lost is None and self.expected_generation is not None:
-            problem = generation_problem(self.expected_generation, self.read_generation())
-            if problem is not None:
-                self.lost = problem
-        if self.lost is not None:
-            raise GenerationLost(self.lost)
 
     def _run_now(self, fn, ddl: bool = False):
         try:

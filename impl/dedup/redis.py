@@ -23,6 +23,7 @@ from .base import (
     BatchMixin,
     CallDeadline,
     GenerationLost,
+    GenerationMarked,
     StoredOutcome,
     StoreUnavailable,
     check_key,
@@ -50,7 +51,7 @@ def _ms(t: float) -> int:
     return int(round(t * 1000))
 
 
-class RedisStore(BatchMixin):
+class RedisStore(GenerationMarked, BatchMixin):
     kind = "redis"
 
     def __init__(
@@ -122,19 +123,6 @@ class RedisStore(BatchMixin):
             return generation
         self._call(lambda: self._r.set(self.generation_key, generation, nx=True), check=False)
         return self.read_generation() or generation
-
-    def expect_generation(self, generation: str) -> None:
-        self.expected_generation = generation
-        self.check_generation()
-
-    def check_generation(self) -> None:
-        """Raise :class:`GenerationLost` (sticky) unless the store's marker is the expected one."""
-        if self.lost is None and self.expected_generation is not None:
-            problem = generation_problem(self.expected_generation, self.read_generation())
-            if problem is not None:
-                self.lost = problem
-        if self.lost is not None:
-            raise GenerationLost(self.lost)
 
     def _call(self, fn, check: bool = True):
         if check and self.lost is not None:
