@@ -78,7 +78,6 @@ from .pipeline import (
     _Authenticated,
     _event,
     _outcome_response,
-    problem,
     wal_write,
 )
 from .tenants import Tenant
@@ -447,38 +446,17 @@ def replay_batch(verifier: Verifier, records: Sequence[Any], store: Any, *, look
     return batch
 
 
-def replay_records(verifier: Verifier, records: Any, store: Any, sink: Sink | None = None,
-                   on_poison: Callable[[int, Any, Exception], None] | None = None) -> list[Response]:
+def replay_records(verifier: Verifier, records: Any, store: Any, sink: Sink | None = None) -> list[Response]:
     """Run inbox records (objects with ``tenant``, ``received_at``, ``body``, e.g.
     :class:`flk.impl.storage.inbox.InboxRecord` or :class:`WalAppend`) through steps 3-8
     again, with ``now = received_at`` (INV-IDEMPOTENT-REPLAY), one core batch per run
     of records received at one time. A ``tenant`` of ``""`` means the request had no
-    ``X-Tenant-Id``.
-
-    ``on_poison(position, record, error)``: a record whose processing raises
-    unexpectedly (a bug, not bad input -- bad input gets its 4xx) is handed to it
-    (to quarantine, :mod:`flk.impl.storage.quarantine`), answered 500 and the
-    replay goes on (the records of its batch are replayed one by one to find it).
-    A store outage is not poison: it answers 503 as ever. Without ``on_poison``
-    the error propagates."""
+    ``X-Tenant-Id``. An unexpected error propagates: the drivers that must survive a
+    poison record (start-up replay, cross-region replay) isolate it themselves."""
     records = list(records)
     out: list[Response] = []
     for start, end in same_time_runs(records):
-        chunk = records[start:end]
-        if on_poison is None:
-            out.extend(replay_batch(verifier, chunk, store, sink=sink).responses)
-            continue
-        try:
-            out.extend(replay_batch(verifier, chunk, store, sink=sink).responses)
-            continue
-        except Exception:  # noqa: BLE001 -- find the poison record(s) one by one
-            pass
-        for k, rec in enumerate(chunk):
-            try:
-                out.extend(replay_batch(verifier, [rec], store, sink=sink).responses)
-            except Exception as exc:  # noqa: BLE001 -- a poison record: quarantined, replay continues
-                on_poison(start + k, rec, exc)
-                out.append(problem("internal", "processing this record failed; it was quarantined"))
+        out.extend(replay_batch(verifier, records[start:end], store, sink=sink).responses)
     return out
 
 
