@@ -13,7 +13,7 @@ the steps).
 
 Steps (SPEC.md section 8; one call per step for the whole batch)::
 
-    admit(requests)      step 1: 413 / 429 answered; the inbox WAL records to append
+    admit(requests)      step 1: 413 / 431 / 429 answered; the inbox WAL records to append
     wal_written(first)   step 2 done: the records are durable at first, first+1, ...
       or wal_failed()    every admitted request answered 503 (nothing was recorded)
     verify()             steps 3-4 (and 6 when it is pure): 400 / 401 answered;

@@ -19,6 +19,7 @@ nothing later looks at a value step 3 did not check.
 Theory of operation (one request)::
 
     1. body size > limit                          -> 413            (no WAL)
+       X-Tenant-Id too long / not UTF-8 encodable -> 431 / 400      (no WAL)
        tenant over rate limit / daily quota       -> 429 Retry-After (no WAL)
     2. yield WalAppend(...)  -- durable before anything else (INV-WAL-FIRST)
        WAL failure                                -> 503 Retry-After
@@ -438,12 +439,14 @@ class Verifier:
 
     # step 1
     def refuse_before_wal(self, req: Request, tenant: Tenant | None, now: float) -> Response | None:
-        """413 (body, unrecordable X-Tenant-Id) or 429 (rate, quota) before the WAL; None when admitted."""
+        """413 (body), 431 / 400 (an X-Tenant-Id too long / not encodable, as the server's
+        head check answers) or 429 (rate, quota) before the WAL; None when admitted."""
         if len(req.body) > self.limits.max_body_bytes:
             return problem("payload-too-large", f"body exceeds {self.limits.max_body_bytes} bytes")
         if req.tenant is not None and not _recordable_header(req.tenant):
-            return problem("payload-too-large", f"X-Tenant-Id longer than {MAX_TENANT_HEADER} characters "
-                           "or not encodable")
+            if isinstance(req.tenant, str) and len(req.tenant) > MAX_TENANT_HEADER:
+                return problem("headers-too-large", f"X-Tenant-Id longer than {MAX_TENANT_HEADER} characters")
+            return problem("bad-request", "X-Tenant-Id is not encodable as UTF-8")
         if tenant is not None:
             admission = self.limiter.admit(tenant, now)
             if not admission.ok:

@@ -443,10 +443,10 @@ def test_hooks_escalate_or_reject():
     assert b"alice" not in r.body
 
 
-@pytest.mark.parametrize("header", ["x" * 257, "bad\udc80"])
-def test_unrecordable_tenant_header_is_413_before_the_wal(header):
+@pytest.mark.parametrize("header,status", [("x" * 257, 431), ("bad\udc80", 400)])
+def test_unrecordable_tenant_header_is_refused_before_the_wal(header, status):
     rig = Rig()
     r = rig.submit(good(), tenant=header)
-    assert r.status == 413 and rig.wal.records == []
+    assert r.status == status and rig.wal.records == []
     assert rig.submit(good(), tenant="x" * 256).status == 401  # recordable, unknown: WAL first, then 401
     assert len(rig.wal.records) == 1

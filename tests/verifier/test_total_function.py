@@ -31,7 +31,7 @@ from flk.impl.verifier.problems import CATALOG, CONTENT_TYPE, slug_of
 from .pcsgen import ED_SEED_C, HMAC_A, make_pcs, registry, sign
 
 NOW = 1_700_000_000.0
-ANSWERS = {200, 202, 400, 401, 409, 413, 429, 503}
+ANSWERS = {200, 202, 400, 401, 409, 413, 431, 429, 503}
 TOTAL = settings(derandomize=True, max_examples=400, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
