@@ -162,7 +162,15 @@ class AuditQueue:
             self.journal.ack(p.seq)
 
     def step(self, now: float) -> float | None:
-        """Process every due item; returns the next due time (None when idle)."""
+        """Process every due item; returns the next due time (None when idle). ``now`` is
+        a wall clock that may step back: a due time further ahead than the longest wait
+        this queue sets (the backoff cap) was left behind by such a step and is due now
+        (spec/SPEC.md 11.9 rule 5); otherwise audit entries would wait for the clock."""
+        if self._heap and self._heap[0].due - now > self.backoff.cap_s:
+            for p in self._heap:
+                if p.due - now > self.backoff.cap_s:
+                    p.due = now
+            heapq.heapify(self._heap)
         while self._heap and self._heap[0].due <= now:
             p = heapq.heappop(self._heap)
             if self.idem.seen(p.item.id):

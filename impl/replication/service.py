@@ -152,7 +152,9 @@ class CrrService:
 
     def _enqueue_audit(self, **entry: Any) -> None:
         iid = "|".join(str(entry.get(k, "")) for k in ("region", "tenant", "pcs_id", "outcome", "payload_digest"))
-        self.audit_queue.enqueue(AuditItem(iid, entry), float(entry.get("now", self.clock())))
+        # due on this region's clock: the entry's ``now`` may be another region's stamp, in
+        # this clock's future, and would hold the item back until this clock passed it
+        self.audit_queue.enqueue(AuditItem(iid, entry), self.clock())
 
     def _alert(self, alert: Alert) -> None:
         c = alert.comparison
@@ -191,6 +193,8 @@ class CrrService:
             due = self.audit_queue.step(now)
             if due is not None:
                 nxt = min(nxt, due)
+        if self.divergence is not None and self._next_divergence - now > self.divergence.interval_s + 1.0:
+            self._next_divergence = now  # left ahead by a clock step back: due now (SPEC 11.9 rule 5)
         if self.divergence is not None and not paused and now >= self._next_divergence:
             self._next_divergence = self.divergence.step(now)
         return nxt

@@ -161,3 +161,28 @@ def test_thread_worker_as_the_reconcilers_audit_sink():
     log.close(12.0)
     assert [e["outcome"] for e in entries(fs)] == ["reconcile_conflict", "reconcile_auto_resolved"]
     assert verify_directory("/audit", fs=fs).ok
+
+
+def test_an_item_left_ahead_by_a_clock_step_back_is_due_at_once():
+    """SPEC 11.9 rule 5: a due time further ahead than the backoff cap can only have been
+    left there by the wall clock stepping back; the queue processes it now, while an
+    ordinary retry wait (within the cap) still waits."""
+    seen = []
+    q = AuditQueue(lambda it: seen.append(it.id), backoff=Backoff(0.25, 30.0))
+    t = 1_000_000.0
+    q.enqueue(item(1), t + 3600.0)  # enqueued an hour ahead of the clock now read
+    assert q.step(t) is None and seen == ["id-1"]
+    fails = {"n": 0}
+
+    def flaky(it):
+        fails["n"] += 1
+        if fails["n"] == 1:
+            raise OSError("down")
+        seen.append(it.id)
+
+    q2 = AuditQueue(flaky, backoff=Backoff(10.0, 30.0))
+    q2.enqueue(item(2), t)
+    nxt = q2.step(t)
+    assert nxt == t + 10.0 and seen == ["id-1"]  # a retry within the cap waits
+    assert q2.step(t + 5.0) == t + 10.0 and seen == ["id-1"]
+    assert q2.step(t + 10.0) is None and seen == ["id-1", "id-2"]

@@ -172,3 +172,29 @@ def test_the_server_hook_takes_only_the_parts_replication_needs(tmp_path):
     finally:
         stop_for_server(svc)
         wal.close()
+
+
+def test_divergence_check_and_audit_survive_a_clock_step_back(tmp_path):
+    """SPEC 11.9 rule 5 for the service's own timers: a divergence deadline left ahead by
+    a step back is due at once, and an audit entry is due on the local clock, not on a
+    stamp from another region's (faster) clock."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    svc, _, _, _ = make(tmp_path, "eu", "us", shared)
+    calls = []
+    real = svc.divergence.step
+    svc.divergence.step = lambda now: (calls.append(now), real(now))[1]
+    t = 1_000_000.0
+    svc.step(t)
+    svc.step(t + 1.0)
+    assert calls == [t]  # an ordinary period still waits
+    back = t - 3600.0
+    svc.step(back)
+    assert calls == [t, back], "a deadline left an hour ahead by the step must be due now"
+    svc.clock = lambda: back
+    svc._enqueue_audit(region="us", tenant="ta", pcs_id="0" * 64, outcome="reconcile_conflict",
+                       payload_digest="a" * 64, now=t + 7200.0)  # the entry's stamp: another clock, ahead
+    before = svc.audit_queue.counters["processed"]
+    svc.step(back)
+    assert svc.audit_queue.counters["processed"] == before + 1
+    svc.stop(final_ship=False)
