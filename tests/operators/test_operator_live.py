@@ -139,7 +139,7 @@ def _finish(load, servers):
 
 def test_operator_run_completes_3_to_4_migration_under_load_with_no_unexpected_answer(tmp_path, capsys):
     state, servers = _deploy(tmp_path, capsys)
-    policies = _policy(tmp_path, gate_ms=2000.0)
+    policies = _policy(tmp_path, gate_ms=250.0)  # the same gate as the rollback test
     hist, load = _load(tmp_path, servers, 1800)
     try:
         time.sleep(1.0)
@@ -158,7 +158,9 @@ def test_operator_run_completes_3_to_4_migration_under_load_with_no_unexpected_a
     assert res["unexpected"] == 0 and res["lost"] == 0 and res["changed"] == 0, res
     assert res["acked"] > 500, res
     assert main(["audit", "verify", str(tmp_path / "op" / "audit")]) == 0
-    print(f"\n[operator completes] {trs} {res} items={summary['items']}")
+    (status_file,) = (tmp_path / "op" / "status").glob("*.status.json")
+    gates = json.loads(status_file.read_text())["gates"]
+    print(f"\n[operator completes] {trs} {res} items={summary['items']} gates at the end {gates}")
 
 
 def _hold_lock(path: str, stop: threading.Event, state: str, hold_s: float = 0.5) -> None:
@@ -211,4 +213,4 @@ def test_operator_run_rolls_back_on_a_p95_breach_losing_and_changing_nothing(tmp
     assert res["lost"] == 0 and res["changed"] == 0, res
     assert res["acked"] > 300, res
     assert main(["audit", "verify", str(tmp_path / "op" / "audit")]) == 0
-    print(f"\n[operator rolls back] {trs} {res} items={summary['items']}")
+    print(f"\n[operator rolls back] {trs} {res} items={summary['items']} gates at the rollback {status['gates']}")
