@@ -38,7 +38,7 @@ from .policy import Policy
 from .table import first_phase, phase, rows_from
 
 # migrate.TRANSITIONS, repeated here as data the actions carry (the driver checks them again)
-PHASE_FROM = {"dual_write": ("planned",), "cut_over": ("verified",), "cleaned": ("cut_over",),
+PHASE_FROM = {"dual_write": ("planned",), "cut_over": ("verified",), "cleaned": ("cut_over",), "verified": ("cut_over",),
               "rolled_back": ("dual_write", "copied", "verified", "cut_over")}
 OLD_DECIDES = ("planned", "dual_write", "copied", "verified", "rolled_back")
 WINDOW_KEEP = 512  # samples kept in the status at most
@@ -157,6 +157,8 @@ def _ensure(c: Ctx) -> list[dict]:
         return []
     if ens.startswith("migration.phase:"):
         return _phase_action(c, ens.split(":", 1)[1])
+    if ens == "migration.rollback":
+        return _rollback(c)
     if ens == "migration.plan":
         return [] if c.mig is not None else [{
             "op": "migration.plan", "old": spec["old"], "new": spec["new"], "vnodes": spec["vnodes"],
@@ -174,6 +176,19 @@ def _ensure(c: Ctx) -> list[dict]:
     if ens == "tier.cycle":
         return _tier_cycle(c)
     raise AssertionError(f"unknown ensure action {ens!r}")  # a table bug, not input
+
+
+def _rollback(c: Ctx) -> list[dict]:
+    """Undo a cutover first (cut_over -> verified: the old ring decides, both rings still
+    mirrored); stop mirroring (rolled_back) only once every server decides on the old ring."""
+    m = c.mig
+    if m is None:
+        return []
+    if m["phase"] == "cut_over":
+        return _phase_action(c, "verified")
+    if all(p in OLD_DECIDES for p in c.servers()):
+        return _phase_action(c, "rolled_back")
+    return []
 
 
 def _tier_cycle(c: Ctx) -> list[dict]:

@@ -57,7 +57,9 @@ PHASES: tuple[Phase, ...] = (
           doc="the new ring decides, the old ring is mirrored; soak"),
     Phase("ShardMigration", "Cleanup", "migration.phase:cleaned", doc="old ring no longer written"),
     Phase("ShardMigration", "Completed", "", terminal=True),
-    Phase("ShardMigration", "RollingBack", "migration.phase:rolled_back", doc="the old ring decides again"),
+    Phase("ShardMigration", "RollingBack", "migration.rollback",
+          doc="the old ring decides again: from cut_over first back to verified (both rings mirrored), "
+              "then rolled_back once every server decides on the old ring"),
     Phase("ShardMigration", "RolledBack", "", terminal=True, doc="failed safe: the old ring decides, nothing lost"),
     Phase("CRRPolicy", "Pending", ""),
     Phase("CRRPolicy", "Applying", "crr.apply", doc="push the policy's generation to every region"),

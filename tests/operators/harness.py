@@ -144,13 +144,14 @@ class Controller:
         return res.status
 
     def _note_decider_move(self, action: dict) -> None:
-        if action["op"] != "migration.phase":
+        """A phase that stops mirroring (cleaned, rolled_back) is issued only while every
+        server already decides like it (INV-OP-ONE-DECIDER)."""
+        if action["op"] != "migration.phase" or MIRROR.get(action["to"]):
             return
-        cur = self.dep.box["state"]["phase"]
-        if decider_of(action["to"]) != decider_of(cur):
-            lag = [s.phase for s in self.dep.servers if s.phase != cur]
-            if lag:
-                self.moves_while_lagging.append((cur, action["to"], lag))
+        want = decider_of(action["to"])
+        lag = [s.phase for s in self.dep.servers if decider_of(s.phase) != want]
+        if lag:
+            self.moves_while_lagging.append((self.dep.box["state"]["phase"], action["to"], lag))
 
     def audit_entries(self) -> list[dict]:
         import json

@@ -16,12 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.operator import table
+from flk.impl.operator.controller import decider_of
 
 from .harness import KILL_POINTS, T0, Controller, Deployment, Killed, policy
 
 TICK = st.tuples(st.sampled_from(["good", "good", "good", "bad", "none"]),
                  st.sampled_from(KILL_POINTS + ("none",) * 6),
-                 st.integers(0, 1), st.integers(0, 3), st.booleans())
+                 st.integers(0, 1), st.integers(0, 3), st.booleans(), st.booleans())
 
 
 def run(ticks, servers: int = 2, keys: int = 40, max_ticks: int = 400):
@@ -32,12 +33,13 @@ def run(ticks, servers: int = 2, keys: int = 40, max_ticks: int = 400):
     kills = 0
     for i in range(max_ticks):
         now = T0 + i
-        health, kill, srv, nwrites, rewrite = ticks[i] if i < len(ticks) else ("good", "none", i % servers, 1, False)
+        health, kill, srv, nwrites, rewrite, lag = ticks[i] if i < len(ticks) else ("good", "none", i % servers, 1,
+                                                                                 False, False)
         sample = None if health == "none" else {"t": now, "latency_p95_ms": 10.0 if health == "good" else 200.0}
         for j in range(nwrites):
             dep.write(srv, now, reuse=(i * 7 + j) % max(1, dep.next_key) if rewrite else None)
         dep.refresh(srv)
-        if i % 3 == 0:  # every server catches up now and then
+        if i % 3 == 0 and not lag:  # every server catches up now and then
             for s in range(servers):
                 dep.refresh(s)
         dep.check_deciders()
@@ -90,17 +92,17 @@ def test_inv_op_resume_killed_anywhere_no_acked_outcome_lost_or_changed(ticks):
 def test_sometimes_both_outcomes_and_kills_happen():
     """The property above is not vacuous: a healthy run completes, a bad one rolls back,
     and kills at every point happen."""
-    good = [("good", "none", 0, 1, False)] * 200
+    good = [("good", "none", 0, 1, False, False)] * 200
     _p, dep, _c, status, _k = run(good)
     assert status["phase"] == "Completed" and dep.box["state"]["phase"] == "cleaned"
-    bad = [("good", "none", 0, 1, False)] * 6 + [("bad", "none", 0, 1, False)] * 200
+    bad = [("good", "none", 0, 1, False, False)] * 6 + [("bad", "none", 0, 1, False, False)] * 200
     _p, dep, ctl, status, _k = run(bad)
     assert status["phase"] == "RolledBack"
     assert [e["outcome"] for e in ctl.audit_entries()][-2:] == [f"{status['history'][-2]['from']}->RollingBack",
                                                                 "RollingBack->RolledBack"]
     kills = [(["good"] * 1)[0], ]
     for point in KILL_POINTS[1:]:
-        ticks = [("good", point if i % 4 == 1 else "none", i % 2, 1, False) for i in range(200)]
+        ticks = [("good", point if i % 4 == 1 else "none", i % 2, 1, False, False) for i in range(200)]
         _p, dep, _c, status, k = run(ticks)
         assert k > 0, point
         assert status["phase"] == "Completed", (point, status["phase"])
@@ -111,7 +113,39 @@ def test_sometimes_both_outcomes_and_kills_happen():
 def test_unknown_health_holds_never_rolls_back():
     """No samples at all (a partition cut the metrics): the migration holds before
     Cutover and never rolls back."""
-    ticks = [("none", "none", 0, 1, False)] * 120
+    ticks = [("none", "none", 0, 1, False, False)] * 120
     _p, _d, _c, status, _k = run(ticks, max_ticks=120)
     assert status["phase"] == "Verifying"
     assert all(h["to"] != "RollingBack" for h in status["history"])
+
+
+def test_inv_op_one_decider_rollback_from_cutover_never_leaves_a_server_deciding_alone():
+    """A breach in Cutover while one server still applies cut_over: the rollback first goes
+    back to verified (both rings mirrored) and stops mirroring only when every server decides
+    on the old ring -- rolling back straight to rolled_back left one server deciding on the
+    new ring while another no longer mirrored to it."""
+    pol = policy()
+    dep = Deployment(2, 40)
+    ctl = Controller(pol, dep)
+    status, cut, disagreed = None, False, 0
+    for i in range(300):
+        now = T0 + i
+        st = dep.box.get("state")
+        ph = st["phase"] if st else None
+        cut = cut or ph == "cut_over"
+        bad = cut  # the new ring hurts from the cutover on
+        dep.write(0, now)
+        dep.write(1, now, reuse=i % 5)
+        dep.refresh(0)
+        if not (bad and ph != "cut_over") or i % 7 == 0:  # server 1 lags once the rollback began
+            dep.refresh(1)
+        dep.check_deciders()
+        disagreed += len({decider_of(s.phase) for s in dep.servers}) > 1
+        status = ctl.tick(now, {"t": now, "latency_p95_ms": 200.0 if bad else 10.0}, "none")
+        if table.phase(pol.kind, status["phase"]).terminal:
+            break
+    assert status["phase"] == "RolledBack"
+    assert [h["to"] for h in status["history"]][-3:] == ["Cutover", "RollingBack", "RolledBack"]
+    assert disagreed > 0, "the servers never disagreed on the decider: the test exercised nothing"
+    assert dep.one_decider_violations == [] and ctl.moves_while_lagging == []
+    assert dep.lost_or_changed(T0 + 1000) == []
