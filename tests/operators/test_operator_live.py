@@ -4,7 +4,8 @@ Two servers share the shard SQLite files and the migration state file
 (DEDUP_BACKEND=sharded, DEDUP_MIGRATION_STATE); the operator credential is
 configured. The controller reconciles a ShardMigration policy (3 -> 4 shards)
 through ``/metrics`` and the operator routes, and writes its transitions to the
-WORM audit log. Healthy: it completes with 0 unexpected answers (no 5xx, no
+WORM audit log. Healthy (the controller SIGKILLed mid-migration and started again): it
+completes with 0 unexpected answers (no 5xx, no
 transport error) and every acknowledged outcome on its new-ring owner. With a
 dedup latency fault (the new shard's SQLite file held locked, so every mirror
 write waits) the p95 gate breaches and it rolls back: every acknowledged outcome
@@ -122,8 +123,36 @@ def _check_history(hist, ring_names, tmp_path) -> dict:
             "by_status": dict(sorted((str(k), v) for k, v in by_status.items()))}
 
 
-def _transitions(run) -> list[str]:
-    return [json.loads(line)["transition"] for line in run.stderr.splitlines() if line.startswith('{"audit"')]
+def _transitions(tmp_path) -> list[str]:
+    """The operator's transitions in its WORM audit log, in order."""
+    out = []
+    for seg in sorted((tmp_path / "op" / "audit").glob("seg-*.log")):
+        out += [e["outcome"] for e in map(json.loads, seg.read_text().splitlines()) if e["tenant"] == "operator"]
+    return out
+
+
+def _kill_during(tmp_path, policies, servers, phases=("Copying", "Verifying")) -> str:
+    """Start ``flk operator run``, SIGKILL it once its status shows one of ``phases``."""
+    urls = [a for s in servers for a in ("--url", s.url)]
+    proc = subprocess.Popen(
+        [FLK, "operator", "run", "--policies", policies, *urls, "--state-dir", str(tmp_path / "op"),
+         "--interval", "0.25", "--max-seconds", "90"],
+        env=clean_env(FLK_OPERATOR_USER=USER, FLK_OPERATOR_PASS=PASS), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    deadline, seen = time.monotonic() + 90, None
+    try:
+        while time.monotonic() < deadline and seen not in phases:
+            for f in (tmp_path / "op" / "status").glob("*.status.json"):
+                try:
+                    seen = json.loads(f.read_text())["phase"]
+                except (OSError, ValueError):
+                    pass
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert seen in phases, seen
+    return seen
 
 
 def _finish(load, servers):
@@ -143,6 +172,7 @@ def test_operator_run_completes_3_to_4_migration_under_load_with_no_unexpected_a
     hist, load = _load(tmp_path, servers, 1800)
     try:
         time.sleep(1.0)
+        killed_in = _kill_during(tmp_path, policies, servers)  # SIGKILL mid-migration, then resume
         run = _operator(tmp_path, policies, servers)
         assert load.poll() is None, "the load ended before the migration did"
     finally:
@@ -150,7 +180,7 @@ def test_operator_run_completes_3_to_4_migration_under_load_with_no_unexpected_a
     assert run.returncode == 0, run.stderr[-2000:]
     final = json.loads(run.stdout.splitlines()[-1])
     assert final["phase"] == "Completed", final
-    trs = _transitions(run)
+    trs = _transitions(tmp_path)
     assert trs == ["Pending->Planning", "Planning->DualWrite", "DualWrite->Copying", "Copying->Verifying",
                    "Verifying->Cutover", "Cutover->Cleanup", "Cleanup->Completed"], trs
     assert json.loads(open(state).read())["phase"] == "cleaned"
@@ -160,7 +190,8 @@ def test_operator_run_completes_3_to_4_migration_under_load_with_no_unexpected_a
     assert main(["audit", "verify", str(tmp_path / "op" / "audit")]) == 0
     (status_file,) = (tmp_path / "op" / "status").glob("*.status.json")
     gates = json.loads(status_file.read_text())["gates"]
-    print(f"\n[operator completes] {trs} {res} items={summary['items']} gates at the end {gates}")
+    print(f"\n[operator completes] killed in {killed_in}, resumed: {trs} {res} items={summary['items']} "
+          f"gates at the end {gates}")
 
 
 def _hold_lock(path: str, stop: threading.Event, state: str, hold_s: float = 0.5) -> None:
@@ -202,7 +233,7 @@ def test_operator_run_rolls_back_on_a_p95_breach_losing_and_changing_nothing(tmp
     assert run.returncode == 0, run.stderr[-2000:]
     final = json.loads(run.stdout.splitlines()[-1])
     assert final["phase"] == "RolledBack", final
-    trs = _transitions(run)
+    trs = _transitions(tmp_path)
     assert trs[-2:] == [trs[-2].split("->")[0] + "->RollingBack", "RollingBack->RolledBack"], trs
     assert json.loads(open(state).read())["phase"] == "rolled_back"
     (status_file,) = (tmp_path / "op" / "status").glob("*.status.json")
