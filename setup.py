@@ -25,6 +25,7 @@ ROOTS = ("model", "sim", "impl", "conformance", "formal", "spec")
 DATA_PACKAGES = {
     "flk.sim.scenarios": ["*.toml"],
     "flk.sim.scenarios.regressions": ["*.toml"],
+    "flk.sim.studies": ["*.toml"],
     "flk.spec.vectors": ["*.json"],
     "flk.conformance.adapters.node": ["*.mjs"],
     "flk.conformance.adapters.go": ["*.go"],

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts, checkers, metrics
+from . import artifacts, checkers, metrics, operator
 from .history import History, read_history
 from .scenario import Scenario, ScenarioError, list_scenarios, load
 from .world import World
@@ -132,6 +132,8 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
         checks.append(checkers.regression_expectations(events, sc.expect))
     convergence = next((c for c in checks if c.id == "INV-CONVERGENCE" and c.exercised), None)
     m = metrics.summarize(events, world.duration, converged=None if convergence is None else convergence.ok)
+    if sc.data.get("policies"):
+        m.update(operator.metrics(events))
     slos = metrics.check_slos(m, sc.data["slo"])
     results = {
         "scenario": sc.name,

@@ -345,6 +345,10 @@ def check_all(events: list[dict], scenario: dict) -> list[CheckResult]:
     ev = _by_type(events)
     results = [fn(events, ev) for fn in _registered()]
     results.extend(sometimes_checks(events, scenario, ev))
+    if scenario.get("policies"):
+        from .operator import checks  # the operator's own checks (sim/operator.py)
+
+        results.extend(checks(events, scenario, ev))
     return results
 
 

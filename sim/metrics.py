@@ -51,6 +51,10 @@ METRICS: dict[str, str] = {
     "rto_s": "after a region loss: until a request first sent to the lost region succeeds (elsewhere, or "
              "there after a restart), s; with [routing]: health-check detection + switch + first success",
     "failover_detection_s": "with [routing]: region loss -> the router takes it out of rotation, s",
+    "operator_completed": "with [[policies]]: policies the operator brought to Completed",
+    "operator_rollbacks": "with [[policies]]: transitions into RollingBack (a gate breach or a dirty verify)",
+    "operator_done_s": "with [[policies]]: time from the first to the last policy reaching a terminal phase "
+                       "(Completed or RolledBack), simulated s; null if one never did",
 }
 SERIES: dict[str, str] = {
     "t_s": "start of the one-second bin, simulated s",

@@ -103,6 +103,7 @@ class Region:
         self.topology = StoreTopology(self.cfg)
         self.store = OutageStore(self.topology.store)  # available=False: the whole store is unreachable
         self.store_extra_ms = 0.0  # latency injection
+        self.served: list | None = None  # (latency s, status, replayed) per answer while an operator watches
         self.mailbox = world.net.register(self.id, group=self.id, handler=self.on_message)
         self.incarnation = 0
         self.up = True
@@ -295,6 +296,8 @@ class Region:
             self.inflight -= 1
             limiter.release(env.now, env.now - started, ok=resp.status != 503)
             key = keys.get(pos)
+            if self.served is not None:
+                self.served.append((env.now - started, resp.status, resp.header("Idempotent-Replayed") == "true"))
             self._respond(p, d, resp.status, resp.header("Idempotent-Replayed") == "true", resp.body, key,
                           retry_after=resp.header("Retry-After"))
         self.wal.note_answers(batch.notes())

@@ -187,7 +187,7 @@ REGRESSION_FIELDS = (
     Field("overrides", "str_list", [], "key=value overrides"),
     Field("expect", "list", [], "expected counts: tables with type, where (field filter), min, max"),
 )
-LIST_SECTIONS = ("regions", "faults", "slo")
+LIST_SECTIONS = ("regions", "faults", "slo", "policies")
 
 
 def _defaults() -> dict[str, Any]:
@@ -196,6 +196,7 @@ def _defaults() -> dict[str, Any]:
     out["regions"] = [{"id": "r1"}]
     out["faults"] = []
     out["slo"] = []
+    out["policies"] = []
     return out
 
 
@@ -328,6 +329,9 @@ def _validate_lists(data: dict, ctx: Context) -> None:
                                 "(replication.enabled = true and two or more regions)")
     for i, item in enumerate(data["study"].get("headline", [])):
         check_table(item, HEADLINE_FIELDS, f"study.headline.{i}", ctx)
+    from . import operator  # the operator's policies: its own schema (flk.impl.operator.policy)
+
+    operator.validate(data, ctx)
 
 
 def validate(data: Any) -> None:
@@ -441,6 +445,12 @@ def _field_rows(fields) -> list[str]:
     return rows
 
 
+def _operator_fields():
+    from .operator import DRIVER_FIELDS
+
+    return DRIVER_FIELDS
+
+
 def reference_markdown() -> str:
     """The scenario file reference (``sim/SCENARIOS.md``), generated from the schema above."""
     out = ["# Scenario file reference", "",
@@ -453,6 +463,9 @@ def reference_markdown() -> str:
     out += ["## [[regions]]", "", "One table per region; any `[region_defaults]` key may be set per region.", "",
             *_field_rows(REGION_ITEM[:1]), "", "## [[network.links]]", "", *_field_rows(LINK_FIELDS), "",
             "## [[slo]]", "", *_field_rows(SLO_FIELDS[:1] + SLO_FIELDS[1:]), "",
+            "## [[policies]]", "", "Operator policies the simulator reconciles (`flk.sim.operator`): a policy "
+            "document (`kind`, `name`, `spec`: the schema of spec/OPERATOR.md) plus these keys:", "",
+            *_field_rows(_operator_fields()), "",
             "## [[faults]]", "", "Every fault has these keys:", "", *_field_rows(faults.COMMON), ""]
     seen: set[str] = set()
     for kind in FAULT_KINDS:

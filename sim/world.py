@@ -15,7 +15,7 @@ from flk.impl.verifier.core import VerifyBatch
 from flk.impl.verifier.pipeline import Verifier
 from flk.impl.verifier.tenants import Tenant, TenantKey, TenantRegistry
 
-from . import faults, topology
+from . import faults, operator, topology
 from .history import History
 from .net import LinkSpec, Network
 from .region import SIM_EPOCH, Region, body_sha
@@ -258,6 +258,7 @@ class World:
                 env.process(self._demote(r, float(r.cfg.get("demote_every_s", 0.5)), int(r.cfg.get("demote_batch", 200))))
         if self.repl:
             env.process(self._sample())
+        operator.start(self)  # the scenario's [[policies]] (sim/operator.py)
         env.run(until=self.duration + self.quiescence)
         self.history.record(env.now, "phase", name="final")
         for rid in self.region_ids:

@@ -24,7 +24,10 @@ phase                 decider     mirror to      reads from
 
 Allowed transitions: planned -> dual_write -> copied -> verified -> cut_over ->
 cleaned; rollback from dual_write, copied, verified or cut_over (the other
-ring held every write as a mirror, so nothing is lost). ``copy`` runs in
+ring held every write as a mirror, so nothing is lost); cut_over -> verified
+undoes a cutover with both rings still mirrored (the operator's rollback from
+cut_over goes through it, so no server decides on the new ring while another
+has stopped mirroring to it: INV-OP-ONE-DECIDER). ``copy`` runs in
 dual_write (a write during the copy is mirrored by the store) and may be run
 again in copied; ``verify`` runs in copied and is the safety net for a write
 that a process made before it saw dual_write: cut_over needs a clean verify.
@@ -55,7 +58,7 @@ PHASES = ("planned", "dual_write", "copied", "verified", "cut_over", "cleaned", 
 TRANSITIONS = {
     "dual_write": ("planned",),
     "copied": ("dual_write",),
-    "verified": ("copied",),
+    "verified": ("copied", "cut_over"),
     "cut_over": ("verified",),
     "cleaned": ("cut_over",),
     "rolled_back": ("dual_write", "copied", "verified", "cut_over"),

@@ -303,6 +303,21 @@ class TieredStore(BatchMixin):
             if s is not None:
                 s.close()
 
+    def prewarm(self, tenant: str, pcs_id: str, now: float) -> bool:
+        """Predictive promotion: put a cold key's outcome into hot before it is read
+        (``TieringPolicy``'s pre-warm, :mod:`flk.impl.operator.tiering`). True if it was
+        cold and is now hot; a hot, warm or absent key is left alone. Raises
+        ``StoreUnavailable`` on a cold outage (as a read of the key would)."""
+        check_key(tenant, pcs_id)
+        if self._hot_get(tenant, pcs_id, now) is not None:
+            return False
+        row = self.warm.get(tenant, pcs_id, now)
+        if row is None or not is_stub(row):
+            return False
+        self._hot_put(tenant, pcs_id, self._cold_read(tenant, pcs_id, row), now, stub_expiry(row))
+        self.stats["prewarmed"] = self.stats.get("prewarmed", 0) + 1
+        return True
+
     # -- tiers ----------------------------------------------------------------
 
     def tier_of(self, tenant: str, pcs_id: str, now: float) -> str | None:

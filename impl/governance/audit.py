@@ -216,7 +216,11 @@ class AuditLog:
         if self._handle is None:
             if self.fs.exists(self._path(seal_name(self.active))):
                 raise WormViolation(f"{segment_name(self.active)} is sealed; refusing to write to it")
-            self._handle = self.fs.open_append(self._path(segment_name(self.active)))
+            path = self._path(segment_name(self.active))
+            created = not self.fs.exists(path)
+            self._handle = self.fs.open_append(path)
+            if created:  # the new segment's directory entry must survive a crash like its entries
+                self.fs.fsync_dir(self.directory)
         return self._handle
 
     def append(

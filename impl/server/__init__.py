@@ -17,5 +17,6 @@ Modules:
 * :mod:`.problems`     -- Starlette responses for the one problem catalog (application/problem+json)
 * :mod:`.pipeline`     -- builds the verifier from the configuration; start-up WAL replay
 * :mod:`.batchdriver`  -- the submit path: batches of ``run_requests`` on one thread, one sync each
+* :mod:`.operatorroutes` -- the operator's routes: observe a shard migration, carry out a controller action
 * :mod:`.supervisor`   -- WORKERS=N processes on one socket, replaced when they die
 """

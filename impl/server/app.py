@@ -715,6 +715,7 @@ def protected_routes(srv: Server, routes: list) -> list:
 def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
     from ..dedup.sharded import routes as shard_routes
     from ..replication.service import routes as crr_routes
+    from .operatorroutes import routes as operator_routes
 
     srv = Server(cfg, worker)
     submit = SubmitEndpoint(srv)
@@ -762,6 +763,7 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
             *protected_routes(srv, [
                 *crr_routes(lambda: srv.crr),  # /v1/pcs/{pcs_id}/authoritative, /v1/crr/* (SPEC 11.8)
                 *shard_routes(lambda: srv.store, time.time, problem),  # /api/shards/* (SPEC 13)
+                *operator_routes(lambda: srv, problem),  # /api/operator/* (spec/OPERATOR.md)
             ]),
         ],
         exception_handlers={HTTPException: http_error, ClientDisconnect: client_gone, Exception: server_error},

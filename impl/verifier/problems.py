@@ -66,6 +66,9 @@ CATALOG: Mapping[str, ProblemType] = {
     "invalid-query": ProblemType(400, "Invalid query parameters"),
     "sharding-disabled": ProblemType(503, "Dedup store not sharded"),
     "shard-unavailable": ProblemType(503, "Dedup shard unavailable"),
+    # operator endpoints (spec/OPERATOR.md)
+    "migration-disabled": ProblemType(503, "No shard migration configured"),
+    "migration-refused": ProblemType(409, "Migration step refused"),
 }
 
 

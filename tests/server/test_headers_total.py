@@ -43,6 +43,7 @@ READ_HEADERS = ("x-tenant-id", "x-flk-date", "x-flk-signature", "authorization",
 # 5xx answers that state the configuration of a route, not a failure (the catalog's slugs)
 # (and 501 unsupported-transfer-coding: RFC 9112's answer to a coding the server does not decode)
 CONFIG_STATES = {"urn:flk:problem:replication-disabled", "urn:flk:problem:sharding-disabled",
+                 "urn:flk:problem:migration-disabled",
                  "urn:flk:problem:unsupported-transfer-coding"}
 
 NASTY = ["²", "٣", "１２", "9" * 400, "9" * 5000, "-1", "+1", " 1", "1 ", "", "0", "1e9", "0x10",

@@ -1,0 +1,307 @@
+"""Policies are data: one schema for the operator's three resources.
+
+Why this module exists: the seeds' operator takes declarative resources
+(ShardMigration, CRRPolicy, TieringPolicy). Here each is a TOML document::
+
+    kind = "ShardMigration"
+    name = "grow-to-4"
+    [spec]
+    old = { s0 = "sqlite:///s0.db", s1 = "sqlite:///s1.db", s2 = "sqlite:///s2.db" }
+    new = { s0 = "sqlite:///s0.db", s1 = "sqlite:///s1.db", s2 = "sqlite:///s2.db", s3 = "sqlite:///s3.db" }
+    [spec.gates]
+    max_latency_p95_ms = 50.0
+
+checked strictly against :data:`SCHEMA` before anything runs: an unknown key,
+a wrong type, an out-of-range number or a missing required key is a
+:class:`PolicyError` naming the file, the key path and the reason (``flk
+operator validate`` exits 2 with it). The same schema renders the reference
+in spec/OPERATOR.md (:func:`reference_markdown`), so the document cannot drift
+from what the loader accepts. The simulator's scenarios declare policies with
+the same tables (``[[policies]]``), checked by :func:`check_policy`.
+
+A policy's *spec* is what the user asks for; its *status* (phase, progress,
+last transition time, conditions) is the controller's, kept beside it
+(:mod:`.status`). ``generation`` is the digest of the spec: a changed spec is a
+new generation (CRRPolicy re-applies it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+KINDS = ("ShardMigration", "CRRPolicy", "TieringPolicy")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+SHARD_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+URL_PREFIXES = ("sqlite://", "redis://", "rediss://", "unix://", "postgresql://", "postgres://", "sim://",
+                "memory://")
+
+
+class PolicyError(ValueError):
+    """A policy document that cannot be used; ``key`` is the key path (``spec.gates.window_s``)."""
+
+    def __init__(self, key: str, reason: str, source: str = "") -> None:
+        self.key, self.reason, self.source = key, reason, source
+        super().__init__(f"{source + ': ' if source else ''}{key}: {reason}")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key: kind (str, bool, int, number, str_list, shards, table), default, meaning, bounds."""
+
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple = ()
+    required: bool = False
+    fields: tuple = ()  # a nested table's own fields (kind "table")
+
+
+def _n(name: str, default: Any, doc: str, minimum: float | None = 0.0, maximum: float | None = None) -> Field:
+    return Field(name, "number", default, doc, minimum=minimum, maximum=maximum)
+
+
+GATE_FIELDS = (
+    _n("window_s", 10.0, "health gates are evaluated over the samples of the last window_s seconds", 0.001),
+    Field("min_samples", "int", 3, "fewer samples in the window: the gate is unknown (hold, never roll back)",
+          minimum=1),
+    _n("breach_fraction", 0.5, "share of the window's samples over a limit that is a breach", 0.0, 1.0),
+    _n("max_latency_p95_ms", None, "MaxLatencyP95: a sample's server-side p95 above this violates (unset: off)"),
+    _n("max_error_rate", None, "MaxErrorRate: a sample's share of 5xx answers above this violates", 0.0, 1.0),
+    _n("min_dedup_hit_ratio", None, "MinDedupHitRatio: a sample's duplicate-hit share below this violates", 0.0, 1.0),
+    _n("max_replication_lag_s", None, "CRRPolicy: replication lag above this violates"),
+    Field("on_unknown", "str", "hold", "what a progress step does while the gates are unknown",
+          choices=("hold", "proceed")),
+)
+COST_FIELDS = (
+    _n("hot_gb_month", 8.0, "hot tier (memory/Redis) storage, currency per GB-month"),
+    _n("warm_gb_month", 0.25, "warm tier (SQL) storage, currency per GB-month"),
+    _n("cold_gb_month", 0.023, "cold tier (object store) storage, currency per GB-month"),
+    _n("per_cold_request", 4e-7, "one cold-tier GET"),
+    _n("per_promotion", 5e-7, "one promotion into hot (a cold GET plus a hot write)"),
+    _n("hot_read_ms", 0.3, "read latency served from hot, ms"),
+    _n("warm_read_ms", 2.0, "read latency served from warm, ms"),
+    _n("cold_read_ms", 40.0, "read latency of a cold miss, ms"),
+    _n("latency_cost_per_s", 1e-4, "what one second of read latency costs (turns a latency saving into currency)"),
+    _n("max_monthly_cost", None, "cost limit: a projected monthly cost above it sets condition CostLimit"),
+)
+SPEC_FIELDS: dict[str, tuple[Field, ...]] = {
+    "ShardMigration": (
+        Field("old", "shards", None, "old ring: shard name -> store URL", required=True),
+        Field("new", "shards", None, "new ring: shard name -> store URL", required=True),
+        Field("vnodes", "int", 150, "virtual nodes per shard (both rings)", minimum=1),
+        Field("probes", "int", 4, "ring probes (both rings)", minimum=1),
+        Field("batch", "int", 500, "entries per copy/verify batch (one action)", minimum=1),
+        _n("settle_s", 1.0, "wait before re-checking keys verify found missing (writes in flight), s"),
+        _n("soak_s", 5.0, "healthy time in Cutover (gates ok) before Cleanup stops writing the old ring, s"),
+        Field("max_verify_rounds", "int", 3, "copy+verify rounds before a dirty verify rolls back", minimum=1),
+        Field("auto_rollback", "bool", True, "roll back to the old ring on a gate breach"),
+        Field("gates", "table", {}, "health gates", fields=GATE_FIELDS),
+    ),
+    "CRRPolicy": (
+        Field("mode", "str", "full", "what is replicated", choices=("full", "selective", "multi-way")),
+        Field("regions", "str_list", [], "regions the policy covers (empty: every region)"),
+        Field("tenants", "str_list", [], "selective: the tenants replicated (required for selective)"),
+        _n("ship_interval_s", 1.0, "how often a region seals and ships a segment, s", 0.001),
+        Field("auto_reconcile", "bool", True, "reconcile conflicts automatically (auto-safe) or flag them (manual)"),
+        Field("gates", "table", {}, "health gates (max_replication_lag_s)", fields=GATE_FIELDS),
+    ),
+    "TieringPolicy": (
+        _n("hot_s", 300.0, "how long an outcome stays in hot after a write or promotion, s", 0.001),
+        _n("warm_s", 86400.0, "age after which demotion moves a body to cold, s"),
+        Field("forecaster", "str", "holt-winters", "access forecast per tenant",
+              choices=("none", "ewma", "holt-winters")),
+        _n("alpha", 0.3, "level smoothing", 0.0, 1.0),
+        _n("beta", 0.05, "trend smoothing (holt-winters)", 0.0, 1.0),
+        _n("gamma", 0.3, "seasonal smoothing (holt-winters)", 0.0, 1.0),
+        Field("season_bins", "int", 24, "cycles in one season (holt-winters)", minimum=2),
+        _n("cycle_s", 3600.0, "one reconcile cycle: forecast horizon and pre-warm period, s", 0.001),
+        Field("max_promotions_per_cycle", "int", 100, "pre-warm budget per cycle", minimum=0),
+        _n("min_probability", 0.0, "never pre-warm a key whose access probability is below this", 0.0, 1.0),
+        Field("cost", "table", {}, "cost model", fields=COST_FIELDS),
+    ),
+}
+DOC_FIELDS = (
+    Field("kind", "str", None, "resource kind", choices=KINDS, required=True),
+    Field("name", "str", None, "policy name: lower case letters, digits, dashes", required=True),
+    Field("spec", "table", None, "the desired state (fields per kind below)", required=True),
+)
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_value(v: Any, f: Field, path: str) -> None:
+    k = f.kind
+    if k == "bool" and not isinstance(v, bool):
+        raise PolicyError(path, f"must be true or false, got {_type_name(v)}")
+    if k == "int" and (isinstance(v, bool) or not isinstance(v, int)):
+        raise PolicyError(path, f"must be an integer, got {_type_name(v)} {v!r}")
+    if k == "number" and not _is_number(v):
+        raise PolicyError(path, f"must be a number, got {_type_name(v)} {v!r}")
+    if k in ("int", "number"):
+        if f.minimum is not None and v < f.minimum:
+            raise PolicyError(path, f"must be >= {f.minimum:g}, got {v!r}")
+        if f.maximum is not None and v > f.maximum:
+            raise PolicyError(path, f"must be <= {f.maximum:g}, got {v!r}")
+    if k == "str":
+        if not isinstance(v, str):
+            raise PolicyError(path, f"must be a string, got {_type_name(v)}")
+        if f.choices and v not in f.choices:
+            raise PolicyError(path, f"must be one of {', '.join(f.choices)}, got {v!r}")
+    if k == "str_list" and (not isinstance(v, list) or not all(isinstance(x, str) and x for x in v)):
+        raise PolicyError(path, "must be a list of non-empty strings")
+    if k == "shards":
+        _check_shards(v, path)
+    if k == "table":
+        if not isinstance(v, Mapping):
+            raise PolicyError(path, f"must be a table, got {_type_name(v)}")
+        if f.fields:
+            check_table(v, f.fields, path)
+
+
+def _check_shards(v: Any, path: str) -> None:
+    if not isinstance(v, Mapping) or not v:
+        raise PolicyError(path, "must be a non-empty table of shard name = store URL")
+    for name, url in v.items():
+        if not SHARD_RE.match(str(name)):
+            raise PolicyError(f"{path}.{name}", "a shard name is 1-64 of A-Z a-z 0-9 _ . -")
+        if not isinstance(url, str) or not url.startswith(URL_PREFIXES):
+            raise PolicyError(f"{path}.{name}", f"must be a store URL ({', '.join(URL_PREFIXES)}...)")
+
+
+def check_table(table: Any, fields: tuple[Field, ...], path: str) -> None:
+    """No unknown key, every required key present, every value of its kind."""
+    if not isinstance(table, Mapping):
+        raise PolicyError(path, f"must be a table, got {_type_name(table)}")
+    known = {f.name: f for f in fields}
+    for key in table:
+        if key not in known:
+            raise PolicyError(f"{path}.{key}" if path else str(key),
+                              f"unknown key (known: {', '.join(sorted(known))})")
+    for f in fields:
+        where = f"{path}.{f.name}" if path else f.name
+        if f.name not in table:
+            if f.required:
+                raise PolicyError(where, "missing (required)")
+            continue
+        _check_value(table[f.name], f, where)
+
+
+def _with_defaults(table: Mapping, fields: tuple[Field, ...]) -> dict:
+    out = {}
+    for f in fields:
+        if f.kind == "table":
+            out[f.name] = _with_defaults(table.get(f.name, {}), f.fields)
+        elif f.name in table:
+            out[f.name] = table[f.name]
+        elif f.default is not None:
+            out[f.name] = list(f.default) if isinstance(f.default, list) else f.default
+        else:
+            out[f.name] = None
+    return out
+
+
+@dataclass(frozen=True)
+class Policy:
+    kind: str
+    name: str
+    spec: dict
+    source: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    @property
+    def generation(self) -> str:
+        """First 16 hex of SHA-256 of the canonical spec: a changed spec is a new generation."""
+        return hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "spec": self.spec}
+
+
+def check_policy(doc: Any, source: str = "", path: str = "") -> Policy:
+    """The :class:`Policy` of a parsed document (defaults filled in) or a :class:`PolicyError`."""
+    check_table(doc, DOC_FIELDS, path)
+    pre = f"{path}." if path else ""
+    if not NAME_RE.match(doc["name"]):
+        raise PolicyError(f"{pre}name", "must be 1-63 of a-z 0-9 - (starting with a letter or digit)")
+    kind = doc["kind"]
+    check_table(doc["spec"], SPEC_FIELDS[kind], f"{pre}spec")
+    spec = _with_defaults(doc["spec"], SPEC_FIELDS[kind])
+    _check_semantics(kind, spec, f"{pre}spec")
+    return Policy(kind, doc["name"], spec, source)
+
+
+def _check_semantics(kind: str, spec: dict, path: str) -> None:
+    if kind == "ShardMigration":
+        if spec["old"] == spec["new"]:
+            raise PolicyError(f"{path}.new", "the old and new ring are the same")
+        for n in set(spec["old"]) & set(spec["new"]):
+            if spec["old"][n] != spec["new"][n]:
+                raise PolicyError(f"{path}.new.{n}", "a shard in both rings must have the same URL")
+    if kind == "CRRPolicy" and spec["mode"] == "selective" and not spec["tenants"]:
+        raise PolicyError(f"{path}.tenants", "selective replication needs at least one tenant")
+    if kind == "TieringPolicy" and spec["hot_s"] > spec["warm_s"] > 0:
+        raise PolicyError(f"{path}.hot_s", "hot_s must be <= warm_s")
+
+
+def parse_policy(data: bytes, source: str = "") -> Policy:
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PolicyError("(file)", "not UTF-8 text", source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError("(file)", f"not TOML: {exc}", source) from None
+    try:
+        return check_policy(doc, source)
+    except PolicyError as exc:
+        raise PolicyError(exc.key, exc.reason, source) from None
+
+
+def load_policy(path: str) -> Policy:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise PolicyError("(file)", exc.strerror or type(exc).__name__, path) from None
+    return parse_policy(data, path)
+
+
+def reference_markdown() -> str:
+    """The schema as Markdown tables (spec/OPERATOR.md embeds it)."""
+    lines = ["| key | kind | default | meaning |", "|---|---|---|---|"]
+    lines += [_row(f, "") for f in DOC_FIELDS]
+    for kind, fields in SPEC_FIELDS.items():
+        lines += ["", f"**{kind}** `spec`:", "", "| key | kind | default | meaning |", "|---|---|---|---|"]
+        for f in fields:
+            lines.append(_row(f, "spec."))
+            lines += [_row(g, f"spec.{f.name}.") for g in f.fields]
+    return "\n".join(lines) + "\n"
+
+
+def _row(f: Field, pre: str) -> str:
+    kind = f.kind + (" (" + " \\| ".join(f.choices) + ")" if f.choices else "")
+    if f.minimum is not None:
+        kind += f" >= {f.minimum:g}"
+    if f.maximum is not None:
+        kind += f" <= {f.maximum:g}"
+    default = "required" if f.required else ("unset" if f.default is None else json.dumps(f.default))
+    return f"| `{pre}{f.name}` | {kind} | {default} | {f.doc} |"
