@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from ..agent import factory
@@ -57,20 +58,16 @@ from ..replication.reading import Reader, Topology
 from ..replication.reconcile import Reconciler
 from ..replication.shipping import Shipper
 from ..replication.stream import stream_name
-from ..storage.inbox import InboxRecord, encode_inbox_record
+from ..storage.inbox import InboxRecord, decode_inbox_record, encode_inbox_record
 from ..storage.objectstore import MemoryObjectStore
 from ..storage.wal import SegmentedLog
 from ..testing.crashfs import CrashableMemoryFileSystem
 from ..verifier import pipeline as _pipeline
-from ..verifier.core import replay_log
+from ..verifier.core import VerifyBatch, same_time_runs
 from ..verifier.pipeline import (
-    DedupGet,
-    DedupPut,
-    Emit,
     Request,
     Response,
     Verifier,
-    WalAppend,
     payload_digest,
 )
 from ..verifier.tenants import from_mapping
@@ -90,17 +87,48 @@ class _TrustingVerifier(Verifier):
         return who
 
 
+def _trusting(v: Verifier) -> Verifier:
+    return _TrustingVerifier(v.tenants, v.policy, v.region, v.limits, v.hooks, v.limiter, v.reject_status)
+
+
 class _ReplaySkipsVerifyApplier(ReplayApplier):
     """Planted implementation bug: records replayed from a peer are not signature-checked."""
 
     def _verifier(self, region: str) -> Verifier:
-        v = super()._verifier(region)
-        return _TrustingVerifier(v.tenants, v.policy, v.region, v.limits, v.hooks, v.limiter, v.reject_status)
+        return _trusting(super()._verifier(region))
 
 
-IMPL_PLANTED = {
-    "replay-skips-verify": "the replay applier trusts a peer's records without verifying their signature",
+class RestartReplayTrusts(VerifyBatch):
+    """Planted implementation bug in the verification core: a replay batch (the start-up
+    replay of the inbox WAL) takes a bad signature of a known tenant as verified, so a
+    restart stores what the live path answered 401. The simulator's checkers judge only
+    live dedup calls for INV-VERIFY-BEFORE-DEDUP; the model's trace check sees it."""
+
+    def __init__(self, verifier: Verifier, now: float, **kwargs) -> None:
+        super().__init__(_trusting(verifier) if kwargs.get("replay") else verifier, now, **kwargs)
+
+
+@dataclass(frozen=True)
+class ImplPlant:
+    """A named implementation bug: how :class:`ImplWorld` and the simulator's ``World`` plant it
+    (``sim``: ``World`` keyword arguments; None: the simulator has no seam for it)."""
+
+    doc: str
+    verifier_cls: type = Verifier
+    core_cls: type = VerifyBatch
+    applier_cls: type = ReplayApplier
+    sim: dict | None = None
+
+
+IMPL_PLANTS = {
+    "replay-skips-verify": ImplPlant("the replay applier trusts a peer's records without verifying their signature",
+                                     applier_cls=_ReplaySkipsVerifyApplier),
+    "verify-trusts-tenant": ImplPlant("step 4 of the core takes a known tenant's bad signature as verified",
+                                      verifier_cls=_TrustingVerifier, sim={"verifier_cls": _TrustingVerifier}),
+    "restart-replay-trusts": ImplPlant("the core's start-up WAL replay takes a known tenant's bad signature as verified",
+                                       core_cls=RestartReplayTrusts, sim={"core_cls": RestartReplayTrusts}),
 }
+IMPL_PLANTED = {name: p.doc for name, p in IMPL_PLANTS.items()}
 
 
 class _Region:
@@ -117,7 +145,7 @@ class _Region:
         self._open()
 
     def verifier(self) -> Verifier:
-        return Verifier(self.w.tenants, region=self.name)
+        return self.w.plant.verifier_cls(self.w.tenants, region=self.name)
 
     def _open(self) -> None:
         self.log = SegmentedLog(f"/{self.name}/wal", fs=self.fs)
@@ -126,7 +154,7 @@ class _Region:
         self.open_readers()
 
     def open_readers(self) -> None:
-        cls = _ReplaySkipsVerifyApplier if self.w.impl_plant == "replay-skips-verify" else ReplayApplier
+        cls = self.w.plant.applier_cls
         self.readers = {}
         for src in self.w.names:  # one reader per stream (its own too: its reconciler hears it)
             applier = cls(self.verifier(), self.store, self.reconciler.observe)
@@ -153,6 +181,8 @@ class ImplWorld:
         if impl_plant is not None and impl_plant not in IMPL_PLANTED:
             raise ValueError(f"unknown implementation bug {impl_plant!r}; known: {', '.join(IMPL_PLANTED)}")
         self.scope, self.impl_plant = scope, impl_plant
+        self.plant = IMPL_PLANTS[impl_plant] if impl_plant is not None else ImplPlant("")
+        self.core_cls = self.plant.core_cls
         self.names = list(REGION_NAMES[: scope.regions])
         self.tenant_names = list(TENANT_NAMES[: scope.tenants])
         self.gens = [0] * scope.tenants
@@ -188,26 +218,29 @@ class ImplWorld:
                 if len(self.tenant_names) > 1 else b"key-of-a-tenant-not-configured"
         return tenant, factory.sign(doc, secret)
 
-    # -- driving the pipeline generator -----------------------------------------
-    @staticmethod
-    def _drive(gen, reply, store):
-        """Advance ``gen`` with ``reply`` to its next WAL append (returned) or its response."""
-        while True:
-            try:
-                eff = gen.send(reply)
-            except StopIteration as stop:
-                return stop.value
-            reply = None
-            if isinstance(eff, Emit):
-                continue
-            if isinstance(eff, WalAppend):
-                return eff
-            if isinstance(eff, DedupGet):
-                reply = store.get(eff.tenant, eff.pcs_id, eff.now)
-            elif isinstance(eff, DedupPut):
-                reply = store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
-            else:  # pragma: no cover - a new effect type
-                raise TypeError(type(eff).__name__)
+    # -- driving the verification core (flk.impl.verifier.core: the production decision path) --
+    def _steps_3_to_8(self, r: _Region, batch: VerifyBatch) -> None:
+        """Steps 3-8 of ``batch`` on the region's store: ONE ``get_many``, ONE
+        ``put_many_if_absent`` (as :func:`flk.impl.verifier.core.run_requests` does);
+        the batch's home answers go to the WAL for its segment's manifest."""
+        keys = batch.verify()
+        if keys:
+            batch.found(r.store.get_many(keys, batch.now))
+            writes = batch.writes()
+            if writes:
+                batch.recorded(r.store.put_many_if_absent(writes, batch.now, batch.v.limits.ttl_s))
+        r.log.note_answers(batch.notes())
+
+    def _restart(self, r: _Region) -> None:
+        """The server's start-up replay of the whole inbox WAL through the core: one
+        replay batch per run of records received at one time (``now = received_at``)."""
+        r.up = True
+        entries = [(i, decode_inbox_record(p)) for i, p in r.log.records(0)]
+        records = [rec for _, rec in entries]
+        for start, end in same_time_runs(records):
+            batch = self.core_cls.from_records(r.verifier(), records[start:end], records[start].received_at,
+                                               indexes=[i for i, _ in entries[start:end]])
+            self._steps_3_to_8(r, batch)
 
     def do(self, kind: str, args: tuple) -> None:
         self.now += 1.0
@@ -230,24 +263,25 @@ class ImplWorld:
             i = len(self.subs)
             self.subs.append({"region": r.name, "tenant": tenant, "pcs_id": doc["pcs_id"],
                               "digest": payload_digest(doc), "good": k == 0})
-            gen = r.verifier().handle(Request(json.dumps(doc).encode(), tenant), now)
-            eff = self._drive(gen, None, r.store)
-            if isinstance(eff, WalAppend):
-                idx = r.log.append(encode_inbox_record(InboxRecord(eff.tenant, eff.received_at, eff.region,
-                                                                   eff.body)))
-                r.waiting.append((idx, gen, i))
+            batch = self.core_cls(r.verifier(), now)
+            appends = batch.admit([Request(json.dumps(doc).encode(), tenant)])
+            if appends:  # step 2 without the fsync: the model's ``sync`` makes it durable
+                a = appends[0]
+                idx = r.log.append(encode_inbox_record(InboxRecord(a.tenant, a.received_at, a.region, a.body)))
+                batch.wal_written(idx)
+                r.waiting.append((idx, batch, i))
             else:  # refused before the WAL (not expected for these requests)
-                r.answers[i] = eff.status
+                r.answers[i] = batch.responses[0].status
         elif kind == "sync":
             r.log.sync()
         elif kind == "process":
             still = []
-            for idx, gen, i in r.waiting:
+            for idx, batch, i in r.waiting:
                 if idx < r.log.durable_index:
-                    resp = self._drive(gen, idx, r.store)
-                    r.answers[i] = resp.status
+                    self._steps_3_to_8(r, batch)
+                    r.answers[i] = batch.responses[0].status
                 else:
-                    still.append((idx, gen, i))
+                    still.append((idx, batch, i))
             r.waiting = still
         elif kind == "ship":
             if r.up and not r.partitioned:
@@ -259,8 +293,7 @@ class ImplWorld:
             r.waiting = []
             r._open()
         elif kind == "restart":
-            r.up = True
-            replay_log(r.verifier(), r.log, r.store)
+            self._restart(r)
         elif kind == "partition":
             r.partitioned = True
         elif kind == "heal":
@@ -298,8 +331,7 @@ class ImplWorld:
         for r in self.regions.values():
             r.partitioned = False
             if not r.up:
-                r.up = True
-                replay_log(r.verifier(), r.log, r.store)
+                self._restart(r)
             self.do("sync", (self.names.index(r.name),))
             self.do("process", (self.names.index(r.name),))
         for _ in range(2):
