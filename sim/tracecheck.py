@@ -74,6 +74,7 @@ class TraceReport:
     unmapped: list[str] = field(default_factory=list)
     auth_compared: int = 0
     auth_ambiguous: int = 0
+    replicated: bool = False  # INV-CONVERGENCE is compared only then
 
     @property
     def ok(self) -> bool:
@@ -82,6 +83,8 @@ class TraceReport:
     def by_invariant(self) -> dict[str, dict]:
         """``{INV-ID: {"ok", "violations", "first"}}`` for every invariant a comparison stands for."""
         out: dict[str, dict] = {inv: {"ok": True, "violations": 0, "first": None} for inv in INVARIANTS}
+        if not self.replicated:
+            out["INV-CONVERGENCE"]["note"] = "not exercised: no replication"
         for v in self.violations:
             row = out[v["invariant"]]
             row["ok"] = False
@@ -271,10 +274,12 @@ class _Checker:
         want = queue.pop(0)
         if want != got:
             if (want[0], want[1]) != (got[0], got[1]):
-                inv = "INV-VERIFY-BEFORE-DEDUP"
                 queue.insert(0, want)
-            else:
-                inv = "INV-IDEMPOTENT-REPLAY" if want[3] == got[3] else "INV-FWW"
+                self.bad("INV-VERIFY-BEFORE-DEDUP", e, "the restart replay reached the store with a record where "
+                         "the model's next verified record is another (one the model does not verify, or out of "
+                         "WAL order)", model=list(want), simulator=list(got))
+                return
+            inv = "INV-IDEMPOTENT-REPLAY" if want[3] == got[3] else "INV-FWW"
             self.bad(inv, e, "the restart replay differs from the model's", model=list(want), simulator=list(got))
 
     def replay_done(self, e: dict) -> None:
@@ -307,17 +312,20 @@ class _Checker:
             sim[e["region"]][(e["tenant"], e["pcs_id"])] = (e["digest"], e["status"], e)
         good = {(rec.sub.tenant, rec.sub.pcs_id, rec.sub.payload_digest) for m in self.models.values()
                 for rec in m.wal if rec.sub.key_id == GOOD}
+        good_any = {(p, d) for _, p, d in good}
+        self.rep.replicated = replicated
         for name, m in sorted(self.models.items()):
             if name in self.dead:
                 continue
             have = sim.get(name, {})
-            for key, (digest, status, e) in sorted(have.items()):
+            for key, (digest, _status, e) in sorted(have.items()):
                 o = m.dedup.get(key)
                 if o is None or o.payload_digest != digest:
-                    inv = ("INV-VERIFY-BEFORE-DEDUP" if (key[0], key[1], digest) not in good else "INV-FWW")
+                    inv = ("INV-FWW" if (key[0], key[1], digest) in good else
+                           "INV-TENANT-ISOLATION" if (key[1], digest) in good_any else "INV-VERIFY-BEFORE-DEDUP")
                     self.bad(inv, e, "the final store holds an outcome the model does not", pcs_id=key[1],
                              model=None if o is None else o.payload_digest, simulator=digest)
-            for key, o in sorted(m.dedup.items()):
+            for key in sorted(m.dedup):
                 if key not in have:
                     e = {"t_us": entries[0]["t_us"] if entries else 0, "type": "final.entry", "region": name}
                     self.bad("INV-CONVERGENCE" if replicated else "INV-NO-ACKED-LOSS", e,
@@ -400,3 +408,29 @@ def check_trace(events: Iterable[dict], scenario: dict | None = None) -> TraceRe
     elif rep.unmapped:
         rep.verdict = "unknown"
     return rep
+
+
+def three_verdicts(events: list[dict], scenario: dict, invariants: list[dict]) -> dict:
+    """One seed, three judges, by INV-ID: the in-sim checkers (``invariants``: the run's
+    ``results["invariants"]``), the black-box history checker (:mod:`flk.sim.observed`) and
+    the model (:func:`check_trace`). A judge that does not speak to an invariant is absent
+    from its row; ``ok`` is False when any judge finds a violation (``unknown`` from the
+    model counts as no finding, and says so)."""
+    from .observed import check_run
+
+    model = check_trace(events, scenario)
+    black = check_run(events)
+    rows: dict[str, dict] = {}
+    for c in invariants:
+        if c["id"].startswith("INV-"):
+            rows.setdefault(c["id"], {})["in_sim"] = ("VIOLATED" if not c["ok"] else
+                                                      "ok" if c.get("exercised", True) else "n/a")
+    for inv, n in black.by_invariant().items():
+        rows.setdefault(inv, {})["black_box"] = "ok" if n == 0 else "VIOLATED"
+    for inv, row in model.by_invariant().items():
+        rows.setdefault(inv, {})["model"] = ("VIOLATED" if not row["ok"] else "n/a" if row.get("note") else
+                                             "unknown" if model.verdict == "unknown" else "ok")
+    ok = all(v != "VIOLATED" for row in rows.values() for v in row.values())
+    return {"ok": ok, "by_invariant": dict(sorted(rows.items())), "model": model.as_dict(),
+            "black_box": {k: v for k, v in black.as_dict().items() if k != "anomalies"}
+            | {"anomalies": [a.as_dict() for a in black.anomalies[:10]]}}
