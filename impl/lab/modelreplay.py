@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..agent import factory
@@ -357,8 +357,6 @@ class ImplWorld:
 def _reference_model(scope, steps: list[str]) -> tuple[set[str], str | None]:
     """Invariants the reference model (no planted bug) violates on the same steps, and the
     first step it cannot take (None when it takes them all)."""
-    from dataclasses import replace
-
     from ...model.explore import Machine
 
     m = Machine(replace(scope, plant=None))
@@ -374,9 +372,27 @@ def _reference_model(scope, steps: list[str]) -> tuple[set[str], str | None]:
     return bad, None
 
 
-def replay_counterexample(scope, cex: dict, impl_plant: str | None = None) -> dict:
-    """Carry out ``cex``'s steps on the implementation and on the reference model; the
-    verdict says who shows a violation: the model under check, the implementation, both."""
+def _verdict(model_v: set, impl_v: set, ref_v: set, who: str = "implementation") -> str:
+    """Who shows a violation: the model under check, ``who`` (the lockstep implementation or
+    the simulator), both -- judged against the reference model on the same steps."""
+    shown = ", ".join(sorted(impl_v))
+    if impl_v and not ref_v:
+        return (f"implementation bug: the {who} violates {shown} on a trace the reference model keeps"
+                + (" (the model under check shows it too)" if impl_v & model_v else ""))
+    if model_v & impl_v:
+        return f"both: the {who} shows the same violation"
+    if model_v and not impl_v:
+        return f"model bug: the {who} keeps every checked invariant on this trace"
+    if impl_v:
+        return f"both, different invariants ({who}: {shown})"
+    return "neither"
+
+
+def replay_counterexample(scope, cex: dict, impl_plant: str | None = None, simulator: bool = True) -> dict:
+    """Carry out ``cex``'s steps on the implementation (lockstep, :class:`ImplWorld`) and, with
+    ``simulator``, on the simulator as a scenario with an explicit schedule
+    (:func:`simulate_counterexample`); each verdict says who shows a violation: the model under
+    check, the implementation, both (against the reference model on the same steps)."""
     from ...model.explore import Machine
 
     m = Machine(scope)
@@ -388,23 +404,146 @@ def replay_counterexample(scope, cex: dict, impl_plant: str | None = None) -> di
         world.do(act.kind, act.args)
         world.check(n)
     world.quiesce_and_check_convergence()
+    world.check("heal and quiescence")  # type: ignore[arg-type]
     model_v = {cex["invariant"]} if cex.get("kind") == "safety" else set()
     ref_v, ref_stuck = _reference_model(scope, labels)
     impl_v = set(world.violations)
-    shown = ", ".join(sorted(impl_v))
-    if impl_v and not ref_v:
-        verdict = (f"implementation bug: the implementation violates {shown} on a trace the reference model "
-                   "keeps" + (" (the model under check shows it too)" if impl_v & model_v else ""))
-    elif model_v & impl_v:
-        verdict = "both: the implementation shows the same violation"
-    elif model_v and not impl_v:
-        verdict = "model bug: the implementation keeps every checked invariant on this trace"
-    elif impl_v:
-        verdict = f"both, different invariants (implementation: {shown})"
-    else:
-        verdict = "neither"
-    return {"verdict": verdict, "model_violated": sorted(model_v), "impl_violated": sorted(impl_v),
-            "reference_model_violated": sorted(ref_v), "reference_model_note": ref_stuck,
-            "impl_details": world.violations, "steps": len(labels), "impl_plant": impl_plant,
-            "answers": {r.name: {f"#{i + 1}": s for i, s in sorted(r.answers.items())}
-                        for r in world.regions.values()}}
+    out = {"verdict": _verdict(model_v, impl_v, ref_v), "model_violated": sorted(model_v),
+           "impl_violated": sorted(impl_v), "reference_model_violated": sorted(ref_v),
+           "reference_model_note": ref_stuck, "impl_details": world.violations, "steps": len(labels),
+           "impl_plant": impl_plant,
+           "answers": {r.name: {f"#{i + 1}": s for i, s in sorted(r.answers.items())}
+                       for r in world.regions.values()}}
+    if simulator:
+        sim = simulate_counterexample(scope, labels, impl_plant)
+        if sim.get("violated") is not None:
+            sim["verdict"] = _verdict(model_v, set(sim["violated"]), ref_v, "simulator")
+        out["simulator"] = sim
+    return out
+
+
+SLOT_S = 0.25  # simulated seconds per model step (a request is answered within ~20 ms)
+LOST_S = 0.003  # after its submit: the record is appended, not yet fsynced (fsync_ms = 5)
+UNANSWERED_S = 0.008  # after its submit: durable, not yet answered (two 5 ms store calls to go)
+
+
+def schedule_scenario(scope, labels: list[str]) -> tuple[dict, list[str]]:
+    """The model steps ``labels`` as a simulator scenario with an explicit schedule (raw
+    scenario data, not yet merged with the defaults) and the notes on the mapping.
+
+    One step per :data:`SLOT_S`. ``submit`` -> a ``[[schedule]]`` submit; ``ship`` -> ship;
+    ``replay d<-s`` -> d's reader polls (every stream); ``crash`` / ``restart`` / ``partition``
+    (until its ``heal``) / ``rotate`` -> ``[[faults]]`` at the step's time. ``sync`` and
+    ``process`` have no operation: a simulated region fsyncs a batch and answers it by itself
+    within the step; a ``crash`` that the model takes before them is placed
+    :data:`LOST_S` / :data:`UNANSWERED_S` after the submit instead. Latencies are constants,
+    the shipper and readers run by themselves only after the schedule (their interval is the
+    schedule's length), so the steps happen in the model's order."""
+    from ...model.explore import KINDS, REGION_NAMES, Machine
+
+    m = Machine(replace(scope, plant=None))
+    by_label = {a.label(m): a for a in m.actions}
+    names = list(REGION_NAMES[: scope.regions])
+    schedule: list[dict] = []
+    faults: list[dict] = []
+    notes: list[str] = []
+    pending: dict[int, tuple[str, float]] = {}
+    parts: dict[int, float] = {}
+    for n, label in enumerate(labels, 1):
+        act, t = by_label[label], round(n * SLOT_S, 6)
+        k, a = act.kind, act.args
+        if k == "submit":
+            r, key, d, kind = a
+            t_i, p = divmod(key, scope.keys)
+            schedule.append({"at_s": t, "op": "submit", "region": names[r], "tenant": f"t{t_i}", "pcs": p + 1,
+                             "payload": d + 1, "signature": KINDS[kind]})
+            pending[r] = ("appended", t)
+        elif k == "sync":
+            if r_p := pending.get(a[0]):
+                pending[a[0]] = ("durable", r_p[1])
+        elif k == "process":
+            pending.pop(a[0], None)
+        elif k == "crash":
+            state = pending.pop(a[0], None)
+            at = t if state is None else round(state[1] + (LOST_S if state[0] == "appended" else UNANSWERED_S), 6)
+            if state is not None:
+                notes.append(f"step {n} ({label}) placed {1000 * (at - state[1]):.0f} ms after its region's submit "
+                             f"({'before the fsync' if state[0] == 'appended' else 'durable, before the answer'})")
+            faults.append({"kind": "crash", "at_s": at, "target": names[a[0]]})
+        elif k == "restart":
+            faults.append({"kind": "restart", "at_s": t, "target": names[a[0]]})
+        elif k == "partition":
+            parts[a[0]] = t
+        elif k == "heal":
+            start = parts.pop(a[0])
+            faults.append(_partition(names, a[0], start, t))
+        elif k == "ship":
+            schedule.append({"at_s": t, "op": "ship", "region": names[a[0]]})
+        elif k == "replay":
+            schedule.append({"at_s": t, "op": "read", "region": names[a[0]]})
+            notes.append(f"step {n} ({label}): {names[a[0]]}'s reader polls every stream")
+        elif k == "rotate":
+            faults.append({"kind": "rotate_key", "at_s": t, "tenant": f"t{a[0]}"})
+    for r, start in parts.items():  # healed by the heal phase after the schedule
+        faults.append(_partition(names, r, start, None))
+    duration = round((len(labels) + 1) * SLOT_S, 6)
+    raw = {
+        "scenario": {"name": "model-counterexample", "description": "a model counterexample as an explicit "
+                     "schedule (flk check model --replay)", "duration_s": duration,
+                     "quiescence_s": round(2 * duration + 2.0, 6)},
+        "region_defaults": {"group_commit_ms": 0.0, "fsync_ms": 5.0, "store_ms": 5.0, "torn_writes": False},
+        "network": {"latency_ms": 1.0, "region_latency_ms": 1.0},
+        "workload": {"agents": 1, "rate_per_s": 0.0, "tenants": scope.tenants, "max_attempts": 1,
+                     "rotation_overlap_s": 1_000_000.0},
+        "replication": {"enabled": scope.regions > 1, "ship_interval_s": duration, "read_interval_s": duration,
+                        "upload_ms": 5.0, "copy_retry_s": 0.01},
+        "regions": [{"id": name} for name in names],
+        "faults": sorted(faults, key=lambda f: f["at_s"]),
+        "schedule": schedule,
+    }
+    return raw, notes
+
+
+def _partition(names: list[str], r: int, start: float, end: float | None) -> dict:
+    f = {"kind": "partition", "at_s": start, "a": [names[r]], "b": [x for x in names if x != names[r]]}
+    if end is not None:
+        f["duration_s"] = round(end - start, 6)
+    return f
+
+
+def simulate_counterexample(scope, labels: list[str], impl_plant: str | None = None) -> dict:
+    """Run the model steps ``labels`` on the simulator (:func:`schedule_scenario`) with the
+    implementation bug ``impl_plant`` planted through the simulator's seams, and judge the run
+    three ways (in-sim checkers, black-box history checker, the model's trace check:
+    :func:`flk.sim.tracecheck.three_verdicts`); ``violated``: the invariants any judge finds
+    violated (None: the bug cannot be planted in the simulator)."""
+    import copy
+
+    import tomli_w
+
+    from ...sim import api
+    from ...sim.scenario import DEFAULTS, Scenario, validate
+
+    raw, notes = schedule_scenario(scope, labels)
+    data = copy.deepcopy(DEFAULTS)
+    for name, value in raw.items():
+        if isinstance(value, dict):
+            data[name].update(value)
+        else:
+            data[name] = value
+    validate(data)
+    plant = IMPL_PLANTS[impl_plant] if impl_plant is not None else ImplPlant("", sim={})
+    out: dict = {"scenario_toml": tomli_w.dumps(data), "mapping_notes": notes}
+    if plant.sim is None:
+        return out | {"violated": None, "verdict": f"not run: the simulator has no seam for {impl_plant!r}"}
+    res = api.run(Scenario("model-counterexample", "", data), seed=1, plots=False, check_model=True, **plant.sim)
+    from ...model.explore import Machine
+
+    m = Machine(replace(scope, plant=None))
+    expressed = set(m.safety()) | set(m.liveness())  # what the model speaks to (not the client's retries)
+    rows = res.results["verdicts"]["by_invariant"]
+    violated = {inv for inv, row in rows.items() if "VIOLATED" in row.values()}
+    return out | {"violated": sorted(violated & expressed), "not_in_the_model": sorted(violated - expressed),
+                  "by_invariant": rows, "digest": res.digest,
+                  "model_trace": {k: res.results["verdicts"]["model"][k] for k in ("verdict", "steps", "unmapped")},
+                  "answers": {e["req"]: e["status"] for e in res.history.events if e["type"] == "client.recv"}}
