@@ -2,8 +2,9 @@
 
 Why this module exists: a counterexample of ``flk check model`` is a sequence of
 the model's actions. This driver carries the same sequence out on real
-implementation regions -- the verifier (:class:`flk.impl.verifier.pipeline.Verifier`,
-its generator driven step by step), the inbox WAL (:class:`SegmentedLog` on the
+implementation regions -- the verification core
+(:class:`flk.impl.verifier.core.VerifyBatch`, the only production decision path,
+its steps called one by one as the server's batch driver calls them), the inbox WAL (:class:`SegmentedLog` on the
 crashable disk :class:`flk.impl.testing.crashfs.CrashableMemoryFileSystem`),
 a dedup store, the shipper, one reader + replay applier per peer
 (:mod:`flk.impl.replication.shipping`, ``reading``, ``applying``) and the reconciler -- sharing one object
@@ -16,18 +17,20 @@ Action mapping (model -> implementation):
 * ``submit r key d kind``: a PCS of that tenant and pcs_id, payload variant
   ``d``, signed with the tenant's current key (good), a key nobody has
   (forged) or another tenant's key (other), sent with ``X-Tenant-Id`` of its
-  tenant; the verifier's generator is run to its ``WalAppend`` effect, which
-  is appended to the WAL *without* fsync; the client waits.
-* ``sync r``: ``SegmentedLog.sync()``. ``process r``: every waiting request
-  whose record is durable resumes through the pipeline (verify, dedup) and is
-  answered, in WAL order.
+  tenant; a one-request core batch is admitted (step 1) and its record
+  appended to the WAL *without* fsync (step 2 then says where); the client waits.
+* ``sync r``: ``SegmentedLog.sync()``. ``process r``: every waiting batch
+  whose record is durable runs steps 3-8 (``verify``, ONE ``get_many``,
+  ``found``, ONE ``put_many_if_absent``, ``recorded``) and is answered, in WAL
+  order; its home answers go to the WAL for the segment's manifest.
 * ``ship r``: the shipper seals (which fsyncs) and uploads sealed segments.
   ``replay dst<-src``: dst's reader of src's stream polls and applies.
 * ``crash r``: power cut of the disk (unsynced bytes lost), the WAL, shipper
   and readers reopen from durable state, waiting clients are lost; the dedup
   store and the reconciler are separate services and keep their state (the
   model's durable store). ``restart r``: the server's start-up replay of the
-  whole inbox WAL (:func:`flk.impl.verifier.core.replay_log`).
+  whole inbox WAL through the core (``VerifyBatch.from_records``, one batch per
+  run of records received at one time, as the server and the simulator do).
 * ``partition`` / ``heal``: the region's shipper and readers are not called
   while partitioned. ``rotate t``: a new key for the tenant in every region,
   old keys stay valid.
@@ -39,8 +42,17 @@ stored outcome is the payload of a submission of that tenant with a good
 signature), INV-WAL-FIRST (nothing answered or shipped beyond the durable WAL
 index); at the end INV-CONVERGENCE after a heal-and-quiesce phase (every
 region's reconciler holds the same authoritative map, the earliest stored
-outcome per key). Not mapped: the replay through the simulator as a scheduled
-scenario (not built).
+outcome per key), and every check once more after it.
+
+The same steps run on the simulator (:func:`simulate_counterexample`) as a
+scenario with an explicit schedule (:func:`schedule_scenario`: ``[[schedule]]``
+submit / ship / read and ``[[faults]]`` at explicit times, checked by the one
+scenario schema), judged by the in-sim checkers, the black-box history checker
+and the model's trace check (:mod:`flk.sim.tracecheck`). Implementation bugs
+are planted by name (:data:`IMPL_PLANTS`) through the same seams in both
+drivers where the simulator has one. Each verdict is against the reference
+model (no planted bug) on the same steps: *model bug*, *implementation bug* or
+*both*.
 """
 
 from __future__ import annotations
@@ -486,8 +498,14 @@ def schedule_scenario(scope, labels: list[str]) -> tuple[dict, list[str]]:
             faults.append({"kind": "rotate_key", "at_s": t, "tenant": f"t{a[0]}"})
     for r, start in parts.items():  # healed by the heal phase after the schedule
         faults.append(_partition(names, r, start, None))
-    duration = round((len(labels) + 1) * SLOT_S, 6)
-    raw = {
+    return _scenario_data(scope, names, len(labels), schedule, faults), notes
+
+
+def _scenario_data(scope, names: list[str], steps: int, schedule: list[dict], faults: list[dict]) -> dict:
+    """Constant latencies, one agent that sends nothing by itself, replication that runs by
+    itself only after the schedule, old keys valid for the whole run (as in the model)."""
+    duration = round((steps + 1) * SLOT_S, 6)
+    return {
         "scenario": {"name": "model-counterexample", "description": "a model counterexample as an explicit "
                      "schedule (flk check model --replay)", "duration_s": duration,
                      "quiescence_s": round(2 * duration + 2.0, 6)},
@@ -501,7 +519,6 @@ def schedule_scenario(scope, labels: list[str]) -> tuple[dict, list[str]]:
         "faults": sorted(faults, key=lambda f: f["at_s"]),
         "schedule": schedule,
     }
-    return raw, notes
 
 
 def _partition(names: list[str], r: int, start: float, end: float | None) -> dict:
