@@ -128,6 +128,7 @@ class _Checker:
         self.rid: dict[tuple[str, int], int] = {}
         self.verdicts: dict[tuple[str, str, str], int] = {}
         self.rotated = False
+        self.clock_moved = False
         self.dead: set[str] = set()  # regions whose model stopped (an unmapped step)
         self.durable_at: dict[int, float] = {}
         self.replaying: dict[str, list[tuple]] = {}
@@ -332,7 +333,7 @@ class _Checker:
                     e = {"t_us": entries[0]["t_us"] if entries else 0, "type": "final.entry", "region": name}
                     self.bad("INV-CONVERGENCE" if replicated else "INV-NO-ACKED-LOSS", e,
                              "the model's store holds an outcome the final store lacks", pcs_id=key[1])
-        if replicated:
+        if replicated and not self.clock_moved:  # first_seen is a region's wall clock: skewed, the order is not ours
             self._auth(auths)
 
     def _peer_order(self, m: Region, key, digest: str) -> bool:
@@ -406,6 +407,7 @@ def check_trace(events: Iterable[dict], scenario: dict | None = None) -> TraceRe
                 c.rotated = True
             elif e["kind"] in UNMAPPED_FAULTS:
                 c.unmapped(f"fault {e['kind']}")
+                c.clock_moved = c.clock_moved or e["kind"] in ("clock_skew", "clock_jump")
         elif kind == "final.entry":
             entries.append(e)
         elif kind == "final.auth":
