@@ -47,7 +47,10 @@ key. Not mapped (the verdict is then ``unknown``): 503 answers (store or WAL
 outages), WAL corruption, clock faults, shard loss and migration.
 
 Violations are named by the invariant the failed comparison stands for
-(spec/INVARIANTS.md). Pure: events in, a :class:`TraceReport` out.
+(spec/INVARIANTS.md); after a region's first one its later steps are not
+judged. The model sees statuses, replay flags, digests and stored flags, not
+response bodies (a replay that re-serialises an answer is the in-sim
+checkers' to find). Pure: events in, a :class:`TraceReport` out.
 """
 
 from __future__ import annotations
@@ -150,8 +153,14 @@ class _Checker:
         return m
 
     def bad(self, inv: str, e: dict, why: str, **fields) -> None:
-        self.rep.violations.append({"invariant": inv, "t_us": e["t_us"], "event": e["type"],
-                                    "region": e.get("region", e.get("target")), "why": why, **fields})
+        """A step the model cannot take or an answer it would not give. The region's model
+        and the run have parted there: its later steps are not judged (they would only
+        repeat the first difference under other names)."""
+        region = e.get("region", e.get("target"))
+        self.rep.violations.append({"invariant": inv, "t_us": e["t_us"], "event": e["type"], "region": region,
+                                    "why": why, **fields})
+        if region in self.models and e["type"] not in ("final.entry", "final.auth"):
+            self.dead.add(region)
 
     def unmapped(self, what: str, region: str | None = None) -> None:
         if what not in self.rep.unmapped:
