@@ -13,6 +13,7 @@ the correct implementation is clean in both.
 
 from __future__ import annotations
 
+import json
 import tomllib
 
 from flk.impl.lab.modelreplay import replay_counterexample, schedule_scenario
@@ -95,3 +96,19 @@ def test_schedule_tables_are_checked_by_the_scenario_schema():
             assert exc.key == key, (item, exc)
         else:
             raise AssertionError(f"accepted {item}")
+
+
+def test_inv_verify_before_dedup_check_model_cli_prints_both_replay_verdicts(tmp_path, capsys):
+    from flk.impl.lab.cli import main
+
+    out = tmp_path / "cex.json"
+    rc = main(["check", "model", "--regions", "2", "--tenants", "1", "--writes", "1", "--bad", "1",
+               "--plant", "replay-skips-verify", "--symmetry", "on", "--replay",
+               "--impl-plant", "verify-trusts-tenant", "--out", str(out)])
+    assert rc == 1
+    text = capsys.readouterr().out
+    assert "replay on the implementation: implementation bug" in text
+    assert "replay on the simulator (explicit schedule): implementation bug" in text
+    sim = json.loads(out.read_text())["replay"]["INV-VERIFY-BEFORE-DEDUP"]["simulator"]
+    assert "INV-VERIFY-BEFORE-DEDUP" in sim["violated"]
+    assert tomllib.loads(sim["scenario_toml"])["schedule"][0]["signature"] == "forged"
