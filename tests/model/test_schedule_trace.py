@@ -75,3 +75,14 @@ def test_inv_verify_before_dedup_restart_replay_mutant_is_an_implementation_bug_
     assert sim["verdict"].startswith("implementation bug")
     assert sim["by_invariant"]["INV-VERIFY-BEFORE-DEDUP"] == {"in_sim": "ok", "model": "VIOLATED"}
     assert list(sim["answers"].values()) == [401]  # the live path refused it; the restart stored it
+
+
+def test_inv_a_run_the_model_cannot_map_is_unknown_not_a_pass():
+    """A store outage answers 503 after the WAL append: the model has no such step, so the
+    region is no longer judged and the verdict is ``unknown`` (never a silent pass)."""
+    res = api.run("dedup-outage", seed=1, overrides=["scenario.duration_s=6", "scenario.quiescence_s=3"],
+                  plots=False)
+    rep = check_trace(res.history.events, res.scenario.data)
+    assert rep.verdict == "unknown" and rep.violations == []
+    assert rep.unmapped == ["503 answers (store or WAL outage)"] and rep.steps > 100
+    assert rep.by_invariant()["INV-CONVERGENCE"]["note"].startswith("not exercised")
