@@ -103,13 +103,16 @@ def planted_world_kwargs(plant: str | None) -> dict:
 
 
 def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = None, plots: bool = True,
-        progress: bool = False, plant: str | None = None, force: bool = False, **world_kwargs) -> RunResult:
+        progress: bool = False, plant: str | None = None, force: bool = False, check_model: bool = False,
+        **world_kwargs) -> RunResult:
     """Run a scenario (name, path or :class:`Scenario`); ``world_kwargs`` go to :class:`World`.
     With ``out`` the artifacts go to ``out/<scenario>/<seed>/`` (see :func:`save`); ``progress``
     shows a bar over simulated time on an interactive stderr; ``plant`` names a planted bug
     (``flk.impl.testing.planted``), recorded in the results so replay and shrink rerun it. A run
     folder holding a *different* run (other scenario content, overrides or planted bug) is never
-    replaced unless ``force`` (:func:`check_run_dir`)."""
+    replaced unless ``force`` (:func:`check_run_dir`). ``check_model``: also judge the history by
+    the black-box checker and the model (:func:`flk.sim.tracecheck.three_verdicts`, in
+    ``results["verdicts"]``); a violation either finds makes the run invalid."""
     from . import progress as progress_bars
 
     sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
@@ -148,6 +151,11 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
         "parameters": {"overrides": list(overrides), **({"plant": plant} if plant else {})},
         "stamp": {**artifacts.stamp(seed, list(sc.overrides), source_identity(sc), plant=plant), "run_key": key},
     }
+    if check_model:
+        from .tracecheck import three_verdicts
+
+        results["verdicts"] = three_verdicts(events, sc.data, results["invariants"])
+        results["valid"] = results["valid"] and results["verdicts"]["ok"]
     res = RunResult(sc, seed, history, results, metrics.timeseries(events), None)
     if out is not None:
         save(res, Path(out), plots=plots, force=force)

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import faults, topology
+from . import faults, schedule, topology
 from .faults import FAULT_KINDS
 from .metrics import METRICS, REPLICATION_METRICS
 from .schema import (
@@ -187,7 +187,7 @@ REGRESSION_FIELDS = (
     Field("overrides", "str_list", [], "key=value overrides"),
     Field("expect", "list", [], "expected counts: tables with type, where (field filter), min, max"),
 )
-LIST_SECTIONS = ("regions", "faults", "slo", "policies")
+LIST_SECTIONS = ("regions", "faults", "slo", "policies", "schedule")  # schedule: optional (flk.sim.schedule)
 
 
 def _defaults() -> dict[str, Any]:
@@ -322,6 +322,10 @@ def _validate_lists(data: dict, ctx: Context) -> None:
     for i, spec in enumerate(data["faults"]):
         faults.validate(spec, f"faults.{i}", ctx)
     replicated = bool(data["replication"]["enabled"]) and len(ctx.regions) > 1
+    if "schedule" in data:
+        if not isinstance(data["schedule"], list):
+            raise ScenarioError("schedule", "must be a list of tables ([[schedule]])")
+        schedule.validate(data["schedule"], ctx, replicated)
     for i, slo in enumerate(data["slo"]):
         check_table(slo, SLO_FIELDS, f"slo.{i}", ctx)
         if slo["metric"] in REPLICATION_METRICS and not replicated:
@@ -466,6 +470,9 @@ def reference_markdown() -> str:
             "## [[policies]]", "", "Operator policies the simulator reconciles (`flk.sim.operator`): a policy "
             "document (`kind`, `name`, `spec`: the schema of spec/OPERATOR.md) plus these keys:", "",
             *_field_rows(_operator_fields()), "",
+            "## [[schedule]]", "", "Optional: explicit operations at explicit times (flk.sim.schedule; a model "
+            "counterexample replayed on the simulator). Faults at explicit times stay in `[[faults]]`.", "",
+            *_field_rows(schedule.FIELDS), "",
             "## [[faults]]", "", "Every fault has these keys:", "", *_field_rows(faults.COMMON), ""]
     seen: set[str] = set()
     for kind in FAULT_KINDS:

@@ -40,7 +40,7 @@ class ScenarioError(ValueError):
 
 
 LIST_ITEMS = {"faults": "fault", "regions": "region", "slo": "SLO", "links": "link", "headline": "headline figure",
-              "expect": "expectation"}
+              "expect": "expectation", "schedule": "schedule item"}
 
 
 def ordinals(key: str) -> str:

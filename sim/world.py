@@ -15,7 +15,7 @@ from flk.impl.verifier.core import VerifyBatch
 from flk.impl.verifier.pipeline import Verifier
 from flk.impl.verifier.tenants import Tenant, TenantKey, TenantRegistry
 
-from . import faults, operator, topology
+from . import faults, operator, schedule, topology
 from .history import History
 from .net import LinkSpec, Network
 from .region import SIM_EPOCH, Region, body_sha
@@ -244,6 +244,8 @@ class World:
             env.process(self._fault_proc(f))
         if self.scenario.data["nemesis"]["enabled"]:
             env.process(self._nemesis())
+        if self.scenario.data.get("schedule"):  # explicit operations (flk.sim.schedule)
+            env.process(schedule.run(self))
         env.process(self._heal_all())
         for rep in self.repl.values():
             env.process(rep.run())

@@ -2,8 +2,9 @@
 
 Why this module exists: a counterexample of ``flk check model`` is a sequence of
 the model's actions. This driver carries the same sequence out on real
-implementation regions -- the verifier (:class:`flk.impl.verifier.pipeline.Verifier`,
-its generator driven step by step), the inbox WAL (:class:`SegmentedLog` on the
+implementation regions -- the verification core
+(:class:`flk.impl.verifier.core.VerifyBatch`, the only production decision path,
+its steps called one by one as the server's batch driver calls them), the inbox WAL (:class:`SegmentedLog` on the
 crashable disk :class:`flk.impl.testing.crashfs.CrashableMemoryFileSystem`),
 a dedup store, the shipper, one reader + replay applier per peer
 (:mod:`flk.impl.replication.shipping`, ``reading``, ``applying``) and the reconciler -- sharing one object
@@ -16,18 +17,20 @@ Action mapping (model -> implementation):
 * ``submit r key d kind``: a PCS of that tenant and pcs_id, payload variant
   ``d``, signed with the tenant's current key (good), a key nobody has
   (forged) or another tenant's key (other), sent with ``X-Tenant-Id`` of its
-  tenant; the verifier's generator is run to its ``WalAppend`` effect, which
-  is appended to the WAL *without* fsync; the client waits.
-* ``sync r``: ``SegmentedLog.sync()``. ``process r``: every waiting request
-  whose record is durable resumes through the pipeline (verify, dedup) and is
-  answered, in WAL order.
+  tenant; a one-request core batch is admitted (step 1) and its record
+  appended to the WAL *without* fsync (step 2 then says where); the client waits.
+* ``sync r``: ``SegmentedLog.sync()``. ``process r``: every waiting batch
+  whose record is durable runs steps 3-8 (``verify``, ONE ``get_many``,
+  ``found``, ONE ``put_many_if_absent``, ``recorded``) and is answered, in WAL
+  order; its home answers go to the WAL for the segment's manifest.
 * ``ship r``: the shipper seals (which fsyncs) and uploads sealed segments.
   ``replay dst<-src``: dst's reader of src's stream polls and applies.
 * ``crash r``: power cut of the disk (unsynced bytes lost), the WAL, shipper
   and readers reopen from durable state, waiting clients are lost; the dedup
   store and the reconciler are separate services and keep their state (the
   model's durable store). ``restart r``: the server's start-up replay of the
-  whole inbox WAL (:func:`flk.impl.verifier.core.replay_log`).
+  whole inbox WAL through the core (``VerifyBatch.from_records``, one batch per
+  run of records received at one time, as the server and the simulator do).
 * ``partition`` / ``heal``: the region's shipper and readers are not called
   while partitioned. ``rotate t``: a new key for the tenant in every region,
   old keys stay valid.
@@ -39,14 +42,24 @@ stored outcome is the payload of a submission of that tenant with a good
 signature), INV-WAL-FIRST (nothing answered or shipped beyond the durable WAL
 index); at the end INV-CONVERGENCE after a heal-and-quiesce phase (every
 region's reconciler holds the same authoritative map, the earliest stored
-outcome per key). Not mapped: the replay through the simulator as a scheduled
-scenario (not built).
+outcome per key), and every check once more after it.
+
+The same steps run on the simulator (:func:`simulate_counterexample`) as a
+scenario with an explicit schedule (:func:`schedule_scenario`: ``[[schedule]]``
+submit / ship / read and ``[[faults]]`` at explicit times, checked by the one
+scenario schema), judged by the in-sim checkers, the black-box history checker
+and the model's trace check (:mod:`flk.sim.tracecheck`). Implementation bugs
+are planted by name (:data:`IMPL_PLANTS`) through the same seams in both
+drivers where the simulator has one. Each verdict is against the reference
+model (no planted bug) on the same steps: *model bug*, *implementation bug* or
+*both*.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..agent import factory
@@ -57,20 +70,16 @@ from ..replication.reading import Reader, Topology
 from ..replication.reconcile import Reconciler
 from ..replication.shipping import Shipper
 from ..replication.stream import stream_name
-from ..storage.inbox import InboxRecord, encode_inbox_record
+from ..storage.inbox import InboxRecord, decode_inbox_record, encode_inbox_record
 from ..storage.objectstore import MemoryObjectStore
 from ..storage.wal import SegmentedLog
 from ..testing.crashfs import CrashableMemoryFileSystem
 from ..verifier import pipeline as _pipeline
-from ..verifier.core import replay_log
+from ..verifier.core import VerifyBatch, same_time_runs
 from ..verifier.pipeline import (
-    DedupGet,
-    DedupPut,
-    Emit,
     Request,
     Response,
     Verifier,
-    WalAppend,
     payload_digest,
 )
 from ..verifier.tenants import from_mapping
@@ -90,17 +99,48 @@ class _TrustingVerifier(Verifier):
         return who
 
 
+def _trusting(v: Verifier) -> Verifier:
+    return _TrustingVerifier(v.tenants, v.policy, v.region, v.limits, v.hooks, v.limiter, v.reject_status)
+
+
 class _ReplaySkipsVerifyApplier(ReplayApplier):
     """Planted implementation bug: records replayed from a peer are not signature-checked."""
 
     def _verifier(self, region: str) -> Verifier:
-        v = super()._verifier(region)
-        return _TrustingVerifier(v.tenants, v.policy, v.region, v.limits, v.hooks, v.limiter, v.reject_status)
+        return _trusting(super()._verifier(region))
 
 
-IMPL_PLANTED = {
-    "replay-skips-verify": "the replay applier trusts a peer's records without verifying their signature",
+class RestartReplayTrusts(VerifyBatch):
+    """Planted implementation bug in the verification core: a replay batch (the start-up
+    replay of the inbox WAL) takes a bad signature of a known tenant as verified, so a
+    restart stores what the live path answered 401. The simulator's checkers judge only
+    live dedup calls for INV-VERIFY-BEFORE-DEDUP; the model's trace check sees it."""
+
+    def __init__(self, verifier: Verifier, now: float, **kwargs) -> None:
+        super().__init__(_trusting(verifier) if kwargs.get("replay") else verifier, now, **kwargs)
+
+
+@dataclass(frozen=True)
+class ImplPlant:
+    """A named implementation bug: how :class:`ImplWorld` and the simulator's ``World`` plant it
+    (``sim``: ``World`` keyword arguments; None: the simulator has no seam for it)."""
+
+    doc: str
+    verifier_cls: type = Verifier
+    core_cls: type = VerifyBatch
+    applier_cls: type = ReplayApplier
+    sim: dict | None = None
+
+
+IMPL_PLANTS = {
+    "replay-skips-verify": ImplPlant("the replay applier trusts a peer's records without verifying their signature",
+                                     applier_cls=_ReplaySkipsVerifyApplier),
+    "verify-trusts-tenant": ImplPlant("step 4 of the core takes a known tenant's bad signature as verified",
+                                      verifier_cls=_TrustingVerifier, sim={"verifier_cls": _TrustingVerifier}),
+    "restart-replay-trusts": ImplPlant("the core's start-up WAL replay takes a known tenant's bad signature as verified",
+                                       core_cls=RestartReplayTrusts, sim={"core_cls": RestartReplayTrusts}),
 }
+IMPL_PLANTED = {name: p.doc for name, p in IMPL_PLANTS.items()}
 
 
 class _Region:
@@ -117,7 +157,7 @@ class _Region:
         self._open()
 
     def verifier(self) -> Verifier:
-        return Verifier(self.w.tenants, region=self.name)
+        return self.w.plant.verifier_cls(self.w.tenants, region=self.name)
 
     def _open(self) -> None:
         self.log = SegmentedLog(f"/{self.name}/wal", fs=self.fs)
@@ -126,7 +166,7 @@ class _Region:
         self.open_readers()
 
     def open_readers(self) -> None:
-        cls = _ReplaySkipsVerifyApplier if self.w.impl_plant == "replay-skips-verify" else ReplayApplier
+        cls = self.w.plant.applier_cls
         self.readers = {}
         for src in self.w.names:  # one reader per stream (its own too: its reconciler hears it)
             applier = cls(self.verifier(), self.store, self.reconciler.observe)
@@ -153,6 +193,8 @@ class ImplWorld:
         if impl_plant is not None and impl_plant not in IMPL_PLANTED:
             raise ValueError(f"unknown implementation bug {impl_plant!r}; known: {', '.join(IMPL_PLANTED)}")
         self.scope, self.impl_plant = scope, impl_plant
+        self.plant = IMPL_PLANTS[impl_plant] if impl_plant is not None else ImplPlant("")
+        self.core_cls = self.plant.core_cls
         self.names = list(REGION_NAMES[: scope.regions])
         self.tenant_names = list(TENANT_NAMES[: scope.tenants])
         self.gens = [0] * scope.tenants
@@ -188,26 +230,29 @@ class ImplWorld:
                 if len(self.tenant_names) > 1 else b"key-of-a-tenant-not-configured"
         return tenant, factory.sign(doc, secret)
 
-    # -- driving the pipeline generator -----------------------------------------
-    @staticmethod
-    def _drive(gen, reply, store):
-        """Advance ``gen`` with ``reply`` to its next WAL append (returned) or its response."""
-        while True:
-            try:
-                eff = gen.send(reply)
-            except StopIteration as stop:
-                return stop.value
-            reply = None
-            if isinstance(eff, Emit):
-                continue
-            if isinstance(eff, WalAppend):
-                return eff
-            if isinstance(eff, DedupGet):
-                reply = store.get(eff.tenant, eff.pcs_id, eff.now)
-            elif isinstance(eff, DedupPut):
-                reply = store.put_if_absent(eff.tenant, eff.pcs_id, eff.outcome, eff.now, eff.ttl_s)
-            else:  # pragma: no cover - a new effect type
-                raise TypeError(type(eff).__name__)
+    # -- driving the verification core (flk.impl.verifier.core: the production decision path) --
+    def _steps_3_to_8(self, r: _Region, batch: VerifyBatch) -> None:
+        """Steps 3-8 of ``batch`` on the region's store: ONE ``get_many``, ONE
+        ``put_many_if_absent`` (as :func:`flk.impl.verifier.core.run_requests` does);
+        the batch's home answers go to the WAL for its segment's manifest."""
+        keys = batch.verify()
+        if keys:
+            batch.found(r.store.get_many(keys, batch.now))
+            writes = batch.writes()
+            if writes:
+                batch.recorded(r.store.put_many_if_absent(writes, batch.now, batch.v.limits.ttl_s))
+        r.log.note_answers(batch.notes())
+
+    def _restart(self, r: _Region) -> None:
+        """The server's start-up replay of the whole inbox WAL through the core: one
+        replay batch per run of records received at one time (``now = received_at``)."""
+        r.up = True
+        entries = [(i, decode_inbox_record(p)) for i, p in r.log.records(0)]
+        records = [rec for _, rec in entries]
+        for start, end in same_time_runs(records):
+            batch = self.core_cls.from_records(r.verifier(), records[start:end], records[start].received_at,
+                                               indexes=[i for i, _ in entries[start:end]])
+            self._steps_3_to_8(r, batch)
 
     def do(self, kind: str, args: tuple) -> None:
         self.now += 1.0
@@ -230,24 +275,25 @@ class ImplWorld:
             i = len(self.subs)
             self.subs.append({"region": r.name, "tenant": tenant, "pcs_id": doc["pcs_id"],
                               "digest": payload_digest(doc), "good": k == 0})
-            gen = r.verifier().handle(Request(json.dumps(doc).encode(), tenant), now)
-            eff = self._drive(gen, None, r.store)
-            if isinstance(eff, WalAppend):
-                idx = r.log.append(encode_inbox_record(InboxRecord(eff.tenant, eff.received_at, eff.region,
-                                                                   eff.body)))
-                r.waiting.append((idx, gen, i))
+            batch = self.core_cls(r.verifier(), now)
+            appends = batch.admit([Request(json.dumps(doc).encode(), tenant)])
+            if appends:  # step 2 without the fsync: the model's ``sync`` makes it durable
+                a = appends[0]
+                idx = r.log.append(encode_inbox_record(InboxRecord(a.tenant, a.received_at, a.region, a.body)))
+                batch.wal_written(idx)
+                r.waiting.append((idx, batch, i))
             else:  # refused before the WAL (not expected for these requests)
-                r.answers[i] = eff.status
+                r.answers[i] = batch.responses[0].status
         elif kind == "sync":
             r.log.sync()
         elif kind == "process":
             still = []
-            for idx, gen, i in r.waiting:
+            for idx, batch, i in r.waiting:
                 if idx < r.log.durable_index:
-                    resp = self._drive(gen, idx, r.store)
-                    r.answers[i] = resp.status
+                    self._steps_3_to_8(r, batch)
+                    r.answers[i] = batch.responses[0].status
                 else:
-                    still.append((idx, gen, i))
+                    still.append((idx, batch, i))
             r.waiting = still
         elif kind == "ship":
             if r.up and not r.partitioned:
@@ -259,8 +305,7 @@ class ImplWorld:
             r.waiting = []
             r._open()
         elif kind == "restart":
-            r.up = True
-            replay_log(r.verifier(), r.log, r.store)
+            self._restart(r)
         elif kind == "partition":
             r.partitioned = True
         elif kind == "heal":
@@ -298,8 +343,7 @@ class ImplWorld:
         for r in self.regions.values():
             r.partitioned = False
             if not r.up:
-                r.up = True
-                replay_log(r.verifier(), r.log, r.store)
+                self._restart(r)
             self.do("sync", (self.names.index(r.name),))
             self.do("process", (self.names.index(r.name),))
         for _ in range(2):
@@ -325,8 +369,6 @@ class ImplWorld:
 def _reference_model(scope, steps: list[str]) -> tuple[set[str], str | None]:
     """Invariants the reference model (no planted bug) violates on the same steps, and the
     first step it cannot take (None when it takes them all)."""
-    from dataclasses import replace
-
     from ...model.explore import Machine
 
     m = Machine(replace(scope, plant=None))
@@ -342,9 +384,27 @@ def _reference_model(scope, steps: list[str]) -> tuple[set[str], str | None]:
     return bad, None
 
 
-def replay_counterexample(scope, cex: dict, impl_plant: str | None = None) -> dict:
-    """Carry out ``cex``'s steps on the implementation and on the reference model; the
-    verdict says who shows a violation: the model under check, the implementation, both."""
+def _verdict(model_v: set, impl_v: set, ref_v: set, who: str = "implementation") -> str:
+    """Who shows a violation: the model under check, ``who`` (the lockstep implementation or
+    the simulator), both -- judged against the reference model on the same steps."""
+    shown = ", ".join(sorted(impl_v))
+    if impl_v and not ref_v:
+        return (f"implementation bug: the {who} violates {shown} on a trace the reference model keeps"
+                + (" (the model under check shows it too)" if impl_v & model_v else ""))
+    if model_v & impl_v:
+        return f"both: the {who} shows the same violation"
+    if model_v and not impl_v:
+        return f"model bug: the {who} keeps every checked invariant on this trace"
+    if impl_v:
+        return f"both, different invariants ({who}: {shown})"
+    return "neither"
+
+
+def replay_counterexample(scope, cex: dict, impl_plant: str | None = None, simulator: bool = True) -> dict:
+    """Carry out ``cex``'s steps on the implementation (lockstep, :class:`ImplWorld`) and, with
+    ``simulator``, on the simulator as a scenario with an explicit schedule
+    (:func:`simulate_counterexample`); each verdict says who shows a violation: the model under
+    check, the implementation, both (against the reference model on the same steps)."""
     from ...model.explore import Machine
 
     m = Machine(scope)
@@ -356,23 +416,151 @@ def replay_counterexample(scope, cex: dict, impl_plant: str | None = None) -> di
         world.do(act.kind, act.args)
         world.check(n)
     world.quiesce_and_check_convergence()
+    world.check("heal and quiescence")  # type: ignore[arg-type]
     model_v = {cex["invariant"]} if cex.get("kind") == "safety" else set()
     ref_v, ref_stuck = _reference_model(scope, labels)
     impl_v = set(world.violations)
-    shown = ", ".join(sorted(impl_v))
-    if impl_v and not ref_v:
-        verdict = (f"implementation bug: the implementation violates {shown} on a trace the reference model "
-                   "keeps" + (" (the model under check shows it too)" if impl_v & model_v else ""))
-    elif model_v & impl_v:
-        verdict = "both: the implementation shows the same violation"
-    elif model_v and not impl_v:
-        verdict = "model bug: the implementation keeps every checked invariant on this trace"
-    elif impl_v:
-        verdict = f"both, different invariants (implementation: {shown})"
-    else:
-        verdict = "neither"
-    return {"verdict": verdict, "model_violated": sorted(model_v), "impl_violated": sorted(impl_v),
-            "reference_model_violated": sorted(ref_v), "reference_model_note": ref_stuck,
-            "impl_details": world.violations, "steps": len(labels), "impl_plant": impl_plant,
-            "answers": {r.name: {f"#{i + 1}": s for i, s in sorted(r.answers.items())}
-                        for r in world.regions.values()}}
+    out = {"verdict": _verdict(model_v, impl_v, ref_v), "model_violated": sorted(model_v),
+           "impl_violated": sorted(impl_v), "reference_model_violated": sorted(ref_v),
+           "reference_model_note": ref_stuck, "impl_details": world.violations, "steps": len(labels),
+           "impl_plant": impl_plant,
+           "answers": {r.name: {f"#{i + 1}": s for i, s in sorted(r.answers.items())}
+                       for r in world.regions.values()}}
+    if simulator:
+        sim = simulate_counterexample(scope, labels, impl_plant)
+        if sim.get("violated") is not None:
+            sim["verdict"] = _verdict(model_v, set(sim["violated"]), ref_v, "simulator")
+        out["simulator"] = sim
+    return out
+
+
+SLOT_S = 0.25  # simulated seconds per model step (a request is answered within ~20 ms)
+LOST_S = 0.003  # after its submit: the record is appended, not yet fsynced (fsync_ms = 5)
+UNANSWERED_S = 0.008  # after its submit: durable, not yet answered (two 5 ms store calls to go)
+
+
+def schedule_scenario(scope, labels: list[str]) -> tuple[dict, list[str]]:
+    """The model steps ``labels`` as a simulator scenario with an explicit schedule (raw
+    scenario data, not yet merged with the defaults) and the notes on the mapping.
+
+    One step per :data:`SLOT_S`. ``submit`` -> a ``[[schedule]]`` submit; ``ship`` -> ship;
+    ``replay d<-s`` -> d's reader polls (every stream); ``crash`` / ``restart`` / ``partition``
+    (until its ``heal``) / ``rotate`` -> ``[[faults]]`` at the step's time. ``sync`` and
+    ``process`` have no operation: a simulated region fsyncs a batch and answers it by itself
+    within the step; a ``crash`` that the model takes before them is placed
+    :data:`LOST_S` / :data:`UNANSWERED_S` after the submit instead. Latencies are constants,
+    the shipper and readers run by themselves only after the schedule (their interval is the
+    schedule's length), so the steps happen in the model's order."""
+    from ...model.explore import KINDS, REGION_NAMES, Machine
+
+    m = Machine(replace(scope, plant=None))
+    by_label = {a.label(m): a for a in m.actions}
+    names = list(REGION_NAMES[: scope.regions])
+    schedule: list[dict] = []
+    faults: list[dict] = []
+    notes: list[str] = []
+    pending: dict[int, tuple[str, float]] = {}
+    parts: dict[int, float] = {}
+    for n, label in enumerate(labels, 1):
+        act, t = by_label[label], round(n * SLOT_S, 6)
+        k, a = act.kind, act.args
+        if k == "submit":
+            r, key, d, kind = a
+            t_i, p = divmod(key, scope.keys)
+            schedule.append({"at_s": t, "op": "submit", "region": names[r], "tenant": f"t{t_i}", "pcs": p + 1,
+                             "payload": d + 1, "signature": KINDS[kind]})
+            pending[r] = ("appended", t)
+        elif k == "sync":
+            if r_p := pending.get(a[0]):
+                pending[a[0]] = ("durable", r_p[1])
+        elif k == "process":
+            pending.pop(a[0], None)
+        elif k == "crash":
+            state = pending.pop(a[0], None)
+            at = t if state is None else round(state[1] + (LOST_S if state[0] == "appended" else UNANSWERED_S), 6)
+            if state is not None:
+                notes.append(f"step {n} ({label}) placed {1000 * (at - state[1]):.0f} ms after its region's submit "
+                             f"({'before the fsync' if state[0] == 'appended' else 'durable, before the answer'})")
+            faults.append({"kind": "crash", "at_s": at, "target": names[a[0]]})
+        elif k == "restart":
+            faults.append({"kind": "restart", "at_s": t, "target": names[a[0]]})
+        elif k == "partition":
+            parts[a[0]] = t
+        elif k == "heal":
+            start = parts.pop(a[0])
+            faults.append(_partition(names, a[0], start, t))
+        elif k == "ship":
+            schedule.append({"at_s": t, "op": "ship", "region": names[a[0]]})
+        elif k == "replay":
+            schedule.append({"at_s": t, "op": "read", "region": names[a[0]]})
+            notes.append(f"step {n} ({label}): {names[a[0]]}'s reader polls every stream")
+        elif k == "rotate":
+            faults.append({"kind": "rotate_key", "at_s": t, "tenant": f"t{a[0]}"})
+    for r, start in parts.items():  # healed by the heal phase after the schedule
+        faults.append(_partition(names, r, start, None))
+    return _scenario_data(scope, names, len(labels), schedule, faults), notes
+
+
+def _scenario_data(scope, names: list[str], steps: int, schedule: list[dict], faults: list[dict]) -> dict:
+    """Constant latencies, one agent that sends nothing by itself, replication that runs by
+    itself only after the schedule, old keys valid for the whole run (as in the model)."""
+    duration = round((steps + 1) * SLOT_S, 6)
+    return {
+        "scenario": {"name": "model-counterexample", "description": "a model counterexample as an explicit "
+                     "schedule (flk check model --replay)", "duration_s": duration,
+                     "quiescence_s": round(2 * duration + 2.0, 6)},
+        "region_defaults": {"group_commit_ms": 0.0, "fsync_ms": 5.0, "store_ms": 5.0, "torn_writes": False},
+        "network": {"latency_ms": 1.0, "region_latency_ms": 1.0},
+        "workload": {"agents": 1, "rate_per_s": 0.0, "tenants": scope.tenants, "max_attempts": 1,
+                     "rotation_overlap_s": 1_000_000.0},
+        "replication": {"enabled": scope.regions > 1, "ship_interval_s": duration, "read_interval_s": duration,
+                        "upload_ms": 5.0, "copy_retry_s": 0.01},
+        "regions": [{"id": name} for name in names],
+        "faults": sorted(faults, key=lambda f: f["at_s"]),
+        "schedule": schedule,
+    }
+
+
+def _partition(names: list[str], r: int, start: float, end: float | None) -> dict:
+    f = {"kind": "partition", "at_s": start, "a": [names[r]], "b": [x for x in names if x != names[r]]}
+    if end is not None:
+        f["duration_s"] = round(end - start, 6)
+    return f
+
+
+def simulate_counterexample(scope, labels: list[str], impl_plant: str | None = None) -> dict:
+    """Run the model steps ``labels`` on the simulator (:func:`schedule_scenario`) with the
+    implementation bug ``impl_plant`` planted through the simulator's seams, and judge the run
+    three ways (in-sim checkers, black-box history checker, the model's trace check:
+    :func:`flk.sim.tracecheck.three_verdicts`); ``violated``: the invariants any judge finds
+    violated (None: the bug cannot be planted in the simulator)."""
+    import copy
+
+    import tomli_w
+
+    from ...sim import api
+    from ...sim.scenario import DEFAULTS, Scenario, validate
+
+    raw, notes = schedule_scenario(scope, labels)
+    data = copy.deepcopy(DEFAULTS)
+    for name, value in raw.items():
+        if isinstance(value, dict):
+            data[name].update(value)
+        else:
+            data[name] = value
+    validate(data)
+    plant = IMPL_PLANTS[impl_plant] if impl_plant is not None else ImplPlant("", sim={})
+    out: dict = {"scenario_toml": tomli_w.dumps(data), "mapping_notes": notes}
+    if plant.sim is None:
+        return out | {"violated": None, "verdict": f"not run: the simulator has no seam for {impl_plant!r}"}
+    res = api.run(Scenario("model-counterexample", "", data), seed=1, plots=False, check_model=True, **plant.sim)
+    from ...model.explore import Machine
+
+    m = Machine(replace(scope, plant=None))
+    expressed = set(m.safety()) | set(m.liveness())  # what the model speaks to (not the client's retries)
+    rows = res.results["verdicts"]["by_invariant"]
+    violated = {inv for inv, row in rows.items() if "VIOLATED" in row.values()}
+    return out | {"violated": sorted(violated & expressed), "not_in_the_model": sorted(violated - expressed),
+                  "by_invariant": rows, "digest": res.digest,
+                  "model_trace": {k: res.results["verdicts"]["model"][k] for k in ("verdict", "steps", "unmapped")},
+                  "answers": {e["req"]: e["status"] for e in res.history.events if e["type"] == "client.recv"}}

@@ -13,7 +13,8 @@ Exit 0 when the scope was explored completely and nothing is violated, 1 when
 something is violated (or the state limit stopped the search), 2 on bad
 usage. ``--json`` prints one JSON object; ``--out FILE`` writes every
 counterexample as JSON; ``--replay`` runs each safety counterexample against
-the implementation (:mod:`flk.impl.lab.modelreplay`).
+the implementation (:mod:`flk.impl.lab.modelreplay`): lockstep on real regions,
+and on the simulator as a scenario with an explicit schedule.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def configure(p) -> None:
     p.add_argument("--replay", action="store_true",
                    help="replay each safety counterexample on the implementation and say who shows it")
     p.add_argument("--impl-plant", metavar="BUG",
-                   help="with --replay: plant a named implementation bug (replay-skips-verify)")
+                   help="with --replay: plant a named implementation bug (flk.impl.lab.modelreplay.IMPL_PLANTS: "
+                        "replay-skips-verify, verify-trusts-tenant, restart-replay-trusts)")
 
 
 def scope_from(args):
@@ -145,6 +147,9 @@ def _print_text(scope, runs, v: dict, replays: dict) -> None:
         print(format_trace(cex))
         if name in replays:
             print(f"  replay on the implementation: {replays[name]['verdict']}")
+            sim = replays[name].get("simulator")
+            if sim is not None:
+                print(f"  replay on the simulator (explicit schedule): {sim['verdict']}")
     for extra in ([v["deadlock"]] if v["deadlock"] is not None else []) + list(v["lassos"].values()):
         print()
         print(format_trace(extra))
@@ -170,7 +175,9 @@ def run(args) -> int:
         from ..modelreplay import replay_counterexample
 
         replays = {name: replay_counterexample(scope, cex, args.impl_plant) for name, cex in v["cexes"].items()}
-        summary["replay"] = {k: {"verdict": r["verdict"], "impl_violated": r["impl_violated"]}
+        summary["replay"] = {k: {"verdict": r["verdict"], "impl_violated": r["impl_violated"],
+                                 "simulator": {"verdict": r["simulator"]["verdict"],
+                                               "violated": r["simulator"]["violated"]}}
                              for k, r in replays.items()}
     if args.out:
         try:

@@ -55,6 +55,9 @@ def configure(p) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--plant", default=None, metavar="NAME",
                    help="run with a planted bug (flk.impl.testing.planted: replay-rewrites-answer)")
+    r.add_argument("--check-model", action="store_true",
+                   help="three verdicts per invariant: in-sim checkers, black-box history checker, and the "
+                        "model (the history mapped onto flk.model's actions: every step enabled, every answer equal)")
     v = sub.add_parser("validate", help="check scenario files against the schema (nothing runs)")
     v.add_argument("files", nargs="+", metavar="FILE", help="catalog names or .toml paths")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -136,11 +139,27 @@ def _print_table(res: dict, out=sys.stdout) -> None:
     print(f"requests {m['requests']}  errors {m['error_rate']:.4f}  p50 {m['latency_p50_ms']:.1f} ms  "
           f"p95 {m['latency_p95_ms']:.1f} ms  p99 {m['latency_p99_ms']:.1f} ms  429 {m['rate_429']:.4f}", file=out)
     print(f"history sha256 {res['digest']}", file=out)
+    if res.get("verdicts"):
+        _print_verdicts(res["verdicts"], out)
     if res.get("out_dir"):
         print(f"wrote {res['out_dir']}", file=out)
     if not res["valid"]:
         print(f"INVALID run -- reproduce with: flk sim replay {res.get('out_dir', '<run dir>')}", file=out)
         print(f"fault schedule: {res.get('fault_schedule')}", file=out)
+
+
+def _print_verdicts(v: dict, out) -> None:
+    m = v["model"]
+    print(f"three verdicts (--check-model): model says {m['verdict']} ({m['steps']} steps mapped, "
+          f"{m['hidden_replication_steps']} hidden replication steps"
+          + (f"; not mapped: {', '.join(m['unmapped'])}" if m["unmapped"] else "") + ")", file=out)
+    print(f"{'invariant':<34} {'in-sim':<9} {'black-box':<10} model", file=out)
+    for inv, row in v["by_invariant"].items():
+        print(f"{inv:<34} {row.get('in_sim', '-'):<9} {row.get('black_box', '-'):<10} {row.get('model', '-')}",
+              file=out)
+    first = next((r["first"] for r in m["invariants"].values() if r["first"]), None)
+    if first:
+        print(f"first model violation: {first}", file=out)
 
 
 def _validate(files: list[str], overrides: list[str]) -> int:
@@ -259,7 +278,7 @@ def run(args) -> int:
                 raise UsageError(f"--seed: must be a non-negative integer, got {args.seed}")
             res = api.run(args.scenario, seed=args.seed, overrides=args.overrides, out=Path(args.out),
                           plots=not args.no_plots, progress=not args.quiet and not args.json, plant=args.plant,
-                          force=args.force)
+                          force=args.force, check_model=args.check_model)
             if args.json:
                 print(json.dumps(res.results, sort_keys=True))
             else:
