@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "vectors": "generate or check the frozen test vectors in spec/vectors",
     "history": "black-box check of a client-observed history (Jepsen style)",
     "check": "exhaustive small-scope model checking of the protocol model (safety, liveness)",
+    "cluster": "run a scenario on real flk serve regions with real faults (namespaces, nftables, SIGKILL)",
 }
 
 
