@@ -1,0 +1,82 @@
+"""``flk cluster run`` on a real cluster: a short replicated scenario with a kernel partition
+and a SIGKILL, judged by the simulator's checkers; Ctrl-C leaves nothing behind; a fault
+the runner cannot apply is refused before anything starts."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .conftest import FLK, SCENARIOS, leftovers
+
+SMOKE = str(SCENARIOS / "cluster-smoke.toml")
+
+
+def test_partition_and_crash_on_a_real_cluster_with_the_simulator_checkers(cluster_ready, prefix, tmp_path):
+    proc = subprocess.run([*FLK, "cluster", "run", SMOKE, "--seed", "1", "--out", str(tmp_path), "--json",
+                           "--prefix", prefix, "--no-plots"], capture_output=True, text=True, timeout=240)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    res = json.loads(proc.stdout)
+    checks = {c["id"]: c for c in res["invariants"]}
+    assert proc.returncode == 0, [c for c in res["invariants"] if not c["ok"]]
+    # the black-box checker judged every invariant it can see; the inside-only ones say so
+    for inv in ("INV-FWW", "INV-IDEMPOTENT-REPLAY", "INV-NO-ACKED-LOSS", "INV-CONVERGENCE"):
+        assert checks[inv]["ok"] and checks[inv]["exercised"], checks[inv]
+    assert not checks["INV-WAL-FIRST"]["exercised"] and "client view" in checks["INV-WAL-FIRST"]["note"]
+    # the partition dropped packets in the kernel, the SIGKILL hit traffic, the split made conflicts
+    [part] = res["cluster"]["partitions"]
+    assert part["dropped_packets"] > 0 and all("counter" in r["rule"] and "drop" in r["rule"] for r in part["rules"])
+    assert checks["SOMETIMES-PARTITION-CUT"]["ok"] and checks["SOMETIMES-CRASH-HIT-TRAFFIC"]["ok"]
+    assert res["metrics"]["conflicts"] > 0 and checks["SOMETIMES-SPLIT-BRAIN-CONFLICT"]["ok"]
+    # the simulator's run layout
+    run_dir = tmp_path / "cluster-smoke" / "1"
+    for name in ("scenario.toml", "history.jsonl", "results.json", "metrics.csv", "partition-rules.txt"):
+        assert (run_dir / name).exists(), name
+    assert re.search(r"counter packets [1-9]\d* bytes \d+ drop", (run_dir / "partition-rules.txt").read_text())
+    assert res["cluster"]["left_behind"] == [] and leftovers(prefix) == []
+
+
+def test_sigint_mid_run_leaves_no_process_namespace_or_mount(cluster_ready, prefix, tmp_path):
+    proc = subprocess.Popen([*FLK, "cluster", "run", SMOKE, "--seed", "2", "--out", str(tmp_path), "--prefix", prefix,
+                             "--no-plots"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    work = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            m = re.search(r"work dir (\S+)", line)
+            if m:
+                work = m.group(1)
+            if line.startswith("cluster: up") or not line:
+                break
+        assert work is not None and line.startswith("cluster: up"), line
+        running = leftovers(prefix, work)
+        assert any(x.startswith("namespace") for x in running) and any(x.startswith("process") for x in running)
+        time.sleep(3.0)  # inside the workload phase, partition on
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, proc.stderr.read()[-2000:]
+    assert leftovers(prefix, work) == []
+
+
+def test_a_fault_without_a_real_mechanism_is_refused_before_the_run(prefix, tmp_path):
+    proc = subprocess.run([*FLK, "cluster", "run", "bitflip-shipped-segment", "--out", str(tmp_path),
+                           "--prefix", prefix], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "bitflip_shipped" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "bitflip-shipped-segment").exists() and leftovers(prefix) == []
+
+
+@pytest.mark.parametrize("args,needle", [(["--backend", "mysql"], "--backend"), (["--seed", "-1"], "--seed"),
+                                         (["--set", "workload.nope=1"], "nope")])
+def test_bad_input_is_exit_2_with_a_message(args, needle, tmp_path):
+    proc = subprocess.run([*FLK, "cluster", "run", SMOKE, "--out", str(tmp_path), *args], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
