@@ -31,6 +31,7 @@ from .storenode import CREDENTIALS, store_url
 
 SERVER_PORT = 18280
 STORE_PORT = 18281
+REDIS_PORT = 18282
 FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                  "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1")
 SERVER_VARS = ("HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
@@ -67,6 +68,7 @@ class RegionProcess:
         self.env = env
         self.server: subprocess.Popen | None = None
         self.store: subprocess.Popen | None = None
+        self.redis: subprocess.Popen | None = None
         self.paused = False
         self.incarnation = 0
 
@@ -98,6 +100,29 @@ class RegionProcess:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"{self.name}: object store not ready: {self.tail('store.log')}")
+
+    def start_redis(self, timeout: float = 30.0) -> None:
+        """The region's own Redis (its dedup store) in its namespace, no persistence: it is a
+        separate service that outlives a crash of ``flk serve``, like the simulator's store."""
+        import socket
+
+        self.redis = self._popen(["redis-server", "--bind", "0.0.0.0", "--port", str(REDIS_PORT), "--save", "",
+                                  "--appendonly", "no", "--protected-mode", "no", "--dir", str(self.dir)],
+                                 self.dir / "redis.log", {k: v for k, v in self.env.items() if k != "LD_PRELOAD"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.redis.poll() is not None:
+                raise RuntimeError(f"{self.name}: redis-server exited: {self.tail('redis.log')}")
+            try:
+                with socket.create_connection((self.ip, REDIS_PORT), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"{self.name}: redis-server not ready")
+
+    def dedup_down(self, down: bool) -> bool:
+        """A dedup outage: SIGSTOP of the region's Redis (connections hang, then time out); SIGCONT heals."""
+        return self._signal(self.redis, signal.SIGSTOP if down else signal.SIGCONT)
 
     def start(self, timeout: float = 90.0) -> float:
         """Start (or restart) ``flk serve`` on the region's data directory; returns the seconds
@@ -163,7 +188,7 @@ class RegionProcess:
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM, then SIGKILL) of the server, then of the store."""
-        for proc in (self.server, self.store):
+        for proc in (self.server, self.store, self.redis):
             if proc is None or proc.poll() is not None:
                 continue
             self._signal(proc, signal.SIGCONT)
@@ -186,7 +211,7 @@ class RegionProcess:
                 proc.wait(10)
 
     def kill_all(self) -> None:
-        for proc in (self.server, self.store):
+        for proc in (self.server, self.store, self.redis):
             if proc is not None and proc.poll() is None:
                 self._signal(proc, signal.SIGCONT)
                 self._signal(proc, signal.SIGKILL)

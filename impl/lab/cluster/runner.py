@@ -32,6 +32,7 @@ import copy
 import hashlib
 import os
 import secrets
+import shutil
 import signal
 import tempfile
 import threading
@@ -47,7 +48,7 @@ from flk.sim.scenario import Scenario
 
 from .driver import BASE_KEY, Clock, Workload
 from .network import Network, cleanup_ledger, missing_tools
-from .regions import RegionProcess, faketime_lib
+from .regions import REDIS_PORT, RegionProcess, faketime_lib
 
 # fault kind -> what really happens (the documentation of the mechanism; anything else is refused)
 MECHANISMS = {
@@ -58,6 +59,8 @@ MECHANISMS = {
     "partition": "nftables drop rules (with counters) in the regions' network namespaces; heal deletes them",
     "clock_skew": "libfaketime (FAKETIME_TIMESTAMP_FILE) under the region's flk serve; heal writes +0",
     "clock_jump": "as clock_skew",
+    "store_down": "SIGSTOP of the region's own redis-server (--backend redis); heal: SIGCONT",
+    "store_up": "alias of store_down",
 }
 INSIDE_ONLY = {
     "INV-WAL-FIRST": "needs the server's WAL and dedup events; a real cluster shows the client view only",
@@ -101,13 +104,18 @@ def preflight(data: dict, backend: str) -> list[str]:
     out = []
     if backend not in BACKENDS:
         out.append(f"--backend {backend!r}: one of {', '.join(BACKENDS)}")
-    if backend != "sqlite":
-        out.append(f"--backend {backend}: not built yet for cluster runs (sqlite only)")
+    if backend == "postgres":
+        out.append("--backend postgres: per-region PostgreSQL servers are not started by flk cluster yet "
+                   "(sqlite or redis)")
+    if backend == "redis" and shutil.which("redis-server") is None:
+        out.append("--backend redis: needs redis-server (Debian package redis-server; `make services`)")
     out += [f"needs {m}" for m in missing_tools()]
     kinds = sorted({f["kind"] for f in data["faults"]})
     for kind in kinds:
         if kind not in MECHANISMS:
             out.append(f"fault {kind!r}: no real mechanism in flk cluster yet (supported: {', '.join(MECHANISMS)})")
+        elif kind in ("store_down", "store_up") and backend != "redis":
+            out.append(f"fault {kind!r}: a dedup outage is a SIGSTOP of the region's Redis: needs --backend redis")
         elif kind in ("clock_skew", "clock_jump") and faketime_lib() is None:
             out.append(f"fault {kind!r}: needs libfaketime (Debian package faketime; `make setup` installs it)")
     if data["nemesis"]["enabled"]:
@@ -120,6 +128,9 @@ def preflight(data: dict, backend: str) -> list[str]:
         if net.get(key):
             out.append(f"network.{key} = {net[key]}: the real network does not lose, duplicate or reorder "
                        "on purpose (would need tc netem)")
+    for key in ("tenant_rate_per_s", "tenant_burst", "tenant_daily_quota"):
+        if data["workload"].get(key):
+            out.append(f"workload.{key}: tenant limits are not configured on real servers yet")
     if data["workload"].get("outbox"):
         out.append("workload.outbox: agent outboxes are not run on real clusters yet")
     for r in data["regions"]:
@@ -166,6 +177,8 @@ class ClusterRun:
         tenants = tenants_env(int(self.data["workload"]["tenants"]))
         skew = any(f["kind"] in ("clock_skew", "clock_jump") for f in self.data["faults"])
         operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1]}
+        if self.backend == "redis":
+            operator.update(DEDUP_BACKEND="redis", REDIS_ADDR=f"127.0.0.1:{REDIS_PORT}")
         for rid in self.region_ids:
             peers = [p for p in self.region_ids if p != rid] if self.replicated else []
             self.regions[rid] = RegionProcess(self.net, rid, self.work, peers,
@@ -174,6 +187,9 @@ class ClusterRun:
             if not self.replicated:
                 for k in [k for k in self.regions[rid].env if k.startswith("CRR_")]:
                     del self.regions[rid].env[k]
+        if self.backend == "redis":
+            for r in self.regions.values():
+                r.start_redis()
         if self.replicated:
             for r in self.regions.values():
                 r.start_store()
@@ -204,7 +220,8 @@ class ClusterRun:
         return [t] if isinstance(t, str) else list(t)
 
     async def begin(self, index: int, spec: dict) -> None:
-        kind = {"restart": "crash", "resume": "pause", "clock_jump": "clock_skew"}.get(spec["kind"], spec["kind"])
+        kind = {"restart": "crash", "resume": "pause", "clock_jump": "clock_skew",
+                "store_up": "store_down"}.get(spec["kind"], spec["kind"])
         self.active[index] = {**spec, "kind": kind}
         if kind == "crash":
             for t in self.targets(spec):
@@ -225,6 +242,10 @@ class ClusterRun:
             rules = await asyncio.to_thread(self.net.cut, index, a, b, symmetric)
             self.rec.now("fault.start", kind="partition", target=f"{','.join(a)}|{','.join(b)}", symmetric=symmetric,
                          rules=len(rules), mechanism="nftables drop")
+        elif kind == "store_down":
+            for t in self.targets(spec):
+                self.regions[t].dedup_down(True)
+                self.rec.now("fault.start", kind="store_down", target=t, mechanism="SIGSTOP redis-server")
         elif kind == "clock_skew":
             skew = float(spec.get("skew_s", 30.0))
             for t in self.targets(spec):
@@ -256,6 +277,10 @@ class ClusterRun:
                                     "dropped_packets": packets, "rules": counts, "nft_listing": listing})
             self.rec.now("fault.end", kind="partition", target=f"{','.join(a)}|{','.join(b)}",
                          dropped_packets=packets)
+        elif kind == "store_down":
+            for t in self.targets(spec):
+                self.regions[t].dedup_down(False)
+                self.rec.now("fault.end", kind="store_down", target=t)
         elif kind == "clock_skew":
             for t in self.targets(spec):
                 self.regions[t].set_skew(0.0)
@@ -334,7 +359,10 @@ class ClusterRun:
         for r in self.regions.values():
             r.stop_server()
         for rid, r in self.regions.items():
-            store = open_store("sqlite:///" + str(r.dir / "data" / "dedup.sqlite3"))
+            if self.backend == "redis":
+                store = open_store(f"redis://{r.ip}:{REDIS_PORT}/0")
+            else:
+                store = open_store("sqlite:///" + str(r.dir / "data" / "dedup.sqlite3"))
             try:
                 cursor = None
                 while True:
@@ -461,6 +489,10 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
             inflight = sum(f.get("inflight", 0) for f in fs)
             out.append(checkers.CheckResult("SOMETIMES-CRASH-HIT-TRAFFIC", "sometimes", inflight > 0, checked=len(fs),
                                             note=f"{inflight} requests in flight at SIGKILLs"))
+        elif kind == "store_down":
+            n503 = sum(1 for e in ev["client.recv"] if e["status"] == 503)
+            out.append(checkers.CheckResult("SOMETIMES-STORE-DOWN-503", "sometimes", n503 > 0, checked=len(fs),
+                                            note=f"{n503} answers met the outage (503, fail closed)"))
         else:
             out.append(checkers.CheckResult(f"SOMETIMES-FAULT-{kind.upper()}", "sometimes", True, checked=len(fs),
                                             note=f"{len(fs)} {kind} faults applied"))
