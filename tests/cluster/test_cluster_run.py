@@ -39,6 +39,30 @@ def test_partition_and_crash_on_a_real_cluster_with_the_simulator_checkers(clust
         assert (run_dir / name).exists(), name
     assert re.search(r"counter packets [1-9]\d* bytes \d+ drop", (run_dir / "partition-rules.txt").read_text())
     assert res["cluster"]["left_behind"] == [] and leftovers(prefix) == []
+    # flk sim report / diff read the cluster run like a simulator run
+    rep = subprocess.run([*FLK, "sim", "report", str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0 and (run_dir / "report.html").exists(), rep.stderr[-2000:]
+    _calibration_against(run_dir, tmp_path)
+
+
+def _calibration_against(run_dir, tmp_path):
+    """flk sim calibrate over this real run: the table, one plot per figure, exit 1 exactly when a
+    figure is outside tolerance; a simulator told the load is 10x what ran is caught, naming the figure."""
+    out = tmp_path / "cal"
+    cal = subprocess.run([*FLK, "sim", "calibrate", SMOKE, "--seeds", "1-3", "--real-dir", str(run_dir), "--out",
+                          str(out), "--json"], capture_output=True, text=True, timeout=300)
+    assert cal.returncode in (0, 1), cal.stderr[-2000:]
+    report = json.loads(cal.stdout)
+    assert cal.returncode == (0 if report["ok"] else 1)
+    assert [r["figure"] for r in report["figures"]] == ["conflicts"] and report["real_runs"] == 1
+    [row] = report["figures"]
+    assert len(row["sim"]) == 3 and row["sim_ci95"][0] <= row["sim_mean"] <= row["sim_ci95"][1]
+    assert (out / "calibration.html").exists() and (out / "calibration-conflicts.png").exists()
+    wrong = subprocess.run([*FLK, "sim", "calibrate", SMOKE, "--seeds", "1-3", "--real-dir", str(run_dir), "--out",
+                            str(tmp_path / "cal-wrong"), "--sim-set", "workload.rate_per_s=400"],
+                           capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 1, wrong.stdout
+    assert re.search(r"^conflicts .* OUTSIDE tolerance", wrong.stdout, re.M), wrong.stdout
 
 
 def test_sigint_mid_run_leaves_no_process_namespace_or_mount(cluster_ready, prefix, tmp_path):

@@ -71,3 +71,53 @@ def run(args) -> int:
             print(f"partition {p['sides'][0]} | {p['sides'][1]}: {p['dropped_packets']} packets dropped by "
                   f"{len(p['rules'])} nftables rules", file=sys.stdout)
     return 0 if res["valid"] else 1
+
+
+def configure_calibrate(sub) -> None:
+    """``flk sim calibrate`` (a subcommand of ``flk sim``; it lives here with the cluster runner)."""
+    c = sub.add_parser("calibrate", help="the simulator's figures beside a real cluster's, per figure")
+    c.add_argument("scenario")
+    c.add_argument("--seeds", default="1-10", help="simulator seeds, e.g. 1-10 or 1,2,5")
+    c.add_argument("--real-runs", type=int, default=3, help="real cluster runs (seeds from --seeds in order)")
+    c.add_argument("--real-dir", action="append", default=[], metavar="RUN_DIR",
+                   help="use this finished cluster run instead of running one (repeatable)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--sim-set", dest="sim_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for the simulator side only (a mis-parameterised model)")
+    c.add_argument("--backend", default="sqlite")
+    c.add_argument("--out", default=None, help="default runs/calibration/<scenario>")
+    c.add_argument("--json", action="store_true")
+
+
+def run_calibrate(args, seeds: list[int]) -> int:
+    import json
+
+    from flk.impl.lab.cluster import calibrate, runner
+    from flk.sim.scenario import load
+
+    if args.real_runs < 1 and not args.real_dir:
+        raise UsageError("--real-runs: at least 1 (or --real-dir)")
+    for d in args.real_dir:
+        if not (Path(d) / "results.json").exists():
+            raise UsageError(f"--real-dir {d}: not a run directory (no results.json)")
+    sc = load(args.scenario, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / "calibration" / sc.name
+    log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        report = calibrate.calibrate(sc, seeds, args.real_runs, out, backend=args.backend,
+                                     real_dirs=[Path(d) for d in args.real_dir], sim_overrides=args.sim_overrides,
+                                     log=log)
+    except runner.Refused as exc:
+        raise UsageError(f"{sc.name}: cannot run on a real cluster here: {exc}") from None
+    if args.json:
+        print(json.dumps(report, sort_keys=True, default=str))
+    else:
+        print(f"{'figure':<26} {'sim mean [95% CI]':<30} {'real mean':>10} {'ratio':>7}  verdict")
+        for r in report["figures"]:
+            ci = f"{calibrate._fmt(r['sim_mean'])} [{calibrate._fmt(r['sim_ci95'][0])}, " \
+                 f"{calibrate._fmt(r['sim_ci95'][1])}]"
+            print(f"{r['figure']:<26} {ci:<30} {calibrate._fmt(r['real_mean']):>10} {calibrate._fmt(r['ratio']):>7}  "
+                  f"{'agrees' if r['agrees'] else 'OUTSIDE tolerance ' + str(r['tolerance'])}")
+        print(f"validity: sim {report['sim_valid']} real {report['real_valid']} "
+              f"({'agree' if report['verdicts_agree'] else 'DIFFER'}); wrote {out / 'calibration.html'}")
+    return 0 if report["ok"] else 1
