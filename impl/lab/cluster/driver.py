@@ -9,13 +9,15 @@ The choice of each submission is the simulator's own code
 on a :class:`WallAgent` that offers the attributes they read), the PCS come from
 the simulator's :class:`~flk.sim.workload.PcsFactory` and every submission goes
 through the real retrying client state machine
-(:class:`flk.impl.agent.client.Submission`) over HTTP with httpx. The arrival times
+(:class:`flk.impl.agent.client.Submission`) over the load generator's lean HTTP/1.1
+keep-alive connections (:class:`flk.impl.agent.loadgen.Connection`: a heavier client
+starves under CPU contention and turns its own slowness into timeouts). The arrival times
 and answers are the wall clock's, so a run is not reproducible to the byte; the
 choices are (same seed, same sequence of kinds per agent).
 
 Events recorded (``flk.sim.checkers`` vocabulary, ``t_us`` from the run's start):
-``client.send``, ``client.recv`` (status, ``replay`` from ``Idempotent-Replayed``,
-``body_sha``), ``client.timeout`` (no answer: transport error or timeout, with
+``client.send``, ``client.recv`` (status, ``replay`` from ``Idempotent-Replayed``;
+the body is not kept), ``client.timeout`` (no answer: transport error or timeout, with
 ``error``), ``client.give_up``.
 """
 
@@ -24,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-
-import httpx
 
 from flk.impl.agent.client import (
     Done,
@@ -36,6 +36,7 @@ from flk.impl.agent.client import (
     TransportFailure,
     Wait,
 )
+from flk.impl.agent.loadgen import Connection, HttpError, _request_head
 from flk.sim.region import SIM_EPOCH
 from flk.sim.rng import Streams
 from flk.sim.workload import Agent, PcsFactory, make_templates
@@ -102,6 +103,23 @@ class Workload:
         self.tasks: set[asyncio.Task] = set()
         self.sem = asyncio.Semaphore(max_in_flight)
         self.skipped = 0  # arrivals not sent because max_in_flight submissions were open
+        self.idle: dict[str, list[Connection]] = {}  # region -> idle keep-alive connections
+        self.heads: dict[tuple[str, tuple], bytes] = {}
+
+    async def post(self, region: str, headers: tuple, body: bytes, timeout: float) -> tuple[int, dict]:
+        url = self.url_of(region) + "/v1/pcs/submit"
+        head = self.heads.get((region, headers))
+        if head is None:
+            head = self.heads[(region, headers)] = _request_head(url, headers)[1]
+        pool = self.idle.setdefault(region, [])
+        conn = pool.pop() if pool else None
+        if conn is None:
+            (host, port), _ = _request_head(url, headers)
+            conn = Connection(host, port, timeout)
+        status, resp_headers = await conn.post(head, body)
+        if conn.writer is not None:
+            pool.append(conn)
+        return status, resp_headers
 
     def record(self, type_: str, **fields) -> None:
         self.history.record(self.clock.now, type_, **fields)
@@ -109,16 +127,19 @@ class Workload:
     def inflight_at(self, region: str) -> int:
         return sum(1 for r in self.in_flight.values() if r == region)
 
-    async def run(self, client: httpx.AsyncClient) -> None:
-        await asyncio.gather(*(self._agent(a, client) for a in self.agents))
+    async def run(self) -> None:
+        await asyncio.gather(*(self._agent(a) for a in self.agents))
 
     async def drain(self, timeout: float) -> None:
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=timeout)
         for t in list(self.tasks):
             t.cancel()
+        for pool in self.idle.values():
+            for conn in pool:
+                conn.close()
 
-    async def _agent(self, agent: WallAgent, client: httpx.AsyncClient) -> None:
+    async def _agent(self, agent: WallAgent) -> None:
         next_at = 0.0
         while True:
             rate = agent.rate_at(next_at)
@@ -135,11 +156,11 @@ class Workload:
                 continue
             kind, pcs = agent.choose()
             self._req += 1
-            task = asyncio.create_task(self._deliver(agent, client, self._req, kind, pcs))
+            task = asyncio.create_task(self._deliver(agent, self._req, kind, pcs))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _deliver(self, agent: WallAgent, client: httpx.AsyncClient, req: int, kind: str, pcs: dict) -> None:
+    async def _deliver(self, agent: WallAgent, req: int, kind: str, pcs: dict) -> None:
         async with self.sem:
             sub = Submission(pcs, agent.urls, rng=agent.rng, policy=agent.policy, tenant=agent.tenant)
             digest = hashlib.sha256(sub.signed_bytes).hexdigest()
@@ -154,18 +175,17 @@ class Workload:
                                     region=region)
                         self.in_flight[req] = region
                         try:
-                            resp = await client.post(self.url_of(region) + "/v1/pcs/submit", content=action.body,
-                                                     headers=dict(action.headers), timeout=timeout)
-                        except (httpx.HTTPError, OSError) as exc:
+                            status, headers = await self.post(region, action.headers, action.body, timeout)
+                        except (HttpError, OSError) as exc:
+                            reason = str(exc)[:60] if isinstance(exc, HttpError) else type(exc).__name__
                             self.record("client.timeout", req=req, attempt=action.attempt, region=region,
-                                        error=type(exc).__name__)
-                            result = TransportFailure(type(exc).__name__)
+                                        error=reason)
+                            result = TransportFailure(reason)
                         else:
-                            replay = resp.headers.get("Idempotent-Replayed") is not None
-                            self.record("client.recv", req=req, attempt=action.attempt, status=resp.status_code,
-                                        replay=replay, body_sha=hashlib.sha256(resp.content).hexdigest()[:16],
-                                        region=region)
-                            result = HttpAnswer(resp.status_code, resp.headers.get("Retry-After"))
+                            replay = headers.get("idempotent-replayed") is not None
+                            self.record("client.recv", req=req, attempt=action.attempt, status=status,
+                                        replay=replay, body_sha=None, region=region)
+                            result = HttpAnswer(status, headers.get("retry-after"))
                         finally:
                             self.in_flight.pop(req, None)
                         action = sub.on_result(result, SIM_EPOCH + self.clock.now)

@@ -334,7 +334,7 @@ class ClusterRun:
             faults = [asyncio.create_task(self.fault(i, f)) for i, f in enumerate(self.data["faults"])]
             self.fault_log = [dict(f) for f in self.data["faults"]]
             try:
-                await self.workload.run(client)
+                await self.workload.run()
                 await asyncio.sleep(max(0.0, self.duration - self.clock.now))
                 for t in faults:
                     t.cancel()
