@@ -89,7 +89,8 @@ class RegionProcess:
         peers = [f"--peer={p}={self.net.ip(p)}:{STORE_PORT}" for p in self.peers]
         env = {k: v for k, v in self.env.items() if k != "LD_PRELOAD"}
         self.store = self._popen([sys.executable, "-m", "flk.impl.lab.cluster.storenode", "--region", self.name,
-                                  "--port", str(STORE_PORT), "--log", str(self.dir / "store-events.jsonl"), *peers],
+                                  "--port", str(STORE_PORT), "--log", str(self.dir / "store-events.jsonl"),
+                                  "--control", str(self.dir), *peers],
                                  self.dir / "store.log", env)
         deadline = time.monotonic() + timeout
         log = self.dir / "store-events.jsonl"
@@ -177,6 +178,11 @@ class RegionProcess:
     def resume(self) -> bool:
         self.paused = False
         return self._signal(self.server, signal.SIGCONT)
+
+    def bitflip(self, on: bool) -> None:
+        """Ask the region's store to flip a byte of its next shipped segment (``on``), or to
+        upload every flipped segment again (heal): flag files the store node polls."""
+        (self.dir / ("corrupt-next" if on else "repair")).write_text("")
 
     def set_skew(self, seconds: float) -> None:
         """libfaketime re-reads this file on every clock call (``FAKETIME_NO_CACHE``)."""

@@ -61,6 +61,8 @@ MECHANISMS = {
     "clock_jump": "as clock_skew",
     "store_down": "SIGSTOP of the region's own redis-server (--backend redis); heal: SIGCONT",
     "store_up": "alias of store_down",
+    "bitflip_shipped": "one byte of the region's next shipped segment changed in its object store before any "
+                       "copy; heal uploads the original again to every store",
 }
 INSIDE_ONLY = {
     "INV-WAL-FIRST": "needs the server's WAL and dedup events; a real cluster shows the client view only",
@@ -242,6 +244,10 @@ class ClusterRun:
             rules = await asyncio.to_thread(self.net.cut, index, a, b, symmetric)
             self.rec.now("fault.start", kind="partition", target=f"{','.join(a)}|{','.join(b)}", symmetric=symmetric,
                          rules=len(rules), mechanism="nftables drop")
+        elif kind == "bitflip_shipped":
+            for t in self.targets(spec):
+                self.regions[t].bitflip(True)
+                self.rec.now("fault.start", kind="bitflip_shipped", target=t, mechanism="byte flip in the store")
         elif kind == "store_down":
             for t in self.targets(spec):
                 self.regions[t].dedup_down(True)
@@ -277,6 +283,10 @@ class ClusterRun:
                                     "dropped_packets": packets, "rules": counts, "nft_listing": listing})
             self.rec.now("fault.end", kind="partition", target=f"{','.join(a)}|{','.join(b)}",
                          dropped_packets=packets)
+        elif kind == "bitflip_shipped":
+            for t in self.targets(spec):
+                self.regions[t].bitflip(False)
+                self.rec.now("fault.end", kind="bitflip_shipped", target=t)
         elif kind == "store_down":
             for t in self.targets(spec):
                 self.regions[t].dedup_down(False)
@@ -293,6 +303,7 @@ class ClusterRun:
     # -- samples -------------------------------------------------------------------------------
     async def sampler(self, client) -> None:
         applied: dict[str, int] = {}
+        rejected: dict[tuple, str] = {}
         self.last_ship_lag: dict[str, float] = {}
         while True:
             await asyncio.sleep(1.0)
@@ -312,6 +323,10 @@ class ClusterRun:
                 self.last_ship_lag[rid] = row["ship_lag"][rid]
                 row["conflicts"][rid] = int(rc.get("conflicts", 0))
                 row["keys"][rid] = int(rc.get("keys", 0))
+                for stream, why in sorted((read.get("rejected") or {}).items()):
+                    if rejected.get((rid, stream)) != why:
+                        rejected[(rid, stream)] = why
+                        self.rec.now("crr.reject", region=rid, segment=stream, reason=str(why)[:160])
                 n = int(read.get("applied_records", 0))
                 if n > applied.get(rid, 0):
                     self.rec.now("crr.applied", region=rid, records=n - applied.get(rid, 0))
@@ -397,6 +412,8 @@ class ClusterRun:
             for e in r.store_events():
                 if e.get("event") == "seen":
                     seen[e["key"]] = {"origin": rid, "t": e["t"] - self.wall_t0, "oldest": e["oldest"] - self.wall_t0}
+                elif e.get("event") == "corrupted":
+                    self.rec.record(e["t"] - self.wall_t0, "crr.corrupted", region=rid, key=e["key"])
                 elif e.get("event") == "copied" and e["key"].endswith(".log"):
                     t = e["t"] - self.wall_t0
                     landed[e["key"]][e["peer"]] = t
@@ -489,6 +506,11 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
             inflight = sum(f.get("inflight", 0) for f in fs)
             out.append(checkers.CheckResult("SOMETIMES-CRASH-HIT-TRAFFIC", "sometimes", inflight > 0, checked=len(fs),
                                             note=f"{inflight} requests in flight at SIGKILLs"))
+        elif kind == "bitflip_shipped":
+            corrupted, rejected = len(ev["crr.corrupted"]), len(ev["crr.reject"])
+            out.append(checkers.CheckResult("SOMETIMES-CORRUPTION-REJECTED", "sometimes", corrupted > 0 and rejected > 0,
+                                            checked=len(fs), note=f"{corrupted} shipped segments corrupted, "
+                                            f"{rejected} rejections reported by the readers"))
         elif kind == "store_down":
             n503 = sum(1 for e in ev["client.recv"] if e["status"] == 503)
             out.append(checkers.CheckResult("SOMETIMES-STORE-DOWN-503", "sometimes", n503 > 0, checked=len(fs),

@@ -76,7 +76,11 @@ class Copier(threading.Thread):
 
     def round(self) -> None:
         self.seen.scan()
-        keys = [k for p in own_prefixes(self.region) for k in self.local.list(p) if k not in self.copied]
+        listed = [k for p in own_prefixes(self.region) for k in self.local.list(p)]
+        present = set(listed)
+        # a segment only with its manifest (so a bit flip of the next segment happens before any copy)
+        keys = [k for k in listed if k not in self.copied and not (
+            k.endswith(LOG_SUFFIX) and k[: -len(LOG_SUFFIX)] + MANIFEST_SUFFIX not in present)]
         for key in copy_order(keys):
             data = self.local.get(key)
             meta = self.local.get_metadata(key)
@@ -94,16 +98,49 @@ class Copier(threading.Thread):
 
 class Seen:
     """The ``received_at`` of the oldest record of each of this region's shipped segments
-    (read once from the segment in the local store), logged when first seen."""
+    (read once from the segment in the local store), logged when first seen.
 
-    def __init__(self, region: str, local, log) -> None:
+    The bit-flip fault: while the file ``corrupt_flag`` exists, the next new segment has one
+    byte changed in the local store before any copy (the original is kept); the file
+    ``repair_flag`` makes every changed segment be uploaded again, locally and to every peer."""
+
+    def __init__(self, region: str, local, log, control: str = "", peers: dict | None = None) -> None:
         self.region, self.local, self.log = region, local, log
         self.oldest: dict[str, float] = {}
         self.lock = threading.Lock()
+        self.corrupt_flag = os.path.join(control, "corrupt-next") if control else ""
+        self.repair_flag = os.path.join(control, "repair") if control else ""
+        self.originals: dict[str, tuple[bytes, dict]] = {}
+        self.peers = peers or {}
 
     def scan(self) -> None:
         with self.lock:
             self._scan()
+            if self.repair_flag and os.path.exists(self.repair_flag):
+                self._repair()
+
+    def _overwrite(self, store, key: str, data: bytes, meta: dict) -> None:
+        store.client.put_object(Bucket=store.bucket, Key=store._k(key), Body=data, Metadata=meta)
+
+    def _corrupt(self, seg_key: str) -> None:
+        data, meta = self.local.get(seg_key), self.local.get_metadata(seg_key)
+        self.originals[seg_key] = (data, meta)
+        at = len(data) // 2
+        self._overwrite(self.local, seg_key, data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:], meta)
+        os.remove(self.corrupt_flag)
+        self.log({"event": "corrupted", "key": seg_key, "offset": at, "t": time.time()})
+
+    def _repair(self) -> None:
+        for key, (data, meta) in sorted(self.originals.items()):
+            for name, store in [("", self.local), *sorted(self.peers.items())]:
+                try:
+                    self._overwrite(store, key, data, meta)
+                except Exception as exc:  # noqa: BLE001 - a peer cut off: the next round tries again
+                    self.log({"event": "repair_failed", "key": key, "peer": name, "reason": type(exc).__name__})
+                    return
+            self.log({"event": "repaired", "key": key, "t": time.time()})
+        self.originals.clear()
+        os.remove(self.repair_flag)
 
     def _scan(self) -> None:
         for key in self.local.list(f"{self.region}/"):
@@ -118,6 +155,8 @@ class Seen:
             except Exception:  # noqa: BLE001 - a corrupted segment: copied as it is, no age
                 continue
             oldest = min((r.received_at for r in records), default=time.time())
+            if self.corrupt_flag and os.path.exists(self.corrupt_flag):
+                self._corrupt(seg_key)
             self.oldest[seg_key] = oldest
             self.oldest[key] = oldest
             self.log({"event": "seen", "key": seg_key, "t": time.time(), "oldest": oldest,
@@ -131,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer", action="append", default=[], help="NAME=HOST:PORT of a peer's store")
     ap.add_argument("--interval", type=float, default=0.2)
     ap.add_argument("--log", required=True)
+    ap.add_argument("--control", default="", help="folder of the fault flag files (corrupt-next, repair)")
     args = ap.parse_args(argv)
     from moto.server import ThreadedMotoServer
 
@@ -145,11 +185,14 @@ def main(argv: list[str] | None = None) -> int:
 
     local = open_store("127.0.0.1", args.port, create=True)
     stop = threading.Event()
-    seen = Seen(args.region, local, log)
+    peers = {}
     for spec in args.peer:
         name, _, addr = spec.partition("=")
         host, _, port = addr.rpartition(":")
-        Copier(args.region, local, name, open_store(host, int(port)), args.interval, log, stop, seen).start()
+        peers[name] = open_store(host, int(port))
+    seen = Seen(args.region, local, log, args.control, peers)
+    for name, remote in peers.items():
+        Copier(args.region, local, name, remote, args.interval, log, stop, seen).start()
     log({"event": "listening", "port": args.port, "pid": os.getpid()})
     try:
         while not stop.wait(args.interval):
