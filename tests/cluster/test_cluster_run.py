@@ -104,3 +104,25 @@ def test_bad_input_is_exit_2_with_a_message(args, needle, tmp_path):
     proc = subprocess.run([*FLK, "cluster", "run", SMOKE, "--out", str(tmp_path), *args], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cleanup_removes_what_a_killed_run_left_and_never_a_live_run(cluster_ready, prefix):
+    import os
+    import tempfile
+    from pathlib import Path
+
+    ledger = Path(tempfile.gettempdir()) / f"flk-cluster-{prefix}.json"
+    ns = f"{prefix}-left"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        ledger.write_text(json.dumps({"namespaces": [ns], "links": [], "pid": os.getpid()}))  # this test: alive
+        kept = subprocess.run([*FLK, "cluster", "cleanup"], capture_output=True, text=True, timeout=60)
+        assert kept.returncode == 1 and f"process {os.getpid()}" in kept.stdout and leftovers(prefix)
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        ledger.write_text(json.dumps({"namespaces": [ns], "links": [], "pid": dead.pid}))
+        gone = subprocess.run([*FLK, "cluster", "cleanup"], capture_output=True, text=True, timeout=60)
+        assert gone.returncode == 0 and leftovers(prefix) == [] and not ledger.exists(), gone.stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        ledger.unlink(missing_ok=True)

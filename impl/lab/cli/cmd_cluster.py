@@ -7,7 +7,9 @@
   ``flk sim run`` writes (``DIR/<scenario>/<seed>/``, default ``runs/cluster``); exit 0 valid,
   1 an invariant or SLO violated, 2 bad input or a fault this machine cannot apply (named,
   before anything starts), 130 interrupted (everything started is removed first);
-* ``flk cluster mechanisms`` -- what each supported fault kind really does.
+* ``flk cluster mechanisms`` -- what each supported fault kind really does;
+* ``flk cluster cleanup`` -- remove the namespaces, links and processes a killed runner left
+  (its ledger ``flk-cluster-<prefix>.json`` in the temp folder).
 
 Needs root (network namespaces), iproute2, nftables, the moto S3 server (``pip install
 'flk-lab[dev]'``) and, for clock skew, libfaketime; ``make setup`` installs them.
@@ -34,6 +36,7 @@ def configure(p) -> None:
                    "env FLK_CLUSTER_PREFIX)")
     r.add_argument("--json", action="store_true", help="print results as JSON")
     sub.add_parser("mechanisms", help="what each supported fault kind really does")
+    sub.add_parser("cleanup", help="remove what killed runs left (their ledgers in the temp folder)")
 
 
 def run(args) -> int:
@@ -42,6 +45,17 @@ def run(args) -> int:
     from flk.impl.lab.cluster import runner
     from flk.sim.scenario import ScenarioError, load
 
+    if args.cluster_cmd == "cleanup":
+        import glob
+        import tempfile
+
+        from flk.impl.lab.cluster.network import cleanup_ledger
+
+        left = []
+        for path in sorted(glob.glob(str(Path(tempfile.gettempdir()) / "flk-cluster-*.json"))):
+            left += cleanup_ledger(path)
+        print("nothing left behind" if not left else "could not remove: " + ", ".join(left))
+        return 0 if not left else 1
     if args.cluster_cmd == "mechanisms":
         for kind, what in runner.MECHANISMS.items():
             print(f"{kind:<12} {what}")

@@ -80,7 +80,7 @@ class Network:
     ledger: str
     ports: tuple[int, ...] = ()
     rules: list[Rule] = field(default_factory=list)
-    made: dict = field(default_factory=lambda: {"namespaces": [], "links": []})
+    made: dict = field(default_factory=lambda: {"namespaces": [], "links": [], "pid": os.getpid()})
 
     def __post_init__(self) -> None:
         a, b = subnet_for(self.prefix)
@@ -225,13 +225,24 @@ def cleanup(made: dict) -> list[str]:
     return left
 
 
+def alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
 def cleanup_ledger(path: str) -> list[str]:
-    """Remove what the ledger file of an earlier (killed) run lists."""
+    """Remove what the ledger file of an earlier (killed) run lists; a run still alive (its
+    runner's pid) is never touched: it is returned as left behind."""
     try:
         with open(path, encoding="utf-8") as f:
             made = json.load(f)
     except (OSError, ValueError):
         return []
+    if made.get("pid") not in (None, os.getpid()) and alive(made["pid"]):
+        return [f"the run of process {made['pid']} (still running)"]
     left = cleanup(made)
     if not left:
         os.remove(path)
