@@ -11,7 +11,9 @@ Faults, each by the mechanism named in its method: ``kill`` (SIGKILL of the
 server's process group; ``start`` again on the same data directory is the
 restart), ``pause``/``resume`` (SIGSTOP/SIGCONT of the group), clock skew (the
 server runs under libfaketime reading ``faketime.rc``; the fault writes the
-offset, the heal writes ``+0``). Every process is started in its own session so
+offset, which moves its wall *and* monotonic clocks forward; the heal writes ``+0``
+and restarts the server gracefully, because a monotonic clock stepping back would
+hold every timer of its event loop for the skew). Every process is started in its own session so
 the runner's Ctrl-C reaches only the runner, which then ends them all.
 """
 
@@ -63,8 +65,11 @@ class RegionProcess:
         self.faketime_file = self.dir / "faketime.rc"
         if skew:
             self.faketime_file.write_text("+0\n")
+            # the file is re-read at most once a second (FAKETIME_NO_CACHE re-reads it on every clock call:
+            # a server making thousands of them a second stalled and answered nothing). Both clocks are
+            # faked: libfaketime 0.9.10 with DONT_FAKE_MONOTONIC fails clock_nanosleep with EINVAL
             env.update(LD_PRELOAD=faketime_lib() or "", FAKETIME_TIMESTAMP_FILE=str(self.faketime_file),
-                       FAKETIME_NO_CACHE="1", DONT_FAKE_MONOTONIC="1")
+                       FAKETIME_CACHE_DURATION="1")
         self.env = env
         self.server: subprocess.Popen | None = None
         self.store: subprocess.Popen | None = None
@@ -185,7 +190,7 @@ class RegionProcess:
         (self.dir / ("corrupt-next" if on else "repair")).write_text("")
 
     def set_skew(self, seconds: float) -> None:
-        """libfaketime re-reads this file on every clock call (``FAKETIME_NO_CACHE``)."""
+        """libfaketime re-reads this file within a second (``FAKETIME_CACHE_DURATION=1``)."""
         self.faketime_file.write_text(f"{seconds:+.3f}s\n" if seconds else "+0\n")
 
     @property

@@ -57,7 +57,9 @@ MECHANISMS = {
     "pause": "SIGSTOP of the region's flk serve process group; heal: SIGCONT",
     "resume": "alias of pause",
     "partition": "nftables drop rules (with counters) in the regions' network namespaces; heal deletes them",
-    "clock_skew": "libfaketime (FAKETIME_TIMESTAMP_FILE) under the region's flk serve; heal writes +0",
+    "clock_skew": "libfaketime (FAKETIME_TIMESTAMP_FILE) under the region's flk serve moves its wall and monotonic "
+                  "clocks forward by skew_s; heal writes +0 and restarts it gracefully on the same data dir "
+                  "(a monotonic step back would stall its timers); negative skews are refused",
     "clock_jump": "as clock_skew",
     "store_down": "SIGSTOP of the region's own redis-server (--backend redis); heal: SIGCONT",
     "store_up": "alias of store_down",
@@ -120,6 +122,10 @@ def preflight(data: dict, backend: str) -> list[str]:
             out.append(f"fault {kind!r}: a dedup outage is a SIGSTOP of the region's Redis: needs --backend redis")
         elif kind in ("clock_skew", "clock_jump") and faketime_lib() is None:
             out.append(f"fault {kind!r}: needs libfaketime (Debian package faketime; `make setup` installs it)")
+    for i, f in enumerate(data["faults"]):
+        if f["kind"] in ("clock_skew", "clock_jump") and float(f.get("skew_s", 30.0)) < 0:
+            out.append(f"faults.{i}.skew_s < 0: a clock stepped back would stall the server's timers under "
+                       "libfaketime (both clocks move); only forward skews run on real clusters")
     if data["nemesis"]["enabled"]:
         out.append("nemesis.enabled: random faults are not scheduled on real clusters yet")
     if data["routing"]["enabled"]:
@@ -293,8 +299,12 @@ class ClusterRun:
                 self.rec.now("fault.end", kind="store_down", target=t)
         elif kind == "clock_skew":
             for t in self.targets(spec):
-                self.regions[t].set_skew(0.0)
+                r = self.regions[t]
+                r.set_skew(0.0)
                 self.rec.now("fault.end", kind=spec["kind"], target=t)
+                await asyncio.to_thread(r.stop_server)
+                took = await asyncio.to_thread(r.start)
+                self.rec.now("region.ready", region=t, restart_s=round(took, 3))
 
     async def heal_all(self) -> None:
         for index in sorted(self.active):
