@@ -34,7 +34,9 @@ def test_catalog_calibration(name, cluster_ready, prefix, tmp_path):
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert proc.returncode == (0 if report["ok"] else 1)
-    assert report["figures"] and all(len(r["sim"]) == 3 and len(r["real"]) == 1 for r in report["figures"])
+    assert report["figures"] and all(len(r["sim"]) + r["sim_missing"] == 3 and len(r["real"]) + r["real_missing"] == 1
+                                     for r in report["figures"])
+    assert all(r["agrees"] is False for r in report["figures"] if r["real_missing"] or r["sim_missing"])
     assert (tmp_path / "calibration.html").exists()
     print("CALIBRATION", json.dumps({"scenario": name, "ok": report["ok"], "figures": [
         {k: r[k] for k in ("figure", "sim_mean", "sim_ci95", "real_mean", "ratio", "agrees")} for r in

@@ -82,8 +82,13 @@ def compare(sc: Scenario, sim_results: list[dict], real_results: list[dict]) -> 
         s_mean, s_lo, s_hi = mean_ci(sim_vals)
         r_mean = sum(real_vals) / len(real_vals) if real_vals else float("nan")
         ratio, ok = verdict(s_mean, r_mean, tolerance)
+        # a figure a run could not give (convergence_time_s of a run that never converged) disagrees
+        sim_missing = len(sim_results) - len(sim_vals)
+        real_missing = len(real_results) - len(real_vals)
         rows.append({"figure": fig, "sim": sim_vals, "sim_mean": s_mean, "sim_ci95": [s_lo, s_hi], "real": real_vals,
-                     "real_mean": r_mean, "ratio": ratio, "tolerance": tolerance, "agrees": ok})
+                     "real_mean": r_mean, "ratio": ratio, "tolerance": tolerance,
+                     "sim_missing": sim_missing, "real_missing": real_missing,
+                     "agrees": ok and not sim_missing and not real_missing})
     sim_valid = [bool(r["valid"]) for r in sim_results]
     real_valid = [bool(r["valid"]) for r in real_results]
     verdict_ok = all(sim_valid) == all(real_valid)
@@ -125,7 +130,7 @@ def write(report: dict, out: Path) -> list[str]:
         files.append(png)
         rows.append(f"<tr class={'ok' if r['agrees'] else 'bad'}><td>{html.escape(r['figure'])}</td>"
                     f"<td>{_fmt(r['sim_mean'])} [{_fmt(r['sim_ci95'][0])}, {_fmt(r['sim_ci95'][1])}]</td>"
-                    f"<td>{', '.join(_fmt(v) for v in r['real'])}</td><td>{_fmt(r['real_mean'])}</td>"
+                    f"<td>{', '.join([*(_fmt(v) for v in r['real']), *['none'] * r['real_missing']])}</td><td>{_fmt(r['real_mean'])}</td>"
                     f"<td>{_fmt(r['ratio'])}</td><td>{'agrees' if r['agrees'] else 'outside'} "
                     f"(tol {r['tolerance']})</td><td><img src='{png}' width=320></td></tr>")
     page = (f"<!doctype html><meta charset=utf-8><title>calibration {html.escape(report['scenario'])}</title>"
