@@ -92,10 +92,10 @@ def test_sigint_mid_run_leaves_no_process_namespace_or_mount(cluster_ready, pref
 
 
 def test_a_fault_without_a_real_mechanism_is_refused_before_the_run(prefix, tmp_path):
-    proc = subprocess.run([*FLK, "cluster", "run", "bitflip-shipped-segment", "--out", str(tmp_path),
+    proc = subprocess.run([*FLK, "cluster", "run", "key-rotation", "--out", str(tmp_path),
                            "--prefix", prefix], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "bitflip_shipped" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "bitflip-shipped-segment").exists() and leftovers(prefix) == []
+    assert proc.returncode == 2 and "rotate_key" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "key-rotation").exists() and leftovers(prefix) == []
 
 
 @pytest.mark.parametrize("args,needle", [(["--backend", "mysql"], "--backend"), (["--seed", "-1"], "--seed"),

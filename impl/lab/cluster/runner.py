@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import importlib.util
 import os
 import secrets
 import shutil
@@ -114,6 +115,10 @@ def preflight(data: dict, backend: str) -> list[str]:
     if backend == "redis" and shutil.which("redis-server") is None:
         out.append("--backend redis: needs redis-server (Debian package redis-server; `make services`)")
     out += [f"needs {m}" for m in missing_tools()]
+    replicated = bool(data["replication"]["enabled"]) and len(data["regions"]) > 1
+    for module, what in (("moto", "moto[server]"), ("boto3", "boto3")):
+        if replicated and importlib.util.find_spec(module) is None:
+            out.append(f"needs {what} for the regions' object stores (pip install 'flk-lab[dev]')")
     kinds = sorted({f["kind"] for f in data["faults"]})
     for kind in kinds:
         if kind not in MECHANISMS:
@@ -514,8 +519,10 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
                                             note=f"{dropped} packets dropped by the partitions' nftables rules"))
         elif kind == "crash":
             inflight = sum(f.get("inflight", 0) for f in fs)
-            out.append(checkers.CheckResult("SOMETIMES-CRASH-HIT-TRAFFIC", "sometimes", inflight > 0, checked=len(fs),
-                                            note=f"{inflight} requests in flight at SIGKILLs"))
+            refused = _sent_while_down(ev, fs)
+            out.append(checkers.CheckResult("SOMETIMES-CRASH-HIT-TRAFFIC", "sometimes", inflight + refused > 0,
+                                            checked=len(fs), note=f"{inflight} requests in flight at SIGKILLs, "
+                                            f"{refused} attempts failed at a killed region before it was ready"))
         elif kind == "bitflip_shipped":
             corrupted, rejected = len(ev["crr.corrupted"]), len(ev["crr.reject"])
             out.append(checkers.CheckResult("SOMETIMES-CORRUPTION-REJECTED", "sometimes", corrupted > 0 and rejected > 0,
@@ -533,6 +540,16 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
         out.append(checkers.CheckResult("SOMETIMES-SPLIT-BRAIN-CONFLICT", "sometimes", n > 0, checked=len(starts),
                                         note=f"{n} pcs_ids acked with different payloads in different regions"))
     return out
+
+
+def _sent_while_down(ev: dict, crashes: list[dict]) -> int:
+    """Attempts to a SIGKILLed region that failed (no answer) before it was ready again."""
+    n = 0
+    for f in crashes:
+        ready = [e["t_us"] for e in ev["region.ready"] if e["region"] == f["target"] and e["t_us"] > f["t_us"]]
+        until = min(ready, default=float("inf"))
+        n += sum(1 for e in ev["client.timeout"] if e["region"] == f["target"] and f["t_us"] <= e["t_us"] <= until)
+    return n
 
 
 def results_of(run: ClusterRun, history: History, overrides: list[str], source: str) -> tuple[dict, list[dict]]:
