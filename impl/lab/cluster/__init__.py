@@ -8,4 +8,5 @@ Modules:
 * :mod:`.regions`   -- a region's ``flk serve`` and store processes; SIGKILL, SIGSTOP, libfaketime
 * :mod:`.storenode` -- a region's object store (S3 API) and its push copies to the other regions' stores
 * :mod:`.driver`    -- the scenario's agents in wall-clock time through the real client
+* :mod:`.calibrate` -- ``flk sim calibrate``: simulator figures (mean, 95 % CI) beside real runs, per figure
 """
