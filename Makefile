@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml setup.py impl/core/_fastcore.c impl/core/_fastcore.h im
 	bash scripts/install_go.sh
 	bash scripts/install_chromium.sh
 	bash scripts/install_deb.sh openssl openssl "for the local RFC 3161 TSA in tests/governance"
+	bash scripts/install_deb.sh ip iproute2 "for flk cluster network namespaces"
+	bash scripts/install_deb.sh nft nftables "for flk cluster partitions (kernel drop rules)"
+	bash scripts/install_deb.sh faketime faketime "for flk cluster clock skew (libfaketime)"
 	@$(PY) -c "from flk.impl.core.canonical import CORE_PATH; print('setup: core path:', CORE_PATH)"
 	touch $(STAMP)
 

@@ -167,6 +167,10 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
               choices=FAULT_KINDS),
         Field("headline", "list", [], "headline figures, a list of tables: metric, with_fault "
               "(\"higher\" | \"lower\": the figure with the fault compared with the run without it)"),
+        Field("tolerance", "number", 0.5, "flk sim calibrate: a figure agrees with the real cluster when "
+              "|real mean - sim mean| <= tolerance x the larger of the two", minimum=0.0),
+        Field("calibrate", "str_list", [], "flk sim calibrate: the figures compared (default: the headline "
+              "figures and the SLO metrics)", choices=tuple(METRICS)),
     ),
 }
 REGION_ITEM = (Field("id", "str", None, "region id", required=True), *REGION_FIELDS)

@@ -4,6 +4,7 @@ Modules:
 
 * :mod:`.cli`      -- the ``flk`` entry point, one ``cmd_<name>`` module per subcommand
 * :mod:`.bench`    -- the benchmarks, one module per ``flk bench NAME``
+* :mod:`.cluster`  -- ``flk cluster run``: a scenario on real ``flk serve`` regions with real faults
 * :mod:`.demo`     -- ``flk demo``: the whole lab end to end on embedded defaults
 * :mod:`.report`   -- the shareable HTML report of a demo or a set of runs
 * :mod:`.modelreplay` -- a model counterexample replayed on the real implementation (``flk check model --replay``)

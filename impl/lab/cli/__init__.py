@@ -22,7 +22,7 @@ COMMANDS: dict[str, str] = {
     "serve": "run the deployable verifier server (ASGI, SQLite by default)",
     "agent": "build PCS from event streams, submit them, generate load",
     "sim": "deterministic chaos/DR simulator: list, run, validate, reference, topology, replay, sweep, diff, "
-           "shrink, report",
+           "shrink, report, calibrate",
     "prove": "run the Z3/Hypothesis proofs of the invariants",
     "conformance": "conformance kit: vectors via an adapter, server black-box suite",
     "bench": "benchmarks; prints one JSON object of named figures with --json",
@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "history": "black-box check of a client-observed history (Jepsen style)",
     "check": "exhaustive small-scope model checking of the protocol model (safety, liveness)",
     "operator": "policies as data (ShardMigration, CRRPolicy, TieringPolicy): validate, docs, run, status",
+    "cluster": "run a scenario on real flk serve regions with real faults (namespaces, nftables, SIGKILL)",
 }
 
 

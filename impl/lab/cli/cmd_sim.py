@@ -23,6 +23,8 @@
   scenario, same seed, that still fails the same check; writes it as a regression candidate
   (default ``RUN_DIR/regression-candidate.toml``) and prints the replay command (exit 0 written
   and confirmed, 1 the run does not fail when re-run, 2 bad input);
+* ``flk sim calibrate NAME --seeds 1-10 --real-runs 3`` -- the simulator's figures beside a real
+  cluster's (``flk cluster``), per figure with ratio and verdict; exit 1 on a mismatch;
 * ``flk sim report RUN_DIR ... [--out FILE]`` -- the styled, self-contained HTML report of
   finished runs (default ``RUN_DIR/report.html`` for one run, ``runs/report.html`` for several).
 
@@ -99,6 +101,9 @@ def configure(p) -> None:
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rep.add_argument("--out", default=None, metavar="FILE",
                      help="default RUN_DIR/report.html (one run) or runs/report.html")
+    from .cmd_cluster import configure_calibrate
+
+    configure_calibrate(sub)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -300,6 +305,10 @@ def run(args) -> int:
             return _shrink(args)
         if args.sim_cmd == "report":
             return _report(args)
+        if args.sim_cmd == "calibrate":
+            from .cmd_cluster import run_calibrate
+
+            return run_calibrate(args, parse_seeds(args.seeds))
     except ScenarioError as exc:
         raise UsageError(str(exc)) from None
     raise UsageError(f"unknown sim command {args.sim_cmd!r}")

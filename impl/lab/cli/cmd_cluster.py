@@ -1,0 +1,137 @@
+"""``flk cluster``: catalog scenarios on a real cluster of ``flk serve`` regions.
+
+* ``flk cluster run NAME|FILE [--seed N] [--backend sqlite] [--set key=value ...] [--out DIR]``
+  -- every region a real process in its own network namespace, the workload in wall-clock
+  time, the fault schedule by real mechanisms (SIGKILL/restart, SIGSTOP/SIGCONT, nftables
+  drop rules, libfaketime), the simulator's checkers by INV-ID; writes the run directory
+  ``flk sim run`` writes (``DIR/<scenario>/<seed>/``, default ``runs/cluster``); exit 0 valid,
+  1 an invariant or SLO violated, 2 bad input or a fault this machine cannot apply (named,
+  before anything starts), 130 interrupted (everything started is removed first);
+* ``flk cluster mechanisms`` -- what each supported fault kind really does;
+* ``flk cluster cleanup`` -- remove the namespaces, links and processes a killed runner left
+  (its ledger ``flk-cluster-<prefix>.json`` in the temp folder).
+
+Needs root (network namespaces), iproute2, nftables, the moto S3 server (``pip install
+'flk-lab[dev]'``) and, for clock skew, libfaketime; ``make setup`` installs them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import UsageError
+
+
+def configure(p) -> None:
+    sub = p.add_subparsers(dest="cluster_cmd", metavar="SUBCOMMAND", required=True)
+    r = sub.add_parser("run", help="run a scenario on real flk serve regions with real faults")
+    r.add_argument("scenario", help="catalog name or path to a .toml file")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--backend", default="sqlite", help="dedup store of every region (sqlite)")
+    r.add_argument("--out", default="runs/cluster", help="artifact root (default runs/cluster)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--prefix", default=None, help="network namespace prefix (default flk<pid>; "
+                   "env FLK_CLUSTER_PREFIX)")
+    r.add_argument("--json", action="store_true", help="print results as JSON")
+    sub.add_parser("mechanisms", help="what each supported fault kind really does")
+    sub.add_parser("cleanup", help="remove what killed runs left (their ledgers in the temp folder)")
+
+
+def run(args) -> int:
+    import json
+
+    from flk.impl.lab.cluster import runner
+    from flk.sim.scenario import ScenarioError, load
+
+    if args.cluster_cmd == "cleanup":
+        import glob
+        import tempfile
+
+        from flk.impl.lab.cluster.network import cleanup_ledger
+
+        left = []
+        for path in sorted(glob.glob(str(Path(tempfile.gettempdir()) / "flk-cluster-*.json"))):
+            left += cleanup_ledger(path)
+        print("nothing left behind" if not left else "could not remove: " + ", ".join(left))
+        return 0 if not left else 1
+    if args.cluster_cmd == "mechanisms":
+        for kind, what in runner.MECHANISMS.items():
+            print(f"{kind:<12} {what}")
+        return 0
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed: must be a non-negative integer, got {args.seed}")
+    if args.prefix is not None and (not args.prefix.isalnum() or len(args.prefix) > 9):
+        raise UsageError(f"--prefix: letters and digits, at most 9, got {args.prefix!r}")
+    try:
+        sc = load(args.scenario, args.overrides)
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    seed = sc.seed if args.seed is None else args.seed
+    log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        res = runner.run(sc, seed, backend=args.backend, out=Path(args.out), plots=not args.no_plots,
+                         prefix=args.prefix, log=log)
+    except runner.Refused as exc:
+        raise UsageError(f"{sc.name}: cannot run on a real cluster here: {exc}") from None
+    if args.json:
+        print(json.dumps(res, sort_keys=True))
+    else:
+        from .cmd_sim import _print_table
+
+        _print_table(res)
+        for p in res["cluster"]["partitions"]:
+            print(f"partition {p['sides'][0]} | {p['sides'][1]}: {p['dropped_packets']} packets dropped by "
+                  f"{len(p['rules'])} nftables rules", file=sys.stdout)
+    return 0 if res["valid"] else 1
+
+
+def configure_calibrate(sub) -> None:
+    """``flk sim calibrate`` (a subcommand of ``flk sim``; it lives here with the cluster runner)."""
+    c = sub.add_parser("calibrate", help="the simulator's figures beside a real cluster's, per figure")
+    c.add_argument("scenario")
+    c.add_argument("--seeds", default="1-10", help="simulator seeds, e.g. 1-10 or 1,2,5")
+    c.add_argument("--real-runs", type=int, default=3, help="real cluster runs (seeds from --seeds in order)")
+    c.add_argument("--real-dir", action="append", default=[], metavar="RUN_DIR",
+                   help="use this finished cluster run instead of running one (repeatable)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--sim-set", dest="sim_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for the simulator side only (a mis-parameterised model)")
+    c.add_argument("--backend", default="sqlite")
+    c.add_argument("--out", default=None, help="default runs/calibration/<scenario>")
+    c.add_argument("--json", action="store_true")
+
+
+def run_calibrate(args, seeds: list[int]) -> int:
+    import json
+
+    from flk.impl.lab.cluster import calibrate, runner
+    from flk.sim.scenario import load
+
+    if args.real_runs < 1 and not args.real_dir:
+        raise UsageError("--real-runs: at least 1 (or --real-dir)")
+    for d in args.real_dir:
+        if not (Path(d) / "results.json").exists():
+            raise UsageError(f"--real-dir {d}: not a run directory (no results.json)")
+    sc = load(args.scenario, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / "calibration" / sc.name
+    log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        report = calibrate.calibrate(sc, seeds, args.real_runs, out, backend=args.backend,
+                                     real_dirs=[Path(d) for d in args.real_dir], sim_overrides=args.sim_overrides,
+                                     log=log)
+    except runner.Refused as exc:
+        raise UsageError(f"{sc.name}: cannot run on a real cluster here: {exc}") from None
+    if args.json:
+        print(json.dumps(report, sort_keys=True, default=str))
+    else:
+        print(f"{'figure':<26} {'sim mean [95% CI]':<30} {'real mean':>10} {'ratio':>7}  verdict")
+        for r in report["figures"]:
+            ci = f"{calibrate._fmt(r['sim_mean'])} [{calibrate._fmt(r['sim_ci95'][0])}, " \
+                 f"{calibrate._fmt(r['sim_ci95'][1])}]"
+            print(f"{r['figure']:<26} {ci:<30} {calibrate._fmt(r['real_mean']):>10} {calibrate._fmt(r['ratio']):>7}  "
+                  f"{'agrees' if r['agrees'] else 'OUTSIDE tolerance ' + str(r['tolerance'])}")
+        print(f"validity: sim {report['sim_valid']} real {report['real_valid']} "
+              f"({'agree' if report['verdicts_agree'] else 'DIFFER'}); wrote {out / 'calibration.html'}")
+    return 0 if report["ok"] else 1

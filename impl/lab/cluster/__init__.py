@@ -1,0 +1,12 @@
+"""Real clusters: a catalog scenario on real ``flk serve`` regions with real faults
+(``flk cluster run``), judged by the simulator's checkers, written in its run layout.
+
+Modules:
+
+* :mod:`.runner`    -- ``flk cluster run``: preflight, phases, faults, final reads, checks, artifacts
+* :mod:`.network`   -- one network namespace per region on a bridge; partitions as nftables drop rules
+* :mod:`.regions`   -- a region's ``flk serve`` and store processes; SIGKILL, SIGSTOP, libfaketime
+* :mod:`.storenode` -- a region's object store (S3 API) and its push copies to the other regions' stores
+* :mod:`.driver`    -- the scenario's agents in wall-clock time through the real client
+* :mod:`.calibrate` -- ``flk sim calibrate``: simulator figures (mean, 95 % CI) beside real runs, per figure
+"""

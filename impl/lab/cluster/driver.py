@@ -1,0 +1,202 @@
+"""The scenario's workload in wall-clock time against real regions, recorded in the
+simulator's history vocabulary.
+
+Why this module exists: a cluster run must send what the simulated agents send
+(same rates, tenants, agents per region, duplicate / bad-signature / conflict /
+cross-region-conflict mix, seeded) so a figure of one can stand beside the other.
+The choice of each submission is the simulator's own code
+(:meth:`flk.sim.workload.Agent.choose`, ``rate_at`` and ``_cross_region_pick``, run
+on a :class:`WallAgent` that offers the attributes they read), the PCS come from
+the simulator's :class:`~flk.sim.workload.PcsFactory` and every submission goes
+through the real retrying client state machine
+(:class:`flk.impl.agent.client.Submission`) over the load generator's lean HTTP/1.1
+keep-alive connections (:class:`flk.impl.agent.loadgen.Connection`: a heavier client
+starves under CPU contention and turns its own slowness into timeouts). The arrival times
+and answers are the wall clock's, so a run is not reproducible to the byte; the
+choices are (same seed, same sequence of kinds per agent).
+
+Events recorded (``flk.sim.checkers`` vocabulary, ``t_us`` from the run's start):
+``client.send``, ``client.recv`` (status, ``replay`` from ``Idempotent-Replayed``;
+the body is not kept), ``client.timeout`` (no answer: transport error or timeout, with
+``error``), ``client.give_up``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+
+from flk.impl.agent.client import (
+    Done,
+    HttpAnswer,
+    RetryPolicy,
+    Send,
+    Submission,
+    TransportFailure,
+    Wait,
+)
+from flk.impl.agent.loadgen import Connection, HttpError, _request_head
+from flk.sim.region import SIM_EPOCH
+from flk.sim.rng import Streams
+from flk.sim.workload import Agent, PcsFactory, make_templates
+
+BASE_KEY = b"flk-sim-tenant-base"  # the simulator's tenants (flk.sim.world.BASE_KEY; not a secret)
+
+
+class Clock:
+    """Seconds since the run's start (monotonic), shared by agents, faults and samples."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    @property
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+
+class _World:
+    """What :class:`flk.sim.workload.Agent`'s choice code reads from its world."""
+
+    def __init__(self, clock: Clock, factory: PcsFactory, duration: float) -> None:
+        self.env = clock
+        self.factory = factory
+        self.duration = duration
+        self.agents: list[WallAgent] = []
+
+
+class WallAgent:
+    """One agent: the simulator's choice code, the real client, the wall clock."""
+
+    choose = Agent.choose
+    rate_at = Agent.rate_at
+    _cross_region_pick = Agent._cross_region_pick
+
+    def __init__(self, world: _World, index: int, w: dict, regions: list[str], streams: Streams) -> None:
+        self.world, self.index, self.w = world, index, w
+        self.id = f"agent-{index}"
+        self.rng = streams.get(f"agent/{index}")
+        self.tenant = f"t{index % int(w['tenants'])}"
+        home = w.get("home_region") or regions[index % len(regions)]
+        self.urls = [home] + [r for r in regions if r != home]
+        self.policy = RetryPolicy(base=w["backoff_base_ms"] / 1000.0, cap=w["backoff_cap_ms"] / 1000.0,
+                                  max_attempts=int(w["max_attempts"]), max_retry_after=30.0)
+        self.sent: list[dict] = []
+        self.sent_at: list[float] = []
+        self.epoch = 1
+
+
+class Workload:
+    """Runs every agent until ``duration`` and waits (bounded) for their submissions."""
+
+    def __init__(self, scenario: dict, seed: int, regions: list[str], url_of, history, clock: Clock,
+                 max_in_flight: int = 256) -> None:
+        self.w = scenario["workload"]
+        self.duration = float(scenario["scenario"]["duration_s"])
+        self.url_of, self.history, self.clock = url_of, history, clock
+        self.streams = Streams(seed)
+        self.world = _World(clock, PcsFactory(make_templates(seed), BASE_KEY), self.duration)
+        self.agents = [WallAgent(self.world, i, self.w, regions, self.streams) for i in range(int(self.w["agents"]))]
+        self.world.agents = self.agents
+        self._req = 0
+        self.in_flight: dict[int, str] = {}  # req -> region of its current attempt
+        self.tasks: set[asyncio.Task] = set()
+        self.sem = asyncio.Semaphore(max_in_flight)
+        self.skipped = 0  # arrivals not sent because max_in_flight submissions were open
+        self.idle: dict[str, list[Connection]] = {}  # region -> idle keep-alive connections
+        self.heads: dict[tuple[str, tuple], bytes] = {}
+
+    async def post(self, region: str, headers: tuple, body: bytes, timeout: float) -> tuple[int, dict]:
+        url = self.url_of(region) + "/v1/pcs/submit"
+        head = self.heads.get((region, headers))
+        if head is None:
+            head = self.heads[(region, headers)] = _request_head(url, headers)[1]
+        pool = self.idle.setdefault(region, [])
+        conn = pool.pop() if pool else None
+        if conn is None:
+            (host, port), _ = _request_head(url, headers)
+            conn = Connection(host, port, timeout)
+        status, resp_headers = await conn.post(head, body)
+        if conn.writer is not None:
+            pool.append(conn)
+        return status, resp_headers
+
+    def record(self, type_: str, **fields) -> None:
+        self.history.record(self.clock.now, type_, **fields)
+
+    def inflight_at(self, region: str) -> int:
+        return sum(1 for r in self.in_flight.values() if r == region)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._agent(a) for a in self.agents))
+
+    async def drain(self, timeout: float) -> None:
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout)
+        for t in list(self.tasks):
+            t.cancel()
+        for pool in self.idle.values():
+            for conn in pool:
+                conn.close()
+
+    async def _agent(self, agent: WallAgent) -> None:
+        next_at = 0.0
+        while True:
+            rate = agent.rate_at(next_at)
+            next_at += agent.rng.expovariate(rate) if rate > 0 else 1.0
+            delay = next_at - self.clock.now
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if next_at >= self.duration:
+                return
+            if rate <= 0:
+                continue
+            if self.sem.locked():
+                self.skipped += 1
+                continue
+            kind, pcs = agent.choose()
+            self._req += 1
+            task = asyncio.create_task(self._deliver(agent, self._req, kind, pcs))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _deliver(self, agent: WallAgent, req: int, kind: str, pcs: dict) -> None:
+        async with self.sem:
+            sub = Submission(pcs, agent.urls, rng=agent.rng, policy=agent.policy, tenant=agent.tenant)
+            digest = hashlib.sha256(sub.signed_bytes).hexdigest()
+            timeout = float(self.w["timeout_ms"]) / 1000.0
+            action = sub.start(SIM_EPOCH + self.clock.now)
+            try:
+                while True:
+                    if isinstance(action, Send):
+                        region = action.url
+                        self.record("client.send", req=req, attempt=action.attempt, agent=agent.id,
+                                    tenant=agent.tenant, pcs_id=pcs["pcs_id"], digest=digest, kind=kind,
+                                    region=region)
+                        self.in_flight[req] = region
+                        try:
+                            status, headers = await self.post(region, action.headers, action.body, timeout)
+                        except (HttpError, OSError) as exc:
+                            reason = str(exc)[:60] if isinstance(exc, HttpError) else type(exc).__name__
+                            self.record("client.timeout", req=req, attempt=action.attempt, region=region,
+                                        error=reason)
+                            result = TransportFailure(reason)
+                        else:
+                            replay = headers.get("idempotent-replayed") is not None
+                            self.record("client.recv", req=req, attempt=action.attempt, status=status,
+                                        replay=replay, body_sha=None, region=region)
+                            result = HttpAnswer(status, headers.get("retry-after"))
+                        finally:
+                            self.in_flight.pop(req, None)
+                        action = sub.on_result(result, SIM_EPOCH + self.clock.now)
+                    elif isinstance(action, Wait):
+                        await asyncio.sleep(action.delay)
+                        action = sub.resume(SIM_EPOCH + self.clock.now)
+                    else:
+                        assert isinstance(action, Done)
+                        if action.outcome == "gave_up":
+                            self.record("client.give_up", req=req, reason=action.reason[:80])
+                        return
+            except asyncio.CancelledError:
+                self.record("client.give_up", req=req, reason="run ended before an answer")
+                raise

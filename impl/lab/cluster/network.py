@@ -1,0 +1,249 @@
+"""The real network of a cluster run: one Linux network namespace per region,
+a veth pair to one bridge, and nftables rules that cut links in the kernel.
+
+Why this module exists: a partition of the real replication service must drop
+packets, not pause a thread. Each region's processes (its ``flk serve``, its
+object store and that store's copier) run inside the region's namespace
+``<prefix>-<region>``; the namespace's ``eth0`` is one end of a veth pair whose
+other end is enslaved to the bridge ``<prefix>br`` in the runner's namespace,
+which holds the clients (the runner's agents) at the bridge's address.
+
+A partition between node sets ``a`` and ``b`` (region ids and ``clients``) adds,
+for every directed pair (src, dst) it cuts, one rule with a counter to the
+``inet flk`` table of the namespace the packets enter (``input`` of dst's
+namespace) or, towards the clients, leave (``output`` of src's namespace):
+symmetric cuts drop every packet between the two addresses; a one-way cut
+(``symmetric = false``: only what ``a`` sends to ``b``) drops what src sends to
+dst's listening ports, so connections dst opens to src still work. Healing
+deletes the rules by handle after reading their counters; the dropped-packet
+count is what the run reports.
+
+Addresses come from one /24 chosen by the prefix (``10.<n>.<m>.0/24``, inside
+namespaces this run made; nothing is routed out). Everything made is listed in a
+ledger file, so :func:`cleanup_ledger` removes what a killed runner left.
+Needs root (``CAP_NET_ADMIN``), ``ip`` (iproute2) and ``nft`` (nftables).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+TABLE = "flk"
+
+
+class NetworkError(Exception):
+    """A namespace, link or rule could not be made (the message names the command)."""
+
+
+def run(cmd: list[str], check: bool = True, timeout: float = 20.0) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise NetworkError(f"{' '.join(cmd)}: {(proc.stderr or proc.stdout).strip()[:300]}")
+    return proc
+
+
+def missing_tools() -> list[str]:
+    """What the kernel-level network needs and this machine lacks (empty: all there)."""
+    out = []
+    if os.geteuid() != 0:
+        out.append("root (network namespaces need CAP_NET_ADMIN)")
+    for tool, pkg in (("ip", "iproute2"), ("nft", "nftables")):
+        if shutil.which(tool) is None:
+            out.append(f"{tool} (Debian package {pkg}; `make setup` installs it)")
+    return out
+
+
+def subnet_for(prefix: str) -> tuple[int, int]:
+    h = hashlib.sha256(prefix.encode()).digest()
+    return 200 + h[0] % 50, 1 + h[1] % 250
+
+
+@dataclass
+class Rule:
+    ns: str
+    chain: str
+    handle: int
+    text: str
+    fault: int
+
+
+@dataclass
+class Network:
+    prefix: str
+    regions: list[str]
+    ledger: str
+    ports: tuple[int, ...] = ()
+    rules: list[Rule] = field(default_factory=list)
+    made: dict = field(default_factory=lambda: {"namespaces": [], "links": [], "pid": os.getpid()})
+
+    def __post_init__(self) -> None:
+        a, b = subnet_for(self.prefix)
+        self.base = f"10.{a}.{b}"
+        self.bridge = f"{self.prefix}br"[:15]
+
+    # -- names and addresses -----------------------------------------------------------------
+    def ns(self, region: str) -> str:
+        return f"{self.prefix}-{region}"
+
+    @property
+    def client_ip(self) -> str:
+        return f"{self.base}.1"
+
+    def ip(self, node: str) -> str:
+        if node == "clients":
+            return self.client_ip
+        return f"{self.base}.{10 + self.regions.index(node)}"
+
+    def exec_prefix(self, region: str) -> list[str]:
+        return ["ip", "netns", "exec", self.ns(region)]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _save(self) -> None:
+        with open(self.ledger, "w", encoding="utf-8") as f:
+            json.dump(self.made, f)
+
+    def up(self) -> None:
+        run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        self.made["links"].append(self.bridge)
+        self._save()
+        run(["ip", "addr", "add", f"{self.client_ip}/24", "dev", self.bridge])
+        run(["ip", "link", "set", self.bridge, "up"])
+        for i, region in enumerate(self.regions):
+            ns, veth = self.ns(region), f"{self.prefix}v{i}"[:15]
+            run(["ip", "netns", "add", ns])
+            self.made["namespaces"].append(ns)
+            self._save()
+            run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+            self.made["links"].append(veth)
+            self._save()
+            run(["ip", "link", "set", veth, "master", self.bridge, "up"])
+            inside = self.exec_prefix(region)
+            run([*inside, "ip", "addr", "add", f"{self.ip(region)}/24", "dev", "eth0"])
+            run([*inside, "ip", "link", "set", "eth0", "up"])
+            run([*inside, "ip", "link", "set", "lo", "up"])
+            run([*inside, "nft", f"add table inet {TABLE}; "
+                 f"add chain inet {TABLE} input {{ type filter hook input priority 0; policy accept; }}; "
+                 f"add chain inet {TABLE} output {{ type filter hook output priority 0; policy accept; }}"])
+
+    def down(self) -> list[str]:
+        """Remove every namespace and link this network made; returns what could not be removed."""
+        left = cleanup(self.made)
+        if not left:
+            try:
+                os.remove(self.ledger)
+            except OSError:
+                pass
+        return left
+
+    # -- partitions ----------------------------------------------------------------------------
+    def cut(self, fault: int, a: list[str], b: list[str], symmetric: bool) -> list[Rule]:
+        pairs = [(s, d) for s in a for d in b]
+        if symmetric:
+            pairs += [(d, s) for s in a for d in b]
+        made = []
+        for src, dst in pairs:
+            if src == "clients" and dst == "clients":
+                continue
+            match = f"ip saddr {self.ip(src)} ip daddr {self.ip(dst)}"
+            if not symmetric and dst != "clients" and self.ports:
+                ports = ", ".join(str(p) for p in self.ports)
+                match += f" tcp dport {{ {ports} }}"
+            if dst != "clients":
+                ns, chain = self.ns(dst), "input"
+            else:
+                ns, chain = self.ns(src), "output"
+            text = f"{match} counter drop comment \"fault {fault}: {src} -/-> {dst}\""
+            out = run(["ip", "netns", "exec", ns, "nft", "--echo", "--handle",
+                       f"add rule inet {TABLE} {chain} {text}"]).stdout
+            m = re.search(r"# handle (\d+)", out)
+            if m is None:
+                raise NetworkError(f"nft gave no handle for the rule in {ns}: {out.strip()[:200]}")
+            rule = Rule(ns, chain, int(m.group(1)), text, fault)
+            self.rules.append(rule)
+            made.append(rule)
+        return made
+
+    def counters(self, fault: int) -> list[dict]:
+        """The live rules of a fault with their packet and byte counters."""
+        out = []
+        for ns in sorted({r.ns for r in self.rules if r.fault == fault}):
+            doc = json.loads(run(["ip", "netns", "exec", ns, "nft", "-j", "-a", "list", "table", "inet",
+                                  TABLE]).stdout)
+            for item in doc.get("nftables", []):
+                rule = item.get("rule")
+                if not rule:
+                    continue
+                mine = [r for r in self.rules if r.ns == ns and r.handle == rule.get("handle") and r.fault == fault]
+                if not mine:
+                    continue
+                counter = next((e["counter"] for e in rule.get("expr", []) if "counter" in e), {})
+                out.append({"namespace": ns, "chain": mine[0].chain, "handle": mine[0].handle,
+                            "rule": mine[0].text, "packets": int(counter.get("packets", 0)),
+                            "bytes": int(counter.get("bytes", 0))})
+        return out
+
+    def listing(self, fault: int) -> str:
+        """``nft list table`` of every namespace holding a rule of this fault (with counters)."""
+        parts = []
+        for ns in sorted({r.ns for r in self.rules if r.fault == fault}):
+            text = run(["ip", "netns", "exec", ns, "nft", "-a", "list", "table", "inet", TABLE]).stdout
+            parts.append(f"# ip netns exec {ns} nft -a list table inet {TABLE}\n{text}")
+        return "\n".join(parts)
+
+    def heal(self, fault: int) -> list[dict]:
+        counts = self.counters(fault)
+        for r in [r for r in self.rules if r.fault == fault]:
+            run(["ip", "netns", "exec", r.ns, "nft", "delete", "rule", "inet", TABLE, r.chain, "handle",
+                 str(r.handle)], check=False)
+            self.rules.remove(r)
+        return counts
+
+
+def cleanup(made: dict) -> list[str]:
+    """Delete the namespaces (their rules and veth ends go with them) and the links listed."""
+    left = []
+    for ns in made.get("namespaces", []):
+        if run(["ip", "netns", "pids", ns], check=False).returncode != 0:
+            continue  # already gone
+        for pid in run(["ip", "netns", "pids", ns], check=False).stdout.split():
+            try:
+                os.kill(int(pid), 9)
+            except (OSError, ValueError):
+                pass
+        if run(["ip", "netns", "del", ns], check=False).returncode != 0:
+            left.append(f"namespace {ns}")
+    for link in made.get("links", []):
+        if run(["ip", "link", "show", link], check=False).returncode == 0 and \
+                run(["ip", "link", "del", link], check=False).returncode != 0:
+            left.append(f"link {link}")
+    return left
+
+
+def alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
+def cleanup_ledger(path: str) -> list[str]:
+    """Remove what the ledger file of an earlier (killed) run lists; a run still alive (its
+    runner's pid) is never touched: it is returned as left behind."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            made = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if made.get("pid") not in (None, os.getpid()) and alive(made["pid"]):
+        return [f"the run of process {made['pid']} (still running)"]
+    left = cleanup(made)
+    if not left:
+        os.remove(path)
+    return left

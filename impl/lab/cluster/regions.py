@@ -1,0 +1,245 @@
+"""A region of a real cluster: its ``flk serve`` and its object store, as processes in
+the region's network namespace, and the real mechanisms its faults use.
+
+Why this module exists: the simulator's region is the real pipeline on a simulated
+disk and clock; here it is the deployed server. Each region has its own data
+directory (inbox WAL, SQLite dedup store or its own Redis/Postgres namespace,
+replication state), listens on ``<region ip>:SERVER_PORT`` and replicates through
+its own store (:mod:`.storenode`) over the real CRR transport (S3 API).
+
+Faults, each by the mechanism named in its method: ``kill`` (SIGKILL of the
+server's process group; ``start`` again on the same data directory is the
+restart), ``pause``/``resume`` (SIGSTOP/SIGCONT of the group), clock skew (the
+server runs under libfaketime reading ``faketime.rc``; the fault writes the
+offset, which moves its wall *and* monotonic clocks forward; the heal writes ``+0``
+and restarts the server gracefully, because a monotonic clock stepping back would
+hold every timer of its event loop for the skew). Every process is started in its own session so
+the runner's Ctrl-C reaches only the runner, which then ends them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from .storenode import CREDENTIALS, store_url
+
+SERVER_PORT = 18280
+STORE_PORT = 18281
+REDIS_PORT = 18282
+FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                 "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1")
+SERVER_VARS = ("HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
+               "POSTGRES_CONN", "TOKEN_RATE", "PCS_SIGN_ALG", "PCS_HMAC_KEY", "PCS_HMAC_KEYS", "MULTI_TENANT",
+               "TENANTS", "TENANTS_FILE", "REGION_ID", "POLICY", "METRICS_USER", "METRICS_PASS", "DEDUP_NAMESPACE",
+               "LD_PRELOAD")
+
+
+def faketime_lib() -> str | None:
+    return next((p for p in FAKETIME_LIBS if os.path.exists(p)), None)
+
+
+class RegionProcess:
+    """One region's processes and the faults applied to them."""
+
+    def __init__(self, net, name: str, root: Path, peers: list[str], ship_interval_s: float, tenants: str,
+                 backend_env: dict[str, str], skew: bool) -> None:
+        self.net, self.name = net, name
+        self.dir = root / name
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        self.peers = peers
+        env = {k: v for k, v in os.environ.items() if k not in SERVER_VARS and not k.startswith(("CRR_", "FAKETIME"))}
+        env.update(REGION_ID=name, DATA_DIR=str(self.dir / "data"), WORKERS="1", MULTI_TENANT="true",
+                   TENANTS=tenants, HOST="0.0.0.0", CRR_STORE_URL=store_url("127.0.0.1", STORE_PORT),
+                   CRR_PEERS=",".join(peers), CRR_SHIP_INTERVAL_S=str(ship_interval_s),
+                   AWS_ACCESS_KEY_ID=CREDENTIALS["aws_access_key_id"],
+                   AWS_SECRET_ACCESS_KEY=CREDENTIALS["aws_secret_access_key"], AWS_DEFAULT_REGION="us-east-1",
+                   **backend_env)
+        self.faketime_file = self.dir / "faketime.rc"
+        if skew:
+            self.faketime_file.write_text("+0\n")
+            # the file is re-read at most once a second (FAKETIME_NO_CACHE re-reads it on every clock call:
+            # a server making thousands of them a second stalled and answered nothing). Both clocks are
+            # faked: libfaketime 0.9.10 with DONT_FAKE_MONOTONIC fails clock_nanosleep with EINVAL
+            env.update(LD_PRELOAD=faketime_lib() or "", FAKETIME_TIMESTAMP_FILE=str(self.faketime_file),
+                       FAKETIME_CACHE_DURATION="1")
+        self.env = env
+        self.server: subprocess.Popen | None = None
+        self.store: subprocess.Popen | None = None
+        self.redis: subprocess.Popen | None = None
+        self.paused = False
+        self.incarnation = 0
+
+    @property
+    def ip(self) -> str:
+        return self.net.ip(self.name)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{SERVER_PORT}"
+
+    def _popen(self, args: list[str], log: Path, env: dict) -> subprocess.Popen:
+        with open(log, "ab") as out:
+            return subprocess.Popen([*self.net.exec_prefix(self.name), *args], cwd=self.dir, env=env, stdout=out,
+                                    stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def start_store(self, timeout: float = 60.0) -> None:
+        peers = [f"--peer={p}={self.net.ip(p)}:{STORE_PORT}" for p in self.peers]
+        env = {k: v for k, v in self.env.items() if k != "LD_PRELOAD"}
+        self.store = self._popen([sys.executable, "-m", "flk.impl.lab.cluster.storenode", "--region", self.name,
+                                  "--port", str(STORE_PORT), "--log", str(self.dir / "store-events.jsonl"),
+                                  "--control", str(self.dir), *peers],
+                                 self.dir / "store.log", env)
+        deadline = time.monotonic() + timeout
+        log = self.dir / "store-events.jsonl"
+        while time.monotonic() < deadline:
+            if self.store.poll() is not None:
+                raise RuntimeError(f"{self.name}: object store exited: {self.tail('store.log')}")
+            if log.exists() and '"listening"' in log.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name}: object store not ready: {self.tail('store.log')}")
+
+    def start_redis(self, timeout: float = 30.0) -> None:
+        """The region's own Redis (its dedup store) in its namespace, no persistence: it is a
+        separate service that outlives a crash of ``flk serve``, like the simulator's store."""
+        import socket
+
+        self.redis = self._popen(["redis-server", "--bind", "0.0.0.0", "--port", str(REDIS_PORT), "--save", "",
+                                  "--appendonly", "no", "--protected-mode", "no", "--dir", str(self.dir)],
+                                 self.dir / "redis.log", {k: v for k, v in self.env.items() if k != "LD_PRELOAD"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.redis.poll() is not None:
+                raise RuntimeError(f"{self.name}: redis-server exited: {self.tail('redis.log')}")
+            try:
+                with socket.create_connection((self.ip, REDIS_PORT), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"{self.name}: redis-server not ready")
+
+    def dedup_down(self, down: bool) -> bool:
+        """A dedup outage: SIGSTOP of the region's Redis (connections hang, then time out); SIGCONT heals."""
+        return self._signal(self.redis, signal.SIGSTOP if down else signal.SIGCONT)
+
+    def start(self, timeout: float = 90.0) -> float:
+        """Start (or restart) ``flk serve`` on the region's data directory; returns the seconds
+        until ``/ready`` answered 200."""
+        t0 = time.monotonic()
+        self.server = self._popen([sys.executable, "-m", "flk.impl", "serve", "--port", str(SERVER_PORT)],
+                                  self.dir / "server.log", self.env)
+        self.incarnation += 1
+        self.paused = False
+        with httpx.Client(timeout=2) as client:
+            while time.monotonic() - t0 < timeout:
+                if self.server.poll() is not None:
+                    raise RuntimeError(f"{self.name}: flk serve exited: {self.tail('server.log')}")
+                try:
+                    if client.get(self.url + "/ready").status_code == 200:
+                        return time.monotonic() - t0
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        raise TimeoutError(f"{self.name}: flk serve not ready: {self.tail('server.log')}")
+
+    def tail(self, name: str, n: int = 1500) -> str:
+        try:
+            return (self.dir / name).read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    # -- faults --------------------------------------------------------------------------------
+    def _signal(self, proc: subprocess.Popen | None, sig: int) -> bool:
+        if proc is None or proc.poll() is not None:
+            return False
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill(self) -> bool:
+        """SIGKILL of the server's process group (a crash: no shutdown code runs)."""
+        hit = self._signal(self.server, signal.SIGCONT) and self._signal(self.server, signal.SIGKILL)
+        if self.server is not None:
+            try:
+                self.server.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        return hit
+
+    def pause(self) -> bool:
+        self.paused = self._signal(self.server, signal.SIGSTOP)
+        return self.paused
+
+    def resume(self) -> bool:
+        self.paused = False
+        return self._signal(self.server, signal.SIGCONT)
+
+    def bitflip(self, on: bool) -> None:
+        """Ask the region's store to flip a byte of its next shipped segment (``on``), or to
+        upload every flipped segment again (heal): flag files the store node polls."""
+        (self.dir / ("corrupt-next" if on else "repair")).write_text("")
+
+    def set_skew(self, seconds: float) -> None:
+        """libfaketime re-reads this file within a second (``FAKETIME_CACHE_DURATION=1``)."""
+        self.faketime_file.write_text(f"{seconds:+.3f}s\n" if seconds else "+0\n")
+
+    @property
+    def up(self) -> bool:
+        return self.server is not None and self.server.poll() is None
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM, then SIGKILL) of the server, then of the store."""
+        for proc in (self.server, self.store, self.redis):
+            if proc is None or proc.poll() is not None:
+                continue
+            self._signal(proc, signal.SIGCONT)
+            self._signal(proc, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self._signal(proc, signal.SIGKILL)
+                proc.wait(10)
+
+    def stop_server(self) -> None:
+        proc = self.server
+        if proc is not None and proc.poll() is None:
+            self._signal(proc, signal.SIGCONT)
+            self._signal(proc, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self._signal(proc, signal.SIGKILL)
+                proc.wait(10)
+
+    def kill_all(self) -> None:
+        for proc in (self.server, self.store, self.redis):
+            if proc is not None and proc.poll() is None:
+                self._signal(proc, signal.SIGCONT)
+                self._signal(proc, signal.SIGKILL)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
+
+    def store_events(self) -> list[dict]:
+        out = []
+        try:
+            text = (self.dir / "store-events.jsonl").read_text(errors="replace")
+        except OSError:
+            return out
+        for line in text.splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out

@@ -1,0 +1,646 @@
+"""``flk cluster run``: a catalog scenario on real ``flk serve`` regions, real faults, the
+simulator's run-directory layout and checkers.
+
+Why this module exists: the simulator's figures are only worth as much as its
+likeness to the deployed server. This runner takes the *same* scenario file,
+starts every region as a real process in its own network namespace
+(:mod:`.network`, :mod:`.regions`, :mod:`.storenode`), drives the scenario's
+workload in wall-clock time (:mod:`.driver`), applies the fault schedule by real
+mechanisms, heals, waits the quiescence, stops every region, reads each region's
+final state from its disk, and writes what ``flk sim run`` writes
+(``scenario.toml``, ``history.jsonl``, ``results.json``, ``metrics.csv``, plots).
+
+Phases: preflight (every fault must be appliable: one that is not is refused
+before anything starts, :class:`Refused`, exit 2) -> network and processes up ->
+workload + faults for ``duration_s`` -> heal everything -> ``quiescence_s`` ->
+graceful stop, final reads -> cleanup (also on Ctrl-C / SIGTERM: every process,
+namespace and link made is removed; :func:`run` re-raises ``KeyboardInterrupt``).
+
+Checks, by INV-ID: the black-box history checker (:mod:`flk.model.history`, through
+:mod:`flk.sim.observed`) for INV-FWW, INV-IDEMPOTENT-REPLAY and INV-NO-ACKED-LOSS;
+the simulator's INV-CONVERGENCE and INV-AT-LEAST-ONCE over the final reads and the
+client history; the workload's "sometimes" checks, and per fault kind a proof it
+hit something (dropped packets, requests in flight at a SIGKILL). Invariants only
+the server's inside can show (INV-WAL-FIRST, INV-VERIFY-BEFORE-DEDUP,
+INV-TENANT-ISOLATION) are reported "not exercised" with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flk.sim import artifacts, checkers, metrics
+from flk.sim.history import History
+from flk.sim.observed import check_run
+from flk.sim.scenario import Scenario
+
+from .driver import BASE_KEY, Clock, Workload
+from .network import Network, cleanup_ledger, missing_tools
+from .regions import REDIS_PORT, RegionProcess, faketime_lib
+
+# fault kind -> what really happens (the documentation of the mechanism; anything else is refused)
+MECHANISMS = {
+    "crash": "SIGKILL of the region's flk serve process group; heal: restart on the same data directory",
+    "restart": "alias of crash (starts healed, the end kills)",
+    "pause": "SIGSTOP of the region's flk serve process group; heal: SIGCONT",
+    "resume": "alias of pause",
+    "partition": "nftables drop rules (with counters) in the regions' network namespaces; heal deletes them",
+    "clock_skew": "libfaketime (FAKETIME_TIMESTAMP_FILE) under the region's flk serve moves its wall and monotonic "
+                  "clocks forward by skew_s; heal writes +0 and restarts it gracefully on the same data dir "
+                  "(a monotonic step back would stall its timers); negative skews are refused",
+    "clock_jump": "as clock_skew",
+    "store_down": "SIGSTOP of the region's own redis-server (--backend redis); heal: SIGCONT",
+    "store_up": "alias of store_down",
+    "bitflip_shipped": "one byte of the region's next shipped segment changed in its object store before any "
+                       "copy; heal uploads the original again to every store",
+}
+INSIDE_ONLY = {
+    "INV-WAL-FIRST": "needs the server's WAL and dedup events; a real cluster shows the client view only",
+    "INV-VERIFY-BEFORE-DEDUP": "needs the server's dedup accesses; a real cluster shows the client view only",
+    "INV-TENANT-ISOLATION": "needs the server's dedup keys; a real cluster shows the client view only",
+}
+BACKENDS = ("sqlite", "redis", "postgres")
+
+
+class Refused(Exception):
+    """The scenario asks for something the runner cannot do on this machine (exit 2)."""
+
+
+@dataclass
+class Recorder:
+    """Events in the simulator's vocabulary, timed from the run's start (sorted at the end)."""
+
+    clock: Clock
+    events: list[dict] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, t: float, type_: str, **fields) -> None:
+        with self.lock:
+            self.events.append({"t_us": int(round(t * 1_000_000)), "type": type_, **fields})
+
+    def now(self, type_: str, **fields) -> None:
+        self.record(self.clock.now, type_, **fields)
+
+    def history(self) -> History:
+        h = History()
+        for e in sorted(self.events, key=lambda e: e["t_us"]):
+            fields = {k: v for k, v in e.items() if k not in ("t_us", "type")}
+            h.record(e["t_us"] / 1_000_000, e["type"], **fields)
+        return h
+
+
+# -- preflight --------------------------------------------------------------------------------
+
+def preflight(data: dict, backend: str) -> list[str]:
+    """Every reason this scenario cannot run on a real cluster here (empty: it can)."""
+    out = []
+    if backend not in BACKENDS:
+        out.append(f"--backend {backend!r}: one of {', '.join(BACKENDS)}")
+    if backend == "postgres":
+        out.append("--backend postgres: per-region PostgreSQL servers are not started by flk cluster yet "
+                   "(sqlite or redis)")
+    if backend == "redis" and shutil.which("redis-server") is None:
+        out.append("--backend redis: needs redis-server (Debian package redis-server; `make services`)")
+    out += [f"needs {m}" for m in missing_tools()]
+    replicated = bool(data["replication"]["enabled"]) and len(data["regions"]) > 1
+    for module, what in (("moto", "moto[server]"), ("boto3", "boto3")):
+        if replicated and importlib.util.find_spec(module) is None:
+            out.append(f"needs {what} for the regions' object stores (pip install 'flk-lab[dev]')")
+    kinds = sorted({f["kind"] for f in data["faults"]})
+    for kind in kinds:
+        if kind not in MECHANISMS:
+            out.append(f"fault {kind!r}: no real mechanism in flk cluster yet (supported: {', '.join(MECHANISMS)})")
+        elif kind in ("store_down", "store_up") and backend != "redis":
+            out.append(f"fault {kind!r}: a dedup outage is a SIGSTOP of the region's Redis: needs --backend redis")
+        elif kind in ("clock_skew", "clock_jump") and faketime_lib() is None:
+            out.append(f"fault {kind!r}: needs libfaketime (Debian package faketime; `make setup` installs it)")
+    for i, f in enumerate(data["faults"]):
+        if f["kind"] in ("clock_skew", "clock_jump") and float(f.get("skew_s", 30.0)) < 0:
+            out.append(f"faults.{i}.skew_s < 0: a clock stepped back would stall the server's timers under "
+                       "libfaketime (both clocks move); only forward skews run on real clusters")
+    if data["nemesis"]["enabled"]:
+        out.append("nemesis.enabled: random faults are not scheduled on real clusters yet")
+    if data["routing"]["enabled"]:
+        out.append("routing.enabled: the health-checked router is not started on real clusters yet "
+                   "(agents fail over through their own URL list)")
+    net = data["network"]
+    for key in ("loss", "duplicate", "reorder"):
+        if net.get(key):
+            out.append(f"network.{key} = {net[key]}: the real network does not lose, duplicate or reorder "
+                       "on purpose (would need tc netem)")
+    for key in ("tenant_rate_per_s", "tenant_burst", "tenant_daily_quota"):
+        if data["workload"].get(key):
+            out.append(f"workload.{key}: tenant limits are not configured on real servers yet")
+    if data["workload"].get("outbox"):
+        out.append("workload.outbox: agent outboxes are not run on real clusters yet")
+    for r in data["regions"]:
+        extra = sorted(k for k in r if k != "id")
+        if extra:
+            out.append(f"regions[{r['id']}] {', '.join(extra)}: only plain regions (one SQLite dedup store) "
+                       "run on real clusters")
+    if data.get("links"):
+        out.append("links: per-link latency/bandwidth are not applied on real clusters")
+    return out
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+class ClusterRun:
+    def __init__(self, sc: Scenario, seed: int, backend: str, work: Path, prefix: str,
+                 log=lambda _m: None) -> None:
+        self.sc, self.data, self.seed, self.backend = sc, sc.data, seed, backend
+        self.work, self.prefix, self.log = work, prefix, log
+        self.region_ids = [r["id"] for r in self.data["regions"]]
+        self.replicated = bool(self.data["replication"]["enabled"]) and len(self.region_ids) > 1
+        self.duration = float(self.data["scenario"]["duration_s"])
+        self.quiescence = float(self.data["scenario"]["quiescence_s"])
+        self.clock = Clock()
+        self.rec = Recorder(self.clock)
+        self.net = Network(prefix, self.region_ids, str(ledger_path(prefix)),
+                           ports=(18280, 18281))
+        self.regions: dict[str, RegionProcess] = {}
+        self.partitions: list[dict] = []
+        self.fault_log: list[dict] = []
+        self.active: dict[int, dict] = {}
+        self.samples: list[dict] = []
+        self.timings: dict[str, float] = {}
+        self.wall_t0 = 0.0
+        self.operator = ("operator", secrets.token_hex(16))  # this run's operator credential (never written)
+
+    # -- setup and teardown ------------------------------------------------------------------
+    def setup(self) -> None:
+        left = cleanup_ledger(str(ledger_path(self.prefix)))
+        if left:
+            raise Refused(f"leftovers of an earlier run could not be removed: {', '.join(left)}")
+        t0 = time.monotonic()
+        self.net.up()
+        tenants = tenants_env(int(self.data["workload"]["tenants"]))
+        skew = any(f["kind"] in ("clock_skew", "clock_jump") for f in self.data["faults"])
+        operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1]}
+        if self.backend == "redis":
+            operator.update(DEDUP_BACKEND="redis", REDIS_ADDR=f"127.0.0.1:{REDIS_PORT}")
+        for rid in self.region_ids:
+            peers = [p for p in self.region_ids if p != rid] if self.replicated else []
+            self.regions[rid] = RegionProcess(self.net, rid, self.work, peers,
+                                              float(self.data["replication"]["ship_interval_s"]), tenants, operator,
+                                              skew)
+            if not self.replicated:
+                for k in [k for k in self.regions[rid].env if k.startswith("CRR_")]:
+                    del self.regions[rid].env[k]
+        if self.backend == "redis":
+            for r in self.regions.values():
+                r.start_redis()
+        if self.replicated:
+            for r in self.regions.values():
+                r.start_store()
+        for r in self.regions.values():
+            r.start()
+        self.timings["setup_s"] = round(time.monotonic() - t0, 3)
+
+    def teardown(self) -> list[str]:
+        for r in self.regions.values():
+            r.kill_all()
+        return self.net.down()
+
+    # -- faults ------------------------------------------------------------------------------
+    async def fault(self, index: int, spec: dict) -> None:
+        await asyncio.sleep(max(0.0, float(spec["at_s"]) - self.clock.now))
+        if self.clock.now >= self.duration:
+            return
+        await self.begin(index, spec)
+        dur = spec.get("duration_s")
+        if dur is not None:
+            await asyncio.sleep(max(0.0, float(spec["at_s"]) + float(dur) - self.clock.now))
+            await self.end(index)
+
+    def targets(self, spec: dict) -> list[str]:
+        t = spec.get("target", "*")
+        if t == "*":
+            return list(self.region_ids)
+        return [t] if isinstance(t, str) else list(t)
+
+    async def begin(self, index: int, spec: dict) -> None:
+        kind = {"restart": "crash", "resume": "pause", "clock_jump": "clock_skew",
+                "store_up": "store_down"}.get(spec["kind"], spec["kind"])
+        self.active[index] = {**spec, "kind": kind}
+        if kind == "crash":
+            for t in self.targets(spec):
+                inflight = self.workload.inflight_at(t)
+                lag = self.last_ship_lag.get(t, 0.0)
+                hit = await asyncio.to_thread(self.regions[t].kill)
+                self.rec.now("fault.start", kind="crash", target=t, inflight=inflight, killed=hit,
+                             mechanism="SIGKILL", rpo_s=round(lag, 6))
+        elif kind == "pause":
+            for t in self.targets(spec):
+                inflight = self.workload.inflight_at(t)
+                self.regions[t].pause()
+                self.rec.now("fault.start", kind="pause", target=t, inflight=inflight, mechanism="SIGSTOP")
+        elif kind == "partition":
+            a = list(spec.get("a") or [self.region_ids[0]])
+            b = list(spec.get("b") or ["clients"])
+            symmetric = bool(spec.get("symmetric", True))
+            rules = await asyncio.to_thread(self.net.cut, index, a, b, symmetric)
+            self.rec.now("fault.start", kind="partition", target=f"{','.join(a)}|{','.join(b)}", symmetric=symmetric,
+                         rules=len(rules), mechanism="nftables drop")
+        elif kind == "bitflip_shipped":
+            for t in self.targets(spec):
+                self.regions[t].bitflip(True)
+                self.rec.now("fault.start", kind="bitflip_shipped", target=t, mechanism="byte flip in the store")
+        elif kind == "store_down":
+            for t in self.targets(spec):
+                self.regions[t].dedup_down(True)
+                self.rec.now("fault.start", kind="store_down", target=t, mechanism="SIGSTOP redis-server")
+        elif kind == "clock_skew":
+            skew = float(spec.get("skew_s", 30.0))
+            for t in self.targets(spec):
+                self.regions[t].set_skew(skew)
+                self.rec.now("fault.start", kind=spec["kind"], target=t, skew_s=skew, mechanism="libfaketime")
+
+    async def end(self, index: int) -> None:
+        spec = self.active.pop(index, None)
+        if spec is None:
+            return
+        kind = spec["kind"]
+        if kind == "crash":
+            for t in self.targets(spec):
+                if not self.regions[t].up:
+                    self.rec.now("fault.end", kind="crash", target=t)
+                    took = await asyncio.to_thread(self.regions[t].start)
+                    self.rec.now("region.ready", region=t, restart_s=round(took, 3))
+        elif kind == "pause":
+            for t in self.targets(spec):
+                self.regions[t].resume()
+                self.rec.now("fault.end", kind="pause", target=t)
+        elif kind == "partition":
+            listing = await asyncio.to_thread(self.net.listing, index)
+            counts = await asyncio.to_thread(self.net.heal, index)
+            packets = sum(c["packets"] for c in counts)
+            a = list(spec.get("a") or [self.region_ids[0]])
+            b = list(spec.get("b") or ["clients"])
+            self.partitions.append({"fault": index, "sides": [a, b], "symmetric": bool(spec.get("symmetric", True)),
+                                    "dropped_packets": packets, "rules": counts, "nft_listing": listing})
+            self.rec.now("fault.end", kind="partition", target=f"{','.join(a)}|{','.join(b)}",
+                         dropped_packets=packets)
+        elif kind == "bitflip_shipped":
+            for t in self.targets(spec):
+                self.regions[t].bitflip(False)
+                self.rec.now("fault.end", kind="bitflip_shipped", target=t)
+        elif kind == "store_down":
+            for t in self.targets(spec):
+                self.regions[t].dedup_down(False)
+                self.rec.now("fault.end", kind="store_down", target=t)
+        elif kind == "clock_skew":
+            for t in self.targets(spec):
+                r = self.regions[t]
+                r.set_skew(0.0)
+                self.rec.now("fault.end", kind=spec["kind"], target=t)
+                await asyncio.to_thread(r.stop_server)
+                took = await asyncio.to_thread(r.start)
+                self.rec.now("region.ready", region=t, restart_s=round(took, 3))
+
+    async def heal_all(self) -> None:
+        for index in sorted(self.active):
+            await self.end(index)
+
+    # -- samples -------------------------------------------------------------------------------
+    async def sampler(self, client) -> None:
+        applied: dict[str, int] = {}
+        rejected: dict[tuple, str] = {}
+        self.last_ship_lag: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(1.0)
+            if not self.replicated:
+                continue
+            row = {"t": self.clock.now, "ship_lag": {}, "conflicts": {}, "keys": {}}
+            for rid, r in self.regions.items():
+                if not r.up or r.paused:
+                    continue
+                try:
+                    resp = await client.get(r.url + "/v1/crr/status", timeout=1.0, auth=self.operator)
+                    m = resp.json()
+                except Exception:  # noqa: BLE001 - cut off from the clients or restarting
+                    continue
+                ship, read, rc = m.get("ship", {}), m.get("read", {}), m.get("reconcile", {})
+                row["ship_lag"][rid] = float(ship.get("lag_s") or 0.0)
+                self.last_ship_lag[rid] = row["ship_lag"][rid]
+                row["conflicts"][rid] = int(rc.get("conflicts", 0))
+                row["keys"][rid] = int(rc.get("keys", 0))
+                for stream, why in sorted((read.get("rejected") or {}).items()):
+                    if rejected.get((rid, stream)) != why:
+                        rejected[(rid, stream)] = why
+                        self.rec.now("crr.reject", region=rid, segment=stream, reason=str(why)[:160])
+                n = int(read.get("applied_records", 0))
+                if n > applied.get(rid, 0):
+                    self.rec.now("crr.applied", region=rid, records=n - applied.get(rid, 0))
+                applied[rid] = max(n, applied.get(rid, 0))
+            self.samples.append(row)
+
+    # -- main --------------------------------------------------------------------------------
+    async def drive(self) -> None:
+        import httpx
+
+        self.last_ship_lag = {}
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+        async with httpx.AsyncClient(limits=limits) as client:
+            self.workload = Workload(self.data, self.seed, self.region_ids, lambda r: self.regions[r].url,
+                                     self.rec, self.clock)
+            self.clock.t0 = time.monotonic()
+            self.wall_t0 = time.time()
+            self.rec.now("phase", name="workload")
+            sampler = asyncio.create_task(self.sampler(client))
+            faults = [asyncio.create_task(self.fault(i, f)) for i, f in enumerate(self.data["faults"])]
+            self.fault_log = [dict(f) for f in self.data["faults"]]
+            try:
+                await self.workload.run()
+                await asyncio.sleep(max(0.0, self.duration - self.clock.now))
+                for t in faults:
+                    t.cancel()
+                self.rec.now("phase", name="heal")
+                await self.heal_all()
+                self.rec.now("phase", name="quiescence")
+                w = self.data["workload"]
+                await self.workload.drain(float(w["timeout_ms"]) / 1000.0 * int(w["max_attempts"]) + 5.0)
+                await asyncio.sleep(max(0.0, self.duration + self.quiescence - self.clock.now))
+            finally:
+                sampler.cancel()
+                for t in faults:
+                    t.cancel()
+                await self.workload.drain(0.1)
+        self.rec.now("phase", name="final")
+
+    def final_reads(self) -> None:
+        from flk.impl.dedup import open_store
+        from flk.impl.replication.reconcile import SqliteAuthoritativeStore
+
+        t = self.clock.now
+        for r in self.regions.values():
+            r.stop_server()
+        for rid, r in self.regions.items():
+            if self.backend == "redis":
+                store = open_store(f"redis://{r.ip}:{REDIS_PORT}/0")
+            else:
+                store = open_store("sqlite:///" + str(r.dir / "data" / "dedup.sqlite3"))
+            try:
+                cursor = None
+                while True:
+                    page, cursor = store.scan(cursor, 1000, time.time() + 10**6)
+                    for tenant, pcs_id, o in page:
+                        self.rec.record(t, "final.entry", region=rid, tenant=tenant, pcs_id=pcs_id,
+                                        digest=o.payload_digest, status=o.status,
+                                        body_sha=hashlib.sha256(o.body).hexdigest()[:16])
+                    if cursor is None:
+                        break
+            finally:
+                store.close()
+            auth_path = r.dir / "data" / "crr" / "authoritative.sqlite3"
+            if self.replicated and auth_path.exists():
+                auth = SqliteAuthoritativeStore(str(auth_path))
+                try:
+                    for tenant, pcs_id, a in sorted(auth.items(), key=lambda x: (x[0], x[1])):
+                        self.rec.record(t, "final.auth", region=rid, tenant=tenant, pcs_id=pcs_id,
+                                        digest=a.authoritative.payload_digest, origin=a.authoritative.region,
+                                        conflict=a.conflict)
+                finally:
+                    auth.close()
+
+    def store_events(self) -> None:
+        """Copies between the regions' stores (``crr.copied`` with the age of the segment's oldest
+        record) and the per-second replication lag (``crr.sample``) from the stores' logs."""
+        if not self.replicated:
+            return
+        seen: dict[str, dict] = {}
+        landed: dict[str, dict[str, float]] = defaultdict(dict)
+        for rid, r in self.regions.items():
+            for e in r.store_events():
+                if e.get("event") == "seen":
+                    seen[e["key"]] = {"origin": rid, "t": e["t"] - self.wall_t0, "oldest": e["oldest"] - self.wall_t0}
+                elif e.get("event") == "corrupted":
+                    self.rec.record(e["t"] - self.wall_t0, "crr.corrupted", region=rid, key=e["key"])
+                elif e.get("event") == "copied" and e["key"].endswith(".log"):
+                    t = e["t"] - self.wall_t0
+                    landed[e["key"]][e["peer"]] = t
+                    self.rec.record(t, "crr.copied", origin=rid, region=e["peer"], key=e["key"],
+                                    age_s=e.get("age_s") or 0.0)
+        peers = {rid: [p for p in self.region_ids if p != rid] for rid in self.region_ids}
+        for row in self.samples:
+            t = row["t"]
+            by_region = {}
+            for rid in self.region_ids:
+                lag = row["ship_lag"].get(rid, 0.0)
+                for key, s in seen.items():
+                    if s["origin"] != rid or s["t"] > t:
+                        continue
+                    if any(landed[key].get(p, float("inf")) > t for p in peers[rid]):
+                        lag = max(lag, t - s["oldest"])
+                by_region[rid] = round(lag, 6)
+            keys = list(row["keys"].values())
+            self.rec.record(t, "crr.sample", lag_s=max(by_region.values(), default=0.0), by_region=by_region,
+                            divergence=(max(keys) - min(keys)) if keys else 0,
+                            conflicts=max(row["conflicts"].values(), default=0))
+
+
+def ledger_path(prefix: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"flk-cluster-{prefix}.json"
+
+
+def tenants_env(n: int) -> str:
+    from flk.impl.agent.factory import tenant_key
+
+    return ",".join(f"t{i}:hmac:{tenant_key(BASE_KEY, f't{i}', 0).decode()}" for i in range(n))
+
+
+# -- checks and figures -----------------------------------------------------------------------
+
+def blackbox_conflicts(events: list[dict]) -> tuple[int, int]:
+    """(keys acked with different payloads by different regions, those whose authoritative
+    outcome is not the payload acked first), from what the clients saw and the final reads."""
+    send = {}
+    for e in events:
+        if e["type"] == "client.send":
+            send[(e["req"], e["attempt"])] = e
+    digests: dict[tuple, set] = defaultdict(set)
+    first: dict[tuple, tuple[int, str]] = {}
+    for e in events:
+        if e["type"] == "client.recv" and e["status"] in (200, 202):
+            s = send.get((e["req"], e["attempt"]))
+            if s is None:
+                continue
+            key = (s["tenant"], s["pcs_id"])
+            digests[key].add(s["digest"])
+            if key not in first or e["t_us"] < first[key][0]:
+                first[key] = (e["t_us"], s["digest"])
+    auth = {}
+    for e in events:
+        if e["type"] == "final.auth":
+            auth.setdefault((e["tenant"], e["pcs_id"]), e["digest"])
+    split = [k for k, d in digests.items() if len(d) > 1]
+    later = sum(1 for k in split if k in auth and auth[k] != first[k][1])
+    return len(split), later
+
+
+def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
+    ev = checkers._by_type(events)
+    report = check_run(events)
+    by_inv = defaultdict(list)
+    for a in report.anomalies:
+        by_inv[a.invariant].append(a.as_dict())
+    out = []
+    for inv in ("INV-FWW", "INV-IDEMPOTENT-REPLAY", "INV-NO-ACKED-LOSS"):
+        checked = report.final_checked if inv == "INV-NO-ACKED-LOSS" else report.ops
+        out.append(checkers.CheckResult(inv, "always", not by_inv[inv], checked=checked,
+                                        violations=by_inv[inv],
+                                        note="black-box history checker (flk.model.history) over the client "
+                                             "history and the final reads"))
+    for inv, why in INSIDE_ONLY.items():
+        out.append(checkers.CheckResult(inv, "always", True, checked=0, note=why))
+    out.append(checkers.inv_convergence(events, ev))
+    out.append(checkers.inv_at_least_once(events, ev))
+    no_faults = [e for e in events if e["type"] not in ("fault.start", "fault.end")]
+    out.extend(checkers.sometimes_checks(no_faults, data))
+    starts = ev["fault.start"]
+    for kind in sorted({f["kind"] for f in starts}):
+        fs = [f for f in starts if f["kind"] == kind]
+        if kind == "partition":
+            dropped = sum(p["dropped_packets"] for p in partitions)
+            out.append(checkers.CheckResult("SOMETIMES-PARTITION-CUT", "sometimes", dropped > 0, checked=len(fs),
+                                            note=f"{dropped} packets dropped by the partitions' nftables rules"))
+        elif kind == "crash":
+            inflight = sum(f.get("inflight", 0) for f in fs)
+            refused = _sent_while_down(ev, fs)
+            out.append(checkers.CheckResult("SOMETIMES-CRASH-HIT-TRAFFIC", "sometimes", inflight + refused > 0,
+                                            checked=len(fs), note=f"{inflight} requests in flight at SIGKILLs, "
+                                            f"{refused} attempts failed at a killed region before it was ready"))
+        elif kind == "bitflip_shipped":
+            corrupted, rejected = len(ev["crr.corrupted"]), len(ev["crr.reject"])
+            out.append(checkers.CheckResult("SOMETIMES-CORRUPTION-REJECTED", "sometimes", corrupted > 0 and rejected > 0,
+                                            checked=len(fs), note=f"{corrupted} shipped segments corrupted, "
+                                            f"{rejected} rejections reported by the readers"))
+        elif kind == "store_down":
+            n503 = sum(1 for e in ev["client.recv"] if e["status"] == 503)
+            out.append(checkers.CheckResult("SOMETIMES-STORE-DOWN-503", "sometimes", n503 > 0, checked=len(fs),
+                                            note=f"{n503} answers met the outage (503, fail closed)"))
+        else:
+            out.append(checkers.CheckResult(f"SOMETIMES-FAULT-{kind.upper()}", "sometimes", True, checked=len(fs),
+                                            note=f"{len(fs)} {kind} faults applied"))
+    if data["workload"].get("cross_region_conflict_rate", 0) > 0 and any(f["kind"] == "partition" for f in starts):
+        n, _ = blackbox_conflicts(events)
+        out.append(checkers.CheckResult("SOMETIMES-SPLIT-BRAIN-CONFLICT", "sometimes", n > 0, checked=len(starts),
+                                        note=f"{n} pcs_ids acked with different payloads in different regions"))
+    return out
+
+
+def _sent_while_down(ev: dict, crashes: list[dict]) -> int:
+    """Attempts to a SIGKILLed region that failed (no answer) before it was ready again."""
+    n = 0
+    for f in crashes:
+        ready = [e["t_us"] for e in ev["region.ready"] if e["region"] == f["target"] and e["t_us"] > f["t_us"]]
+        until = min(ready, default=float("inf"))
+        n += sum(1 for e in ev["client.timeout"] if e["region"] == f["target"] and f["t_us"] <= e["t_us"] <= until)
+    return n
+
+
+def results_of(run: ClusterRun, history: History, overrides: list[str], source: str) -> tuple[dict, list[dict]]:
+    events = history.events
+    checks = check(events, run.data, run.partitions)
+    conv = next((c for c in checks if c.id == "INV-CONVERGENCE" and c.exercised), None)
+    m = metrics.summarize(events, run.duration, converged=None if conv is None else conv.ok)
+    if "conflicts" in m:
+        m["conflicts"], m["conflicts_won_by_later_write"] = blackbox_conflicts(events)
+    slos = metrics.check_slos(m, run.data["slo"])
+    stamp = artifacts.stamp(run.seed, list(overrides), source)
+    results = {
+        "scenario": run.sc.name, "seed": run.seed, "digest": history.digest, "events": history.count,
+        "runner": "cluster",
+        "invariants": [c.as_dict() for c in checks], "slos": slos, "metrics": m,
+        "valid": all(c.ok for c in checks) and all(s["ok"] for s in slos),
+        "fault_schedule": run.fault_log,
+        "parameters": {"overrides": list(overrides), "backend": run.backend},
+        "stamp": stamp,
+        "cluster": {"backend": run.backend, "network": {"prefix": run.prefix, "subnet": f"{run.net.base}.0/24",
+                                                        "clients": run.net.client_ip,
+                                                        "regions": {r: run.net.ip(r) for r in run.region_ids}},
+                    "mechanisms": {k: MECHANISMS[k] for k in sorted({f['kind'] for f in run.data['faults']})},
+                    "partitions": [{k: v for k, v in p.items() if k != "nft_listing"} for p in run.partitions],
+                    "skipped_arrivals": run.workload.skipped if hasattr(run, "workload") else 0,
+                    "timings": run.timings},
+    }
+    return results, metrics.timeseries(events)
+
+
+def run(sc: Scenario, seed: int, backend: str = "sqlite", out: Path | None = None, plots: bool = True,
+        prefix: str | None = None, log=lambda _m: None) -> dict:
+    """One cluster run; returns ``results`` (and writes ``out/<scenario>/<seed>/``). Raises
+    :class:`Refused` before starting anything when the scenario cannot run here; on Ctrl-C
+    (``KeyboardInterrupt``, SIGTERM too) removes everything it started and re-raises."""
+    reasons = preflight(sc.data, backend)
+    if reasons:
+        raise Refused("; ".join(reasons))
+    prefix = prefix or os.environ.get("FLK_CLUSTER_PREFIX") or f"flk{os.getpid() % 100000:x}"
+    out_dir = Path(out) / sc.name / str(seed) if out is not None else None
+    work = Path(tempfile.mkdtemp(prefix=f"flk-cluster-{sc.name}-"))
+    cr = ClusterRun(sc, seed, backend, work, prefix, log)
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    left: list[str] = []
+    try:
+        log(f"cluster: {len(cr.region_ids)} regions in namespaces {prefix}-*, work dir {work}")
+        cr.setup()
+        log(f"cluster: up in {cr.timings['setup_s']:.1f} s; workload {cr.duration:.0f} s + quiescence "
+            f"{cr.quiescence:.0f} s")
+        asyncio.run(cr.drive())
+        cr.final_reads()
+        cr.store_events()
+    except BaseException:
+        cr.teardown()
+        _remove_tree(work)
+        raise
+    finally:
+        left = cr.teardown()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+    history = cr.rec.history()
+    results, rows = results_of(cr, history, list(sc.overrides), str(Path(sc.source).resolve()) if sc.source
+                               else sc.name)
+    results["cluster"]["left_behind"] = left
+    if out_dir is not None:
+        data = copy.deepcopy(sc.data)
+        data["scenario"]["seed"] = seed
+        results["out_dir"] = str(out_dir)
+        artifacts.write_all(out_dir, data, history, results, rows, plots=plots)
+        if cr.partitions:
+            (out_dir / "partition-rules.txt").write_text("\n".join(
+                f"# fault {p['fault']}: {p['sides'][0]} | {p['sides'][1]}, dropped packets "
+                f"{p['dropped_packets']}\n{p['nft_listing']}" for p in cr.partitions), encoding="utf-8")
+        logs = out_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        for rid, r in cr.regions.items():
+            for name in ("server.log", "store.log"):
+                text = r.tail(name, 200_000)
+                if text:
+                    (logs / f"{rid}-{name}").write_text(text, encoding="utf-8")
+    _remove_tree(work)
+    return results
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,61 @@
+"""The real-cluster tier: ``flk cluster run`` needs root (network namespaces), iproute2,
+nftables and the moto S3 server. Without them these tests skip -- except under CI=true,
+where that is a failure (CI runs as root; ``make setup`` installs the tools)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from flk.impl.lab.cluster.network import missing_tools
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+FLK = [sys.executable, "-m", "flk.impl"]
+SCENARIOS = pathlib.Path(__file__).parent / "scenarios"
+
+
+@pytest.fixture
+def cluster_ready():
+    missing = list(missing_tools())
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        missing.append("moto[server] (pip install 'flk-lab[dev]')")
+    if missing:
+        msg = f"a real cluster needs {', '.join(missing)}"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture
+def prefix():
+    """A namespace prefix of this test process (never one of another run)."""
+    return f"flkt{os.getpid() % 100000:x}"
+
+
+def leftovers(prefix: str, work: str | None = None) -> list[str]:
+    """Namespaces, links, processes and mounts a run with ``prefix`` left behind."""
+    out = [f"namespace {n}" for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+           .stdout.split() if n.startswith(prefix + "-")]
+    out += [f"link {line.split(':')[1].strip()}" for line in subprocess.run(
+        ["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines()
+        if line.split(":")[1].strip().split("@")[0].startswith(prefix)]
+    if work:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if cwd.startswith(work) or work in cmd:
+                out.append(f"process {pid}: {cmd[:120]}")
+        with open("/proc/mounts", encoding="utf-8") as f:
+            out += [f"mount {line.split()[1]}" for line in f if work in line or prefix in line]
+    return out

@@ -1,0 +1,128 @@
+"""``flk cluster run`` on a real cluster: a short replicated scenario with a kernel partition
+and a SIGKILL, judged by the simulator's checkers; Ctrl-C leaves nothing behind; a fault
+the runner cannot apply is refused before anything starts."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .conftest import FLK, SCENARIOS, leftovers
+
+SMOKE = str(SCENARIOS / "cluster-smoke.toml")
+
+
+def test_partition_and_crash_on_a_real_cluster_with_the_simulator_checkers(cluster_ready, prefix, tmp_path):
+    proc = subprocess.run([*FLK, "cluster", "run", SMOKE, "--seed", "1", "--out", str(tmp_path), "--json",
+                           "--prefix", prefix, "--no-plots"], capture_output=True, text=True, timeout=240)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    res = json.loads(proc.stdout)
+    checks = {c["id"]: c for c in res["invariants"]}
+    assert proc.returncode == 0, [c for c in res["invariants"] if not c["ok"]]
+    # the black-box checker judged every invariant it can see; the inside-only ones say so
+    for inv in ("INV-FWW", "INV-IDEMPOTENT-REPLAY", "INV-NO-ACKED-LOSS", "INV-CONVERGENCE"):
+        assert checks[inv]["ok"] and checks[inv]["exercised"], checks[inv]
+    assert not checks["INV-WAL-FIRST"]["exercised"] and "client view" in checks["INV-WAL-FIRST"]["note"]
+    # the partition dropped packets in the kernel, the SIGKILL hit traffic, the split made conflicts
+    [part] = res["cluster"]["partitions"]
+    assert part["dropped_packets"] > 0 and all("counter" in r["rule"] and "drop" in r["rule"] for r in part["rules"])
+    assert checks["SOMETIMES-PARTITION-CUT"]["ok"] and checks["SOMETIMES-CRASH-HIT-TRAFFIC"]["ok"]
+    assert res["metrics"]["conflicts"] > 0 and checks["SOMETIMES-SPLIT-BRAIN-CONFLICT"]["ok"]
+    # the simulator's run layout
+    run_dir = tmp_path / "cluster-smoke" / "1"
+    for name in ("scenario.toml", "history.jsonl", "results.json", "metrics.csv", "partition-rules.txt"):
+        assert (run_dir / name).exists(), name
+    assert re.search(r"counter packets [1-9]\d* bytes \d+ drop", (run_dir / "partition-rules.txt").read_text())
+    assert res["cluster"]["left_behind"] == [] and leftovers(prefix) == []
+    # flk sim report / diff read the cluster run like a simulator run
+    rep = subprocess.run([*FLK, "sim", "report", str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0 and (run_dir / "report.html").exists(), rep.stderr[-2000:]
+    _calibration_against(run_dir, tmp_path)
+
+
+def _calibration_against(run_dir, tmp_path):
+    """flk sim calibrate over this real run: the table, one plot per figure, exit 1 exactly when a
+    figure is outside tolerance; a simulator told the load is 10x what ran is caught, naming the figure."""
+    out = tmp_path / "cal"
+    cal = subprocess.run([*FLK, "sim", "calibrate", SMOKE, "--seeds", "1-2", "--real-dir", str(run_dir), "--out",
+                          str(out), "--json"], capture_output=True, text=True, timeout=300)
+    assert cal.returncode in (0, 1), cal.stderr[-2000:]
+    report = json.loads(cal.stdout)
+    assert cal.returncode == (0 if report["ok"] else 1)
+    assert [r["figure"] for r in report["figures"]] == ["conflicts"] and report["real_runs"] == 1
+    [row] = report["figures"]
+    assert len(row["sim"]) == 2 and row["sim_ci95"][0] <= row["sim_mean"] <= row["sim_ci95"][1]
+    assert (out / "calibration.html").exists() and (out / "calibration-conflicts.png").exists()
+    wrong = subprocess.run([*FLK, "sim", "calibrate", SMOKE, "--seeds", "1-2", "--real-dir", str(run_dir), "--out",
+                            str(tmp_path / "cal-wrong"), "--sim-set", "workload.rate_per_s=400"],
+                           capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 1, wrong.stdout
+    assert re.search(r"^conflicts .* OUTSIDE tolerance", wrong.stdout, re.M), wrong.stdout
+
+
+def test_sigint_mid_run_leaves_no_process_namespace_or_mount(cluster_ready, prefix, tmp_path):
+    proc = subprocess.Popen([*FLK, "cluster", "run", SMOKE, "--seed", "2", "--out", str(tmp_path), "--prefix", prefix,
+                             "--no-plots"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    work = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            m = re.search(r"work dir (\S+)", line)
+            if m:
+                work = m.group(1)
+            if line.startswith("cluster: up") or not line:
+                break
+        assert work is not None and line.startswith("cluster: up"), line
+        running = leftovers(prefix, work)
+        assert any(x.startswith("namespace") for x in running) and any(x.startswith("process") for x in running)
+        time.sleep(3.0)  # inside the workload phase, partition on
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, proc.stderr.read()[-2000:]
+    assert leftovers(prefix, work) == []
+
+
+def test_a_fault_without_a_real_mechanism_is_refused_before_the_run(prefix, tmp_path):
+    proc = subprocess.run([*FLK, "cluster", "run", "key-rotation", "--out", str(tmp_path),
+                           "--prefix", prefix], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "rotate_key" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "key-rotation").exists() and leftovers(prefix) == []
+
+
+@pytest.mark.parametrize("args,needle", [(["--backend", "mysql"], "--backend"), (["--seed", "-1"], "--seed"),
+                                         (["--set", "workload.nope=1"], "nope")])
+def test_bad_input_is_exit_2_with_a_message(args, needle, tmp_path):
+    proc = subprocess.run([*FLK, "cluster", "run", SMOKE, "--out", str(tmp_path), *args], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cleanup_removes_what_a_killed_run_left_and_never_a_live_run(cluster_ready, prefix):
+    import os
+    import tempfile
+    from pathlib import Path
+
+    ledger = Path(tempfile.gettempdir()) / f"flk-cluster-{prefix}.json"
+    ns = f"{prefix}-left"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        ledger.write_text(json.dumps({"namespaces": [ns], "links": [], "pid": os.getpid()}))  # this test: alive
+        kept = subprocess.run([*FLK, "cluster", "cleanup"], capture_output=True, text=True, timeout=60)
+        assert kept.returncode == 1 and f"process {os.getpid()}" in kept.stdout and leftovers(prefix)
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        ledger.write_text(json.dumps({"namespaces": [ns], "links": [], "pid": dead.pid}))
+        gone = subprocess.run([*FLK, "cluster", "cleanup"], capture_output=True, text=True, timeout=60)
+        assert gone.returncode == 0 and leftovers(prefix) == [] and not ledger.exists(), gone.stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        ledger.unlink(missing_ok=True)
