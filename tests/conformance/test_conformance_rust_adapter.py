@@ -26,7 +26,7 @@ CRATE = ROOT / "conformance" / "adapters" / "rust"
 HOST = ROOT / "conformance" / "adapters" / "wasm" / "host.mjs"
 TARGET = ROOT / "build" / "conformance-rust"
 IN_CI = os.environ.get("CI") == "true"
-SIGNER_OPS = {"canonical_bytes", "fmt9", "sign_hmac", "verify_hmac"}
+SIGNER_OPS = {"canonical_bytes", "fmt9", "sign_hmac", "verify_hmac", "pcs_id", "merkle_root"}
 
 
 def _missing(what: str) -> None:

@@ -1,4 +1,5 @@
-//! PCS protocol v1 in Rust: canonical bytes, fmt9, HMAC-SHA256 signatures, strict base64 --
+//! PCS protocol v1 in Rust: canonical bytes, fmt9, HMAC-SHA256 signatures, strict base64,
+//! pcs_id and RFC 6962 Merkle roots --
 //! and the conformance adapter protocol (conformance/PROTOCOL.md) over them.
 //!
 //! Built natively (`src/main.rs`, a stdin/stdout adapter) and for `wasm32-unknown-unknown`
@@ -19,7 +20,7 @@ use sha2::Sha256;
 
 const FIELDS: [&str; 8] = ["D_hat", "budget", "coh_star", "epoch", "merkle_root", "pcs_id", "r", "shard_id"];
 const FLOAT_FIELDS: [&str; 4] = ["D_hat", "budget", "coh_star", "r"];
-const OPS: [&str; 4] = ["canonical_bytes", "fmt9", "sign_hmac", "verify_hmac"];
+const OPS: [&str; 6] = ["canonical_bytes", "fmt9", "sign_hmac", "verify_hmac", "pcs_id", "merkle_root"];
 
 /// The input violates the spec (answered with kind `invalid_input`).
 #[derive(Debug)]
@@ -208,6 +209,61 @@ pub fn verify_hmac(subset: &Value, sig: &Value, keys: &Value) -> Result<bool, In
     Ok(keys.iter().any(|k| mac(k, &msg).verify_slice(&raw).is_ok()))
 }
 
+// -- pcs_id and Merkle roots ------------------------------------------------------------------------
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{:02x}", b)).collect()
+}
+
+fn sha256(parts: &[&[u8]]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().to_vec()
+}
+
+/// Hex SHA-256 of `merkle_root|epoch|shard_id`, after the field checks of SPEC.md section 5.
+pub fn pcs_id(merkle_root: &Value, epoch_value: &Value, shard_id: &Value) -> Result<String, Invalid> {
+    let root = match merkle_root.as_str() {
+        Some(r) if r.len() == 64 && r.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => r,
+        _ => return invalid("merkle_root must be 64 lowercase hexadecimal characters"),
+    };
+    let e = epoch(epoch_value)?;
+    let shard = match shard_id.as_str() {
+        Some(s) if (1..=128).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) => s,
+        _ => return invalid("shard_id must match ^[A-Za-z0-9._:-]{1,128}$"),
+    };
+    Ok(hex(&sha256(&[format!("{}|{}|{}", root, e, shard).as_bytes()])))
+}
+
+/// RFC 6962 Merkle tree hash: leaves SHA-256(0x00 || chunk), nodes SHA-256(0x01 || left || right),
+/// split at the largest power of two below n; no chunks: SHA-256 of the empty string.
+fn rfc6962(leaves: &[Vec<u8>]) -> Vec<u8> {
+    if leaves.len() == 1 {
+        return leaves[0].clone();
+    }
+    let mut k = 1;
+    while k * 2 < leaves.len() {
+        k *= 2;
+    }
+    sha256(&[&[1u8], &rfc6962(&leaves[..k]), &rfc6962(&leaves[k..])])
+}
+
+pub fn merkle_root(chunks: &Value) -> Result<String, Invalid> {
+    let list = match chunks {
+        Value::Array(list) => list,
+        _ => return invalid("chunks_b64 must be a list"),
+    };
+    let mut leaves = Vec::with_capacity(list.len());
+    for c in list {
+        let raw = b64_strict(c).ok_or_else(|| Invalid("chunk must be strict base64".into()))?;
+        leaves.push(sha256(&[&[0u8], &raw]));
+    }
+    Ok(hex(&if leaves.is_empty() { sha256(&[]) } else { rfc6962(&leaves) }))
+}
+
 // -- the adapter protocol ----------------------------------------------------------------------------
 fn field<'a>(input: &'a Value, name: &str) -> Result<&'a Value, Invalid> {
     input.get(name).ok_or_else(|| Invalid(format!("{} missing", name)))
@@ -220,6 +276,9 @@ fn op(name: &str, input: &Value) -> Result<Value, Invalid> {
         "sign_hmac" => json!({"sig": sign_hmac(field(input, "subset")?, &key(field(input, "key_b64")?)?)?}),
         "verify_hmac" => json!({"valid": verify_hmac(field(input, "subset")?, field(input, "sig")?,
                                                      field(input, "keys_b64")?)?}),
+        "pcs_id" => json!({"pcs_id": pcs_id(field(input, "merkle_root")?, field(input, "epoch")?,
+                                           field(input, "shard_id")?)?}),
+        "merkle_root" => json!({"root": merkle_root(field(input, "chunks_b64")?)?}),
         _ => unreachable!(),
     })
 }
