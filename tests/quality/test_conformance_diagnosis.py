@@ -60,7 +60,7 @@ def test_every_bug_class_has_a_planted_adapter():
     singles = {_declared_classes(PLANTED / name)[0] for name in ADAPTERS if name.startswith("bug_")}
     assert singles == set(ALL_CLASSES), f"no planted adapter for {sorted(set(ALL_CLASSES) - singles)}"
     multi = [_declared_classes(PLANTED / name) for name in ADAPTERS if name.startswith("multi_")]
-    assert {len(c) for c in multi} == {2, 3}
+    assert {2, 3} <= {len(c) for c in multi}
 
 
 @pytest.mark.parametrize("name", ADAPTERS)
