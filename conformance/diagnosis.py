@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -287,6 +288,7 @@ def _cover(diagnosis: Diagnosis, run: _Run, open_: list) -> list[tuple[Writer, s
         if best is None or not best_hits:
             break
         chosen.append(best.name)
+        best_hits = _likeliest_spellings(run, best, best_hits, bases)
         used = list(dict.fromkeys(w for _, w in best_hits))[:8]
         bases = list(dict.fromkeys(bases + [(w, best.name) for w in used]))[:32]
         for result, writer in best_hits:
@@ -295,6 +297,17 @@ def _cover(diagnosis: Diagnosis, run: _Run, open_: list) -> list[tuple[Writer, s
         open_ = [r for r in open_ if id(r) not in closed]
     diagnosis.undiagnosed += [r.case.case_id for r in open_]
     return bases
+
+
+def _likeliest_spellings(run: _Run, bug: BugClass, hits: list, bases: list[tuple[Writer, str]]) -> list:
+    """Each case under the spelling that reproduces the most cases of the class (the
+    implementation has one spelling; others agree with it on most records)."""
+    matching = []
+    for result, _ in hits:
+        ws = [_combine(base, s) for base, _ in bases for s in run.spellings(bug, result.case.operation)]
+        matching.append([w for w in dict.fromkeys(ws) if _matches(result.output, run.answer(result, w))])
+    tally = Counter(w for ws in matching for w in ws)
+    return [(result, max(ws, key=lambda w: tally[w])) for (result, _), ws in zip(hits, matching, strict=True)]
 
 
 def _errors(diagnosis: Diagnosis, run: _Run, errors: list, bases: list[tuple[Writer, str]]) -> None:

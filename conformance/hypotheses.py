@@ -250,6 +250,7 @@ LAYOUTS = {
     "spaced": "JSON with ', ' and ': ' separators",
     "newline": "the canonical bytes plus a trailing newline",
     "all-fields": "every member of the record, not only the eight signed fields",
+    "with-sig": "the canonical bytes with an empty \"sig\" member included",
     "json-pretty2": "the canonical bytes re-serialized by Python json.dumps(indent=2)",
     "json-pretty2-utf8": "the canonical bytes re-serialized by Python json.dumps(indent=2, ensure_ascii=False)",
     "js-pretty2": "the canonical bytes re-serialized by JSON.stringify(JSON.parse(bytes), null, 2)",
@@ -321,6 +322,8 @@ class Writer:
             return raw + b"\n" if self.layout == "newline" else raw
         canonical.canonical_bytes(subset, "v1")  # the reference's validation: invalid input is no hypothesis
         pairs = [(k, self._text(k, subset[k])) for k in self._keys(subset)]
+        if self.layout == "with-sig":
+            pairs = sorted(pairs + [("sig", '""')]) if self.order == "sorted" else pairs + [("sig", '""')]
         if self.layout in REPARSED:
             return _reserialize(_layout(pairs, "compact"), self.layout).encode("utf-8", "surrogatepass")
         return _layout(pairs, self.layout).encode("utf-8")
@@ -368,7 +371,7 @@ BUG_CLASSES: tuple[BugClass, ...] = (
              flags=("prehash",), macs=("prehash", "prehash-hex")),
     BugClass("signs-other-bytes", "signs bytes other than the canonical bytes",
              "SPEC.md section 4: the signature covers exactly the canonical bytes of section 3",
-             flags=("signed-bytes",), layouts=("pretty2", "pretty4", "spaced", "newline", "all-fields", "json-pretty2",
+             flags=("signed-bytes",), layouts=("pretty2", "pretty4", "spaced", "newline", "all-fields", "with-sig", "json-pretty2",
                                         "json-pretty2-utf8", "js-pretty2", "json-spaced")),
     BugClass("key-order", "object keys in a fixed non-sorted order (input, struct declaration, ...)",
              "SPEC.md section 3: keys sorted by code point", flags=("key-order",),

@@ -704,7 +704,7 @@ def to_junit(report: Report) -> bytes:
                 suite,
                 "testcase",
                 classname=f"flk.conformance.{name}",
-                name=_xml_safe(f"tc{r.case.tc_id}" + (f" {r.case.comment}" if r.case.comment else "")),
+                name=_xml_safe(f"tc{r.case.label or r.case.tc_id}" + (f" {r.case.comment}" if r.case.comment else "")),
                 time=f"{r.elapsed:.6f}",
             )
             if r.case.flags:

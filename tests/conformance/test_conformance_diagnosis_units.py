@@ -200,3 +200,28 @@ def test_a_signer_without_canonical_bytes_has_its_order_searched():
         results.append(runner.CaseResult(case, "pass" if {"sig": sig} == case.expected else "fail", output={"sig": sig}))
     found = diagnosis.diagnose([r for r in results if r.status == "fail"], results)
     assert diagnosis.pitfalls_of(found) == ["key-order"] and found.undiagnosed == []
+
+
+@pytest.mark.parametrize("layout", ["pretty2", "pretty4", "spaced", "newline", "with-sig", "json-pretty2",
+                                    "js-pretty2", "json-spaced"])
+def test_a_signer_of_other_bytes_is_told_which_bytes(layout):
+    """canonical_bytes right, every signature over other bytes: signs-other-bytes, with the
+    layout that reproduces every signature named first, and nothing else."""
+    import hmac
+
+    from flk.conformance.hypotheses import LAYOUTS, Writer
+    from flk.conformance.vectors import load_cases
+
+    results = []
+    for case in load_cases(profile="v1", operations=["sign_hmac", "canonical_bytes", "fmt9"]):
+        if case.expects_error:
+            continue
+        inp = diagnosis.decode_input(case.input)
+        out = dict(case.expected)
+        if case.operation == "sign_hmac":
+            raw = Writer(layout=layout).canonical(inp["subset"])
+            out = {"sig": base64.b64encode(hmac.digest(base64.b64decode(inp["key_b64"]), raw, "sha256")).decode()}
+        results.append(runner.CaseResult(case, "pass" if out == case.expected else "fail", output=out))
+    found = diagnosis.diagnose([r for r in results if r.status == "fail"], results)
+    assert diagnosis.pitfalls_of(found) == ["signs-other-bytes"] and found.undiagnosed == []
+    assert found.details["signs-other-bytes"][0] == LAYOUTS[layout]
