@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml setup.py impl/core/_fastcore.c impl/core/_fastcore.h im
 	bash scripts/install_deb.sh node nodejs "for the Node conformance adapter"
 	bash scripts/install_wrk.sh
 	bash scripts/install_go.sh
+	bash scripts/install_rust.sh
 	bash scripts/install_chromium.sh
 	bash scripts/install_deb.sh openssl openssl "for the local RFC 3161 TSA in tests/governance"
 	bash scripts/install_deb.sh ip iproute2 "for flk cluster network namespaces"

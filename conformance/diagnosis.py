@@ -1,352 +1,108 @@
-"""Naming the bug, not just the failure: bug-class hypotheses tested byte for byte.
+"""Naming the bug, not just the failure: every bug of a run, each reproduced byte for byte.
 
 Why this module exists: one float-format bug fails nearly every canonical,
-sign and verify case, so a per-flag tally names many pitfalls for one mistake.
-For each failing case this module recomputes the answer an implementation
-with one known bug would give (:data:`BUG_CLASSES`: pre-hashed MAC, unsorted
-keys, shortest-repr floats, half-up rounding, ``\\uXXXX`` escaping ...) and
-names the class whose output equals the adapter's **byte for byte**. Cases no
-hypothesis reproduces but that a diagnosed root cause explains (a verify case
-whose bytes that bug changes) are folded under it as knock-on failures.
+sign and verify case, so a per-flag tally names many pitfalls for one mistake;
+and a signer with two bugs needs both named, or fixing the first leaves the
+run red. For each failing case of a modelled op the diagnosis recomputes the
+answer of implementations with known bugs (:mod:`flk.conformance.hypotheses`)
+and names a class only when its answer equals the adapter's **byte for byte**:
 
-Every hypothesis is a small function over the case input; the reference
-(class ``None``) must reproduce the expected output, else the case is not
-diagnosed at all (it probes something these hypotheses do not model).
+1. **Refutation.** A spelling of a class that changes the answer of a case
+   the adapter *passed* (same op) is not what the adapter does: an adapter
+   that rounds ``round(x*1e9)`` passes the isolated half-up vector, which
+   rules half-up out even though both round most ties alike.
+2. **Greedy cover with residuals.** The class reproducing the most open
+   failures is chosen; the failures it does not reproduce are diagnosed
+   again *on top of it* (its spellings combined with each other class), so a
+   second and third bug behind the first are named, not folded under it.
+3. **Cases, not guesses.** A class lists only cases its combination
+   reproduces; a signature or verdict that follows from a writer bug is its
+   knock-on. Accepted invalid input is named from what the adapter returned
+   (accepted and written, accepted as valid, or a ``valid: false`` verdict
+   where ``invalid_input`` was due). What nothing reproduces is undiagnosed.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
-import hmac
 import json
-import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import Any
 
-from flk.impl.core import canonical, signals
-from flk.impl.core.errors import InvalidInput
+from flk.impl.core import canonical
 
+from .hypotheses import (
+    BUG_CLASSES,
+    CLASS_BY_NAME,
+    CLASS_ORDER,
+    MODELLED_OPS,
+    BugClass,
+    Writer,
+    answer,
+    b64_strict,
+    js_number,
+    order_of,
+    search_order,
+    spellings,
+)
 from .vectors import Case, decode_input
 
-# -- float writers -------------------------------------------------------------
-Fmt = Callable[[Any], str]
+__all__ = ["BUG_CLASSES", "CLASS_BY_NAME", "EXTRA_CLASSES", "Diagnosis", "Writer", "answer", "candidate_classes",
+           "decode_input", "describe", "diagnose", "format_diagnosis", "js_number", "pitfalls_of"]
 
-
-def _nine_digits(n: int) -> str:
-    sign = "-" if n < 0 else ""
-    digits = f"{abs(n):010d}"
-    return f"{sign}{digits[:-9]}.{digits[-9:]}"
-
-
-def js_number(x: float) -> str:
-    """ECMAScript Number::toString (what JSON.stringify writes)."""
-    if x == 0:
-        return "0"
-    sign = "-" if x < 0 else ""
-    exact = Decimal(repr(abs(float(x)))).as_tuple()
-    all_digits = "".join(str(d) for d in exact.digits)
-    point = len(all_digits) + int(exact.exponent)
-    digits = all_digits.rstrip("0")
-    k = len(digits)
-    if k <= point <= 21:
-        return sign + digits + "0" * (point - k)
-    if 0 < point <= 21:
-        return sign + digits[:point] + "." + digits[point:]
-    if -6 < point <= 0:
-        return sign + "0." + "0" * (-point) + digits
-    e = point - 1
-    body = digits[0] + ("." + digits[1:] if k > 1 else "")
-    return f"{sign}{body}e{'+' if e >= 0 else '-'}{abs(e)}"
-
-
-def _ref(x: Any) -> str:
-    return canonical.fmt9(x)
-
-
-def _shortest_python(x: Any) -> str:
-    return repr(float(x))
-
-
-def _shortest_js(x: Any) -> str:
-    return js_number(float(x))
-
-
-def _integer_plain(x: Any) -> str:
-    return str(x) if isinstance(x, int) and not isinstance(x, bool) else _ref(x)
-
-
-def _to_fixed_exponent(x: Any) -> str:
-    return js_number(float(x)) if abs(float(x)) >= 1e21 else _ref(x)
-
-
-def _percent_e(x: Any) -> str:
-    return format(float(x), ".9e")
-
-
-def _clean_zero(text: str) -> str:
-    return "0.000000000" if text == "-0.000000000" else text
-
-
-def _quantize(value: Decimal, rounding: str) -> str:
-    with localcontext(Context(prec=800, Emax=999, Emin=-999)):
-        return _clean_zero(format(value.quantize(Decimal("1e-9"), rounding=rounding), "f"))
-
-
-def _half_up(x: Any) -> str:
-    return _quantize(Decimal(repr(float(x))), ROUND_HALF_UP)
-
-
-def _x1e9_math_round(x: Any) -> str:
-    product = float(x) * 1e9
-    if math.isinf(product):
-        return "Infinity" if product > 0 else "-Infinity"  # (Math.round(x*1e9)/1e9).toFixed(9)
-    return _clean_zero(_nine_digits(math.floor(product + 0.5)))
-
-
-def _x1e9_python_round(x: Any) -> str:
-    return _clean_zero(_nine_digits(round(float(x) * 1e9)))
-
-
-def _truncate_exact(x: Any) -> str:
-    return _quantize(Decimal(float(x)), ROUND_DOWN)
-
-
-def _truncate_product(x: Any) -> str:
-    return _clean_zero(_nine_digits(math.trunc(float(x) * 1e9)))
-
-
-def _keep_negative_zero(x: Any) -> str:
-    return format(float(x), ".9f")
-
-
-# -- string writers ------------------------------------------------------------
-Esc = Callable[[str], str]
-
-
-def _esc_ref(s: str) -> str:
-    return canonical.escape_string(s)
-
-
-def _escape_chars(pred: Callable[[str], bool], upper: bool = False) -> Esc:
-    def esc(s: str) -> str:
-        out = []
-        for ch in _esc_ref(s):
-            if pred(ch):
-                units = ch.encode("utf-16-be")
-                for i in range(0, len(units), 2):
-                    code = units[i:i + 2].hex()
-                    out.append("\\u" + (code.upper() if upper else code))
-            else:
-                out.append(ch)
-        return "".join(out)
-
-    return esc
-
-
-def _non_ascii(ch: str) -> bool:
-    return ord(ch) > 0x7F
-
-
-# -- the classes ---------------------------------------------------------------
-@dataclass(frozen=True)
-class BugClass:
-    name: str
-    title: str  # what the implementation does, e.g. "HMAC(key, SHA-256(v1 bytes))"
-    rule: str  # the spec section and rule that decides it
-    fmts: tuple[Fmt, ...] = ()
-    escapes: tuple[Esc, ...] = ()
-    orders: tuple[str, ...] = ()  # "input" or "struct"
-    mac: str = ""  # "prehash" | "prehash-hex"
-    general: bool = False  # reproduces what narrower classes do too: loses ties to them
-
-
-STRUCT_ORDERS = (
-    ("pcs_id", "merkle_root", "epoch", "shard_id", "D_hat", "coh_star", "r", "budget"),
-    ("pcs_id", "shard_id", "epoch", "merkle_root", "D_hat", "coh_star", "r", "budget"),
-)
-
-BUG_CLASSES: tuple[BugClass, ...] = (
-    BugClass("prehash", "HMAC over SHA-256(canonical bytes) instead of the bytes, or Ed25519 over the bytes instead of their SHA-256",
-             "SPEC.md section 4: HMAC-SHA256(key, canonical bytes); Ed25519 signs SHA-256(canonical bytes)",
-             mac="prehash"),
-    BugClass("key-order", "object keys in input or struct declaration order, not sorted",
-             "SPEC.md section 3: keys sorted by code point", orders=("input", "struct")),
-    BugClass("shortest-repr", "floats written as their shortest round-trip text (repr / JSON.stringify)",
-             "SPEC.md section 3: floats as fmt9 text, exactly nine fractional digits",
-             fmts=(_shortest_python, _shortest_js), general=True),
-    BugClass("integer-valued", "a float given as a JSON integer written without fraction (2, not 2.000000000)",
-             "SPEC.md section 3: every float field is fmt9 text, whatever its JSON spelling", fmts=(_integer_plain,)),
-    BugClass("exponent-form", "exponent form for large values (toFixed >= 1e21, %e)",
-             "SPEC.md section 3: fixed point, never exponent form", fmts=(_to_fixed_exponent, _percent_e)),
-    BugClass("half-up", "half-up rounding of the shortest decimal string",
-             "SPEC.md section 3: half-to-even from the exact binary64 value", fmts=(_half_up,)),
-    BugClass("x1e9-rounding", "round(x*1e9)/1e9: the product is rounded before the decimal rounding",
-             "SPEC.md section 3: round the exact binary64 value", fmts=(_x1e9_math_round, _x1e9_python_round)),
-    BugClass("truncation", "digits after the ninth dropped (truncation toward zero)",
-             "SPEC.md section 3: round half-to-even, never truncate", fmts=(_truncate_exact, _truncate_product)),
-    BugClass("negative-zero", "negative zero written -0.000000000",
-             "SPEC.md section 3: -0 and anything rounding to it is 0.000000000", fmts=(_keep_negative_zero,)),
-    BugClass("ascii-escape", "non-ASCII characters escaped as \\uXXXX",
-             "SPEC.md section 3: raw UTF-8, only '\"', '\\\\' and U+0000..U+001F escaped",
-             escapes=(_escape_chars(_non_ascii), _escape_chars(_non_ascii, upper=True),
-                      _escape_chars(lambda ch: ord(ch) >= 0x7F)), general=True),
-    BugClass("line-separator-escape", "U+2028 / U+2029 escaped as \\u2028 / \\u2029",
-             "SPEC.md section 3: raw UTF-8 (RFC 8785)", escapes=(_escape_chars(lambda ch: ch in "\u2028\u2029"),)),
-    BugClass("del-escape", "U+007F escaped as \\u007f", "SPEC.md section 3: U+007F is written raw",
-             escapes=(_escape_chars(lambda ch: ch == "\x7f"), _escape_chars(lambda ch: ch == "\x7f", upper=True))),
-    BugClass("html-escape", "'<', '>' and '&' escaped as \\u003c \\u003e \\u0026 (Go's default encoder)",
-             "SPEC.md section 3: only '\"', '\\\\' and control characters are escaped",
-             escapes=(_escape_chars(lambda ch: ch in "<>&"),)),
-)
-CLASS_BY_NAME = {c.name: c for c in BUG_CLASSES}
-CLASS_ORDER = [c.name for c in BUG_CLASSES]
-# classes recognised from rejected-input and verify cases rather than recomputed output
+# classes recognised from what the adapter accepted or answered rather than from recomputed output
 EXTRA_CLASSES = {
-    "nan-accepted": ("NaN or an infinity accepted and written (null / NaN / Infinity)",
-                     "SPEC.md section 3: NaN and infinities are rejected"),
-    "lenient-base64": ("a base64 spelling a strict decoder refuses was accepted",
-                       "SPEC.md section 4: strict standard base64 (padding, alphabet, no whitespace, canonical bits)"),
+    "nan-accepted": ("NaN or an infinity not refused (written, signed or verified)",
+                     "SPEC.md section 3: NaN and infinities are rejected (invalid_input)", ("nan-inf",)),
+    "verdict-not-error": ("a malformed subset or key answered with a verdict (valid: false) instead of an "
+                          "invalid_input error",
+                          "SPEC.md section 4.3 and PROTOCOL.md, Verdicts: a malformed subset or key is "
+                          "invalid_input; only the signature is a verdict", ()),
+    "accepts-invalid-input": ("input the spec refuses was accepted",
+                              "SPEC.md section 3: the subset's types and ranges are checked before anything "
+                              "is written", ()),
 }
-
-
-# -- writing under a hypothesis ------------------------------------------------
-@dataclass(frozen=True)
-class Writer:
-    fmt: Fmt = _ref
-    escape: Esc = _esc_ref
-    order: tuple[str, ...] | str = "sorted"
-    mac: str = ""
-
-    def canonical(self, subset: Mapping[str, Any], profile: str = "v1") -> bytes:
-        if profile != "v1":
-            if (self.fmt, self.escape, self.order) != (_ref, _esc_ref, "sorted"):
-                raise ValueError("writer bugs are modelled for profile v1 only")
-            return canonical.canonical_bytes(subset, profile)
-        canonical.canonical_bytes(subset, "v1")  # the reference's validation: invalid input is no hypothesis
-        if self.order == "sorted":
-            keys: Iterable[str] = canonical.SIGNED_FIELDS
-        elif self.order == "input":
-            keys = [k for k in subset if k in canonical.SIGNED_FIELDS]
-        else:
-            keys = self.order
-        parts = []
-        for key in keys:
-            value = subset[key]
-            if key in canonical.FLOAT_FIELDS:
-                text = self.fmt(value)
-            elif key == "epoch":
-                text = str(value)
-            else:
-                text = self.escape(value)
-            parts.append(f'"{key}":{text}')
-        return ("{" + ",".join(parts) + "}").encode("utf-8")
-
-
-def writers_of(bug: BugClass, base: Writer = Writer()) -> list[Writer]:
-    """Every spelling of ``bug`` on top of ``base``."""
-    out = [Writer(f, base.escape, base.order, base.mac) for f in bug.fmts]
-    out += [Writer(base.fmt, e, base.order, base.mac) for e in bug.escapes]
-    for order in bug.orders:
-        orders = [order] if order == "input" else list(STRUCT_ORDERS)
-        out += [Writer(base.fmt, base.escape, o, base.mac) for o in orders]
-    if bug.mac:
-        out += [Writer(base.fmt, base.escape, base.order, m) for m in ("prehash", "prehash-hex")]
-    return out
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _b64_strict(text: Any) -> bytes | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if _b64(raw) == text else None
-
-
-def answer(op: str, inp: Mapping[str, Any], writer: Writer, profile: str = "v1") -> dict | None:
-    """The output an implementation with ``writer``'s bugs gives (None: not modelled)."""
-    if profile != "v1" and op not in ("d_hat", "canonical_bytes", "sign_hmac"):
-        return None  # (legacy-0.1 has no fmt9 and no Ed25519)
-    try:
-        if op == "canonical_bytes":
-            return {"bytes_b64": _b64(writer.canonical(inp["subset"], profile))}
-        if op == "fmt9":
-            canonical.finite_number(inp["x"], "x")  # the reference's validation
-            return {"text": writer.fmt(inp["x"])}
-        if op == "sign_hmac":
-            return {"sig": _hmac_sig(writer, inp, profile)}
-        if op == "sign_ed25519":
-            return {"sig": _ed25519_sig(writer, inp)}
-        if op == "d_hat":
-            return {"d_hat": writer.fmt(signals.d_hat(inp["scales"], inp["n_j"], profile))}
-        if op == "coherence":
-            value = signals.coherence(inp["points"], inp["seed"], inp.get("n_directions", signals.COH_DIRECTIONS),
-                                      inp.get("bins", signals.COH_BINS))
-            return {"coh_star": writer.fmt(value)}
-        if op == "budget":
-            params = signals.budget_params(inp.get("params"))
-            return {"budget": writer.fmt(signals.budget(inp["D_hat"], inp["coh_star"], inp["r"], params))}
-    except (InvalidInput, KeyError, TypeError, ValueError, ArithmeticError):
-        return None
-    return None
-
-
-def _hmac_sig(writer: Writer, inp: Mapping[str, Any], profile: str) -> str:
-    key = _b64_strict(inp["key_b64"])
-    if not key:
-        raise ValueError("no key")
-    msg = writer.canonical(inp["subset"], profile)
-    if writer.mac == "prehash":
-        msg = hashlib.sha256(msg).digest()
-    elif writer.mac == "prehash-hex":
-        msg = hashlib.sha256(msg).hexdigest().encode()
-    return _b64(hmac.digest(key, msg, "sha256"))
-
-
-def _ed25519_sig(writer: Writer, inp: Mapping[str, Any]) -> str:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    seed = _b64_strict(inp["private_key_b64"])
-    if seed is None or len(seed) != 32:
-        raise ValueError("no seed")
-    msg = writer.canonical(inp["subset"])
-    if writer.mac == "prehash":
-        pass  # the bug: the bytes themselves are signed
-    elif writer.mac == "prehash-hex":
-        msg = hashlib.sha256(msg).hexdigest().encode()
-    else:
-        msg = hashlib.sha256(msg).digest()
-    return _b64(Ed25519PrivateKey.from_private_bytes(seed).sign(msg))
-
-
-# -- diagnosing a run ----------------------------------------------------------
-RECOMPUTED_OPS = ("canonical_bytes", "fmt9", "sign_hmac", "sign_ed25519", "d_hat", "budget", "coherence")
+ALL_CLASSES = CLASS_ORDER + list(EXTRA_CLASSES)
+SIGNATURE_CLASSES = ("prehash", "signs-other-bytes")  # a signature is where these show
 
 
 @dataclass
 class Diagnosis:
-    """Root causes (class -> cases reproduced byte for byte), knock-on failures
-    folded under them, and what no hypothesis explains."""
+    """Root causes (class -> cases it reproduces directly), knock-on failures
+    (signatures and verdicts that follow from it), what nothing explains."""
 
     root_causes: dict[str, list[str]] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
     knock_on: dict[str, list[str]] = field(default_factory=dict)
     undiagnosed: list[str] = field(default_factory=list)
+    details: dict[str, list[str]] = field(default_factory=dict)  # which spellings / what was accepted
 
-    def add_root(self, name: str, case_id: str, example: str = "") -> None:
+    _rank: dict[str, int] = field(default_factory=dict)
+    _detail_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add_root(self, name: str, case_id: str, example: str = "", rank: int = 0) -> None:
         self.root_causes.setdefault(name, []).append(case_id)
-        if example and name not in self.examples:
+        self.set_example(name, case_id, example, rank)
+
+    def set_example(self, name: str, case_id: str, example: str, rank: int = 0) -> None:
+        """Keep the most telling example: profile v1 first, then ``rank``."""
+        rank += 2 * (".v1#" in case_id)
+        if example and (name not in self.examples or rank > self._rank.get(name, 0)):
             self.examples[name] = example
+            self._rank[name] = rank
+
+    def add_detail(self, name: str, text: str) -> None:
+        """How the bug shows (a spelling, what was accepted), most frequent first."""
+        if not text:
+            return
+        counts = self._detail_counts.setdefault(name, {})
+        counts[text] = counts.get(text, 0) + 1
+        self.details[name] = sorted(counts, key=lambda t: -counts[t])
+
+    def count(self, name: str) -> int:
+        return len(self.root_causes.get(name, [])) + len(self.knock_on.get(name, []))
 
 
 def _matches(output: Any, expected_like: Mapping[str, Any] | None) -> bool:
@@ -355,6 +111,7 @@ def _matches(output: Any, expected_like: Mapping[str, Any] | None) -> bool:
     )
 
 
+# -- examples ------------------------------------------------------------------
 def _excerpts(want: str, got: str, context: int = 16) -> tuple[str, str]:
     """The two texts around their first difference."""
     start = next((i for i, (a, b) in enumerate(zip(want, got, strict=False)) if a != b), min(len(want), len(got)))
@@ -363,198 +120,382 @@ def _excerpts(want: str, got: str, context: int = 16) -> tuple[str, str]:
         tail += 1
     low = max(0, start - context)
     cut = "..." if low else ""
-    return (cut + want[low:len(want) - tail + context] + ("..." if tail > context else ""),
-            cut + got[low:len(got) - tail + context] + ("..." if tail > context else ""))
+
+    def excerpt(text: str) -> str:
+        high = min(len(text) - tail + context, start + 4 * context)
+        return cut + text[low:high] + ("..." if high < len(text) else "")
+
+    return excerpt(want), excerpt(got)
 
 
-def _example(case: Case, output: Mapping[str, Any]) -> str:
+def _show(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace").replace("\n", "\\n")
+
+
+def _example(case: Case, output: Mapping[str, Any], writer: Writer | None = None) -> str:
     key = next(iter(case.expected or {}), "")
     got, want = output.get(key), (case.expected or {}).get(key)
     if key == "bytes_b64":
-        got = base64.b64decode(got).decode("utf-8", "backslashreplace")
-        want = base64.b64decode(want).decode("utf-8", "backslashreplace")
-        want, got = _excerpts(want, got)
+        want, got = _excerpts(_show(base64.b64decode(want)), _show(base64.b64decode(got)))
         return f"{case.case_id}: canonical bytes `{got}` where the spec gives `{want}`"
-    return f"{case.case_id}: {key} {json.dumps(got, ensure_ascii=False)} where the spec gives {json.dumps(want, ensure_ascii=False)}"
+    if key == "sig" and writer is not None:
+        inp = decode_input(case.input)
+        try:
+            wrong = writer.canonical(inp["subset"], case.profile)
+            right = Writer().canonical(inp["subset"], case.profile)
+        except Exception:  # noqa: BLE001 - an example is best effort
+            wrong = right = b""
+        if wrong != right:
+            want_t, got_t = _excerpts(_show(right), _show(wrong))
+            return f"{case.case_id}: the signature is over `{got_t}` where the spec signs `{want_t}`"
+        if writer.mac:
+            return (f"{case.case_id}: the signature is over SHA-256 of the canonical bytes "
+                    f"({'hex' if writer.mac == 'prehash-hex' else 'raw'} digest), not the bytes")
+    if key == "valid":
+        return f"{case.case_id}: answered valid={json.dumps(got)} where the spec gives {json.dumps(want)}"
+    return (f"{case.case_id}: {key} {json.dumps(got, ensure_ascii=False)} where the spec gives "
+            f"{json.dumps(want, ensure_ascii=False)}")
 
 
-def candidate_classes(case: Case, output: Any, base: Writer = Writer()) -> list[str] | None:
-    """Classes whose spelling reproduces ``output``; None when the case is not modelled
-    (the reference hypothesis does not give the expected output)."""
+# -- candidates ----------------------------------------------------------------
+def candidate_classes(case: Case, output: Any, base: Writer = Writer(),
+                      learned: Sequence[tuple[str, ...]] = ()) -> list[str] | None:
+    """Classes whose spelling (on top of ``base``) reproduces ``output``; None when
+    the case is not modelled (the no-bug hypothesis does not give the expected output)."""
     inp = decode_input(case.input)
-    if not _matches(answer(case.operation, inp, base, case.profile), case.expected):
+    if not _matches(answer(case.operation, inp, Writer(), case.profile), case.expected):
         return None
     if _matches(output, case.expected):
         return []  # the right answer is no bug
     return [bug.name for bug in BUG_CLASSES if any(
-        _matches(output, answer(case.operation, inp, w, case.profile)) for w in writers_of(bug, base))]
+        _matches(output, answer(case.operation, inp, w, case.profile)) for w in spellings(bug, base, learned))]
 
 
-def _combined_writers(names: Iterable[str]) -> list[Writer]:
-    writers = [Writer()]
-    for name in names:
-        bug = CLASS_BY_NAME.get(name)
-        if bug is not None:
-            writers = [w for base in writers for w in writers_of(bug, base)] or writers
-    return writers[:200]
+class _Run:
+    """One diagnosis: the modelled failures, the refutations, memoised answers."""
+
+    def __init__(self, failures: list, verdicts: list) -> None:
+        self.cache: dict[tuple, Any] = {}
+        self.inputs: dict[str, Any] = {}
+        has_bytes = any(r.case.operation == "canonical_bytes" and r.status in ("pass", "fail") for r in verdicts)
+        self.learned = learn_orders(failures, search=not has_bytes)
+        self.passes = [r for r in verdicts if r.status == "pass" and _modelled(r.case)]
+        self.refuted: dict[tuple[str, str], list[Writer]] = {}
+        self.all_spellings = {bug.name: spellings(bug, Writer(), self.learned) for bug in BUG_CLASSES}
+
+    def answer(self, result: Any, writer: Writer) -> Any:
+        case = result.case
+        key = (case.case_id, writer)
+        if key not in self.cache:
+            if case.case_id not in self.inputs:
+                self.inputs[case.case_id] = decode_input(case.input)
+            self.cache[key] = answer(case.operation, self.inputs[case.case_id], writer, case.profile)
+        return self.cache[key]
+
+    def spellings(self, bug: BugClass, op: str) -> list[Writer]:
+        """``bug``'s spellings not refuted by a passing case of ``op``."""
+        key = (bug.name, op)
+        if key not in self.refuted:
+            passes = [r for r in self.passes if r.case.operation == op]
+            self.refuted[key] = [w for w in self.all_spellings[bug.name] if not any(
+                (got := self.answer(r, w)) is not None and not _matches(got, r.case.expected) for r in passes)]
+        return self.refuted[key]
 
 
-def _changes_bytes(name: str, subset: Any) -> bool:
-    bug = CLASS_BY_NAME.get(name)
-    if bug is None or not isinstance(subset, Mapping):
-        return name in EXTRA_CLASSES
-    if bug.mac:
-        return True
-    try:
-        reference = Writer().canonical(subset)
-        return any(w.canonical(subset) != reference for w in writers_of(bug))
-    except (InvalidInput, KeyError, TypeError, ValueError):
-        return False
+def _modelled(case: Case) -> bool:
+    return case.operation in MODELLED_OPS and not case.expects_error and "self-consistent" not in case.flags
 
 
+def _combine(base: Writer, spelling: Writer) -> Writer:
+    """``spelling`` (one piece differs from the reference) applied on top of ``base``."""
+    ref = Writer()
+    changes = {f: getattr(spelling, f) for f in ref.__dataclass_fields__ if getattr(spelling, f) != getattr(ref, f)}
+    return Writer(**{**{f: getattr(base, f) for f in ref.__dataclass_fields__}, **changes})
+
+
+def learn_orders(failures: Iterable[Any], search: bool = True) -> list[tuple[str, ...]]:
+    """Non-sorted key orders the adapter wrote, read from its canonical bytes; for a
+    signer without canonical_bytes, searched from its HMAC signatures."""
+    orders: dict[tuple[str, ...], None] = {}
+    signs = []
+    for r in failures:
+        out = r.output if isinstance(r.output, Mapping) else {}
+        if r.case.operation == "canonical_bytes" and isinstance(out.get("bytes_b64"), str):
+            raw = b64_strict(out["bytes_b64"])
+            order = order_of(raw) if raw is not None else None
+            if order is not None and order != canonical.SIGNED_FIELDS:
+                orders[order] = None
+        elif r.case.operation == "sign_hmac" and r.case.profile == "v1" and isinstance(out.get("sig"), str):
+            signs.append(r)
+    if not orders and search:
+        for r in signs[:2]:
+            inp = decode_input(r.case.input)
+            key, sig = b64_strict(inp.get("key_b64")), b64_strict(r.output["sig"])
+            if key and sig and isinstance(inp.get("subset"), Mapping):
+                order = search_order(inp["subset"], key, sig)
+                if order is not None and order != canonical.SIGNED_FIELDS:
+                    orders[order] = None
+                    break
+    return list(orders)
+
+
+# -- the diagnosis ---------------------------------------------------------------
 def diagnose(failures: Iterable[Any], verdicts: Iterable[Any] = ()) -> Diagnosis:
-    """``failures``: the runner's failed CaseResults (``case``, ``output``);
-    ``verdicts``: every judged result, used to test classes against verify
-    verdicts when no output reproduces a bug (a verify-only SDK).
-
-    Several classes can reproduce one output (a tie rounds up under half-up
-    and under round(x*1e9)); the fewest classes explaining every reproduced
-    case are chosen (greedy set cover: the class reproducing most cases first).
-    """
+    """``failures``: the runner's failed CaseResults (``case``, ``output``,
+    ``message``); ``verdicts``: every judged result (passes refute spellings)."""
+    failures = list(failures)
+    run = _Run(failures, list(verdicts))
     diagnosis = Diagnosis()
-    candidates, rest = [], []
+    open_: list[Any] = []
+    errors: list[Any] = []
     for result in failures:
-        case, output = result.case, result.output
-        if case.operation in RECOMPUTED_OPS and not case.expects_error and isinstance(output, Mapping):
-            names = candidate_classes(case, output)
-            if names:
-                candidates.append((result, names))
-                continue
-        rest.append(result)
-    while candidates:
-        tally = Counter(name for _, names in candidates for name in names)
-        best = min(tally, key=lambda name: (-tally[name], CLASS_BY_NAME[name].general, CLASS_ORDER.index(name)))
-        for result, names in candidates:
-            if best in names:
-                diagnosis.add_root(best, result.case.case_id, _example(result.case, result.output))
-        candidates = [(result, names) for result, names in candidates if best not in names]
-    for result in rest:
-        _fold(diagnosis, result)
-    _infer_from_verdicts(diagnosis, list(verdicts))
+        if _special(diagnosis, result) or (result.case.expects_error and _is_verdict(result.case, result.output, False)):
+            continue
+        modelled = _modelled(result.case) and _matches(run.answer(result, Writer()), result.case.expected)
+        if modelled and isinstance(result.output, Mapping):
+            open_.append(result)
+        elif modelled and result.output is None:
+            errors.append(result)
+        else:
+            diagnosis.undiagnosed.append(result.case.case_id)
+    _verdicts(diagnosis, failures)
+    bases = _cover(diagnosis, run, open_)
+    _errors(diagnosis, run, errors, bases)
     return diagnosis
 
 
-def _is_v1_positive(result: Any) -> bool:
-    case = result.case
-    return (case.operation in ("verify_hmac", "verify_ed25519") and case.profile == "v1"
-            and case.expected == {"valid": True} and result.status in ("pass", "fail"))
+def _cover(diagnosis: Diagnosis, run: _Run, open_: list) -> list[tuple[Writer, str]]:
+    """Greedy cover: the class reproducing most open failures (on top of the
+    classes already chosen) first; what it reproduces is closed; repeat.
+    Returns the combinations used, each with the class it added last."""
+    chosen: list[str] = []
+    bases: list[tuple[Writer, str]] = [(Writer(), "")]  # each chosen class applied or not (a bug may be in one op)
+    while open_:
+        best, best_hits = None, []
+        for bug in BUG_CLASSES:
+            if bug.name in chosen:
+                continue
+            hits = []
+            for result in open_:
+                for base, _ in bases:
+                    w = next((_combine(base, s) for s in run.spellings(bug, result.case.operation)
+                              if _matches(result.output, run.answer(result, _combine(base, s)))), None)
+                    if w is not None:
+                        hits.append((result, w))
+                        break
+            if _better(bug, hits, best, best_hits):
+                best, best_hits = bug, hits
+        if best is None or not best_hits:
+            break
+        chosen.append(best.name)
+        best_hits = _likeliest_spellings(run, best, best_hits, bases)
+        used = list(dict.fromkeys(w for _, w in best_hits))[:8]
+        bases = list(dict.fromkeys(bases + [(w, best.name) for w in used]))[:32]
+        for result, writer in best_hits:
+            _attribute(diagnosis, best, result, writer)
+        closed = {id(r) for r, _ in best_hits}
+        open_ = [r for r in open_ if id(r) not in closed]
+    diagnosis.undiagnosed += [r.case.case_id for r in open_]
+    return bases
 
 
-def _infer_from_verdicts(diagnosis: Diagnosis, verdicts: list) -> None:
-    """Undiagnosed failing verify positives (a verify-only SDK): a class is
-    consistent when it predicts no failure where the adapter passed (every v1
-    positive whose bytes it changes failed); the fewest consistent classes
-    covering the failures are named."""
-    positives = [r for r in verdicts if _is_v1_positive(r)]
-    open_ids = {r.case.case_id for r in positives if r.status == "fail" and r.case.case_id in diagnosis.undiagnosed}
-    if not open_ids:
-        return
-    changes = {}
-    for bug in BUG_CLASSES:
-        changed = {r.case.case_id for r in positives
-                   if _changes_bytes(bug.name, decode_input(r.case.input).get("subset"))}
-        if not any(r.status == "pass" for r in positives if r.case.case_id in changed):
-            changes[bug.name] = changed & open_ids
-    while open_ids:
-        best = max(changes, key=lambda name: (len(changes[name] & open_ids), -CLASS_ORDER.index(name)), default=None)
-        if best is None or not changes[best] & open_ids:
-            return
-        for case_id in sorted(changes[best] & open_ids):
-            diagnosis.add_root(best, case_id, f"{case_id}: inferred from verify verdicts (the class changes exactly "
-                                              "the bytes of the records that failed to verify)")
-            diagnosis.undiagnosed.remove(case_id)
-        open_ids -= changes[best]
+def _likeliest_spellings(run: _Run, bug: BugClass, hits: list, bases: list[tuple[Writer, str]]) -> list:
+    """Each case under the spelling that reproduces the most cases of the class (the
+    implementation has one spelling; others agree with it on most records)."""
+    matching = []
+    for result, _ in hits:
+        ws = [_combine(base, s) for base, _ in bases for s in run.spellings(bug, result.case.operation)]
+        matching.append([w for w in dict.fromkeys(ws) if _matches(result.output, run.answer(result, w))])
+    tally = Counter(w for ws in matching for w in ws)
+    return [(result, max(ws, key=lambda w: tally[w])) for (result, _), ws in zip(hits, matching, strict=True)]
 
 
-def _fold(diagnosis: Diagnosis, result: Any) -> None:
-    """Knock-on failures, rejected-input and verify classes, or undiagnosed."""
-    case, output = result.case, result.output
-    special = _special_class(case, output)
-    if special:
-        diagnosis.add_root(special, case.case_id, f"{case.case_id}: {case.comment}")
-        return
-    if case.operation in RECOMPUTED_OPS and isinstance(output, Mapping) and not case.expects_error:
-        inp = decode_input(case.input)
-        writers = _combined_writers(diagnosis.root_causes)
-        if any(_matches(output, answer(case.operation, inp, w, case.profile)) for w in writers):
-            for name in diagnosis.root_causes:
-                diagnosis.knock_on.setdefault(name, []).append(case.case_id)
-            return
-    subset = decode_input(case.input).get("subset") if isinstance(case.input, Mapping) else None
-    causes = [n for n in diagnosis.root_causes if _changes_bytes(n, subset)]
-    if causes and case.operation.startswith(("verify_", "sign_")):
-        diagnosis.knock_on.setdefault(causes[0], []).append(case.case_id)
-        return
-    diagnosis.undiagnosed.append(case.case_id)
+def _errors(diagnosis: Diagnosis, run: _Run, errors: list, bases: list[tuple[Writer, str]]) -> None:
+    """A valid case answered with an error where a diagnosed bug's own arithmetic
+    fails (``round(x*1e9)`` of 1e308 overflows): the knock-on of that bug."""
+    for result in errors:
+        name = next((name for w, name in bases[1:] if run.answer(result, w) is None), None)
+        if name is None:
+            diagnosis.undiagnosed.append(result.case.case_id)
+        else:
+            diagnosis.knock_on.setdefault(name, []).append(result.case.case_id)
 
 
-def _special_class(case: Case, output: Any) -> str:
-    """nan-accepted, lenient-base64 or prehash, recognised from what was accepted."""
-    flags = set(case.flags)
-    if case.expects_error and output is not None:
-        if "nan-inf" in flags:
-            return "nan-accepted"
-        if "base64-strict" in flags:
-            return "lenient-base64"
-        return ""
-    accepted_bad = case.operation.startswith("verify_") and isinstance(output, Mapping) and output.get("valid") is True
-    if accepted_bad and (case.expected or {}).get("valid") is False:
-        if "base64-strict" in flags and _lenient_equivalent(case):
-            return "lenient-base64"
-        if "prehash" in flags:
-            return "prehash"
+def _better(bug: BugClass, hits: list, best: BugClass | None, best_hits: list) -> bool:
+    if not hits:
+        return False
+    if best is None:
+        return True
+    key = (len(hits), not bug.general, -CLASS_ORDER.index(bug.name))
+    return key > (len(best_hits), not best.general, -CLASS_ORDER.index(best.name))
+
+
+def _attribute(diagnosis: Diagnosis, bug: BugClass, result: Any, writer: Writer) -> None:
+    op = result.case.operation
+    direct = op in ("canonical_bytes", "fmt9", "d_hat", "budget", "coherence") or (
+        op.startswith("sign_") and bug.name in SIGNATURE_CLASSES) or (
+        op.startswith("verify_") and bug.name == "lenient-base64")
+    example = _example(result.case, result.output, writer)
+    if direct:
+        diagnosis.add_root(bug.name, result.case.case_id, example, rank=1 + (op == "fmt9"))
+        diagnosis.add_detail(bug.name, _spelling_note(bug, writer))
+    else:
+        diagnosis.knock_on.setdefault(bug.name, []).append(result.case.case_id)
+        diagnosis.set_example(bug.name, result.case.case_id, example)
+        if op.startswith("sign_"):  # a verdict says nothing about the spelling; a signature does
+            diagnosis.add_detail(bug.name, _spelling_note(bug, writer))
+
+
+def _spelling_note(bug: BugClass, writer: Writer) -> str:
+    from .hypotheses import B64_DECODERS, LAYOUTS
+
+    if bug.name == "key-order":
+        order = writer.order
+        return "order " + (", ".join(order) if isinstance(order, tuple) else f"{order}")
+    if bug.name == "signs-other-bytes":
+        return LAYOUTS.get(writer.layout, writer.layout)
+    if bug.name == "lenient-base64" and writer.b64 in B64_DECODERS:
+        return f"decoder: {writer.b64}"
+    if bug.name == "prehash":
+        return {"prehash": "raw SHA-256 digest", "prehash-hex": "hex SHA-256 digest"}.get(writer.mac, writer.mac)
+    for attr in ("fmt", "escape", "epoch"):
+        fn = getattr(writer, attr)
+        if fn is not getattr(Writer(), attr):
+            return (fn.__doc__ or fn.__name__).strip().splitlines()[0].replace("``", "").rstrip(".")
     return ""
 
 
-def _lenient_equivalent(case: Case) -> bool:
-    """The mangled signature decodes, leniently, to bytes the reference accepts."""
-    from flk.impl.core import signing
-
-    sig = case.input.get("sig") if isinstance(case.input, Mapping) else None
-    if not isinstance(sig, str) or not sig.strip():
-        return False
-    cleaned = "".join(sig.split()).replace("-", "+").replace("_", "/").rstrip("=")
-    try:
-        raw = base64.b64decode(cleaned + "=" * (-len(cleaned) % 4))
-    except (binascii.Error, ValueError):
-        return False
-    inp = decode_input(case.input)
-    try:
-        if case.operation == "verify_hmac":
-            keys = [base64.b64decode(k) for k in inp["keys_b64"]]
-            return signing.verify_hmac(inp["subset"], _b64(raw), keys, case.profile)
-        keys = [base64.b64decode(k) for k in inp["public_keys_b64"]]
-        return signing.verify_ed25519(inp["subset"], _b64(raw), keys, case.profile)
-    except (InvalidInput, KeyError, TypeError, ValueError):
-        return False
+# -- what was accepted or answered instead of an error -------------------------------
+EPOCH_FLAGS = {"epoch-range", "epoch-float"}
 
 
+def _flag_class(flags: set[str]) -> str:
+    return ("nan-accepted" if "nan-inf" in flags else "epoch" if flags & EPOCH_FLAGS
+            else "lenient-base64" if "base64-strict" in flags else "accepts-invalid-input")
+
+
+def _special(diagnosis: Diagnosis, result: Any) -> bool:
+    """Accepted invalid input and lenient base64 of the adapter's own signature:
+    named from what the adapter returned (verdicts for malformed input: :func:`_verdicts`)."""
+    case, output = result.case, result.output
+    flags = set(case.flags)
+    if "self-consistent" in flags and isinstance(output, Mapping) and output.get("valid") is True:
+        diagnosis.add_root("lenient-base64", case.case_id,
+                           f"{case.case_id}: the adapter's own signature, {case.comment.split(', ', 1)[-1]}, "
+                           "was accepted as valid")
+        diagnosis.add_detail("lenient-base64", f"accepted: {case.comment.split(', ', 1)[-1]}")
+        return True
+    if not case.expects_error:
+        if flags & EPOCH_FLAGS and output is None and "error" in (result.message or ""):
+            diagnosis.add_root("epoch", case.case_id, f"{case.case_id}: a valid epoch ({case.comment}) was refused")
+            return True
+        return False
+    if output is None or _is_verdict(case, output, False):
+        return False
+    name = _flag_class(flags)
+    how = _accepted_how(case, output, _is_verdict(case, output, True))
+    diagnosis.add_root(name, case.case_id, f"{case.case_id}: {case.comment} -- {how}", rank=_rewritten(how))
+    if name == "accepts-invalid-input":
+        diagnosis.add_detail(name, ", ".join(f for f in case.flags if f != "isolated") or case.operation)
+    return True
+
+
+def _is_verdict(case: Case, output: Any, value: bool) -> bool:
+    return case.operation.startswith("verify_") and isinstance(output, Mapping) and output.get("valid") is value
+
+
+def _verdicts(diagnosis: Diagnosis, failures: list) -> None:
+    """A ``valid: false`` verdict for malformed input: the knock-on of the class that
+    accepted that input elsewhere (the bytes were built, then did not verify), else
+    ``verdict-not-error``."""
+    for result in failures:
+        case = result.case
+        if not (case.expects_error and _is_verdict(case, result.output, False)):
+            continue
+        name = _flag_class(set(case.flags))
+        if name in diagnosis.root_causes:
+            diagnosis.knock_on.setdefault(name, []).append(case.case_id)
+        else:
+            diagnosis.add_root("verdict-not-error", case.case_id,
+                               f"{case.case_id}: {case.comment} -- rejected with valid: false, where the "
+                               "malformed input must be refused as invalid_input")
+
+
+def _rewritten(how: str) -> bool:
+    """``accepted, epoch X written as Y`` with X != Y."""
+    if not how.startswith("accepted, epoch "):
+        return False
+    sent, _, written = how.removeprefix("accepted, epoch ").partition(" written as ")
+    return sent != written
+
+
+def _accepted_how(case: Case, output: Any, verdict: Any) -> str:
+    if verdict is True:
+        return "accepted as validly signed"
+    raw = b64_strict(output.get("bytes_b64")) if isinstance(output, Mapping) else None
+    if raw is not None:
+        text = _show(raw)
+        if "epoch" in text and set(case.flags) & EPOCH_FLAGS:
+            written = text.split('"epoch":', 1)[1].split(",", 1)[0].strip()
+            sent = json.dumps((case.input.get("subset") or {}).get("epoch")) if isinstance(case.input, Mapping) else "?"
+            return f"accepted, epoch {sent} written as {written}"
+        return f"accepted and written `{text[:80]}`"
+    return "accepted, output " + json.dumps(output, ensure_ascii=False)[:80]
+
+
+# -- reading a diagnosis -----------------------------------------------------------
 def describe(name: str) -> tuple[str, str]:
     """(what the implementation does, the deciding rule) of a class name."""
     bug = CLASS_BY_NAME.get(name)
     if bug is not None:
         return bug.title, bug.rule
-    return EXTRA_CLASSES.get(name, (name, ""))
+    title, rule, _flags = EXTRA_CLASSES.get(name, (name, "", ()))
+    return title, rule
+
+
+def class_flags(name: str) -> tuple[str, ...]:
+    bug = CLASS_BY_NAME.get(name)
+    return bug.flags if bug is not None else EXTRA_CLASSES.get(name, ("", "", ()))[2]
+
+
+def pitfalls_of(diagnosis: Diagnosis) -> list[str]:
+    """The pitfalls a run hit, from its diagnosis: the diagnosed classes (never a
+    flag merely carried by a knock-on case)."""
+    return _ordered(diagnosis)
+
+
+def _ordered(diagnosis: Diagnosis) -> list[str]:
+    names = list(dict.fromkeys(list(diagnosis.root_causes) + list(diagnosis.knock_on)))
+    return sorted(names, key=lambda n: -diagnosis.count(n))
+
+
+def summary_lines(diagnosis: Diagnosis) -> list[str]:
+    """One line per cause: class, count, SPEC rule, one example with the differing bytes."""
+    lines = []
+    for name in _ordered(diagnosis):
+        title, rule = describe(name)
+        detail = "; ".join(diagnosis.details.get(name, [])[:3])
+        lines.append(f"  {name}: {diagnosis.count(name)} case(s) -- {title}" + (f" ({detail})" if detail else "")
+                     + (f" -- {rule}" if rule else "")
+                     + (f" -- e.g. {diagnosis.examples[name]}" if name in diagnosis.examples else ""))
+    if diagnosis.undiagnosed:
+        lines.append(f"  undiagnosed: {len(diagnosis.undiagnosed)} case(s) no known bug class reproduces: "
+                     + " ".join(diagnosis.undiagnosed[:6]) + (" ..." if len(diagnosis.undiagnosed) > 6 else ""))
+    return lines
 
 
 def format_diagnosis(diagnosis: Diagnosis, limit: int = 8) -> list[str]:
-    """Root causes first, each with its knock-on failures folded under it."""
+    """Each root cause with its cases and its knock-on failures."""
     lines = []
-    if diagnosis.root_causes:
-        lines.append("root causes (reproduced byte for byte):")
-    for name, ids in diagnosis.root_causes.items():
+    if diagnosis.root_causes or diagnosis.knock_on:
+        lines.append("root causes in detail:")
+    for name in _ordered(diagnosis):
         title, rule = describe(name)
-        lines.append(f"  {name}: {title} -- {len(ids)} case(s) {' '.join(ids[:limit])}" + (" ..." if len(ids) > limit else ""))
+        ids = diagnosis.root_causes.get(name, [])
+        lines.append(f"  {name}: {title} -- {len(ids)} case(s) {' '.join(ids[:limit])}"
+                     + (" ..." if len(ids) > limit else ""))
+        if diagnosis.details.get(name):
+            lines.append(f"      how: {'; '.join(diagnosis.details[name][:6])}")
         if rule:
             lines.append(f"      rule: {rule}")
         if name in diagnosis.examples:
@@ -562,7 +503,7 @@ def format_diagnosis(diagnosis: Diagnosis, limit: int = 8) -> list[str]:
         knock = diagnosis.knock_on.get(name, [])
         if knock:
             shown = " ".join(knock[:limit]) + (" ..." if len(knock) > limit else "")
-            lines.append(f"      knock-on: {len(knock)} more failing case(s) follow from it: {shown}")
+            lines.append(f"      knock-on: {len(knock)} signature/verdict case(s) it reproduces: {shown}")
     if diagnosis.undiagnosed:
         ids = diagnosis.undiagnosed
         lines.append(f"undiagnosed failures (no known bug class reproduces them): {len(ids)} case(s) "

@@ -32,8 +32,17 @@ from typing import Any
 
 from flk.impl.core import signing
 
+from . import probes
 from .adapter_io import AdapterBroken, Reply
-from .diagnosis import Diagnosis, diagnose, format_diagnosis
+from .diagnosis import (
+    Diagnosis,
+    class_flags,
+    describe,
+    diagnose,
+    format_diagnosis,
+    pitfalls_of,
+    summary_lines,
+)
 from .vectors import Case, all_notes, decode_input
 
 BYTE_FIELDS = {"bytes_b64"}  # output fields holding base64 bytes: diffed as bytes
@@ -58,12 +67,13 @@ SPEC_RULES = {
 @dataclass
 class CaseResult:
     case: Case
-    status: str  # "pass" | "fail" | "skip" | "n/a"
+    status: str  # "pass" | "fail" | "skip" | "n/a" | "acceptable"
     message: str = ""
     diff: str = ""
     elapsed: float = 0.0
     output: Any = None
     not_run: bool = False  # failed because the adapter was broken before this case
+    acceptance: str = ""  # an acceptable case: "accepted" (the expected output) or "rejected" (invalid_input)
 
 
 @dataclass
@@ -77,8 +87,12 @@ class Report:
     notices: list[str] = field(default_factory=list)  # run-level remarks (a declared op never exercised)
 
     def counts(self) -> tuple[int, int, int]:
+        """(passed, failed, skipped); acceptable cases are counted apart (:meth:`acceptable`)."""
         c = Counter(r.status for r in self.results)
         return c["pass"], c["fail"], c["skip"] + c["n/a"]
+
+    def acceptable(self) -> list[CaseResult]:
+        return [r for r in self.results if r.status == "acceptable"]
 
     @property
     def exit_code(self) -> int:
@@ -87,12 +101,21 @@ class Report:
         return 1 if self.counts()[1] or self.problems else 0
 
     def diagnosis(self) -> Diagnosis:
-        judged = [r for r in self.results if not r.not_run]
-        return diagnose([r for r in judged if r.status == "fail"], judged)
+        """The diagnosis of the failures (computed once per set of results)."""
+        key = (len(self.results), sum(r.status == "fail" for r in self.results))
+        if getattr(self, "_diagnosis_key", None) != key:
+            judged = [r for r in self.results if not r.not_run]
+            self._diagnosis = diagnose([r for r in judged if r.status == "fail"], judged)
+            self._diagnosis_key = key
+        return self._diagnosis
 
     def summary_line(self) -> str:
         p, f, s = self.counts()
         return f"{p} passed, {f} failed, {s} skipped"
+
+    def pitfalls(self) -> list[str]:
+        """The pitfalls hit, from the diagnosis (never from flags a knock-on case carries)."""
+        return pitfalls_of(self.diagnosis())
 
     def flag_stats(self) -> dict[str, dict[str, int]]:
         stats: dict[str, dict[str, int]] = {}
@@ -102,7 +125,7 @@ class Report:
             for flag in r.case.flags:
                 st = stats.setdefault(flag, {"total": 0, "run": 0, "pass": 0, "fail": 0, "skip": 0})
                 st["total"] += 1
-                st["skip" if r.status == "n/a" else r.status] += 1
+                st["skip" if r.status == "n/a" else "pass" if r.status == "acceptable" else r.status] += 1
                 if r.status not in ("skip", "n/a"):
                     st["run"] += 1
         return dict(sorted(stats.items()))
@@ -236,6 +259,9 @@ def judge(case: Case, reply: Reply) -> CaseResult:
         kind, msg = err["kind"], err["message"]
         if kind == "unsupported":
             return CaseResult(case, "skip", f"unsupported: {msg}", elapsed=reply.elapsed)
+        if case.acceptable and kind == "invalid_input":
+            return CaseResult(case, "acceptable", f"acceptable: refused ({msg})", elapsed=reply.elapsed,
+                              acceptance="rejected")
         if case.expects_error:
             if kind == "invalid_input":
                 return CaseResult(case, "pass", f"rejected: {msg}", elapsed=reply.elapsed)
@@ -250,13 +276,14 @@ def judge(case: Case, reply: Reply) -> CaseResult:
         )
     output = resp["output"]
     if case.expects_error:
-        return CaseResult(
-            case,
-            "fail",
-            "accepted invalid input (expected an invalid_input error), output " + decoded_output(output),
-            elapsed=reply.elapsed,
-            output=output,
-        )
+        if case.operation.startswith("verify_") and isinstance(output, Mapping) and output.get("valid") is False:
+            message = ("rejected with a verdict (valid: false) where the input is malformed and must be refused "
+                       "with an invalid_input error")
+        elif case.operation.startswith("verify_") and isinstance(output, Mapping) and output.get("valid") is True:
+            message = "accepted malformed input as validly signed (expected an invalid_input error)"
+        else:
+            message = "accepted invalid input (expected an invalid_input error), output " + decoded_output(output)
+        return CaseResult(case, "fail", message, elapsed=reply.elapsed, output=output)
     diffs = []
     for key, want in (case.expected or {}).items():
         if key not in output:
@@ -269,6 +296,9 @@ def judge(case: Case, reply: Reply) -> CaseResult:
         if rule:
             diffs.append(f"decided by {rule}")
         return CaseResult(case, "fail", f"wrong output: {first}", "\n".join(diffs), reply.elapsed, output)
+    if case.acceptable:
+        return CaseResult(case, "acceptable", "acceptable: answered the expected output", elapsed=reply.elapsed,
+                          output=output, acceptance="accepted")
     return CaseResult(case, "pass", elapsed=reply.elapsed, output=output)
 
 
@@ -298,7 +328,8 @@ class CaseDriver:
                 self.broken = str(exc)
         return self.hello
 
-    def run(self, case: Case) -> CaseResult:
+    def run(self, case: Case, control: bool = True) -> CaseResult:
+        """One case; ``control=False`` for a negative whose control the caller ran."""
         self.start()
         if self.broken:
             return CaseResult(case, "fail", f"not run: adapter broken ({self.broken})", not_run=True)
@@ -309,7 +340,7 @@ class CaseDriver:
         request = {"op": case.operation, "profile": case.profile, "input": case.input}
         reply = self.adapter.call(request, self.timeout)
         result = judge(case, reply)
-        if result.status == "pass" and is_verify_negative(case):
+        if control and result.status == "pass" and is_verify_negative(case):
             ok, why = self.control(case)
             if not ok:
                 result.status = "n/a"
@@ -385,8 +416,11 @@ def run_cases(
     start_timeout: float = 30.0,
     max_restarts: int = 10,
     on_result: Callable[[CaseResult], None] | None = None,
+    probes: bool = True,
 ) -> Report:
-    """Run ``cases`` through ``adapter`` (not yet started); never raises for adapter faults."""
+    """Run ``cases`` through ``adapter`` (not yet started); never raises for adapter faults.
+    ``probes``: after the vectors, the self-consistent base64 probes (:mod:`flk.conformance.probes`)
+    of the verify ops the selection covers; their cases (ids ``verify_hmac.v1#self-N``) count like vectors."""
     driver = CaseDriver(adapter, timeout, start_timeout, max_restarts)
     driver.start()
     report = Report(adapter.description, driver.hello)
@@ -396,12 +430,29 @@ def run_cases(
             report.results.append(result)
             if on_result is not None:
                 on_result(result)
+        if probes:
+            _run_probes(driver, report, cases, on_result)
     finally:
         driver.close()
     report.broken = driver.broken
     report.restarts = driver.restarts
     run_checks(report, cases)
     return report
+
+
+def _run_probes(driver: CaseDriver, report: Report, cases: Sequence[Case], on_result) -> None:
+    """The self-consistent base64 probes (:mod:`flk.conformance.probes`) after the vectors."""
+    for family in probes.wanted(cases, driver.hello):
+        if driver.broken:
+            return
+        extra, why = probes.probe_cases(driver, family)
+        if not extra:
+            report.notices.append(f"self-consistent base64 probes of verify_{family} not exercised: {why}")
+        for case in extra:
+            result = driver.run(case, control=False)
+            report.results.append(result)
+            if on_result is not None:
+                on_result(result)
 
 
 def run_checks(report: Report, cases: Sequence[Case]) -> None:
@@ -428,17 +479,12 @@ def run_checks(report: Report, cases: Sequence[Case]) -> None:
 
 # -- text report -------------------------------------------------------------
 def format_text(report: Report, verbose: bool = False) -> list[str]:
-    """The human report; its last line is exactly ``N passed, N failed, N skipped``."""
-    lines = []
-    h = report.hello
-    if h:
-        lines.append(
-            f"adapter: {h.get('name')} {h.get('version')} ({report.adapter}); "
-            f"ops: {', '.join(h.get('ops', []))}; profiles: {', '.join(h.get('profiles', []))}"
-        )
-    else:
-        lines.append(f"adapter: {report.adapter}")
-    not_run = [r for r in report.results if r.not_run]
+    """The human report: the summary and the diagnosis first, the details after;
+    its last line is exactly ``N passed, N failed, N skipped``."""
+    lines = [_adapter_line(report)]
+    diagnosis = report.diagnosis()
+    lines += _summary(report, diagnosis)
+    lines.append("details:")
     for r in report.results:
         if r.not_run:
             continue
@@ -450,48 +496,94 @@ def format_text(report: Report, verbose: bool = False) -> list[str]:
             if diff and r.message.endswith(diff[0]):
                 diff = diff[1:]  # the message already holds the diff's first line
             lines.extend(f"     {d}" for d in diff)
-        elif verbose:
+        elif verbose or r.status == "acceptable":
             lines.append(f"{r.status.upper()} {r.case.case_id} {r.message}".rstrip())
+    lines += _skipped_lines(report)
+    lines += format_diagnosis(diagnosis)
+    lines += _flag_lines(report)
+    lines += _tail_lines(report)
+    lines.append(report.summary_line())
+    return lines
+
+
+def _adapter_line(report: Report) -> str:
+    h = report.hello
+    if h:
+        return (f"adapter: {h.get('name')} {h.get('version')} ({report.adapter}); "
+                f"ops: {', '.join(h.get('ops', []))}; profiles: {', '.join(h.get('profiles', []))}")
+    return f"adapter: {report.adapter}"
+
+
+def _summary(report: Report, diagnosis: Diagnosis) -> list[str]:
+    """The answer first: totals, one line per root cause, the pitfalls it implies."""
+    p, f, s = report.counts()
+    acceptable = report.acceptable()
+    causes = pitfalls_of(diagnosis)
+    lines = [f"summary: {p} passed, {f} failed, {s} skipped"
+             + (f", {len(acceptable)} acceptable" if acceptable else "")
+             + (f" -- {len(causes)} root cause(s)" if causes else "")
+             + (f", {len(diagnosis.undiagnosed)} undiagnosed" if diagnosis.undiagnosed else "")]
+    if report.broken:
+        lines.append(f"  ADAPTER BROKEN: {report.broken}")
+    if causes or diagnosis.undiagnosed:
+        lines.append("root causes (reproduced byte for byte):")
+        lines += summary_lines(diagnosis)
+    if causes:
+        lines.append(f"pitfalls hit (from the diagnosis): {', '.join(causes)}")
+    if acceptable:
+        by = Counter(r.acceptance for r in acceptable)
+        lines.append(f"acceptable (documented tolerance, neither pass nor fail): {len(acceptable)} case(s), "
+                     + ", ".join(f"{n} {how}" for how, n in sorted(by.items())))
+    return lines
+
+
+def _skipped_lines(report: Report) -> list[str]:
     skipped = [r for r in report.results if r.status == "skip"]
-    if skipped:
-        by_reason: dict[str, list[str]] = {}
-        for r in skipped:
-            if r.message.startswith("op ") or r.message.startswith("profile "):
-                reason = r.message
-            else:
-                reason = f"{r.case.operation}.{r.case.profile}: answered unsupported"
-            by_reason.setdefault(reason, []).append(f"#{r.case.tc_id}")
-        lines.append("skipped:")
-        for reason, ids in by_reason.items():
-            shown = " ".join(ids[:12]) + (f" ... (+{len(ids) - 12})" if len(ids) > 12 else "")
-            lines.append(f"  {reason}: {len(ids)} case(s) {shown}")
-    lines += format_diagnosis(report.diagnosis())
+    if not skipped:
+        return []
+    by_reason: dict[str, list[str]] = {}
+    for r in skipped:
+        if r.message.startswith("op ") or r.message.startswith("profile "):
+            reason = r.message
+        else:
+            reason = f"{r.case.operation}.{r.case.profile}: answered unsupported"
+        by_reason.setdefault(reason, []).append(f"#{r.case.label or r.case.tc_id}")
+    lines = ["skipped:"]
+    for reason, ids in by_reason.items():
+        shown = " ".join(ids[:12]) + (f" ... (+{len(ids) - 12})" if len(ids) > 12 else "")
+        lines.append(f"  {reason}: {len(ids)} case(s) {shown}")
+    return lines
+
+
+def _flag_lines(report: Report) -> list[str]:
     stats = report.flag_stats()
+    if not stats:
+        return []
     notes = all_notes(r.case for r in report.results)
-    failed = report.failed_flags()
-    if stats:
-        lines.append("per-flag summary:")
-        for f in failed:
-            st = stats[f]
-            note = notes.get(f, "")
-            lines.append(f"  {f}: {st['fail']} failed of {st['run']}" + (f" -- {note}" if note else ""))
-        clean = [f"{f} ({st['run']})" for f, st in stats.items() if st["run"] and not st["fail"]]
-        if clean:
-            lines.append(f"  no failures: {', '.join(clean)}")
-        unexercised = [f for f, st in stats.items() if not st["run"]]
-        if unexercised:
-            lines.append(f"  not exercised (every case skipped): {', '.join(unexercised)}")
-        if failed:
-            lines.append(f"pitfalls hit: {', '.join(failed)}")
+    lines = ["per-flag summary (failing cases carrying each flag; knock-on failures included):"]
+    for f in report.failed_flags():
+        st = stats[f]
+        note = notes.get(f, "")
+        lines.append(f"  {f}: {st['fail']} failed of {st['run']}" + (f" -- {note}" if note else ""))
+    clean = [f"{f} ({st['run']})" for f, st in stats.items() if st["run"] and not st["fail"]]
+    if clean:
+        lines.append(f"  no failures: {', '.join(clean)}")
+    unexercised = [f for f, st in stats.items() if not st["run"]]
+    if unexercised:
+        lines.append(f"  not exercised (every case skipped or not applicable): {', '.join(unexercised)}")
+    return lines
+
+
+def _tail_lines(report: Report) -> list[str]:
+    lines = []
+    not_run = [r for r in report.results if r.not_run]
     if not_run:
         lines.append(f"not run (adapter broken): {len(not_run)} case(s), counted as failed, from {not_run[0].case.case_id}")
     if report.restarts:
         lines.append(f"adapter restarts: {report.restarts}")
     if report.broken:
         lines.append(f"ADAPTER BROKEN: {report.broken}")
-    lines += _run_level_lines(report)
-    lines.append(report.summary_line())
-    return lines
+    return lines + _run_level_lines(report)
 
 
 def _run_level_lines(report: Report) -> list[str]:
@@ -509,17 +601,21 @@ def _run_level_lines(report: Report) -> list[str]:
 
 # -- machine-readable reports ------------------------------------------------
 def to_json(report: Report) -> dict:
+    """The JSON report: the same structure as the text (summary, pitfalls, diagnosis, cases)."""
     p, f, s = report.counts()
+    diagnosis = report.diagnosis()
     return {
         "adapter": report.adapter,
         "hello": report.hello,
         "broken": report.broken or None,
         "restarts": report.restarts,
         "exit_code": report.exit_code,
-        "totals": {"passed": p, "failed": f, "skipped": s},
+        "totals": {"passed": p, "failed": f, "skipped": s, "acceptable": len(report.acceptable())},
+        "summary": _summary_json(diagnosis),
+        "pitfalls": pitfalls_of(diagnosis),
         "flags": report.flag_stats(),
-        "pitfalls": report.failed_flags(),
-        "diagnosis": _diagnosis_json(report.diagnosis()),
+        "failed_flags": report.failed_flags(),
+        "diagnosis": _diagnosis_json(diagnosis),
         "problems": report.problems,
         "notices": report.notices,
         "cases": [
@@ -532,7 +628,9 @@ def to_json(report: Report) -> dict:
                 "group": r.case.group_comment,
                 "flags": list(r.case.flags),
                 "comment": r.case.comment,
+                "result": r.case.result,
                 "status": r.status,
+                "acceptance": r.acceptance or None,
                 "message": r.message,
                 "diff": r.diff,
                 "elapsed_s": round(r.elapsed, 6),
@@ -545,12 +643,23 @@ def to_json(report: Report) -> dict:
     }
 
 
+def _summary_json(diagnosis: Diagnosis) -> list[dict]:
+    """One entry per root cause, as the text summary's lines."""
+    out = []
+    for name in pitfalls_of(diagnosis):
+        title, rule = describe(name)
+        out.append({"class": name, "title": title, "rule": rule, "flags": list(class_flags(name)),
+                    "count": diagnosis.count(name), "example": diagnosis.examples.get(name, ""),
+                    "how": diagnosis.details.get(name, [])})
+    return out
+
+
 def _diagnosis_json(diagnosis: Diagnosis) -> dict:
     return {
         "root_causes": [
-            {"class": name, "cases": ids, "example": diagnosis.examples.get(name, ""),
-             "knock_on": diagnosis.knock_on.get(name, [])}
-            for name, ids in diagnosis.root_causes.items()
+            {"class": name, "cases": diagnosis.root_causes.get(name, []), "example": diagnosis.examples.get(name, ""),
+             "knock_on": diagnosis.knock_on.get(name, []), "how": diagnosis.details.get(name, [])}
+            for name in pitfalls_of(diagnosis)
         ],
         "undiagnosed": diagnosis.undiagnosed,
     }
@@ -595,7 +704,7 @@ def to_junit(report: Report) -> bytes:
                 suite,
                 "testcase",
                 classname=f"flk.conformance.{name}",
-                name=_xml_safe(f"tc{r.case.tc_id}" + (f" {r.case.comment}" if r.case.comment else "")),
+                name=_xml_safe(f"tc{r.case.label or r.case.tc_id}" + (f" {r.case.comment}" if r.case.comment else "")),
                 time=f"{r.elapsed:.6f}",
             )
             if r.case.flags:
@@ -606,6 +715,9 @@ def to_junit(report: Report) -> bytes:
                 el.text = _xml_safe(r.diff or r.message)
             elif r.status in ("skip", "n/a"):
                 ET.SubElement(tc, "skipped", message=_xml_safe(r.message[:500]))
+            elif r.status == "acceptable":
+                ET.SubElement(props if r.case.flags else ET.SubElement(tc, "properties"), "property",
+                              name="acceptable", value=r.acceptance)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 

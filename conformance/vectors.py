@@ -39,15 +39,22 @@ class Case:
     comment: str
     flags: tuple[str, ...]
     input: Mapping[str, Any]
-    result: str  # "valid" | "invalid"
+    result: str  # "valid" | "invalid" | "acceptable"
     expected: Mapping[str, Any] | None
     group_comment: str = ""
     source: str = ""
     notes: Mapping[str, str] = field(default_factory=dict)
+    label: str = ""  # a case the runner builds itself (self-consistent probes): its id after '#'
 
     @property
     def case_id(self) -> str:
-        return f"{self.operation}.{self.profile}#{self.tc_id}"
+        return f"{self.operation}.{self.profile}#{self.label or self.tc_id}"
+
+    @property
+    def acceptable(self) -> bool:
+        """Wycheproof's third result: the expected output and an ``invalid_input``
+        refusal are both acceptable (legacy tolerance, documented leniency)."""
+        return self.result == "acceptable"
 
     @property
     def expects_error(self) -> bool:
@@ -118,6 +125,20 @@ def _load_file(path: pathlib.Path) -> dict:
     return doc
 
 
+# Flags that make a valid vector "acceptable": the documented tolerances (PROTOCOL.md, Flags).
+ACCEPTABLE_FLAGS = {
+    "legacy-extension": "the legacy-0.1 profile's definition goes beyond the seed agent here; an SDK that "
+                        "reproduces the agent may refuse the input (invalid_input)",
+}
+
+
+def _result(t: Mapping[str, Any], flags: tuple[str, ...]) -> str:
+    result = t.get("result", "valid")
+    if result == "valid" and set(flags) & set(ACCEPTABLE_FLAGS):
+        return "acceptable"
+    return result
+
+
 def load_cases(
     directory: pathlib.Path | None = None,
     profile: str | None = None,
@@ -153,7 +174,7 @@ def load_cases(
                         comment=t.get("comment", ""),
                         flags=case_flags,
                         input=t.get("input", {}),
-                        result=t.get("result", "valid"),
+                        result=_result(t, case_flags),
                         expected=t.get("expected"),
                         group_comment=group.get("comment", ""),
                         source=path.name,

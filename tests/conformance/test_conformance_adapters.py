@@ -75,10 +75,13 @@ def test_vectors_are_found_through_the_package():
 def test_cli_last_line_and_exit_code(capsys):
     from flk.impl.lab.cli import main
 
-    code = main(["conformance", "vectors", "--adapter", "builtin"])
+    code = main(["conformance", "vectors", "--adapter", "builtin", "--no-probes"])
     out = capsys.readouterr().out.splitlines()
     n = len(load_cases(profile="v1"))
     assert code == 0 and out[-1] == f"{n} passed, 0 failed, 0 skipped"
+    code = main(["conformance", "vectors", "--adapter", "builtin"])  # with the self-consistent probes
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and out[-1].endswith(" passed, 0 failed, 0 skipped") and int(out[-1].split()[0]) > n
 
 
 # -- differential: Node against the Python core on random inputs -------------------------

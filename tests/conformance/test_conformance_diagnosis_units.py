@@ -8,6 +8,7 @@ writes, and the runner's positive controls and declarations must behave.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -115,7 +116,7 @@ def _negatives(count):
 
 def test_negatives_of_a_verifier_that_accepts_nothing_are_not_applicable():
     adapter = VerifierAdapter(lambda request: False)
-    report = runner.run_cases(adapter, _negatives(3))
+    report = runner.run_cases(adapter, _negatives(3), probes=False)
     assert [r.status for r in report.results] == ["n/a"] * 3
     assert report.counts() == (0, 0, 3) and report.exit_code == 1
     assert any("nothing was exercised" in p for p in report.problems)
@@ -125,14 +126,14 @@ def test_negatives_of_a_verifier_that_accepts_nothing_are_not_applicable():
 
 def test_negatives_count_when_the_control_verifies():
     adapter = VerifierAdapter(lambda request: request["input"]["sig"] != "AAAA")
-    report = runner.run_cases(adapter, _negatives(2))
+    report = runner.run_cases(adapter, _negatives(2), probes=False)
     assert [r.status for r in report.results] == ["pass", "pass"] and report.exit_code == 0
 
 
 def test_a_declared_op_never_exercised_is_noted():
     adapter = VerifierAdapter(lambda request: request["input"]["sig"] != "AAAA", ops=("verify_hmac", "fmt9"))
     cases = _negatives(1) + [Case("fmt9", "v1", 1, "", (), {"x": 1}, "valid", {"text": "1.000000000"})]
-    report = runner.run_cases(adapter, cases)
+    report = runner.run_cases(adapter, cases, probes=False)
     assert report.notices == ["declared op fmt9 was never exercised (every case skipped or not applicable)"]
     assert report.exit_code == 0
     assert "NOTE declared op fmt9 was never exercised" in "\n".join(runner.format_text(report))
@@ -149,16 +150,78 @@ def test_an_overflowing_product_is_recognised_as_x1e9_rounding():
     assert diagnosis.candidate_classes(case, {"text": "Infinity"}) == ["x1e9-rounding"]
 
 
-@pytest.mark.parametrize("bug", ["html-escape", "shortest-repr", "prehash", "line-separator-escape"])
-def test_a_verify_only_bug_is_inferred_from_the_verdicts(bug):
+@pytest.mark.parametrize("bug", ["html-escape", "shortest-repr", "prehash", "line-separator-escape", "key-order"])
+def test_a_verify_only_bug_is_named_from_the_verdicts(bug):
     """A verifier that builds its bytes with one bug fails exactly the positives
     whose bytes that bug changes; the verdicts alone name the class."""
+    from flk.conformance.hypotheses import CLASS_BY_NAME, answer, spellings
     from flk.conformance.vectors import load_cases
 
-    positives = [c for c in load_cases(profile="v1", operations=["verify_hmac"]) if c.expected == {"valid": True}]
+    writer = spellings(CLASS_BY_NAME[bug])[0]
+    cases = [c for c in load_cases(profile="v1", operations=["verify_hmac"]) if not c.expects_error]
     results = []
-    for case in positives:
-        changed = diagnosis._changes_bytes(bug, diagnosis.decode_input(case.input)["subset"])
-        results.append(runner.CaseResult(case, "fail" if changed else "pass", output={"valid": not changed}))
+    for case in cases:
+        verdict = answer(case.operation, diagnosis.decode_input(case.input), writer)
+        results.append(runner.CaseResult(case, "pass" if verdict == case.expected else "fail", output=verdict))
+    failed = [r for r in results if r.status == "fail"]
+    found = diagnosis.diagnose(failed, results)
+    assert failed and diagnosis.pitfalls_of(found) == [bug] and found.undiagnosed == []
+
+
+def test_a_key_order_never_listed_is_learned_from_the_bytes():
+    from flk.conformance.hypotheses import Writer
+    from flk.conformance.vectors import load_cases
+
+    order = ("r", "shard_id", "D_hat", "epoch", "pcs_id", "budget", "merkle_root", "coh_star")
+    cases = [c for c in load_cases(profile="v1", operations=["canonical_bytes"]) if not c.expects_error]
+    results = []
+    for case in cases:
+        raw = Writer(order=order).canonical(diagnosis.decode_input(case.input)["subset"])
+        output = {"bytes_b64": base64.b64encode(raw).decode()}
+        results.append(runner.CaseResult(case, "pass" if output == case.expected else "fail", output=output))
     found = diagnosis.diagnose([r for r in results if r.status == "fail"], results)
-    assert list(found.root_causes) == [bug] and found.undiagnosed == []
+    assert diagnosis.pitfalls_of(found) == ["key-order"] and found.undiagnosed == []
+    assert found.details["key-order"][0] == "order " + ", ".join(order)
+
+
+def test_a_signer_without_canonical_bytes_has_its_order_searched():
+    import hmac
+
+    from flk.conformance.hypotheses import Writer
+    from flk.conformance.vectors import load_cases
+
+    order = ("epoch", "r", "D_hat", "shard_id", "budget", "pcs_id", "coh_star", "merkle_root")
+    cases = [c for c in load_cases(profile="v1", operations=["sign_hmac"]) if not c.expects_error]
+    results = []
+    for case in cases[:6]:
+        inp = diagnosis.decode_input(case.input)
+        raw = Writer(order=order).canonical(inp["subset"])
+        sig = base64.b64encode(hmac.digest(base64.b64decode(inp["key_b64"]), raw, "sha256")).decode()
+        results.append(runner.CaseResult(case, "pass" if {"sig": sig} == case.expected else "fail", output={"sig": sig}))
+    found = diagnosis.diagnose([r for r in results if r.status == "fail"], results)
+    assert diagnosis.pitfalls_of(found) == ["key-order"] and found.undiagnosed == []
+
+
+@pytest.mark.parametrize("layout", ["pretty2", "pretty4", "spaced", "newline", "with-sig", "json-pretty2",
+                                    "js-pretty2", "json-spaced"])
+def test_a_signer_of_other_bytes_is_told_which_bytes(layout):
+    """canonical_bytes right, every signature over other bytes: signs-other-bytes, with the
+    layout that reproduces every signature named first, and nothing else."""
+    import hmac
+
+    from flk.conformance.hypotheses import LAYOUTS, Writer
+    from flk.conformance.vectors import load_cases
+
+    results = []
+    for case in load_cases(profile="v1", operations=["sign_hmac", "canonical_bytes", "fmt9"]):
+        if case.expects_error:
+            continue
+        inp = diagnosis.decode_input(case.input)
+        out = dict(case.expected)
+        if case.operation == "sign_hmac":
+            raw = Writer(layout=layout).canonical(inp["subset"])
+            out = {"sig": base64.b64encode(hmac.digest(base64.b64decode(inp["key_b64"]), raw, "sha256")).decode()}
+        results.append(runner.CaseResult(case, "pass" if out == case.expected else "fail", output=out))
+    found = diagnosis.diagnose([r for r in results if r.status == "fail"], results)
+    assert diagnosis.pitfalls_of(found) == ["signs-other-bytes"] and found.undiagnosed == []
+    assert found.details["signs-other-bytes"][0] == LAYOUTS[layout]

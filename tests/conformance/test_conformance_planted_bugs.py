@@ -1,5 +1,6 @@
-"""Every planted-bug adapter (tests/quality/conformance_adapters/) is caught
-by the real vectors, with the flag naming its pitfall in the per-flag summary.
+"""Every planted-bug adapter (tests/quality/conformance_adapters/) declares the
+flag naming its pitfall; tests/quality/test_conformance_diagnosis.py runs each
+one and checks that flag fails and is explained in the per-flag summary.
 
 This is the quality check of the kit itself (Hypothesis' ``quality/`` idea):
 a vector set that lets one of these classic mistakes through is a defect.
@@ -10,12 +11,6 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import sys
-
-import pytest
-
-from flk.conformance import runner
-from flk.conformance.adapter_io import ProcessAdapter
-from flk.conformance.vectors import load_cases
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PLANTED = ROOT / "tests" / "quality" / "conformance_adapters"
@@ -38,6 +33,15 @@ EXPECTED = {
     "bug_del_escape.py": "control-char",
     "bug_html_escape.py": "html-escape",
     "bug_nan_as_null.py": "nan-inf",
+    "bug_any_key_order.py": "key-order",
+    "bug_epoch_int64.py": "epoch-range",
+    "bug_base64_whitespace.py": "base64-strict",
+    "bug_x1e9_python_round.py": "x1e9-rounding",
+    "bug_round_then_shortest.py": "float-format",
+    "bug_tie_away.py": "round-tie",
+    "bug_pretty_hmac.py": "v1-example",
+    "bug_verdict_not_error.py": "nan-inf",
+    "bug_surrogate_replaced.py": "surrogate",
 }
 
 
@@ -56,26 +60,8 @@ def test_every_planted_adapter_is_listed():
     assert sorted(p.name for p in PLANTED.glob("bug_*.py")) == sorted(EXPECTED)
 
 
-@pytest.fixture(scope="module")
-def v1_cases():
-    cases = load_cases(VECTORS, profile="v1")
-    assert len(cases) > 100, "spec/vectors must hold the v1 vectors"
-    return cases
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_planted_bug_is_caught_with_its_flag(name, v1_cases):
-    path = PLANTED / name
-    flag = EXPECTED[name]
-    assert _flag_declared(path) == flag
-    report = runner.run_cases(ProcessAdapter([sys.executable, str(path)]), v1_cases, timeout=20)
-    assert not report.broken
-    assert report.exit_code == 1
-    failed = report.failed_flags()
-    assert flag in failed, f"{name}: {flag} not among failed flags {failed}"
-    text = runner.format_text(report)
-    st = report.flag_stats()[flag]
-    assert f"  {flag}: {st['fail']} failed of {st['run']} -- " in "\n".join(text)
-    assert text[-1] == report.summary_line()
-    # the planted bug breaks only some cases: the adapter is otherwise the reference
-    assert report.counts()[0] > 0
+def test_every_planted_adapter_declares_its_flag():
+    """The run itself (flag among the failed flags, per-flag line) is checked once per
+    adapter, with its diagnosis, in tests/quality/test_conformance_diagnosis.py."""
+    for name, flag in EXPECTED.items():
+        assert _flag_declared(PLANTED / name) == flag, name

@@ -1,12 +1,14 @@
-"""The kit names the bug: every planted-bug adapter is diagnosed with exactly its class.
+"""The kit names the bug: every planted-bug adapter is diagnosed with exactly its classes.
 
-Each adapter in tests/quality/conformance_adapters/ is the reference with one
-classic mistake and declares ``CLASS``, the bug class of
-:mod:`flk.conformance.diagnosis` it plants. Run over every vector, the runner's
-diagnosis must name that class as the one root cause, reproduce at least one
-failing output byte for byte, and leave no failure undiagnosed -- knock-on
-failures are folded under the root cause, never reported as other pitfalls.
-The reference adapters (builtin, Python, Node) pass 100 %; an adapter that
+Each adapter in tests/quality/conformance_adapters/ is the reference with
+classic mistakes planted: ``bug_*.py`` one (``CLASS``), ``multi_*.py`` two or
+three (``CLASSES``), each a class of :mod:`flk.conformance.diagnosis`. Run
+over every vector (and the self-consistent base64 probes), the diagnosis must
+name exactly those classes -- a second bug behind the first included -- leave
+no failure undiagnosed, and put the summary (one line per cause) and the
+pitfalls derived from it before the details. The pretty-printed-JSON signer
+is told it signs other bytes, and no rounding pitfall is listed for it. The
+reference adapters (builtin, Python, Node) pass 100 %; an adapter that
 declares nothing and a verifier that rejects everything fail with messages
 saying so.
 """
@@ -24,17 +26,18 @@ import pytest
 
 from flk.conformance import runner
 from flk.conformance.adapter_io import BuiltinAdapter, ProcessAdapter
-from flk.conformance.diagnosis import BUG_CLASSES, EXTRA_CLASSES
+from flk.conformance.diagnosis import ALL_CLASSES, pitfalls_of
 from flk.conformance.vectors import load_cases
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PLANTED = ROOT / "tests" / "quality" / "conformance_adapters"
 VECTORS = ROOT / "spec" / "vectors"
 IN_CI = os.environ.get("CI") == "true"
-KNOWN_CLASSES = {c.name for c in BUG_CLASSES} | set(EXTRA_CLASSES)
+ROUNDING = {"half-up", "round-tie", "x1e9-rounding", "truncation", "negative-zero", "round-then-shortest",
+            "shortest-repr", "integer-valued", "exponent-form"}
 
 
-def _declared_class(path: pathlib.Path) -> str:
+def _declared_classes(path: pathlib.Path) -> tuple[str, ...]:
     spec = importlib.util.spec_from_file_location(path.stem, path)
     sys.path.insert(0, str(PLANTED))
     try:
@@ -42,10 +45,10 @@ def _declared_class(path: pathlib.Path) -> str:
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(PLANTED))
-    return module.CLASS
+    return tuple(getattr(module, "CLASSES", None) or (module.CLASS,))
 
 
-ADAPTERS = sorted(p.name for p in PLANTED.glob("bug_*.py"))
+ADAPTERS = sorted(p.name for p in PLANTED.glob("bug_*.py")) + sorted(p.name for p in PLANTED.glob("multi_*.py"))
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +57,78 @@ def all_cases():
 
 
 def test_every_bug_class_has_a_planted_adapter():
-    planted = {_declared_class(PLANTED / name) for name in ADAPTERS}
-    assert planted <= KNOWN_CLASSES
-    assert planted == KNOWN_CLASSES, f"no planted adapter for {sorted(KNOWN_CLASSES - planted)}"
+    singles = {_declared_classes(PLANTED / name)[0] for name in ADAPTERS if name.startswith("bug_")}
+    assert singles == set(ALL_CLASSES), f"no planted adapter for {sorted(set(ALL_CLASSES) - singles)}"
+    multi = [_declared_classes(PLANTED / name) for name in ADAPTERS if name.startswith("multi_")]
+    assert {2, 3} <= {len(c) for c in multi}
 
 
 @pytest.mark.parametrize("name", ADAPTERS)
-def test_planted_adapter_is_diagnosed_with_exactly_its_class(name, all_cases):
-    bug = _declared_class(PLANTED / name)
+def test_planted_adapter_is_diagnosed_with_exactly_its_classes(name, all_cases):
+    classes = _declared_classes(PLANTED / name)
     report = runner.run_cases(ProcessAdapter([sys.executable, str(PLANTED / name)]), all_cases, timeout=20)
     assert not report.broken and report.exit_code == 1
     diagnosis = report.diagnosis()
-    assert list(diagnosis.root_causes) == [bug], f"{name}: root causes {list(diagnosis.root_causes)}"
+    assert sorted(pitfalls_of(diagnosis)) == sorted(classes), f"{name}: causes {pitfalls_of(diagnosis)}"
     assert diagnosis.undiagnosed == [], f"{name}: undiagnosed {diagnosis.undiagnosed[:10]}"
-    assert set(diagnosis.knock_on) <= {bug}
+    failed = {r.case.case_id for r in report.results if r.status == "fail"}
+    explained = [i for n in classes for i in diagnosis.root_causes.get(n, []) + diagnosis.knock_on.get(n, [])]
+    assert sorted(explained) == sorted(failed), "every failure under exactly one cause"
+    text = runner.format_text(report)
+    summary = text.index("root causes (reproduced byte for byte):")
+    assert summary < 4 and text[1].startswith("summary: ")
+    for bug in classes:  # one line per cause in the summary, before any FAIL block
+        line = next(i for i, t in enumerate(text) if t.startswith(f"  {bug}: "))
+        assert summary < line < text.index("details:") and " -- e.g. " in text[line] and "SPEC.md" in text[line]
+    pitfalls = next(t for t in text if t.startswith("pitfalls hit"))
+    assert sorted(pitfalls.split(": ", 1)[1].split(", ")) == sorted(classes)
+    doc = runner.to_json(report)
+    assert [c["class"] for c in doc["summary"]] == pitfalls_of(diagnosis) == doc["pitfalls"]
+    flag = _declared_flag(PLANTED / name)
+    if flag:  # the vectors catch it with the flag naming its pitfall (tests/conformance/test_conformance_planted_bugs.py)
+        st = report.flag_stats()[flag]
+        assert flag in report.failed_flags() and f"  {flag}: {st['fail']} failed of {st['run']} -- " in text_all(text)
+        assert report.counts()[0] > 0  # only some cases fail: the adapter is otherwise the reference
+
+
+def text_all(lines: list[str]) -> str:
+    return "\n".join(lines)
+
+
+def _declared_flag(path: pathlib.Path) -> str:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    sys.path.insert(0, str(PLANTED))
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(PLANTED))
+    return getattr(module, "FLAG", "")
+
+
+def test_the_pretty_printed_signer_is_told_it_signs_other_bytes(all_cases):
+    report = runner.run_cases(ProcessAdapter([sys.executable, str(PLANTED / "bug_pretty_hmac.py")]), all_cases,
+                              timeout=20)
+    assert {r.case.operation for r in report.results if r.status == "fail"} <= {"sign_hmac", "verify_hmac"}
+    assert not any(r.status == "fail" for r in report.results if r.case.operation in ("canonical_bytes", "fmt9"))
     text = "\n".join(runner.format_text(report))
-    assert text.index("root causes (reproduced byte for byte):") < text.index("per-flag summary:")
-    assert f"  {bug}: " in text
+    assert "signs-other-bytes" in text and "signs bytes other than the canonical bytes" in text
+    assert "json.dumps(indent=2)" in report.diagnosis().details["signs-other-bytes"][0]
+    assert not ROUNDING & set(report.pitfalls())
+
+
+def test_lenient_base64_behind_another_bug_is_found_by_the_self_consistent_probes(all_cases):
+    """A verifier with an unsorted key order fails every reference control (the
+    vectors' base64 negatives are n/a); the probes mangle its own signature, so
+    the lenient decoder is still named."""
+    cases = [c for c in all_cases if c.operation.endswith("_hmac")]
+    script = PLANTED / "multi_order_x1e9_base64.py"
+    report = runner.run_cases(ProcessAdapter([sys.executable, str(script)]), cases, timeout=20)
+    probes = [r for r in report.results if r.case.source == "runner"]
+    accepted = [r for r in probes if r.status == "fail"]
+    assert accepted and all("self-consistent" in r.case.flags for r in accepted)
+    assert {"newline inside", "trailing newline"} <= {r.case.comment.rsplit(", ", 1)[1] for r in accepted}
+    assert "lenient-base64" in report.pitfalls()
 
 
 def _node_adapter():

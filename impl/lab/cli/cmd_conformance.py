@@ -9,6 +9,9 @@ The last line on stdout is exactly ``N passed, N failed, N skipped``.
 ``flk conformance server --url URL --hmac-key K ...``: the black-box HTTP suite
 (:mod:`flk.conformance.server_suite`) against a running server; exit 0 all
 passed, 1 some case failed, 2 server unreachable or bad usage.
+
+``flk conformance diff OLD.json NEW.json``: two vectors reports compared
+(:mod:`flk.conformance.report_diff`); exit 0 no regression, 1 something broke.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ def configure(p) -> None:
                    help="restarts after crashes/timeouts before the adapter counts as broken (default 10)")
     v.add_argument("--vectors", metavar="DIR", help="vector directory (default: the packaged spec/vectors)")
     v.add_argument("-v", "--verbose", action="store_true", help="also list passed and skipped cases")
+    v.add_argument("--no-probes", action="store_true",
+                   help="skip the self-consistent base64 probes (verify negatives built from the adapter's own "
+                        "signature); the run then has exactly the selected vectors")
     s = sub.add_parser("server", help="black-box HTTP suite against a running PCS server (flk serve or another)",
                        description="Run the srv-* cases (conformance/PROTOCOL.md) against a running server.")
     s.add_argument("--url", required=True, help="base URL of the server, e.g. http://127.0.0.1:8080")
@@ -59,6 +65,12 @@ def configure(p) -> None:
     s.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     s.add_argument("--json", metavar="FILE", help="write a JSON report")
     s.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request (default 10)")
+    d = sub.add_parser("diff", help="compare two --json reports of `flk conformance vectors` (an SDK's releases)",
+                       description="What the new run fixed, broke and changed, by root cause and by case. "
+                                   "Exit 0 no regression, 1 something broke, 2 unreadable reports.")
+    d.add_argument("old", metavar="OLD.json")
+    d.add_argument("new", metavar="NEW.json")
+    d.add_argument("--json", metavar="FILE", help="write the comparison as JSON")
 
 
 def make_adapter(spec: str):
@@ -101,7 +113,8 @@ def run_vectors(args) -> int:
         raise UsageError(f"no vectors selected in {directory} (check --profile, --ops, --flags)")
     adapter = make_adapter(args.adapter)
     report = runner.run_cases(
-        adapter, cases, timeout=args.timeout, start_timeout=args.start_timeout, max_restarts=args.max_restarts
+        adapter, cases, timeout=args.timeout, start_timeout=args.start_timeout, max_restarts=args.max_restarts,
+        probes=not args.no_probes,
     )
     if args.junit:
         _write(args.junit, runner.to_junit(report))
@@ -180,8 +193,26 @@ def run_server(args) -> int:
     return report.exit_code
 
 
+def run_diff(args) -> int:
+    from flk.conformance import report_diff as rd
+
+    from . import UsageError
+
+    try:
+        d = rd.diff_reports(rd.load_report(args.old), rd.load_report(args.new))
+    except rd.ReportError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        _write(args.json, json.dumps(rd.to_json(d), indent=2).encode("utf-8"))
+    print("\n".join(rd.format_diff(d, args.old, args.new)))
+    return 1 if d.regressed else 0
+
+
 def run(args) -> int:
     from . import UsageError
+
+    if args.suite == "diff":
+        return run_diff(args)
 
     if args.suite == "vectors":
         return run_vectors(args)

@@ -71,9 +71,14 @@ def run(
     sign_hmac: Callable | None = None,
     verify_hmac: Callable | None = None,
     b64decode: Callable | None = None,
+    canonical_bytes: Callable | None = None,
+    ops: dict | None = None,
 ) -> int:
-    """Install the planted pieces and serve the adapter protocol on stdin/stdout."""
-    cb = make_canonical(
+    """Install the planted pieces and serve the adapter protocol on stdin/stdout.
+
+    ``canonical_bytes`` replaces the whole byte builder (validation included);
+    ``ops`` replaces whole conformance ops (:data:`flk.conformance.ops.OPS` entries)."""
+    cb = canonical_bytes or make_canonical(
         fmt=fmt9 or REFERENCE_FMT9,
         escape=escape or REFERENCE_ESCAPE,
         order=order or canonical.SIGNED_FIELDS,
@@ -91,4 +96,8 @@ def run(
         signing.b64decode_strict = b64decode
     sys.stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
     sys.stdout.reconfigure(encoding="utf-8")
+    if ops:
+        from flk.conformance import ops as ops_module
+
+        ops_module.OPS.update(ops)
     return serve(name="planted-bug:" + sys.argv[0].rsplit("/", 1)[-1])
