@@ -32,6 +32,22 @@ GIL hand-overs show there), the 1-minute load average before and after, and
 which core path (compiled or pure, :data:`flk.impl.core.canonical.CORE_PATH`)
 served.
 
+Scaling (without ``--quick``): the SQLite server again at 1 and ``2 x cores``
+workers (``sqlite_w1``, ``sqlite_w<N>``; ``sqlite`` is the default, the core
+count), and two separate ``flk serve`` processes (one worker each, own ports,
+own inbox WALs) sharing one Postgres table, each driven by its own ``wrk``
+(``postgres_2proc``: summed req/s) -- the way a deployment outgrows one process.
+Beside req/s every server run reports its fsyncs per second (``fsync`` and
+``fdatasync`` system calls of the server's process tree during the measured
+run, counted by ``perf stat`` tracepoints; absent when ``perf`` cannot count)
+and requests per fsync (the mean group-commit size). The physical limit of the
+durable WAL is measured on the same disk in the same run: the latency of an
+append + fsync of a batch-sized write (``fsync_ms_p50``), and from it the
+fsync-bound ceiling of one inbox WAL, ``fsync_ceiling_rps_per_wal_max_batch``
+(a full batch of 256 per fsync) and ``sqlite_fsync_ceiling_rps`` (the measured
+requests per fsync / fsync latency, times the WALs in flight: a server cannot
+answer faster than its fsyncs cover requests).
+
 Goals: >= 5,000 req/s with p99 <= 25 ms on SQLite, ratio >= 0.7. The machine
 is shared: wrk, the servers and whatever else runs compete for the same cores,
 so read the figures as medians of a noisy machine.
@@ -54,6 +70,7 @@ import httpx
 
 KEY = "bench-serve-key-0123456789abcdef"
 CONNECTIONS = 32
+MAX_BATCH = 256  # the server's submit batch limit (flk.impl.server.batchdriver.BatchDriver)
 THREADS = 2
 
 LUA = r"""
@@ -197,24 +214,114 @@ def _tree_switches(pid: int) -> int:
     return total
 
 
+class _FsyncCount:
+    """``fsync`` + ``fdatasync`` calls of some processes (all their threads) while it runs,
+    counted by ``perf stat`` tracepoints; ``count`` None when perf cannot count here."""
+
+    EVENTS = "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync"
+
+    def __init__(self, pids: list[int]) -> None:
+        self.proc: subprocess.Popen | None = None
+        perf = shutil.which("perf")
+        if perf and pids:
+            try:
+                self.proc = subprocess.Popen([perf, "stat", "-x,", "-e", self.EVENTS, "-p",
+                                              ",".join(map(str, pids))],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                time.sleep(0.2)  # attached before the measured run
+            except OSError:
+                self.proc = None
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        total, seen = 0, 0
+        for line in err.splitlines():
+            parts = line.split(",")
+            if len(parts) > 2 and parts[2].startswith("syscalls:") and parts[0].strip().isdigit():
+                total += int(parts[0])
+                seen += 1
+        return total if seen else None
+
+
 def _wrk(port: int, bodies_path: str, lua_path: str, seconds: float, offset: int = 0,
-         pid: int | None = None) -> dict:
-    cpu0 = _tree_cpu_s(pid) if pid else 0.0
-    switches0 = _tree_switches(pid) if pid else 0
-    out = subprocess.run(
-        [ensure_wrk(), f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+         pid: int | None = None, connections: int = CONNECTIONS) -> dict:
+    return _wrk_many([(port, offset)], bodies_path, lua_path, seconds, [pid] if pid else [], connections)
+
+
+def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, seconds: float,
+              pids: list[int], connections: int = CONNECTIONS) -> dict:
+    """``wrk`` against every ``(port, body offset)`` at once (``connections`` each); with
+    server ``pids``: their CPU, context switches and fsyncs during the run."""
+    cpu0 = sum(_tree_cpu_s(p) for p in pids)
+    switches0 = sum(_tree_switches(p) for p in pids)
+    fsyncs = _FsyncCount(_tree_pids(pids)) if pids else None
+    procs = [subprocess.Popen(
+        [ensure_wrk(), f"-t{THREADS}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
          "-s", lua_path, f"http://127.0.0.1:{port}/v1/pcs/submit", "--", bodies_path, str(offset)],
-        capture_output=True, text=True, timeout=seconds + 60,
-    )
-    for line in out.stdout.splitlines():
-        if line.startswith("WRKJSON "):
-            r = json.loads(line[8:])
-            r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
-            if pid:
-                r["cpu_us_per_req"] = (_tree_cpu_s(pid) - cpu0) * 1e6 / max(1, r["requests"])
-                r["switches_per_req"] = (_tree_switches(pid) - switches0) / max(1, r["requests"])
-            return r
-    raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for port, offset in targets]
+    results = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=seconds + 60)
+        got = [json.loads(line[8:]) for line in stdout.splitlines() if line.startswith("WRKJSON ")]
+        if not got:
+            raise RuntimeError(f"wrk gave no result: {stdout[-500:]} {stderr[-500:]}")
+        results.append(got[0])
+    n_fsync = fsyncs.stop() if fsyncs is not None else None
+    r = dict(results[0])
+    for k in ("requests", "connect", "read", "write", "status", "timeout"):
+        r[k] = sum(x[k] for x in results)
+    for k in ("p50_us", "p90_us", "p99_us", "max_us"):
+        r[k] = max(x[k] for x in results)  # the worse of the servers
+    r["rps"] = sum(x["requests"] / (x["duration_us"] / 1e6) for x in results)
+    if pids:
+        r["cpu_us_per_req"] = (sum(_tree_cpu_s(p) for p in pids) - cpu0) * 1e6 / max(1, r["requests"])
+        r["switches_per_req"] = (sum(_tree_switches(p) for p in pids) - switches0) / max(1, r["requests"])
+        if n_fsync is not None:
+            r["fsyncs_per_s"] = n_fsync / (r["duration_us"] / 1e6)
+            if n_fsync:
+                r["requests_per_fsync"] = r["requests"] / n_fsync
+    return r
+
+
+def _tree_pids(pids: list[int]) -> list[int]:
+    stats: dict[int, tuple[int, float]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    stats[int(d)] = (int(fh.read().rsplit(")", 1)[1].split()[1]), 0.0)
+            except OSError:
+                continue
+    return sorted({q for p in pids for q in _tree(p, stats)})
+
+
+def fsync_latency(directory: str, record_bytes: int = 600, batch: int = 32, rounds: int = 200) -> dict:
+    """Append ``batch`` records' worth of bytes to a file in ``directory`` and fsync it,
+    ``rounds`` times: the latency of one group commit on this disk (what bounds a WAL)."""
+    path = os.path.join(directory, "fsync-probe.log")
+    chunk = os.urandom(record_bytes * batch)
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            os.write(fd, chunk)
+            os.fsync(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    times.sort()
+    return {"fsync_ms_p50": round(statistics.median(times) * 1000, 3),
+            "fsync_ms_p90": round(times[int(0.9 * (len(times) - 1))] * 1000, 3),
+            "fsync_probe_bytes": len(chunk)}
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -237,17 +344,28 @@ def _services() -> dict[str, str]:
     return out
 
 
-def _run_server(work: str, bodies_path: str, lua_path: str, seconds: float, env: dict[str, str]) -> dict:
-    data = tempfile.mkdtemp(prefix="data-", dir=work)
-    proc = _Proc([_flk(), "serve", "--port", "0"],
-                 _env(PCS_HMAC_KEY=KEY, DATA_DIR=data, LOG_LEVEL="info", **env), data, "/ready")
+def _run_server(work: str, bodies_path: str, lua_path: str, seconds: float, env: dict[str, str],
+                processes: int = 1) -> dict:
+    """One ``flk serve`` (or ``processes`` separate ones sharing the store ``env`` names,
+    each driven by its own ``wrk`` with its share of the connections and of the bodies)."""
+    n = _count(bodies_path)
+    procs, datas = [], []
     try:
-        # warm-up on the second half of the bodies; the measured run sends the first half: fresh PCS
-        _wrk(proc.port, bodies_path, lua_path, 1, offset=_count(bodies_path) // 2)
-        return _wrk(proc.port, bodies_path, lua_path, seconds, pid=proc.proc.pid)
+        for _ in range(processes):
+            data = tempfile.mkdtemp(prefix="data-", dir=work)
+            datas.append(data)
+            procs.append(_Proc([_flk(), "serve", "--port", "0"],
+                               _env(PCS_HMAC_KEY=KEY, DATA_DIR=data, LOG_LEVEL="info", **env), data, "/ready"))
+        share = n // 2 // processes  # server k measures bodies [k*share, ...), warms up on the second half
+        for k, proc in enumerate(procs):
+            _wrk(proc.port, bodies_path, lua_path, 1, offset=n // 2 + k * share)
+        return _wrk_many([(proc.port, k * share) for k, proc in enumerate(procs)], bodies_path, lua_path, seconds,
+                         [proc.proc.pid for proc in procs], CONNECTIONS // processes)
     finally:
-        proc.stop()
-        shutil.rmtree(data, ignore_errors=True)
+        for proc in procs:
+            proc.stop()
+        for data in datas:
+            shutil.rmtree(data, ignore_errors=True)
 
 
 def _count(path: str) -> int:
@@ -302,10 +420,13 @@ def _write_lines(path: str, lines: list[bytes]) -> None:
 
 
 def _backends(workers: int, quick: bool, svc: dict[str, str]) -> list[tuple[str, str, dict[str, str]]]:
-    """(name, body kind, env) of every server run of one repeat."""
+    """(name, body kind, env) of every server run of one repeat (``name`` ending ``_2proc``:
+    two server processes share the store)."""
     out = [("sqlite", "realistic", {}), ("sqlite", "minimal", {})]  # WORKERS: the server's default
     if quick:
         return out
+    for w in (1, 2 * workers):  # scaling: 1 worker, the default (above), twice the cores
+        out.append((f"sqlite_w{w}", "realistic", {"WORKERS": str(w)}))
     out.append(("memory", "realistic", {"WORKERS": "1", "DEDUP_BACKEND": "memory"}))
     if svc.get("FLK_TEST_REDIS_URL"):
         out.append(("redis", "realistic", {"WORKERS": str(workers), "DEDUP_BACKEND": "redis",
@@ -313,6 +434,8 @@ def _backends(workers: int, quick: bool, svc: dict[str, str]) -> list[tuple[str,
     if svc.get("FLK_TEST_POSTGRES_DSN"):
         out.append(("postgres", "realistic", {"WORKERS": str(workers), "DEDUP_BACKEND": "postgres",
                                               "POSTGRES_CONN": svc["FLK_TEST_POSTGRES_DSN"]}))
+        out.append(("postgres_2proc", "realistic", {"WORKERS": "1", "DEDUP_BACKEND": "postgres",
+                                                    "POSTGRES_CONN": svc["FLK_TEST_POSTGRES_DSN"]}))
     return out
 
 
@@ -327,6 +450,10 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
         f"{prefix}_runs_rps": [round(r["rps"]) for r in rs],
         f"{prefix}_cpu_us_per_req": round(_median(rs, "cpu_us_per_req"), 1),
         f"{prefix}_switches_per_req": round(_median(rs, "switches_per_req"), 2),
+        **({f"{prefix}_fsyncs_per_s": round(_median(rs, "fsyncs_per_s"), 1)}
+           if all("fsyncs_per_s" in r for r in rs) else {}),
+        **({f"{prefix}_requests_per_fsync": round(_median(rs, "requests_per_fsync"), 2)}
+           if all("requests_per_fsync" in r for r in rs) else {}),
     }
 
 
@@ -373,13 +500,15 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
                     if kind == "realistic":  # and the bare Starlette anchor (a Starlette route, not raw ASGI)
                         bare_runs["starlette"].append(_run_bare(work, paths[kind], lua_path, seconds, workers,
                                                                 starlette=True))
-                if name in ("redis", "postgres"):
+                store = name.split("_")[0]
+                if store in ("redis", "postgres"):
                     env = dict(env, DEDUP_NAMESPACE=f"bench_{os.getpid()}_{i}")
                 try:
-                    runs.setdefault(label, []).append(_run_server(work, paths[kind], lua_path, seconds, env))
+                    runs.setdefault(label, []).append(_run_server(work, paths[kind], lua_path, seconds, env,
+                                                                  2 if name.endswith("_2proc") else 1))
                 finally:
-                    if name in ("redis", "postgres"):
-                        _drop_namespace(name, env, svc)
+                    if store in ("redis", "postgres"):
+                        _drop_namespace(store, env, svc)
         for kind, rs in bare_runs.items():
             figures.update(_summary(f"bare_{kind}", rs))
         for label, rs in runs.items():
@@ -392,6 +521,14 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
         for label in runs:
             _ratios(figures, "minimal" if label.endswith("_minimal") else "realistic", label)
         figures["ratio_sqlite_vs_bare_starlette"] = round(figures["sqlite_rps"] / figures["bare_starlette_rps"], 3)
+        # the physical limit of a durable WAL on this disk, measured in the same run
+        figures.update(fsync_latency(work, len(realistic[0])))
+        per_fsync = figures["fsync_ms_p50"] / 1000
+        figures["fsync_ceiling_rps_per_wal_max_batch"] = round(MAX_BATCH / per_fsync)
+        for label in runs:
+            rpf = figures.get(f"{label}_requests_per_fsync")
+            if rpf:  # the measured group-commit size per fsync of this disk, every WAL fsyncing at once
+                figures[f"{label}_fsync_ceiling_rps"] = round(rpf / per_fsync * _wals(label, workers))
         figures["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
         figures["goal_sqlite_rps_5000"] = figures["sqlite_rps"] >= 5000
         figures["goal_sqlite_p99_25ms"] = figures["sqlite_p99_ms"] <= 25
@@ -399,6 +536,17 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
         return figures
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _wals(label: str, workers: int) -> int:
+    """Inbox WALs (one per worker process) of a run: the fsyncs that can be in flight at once."""
+    if label.endswith("_2proc"):
+        return 2
+    if label.startswith("memory"):
+        return 1
+    if label.startswith("sqlite_w"):
+        return int(label[len("sqlite_w"):])
+    return workers
 
 
 def _drop_namespace(name: str, env: dict[str, str], svc: dict[str, str]) -> None:
