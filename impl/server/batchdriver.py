@@ -1,41 +1,58 @@
-"""The submit path's batch driver: one worker thread runs the verification core
-(:class:`flk.impl.verifier.core.VerifyBatch`, through :func:`~flk.impl.verifier.core.run_requests`)
-per batch of requests.
+"""The submit path's batch driver: batches of requests through the verification core
+(:class:`flk.impl.verifier.core.VerifyBatch`), pipelined over the WAL's fsync.
 
 Why this module exists: driving one pipeline generator per request from the event
 loop costs three futures and three thread round trips per request (WAL fsync,
 dedup read, dedup write) plus the generator and its effect objects. Here the loop
 only queues ``(request, future)``; batches form under the rule of
 :class:`flk.impl.verifier.batching.BatchFormation` (a batch starts ``max_delay_s``
-after its oldest request, or at once when it holds ``max_batch``; at most one batch
-runs at a time, what arrives meanwhile is the next batch) -- the same state machine
-the simulator's regions drive under SimPy time -- and ONE thread runs each batch:
-the core (:func:`flk.impl.verifier.core.serve_batch`) appends the batch's inbox WAL
-records and syncs once (INV-WAL-FIRST: nothing is answered before that sync; a
-failed append or sync fails every request of the batch with the WAL problem
-response), reads and writes the dedup store in bulk (one ``get_many``, one
-``put_many_if_absent``) and builds every answer. The batch's home answers
-(:class:`flk.impl.storage.walformat.AnswerNote`) go to the WAL for the manifest of the
-segment holding the records, so that they travel with the records to the other
-regions; the segment rolls only between batches and :attr:`BatchDriver.lock` (held
-for every batch) is the shipper's seal lock, so a sealed segment's manifest has
-the answers of all its records. ONE ``call_soon_threadsafe`` per batch then sets
-all the futures.
+after its oldest request, or at once when it holds ``max_batch``; at most ``depth``
+batches run at once, what arrives meanwhile is the next batch) -- the same state
+machine the simulator's regions drive under SimPy time.
 
-Every store access of the serving path is on this one thread (the in-memory
+Theory of operation (two threads; the event loop only queues and answers):
+
+* the **batch thread** runs every step of the core that touches the store, the
+  per-tenant buckets or the WAL's append: for a new batch, step 1 and the append
+  of its inbox WAL records (:func:`flk.impl.verifier.core.append_batch`, no sync);
+  for a batch whose records a sync covered, steps 2-8
+  (:func:`flk.impl.verifier.core.finish_batch`: one ``get_many``, one
+  ``put_many_if_absent``, the answers and the home answers);
+* the **sync thread** fsyncs the inbox WAL (``wal.sync()``) whenever records were
+  appended since its last sync; one sync covers every batch appended before it
+  began (a group commit across batches) and hands them back to the batch thread.
+
+So with ``depth=2`` batch N+1 is appended while batch N's fsync runs, and batch N
+is verified while batch N+1's fsync runs; the fsync no longer serialises with the
+CPU work. What stays as before: nothing of a request is parsed, verified, looked
+up, stored or answered before a sync that began after its record's append
+succeeded (INV-WAL-FIRST; a failed sync fails every batch it covered with the WAL
+problem response, logged ``wal_append_failed``); batches are finished in WAL
+order on the one batch thread, so of two in-flight batches holding one key the
+earlier record wins (INV-FWW) -- the order a replay of the WAL would find.
+
+The batch's home answers (:class:`flk.impl.storage.walformat.AnswerNote`) go to the
+WAL for the manifest of the segment holding its records, so that they travel with
+the records to the other regions. :attr:`BatchDriver.lock` (a :class:`SealGate`) is
+the shipper's seal lock and the WAL recovery's lock: it is granted only when no
+batch is between its append and its answers, and a batch waits to append while it
+is held or wanted; the segment rolls only at such a moment (before a batch's
+append, when no other batch is in flight), so a sealed segment's manifest has the
+answers of all its records. ONE ``call_soon_threadsafe`` per batch sets all the
+futures.
+
+Every store access of the serving path is on the batch thread (the in-memory
 store needs no lock). :class:`GuardedStore` (the core's drivers' one breaker
 wrapping, :class:`flk.impl.verifier.admission.GuardedStore`) keeps the circuit
 breaker and the batch counters of the metrics; :class:`LoggedWal` logs
-``wal_append_failed``. The core does step 1 (body and tenant-header limits, the
-tenant's rate and quota) itself, so the per-tenant buckets are touched only here
-too. :meth:`BatchDriver.close` lets the running batch finish, runs what is queued
-and stops the thread; a WAL recovery takes :attr:`BatchDriver.lock` so that it
-never runs beside a batch's append.
+``wal_append_failed``. :meth:`BatchDriver.close` lets the running batches finish,
+runs what is queued and stops both threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import queue
 import threading
@@ -47,11 +64,12 @@ from typing import Any
 from ..storage.wal import WalError
 from ..verifier.admission import GuardedStore as _GuardedStore
 from ..verifier.batching import BatchFormation
-from ..verifier.core import serve_batch
+from ..verifier.core import append_batch, finish_batch
 from ..verifier.pipeline import Request
 
 _NO_HEADERS = MappingProxyType({})  # the submit route passes the tenant, not the headers
 _STOP = object()
+_WAKE = object()  # the seal gate opened again: parked batches may append
 
 
 class GuardedStore(_GuardedStore):
@@ -84,6 +102,10 @@ class LoggedWal:
     def note_answers(self, notes: list) -> None:
         self.wal().note_answers(notes)
 
+    @property
+    def active_full(self) -> bool:
+        return bool(getattr(self.wal(), "active_full", False))
+
     def _call(self, name: str, *args: Any) -> Any:
         try:
             if self.closed:
@@ -94,18 +116,99 @@ class LoggedWal:
             raise
 
 
+class SealGate:
+    """:attr:`BatchDriver.lock`: a lock (``acquire(blocking, timeout)``, ``release``, ``with``)
+    granted only when no batch is between its WAL append and its answers; while it is
+    held or wanted, batches wait to append (a seal or a recovery never waits behind a
+    pipeline that keeps refilling). ``wake()`` is called when batches may append again."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._cond = threading.Condition()
+        self._inflight = 0  # batches between their append and their answers
+        self._wanted = 0  # acquire() calls waiting
+        self._held = False
+        self._wake = wake
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def try_enter(self) -> bool:
+        """(Batch thread.) A batch may append now (counted in flight until :meth:`leave`)."""
+        with self._cond:
+            if self._held or self._wanted:
+                return False
+            self._inflight += 1
+            return True
+
+    def leave(self) -> None:
+        """(Batch thread.) A batch was answered."""
+        with self._cond:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._cond.notify_all()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        with self._cond:
+            self._wanted += 1
+            try:
+                free = lambda: not self._held and self._inflight == 0  # noqa: E731
+                if not blocking:
+                    ok = free()
+                else:
+                    ok = self._cond.wait_for(free, None if timeout is None or timeout < 0 else timeout)
+                if ok:
+                    self._held = True
+            finally:
+                self._wanted -= 1
+            reopen = not ok and not self._held and self._wanted == 0
+        if reopen:
+            self._wake()
+        return ok
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+            reopen = self._wanted == 0
+        if reopen:
+            self._wake()
+
+    def locked(self) -> bool:
+        return self._held
+
+    def __enter__(self) -> SealGate:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+class _InFlight:
+    """A batch between its WAL append and its answers."""
+
+    __slots__ = ("batch", "loop", "core", "first")
+
+    def __init__(self, batch: list, loop: asyncio.AbstractEventLoop, core: Any, first: int) -> None:
+        self.batch, self.loop, self.core, self.first = batch, loop, core, first
+
+
 class BatchDriver:
     """``await submit(body, tenant)``: the pipeline's ``Response`` of one request, run
-    in a batch on this driver's thread (call :meth:`submit` on the event loop)."""
+    in a batch on this driver's threads (call :meth:`submit` on the event loop).
+    ``depth``: how many batches may be in flight at once (1: append, sync, verify,
+    answer, then the next batch; 2: the next batch is appended and synced while one
+    is verified)."""
 
     def __init__(self, verifier: Any, wal: Any, store: GuardedStore, metrics: Any,
-                 max_delay_s: float = 0.002, max_batch: int = 256) -> None:
+                 max_delay_s: float = 0.002, max_batch: int = 256, depth: int = 2) -> None:
         self.verifier = verifier
         self.wal = wal
         self.store = store
         self.metrics = metrics
-        self.formation = BatchFormation(max_delay_s, max_batch)  # the rule the simulator drives too
-        self.lock = threading.Lock()  # held for every batch; the shipper's seal lock
+        self.formation = BatchFormation(max_delay_s, max_batch, depth)  # the rule the simulator drives too
+        self.lock = SealGate(lambda: self._jobs.put(_WAKE))  # the shipper's seal lock, the recovery's lock
         self._pending: list[tuple[Request, asyncio.Future]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -113,6 +216,15 @@ class BatchDriver:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.batches = 0  # batches answered so far
+        self.syncs = 0  # inbox WAL syncs the sync thread ran
+        # batch thread state
+        self._parked: collections.deque = collections.deque()  # (batch, loop) waiting to append
+        self._appended: collections.deque[_InFlight] = collections.deque()  # waiting for their sync, WAL order
+        # sync thread state
+        self._sync_cond = threading.Condition()
+        self._unsynced = 0  # batches appended since the sync thread last looked
+        self._sync_stop = False
+        self._sync_thread: threading.Thread | None = None
 
     @property
     def max_delay_s(self) -> float:
@@ -121,6 +233,10 @@ class BatchDriver:
     @property
     def max_batch(self) -> int:
         return self.formation.max_batch
+
+    @property
+    def depth(self) -> int:
+        return self.formation.depth
 
     def submit(self, body: bytes, tenant: str | None) -> asyncio.Future:
         """(Event loop.) A future of the request's ``Response``."""
@@ -136,7 +252,7 @@ class BatchDriver:
         return fut
 
     def _schedule(self) -> None:
-        """(Event loop; no batch running.) Start a batch when one is due, else arm the timer."""
+        """(Event loop; a batch may start.) Start a batch when one is due, else arm the timer."""
         formation, loop = self.formation, self._loop
         deadline = formation.deadline()
         if deadline is None:
@@ -159,33 +275,108 @@ class BatchDriver:
         batch = self._pending[:n]
         del self._pending[:n]
         if self._thread is None:
+            self._sync_thread = threading.Thread(target=self._sync_loop, name="submit-sync", daemon=True)
+            self._sync_thread.start()
             self._thread = threading.Thread(target=self._serve, name="submit-batch", daemon=True)
             self._thread.start()
         self._jobs.put((batch, self._loop))
 
+    # -- the batch thread ------------------------------------------------------------
     def _serve(self) -> None:
-        """(Batch thread.) One batch after the other, each under :attr:`lock`."""
+        """(Batch thread.) New batches are appended (or parked while the seal gate is shut),
+        synced batches finished in WAL order; after ``_STOP`` everything in flight ends."""
+        stopping = False
         while True:
             job = self._jobs.get()
             if job is _STOP:
-                return
-            with self.lock:
-                self._run(*job)
+                stopping = True
+            elif job is _WAKE:
+                pass
+            elif type(job) is tuple and len(job) == 2:
+                self._parked.append(job)
+            else:  # the sync thread's (count, error)
+                self._synced(*job[1:])
+            self._append_parked()
+            if stopping and not self._parked and not self._appended and self.lock.inflight == 0:
+                break
+        with self._sync_cond:
+            self._sync_stop = True
+            self._sync_cond.notify()
 
-    def _run(self, batch: list, loop: asyncio.AbstractEventLoop) -> None:
-        """``run_requests`` for one batch; the answers go back to the loop in one call."""
-        metrics = self.metrics
-        error: BaseException | None = None
-        responses: list = []
+    def _append_parked(self) -> None:
+        """(Batch thread.) Append the parked batches in order while the seal gate lets them;
+        the segment rolls only when no batch is in flight (a full one waits for that)."""
+        gate = self.lock
+        while self._parked:
+            if gate.inflight and self._segment_full():
+                return  # roll between batches: after the ones in flight are answered
+            if not gate.try_enter():
+                return  # a seal or a recovery wants the lock: _WAKE when it is released
+            batch, loop = self._parked.popleft()
+            self._append(batch, loop)
+
+    def _segment_full(self) -> bool:
+        return bool(getattr(self.wal, "active_full", False))
+
+    def _append(self, batch: list, loop: asyncio.AbstractEventLoop) -> None:
+        """(Batch thread, inside the gate.) Step 1 and the WAL append of one batch."""
+        wal, metrics = self.wal, self.metrics
         try:
-            responses = serve_batch(self.verifier, [req for req, _ in batch], time.time(), self.wal,
-                                    self.store, sink=metrics, latency=metrics.observe_latency)
+            if self.lock.inflight == 1 and hasattr(wal, "roll_if_full"):  # between batches
+                with contextlib.suppress(WalError, OSError):  # a failed log answers the batch its 503
+                    wal.roll_if_full()
+            core, first, last = append_batch(self.verifier, [req for req, _ in batch], time.time(), wal,
+                                             sink=metrics, latency=metrics.observe_latency)
         except BaseException as exc:  # noqa: BLE001 -- every request of the batch gets it (500)
-            error = exc
+            self._answer(batch, loop, [], exc)
+            return
+        if last < 0:  # nothing to sync: every request is answered already
+            self._answer(batch, loop, core.responses, None)
+            return
+        self._appended.append(_InFlight(batch, loop, core, first))
+        with self._sync_cond:
+            self._unsynced += 1
+            self._sync_cond.notify()
+
+    def _synced(self, count: int, error: BaseException | None) -> None:
+        """(Batch thread.) The ``count`` oldest appended batches were covered by a sync
+        (``error``: it failed): finish them in WAL order."""
+        for _ in range(count):
+            job = self._appended.popleft()
+            try:
+                responses = finish_batch(job.core, job.first, self.store, self.wal, error is None)
+                failure = None
+            except BaseException as exc:  # noqa: BLE001 -- every request of the batch gets it (500)
+                responses, failure = [], exc
+            self._answer(job.batch, job.loop, responses, failure)
+
+    def _answer(self, batch: list, loop: asyncio.AbstractEventLoop, responses: list,
+                error: BaseException | None) -> None:
+        """(Batch thread.) The batch leaves the gate; its answers go to the loop in one call."""
+        self.lock.leave()
         try:
             loop.call_soon_threadsafe(self._done, batch, responses, error)
         except RuntimeError:  # the loop is closed: nobody waits for these answers
             pass
+
+    # -- the sync thread ---------------------------------------------------------------
+    def _sync_loop(self) -> None:
+        """(Sync thread.) Sync whenever batches were appended; hand them back, covered."""
+        cond = self._sync_cond
+        while True:
+            with cond:
+                while self._unsynced == 0 and not self._sync_stop:
+                    cond.wait()
+                if self._unsynced == 0:
+                    return
+                count, self._unsynced = self._unsynced, 0
+            error: BaseException | None = None
+            try:
+                self.wal.sync()  # covers every batch counted above: they appended before this call
+            except BaseException as exc:  # noqa: BLE001 -- every batch it covered gets the WAL's 503
+                error = exc
+            self.syncs += 1
+            self._jobs.put(("synced", count, error))
 
     def _done(self, batch: list, responses: list, error: BaseException | None) -> None:
         """(Event loop.) Answer a batch; the next one starts if it is due. A future of
@@ -203,13 +394,16 @@ class BatchDriver:
         self._schedule()
 
     def close(self) -> None:
-        """(Any thread, after the requests drained.) The running and queued batches
-        finish, the thread stops; later submissions fail."""
+        """(Any thread, after the requests drained.) The batches in flight and queued
+        finish, both threads stop; later submissions fail."""
         self._closed = True
         if self._thread is not None:
             self._jobs.put(_STOP)
             self._thread.join(timeout=30)
             self._thread = None
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout=30)
+            self._sync_thread = None
 
 
 def _set(fut: asyncio.Future, result: Any, error: BaseException | None) -> None:

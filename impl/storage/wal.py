@@ -342,6 +342,11 @@ class SegmentedLog:
     def failed(self) -> BaseException | None:
         return self._failed
 
+    @property
+    def active_full(self) -> bool:
+        """The active segment reached ``segment_bytes`` (:meth:`roll_if_full` would seal it)."""
+        return self._segments[-1].bytes >= self.segment_bytes
+
     # -- sealing ----------------------------------------------------------------
     def _roll(self, only_if_full: bool) -> SegmentInfo | None:
         with self._sync_lock:

@@ -7,21 +7,24 @@ system. The rule lives here once, with no clock, no threads and no I/O; a driver
 passes ``now`` (seconds, non-decreasing) and keeps the queued requests itself.
 
 The rule: a batch starts ``max_delay_s`` after its oldest queued request arrived,
-or at once when ``max_batch`` requests wait; at most one batch runs at a time;
-what arrives meanwhile is the next batch, due as soon as the running one ends
+or at once when ``max_batch`` requests wait; at most ``depth`` batches run at a
+time (1 unless a driver pipelines: the server's batch driver runs 2, one being
+verified while the next one's WAL records are appended and synced); what arrives
+while no batch may start is the next batch, due as soon as a running one ends
 (its requests waited at least as long as a batch's delay already).
 
 ======================  ===========================================  ==========================
 event                   condition                                    effect
 ======================  ===========================================  ==========================
 ``add(now)``            the queue was empty                          oldest := now
-``due(now)``            idle, queued and (full or oldest + delay     True: call ``take``
-                        <= now)
-``take(now)``           (due)                                        busy; n := min(queued,
-                                                                     max_batch); requests left
-                                                                     are due when it ends
-``done()``              (the batch answered)                         idle
-``deadline()``          idle and queued                              when the next batch is due
+``due(now)``            not busy (running < depth), queued and       True: call ``take``
+                        (full or oldest + delay <= now)
+``take(now)``           (due)                                        running += 1; n :=
+                                                                     min(queued, max_batch);
+                                                                     requests left are due
+                                                                     when one ends
+``done()``              (a batch answered)                           running -= 1
+``deadline()``          not busy and queued                          when the next batch is due
 ======================  ===========================================  ==========================
 """
 
@@ -33,18 +36,24 @@ import math
 class BatchFormation:
     """The batch-formation state of one submit queue (see the module docstring)."""
 
-    __slots__ = ("max_delay_s", "max_batch", "queued", "oldest", "carried", "busy", "batches")
+    __slots__ = ("max_delay_s", "max_batch", "depth", "queued", "oldest", "carried", "running", "batches")
 
-    def __init__(self, max_delay_s: float = 0.002, max_batch: int = 256) -> None:
-        if not max_delay_s >= 0 or math.isinf(max_delay_s) or max_batch < 1:
-            raise ValueError("batch formation needs a finite max_delay_s >= 0 and max_batch >= 1")
+    def __init__(self, max_delay_s: float = 0.002, max_batch: int = 256, depth: int = 1) -> None:
+        if not max_delay_s >= 0 or math.isinf(max_delay_s) or max_batch < 1 or depth < 1:
+            raise ValueError("batch formation needs a finite max_delay_s >= 0, max_batch >= 1 and depth >= 1")
         self.max_delay_s = float(max_delay_s)
         self.max_batch = int(max_batch)
+        self.depth = int(depth)  # how many batches may run at once (a pipelining driver: > 1)
         self.queued = 0  # requests waiting for a batch
         self.oldest = 0.0  # when the oldest of them arrived (meaningful while queued)
         self.carried = False  # they waited behind a running batch: due as soon as it ends
-        self.busy = False  # a batch runs
+        self.running = 0  # batches started and not yet answered
         self.batches = 0  # batches started
+
+    @property
+    def busy(self) -> bool:
+        """No batch may start now: ``depth`` batches run."""
+        return self.running >= self.depth
 
     def add(self, now: float) -> None:
         """A request was queued at ``now``."""
@@ -69,16 +78,17 @@ class BatchFormation:
         """Start a batch: how many of the queued requests (oldest first) it holds."""
         n = min(self.queued, self.max_batch)
         self.queued -= n
-        self.busy = True
+        self.running += 1
         self.batches += 1
         if self.queued:
             self.oldest, self.carried = now, True  # the rest is due when this batch ends
         return n
 
     def done(self) -> None:
-        """The running batch answered."""
-        self.busy = False
+        """A running batch answered."""
+        if self.running > 0:
+            self.running -= 1
 
     def forget(self) -> None:
         """Everything queued and running is gone (a crash)."""
-        self.queued, self.busy = 0, False
+        self.queued, self.running = 0, 0

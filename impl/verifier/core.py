@@ -382,6 +382,53 @@ def serve_batch(verifier: Verifier, requests: Sequence[Request], now: float, wal
     return responses
 
 
+def append_batch(verifier: Verifier, requests: Sequence[Request], now: float, wal: Any,
+                 sink: Sink | None = None, latency: Latency | None = None) -> tuple[VerifyBatch, int, int]:
+    """The first half of a *pipelined* submit batch (``flk serve``'s batch driver): step 1
+    and the append of the admitted requests' inbox WAL records, WITHOUT the sync -- the
+    driver syncs on another thread while it appends the next batch, and calls
+    :func:`finish_batch` once a sync that began after this append succeeded (or failed).
+    Nothing is parsed, verified or looked up here (INV-WAL-FIRST). Returns ``(batch,
+    first, last)``: the records' first and last WAL index, or ``(batch, -1, -1)`` when
+    there is nothing to sync (nothing admitted, or the append failed: every admitted
+    request is answered the WAL's 503 already). ``wal``: as for :func:`serve_batch`
+    (an ``append_many(payloads, roll)`` that never rolls the segment when it takes
+    ``note_answers``); the driver rolls it between batches."""
+    from ..storage.inbox import encode_inbox_records
+
+    batch = VerifyBatch(verifier, now, sink=sink, latency=latency)
+    appends = batch.admit(requests)
+    if not appends:
+        return batch, -1, -1
+    try:
+        payloads = encode_inbox_records(appends)
+        first = wal.append_many(payloads, False) if hasattr(wal, "note_answers") else wal.append_many(payloads)
+    except (OSError, WalError, TimeoutError):
+        batch.wal_failed()
+        return batch, -1, -1
+    return batch, first, first + len(payloads) - 1
+
+
+def finish_batch(batch: VerifyBatch, first: int, store: Any, wal: Any, synced: bool) -> list[Response]:
+    """The second half of a pipelined submit batch, once the sync covering its records
+    ended: ``synced`` -- steps 2-8 exactly as :func:`serve_batch` runs them (the WAL
+    indexes, one ``get_many``, one ``put_many_if_absent``, the home answers to
+    ``wal.note_answers``); not ``synced`` -- every admitted request is answered the
+    WAL's 503. The driver finishes batches in WAL order, so that the first record of a
+    key is the one that is stored (INV-FWW, INV-IDEMPOTENT-REPLAY)."""
+    if not synced:
+        batch.wal_failed()
+        return batch.responses  # type: ignore[return-value]
+    if first >= 0:
+        batch.wal_written(first)
+    _lookup_and_record(batch, store, batch.now, batch.v.limits.ttl_s, lookup=True)
+    if hasattr(wal, "note_answers"):
+        notes = batch.notes()
+        if notes:
+            wal.note_answers(notes)
+    return batch.responses  # type: ignore[return-value]
+
+
 class _NoRoll:
     """``wal`` whose ``append_many`` never rolls the segment (a batch's records and answers share one)."""
 

@@ -39,4 +39,14 @@ def test_bench_serve_quick_prints_figures() -> None:
     assert fig["sqlite_minimal_socket_errors"] == 0
     assert isinstance(fig["fresh_bodies_ok"], bool)  # False: some measured requests were dedup hits
     assert fig["sqlite_socket_errors"] == 0
+    # the physical limits beside the figures: fsync latency of this disk and the ceilings it sets
+    assert fig["fsync_ms_p50"] > 0 and fig["fsync_ceiling_rps_per_wal_max_batch"] == round(256 / (fig["fsync_ms_p50"] / 1000))
+    assert fig["sqlite_cpu_ceiling_rps"] == round(fig["workers"] * 1e6 / fig["sqlite_cpu_us_per_req"])
+    if "sqlite_fsyncs_per_s" in fig:  # perf could count the server's fsyncs
+        assert fig["sqlite_fsyncs_per_s"] > 0 and fig["sqlite_requests_per_fsync"] >= 1
+    # the batch driver alone, unpipelined against pipelined, on the real disk and on a slowed one
+    for prefix in ("driver", "driver_slowdisk"):
+        for depth in (1, 2):
+            assert fig[f"{prefix}_depth{depth}_rps"] > 0 and fig[f"{prefix}_depth{depth}_fsyncs_per_s"] > 0
+        assert fig[f"{prefix}_depth2_vs_depth1"] == round(fig[f"{prefix}_depth2_rps"] / fig[f"{prefix}_depth1_rps"], 3)
     assert fig["sqlite_non2xx"] < 0.05 * fig["sqlite_rps"] * fig["seconds_per_run"]

@@ -61,3 +61,36 @@ def test_batches_never_overlap_never_exceed_max_and_nothing_waits_past_its_deadl
         BatchFormation(-1.0, 1)
     with pytest.raises(ValueError):
         BatchFormation(0.0, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["add", "tick", "done"]), st.floats(0, 0.01)), max_size=60),
+       st.integers(1, 5), st.integers(1, 3))
+def test_at_most_depth_batches_run_and_a_free_slot_starts_what_is_due(ops, max_batch, depth):
+    """A pipelining driver (``depth`` > 1): at most ``depth`` batches run at once, each of at
+    most max_batch of the oldest requests; whenever fewer run and requests wait, a deadline
+    is set no later than the oldest request's delay."""
+    delay = 0.002
+    f = BatchFormation(delay, max_batch, depth)
+    queue: list[float] = []
+    running = 0
+    now = 0.0
+    for op, dt in ops:
+        now += dt
+        if op == "add":
+            f.add(now)
+            queue.append(now)
+        elif op == "done" and running:
+            f.done()
+            running -= 1
+        while f.due(now):
+            assert running < depth and queue
+            n = f.take(now)
+            running += 1
+            assert n == min(len(queue), max_batch)
+            del queue[:n]
+        assert f.running == running <= depth and f.busy == (running >= depth)
+        if not f.busy and queue:
+            assert f.deadline() is not None and f.deadline() <= queue[0] + delay + 1e-12
+    with pytest.raises(ValueError):
+        BatchFormation(0.0, 1, depth=0)

@@ -32,6 +32,32 @@ GIL hand-overs show there), the 1-minute load average before and after, and
 which core path (compiled or pure, :data:`flk.impl.core.canonical.CORE_PATH`)
 served.
 
+Scaling (without ``--quick``): the SQLite server again at 1 and ``2 x cores``
+workers (``sqlite_w1``, ``sqlite_w<N>``; ``sqlite`` is the default, the core
+count), and two separate ``flk serve`` processes (one worker each, own ports,
+own inbox WALs) sharing one Postgres table, each driven by its own ``wrk``
+(``postgres_2proc``: summed req/s) -- the way a deployment outgrows one process.
+Beside req/s every server run reports its fsyncs per second (``fsync`` and
+``fdatasync`` system calls of the server's process tree during the measured
+run, counted by ``perf stat`` tracepoints; absent when ``perf`` cannot count)
+and requests per fsync (the mean group-commit size). The physical limit of the
+durable WAL is measured on the same disk in the same run: the latency of an
+append + fsync of a batch-sized write (``fsync_ms_p50``), and from it the
+fsync-bound ceiling of one inbox WAL, ``fsync_ceiling_rps_per_wal_max_batch``
+(a full batch of 256 per fsync) and ``sqlite_fsync_ceiling_rps`` (the measured
+requests per fsync / fsync latency, times the WALs in flight: a server cannot
+answer faster than its fsyncs cover requests). Its CPU bound is
+``<label>_cpu_ceiling_rps``: every core (the core count) given to the server at
+its measured CPU per request, no load generator and no neighbours.
+
+The batch driver alone, without HTTP (``driver_*``): ``depth=1`` (append, fsync,
+verify, answer, next batch) against ``depth=2`` (the pipelined driver ``flk
+serve`` runs), alternating in the same run, 32 closed-loop submitters; and
+``driver_slowdisk_*``: 128 submitters with spread arrivals on a disk whose fsync
+takes 10 ms longer -- where the fsync, not the CPU, bounds the rate, the overlap
+of batch N+1's append and fsync with batch N's verification shows as
+``driver_slowdisk_depth2_vs_depth1`` > 1.
+
 Goals: >= 5,000 req/s with p99 <= 25 ms on SQLite, ratio >= 0.7. The machine
 is shared: wrk, the servers and whatever else runs compete for the same cores,
 so read the figures as medians of a noisy machine.
@@ -54,6 +80,7 @@ import httpx
 
 KEY = "bench-serve-key-0123456789abcdef"
 CONNECTIONS = 32
+MAX_BATCH = 256  # the server's submit batch limit (flk.impl.server.batchdriver.BatchDriver)
 THREADS = 2
 
 LUA = r"""
@@ -197,24 +224,114 @@ def _tree_switches(pid: int) -> int:
     return total
 
 
+class _FsyncCount:
+    """``fsync`` + ``fdatasync`` calls of some processes (all their threads) while it runs,
+    counted by ``perf stat`` tracepoints; ``count`` None when perf cannot count here."""
+
+    EVENTS = "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync"
+
+    def __init__(self, pids: list[int]) -> None:
+        self.proc: subprocess.Popen | None = None
+        perf = shutil.which("perf")
+        if perf and pids:
+            try:
+                self.proc = subprocess.Popen([perf, "stat", "-x,", "-e", self.EVENTS, "-p",
+                                              ",".join(map(str, pids))],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                time.sleep(0.2)  # attached before the measured run
+            except OSError:
+                self.proc = None
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        total, seen = 0, 0
+        for line in err.splitlines():
+            parts = line.split(",")
+            if len(parts) > 2 and parts[2].startswith("syscalls:") and parts[0].strip().isdigit():
+                total += int(parts[0])
+                seen += 1
+        return total if seen else None
+
+
 def _wrk(port: int, bodies_path: str, lua_path: str, seconds: float, offset: int = 0,
-         pid: int | None = None) -> dict:
-    cpu0 = _tree_cpu_s(pid) if pid else 0.0
-    switches0 = _tree_switches(pid) if pid else 0
-    out = subprocess.run(
-        [ensure_wrk(), f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+         pid: int | None = None, connections: int = CONNECTIONS) -> dict:
+    return _wrk_many([(port, offset)], bodies_path, lua_path, seconds, [pid] if pid else [], connections)
+
+
+def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, seconds: float,
+              pids: list[int], connections: int = CONNECTIONS) -> dict:
+    """``wrk`` against every ``(port, body offset)`` at once (``connections`` each); with
+    server ``pids``: their CPU, context switches and fsyncs during the run."""
+    cpu0 = sum(_tree_cpu_s(p) for p in pids)
+    switches0 = sum(_tree_switches(p) for p in pids)
+    fsyncs = _FsyncCount(_tree_pids(pids)) if pids else None
+    procs = [subprocess.Popen(
+        [ensure_wrk(), f"-t{THREADS}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
          "-s", lua_path, f"http://127.0.0.1:{port}/v1/pcs/submit", "--", bodies_path, str(offset)],
-        capture_output=True, text=True, timeout=seconds + 60,
-    )
-    for line in out.stdout.splitlines():
-        if line.startswith("WRKJSON "):
-            r = json.loads(line[8:])
-            r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
-            if pid:
-                r["cpu_us_per_req"] = (_tree_cpu_s(pid) - cpu0) * 1e6 / max(1, r["requests"])
-                r["switches_per_req"] = (_tree_switches(pid) - switches0) / max(1, r["requests"])
-            return r
-    raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for port, offset in targets]
+    results = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=seconds + 60)
+        got = [json.loads(line[8:]) for line in stdout.splitlines() if line.startswith("WRKJSON ")]
+        if not got:
+            raise RuntimeError(f"wrk gave no result: {stdout[-500:]} {stderr[-500:]}")
+        results.append(got[0])
+    n_fsync = fsyncs.stop() if fsyncs is not None else None
+    r = dict(results[0])
+    for k in ("requests", "connect", "read", "write", "status", "timeout"):
+        r[k] = sum(x[k] for x in results)
+    for k in ("p50_us", "p90_us", "p99_us", "max_us"):
+        r[k] = max(x[k] for x in results)  # the worse of the servers
+    r["rps"] = sum(x["requests"] / (x["duration_us"] / 1e6) for x in results)
+    if pids:
+        r["cpu_us_per_req"] = (sum(_tree_cpu_s(p) for p in pids) - cpu0) * 1e6 / max(1, r["requests"])
+        r["switches_per_req"] = (sum(_tree_switches(p) for p in pids) - switches0) / max(1, r["requests"])
+        if n_fsync is not None:
+            r["fsyncs_per_s"] = n_fsync / (r["duration_us"] / 1e6)
+            if n_fsync:
+                r["requests_per_fsync"] = r["requests"] / n_fsync
+    return r
+
+
+def _tree_pids(pids: list[int]) -> list[int]:
+    stats: dict[int, tuple[int, float]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    stats[int(d)] = (int(fh.read().rsplit(")", 1)[1].split()[1]), 0.0)
+            except OSError:
+                continue
+    return sorted({q for p in pids for q in _tree(p, stats)})
+
+
+def fsync_latency(directory: str, record_bytes: int = 600, batch: int = 32, rounds: int = 200) -> dict:
+    """Append ``batch`` records' worth of bytes to a file in ``directory`` and fsync it,
+    ``rounds`` times: the latency of one group commit on this disk (what bounds a WAL)."""
+    path = os.path.join(directory, "fsync-probe.log")
+    chunk = os.urandom(record_bytes * batch)
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            os.write(fd, chunk)
+            os.fsync(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    times.sort()
+    return {"fsync_ms_p50": round(statistics.median(times) * 1000, 3),
+            "fsync_ms_p90": round(times[int(0.9 * (len(times) - 1))] * 1000, 3),
+            "fsync_probe_bytes": len(chunk)}
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -237,17 +354,28 @@ def _services() -> dict[str, str]:
     return out
 
 
-def _run_server(work: str, bodies_path: str, lua_path: str, seconds: float, env: dict[str, str]) -> dict:
-    data = tempfile.mkdtemp(prefix="data-", dir=work)
-    proc = _Proc([_flk(), "serve", "--port", "0"],
-                 _env(PCS_HMAC_KEY=KEY, DATA_DIR=data, LOG_LEVEL="info", **env), data, "/ready")
+def _run_server(work: str, bodies_path: str, lua_path: str, seconds: float, env: dict[str, str],
+                processes: int = 1) -> dict:
+    """One ``flk serve`` (or ``processes`` separate ones sharing the store ``env`` names,
+    each driven by its own ``wrk`` with its share of the connections and of the bodies)."""
+    n = _count(bodies_path)
+    procs, datas = [], []
     try:
-        # warm-up on the second half of the bodies; the measured run sends the first half: fresh PCS
-        _wrk(proc.port, bodies_path, lua_path, 1, offset=_count(bodies_path) // 2)
-        return _wrk(proc.port, bodies_path, lua_path, seconds, pid=proc.proc.pid)
+        for _ in range(processes):
+            data = tempfile.mkdtemp(prefix="data-", dir=work)
+            datas.append(data)
+            procs.append(_Proc([_flk(), "serve", "--port", "0"],
+                               _env(PCS_HMAC_KEY=KEY, DATA_DIR=data, LOG_LEVEL="info", **env), data, "/ready"))
+        share = n // 2 // processes  # server k measures bodies [k*share, ...), warms up on the second half
+        for k, proc in enumerate(procs):
+            _wrk(proc.port, bodies_path, lua_path, 1, offset=n // 2 + k * share)
+        return _wrk_many([(proc.port, k * share) for k, proc in enumerate(procs)], bodies_path, lua_path, seconds,
+                         [proc.proc.pid for proc in procs], CONNECTIONS // processes)
     finally:
-        proc.stop()
-        shutil.rmtree(data, ignore_errors=True)
+        for proc in procs:
+            proc.stop()
+        for data in datas:
+            shutil.rmtree(data, ignore_errors=True)
 
 
 def _count(path: str) -> int:
@@ -302,10 +430,13 @@ def _write_lines(path: str, lines: list[bytes]) -> None:
 
 
 def _backends(workers: int, quick: bool, svc: dict[str, str]) -> list[tuple[str, str, dict[str, str]]]:
-    """(name, body kind, env) of every server run of one repeat."""
+    """(name, body kind, env) of every server run of one repeat (``name`` ending ``_2proc``:
+    two server processes share the store)."""
     out = [("sqlite", "realistic", {}), ("sqlite", "minimal", {})]  # WORKERS: the server's default
     if quick:
         return out
+    for w in (1, 2 * workers):  # scaling: 1 worker, the default (above), twice the cores
+        out.append((f"sqlite_w{w}", "realistic", {"WORKERS": str(w)}))
     out.append(("memory", "realistic", {"WORKERS": "1", "DEDUP_BACKEND": "memory"}))
     if svc.get("FLK_TEST_REDIS_URL"):
         out.append(("redis", "realistic", {"WORKERS": str(workers), "DEDUP_BACKEND": "redis",
@@ -313,6 +444,8 @@ def _backends(workers: int, quick: bool, svc: dict[str, str]) -> list[tuple[str,
     if svc.get("FLK_TEST_POSTGRES_DSN"):
         out.append(("postgres", "realistic", {"WORKERS": str(workers), "DEDUP_BACKEND": "postgres",
                                               "POSTGRES_CONN": svc["FLK_TEST_POSTGRES_DSN"]}))
+        out.append(("postgres_2proc", "realistic", {"WORKERS": "1", "DEDUP_BACKEND": "postgres",
+                                                    "POSTGRES_CONN": svc["FLK_TEST_POSTGRES_DSN"]}))
     return out
 
 
@@ -327,6 +460,10 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
         f"{prefix}_runs_rps": [round(r["rps"]) for r in rs],
         f"{prefix}_cpu_us_per_req": round(_median(rs, "cpu_us_per_req"), 1),
         f"{prefix}_switches_per_req": round(_median(rs, "switches_per_req"), 2),
+        **({f"{prefix}_fsyncs_per_s": round(_median(rs, "fsyncs_per_s"), 1)}
+           if all("fsyncs_per_s" in r for r in rs) else {}),
+        **({f"{prefix}_requests_per_fsync": round(_median(rs, "requests_per_fsync"), 2)}
+           if all("requests_per_fsync" in r for r in rs) else {}),
     }
 
 
@@ -373,13 +510,15 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
                     if kind == "realistic":  # and the bare Starlette anchor (a Starlette route, not raw ASGI)
                         bare_runs["starlette"].append(_run_bare(work, paths[kind], lua_path, seconds, workers,
                                                                 starlette=True))
-                if name in ("redis", "postgres"):
+                store = name.split("_")[0]
+                if store in ("redis", "postgres"):
                     env = dict(env, DEDUP_NAMESPACE=f"bench_{os.getpid()}_{i}")
                 try:
-                    runs.setdefault(label, []).append(_run_server(work, paths[kind], lua_path, seconds, env))
+                    runs.setdefault(label, []).append(_run_server(work, paths[kind], lua_path, seconds, env,
+                                                                  2 if name.endswith("_2proc") else 1))
                 finally:
-                    if name in ("redis", "postgres"):
-                        _drop_namespace(name, env, svc)
+                    if store in ("redis", "postgres"):
+                        _drop_namespace(store, env, svc)
         for kind, rs in bare_runs.items():
             figures.update(_summary(f"bare_{kind}", rs))
         for label, rs in runs.items():
@@ -392,6 +531,23 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
         for label in runs:
             _ratios(figures, "minimal" if label.endswith("_minimal") else "realistic", label)
         figures["ratio_sqlite_vs_bare_starlette"] = round(figures["sqlite_rps"] / figures["bare_starlette_rps"], 3)
+        # the batch driver alone, unpipelined against pipelined, same run
+        dseconds, dn = (1.0, 12_000) if quick else (3.0, 40_000)
+        figures.update(driver_ab(work, repeat, dseconds, n=dn))
+        # the same on a disk whose fsync takes 10 ms more, arrivals spread: the overlap shows
+        figures.update(driver_ab(work, repeat, dseconds, clients=128, n=dn, sync_delay_s=0.010, think_s=0.004,
+                                 prefix="driver_slowdisk"))
+        # the physical limit of a durable WAL on this disk, measured in the same run
+        figures.update(fsync_latency(work, len(realistic[0])))
+        per_fsync = figures["fsync_ms_p50"] / 1000
+        figures["fsync_ceiling_rps_per_wal_max_batch"] = round(MAX_BATCH / per_fsync)
+        for label in runs:
+            rpf = figures.get(f"{label}_requests_per_fsync")
+            if rpf:  # the measured group-commit size per fsync of this disk, every WAL fsyncing at once
+                figures[f"{label}_fsync_ceiling_rps"] = round(rpf / per_fsync * _wals(label, workers))
+            cpu = figures.get(f"{label}_cpu_us_per_req")
+            if cpu:  # every core free for the server (no load generator, no neighbours) at its CPU per request
+                figures[f"{label}_cpu_ceiling_rps"] = round(workers * 1e6 / cpu)
         figures["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
         figures["goal_sqlite_rps_5000"] = figures["sqlite_rps"] >= 5000
         figures["goal_sqlite_p99_25ms"] = figures["sqlite_p99_ms"] <= 25
@@ -399,6 +555,112 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
         return figures
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def driver_ab(work: str, repeat: int, seconds: float, clients: int = CONNECTIONS, n: int = 40_000,
+              sync_delay_s: float = 0.0, think_s: float = 0.0, prefix: str = "driver") -> dict:
+    """The submit batch driver alone (no HTTP), unpipelined (``depth=1``) against pipelined
+    (``depth=2``), alternating in one run: ``clients`` closed-loop submitters on one event
+    loop (each waits a seeded uniform ``[0, think_s]`` after an answer: arrivals spread
+    as an HTTP server's do), the realistic bodies of ``flk bench verify``, a SQLite store
+    and the durable inbox WAL (:class:`flk.impl.storage.wal.SegmentedLog`) in ``work``;
+    ``sync_delay_s`` > 0 adds that much to every fsync (a slower disk: the sensitivity
+    check that the pipeline overlaps the fsync). Per depth: req/s, p99, CPU per request
+    of this process, fsyncs per second and requests per fsync (medians)."""
+    import asyncio
+    import random
+
+    from ...dedup import open_store
+    from ...server.batchdriver import BatchDriver, GuardedStore
+    from ...storage.wal import SegmentedLog
+    from ...verifier.admission import CircuitBreaker
+    from ...verifier.metrics import Metrics
+    from ...verifier.pipeline import Verifier
+    from ...verifier.tenants import from_mapping
+    from . import verify as bench_verify
+
+    bodies = bench_verify._realistic_bodies(n, f"driver-{os.getpid()}")
+    tenants = from_mapping({"tenants": {"bench": {"alg": "hmac", "keys": [{"secret": bench_verify.KEY.decode()}]}}})
+
+    def one(depth: int, k: int) -> dict:
+        base = os.path.join(work, f"driver-{depth}-{k}")
+        os.makedirs(base)
+        store = open_store(f"sqlite:///{base}/dedup.db")
+        log = SegmentedLog(os.path.join(base, "wal"))
+        if sync_delay_s > 0:
+            real_sync = log.sync
+
+            def slow_sync() -> int:
+                time.sleep(sync_delay_s)
+                return real_sync()
+
+            log.sync = slow_sync  # type: ignore[method-assign]
+        rng = random.Random(k)
+        driver = BatchDriver(Verifier(tenants, region="bench"), log, GuardedStore(store, CircuitBreaker()),
+                             Metrics(), depth=depth)
+        latencies: list[float] = []
+        statuses: set[int] = set()
+        nxt = iter(range(n))
+
+        async def main() -> float:
+            loop = asyncio.get_running_loop()
+            stop_at = loop.time() + seconds
+
+            async def client() -> None:
+                while loop.time() < stop_at:
+                    i = next(nxt, None)
+                    if i is None:
+                        return
+                    t0 = loop.time()
+                    statuses.add((await driver.submit(bodies[i], "bench")).status)
+                    latencies.append(loop.time() - t0)
+                    if think_s > 0:
+                        await asyncio.sleep(rng.uniform(0, think_s))
+
+            t0 = loop.time()
+            await asyncio.gather(*(client() for _ in range(clients)))
+            return loop.time() - t0
+
+        c0 = time.process_time()
+        try:
+            took = asyncio.run(main())
+        finally:
+            driver.close()
+            log.close()
+            store.close()
+            shutil.rmtree(base, ignore_errors=True)
+        cpu = time.process_time() - c0
+        done = len(latencies)
+        if statuses != {200}:
+            raise RuntimeError(f"driver bench answered {sorted(statuses)}")
+        latencies.sort()
+        return {"rps": done / took, "p99_ms": latencies[int(0.99 * (done - 1))] * 1000,
+                "cpu_us_per_req": cpu * 1e6 / done, "fsyncs_per_s": driver.syncs / took,
+                "requests_per_fsync": done / max(1, driver.syncs), "batches": driver.batches}
+
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    for k in range(repeat):
+        for depth in (1, 2):
+            runs[depth].append(one(depth, k))
+    out: dict = {f"{prefix}_clients": clients, f"{prefix}_seconds_per_run": seconds,
+                 f"{prefix}_sync_delay_ms": sync_delay_s * 1000, f"{prefix}_think_ms": think_s * 1000}
+    for depth, rs in runs.items():
+        for key in ("rps", "p99_ms", "cpu_us_per_req", "fsyncs_per_s", "requests_per_fsync"):
+            out[f"{prefix}_depth{depth}_{key}"] = round(statistics.median(r[key] for r in rs), 2)
+        out[f"{prefix}_depth{depth}_runs_rps"] = [round(r["rps"]) for r in rs]
+    out[f"{prefix}_depth2_vs_depth1"] = round(out[f"{prefix}_depth2_rps"] / out[f"{prefix}_depth1_rps"], 3)
+    return out
+
+
+def _wals(label: str, workers: int) -> int:
+    """Inbox WALs (one per worker process) of a run: the fsyncs that can be in flight at once."""
+    if label.endswith("_2proc"):
+        return 2
+    if label.startswith("memory"):
+        return 1
+    if label.startswith("sqlite_w"):
+        return int(label[len("sqlite_w"):])
+    return workers
 
 
 def _drop_namespace(name: str, env: dict[str, str], svc: dict[str, str]) -> None:

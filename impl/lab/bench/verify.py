@@ -29,7 +29,11 @@ build`` emits and the submit client sends: compact JSON with the optional
 every second ``ft``) -- and *minimal* ones (the fifteen required fields only).
 ``{store}_pcs_per_s`` is the realistic figure (the goal is about it),
 ``{store}_minimal_pcs_per_s`` the minimal one; ``{store}_us_per_pcs_cpu`` is
-CPU microseconds per realistic PCS. ``core_path`` says whether the compiled
+CPU microseconds per realistic PCS. Beside them the physical limits measured in
+the same run: ``fsync_ms_p50`` (an append + fsync of one batch's bytes on the
+WAL's disk), ``fsync_ceiling_pcs_per_s`` (one batch per fsync) and
+``sqlite_one_core_ceiling_pcs_per_s`` (one free core at the measured CPU per
+PCS). ``core_path`` says whether the compiled
 core or the pure-Python one ran (``FLK_PURE=1`` forces the pure one).
 """
 
@@ -196,6 +200,14 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
                 figures[f"{kind}_ratio_to_memory"] = round(figures[f"{kind}_pcs_per_s"] / mem, 3)
         if "sqlite_pcs_per_s" in figures:
             figures["goal_sqlite_met"] = figures["sqlite_pcs_per_s"] >= GOAL_SQLITE_PCS_PER_S
+        # the physical limits next to the figure: what fsyncs of this disk allow (one per batch)
+        # and what one free core allows (the CPU per PCS measured above)
+        from .serve import fsync_latency
+
+        figures.update(fsync_latency(tmp, figures["realistic_body_bytes"], batch, rounds=50 if quick else 200))
+        figures["fsync_ceiling_pcs_per_s"] = round(batch / (figures["fsync_ms_p50"] / 1000))
+        if figures.get("sqlite_us_per_pcs_cpu"):
+            figures["sqlite_one_core_ceiling_pcs_per_s"] = round(1e6 / figures["sqlite_us_per_pcs_cpu"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         figures["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
