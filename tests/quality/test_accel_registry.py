@@ -26,6 +26,7 @@ import re
 
 import pytest
 
+import flk.impl.verifier.core  # noqa: F401 -- binds accept_v1 (the batch core)
 import flk.impl.verifier.pipeline  # noqa: F401 -- registers the verifier's entries
 from flk.impl.core import accel
 
