@@ -232,7 +232,7 @@ class Server:
         self.pipeline = build_pipeline(cfg, self)
         self.driver = BatchDriver(self.pipeline.verifier, LoggedWal(lambda: self.wal, self.log.error), self.batcher,
                                   self.metrics,
-                                  max_delay_s=cfg.wal_group_delay_ms / 1000.0)
+                                  max_delay_s=cfg.wal_group_delay_ms / 1000.0, depth=cfg.wal_pipeline_depth)
         if self.store_lost() is None:
             from_index, end = self._replay_from(), self.wal.next_index
             replayed = await self.pipeline.replay_wal(self.wal, from_index)

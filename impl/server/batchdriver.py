@@ -199,10 +199,11 @@ class BatchDriver:
     in a batch on this driver's threads (call :meth:`submit` on the event loop).
     ``depth``: how many batches may be in flight at once (1: append, sync, verify,
     answer, then the next batch; 2: the next batch is appended and synced while one
-    is verified)."""
+    is verified). The server's default is 1 (``WAL_PIPELINE_DEPTH``): the depth the
+    simulator's regions model, so that studies cover what ships by default."""
 
     def __init__(self, verifier: Any, wal: Any, store: GuardedStore, metrics: Any,
-                 max_delay_s: float = 0.002, max_batch: int = 256, depth: int = 2) -> None:
+                 max_delay_s: float = 0.002, max_batch: int = 256, depth: int = 1) -> None:
         self.verifier = verifier
         self.wal = wal
         self.store = store

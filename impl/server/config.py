@@ -409,6 +409,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("MAX_CONNECTIONS", integer(1, 1_000_000), 1024,
       "open connections per worker; more are answered 503 and closed", group="limits"),
     S("WAL_GROUP_DELAY_MS", number(0.0, 1000.0), 2.0, "group-commit window", group="admission"),
+    S("WAL_PIPELINE_DEPTH", integer(1, 2), 1,
+      "submit batches in flight over the WAL fsync (2: the next batch is appended while one syncs; "
+      "the simulator's regions model 1, so 2 is outside what the studies cover)", group="admission"),
     S("MAX_INFLIGHT", integer(1, 100_000), _ADMISSION.max_inflight, "AIMD upper bound on concurrent verifications", group="admission"),
     S("MIN_INFLIGHT", integer(1, 100_000), _ADMISSION.min_inflight, "AIMD lower bound", group="admission"),
     S("TARGET_LATENCY_MS", number(0.1, 60_000.0), _ADMISSION.target_latency_ms, "AIMD latency target", group="admission"),
@@ -486,6 +489,7 @@ class ServerConfig:
     keep_alive_s: float = 30.0
     max_connections: int = 1024
     wal_group_delay_ms: float = 2.0
+    wal_pipeline_depth: int = 1  # what the simulator's regions model (flk.sim.region)
     max_inflight: int = _ADMISSION.max_inflight  # AIMD upper bound on concurrent verifications
     min_inflight: int = _ADMISSION.min_inflight
     target_latency_ms: float = _ADMISSION.target_latency_ms

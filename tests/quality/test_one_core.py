@@ -72,6 +72,11 @@ def test_the_sim_region_and_the_server_batch_driver_run_the_same_core_and_batch_
     for r in world.regions.values():
         assert type(r.formation) is batching.BatchFormation and type(r.guarded) is admission.GuardedStore
         assert world.core_cls is core.VerifyBatch
+    # the same pipelining depth: what the server runs by default is what the regions model
+    from flk.impl.server.config import ServerConfig
+
+    depths = {r.formation.depth for r in world.regions.values()}
+    assert depths == {driver.formation.depth} == {ServerConfig().wal_pipeline_depth}, depths
     assert sim_region.BatchFormation is batching.BatchFormation
     assert sim_region.GuardedStore is admission.GuardedStore
     assert issubclass(GuardedStore, admission.GuardedStore)

@@ -48,7 +48,7 @@ def make(tmp_path, delay_s=0.001, **wal_kw):
     store = SpyStore(lambda: srv.wal)
     guarded = GuardedStore(store, CircuitBreaker())
     driver = BatchDriver(Verifier(registry(), region="r1"), LoggedWal(lambda: srv.wal, srv.log.error), guarded,
-                         Metrics(), max_delay_s=delay_s)
+                         Metrics(), max_delay_s=delay_s, depth=2)
     return driver, srv, store
 
 
@@ -155,7 +155,7 @@ def _two_batches_in_flight_with_one_key(tmp_path, driver_cls=BatchDriver):
     srv = FakeServer(SegmentedLog(str(tmp_path / "wal")))
     store = SpyStore(lambda: srv.wal)
     driver = driver_cls(Verifier(registry(), region="r1"), LoggedWal(lambda: srv.wal, srv.log.error),
-                        GuardedStore(store, CircuitBreaker()), Metrics(), max_delay_s=0.005)  # f2, f3: one batch
+                        GuardedStore(store, CircuitBreaker()), Metrics(), max_delay_s=0.005, depth=2)  # f2, f3: one batch
     held = HeldSync(srv.wal, appended_beyond=3)
     first = body(7)
     other = _other_payload(7)  # same pcs_id, another signed payload
