@@ -357,6 +357,13 @@ SETTINGS: tuple[Setting, ...] = (
       "worker processes sharing the socket; a memory dedup store allows only 1"),
     S("DATA_DIR", text, "data", "data directory (WAL, SQLite store, HMAC key file, replication state)"),
     S("WAL_DIR", text, _in_data_dir("wal"), "inbox WAL directory (one sub-directory per worker)"),
+    S("WAL_CHECKPOINT_RECORDS", integer(1, 1_000_000_000), 100_000, "a running WAL checkpoint every this many "
+      "inbox records (see WAL_CHECKPOINT_S)"),
+    S("WAL_CHECKPOINT_S", number(0.1, 86_400.0), 60.0, "a running WAL checkpoint at least this often while records "
+      "arrive (the dedup store is made durable first; a restart replays only records after it)"),
+    S("WAL_RETENTION", choice("archive", "delete", "keep"), "archive", "inbox WAL segments wholly below the "
+      "checkpoint (and already shipped, with replication): `archive` moves them to `<wal dir>/archive/` "
+      "(a rebuild still replays them), `delete` deletes them, `keep` keeps them (restart scans them all)"),
     S("DEDUP_BACKEND", choice(*BACKENDS), "sqlite", "dedup store", group="storage"),
     S("SQLITE_PATH", text, _in_data_dir("dedup.sqlite3"), "SQLite dedup file", group="storage"),
     S("REDIS_ADDR", redis_addr, "127.0.0.1:6379", "Redis dedup store (needed by DEDUP_BACKEND=redis)",
@@ -458,6 +465,9 @@ class ServerConfig:
     workers: int = 1  # load_config: the core count unless given
     data_dir: str = "data"
     wal_dir: str = ""  # default: DATA_DIR/wal
+    wal_checkpoint_records: int = 100_000
+    wal_checkpoint_s: float = 60.0
+    wal_retention: str = "archive"
     dedup_backend: str = "sqlite"
     sqlite_path: str = ""  # default: DATA_DIR/dedup.sqlite3
     redis_addr: str = "127.0.0.1:6379"
