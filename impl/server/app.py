@@ -239,6 +239,7 @@ class Server:
         self.checkpointer = self._make_checkpointer()
         if self.store_lost() is None:
             from_index = self._replay_from()
+            self.checkpointer.started_from(from_index)
             replayed = await self.pipeline.replay_wal(self.wal, from_index)
             replayed["from_index"] = from_index
             await loop.run_in_executor(self.executor, self._checkpoint)

@@ -328,7 +328,9 @@ class Checkpointer:
        has been counted by then (the server counts a batch's 5xx on the event loop, after
        the batch released the lock). The store makes its outcomes durable first
        (:func:`write_checkpoint`).
-    3. *Retire* the sealed segments below ``min(checkpoint, shipped())`` by the retention
+    3. *Retire* the sealed segments below ``min(previous checkpoint, shipped())`` (one
+       checkpoint period stays in the log as a margin: ``flk wal inspect`` and a reader of
+       the recent records still find them) by the retention
        ``policy`` (:func:`flk.impl.storage.checkpoint.retire_segments`); ``shipped()`` is the
        replication shipper's persisted watermark (None: no replication), so no segment
        leaves the log before it was shipped.
@@ -343,6 +345,7 @@ class Checkpointer:
         self.generation, self.trusted, self.healthy, self.shipped = generation, trusted, healthy, shipped
         self.every_records, self.every_s, self.policy = int(every_records), float(every_s), policy
         self.index = 0  # the last checkpoint written by this process (or found at its start)
+        self.previous = 0  # the checkpoint before it: retention works below this one (one period of margin)
         self.candidate: int | None = None  # marked at the previous tick
         self._marked_at: float | None = None
         self._marked_index = 0
@@ -373,7 +376,7 @@ class Checkpointer:
             self.candidate, self._marked_index, self._marked_at = mark, mark, now
         if previous is not None and previous > self.index and self.healthy():
             if write_checkpoint(wal, previous, self.store(), self.store_id, self.generation()):
-                self.index = previous
+                self.previous, self.index = self.index, previous
                 self.checkpoints += 1
                 out["checkpoint"] = previous
         out["retired"] = self.retire()
@@ -390,16 +393,22 @@ class Checkpointer:
             self.candidate, self._marked_index, self._marked_at = mark, mark, now
             if not write_checkpoint(wal, mark, self.store(), self.store_id, self.generation()):
                 return False
-            self.index = mark
+            if mark > self.index:
+                self.previous, self.index = self.index, mark
             self.checkpoints += 1
             self.retire()
             return True
+
+    def started_from(self, index: int) -> None:
+        """The start-up replay began at ``index`` (the checkpoint found, or 0): it counts as
+        this process's first checkpoint, so retention can work below it."""
+        self.index = self.previous = max(0, int(index))
 
     def retire(self) -> list[str]:
         """Apply the retention policy below the checkpoint and the shipped watermark."""
         from ..storage.checkpoint import retire_segments
 
-        below = self.index
+        below = self.previous
         shipped = self.shipped()
         if shipped is not None:
             below = min(below, shipped)

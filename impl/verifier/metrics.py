@@ -9,11 +9,20 @@ Every counter carries a ``tenant`` label: the tenant id for resolved tenants,
 ``_unknown`` for requests whose ``X-Tenant-Id`` names no tenant (an attacker
 cannot grow label cardinality), ``_none`` before a tenant is known.
 
-Bounded series: at most ``max_tenants`` tenants get a label of their own (the
-first ones seen, in event order -- deterministic); every later tenant is counted
-under ``_other``, so a scrape stays the same size with 10,000 tenants (before:
-7,300 tenants made a 9.3 MB, 4 s scrape that froze the worker). ``_unknown`` and
-``_none`` are always their own. ``flk bench metrics`` measures it.
+Bounded series, top-N by activity: at most ``max_tenants`` tenants get series of
+their own; every other tenant is counted under ``_other``, so a scrape stays the
+same size with 10,000 tenants (before: 7,300 tenants made a 9.3 MB, 4 s scrape
+that froze the worker). Which tenants: free slots go to tenants in the order they
+are first seen; at every collection (a scrape) the tenants are ranked by their
+activity (pipeline events, halved at each collection: recent traffic weighs
+most) and the top ``max_tenants`` hold the slots -- an incumbent keeps its slot
+on a tie, ties among newcomers go by name (deterministic). Counters stay
+monotonic and nothing is lost: a tenant that leaves the top hands its counts
+(and latency buckets) to ``_other`` and its series ends; a tenant that enters
+starts a series at 0 (what it did before stays in ``_other``). So at every scrape
+the sum over a metric's series is every event counted. ``_unknown`` and
+``_none`` are always their own. ``flk bench metrics`` measures the scrape and
+the worst latency of live requests during scrapes.
 
 Cost on the hot path: ``Counter.inc`` and ``Histogram.observe`` of
 prometheus_client take a lock and run several Python calls each (an observe
@@ -27,6 +36,7 @@ exposition is the same text.
 
 from __future__ import annotations
 
+import heapq
 import threading
 from bisect import bisect_left
 from collections.abc import Mapping
@@ -51,32 +61,45 @@ _COUNTED = {
 
 class Tally:
     """Counts and histogram observations in plain numbers, folded into their
-    prometheus children when the registry is collected (register it first)."""
+    prometheus children when the registry is collected (register it first).
+    ``before_fold`` (if set) runs at each collection, before the fold."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # the loop thread counts; a replay thread may too
+        self.lock = threading.Lock()  # the loop thread counts; a batch or replay thread may too
         self._counts: dict = {}  # counter child -> pending increment
         self._observed: dict = {}  # histogram child -> [pending bucket counts..., pending sum]
+        self.before_fold = None
 
     def inc(self, child, amount: float = 1.0) -> None:
-        with self._lock:
+        with self.lock:
             self._counts[child] = self._counts.get(child, 0.0) + amount
+
+    def inc_locked(self, child, amount: float = 1.0) -> None:
+        """:meth:`inc` with :attr:`lock` held by the caller."""
+        self._counts[child] = self._counts.get(child, 0.0) + amount
 
     def observe(self, child, value: float) -> None:
         bounds = getattr(child, "_upper_bounds", None)
         if bounds is None:  # not a prometheus_client histogram child: no shortcut
             child.observe(value)
             return
-        with self._lock:
-            pending = self._observed.get(child)
-            if pending is None:
-                pending = self._observed[child] = [0] * len(bounds) + [0.0]
-            pending[bisect_left(bounds, value)] += 1  # the first bucket whose bound is >= value
-            pending[-1] += value
+        with self.lock:
+            self._observe_locked(child, bounds, value)
+
+    def _observe_locked(self, child, bounds, value: float) -> None:
+        pending = self._observed.get(child)
+        if pending is None:
+            pending = self._observed[child] = [0] * len(bounds) + [0.0]
+        pending[bisect_left(bounds, value)] += 1  # the first bucket whose bound is >= value
+        pending[-1] += value
+
+    def take_locked(self, child) -> tuple[float, list | None]:
+        """(Lock held.) The pending count and observations of ``child``, removed."""
+        return self._counts.pop(child, 0.0), self._observed.pop(child, None)
 
     def fold(self) -> None:
         """Add what is pending to the prometheus children."""
-        with self._lock:
+        with self.lock:
             counts, self._counts = self._counts, {}
             observed, self._observed = self._observed, {}
         for child, amount in counts.items():
@@ -91,6 +114,8 @@ class Tally:
         return []
 
     def collect(self) -> list:  # the registry's first collector: fold before the others are read
+        if self.before_fold is not None:
+            self.before_fold()
         self.fold()
         return []
 
@@ -106,6 +131,13 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.tally = Tally()
+        self._lock = self.tally.lock  # one lock: labels, pending counts, the top-N swap
+        self._rank_lock = threading.Lock()  # one ranking at a time (two scrapes at once)
+        self._activity: dict[str, float] = {}  # tenant -> events since the last ranking
+        self._scores: dict[str, float] = {}  # tenant -> decayed activity (the ranking thread's)
+        self.rankings = 0
+        if max_tenants is not None:
+            self.tally.before_fold = self.rank
         r.register(self.tally)
         lab = ["tenant"]
         self.ingest = Counter("flk_ingest", "PCS submissions appended to the inbox WAL", lab, registry=r)
@@ -126,9 +158,14 @@ class Metrics:
         # labelled children by (counter, tenant, status): ``labels()`` takes a lock and builds
         # a key per call, which is most of a counter's cost; tenant labels are bounded (see above)
         self._children: dict[tuple, object] = {}
+        self._keys_of: dict[str, list[tuple]] = {}  # tenant -> its keys in _children
 
     def label(self, tenant: str) -> str:
-        """The tenant label a count of ``tenant`` goes to (``_other`` beyond ``max_tenants``)."""
+        """The tenant label a count of ``tenant`` goes to now (``_other`` outside the top-N)."""
+        with self._lock:
+            return self._label_locked(tenant)
+
+    def _label_locked(self, tenant: str) -> str:
         if tenant in self._labelled or tenant.startswith("_"):
             return tenant
         if self.max_tenants is not None and len(self._labelled) >= self.max_tenants:
@@ -136,28 +173,93 @@ class Metrics:
         self._labelled.add(tenant)
         return tenant
 
+    def _child_locked(self, attr: str, tenant: str, status) -> object:
+        key = (attr, tenant, status)
+        child = self._children.get(key)
+        if child is None:  # first event of this kind and tenant: look the labelled child up once
+            metric = self.latency if attr == "latency" else getattr(self, attr)
+            child = metric.labels(tenant=tenant, status=str(status)) if status is not None else metric.labels(tenant=tenant)
+            self._children[key] = child
+            self._keys_of.setdefault(tenant, []).append(key)
+        return child
+
     def __call__(self, event: Mapping) -> None:
         """The Emit sink: count one pipeline event."""
         kind = event.get("kind")
         attr = _COUNTED.get(kind)
         if attr is None:
             return
-        tenant = self.label(event.get("tenant_label") or "_none")
+        tenant = event.get("tenant_label") or "_none"
         status = event.get("status", 0) if attr == "rejected" else None
-        key = (attr, tenant, status)
-        child = self._children.get(key)
-        if child is None:  # first event of this kind and tenant: look the labelled child up once
-            metric = getattr(self, attr)
-            child = metric.labels(tenant=tenant, status=str(status)) if status is not None else metric.labels(tenant=tenant)
-            self._children[key] = child
-        self.tally.inc(child)
+        with self._lock:
+            self._activity[tenant] = self._activity.get(tenant, 0.0) + 1.0
+            self.tally.inc_locked(self._child_locked(attr, self._label_locked(tenant), status))
 
     def observe_latency(self, tenant_label: str, seconds: float) -> None:
-        tenant = self.label(tenant_label or "_none")
-        child = self._children.get(("latency", tenant, None))
-        if child is None:
-            child = self._children[("latency", tenant, None)] = self.latency.labels(tenant=tenant)
-        self.tally.observe(child, seconds)
+        with self._lock:
+            child = self._child_locked("latency", self._label_locked(tenant_label or "_none"), None)
+            self.tally._observe_locked(child, child._upper_bounds, seconds)
+
+    # -- top-N by activity -----------------------------------------------------------
+    def rank(self) -> None:
+        """Give the ``max_tenants`` slots to the most active tenants (see the module
+        docstring); runs at every collection, on the scraping thread. The ranking is
+        computed outside the counting lock; only the swap holds it."""
+        n = self.max_tenants
+        if n is None:
+            return
+        with self._rank_lock:
+            with self._lock:
+                fresh, self._activity = self._activity, {}
+                labelled = set(self._labelled)
+            scores = self._scores
+            for tenant in list(scores):
+                value = scores[tenant] * 0.5
+                if value < 1e-3 and tenant not in fresh:
+                    del scores[tenant]
+                else:
+                    scores[tenant] = value
+            for tenant, count in fresh.items():
+                if not tenant.startswith("_"):
+                    scores[tenant] = scores.get(tenant, 0.0) + count
+            top = {t for t, _ in heapq.nlargest(n, scores.items(),
+                                                key=lambda kv: (kv[1], kv[0] in labelled, kv[0]))}
+            for tenant in sorted(labelled - top):  # quiet incumbents keep the slots nobody else wants
+                if len(top) >= n:
+                    break
+                top.add(tenant)
+            if top == labelled:
+                return
+            with self._lock:
+                self._swap_locked(top)
+            self.rankings += 1
+
+    def _swap_locked(self, top: set[str]) -> None:
+        """(Counting lock held.) ``top`` holds the slots; a tenant that leaves hands its
+        counts to ``_other``."""
+        for tenant in self._labelled - top:
+            for key in self._keys_of.pop(tenant, ()):
+                attr, _, status = key
+                child = self._children.pop(key)
+                pending, observed = self.tally.take_locked(child)
+                other = self._child_locked(attr, OTHER_TENANTS, status)
+                metric = self.latency if attr == "latency" else getattr(self, attr)
+                if attr == "latency":
+                    moved = [b.get() for b in child._buckets] + [child._sum.get()]
+                    if observed is not None:
+                        moved = [a + b for a, b in zip(moved, observed, strict=True)]
+                    into = self.tally._observed.get(other)
+                    if into is None:
+                        into = self.tally._observed[other] = [0] * len(child._upper_bounds) + [0.0]
+                    for i, v in enumerate(moved):
+                        into[i] += v
+                else:
+                    self.tally.inc_locked(other, child._value.get() + pending)
+                if status is not None:
+                    metric.remove(tenant, str(status))
+                else:
+                    metric.remove(tenant)
+        self._labelled = set(top)
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0.0 if absent), e.g. ``value("flk_accepted_total", tenant="t1")``."""

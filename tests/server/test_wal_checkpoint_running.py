@@ -88,6 +88,7 @@ def start(wal_dir: str, db: str, policy: str, fs=None, shipped=lambda: None):
     pipe = pipeline(store)
     pipe._replay_all(wal, first)
     ck = checkpointer(wal, store, policy, shipped)
+    ck.started_from(first)
     ck.checkpoint_now(time.time())
     return wal, store, pipe, ck, first
 
@@ -138,9 +139,10 @@ OPS = st.lists(st.one_of(st.tuples(st.just("batch"), st.lists(st.integers(0, len
                          st.just(("tick",))), min_size=1, max_size=8)
 
 
-def run_and_restart(ops: list, crash_at: int | None) -> int:
+def run_and_restart(ops: list, crash_at: int | None) -> tuple[int, int]:
     """Serve ``ops`` (crashing at the ``crash_at``-th file operation), restart, check the
-    result against one uninterrupted replay of the WAL; returns the file operations run."""
+    result against one uninterrupted replay of the WAL; returns the file operations run
+    and the number of records in the archive after the restart."""
     fs = CrashFS(crash_at)
     with tempfile.TemporaryDirectory() as d:
         wal_dir, db = f"{d}/wal", f"{d}/db"
@@ -164,10 +166,11 @@ def run_and_restart(ops: list, crash_at: int | None) -> int:
             # every record is in a sealed segment whose manifest carries its home answer
             assert home_answers(wal_dir) == want_answers
             assert set(want_answers) == set(range(len(payloads)))
+            archived = len(list(archived_records(wal, 0)))
         finally:
             store.close()
             wal.close()
-    return fs.ops
+    return fs.ops, archived
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
@@ -180,10 +183,10 @@ def test_every_crash_point_of_one_run_with_archiving_replays_exactly() -> None:
     """Every file operation of a run that serves, checkpoints and archives, crashed at in turn."""
     ops = [("batch", [0, 1, 1]), ("tick",), ("batch", [2, 12, 0]), ("tick",), ("batch", [3, 4]), ("tick",),
            ("batch", [5]), ("tick",), ("tick",)]
-    total = run_and_restart(ops, None)
-    assert total >= 25  # seals, manifests, checkpoints, archive moves: all of them are crash points
+    total, archived = run_and_restart(ops, None)
+    assert total >= 25 and archived > 0  # seals, manifests, checkpoints, archive moves: all are crash points
     for crash_at in range(1, total + 1):
-        assert run_and_restart(ops, crash_at) == crash_at
+        assert run_and_restart(ops, crash_at)[0] == crash_at
 
 
 def test_running_checkpoints_bound_the_replay_and_retire_segments(tmp_path) -> None:
@@ -197,7 +200,7 @@ def test_running_checkpoints_bound_the_replay_and_retire_segments(tmp_path) -> N
     doc = json.loads((tmp_path / "wal" / CHECKPOINT_FILE).read_text())
     assert doc["index"] == 10 and ck.checkpoints == 6  # the start's checkpoint and five running ones
     live = [s for s in wal.segments() if s.count]
-    assert live[0].first_index == 10  # segments below the checkpoint were moved to the archive
+    assert ck.previous == 8 and live[0].first_index == 8  # segments below the one before were archived
     assert (tmp_path / "wal" / ARCHIVE_DIR).is_dir() and ck.retired
     store.close()
     wal.close()
@@ -216,7 +219,7 @@ def test_no_segment_leaves_the_log_before_the_shipper_shipped_it(tmp_path) -> No
     for k in range(4):
         serve(wal, store, pipe, [k], T0 + k)
         ck.tick(T0 + k)
-    assert ck.index == 3 and ck.retired == []  # checkpointed, but nothing shipped: nothing retired
+    assert (ck.previous, ck.index) == (2, 3) and ck.retired == []  # nothing shipped: nothing retired
     assert wal.first_index == 0
     shipped["at"] = 2
     assert ck.retire() and wal.first_index == 2  # up to the shipped watermark, deleted
