@@ -354,6 +354,8 @@ class Checkpointer:
         self.mutex = threading.Lock()  # one tick or checkpoint at a time
 
     def due(self, now: float) -> bool:
+        if not self.trusted():
+            return False
         appended = self.wal().next_index - self._marked_index
         if appended <= 0:
             return self.candidate is not None and self.candidate > self.index

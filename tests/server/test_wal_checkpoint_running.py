@@ -243,3 +243,42 @@ def test_an_unhealthy_worker_writes_no_running_checkpoint(tmp_path) -> None:
     assert doc["index"] == 0
     store.close()
     wal.close()
+
+
+def test_a_serving_worker_checkpoints_while_it_runs_and_the_next_start_replays_only_the_rest(tmp_path) -> None:
+    """The server's own wiring: a worker with WAL_CHECKPOINT_RECORDS=1 checkpoints while it
+    serves (no stop in between), archives below the previous checkpoint, and a start after
+    a crash replays only what came after the last checkpoint."""
+    from starlette.testclient import TestClient
+
+    from flk.impl.server.app import create_app
+    from flk.impl.server.config import load_config
+    from flk.impl.testing.workload import bodies
+
+    key = "0123456789abcdef0123456789abcdef"
+    cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": key, "WAL_GROUP_DELAY_MS": "0",
+                       "WAL_CHECKPOINT_RECORDS": "1", "WAL_CHECKPOINT_S": "0.1"})
+    docs = bodies(key.encode(), 6, seed=3)
+    app = create_app(cfg, 0)
+    srv = app.state.server
+    srv.checkpoint_poll_s = 0.05
+    wal_dir = cfg.worker_wal_dir(0)
+    with TestClient(app) as client:
+        for k, doc in enumerate(docs[:4]):
+            assert client.post("/v1/pcs/submit", content=doc).status_code == 200
+            deadline = time.monotonic() + 20
+            while srv.checkpointer.index < k and time.monotonic() < deadline:
+                time.sleep(0.05)
+        deadline = time.monotonic() + 20
+        while srv.checkpointer.index < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ck = json.loads(open(os.path.join(wal_dir, CHECKPOINT_FILE)).read())
+        assert ck["index"] == 4 and srv.checkpointer.checkpoints >= 3
+        assert srv.wal.first_index > 0 and os.listdir(os.path.join(wal_dir, ARCHIVE_DIR))
+        srv.ready_to_checkpoint = lambda: False  # the stop writes nothing: as after a crash
+        assert client.post("/v1/pcs/submit", content=docs[4]).status_code == 200
+        srv.checkpointer.healthy = lambda: False  # and no running checkpoint covers record 4
+    app = create_app(cfg, 0)
+    with TestClient(app) as client:
+        assert app.state.server.checkpointer.previous == 4  # the start replayed from the checkpoint
+        assert client.post("/v1/pcs/submit", content=docs[4]).headers.get("idempotent-replayed") == "true"
