@@ -42,6 +42,8 @@ from bisect import bisect_left
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics import _use_created
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -129,7 +131,10 @@ class Metrics:
         self.max_tenants = max_tenants  # None: every tenant labelled (unbounded; tests and benches' anchor)
         self._labelled: set[str] = set()
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        r = self.registry
+        # the pipeline's families live in a registry of their own, shown in ``registry`` by one
+        # collector (:class:`_Families`): :meth:`exposition` writes them with :func:`render_families`
+        self._own = CollectorRegistry(auto_describe=True)
+        r = self._own
         self.tally = Tally()
         self._lock = self.tally.lock  # one lock: labels, pending counts, the top-N swap
         self._rank_lock = threading.Lock()  # one ranking at a time (two scrapes at once)
@@ -138,7 +143,8 @@ class Metrics:
         self.rankings = 0
         if max_tenants is not None:
             self.tally.before_fold = self.rank
-        r.register(self.tally)
+        self.registry.register(self.tally)
+        self.registry.register(_Families(self._own))
         lab = ["tenant"]
         self.ingest = Counter("flk_ingest", "PCS submissions appended to the inbox WAL", lab, registry=r)
         self.dedup_hits = Counter("flk_dedup_hits", "Duplicate submissions answered from the dedup store", lab, registry=r)
@@ -267,4 +273,91 @@ class Metrics:
         return 0.0 if v is None else v
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The Prometheus text of the whole registry: what ``generate_latest(registry)`` gives
+        (a differential test holds them equal), with the pipeline's per-tenant families written
+        by :func:`render_families` (about 4x faster) -- a scrape holds the GIL that long."""
+        _RENDERING.on = True
+        try:
+            rest = generate_latest(self.registry)  # folds and ranks first (the Tally collects first)
+        finally:
+            _RENDERING.on = False
+        return rest + render_families(self._families())
+
+    def _families(self) -> list:
+        return [self.ingest, self.dedup_hits, self.accepted, self.escalated, self.signature_errors,
+                self.wal_errors, self.dedup_conflicts, self.rejected, self.store_unavailable, self.latency]
+
+
+_RENDERING = threading.local()  # .on: exposition() writes the pipeline's families itself
+
+
+class _Families:
+    """The pipeline's families as one collector of the outer registry (skipped while
+    :meth:`Metrics.exposition` renders them itself on this thread)."""
+
+    def __init__(self, own: CollectorRegistry) -> None:
+        self.own = own
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):
+        if getattr(_RENDERING, "on", False):
+            return []
+        return list(self.own.collect())
+
+
+def render_families(metrics: list) -> bytes:
+    """Prometheus text of prometheus_client ``Counter`` / ``Histogram`` objects with labels,
+    byte for byte what ``generate_latest`` writes for them (``_created`` samples in a gauge
+    section after each family), without building a ``Sample`` per value: label strings are
+    made once per series per call, values are read straight from the children."""
+    out: list[str] = []
+    for metric in metrics:
+        name, doc = metric._name, metric._documentation.replace("\\", r"\\").replace("\n", r"\n")
+        counter = metric._type == "counter"
+        head = f"{name}_total" if counter else name
+        out.append(f"# HELP {head} {doc}\n# TYPE {head} {metric._type}\n")
+        with metric._lock:
+            children = list(metric._metrics.items())
+        created = []
+        names = metric._labelnames
+        for values, child in children:
+            lab = _label_text(names, values)
+            if counter:
+                out.append(f"{name}_total{{{lab}}} {floatToGoString(child._value.get())}\n")
+            else:
+                acc = 0.0
+                pre, post = _label_text(names, values, (("le", "\0"),)).split("\0", 1)
+                for le, bucket in zip(_bounds_text(child._upper_bounds), child._buckets, strict=True):
+                    acc += bucket.get()
+                    out.append(f"{name}_bucket{{{pre}{le}{post}}} {floatToGoString(acc)}\n")
+                out.append(f"{name}_count{{{lab}}} {floatToGoString(acc)}\n")
+                if child._upper_bounds[0] >= 0:
+                    out.append(f"{name}_sum{{{lab}}} {floatToGoString(child._sum.get())}\n")
+            if _use_created:
+                created.append(f"{name}_created{{{lab}}} {floatToGoString(child._created)}\n")
+        if created:
+            out.append(f"# HELP {name}_created {doc}\n# TYPE {name}_created gauge\n")
+            out.extend(created)
+    return "".join(out).encode("utf-8")
+
+
+def _label_text(names: tuple, values: tuple, extra: tuple = ()) -> str:
+    pairs = sorted([*zip(names, values, strict=True), *extra])
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
+
+
+_BOUNDS: dict[tuple, list[str]] = {}
+
+
+def _bounds_text(bounds) -> list[str]:
+    key = tuple(bounds)
+    text = _BOUNDS.get(key)
+    if text is None:
+        text = _BOUNDS[key] = [floatToGoString(b) for b in key]
+    return text
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')

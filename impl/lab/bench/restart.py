@@ -49,16 +49,52 @@ def _write_records(wal_dir: str, docs: list[bytes], t0: float) -> None:
         wal.close()
 
 
-def _start_stop(data: str) -> float:
-    """Seconds from spawning ``flk serve`` to ``/ready``; then a clean stop."""
-    from .serve import _env, _flk, _Proc
+def _start_stop(data: str, timeout_s: float = 7200.0) -> float:
+    """Seconds from spawning ``flk serve`` to ``/ready`` answering 200; then a clean stop
+    (SIGTERM: the worker drains, checkpoints and closes its WAL)."""
+    import json
+    import signal
+    import subprocess
 
+    import httpx
+
+    from .serve import _env, _flk
+
+    log_path = os.path.join(data, "server.log")
+    offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0  # this start's lines only
     t0 = time.perf_counter()
-    proc = _Proc([_flk(), "serve", "--port", "0"],
-                 _env(PCS_HMAC_KEY=KEY, DATA_DIR=data, WORKERS="1", LOG_LEVEL="info"), data, "/ready")
-    took = time.perf_counter() - t0
-    proc.stop()
-    return took
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([_flk(), "serve", "--port", "0"],
+                                env=_env(PCS_HMAC_KEY=KEY, DATA_DIR=data, WORKERS="1", LOG_LEVEL="info"),
+                                cwd=data, stdout=log, stderr=log, start_new_session=True)
+    try:
+        port = None
+        while time.perf_counter() - t0 < timeout_s:
+            if proc.poll() is not None:
+                raise RuntimeError(f"flk serve exited {proc.returncode}")
+            if port is None:
+                with open(log_path, "rb") as fh:
+                    fh.seek(offset)
+                    lines = fh.read().decode(errors="replace").splitlines()
+                for line in lines:
+                    if line.startswith("{") and '"listening"' in line:
+                        port = json.loads(line)["port"]
+            if port is not None:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200:
+                        return time.perf_counter() - t0
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.02)
+        raise TimeoutError("flk serve not ready")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(600)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def _size(path: str) -> tuple[int, int]:
@@ -80,7 +116,9 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
         data = os.path.join(work, "data")
         wal_dir = os.path.join(data, "wal", "worker-0")
         t0 = time.time() - 86_400
+        t = time.perf_counter()
         _write_records(wal_dir, docs[:records], t0)
+        write_s = time.perf_counter() - t
         wal_bytes = _size(wal_dir)[1]
         full = _start_stop(data)
         runs = []
@@ -102,6 +140,7 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
         "tail_records": tail,
         "wal_bytes": wal_bytes,
         "bodies_s": round(gen_s, 2),
+        "wal_write_s": round(write_s, 2),
         "full_replay_start_s": round(full, 2),
         "restart_first_s": round(runs[0], 2),
         "restart_s_median": round(statistics.median(runs[1:]), 3),
