@@ -424,8 +424,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("BREAKER_OPEN_S", number(0.01, 3600.0), _ADMISSION.breaker_open_s, "how long the breaker stays open", group="admission"),
     S("STORE_THREADS", integer(1, 256), 8, "threads for dedup store opens, pings and the start-up replay "
       "(batched reads and writes have one thread each)", group="admission"),
-    S("METRICS_MAX_TENANTS", integer(1, 1_000_000), 100, "tenants with series of their own in /metrics; later "
-      "ones are counted under tenant `_other` (bounds the scrape)"),
+    S("METRICS_MAX_TENANTS", integer(1, 1_000_000), 100, "tenants with series of their own in /metrics: the top "
+      "ones by recent activity; the others are counted under tenant `_other` (bounds the scrape)"),
     S("LOG_LEVEL", choice("debug", "info", "warning", "error"), "info", "JSON log level"),
     S("DRAIN_TIMEOUT_S", number(0.0, 600.0), 10.0, "graceful shutdown: time to drain in-flight requests"),
     S("CRR_STORE_URL", secret_text, "", "replication object store: `file://`, `s3://bucket/prefix?endpoint=...`, "
