@@ -198,7 +198,8 @@ class Metrics:
         tenant = event.get("tenant_label") or "_none"
         status = event.get("status", 0) if attr == "rejected" else None
         with self._lock:
-            self._activity[tenant] = self._activity.get(tenant, 0.0) + 1.0
+            if self.max_tenants is not None:  # the ranking's input (no ranking without a cap)
+                self._activity[tenant] = self._activity.get(tenant, 0.0) + 1.0
             self.tally.inc_locked(self._child_locked(attr, self._label_locked(tenant), status))
 
     def observe_latency(self, tenant_label: str, seconds: float) -> None:
