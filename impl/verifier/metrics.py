@@ -15,8 +15,10 @@ same size with 10,000 tenants (before: 7,300 tenants made a 9.3 MB, 4 s scrape
 that froze the worker). Which tenants: free slots go to tenants in the order they
 are first seen; at every collection (a scrape) the tenants are ranked by their
 activity (pipeline events, halved at each collection: recent traffic weighs
-most) and the top ``max_tenants`` hold the slots -- an incumbent keeps its slot
-on a tie, ties among newcomers go by name (deterministic). Counters stay
+most); a newcomer takes the slot of the weakest incumbent only if its activity
+is more than twice the incumbent's plus one (hysteresis: evenly spread traffic
+over many tenants does not make the series churn), ties go by name
+(deterministic). Counters stay
 monotonic and nothing is lost: a tenant that leaves the top hands its counts
 (and latency buckets) to ``_other`` and its series ends; a tenant that enters
 starts a series at 0 (what it did before stays in ``_other``). So at every scrape
@@ -229,17 +231,32 @@ class Metrics:
             for tenant, count in fresh.items():
                 if not tenant.startswith("_"):
                     scores[tenant] = scores.get(tenant, 0.0) + count
-            top = {t for t, _ in heapq.nlargest(n, scores.items(),
-                                                key=lambda kv: (kv[1], kv[0] in labelled, kv[0]))}
-            for tenant in sorted(labelled - top):  # quiet incumbents keep the slots nobody else wants
-                if len(top) >= n:
-                    break
-                top.add(tenant)
+            top = self._challenge(labelled, scores, n)
             if top == labelled:
                 return
             with self._lock:
                 self._swap_locked(top)
             self.rankings += 1
+
+    @staticmethod
+    def _challenge(labelled: set[str], scores: dict[str, float], n: int) -> set[str]:
+        """The next holders of the ``n`` slots: free slots go to the busiest newcomers; a
+        newcomer takes an incumbent's slot only if its score is more than twice the weakest
+        incumbent's plus one (hysteresis: evenly spread traffic does not make the series
+        churn, a tenant that is clearly busier does get in). Deterministic: ties by name."""
+        top = set(labelled)
+        weakest = sorted(labelled, key=lambda t: (scores.get(t, 0.0), t))
+        newcomers = heapq.nlargest(n, ((v, t) for t, v in scores.items() if t not in labelled),
+                                   key=lambda vt: (vt[0], vt[1]))
+        for score, tenant in newcomers:
+            if len(top) < n:
+                top.add(tenant)
+            elif weakest and score > 2.0 * scores.get(weakest[0], 0.0) + 1.0:
+                top.discard(weakest.pop(0))
+                top.add(tenant)
+            else:
+                break
+        return top
 
     def _swap_locked(self, top: set[str]) -> None:
         """(Counting lock held.) ``top`` holds the slots; a tenant that leaves hands its
