@@ -16,9 +16,9 @@ that froze the worker). Which tenants: free slots go to tenants in the order the
 are first seen; at every collection (a scrape) the tenants are ranked by their
 activity (pipeline events, halved at each collection: recent traffic weighs
 most); a newcomer takes the slot of the weakest incumbent only if its activity
-is more than twice the incumbent's plus one (hysteresis: evenly spread traffic
-over many tenants does not make the series churn), ties go by name
-(deterministic). Counters stay
+is more than twice the incumbent's plus ``PROMOTE_MARGIN`` (8) events
+(hysteresis: evenly spread, sparse traffic over many tenants does not make the
+series churn), ties go by name (deterministic). Counters stay
 monotonic and nothing is lost: a tenant that leaves the top hands its counts
 (and latency buckets) to ``_other`` and its series ends; a tenant that enters
 starts a series at 0 (what it did before stays in ``_other``). So at every scrape
@@ -125,6 +125,7 @@ class Tally:
 
 
 DEFAULT_MAX_TENANTS = 100  # METRICS_MAX_TENANTS
+PROMOTE_MARGIN = 8.0  # events: a newcomer's activity must exceed twice the weakest incumbent's plus this
 OTHER_TENANTS = "_other"
 
 
@@ -242,8 +243,9 @@ class Metrics:
     def _challenge(labelled: set[str], scores: dict[str, float], n: int) -> set[str]:
         """The next holders of the ``n`` slots: free slots go to the busiest newcomers; a
         newcomer takes an incumbent's slot only if its score is more than twice the weakest
-        incumbent's plus one (hysteresis: evenly spread traffic does not make the series
-        churn, a tenant that is clearly busier does get in). Deterministic: ties by name."""
+        incumbent's plus :data:`PROMOTE_MARGIN` events (hysteresis: evenly spread, sparse
+        traffic -- one request now and then per tenant -- does not make the series churn; a
+        tenant that is clearly busier does get in). Deterministic: ties by name."""
         top = set(labelled)
         weakest = sorted(labelled, key=lambda t: (scores.get(t, 0.0), t))
         newcomers = heapq.nlargest(n, ((v, t) for t, v in scores.items() if t not in labelled),
@@ -251,7 +253,7 @@ class Metrics:
         for score, tenant in newcomers:
             if len(top) < n:
                 top.add(tenant)
-            elif weakest and score > 2.0 * scores.get(weakest[0], 0.0) + 1.0:
+            elif weakest and score > 2.0 * scores.get(weakest[0], 0.0) + PROMOTE_MARGIN:
                 top.discard(weakest.pop(0))
                 top.add(tenant)
             else:

@@ -142,7 +142,7 @@ def _scraper(port: int, stop: threading.Event, out: list[tuple[float, float, int
             conn.request("GET", "/metrics")
             resp = conn.getresponse()
             body = resp.read()
-            out.append((t0, time.perf_counter(), len(body)))
+            out.append((t0, time.perf_counter(), len(body) if resp.status == 200 else -resp.status))
             stop.wait(pause_s)
     finally:
         conn.close()
