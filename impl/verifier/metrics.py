@@ -142,7 +142,8 @@ class Metrics:
         self._lock = self.tally.lock  # one lock: labels, pending counts, the top-N swap
         self._rank_lock = threading.Lock()  # one ranking at a time (two scrapes at once)
         self._activity: dict[str, float] = {}  # tenant -> events since the last ranking
-        self._scores: dict[str, float] = {}  # tenant -> decayed activity (the ranking thread's)
+        self._scores: dict[str, float] = {}  # tenant -> decayed activity * _scale (the ranking thread's)
+        self._scale = 1.0
         self.rankings = 0
         if max_tenants is not None:
             self.tally.before_fold = self.rank
@@ -222,38 +223,50 @@ class Metrics:
             with self._lock:
                 fresh, self._activity = self._activity, {}
                 labelled = set(self._labelled)
-            scores = self._scores
-            for tenant in list(scores):
-                value = scores[tenant] * 0.5
-                if value < 1e-3 and tenant not in fresh:
-                    del scores[tenant]
-                else:
-                    scores[tenant] = value
+            # decay without touching every score: scores are kept multiplied by ``_scale``,
+            # which doubles at each ranking (every true score halves); renormalised rarely
+            self._scale *= 2.0
+            scale, scores = self._scale, self._scores
             for tenant, count in fresh.items():
                 if not tenant.startswith("_"):
-                    scores[tenant] = scores.get(tenant, 0.0) + count
-            top = self._challenge(labelled, scores, n)
+                    scores[tenant] = scores.get(tenant, 0.0) + count * scale
+            if scale > 1e100:
+                self._renormalise(labelled)
+            top = self._challenge(labelled, {t: scores[t] for t in fresh if t in scores}, scores,
+                                  n, PROMOTE_MARGIN * self._scale)
             if top == labelled:
                 return
             with self._lock:
                 self._swap_locked(top)
             self.rankings += 1
 
+    def _renormalise(self, labelled: set[str]) -> None:
+        scale, scores = self._scale, self._scores
+        for tenant in list(scores):
+            value = scores[tenant] / scale
+            if value < 1e-3 and tenant not in labelled:
+                del scores[tenant]
+            else:
+                scores[tenant] = value
+        self._scale = 1.0
+
     @staticmethod
-    def _challenge(labelled: set[str], scores: dict[str, float], n: int) -> set[str]:
-        """The next holders of the ``n`` slots: free slots go to the busiest newcomers; a
-        newcomer takes an incumbent's slot only if its score is more than twice the weakest
-        incumbent's plus :data:`PROMOTE_MARGIN` events (hysteresis: evenly spread, sparse
-        traffic -- one request now and then per tenant -- does not make the series churn; a
-        tenant that is clearly busier does get in). Deterministic: ties by name."""
+    def _challenge(labelled: set[str], fresh: dict[str, float], scores: dict[str, float], n: int,
+                   margin: float) -> set[str]:
+        """The next holders of the ``n`` slots. Newcomers are the tenants with activity since
+        the last ranking (``fresh``: their scores); free slots go to the busiest; a newcomer
+        takes an incumbent's slot only if its score is more than twice the weakest
+        incumbent's plus ``margin`` (:data:`PROMOTE_MARGIN` events; hysteresis: evenly
+        spread, sparse traffic -- one request now and then per tenant -- does not make the
+        series churn; a tenant that is clearly busier does get in). Deterministic: ties by
+        name. Costs the fresh tenants and the slots, not every tenant ever seen."""
         top = set(labelled)
         weakest = sorted(labelled, key=lambda t: (scores.get(t, 0.0), t))
-        newcomers = heapq.nlargest(n, ((v, t) for t, v in scores.items() if t not in labelled),
-                                   key=lambda vt: (vt[0], vt[1]))
+        newcomers = heapq.nlargest(n, ((v, t) for t, v in fresh.items() if t not in labelled))
         for score, tenant in newcomers:
             if len(top) < n:
                 top.add(tenant)
-            elif weakest and score > 2.0 * scores.get(weakest[0], 0.0) + PROMOTE_MARGIN:
+            elif weakest and score > 2.0 * scores.get(weakest[0], 0.0) + margin:
                 top.discard(weakest.pop(0))
                 top.add(tenant)
             else:
