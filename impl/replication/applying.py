@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..dedup import StoredOutcome, StoreUnavailable
+from ..dedup import StoredOutcome
 from ..storage.inbox import InboxRecord
 from ..storage.walformat import A_CONFLICT
 from ..verifier.core import VerifyBatch
@@ -298,44 +298,36 @@ class ReplayApplier:
     def apply_isolating(self, recs: list[InboxRecord], now: float, batch: bool,
                         on_poison: Callable[[int, InboxRecord, Exception], None],
                         refusals_are_poison: bool = False) -> int:
-        """Replay ``recs`` (in one transaction when ``batch``); when that raises
-        unexpectedly, replay them one at a time and hand each record that raises to
+        """Replay ``recs`` (in one transaction when ``batch``) under the poison-record
+        replay policy of :class:`flk.impl.verifier.poison.PoisonPolicy` (the one owner,
+        shared with the server's start-up replay): when the replay raises unexpectedly,
+        the records are replayed one at a time and each one that raises goes to
         ``on_poison(position, record, error)``. ``StoreUnavailable`` propagates (an
         outage is not poison; re-applying is a no-op) -- unless
         ``refusals_are_poison``, the store answers a ping and it stored other
         records of ``recs``: then the refused ones are records the store refuses
         every time. Returns the poison count."""
-        try:
+        from ..verifier.poison import DONE, STORED, PoisonPolicy
+
+        def run_batch(items: list) -> list[str]:
+            todo = [rec for _, rec in items]
             if batch and self.sink is None:
-                self.replay_batch(recs, now)
+                self.replay_batch(todo, now)
             elif batch:
-                self.apply_many(recs, now)
+                self.apply_many(todo, now)
             else:
-                for rec in recs:
+                for rec in todo:
                     self.apply(rec, now)
-            return 0
-        except StoreUnavailable:
-            if not refusals_are_poison:
-                raise
-        except Exception:  # noqa: BLE001 -- find the poison record(s) one by one
-            pass
-        poisoned, wrote = 0, False
-        refused: list[tuple[int, InboxRecord, StoreUnavailable]] = []
-        for position, rec in enumerate(recs):
-            try:
-                wrote = self.apply(rec, now).winner is not None or wrote
-            except StoreUnavailable as exc:
-                if not refusals_are_poison:
-                    raise
-                refused.append((position, rec, exc))
-            except Exception as exc:  # noqa: BLE001 -- a poison record: quarantined by the caller
-                poisoned += 1
-                on_poison(position, rec, exc)
-        if refused and not (wrote and self._store_answers()):
-            raise refused[0][2]  # the store stored nothing: an outage, not poison
-        for position, rec, exc in refused:
-            on_poison(position, rec, exc)
-        return poisoned + len(refused)
+            return [DONE] * len(items)
+
+        def run_one(item: tuple) -> str:
+            return STORED if self.apply(item[1], now).winner is not None else DONE
+
+        policy = PoisonPolicy(self._store_answers, lambda item, exc: on_poison(item[0], item[1], exc),
+                              refusals_are_poison)
+        items = list(enumerate(recs))
+        policy.run(items, run_batch, run_one)
+        return policy.finish(run_one)
 
     def _store_answers(self) -> bool:
         try:

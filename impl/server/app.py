@@ -196,6 +196,9 @@ class Server:
         self.wal_health = WalHealth()  # probes a failed WAL; /ready, /health and the submit gate read it
         self.wal_poll_s = 0.1
         self._wal_watch: asyncio.Task | None = None
+        self._checkpoint_watch: asyncio.Task | None = None
+        self.checkpointer: Any = None  # running WAL checkpoints (flk.impl.server.pipeline.Checkpointer)
+        self.checkpoint_poll_s = 1.0
         self.quarantine: Any = None  # poison records of the start-up replay (flk.impl.storage.quarantine)
         self._quarantined: list[dict] = []  # this start's, for the audit log once replication runs
         self.generation: dict = {"checked": False}  # the dedup store's generation marker (data loss detection)
@@ -233,11 +236,13 @@ class Server:
         self.driver = BatchDriver(self.pipeline.verifier, LoggedWal(lambda: self.wal, self.log.error), self.batcher,
                                   self.metrics,
                                   max_delay_s=cfg.wal_group_delay_ms / 1000.0, depth=cfg.wal_pipeline_depth)
+        self.checkpointer = self._make_checkpointer()
         if self.store_lost() is None:
-            from_index, end = self._replay_from(), self.wal.next_index
+            from_index = self._replay_from()
+            self.checkpointer.started_from(from_index)
             replayed = await self.pipeline.replay_wal(self.wal, from_index)
             replayed["from_index"] = from_index
-            await loop.run_in_executor(self.executor, self._checkpoint, end)
+            await loop.run_in_executor(self.executor, self._checkpoint)
         else:  # the WAL is kept for the rebuild (DEDUP_REBUILD=1); nothing is written meanwhile
             replayed = {"records": 0, "errors": 0, "quarantined": 0}
             self.log.error("wal_replay_skipped", reason="dedup store lost its data",
@@ -258,6 +263,7 @@ class Server:
                 self.crr.audit_quarantined(entry)
         self._wal_watch = asyncio.create_task(self._watch_wal())
         self._store_watch = asyncio.create_task(self._watch_store())
+        self._checkpoint_watch = asyncio.create_task(self._watch_checkpoints())
         self._report_store_lost()
         self.ready = True
         self.log.info("worker_ready", pid=os.getpid(), dedup_backend=cfg.dedup_backend)
@@ -265,7 +271,7 @@ class Server:
     async def stop(self) -> None:
         self.ready = False
         loop = asyncio.get_running_loop()
-        for task in (self._wal_watch, self._store_watch):
+        for task in (self._wal_watch, self._store_watch, self._checkpoint_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -278,7 +284,7 @@ class Server:
             await loop.run_in_executor(None, self.driver.close)  # the last batches, each synced
             if self.ready_to_checkpoint():  # every batch stored its outcomes: the next start replays nothing
                 with contextlib.suppress(Exception):
-                    await loop.run_in_executor(None, self._checkpoint, self.wal.next_index)
+                    await loop.run_in_executor(None, self._checkpoint)
         if self.wal is not None:
             def close_wal() -> None:
                 with contextlib.suppress(Exception):
@@ -369,14 +375,49 @@ class Server:
         return replay_start(self.wal, self._store_ident(), getattr(self.store, "expected_generation", None),
                             self._checkpoint_trusted())
 
-    def _checkpoint(self, index: int) -> bool:
-        """(Worker thread.) Write the checkpoint ``index`` once the store says its outcomes are durable."""
-        from .pipeline import write_checkpoint
+    def _checkpoint(self) -> bool:
+        """(Worker thread; no batch running.) Seal, write the checkpoint at the log's next
+        index once the store says its outcomes are durable, apply the retention policy."""
+        return self.checkpointer.checkpoint_now(time.time())
 
-        if not self._checkpoint_trusted():
-            return False
-        return write_checkpoint(self.wal, index, self.store, self._store_ident(),
-                                getattr(self.store, "expected_generation", None))
+    def _make_checkpointer(self) -> Any:
+        from .pipeline import Checkpointer
+
+        cfg = self.cfg
+        return Checkpointer(lambda: self.wal, self.driver.lock, lambda: self.store, self._store_ident(),
+                            lambda: getattr(self.store, "expected_generation", None), self._checkpoint_trusted,
+                            self.ready_to_checkpoint, every_records=cfg.wal_checkpoint_records,
+                            every_s=cfg.wal_checkpoint_s, policy=cfg.wal_retention, shipped=self._shipped)
+
+    def _shipped(self) -> int | None:
+        """The replication shipper's persisted watermark (None: no replication; 0 while the
+        shipper has not started): no segment at or above it leaves the log."""
+        if self.cfg.crr is None:
+            return None
+        shipper = getattr(self.crr, "shipper", None)
+        if shipper is None:
+            return 0
+        try:
+            return int(shipper.state.load().get(shipper.stream, 0))
+        except Exception:  # noqa: BLE001 -- an unreadable watermark retires nothing
+            return 0
+
+    async def _watch_checkpoints(self) -> None:
+        """Running WAL checkpoints (:class:`flk.impl.server.pipeline.Checkpointer`)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.checkpoint_poll_s)
+            now = time.time()
+            if self.wal is None or self.wal.failed is not None or not self.checkpointer.due(now):
+                continue
+            try:
+                done = await loop.run_in_executor(self.executor, self.checkpointer.tick, now)
+            except Exception as exc:  # noqa: BLE001 -- a failed checkpoint only means more replay
+                self.log.warning("wal_checkpoint_failed", reason=type(exc).__name__)
+                continue
+            if done["checkpoint"] is not None or done["retired"]:
+                self.log.info("wal_checkpoint", records=done["checkpoint"],
+                              note=f"{len(done['retired'])} segment(s) retired ({self.cfg.wal_retention})")
 
     def ready_to_checkpoint(self) -> bool:
         """At a clean stop: no store call and no WAL append failed since the start, so every

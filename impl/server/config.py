@@ -357,6 +357,13 @@ SETTINGS: tuple[Setting, ...] = (
       "worker processes sharing the socket; a memory dedup store allows only 1"),
     S("DATA_DIR", text, "data", "data directory (WAL, SQLite store, HMAC key file, replication state)"),
     S("WAL_DIR", text, _in_data_dir("wal"), "inbox WAL directory (one sub-directory per worker)"),
+    S("WAL_CHECKPOINT_RECORDS", integer(1, 1_000_000_000), 100_000, "a running WAL checkpoint every this many "
+      "inbox records (see WAL_CHECKPOINT_S)"),
+    S("WAL_CHECKPOINT_S", number(0.1, 86_400.0), 60.0, "a running WAL checkpoint at least this often while records "
+      "arrive (the dedup store is made durable first; a restart replays only records after it)"),
+    S("WAL_RETENTION", choice("archive", "delete", "keep"), "archive", "inbox WAL segments wholly below the "
+      "checkpoint (and already shipped, with replication): `archive` moves them to `<wal dir>/archive/` "
+      "(a rebuild still replays them), `delete` deletes them, `keep` keeps them (restart scans them all)"),
     S("DEDUP_BACKEND", choice(*BACKENDS), "sqlite", "dedup store", group="storage"),
     S("SQLITE_PATH", text, _in_data_dir("dedup.sqlite3"), "SQLite dedup file", group="storage"),
     S("REDIS_ADDR", redis_addr, "127.0.0.1:6379", "Redis dedup store (needed by DEDUP_BACKEND=redis)",
@@ -420,8 +427,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("BREAKER_OPEN_S", number(0.01, 3600.0), _ADMISSION.breaker_open_s, "how long the breaker stays open", group="admission"),
     S("STORE_THREADS", integer(1, 256), 8, "threads for dedup store opens, pings and the start-up replay "
       "(batched reads and writes have one thread each)", group="admission"),
-    S("METRICS_MAX_TENANTS", integer(1, 1_000_000), 100, "tenants with series of their own in /metrics; later "
-      "ones are counted under tenant `_other` (bounds the scrape)"),
+    S("METRICS_MAX_TENANTS", integer(1, 1_000_000), 100, "tenants with series of their own in /metrics: the top "
+      "ones by recent activity; the others are counted under tenant `_other` (bounds the scrape)"),
     S("LOG_LEVEL", choice("debug", "info", "warning", "error"), "info", "JSON log level"),
     S("DRAIN_TIMEOUT_S", number(0.0, 600.0), 10.0, "graceful shutdown: time to drain in-flight requests"),
     S("CRR_STORE_URL", secret_text, "", "replication object store: `file://`, `s3://bucket/prefix?endpoint=...`, "
@@ -461,6 +468,9 @@ class ServerConfig:
     workers: int = 1  # load_config: the core count unless given
     data_dir: str = "data"
     wal_dir: str = ""  # default: DATA_DIR/wal
+    wal_checkpoint_records: int = 100_000
+    wal_checkpoint_s: float = 60.0
+    wal_retention: str = "archive"
     dedup_backend: str = "sqlite"
     sqlite_path: str = ""  # default: DATA_DIR/dedup.sqlite3
     redis_addr: str = "127.0.0.1:6379"

@@ -17,11 +17,11 @@ no-op) and one that was not gets the outcome it would have had
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import InvalidInput
-from ..dedup import StoreUnavailable
 from .config import DEFAULT_TENANT, ConfigError, ServerConfig
 
 
@@ -114,8 +114,15 @@ def build_verifier(cfg: ServerConfig, buckets=None):
 REPLAY_BATCH = 512  # records of one replay batch at most (a submit batch holds at most 256)
 
 
-class StoreRefusedRecord(Exception):
-    """The dedup store answers pings but fails every write of one replayed record."""
+def _records(wal: Any, from_index: int):
+    """``wal``'s records from ``from_index``: the archived ones (a rebuild replays from 0,
+    :func:`flk.impl.storage.checkpoint.archived_records`) then the log's own."""
+    from ..storage.checkpoint import archived_records
+
+    first = wal.first_index if hasattr(wal, "first_index") else 0
+    if from_index < first and hasattr(wal, "fs"):
+        yield from archived_records(wal, from_index)
+    yield from wal.records(max(from_index, first))
 
 
 class ServerPipeline:
@@ -140,28 +147,43 @@ class ServerPipeline:
         (:func:`flk.impl.verifier.core.replay_batch`): one batch per run of records
         received at one time (a submit batch), with ``now = received_at``.
 
-        A record that does not decode, or whose processing raises unexpectedly,
-        is poison: quarantined (``quarantine``, logged without payload)
-        and skipped, so that no record can stop a start (a batch that raises is
-        replayed record by record to find it). A store outage stops the replay:
-        the worker must not serve with an un-replayed WAL. A record the store
-        refuses (503) while it answers pings is tried again after the others; if
-        it is still refused although the store stored other records of this
-        replay, it is poison too -- if the store stored nothing, the store is what
-        is broken (e.g. its own disk is full) and the replay stops.
+        A record that does not decode is poison: quarantined (``quarantine``, logged
+        without payload) and skipped. Every other record goes through the replay
+        policy of :class:`flk.impl.verifier.poison.PoisonPolicy` (the one owner, shared
+        with cross-region replay): a record whose processing raises is poison too (a
+        batch that raises is replayed record by record to find it); a store outage
+        stops the replay (the worker must not serve with an un-replayed WAL); a record
+        the store refuses while it answers pings is tried again after the others and
+        is poison if the store stored other records of this replay -- if it stored
+        nothing, the store is what is broken and the replay stops.
+
+        Records below the log's first live index (segments retired to the archive by the
+        retention policy) are replayed from the archive when ``from_index`` is below it
+        (a rebuild of the dedup store).
 
         Home answers: the answers of the active (unsealed) segment's records were in
         memory only (its manifest carries them once it is sealed, SPEC.md section
         12.4); the replay's answers take their place (:meth:`SegmentedLog.note_answers`),
         so that they still travel with the records."""
         from ..storage.inbox import decode_inbox_record
+        from ..verifier.poison import PoisonPolicy
 
         counts = {"records": 0, "errors": 0, "quarantined": 0}
-        state = {"wrote": False, "refused": [], "answers": {}}
+        answers: dict[int, Any] = {}
         segments = wal.segments()
         active_first = segments[-1].first_index if segments else 0
+
+        def run_batch(run: list) -> list[str]:
+            return self._run(run, counts, answers, active_first)
+
+        def run_one(item: tuple) -> str:
+            return self._run([item], counts, answers, active_first)[0]
+
+        policy = PoisonPolicy(self._store_answers,
+                              lambda item, exc: self._quarantine(wal, item[0], item[1], exc, counts),
+                              what="WAL replay")
         run: list[tuple[int, bytes, Any]] = []
-        for index, payload in wal.records(from_index):
+        for index, payload in _records(wal, from_index):
             try:
                 entry = decode_inbox_record(payload)
             except InvalidInput as exc:  # a record that passed its CRC but does not decode
@@ -169,46 +191,29 @@ class ServerPipeline:
                 self._quarantine(wal, index, payload, exc, counts)
                 continue
             if run and (run[0][2].received_at != entry.received_at or len(run) >= REPLAY_BATCH):
-                self._replay_run(wal, run, counts, state, active_first)
+                policy.run(run, run_batch, run_one)
                 run = []
             run.append((index, payload, entry))
         if run:
-            self._replay_run(wal, run, counts, state, active_first)
-        for index, payload, rec in state["refused"]:
-            if self._replay_one(wal, index, payload, rec, counts) != "refused":
-                continue
-            if not state["wrote"]:
-                raise StoreUnavailable("dedup store unavailable during WAL replay (it answers pings but "
-                                       "stored no record)")
-            self._quarantine(wal, index, payload, StoreRefusedRecord(
-                "the dedup store refused this record twice while it stored others"), counts)
-        if state["answers"] and hasattr(wal, "note_answers"):
-            wal.note_answers([note for _, note in sorted(state["answers"].items())])
+            policy.run(run, run_batch, run_one)
+        policy.finish(run_one)
+        if answers and hasattr(wal, "note_answers"):
+            wal.note_answers([note for _, note in sorted(answers.items())])
         return counts
 
-    def _replay_run(self, wal: Any, run: list, counts: dict, state: dict, active_first: int) -> None:
-        """One replay batch (records received at one time); record by record if it raises."""
-        try:
-            batch = self._core(run)
-        except Exception:  # noqa: BLE001 -- a poison record among them: one by one
-            for index, payload, rec in run:
-                outcome = self._replay_one(wal, index, payload, rec, counts)
-                if outcome == "refused":
-                    state["refused"].append((index, payload, rec))
-                state["wrote"] = state["wrote"] or outcome == "stored"
-            return
-        for (index, payload, rec), resp in zip(run, batch.responses, strict=True):
-            if resp.status == 503:
-                if not self._store_answers():
-                    raise StoreUnavailable("dedup store unavailable during WAL replay")
-                state["refused"].append((index, payload, rec))
-                continue
-            counts["records"] += 1
-            if resp.status in (200, 202) and resp.header("Idempotent-Replayed") is None:
-                state["wrote"] = True
+    def _run(self, run: list, counts: dict, answers: dict, active_first: int) -> list[str]:
+        """``run``'s records as one replay batch; each one's result for the poison policy
+        (a 503 is not counted as replayed: it is tried again or stops the replay)."""
+        from ..verifier.poison import REFUSED, answered
+
+        batch = self._core(run)
+        results = [answered(resp.status, resp.header("Idempotent-Replayed") is not None)
+                   for resp in batch.responses]
+        counts["records"] += sum(result != REFUSED for result in results)
         for note in batch.notes():
             if note.index >= active_first:
-                state["answers"][note.index] = note
+                answers[note.index] = note
+        return results
 
     def _core(self, run: list):
         """The one call into the verification core: ``run``'s records as one replay batch."""
@@ -220,24 +225,6 @@ class ServerPipeline:
     def _quarantine(self, wal: Any, index: int, payload: bytes, error: BaseException, counts: dict) -> None:
         counts["quarantined"] += 1
         self.quarantine(wal, index, payload, error)
-
-    def _replay_one(self, wal: Any, index: int, payload: bytes, rec: Any, counts: dict) -> str:
-        """``"stored"`` (a new outcome was written), ``"done"`` (answered otherwise),
-        ``"poison"`` (quarantined) or ``"refused"`` (503 while the store answers pings)."""
-        try:
-            [resp] = self._core([(index, payload, rec)]).responses
-        except StoreUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 -- a poison record: quarantined, replay continues
-            self._quarantine(wal, index, payload, exc, counts)
-            return "poison"
-        if resp.status == 503:
-            if not self._store_answers():
-                raise StoreUnavailable("dedup store unavailable during WAL replay")
-            return "refused"
-        counts["records"] += 1
-        fresh = resp.status in (200, 202) and resp.header("Idempotent-Replayed") is None
-        return "stored" if fresh else "done"
 
     def _store_answers(self) -> bool:
         try:
@@ -261,49 +248,172 @@ def build_pipeline(cfg: ServerConfig, server: Any) -> ServerPipeline:
 
 
 # -- WAL checkpoints --------------------------------------------------------------------
-# ``checkpoint.json`` in a worker's inbox WAL directory says: every record below
-# ``index`` has its outcome durable in the dedup store identified by ``store`` (and,
-# for Redis/Postgres, marked ``generation``). It is written only AFTER the store made
-# those outcomes durable (:func:`write_checkpoint` is called after the start-up replay
-# and after a clean stop, each once every record below the index was processed and
-# ``store.make_durable()`` returned), with the file system's atomic write. So a crash
-# at any point leaves either the old checkpoint (the records after it are replayed
-# again: first-write-wins makes that a no-op, INV-IDEMPOTENT-REPLAY) or the new one
-# (every record below it is in the store). A different store, another generation, a
-# rebuild or a store that keeps nothing across restarts (memory) replays everything.
+# ``checkpoint.json`` in a worker's inbox WAL directory (the format and the retention
+# rule: :mod:`flk.impl.storage.checkpoint`) says: every record below ``index`` has its
+# outcome durable in the dedup store identified by ``store`` (and, for Redis/Postgres,
+# marked ``generation``). It is written only AFTER the store made those outcomes durable
+# (:func:`write_checkpoint` asks ``store.make_durable()`` first), with the file system's
+# atomic write, at a segment boundary (the segment holding the records below it was sealed
+# first, so their home answers are in its manifest). So a crash at any point leaves
+# either the old checkpoint (the records after it are replayed again: first-write-wins
+# makes that a no-op, INV-IDEMPOTENT-REPLAY) or the new one (every record below it is in
+# the store). A different store, another generation, a rebuild or a store that keeps
+# nothing across restarts (memory) replays everything. Taken after the start-up replay,
+# while serving (:class:`Checkpointer`: every ``WAL_CHECKPOINT_RECORDS`` records or
+# ``WAL_CHECKPOINT_S`` seconds) and after a clean stop.
 
-CHECKPOINT_FILE = "checkpoint.json"
+from ..storage.checkpoint import CHECKPOINT_FILE  # noqa: E402 -- re-exported: the checkpoint's file name
 
 
 def replay_start(wal: Any, store_id: str, generation: str | None, trust: bool) -> int:
-    """The first inbox WAL index the start-up replay must process (0: every record)."""
-    import json
-    import posixpath
+    """The first inbox WAL index the start-up replay must process (0: every record).
+
+    Never above the first record of the active (unsealed) segment: those records'
+    home answers were in memory only, and the replay notes them again (a checkpoint
+    written by this code is at a segment boundary, so this costs nothing; one written
+    inside the active segment by an older version costs at most one segment)."""
+    from ..storage.checkpoint import read_checkpoint
 
     if not trust:
         return 0
-    path = posixpath.join(wal.dir, CHECKPOINT_FILE)
-    try:
-        doc = json.loads(wal.fs.read(path))
-        index = int(doc["index"])
-    except (OSError, ValueError, KeyError, TypeError):
+    doc = read_checkpoint(wal)
+    if doc is None or doc.get("store") != store_id or doc.get("generation") != generation:
         return 0
-    if doc.get("store") != store_id or doc.get("generation") != generation or index < 0:
+    index = int(doc["index"])
+    if index < 0:
         return 0
-    return min(index, wal.next_index)
+    segments = wal.segments()
+    active_first = segments[-1].first_index if segments else 0
+    return max(wal.first_index, min(index, wal.next_index, active_first))
 
 
 def write_checkpoint(wal: Any, index: int, store: Any, store_id: str, generation: str | None) -> bool:
     """Record that every record below ``index`` has its outcome durable in ``store``:
     the store is asked to make what it holds durable first (SQLite: a full WAL
     checkpoint; Redis with AOF and Postgres already are), then the file is replaced
-    atomically."""
-    import json
+    atomically. The caller sealed the segment ending at ``index`` (or ``index`` is the
+    log's next index at a stop, sealed by :func:`seal_for_checkpoint`)."""
     import posixpath
+
+    from ..storage.checkpoint import checkpoint_bytes
 
     durable = getattr(store, "make_durable", None)
     if durable is None or not durable():
         return False  # a store that cannot say its outcomes are durable gets no checkpoint
-    doc = {"v": 1, "index": int(index), "store": store_id, "generation": generation}
-    wal.fs.write_atomic(posixpath.join(wal.dir, CHECKPOINT_FILE), json.dumps(doc, sort_keys=True).encode())
+    wal.fs.write_atomic(posixpath.join(wal.dir, CHECKPOINT_FILE), checkpoint_bytes(index, store_id, generation))
     return True
+
+
+def seal_for_checkpoint(wal: Any) -> int:
+    """Seal the active segment (its records' home answers go to its manifest) and return
+    the log's next index: a segment boundary below which every record is sealed. Call
+    it between batches (under the batch driver's lock, or with no driver running)."""
+    wal.seal()
+    return wal.next_index
+
+
+class Checkpointer:
+    """Running WAL checkpoints of one worker, taken on a worker thread (:meth:`tick`).
+
+    A tick, when due (``every_records`` records appended since the last mark, or
+    ``every_s`` seconds and at least one record), does two things:
+
+    1. *Mark*: under ``lock`` (the batch driver's: no batch is between its records and
+       their answers) the active segment is sealed -- its home answers reach its
+       manifest -- and the log's next index is remembered as the next candidate.
+    2. *Checkpoint* the candidate of the PREVIOUS tick, if ``healthy()`` (no store call,
+       WAL append or submission failed since the start: a failure may have left a record
+       in the WAL without its outcome, and the start-up replay is what repairs that) and
+       ``trusted()``. A candidate is one period old, so every failure of a batch below it
+       has been counted by then (the server counts a batch's 5xx on the event loop, after
+       the batch released the lock). The store makes its outcomes durable first
+       (:func:`write_checkpoint`).
+    3. *Retire* the sealed segments below ``min(previous checkpoint, shipped())`` (one
+       checkpoint period stays in the log as a margin: ``flk wal inspect`` and a reader of
+       the recent records still find them) by the retention
+       ``policy`` (:func:`flk.impl.storage.checkpoint.retire_segments`); ``shipped()`` is the
+       replication shipper's persisted watermark (None: no replication), so no segment
+       leaves the log before it was shipped.
+
+    ``clock`` is passed in (``tick(now)``), so tests drive it step by step."""
+
+    def __init__(self, wal: Callable[[], Any], lock: Any, store: Callable[[], Any], store_id: str,
+                 generation: Callable[[], str | None], trusted: Callable[[], bool], healthy: Callable[[], bool],
+                 *, every_records: int, every_s: float, policy: str,
+                 shipped: Callable[[], int | None] = lambda: None) -> None:
+        self.wal, self.lock, self.store, self.store_id = wal, lock, store, store_id
+        self.generation, self.trusted, self.healthy, self.shipped = generation, trusted, healthy, shipped
+        self.every_records, self.every_s, self.policy = int(every_records), float(every_s), policy
+        self.index = 0  # the last checkpoint written by this process (or found at its start)
+        self.previous = 0  # the checkpoint before it: retention works below this one (one period of margin)
+        self.candidate: int | None = None  # marked at the previous tick
+        self._marked_at: float | None = None
+        self._marked_index = 0
+        self.checkpoints = 0
+        self.retired: list[str] = []
+        self.mutex = threading.Lock()  # one tick or checkpoint at a time
+
+    def due(self, now: float) -> bool:
+        if not self.trusted():
+            return False
+        appended = self.wal().next_index - self._marked_index
+        if appended <= 0:
+            return self.candidate is not None and self.candidate > self.index
+        return appended >= self.every_records or self._marked_at is None or now - self._marked_at >= self.every_s
+
+    def tick(self, now: float) -> dict:
+        """(Worker thread.) Mark, checkpoint the previous mark, retire; what was done."""
+        with self.mutex:
+            return self._tick(now)
+
+    def _tick(self, now: float) -> dict:
+        out: dict[str, Any] = {"checkpoint": None, "retired": []}
+        if not self.trusted() or not self.healthy():
+            return out  # no checkpoint until a restart's replay repaired what failed
+        wal = self.wal()
+        previous = self.candidate
+        if wal.next_index > self._marked_index:
+            with self.lock:
+                mark = seal_for_checkpoint(wal)
+            self.candidate, self._marked_index, self._marked_at = mark, mark, now
+        if previous is not None and previous > self.index and self.healthy():
+            if write_checkpoint(wal, previous, self.store(), self.store_id, self.generation()):
+                self.previous, self.index = self.index, previous
+                self.checkpoints += 1
+                out["checkpoint"] = previous
+        out["retired"] = self.retire()
+        return out
+
+    def checkpoint_now(self, now: float) -> bool:
+        """(No batch running: at start after the replay, at a clean stop.) Seal, write the
+        checkpoint at the log's next index (if ``trusted()`` and ``healthy()``), retire."""
+        with self.mutex:
+            if not self.trusted() or not self.healthy():
+                return False
+            wal = self.wal()
+            mark = seal_for_checkpoint(wal)
+            self.candidate, self._marked_index, self._marked_at = mark, mark, now
+            if not write_checkpoint(wal, mark, self.store(), self.store_id, self.generation()):
+                return False
+            if mark > self.index:
+                self.previous, self.index = self.index, mark
+            self.checkpoints += 1
+            self.retire()
+            return True
+
+    def started_from(self, index: int) -> None:
+        """The start-up replay began at ``index`` (the checkpoint found, or 0): it counts as
+        this process's first checkpoint, so retention can work below it."""
+        self.index = self.previous = max(0, int(index))
+
+    def retire(self) -> list[str]:
+        """Apply the retention policy below the checkpoint and the shipped watermark."""
+        from ..storage.checkpoint import retire_segments
+
+        below = self.previous
+        shipped = self.shipped()
+        if shipped is not None:
+            below = min(below, shipped)
+        retired = retire_segments(self.wal(), below, self.policy) if below > 0 else []
+        self.retired += retired
+        return retired

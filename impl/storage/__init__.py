@@ -6,6 +6,7 @@ Modules:
 * :mod:`.walformat`       -- the WAL's on-disk format: frames, segment names, layout, manifests and their home answers
 * :mod:`.inbox`           -- the inbox record codec (``InboxRecord``): one request as the inbox WAL stores it
 * :mod:`.wal`             -- the segmented, checksummed log itself (``SegmentedLog``), its recovery and sealing
+* :mod:`.checkpoint`      -- inbox WAL checkpoints (the file) and segment retention (archive / delete / keep)
 * :mod:`.walinspect`      -- read-only inspection of a WAL directory (``flk wal inspect|verify``)
 * :mod:`.groupcommit`     -- group commit as a pure state machine: when to fsync, whom a sync releases
 * :mod:`.groupcommitter`  -- the group-commit thread driver over a log (``GroupCommitter``; the agent outbox)

@@ -419,7 +419,21 @@ class SegmentedLog:
     def drop_sealed_before(self, index: int) -> list[str]:
         """Delete sealed segments all of whose records are below ``index``
         (oldest first, each removal fsynced). Never touches the active segment."""
-        dropped = []
+        return self.retire_sealed_before(index)
+
+    def retire_sealed_before(self, index: int, archive_dir: str | None = None) -> list[str]:
+        """Take sealed segments all of whose records are below ``index`` out of the log
+        (oldest first): deleted, or -- with ``archive_dir`` -- moved there with their
+        manifests (which keep the home answers). Never touches the active segment.
+
+        Crash-safe in either form: the segment leaves the log's directory first (then
+        its manifest is an orphan, removed on the next open); an archived segment's
+        manifest is copied into ``archive_dir`` before the segment is moved, so the
+        archive never holds a segment without its manifest."""
+        retired = []
+        fs = self.fs
+        if archive_dir is not None:
+            fs.makedirs(archive_dir)
         with self._maint_lock:
             while True:
                 with self._lock:
@@ -427,12 +441,18 @@ class SegmentedLog:
                     if len(self._segments) < 2 or not s.sealed or s.end_index > index:
                         break
                     self._segments.pop(0)
-                self.fs.remove(self._path(s.name))
-                self.fs.fsync_dir(self.dir)
-                self.fs.remove(self._path(manifest_name(s.name)))
-                self.fs.fsync_dir(self.dir)
-                dropped.append(s.name)
-        return dropped
+                mpath = self._path(manifest_name(s.name))
+                if archive_dir is None:
+                    fs.remove(self._path(s.name))
+                else:
+                    fs.write_atomic(posixpath.join(archive_dir, manifest_name(s.name)), fs.read(mpath))
+                    fs.rename(self._path(s.name), posixpath.join(archive_dir, s.name))
+                    fs.fsync_dir(archive_dir)
+                fs.fsync_dir(self.dir)
+                fs.remove(mpath)
+                fs.fsync_dir(self.dir)
+                retired.append(s.name)
+        return retired
 
     def compact_prefix(self, end_index: int, payloads: list[bytes]) -> SegmentInfo:
         """Atomically replace every record below ``end_index`` by ``payloads``,

@@ -12,5 +12,6 @@ Modules:
 * :mod:`.policy`     -- the policy language (grammar ``policy.lark``): parse, check, compile
 * :mod:`.problems`   -- the problem catalog: every problem+json answer (RFC 9457)
 * :mod:`.metrics`    -- Prometheus metrics of the pipeline
+* :mod:`.poison`     -- the poison-record replay policy (start-up and cross-region replay)
 * ``policy.lark``    -- the policy grammar (Lark)
 """

@@ -29,6 +29,7 @@ from flk.impl.server.pipeline import (
     ServerPipeline,
     build_pipeline,
     replay_start,
+    seal_for_checkpoint,
     write_checkpoint,
 )
 from flk.impl.storage.inbox import InboxRecord, encode_inbox_record
@@ -102,8 +103,8 @@ def start(wal_dir: str, db: str, crash_at: int | None, crash_checkpoint: str | N
     store = SqliteStore(db)
     try:
         first = replay_start(wal, STORE_ID, GEN, trust=True)
-        end = wal.next_index
         pipeline(CrashingStore(store, crash_at))._replay_all(wal, first)
+        end = seal_for_checkpoint(wal)  # as the server does: the checkpoint is at a segment boundary
         if crash_checkpoint == "before":
             raise Crash
         assert write_checkpoint(wal, end, store, STORE_ID, GEN)

@@ -20,7 +20,8 @@ BENCHES = {
     "loadgen": "load generator req/s against a no-op HTTP sink, PCS synthesis rate",
     "crr": "cross-region replication: WAL shipping and verified replay records/s",
     "model": "exhaustive model checking: default and larger scope, with and without symmetry",
-    "metrics": "/metrics scrape time and size at 10,000 tenants, capped vs uncapped",
+    "restart": "flk serve restart time with 1,000,000 inbox WAL records: checkpoints + retention vs full replay",
+    "metrics": "/metrics at 10,000 tenants: scrape time and size, live requests' worst latency during scrapes",
 }
 
 
