@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml setup.py impl/core/_fastcore.c impl/core/_fastcore.h im
 	bash scripts/install_wrk.sh
 	bash scripts/install_go.sh
 	bash scripts/install_chromium.sh
+	bash scripts/install_observability.sh
 	bash scripts/install_deb.sh openssl openssl "for the local RFC 3161 TSA in tests/governance"
 	@$(PY) -c "from flk.impl.core.canonical import CORE_PATH; print('setup: core path:', CORE_PATH)"
 	touch $(STAMP)

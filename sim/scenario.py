@@ -169,6 +169,17 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
               "(\"higher\" | \"lower\": the figure with the fault compared with the run without it)"),
     ),
 }
+SECTIONS["alerts"] = (
+    Field("fire", "list", [], "alerts of deploy/prometheus/rules that must fire, a list of tables: alert, "
+          "within_s (of the first fault, default 30), after (fault kinds whose first start counts; default any)"),
+    Field("silent", "str_list", [], "alerts that must never fire; \"*\": every alert not in fire"),
+)
+ALERT_FIRE_FIELDS = (
+    Field("alert", "str", None, "an alert name of deploy/prometheus/rules/flk-alerts.yml", required=True),
+    _secs("within_s", 30.0, "it must fire within this long after the fault, s"),
+    Field("after", "str_list", [], "fault kinds whose first start the budget counts from (default: any fault)",
+          choices=FAULT_KINDS),
+)
 REGION_ITEM = (Field("id", "str", None, "region id", required=True), *REGION_FIELDS)
 SLO_FIELDS = (
     Field("metric", "str", None, "a metric (see the metric list)", required=True, choices=tuple(METRICS)),
@@ -328,6 +339,21 @@ def _validate_lists(data: dict, ctx: Context) -> None:
                                 "(replication.enabled = true and two or more regions)")
     for i, item in enumerate(data["study"].get("headline", [])):
         check_table(item, HEADLINE_FIELDS, f"study.headline.{i}", ctx)
+    _validate_alerts(data["alerts"])
+
+
+def _validate_alerts(section: dict) -> None:
+    from .alerts import alert_names
+
+    known = alert_names()
+    for i, item in enumerate(section.get("fire", [])):
+        check_table(item, ALERT_FIRE_FIELDS, f"alerts.fire.{i}", Context())
+        if known and item["alert"] not in known:
+            raise ScenarioError(f"alerts.fire.{i}.alert", f"unknown alert {item['alert']!r}"
+                                f"{did_you_mean(item['alert'], known)}")
+    for i, name in enumerate(section.get("silent", [])):
+        if known and name != "*" and name not in known:
+            raise ScenarioError(f"alerts.silent.{i}", f"unknown alert {name!r}{did_you_mean(name, known)}")
 
 
 def validate(data: Any) -> None:

@@ -17,5 +17,6 @@ Modules:
 * :mod:`.problems`     -- Starlette responses for the one problem catalog (application/problem+json)
 * :mod:`.pipeline`     -- builds the verifier from the configuration; start-up WAL replay
 * :mod:`.batchdriver`  -- the submit path: batches of ``run_requests`` on one thread, one sync each
+* :mod:`.opsmetrics`   -- the alert rules' extra series: WAL disk use, store call time, estimable KPIs
 * :mod:`.supervisor`   -- WORKERS=N processes on one socket, replaced when they die
 """
