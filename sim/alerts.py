@@ -104,7 +104,7 @@ class Scraper:
         for e in events[self._seen:]:
             kind = e["type"]
             if kind == "srv.recv":
-                self._recv[(e["region"], e["d"])] = e["t_us"]
+                self._recv[(e["region"], e["d"])] = (e["t_us"], e.get("tenant") or "_none")
             elif kind == "srv.respond":
                 self._respond(e)
             elif kind == "crr.divergence":
@@ -115,7 +115,8 @@ class Scraper:
         rid, status = e["region"], e["status"]
         c = self._counts[rid]
         c[("flk_http_requests_total", (("route", SUBMIT), ("status", str(status))))] += 1
-        t0 = self._recv.pop((rid, e["d"]), None)
+        t0, tenant = self._recv.pop((rid, e["d"]), (None, "_none"))
+        ten = (("tenant", tenant),)
         if t0 is not None:
             seconds = (e["t_us"] - t0) / 1e6
             for le in HTTP_BUCKETS:
@@ -125,11 +126,11 @@ class Scraper:
             c[("flk_http_latency_seconds_count", ())] += 1
             c[("flk_http_latency_seconds_sum", ())] += seconds
         if e.get("replay"):
-            c[("flk_dedup_hits_total", ())] += 1
+            c[("flk_dedup_hits_total", ten)] += 1
         elif status in _VERDICT:
-            c[(_VERDICT[status], ())] += 1
+            c[(_VERDICT[status], ten)] += 1
         elif status in (400, 413, 429):
-            c[("flk_rejected_total", (("status", str(status)),))] += 1
+            c[("flk_rejected_total", (*ten, ("status", str(status))))] += 1
         if status == 429 and e.get("before_wal"):
             c[("flk_overloaded_total", ())] += 1
 
@@ -142,7 +143,7 @@ class Scraper:
         if region.incarnation != self._inc[rid]:  # a restarted process counts from zero
             self._inc[rid] = region.incarnation
             self._counts[rid] = defaultdict(float)
-        out: dict = {("up", ()): 1.0}
+        out: dict = {("up", ()): 1.0, ("flk_overloaded_total", ()): 0.0, ("flk_wal_quarantined_total", ()): 0.0}
         out.update(self._counts[rid])
         limiter = region.admission.limiter
         out[("flk_store_breaker_state", ())] = float(STATE_CODES[region.admission.breaker.state])
@@ -287,7 +288,9 @@ def checks(result: dict | None, declared: dict, fault_log: list[dict]) -> list[C
                 if times else f"never fired (budget {within:g} s after the fault at {after:g} s)")
         viol = [] if ok else [{"alert": alert, "first_fired_s": times[0] if times else None, "fault_at_s": after}]
         out.append(CheckResult(f"ALERT-{alert}", "eventually", ok, result["evaluated"], viol, note))
-    quiet = [n for n in names if n not in expected] if "*" in silent else [n for n in silent if n != "*"]
+    skip = set(declared.get("unchecked") or [])
+    quiet = [n for n in names if n not in expected and n not in skip] if "*" in silent \
+        else [n for n in silent if n != "*"]
     for alert in quiet:
         got = firing.get(alert, {})
         ok = not got

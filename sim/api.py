@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import alerts, artifacts, checkers, metrics
+from . import alerts, artifacts, checkers, kpi, metrics
 from .history import History, read_history
 from .scenario import Scenario, ScenarioError, list_scenarios, load
 from .world import World
@@ -149,6 +149,7 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
         "fault_schedule": world.fault_log,
         "parameters": {"overrides": list(overrides), **({"plant": plant} if plant else {})},
         **({"alerts": alert_eval} if alert_eval else {}),
+        "kpi": kpi.measure(events, sc.data),
         "stamp": {**artifacts.stamp(seed, list(sc.overrides), source_identity(sc), plant=plant), "run_key": key},
     }
     res = RunResult(sc, seed, history, results, metrics.timeseries(events), None, scraper)

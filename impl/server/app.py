@@ -218,7 +218,9 @@ class Server:
         self.executor = ThreadPoolExecutor(cfg.store_threads, thread_name_prefix="dedup")
         self.metrics = Metrics(max_tenants=cfg.metrics_max_tenants)
         self.smetrics = ServerMetrics(self.metrics.registry, self.worker)
-        from .opsmetrics import OpsCollector, counter_sum  # WAL disk, store call time, estimable KPIs
+        # WAL disk use, dedup store call time, estimable KPIs (flk.impl.server.opsmetrics)
+        from .opsmetrics import OpsCollector, counter_sum
+
         self.metrics.registry.register(OpsCollector(lambda: self.wal.dir if self.wal else None, lambda: self.batcher,
                                                     counter_sum(self.metrics.registry)))
         self.openapi = json.dumps(openapi_document()).encode()
