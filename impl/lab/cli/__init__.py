@@ -33,6 +33,9 @@ COMMANDS: dict[str, str] = {
     "vectors": "generate or check the frozen test vectors in spec/vectors",
     "history": "black-box check of a client-observed history (Jepsen style)",
     "check": "exhaustive small-scope model checking of the protocol model (safety, liveness)",
+    # observability: KPI dashboard of simulator runs, compliance evidence report
+    "kpi": "KPI dashboard of simulator runs: containment, false escalation, cost per trusted task",
+    "compliance": "compliance evidence report (SOC 2, ISO 27001) from runs, the audit log, proofs",
 }
 
 
