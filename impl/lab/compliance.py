@@ -156,13 +156,14 @@ def _alert_evidence(runs) -> dict:
 def _availability_evidence(runs) -> dict:
     rows = [(w, r["metrics"]) for w, r in runs if (r.get("metrics") or {}).get("rpo_s") is not None]
     if not rows:
-        return _item(NONE, "no run measured RPO/RTO after a region loss", [])
+        return _item(NONE, "no run measured RPO and RTO (replicated runs)", [])
     bad = [f"{w}: RPO {m['rpo_s']} s, RTO {m.get('rto_s')} s" for w, m in rows
            if m["rpo_s"] > 120 or m.get("rto_s") is None or m["rto_s"] > 300]
     worst = max(m["rpo_s"] for _w, m in rows)
     if bad:
         return _item(FAILING, "; ".join(bad[:3]), [w for w, _m in rows])
-    return _item(EVIDENCED, f"{len(rows)} region-loss runs, worst RPO {worst:.2f} s", [w for w, _m in rows])
+    return _item(EVIDENCED, f"{len(rows)} replicated runs measured RPO/RTO, worst RPO {worst:.2f} s",
+                 [w for w, _m in rows])
 
 
 def _clock_evidence(runs) -> dict:
@@ -194,7 +195,8 @@ def _json_evidence(path: str | None, what: str, flag: str) -> dict:
         return _item(FAILING, f"cannot read {path}: {exc}", [path])
     results = doc.get("results", doc) if isinstance(doc, dict) else doc
     if isinstance(results, list) and results:
-        bad = [str(r.get("id", r.get("name", "?"))) for r in results if isinstance(r, dict) and r.get("ok") is False]
+        bad = [str(r.get("id", r.get("name", "?"))) + (f" ({r['problem']})" if r.get("problem") else "")
+               for r in results if isinstance(r, dict) and r.get("ok") is False]
         if bad:
             return _item(FAILING, f"failed: {', '.join(bad[:5])}", [path])
         return _item(EVIDENCED, f"{len(results)} {what} results, none failed", [path])
