@@ -350,3 +350,27 @@ class SiemForwarder:
                     self._disconnect()
                     self.stream.broken(now)
                 self._lock.wait(timeout=max(0.005, self.stream.next_due(time.time()) - time.time()))
+
+
+# pipeline Emit event kind -> audit stream kind (flk.impl.verifier.pipeline events; metadata only)
+PIPELINE_KINDS = {"accepted": "worm_append", "escalated": "worm_append", "dedup_conflict": "worm_append",
+                  "signature_error": "auth_failure"}
+PIPELINE_FIELDS = ("tenant", "tenant_label", "pcs_id", "payload_digest", "status", "policy_version", "first_seen")
+
+
+def pipeline_sink(offer: Any, region: str | None = None) -> Any:
+    """An ``Emit`` sink (like :func:`flk.impl.governance.audit.pipeline_sink`) that streams the
+    audited outcomes and authentication failures: ``offer(kind, fields)`` is
+    :meth:`SiemForwarder.offer` (or a :class:`SiemStream`'s ``offer`` with a clock bound)."""
+
+    def sink(event: Mapping) -> None:
+        kind = PIPELINE_KINDS.get(str(event.get("kind")))
+        if kind is None:
+            return
+        fields = {k: event[k] for k in PIPELINE_FIELDS if k in event and event[k] is not None}
+        fields["outcome"] = str(event["kind"])
+        if region is not None:
+            fields["region"] = region
+        offer(kind, fields)
+
+    return sink
