@@ -57,6 +57,7 @@ SEVERITY = {"worm_append": 6, "anchor": 6, "reconciliation": 5, "divergence": 4,
 FACILITY = 13  # log audit
 SD_ID = "flk@32473"  # 32473: the private enterprise number RFC 5612 reserves for documentation
 FORBIDDEN_FIELDS = ("body", "payload", "signature", "sig", "key", "secret", "password")
+RESERVED = ("v", "id", "stream", "seq", "ts", "kind")  # the payload's envelope fields
 _SPOOL_RE = re.compile(r"^spool-(\d{12})\.jsonl$")
 _NAME_RE = re.compile(r"^[!-~]{1,48}$")  # RFC 5424 PRINTUSASCII names
 
@@ -64,6 +65,8 @@ _NAME_RE = re.compile(r"^[!-~]{1,48}$")  # RFC 5424 PRINTUSASCII names
 def _check_fields(fields: Mapping) -> dict:
     out = {}
     for k, v in fields.items():
+        if k in RESERVED:
+            raise ValueError(f"audit stream field {k!r} is reserved for the envelope")
         if any(bad == k.lower() or k.lower().endswith("_" + bad) for bad in FORBIDDEN_FIELDS):
             raise ValueError(f"audit stream field {k!r} may carry secrets or payloads")
         if not isinstance(v, (str, int, float, bool)) and v is not None:
@@ -75,7 +78,7 @@ def _check_fields(fields: Mapping) -> dict:
 def event_json(stream: str, seq: int, ts: float, kind: str, fields: Mapping) -> bytes:
     """The documented JSON payload (canonical: sorted keys, no spaces)."""
     doc = {"v": FORMAT, "id": f"{stream}:{seq}", "stream": stream, "seq": seq, "ts": round(float(ts), 6),
-           "kind": kind, **{k: v for k, v in fields.items() if k not in ("v", "id", "stream", "seq", "ts", "kind")}}
+           "kind": kind, **{k: v for k, v in fields.items() if k not in RESERVED}}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 

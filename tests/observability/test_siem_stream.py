@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flk.impl.governance.siem import KINDS, SiemStream, Spool, pipeline_sink, rfc5424
+from flk.impl.governance.siem import KINDS, RESERVED, SiemStream, Spool, pipeline_sink, rfc5424
 
 FIELDS = st.dictionaries(st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=8)
-                         .filter(lambda k: k not in ("key", "sig", "body", "payload", "secret", "password")),
+                         .filter(lambda k: k not in ("key", "sig", "body", "payload", "secret", "password", *RESERVED)),
                          st.one_of(st.text(max_size=40), st.integers(-10**9, 10**9), st.booleans()), max_size=5)
 
 
@@ -80,7 +80,7 @@ def test_a_broken_connection_resends_everything_after_the_watermark_with_the_sam
 
 def test_payloads_and_secrets_are_refused(tmp_path) -> None:
     s = SiemStream(Spool(str(tmp_path)), "eu", "h")
-    for bad in ("body", "signature", "hmac_key", "password"):
+    for bad in ("body", "signature", "hmac_key", "password", "seq", "id"):
         with pytest.raises(ValueError):
             s.offer("operator_action", {bad: "x"}, 1.0)
     with pytest.raises(ValueError):
