@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml setup.py impl/core/_fastcore.c impl/core/_fastcore.h im
 	bash scripts/install_go.sh
 	bash scripts/install_rust.sh
 	bash scripts/install_chromium.sh
+	bash scripts/install_observability.sh
 	bash scripts/install_deb.sh openssl openssl "for the local RFC 3161 TSA in tests/governance"
 	bash scripts/install_deb.sh ip iproute2 "for flk cluster network namespaces"
 	bash scripts/install_deb.sh nft nftables "for flk cluster partitions (kernel drop rules)"

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts, checkers, metrics, operator
+from . import alerts, artifacts, checkers, kpi, metrics, operator
 from .history import History, read_history
 from .scenario import Scenario, ScenarioError, list_scenarios, load
 from .world import World
@@ -27,6 +27,7 @@ class RunResult:
     results: dict
     rows: list[dict]
     out_dir: Path | None
+    scraper: alerts.Scraper | None = None  # the regions' scrapes (series.om, alerts.test.yml in save)
 
     @property
     def valid(self) -> bool:
@@ -123,6 +124,7 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     if out is not None:
         check_run_dir(Path(out) / sc.name / str(seed), sc, key, force)
     world = World(sc, seed, **{**planted_world_kwargs(plant), **world_kwargs})
+    scraper = alerts.Scraper(world) if alerts.declared(sc.data) else None  # reads only: same history
     show = progress and progress_bars.wanted()
     with progress_bars.bar(world.duration + world.quiescence, f"{sc.name} seed {seed}", unit="sim s",
                            enabled=show) as sim_bar:
@@ -133,6 +135,8 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     checks = checkers.check_all(events, sc.data)
     if sc.expect:
         checks.append(checkers.regression_expectations(events, sc.expect))
+    alert_eval = alerts.evaluate(scraper, int(world.duration + world.quiescence)) if scraper else None
+    checks.extend(alerts.checks(alert_eval, sc.data.get("alerts", {}), world.fault_log))
     convergence = next((c for c in checks if c.id == "INV-CONVERGENCE" and c.exercised), None)
     m = metrics.summarize(events, world.duration, converged=None if convergence is None else convergence.ok)
     if sc.data.get("policies"):
@@ -149,6 +153,8 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
         "valid": all(c.ok for c in checks) and all(s["ok"] for s in slos),
         "fault_schedule": world.fault_log,
         "parameters": {"overrides": list(overrides), **({"plant": plant} if plant else {})},
+        **({"alerts": alert_eval} if alert_eval else {}),
+        "kpi": kpi.measure(events, sc.data),
         "stamp": {**artifacts.stamp(seed, list(sc.overrides), source_identity(sc), plant=plant), "run_key": key},
     }
     if check_model:
@@ -156,7 +162,7 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
 
         results["verdicts"] = three_verdicts(events, sc.data, results["invariants"])
         results["valid"] = results["valid"] and results["verdicts"]["ok"]
-    res = RunResult(sc, seed, history, results, metrics.timeseries(events), None)
+    res = RunResult(sc, seed, history, results, metrics.timeseries(events), None, scraper)
     if out is not None:
         save(res, Path(out), plots=plots, force=force)
     return res
@@ -209,6 +215,8 @@ def save(res: RunResult, out: Path, plots: bool = True, force: bool = False) -> 
     data["scenario"]["seed"] = res.seed
     res.results["out_dir"] = str(out_dir)
     artifacts.write_all(out_dir, data, res.history, res.results, res.rows, plots=plots)
+    if res.scraper is not None:
+        alerts.save(res.scraper, int(res.results.get("alerts", {}).get("end_s", 0)) or len(res.rows), out_dir)
     res.out_dir = out_dir
     return out_dir
 

@@ -37,7 +37,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .metrics import split_brain_conflicts
+from .metrics import BAD_SIG_KINDS, split_brain_conflicts
 
 
 @dataclass
@@ -132,7 +132,7 @@ def inv_verify_before_dedup(events: list[dict], ev: dict | None = None) -> Check
     bad_d = set()
     for e in ev["srv.recv"]:
         r = reqs.get(e["req"])
-        if r is not None and r["kind"] == "bad_sig":
+        if r is not None and r["kind"] in BAD_SIG_KINDS:
             bad_d.add((e["region"], e["d"]))
     res = CheckResult("INV-VERIFY-BEFORE-DEDUP", "always", True, checked=len(bad_d))
     for e in ev["srv.dedup_get"] + ev["srv.dedup_put"]:

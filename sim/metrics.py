@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+BAD_SIG_KINDS = ("bad_sig", "tampered", "forged")  # submission kinds (flk.sim.workload) answered 401
+
 METRICS: dict[str, str] = {
     "requests": "distinct logical submissions",
     "attempts": "submission attempts, retries included",
@@ -128,7 +130,7 @@ def summarize(events: list[dict], duration_s: float, converged: bool | None = No
         f = final.get(req)
         status = f["status"] if f else None
         by_status[str(status)] += 1
-        expected_reject = (status == 401 and kind_of[req] == "bad_sig") or (status == 409 and pcs_of[req] in conflicted)
+        expected_reject = (status == 401 and kind_of[req] in BAD_SIG_KINDS) or (status == 409 and pcs_of[req] in conflicted)
         if status in (200, 202) or expected_reject:
             lat.append((f["t_us"] - t0) / 1000.0)
         else:

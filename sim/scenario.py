@@ -110,6 +110,10 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
         _prob("dup_rate", "share of submissions that resend an earlier PCS"),
         _prob("bad_sig_rate", "share with a bad signature (expected 401)"),
         _prob("conflict_rate", "share that reuse a pcs_id with another payload in the same region (409)"),
+        _prob("tampered_rate", "share whose payload an attacker changed after signing (expected 401)"),
+        _prob("forged_rate", "share signed with a key that is not the tenant's (expected 401)"),
+        _prob("out_of_policy_rate", "share validly signed whose claimed D-hat the signals do not support "
+              "(expected 202: escalated for review)"),
         _prob("cross_region_conflict_rate", "share that write a pcs_id another region's agent also writes, "
               "with another payload (a conflict only replication can see)"),
         _secs("cross_region_conflict_age_s", 0.0, "those writes reuse only pcs_ids at least this old, s "
@@ -173,6 +177,18 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
               "figures and the SLO metrics)", choices=tuple(METRICS)),
     ),
 }
+SECTIONS["alerts"] = (
+    Field("fire", "list", [], "alerts of deploy/prometheus/rules that must fire, a list of tables: alert, "
+          "within_s (of the first fault, default 30), after (fault kinds whose first start counts; default any)"),
+    Field("silent", "str_list", [], "alerts that must never fire; \"*\": every alert not in fire or unchecked"),
+    Field("unchecked", "str_list", [], "alerts this scenario neither requires nor forbids (say why in a comment)"),
+)
+ALERT_FIRE_FIELDS = (
+    Field("alert", "str", None, "an alert name of deploy/prometheus/rules/flk-alerts.yml", required=True),
+    _secs("within_s", 30.0, "it must fire within this long after the fault, s"),
+    Field("after", "str_list", [], "fault kinds whose first start the budget counts from (default: any fault)",
+          choices=FAULT_KINDS),
+)
 REGION_ITEM = (Field("id", "str", None, "region id", required=True), *REGION_FIELDS)
 SLO_FIELDS = (
     Field("metric", "str", None, "a metric (see the metric list)", required=True, choices=tuple(METRICS)),
@@ -340,6 +356,21 @@ def _validate_lists(data: dict, ctx: Context) -> None:
     from . import operator  # the operator's policies: its own schema (flk.impl.operator.policy)
 
     operator.validate(data, ctx)
+    _validate_alerts(data["alerts"])
+
+
+def _validate_alerts(section: dict) -> None:
+    from .alerts import alert_names
+
+    known = alert_names()
+    for i, item in enumerate(section.get("fire", [])):
+        check_table(item, ALERT_FIRE_FIELDS, f"alerts.fire.{i}", Context())
+        if known and item["alert"] not in known:
+            raise ScenarioError(f"alerts.fire.{i}.alert", f"unknown alert {item['alert']!r}"
+                                f"{did_you_mean(item['alert'], known)}")
+    for i, name in enumerate([*section.get("silent", []), *section.get("unchecked", [])]):
+        if known and name != "*" and name not in known:
+            raise ScenarioError(f"alerts.silent.{i}", f"unknown alert {name!r}{did_you_mean(name, known)}")
 
 
 def validate(data: Any) -> None:

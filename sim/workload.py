@@ -8,7 +8,14 @@ Kinds of submission (chosen per logical request from the agent's own stream):
 * ``dup``      -- an earlier valid PCS of this agent, resent as a new request (re-signed with
   the tenant's current key, as an agent does after a rotation: same signed subset);
 * ``bad_sig``  -- a new PCS whose signature is corrupted (must be 401, never stored);
-* ``conflict`` -- an earlier pcs_id with a different, validly signed payload (409).
+* ``conflict`` -- an earlier pcs_id with a different, validly signed payload (409);
+* ``tampered`` -- a new PCS changed after signing (coh-star moved; must be 401);
+* ``forged``   -- a new PCS signed with a key that is not the tenant's (must be 401);
+* ``out_of_policy`` -- a new PCS, validly signed, whose claimed D-hat its counts do not
+  support (must not be accepted: escalated, 202).
+
+:data:`UNTRUSTED_KINDS` are the ground truth of the KPIs (:mod:`flk.sim.kpi`): what a
+deployment must not accept; :data:`BAD_SIG_KINDS` must be answered 401.
 
 PCS are derived from a few templates built by the real agent code
 (:func:`flk.impl.agent.builder.build_pcs`): a new submission gets a fresh Merkle root
@@ -43,6 +50,8 @@ from flk.impl.agent.outbox import Outbox
 from flk.impl.core.canonical import canonical_bytes
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
+from .metrics import BAD_SIG_KINDS
+
 
 def make_templates(seed: int, count: int = 4) -> list[dict]:
     """Unsigned PCS templates computed by the real agent code from seeded point clouds."""
@@ -58,6 +67,9 @@ def make_templates(seed: int, count: int = 4) -> list[dict]:
         raw = pts.astype("<f8").tobytes()
         out.append(agent_mod.build_pcs(pts, raw, shard_id="sim-shard", epoch=1, signer=None, seed=seed + i))
     return out
+
+
+UNTRUSTED_KINDS = (*BAD_SIG_KINDS, "conflict", "out_of_policy")
 
 
 @dataclass
@@ -92,6 +104,21 @@ class PcsFactory:
     @staticmethod
     def bad_sig(pcs: dict) -> dict:
         return factory.bad_signature(pcs)
+
+    @staticmethod
+    def tampered(pcs: dict) -> dict:
+        """Signed, then coh-star moved (the signature no longer covers the payload)."""
+        out = dict(pcs)
+        out["coh_star"] = round(pcs["coh_star"] - 0.01 if pcs["coh_star"] >= 0.01 else pcs["coh_star"] + 0.01, 9)
+        return out
+
+    def forged(self, pcs: dict, tenant: str) -> dict:
+        """Re-signed with a key derived for another party (not any of the tenant's generations)."""
+        return factory.sign(pcs, tenant_key(self.base_key, "attacker/" + tenant, 0))
+
+    def out_of_policy(self, pcs: dict, tenant: str) -> dict:
+        """A claimed D-hat 0.5 above what the counts give, validly signed."""
+        return factory.sign(dict(pcs, D_hat=round(pcs["D_hat"] + 0.5, 9)), self.key_for(tenant))
 
 
 def _expire(ev, _timer) -> None:
@@ -200,6 +227,9 @@ class Agent:
             picked = self._cross_region_pick()
             if picked is not None:
                 return "conflict", f.conflicting(picked, self.tenant)
+        untrusted = self._untrusted(x - w["cross_region_conflict_rate"])
+        if untrusted is not None:
+            return untrusted
         pcs = f.new(rng, self.tenant, f"s{self.index}", self.epoch)
         now = self.world.env.now
         if len(self.sent) < int(w["pool"]):
@@ -209,6 +239,19 @@ class Agent:
             slot = rng.randrange(len(self.sent))
             self.sent[slot], self.sent_at[slot] = pcs, now
         return "valid", pcs
+
+    def _untrusted(self, x: float) -> tuple[str, dict] | None:
+        """A tampered, forged or out-of-policy PCS for ``x`` in [0, their rates' sum)
+        (no random draw unless one is chosen: runs without them are unchanged)."""
+        w, f = self.w, self.world.factory
+        for kind in ("tampered", "forged", "out_of_policy"):
+            rate = w.get(f"{kind}_rate", 0.0)
+            if 0.0 <= x < rate:
+                pcs = f.new(self.rng, self.tenant, f"s{self.index}", self.epoch)
+                made = f.tampered(pcs) if kind == "tampered" else getattr(f, kind)(pcs, self.tenant)
+                return kind, made
+            x -= rate
+        return None
 
     def _cross_region_pick(self) -> dict | None:
         """A PCS an agent homed in another region sent at least ``cross_region_conflict_age_s``

@@ -221,8 +221,14 @@ def run_html(run: dict, statements: dict[str, str]) -> str:
         f"<p class='desc'>{esc(meta.get('description', ''))}</p>",
         f"<p class='stamp'>{' · '.join(facts)}</p>",
         figures_html(results.get("metrics", {})),
-        invariants_html(results, statements), slos_html(results), plots_html(run), "</div>",
+        invariants_html(results, statements), slos_html(results), *_kpi_and_alerts(results), plots_html(run), "</div>",
     ])
+
+
+def _kpi_and_alerts(results: dict) -> list[str]:
+    from .kpidash import alerts_html, kpi_html  # the KPI and alert sections (flk.impl.lab.kpidash)
+
+    return [kpi_html(results), alerts_html(results)]
 
 
 def vectors_html(doc: dict | None) -> str:

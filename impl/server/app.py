@@ -221,6 +221,11 @@ class Server:
         self.executor = ThreadPoolExecutor(cfg.store_threads, thread_name_prefix="dedup")
         self.metrics = Metrics(max_tenants=cfg.metrics_max_tenants)
         self.smetrics = ServerMetrics(self.metrics.registry, self.worker)
+        # WAL disk use, dedup store call time, estimable KPIs (flk.impl.server.opsmetrics)
+        from .opsmetrics import OpsCollector, counter_sum
+
+        self.metrics.registry.register(OpsCollector(lambda: self.wal.dir if self.wal else None, lambda: self.batcher,
+                                                    counter_sum(self.metrics.registry)))
         self.openapi = json.dumps(openapi_document()).encode()
         self.store = await loop.run_in_executor(self.executor, cfg.open_store, time.time())
         self.generation = await loop.run_in_executor(self.executor, self._adopt_generation)

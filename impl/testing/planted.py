@@ -11,11 +11,14 @@ implementation class the simulator is given). Production code never imports this
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.canonical import canonical_bytes
 from ..verifier.core import VerifyBatch
-from ..verifier.pipeline import Response
+from ..verifier.pipeline import Response, Verifier, _Authenticated
+from ..verifier.wire import VERSION_PROFILE
 
 
 class ReplayRewritesAnswer(VerifyBatch):
@@ -29,6 +32,19 @@ class ReplayRewritesAnswer(VerifyBatch):
         super()._finish(item, resp, event, answer, digest)
 
 
+class AcceptsBadSignatures(Verifier):
+    """Mutant: a signature that no active key verifies is taken as the tenant's (the payload
+    digest is still computed), so tampered, forged and corrupted PCS are accepted. It breaks
+    INV-VERIFY-BEFORE-DEDUP and drops the containment KPI (flk.sim.kpi)."""
+
+    def authenticate(self, doc: dict, tenant, now: float):
+        who = super().authenticate(doc, tenant, now)
+        if isinstance(who, Response) and tenant is not None and b"bad-signature" in who.body:
+            digest = hashlib.sha256(canonical_bytes(doc, "v1")).hexdigest()
+            return _Authenticated(tenant.tenant_id, VERSION_PROFILE[doc["version"]], digest)
+        return who
+
+
 @dataclass(frozen=True)
 class PlantedBug:
     name: str
@@ -40,6 +56,8 @@ class PlantedBug:
 PLANTED: dict[str, PlantedBug] = {bug.name: bug for bug in (
     PlantedBug("replay-rewrites-answer", (ReplayRewritesAnswer.__doc__ or "").split("\n")[0].strip(),
                ("INV-IDEMPOTENT-REPLAY", "INV-FWW"), {"core_cls": ReplayRewritesAnswer}),
+    PlantedBug("accepts-bad-signatures", (AcceptsBadSignatures.__doc__ or "").split("\n")[0].strip(),
+               ("INV-VERIFY-BEFORE-DEDUP",), {"verifier_cls": AcceptsBadSignatures}),
 )}
 
 

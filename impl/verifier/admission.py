@@ -270,6 +270,27 @@ def build_admission(settings: AdmissionSettings = AdmissionSettings()) -> Admiss
 
 
 # -- the dedup store behind the breaker ----------------------------------------------------------------
+STORE_CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class StoreCallTimes:
+    """Cumulative histogram of dedup store call times (plain numbers: one batch thread
+    observes, a scrape reads); ``buckets[i]`` counts calls <= ``STORE_CALL_BUCKETS[i]``."""
+
+    def __init__(self) -> None:
+        self.buckets = [0] * len(STORE_CALL_BUCKETS)
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        self.count += 1
+        self.total += seconds
+        for i, bound in enumerate(STORE_CALL_BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+
+
 class GuardedStore:
     """The dedup store behind the circuit breaker, as the verification core's drivers call
     it (one owner of the breaker wrapping: the server's batch thread and the simulator's
@@ -277,7 +298,9 @@ class GuardedStore:
     store failure is ``StoreUnavailable`` and counts against the breaker, a short batch is
     a failure. ``clock()`` is the breaker's time (the server's monotonic clock, the
     simulator's SimPy time: a wall-clock step must not open or close it).
-    ``batches`` / ``batched_items`` / ``breaker_rejected`` are the /metrics counters.
+    ``batches`` / ``batched_items`` / ``breaker_rejected`` are the /metrics counters;
+    ``call_seconds`` counts each admitted call's time from :meth:`admit` to its answer in
+    the cumulative buckets of :data:`STORE_CALL_BUCKETS` (``flk_store_call_seconds``).
 
     A driver that spends time between admitting a call and making it (the simulator's
     store latency) calls :meth:`admit` then :meth:`call`; others call :meth:`get_many` /
@@ -290,6 +313,8 @@ class GuardedStore:
         self.batches = 0
         self.batched_items = 0
         self.breaker_rejected = 0  # items answered 503 without calling the store
+        self.call_seconds = StoreCallTimes()
+        self._admitted_at: float | None = None
 
     def get_many(self, keys: list, now: float) -> list:
         self.admit(len(keys))
@@ -309,20 +334,26 @@ class GuardedStore:
         if not breaker.allow(self.clock()):
             self.breaker_rejected += n
             raise StoreUnavailable(f"dedup store circuit open (retry in {breaker.retry_after(self.clock())} s)")
+        self._admitted_at = self.clock()
 
     def call(self, fn: Any, items: list, *args: Any) -> list:
         """Make an admitted call; its success or failure is reported to the breaker."""
         from ..dedup import StoreUnavailable
 
         breaker = self.breaker
+        started, self._admitted_at = self._admitted_at, None
         try:
             results = list(fn(items, *args))
             if len(results) != len(items):
                 raise StoreUnavailable("dedup store returned a short batch")
         except Exception as exc:  # noqa: BLE001 -- any store failure fails closed
+            if started is not None:
+                self.call_seconds.observe(self.clock() - started)
             breaker.on_failure(self.clock())
             if isinstance(exc, StoreUnavailable):
                 raise
             raise StoreUnavailable(f"dedup store failed: {type(exc).__name__}") from None
+        if started is not None:
+            self.call_seconds.observe(self.clock() - started)
         breaker.on_success(self.clock())
         return results

@@ -35,6 +35,9 @@ COMMANDS: dict[str, str] = {
     "check": "exhaustive small-scope model checking of the protocol model (safety, liveness)",
     "operator": "policies as data (ShardMigration, CRRPolicy, TieringPolicy): validate, docs, run, status",
     "cluster": "run a scenario on real flk serve regions with real faults (namespaces, nftables, SIGKILL)",
+    # observability: KPI dashboard of simulator runs, compliance evidence report
+    "kpi": "KPI dashboard of simulator runs: containment, false escalation, cost per trusted task",
+    "compliance": "compliance evidence report (SOC 2, ISO 27001) from runs, the audit log, proofs",
 }
 
 

@@ -1,0 +1,42 @@
+"""``flk kpi RUN_DIR... [--out FILE] [--json]``: the KPI dashboard of finished simulator runs.
+
+Reads each run's ``results.json`` (``kpi``: ground-truth containment, false escalation,
+escalation, cost per trusted task, per tenant; ``ALERT-*`` checks) and writes one
+self-contained HTML page (default ``runs/kpi.html``); ``--json`` prints the headline
+figures. Exit 0, or 2 for a directory that holds no run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import UsageError
+
+
+def configure(parser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (runs/<scenario>/<seed>)")
+    parser.add_argument("--out", default="runs/kpi.html", help="the HTML dashboard (default runs/kpi.html)")
+    parser.add_argument("--json", action="store_true", help="print the headline figures as JSON")
+
+
+def run(args) -> int:
+    from ..kpidash import summary, write_dashboard
+
+    dirs = [Path(d) for d in args.runs]
+    for d in dirs:
+        if not (d / "results.json").is_file():
+            raise UsageError(f"{d}: not a run directory (no results.json)")
+    try:
+        path = write_dashboard(dirs, Path(args.out))
+        figures = summary(dirs)
+    except (ValueError, KeyError, OSError) as exc:
+        raise UsageError(f"cannot read the runs: {exc}") from None
+    if args.json:
+        print(json.dumps(figures, indent=2, sort_keys=True))
+    else:
+        for f in figures:
+            print(f"{f['run']}: containment {f['containment_rate']}, false escalation {f['false_escalation_rate']}, "
+                  f"cost per trusted task {f['cost_per_trusted_task_usd']}")
+        print(f"dashboard: {path.resolve()}")
+    return 0
