@@ -57,6 +57,10 @@ METRICS: dict[str, str] = {
     "operator_rollbacks": "with [[policies]]: transitions into RollingBack (a gate breach or a dirty verify)",
     "operator_done_s": "with [[policies]]: time from the first to the last policy reaching a terminal phase "
                        "(Completed or RolledBack), simulated s; null if one never did",
+    "crr_filtered_records": "with a CRRPolicy: peer records the regions' readers skipped because the applied "
+                            "selection excluded their tenant (or region)",
+    "crr_outside_selection": "with a CRRPolicy: peer records a region replayed although its applied selection "
+                             "excluded them (INV-CRR-SELECTIVE: must be 0)",
 }
 SERIES: dict[str, str] = {
     "t_s": "start of the one-second bin, simulated s",

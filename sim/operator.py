@@ -16,9 +16,20 @@ inputs: the region's server-side answers since the last step (latency p95,
 and the migration state, and nothing while the network cuts the operator
 (which sits with the clients) from the region or the region is down.
 
+A ``CRRPolicy`` is driven the same way (:class:`SimCRR`): its ``crr.apply``
+action sets every region's replication reader topology -- which peers' streams
+it reads and, for ``selective``, which tenants of them (the real
+:class:`flk.impl.replication.reading.Topology` filter) -- and a tenant that a
+new generation selects again is backfilled (the reader re-reads that peer's
+stream from index 0; replay is idempotent), so it converges. ``changes``
+replaces the spec at run time (a new generation: Active -> Applying).
+
 A scenario policy is a policy document (kind, name, spec) plus the driver's
 keys :data:`DRIVER_FIELDS`. History events: ``operator.transition``,
-``operator.action``, ``operator.restart``, ``operator.done``.
+``operator.action``, ``operator.restart``, ``operator.done``; for CRRPolicy also
+``operator.spec_change``, ``operator.crr_apply`` (a region's new filter),
+``operator.crr_replay`` (records a region replayed from a peer, per tenant) and
+``operator.crr_final``.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from flk.impl.governance.audit import AuditLog
 from flk.impl.operator import driver, records, table
 from flk.impl.operator.migration import MigrationTarget
 from flk.impl.operator.policy import PolicyError, check_policy
+from flk.impl.replication.reading import Topology
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .region import SIM_EPOCH
@@ -41,6 +53,7 @@ DRIVER_FIELDS = (
     Field("at_s", "number", 0.0, "when the controller starts, s", minimum=0.0),
     Field("every_s", "number", 0.25, "reconcile interval, s", minimum=0.001),
     Field("kill_at_s", "list", [], "times the controller is killed (its disk crashes) and restarted, s"),
+    Field("changes", "list", [], "CRRPolicy: run-time spec changes, each {at_s, spec} (a new generation)"),
 )
 POLICY_KEYS = ("kind", "name", "spec")
 
@@ -54,8 +67,16 @@ def validate(data: dict, ctx: Context) -> None:
             pol = check_policy({k: v for k, v in item.items() if k in POLICY_KEYS}, path=path)
         except PolicyError as exc:
             raise ScenarioError(exc.key, exc.reason) from None
+        for j, t in enumerate(item.get("kill_at_s", [])):
+            if not isinstance(t, (int, float)) or isinstance(t, bool) or t < 0:
+                raise ScenarioError(f"{path}.kill_at_s.{j}", "must be a number >= 0")
+        if pol.kind == "CRRPolicy":
+            _validate_crr(data, ctx, item, pol, path)
+            continue
+        if item.get("changes"):
+            raise ScenarioError(f"{path}.changes", "only a CRRPolicy is changed at run time here")
         if pol.kind != "ShardMigration":
-            raise ScenarioError(f"{path}.kind", f"the simulator drives ShardMigration policies, not {pol.kind}")
+            raise ScenarioError(f"{path}.kind", f"the simulator drives ShardMigration and CRRPolicy, not {pol.kind}")
         target = item.get("target") or ctx.regions[0]
         if target not in ctx.regions:
             raise ScenarioError(f"{path}.target", f"unknown region {target!r} (known: {', '.join(ctx.regions)})")
@@ -66,15 +87,42 @@ def validate(data: dict, ctx: Context) -> None:
         want_old, want_new = sorted(f"s{k}" for k in range(n)), sorted(f"s{k}" for k in range(n + 1))
         if sorted(pol.spec["old"]) != want_old or sorted(pol.spec["new"]) != want_new:
             raise ScenarioError(f"{path}.spec", f"the region's rings are old {want_old}, new {want_new}")
-        for j, t in enumerate(item.get("kill_at_s", [])):
-            if not isinstance(t, (int, float)) or isinstance(t, bool) or t < 0:
-                raise ScenarioError(f"{path}.kill_at_s.{j}", "must be a number >= 0")
+
+
+def _validate_crr(data: dict, ctx: Context, item: dict, pol, path: str) -> None:
+    if not data["replication"]["enabled"]:
+        raise ScenarioError(f"{path}.kind", "a CRRPolicy needs [replication] enabled = true")
+    tenants = {f"t{i}" for i in range(int(data["workload"]["tenants"]))}
+    specs = [(f"{path}.spec", pol.spec)]
+    for j, ch in enumerate(item.get("changes", [])):
+        cp = f"{path}.changes.{j}"
+        if not isinstance(ch, dict) or set(ch) - {"at_s", "spec"} or "spec" not in ch:
+            raise ScenarioError(cp, "a change is {at_s, spec}")
+        t = ch.get("at_s")
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or t < 0:
+            raise ScenarioError(f"{cp}.at_s", "must be a number >= 0")
+        try:
+            specs.append((f"{cp}.spec", check_policy({"kind": pol.kind, "name": pol.name, "spec": ch["spec"]},
+                                                     path=cp).spec))
+        except PolicyError as exc:
+            raise ScenarioError(exc.key, exc.reason) from None
+    for sp, spec in specs:
+        unknown = [r for r in spec["regions"] if r not in ctx.regions]
+        if unknown:
+            raise ScenarioError(f"{sp}.regions", f"unknown region {unknown[0]!r} (known: {', '.join(ctx.regions)})")
+        bad = [t for t in spec["tenants"] if t not in tenants]
+        if bad:
+            raise ScenarioError(f"{sp}.tenants", f"unknown tenant {bad[0]!r} (the workload's: {', '.join(sorted(tenants))})")
+        if float(spec["ship_interval_s"]) != float(data["replication"]["ship_interval_s"]):
+            raise ScenarioError(f"{sp}.ship_interval_s", "the simulator ships every [replication] ship_interval_s "
+                                f"({data['replication']['ship_interval_s']}); set the same value")
 
 
 def start(world) -> None:
     """Start one controller process per declared policy."""
     for i, item in enumerate(world.scenario.data.get("policies", [])):
-        world.env.process(SimOperator(world, item, i).run())
+        cls = SimCRR if item["kind"] == "CRRPolicy" else SimOperator
+        world.env.process(cls(world, item, i).run())
 
 
 class SimOperator:
@@ -168,6 +216,156 @@ class SimOperator:
                 return
             yield env.timeout(every)
 
+def crr_topology(spec: dict, region_ids: list[str], me: str) -> Topology:
+    """What region ``me`` reads under a CRRPolicy spec: every peer inside the policy's regions
+    (empty: all), all tenants (full, multi-way) or the spec's tenants (selective); a peer
+    outside them is read for no tenant. Its own stream always (its reconciler sees its outcomes)."""
+    covered = set(spec["regions"]) or set(region_ids)
+    peers: dict[str, list[str] | None] = {}
+    for src in region_ids:
+        if src == me:
+            continue
+        if me not in covered or src not in covered:
+            peers[src] = []
+        else:
+            peers[src] = list(spec["tenants"]) if spec["mode"] == "selective" else None
+    return Topology.selective(me, peers, include_self=True)
+
+
+def _filters(topo: Topology) -> dict:
+    return {src: (None if f is None else sorted(f)) for src, f in topo.sources.items()}
+
+
+def _widened(old: frozenset | None, new: frozenset | None) -> bool:
+    """``new`` selects a tenant that ``old`` did not."""
+    return old is not None and (new is None or bool(new - old))
+
+
+class _CountingApplier:
+    """The reader's replay applier, reporting what it replayed from peers (per tenant)."""
+
+    def __init__(self, inner, sink) -> None:
+        self.inner, self.sink = inner, sink
+
+    def apply_isolating(self, recs, now, *args, **kw):
+        n = self.inner.apply_isolating(recs, now, *args, **kw)
+        self.sink(recs)
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class SimCRR(SimOperator):
+    """A CRRPolicy reconciled by the real controller; ``crr.apply`` sets each region's reader
+    topology. The applied generation lives with the region's replication (``rep.crr_generation``,
+    ``rep.topology``: they survive a region restart), not in the controller: a killed controller
+    observes it again."""
+
+    def __init__(self, world, item: dict, index: int) -> None:
+        self.world, self.item = world, item
+        self.base = {k: v for k, v in item.items() if k in POLICY_KEYS}
+        self.policy = check_policy(self.base)
+        self.changes = sorted(((float(c["at_s"]), c["spec"]) for c in item.get("changes", [])),
+                              key=lambda x: x[0])
+        self.fs = CrashableMemoryFileSystem()
+        self.statuses = records.StatusStore("/op/status", self.fs)
+        self._open_log()
+        self.error: str | None = None
+        self.kills = sorted(float(t) for t in item.get("kill_at_s", []))
+        self.seen_lag: dict = {}
+
+    def _attach(self) -> None:
+        for rid, rep in self.world.repl.items():
+            if not isinstance(rep.reader.applier, _CountingApplier):
+                rep.reader.applier = _CountingApplier(rep.reader.applier, lambda recs, r=rid: self._replayed(r, recs))
+
+    def _replayed(self, rid: str, recs) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for rec in recs:
+            if rec.region != rid:
+                key = (rec.region, rec.tenant or "default")
+                counts[key] = counts.get(key, 0) + 1
+        rep = self.world.repl[rid]
+        for (src, tenant), n in sorted(counts.items()):
+            self.world.history.record(self.world.env.now, "operator.crr_replay", policy=self.policy.key, region=rid,
+                                      src=src, tenant=tenant, records=n, generation=getattr(rep, "crr_generation", None))
+
+    def reachable_region(self, rid: str) -> bool:
+        net = self.world.net
+        return self.world.regions[rid].up and not net.is_blocked("clients", rid) and not net.is_blocked(rid, "clients")
+
+    def observe(self, now: float) -> dict:
+        self._attach()
+        lags = [rep.lag_s() for rep in self.world.repl.values()]
+        # a region the controller cannot reach counts as not running the generation (hold)
+        applied = {rid: getattr(rep, "crr_generation", None) if self.reachable_region(rid) else None
+                   for rid, rep in self.world.repl.items()}
+        sample = {"t": now, "replication_lag_s": round(max(lags), 6)} if lags else None
+        return {"reachable": any(v is not None or self.reachable_region(r) for r, v in applied.items()),
+                "sample": sample, "crr": {"applied": applied}}
+
+    def execute(self, action: dict, now: float) -> str | None:
+        self.world.history.record(self.world.env.now, "operator.action", policy=self.policy.key, op=action["op"],
+                                  to=action.get("generation"), round=None)
+        if action["op"] != "crr.apply":
+            return f"unknown action {action['op']}"
+        failed = []
+        for rid in self.world.region_ids:
+            rep = self.world.repl[rid]
+            if not self.reachable_region(rid):
+                failed.append(rid)
+                continue
+            if getattr(rep, "crr_generation", None) == action["generation"]:
+                continue  # idempotent: this region runs the generation already
+            new = crr_topology(action["spec"], self.world.region_ids, rid)
+            old = rep.reader.topology
+            backfill = sorted(src for src, f in new.sources.items()
+                              if src != rid and _widened(old.sources.get(src, frozenset()), f))
+            if backfill:  # re-read those peers' streams from the start: the reselected tenants converge
+                rd = rep.reader
+                rd.watermarks = {k: (0 if any(k == b or k.startswith(b + "/w") for b in backfill) else v)
+                                 for k, v in rd.watermarks.items()}
+                rd.state.save(rd.watermarks)
+            rep.reader.topology = rep.topology = new
+            rep.crr_generation = action["generation"]
+            self.world.history.record(self.world.env.now, "operator.crr_apply", policy=self.policy.key, region=rid,
+                                      generation=action["generation"], filters=_filters(new), backfill=backfill)
+        return f"unreachable: {', '.join(failed)}" if failed else None
+
+    def _spec_due(self, t: float) -> None:
+        while self.changes and t >= self.changes[0][0]:
+            _at, spec = self.changes.pop(0)
+            self.policy = check_policy({**self.base, "spec": spec})
+            self.world.history.record(self.world.env.now, "operator.spec_change", policy=self.policy.key,
+                                      generation=self.policy.generation, mode=spec.get("mode", "full"),
+                                      tenants=list(spec.get("tenants", [])))
+
+    def run(self):
+        env = self.world.env
+        yield env.timeout(float(self.item.get("at_s", 0.0)))
+        every = float(self.item.get("every_s", 0.25))
+        end = self.world.duration + self.world.quiescence
+        res = None
+        while env.now + every < end:
+            if self.kills and env.now >= self.kills[0]:
+                self.kills.pop(0)
+                self.fs.crash()
+                self._open_log()
+                self.error = None
+                self.world.history.record(env.now, "operator.restart", policy=self.policy.key)
+            self._spec_due(env.now)
+            now = SIM_EPOCH + env.now
+            res, self.error = driver.step(
+                self.policy, lambda: self.statuses.load(self.policy.key),
+                lambda st: self.statuses.save(self.policy.key, st), lambda st, n=now: self.audit(st, n),
+                lambda n=now: self.observe(n), lambda a, n=now: self.execute(a, n), now, self.error)
+            yield env.timeout(every)
+        self.world.history.record(
+            env.now, "operator.crr_final", policy=self.policy.key, phase=res.status["phase"] if res else None,
+            generation=self.policy.generation, applied=res.status["generation"] if res else None,
+            filtered={rid: rep.reader.filtered_records for rid, rep in self.world.repl.items()})
+
 
 def outcome(events: list[dict]) -> dict:
     """``{policy: final phase}`` of a run's history (None: never finished)."""
@@ -181,16 +379,39 @@ def outcome(events: list[dict]) -> dict:
 
 
 def metrics(events: list[dict]) -> dict:
-    """``operator_completed``, ``operator_rollbacks``, ``operator_done_s`` of a run."""
+    """``operator_completed``, ``operator_rollbacks``, ``operator_done_s`` of a run (ShardMigration
+    policies); ``crr_filtered_records``, ``crr_outside_selection`` (CRRPolicy)."""
     rollbacks = sum(1 for e in events if e["type"] == "operator.transition" and e["transition"].endswith(
         "->RollingBack"))
     done = [e for e in events if e["type"] == "operator.done"]
     starts = [e["t_us"] for e in events if e["type"] == "operator.transition"]
-    policies = {e["policy"] for e in events if e["type"] == "operator.transition"}
+    policies = {e["policy"] for e in events if e["type"] == "operator.transition"
+                and e["policy"].startswith("ShardMigration/")}
     finished = {e["policy"] for e in done}
     done_s = (max(e["t_us"] for e in done) - min(starts)) / 1e6 if done and starts and finished == policies else None
-    return {"operator_completed": sum(1 for e in done if e["phase"] == "Completed"),
-            "operator_rollbacks": rollbacks, "operator_done_s": done_s}
+    out = {"operator_completed": sum(1 for e in done if e["phase"] == "Completed"),
+           "operator_rollbacks": rollbacks, "operator_done_s": done_s}
+    finals = [e for e in events if e["type"] == "operator.crr_final"]
+    if finals:
+        out["crr_filtered_records"] = sum(sum(e["filtered"].values()) for e in finals)
+        out["crr_outside_selection"] = sum(v["records"] for v in outside_selection(events))
+    return out
+
+
+def outside_selection(events: list[dict]) -> list[dict]:
+    """INV-CRR-SELECTIVE's violations: peer records a region replayed while the CRRPolicy
+    filter it had applied (the last ``operator.crr_apply`` before) excluded their tenant."""
+    applied: dict[str, dict] = {}
+    out = []
+    for e in events:
+        if e["type"] == "operator.crr_apply":
+            applied[e["region"]] = e["filters"]
+        elif e["type"] == "operator.crr_replay" and e["region"] in applied:
+            allowed = applied[e["region"]].get(e["src"], [])
+            if allowed is not None and e["tenant"] not in allowed:
+                out.append({"region": e["region"], "src": e["src"], "tenant": e["tenant"], "records": e["records"],
+                            "t_us": e["t_us"]})
+    return out
 
 
 def checks(events: list[dict], scenario: dict, ev: dict) -> list:
@@ -215,7 +436,19 @@ def checks(events: list[dict], scenario: dict, ev: dict) -> list:
             cur = dst
     done = ev["operator.done"]
     restarts = len(ev["operator.restart"])
-    return [CheckResult("INV-OP-RESUME", "always", not violations, checked=len(ev["operator.transition"]),
-                        violations=violations, note=f"{len(by_policy)} policies, {restarts} controller restarts"),
-            CheckResult("SOMETIMES-OPERATOR-DONE", "sometimes", bool(done), checked=len(scenario["policies"]),
-                        note=", ".join(f"{e['policy']}: {e['phase']}" for e in done) or "no policy finished")]
+    crr_ok = [e for e in ev.get("operator.crr_final", []) if e["phase"] == "Active" and e["applied"] == e["generation"]]
+    notes = [f"{e['policy']}: {e['phase']}" for e in done] + [f"{e['policy']}: Active" for e in crr_ok]
+    out = [CheckResult("INV-OP-RESUME", "always", not violations, checked=len(ev["operator.transition"]),
+                       violations=violations, note=f"{len(by_policy)} policies, {restarts} controller restarts"),
+           CheckResult("SOMETIMES-OPERATOR-DONE", "sometimes", bool(done or crr_ok), checked=len(scenario["policies"]),
+                       note=", ".join(notes) or "no policy finished")]
+    if any(p.get("kind") == "CRRPolicy" for p in scenario["policies"]):
+        bad = outside_selection(events)
+        replays = ev.get("operator.crr_replay", [])
+        excluding = [e for e in ev.get("operator.crr_apply", []) if any(f is not None for f in e["filters"].values())]
+        out.append(CheckResult(
+            "INV-CRR-SELECTIVE", "always", not bad, checked=sum(e["records"] for e in replays), violations=bad[:20],
+            note=(f"{len(excluding)} selective of {len(ev.get('operator.crr_apply', []))} filter applications, "
+                  f"{sum(e['records'] for e in replays)} peer records replayed")
+            if excluding else "not exercised: no applied selection excluded anything"))
+    return out

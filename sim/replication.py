@@ -393,7 +393,8 @@ class RegionReplication:
                                interval_s=float(cfg["ship_interval_s"]), backoff=backoff, rng=rng,
                                memo=self.view.fabric.memo, seal_lock=r.seal_lock)
         self.shipper.paused = self.ship_stopped
-        topo = Topology.full_mesh(self.world.region_ids, r.id, include_self=True)
+        # the operator's CRRPolicy (sim/operator.py) sets ``topology``; it survives a restart
+        topo = getattr(self, "topology", None) or Topology.full_mesh(self.world.region_ids, r.id, include_self=True)
         self.sharing = SharingStore(r.store, self.world)
         applier = ReplayApplier(r.verifier, self.sharing, observer=self._observe, memo=self.view.fabric.memo)
         self.reader = Reader(self.view, topo, applier, "/crr/read.json", fs=r.fs,

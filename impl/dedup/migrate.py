@@ -23,11 +23,15 @@ phase                 decider     mirror to      reads from
 ====================  ==========  =============  ====================================
 
 Allowed transitions: planned -> dual_write -> copied -> verified -> cut_over ->
-cleaned; rollback from dual_write, copied, verified or cut_over (the other
-ring held every write as a mirror, so nothing is lost); cut_over -> verified
-undoes a cutover with both rings still mirrored (the operator's rollback from
-cut_over goes through it, so no server decides on the new ring while another
-has stopped mirroring to it: INV-OP-ONE-DECIDER). ``copy`` runs in
+cleaned; rollback to ``rolled_back`` from dual_write, copied or verified (the
+other ring held every write as a mirror, so nothing is lost). A cutover is
+undone through ``verified`` (cut_over -> verified -> rolled_back): verified
+keeps both rings mirrored while the old ring decides again, so no server
+decides on the new ring while another has already stopped mirroring to it
+(INV-OP-ONE-DECIDER); cut_over -> rolled_back is refused. The operator and
+``flk dedup-migrate rollback`` both take that path (the CLI waits
+:data:`ROLLBACK_SETTLE_S` in verified: every server re-reads the state file
+within ``refresh_s``). ``copy`` runs in
 dual_write (a write during the copy is mirrored by the store) and may be run
 again in copied; ``verify`` runs in copied and is the safety net for a write
 that a process made before it saw dual_write: cut_over needs a clean verify.
@@ -61,8 +65,9 @@ TRANSITIONS = {
     "verified": ("copied", "cut_over"),
     "cut_over": ("verified",),
     "cleaned": ("cut_over",),
-    "rolled_back": ("dual_write", "copied", "verified", "cut_over"),
+    "rolled_back": ("dual_write", "copied", "verified"),
 }
+ROLLBACK_SETTLE_S = 2.0  # > 2 x DualWriteStore's default refresh_s: every server has re-read verified
 DECIDER = {"planned": "old", "dual_write": "old", "copied": "old", "verified": "old", "cut_over": "new",
            "cleaned": "new", "rolled_back": "old"}
 MIRROR = {"dual_write": True, "copied": True, "verified": True, "cut_over": True}
@@ -163,7 +168,9 @@ def transition(state: dict, to: str, now: float) -> dict:
     """Move ``state`` to phase ``to`` (raises :class:`MigrationError` if not allowed)."""
     cur = state["phase"]
     if to not in TRANSITIONS or cur not in TRANSITIONS[to]:
-        raise MigrationError(f"cannot go from {cur} to {to} (allowed from: {', '.join(TRANSITIONS.get(to, ()))})")
+        hint = " (undo a cutover through verified first)" if (cur, to) == ("cut_over", "rolled_back") else ""
+        raise MigrationError(f"cannot go from {cur} to {to} (allowed from: {', '.join(TRANSITIONS.get(to, ()))})"
+                             + hint)
     if to == "copied" and not state["copy"]["done"]:
         raise MigrationError("copy has not finished")
     if to == "verified" and not (state["verify"]["done"] and state["verify"]["missing"] == 0
@@ -172,6 +179,17 @@ def transition(state: dict, to: str, now: float) -> dict:
     state["phase"] = to
     state["history"].append({"phase": to, "at": now})
     return state
+
+
+def rollback_path(phase: str) -> list[str]:
+    """The phases a rollback from ``phase`` passes through, in order (``[]``: nothing to undo).
+    From cut_over it goes through verified first (INV-OP-ONE-DECIDER)."""
+    if phase == "cut_over":
+        return ["verified", "rolled_back"]
+    if phase in TRANSITIONS["rolled_back"]:
+        return ["rolled_back"]
+    raise MigrationError(f"cannot roll back from {phase} (allowed from: cut_over, "
+                         f"{', '.join(TRANSITIONS['rolled_back'])})")
 
 
 # -- stores ----------------------------------------------------------------------------

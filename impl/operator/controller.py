@@ -39,7 +39,7 @@ from .table import first_phase, phase, rows_from
 
 # migrate.TRANSITIONS, repeated here as data the actions carry (the driver checks them again)
 PHASE_FROM = {"dual_write": ("planned",), "cut_over": ("verified",), "cleaned": ("cut_over",), "verified": ("cut_over",),
-              "rolled_back": ("dual_write", "copied", "verified", "cut_over")}
+              "rolled_back": ("dual_write", "copied", "verified")}
 OLD_DECIDES = ("planned", "dual_write", "copied", "verified", "rolled_back")
 WINDOW_KEEP = 512  # samples kept in the status at most
 

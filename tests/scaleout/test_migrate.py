@@ -188,8 +188,9 @@ def test_inv_fww_rollback_restores_the_old_ring_with_nothing_lost(tmp_path, caps
             assert cli(capsys, "cutover", "--state", state)[0] == 0
             tr.wait_for(120)  # the new ring decides; the old ring is mirrored
         tr.wait_for(60)
-        rc, doc, _ = cli(capsys, "rollback", "--state", state)
+        rc, doc, _ = cli(capsys, "rollback", "--state", state, "--settle-s", "0.2")
         assert rc == 0 and doc["from"] == rollback_from and doc["phase"] == "rolled_back"
+        assert doc["via"] == (["verified"] if rollback_from == "cut_over" else [])
         tr.wait_for(80)
     assert not tr.errors, tr.errors
     assert store.phase == "rolled_back"
@@ -296,7 +297,7 @@ _PATHS = {
     "rb_dual": ["dual_write", "rolled_back"],
     "rb_copied": ["dual_write", "copied", "rolled_back"],
     "rb_verified": ["dual_write", "copied", "verified", "rolled_back"],
-    "rb_cut": ["dual_write", "copied", "verified", "cut_over", "rolled_back"],
+    "rb_cut": ["dual_write", "copied", "verified", "cut_over", "verified", "rolled_back"],
 }
 _OP = st.tuples(st.sampled_from(["get", "put", "put", "copy", "copy"]), st.integers(0, 11), st.integers(0, 9))
 

@@ -7,13 +7,16 @@
     flk dedup-migrate cutover --state S
     flk dedup-migrate cleanup --state S
     flk dedup-migrate status --state S
-    flk dedup-migrate rollback --state S
+    flk dedup-migrate rollback --state S [--settle-s 2.0]
 
 Every step checkpoints into the state file (atomic rewrite) after each batch,
 so an interrupted ``copy``/``verify`` resumes where it stopped. ``--qps`` caps
 the entries read per second (0 = unthrottled). Output is one JSON object on
 stdout. Exit 0 done, 1 verify found missing/different keys or copy conflicts,
-2 bad input or a refused step (message on stderr).
+2 bad input or a refused step (message on stderr). ``rollback`` from cut_over
+goes through verified (the old ring decides again, both rings still mirrored),
+waits ``--settle-s`` for every server to re-read the state file, and only then
+stops mirroring (rolled_back), as the operator does.
 """
 
 from __future__ import annotations
@@ -67,6 +70,10 @@ def configure(p) -> None:
         if name == "verify":
             sp.add_argument("--settle-s", type=float, default=1.0,
                             help="wait this long before re-checking keys missing from the new ring (writes in flight)")
+        if name == "rollback":
+            sp.add_argument("--settle-s", type=float, default=None,
+                            help="from cut_over: time in verified before rolled_back, s (default "
+                                 "the servers' state-file refresh margin, 2.0)")
         if name == "copy":
             sp.add_argument("--restart", action="store_true", help="copy again from the start")
         if name in ("plan", "copy", "dual-write", "cutover", "cleanup", "rollback"):
@@ -100,7 +107,7 @@ def _run(args, m) -> int:
         raise UsageError("--batch-size must be >= 1")
     if getattr(args, "qps", 0.0) < 0:
         raise UsageError("--qps must be >= 0")
-    if getattr(args, "settle_s", 0.0) < 0:
+    if (getattr(args, "settle_s", 0.0) or 0.0) < 0:
         raise UsageError("--settle-s must be >= 0")
     if step == "plan":
         if os.path.exists(args.state) and not args.force:
@@ -117,7 +124,9 @@ def _run(args, m) -> int:
     if step == "status":
         _emit({"step": "status", **{k: state[k] for k in ("phase", "old", "new", "copy", "verify", "history")}})
         return 0
-    simple = {"dual-write": "dual_write", "cutover": "cut_over", "cleanup": "cleaned", "rollback": "rolled_back"}
+    if step == "rollback":
+        return _rollback(args, m, state, now)
+    simple = {"dual-write": "dual_write", "cutover": "cut_over", "cleanup": "cleaned"}
     if step in simple:
         before = state["phase"]
         m.transition(state, simple[step], now)
@@ -137,6 +146,24 @@ def _run(args, m) -> int:
                 if id(s) not in seen:
                     seen.add(id(s))
                     s.close()
+
+
+def _rollback(args, m, state, now: float) -> int:
+    """cut_over -> verified, settle, -> rolled_back (one server never decides on the new ring
+    while another has stopped mirroring to it); from an earlier phase straight to rolled_back."""
+    settle = m.ROLLBACK_SETTLE_S if args.settle_s is None else args.settle_s
+    before = state["phase"]
+    path = m.rollback_path(before)
+    for i, to in enumerate(path):
+        if i and not args.dry_run:
+            time.sleep(settle)
+            now = time.time()
+        m.transition(state, to, now)
+        if not args.dry_run:
+            m.save_state(args.state, state)
+    _emit({"step": "rollback", "dry_run": args.dry_run, "from": before, "via": path[:-1], "phase": state["phase"],
+           "settle_s": settle if len(path) > 1 else 0.0})
+    return 0
 
 
 def _throttle(qps: float, done: int, t0: float) -> None:
