@@ -1,6 +1,8 @@
-//! PCS protocol v1 in Rust: canonical bytes, fmt9, HMAC-SHA256 signatures, strict base64,
-//! pcs_id and RFC 6962 Merkle roots --
-//! and the conformance adapter protocol (conformance/PROTOCOL.md) over them.
+//! PCS protocol v1 in Rust: canonical bytes, fmt9, HMAC-SHA256 and Ed25519 signatures, strict
+//! base64, pcs_id, RFC 6962 Merkle roots and the signals (`signals.rs`: D-hat, budget, regime,
+//! coh-star) -- every op of profile v1 -- and the conformance adapter protocol
+//! (conformance/PROTOCOL.md) over them. Ed25519 is `ed25519.rs` (RFC 8032 on the packaged
+//! `sha2`'s SHA-512): Debian packages no Ed25519 crate usable offline for wasm32.
 //!
 //! Built natively (`src/main.rs`, a stdin/stdout adapter) and for `wasm32-unknown-unknown`
 //! (the exports at the end, driven by `conformance/adapters/wasm/host.mjs` under Node).
@@ -20,13 +22,17 @@ use sha2::Sha256;
 
 const FIELDS: [&str; 8] = ["D_hat", "budget", "coh_star", "epoch", "merkle_root", "pcs_id", "r", "shard_id"];
 const FLOAT_FIELDS: [&str; 4] = ["D_hat", "budget", "coh_star", "r"];
-const OPS: [&str; 6] = ["canonical_bytes", "fmt9", "sign_hmac", "verify_hmac", "pcs_id", "merkle_root"];
+const OPS: [&str; 12] = ["canonical_bytes", "fmt9", "sign_hmac", "verify_hmac", "sign_ed25519", "verify_ed25519",
+                         "pcs_id", "merkle_root", "d_hat", "budget", "regime", "coherence"];
+
+pub mod ed25519;
+pub mod signals;
 
 /// The input violates the spec (answered with kind `invalid_input`).
 #[derive(Debug)]
 pub struct Invalid(pub String);
 
-fn invalid<T>(why: &str) -> Result<T, Invalid> {
+pub(crate) fn invalid<T>(why: &str) -> Result<T, Invalid> {
     Err(Invalid(why.to_string()))
 }
 
@@ -89,7 +95,7 @@ fn big_decimal(mantissa: u64, shift: u32) -> String {
 }
 
 /// A float input: a JSON number (its literal parsed as binary64) or {"f64": "<16 hex digits>"}.
-fn number(v: &Value) -> Result<f64, Invalid> {
+pub(crate) fn number(v: &Value) -> Result<f64, Invalid> {
     match v {
         Value::Number(n) => match n.to_string().parse::<f64>() {
             Ok(x) if x.is_finite() => Ok(x),
@@ -209,6 +215,35 @@ pub fn verify_hmac(subset: &Value, sig: &Value, keys: &Value) -> Result<bool, In
     Ok(keys.iter().any(|k| mac(k, &msg).verify_slice(&raw).is_ok()))
 }
 
+// -- Ed25519 over SHA-256(canonical bytes) ---------------------------------------------------------
+fn b64_exact<const N: usize>(v: &Value, name: &str) -> Result<[u8; N], Invalid> {
+    match b64_strict(v) {
+        Some(raw) if raw.len() == N => Ok(raw.try_into().expect("length checked")),
+        _ => Err(Invalid(format!("{} must be strict base64 of {} bytes", name, N))),
+    }
+}
+
+fn ed25519_message(subset: &Value) -> Result<Vec<u8>, Invalid> {
+    Ok(sha256(&[&canonical(subset)?]))
+}
+
+pub fn sign_ed25519(subset: &Value, seed: &[u8; 32]) -> Result<String, Invalid> {
+    Ok(base64::encode(ed25519::sign(seed, &ed25519_message(subset)?)))
+}
+
+pub fn verify_ed25519(subset: &Value, sig: &Value, keys: &Value) -> Result<bool, Invalid> {
+    let keys = match keys {
+        Value::Array(list) => list.iter().map(|k| b64_exact::<32>(k, "public_keys_b64")).collect::<Result<Vec<_>, _>>()?,
+        _ => return invalid("public_keys_b64 must be a list"),
+    };
+    let msg = ed25519_message(subset)?;
+    let raw: [u8; 64] = match b64_exact(sig, "sig") {
+        Ok(r) => r,
+        Err(_) => return Ok(false), // a malformed signature is a verdict, not an error
+    };
+    Ok(keys.iter().any(|k| ed25519::verify(k, &msg, &raw)))
+}
+
 // -- pcs_id and Merkle roots ------------------------------------------------------------------------
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{:02x}", b)).collect()
@@ -265,7 +300,7 @@ pub fn merkle_root(chunks: &Value) -> Result<String, Invalid> {
 }
 
 // -- the adapter protocol ----------------------------------------------------------------------------
-fn field<'a>(input: &'a Value, name: &str) -> Result<&'a Value, Invalid> {
+pub(crate) fn field<'a>(input: &'a Value, name: &str) -> Result<&'a Value, Invalid> {
     input.get(name).ok_or_else(|| Invalid(format!("{} missing", name)))
 }
 
@@ -276,6 +311,11 @@ fn op(name: &str, input: &Value) -> Result<Value, Invalid> {
         "sign_hmac" => json!({"sig": sign_hmac(field(input, "subset")?, &key(field(input, "key_b64")?)?)?}),
         "verify_hmac" => json!({"valid": verify_hmac(field(input, "subset")?, field(input, "sig")?,
                                                      field(input, "keys_b64")?)?}),
+        "sign_ed25519" => json!({"sig": sign_ed25519(field(input, "subset")?,
+                                                     &b64_exact(field(input, "private_key_b64")?, "private_key_b64")?)?}),
+        "verify_ed25519" => json!({"valid": verify_ed25519(field(input, "subset")?, field(input, "sig")?,
+                                                           field(input, "public_keys_b64")?)?}),
+        "d_hat" | "budget" | "regime" | "coherence" => signals::op(name, input, "v1")?,
         "pcs_id" => json!({"pcs_id": pcs_id(field(input, "merkle_root")?, field(input, "epoch")?,
                                            field(input, "shard_id")?)?}),
         "merkle_root" => json!({"root": merkle_root(field(input, "chunks_b64")?)?}),
