@@ -145,8 +145,84 @@ fn epoch(v: &Value) -> Result<u64, Invalid> {
     }
 }
 
+// -- profile legacy-0.1: Python's json.dumps(sort_keys=True) of half-up-rounded floats ---------------
+/// Python's json.dumps escaping (ensure_ascii): everything outside ' '..'~' as lowercase \uXXXX
+/// UTF-16 units (an astral character is its surrogate pair).
+fn escape_ascii(s: &str, out: &mut String) {
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            ' '..='~' => out.push(ch),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{:04x}", unit));
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// The shortest round-trip digits of |x| (x != 0) and the decimal exponent of the first digit.
+fn shortest(x: f64) -> (String, i32) {
+    let text = format!("{:e}", x.abs()); // Rust writes the shortest round-trip digits: "1.25e-3"
+    let (mantissa, exponent) = text.split_once('e').expect("LowerExp writes an exponent");
+    (mantissa.replace('.', ""), exponent.parse().expect("an integer exponent"))
+}
+
+/// Python's repr(float): positional for 1e-4 <= |x| < 1e16, else d.ddde+XX.
+fn python_repr(x: f64) -> String {
+    let sign = if x.is_sign_negative() { "-" } else { "" };
+    if x == 0.0 {
+        return format!("{}0.0", sign);
+    }
+    let (digits, exponent) = shortest(x);
+    if !(-4..16).contains(&exponent) {
+        let body = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits };
+        return format!("{}{}e{}{:02}", sign, body, if exponent < 0 { '-' } else { '+' }, exponent.abs());
+    }
+    let point = exponent + 1;
+    if point <= 0 {
+        format!("{}0.{}{}", sign, "0".repeat((-point) as usize), digits)
+    } else if point as usize >= digits.len() {
+        format!("{}{}{}.0", sign, digits, "0".repeat(point as usize - digits.len()))
+    } else {
+        format!("{}{}.{}", sign, &digits[..point as usize], &digits[point as usize..])
+    }
+}
+
+/// legacy-0.1 floats: half-up on the shortest decimal string to nine decimals, then repr.
+fn legacy_float(x: f64) -> String {
+    if x == 0.0 {
+        return python_repr(x);
+    }
+    let (digits, exponent) = shortest(x);
+    let shift = exponent - (digits.len() as i32 - 1) + 9; // x * 1e9 = digits * 10^shift
+    if shift >= 0 {
+        return python_repr(x); // nothing beyond the ninth decimal: the value is unchanged
+    }
+    let keep = digits.len() as i32 + shift; // digits kept before the rounding position
+    let q: u64 = if keep < 0 {
+        0
+    } else {
+        let (head, tail) = digits.split_at(keep as usize);
+        let q = if head.is_empty() { 0 } else { head.parse::<u64>().expect("at most 17 digits") };
+        q + (tail.as_bytes()[0] >= b'5') as u64
+    };
+    let sign = if x < 0.0 { "-" } else { "" };
+    python_repr(format!("{}{}e-9", sign, q).parse::<f64>().expect("a decimal literal"))
+}
+
 /// The canonical bytes of the eight signed fields (keys sorted by code point).
-pub fn canonical(subset: &Value) -> Result<Vec<u8>, Invalid> {
+pub fn canonical(subset: &Value, legacy: bool) -> Result<Vec<u8>, Invalid> {
     let s = match subset {
         Value::Object(m) => m,
         _ => return invalid("subset must be an object"),
@@ -161,11 +237,16 @@ pub fn canonical(subset: &Value) -> Result<Vec<u8>, Invalid> {
         out.push_str(key);
         out.push_str("\":");
         if FLOAT_FIELDS.contains(key) {
-            out.push_str(&fmt9(number(v)?)?);
+            let x = number(v)?;
+            if !x.is_finite() {
+                return invalid("NaN and Infinity are not allowed");
+            }
+            out.push_str(&if legacy { legacy_float(x) } else { fmt9(x)? });
         } else if *key == "epoch" {
             out.push_str(&epoch(v)?.to_string());
         } else {
             match v {
+                Value::String(text) if legacy => escape_ascii(text, &mut out),
                 Value::String(text) => escape(text, &mut out),
                 _ => return invalid("merkle_root, pcs_id and shard_id must be strings"),
             }
@@ -196,13 +277,13 @@ fn mac(key: &[u8], msg: &[u8]) -> Hmac<Sha256> {
     m
 }
 
-pub fn sign_hmac(subset: &Value, key: &[u8]) -> Result<String, Invalid> {
-    let msg = canonical(subset)?;
+pub fn sign_hmac(subset: &Value, key: &[u8], legacy: bool) -> Result<String, Invalid> {
+    let msg = canonical(subset, legacy)?;
     Ok(base64::encode(mac(key, &msg).finalize().into_bytes()))
 }
 
-pub fn verify_hmac(subset: &Value, sig: &Value, keys: &Value) -> Result<bool, Invalid> {
-    let msg = canonical(subset)?;
+pub fn verify_hmac(subset: &Value, sig: &Value, keys: &Value, legacy: bool) -> Result<bool, Invalid> {
+    let msg = canonical(subset, legacy)?;
     let keys = match keys {
         Value::Array(list) => list.iter().map(key).collect::<Result<Vec<_>, _>>()?,
         _ => return invalid("keys_b64 must be a list"),
@@ -224,7 +305,7 @@ fn b64_exact<const N: usize>(v: &Value, name: &str) -> Result<[u8; N], Invalid> 
 }
 
 fn ed25519_message(subset: &Value) -> Result<Vec<u8>, Invalid> {
-    Ok(sha256(&[&canonical(subset)?]))
+    Ok(sha256(&[&canonical(subset, false)?]))
 }
 
 pub fn sign_ed25519(subset: &Value, seed: &[u8; 32]) -> Result<String, Invalid> {
@@ -286,16 +367,32 @@ fn rfc6962(leaves: &[Vec<u8>]) -> Vec<u8> {
     sha256(&[&[1u8], &rfc6962(&leaves[..k]), &rfc6962(&leaves[k..])])
 }
 
-pub fn merkle_root(chunks: &Value) -> Result<String, Invalid> {
+/// legacy-0.1: hex SHA-256 leaves; a level pairs hex strings (SHA-256 of their concatenation,
+/// hex), the last one paired with itself when the level is odd.
+fn legacy_tree(chunks: &[Vec<u8>]) -> String {
+    let mut level: Vec<String> = chunks.iter().map(|c| hex(&sha256(&[c]))).collect();
+    while level.len() > 1 {
+        if level.len() % 2 == 1 {
+            level.push(level[level.len() - 1].clone());
+        }
+        level = level.chunks(2).map(|p| hex(&sha256(&[p[0].as_bytes(), p[1].as_bytes()]))).collect();
+    }
+    level.pop().unwrap_or_else(|| hex(&sha256(&[])))
+}
+
+pub fn merkle_root(chunks: &Value, legacy: bool) -> Result<String, Invalid> {
     let list = match chunks {
         Value::Array(list) => list,
         _ => return invalid("chunks_b64 must be a list"),
     };
-    let mut leaves = Vec::with_capacity(list.len());
+    let mut raws = Vec::with_capacity(list.len());
     for c in list {
-        let raw = b64_strict(c).ok_or_else(|| Invalid("chunk must be strict base64".into()))?;
-        leaves.push(sha256(&[&[0u8], &raw]));
+        raws.push(b64_strict(c).ok_or_else(|| Invalid("chunk must be strict base64".into()))?);
     }
+    if legacy {
+        return Ok(legacy_tree(&raws));
+    }
+    let leaves: Vec<Vec<u8>> = raws.iter().map(|raw| sha256(&[&[0u8], raw])).collect();
     Ok(hex(&if leaves.is_empty() { sha256(&[]) } else { rfc6962(&leaves) }))
 }
 
@@ -304,21 +401,24 @@ pub(crate) fn field<'a>(input: &'a Value, name: &str) -> Result<&'a Value, Inval
     input.get(name).ok_or_else(|| Invalid(format!("{} missing", name)))
 }
 
-fn op(name: &str, input: &Value) -> Result<Value, Invalid> {
+fn op(name: &str, input: &Value, legacy: bool) -> Result<Value, Invalid> {
+    if legacy && name.ends_with("_ed25519") {
+        return invalid("Ed25519 is defined for profile v1 only"); // legacy-0.1 is HMAC only
+    }
     Ok(match name {
-        "canonical_bytes" => json!({"bytes_b64": base64::encode(canonical(field(input, "subset")?)?)}),
+        "canonical_bytes" => json!({"bytes_b64": base64::encode(canonical(field(input, "subset")?, legacy)?)}),
         "fmt9" => json!({"text": fmt9(number(field(input, "x")?)?)?}),
-        "sign_hmac" => json!({"sig": sign_hmac(field(input, "subset")?, &key(field(input, "key_b64")?)?)?}),
+        "sign_hmac" => json!({"sig": sign_hmac(field(input, "subset")?, &key(field(input, "key_b64")?)?, legacy)?}),
         "verify_hmac" => json!({"valid": verify_hmac(field(input, "subset")?, field(input, "sig")?,
-                                                     field(input, "keys_b64")?)?}),
+                                                     field(input, "keys_b64")?, legacy)?}),
         "sign_ed25519" => json!({"sig": sign_ed25519(field(input, "subset")?,
                                                      &b64_exact(field(input, "private_key_b64")?, "private_key_b64")?)?}),
         "verify_ed25519" => json!({"valid": verify_ed25519(field(input, "subset")?, field(input, "sig")?,
                                                            field(input, "public_keys_b64")?)?}),
-        "d_hat" | "budget" | "regime" | "coherence" => signals::op(name, input, "v1")?,
+        "d_hat" | "budget" | "regime" | "coherence" => signals::op(name, input, legacy)?,
         "pcs_id" => json!({"pcs_id": pcs_id(field(input, "merkle_root")?, field(input, "epoch")?,
                                            field(input, "shard_id")?)?}),
-        "merkle_root" => json!({"root": merkle_root(field(input, "chunks_b64")?)?}),
+        "merkle_root" => json!({"root": merkle_root(field(input, "chunks_b64")?, legacy)?}),
         _ => unreachable!(),
     })
 }
@@ -351,11 +451,13 @@ pub fn handle_line(line: &[u8]) -> String {
     let input = request.get("input").unwrap_or(&empty);
     let response = if name == "hello" {
         json!({"id": id, "ok": true, "output": {"name": "flk-rust", "version": env!("CARGO_PKG_VERSION"),
-                                               "ops": OPS, "profiles": ["v1"]}})
-    } else if !OPS.contains(&name) || profile != "v1" {
+                                               "ops": OPS, "profiles": ["v1", "legacy-0.1"]}})
+    } else if !OPS.contains(&name) || !["v1", "legacy-0.1"].contains(&profile)
+        || (profile != "v1" && (name == "fmt9" || name == "coherence"))
+    {
         error(id, "unsupported", &format!("{} / {}", name, profile))
     } else {
-        match op(name, input) {
+        match op(name, input, profile == "legacy-0.1") {
             Ok(output) => json!({"id": id, "ok": true, "output": output}),
             Err(Invalid(why)) => error(id, "invalid_input", &why),
         }

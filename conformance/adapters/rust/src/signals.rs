@@ -73,7 +73,7 @@ fn py_min(a: f64, b: f64) -> f64 {
 }
 
 /// Theil-Sen slope of log2(N_j) on log2(scale): the true median (legacy-0.1: the upper one).
-pub fn d_hat(input: &Value, profile: &str) -> Result<f64, Invalid> {
+pub fn d_hat(input: &Value, legacy: bool) -> Result<f64, Invalid> {
     let scales = int_list(crate::field(input, "scales")?, "scales", 2)?;
     let counts = int_list(crate::field(input, "n_j")?, "N_j", 1)?;
     if !(2..=64).contains(&scales.len()) {
@@ -95,7 +95,7 @@ pub fn d_hat(input: &Value, profile: &str) -> Result<f64, Invalid> {
     }
     slopes.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let m = slopes.len();
-    Ok(if profile == "legacy-0.1" || m % 2 == 1 { slopes[m / 2] } else { (slopes[m / 2 - 1] + slopes[m / 2]) / 2.0 })
+    Ok(if legacy || m % 2 == 1 { slopes[m / 2] } else { (slopes[m / 2 - 1] + slopes[m / 2]) / 2.0 })
 }
 
 /// ((base + alpha*(1-r)) + beta*max(0, D-D0)) + gamma*coh, clamped to [0, 1].
@@ -266,9 +266,9 @@ pub fn coherence(input: &Value) -> Result<f64, Invalid> {
     Ok(best)
 }
 
-pub fn op(name: &str, input: &Value, profile: &str) -> Result<Value, Invalid> {
+pub fn op(name: &str, input: &Value, legacy: bool) -> Result<Value, Invalid> {
     Ok(match name {
-        "d_hat" => json!({"d_hat": fmt9(d_hat(input, profile)?)?}),
+        "d_hat" => json!({"d_hat": fmt9(d_hat(input, legacy)?)?}),
         "budget" => json!({"budget": fmt9(budget(input)?)?}),
         "regime" => json!({"regime": regime(input)?}),
         "coherence" => json!({"coh_star": fmt9(coherence(input)?)?}),
