@@ -219,3 +219,19 @@ def test_rust_legacy_canonical_bytes_equal_the_reference(rust_driver, x, y, shar
     """legacy-0.1: half-up on the shortest decimal, Python's repr, ASCII escapes -- against the Python core."""
     subset = dict(SUBSET, D_hat=json_number(x), r=json_number(y), shard_id=shard)
     _agrees_with_the_reference(rust_driver, "canonical_bytes", {"subset": subset}, "legacy-0.1")
+
+
+@pytest.mark.parametrize("kind", ["native", "wasm"])
+def test_rust_ed25519_decodes_public_keys_strictly(kind, built):
+    """RFC 8032 section 5.1.3 (SPEC.md section 4.2): y >= p and x = 0 with the sign bit set do not
+    decode, so nothing verifies under them; a canonical key verifies as the cofactorless equation says."""
+    identity = bytes([1]) + bytes(31)
+    y_above_p = bytes([0xEE]) + b"\xff" * 30 + b"\x7f"  # y = p + 1, the identity's non-canonical twin
+    minus_zero = bytes([1]) + bytes(30) + b"\x80"
+    sig = base64.b64encode(identity + bytes(32)).decode()  # R = identity, S = 0: [0]B == R + [k]identity
+    cases = [Case("verify_ed25519", "v1", i, "", (), {"subset": SUBSET, "sig": sig,
+                                                      "public_keys_b64": [base64.b64encode(key).decode()]},
+                  "valid" if valid else "invalid", {"valid": valid})
+             for i, (key, valid) in enumerate([(identity, True), (y_above_p, False), (minus_zero, False)])]
+    report = runner.run_cases(ProcessAdapter(_command(kind, built)), cases, timeout=20, probes=False)
+    assert [r.status for r in report.results] == ["pass"] * 3, [r.message for r in report.results]

@@ -384,4 +384,30 @@ mod tests {
             assert!(!verify(&public, &unhex(msg), &bad));
         }
     }
+
+    #[test]
+    fn decoding_is_strict_per_rfc8032_section_5_1_3() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut y_above_p = [0xffu8; 32]; // y = p + 1: a non-canonical encoding of the identity
+        y_above_p[0] = 0xee;
+        y_above_p[31] = 0x7f;
+        let mut minus_zero = identity; // x = 0 with the sign bit set
+        minus_zero[31] |= 0x80;
+        assert!(Point::decode(&identity).is_some());
+        assert!(Point::decode(&y_above_p).is_none());
+        assert!(Point::decode(&minus_zero).is_none());
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&identity);
+        assert!(verify(&identity, b"any", &sig)); // cofactorless: [0]B = R + [k]O
+        assert!(!verify(&y_above_p, b"any", &sig));
+        assert!(!verify(&minus_zero, b"any", &sig));
+        let mut s_plus_l = [0u8; 32]; // S = L: not reduced
+        for (i, w) in L.iter().enumerate() {
+            s_plus_l[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        assert_eq!(mod_l(&s_plus_l), [0u8; 32]);
+        sig[32..].copy_from_slice(&s_plus_l);
+        assert!(!verify(&identity, b"any", &sig));
+    }
 }

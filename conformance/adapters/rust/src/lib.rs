@@ -1,6 +1,6 @@
 //! PCS protocol v1 in Rust: canonical bytes, fmt9, HMAC-SHA256 and Ed25519 signatures, strict
 //! base64, pcs_id, RFC 6962 Merkle roots and the signals (`signals.rs`: D-hat, budget, regime,
-//! coh-star) -- every op of profile v1 -- and the conformance adapter protocol
+//! coh-star) -- every op of profiles v1 and legacy-0.1 -- and the conformance adapter protocol
 //! (conformance/PROTOCOL.md) over them. Ed25519 is `ed25519.rs` (RFC 8032 on the packaged
 //! `sha2`'s SHA-512): Debian packages no Ed25519 crate usable offline for wasm32.
 //!
