@@ -171,11 +171,46 @@ fn escape_ascii(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// The shortest round-trip digits of |x| (x != 0) and the decimal exponent of the first digit.
-fn shortest(x: f64) -> (String, i32) {
-    let text = format!("{:e}", x.abs()); // Rust writes the shortest round-trip digits: "1.25e-3"
+fn split_exp(text: &str) -> (String, i32) {
     let (mantissa, exponent) = text.split_once('e').expect("LowerExp writes an exponent");
     (mantissa.replace('.', ""), exponent.parse().expect("an integer exponent"))
+}
+
+/// Does the decimal 0.d1d2... * 10^(exponent+1) read back as `x`?
+fn round_trips(digits: &str, exponent: i32, x: f64) -> bool {
+    format!("{}.{}e{}", &digits[..1], &digits[1..], exponent).parse::<f64>() == Ok(x)
+}
+
+/// The shortest round-trip digits of |x| (x != 0) and the decimal exponent of the first digit,
+/// as Python's repr chooses them: of two shortest candidates equally near the exact value, the
+/// one ending in an even digit (Rust's writer may take the other: 562949953421312.25 -> ".3").
+fn shortest(x: f64) -> (String, i32) {
+    let x = x.abs();
+    let (digits, exponent) = split_exp(&format!("{:e}", x));
+    // the exact binary value has at most 767 significant digits: this expansion does not round
+    let (exact, exact_exponent) = split_exp(&format!("{:.800e}", x));
+    let exact = exact.trim_end_matches('0');
+    if exact_exponent != exponent || exact.len() != digits.len() + 1 || !exact.ends_with('5') {
+        return (digits, exponent); // not a tie between two shortest candidates
+    }
+    let down = exact[..digits.len()].to_string();
+    let mut up = down.clone().into_bytes();
+    let mut i = up.len();
+    while i > 0 {
+        i -= 1;
+        if up[i] == b'9' {
+            up[i] = b'0';
+        } else {
+            up[i] += 1;
+            break;
+        }
+    }
+    let up = String::from_utf8(up).expect("ASCII digits");
+    if up.bytes().all(|b| b == b'0') {
+        return (digits, exponent); // the carry lengthens it: no tie at this length
+    }
+    let even = if (down.as_bytes()[down.len() - 1] - b'0') % 2 == 0 { down } else { up };
+    if round_trips(&even, exponent, x) { (even, exponent) } else { (digits, exponent) }
 }
 
 /// Python's repr(float): positional for 1e-4 <= |x| < 1e16, else d.ddde+XX.
@@ -501,6 +536,18 @@ pub unsafe extern "C" fn flk_handle(ptr: *const u8, len: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn legacy_floats_are_pythons_repr_of_the_half_up_value() {
+        assert_eq!(python_repr(562949953421312.25), "562949953421312.2"); // tie: the even digit, as repr
+        assert_eq!(python_repr(562949953421312.75), "562949953421312.8");
+        assert_eq!(python_repr(1e16), "1e+16");
+        assert_eq!(python_repr(1.5e-323), "1.5e-323");
+        assert_eq!(python_repr(0.0001), "0.0001");
+        assert_eq!(python_repr(-0.0), "-0.0");
+        assert_eq!(legacy_float(0.1234567895), "0.12345679");
+        assert_eq!(legacy_float(1e-10), "0.0");
+    }
 
     #[test]
     fn fmt9_rounds_half_to_even_from_the_exact_value() {
