@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Debian's Rust toolchain, its wasm32 standard library and the crates of the Rust/WASM reference
 # conformance adapters (conformance/adapters/rust, built offline by its build.sh); called from `make setup`.
+# Ed25519 needs no crate beyond sha2 (SHA-512): the adapter carries its own RFC 8032 code, as
+# Debian's only candidate, librust-ring-dev 0.16, compiles its Ed25519 from C, which for wasm32 needs a
+# clang this setup does not install.
 set -euo pipefail
 here=$(dirname "$0")
 why="for the Rust and WASM conformance adapters"

@@ -9,6 +9,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 target=${1:?usage: build.sh TARGET_DIR}
 mkdir -p "$target"
+target=$(cd "$target" && pwd)  # absolute: cargo runs in the crate's directory
 home="$target/cargo-home"
 mkdir -p "$home"
 cat > "$home/config.toml" <<CONF

@@ -1,6 +1,8 @@
-//! PCS protocol v1 in Rust: canonical bytes, fmt9, HMAC-SHA256 signatures, strict base64,
-//! pcs_id and RFC 6962 Merkle roots --
-//! and the conformance adapter protocol (conformance/PROTOCOL.md) over them.
+//! PCS protocol v1 in Rust: canonical bytes, fmt9, HMAC-SHA256 and Ed25519 signatures, strict
+//! base64, pcs_id, RFC 6962 Merkle roots and the signals (`signals.rs`: D-hat, budget, regime,
+//! coh-star) -- every op of profiles v1 and legacy-0.1 -- and the conformance adapter protocol
+//! (conformance/PROTOCOL.md) over them. Ed25519 is `ed25519.rs` (RFC 8032 on the packaged
+//! `sha2`'s SHA-512): Debian packages no Ed25519 crate usable offline for wasm32.
 //!
 //! Built natively (`src/main.rs`, a stdin/stdout adapter) and for `wasm32-unknown-unknown`
 //! (the exports at the end, driven by `conformance/adapters/wasm/host.mjs` under Node).
@@ -20,13 +22,17 @@ use sha2::Sha256;
 
 const FIELDS: [&str; 8] = ["D_hat", "budget", "coh_star", "epoch", "merkle_root", "pcs_id", "r", "shard_id"];
 const FLOAT_FIELDS: [&str; 4] = ["D_hat", "budget", "coh_star", "r"];
-const OPS: [&str; 6] = ["canonical_bytes", "fmt9", "sign_hmac", "verify_hmac", "pcs_id", "merkle_root"];
+const OPS: [&str; 12] = ["canonical_bytes", "fmt9", "sign_hmac", "verify_hmac", "sign_ed25519", "verify_ed25519",
+                         "pcs_id", "merkle_root", "d_hat", "budget", "regime", "coherence"];
+
+pub mod ed25519;
+pub mod signals;
 
 /// The input violates the spec (answered with kind `invalid_input`).
 #[derive(Debug)]
 pub struct Invalid(pub String);
 
-fn invalid<T>(why: &str) -> Result<T, Invalid> {
+pub(crate) fn invalid<T>(why: &str) -> Result<T, Invalid> {
     Err(Invalid(why.to_string()))
 }
 
@@ -89,7 +95,7 @@ fn big_decimal(mantissa: u64, shift: u32) -> String {
 }
 
 /// A float input: a JSON number (its literal parsed as binary64) or {"f64": "<16 hex digits>"}.
-fn number(v: &Value) -> Result<f64, Invalid> {
+pub(crate) fn number(v: &Value) -> Result<f64, Invalid> {
     match v {
         Value::Number(n) => match n.to_string().parse::<f64>() {
             Ok(x) if x.is_finite() => Ok(x),
@@ -139,8 +145,119 @@ fn epoch(v: &Value) -> Result<u64, Invalid> {
     }
 }
 
+// -- profile legacy-0.1: Python's json.dumps(sort_keys=True) of half-up-rounded floats ---------------
+/// Python's json.dumps escaping (ensure_ascii): everything outside ' '..'~' as lowercase \uXXXX
+/// UTF-16 units (an astral character is its surrogate pair).
+fn escape_ascii(s: &str, out: &mut String) {
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            ' '..='~' => out.push(ch),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{:04x}", unit));
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+fn split_exp(text: &str) -> (String, i32) {
+    let (mantissa, exponent) = text.split_once('e').expect("LowerExp writes an exponent");
+    (mantissa.replace('.', ""), exponent.parse().expect("an integer exponent"))
+}
+
+/// Does the decimal 0.d1d2... * 10^(exponent+1) read back as `x`?
+fn round_trips(digits: &str, exponent: i32, x: f64) -> bool {
+    format!("{}.{}e{}", &digits[..1], &digits[1..], exponent).parse::<f64>() == Ok(x)
+}
+
+/// The shortest round-trip digits of |x| (x != 0) and the decimal exponent of the first digit,
+/// as Python's repr chooses them: of two shortest candidates equally near the exact value, the
+/// one ending in an even digit (Rust's writer may take the other: 562949953421312.25 -> ".3").
+fn shortest(x: f64) -> (String, i32) {
+    let x = x.abs();
+    let (digits, exponent) = split_exp(&format!("{:e}", x));
+    // the exact binary value has at most 767 significant digits: this expansion does not round
+    let (exact, exact_exponent) = split_exp(&format!("{:.800e}", x));
+    let exact = exact.trim_end_matches('0');
+    if exact_exponent != exponent || exact.len() != digits.len() + 1 || !exact.ends_with('5') {
+        return (digits, exponent); // not a tie between two shortest candidates
+    }
+    let down = exact[..digits.len()].to_string();
+    let mut up = down.clone().into_bytes();
+    let mut i = up.len();
+    while i > 0 {
+        i -= 1;
+        if up[i] == b'9' {
+            up[i] = b'0';
+        } else {
+            up[i] += 1;
+            break;
+        }
+    }
+    let up = String::from_utf8(up).expect("ASCII digits");
+    if up.bytes().all(|b| b == b'0') {
+        return (digits, exponent); // the carry lengthens it: no tie at this length
+    }
+    let even = if (down.as_bytes()[down.len() - 1] - b'0') % 2 == 0 { down } else { up };
+    if round_trips(&even, exponent, x) { (even, exponent) } else { (digits, exponent) }
+}
+
+/// Python's repr(float): positional for 1e-4 <= |x| < 1e16, else d.ddde+XX.
+fn python_repr(x: f64) -> String {
+    let sign = if x.is_sign_negative() { "-" } else { "" };
+    if x == 0.0 {
+        return format!("{}0.0", sign);
+    }
+    let (digits, exponent) = shortest(x);
+    if !(-4..16).contains(&exponent) {
+        let body = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits };
+        return format!("{}{}e{}{:02}", sign, body, if exponent < 0 { '-' } else { '+' }, exponent.abs());
+    }
+    let point = exponent + 1;
+    if point <= 0 {
+        format!("{}0.{}{}", sign, "0".repeat((-point) as usize), digits)
+    } else if point as usize >= digits.len() {
+        format!("{}{}{}.0", sign, digits, "0".repeat(point as usize - digits.len()))
+    } else {
+        format!("{}{}.{}", sign, &digits[..point as usize], &digits[point as usize..])
+    }
+}
+
+/// legacy-0.1 floats: half-up on the shortest decimal string to nine decimals, then repr.
+fn legacy_float(x: f64) -> String {
+    if x == 0.0 {
+        return python_repr(x);
+    }
+    let (digits, exponent) = shortest(x);
+    let shift = exponent - (digits.len() as i32 - 1) + 9; // x * 1e9 = digits * 10^shift
+    if shift >= 0 {
+        return python_repr(x); // nothing beyond the ninth decimal: the value is unchanged
+    }
+    let keep = digits.len() as i32 + shift; // digits kept before the rounding position
+    let q: u64 = if keep < 0 {
+        0
+    } else {
+        let (head, tail) = digits.split_at(keep as usize);
+        let q = if head.is_empty() { 0 } else { head.parse::<u64>().expect("at most 17 digits") };
+        q + (tail.as_bytes()[0] >= b'5') as u64
+    };
+    let sign = if x < 0.0 { "-" } else { "" };
+    python_repr(format!("{}{}e-9", sign, q).parse::<f64>().expect("a decimal literal"))
+}
+
 /// The canonical bytes of the eight signed fields (keys sorted by code point).
-pub fn canonical(subset: &Value) -> Result<Vec<u8>, Invalid> {
+pub fn canonical(subset: &Value, legacy: bool) -> Result<Vec<u8>, Invalid> {
     let s = match subset {
         Value::Object(m) => m,
         _ => return invalid("subset must be an object"),
@@ -155,11 +272,16 @@ pub fn canonical(subset: &Value) -> Result<Vec<u8>, Invalid> {
         out.push_str(key);
         out.push_str("\":");
         if FLOAT_FIELDS.contains(key) {
-            out.push_str(&fmt9(number(v)?)?);
+            let x = number(v)?;
+            if !x.is_finite() {
+                return invalid("NaN and Infinity are not allowed");
+            }
+            out.push_str(&if legacy { legacy_float(x) } else { fmt9(x)? });
         } else if *key == "epoch" {
             out.push_str(&epoch(v)?.to_string());
         } else {
             match v {
+                Value::String(text) if legacy => escape_ascii(text, &mut out),
                 Value::String(text) => escape(text, &mut out),
                 _ => return invalid("merkle_root, pcs_id and shard_id must be strings"),
             }
@@ -190,13 +312,13 @@ fn mac(key: &[u8], msg: &[u8]) -> Hmac<Sha256> {
     m
 }
 
-pub fn sign_hmac(subset: &Value, key: &[u8]) -> Result<String, Invalid> {
-    let msg = canonical(subset)?;
+pub fn sign_hmac(subset: &Value, key: &[u8], legacy: bool) -> Result<String, Invalid> {
+    let msg = canonical(subset, legacy)?;
     Ok(base64::encode(mac(key, &msg).finalize().into_bytes()))
 }
 
-pub fn verify_hmac(subset: &Value, sig: &Value, keys: &Value) -> Result<bool, Invalid> {
-    let msg = canonical(subset)?;
+pub fn verify_hmac(subset: &Value, sig: &Value, keys: &Value, legacy: bool) -> Result<bool, Invalid> {
+    let msg = canonical(subset, legacy)?;
     let keys = match keys {
         Value::Array(list) => list.iter().map(key).collect::<Result<Vec<_>, _>>()?,
         _ => return invalid("keys_b64 must be a list"),
@@ -207,6 +329,35 @@ pub fn verify_hmac(subset: &Value, sig: &Value, keys: &Value) -> Result<bool, In
     };
     // verify_slice compares in constant time
     Ok(keys.iter().any(|k| mac(k, &msg).verify_slice(&raw).is_ok()))
+}
+
+// -- Ed25519 over SHA-256(canonical bytes) ---------------------------------------------------------
+fn b64_exact<const N: usize>(v: &Value, name: &str) -> Result<[u8; N], Invalid> {
+    match b64_strict(v) {
+        Some(raw) if raw.len() == N => Ok(raw.try_into().expect("length checked")),
+        _ => Err(Invalid(format!("{} must be strict base64 of {} bytes", name, N))),
+    }
+}
+
+fn ed25519_message(subset: &Value) -> Result<Vec<u8>, Invalid> {
+    Ok(sha256(&[&canonical(subset, false)?]))
+}
+
+pub fn sign_ed25519(subset: &Value, seed: &[u8; 32]) -> Result<String, Invalid> {
+    Ok(base64::encode(ed25519::sign(seed, &ed25519_message(subset)?)))
+}
+
+pub fn verify_ed25519(subset: &Value, sig: &Value, keys: &Value) -> Result<bool, Invalid> {
+    let keys = match keys {
+        Value::Array(list) => list.iter().map(|k| b64_exact::<32>(k, "public_keys_b64")).collect::<Result<Vec<_>, _>>()?,
+        _ => return invalid("public_keys_b64 must be a list"),
+    };
+    let msg = ed25519_message(subset)?;
+    let raw: [u8; 64] = match b64_exact(sig, "sig") {
+        Ok(r) => r,
+        Err(_) => return Ok(false), // a malformed signature is a verdict, not an error
+    };
+    Ok(keys.iter().any(|k| ed25519::verify(k, &msg, &raw)))
 }
 
 // -- pcs_id and Merkle roots ------------------------------------------------------------------------
@@ -251,34 +402,58 @@ fn rfc6962(leaves: &[Vec<u8>]) -> Vec<u8> {
     sha256(&[&[1u8], &rfc6962(&leaves[..k]), &rfc6962(&leaves[k..])])
 }
 
-pub fn merkle_root(chunks: &Value) -> Result<String, Invalid> {
+/// legacy-0.1: hex SHA-256 leaves; a level pairs hex strings (SHA-256 of their concatenation,
+/// hex), the last one paired with itself when the level is odd.
+fn legacy_tree(chunks: &[Vec<u8>]) -> String {
+    let mut level: Vec<String> = chunks.iter().map(|c| hex(&sha256(&[c]))).collect();
+    while level.len() > 1 {
+        if level.len() % 2 == 1 {
+            level.push(level[level.len() - 1].clone());
+        }
+        level = level.chunks(2).map(|p| hex(&sha256(&[p[0].as_bytes(), p[1].as_bytes()]))).collect();
+    }
+    level.pop().unwrap_or_else(|| hex(&sha256(&[])))
+}
+
+pub fn merkle_root(chunks: &Value, legacy: bool) -> Result<String, Invalid> {
     let list = match chunks {
         Value::Array(list) => list,
         _ => return invalid("chunks_b64 must be a list"),
     };
-    let mut leaves = Vec::with_capacity(list.len());
+    let mut raws = Vec::with_capacity(list.len());
     for c in list {
-        let raw = b64_strict(c).ok_or_else(|| Invalid("chunk must be strict base64".into()))?;
-        leaves.push(sha256(&[&[0u8], &raw]));
+        raws.push(b64_strict(c).ok_or_else(|| Invalid("chunk must be strict base64".into()))?);
     }
+    if legacy {
+        return Ok(legacy_tree(&raws));
+    }
+    let leaves: Vec<Vec<u8>> = raws.iter().map(|raw| sha256(&[&[0u8], raw])).collect();
     Ok(hex(&if leaves.is_empty() { sha256(&[]) } else { rfc6962(&leaves) }))
 }
 
 // -- the adapter protocol ----------------------------------------------------------------------------
-fn field<'a>(input: &'a Value, name: &str) -> Result<&'a Value, Invalid> {
+pub(crate) fn field<'a>(input: &'a Value, name: &str) -> Result<&'a Value, Invalid> {
     input.get(name).ok_or_else(|| Invalid(format!("{} missing", name)))
 }
 
-fn op(name: &str, input: &Value) -> Result<Value, Invalid> {
+fn op(name: &str, input: &Value, legacy: bool) -> Result<Value, Invalid> {
+    if legacy && name.ends_with("_ed25519") {
+        return invalid("Ed25519 is defined for profile v1 only"); // legacy-0.1 is HMAC only
+    }
     Ok(match name {
-        "canonical_bytes" => json!({"bytes_b64": base64::encode(canonical(field(input, "subset")?)?)}),
+        "canonical_bytes" => json!({"bytes_b64": base64::encode(canonical(field(input, "subset")?, legacy)?)}),
         "fmt9" => json!({"text": fmt9(number(field(input, "x")?)?)?}),
-        "sign_hmac" => json!({"sig": sign_hmac(field(input, "subset")?, &key(field(input, "key_b64")?)?)?}),
+        "sign_hmac" => json!({"sig": sign_hmac(field(input, "subset")?, &key(field(input, "key_b64")?)?, legacy)?}),
         "verify_hmac" => json!({"valid": verify_hmac(field(input, "subset")?, field(input, "sig")?,
-                                                     field(input, "keys_b64")?)?}),
+                                                     field(input, "keys_b64")?, legacy)?}),
+        "sign_ed25519" => json!({"sig": sign_ed25519(field(input, "subset")?,
+                                                     &b64_exact(field(input, "private_key_b64")?, "private_key_b64")?)?}),
+        "verify_ed25519" => json!({"valid": verify_ed25519(field(input, "subset")?, field(input, "sig")?,
+                                                           field(input, "public_keys_b64")?)?}),
+        "d_hat" | "budget" | "regime" | "coherence" => signals::op(name, input, legacy)?,
         "pcs_id" => json!({"pcs_id": pcs_id(field(input, "merkle_root")?, field(input, "epoch")?,
                                            field(input, "shard_id")?)?}),
-        "merkle_root" => json!({"root": merkle_root(field(input, "chunks_b64")?)?}),
+        "merkle_root" => json!({"root": merkle_root(field(input, "chunks_b64")?, legacy)?}),
         _ => unreachable!(),
     })
 }
@@ -311,11 +486,13 @@ pub fn handle_line(line: &[u8]) -> String {
     let input = request.get("input").unwrap_or(&empty);
     let response = if name == "hello" {
         json!({"id": id, "ok": true, "output": {"name": "flk-rust", "version": env!("CARGO_PKG_VERSION"),
-                                               "ops": OPS, "profiles": ["v1"]}})
-    } else if !OPS.contains(&name) || profile != "v1" {
+                                               "ops": OPS, "profiles": ["v1", "legacy-0.1"]}})
+    } else if !OPS.contains(&name) || !["v1", "legacy-0.1"].contains(&profile)
+        || (profile != "v1" && (name == "fmt9" || name == "coherence"))
+    {
         error(id, "unsupported", &format!("{} / {}", name, profile))
     } else {
-        match op(name, input) {
+        match op(name, input, profile == "legacy-0.1") {
             Ok(output) => json!({"id": id, "ok": true, "output": output}),
             Err(Invalid(why)) => error(id, "invalid_input", &why),
         }
@@ -359,6 +536,18 @@ pub unsafe extern "C" fn flk_handle(ptr: *const u8, len: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn legacy_floats_are_pythons_repr_of_the_half_up_value() {
+        assert_eq!(python_repr(562949953421312.25), "562949953421312.2"); // tie: the even digit, as repr
+        assert_eq!(python_repr(562949953421312.75), "562949953421312.8");
+        assert_eq!(python_repr(1e16), "1e+16");
+        assert_eq!(python_repr(1.5e-323), "1.5e-323");
+        assert_eq!(python_repr(0.0001), "0.0001");
+        assert_eq!(python_repr(-0.0), "-0.0");
+        assert_eq!(legacy_float(0.1234567895), "0.12345679");
+        assert_eq!(legacy_float(1e-10), "0.0");
+    }
 
     #[test]
     fn fmt9_rounds_half_to_even_from_the_exact_value() {
