@@ -531,23 +531,7 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
         for label in runs:
             _ratios(figures, "minimal" if label.endswith("_minimal") else "realistic", label)
         figures["ratio_sqlite_vs_bare_starlette"] = round(figures["sqlite_rps"] / figures["bare_starlette_rps"], 3)
-        # the batch driver alone, unpipelined against pipelined, same run
-        dseconds, dn = (1.0, 12_000) if quick else (3.0, 40_000)
-        figures.update(driver_ab(work, repeat, dseconds, n=dn))
-        # the same on a disk whose fsync takes 10 ms more, arrivals spread: the overlap shows
-        figures.update(driver_ab(work, repeat, dseconds, clients=128, n=dn, sync_delay_s=0.010, think_s=0.004,
-                                 prefix="driver_slowdisk"))
-        # the physical limit of a durable WAL on this disk, measured in the same run
-        figures.update(fsync_latency(work, len(realistic[0])))
-        per_fsync = figures["fsync_ms_p50"] / 1000
-        figures["fsync_ceiling_rps_per_wal_max_batch"] = round(MAX_BATCH / per_fsync)
-        for label in runs:
-            rpf = figures.get(f"{label}_requests_per_fsync")
-            if rpf:  # the measured group-commit size per fsync of this disk, every WAL fsyncing at once
-                figures[f"{label}_fsync_ceiling_rps"] = round(rpf / per_fsync * _wals(label, workers))
-            cpu = figures.get(f"{label}_cpu_us_per_req")
-            if cpu:  # every core free for the server (no load generator, no neighbours) at its CPU per request
-                figures[f"{label}_cpu_ceiling_rps"] = round(workers * 1e6 / cpu)
+        _driver_and_ceilings(figures, work, repeat, quick, list(runs), workers, len(realistic[0]))
         figures["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
         figures["goal_sqlite_rps_5000"] = figures["sqlite_rps"] >= 5000
         figures["goal_sqlite_p99_25ms"] = figures["sqlite_p99_ms"] <= 25
@@ -555,6 +539,28 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
         return figures
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _driver_and_ceilings(figures: dict, work: str, repeat: int, quick: bool, labels: list, workers: int,
+                         body_len: int) -> None:
+    """The driver A/B runs and the fsync / CPU ceilings of :func:`run`, into ``figures``."""
+    # the batch driver alone, unpipelined against pipelined, same run
+    dseconds, dn = (1.0, 12_000) if quick else (3.0, 40_000)
+    figures.update(driver_ab(work, repeat, dseconds, n=dn))
+    # the same on a disk whose fsync takes 10 ms more, arrivals spread: the overlap shows
+    figures.update(driver_ab(work, repeat, dseconds, clients=128, n=dn, sync_delay_s=0.010, think_s=0.004,
+                             prefix="driver_slowdisk"))
+    # the physical limit of a durable WAL on this disk, measured in the same run
+    figures.update(fsync_latency(work, body_len))
+    per_fsync = figures["fsync_ms_p50"] / 1000
+    figures["fsync_ceiling_rps_per_wal_max_batch"] = round(MAX_BATCH / per_fsync)
+    for label in labels:
+        rpf = figures.get(f"{label}_requests_per_fsync")
+        if rpf:  # the measured group-commit size per fsync of this disk, every WAL fsyncing at once
+            figures[f"{label}_fsync_ceiling_rps"] = round(rpf / per_fsync * _wals(label, workers))
+        cpu = figures.get(f"{label}_cpu_us_per_req")
+        if cpu:  # every core free for the server (no load generator, no neighbours) at its CPU per request
+            figures[f"{label}_cpu_ceiling_rps"] = round(workers * 1e6 / cpu)
 
 
 def driver_ab(work: str, repeat: int, seconds: float, clients: int = CONNECTIONS, n: int = 40_000,
@@ -567,6 +573,28 @@ def driver_ab(work: str, repeat: int, seconds: float, clients: int = CONNECTIONS
     ``sync_delay_s`` > 0 adds that much to every fsync (a slower disk: the sensitivity
     check that the pipeline overlaps the fsync). Per depth: req/s, p99, CPU per request
     of this process, fsyncs per second and requests per fsync (medians)."""
+    from ...verifier.tenants import from_mapping
+    from . import verify as bench_verify
+
+    bodies = bench_verify._realistic_bodies(n, f"driver-{os.getpid()}")
+    tenants = from_mapping({"tenants": {"bench": {"alg": "hmac", "keys": [{"secret": bench_verify.KEY.decode()}]}}})
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    for k in range(repeat):
+        for depth in (1, 2):
+            runs[depth].append(_driver_one(work, depth, k, bodies, tenants, clients, seconds, sync_delay_s, think_s))
+    out: dict = {f"{prefix}_clients": clients, f"{prefix}_seconds_per_run": seconds,
+                 f"{prefix}_sync_delay_ms": sync_delay_s * 1000, f"{prefix}_think_ms": think_s * 1000}
+    for depth, rs in runs.items():
+        for key in ("rps", "p99_ms", "cpu_us_per_req", "fsyncs_per_s", "requests_per_fsync"):
+            out[f"{prefix}_depth{depth}_{key}"] = round(statistics.median(r[key] for r in rs), 2)
+        out[f"{prefix}_depth{depth}_runs_rps"] = [round(r["rps"]) for r in rs]
+    out[f"{prefix}_depth2_vs_depth1"] = round(out[f"{prefix}_depth2_rps"] / out[f"{prefix}_depth1_rps"], 3)
+    return out
+
+
+def _driver_one(work: str, depth: int, k: int, bodies: list, tenants, clients: int, seconds: float,
+                sync_delay_s: float, think_s: float) -> dict:
+    """One run of :func:`driver_ab` at ``depth``: a fresh store and WAL under ``work``."""
     import asyncio
     import random
 
@@ -576,80 +604,62 @@ def driver_ab(work: str, repeat: int, seconds: float, clients: int = CONNECTIONS
     from ...verifier.admission import CircuitBreaker
     from ...verifier.metrics import Metrics
     from ...verifier.pipeline import Verifier
-    from ...verifier.tenants import from_mapping
-    from . import verify as bench_verify
 
-    bodies = bench_verify._realistic_bodies(n, f"driver-{os.getpid()}")
-    tenants = from_mapping({"tenants": {"bench": {"alg": "hmac", "keys": [{"secret": bench_verify.KEY.decode()}]}}})
+    n = len(bodies)
+    base = os.path.join(work, f"driver-{depth}-{k}")
+    os.makedirs(base)
+    store = open_store(f"sqlite:///{base}/dedup.db")
+    log = SegmentedLog(os.path.join(base, "wal"))
+    if sync_delay_s > 0:
+        real_sync = log.sync
 
-    def one(depth: int, k: int) -> dict:
-        base = os.path.join(work, f"driver-{depth}-{k}")
-        os.makedirs(base)
-        store = open_store(f"sqlite:///{base}/dedup.db")
-        log = SegmentedLog(os.path.join(base, "wal"))
-        if sync_delay_s > 0:
-            real_sync = log.sync
+        def slow_sync() -> int:
+            time.sleep(sync_delay_s)
+            return real_sync()
 
-            def slow_sync() -> int:
-                time.sleep(sync_delay_s)
-                return real_sync()
+        log.sync = slow_sync  # type: ignore[method-assign]
+    rng = random.Random(k)
+    driver = BatchDriver(Verifier(tenants, region="bench"), log, GuardedStore(store, CircuitBreaker()),
+                         Metrics(), depth=depth)
+    latencies: list[float] = []
+    statuses: set[int] = set()
+    nxt = iter(range(n))
 
-            log.sync = slow_sync  # type: ignore[method-assign]
-        rng = random.Random(k)
-        driver = BatchDriver(Verifier(tenants, region="bench"), log, GuardedStore(store, CircuitBreaker()),
-                             Metrics(), depth=depth)
-        latencies: list[float] = []
-        statuses: set[int] = set()
-        nxt = iter(range(n))
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        stop_at = loop.time() + seconds
 
-        async def main() -> float:
-            loop = asyncio.get_running_loop()
-            stop_at = loop.time() + seconds
+        async def client() -> None:
+            while loop.time() < stop_at:
+                i = next(nxt, None)
+                if i is None:
+                    return
+                t0 = loop.time()
+                statuses.add((await driver.submit(bodies[i], "bench")).status)
+                latencies.append(loop.time() - t0)
+                if think_s > 0:
+                    await asyncio.sleep(rng.uniform(0, think_s))
 
-            async def client() -> None:
-                while loop.time() < stop_at:
-                    i = next(nxt, None)
-                    if i is None:
-                        return
-                    t0 = loop.time()
-                    statuses.add((await driver.submit(bodies[i], "bench")).status)
-                    latencies.append(loop.time() - t0)
-                    if think_s > 0:
-                        await asyncio.sleep(rng.uniform(0, think_s))
+        t0 = loop.time()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return loop.time() - t0
 
-            t0 = loop.time()
-            await asyncio.gather(*(client() for _ in range(clients)))
-            return loop.time() - t0
-
-        c0 = time.process_time()
-        try:
-            took = asyncio.run(main())
-        finally:
-            driver.close()
-            log.close()
-            store.close()
-            shutil.rmtree(base, ignore_errors=True)
-        cpu = time.process_time() - c0
-        done = len(latencies)
-        if statuses != {200}:
-            raise RuntimeError(f"driver bench answered {sorted(statuses)}")
-        latencies.sort()
-        return {"rps": done / took, "p99_ms": latencies[int(0.99 * (done - 1))] * 1000,
-                "cpu_us_per_req": cpu * 1e6 / done, "fsyncs_per_s": driver.syncs / took,
-                "requests_per_fsync": done / max(1, driver.syncs), "batches": driver.batches}
-
-    runs: dict[int, list[dict]] = {1: [], 2: []}
-    for k in range(repeat):
-        for depth in (1, 2):
-            runs[depth].append(one(depth, k))
-    out: dict = {f"{prefix}_clients": clients, f"{prefix}_seconds_per_run": seconds,
-                 f"{prefix}_sync_delay_ms": sync_delay_s * 1000, f"{prefix}_think_ms": think_s * 1000}
-    for depth, rs in runs.items():
-        for key in ("rps", "p99_ms", "cpu_us_per_req", "fsyncs_per_s", "requests_per_fsync"):
-            out[f"{prefix}_depth{depth}_{key}"] = round(statistics.median(r[key] for r in rs), 2)
-        out[f"{prefix}_depth{depth}_runs_rps"] = [round(r["rps"]) for r in rs]
-    out[f"{prefix}_depth2_vs_depth1"] = round(out[f"{prefix}_depth2_rps"] / out[f"{prefix}_depth1_rps"], 3)
-    return out
+    c0 = time.process_time()
+    try:
+        took = asyncio.run(main())
+    finally:
+        driver.close()
+        log.close()
+        store.close()
+        shutil.rmtree(base, ignore_errors=True)
+    cpu = time.process_time() - c0
+    done = len(latencies)
+    if statuses != {200}:
+        raise RuntimeError(f"driver bench answered {sorted(statuses)}")
+    latencies.sort()
+    return {"rps": done / took, "p99_ms": latencies[int(0.99 * (done - 1))] * 1000,
+            "cpu_us_per_req": cpu * 1e6 / done, "fsyncs_per_s": driver.syncs / took,
+            "requests_per_fsync": done / max(1, driver.syncs), "batches": driver.batches}
 
 
 def _wals(label: str, workers: int) -> int:
