@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import artifacts, checkers, metrics
-from .history import History, read_history
+from .history import FORMATS, PLAIN, History, find_history, read_history
 from .scenario import Scenario, ScenarioError, list_scenarios, load
 from .world import World
 
@@ -27,6 +27,7 @@ class RunResult:
     results: dict
     rows: list[dict]
     out_dir: Path | None
+    history_format: str = "jsonl"  # the history file's format (history.FORMATS)
 
     @property
     def valid(self) -> bool:
@@ -103,15 +104,20 @@ def planted_world_kwargs(plant: str | None) -> dict:
 
 
 def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = None, plots: bool = True,
-        progress: bool = False, plant: str | None = None, force: bool = False, **world_kwargs) -> RunResult:
+        progress: bool = False, plant: str | None = None, force: bool = False, history_format: str = "jsonl",
+        **world_kwargs) -> RunResult:
     """Run a scenario (name, path or :class:`Scenario`); ``world_kwargs`` go to :class:`World`.
     With ``out`` the artifacts go to ``out/<scenario>/<seed>/`` (see :func:`save`); ``progress``
     shows a bar over simulated time on an interactive stderr; ``plant`` names a planted bug
     (``flk.impl.testing.planted``), recorded in the results so replay and shrink rerun it. A run
     folder holding a *different* run (other scenario content, overrides or planted bug) is never
-    replaced unless ``force`` (:func:`check_run_dir`)."""
+    replaced unless ``force`` (:func:`check_run_dir`). ``history_format`` ``"jsonl.gz"`` streams the
+    history to ``history.jsonl.gz`` in the run folder while the run goes (the compact format of
+    long studies: :mod:`flk.sim.history`); the digest is the same either way."""
     from . import progress as progress_bars
 
+    if history_format not in FORMATS:
+        raise ScenarioError("history format", f"must be one of {', '.join(FORMATS)}, got {history_format!r}")
     sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
     seed = sc.seed if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -120,12 +126,17 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     if out is not None:
         check_run_dir(Path(out) / sc.name / str(seed), sc, key, force)
     world = World(sc, seed, **{**planted_world_kwargs(plant), **world_kwargs})
+    if out is not None and FORMATS[history_format] != PLAIN:
+        run_dir = Path(out) / sc.name / str(seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        world.history.stream_to(run_dir / FORMATS[history_format])
     show = progress and progress_bars.wanted()
     with progress_bars.bar(world.duration + world.quiescence, f"{sc.name} seed {seed}", unit="sim s",
                            enabled=show) as sim_bar:
         if show:
             progress_bars.follow_world(world, sim_bar)
         history = world.run()
+    history.close()
     events = history.events
     checks = checkers.check_all(events, sc.data)
     if sc.expect:
@@ -146,7 +157,7 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
         "parameters": {"overrides": list(overrides), **({"plant": plant} if plant else {})},
         "stamp": {**artifacts.stamp(seed, list(sc.overrides), source_identity(sc), plant=plant), "run_key": key},
     }
-    res = RunResult(sc, seed, history, results, metrics.timeseries(events), None)
+    res = RunResult(sc, seed, history, results, metrics.timeseries(events), None, history_format)
     if out is not None:
         save(res, Path(out), plots=plots, force=force)
     return res
@@ -198,7 +209,8 @@ def save(res: RunResult, out: Path, plots: bool = True, force: bool = False) -> 
     data = copy.deepcopy(res.scenario.data)
     data["scenario"]["seed"] = res.seed
     res.results["out_dir"] = str(out_dir)
-    artifacts.write_all(out_dir, data, res.history, res.results, res.rows, plots=plots)
+    artifacts.write_all(out_dir, data, res.history, res.results, res.rows, plots=plots,
+                        history_file=FORMATS[res.history_format])
     res.out_dir = out_dir
     return out_dir
 
@@ -260,7 +272,7 @@ def load_run(run_dir: Path) -> dict:
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     with open(run_dir / "metrics.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return {"results": results, "history": read_history(run_dir / "history.jsonl"), "metrics": rows}
+    return {"results": results, "history": read_history(find_history(run_dir)), "metrics": rows}
 
 
 def without_faults(sc: Scenario, kinds) -> Scenario:

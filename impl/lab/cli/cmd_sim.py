@@ -49,6 +49,8 @@ def configure(p) -> None:
     r.add_argument("--out", default="runs", help="artifact root (default runs/)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--history-format", choices=["jsonl", "jsonl.gz"], default="jsonl",
+                   help="jsonl.gz: the compact history, streamed to the run folder while the run goes (long studies)")
     r.add_argument("--force", action="store_true",
                    help="replace a different run (other overrides, scenario content or planted bug) in the run folder")
     r.add_argument("--json", action="store_true", help="print results as JSON")
@@ -259,7 +261,7 @@ def run(args) -> int:
                 raise UsageError(f"--seed: must be a non-negative integer, got {args.seed}")
             res = api.run(args.scenario, seed=args.seed, overrides=args.overrides, out=Path(args.out),
                           plots=not args.no_plots, progress=not args.quiet and not args.json, plant=args.plant,
-                          force=args.force)
+                          force=args.force, history_format=args.history_format)
             if args.json:
                 print(json.dumps(res.results, sort_keys=True))
             else:
