@@ -160,6 +160,36 @@ class History:
             self._fold()
         return event
 
+    def recorder(self, type: str, names: tuple[str, ...]):  # noqa: A002
+        """A function ``(t, *values)`` recording one event of ``type`` whose fields are ``names``
+        in that order: ``record(t, type, **dict(zip(names, values)))`` -- on a digest-only
+        history without the keyword dict, the shape tuple and the maker lookup per event (the
+        simulator's per-request events; the same lines, tests/sim/test_fast_paths.py)."""
+        names = tuple(names)
+        if self.keep or "t_us" in names:
+            record = self.record
+
+            def rec(t: float, *values) -> None:
+                record(t, type, **dict(zip(names, values, strict=True)))
+
+            return rec
+        shape, makers, pending = ("#row", type, *names), _LINE_MAKERS, self._unhashed
+        if len(set(names)) != len(names) or "type" in names:
+            raise ValueError(f"field names must be distinct and not 'type': {names}")
+
+        def rec(t: float, *values) -> None:
+            make = makers.get(shape)
+            if make is None:
+                make = makers[shape] = _line_maker((type, *names), values, by_position=True)
+            if len(values) != len(names):
+                raise TypeError(f"{type}: {len(names)} values expected, got {len(values)}")
+            pending.append(make(int(round(t * 1_000_000)), type, values))
+            self.count += 1
+            if len(pending) >= _HASH_BATCH:
+                self._fold()
+
+        return rec
+
     def record_many(self, t: float, type: str, names: tuple[str, ...], rows: Iterable[tuple]) -> None:  # noqa: A002
         """``record(t, type, **dict(zip(names, row)))`` for every row (the final state:
         millions of events of one shape at one time)."""
