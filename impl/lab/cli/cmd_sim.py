@@ -3,7 +3,8 @@
 * ``flk sim list`` -- the catalog, with descriptions;
 * ``flk sim run NAME|FILE [--seed N] [--out DIR] [--set key=value ...]`` -- run,
   print the invariant/SLO table and the history's SHA-256; exit 0 valid, 1 an
-  invariant or SLO violated, 2 bad input;
+  invariant or SLO violated, 2 bad input; ``--history-format jsonl.gz`` streams the
+  compact history (``history.jsonl.gz``, same digest) for long runs;
 * ``flk sim validate FILE|NAME ...`` -- check scenario files against the schema only
   (nothing runs); exit 2 naming the file, key path and reason;
 * ``flk sim reference [--metrics]`` -- print the scenario file reference (``sim/SCENARIOS.md``) or the
