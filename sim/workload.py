@@ -30,69 +30,18 @@ import numpy as np
 from flk.impl.agent import builder as agent_mod
 from flk.impl.agent import factory
 from flk.impl.agent.client import (
-    UNSIGNED_FIELDS,
     Done,
     HttpAnswer,
-    Prepared,
     RetryPolicy,
     Send,
     Submission,
     TransportFailure,
     Wait,
-    _compact_json,
-    prepare,
 )
 from flk.impl.agent.factory import tenant_key
 from flk.impl.agent.outbox import Outbox
 from flk.impl.core.canonical import canonical_bytes
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
-
-_encode_str = json.encoder.encode_basestring
-_TEXTS: dict[int, tuple[object, str]] = {}  # id(value) -> (value, its JSON text): the templates' nested values
-
-
-def _json_text(value) -> str:
-    """One value as the client's compact JSON writes it (``_compact_json``); a template's
-    nested value (shared, never changed, by every PCS made from it) is encoded once."""
-    cls = value.__class__
-    if cls is str:
-        return _encode_str(value)
-    if cls is int:
-        return int.__repr__(value)
-    if cls is float and math.isfinite(value):
-        return float.__repr__(value)
-    hit = _TEXTS.get(id(value))
-    if hit is not None and hit[0] is value:
-        return hit[1]
-    return _compact_json(value)
-
-
-def prepared(pcs: dict) -> Prepared:
-    """``flk.impl.agent.client.prepare(pcs)`` -- the same signed bytes and body head -- with
-    the body written key by key, a template's nested values from their cached text (the
-    agents' per-submission hot path; tests/sim/test_fast_paths.py proves it equal). Anything
-    out of the ordinary (a non-str key, a NaN, no signature) goes to ``prepare`` itself."""
-    try:
-        if not isinstance(pcs.get("sig"), str):
-            return prepare(pcs)
-        signed = canonical_bytes(pcs)
-        parts = []
-        for k, v in pcs.items():
-            if k.__class__ is not str:
-                return prepare(pcs)
-            if k not in UNSIGNED_FIELDS:
-                parts.append(f"{_encode_str(k)}:{_json_text(v)}")
-    except Exception:  # noqa: BLE001 - the reference raises the right error
-        return prepare(pcs)
-    if not parts:
-        return prepare(pcs)
-    return Prepared(pcs["pcs_id"], signed, ("{" + ",".join(parts) + ',"attempt":').encode("utf-8"))
-
-
-def _remember_texts(template: dict) -> None:
-    for value in template.values():
-        if isinstance(value, (list, dict)):
-            _TEXTS[id(value)] = (value, _compact_json(value))
 
 
 def make_templates(seed: int, count: int = 4) -> list[dict]:
@@ -108,7 +57,6 @@ def make_templates(seed: int, count: int = 4) -> list[dict]:
             pts = np.stack([t, 0.5 * t + 0.02 * rng.random(n)], axis=1)
         raw = pts.astype("<f8").tobytes()
         out.append(agent_mod.build_pcs(pts, raw, shard_id="sim-shard", epoch=1, signer=None, seed=seed + i))
-        _remember_texts(out[-1])
     return out
 
 
@@ -295,7 +243,7 @@ class Agent:
         router = world.router
         # behind the routing layer the client knows one name; the router picks the region per send
         urls = [self.urls[0]] if router is not None else self.urls
-        sub = Submission(prepared(pcs), urls, rng=self.rng, policy=self.policy, tenant=self.tenant)
+        sub = Submission(pcs, urls, rng=self.rng, policy=self.policy, tenant=self.tenant)
         digest = hashlib.sha256(sub.signed_bytes).hexdigest()  # == payload_digest(pcs): the same canonical bytes
         action = sub.start(world.clock())
         timeout = float(self.w["timeout_ms"]) / 1000.0
