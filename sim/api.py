@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import alerts, artifacts, checkers, kpi, metrics, operator
-from .history import History, read_history
+from .history import FORMATS, PLAIN, History, find_history, read_history
 from .scenario import Scenario, ScenarioError, list_scenarios, load
 from .world import World
 
@@ -28,6 +28,7 @@ class RunResult:
     rows: list[dict]
     out_dir: Path | None
     scraper: alerts.Scraper | None = None  # the regions' scrapes (series.om, alerts.test.yml in save)
+    history_format: str = "jsonl"  # the history file's format (history.FORMATS)
 
     @property
     def valid(self) -> bool:
@@ -105,6 +106,7 @@ def planted_world_kwargs(plant: str | None) -> dict:
 
 def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = None, plots: bool = True,
         progress: bool = False, plant: str | None = None, force: bool = False, check_model: bool = False,
+        history_format: str = "jsonl",
         **world_kwargs) -> RunResult:
     """Run a scenario (name, path or :class:`Scenario`); ``world_kwargs`` go to :class:`World`.
     With ``out`` the artifacts go to ``out/<scenario>/<seed>/`` (see :func:`save`); ``progress``
@@ -113,9 +115,14 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     folder holding a *different* run (other scenario content, overrides or planted bug) is never
     replaced unless ``force`` (:func:`check_run_dir`). ``check_model``: also judge the history by
     the black-box checker and the model (:func:`flk.sim.tracecheck.three_verdicts`, in
-    ``results["verdicts"]``); a violation either finds makes the run invalid."""
+    ``results["verdicts"]``); a violation either finds makes the run invalid.
+    ``history_format`` ``"jsonl.gz"`` streams the
+    history to ``history.jsonl.gz`` in the run folder while the run goes (the compact format of
+    long studies: :mod:`flk.sim.history`); the digest is the same either way."""
     from . import progress as progress_bars
 
+    if history_format not in FORMATS:
+        raise ScenarioError("history format", f"must be one of {', '.join(FORMATS)}, got {history_format!r}")
     sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
     seed = sc.seed if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -125,12 +132,17 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
         check_run_dir(Path(out) / sc.name / str(seed), sc, key, force)
     world = World(sc, seed, **{**planted_world_kwargs(plant), **world_kwargs})
     scraper = alerts.Scraper(world) if alerts.declared(sc.data) else None  # reads only: same history
+    if out is not None and FORMATS[history_format] != PLAIN:
+        run_dir = Path(out) / sc.name / str(seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        world.history.stream_to(run_dir / FORMATS[history_format])
     show = progress and progress_bars.wanted()
     with progress_bars.bar(world.duration + world.quiescence, f"{sc.name} seed {seed}", unit="sim s",
                            enabled=show) as sim_bar:
         if show:
             progress_bars.follow_world(world, sim_bar)
         history = world.run()
+    history.close()
     events = history.events
     checks = checkers.check_all(events, sc.data)
     if sc.expect:
@@ -162,7 +174,7 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
 
         results["verdicts"] = three_verdicts(events, sc.data, results["invariants"])
         results["valid"] = results["valid"] and results["verdicts"]["ok"]
-    res = RunResult(sc, seed, history, results, metrics.timeseries(events), None, scraper)
+    res = RunResult(sc, seed, history, results, metrics.timeseries(events), None, scraper, history_format)
     if out is not None:
         save(res, Path(out), plots=plots, force=force)
     return res
@@ -214,7 +226,8 @@ def save(res: RunResult, out: Path, plots: bool = True, force: bool = False) -> 
     data = copy.deepcopy(res.scenario.data)
     data["scenario"]["seed"] = res.seed
     res.results["out_dir"] = str(out_dir)
-    artifacts.write_all(out_dir, data, res.history, res.results, res.rows, plots=plots)
+    artifacts.write_all(out_dir, data, res.history, res.results, res.rows, plots=plots,
+                        history_file=FORMATS[res.history_format])
     if res.scraper is not None:
         alerts.save(res.scraper, int(res.results.get("alerts", {}).get("end_s", 0)) or len(res.rows), out_dir)
     res.out_dir = out_dir
@@ -278,7 +291,7 @@ def load_run(run_dir: Path) -> dict:
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     with open(run_dir / "metrics.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return {"results": results, "history": read_history(run_dir / "history.jsonl"), "metrics": rows}
+    return {"results": results, "history": read_history(find_history(run_dir)), "metrics": rows}
 
 
 def without_faults(sc: Scenario, kinds) -> Scenario:

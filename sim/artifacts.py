@@ -14,6 +14,8 @@ from pathlib import Path
 
 import tomli_w
 
+from .history import COMPACT, PLAIN
+
 STAMPED_LIBRARIES = ("simpy", "numpy", "scipy", "networkx")
 
 
@@ -62,17 +64,23 @@ def stamp(seed: int, overrides: list[str], scenario_source: str, plant: str | No
     return out
 
 
-def write_all(out_dir: Path, scenario: dict, history, results: dict, rows: list[dict], plots: bool = True) -> dict:
+def write_all(out_dir: Path, scenario: dict, history, results: dict, rows: list[dict], plots: bool = True,
+              history_file: str = PLAIN) -> dict:
+    """``history_file``: ``history.jsonl`` or the compact ``history.jsonl.gz`` (an earlier run's
+    file of the other format is removed: a folder holds one history)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scenario.toml").write_text(tomli_w.dumps(scenario), encoding="utf-8")
-    history.write(out_dir / "history.jsonl")
+    history.write(out_dir / history_file)
+    for other in (PLAIN, COMPACT):
+        if other != history_file:
+            (out_dir / other).unlink(missing_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     with open(out_dir / "metrics.csv", "w", newline="", encoding="utf-8") as f:
         if rows:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-    files = {"scenario": "scenario.toml", "history": "history.jsonl", "results": "results.json", "metrics": "metrics.csv"}
+    files = {"scenario": "scenario.toml", "history": history_file, "results": "results.json", "metrics": "metrics.csv"}
     if plots and rows:
         files.update(plot_run(out_dir, rows, history.events, results))
     return files

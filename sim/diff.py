@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .history import find_history, open_lines
 from .scenario import ScenarioError
 
 
@@ -17,9 +18,11 @@ def _read(run_dir: Path) -> tuple[dict, list[str]]:
     run_dir = Path(run_dir)
     try:
         results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-        lines = (run_dir / "history.jsonl").read_text(encoding="utf-8").splitlines()
+        with open_lines(find_history(run_dir)) as f:
+            lines = f.read().splitlines()
     except (OSError, ValueError) as exc:
-        raise ScenarioError(str(run_dir), f"not a run directory (needs results.json and history.jsonl): {exc}") from None
+        raise ScenarioError(str(run_dir), f"not a run directory (needs results.json and history.jsonl or "
+                            f"history.jsonl.gz): {exc}") from None
     return results, lines
 
 

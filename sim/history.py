@@ -5,16 +5,28 @@ determinism. Each event is serialised canonically (sorted keys, no spaces) as
 soon as it is recorded, and folded into a running SHA-256, so two runs are
 identical exactly when their digests are. Times are integer microseconds of
 simulated time (``t_us``) so no float formatting can differ.
+
+Two file formats hold the same lines: ``history.jsonl`` (plain) and the compact
+``history.jsonl.gz`` (:data:`COMPACT`), the same canonical lines gzip-compressed (level 1,
+no name, mtime 0) and written *while the run goes* (:meth:`History.stream_to`), so a
+long study holds no line in memory. The digest is defined over the canonical
+(uncompressed) line stream, so both files of a run -- and a digest-only run -- have
+the same digest; :func:`file_digest` recomputes it from either file.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from json import encoder as _json_encoder
 from pathlib import Path
 
+PLAIN = "history.jsonl"
+COMPACT = "history.jsonl.gz"
+FORMATS = {"jsonl": PLAIN, "jsonl.gz": COMPACT}  # ``flk sim run --history-format`` -> file name
+_GZIP_LEVEL = 1  # ~4x smaller than the plain file at ~140 MB/s; higher levels gain little on hex digests
 _HASH_BATCH = 512  # lines folded into the digest at once (SHA-256 of the concatenation: the same digest)
 
 
@@ -101,6 +113,27 @@ class History:
         self._unhashed: list[str] = []  # lines not yet folded into the digest
         self.keep = keep
         self.count = 0
+        self._sink = None  # a gzip stream the folded lines also go to (stream_to)
+        self._sink_path: Path | None = None
+
+    def stream_to(self, path: Path) -> None:
+        """Write every line to ``path`` in the compact format while the run goes (call it
+        before the first event); the lines are then not kept in memory (events still are when
+        ``keep``, for the checkers). :meth:`close` finishes the file."""
+        if self.count:
+            raise ValueError("stream_to must come before the first event")
+        path = Path(path)
+        raw = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self._sink = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=_GZIP_LEVEL, mtime=0)
+        self._sink_raw, self._sink_path = raw, path
+
+    def close(self) -> None:
+        """Fold what is pending and finish a streamed file (no-op without one)."""
+        self._fold()
+        if self._sink is not None:
+            self._sink.close()
+            self._sink_raw.close()
+            self._sink = None
 
     def record(self, t: float, type: str, **fields) -> dict | None:  # noqa: A002 - "type" is the field name
         """Append one event; returns it as a dict when the history is kept (else None:
@@ -118,13 +151,44 @@ class History:
             line = make(t_us, type, fields)
         self.count += 1
         if self.keep:
-            self._lines.append(line)
+            if self._sink is None:
+                self._lines.append(line)
             self._events.append(event)
         pending = self._unhashed
         pending.append(line)
         if len(pending) >= _HASH_BATCH:
             self._fold()
         return event
+
+    def recorder(self, type: str, names: tuple[str, ...]):  # noqa: A002
+        """A function ``(t, *values)`` recording one event of ``type`` whose fields are ``names``
+        in that order: ``record(t, type, **dict(zip(names, values)))`` -- on a digest-only
+        history without the keyword dict, the shape tuple and the maker lookup per event (the
+        simulator's per-request events; the same lines, tests/sim/test_fast_paths.py)."""
+        names = tuple(names)
+        if self.keep or "t_us" in names:
+            record = self.record
+
+            def rec(t: float, *values) -> None:
+                record(t, type, **dict(zip(names, values, strict=True)))
+
+            return rec
+        shape, makers, pending = ("#row", type, *names), _LINE_MAKERS, self._unhashed
+        if len(set(names)) != len(names) or "type" in names:
+            raise ValueError(f"field names must be distinct and not 'type': {names}")
+
+        def rec(t: float, *values) -> None:
+            make = makers.get(shape)
+            if make is None:
+                make = makers[shape] = _line_maker((type, *names), values, by_position=True)
+            if len(values) != len(names):
+                raise TypeError(f"{type}: {len(names)} values expected, got {len(values)}")
+            pending.append(make(int(round(t * 1_000_000)), type, values))
+            self.count += 1
+            if len(pending) >= _HASH_BATCH:
+                self._fold()
+
+        return rec
 
     def record_many(self, t: float, type: str, names: tuple[str, ...], rows: Iterable[tuple]) -> None:  # noqa: A002
         """``record(t, type, **dict(zip(names, row)))`` for every row (the final state:
@@ -148,7 +212,10 @@ class History:
         pending = self._unhashed
         if pending:
             pending.append("")  # every line ends in a newline
-            self._sha.update("\n".join(pending).encode("utf-8"))
+            chunk = "\n".join(pending).encode("utf-8")
+            self._sha.update(chunk)
+            if self._sink is not None:
+                self._sink.write(chunk)
             pending.clear()
 
     @property
@@ -161,6 +228,20 @@ class History:
         return self._events
 
     def write(self, path: Path) -> None:
+        """The history as ``path``: the compact format when it ends in ``.gz``, else plain lines.
+        A history streamed to ``path`` (:meth:`stream_to`) is finished there instead."""
+        path = Path(path)
+        if self._sink_path is not None:
+            self.close()
+            if path.resolve() != self._sink_path.resolve():
+                raise ValueError(f"history was streamed to {self._sink_path.name}, not {path.name}")
+            return
+        if path.name.endswith(".gz"):
+            with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                        compresslevel=_GZIP_LEVEL, mtime=0) as f:
+                for i in range(0, len(self._lines), _HASH_BATCH):
+                    f.write(("\n".join(self._lines[i:i + _HASH_BATCH]) + "\n").encode("utf-8"))
+            return
         with open(path, "w", encoding="utf-8") as f:
             for line in self._lines:
                 f.write(line)
@@ -171,9 +252,44 @@ class History:
         return (e for e in self._events if e["type"] in wanted)
 
 
+def open_lines(path: Path):
+    """A text stream over a history file, plain or compact (by its ``.gz`` suffix)."""
+    path = Path(path)
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")  # noqa: SIM115 - the caller closes it
+
+
+def find_history(run_dir: Path) -> Path:
+    """The history file of a run directory: ``history.jsonl`` or the compact ``history.jsonl.gz``."""
+    run_dir = Path(run_dir)
+    for name in (PLAIN, COMPACT):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise FileNotFoundError(f"{run_dir}: no {PLAIN} or {COMPACT}")
+
+
+def iter_history(path: Path) -> Iterator[dict]:
+    """The events of a history file one at a time (a long study's history need not fit in memory)."""
+    with open_lines(path) as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
 def read_history(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return list(iter_history(path))
+
+
+def file_digest(path: Path) -> str:
+    """The digest of a history file, plain or compact: SHA-256 of its canonical line stream
+    (what ``results.json`` records as ``digest``)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as raw:
+        f = gzip.GzipFile(fileobj=raw, mode="rb") if Path(path).name.endswith(".gz") else raw
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 def digest_of(events: Iterable[dict]) -> str:

@@ -18,7 +18,7 @@ import networkx as nx
 import simpy
 
 from .history import History
-from .rng import sample
+from .rng import sampler
 
 
 @dataclass
@@ -167,12 +167,20 @@ class Network:
         return any(hop in self.blocked for hop in self.hops(self.group(src), self.group(dst)))
 
     def _route(self, gs: str, gd: str) -> tuple:
-        """Hops, their link specs (fixed by the topology) and the pair's random stream."""
+        """Hops, their link specs (fixed by the topology), the pair's random stream, and what
+        a send needs of the specs read once: the hops' loss and duplicate probabilities (the
+        nonzero ones, in hop order) and, when no hop reorders or limits bandwidth, the hops'
+        latency samplers (else None: the general :meth:`_delay`)."""
         route = self._routes.get((gs, gd))
         if route is None:
             hops = self.hops(gs, gd)
-            route = self._routes[(gs, gd)] = (hops, [self.link(*hop) for hop in hops],
-                                              self.rng_for(f"net/{gs}->{gd}"))
+            specs = [self.link(*hop) for hop in hops]
+            simple = not any(spec.reorder or spec.bandwidth_bytes_per_s for spec in specs)
+            route = self._routes[(gs, gd)] = (
+                hops, specs, self.rng_for(f"net/{gs}->{gd}"),
+                tuple(spec.loss for spec in specs if spec.loss),
+                tuple(spec.duplicate for spec in specs if spec.duplicate),
+                tuple(sampler(spec.latency_ms, 1.0) for spec in specs) if simple else None)
         return route
 
     # -- sending --------------------------------------------------------
@@ -183,7 +191,7 @@ class Network:
     def _delay(self, hops, specs, rng, size: int) -> float:
         delay = 0.0
         for hop, spec in zip(hops, specs, strict=True):
-            delay += sample(spec.latency_ms, rng, 1.0) / 1000.0
+            delay += sampler(spec.latency_ms, 1.0)(rng) / 1000.0
             if spec.reorder and rng.random() < spec.reorder:
                 delay += spec.reorder_extra_ms / 1000.0
             if spec.bandwidth_bytes_per_s:
@@ -196,27 +204,40 @@ class Network:
     def send(self, src: str, dst: str, kind: str, payload: object, size: int = 256) -> None:
         self._next_id += 1
         msg = Message(src, dst, kind, payload, size, self._next_id)
-        if self.is_blocked(src, dst):
+        if self.blocked and self.is_blocked(src, dst):
             self._drop(msg, "partition")
             return
-        gs, gd = self.group(src), self.group(dst)
-        hops, specs, rng = self._route(gs, gd)
-        if any(spec.loss and rng.random() < spec.loss for spec in specs):
-            self._drop(msg, "loss")
-            return
-        copies = 2 if any(spec.duplicate and rng.random() < spec.duplicate for spec in specs) else 1
-        if copies == 2:
-            self.history.record(self.env.now, "net.duplicate", src=src, dst=dst, kind=kind)
+        groups = self.groups
+        gs, gd = groups.get(src, src), groups.get(dst, dst)
+        route = self._routes.get((gs, gd)) or self._route(gs, gd)
+        hops, specs, rng, losses, duplicates, latencies = route
+        for p in losses:  # a hop loses it (draws stop at the first loss, as any() did)
+            if rng.random() < p:
+                self._drop(msg, "loss")
+                return
+        copies = 1
+        for p in duplicates:
+            if rng.random() < p:
+                copies = 2
+                self.history.record(self.env.now, "net.duplicate", src=src, dst=dst, kind=kind)
+                break
         st = self._state.get((gs, gd))
         if st is None:
             st = self._state[(gs, gd)] = _LinkState()
         st.sent += 1
+        arrive = partial(self._arrive, msg)
         for _ in range(copies):
-            self.env.timeout(self._delay(hops, specs, rng, size)).callbacks.append(partial(self._arrive, msg))
+            if latencies is None:
+                delay = self._delay(hops, specs, rng, size)
+            else:
+                delay = 0.0
+                for latency in latencies:
+                    delay += latency(rng) / 1000.0
+            self.env.timeout(delay).callbacks.append(arrive)
 
     def _arrive(self, msg: Message, _event=None) -> None:
         """The delay is over: drop (partition, node down, no such node) or hand over."""
-        if self.is_blocked(msg.src, msg.dst):  # partition began while in flight
+        if self.blocked and self.is_blocked(msg.src, msg.dst):  # partition began while in flight
             self._drop(msg, "partition")
             return
         if msg.dst in self.down:

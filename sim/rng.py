@@ -62,3 +62,31 @@ def sample(dist: Mapping | float | int | None, rng: random.Random, default: floa
 
 
 DIST_KINDS = ("constant", "uniform", "exponential", "lognormal", "normal", "pareto")
+
+
+def sampler(dist: Mapping | float | int | None, default: float = 0.0):
+    """``lambda rng: sample(dist, rng, default)`` with the distribution's parameters read once
+    (the same draws from ``rng``, the same floats): for the per-message and per-batch hot paths."""
+    if dist is None or (isinstance(dist, (int, float)) and not isinstance(dist, bool)):
+        value = default if dist is None else float(dist)
+        return lambda rng: value
+    kind = dist.get("dist", "constant")
+    if kind == "constant":
+        value = float(dist["value"])
+        return lambda rng: value
+    if kind == "uniform":
+        lo, hi = float(dist["lo"]), float(dist["hi"])
+        return lambda rng: rng.uniform(lo, hi)
+    if kind == "exponential":
+        lam = 1.0 / float(dist["mean"])
+        return lambda rng: rng.expovariate(lam)
+    if kind == "lognormal":
+        median, sigma, exp = float(dist["median"]), float(dist["sigma"]), math.exp
+        return lambda rng: median * exp(rng.gauss(0.0, sigma))
+    if kind == "normal":
+        mean, sd = float(dist["mean"]), float(dist["sd"])
+        return lambda rng: max(0.0, rng.gauss(mean, sd))
+    if kind == "pareto":
+        scale, alpha = float(dist["scale"]), float(dist["alpha"])
+        return lambda rng: scale * rng.paretovariate(alpha)
+    raise ValueError(f"unknown distribution {kind!r}")

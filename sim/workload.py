@@ -148,6 +148,10 @@ class Agent:
         self.policy = RetryPolicy(base=w["backoff_base_ms"] / 1000.0, cap=w["backoff_cap_ms"] / 1000.0,
                                   max_attempts=int(w["max_attempts"]), max_retry_after=30.0)
         self.mailbox = world.net.register(self.id, group="clients", handler=self.on_message)
+        h = world.history  # the per-attempt events, field order fixed (History.recorder)
+        self._rec_send = h.recorder("client.send", ("req", "attempt", "agent", "tenant", "pcs_id", "digest", "kind",
+                                                    "region"))
+        self._rec_recv = h.recorder("client.recv", ("req", "attempt", "status", "replay", "body_sha", "region"))
         self.sent: list[dict] = []
         self.sent_at: list[float] = []  # simulated time each entry of ``sent`` was first sent
         self.pending: dict[tuple[int, int, int], object] = {}
@@ -289,9 +293,7 @@ class Agent:
         while True:
             if isinstance(action, Send):
                 target = router.resolve(self.urls) if router is not None else action.url
-                world.history.record(env.now, "client.send", req=req, attempt=action.attempt, agent=self.id,
-                                     tenant=self.tenant, pcs_id=pcs["pcs_id"], digest=digest, kind=kind,
-                                     region=target)
+                self._rec_send(env.now, req, action.attempt, self.id, self.tenant, pcs["pcs_id"], digest, kind, target)
                 ev = env.event()
                 self.pending[(req, action.attempt, inc)] = ev
                 world.net.send(self.id, target, "submit",
@@ -303,9 +305,7 @@ class Agent:
                     return  # the agent crashed meanwhile; its outbox resubmits after restart
                 self.pending.pop((req, action.attempt, inc), None)
                 if msg is not None:
-                    world.history.record(env.now, "client.recv", req=req, attempt=action.attempt,
-                                         status=msg["status"], replay=msg["replay"], body_sha=msg["body_sha"],
-                                         region=target)
+                    self._rec_recv(env.now, req, action.attempt, msg["status"], msg["replay"], msg["body_sha"], target)
                     result = HttpAnswer(msg["status"], msg.get("retry_after"))
                 else:
                     world.history.record(env.now, "client.timeout", req=req, attempt=action.attempt, region=target)

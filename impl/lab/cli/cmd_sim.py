@@ -3,7 +3,8 @@
 * ``flk sim list`` -- the catalog, with descriptions;
 * ``flk sim run NAME|FILE [--seed N] [--out DIR] [--set key=value ...]`` -- run,
   print the invariant/SLO table and the history's SHA-256; exit 0 valid, 1 an
-  invariant or SLO violated, 2 bad input;
+  invariant or SLO violated, 2 bad input; ``--history-format jsonl.gz`` streams the
+  compact history (``history.jsonl.gz``, same digest) for long runs;
 * ``flk sim validate FILE|NAME ...`` -- check scenario files against the schema only
   (nothing runs); exit 2 naming the file, key path and reason;
 * ``flk sim reference [--metrics]`` -- print the scenario file reference (``sim/SCENARIOS.md``) or the
@@ -51,6 +52,8 @@ def configure(p) -> None:
     r.add_argument("--out", default="runs", help="artifact root (default runs/)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--history-format", choices=["jsonl", "jsonl.gz"], default="jsonl",
+                   help="jsonl.gz: the compact history, streamed to the run folder while the run goes (long studies)")
     r.add_argument("--force", action="store_true",
                    help="replace a different run (other overrides, scenario content or planted bug) in the run folder")
     r.add_argument("--json", action="store_true", help="print results as JSON")
@@ -283,7 +286,7 @@ def run(args) -> int:
                 raise UsageError(f"--seed: must be a non-negative integer, got {args.seed}")
             res = api.run(args.scenario, seed=args.seed, overrides=args.overrides, out=Path(args.out),
                           plots=not args.no_plots, progress=not args.quiet and not args.json, plant=args.plant,
-                          force=args.force, check_model=args.check_model)
+                          force=args.force, check_model=args.check_model, history_format=args.history_format)
             if args.json:
                 print(json.dumps(res.results, sort_keys=True))
             else:
