@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import time
 
+import httpx
 import pytest
 from server.proc import FLK, ServerProc, clean_env
 
@@ -112,3 +113,65 @@ def test_bad_siem_settings_exit_2_before_binding(tmp_path, pki, env, fragment) -
     assert out.returncode == 2, out.stderr[-2000:]
     assert fragment in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_a_siem_that_is_down_never_slows_a_submission_and_gets_everything_later(tmp_path, pki) -> None:
+    """rsyslog is not running while the load runs: every submission is answered as usual,
+    the events wait in the spool, and once rsyslog starts every one arrives, in order."""
+    (tmp_path / "rsyslog").mkdir()
+    rs = Rsyslog(tmp_path / "rsyslog", PORT + 1, pki)
+    env = {"PCS_HMAC_KEY": KEY, "SIEM_ADDRESS": f"127.0.0.1:{PORT + 1}", "SIEM_CA_FILE": str(pki["ca"]),
+           "SIEM_SERVER_NAME": "localhost", "REGION_ID": "us", "OPERATOR_USER": "op",
+           "OPERATOR_PASS": "op-pass-0123456789"}
+    try:
+        with ServerProc(tmp_path / "srv", env) as srv:
+            load = subprocess.run(
+                [FLK, "agent", "load", "--url", srv.url, "--n", "300", "--seed", "6", "--concurrency", "16",
+                 "--json", "--no-progress", "--max-attempts", "1", "--timeout", "20", "--strict"],
+                env=clean_env(PCS_HMAC_KEY=KEY), capture_output=True, timeout=60)
+            assert load.returncode == 0, load.stderr.decode(errors="replace")[-2000:]
+            summary = json.loads(load.stdout)
+            assert httpx.get(srv.url + "/metrics", auth=("op", "not-the-password"), timeout=5).status_code == 401
+            metrics = httpx.get(srv.url + "/metrics", auth=("op", "op-pass-0123456789"), timeout=5).text
+            pending = [line for line in metrics.splitlines() if line.startswith("flk_siem_pending_events")]
+            assert pending and float(pending[0].split()[-1]) >= 301, pending
+            rs.start()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and len(rs.lines()) < 301:
+                time.sleep(0.1)
+            got = received(rs)
+        assert srv.proc.returncode == 0
+    finally:
+        rs.stop()
+    assert "siem_streaming" in srv.log_text()
+    assert len(got) == 301 and [e["seq"] for _t, e in got] == list(range(1, len(got) + 1)), summary
+    assert {e["stream"] for _t, e in got} == {"us-w0"}
+    assert sum(e.get("outcome") == "accepted" for _t, e in got) == 300
+    refused = [e for _t, e in got if e["kind"] == "auth_failure"]
+    assert [(e["route"], e["reason"], e["client"]) for e in refused] == [("/metrics", "unauthorized", "127.0.0.1")]
+    assert "not-the-password" not in json.dumps([e for _t, e in got])
+
+
+def test_submit_never_waits_and_a_full_spool_drops_and_counts(tmp_path, pki) -> None:
+    """The request path's way in (SiemForwarder.submit): no I/O, bounded; drops are counted."""
+    from flk.impl.governance.siem import SiemForwarder, SiemStream, Spool, tls_context
+
+    drops = []
+    stream = SiemStream(Spool(str(tmp_path / "spool")), "eu-w0", "flk-test")
+    fw = SiemForwarder(stream, "127.0.0.1", PORT + 2, tls_context(str(pki["ca"])), server_name="localhost",
+                       max_spool=50, max_inbox=100_000, on_drop=drops.append).start()  # nothing listens there
+    try:
+        t0 = time.perf_counter()
+        for i in range(2000):
+            fw.submit("worm_append", {"pcs_id": f"p{i}", "outcome": "accepted"})
+        took = time.perf_counter() - t0
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (fw._inbox or not fw.errors):
+            time.sleep(0.02)
+        assert stream.spool.last == 50 and fw.dropped == 1950 and drops == [1]
+        assert fw.errors and fw.acked() == 0
+    finally:
+        fw.close(drain_s=0)
+    assert took < 1.0, took  # 2000 submits while the SIEM is unreachable: no connect on the caller's thread
+    reopened = Spool(str(tmp_path / "spool"))
+    assert [e["pcs_id"] for e in reopened.events] == [f"p{i}" for i in range(50)]  # spooled durably, in order
