@@ -333,10 +333,13 @@ class SiemForwarder:
             return self.stream.spool.acked
 
     def close(self, drain_s: float = 5.0) -> None:
-        """Wait up to ``drain_s`` for everything to be acked, then stop."""
+        """Wait up to ``drain_s`` for everything to be acked -- not at all while the SIEM is
+        unreachable (the last connection attempt failed): the spool keeps it -- then stop."""
         deadline = time.monotonic() + drain_s
         self._wake.set()
         while time.monotonic() < deadline and (self._inbox or self.acked() < self.stream.spool.last):
+            if self.stream.failures and self._sock is None and not self._inbox:
+                break
             time.sleep(0.02)
         self._stop = True
         self._wake.set()
