@@ -35,6 +35,7 @@ else the handshake is refused and nothing is sent).
 
 from __future__ import annotations
 
+import collections
 import json
 import posixpath
 import re
@@ -51,9 +52,10 @@ from ..core.backoff import Backoff
 from ..storage.fs import FileSystem, OsFileSystem
 
 FORMAT = 1
-KINDS = ("worm_append", "anchor", "reconciliation", "divergence", "quarantine", "auth_failure", "operator_action")
+KINDS = ("worm_append", "anchor", "reconciliation", "divergence", "quarantine", "auth_failure", "operator_action",
+         "rejection")
 SEVERITY = {"worm_append": 6, "anchor": 6, "reconciliation": 5, "divergence": 4, "quarantine": 4,
-            "auth_failure": 4, "operator_action": 5}  # RFC 5424 severities: 4 warning, 5 notice, 6 info
+            "auth_failure": 4, "operator_action": 5, "rejection": 5}  # RFC 5424 severities: 4 warning, 5 notice, 6 info
 FACILITY = 13  # log audit
 SD_ID = "flk@32473"  # 32473: the private enterprise number RFC 5612 reserves for documentation
 FORBIDDEN_FIELDS = ("body", "payload", "signature", "sig", "key", "secret", "password")
@@ -110,6 +112,7 @@ class Spool:
         self.last = self.acked
         self._handle: Any = None
         self._file_first = 0
+        self.dirty = False  # appended since the last sync
         self._load()
 
     def _files(self) -> list[tuple[int, str]]:
@@ -136,10 +139,12 @@ class Spool:
         self._handle.write(event_bytes + b"\n")
         self.events.append(json.loads(event_bytes))
         self.last = seq
+        self.dirty = True
 
     def sync(self) -> None:
-        if self._handle is not None:
+        if self._handle is not None and self.dirty:
             self._handle.fsync()
+        self.dirty = False
 
     def ack(self, seq: int) -> None:
         if seq <= self.acked:
@@ -255,17 +260,39 @@ def tls_context(ca_file: str, cert_file: str | None = None, key_file: str | None
 
 class SiemForwarder:
     """The thread driver of a :class:`SiemStream` over syslog-over-TLS (see the module docstring).
-    ``errors`` keeps the last connection errors (a refused certificate shows there)."""
+    ``errors`` keeps the last connection errors (a refused certificate shows there).
+
+    Two ways in. :meth:`offer` spools at once (the caller waits for the forwarder's lock,
+    which the thread holds while it connects or sends: for tools and tests).
+    :meth:`submit` never waits and never does I/O: it appends ``(kind, fields, now)`` to
+    a bounded in-memory inbox and wakes the thread, which moves the inbox to the spool
+    and fsyncs the spool at most every ``sync_interval_s`` (and before every batch).
+    That is what a request path uses (``flk serve``'s batch thread). The durability
+    window of :meth:`submit`: events still in the inbox or written but not yet fsynced
+    -- at most ``sync_interval_s`` plus one connect or send timeout -- are lost if the
+    process crashes. Bounds: an inbox of ``max_inbox`` events and a spool of
+    ``max_spool`` unacknowledged events; an event past either is dropped and counted in
+    ``dropped`` (``on_drop`` is called with the count at the first drop of each run of
+    drops) -- a submission never waits for, or fails because of, the SIEM."""
 
     def __init__(self, stream: SiemStream, host: str, port: int, context: ssl.SSLContext,
-                 server_name: str | None = None, connect_timeout_s: float = 2.0) -> None:
+                 server_name: str | None = None, connect_timeout_s: float = 2.0, *,
+                 max_inbox: int = 100_000, max_spool: int = 1_000_000, sync_interval_s: float = 0.05,
+                 on_drop: Any = None) -> None:
         self.stream, self.host, self.port, self.context = stream, host, port, context
         self.server_name = server_name or host
         self.connect_timeout_s = connect_timeout_s
+        self.max_inbox, self.max_spool, self.sync_interval_s = max_inbox, max_spool, sync_interval_s
+        self.on_drop = on_drop
         self.errors: list[str] = []
         self.connects = 0
+        self.dropped = 0
+        self._dropping = False
+        self._inbox: collections.deque = collections.deque()
+        self._last_sync = 0.0
         self._sock: ssl.SSLSocket | None = None
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="siem-forwarder", daemon=True)
 
@@ -276,24 +303,70 @@ class SiemForwarder:
     def offer(self, kind: str, fields: Mapping) -> str:
         with self._lock:
             event_id = self.stream.offer(kind, fields, time.time())
-            self._lock.notify()
+        self._wake.set()
         return event_id
+
+    def submit(self, kind: str, fields: Mapping) -> bool:
+        """Queue one event without waiting (see the class docstring); False: dropped (full)."""
+        inbox = self._inbox
+        if len(inbox) >= self.max_inbox:
+            self._drop(1)
+            return False
+        inbox.append((kind, fields, time.time()))
+        if len(inbox) == 1:
+            self._wake.set()
+        return True
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        if not self._dropping:
+            self._dropping = True
+            if self.on_drop is not None:
+                self.on_drop(self.dropped)
+
+    def pending(self) -> int:
+        """Events not yet acknowledged by the SIEM (inbox + spool)."""
+        return len(self._inbox) + self.stream.spool.last - self.stream.spool.acked
 
     def acked(self) -> int:
         with self._lock:
             return self.stream.spool.acked
 
     def close(self, drain_s: float = 5.0) -> None:
-        """Wait up to ``drain_s`` for everything to be acked, then stop."""
+        """Wait up to ``drain_s`` for everything to be acked -- not at all while the SIEM is
+        unreachable (the last connection attempt failed): the spool keeps it -- then stop."""
         deadline = time.monotonic() + drain_s
-        while time.monotonic() < deadline and self.acked() < self.stream.spool.last:
+        self._wake.set()
+        while time.monotonic() < deadline and (self._inbox or self.acked() < self.stream.spool.last):
+            if self.stream.failures and self._sock is None and not self._inbox:
+                break
             time.sleep(0.02)
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout=5 + self.connect_timeout_s)
         with self._lock:
-            self._stop = True
-            self._lock.notify()
-        self._thread.join(timeout=5)
-        self._disconnect()
-        self.stream.spool.close()
+            self._take_inbox(time.time())  # whatever is left is spooled for the next start
+            self.stream.spool.sync()
+            self._disconnect()
+            self.stream.spool.close()
+
+    def _take_inbox(self, now: float) -> None:
+        """(Under the lock.) Inbox -> spool; the spool is fsynced every ``sync_interval_s``."""
+        s, inbox = self.stream, self._inbox
+        while inbox:
+            kind, fields, ts = inbox.popleft()
+            if s.spool.last - s.spool.acked >= self.max_spool:
+                self._drop(1)
+                continue
+            try:
+                s.offer(kind, fields, ts)
+            except ValueError as exc:  # a malformed event is a bug of its producer: say so, keep going
+                self.errors = [*self.errors[-9:], f"refused event: {exc}"[:200]]
+            else:
+                self._dropping = False
+        if s.spool.dirty and now - self._last_sync >= self.sync_interval_s:
+            s.spool.sync()
+            self._last_sync = now
 
     def _connect(self) -> None:
         raw = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
@@ -341,30 +414,34 @@ class SiemForwarder:
             s.sent(last, now)
 
     def _run(self) -> None:
-        while True:
+        while not self._stop:
+            self._wake.clear()
             with self._lock:
-                if self._stop:
-                    return
                 now = time.time()
+                self._take_inbox(now)
                 try:
                     self._step(now)
                 except (OSError, ssl.SSLError, ConnectionError) as exc:
                     self.errors = [*self.errors[-9:], f"{type(exc).__name__}: {exc}"[:200]]
                     self._disconnect()
                     self.stream.broken(now)
-                self._lock.wait(timeout=max(0.005, self.stream.next_due(time.time()) - time.time()))
+                wake_at = self.stream.next_due(time.time())
+                if self.stream.spool.dirty:
+                    wake_at = min(wake_at, self._last_sync + self.sync_interval_s)
+            self._wake.wait(timeout=max(0.005, wake_at - time.time()))
 
 
 # pipeline Emit event kind -> audit stream kind (flk.impl.verifier.pipeline events; metadata only)
 PIPELINE_KINDS = {"accepted": "worm_append", "escalated": "worm_append", "dedup_conflict": "worm_append",
-                  "signature_error": "auth_failure"}
+                  "signature_error": "auth_failure", "rejected": "rejection"}
 PIPELINE_FIELDS = ("tenant", "tenant_label", "pcs_id", "payload_digest", "status", "policy_version", "first_seen")
 
 
 def pipeline_sink(offer: Any, region: str | None = None) -> Any:
     """An ``Emit`` sink (like :func:`flk.impl.governance.audit.pipeline_sink`) that streams the
-    audited outcomes and authentication failures: ``offer(kind, fields)`` is
-    :meth:`SiemForwarder.offer` (or a :class:`SiemStream`'s ``offer`` with a clock bound)."""
+    audited outcomes, the rejections and the authentication failures: ``offer(kind, fields)`` is
+    :meth:`SiemForwarder.submit` on a request path (never waits), :meth:`SiemForwarder.offer`
+    or a :class:`SiemStream`'s ``offer`` with a clock bound."""
 
     def sink(event: Mapping) -> None:
         kind = PIPELINE_KINDS.get(str(event.get("kind")))

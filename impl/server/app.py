@@ -207,6 +207,7 @@ class Server:
         self.store_poll_s = 1.0
         self._submit_5xx = 0
         self._wal_ever_failed = False  # an append or fsync failed since the start: no checkpoint at stop
+        self.siem: Any = None  # flk.impl.governance.siem.SiemForwarder when SIEM_ADDRESS is set
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -238,9 +239,10 @@ class Server:
             self.log.warning("wal_torn_tail_truncated", wal_dir=wal_dir,
                              bytes=self.wal.recovery["torn_tail"]["dropped_bytes"])
         self.pipeline = build_pipeline(cfg, self)
+        tee = self._start_siem() if cfg.siem is not None else None
         self.driver = BatchDriver(self.pipeline.verifier, LoggedWal(lambda: self.wal, self.log.error), self.batcher,
                                   self.metrics,
-                                  max_delay_s=cfg.wal_group_delay_ms / 1000.0, depth=cfg.wal_pipeline_depth)
+                                  max_delay_s=cfg.wal_group_delay_ms / 1000.0, depth=cfg.wal_pipeline_depth, tee=tee)
         self.checkpointer = self._make_checkpointer()
         if self.store_lost() is None:
             from_index = self._replay_from()
@@ -297,6 +299,10 @@ class Server:
                 self.wal.close()
 
             await loop.run_in_executor(None, close_wal)
+        if self.siem is not None:  # after the last batch: its events are queued; drain them (5 s at most)
+            await loop.run_in_executor(None, self.siem.close, 5.0)
+            self.log.info("siem_stopped", acked=self.siem.acked(), pending=self.siem.pending(),
+                          dropped=self.siem.dropped)
         if self._wal_lock is not None:
             os.close(self._wal_lock)  # releases the flock
             self._wal_lock = None
@@ -305,6 +311,43 @@ class Server:
         if self.executor is not None:
             self.executor.shutdown(wait=True)
         self.log.info("worker_stopped", pid=os.getpid())
+
+    # -- audit streaming to a SIEM (SPEC.md 9.2 SIEM_*, GOVERNANCE.md "Audit streaming") -----
+    def _start_siem(self) -> Any:
+        """Start this worker's forwarder (stream ``<region>-w<worker>``, spool
+        ``SIEM_SPOOL_DIR/worker-<n>``); the batch driver's tee sink. The tee only queues
+        (:meth:`SiemForwarder.submit`): a SIEM that is down never slows or fails a submission."""
+        import re
+        import socket
+
+        from ..governance.siem import SiemForwarder, SiemStream, Spool, pipeline_sink
+
+        cfg, siem = self.cfg, self.cfg.siem
+        hostname = re.sub(r"[^!-~]", "", socket.gethostname())[:48] or "flk"
+        stream = SiemStream(Spool(os.path.join(siem.spool_dir, f"worker-{self.worker}")),
+                            f"{cfg.region_id[:40]}-w{self.worker}", hostname)
+
+        def dropped(count: int) -> None:
+            self.log.warning("siem_events_dropped", dropped=count, max_events=siem.spool_max_events,
+                             detail="the SIEM spool or inbox is full: new audit events are dropped until it drains")
+
+        self.siem = SiemForwarder(stream, siem.host, siem.port, siem.tls_context(), server_name=siem.server_name,
+                                  max_spool=siem.spool_max_events, on_drop=dropped).start()
+        registry = self.metrics.registry
+        Gauge("flk_siem_dropped_events", "Audit events dropped because the SIEM spool was full (since start)",
+              registry=registry).set_function(lambda: self.siem.dropped)
+        Gauge("flk_siem_pending_events", "Audit events not yet acknowledged by the SIEM",
+              registry=registry).set_function(lambda: self.siem.pending())
+        self.log.info("siem_streaming", address=f"{siem.host}:{siem.port}", stream=stream.stream,
+                      spooled=stream.spool.last - stream.spool.acked)
+        return pipeline_sink(self.siem.submit, cfg.region_id)
+
+    def _siem_auth_failure(self, request: Request, refusal: Refusal) -> None:
+        if self.siem is not None and refusal.slug in ("unauthorized", "forbidden"):
+            client = request.scope.get("client")
+            self.siem.submit("auth_failure", {"route": request.url.path, "method": request.method,
+                                              "reason": refusal.slug, "client": client[0] if client else None,
+                                              "region": self.cfg.region_id})
 
     # -- dedup store data loss (generation marker) ------------------------------------
     def _adopt_generation(self) -> dict:
@@ -610,6 +653,7 @@ class Server:
         return out
 
     def refusal_response(self, request: Request, refusal: Refusal) -> Response:
+        self._siem_auth_failure(request, refusal)
         return self._finish(request, time.perf_counter(), problem(refusal.slug, refusal.detail,
                                                                   headers=refusal.headers))
 

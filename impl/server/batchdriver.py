@@ -203,11 +203,13 @@ class BatchDriver:
     simulator's regions model, so that studies cover what ships by default."""
 
     def __init__(self, verifier: Any, wal: Any, store: GuardedStore, metrics: Any,
-                 max_delay_s: float = 0.002, max_batch: int = 256, depth: int = 1) -> None:
+                 max_delay_s: float = 0.002, max_batch: int = 256, depth: int = 1, tee: Any = None) -> None:
         self.verifier = verifier
         self.wal = wal
         self.store = store
         self.metrics = metrics
+        # tee: a second Emit sink (the SIEM's, which only queues in memory: no I/O on the batch thread)
+        self.sink = metrics if tee is None else (lambda event: (metrics(event), tee(event)))
         self.formation = BatchFormation(max_delay_s, max_batch, depth)  # the rule the simulator drives too
         self.lock = SealGate(lambda: self._jobs.put(_WAKE))  # the shipper's seal lock, the recovery's lock
         self._pending: list[tuple[Request, asyncio.Future]] = []
@@ -327,7 +329,7 @@ class BatchDriver:
                 with contextlib.suppress(WalError, OSError):  # a failed log answers the batch its 503
                     wal.roll_if_full()
             core, first, last = append_batch(self.verifier, [req for req, _ in batch], time.time(), wal,
-                                             sink=metrics, latency=metrics.observe_latency)
+                                             sink=self.sink, latency=metrics.observe_latency)
         except BaseException as exc:  # noqa: BLE001 -- every request of the batch gets it (500)
             self._answer(batch, loop, [], exc)
             return

@@ -225,6 +225,16 @@ def existing_file(what: str) -> Parser:
     return parse
 
 
+def siem_address(name: str, raw: Any) -> str:
+    """`host:port` (empty = off)"""
+    addr = text(name, raw)
+    if addr and not re.fullmatch(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}", addr):
+        raise ConfigError(f"{name} must be host:port, got {addr!r}")
+    if addr and not 1 <= int(addr.rsplit(":", 1)[1]) <= 65535:
+        raise ConfigError(f"{name}: the port must be in [1, 65535], got {addr!r}")
+    return addr
+
+
 def redis_addr(name: str, raw: Any) -> str:
     """`host:port` or a `redis://`, `rediss://`, `unix://` URL"""
     addr = secret_text(name, raw)
@@ -444,6 +454,19 @@ SETTINGS: tuple[Setting, ...] = (
       group="replication"),
     S("CRR_ANCHOR_EVERY", integer(1, 1_000_000), 64, "anchor the reconcile audit log every N entries", field="",
       group="replication"),
+    S("SIEM_ADDRESS", siem_address, "", "audit streaming (RFC 5425 syslog over TLS): the SIEM's `host:port` "
+      "(unset = off)", field="", group="siem"),
+    S("SIEM_CA_FILE", existing_file(""), "", "the CA (PEM) the SIEM's certificate must chain to (needed by "
+      "SIEM_ADDRESS)", field="", group="siem"),
+    S("SIEM_CERT_FILE", existing_file(""), "", "client certificate (PEM) for the SIEM (optional, with SIEM_KEY_FILE)",
+      field="", group="siem"),
+    S("SIEM_KEY_FILE", existing_file(""), "", "the client certificate's private key (PEM)", field="", group="siem"),
+    S("SIEM_SERVER_NAME", text, "", "the name the SIEM's certificate must carry (default: the SIEM_ADDRESS host)",
+      field="", group="siem"),
+    S("SIEM_SPOOL_DIR", text, _in_data_dir("siem-spool"), "durable event spool (one sub-directory per worker)",
+      field="", group="siem"),
+    S("SIEM_SPOOL_MAX_EVENTS", integer(1000, 1_000_000_000), 1_000_000, "unacknowledged events kept per worker; "
+      "past it new events are dropped (counted in `flk_siem_dropped_events`, logged)", field="", group="siem"),
 )
 del S
 BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
@@ -461,6 +484,25 @@ def settings_markdown() -> str:
 
 
 # ---------------------------------------------------------------- the configuration object
+@dataclasses.dataclass(frozen=True)
+class SiemSettings:
+    """Audit streaming (the SIEM_* settings; flk.impl.governance.siem)."""
+
+    host: str
+    port: int
+    ca_file: str
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
+    spool_dir: str = ""
+    spool_max_events: int = 1_000_000
+
+    def tls_context(self):
+        from ..governance.siem import tls_context
+
+        return tls_context(self.ca_file, self.cert_file or None, self.key_file or None)
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -513,6 +555,7 @@ class ServerConfig:
     log_level: str = "info"
     drain_timeout_s: float = 10.0
     crr: Any = None  # flk.impl.replication.service.CrrConfig when CRR_STORE_URL/CRR_STORE_DIR is set
+    siem: SiemSettings | None = None  # audit streaming when SIEM_ADDRESS is set
     notes: tuple[str, ...] = ()  # human-readable facts to print at start (never secrets)
     secret_fragments: frozenset[str] = dataclasses.field(default=frozenset(), repr=False, compare=False)
 
@@ -786,6 +829,32 @@ RULES: tuple[Callable[[Mapping[str, Any], set[str]], None], ...] = (
 )
 
 
+def _siem(values: Mapping[str, Any]) -> SiemSettings | None:
+    """The SIEM_* rows as :class:`SiemSettings` (None: SIEM_ADDRESS unset); the TLS files are loaded once here."""
+    import ssl
+
+    addr = values["SIEM_ADDRESS"]
+    others = [k for k in ("SIEM_CA_FILE", "SIEM_CERT_FILE", "SIEM_KEY_FILE", "SIEM_SERVER_NAME") if values[k]]
+    if not addr:
+        if others:
+            raise ConfigError(f"{others[0]} is set but SIEM_ADDRESS is not (audit streaming is off)")
+        return None
+    if not values["SIEM_CA_FILE"]:
+        raise ConfigError("SIEM_ADDRESS needs SIEM_CA_FILE (the CA that signed the SIEM's certificate)")
+    if bool(values["SIEM_CERT_FILE"]) != bool(values["SIEM_KEY_FILE"]):
+        raise ConfigError("SIEM_CERT_FILE and SIEM_KEY_FILE must be set together")
+    host, port = addr.rsplit(":", 1)
+    host = host.strip("[]")
+    out = SiemSettings(host, int(port), values["SIEM_CA_FILE"], values["SIEM_CERT_FILE"], values["SIEM_KEY_FILE"],
+                       values["SIEM_SERVER_NAME"] or host, values["SIEM_SPOOL_DIR"], values["SIEM_SPOOL_MAX_EVENTS"])
+    try:
+        out.tls_context()
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(f"SIEM_CA_FILE / SIEM_CERT_FILE / SIEM_KEY_FILE: not usable TLS material "
+                          f"({type(exc).__name__})") from None
+    return out
+
+
 def _single_tenant_keys(values: Mapping[str, Any], create_key: bool, notes: list[str]) -> tuple[TenantKeys, str]:
     hmac_keys: list[bytes] = []
     pubs: list[bytes] = []
@@ -860,8 +929,9 @@ def load_config(
             notes.append(f"no DATA_DIR given: using the local data dir {os.path.abspath(values['DATA_DIR'])}")
         tenants, key_file = _tenants(values, create_key, notes)
         crr = _replication(values)
+        siem = _siem(values)
     except ConfigError as exc:
         raise ConfigError(scrub(str(exc), fragments)) from None
     fields = {row.attribute: values[row.env] for row in SETTINGS if row.attribute}
-    return ServerConfig(**fields, tenants=tenants, key_file=key_file, crr=crr, notes=tuple(notes),
+    return ServerConfig(**fields, tenants=tenants, key_file=key_file, crr=crr, siem=siem, notes=tuple(notes),
                         secret_fragments=fragments)
