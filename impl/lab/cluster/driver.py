@@ -71,6 +71,7 @@ class WallAgent:
     choose = Agent.choose
     rate_at = Agent.rate_at
     _cross_region_pick = Agent._cross_region_pick
+    _untrusted = Agent._untrusted  # tampered / forged / out-of-policy submissions, as the simulator draws them
 
     def __init__(self, world: _World, index: int, w: dict, regions: list[str], streams: Streams) -> None:
         self.world, self.index, self.w = world, index, w
