@@ -75,6 +75,12 @@ def run(args) -> int:
                          prefix=args.prefix, log=log)
     except runner.Refused as exc:
         raise UsageError(f"{sc.name}: cannot run on a real cluster here: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 -- a failed run is reported, never a traceback
+        from flk.impl.storage.quarantine import describe_error
+
+        print(f"flk cluster run: {sc.name} seed {seed} failed ({describe_error(exc)}); every process, "
+              "namespace and mount it started was removed", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(res, sort_keys=True))
     else:
@@ -123,6 +129,12 @@ def run_calibrate(args, seeds: list[int]) -> int:
                                      log=log)
     except runner.Refused as exc:
         raise UsageError(f"{sc.name}: cannot run on a real cluster here: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 -- a failed run is reported, never a traceback
+        from flk.impl.storage.quarantine import describe_error
+
+        print(f"flk sim calibrate: {sc.name} calibration failed ({describe_error(exc)}); every process, "
+              "namespace and mount it started was removed", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report, sort_keys=True, default=str))
     else:
