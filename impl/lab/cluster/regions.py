@@ -76,6 +76,7 @@ class RegionProcess:
         self.redis: subprocess.Popen | None = None
         self.paused = False
         self.incarnation = 0
+        self.plant: list[str] = []  # a planted bug: ``NAME --window S`` for flk.impl.lab.cluster.planted
 
     @property
     def ip(self) -> str:
@@ -134,7 +135,8 @@ class RegionProcess:
         """Start (or restart) ``flk serve`` on the region's data directory; returns the seconds
         until ``/ready`` answered 200."""
         t0 = time.monotonic()
-        self.server = self._popen([sys.executable, "-m", "flk.impl", "serve", "--port", str(SERVER_PORT)],
+        entry = ["flk.impl.lab.cluster.planted", *self.plant] if self.plant else ["flk.impl"]
+        self.server = self._popen([sys.executable, "-m", *entry, "serve", "--port", str(SERVER_PORT)],
                                   self.dir / "server.log", self.env)
         self.incarnation += 1
         self.paused = False

@@ -104,9 +104,27 @@ class Recorder:
 
 # -- preflight --------------------------------------------------------------------------------
 
-def preflight(data: dict, backend: str) -> list[str]:
-    """Every reason this scenario cannot run on a real cluster here (empty: it can)."""
+def parse_plant(plant: str | None, data: dict) -> tuple[str | None, list[str], list[str]]:
+    """``NAME[@REGION]`` -> (name, the planted regions (all without ``@``), reasons it cannot run)."""
+    from .planted import PLANTS
+
+    if not plant:
+        return None, [], []
+    name, _, region = plant.partition("@")
+    ids = [r["id"] for r in data["regions"]]
     out = []
+    if name not in PLANTS:
+        out.append(f"--plant {name!r}: no planted server bug of that name (known: {', '.join(PLANTS)})")
+    if region and region not in ids:
+        out.append(f"--plant {plant!r}: no region {region!r} (regions: {', '.join(ids)})")
+    return name, [region] if region else ids, out
+
+
+def preflight(data: dict, backend: str, plant: str | None = None) -> list[str]:
+    """Every reason this scenario cannot run on a real cluster here (empty: it can)."""
+    out = list(parse_plant(plant, data)[2])
+    if plant and backend != "sqlite":
+        out.append(f"--plant {plant}: the planted dedup race is in the SQLite store: needs --backend sqlite")
     if backend not in BACKENDS:
         out.append(f"--backend {backend!r}: one of {', '.join(BACKENDS)}")
     if backend == "postgres":
@@ -160,8 +178,9 @@ def preflight(data: dict, backend: str) -> list[str]:
 
 class ClusterRun:
     def __init__(self, sc: Scenario, seed: int, backend: str, work: Path, prefix: str,
-                 log=lambda _m: None) -> None:
+                 log=lambda _m: None, plant: str | None = None, plant_window_s: float = 1.0) -> None:
         self.sc, self.data, self.seed, self.backend = sc, sc.data, seed, backend
+        self.plant, self.plant_window_s = plant, plant_window_s
         self.work, self.prefix, self.log = work, prefix, log
         self.region_ids = [r["id"] for r in self.data["regions"]]
         self.replicated = bool(self.data["replication"]["enabled"]) and len(self.region_ids) > 1
@@ -200,6 +219,9 @@ class ClusterRun:
             if not self.replicated:
                 for k in [k for k in self.regions[rid].env if k.startswith("CRR_")]:
                     del self.regions[rid].env[k]
+        name, planted, _ = parse_plant(self.plant, self.data)
+        for rid in planted:
+            self.regions[rid].plant = [name, "--window", str(self.plant_window_s)]
         if self.backend == "redis":
             for r in self.regions.values():
                 r.start_redis()
@@ -560,14 +582,15 @@ def results_of(run: ClusterRun, history: History, overrides: list[str], source: 
     if "conflicts" in m:
         m["conflicts"], m["conflicts_won_by_later_write"] = blackbox_conflicts(events)
     slos = metrics.check_slos(m, run.data["slo"])
-    stamp = artifacts.stamp(run.seed, list(overrides), source)
+    stamp = artifacts.stamp(run.seed, list(overrides), source, plant=run.plant)
     results = {
         "scenario": run.sc.name, "seed": run.seed, "digest": history.digest, "events": history.count,
         "runner": "cluster",
         "invariants": [c.as_dict() for c in checks], "slos": slos, "metrics": m,
         "valid": all(c.ok for c in checks) and all(s["ok"] for s in slos),
         "fault_schedule": run.fault_log,
-        "parameters": {"overrides": list(overrides), "backend": run.backend},
+        "parameters": {"overrides": list(overrides), "backend": run.backend,
+                       **({"plant": run.plant, "plant_window_s": run.plant_window_s} if run.plant else {})},
         "stamp": stamp,
         "cluster": {"backend": run.backend, "network": {"prefix": run.prefix, "subnet": f"{run.net.base}.0/24",
                                                         "clients": run.net.client_ip,
@@ -581,17 +604,18 @@ def results_of(run: ClusterRun, history: History, overrides: list[str], source: 
 
 
 def run(sc: Scenario, seed: int, backend: str = "sqlite", out: Path | None = None, plots: bool = True,
-        prefix: str | None = None, log=lambda _m: None) -> dict:
+        prefix: str | None = None, log=lambda _m: None, plant: str | None = None,
+        plant_window_s: float = 1.0) -> dict:
     """One cluster run; returns ``results`` (and writes ``out/<scenario>/<seed>/``). Raises
     :class:`Refused` before starting anything when the scenario cannot run here; on Ctrl-C
     (``KeyboardInterrupt``, SIGTERM too) removes everything it started and re-raises."""
-    reasons = preflight(sc.data, backend)
+    reasons = preflight(sc.data, backend, plant)
     if reasons:
         raise Refused("; ".join(reasons))
     prefix = prefix or os.environ.get("FLK_CLUSTER_PREFIX") or f"flk{os.getpid() % 100000:x}"
     out_dir = Path(out) / sc.name / str(seed) if out is not None else None
     work = Path(tempfile.mkdtemp(prefix=f"flk-cluster-{sc.name}-"))
-    cr = ClusterRun(sc, seed, backend, work, prefix, log)
+    cr = ClusterRun(sc, seed, backend, work, prefix, log, plant, plant_window_s)
     previous = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)
