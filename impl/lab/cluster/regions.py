@@ -34,6 +34,7 @@ from .storenode import CREDENTIALS, store_url
 SERVER_PORT = 18280
 STORE_PORT = 18281
 REDIS_PORT = 18282
+WAL_TMPFS_MB = 32  # the WAL disk of a region a disk_full fault hits
 FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                  "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1")
 SERVER_VARS = ("HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
@@ -76,7 +77,8 @@ class RegionProcess:
         self.redis: subprocess.Popen | None = None
         self.paused = False
         self.incarnation = 0
-        self.plant: list[str] = []  # a planted bug: ``NAME --window S`` for flk.impl.lab.cluster.planted
+        self.plant: list[str] = []
+        self.wal_mount: Path | None = None  # a planted bug: ``NAME --window S`` for flk.impl.lab.cluster.planted
 
     @property
     def ip(self) -> str:
@@ -185,6 +187,47 @@ class RegionProcess:
     def resume(self) -> bool:
         self.paused = False
         return self._signal(self.server, signal.SIGCONT)
+
+    def mount_wal(self) -> None:
+        """Put this region's WAL on its own small tmpfs (before the server starts), so that a
+        disk_full fault can fill it without touching the machine's disk."""
+        mount = self.dir / "wal-disk"
+        mount.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={WAL_TMPFS_MB}m,mode=0700", "flkwal", str(mount)],
+                       check=True, capture_output=True, timeout=30)
+        self.wal_mount = mount
+        self.env["WAL_DIR"] = str(mount / "wal")
+
+    def fill_wal_disk(self, full: bool) -> int:
+        """disk_full: write a filler file until the tmpfs answers ENOSPC (returns the bytes
+        written); heal (``full`` false): delete it."""
+        assert self.wal_mount is not None
+        filler = self.wal_mount / "filler"
+        if not full:
+            filler.unlink(missing_ok=True)
+            return 0
+        written = 0
+        block = b"\0" * (1 << 20)
+        with open(filler, "ab", buffering=0) as f:
+            for size in (1 << 20, 4096, 1):
+                try:
+                    while True:
+                        written += f.write(block[:size])
+                except OSError:
+                    continue
+        return written
+
+    def unmount_wal(self) -> list[str]:
+        """Unmount the WAL tmpfs (after every process is gone); what could not be unmounted."""
+        if self.wal_mount is None:
+            return []
+        done = subprocess.run(["umount", str(self.wal_mount)], capture_output=True, timeout=30)
+        if done.returncode != 0:
+            done = subprocess.run(["umount", "-l", str(self.wal_mount)], capture_output=True, timeout=30)
+        if done.returncode != 0:
+            return [f"mount {self.wal_mount}"]
+        self.wal_mount = None
+        return []
 
     def bitflip(self, on: bool) -> None:
         """Ask the region's store to flip a byte of its next shipped segment (``on``), or to

@@ -49,7 +49,7 @@ from flk.sim.scenario import Scenario
 
 from .driver import BASE_KEY, Clock, Workload
 from .network import Network, cleanup_ledger, missing_tools
-from .regions import REDIS_PORT, RegionProcess, faketime_lib
+from .regions import REDIS_PORT, WAL_TMPFS_MB, RegionProcess, faketime_lib
 
 # fault kind -> what really happens (the documentation of the mechanism; anything else is refused)
 MECHANISMS = {
@@ -64,6 +64,10 @@ MECHANISMS = {
     "clock_jump": "as clock_skew",
     "store_down": "SIGSTOP of the region's own redis-server (--backend redis); heal: SIGCONT",
     "store_up": "alias of store_down",
+    "disk_full": f"the region's WAL directory is a {WAL_TMPFS_MB} MiB tmpfs mounted for the run; the fault fills it "
+                 "with a filler file until ENOSPC (the server's appends and fsyncs fail); heal deletes the filler. "
+                 "The simulator refuses this kind (no disk-space model)",
+    "disk_free": "alias of disk_full",
     "bitflip_shipped": "one byte of the region's next shipped segment changed in its object store before any "
                        "copy; heal uploads the original again to every store",
 }
@@ -219,6 +223,11 @@ class ClusterRun:
             if not self.replicated:
                 for k in [k for k in self.regions[rid].env if k.startswith("CRR_")]:
                     del self.regions[rid].env[k]
+        for f in self.data["faults"]:
+            if f["kind"] in ("disk_full", "disk_free"):
+                for t in self.targets(f):
+                    if not self.regions[t].wal_mount:
+                        self.regions[t].mount_wal()
         name, planted, _ = parse_plant(self.plant, self.data)
         for rid in planted:
             self.regions[rid].plant = [name, "--window", str(self.plant_window_s)]
@@ -233,9 +242,11 @@ class ClusterRun:
         self.timings["setup_s"] = round(time.monotonic() - t0, 3)
 
     def teardown(self) -> list[str]:
+        left = []
         for r in self.regions.values():
             r.kill_all()
-        return self.net.down()
+            left += r.unmount_wal()
+        return left + self.net.down()
 
     # -- faults ------------------------------------------------------------------------------
     async def fault(self, index: int, spec: dict) -> None:
@@ -256,7 +267,7 @@ class ClusterRun:
 
     async def begin(self, index: int, spec: dict) -> None:
         kind = {"restart": "crash", "resume": "pause", "clock_jump": "clock_skew",
-                "store_up": "store_down"}.get(spec["kind"], spec["kind"])
+                "store_up": "store_down", "disk_free": "disk_full"}.get(spec["kind"], spec["kind"])
         self.active[index] = {**spec, "kind": kind}
         if kind == "crash":
             for t in self.targets(spec):
@@ -281,6 +292,11 @@ class ClusterRun:
             for t in self.targets(spec):
                 self.regions[t].bitflip(True)
                 self.rec.now("fault.start", kind="bitflip_shipped", target=t, mechanism="byte flip in the store")
+        elif kind == "disk_full":
+            for t in self.targets(spec):
+                filled = await asyncio.to_thread(self.regions[t].fill_wal_disk, True)
+                self.rec.now("fault.start", kind="disk_full", target=t, filled_bytes=filled,
+                             mechanism="tmpfs filled to ENOSPC")
         elif kind == "store_down":
             for t in self.targets(spec):
                 self.regions[t].dedup_down(True)
@@ -306,6 +322,10 @@ class ClusterRun:
             for t in self.targets(spec):
                 self.regions[t].resume()
                 self.rec.now("fault.end", kind="pause", target=t)
+        elif kind == "disk_full":
+            for t in self.targets(spec):
+                await asyncio.to_thread(self.regions[t].fill_wal_disk, False)
+                self.rec.now("fault.end", kind="disk_full", target=t)
         elif kind == "partition":
             listing = await asyncio.to_thread(self.net.listing, index)
             counts = await asyncio.to_thread(self.net.heal, index)
@@ -550,6 +570,12 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
             out.append(checkers.CheckResult("SOMETIMES-CORRUPTION-REJECTED", "sometimes", corrupted > 0 and rejected > 0,
                                             checked=len(fs), note=f"{corrupted} shipped segments corrupted, "
                                             f"{rejected} rejections reported by the readers"))
+        elif kind == "disk_full":
+            hit = _answers_during(ev, "disk_full", lambda e: e["status"] >= 500)
+            filled = sum(f.get("filled_bytes", 0) for f in fs)
+            out.append(checkers.CheckResult("SOMETIMES-DISK-FULL-REFUSED", "sometimes", hit > 0, checked=len(fs),
+                                            note=f"{filled} bytes filled the WAL tmpfs; {hit} answers from the "
+                                                 "full region were 5xx (fail closed)"))
         elif kind == "store_down":
             n503 = sum(1 for e in ev["client.recv"] if e["status"] == 503)
             out.append(checkers.CheckResult("SOMETIMES-STORE-DOWN-503", "sometimes", n503 > 0, checked=len(fs),
@@ -562,6 +588,18 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
         out.append(checkers.CheckResult("SOMETIMES-SPLIT-BRAIN-CONFLICT", "sometimes", n > 0, checked=len(starts),
                                         note=f"{n} pcs_ids acked with different payloads in different regions"))
     return out
+
+
+def _answers_during(ev: dict, kind: str, pred) -> int:
+    """Answers from a fault's target region between its start and its end that satisfy ``pred``."""
+    ends = [e for e in ev["fault.end"] if e["kind"] == kind]
+    n = 0
+    for f in (e for e in ev["fault.start"] if e["kind"] == kind):
+        until = min((e["t_us"] for e in ends if e["target"] == f["target"] and e["t_us"] >= f["t_us"]),
+                    default=float("inf"))
+        n += sum(1 for e in ev["client.recv"] if e["region"] == f["target"] and f["t_us"] <= e["t_us"] <= until
+                 and pred(e))
+    return n
 
 
 def _sent_while_down(ev: dict, crashes: list[dict]) -> int:
