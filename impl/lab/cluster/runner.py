@@ -49,7 +49,7 @@ from flk.sim.scenario import Scenario
 
 from .driver import BASE_KEY, Clock, Workload
 from .network import Network, cleanup_ledger, missing_tools
-from .regions import REDIS_PORT, WAL_TMPFS_MB, RegionProcess, faketime_lib
+from .regions import REDIS_PORT, WAL_TMPFS_MB, RegionProcess, faketime_lib, pg_bindir
 
 # fault kind -> what really happens (the documentation of the mechanism; anything else is refused)
 MECHANISMS = {
@@ -62,7 +62,8 @@ MECHANISMS = {
                   "clocks forward by skew_s; heal writes +0 and restarts it gracefully on the same data dir "
                   "(a monotonic step back would stall its timers); negative skews are refused",
     "clock_jump": "as clock_skew",
-    "store_down": "SIGSTOP of the region's own redis-server (--backend redis); heal: SIGCONT",
+    "store_down": "SIGSTOP of the region's own redis-server (--backend redis) or PostgreSQL process group "
+                  "(--backend postgres); heal: SIGCONT",
     "store_up": "alias of store_down",
     "disk_full": f"the region's WAL directory is a {WAL_TMPFS_MB} MiB tmpfs mounted for the run; the fault fills it "
                  "with a filler file until ENOSPC (the server's appends and fsyncs fail); heal deletes the filler. "
@@ -131,9 +132,11 @@ def preflight(data: dict, backend: str, plant: str | None = None) -> list[str]:
         out.append(f"--plant {plant}: the planted dedup race is in the SQLite store: needs --backend sqlite")
     if backend not in BACKENDS:
         out.append(f"--backend {backend!r}: one of {', '.join(BACKENDS)}")
-    if backend == "postgres":
-        out.append("--backend postgres: per-region PostgreSQL servers are not started by flk cluster yet "
-                   "(sqlite or redis)")
+    if backend == "postgres" and (pg_bindir() is None or shutil.which("runuser") is None):
+        out.append("--backend postgres: needs the PostgreSQL server binaries (Debian package postgresql; "
+                   "`make services`) and runuser")
+    if backend == "postgres" and importlib.util.find_spec("psycopg") is None:
+        out.append("--backend postgres: needs psycopg (pip install 'flk-lab[postgres]')")
     if backend == "redis" and shutil.which("redis-server") is None:
         out.append("--backend redis: needs redis-server (Debian package redis-server; `make services`)")
     out += [f"needs {m}" for m in missing_tools()]
@@ -145,8 +148,9 @@ def preflight(data: dict, backend: str, plant: str | None = None) -> list[str]:
     for kind in kinds:
         if kind not in MECHANISMS:
             out.append(f"fault {kind!r}: no real mechanism in flk cluster yet (supported: {', '.join(MECHANISMS)})")
-        elif kind in ("store_down", "store_up") and backend != "redis":
-            out.append(f"fault {kind!r}: a dedup outage is a SIGSTOP of the region's Redis: needs --backend redis")
+        elif kind in ("store_down", "store_up") and backend == "sqlite":
+            out.append(f"fault {kind!r}: a dedup outage is a SIGSTOP of the region's Redis or PostgreSQL: needs "
+                       "--backend redis or postgres (SQLite is a file inside flk serve, not a service)")
         elif kind in ("clock_skew", "clock_jump") and faketime_lib() is None:
             out.append(f"fault {kind!r}: needs libfaketime (Debian package faketime; `make setup` installs it)")
     for i, f in enumerate(data["faults"]):
@@ -215,6 +219,8 @@ class ClusterRun:
         operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1]}
         if self.backend == "redis":
             operator.update(DEDUP_BACKEND="redis", REDIS_ADDR=f"127.0.0.1:{REDIS_PORT}")
+        if self.backend == "postgres":
+            operator.update(DEDUP_BACKEND="postgres", POSTGRES_CONN=RegionProcess.pg_dsn("127.0.0.1"))
         for rid in self.region_ids:
             peers = [p for p in self.region_ids if p != rid] if self.replicated else []
             self.regions[rid] = RegionProcess(self.net, rid, self.work, peers,
@@ -234,6 +240,9 @@ class ClusterRun:
         if self.backend == "redis":
             for r in self.regions.values():
                 r.start_redis()
+        if self.backend == "postgres":
+            for r in self.regions.values():
+                r.start_postgres()
         if self.replicated:
             for r in self.regions.values():
                 r.start_store()
@@ -300,7 +309,8 @@ class ClusterRun:
         elif kind == "store_down":
             for t in self.targets(spec):
                 self.regions[t].dedup_down(True)
-                self.rec.now("fault.start", kind="store_down", target=t, mechanism="SIGSTOP redis-server")
+                self.rec.now("fault.start", kind="store_down", target=t,
+                             mechanism=f"SIGSTOP {'redis-server' if self.backend == 'redis' else 'postgres'}")
         elif kind == "clock_skew":
             skew = float(spec.get("skew_s", 30.0))
             for t in self.targets(spec):
@@ -433,6 +443,8 @@ class ClusterRun:
         for rid, r in self.regions.items():
             if self.backend == "redis":
                 store = open_store(f"redis://{r.ip}:{REDIS_PORT}/0")
+            elif self.backend == "postgres":
+                store = open_store(r.pg_dsn(r.ip))
             else:
                 store = open_store("sqlite:///" + str(r.dir / "data" / "dedup.sqlite3"))
             try:
