@@ -3,7 +3,7 @@
 * ``flk cluster run NAME|FILE [--seed N] [--backend sqlite] [--set key=value ...] [--out DIR]``
   -- every region a real process in its own network namespace, the workload in wall-clock
   time, the fault schedule by real mechanisms (SIGKILL/restart, SIGSTOP/SIGCONT, nftables
-  drop rules, libfaketime), the simulator's checkers by INV-ID; writes the run directory
+  drop rules, libfaketime, a filled WAL tmpfs, a stopped Redis/PostgreSQL), the simulator's checkers by INV-ID; writes the run directory
   ``flk sim run`` writes (``DIR/<scenario>/<seed>/``, default ``runs/cluster``); exit 0 valid,
   1 an invariant or SLO violated, 2 bad input or a fault this machine cannot apply (named,
   before anything starts), 130 interrupted (everything started is removed first);
@@ -30,7 +30,8 @@ def configure(p) -> None:
     r = sub.add_parser("run", help="run a scenario on real flk serve regions with real faults")
     r.add_argument("scenario", help="catalog name or path to a .toml file")
     r.add_argument("--seed", type=int, default=None)
-    r.add_argument("--backend", default="sqlite", help="dedup store of every region (sqlite)")
+    r.add_argument("--backend", default="sqlite", help="dedup store of every region: sqlite (default), redis or "
+                   "postgres (each region then runs its own redis-server / PostgreSQL)")
     r.add_argument("--out", default="runs/cluster", help="artifact root (default runs/cluster)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--no-plots", action="store_true")
