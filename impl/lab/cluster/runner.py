@@ -203,6 +203,7 @@ class ClusterRun:
                            ports=(18280, 18281))
         self.regions: dict[str, RegionProcess] = {}
         self.partitions: list[dict] = []
+        self.background: list[asyncio.Future] = []  # fault work the end of the workload must not cancel
         self.rewinds: dict[str, dict[str, str]] = {}  # region -> "tenant/pcs_id" -> body sha at a reader rewind
         self.fault_log: list[dict] = []
         self.active: dict[int, dict] = {}
@@ -306,12 +307,17 @@ class ClusterRun:
                 self.regions[t].bitflip(True)
                 self.rec.now("fault.start", kind="bitflip_shipped", target=t, mechanism="byte flip in the store")
         elif kind == "reader_rewind":
-            for t in self.targets(spec):
-                got = await asyncio.to_thread(self.rewind_reader, t)
-                self.rewinds[t] = got["snapshot"]
-                self.rec.now("fault.start", kind="reader_rewind", target=t, stored_before=len(got["snapshot"]),
-                             mechanism="watermarks deleted, graceful restart")
-                self.rec.now("region.ready", region=t, restart_s=round(got["restart_s"], 3))
+            # one region after another (all at once would leave the clients no region); the restarts
+            # may outlast the workload, so they run on and the heal phase waits for them
+            async def rewind(targets: list[str]) -> None:
+                for t in targets:
+                    self.rec.now("fault.start", kind="reader_rewind", target=t, mechanism="watermarks deleted, "
+                                 "graceful restart")
+                    got = await asyncio.to_thread(self.rewind_reader, t)
+                    self.rec.now("region.ready", region=t, restart_s=round(got["restart_s"], 3),
+                                 stored_before=len(got["snapshot"]))
+
+            self.background.append(asyncio.ensure_future(rewind(self.targets(spec))))
         elif kind == "disk_full":
             for t in self.targets(spec):
                 filled = await asyncio.to_thread(self.regions[t].fill_wal_disk, True)
@@ -431,6 +437,8 @@ class ClusterRun:
                 await asyncio.sleep(max(0.0, self.duration - self.clock.now))
                 for t in faults:
                     t.cancel()
+                if self.background:
+                    await asyncio.gather(*self.background, return_exceptions=True)
                 self.rec.now("phase", name="heal")
                 await self.heal_all()
                 self.rec.now("phase", name="quiescence")
@@ -439,7 +447,7 @@ class ClusterRun:
                 await asyncio.sleep(max(0.0, self.duration + self.quiescence - self.clock.now))
             finally:
                 sampler.cancel()
-                for t in faults:
+                for t in [*faults, *self.background]:
                     t.cancel()
                 await self.workload.drain(0.1)
         self.rec.now("phase", name="final")
@@ -472,6 +480,7 @@ class ClusterRun:
         r = self.regions[rid]
         r.stop_server()
         snap = {f"{t}/{p}": hashlib.sha256(o.body).hexdigest()[:16] for t, p, o in self.scan_store(rid)}
+        self.rewinds[rid] = snap  # compared with the final reads even if another fault kills the restart
         (r.dir / "data" / "crr" / "read.json").unlink(missing_ok=True)
         took = r.start()
         return {"snapshot": snap, "restart_s": took}
