@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import alerts, artifacts, checkers, kpi, metrics, operator
+from . import alerts, artifacts, checkers, faults, kpi, metrics, operator
 from .history import FORMATS, PLAIN, History, find_history, read_history
 from .scenario import Scenario, ScenarioError, list_scenarios, load
 from .world import World
@@ -127,6 +127,10 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     seed = sc.seed if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ScenarioError("seed", f"must be a non-negative integer, got {seed!r}")
+    for f in sc.data["faults"]:  # a fault kind only real clusters apply (faults.DiskFull)
+        why = getattr(faults.REGISTRY[f["kind"]], "simulator_refuses", "")
+        if why:
+            raise ScenarioError("faults", f"{f['kind']!r}: {why}")
     key = run_key(sc, seed, plant)
     if out is not None:
         check_run_dir(Path(out) / sc.name / str(seed), sc, key, force)

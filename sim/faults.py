@@ -274,6 +274,17 @@ class DiskSlow(_RegionToggle):
 
 
 @register
+class DiskFull(Fault):
+    """The region's WAL disk is full (``disk_free`` heals): real clusters only -- ``flk cluster run``
+    fills the small tmpfs the region's WAL lives on. The simulator has no disk-space model and
+    refuses a scenario that names it (exit 2)."""
+
+    kinds = {"disk_full": False, "disk_free": True}
+    params = (TARGET,)
+    simulator_refuses = "the simulator has no disk-space model; run the scenario on a real cluster (flk cluster run)"
+
+
+@register
 class ClockSkew(_RegionToggle):
     """The region's wall clock is ``skew_s`` off (``clock_jump``: the same, named as a jump)."""
 

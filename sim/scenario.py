@@ -175,6 +175,9 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
               "|real mean - sim mean| <= tolerance x the larger of the two", minimum=0.0),
         Field("calibrate", "str_list", [], "flk sim calibrate: the figures compared (default: the headline "
               "figures and the SLO metrics)", choices=tuple(METRICS)),
+        Field("profile", "str", "", "a simulator profile (`flk sim calibrate --fit` writes one): a TOML file, "
+              "relative to the scenario's folder, whose [region_defaults] (fsync_ms, store_ms, verify_ms) replace "
+              "the defaults the scenario does not set itself"),
     ),
 }
 SECTIONS["alerts"] = (
@@ -447,6 +450,29 @@ def _check_sections(raw: dict) -> None:
             raise ScenarioError(name, f"must be a list of tables ([[{name}]])")
 
 
+def _apply_profile(data: dict, own: dict, overrides, path: Path) -> None:
+    """``[study] profile``: the profile's ``[region_defaults]`` for every key neither the file's
+    own ``[region_defaults]`` nor an override sets."""
+    where = Path(data["study"]["profile"]).expanduser()
+    where = where if where.is_absolute() else path.parent / where
+    try:
+        prof = _read_toml(where)
+    except ScenarioError as exc:
+        raise ScenarioError("study.profile", f"{where}: {exc.reason}", source=str(path)) from None
+    given = set(own) | {o.split("=", 1)[0].strip().split(".", 1)[1] for o in overrides
+                        if o.strip().startswith("region_defaults.")}
+    values = prof.get("region_defaults")
+    if not isinstance(values, dict) or not values:
+        raise ScenarioError("study.profile", f"{where}: no [region_defaults] table", source=str(path))
+    for k, v in values.items():
+        if k not in given:
+            data["region_defaults"][k] = v
+    try:
+        validate(data)
+    except ScenarioError as exc:
+        raise ScenarioError(exc.key, exc.reason, source=f"profile {where}") from None
+
+
 def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
     """Load a catalog scenario by name, or a TOML file by path; apply ``key=value`` overrides."""
     p = _resolve(name_or_path)
@@ -473,6 +499,8 @@ def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
             validate(data)
     except ScenarioError as exc:  # the file alone was valid: the overrides made it invalid
         raise ScenarioError(exc.key, exc.reason, source=" ".join(f"--set {o!r}" for o in overrides)) from None
+    if data["study"].get("profile"):
+        _apply_profile(data, raw.get("region_defaults", {}), overrides, p)
     return Scenario(name=data["scenario"]["name"], source=str(p), data=data, overrides=list(overrides))
 
 

@@ -3,10 +3,12 @@
 * ``flk cluster run NAME|FILE [--seed N] [--backend sqlite] [--set key=value ...] [--out DIR]``
   -- every region a real process in its own network namespace, the workload in wall-clock
   time, the fault schedule by real mechanisms (SIGKILL/restart, SIGSTOP/SIGCONT, nftables
-  drop rules, libfaketime), the simulator's checkers by INV-ID; writes the run directory
+  drop rules, libfaketime, a filled WAL tmpfs, a stopped Redis/PostgreSQL), the simulator's checkers by INV-ID; writes the run directory
   ``flk sim run`` writes (``DIR/<scenario>/<seed>/``, default ``runs/cluster``); exit 0 valid,
   1 an invariant or SLO violated, 2 bad input or a fault this machine cannot apply (named,
   before anything starts), 130 interrupted (everything started is removed first);
+  ``--plant racy-dedup[@REGION]`` runs that region's server with a planted bug
+  (:mod:`flk.impl.lab.cluster.planted`) the checks must catch;
 * ``flk cluster mechanisms`` -- what each supported fault kind really does;
 * ``flk cluster cleanup`` -- remove the namespaces, links and processes a killed runner left
   (its ledger ``flk-cluster-<prefix>.json`` in the temp folder).
@@ -28,13 +30,19 @@ def configure(p) -> None:
     r = sub.add_parser("run", help="run a scenario on real flk serve regions with real faults")
     r.add_argument("scenario", help="catalog name or path to a .toml file")
     r.add_argument("--seed", type=int, default=None)
-    r.add_argument("--backend", default="sqlite", help="dedup store of every region (sqlite)")
+    r.add_argument("--backend", default="sqlite", help="dedup store of every region: sqlite (default), redis or "
+                   "postgres (each region then runs its own redis-server / PostgreSQL)")
     r.add_argument("--out", default="runs/cluster", help="artifact root (default runs/cluster)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--no-plots", action="store_true")
     r.add_argument("--prefix", default=None, help="network namespace prefix (default flk<pid>; "
                    "env FLK_CLUSTER_PREFIX)")
     r.add_argument("--json", action="store_true", help="print results as JSON")
+    r.add_argument("--plant", default=None, metavar="NAME[@REGION]",
+                   help="run a planted server bug in REGION (every region without @): racy-dedup "
+                        "(flk.impl.lab.cluster.planted); the checks must catch it")
+    r.add_argument("--plant-window", type=float, default=1.0, metavar="S",
+                   help="the planted race window in seconds (default 1.0)")
     sub.add_parser("mechanisms", help="what each supported fault kind really does")
     sub.add_parser("cleanup", help="remove what killed runs left (their ledgers in the temp folder)")
 
@@ -64,6 +72,8 @@ def run(args) -> int:
         raise UsageError(f"--seed: must be a non-negative integer, got {args.seed}")
     if args.prefix is not None and (not args.prefix.isalnum() or len(args.prefix) > 9):
         raise UsageError(f"--prefix: letters and digits, at most 9, got {args.prefix!r}")
+    if not 0 < args.plant_window < 60:
+        raise UsageError(f"--plant-window: seconds in (0, 60), got {args.plant_window}")
     try:
         sc = load(args.scenario, args.overrides)
     except ScenarioError as exc:
@@ -72,7 +82,7 @@ def run(args) -> int:
     log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
         res = runner.run(sc, seed, backend=args.backend, out=Path(args.out), plots=not args.no_plots,
-                         prefix=args.prefix, log=log)
+                         prefix=args.prefix, log=log, plant=args.plant, plant_window_s=args.plant_window)
     except runner.Refused as exc:
         raise UsageError(f"{sc.name}: cannot run on a real cluster here: {exc}") from None
     except Exception as exc:  # noqa: BLE001 -- a failed run is reported, never a traceback
@@ -96,7 +106,14 @@ def run(args) -> int:
 def configure_calibrate(sub) -> None:
     """``flk sim calibrate`` (a subcommand of ``flk sim``; it lives here with the cluster runner)."""
     c = sub.add_parser("calibrate", help="the simulator's figures beside a real cluster's, per figure")
-    c.add_argument("scenario")
+    c.add_argument("scenario", nargs="?", help="catalog name or .toml file (not with --fit)")
+    c.add_argument("--fit", action="store_true", help="measure this machine's fsync, store and CPU-per-request "
+                   "figures and write them as a simulator profile (a scenario names it: [study] profile)")
+    c.add_argument("--profile-out", default="runs/profiles/this-machine.toml", metavar="FILE",
+                   help="--fit: where the profile goes (default runs/profiles/this-machine.toml)")
+    c.add_argument("--fit-samples", type=int, default=100, metavar="N", help="--fit: samples per figure")
+    c.add_argument("--fit-dir", default=None, metavar="DIR",
+                   help="--fit: measure fsync on this folder's disk (default the temp folder)")
     c.add_argument("--seeds", default="1-10", help="simulator seeds, e.g. 1-10 or 1,2,5")
     c.add_argument("--real-runs", type=int, default=3, help="real cluster runs (seeds from --seeds in order)")
     c.add_argument("--real-dir", action="append", default=[], metavar="RUN_DIR",
@@ -115,6 +132,10 @@ def run_calibrate(args, seeds: list[int]) -> int:
     from flk.impl.lab.cluster import calibrate, runner
     from flk.sim.scenario import load
 
+    if args.fit:
+        return _fit(args)
+    if not args.scenario:
+        raise UsageError("calibrate: name a scenario (or --fit)")
     if args.real_runs < 1 and not args.real_dir:
         raise UsageError("--real-runs: at least 1 (or --real-dir)")
     for d in args.real_dir:
@@ -147,3 +168,31 @@ def run_calibrate(args, seeds: list[int]) -> int:
         print(f"validity: sim {report['sim_valid']} real {report['real_valid']} "
               f"({'agree' if report['verdicts_agree'] else 'DIFFER'}); wrote {out / 'calibration.html'}")
     return 0 if report["ok"] else 1
+
+
+def _fit(args) -> int:
+    """``flk sim calibrate --fit``: this machine's parameters, written as a simulator profile."""
+    import json
+
+    from flk.impl.lab.cluster import calibrate
+
+    if not 10 <= args.fit_samples <= 100_000:
+        raise UsageError(f"--fit-samples: 10..100000, got {args.fit_samples}")
+    if args.fit_dir is not None and not Path(args.fit_dir).is_dir():
+        raise UsageError(f"--fit-dir {args.fit_dir}: not a folder")
+    log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    profile = calibrate.fit(args.fit_samples, args.fit_dir, log=log)
+    out = Path(args.profile_out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(calibrate.profile_toml(profile), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--profile-out {out}: cannot write: {exc.strerror}") from None
+    if args.json:
+        print(json.dumps({**profile, "file": str(out)}, sort_keys=True))
+    else:
+        for k, v in profile["region_defaults"].items():
+            print(f"{k:<10} {v}")
+        print(f"wrote {out} (load average {profile['profile']['load_average_1m']}); name it in a scenario: "
+              f"[study] profile = \"{out}\"")
+    return 0

@@ -169,3 +169,93 @@ def calibrate(sc: Scenario, seeds: list[int], real_runs: int, out: Path, backend
     report = compare(sc, sim_results, real_results)
     report["files"] = write(report, out)
     return report
+
+
+# -- flk sim calibrate --fit: this machine's parameters as a simulator profile ----------------
+
+def _lognormal(samples_ms: list[float]) -> dict:
+    """The lognormal fit the scenario schema takes: median and sigma of ln(samples)."""
+    import statistics
+
+    logs = [math.log(max(s, 1e-6)) for s in samples_ms]
+    return {"dist": "lognormal", "median": round(statistics.median(samples_ms), 4),
+            "sigma": round(statistics.pstdev(logs), 4)}
+
+
+def fit(samples: int = 100, where: str | None = None, log=lambda _m: None) -> dict:
+    """Measure, on this machine: the latency of a 4 KiB append + fsync in ``where`` (default the
+    temp folder; put it on the disk the WAL lives on), the latency of one SQLite dedup store call
+    (a put-if-absent, then a get, of one key), and the CPU time per request of the verify
+    pipeline (realistic PCS, memory store: everything but the store and the fsync wait).
+    Returns the profile: ``region_defaults`` (``fsync_ms``, ``store_ms``, ``verify_ms``) and
+    the raw figures with the load average they were taken under."""
+    import os
+    import shutil
+    import tempfile
+    import time
+
+    from flk.impl.dedup import open_store
+    from flk.impl.dedup.base import StoredOutcome
+    from flk.impl.lab.bench import verify as bench_verify
+
+    tmp = tempfile.mkdtemp(prefix="flk-fit-", dir=where)
+    load1 = os.getloadavg()[0]
+    try:
+        fsync = []
+        path = os.path.join(tmp, "fsync.bin")
+        block = os.urandom(4096)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                os.write(fd, block)
+                os.fsync(fd)
+                fsync.append((time.perf_counter() - t0) * 1000)
+        finally:
+            os.close(fd)
+        log(f"fit: fsync median {sorted(fsync)[len(fsync) // 2]:.3f} ms over {samples}")
+        store = open_store(f"sqlite:///{tmp}/dedup.sqlite3")
+        calls = []
+        try:
+            now = time.time()
+            outcome = StoredOutcome("0" * 64, 200, b"{}", now, "fit", "v1")
+            for i in range(samples):
+                t0 = time.perf_counter()
+                store.put_if_absent("fit", f"k{i}", outcome, now)
+                calls.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                store.get("fit", f"k{i}", now)
+                calls.append((time.perf_counter() - t0) * 1000)
+        finally:
+            store.close()
+        log(f"fit: store call median {sorted(calls)[len(calls) // 2]:.3f} ms over {len(calls)}")
+        bodies = bench_verify._realistic_bodies(max(200, samples * 10), "fit")
+        cpu_rates = [bench_verify._one_run("memory", bodies, 64, tmp)[1] for _ in range(3)]
+        verify_ms = 1000.0 / sorted(cpu_rates)[1]
+        log(f"fit: CPU per request {verify_ms:.4f} ms (median of 3 runs of {len(bodies)})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "profile": {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "load_average_1m": round(load1, 2), "samples": samples, "cpu_count": os.cpu_count(),
+                    "fsync_ms_p50": round(sorted(fsync)[len(fsync) // 2], 4),
+                    "store_ms_p50": round(sorted(calls)[len(calls) // 2], 4)},
+        "region_defaults": {"fsync_ms": _lognormal(fsync), "store_ms": _lognormal(calls),
+                            "verify_ms": round(verify_ms, 5)},
+    }
+
+
+def profile_toml(profile: dict) -> str:
+    """The profile as the TOML file a scenario names with ``[study] profile``."""
+    lines = ["# a simulator profile measured by `flk sim calibrate --fit` (name it in a scenario's",
+             "# [study] profile = \"PATH\"): its [region_defaults] replace the schema's defaults", "", "[profile]"]
+    for k, v in profile["profile"].items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    lines += ["", "[region_defaults]"]
+    for k, v in profile["region_defaults"].items():
+        if isinstance(v, dict):
+            inner = ", ".join(f"{ik} = {json.dumps(iv)}" for ik, iv in v.items())
+            lines.append(f"{k} = {{ {inner} }}")
+        else:
+            lines.append(f"{k} = {json.dumps(v)}")
+    return "\n".join(lines) + "\n"

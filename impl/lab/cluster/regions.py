@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,12 +35,38 @@ from .storenode import CREDENTIALS, store_url
 SERVER_PORT = 18280
 STORE_PORT = 18281
 REDIS_PORT = 18282
+PG_PORT = 18283
+WAL_TMPFS_MB = 32  # the WAL disk of a region a disk_full fault hits
 FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                  "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1")
 SERVER_VARS = ("HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
                "POSTGRES_CONN", "TOKEN_RATE", "PCS_SIGN_ALG", "PCS_HMAC_KEY", "PCS_HMAC_KEYS", "MULTI_TENANT",
                "TENANTS", "TENANTS_FILE", "REGION_ID", "POLICY", "METRICS_USER", "METRICS_PASS", "DEDUP_NAMESPACE",
                "LD_PRELOAD")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append(int(entry))
+    return out
+
+
+def pg_bindir() -> str | None:
+    """Debian's PostgreSQL server binaries (``initdb``, ``postgres``), the newest installed."""
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    return os.path.dirname(found[-1]) if found else None
 
 
 def faketime_lib() -> str | None:
@@ -74,8 +101,11 @@ class RegionProcess:
         self.server: subprocess.Popen | None = None
         self.store: subprocess.Popen | None = None
         self.redis: subprocess.Popen | None = None
+        self.postgres: subprocess.Popen | None = None
         self.paused = False
         self.incarnation = 0
+        self.plant: list[str] = []
+        self.wal_mount: Path | None = None  # a planted bug: ``NAME --window S`` for flk.impl.lab.cluster.planted
 
     @property
     def ip(self) -> str:
@@ -126,15 +156,71 @@ class RegionProcess:
                 time.sleep(0.1)
         raise TimeoutError(f"{self.name}: redis-server not ready")
 
+    def start_postgres(self, timeout: float = 90.0) -> None:
+        """The region's own PostgreSQL (its dedup store) in its namespace: a fresh cluster
+        (``initdb`` as the ``postgres`` user, trust auth on the namespace's addresses), a
+        separate service that outlives a crash of ``flk serve``."""
+        bindir = pg_bindir()
+        assert bindir is not None
+        pg = self.dir / "pg"
+        os.chmod(self.dir.parent, 0o711)
+        os.chmod(self.dir, 0o711)
+        pg.mkdir(exist_ok=True)
+        shutil.chown(pg, "postgres", "postgres")
+        env = {k: v for k, v in self.env.items() if k != "LD_PRELOAD"}
+        done = subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/initdb", "-D", str(pg / "data"), "-U",
+                               "postgres", "-A", "trust", "--no-sync"], capture_output=True, env=env, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.name}: initdb failed: {done.stderr.decode(errors='replace')[-500:]}")
+        with open(pg / "data" / "pg_hba.conf", "a", encoding="utf-8") as hba:  # the runner reads from the bridge
+            hba.write("host all all 0.0.0.0/0 trust\n")
+        self.postgres = self._popen(["runuser", "-u", "postgres", "--", f"{bindir}/postgres", "-D", str(pg / "data"),
+                                     "-h", "0.0.0.0", "-p", str(PG_PORT), "-k", str(pg)], self.dir / "postgres.log",
+                                    env)
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.postgres.poll() is not None:
+                raise RuntimeError(f"{self.name}: postgres exited: {self.tail('postgres.log')}")
+            try:
+                psycopg.connect(self.pg_dsn(self.ip), connect_timeout=1).close()
+                return
+            except psycopg.Error:
+                time.sleep(0.2)
+        raise TimeoutError(f"{self.name}: postgres not ready")
+
+    @staticmethod
+    def pg_dsn(host: str) -> str:
+        return f"postgresql://postgres@{host}:{PG_PORT}/postgres"
+
     def dedup_down(self, down: bool) -> bool:
-        """A dedup outage: SIGSTOP of the region's Redis (connections hang, then time out); SIGCONT heals."""
-        return self._signal(self.redis, signal.SIGSTOP if down else signal.SIGCONT)
+        """A dedup outage: SIGSTOP of the region's Redis or PostgreSQL process group (connections
+        hang, then the server's store timeout answers 503); SIGCONT heals."""
+        sig = signal.SIGSTOP if down else signal.SIGCONT
+        if self.postgres is None:
+            return self._signal(self.redis, sig)
+        # every postgres child (backend, checkpointer, ...) calls setsid(): no process group holds
+        # them all, so the postmaster (postmaster.pid) and each of its children get the signal
+        try:
+            pid = int((self.dir / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        hit = False
+        for p in [pid, *_children(pid)]:
+            try:
+                os.kill(p, sig)
+                hit = True
+            except OSError:
+                pass
+        return hit
 
     def start(self, timeout: float = 90.0) -> float:
         """Start (or restart) ``flk serve`` on the region's data directory; returns the seconds
         until ``/ready`` answered 200."""
         t0 = time.monotonic()
-        self.server = self._popen([sys.executable, "-m", "flk.impl", "serve", "--port", str(SERVER_PORT)],
+        entry = ["flk.impl.lab.cluster.planted", *self.plant] if self.plant else ["flk.impl"]
+        self.server = self._popen([sys.executable, "-m", *entry, "serve", "--port", str(SERVER_PORT)],
                                   self.dir / "server.log", self.env)
         self.incarnation += 1
         self.paused = False
@@ -184,6 +270,47 @@ class RegionProcess:
         self.paused = False
         return self._signal(self.server, signal.SIGCONT)
 
+    def mount_wal(self) -> None:
+        """Put this region's WAL on its own small tmpfs (before the server starts), so that a
+        disk_full fault can fill it without touching the machine's disk."""
+        mount = self.dir / "wal-disk"
+        mount.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={WAL_TMPFS_MB}m,mode=0700", "flkwal", str(mount)],
+                       check=True, capture_output=True, timeout=30)
+        self.wal_mount = mount
+        self.env["WAL_DIR"] = str(mount / "wal")
+
+    def fill_wal_disk(self, full: bool) -> int:
+        """disk_full: write a filler file until the tmpfs answers ENOSPC (returns the bytes
+        written); heal (``full`` false): delete it."""
+        assert self.wal_mount is not None
+        filler = self.wal_mount / "filler"
+        if not full:
+            filler.unlink(missing_ok=True)
+            return 0
+        written = 0
+        block = b"\0" * (1 << 20)
+        with open(filler, "ab", buffering=0) as f:
+            for size in (1 << 20, 4096, 1):
+                try:
+                    while True:
+                        written += f.write(block[:size])
+                except OSError:
+                    continue
+        return written
+
+    def unmount_wal(self) -> list[str]:
+        """Unmount the WAL tmpfs (after every process is gone); what could not be unmounted."""
+        if self.wal_mount is None:
+            return []
+        done = subprocess.run(["umount", str(self.wal_mount)], capture_output=True, timeout=30)
+        if done.returncode != 0:
+            done = subprocess.run(["umount", "-l", str(self.wal_mount)], capture_output=True, timeout=30)
+        if done.returncode != 0:
+            return [f"mount {self.wal_mount}"]
+        self.wal_mount = None
+        return []
+
     def bitflip(self, on: bool) -> None:
         """Ask the region's store to flip a byte of its next shipped segment (``on``), or to
         upload every flipped segment again (heal): flag files the store node polls."""
@@ -199,7 +326,7 @@ class RegionProcess:
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM, then SIGKILL) of the server, then of the store."""
-        for proc in (self.server, self.store, self.redis):
+        for proc in (self.server, self.store, self.redis, self.postgres):
             if proc is None or proc.poll() is not None:
                 continue
             self._signal(proc, signal.SIGCONT)
@@ -222,7 +349,19 @@ class RegionProcess:
                 proc.wait(10)
 
     def kill_all(self) -> None:
-        for proc in (self.server, self.store, self.redis):
+        if self.postgres is not None and self.postgres.poll() is None:
+            # postgres children are in sessions of their own (a stopped backend would outlive the group kill)
+            self.dedup_down(False)
+            try:
+                pid = int((self.dir / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pid = 0
+            for p in ([pid, *_children(pid)] if pid else []):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+        for proc in (self.server, self.store, self.redis, self.postgres):
             if proc is not None and proc.poll() is None:
                 self._signal(proc, signal.SIGCONT)
                 self._signal(proc, signal.SIGKILL)

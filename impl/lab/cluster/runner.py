@@ -49,7 +49,7 @@ from flk.sim.scenario import Scenario
 
 from .driver import BASE_KEY, Clock, Workload
 from .network import Network, cleanup_ledger, missing_tools
-from .regions import REDIS_PORT, RegionProcess, faketime_lib
+from .regions import REDIS_PORT, WAL_TMPFS_MB, RegionProcess, faketime_lib, pg_bindir
 
 # fault kind -> what really happens (the documentation of the mechanism; anything else is refused)
 MECHANISMS = {
@@ -62,8 +62,16 @@ MECHANISMS = {
                   "clocks forward by skew_s; heal writes +0 and restarts it gracefully on the same data dir "
                   "(a monotonic step back would stall its timers); negative skews are refused",
     "clock_jump": "as clock_skew",
-    "store_down": "SIGSTOP of the region's own redis-server (--backend redis); heal: SIGCONT",
+    "store_down": "SIGSTOP of the region's own redis-server (--backend redis) or PostgreSQL process group "
+                  "(--backend postgres); heal: SIGCONT",
     "store_up": "alias of store_down",
+    "disk_full": f"the region's WAL directory is a {WAL_TMPFS_MB} MiB tmpfs mounted for the run; the fault fills it "
+                 "with a filler file until ENOSPC (the server's appends and fsyncs fail); heal deletes the filler. "
+                 "The simulator refuses this kind (no disk-space model)",
+    "disk_free": "alias of disk_full",
+    "reader_rewind": "graceful stop of the region's flk serve, its replication reader's watermarks "
+                     "(DATA_DIR/crr/read.json) deleted, restart on the same data dir: the reader re-reads every "
+                     "shipped segment; every answer stored before must stay byte-identical",
     "bitflip_shipped": "one byte of the region's next shipped segment changed in its object store before any "
                        "copy; heal uploads the original again to every store",
 }
@@ -104,14 +112,34 @@ class Recorder:
 
 # -- preflight --------------------------------------------------------------------------------
 
-def preflight(data: dict, backend: str) -> list[str]:
-    """Every reason this scenario cannot run on a real cluster here (empty: it can)."""
+def parse_plant(plant: str | None, data: dict) -> tuple[str | None, list[str], list[str]]:
+    """``NAME[@REGION]`` -> (name, the planted regions (all without ``@``), reasons it cannot run)."""
+    from .planted import PLANTS
+
+    if not plant:
+        return None, [], []
+    name, _, region = plant.partition("@")
+    ids = [r["id"] for r in data["regions"]]
     out = []
+    if name not in PLANTS:
+        out.append(f"--plant {name!r}: no planted server bug of that name (known: {', '.join(PLANTS)})")
+    if region and region not in ids:
+        out.append(f"--plant {plant!r}: no region {region!r} (regions: {', '.join(ids)})")
+    return name, [region] if region else ids, out
+
+
+def preflight(data: dict, backend: str, plant: str | None = None) -> list[str]:
+    """Every reason this scenario cannot run on a real cluster here (empty: it can)."""
+    out = list(parse_plant(plant, data)[2])
+    if plant and backend != "sqlite":
+        out.append(f"--plant {plant}: the planted dedup race is in the SQLite store: needs --backend sqlite")
     if backend not in BACKENDS:
         out.append(f"--backend {backend!r}: one of {', '.join(BACKENDS)}")
-    if backend == "postgres":
-        out.append("--backend postgres: per-region PostgreSQL servers are not started by flk cluster yet "
-                   "(sqlite or redis)")
+    if backend == "postgres" and (pg_bindir() is None or shutil.which("runuser") is None):
+        out.append("--backend postgres: needs the PostgreSQL server binaries (Debian package postgresql; "
+                   "`make services`) and runuser")
+    if backend == "postgres" and importlib.util.find_spec("psycopg") is None:
+        out.append("--backend postgres: needs psycopg (pip install 'flk-lab[postgres]')")
     if backend == "redis" and shutil.which("redis-server") is None:
         out.append("--backend redis: needs redis-server (Debian package redis-server; `make services`)")
     out += [f"needs {m}" for m in missing_tools()]
@@ -123,8 +151,9 @@ def preflight(data: dict, backend: str) -> list[str]:
     for kind in kinds:
         if kind not in MECHANISMS:
             out.append(f"fault {kind!r}: no real mechanism in flk cluster yet (supported: {', '.join(MECHANISMS)})")
-        elif kind in ("store_down", "store_up") and backend != "redis":
-            out.append(f"fault {kind!r}: a dedup outage is a SIGSTOP of the region's Redis: needs --backend redis")
+        elif kind in ("store_down", "store_up") and backend == "sqlite":
+            out.append(f"fault {kind!r}: a dedup outage is a SIGSTOP of the region's Redis or PostgreSQL: needs "
+                       "--backend redis or postgres (SQLite is a file inside flk serve, not a service)")
         elif kind in ("clock_skew", "clock_jump") and faketime_lib() is None:
             out.append(f"fault {kind!r}: needs libfaketime (Debian package faketime; `make setup` installs it)")
     for i, f in enumerate(data["faults"]):
@@ -160,8 +189,9 @@ def preflight(data: dict, backend: str) -> list[str]:
 
 class ClusterRun:
     def __init__(self, sc: Scenario, seed: int, backend: str, work: Path, prefix: str,
-                 log=lambda _m: None) -> None:
+                 log=lambda _m: None, plant: str | None = None, plant_window_s: float = 1.0) -> None:
         self.sc, self.data, self.seed, self.backend = sc, sc.data, seed, backend
+        self.plant, self.plant_window_s = plant, plant_window_s
         self.work, self.prefix, self.log = work, prefix, log
         self.region_ids = [r["id"] for r in self.data["regions"]]
         self.replicated = bool(self.data["replication"]["enabled"]) and len(self.region_ids) > 1
@@ -173,6 +203,8 @@ class ClusterRun:
                            ports=(18280, 18281))
         self.regions: dict[str, RegionProcess] = {}
         self.partitions: list[dict] = []
+        self.background: list[asyncio.Future] = []  # fault work the end of the workload must not cancel
+        self.rewinds: dict[str, dict[str, str]] = {}  # region -> "tenant/pcs_id" -> body sha at a reader rewind
         self.fault_log: list[dict] = []
         self.active: dict[int, dict] = {}
         self.samples: list[dict] = []
@@ -192,6 +224,8 @@ class ClusterRun:
         operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1]}
         if self.backend == "redis":
             operator.update(DEDUP_BACKEND="redis", REDIS_ADDR=f"127.0.0.1:{REDIS_PORT}")
+        if self.backend == "postgres":
+            operator.update(DEDUP_BACKEND="postgres", POSTGRES_CONN=RegionProcess.pg_dsn("127.0.0.1"))
         for rid in self.region_ids:
             peers = [p for p in self.region_ids if p != rid] if self.replicated else []
             self.regions[rid] = RegionProcess(self.net, rid, self.work, peers,
@@ -200,9 +234,20 @@ class ClusterRun:
             if not self.replicated:
                 for k in [k for k in self.regions[rid].env if k.startswith("CRR_")]:
                     del self.regions[rid].env[k]
+        for f in self.data["faults"]:
+            if f["kind"] in ("disk_full", "disk_free"):
+                for t in self.targets(f):
+                    if not self.regions[t].wal_mount:
+                        self.regions[t].mount_wal()
+        name, planted, _ = parse_plant(self.plant, self.data)
+        for rid in planted:
+            self.regions[rid].plant = [name, "--window", str(self.plant_window_s)]
         if self.backend == "redis":
             for r in self.regions.values():
                 r.start_redis()
+        if self.backend == "postgres":
+            for r in self.regions.values():
+                r.start_postgres()
         if self.replicated:
             for r in self.regions.values():
                 r.start_store()
@@ -211,9 +256,11 @@ class ClusterRun:
         self.timings["setup_s"] = round(time.monotonic() - t0, 3)
 
     def teardown(self) -> list[str]:
+        left = []
         for r in self.regions.values():
             r.kill_all()
-        return self.net.down()
+            left += r.unmount_wal()
+        return left + self.net.down()
 
     # -- faults ------------------------------------------------------------------------------
     async def fault(self, index: int, spec: dict) -> None:
@@ -234,7 +281,7 @@ class ClusterRun:
 
     async def begin(self, index: int, spec: dict) -> None:
         kind = {"restart": "crash", "resume": "pause", "clock_jump": "clock_skew",
-                "store_up": "store_down"}.get(spec["kind"], spec["kind"])
+                "store_up": "store_down", "disk_free": "disk_full"}.get(spec["kind"], spec["kind"])
         self.active[index] = {**spec, "kind": kind}
         if kind == "crash":
             for t in self.targets(spec):
@@ -259,10 +306,28 @@ class ClusterRun:
             for t in self.targets(spec):
                 self.regions[t].bitflip(True)
                 self.rec.now("fault.start", kind="bitflip_shipped", target=t, mechanism="byte flip in the store")
+        elif kind == "reader_rewind":
+            # one region after another (all at once would leave the clients no region); the restarts
+            # may outlast the workload, so they run on and the heal phase waits for them
+            async def rewind(targets: list[str]) -> None:
+                for t in targets:
+                    self.rec.now("fault.start", kind="reader_rewind", target=t, mechanism="watermarks deleted, "
+                                 "graceful restart")
+                    got = await asyncio.to_thread(self.rewind_reader, t)
+                    self.rec.now("region.ready", region=t, restart_s=round(got["restart_s"], 3),
+                                 stored_before=len(got["snapshot"]))
+
+            self.background.append(asyncio.ensure_future(rewind(self.targets(spec))))
+        elif kind == "disk_full":
+            for t in self.targets(spec):
+                filled = await asyncio.to_thread(self.regions[t].fill_wal_disk, True)
+                self.rec.now("fault.start", kind="disk_full", target=t, filled_bytes=filled,
+                             mechanism="tmpfs filled to ENOSPC")
         elif kind == "store_down":
             for t in self.targets(spec):
                 self.regions[t].dedup_down(True)
-                self.rec.now("fault.start", kind="store_down", target=t, mechanism="SIGSTOP redis-server")
+                self.rec.now("fault.start", kind="store_down", target=t,
+                             mechanism=f"SIGSTOP {'redis-server' if self.backend == 'redis' else 'postgres'}")
         elif kind == "clock_skew":
             skew = float(spec.get("skew_s", 30.0))
             for t in self.targets(spec):
@@ -284,6 +349,10 @@ class ClusterRun:
             for t in self.targets(spec):
                 self.regions[t].resume()
                 self.rec.now("fault.end", kind="pause", target=t)
+        elif kind == "disk_full":
+            for t in self.targets(spec):
+                await asyncio.to_thread(self.regions[t].fill_wal_disk, False)
+                self.rec.now("fault.end", kind="disk_full", target=t)
         elif kind == "partition":
             listing = await asyncio.to_thread(self.net.listing, index)
             counts = await asyncio.to_thread(self.net.heal, index)
@@ -368,6 +437,8 @@ class ClusterRun:
                 await asyncio.sleep(max(0.0, self.duration - self.clock.now))
                 for t in faults:
                     t.cancel()
+                if self.background:
+                    await asyncio.gather(*self.background, return_exceptions=True)
                 self.rec.now("phase", name="heal")
                 await self.heal_all()
                 self.rec.now("phase", name="quiescence")
@@ -376,35 +447,60 @@ class ClusterRun:
                 await asyncio.sleep(max(0.0, self.duration + self.quiescence - self.clock.now))
             finally:
                 sampler.cancel()
-                for t in faults:
+                for t in [*faults, *self.background]:
                     t.cancel()
                 await self.workload.drain(0.1)
         self.rec.now("phase", name="final")
 
-    def final_reads(self) -> None:
+    def scan_store(self, rid: str) -> list[tuple]:
+        """Every (tenant, pcs_id, outcome) in region ``rid``'s dedup store (its server stopped)."""
         from flk.impl.dedup import open_store
+
+        r = self.regions[rid]
+        if self.backend == "redis":
+            store = open_store(f"redis://{r.ip}:{REDIS_PORT}/0")
+        elif self.backend == "postgres":
+            store = open_store(r.pg_dsn(r.ip))
+        else:
+            store = open_store("sqlite:///" + str(r.dir / "data" / "dedup.sqlite3"))
+        out: list[tuple] = []
+        try:
+            cursor = None
+            while True:
+                page, cursor = store.scan(cursor, 1000, time.time() + 10**6)
+                out.extend(page)
+                if cursor is None:
+                    return out
+        finally:
+            store.close()
+
+    def rewind_reader(self, rid: str) -> dict:
+        """reader_rewind: graceful stop, the stored answers' snapshot, the reader's watermarks
+        (``DATA_DIR/crr/read.json``) deleted, restart on the same data dir."""
+        r = self.regions[rid]
+        r.stop_server()
+        snap = {f"{t}/{p}": hashlib.sha256(o.body).hexdigest()[:16] for t, p, o in self.scan_store(rid)}
+        self.rewinds[rid] = snap  # compared with the final reads even if another fault kills the restart
+        (r.dir / "data" / "crr" / "read.json").unlink(missing_ok=True)
+        took = r.start()
+        return {"snapshot": snap, "restart_s": took}
+
+    def final_reads(self) -> None:
         from flk.impl.replication.reconcile import SqliteAuthoritativeStore
 
         t = self.clock.now
         for r in self.regions.values():
             r.stop_server()
         for rid, r in self.regions.items():
-            if self.backend == "redis":
-                store = open_store(f"redis://{r.ip}:{REDIS_PORT}/0")
-            else:
-                store = open_store("sqlite:///" + str(r.dir / "data" / "dedup.sqlite3"))
-            try:
-                cursor = None
-                while True:
-                    page, cursor = store.scan(cursor, 1000, time.time() + 10**6)
-                    for tenant, pcs_id, o in page:
-                        self.rec.record(t, "final.entry", region=rid, tenant=tenant, pcs_id=pcs_id,
-                                        digest=o.payload_digest, status=o.status,
-                                        body_sha=hashlib.sha256(o.body).hexdigest()[:16])
-                    if cursor is None:
-                        break
-            finally:
-                store.close()
+            final = {}
+            for tenant, pcs_id, o in self.scan_store(rid):
+                final[f"{tenant}/{pcs_id}"] = sha = hashlib.sha256(o.body).hexdigest()[:16]
+                self.rec.record(t, "final.entry", region=rid, tenant=tenant, pcs_id=pcs_id,
+                                digest=o.payload_digest, status=o.status, body_sha=sha)
+            if rid in self.rewinds:
+                changed = sorted(k for k, v in self.rewinds[rid].items() if final.get(k) != v)
+                self.rec.record(t, "crr.rewind_check", region=rid, checked=len(self.rewinds[rid]),
+                                changed=len(changed), examples=[k.split("/", 1) for k in changed[:3]])
             auth_path = r.dir / "data" / "crr" / "authoritative.sqlite3"
             if self.replicated and auth_path.exists():
                 auth = SqliteAuthoritativeStore(str(auth_path))
@@ -497,9 +593,17 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
     by_inv = defaultdict(list)
     for a in report.anomalies:
         by_inv[a.invariant].append(a.as_dict())
+    rewound = 0
+    for e in ev["crr.rewind_check"]:  # every answer stored at a reader rewind is the same in the final reads
+        rewound += e["checked"]
+        if e["changed"]:
+            by_inv["INV-IDEMPOTENT-REPLAY"].append({"region": e["region"], "why": f"{e['changed']} stored answers "
+                                                    "changed by re-reading shipped segments",
+                                                    "examples": e["examples"]})
     out = []
     for inv in ("INV-FWW", "INV-IDEMPOTENT-REPLAY", "INV-NO-ACKED-LOSS"):
         checked = report.final_checked if inv == "INV-NO-ACKED-LOSS" else report.ops
+        checked += rewound if inv == "INV-IDEMPOTENT-REPLAY" else 0
         out.append(checkers.CheckResult(inv, "always", not by_inv[inv], checked=checked,
                                         violations=by_inv[inv],
                                         note="black-box history checker (flk.model.history) over the client "
@@ -528,6 +632,12 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
             out.append(checkers.CheckResult("SOMETIMES-CORRUPTION-REJECTED", "sometimes", corrupted > 0 and rejected > 0,
                                             checked=len(fs), note=f"{corrupted} shipped segments corrupted, "
                                             f"{rejected} rejections reported by the readers"))
+        elif kind == "disk_full":
+            hit = _answers_during(ev, "disk_full", lambda e: e["status"] >= 500)
+            filled = sum(f.get("filled_bytes", 0) for f in fs)
+            out.append(checkers.CheckResult("SOMETIMES-DISK-FULL-REFUSED", "sometimes", hit > 0, checked=len(fs),
+                                            note=f"{filled} bytes filled the WAL tmpfs; {hit} answers from the "
+                                                 "full region were 5xx (fail closed)"))
         elif kind == "store_down":
             n503 = sum(1 for e in ev["client.recv"] if e["status"] == 503)
             out.append(checkers.CheckResult("SOMETIMES-STORE-DOWN-503", "sometimes", n503 > 0, checked=len(fs),
@@ -540,6 +650,18 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
         out.append(checkers.CheckResult("SOMETIMES-SPLIT-BRAIN-CONFLICT", "sometimes", n > 0, checked=len(starts),
                                         note=f"{n} pcs_ids acked with different payloads in different regions"))
     return out
+
+
+def _answers_during(ev: dict, kind: str, pred) -> int:
+    """Answers from a fault's target region between its start and its end that satisfy ``pred``."""
+    ends = [e for e in ev["fault.end"] if e["kind"] == kind]
+    n = 0
+    for f in (e for e in ev["fault.start"] if e["kind"] == kind):
+        until = min((e["t_us"] for e in ends if e["target"] == f["target"] and e["t_us"] >= f["t_us"]),
+                    default=float("inf"))
+        n += sum(1 for e in ev["client.recv"] if e["region"] == f["target"] and f["t_us"] <= e["t_us"] <= until
+                 and pred(e))
+    return n
 
 
 def _sent_while_down(ev: dict, crashes: list[dict]) -> int:
@@ -560,14 +682,15 @@ def results_of(run: ClusterRun, history: History, overrides: list[str], source: 
     if "conflicts" in m:
         m["conflicts"], m["conflicts_won_by_later_write"] = blackbox_conflicts(events)
     slos = metrics.check_slos(m, run.data["slo"])
-    stamp = artifacts.stamp(run.seed, list(overrides), source)
+    stamp = artifacts.stamp(run.seed, list(overrides), source, plant=run.plant)
     results = {
         "scenario": run.sc.name, "seed": run.seed, "digest": history.digest, "events": history.count,
         "runner": "cluster",
         "invariants": [c.as_dict() for c in checks], "slos": slos, "metrics": m,
         "valid": all(c.ok for c in checks) and all(s["ok"] for s in slos),
         "fault_schedule": run.fault_log,
-        "parameters": {"overrides": list(overrides), "backend": run.backend},
+        "parameters": {"overrides": list(overrides), "backend": run.backend,
+                       **({"plant": run.plant, "plant_window_s": run.plant_window_s} if run.plant else {})},
         "stamp": stamp,
         "cluster": {"backend": run.backend, "network": {"prefix": run.prefix, "subnet": f"{run.net.base}.0/24",
                                                         "clients": run.net.client_ip,
@@ -581,17 +704,18 @@ def results_of(run: ClusterRun, history: History, overrides: list[str], source: 
 
 
 def run(sc: Scenario, seed: int, backend: str = "sqlite", out: Path | None = None, plots: bool = True,
-        prefix: str | None = None, log=lambda _m: None) -> dict:
+        prefix: str | None = None, log=lambda _m: None, plant: str | None = None,
+        plant_window_s: float = 1.0) -> dict:
     """One cluster run; returns ``results`` (and writes ``out/<scenario>/<seed>/``). Raises
     :class:`Refused` before starting anything when the scenario cannot run here; on Ctrl-C
     (``KeyboardInterrupt``, SIGTERM too) removes everything it started and re-raises."""
-    reasons = preflight(sc.data, backend)
+    reasons = preflight(sc.data, backend, plant)
     if reasons:
         raise Refused("; ".join(reasons))
     prefix = prefix or os.environ.get("FLK_CLUSTER_PREFIX") or f"flk{os.getpid() % 100000:x}"
     out_dir = Path(out) / sc.name / str(seed) if out is not None else None
     work = Path(tempfile.mkdtemp(prefix=f"flk-cluster-{sc.name}-"))
-    cr = ClusterRun(sc, seed, backend, work, prefix, log)
+    cr = ClusterRun(sc, seed, backend, work, prefix, log, plant, plant_window_s)
     previous = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)
