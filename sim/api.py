@@ -104,6 +104,33 @@ def planted_world_kwargs(plant: str | None) -> dict:
         raise ScenarioError("plant", exc.args[0]) from None
 
 
+def _scenario_to_run(name_or_path, seed: int | None, overrides, history_format: str) -> tuple[Scenario, int]:
+    """The scenario and seed :func:`run` runs; a :class:`ScenarioError` for a bad seed, history
+    format, or a fault kind only real clusters apply (``faults.DiskFull``)."""
+    if history_format not in FORMATS:
+        raise ScenarioError("history format", f"must be one of {', '.join(FORMATS)}, got {history_format!r}")
+    sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
+    seed = sc.seed if seed is None else seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ScenarioError("seed", f"must be a non-negative integer, got {seed!r}")
+    for f in sc.data["faults"]:
+        why = getattr(faults.REGISTRY[f["kind"]], "simulator_refuses", "")
+        if why:
+            raise ScenarioError("faults", f"{f['kind']!r}: {why}")
+    return sc, seed
+
+
+def _checks(sc: Scenario, world: World, events: list, scraper) -> tuple[list, dict | None]:
+    """The run's checks: the in-sim checkers, the scenario's regression expectations, and its
+    alert declarations evaluated over the regions' scrapes (with the evaluation)."""
+    checks = checkers.check_all(events, sc.data)
+    if sc.expect:
+        checks.append(checkers.regression_expectations(events, sc.expect))
+    alert_eval = alerts.evaluate(scraper, int(world.duration + world.quiescence)) if scraper else None
+    checks.extend(alerts.checks(alert_eval, sc.data.get("alerts", {}), world.fault_log))
+    return checks, alert_eval
+
+
 def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = None, plots: bool = True,
         progress: bool = False, plant: str | None = None, force: bool = False, check_model: bool = False,
         history_format: str = "jsonl",
@@ -121,16 +148,7 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     long studies: :mod:`flk.sim.history`); the digest is the same either way."""
     from . import progress as progress_bars
 
-    if history_format not in FORMATS:
-        raise ScenarioError("history format", f"must be one of {', '.join(FORMATS)}, got {history_format!r}")
-    sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
-    seed = sc.seed if seed is None else seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ScenarioError("seed", f"must be a non-negative integer, got {seed!r}")
-    for f in sc.data["faults"]:  # a fault kind only real clusters apply (faults.DiskFull)
-        why = getattr(faults.REGISTRY[f["kind"]], "simulator_refuses", "")
-        if why:
-            raise ScenarioError("faults", f"{f['kind']!r}: {why}")
+    sc, seed = _scenario_to_run(name_or_path, seed, overrides, history_format)
     key = run_key(sc, seed, plant)
     if out is not None:
         check_run_dir(Path(out) / sc.name / str(seed), sc, key, force)
@@ -148,11 +166,7 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
         history = world.run()
     history.close()
     events = history.events
-    checks = checkers.check_all(events, sc.data)
-    if sc.expect:
-        checks.append(checkers.regression_expectations(events, sc.expect))
-    alert_eval = alerts.evaluate(scraper, int(world.duration + world.quiescence)) if scraper else None
-    checks.extend(alerts.checks(alert_eval, sc.data.get("alerts", {}), world.fault_log))
+    checks, alert_eval = _checks(sc, world, events, scraper)
     convergence = next((c for c in checks if c.id == "INV-CONVERGENCE" and c.exercised), None)
     m = metrics.summarize(events, world.duration, converged=None if convergence is None else convergence.ok)
     if sc.data.get("policies"):

@@ -42,8 +42,13 @@ CHECKS = [
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("schemathesis")
-    shards = ",".join(f"s{i}=sqlite:///{root}/shard{i}.sqlite3" for i in range(2))
-    srv = ServerProc(root, {"PCS_HMAC_KEY": KEY, "DEDUP_BACKEND": "sharded", "DEDUP_SHARDS": shards,
+    from flk.impl.lab.cli import main
+
+    old = ",".join(f"s{i}=sqlite:///{root}/shard{i}.sqlite3" for i in range(2))
+    state = str(root / "migration.json")  # a planned 2 -> 3 shard migration: the operator routes are live
+    assert main(["dedup-migrate", "plan", "--state", state, "--old", old,
+                 "--new", old + f",s2=sqlite:///{root}/shard2.sqlite3"]) == 0
+    srv = ServerProc(root, {"PCS_HMAC_KEY": KEY, "DEDUP_BACKEND": "sharded", "DEDUP_MIGRATION_STATE": state,
                             "CRR_STORE_DIR": str(root / "objects"), "CRR_SHIP_INTERVAL_S": "0.2",
                             "OPERATOR_USER": OPERATOR[0], "OPERATOR_PASS": OPERATOR[1]})
     srv.start()
@@ -64,7 +69,8 @@ def operations(live_server):
 LABELS = ["POST /v1/pcs/submit", "GET /health", "GET /ready", "GET /metrics",
           "GET /v1/pcs/{pcs_id}/authoritative", "GET /v1/crr/status", "GET /v1/crr/conflicts",
           "POST /v1/crr/decisions", "GET /api/shards/distribution", "GET /api/shards/health",
-          "GET /api/shards/sample", "GET /api/shards/find"]
+          "GET /api/shards/sample", "GET /api/shards/find", "GET /api/operator/migration",
+          "POST /api/operator/migration/actions"]
 OPERATOR_ROUTES = {label for label in LABELS if "/crr/" in label or "/api/" in label or "/metrics" in label}
 
 
