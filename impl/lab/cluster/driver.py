@@ -40,8 +40,7 @@ from flk.impl.agent.loadgen import Connection, HttpError, _request_head
 from flk.sim.region import SIM_EPOCH
 from flk.sim.rng import Streams
 from flk.sim.workload import Agent, PcsFactory, make_templates
-
-BASE_KEY = b"flk-sim-tenant-base"  # the simulator's tenants (flk.sim.world.BASE_KEY; not a secret)
+from flk.sim.world import BASE_KEY  # the simulator's tenants (not a secret)
 
 
 class Clock:
