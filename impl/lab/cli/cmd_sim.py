@@ -129,7 +129,8 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _print_table(res: dict, out=sys.stdout) -> None:
+def _print_table(res: dict, out=None) -> None:
+    out = sys.stdout if out is None else out  # read at call time: a default bound at import goes stale
     print(f"scenario {res['scenario']}  seed {res['seed']}  events {res['events']}", file=out)
     print(f"{'check':<34} {'kind':<10} {'result':<7} detail", file=out)
     for c in res["invariants"]:
