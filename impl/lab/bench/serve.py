@@ -201,16 +201,8 @@ def _tree(pid: int, stats: dict[int, tuple[int, float]]) -> list[int]:
 def _tree_switches(pid: int) -> int:
     """Context switches (voluntary + involuntary) so far of every thread of ``pid`` and its
     descendants: thread hand-offs (a wake-up, a GIL hand-over) show here before in CPU time."""
-    stats: dict[int, tuple[int, float]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as fh:
-                    stats[int(d)] = (int(fh.read().rsplit(")", 1)[1].split()[1]), 0.0)
-            except OSError:
-                continue
     total = 0
-    for p in _tree(pid, stats):
+    for p in _tree_pids([pid]):
         try:
             tasks = os.listdir(f"/proc/{p}/task")
         except OSError:

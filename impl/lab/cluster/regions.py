@@ -327,26 +327,22 @@ class RegionProcess:
     def stop(self) -> None:
         """Graceful stop (SIGTERM, then SIGKILL) of the server, then of the store."""
         for proc in (self.server, self.store, self.redis, self.postgres):
-            if proc is None or proc.poll() is not None:
-                continue
-            self._signal(proc, signal.SIGCONT)
-            self._signal(proc, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self._signal(proc, signal.SIGKILL)
-                proc.wait(10)
+            self._stop_gracefully(proc)
 
     def stop_server(self) -> None:
-        proc = self.server
-        if proc is not None and proc.poll() is None:
-            self._signal(proc, signal.SIGCONT)
-            self._signal(proc, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self._signal(proc, signal.SIGKILL)
-                proc.wait(10)
+        self._stop_gracefully(self.server)
+
+    def _stop_gracefully(self, proc) -> None:
+        """SIGCONT (a paused process cannot exit), SIGTERM, 20 s; then SIGKILL."""
+        if proc is None or proc.poll() is not None:
+            return
+        self._signal(proc, signal.SIGCONT)
+        self._signal(proc, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self._signal(proc, signal.SIGKILL)
+            proc.wait(10)
 
     def kill_all(self) -> None:
         if self.postgres is not None and self.postgres.poll() is None:
