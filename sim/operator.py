@@ -148,6 +148,16 @@ class SimOperator:
         self.box["state"] = copy.deepcopy(st)
         self.region.topology.migration = self.box["state"]
 
+    def _kill_if_due(self, now: float) -> None:
+        """The controller killed at its next ``kill_at_s``: its disk loses what it did not sync,
+        and it resumes from its persisted status and audit log."""
+        if self.kills and now >= self.kills[0]:
+            self.kills.pop(0)
+            self.fs.crash()
+            self._open_log()
+            self.error = None
+            self.world.history.record(now, "operator.restart", policy=self.policy.key)
+
     def _open_log(self) -> None:
         self.log = AuditLog("/op/audit", self.fs)
         self.seen = records.audited_ids("/op/audit", self.fs)
@@ -197,12 +207,7 @@ class SimOperator:
         self.region.served = []  # the region's answers from now on: (latency s, status, replayed)
         every = float(self.item.get("every_s", 0.25))
         while True:
-            if self.kills and env.now >= self.kills[0]:
-                self.kills.pop(0)
-                self.fs.crash()
-                self._open_log()
-                self.error = None
-                self.world.history.record(env.now, "operator.restart", policy=self.policy.key)
+            self._kill_if_due(env.now)
             now = SIM_EPOCH + env.now
             res, self.error = driver.step(
                 self.policy, lambda: self.statuses.load(self.policy.key),
@@ -348,12 +353,7 @@ class SimCRR(SimOperator):
         end = self.world.duration + self.world.quiescence
         res = None
         while env.now + every < end:
-            if self.kills and env.now >= self.kills[0]:
-                self.kills.pop(0)
-                self.fs.crash()
-                self._open_log()
-                self.error = None
-                self.world.history.record(env.now, "operator.restart", policy=self.policy.key)
+            self._kill_if_due(env.now)
             self._spec_due(env.now)
             now = SIM_EPOCH + env.now
             res, self.error = driver.step(
