@@ -14,6 +14,10 @@ import pytest
 from flk.impl.lab.cluster.network import missing_tools
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The full real-cluster tier (``FLK_CLUSTER_FULL=1``, marked slow): second tests of a mechanism the
+# default tier already covers, kept out of ``make test``'s budget.
+full_tier = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("FLK_CLUSTER_FULL") != "1",
+                                                  reason="the full real-cluster tier runs with FLK_CLUSTER_FULL=1")]
 FLK = [sys.executable, "-m", "flk.impl"]
 SCENARIOS = pathlib.Path(__file__).parent / "scenarios"
 
@@ -39,9 +43,12 @@ def prefix():
 
 
 def leftovers(prefix: str, work: str | None = None) -> list[str]:
-    """Namespaces, links, processes and mounts a run with ``prefix`` left behind."""
+    """Namespaces, links, nftables tables, processes and mounts a run with ``prefix`` left behind."""
     out = [f"namespace {n}" for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
            .stdout.split() if n.startswith(prefix + "-")]
+    # the runner's rules live in the regions' namespaces only: a table of its name here would cut the host
+    out += [f"nft {t}" for t in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
+            .stdout.splitlines() if t.strip() == "table inet flk"]
     out += [f"link {line.split(':')[1].strip()}" for line in subprocess.run(
         ["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines()
         if line.split(":")[1].strip().split("@")[0].startswith(prefix)]

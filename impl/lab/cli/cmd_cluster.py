@@ -8,7 +8,9 @@
   1 an invariant or SLO violated, 2 bad input or a fault this machine cannot apply (named,
   before anything starts), 130 interrupted (everything started is removed first);
   ``--plant racy-dedup[@REGION]`` runs that region's server with a planted bug
-  (:mod:`flk.impl.lab.cluster.planted`) the checks must catch;
+  (:mod:`flk.impl.lab.cluster.planted`) the checks must catch; ``--prometheus`` starts a real
+  Prometheus on loopback that scrapes every region with the shipped rules, and the scenario's
+  ``[alerts]`` declarations become ``ALERT-<name>`` checks (:mod:`flk.impl.lab.cluster.prometheus`);
 * ``flk cluster mechanisms`` -- what each supported fault kind really does;
 * ``flk cluster cleanup`` -- remove the namespaces, links and processes a killed runner left
   (its ledger ``flk-cluster-<prefix>.json`` in the temp folder).
@@ -43,6 +45,9 @@ def configure(p) -> None:
                         "(flk.impl.lab.cluster.planted); the checks must catch it")
     r.add_argument("--plant-window", type=float, default=1.0, metavar="S",
                    help="the planted race window in seconds (default 1.0)")
+    r.add_argument("--prometheus", action="store_true",
+                   help="a real Prometheus scrapes every region with deploy/prometheus/rules; the scenario's "
+                        "[alerts] declarations are checked against what it reported (ALERT-<name>)")
     sub.add_parser("mechanisms", help="what each supported fault kind really does")
     sub.add_parser("cleanup", help="remove what killed runs left (their ledgers in the temp folder)")
 
@@ -82,7 +87,8 @@ def run(args) -> int:
     log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
         res = runner.run(sc, seed, backend=args.backend, out=Path(args.out), plots=not args.no_plots,
-                         prefix=args.prefix, log=log, plant=args.plant, plant_window_s=args.plant_window)
+                         prefix=args.prefix, log=log, plant=args.plant, plant_window_s=args.plant_window,
+                         prometheus=args.prometheus)
     except runner.Refused as exc:
         raise UsageError(f"{sc.name}: cannot run on a real cluster here: {exc}") from None
     except Exception as exc:  # noqa: BLE001 -- a failed run is reported, never a traceback

@@ -19,6 +19,11 @@ Events recorded (``flk.sim.checkers`` vocabulary, ``t_us`` from the run's start)
 ``client.send``, ``client.recv`` (status, ``replay`` from ``Idempotent-Replayed``;
 the body is not kept), ``client.timeout`` (no answer: transport error or timeout, with
 ``error``), ``client.give_up``.
+
+Behind the health-checked router (``router_url``; :mod:`.router`) an agent knows one name, as
+in the simulator: every attempt goes to the router with the agent's home region in
+``X-Flk-Home``, and the region the router chose (its ``X-Flk-Region`` answer header) is the
+attempt's ``region``; its ``client.send`` is recorded at the time it was sent.
 """
 
 from __future__ import annotations
@@ -90,7 +95,8 @@ class Workload:
     """Runs every agent until ``duration`` and waits (bounded) for their submissions."""
 
     def __init__(self, scenario: dict, seed: int, regions: list[str], url_of, history, clock: Clock,
-                 max_in_flight: int = 256) -> None:
+                 max_in_flight: int = 256, router_url: str | None = None) -> None:
+        self.router_url = router_url
         self.w = scenario["workload"]
         self.duration = float(scenario["scenario"]["duration_s"])
         self.url_of, self.history, self.clock = url_of, history, clock
@@ -107,7 +113,9 @@ class Workload:
         self.heads: dict[tuple[str, tuple], bytes] = {}
 
     async def post(self, region: str, headers: tuple, body: bytes, timeout: float) -> tuple[int, dict]:
-        url = self.url_of(region) + "/v1/pcs/submit"
+        if self.router_url is not None:
+            region, headers = "router", (*headers, ("x-flk-home", region))
+        url = (self.router_url if region == "router" else self.url_of(region)) + "/v1/pcs/submit"
         head = self.heads.get((region, headers))
         if head is None:
             head = self.heads[(region, headers)] = _request_head(url, headers)[1]
@@ -121,8 +129,8 @@ class Workload:
             pool.append(conn)
         return status, resp_headers
 
-    def record(self, type_: str, **fields) -> None:
-        self.history.record(self.clock.now, type_, **fields)
+    def record(self, type_: str, t: float | None = None, **fields) -> None:
+        self.history.record(self.clock.now if t is None else t, type_, **fields)
 
     def inflight_at(self, region: str) -> int:
         return sum(1 for r in self.in_flight.values() if r == region)
@@ -162,26 +170,38 @@ class Workload:
 
     async def _deliver(self, agent: WallAgent, req: int, kind: str, pcs: dict) -> None:
         async with self.sem:
-            sub = Submission(pcs, agent.urls, rng=agent.rng, policy=agent.policy, tenant=agent.tenant)
+            routed = self.router_url is not None
+            urls = agent.urls[:1] if routed else agent.urls  # behind the router: one name, the home
+            sub = Submission(pcs, urls, rng=agent.rng, policy=agent.policy, tenant=agent.tenant)
             digest = hashlib.sha256(sub.signed_bytes).hexdigest()
             timeout = float(self.w["timeout_ms"]) / 1000.0
             action = sub.start(SIM_EPOCH + self.clock.now)
+            unsent = None
             try:
                 while True:
                     if isinstance(action, Send):
                         region = action.url
-                        self.record("client.send", req=req, attempt=action.attempt, agent=agent.id,
-                                    tenant=agent.tenant, pcs_id=pcs["pcs_id"], digest=digest, kind=kind,
-                                    region=region)
-                        self.in_flight[req] = region
+                        sent = dict(req=req, attempt=action.attempt, agent=agent.id, tenant=agent.tenant,
+                                    pcs_id=pcs["pcs_id"], digest=digest, kind=kind)
+                        sent_t = self.clock.now
+                        unsent = (sent_t, sent, region) if routed else None  # recorded when the answer names the region
+                        if not routed:
+                            self.record("client.send", **sent, region=region)
+                            self.in_flight[req] = region
                         try:
                             status, headers = await self.post(region, action.headers, action.body, timeout)
                         except (HttpError, OSError) as exc:
                             reason = str(exc)[:60] if isinstance(exc, HttpError) else type(exc).__name__
+                            if routed:
+                                unsent = None
+                                self.record("client.send", t=sent_t, **sent, region=region)
                             self.record("client.timeout", req=req, attempt=action.attempt, region=region,
                                         error=reason)
                             result = TransportFailure(reason)
                         else:
+                            if routed:
+                                region, unsent = headers.get("x-flk-region", region), None
+                                self.record("client.send", t=sent_t, **sent, region=region)
                             replay = headers.get("idempotent-replayed") is not None
                             self.record("client.recv", req=req, attempt=action.attempt, status=status,
                                         replay=replay, body_sha=None, region=region)
@@ -198,5 +218,7 @@ class Workload:
                             self.record("client.give_up", req=req, reason=action.reason[:80])
                         return
             except asyncio.CancelledError:
+                if unsent is not None:
+                    self.record("client.send", t=unsent[0], **unsent[1], region=unsent[2])
                 self.record("client.give_up", req=req, reason="run ended before an answer")
                 raise

@@ -20,7 +20,10 @@ count is what the run reports.
 
 Addresses come from one /24 chosen by the prefix (``10.<n>.<m>.0/24``, inside
 namespaces this run made; nothing is routed out). Everything made is listed in a
-ledger file, so :func:`cleanup_ledger` removes what a killed runner left.
+ledger file -- namespaces, links, the tmpfs mounts of the regions' WAL disks and the
+processes started outside the namespaces (the router, Prometheus: pid with its start
+time, so a reused pid is never hit) -- so :func:`cleanup_ledger` removes what a runner
+killed with SIGKILL left.
 Needs root (``CAP_NET_ADMIN``), ``ip`` (iproute2) and ``nft`` (nftables).
 """
 
@@ -80,7 +83,8 @@ class Network:
     ledger: str
     ports: tuple[int, ...] = ()
     rules: list[Rule] = field(default_factory=list)
-    made: dict = field(default_factory=lambda: {"namespaces": [], "links": [], "pid": os.getpid()})
+    made: dict = field(default_factory=lambda: {"namespaces": [], "links": [], "pids": [], "mounts": [],
+                                                "pid": os.getpid()})
 
     def __post_init__(self) -> None:
         a, b = subnet_for(self.prefix)
@@ -107,6 +111,15 @@ class Network:
     def _save(self) -> None:
         with open(self.ledger, "w", encoding="utf-8") as f:
             json.dump(self.made, f)
+
+    def adopt(self, pid: int) -> None:
+        """List a process started outside the namespaces (a session leader) for the cleanup."""
+        self.made.setdefault("pids", []).append([pid, starttime(pid)])
+        self._save()
+
+    def adopt_mount(self, path: str) -> None:
+        self.made.setdefault("mounts", []).append(path)
+        self._save()
 
     def up(self) -> None:
         run(["ip", "link", "add", self.bridge, "type", "bridge"])
@@ -205,9 +218,25 @@ class Network:
         return counts
 
 
+def starttime(pid: int) -> int | None:
+    """The start time of a process (clock ticks since boot; None when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def cleanup(made: dict) -> list[str]:
-    """Delete the namespaces (their rules and veth ends go with them) and the links listed."""
+    """Kill the processes listed (their process groups, when the pid is still the one started),
+    delete the namespaces (their rules and veth ends go with them) and the links, unmount the mounts."""
     left = []
+    for pid, started in made.get("pids", []):
+        if started is not None and starttime(pid) == started:
+            try:
+                os.killpg(pid, 9)
+            except OSError:
+                pass
     for ns in made.get("namespaces", []):
         if run(["ip", "netns", "pids", ns], check=False).returncode != 0:
             continue  # already gone
@@ -222,6 +251,12 @@ def cleanup(made: dict) -> list[str]:
         if run(["ip", "link", "show", link], check=False).returncode == 0 and \
                 run(["ip", "link", "del", link], check=False).returncode != 0:
             left.append(f"link {link}")
+    with open("/proc/mounts", encoding="utf-8") as f:
+        mounted = {line.split()[1] for line in f}
+    for path in made.get("mounts", []):
+        if path in mounted and run(["umount", path], check=False).returncode != 0 and \
+                run(["umount", "-l", path], check=False).returncode != 0:
+            left.append(f"mount {path}")
     return left
 
 

@@ -278,6 +278,7 @@ class RegionProcess:
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={WAL_TMPFS_MB}m,mode=0700", "flkwal", str(mount)],
                        check=True, capture_output=True, timeout=30)
         self.wal_mount = mount
+        self.net.adopt_mount(str(mount))
         self.env["WAL_DIR"] = str(mount / "wal")
 
     def fill_wal_disk(self, full: bool) -> int:

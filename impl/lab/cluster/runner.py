@@ -35,6 +35,8 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -42,14 +44,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flk.sim import artifacts, checkers, metrics
+from flk.sim import alerts, artifacts, checkers, metrics
 from flk.sim.history import History
 from flk.sim.observed import check_run
 from flk.sim.scenario import Scenario
 
+from . import prometheus as prom
 from .driver import BASE_KEY, Clock, Workload
 from .network import Network, cleanup_ledger, missing_tools
-from .regions import REDIS_PORT, WAL_TMPFS_MB, RegionProcess, faketime_lib, pg_bindir
+from .regions import REDIS_PORT, SERVER_PORT, WAL_TMPFS_MB, RegionProcess, faketime_lib, pg_bindir
+
+ROUTER_PORT = 18290  # on the clients' bridge address (one per run's prefix)
 
 # fault kind -> what really happens (the documentation of the mechanism; anything else is refused)
 MECHANISMS = {
@@ -128,9 +133,13 @@ def parse_plant(plant: str | None, data: dict) -> tuple[str | None, list[str], l
     return name, [region] if region else ids, out
 
 
-def preflight(data: dict, backend: str, plant: str | None = None) -> list[str]:
+def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bool = False) -> list[str]:
     """Every reason this scenario cannot run on a real cluster here (empty: it can)."""
     out = list(parse_plant(plant, data)[2])
+    if prometheus and prom.binary() is None:
+        out.append("--prometheus: needs prometheus (Debian package prometheus; `make setup` installs it)")
+    if prometheus and not alerts.alert_names():
+        out.append(f"--prometheus: no alert rules at {alerts.RULES_DIR}")
     if plant and backend != "sqlite":
         out.append(f"--plant {plant}: the planted dedup race is in the SQLite store: needs --backend sqlite")
     if backend not in BACKENDS:
@@ -162,9 +171,6 @@ def preflight(data: dict, backend: str, plant: str | None = None) -> list[str]:
                        "libfaketime (both clocks move); only forward skews run on real clusters")
     if data["nemesis"]["enabled"]:
         out.append("nemesis.enabled: random faults are not scheduled on real clusters yet")
-    if data["routing"]["enabled"]:
-        out.append("routing.enabled: the health-checked router is not started on real clusters yet "
-                   "(agents fail over through their own URL list)")
     net = data["network"]
     for key in ("loss", "duplicate", "reorder"):
         if net.get(key):
@@ -189,7 +195,12 @@ def preflight(data: dict, backend: str, plant: str | None = None) -> list[str]:
 
 class ClusterRun:
     def __init__(self, sc: Scenario, seed: int, backend: str, work: Path, prefix: str,
-                 log=lambda _m: None, plant: str | None = None, plant_window_s: float = 1.0) -> None:
+                 log=lambda _m: None, plant: str | None = None, plant_window_s: float = 1.0,
+                 prometheus: bool = False) -> None:
+        self.prometheus = prometheus
+        self.prom: prom.Prometheus | None = None
+        self.alert_eval: dict | None = None
+        self.end_wall = 0.0
         self.sc, self.data, self.seed, self.backend = sc, sc.data, seed, backend
         self.plant, self.plant_window_s = plant, plant_window_s
         self.work, self.prefix, self.log = work, prefix, log
@@ -210,6 +221,8 @@ class ClusterRun:
         self.samples: list[dict] = []
         self.timings: dict[str, float] = {}
         self.wall_t0 = 0.0
+        self.routed = bool(self.data["routing"]["enabled"])
+        self.router: subprocess.Popen | None = None
         self.operator = ("operator", secrets.token_hex(16))  # this run's operator credential (never written)
 
     # -- setup and teardown ------------------------------------------------------------------
@@ -253,10 +266,74 @@ class ClusterRun:
                 r.start_store()
         for r in self.regions.values():
             r.start()
+        if self.routed:
+            self.start_router()
+        if self.prometheus:
+            self.prom = prom.Prometheus(self.work, {rid: f"{self.regions[rid].ip}:{SERVER_PORT}"
+                                                    for rid in self.region_ids}, self.operator)
+            self.prom.start(self.net.adopt)
         self.timings["setup_s"] = round(time.monotonic() - t0, 3)
+
+    @property
+    def router_url(self) -> str:
+        return f"http://{self.net.client_ip}:{ROUTER_PORT}"
+
+    def start_router(self, timeout: float = 30.0) -> None:
+        """The health-checked router (:mod:`.router`) on the clients' bridge address, probing
+        every region with the scenario's ``[routing]`` parameters."""
+        cfg = self.data["routing"]
+        events = self.work / "router-events.jsonl"
+        args = [sys.executable, "-m", "flk.impl.lab.cluster.router", "--listen", f"{self.net.client_ip}:{ROUTER_PORT}",
+                "--interval", str(float(cfg["health_interval_s"])), "--timeout-ms", str(float(cfg["health_timeout_ms"])),
+                "--unhealthy", str(int(cfg["unhealthy_threshold"])), "--healthy", str(int(cfg["healthy_threshold"])),
+                "--events", str(events), *[f"--upstream={rid}={self.regions[rid].ip}:{SERVER_PORT}"
+                                           for rid in self.region_ids]]
+        with open(self.work / "router.log", "ab") as log:
+            self.router = subprocess.Popen(args, cwd=self.work, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                           start_new_session=True)
+        self.net.adopt(self.router.pid)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.router.poll() is not None:
+                raise RuntimeError("the router exited: " + (self.work / "router.log").read_text(errors="replace")[-800:])
+            if events.exists() and '"listening"' in events.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        raise TimeoutError("the router did not start listening")
+
+    def stop_router(self) -> None:
+        if self.router is not None and self.router.poll() is None:
+            os.killpg(self.router.pid, signal.SIGKILL)
+            self.router.wait(10)
+
+    def router_status(self) -> dict:
+        import httpx
+
+        try:
+            return httpx.get(self.router_url + "/_router/status", timeout=2.0).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+
+    def router_events(self) -> None:
+        """The router's rotation changes as the simulator's ``route.down`` / ``route.up``."""
+        import json
+
+        path = self.work / "router-events.jsonl"
+        if not path.exists():
+            return
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("event") in ("down", "up") and e["t"] <= self.end_wall:
+                self.rec.record(e["t"] - self.wall_t0, f"route.{e['event']}", region=e["region"])
 
     def teardown(self) -> list[str]:
         left = []
+        if self.prom is not None:
+            self.prom.stop()
+        self.stop_router()
         for r in self.regions.values():
             r.kill_all()
             left += r.unmount_wal()
@@ -271,7 +348,9 @@ class ClusterRun:
         dur = spec.get("duration_s")
         if dur is not None:
             await asyncio.sleep(max(0.0, float(spec["at_s"]) + float(dur) - self.clock.now))
-            await self.end(index)
+            # a heal already begun (a restart that outlasts the workload) runs to its end: the end of
+            # the workload cancels this task, and the heal phase waits for the background work
+            self.background.append(asyncio.ensure_future(self.end(index)))
 
     def targets(self, spec: dict) -> list[str]:
         t = spec.get("target", "*")
@@ -286,6 +365,8 @@ class ClusterRun:
         if kind == "crash":
             for t in self.targets(spec):
                 inflight = self.workload.inflight_at(t)
+                if self.routed:  # the clients know the router only; it knows what it has in flight where
+                    inflight = int((await asyncio.to_thread(self.router_status)).get("inflight", {}).get(t, 0))
                 lag = self.last_ship_lag.get(t, 0.0)
                 hit = await asyncio.to_thread(self.regions[t].kill)
                 self.rec.now("fault.start", kind="crash", target=t, inflight=inflight, killed=hit,
@@ -425,7 +506,7 @@ class ClusterRun:
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
         async with httpx.AsyncClient(limits=limits) as client:
             self.workload = Workload(self.data, self.seed, self.region_ids, lambda r: self.regions[r].url,
-                                     self.rec, self.clock)
+                                     self.rec, self.clock, router_url=self.router_url if self.routed else None)
             self.clock.t0 = time.monotonic()
             self.wall_t0 = time.time()
             self.rec.now("phase", name="workload")
@@ -445,6 +526,7 @@ class ClusterRun:
                 w = self.data["workload"]
                 await self.workload.drain(float(w["timeout_ms"]) / 1000.0 * int(w["max_attempts"]) + 5.0)
                 await asyncio.sleep(max(0.0, self.duration + self.quiescence - self.clock.now))
+                self.end_wall = time.time()
             finally:
                 sampler.cancel()
                 for t in [*faults, *self.background]:
@@ -665,18 +747,23 @@ def _answers_during(ev: dict, kind: str, pred) -> int:
 
 
 def _sent_while_down(ev: dict, crashes: list[dict]) -> int:
-    """Attempts to a SIGKILLed region that failed (no answer) before it was ready again."""
+    """Attempts to a SIGKILLed region that failed before it was ready again: no answer, or (behind
+    the router, which answers for a region that does not) a 502 naming it."""
     n = 0
     for f in crashes:
         ready = [e["t_us"] for e in ev["region.ready"] if e["region"] == f["target"] and e["t_us"] > f["t_us"]]
         until = min(ready, default=float("inf"))
         n += sum(1 for e in ev["client.timeout"] if e["region"] == f["target"] and f["t_us"] <= e["t_us"] <= until)
+        n += sum(1 for e in ev["client.recv"] if e["region"] == f["target"] and e["status"] == 502
+                 and f["t_us"] <= e["t_us"] <= until)
     return n
 
 
 def results_of(run: ClusterRun, history: History, overrides: list[str], source: str) -> tuple[dict, list[dict]]:
     events = history.events
     checks = check(events, run.data, run.partitions)
+    if run.prometheus:
+        checks.extend(alerts.checks(run.alert_eval, run.data.get("alerts", {}), run.fault_log))
     conv = next((c for c in checks if c.id == "INV-CONVERGENCE" and c.exercised), None)
     m = metrics.summarize(events, run.duration, converged=None if conv is None else conv.ok)
     if "conflicts" in m:
@@ -689,6 +776,7 @@ def results_of(run: ClusterRun, history: History, overrides: list[str], source: 
         "invariants": [c.as_dict() for c in checks], "slos": slos, "metrics": m,
         "valid": all(c.ok for c in checks) and all(s["ok"] for s in slos),
         "fault_schedule": run.fault_log,
+        **({"alerts": run.alert_eval} if run.alert_eval else {}),
         "parameters": {"overrides": list(overrides), "backend": run.backend,
                        **({"plant": run.plant, "plant_window_s": run.plant_window_s} if run.plant else {})},
         "stamp": stamp,
@@ -705,17 +793,17 @@ def results_of(run: ClusterRun, history: History, overrides: list[str], source: 
 
 def run(sc: Scenario, seed: int, backend: str = "sqlite", out: Path | None = None, plots: bool = True,
         prefix: str | None = None, log=lambda _m: None, plant: str | None = None,
-        plant_window_s: float = 1.0) -> dict:
+        plant_window_s: float = 1.0, prometheus: bool = False) -> dict:
     """One cluster run; returns ``results`` (and writes ``out/<scenario>/<seed>/``). Raises
     :class:`Refused` before starting anything when the scenario cannot run here; on Ctrl-C
     (``KeyboardInterrupt``, SIGTERM too) removes everything it started and re-raises."""
-    reasons = preflight(sc.data, backend, plant)
+    reasons = preflight(sc.data, backend, plant, prometheus)
     if reasons:
         raise Refused("; ".join(reasons))
     prefix = prefix or os.environ.get("FLK_CLUSTER_PREFIX") or f"flk{os.getpid() % 100000:x}"
     out_dir = Path(out) / sc.name / str(seed) if out is not None else None
     work = Path(tempfile.mkdtemp(prefix=f"flk-cluster-{sc.name}-"))
-    cr = ClusterRun(sc, seed, backend, work, prefix, log, plant, plant_window_s)
+    cr = ClusterRun(sc, seed, backend, work, prefix, log, plant, plant_window_s, prometheus)
     previous = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -726,8 +814,13 @@ def run(sc: Scenario, seed: int, backend: str = "sqlite", out: Path | None = Non
         log(f"cluster: up in {cr.timings['setup_s']:.1f} s; workload {cr.duration:.0f} s + quiescence "
             f"{cr.quiescence:.0f} s")
         asyncio.run(cr.drive())
+        if cr.prom is not None:  # before the final reads stop every server
+            cr.alert_eval = cr.prom.firing(cr.wall_t0, cr.end_wall)
+            cr.prom.stop()
+        cr.stop_router()  # its checks of the stopping servers are no part of the run
         cr.final_reads()
         cr.store_events()
+        cr.router_events()
     except BaseException:
         cr.teardown()
         _remove_tree(work)

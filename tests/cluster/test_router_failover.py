@@ -1,0 +1,110 @@
+"""Failover through the real health-checked router, watched by a real Prometheus.
+
+``[routing] enabled`` on a real cluster starts :mod:`flk.impl.lab.cluster.router` in front of
+the regions: the router's rotation table is the simulator router's rules (checked here against
+a tiny model over every probe sequence), and on a real cluster a SIGKILLed region must leave
+rotation after the threshold of failed ``/ready`` checks, its agents' requests must be answered
+by the other region, and it must come back after its restart. With ``--prometheus`` a real
+``prometheus`` scrapes both regions with the shipped rules and the scenario's ``[alerts]``
+declaration is checked against what it reported: FlkBackendDown fires for the killed region,
+every other alert stays silent."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flk.impl.lab.cluster.router import HealthTable
+
+from .conftest import FLK, IN_CI, SCENARIOS, leftovers
+
+FAILOVER = str(SCENARIOS / "cluster-failover.toml")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4),
+       st.lists(st.tuples(st.sampled_from(["eu", "us", "ap"]), st.booleans()), max_size=60),
+       st.sampled_from(["eu", "us", "ap", None]))
+def test_rotation_follows_consecutive_checks_and_the_preference_order(down_after, up_after, probes, home):
+    table = HealthTable(["eu", "us", "ap"], down_after, up_after)
+    healthy = {r: True for r in table.regions}
+    runs: dict[str, list[bool]] = {r: [] for r in table.regions}  # the model: every check of a region
+    for region, passed in probes:
+        change = table.record(region, passed)
+        runs[region].append(passed)
+        before = healthy[region]
+        streak = len(runs[region]) - next((i + 1 for i in range(len(runs[region]) - 1, -1, -1)
+                                           if runs[region][i] != passed), 0)
+        if before != passed and streak >= (up_after if passed else down_after):
+            healthy[region] = passed
+        assert table.healthy == healthy
+        assert change == (None if before == healthy[region] else ("up" if healthy[region] else "down"))
+    order = ([home] if home else []) + [r for r in ["eu", "us", "ap"] if r != home]
+    assert table.resolve(home) == next((r for r in order if healthy[r]), order[0])
+
+
+@pytest.fixture
+def prometheus_ready(cluster_ready):
+    if shutil.which("prometheus") is None:
+        msg = "the alert check needs prometheus (Debian package prometheus; scripts/install_deb.sh)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def test_region_loss_fails_over_through_the_real_router_and_real_prometheus_fires_backend_down(
+        prometheus_ready, prefix, tmp_path):
+    proc = subprocess.run([*FLK, "cluster", "run", FAILOVER, "--seed", "1", "--out", str(tmp_path), "--json",
+                           "--prefix", prefix, "--no-plots", "--prometheus"], capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    res = json.loads(proc.stdout)
+    checks = {c["id"]: c for c in res["invariants"]}
+    assert proc.returncode == 0, [c for c in res["invariants"] if not c["ok"]]
+    events = [json.loads(line) for line in (tmp_path / "cluster-failover" / "1" / "history.jsonl").open()]
+    crash = next(e for e in events if e["type"] == "fault.start" and e["kind"] == "crash")
+    ready = next(e for e in events if e["type"] == "region.ready" and e["t_us"] > crash["t_us"])
+    downs = [e for e in events if e["type"] == "route.down"]
+    ups = [e for e in events if e["type"] == "route.up"]
+    # the router took eu out of rotation after its failed checks (3 x 0.5 s), and back after the restart
+    assert [e["region"] for e in downs] == ["eu"] and [e["region"] for e in ups] == ["eu"], downs + ups
+    assert crash["t_us"] + 0.9e6 <= downs[0]["t_us"] <= crash["t_us"] + 4.0e6, (crash, downs)
+    assert ups[0]["t_us"] >= ready["t_us"]
+    # requests of eu's agents went to us while eu was out of rotation (the router chose, not the client)
+    home_eu = {e["req"] for e in events if e["type"] == "client.send" and e["attempt"] == 1 and e["agent"] in
+               ("agent-0", "agent-2")}
+    moved = [e for e in events if e["type"] == "client.recv" and e["req"] in home_eu and e["region"] == "us"
+             and downs[0]["t_us"] <= e["t_us"] <= ups[0]["t_us"] and e["status"] in (200, 202)]
+    assert moved, "no request of an eu agent was answered by us during the outage"
+    m = res["metrics"]
+    assert 0.9 <= m["failover_detection_s"] <= 4.0 and 0 < m["rto_s"] <= 8.0, m
+    for inv in ("INV-FWW", "INV-NO-ACKED-LOSS", "INV-CONVERGENCE"):
+        assert checks[inv]["ok"] and checks[inv]["exercised"], checks[inv]
+    # the real Prometheus: eu's scrapes failed -> FlkBackendDown within the declared budget, nothing else fired
+    assert res["alerts"]["engine"] == "prometheus" and min(res["alerts"]["scrapes"].values()) > 10
+    fired = checks["ALERT-FlkBackendDown"]
+    assert fired["ok"] and fired["exercised"] and "on eu" in fired["note"], fired
+    assert set(res["alerts"]["firing"]) == {"FlkBackendDown"}, res["alerts"]["firing"]
+    assert set(res["alerts"]["firing"]["FlkBackendDown"]) == {"eu"}
+    silent = [c for c in res["invariants"] if c["id"].startswith("ALERT-") and c["id"] != "ALERT-FlkBackendDown"]
+    assert len(silent) >= 10 and all(c["ok"] and c["note"] == "silent" for c in silent), silent
+    assert res["cluster"]["left_behind"] == [] and leftovers(prefix) == []
+
+
+@pytest.mark.skipif(os.environ.get("FLK_CLUSTER_FULL") != "1", reason="the full real-cluster tier: FLK_CLUSTER_FULL=1")
+@pytest.mark.slow
+def test_crr_normal_on_a_real_cluster_fires_no_alert(prometheus_ready, prefix, tmp_path):
+    proc = subprocess.run([*FLK, "cluster", "run", "crr-normal", "--seed", "1", "--out", str(tmp_path), "--json",
+                           "--prefix", prefix, "--no-plots", "--prometheus"], capture_output=True, text=True,
+                          timeout=400)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    res = json.loads(proc.stdout)
+    alerts = [c for c in res["invariants"] if c["id"].startswith("ALERT-")]
+    assert len(alerts) >= 15 and res["alerts"]["firing"] == {}, res["alerts"]["firing"]
+    assert all(c["ok"] for c in alerts)
