@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
-from .conftest import FLK, SCENARIOS, leftovers
+from .conftest import FLK, IN_CI, SCENARIOS, leftovers
 
 SMOKE = str(SCENARIOS / "cluster-smoke.toml")
 
@@ -89,6 +92,43 @@ def test_sigint_mid_run_leaves_no_process_namespace_or_mount(cluster_ready, pref
             proc.kill()
     assert proc.returncode == 130, proc.stderr.read()[-2000:]
     assert leftovers(prefix, work) == []
+
+
+def test_sigkill_of_the_runner_then_cleanup_leaves_nothing(cluster_ready, prefix, tmp_path):
+    """A runner killed with SIGKILL runs no cleanup of its own: its ledger lists what it made (namespaces
+    with their nftables rules, links, the WAL tmpfs, the processes outside the namespaces) and
+    ``flk cluster cleanup`` removes all of it."""
+    faults = ('faults=[{kind="partition", at_s=1.0, a=["eu"], b=["us"], duration_s=8.0}, '
+              '{kind="disk_full", at_s=9.5, target="us", duration_s=0.2}]')
+    extra = ["--prometheus"] if shutil.which("prometheus") or IN_CI else []  # a process outside the namespaces
+    proc = subprocess.Popen([*FLK, "cluster", "run", SMOKE, "--seed", "3", "--out", str(tmp_path), "--prefix", prefix,
+                             "--no-plots", "--set", faults, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    work = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            m = re.search(r"work dir (\S+)", line)
+            if m:
+                work = m.group(1)
+            if line.startswith("cluster: up") or not line:
+                break
+        assert work is not None and line.startswith("cluster: up"), line
+        time.sleep(2.0)  # the partition's drop rules are in the namespaces
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    running = leftovers(prefix, work)
+    kinds = {x.split()[0] for x in running}
+    assert {"namespace", "link", "process", "mount"} <= kinds, running
+    if extra:
+        assert any("prometheus" in x for x in running), running
+    subprocess.run([*FLK, "cluster", "cleanup"], capture_output=True, text=True, timeout=120)
+    assert leftovers(prefix, work) == []
+    assert not (Path(tempfile.gettempdir()) / f"flk-cluster-{prefix}.json").exists()
 
 
 def test_a_fault_without_a_real_mechanism_is_refused_before_the_run(prefix, tmp_path):

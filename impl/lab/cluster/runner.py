@@ -10,6 +10,13 @@ mechanisms, heals, waits the quiescence, stops every region, reads each region's
 final state from its disk, and writes what ``flk sim run`` writes
 (``scenario.toml``, ``history.jsonl``, ``results.json``, ``metrics.csv``, plots).
 
+With ``[routing] enabled`` the clients reach the regions through the real health-checked
+router (:mod:`.router`, a process on the clients' bridge address with the scenario's check
+interval, timeout and thresholds); its rotation changes become ``route.down`` / ``route.up``,
+so ``failover_detection_s`` and ``rto_s`` are measured as the simulator measures them. With
+``prometheus`` a real Prometheus scrapes the regions (:mod:`.prometheus`) and the scenario's
+``[alerts]`` declarations become ``ALERT-<name>`` checks (:func:`flk.sim.alerts.checks`).
+
 Phases: preflight (every fault must be appliable: one that is not is refused
 before anything starts, :class:`Refused`, exit 2) -> network and processes up ->
 workload + faults for ``duration_s`` -> heal everything -> ``quiescence_s`` ->
