@@ -18,6 +18,13 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # default tier already covers, kept out of ``make test``'s budget.
 full_tier = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("FLK_CLUSTER_FULL") != "1",
                                                   reason="the full real-cluster tier runs with FLK_CLUSTER_FULL=1")]
+
+
+def in_full_tier(fn):
+    """Put one test in the full real-cluster tier."""
+    for mark in full_tier:
+        fn = mark(fn)
+    return fn
 FLK = [sys.executable, "-m", "flk.impl"]
 SCENARIOS = pathlib.Path(__file__).parent / "scenarios"
 

@@ -18,7 +18,7 @@ import pytest
 
 from flk.impl.lab.cluster.regions import pg_bindir
 
-from .conftest import FLK, IN_CI, SCENARIOS, leftovers
+from .conftest import FLK, IN_CI, SCENARIOS, in_full_tier, leftovers
 
 PG = str(SCENARIOS / "cluster-pg-outage.toml")
 pytestmark = [pytest.mark.postgres]
@@ -56,6 +56,7 @@ def test_postgres_dedup_outage_fails_closed_on_a_real_cluster(postgres_ready, pr
     assert res["cluster"]["left_behind"] == [] and leftovers(prefix) == []
 
 
+@in_full_tier  # SIGINT cleanup is in the default tier's smoke test; the outage itself is above
 def test_sigint_mid_outage_leaves_no_postgres_behind(postgres_ready, prefix, tmp_path):
     proc = subprocess.Popen([*FLK, "cluster", "run", PG, "--backend", "postgres", "--seed", "2", "--out",
                              str(tmp_path), "--prefix", prefix, "--no-plots"], stdout=subprocess.PIPE,

@@ -12,7 +12,6 @@ every other alert stays silent."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 
@@ -22,7 +21,7 @@ from hypothesis import strategies as st
 
 from flk.impl.lab.cluster.router import HealthTable
 
-from .conftest import FLK, IN_CI, SCENARIOS, leftovers
+from .conftest import FLK, IN_CI, SCENARIOS, in_full_tier, leftovers
 
 FAILOVER = str(SCENARIOS / "cluster-failover.toml")
 
@@ -97,8 +96,7 @@ def test_region_loss_fails_over_through_the_real_router_and_real_prometheus_fire
     assert res["cluster"]["left_behind"] == [] and leftovers(prefix) == []
 
 
-@pytest.mark.skipif(os.environ.get("FLK_CLUSTER_FULL") != "1", reason="the full real-cluster tier: FLK_CLUSTER_FULL=1")
-@pytest.mark.slow
+@in_full_tier
 def test_crr_normal_on_a_real_cluster_fires_no_alert(prometheus_ready, prefix, tmp_path):
     proc = subprocess.run([*FLK, "cluster", "run", "crr-normal", "--seed", "1", "--out", str(tmp_path), "--json",
                            "--prefix", prefix, "--no-plots", "--prometheus"], capture_output=True, text=True,
