@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -46,6 +47,36 @@ def test_rotation_follows_consecutive_checks_and_the_preference_order(down_after
         assert change == (None if before == healthy[region] else ("up" if healthy[region] else "down"))
     order = ([home] if home else []) + [r for r in ["eu", "us", "ap"] if r != home]
     assert table.resolve(home) == next((r for r in order if healthy[r]), order[0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4),
+       st.lists(st.tuples(st.sampled_from(["eu", "us", "ap"]), st.booleans()), max_size=60),
+       st.sampled_from(["eu", "us", "ap"]))
+def test_the_real_router_decides_as_the_simulators_router(down_after, up_after, probes, home):
+    """The same probe outcomes through flk.sim.routing.Router (its _record and resolve, on a stub world
+    that offers what it reads) and through HealthTable: the same rotation changes, the same choice."""
+    from flk.sim.routing import Router
+
+    log = []
+    world = SimpleNamespace(
+        scenario=SimpleNamespace(data={"routing": {"health_interval_s": 1.0, "health_timeout_ms": 500.0,
+                                                   "unhealthy_threshold": down_after,
+                                                   "healthy_threshold": up_after}}),
+        region_ids=["eu", "us", "ap"], streams=SimpleNamespace(get=lambda _name: None),
+        history=SimpleNamespace(record=lambda _t, kind, region: log.append((kind, region))),
+        env=SimpleNamespace(now=0.0))
+    sim, table = Router(world), HealthTable(["eu", "us", "ap"], down_after, up_after)
+    changes = []
+    for region, passed in probes:
+        sim._record(region, passed)
+        change = table.record(region, passed)
+        if change:
+            changes.append((f"route.{change}", region))
+        assert table.healthy == sim.healthy
+    assert changes == log
+    preference = [home] + [r for r in ["eu", "us", "ap"] if r != home]
+    assert table.resolve(home) == sim.resolve(preference)
 
 
 @pytest.fixture
