@@ -127,7 +127,8 @@ def test_sigkill_of_the_runner_then_cleanup_leaves_nothing(cluster_ready, prefix
     assert {"namespace", "link", "process", "mount"} <= kinds, running
     if extra:
         assert any("prometheus" in x for x in running), running
-    subprocess.run([*FLK, "cluster", "cleanup"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*FLK, "cluster", "cleanup", "--prefix", prefix], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "nothing left behind", done.stdout
     assert leftovers(prefix, work) == []
     assert not (Path(tempfile.gettempdir()) / f"flk-cluster-{prefix}.json").exists()
 

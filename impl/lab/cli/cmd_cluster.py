@@ -12,7 +12,7 @@
   Prometheus on loopback that scrapes every region with the shipped rules, and the scenario's
   ``[alerts]`` declarations become ``ALERT-<name>`` checks (:mod:`flk.impl.lab.cluster.prometheus`);
 * ``flk cluster mechanisms`` -- what each supported fault kind really does;
-* ``flk cluster cleanup`` -- remove the namespaces, links and processes a killed runner left
+* ``flk cluster cleanup [--prefix P]`` -- remove the namespaces, links, mounts and processes a killed runner left
   (its ledger ``flk-cluster-<prefix>.json`` in the temp folder).
 
 Needs root (network namespaces), iproute2, nftables, the moto S3 server (``pip install
@@ -49,7 +49,9 @@ def configure(p) -> None:
                    help="a real Prometheus scrapes every region with deploy/prometheus/rules; the scenario's "
                         "[alerts] declarations are checked against what it reported (ALERT-<name>)")
     sub.add_parser("mechanisms", help="what each supported fault kind really does")
-    sub.add_parser("cleanup", help="remove what killed runs left (their ledgers in the temp folder)")
+    c = sub.add_parser("cleanup", help="remove what killed runs left (their ledgers in the temp folder)")
+    c.add_argument("--prefix", default=None, help="only the run with this namespace prefix (default: every "
+                   "ledger whose runner is gone)")
 
 
 def run(args) -> int:
@@ -65,7 +67,9 @@ def run(args) -> int:
         from flk.impl.lab.cluster.network import cleanup_ledger
 
         left = []
-        for path in sorted(glob.glob(str(Path(tempfile.gettempdir()) / "flk-cluster-*.json"))):
+        if args.prefix is not None and (not args.prefix.isalnum() or len(args.prefix) > 9):
+            raise UsageError(f"--prefix: letters and digits, at most 9, got {args.prefix!r}")
+        for path in sorted(glob.glob(str(Path(tempfile.gettempdir()) / f"flk-cluster-{args.prefix or '*'}.json"))):
             left += cleanup_ledger(path)
         print("nothing left behind" if not left else "could not remove: " + ", ".join(left))
         return 0 if not left else 1
