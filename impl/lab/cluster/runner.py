@@ -365,22 +365,27 @@ class ClusterRun:
             return list(self.region_ids)
         return [t] if isinstance(t, str) else list(t)
 
+    async def inflight_at(self, region: str) -> int:
+        """Requests in flight at ``region`` now (behind the router the clients know the router only;
+        it knows what it has in flight where)."""
+        if not self.routed:
+            return self.workload.inflight_at(region)
+        return int((await asyncio.to_thread(self.router_status)).get("inflight", {}).get(region, 0))
+
     async def begin(self, index: int, spec: dict) -> None:
         kind = {"restart": "crash", "resume": "pause", "clock_jump": "clock_skew",
                 "store_up": "store_down", "disk_free": "disk_full"}.get(spec["kind"], spec["kind"])
         self.active[index] = {**spec, "kind": kind}
         if kind == "crash":
             for t in self.targets(spec):
-                inflight = self.workload.inflight_at(t)
-                if self.routed:  # the clients know the router only; it knows what it has in flight where
-                    inflight = int((await asyncio.to_thread(self.router_status)).get("inflight", {}).get(t, 0))
+                inflight = await self.inflight_at(t)
                 lag = self.last_ship_lag.get(t, 0.0)
                 hit = await asyncio.to_thread(self.regions[t].kill)
                 self.rec.now("fault.start", kind="crash", target=t, inflight=inflight, killed=hit,
                              mechanism="SIGKILL", rpo_s=round(lag, 6))
         elif kind == "pause":
             for t in self.targets(spec):
-                inflight = self.workload.inflight_at(t)
+                inflight = await self.inflight_at(t)
                 self.regions[t].pause()
                 self.rec.now("fault.start", kind="pause", target=t, inflight=inflight, mechanism="SIGSTOP")
         elif kind == "partition":
