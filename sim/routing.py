@@ -1,20 +1,23 @@
-"""The routing layer between clients and regions: a load balancer with health checks.
+"""The routing layer between clients and regions: a load balancer with health checks, simulated.
 
-With ``[routing] enabled``, an agent addresses its home region by name and the router
-decides, at every send, which region gets the request: the home region while its
-health checks pass, else the first healthy region in the agent's preference order.
-Every ``health_interval_s`` the router probes each region across the clients' link
-(a round trip of sampled link latency; a probe fails if the region is down, paused,
-cut off by a partition, or slower than ``health_timeout_ms``). After
-``unhealthy_threshold`` consecutive failures a region is taken out of rotation
-(``route.down``); after ``healthy_threshold`` consecutive successes it is put back
-(``route.up``). The RTO of a region loss is therefore detection (interval x threshold,
-plus the probe timeout) + the switch + the first success elsewhere, and it responds
-to those parameters.
+With ``[routing] enabled``, an agent addresses its home region by name and the router decides, at
+every send, which region gets the request. This module is the router's SimPy driver only: it
+carries the probes (every ``health_interval_s`` a round trip of sampled link latency across the
+clients' link; a probe fails if the region is down, paused, cut off by a partition, or slower than
+``health_timeout_ms``) and hands every outcome to the shipped rotation table,
+:class:`flk.impl.router.health.HealthTable`, which decides everything else: after
+``unhealthy_threshold`` consecutive failures a region leaves rotation (``route.down``), after
+``healthy_threshold`` consecutive successes it returns (``route.up``), and a request goes to the
+home region while it is in rotation, else to the first region in rotation. The real cluster's
+proxy (:mod:`flk.impl.router.proxy`) drives the same class, so the simulator runs what ships.
+
+The RTO of a region loss is therefore detection (interval x threshold, plus the probe timeout) +
+the switch + the first success elsewhere, and it responds to those parameters.
 """
 
 from __future__ import annotations
 
+from ..impl.router.health import HealthTable, check_passed
 from .rng import sample
 from .topology import CLIENTS
 
@@ -25,19 +28,20 @@ class Router:
         cfg = world.scenario.data["routing"]
         self.interval_s = float(cfg["health_interval_s"])
         self.timeout_s = float(cfg["health_timeout_ms"]) / 1000.0
-        self.down_after = int(cfg["unhealthy_threshold"])
-        self.up_after = int(cfg["healthy_threshold"])
-        self.healthy = {rid: True for rid in world.region_ids}
-        self._fails = {rid: 0 for rid in world.region_ids}
-        self._oks = {rid: 0 for rid in world.region_ids}
+        self.table = HealthTable(list(world.region_ids), int(cfg["unhealthy_threshold"]),
+                                 int(cfg["healthy_threshold"]))
         self.rng = world.streams.get("routing")
 
+    @property
+    def healthy(self) -> dict[str, bool]:
+        return self.table.healthy
+
     def resolve(self, preference: list[str]) -> str:
-        """The region that gets a request from an agent preferring regions in this order."""
-        for region in preference:
-            if self.healthy[region]:
-                return region
-        return preference[0]
+        """The region that gets a request from an agent whose home is ``preference[0]``.
+
+        Like the deployed router, this one sees the agent's home only (the ``X-Flk-Home`` header);
+        the table's order decides the rest."""
+        return self.table.resolve(preference[0])
 
     def _probe(self, region_id: str) -> tuple[bool, float]:
         """One health check: (passed, seconds it took)."""
@@ -46,22 +50,15 @@ class Router:
         rtt = 2 * sample(spec.latency_ms, self.rng, 1.0) / 1000.0
         reachable = region.up and not region.paused and not net.is_blocked(CLIENTS, region_id) \
             and not net.is_blocked(region_id, CLIENTS)
-        if not reachable or rtt > self.timeout_s:
-            return False, self.timeout_s
-        return True, rtt
+        if check_passed(reachable, rtt, self.timeout_s):
+            return True, rtt
+        return False, self.timeout_s
 
-    def _record(self, region_id: str, passed: bool) -> None:
-        now = self.world.env.now
-        if passed:
-            self._fails[region_id], self._oks[region_id] = 0, self._oks[region_id] + 1
-            if not self.healthy[region_id] and self._oks[region_id] >= self.up_after:
-                self.healthy[region_id] = True
-                self.world.history.record(now, "route.up", region=region_id)
-        else:
-            self._oks[region_id], self._fails[region_id] = 0, self._fails[region_id] + 1
-            if self.healthy[region_id] and self._fails[region_id] >= self.down_after:
-                self.healthy[region_id] = False
-                self.world.history.record(now, "route.down", region=region_id)
+    def record(self, region_id: str, passed: bool) -> None:
+        """Hand one probe's outcome to the table; a rotation change becomes a history event."""
+        change = self.table.record(region_id, passed)
+        if change:
+            self.world.history.record(self.world.env.now, f"route.{change}", region=region_id)
 
     def run(self, region_id: str):
         """Health-check one region forever."""
@@ -70,4 +67,4 @@ class Router:
             yield env.timeout(self.interval_s)
             passed, took = self._probe(region_id)
             yield env.timeout(took)
-            self._record(region_id, passed)
+            self.record(region_id, passed)

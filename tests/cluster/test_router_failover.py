@@ -1,82 +1,33 @@
 """Failover through the real health-checked router, watched by a real Prometheus.
 
-``[routing] enabled`` on a real cluster starts :mod:`flk.impl.lab.cluster.router` in front of
-the regions: the router's rotation table is the simulator router's rules (checked here against
-a tiny model over every probe sequence), and on a real cluster a SIGKILLed region must leave
-rotation after the threshold of failed ``/ready`` checks, its agents' requests must be answered
-by the other region, and it must come back after its restart. With ``--prometheus`` a real
-``prometheus`` scrapes both regions with the shipped rules and the scenario's ``[alerts]``
-declaration is checked against what it reported: FlkBackendDown fires for the killed region,
-every other alert stays silent."""
+``[routing] enabled`` on a real cluster starts the shipped router (:mod:`flk.impl.router.proxy`,
+launched as :mod:`flk.impl.lab.cluster.router`) in front of the regions. Its rotation rules are
+the one table the simulator's router drives too (tests/router/test_health.py checks the rules,
+tests/quality/test_one_core.py that both drivers hold that one class); here, on a real cluster, a
+SIGKILLed region must leave rotation after the threshold of failed ``/ready`` checks, its agents'
+requests must be answered by the other region, and it must come back after its restart. With
+``--prometheus`` a real ``prometheus`` scrapes both regions with the shipped rules and the
+scenario's ``[alerts]`` declaration is checked against what it reported: FlkBackendDown fires for
+the killed region, every other alert stays silent."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
-from types import SimpleNamespace
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from flk.impl.lab.cluster.router import HealthTable
 
 from .conftest import FLK, IN_CI, SCENARIOS, in_full_tier, leftovers
 
 FAILOVER = str(SCENARIOS / "cluster-failover.toml")
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.integers(1, 4), st.integers(1, 4),
-       st.lists(st.tuples(st.sampled_from(["eu", "us", "ap"]), st.booleans()), max_size=60),
-       st.sampled_from(["eu", "us", "ap", None]))
-def test_rotation_follows_consecutive_checks_and_the_preference_order(down_after, up_after, probes, home):
-    table = HealthTable(["eu", "us", "ap"], down_after, up_after)
-    healthy = {r: True for r in table.regions}
-    runs: dict[str, list[bool]] = {r: [] for r in table.regions}  # the model: every check of a region
-    for region, passed in probes:
-        change = table.record(region, passed)
-        runs[region].append(passed)
-        before = healthy[region]
-        streak = len(runs[region]) - next((i + 1 for i in range(len(runs[region]) - 1, -1, -1)
-                                           if runs[region][i] != passed), 0)
-        if before != passed and streak >= (up_after if passed else down_after):
-            healthy[region] = passed
-        assert table.healthy == healthy
-        assert change == (None if before == healthy[region] else ("up" if healthy[region] else "down"))
-    order = ([home] if home else []) + [r for r in ["eu", "us", "ap"] if r != home]
-    assert table.resolve(home) == next((r for r in order if healthy[r]), order[0])
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.integers(1, 4), st.integers(1, 4),
-       st.lists(st.tuples(st.sampled_from(["eu", "us", "ap"]), st.booleans()), max_size=60),
-       st.sampled_from(["eu", "us", "ap"]))
-def test_the_real_router_decides_as_the_simulators_router(down_after, up_after, probes, home):
-    """The same probe outcomes through flk.sim.routing.Router (its _record and resolve, on a stub world
-    that offers what it reads) and through HealthTable: the same rotation changes, the same choice."""
-    from flk.sim.routing import Router
-
-    log = []
-    world = SimpleNamespace(
-        scenario=SimpleNamespace(data={"routing": {"health_interval_s": 1.0, "health_timeout_ms": 500.0,
-                                                   "unhealthy_threshold": down_after,
-                                                   "healthy_threshold": up_after}}),
-        region_ids=["eu", "us", "ap"], streams=SimpleNamespace(get=lambda _name: None),
-        history=SimpleNamespace(record=lambda _t, kind, region: log.append((kind, region))),
-        env=SimpleNamespace(now=0.0))
-    sim, table = Router(world), HealthTable(["eu", "us", "ap"], down_after, up_after)
-    changes = []
-    for region, passed in probes:
-        sim._record(region, passed)
-        change = table.record(region, passed)
-        if change:
-            changes.append((f"route.{change}", region))
-        assert table.healthy == sim.healthy
-    assert changes == log
-    preference = [home] + [r for r in ["eu", "us", "ap"] if r != home]
-    assert table.resolve(home) == sim.resolve(preference)
+@pytest.fixture
+def prefix():
+    """This file's namespace prefix (``flkrt`` + the test process): never one of another run."""
+    return f"flkrt{os.getpid() % 0x1000:x}"
 
 
 @pytest.fixture

@@ -87,3 +87,61 @@ def test_the_sim_region_and_the_server_batch_driver_run_the_same_core_and_batch_
 
     manifest = json.loads(log.fs.read("/wal/" + sealed.name.replace(".log", ".manifest.json")))
     assert manifest["answers"] == {"codes": "S", "held": {}}
+
+
+def test_the_sim_router_and_the_real_proxy_drive_the_one_rotation_table(monkeypatch, tmp_path):
+    """The health-checked router's rules have one owner (flk.impl.router.health.HealthTable): the
+    simulator's router and the real proxy hold that class, and every rotation change either of
+    them reports is one the table returned (spec/ARCHITECTURE.md, ``impl/router``)."""
+    import json
+    import sys
+
+    from flk.impl.lab.cluster import router as cluster_router
+    from flk.impl.router import health, proxy
+    from flk.sim import routing
+
+    calls: list[tuple[str, str, object]] = []
+    record, resolve = health.HealthTable.record, health.HealthTable.resolve
+
+    def spying_record(self, region, passed):
+        change = record(self, region, passed)
+        calls.append((sys._getframe(1).f_globals.get("__name__", "?"), "record", change))
+        return change
+
+    def spying_resolve(self, home):
+        calls.append((sys._getframe(1).f_globals.get("__name__", "?"), "resolve", home))
+        return resolve(self, home)
+
+    monkeypatch.setattr(health.HealthTable, "record", spying_record)
+    monkeypatch.setattr(health.HealthTable, "resolve", spying_resolve)
+    assert routing.HealthTable is proxy.HealthTable is health.HealthTable
+    assert cluster_router.main is proxy.main  # the cluster runs the shipped proxy, not a lab copy
+
+    # the simulator: region-failover's route.down / route.up are the table's own answers
+    result = api.run("region-failover", seed=1, plots=False)
+    events = [(e["type"], e["region"]) for e in result.history.events if e["type"] in ("route.down", "route.up")]
+    sim_changes = [c for module, what, c in calls if module == routing.__name__ and what == "record" and c]
+    assert events == [("route.down", "eu"), ("route.up", "eu")], events
+    assert [t.split(".")[1] for t, _ in events] == sim_changes
+    assert any(m == routing.__name__ and what == "resolve" for m, what, _ in calls)
+    assert {m for m, _, _ in calls} == {routing.__name__}
+    calls.clear()
+
+    # the real proxy: probes of a region nobody serves take it out of rotation through the same table
+    events_file = tmp_path / "events.jsonl"
+    table = health.HealthTable(["eu", "us"], down_after=2, up_after=1)
+    router = proxy.Router({"eu": ("127.0.0.1", 28413), "us": ("127.0.0.1", 28414)}, table, interval=0.01,
+                          timeout=0.2, upstream_timeout=1.0, events=str(events_file))
+
+    async def checks():
+        task = asyncio.create_task(router.checker("eu"))
+        while table.healthy["eu"]:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(checks(), 10))
+    router.events.close()
+    logged = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert [(e["event"], e["region"]) for e in logged] == [("down", "eu")]
+    assert [c for m, what, c in calls if what == "record" and c] == ["down"]
+    assert {m for m, _, _ in calls} == {proxy.__name__}
