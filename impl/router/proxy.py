@@ -39,6 +39,7 @@ from .wire import (
     head_bytes,
     parse_chunk_size,
     parse_request_head,
+    parse_response_head,
     problem,
 )
 
@@ -58,17 +59,16 @@ class _Refused(Exception):
         self.rejection = rejection
 
 
-async def _read_response_head(reader: asyncio.StreamReader) -> tuple[str, list[tuple[bytes, bytes]]] | None:
+async def _read_response_head(reader: asyncio.StreamReader) -> tuple[int, str, list[tuple[bytes, bytes]]]:
+    """A region's answer head; ``_Refused`` (a 502) when it is not one the router can relay."""
     try:
         raw = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError:
-        return None
-    lines = raw[:-4].split(b"\r\n")
-    headers = []
-    for line in lines[1:]:
-        k, _, v = line.partition(b":")
-        headers.append((k.strip().lower(), v.strip()))
-    return lines[0].decode("latin-1"), headers
+        raise ConnectionResetError("no answer") from None
+    got = parse_response_head(raw[:-4])
+    if isinstance(got, Rejection):
+        raise _Refused(got)
+    return got
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
@@ -96,9 +96,15 @@ async def _read_response_body(reader: asyncio.StreamReader, headers: list[tuple[
         if not 0 <= n <= MAX_BODY:
             raise ValueError("answer body too large")
         return await reader.readexactly(n) if n else b""
-    if status >= 200 and status not in (204, 304):
-        return await reader.read(MAX_BODY)
-    return b""
+    if status in (204, 304):
+        return b""
+    out = bytearray()  # delimited by the region closing the connection
+    while len(out) <= MAX_BODY:
+        data = await reader.read(MAX_BODY + 1 - len(out))
+        if not data:
+            return bytes(out)
+        out += data
+    raise ValueError("answer body too large")
 
 
 class Router:
@@ -159,11 +165,7 @@ class Router:
             reader, writer = conn
             try:
                 writer.write(head + body)
-                got = await _read_response_head(reader)
-                if got is None:
-                    raise ConnectionResetError("no answer")
-                first, headers = got
-                status = int(first.split()[1])
+                status, first, headers = await _read_response_head(reader)
                 rbody = await _read_response_body(reader, headers, status)
             except BaseException:
                 writer.close()

@@ -24,6 +24,7 @@ _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _TARGET = re.compile(rb"^[\x21-\x7e]+$")
 _VERSION = re.compile(rb"^HTTP/1\.[01]$")
 _DIGITS = re.compile(rb"^[0-9]{1,16}$")
+_STATUS_LINE = re.compile(rb"^HTTP/1\.[01] ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*)?$")
 _HEX = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
 REASONS = {400: "Bad Request", 413: "Content Too Large", 431: "Request Header Fields Too Large",
            501: "Not Implemented", 502: "Bad Gateway"}
@@ -96,6 +97,28 @@ def parse_request_head(raw: bytes) -> RequestHead | Rejection:
         length = 0
     return RequestHead(parts[0].decode("latin-1"), parts[1].decode("latin-1"), parts[2].decode("latin-1"),
                        headers, length)
+
+
+def parse_response_head(raw: bytes) -> tuple[int, str, list[tuple[bytes, bytes]]] | Rejection:
+    """A region's answer head (without the blank line) -> (status, status line, headers), or a ``502``
+    when the router cannot relay it (a status line that is not ``HTTP/1.x NNN reason`` with a final
+    status 200-599, a header line that is not ``NAME: VALUE``, an unframeable length)."""
+    first, _, rest = raw.partition(b"\r\n")
+    m = _STATUS_LINE.match(first)
+    if not m or not 200 <= int(m.group(1)) <= 599:
+        return Rejection(502, "the region's status line is not HTTP/1.x and a final status")
+    headers: list[tuple[bytes, bytes]] = []
+    for line in rest.split(b"\r\n") if rest else []:
+        name, colon, value = line.partition(b":")
+        value = value.strip(b" \t")
+        if not colon or not _TOKEN.match(name) or any(c < 0x20 and c != 0x09 or c == 0x7F for c in value):
+            return Rejection(502, "a header line of the region's answer is not NAME: VALUE")
+        headers.append((name.lower(), value))
+    lengths = {v for k, v in headers if k == b"content-length"}
+    if len(lengths) > 1 or lengths and not _DIGITS.match(next(iter(lengths))):
+        return Rejection(502, "the region's content-length is not one decimal number")
+    reason = first[len(b"HTTP/1.x 200 "):].decode("latin-1")
+    return int(m.group(1)), f"HTTP/1.1 {m.group(1).decode()} {reason}", headers  # the router speaks 1.1
 
 
 def parse_chunk_size(line: bytes) -> int | Rejection:

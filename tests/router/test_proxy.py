@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 from flk.impl.router.health import HealthTable
 from flk.impl.router.proxy import Router
-from flk.impl.router.wire import MAX_HEAD, Rejection, parse_chunk_size, parse_request_head
+from flk.impl.router.wire import (
+    MAX_HEAD,
+    Rejection,
+    parse_chunk_size,
+    parse_request_head,
+    parse_response_head,
+)
 
 LIVE_PORT, DEAD_PORT = 28411, 28412  # this helper's range; nothing listens on DEAD_PORT
 STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n")
@@ -56,11 +62,11 @@ async def _region(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         writer.close()
 
 
-def answers(data: bytes) -> list[tuple[int, bytes]]:
+def answers(data: bytes, region=None) -> list[tuple[int, bytes]]:
     """Run the proxy's handler on one connection that sends ``data``; its answers (status, whole head)."""
 
     async def go() -> bytes:
-        server = await asyncio.start_server(_region, "127.0.0.1", LIVE_PORT)
+        server = await asyncio.start_server(region or _region, "127.0.0.1", LIVE_PORT)
         router = Router({"eu": ("127.0.0.1", LIVE_PORT), "us": ("127.0.0.1", DEAD_PORT)}, HealthTable(["eu", "us"]),
                         interval=1.0, timeout=0.5, upstream_timeout=5.0, events=None)
         reader = asyncio.StreamReader(limit=MAX_HEAD)
@@ -165,3 +171,35 @@ def test_an_oversized_head_is_431_and_a_clean_request_reaches_the_region_without
     assert gone[0][0] == 502 and b"x-flk-region: us" in gone[0][1]
     status = answers(b"GET /_router/status HTTP/1.1\r\n\r\n")
     assert status[0][0] == 200
+
+
+status_lines = st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.1 503 Service Unavailable", b"HTTP/1.0 202", b"HTTP/1.1 100 Continue",
+                                b"HTTP/1.1 99999 X", b"HTTP/2 200 OK", b"garbage", b"", b"HTTP/1.1 2OO OK"])
+answer_headers = st.lists(st.tuples(st.sampled_from([b"content-length", b"transfer-encoding", b"connection", b"x-a",
+                                                     b"bad name", b""]),
+                                    st.one_of(st.sampled_from([b"2", b"-1", b"chunked", b"close", b"x"]),
+                                              st.binary(max_size=8))), max_size=4)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=200),
+                 st.tuples(status_lines, answer_headers, st.binary(max_size=20)).map(
+                     lambda t: b"\r\n".join([t[0]] + [k + b": " + v for k, v in t[1]]) + b"\r\n\r\n" + t[2])))
+def test_any_answer_of_a_region_is_relayed_well_framed_or_becomes_a_502(answer):
+    """The other side of totality: whatever bytes a region sends back, the client gets one whole
+    HTTP/1.1 answer with a final status -- the region's when the router can frame it, else 502."""
+
+    async def region(reader, writer):
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        finally:
+            writer.close()
+
+    got = answers(b"POST /v1/pcs HTTP/1.1\r\nx-flk-home: eu\r\ncontent-length: 2\r\n\r\nhi", region=region)
+    assert len(got) == 1 and 200 <= got[0][0] <= 599, got
+    assert b"x-flk-region: eu" in got[0][1]
+    head = answer.split(b"\r\n\r\n", 1)[0]
+    if isinstance(parse_response_head(head), Rejection) or b"\r\n\r\n" not in answer:
+        assert got[0][0] == 502, (answer, got)
