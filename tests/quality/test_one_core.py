@@ -127,21 +127,34 @@ def test_the_sim_router_and_the_real_proxy_drive_the_one_rotation_table(monkeypa
     assert {m for m, _, _ in calls} == {routing.__name__}
     calls.clear()
 
-    # the real proxy: probes of a region nobody serves take it out of rotation through the same table
+    # the real proxy: a region answering /ready with 503 leaves rotation, with 200 returns, through the same table
     events_file = tmp_path / "events.jsonl"
     table = health.HealthTable(["eu", "us"], down_after=2, up_after=1)
-    router = proxy.Router({"eu": ("127.0.0.1", 28413), "us": ("127.0.0.1", 28414)}, table, interval=0.01,
-                          timeout=0.2, upstream_timeout=1.0, events=str(events_file))
+    ready = {"eu": False}
+
+    async def region(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n" if ready["eu"] else b"HTTP/1.1 503 Unavailable\r\n\r\n")
+        await writer.drain()
+        writer.close()
 
     async def checks():
+        server = await asyncio.start_server(region, "127.0.0.1", 0)  # a kernel-chosen free port
+        addr = server.sockets[0].getsockname()[:2]
+        router = proxy.Router({"eu": addr, "us": addr}, table, interval=0.01, timeout=0.5, upstream_timeout=1.0,
+                              events=str(events_file))
         task = asyncio.create_task(router.checker("eu"))
         while table.healthy["eu"]:
             await asyncio.sleep(0.01)
+        ready["eu"] = True
+        while not table.healthy["eu"]:
+            await asyncio.sleep(0.01)
         task.cancel()
+        router.events.close()
+        server.close()
 
-    asyncio.run(asyncio.wait_for(checks(), 10))
-    router.events.close()
+    asyncio.run(asyncio.wait_for(checks(), 20))
     logged = [json.loads(line) for line in events_file.read_text().splitlines()]
-    assert [(e["event"], e["region"]) for e in logged] == [("down", "eu")]
-    assert [c for m, what, c in calls if what == "record" and c] == ["down"]
+    assert [(e["event"], e["region"]) for e in logged] == [("down", "eu"), ("up", "eu")]
+    assert [c for m, what, c in calls if what == "record" and c] == ["down", "up"]
     assert {m for m, _, _ in calls} == {proxy.__name__}

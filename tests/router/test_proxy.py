@@ -2,7 +2,7 @@
 
 Hypothesis feeds arbitrary bytes and structured-but-hostile request heads and bodies to the
 proxy's connection handler, with a real upstream region on loopback (an asyncio HTTP server that
-answers 200) and a region that refuses connections. Nothing may escape the handler, every
+answers 200, on a kernel-chosen port) and a region that refuses connections. Nothing may escape the handler, every
 non-empty input gets at least one whole HTTP/1.1 answer, and the first answer is the one the
 sans-I/O framing rules (flk.impl.router.wire) call for: the rejection's status for a head it
 refuses, 431 for an oversized head, 502 when the chosen region does not answer, else the region's.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +28,6 @@ from flk.impl.router.wire import (
     parse_response_head,
 )
 
-LIVE_PORT, DEAD_PORT = 28411, 28412  # this helper's range; nothing listens on DEAD_PORT
 STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n")
 
 
@@ -66,22 +66,25 @@ def answers(data: bytes, region=None) -> list[tuple[int, bytes]]:
     """Run the proxy's handler on one connection that sends ``data``; its answers (status, whole head)."""
 
     async def go() -> bytes:
-        server = await asyncio.start_server(region or _region, "127.0.0.1", LIVE_PORT)
-        router = Router({"eu": ("127.0.0.1", LIVE_PORT), "us": ("127.0.0.1", DEAD_PORT)}, HealthTable(["eu", "us"]),
-                        interval=1.0, timeout=0.5, upstream_timeout=5.0, events=None)
-        reader = asyncio.StreamReader(limit=MAX_HEAD)
-        reader.feed_data(data)
-        reader.feed_eof()
-        writer = _Writer()
-        try:
-            async with asyncio.timeout(20):
-                await router.handle(reader, writer)  # nothing may escape
-        finally:
-            for u in router.up.values():
-                for _r, w, _t in u.idle:
-                    w.close()
-            server.close()
-            await server.wait_closed()
+        server = await asyncio.start_server(region or _region, "127.0.0.1", 0)  # a kernel-chosen free port
+        live = server.sockets[0].getsockname()[1]
+        with socket.socket() as dead:  # bound, never listening: a connection to it is refused
+            dead.bind(("127.0.0.1", 0))
+            router = Router({"eu": ("127.0.0.1", live), "us": dead.getsockname()}, HealthTable(["eu", "us"]),
+                            interval=1.0, timeout=0.5, upstream_timeout=5.0, events=None)
+            reader = asyncio.StreamReader(limit=MAX_HEAD)
+            reader.feed_data(data)
+            reader.feed_eof()
+            writer = _Writer()
+            try:
+                async with asyncio.timeout(20):
+                    await router.handle(reader, writer)  # nothing may escape
+            finally:
+                for u in router.up.values():
+                    for _r, w, _t in u.idle:
+                        w.close()
+                server.close()
+                await server.wait_closed()
         return bytes(writer.out)
 
     out = asyncio.run(go())
