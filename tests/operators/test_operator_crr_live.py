@@ -7,8 +7,9 @@ controller and the same selection rule (:mod:`flk.impl.operator.crr`) the
 simulator runs: us then holds every acknowledged eu record of lg-tenant-001 and
 none of the other tenants' (its reader filtered them: counted). The policy
 changed to ``full`` is a new generation: Active -> Applying -> Active, and the
-widened selection backfills the other tenants' records into us. TieringPolicy is
-refused with exit 2 (no server route for its actions).
+widened selection backfills the other tenants' records into us. A restarted us
+applies the kept policy again when the operator next observes it. TieringPolicy
+is refused with exit 2 (no server route for its actions).
 """
 
 from __future__ import annotations
@@ -90,8 +91,16 @@ def test_crr_policy_selective_then_full_on_real_regions(tmp_path):
         rc, lines = _operator(policies, [eu.url, us.url], str(tmp_path / "state"))
         assert rc == 0 and lines[0]["phase"] == "Active", lines
         assert [t["to"] for t in lines[0]["transitions"]][-2:] == ["Applying", "Active"]
-        assert client.get(us.url + "/api/operator/crr").json()["filters"] == {"eu": None, "us": None}
+        doc = client.get(us.url + "/api/operator/crr").json()
+        assert doc["filters"] == {"eu": None, "us": None}
         wait_until(lambda: all(held(t) == len(v) for t, v in by_tenant.items()), 30)
+
+        # a restarted region reads by CRR_PEERS (nothing) until the operator observes it: then the kept policy
+        us.stop()
+        us.start()
+        first = client.get(us.url + "/api/operator/crr").json()
+        assert first["generation"] is None and first["filters"] == {"us": None}
+        wait_until(lambda: client.get(us.url + "/api/operator/crr").json() == doc, 15, step=0.3)
         assert subprocess.run([FLK, "audit", "verify", str(tmp_path / "state" / "audit")],
                               capture_output=True).returncode == 0
     finally:
