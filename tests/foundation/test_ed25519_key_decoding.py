@@ -57,3 +57,28 @@ def test_key_objects_are_checked_too():
     lenient = Ed25519PublicKey.from_public_bytes(NON_CANONICAL[0])
     assert signing.verify_ed25519(dict(BASE), sig, [lenient]) is False
     assert signing.verify_ed25519(dict(BASE), sig, [Ed25519PublicKey.from_public_bytes(IDENTITY)]) is True
+
+
+def test_server_configuration_and_signed_reads_refuse_non_canonical_keys():
+    import pytest
+
+    from flk.impl.server import auth, config
+
+    for key in NON_CANONICAL:
+        with pytest.raises(config.ConfigError, match="not a canonical Ed25519 public key"):
+            config._ed25519_pub("PCS_ED25519_PUB_B64", base64.b64encode(key).decode())
+    assert config._ed25519_pub("K", base64.b64encode(IDENTITY).decode()) == IDENTITY
+
+    class Tenant:
+        alg = "ed25519"
+
+        def __init__(self, key):
+            self.key = key
+
+        def active_keys(self, now):
+            return [self.key]
+
+    msg = b"GET /v1/pcs/x"
+    sig = lenient_forgery(NON_CANONICAL[0], msg)  # OpenSSL alone would accept it
+    assert auth._verify(Tenant(NON_CANONICAL[0]), msg, sig, 0.0) is False
+    assert auth._verify(Tenant(IDENTITY), msg, sig, 0.0) is True  # the canonical twin (control)
