@@ -18,9 +18,10 @@ sends its actions to the servers:
   generation its reader runs); ``crr.apply`` goes to every server, with the
   region ids of all of them (each region reads what
   :func:`flk.impl.operator.crr.peers_for` says, as in the simulator);
-* TieringPolicy -- refused (exit 2): ``flk serve`` has no route that takes
-  ``tier.configure`` / ``tier.prewarm`` yet; it runs in the simulator
-  (``flk sim`` tier studies).
+* TieringPolicy -- refused (exit 2): ``flk serve`` runs no tiered dedup
+  store (:class:`flk.impl.dedup.tiered.TieredStore` is the simulator's) and has
+  no route that takes ``tier.configure`` / ``tier.prewarm``; it runs in the
+  simulator (``flk sim`` tier studies).
 
 The status of
 each policy is persisted under ``D/status`` and every transition is written to
@@ -242,9 +243,10 @@ def _run(args) -> int:
         raise UsageError(f"--policies {args.policies}: no *.toml policy files")
     for p in policies:
         if p.kind not in DEPLOYMENTS:
-            raise UsageError(f"{p.source}: kind {p.kind} cannot run against flk serve yet (the server has no "
-                             f"route for its tier.configure / tier.prewarm actions); it runs in the simulator. "
-                             f"flk operator run drives {' and '.join(DEPLOYMENTS)}")
+            raise UsageError(f"{p.source}: kind {p.kind} cannot run against flk serve yet (flk serve runs no "
+                             f"tiered dedup store and has no route for tier.configure / tier.prewarm); it runs in "
+                             f"the simulator (flk sim tier studies). flk operator run drives "
+                             f"{' and '.join(DEPLOYMENTS)}")
     fs = OsFileSystem()
     statuses = records.StatusStore(os.path.join(args.state_dir, "status"), fs)
     audit_dir = os.path.join(args.state_dir, "audit")
