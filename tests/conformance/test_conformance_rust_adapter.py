@@ -21,7 +21,7 @@ import shutil
 import subprocess
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from flk.conformance import runner
@@ -229,6 +229,7 @@ def test_rust_and_the_reference_refuse_lenient_forgeries(rust_driver, d, key):
 
     subset = dict(SUBSET, D_hat=json_number(d))
     sig = lenient_forgery(key, signing.ed25519_message(decode_input(subset)))
+    assume(sig is not None)  # the order-2 key has no forgery for about one message in four
     inp = {"subset": subset, "sig": base64.b64encode(sig).decode(), "public_keys_b64": [base64.b64encode(key).decode()]}
     assert signing.verify_ed25519(decode_input(subset), inp["sig"], [key]) is False
     _agrees_with_the_reference(rust_driver, "verify_ed25519", inp)
