@@ -551,10 +551,13 @@ def _verify_ed25519(writer: Writer, inp: Mapping[str, Any]) -> bool:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from flk.impl.core.signing import ed25519_key_canonical
+
     keys = [b64_strict(k) for k in inp["public_keys_b64"]]
     if any(k is None or len(k) != 32 for k in keys):
         raise ValueError("bad key")
-    pubs = [Ed25519PublicKey.from_public_bytes(k) for k in keys]
+    # RFC 8032 section 5.1.3: a non-canonical key verifies nothing (OpenSSL alone would decode y mod p)
+    pubs = [Ed25519PublicKey.from_public_bytes(k) for k in keys if ed25519_key_canonical(k)]
     msg = _ed25519_message(writer, inp["subset"])
     raw = _sig_bytes(writer, inp["sig"], 64)
     if raw is None:

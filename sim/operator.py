@@ -39,7 +39,7 @@ import copy
 from flk.impl.dedup.base import StoreUnavailable
 from flk.impl.dedup.migrate import MigrationError
 from flk.impl.governance.audit import AuditLog
-from flk.impl.operator import driver, records, table
+from flk.impl.operator import crr, driver, records, table
 from flk.impl.operator.migration import MigrationTarget
 from flk.impl.operator.policy import PolicyError, check_policy
 from flk.impl.replication.reading import Topology
@@ -222,28 +222,9 @@ class SimOperator:
             yield env.timeout(every)
 
 def crr_topology(spec: dict, region_ids: list[str], me: str) -> Topology:
-    """What region ``me`` reads under a CRRPolicy spec: every peer inside the policy's regions
-    (empty: all), all tenants (full, multi-way) or the spec's tenants (selective); a peer
-    outside them is read for no tenant. Its own stream always (its reconciler sees its outcomes)."""
-    covered = set(spec["regions"]) or set(region_ids)
-    peers: dict[str, list[str] | None] = {}
-    for src in region_ids:
-        if src == me:
-            continue
-        if me not in covered or src not in covered:
-            peers[src] = []
-        else:
-            peers[src] = list(spec["tenants"]) if spec["mode"] == "selective" else None
-    return Topology.selective(me, peers, include_self=True)
-
-
-def _filters(topo: Topology) -> dict:
-    return {src: (None if f is None else sorted(f)) for src, f in topo.sources.items()}
-
-
-def _widened(old: frozenset | None, new: frozenset | None) -> bool:
-    """``new`` selects a tenant that ``old`` did not."""
-    return old is not None and (new is None or bool(new - old))
+    """What region ``me`` reads under a CRRPolicy spec (:func:`flk.impl.operator.crr.peers_for`),
+    its own stream always (its reconciler sees its outcomes)."""
+    return Topology.selective(me, crr.peers_for(spec, region_ids, me), include_self=True)
 
 
 class _CountingApplier:
@@ -324,18 +305,11 @@ class SimCRR(SimOperator):
             if getattr(rep, "crr_generation", None) == action["generation"]:
                 continue  # idempotent: this region runs the generation already
             new = crr_topology(action["spec"], self.world.region_ids, rid)
-            old = rep.reader.topology
-            backfill = sorted(src for src, f in new.sources.items()
-                              if src != rid and _widened(old.sources.get(src, frozenset()), f))
-            if backfill:  # re-read those peers' streams from the start: the reselected tenants converge
-                rd = rep.reader
-                rd.watermarks = {k: (0 if any(k == b or k.startswith(b + "/w") for b in backfill) else v)
-                                 for k, v in rd.watermarks.items()}
-                rd.state.save(rd.watermarks)
-            rep.reader.topology = rep.topology = new
+            backfill = crr.apply(rep.reader, new, rid)  # widened peers re-read from 0: reselected tenants converge
+            rep.topology = new
             rep.crr_generation = action["generation"]
             self.world.history.record(self.world.env.now, "operator.crr_apply", policy=self.policy.key, region=rid,
-                                      generation=action["generation"], filters=_filters(new), backfill=backfill)
+                                      generation=action["generation"], filters=crr.filters(new.sources), backfill=backfill)
         return f"unreachable: {', '.join(failed)}" if failed else None
 
     def _spec_due(self, t: float) -> None:

@@ -132,10 +132,27 @@ def _private_key(key: Ed25519PrivateKey | bytes) -> Ed25519PrivateKey:
     raise InvalidInput("key", "Ed25519 private key must be a key object or 32 raw bytes")
 
 
-def _public_key(key: Ed25519PublicKey | bytes) -> Ed25519PublicKey:
+ED25519_P = 2**255 - 19  # the field prime of edwards25519
+
+
+def ed25519_key_canonical(raw: bytes) -> bool:
+    """True when ``raw`` (32 bytes) passes the canonical-encoding steps of RFC 8032 section 5.1.3:
+    the 255-bit y is below p (step 1), and x = 0 -- y = 1 or y = p - 1 -- does not come with the
+    sign bit set (step 4). OpenSSL (under ``cryptography``) skips both, so a key ``y + p`` (the
+    same point spelled twice) would verify what its canonical twin verifies; the reference refuses it.
+    Whether y is on the curve at all is left to the verifier (off-curve keys verify nothing)."""
+    v = int.from_bytes(raw, "little")
+    y, sign = v & ((1 << 255) - 1), v >> 255
+    return y < ED25519_P and not (sign and y in (1, ED25519_P - 1))
+
+
+def _public_key(key: Ed25519PublicKey | bytes) -> Ed25519PublicKey | None:
+    """The key object, or None for a 32-byte key that is not a canonical encoding (it verifies nothing)."""
     if isinstance(key, Ed25519PublicKey):
-        return key
+        return key if ed25519_key_canonical(public_key_bytes(key)) else None
     if isinstance(key, (bytes, bytearray)) and len(key) == 32:
+        if not ed25519_key_canonical(bytes(key)):
+            return None
         try:
             return Ed25519PublicKey.from_public_bytes(bytes(key))
         except ValueError:
@@ -170,6 +187,8 @@ def verify_ed25519(
         return False
     ok = False
     for key in pubs:
+        if key is None:  # a non-canonical encoding (RFC 8032 section 5.1.3): decoding fails, not valid
+            continue
         try:
             key.verify(raw, msg)
             ok = True

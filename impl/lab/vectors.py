@@ -78,6 +78,8 @@ FLAG_NOTES: dict[str, str] = {
     "profile-mismatch": "A signature made under the other profile does not verify under this one.",
     "malleability": "Ed25519 signature with S >= L (non-canonical) must be rejected.",
     "empty-keys": "No active key: nothing verifies.",
+    "non-canonical-key": "A public key whose encoding RFC 8032 section 5.1.3 refuses (y >= p, or x = 0 with the sign "
+                         "bit set) verifies nothing; a lenient decoder (y mod p) accepts the signature.",
     "pipe-in-shard-id": "shard_id must not contain '|' (the pcs_id preimage separator) or other characters outside [A-Za-z0-9._:-].",
     "shard-id-length": "shard_id is 1..128 characters.",
     "merkle-root-format": "merkle_root is exactly 64 lowercase hex characters.",
@@ -733,6 +735,37 @@ def _sign_ed25519() -> VectorFile:
     return f
 
 
+def lenient_forgery(key: bytes, msg: bytes) -> bytes | None:
+    """A signature (S = 0) that a verifier decoding ``key`` leniently (y mod p, sign bit of x = 0
+    ignored) accepts for ``msg``: ``key`` spells the identity (0, 1) or the order-2 point (0, -1), so
+    R = -[k]A is the identity or A itself, whichever k = SHA-512(R || key || msg) mod L agrees with.
+    The generator checks that OpenSSL (a lenient decoder) accepts it, so the vector probes the
+    decoding rule and nothing else. None when no such R exists for ``msg``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    p, order = 2**255 - 19, 2**252 + 27742317777372353535851937790883648493
+    y = (int.from_bytes(key, "little") & ((1 << 255) - 1)) % p
+    for r in [(1).to_bytes(32, "little")] + ([(p - 1).to_bytes(32, "little")] if y == p - 1 else []):
+        k = int.from_bytes(hashlib.sha512(r + key + msg).digest(), "little") % order
+        if y == 1 or (k % 2 == 1) == (r[0] != 1):
+            sig = r + bytes(32)
+            try:
+                Ed25519PublicKey.from_public_bytes(key).verify(sig, msg)
+            except InvalidSignature:
+                raise AssertionError("the lenient decoder refuses the forgery: the vector would probe nothing") \
+                    from None
+            return sig
+    return None  # (0, -1): for about one message in four neither R fits
+
+
+def _forgery(key: bytes, msg: bytes) -> bytes:
+    sig = lenient_forgery(key, msg)
+    if sig is None:
+        raise AssertionError("no lenient forgery for this key and message")
+    return sig
+
+
 def _verify_ed25519() -> VectorFile:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -792,6 +825,16 @@ def _verify_ed25519() -> VectorFile:
            {"subset": dict(BASE), "sig": sig, "public_keys_b64": [pub0.rstrip("=")]}, "invalid")
     f.case("coh_star NaN", ["nan-inf"],
            {"subset": _subset_json(_with(BASE, coh_star=math.nan)), "sig": sig, "public_keys_b64": [pub0]}, "invalid")
+    # appended last: the tcIds above stay what they were
+    f.group("Non-canonical public keys (RFC 8032 section 5.1.3 decoding fails)")
+    p = 2**255 - 19
+    msg = signing.ed25519_message(BASE)
+    for enc, comment in [((p + 1).to_bytes(32, "little"), "public key y = p + 1 (the identity spelled with y >= p)"),
+                         ((1 | 1 << 255).to_bytes(32, "little"), "public key x = 0 with the sign bit set (the identity)"),
+                         ((p - 1 | 1 << 255).to_bytes(32, "little"), "public key y = p - 1, x = 0 with the sign bit set")]:
+        f.case(comment, ["non-canonical-key"],
+               {"subset": dict(BASE), "sig": b64(_forgery(enc, msg)), "public_keys_b64": [b64(enc)]},
+               {"valid": False})
     return f
 
 

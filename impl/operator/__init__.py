@@ -8,6 +8,7 @@ Modules:
 * :mod:`.controller` -- ``reconcile(policy, status, observed, now) -> Result(actions, status, audit)``
 * :mod:`.driver`     -- one controller step in the kill-safe order (observe, reconcile, save, audit, act)
 * :mod:`.migration`  -- the deployment side of a ShardMigration: the controller's actions on a migration state
+* :mod:`.crr`        -- the deployment side of a CRRPolicy: what a region reads under a spec, applied to a reader
 * :mod:`.records`    -- the persisted status per policy and the audit-log entries of transitions
 * :mod:`.observe`    -- a health sample from two scrapes of ``/metrics``
 * :mod:`.forecast`   -- access forecasts: exponential smoothing, additive Holt-Winters

@@ -10,6 +10,9 @@ exposes. Between two scrapes it takes the *deltas* of
   (5xx share);
 * ``flk_dedup_hits`` / ``flk_ingest`` -> ``dedup_hit_ratio``.
 
+and, a gauge read as it is (the largest over servers), ``flk_crr_replication_lag_seconds``
+-> ``replication_lag_s`` (CRRPolicy's ``max_replication_lag_s`` gate).
+
 Counters summed over label sets (tenants, workers as scraped). A delta with
 no request gives None metrics (the gate sees no sample). Pure parsing: the
 caller does the HTTP and passes ``now``.
@@ -48,6 +51,8 @@ def parse(text: str) -> dict:
             out["hits"] += v
         elif name == "flk_ingest_total":
             out["ingest"] += v
+        elif name == "flk_crr_replication_lag_seconds":
+            out["crr_lag"] = max(out.get("crr_lag", v), v)
     return out
 
 
@@ -59,6 +64,8 @@ def merge(parsed: list[dict]) -> dict:
                 out[k][key] = out[k].get(key, 0.0) + v
         out["hits"] += p["hits"]
         out["ingest"] += p["ingest"]
+        if "crr_lag" in p:
+            out["crr_lag"] = max(out.get("crr_lag", p["crr_lag"]), p["crr_lag"])
     return out
 
 
@@ -81,6 +88,8 @@ def sample(before: Mapping, after: Mapping, now: float) -> dict:
     if total > 0:
         out["error_rate"] = sum(v for s, v in req.items() if s.startswith("5") and v > 0) / total
         out["requests"] = total
+    if "crr_lag" in after:
+        out["replication_lag_s"] = after["crr_lag"]
     ing = after["ingest"] - before["ingest"]
     if ing > 0:
         out["dedup_hit_ratio"] = max(0.0, after["hits"] - before["hits"]) / ing

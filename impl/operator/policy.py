@@ -11,7 +11,8 @@ Why this module exists: the seeds' operator takes declarative resources
     [spec.gates]
     max_latency_p95_ms = 50.0
 
-checked strictly against :data:`SCHEMA` before anything runs: an unknown key,
+checked strictly (the rows are :class:`flk.impl.core.schema.Field`, checked by
+the one engine the simulator's scenarios use too) before anything runs: an unknown key,
 a wrong type, an out-of-range number or a missing required key is a
 :class:`PolicyError` naming the file, the key path and the reason (``flk
 operator validate`` exits 2 with it). The same schema renders the reference
@@ -29,12 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from ..core.schema import Engine, Field, SchemaError, join
 
 KINDS = ("ShardMigration", "CRRPolicy", "TieringPolicy")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -43,27 +45,8 @@ URL_PREFIXES = ("sqlite://", "redis://", "rediss://", "unix://", "postgresql://"
                 "memory://")
 
 
-class PolicyError(ValueError):
+class PolicyError(SchemaError):
     """A policy document that cannot be used; ``key`` is the key path (``spec.gates.window_s``)."""
-
-    def __init__(self, key: str, reason: str, source: str = "") -> None:
-        self.key, self.reason, self.source = key, reason, source
-        super().__init__(f"{source + ': ' if source else ''}{key}: {reason}")
-
-
-@dataclass(frozen=True)
-class Field:
-    """One key: kind (str, bool, int, number, str_list, shards, table), default, meaning, bounds."""
-
-    name: str
-    kind: str
-    default: Any
-    doc: str
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple = ()
-    required: bool = False
-    fields: tuple = ()  # a nested table's own fields (kind "table")
 
 
 def _n(name: str, default: Any, doc: str, minimum: float | None = 0.0, maximum: float | None = None) -> Field:
@@ -137,84 +120,22 @@ DOC_FIELDS = (
 )
 
 
-def _type_name(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(v), type(v).__name__)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_value(v: Any, f: Field, path: str) -> None:
-    k = f.kind
-    if k == "bool" and not isinstance(v, bool):
-        raise PolicyError(path, f"must be true or false, got {_type_name(v)}")
-    if k == "int" and (isinstance(v, bool) or not isinstance(v, int)):
-        raise PolicyError(path, f"must be an integer, got {_type_name(v)} {v!r}")
-    if k == "number" and not _is_number(v):
-        raise PolicyError(path, f"must be a number, got {_type_name(v)} {v!r}")
-    if k in ("int", "number"):
-        if f.minimum is not None and v < f.minimum:
-            raise PolicyError(path, f"must be >= {f.minimum:g}, got {v!r}")
-        if f.maximum is not None and v > f.maximum:
-            raise PolicyError(path, f"must be <= {f.maximum:g}, got {v!r}")
-    if k == "str":
-        if not isinstance(v, str):
-            raise PolicyError(path, f"must be a string, got {_type_name(v)}")
-        if f.choices and v not in f.choices:
-            raise PolicyError(path, f"must be one of {', '.join(f.choices)}, got {v!r}")
-    if k == "str_list" and (not isinstance(v, list) or not all(isinstance(x, str) and x for x in v)):
-        raise PolicyError(path, "must be a list of non-empty strings")
-    if k == "shards":
-        _check_shards(v, path)
-    if k == "table":
-        if not isinstance(v, Mapping):
-            raise PolicyError(path, f"must be a table, got {_type_name(v)}")
-        if f.fields:
-            check_table(v, f.fields, path)
-
-
-def _check_shards(v: Any, path: str) -> None:
+def _check_shards(e: Engine, v: Any, f: Field, path: str, ctx: Any) -> None:
     if not isinstance(v, Mapping) or not v:
         raise PolicyError(path, "must be a non-empty table of shard name = store URL")
     for name, url in v.items():
-        if not SHARD_RE.match(str(name)):
-            raise PolicyError(f"{path}.{name}", "a shard name is 1-64 of A-Z a-z 0-9 _ . -")
+        if not isinstance(name, str) or not SHARD_RE.match(name):
+            raise PolicyError(join(path, name), "a shard name is 1-64 of A-Z a-z 0-9 _ . -")
         if not isinstance(url, str) or not url.startswith(URL_PREFIXES):
-            raise PolicyError(f"{path}.{name}", f"must be a store URL ({', '.join(URL_PREFIXES)}...)")
+            raise PolicyError(join(path, name), f"must be a store URL ({', '.join(URL_PREFIXES)}...)")
+
+
+ENGINE = Engine({"shards": _check_shards}, error=PolicyError)
 
 
 def check_table(table: Any, fields: tuple[Field, ...], path: str) -> None:
     """No unknown key, every required key present, every value of its kind."""
-    if not isinstance(table, Mapping):
-        raise PolicyError(path, f"must be a table, got {_type_name(table)}")
-    known = {f.name: f for f in fields}
-    for key in table:
-        if key not in known:
-            raise PolicyError(f"{path}.{key}" if path else str(key),
-                              f"unknown key (known: {', '.join(sorted(known))})")
-    for f in fields:
-        where = f"{path}.{f.name}" if path else f.name
-        if f.name not in table:
-            if f.required:
-                raise PolicyError(where, "missing (required)")
-            continue
-        _check_value(table[f.name], f, where)
-
-
-def _with_defaults(table: Mapping, fields: tuple[Field, ...]) -> dict:
-    out = {}
-    for f in fields:
-        if f.kind == "table":
-            out[f.name] = _with_defaults(table.get(f.name, {}), f.fields)
-        elif f.name in table:
-            out[f.name] = table[f.name]
-        elif f.default is not None:
-            out[f.name] = list(f.default) if isinstance(f.default, list) else f.default
-        else:
-            out[f.name] = None
-    return out
+    ENGINE.check_table(table, fields, path)
 
 
 @dataclass(frozen=True)
@@ -245,7 +166,7 @@ def check_policy(doc: Any, source: str = "", path: str = "") -> Policy:
         raise PolicyError(f"{pre}name", "must be 1-63 of a-z 0-9 - (starting with a letter or digit)")
     kind = doc["kind"]
     check_table(doc["spec"], SPEC_FIELDS[kind], f"{pre}spec")
-    spec = _with_defaults(doc["spec"], SPEC_FIELDS[kind])
+    spec = ENGINE.with_defaults(doc["spec"], SPEC_FIELDS[kind])
     _check_semantics(kind, spec, f"{pre}spec")
     return Policy(kind, doc["name"], spec, source)
 

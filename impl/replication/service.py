@@ -145,6 +145,7 @@ class CrrService:
                 cfg.region, dedup_store, self.objects, list(topo.sources), interval_s=cfg.divergence_interval_s,
                 on_alert=self._alert, open_conflicts=lambda: self.reconciler.metrics()["open_conflicts"])
         self._next_divergence = 0.0
+        self.pending: list[Callable[[], None]] = []  # changes run on this thread at the next step (call_soon)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors = 0
@@ -182,7 +183,14 @@ class CrrService:
                             pcs_id=f"{entry['source']}#{entry['index']}", payload_digest=entry["digest"],
                             now=entry["at"], region=self.cfg.region)
 
+    def call_soon(self, change: Callable[[], None]) -> None:
+        """Run ``change`` on the replication thread before its next step (an operator's new reader
+        topology: the reader is never changed under a running step)."""
+        self.pending.append(change)
+
     def step(self, now: float) -> float:
+        while self.pending:
+            self.pending.pop(0)()
         paused = os.path.exists(self.pause_file)
         self.shipper.paused = paused
         nxt = self.shipper.step(now)

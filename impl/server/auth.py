@@ -127,7 +127,11 @@ def _verify(tenant: Any, message: bytes, signature: bytes, now: float) -> bool:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from ..core.signing import ed25519_key_canonical
+
     for key in keys:
+        if not ed25519_key_canonical(key):  # RFC 8032 section 5.1.3: not a key, verifies nothing
+            continue
         try:
             Ed25519PublicKey.from_public_bytes(key).verify(signature, message)
             return True

@@ -673,6 +673,12 @@ def _ed25519_pub(name: str, text: str) -> bytes:
         raise ConfigError(f"{name}: an Ed25519 public key is 32 bytes, this decodes to {len(raw)}")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from ..core.signing import ed25519_key_canonical
+
+    if not ed25519_key_canonical(raw):
+        raise ConfigError(f"{name}: not a canonical Ed25519 public key (RFC 8032 section 5.1.3: y >= p, "
+                          "or x = 0 with the sign bit set)")
+
     try:
         Ed25519PublicKey.from_public_bytes(raw)
     except ValueError:

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from flk.conformance import runner
@@ -211,6 +211,28 @@ def test_rust_ed25519_equals_the_reference(rust_driver, seed, d, flip, other):
     _agrees_with_the_reference(rust_driver, "verify_ed25519",
                                {"subset": subset, "sig": base64.b64encode(bytes(sig)).decode(),
                                 "public_keys_b64": keys})
+
+
+P25519 = 2**255 - 19
+NON_CANONICAL_KEYS = [(P25519 + 1).to_bytes(32, "little"), (1 | 1 << 255).to_bytes(32, "little"),
+                      (P25519 - 1 | 1 << 255).to_bytes(32, "little")]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(d=finite, key=st.sampled_from(NON_CANONICAL_KEYS))
+def test_rust_and_the_reference_refuse_lenient_forgeries(rust_driver, d, key):
+    """The verify_ed25519 ``non-canonical-key`` vectors over any subset: a signature that OpenSSL's
+    lenient decoding accepts (vectors.lenient_forgery checks that) is not valid in the Python
+    reference, the native build or the wasm32 build."""
+    from flk.impl.core import signing
+    from flk.impl.lab.vectors import lenient_forgery
+
+    subset = dict(SUBSET, D_hat=json_number(d))
+    sig = lenient_forgery(key, signing.ed25519_message(decode_input(subset)))
+    assume(sig is not None)  # the order-2 key has no forgery for about one message in four
+    inp = {"subset": subset, "sig": base64.b64encode(sig).decode(), "public_keys_b64": [base64.b64encode(key).decode()]}
+    assert signing.verify_ed25519(decode_input(subset), inp["sig"], [key]) is False
+    _agrees_with_the_reference(rust_driver, "verify_ed25519", inp)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

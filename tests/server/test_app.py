@@ -85,7 +85,8 @@ def test_health_ready_openapi(tmp_path) -> None:
                                      "/v1/pcs/{pcs_id}/authoritative", "/v1/crr/status", "/v1/crr/conflicts",
                                      "/v1/crr/decisions", "/api/shards/distribution", "/api/shards/health",
                                      "/api/shards/sample", "/api/shards/find", "/api/operator/migration",
-                                     "/api/operator/migration/actions"}
+                                     "/api/operator/migration/actions", "/api/operator/crr",
+                                     "/api/operator/crr/actions"}
 
 
 def test_metrics_basic_auth(tmp_path) -> None:

@@ -119,7 +119,7 @@ def test_duplicate_tenant_header_is_400_on_every_route(server) -> None:
     ("GET", "/metrics"), ("GET", "/v1/crr/status"), ("GET", "/v1/crr/conflicts"), ("POST", "/v1/crr/decisions"),
     ("GET", "/api/shards/distribution"), ("GET", "/api/shards/health"), ("GET", "/api/shards/sample"),
     ("GET", "/api/shards/find?key=" + "0" * 64), ("GET", "/api/operator/migration"),
-    ("POST", "/api/operator/migration/actions"),
+    ("POST", "/api/operator/migration/actions"), ("GET", "/api/operator/crr"), ("POST", "/api/operator/crr/actions"),
 ])
 def test_operator_endpoints_need_the_operator_credential(server, method, path) -> None:
     for auth in (None, ("ops", "wrong"), ("someone", OPERATOR[1])):

@@ -70,7 +70,7 @@ LABELS = ["POST /v1/pcs/submit", "GET /health", "GET /ready", "GET /metrics",
           "GET /v1/pcs/{pcs_id}/authoritative", "GET /v1/crr/status", "GET /v1/crr/conflicts",
           "POST /v1/crr/decisions", "GET /api/shards/distribution", "GET /api/shards/health",
           "GET /api/shards/sample", "GET /api/shards/find", "GET /api/operator/migration",
-          "POST /api/operator/migration/actions"]
+          "POST /api/operator/migration/actions", "GET /api/operator/crr", "POST /api/operator/crr/actions"]
 OPERATOR_ROUTES = {label for label in LABELS if "/crr/" in label or "/api/" in label or "/metrics" in label}
 
 

@@ -688,6 +688,26 @@ func opSignEd25519(input object, profile string) (object, error) {
 	return object{"sig": base64.StdEncoding.EncodeToString(signature)}, nil
 }
 
+// ed25519KeyCanonical: RFC 8032 section 5.1.3 decoding refuses y >= p and x = 0 with the sign bit
+// set. crypto/ed25519 (filippo.io/edwards25519) accepts both spellings of the same point, so the
+// check is made here: a non-canonical key verifies nothing.
+var ed25519P = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(19))
+
+func ed25519KeyCanonical(key []byte) bool {
+	be := make([]byte, 32)
+	for i := range key {
+		be[31-i] = key[i]
+	}
+	sign := be[0] >> 7
+	be[0] &= 0x7f
+	y := new(big.Int).SetBytes(be)
+	if y.Cmp(ed25519P) >= 0 {
+		return false
+	}
+	minusOne := new(big.Int).Sub(ed25519P, big.NewInt(1))
+	return !(sign == 1 && (y.Cmp(big.NewInt(1)) == 0 || y.Cmp(minusOne) == 0))
+}
+
 func opVerifyEd25519(input object, profile string) (object, error) {
 	keysValue, err := field(input, "public_keys_b64")
 	if err != nil {
@@ -708,7 +728,7 @@ func opVerifyEd25519(input object, profile string) (object, error) {
 	valid := false
 	for _, key := range keys {
 		// crypto/ed25519 refuses a non-canonical S (S >= L)
-		if raw != nil && ed25519.Verify(ed25519.PublicKey(key), digest, raw) {
+		if raw != nil && ed25519KeyCanonical(key) && ed25519.Verify(ed25519.PublicKey(key), digest, raw) {
 			valid = true
 		}
 	}

@@ -596,6 +596,14 @@ const OPS = {
     return { sig: crypto.sign(null, digest, key).toString("base64") };
   },
   verify_ed25519: (inp, profile) => {
+    // RFC 8032 section 5.1.3: y >= p, or x = 0 with the sign bit set, is not a key. OpenSSL decodes
+    // y mod p, so the check is made here; a non-canonical key verifies nothing.
+    const P = (1n << 255n) - 19n;
+    const canonical = (k) => {
+      let y = 0n;
+      for (let i = 31; i >= 0; i--) y = (y << 8n) | BigInt(i === 31 ? k[i] & 0x7f : k[i]);
+      return y < P && !(k[31] >> 7 && (y === 1n || y === P - 1n));
+    };
     const keys = b64List(field(inp, "public_keys_b64"), "public_keys_b64", 32);
     const sig = field(inp, "sig");
     const digest = sha256(canonicalBytes(subsetOf(inp), profile));
@@ -609,7 +617,7 @@ const OPS = {
       } catch {
         throw new InvalidInput("public_keys_b64", "not a valid Ed25519 public key");
       }
-      if (crypto.verify(null, digest, pub, raw)) ok = true;
+      if (canonical(k) && crypto.verify(null, digest, pub, raw)) ok = true;
     }
     return { valid: ok };
   },

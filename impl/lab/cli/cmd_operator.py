@@ -5,18 +5,32 @@
     flk operator run --policies DIR --url URL [--url URL ...] --state-dir D [--interval 0.5] [--max-seconds N]
     flk operator status --state-dir D
 
-``run`` reconciles every ShardMigration policy in DIR against the ``flk serve``
-processes at the URLs: each step scrapes ``/metrics`` of every server (the
-health sample is the delta since the last scrape), reads
-``/api/operator/migration`` of every server (each one's applied phase), calls
-:func:`flk.impl.operator.driver.step` and sends its actions to the first
-server that answers (``POST /api/operator/migration/actions``). The status of
+``run`` reconciles every policy in DIR against the ``flk serve`` processes at
+the URLs: each step scrapes ``/metrics`` of every server (the health sample is
+the delta since the last scrape), reads what the policy's kind acts on, calls
+:func:`flk.impl.operator.driver.step` (the controller the simulator runs) and
+sends its actions to the servers:
+
+* ShardMigration -- ``/api/operator/migration`` of every server (each one's
+  applied phase); actions go to the first server that answers
+  (``POST /api/operator/migration/actions``);
+* CRRPolicy -- ``/api/operator/crr`` of every server (its region and the
+  generation its reader runs); ``crr.apply`` goes to every server, with the
+  region ids of all of them (each region reads what
+  :func:`flk.impl.operator.crr.peers_for` says, as in the simulator);
+* TieringPolicy -- refused (exit 2): ``flk serve`` runs no tiered dedup
+  store (:class:`flk.impl.dedup.tiered.TieredStore` is the simulator's) and has
+  no route that takes ``tier.configure`` / ``tier.prewarm``; it runs in the
+  simulator (``flk sim`` tier studies).
+
+The status of
 each policy is persisted under ``D/status`` and every transition is written to
 the WORM audit log ``D/audit`` (``flk audit verify D/audit``); a killed ``run``
 started again resumes from there. The operator credential comes from
 ``FLK_OPERATOR_USER`` / ``FLK_OPERATOR_PASS`` (never a flag: flags show in ps).
-Exit 0 when every policy reached a terminal phase (one line per policy on
-stdout: JSON), 1 when ``--max-seconds`` ran out first, 2 bad input.
+Exit 0 when every policy settled -- a terminal phase, or for a CRRPolicy
+(which never ends) Active: every region runs its generation -- (one line per
+policy on stdout: JSON), 1 when ``--max-seconds`` ran out first, 2 bad input.
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ def configure(p) -> None:
     v = sub.add_parser("validate", help="check policy files against the schema")
     v.add_argument("files", nargs="+", metavar="FILE")
     sub.add_parser("docs", help="print the phases, transitions and policy schema as Markdown")
-    r = sub.add_parser("run", help="reconcile ShardMigration policies against flk serve processes")
+    r = sub.add_parser("run", help="reconcile ShardMigration and CRRPolicy policies against flk serve processes")
     r.add_argument("--policies", required=True, help="directory of policy files (*.toml)")
     r.add_argument("--url", action="append", required=True, help="a flk serve base URL (repeat per process)")
     r.add_argument("--state-dir", required=True, help="where status files and the audit log live")
@@ -159,6 +173,60 @@ class Deployment:
         return last
 
 
+class CrrDeployment(Deployment):
+    """A CRRPolicy's view of the servers: each one's region and applied generation; ``crr.apply`` to all."""
+
+    def __init__(self, urls: list[str], http: Http) -> None:
+        super().__init__(urls, http)
+        self.regions: dict[str, str] = {}  # url -> region id, as each server last said
+
+    def observe(self, now: float) -> dict:
+        from ...operator import observe as obs
+
+        scrapes, applied = [], {}
+        for u in self.urls:
+            code, body = self.http.call(u + "/metrics")
+            if code == 200:
+                scrapes.append(obs.parse(body.decode("utf-8", "replace")))
+            code, body = self.http.call(u + "/api/operator/crr")
+            doc = _json(body) if code == 200 else None
+            if isinstance(doc, dict) and isinstance(doc.get("region"), str):
+                self.regions[u] = doc["region"]
+                applied[doc["region"]] = doc.get("generation")
+            else:  # a server the controller cannot see counts as not running the generation (hold)
+                applied[self.regions.get(u, u)] = None
+        if not scrapes and not self.regions:
+            return {"reachable": False}
+        merged = obs.merge(scrapes)
+        sample = obs.sample(self.last_scrape, merged, now) if self.last_scrape and scrapes else None
+        self.last_scrape = merged if scrapes else self.last_scrape
+        return {"reachable": True, "sample": sample, "crr": {"applied": applied}}
+
+    def execute(self, action: dict) -> str | None:
+        if action.get("op") != "crr.apply":
+            return f"unknown action {action.get('op')}"
+        if len(self.regions) < len(self.urls):
+            return "region of a server unknown (not observed yet)"
+        body = {**action, "regions": sorted(set(self.regions.values()))}
+        failed = []
+        for u in self.urls:
+            code, text = self.http.call(u + "/api/operator/crr/actions", body)
+            if code not in (200, 202):
+                failed.append(f"{u}: HTTP {code} {text.decode('utf-8', 'replace')[:120]}")
+        return "; ".join(failed) or None
+
+
+def _json(body: bytes):
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+DEPLOYMENTS = {"ShardMigration": Deployment, "CRRPolicy": CrrDeployment}
+STEADY = {"CRRPolicy": "Active"}  # a kind that never ends has settled in this phase
+
+
 def _run(args) -> int:
     from ...governance.audit import AuditLog
     from ...operator import driver, records, table
@@ -174,15 +242,18 @@ def _run(args) -> int:
     if not policies:
         raise UsageError(f"--policies {args.policies}: no *.toml policy files")
     for p in policies:
-        if p.kind != "ShardMigration":
-            raise UsageError(f"{p.source}: flk serve exposes ShardMigration actions only (not {p.kind}); "
-                             "CRRPolicy and TieringPolicy run in the simulator and tests")
+        if p.kind not in DEPLOYMENTS:
+            raise UsageError(f"{p.source}: kind {p.kind} cannot run against flk serve yet (flk serve runs no "
+                             f"tiered dedup store and has no route for tier.configure / tier.prewarm); it runs in "
+                             f"the simulator (flk sim tier studies). flk operator run drives "
+                             f"{' and '.join(DEPLOYMENTS)}")
     fs = OsFileSystem()
     statuses = records.StatusStore(os.path.join(args.state_dir, "status"), fs)
     audit_dir = os.path.join(args.state_dir, "audit")
     log = AuditLog(audit_dir, fs)
     seen = records.audited_ids(audit_dir, fs)
-    dep = Deployment(args.url, Http(args.timeout))
+    http = Http(args.timeout)
+    deps = {p.key: DEPLOYMENTS[p.kind](args.url, http) for p in policies}
     errors: dict[str, str | None] = {p.key: None for p in policies}
     t0 = time.monotonic()
     done: dict[str, dict] = {}
@@ -198,8 +269,9 @@ def _run(args) -> int:
                           file=sys.stderr)
             res, errors[p.key] = driver.step(
                 p, lambda p=p: statuses.load(p.key), lambda st, p=p: statuses.save(p.key, st), audit,
-                lambda now=now: dep.observe(now), dep.execute, now, errors[p.key])
-            if table.phase(p.kind, res.status["phase"]).terminal:
+                lambda now=now, d=deps[p.key]: d.observe(now), deps[p.key].execute, now, errors[p.key])
+            if table.phase(p.kind, res.status["phase"]).terminal or (
+                    STEADY.get(p.kind) == res.status["phase"] and res.status["generation"] == p.generation):
                 done[p.key] = res.status
         if len(done) == len(policies):
             break
