@@ -251,6 +251,8 @@ class VerifyBatch:
             self._parts = (float_repr(float(now)), v.policy_version_json, v.region_json)
             accepted = self._accept_all()
         ingest = sink is not None and not self.replay
+        region, version = v.region, v.policy.version
+        new_who = tuple.__new__  # _Authenticated(...) without its Python-level __new__
         decided = True  # every pending item has its outcome to store (found() has nothing to decide)
         pending = []
         keys = []
@@ -261,10 +263,10 @@ class VerifyBatch:
             if got is not None:
                 pcs_id, digest, _, _, _, _, answer = got
                 tenant = item.tenant
-                who = item.who = _Authenticated(tenant.tenant_id, "v1", digest)
+                who = item.who = new_who(_Authenticated, (tenant.tenant_id, "v1", digest))
                 item.pcs_id = pcs_id
                 if answer is not None:  # no reason: Verifier.settle's 200 outcome, its body written by accept_v1
-                    item.outcome, item.reasons = StoredOutcome(digest, 200, answer, now, v.region, v.policy.version), []
+                    item.outcome, item.reasons = StoredOutcome(digest, 200, answer, now, region, version), []
                 else:
                     self._settle(item, who, got)
                     decided = decided and item.outcome is not None
