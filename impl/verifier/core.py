@@ -307,6 +307,19 @@ class VerifyBatch:
         (``accept_batch``; ``accept_v1`` for a tenant with one request)."""
         v = self.v
         pending = self._pending
+        if not pending:
+            return None
+        params, parts = v.signal_params, self._parts
+        tenant = pending[0].tenant
+        if all(item.tenant is tenant for item in pending):  # one tenant (the common case): no grouping
+            if tenant is None or tenant.alg != "hmac" or not tenant.allows("v1"):
+                return None
+            keys = self._active_keys(tenant)
+            if not keys:
+                return None
+            if len(pending) == 1:
+                return [_compiled_accept(pending[0].body, keys, params, parts)]
+            return self._accept_bodies([item.body for item in pending], keys)
         groups: dict[int, tuple[Tenant, list[int], list]] = {}  # id(tenant) -> (tenant, positions, bodies)
         for k, item in enumerate(pending):
             tenant = item.tenant
@@ -319,7 +332,6 @@ class VerifyBatch:
         if not groups:
             return None
         out: list = [None] * len(pending)
-        params, parts = v.signal_params, self._parts
         for tenant, positions, bodies in groups.values():
             keys = self._active_keys(tenant)
             if not keys:
@@ -327,12 +339,17 @@ class VerifyBatch:
             if len(bodies) == 1:
                 out[positions[0]] = _compiled_accept(bodies[0], keys, params, parts)
                 continue
-            got = _compiled_accept_batch(bodies, keys, params, parts) if _compiled_accept_batch is not None else None
-            if got is None:
-                got = [_compiled_accept(body, keys, params, parts) for body in bodies]
-            for k, answer in zip(positions, got, strict=True):
+            for k, answer in zip(positions, self._accept_bodies(bodies, keys), strict=True):
                 out[k] = answer
         return out
+
+    def _accept_bodies(self, bodies: list, keys: list[bytes]) -> list:
+        """``accept_v1`` of each of one tenant's ``bodies``: one ``accept_batch`` call."""
+        params, parts = self.v.signal_params, self._parts
+        got = _compiled_accept_batch(bodies, keys, params, parts) if _compiled_accept_batch is not None else None
+        if got is None:
+            got = [_compiled_accept(body, keys, params, parts) for body in bodies]
+        return got
 
     def _active_keys(self, tenant: Tenant) -> list[bytes]:
         known = self._keys.get(id(tenant))
