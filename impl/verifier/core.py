@@ -175,6 +175,7 @@ class VerifyBatch:
         resolve, refuse, sink = v.tenants.resolve, v.refuse_before_wal, self.sink
         max_body, limiter = v.limits.max_body_bytes, v.limiter
         seen: dict[str | None, tuple[Tenant | None, str]] = {}  # X-Tenant-Id -> (tenant, label): recordable
+        new_append = tuple.__new__  # WalAppend(...) without its Python-level __new__
         for pos, req in enumerate(requests):
             header, body = req.tenant, req.body
             known = seen.get(header) if type(header) is str or header is None else None
@@ -202,7 +203,7 @@ class VerifyBatch:
                     self.latency(label, time.perf_counter() - self.started)
                 continue
             items.append(Item(pos, label, tenant, body))
-            appends.append(WalAppend(header or "", now, region, bytes(body)))
+            appends.append(new_append(WalAppend, (header or "", now, region, bytes(body))))
         self._pending = list(items)
         return appends
 
