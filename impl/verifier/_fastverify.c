@@ -1,5 +1,6 @@
 /* Compiled fast path of the verify pipeline: strict JSON, the PCS wire rules,
- * step 4 (HMAC, profile v1), step 6 (signals) and the accept path with its 200 body.
+ * step 4 (HMAC, profile v1), step 6 (signals) and the accept path with its 200 body;
+ * the verification core's batch loop (accept_batch) and its WAL framing (frame_records).
  *
  * Why this file exists: the verifier's hot loop parses, validates, authenticates
  * and checks the signals of every submission; in pure Python most of that time is
