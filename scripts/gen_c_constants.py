@@ -66,6 +66,7 @@ def core_header() -> str:
 
 def verify_header() -> str:
     from flk.impl.core import pcs
+    from flk.impl.storage import walformat
     from flk.impl.verifier import pipeline, wire
 
     known = (*wire.REQUIRED, *wire.OPTIONAL)
@@ -104,8 +105,13 @@ def verify_header() -> str:
         "/* pipeline.REASON_CODES: bit i of signal_check's answer is REASON_CODES[i] */",
         *[f"#define REASON_{_ident(code)} (1L << {i}) /* {code} */" for i, code in enumerate(pipeline.REASON_CODES)],
         f"#define N_REASONS {len(pipeline.REASON_CODES)}",
+        "",
+        "/* walformat: the WAL's record framing (frame_records) */",
+        f"#define WAL_FRAME_OVERHEAD {walformat.FRAME_OVERHEAD} /* walformat.FRAME_OVERHEAD */",
+        f"#define WAL_MAX_PAYLOAD {walformat.MAX_PAYLOAD} /* walformat.MAX_PAYLOAD */",
     ]
-    return _frame("FLK_FASTVERIFY_CONSTANTS_H", "flk.impl.verifier.wire, .pipeline and flk.impl.core.pcs", body)
+    return _frame("FLK_FASTVERIFY_CONSTANTS_H",
+                  "flk.impl.verifier.wire, .pipeline, flk.impl.core.pcs and flk.impl.storage.walformat", body)
 
 
 def render() -> dict[str, str]:

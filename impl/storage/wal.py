@@ -235,15 +235,20 @@ class SegmentedLog:
         answers must reach the segment's manifest calls :meth:`roll_if_full` before the
         batch instead)."""
         frames = [encode_frame(p) for p in payloads]
-        data = b"".join(frames)
+        return self.append_framed(b"".join(frames), len(frames), roll)
+
+    def append_framed(self, data: bytes, count: int, roll: bool = True) -> int:
+        """:meth:`append_many` of ``count`` records already framed: ``data`` is the
+        :func:`encode_frame` of each payload, concatenated (the verifier's compiled
+        ``frame_records`` writes it); returns the index of the first."""
         with self._lock:
             self._check_ok()
             first = self._next
-            self._next += len(frames)
+            self._next += count
             active = self._segments[-1]
             self._buf += data
             active.bytes += len(data)
-            active.count += len(frames)
+            active.count += count
             if len(self._buf) >= self.flush_bytes:
                 self._flush_locked()
             roll = roll and active.bytes >= self.segment_bytes

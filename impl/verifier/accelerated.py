@@ -26,3 +26,8 @@ HMAC_AUTH_V1 = accel.register("hmac_auth_v1", EXTENSION, "flk.impl.verifier.pipe
                               _TESTS + "test_the_pipeline_answers_the_same_on_both_paths")
 ACCEPT_V1 = accel.register("accept_v1", EXTENSION, "flk.impl.verifier.pipeline:Verifier.handle",
                            _TESTS + "test_run_requests_is_the_same_on_both_paths")
+_BATCH_TESTS = "tests/verifier/test_batch_differential.py::"
+ACCEPT_BATCH = accel.register("accept_batch", EXTENSION, "flk.impl.verifier.pipeline:Verifier.handle",
+                              _BATCH_TESTS + "test_the_batch_loop_answers_the_same_on_both_paths")
+FRAME_RECORDS = accel.register("frame_records", EXTENSION, "flk.impl.storage.walformat:encode_frame",
+                               _BATCH_TESTS + "test_frame_records_is_the_same_as_encode_frame")

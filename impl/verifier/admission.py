@@ -52,6 +52,7 @@ half_open   failure                             open (opened_at = now)
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -278,17 +279,24 @@ class StoreCallTimes:
     observes, a scrape reads); ``buckets[i]`` counts calls <= ``STORE_CALL_BUCKETS[i]``."""
 
     def __init__(self) -> None:
-        self.buckets = [0] * len(STORE_CALL_BUCKETS)
+        self._counts = [0] * (len(STORE_CALL_BUCKETS) + 1)  # per bucket; the last: above every bound
         self.count = 0
         self.total = 0.0
+
+    @property
+    def buckets(self) -> list[int]:
+        """``buckets[i]``: the calls that took at most ``STORE_CALL_BUCKETS[i]`` seconds."""
+        out, running = [], 0
+        for n in self._counts[:-1]:
+            running += n
+            out.append(running)
+        return out
 
     def observe(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
         self.count += 1
         self.total += seconds
-        for i, bound in enumerate(STORE_CALL_BUCKETS):
-            if seconds <= bound:
-                self.buckets[i] += 1
+        self._counts[bisect_left(STORE_CALL_BUCKETS, seconds)] += 1  # the first bound >= seconds
 
 
 class GuardedStore:

@@ -67,6 +67,8 @@ from ..storage.walformat import (
 )
 from . import accelerated
 from .pipeline import (
+    _FRESH_HEADERS,
+    MAX_TENANT_HEADER,
     REASON_CODES,
     Request,
     Response,
@@ -77,7 +79,8 @@ from .pipeline import (
     WalUnavailable,
     _Authenticated,
     _event,
-    _outcome_response,
+    _recordable_header,
+    append_inbox,
     wal_write,
 )
 from .tenants import Tenant
@@ -86,6 +89,10 @@ Latency = Callable[[str, float], None]
 
 # steps 3, 4 and 6 of the common case in one compiled call; None on the pure path (flk.impl.core.accel)
 _compiled_accept = accel.bind(accelerated.ACCEPT_V1, globals(), "_compiled_accept")
+# the batch loop of the same steps, one call per tenant's requests of a batch (accept_v1 of each body)
+_compiled_accept_batch = accel.bind(accelerated.ACCEPT_BATCH, globals(), "_compiled_accept_batch")
+# the WAL frames of a batch's inbox records in one call (encode_frame of each payload)
+_compiled_frame_records = accel.bind(accelerated.FRAME_RECORDS, globals(), "_compiled_frame_records")
 
 
 @dataclass(slots=True, eq=False)
@@ -129,6 +136,7 @@ class VerifyBatch:
         self._pending: list[Item] = []  # waiting for the next step
         self._parts: tuple[str, str, str] | None = None  # Verifier.answer_body's parts for accept_v1
         self._keys: dict[int, tuple[Tenant, list[bytes]]] = {}  # id(tenant) -> its active keys at now
+        self._all_decided = False  # after verify(): every pending item has its outcome (found() decides none)
 
     @property
     def pending(self) -> list[Item]:
@@ -160,23 +168,43 @@ class VerifyBatch:
     def admit(self, requests: Sequence[Request]) -> list[WalAppend]:
         """Step 1 for every request in order; the admitted ones' inbox WAL records."""
         v, now = self.v, self.now
-        self.responses = [None] * len(requests)
-        appends = []
+        self.responses = responses = [None] * len(requests)
+        appends: list[WalAppend] = []
+        items = self.items
         region = v.region
+        resolve, refuse, sink = v.tenants.resolve, v.refuse_before_wal, self.sink
+        max_body, limiter = v.limits.max_body_bytes, v.limiter
+        seen: dict[str | None, tuple[Tenant | None, str]] = {}  # X-Tenant-Id -> (tenant, label): recordable
+        new_append = tuple.__new__  # WalAppend(...) without its Python-level __new__
         for pos, req in enumerate(requests):
-            tenant = v.tenants.resolve(req.tenant)
-            label = tenant.tenant_id if tenant is not None else "_unknown"
-            refused = v.refuse_before_wal(req, tenant, now)
+            header, body = req.tenant, req.body
+            known = seen.get(header) if type(header) is str or header is None else None
+            if known is not None and len(body) <= max_body:
+                # the common case of Verifier.refuse_before_wal: a body within the limit and a
+                # header already found recordable in this batch; only the tenant's admission is left
+                tenant, label = known
+                refused = None
+                if tenant is not None:
+                    admission = limiter.admit(tenant, now)
+                    if not admission.ok:
+                        refused = v.admission_refused(admission)
+            else:
+                tenant = resolve(header)
+                label = tenant.tenant_id if tenant is not None else "_unknown"
+                refused = refuse(req, tenant, now)
+                if (header is None or (type(header) is str and len(header) <= MAX_TENANT_HEADER
+                                       and _recordable_header(header))):
+                    seen[header] = (tenant, label)
             if refused is not None:
-                self.responses[pos] = refused
-                if self.sink is not None:
-                    self.sink(_event(label, refused, "rejected"))
+                responses[pos] = refused
+                if sink is not None:
+                    sink(_event(label, refused, "rejected"))
                 if self.latency is not None:
                     self.latency(label, time.perf_counter() - self.started)
                 continue
-            self.items.append(Item(pos, label, tenant, req.body))
-            appends.append(WalAppend(req.tenant or "", now, region, bytes(req.body)))
-        self._pending = list(self.items)
+            items.append(Item(pos, label, tenant, body))
+            appends.append(new_append(WalAppend, (header or "", now, region, bytes(body))))
+        self._pending = list(items)
         return appends
 
     @classmethod
@@ -219,33 +247,53 @@ class VerifyBatch:
         v, now, sink = self.v, self.now, self.sink
         early = not v.hooks
         fused = _compiled_accept if early and v.signal_params is not None else None
+        accepted: list | None = None
         if fused is not None:
             self._parts = (float_repr(float(now)), v.policy_version_json, v.region_json)
+            accepted = self._accept_all()
+        ingest = sink is not None and not self.replay
+        region, version = v.region, v.policy.version
+        new_who = tuple.__new__  # _Authenticated(...) without its Python-level __new__
+        decided = True  # every pending item has its outcome to store (found() has nothing to decide)
         pending = []
-        for item in self._pending:
-            if sink is not None and not self.replay:
+        keys = []
+        for k, item in enumerate(self._pending):
+            if ingest:
                 sink({"kind": "ingest", "tenant_label": item.label})
-            tenant = item.tenant
-            if fused is not None and tenant is not None and tenant.alg == "hmac" and tenant.allows("v1") \
-                    and self._accept(item, tenant):
+            got = accepted[k] if accepted is not None else None
+            if got is not None:
+                pcs_id, digest, _, _, _, _, answer = got
+                tenant = item.tenant
+                who = item.who = new_who(_Authenticated, (tenant.tenant_id, "v1", digest))
+                item.pcs_id = pcs_id
+                if answer is not None:  # no reason: Verifier.settle's 200 outcome, its body written by accept_v1
+                    item.outcome, item.reasons = StoredOutcome(digest, 200, answer, now, region, version), []
+                else:
+                    self._settle(item, who, got)
+                    decided = decided and item.outcome is not None
                 pending.append(item)
+                keys.append((who.tenant_id, pcs_id))
                 continue
             parsed = v.parse(item.body)
             if type(parsed) is not dict:
                 self._finish(item, parsed, _event(item.label, parsed, "rejected"), A_REJECTED)
                 continue
-            who = v.authenticate(parsed, tenant, now)
+            who = v.authenticate(parsed, item.tenant, now)
             if type(who) is not _Authenticated:
                 self._finish(item, who, _event(item.label, who, "signature_error"), A_REJECTED)
                 continue
             item.who, item.pcs_id = who, parsed["pcs_id"]
             if early:
                 self._decided(item, v.decide(parsed, who, now))
+                decided = decided and item.outcome is not None
             else:
                 item.doc = parsed
+                decided = False
             pending.append(item)
+            keys.append((who.tenant_id, item.pcs_id))
         self._pending = pending
-        return [(item.who.tenant_id, item.pcs_id) for item in pending]
+        self._all_decided = decided
+        return keys
 
     def _decided(self, item: Item, decided: tuple) -> None:
         if type(decided[0]) is Response:  # a hook reason that rejects: kept as (problem, event kind)
@@ -253,34 +301,77 @@ class VerifyBatch:
         else:
             item.outcome, item.reasons = decided
 
-    def _accept(self, item: Item, tenant: Tenant) -> bool:
-        """Steps 3, 4 and 6 of the common case in one compiled call (``accept_v1``: a valid
-        v1 PCS signed by one of this HMAC tenant's active keys, float claims), answered as
-        :meth:`Verifier.authenticate` and :meth:`Verifier.decide` answer it; False: the
-        reference steps decide."""
-        v, now = self.v, self.now
+    def _accept_all(self) -> list | None:
+        """``accept_v1``'s answer for each pending item (None: the reference steps decide it):
+        steps 3, 4 and 6 of the common case (a valid v1 PCS signed by one of its HMAC
+        tenant's active keys, float claims), one compiled call per tenant of the batch
+        (``accept_batch``; ``accept_v1`` for a tenant with one request)."""
+        v = self.v
+        pending = self._pending
+        if not pending:
+            return None
+        params, parts = v.signal_params, self._parts
+        tenant = pending[0].tenant
+        if all(item.tenant is tenant for item in pending):  # one tenant (the common case): no grouping
+            if tenant is None or tenant.alg != "hmac" or not tenant.allows("v1"):
+                return None
+            keys = self._active_keys(tenant)
+            if not keys:
+                return None
+            if len(pending) == 1:
+                return [_compiled_accept(pending[0].body, keys, params, parts)]
+            return self._accept_bodies([item.body for item in pending], keys)
+        groups: dict[int, tuple[Tenant, list[int], list]] = {}  # id(tenant) -> (tenant, positions, bodies)
+        for k, item in enumerate(pending):
+            tenant = item.tenant
+            if tenant is not None and tenant.alg == "hmac" and tenant.allows("v1"):
+                group = groups.get(id(tenant))
+                if group is None:
+                    group = groups[id(tenant)] = (tenant, [], [])
+                group[1].append(k)
+                group[2].append(item.body)
+        if not groups:
+            return None
+        out: list = [None] * len(pending)
+        for tenant, positions, bodies in groups.values():
+            keys = self._active_keys(tenant)
+            if not keys:
+                continue
+            if len(bodies) == 1:
+                out[positions[0]] = _compiled_accept(bodies[0], keys, params, parts)
+                continue
+            for k, answer in zip(positions, self._accept_bodies(bodies, keys), strict=True):
+                out[k] = answer
+        return out
+
+    def _accept_bodies(self, bodies: list, keys: list[bytes]) -> list:
+        """``accept_v1`` of each of one tenant's ``bodies``: one ``accept_batch`` call."""
+        params, parts = self.v.signal_params, self._parts
+        got = _compiled_accept_batch(bodies, keys, params, parts) if _compiled_accept_batch is not None else None
+        if got is None:
+            got = [_compiled_accept(body, keys, params, parts) for body in bodies]
+        return got
+
+    def _active_keys(self, tenant: Tenant) -> list[bytes]:
         known = self._keys.get(id(tenant))
         if known is None or known[0] is not tenant:
-            known = self._keys[id(tenant)] = (tenant, tenant.active_keys(now))
-        keys = known[1]
-        got = _compiled_accept(item.body, keys, v.signal_params, self._parts) if keys else None
-        if got is None:
-            return False
-        pcs_id, digest, bits, d_hat, budget_, regime_, answer = got
-        who = item.who = _Authenticated(tenant.tenant_id, "v1", digest)
-        item.pcs_id = pcs_id
-        if answer is not None:  # no reason: Verifier.settle's 200 outcome, its body written by accept_v1
-            item.outcome, item.reasons = StoredOutcome(digest, 200, answer, now, v.region, v.policy.version), []
-            return True
+            known = self._keys[id(tenant)] = (tenant, tenant.active_keys(self.now))
+        return known[1]
+
+    def _settle(self, item: Item, who: _Authenticated, got: tuple) -> None:
+        """Step 6 of an accepted PCS with reasons (``accept_v1`` wrote no body): as
+        :meth:`Verifier.settle` answers it."""
+        pcs_id, _, bits, d_hat, budget_, regime_, _ = got
         reasons = [code for k, code in enumerate(REASON_CODES) if bits >> k & 1] if bits else []
-        self._decided(item, v.settle(pcs_id, who, now, SignalCheck(reasons, d_hat, budget_, regime_), None))
-        return True
+        self._decided(item, self.v.settle(pcs_id, who, self.now, SignalCheck(reasons, d_hat, budget_, regime_), None))
 
     # -- step 5 (and 6) ---------------------------------------------------------------
     def found(self, outcomes: Sequence[StoredOutcome | None]) -> None:
         """Step 5's answers (replays, conflicts) for the keys :meth:`verify` returned, in
         that order; step 6 for the rest."""
         v, now = self.v, self.now
+        if self._all_decided and len(outcomes) == len(self._pending) and outcomes.count(None) == len(outcomes):
+            return  # nothing found and every outcome decided: all of them are written (the common case)
         rest = []
         for item, stored in zip(self._pending, outcomes, strict=True):
             if stored is not None:
@@ -314,15 +405,23 @@ class VerifyBatch:
 
     def recorded(self, results: Sequence[tuple[bool, StoredOutcome]]) -> None:
         """Step 7's answers: the recorded outcome, or the race winner's (replay or conflict)."""
-        v, sink = self.v, self.sink
+        v, sink, latency, responses = self.v, self.sink, self.latency, self.responses
         for item, (won, winner) in zip(self._pending, results, strict=True):
             if not won:
                 self._existing(item, winner)
                 continue
             outcome = item.outcome
+            resp = Response(outcome.status, _FRESH_HEADERS, outcome.body)  # _outcome_response(outcome, False)
             event = v.recorded_event(outcome, item.reasons, item.pcs_id, item.who, item.label) \
                 if sink is not None else None
-            self._finish(item, _outcome_response(outcome, False), event, A_STORED, outcome.payload_digest)
+            if latency is not None:
+                self._finish(item, resp, event, A_STORED, outcome.payload_digest)
+                continue
+            # self._finish without a latency to take, inlined
+            responses[item.pos] = resp
+            item.answer, item.answer_digest = A_STORED, outcome.payload_digest
+            if event is not None:
+                sink(event)
         self._pending = []
 
     def record_failed(self) -> None:
@@ -394,19 +493,16 @@ def append_batch(verifier: Verifier, requests: Sequence[Request], now: float, wa
     request is answered the WAL's 503 already). ``wal``: as for :func:`serve_batch`
     (an ``append_many(payloads, roll)`` that never rolls the segment when it takes
     ``note_answers``); the driver rolls it between batches."""
-    from ..storage.inbox import encode_inbox_records
-
     batch = VerifyBatch(verifier, now, sink=sink, latency=latency)
     appends = batch.admit(requests)
     if not appends:
         return batch, -1, -1
     try:
-        payloads = encode_inbox_records(appends)
-        first = wal.append_many(payloads, False) if hasattr(wal, "note_answers") else wal.append_many(payloads)
+        first = append_inbox(wal, appends, False if hasattr(wal, "note_answers") else None)
     except (OSError, WalError, TimeoutError):
         batch.wal_failed()
         return batch, -1, -1
-    return batch, first, first + len(payloads) - 1
+    return batch, first, first + len(appends) - 1
 
 
 def finish_batch(batch: VerifyBatch, first: int, store: Any, wal: Any, synced: bool) -> list[Response]:
@@ -439,6 +535,9 @@ class _NoRoll:
 
     def append_many(self, payloads: list) -> int:
         return self.wal.append_many(payloads, False)
+
+    def append_framed(self, data: bytes, count: int) -> int:
+        return self.wal.append_framed(data, count, False)
 
     def sync(self) -> Any:
         return self.wal.sync()

@@ -125,6 +125,8 @@ REASON_CODES = (R_D_HAT, R_COH, R_R, R_NJ, R_BUDGET, R_REGIME)
 _compiled_signal_check = accel.bind(accelerated.SIGNAL_CHECK, globals(), "_compiled_signal_check")
 # step 4 (profile v1, HMAC) in one compiled call: signature check and payload digest; None on the pure path
 _compiled_hmac_auth = accel.bind(accelerated.HMAC_AUTH_V1, globals(), "_compiled_hmac_auth")
+# a batch's inbox WAL frames in one call (None: the pure path, encode_inbox_records + append_many)
+_compiled_frame_records = accel.bind(accelerated.FRAME_RECORDS, globals(), "_compiled_frame_records")
 
 # hook reasons that reject (HTTP status) instead of escalating -- governance's codes
 DEFAULT_REJECT_STATUS: Mapping[str, int] = {
@@ -450,9 +452,14 @@ class Verifier:
         if tenant is not None:
             admission = self.limiter.admit(tenant, now)
             if not admission.ok:
-                slug = "quota-exceeded" if admission.reason == "quota_exceeded" else "rate-limited"
-                return problem(slug, admission.reason, retry_after=admission.retry_after)
+                return self.admission_refused(admission)
         return None
+
+    @staticmethod
+    def admission_refused(admission: Any) -> Response:
+        """The 429 of a tenant's refused admission (rate or quota)."""
+        slug = "quota-exceeded" if admission.reason == "quota_exceeded" else "rate-limited"
+        return problem(slug, admission.reason, retry_after=admission.retry_after)
 
     # step 3
     @staticmethod
@@ -594,12 +601,9 @@ def wal_write(wal: Any, effects: Sequence[WalAppend]) -> list[int]:
     Failures raise :class:`WalUnavailable`."""
     if hasattr(wal, "append_record"):
         return _write_records(wal, effects)
-    from ..storage.inbox import encode_inbox_records
-
     try:
-        payloads = encode_inbox_records(effects)
-        first = wal.append_many(payloads)
-        last = first + len(payloads) - 1
+        first = append_inbox(wal, effects)
+        last = first + len(effects) - 1
         if hasattr(wal, "wait"):  # GroupCommitter
             wal.wait(last)
         else:
@@ -607,6 +611,52 @@ def wal_write(wal: Any, effects: Sequence[WalAppend]) -> list[int]:
     except _wal_errors() as exc:
         raise WalUnavailable(type(exc).__name__) from None
     return list(range(first, last + 1))
+
+
+def frame_inbox(effects: Sequence[WalAppend]) -> bytes | None:
+    """The WAL frames of ``effects``' inbox records, concatenated -- ``encode_frame`` of
+    each ``encode_inbox_records`` payload, the same bytes -- in one compiled call
+    (``frame_records``); None on the pure path or for anything but plain records
+    (exact types, a finite non-zero receive time, encodable names): the caller then
+    encodes them the reference way, which answers (or refuses) them."""
+    frame = _compiled_frame_records
+    if frame is None:
+        return None
+    from ..storage.inbox import InboxRecord, encode_inbox_record
+
+    heads_of: dict[tuple[str, float, str], bytes] = {}
+    heads, bodies = [], []
+    for effect in effects:
+        tenant, received_at, region, body = effect
+        if type(body) is not bytes or type(received_at) is not float or received_at == 0.0 \
+                or type(tenant) is not str or type(region) is not str:
+            return None
+        key = (tenant, received_at, region)
+        head = heads_of.get(key)
+        if head is None:
+            try:
+                head = heads_of[key] = encode_inbox_record(InboxRecord(tenant, received_at, region, b""))
+            except ValueError:  # InvalidInput: the reference refuses it
+                return None
+        heads.append(head)
+        bodies.append(body)
+    return frame(heads, bodies)
+
+
+def append_inbox(wal: Any, effects: Sequence[WalAppend], roll: bool | None = None) -> int:
+    """Append ``effects``' inbox records to ``wal`` (no sync); the index of the first.
+    A WAL with ``append_framed`` (:class:`flk.impl.storage.wal.SegmentedLog`) takes the
+    compiled frames of :func:`frame_inbox`; otherwise, or on the pure path,
+    ``append_many(encode_inbox_records(effects)[, roll])``. ``roll`` None: the WAL's
+    default."""
+    if hasattr(wal, "append_framed"):
+        data = frame_inbox(effects)
+        if data is not None:
+            return wal.append_framed(data, len(effects)) if roll is None else wal.append_framed(data, len(effects), roll)
+    from ..storage.inbox import encode_inbox_records
+
+    payloads = encode_inbox_records(effects)
+    return wal.append_many(payloads) if roll is None else wal.append_many(payloads, roll)
 
 
 def _carry_out(effect: Effect, wal: Any, store: Any) -> tuple[Any, BaseException | None]:

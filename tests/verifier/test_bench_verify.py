@@ -19,6 +19,8 @@ def test_bench_reports_unreachable_services_as_skipped(monkeypatch, tmp_path):
     assert out["memory_pcs_per_s"] > 0 and out["sqlite_pcs_per_s"] > 0
     assert "redis_skipped" in out and "postgres_skipped" in out
     assert "redis_pcs_per_s" not in out and "postgres_pcs_per_s" not in out
+    # the same-run anchor (json.loads + HMAC per body) and each store's CPU per PCS relative to it
+    assert out["anchor_us_per_pcs_cpu"] > 0 and out["memory_cpu_ratio_to_anchor"] > 0
 
 
 _real_bodies = bench._bodies

@@ -35,11 +35,19 @@ WAL's disk), ``fsync_ceiling_pcs_per_s`` (one batch per fsync) and
 ``sqlite_one_core_ceiling_pcs_per_s`` (one free core at the measured CPU per
 PCS). ``core_path`` says whether the compiled
 core or the pure-Python one ran (``FLK_PURE=1`` forces the pure one).
+
+The same-run anchor: ``anchor_us_per_pcs_cpu`` is the CPU time of the least any
+verifier must do per realistic PCS -- ``json.loads`` of the body and one
+HMAC-SHA256 over it, in a bare loop (no WAL, no store, no validation) -- measured
+in the same run (median of ``repeat``); ``{store}_cpu_ratio_to_anchor`` divides a
+store's CPU microseconds per PCS by it, a figure that holds across machines and
+load better than PCS/s.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import pathlib
@@ -171,6 +179,17 @@ def _measure(kind: str, bodies: dict[str, list[bytes]], batch: int, repeat: int,
         figures[f"{label}_us_per_pcs_cpu"] = round(1e6 / cpu, 2) if cpu > 0 else 0.0
 
 
+def _anchor_run(bodies: list[bytes]) -> float:
+    """CPU microseconds per body of the bare anchor loop: ``json.loads`` + one HMAC-SHA256."""
+    loads, new, sha256 = json.loads, hmac.new, hashlib.sha256
+    c0 = time.process_time()
+    for body in bodies:
+        loads(body)
+        new(KEY, body, sha256).digest()
+    cpu = time.process_time() - c0
+    return cpu * 1e6 / len(bodies)
+
+
 def run(repeat: int = 5, quick: bool = False) -> dict:
     n = 2_000 if quick else 20_000
     batch = 512
@@ -194,6 +213,12 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
             except Exception as exc:  # noqa: BLE001 - report, do not fake
                 figures[f"{kind}_skipped"] = f"{type(exc).__name__}: {exc}"[:200]
                 continue
+        figures["anchor"] = "json.loads + one HMAC-SHA256 per realistic body, bare loop, same run"
+        anchor = statistics.median(_anchor_run(bodies["realistic"]) for _ in range(repeat))
+        figures["anchor_us_per_pcs_cpu"] = round(anchor, 2)
+        for kind in KINDS:
+            if figures.get(f"{kind}_us_per_pcs_cpu") and anchor > 0:
+                figures[f"{kind}_cpu_ratio_to_anchor"] = round(figures[f"{kind}_us_per_pcs_cpu"] / anchor, 2)
         mem = figures.get("memory_pcs_per_s")
         for kind in KINDS[1:]:
             if mem and f"{kind}_pcs_per_s" in figures:
