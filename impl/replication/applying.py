@@ -34,14 +34,17 @@ from typing import Any
 
 from ..dedup import StoredOutcome
 from ..storage.inbox import InboxRecord
-from ..storage.walformat import A_CONFLICT
+from ..storage.walformat import A_CONFLICT, A_REJECTED
 from ..verifier.core import VerifyBatch
 from ..verifier.pipeline import Response, Verifier, problem
 from .stream import verify_segment
 
-__all__ = ["ApplyResult", "ReplayApplier", "ReplayMemo", "verifier_for_region", "Observer"]
+__all__ = ["ApplyResult", "ReplayApplier", "ReplayMemo", "verifier_for_region", "Observer", "BatchObserver"]
 
 Observer = Callable[[str, str, StoredOutcome, float], Any]
+# ``observe_batch(reports, now)``: the observer's calls of one batch, ``(tenant, pcs_id, outcome)`` in order
+BatchObserver = Callable[[list[tuple[str, str, StoredOutcome]], float], Any]
+_REFUSED = (A_CONFLICT, A_REJECTED)  # AnswerNote.refused
 
 
 def verifier_for_region(base: Verifier, region: str) -> Verifier:
@@ -82,6 +85,7 @@ class ReplayMemo:
         self.segment_uses = self.uses if segment_uses is None else int(segment_uses)
         self._d: dict[tuple, list] = {}  # key -> [write or None, look-ups left]
         self._segments: dict[tuple, list] = {}  # (stream, name) -> [manifest, data, result, first, left]
+        self._tokens: dict[tuple, int] = {}  # config -> its small token (the keys hash it, not the config)
         self.hits = self.misses = 0
 
     def verified(self, stream: str, name: str, manifest_raw: bytes, data: bytes,
@@ -108,6 +112,11 @@ class ReplayMemo:
     def config(v: Verifier) -> tuple:
         """What a replay's write depends on besides the record."""
         return (type(v), v.region, v.tenants, v.policy, v.limits, v.hooks, tuple(sorted(v.reject_status.items())))
+
+    def token(self, v: Verifier) -> int:
+        """A small number naming :meth:`config` of ``v``: equal configurations get the same
+        one (a key holds the token, so a look-up does not hash the whole configuration)."""
+        return self._tokens.setdefault(self.config(v), len(self._tokens))
 
     def get(self, key: tuple) -> Any:
         """The write memoised for ``key`` (None: no write), or ``_MISS``."""
@@ -148,14 +157,18 @@ class ReplayApplier:
 
     def __init__(self, verifier: Verifier, store: Any, observer: Observer | None = None,
                  sink: Callable[[Mapping[str, Any]], None] | None = None,
-                 memo: ReplayMemo | None = None) -> None:
+                 memo: ReplayMemo | None = None, observe_batch: BatchObserver | None = None) -> None:
         """``memo``: writes shared with other appliers replaying the same records
-        (:meth:`replay_batch`, when there is no ``sink``: that path emits nothing)."""
+        (:meth:`replay_batch`, when there is no ``sink``: that path emits nothing).
+        ``observe_batch``: takes :meth:`replay_batch`'s reports in one call, the calls
+        ``observer`` would get in the same order (e.g. :meth:`Reconciler.observe_batch
+        <flk.impl.replication.reconcile.Reconciler.observe_batch>`)."""
         self.verifier, self.store, self.observer, self.sink = verifier, store, observer, sink
+        self.observe_batch = observe_batch
         self.memo = memo
         self.home_rejected = 0
         self._by_region: dict[str, Verifier] = {}
-        self._config: dict[str, tuple] = {}  # origin region -> ReplayMemo.config of its verifier
+        self._config: dict[str, int] = {}  # origin region -> ReplayMemo.token of its verifier
         self.applied = 0
         self.stored = 0
 
@@ -163,7 +176,8 @@ class ReplayApplier:
         v = self._by_region.get(region)
         if v is None:
             v = self._by_region[region] = verifier_for_region(self.verifier, region)
-            self._config[region] = ReplayMemo.config(v)
+            if self.memo is not None:
+                self._config[region] = self.memo.token(v)
         return v
 
     def _refused_at_home(self, rec: InboxRecord) -> ApplyResult:
@@ -245,10 +259,21 @@ class ReplayApplier:
         self.applied += 1
         if out.stored:
             self.stored += 1
-        if self.observer is not None and out.candidate is not None:
-            self.observer(out.tenant, out.pcs_id, out.candidate, now)
+        if out.candidate is not None:
+            reports = [(out.tenant, out.pcs_id, out.candidate)]
             if out.winner is not None and out.winner != out.candidate:
-                self.observer(out.tenant, out.pcs_id, out.winner, now)
+                reports.append((out.tenant, out.pcs_id, out.winner))
+            self._report(reports, now)
+
+    def _report(self, reports: list[tuple[str, str, StoredOutcome]], now: float) -> None:
+        """The reconciler hears ``reports`` in order: in one ``observe_batch`` call, or one
+        ``observer`` call each."""
+        if self.observe_batch is not None:
+            self.observe_batch(reports, now)
+        elif self.observer is not None:
+            observe = self.observer
+            for tenant, pcs_id, outcome in reports:
+                observe(tenant, pcs_id, outcome, now)
 
     def _writes_of(self, recs: list[InboxRecord]) -> list[tuple[str, str, StoredOutcome] | None]:
         """The dedup write replaying each record asks for (None: none -- a 4xx, or refused
@@ -257,14 +282,20 @@ class ReplayApplier:
         writes: list[tuple[str, str, StoredOutcome] | None] = [None] * len(recs)
         keys: dict[int, tuple] = {}
         todo = []
+        get = memo.get if memo is not None else None
+        region, token = None, None
         for pos, rec in enumerate(recs):
-            if rec.home is not None and rec.home.refused:
+            home = rec.home
+            if home is not None and home.answer in _REFUSED:  # AnswerNote.refused, inlined
                 self.home_rejected += 1
                 continue
-            if memo is not None:
-                self._verifier(rec.region)
-                key = keys[pos] = (self._config[rec.region], rec.tenant, rec.received_at, rec.body)
-                write = memo.get(key)
+            if get is not None:
+                if rec.region != region:
+                    region = rec.region
+                    self._verifier(region)
+                    token = self._config[region]
+                key = keys[pos] = (token, rec.tenant, rec.received_at, rec.body)
+                write = get(key)
                 if write is not _MISS:
                     writes[pos] = write
                     continue
@@ -282,18 +313,23 @@ class ReplayApplier:
         ``sink``): the same store transaction, store contents and reconciler reports, in
         the same order, without an :class:`ApplyResult` per record. The core runs up to
         each record's dedup write (or the write comes from ``memo``); what it would do
-        after the write only builds the answer and its events."""
+        after the write only builds the answer and its events. The reports go to
+        ``observe_batch`` in one call when it is given."""
         writes = self._writes_of(recs)
-        mine = [(pos, w) for pos, w in enumerate(writes) if w is not None]
-        results = self._put([w for _, w in mine], [recs[pos].received_at for pos, _ in mine])
-        observe = self.observer
+        puts = [w for w in writes if w is not None]
         self.applied += len(recs)
-        for (_, (tenant, pcs_id, outcome)), (won, winner) in zip(mine, results, strict=True):
-            self.stored += bool(won)
-            if observe is not None:
-                observe(tenant, pcs_id, outcome, now)
-                if winner is not None and winner is not outcome and winner != outcome:
-                    observe(tenant, pcs_id, winner, now)
+        if not puts:
+            return
+        latest = max([rec.received_at for rec, w in zip(recs, writes, strict=True) if w is not None])
+        results = self.store.put_many_if_absent(puts, latest, self.verifier.limits.ttl_s)
+        self.stored += sum([won for won, _ in results])
+        reports = []
+        add = reports.append
+        for write, (_, winner) in zip(puts, results, strict=True):
+            add(write)
+            if winner is not None and winner is not write[2] and winner != write[2]:
+                add((write[0], write[1], winner))
+        self._report(reports, now)
 
     def apply_isolating(self, recs: list[InboxRecord], now: float, batch: bool,
                         on_poison: Callable[[int, InboxRecord, Exception], None],
