@@ -336,30 +336,33 @@ _new_record = object.__new__
 
 
 class OutcomeSharing:
-    """:meth:`World.shared_outcome`, asked once per outcome object: the regions' appliers
-    replay the very same write objects (the :class:`ReplayMemo` shares them), so the
-    first region's answer serves the others. An answer is the outcome or an equal one
-    -- a value the same either way -- so a dropped entry is only asked again. An entry
-    goes after ``uses`` answers or once ``capacity`` newer ones came."""
+    """The row a region's store gets for a replayed write ``(tenant, pcs_id, outcome)``:
+    the pcs_id interned (one string per key for every region's store and reconciler) and
+    the outcome :meth:`World.shared_outcome` -- asked once per outcome object: the
+    regions' appliers replay the very same write objects (the :class:`ReplayMemo` shares
+    them), so the first region's row serves the others. A row holds the outcome or an
+    equal one -- a value the same either way -- so a dropped entry is only asked again.
+    An entry goes after ``uses`` answers or once ``capacity`` newer ones came."""
 
     def __init__(self, world, uses: int, capacity: int = 1 << 16) -> None:
         self.world, self.uses, self.capacity = world, int(uses), int(capacity)
-        self._d: dict[int, list] = {}  # id(outcome) -> [outcome (kept alive), shared, answers left]
+        self._d: dict[int, list] = {}  # id(outcome) -> [outcome (kept alive), row, answers left]
 
-    def share(self, tenant, pcs_id, outcome):
+    def row(self, tenant: str, pcs_id: str, outcome) -> tuple:
         d = self._d
         hit = d.get(id(outcome))
-        if hit is not None and hit[0] is outcome:
+        if hit is not None and hit[0] is outcome and hit[1][1] == pcs_id and hit[1][0] == tenant:
             hit[2] -= 1
             if hit[2] <= 0:
                 del d[id(outcome)]
             return hit[1]
-        shared = self.world.shared_outcome(tenant, pcs_id, outcome)
+        pcs_id = sys.intern(pcs_id)
+        row = (tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome))
         if self.uses > 1:
-            d[id(outcome)] = [outcome, shared, self.uses - 1]
+            d[id(outcome)] = [outcome, row, self.uses - 1]
             if len(d) > self.capacity:
                 del d[next(iter(d))]
-        return shared
+        return row
 
 
 class SharingStore:
@@ -376,38 +379,55 @@ class SharingStore:
         self.sharing = sharing if sharing is not None else OutcomeSharing(world, 1)
         self._items: list = []  # the last write's items ...
         self._rows: list = []  # ... and what was stored for them: (tenant, interned pcs_id, shared outcome)
-        self._last: dict[int, tuple] | None = None  # id(outcome written) -> (it, the one stored), when asked
+        self._last: dict[int, tuple] | None = None  # id(outcome written) -> (it, its row), when asked
 
     def shared_rows(self, reports: list) -> list:
         """``reports`` -- ``(tenant, pcs_id, outcome)``, the applier's reports of the last
-        write -- with each pcs_id interned and each outcome the shared one: the stored rows
-        themselves when the reports are the write's items."""
-        items = self._items
+        write: each written outcome, maybe followed by the winner the store held for its key
+        -- as rows, each pcs_id interned and each outcome the shared one: the stored rows
+        themselves for the write's items; a winner is an outcome a store holds already, so
+        it is its own shared object (the value is the same either way)."""
+        items, rows = self._items, self._rows
         if len(reports) == len(items) and all(map(operator.is_, reports, items)):
-            return self._rows
-        last = self._last
-        if last is None:
-            last = self._last = {id(o): (o, s) for (_, _, o), (_, _, s) in zip(items, self._rows, strict=True)}
+            return rows
         out = []
-        for t, p, o in reports:
-            hit = last.get(id(o))
-            shared = hit[1] if hit is not None and hit[0] is o else self.world.shared_outcome(t, p, o)
-            out.append((t, sys.intern(p), shared))
+        k, n, prev = 0, len(items), None
+        for rep in reports:
+            if k < n and rep is items[k]:
+                prev = rows[k]
+                k += 1
+            elif prev is not None and rep[1] == prev[1] and rep[0] == prev[0]:  # the winner for prev's key
+                out.append((prev[0], prev[1], rep[2]))
+                continue
+            else:
+                prev = self._row_of(*rep)
+            out.append(prev)
         return out
 
-    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+    def _row_of(self, tenant: str, pcs_id: str, outcome) -> tuple:
+        """The row of a report that is not one of the write's items (built by the applier's
+        :meth:`~flk.impl.replication.applying.ReplayApplier.apply` path)."""
+        last = self._last
+        if last is None:
+            last = self._last = {id(o): (o, row) for (_, _, o), row in zip(self._items, self._rows, strict=True)}
+        hit = last.get(id(outcome))
+        if hit is not None and hit[0] is outcome and hit[1][1] == pcs_id and hit[1][0] == tenant:
+            return hit[1]
         pcs_id = sys.intern(pcs_id)
-        shared = self.sharing.share(tenant, pcs_id, outcome)
-        self._items, self._rows, self._last = [(tenant, pcs_id, outcome)], [(tenant, pcs_id, shared)], None
-        won, winner = self.store.put_if_absent(tenant, pcs_id, shared, now, ttl_s)
-        return won, (outcome if winner is shared else winner)
+        return tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome)
 
-    def put_many_if_absent(self, items, now, ttl_s=None):
-        share, intern = self.sharing.share, sys.intern
-        rows = [(t, intern(p), share(t, p, o)) for t, p, o in items]
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        return self.put_many_if_absent([(tenant, pcs_id, outcome)], now, ttl_s, one=True)[0]
+
+    def put_many_if_absent(self, items, now, ttl_s=None, one=False):
+        row = self.sharing.row
+        rows = [row(t, p, o) for t, p, o in items]
         self._items, self._rows, self._last = items, rows, None
-        results = self.store.put_many_if_absent(rows, now, ttl_s)
-        return [(won, o if w is s else w) for (won, w), (_, _, o), (_, _, s) in zip(results, items, rows, strict=True)]
+        if one:  # put_if_absent: the store's own single put
+            results = [self.store.put_if_absent(*rows[0], now, ttl_s)]
+        else:
+            results = self.store.put_many_if_absent(rows, now, ttl_s)
+        return [(won, o if w is r[2] else w) for (won, w), (_, _, o), r in zip(results, items, rows, strict=True)]
 
     def __getattr__(self, name):
         return getattr(self.store, name)
