@@ -336,33 +336,37 @@ _new_record = object.__new__
 
 
 class OutcomeSharing:
-    """The row a region's store gets for a replayed write ``(tenant, pcs_id, outcome)``:
-    the pcs_id interned (one string per key for every region's store and reconciler) and
-    the outcome :meth:`World.shared_outcome` -- asked once per outcome object: the
-    regions' appliers replay the very same write objects (the :class:`ReplayMemo` shares
-    them), so the first region's row serves the others. A row holds the outcome or an
-    equal one -- a value the same either way -- so a dropped entry is only asked again.
-    An entry goes after ``uses`` answers or once ``capacity`` newer ones came."""
+    """The rows a region's store gets for a replayed write's items ``(tenant, pcs_id,
+    outcome)``: each pcs_id interned (one string per key for every region's store and
+    reconciler) and each outcome :meth:`World.shared_outcome` -- asked once per list of
+    items: the regions' appliers replay the very same lists of write objects (a
+    :class:`ReplayMemo` plan), so the first region's rows serve the others. A row holds
+    the outcome or an equal one -- a value the same either way -- so a dropped entry is
+    only asked again. An entry goes after ``uses`` answers or once ``capacity`` newer
+    ones came."""
 
-    def __init__(self, world, uses: int, capacity: int = 1 << 16) -> None:
+    def __init__(self, world, uses: int, capacity: int = 1 << 12) -> None:
         self.world, self.uses, self.capacity = world, int(uses), int(capacity)
-        self._d: dict[int, list] = {}  # id(outcome) -> [outcome (kept alive), row, answers left]
+        self._d: dict[int, list] = {}  # id(items) -> [items (kept alive), rows, answers left]
 
-    def row(self, tenant: str, pcs_id: str, outcome) -> tuple:
+    def rows(self, items: list) -> list:
         d = self._d
-        hit = d.get(id(outcome))
-        if hit is not None and hit[0] is outcome and hit[1][1] == pcs_id and hit[1][0] == tenant:
+        hit = d.get(id(items))
+        if hit is not None and hit[0] is items:
             hit[2] -= 1
             if hit[2] <= 0:
-                del d[id(outcome)]
+                del d[id(items)]
             return hit[1]
-        pcs_id = sys.intern(pcs_id)
-        row = (tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome))
+        intern, shared = sys.intern, self.world.shared_outcome
+        rows = []
+        for t, p, o in items:
+            p = intern(p)
+            rows.append((t, p, shared(t, p, o)))
         if self.uses > 1:
-            d[id(outcome)] = [outcome, row, self.uses - 1]
+            d[id(items)] = [items, rows, self.uses - 1]
             if len(d) > self.capacity:
                 del d[next(iter(d))]
-        return row
+        return rows
 
 
 class SharingStore:
@@ -417,16 +421,16 @@ class SharingStore:
         return tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome)
 
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
-        return self.put_many_if_absent([(tenant, pcs_id, outcome)], now, ttl_s, one=True)[0]
+        pcs_id = sys.intern(pcs_id)
+        row = (tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome))
+        self._items, self._rows, self._last = [(tenant, pcs_id, outcome)], [row], None
+        won, winner = self.store.put_if_absent(*row, now, ttl_s)
+        return won, (outcome if winner is row[2] else winner)
 
-    def put_many_if_absent(self, items, now, ttl_s=None, one=False):
-        row = self.sharing.row
-        rows = [row(t, p, o) for t, p, o in items]
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        rows = self.sharing.rows(items)
         self._items, self._rows, self._last = items, rows, None
-        if one:  # put_if_absent: the store's own single put
-            results = [self.store.put_if_absent(*rows[0], now, ttl_s)]
-        else:
-            results = self.store.put_many_if_absent(rows, now, ttl_s)
+        results = self.store.put_many_if_absent(rows, now, ttl_s)
         return [(won, o if w is r[2] else w) for (won, w), (_, _, o), r in zip(results, items, rows, strict=True)]
 
     def __getattr__(self, name):
