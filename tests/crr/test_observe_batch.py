@@ -7,18 +7,26 @@ for a few keys -- re-deliveries, other payloads (conflicts), other statuses
 (unsafe conflicts), earlier first-seen times (authoritative changes) -- both
 must leave the same records, counters and audit entries, and the batch must
 name exactly the observations after which the key's record is a conflict. The
-simulator's compact store (``put_first``) and the plain memory store (no
-``put_first``) are both checked, and the simulator's sharing store must hand
-the reconciler rows equal to the reports it was given.
+simulator's compact store (``put_first``), the plain memory store (no
+``put_first``) and the service's SQLite store (one transaction per batch) are
+checked.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flk.impl.dedup import StoredOutcome
-from flk.impl.replication.reconcile import MemoryAuthoritativeStore, Reconciler
+from flk.impl.replication.reconcile import (
+    MemoryAuthoritativeStore,
+    Reconciler,
+    SqliteAuthoritativeStore,
+)
 from flk.sim.replication import CompactAuthoritativeStore
 
 KEYS = [("t0", "a" * 64), ("t0", "b" * 64), ("t1", "a" * 64)]
@@ -29,8 +37,11 @@ observation = st.tuples(st.sampled_from(KEYS), st.integers(0, len(OUTCOMES) - 1)
 runs = st.lists(st.lists(observation, min_size=1, max_size=6), min_size=1, max_size=6)
 
 
-def _reconciler(store_kind: str, mode: str, audit: list) -> Reconciler:
-    store = CompactAuthoritativeStore() if store_kind == "compact" else MemoryAuthoritativeStore()
+def _reconciler(store_kind: str, mode: str, audit: list, root: str = "") -> Reconciler:
+    if store_kind == "sqlite":
+        store = SqliteAuthoritativeStore(os.path.join(root, f"auth-{len(os.listdir(root))}.sqlite3"))
+    else:
+        store = CompactAuthoritativeStore() if store_kind == "compact" else MemoryAuthoritativeStore()
     return Reconciler("eu", store=store, mode=mode, audit=lambda **e: audit.append(e))
 
 
@@ -39,12 +50,23 @@ def _state(r: Reconciler) -> list:
 
 
 @settings(max_examples=150, deadline=None)
-@given(batches=runs, store_kind=st.sampled_from(["compact", "memory"]), mode=st.sampled_from(["manual", "auto-safe"]))
+@given(batches=runs, store_kind=st.sampled_from(["compact", "memory", "sqlite"]),
+       mode=st.sampled_from(["manual", "auto-safe"]))
 def test_observe_batch_equals_observing_one_at_a_time(batches, store_kind, mode):
     one_audit: list = []
     many_audit: list = []
-    one = _reconciler(store_kind, mode, one_audit)
-    many = _reconciler(store_kind, mode, many_audit)
+    with tempfile.TemporaryDirectory() as root:
+        one = _reconciler(store_kind, mode, one_audit, root)
+        many = _reconciler(store_kind, mode, many_audit, root)
+        try:
+            _compare(batches, one, many)
+        finally:
+            for r in (one, many):
+                getattr(r.store, "close", lambda: None)()
+    assert many_audit == one_audit
+
+
+def _compare(batches: list, one: Reconciler, many: Reconciler) -> None:
     for batch in batches:
         now = batch[0][2]
         expected = []
@@ -55,7 +77,21 @@ def test_observe_batch_equals_observing_one_at_a_time(batches, store_kind, mode)
         assert got == expected
     assert _state(many) == _state(one)
     assert many.counters == one.counters and many.metrics() == one.metrics()
-    assert many_audit == one_audit
+
+
+def test_a_failing_batch_on_sqlite_leaves_none_of_its_puts(tmp_path):
+    """The SQLite store takes a batch's puts in one transaction: an observation that raises
+    midway rolls the batch's earlier puts back (replaying the batch observes them again)."""
+    store = SqliteAuthoritativeStore(str(tmp_path / "auth.sqlite3"))
+    r = Reconciler("eu", store=store)
+    (t, p), a = KEYS[0], OUTCOMES[0]
+    r.observe_batch([(t, p, a)], 1.0)
+    with pytest.raises(AttributeError):
+        r.observe_batch([(KEYS[1][0], KEYS[1][1], a), (t, p, None)], 2.0)  # type: ignore[list-item]
+    assert [k for k, *_ in store.items()] == [t] and store.get(*KEYS[1]) is None
+    r.observe_batch([(KEYS[1][0], KEYS[1][1], a)], 3.0)
+    assert store.get(*KEYS[1]).authoritative == a
+    store.close()
 
 
 def test_observe_batch_names_a_conflict_and_a_first_sighting_is_not_one():

@@ -52,7 +52,9 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
             ship_rates.append(n / (time.perf_counter() - t0))
             assert shipper.shipped_records == n
             store = open_store(f"sqlite:///{root}/dedup.db")
-            applier = ReplayApplier(Verifier(tenants, region="us"), store, Reconciler("us").observe)
+            reconciler = Reconciler("us")  # wired as the replication service wires it
+            applier = ReplayApplier(Verifier(tenants, region="us"), store, reconciler.observe,
+                                    observe_batch=reconciler.observe_batch)
             reader = Reader(objects, Topology.full_mesh(["eu"], "us"), applier, f"{root}/read.json")
             t0, c0 = time.perf_counter(), time.process_time()
             reader.poll(1_700_001_000.0)
