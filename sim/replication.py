@@ -345,7 +345,7 @@ class OutcomeSharing:
     only asked again. An entry goes after ``uses`` answers or once ``capacity`` newer
     ones came."""
 
-    def __init__(self, world, uses: int, capacity: int = 1 << 12) -> None:
+    def __init__(self, world, uses: int, capacity: int = 512) -> None:
         self.world, self.uses, self.capacity = world, int(uses), int(capacity)
         self._d: dict[int, list] = {}  # id(items) -> [items (kept alive), rows, answers left]
 

@@ -82,7 +82,7 @@ class ReplayMemo:
     records) or once ``capacity`` newer entries came; a dropped entry, or records in
     another chunking (a reader with a tenant filter), are only computed again."""
 
-    def __init__(self, uses: int, capacity: int = 1 << 12, segment_uses: int | None = None) -> None:
+    def __init__(self, uses: int, capacity: int = 512, segment_uses: int | None = None) -> None:
         """``segment_uses``: verifications of one shipped segment (default ``uses``);
         ``capacity``: batches kept."""
         self.uses, self.capacity = int(uses), int(capacity)
