@@ -21,6 +21,7 @@ store, so a partition also cuts what the regions know of each other's state.
 
 from __future__ import annotations
 
+import operator
 import sys
 from dataclasses import dataclass
 from functools import partial
@@ -100,6 +101,7 @@ class ObjectFabric:
         # every region reads every region's stream (its own too): a record is replayed once per region;
         # a segment is verified by its shipper, by start_copy and by every region's reader
         self.memo = ReplayMemo(uses=len(world.region_ids), segment_uses=len(world.region_ids) + 2)
+        self.sharing = OutcomeSharing(world, uses=len(world.region_ids))  # every region writes every record
 
     def _now(self) -> float:
         return self.world.env.now
@@ -299,6 +301,15 @@ class CompactAuthoritativeStore:
         self._n += pcs_id not in keys
         keys[pcs_id] = (a, rec.changed_at) if plain else rec
 
+    def put_first(self, tenant: str, pcs_id: str, outcome, now: float) -> None:
+        """The record of a key seen for the first time (only ``outcome``, at ``now``):
+        :meth:`Reconciler.observe_batch`'s shortcut for ``put(AuthRecord(outcome, ...))``."""
+        keys = self._d.get(tenant)
+        if keys is None:
+            keys = self._d[tenant] = {}
+        self._n += pcs_id not in keys
+        keys[pcs_id] = (outcome, now)
+
     def items(self):
         for t in sorted(self._d):
             for p in sorted(self._d[t]):
@@ -324,36 +335,103 @@ _EMPTY: dict = {}
 _new_record = object.__new__
 
 
+class OutcomeSharing:
+    """The rows a region's store gets for a replayed write's items ``(tenant, pcs_id,
+    outcome)``: each pcs_id interned (one string per key for every region's store and
+    reconciler) and each outcome :meth:`World.shared_outcome` -- asked once per list of
+    items: the regions' appliers replay the very same lists of write objects (a
+    :class:`ReplayMemo` plan), so the first region's rows serve the others. A row holds
+    the outcome or an equal one -- a value the same either way -- so a dropped entry is
+    only asked again. An entry goes after ``uses`` answers or once ``capacity`` newer
+    ones came."""
+
+    def __init__(self, world, uses: int, capacity: int = 512) -> None:
+        self.world, self.uses, self.capacity = world, int(uses), int(capacity)
+        self._d: dict[int, list] = {}  # id(items) -> [items (kept alive), rows, answers left]
+
+    def rows(self, items: list) -> list:
+        d = self._d
+        hit = d.get(id(items))
+        if hit is not None and hit[0] is items:
+            hit[2] -= 1
+            if hit[2] <= 0:
+                del d[id(items)]
+            return hit[1]
+        intern, shared = sys.intern, self.world.shared_outcome
+        rows = []
+        for t, p, o in items:
+            p = intern(p)
+            rows.append((t, p, shared(t, p, o)))
+        if self.uses > 1:
+            d[id(items)] = [items, rows, self.uses - 1]
+            if len(d) > self.capacity:
+                del d[next(iter(d))]
+        return rows
+
+
 class SharingStore:
     """The region's dedup store as the replay applier sees it: a write of an outcome equal
-    to the one its origin region stored stores that same object (:meth:`World.shared_outcome`).
-    ``shared(outcome)`` answers the same for the outcomes of the last write (the applier then
-    reports them to the reconciler) without looking again."""
+    to the one its origin region stored stores that same object (:meth:`World.shared_outcome`
+    through :class:`OutcomeSharing`). :meth:`shared_rows` answers the same for the outcomes
+    of the last write (the applier then reports them to the reconciler) without looking
+    again. A put's winner that is the shared object of its write is answered as the write's
+    own outcome (equal values: the applier then sees it is the outcome it wrote without
+    comparing them field by field)."""
 
-    def __init__(self, store, world) -> None:
+    def __init__(self, store, world, sharing: OutcomeSharing | None = None) -> None:
         self.store, self.world = store, world
-        self._last: dict[int, tuple] = {}  # id(outcome written) -> (that outcome, the one stored)
+        self.sharing = sharing if sharing is not None else OutcomeSharing(world, 1)
+        self._items: list = []  # the last write's items ...
+        self._rows: list = []  # ... and what was stored for them: (tenant, interned pcs_id, shared outcome)
+        self._last: dict[int, tuple] | None = None  # id(outcome written) -> (it, its row), when asked
 
-    def _share(self, tenant, pcs_id, outcome):
-        shared = self.world.shared_outcome(tenant, pcs_id, outcome)
-        self._last[id(outcome)] = (outcome, shared)
-        return shared
+    def shared_rows(self, reports: list) -> list:
+        """``reports`` -- ``(tenant, pcs_id, outcome)``, the applier's reports of the last
+        write: each written outcome, maybe followed by the winner the store held for its key
+        -- as rows, each pcs_id interned and each outcome the shared one: the stored rows
+        themselves for the write's items; a winner is an outcome a store holds already, so
+        it is its own shared object (the value is the same either way)."""
+        items, rows = self._items, self._rows
+        if len(reports) == len(items) and all(map(operator.is_, reports, items)):
+            return rows
+        out = []
+        k, n, prev = 0, len(items), None
+        for rep in reports:
+            if k < n and rep is items[k]:
+                prev = rows[k]
+                k += 1
+            elif prev is not None and rep[1] == prev[1] and rep[0] == prev[0]:  # the winner for prev's key
+                out.append((prev[0], prev[1], rep[2]))
+                continue
+            else:
+                prev = self._row_of(*rep)
+            out.append(prev)
+        return out
 
-    def shared(self, tenant, pcs_id, outcome):
-        hit = self._last.get(id(outcome))
-        if hit is not None and hit[0] is outcome:  # the very object (it is kept alive here)
+    def _row_of(self, tenant: str, pcs_id: str, outcome) -> tuple:
+        """The row of a report that is not one of the write's items (built by the applier's
+        :meth:`~flk.impl.replication.applying.ReplayApplier.apply` path)."""
+        last = self._last
+        if last is None:
+            last = self._last = {id(o): (o, row) for (_, _, o), row in zip(self._items, self._rows, strict=True)}
+        hit = last.get(id(outcome))
+        if hit is not None and hit[0] is outcome and hit[1][1] == pcs_id and hit[1][0] == tenant:
             return hit[1]
-        return self.world.shared_outcome(tenant, pcs_id, outcome)
+        pcs_id = sys.intern(pcs_id)
+        return tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome)
 
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
-        self._last = {}
         pcs_id = sys.intern(pcs_id)
-        return self.store.put_if_absent(tenant, pcs_id, self._share(tenant, pcs_id, outcome), now, ttl_s)
+        row = (tenant, pcs_id, self.world.shared_outcome(tenant, pcs_id, outcome))
+        self._items, self._rows, self._last = [(tenant, pcs_id, outcome)], [row], None
+        won, winner = self.store.put_if_absent(*row, now, ttl_s)
+        return won, (outcome if winner is row[2] else winner)
 
     def put_many_if_absent(self, items, now, ttl_s=None):
-        self._last = {}
-        share = self._share
-        return self.store.put_many_if_absent([(t, sys.intern(p), share(t, p, o)) for t, p, o in items], now, ttl_s)
+        rows = self.sharing.rows(items)
+        self._items, self._rows, self._last = items, rows, None
+        results = self.store.put_many_if_absent(rows, now, ttl_s)
+        return [(won, o if w is r[2] else w) for (won, w), (_, _, o), r in zip(results, items, rows, strict=True)]
 
     def __getattr__(self, name):
         return getattr(self.store, name)
@@ -395,8 +473,9 @@ class RegionReplication:
         self.shipper.paused = self.ship_stopped
         # the operator's CRRPolicy (sim/operator.py) sets ``topology``; it survives a restart
         topo = getattr(self, "topology", None) or Topology.full_mesh(self.world.region_ids, r.id, include_self=True)
-        self.sharing = SharingStore(r.store, self.world)
-        applier = ReplayApplier(r.verifier, self.sharing, observer=self._observe, memo=self.view.fabric.memo)
+        self.sharing = SharingStore(r.store, self.world, self.view.fabric.sharing)
+        applier = ReplayApplier(r.verifier, self.sharing, observer=self._observe, memo=self.view.fabric.memo,
+                                observe_batch=self._observe_batch)
         self.reader = Reader(self.view, topo, applier, "/crr/read.json", fs=r.fs,
                              interval_s=float(cfg["read_interval_s"]), backoff=backoff, rng=rng,
                              on_reject=self._rejected)
@@ -430,11 +509,16 @@ class RegionReplication:
         return min(self.publish_at, self.compare_at or self.publish_at)
 
     def _observe(self, tenant, pcs_id, outcome, now) -> None:
-        pcs_id = sys.intern(pcs_id)  # one string per key for every region's store and reconciler
-        rec = self.reconciler.observe(tenant, pcs_id, self.sharing.shared(tenant, pcs_id, outcome), now)
-        if rec.conflict:
-            self.world.conflicts_seen.add((tenant, pcs_id))
-            self.conflict_keys.add((tenant, pcs_id))
+        self._observe_batch([(tenant, pcs_id, outcome)], now)
+
+    def _observe_batch(self, reports, now) -> None:
+        """The applier's reports to the reconciler (``ReplayApplier(observe_batch=...)``), each
+        outcome the shared one and each pcs_id one string per key for every region's store
+        and reconciler (:meth:`SharingStore.shared_rows`)."""
+        conflicts = self.reconciler.observe_batch(self.sharing.shared_rows(reports), now)
+        if conflicts:
+            self.world.conflicts_seen.update(conflicts)
+            self.conflict_keys.update(conflicts)
 
     def _rejected(self, exc) -> None:
         self.world.history.record(self.region.env.now, "crr.reject", region=self.region.id,

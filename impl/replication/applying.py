@@ -28,20 +28,26 @@ Sans-I/O: time is passed in, the store is an interface; there are no threads her
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..dedup import StoredOutcome
 from ..storage.inbox import InboxRecord
-from ..storage.walformat import A_CONFLICT
+from ..storage.walformat import A_CONFLICT, A_REJECTED
 from ..verifier.core import VerifyBatch
 from ..verifier.pipeline import Response, Verifier, problem
 from .stream import verify_segment
 
-__all__ = ["ApplyResult", "ReplayApplier", "ReplayMemo", "verifier_for_region", "Observer"]
+__all__ = ["ApplyResult", "ReplayApplier", "ReplayMemo", "verifier_for_region", "Observer", "BatchObserver"]
 
 Observer = Callable[[str, str, StoredOutcome, float], Any]
+# ``observe_batch(reports, now)``: the observer's calls of one batch, ``(tenant, pcs_id, outcome)`` in order
+BatchObserver = Callable[[list[tuple[str, str, StoredOutcome]], float], Any]
+_REFUSED = (A_CONFLICT, A_REJECTED)  # AnswerNote.refused
+# ReplayApplier._plan of a batch: (its dedup writes in record order, records refused at home, store time)
+Plan = tuple[list[tuple[str, str, StoredOutcome]], int, float]
 
 
 def verifier_for_region(base: Verifier, region: str) -> Verifier:
@@ -62,27 +68,29 @@ class ApplyResult:
     home_rejected: bool = False  # the home region answered 409: not a write anywhere
 
 
-_MISS = object()
-
-
 class ReplayMemo:
     """The dedup writes replay computed, shared by appliers that replay the same records
     (a process driving several regions' appliers: the simulator).
 
-    Replaying a record up to its dedup write reads no store (step 5 is skipped): the write is a function of the record and the verifier's configuration
-    (class, origin region, tenants, policy, limits, hooks, reject statuses). An applier
-    that finds the record here under an equal configuration takes that write instead of
-    verifying the record again. An entry is dropped after ``uses`` look-ups (one per
-    applier reading the record) or once ``capacity`` newer entries came; a dropped entry
-    is only computed again."""
+    Replaying a record up to its dedup write reads no store (step 5 is skipped): the
+    write is a function of the record and the verifier's configuration (class, region,
+    tenants, policy, limits, hooks, reject statuses; an origin region's verifier is
+    made from them). An applier that replays the very same list of record objects -- the
+    records of a shipped segment :meth:`verified` shares, in the same chunk -- under an
+    equal configuration takes that batch's writes instead of verifying the records
+    again. An entry is dropped after ``uses`` look-ups (one per applier reading the
+    records) or once ``capacity`` newer entries came; a dropped entry, or records in
+    another chunking (a reader with a tenant filter), are only computed again."""
 
-    def __init__(self, uses: int, capacity: int = 1 << 16, segment_uses: int | None = None) -> None:
-        """``segment_uses``: verifications of one shipped segment (default ``uses``)."""
+    def __init__(self, uses: int, capacity: int = 512, segment_uses: int | None = None) -> None:
+        """``segment_uses``: verifications of one shipped segment (default ``uses``);
+        ``capacity``: batches kept."""
         self.uses, self.capacity = int(uses), int(capacity)
         self.segment_uses = self.uses if segment_uses is None else int(segment_uses)
-        self._d: dict[tuple, list] = {}  # key -> [write or None, look-ups left]
+        self._runs: dict[tuple, list] = {}  # (token, id(first record), count) -> [records, plan, look-ups left]
         self._segments: dict[tuple, list] = {}  # (stream, name) -> [manifest, data, result, first, left]
-        self.hits = self.misses = 0
+        self._tokens: dict[tuple, int] = {}  # config -> its small token (the keys hold it, not the config)
+        self.hits = self.misses = 0  # records whose writes were taken from here / computed
 
     def verified(self, stream: str, name: str, manifest_raw: bytes, data: bytes,
                  expect_first: int | None) -> tuple[dict, list[InboxRecord]]:
@@ -109,23 +117,31 @@ class ReplayMemo:
         """What a replay's write depends on besides the record."""
         return (type(v), v.region, v.tenants, v.policy, v.limits, v.hooks, tuple(sorted(v.reject_status.items())))
 
-    def get(self, key: tuple) -> Any:
-        """The write memoised for ``key`` (None: no write), or ``_MISS``."""
-        entry = self._d.get(key)
-        if entry is None:
-            self.misses += 1
-            return _MISS
-        self.hits += 1
-        entry[1] -= 1
-        if entry[1] <= 0:
-            del self._d[key]
-        return entry[0]
+    def token(self, v: Verifier) -> int:
+        """A small number naming :meth:`config` of ``v``: equal configurations get the same
+        one (a key holds the token, so a look-up does not hash the whole configuration)."""
+        return self._tokens.setdefault(self.config(v), len(self._tokens))
 
-    def put(self, key: tuple, write: tuple | None) -> None:
+    def plan(self, token: tuple, recs: list[InboxRecord]) -> Plan | None:
+        """The plan memoised for these very record objects (in this order) under the
+        configurations ``token`` (the tokens of their origin regions' verifiers), or None."""
+        key = (token, id(recs[0]), len(recs))
+        entry = self._runs.get(key)
+        if entry is None or not all(map(operator.is_, entry[0], recs)):
+            self.misses += len(recs)
+            return None
+        self.hits += len(recs)
+        entry[2] -= 1
+        if entry[2] <= 0:
+            del self._runs[key]
+        return entry[1]
+
+    def keep(self, token: tuple, recs: list[InboxRecord], plan: Plan) -> None:
+        """Memoise ``plan`` for ``recs`` (kept alive here, so their ids stay theirs)."""
         if self.uses > 1:
-            self._d[key] = [write, self.uses - 1]
-            if len(self._d) > self.capacity:
-                del self._d[next(iter(self._d))]
+            self._runs[(token, id(recs[0]), len(recs))] = [list(recs), plan, self.uses - 1]
+            if len(self._runs) > self.capacity:
+                del self._runs[next(iter(self._runs))]
 
 
 class ReplayApplier:
@@ -148,14 +164,18 @@ class ReplayApplier:
 
     def __init__(self, verifier: Verifier, store: Any, observer: Observer | None = None,
                  sink: Callable[[Mapping[str, Any]], None] | None = None,
-                 memo: ReplayMemo | None = None) -> None:
+                 memo: ReplayMemo | None = None, observe_batch: BatchObserver | None = None) -> None:
         """``memo``: writes shared with other appliers replaying the same records
-        (:meth:`replay_batch`, when there is no ``sink``: that path emits nothing)."""
+        (:meth:`replay_batch`, when there is no ``sink``: that path emits nothing).
+        ``observe_batch``: takes :meth:`replay_batch`'s reports in one call, the calls
+        ``observer`` would get in the same order (e.g. :meth:`Reconciler.observe_batch
+        <flk.impl.replication.reconcile.Reconciler.observe_batch>`)."""
         self.verifier, self.store, self.observer, self.sink = verifier, store, observer, sink
+        self.observe_batch = observe_batch
         self.memo = memo
         self.home_rejected = 0
         self._by_region: dict[str, Verifier] = {}
-        self._config: dict[str, tuple] = {}  # origin region -> ReplayMemo.config of its verifier
+        self._tokens: dict[str, int] = {}  # origin region -> ReplayMemo.token of its verifier
         self.applied = 0
         self.stored = 0
 
@@ -163,7 +183,6 @@ class ReplayApplier:
         v = self._by_region.get(region)
         if v is None:
             v = self._by_region[region] = verifier_for_region(self.verifier, region)
-            self._config[region] = ReplayMemo.config(v)
         return v
 
     def _refused_at_home(self, rec: InboxRecord) -> ApplyResult:
@@ -245,55 +264,86 @@ class ReplayApplier:
         self.applied += 1
         if out.stored:
             self.stored += 1
-        if self.observer is not None and out.candidate is not None:
-            self.observer(out.tenant, out.pcs_id, out.candidate, now)
+        if out.candidate is not None:
+            reports = [(out.tenant, out.pcs_id, out.candidate)]
             if out.winner is not None and out.winner != out.candidate:
-                self.observer(out.tenant, out.pcs_id, out.winner, now)
+                reports.append((out.tenant, out.pcs_id, out.winner))
+            self._report(reports, now)
 
-    def _writes_of(self, recs: list[InboxRecord]) -> list[tuple[str, str, StoredOutcome] | None]:
+    def _report(self, reports: list[tuple[str, str, StoredOutcome]], now: float) -> None:
+        """The reconciler hears ``reports`` in order: in one ``observe_batch`` call, or one
+        ``observer`` call each."""
+        if self.observe_batch is not None:
+            self.observe_batch(reports, now)
+        elif self.observer is not None:
+            observe = self.observer
+            for tenant, pcs_id, outcome in reports:
+                observe(tenant, pcs_id, outcome, now)
+
+    def _writes_of(self, recs: list[InboxRecord]) -> tuple[list[tuple[str, str, StoredOutcome] | None], int]:
         """The dedup write replaying each record asks for (None: none -- a 4xx, or refused
-        at home), from the memo or through the core."""
-        memo = self.memo
+        at home), through the core; and how many were refused at home."""
         writes: list[tuple[str, str, StoredOutcome] | None] = [None] * len(recs)
-        keys: dict[int, tuple] = {}
-        todo = []
-        for pos, rec in enumerate(recs):
-            if rec.home is not None and rec.home.refused:
-                self.home_rejected += 1
-                continue
-            if memo is not None:
-                self._verifier(rec.region)
-                key = keys[pos] = (self._config[rec.region], rec.tenant, rec.received_at, rec.body)
-                write = memo.get(key)
-                if write is not _MISS:
-                    writes[pos] = write
-                    continue
-            todo.append(pos)
+        todo = [pos for pos, rec in enumerate(recs) if rec.home is None or rec.home.answer not in _REFUSED]
         for run, batch in self._batches(recs, todo):
             for item in batch.pending:
                 writes[run[item.pos]] = (item.who.tenant_id, item.pcs_id, item.outcome)
-            if memo is not None:
-                for pos in run:
-                    memo.put(keys[pos], writes[pos])
-        return writes
+        return writes, len(recs) - len(todo)
+
+    def _plan(self, recs: list[InboxRecord]) -> Plan:
+        """``(puts, refused, latest)`` of ``recs``: their dedup writes in record order,
+        how many records were refused at home, and the latest ``received_at`` of a record
+        with a write (the store time of the transaction); from the memo when it has it."""
+        memo = self.memo
+        token = None
+        if memo is not None:
+            token = self._token_of({rec.region for rec in recs})
+            plan = memo.plan(token, recs)
+            if plan is not None:
+                return plan
+        writes, refused = self._writes_of(recs)
+        puts = [w for w in writes if w is not None]
+        latest = max([rec.received_at for rec, w in zip(recs, writes, strict=True) if w is not None], default=0.0)
+        plan = (puts, refused, latest)
+        if memo is not None:
+            memo.keep(token, recs, plan)
+        return plan
+
+    def _token_of(self, regions: set[str]) -> tuple:
+        """The memo tokens of the verifiers replaying records of ``regions`` (their origin
+        regions): what a plan of such records depends on besides the records."""
+        tokens = self._tokens
+        out = []
+        for region in regions:
+            t = tokens.get(region)
+            if t is None:
+                t = tokens[region] = self.memo.token(self._verifier(region))
+            out.append(t)
+        return tuple(sorted(out))
 
     def replay_batch(self, recs: list[InboxRecord], now: float) -> None:
         """:meth:`apply_many` for a caller that needs neither answers nor events (no
         ``sink``): the same store transaction, store contents and reconciler reports, in
         the same order, without an :class:`ApplyResult` per record. The core runs up to
-        each record's dedup write (or the write comes from ``memo``); what it would do
-        after the write only builds the answer and its events."""
-        writes = self._writes_of(recs)
-        mine = [(pos, w) for pos, w in enumerate(writes) if w is not None]
-        results = self._put([w for _, w in mine], [recs[pos].received_at for pos, _ in mine])
-        observe = self.observer
+        each record's dedup write (or the writes come from ``memo``); what it would do
+        after the write only builds the answer and its events. The reports go to
+        ``observe_batch`` in one call when it is given."""
+        if not recs:
+            return
+        puts, refused, latest = self._plan(recs)
+        self.home_rejected += refused
         self.applied += len(recs)
-        for (_, (tenant, pcs_id, outcome)), (won, winner) in zip(mine, results, strict=True):
-            self.stored += bool(won)
-            if observe is not None:
-                observe(tenant, pcs_id, outcome, now)
-                if winner is not None and winner is not outcome and winner != outcome:
-                    observe(tenant, pcs_id, winner, now)
+        if not puts:
+            return
+        results = self.store.put_many_if_absent(puts, latest, self.verifier.limits.ttl_s)
+        self.stored += sum([won for won, _ in results])
+        reports = []
+        add = reports.append
+        for write, (_, winner) in zip(puts, results, strict=True):
+            add(write)
+            if winner is not None and winner is not write[2] and winner != write[2]:
+                add((write[0], write[1], winner))
+        self._report(reports, now)
 
     def apply_isolating(self, recs: list[InboxRecord], now: float, batch: bool,
                         on_poison: Callable[[int, InboxRecord, Exception], None],

@@ -81,6 +81,13 @@ class Topology:
         return Topology.selective(me, peers, include_self)
 
 
+def _index_of(rec: InboxRecord, first: int, records: list[InboxRecord]) -> int:
+    """``rec``'s WAL index: the one its segment's reader set, else ``first`` + its position."""
+    if rec.index >= 0:
+        return rec.index
+    return first + next(k for k, r in enumerate(records) if r is rec)
+
+
 class Reader:
     """Reads the sources of a topology from ``store`` and applies their records."""
 
@@ -196,19 +203,19 @@ class Reader:
                     raise
                 return n  # the stream stops here: never applied, never skipped
             self.rejected.pop(stream, None)
-            wanted = [(r.index if r.index >= 0 else first + k, r) for k, r in enumerate(records)
-                      if tenants is None or (r.tenant or "default") in tenants]
+            wanted = records if tenants is None else [r for r in records if (r.tenant or "default") in tenants]
             self.filtered_records += len(records) - len(wanted)
             step = self.batch if self.batch > 0 else 1
             for i in range(0, len(wanted), step):
                 chunk = wanted[i: i + step]
 
-                def poison(position: int, rec: InboxRecord, error: Exception, chunk=chunk, name=name) -> None:
-                    self._quarantine(stream, name, chunk[position][0], rec, error, now)
+                def poison(position: int, rec: InboxRecord, error: Exception, name=name, first=first,
+                           records=records) -> None:
+                    self._quarantine(stream, name, _index_of(rec, first, records), rec, error, now)
 
-                bad = self.applier.apply_isolating([r for _, r in chunk], now, self.batch > 0, poison,
+                bad = self.applier.apply_isolating(chunk, now, self.batch > 0, poison,
                                                    self._store_failures >= self.refusals_before_poison)
-                self.apply_lag.add_many(now - rec.received_at for _, rec in chunk)
+                self.apply_lag.add_many([now - rec.received_at for rec in chunk])
                 self.applied_records += len(chunk) - bad
             self.watermarks[stream] = first + int(m["count"])
             self.state.save(self.watermarks)

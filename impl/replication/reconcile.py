@@ -33,6 +33,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -172,6 +173,23 @@ class SqliteAuthoritativeStore:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM authoritative").fetchone()[0]
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The puts inside as ONE transaction (one commit, one sync of the log, instead of
+        one per put): :meth:`Reconciler.observe_batch`. A crash inside loses the batch's
+        puts together; replaying the batch again observes them again (observing is
+        idempotent)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with self._lock:
+                self._db.execute("ROLLBACK")
+            raise
+        with self._lock:
+            self._db.execute("COMMIT")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -228,35 +246,69 @@ class Reconciler:
                 rec = AuthRecord(outcome, (seen_pair,), None, now)
                 self.store.put(tenant, pcs_id, rec)
                 return rec
-            if (outcome is old.authoritative or outcome == old.authoritative) and seen_pair in old.seen:
-                return old  # a re-delivery of the authoritative outcome (what the merge below finds)
-            auth = merge_outcomes(old.authoritative, outcome)
-            seen = old.seen if seen_pair in old.seen else tuple(sorted({*old.seen, seen_pair}))
-            if auth == old.authoritative and seen == old.seen:
-                return old  # a re-delivery: nothing changes (idempotent)
-            rec = replace(old, authoritative=auth, seen=seen, changed_at=now)
-            changed = auth != old.authoritative
-            if changed:
-                self.counters["authoritative_changes"] += 1
-            if rec.conflict and old.state is None:
-                self.counters["conflicts"] += 1
-                self._audit(tenant, pcs_id, "reconcile_conflict", rec, now)
-                if self.mode == "auto-safe" and self._safe(rec):
-                    rec = replace(rec, state=AUTO, decided_by="auto-safe")
-                    self.counters["auto_resolved"] += 1
-                    self._audit(tenant, pcs_id, "reconcile_auto_resolved", rec, now)
-                else:
-                    rec = replace(rec, state=PENDING)
-            elif rec.conflict and (changed or seen != old.seen):
-                # new evidence on a known conflict: re-decide
-                self._audit(tenant, pcs_id, "reconcile_authoritative_changed", rec, now)
-                if rec.state == AUTO and not self._safe(rec):
-                    rec = replace(rec, state=PENDING, decided_by=None)
-                    self.counters["auto_resolved"] -= 1
-                elif rec.state in (MANUAL, REJECTED):
-                    rec = replace(rec, state=PENDING, decided_by=None)
-            self.store.put(tenant, pcs_id, rec)
-            return rec
+            return self._observe_known(tenant, pcs_id, outcome, now, old, seen_pair)
+
+    def observe_batch(self, reports: list[tuple[str, str, StoredOutcome]], now: float) -> list[tuple[str, str]]:
+        """:meth:`observe` of every ``(tenant, pcs_id, outcome)`` in order, under one lock;
+        the keys whose record is a conflict after their observation (in order, once per
+        such observation). A key seen for the first time goes to the store's
+        ``put_first(tenant, pcs_id, outcome, now)`` when it has one (the record
+        :meth:`observe` would put, without building it); a store with a ``transaction()``
+        takes the batch's puts in one."""
+        conflicts: list[tuple[str, str]] = []
+        store = self.store
+        get = store.get
+        put_first = getattr(store, "put_first", None)
+        transaction = getattr(store, "transaction", None)
+        with self._lock, (transaction() if transaction is not None else nullcontext()):
+            self.counters["observed"] += len(reports)
+            for tenant, pcs_id, outcome in reports:
+                old = get(tenant, pcs_id)
+                if old is None:
+                    if put_first is not None:
+                        put_first(tenant, pcs_id, outcome, now)
+                    else:
+                        store.put(tenant, pcs_id, AuthRecord(outcome, ((outcome.payload_digest, int(outcome.status)),),
+                                                             None, now))
+                    continue
+                rec = self._observe_known(tenant, pcs_id, outcome, now, old,
+                                          (outcome.payload_digest, int(outcome.status)))
+                if rec.conflict:
+                    conflicts.append((tenant, pcs_id))
+        return conflicts
+
+    def _observe_known(self, tenant: str, pcs_id: str, outcome: StoredOutcome, now: float, old: AuthRecord,
+                       seen_pair: tuple[str, int]) -> AuthRecord:
+        """:meth:`observe` of a key with a record (the lock held)."""
+        if (outcome is old.authoritative or outcome == old.authoritative) and seen_pair in old.seen:
+            return old  # a re-delivery of the authoritative outcome (what the merge below finds)
+        auth = merge_outcomes(old.authoritative, outcome)
+        seen = old.seen if seen_pair in old.seen else tuple(sorted({*old.seen, seen_pair}))
+        if auth == old.authoritative and seen == old.seen:
+            return old  # a re-delivery: nothing changes (idempotent)
+        rec = replace(old, authoritative=auth, seen=seen, changed_at=now)
+        changed = auth != old.authoritative
+        if changed:
+            self.counters["authoritative_changes"] += 1
+        if rec.conflict and old.state is None:
+            self.counters["conflicts"] += 1
+            self._audit(tenant, pcs_id, "reconcile_conflict", rec, now)
+            if self.mode == "auto-safe" and self._safe(rec):
+                rec = replace(rec, state=AUTO, decided_by="auto-safe")
+                self.counters["auto_resolved"] += 1
+                self._audit(tenant, pcs_id, "reconcile_auto_resolved", rec, now)
+            else:
+                rec = replace(rec, state=PENDING)
+        elif rec.conflict and (changed or seen != old.seen):
+            # new evidence on a known conflict: re-decide
+            self._audit(tenant, pcs_id, "reconcile_authoritative_changed", rec, now)
+            if rec.state == AUTO and not self._safe(rec):
+                rec = replace(rec, state=PENDING, decided_by=None)
+                self.counters["auto_resolved"] -= 1
+            elif rec.state in (MANUAL, REJECTED):
+                rec = replace(rec, state=PENDING, decided_by=None)
+        self.store.put(tenant, pcs_id, rec)
+        return rec
 
     def observe_many(self, items: Mapping[tuple[str, str], StoredOutcome] | list, now: float) -> None:
         it = items.items() if isinstance(items, Mapping) else items

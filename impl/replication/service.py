@@ -137,7 +137,8 @@ class CrrService:
             read_state = os.path.join(self.state_dir, "read.json")
             if volatile_store and os.path.exists(read_state):
                 os.remove(read_state)
-            applier = ReplayApplier(verifier, dedup_store, self.reconciler.observe)
+            applier = ReplayApplier(verifier, dedup_store, self.reconciler.observe,
+                                    observe_batch=self.reconciler.observe_batch)
             self.reader = Reader(self.objects, topo, applier, read_state, interval_s=cfg.read_interval_s,
                                  backoff=Backoff(0.25, 10.0), on_reject=self._rejected,
                                  on_quarantine=self._quarantined)

@@ -121,7 +121,7 @@ class LagStats:
 
     def add_many(self, lags: Iterable[float]) -> None:
         """:meth:`add` of every lag, under one lock."""
-        vals = [max(0.0, float(lag)) for lag in lags]
+        vals = [lag if lag > 0.0 else 0.0 for lag in map(float, lags)]  # max(0.0, lag): a NaN too gives 0.0
         if vals:
             with self._lock:
                 self.samples.extend(vals)

@@ -32,6 +32,16 @@ class OutageStore(BatchMixin):
         self._check()
         return self.inner.put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
 
+    def get_many(self, keys, now):
+        """One check, then the inner store's own batch form (the same answers as per key)."""
+        self._check()
+        return self.inner.get_many(keys, now)
+
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        """One check, then the inner store's own batch form (the same answers as per item)."""
+        self._check()
+        return self.inner.put_many_if_absent(items, now, ttl_s)
+
     def count(self, now):
         self._check()
         return self.inner.count(now)

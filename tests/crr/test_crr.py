@@ -337,8 +337,10 @@ def test_inv_idempotent_replay_batched_replay_equals_one_at_a_time(picks):
        split=st.integers(0, 14))
 def test_replay_batch_equals_apply_many_and_a_memo_changes_nothing(picks, split):
     """replay_batch (no answers) leaves the same store and reports the same outcomes to the
-    reconciler as apply_many; three appliers sharing one ReplayMemo (each reading the records
-    in its own chunks) end exactly as an applier without one."""
+    reconciler as apply_many (one observer call each, or one observe_batch call per batch);
+    three appliers sharing one ReplayMemo end exactly as an applier without one, whether
+    they read the records in the same chunks (then each record is verified once) or each
+    in its own."""
     from flk.impl.dedup import open_store
     from flk.impl.replication.applying import ReplayMemo
     from flk.impl.storage.inbox import InboxRecord
@@ -359,17 +361,23 @@ def test_replay_batch_equals_apply_many_and_a_memo_changes_nothing(picks, split)
     ref_seen: list = []
     ref = applier(ref_seen)
     ref.apply_many(recs, now)
-    memo = ReplayMemo(uses=3)
-    for k in range(3):
-        seen: list = []
-        a = applier(seen, memo)
-        cut = (split + k) % (len(recs) + 1)
-        for chunk in (recs[:cut], recs[cut:]):
-            if chunk:
-                a.replay_batch(chunk, now)
-        assert seen == ref_seen and snap(a.store) == snap(ref.store)
-        assert (a.applied, a.stored) == (ref.applied, ref.stored)
-    assert memo.misses == len(recs) and memo.hits == 2 * len(recs) and not memo._d
+    for same_chunks in (True, False):
+        memo = ReplayMemo(uses=3)
+        for k in range(3):
+            seen: list = []
+            batched: list = []
+            a = applier(seen, memo)
+            if k == 1:  # the reports in one call per batch: the same calls in the same order
+                a.observe_batch = lambda reports, at, out=batched: out.extend((*r, at) for r in reports)
+            cut = (split + (0 if same_chunks else k)) % (len(recs) + 1)
+            for chunk in (recs[:cut], recs[cut:]):
+                if chunk:
+                    a.replay_batch(chunk, now)
+            assert (batched if k == 1 else seen) == ref_seen and snap(a.store) == snap(ref.store)
+            assert (a.applied, a.stored, a.home_rejected) == (ref.applied, ref.stored, ref.home_rejected)
+        assert memo.misses + memo.hits == 3 * len(recs)
+        if same_chunks:  # the same record objects in the same chunks: computed once, taken twice
+            assert memo.misses == len(recs) and memo.hits == 2 * len(recs) and not memo._runs
 
 
 def _shipped(region, now):
