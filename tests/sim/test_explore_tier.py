@@ -1,0 +1,83 @@
+"""Exploration at scale, long tier (``FLK_EXPLORE_TIER=1``; marker ``explore``): the proof that
+the search finds bugs no catalog scenario reaches.
+
+* no catalog scenario at seed 1 reaches the situation any of the five situational planted bugs
+  needs (:class:`flk.impl.testing.planted.TriggerProbe` records it on the real core);
+* ``flk sim explore --swarm`` finds each of them within its stated run budget
+  (:data:`BUDGETS`), shrinks it, and the time to find it is written to
+  ``runs/explore-tier/time-to-find.json``;
+* the causality analysis of one found bug draws its plot;
+* liveness mode over a block of seeds finds no failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from flk.impl.testing import planted
+from flk.sim import api, causality, explore
+from flk.sim.scenario import list_scenarios
+
+pytestmark = [pytest.mark.explore,
+              pytest.mark.skipif(os.environ.get("FLK_EXPLORE_TIER") != "1",
+                                 reason="long exploration tier: set FLK_EXPLORE_TIER=1")]
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "runs" / "explore-tier"
+# the stated budget (swarm runs, safety mode, seeds from 1) within which each bug must be found
+BUDGETS = {
+    "rotation-outage-fail-open": 150,
+    "skew-outage-fail-open": 150,
+    "fourth-tenant-stale-replay": 20,
+    "record-race-fail-open": 300,
+    "skewed-replay-rewrites": 300,
+}
+
+
+@pytest.mark.parametrize("name", list_scenarios())
+def test_no_catalog_scenario_reaches_a_situational_bug_at_seed_1(name):
+    planted.TriggerProbe.fired = set()
+    api.run(name, seed=1, plots=False, core_cls=planted.TriggerProbe)
+    assert planted.TriggerProbe.fired == set()
+
+
+@pytest.mark.parametrize("plant", planted.SITUATIONAL_BUGS)
+def test_swarm_finds_the_planted_bug_within_its_budget(plant):
+    breaks = planted.PLANTED[plant].breaks
+    out = OUT / plant
+    s = explore.explore(budget_s=None, runs=BUDGETS[plant], mode="safety", out=out, plant=plant,
+                        stop_on=breaks, stop_after=1, shrink_runs=40)
+    found = [f for f in s["distinct_failures"] if f["check"] in breaks]
+    assert found, f"{plant} not found in {s['runs']} runs"
+    f = found[0]
+    clean = explore.run_seed((f["first_seed"], "safety", None, None, None))
+    assert f["check"] not in clean["failed"], "the seed fails without the bug: noise, not the bug"
+    OUT.mkdir(parents=True, exist_ok=True)
+    record = OUT / "time-to-find.json"
+    table = json.loads(record.read_text()) if record.exists() else {}
+    table[plant] = {"budget_runs": BUDGETS[plant], "found_after_runs": f["found_after_runs"],
+                    "found_after_cpu_s": f["found_after_cpu_s"], "found_after_wall_s": f["found_after_s"],
+                    "seed": f["first_seed"], "signature": f["signature"], "shrunk": f["shrunk"],
+                    "regression_candidate": f["regression_candidate"]}
+    record.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+
+
+def test_causality_plot_of_a_planted_bug():
+    plant = "rotation-outage-fail-open"
+    s = explore.explore(budget_s=None, runs=BUDGETS[plant], mode="safety", out=OUT / "causality-source",
+                        plant=plant, stop_on=("INV-NO-ACKED-LOSS",), stop_after=1, shrink_runs=0)
+    run_dir = next(f["run_dir"] for f in s["distinct_failures"] if f["check"] == "INV-NO-ACKED-LOSS")
+    c = causality.analyse(Path(run_dir), points=12, forks=12, workers=2, out=OUT / "causality")
+    assert Path(c["plot"]).stat().st_size > 5000
+    assert c["curve"][-1]["p"] >= c["curve"][0]["p"]
+    assert c["sentence"]
+
+
+def test_liveness_mode_block_has_no_failure():
+    s = explore.explore(budget_s=None, runs=40, mode="liveness", out=OUT / "liveness", shrink_runs=20)
+    assert s["runs"] == 40
+    assert [f for f in s["distinct_failures"] if not f["check"].startswith("SIM-ERROR")] == []
