@@ -47,14 +47,21 @@ def _inside(t: int, windows: list[tuple[int, int]]) -> bool:
     return any(a <= t <= b for a, b in windows)
 
 
+def _region_of(node) -> str:
+    """The region a topology node belongs to (``r1/objstore`` is r1's object store)."""
+    return str(node).split("/", 1)[0]
+
+
 def _partition_cut_replication(ev, data):
     regions = _regions(data)
-    return any(e["type"] == "net.drop" and e.get("src") in regions and e.get("dst") in regions for e in ev)
+    return any(e["type"] == "net.drop" and _region_of(e.get("src")) in regions and _region_of(e.get("dst")) in regions
+               and _region_of(e.get("src")) != _region_of(e.get("dst")) for e in ev)
 
 
 def _partition_cut_clients(ev, data):
     regions = _regions(data)
-    return any(e["type"] == "net.drop" and (e.get("src") in regions) != (e.get("dst") in regions) for e in ev)
+    return any(e["type"] == "net.drop" and (_region_of(e.get("src")) in regions) != (_region_of(e.get("dst")) in regions)
+               for e in ev)
 
 
 def _crash_lost_unsynced(ev, data):

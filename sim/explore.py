@@ -267,11 +267,9 @@ def run_seed(job: tuple) -> dict:
     return rec
 
 
-def _jobs(first_seed: int, mode: str, scenario: str | None, plant: str | None, runs_root: str | None) -> Iterator:
-    seed = first_seed
-    while True:
+def _jobs(seeds, mode: str, scenario: str | None, plant: str | None, runs_root: str | None) -> Iterator:
+    for seed in seeds:
         yield (seed, mode, scenario, plant, runs_root)
-        seed += 1
 
 
 def execute(jobs: Iterator, until: Callable[[int], bool], workers: int, scheduler: str | None,
@@ -331,9 +329,12 @@ class Failure:
     found_after_s: float = 0.0
     found_after_cpu_s: float = 0.0
     error: str | None = None  # a simulator error (SIM-ERROR): where it was raised
+    common_kinds: list[str] = field(default_factory=list)  # SIM-ERROR: fault kinds every seed showing it had
 
     @property
     def signature(self) -> str:
+        if self.error:
+            return f"{self.check} | faults in every such run: {'+'.join(self.common_kinds) or 'none'}"
         return f"{self.check} | {'+'.join(self.fault_kinds) or 'no fault'}"
 
     def as_dict(self) -> dict:
@@ -341,7 +342,8 @@ class Failure:
                 "seeds": self.seeds, "first_seed": self.seeds[0], "replay": self.replay, "run_dir": self.run_dir,
                 "regression_candidate": self.candidate, "shrink_runs": self.shrink_runs, "shrunk": self.shrunk,
                 "found_after_runs": self.found_after_runs, "found_after_s": round(self.found_after_s, 2),
-                "found_after_cpu_s": round(self.found_after_cpu_s, 2), "error": self.error}
+                "found_after_cpu_s": round(self.found_after_cpu_s, 2), "error": self.error,
+                "common_fault_kinds": self.common_kinds}
 
 
 def parse_budget(text: str) -> float:
@@ -377,16 +379,20 @@ def _shrink(rec: dict, check: str, max_runs: int, log) -> tuple[tuple[str, ...],
 
 def explore(budget_s: float | None = 60.0, runs: int | None = None, mode: str = "safety",
             scenario: str | None = None, workers: int = 1, scheduler: str | None = None, out: Path | None = None,
-            plant: str | None = None, first_seed: int = 1, shrink_runs: int = DEFAULT_SHRINK_RUNS,
+            plant: str | None = None, first_seed: int = 1, seeds: list[int] | None = None,
+            shrink_runs: int = DEFAULT_SHRINK_RUNS,
             stop_after: int | None = None, stop_on: tuple[str, ...] = (), determinism_sample: int = 0,
             log=None) -> dict:
     """Explore until ``budget_s`` wall seconds or ``runs`` runs (whichever comes first) or
-    ``stop_after`` distinct failures (of a check in ``stop_on`` when given); ``scenario`` None: swarm. Returns the summary (also written
+    ``stop_after`` distinct failures (of a check in ``stop_on`` when given); ``scenario`` None: swarm.
+    Seeds ``first_seed``, +1, ... or exactly ``seeds`` (then ``runs`` defaults to their count). Returns the summary (also written
     to ``out/summary.json`` with ``runs.jsonl``, the coverage files and the failures)."""
     from . import coverage
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    if seeds is not None:
+        runs = len(seeds) if runs is None else min(runs, len(seeds))
     if budget_s is None and runs is None:
         raise ValueError("give a budget or a run count")
     log = log or (lambda _m: None)
@@ -410,6 +416,19 @@ def explore(budget_s: float | None = 60.0, runs: int | None = None, mode: str = 
         if not rec["failed"]:
             return
         check = rec["failed"][0]
+        if rec.get("error"):  # a simulator error: one failure per place it is raised; the fault kinds
+            check = f"{check} at {rec['error'].rsplit(' at ', 1)[-1]}"  # every seed showing it shares
+            known = by_signature.get((check, ()))
+            if known is not None:
+                known.seeds.append(rec["seed"])
+                known.common_kinds = sorted(set(known.common_kinds) & set(rec["fault_kinds"]))
+                return
+            fail = Failure(check, (), [rec["seed"]], rec["replay"], None, found_after_runs=len(records),
+                           found_after_s=time.perf_counter() - t0, found_after_cpu_s=sum(r["cpu_s"] for r in records),
+                           error=rec["error"], common_kinds=list(rec["fault_kinds"]))
+            by_signature[(check, ())] = fail
+            log(f"explore: new failure {fail.signature} at seed {rec['seed']} (run {len(records)})")
+            return
         raw = (check, tuple(rec["fault_kinds"]))
         if raw in seen_raw:  # the same check with the same fault kinds: counted, not shrunk again
             seen_raw[raw].seeds.append(rec["seed"])
@@ -429,7 +448,10 @@ def explore(budget_s: float | None = 60.0, runs: int | None = None, mode: str = 
             by_signature[key] = fail
             log(f"explore: new failure {fail.signature} at seed {rec['seed']} (run {len(records)})")
 
-    execute(_jobs(first_seed, mode, scenario, plant, runs_root), until, workers, scheduler, on_record)
+    import itertools
+
+    order = iter(seeds) if seeds is not None else itertools.count(first_seed)
+    execute(_jobs(order, mode, scenario, plant, runs_root), until, workers, scheduler, on_record)
     wall = time.perf_counter() - t0
     records.sort(key=lambda r: r["seed"])
     cpu = sum(r["cpu_s"] for r in records)

@@ -39,6 +39,8 @@ def configure(sub) -> None:
     e.add_argument("--out", default="runs/explore", help="folder of the summary, runs.jsonl, coverage, failures")
     e.add_argument("--plant", default=None, metavar="NAME", help="plant a bug (flk.impl.testing.planted)")
     e.add_argument("--first-seed", type=int, default=1)
+    e.add_argument("--seeds", default=None, help="exactly these seeds, e.g. 1-100 or 3,17,42 (instead of "
+                   "--first-seed onwards)")
     e.add_argument("--shrink-runs", type=int, default=60, metavar="N", help="simulator runs per shrink (0: none)")
     e.add_argument("--stop-after", type=int, default=None, metavar="K", help="stop after K distinct failures")
     e.add_argument("--determinism", type=int, default=0, metavar="K",
@@ -75,10 +77,15 @@ def _explore(args) -> int:
         from flk.sim.scenario import load
 
         load(args.scenario)
+    from .cmd_sim import parse_seeds
+
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    if seeds is not None and args.budget is None:
+        budget = None
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     s = explore.explore(budget_s=budget, runs=args.runs, mode=args.mode, scenario=args.scenario,
                         workers=args.workers, scheduler=args.scheduler, out=Path(args.out), plant=args.plant,
-                        first_seed=args.first_seed, shrink_runs=args.shrink_runs, stop_after=args.stop_after,
+                        first_seed=args.first_seed, seeds=seeds, shrink_runs=args.shrink_runs, stop_after=args.stop_after,
                         determinism_sample=args.determinism, log=log)
     if args.json:
         print(json.dumps(s, sort_keys=True))
