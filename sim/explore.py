@@ -111,7 +111,7 @@ def _toml(value) -> str:
     return repr(value)
 
 
-def _fault(rng, kind: str, at: float, dur: float, regions: list[str], tenants: int) -> dict:
+def _fault(rng, kind: str, at: float, dur: float, regions: list[str], tenants: int, dedup: str = "memory") -> dict:
     target = regions[rng.randrange(len(regions))]
     f: dict = {"kind": kind, "at_s": at}
     if kind in ("rotate_key",):
@@ -135,8 +135,8 @@ def _fault(rng, kind: str, at: float, dur: float, regions: list[str], tenants: i
     f["target"] = target
     if kind == "clock_skew":
         f["skew_s"] = rng.choice((-60.0, -20.0, -5.0, 5.0, 20.0, 60.0))
-    elif kind == "shard_down":
-        f["shard"] = f"s{rng.randrange(3)}"
+    elif kind == "shard_down":  # a migrating store's new shard s3 (the one a migration fills) more often
+        f["shard"] = rng.choice(("s0", "s1", "s2", "s3", "s3", "s3")) if dedup == "migrating" else f"s{rng.randrange(3)}"
     elif kind == "store_latency":
         f["ms"] = rng.choice((20.0, 100.0, 400.0))
     elif kind == "disk_slow":
@@ -185,8 +185,10 @@ def draw(seed: int, mode: str = "safety") -> Drawn:
         for _ in range(1 if kind in ONCE else int(c["faults_per_kind"])):
             dur = round(rng.uniform(0.3, float(c["fault_duration_s"])), 1)
             latest = duration - (dur if mode == "liveness" else 0.0) - 0.2
+            if kind in ONCE:  # in the first half: later faults can land inside it
+                latest = duration / 2
             at = round(rng.uniform(0.5, max(0.6, latest)), 1)
-            faults.append(_fault(rng, kind, at, dur, regions, int(c["tenants"])))
+            faults.append(_fault(rng, kind, at, dur, regions, int(c["tenants"]), str(c["dedup"])))
     if mode == "liveness":  # every fault heals inside the workload phase
         for f in faults:
             if "duration_s" in f:
@@ -330,6 +332,7 @@ class Failure:
     found_after_cpu_s: float = 0.0
     error: str | None = None  # a simulator error (SIM-ERROR): where it was raised
     common_kinds: list[str] = field(default_factory=list)  # SIM-ERROR: fault kinds every seed showing it had
+    checks: list[str] = field(default_factory=list)  # every judged check the first run failed
 
     @property
     def signature(self) -> str:
@@ -338,7 +341,8 @@ class Failure:
         return f"{self.check} | {'+'.join(self.fault_kinds) or 'no fault'}"
 
     def as_dict(self) -> dict:
-        return {"signature": self.signature, "check": self.check, "fault_kinds": list(self.fault_kinds),
+        return {"signature": self.signature, "check": self.check, "checks": self.checks or [self.check],
+                "fault_kinds": list(self.fault_kinds),
                 "seeds": self.seeds, "first_seed": self.seeds[0], "replay": self.replay, "run_dir": self.run_dir,
                 "regression_candidate": self.candidate, "shrink_runs": self.shrink_runs, "shrunk": self.shrunk,
                 "found_after_runs": self.found_after_runs, "found_after_s": round(self.found_after_s, 2),
@@ -406,7 +410,7 @@ def explore(budget_s: float | None = 60.0, runs: int | None = None, mode: str = 
     def until(started: int) -> bool:
         if runs is not None and started >= runs:
             return True
-        wanted = [f for f in by_signature.values() if not stop_on or f.check in stop_on]
+        wanted = [f for f in by_signature.values() if not stop_on or set(f.checks) & set(stop_on)]
         if stop_after is not None and len(wanted) >= stop_after:
             return True
         return budget_s is not None and time.perf_counter() - t0 >= budget_s
@@ -435,7 +439,8 @@ def explore(budget_s: float | None = 60.0, runs: int | None = None, mode: str = 
             return
         fail = Failure(check, tuple(rec["fault_kinds"]), [rec["seed"]], rec["replay"], rec["run_dir"],
                        found_after_runs=len(records), found_after_s=time.perf_counter() - t0,
-                       found_after_cpu_s=sum(r["cpu_s"] for r in records), error=rec.get("error"))
+                       found_after_cpu_s=sum(r["cpu_s"] for r in records), error=rec.get("error"),
+                       checks=list(rec["failed"]))
         seen_raw[raw] = fail
         if rec["run_dir"] and shrink_runs > 0:
             kinds, cand, used, ok = _shrink(rec, check, shrink_runs, log)

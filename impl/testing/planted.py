@@ -123,19 +123,19 @@ class FourthTenantStaleReplay(_Situational):
             self.responses[item.pos] = Response(resp.status, resp.headers, resp.body + b" ")
 
 
-class RecordRaceFailOpen(_Situational):
-    """Mutant: when the put-if-absent after a good lookup fails (a store or shard outage between
-    the two calls, a dual write during a migration) for a batch mixing two or more tenants'
-    requests (a per-tenant retry path only a mixed batch takes), the requests are answered 200
-    as if stored; the records are lost. Needs a write-side store failure with several tenants."""
+class ThirdTenantReplayRewrites(_Situational):
+    """Mutant: on WAL replay, the answer of a tenant beyond the second (a replay path that keeps
+    two tenants' answers byte for byte and re-serialises the others) gets a re-serialised body.
+    Needs a crash and restart with three or more tenants' records in the WAL
+    (INV-IDEMPOTENT-REPLAY)."""
 
-    def triggered(self) -> bool:
-        return len({item.label for item in self._pending}) > 1
+    def triggered(self, item) -> bool:
+        return self.replay and item.tenant is not None and item.tenant.tenant_id not in ("t0", "t1")
 
-    def record_failed(self) -> None:
-        if self.triggered():
-            self._fail_open()
-        super().record_failed()
+    def _finish(self, item, resp, event, answer, digest="") -> None:
+        if resp.status in (200, 202) and self.triggered(item):
+            resp = Response(resp.status, resp.headers, resp.body + b"\n")
+        super()._finish(item, resp, event, answer, digest)
 
 
 class SkewedReplayRewrites(_Situational):
@@ -153,7 +153,7 @@ class SkewedReplayRewrites(_Situational):
         super()._finish(item, resp, event, answer, digest)
 
 
-SITUATIONAL = (RotationOutageFailOpen, SkewOutageFailOpen, FourthTenantStaleReplay, RecordRaceFailOpen,
+SITUATIONAL = (RotationOutageFailOpen, SkewOutageFailOpen, FourthTenantStaleReplay, ThirdTenantReplayRewrites,
                SkewedReplayRewrites)
 
 
@@ -172,10 +172,6 @@ class TriggerProbe(_Situational):
         self._note(SkewOutageFailOpen)
         super().lookup_failed()
 
-    def record_failed(self) -> None:
-        self._note(RecordRaceFailOpen)
-        super().record_failed()
-
     def _existing(self, item, stored) -> None:
         super()._existing(item, stored)
         if self.responses[item.pos].status in (200, 202):
@@ -184,6 +180,7 @@ class TriggerProbe(_Situational):
     def _finish(self, item, resp, event, answer, digest="") -> None:
         if resp.status in (200, 202):
             self._note(SkewedReplayRewrites)
+            self._note(ThirdTenantReplayRewrites, item)
         super()._finish(item, resp, event, answer, digest)
 
 
@@ -205,12 +202,12 @@ PLANTED: dict[str, PlantedBug] = {bug.name: bug for bug in (
           ("rotation-outage-fail-open", RotationOutageFailOpen, ("INV-NO-ACKED-LOSS",)),
           ("skew-outage-fail-open", SkewOutageFailOpen, ("INV-NO-ACKED-LOSS",)),
           ("fourth-tenant-stale-replay", FourthTenantStaleReplay, ("INV-NO-ACKED-LOSS",)),
-          ("record-race-fail-open", RecordRaceFailOpen, ("INV-NO-ACKED-LOSS",)),
+          ("third-tenant-replay-rewrites", ThirdTenantReplayRewrites, ("INV-IDEMPOTENT-REPLAY",)),
           ("skewed-replay-rewrites", SkewedReplayRewrites, ("INV-IDEMPOTENT-REPLAY",)))),
 )}
 # the bugs only exploration finds (flk sim explore --swarm): no catalog scenario reaches them at seed 1
 SITUATIONAL_BUGS = ("rotation-outage-fail-open", "skew-outage-fail-open", "fourth-tenant-stale-replay",
-                    "record-race-fail-open", "skewed-replay-rewrites")
+                    "third-tenant-replay-rewrites", "skewed-replay-rewrites")
 
 
 def world_kwargs(name: str) -> dict[str, Any]:
