@@ -88,7 +88,7 @@ def verdict(curve: list[dict], faults: list[dict]) -> dict:
     ordinal = {1: "first", 2: "second", 3: "third"}.get(nth, f"{nth}th")
     return {"certain_at_s": certain_at, "after_fault": last,
             "sentence": f"the failure became certain at t = {certain_at} s, after the {ordinal} {last['kind']} "
-                        f"(t = {float(last['at_s'])} s, {last.get('target', '')})".replace(", )", ")")}
+                        f"(t = {round(float(last['at_s']), 2)} s, {last.get('target', '')})".replace(", )", ")")}
 
 
 def analyse(run_dir: Path, points: int = 20, forks: int = 50, invariant: str | None = None, workers: int = 1,

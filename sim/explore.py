@@ -285,10 +285,11 @@ def execute(jobs: Iterator, until: Callable[[int], bool], workers: int, schedule
         distributed = require("dask.distributed")
         with distributed.Client(scheduler) as client:
             width = max(2, 2 * sum(w for w in client.nthreads().values()))
-            pending = distributed.as_completed()
+            first = []
             while started < width and not until(started):
-                pending.add(client.submit(run_seed, next(jobs), pure=False))
+                first.append(client.submit(run_seed, next(jobs), pure=False))
                 started += 1
+            pending = distributed.as_completed(first)
             for future in pending:
                 on_record(future.result())
                 if not until(started):

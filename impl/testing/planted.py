@@ -138,23 +138,27 @@ class ThirdTenantReplayRewrites(_Situational):
         super()._finish(item, resp, event, answer, digest)
 
 
-class SkewedReplayRewrites(_Situational):
-    """Mutant: on WAL replay, a record received while the region's clock ran ahead of where it is
-    now (a forward clock skew healed before a crash) is answered with a re-serialised body.
-    Needs a forward clock skew, its heal, then a crash and restart (INV-IDEMPOTENT-REPLAY)."""
+class RotationAcceptsBadSignatures(Verifier):
+    """Mutant: while a tenant's key rotation overlap is open (two keys verify), a signature that no
+    active key verifies is taken as the tenant's (a fallback meant for clients still signing with
+    the retired key). Needs bad-signature traffic inside a key rotation's overlap window
+    (INV-VERIFY-BEFORE-DEDUP)."""
 
-    def triggered(self) -> bool:
-        seen = self.v.__dict__.get("_plant_clock")
-        return self.replay and seen is not None and self.now > seen[0] + 5.0
+    @staticmethod
+    def triggered(who, tenant, now) -> bool:
+        return (isinstance(who, Response) and tenant is not None and b"bad-signature" in who.body
+                and len(tenant.active_keys(now)) > 1)
 
-    def _finish(self, item, resp, event, answer, digest="") -> None:
-        if resp.status in (200, 202) and self.triggered():
-            resp = Response(resp.status, resp.headers, resp.body + b"\n")
-        super()._finish(item, resp, event, answer, digest)
+    def authenticate(self, doc: dict, tenant, now: float):
+        who = super().authenticate(doc, tenant, now)
+        if self.triggered(who, tenant, now):
+            digest = hashlib.sha256(canonical_bytes(doc, "v1")).hexdigest()
+            return _Authenticated(tenant.tenant_id, VERSION_PROFILE[doc["version"]], digest)
+        return who
 
 
 SITUATIONAL = (RotationOutageFailOpen, SkewOutageFailOpen, FourthTenantStaleReplay, ThirdTenantReplayRewrites,
-               SkewedReplayRewrites)
+               RotationAcceptsBadSignatures)
 
 
 class TriggerProbe(_Situational):
@@ -179,8 +183,9 @@ class TriggerProbe(_Situational):
 
     def _finish(self, item, resp, event, answer, digest="") -> None:
         if resp.status in (200, 202):
-            self._note(SkewedReplayRewrites)
             self._note(ThirdTenantReplayRewrites, item)
+        if RotationAcceptsBadSignatures.triggered(resp, item.tenant, self.now):
+            TriggerProbe.fired.add(RotationAcceptsBadSignatures.__name__)
         super()._finish(item, resp, event, answer, digest)
 
 
@@ -197,17 +202,18 @@ PLANTED: dict[str, PlantedBug] = {bug.name: bug for bug in (
                ("INV-IDEMPOTENT-REPLAY", "INV-FWW"), {"core_cls": ReplayRewritesAnswer}),
     PlantedBug("accepts-bad-signatures", (AcceptsBadSignatures.__doc__ or "").split("\n")[0].strip(),
                ("INV-VERIFY-BEFORE-DEDUP",), {"verifier_cls": AcceptsBadSignatures}),
-    *(PlantedBug(name, (cls.__doc__ or "").split("\n")[0].strip(), breaks, {"core_cls": cls})
+    *(PlantedBug(name, (cls.__doc__ or "").split("\n")[0].strip(), breaks,
+                 {"verifier_cls" if issubclass(cls, Verifier) else "core_cls": cls})
       for name, cls, breaks in (
           ("rotation-outage-fail-open", RotationOutageFailOpen, ("INV-NO-ACKED-LOSS",)),
           ("skew-outage-fail-open", SkewOutageFailOpen, ("INV-NO-ACKED-LOSS",)),
           ("fourth-tenant-stale-replay", FourthTenantStaleReplay, ("INV-NO-ACKED-LOSS",)),
           ("third-tenant-replay-rewrites", ThirdTenantReplayRewrites, ("INV-IDEMPOTENT-REPLAY",)),
-          ("skewed-replay-rewrites", SkewedReplayRewrites, ("INV-IDEMPOTENT-REPLAY",)))),
+          ("rotation-accepts-bad-signatures", RotationAcceptsBadSignatures, ("INV-VERIFY-BEFORE-DEDUP",)))),
 )}
 # the bugs only exploration finds (flk sim explore --swarm): no catalog scenario reaches them at seed 1
 SITUATIONAL_BUGS = ("rotation-outage-fail-open", "skew-outage-fail-open", "fourth-tenant-stale-replay",
-                    "third-tenant-replay-rewrites", "skewed-replay-rewrites")
+                    "third-tenant-replay-rewrites", "rotation-accepts-bad-signatures")
 
 
 def world_kwargs(name: str) -> dict[str, Any]:

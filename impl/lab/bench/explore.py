@@ -5,7 +5,7 @@ bug) in this process, ``repeat`` times, and reports the medians: runs per core-h
 seconds of this process, so a loaded machine shows in wall time, not in this figure),
 simulated seconds per wall second and per CPU second. The same-run anchor is one catalog
 scenario (``client-partition`` seed 1) timed in the same process each repetition, so a figure
-can be read against the anchor on another day or machine. ``--quick``: 4 seeds, else 24.
+can be read against the anchor on another day or machine. ``--quick``: 2 seeds, else 24.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 
-QUICK_SEEDS = 4
+QUICK_SEEDS = 2
 FULL_SEEDS = 24
 ANCHOR = "client-partition"
 
