@@ -221,6 +221,8 @@ def draw(seed: int, mode: str = "safety") -> Drawn:
         "slo=[]",
         "alerts.silent=[]",
     ]
+    if mode == "liveness" and "agent_crash" in kinds:  # delivery after an agent crash needs its outbox
+        o.append("workload.outbox=true")
     return Drawn(seed, mode, o, c, faults)
 
 
