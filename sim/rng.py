@@ -33,6 +33,15 @@ class Streams:
             self._streams[name] = rng
         return rng
 
+    def fork(self, label: int | str) -> None:
+        """Fresh randomness from here on (``flk sim causality``): every stream, those already
+        handed out (reseeded in place: their holders keep the same object) and those made later,
+        now derives from ``(seed, "fork/<label>")``. What was drawn before stays as it was, so a
+        run forked at simulated time t has the same prefix as the unforked run up to t."""
+        self.seed = derive_seed(self.seed, f"fork/{label}")
+        for name, rng in self._streams.items():
+            rng.seed(derive_seed(self.seed, name))
+
 
 def sample(dist: Mapping | float | int | None, rng: random.Random, default: float = 0.0) -> float:
     """Draw from a distribution given as data.

@@ -22,7 +22,7 @@ COMMANDS: dict[str, str] = {
     "serve": "run the deployable verifier server (ASGI, SQLite by default)",
     "agent": "build PCS from event streams, submit them, generate load",
     "sim": "deterministic chaos/DR simulator: list, run, validate, reference, topology, replay, sweep, diff, "
-           "shrink, report, calibrate",
+           "shrink, report, calibrate, explore, coverage, causality",
     "prove": "run the Z3/Hypothesis proofs of the invariants",
     "conformance": "conformance kit: vectors via an adapter, server black-box suite",
     "bench": "benchmarks; prints one JSON object of named figures with --json",

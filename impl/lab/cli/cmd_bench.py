@@ -22,6 +22,7 @@ BENCHES = {
     "model": "exhaustive model checking: default and larger scope, with and without symmetry",
     "restart": "flk serve restart time with 1,000,000 inbox WAL records: checkpoints + retention vs full replay",
     "metrics": "/metrics at 10,000 tenants: scrape time and size, live requests' worst latency during scrapes",
+    "explore": "swarm exploration: runs per core-hour, simulated seconds per wall second (anchor: client-partition)",
 }
 
 

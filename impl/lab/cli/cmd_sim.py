@@ -27,7 +27,9 @@
 * ``flk sim calibrate NAME --seeds 1-10 --real-runs 3`` -- the simulator's figures beside a real
   cluster's (``flk cluster``), per figure with ratio and verdict; exit 1 on a mismatch;
 * ``flk sim report RUN_DIR ... [--out FILE]`` -- the styled, self-contained HTML report of
-  finished runs (default ``RUN_DIR/report.html`` for one run, ``runs/report.html`` for several).
+  finished runs (default ``RUN_DIR/report.html`` for one run, ``runs/report.html`` for several);
+* ``flk sim explore``, ``flk sim coverage``, ``flk sim causality`` -- exploration at scale
+  (:mod:`flk.impl.lab.cli.cmd_explore`).
 
 ``flk sim run --plant NAME`` runs with a planted bug from ``flk.impl.testing.planted`` (for
 checker and shrink demonstrations); the run directory records it, so replay and shrink plant it again.
@@ -107,6 +109,9 @@ def configure(p) -> None:
     from .cmd_cluster import configure_calibrate
 
     configure_calibrate(sub)
+    from . import cmd_explore
+
+    cmd_explore.configure(sub)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -309,6 +314,10 @@ def run(args) -> int:
             return _shrink(args)
         if args.sim_cmd == "report":
             return _report(args)
+        if args.sim_cmd in ("explore", "coverage", "causality"):
+            from . import cmd_explore
+
+            return cmd_explore.run(args)
         if args.sim_cmd == "calibrate":
             from .cmd_cluster import run_calibrate
 
