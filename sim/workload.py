@@ -31,6 +31,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from functools import partial
+from json.encoder import encode_basestring
 
 import numpy as np
 from simpy.events import URGENT
@@ -38,13 +39,17 @@ from simpy.events import URGENT
 from flk.impl.agent import builder as agent_mod
 from flk.impl.agent import factory
 from flk.impl.agent.client import (
+    UNSIGNED_FIELDS,
     Done,
     HttpAnswer,
+    Prepared,
     RetryPolicy,
     Send,
     Submission,
     TransportFailure,
     Wait,
+    compact_json,
+    prepare,
 )
 from flk.impl.agent.factory import tenant_key
 from flk.impl.agent.outbox import Outbox
@@ -71,6 +76,41 @@ def make_templates(seed: int, count: int = 4) -> list[dict]:
 
 
 UNTRUSTED_KINDS = (*BAD_SIG_KINDS, "conflict", "out_of_policy")
+IDENTITY_FIELDS = ("pcs_id", "shard_id", "epoch", "merkle_root", "sig")  # what PcsFactory.new changes
+
+
+class _BodySkeleton:
+    """The request body prefix (:class:`Prepared`'s ``head``) of PCS made from one template:
+    the compact JSON of every template field, encoded once, with holes for the identity
+    fields that differ per PCS (in the dict's key order: the template's, then ``sig``)."""
+
+    __slots__ = ("parts", "holes")
+
+    def __init__(self, base: dict) -> None:
+        keys = [k for k in base if k not in UNSIGNED_FIELDS]
+        if "sig" not in base:
+            keys.append("sig")
+        self.parts: list[str] = []  # constant text before each hole, then the tail
+        self.holes: list[str] = []
+        text = "{"
+        for i, key in enumerate(keys):
+            text += ("," if i else "") + encode_basestring(key) + ":"
+            if key in IDENTITY_FIELDS:
+                self.parts.append(text)
+                self.holes.append(key)
+                text = ""
+            else:
+                text += compact_json(base[key])
+        self.parts.append(text + ',"attempt":')
+
+    def prepared(self, pcs: dict) -> Prepared:
+        parts, out = self.parts, []
+        for i, key in enumerate(self.holes):
+            value = pcs[key]
+            out.append(parts[i])
+            out.append(encode_basestring(value) if value.__class__ is str else compact_json(value))
+        out.append(parts[-1])
+        return Prepared(pcs["pcs_id"], canonical_bytes(pcs), "".join(out).encode("utf-8"))
 
 
 @dataclass
@@ -87,11 +127,27 @@ class PcsFactory:
             key = self._keys[(tenant, gen)] = tenant_key(self.base_key, tenant, gen)
         return key
 
+    def __post_init__(self) -> None:
+        self._bodies = [_BodySkeleton(dict(t, sig_alg="hmac")) for t in self.templates]
+        self._last: tuple[dict, _BodySkeleton] | None = None  # the PCS new() made last and its skeleton
+
     def new(self, rng, tenant: str, shard_id: str, epoch: int) -> dict:
-        template = self.templates[rng.randrange(len(self.templates))]
+        i = rng.randrange(len(self.templates))
         root = f"{rng.getrandbits(256):064x}"
-        pcs = dict(template, sig_alg="hmac")
-        return factory.with_identity(pcs, self.key_for(tenant), root=root, shard_id=shard_id, epoch=epoch)
+        pcs = dict(self.templates[i], sig_alg="hmac")
+        pcs = factory.with_identity(pcs, self.key_for(tenant), root=root, shard_id=shard_id, epoch=epoch)
+        self._last = (pcs, self._bodies[i])
+        return pcs
+
+    def prepared(self, pcs: dict) -> Prepared:
+        """``client.prepare(pcs)``; for the PCS :meth:`new` made last (unchanged: the simulator
+        never edits a PCS it made) from its template's body skeleton, without encoding the
+        template's fields again (tests/sim/test_fast_paths.py: the same bytes)."""
+        last = self._last
+        if last is not None and last[0] is pcs:
+            self._last = None
+            return last[1].prepared(pcs)
+        return prepare(pcs)
 
     def conflicting(self, pcs: dict, tenant: str) -> dict:
         """Same pcs_id, another payload (coh-star nudged), validly signed."""
@@ -315,7 +371,8 @@ class Delivery:
         world = agent.world
         # behind the routing layer the client knows one name; the router picks the region per send
         urls = [agent.urls[0]] if world.router is not None else agent.urls
-        self.sub = Submission(pcs, urls, rng=agent.rng, policy=agent.policy, tenant=agent.tenant)
+        self.sub = Submission(world.factory.prepared(pcs), urls, rng=agent.rng, policy=agent.policy,
+                              tenant=agent.tenant)
         self.digest = hashlib.sha256(self.sub.signed_bytes).hexdigest()  # == payload_digest(pcs)
         self.target = None
         self.attempt = 0  # the attempt waiting for its answer (0: none)
