@@ -103,8 +103,9 @@ def _line_maker(shape: tuple, first, by_position: bool = False):
     return ns["make"]
 
 
-def _row_recorder(history: History, type: str, names: tuple[str, ...]):  # noqa: A002
-    """The function :meth:`History.recorder` gives a digest-only history: one frame per event,
+def _row_recorder(history: History, type: str, names: tuple[str, ...], many: bool = False):  # noqa: A002
+    """The function :meth:`History.recorder` gives a digest-only history (``many``: the loop
+    :meth:`History.record_many` runs, ``(t, rows)``): one frame per event,
     the keys sorted once, the event type written as a constant, each value inline when it is a
     str (escaped) or an int, else through :func:`_value` -- the text of ``_dumps``."""
     keys = sorted({"t_us", "type", *names})
@@ -118,18 +119,31 @@ def _row_recorder(history: History, type: str, names: tuple[str, ...]):  # noqa:
             head += _json_encoder.encode_basestring(type)
         ns[f"P{i}"] = head  # constant text travels as a name, never inside the source
         if key == "t_us":
-            value = "{round(t * 1000000)}"
+            value = "{t_us}" if many else "{round(t * 1000000)}"
         elif key == "type":
             value = ""
         else:
             a = args[names.index(key)]
             value = f"{{S({a}) if {a}.__class__ is str else {a} if {a}.__class__ is int else V({a})}}"
         parts.append(f"{{P{i}}}{value}")
-    src = (f"def rec(t, {', '.join(args)}):\n"
-           f"    pending.append(f'{''.join(parts)}}}}}')\n"
-           "    history.count += 1\n"
-           f"    if len(pending) >= {_HASH_BATCH}:\n"
-           "        fold()\n")
+    line = f"f'{''.join(parts)}}}}}'"
+    if many:  # every row at one time: one loop, the count added once
+        src = (f"def rec(t, rows):\n"
+               "    n, t_us = 0, round(t * 1000000)\n"
+               f"    for {', '.join(args) + ',' if args else '()'} in rows:\n"
+               f"        pending.append({line})\n"
+               "        n += 1\n"
+               f"        if len(pending) >= {_HASH_BATCH}:\n"
+               "            history.count += n\n"
+               "            n = 0\n"
+               "            fold()\n"
+               "    history.count += n\n")
+    else:
+        src = (f"def rec(t, {', '.join(args)}):\n"
+               f"    pending.append({line})\n"
+               "    history.count += 1\n"
+               f"    if len(pending) >= {_HASH_BATCH}:\n"
+               "        fold()\n")
     exec(src, ns)  # noqa: S102 - source built above from indexes only (text travels as constants)
     return ns["rec"]
 
@@ -215,16 +229,9 @@ class History:
             for row in rows:
                 self.record(t, type, **dict(zip(names, row, strict=True)))
             return
-        t_us, shape = int(round(t * 1_000_000)), ("#row", type, *names)
-        make = _LINE_MAKERS.get(shape)
-        pending = self._unhashed
-        for row in rows:
-            if make is None:
-                make = _LINE_MAKERS[shape] = _line_maker((type, *names), row, by_position=True)
-            pending.append(make(t_us, type, row))
-            self.count += 1
-            if len(pending) >= _HASH_BATCH:
-                self._fold()
+        if len(set(names)) != len(names) or "type" in names:
+            raise ValueError(f"field names must be distinct and not 'type': {names}")
+        _row_recorder(self, type, tuple(names), many=True)(t, rows)
 
     def _fold(self) -> None:
         pending = self._unhashed

@@ -69,6 +69,20 @@ def body_sha(body: bytes) -> str:
     return sha
 
 
+def _replay_and_retry_after(headers) -> tuple[bool, str | None]:
+    """``(header("Idempotent-Replayed") == "true", header("Retry-After"))`` of an answer's
+    headers in one pass (the first of each name, case-insensitive, as ``Response.header``)."""
+    replay = retry_after = None
+    for key, value in headers:
+        name = key.lower()
+        if name == "idempotent-replayed":
+            if replay is None:
+                replay = value
+        elif name == "retry-after" and retry_after is None:
+            retry_after = value
+    return replay == "true", retry_after
+
+
 def _wake(sleeper: list, region, _timer) -> None:
     """A sleeping batch thread's deadline: wake it unless a full batch did first."""
     gen = sleeper[0]
@@ -338,15 +352,16 @@ class Region:
         limiter = self.admission.limiter
         # every request that authenticated reached the dedup step (its key), whatever the store said
         keys = {item.pos: [item.who.tenant_id, item.pcs_id] for item in batch.items if item.who is not None}
+        now, responses, served = env.now, batch.responses, self.served
         for pos, (p, d, started) in enumerate(jobs):
-            resp = batch.responses[pos]
+            resp = responses[pos]
             self.inflight -= 1
-            limiter.release(env.now, env.now - started, ok=resp.status != 503)
-            key = keys.get(pos)
-            if self.served is not None:
-                self.served.append((env.now - started, resp.status, resp.header("Idempotent-Replayed") == "true"))
-            self._respond(p, d, resp.status, resp.header("Idempotent-Replayed") == "true", resp.body, key,
-                          retry_after=resp.header("Retry-After"))
+            status = resp.status
+            limiter.release(now, now - started, ok=status != 503)
+            replay, retry_after = _replay_and_retry_after(resp.headers)
+            if served is not None:
+                served.append((now - started, status, replay))
+            self._respond(p, d, status, replay, resp.body, keys.get(pos), retry_after=retry_after)
         self.wal.note_answers(batch.notes())
         return True
 

@@ -108,7 +108,9 @@ class _BodySkeleton:
         for i, key in enumerate(self.holes):
             value = pcs[key]
             out.append(parts[i])
-            out.append(encode_basestring(value) if value.__class__ is str else compact_json(value))
+            kind = value.__class__
+            out.append(encode_basestring(value) if kind is str else int.__repr__(value) if kind is int else
+                       compact_json(value))
         out.append(parts[-1])
         return Prepared(pcs["pcs_id"], canonical_bytes(pcs), "".join(out).encode("utf-8"))
 
