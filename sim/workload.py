@@ -54,6 +54,7 @@ from flk.impl.agent.client import (
 from flk.impl.agent.factory import tenant_key
 from flk.impl.agent.outbox import Outbox
 from flk.impl.core.canonical import canonical_bytes
+from flk.impl.core.pcs import check_epoch, check_shard_id, pcs_id_of_checked
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .metrics import BAD_SIG_KINDS
@@ -132,12 +133,21 @@ class PcsFactory:
     def __post_init__(self) -> None:
         self._bodies = [_BodySkeleton(dict(t, sig_alg="hmac")) for t in self.templates]
         self._last: tuple[dict, _BodySkeleton] | None = None  # the PCS new() made last and its skeleton
+        self._checked: set[tuple[str, int]] = set()  # (shard_id, epoch) pairs that passed the pcs_id checks
 
     def new(self, rng, tenant: str, shard_id: str, epoch: int) -> dict:
         i = rng.randrange(len(self.templates))
         root = f"{rng.getrandbits(256):064x}"
         pcs = dict(self.templates[i], sig_alg="hmac")
-        pcs = factory.with_identity(pcs, self.key_for(tenant), root=root, shard_id=shard_id, epoch=epoch)
+        # factory.with_identity's document (tests/sim/test_fast_paths.py), its checks once per
+        # (shard_id, epoch): the root is 64 hex digits by construction
+        if (shard_id, epoch) not in self._checked:
+            check_epoch(epoch)
+            check_shard_id(shard_id)
+            self._checked.add((shard_id, epoch))
+        pcs["merkle_root"], pcs["shard_id"], pcs["epoch"] = root, shard_id, epoch
+        pcs["pcs_id"] = pcs_id_of_checked(root, epoch, shard_id)
+        pcs = factory.sign(pcs, self.key_for(tenant))
         self._last = (pcs, self._bodies[i])
         return pcs
 
@@ -201,6 +211,7 @@ class Agent:
         self.policy = RetryPolicy(base=w["backoff_base_ms"] / 1000.0, cap=w["backoff_cap_ms"] / 1000.0,
                                   max_attempts=int(w["max_attempts"]), max_retry_after=30.0)
         self.mailbox = world.net.register(self.id, group="clients", handler=self.on_message)
+        self.attempt_timeout = float(w["timeout_ms"]) / 1000.0  # an attempt's answer timeout, seconds
         h = world.history  # the per-attempt events, field order fixed (History.recorder)
         self._rec_send = h.recorder("client.send", ("req", "attempt", "agent", "tenant", "pcs_id", "digest", "kind",
                                                     "region"))
@@ -365,7 +376,7 @@ class Delivery:
     (:meth:`Agent.on_message`) or its timeout, whichever comes first; a backoff is one
     timeout. No SimPy process, no event per answer."""
 
-    __slots__ = ("agent", "req", "kind", "pcs", "seq", "inc", "sub", "digest", "target", "attempt", "timeout")
+    __slots__ = ("agent", "req", "kind", "pcs", "seq", "inc", "sub", "digest", "target", "attempt")
 
     def __init__(self, agent: Agent, req: int, kind: str, pcs: dict, seq: int | None) -> None:
         self.agent, self.req, self.kind, self.pcs, self.seq = agent, req, kind, pcs, seq
@@ -378,7 +389,6 @@ class Delivery:
         self.digest = hashlib.sha256(self.sub.signed_bytes).hexdigest()  # == payload_digest(pcs)
         self.target = None
         self.attempt = 0  # the attempt waiting for its answer (0: none)
-        self.timeout = float(agent.w["timeout_ms"]) / 1000.0
 
     def start(self) -> None:
         self._act(self.sub.start(self.agent.world.clock()))
@@ -397,7 +407,7 @@ class Delivery:
             world.net.send(agent.id, target, "submit",
                            {"req": self.req, "attempt": attempt, "inc": self.inc, "body": action.body,
                             "tenant": agent.tenant, "reply_to": agent.id}, size=len(action.body))
-            env.timeout(self.timeout).callbacks.append(partial(self._expired, attempt))
+            env.timeout(agent.attempt_timeout).callbacks.append(partial(self._expired, attempt))
         elif isinstance(action, Wait):
             env.timeout(action.delay).callbacks.append(self._waited)
         else:

@@ -4,8 +4,8 @@
 * ``History.recorder(type, names)`` writes the lines (and digest) of ``History.record``;
 * the network's per-route fast send keeps the draws of the general path (a lossy,
   duplicating, reordering link gives the same deliveries either way);
-* ``PcsFactory.prepared`` (a new PCS's body from its template's skeleton) gives what the
-  client's ``prepare`` gives.
+* ``PcsFactory.new`` makes ``factory.with_identity``'s document, and ``PcsFactory.prepared``
+  (a new PCS's body from its template's skeleton) gives what the client's ``prepare`` gives.
 """
 
 from __future__ import annotations
@@ -107,8 +107,15 @@ def test_prepared_from_the_skeleton_is_what_prepare_gives(seed, tenant, shard_id
 
     if not _TEMPLATES:
         _TEMPLATES.extend(make_templates(1))
+    from flk.impl.agent import factory
+
     f = PcsFactory(_TEMPLATES, b"base")
     pcs = f.new(random.Random(seed), tenant, shard_id, epoch)
+    rng = random.Random(seed)  # the reference document from the same draws
+    template = _TEMPLATES[rng.randrange(len(_TEMPLATES))]
+    ref = factory.with_identity(dict(template, sig_alg="hmac"), f.key_for(tenant), root=f"{rng.getrandbits(256):064x}",
+                                shard_id=shard_id, epoch=epoch)
+    assert pcs == ref and list(pcs) == list(ref)
     if kind != "valid":  # another document: the plain path
         pcs = {"bad_sig": f.bad_sig, "tampered": f.tampered}.get(kind, lambda p: f.conflicting(p, tenant))(pcs)
     assert f.prepared(pcs) == prepare(pcs)
