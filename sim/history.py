@@ -103,6 +103,51 @@ def _line_maker(shape: tuple, first, by_position: bool = False):
     return ns["make"]
 
 
+def _row_recorder(history: History, type: str, names: tuple[str, ...], many: bool = False):  # noqa: A002
+    """The function :meth:`History.recorder` gives a digest-only history (``many``: the loop
+    :meth:`History.record_many` runs, ``(t, rows)``): one frame per event,
+    the keys sorted once, the event type written as a constant, each value inline when it is a
+    str (escaped) or an int, else through :func:`_value` -- the text of ``_dumps``."""
+    keys = sorted({"t_us", "type", *names})
+    args = [f"a{i}" for i in range(len(names))]
+    ns = {"S": _json_encoder.encode_basestring, "V": _value, "pending": history._unhashed, "history": history,
+          "fold": history._fold}
+    parts = []
+    for i, key in enumerate(keys):
+        head = ("{" if i == 0 else ",") + _json_encoder.encode_basestring(key) + ":"
+        if key == "type":
+            head += _json_encoder.encode_basestring(type)
+        ns[f"P{i}"] = head  # constant text travels as a name, never inside the source
+        if key == "t_us":
+            value = "{t_us}" if many else "{round(t * 1000000)}"
+        elif key == "type":
+            value = ""
+        else:
+            a = args[names.index(key)]
+            value = f"{{S({a}) if {a}.__class__ is str else {a} if {a}.__class__ is int else V({a})}}"
+        parts.append(f"{{P{i}}}{value}")
+    line = f"f'{''.join(parts)}}}}}'"
+    if many:  # every row at one time: one loop, the count added once
+        src = (f"def rec(t, rows):\n"
+               "    n, t_us = 0, round(t * 1000000)\n"
+               f"    for {', '.join(args) + ',' if args else '()'} in rows:\n"
+               f"        pending.append({line})\n"
+               "        n += 1\n"
+               f"        if len(pending) >= {_HASH_BATCH}:\n"
+               "            history.count += n\n"
+               "            n = 0\n"
+               "            fold()\n"
+               "    history.count += n\n")
+    else:
+        src = (f"def rec(t, {', '.join(args)}):\n"
+               f"    pending.append({line})\n"
+               "    history.count += 1\n"
+               f"    if len(pending) >= {_HASH_BATCH}:\n"
+               "        fold()\n")
+    exec(src, ns)  # noqa: S102 - source built above from indexes only (text travels as constants)
+    return ns["rec"]
+
+
 class History:
     """Append-only list of events with a running digest."""
 
@@ -173,22 +218,9 @@ class History:
                 record(t, type, **dict(zip(names, values, strict=True)))
 
             return rec
-        shape, makers, pending = ("#row", type, *names), _LINE_MAKERS, self._unhashed
         if len(set(names)) != len(names) or "type" in names:
             raise ValueError(f"field names must be distinct and not 'type': {names}")
-
-        def rec(t: float, *values) -> None:
-            make = makers.get(shape)
-            if make is None:
-                make = makers[shape] = _line_maker((type, *names), values, by_position=True)
-            if len(values) != len(names):
-                raise TypeError(f"{type}: {len(names)} values expected, got {len(values)}")
-            pending.append(make(int(round(t * 1_000_000)), type, values))
-            self.count += 1
-            if len(pending) >= _HASH_BATCH:
-                self._fold()
-
-        return rec
+        return _row_recorder(self, type, names)
 
     def record_many(self, t: float, type: str, names: tuple[str, ...], rows: Iterable[tuple]) -> None:  # noqa: A002
         """``record(t, type, **dict(zip(names, row)))`` for every row (the final state:
@@ -197,16 +229,9 @@ class History:
             for row in rows:
                 self.record(t, type, **dict(zip(names, row, strict=True)))
             return
-        t_us, shape = int(round(t * 1_000_000)), ("#row", type, *names)
-        make = _LINE_MAKERS.get(shape)
-        pending = self._unhashed
-        for row in rows:
-            if make is None:
-                make = _LINE_MAKERS[shape] = _line_maker((type, *names), row, by_position=True)
-            pending.append(make(t_us, type, row))
-            self.count += 1
-            if len(pending) >= _HASH_BATCH:
-                self._fold()
+        if len(set(names)) != len(names) or "type" in names:
+            raise ValueError(f"field names must be distinct and not 'type': {names}")
+        _row_recorder(self, type, tuple(names), many=True)(t, rows)
 
     def _fold(self) -> None:
         pending = self._unhashed

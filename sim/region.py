@@ -69,10 +69,26 @@ def body_sha(body: bytes) -> str:
     return sha
 
 
-def _wake(event, _timer) -> None:
-    """A sleeping batch process's deadline: wake it unless a full batch did first."""
-    if not event.triggered:
-        event.succeed()
+def _replay_and_retry_after(headers) -> tuple[bool, str | None]:
+    """``(header("Idempotent-Replayed") == "true", header("Retry-After"))`` of an answer's
+    headers in one pass (the first of each name, case-insensitive, as ``Response.header``)."""
+    replay = retry_after = None
+    for key, value in headers:
+        name = key.lower()
+        if name == "idempotent-replayed":
+            if replay is None:
+                replay = value
+        elif name == "retry-after" and retry_after is None:
+            retry_after = value
+    return replay == "true", retry_after
+
+
+def _wake(sleeper: list, region, _timer) -> None:
+    """A sleeping batch thread's deadline: wake it unless a full batch did first."""
+    gen = sleeper[0]
+    if gen is not None:
+        sleeper[0] = None
+        region._drive(gen)
 
 
 MAX_BATCH = 256  # the server's batch size (flk.impl.server.batchdriver.BatchDriver)
@@ -145,8 +161,8 @@ class Region:
         self.guarded = GuardedStore(self.store, self.admission.breaker, lambda: self.env.now)
         self.formation = BatchFormation(float(self.cfg["group_commit_ms"]) / 1000.0, MAX_BATCH)
         self.queue: list = []  # (payload, delivery number, arrival) waiting for a batch
-        self.batch_wake = None  # an event the sleeping batch process waits on besides its deadline
-        self.batching = False  # the batch process runs
+        self.sleeper: list | None = None  # [the sleeping batch thread] (None once woken)
+        self.batching = False  # the batch thread runs
         self.seal_lock.held = False
 
     def now(self) -> float:
@@ -249,21 +265,47 @@ class Region:
         self.formation.add(env.now)
         if not self.batching:
             self.batching = True
-            env.process(self._batches(self.incarnation))
-        elif self.batch_wake is not None and self.formation.due(env.now) and not self.batch_wake.triggered:
-            self.batch_wake.succeed()  # a full batch: do not sleep out the delay
+            self._drive(self._batches(self.incarnation))
+        else:
+            sleeper = self.sleeper
+            if sleeper is not None and sleeper[0] is not None and self.formation.due(env.now):
+                # a full batch: do not sleep out the delay (woken by an event at this time, after
+                # what is already due now, as a woken process would be)
+                gen, sleeper[0] = sleeper[0], None
+                wake = env.event()
+                wake.callbacks.append(partial(self._resume, gen))
+                wake.succeed()
+
+    def _drive(self, gen, _event=None) -> None:
+        """Run the batch thread ``gen`` to its next wait: a SimPy event resumes it through its
+        callback, a float (a sleep until the next batch is due) through :meth:`_sleep`. A light
+        stand-in for a SimPy process (no process, start or end events; the same order of steps)."""
+        try:
+            waiting = gen.send(None)
+        except StopIteration:
+            return
+        if waiting.__class__ is float:
+            self._sleep(gen, waiting)
+        else:
+            waiting.callbacks.append(partial(self._drive, gen))
+
+    def _resume(self, gen, _event=None) -> None:
+        self._drive(gen)
+
+    def _sleep(self, gen, delay: float) -> None:
+        """The batch thread sleeps ``delay``: its deadline's timeout wakes it, unless a full
+        batch (:meth:`handle`) did first."""
+        sleeper = self.sleeper = [gen]
+        self.env.timeout(delay).callbacks.append(partial(_wake, sleeper, self))
 
     def _batches(self, inc: int):
-        """The batch thread: sleep until a batch is due (BatchFormation), run it, until idle."""
+        """The batch thread: sleep until a batch is due (BatchFormation), run it, until idle
+        (driven by :meth:`_drive`; it yields SimPy events, or a float to sleep)."""
         env, formation = self.env, self.formation
         while (deadline := formation.deadline()) is not None:
             if not formation.due(env.now):
-                # one event wakes the process: the deadline's timeout succeeds it, or a full batch
-                # (handle) does first; no Condition (the same order of wake-ups, fewer events)
-                wake = self.batch_wake = env.event()
-                env.timeout(max(0.0, deadline - env.now)).callbacks.append(partial(_wake, wake))
-                yield wake
-                self.batch_wake = None
+                yield max(0.0, deadline - env.now)
+                self.sleeper = None
                 if inc != self.incarnation:
                     return
                 continue
@@ -310,15 +352,16 @@ class Region:
         limiter = self.admission.limiter
         # every request that authenticated reached the dedup step (its key), whatever the store said
         keys = {item.pos: [item.who.tenant_id, item.pcs_id] for item in batch.items if item.who is not None}
+        now, responses, served = env.now, batch.responses, self.served
         for pos, (p, d, started) in enumerate(jobs):
-            resp = batch.responses[pos]
+            resp = responses[pos]
             self.inflight -= 1
-            limiter.release(env.now, env.now - started, ok=resp.status != 503)
-            key = keys.get(pos)
-            if self.served is not None:
-                self.served.append((env.now - started, resp.status, resp.header("Idempotent-Replayed") == "true"))
-            self._respond(p, d, resp.status, resp.header("Idempotent-Replayed") == "true", resp.body, key,
-                          retry_after=resp.header("Retry-After"))
+            status = resp.status
+            limiter.release(now, now - started, ok=status != 503)
+            replay, retry_after = _replay_and_retry_after(resp.headers)
+            if served is not None:
+                served.append((now - started, status, replay))
+            self._respond(p, d, status, replay, resp.body, keys.get(pos), retry_after=retry_after)
         self.wal.note_answers(batch.notes())
         return True
 

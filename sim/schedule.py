@@ -107,7 +107,7 @@ def _submit(world, item: dict, k: int):
     signature = item.get("signature", "good")
     doc = pcs_for(world, agent.tenant, int(item.get("pcs", 1)), int(item.get("payload", 1)), signature)
     kind = "valid" if signature == "good" else "bad_sig"
-    world.env.process(agent.deliver(world.next_request_id(), kind, doc, None))
+    agent.deliver_later(world.next_request_id(), kind, doc, None)
 
 
 def _fresh(world, rep) -> None:

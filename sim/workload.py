@@ -31,23 +31,30 @@ import json
 import math
 from dataclasses import dataclass, field
 from functools import partial
+from json.encoder import encode_basestring
 
 import numpy as np
+from simpy.events import URGENT
 
 from flk.impl.agent import builder as agent_mod
 from flk.impl.agent import factory
 from flk.impl.agent.client import (
+    UNSIGNED_FIELDS,
     Done,
     HttpAnswer,
+    Prepared,
     RetryPolicy,
     Send,
     Submission,
     TransportFailure,
     Wait,
+    compact_json,
+    prepare,
 )
 from flk.impl.agent.factory import tenant_key
 from flk.impl.agent.outbox import Outbox
 from flk.impl.core.canonical import canonical_bytes
+from flk.impl.core.pcs import check_epoch, check_shard_id, pcs_id_of_checked
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .metrics import BAD_SIG_KINDS
@@ -70,6 +77,43 @@ def make_templates(seed: int, count: int = 4) -> list[dict]:
 
 
 UNTRUSTED_KINDS = (*BAD_SIG_KINDS, "conflict", "out_of_policy")
+IDENTITY_FIELDS = ("pcs_id", "shard_id", "epoch", "merkle_root", "sig")  # what PcsFactory.new changes
+
+
+class _BodySkeleton:
+    """The request body prefix (:class:`Prepared`'s ``head``) of PCS made from one template:
+    the compact JSON of every template field, encoded once, with holes for the identity
+    fields that differ per PCS (in the dict's key order: the template's, then ``sig``)."""
+
+    __slots__ = ("parts", "holes")
+
+    def __init__(self, base: dict) -> None:
+        keys = [k for k in base if k not in UNSIGNED_FIELDS]
+        if "sig" not in base:
+            keys.append("sig")
+        self.parts: list[str] = []  # constant text before each hole, then the tail
+        self.holes: list[str] = []
+        text = "{"
+        for i, key in enumerate(keys):
+            text += ("," if i else "") + encode_basestring(key) + ":"
+            if key in IDENTITY_FIELDS:
+                self.parts.append(text)
+                self.holes.append(key)
+                text = ""
+            else:
+                text += compact_json(base[key])
+        self.parts.append(text + ',"attempt":')
+
+    def prepared(self, pcs: dict) -> Prepared:
+        parts, out = self.parts, []
+        for i, key in enumerate(self.holes):
+            value = pcs[key]
+            out.append(parts[i])
+            kind = value.__class__
+            out.append(encode_basestring(value) if kind is str else int.__repr__(value) if kind is int else
+                       compact_json(value))
+        out.append(parts[-1])
+        return Prepared(pcs["pcs_id"], canonical_bytes(pcs), "".join(out).encode("utf-8"))
 
 
 @dataclass
@@ -86,11 +130,36 @@ class PcsFactory:
             key = self._keys[(tenant, gen)] = tenant_key(self.base_key, tenant, gen)
         return key
 
+    def __post_init__(self) -> None:
+        self._bodies = [_BodySkeleton(dict(t, sig_alg="hmac")) for t in self.templates]
+        self._last: tuple[dict, _BodySkeleton] | None = None  # the PCS new() made last and its skeleton
+        self._checked: set[tuple[str, int]] = set()  # (shard_id, epoch) pairs that passed the pcs_id checks
+
     def new(self, rng, tenant: str, shard_id: str, epoch: int) -> dict:
-        template = self.templates[rng.randrange(len(self.templates))]
+        i = rng.randrange(len(self.templates))
         root = f"{rng.getrandbits(256):064x}"
-        pcs = dict(template, sig_alg="hmac")
-        return factory.with_identity(pcs, self.key_for(tenant), root=root, shard_id=shard_id, epoch=epoch)
+        pcs = dict(self.templates[i], sig_alg="hmac")
+        # factory.with_identity's document (tests/sim/test_fast_paths.py), its checks once per
+        # (shard_id, epoch): the root is 64 hex digits by construction
+        if (shard_id, epoch) not in self._checked:
+            check_epoch(epoch)
+            check_shard_id(shard_id)
+            self._checked.add((shard_id, epoch))
+        pcs["merkle_root"], pcs["shard_id"], pcs["epoch"] = root, shard_id, epoch
+        pcs["pcs_id"] = pcs_id_of_checked(root, epoch, shard_id)
+        pcs = factory.sign(pcs, self.key_for(tenant))
+        self._last = (pcs, self._bodies[i])
+        return pcs
+
+    def prepared(self, pcs: dict) -> Prepared:
+        """``client.prepare(pcs)``; for the PCS :meth:`new` made last (unchanged: the simulator
+        never edits a PCS it made) from its template's body skeleton, without encoding the
+        template's fields again (tests/sim/test_fast_paths.py: the same bytes)."""
+        last = self._last
+        if last is not None and last[0] is pcs:
+            self._last = None
+            return last[1].prepared(pcs)
+        return prepare(pcs)
 
     def conflicting(self, pcs: dict, tenant: str) -> dict:
         """Same pcs_id, another payload (coh-star nudged), validly signed."""
@@ -121,12 +190,6 @@ class PcsFactory:
         return factory.sign(dict(pcs, D_hat=round(pcs["D_hat"] + 0.5, 9)), self.key_for(tenant))
 
 
-def _expire(ev, _timer) -> None:
-    """An attempt's timeout: wakes its waiter with None unless the answer came first."""
-    if not ev.triggered:
-        ev.succeed(None)
-
-
 def payload_digest(pcs: dict) -> str:
     return hashlib.sha256(canonical_bytes(pcs)).hexdigest()
 
@@ -148,6 +211,7 @@ class Agent:
         self.policy = RetryPolicy(base=w["backoff_base_ms"] / 1000.0, cap=w["backoff_cap_ms"] / 1000.0,
                                   max_attempts=int(w["max_attempts"]), max_retry_after=30.0)
         self.mailbox = world.net.register(self.id, group="clients", handler=self.on_message)
+        self.attempt_timeout = float(w["timeout_ms"]) / 1000.0  # an attempt's answer timeout, seconds
         h = world.history  # the per-attempt events, field order fixed (History.recorder)
         self._rec_send = h.recorder("client.send", ("req", "attempt", "agent", "tenant", "pcs_id", "digest", "kind",
                                                     "region"))
@@ -188,7 +252,7 @@ class Agent:
         for seq, raw in self.outbox.pending():
             rec = json.loads(raw)
             self.world.history.record(self.world.env.now, "client.resubmit", req=rec["req"], agent=self.id, seq=seq)
-            self.world.env.process(self.deliver(rec["req"], rec["kind"], rec["pcs"], seq))
+            self.deliver_later(rec["req"], rec["kind"], rec["pcs"], seq)
 
     # -- arrivals ---------------------------------------------------------
     def rate_at(self, t: float) -> float:
@@ -202,18 +266,26 @@ class Agent:
         return base
 
     def run(self):
-        env = self.world.env
+        """The arrival process: one timeout per arrival. A submission starts right after the
+        next arrival is drawn, in the same step (:meth:`submit`, no process of its own)."""
+        env, world = self.world.env, self.world
+        rate = self.rate_at(env.now)
+        timer = env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0)
         while True:
-            rate = self.rate_at(env.now)
-            yield env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0)
-            if env.now >= self.world.duration:
+            yield timer
+            if env.now >= world.duration:
                 return
+            start = False
             if rate > 0 and self.up:
-                cap = self.world.max_submissions
-                if cap is not None and self.world.submitted >= cap:
+                cap = world.max_submissions
+                if cap is not None and world.submitted >= cap:
                     return
-                self.world.submitted += 1
-                env.process(self.submit_one())
+                world.submitted += 1
+                start = True
+            rate = self.rate_at(env.now)
+            timer = env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0)
+            if start:
+                self.submit()
 
     def choose(self) -> tuple[str, dict]:
         w, rng, f = self.w, self.rng, self.world.factory
@@ -272,60 +344,101 @@ class Agent:
             return None
         return peer.sent[eligible[rng.randrange(len(eligible))]]
 
-    def submit_one(self):
+    def submit(self) -> None:
+        """One new logical request: choose it, make it durable in the outbox (if any), send it."""
         kind, pcs = self.choose()
         req = self.world.next_request_id()
         seq = None
         if self.outbox is not None:  # durable before the first send: survives an agent crash
             seq = self.outbox.append(json.dumps({"req": req, "kind": kind, "pcs": pcs}, sort_keys=True).encode())
-        yield from self.deliver(req, kind, pcs, seq)
+        Delivery(self, req, kind, pcs, seq).start()
 
-    def deliver(self, req: int, kind: str, pcs: dict, seq: int | None):
-        world, env = self.world, self.world.env
-        inc = self.incarnation
-        router = world.router
-        # behind the routing layer the client knows one name; the router picks the region per send
-        urls = [self.urls[0]] if router is not None else self.urls
-        sub = Submission(pcs, urls, rng=self.rng, policy=self.policy, tenant=self.tenant)
-        digest = hashlib.sha256(sub.signed_bytes).hexdigest()  # == payload_digest(pcs): the same canonical bytes
-        action = sub.start(world.clock())
-        timeout = float(self.w["timeout_ms"]) / 1000.0
-        while True:
-            if isinstance(action, Send):
-                target = router.resolve(self.urls) if router is not None else action.url
-                self._rec_send(env.now, req, action.attempt, self.id, self.tenant, pcs["pcs_id"], digest, kind, target)
-                ev = env.event()
-                self.pending[(req, action.attempt, inc)] = ev
-                world.net.send(self.id, target, "submit",
-                               {"req": req, "attempt": action.attempt, "inc": inc, "body": action.body,
-                                "tenant": self.tenant, "reply_to": self.id}, size=len(action.body))
-                env.timeout(timeout).callbacks.append(partial(_expire, ev))
-                msg = yield ev  # the answer, or None when the timeout came first
-                if inc != self.incarnation:
-                    return  # the agent crashed meanwhile; its outbox resubmits after restart
-                self.pending.pop((req, action.attempt, inc), None)
-                if msg is not None:
-                    self._rec_recv(env.now, req, action.attempt, msg["status"], msg["replay"], msg["body_sha"], target)
-                    result = HttpAnswer(msg["status"], msg.get("retry_after"))
-                else:
-                    world.history.record(env.now, "client.timeout", req=req, attempt=action.attempt, region=target)
-                    result = TransportFailure("timeout")
-                action = sub.on_result(result, world.clock())
-            elif isinstance(action, Wait):
-                yield env.timeout(action.delay)
-                if inc != self.incarnation:
-                    return
-                action = sub.resume(world.clock())
-            else:
-                assert isinstance(action, Done)
-                if action.outcome == "gave_up":
-                    world.history.record(env.now, "client.give_up", req=req, reason=action.reason[:80])
-                elif seq is not None and action.acked:
-                    self.outbox.ack(seq)
-                return
+    def deliver_later(self, req: int, kind: str, pcs: dict, seq: int | None) -> None:
+        """Start a delivery in an urgent event at the current time: where a started SimPy
+        process would have begun (restarts and scheduled operations)."""
+        env = self.world.env
+        ev = env.event()
+        ev._ok, ev._value = True, None
+        ev.callbacks.append(lambda _ev: Delivery(self, req, kind, pcs, seq).start())
+        env.schedule(ev, URGENT)
 
     def on_message(self, msg) -> None:
-        """An answer arrived: it wakes the attempt waiting for it (if still waiting)."""
-        ev = self.pending.get((msg.payload["req"], msg.payload["attempt"], msg.payload.get("inc", 0)))
-        if ev is not None and not ev.triggered:
-            ev.succeed(msg.payload)
+        """An answer arrived: it goes to the attempt waiting for it (if still waiting)."""
+        p = msg.payload
+        delivery = self.pending.pop((p["req"], p["attempt"], p.get("inc", 0)), None)
+        if delivery is not None:
+            delivery.answered(p)
+
+
+class Delivery:
+    """One logical request through the real retrying client (:class:`Submission`), driven by
+    callbacks in simulated time: an attempt waits in the agent's ``pending`` for its answer
+    (:meth:`Agent.on_message`) or its timeout, whichever comes first; a backoff is one
+    timeout. No SimPy process, no event per answer."""
+
+    __slots__ = ("agent", "req", "kind", "pcs", "seq", "inc", "sub", "digest", "target", "attempt")
+
+    def __init__(self, agent: Agent, req: int, kind: str, pcs: dict, seq: int | None) -> None:
+        self.agent, self.req, self.kind, self.pcs, self.seq = agent, req, kind, pcs, seq
+        self.inc = agent.incarnation
+        world = agent.world
+        # behind the routing layer the client knows one name; the router picks the region per send
+        urls = [agent.urls[0]] if world.router is not None else agent.urls
+        self.sub = Submission(world.factory.prepared(pcs), urls, rng=agent.rng, policy=agent.policy,
+                              tenant=agent.tenant)
+        self.digest = hashlib.sha256(self.sub.signed_bytes).hexdigest()  # == payload_digest(pcs)
+        self.target = None
+        self.attempt = 0  # the attempt waiting for its answer (0: none)
+
+    def start(self) -> None:
+        self._act(self.sub.start(self.agent.world.clock()))
+
+    def _act(self, action) -> None:
+        agent = self.agent
+        world = agent.world
+        env = world.env
+        if isinstance(action, Send):
+            router = world.router
+            target = self.target = router.resolve(agent.urls) if router is not None else action.url
+            attempt = self.attempt = action.attempt
+            agent._rec_send(env.now, self.req, attempt, agent.id, agent.tenant, self.pcs["pcs_id"], self.digest,
+                            self.kind, target)
+            agent.pending[(self.req, attempt, self.inc)] = self
+            world.net.send(agent.id, target, "submit",
+                           {"req": self.req, "attempt": attempt, "inc": self.inc, "body": action.body,
+                            "tenant": agent.tenant, "reply_to": agent.id}, size=len(action.body))
+            env.timeout(agent.attempt_timeout).callbacks.append(partial(self._expired, attempt))
+        elif isinstance(action, Wait):
+            env.timeout(action.delay).callbacks.append(self._waited)
+        else:
+            assert isinstance(action, Done)
+            if action.outcome == "gave_up":
+                world.history.record(env.now, "client.give_up", req=self.req, reason=action.reason[:80])
+            elif self.seq is not None and action.acked:
+                agent.outbox.ack(self.seq)
+
+    def answered(self, msg: dict) -> None:
+        """The waiting attempt's answer (the agent took it out of ``pending``)."""
+        agent = self.agent
+        if self.inc != agent.incarnation:
+            return
+        attempt, self.attempt = self.attempt, 0
+        world = agent.world
+        agent._rec_recv(world.env.now, self.req, attempt, msg["status"], msg["replay"], msg["body_sha"], self.target)
+        self._act(self.sub.on_result(HttpAnswer(msg["status"], msg.get("retry_after")), world.clock()))
+
+    def _expired(self, attempt: int, _timer) -> None:
+        """An attempt's timeout: a transport failure unless its answer came first."""
+        agent = self.agent
+        if self.attempt != attempt or self.inc != agent.incarnation:
+            return
+        self.attempt = 0
+        agent.pending.pop((self.req, attempt, self.inc), None)
+        world = agent.world
+        world.history.record(world.env.now, "client.timeout", req=self.req, attempt=attempt, region=self.target)
+        self._act(self.sub.on_result(TransportFailure("timeout"), world.clock()))
+
+    def _waited(self, _timer) -> None:
+        if self.inc != self.agent.incarnation:
+            return
+        self._act(self.sub.resume(self.agent.world.clock()))

@@ -248,7 +248,7 @@ class Prepared:
 _DEFAULT = json.JSONEncoder().default  # raises the TypeError json.dumps raises
 
 
-def _compact_json(obj: object) -> str:
+def compact_json(obj: object) -> str:
     """``json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``: the same
     C encoder with the same options (circular check included), without building a
     ``JSONEncoder`` per call."""
@@ -256,6 +256,9 @@ def _compact_json(obj: object) -> str:
     if make is None:  # pragma: no cover - CPython always has the C accelerator
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return "".join(make({}, _DEFAULT, json_encoder.encode_basestring, None, ":", ",", False, False, False)(obj, 0))
+
+
+_compact_json = compact_json  # its earlier name
 
 
 def prepare(pcs: Mapping) -> Prepared:
@@ -267,7 +270,7 @@ def prepare(pcs: Mapping) -> Prepared:
         raise InvalidInput("sig", "the PCS is not signed")
     base = {k: v for k, v in pcs.items() if k not in UNSIGNED_FIELDS}
     try:
-        text = _compact_json(base)
+        text = compact_json(base)
     except (TypeError, ValueError) as exc:
         raise InvalidInput("pcs", f"not serialisable as JSON ({exc})") from None
     return Prepared(pcs["pcs_id"], signed, text[:-1].encode("utf-8") + b',"attempt":')

@@ -3,7 +3,9 @@
 * ``rng.sampler(dist)`` draws what ``rng.sample(dist, rng)`` draws (same stream, same floats);
 * ``History.recorder(type, names)`` writes the lines (and digest) of ``History.record``;
 * the network's per-route fast send keeps the draws of the general path (a lossy,
-  duplicating, reordering link gives the same deliveries either way).
+  duplicating, reordering link gives the same deliveries either way);
+* ``PcsFactory.new`` makes ``factory.with_identity``'s document, and ``PcsFactory.prepared``
+  (a new PCS's body from its template's skeleton) gives what the client's ``prepare`` gives.
 """
 
 from __future__ import annotations
@@ -90,3 +92,31 @@ def test_send_draws_what_the_general_path_draws(links, seed):
         for latency in latencies:
             delay += latency(fast) / 1000.0
         assert delay == net._delay(hops, specs, slow, 256)
+
+
+_TEMPLATES: list = []
+
+
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(st.integers(0, 2**32), st.text(alphabet="ab\u00e9\"\\", min_size=1, max_size=4),
+       st.from_regex(r"[A-Za-z0-9._:-]{1,20}", fullmatch=True), st.integers(0, 2**40),
+       st.sampled_from(["valid", "bad_sig", "conflict", "tampered"]))
+def test_prepared_from_the_skeleton_is_what_prepare_gives(seed, tenant, shard_id, epoch, kind):
+    from flk.impl.agent.client import prepare
+    from flk.sim.workload import PcsFactory, make_templates
+
+    if not _TEMPLATES:
+        _TEMPLATES.extend(make_templates(1))
+    from flk.impl.agent import factory
+
+    f = PcsFactory(_TEMPLATES, b"base")
+    pcs = f.new(random.Random(seed), tenant, shard_id, epoch)
+    rng = random.Random(seed)  # the reference document from the same draws
+    template = _TEMPLATES[rng.randrange(len(_TEMPLATES))]
+    ref = factory.with_identity(dict(template, sig_alg="hmac"), f.key_for(tenant), root=f"{rng.getrandbits(256):064x}",
+                                shard_id=shard_id, epoch=epoch)
+    assert pcs == ref and list(pcs) == list(ref)
+    if kind != "valid":  # another document: the plain path
+        pcs = {"bad_sig": f.bad_sig, "tampered": f.tampered}.get(kind, lambda p: f.conflicting(p, tenant))(pcs)
+    assert f.prepared(pcs) == prepare(pcs)
+    assert f.prepared(pcs) == prepare(pcs)  # asked again: no longer the last new PCS, the plain path
