@@ -177,6 +177,10 @@ class Region:
         report = self.fs.crash()
         self.admission = build_admission(self.admission_settings)
         self.queue = []
+        # a paused process that is killed never answers what the pause held (SIGSTOP then
+        # SIGKILL: the kernel resets those connections); the restarted process is not paused
+        self.paused = False
+        self.paused_queue = []
         self.formation.forget()
         self.seal_lock.held = False
         return {"inflight": inflight, "torn": len(report["torn"])}
@@ -243,6 +247,8 @@ class Region:
     def resume(self) -> None:
         self.paused = False
         queued, self.paused_queue = self.paused_queue, []
+        if not self.up:  # crashed while paused: what the pause held died with the process
+            return
         for msg in queued:
             self.handle(msg)
 
