@@ -287,7 +287,7 @@ class World:
         while True:
             yield self.env.timeout(1.0)
             now = self.env.now
-            counts = [self.regions[r].store.inner.count(SIM_EPOCH + now) for r in self.region_ids]
+            counts = [self.regions[r].topology.observed_count(SIM_EPOCH + now) for r in self.region_ids]
             lags = {rid: round(rep.lag_s(), 6) for rid, rep in self.repl.items()}
             self.history.record(now, "crr.sample", lag_s=max(lags.values()), by_region=lags,
                                 divergence=max(counts) - min(counts), conflicts=len(self.conflicts_seen))

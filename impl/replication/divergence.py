@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..dedup import sample_rank
+from ..dedup import StoreUnavailable, sample_rank
 from ..storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
 
 COUNT_WARN, SAMPLE_WARN = 0.05, 0.10
@@ -175,7 +175,7 @@ class DivergenceDetector:
                     self.objects.delete(old)  # only the latest summary is kept
             self.mine = mine
             theirs = self._peer_summaries(seed)
-        except ObjectStoreUnavailable:
+        except (ObjectStoreUnavailable, StoreUnavailable):  # the object store or the dedup store (a shard) is out
             self.failures += 1
             return now + min(self.interval_s, 5.0 * self.failures)
         self.failures = 0

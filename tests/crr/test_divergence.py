@@ -135,3 +135,23 @@ def test_detectors_publishing_at_the_same_moment_compare_once_the_peer_summary_a
     alerts = d_eu.compare_again(t + 30)
     assert [(a.comparison.region1, a.comparison.region2) for a in alerts] == [("eu", "us")]
     assert d_eu.compare_again(t + 60) == []  # the next period: this summary is stale
+
+
+def test_a_dedup_store_outage_postpones_the_check_and_never_raises():
+    """A shard of the region's dedup store out (found by flk sim explore: the detector's sample
+    raised StoreUnavailable through the replication step): the check is retried with the same
+    backoff as an object-store outage, and runs again once the store is back."""
+    from flk.impl.dedup.memory import MemoryStore
+    from flk.impl.dedup.sharded import ShardedStore
+    from flk.impl.testing.outage import OutageStore
+
+    shards = {"s0": OutageStore(MemoryStore()), "s1": OutageStore(MemoryStore())}
+    store = ShardedStore(dict(shards), probe_interval_s=1.0)
+    fill(store, {("ta", f"{i:064x}"): _o("a") for i in range(20)})
+    d = DivergenceDetector("eu", store, MemoryObjectStore(), ["eu", "us"], n=10, interval_s=60)
+    t = 60 * 1000 + 1.0
+    shards["s1"].available = False
+    assert d.step(t) == t + 5.0 and d.failures == 1 and d.mine is None
+    assert d.step(t + 5.0) == t + 15.0 and d.failures == 2
+    shards["s1"].available = True
+    assert d.step(t + 20.0) == 60 * 1001 + 1.0 and d.failures == 0 and d.mine is not None
