@@ -352,10 +352,12 @@ def proof(name: str, seeds) -> dict:
 
 
 def proof_table(rows: list[dict]) -> str:
-    """The rows of :func:`proof` as a Markdown table (median time to fire per alert)."""
+    """The rows of :func:`proof` as a Markdown table: fired/expected (seed, declaration) pairs, silent
+    violations, alerts that fired without being required (:func:`false_alarms` summed over the runs:
+    with ``silent = ["*"]`` and no violation these are its ``unchecked`` ones), median time to fire."""
     from statistics import median
 
-    out = ["| scenario | fired/expected | silent violations | false alarms | median time to fire (s) |",
+    out = ["| scenario | fired/expected | silent violations | fired, not required | median time to fire (s) |",
            "|---|---|---|---|---|"]
     for r in rows:
         med = ", ".join(f"{a} {median(ts):g}" for a, ts in sorted(r["times"].items())) or "-"
