@@ -24,6 +24,9 @@ situation it is written for and stays silent otherwise. The lab can show both:
    of the first fault (the time to fire is in the note), or when an alert that must
    stay silent never fired.
 
+4. :func:`proof` runs a scenario over many seeds and counts what held (the full tier's alert
+   table, tests/observability/test_alert_proofs.py); :func:`proof_table` prints it.
+
 Without promtool the checks are "not exercised" (never a pass); with CI=true the
 test suite fails instead (tests/observability).
 """
