@@ -15,6 +15,7 @@ complete on its own (``flk --version`` says which is active).
 """
 
 import sys
+from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
@@ -29,7 +30,13 @@ DATA_PACKAGES = {
     "flk.spec.vectors": ["*.json"],
     "flk.conformance.adapters.node": ["*.mjs"],
     "flk.conformance.adapters.go": ["*.go"],
+    "flk.spec.runbooks": ["*.md"],
 }
+# the shipped Prometheus rules: flk.sim.alerts and `flk compliance report` read flk/deploy/prometheus
+# and flk/spec/runbooks beside the code, as they read deploy/ and spec/ in a checkout (a copy of the
+# package folders alone, as some packaging tests build, has no deploy/)
+if (Path(__file__).resolve().parent / "deploy" / "prometheus").is_dir():
+    DATA_PACKAGES.update({f"flk.deploy.prometheus{sub}": ["*.yml"] for sub in ("", ".rules", ".tests")})
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}

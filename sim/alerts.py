@@ -24,6 +24,9 @@ situation it is written for and stays silent otherwise. The lab can show both:
    of the first fault (the time to fire is in the note), or when an alert that must
    stay silent never fired.
 
+4. :func:`proof` runs a scenario over many seeds and counts what held (the full tier's alert
+   table, tests/observability/test_alert_proofs.py); :func:`proof_table` prints it.
+
 Without promtool the checks are "not exercised" (never a pass); with CI=true the
 test suite fails instead (tests/observability).
 """
@@ -262,6 +265,15 @@ def first_fault_s(fault_log: list[dict], kinds: tuple[str, ...] = ()) -> float |
     return min(starts) if starts else None
 
 
+def time_to_fire(result: dict, fire: dict, fault_log: list[dict]) -> tuple[float, float | None]:
+    """``(t0, seconds)``: the fault start a ``fire`` declaration counts from (0 without a fault)
+    and how long after it the alert first fired (None: it never fired at or after ``t0``)."""
+    after = first_fault_s(fault_log, tuple(fire.get("after") or ()))
+    after = 0.0 if after is None else after
+    times = sorted(t for ts in result["firing"].get(fire["alert"], {}).values() for t in ts if t >= after)
+    return after, (times[0] - after if times else None)
+
+
 def checks(result: dict | None, declared: dict, fault_log: list[dict]) -> list[CheckResult]:
     """``ALERT-<name>`` checks of a run's ``[alerts]`` declaration (see the module docstring)."""
     fire = declared.get("fire") or []
@@ -278,15 +290,14 @@ def checks(result: dict | None, declared: dict, fault_log: list[dict]) -> list[C
     expected = {f["alert"] for f in fire}
     for f in fire:
         alert = f["alert"]
-        after = first_fault_s(fault_log, tuple(f.get("after") or ()))
-        after = 0.0 if after is None else after
-        times = sorted(t for ts in firing.get(alert, {}).values() for t in ts if t >= after)
+        after, took = time_to_fire(result, f, fault_log)
         within = float(f.get("within_s", 30.0))
-        ok = bool(times) and times[0] - after <= within
-        note = (f"fired {times[0] - after:.0f} s after the fault at {after:g} s (budget {within:g} s) on "
+        ok = took is not None and took <= within
+        note = (f"fired {took:.0f} s after the fault at {after:g} s (budget {within:g} s) on "
                 f"{', '.join(sorted(i for i, ts in firing[alert].items() if any(t >= after for t in ts)))}"
-                if times else f"never fired (budget {within:g} s after the fault at {after:g} s)")
-        viol = [] if ok else [{"alert": alert, "first_fired_s": times[0] if times else None, "fault_at_s": after}]
+                if took is not None else f"never fired (budget {within:g} s after the fault at {after:g} s)")
+        viol = [] if ok else [{"alert": alert, "first_fired_s": None if took is None else after + took,
+                               "fault_at_s": after}]
         out.append(CheckResult(f"ALERT-{alert}", "eventually", ok, result["evaluated"], viol, note))
     skip = set(declared.get("unchecked") or [])
     quiet = [n for n in names if n not in expected and n not in skip] if "*" in silent \
@@ -306,3 +317,53 @@ def false_alarms(result: dict | None, declared: dict) -> int | None:
         return None
     expected = {f["alert"] for f in declared.get("fire") or []}
     return sum(1 for a in result["firing"] if a not in expected)
+
+
+def proof(name: str, seeds) -> dict:
+    """A catalog scenario's ``[alerts]`` declaration over ``seeds`` (the full tier's alert table):
+    ``fired``/``expected`` counts the (seed, fire declaration) pairs that fired within their
+    budget, ``missed`` lists the others, ``silent_violations`` every (seed, alert) that fired
+    though declared silent, ``times`` the times to fire per alert (s after the fault) and
+    ``not_exercised`` the runs without an evaluation (no promtool). Runs ``flk.sim.api``."""
+    from . import api
+
+    seeds = list(seeds)
+    row: dict = {"scenario": name, "seeds": seeds, "expected": 0, "fired": 0, "missed": [],
+                 "silent_violations": [], "times": defaultdict(list), "not_exercised": 0, "false_alarms": 0}
+    for seed in seeds:
+        res = api.run(name, seed=seed)
+        declared_ = res.scenario.data.get("alerts") or {}
+        result = res.results.get("alerts")
+        if result is None:
+            row["not_exercised"] += 1
+            continue
+        row["false_alarms"] += false_alarms(result, declared_)
+        for f in declared_.get("fire") or []:
+            row["expected"] += 1
+            _, took = time_to_fire(result, f, res.results["fault_schedule"])
+            if took is not None:
+                row["times"][f["alert"]].append(took)
+            if took is not None and took <= float(f.get("within_s", 30.0)):
+                row["fired"] += 1
+            else:
+                row["missed"].append({"seed": seed, "alert": f["alert"], "took_s": took})
+        for c in res.results["invariants"]:
+            if c["id"].startswith("ALERT-") and c["kind"] == "always" and not c["ok"]:
+                row["silent_violations"].append({"seed": seed, "alert": c["id"][6:], "note": c["note"]})
+    row["times"] = dict(row["times"])
+    return row
+
+
+def proof_table(rows: list[dict]) -> str:
+    """The rows of :func:`proof` as a Markdown table: fired/expected (seed, declaration) pairs, silent
+    violations, alerts that fired without being required (:func:`false_alarms` summed over the runs:
+    with ``silent = ["*"]`` and no violation these are its ``unchecked`` ones), median time to fire."""
+    from statistics import median
+
+    out = ["| scenario | fired/expected | silent violations | fired, not required | median time to fire (s) |",
+           "|---|---|---|---|---|"]
+    for r in rows:
+        med = ", ".join(f"{a} {median(ts):g}" for a, ts in sorted(r["times"].items())) or "-"
+        exp = "not exercised" if r["not_exercised"] else f"{r['fired']}/{r['expected']}"
+        out.append(f"| {r['scenario']} | {exp} | {len(r['silent_violations'])} | {r['false_alarms']} | {med} |")
+    return "\n".join(out) + "\n"
