@@ -378,6 +378,9 @@ def _shrink(rec: dict, check: str, max_runs: int, log) -> tuple[tuple[str, ...],
     except (ShrinkError, ScenarioError) as exc:  # a shrink that cannot run keeps the unshrunk signature
         log(f"explore: shrink of seed {rec['seed']} failed: {exc}")
         return tuple(rec["fault_kinds"]), None, 0, False
+    except Exception as exc:  # noqa: BLE001 -- nothing a shrink raises may end the exploration
+        log(f"explore: shrink of seed {rec['seed']} stopped: {type(exc).__name__}: {exc}")
+        return tuple(rec["fault_kinds"]), None, 0, False
     kinds = tuple(sorted({f["kind"] for f in shrunk.minimal["faults"]}))
     if shrunk.minimal["nemesis"]["enabled"]:
         kinds = tuple(sorted(set(kinds) | {f"nemesis:{k}" for k in shrunk.minimal["nemesis"]["kinds"]}))

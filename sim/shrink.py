@@ -140,6 +140,7 @@ class Runner:
         self.allowed = None if allowed is None else {target, *allowed}  # no check may fail that did not before
         self.max_runs, self.log = max_runs, log
         self.runs = 0
+        self.errors = 0  # candidates whose run raised (not counted as the target failure)
         self.last_violations: int | None = None
         self.last_failing: dict | None = None  # every failing candidate is the one a pass keeps
         self._seen: dict[str, tuple[bool, int | None]] = {}
@@ -159,7 +160,14 @@ class Runner:
             if self.runs >= self.max_runs:
                 raise _BudgetSpent
             self.runs += 1
-            results = self._run(Scenario(self.name, self.source, copy.deepcopy(data)), self.seed)
+            try:
+                results = self._run(Scenario(self.name, self.source, copy.deepcopy(data)), self.seed)
+            except Exception:  # noqa: BLE001 -- a candidate that stops the simulator is not the target's
+                # failure (it is its own finding, which flk sim explore reports as SIM-ERROR); the
+                # search goes on instead of dying with it
+                self.errors += 1
+                self._seen[key] = (False, None)
+                return False
             failed_now = failures(results)
             failed = self.target in failed_now and (self.allowed is None or set(failed_now) <= self.allowed)
             count = next((c.get("violation_count") for c in results.get("invariants", [])

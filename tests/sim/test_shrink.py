@@ -9,6 +9,7 @@ writes must fail with the bug and pass without it (the bug "fixed")."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import tomllib
@@ -242,3 +243,28 @@ def test_the_printed_replay_command_never_touches_the_source_run(workdir, plante
     stamp = api.load_run(shrunk_dir)["results"]["stamp"]
     case = tomllib.loads(path.read_text())["regression"]
     assert case["overrides"] and stamp["overrides"] == case["overrides"]  # what was applied
+
+
+def test_a_candidate_that_stops_the_simulator_is_not_the_failure_and_the_shrink_goes_on():
+    """Found by an hour-long flk sim explore: a shrink candidate whose run raised (a simulator
+    error) ended the whole exploration. The runner answers "does not fail the target" for it,
+    counts it, and keeps going; ddmin then finds the fault that really fails."""
+    from flk.sim.scenario import load
+    from flk.sim.shrink import Runner, ddmin
+
+    sc = load("crash-restart")
+
+    def run(scenario, seed):
+        kinds = [f["kind"] for f in scenario.data["faults"]]
+        if kinds == ["pause"]:
+            raise RuntimeError("a simulator error")
+        return {"invariants": [{"id": "INV-X", "ok": "crash" not in kinds, "violation_count": 1}]}
+
+    runner = Runner(run, sc.name, sc.source, 1, "INV-X", max_runs=50, log=lambda _m: None)
+    faults = [dict(f, kind="pause") for f in sc.data["faults"] if f["kind"] == "crash"][:1] + \
+        [f for f in sc.data["faults"] if f["kind"] == "crash"][:1]
+    data = copy.deepcopy(sc.data)
+    assert [f["kind"] for f in faults] == ["pause", "crash"]
+    assert runner.fails({**data, "faults": [faults[0]]}) is False and runner.errors == 1
+    got = ddmin(faults, lambda subset: runner.fails({**data, "faults": copy.deepcopy(subset)}))
+    assert [f["kind"] for f in got] == ["crash"]
