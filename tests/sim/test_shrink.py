@@ -268,3 +268,23 @@ def test_a_candidate_that_stops_the_simulator_is_not_the_failure_and_the_shrink_
     assert runner.fails({**data, "faults": [faults[0]]}) is False and runner.errors == 1
     got = ddmin(faults, lambda subset: runner.fails({**data, "faults": copy.deepcopy(subset)}))
     assert [f["kind"] for f in got] == ["crash"]
+
+
+def test_shrinking_an_eventually_check_keeps_the_quiescence():
+    """A delivery or convergence check is judged after the quiescence; a shrink that cuts the
+    quiescence manufactures the failure (the hour-long explore's liveness findings shrank to
+    "quiescence 0, no fault"). For an always-check the quiescence is cut as before."""
+    from flk.sim.scenario import load
+    from flk.sim.shrink import Runner, pass_workload
+
+    sc = load("crash-restart")
+    for kind, kept in (("eventually", True), ("always", False)):
+
+        def run(scenario, seed, kind=kind):
+            return {"invariants": [{"id": "INV-X", "kind": kind, "ok": False, "violation_count": 1}]}
+
+        runner = Runner(run, sc.name, sc.source, 1, "INV-X", max_runs=200, log=lambda _m: None)
+        data = copy.deepcopy(sc.data)
+        assert runner.fails(data) and runner.target_kind == kind
+        after = pass_workload(runner, data)
+        assert (after["scenario"]["quiescence_s"] == data["scenario"]["quiescence_s"]) is kept
