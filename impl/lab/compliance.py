@@ -236,8 +236,18 @@ def _repo_runbooks() -> dict:
     links = {line.split("runbook_url:")[1].strip() for line in text.splitlines() if "runbook_url:" in line}
     missing = [u for u in links if not (REPO / u).is_file()]
     if missing:
-        return _item(FAILING, f"runbooks missing: {', '.join(missing)}", [str(rules)])
-    return _item(EVIDENCED, f"{text.count('- alert:')} alert rules link {len(links)} runbooks", [str(rules), str(books)])
+        return _item(FAILING, f"runbooks missing: {', '.join(missing)}", [_shown(rules)])
+    return _item(EVIDENCED, f"{text.count('- alert:')} alert rules link {len(links)} runbooks",
+                 [_shown(rules), _shown(books)])
+
+
+def _shown(path) -> str:
+    """A packaged file as the report names it: relative to the package root (a report never
+    carries the machine's own paths)."""
+    try:
+        return path.relative_to(REPO).as_posix()
+    except ValueError:
+        return path.name
 
 
 def gather(runs_dirs: list[str], audit_dir: str | None, proofs: str | None = None, conformance: str | None = None,

@@ -73,3 +73,28 @@ def leftovers(prefix: str, work: str | None = None) -> list[str]:
         with open("/proc/mounts", encoding="utf-8") as f:
             out += [f"mount {line.split()[1]}" for line in f if work in line or prefix in line]
     return out
+
+
+def start_run(args: list[str]) -> tuple:
+    """Start ``flk cluster run ARGS`` and wait (up to 120 s) until it says the cluster is up:
+    (the process, its work dir). The caller signals or kills it and waits."""
+    import re
+    import time
+
+    proc = subprocess.Popen([*FLK, "cluster", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    work, line = None, ""
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            m = re.search(r"work dir (\S+)", line)
+            if m:
+                work = m.group(1)
+            if line.startswith("cluster: up") or not line:
+                break
+        assert work is not None and line.startswith("cluster: up"), line
+    except BaseException:
+        proc.kill()
+        proc.wait(30)
+        raise
+    return proc, work

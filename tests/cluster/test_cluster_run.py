@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FLK, IN_CI, SCENARIOS, leftovers
+from .conftest import FLK, IN_CI, SCENARIOS, leftovers, start_run
 
 SMOKE = str(SCENARIOS / "cluster-smoke.toml")
 
@@ -70,19 +70,8 @@ def _calibration_against(run_dir, tmp_path):
 
 
 def test_sigint_mid_run_leaves_no_process_namespace_or_mount(cluster_ready, prefix, tmp_path):
-    proc = subprocess.Popen([*FLK, "cluster", "run", SMOKE, "--seed", "2", "--out", str(tmp_path), "--prefix", prefix,
-                             "--no-plots"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    work = None
+    proc, work = start_run([SMOKE, "--seed", "2", "--out", str(tmp_path), "--prefix", prefix, "--no-plots"])
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            m = re.search(r"work dir (\S+)", line)
-            if m:
-                work = m.group(1)
-            if line.startswith("cluster: up") or not line:
-                break
-        assert work is not None and line.startswith("cluster: up"), line
         running = leftovers(prefix, work)
         assert any(x.startswith("namespace") for x in running) and any(x.startswith("process") for x in running)
         time.sleep(3.0)  # inside the workload phase, partition on
@@ -102,20 +91,9 @@ def test_sigkill_of_the_runner_then_cleanup_leaves_nothing(cluster_ready, prefix
     faults = ('faults=[{kind="partition", at_s=1.0, a=["eu"], b=["us"], duration_s=8.0}, '
               '{kind="disk_full", at_s=9.5, target="us", duration_s=0.2}]')
     extra = ["--prometheus"] if shutil.which("prometheus") or IN_CI else []  # a process outside the namespaces
-    proc = subprocess.Popen([*FLK, "cluster", "run", SMOKE, "--seed", "3", "--out", str(tmp_path), "--prefix", prefix,
-                             "--no-plots", "--set", faults, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    work = None
+    proc, work = start_run([SMOKE, "--seed", "3", "--out", str(tmp_path), "--prefix", prefix, "--no-plots",
+                            "--set", faults, *extra])
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            m = re.search(r"work dir (\S+)", line)
-            if m:
-                work = m.group(1)
-            if line.startswith("cluster: up") or not line:
-                break
-        assert work is not None and line.startswith("cluster: up"), line
         time.sleep(2.0)  # the partition's drop rules are in the namespaces
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 
 from flk.impl.lab.cluster.regions import pg_bindir
 
-from .conftest import FLK, IN_CI, SCENARIOS, in_full_tier, leftovers
+from .conftest import FLK, IN_CI, SCENARIOS, in_full_tier, leftovers, start_run
 
 PG = str(SCENARIOS / "cluster-pg-outage.toml")
 pytestmark = [pytest.mark.postgres]
@@ -58,20 +57,9 @@ def test_postgres_dedup_outage_fails_closed_on_a_real_cluster(postgres_ready, pr
 
 @in_full_tier  # SIGINT cleanup is in the default tier's smoke test; the outage itself is above
 def test_sigint_mid_outage_leaves_no_postgres_behind(postgres_ready, prefix, tmp_path):
-    proc = subprocess.Popen([*FLK, "cluster", "run", PG, "--backend", "postgres", "--seed", "2", "--out",
-                             str(tmp_path), "--prefix", prefix, "--no-plots"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    work = None
+    proc, work = start_run([PG, "--backend", "postgres", "--seed", "2", "--out", str(tmp_path), "--prefix", prefix,
+                            "--no-plots"])
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            m = re.search(r"work dir (\S+)", line)
-            if m:
-                work = m.group(1)
-            if line.startswith("cluster: up") or not line:
-                break
-        assert work is not None and line.startswith("cluster: up"), line
         time.sleep(3.0)  # inside the outage (1.5 s .. 4.5 s): the backends are stopped
         assert _postgres_of(work)
         proc.send_signal(signal.SIGINT)

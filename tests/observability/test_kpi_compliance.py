@@ -187,3 +187,12 @@ def test_flk_compliance_report_cli_writes_html_and_json_rendered_in_chromium(run
     assert screenshot_colours(out / "compliance-soc2.html", tmp_path) > 50
     bad = subprocess.run([*args[:7], "--runs", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "not a directory" in bad.stderr
+
+
+def test_the_report_names_packaged_files_relative_never_by_this_machines_path(tmp_path) -> None:
+    """The runbooks evidence names the rules and runbooks relative to the package (a report is
+    shared; it must not carry the machine's paths)."""
+    doc = compliance.report("soc2", [], None)
+    books = [e for c in doc["controls"] for e in c["evidence"] if e["kind"] == "runbooks"][0]
+    assert books["status"] == compliance.EVIDENCED
+    assert books["sources"] == ["deploy/prometheus/rules/flk-alerts.yml", "spec/runbooks"]
