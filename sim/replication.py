@@ -97,6 +97,7 @@ class ObjectFabric:
         self.retry_s = float(cfg["copy_retry_s"])
         self.retry_cap_s = max(self.retry_s, float(cfg["backoff_cap_s"]))
         self.available = True  # False: the object store service is down everywhere
+        self.repaired: dict[str, bytes] = {}  # key -> the good bytes an operator re-uploaded
         self.buckets = {rid: Bucket(self, rid) for rid in world.region_ids}
         # every region reads every region's stream (its own too): a record is replayed once per region;
         # a segment is verified by its shipper, by start_copy and by every region's reader
@@ -159,7 +160,9 @@ class ObjectFabric:
             return  # lost: the sender resends until it lands
         body = msg.payload
         for key, data, meta in body["objects"]:
-            bucket.objects.setdefault(key, (data, meta, self._now()))
+            # a copy sent before the operator's repair lands with the good bytes: the repair is
+            # of the object, wherever it is, also in flight
+            bucket.objects.setdefault(key, (self.repaired.get(key, data), meta, self._now()))
         source = self.buckets[body["src"]]
         copy = source.pending.get(body["key"])
         if copy is None or bucket.region_id not in copy.waiting:
@@ -177,6 +180,7 @@ class ObjectFabric:
 
     def repair(self, keys: dict[str, bytes]) -> None:
         """An operator re-uploads good bytes for ``keys`` everywhere they were copied."""
+        self.repaired.update(keys)
         for bucket in self.buckets.values():
             for key, original in keys.items():
                 if key in bucket.objects:
