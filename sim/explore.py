@@ -387,6 +387,64 @@ def _shrink(rec: dict, check: str, max_runs: int, log) -> tuple[tuple[str, ...],
     return kinds, str(shrunk.path), shrunk.runs, bool(shrunk.confirmed)
 
 
+class _Findings:
+    """The failures of an exploration, deduplicated as runs come in: a simulator error once per
+    place it is raised (with the fault kinds every such seed shares); a failed check once per
+    (check, fault kinds), shrunk the first time, then by its minimal fault kinds."""
+
+    def __init__(self, shrink_runs: int, log, t0: float) -> None:
+        self.shrink_runs, self.log, self.t0 = shrink_runs, log, t0
+        self.records: list[dict] = []
+        self.by_signature: dict[tuple, Failure] = {}
+        self.seen_raw: dict[tuple, Failure] = {}
+
+    def _found(self) -> dict:
+        return {"found_after_runs": len(self.records), "found_after_s": time.perf_counter() - self.t0,
+                "found_after_cpu_s": sum(r["cpu_s"] for r in self.records)}
+
+    def _new(self, key: tuple, fail: Failure, seed: int) -> None:
+        self.by_signature[key] = fail
+        self.log(f"explore: new failure {fail.signature} at seed {seed} (run {len(self.records)})")
+
+    def on_record(self, rec: dict) -> None:
+        self.records.append(rec)
+        if not rec["failed"]:
+            return
+        if rec.get("error"):
+            self._sim_error(rec)
+        else:
+            self._check_failure(rec)
+
+    def _sim_error(self, rec: dict) -> None:
+        check = f"{rec['failed'][0]} at {rec['error'].rsplit(' at ', 1)[-1]}"
+        known = self.by_signature.get((check, ()))
+        if known is not None:
+            known.seeds.append(rec["seed"])
+            known.common_kinds = sorted(set(known.common_kinds) & set(rec["fault_kinds"]))
+            return
+        self._new((check, ()), Failure(check, (), [rec["seed"]], rec["replay"], None, **self._found(),
+                                       error=rec["error"], common_kinds=list(rec["fault_kinds"])), rec["seed"])
+
+    def _check_failure(self, rec: dict) -> None:
+        check = rec["failed"][0]
+        raw = (check, tuple(rec["fault_kinds"]))
+        if raw in self.seen_raw:  # the same check with the same fault kinds: counted, not shrunk again
+            self.seen_raw[raw].seeds.append(rec["seed"])
+            return
+        fail = Failure(check, tuple(rec["fault_kinds"]), [rec["seed"]], rec["replay"], rec["run_dir"],
+                       **self._found(), error=rec.get("error"), checks=list(rec["failed"]))
+        self.seen_raw[raw] = fail
+        if rec["run_dir"] and self.shrink_runs > 0:
+            kinds, cand, used, ok = _shrink(rec, check, self.shrink_runs, self.log)
+            fail.fault_kinds, fail.candidate, fail.shrink_runs, fail.shrunk = kinds, cand, used, ok
+        key = (fail.check, fail.fault_kinds)
+        if key in self.by_signature:
+            self.by_signature[key].seeds.append(rec["seed"])
+            self.seen_raw[raw] = self.by_signature[key]
+        else:
+            self._new(key, fail, rec["seed"])
+
+
 def explore(budget_s: float | None = 60.0, runs: int | None = None, mode: str = "safety",
             scenario: str | None = None, workers: int = 1, scheduler: str | None = None, out: Path | None = None,
             plant: str | None = None, first_seed: int = 1, seeds: list[int] | None = None,
@@ -397,7 +455,7 @@ def explore(budget_s: float | None = 60.0, runs: int | None = None, mode: str = 
     ``stop_after`` distinct failures (of a check in ``stop_on`` when given); ``scenario`` None: swarm.
     Seeds ``first_seed``, +1, ... or exactly ``seeds`` (then ``runs`` defaults to their count). Returns the summary (also written
     to ``out/summary.json`` with ``runs.jsonl``, the coverage files and the failures)."""
-    from . import coverage
+    import itertools
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
@@ -405,92 +463,61 @@ def explore(budget_s: float | None = 60.0, runs: int | None = None, mode: str = 
         runs = len(seeds) if runs is None else min(runs, len(seeds))
     if budget_s is None and runs is None:
         raise ValueError("give a budget or a run count")
-    log = log or (lambda _m: None)
     out = Path(out) if out is not None else None
     runs_root = str(out.resolve() / "runs") if out is not None else None  # absolute: Dask workers write there
     t0 = time.perf_counter()
-    records: list[dict] = []
-    by_signature: dict[tuple, Failure] = {}
-    seen_raw: dict[tuple, Failure] = {}
+    found = _Findings(shrink_runs, log or (lambda _m: None), t0)
 
     def until(started: int) -> bool:
         if runs is not None and started >= runs:
             return True
-        wanted = [f for f in by_signature.values() if not stop_on or set(f.checks) & set(stop_on)]
+        wanted = [f for f in found.by_signature.values() if not stop_on or set(f.checks) & set(stop_on)]
         if stop_after is not None and len(wanted) >= stop_after:
             return True
         return budget_s is not None and time.perf_counter() - t0 >= budget_s
 
-    def on_record(rec: dict) -> None:
-        records.append(rec)
-        if not rec["failed"]:
-            return
-        check = rec["failed"][0]
-        if rec.get("error"):  # a simulator error: one failure per place it is raised; the fault kinds
-            check = f"{check} at {rec['error'].rsplit(' at ', 1)[-1]}"  # every seed showing it shares
-            known = by_signature.get((check, ()))
-            if known is not None:
-                known.seeds.append(rec["seed"])
-                known.common_kinds = sorted(set(known.common_kinds) & set(rec["fault_kinds"]))
-                return
-            fail = Failure(check, (), [rec["seed"]], rec["replay"], None, found_after_runs=len(records),
-                           found_after_s=time.perf_counter() - t0, found_after_cpu_s=sum(r["cpu_s"] for r in records),
-                           error=rec["error"], common_kinds=list(rec["fault_kinds"]))
-            by_signature[(check, ())] = fail
-            log(f"explore: new failure {fail.signature} at seed {rec['seed']} (run {len(records)})")
-            return
-        raw = (check, tuple(rec["fault_kinds"]))
-        if raw in seen_raw:  # the same check with the same fault kinds: counted, not shrunk again
-            seen_raw[raw].seeds.append(rec["seed"])
-            return
-        fail = Failure(check, tuple(rec["fault_kinds"]), [rec["seed"]], rec["replay"], rec["run_dir"],
-                       found_after_runs=len(records), found_after_s=time.perf_counter() - t0,
-                       found_after_cpu_s=sum(r["cpu_s"] for r in records), error=rec.get("error"),
-                       checks=list(rec["failed"]))
-        seen_raw[raw] = fail
-        if rec["run_dir"] and shrink_runs > 0:
-            kinds, cand, used, ok = _shrink(rec, check, shrink_runs, log)
-            fail.fault_kinds, fail.candidate, fail.shrink_runs, fail.shrunk = kinds, cand, used, ok
-        key = (fail.check, fail.fault_kinds)
-        if key in by_signature:
-            by_signature[key].seeds.append(rec["seed"])
-            seen_raw[raw] = by_signature[key]
-        else:
-            by_signature[key] = fail
-            log(f"explore: new failure {fail.signature} at seed {rec['seed']} (run {len(records)})")
-
-    import itertools
-
     order = iter(seeds) if seeds is not None else itertools.count(first_seed)
-    execute(_jobs(order, mode, scenario, plant, runs_root), until, workers, scheduler, on_record)
-    wall = time.perf_counter() - t0
+    execute(_jobs(order, mode, scenario, plant, runs_root), until, workers, scheduler, found.on_record)
+    summary = _summary(found, time.perf_counter() - t0, mode, scenario, plant, workers, scheduler, budget_s, runs)
+    if determinism_sample:
+        summary["determinism"] = determinism_check(found.records, determinism_sample)
+    if out is not None:
+        _write(out, found.records, summary)
+    return summary
+
+
+def _summary(found: _Findings, wall: float, mode: str, scenario: str | None, plant: str | None, workers: int,
+             scheduler: str | None, budget_s: float | None, runs: int | None) -> dict:
+    records = found.records
     records.sort(key=lambda r: r["seed"])
     cpu = sum(r["cpu_s"] for r in records)
     sim_s = sum(r["sim_s"] for r in records)
-    cores = max(1, workers) if not scheduler else None
-    summary = {
+    return {
         "mode": mode, "swarm": scenario is None, "scenario": scenario or BASE, "plant": plant,
         "runs": len(records), "failing_runs": sum(1 for r in records if r["failed"]),
-        "distinct_failures": [f.as_dict() for f in by_signature.values()],
+        "distinct_failures": [f.as_dict() for f in found.by_signature.values()],
         "seeds": [records[0]["seed"], records[-1]["seed"]] if records else [],
         "simulated_s": round(sim_s, 1), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
         "runs_per_core_hour": round(len(records) * 3600 / cpu, 1) if cpu else None,
         "sim_s_per_wall_s": round(sim_s / wall, 2) if wall else None,
         "sim_s_per_cpu_s": round(sim_s / cpu, 2) if cpu else None,
-        "workers": workers if not scheduler else "dask", "scheduler": scheduler, "cores_used": cores,
+        "workers": workers if not scheduler else "dask", "scheduler": scheduler,
+        "cores_used": max(1, workers) if not scheduler else None,
         "budget_s": budget_s, "max_runs": runs,
     }
-    if determinism_sample:
-        summary["determinism"] = determinism_check(records, determinism_sample)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "runs.jsonl", "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, sort_keys=True) + "\n")
-        cov = coverage.aggregate([r["coverage"] for r in records])
-        summary["coverage"] = coverage.write(cov, out, commit_root=out.parent)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return summary
+
+
+def _write(out: Path, records: list[dict], summary: dict) -> None:
+    """``runs.jsonl``, the coverage files and ``summary.json`` (with the coverage added)."""
+    from . import coverage
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "runs.jsonl", "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+    cov = coverage.aggregate([r["coverage"] for r in records])
+    summary["coverage"] = coverage.write(cov, out, commit_root=out.parent)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # -- determinism at scale -----------------------------------------------------------------------

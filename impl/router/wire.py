@@ -14,6 +14,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from ..verifier.problems import problem_dict
+
 MAX_HEAD = 64 * 1024
 MAX_BODY = 8 * 1024 * 1024
 HOME_HEADER = b"x-flk-home"
@@ -26,6 +28,9 @@ _VERSION = re.compile(rb"^HTTP/1\.[01]$")
 _DIGITS = re.compile(rb"^[0-9]{1,16}$")
 _STATUS_LINE = re.compile(rb"^HTTP/1\.[01] ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*)?$")
 _HEX = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
+# the router's own answers, by status: slugs of the one problem catalog (flk.impl.verifier.problems)
+SLUGS = {400: "bad-request", 413: "payload-too-large", 431: "headers-too-large", 501: "unsupported-transfer-coding",
+         502: "region-unavailable"}
 REASONS = {400: "Bad Request", 413: "Content Too Large", 431: "Request Header Fields Too Large",
            501: "Not Implemented", 502: "Bad Gateway"}
 
@@ -140,7 +145,7 @@ def head_bytes(first: str, headers: list[tuple[bytes, bytes]], body: bytes,
 def problem(status: int, detail: str, region: str | None = None, close: bool = False) -> bytes:
     """A whole ``application/problem+json`` answer of the router itself."""
     title = REASONS.get(status, "Error")
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+    body = json.dumps(problem_dict(SLUGS.get(status, "bad-request"), detail)).encode()
     extra = [(REGION_HEADER, region.encode())] if region else []
     if close:
         extra.append((b"connection", b"close"))

@@ -69,6 +69,8 @@ CATALOG: Mapping[str, ProblemType] = {
     # operator endpoints (spec/OPERATOR.md)
     "migration-disabled": ProblemType(503, "No shard migration configured"),
     "migration-refused": ProblemType(409, "Migration step refused"),
+    # the health-checked router in front of the regions (spec/ARCHITECTURE.md, Router)
+    "region-unavailable": ProblemType(502, "The region did not answer"),
 }
 
 
