@@ -4,6 +4,8 @@ changed since the last `make demo` in the same checkout)."""
 
 from __future__ import annotations
 
+import json
+
 from flk.impl.lab import demo
 
 
@@ -11,9 +13,11 @@ def test_the_demo_replaces_its_own_runs_of_older_scenario_content(tmp_path, monk
     monkeypatch.setattr(demo, "FLAGSHIP_CRR", ["crr-normal"])
     first = demo.stage_sim(tmp_path)
     assert first.status == "pass", first.details
-    stored = tmp_path / "crr-normal" / "1" / "scenario.toml"
-    stored.write_text(stored.read_text(encoding="utf-8").replace("rate_per_s = 150.0", "rate_per_s = 151.0"),
-                      encoding="utf-8")  # a run of other scenario content, as an older checkout wrote it
+    stored = tmp_path / "crr-normal" / "1" / "results.json"
+    doc = json.loads(stored.read_text(encoding="utf-8"))
+    ours = doc["stamp"]["run_key"]
+    doc["stamp"]["run_key"] = "0" * 64  # a run of other scenario content, as an older checkout wrote it
+    stored.write_text(json.dumps(doc), encoding="utf-8")
     again = demo.stage_sim(tmp_path)
     assert again.status == "pass", again.details
-    assert "rate_per_s = 150.0" in stored.read_text(encoding="utf-8")
+    assert json.loads(stored.read_text(encoding="utf-8"))["stamp"]["run_key"] == ours
