@@ -67,12 +67,14 @@ def test_region_loss_fails_over_through_the_real_router_and_real_prometheus_fire
     assert 0.9 <= m["failover_detection_s"] <= 4.0 and 0 < m["rto_s"] <= 8.0, m
     for inv in ("INV-FWW", "INV-NO-ACKED-LOSS", "INV-CONVERGENCE"):
         assert checks[inv]["ok"] and checks[inv]["exercised"], checks[inv]
-    # the real Prometheus: eu's scrapes failed -> FlkBackendDown within the declared budget, nothing else fired
+    # the real Prometheus: eu's scrapes failed -> FlkBackendDown within the declared budget, nothing else fired but the unchecked drift alert
     assert res["alerts"]["engine"] == "prometheus" and min(res["alerts"]["scrapes"].values()) > 10
     fired = checks["ALERT-FlkBackendDown"]
     assert fired["ok"] and fired["exercised"] and "on eu" in fired["note"], fired
-    assert set(res["alerts"]["firing"]) == {"FlkBackendDown"}, res["alerts"]["firing"]
+    # FlkGeoDivergence is declared unchecked (eu misses its peers' writes while down: a true drift)
+    assert set(res["alerts"]["firing"]) - {"FlkGeoDivergence"} == {"FlkBackendDown"}, res["alerts"]["firing"]
     assert set(res["alerts"]["firing"]["FlkBackendDown"]) == {"eu"}
+    assert "ALERT-FlkGeoDivergence" not in checks
     silent = [c for c in res["invariants"] if c["id"].startswith("ALERT-") and c["id"] != "ALERT-FlkBackendDown"]
     assert len(silent) >= 10 and all(c["ok"] and c["note"] == "silent" for c in silent), silent
     assert res["cluster"]["left_behind"] == [] and leftovers(prefix) == []
