@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,7 @@ FULL = os.environ.get("FLK_SIM_TIER") == "full"
 SMALL = ("dedup-outage", "crr-lag-alert", "overload-backpressure")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def promtool() -> str:
-    tool = shutil.which("promtool")
-    if tool is None:
-        msg = "promtool not installed: bash scripts/install_observability.sh"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return tool
+pytestmark = pytest.mark.usefixtures("promtool")  # tests/observability/conftest.py
 
 
 def _assert_holds(row: dict) -> None:

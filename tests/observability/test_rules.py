@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import tomllib
 
-import pytest
 import yaml
 
 from flk.sim.scenario import list_scenarios, scenario_dir
@@ -36,15 +34,6 @@ UNIT_TEST_ONLY = {
 }
 
 
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    tool = shutil.which("promtool")
-    if tool is None:
-        msg = "promtool not installed: bash scripts/install_observability.sh"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return tool
 
 
 def rules() -> list[dict]:

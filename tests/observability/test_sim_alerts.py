@@ -21,15 +21,7 @@ from flk.sim.scenario import load
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def promtool() -> str:
-    tool = shutil.which("promtool")
-    if tool is None:
-        msg = "promtool not installed: bash scripts/install_observability.sh"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return tool
+pytestmark = pytest.mark.usefixtures("promtool")  # tests/observability/conftest.py
 
 
 def alert_checks(res) -> dict[str, dict]:
