@@ -486,7 +486,7 @@ class RegionReplication:
         self.detector = DivergenceDetector(r.id, self.region.store.inner, self.view, self.world.region_ids,
                                            n=int(cfg["divergence_sample"]),
                                            interval_s=float(cfg["divergence_interval_s"]),
-                                           open_conflicts=self.open_conflicts)
+                                           open_conflicts=self.open_conflicts, topology=lambda: self.reader.topology)
 
     def open_conflicts(self) -> int:
         """``reconciler.metrics()["open_conflicts"]`` without a sorted pass over every key:

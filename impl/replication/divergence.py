@@ -18,6 +18,21 @@ Three signals:
   ``(payload_digest, status)``; ``sample_mismatch = mismatches / comparable``.
 * **Explicit conflicts**: the reconciler's open conflict count.
 
+**Scope: only what the CRR policy replicates.** Under selective replication a
+tenant's records reach only the regions whose reader selects them, so two
+regions may differ by design. Each summary carries the publishing region's
+policy as its reader applies it (``reads``: the sources of its
+:class:`~flk.impl.replication.reading.Topology`, the one owner of the
+"which tenant goes to which region" rule, :meth:`Topology.reads`) and, per
+sampled key, its origin region (the stored outcome's ``region``). A comparable
+key is compared only if both regions hold keys of its origin and tenant: each
+region either is the origin or reads the tenant from it. Keys outside that
+scope are counted (``out_of_scope``), never a mismatch. Key counts are
+compared only when the two policies put every key of either store in scope
+(``count_compared``; a store cannot count per tenant); otherwise the sample is
+the signal. A summary without ``reads`` (no policy given) holds and is held to
+every key, as before.
+
 Severity (SPEC thresholds): ``warning`` if count divergence > 5 % or
 sample mismatch > 10 % or any open conflict; ``critical`` at twice the
 thresholds (> 10 % / > 20 %). Pure functions plus :class:`DivergenceDetector`
@@ -34,10 +49,28 @@ from typing import Any
 
 from ..dedup import StoreUnavailable, sample_rank
 from ..storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
+from .reading import Topology
 
 COUNT_WARN, SAMPLE_WARN = 0.05, 0.10
 RUNBOOK = "spec/SPEC.md#11-multi-region-replication-and-convergence"
 PREFIX = "_divergence"
+
+
+Reads = tuple[tuple[str, tuple[str, ...] | None], ...]  # (source, None = every tenant | tenants), sorted
+
+
+def reads_of(topology: Topology | None) -> Reads | None:
+    """A reader topology as a summary's ``reads`` (None: no policy given)."""
+    if topology is None:
+        return None
+    return tuple((src, None if f is None else tuple(sorted(f))) for src, f in sorted(topology.sources.items()))
+
+
+def topology_of(reads: Reads | None) -> Topology | None:
+    """A summary's ``reads`` as the reader's :class:`Topology` again (the rule's one owner)."""
+    if reads is None:
+        return None
+    return Topology({src: None if f is None else frozenset(f) for src, f in reads})
 
 
 @dataclass(frozen=True)
@@ -47,24 +80,58 @@ class Summary:
     seed: int
     n: int
     taken_at: float
-    sample: tuple[tuple[str, str, str, int], ...]  # (tenant, pcs_id, payload_digest, status)
+    sample: tuple[tuple[str, str, str, int, str], ...]  # (tenant, pcs_id, payload_digest, status, origin region)
+    reads: Reads | None = None  # the publishing region's CRR policy as its reader applies it
 
     def to_json(self) -> bytes:
         d = asdict(self)
         d["sample"] = [list(x) for x in self.sample]
+        d["reads"] = None if self.reads is None else [[src, None if f is None else list(f)] for src, f in self.reads]
         return json.dumps(d, sort_keys=True).encode()
 
     @staticmethod
     def from_json(raw: bytes) -> Summary:
         d = json.loads(raw)
+        reads = d.get("reads")
         return Summary(str(d["region"]), int(d["count"]), int(d["seed"]), int(d["n"]), float(d["taken_at"]),
-                       tuple((str(t), str(p), str(g), int(s)) for t, p, g, s in d["sample"]))
+                       tuple((str(t), str(p), str(g), int(s), str(o[0]) if o else "") for t, p, g, s, *o in d["sample"]),
+                       None if reads is None else tuple((str(src), None if f is None else tuple(str(x) for x in f))
+                                                        for src, f in reads))
 
 
-def summarize(store: Any, region: str, n: int, seed: int, now: float) -> Summary:
+def summarize(store: Any, region: str, n: int, seed: int, now: float, topology: Topology | None = None) -> Summary:
+    """This region's summary; ``topology``: the CRR policy its reader applies (None: none given)."""
     sample = store.sample(n, seed, now)
     return Summary(region, int(store.count(now)), seed, n, now,
-                   tuple((t, p, o.payload_digest, int(o.status)) for t, p, o in sample))
+                   tuple((t, p, o.payload_digest, int(o.status), o.region) for t, p, o in sample), reads_of(topology))
+
+
+def holds(topology: Topology | None, region: str, origin: str, tenant: str) -> bool:
+    """``region`` holds ``origin``'s keys of ``tenant`` under its policy: its own writes, or a
+    source its reader reads the tenant from (no policy given: every key)."""
+    return topology is None or origin == region or topology.reads(origin, tenant)
+
+
+def replicated(s1: Summary, s2: Summary) -> Callable[[str, str], bool]:
+    """``(origin, tenant) -> both regions hold origin's keys of tenant`` (the key is compared)."""
+    t1, t2 = topology_of(s1.reads), topology_of(s2.reads)
+    return lambda origin, tenant: holds(t1, s1.region, origin, tenant) and holds(t2, s2.region, origin, tenant)
+
+
+def full_scope(s1: Summary, s2: Summary) -> bool:
+    """Every key of either store is in the pair's scope (the two policies agree on every
+    origin and tenant), so the key counts are comparable."""
+    if s1.reads is None and s2.reads is None:
+        return True
+    t1, t2 = topology_of(s1.reads), topology_of(s2.reads)
+    other_region, other_tenant = "\x00region", "\x00tenant"  # stand for every name no policy mentions
+    origins = {s1.region, s2.region, other_region}
+    tenants = {other_tenant}
+    for t in (t1, t2):
+        if t is not None:
+            origins.update(t.sources)
+            tenants.update(x for f in t.sources.values() if f is not None for x in f)
+    return all(holds(t1, s1.region, o, t) == holds(t2, s2.region, o, t) for o in origins for t in tenants)
 
 
 def count_divergence(c1: int, c2: int) -> float:
@@ -83,14 +150,19 @@ class Comparison:
     mismatched: int
     sample_mismatch: float
     mismatched_keys: tuple[tuple[str, str], ...] = ()
+    out_of_scope: int = 0  # comparable keys the policies do not replicate between the two (not compared)
+    count_compared: bool = True  # False: the policies leave keys out, the key counts say nothing
 
 
 def compare(s1: Summary, s2: Summary) -> Comparison:
+    """The two summaries' divergence over what their CRR policies replicate between them."""
     if s1.seed != s2.seed:
         raise ValueError("summaries with different seeds are not comparable")
     rank = {}
-    for t, p, *_ in s1.sample + s2.sample:
+    origins: dict[tuple[str, str], set[str]] = {}
+    for t, p, _g, _s, o in s1.sample + s2.sample:
         rank[(t, p)] = sample_rank(s1.seed, t, p)
+        origins.setdefault((t, p), set()).add(o)
 
     def bound(s: Summary) -> str | None:
         # a sample with fewer than n entries holds the whole store: no bound
@@ -100,13 +172,18 @@ def compare(s1: Summary, s2: Summary) -> Comparison:
 
     b1, b2 = bound(s1), bound(s2)
     limit = min([b for b in (b1, b2) if b is not None], default=None)
-    v1 = {(t, p): (g, st) for t, p, g, st in s1.sample}
-    v2 = {(t, p): (g, st) for t, p, g, st in s2.sample}
-    keys = sorted(k for k in set(v1) | set(v2) if limit is None or rank[k] <= limit)
+    v1 = {(t, p): (g, st) for t, p, g, st, _o in s1.sample}
+    v2 = {(t, p): (g, st) for t, p, g, st, _o in s2.sample}
+    comparable = sorted(k for k in set(v1) | set(v2) if limit is None or rank[k] <= limit)
+    both = replicated(s1, s2)
+    keys = comparable if s1.reads is None and s2.reads is None else [
+        k for k in comparable if any(both(o, k[0]) for o in sorted(origins[k]))]
     bad = tuple(k for k in keys if v1.get(k) != v2.get(k))
     mm = len(bad) / len(keys) if keys else 0.0
-    return Comparison(s1.region, s2.region, s1.count, s2.count, count_divergence(s1.count, s2.count),
-                      len(keys), len(bad), mm, bad)
+    counted = full_scope(s1, s2)
+    return Comparison(s1.region, s2.region, s1.count, s2.count,
+                      count_divergence(s1.count, s2.count) if counted else 0.0,
+                      len(keys), len(bad), mm, bad, len(comparable) - len(keys), counted)
 
 
 @dataclass(frozen=True)
@@ -149,12 +226,18 @@ def check_all(summaries: Iterable[Summary], open_conflicts: int = 0) -> list[Ale
 class DivergenceDetector:
     """Publishes this region's summary every ``interval_s`` (seed = the check
     period number, so all regions sample the same keys in a period) and
-    compares it with the peers' summaries of the same period."""
+    compares it with the peers' summaries of the same period.
+
+    ``topology()``: the CRR policy this region's reader applies now (the
+    driver passes ``lambda: reader.topology``, so a policy changed at run time
+    is the one published); None compares every key."""
 
     def __init__(self, region: str, store: Any, objects: ObjectStore, peers: Iterable[str], n: int = 100,
                  interval_s: float = 300.0, on_alert: Callable[[Alert], None] | None = None,
-                 open_conflicts: Callable[[], int] = lambda: 0) -> None:
+                 open_conflicts: Callable[[], int] = lambda: 0,
+                 topology: Callable[[], Topology] | None = None) -> None:
         self.region, self.store, self.objects = region, store, objects
+        self.topology = topology
         self.peers = sorted(set(peers) - {region})
         self.n, self.interval_s, self.on_alert, self.open_conflicts = n, float(interval_s), on_alert, open_conflicts
         self.last: list[Alert] = []
@@ -167,7 +250,8 @@ class DivergenceDetector:
     def step(self, now: float) -> float:
         seed = self.period(now)
         try:
-            mine = summarize(self.store, self.region, self.n, seed, now)
+            mine = summarize(self.store, self.region, self.n, seed, now,
+                             None if self.topology is None else self.topology())
             key = f"{PREFIX}/{self.region}/{seed:012d}-{int(now * 1000):015d}.json"
             self.objects.put(key, mine.to_json())
             for old in self.objects.list(f"{PREFIX}/{self.region}/"):

@@ -58,6 +58,14 @@ class Topology:
 
     sources: dict[str, TenantFilter] = field(default_factory=dict)
 
+    def reads(self, source: str, tenant: str) -> bool:
+        """The one rule of selective replication: this region replays ``source``'s records of
+        ``tenant`` (the reader's filter; the divergence detector scopes its comparison by it)."""
+        if source not in self.sources:
+            return False
+        f = self.sources[source]
+        return f is None or tenant in f
+
     @staticmethod
     def full_mesh(regions: Iterable[str], me: str, include_self: bool = True) -> Topology:
         return Topology({r: None for r in sorted(set(regions)) if include_self or r != me})
@@ -203,7 +211,8 @@ class Reader:
                     raise
                 return n  # the stream stops here: never applied, never skipped
             self.rejected.pop(stream, None)
-            wanted = records if tenants is None else [r for r in records if (r.tenant or "default") in tenants]
+            wanted = records if tenants is None else [r for r in records
+                                                      if self.topology.reads(source, r.tenant or "default")]
             self.filtered_records += len(records) - len(wanted)
             step = self.batch if self.batch > 0 else 1
             for i in range(0, len(wanted), step):

@@ -144,7 +144,8 @@ class CrrService:
                                  on_quarantine=self._quarantined)
             self.divergence = DivergenceDetector(
                 cfg.region, dedup_store, self.objects, list(topo.sources), interval_s=cfg.divergence_interval_s,
-                on_alert=self._alert, open_conflicts=lambda: self.reconciler.metrics()["open_conflicts"])
+                on_alert=self._alert, open_conflicts=lambda: self.reconciler.metrics()["open_conflicts"],
+                topology=lambda: self.reader.topology)  # the reader's CRR policy (an operator's change too)
         self._next_divergence = 0.0
         self.pending: list[Callable[[], None]] = []  # changes run on this thread at the next step (call_soon)
         self._stop = threading.Event()
@@ -258,7 +259,9 @@ class CrrService:
             out["divergence"] = [
                 {"severity": a.severity, "regions": [a.comparison.region1, a.comparison.region2],
                  "count_divergence": a.comparison.count_divergence, "sample_mismatch": a.comparison.sample_mismatch,
-                 "comparable": a.comparison.comparable, "open_conflicts": a.open_conflicts, "reasons": list(a.reasons)}
+                 "comparable": a.comparison.comparable, "out_of_scope": a.comparison.out_of_scope,
+                 "count_compared": a.comparison.count_compared,
+                 "open_conflicts": a.open_conflicts, "reasons": list(a.reasons)}
                 for a in self.divergence.last]
         return out
 

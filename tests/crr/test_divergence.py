@@ -83,8 +83,12 @@ def test_thresholds_warning_at_5_and_10_percent_critical_at_twice():
 
 
 def test_summary_roundtrip_and_check_all_pairs_only_equal_seeds():
-    s = Summary("eu", 3, 5, 10, NOW, (("ta", "p", "a" * 64, 200),))
+    s = Summary("eu", 3, 5, 10, NOW, (("ta", "p", "a" * 64, 200, "eu"),))
     assert Summary.from_json(s.to_json()) == s
+    # a summary without origins and policy (an older detector's): origin unknown, no policy
+    legacy = b'{"count": 3, "n": 10, "region": "eu", "sample": [["ta", "p", "%s", 200]], "seed": 5, "taken_at": 1.0}'
+    old = Summary.from_json(legacy % (b"a" * 64))
+    assert old.sample == (("ta", "p", "a" * 64, 200, ""),) and old.reads is None
     other = Summary("us", 3, 5, 10, NOW, ())
     stale = Summary("ap", 3, 4, 10, NOW, ())
     alerts = check_all([other, s, stale])
