@@ -107,11 +107,11 @@ def _row_recorder(history: History, type: str, names: tuple[str, ...], many: boo
     """The function :meth:`History.recorder` gives a digest-only history (``many``: the loop
     :meth:`History.record_many` runs, ``(t, rows)``): one frame per event,
     the keys sorted once, the event type written as a constant, each value inline when it is a
-    str (escaped) or an int, else through :func:`_value` -- the text of ``_dumps``."""
+    str (escaped), an int or a bool, else through :func:`_value` -- the text of ``_dumps``."""
     keys = sorted({"t_us", "type", *names})
     args = [f"a{i}" for i in range(len(names))]
     ns = {"S": _json_encoder.encode_basestring, "V": _value, "pending": history._unhashed, "history": history,
-          "fold": history._fold}
+          "fold": history._fold, "T": "true", "F": "false"}
     parts = []
     for i, key in enumerate(keys):
         head = ("{" if i == 0 else ",") + _json_encoder.encode_basestring(key) + ":"
@@ -124,7 +124,8 @@ def _row_recorder(history: History, type: str, names: tuple[str, ...], many: boo
             value = ""
         else:
             a = args[names.index(key)]
-            value = f"{{S({a}) if {a}.__class__ is str else {a} if {a}.__class__ is int else V({a})}}"
+            value = (f"{{S({a}) if (c := {a}.__class__) is str else {a} if c is int else "
+                     f"(T if {a} else F) if c is bool else V({a})}}")
         parts.append(f"{{P{i}}}{value}")
     line = f"f'{''.join(parts)}}}}}'"
     if many:  # every row at one time: one loop, the count added once

@@ -212,6 +212,13 @@ class Agent:
                                   max_attempts=int(w["max_attempts"]), max_retry_after=30.0)
         self.mailbox = world.net.register(self.id, group="clients", handler=self.on_message)
         self.attempt_timeout = float(w["timeout_ms"]) / 1000.0  # an attempt's answer timeout, seconds
+        self.shard = f"s{index}"
+        # the workload's rates, read once (a scenario's data does not change during a run)
+        self._choice_rates = (w["dup_rate"], w["bad_sig_rate"], w["conflict_rate"], w["cross_region_conflict_rate"])
+        self._untrusted_rates = tuple((kind, w.get(f"{kind}_rate", 0.0)) for kind in ("tampered", "forged",
+                                                                                       "out_of_policy"))
+        self._pool = int(w["pool"])
+        self._rate = 0.0  # the arrival rate the pending arrival was drawn at
         h = world.history  # the per-attempt events, field order fixed (History.recorder)
         self._rec_send = h.recorder("client.send", ("req", "attempt", "agent", "tenant", "pcs_id", "digest", "kind",
                                                     "region"))
@@ -265,65 +272,78 @@ class Agent:
             return base * (1.0 + 0.8 * math.sin(2 * math.pi * t / period))
         return base
 
-    def run(self):
-        """The arrival process: one timeout per arrival. A submission starts right after the
-        next arrival is drawn, in the same step (:meth:`submit`, no process of its own)."""
-        env, world = self.world.env, self.world
-        rate = self.rate_at(env.now)
-        timer = env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0)
-        while True:
-            yield timer
-            if env.now >= world.duration:
+    def start(self) -> None:
+        """Start the arrival loop where a SimPy process started now would begin (its
+        initialising event: urgent, at the current time), without a process: each arrival is
+        a timeout whose callback (:meth:`_arrival`) draws the next one, then submits."""
+        env = self.world.env
+        ev = env.event()
+        ev._ok, ev._value = True, None
+        ev.callbacks.append(self._begin)
+        env.schedule(ev, URGENT)
+
+    def _begin(self, _event=None) -> None:
+        env = self.world.env
+        rate = self._rate = self.rate_at(env.now)
+        env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0).callbacks.append(self._arrival)
+
+    def _arrival(self, _timer) -> None:
+        """One arrival (a timeout's callback): the next arrival is drawn, then a submission
+        starts in the same step (:meth:`submit`; no process of its own)."""
+        world = self.world
+        env = world.env
+        now = env.now
+        if now >= world.duration:
+            return
+        start = False
+        if self._rate > 0 and self.up:
+            cap = world.max_submissions
+            if cap is not None and world.submitted >= cap:
                 return
-            start = False
-            if rate > 0 and self.up:
-                cap = world.max_submissions
-                if cap is not None and world.submitted >= cap:
-                    return
-                world.submitted += 1
-                start = True
-            rate = self.rate_at(env.now)
-            timer = env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0)
-            if start:
-                self.submit()
+            world.submitted += 1
+            start = True
+        rate = self._rate = self.rate_at(now)
+        env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0).callbacks.append(self._arrival)
+        if start:
+            self.submit()
 
     def choose(self) -> tuple[str, dict]:
-        w, rng, f = self.w, self.rng, self.world.factory
+        rng, f, sent = self.rng, self.world.factory, self.sent
+        dup, bad_sig, conflict, cross = self._choice_rates
         x = rng.random()
-        if self.sent and x < w["dup_rate"]:
-            return "dup", f.resigned(self.sent[rng.randrange(len(self.sent))], self.tenant)
-        x -= w["dup_rate"]
-        if x < w["bad_sig_rate"]:
-            return "bad_sig", f.bad_sig(f.new(rng, self.tenant, f"s{self.index}", self.epoch))
-        x -= w["bad_sig_rate"]
-        if self.sent and x < w["conflict_rate"]:
-            return "conflict", f.conflicting(self.sent[rng.randrange(len(self.sent))], self.tenant)
-        x -= w["conflict_rate"]
-        if x < w["cross_region_conflict_rate"]:
+        if sent and x < dup:
+            return "dup", f.resigned(sent[rng.randrange(len(sent))], self.tenant)
+        x -= dup
+        if x < bad_sig:
+            return "bad_sig", f.bad_sig(f.new(rng, self.tenant, self.shard, self.epoch))
+        x -= bad_sig
+        if sent and x < conflict:
+            return "conflict", f.conflicting(sent[rng.randrange(len(sent))], self.tenant)
+        x -= conflict
+        if x < cross:
             picked = self._cross_region_pick()
             if picked is not None:
                 return "conflict", f.conflicting(picked, self.tenant)
-        untrusted = self._untrusted(x - w["cross_region_conflict_rate"])
+        untrusted = self._untrusted(x - cross)
         if untrusted is not None:
             return untrusted
-        pcs = f.new(rng, self.tenant, f"s{self.index}", self.epoch)
+        pcs = f.new(rng, self.tenant, self.shard, self.epoch)
         now = self.world.env.now
-        if len(self.sent) < int(w["pool"]):
-            self.sent.append(pcs)
+        if len(sent) < self._pool:
+            sent.append(pcs)
             self.sent_at.append(now)
         else:
-            slot = rng.randrange(len(self.sent))
-            self.sent[slot], self.sent_at[slot] = pcs, now
+            slot = rng.randrange(len(sent))
+            sent[slot], self.sent_at[slot] = pcs, now
         return "valid", pcs
 
     def _untrusted(self, x: float) -> tuple[str, dict] | None:
         """A tampered, forged or out-of-policy PCS for ``x`` in [0, their rates' sum)
         (no random draw unless one is chosen: runs without them are unchanged)."""
-        w, f = self.w, self.world.factory
-        for kind in ("tampered", "forged", "out_of_policy"):
-            rate = w.get(f"{kind}_rate", 0.0)
+        for kind, rate in self._untrusted_rates:
             if 0.0 <= x < rate:
-                pcs = f.new(self.rng, self.tenant, f"s{self.index}", self.epoch)
+                f = self.world.factory
+                pcs = f.new(self.rng, self.tenant, self.shard, self.epoch)
                 made = f.tampered(pcs) if kind == "tampered" else getattr(f, kind)(pcs, self.tenant)
                 return kind, made
             x -= rate

@@ -8,6 +8,7 @@ checkers.
 from __future__ import annotations
 
 import gc
+from hashlib import sha256
 
 import simpy
 
@@ -238,7 +239,7 @@ class World:
     def _run(self) -> History:
         env = self.env
         for a in self.agents:
-            env.process(a.run())
+            a.start()
         for f in self.scenario.data["faults"]:
             self.fault_log.append(dict(f))
             env.process(self._fault_proc(f))
@@ -267,7 +268,8 @@ class World:
             final = self.regions[rid].final_entries()
             self.history.record_many(env.now, "final.entry", ("region", "tenant", "pcs_id", "digest", "status",
                                                               "body_sha"),
-                                     ((rid, t, p, o.payload_digest, o.status, body_sha(o.body)) for t, p, o in final))
+                                     ((rid, t, p, o.payload_digest, o.status, sha256(o.body).hexdigest()[:16])
+                                      for t, p, o in final))  # body_sha, inline
             snap = self.rewind_snapshots.get(rid)
             if snap is not None:
                 now_map = {(t, p): body_sha(o.body) for t, p, o in final}
