@@ -41,9 +41,9 @@ uniform in [0, 1). If the target URL asked for Retry-After and ``r`` seconds of
 it remain, the wait is the larger of that backoff draw and a Retry-After wait
 drawn uniformly from ``[min(r, M), min(2 * r, M)]`` (``M`` = ``max_retry_after``,
 :func:`retry_after_wait`): never earlier than the server asked (up to the cap),
-and spread over as long again. Without that jitter every client told "6" after
-a pause comes back in the same instant, the admission limit takes a few and
-answers the same Retry-After to the rest, and the herd repeats (found by
+and spread over as long again. Without that jitter the clients shed after a
+pause, all given one Retry-After, came back in the same instant; the admission
+limit took a few and answered the rest the same again, and the herd repeated (found by
 ``flk sim explore --swarm --mode liveness``, seed 1000070; pinned in
 ``sim/scenarios/regressions/retry-after-herd.toml``). So every wait lies in
 ``[0, max(min(cap, base * 2**k), max_retry_after)]`` (:func:`wait_bound`).
