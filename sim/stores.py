@@ -154,14 +154,18 @@ class SimMemoryStore(MemoryStore):
     def scan_all(self, now: float) -> list:
         """Sorted tenant by tenant and key by key: no sort key tuple per entry."""
         out: list = []
-        split = self._split
+        add = out.append
+        bare_ttl = self._bare_ttl
         with self._lock:
             for t in sorted(self._by_tenant):
                 keys = self._by_tenant[t]
                 for p in sorted(keys):
-                    exp, o = split(keys[p])
-                    if exp > now:
-                        out.append((t, p, o))
+                    v = keys[p]
+                    if type(v) is tuple:  # self._split, inlined
+                        if v[0] > now:
+                            add((t, p, v[1]))
+                    elif v.first_seen + bare_ttl > now:
+                        add((t, p, v))
         return out
 
     def peek(self, tenant: str, pcs_id: str):
