@@ -314,6 +314,22 @@ class CompactAuthoritativeStore:
         self._n += pcs_id not in keys
         keys[pcs_id] = (outcome, now)
 
+    def observe_plain(self, tenant: str, pcs_id: str, outcome, now: float) -> bool:
+        """:meth:`Reconciler.observe_batch`'s shortcut for the observations that leave a record
+        plain: a key seen for the first time gets ``(outcome, now)`` (as :meth:`put_first`), a
+        re-delivery of the one outcome a plain record holds changes nothing (the merge finds
+        the record as it is); True for both. False: the caller merges (another outcome, or a
+        record with more than one outcome seen)."""
+        keys = self._d.get(tenant)
+        if keys is None:
+            keys = self._d[tenant] = {}
+        v = keys.get(pcs_id)
+        if v is None:
+            self._n += 1
+            keys[pcs_id] = (outcome, now)
+            return True
+        return type(v) is tuple and (v[0] is outcome or v[0] == outcome)
+
     def items(self):
         for t in sorted(self._d):
             for p in sorted(self._d[t]):

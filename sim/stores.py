@@ -15,7 +15,7 @@ run under simulated time.
 from __future__ import annotations
 
 from flk.impl.dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable
-from flk.impl.dedup.base import check_key, check_ttl
+from flk.impl.dedup.base import check_key, check_keys, check_ttl
 from flk.impl.dedup.memory import MemoryStore
 from flk.impl.dedup.migrate import (
     DualWriteStore,
@@ -68,28 +68,73 @@ class SimMemoryStore(MemoryStore):
         exp, o = self._split(v)
         return None if exp <= now else o
 
+    def get_many(self, keys, now):
+        """:meth:`get` of each key, in one loop (the same answers)."""
+        check_keys(keys)
+        by_tenant, bare_ttl = self._by_tenant, self._bare_ttl
+        out = []
+        add = out.append
+        for tenant, pcs_id in keys:
+            v = by_tenant.get(tenant, _EMPTY).get(pcs_id)
+            if v is None:
+                add(None)
+            elif type(v) is tuple:  # self._split, inlined
+                add(v[1] if v[0] > now else None)
+            else:
+                add(v if v.first_seen + bare_ttl > now else None)
+        return out
+
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
         check_key(tenant, pcs_id)
-        ttl = check_ttl(ttl_s, self.ttl_s)
+        return self._put_many([(tenant, pcs_id, outcome)], now, check_ttl(ttl_s, self.ttl_s))[0]
+
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        """:meth:`put_if_absent` of each item in order, in one loop under one lock (the same
+        answers and the same entries: a later item sees an earlier item's write)."""
+        check_keys(items)
+        if not items:
+            return []
+        return self._put_many(items, now, check_ttl(ttl_s, self.ttl_s))
+
+    def _put_many(self, items, now: float, ttl: float) -> list:
+        """The puts of validated ``items`` at ``now`` with ``ttl``."""
+        by_tenant, bare_ttl = self._by_tenant, self._bare_ttl
+        out = []
+        add = out.append
         with self._lock:
-            keys = self._by_tenant.get(tenant)
-            if keys is None:
-                keys = self._by_tenant[tenant] = {}
-            hit = keys.get(pcs_id)
-            if hit is not None:
-                exp, held = self._split(hit)
-                if exp > now:
-                    return False, held
             last_now, last_ttl, expiry = self._last_expiry
             if now != last_now or ttl != last_ttl:
                 expiry = now + ttl
                 self._last_expiry = (now, ttl, expiry)
-            first_seen = getattr(outcome, "first_seen", None)
-            bare = type(first_seen) is float and first_seen == now and ttl == self._bare_ttl
-            keys[pcs_id] = outcome if bare else (expiry, outcome)
-            if expiry < self._min_expiry:
+            # a bare entry's expiry is its outcome's first_seen + the store's TTL: only a put at
+            # the outcome's own ``now`` (its first_seen, a float) with that TTL is held bare
+            bare_ttl_put = ttl == bare_ttl
+            wrote = False
+            keys = None
+            last_tenant = None
+            for tenant, pcs_id, outcome in items:
+                if tenant is not last_tenant or keys is None:
+                    keys = by_tenant.get(tenant)
+                    if keys is None:
+                        keys = by_tenant[tenant] = {}
+                    last_tenant = tenant
+                hit = keys.get(pcs_id)
+                if hit is not None:
+                    if type(hit) is tuple:  # self._split, inlined
+                        if hit[0] > now:
+                            add((False, hit[1]))
+                            continue
+                    elif hit.first_seen + bare_ttl > now:
+                        add((False, hit))
+                        continue
+                first_seen = getattr(outcome, "first_seen", None)
+                bare = bare_ttl_put and type(first_seen) is float and first_seen == now
+                keys[pcs_id] = outcome if bare else (expiry, outcome)
+                wrote = True
+                add((True, outcome))
+            if wrote and expiry < self._min_expiry:
                 self._min_expiry = expiry
-            return True, outcome
+        return out
 
     def _unsorted_live(self, now: float) -> list:
         split = self._split
@@ -109,14 +154,18 @@ class SimMemoryStore(MemoryStore):
     def scan_all(self, now: float) -> list:
         """Sorted tenant by tenant and key by key: no sort key tuple per entry."""
         out: list = []
-        split = self._split
+        add = out.append
+        bare_ttl = self._bare_ttl
         with self._lock:
             for t in sorted(self._by_tenant):
                 keys = self._by_tenant[t]
                 for p in sorted(keys):
-                    exp, o = split(keys[p])
-                    if exp > now:
-                        out.append((t, p, o))
+                    v = keys[p]
+                    if type(v) is tuple:  # self._split, inlined
+                        if v[0] > now:
+                            add((t, p, v[1]))
+                    elif v.first_seen + bare_ttl > now:
+                        add((t, p, v))
         return out
 
     def peek(self, tenant: str, pcs_id: str):

@@ -210,6 +210,18 @@ def check_key(tenant: str, pcs_id: str) -> None:
         raise ValueError("pcs_id must be a non-empty string of at most 256 characters")
 
 
+def check_keys(items: Iterable[Sequence]) -> None:
+    """:func:`check_key` of every item's first two fields, ``(tenant, pcs_id, ...)``, in order
+    (a batch call's keys, validated at the store's boundary in one loop: the same rules, the
+    same first error)."""
+    good = _GOOD_TENANTS
+    for item in items:
+        tenant, pcs_id = item[0], item[1]
+        if (type(tenant) is not str or tenant not in good or type(pcs_id) is not str
+                or not 1 <= len(pcs_id) <= 256 or "\n" in pcs_id):
+            check_key(tenant, pcs_id)
+
+
 def check_ttl(ttl_s: float | None, default: float) -> float:
     ttl = default if ttl_s is None else float(ttl_s)
     if not ttl > 0:
@@ -292,8 +304,7 @@ class SqlBatchMixin(BatchMixin):
     _GET_CHUNK = 200  # keys per statement
 
     def get_many(self, keys, now):
-        for t, p in keys:
-            check_key(t, p)
+        check_keys(keys)
 
         def fn(c):
             found = {}

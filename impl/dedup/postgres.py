@@ -30,6 +30,7 @@ from .base import (
     StoredOutcome,
     StoreUnavailable,
     check_key,
+    check_keys,
     check_ttl,
     decode_cursor,
     encode_cursor,
@@ -190,8 +191,7 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
         items with the same key lose to the first, as run in order) whose
         ``RETURNING`` names the winners, then one read of every loser's winner."""
         ttl = check_ttl(ttl_s, self.ttl_s)
-        for t, p, _ in items:
-            check_key(t, p)
+        check_keys(items)
         if not items:
             return []
         firsts: dict = {}

@@ -27,6 +27,7 @@ from .base import (
     StoredOutcome,
     StoreUnavailable,
     check_key,
+    check_keys,
     check_ttl,
     generation_problem,
     sample_entries,
@@ -149,8 +150,7 @@ class RedisStore(GenerationMarked, BatchMixin):
     def get_many(self, keys, now):
         if not keys:
             return []
-        for t, p in keys:
-            check_key(t, p)
+        check_keys(keys)
         vals = self._call(lambda: self._r.mget([self._key(t, p) for t, p in keys]))
         return [None if v is None else self._decode(v, now) for v in vals]
 
@@ -177,8 +177,7 @@ class RedisStore(GenerationMarked, BatchMixin):
         if not items:
             return []
         ttl = check_ttl(ttl_s, self.ttl_s)
-        for t, p, _ in items:
-            check_key(t, p)
+        check_keys(items)
 
         def fn():
             pipe = self._r.pipeline(transaction=False)

@@ -28,6 +28,7 @@ from .base import (
     StoredOutcome,
     StoreUnavailable,
     check_key,
+    check_keys,
     check_ttl,
     decode_cursor,
     encode_cursor,
@@ -151,8 +152,7 @@ class SqliteStore(SqlBatchMixin):
         key only the first can win) whose ``RETURNING`` names the winners, then
         one read of the stored outcome for every loser."""
         ttl = check_ttl(ttl_s, self.ttl_s)
-        for t, p, _ in items:
-            check_key(t, p)
+        check_keys(items)
         if not items:
             return []
 

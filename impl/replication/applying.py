@@ -360,7 +360,7 @@ class ReplayApplier:
         from ..verifier.poison import DONE, STORED, PoisonPolicy
 
         def run_batch(items: list) -> list[str]:
-            todo = [rec for _, rec in items]
+            todo = recs if items is every else [rec for _, rec in items]
             if batch and self.sink is None:
                 self.replay_batch(todo, now)
             elif batch:
@@ -375,8 +375,8 @@ class ReplayApplier:
 
         policy = PoisonPolicy(self._store_answers, lambda item, exc: on_poison(item[0], item[1], exc),
                               refusals_are_poison)
-        items = list(enumerate(recs))
-        policy.run(items, run_batch, run_one)
+        every = list(enumerate(recs))
+        policy.run(every, run_batch, run_one)
         return policy.finish(run_one)
 
     def _store_answers(self) -> bool:

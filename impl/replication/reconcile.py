@@ -29,6 +29,7 @@ Sans-I/O: time is passed in; audit through a callable.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -139,6 +140,16 @@ def _row_to_rec(row) -> AuthRecord:
     return AuthRecord(StoredOutcome.from_bytes(bytes(row[0])), seen, row[2], float(row[3]), row[4])
 
 
+_GET_CHUNK = 200  # keys per SELECT of SqliteAuthoritativeStore.get_many
+
+
+@functools.lru_cache(maxsize=_GET_CHUNK)
+def _select_many(n: int) -> str:
+    return ("SELECT a.tenant, a.pcs_id, a.outcome, a.seen, a.state, a.changed_at, a.decided_by FROM (VALUES "
+            + ",".join(["(?, ?)"] * n)
+            + ") AS k JOIN authoritative AS a ON a.tenant = k.column1 AND a.pcs_id = k.column2")
+
+
 class SqliteAuthoritativeStore:
     """The authoritative keyspace in its own SQLite file (beside, not inside, the dedup store)."""
 
@@ -161,6 +172,26 @@ class SqliteAuthoritativeStore:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO authoritative VALUES (?,?,?,?,?,?,?)",
                              (tenant, pcs_id, *_rec_to_row(rec)))
+
+    def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], AuthRecord]:
+        """The records of distinct ``keys`` that have one: one ``SELECT`` per chunk (a join on
+        a VALUES list searches the primary key per key) instead of one per key."""
+        out: dict[tuple[str, str], AuthRecord] = {}
+        with self._lock:
+            for i in range(0, len(keys), _GET_CHUNK):
+                chunk = keys[i:i + _GET_CHUNK]
+                params: list = []
+                for t, p in chunk:
+                    params += (t, p)
+                for row in self._db.execute(_select_many(len(chunk)), params):
+                    out[(row[0], row[1])] = _row_to_rec(row[2:])
+        return out
+
+    def put_many(self, rows: list[tuple[str, str, AuthRecord]]) -> None:
+        """:meth:`put` of each ``(tenant, pcs_id, record)`` in order, in one ``executemany``."""
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO authoritative VALUES (?,?,?,?,?,?,?)",
+                                 [(t, p, *_rec_to_row(rec)) for t, p, rec in rows])
 
     def items(self) -> Iterator[tuple[str, str, AuthRecord]]:
         with self._lock:
@@ -251,35 +282,86 @@ class Reconciler:
     def observe_batch(self, reports: list[tuple[str, str, StoredOutcome]], now: float) -> list[tuple[str, str]]:
         """:meth:`observe` of every ``(tenant, pcs_id, outcome)`` in order, under one lock;
         the keys whose record is a conflict after their observation (in order, once per
-        such observation). A key seen for the first time goes to the store's
-        ``put_first(tenant, pcs_id, outcome, now)`` when it has one (the record
-        :meth:`observe` would put, without building it); a store with a ``transaction()``
-        takes the batch's puts in one."""
-        conflicts: list[tuple[str, str]] = []
+        such observation). The store's batch forms, when it has them, give the same records:
+
+        * ``observe_plain(tenant, pcs_id, outcome, now) -> bool`` (the simulator's compact
+          store): True for an observation that leaves the record plain -- a key seen for the
+          first time (the record :meth:`observe` would put, without building it) or a
+          re-delivery of the one outcome a plain record holds (nothing changes); False: the
+          caller merges as :meth:`observe` does;
+        * else ``put_first(tenant, pcs_id, outcome, now)``: a key seen for the first time;
+        * ``get_many(keys)`` and ``put_many(rows)`` (the service's SQLite store): the batch's
+          records read in one query, merged in order, the changed ones written in one call;
+        * a store with a ``transaction()`` takes the batch's puts in one."""
         store = self.store
-        get = store.get
-        put_first = getattr(store, "put_first", None)
         transaction = getattr(store, "transaction", None)
         with self._lock, (transaction() if transaction is not None else nullcontext()):
             self.counters["observed"] += len(reports)
-            for tenant, pcs_id, outcome in reports:
-                old = get(tenant, pcs_id)
-                if old is None:
-                    if put_first is not None:
-                        put_first(tenant, pcs_id, outcome, now)
-                    else:
-                        store.put(tenant, pcs_id, AuthRecord(outcome, ((outcome.payload_digest, int(outcome.status)),),
-                                                             None, now))
-                    continue
-                rec = self._observe_known(tenant, pcs_id, outcome, now, old,
-                                          (outcome.payload_digest, int(outcome.status)))
+            if hasattr(store, "get_many") and hasattr(store, "put_many"):
+                return self._observe_read_ahead(reports, now)
+            return self._observe_each(reports, now)
+
+    def _observe_each(self, reports: list[tuple[str, str, StoredOutcome]], now: float) -> list[tuple[str, str]]:
+        """:meth:`observe_batch` with one store call (or two) per report (the lock held)."""
+        conflicts: list[tuple[str, str]] = []
+        store = self.store
+        get = store.get
+        plain = getattr(store, "observe_plain", None)
+        put_first = getattr(store, "put_first", None)
+        for tenant, pcs_id, outcome in reports:
+            if plain is not None and plain(tenant, pcs_id, outcome, now):
+                continue
+            old = get(tenant, pcs_id)
+            if old is None:
+                if put_first is not None:
+                    put_first(tenant, pcs_id, outcome, now)
+                else:
+                    store.put(tenant, pcs_id, AuthRecord(outcome, ((outcome.payload_digest, int(outcome.status)),),
+                                                         None, now))
+                continue
+            rec = self._observe_known(tenant, pcs_id, outcome, now, old,
+                                      (outcome.payload_digest, int(outcome.status)))
+            if rec.conflict:
+                conflicts.append((tenant, pcs_id))
+        return conflicts
+
+    def _observe_read_ahead(self, reports: list[tuple[str, str, StoredOutcome]],
+                            now: float) -> list[tuple[str, str]]:
+        """:meth:`observe_batch` on a store with ``get_many``/``put_many`` (the lock held):
+        every key's record read at once, the reports merged in order over them (a later
+        report of a key sees the earlier one's record), each changed record written once."""
+        conflicts: list[tuple[str, str]] = []
+        known = self.store.get_many(list(dict.fromkeys([(t, p) for t, p, _ in reports])))
+        changed: dict[tuple[str, str], AuthRecord] = {}
+        for tenant, pcs_id, outcome in reports:
+            key = (tenant, pcs_id)
+            old = known.get(key)
+            seen_pair = (outcome.payload_digest, int(outcome.status))
+            if old is None:
+                rec = AuthRecord(outcome, (seen_pair,), None, now)
+            else:
+                rec = self._merged(tenant, pcs_id, outcome, now, old, seen_pair)
                 if rec.conflict:
-                    conflicts.append((tenant, pcs_id))
+                    conflicts.append(key)
+                if rec is old:
+                    continue
+            known[key] = changed[key] = rec
+        if changed:
+            self.store.put_many([(t, p, rec) for (t, p), rec in changed.items()])
         return conflicts
 
     def _observe_known(self, tenant: str, pcs_id: str, outcome: StoredOutcome, now: float, old: AuthRecord,
                        seen_pair: tuple[str, int]) -> AuthRecord:
         """:meth:`observe` of a key with a record (the lock held)."""
+        rec = self._merged(tenant, pcs_id, outcome, now, old, seen_pair)
+        if rec is not old:
+            self.store.put(tenant, pcs_id, rec)
+        return rec
+
+    def _merged(self, tenant: str, pcs_id: str, outcome: StoredOutcome, now: float, old: AuthRecord,
+                seen_pair: tuple[str, int]) -> AuthRecord:
+        """The record of a key that had ``old`` after observing ``outcome`` (``old`` itself when
+        nothing changes; counters and audit entries as the observation makes them); not put."""
         if (outcome is old.authoritative or outcome == old.authoritative) and seen_pair in old.seen:
             return old  # a re-delivery of the authoritative outcome (what the merge below finds)
         auth = merge_outcomes(old.authoritative, outcome)
@@ -307,7 +389,6 @@ class Reconciler:
                 self.counters["auto_resolved"] -= 1
             elif rec.state in (MANUAL, REJECTED):
                 rec = replace(rec, state=PENDING, decided_by=None)
-        self.store.put(tenant, pcs_id, rec)
         return rec
 
     def observe_many(self, items: Mapping[tuple[str, str], StoredOutcome] | list, now: float) -> None:

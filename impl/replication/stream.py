@@ -44,7 +44,7 @@ from collections.abc import Iterable, Mapping
 
 from ..core.errors import InvalidInput
 from ..storage.fs import FileSystem, OsFileSystem
-from ..storage.inbox import InboxRecord, decode_inbox_record, with_home
+from ..storage.inbox import InboxRecord, decode_inbox_span
 from ..storage.walformat import check_manifest, decode_answers, parse_name, scan_segment
 
 __all__ = [
@@ -164,11 +164,15 @@ def verify_segment(stream: str, name: str, manifest_raw: bytes, data: bytes,
     except InvalidInput as exc:
         raise SegmentRejected(stream, name, [f"manifest answers: {exc}"]) from None
     records = []
-    for k, (off, ln) in enumerate(res.spans):
+    add = records.append
+    names: dict = {}  # the segment's tenant/region strings, decoded once
+    note = (lambda index: None) if answers is None else answers.get
+    index = first
+    for off, ln in res.spans:
         try:
-            rec = decode_inbox_record(bytes(data[off: off + ln]))
+            add(decode_inbox_span(data, off, ln, names, note(index), index))
         except InvalidInput as exc:
-            raise SegmentRejected(stream, name, [f"record {first + k}: {exc}"]) from None
-        records.append(with_home(rec, None if answers is None else answers.get(first + k), first + k))
+            raise SegmentRejected(stream, name, [f"record {index}: {exc}"]) from None
+        index += 1
     return m, records
 

@@ -25,6 +25,7 @@ __all__ = [
     "encode_inbox_record",
     "encode_inbox_records",
     "decode_inbox_record",
+    "decode_inbox_span",
     "with_home",
 ]
 
@@ -32,7 +33,7 @@ _INBOX_VERSION = 1
 _INBOX_HEAD = struct.Struct("<BHHd")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class InboxRecord:
     """One request as received: tenant, receive time (seconds since the epoch,
     passed in), region, and the request body verbatim.
@@ -48,6 +49,17 @@ class InboxRecord:
     body: bytes
     home: AnswerNote | None = field(default=None, compare=False, repr=False)
     index: int = field(default=-1, compare=False, repr=False)
+
+    def __init__(self, tenant: str, received_at: float, region: str, body: bytes,
+                 home: AnswerNote | None = None, index: int = -1) -> None:
+        # fills __dict__ directly: the generated frozen __init__ calls object.__setattr__ per field
+        fields_ = self.__dict__
+        fields_["tenant"] = tenant
+        fields_["received_at"] = received_at
+        fields_["region"] = region
+        fields_["body"] = body
+        fields_["home"] = home
+        fields_["index"] = index
 
 
 def encode_inbox_record(rec: InboxRecord) -> bytes:
@@ -90,7 +102,9 @@ def encode_inbox_records(records) -> list[bytes]:
     return out
 
 
-def decode_inbox_record(payload: bytes) -> InboxRecord:
+def decode_inbox_record(payload: bytes, home: AnswerNote | None = None, index: int = -1) -> InboxRecord:
+    """The record ``payload`` encodes (:func:`encode_inbox_record`); ``home`` and ``index``
+    as :func:`with_home` sets them (a record read from a shipped segment)."""
     head = _INBOX_HEAD.size
     if len(payload) < head:
         raise InvalidInput("inbox_record", "too short")
@@ -106,7 +120,31 @@ def decode_inbox_record(payload: bytes) -> InboxRecord:
         region = payload[head + lt : head + lt + lr].decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("inbox_record", "tenant/region not UTF-8") from None
-    return InboxRecord(tenant, ts, region, bytes(payload[head + lt + lr :]))
+    return InboxRecord(tenant, ts, region, bytes(payload[head + lt + lr :]), home, index)
+
+
+def decode_inbox_span(data: bytes, off: int, ln: int, names: dict, home: AnswerNote | None,
+                      index: int) -> InboxRecord:
+    """:func:`decode_inbox_record` of ``data[off:off + ln]`` with ``home`` and ``index`` (a
+    record of a segment being read); ``names`` (kept by the caller for one segment) holds the
+    tenant/region bytes already decoded, so a batch's records decode their head strings once.
+    The same record, or the same :class:`InvalidInput`."""
+    size = _INBOX_HEAD.size
+    if type(data) is not bytes or ln < size:
+        return decode_inbox_record(bytes(data[off: off + ln]), home, index)
+    version, lt, lr, ts = _INBOX_HEAD.unpack_from(data, off)
+    start = off + size
+    if version != _INBOX_VERSION or ln < size + lt + lr or not math.isfinite(ts):
+        return decode_inbox_record(data[off: off + ln], home, index)  # the same error
+    raw = data[start: start + lt + lr]
+    got = names.get((lt, raw))
+    if got is None:
+        try:
+            got = (raw[:lt].decode("utf-8"), raw[lt:].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidInput("inbox_record", "tenant/region not UTF-8") from None
+        names[(lt, bytes(raw))] = got
+    return InboxRecord(got[0], ts, got[1], bytes(data[start + lt + lr: off + ln]), home, index)
 
 
 def with_home(rec: InboxRecord, note: AnswerNote | None, index: int) -> InboxRecord:

@@ -13,15 +13,35 @@ from ..dedup.base import BatchMixin, DedupStore, StoreUnavailable
 class OutageStore(BatchMixin):
     """Wraps a real store; ``available = False`` makes every call raise
     :class:`StoreUnavailable` and ``ping`` answer False -- a shard outage the
-    simulator (and a test) can switch, like ``MemoryObjectStore.available``."""
+    simulator (and a test) can switch, like ``MemoryObjectStore.available``.
+
+    While available, the store calls are the inner store's own bound methods (set on
+    the instance when ``available`` turns True): no frame of this wrapper per call. An
+    outage removes them, so the class's methods answer (each raises)."""
+
+    _CALLS = ("get", "put_if_absent", "get_many", "put_many_if_absent", "count", "scan", "sample")
 
     def __init__(self, inner: DedupStore) -> None:
         self.inner = inner
         self.kind = getattr(inner, "kind", "wrapped")
         self.available = True
 
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    @available.setter
+    def available(self, value: bool) -> None:
+        self._available = bool(value)
+        calls = self.__dict__
+        for name in self._CALLS:
+            if self._available:
+                calls[name] = getattr(self.inner, name)
+            else:
+                calls.pop(name, None)
+
     def _check(self) -> None:
-        if not self.available:
+        if not self._available:
             raise StoreUnavailable("shard is down")
 
     def get(self, tenant, pcs_id, now):
@@ -55,7 +75,7 @@ class OutageStore(BatchMixin):
         return self.inner.sample(n, seed, now)
 
     def ping(self) -> bool:
-        return self.available and bool(self.inner.ping())
+        return self._available and bool(self.inner.ping())
 
     def close(self) -> None:
         self.inner.close()

@@ -83,7 +83,8 @@ class PoisonPolicy(Generic[T]):
                 self._note(item, results[-1])
         else:
             for item, result in zip(items, results, strict=True):
-                self._note(item, result)
+                if result != DONE:  # _note of DONE notes nothing: a replay's common answer
+                    self._note(item, result)
         return results
 
     def _one(self, item: T, run_one: Callable[[T], str]) -> str:

@@ -1,15 +1,16 @@
 """Batched reconciler observation equals one observation at a time.
 
-``Reconciler.observe_batch`` (one lock, a first-seen key written through the
-store's ``put_first`` when it has one) is the path cross-region replay takes;
+``Reconciler.observe_batch`` (one lock; the store's batch forms when it has
+them: ``observe_plain``, ``put_first``, ``get_many``/``put_many``) is the path
+cross-region replay takes;
 ``Reconciler.observe`` is the reference. Over generated sequences of outcomes
 for a few keys -- re-deliveries, other payloads (conflicts), other statuses
 (unsafe conflicts), earlier first-seen times (authoritative changes) -- both
 must leave the same records, counters and audit entries, and the batch must
 name exactly the observations after which the key's record is a conflict. The
-simulator's compact store (``put_first``), the plain memory store (no
-``put_first``) and the service's SQLite store (one transaction per batch) are
-checked.
+simulator's compact store (``observe_plain``, ``put_first``), the plain memory
+store (none of them) and the service's SQLite store (one transaction per batch,
+the batch's records read in one query and written in one call) are checked.
 """
 
 from __future__ import annotations

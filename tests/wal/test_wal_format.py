@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flk.impl.core.errors import InvalidInput
-from flk.impl.storage.inbox import InboxRecord, decode_inbox_record, encode_inbox_record
+from flk.impl.storage.inbox import (
+    InboxRecord,
+    decode_inbox_record,
+    decode_inbox_span,
+    encode_inbox_record,
+    with_home,
+)
 from flk.impl.storage.walformat import (
+    A_CONFLICT,
     FRAME_OVERHEAD,
+    AnswerNote,
     build_manifest,
     check_manifest,
     compact_name,
@@ -159,3 +168,66 @@ def test_inbox_encode_rejects_non_finite_time_and_non_bytes_body():
         encode_inbox_record(InboxRecord("t", float("nan"), "r", b""))
     with pytest.raises(InvalidInput):
         encode_inbox_record(InboxRecord("t", 1.0, "r", "text"))  # type: ignore[arg-type]
+
+
+def _decoded(fn, *args):
+    try:
+        return fn(*args)
+    except InvalidInput as exc:
+        return ("error", str(exc))
+
+
+def _with_home(payload, note, index):
+    return with_home(decode_inbox_record(payload), note, index)
+
+
+_record_bytes = st.one_of(
+    st.builds(lambda t, r, ts, b: encode_inbox_record(InboxRecord(t, ts, r, b)),
+              st.sampled_from(["", "t0", "tenant-é"]), st.sampled_from(["eu", "us", ""]),
+              st.floats(allow_nan=False, allow_infinity=False), st.binary(max_size=40)),
+    st.binary(max_size=40),  # mostly not a record: the same error either way
+    st.builds(lambda lt, lr, ts, rest: bytes([1]) + struct.pack("<HHd", lt, lr, ts) + rest,
+              st.integers(0, 6), st.integers(0, 6), st.floats(), st.binary(max_size=12)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_record_bytes, min_size=1, max_size=6), st.binary(max_size=5), st.booleans())
+def test_decode_inbox_span_is_decode_with_home(payloads, pad, as_view):
+    """A segment's records decoded in place (head strings decoded once per segment) are the
+    records ``decode_inbox_record`` + ``with_home`` give -- equal fields, home and index -- or
+    the same :class:`InvalidInput`, for records and arbitrary bytes, in a bytes buffer or not."""
+    data, spans = pad, []
+    for p in payloads:
+        spans.append((len(data), len(p)))
+        data += p + pad
+    buf = memoryview(data) if as_view else data
+    names: dict = {}
+    for k, (off, ln) in enumerate(spans):
+        note = AnswerNote(k, A_CONFLICT, 409, "ab") if k % 2 else None
+        want = _decoded(_with_home, data[off: off + ln], note, 7 + k)
+        got = _decoded(decode_inbox_span, buf, off, ln, names, note, 7 + k)
+        assert got == want
+        if not isinstance(want, tuple):
+            assert (got.home, got.index, type(got.body)) == (want.home, want.index, bytes)
+
+
+def test_inbox_record_is_a_frozen_value():
+    rec = InboxRecord("t", 1.0, "eu", b"x")
+    assert (rec.home, rec.index) == (None, -1)
+    assert rec == InboxRecord("t", 1.0, "eu", b"x", AnswerNote(3, A_CONFLICT, 409, "ab"), 3)  # home, index: not compared
+    assert rec != InboxRecord("t", 1.0, "us", b"x")
+    assert repr(rec) == "InboxRecord(tenant='t', received_at=1.0, region='eu', body=b'x')"
+    with pytest.raises(AttributeError):
+        rec.tenant = "u"  # type: ignore[misc]
+
+
+def test_decode_inbox_span_tells_apart_heads_with_the_same_bytes():
+    """("t0", "") and ("", "t0") share their head's string bytes: the per-segment cache of
+    decoded names must not mix them up."""
+    a = encode_inbox_record(InboxRecord("t0", 1.0, "", b"x"))
+    b = encode_inbox_record(InboxRecord("", 1.0, "t0", b"y"))
+    names: dict = {}
+    data = a + b
+    first = decode_inbox_span(data, 0, len(a), names, None, 0)
+    second = decode_inbox_span(data, len(a), len(b), names, None, 1)
+    assert (first.tenant, first.region, second.tenant, second.region) == ("t0", "", "", "t0")
