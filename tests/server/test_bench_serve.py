@@ -47,8 +47,10 @@ def test_bench_serve_quick_prints_figures() -> None:
     assert fig["sqlite_shared_cpu_ceiling_rps"] == round(
         fig["workers"] * 1e6 / (fig["sqlite_cpu_us_per_req"] + fig["sqlite_loadgen_cpu_us_per_req"]))
     for label in ("sqlite", "sqlite_depth2"):  # the default depth and the pipelined group commit
-        ceilings = {k: fig[f"{label}_{k}"] for k in ("cpu_ceiling_rps", "shared_cpu_ceiling_rps", "fsync_ceiling_rps")
-                    if f"{label}_{k}" in fig}
+        assert fig[f"{label}_fsync_ceiling_rps_max_batch"] == round(
+            256 / (fig["fsync_ms_p50"] / 1000) * fig["workers"])  # one WAL per worker, full batches
+        ceilings = {k: fig[f"{label}_{k}"] for k in ("cpu_ceiling_rps", "shared_cpu_ceiling_rps",
+                                                     "fsync_ceiling_rps_max_batch")}
         assert fig[f"{label}_ceiling_rps"] == min(ceilings.values())
         assert fig[f"{label}_ceiling_bound_by"] in ceilings
         assert fig[f"{label}_goal_5000_within_ceiling"] == (fig[f"{label}_ceiling_rps"] >= 5000)
