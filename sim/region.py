@@ -42,13 +42,13 @@ import sys
 from functools import partial
 
 from flk.impl.dedup import StoreUnavailable
-from flk.impl.storage.inbox import decode_inbox_record, encode_inbox_records
+from flk.impl.storage.inbox import decode_inbox_record
 from flk.impl.storage.wal import SegmentedLog, WalError
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 from flk.impl.testing.outage import OutageStore
 from flk.impl.verifier.admission import AdmissionSettings, GuardedStore, build_admission
 from flk.impl.verifier.batching import BatchFormation
-from flk.impl.verifier.core import VerifyBatch, same_time_runs
+from flk.impl.verifier.core import VerifyBatch, append_inbox, same_time_runs
 from flk.impl.verifier.pipeline import Request
 
 from .rng import sampler
@@ -336,7 +336,7 @@ class Region:
             wal = self.wal
             try:
                 wal.roll_if_full()  # between batches only: the batch's answers reach its segment's manifest
-                first = wal.append_many(encode_inbox_records(appends), False)
+                first = append_inbox(wal, appends, False)  # the server's call: frame_records, the same bytes
             except WalError:
                 batch.wal_failed()
             else:

@@ -80,7 +80,8 @@ class GuardedStore(_GuardedStore):
 
 
 class LoggedWal:
-    """The inbox WAL as the core's batches write it (``append_many`` then one ``sync``):
+    """The inbox WAL as the core's batches write it (``append_framed`` -- or ``append_many``
+    on the pure path -- then one ``sync``):
     failures are logged (``log_error("wal_append_failed", reason=...)``, no payload) and
     re-raised; after :meth:`close` every append fails. ``wal()`` answers the worker's
     current log (a recovery reopens it)."""
@@ -92,6 +93,12 @@ class LoggedWal:
 
     def append_many(self, payloads: list, roll: bool = True) -> int:
         return self._call("append_many", payloads, roll)
+
+    def append_framed(self, data: bytes, count: int, roll: bool = True) -> int:
+        """``count`` records already framed (the verifier's compiled ``frame_records``:
+        the same bytes ``append_many`` would write), appended to the same log -- its
+        checkpointer and shipper read them like any others; durable only after ``sync``."""
+        return self._call("append_framed", data, count, roll)
 
     def sync(self) -> None:
         self._call("sync")

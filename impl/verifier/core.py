@@ -91,6 +91,8 @@ Latency = Callable[[str, float], None]
 _compiled_accept = accel.bind(accelerated.ACCEPT_V1, globals(), "_compiled_accept")
 # the batch loop of the same steps, one call per tenant's requests of a batch (accept_v1 of each body)
 _compiled_accept_batch = accel.bind(accelerated.ACCEPT_BATCH, globals(), "_compiled_accept_batch")
+# accept_v1's answer read off the body without a dict (None: the scanner gave up, accept_v1 decides)
+_compiled_accept_scan = accel.bind(accelerated.ACCEPT_SCAN, globals(), "_compiled_accept_scan")
 # the WAL frames of a batch's inbox records in one call (encode_frame of each payload)
 _compiled_frame_records = accel.bind(accelerated.FRAME_RECORDS, globals(), "_compiled_frame_records")
 
@@ -305,12 +307,12 @@ class VerifyBatch:
         """``accept_v1``'s answer for each pending item (None: the reference steps decide it):
         steps 3, 4 and 6 of the common case (a valid v1 PCS signed by one of its HMAC
         tenant's active keys, float claims), one compiled call per tenant of the batch
-        (``accept_batch``; ``accept_v1`` for a tenant with one request)."""
-        v = self.v
+        (``accept_batch``: each body read off its bytes without a dict where the scanner
+        takes it, ``accept_scan``; else parsed, ``accept_v1``; a tenant's single body:
+        ``accept_scan``, then ``accept_v1`` if it gave up)."""
         pending = self._pending
         if not pending:
             return None
-        params, parts = v.signal_params, self._parts
         tenant = pending[0].tenant
         if all(item.tenant is tenant for item in pending):  # one tenant (the common case): no grouping
             if tenant is None or tenant.alg != "hmac" or not tenant.allows("v1"):
@@ -318,8 +320,6 @@ class VerifyBatch:
             keys = self._active_keys(tenant)
             if not keys:
                 return None
-            if len(pending) == 1:
-                return [_compiled_accept(pending[0].body, keys, params, parts)]
             return self._accept_bodies([item.body for item in pending], keys)
         groups: dict[int, tuple[Tenant, list[int], list]] = {}  # id(tenant) -> (tenant, positions, bodies)
         for k, item in enumerate(pending):
@@ -337,16 +337,17 @@ class VerifyBatch:
             keys = self._active_keys(tenant)
             if not keys:
                 continue
-            if len(bodies) == 1:
-                out[positions[0]] = _compiled_accept(bodies[0], keys, params, parts)
-                continue
             for k, answer in zip(positions, self._accept_bodies(bodies, keys), strict=True):
                 out[k] = answer
         return out
 
     def _accept_bodies(self, bodies: list, keys: list[bytes]) -> list:
-        """``accept_v1`` of each of one tenant's ``bodies``: one ``accept_batch`` call."""
+        """``accept_v1`` of each of one tenant's ``bodies``: one ``accept_batch`` call (one
+        ``accept_scan`` call for a single body, ``accept_v1`` when the scanner gives up)."""
         params, parts = self.v.signal_params, self._parts
+        if len(bodies) == 1 and _compiled_accept_scan is not None:
+            got = _compiled_accept_scan(bodies[0], keys, params, parts)
+            return [got if got is not None else _compiled_accept(bodies[0], keys, params, parts)]
         got = _compiled_accept_batch(bodies, keys, params, parts) if _compiled_accept_batch is not None else None
         if got is None:
             got = [_compiled_accept(body, keys, params, parts) for body in bodies]

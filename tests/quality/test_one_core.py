@@ -89,6 +89,76 @@ def test_the_sim_region_and_the_server_batch_driver_run_the_same_core_and_batch_
     assert manifest["answers"] == {"codes": "S", "held": {}}
 
 
+def _spy_wal_appends(monkeypatch) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Every ``SegmentedLog.append_framed`` / ``append_many`` call: the method and its callers
+    (module, function), innermost first."""
+    import sys
+
+    calls: list[tuple[str, list[tuple[str, str]]]] = []
+    for method in ("append_framed", "append_many"):
+        original = getattr(SegmentedLog, method)
+
+        def spying(self, *args, _original=original, _method=method, **kwargs):
+            chain, frame = [], sys._getframe(1)
+            while frame is not None and len(chain) < 12:
+                chain.append((frame.f_globals.get("__name__", "?"), frame.f_code.co_name))
+                frame = frame.f_back
+            calls.append((_method, chain))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(SegmentedLog, method, spying)
+    return calls
+
+
+def test_the_sim_region_and_the_server_append_the_inbox_wal_with_one_call(monkeypatch):
+    """The simulator's regions and the server's batch driver (through its ``LoggedWal``) append a
+    batch's inbox records with the one call of the core, ``append_inbox``: on the compiled path the
+    batch's frames come from ``frame_records`` in one call and reach the log's ``append_framed``."""
+    from flk.impl.core import accel
+    from flk.impl.server.batchdriver import LoggedWal
+    from flk.impl.verifier import pipeline
+
+    compiled = accel.active("frame_records") is not None
+    calls = _spy_wal_appends(monkeypatch)
+    appender = (pipeline.__name__, "append_inbox")
+    with accel.counting() as counts:
+        result = api.run("crr-normal", seed=1, overrides=SHORT, plots=False)
+    assert result.valid
+    sim_calls = [(method, chain) for method, chain in calls if (sim_region.__name__, "_run_batch") in chain]
+    assert sim_calls, "the regions appended no inbox record"
+    assert all(appender in chain for _, chain in sim_calls), sim_calls[:3]
+    assert sim_region.append_inbox is core.append_inbox is pipeline.append_inbox
+    if compiled:
+        assert counts["frame_records"] > 0
+        assert {method for method, _ in sim_calls} == {"append_framed"}
+        assert not any((pipeline.__name__, "append_many") in chain for _, chain in sim_calls)
+    calls.clear()
+
+    from verifier.pcsgen import HMAC_A, body, make_pcs, registry, sign
+
+    log = SegmentedLog("/wal", fs=CrashableMemoryFileSystem())
+    errors: list = []
+    wal = LoggedWal(lambda: log, lambda event, **fields: errors.append((event, fields)))
+    driver = BatchDriver(Verifier(registry(), region="eu"), wal, GuardedStore(MemoryStore(), CircuitBreaker()),
+                         Metrics())
+
+    async def two():
+        return await asyncio.gather(*(driver.submit(body(sign(make_pcs(seed=s), HMAC_A)), "ta") for s in (3, 4)))
+
+    with accel.counting() as counts:
+        try:
+            assert [r.status for r in asyncio.run(two())] == [200, 200]
+        finally:
+            driver.close()
+    server_calls = [(method, chain) for method, chain in calls if ("flk.impl.server.batchdriver", "_append") in chain]
+    assert server_calls and all(appender in chain for _, chain in server_calls), calls
+    assert not errors
+    assert log.next_index == 2 and log.durable_index == 2  # answered only after the covering sync
+    if compiled:
+        assert counts["frame_records"] == len(server_calls) >= 1
+        assert {method for method, _ in server_calls} == {"append_framed"}
+
+
 def test_the_sim_router_and_the_real_proxy_drive_the_one_rotation_table(monkeypatch, tmp_path):
     """The health-checked router's rules have one owner (flk.impl.router.health.HealthTable): the
     simulator's router and the real proxy hold that class, and every rotation change either of

@@ -64,14 +64,14 @@ class HeldSync:
         self.syncing = False
         self.appends_during_sync = 0
         self.first = True
-        real_append = wal.append_many
+        real_append = wal.append_framed  # every append ends here (append_many frames, then calls it)
 
-        def append_many(payloads, roll=True):
+        def append_framed(data, count, roll=True):
             if self.syncing:
                 self.appends_during_sync += 1
-            return real_append(payloads, roll)
+            return real_append(data, count, roll)
 
-        wal.append_many = append_many
+        wal.append_framed = append_framed
         wal.sync = self.sync
 
     def sync(self):

@@ -42,6 +42,20 @@ def test_bench_serve_quick_prints_figures() -> None:
     # the physical limits beside the figures: fsync latency of this disk and the ceilings it sets
     assert fig["fsync_ms_p50"] > 0 and fig["fsync_ceiling_rps_per_wal_max_batch"] == round(256 / (fig["fsync_ms_p50"] / 1000))
     assert fig["sqlite_cpu_ceiling_rps"] == round(fig["workers"] * 1e6 / fig["sqlite_cpu_us_per_req"])
+    # the load generator shares the cores: its CPU per request and the ceiling of this machine
+    assert fig["sqlite_loadgen_cpu_us_per_req"] > 0
+    assert fig["sqlite_shared_cpu_ceiling_rps"] == round(
+        fig["workers"] * 1e6 / (fig["sqlite_cpu_us_per_req"] + fig["sqlite_loadgen_cpu_us_per_req"]))
+    for label in ("sqlite", "sqlite_depth2"):  # the default depth and the pipelined group commit
+        assert fig[f"{label}_fsync_ceiling_rps_max_batch"] == round(
+            256 / (fig["fsync_ms_p50"] / 1000) * fig["workers"])  # one WAL per worker, full batches
+        ceilings = {k: fig[f"{label}_{k}"] for k in ("cpu_ceiling_rps", "shared_cpu_ceiling_rps",
+                                                     "fsync_ceiling_rps_max_batch")}
+        assert fig[f"{label}_ceiling_rps"] == min(ceilings.values())
+        assert fig[f"{label}_ceiling_bound_by"] in ceilings
+        assert fig[f"{label}_goal_5000_within_ceiling"] == (fig[f"{label}_ceiling_rps"] >= 5000)
+        assert fig[f"ratio_{label}_vs_bare_starlette"] == round(fig[f"{label}_rps"] / fig["bare_starlette_rps"], 3)
+    assert fig["sqlite_depth2_rps"] > 0 and fig["sqlite_depth2_socket_errors"] == 0
     if "sqlite_fsyncs_per_s" in fig:  # perf could count the server's fsyncs
         assert fig["sqlite_fsyncs_per_s"] > 0 and fig["sqlite_requests_per_fsync"] >= 1
     # the batch driver alone, unpipelined against pipelined, on the real disk and on a slowed one

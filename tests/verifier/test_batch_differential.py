@@ -6,7 +6,12 @@ of a batch's common case with one compiled call per tenant (``accept_batch``: th
 (``frame_records``: ``walformat.encode_frame`` of every payload). These tests compare:
 
 * ``accept_batch`` with ``accept_v1`` of each body, over arbitrary bodies (valid,
-  mutated, re-signed, Ed25519, arbitrary JSON, arbitrary bytes) in one list;
+  mutated, re-signed, Ed25519, arbitrary JSON, arbitrary bytes, and realistic PCS
+  spelled every way JSON allows: whitespace, key order, repeated keys, number
+  spellings, escapes, non-ASCII) in one list;
+* ``accept_scan`` (the common case read off the body without a dict) with
+  ``accept_v1`` (the dict path) wherever it answers, over the same bodies and every
+  HMAC vector;
 * ``frame_records`` (and :func:`flk.impl.verifier.pipeline.frame_inbox`) with the
   reference framing, over arbitrary heads, bodies and inbox records;
 * the whole batch path (``run_requests`` on a real ``SegmentedLog``) with the
@@ -17,12 +22,15 @@ of a batch's common case with one compiled call per tenant (``accept_batch``: th
 
 A differential test is only worth something if it catches a wrong compiled loop:
 ``test_planted_c_bugs_are_caught`` builds ``_fastverify.c`` with a planted bug (a
-stale answer reused by the batch loop; a header CRC over too few bytes) and checks
+stale answer reused by the batch loop; a header CRC over too few bytes; a scanner
+that takes a repeated key) and checks
 that the property tests above fail on it and pass on the real build.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import importlib.machinery
 import importlib.util
 import json
@@ -74,8 +82,105 @@ def _pool() -> list[bytes]:
     return [compact(realistic_pcs(i)) for i in range(4)] + [compact(conflicting), json.dumps(realistic_pcs(1)).encode()]
 
 
-BODY_LISTS = st.lists(st.one_of(st.sampled_from(_pool()), request_bodies()), min_size=0, max_size=12)
+WS = st.sampled_from(["", "", "", " ", "\n", "\t ", "\r\n  "])
+
+
+def _spell_float(draw, x: float, wild: bool) -> str:
+    """``x`` written one of the ways JSON allows (tame: always the same double)."""
+    how = draw(st.integers(0, 6 if wild else 2))
+    if how == 1:
+        return f"{x:.17e}"  # an exponent: the same double
+    if how == 2:
+        return repr(x) + "0" if "e" not in repr(x) else repr(x)  # a trailing zero: the same double
+    if how == 3:
+        return f"{x:.3e}"  # fewer digits: another double (the signature no longer holds)
+    if how == 4 and x == int(x):
+        return str(int(x))  # an int where a float was: the dict path decides
+    if how == 5:
+        return draw(st.sampled_from(["1e400", "-0.0", "0.0", "1" * 301 + ".5", "-1.0E-0"]))
+    return repr(x)
+
+
+def _spell(draw, value, wild: bool, depth: int = 0) -> str:
+    """``value`` as JSON text with the variations the scanner must read as ``parse_json`` does:
+    whitespace, key order, repeated keys, number spellings (tame: nothing else, the values
+    stay those signed); wild: also escapes, non-ASCII, ints for floats, extra and nested fields."""
+    ws = draw(WS)
+    if isinstance(value, dict):
+        items = list(value.items())
+        if draw(st.booleans()):
+            items = draw(st.permutations(items))
+        if items and draw(st.integers(0, 3)) == 0:
+            items.append(items[draw(st.integers(0, len(items) - 1))])  # a repeated key, the same value
+        if wild and depth < 2 and draw(st.integers(0, 3)) == 0:
+            items.append((draw(st.sampled_from(["extra", "ft", "meta", "seed", "é"])),
+                          draw(st.sampled_from([{"a": [[{"b": None}]]}, {"k": "v", "k2": "\x7f"}, 2**64, 2**64 - 1,
+                                                -1, True, "x" * 70, {"a": {"b": [1.5, "c"]}}]))))
+        inner = ("," + draw(WS)).join(
+            f"{_spell_string(draw, str(k), wild)}{draw(WS)}:{draw(WS)}{_spell(draw, v, wild, depth + 1)}"
+            for k, v in items)
+        return "{" + ws + inner + ws + "}"
+    if isinstance(value, list):
+        return "[" + ws + ("," + ws).join(_spell(draw, v, wild, depth + 1) for v in value) + ws + "]"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float):
+        return _spell_float(draw, value, wild)
+    if isinstance(value, int):
+        if not wild:
+            return str(value)
+        return draw(st.sampled_from([str(value), str(value), f"{value}.0", f"-{value}" if value else "-0"]))
+    return _spell_string(draw, value, wild)
+
+
+def _spell_string(draw, text: str, wild: bool) -> str:
+    how = draw(st.integers(0, 19)) if wild else 0
+    if how == 1 and text:
+        return f'"\\u{ord(text[0]):04x}' + json.dumps(text[1:])[1:]  # an escape: the same string
+    if how == 2:
+        return json.dumps(text + "é", ensure_ascii=False)  # non-ASCII: another string
+    return json.dumps(text)
+
+
+@st.composite
+def spelled_pcs(draw) -> bytes:
+    """A realistic signed PCS (or one with a changed field, re-signed) spelled by :func:`_spell`."""
+    doc = realistic_pcs(draw(st.integers(0, 5)), seed=draw(st.sampled_from([2**63 + 11, 0, 2**64 - 1, 7])))
+    wild = draw(st.booleans())
+    change = draw(st.integers(0, 14)) if wild else 0
+    if change == 1:
+        doc["N_j"] = dict(reversed(list(doc["N_j"].items())))
+    elif change == 2:
+        doc["v_star"] = draw(st.sampled_from([[1, -1], [0.5] * 8, [0.5] * 9, [], [1.0000001], [0]]))
+    elif change == 3:
+        doc["sent_at"] = draw(st.sampled_from([0, 1.5, -1, "x" * 64, "x" * 65, -0.0]))
+    elif change == 4:
+        doc["attempt"] = draw(st.sampled_from([0, 2**70, -1]))
+    elif change == 5:
+        doc["scales"], doc["N_j"] = [2, 4, 8], {"2": 5, "4": 9, "8": 9}
+        doc = factory.sign({k: v for k, v in doc.items() if k != "sig"}, HMAC_A)
+    elif change == 6:
+        doc["shard_id"] = draw(st.sampled_from(["s", "a" * 128, "a" * 129, "a b"]))
+    elif change == 7:
+        doc["regime"] = draw(st.sampled_from(["sticky", "mixed", "non_sticky", "other"]))
+    return (draw(WS) + _spell(draw, doc, wild) + draw(WS)).encode("utf-8", "surrogatepass")
+
+
+BODY_LISTS = st.lists(st.one_of(st.sampled_from(_pool()), request_bodies(), spelled_pcs()), min_size=0, max_size=12)
 KEY_SETS = st.sampled_from([[HMAC_A], [HMAC_B], [HMAC_B, HMAC_A]])
+
+
+def accept_scan_property(fv):
+    """The property: ``fv.accept_scan`` answers what ``fv.accept_v1`` answers, or gives up (None)."""
+    params, parts = _accept_args()
+
+    @DIFF
+    @given(body=st.one_of(spelled_pcs(), request_bodies()), keys=KEY_SETS)
+    def prop(body, keys):
+        got = fv.accept_scan(body, keys, params, parts)
+        assert got is None or got == fv.accept_v1(body, keys, params, parts)
+
+    return prop
 
 
 def accept_batch_property(fv):
@@ -120,6 +225,34 @@ def test_accept_batch_is_accept_v1_of_each_body():
     got = accel.active("accept_batch")(bodies, [HMAC_A], params, parts)
     assert all(answer is not None for answer in got[:4])  # the compiled path takes realistic PCS
     assert accel.active("accept_batch")(tuple(bodies), [HMAC_A], params, parts) is None  # not a list: the reference
+
+
+@pytest.mark.differential("accept_scan")
+@needs_compiled
+def test_accept_scan_is_accept_v1_where_it_answers():
+    """The batch loop's read without a dict answers exactly what the dict path answers, over
+    spelled, mutated and arbitrary bodies and every HMAC vector; it takes the common case
+    (every realistic body, in any spelling of the same bytes' values) and gives up on the rest."""
+    fv = _extension()
+    accept_scan_property(fv)()
+    params, parts = _accept_args()
+    scan = accel.active("accept_scan")
+    pool = _pool()
+    assert all(scan(body, [HMAC_A], params, parts) == fv.accept_v1(body, [HMAC_A], params, parts) is not None
+               for body in pool[:5])  # the common case is taken: 200s and an escalation
+    assert scan(pool[4], [HMAC_A], params, parts)[6] is None  # escalated: no 200 body
+    spaced = json.dumps(realistic_pcs(2), indent=2).encode()  # whitespace, the same values
+    assert scan(spaced, [HMAC_A], params, parts) == fv.accept_v1(spaced, [HMAC_A], params, parts) is not None
+    doubled = pool[0][:-1] + b',"attempt":1}'  # a duplicate key: parse_json gives up, so does the scanner
+    assert scan(doubled, [HMAC_A], params, parts) is None is fv.accept_v1(doubled, [HMAC_A], params, parts)
+    assert scan(pool[0], [HMAC_B], params, parts) is None  # another key: not signed by it
+    assert scan(pool[0], [], params, parts) is None and scan(pool[0], (HMAC_A,), params, parts) is None
+    assert scan(bytearray(pool[0]), [HMAC_A], params, parts) is None
+    for keys, bodies in _hmac_vector_bodies().items():
+        keys = [k for k in keys if k]
+        for body in bodies:  # signed subsets, not whole PCS: neither path takes them
+            got = scan(body, keys, params, parts)
+            assert got is None or got == fv.accept_v1(body, keys, params, parts), body
 
 
 @pytest.mark.differential("frame_records")
@@ -254,11 +387,15 @@ def core_store():
 
 # ------------------------------------------------------------ planted C bugs
 
-def _build_planted(bug: int, out_dir: pathlib.Path):
-    """``_fastverify.c`` compiled with ``-DFLK_PLANTED_BUG=<bug>``, loaded as a module of its own."""
+@functools.cache
+def _build_planted(bug: int):
+    """``_fastverify.c`` compiled with ``-DFLK_PLANTED_BUG=<bug>``, loaded as a module of its own
+    (built once per bug and test session)."""
     cc = (sysconfig.get_config_var("CC") or "cc").split()
     if shutil.which(cc[0]) is None:
         return None
+    out_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"planted-{bug}-"))
+    atexit.register(shutil.rmtree, out_dir, True)
     target = out_dir / f"_fastverify{sysconfig.get_config_var('EXT_SUFFIX')}"
     cmd = [*cc, "-shared", "-fPIC", "-O1", "-ffp-contract=off", f"-DFLK_PLANTED_BUG={bug}",
            f"-I{sysconfig.get_paths()['include']}", str(ROOT / "impl/verifier/_fastverify.c"), "-o", str(target),
@@ -273,11 +410,13 @@ def _build_planted(bug: int, out_dir: pathlib.Path):
 
 
 @needs_compiled
-@pytest.mark.parametrize("bug, prop", [(1, accept_batch_property), (2, frame_records_property)])
-def test_planted_c_bugs_are_caught(bug, prop, tmp_path):
-    """A stale answer in the batch loop (bug 1) and a header CRC over 4 bytes after the first
-    record (bug 2) make the differential properties fail; the real build passes them."""
-    planted = _build_planted(bug, tmp_path)
+@pytest.mark.parametrize("bug, prop", [(1, accept_batch_property), (2, frame_records_property),
+                                      (3, accept_scan_property)])
+def test_planted_c_bugs_are_caught(bug, prop):
+    """A stale answer in the batch loop (bug 1), a header CRC over 4 bytes after the first
+    record (bug 2) and a scanner that lets a repeated key through, the last one winning
+    (bug 3), make the differential properties fail; the real build passes them."""
+    planted = _build_planted(bug)
     if planted is None:
         if os.environ.get("CI") == "true":
             pytest.fail("no C compiler to build the planted extension")

@@ -21,6 +21,10 @@ def test_bench_reports_unreachable_services_as_skipped(monkeypatch, tmp_path):
     assert "redis_pcs_per_s" not in out and "postgres_pcs_per_s" not in out
     # the same-run anchor (json.loads + HMAC per body) and each store's CPU per PCS relative to it
     assert out["anchor_us_per_pcs_cpu"] > 0 and out["memory_cpu_ratio_to_anchor"] > 0
+    # the goal beside the lower of the measured limits (one core at the CPU per PCS, fsyncs of this disk)
+    assert out["sqlite_ceiling_pcs_per_s"] == min(out["sqlite_one_core_ceiling_pcs_per_s"],
+                                                  out["fsync_ceiling_pcs_per_s"])
+    assert out["goal_sqlite_within_ceiling"] == (out["sqlite_ceiling_pcs_per_s"] >= out["goal_sqlite_pcs_per_s"])
 
 
 _real_bodies = bench._bodies
