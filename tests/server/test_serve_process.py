@@ -90,7 +90,9 @@ def test_logs_never_contain_payloads_signatures_or_keys(tmp_path) -> None:
 
 
 def test_sigterm_drains_and_exits_0(tmp_path) -> None:
-    env = {"PCS_HMAC_KEY": "0123456789abcdef0123", "WAL_GROUP_DELAY_MS": "300"}
+    # The request waits WAL_GROUP_DELAY_MS for its group commit; SIGTERM is sent only once the
+    # server counts it in flight (a fixed sleep raced the connect on a loaded machine).
+    env = {"PCS_HMAC_KEY": "0123456789abcdef0123", "WAL_GROUP_DELAY_MS": "1000"}
     with ServerProc(tmp_path, env) as srv:
         from flk.impl.testing.workload import bodies
 
@@ -104,7 +106,10 @@ def test_sigterm_drains_and_exits_0(tmp_path) -> None:
 
         t = threading.Thread(target=submit)
         t.start()
-        time.sleep(0.1)  # the request waits for the 300 ms group commit
+        deadline = time.monotonic() + 20
+        while "\nflk_inflight 1.0" not in httpx.get(srv.url + "/metrics", timeout=5).text:
+            assert time.monotonic() < deadline, "the request never reached the server"
+            time.sleep(0.02)
         os.kill(srv.proc.pid, signal.SIGTERM)
         t.join(20)
         assert result["r"].status_code == 200  # in-flight request was drained, not dropped
