@@ -329,12 +329,33 @@ class DualWriteStore(BatchMixin):
             self._barrier.leave()
 
     def get(self, tenant: str, pcs_id: str, now: float) -> StoredOutcome | None:
-        return self._op(now, lambda dec, _m: dec.get(tenant, pcs_id, now))
+        """The decider's entry; on a miss while both rings matter, the mirror ring's
+        (a write whose mirror failed left its winner in one ring only: dual read)."""
+        def run(dec, mirror):
+            held = dec.get(tenant, pcs_id, now)
+            if held is None and mirror is not None and not _same_store(dec, mirror, tenant, pcs_id):
+                held = mirror.get(tenant, pcs_id, now)
+            return held
+        return self._op(now, run)
 
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        """Dual read, then decide, then mirror. While both rings matter, the mirror ring is
+        read first: a winner there that the decider lacks is the key's first write -- decided
+        by the other ring in an earlier phase, its mirror here failed (shard down, 503) after
+        verify had passed the key -- so the decider adopts it instead of deciding a second
+        outcome (INV-FWW across a cutover or a rollback)."""
         check_key(tenant, pcs_id)
 
         def run(dec, mirror):
+            if mirror is not None and not _same_store(dec, mirror, tenant, pcs_id):
+                held = mirror.get(tenant, pcs_id, now)
+                ttl = 0.0 if held is None else _remaining(held, now, self.ttl_s)
+                if ttl > 0:  # (an entry past its life by the TTL rule is not copied: copy_step's rule)
+                    _, winner = dec.put_if_absent(tenant, pcs_id, held, now, ttl)
+                    if winner != held:
+                        self.stats["conflicts"] += 1
+                        raise MigrationConflict("the two rings hold different outcomes for one key")
+                    return False, winner
             won, winner = dec.put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
             if mirror is not None and not _same_store(dec, mirror, tenant, pcs_id):
                 ttl = (self.ttl_s if ttl_s is None else ttl_s) if won else _remaining(winner, now, self.ttl_s)
