@@ -328,18 +328,57 @@ class DualWriteStore(BatchMixin):
         finally:
             self._barrier.leave()
 
+    def _mirror_may_hold_first_writes(self) -> bool:
+        """True when the mirror ring holds outcomes it decided itself: the old ring while the
+        new one decides (cut_over), or the new ring once this store has seen a cutover
+        (verified after a cutover is undone). Otherwise an entry only the mirror holds is
+        stale data (a writer that bypassed the migration) and is never adopted."""
+        return DECIDER[self.phase] == "new" or "cut_over" in self.phases
+
     def get(self, tenant: str, pcs_id: str, now: float) -> StoredOutcome | None:
-        return self._op(now, lambda dec, _m: dec.get(tenant, pcs_id, now))
+        """The decider's entry; on a miss, the mirror ring's where it may hold a first write
+        the decider lacks (dual read; see :meth:`put_if_absent`)."""
+        def run(dec, mirror):
+            held = dec.get(tenant, pcs_id, now)
+            if (held is None and mirror is not None and self._mirror_may_hold_first_writes()
+                    and not _same_store(dec, mirror, tenant, pcs_id)):
+                held = mirror.get(tenant, pcs_id, now)
+            return held
+        return self._op(now, run)
 
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        """Dual read, then decide, then mirror. While both rings matter the mirror ring is
+        read before the decider decides:
+
+        * a mirror shard that is down fails the put *before* anything is decided. Deciding
+          first left the winner in the decider only (the put answered 503); when that was
+          the old ring after verify had passed the key, the new ring decided the key's retry
+          a second time after cutover (INV-FWW, INV-NO-ACKED-LOSS);
+        * a winner the mirror holds and the decider lacks, where the mirror may hold first
+          writes (:meth:`_mirror_may_hold_first_writes`: the old ring in cut_over), is the
+          key's first write -- its mirror write was lost (the shard lost between the two
+          calls, the process dead between them) -- and the decider adopts it;
+        * anything else the mirror holds must equal the decider's winner
+          (:class:`MigrationConflict` otherwise: fail closed).
+        """
         check_key(tenant, pcs_id)
 
         def run(dec, mirror):
+            two = mirror is not None and not _same_store(dec, mirror, tenant, pcs_id)
+            held = mirror.get(tenant, pcs_id, now) if two else None
+            if held is not None and self._mirror_may_hold_first_writes():
+                ttl = _remaining(held, now, self.ttl_s)
+                if ttl > 0:  # (an entry past its life by the TTL rule is not copied: copy_step's rule)
+                    _, winner = dec.put_if_absent(tenant, pcs_id, held, now, ttl)
+                    if winner != held:
+                        self.stats["conflicts"] += 1
+                        raise MigrationConflict("the two rings hold different outcomes for one key")
+                    return False, winner
             won, winner = dec.put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
-            if mirror is not None and not _same_store(dec, mirror, tenant, pcs_id):
+            if two:
                 ttl = (self.ttl_s if ttl_s is None else ttl_s) if won else _remaining(winner, now, self.ttl_s)
-                if ttl > 0:
-                    _, there = mirror.put_if_absent(tenant, pcs_id, winner, now, ttl)
+                if held is not None or ttl > 0:
+                    there = held if held is not None else mirror.put_if_absent(tenant, pcs_id, winner, now, ttl)[1]
                     if there != winner:
                         self.stats["conflicts"] += 1
                         raise MigrationConflict("the two rings hold different outcomes for one key")
