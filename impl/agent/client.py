@@ -37,10 +37,16 @@ so an outbox keeps it for the next drain (it is never dropped).
 
 Backoff is exponential with full jitter (AWS architecture blog, 2015): the
 k-th backoff wait (k = 0, 1, ...) is ``u * min(cap, base * 2**k)`` with ``u``
-uniform in [0, 1); if the target URL asked for Retry-After, the wait is at
-least the remaining Retry-After, itself clamped to ``max_retry_after``. So
-every wait lies in ``[0, max(min(cap, base * 2**k), max_retry_after)]``
-(:func:`wait_bound`).
+uniform in [0, 1). If the target URL asked for Retry-After and ``r`` seconds of
+it remain, the wait is the larger of that backoff draw and a Retry-After wait
+drawn uniformly from ``[min(r, M), min(2 * r, M)]`` (``M`` = ``max_retry_after``,
+:func:`retry_after_wait`): never earlier than the server asked (up to the cap),
+and spread over as long again. Without that jitter the clients shed after a
+pause, all given one Retry-After, came back in the same instant; the admission
+limit took a few and answered the rest the same again, and the herd repeated (found by
+``flk sim explore --swarm --mode liveness``, seed 1000070; pinned in
+``sim/scenarios/regressions/retry-after-herd.toml``). So every wait lies in
+``[0, max(min(cap, base * 2**k), max_retry_after)]`` (:func:`wait_bound`).
 
 The I/O half -- :class:`HttpxTransport`, :class:`DeadLetterFile`, the
 blocking driver :class:`SubmitClient` and :func:`drain_outbox` (append, submit,
@@ -112,6 +118,18 @@ def backoff_ceiling(policy: RetryPolicy, k: int) -> float:
 def wait_bound(policy: RetryPolicy, k: int) -> float:
     """The largest wait the k-th backoff can produce (Retry-After included)."""
     return max(backoff_ceiling(policy, k), float(policy.max_retry_after))
+
+
+def retry_after_wait(policy: RetryPolicy, remaining: float, u: float) -> float:
+    """The jittered wait for ``remaining`` seconds of Retry-After, ``u`` uniform in [0, 1).
+
+    Uniform over ``[min(r, M), min(2 * r, M)]`` with ``M`` = ``policy.max_retry_after``: the
+    floor is what the server asked (clamped to the cap), the spread as long again, so clients
+    told the same Retry-After come back spread over that span instead of in one instant.
+    """
+    cap = float(policy.max_retry_after)
+    lo = min(remaining, cap)
+    return lo + u * (min(2.0 * remaining, cap) - lo)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -384,8 +402,8 @@ class Submission:
         delay = self.rng.random() * backoff_ceiling(self.policy, s.backoffs)
         s.backoffs += 1
         remaining = s.not_before.get(s.url_index, -math.inf) - now
-        if remaining > delay:
-            delay = min(remaining, float(self.policy.max_retry_after))
+        if remaining > 0:  # Retry-After is a floor; its own draw spreads the clients it was sent to
+            delay = max(delay, retry_after_wait(self.policy, remaining, self.rng.random()))
         s.waiting = True
         return Wait(delay, what)
 

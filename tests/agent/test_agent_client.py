@@ -314,7 +314,62 @@ def test_retry_after_is_a_lower_bound_up_to_the_clamp(ra, seed):
     sub.start(0.0)
     w = sub.on_result(HttpAnswer(429, str(ra)), 0.0)
     assert isinstance(w, Wait)
-    assert min(ra, 20.0) <= w.delay <= max(min(ra, 20.0), 0.01)
+    assert min(ra, 20.0) <= w.delay <= max(min(2 * ra, 20.0), 0.01)
+
+
+T0 = 1_700_000_000.0  # wall seconds (an HTTP-date Retry-After would be read against it)
+
+
+def first_wait(policy: RetryPolicy, status: int, ra: str, seed: int) -> float:
+    """The wait one fresh single-URL submission takes after ``status`` + ``Retry-After: ra`` at ``T0``."""
+    sub = Submission(PCS, ["http://a/x"], rng=random.Random(seed), policy=policy)
+    sub.start(T0)
+    w = sub.on_result(HttpAnswer(status, ra), T0)
+    assert isinstance(w, Wait)
+    return w.delay
+
+
+@settings(max_examples=200, deadline=None)
+@given(base=st.floats(0.001, 1.0), factor=st.floats(1.0, 100.0), max_ra=st.floats(0.0, 120.0),
+       ra=st.one_of(st.integers(0, 200), st.floats(0.0, 200.0).map(lambda x: f"{x:.3f}")),
+       status=st.sampled_from([429, 503]), seed=st.integers(0, 2**32))
+def test_a_retry_after_wait_is_never_early_and_never_above_the_cap(base, factor, max_ra, ra, status, seed):
+    """The jittered Retry-After wait: at least what the server asked (clamped to
+    ``max_retry_after``), at most twice that, never above the policy's bound."""
+    policy = RetryPolicy(base=base, cap=base * factor, max_attempts=3, max_retry_after=max_ra)
+    asked = float(ra)
+    d = first_wait(policy, status, str(ra), seed)
+    backoff = backoff_ceiling(policy, 0)
+    # never earlier than asked (up to the cap), on the clock the client resumes by: the client
+    # keeps the absolute instant T0 + Retry-After, so the comparison is exact there
+    assert T0 + d >= T0 + min(asked, max_ra)
+    assert d <= max(backoff, min(2 * asked, max_ra)) + 1e-6  # the spread: as long again, capped
+    assert d <= wait_bound(policy, 0) + 1e-6
+
+
+N_CLIENTS = 64
+
+
+@settings(max_examples=100, deadline=None)
+@given(ra=st.integers(1, 60), headroom=st.floats(2.0, 4.0), status=st.sampled_from([429, 503]))
+def test_clients_told_the_same_retry_after_spread_out(ra, headroom, status):
+    """64 clients (rng seeds 0..63, fixed: the catch does not depend on luck) answered the same
+    Retry-After come back spread over [ra, 2 ra], not in one instant (the herd seed 1000070 of
+    ``flk sim explore --swarm --mode liveness`` found). Fails on a client that waits exactly ra."""
+    policy = RetryPolicy(base=0.05, cap=0.5, max_attempts=4, max_retry_after=ra * headroom)
+    waits = sorted(first_wait(policy, status, str(ra), seed) for seed in range(N_CLIENTS))
+    assert waits[0] >= ra and waits[-1] <= 2 * ra
+    assert len(set(waits)) == N_CLIENTS  # no two in the same instant
+    assert waits[-1] - waits[0] >= 0.8 * ra  # spread over most of the span
+    window = ra / 8  # no eighth of the span holds more than a quarter of the herd
+    assert max(sum(1 for w in waits if lo <= w < lo + window) for lo in waits) <= N_CLIENTS // 4
+
+
+def test_a_retry_after_at_the_cap_is_the_cap():
+    """When the server asks for the cap or more there is nothing above the floor to spread into."""
+    policy = RetryPolicy(base=0.01, cap=0.1, max_attempts=3, max_retry_after=10.0)
+    assert {first_wait(policy, 429, "10", s) for s in range(8)} == {10.0}
+    assert {first_wait(policy, 503, "3600", s) for s in range(8)} == {10.0}
 
 
 def test_same_seed_same_schedule():

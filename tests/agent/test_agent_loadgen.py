@@ -199,15 +199,25 @@ def test_run_load_against_a_real_server_writes_a_complete_history(tmp_path):
 
 
 def test_run_load_fails_over_and_honours_retry_after(tmp_path):
+    """One 429 (Retry-After: 1) and one 503 among 202s, half the items starting on a dead URL.
+    Which item gets which answer depends on how the two workers interleave, so the attempt budget
+    covers the worst one: an item starting on the dead URL that gets both the 429 and the 503 takes
+    dead, 429, 503, dead, 202 = 5 attempts (with FAST's 4 it gave up once in a full run). The
+    jittered Retry-After wait is in [1, 2] s (max_retry_after 3 leaves room above the floor)."""
     items = loadgen.make_plan(loadgen.PlanConfig(n=40, seed=8), BASE)
     hist = tmp_path / "h.jsonl"
-    script = [(429, {"retry-after": "0"}, b""), (503, {}, b"")] + [(202, {}, b"{}")] * 200
+    policy = RetryPolicy(base=0.001, cap=0.01, max_attempts=5, max_retry_after=3.0)
+    script = [(429, {"retry-after": "1"}, b""), (503, {}, b"")] + [(202, {}, b"{}")] * 200
     with ScriptedServer(script) as srv:
         res = loadgen.run_load(items, [dead_url(), srv.url], concurrency=2, seed=8,
-                               history_path=str(hist), policy=FAST, timeout=2.0)
+                               history_path=str(hist), policy=policy, timeout=2.0)
     s = res.summary()
     assert s["outcomes"] == {"ack": 40}
     lines = [json.loads(x) for x in hist.read_text().splitlines()]
+    throttled = [x for x in lines if x["status"] == 429]
+    assert len(throttled) == 1
+    again = next(x for x in lines if x["item"] == throttled[0]["item"] and x["attempt"] == throttled[0]["attempt"] + 1)
+    assert again["t_send"] >= throttled[0]["t_recv"] + 1.0 - 1e-3  # Retry-After honoured (never earlier)
     errors = [x for x in lines if x["status"] is None]
     assert errors and all(x["error"] and not x["final"] for x in errors)
     assert s["by_status"]["error"] == len(errors) and s["by_status"]["429"] == 1
