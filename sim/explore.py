@@ -144,13 +144,41 @@ def _fault(rng, kind: str, at: float, dur: float, regions: list[str], tenants: i
     return f
 
 
-def liveness_bound(duration_s: float, regions: int, faults: list[dict], backoff_cap_ms: float = 2000.0) -> float:
+def longest_retry_after_wait(max_inflight: int = 256) -> float:
+    """The longest wait a simulated client can be told to make after one refusal once the
+    cluster has healed, from the shipped policies themselves: the AIMD limit's Retry-After at
+    its floor (a limit collapsed by the outage's 503s and slow answers:
+    ``ceil(target latency * max_inflight / min_inflight)``, 8 s with the server's defaults) or
+    the dedup breaker's (``open_s``), whichever is longer, stretched by the client's Retry-After
+    jitter to up to twice that (:func:`flk.impl.agent.client.retry_after_wait`, capped by the
+    simulated agents' ``max_retry_after``)."""
+    import math
+
+    from flk.impl.agent.client import RetryPolicy, retry_after_wait
+    from flk.impl.verifier.admission import AdmissionSettings, build_admission
+
+    from .workload import MAX_RETRY_AFTER_S
+
+    adm = build_admission(AdmissionSettings.from_mapping({"max_inflight": int(max_inflight)}))
+    adm.limiter.limit = float(adm.limiter.min_limit)  # collapsed to its floor
+    told = max(adm.limiter.retry_after(), math.ceil(adm.breaker.open_s))
+    return retry_after_wait(RetryPolicy(max_retry_after=MAX_RETRY_AFTER_S), float(told), 1.0)
+
+
+def liveness_bound(duration_s: float, regions: int, faults: list[dict], backoff_cap_ms: float = 2000.0,
+                   max_inflight: int = 256) -> float:
     """The quiescence a liveness run gets to heal, deliver and converge, scaled from the scenario:
-    a base of 6 s, twice the client backoff cap, and with replication four ship/read rounds plus
-    two divergence periods; plus the longest fault (its effects drain after its heal)."""
+    a base of 6 s, twice the client backoff cap, the longest Retry-After wait a refused client
+    may draw (:func:`longest_retry_after_wait`: a herd refused 429 right after the heal -- the
+    paused queue, an outbox's resubmissions after an agent restart -- comes back spread over
+    up to twice the server's Retry-After, 16 s with the defaults), with replication four
+    ship/read rounds plus two divergence periods; plus the longest fault (its effects drain
+    after its heal). Without the Retry-After term, requests refused at the heal with the
+    floor's 8 s Retry-After drew waits that ended after the run (liveness seeds 1000051 and
+    1000007, shrunk: ``sim/scenarios/regressions/liveness-bound-retry-after.toml``)."""
     longest = max((float(f.get("duration_s", 0.0)) for f in faults), default=0.0)
     repl = (4 * 1.0 + 2 * 2.0) if regions > 1 else 0.0
-    return round(6.0 + 2 * backoff_cap_ms / 1000.0 + repl + longest, 1)
+    return round(6.0 + 2 * backoff_cap_ms / 1000.0 + longest_retry_after_wait(max_inflight) + repl + longest, 1)
 
 
 @dataclass

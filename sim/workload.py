@@ -78,6 +78,7 @@ def make_templates(seed: int, count: int = 4) -> list[dict]:
 
 UNTRUSTED_KINDS = (*BAD_SIG_KINDS, "conflict", "out_of_policy")
 IDENTITY_FIELDS = ("pcs_id", "shard_id", "epoch", "merkle_root", "sig")  # what PcsFactory.new changes
+MAX_RETRY_AFTER_S = 30.0  # the simulated agents' cap on a server's Retry-After (RetryPolicy.max_retry_after)
 
 
 class _BodySkeleton:
@@ -209,7 +210,7 @@ class Agent:
         home = w.get("home_region") or regions[index % len(regions)]
         self.urls = [home] + [r for r in regions if r != home]
         self.policy = RetryPolicy(base=w["backoff_base_ms"] / 1000.0, cap=w["backoff_cap_ms"] / 1000.0,
-                                  max_attempts=int(w["max_attempts"]), max_retry_after=30.0)
+                                  max_attempts=int(w["max_attempts"]), max_retry_after=MAX_RETRY_AFTER_S)
         self.mailbox = world.net.register(self.id, group="clients", handler=self.on_message)
         self.attempt_timeout = float(w["timeout_ms"]) / 1000.0  # an attempt's answer timeout, seconds
         self.shard = f"s{index}"

@@ -233,7 +233,8 @@ class ShardedStore(BatchMixin):
     ``shards``: name -> store (any backend). ``probe_interval_s``: a shard
     marked down is not called again (its keys raise ``StoreUnavailable`` at
     once) until ``probe_interval_s`` after its last check, when the next call
-    pings it first. :meth:`probe` checks every shard at a time passed in.
+    pings it first (at once if the clock passed in is earlier than that check: it
+    stepped back). :meth:`probe` checks every shard at a time passed in.
     """
 
     kind = "sharded"
@@ -279,7 +280,10 @@ class ShardedStore(BatchMixin):
     def _store(self, name: str, now: float) -> DedupStore:
         h = self.health[name]
         if not h.up:
-            due = h.checked_at is None or now - h.checked_at >= self.probe_interval_s
+            # due after the interval, or at once when the clock stepped back past the last check
+            # (a check stamped by a clock running ahead must not keep the shard out until the
+            # clock catches up: liveness seed 1000117, a +20 s skew held a healed shard out 25 s)
+            due = h.checked_at is None or not 0.0 <= now - h.checked_at < self.probe_interval_s
             if not due:
                 raise StoreUnavailable(f"shard {name} is down")
             try:

@@ -273,6 +273,23 @@ def test_down_shard_recovers_after_the_probe_interval_and_nothing_was_rerouted(t
     s.close()
 
 
+@given(step_back=st.floats(min_value=0.001, max_value=3600.0))
+@settings(max_examples=20, deadline=None)
+def test_down_shard_is_probed_at_once_when_the_clock_steps_back(step_back):
+    # marked down by a clock running ahead (a skewed host clock, then corrected): the next call
+    # at an earlier time probes it, instead of waiting until the clock catches up with the check
+    inner = {n: OutageStore(open_store("memory")) for n in ("a", "b")}
+    s = ShardedStore(inner, probe_interval_s=5.0)
+    k = _keys_by_shard(s, 1)["b"][0]
+    s.put_if_absent(*k, outcome(1), T0)
+    inner["b"].available = False
+    with pytest.raises(StoreUnavailable):
+        s.get(*k, T0 + 20.0)
+    inner["b"].available = True
+    assert s.get(*k, T0 + 20.0 - step_back) == outcome(1)
+    assert s.health["b"].up
+
+
 def test_down_shard_gives_503_through_the_pipeline_others_200(tmp_path):
     inner = {n: OutageStore(open_store(f"sqlite:///{tmp_path}/{n}.db")) for n in ("a", "b", "c")}
     s = ShardedStore(inner)

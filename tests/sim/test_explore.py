@@ -49,6 +49,56 @@ def test_swarm_draw_is_a_valid_scenario_and_deterministic(seed, mode):
     assert {f["kind"] for f in sc.data["faults"]} <= set(explore.FAULT_KINDS)
 
 
+def _collapsed_retry_after() -> int:
+    """The Retry-After the server's AIMD limit answers once failures have collapsed it (what
+    a store outage's 503s do), found by driving the shipped limiter, not by its formula."""
+    from flk.impl.verifier.admission import AdmissionSettings, build_admission
+
+    limiter = build_admission(AdmissionSettings.from_mapping({"max_inflight": 256})).limiter
+    for i in range(60):
+        assert limiter.try_acquire(float(i))
+        limiter.release(float(i), latency=5.0, ok=False)
+    return limiter.retry_after()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=2**40))
+def test_liveness_bound_leaves_room_for_the_longest_retry_after_wait(seed):
+    # a client refused 429 at the heal by a collapsed limit waits up to twice its Retry-After (the
+    # client's jitter); the bound gives that on top of the base 6 s, two backoff caps and the faults
+    told = _collapsed_retry_after()
+    assert told == 8 and explore.longest_retry_after_wait() == 2 * told
+    d = explore.draw(seed, "liveness")
+    sc = load(explore.BASE, d.overrides)
+    longest = max((f.get("duration_s", 0.0) for f in sc.data["faults"]), default=0.0)
+    repl = 8.0 if len(sc.data["regions"]) > 1 else 0.0
+    assert sc.data["scenario"]["quiescence_s"] >= 6.0 + 2 * 2.0 + 2 * told + repl + longest - 0.05
+
+
+def test_liveness_bound_regression_fails_with_the_bound_that_left_out_retry_after():
+    # liveness seed 1000051, shrunk: two requests refused 429 (Retry-After 8) at a pause's heal;
+    # valid with the bound the explorer now computes, "never answered" with the old one
+    import tomllib
+
+    from flk.sim import api
+    from flk.sim.scenario import scenario_dir
+
+    case = tomllib.loads((scenario_dir() / "regressions" / "liveness-bound-retry-after.toml").read_text())
+    case = case["regression"]
+    sc = load(case["scenario"], case["overrides"])
+    d = sc.data
+    bound = explore.liveness_bound(d["scenario"]["duration_s"], len(d["regions"]), d["faults"])
+    assert bound == d["scenario"]["quiescence_s"] == 26.2  # the file holds the bound the explorer computes
+    old = round(bound - explore.longest_retry_after_wait(), 1)
+    failed = {}
+    for q in (bound, old):
+        res = api.run(load(case["scenario"], [*case["overrides"], f"scenario.quiescence_s={q}"]),
+                      seed=case["seed"], plots=False)
+        failed[q] = {c["id"]: c["violation_count"] for c in res.results["invariants"] if not c["ok"]}
+    assert failed[bound] == {}
+    assert failed[old] == {"INV-AT-LEAST-ONCE": 2}
+
+
 def test_swarm_seeds_draw_different_scenarios():
     drawn = {json.dumps(explore.draw(s).overrides) for s in range(1, 21)}
     assert len(drawn) == 20
