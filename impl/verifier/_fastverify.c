@@ -86,10 +86,11 @@ static PyObject *json_string(json_parser *jp)
     return PyUnicode_DecodeUTF8((const char *)start, n, "strict"); /* invalid UTF-8: error, give up */
 }
 
-static PyObject *json_number(json_parser *jp)
+/* The end of the JSON number token at p (RFC 8259 grammar; "1." and "1e" are errors), or NULL;
+   *is_float: it has a fraction or an exponent. The one number grammar of this file. */
+static const unsigned char *number_end(const unsigned char *p, const unsigned char *end, int *is_float)
 {
-    const unsigned char *start = jp->p, *p = jp->p, *end = jp->end;
-    int is_float = 0;
+    *is_float = 0;
     if (p < end && *p == '-')
         p++;
     if (p < end && *p == '0')
@@ -105,7 +106,7 @@ static PyObject *json_number(json_parser *jp)
         p++;
         while (p < end && *p >= '0' && *p <= '9')
             p++;
-        is_float = 1;
+        *is_float = 1;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
         const unsigned char *q = p + 1;
@@ -116,8 +117,18 @@ static PyObject *json_number(json_parser *jp)
         while (q < end && *q >= '0' && *q <= '9')
             q++;
         p = q;
-        is_float = 1;
+        *is_float = 1;
     }
+    return p;
+}
+
+static PyObject *json_number(json_parser *jp)
+{
+    const unsigned char *start = jp->p;
+    int is_float;
+    const unsigned char *p = number_end(start, jp->end, &is_float);
+    if (p == NULL)
+        return NULL;
     Py_ssize_t n = p - start;
     if (n > JSON_MAX_NUMBER)
         return NULL;
@@ -1022,37 +1033,10 @@ static int scan_string(scanner *sc, span *out)
 /* A number token as json_number reads it: 1 an int, 2 a float (fraction or exponent), 0 give up. */
 static int scan_number(scanner *sc, span *out)
 {
-    const unsigned char *start = sc->p, *p = sc->p, *end = sc->end;
-    int is_float = 0;
-    if (p < end && *p == '-')
-        p++;
-    if (p < end && *p == '0')
-        p++;
-    else if (p < end && *p >= '1' && *p <= '9')
-        while (p < end && *p >= '0' && *p <= '9')
-            p++;
-    else
-        return 0;
-    if (p < end && *p == '.') {
-        if (!(p + 1 < end && p[1] >= '0' && p[1] <= '9'))
-            return 0;
-        p++;
-        while (p < end && *p >= '0' && *p <= '9')
-            p++;
-        is_float = 1;
-    }
-    if (p < end && (*p == 'e' || *p == 'E')) {
-        const unsigned char *q = p + 1;
-        if (q < end && (*q == '+' || *q == '-'))
-            q++;
-        if (!(q < end && *q >= '0' && *q <= '9'))
-            return 0;
-        while (q < end && *q >= '0' && *q <= '9')
-            q++;
-        p = q;
-        is_float = 1;
-    }
-    if (p - start > JSON_MAX_NUMBER)
+    const unsigned char *start = sc->p;
+    int is_float;
+    const unsigned char *p = number_end(start, sc->end, &is_float);
+    if (p == NULL || p - start > JSON_MAX_NUMBER)
         return 0;
     out->p = start;
     out->n = p - start;
