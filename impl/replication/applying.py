@@ -346,17 +346,15 @@ class ReplayApplier:
         self._report(reports, now)
 
     def apply_isolating(self, recs: list[InboxRecord], now: float, batch: bool,
-                        on_poison: Callable[[int, InboxRecord, Exception], None],
-                        refusals_are_poison: bool = False) -> int:
+                        on_poison: Callable[[int, InboxRecord, Exception], None]) -> int:
         """Replay ``recs`` (in one transaction when ``batch``) under the poison-record
         replay policy of :class:`flk.impl.verifier.poison.PoisonPolicy` (the one owner,
-        shared with the server's start-up replay): when the replay raises unexpectedly,
-        the records are replayed one at a time and each one that raises goes to
-        ``on_poison(position, record, error)``. ``StoreUnavailable`` propagates (an
-        outage is not poison; re-applying is a no-op) -- unless
-        ``refusals_are_poison``, the store answers a ping and it stored other
-        records of ``recs``: then the refused ones are records the store refuses
-        every time. Returns the poison count."""
+        shared with the server's start-up replay): when the replay raises, the records
+        are replayed one at a time and each one that raises alone goes to
+        ``on_poison(position, record, error)``; the others are applied. A store
+        refusal (``StoreUnavailable``, of any cause, however often) is never poison:
+        it propagates and the caller retries (re-applying is a no-op). Returns the
+        poison count."""
         from ..verifier.poison import DONE, STORED, PoisonPolicy
 
         def run_batch(items: list) -> list[str]:
@@ -373,11 +371,10 @@ class ReplayApplier:
         def run_one(item: tuple) -> str:
             return STORED if self.apply(item[1], now).winner is not None else DONE
 
-        policy = PoisonPolicy(self._store_answers, lambda item, exc: on_poison(item[0], item[1], exc),
-                              refusals_are_poison)
+        policy = PoisonPolicy(self._store_answers, lambda item, exc: on_poison(item[0], item[1], exc))
         every = list(enumerate(recs))
         policy.run(every, run_batch, run_one)
-        return policy.finish(run_one)
+        return policy.poisoned
 
     def _store_answers(self) -> bool:
         try:

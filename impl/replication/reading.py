@@ -14,12 +14,14 @@ encoding (:func:`flk.impl.replication.stream.verify_segment`); a bad segment is
 there -- never applied, never skipped. Good records are replayed by
 :class:`flk.impl.replication.applying.ReplayApplier`; the watermark advances
 after the whole segment. A record whose replay raises unexpectedly (a bug,
-not a bad signature: that is a 4xx outcome) is *poison*: quarantined
+not a bad signature: that is a 4xx outcome; never a store refusal) is *poison*: quarantined
 (``read-quarantine.jsonl`` beside the watermarks,
 :mod:`flk.impl.storage.quarantine`; ``on_quarantine`` for the driver's log
 line and audit entry; ``failures``/``last_error`` and ``quarantine`` in
-:meth:`Reader.metrics`) and the stream goes on past it. A store outage is
-not poison: the segment is retried after a backoff.
+:meth:`Reader.metrics`) and the stream goes on past it. A store outage
+(``StoreUnavailable`` of any cause -- a down shard, an open breaker, a timeout --
+for as many polls as it lasts) is never poison (SPEC.md section 11.2): the
+segment is retried after a bounded backoff and nothing is skipped.
 
 Sans-I/O: time is passed in, the store and files are interfaces
 (``ObjectStore``, ``FileSystem``), there are no threads here
@@ -103,14 +105,12 @@ class Reader:
                  fs: FileSystem | None = None, interval_s: float = 1.0, backoff: Backoff = Backoff(),
                  rng: random.Random | None = None, on_reject: Callable[[SegmentRejected], None] | None = None,
                  strict: bool = False, batch: int = 256, quarantine: Quarantine | None = None,
-                 on_quarantine: Callable[[dict[str, Any]], None] | None = None,
-                 refusals_before_poison: int = 5) -> None:
+                 on_quarantine: Callable[[dict[str, Any]], None] | None = None) -> None:
         """``batch``: records replayed per store transaction (:meth:`ReplayApplier.apply_many`);
         0 replays one record at a time with its exact ``received_at`` as store time.
         ``quarantine``: where poison records go (default ``<state>-quarantine.jsonl``
         beside ``state_path``); ``on_quarantine(entry)`` gets each new one without payload.
-        After ``refusals_before_poison`` polls in a row failed with ``StoreUnavailable``
-        while the store answers pings, a record the store refuses is poison too."""
+        A store refusal is never poison: the poll stops and is retried after a backoff."""
         self.store, self.topology, self.applier = store, topology, applier
         self.batch = int(batch)
         self.state = WatermarkFile(state_path, fs)
@@ -118,8 +118,6 @@ class Reader:
         self.quarantine = quarantine if quarantine is not None else Quarantine(
             posixpath.splitext(state_path)[0] + "-" + QUARANTINE_FILE, self.state.fs)
         self.on_quarantine = on_quarantine
-        self.refusals_before_poison = int(refusals_before_poison)
-        self._store_failures = 0  # polls in a row that ended in StoreUnavailable
         self._poisoned_this_poll: str | None = None
         self.interval_s, self.backoff, self.rng = float(interval_s), backoff, rng
         self.on_reject, self.strict = on_reject, strict
@@ -161,11 +159,9 @@ class Reader:
             self.poll(now)
         except (ObjectStoreUnavailable, StoreUnavailable) as exc:
             self.failures += 1
-            self._store_failures = self._store_failures + 1 if isinstance(exc, StoreUnavailable) else 0
             self.last_error = f"{type(exc).__name__}: {exc}"
             self._retry_at = now + self.backoff.delay(self.failures, self.rng)
             return self._retry_at
-        self._store_failures = 0
         if self._poisoned_this_poll is not None:  # went on past it, but say so
             self.failures += 1
             self.last_error = self._poisoned_this_poll
@@ -222,8 +218,7 @@ class Reader:
                            records=records) -> None:
                     self._quarantine(stream, name, _index_of(rec, first, records), rec, error, now)
 
-                bad = self.applier.apply_isolating(chunk, now, self.batch > 0, poison,
-                                                   self._store_failures >= self.refusals_before_poison)
+                bad = self.applier.apply_isolating(chunk, now, self.batch > 0, poison)
                 self.apply_lag.add_many([now - rec.received_at for rec in chunk])
                 self.applied_records += len(chunk) - bad
             self.watermarks[stream] = first + int(m["count"])

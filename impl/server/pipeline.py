@@ -151,11 +151,10 @@ class ServerPipeline:
         without payload) and skipped. Every other record goes through the replay
         policy of :class:`flk.impl.verifier.poison.PoisonPolicy` (the one owner, shared
         with cross-region replay): a record whose processing raises is poison too (a
-        batch that raises is replayed record by record to find it); a store outage
-        stops the replay (the worker must not serve with an un-replayed WAL); a record
-        the store refuses while it answers pings is tried again after the others and
-        is poison if the store stored other records of this replay -- if it stored
-        nothing, the store is what is broken and the replay stops.
+        batch that raises is replayed record by record to find it); a store refusal of
+        any cause (503 or ``StoreUnavailable``, even while the store answers pings) is
+        never poison: it stops the replay (the worker must not serve with an
+        un-replayed WAL; replaying again is a no-op).
 
         Records below the log's first live index (segments retired to the archive by the
         retention policy) are replayed from the archive when ``from_index`` is below it
@@ -196,7 +195,6 @@ class ServerPipeline:
             run.append((index, payload, entry))
         if run:
             policy.run(run, run_batch, run_one)
-        policy.finish(run_one)
         if answers and hasattr(wal, "note_answers"):
             wal.note_answers([note for _, note in sorted(answers.items())])
         return counts

@@ -4,23 +4,29 @@ Why this module exists: a replay (the server's start-up replay of its inbox WAL,
 :class:`flk.impl.server.pipeline.ServerPipeline`; a region's replay of shipped
 records, :meth:`flk.impl.replication.applying.ReplayApplier.apply_isolating`)
 must never stop at one record it cannot process, and must never mistake a store
-outage for such a record. The rule, written once here:
+outage for such a record (SPEC.md section 11.2, "Poison records"). The rule,
+written once here:
 
-1. A batch of records is run at once. If that raises unexpectedly (not a store
-   outage), each record is run alone: a record that raises alone is *poison*
-   -- handed to ``on_poison`` (the caller quarantines it) and skipped.
-2. A store refusal (a 503 answer, or :class:`StoreUnavailable` raised) is an
-   outage while the store does not answer a ping: :class:`StoreUnavailable`
-   propagates and the replay stops (the caller retries later; replaying again is
-   a no-op, INV-IDEMPOTENT-REPLAY). While it answers pings, the refused record
-   is kept aside and tried once more at :meth:`PoisonPolicy.finish`.
-3. At :meth:`PoisonPolicy.finish` a record refused again is poison only if the
-   store stored other records of this replay; if it stored nothing, the store is
-   what is broken (e.g. its own disk is full) and :class:`StoreUnavailable`
-   propagates.
+1. *Poison* is a record whose processing raises, alone, anything but
+   :class:`StoreUnavailable`: a record that does not decode, a bug the record
+   triggers, a key or value the store rejects as invalid (``ValueError`` from
+   :func:`flk.impl.dedup.base.check_key`). That failure is the record's own and
+   comes back on every attempt. A batch of records is run at once; if that
+   raises so, each record is run alone, and each one that raises alone is handed
+   to ``on_poison`` (the caller quarantines it) and skipped: the records behind
+   it are replayed.
+2. A store refusal -- :class:`StoreUnavailable` raised (a down shard, an open
+   breaker, a timeout, a full disk) or a 503 answer -- is never evidence of
+   poison, however often it repeats and whether or not the store answers a
+   ping: a sharded store answers pings while it still holds one shard out, and
+   a quarantined good record is a key that never reaches this store
+   (INV-CONVERGENCE). The replay stops with :class:`StoreUnavailable` at the
+   first refusal; the caller retries later with a bounded backoff (replaying
+   again is a no-op, INV-IDEMPOTENT-REPLAY) and its lag shows the stall.
 
-``refusals_are_poison=False`` (a cross-region reader before the store failed a
-few polls in a row) makes every refusal an outage (rule 2 without the ping).
+A store that refuses one record's write for ever while it answers as an
+outage stalls the replay instead of losing the record: visible (the reader's
+``failures``/``last_error``, divergence), never silent.
 
 Sans-I/O: the runs, the ping and the quarantine are callables of the caller.
 """
@@ -32,106 +38,63 @@ from typing import Generic, TypeVar
 
 from ..dedup import StoreUnavailable
 
-__all__ = ["PoisonPolicy", "STORED", "DONE", "REFUSED", "StoreRefusedRecord"]
+__all__ = ["PoisonPolicy", "STORED", "DONE", "REFUSED", "POISON", "answered"]
 
 STORED = "stored"  # the run wrote a new outcome to the store
 DONE = "done"  # answered otherwise (a dedup hit, a 4xx, refused at home)
-REFUSED = "refused"  # the store refused it (503)
+REFUSED = "refused"  # the store refused it (503): an outage, never poison
+POISON = "poison"  # handed to ``on_poison`` and skipped
 
 T = TypeVar("T")
-
-
-class StoreRefusedRecord(Exception):
-    """The dedup store answers pings but fails every write of one replayed record."""
 
 
 class PoisonPolicy(Generic[T]):
     """One replay's poison-record policy (see the module docstring).
 
-    ``store_answers()``: does the store answer a ping now. ``on_poison(item, error)``:
-    the caller quarantines ``item``. Counts: ``poisoned`` (records handed to
-    ``on_poison``), ``wrote`` (the store stored some record of this replay)."""
+    ``store_answers()``: does the store answer a ping now (only named in the
+    outage's message, never a reason to quarantine). ``on_poison(item, error)``:
+    the caller quarantines ``item``. ``poisoned``: records handed to ``on_poison``."""
 
     def __init__(self, store_answers: Callable[[], bool], on_poison: Callable[[T, BaseException], None],
-                 refusals_are_poison: bool = True, what: str = "replay") -> None:
+                 what: str = "replay") -> None:
         self.what = what  # named in the outage's message ("WAL replay", "replay")
         self.store_answers = store_answers
         self.on_poison = on_poison
-        self.refusals_are_poison = refusals_are_poison
-        self.wrote = False
         self.poisoned = 0
-        self.refused: list[tuple[T, StoreUnavailable | None]] = []  # and the refusal, when one was raised
-        self._refusal: StoreUnavailable | None = None
 
     def run(self, items: Sequence[T], run_batch: Callable[[Sequence[T]], Sequence[str]],
             run_one: Callable[[T], str]) -> list[str]:
         """Run ``items`` as one batch (``run_batch``: one of STORED/DONE/REFUSED per item);
-        if it raises unexpectedly, one by one (``run_one``). Returns each item's result
-        (``"poison"`` for the ones handed to ``on_poison``)."""
+        if it raises (not :class:`StoreUnavailable`), one by one (``run_one``). Returns each
+        item's result (:data:`POISON` for the ones handed to ``on_poison``); raises
+        :class:`StoreUnavailable` at the first refusal (rule 2)."""
         try:
-            results = list(run_batch(items))
+            results = list(run_batch(items))  # StoreUnavailable propagates: an outage
         except StoreUnavailable:
-            if not self.refusals_are_poison:
-                raise
-            results = None
+            raise
         except Exception:  # noqa: BLE001 -- a poison record among them: one by one
-            results = None
-        if results is None:
-            results = []
-            for item in items:
-                results.append(self._one(item, run_one))
-                self._note(item, results[-1])
-        else:
-            for item, result in zip(items, results, strict=True):
-                if result != DONE:  # _note of DONE notes nothing: a replay's common answer
-                    self._note(item, result)
+            return [self._one(item, run_one) for item in items]
+        if REFUSED in results:
+            raise self._outage()
         return results
 
     def _one(self, item: T, run_one: Callable[[T], str]) -> str:
         try:
-            return run_one(item)
-        except StoreUnavailable as exc:
-            if not self.refusals_are_poison:
-                raise
-            self._refusal = exc
-            return REFUSED
+            result = run_one(item)  # StoreUnavailable propagates: an outage, not this record
+        except StoreUnavailable:
+            raise
         except Exception as exc:  # noqa: BLE001 -- a poison record: quarantined, replay continues
             self.poisoned += 1
             self.on_poison(item, exc)
-            return "poison"
-
-    def _note(self, item: T, result: str) -> None:
+            return POISON
         if result == REFUSED:
-            if not self.refusals_are_poison or not self.store_answers():
-                raise StoreUnavailable(f"dedup store unavailable during {self.what}")
-            self.refused.append((item, self._refusal))
-            self._refusal = None
-        elif result == STORED:
-            self.wrote = True
+            raise self._outage()
+        return result
 
-    def finish(self, run_one: Callable[[T], str]) -> int:
-        """Try each refused record once more; one still refused is poison if the store
-        stored other records of this replay, else the store is what is broken
-        (:class:`StoreUnavailable`). Returns ``poisoned`` (every record quarantined)."""
-        refused, self.refused = self.refused, []
-        again: list[tuple[T, StoreUnavailable | None]] = []
-        for item, _ in refused:
-            self._refusal = None
-            result = self._one(item, run_one)
-            if result == REFUSED:
-                if not self.store_answers():
-                    raise StoreUnavailable(f"dedup store unavailable during {self.what}")
-                again.append((item, self._refusal))
-            elif result == STORED:
-                self.wrote = True
-        if again and not self.wrote:
-            raise again[0][1] or StoreUnavailable(f"dedup store unavailable during {self.what} (it answers pings "
-                                                  "but stored no record)")
-        for item, refusal in again:
-            self.poisoned += 1
-            self.on_poison(item, refusal or StoreRefusedRecord(
-                "the dedup store refused this record twice while it stored others"))
-        return self.poisoned
+    def _outage(self) -> StoreUnavailable:
+        pings = "it answers pings: a shard, its breaker or a timeout refused" if self.store_answers() \
+            else "it does not answer pings"
+        return StoreUnavailable(f"dedup store unavailable during {self.what} ({pings}; retried, never quarantined)")
 
 
 def answered(status: int, replayed: bool) -> str:

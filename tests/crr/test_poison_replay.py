@@ -7,7 +7,8 @@ validator may still have) is quarantined by the reading region -- a
 ``last_error`` and ``quarantine`` in the reader's metrics, a log line and an
 audit entry without the payload -- and the stream goes on past it: the
 records after it are applied and the watermark moves. A store outage, by
-contrast, is not poison: nothing is quarantined and the segment is retried.
+contrast, is never poison (however many polls it lasts, whether or not the
+store answers pings): nothing is quarantined and the segment is retried.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import hashlib
 import json
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from verifier.pcsgen import registry
 
 from flk.impl.dedup import StoreUnavailable, open_store
@@ -170,39 +173,65 @@ def test_service_logs_and_audits_a_quarantined_record_and_keeps_replicating(tmp_
         w.close()
 
 
-def test_a_record_the_store_refuses_while_it_answers_pings_is_quarantined_after_a_few_polls() -> None:
+class PartlyDown:
+    """A store that answers every ping but refuses the writes of some keys during their first
+    polls (as a sharded store holding one shard out: seed 1000117) and rejects others as invalid."""
+
+    def __init__(self, inner, down_for: dict[str, int], invalid: set[str]) -> None:
+        self.inner, self.down_for, self.invalid = inner, down_for, invalid
+        self.poll = 0  # the reader's polls so far (the test counts them)
+
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        if any(self.down_for.get(pcs_id, 0) >= self.poll for _, pcs_id, _ in items):
+            raise StoreUnavailable("shard s0 is down")
+        if any(pcs_id in self.invalid for _, pcs_id, _ in items):
+            raise ValueError("pcs_id rejected by the store")  # deterministic: this record, every time
+        return self.inner.put_many_if_absent(items, now, ttl_s)
+
+    def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        return self.put_many_if_absent([(tenant, pcs_id, outcome)], now, ttl_s)[0]
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)  # ping answers: the store is up
+
+
+# per record: ("ok", 0) | ("transient", k: its shard is down for the reader's first k polls) | ("invalid", 0)
+RECORD_OUTCOMES = st.one_of(st.tuples(st.sampled_from(["ok", "invalid"]), st.just(0)),
+                            st.tuples(st.just("transient"), st.integers(1, 9)))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(outcomes=st.lists(RECORD_OUTCOMES, min_size=1, max_size=5), batch=st.sampled_from([256, 0]))
+@example(outcomes=[("ok", 0), ("transient", 7), ("ok", 0)], batch=256)  # the 5-refusal rule quarantined it
+def test_a_shard_outage_never_quarantines_a_good_record_and_an_invalid_one_is_still_quarantined(
+        outcomes, batch) -> None:
     objects = MemoryObjectStore()
     eu, us = Region("eu", objects, ["eu", "us"]), Region("us", objects, ["eu", "us"])
-    (raw_a, t_a, id_a, _), (raw_b, t_b, id_b, _), (raw_c, t_c, id_c, _) = variants(3, 1)
-    for k, (raw, tenant) in enumerate(((raw_a, t_a), (raw_b, t_b), (raw_c, t_c))):
+    us.reader.batch = batch
+    keys = variants(len(outcomes), 1)
+    for k, (raw, tenant, _, _) in enumerate(keys):
         assert eu.submit(raw, tenant, NOW + k).status == 200
-    eu.shipper.step(NOW + 5)
-    inner = us.applier.store
-
-    class Refusing:
-        def put_many_if_absent(self, items, now, ttl_s=None):
-            if any(pcs_id == id_b for _, pcs_id, _ in items):
-                raise StoreUnavailable("this record cannot be written")
-            return inner.put_many_if_absent(items, now, ttl_s)
-
-        def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
-            return self.put_many_if_absent([(tenant, pcs_id, outcome)], now, ttl_s)[0]
-
-        def __getattr__(self, name):
-            return getattr(inner, name)  # ping answers: the store is up
-
-    us.applier.store = Refusing()
-    now = NOW + 10
-    for _ in range(us.reader.refusals_before_poison):  # first taken for an outage: retried
+    eu.shipper.step(NOW + 10)
+    us.applier.store = store = PartlyDown(us.applier.store,
+                                  {keys[i][2]: k for i, (kind, k) in enumerate(outcomes) if kind == "transient"},
+                                  {keys[i][2] for i, (kind, _) in enumerate(outcomes) if kind == "invalid"})
+    now, polls = NOW + 20, 0
+    while us.reader.watermarks.get("eu", 0) < len(outcomes):
+        polls += 1
+        store.poll = polls
+        assert polls <= 1 + sum(k for _, k in outcomes), "the reader made no progress"
         us.reader.step(now)
-        assert us.reader.watermarks.get("eu", 0) == 0 and us.reader.quarantine.count == 0
-        now += 100
-    us.reader.step(now)  # the store answers pings but refuses the same record again: poison
-    assert us.reader.watermarks["eu"] == 3 and us.reader.quarantine.count == 1
-    assert us.reader.quarantine.last["index"] == 1
-    assert us.reader.quarantine.last["reason"].startswith("StoreUnavailable in put_many_if_absent")
+        if us.reader.watermarks.get("eu", 0) < len(outcomes):
+            assert "shard s0 is down" in us.reader.last_error  # stalled visibly, nothing skipped
+        now += 100  # past the backoff (capped at 8 s)
     local = us.local()
-    assert (t_a, id_a) in local and (t_c, id_c) in local and (t_b, id_b) not in local
+    quarantined = sorted(e["index"] for e in read_entries("/us/read-quarantine.jsonl", us.fs)[0])
+    # (1) a record refused only transiently is never quarantined and is applied once its shard returns
+    # (2) a record the store rejects as invalid is quarantined and the records behind it are applied
+    assert quarantined == [i for i, (kind, _) in enumerate(outcomes) if kind == "invalid"]
+    for i, (kind, _) in enumerate(outcomes):
+        assert ((keys[i][1], keys[i][2]) in local) == (kind != "invalid")
+    assert us.reader.quarantine.count == len(quarantined)
 
 
 def test_a_store_that_answers_pings_but_stores_nothing_never_quarantines() -> None:
@@ -226,7 +255,7 @@ def test_a_store_that_answers_pings_but_stores_nothing_never_quarantines() -> No
 
     us.applier.store = WritesFail()
     now = NOW + 10
-    for _ in range(3 * us.reader.refusals_before_poison):
+    for _ in range(15):  # as many polls as it lasts: never quarantined
         us.reader.step(now)
         now += 100
     assert us.reader.watermarks.get("eu", 0) == 0 and us.reader.quarantine.count == 0
