@@ -21,12 +21,13 @@ written once here:
    ping: a sharded store answers pings while it still holds one shard out, and
    a quarantined good record is a key that never reaches this store
    (INV-CONVERGENCE). The replay stops with :class:`StoreUnavailable` at the
-   first refusal; the caller retries later with a bounded backoff (replaying
-   again is a no-op, INV-IDEMPOTENT-REPLAY) and its lag shows the stall.
+   first refusal and is run again later (replaying again is a no-op,
+   INV-IDEMPOTENT-REPLAY): the reader after its bounded backoff, the server's
+   start-up replay at the worker's next start.
 
 A store that refuses one record's write for ever while it answers as an
 outage stalls the replay instead of losing the record: visible (the reader's
-``failures``/``last_error``, divergence), never silent.
+``failures``/``last_error``; a worker that does not start), never silent.
 
 Sans-I/O: the runs, the ping and the quarantine are callables of the caller.
 """
