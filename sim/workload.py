@@ -213,12 +213,7 @@ class Agent:
                                   max_attempts=int(w["max_attempts"]), max_retry_after=MAX_RETRY_AFTER_S)
         self.mailbox = world.net.register(self.id, group="clients", handler=self.on_message)
         self.attempt_timeout = float(w["timeout_ms"]) / 1000.0  # an attempt's answer timeout, seconds
-        self.shard = f"s{index}"
-        # the workload's rates, read once (a scenario's data does not change during a run)
-        self._choice_rates = (w["dup_rate"], w["bad_sig_rate"], w["conflict_rate"], w["cross_region_conflict_rate"])
-        self._untrusted_rates = tuple((kind, w.get(f"{kind}_rate", 0.0)) for kind in ("tampered", "forged",
-                                                                                       "out_of_policy"))
-        self._pool = int(w["pool"])
+        self.read_workload(w, index)
         self._rate = 0.0  # the arrival rate the pending arrival was drawn at
         h = world.history  # the per-attempt events, field order fixed (History.recorder)
         self._rec_send = h.recorder("client.send", ("req", "attempt", "agent", "tenant", "pcs_id", "digest", "kind",
@@ -307,6 +302,16 @@ class Agent:
         env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0).callbacks.append(self._arrival)
         if start:
             self.submit()
+
+    def read_workload(self, w: dict, index: int) -> None:
+        """The workload fields :meth:`choose` reads, set once (a scenario's data does not change
+        during a run); the cluster runner's agent (:class:`flk.impl.lab.cluster.driver.WallAgent`)
+        borrows ``choose`` and sets its fields through this same method."""
+        self.shard = f"s{index}"
+        self._choice_rates = (w["dup_rate"], w["bad_sig_rate"], w["conflict_rate"], w["cross_region_conflict_rate"])
+        self._untrusted_rates = tuple((kind, w.get(f"{kind}_rate", 0.0)) for kind in ("tampered", "forged",
+                                                                                       "out_of_policy"))
+        self._pool = int(w["pool"])
 
     def choose(self) -> tuple[str, dict]:
         rng, f, sent = self.rng, self.world.factory, self.sent

@@ -44,7 +44,7 @@ from flk.impl.agent.client import (
 from flk.impl.agent.loadgen import Connection, HttpError, _request_head
 from flk.sim.region import SIM_EPOCH
 from flk.sim.rng import Streams
-from flk.sim.workload import Agent, PcsFactory, make_templates
+from flk.sim.workload import MAX_RETRY_AFTER_S, Agent, PcsFactory, make_templates
 from flk.sim.world import BASE_KEY  # the simulator's tenants (not a secret)
 
 
@@ -76,6 +76,7 @@ class WallAgent:
     rate_at = Agent.rate_at
     _cross_region_pick = Agent._cross_region_pick
     _untrusted = Agent._untrusted  # tampered / forged / out-of-policy submissions, as the simulator draws them
+    read_workload = Agent.read_workload
 
     def __init__(self, world: _World, index: int, w: dict, regions: list[str], streams: Streams) -> None:
         self.world, self.index, self.w = world, index, w
@@ -85,10 +86,11 @@ class WallAgent:
         home = w.get("home_region") or regions[index % len(regions)]
         self.urls = [home] + [r for r in regions if r != home]
         self.policy = RetryPolicy(base=w["backoff_base_ms"] / 1000.0, cap=w["backoff_cap_ms"] / 1000.0,
-                                  max_attempts=int(w["max_attempts"]), max_retry_after=30.0)
+                                  max_attempts=int(w["max_attempts"]), max_retry_after=MAX_RETRY_AFTER_S)
         self.sent: list[dict] = []
         self.sent_at: list[float] = []
         self.epoch = 1
+        self.read_workload(w, index)
 
 
 class Workload:
