@@ -195,21 +195,38 @@ class Metrics:
 
     def __call__(self, event: Mapping) -> None:
         """The Emit sink: count one pipeline event."""
-        kind = event.get("kind")
-        attr = _COUNTED.get(kind)
+        if _COUNTED.get(event.get("kind")) is None:
+            return
+        with self._lock:
+            self._count_locked(event)
+
+    def count_many(self, events: list) -> None:
+        """Count ``events`` as :meth:`__call__` counts each, under one lock (a batch's)."""
+        with self._lock:
+            for event in events:
+                self._count_locked(event)
+
+    def _count_locked(self, event: Mapping) -> None:
+        attr = _COUNTED.get(event.get("kind"))
         if attr is None:
             return
         tenant = event.get("tenant_label") or "_none"
         status = event.get("status", 0) if attr == "rejected" else None
-        with self._lock:
-            if self.max_tenants is not None:  # the ranking's input (no ranking without a cap)
-                self._activity[tenant] = self._activity.get(tenant, 0.0) + 1.0
-            self.tally.inc_locked(self._child_locked(attr, self._label_locked(tenant), status))
+        if self.max_tenants is not None:  # the ranking's input (no ranking without a cap)
+            self._activity[tenant] = self._activity.get(tenant, 0.0) + 1.0
+        self.tally.inc_locked(self._child_locked(attr, self._label_locked(tenant), status))
 
     def observe_latency(self, tenant_label: str, seconds: float) -> None:
         with self._lock:
             child = self._child_locked("latency", self._label_locked(tenant_label or "_none"), None)
             self.tally._observe_locked(child, child._upper_bounds, seconds)
+
+    def observe_latencies(self, observed: list) -> None:
+        """:meth:`observe_latency` of each ``(tenant_label, seconds)``, under one lock (a batch's)."""
+        with self._lock:
+            for tenant_label, seconds in observed:
+                child = self._child_locked("latency", self._label_locked(tenant_label or "_none"), None)
+                self.tally._observe_locked(child, child._upper_bounds, seconds)
 
     # -- top-N by activity -----------------------------------------------------------
     def rank(self) -> None:

@@ -55,3 +55,24 @@ def test_an_unlabelled_histogram_and_value_reads_see_pending_counts() -> None:
     assert m.value("flk_test_latency_seconds_bucket", le="0.01") == 3.0
     assert m.value("flk_test_latency_seconds_count") == 4.0
     assert b'flk_test_latency_seconds_bucket{le="+Inf"} 4.0' in m.exposition()
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from(KINDS), st.sampled_from(["ta", "tb", "_unknown", None]),
+                                   st.sampled_from([400, 413, 429]), st.floats(0.0, 3.0)), max_size=40),
+                max_size=8),
+       st.sampled_from([None, 1, 100]))
+@settings(max_examples=60, deadline=None, derandomize=True)
+def test_batch_counting_gives_the_same_samples_as_one_call_per_event(batches, cap) -> None:
+    """The batch driver's per-batch count (count_many / observe_latencies) counts what one
+    call per event (the Emit sink, observe_latency) counts, the top-N cap included."""
+    one, batched = Metrics(max_tenants=cap), Metrics(max_tenants=cap)
+    for batch in batches:
+        events = [{"kind": k, "tenant_label": t, "status": s} for k, t, s, _ in batch]
+        observed = [(t, sec) for _, t, _, sec in batch]
+        for event in events:
+            one(event)
+        for label, seconds in observed:
+            one.observe_latency(label, seconds)
+        batched.count_many(events)
+        batched.observe_latencies(observed)
+    assert _samples(batched) == _samples(one)
