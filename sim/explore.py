@@ -32,6 +32,7 @@ wall clock except the budget and the throughput figures in the summary.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -144,6 +145,7 @@ def _fault(rng, kind: str, at: float, dur: float, regions: list[str], tenants: i
     return f
 
 
+@functools.lru_cache(maxsize=8)  # a pure function of max_inflight: built once, not per drawn seed
 def longest_retry_after_wait(max_inflight: int = 256) -> float:
     """The longest wait a simulated client can be told to make after one refusal once the
     cluster has healed, from the shipped policies themselves: the AIMD limit's Retry-After at

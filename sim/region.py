@@ -158,8 +158,7 @@ class Region:
         self.fs.makedirs(WAL_DIR)
         self.wal = SegmentedLog(WAL_DIR, fs=self.fs, segment_bytes=int(self.cfg.get("segment_bytes", 1 << 20)))
         self.verifier = self.world.verifier_cls(self.world.tenants, region=self.id, limiter=self.admission.buckets)
-        env = self.env
-        self.guarded = GuardedStore(self.store, self.admission.breaker, lambda: env._now)  # env.now, one call less
+        self.guarded = GuardedStore(self.store, self.admission.breaker, lambda: self.env.now)
         self.formation = BatchFormation(float(self.cfg["group_commit_ms"]) / 1000.0, MAX_BATCH)
         self.queue: list = []  # (payload, delivery number, arrival) waiting for a batch
         self.sleeper: list | None = None  # [the sleeping batch thread] (None once woken)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import heapq
 import threading
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.metrics import _use_created
@@ -217,11 +217,9 @@ class Metrics:
         self.tally.inc_locked(self._child_locked(attr, self._label_locked(tenant), status))
 
     def observe_latency(self, tenant_label: str, seconds: float) -> None:
-        with self._lock:
-            child = self._child_locked("latency", self._label_locked(tenant_label or "_none"), None)
-            self.tally._observe_locked(child, child._upper_bounds, seconds)
+        self.observe_latencies(((tenant_label, seconds),))
 
-    def observe_latencies(self, observed: list) -> None:
+    def observe_latencies(self, observed: Iterable[tuple[str, float]]) -> None:
         """:meth:`observe_latency` of each ``(tenant_label, seconds)``, under one lock (a batch's)."""
         with self._lock:
             for tenant_label, seconds in observed:
