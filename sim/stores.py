@@ -20,6 +20,7 @@ from flk.impl.dedup.memory import MemoryStore
 from flk.impl.dedup.migrate import (
     DualWriteStore,
     RingSpec,
+    catchup_step,
     copy_step,
     new_state,
     reset_verify,
@@ -254,7 +255,8 @@ class StoreTopology:
         procedure of ``flk dedup-migrate``: dual write, copy, verify; keys that
         verify finds missing (writes whose mirror failed behind the copy cursor)
         are handled by copying again from the start and verifying again; only
-        if that keeps failing is the migration rolled back."""
+        if that keeps failing is the migration rolled back. After the cutover the
+        catch-up copies what the new ring lacks before cleanup (SPEC 13.4)."""
         state = new_state(self.old_spec, self.new_spec, now_fn())
         self.migration = state
         transition(state, "dual_write", now_fn())
@@ -283,10 +285,24 @@ class StoreTopology:
             self.store.set_phase("rolled_back")
             yield "rolled_back", {}
             return
-        for ph in ("verified", "cut_over", "cleaned"):
+        for ph in ("verified", "cut_over"):
             transition(state, ph, now_fn())
             self.store.set_phase(ph)
             yield ph, {}
+        while not state["catchup"]["done"]:  # cleanup needs a clean catch-up (SPEC 13.4)
+            try:
+                out = catchup_step(state, self.old, self.new, now_fn(), batch)
+            except StoreUnavailable as exc:
+                yield "retry", {"step": "catchup", "why": str(exc)[:60]}
+                continue
+            yield ("settle", {}) if out.get("settling") else ("catchup", out)
+        c = state["catchup"]
+        yield "caught_up", {"copied": c["copied"], "different": c["different"]}
+        if c["different"]:
+            return  # cleanup is refused: the migration stays in cut_over (both rings kept)
+        transition(state, "cleaned", now_fn())
+        self.store.set_phase("cleaned")
+        yield "cleaned", {}
 
     @staticmethod
     def _retrying(progress_key, state, step, label):

@@ -1,4 +1,4 @@
-"""Zero-downtime dedup shard migration: old ring -> new ring (SPEC 13.3).
+"""Zero-downtime dedup shard migration: old ring -> new ring (SPEC 13.4).
 
 Why this module exists: moving dedup keys between shards is exactly where
 first-write-wins breaks in practice -- a key read from the wrong shard looks
@@ -17,7 +17,7 @@ phase                 decider     mirror to      reads from
 ``dual_write``        old         new            old
 ``copied``            old         new            old   (copy finished: every old key is in new)
 ``verified``          old         new            old   (verify found no missing/different key)
-``cut_over``          new         old            new
+``cut_over``          new         old            new   (catch-up: every old key is in new)
 ``cleaned``           new         --             new   (old ring no longer written)
 ``rolled_back``       old         --             old
 ====================  ==========  =============  ====================================
@@ -35,6 +35,17 @@ within ``refresh_s``). ``copy`` runs in
 dual_write (a write during the copy is mirrored by the store) and may be run
 again in copied; ``verify`` runs in copied and is the safety net for a write
 that a process made before it saw dual_write: cut_over needs a clean verify.
+
+Catch-up before cleanup (:func:`catchup_step`): verify reads each key once, so a
+process that dies between deciding a key on the old ring and writing its copy to
+the new ring, after verify has scanned that key, leaves the key on the old ring
+only. In cut_over the dual read still finds it; after cleanup nothing reads the
+old ring and the key's retry would be decided a second time (INV-FWW). So
+cut_over -> cleaned is refused until a catch-up pass -- a scan of the whole old
+ring begun at least :data:`CATCHUP_SETTLE_S` after the cutover (every server has
+re-read cut_over, so none decides on the old ring any more), copying every live
+entry the new ring lacks -- has finished with no differing entry. Entering
+cut_over (again) resets it.
 
 Everything here is driven with ``now`` passed in; the CLI owns the clock, the
 QPS throttle and the state file.
@@ -68,6 +79,7 @@ TRANSITIONS = {
     "rolled_back": ("dual_write", "copied", "verified"),
 }
 ROLLBACK_SETTLE_S = 2.0  # > 2 x DualWriteStore's default refresh_s: every server has re-read verified
+CATCHUP_SETTLE_S = ROLLBACK_SETTLE_S  # cut_over to the catch-up's first batch: every server has re-read cut_over
 DECIDER = {"planned": "old", "dual_write": "old", "copied": "old", "verified": "old", "cut_over": "new",
            "cleaned": "new", "rolled_back": "old"}
 MIRROR = {"dual_write": True, "copied": True, "verified": True, "cut_over": True}
@@ -126,7 +138,14 @@ def new_state(old: RingSpec, new: RingSpec, now: float) -> dict:
                      "done": False},
             "verify": {"shard": 0, "cursor": None, "checked": 0, "missing": 0, "different": 0, "done": False,
                        "examples": []},
+            "catchup": new_catchup(None),
             "history": [{"phase": "planned", "at": now}]}
+
+
+def new_catchup(after: float | None) -> dict:
+    """Fresh catch-up progress for a cutover made at ``after`` (None: no cutover yet)."""
+    return {"after": after, "started_at": None, "shard": 0, "cursor": None, "scanned": 0, "copied": 0,
+            "present": 0, "different": 0, "done": False, "examples": []}
 
 
 def load_state(path: str) -> dict:
@@ -144,6 +163,9 @@ def load_state(path: str) -> dict:
         RingSpec.from_json(doc["new"]).ring()
     except (KeyError, TypeError, ValueError):
         raise MigrationError(f"{path}: bad ring description") from None
+    if not isinstance(doc.get("catchup"), dict):  # a state written before the catch-up existed
+        cut = [h.get("at") for h in doc.get("history", []) if isinstance(h, dict) and h.get("phase") == "cut_over"]
+        doc["catchup"] = new_catchup(cut[-1] if cut and doc["phase"] == "cut_over" else None)
     return doc
 
 
@@ -176,6 +198,15 @@ def transition(state: dict, to: str, now: float) -> dict:
     if to == "verified" and not (state["verify"]["done"] and state["verify"]["missing"] == 0
                                  and state["verify"]["different"] == 0 and not state["verify"].get("suspects")):
         raise MigrationError("verify has not finished clean")
+    if to == "cleaned":
+        c = state.get("catchup") or {}
+        if not c.get("done"):
+            raise MigrationError("the catch-up has not finished (run `flk dedup-migrate catchup` first: keys a "
+                                 "process decided on the old ring without copying them after verify)")
+        if c.get("different"):
+            raise MigrationError(f"the catch-up found {c['different']} key(s) with different outcomes in the two rings")
+    if to == "cut_over":
+        state["catchup"] = new_catchup(now)
     state["phase"] = to
     state["history"].append({"phase": to, "at": now})
     return state
@@ -529,6 +560,52 @@ def settle_suspects(state: dict, old: ShardedStore, new: ShardedStore, now: floa
             if len(prog["examples"]) < 5:
                 prog["examples"].append({"kind": kind, "shard": new.shard_for(t, p)})
     prog["suspects"] = []
+    return out
+
+
+def catchup_step(state: dict, old: ShardedStore, new: ShardedStore, now: float, batch_size: int = 500,
+                 settle_s: float = CATCHUP_SETTLE_S, ttl_s: float = DEFAULT_TTL_S) -> dict:
+    """One batch of the catch-up (phase cut_over): scan the old ring and copy every live entry
+    whose new owner is another store and lacks it (``put_if_absent``, the remaining life);
+    an entry the new ring holds with another outcome counts as ``different`` (cleanup is then
+    refused). The first batch waits until ``settle_s`` after the cutover (``{"settling": True,
+    "wait_s": ...}`` before): by then no server decides on the old ring, so nothing written
+    there later is missing from the new ring. Advances ``state["catchup"]``."""
+    if state["phase"] != "cut_over":
+        raise MigrationError(f"catch-up runs in phase cut_over, not {state['phase']}")
+    prog = state["catchup"]
+    if prog["started_at"] is None:
+        after = prog["after"] if prog["after"] is not None else now
+        prog["after"] = after
+        if now < after + settle_s:
+            return {"settling": True, "wait_s": round(after + settle_s - now, 3)}
+        prog["started_at"] = now
+    out = {"scanned": 0, "copied": 0, "present": 0, "different": 0}
+    got, nxt = _next_page(old, prog, batch_size, now)
+    if got is None:
+        return out
+    name, page = got
+    moving = [(t, p, o) for t, p, o in page if new.shards[new.shard_for(t, p)] is not old.shards[name]]
+    out["scanned"] = len(page)
+    there = new.get_many([(t, p) for t, p, _ in moving], now) if moving else []
+    for (t, p, o), n in zip(moving, there, strict=True):
+        if n is None:
+            ttl = _remaining(o, now, ttl_s)
+            if ttl <= 0:
+                continue
+            won, n = new.shards[new.shard_for(t, p)].put_if_absent(t, p, o, now, ttl)
+            if won:
+                out["copied"] += 1
+                continue
+        if n == o:
+            out["present"] += 1
+        else:
+            out["different"] += 1
+            if len(prog["examples"]) < 5:
+                prog["examples"].append({"kind": "different", "shard": new.shard_for(t, p)})
+    for k in ("scanned", "copied", "present", "different"):
+        prog[k] += out[k]
+    _advance(prog, nxt, len(old.shards))
     return out
 
 

@@ -21,7 +21,8 @@ Observed (all keys optional)::
 
     {"reachable": bool,                       # False: hold everything, act on nothing
      "sample": {"t", "latency_p95_ms", "error_rate", "dedup_hit_ratio", ...} | None,
-     "migration": {"phase", "copy": {"round", "done"}, "verify": {"round", "done", "missing", "different"}} | None,
+     "migration": {"phase", "copy": {"round", "done"}, "verify": {"round", "done", "missing", "different"},
+                   "catchup": {"done", "different"}} | None,
      "servers": [applied phase of every server process],
      "crr": {"applied": {region: generation}}, "tier": {"generation", "history", "candidates"},
      "error": "the last action's failure" | None}
@@ -168,6 +169,8 @@ def _ensure(c: Ctx) -> list[dict]:
     if ens == "migration.verify":
         return [] if _verify_done(c) else [{"op": "migration.verify", "round": c.status["round"],
                                             "batch": spec["batch"], "settle_s": spec["settle_s"]}]
+    if ens == "migration.cleanup":
+        return _cleanup(c)
     if ens == "crr.apply":
         return [{"op": "crr.apply", "generation": c.policy.generation, "spec": copy.deepcopy(spec)}]
     if ens == "tier.configure":
@@ -189,6 +192,17 @@ def _rollback(c: Ctx) -> list[dict]:
     if all(p in OLD_DECIDES for p in c.servers()):
         return _phase_action(c, "rolled_back")
     return []
+
+
+def _cleanup(c: Ctx) -> list[dict]:
+    """Catch up first (copy the old-ring keys the new ring lacks, SPEC 13.4), then stop writing
+    the old ring; the migration's own transition refuses cleaned before a clean catch-up."""
+    m = c.mig
+    if m is None or m["phase"] != "cut_over":
+        return _phase_action(c, "cleaned")
+    if not (m.get("catchup") or {}).get("done"):
+        return [{"op": "migration.catchup", "batch": c.spec["batch"]}]
+    return _phase_action(c, "cleaned")
 
 
 def _tier_cycle(c: Ctx) -> list[dict]:

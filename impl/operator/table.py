@@ -55,7 +55,8 @@ PHASES: tuple[Phase, ...] = (
           doc="every old-ring key is in the new ring with the same outcome"),
     Phase("ShardMigration", "Cutover", "migration.phase:cut_over", gated=True,
           doc="the new ring decides, the old ring is mirrored; soak"),
-    Phase("ShardMigration", "Cleanup", "migration.phase:cleaned", doc="old ring no longer written"),
+    Phase("ShardMigration", "Cleanup", "migration.cleanup",
+          doc="catch-up (old-ring keys the new ring lacks are copied), then the old ring is no longer written"),
     Phase("ShardMigration", "Completed", "", terminal=True),
     Phase("ShardMigration", "RollingBack", "migration.rollback",
           doc="the old ring decides again: from cut_over first back to verified (both rings mirrored), "

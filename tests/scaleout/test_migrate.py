@@ -154,6 +154,9 @@ def test_inv_fww_migrate_3_to_4_sqlite_shards_under_pipeline_traffic(tmp_path, c
         assert cli(capsys, "cutover", "--state", state)[0] == 0
         tr.wait_for(150)
         assert store.phase == "cut_over"
+        assert cli(capsys, "cleanup", "--state", state)[0] == 2  # refused: no catch-up yet
+        rc, cu, _ = cli(capsys, "catchup", "--state", state, "--settle-s", "0.1", "--batch-size", "40")
+        assert rc == 0 and cu["clean"] and cu["catchup"]["scanned"] > 0, cu
         assert cli(capsys, "cleanup", "--state", state)[0] == 0
         tr.wait_for(100)
     assert not tr.errors, tr.errors
@@ -315,7 +318,7 @@ def test_inv_fww_dual_write_phases_agree_with_a_dict_model(path, segments):
     (only the dual-write mirror brings it to the new ring), and writes while the
     new ring decides, then a rollback (only the mirror to the old ring keeps them)."""
     from flk.impl.dedup.memory import MemoryStore
-    from flk.impl.dedup.migrate import RingSpec, copy_step, new_state, transition
+    from flk.impl.dedup.migrate import RingSpec, catchup_step, copy_step, new_state, transition
 
     pool = {n: MemoryStore() for n in NEW}
     old = ShardedStore({n: pool[n] for n in OLD})
@@ -345,6 +348,9 @@ def test_inv_fww_dual_write_phases_agree_with_a_dict_model(path, segments):
                 copy_step(state, old, new, now, 3)
         if to == "verified":
             state["verify"].update(done=True)
+        if to == "cleaned":
+            while not state["catchup"]["done"]:
+                catchup_step(state, old, new, now, 3, settle_s=0.0)
         transition(state, to, now)
         s.set_phase(to)
     decider = new if s.phase in ("cut_over", "cleaned") else old

@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 from flk.impl.dedup import StoredOutcome, StoreUnavailable
 from flk.impl.dedup.memory import MemoryStore
 from flk.impl.dedup.migrate import (
+    CATCHUP_SETTLE_S,
     PHASES,
     DualWriteStore,
     RingSpec,
+    catchup_step,
     copy_step,
     new_state,
     reset_verify,
@@ -91,7 +93,7 @@ def test_the_new_ring_adopts_a_winner_only_the_old_ring_holds_after_cutover():
 
 def _step_done(store, state, to: str, now: float) -> bool:
     """The operator's step before phase ``to`` (``flk dedup-migrate``): a full copy before
-    copied, a clean verify (suspects settled) before verified. A shard that is down fails
+    copied, a clean verify (suspects settled) before verified, a clean catch-up before cleaned. A shard that is down fails
     the step: the phase stays."""
     try:
         if to == "copied":
@@ -104,6 +106,10 @@ def _step_done(store, state, to: str, now: float) -> bool:
                 verify_step(state, store.old, store.new, now, 50)
             settle_suspects(state, store.old, store.new, now)
             return not (state["verify"]["missing"] or state["verify"]["different"])
+        elif to == "cleaned":
+            while not state["catchup"]["done"]:
+                catchup_step(state, store.old, store.new, now + CATCHUP_SETTLE_S, 50)
+            return not state["catchup"]["different"]
     except StoreUnavailable:
         return False
     return True

@@ -1,7 +1,7 @@
 """The 3 -> 4 shard migration on the real server: ``flk serve`` with
 DEDUP_BACKEND=sharded + DEDUP_MIGRATION_STATE (a DualWriteStore following the
 state file) takes load from ``flk agent load --history`` while
-``flk dedup-migrate`` runs dual-write, copy, verify, cutover and cleanup.
+``flk dedup-migrate`` runs dual-write, copy, verify, cutover, catchup and cleanup.
 Checked from the client history against the final shard files: no 5xx and no
 transport error caused by the migration, every 200/202 in the history has its
 outcome (status and payload digest) on the key's new-ring owner, and no key was
@@ -58,7 +58,8 @@ def test_inv_fww_migrate_3_to_4_under_flk_serve_and_agent_load(tmp_path, capsys)
         time.sleep(1.5)  # planned: the old ring only
         ops = {}
         for argv, pause in ((["dual-write"], 1.5), (["copy", "--batch-size", "100"], 0.5),
-                            (["verify", "--settle-s", "1.5"], 0.5), (["cutover"], 2.0), (["cleanup"], 1.0)):
+                            (["verify", "--settle-s", "1.5"], 0.5), (["cutover"], 2.0),
+                            (["catchup", "--settle-s", "0.5"], 0.5), (["cleanup"], 1.0)):
             doc = _step(capsys, argv[0], "--state", state, *argv[1:])
             phases.append(doc["phase"])
             time.sleep(pause)
@@ -74,7 +75,7 @@ def test_inv_fww_migrate_3_to_4_under_flk_serve_and_agent_load(tmp_path, capsys)
         if load.poll() is None:
             load.kill()
         assert srv.stop() == 0
-    assert phases == ["dual_write", "copied", "verified", "cut_over", "cleaned"]
+    assert phases == ["dual_write", "copied", "verified", "cut_over", "cut_over", "cleaned"]
     assert ops == {"dual_write": OLD, "copied": OLD, "verified": OLD, "cut_over": NEW, "cleaned": NEW}
     summary = json.loads(out)
     final = ShardedStore({n: open_store(f"sqlite:///{tmp_path}/shards/{n}.db") for n in NEW})

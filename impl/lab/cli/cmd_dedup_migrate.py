@@ -1,10 +1,11 @@
-"""``flk dedup-migrate``: zero-downtime dedup shard migration (SPEC 13.3).
+"""``flk dedup-migrate``: zero-downtime dedup shard migration (SPEC 13.4).
 
     flk dedup-migrate plan --state S --old NAME=URL... --new NAME=URL... [--vnodes 150] [--probes 4] [--dry-run]
     flk dedup-migrate dual-write --state S
     flk dedup-migrate copy --state S [--batch-size 500] [--qps 0] [--max-batches N] [--restart] [--dry-run]
     flk dedup-migrate verify --state S [--batch-size 500] [--qps 0]
     flk dedup-migrate cutover --state S
+    flk dedup-migrate catchup --state S [--batch-size 500] [--qps 0] [--settle-s 2.0]
     flk dedup-migrate cleanup --state S
     flk dedup-migrate status --state S
     flk dedup-migrate rollback --state S [--settle-s 2.0]
@@ -16,7 +17,9 @@ stdout. Exit 0 done, 1 verify found missing/different keys or copy conflicts,
 2 bad input or a refused step (message on stderr). ``rollback`` from cut_over
 goes through verified (the old ring decides again, both rings still mirrored),
 waits ``--settle-s`` for every server to re-read the state file, and only then
-stops mirroring (rolled_back), as the operator does.
+stops mirroring (rolled_back), as the operator does. ``cleanup`` is refused until
+``catchup`` (phase cut_over, begun ``--settle-s`` after the cutover) has copied every
+old-ring key the new ring lacks and found none with a different outcome (SPEC 13.4).
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def configure(p) -> None:
                             ("copy", "copy the keys that change owner into the new ring (resumable)"),
                             ("verify", "check every old-ring key is in the new ring with the same outcome"),
                             ("cutover", "make the new ring decide and serve (old ring mirrored)"),
-                            ("cleanup", "stop writing the old ring"),
+                            ("catchup", "copy old-ring keys the new ring lacks (after cutover, before cleanup)"),
+                            ("cleanup", "stop writing the old ring (after a clean catchup)"),
                             ("status", "print the migration state"),
                             ("rollback", "go back to the old ring (nothing is lost)")):
         sp = sub.add_parser(name, help=help_text, description=help_text)
@@ -63,13 +67,17 @@ def configure(p) -> None:
             sp.add_argument("--vnodes", type=int, default=150)
             sp.add_argument("--probes", type=int, default=4)
             sp.add_argument("--force", action="store_true", help="overwrite an existing state file")
-        if name in ("copy", "verify"):
+        if name in ("copy", "verify", "catchup"):
             sp.add_argument("--batch-size", type=int, default=500)
             sp.add_argument("--qps", type=float, default=0.0, help="max entries per second (0: no limit)")
             sp.add_argument("--max-batches", type=int, default=0, help="stop after N batches (0: until done)")
         if name == "verify":
             sp.add_argument("--settle-s", type=float, default=1.0,
                             help="wait this long before re-checking keys missing from the new ring (writes in flight)")
+        if name == "catchup":
+            sp.add_argument("--settle-s", type=float, default=None,
+                            help="time after the cutover before the scan starts, s (default the servers' "
+                                 "state-file refresh margin, 2.0)")
         if name == "rollback":
             sp.add_argument("--settle-s", type=float, default=None,
                             help="from cut_over: time in verified before rolled_back, s (default "
@@ -122,7 +130,8 @@ def _run(args, m) -> int:
         return 0
     state = m.load_state(args.state)
     if step == "status":
-        _emit({"step": "status", **{k: state[k] for k in ("phase", "old", "new", "copy", "verify", "history")}})
+        _emit({"step": "status", **{k: state[k] for k in ("phase", "old", "new", "copy", "verify", "catchup",
+                                                          "history")}})
         return 0
     if step == "rollback":
         return _rollback(args, m, state, now)
@@ -138,6 +147,8 @@ def _run(args, m) -> int:
     try:
         if step == "copy":
             return _copy(args, m, state, old, new)
+        if step == "catchup":
+            return _catchup(args, m, state, old, new)
         return _verify(args, m, state, old, new)
     finally:
         seen: set[int] = set()
@@ -198,6 +209,30 @@ def _copy(args, m, state, old, new) -> int:
     _emit({"step": "copy", "dry_run": args.dry_run, "done": done, "phase": state["phase"], "batch": totals,
            "total": work["copy"], "elapsed_s": round(time.monotonic() - t0, 3)})
     return 1 if work["copy"]["conflicts"] else 0
+
+
+def _catchup(args, m, state, old, new) -> int:
+    """Scan the old ring after the cutover, copying what the new ring lacks (waits for the settle
+    time first); exit 1 when an entry differs between the rings (cleanup stays refused)."""
+    settle = m.CATCHUP_SETTLE_S if args.settle_s is None else args.settle_s
+    totals = {"scanned": 0, "copied": 0, "present": 0, "different": 0}
+    batches, t0 = 0, time.monotonic()
+    while not state["catchup"]["done"]:
+        out = m.catchup_step(state, old, new, time.time(), args.batch_size, settle_s=settle)
+        if out.get("settling"):
+            time.sleep(out["wait_s"])
+            continue
+        m.save_state(args.state, state)
+        for k in totals:
+            totals[k] += out[k]
+        batches += 1
+        _throttle(args.qps, totals["scanned"], t0)
+        if args.max_batches and batches >= args.max_batches:
+            break
+    c = state["catchup"]
+    _emit({"step": "catchup", "done": c["done"], "clean": c["done"] and not c["different"], "phase": state["phase"],
+           "batch": totals, "catchup": c, "elapsed_s": round(time.monotonic() - t0, 3)})
+    return 1 if c["different"] else 0
 
 
 def _verify(args, m, state, old, new) -> int:
