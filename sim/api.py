@@ -288,9 +288,13 @@ def shrink(run_dir: Path, invariant: str | None = None, out: Path | None = None,
     def run_one(sc: Scenario, seed: int) -> dict:
         return run(sc, seed=seed, plots=False, plant=plant, **world_kwargs).results
 
+    from .explore import mode_of, mode_violations
+
+    mode = mode_of(recorded.data)  # a swarm run keeps its mode's rule (liveness: faults heal in the workload)
+    keeps = None if mode_violations(recorded.data, mode) else (lambda d: not mode_violations(d, mode))
     runner = shrinking.Runner(run_one, recorded.data["scenario"]["name"], str(recorded.path / "scenario.toml"),
                               recorded.seed, target, max_runs or shrinking.DEFAULT_MAX_RUNS, log or (lambda _m: None),
-                              allowed=shrinking.failures(recorded.results))
+                              allowed=shrinking.failures(recorded.results), keeps=keeps)
     schedule = recorded.results.get("fault_schedule") or []
     minimal, steps, spent = shrinking.minimize(runner, recorded.data, schedule)
     shrunk = shrinking.Shrunk(target, recorded.seed, plant, recorded.data, minimal, runs=runner.runs, steps=steps,

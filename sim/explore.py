@@ -183,6 +183,44 @@ def liveness_bound(duration_s: float, regions: int, faults: list[dict], backoff_
     return round(6.0 + 2 * backoff_cap_ms / 1000.0 + longest_retry_after_wait(max_inflight) + repl + longest, 1)
 
 
+# -- the modes' validity rule: one owner for the generator (draw) and the shrinker ---------------
+HEAL_MARGIN_S = 0.1  # liveness: a fault ends at least this long before the workload phase does
+
+
+def fit_to_mode(faults: list[dict], duration_s: float, mode: str) -> None:
+    """Make drawn ``faults`` keep ``mode``'s rule (in place): in liveness every fault with a
+    duration is cut to end :data:`HEAL_MARGIN_S` before the workload does (never below 0.1 s)."""
+    if mode == "liveness":
+        for f in faults:
+            if "duration_s" in f:
+                f["duration_s"] = round(max(0.1, min(f["duration_s"], duration_s - f["at_s"] - HEAL_MARGIN_S)), 1)
+
+
+def mode_violations(data: dict, mode: str | None) -> list[str]:
+    """What in scenario ``data`` breaks ``mode``'s rule (empty: valid). Liveness: the cluster must
+    heal inside the workload phase -- every fault with a duration ends :data:`HEAL_MARGIN_S`
+    before ``scenario.duration_s`` and no nemesis runs. Safety (or no mode) has no rule.
+    :func:`draw` produces only valid scenarios; the shrinker (:mod:`flk.sim.shrink`) keeps only
+    valid candidates, so a shrunk liveness case is still a liveness case."""
+    if mode != "liveness":
+        return []
+    end = float(data["scenario"]["duration_s"]) - HEAL_MARGIN_S
+    out = [f"fault {i} ({f.get('kind')}) ends at {float(f['at_s']) + float(f['duration_s']):.1f} s, after "
+           f"{end:.1f} s (the workload phase less {HEAL_MARGIN_S} s)"
+           for i, f in enumerate(data.get("faults", []))
+           if f.get("duration_s") is not None and float(f["at_s"]) + float(f["duration_s"]) > end + 1e-6]
+    if (data.get("nemesis") or {}).get("enabled"):
+        out.append("a nemesis runs (its faults may not heal inside the workload)")
+    return out
+
+
+def mode_of(data: dict) -> str | None:
+    """The mode a swarm scenario was drawn in (:func:`draw` names it ``swarm-<mode>``), else None."""
+    name = str((data.get("scenario") or {}).get("name", ""))
+    mode = name.removeprefix("swarm-")
+    return mode if name.startswith("swarm-") and mode in MODES else None
+
+
 @dataclass
 class Drawn:
     """One seed's scenario: the overrides of :data:`BASE` and what was drawn."""
@@ -219,10 +257,7 @@ def draw(seed: int, mode: str = "safety") -> Drawn:
                 latest = duration / 2
             at = round(rng.uniform(0.5, max(0.6, latest)), 1)
             faults.append(_fault(rng, kind, at, dur, regions, int(c["tenants"]), str(c["dedup"])))
-    if mode == "liveness":  # every fault heals inside the workload phase
-        for f in faults:
-            if "duration_s" in f:
-                f["duration_s"] = round(max(0.1, min(f["duration_s"], duration - f["at_s"] - 0.1)), 1)
+    fit_to_mode(faults, duration, mode)
     faults.sort(key=lambda f: (f["at_s"], f["kind"]))
     c["kinds"] = kinds
     quiescence = liveness_bound(duration, c["regions"], faults) if mode == "liveness" else 4.0

@@ -14,6 +14,11 @@ none changes anything (or the run budget is spent):
 4. shorter workload phase (bisect ``scenario.duration_s`` down to just past the last fault's
    start), shorter quiescence, fewer agents, a lower rate, fewer tenants (bisect each).
 
+A run drawn by ``flk sim explore --swarm`` keeps its mode's rule through every pass
+(:func:`flk.sim.explore.mode_violations`, the rule :func:`flk.sim.explore.draw` keeps): in
+liveness mode every fault still heals inside the workload phase, so a candidate whose
+workload ends before a fault does is never run (``Runner(keeps=...)``).
+
 Same run directory, same code -> same minimal case (no clock, no unseeded randomness).
 Nothing here runs the simulator itself: the caller passes ``run(scenario, seed) -> results``
 (:func:`flk.sim.api.shrink` does), so this module stays free of I/O except :func:`write`.
@@ -135,8 +140,10 @@ class Runner:
     is not a smaller case of the same failure, and would not be a valid regression once fixed."""
 
     def __init__(self, run: Callable[[Scenario, int], dict], name: str, source: str, seed: int, target: str,
-                 max_runs: int, log: Callable[[str], None], allowed: Sequence[str] | None = None) -> None:
+                 max_runs: int, log: Callable[[str], None], allowed: Sequence[str] | None = None,
+                 keeps: Callable[[dict], bool] | None = None) -> None:
         self._run, self.name, self.source, self.seed, self.target = run, name, source, seed, target
+        self.keeps = keeps  # the scenario's own validity rule (a swarm mode's); a candidate breaking it is never run
         self.allowed = None if allowed is None else {target, *allowed}  # no check may fail that did not before
         self.max_runs, self.log = max_runs, log
         self.runs = 0
@@ -157,6 +164,9 @@ class Runner:
                 validate(data)
             except ScenarioError:
                 self._seen[key] = (False, None)  # not a scenario the simulator accepts
+                return False
+            if self.keeps is not None and not self.keeps(data):
+                self._seen[key] = (False, None)  # not a case of the mode the run was drawn in
                 return False
             if self.runs >= self.max_runs:
                 raise _BudgetSpent
