@@ -21,7 +21,11 @@ line and audit entry; ``failures``/``last_error`` and ``quarantine`` in
 :meth:`Reader.metrics`) and the stream goes on past it. A store outage
 (``StoreUnavailable`` of any cause -- a down shard, an open breaker, a timeout --
 for as many polls as it lasts) is never poison (SPEC.md section 11.2): the
-segment is retried after a bounded backoff and nothing is skipped.
+segment is retried after a bounded backoff and nothing is skipped. So a store
+that keeps refusing stalls the reader: ``stalled_since`` is the time of the
+first refused poll since the last poll that went through (records were waiting
+to be applied and the store refused them), :meth:`Reader.stalled_s` the stall's
+length (``flk_crr_read_stalled_seconds``, alert FlkCrrReaderStalled).
 
 Sans-I/O: time is passed in, the store and files are interfaces
 (``ObjectStore``, ``FileSystem``), there are no threads here
@@ -125,6 +129,7 @@ class Reader:
         self.paused = False
         self.failures = 0
         self.last_error: str | None = None
+        self.stalled_since: float | None = None  # first store refusal since the last poll that went through
         self._retry_at = 0.0
         self.applied_segments = 0
         self.applied_records = 0
@@ -160,8 +165,11 @@ class Reader:
         except (ObjectStoreUnavailable, StoreUnavailable) as exc:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, StoreUnavailable) and self.stalled_since is None:
+                self.stalled_since = now  # a verified segment waits and the dedup store refuses it
             self._retry_at = now + self.backoff.delay(self.failures, self.rng)
             return self._retry_at
+        self.stalled_since = None
         if self._poisoned_this_poll is not None:  # went on past it, but say so
             self.failures += 1
             self.last_error = self._poisoned_this_poll
@@ -237,8 +245,15 @@ class Reader:
         if self.on_quarantine is not None:
             self.on_quarantine(entry)
 
-    def metrics(self) -> dict[str, Any]:
-        return {"watermarks": dict(self.watermarks), "applied_segments": self.applied_segments,
+    def stalled_s(self, now: float) -> float:
+        """How long the store has refused the records waiting here (0 when the last poll went
+        through, or only the object store failed: the shipping side's alerts cover that)."""
+        return 0.0 if self.stalled_since is None else max(0.0, now - self.stalled_since)
+
+    def metrics(self, now: float | None = None) -> dict[str, Any]:
+        """``now`` (the driver's clock) gives ``stalled_s``; without it only ``stalled_since``."""
+        return {"stalled_since": self.stalled_since,
+                "stalled_s": None if now is None else self.stalled_s(now),"watermarks": dict(self.watermarks), "applied_segments": self.applied_segments,
                 "applied_records": self.applied_records, "filtered_records": self.filtered_records,
                 "rejected": {s: str(r) for s, r in sorted(self.rejected.items())},
                 "apply_lag_p50_s": self.apply_lag.quantile(0.5), "apply_lag_max_s": self.apply_lag.max_s,

@@ -251,7 +251,7 @@ class CrrService:
                                "paused": os.path.exists(self.pause_file), "ship": self.shipper.metrics(now),
                                "errors": self.errors, "last_error": self.last_error}
         if self.reader is not None:
-            out["read"] = self.reader.metrics()
+            out["read"] = self.reader.metrics(now)
             out["reconcile"] = self.reconciler.metrics()
         if self.audit_queue is not None:
             out["audit_queue"] = self.audit_queue.metrics()
@@ -307,6 +307,8 @@ class CrrCollector:
             rd, rc = m["read"], m["reconcile"]
             yield counter("flk_crr_applied_records", "Replicated records replayed here", rd["applied_records"])
             yield gauge("flk_crr_rejected_streams", "Streams stopped at a rejected segment", len(rd["rejected"]))
+            yield gauge("flk_crr_read_stalled_seconds", "Seconds the dedup store has refused the replicated "
+                        "records waiting to be applied (0: the reader makes progress)", rd["stalled_s"])
             yield counter("flk_crr_quarantined_records", "Replicated records whose replay raised, set aside "
                           "(read-quarantine.jsonl) while the stream went on", rd["quarantine"]["count"])
             yield counter("flk_crr_conflicts", "Keys seen with two or more payload digests", rc["conflicts"])

@@ -3,7 +3,7 @@
 Builds an sdist from a copy of the source, a wheel from that unpacked sdist (the chain a user's
 ``pip install`` takes; the C fast paths are left out with CC=false, the build then warns and
 ships the pure Python code), installs the wheel into a fresh venv without the checkout, and
-checks from there that flk.sim.alerts reads the installed rules (19 alerts, promtool evaluates
+checks from there that flk.sim.alerts reads the installed rules (20 alerts, promtool evaluates
 them in a simulator run) and that ``flk compliance`` finds a runbook for every rule.
 """
 
@@ -76,7 +76,7 @@ def test_an_installed_flk_finds_the_rules_and_runbooks(tmp_path) -> None:
         "from flk.impl.lab import compliance\n"
         f"site = pathlib.Path({site!r})\n"
         "assert alerts.RULES_DIR.is_relative_to(site), alerts.RULES_DIR\n"
-        "assert len(alerts.alert_names()) == 19\n"
+        "assert len(alerts.alert_names()) == 20\n"
         "item = compliance._repo_runbooks()\n"
         "assert item['status'] == compliance.EVIDENCED, item\n"
         "print('runbooks', item['detail'])\n"
@@ -88,6 +88,6 @@ def test_an_installed_flk_finds_the_rules_and_runbooks(tmp_path) -> None:
     out = subprocess.run([str(vpy), "-c", code], capture_output=True, text=True, timeout=300, env=env,
                          cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "19 alert rules link" in out.stdout
+    assert "20 alert rules link" in out.stdout
     if shutil.which("promtool"):
         assert "FlkDedupStoreDown" in out.stdout
