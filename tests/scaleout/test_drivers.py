@@ -17,6 +17,7 @@ from flk.impl.dedup.memory import MemoryStore
 from flk.impl.dedup.migrate import (
     DualWriteStore,
     RingSpec,
+    catchup_step,
     copy_step,
     new_state,
     settle_suspects,
@@ -122,6 +123,9 @@ def test_inv_fww_migrate_3_to_4_step_functions_under_traffic(request, kind):
                 transition(state, ph, time.time())
                 store.set_phase(ph)
                 tr.wait_for(60)
+            while not state["catchup"]["done"]:  # cleanup needs the catch-up (SPEC 13.4); one process: no settle
+                catchup_step(state, old, new, time.time(), 50, settle_s=0.0)
+            assert state["catchup"]["different"] == 0 and state["catchup"]["scanned"] > 0
             transition(state, "cleaned", time.time())
             store.set_phase("cleaned")
             tr.wait_for(60)
