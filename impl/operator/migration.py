@@ -143,7 +143,6 @@ class MigrationTarget:
             return {"verified": True}
         return {"verified": False, "missing": v["missing"], "different": v["different"]}
 
-
     def _catchup(self, st: dict, batch: int, now: float) -> dict:
         """One catch-up batch (cut_over only; a no-op once done or in another phase); the first
         waits :data:`flk.impl.dedup.migrate.CATCHUP_SETTLE_S` after the cutover (no sleep)."""

@@ -247,8 +247,11 @@ class Reader:
 
     def stalled_s(self, now: float) -> float:
         """How long the store has refused the records waiting here (0 when the last poll went
-        through, or only the object store failed: the shipping side's alerts cover that)."""
-        return 0.0 if self.stalled_since is None else max(0.0, now - self.stalled_since)
+        through, when only the object store failed -- the shipping side's alerts cover that --
+        and while the reader is paused on purpose: ``flk_crr_paused``)."""
+        if self.stalled_since is None or self.paused:
+            return 0.0
+        return max(0.0, now - self.stalled_since)
 
     def metrics(self, now: float | None = None) -> dict[str, Any]:
         """``now`` (the driver's clock) gives ``stalled_s``; without it only ``stalled_since``."""

@@ -50,6 +50,9 @@ def test_the_stall_starts_at_the_first_refusal_and_ends_with_the_first_poll_that
     assert us.reader.stalled_since == NOW + 2 and us.reader.failures == 2 and nxt > NOW + 30
     assert us.reader.stalled_s(NOW + 32) == 30.0 and us.reader.metrics(NOW + 32)["stalled_s"] == 30.0
     assert us.reader.stalled_s(NOW - 100) == 0.0  # a clock stepped back never reads negative
+    us.reader.paused = True  # crr.pause: stopped on purpose, not stalled
+    assert us.reader.stalled_s(NOW + 32) == 0.0
+    us.reader.paused = False
     assert us.reader.watermarks.get("eu", 0) == 0  # nothing applied, nothing skipped
     us.applier.store = healthy
     us.reader.step(NOW + 100)
