@@ -31,11 +31,10 @@ import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from heapq import heappush
 from json.encoder import encode_basestring
 
 import numpy as np
-from simpy.events import NORMAL, URGENT, Event
+from simpy.events import URGENT
 
 from flk.impl.agent import builder as agent_mod
 from flk.impl.agent import factory
@@ -59,6 +58,7 @@ from flk.impl.core.pcs import check_epoch, check_shard_id, pcs_id_of_checked
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .metrics import BAD_SIG_KINDS
+from .net import call_at, call_later
 
 
 def make_templates(seed: int, count: int = 4) -> list[dict]:
@@ -286,7 +286,7 @@ class Agent:
     def _begin(self, _event=None) -> None:
         env = self.world.env
         rate = self._rate = self.rate_at(env.now)
-        env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0).callbacks.append(self._arrival)
+        call_later(env, self.rng.expovariate(rate) if rate > 0 else 1.0, self._arrival)
 
     def _arrival(self, _timer) -> None:
         """One arrival (a timeout's callback): the next arrival is drawn, then a submission
@@ -304,7 +304,7 @@ class Agent:
             world.submitted += 1
             start = True
         rate = self._rate = self.rate_at(now)
-        env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0).callbacks.append(self._arrival)
+        call_later(env, self.rng.expovariate(rate) if rate > 0 else 1.0, self._arrival)
         if start:
             self.submit()
 
@@ -411,11 +411,7 @@ class Agent:
             self._arm(deadline, eid)
 
     def _arm(self, deadline: float, eid: int) -> None:
-        env = self.world.env
-        ev = Event(env)
-        ev._ok, ev._value = True, None
-        ev.callbacks.append(self._deadline)
-        heappush(env._queue, (deadline, NORMAL, eid, ev))
+        call_at(self.world.env, deadline, eid, self._deadline)
         self._armed = True
 
     def _deadline(self, _event) -> None:
@@ -480,7 +476,7 @@ class Delivery:
                             "tenant": agent.tenant, "reply_to": agent.id}, size=len(action.body))
             agent.expire_later(self, attempt)
         elif isinstance(action, Wait):
-            env.timeout(action.delay).callbacks.append(self._waited)
+            call_later(env, action.delay, self._waited)
         else:
             assert isinstance(action, Done)
             if action.outcome == "gave_up":
