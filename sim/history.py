@@ -137,9 +137,11 @@ def _t_us(t) -> int:
 
 
 class LineSink:
-    """The lines not yet folded into the digest, each followed by ``\n``; after every ``batch``
-    lines they go to ``flush(bytes)``. The pure reference of the compiled ``line_sink``
-    (``sim/_fasthistory.c``: the same bytes, the same calls of ``flush``).
+    """The lines not yet folded into the digest, each followed by a newline; after every
+    ``batch`` lines they go to ``flush(bytes)``. The pure reference of the compiled ``line_sink``
+    (``sim/_fasthistory.c``: the same bytes, the same calls of ``flush``). ``t_us`` is the
+    compiled sink's fallback for a time that is not a finite float (here every time is written
+    by ``round(t * 1000000)``, what it computes).
 
     :meth:`recorder` makes a function writing one event shape (:func:`_row_spec`): one frame per
     event, each value inline when it is a str (escaped), an int or a bool, else through
