@@ -8,8 +8,8 @@ The normative ``spec/`` folder (schemas, vectors, OpenAPI) ships as ``flk.spec``
 ``flk.impl.core._fastcore`` (canonical bytes, fmt9, HMAC) and
 ``flk.impl.verifier._fastverify`` (JSON, wire rules, steps 4 and 6, the accept
 path; it uses the core's through ``impl/core/_fastcore.h``) are the optional
-compiled fast paths (C, linked against libcrypto); ``flk.impl.core.accel`` is
-their registry. Without a compiler, Python headers or the OpenSSL headers the
+compiled fast paths (C, linked against libcrypto), ``flk.sim._fasthistory`` the
+simulator's history lines; ``flk.impl.core.accel`` is their registry. Without a compiler, Python headers or the OpenSSL headers the
 build warns and the package installs without them: the pure Python code is
 complete on its own (``flk --version`` says which is active).
 """
@@ -93,9 +93,15 @@ FASTVERIFY = Extension(
     extra_compile_args=COMPILE_ARGS,
     optional=True,
 )
+FASTHISTORY = Extension(  # the simulator's history lines (flk.sim.history.LineSink's twin)
+    "flk.sim._fasthistory",
+    sources=["sim/_fasthistory.c"],
+    extra_compile_args=COMPILE_ARGS,
+    optional=True,
+)
 
 setup(
-    ext_modules=[FASTCORE, FASTVERIFY],
+    ext_modules=[FASTCORE, FASTVERIFY, FASTHISTORY],
     cmdclass={"build_ext": OptionalBuildExt},
     packages=packages,
     package_dir=package_dir,

@@ -12,6 +12,12 @@ no name, mtime 0) and written *while the run goes* (:meth:`History.stream_to`), 
 long study holds no line in memory. The digest is defined over the canonical
 (uncompressed) line stream, so both files of a run -- and a digest-only run -- have
 the same digest; :func:`file_digest` recomputes it from either file.
+
+The lines not yet folded into the digest wait in a :class:`LineSink`: this pure one is the
+reference; ``flk.sim._fasthistory`` (C, ``sim/_fasthistory.c``) is its compiled twin, the
+registry entry ``line_sink`` of :mod:`flk.impl.core.accel` (chosen once; ``FLK_PURE``),
+which writes a digest-only run's per-event lines (:meth:`History.recorder`) without a
+Python frame per event -- the same bytes (tests/sim/test_fasthistory.py).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import json
 from collections.abc import Iterable, Iterator
 from json import encoder as _json_encoder
 from pathlib import Path
+
+from flk.impl.core import accel
 
 PLAIN = "history.jsonl"
 COMPACT = "history.jsonl.gz"
@@ -103,50 +111,119 @@ def _line_maker(shape: tuple, first, by_position: bool = False):
     return ns["make"]
 
 
-def _row_recorder(history: History, type: str, names: tuple[str, ...], many: bool = False):  # noqa: A002
-    """The function :meth:`History.recorder` gives a digest-only history (``many``: the loop
-    :meth:`History.record_many` runs, ``(t, rows)``): one frame per event,
-    the keys sorted once, the event type written as a constant, each value inline when it is a
-    str (escaped), an int or a bool, else through :func:`_value` -- the text of ``_dumps``."""
+def _row_spec(type: str, names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:  # noqa: A002
+    """The line of an event of ``type`` with fields ``names`` (in call order) as constant text
+    and slots: ``parts[0] + v(slots[0]) + parts[1] + ... + parts[-1]``, a slot -1 being
+    ``t_us`` and ``i`` the ``i``-th value; the keys sorted once, the type written as text."""
     keys = sorted({"t_us", "type", *names})
-    args = [f"a{i}" for i in range(len(names))]
-    ns = {"S": _json_encoder.encode_basestring, "V": _value, "pending": history._unhashed, "history": history,
-          "fold": history._fold, "T": "true", "F": "false"}
-    parts = []
+    parts: list[str] = []
+    slots: list[int] = []
+    text = ""
     for i, key in enumerate(keys):
-        head = ("{" if i == 0 else ",") + _json_encoder.encode_basestring(key) + ":"
+        text += ("{" if i == 0 else ",") + _json_encoder.encode_basestring(key) + ":"
         if key == "type":
-            head += _json_encoder.encode_basestring(type)
-        ns[f"P{i}"] = head  # constant text travels as a name, never inside the source
-        if key == "t_us":
-            value = "{t_us}" if many else "{round(t * 1000000)}"
-        elif key == "type":
-            value = ""
+            text += _json_encoder.encode_basestring(type)
+            continue
+        parts.append(text)
+        slots.append(-1 if key == "t_us" else names.index(key))
+        text = ""
+    parts.append(text + "}")
+    return tuple(parts), tuple(slots)
+
+
+def _t_us(t) -> int:
+    """An event's time in integer microseconds (what every line's ``t_us`` holds)."""
+    return round(t * 1000000)
+
+
+class LineSink:
+    """The lines not yet folded into the digest, each followed by a newline; after every
+    ``batch`` lines they go to ``flush(bytes)``. The pure reference of the compiled ``line_sink``
+    (``sim/_fasthistory.c``: the same bytes, the same calls of ``flush``). ``t_us`` is the
+    compiled sink's fallback for a time that is not a finite float (here every time is written
+    by ``round(t * 1000000)``, what it computes).
+
+    :meth:`recorder` makes a function writing one event shape (:func:`_row_spec`): one frame per
+    event, each value inline when it is a str (escaped), an int or a bool, else through
+    ``value`` (:func:`_value`) -- the text of ``_dumps``."""
+
+    def __init__(self, flush, batch: int, value, t_us) -> None:
+        if batch < 1:
+            raise ValueError("line_sink: batch must be >= 1")
+        self._lines: list[str] = []
+        self.count = 0
+        self._flush, self._batch, self._value, self._t_us = flush, batch, value, t_us
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+        self.count += 1
+        if len(self._lines) >= self._batch:
+            self._flush(self.take())
+
+    def take(self) -> bytes:
+        lines = self._lines
+        if not lines:
+            return b""
+        lines.append("")  # every line ends in a newline
+        chunk = "\n".join(lines).encode("utf-8")
+        lines.clear()
+        return chunk
+
+    def recorder(self, parts: tuple[str, ...], slots: tuple[int, ...], many: bool):
+        """``rec(t, *values)`` (``many``: ``rec(t, rows)``) appending the line of ``parts`` and
+        ``slots`` per call (per row)."""
+        if len(parts) != len(slots) + 1:
+            raise ValueError("recorder: len(parts) must be len(slots) + 1")
+        n = max(slots, default=-1) + 1
+        args = [f"a{i}" for i in range(n)]
+        ns = {"S": _json_encoder.encode_basestring, "V": self._value, "pending": self._lines,
+              "sink": self, "flush": self._flush, "take": self.take, "T": "true", "F": "false"}
+        text = []
+        for i, slot in enumerate(slots):
+            ns[f"P{i}"] = parts[i]  # constant text travels as a name, never inside the source
+            if slot < 0:
+                text.append(f"{{P{i}}}{{t_us}}")
+            else:
+                a = args[slot]
+                text.append(f"{{P{i}}}{{S({a}) if (c := {a}.__class__) is str else {a} if c is int else "
+                            f"(T if {a} else F) if c is bool else V({a})}}")
+        ns["PEND"] = parts[-1]
+        line = f"f'{''.join(text)}{{PEND}}'"
+
+        def row(indent: str) -> str:
+            return (f"{indent}pending.append({line})\n"
+                    f"{indent}sink.count += 1\n"
+                    f"{indent}if len(pending) >= {self._batch}:\n"
+                    f"{indent}    flush(take())\n")
+
+        if many:  # every row at one time: one loop
+            src = ("def rec(t, rows):\n    t_us = round(t * 1000000)\n"
+                   f"    for {', '.join(args) + ',' if args else '()'} in rows:\n{row('        ')}")
         else:
-            a = args[names.index(key)]
-            value = (f"{{S({a}) if (c := {a}.__class__) is str else {a} if c is int else "
-                     f"(T if {a} else F) if c is bool else V({a})}}")
-        parts.append(f"{{P{i}}}{value}")
-    line = f"f'{''.join(parts)}}}}}'"
-    if many:  # every row at one time: one loop, the count added once
-        src = (f"def rec(t, rows):\n"
-               "    n, t_us = 0, round(t * 1000000)\n"
-               f"    for {', '.join(args) + ',' if args else '()'} in rows:\n"
-               f"        pending.append({line})\n"
-               "        n += 1\n"
-               f"        if len(pending) >= {_HASH_BATCH}:\n"
-               "            history.count += n\n"
-               "            n = 0\n"
-               "            fold()\n"
-               "    history.count += n\n")
-    else:
-        src = (f"def rec(t, {', '.join(args)}):\n"
-               f"    pending.append({line})\n"
-               "    history.count += 1\n"
-               f"    if len(pending) >= {_HASH_BATCH}:\n"
-               "        fold()\n")
-    exec(src, ns)  # noqa: S102 - source built above from indexes only (text travels as constants)
-    return ns["rec"]
+            src = f"def rec(t, {', '.join(args)}):\n    t_us = round(t * 1000000)\n{row('    ')}"
+        exec(src, ns)  # noqa: S102 - source built above from indexes only (text travels as constants)
+        return ns["rec"]
+
+
+_compiled_line_sink = None  # the compiled LineSink maker (flk.sim._fasthistory.line_sink), or None: pure
+accel.register("line_sink", "flk.sim._fasthistory", "flk.sim.history:LineSink",
+               "tests/sim/test_fasthistory.py::test_compiled_line_sink_writes_the_reference_bytes")
+accel.bind("line_sink", globals(), "_compiled_line_sink")
+
+
+class _Fold:
+    """Where folded lines go: the running SHA-256 and, once streaming, the compact file."""
+
+    __slots__ = ("sha", "sink")
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.sink = None
+
+    def __call__(self, chunk: bytes) -> None:
+        self.sha.update(chunk)
+        if self.sink is not None:
+            self.sink.write(chunk)
 
 
 class History:
@@ -155,12 +232,17 @@ class History:
     def __init__(self, keep: bool = True) -> None:
         self._lines: list[str] = []
         self._events: list[dict] = []
-        self._sha = hashlib.sha256()
-        self._unhashed: list[str] = []  # lines not yet folded into the digest
+        self._folded = _Fold()  # the running digest (and the gzip stream of stream_to)
+        make = _compiled_line_sink or LineSink
+        self._pending = make(self._folded, _HASH_BATCH, _value, _t_us)  # lines not yet folded
         self.keep = keep
-        self.count = 0
         self._sink = None  # a gzip stream the folded lines also go to (stream_to)
         self._sink_path: Path | None = None
+
+    @property
+    def count(self) -> int:
+        """Events recorded so far."""
+        return self._pending.count
 
     def stream_to(self, path: Path) -> None:
         """Write every line to ``path`` in the compact format while the run goes (call it
@@ -170,7 +252,8 @@ class History:
             raise ValueError("stream_to must come before the first event")
         path = Path(path)
         raw = open(path, "wb")  # noqa: SIM115 - closed by close()
-        self._sink = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=_GZIP_LEVEL, mtime=0)
+        self._sink = self._folded.sink = gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                       compresslevel=_GZIP_LEVEL, mtime=0)
         self._sink_raw, self._sink_path = raw, path
 
     def close(self) -> None:
@@ -179,7 +262,7 @@ class History:
         if self._sink is not None:
             self._sink.close()
             self._sink_raw.close()
-            self._sink = None
+            self._sink = self._folded.sink = None
 
     def record(self, t: float, type: str, **fields) -> dict | None:  # noqa: A002 - "type" is the field name
         """Append one event; returns it as a dict when the history is kept (else None:
@@ -195,15 +278,11 @@ class History:
             if make is None:
                 make = _LINE_MAKERS[shape] = _line_maker(shape, fields)
             line = make(t_us, type, fields)
-        self.count += 1
         if self.keep:
             if self._sink is None:
                 self._lines.append(line)
             self._events.append(event)
-        pending = self._unhashed
-        pending.append(line)
-        if len(pending) >= _HASH_BATCH:
-            self._fold()
+        self._pending.add(line)
         return event
 
     def recorder(self, type: str, names: tuple[str, ...]):  # noqa: A002
@@ -221,7 +300,7 @@ class History:
             return rec
         if len(set(names)) != len(names) or "type" in names:
             raise ValueError(f"field names must be distinct and not 'type': {names}")
-        return _row_recorder(self, type, names)
+        return self._pending.recorder(*_row_spec(type, names), False)
 
     def record_many(self, t: float, type: str, names: tuple[str, ...], rows: Iterable[tuple]) -> None:  # noqa: A002
         """``record(t, type, **dict(zip(names, row)))`` for every row (the final state:
@@ -232,22 +311,17 @@ class History:
             return
         if len(set(names)) != len(names) or "type" in names:
             raise ValueError(f"field names must be distinct and not 'type': {names}")
-        _row_recorder(self, type, tuple(names), many=True)(t, rows)
+        self._pending.recorder(*_row_spec(type, tuple(names)), True)(t, rows)
 
     def _fold(self) -> None:
-        pending = self._unhashed
-        if pending:
-            pending.append("")  # every line ends in a newline
-            chunk = "\n".join(pending).encode("utf-8")
-            self._sha.update(chunk)
-            if self._sink is not None:
-                self._sink.write(chunk)
-            pending.clear()
+        chunk = self._pending.take()
+        if chunk:
+            self._folded(chunk)
 
     @property
     def digest(self) -> str:
         self._fold()
-        return self._sha.hexdigest()
+        return self._folded.sha.hexdigest()
 
     @property
     def events(self) -> list[dict]:

@@ -51,6 +51,7 @@ from flk.impl.verifier.batching import BatchFormation
 from flk.impl.verifier.core import VerifyBatch, append_inbox, same_time_runs
 from flk.impl.verifier.pipeline import Request
 
+from .net import call_later
 from .rng import sampler
 from .stores import StoreTopology
 
@@ -303,7 +304,7 @@ class Region:
         """The batch thread sleeps ``delay``: its deadline's timeout wakes it, unless a full
         batch (:meth:`handle`) did first."""
         sleeper = self.sleeper = [gen]
-        self.env.timeout(delay).callbacks.append(partial(_wake, sleeper, self))
+        call_later(self.env, delay, partial(_wake, sleeper, self))  # a timeout without the Timeout
 
     def _batches(self, inc: int):
         """The batch thread: sleep until a batch is due (BatchFormation), run it, until idle

@@ -29,8 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import deque
 from dataclasses import dataclass, field
-from functools import partial
 from json.encoder import encode_basestring
 
 import numpy as np
@@ -58,6 +58,7 @@ from flk.impl.core.pcs import check_epoch, check_shard_id, pcs_id_of_checked
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .metrics import BAD_SIG_KINDS
+from .net import call_at, call_later
 
 
 def make_templates(seed: int, count: int = 4) -> list[dict]:
@@ -222,6 +223,10 @@ class Agent:
         self.sent: list[dict] = []
         self.sent_at: list[float] = []  # simulated time each entry of ``sent`` was first sent
         self.pending: dict[tuple[int, int, int], object] = {}
+        # attempts' answer deadlines in send order (deadline, event id, delivery, attempt): one
+        # armed timer for the first still waiting (:meth:`expire_later`)
+        self._deadlines: deque = deque()
+        self._armed = False
         self.epoch = 1
         self.incarnation = 0
         self.up = True
@@ -281,7 +286,7 @@ class Agent:
     def _begin(self, _event=None) -> None:
         env = self.world.env
         rate = self._rate = self.rate_at(env.now)
-        env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0).callbacks.append(self._arrival)
+        call_later(env, self.rng.expovariate(rate) if rate > 0 else 1.0, self._arrival)
 
     def _arrival(self, _timer) -> None:
         """One arrival (a timeout's callback): the next arrival is drawn, then a submission
@@ -299,7 +304,7 @@ class Agent:
             world.submitted += 1
             start = True
         rate = self._rate = self.rate_at(now)
-        env.timeout(self.rng.expovariate(rate) if rate > 0 else 1.0).callbacks.append(self._arrival)
+        call_later(env, self.rng.expovariate(rate) if rate > 0 else 1.0, self._arrival)
         if start:
             self.submit()
 
@@ -388,6 +393,41 @@ class Agent:
         ev.callbacks.append(lambda _ev: Delivery(self, req, kind, pcs, seq).start())
         env.schedule(ev, URGENT)
 
+    def expire_later(self, delivery: Delivery, attempt: int) -> None:
+        """``attempt``'s answer timeout: :meth:`Delivery._expired` at ``now + attempt_timeout``, in
+        the place of the event queue a ``timeout(attempt_timeout)`` made now would take.
+
+        Deadlines of one agent come in send order (one constant timeout), so they wait in a FIFO
+        with ONE armed timer, for the first attempt still waiting; an attempt answered before its
+        deadline (nearly all) never becomes a SimPy event. Each deadline keeps the event id its
+        own timeout would have drawn now (drawn here), and a timer is queued at exactly
+        ``(deadline, NORMAL, that id)``: SimPy orders its queue by those three, so every expiry
+        runs at the same step as with one timeout per attempt (the same history)."""
+        env = self.world.env
+        deadline = env.now + self.attempt_timeout  # Timeout's own sum: now + delay
+        eid = next(env._eid)
+        self._deadlines.append((deadline, eid, delivery, attempt))
+        if not self._armed:
+            self._arm(deadline, eid)
+
+    def _arm(self, deadline: float, eid: int) -> None:
+        call_at(self.world.env, deadline, eid, self._deadline)
+        self._armed = True
+
+    def _deadline(self, _event) -> None:
+        """The armed deadline (the FIFO's first): expire it if still waiting, then arm the next
+        attempt still waiting (an answered or dead attempt stays answered or dead: dropped)."""
+        q = self._deadlines
+        _, _, delivery, attempt = q.popleft()
+        delivery._expired(attempt, None)
+        while q:
+            deadline, eid, waiting, att = q[0]
+            if waiting.attempt == att and waiting.inc == self.incarnation:
+                self._arm(deadline, eid)
+                return
+            q.popleft()
+        self._armed = False
+
     def on_message(self, msg) -> None:
         """An answer arrived: it goes to the attempt waiting for it (if still waiting)."""
         p = msg.payload
@@ -400,7 +440,8 @@ class Delivery:
     """One logical request through the real retrying client (:class:`Submission`), driven by
     callbacks in simulated time: an attempt waits in the agent's ``pending`` for its answer
     (:meth:`Agent.on_message`) or its timeout, whichever comes first; a backoff is one
-    timeout. No SimPy process, no event per answer."""
+    timeout. No SimPy process, no event per answer, and no event per attempt timeout that
+    does not expire (:meth:`Agent.expire_later`)."""
 
     __slots__ = ("agent", "req", "kind", "pcs", "seq", "inc", "sub", "digest", "target", "attempt")
 
@@ -433,9 +474,9 @@ class Delivery:
             world.net.send(agent.id, target, "submit",
                            {"req": self.req, "attempt": attempt, "inc": self.inc, "body": action.body,
                             "tenant": agent.tenant, "reply_to": agent.id}, size=len(action.body))
-            env.timeout(agent.attempt_timeout).callbacks.append(partial(self._expired, attempt))
+            agent.expire_later(self, attempt)
         elif isinstance(action, Wait):
-            env.timeout(action.delay).callbacks.append(self._waited)
+            call_later(env, action.delay, self._waited)
         else:
             assert isinstance(action, Done)
             if action.outcome == "gave_up":

@@ -9,7 +9,8 @@ install without a C compiler) means the pure path. Every accelerated function
 is an :class:`Accelerated` entry -- its name, the extension that provides it,
 its pure reference (the oracle) and the differential test that proves both
 agree -- registered by the package that owns it (the core's entries below, the
-verifier's in ``flk.impl.verifier.accelerated``).
+verifier's in ``flk.impl.verifier.accelerated``, the simulator's history lines
+in ``flk.sim.history``).
 
 Consumers get a compiled function only through :func:`bind`: it returns the
 compiled callable (or the pure value, normally None: "take the pure path") and

@@ -28,11 +28,13 @@ import pytest
 
 import flk.impl.verifier.core  # noqa: F401 -- binds accept_v1 (the batch core)
 import flk.impl.verifier.pipeline  # noqa: F401 -- registers the verifier's entries
+import flk.sim.history  # noqa: F401 -- registers the simulator's entry (line_sink)
 from flk.impl.core import accel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SOURCES = {"flk.impl.core._fastcore": ROOT / "impl/core/_fastcore.c",
-           "flk.impl.verifier._fastverify": ROOT / "impl/verifier/_fastverify.c"}
+           "flk.impl.verifier._fastverify": ROOT / "impl/verifier/_fastverify.c",
+           "flk.sim._fasthistory": ROOT / "sim/_fasthistory.c"}
 
 
 def _marked_entries(function: ast.FunctionDef) -> set[str]:
@@ -68,9 +70,12 @@ def registry_gaps(entries, root: pathlib.Path) -> list[str]:
 
 
 def exported(source: pathlib.Path) -> set[str]:
-    """The Python names of the C source's PyMethodDef table."""
+    """The Python names of the C source's module PyMethodDef table (the one ``.m_methods`` names;
+    a type's method table is not module-level)."""
     text = source.read_text(encoding="utf-8")
-    table = re.search(r"static PyMethodDef \w+\[\] = \{(.*?)\n\};", text, re.S)
+    named = re.search(r"\.m_methods = (\w+),", text)
+    name = named.group(1) if named else r"\w+"
+    table = re.search(rf"static PyMethodDef {name}\[\] = \{{(.*?)\n\}};", text, re.S)
     assert table, f"{source}: no PyMethodDef table"
     return set(re.findall(r'\{"(\w+)",', table.group(1)))
 
@@ -119,7 +124,7 @@ def _imports_an_extension(tree: ast.AST) -> bool:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             names = [node.module or ""] + [a.name for a in node.names]
-        if any(re.search(r"(^|\.)_fast(core|verify)$", n) for n in names):
+        if any(re.search(r"(^|\.)_fast(core|verify|history)$", n) for n in names):
             return True
     return False
 

@@ -66,7 +66,9 @@ def bare_simpy(events: int) -> float:
 
 
 def simpy_events(env: simpy.Environment) -> int:
-    """Events the environment scheduled so far (its event-id counter)."""
+    """Events the environment scheduled so far (its event-id counter). An attempt's answer
+    timeout draws its id even when it never becomes a queued event (it was answered first:
+    :meth:`flk.sim.workload.Agent.expire_later`), so the count reads like earlier runs'."""
     return next(env._eid)
 
 
