@@ -85,7 +85,8 @@ def outcomes(draw):
 
 
 KEYS = st.tuples(st.sampled_from(TENANTS), PCS_IDS)
-NOWS = st.sampled_from([1_000_000_000.0, 1_000_000_000.5, 1_000_000_003.0, 1_000_000_100.0])
+NOW_VALUES = [1_000_000_000.0, 1_000_000_000.5, 1_000_000_003.0, 1_000_000_100.0]
+NOWS = st.sampled_from(NOW_VALUES)
 TTLS = st.sampled_from([1.0, 2.5, 60.0, 1e-9])  # 1e-9: now + ttl == now, every write expires at once
 
 
@@ -95,7 +96,7 @@ def operations(draw):
     key = st.sampled_from(pool)
     put = st.tuples(st.just("put"), st.lists(st.tuples(key, outcomes()), max_size=8), NOWS, TTLS)
     get = st.tuples(st.just("get"), st.lists(key, max_size=8), NOWS, st.just(0.0))
-    return draw(st.lists(st.one_of(put, get), min_size=1, max_size=8))
+    return pool, draw(st.lists(st.one_of(put, get), min_size=1, max_size=8))
 
 
 def _rows_of(path: str) -> list[tuple]:
@@ -121,8 +122,9 @@ def rows_property(open_rows, planted: bool = False):
     """The property over ``open_rows`` (the compiled opener, or a planted build's)."""
 
     @(PLANTED if planted else ROWS)
-    @given(ops=operations())
-    def prop(ops):
+    @given(drawn=operations())
+    def prop(drawn):
+        pool, ops = drawn
         with tempfile.TemporaryDirectory(prefix="flk-rows-") as d:
             ref_path, fast_path = os.path.join(d, "ref.db"), os.path.join(d, "fast.db")
             with accel.pure():
@@ -138,6 +140,9 @@ def rows_property(open_rows, planted: bool = False):
                     if not items:
                         continue
                     _same(fast.put_many(items, now, now + ttl), ref.put_many(items, now, now + ttl))
+                every = pool + pool[::-1]  # every key, live ones and absent ones mixed, at every time
+                for now in NOW_VALUES:
+                    assert fast.get_many(every, now) == ref.get_many(every, now)
                 fast.close()
                 assert _rows_of(fast_path) == _rows_of(ref_path)
             finally:
