@@ -339,9 +339,27 @@ static void rows_release(Row *rows, Py_ssize_t n) {
     PyMem_Free(rows);
 }
 
+/* check_keys' common case: the tenant an exact str of the set good (tenants that passed
+ * the tenant-id rule), the pcs_id an exact str of 1 to 256 characters without a newline.
+ * 1 passed, 0 the reference decides, -1 error */
+static int key_passes(PyObject *good, PyObject *tenant, PyObject *pcs_id) {
+    if (!PyUnicode_CheckExact(tenant) || !PyUnicode_CheckExact(pcs_id))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(pcs_id);
+    if (n < 1 || n > 256)
+        return 0;
+    Py_ssize_t nl = PyUnicode_FindChar(pcs_id, '\n', 0, n, 1);
+    if (nl != -1)
+        return nl == -2 ? -1 : 0;
+    return PySet_Contains(good, tenant);
+}
+
 /* the keys (and outcomes) of seq read into rows (GIL held); with_outcome: items are
- * (tenant, pcs_id, outcome), their bytes written to b */
-static Row *read_batch(Rows *r, PyObject *seq, Py_ssize_t n, int with_outcome, Buf *b) {
+ * (tenant, pcs_id, outcome), their bytes written to b. good: the set of tenants known to
+ * pass the tenant-id rule (None: the keys were checked): a key this check does not pass
+ * sets *unchecked and reads nothing (the caller answers None: the reference checks) */
+static Row *read_batch(Rows *r, PyObject *seq, Py_ssize_t n, int with_outcome, Buf *b, PyObject *good,
+                       int *unchecked) {
     Row *rows = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Row));
     if (rows == NULL) {
         PyErr_NoMemory();
@@ -357,6 +375,14 @@ static Row *read_batch(Rows *r, PyObject *seq, Py_ssize_t n, int with_outcome, B
             goto fail;
         }
         PyObject **fields = PySequence_Fast_ITEMS(item);
+        if (good != Py_None) {
+            int passes = key_passes(good, fields[0], fields[1]);
+            if (passes <= 0) {
+                if (passes == 0)
+                    *unchecked = 1;
+                goto fail;
+            }
+        }
         row->tenant_obj = Py_NewRef(fields[0]);
         row->pcs_id_obj = Py_NewRef(fields[1]);
         if ((row->tenant = utf8_of(row->tenant_obj, &row->tenant_len)) == NULL
@@ -432,15 +458,24 @@ static int read_found(Rows *r, Row *row, double now) {
 /* ---- get_many --------------------------------------------------------------------------- */
 
 static PyObject *rows_get_many(Rows *r, PyObject *args) {
-    PyObject *keys;
+    PyObject *keys, *good = Py_None;
     double now;
-    if (!PyArg_ParseTuple(args, "Od:get_many", &keys, &now))
+    if (!PyArg_ParseTuple(args, "Od|O:get_many", &keys, &now, &good))
         return NULL;
+    if (good != Py_None && !PyAnySet_Check(good)) {
+        PyErr_SetString(PyExc_TypeError, "good must be a set or None");
+        return NULL;
+    }
     PyObject *seq = PySequence_Fast(keys, "keys must be a sequence");
     if (seq == NULL)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    Row *rows = read_batch(r, seq, n, 0, NULL);
+    int unchecked = 0;
+    Row *rows = read_batch(r, seq, n, 0, NULL, good, &unchecked);
+    if (unchecked) {
+        Py_DECREF(seq);
+        Py_RETURN_NONE;
+    }
     if (rows == NULL || rows_enter(r) < 0) {
         if (rows != NULL)
             rows_release(rows, n);
@@ -490,16 +525,26 @@ static PyObject *rows_get_many(Rows *r, PyObject *args) {
 /* ---- put_many ---------------------------------------------------------------------------- */
 
 static PyObject *rows_put_many(Rows *r, PyObject *args) {
-    PyObject *items;
+    PyObject *items, *good = Py_None;
     double now, expires_at;
-    if (!PyArg_ParseTuple(args, "Odd:put_many", &items, &now, &expires_at))
+    if (!PyArg_ParseTuple(args, "Odd|O:put_many", &items, &now, &expires_at, &good))
         return NULL;
+    if (good != Py_None && !PyAnySet_Check(good)) {
+        PyErr_SetString(PyExc_TypeError, "good must be a set or None");
+        return NULL;
+    }
     PyObject *seq = PySequence_Fast(items, "items must be a sequence");
     if (seq == NULL)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     Buf b = {NULL, 0, 0};
-    Row *rows = read_batch(r, seq, n, 1, &b);
+    int unchecked = 0;
+    Row *rows = read_batch(r, seq, n, 1, &b, good, &unchecked);
+    if (unchecked) {
+        PyMem_Free(b.buf);
+        Py_DECREF(seq);
+        Py_RETURN_NONE;
+    }
     if (rows == NULL || rows_enter(r) < 0) {
         if (rows != NULL)
             rows_release(rows, n);
@@ -571,9 +616,11 @@ static PyObject *rows_put_many(Rows *r, PyObject *args) {
 
 static PyMethodDef rows_methods[] = {
     {"get_many", (PyCFunction)rows_get_many, METH_VARARGS,
-     "get_many(keys, now) -> [outcome bytes of the live row, or None] in key order"},
+     "get_many(keys, now, good=None) -> [outcome bytes of the live row, or None] in key order; None: a key\n"
+     "did not pass the common-case key check against the set good (the caller checks them, then calls with None)"},
     {"put_many", (PyCFunction)rows_put_many, METH_VARARGS,
-     "put_many(items, now, expires_at) -> [(True, outcome) | (False, the winner's bytes)], one transaction"},
+     "put_many(items, now, expires_at, good=None) -> [(True, outcome) | (False, the winner's bytes)], one\n"
+     "transaction; None: as for get_many"},
     {"close", (PyCFunction)rows_close, METH_NOARGS, "close the connection"},
     {NULL, NULL, 0, NULL}
 };

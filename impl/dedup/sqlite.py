@@ -33,6 +33,7 @@ import time
 
 from ..core import accel
 from .base import (
+    _GOOD_TENANTS,
     DEFAULT_TTL_S,
     BatchMixin,
     StoredOutcome,
@@ -94,15 +95,20 @@ class SqlRows:
     """The batch rows over a Python ``sqlite3`` connection: the pure reference of the
     compiled ``_fastsqlite.Rows`` (same methods, same answers, same rows on disk).
 
-    * ``get_many(keys, now)``: the stored outcome bytes of each key's live row, or None,
-      in key order (one ``SELECT`` per chunk of distinct keys);
-    * ``put_many(items, now, expires_at)``: one ``BEGIN IMMEDIATE`` transaction for the
+    * ``get_many(keys, now, good=None)``: the stored outcome bytes of each key's live row,
+      or None, in key order (one ``SELECT`` per chunk of distinct keys);
+    * ``put_many(items, now, expires_at, good=None)``: one ``BEGIN IMMEDIATE`` transaction for the
       whole batch, item by item in order (a multi-row upsert per chunk whose
       ``RETURNING`` names the rows written; of several items with one key the first
       ``k`` win, ``k`` the times that key was written -- one, or every item when
       ``expires_at <= now`` makes each write expire at once); ``(True, outcome)`` for a
       written item, ``(False, the stored winner's bytes)`` for the others, read under
       the write lock.
+
+    ``good`` (the set of tenants known to pass the tenant-id rule, or None: the keys were
+    checked): the keys are checked first (:func:`check_keys`: ValueError). The compiled
+    rows check the common case in C and answer None for a key they do not pass; the
+    store then runs :func:`check_keys` and calls again with None.
     """
 
     __slots__ = ("conn",)
@@ -110,7 +116,9 @@ class SqlRows:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def get_many(self, keys, now) -> list:
+    def get_many(self, keys, now, good=None) -> list:
+        if good is not None:
+            check_keys(keys)
         found: dict = {}
         uniq = list(dict.fromkeys((t, p) for t, p in keys))
         for i in range(0, len(uniq), _CHUNK):
@@ -124,7 +132,9 @@ class SqlRows:
         params.append(now)
         return {(t, p): o for t, p, o in self.conn.execute(_select_many(len(keys)), params)}
 
-    def put_many(self, items, now, expires_at) -> list:
+    def put_many(self, items, now, expires_at, good=None) -> list:
+        if good is not None:
+            check_keys(items)
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         written: dict = {}  # key -> rows written
@@ -266,10 +276,12 @@ class SqliteStore(BatchMixin):
 
     def get_many(self, keys, now):
         """The live outcome of each key (None: absent), in key order: one read of the batch."""
-        check_keys(keys)
         if not keys:
             return []
-        raw = self._run(lambda rows: rows.get_many(keys, now), rows=True)
+        raw = self._run(lambda rows: rows.get_many(keys, now, _GOOD_TENANTS), rows=True)
+        if raw is None:  # a key the compiled check did not pass: the reference check decides
+            check_keys(keys)
+            raw = self._run(lambda rows: rows.get_many(keys, now, None), rows=True)
         if raw.count(None) == len(raw):  # nothing found (the common case)
             return raw
         from_bytes = StoredOutcome.from_bytes
@@ -283,10 +295,13 @@ class SqliteStore(BatchMixin):
         (of several items with one key only the first can win), the stored outcome of
         every loser read under the write lock (see :class:`SqlRows`)."""
         ttl = check_ttl(ttl_s, self.ttl_s)
-        check_keys(items)
         if not items:
             return []
-        res = self._run(lambda rows: rows.put_many(items, now, now + ttl), rows=True)
+        expires_at = now + ttl
+        res = self._run(lambda rows: rows.put_many(items, now, expires_at, _GOOD_TENANTS), rows=True)
+        if res is None:  # as in get_many
+            check_keys(items)
+            res = self._run(lambda rows: rows.put_many(items, now, expires_at, None), rows=True)
         for k, (won, got) in enumerate(res):
             if not won:
                 res[k] = (False, StoredOutcome.from_bytes(got))

@@ -221,6 +221,48 @@ def test_a_bad_key_fails_on_both_paths_and_leaves_the_store_usable(tmp_path):
         store.close()
 
 
+def _plain(answer):
+    """A put answer ``(won, outcome)`` or a get answer (outcome or None), in bytes."""
+    if type(answer) is tuple:
+        return answer[0], answer[1].to_bytes()
+    return None if answer is None else answer.to_bytes()
+
+
+BAD_TENANTS = st.one_of(st.sampled_from(["", "a b", "t" * 129, "a,b", "é", None, 7, b"t"]), st.text(max_size=4))
+BAD_PCS_IDS = st.one_of(st.sampled_from(["", "x" * 257, "a\nb", None, 3, b"p"]), PCS_IDS)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(keys=st.lists(st.tuples(st.one_of(st.sampled_from(TENANTS), BAD_TENANTS),
+                               st.one_of(PCS_IDS, BAD_PCS_IDS)), min_size=1, max_size=5))
+def test_the_key_rules_answer_alike_on_both_paths(keys):
+    """The store's key check (tenant-id rule, pcs_id of 1 to 256 characters without a
+    newline): the compiled rows pass the common case and leave the rest to
+    ``check_keys``; both paths raise the same error for the same first bad key, or answer
+    alike, in ``get_many`` and ``put_many_if_absent``."""
+    now = 1_000_000_000.0
+    out = StoredOutcome("ab", 200, b"{}", now, "eu", "1")
+    answers = []
+    with tempfile.TemporaryDirectory(prefix="flk-keys-") as d:
+        for name in ("pure", "compiled"):
+            path = os.path.join(d, f"{name}.db")
+            if name == "pure":
+                with accel.pure():
+                    store = SqliteStore(path)
+            else:
+                store = SqliteStore(path)
+            got = []
+            for call, args in ((store.put_many_if_absent, ([(t, p, out) for t, p in keys], now)),
+                               (store.get_many, (keys, now))):
+                try:
+                    got.append([_plain(r) for r in call(*args)])
+                except (ValueError, TypeError) as exc:
+                    got.append((type(exc), str(exc)))
+            store.close()
+            answers.append(got)
+    assert answers[0] == answers[1]
+
+
 def test_a_locked_file_is_unavailable_on_the_compiled_path(tmp_path):
     """A write lock held past busy_timeout: StoreUnavailable (fail closed), then recovery."""
     path = str(tmp_path / "d.db")
