@@ -79,6 +79,11 @@ static PyObject *raise_sqlite(Rows *r, const char *what, int rc) {
     return NULL;
 }
 
+/* the error of a failed batch (GIL released), kept before its ROLLBACK resets it */
+static void keep_error(Rows *r, int rc, char *msg, size_t size) {
+    snprintf(msg, size, "%s", r->db != NULL ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
+}
+
 static int step_done(sqlite3_stmt *stmt) {
     int rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
@@ -483,7 +488,7 @@ static PyObject *rows_get_many(Rows *r, PyObject *args) {
         return NULL;
     }
     int rc = SQLITE_OK;
-    const char *what = "get_many";
+    char msg[256];
     Py_BEGIN_ALLOW_THREADS
     rc = step_done(r->begin_read); /* one snapshot for the whole batch */
     for (Py_ssize_t i = 0; rc == SQLITE_OK && i < n; i++) {
@@ -499,12 +504,14 @@ static PyObject *rows_get_many(Rows *r, PyObject *args) {
     }
     if (rc == SQLITE_OK)
         rc = step_done(r->commit);
-    if (rc != SQLITE_OK)
+    if (rc != SQLITE_OK) {
+        keep_error(r, rc, msg, sizeof msg);
         rollback_open(r);
+    }
     Py_END_ALLOW_THREADS
     PyObject *out = NULL;
     if (rc != SQLITE_OK) {
-        raise_sqlite(r, what, rc);
+        PyErr_Format(Error, "get_many: %s (code %d)", msg, rc);
     } else if ((out = PyList_New(n)) != NULL) {
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *v = rows[i].found == NULL ? Py_NewRef(Py_None)
@@ -553,6 +560,7 @@ static PyObject *rows_put_many(Rows *r, PyObject *args) {
         return NULL;
     }
     int rc;
+    char msg[256];
     Py_BEGIN_ALLOW_THREADS
     sqlite3_stmt *up = r->upsert;
     rc = step_done(r->begin_write);
@@ -581,12 +589,14 @@ static PyObject *rows_put_many(Rows *r, PyObject *args) {
     }
     if (rc == SQLITE_OK)
         rc = step_done(r->commit);
-    if (rc != SQLITE_OK)
+    if (rc != SQLITE_OK) {
+        keep_error(r, rc, msg, sizeof msg);
         rollback_open(r);
+    }
     Py_END_ALLOW_THREADS
     PyObject *out = NULL;
     if (rc != SQLITE_OK) {
-        raise_sqlite(r, rc == SQLITE_CORRUPT ? "put_many: a conflicting row vanished" : "put_many", rc);
+        PyErr_Format(Error, "put_many: %s (code %d)", rc == SQLITE_CORRUPT ? "a conflicting row vanished" : msg, rc);
     } else if ((out = PyList_New(n)) != NULL) {
         for (Py_ssize_t i = 0; i < n; i++) {
             Row *row = &rows[i];

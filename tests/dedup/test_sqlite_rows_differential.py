@@ -271,7 +271,7 @@ def test_a_locked_file_is_unavailable_on_the_compiled_path(tmp_path):
     hog = sqlite3.connect(path, isolation_level=None)
     hog.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(StoreUnavailable):
+        with pytest.raises(StoreUnavailable, match="database is locked"):
             store.put_many_if_absent([("t", "p", out)], 10.0)
     finally:
         hog.execute("ROLLBACK")
