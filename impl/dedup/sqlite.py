@@ -55,6 +55,11 @@ _PRAGMAS = (
     "PRAGMA synchronous = NORMAL",
     "PRAGMA cache_size = -65536",  # 64 MiB page cache per connection
     "PRAGMA mmap_size = 268435456",
+    # a checkpoint per 4000 WAL pages (16 MiB) instead of SQLite's 1000: with synchronous=NORMAL
+    # every checkpoint is two fsyncs (WAL, then file) on the writing thread; a batch of 512 random
+    # keys dirties some 400 pages, so at 1000 every third batch paid them (flk bench verify, SQLite
+    # wall PCS/s: median 17.0k -> 22.0k, same CPU). Durability is unchanged (make_durable, replay).
+    "PRAGMA wal_autocheckpoint = 4000",
 )
 # one row's put-if-absent: insert, or replace only an expired row; parameters
 # (tenant, pcs_id, expires_at, outcome, now); the row was written when it changed one row
