@@ -14,6 +14,13 @@
  * busy wait of another process's lock does not stop the interpreter), and the answers
  * are built with the GIL held again.
  *
+ * Measured (20,000 realistic rows in batches of 512, one thread, CPU per row, load ~3.4):
+ * through Python's sqlite3 a row cost ~14 us -- the multi-row upsert with RETURNING ~6-9,
+ * COMMIT ~4 (writing ~400 dirty pages per batch to the WAL: two pwrite calls a page),
+ * the VALUES-join lookup ~1.1-1.9, Python (to_bytes, parameter lists, key checks) ~3;
+ * here ~7.3 (lookup 1.2, upsert + commit 6.0), nearly all of it SQLite's b-tree work and
+ * the kernel's WAL writes, which this schema (random 64-hex keys) makes one page per row.
+ *
  * The pure reference is flk.impl.dedup.sqlite.SqlRows over Python's sqlite3 (the same
  * method names and answers); the entry "open_rows" of flk.impl.core.accel is registered
  * by sqlite.py; tests/dedup/test_sqlite_rows_differential.py compares both on real files.
