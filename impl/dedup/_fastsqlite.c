@@ -97,6 +97,12 @@ static int step_done(sqlite3_stmt *stmt) {
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* no statement keeps pointers into a finished call's buffers and strings (they were bound static) */
+static void clear_bound(Rows *r) {
+    sqlite3_clear_bindings(r->upsert);
+    sqlite3_clear_bindings(r->get);
+}
+
 /* ROLLBACK when a transaction is open (GIL released or held) */
 static void rollback_open(Rows *r) {
     if (r->db != NULL && !sqlite3_get_autocommit(r->db))
@@ -515,6 +521,7 @@ static PyObject *rows_get_many(Rows *r, PyObject *args) {
         keep_error(r, rc, msg, sizeof msg);
         rollback_open(r);
     }
+    clear_bound(r);
     Py_END_ALLOW_THREADS
     PyObject *out = NULL;
     if (rc != SQLITE_OK) {
@@ -600,6 +607,7 @@ static PyObject *rows_put_many(Rows *r, PyObject *args) {
         keep_error(r, rc, msg, sizeof msg);
         rollback_open(r);
     }
+    clear_bound(r);
     Py_END_ALLOW_THREADS
     PyObject *out = NULL;
     if (rc != SQLITE_OK) {
