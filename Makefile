@@ -8,18 +8,20 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test test-pure setup services services-down lint vectors bench clean lab notebooks-executed
 
-# The compiled fast paths (impl/core/_fastcore.c, impl/verifier/_fastverify.c) need gcc, the Python headers and libssl-dev;
+# The compiled fast paths (impl/core/_fastcore.c, impl/verifier/_fastverify.c, impl/dedup/_fastsqlite.c) need gcc, the Python headers, libssl-dev and libsqlite3-dev;
 # without them the install still succeeds and the pure-Python core is used.
 HAVE_CTOOLS := command -v gcc >/dev/null 2>&1 \
 	&& echo '\#include <openssl/sha.h>' | gcc -E - >/dev/null 2>&1 \
 	&& $(PYTHON) -c "import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"
 
 $(STAMP): pyproject.toml setup.py impl/core/_fastcore.c impl/core/_fastcore.h impl/core/_fastcore_constants.h \
-	  impl/verifier/_fastverify.c impl/verifier/_fastverify_constants.h sim/_fasthistory.c
+	  impl/verifier/_fastverify.c impl/verifier/_fastverify_constants.h sim/_fasthistory.c impl/dedup/_fastsqlite.c
 	@if $(HAVE_CTOOLS); then :; else \
 	  echo "setup: installing gcc, python3-dev and libssl-dev (Debian) for the compiled core"; \
 	  (apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev libssl-dev >/dev/null) \
 	  || echo "setup: could not install them; the pure-Python core will be used"; fi
+	bash scripts/install_deb.sh /usr/include/sqlite3.h libsqlite3-dev "for the compiled SQLite dedup rows" \
+	  || echo "setup: could not install libsqlite3-dev; the SQLite store's pure rows will be used"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -qq -e '.[dev,redis,postgres,s3]'  # -qq: no setuptools notes for the editable layout (errors still shown)

@@ -8,10 +8,13 @@ The normative ``spec/`` folder (schemas, vectors, OpenAPI) ships as ``flk.spec``
 ``flk.impl.core._fastcore`` (canonical bytes, fmt9, HMAC) and
 ``flk.impl.verifier._fastverify`` (JSON, wire rules, steps 4 and 6, the accept
 path; it uses the core's through ``impl/core/_fastcore.h``) are the optional
-compiled fast paths (C, linked against libcrypto), ``flk.sim._fasthistory`` the
-simulator's history lines; ``flk.impl.core.accel`` is their registry. Without a compiler, Python headers or the OpenSSL headers the
-build warns and the package installs without them: the pure Python code is
-complete on its own (``flk --version`` says which is active).
+compiled fast paths (C, linked against libcrypto); ``flk.impl.dedup._fastsqlite``
+(the SQLite dedup store's batch rows, linked against libsqlite3) is the third and
+``flk.sim._fasthistory`` (the simulator's history lines) the fourth.
+``flk.impl.core.accel`` is their registry. Without a compiler, Python headers or
+the OpenSSL / SQLite headers the build warns and the package installs without
+them: the pure Python code is complete on its own (``flk --version`` says which
+is active).
 """
 
 import sys
@@ -71,7 +74,7 @@ class OptionalBuildExt(build_ext):
     def _warn(exc: Exception) -> None:
         print(
             f"warning: a compiled fast path was not built ({exc}); the pure-Python code is used. "
-            "Install gcc, the Python headers and libssl-dev (make setup does) for the compiled path.",
+            "Install gcc, the Python headers, libssl-dev and libsqlite3-dev (make setup does) for the compiled path.",
             file=sys.stderr,
         )
 
@@ -100,8 +103,16 @@ FASTHISTORY = Extension(  # the simulator's history lines (flk.sim.history.LineS
     optional=True,
 )
 
+FASTSQLITE = Extension(
+    "flk.impl.dedup._fastsqlite",
+    sources=["impl/dedup/_fastsqlite.c"],
+    libraries=["sqlite3"],
+    extra_compile_args=COMPILE_ARGS,
+    optional=True,
+)
+
 setup(
-    ext_modules=[FASTCORE, FASTVERIFY, FASTHISTORY],
+    ext_modules=[FASTCORE, FASTVERIFY, FASTSQLITE, FASTHISTORY],
     cmdclass={"build_ext": OptionalBuildExt},
     packages=packages,
     package_dir=package_dir,

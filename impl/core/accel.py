@@ -1,7 +1,7 @@
 """One seam for the compiled fast paths: the registry of accelerated functions.
 
-Why this module exists: the compiled extensions (``flk.impl.core._fastcore`` and
-``flk.impl.verifier._fastverify``, C) answer the common case of a few hot
+Why this module exists: the compiled extensions (``flk.impl.core._fastcore``,
+``flk.impl.verifier._fastverify`` and ``flk.impl.dedup._fastsqlite``, C) answer the common case of a few hot
 functions and hand everything else to the readable pure-Python code, which
 stays the reference. Which path runs is decided once, here, at import:
 ``FLK_PURE`` (any value but ``0``) or an extension that was not built (an
@@ -9,8 +9,8 @@ install without a C compiler) means the pure path. Every accelerated function
 is an :class:`Accelerated` entry -- its name, the extension that provides it,
 its pure reference (the oracle) and the differential test that proves both
 agree -- registered by the package that owns it (the core's entries below, the
-verifier's in ``flk.impl.verifier.accelerated``, the simulator's history lines
-in ``flk.sim.history``).
+verifier's in ``flk.impl.verifier.accelerated``, the SQLite store's rows in
+``flk.impl.dedup.sqlite``, the simulator's history lines in ``flk.sim.history``).
 
 Consumers get a compiled function only through :func:`bind`: it returns the
 compiled callable (or the pure value, normally None: "take the pure path") and

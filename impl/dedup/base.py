@@ -297,7 +297,7 @@ class BatchMixin:
 
 
 class SqlBatchMixin(BatchMixin):
-    """``get_many`` for the SQL backends (SQLite, Postgres): one ``SELECT`` per chunk of
+    """``get_many`` for a SQL backend (Postgres; SQLite's batch rows have their own): one ``SELECT`` per chunk of
     distinct keys inside one ``_run`` (connection/transaction), answers in request order.
     A backend provides ``_run(fn)`` and ``_select(conn, keys, now) -> {(tenant, pcs_id): outcome}``."""
 

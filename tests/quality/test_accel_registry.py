@@ -26,6 +26,7 @@ import re
 
 import pytest
 
+import flk.impl.dedup.sqlite  # noqa: F401 -- registers and binds open_rows (the SQLite store's rows)
 import flk.impl.verifier.core  # noqa: F401 -- binds accept_v1 (the batch core)
 import flk.impl.verifier.pipeline  # noqa: F401 -- registers the verifier's entries
 import flk.sim.history  # noqa: F401 -- registers the simulator's entry (line_sink)
@@ -34,7 +35,8 @@ from flk.impl.core import accel
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SOURCES = {"flk.impl.core._fastcore": ROOT / "impl/core/_fastcore.c",
            "flk.impl.verifier._fastverify": ROOT / "impl/verifier/_fastverify.c",
-           "flk.sim._fasthistory": ROOT / "sim/_fasthistory.c"}
+           "flk.sim._fasthistory": ROOT / "sim/_fasthistory.c",
+           "flk.impl.dedup._fastsqlite": ROOT / "impl/dedup/_fastsqlite.c"}
 
 
 def _marked_entries(function: ast.FunctionDef) -> set[str]:
@@ -124,7 +126,7 @@ def _imports_an_extension(tree: ast.AST) -> bool:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             names = [node.module or ""] + [a.name for a in node.names]
-        if any(re.search(r"(^|\.)_fast(core|verify|history)$", n) for n in names):
+        if any(re.search(r"(^|\.)_fast(core|verify|history|sqlite)$", n) for n in names):
             return True
     return False
 

@@ -25,6 +25,9 @@ def test_bench_reports_unreachable_services_as_skipped(monkeypatch, tmp_path):
     assert out["sqlite_ceiling_pcs_per_s"] == min(out["sqlite_one_core_ceiling_pcs_per_s"],
                                                   out["fsync_ceiling_pcs_per_s"])
     assert out["goal_sqlite_within_ceiling"] == (out["sqlite_ceiling_pcs_per_s"] >= out["goal_sqlite_pcs_per_s"])
+    # which SQLite rows ran, and the store's own CPU per PCS (SQLite minus memory, same run)
+    assert out["sqlite_rows_path"] in ("compiled", "pure")
+    assert out["sqlite_store_us_per_pcs_cpu"] == round(out["sqlite_us_per_pcs_cpu"] - out["memory_us_per_pcs_cpu"], 2)
 
 
 _real_bodies = bench._bodies

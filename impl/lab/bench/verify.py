@@ -36,7 +36,12 @@ WAL's disk), ``fsync_ceiling_pcs_per_s`` (one batch per fsync) and
 PCS); ``sqlite_ceiling_pcs_per_s`` is the lower of the two and
 ``goal_sqlite_within_ceiling`` says whether the goal fits under it (False: out of
 reach at the measured CPU cost and disk). ``core_path`` says whether the compiled
-core or the pure-Python one ran (``FLK_PURE=1`` forces the pure one).
+core or the pure-Python one ran (``FLK_PURE=1`` forces the pure one);
+``sqlite_rows_path`` whether the SQLite store's batch rows were the compiled ones
+(``flk.impl.dedup._fastsqlite``) or their pure reference; ``sqlite_store_us_per_pcs_cpu``
+is the SQLite store's own CPU cost per realistic PCS (its CPU per PCS minus the memory
+store's, same run). The driver is one thread: the SQLite work the compiled rows do
+without the GIL is still this thread's CPU time, so the one-core ceiling counts it.
 
 The same-run anchor: ``anchor_us_per_pcs_cpu`` is the CPU time of the least any
 verifier must do per realistic PCS -- ``json.loads`` of the body and one
@@ -62,8 +67,10 @@ import uuid
 
 from ...agent import factory
 from ...agent.client import prepare, rfc3339
+from ...core import accel
 from ...core.canonical import CORE_PATH, round9
 from ...dedup import open_store
+from ...dedup.sqlite import OPEN_ROWS
 from ...verifier.core import run_requests
 from ...verifier.pipeline import Request, Verifier
 from ...verifier.tenants import from_mapping
@@ -197,7 +204,8 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
     batch = 512
     tag = uuid.uuid4().hex
     bodies = {"realistic": _realistic_bodies(n, tag), "minimal": _bodies(n, tag)}
-    figures: dict = {"core_path": CORE_PATH, "n_per_run": n, "batch": batch, "repeat": repeat,
+    figures: dict = {"core_path": CORE_PATH, "sqlite_rows_path": "pure" if accel.active(OPEN_ROWS.name) is None else "compiled",
+                     "n_per_run": n, "batch": batch, "repeat": repeat,
                      "goal_sqlite_pcs_per_s": GOAL_SQLITE_PCS_PER_S,
                      "realistic_body_bytes": round(statistics.mean(map(len, bodies["realistic"]))),
                      "minimal_body_bytes": round(statistics.mean(map(len, bodies["minimal"]))),
@@ -221,6 +229,9 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
         for kind in KINDS:
             if figures.get(f"{kind}_us_per_pcs_cpu") and anchor > 0:
                 figures[f"{kind}_cpu_ratio_to_anchor"] = round(figures[f"{kind}_us_per_pcs_cpu"] / anchor, 2)
+        if figures.get("sqlite_us_per_pcs_cpu") and figures.get("memory_us_per_pcs_cpu"):
+            figures["sqlite_store_us_per_pcs_cpu"] = round(figures["sqlite_us_per_pcs_cpu"]
+                                                           - figures["memory_us_per_pcs_cpu"], 2)
         mem = figures.get("memory_pcs_per_s")
         for kind in KINDS[1:]:
             if mem and f"{kind}_pcs_per_s" in figures:

@@ -1,0 +1,689 @@
+/* Compiled dedup rows of the SQLite store: a batch's lookups and its first-write-wins
+ * upserts bound and stepped in C, on a connection of this module's own.
+ *
+ * Why this file exists: the verify pipeline's batch ends in one get_many (step 5) and one
+ * put_many_if_absent (step 7) of up to 512 rows. Through Python's sqlite3 module every row
+ * costs Python objects -- a parameter list, the stored outcome's bytes (to_bytes), a
+ * multi-row statement's text per chunk size, the RETURNING rows -- about as much CPU as
+ * SQLite itself. Here a Rows object holds one sqlite3 connection (opened on the store's
+ * file with the store's own pragmas) and two prepared statements whose SQL text the
+ * store passes in (sqlite.py is the one place that spells the schema and the SQL). A
+ * batch is read into C arrays with the GIL held (each outcome's bytes are written here,
+ * as StoredOutcome.to_bytes writes them, when the outcome is of the common form; any
+ * other outcome's to_bytes() is called), the SQLite work runs with the GIL released (a
+ * busy wait of another process's lock does not stop the interpreter), and the answers
+ * are built with the GIL held again.
+ *
+ * Measured (20,000 realistic rows in batches of 512, one thread, CPU per row, load ~3.4):
+ * through Python's sqlite3 a row cost ~14 us -- the multi-row upsert with RETURNING ~6-9,
+ * COMMIT ~4 (writing ~400 dirty pages per batch to the WAL: two pwrite calls a page),
+ * the VALUES-join lookup ~1.1-1.9, Python (to_bytes, parameter lists, key checks) ~3;
+ * here ~7.3 (lookup 1.2, upsert + commit 6.0), nearly all of it SQLite's b-tree work and
+ * the kernel's WAL writes, which this schema (random 64-hex keys) makes one page per row.
+ *
+ * The pure reference is flk.impl.dedup.sqlite.SqlRows over Python's sqlite3 (the same
+ * method names and answers); the entry "open_rows" of flk.impl.core.accel is registered
+ * by sqlite.py; tests/dedup/test_sqlite_rows_differential.py compares both on real files.
+ *
+ * Parameter order of the statements the store passes in:
+ *   upsert: (tenant TEXT, pcs_id TEXT, expires_at REAL, outcome BLOB, now REAL), one row;
+ *           the row was written (inserted, or an expired row replaced) when it changed one row;
+ *   get:    (tenant TEXT, pcs_id TEXT, now REAL) -> the live row's outcome BLOB, if any.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef FLK_PLANTED_BUG
+#define FLK_PLANTED_BUG 0 /* tests build this file with 1, 2 or 3: the differential tests must fail */
+#endif
+
+static PyObject *open_rows(PyObject *module, PyObject *args);
+
+static PyMethodDef module_methods[] = {
+    {"open_rows", open_rows, METH_VARARGS,
+     "open_rows(path, busy_timeout_ms, setup_sql, upsert_sql, get_sql, outcome_type) -> Rows"},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyObject *Error; /* _fastsqlite.Error: SQLite failed (the store answers StoreUnavailable) */
+
+typedef struct {
+    PyObject_HEAD
+    sqlite3 *db;
+    sqlite3_stmt *begin_write, *begin_read, *commit, *rollback, *upsert, *get;
+    PyObject *outcome_type; /* StoredOutcome: only its exact instances are written here */
+    int busy;               /* a call runs (its SQLite work without the GIL) */
+    int closing;            /* close() came while busy: the call closes when it ends */
+    double last_x;          /* the last first_seen written and its repr (a batch shares one) */
+    char last_repr[40];
+    Py_ssize_t last_len;
+} Rows;
+
+static PyTypeObject RowsType;
+
+/* ---- errors and the connection ------------------------------------------------------- */
+
+static void rows_free_db(Rows *r) {
+    sqlite3_stmt **stmts[] = {&r->begin_write, &r->begin_read, &r->commit, &r->rollback, &r->upsert, &r->get};
+    for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
+        sqlite3_finalize(*stmts[i]);
+        *stmts[i] = NULL;
+    }
+    if (r->db != NULL) {
+        sqlite3_close_v2(r->db);
+        r->db = NULL;
+    }
+}
+
+/* the message of a failed call (GIL held); rc: SQLite's answer */
+static PyObject *raise_sqlite(Rows *r, const char *what, int rc) {
+    const char *msg = r->db != NULL ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc);
+    PyErr_Format(Error, "%s: %s (code %d)", what, msg, rc);
+    return NULL;
+}
+
+/* the error of a failed batch (GIL released), kept before its ROLLBACK resets it */
+static void keep_error(Rows *r, int rc, char *msg, size_t size) {
+    snprintf(msg, size, "%s", r->db != NULL ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
+}
+
+static int step_done(sqlite3_stmt *stmt) {
+    int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* no statement keeps pointers into a finished call's buffers and strings (they were bound static) */
+static void clear_bound(Rows *r) {
+    sqlite3_clear_bindings(r->upsert);
+    sqlite3_clear_bindings(r->get);
+}
+
+/* ROLLBACK when a transaction is open (GIL released or held) */
+static void rollback_open(Rows *r) {
+    if (r->db != NULL && !sqlite3_get_autocommit(r->db))
+        step_done(r->rollback);
+}
+
+static PyObject *open_rows(PyObject *module, PyObject *args) {
+    const char *path, *setup, *upsert_sql, *get_sql;
+    int busy_ms;
+    PyObject *outcome_type;
+    if (!PyArg_ParseTuple(args, "sisssO:open_rows", &path, &busy_ms, &setup, &upsert_sql, &get_sql, &outcome_type))
+        return NULL;
+    if (!PyType_Check(outcome_type)) {
+        PyErr_SetString(PyExc_TypeError, "outcome_type must be a type");
+        return NULL;
+    }
+    Rows *r = PyObject_New(Rows, &RowsType);
+    if (r == NULL)
+        return NULL;
+    r->db = NULL;
+    r->begin_write = r->begin_read = r->commit = r->rollback = r->upsert = r->get = NULL;
+    r->busy = r->closing = 0;
+    r->last_x = NAN;
+    r->last_len = 0;
+    Py_INCREF(outcome_type);
+    r->outcome_type = outcome_type;
+    int rc;
+    const char *what = "open";
+    Py_BEGIN_ALLOW_THREADS
+    rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(r->db, busy_ms);
+    if (rc == SQLITE_OK && (what = "setup", 1))
+        rc = sqlite3_exec(r->db, setup, NULL, NULL, NULL);
+    struct { sqlite3_stmt **stmt; const char *sql; } prep[] = {
+        {&r->begin_write, "BEGIN IMMEDIATE"}, {&r->begin_read, "BEGIN"}, {&r->commit, "COMMIT"},
+        {&r->rollback, "ROLLBACK"}, {&r->upsert, upsert_sql}, {&r->get, get_sql},
+    };
+    for (size_t i = 0; rc == SQLITE_OK && i < sizeof prep / sizeof prep[0]; i++) {
+        what = "prepare";
+        rc = sqlite3_prepare_v3(r->db, prep[i].sql, -1, SQLITE_PREPARE_PERSISTENT, prep[i].stmt, NULL);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc != SQLITE_OK) {
+        raise_sqlite(r, what, rc);
+        Py_DECREF(r);
+        return NULL;
+    }
+    return (PyObject *)r;
+}
+
+static void rows_dealloc(Rows *r) {
+    rows_free_db(r);
+    Py_XDECREF(r->outcome_type);
+    PyObject_Free(r);
+}
+
+static int rows_enter(Rows *r) {
+    if (r->db == NULL || r->closing) {
+        PyErr_SetString(Error, "closed: the rows connection is closed (code 21)");
+        return -1;
+    }
+    if (r->busy) {
+        PyErr_SetString(Error, "misuse: one rows connection used by two threads at once (code 21)");
+        return -1;
+    }
+    r->busy = 1;
+    return 0;
+}
+
+static void rows_leave(Rows *r) {
+    r->busy = 0;
+    if (r->closing)
+        rows_free_db(r);
+}
+
+static PyObject *rows_close(Rows *r, PyObject *unused) {
+    if (r->busy)
+        r->closing = 1; /* another thread is inside a call: it closes when it leaves */
+    else
+        rows_free_db(r);
+    Py_RETURN_NONE;
+}
+
+/* ---- a batch read into C --------------------------------------------------------------- */
+
+typedef struct {
+    const char *tenant, *pcs_id;
+    Py_ssize_t tenant_len, pcs_id_len;
+    Py_ssize_t out_off, out_len; /* the outcome's bytes in the batch buffer */
+    PyObject *tenant_obj, *pcs_id_obj, *outcome; /* held while the GIL is released */
+    int won;
+    unsigned char *found; /* a loser's winner / a hit: its stored bytes (malloc) */
+    int found_len;
+} Row;
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+} Buf;
+
+static int buf_put(Buf *b, const char *data, Py_ssize_t n) {
+    if (b->len + n > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *grown = PyMem_Realloc(b->buf, (size_t)cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->buf = grown;
+        b->cap = cap;
+    }
+    memcpy(b->buf + b->len, data, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+static int ascii_alnum(const char *s, Py_ssize_t n) {
+    if (n == 0)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')))
+            return 0;
+    }
+    return 1;
+}
+
+/* an ASCII str that json.dumps(ensure_ascii=True) writes between its quotes unchanged */
+static const char *json_plain(PyObject *s, Py_ssize_t *n) {
+    if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_ASCII(s))
+        return NULL;
+    const char *p = (const char *)PyUnicode_DATA(s);
+    *n = PyUnicode_GET_LENGTH(s);
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        unsigned char c = (unsigned char)p[i];
+#if FLK_PLANTED_BUG == 2
+        if (c < 0x20 || c == '\\') /* planted: a quote goes through unescaped */
+#else
+        if (c < 0x20 || c == '"' || c == '\\' || c == 0x7f)
+#endif
+            return NULL;
+    }
+    return p;
+}
+
+/* repr(x) of a finite float, the last answer reused (compared bit for bit: 0.0 is not -0.0) */
+static int float_repr(Rows *r, double x, const char **text, Py_ssize_t *n) {
+    if (r->last_len == 0 || memcmp(&x, &r->last_x, sizeof x) != 0) {
+        char *s = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (s == NULL)
+            return -1;
+        size_t len = strlen(s);
+        if (len >= sizeof r->last_repr) {
+            PyMem_Free(s);
+            return 1; /* never for a double, but the reference decides */
+        }
+        memcpy(r->last_repr, s, len);
+        PyMem_Free(s);
+        r->last_x = x;
+        r->last_len = (Py_ssize_t)len;
+    }
+    *text = r->last_repr;
+    *n = r->last_len;
+    return 0;
+}
+
+static PyObject *S_digest, *S_status, *S_body, *S_first_seen, *S_region, *S_policy_version, *S_to_bytes;
+
+/* StoredOutcome.to_bytes of the common form written into b: 0 done, 1 not the common form
+ * (the caller asks to_bytes()), -1 error */
+static int outcome_bytes(Rows *r, PyObject *o, Buf *b) {
+    if (Py_TYPE(o) != (PyTypeObject *)r->outcome_type)
+        return 1;
+    PyObject *d = PyObject_GenericGetDict(o, NULL);
+    if (d == NULL) {
+        PyErr_Clear();
+        return 1;
+    }
+    int res = 1;
+    PyObject *digest = PyDict_GetItemWithError(d, S_digest);
+    PyObject *status = digest ? PyDict_GetItemWithError(d, S_status) : NULL;
+    PyObject *body = status ? PyDict_GetItemWithError(d, S_body) : NULL;
+    PyObject *first_seen = body ? PyDict_GetItemWithError(d, S_first_seen) : NULL;
+    PyObject *region = first_seen ? PyDict_GetItemWithError(d, S_region) : NULL;
+    PyObject *version = region ? PyDict_GetItemWithError(d, S_policy_version) : NULL;
+    if (version == NULL) {
+        if (PyErr_Occurred())
+            res = -1;
+        goto done;
+    }
+    if (!PyUnicode_CheckExact(digest) || !PyUnicode_IS_ASCII(digest) || !PyLong_CheckExact(status)
+        || !PyFloat_CheckExact(first_seen) || !PyBytes_CheckExact(body))
+        goto done;
+    const char *dg = (const char *)PyUnicode_DATA(digest);
+    Py_ssize_t dn = PyUnicode_GET_LENGTH(digest);
+    if (!ascii_alnum(dg, dn))
+        goto done;
+    int overflow = 0;
+    long long st = PyLong_AsLongLongAndOverflow(status, &overflow);
+    if (overflow || (st == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        goto done;
+    }
+    double fs = PyFloat_AS_DOUBLE(first_seen);
+    if (!isfinite(fs))
+        goto done;
+    Py_ssize_t rn, vn;
+    const char *rg = json_plain(region, &rn), *vs = rg ? json_plain(version, &vn) : NULL;
+    if (vs == NULL)
+        goto done;
+    const char *ft;
+    Py_ssize_t fn;
+    int got = float_repr(r, fs, &ft, &fn);
+    if (got != 0) {
+        res = got;
+        goto done;
+    }
+    char num[32];
+    int sn = snprintf(num, sizeof num, "%lld", st);
+    /* ["<digest>",<status>,<first_seen>,"<region>","<policy_version>"]\n<body> */
+    if (buf_put(b, "[\"", 2) || buf_put(b, dg, dn) || buf_put(b, "\",", 2) || buf_put(b, num, sn)
+        || buf_put(b, ",", 1) || buf_put(b, ft, fn) || buf_put(b, ",\"", 2) || buf_put(b, rg, rn)
+        || buf_put(b, "\",\"", 3) || buf_put(b, vs, vn) || buf_put(b, "\"]\n", 3)
+        || buf_put(b, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))) {
+        res = -1;
+        goto done;
+    }
+    res = 0;
+done:
+    Py_DECREF(d);
+    return res;
+}
+
+static const char *utf8_of(PyObject *s, Py_ssize_t *n) {
+    if (!PyUnicode_Check(s)) {
+        PyErr_SetString(PyExc_TypeError, "tenant and pcs_id must be str");
+        return NULL;
+    }
+    return PyUnicode_AsUTF8AndSize(s, n); /* cached in the str; raises on a lone surrogate */
+}
+
+static void rows_release(Row *rows, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XDECREF(rows[i].tenant_obj);
+        Py_XDECREF(rows[i].pcs_id_obj);
+        Py_XDECREF(rows[i].outcome);
+        free(rows[i].found);
+    }
+    PyMem_Free(rows);
+}
+
+/* check_keys' common case: the tenant an exact str of the set good (tenants that passed
+ * the tenant-id rule), the pcs_id an exact str of 1 to 256 characters without a newline.
+ * 1 passed, 0 the reference decides, -1 error */
+static int key_passes(PyObject *good, PyObject *tenant, PyObject *pcs_id) {
+    if (!PyUnicode_CheckExact(tenant) || !PyUnicode_CheckExact(pcs_id))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(pcs_id);
+    if (n < 1 || n > 256)
+        return 0;
+    Py_ssize_t nl = PyUnicode_FindChar(pcs_id, '\n', 0, n, 1);
+    if (nl != -1)
+        return nl == -2 ? -1 : 0;
+    return PySet_Contains(good, tenant);
+}
+
+/* the keys (and outcomes) of seq read into rows (GIL held); with_outcome: items are
+ * (tenant, pcs_id, outcome), their bytes written to b. good: the set of tenants known to
+ * pass the tenant-id rule (None: the keys were checked): a key this check does not pass
+ * sets *unchecked and reads nothing (the caller answers None: the reference checks) */
+static Row *read_batch(Rows *r, PyObject *seq, Py_ssize_t n, int with_outcome, Buf *b, PyObject *good,
+                       int *unchecked) {
+    Row *rows = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Row));
+    if (rows == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Row *row = &rows[i];
+        PyObject *item = items[i];
+        if (!(PyTuple_Check(item) || PyList_Check(item)) || PySequence_Fast_GET_SIZE(item) != (with_outcome ? 3 : 2)) {
+            PyErr_SetString(PyExc_TypeError, with_outcome ? "items are (tenant, pcs_id, outcome) tuples"
+                                                          : "keys are (tenant, pcs_id) tuples");
+            goto fail;
+        }
+        PyObject **fields = PySequence_Fast_ITEMS(item);
+        if (good != Py_None) {
+            int passes = key_passes(good, fields[0], fields[1]);
+            if (passes <= 0) {
+                if (passes == 0)
+                    *unchecked = 1;
+                goto fail;
+            }
+        }
+        row->tenant_obj = Py_NewRef(fields[0]);
+        row->pcs_id_obj = Py_NewRef(fields[1]);
+        if ((row->tenant = utf8_of(row->tenant_obj, &row->tenant_len)) == NULL
+            || (row->pcs_id = utf8_of(row->pcs_id_obj, &row->pcs_id_len)) == NULL)
+            goto fail;
+        if (!with_outcome)
+            continue;
+        row->outcome = Py_NewRef(fields[2]);
+        row->out_off = b->len;
+        int got = outcome_bytes(r, row->outcome, b);
+        if (got < 0)
+            goto fail;
+        if (got > 0) { /* not the common form: the reference's own bytes */
+            PyObject *raw = PyObject_CallMethodNoArgs(row->outcome, S_to_bytes);
+            if (raw == NULL)
+                goto fail;
+            if (!PyBytes_Check(raw)) {
+                Py_DECREF(raw);
+                PyErr_SetString(PyExc_TypeError, "to_bytes() did not return bytes");
+                goto fail;
+            }
+            int put = buf_put(b, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw));
+            Py_DECREF(raw);
+            if (put)
+                goto fail;
+        }
+        row->out_len = b->len - row->out_off;
+    }
+    return rows;
+fail:
+    rows_release(rows, n);
+    return NULL;
+}
+
+static int bind_key(sqlite3_stmt *stmt, const Row *row) {
+    int rc = sqlite3_bind_text(stmt, 1, row->tenant, (int)row->tenant_len, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(stmt, 2, row->pcs_id, (int)row->pcs_id_len, SQLITE_STATIC);
+    return rc;
+}
+
+/* the live row's outcome of row's key into row->found (GIL released); 0 / 1 found / SQLite code */
+static int read_found(Rows *r, Row *row, double now) {
+    sqlite3_stmt *get = r->get;
+    int rc = bind_key(get, row);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_double(get, 3, now);
+    if (rc != SQLITE_OK) {
+        sqlite3_reset(get);
+        return rc;
+    }
+    rc = sqlite3_step(get);
+    int res = 0;
+    if (rc == SQLITE_ROW) {
+        const void *blob = sqlite3_column_blob(get, 0);
+        int len = sqlite3_column_bytes(get, 0);
+        row->found = malloc(len > 0 ? (size_t)len : 1);
+        if (row->found == NULL) {
+            res = SQLITE_NOMEM;
+        } else {
+            if (len > 0)
+                memcpy(row->found, blob, (size_t)len);
+            row->found_len = len;
+            res = 1;
+        }
+    } else if (rc != SQLITE_DONE) {
+        res = rc;
+    }
+    sqlite3_reset(get);
+    return res;
+}
+
+/* ---- get_many --------------------------------------------------------------------------- */
+
+static PyObject *rows_get_many(Rows *r, PyObject *args) {
+    PyObject *keys, *good = Py_None;
+    double now;
+    if (!PyArg_ParseTuple(args, "Od|O:get_many", &keys, &now, &good))
+        return NULL;
+    if (good != Py_None && !PyAnySet_Check(good)) {
+        PyErr_SetString(PyExc_TypeError, "good must be a set or None");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(keys, "keys must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int unchecked = 0;
+    Row *rows = read_batch(r, seq, n, 0, NULL, good, &unchecked);
+    if (unchecked) {
+        Py_DECREF(seq);
+        Py_RETURN_NONE;
+    }
+    if (rows == NULL || rows_enter(r) < 0) {
+        if (rows != NULL)
+            rows_release(rows, n);
+        Py_DECREF(seq);
+        return NULL;
+    }
+    int rc = SQLITE_OK;
+    char msg[256];
+    Py_BEGIN_ALLOW_THREADS
+    rc = step_done(r->begin_read); /* one snapshot for the whole batch */
+    for (Py_ssize_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        int got = read_found(r, &rows[i], now);
+        rc = got < 0 || got > 1 ? got : SQLITE_OK;
+#if FLK_PLANTED_BUG == 3
+        if (got == 0 && i > 0 && rows[i - 1].found != NULL) { /* planted: a miss after a hit answers the hit */
+            rows[i].found = malloc((size_t)rows[i - 1].found_len + 1);
+            memcpy(rows[i].found, rows[i - 1].found, (size_t)rows[i - 1].found_len);
+            rows[i].found_len = rows[i - 1].found_len;
+        }
+#endif
+    }
+    if (rc == SQLITE_OK)
+        rc = step_done(r->commit);
+    if (rc != SQLITE_OK) {
+        keep_error(r, rc, msg, sizeof msg);
+        rollback_open(r);
+    }
+    clear_bound(r);
+    Py_END_ALLOW_THREADS
+    PyObject *out = NULL;
+    if (rc != SQLITE_OK) {
+        PyErr_Format(Error, "get_many: %s (code %d)", msg, rc);
+    } else if ((out = PyList_New(n)) != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = rows[i].found == NULL ? Py_NewRef(Py_None)
+                                                : PyBytes_FromStringAndSize((char *)rows[i].found, rows[i].found_len);
+            if (v == NULL) {
+                Py_CLEAR(out);
+                break;
+            }
+            PyList_SET_ITEM(out, i, v);
+        }
+    }
+    rows_leave(r);
+    rows_release(rows, n);
+    Py_DECREF(seq);
+    return out;
+}
+
+/* ---- put_many ---------------------------------------------------------------------------- */
+
+static PyObject *rows_put_many(Rows *r, PyObject *args) {
+    PyObject *items, *good = Py_None;
+    double now, expires_at;
+    if (!PyArg_ParseTuple(args, "Odd|O:put_many", &items, &now, &expires_at, &good))
+        return NULL;
+    if (good != Py_None && !PyAnySet_Check(good)) {
+        PyErr_SetString(PyExc_TypeError, "good must be a set or None");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(items, "items must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Buf b = {NULL, 0, 0};
+    int unchecked = 0;
+    Row *rows = read_batch(r, seq, n, 1, &b, good, &unchecked);
+    if (unchecked) {
+        PyMem_Free(b.buf);
+        Py_DECREF(seq);
+        Py_RETURN_NONE;
+    }
+    if (rows == NULL || rows_enter(r) < 0) {
+        if (rows != NULL)
+            rows_release(rows, n);
+        PyMem_Free(b.buf);
+        Py_DECREF(seq);
+        return NULL;
+    }
+    int rc;
+    char msg[256];
+    Py_BEGIN_ALLOW_THREADS
+    sqlite3_stmt *up = r->upsert;
+    rc = step_done(r->begin_write);
+    for (Py_ssize_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        Row *row = &rows[i];
+        rc = bind_key(up, row);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_double(up, 3, expires_at);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_blob(up, 4, b.buf + row->out_off, (int)row->out_len, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_double(up, 5, now);
+        if (rc == SQLITE_OK)
+            rc = step_done(up);
+        if (rc != SQLITE_OK)
+            break;
+#if FLK_PLANTED_BUG == 1
+        row->won = 1; /* planted: every row counted as written, a kept row's caller told it won */
+#else
+        row->won = sqlite3_changes(r->db) == 1;
+#endif
+        if (!row->won) { /* the winner under the write lock: it cannot change before COMMIT */
+            int got = read_found(r, row, now);
+            rc = got == 1 ? SQLITE_OK : got == 0 ? SQLITE_CORRUPT : got; /* a kept row is live */
+        }
+    }
+    if (rc == SQLITE_OK)
+        rc = step_done(r->commit);
+    if (rc != SQLITE_OK) {
+        keep_error(r, rc, msg, sizeof msg);
+        rollback_open(r);
+    }
+    clear_bound(r);
+    Py_END_ALLOW_THREADS
+    PyObject *out = NULL;
+    if (rc != SQLITE_OK) {
+        PyErr_Format(Error, "put_many: %s (code %d)", rc == SQLITE_CORRUPT ? "a conflicting row vanished" : msg, rc);
+    } else if ((out = PyList_New(n)) != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Row *row = &rows[i];
+            PyObject *pair;
+            if (row->won) {
+                pair = PyTuple_Pack(2, Py_True, row->outcome);
+            } else {
+                PyObject *raw = PyBytes_FromStringAndSize((char *)row->found, row->found_len);
+                pair = raw == NULL ? NULL : PyTuple_Pack(2, Py_False, raw);
+                Py_XDECREF(raw);
+            }
+            if (pair == NULL) {
+                Py_CLEAR(out);
+                break;
+            }
+            PyList_SET_ITEM(out, i, pair);
+        }
+    }
+    rows_leave(r);
+    rows_release(rows, n);
+    PyMem_Free(b.buf);
+    Py_DECREF(seq);
+    return out;
+}
+
+/* ---- the type and the module --------------------------------------------------------------- */
+
+static PyMethodDef rows_methods[] = {
+    {"get_many", (PyCFunction)rows_get_many, METH_VARARGS,
+     "get_many(keys, now, good=None) -> [outcome bytes of the live row, or None] in key order; None: a key\n"
+     "did not pass the common-case key check against the set good (the caller checks them, then calls with None)"},
+    {"put_many", (PyCFunction)rows_put_many, METH_VARARGS,
+     "put_many(items, now, expires_at, good=None) -> [(True, outcome) | (False, the winner's bytes)], one\n"
+     "transaction; None: as for get_many"},
+    {"close", (PyCFunction)rows_close, METH_NOARGS, "close the connection"},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyTypeObject RowsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "flk.impl.dedup._fastsqlite.Rows",
+    .tp_basicsize = sizeof(Rows),
+    .tp_dealloc = (destructor)rows_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One SQLite connection of the dedup store with its prepared row statements.",
+    .tp_methods = rows_methods,
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_fastsqlite",
+    "Compiled dedup rows of the SQLite store (see _fastsqlite.c).", -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__fastsqlite(void) {
+    if (PyType_Ready(&RowsType) < 0)
+        return NULL;
+    struct { PyObject **name; const char *text; } names[] = {
+        {&S_digest, "payload_digest"}, {&S_status, "status"}, {&S_body, "body"}, {&S_first_seen, "first_seen"},
+        {&S_region, "region"}, {&S_policy_version, "policy_version"}, {&S_to_bytes, "to_bytes"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if ((*names[i].name = PyUnicode_InternFromString(names[i].text)) == NULL)
+            return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (m == NULL)
+        return NULL;
+    Error = PyErr_NewException("flk.impl.dedup._fastsqlite.Error", PyExc_Exception, NULL);
+    if (Error == NULL || PyModule_AddObjectRef(m, "Error", Error) < 0
+        || PyModule_AddObjectRef(m, "Rows", (PyObject *)&RowsType) < 0
+        || PyModule_AddStringConstant(m, "sqlite_version", sqlite3_libversion()) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
