@@ -69,6 +69,15 @@ CPU, shared-CPU and full-batch fsync (``<label>_fsync_ceiling_rps_max_batch``) c
 ``<label>_goal_5000_within_ceiling`` says whether the goal is within it -- False
 proves the goal out of reach at the measured costs, without projecting.
 
+Where a request's time goes (``<label>_stage_us``): each worker's batch driver logs its
+:class:`flk.impl.server.batchdriver.StageTimes` at stop (``submit_stages``: warm-up
+included); the bench reports their request-weighted mean microseconds per request of
+``wait`` (queued until its batch started: the group delay, or a batch running ahead),
+``handoff``, ``append`` (step 1 + WAL append), ``sync`` (until a covering fsync ended),
+``finish`` (steps 2-8: verify, dedup store), ``answer`` (back to the event loop), the
+mean batch, and ``outside_driver_us`` = the closed loop's mean latency (connections /
+req/s) minus those stages: HTTP parsing and writing, the event loop, wrk.
+
 Goals: >= 5,000 req/s with p99 <= 25 ms on SQLite, ratio >= 0.7. The machine
 is shared: wrk, the servers and whatever else runs compete for the same cores,
 so read the figures as medians of a noisy machine.
