@@ -49,6 +49,12 @@ wrapping, :class:`flk.impl.verifier.admission.GuardedStore`) keeps the circuit
 breaker and the batch counters of the metrics; :class:`LoggedWal` logs
 ``wal_append_failed``. :meth:`BatchDriver.close` lets the running batches finish,
 runs what is queued and stops both threads.
+
+A batch that is due starts at the end of the event loop's current iteration
+(``call_soon``), so the requests read in that iteration join it. :attr:`BatchDriver.stages`
+(:class:`StageTimes`) sums where the submissions' time went (queued, hand-offs, append,
+sync, verify and store); the server logs it at stop (``submit_stages``) and ``flk bench
+serve`` reports it.
 """
 
 from __future__ import annotations
