@@ -50,8 +50,7 @@ breaker and the batch counters of the metrics; :class:`LoggedWal` logs
 ``wal_append_failed``. :meth:`BatchDriver.close` lets the running batches finish,
 runs what is queued and stops both threads.
 
-A batch that is due starts at the end of the event loop's current iteration
-(``call_soon``), so the requests read in that iteration join it. :attr:`BatchDriver.stages`
+:attr:`BatchDriver.stages`
 (:class:`StageTimes`) sums where the submissions' time went (queued, hand-offs, append,
 sync, verify and store); the server logs it at stop (``submit_stages``) and ``flk bench
 serve`` reports it.
@@ -276,8 +275,7 @@ class BatchDriver:
         self.formation = BatchFormation(max_delay_s, max_batch, depth)  # the rule the simulator drives too
         self.lock = SealGate(lambda: self._jobs.put(_WAKE))  # the shipper's seal lock, the recovery's lock
         self._pending: list[tuple[Request, asyncio.Future]] = []
-        self._timer: asyncio.Handle | None = None
-        self._soon = False  # _timer is a call_soon: the batch starts at the end of this loop iteration
+        self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -328,21 +326,16 @@ class BatchDriver:
         if deadline is None:
             return
         if formation.due(loop.time()):
-            if self._soon:
-                return
             if self._timer is not None:
                 self._timer.cancel()
-            # at the end of this loop iteration: the requests read with this one join its batch
-            self._timer, self._soon = loop.call_soon(self._on_timer), True
+                self._timer = None
+            self._start_batch()
         elif self._timer is None:
             self._timer = loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
-        self._timer, self._soon = None, False
-        formation = self.formation
-        if formation.due(self._loop.time()):
-            self._start_batch()
-        else:
+        self._timer = None
+        if not self.formation.busy:
             self._schedule()
 
     def _start_batch(self) -> None:

@@ -1,5 +1,5 @@
-"""The batch driver's stage times (where a submission's time goes) and the start of a due
-batch at the end of the event-loop iteration (requests read together share a batch)."""
+"""The batch driver's stage times: where a submission's time goes, and the bench's combination
+of the workers' stage lines."""
 
 from __future__ import annotations
 
@@ -29,16 +29,6 @@ def test_stage_times_attribute_the_formation_delay_to_wait_and_a_slow_fsync_to_s
     assert 18_000 <= stages["sync_us"] < stages["wait_us"] + 30_000  # the slowed fsync, not the delay
     assert stages["append_us"] < 18_000 and stages["finish_us"] < 18_000
     assert all(stages[f"{name}_us"] >= 0 for name in STAGES)
-
-
-def test_requests_submitted_in_one_loop_iteration_share_a_batch_even_without_a_delay(tmp_path) -> None:
-    """With a zero delay the first request is due at once; the batch still starts only at the
-    end of the loop iteration, so the others read in that iteration join it (a synchronous
-    start would run a batch of one and queue the rest behind it)."""
-    driver, _, _ = make(tmp_path, delay_s=0.0)
-    got = run_all(driver, [(body(i), "ta") for i in range(20)])
-    assert all(r.status == 200 for r in got)
-    assert driver.formation.batches == 1 and driver.stages.batches == 1
 
 
 def test_bench_combines_the_workers_stage_lines_weighted_by_requests(tmp_path) -> None:
