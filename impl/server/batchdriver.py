@@ -49,6 +49,11 @@ wrapping, :class:`flk.impl.verifier.admission.GuardedStore`) keeps the circuit
 breaker and the batch counters of the metrics; :class:`LoggedWal` logs
 ``wal_append_failed``. :meth:`BatchDriver.close` lets the running batches finish,
 runs what is queued and stops both threads.
+
+:attr:`BatchDriver.stages`
+(:class:`StageTimes`) sums where the submissions' time went (queued, hand-offs, append,
+sync, verify and store); the server logs it at stop (``submit_stages``) and ``flk bench
+serve`` reports it.
 """
 
 from __future__ import annotations
@@ -195,12 +200,48 @@ class SealGate:
 
 
 class _InFlight:
-    """A batch between its WAL append and its answers."""
+    """A batch between its WAL append and its answers (``appended``: when its append ended)."""
 
-    __slots__ = ("batch", "loop", "core", "first")
+    __slots__ = ("batch", "loop", "core", "first", "appended")
 
-    def __init__(self, batch: list, loop: asyncio.AbstractEventLoop, core: Any, first: int) -> None:
-        self.batch, self.loop, self.core, self.first = batch, loop, core, first
+    def __init__(self, batch: list, loop: asyncio.AbstractEventLoop, core: Any, first: int,
+                 appended: float) -> None:
+        self.batch, self.loop, self.core, self.first, self.appended = batch, loop, core, first, appended
+
+
+#: where a submission's time in the driver goes (:attr:`BatchDriver.stages`, seconds summed over requests)
+STAGES = ("wait", "handoff", "append", "sync", "finish", "answer")
+
+
+class StageTimes:
+    """Where the submissions' time in the batch driver went, summed over requests
+    (``perf_counter`` seconds; two clock reads per stage per batch, none per request):
+
+    * ``wait`` -- queued on the event loop until its batch started (the formation rule);
+    * ``handoff`` -- the batch's start until the batch thread took it (queue hop, seal gate);
+    * ``append`` -- step 1 and the WAL append (:func:`flk.impl.verifier.core.append_batch`);
+    * ``sync`` -- the append's end until a covering sync ended (the fsync, and any wait for
+      the sync thread or for the batch before it);
+    * ``finish`` -- steps 2-8 (:func:`flk.impl.verifier.core.finish_batch`: verify, store);
+    * ``answer`` -- the answers' hand-off to the event loop until it set the futures.
+
+    ``wait`` and ``answer`` are written on the event loop, the rest on the batch thread
+    (no field is written by two threads)."""
+
+    __slots__ = ("requests", "batches", *STAGES)
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.batches = 0
+        for name in STAGES:
+            setattr(self, name, 0.0)
+
+    def as_dict(self) -> dict:
+        """Totals and the mean microseconds per request of each stage."""
+        n = max(1, self.requests)
+        return {"requests": self.requests, "batches": self.batches,
+                "mean_batch": round(self.requests / max(1, self.batches), 2),
+                **{f"{name}_us": round(getattr(self, name) * 1e6 / n, 1) for name in STAGES}}
 
 
 class BatchDriver:
@@ -240,6 +281,8 @@ class BatchDriver:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.batches = 0  # batches answered so far
+        self.stages = StageTimes()  # where the submissions' time went (read by the server's stop log)
+        self._arrived: list[float] = []  # perf_counter() of each pending request's arrival
         self.syncs = 0  # inbox WAL syncs the sync thread ran
         # batch thread state
         self._parked: collections.deque = collections.deque()  # (batch, loop) waiting to append
@@ -270,6 +313,7 @@ class BatchDriver:
             fut.set_exception(RuntimeError("batch driver closed"))
             return fut
         self._pending.append((Request(body, tenant, _NO_HEADERS), fut))
+        self._arrived.append(_clock())
         self.formation.add(loop.time())
         if not self.formation.busy:
             self._schedule()
@@ -298,12 +342,17 @@ class BatchDriver:
         n = self.formation.take(self._loop.time())
         batch = self._pending[:n]
         del self._pending[:n]
+        started, stages = _clock(), self.stages
+        stages.wait += n * started - sum(self._arrived[:n])
+        del self._arrived[:n]
+        stages.requests += n
+        stages.batches += 1
         if self._thread is None:
             self._sync_thread = threading.Thread(target=self._sync_loop, name="submit-sync", daemon=True)
             self._sync_thread.start()
             self._thread = threading.Thread(target=self._serve, name="submit-batch", daemon=True)
             self._thread.start()
-        self._jobs.put((batch, self._loop))
+        self._jobs.put((batch, self._loop, started))
 
     # -- the batch thread ------------------------------------------------------------
     def _serve(self) -> None:
@@ -316,10 +365,10 @@ class BatchDriver:
                 stopping = True
             elif job is _WAKE:
                 pass
-            elif type(job) is tuple and len(job) == 2:
-                self._parked.append(job)
-            else:  # the sync thread's (count, error)
+            elif job[0] == "synced":  # the sync thread's ("synced", count, error)
                 self._synced(*job[1:])
+            else:  # a new batch: (batch, loop, started)
+                self._parked.append(job)
             self._append_parked()
             if stopping and not self._parked and not self._appended and self.lock.inflight == 0:
                 break
@@ -336,15 +385,17 @@ class BatchDriver:
                 return  # roll between batches: after the ones in flight are answered
             if not gate.try_enter():
                 return  # a seal or a recovery wants the lock: _WAKE when it is released
-            batch, loop = self._parked.popleft()
-            self._append(batch, loop)
+            batch, loop, started = self._parked.popleft()
+            self._append(batch, loop, started)
 
     def _segment_full(self) -> bool:
         return bool(getattr(self.wal, "active_full", False))
 
-    def _append(self, batch: list, loop: asyncio.AbstractEventLoop) -> None:
+    def _append(self, batch: list, loop: asyncio.AbstractEventLoop, started: float) -> None:
         """(Batch thread, inside the gate.) Step 1 and the WAL append of one batch."""
-        wal = self.wal
+        wal, stages, n = self.wal, self.stages, len(batch)
+        t0 = _clock()
+        stages.handoff += (t0 - started) * n
         try:
             if self.lock.inflight == 1 and hasattr(wal, "roll_if_full"):  # between batches
                 with contextlib.suppress(WalError, OSError):  # a failed log answers the batch its 503
@@ -357,11 +408,13 @@ class BatchDriver:
         except BaseException as exc:  # noqa: BLE001 -- every request of the batch gets it (500)
             self._answer(batch, loop, [], exc)
             return
+        appended = _clock()
+        stages.append += (appended - t0) * n
         if last < 0:  # nothing to sync: every request is answered already
             self._answer(batch, loop, core.responses, None)
             return
         inline = self.formation.depth == 1 and not self._appended  # nothing to overlap the fsync with
-        self._appended.append(_InFlight(batch, loop, core, first))
+        self._appended.append(_InFlight(batch, loop, core, first, appended))
         if inline:  # the sync thread's step on this thread: two thread hand-offs fewer per batch
             self._synced(1, self._sync())
             return
@@ -372,8 +425,11 @@ class BatchDriver:
     def _synced(self, count: int, error: BaseException | None) -> None:
         """(Batch thread.) The ``count`` oldest appended batches were covered by a sync
         (``error``: it failed): finish them in WAL order."""
+        stages = self.stages
         for _ in range(count):
             job = self._appended.popleft()
+            n, t0 = len(job.batch), _clock()
+            stages.sync += (t0 - job.appended) * n
             try:
                 try:
                     responses = finish_batch(job.core, job.first, self.store, self.wal, error is None)
@@ -382,6 +438,7 @@ class BatchDriver:
                 failure = None
             except BaseException as exc:  # noqa: BLE001 -- every request of the batch gets it (500)
                 responses, failure = [], exc
+            stages.finish += (_clock() - t0) * n
             self._answer(job.batch, job.loop, responses, failure)
 
     def _flush(self) -> None:
@@ -404,7 +461,7 @@ class BatchDriver:
         """(Batch thread.) The batch leaves the gate; its answers go to the loop in one call."""
         self.lock.leave()
         try:
-            loop.call_soon_threadsafe(self._done, batch, responses, error)
+            loop.call_soon_threadsafe(self._done, batch, responses, error, _clock())
         except RuntimeError:  # the loop is closed: nobody waits for these answers
             pass
 
@@ -432,10 +489,11 @@ class BatchDriver:
         self.syncs += 1
         return error
 
-    def _done(self, batch: list, responses: list, error: BaseException | None) -> None:
+    def _done(self, batch: list, responses: list, error: BaseException | None, sent: float) -> None:
         """(Event loop.) Answer a batch; the next one starts if it is due. A future of
         another loop (a second loop used this driver, e.g. a test client's) is set there."""
         self.batches += 1
+        self.stages.answer += (_clock() - sent) * len(batch)
         running = asyncio.get_running_loop()
         for i, (_, fut) in enumerate(batch):
             result = responses[i] if error is None else None
@@ -458,6 +516,9 @@ class BatchDriver:
         if self._sync_thread is not None:
             self._sync_thread.join(timeout=30)
             self._sync_thread = None
+
+
+_clock = time.perf_counter
 
 
 def _set(fut: asyncio.Future, result: Any, error: BaseException | None) -> None:

@@ -27,6 +27,8 @@ ALLOWED = frozenset({
     "exit_code", "signal", "reason", "state", "limit", "inflight", "detail", "field",
     # replication: the failure text, divergence figures, the rejected stream
     "error", "severity", "peer", "count_divergence", "sample_mismatch", "open_conflicts", "stream", "segment",
+    # the batch driver's stage times at stop (flk.impl.server.batchdriver.StageTimes.as_dict)
+    "requests", "batches", "mean_batch", "wait_us", "handoff_us", "append_us", "sync_us", "finish_us", "answer_us",
 })
 _MAX_STR = 200
 

@@ -56,6 +56,13 @@ def test_bench_serve_quick_prints_figures() -> None:
         assert fig[f"{label}_goal_5000_within_ceiling"] == (fig[f"{label}_ceiling_rps"] >= 5000)
         assert fig[f"ratio_{label}_vs_bare_starlette"] == round(fig[f"{label}_rps"] / fig["bare_starlette_rps"], 3)
     assert fig["sqlite_depth2_rps"] > 0 and fig["sqlite_depth2_socket_errors"] == 0
+    # where a request's time went: the batch driver's stages (workers' submit_stages lines) and the rest
+    from flk.impl.server.batchdriver import STAGES
+
+    for label in ("sqlite", "sqlite_depth2"):
+        stages = fig[f"{label}_stage_us"]
+        assert stages["mean_batch"] >= 1 and all(stages[f"{name}_us"] >= 0 for name in STAGES)
+        assert stages["mean_latency_us"] > 0  # connections / req/s: the closed loop's mean latency
     if "sqlite_fsyncs_per_s" in fig:  # perf could count the server's fsyncs
         assert fig["sqlite_fsyncs_per_s"] > 0 and fig["sqlite_requests_per_fsync"] >= 1
     # the batch driver alone, unpipelined against pipelined, on the real disk and on a slowed one

@@ -69,6 +69,15 @@ CPU, shared-CPU and full-batch fsync (``<label>_fsync_ceiling_rps_max_batch``) c
 ``<label>_goal_5000_within_ceiling`` says whether the goal is within it -- False
 proves the goal out of reach at the measured costs, without projecting.
 
+Where a request's time goes (``<label>_stage_us``): each worker's batch driver logs its
+:class:`flk.impl.server.batchdriver.StageTimes` at stop (``submit_stages``: warm-up
+included); the bench reports their request-weighted mean microseconds per request of
+``wait`` (queued until its batch started: the group delay, or a batch running ahead),
+``handoff``, ``append`` (step 1 + WAL append), ``sync`` (until a covering fsync ended),
+``finish`` (steps 2-8: verify, dedup store), ``answer`` (back to the event loop), the
+mean batch, and ``outside_driver_us`` = the closed loop's mean latency (connections /
+req/s) minus those stages: HTTP parsing and writing, the event loop, wrk.
+
 Goals: >= 5,000 req/s with p99 <= 25 ms on SQLite, ratio >= 0.7. The machine
 is shared: wrk, the servers and whatever else runs compete for the same cores,
 so read the figures as medians of a noisy machine.
@@ -384,13 +393,36 @@ def _run_server(work: str, bodies_path: str, lua_path: str, seconds: float, env:
         share = n // 2 // processes  # server k measures bodies [k*share, ...), warms up on the second half
         for k, proc in enumerate(procs):
             _wrk(proc.port, bodies_path, lua_path, 1, offset=n // 2 + k * share)
-        return _wrk_many([(proc.port, k * share) for k, proc in enumerate(procs)], bodies_path, lua_path, seconds,
-                         [proc.proc.pid for proc in procs], CONNECTIONS // processes)
+        result = _wrk_many([(proc.port, k * share) for k, proc in enumerate(procs)], bodies_path, lua_path,
+                           seconds, [proc.proc.pid for proc in procs], CONNECTIONS // processes)
+        for proc in procs:
+            proc.stop()
+        stages = _stages([proc.log_path for proc in procs])
+        if stages:
+            result["stages"] = stages
+        return result
     finally:
         for proc in procs:
             proc.stop()
         for data in datas:
             shutil.rmtree(data, ignore_errors=True)
+
+
+def _stages(log_paths: list[str]) -> dict:
+    """The workers' ``submit_stages`` log lines at stop (the batch driver's
+    :class:`flk.impl.server.batchdriver.StageTimes`, warm-up included), combined:
+    mean microseconds per request of each stage, weighted by requests."""
+    lines = []
+    for path in log_paths:
+        with open(path, errors="replace") as fh:
+            lines += [json.loads(line) for line in fh if line.startswith("{") and '"submit_stages"' in line]
+    total = sum(e.get("requests", 0) for e in lines)
+    if not total:
+        return {}
+    keys = [k for k in lines[0] if k.endswith("_us")]
+    out = {k: round(sum(e.get(k, 0.0) * e.get("requests", 0) for e in lines) / total, 1) for k in keys}
+    out["mean_batch"] = round(total / max(1, sum(e.get("batches", 0) for e in lines)), 2)
+    return out
 
 
 def _count(path: str) -> int:
@@ -485,7 +517,19 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
            if all("fsyncs_per_s" in r for r in rs) else {}),
         **({f"{prefix}_requests_per_fsync": round(_median(rs, "requests_per_fsync"), 2)}
            if all("requests_per_fsync" in r for r in rs) else {}),
+        # where a request's time in the batch driver went (median over runs of the mean us per request),
+        # and the rest of the closed loop's mean latency (connections / req/s): HTTP, the event loop, wrk
+        **({f"{prefix}_stage_us": _stage_summary(rs)} if all("stages" in r for r in rs) else {}),
     }
+
+
+def _stage_summary(rs: list[dict]) -> dict:
+    out = {k: round(statistics.median(r["stages"][k] for r in rs), 1) for k in rs[0]["stages"]}
+    mean_latency_us = statistics.median(CONNECTIONS * 1e6 / max(r["rps"], 1e-9) for r in rs)
+    out["mean_latency_us"] = round(mean_latency_us, 1)
+    out["outside_driver_us"] = round(mean_latency_us - sum(v for k, v in out.items()
+                                                          if k.endswith("_us") and k != "mean_latency_us"), 1)
+    return out
 
 
 def _ratios(fig: dict, kind: str, server: str) -> None:

@@ -1,0 +1,44 @@
+"""The batch driver's stage times: where a submission's time goes, and the bench's combination
+of the workers' stage lines."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from flk.impl.lab.bench.serve import _stages
+from flk.impl.server.batchdriver import STAGES
+
+from .test_batchdriver import body, make, run_all
+
+
+def test_stage_times_attribute_the_formation_delay_to_wait_and_a_slow_fsync_to_sync(tmp_path) -> None:
+    driver, srv, _ = make(tmp_path, delay_s=0.030)
+    real = srv.wal.sync
+
+    def slow_sync():
+        time.sleep(0.020)
+        return real()
+
+    srv.wal.sync = slow_sync
+    got = run_all(driver, [(body(i), "ta") for i in range(12)])
+    assert all(r.status == 200 for r in got)
+    stages = driver.stages.as_dict()
+    assert stages["requests"] == 12 and stages["batches"] == 1 and stages["mean_batch"] == 12
+    assert stages["wait_us"] >= 25_000  # the 30 ms delay of the batch's oldest request (all arrived at once)
+    assert 18_000 <= stages["sync_us"] < stages["wait_us"] + 30_000  # the slowed fsync, not the delay
+    assert stages["append_us"] < 18_000 and stages["finish_us"] < 18_000
+    assert all(stages[f"{name}_us"] >= 0 for name in STAGES)
+
+
+def test_bench_combines_the_workers_stage_lines_weighted_by_requests(tmp_path) -> None:
+    paths = []
+    for i, (n, wait) in enumerate([(100, 1000.0), (300, 3000.0)]):
+        path = tmp_path / f"w{i}.log"
+        line = {"event": "submit_stages", "requests": n, "batches": n // 10, "wait_us": wait, "sync_us": 10.0}
+        path.write_text('{"event":"listening","port":1}\n' + json.dumps(line) + "\n")
+        paths.append(str(path))
+    got = _stages(paths)
+    assert got == {"wait_us": 2500.0, "sync_us": 10.0, "mean_batch": 10.0}
+    (tmp_path / "none.log").write_text("{}\n")
+    assert _stages([str(tmp_path / "none.log")]) == {}
