@@ -109,6 +109,19 @@ static void rollback_open(Rows *r) {
         step_done(r->rollback);
 }
 
+/* a batch's end (GIL released): COMMIT after a clean run, else its error kept and ROLLBACK;
+   the bindings cleared either way. Returns the batch's result. */
+static int end_batch(Rows *r, int rc, char *msg, size_t size) {
+    if (rc == SQLITE_OK)
+        rc = step_done(r->commit);
+    if (rc != SQLITE_OK) {
+        keep_error(r, rc, msg, size);
+        rollback_open(r);
+    }
+    clear_bound(r);
+    return rc;
+}
+
 static PyObject *open_rows(PyObject *module, PyObject *args) {
     const char *path, *setup, *upsert_sql, *get_sql;
     int busy_ms;
@@ -515,13 +528,7 @@ static PyObject *rows_get_many(Rows *r, PyObject *args) {
         }
 #endif
     }
-    if (rc == SQLITE_OK)
-        rc = step_done(r->commit);
-    if (rc != SQLITE_OK) {
-        keep_error(r, rc, msg, sizeof msg);
-        rollback_open(r);
-    }
-    clear_bound(r);
+    rc = end_batch(r, rc, msg, sizeof msg);
     Py_END_ALLOW_THREADS
     PyObject *out = NULL;
     if (rc != SQLITE_OK) {
@@ -601,13 +608,7 @@ static PyObject *rows_put_many(Rows *r, PyObject *args) {
             rc = got == 1 ? SQLITE_OK : got == 0 ? SQLITE_CORRUPT : got; /* a kept row is live */
         }
     }
-    if (rc == SQLITE_OK)
-        rc = step_done(r->commit);
-    if (rc != SQLITE_OK) {
-        keep_error(r, rc, msg, sizeof msg);
-        rollback_open(r);
-    }
-    clear_bound(r);
+    rc = end_batch(r, rc, msg, sizeof msg);
     Py_END_ALLOW_THREADS
     PyObject *out = NULL;
     if (rc != SQLITE_OK) {
