@@ -178,6 +178,21 @@ def path() -> str:
     return "pure" if extension(CORE_EXTENSION) is None else "compiled"
 
 
+# every optional extension setup.py builds (a test pins this against setup.py's ext_modules)
+EXTENSIONS = ("flk.impl.core._fastcore", "flk.impl.verifier._fastverify", "flk.impl.dedup._fastsqlite",
+              "flk.sim._fasthistory")
+
+
+def extensions_report() -> str:
+    """One line naming which extensions are active and which run the pure code (``flk --version``'s
+    second line: an install without libsqlite3's headers gets the compiled core and the pure SQLite
+    rows, and should be able to see that)."""
+    active_now = [d.rsplit(".", 1)[1] for d in EXTENSIONS if extension(d) is not None]
+    pure_now = [d.rsplit(".", 1)[1] for d in EXTENSIONS if extension(d) is None]
+    why = " (FLK_PURE set)" if PURE_REQUESTED and pure_now else ""
+    return f"compiled: {', '.join(active_now) or 'none'}; pure: {', '.join(pure_now) or 'none'}{why}"
+
+
 # ---- the core's entries (impl/core/_fastcore.c) -----------------------------------------------
 _CORE_TESTS = "tests/foundation/test_fastcore.py::"
 _VERIFY_TESTS = "tests/verifier/test_fastpath_differential.py::"

@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import types
@@ -192,10 +193,22 @@ def test_version_and_bench_say_which_core_path_is_active(pure):
         env["FLK_PURE"] = "1"
     expected = "pure" if pure or not BUILT else "compiled"
     version = subprocess.run([*FLK, "--version"], capture_output=True, text=True, timeout=60, env=env, check=True)
-    assert version.stdout.strip().endswith(f"(core: {expected})"), version.stdout
+    first, second = version.stdout.strip().splitlines()
+    assert first.endswith(f"(core: {expected})"), version.stdout
+    names = [d.rsplit(".", 1)[1] for d in accel.EXTENSIONS]
+    if pure:
+        assert second == f"compiled: none; pure: {', '.join(names)} (FLK_PURE set)", second
+    elif IN_CI:  # CI builds every extension: each one is named active
+        assert second == f"compiled: {', '.join(names)}; pure: none", second
     bench = subprocess.run([*FLK, "bench", "canon", "--json", "--quick", "--repeat", "1"],
                            capture_output=True, text=True, timeout=120, env=env, check=True)
     assert json.loads(bench.stdout)["core_path"] == expected
+
+
+def test_extensions_list_is_what_setup_builds():
+    setup_py = (pathlib.Path(__file__).resolve().parents[2] / "setup.py").read_text()
+    built = set(re.findall(r'Extension\(\s*(?:#[^\n]*\n\s*)?"([\w.]+)"', setup_py))
+    assert built == set(accel.EXTENSIONS)
 
 
 # ------------------------------------------------------------ canonical bytes

@@ -95,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         from importlib.metadata import version
 
+        from ...core.accel import extensions_report
         from ...core.canonical import CORE_PATH
 
         print(f"flk-lab {version('flk-lab')} (core: {CORE_PATH})")
+        print(extensions_report())
         return 0
     if args.command is None:
         parser.print_help()
