@@ -455,6 +455,17 @@ def _remaining(o: StoredOutcome, now: float, ttl_s: float) -> float:
 # -- copy and verify (resumable, bounded batches) ----------------------------------------
 
 
+def _copy_entry(dest, tenant: str, pcs_id: str, o: StoredOutcome, now: float, ttl_s: float) -> str | None:
+    """Put an old-ring entry into its new owner ``dest`` with its remaining life: ``copied``,
+    ``present`` (the same outcome was there), ``different`` (another outcome was), or None
+    (the entry has no life left; nothing written). Copy and catch-up both copy through it."""
+    ttl = _remaining(o, now, ttl_s)
+    if ttl <= 0:
+        return None
+    won, there = dest.put_if_absent(tenant, pcs_id, o, now, ttl)
+    return "copied" if won else "present" if there == o else "different"
+
+
 def _next_page(ring: ShardedStore, prog: dict, batch: int, now: float):
     names = list(ring.shards)
     if prog["shard"] >= len(names):
@@ -495,16 +506,9 @@ def copy_step(state: dict, old: ShardedStore, new: ShardedStore, now: float, bat
         out["moving"] += 1
         if dry_run:
             continue
-        ttl = _remaining(o, now, ttl_s)
-        if ttl <= 0:
-            continue
-        won, there = new.shards[dest].put_if_absent(t, p, o, now, ttl)
-        if won:
-            out["copied"] += 1
-        elif there == o:
-            out["present"] += 1
-        else:
-            out["conflicts"] += 1
+        kind = _copy_entry(new.shards[dest], t, p, o, now, ttl_s)
+        if kind is not None:
+            out["conflicts" if kind == "different" else kind] += 1
     for k in ("scanned", "copied", "present", "conflicts"):
         prog[k] += out[k]
     _advance(prog, nxt, len(old.shards))
@@ -585,24 +589,19 @@ def catchup_step(state: dict, old: ShardedStore, new: ShardedStore, now: float, 
     if got is None:
         return out
     name, page = got
-    moving = [(t, p, o) for t, p, o in page if new.shards[new.shard_for(t, p)] is not old.shards[name]]
+    moving = [(t, p, o, dest) for t, p, o in page
+              if new.shards[dest := new.shard_for(t, p)] is not old.shards[name]]
     out["scanned"] = len(page)
-    there = new.get_many([(t, p) for t, p, _ in moving], now) if moving else []
-    for (t, p, o), n in zip(moving, there, strict=True):
-        if n is None:
-            ttl = _remaining(o, now, ttl_s)
-            if ttl <= 0:
-                continue
-            won, n = new.shards[new.shard_for(t, p)].put_if_absent(t, p, o, now, ttl)
-            if won:
-                out["copied"] += 1
-                continue
-        if n == o:
-            out["present"] += 1
-        else:
-            out["different"] += 1
-            if len(prog["examples"]) < 5:
-                prog["examples"].append({"kind": "different", "shard": new.shard_for(t, p)})
+    there = new.get_many([(t, p) for t, p, _, _ in moving], now) if moving else []
+    for (t, p, o, dest), n in zip(moving, there, strict=True):
+        # read first: an entry the new ring already holds costs no write
+        kind = _copy_entry(new.shards[dest], t, p, o, now, ttl_s) if n is None else \
+            "present" if n == o else "different"
+        if kind is None:
+            continue
+        out[kind] += 1
+        if kind == "different" and len(prog["examples"]) < 5:
+            prog["examples"].append({"kind": "different", "shard": dest})
     for k in ("scanned", "copied", "present", "different"):
         prog[k] += out[k]
     _advance(prog, nxt, len(old.shards))
