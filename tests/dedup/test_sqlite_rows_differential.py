@@ -101,6 +101,14 @@ def operations(draw):
     return pool, draw(st.lists(st.one_of(put, get), min_size=1, max_size=8))
 
 
+def _open(path: str, pure: bool) -> SqliteStore:
+    """A store on ``path`` whose batch rows are the reference (``pure``) or, where built, the compiled ones."""
+    if pure:
+        with accel.pure():
+            return SqliteStore(path)
+    return SqliteStore(path)
+
+
 def _rows_of(path: str) -> list[tuple]:
     conn = sqlite3.connect(path)
     try:
@@ -173,11 +181,7 @@ def test_the_store_reads_what_the_other_path_wrote(tmp_path):
     stores = {}
     for name in ("pure", "compiled"):
         path = str(tmp_path / f"{name}.db")
-        if name == "pure":
-            with accel.pure():
-                store = SqliteStore(path)
-        else:
-            store = SqliteStore(path)
+        store = _open(path, pure=name == "pure")
         assert store.rows_path == ("pure" if name == "pure" or COMPILED is None else "compiled")
         stores[name] = (store, path)
         got = store.put_many_if_absent(items, now, 60.0)
@@ -188,11 +192,7 @@ def test_the_store_reads_what_the_other_path_wrote(tmp_path):
     keys = [(t, p) for t, p, _ in items] + [("t", "absent")]
     for name, other in (("pure", "compiled"), ("compiled", "pure")):
         path = stores[name][1]
-        if other == "pure":
-            with accel.pure():
-                reader = SqliteStore(path)
-        else:
-            reader = SqliteStore(path)
+        reader = _open(path, pure=other == "pure")
         found = reader.get_many(keys, now + 1)
         assert [None if o is None else o.to_bytes() for o in found] == \
             [items[i % 7][2].to_bytes() for i in range(20)] + [items[20][2].to_bytes(), None]
@@ -209,11 +209,7 @@ def test_a_bad_key_fails_on_both_paths_and_leaves_the_store_usable(tmp_path):
     out = StoredOutcome("ab", 200, b"{}", now, "eu", "1")
     for name in ("pure", "compiled"):
         path = str(tmp_path / f"{name}.db")
-        if name == "pure":
-            with accel.pure():
-                store = SqliteStore(path)
-        else:
-            store = SqliteStore(path)
+        store = _open(path, pure=name == "pure")
         with pytest.raises(UnicodeEncodeError):
             store.put_many_if_absent([("t", "ok", out), ("t", "\ud800", out)], now)
         with pytest.raises(UnicodeEncodeError):
@@ -248,11 +244,7 @@ def test_the_key_rules_answer_alike_on_both_paths(keys):
     with tempfile.TemporaryDirectory(prefix="flk-keys-") as d:
         for name in ("pure", "compiled"):
             path = os.path.join(d, f"{name}.db")
-            if name == "pure":
-                with accel.pure():
-                    store = SqliteStore(path)
-            else:
-                store = SqliteStore(path)
+            store = _open(path, pure=name == "pure")
             got = []
             for call, args in ((store.put_many_if_absent, ([(t, p, out) for t, p in keys], now)),
                                (store.get_many, (keys, now))):
