@@ -43,9 +43,7 @@ def call_later(env: simpy.Environment, delay: float, callback: Callable) -> None
     same refusal of a negative delay, in one call instead of three."""
     if delay < 0:
         raise ValueError(f"Negative delay {delay}")
-    ev = Wakeup()
-    ev.callbacks, ev._ok, ev._value = [callback], True, None
-    heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), ev))
+    call_at(env, env._now + delay, next(env._eid), callback)
 
 
 @dataclass
