@@ -256,7 +256,8 @@ class Reader:
     def metrics(self, now: float | None = None) -> dict[str, Any]:
         """``now`` (the driver's clock) gives ``stalled_s``; without it only ``stalled_since``."""
         return {"stalled_since": self.stalled_since,
-                "stalled_s": None if now is None else self.stalled_s(now),"watermarks": dict(self.watermarks), "applied_segments": self.applied_segments,
+                "stalled_s": None if now is None else self.stalled_s(now),
+                "watermarks": dict(self.watermarks), "applied_segments": self.applied_segments,
                 "applied_records": self.applied_records, "filtered_records": self.filtered_records,
                 "rejected": {s: str(r) for s, r in sorted(self.rejected.items())},
                 "apply_lag_p50_s": self.apply_lag.quantile(0.5), "apply_lag_max_s": self.apply_lag.max_s,
