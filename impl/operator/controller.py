@@ -198,9 +198,7 @@ def _cleanup(c: Ctx) -> list[dict]:
     """Catch up first (copy the old-ring keys the new ring lacks, SPEC 13.4), then stop writing
     the old ring; the migration's own transition refuses cleaned before a clean catch-up."""
     m = c.mig
-    if m is None or m["phase"] != "cut_over":
-        return _phase_action(c, "cleaned")
-    if not (m.get("catchup") or {}).get("done"):
+    if m is not None and m["phase"] == "cut_over" and not (m.get("catchup") or {}).get("done"):
         return [{"op": "migration.catchup", "batch": c.spec["batch"]}]
     return _phase_action(c, "cleaned")
 
