@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.dedup import StoredOutcome, StoreUnavailable
-from flk.impl.dedup.memory import MemoryStore
 from flk.impl.dedup.migrate import (
     CATCHUP_SETTLE_S,
     DualWriteStore,
@@ -34,10 +33,9 @@ from flk.impl.dedup.migrate import (
 )
 from flk.impl.dedup.sharded import ShardedStore
 from flk.impl.lab.cli import main
-from flk.impl.testing.outage import OutageStore
 
-T0 = 1_000.0
-FORWARD = ("planned", "dual_write", "copied", "verified", "cut_over", "cleaned")
+from .test_migrate_mirror_gap import FORWARD, T0, _out
+from .test_migrate_mirror_gap import _topology as _rings
 
 
 class Died(BaseException):
@@ -45,15 +43,10 @@ class Died(BaseException):
 
 
 def _topology():
-    shards = {f"s{i}": OutageStore(MemoryStore()) for i in range(4)}
-    old = ShardedStore({k: shards[k] for k in ("s0", "s1", "s2")}, probe_interval_s=0.0)
-    new = ShardedStore(dict(shards), probe_interval_s=0.0)
-    state = new_state(RingSpec({n: n for n in old.shards}), RingSpec({n: n for n in new.shards}), T0)
-    return shards, DualWriteStore(old, new, "planned"), state
-
-
-def _out(i: int, now: float) -> StoredOutcome:
-    return StoredOutcome(f"{i:064x}", 200, b'{"n":%d}' % i, now, "r1", "p1")
+    """The mirror-gap tests' rings (three old shards, a fourth added) and a fresh migration state."""
+    shards, store = _rings()
+    state = new_state(RingSpec({n: n for n in store.old.shards}), RingSpec({n: n for n in store.new.shards}), T0)
+    return shards, store, state
 
 
 def _moving(store: DualWriteStore, n: int) -> list[str]:
