@@ -8,4 +8,5 @@ Modules:
 * :mod:`.bare`      -- the benchmark's baseline handler (reads the body, parses the JSON)
 * :mod:`.workload`  -- signed PCS request bodies in bulk
 * :mod:`.planted`   -- the named planted bugs (``flk sim run --plant``, ``flk sim shrink``)
+* :mod:`.cbuild`    -- a compiled fast path's C source built with a planted bug (the differential tests)
 """

@@ -20,17 +20,10 @@ real build.
 
 from __future__ import annotations
 
-import atexit
-import functools
-import importlib.machinery
-import importlib.util
 import math
 import os
 import pathlib
-import shutil
 import sqlite3
-import subprocess
-import sysconfig
 import tempfile
 
 import pytest
@@ -41,6 +34,7 @@ from flk.impl.core import accel
 from flk.impl.dedup import StoredOutcome, StoreUnavailable
 from flk.impl.dedup import sqlite as sq
 from flk.impl.dedup.sqlite import SqliteStore, SqlRows
+from flk.impl.testing.cbuild import build_variant
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPILED = accel.entry("open_rows").compiled
@@ -278,24 +272,10 @@ def test_a_locked_file_is_unavailable_on_the_compiled_path(tmp_path):
 
 # ------------------------------------------------------------ planted C bugs
 
-@functools.cache
 def _build_planted(bug: int):
-    """``_fastsqlite.c`` compiled with ``-DFLK_PLANTED_BUG=<bug>``, loaded as a module of its own."""
-    cc = (sysconfig.get_config_var("CC") or "cc").split()
-    if shutil.which(cc[0]) is None or not os.path.exists("/usr/include/sqlite3.h"):
-        return None
-    out_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"planted-sqlite-{bug}-"))
-    atexit.register(shutil.rmtree, out_dir, True)
-    target = out_dir / f"_fastsqlite{sysconfig.get_config_var('EXT_SUFFIX')}"
-    cmd = [*cc, "-shared", "-fPIC", "-O1", f"-DFLK_PLANTED_BUG={bug}", f"-I{sysconfig.get_paths()['include']}",
-           str(ROOT / "impl/dedup/_fastsqlite.c"), "-o", str(target), "-lsqlite3"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    loader = importlib.machinery.ExtensionFileLoader("_fastsqlite", str(target))
-    spec = importlib.util.spec_from_file_location("_fastsqlite", str(target), loader=loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    """``_fastsqlite.c`` compiled with ``-DFLK_PLANTED_BUG=<bug>``, a module of its own."""
+    return build_variant(str(ROOT / "impl/dedup/_fastsqlite.c"), "_fastsqlite", f"FLK_PLANTED_BUG={bug}",
+                         ("sqlite3",), ("/usr/include/sqlite3.h",))
 
 
 @needs_compiled

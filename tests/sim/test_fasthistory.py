@@ -14,18 +14,15 @@ reference raises when the lines are folded, the compiled one when the event is r
 from __future__ import annotations
 
 import enum
-import importlib.util
 import os
 import pathlib
-import shutil
-import subprocess
-import sysconfig
 
 import pytest
 from hypothesis import example, find, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.core import accel
+from flk.impl.testing.cbuild import build_variant
 from flk.sim import history
 from flk.sim.history import History, LineSink, _row_spec, _t_us, _value
 
@@ -150,25 +147,18 @@ def test_history_digest_and_count_are_the_same_on_both_paths(events):
     assert type(slow._pending) is LineSink
 
 
-def _build_planted(tmp_path: pathlib.Path):
+def _build_planted():
     """sim/_fasthistory.c compiled with FLK_PLANT_TAB_UNESCAPED (a tab written raw)."""
-    cc = shutil.which("gcc") or shutil.which("cc")
-    include = sysconfig.get_paths()["include"]
-    if cc is None or not (pathlib.Path(include) / "Python.h").is_file():
+    planted = build_variant(str(ROOT / "sim" / "_fasthistory.c"), "_fasthistory", "FLK_PLANT_TAB_UNESCAPED")
+    if planted is None:
         if os.environ.get("CI") == "true":
             pytest.fail("no C compiler or Python headers (make setup installs them)")
         pytest.skip("no C compiler or Python headers")
-    out = tmp_path / ("_fasthistory" + sysconfig.get_config_var("EXT_SUFFIX"))
-    subprocess.run([cc, "-shared", "-fPIC", "-O0", "-DFLK_PLANT_TAB_UNESCAPED", f"-I{include}",
-                    str(ROOT / "sim" / "_fasthistory.c"), "-o", str(out)], check=True, capture_output=True)
-    spec = importlib.util.spec_from_file_location("_fasthistory", out)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return planted
 
 
-def test_a_planted_escaping_bug_in_the_c_source_is_caught(tmp_path):
-    planted = _build_planted(tmp_path)
+def test_a_planted_escaping_bug_in_the_c_source_is_caught():
+    planted = _build_planted()
     assert any(differs(planted.line_sink, case) for case in EDGE_CASES)  # the pinned examples catch it
     found = find(st.lists(operations(), max_size=8), lambda ops: differs(planted.line_sink, ops),
                  settings=settings(max_examples=2000, derandomize=True, database=None))

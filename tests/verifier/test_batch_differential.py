@@ -29,16 +29,9 @@ that the property tests above fail on it and pass on the real build.
 
 from __future__ import annotations
 
-import atexit
-import functools
-import importlib.machinery
-import importlib.util
 import json
 import os
 import pathlib
-import shutil
-import subprocess
-import sysconfig
 import tempfile
 from base64 import b64decode, b64encode
 
@@ -52,6 +45,7 @@ from flk.impl.core import accel
 from flk.impl.storage.inbox import encode_inbox_records
 from flk.impl.storage.wal import SegmentedLog
 from flk.impl.storage.walformat import encode_frame
+from flk.impl.testing.cbuild import build_variant
 from flk.impl.verifier import core, pipeline
 from flk.impl.verifier.pipeline import Request, Verifier, WalAppend
 from flk.impl.verifier.tenants import from_mapping
@@ -387,26 +381,10 @@ def core_store():
 
 # ------------------------------------------------------------ planted C bugs
 
-@functools.cache
 def _build_planted(bug: int):
-    """``_fastverify.c`` compiled with ``-DFLK_PLANTED_BUG=<bug>``, loaded as a module of its own
-    (built once per bug and test session)."""
-    cc = (sysconfig.get_config_var("CC") or "cc").split()
-    if shutil.which(cc[0]) is None:
-        return None
-    out_dir = pathlib.Path(tempfile.mkdtemp(prefix=f"planted-{bug}-"))
-    atexit.register(shutil.rmtree, out_dir, True)
-    target = out_dir / f"_fastverify{sysconfig.get_config_var('EXT_SUFFIX')}"
-    cmd = [*cc, "-shared", "-fPIC", "-O1", "-ffp-contract=off", f"-DFLK_PLANTED_BUG={bug}",
-           f"-I{sysconfig.get_paths()['include']}", str(ROOT / "impl/verifier/_fastverify.c"), "-o", str(target),
-           "-lcrypto"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    loader = importlib.machinery.ExtensionFileLoader("_fastverify", str(target))
-    spec = importlib.util.spec_from_file_location("_fastverify", str(target), loader=loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    """``_fastverify.c`` compiled with ``-DFLK_PLANTED_BUG=<bug>``, a module of its own."""
+    return build_variant(str(ROOT / "impl/verifier/_fastverify.c"), "_fastverify", f"FLK_PLANTED_BUG={bug}",
+                         ("crypto",))
 
 
 @needs_compiled
