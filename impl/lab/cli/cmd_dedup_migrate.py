@@ -184,23 +184,37 @@ def _throttle(qps: float, done: int, t0: float) -> None:
             time.sleep(ahead)
 
 
-def _copy(args, m, state, old, new) -> int:
-    if args.restart:
-        state["copy"] = m.new_state(m.RingSpec.from_json(state["old"]), m.RingSpec.from_json(state["new"]),
-                                    0.0)["copy"]
-    totals = {"scanned": 0, "copied": 0, "present": 0, "conflicts": 0, "moving": 0}
+def _batches(args, work: dict, phase: str, totals: dict, step, save) -> float:
+    """Run ``step`` until ``work[phase]["done"]`` (or ``--max-batches``), saving the state
+    after each batch (``save`` None: a dry run), adding each batch's counts to ``totals`` and
+    holding ``--qps`` over the keys scanned. A step that answers ``settling`` is waited out.
+    Returns the monotonic start time."""
     batches, t0 = 0, time.monotonic()
-    work = json.loads(json.dumps(state)) if args.dry_run else state
-    while not work["copy"]["done"]:
-        out = m.copy_step(work, old, new, time.time(), args.batch_size, dry_run=args.dry_run)
-        if not args.dry_run:  # a dry run walks a scratch copy of the state
-            m.save_state(args.state, work)
+    while not work[phase]["done"]:
+        out = step()
+        if out.get("settling"):
+            time.sleep(out["wait_s"])
+            continue
+        if save is not None:
+            save()
         for k in totals:
             totals[k] += out[k]
         batches += 1
         _throttle(args.qps, totals["scanned"], t0)
         if args.max_batches and batches >= args.max_batches:
             break
+    return t0
+
+
+def _copy(args, m, state, old, new) -> int:
+    if args.restart:
+        state["copy"] = m.new_state(m.RingSpec.from_json(state["old"]), m.RingSpec.from_json(state["new"]),
+                                    0.0)["copy"]
+    totals = {"scanned": 0, "copied": 0, "present": 0, "conflicts": 0, "moving": 0}
+    work = json.loads(json.dumps(state)) if args.dry_run else state  # a dry run walks a scratch copy
+    t0 = _batches(args, work, "copy", totals,
+                  lambda: m.copy_step(work, old, new, time.time(), args.batch_size, dry_run=args.dry_run),
+                  None if args.dry_run else (lambda: m.save_state(args.state, work)))
     done = work["copy"]["done"]
     if done and not args.dry_run and state["phase"] == "dual_write":
         m.transition(state, "copied", time.time())
@@ -216,19 +230,9 @@ def _catchup(args, m, state, old, new) -> int:
     time first); exit 1 when an entry differs between the rings (cleanup stays refused)."""
     settle = m.CATCHUP_SETTLE_S if args.settle_s is None else args.settle_s
     totals = {"scanned": 0, "copied": 0, "present": 0, "different": 0}
-    batches, t0 = 0, time.monotonic()
-    while not state["catchup"]["done"]:
-        out = m.catchup_step(state, old, new, time.time(), args.batch_size, settle_s=settle)
-        if out.get("settling"):
-            time.sleep(out["wait_s"])
-            continue
-        m.save_state(args.state, state)
-        for k in totals:
-            totals[k] += out[k]
-        batches += 1
-        _throttle(args.qps, totals["scanned"], t0)
-        if args.max_batches and batches >= args.max_batches:
-            break
+    t0 = _batches(args, state, "catchup", totals,
+                  lambda: m.catchup_step(state, old, new, time.time(), args.batch_size, settle_s=settle),
+                  lambda: m.save_state(args.state, state))
     c = state["catchup"]
     _emit({"step": "catchup", "done": c["done"], "clean": c["done"] and not c["different"], "phase": state["phase"],
            "batch": totals, "catchup": c, "elapsed_s": round(time.monotonic() - t0, 3)})
