@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import posixpath
 import random
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from ..core.backoff import Backoff
@@ -210,7 +212,9 @@ class Reader:
 
     def _read_stream(self, stream: str, source: str, tenants: TenantFilter, segs, now: float) -> int:
         n = 0
-        for first, name in segs:
+        # ``segs`` is sorted: start at the first segment at or past the watermark (a poll lists
+        # every segment the stream ever shipped; those below were applied before)
+        for first, name in islice(segs, bisect_left(segs, (self.watermarks.get(stream, 0),)), None):
             wm = self.watermarks.get(stream, 0)
             if first < wm:
                 continue
