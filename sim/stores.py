@@ -178,7 +178,7 @@ class SimMemoryStore(MemoryStore):
         ``body_sha`` the first 16 hex digits of SHA-256 of the body (:func:`flk.sim.region.body_sha`).
         ``order`` sorts each tenant's keys (once for every store holding the same keys);
         ``seen``, shared by the calls for the regions' stores: tenant -> (the key order, the
-        outcome and body_sha at each position) of the last store read with that order, so
+        outcome and body_sha -- 8 bytes -- at each position) of the last store read with that order, so
         an outcome object at the same key in the next region's store (the regions share
         equal outcomes: :meth:`flk.sim.world.World.shared_outcome`) is not hashed again."""
         bare_ttl = self._bare_ttl
@@ -188,7 +188,8 @@ class SimMemoryStore(MemoryStore):
             ps = order.sorted(t, keys)
             prev = seen.get(t)
             if prev is None or prev[0] is not ps:
-                prev = seen[t] = (ps, [None] * len(ps), [""] * len(ps))
+                # the hashes as 8 bytes each (16 hex digits) in one bytearray: no string per key
+                prev = seen[t] = (ps, [None] * len(ps), bytearray(8 * len(ps)))
             _, outs, shas = prev
             for i, p in enumerate(ps):
                 v = keys[p]
@@ -200,11 +201,14 @@ class SimMemoryStore(MemoryStore):
                     o = v
                 else:
                     continue
+                at = 8 * i
                 if outs[i] is o:
-                    sha = shas[i]
+                    sha = shas[at:at + 8].hex()
                 else:
-                    sha = shas[i] = sha256(o.body).hexdigest()[:16]
+                    head = sha256(o.body).digest()[:8]
+                    shas[at:at + 8] = head
                     outs[i] = o
+                    sha = head.hex()
                 yield region, t, p, o.payload_digest, o.status, sha
 
     def peek(self, tenant: str, pcs_id: str):
