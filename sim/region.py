@@ -59,14 +59,21 @@ SIM_EPOCH = 1_800_000_000.0  # simulated wall-clock origin (seconds since the Un
 WAL_DIR = "/wal"
 
 
-_LAST_BODY: list = [None, ""]  # the last body hashed and its hash (a request's put and answer share one)
+# the bodies hashed lately, by identity -> (the body, kept alive so its id stays its own; its
+# hash): a batch's puts hash its items' bodies, then its answers hand the very same objects out
+_SHAS: dict[int, tuple[bytes, str]] = {}
+_SHAS_CAP = 1024  # > the largest batch (MAX_BATCH): a batch's answers find its puts' hashes
 
 
 def body_sha(body: bytes) -> str:
-    if body is _LAST_BODY[0]:
-        return _LAST_BODY[1]
+    """The history's ``body_sha``: the first 16 hex digits of SHA-256 of ``body``."""
+    hit = _SHAS.get(id(body))
+    if hit is not None and hit[0] is body:
+        return hit[1]
     sha = hashlib.sha256(body).hexdigest()[:16]
-    _LAST_BODY[0], _LAST_BODY[1] = body, sha
+    if len(_SHAS) >= _SHAS_CAP:
+        _SHAS.clear()
+    _SHAS[id(body)] = (body, sha)
     return sha
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import operator
 import sys
+from bisect import bisect_left, insort
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -64,14 +66,42 @@ class PendingCopy:
 
 
 class Bucket:
-    """One region's object store: objects with the simulated time they become visible."""
+    """One region's object store: objects with the simulated time they become visible.
+    ``objects`` changes only through :meth:`add` and :meth:`forget` (and value updates of
+    present keys), which keep ``keys`` -- every key, sorted -- so a listing reads only the
+    keys under its prefix (a reader lists its sources' streams every poll)."""
 
     def __init__(self, fabric: ObjectFabric, region_id: str) -> None:
         self.fabric, self.region_id = fabric, region_id
         self.node = objstore_node(region_id)
         self.objects: dict[str, tuple[bytes, dict[str, str], float]] = {}
+        self.keys: list[str] = []  # the keys of ``objects``, sorted (ASCII: the byte order of a listing)
         self.pending: dict[str, PendingCopy] = {}  # manifest key -> copy not yet everywhere
         self.mailbox = fabric.world.net.register(self.node, handler=partial(fabric.receive, self))
+
+    def add(self, key: str, value: tuple[bytes, dict[str, str], float]) -> bool:
+        """Store ``value`` under ``key`` unless the key is present; True if it was absent."""
+        if key in self.objects:
+            return False
+        self.objects[key] = value
+        keys = self.keys
+        if not keys or keys[-1] < key:
+            keys.append(key)
+        else:
+            insort(keys, key)
+        return True
+
+    def listed(self, prefix: str, now: float) -> list[str]:
+        """The keys starting with ``prefix`` whose objects are visible at ``now``, sorted."""
+        keys, objects = self.keys, self.objects
+        out = []
+        for i in range(bisect_left(keys, prefix), len(keys)):
+            key = keys[i]
+            if not key.startswith(prefix):
+                break
+            if objects[key][2] <= now:
+                out.append(key)
+        return out
 
     def oldest_unreplicated(self, anywhere: bool) -> float | None:
         """Oldest record time in a copy that has not reached every (``anywhere``: any) other region."""
@@ -84,7 +114,8 @@ class Bucket:
 
     def forget(self, key: str) -> None:
         """A deleted object (a superseded summary) is no longer copied."""
-        self.objects.pop(key, None)
+        if self.objects.pop(key, None) is not None:
+            self.keys.pop(bisect_left(self.keys, key))
         self.pending.pop(key, None)
 
 
@@ -162,7 +193,7 @@ class ObjectFabric:
         for key, data, meta in body["objects"]:
             # a copy sent before the operator's repair lands with the good bytes: the repair is
             # of the object, wherever it is, also in flight
-            bucket.objects.setdefault(key, (self.repaired.get(key, data), meta, self._now()))
+            bucket.add(key, (self.repaired.get(key, data), meta, self._now()))
         source = self.buckets[body["src"]]
         copy = source.pending.get(body["key"])
         if copy is None or bucket.region_id not in copy.waiting:
@@ -234,7 +265,7 @@ class RegionObjectView:
             flipped[len(data) // 2] ^= 0x10
             data = bytes(flipped)
             self.region.world.history.record(self._now(), "crr.corrupted", region=self.region.id, key=key)
-        self.bucket.objects[key] = (data, meta, self._now() + self._upload_delay(len(data)))
+        self.bucket.add(key, (data, meta, self._now() + self._upload_delay(len(data))))
         if key.endswith(MANIFEST_SUFFIX):
             self.fabric.start_copy(self.bucket, key)
         elif key.startswith(SUMMARY_PREFIX + "/"):
@@ -268,9 +299,7 @@ class RegionObjectView:
     def list(self, prefix: str = "") -> list[str]:
         check_prefix(prefix)
         self._check()
-        now = self._now()
-        return sorted((k for k, v in self.bucket.objects.items() if k.startswith(prefix) and v[2] <= now),
-                      key=lambda k: k.encode())
+        return self.bucket.listed(prefix, self._now())
 
     def delete(self, key) -> None:
         self._check()
@@ -346,6 +375,21 @@ class CompactAuthoritativeStore:
                     yield t, p, v.authoritative, v.conflict
                 else:
                     yield t, p, v[0], False
+
+    def final_auth_rows(self, region: str, order) -> Iterator[tuple]:
+        """The ``final.auth`` rows of :meth:`final_rows`, in its order, made as they are read:
+        ``(region, tenant, pcs_id, authoritative digest, its origin region, conflict)``;
+        ``order`` (:class:`flk.sim.stores.KeyOrder`) sorts each tenant's keys."""
+        for t in sorted(self._d):
+            keys = self._d[t]
+            for p in order.sorted(t, keys):
+                v = keys[p]
+                if type(v) is tuple:
+                    a = v[0]
+                    yield region, t, p, a.payload_digest, a.region, False
+                else:
+                    a = v.authoritative
+                    yield region, t, p, a.payload_digest, a.region, v.conflict
 
     def count(self) -> int:
         return self._n

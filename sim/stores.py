@@ -14,6 +14,9 @@ run under simulated time.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from hashlib import sha256
+
 from flk.impl.dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable
 from flk.impl.dedup.base import check_key, check_keys, check_ttl
 from flk.impl.dedup.memory import MemoryStore
@@ -169,6 +172,45 @@ class SimMemoryStore(MemoryStore):
                         add((t, p, v))
         return out
 
+    def final_rows(self, region: str, now: float, order: KeyOrder, seen: dict) -> Iterator[tuple]:
+        """The ``final.entry`` rows of :meth:`scan_all`'s entries, in its order, made as they
+        are read (no list of entries): ``(region, tenant, pcs_id, digest, status, body_sha)``,
+        ``body_sha`` the first 16 hex digits of SHA-256 of the body (:func:`flk.sim.region.body_sha`).
+        ``order`` sorts each tenant's keys (once for every store holding the same keys);
+        ``seen``, shared by the calls for the regions' stores: tenant -> (the key order, the
+        outcome and body_sha -- 8 bytes -- at each position) of the last store read with that order, so
+        an outcome object at the same key in the next region's store (the regions share
+        equal outcomes: :meth:`flk.sim.world.World.shared_outcome`) is not hashed again."""
+        bare_ttl = self._bare_ttl
+        by_tenant = self._by_tenant
+        for t in sorted(by_tenant):
+            keys = by_tenant[t]
+            ps = order.sorted(t, keys)
+            prev = seen.get(t)
+            if prev is None or prev[0] is not ps:
+                # the hashes as 8 bytes each (16 hex digits) in one bytearray: no string per key
+                prev = seen[t] = (ps, [None] * len(ps), bytearray(8 * len(ps)))
+            _, outs, shas = prev
+            for i, p in enumerate(ps):
+                v = keys[p]
+                if type(v) is tuple:  # self._split, inlined
+                    if v[0] <= now:
+                        continue
+                    o = v[1]
+                elif v.first_seen + bare_ttl > now:
+                    o = v
+                else:
+                    continue
+                at = 8 * i
+                if outs[i] is o:
+                    sha = shas[at:at + 8].hex()
+                else:
+                    head = sha256(o.body).digest()[:8]
+                    shas[at:at + 8] = head
+                    outs[i] = o
+                    sha = head.hex()
+                yield region, t, p, o.payload_digest, o.status, sha
+
     def peek(self, tenant: str, pcs_id: str):
         """The outcome held for the key, expired or not, without a side effect (for sharing
         equal outcomes between regions: :meth:`flk.sim.world.World.shared_outcome`)."""
@@ -177,6 +219,24 @@ class SimMemoryStore(MemoryStore):
 
 
 _EMPTY: dict = {}
+
+
+class KeyOrder:
+    """Each tenant's keys sorted, shared by the stores that hold the same keys: at the end of
+    a run every region's store and reconciler hold the same keys (once converged), so one
+    sort serves them all. A key set is the last one sorted when it has as many keys and
+    holds every key of that sorted list (no copy of a key set is kept)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, list[str]] = {}  # tenant -> its keys as last sorted
+
+    def sorted(self, tenant: str, keys) -> list[str]:
+        """``sorted(keys)`` (``keys``: a dict or set of one tenant's pcs_ids)."""
+        last = self._last.get(tenant)
+        if last is not None and len(last) == len(keys) and all(map(keys.__contains__, last)):
+            return last
+        out = self._last[tenant] = sorted(keys)
+        return out
 
 
 class StoreTopology:

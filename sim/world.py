@@ -23,7 +23,7 @@ from .region import SIM_EPOCH, Region, body_sha
 from .replication import ObjectFabric, RegionReplication
 from .rng import Streams
 from .routing import Router
-from .stores import SimMemoryStore
+from .stores import KeyOrder, SimMemoryStore
 from .workload import Agent, PcsFactory, make_templates, tenant_key
 
 BASE_KEY = b"flk-sim-tenant-base"  # simulated tenants' key material is derived from this (not a secret)
@@ -264,24 +264,32 @@ class World:
         operator.start(self)  # the scenario's [[policies]] (sim/operator.py)
         env.run(until=self.duration + self.quiescence)
         self.history.record(env.now, "phase", name="final")
+        entry_fields = ("region", "tenant", "pcs_id", "digest", "status", "body_sha")
+        order, seen = KeyOrder(), {}  # one sort per tenant's key set; a shared outcome hashed once
         for rid in self.region_ids:
-            final = self.regions[rid].final_entries()
-            self.history.record_many(env.now, "final.entry", ("region", "tenant", "pcs_id", "digest", "status",
-                                                              "body_sha"),
+            region = self.regions[rid]
+            snap = self.rewind_snapshots.get(rid)
+            store = region.topology.store
+            if snap is None and isinstance(store, SimMemoryStore):
+                # the same rows as below, made as they are read (scan_all's order and entries)
+                self.history.record_many(env.now, "final.entry", entry_fields,
+                                         store.final_rows(rid, region.now(), order, seen))
+                continue
+            final = region.final_entries()
+            self.history.record_many(env.now, "final.entry", entry_fields,
                                      ((rid, t, p, o.payload_digest, o.status, sha256(o.body).hexdigest()[:16])
                                       for t, p, o in final))  # body_sha, inline
-            snap = self.rewind_snapshots.get(rid)
             if snap is not None:
                 now_map = {(t, p): body_sha(o.body) for t, p, o in final}
                 changed = sorted(k for k, v in snap.items() if now_map.get(k) != v)
                 self.history.record(env.now, "crr.rewind_check", region=rid, checked=len(snap),
                                     changed=len(changed), examples=[list(k) for k in changed[:3]])
             del final  # one region's final entries alive at a time (the run's peak memory)
+        seen.clear()
         for rid, rep in self.repl.items():
             self.history.record_many(env.now, "final.auth", ("region", "tenant", "pcs_id", "digest", "origin",
                                                              "conflict"),
-                                     ((rid, t, p, a.payload_digest, a.region, conflict)
-                                      for t, p, a, conflict in rep.auth.final_rows()))  # sorted by key
+                                     rep.auth.final_auth_rows(rid, order))  # sorted by key
         return self.history
 
     def _sample(self):

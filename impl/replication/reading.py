@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import posixpath
 import random
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from ..core.backoff import Backoff
@@ -102,6 +104,22 @@ def _index_of(rec: InboxRecord, first: int, records: list[InboxRecord]) -> int:
     return first + next(k for k, r in enumerate(records) if r is rec)
 
 
+_UNPARSED = object()
+
+
+def _segment_of(key: str, source: str) -> tuple[str, int, str] | None:
+    """``(stream, first index, segment log name)`` of a listed manifest key of ``source``'s
+    streams (the stream itself or its ``/w<n>`` workers); None for any other key."""
+    stream, _, name = key.rpartition("/")
+    if not name.endswith(MANIFEST_SUFFIX) or not (stream == source or stream.startswith(source + "/w")):
+        return None
+    log_name = name[: -len(MANIFEST_SUFFIX)] + LOG_SUFFIX
+    parsed = parse_name(log_name)
+    if parsed is None or parsed[0] != "seg":
+        return None
+    return stream, parsed[1], log_name
+
+
 class Reader:
     """Reads the sources of a topology from ``store`` and applies their records."""
 
@@ -135,19 +153,26 @@ class Reader:
         self.applied_records = 0
         self.filtered_records = 0
         self.apply_lag = LagStats()
+        # source -> listed key -> what it names (:func:`_segment_of`): a poll lists every
+        # segment a stream ever shipped, so each key is parsed once, not once per poll
+        self._names: dict[str, dict[str, tuple[str, int, str] | None]] = {}
 
     def streams(self, source: str) -> dict[str, list[tuple[int, str]]]:
         """stream -> sorted [(first_index, segment log name)] with a manifest in the store."""
         out: dict[str, list[tuple[int, str]]] = {}
+        names = self._names.get(source)
+        if names is None:
+            names = self._names[source] = {}
         for key in self.store.list(source + "/"):
-            stream, _, name = key.rpartition("/")
-            if not name.endswith(MANIFEST_SUFFIX) or not (stream == source or stream.startswith(source + "/w")):
-                continue
-            log_name = name[: -len(MANIFEST_SUFFIX)] + LOG_SUFFIX
-            parsed = parse_name(log_name)
-            if parsed is None or parsed[0] != "seg":
-                continue
-            out.setdefault(stream, []).append((parsed[1], log_name))
+            entry = names.get(key, _UNPARSED)
+            if entry is _UNPARSED:
+                entry = names[key] = _segment_of(key, source)
+            if entry is not None:
+                stream, first, log_name = entry
+                got = out.get(stream)
+                if got is None:
+                    got = out[stream] = []
+                got.append((first, log_name))
         return {s: sorted(v) for s, v in sorted(out.items())}
 
     def step(self, now: float) -> float:
@@ -187,7 +212,9 @@ class Reader:
 
     def _read_stream(self, stream: str, source: str, tenants: TenantFilter, segs, now: float) -> int:
         n = 0
-        for first, name in segs:
+        # ``segs`` is sorted: start at the first segment at or past the watermark (a poll lists
+        # every segment the stream ever shipped; those below were applied before)
+        for first, name in islice(segs, bisect_left(segs, (self.watermarks.get(stream, 0),)), None):
             wm = self.watermarks.get(stream, 0)
             if first < wm:
                 continue
