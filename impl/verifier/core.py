@@ -249,9 +249,12 @@ class VerifyBatch:
         self._pending = []
 
     # -- steps 3, 4 (and 6 when it is pure) ---------------------------------------------
-    def verify(self) -> list[tuple[str, str]]:
+    def verify(self, fresh: bool = False) -> list[tuple[str, str]]:
         """Steps 3-4 (and 6 when there are no hooks: it is pure then) after the WAL
-        append; the ``(tenant, pcs_id)`` keys to look up, one per item still pending."""
+        append; the ``(tenant, pcs_id)`` keys to look up, one per item still pending.
+        ``fresh``: the driver writes with :meth:`fresh_writes` -- a common 200 outcome is
+        kept as its body (``Item.fresh``), no :class:`StoredOutcome` built; else every
+        item's ``outcome`` is built here (the drivers that read it: the simulator, replay)."""
         v, now, sink = self.v, self.now, self.sink
         early = not v.hooks
         fused = _compiled_accept if early and v.signal_params is not None else None
@@ -260,6 +263,7 @@ class VerifyBatch:
             self._parts = (float_repr(float(now)), v.policy_version_json, v.region_json)
             accepted = self._accept_all()
         ingest = sink is not None and not self.replay
+        region, version = v.region, v.policy.version
         new_who = tuple.__new__  # _Authenticated(...) without its Python-level __new__
         decided = True  # every pending item has its outcome to store (found() has nothing to decide)
         pending = []
@@ -274,8 +278,10 @@ class VerifyBatch:
                 who = item.who = new_who(_Authenticated, (tenant.tenant_id, "v1", digest))
                 item.pcs_id = pcs_id
                 if answer is not None:  # no reason: Verifier.settle's 200 outcome, its body written by accept_v1
-                    # (StoredOutcome(digest, 200, answer, now, region, version), built only if a driver asks)
-                    item.fresh, item.reasons = answer, _NO_REASONS
+                    if fresh:  # StoredOutcome(digest, 200, answer, now, region, version), not built
+                        item.fresh, item.reasons = answer, _NO_REASONS
+                    else:
+                        item.outcome, item.reasons = StoredOutcome(digest, 200, answer, now, region, version), []
                 else:
                     self._settle(item, who, got)
                     decided = decided and item.outcome is not None
@@ -610,7 +616,8 @@ def _lookup_and_record(batch: VerifyBatch, store: Any, now: float, ttl_s: float,
     """Steps 3-8 of ``batch`` against ``store``: one ``get_many`` (only when ``lookup`` and the
     batch needs it), one ``put_many_if_absent`` -- or ``put_many_fresh_if_absent`` when the store
     has it (the SQLite store: the common outcomes written without a StoredOutcome each)."""
-    keys = batch.verify()
+    put_fresh = getattr(store, "put_many_fresh_if_absent", None)
+    keys = batch.verify(fresh=put_fresh is not None)
     if not keys:
         return
     if lookup and batch.needs_lookup:
@@ -622,7 +629,6 @@ def _lookup_and_record(batch: VerifyBatch, store: Any, now: float, ttl_s: float,
         batch.found(found)
     else:  # no hooks: put-if-absent answers a held key as step 5 would (VerifyBatch.needs_lookup)
         batch.skip_lookup()
-    put_fresh = getattr(store, "put_many_fresh_if_absent", None)
     if put_fresh is not None:  # the common outcomes handed over without a StoredOutcome each
         items, fresh = batch.fresh_writes()
         if not items:
