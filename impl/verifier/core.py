@@ -470,6 +470,8 @@ class VerifyBatch:
         winner's outcome): what :meth:`recorded` answers, without a fresh item's outcome."""
         v, sink, latency, responses = self.v, self.sink, self.latency, self.responses
         now = self.now
+        # the batch's answers leave together: one clock read for the recorded ones' latency
+        elapsed = time.perf_counter() - self.started if latency is not None else 0.0
         for item, winner in zip(self._pending, results, strict=True):
             if winner is not None:
                 self._existing(item, winner)
@@ -480,16 +482,12 @@ class VerifyBatch:
                 status, body, first_seen = outcome.status, outcome.body, outcome.first_seen
             else:
                 status, first_seen = 200, now
-            resp = Response(status, _FRESH_HEADERS, body)  # _outcome_response(outcome, False)
-            event = v.accepted_event(status, first_seen, item.reasons, item.pcs_id, item.who, item.label) \
-                if sink is not None else None
-            if latency is not None:
-                self._finish(item, resp, event, A_STORED, item.who.digest)
-                continue
-            responses[item.pos] = resp
+            responses[item.pos] = Response(status, _FRESH_HEADERS, body)  # _outcome_response(outcome, False)
             item.answer, item.answer_digest = A_STORED, item.who.digest
-            if event is not None:
-                sink(event)
+            if sink is not None:
+                sink(v.accepted_event(status, first_seen, item.reasons, item.pcs_id, item.who, item.label))
+            if latency is not None:
+                latency(item.label, elapsed)
         self._pending = []
 
     def record_failed(self) -> None:

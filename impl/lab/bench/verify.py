@@ -222,8 +222,8 @@ def _driven_run(kind: str, bodies: list[bytes], batch: int, tmp: str, depth: int
 
     async def submit_all():
         futures = [driver.submit(b, "bench") for b in bodies]
-        await futures[-1]  # the driver answers its batches in WAL order: the last one is answered last
-        await asyncio.wait(futures)  # (all done by now: no wait)
+        for fut in reversed(futures):  # batches are answered in WAL order: the last is answered last
+            await fut
         return [f.result() for f in futures]
 
     try:
