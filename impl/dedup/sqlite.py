@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sqlite3
 import threading
@@ -38,11 +39,13 @@ from .base import (
     BatchMixin,
     StoredOutcome,
     StoreUnavailable,
+    _tail,
     check_key,
     check_keys,
     check_ttl,
     decode_cursor,
     encode_cursor,
+    float_repr,
     sample_rank,
 )
 
@@ -96,6 +99,15 @@ def _upsert_many(n: int) -> str:
             "outcome = excluded.outcome WHERE dedup.expires_at <= ? RETURNING tenant, pcs_id")
 
 
+def fresh_mid(status: int, first_seen: float, region: str, policy_version: str) -> bytes | None:
+    """The bytes between a fresh row's digest and its body: ``StoredOutcome(digest, status, body,
+    first_seen, region, policy_version).to_bytes()`` is ``b'["' + digest + mid + body`` for a
+    digest of ASCII letters and digits (None: ``first_seen`` is not a finite float)."""
+    if type(status) is not int or type(first_seen) is not float or not math.isfinite(first_seen):
+        return None
+    return b'",%d,%s,%s\n' % (status, float_repr(first_seen).encode(), _tail(region, policy_version))
+
+
 class SqlRows:
     """The batch rows over a Python ``sqlite3`` connection: the pure reference of the
     compiled ``_fastsqlite.Rows`` (same methods, same answers, same rows on disk).
@@ -109,6 +121,13 @@ class SqlRows:
       ``expires_at <= now`` makes each write expire at once); ``(True, outcome)`` for a
       written item, ``(False, the stored winner's bytes)`` for the others, read under
       the write lock.
+
+    * ``put_many(items, now, expires_at, good, mid)`` with ``mid`` (bytes, see
+      :func:`fresh_mid`): an item may also be a *fresh* row ``(tenant, pcs_id, digest, body)``
+      -- the verifier's common 200 outcome, no :class:`StoredOutcome` built -- written as
+      ``b'["' + digest + mid + body`` (``StoredOutcome(digest, *fresh, body).to_bytes()``
+      when ``digest`` is ASCII letters and digits; any other digest answers None: the
+      store builds the outcomes); the answers are then None (written) or the winner's bytes.
 
     ``good`` (the set of tenants known to pass the tenant-id rule, or None: the keys were
     checked): the keys are checked first (:func:`check_keys`: ValueError). The compiled
@@ -137,7 +156,17 @@ class SqlRows:
         params.append(now)
         return {(t, p): o for t, p, o in self.conn.execute(_select_many(len(keys)), params)}
 
-    def put_many(self, items, now, expires_at, good=None) -> list:
+    def put_many(self, items, now, expires_at, good=None, mid=None) -> list | None:
+        if mid is not None:
+            raw: list = []
+            for item in items:
+                if len(item) == 4:
+                    d, body = item[2], item[3]
+                    if type(d) is not str or not (d.isascii() and d.isalnum()) or type(body) is not bytes:
+                        return None  # not the common form: the store builds the outcomes
+                    raw.append(b'["' + d.encode() + mid + body)
+                else:
+                    raw.append(item[2].to_bytes())
         if good is not None:
             check_keys(items)
         c = self.conn
@@ -146,33 +175,33 @@ class SqlRows:
         for i in range(0, len(items), _CHUNK):
             chunk = items[i:i + _CHUNK]
             params: list = []
-            for t, p, o in chunk:
-                params += (t, p, expires_at, o.to_bytes())
+            for j, item in enumerate(chunk, i):
+                params += (item[0], item[1], expires_at, item[2].to_bytes() if mid is None else raw[j])
             params.append(now)
             for k in c.execute(_upsert_many(len(chunk)), params):
                 written[k] = written.get(k, 0) + 1
         if len(written) == len(items):  # every key distinct and written: no loser to read back
             c.execute("COMMIT")
-            return [(True, o) for _, _, o in items]
+            return [None] * len(items) if mid is not None else [(True, item[2]) for item in items]
         out: list = []
         losers = []
-        for t, p, o in items:
-            k = (t, p)
+        for item in items:
+            k = (item[0], item[1])
             left = written.get(k, 0)
             if left:
                 written[k] = left - 1
-                out.append((True, o))
+                out.append(None if mid is not None else (True, item[2]))
             else:
-                out.append(None)
+                out.append(False)
                 losers.append(k)
         stored = self._select(list(dict.fromkeys(losers)), now) if losers else {}
         c.execute("COMMIT")
-        for j, ((t, p, _), r) in enumerate(zip(items, out, strict=True)):
-            if r is None:
-                w = stored.get((t, p))
+        for j, (item, r) in enumerate(zip(items, out, strict=True)):
+            if r is False:
+                w = stored.get((item[0], item[1]))
                 if w is None:  # impossible under the write lock; fail closed rather than guess
                     raise sqlite3.OperationalError("conflicting row vanished")
-                out[j] = (False, w)
+                out[j] = w if mid is not None else (False, w)
         return out
 
     def close(self) -> None:
@@ -310,6 +339,35 @@ class SqliteStore(BatchMixin):
         for k, (won, got) in enumerate(res):
             if not won:
                 res[k] = (False, StoredOutcome.from_bytes(got))
+        return res
+
+    def put_many_fresh_if_absent(self, items, fresh, now, ttl_s=None):
+        """:meth:`put_many_if_absent` of items that are ``(tenant, pcs_id, outcome)`` or *fresh*
+        ``(tenant, pcs_id, digest, body)`` -- ``StoredOutcome(digest, *fresh[:1], body, *fresh[1:])``
+        with ``fresh = (status, first_seen, region, policy_version)`` shared by the batch,
+        written without building it (the verifier's common 200 outcome; the compiled rows
+        write its bytes in C). Answers None for a written item, else the winner's
+        :class:`StoredOutcome`; the same rows and answers as :meth:`put_many_if_absent` of
+        the built outcomes (tests/dedup/test_sqlite_rows_differential.py)."""
+        ttl = check_ttl(ttl_s, self.ttl_s)
+        if not items:
+            return []
+        expires_at = now + ttl
+        mid = fresh_mid(*fresh)
+        res = None
+        if mid is not None:
+            res = self._run(lambda rows: rows.put_many(items, now, expires_at, _GOOD_TENANTS, mid), rows=True)
+            if res is None:  # a key the compiled check did not pass, or a digest not of the common form
+                check_keys(items)
+                res = self._run(lambda rows: rows.put_many(items, now, expires_at, None, mid), rows=True)
+        if res is None:  # the outcomes built (a digest or first_seen not of the common form)
+            status, first_seen, region, version = fresh
+            built = [(t[0], t[1], StoredOutcome(t[2], status, t[3], first_seen, region, version)) if len(t) == 4
+                     else t for t in items]
+            return [None if won else got for won, got in self.put_many_if_absent(built, now, ttl_s)]
+        for k, got in enumerate(res):
+            if got is not None:
+                res[k] = StoredOutcome.from_bytes(got)
         return res
 
     def count(self, now):

@@ -101,6 +101,8 @@ class FailureWatch:
     def __init__(self, store: Any) -> None:
         self.store = store
         self.failures = 0
+        if callable(getattr(store, "put_many_fresh_if_absent", None)):  # the SQLite store's fresh-outcome write
+            self.put_many_fresh_if_absent = self._put_many_fresh
 
     def get_many(self, keys: list, now: float) -> list:
         try:
@@ -112,6 +114,13 @@ class FailureWatch:
     def put_many_if_absent(self, items: list, now: float, ttl_s: float | None = None) -> list:
         try:
             return self.store.put_many_if_absent(items, now, ttl_s)
+        except BaseException:
+            self.failures += 1
+            raise
+
+    def _put_many_fresh(self, items: list, fresh: tuple, now: float, ttl_s: float | None = None) -> list:
+        try:
+            return self.store.put_many_fresh_if_absent(items, fresh, now, ttl_s)
         except BaseException:
             self.failures += 1
             raise

@@ -323,6 +323,15 @@ class GuardedStore:
         self.breaker_rejected = 0  # items answered 503 without calling the store
         self.call_seconds = StoreCallTimes()
         self._admitted_at: float | None = None
+        # the fresh-outcome write (flk.impl.dedup.sqlite.SqliteStore.put_many_fresh_if_absent) where the
+        # store's class or the store itself defines it (not one a wrapper's __getattr__ forwards)
+        if callable(getattr(type(store), "put_many_fresh_if_absent", None)) \
+                or "put_many_fresh_if_absent" in getattr(store, "__dict__", ()):
+            self.put_many_fresh_if_absent = self._put_many_fresh
+
+    def _put_many_fresh(self, items: list, fresh: tuple, now: float, ttl_s: float | None = None) -> list:
+        self.admit(len(items))
+        return self.call(self.store.put_many_fresh_if_absent, items, fresh, now, ttl_s)
 
     def get_many(self, keys: list, now: float) -> list:
         self.admit(len(keys))

@@ -20,10 +20,14 @@ Steps (SPEC.md section 8; one call per step for the whole batch)::
                          the dedup keys to look up (INV-VERIFY-BEFORE-DEDUP: no key
                          is handed out before its signature verified)
     found(outcomes)      step 5: replays and conflicts answered; step 6 for the rest
-      or skip_lookup()   (cross-region replay: put-if-absent alone decides)
+      or skip_lookup()   (no hooks -- needs_lookup is False -- or cross-region replay:
+                         put-if-absent alone decides, a held key answered as a hit would be)
       or lookup_failed() 503
     writes()             step 7: what to put, in request order
+      or fresh_writes()  the same, a fresh 200 outcome as (tenant, pcs_id, digest, body):
+                         no StoredOutcome built (a store's put_many_fresh_if_absent)
     recorded(results)    step 7's answers (a lost race answers like a step-5 hit)
+      or recorded_fresh(answers)
       or record_failed() 503
     responses            step 8: every request's answer, in request order
     notes()              the home answers, for the WAL segment's manifest
@@ -86,6 +90,7 @@ from .pipeline import (
 from .tenants import Tenant
 
 Latency = Callable[[str, float], None]
+_NO_REASONS: tuple[str, ...] = ()  # a fresh 200 outcome's reasons (shared)
 
 # steps 3, 4 and 6 of the common case in one compiled call; None on the pure path (flk.impl.core.accel)
 _compiled_accept = accel.bind(accelerated.ACCEPT_V1, globals(), "_compiled_accept")
@@ -109,7 +114,8 @@ class Item:
     who: _Authenticated | None = None  # step 4's answer: who signed what
     pcs_id: str = ""
     doc: dict | None = None  # the parsed PCS, kept while step 6 is still to run
-    outcome: StoredOutcome | None = None  # step 6's outcome to store
+    outcome: StoredOutcome | None = None  # step 6's outcome to store (built lazily when fresh)
+    fresh: bytes | None = None  # the common 200 outcome's body (accept_v1 wrote it; no StoredOutcome built)
     reasons: list[str] | None = None
     answer: int = -1  # the home answer (flk.impl.storage.walformat.A_*); -1: none yet
     answer_digest: str = ""  # the stored / held payload digest of the answer
@@ -243,9 +249,12 @@ class VerifyBatch:
         self._pending = []
 
     # -- steps 3, 4 (and 6 when it is pure) ---------------------------------------------
-    def verify(self) -> list[tuple[str, str]]:
+    def verify(self, fresh: bool = False) -> list[tuple[str, str]]:
         """Steps 3-4 (and 6 when there are no hooks: it is pure then) after the WAL
-        append; the ``(tenant, pcs_id)`` keys to look up, one per item still pending."""
+        append; the ``(tenant, pcs_id)`` keys to look up, one per item still pending.
+        ``fresh``: the driver writes with :meth:`fresh_writes` -- a common 200 outcome is
+        kept as its body (``Item.fresh``), no :class:`StoredOutcome` built; else every
+        item's ``outcome`` is built here (the drivers that read it: the simulator, replay)."""
         v, now, sink = self.v, self.now, self.sink
         early = not v.hooks
         fused = _compiled_accept if early and v.signal_params is not None else None
@@ -269,7 +278,10 @@ class VerifyBatch:
                 who = item.who = new_who(_Authenticated, (tenant.tenant_id, "v1", digest))
                 item.pcs_id = pcs_id
                 if answer is not None:  # no reason: Verifier.settle's 200 outcome, its body written by accept_v1
-                    item.outcome, item.reasons = StoredOutcome(digest, 200, answer, now, region, version), []
+                    if fresh:  # StoredOutcome(digest, 200, answer, now, region, version), not built
+                        item.fresh, item.reasons = answer, _NO_REASONS
+                    else:
+                        item.outcome, item.reasons = StoredOutcome(digest, 200, answer, now, region, version), []
                 else:
                     self._settle(item, who, got)
                     decided = decided and item.outcome is not None
@@ -381,7 +393,7 @@ class VerifyBatch:
             if item.doc is not None:
                 self._decided(item, v.decide(item.doc, item.who, now))
                 item.doc = None
-            if item.outcome is None:  # a hook reason that rejects: nothing is stored
+            if item.outcome is None and item.fresh is None:  # a hook reason that rejects: nothing is stored
                 resp, kind = item.reasons  # type: ignore[misc]
                 self._finish(item, resp, _event(item.label, resp, kind, pcs_id=item.pcs_id), A_REJECTED)
                 continue
@@ -394,6 +406,16 @@ class VerifyBatch:
         difference: they are asked before the store)."""
         self.found([None] * len(self._pending))
 
+    @property
+    def needs_lookup(self) -> bool:
+        """Whether step 5 can change an answer: only when the verifier has hooks (a hook is
+        asked only for a key the store does not hold, and a hook's rejection stores
+        nothing). Without hooks every pending outcome is decided and put-if-absent answers
+        a held key exactly as a hit would (a lost race is answered like a step-5 hit,
+        :meth:`recorded`), so a driver may :meth:`skip_lookup` instead of ``get_many``
+        (tests/verifier/test_batch_differential.py proves the answers equal)."""
+        return bool(self.v.hooks) or not self._all_decided
+
     def lookup_failed(self) -> None:
         """The store did not answer step 5: 503 for every pending request."""
         self._unavailable(self._pending)
@@ -401,8 +423,26 @@ class VerifyBatch:
 
     # -- step 7 -----------------------------------------------------------------------
     def writes(self) -> list[tuple[str, str, StoredOutcome]]:
-        """What step 7 puts (put-if-absent, one transaction, request order)."""
-        return [(item.who.tenant_id, item.pcs_id, item.outcome) for item in self._pending]
+        """What step 7 puts (put-if-absent, one transaction, request order); a fresh item's
+        :class:`StoredOutcome` is built here (see :meth:`fresh_writes` for the form without it)."""
+        now, region, version = self.now, self.v.region, self.v.policy.version
+        out = []
+        for item in self._pending:
+            if item.fresh is not None and item.outcome is None:
+                item.outcome = StoredOutcome(item.who.digest, 200, item.fresh, now, region, version)
+            out.append((item.who.tenant_id, item.pcs_id, item.outcome))
+        return out
+
+    def fresh_writes(self) -> tuple[list[tuple], tuple[int, float, str, str]]:
+        """:meth:`writes` without building the common outcomes: ``(items, fresh)``, an item
+        ``(tenant, pcs_id, digest, body)`` for a fresh 200 outcome -- the outcome
+        ``StoredOutcome(digest, 200, body, *fresh[1:])`` with ``fresh = (200, now, region,
+        policy_version)`` -- else ``(tenant, pcs_id, outcome)``; for a store's
+        ``put_many_fresh_if_absent`` (its answers go to :meth:`recorded_fresh`)."""
+        new = tuple.__new__
+        out = [new(tuple, (item.who.tenant_id, item.pcs_id, item.who.digest, item.fresh)) if item.fresh is not None
+               else (item.who.tenant_id, item.pcs_id, item.outcome) for item in self._pending]
+        return out, (200, self.now, self.v.region, self.v.policy.version)
 
     def recorded(self, results: Sequence[tuple[bool, StoredOutcome]]) -> None:
         """Step 7's answers: the recorded outcome, or the race winner's (replay or conflict)."""
@@ -425,6 +465,31 @@ class VerifyBatch:
                 sink(event)
         self._pending = []
 
+    def recorded_fresh(self, results: Sequence[StoredOutcome | None]) -> None:
+        """Step 7's answers from ``put_many_fresh_if_absent`` (None: recorded; else the race
+        winner's outcome): what :meth:`recorded` answers, without a fresh item's outcome."""
+        v, sink, latency, responses = self.v, self.sink, self.latency, self.responses
+        now = self.now
+        # the batch's answers leave together: one clock read for the recorded ones' latency
+        elapsed = time.perf_counter() - self.started if latency is not None else 0.0
+        for item, winner in zip(self._pending, results, strict=True):
+            if winner is not None:
+                self._existing(item, winner)
+                continue
+            body = item.fresh
+            if body is None:
+                outcome = item.outcome
+                status, body, first_seen = outcome.status, outcome.body, outcome.first_seen
+            else:
+                status, first_seen = 200, now
+            responses[item.pos] = Response(status, _FRESH_HEADERS, body)  # _outcome_response(outcome, False)
+            item.answer, item.answer_digest = A_STORED, item.who.digest
+            if sink is not None:
+                sink(v.accepted_event(status, first_seen, item.reasons, item.pcs_id, item.who, item.label))
+            if latency is not None:
+                latency(item.label, elapsed)
+        self._pending = []
+
     def record_failed(self) -> None:
         """The store did not answer step 7: 503 for every pending request."""
         self._unavailable(self._pending)
@@ -442,7 +507,8 @@ def run_requests(verifier: Verifier, requests: Sequence[Request], now: float, wa
                  notes: list[AnswerNote] | None = None) -> list[Response]:
     """One batch of requests through the core, synchronously (the server's batch
     thread, ``flk bench verify``): one :func:`flk.impl.verifier.pipeline.wal_write`
-    (append + ONE sync), one ``get_many``, one ``put_many_if_absent``. It answers
+    (append + ONE sync), one ``get_many`` (none without hooks: :attr:`VerifyBatch.needs_lookup`),
+    one ``put_many_if_absent`` (``put_many_fresh_if_absent`` where the store has it). It answers
     exactly what ``run_batch([verifier.handle(r, now) for r in requests], ...)``
     answers -- the reference (tests/verifier/test_fastpath_differential.py).
     ``notes``: where the batch's home answers go (the caller appends them to the WAL)."""
@@ -545,19 +611,33 @@ class _NoRoll:
 
 
 def _lookup_and_record(batch: VerifyBatch, store: Any, now: float, ttl_s: float, lookup: bool) -> None:
-    """Steps 3-8 of ``batch`` against ``store`` (one ``get_many``, one ``put_many_if_absent``)."""
-    keys = batch.verify()
+    """Steps 3-8 of ``batch`` against ``store``: one ``get_many`` (only when ``lookup`` and the
+    batch needs it), one ``put_many_if_absent`` -- or ``put_many_fresh_if_absent`` when the store
+    has it (the SQLite store: the common outcomes written without a StoredOutcome each)."""
+    put_fresh = getattr(store, "put_many_fresh_if_absent", None)
+    keys = batch.verify(fresh=put_fresh is not None)
     if not keys:
         return
-    if lookup:
+    if lookup and batch.needs_lookup:
         try:
             found = store.get_many(keys, now)
         except StoreUnavailable:
             batch.lookup_failed()
             return
         batch.found(found)
-    else:
+    else:  # no hooks: put-if-absent answers a held key as step 5 would (VerifyBatch.needs_lookup)
         batch.skip_lookup()
+    if put_fresh is not None:  # the common outcomes handed over without a StoredOutcome each
+        items, fresh = batch.fresh_writes()
+        if not items:
+            return
+        try:
+            answers = put_fresh(items, fresh, now, ttl_s)
+        except StoreUnavailable:
+            batch.record_failed()
+            return
+        batch.recorded_fresh(answers)
+        return
     writes = batch.writes()
     if not writes:
         return

@@ -538,9 +538,14 @@ class Verifier:
 
     def recorded_event(self, outcome: StoredOutcome, reasons: list[str], pcs_id: str, who: _Authenticated,
                         label: str) -> dict[str, Any]:
-        return {"kind": "escalated" if outcome.status == 202 else "accepted", "tenant_label": label,
-                "status": outcome.status, "pcs_id": pcs_id, "tenant": who.tenant_id,
-                "payload_digest": who.digest, "reasons": list(reasons), "first_seen": outcome.first_seen,
+        return self.accepted_event(outcome.status, outcome.first_seen, reasons, pcs_id, who, label)
+
+    def accepted_event(self, status: int, first_seen: float, reasons: Sequence[str], pcs_id: str,
+                       who: _Authenticated, label: str) -> dict[str, Any]:
+        """:meth:`recorded_event` of an outcome's status and first_seen (none built)."""
+        return {"kind": "escalated" if status == 202 else "accepted", "tenant_label": label,
+                "status": status, "pcs_id": pcs_id, "tenant": who.tenant_id,
+                "payload_digest": who.digest, "reasons": list(reasons), "first_seen": first_seen,
                 "policy_version": self.policy.version}
 
     # the answers of step 5/7 (existing outcome), of a store outage and of a WAL failure: (response, event)

@@ -7,14 +7,15 @@ files: batches of puts with keys repeated inside a batch, keys already stored, r
 expired at the batch's ``now`` (and writes that expire at once), odd tenant ids,
 ``pcs_id`` s with NUL, non-ASCII and astral characters, outcomes of every form (digests
 that are not hex, non-ASCII or quoting regions, NaN/-0.0/huge ``first_seen``, bool and
-huge statuses, a subclass); then lookups. After every call the answers must be the
+huge statuses, a subclass), and *fresh* rows (``(tenant, pcs_id, digest, body)`` with the
+batch's shared middle bytes: the verifier's common outcome, none built); then lookups. After every call the answers must be the
 same (a written item's own outcome object, a loser's stored bytes), and at the end
 both files hold the same rows byte for byte. Files written by one path are read by
 the other (:class:`flk.impl.dedup.sqlite.SqliteStore` on each path).
 
 ``test_planted_c_bugs_are_caught`` builds ``_fastsqlite.c`` with a planted bug (every
 row counted as written; a quote in a region left unescaped; a lookup miss after a hit
-answered with the hit) and checks that the property fails on it and passes on the
+answered with the hit; a fresh row's digest one digit short) and checks that the property fails on it and passes on the
 real build.
 """
 
@@ -86,13 +87,37 @@ NOWS = st.sampled_from(NOW_VALUES)
 TTLS = st.sampled_from([1.0, 2.5, 60.0, 1e-9])  # 1e-9: now + ttl == now, every write expires at once
 
 
+FRESH_DIGESTS = st.one_of(st.sampled_from(["ab" * 32, "ab" * 32, "0", "AZaz09"]),
+                         st.sampled_from(["", "a b", "é1", 'a"b']))  # the second kind: the store builds outcomes
+# a batch's shared fresh head (status, first_seen, region, policy_version); fresh_mid None: not the common form
+FRESH_HEADS = st.tuples(st.sampled_from([200, 200, 202]),
+                        st.sampled_from([1_700_000_000.0, 0.0, -0.0, 1e300, 5e-324, 0.1, math.nan]), TEXTS, TEXTS)
+
+
+@st.composite
+def fresh_items(draw, key):
+    """A batch for ``put_many(..., mid)``: fresh rows ``(tenant, pcs_id, digest, body)`` (the
+    verifier's common outcome, none built) mixed with ``(tenant, pcs_id, outcome)`` items."""
+    head = draw(FRESH_HEADS)
+    entries = draw(st.lists(st.tuples(key, st.one_of(st.tuples(FRESH_DIGESTS, st.binary(max_size=40)), outcomes())),
+                            max_size=8))
+    return head, entries
+
+
 @st.composite
 def operations(draw):
     pool = draw(st.lists(KEYS, min_size=1, max_size=6, unique=True))
     key = st.sampled_from(pool)
     put = st.tuples(st.just("put"), st.lists(st.tuples(key, outcomes()), max_size=8), NOWS, TTLS)
+    fresh = st.tuples(st.just("fresh"), fresh_items(key), NOWS, TTLS)
     get = st.tuples(st.just("get"), st.lists(key, max_size=8), NOWS, st.just(0.0))
-    return pool, draw(st.lists(st.one_of(put, get), min_size=1, max_size=8))
+    return pool, draw(st.lists(st.one_of(put, fresh, get), min_size=1, max_size=8))
+
+
+def _fresh_args(head, entries):
+    """The items and ``mid`` of a drawn fresh batch (mid None: the common form does not apply)."""
+    items = [(t, p, *o) if type(o) is tuple else (t, p, o) for (t, p), o in entries]
+    return items, sq.fresh_mid(*head)
 
 
 def _open(path: str, pure: bool) -> SqliteStore:
@@ -139,6 +164,14 @@ def rows_property(open_rows, planted: bool = False):
                 for op, batch, now, ttl in ops:
                     if op == "get":
                         assert fast.get_many(batch, now) == ref.get_many(batch, now)
+                        continue
+                    if op == "fresh":
+                        items, mid = _fresh_args(*batch)
+                        if items and mid is not None:  # answers: None (written) or the winner's bytes
+                            assert fast.put_many(items, now, now + ttl, None, mid) == \
+                                ref.put_many(items, now, now + ttl, None, mid)
+                            keys = [(t[0], t[1]) for t in items]  # what was written, read back at once
+                            assert fast.get_many(keys, now) == ref.get_many(keys, now)
                         continue
                     items = [(t, p, o) for (t, p), o in batch]
                     if not items:
@@ -194,6 +227,43 @@ def test_the_store_reads_what_the_other_path_wrote(tmp_path):
         again = reader.put_many_if_absent(items[:1], now + 60, 5.0)  # an expired row is replaced
         assert again[0][0] is True
         reader.close()
+
+
+@settings(ROWS, max_examples=80)
+@given(drawn=operations())
+def test_fresh_puts_are_puts_of_the_built_outcomes(drawn):
+    """``SqliteStore.put_many_fresh_if_absent`` (fresh rows, no StoredOutcome built; on the
+    compiled rows where built, and on the reference) answers and writes exactly what
+    ``put_many_if_absent`` of the built outcomes does (the pure store: the reference)."""
+    pool, ops = drawn
+    with tempfile.TemporaryDirectory(prefix="flk-fresh-") as d:
+        stores = [_open(os.path.join(d, f"{k}.db"), pure=pure) for k, pure in enumerate((True, False, True))]
+        ref, fast, pure = stores
+        try:
+            for op, batch, now, ttl in ops:
+                if op == "get":
+                    want = [_plain(o) for o in ref.get_many(batch, now)]
+                    assert [_plain(o) for o in fast.get_many(batch, now)] == want
+                    continue
+                if op == "put":
+                    head, entries = (200, now, "eu", "1"), [(k, ("ab" * 32, b"{}")) for k, _ in batch]
+                else:
+                    head, entries = batch
+                if not entries:
+                    continue
+                items, _ = _fresh_args(head, entries)
+                status, first_seen, region, version = head
+                built = [(t[0], t[1], StoredOutcome(t[2], status, t[3], first_seen, region, version))
+                         if len(t) == 4 else t for t in items]
+                want = [None if won else o.to_bytes() for won, o in ref.put_many_if_absent(built, now, ttl)]
+                for store in (fast, pure):
+                    got = store.put_many_fresh_if_absent(items, head, now, ttl)
+                    assert [None if o is None else o.to_bytes() for o in got] == want
+            rows = [_rows_of(store.path) for store in stores]
+            assert rows[1] == rows[0] and rows[2] == rows[0]
+        finally:
+            for store in stores:
+                store.close()
 
 
 def test_a_bad_key_fails_on_both_paths_and_leaves_the_store_usable(tmp_path):
@@ -279,10 +349,11 @@ def _build_planted(bug: int):
 
 
 @needs_compiled
-@pytest.mark.parametrize("bug", [1, 2, 3])
+@pytest.mark.parametrize("bug", [1, 2, 3, 4])
 def test_planted_c_bugs_are_caught(bug):
     """Every row counted as written (bug 1), a region's quote not escaped (bug 2), a lookup
-    miss after a hit answered with the hit (bug 3): the property fails; the real build passes."""
+    miss after a hit answered with the hit (bug 3), a fresh row's digest written one digit
+    short (bug 4): the property fails; the real build passes."""
     planted = _build_planted(bug)
     if planted is None:
         if os.environ.get("CI") == "true":

@@ -107,6 +107,9 @@ class DownStore(MemoryStore):
     def get_many(self, keys, now):
         raise ConnectionError("down")
 
+    def put_many_if_absent(self, items, now, ttl_s=None):  # the core's only call without hooks (no lookup)
+        raise ConnectionError("down")
+
 
 def test_store_failures_open_the_breaker_and_answer_503(tmp_path) -> None:
     breaker = CircuitBreaker(failure_threshold=1, open_s=60.0)

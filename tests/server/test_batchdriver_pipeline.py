@@ -137,8 +137,8 @@ def test_inv_wal_first_pipelined_answers_and_dedup_only_after_the_sync_covering_
     index = _indexes(srv.wal)
     assert all(seen[b] > index[b] for b in bodies), "an answer came before the sync covering its record"
     by_id = {_pcs_id(b): index[b] for b in bodies}
+    assert store.writes  # (no reads: without hooks the core skips step 5, put-if-absent decides)
     for calls in (store.reads, store.writes):
-        assert calls
         for keys, durable in calls:
             assert all(durable > by_id[pcs_id] for _, pcs_id in keys), "a dedup call before the record was durable"
     # the pipeline really overlapped: records were appended while a sync ran, and answers
@@ -194,8 +194,9 @@ def test_inv_fww_two_batches_in_flight_with_one_key_the_earlier_record_wins(tmp_
     assert held.appends_during_sync == 1  # batch 2 appended while batch 1 synced: both in flight
     assert driver.batches == 2
     assert _earlier_record_won(answers, wal, bodies), [(r.status, r.header("Idempotent-Replayed")) for r in answers]
-    # batch 2 looked the key up only after batch 1 had stored it (one batch thread, WAL order)
-    (k1, _), (k2, _) = store.reads
+    # batch 2 wrote the key only after batch 1 had stored it (one batch thread, WAL order; without
+    # hooks the core skips step 5: put-if-absent answers the replay and the conflict)
+    (k1, _), (k2, _) = store.writes
     assert k1 == [("ta", _pcs_id(bodies[0]))] and len(k2) == 2
 
 

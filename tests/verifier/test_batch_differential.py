@@ -46,6 +46,7 @@ from flk.impl.storage.inbox import encode_inbox_records
 from flk.impl.storage.wal import SegmentedLog
 from flk.impl.storage.walformat import encode_frame
 from flk.impl.testing.cbuild import build_variant
+from flk.impl.testing.memwal import MemoryWal
 from flk.impl.verifier import core, pipeline
 from flk.impl.verifier.pipeline import Request, Verifier, WalAppend
 from flk.impl.verifier.tenants import from_mapping
@@ -289,7 +290,7 @@ def _one_tenant_batches():
     tenant = st.sampled_from(["ta", "ta", "ta", "ta", "tb", "tr", None])
     batch = st.tuples(st.lists(st.tuples(body, tenant), min_size=0, max_size=14),
                       st.sampled_from([PARAMS_NOW, PARAMS_NOW + 1.25, 5e9]),
-                      st.sampled_from([None, None, None, None, "get", "put"]))
+                      st.sampled_from([None, None, None, None, "first", "put"]))
     return st.lists(batch, min_size=1, max_size=3)
 
 
@@ -371,6 +372,108 @@ def test_every_hmac_vector_answers_the_same_in_one_batch():
             slow = run(b)
     assert fast == slow
     assert {status for status, _, _ in fast[0]} >= {400}
+
+
+# ------------------------------------------------------------ step 5 skipped, fresh outcomes unbuilt
+
+def _looked_up(verifier, requests, now, wal, store, sink):
+    """The core's steps with step 5 always run and every outcome built (``get_many`` of the
+    keys, then ``put_many_if_absent`` of ``writes()``): the sequence ``run_requests`` ran
+    before it skipped the lookup without hooks and handed fresh outcomes over unbuilt."""
+    batch = core.VerifyBatch(verifier, now, sink=sink)
+    appends = batch.admit(requests)
+    if appends:
+        indexes = pipeline.wal_write(wal, appends)
+        batch.wal_written(indexes[0] if indexes and isinstance(indexes[0], int) else None)
+    keys = batch.verify()
+    if keys:
+        batch.found(store.get_many(keys, now))
+        writes = batch.writes()
+        if writes:
+            batch.recorded(store.put_many_if_absent(writes, now, verifier.limits.ttl_s))
+    return batch.responses, batch.notes()
+
+
+def _store_state(store):
+    entries, cursor = [], None
+    while True:
+        page, cursor = store.scan(cursor, 100, -1e300)
+        entries += [(t, p, o.to_bytes()) for t, p, o in page]
+        if cursor is None:
+            return entries
+
+
+@st.composite
+def _dup_batches(draw):
+    """Batches over a small pool: a key twice in one batch, keys stored by an earlier batch
+    (a replay: 200 with Idempotent-Replayed; a conflict: 409), tenants that share pcs_ids."""
+    pool = _pool()
+    body = st.one_of(st.sampled_from(pool), st.sampled_from(pool), request_bodies())
+    tenant = st.sampled_from(["ta", "ta", "tb", "tr", None])
+    batch = st.tuples(st.lists(st.tuples(body, tenant), min_size=1, max_size=10),
+                      st.sampled_from([PARAMS_NOW, PARAMS_NOW + 1.25, PARAMS_NOW + 40 * 86400.0]))
+    return draw(st.lists(batch, min_size=1, max_size=4))
+
+
+@pytest.mark.differential("accept_batch")
+@DIFF
+@given(batch_list=_dup_batches(), kind=st.sampled_from(["memory", "sqlite"]))
+def test_skipping_the_lookup_answers_as_the_lookup(batch_list, kind):
+    """Without hooks ``run_requests`` skips step 5 (put-if-absent answers a held key as the
+    lookup would) and hands the SQLite store its fresh outcomes unbuilt
+    (``put_many_fresh_if_absent``): the same responses, events (in another order: see
+    below), home answers and final store state as the steps with the lookup and every
+    outcome built -- over duplicates
+    within a batch, keys stored by earlier batches (replays and conflicts) and expiry."""
+    from flk.impl.dedup import open_store
+
+    with tempfile.TemporaryDirectory() as d:
+        runs = []
+        for name, drive in (("skip", None), ("lookup", _looked_up)):
+            verifier = Verifier(registry(tr={"alg": "hmac", "keys": [{"secret": HMAC_A.decode()}]}), region="eu")
+            store = open_store("memory") if kind == "memory" else open_store(f"sqlite:///{d}/{name}.db")
+            if kind == "sqlite":
+                assert hasattr(store, "put_many_fresh_if_absent")
+            wal, events, out = MemoryWal(), [], []
+            try:
+                for requests, now in batch_list:
+                    reqs = [Request(b, t) for b, t in requests]
+                    if drive is None:
+                        notes: list = []
+                        got = core.run_requests(verifier, reqs, now, wal, store, events.append, notes=notes)
+                    else:
+                        got, notes = drive(verifier, reqs, now, wal, store, events.append)
+                    out.append(([(r.status, r.headers, r.body) for r in got], notes))
+                # the events as a multiset: a hit is answered at step 5 (before the writes' events),
+                # a lost put-if-absent at step 7 (in request order among them)
+                runs.append((out, sorted(json.dumps(e, sort_keys=True, default=repr) for e in events),
+                             _store_state(store)))
+            finally:
+                store.close()
+    assert runs[0] == runs[1]
+    statuses = {r[0] for batch, _ in runs[0][0] for r in batch}
+    assert statuses <= {200, 202, 400, 401, 409}
+
+
+def test_the_skip_covers_replays_conflicts_and_in_batch_duplicates():
+    """The cases the property must meet, in one fixed run: a key twice in one batch, a
+    replay of a stored key, a conflict with a stored key -- on the SQLite store's fresh path."""
+    from flk.impl.dedup import open_store
+
+    pool = _pool()  # pool[4] conflicts with pool[0]
+    batches = [([(pool[0], "ta"), (pool[0], "ta"), (pool[1], "ta")], PARAMS_NOW),
+               ([(pool[0], "ta"), (pool[4], "ta"), (pool[2], "ta"), (pool[4], "ta")], PARAMS_NOW + 1)]
+    with tempfile.TemporaryDirectory() as d:
+        store = open_store(f"sqlite:///{d}/s.db")
+        verifier = Verifier(registry(), region="eu")
+        wal = MemoryWal()
+        try:
+            got = [[(r.status, dict(r.headers).get("Idempotent-Replayed"))
+                    for r in core.run_requests(verifier, [Request(b, t) for b, t in reqs], now, wal, store)]
+                   for reqs, now in batches]
+        finally:
+            store.close()
+    assert got == [[(200, None), (200, "true"), (200, None)], [(200, "true"), (409, None), (200, None), (409, None)]]
 
 
 def core_store():

@@ -458,11 +458,23 @@ def test_the_pipeline_answers_the_same_for_accepted_escalated_replayed_and_confl
 # ------------------------------------------------------------ the batch driver without generators
 
 class _FlakyStore(BatchMixin):
-    """A memory store whose batch read or batch write fails on command (a store outage mid-batch)."""
+    """A memory store whose batch calls fail on command (a store outage mid-batch):
+    ``fail_first`` -- the batch's first call (the lookup, or the write where the core skips
+    the lookup: no hooks, ``VerifyBatch.needs_lookup``); ``fail_put`` -- the write.
+    ``begin()`` starts a batch."""
 
     def __init__(self) -> None:
         self.inner = open_store("memory")
-        self.fail_get = self.fail_put = False
+        self.fail_first = self.fail_put = False
+        self.calls = 0
+
+    def begin(self, fail_first: bool, fail_put: bool) -> None:
+        self.fail_first, self.fail_put, self.calls = fail_first, fail_put, 0
+
+    def _call(self) -> None:
+        self.calls += 1
+        if self.fail_first and self.calls == 1:
+            raise StoreUnavailable("down")
 
     def get(self, tenant, pcs_id, now):
         return self.inner.get(tenant, pcs_id, now)
@@ -471,11 +483,11 @@ class _FlakyStore(BatchMixin):
         return self.inner.put_if_absent(tenant, pcs_id, outcome, now, ttl_s)
 
     def get_many(self, keys, now):
-        if self.fail_get:
-            raise StoreUnavailable("down")
+        self._call()
         return self.inner.get_many(keys, now)
 
     def put_many_if_absent(self, items, now, ttl_s=None):
+        self._call()
         if self.fail_put:
             raise StoreUnavailable("down")
         return self.inner.put_many_if_absent(items, now, ttl_s)
@@ -511,7 +523,7 @@ def batches(draw):
     out = []
     for _ in range(draw(st.integers(1, 4))):
         requests = draw(st.lists(st.tuples(body, BATCH_TENANTS), min_size=0, max_size=6))
-        fault = draw(st.sampled_from([None, None, None, "wal", "get", "put"]))
+        fault = draw(st.sampled_from([None, None, None, "wal", "first", "put"]))
         out.append((requests, draw(NOWS), fault))
     return out
 
@@ -527,7 +539,12 @@ def _drive(batch_list, fast, wal_kind, hooks, limits, tmp):
     events, labels, out = [], [], []
     try:
         for requests, now, fault in batch_list:
-            store.fail_get, store.fail_put = fault == "get", fault == "put"
+            if not fast and not hooks and fault == "put":
+                # without hooks run_requests makes one store call, the write (step 5 skipped): a
+                # failing write fails the whole batch, as a failing lookup does on the reference
+                # (whose write would come only after its hits were answered)
+                fault = "first"
+            store.begin(fault == "first", fault == "put")
             if wal_kind == "memory":
                 wal.fail = fault == "wal"
             reqs = [Request(b, t) for b, t in requests]
@@ -547,19 +564,32 @@ def _drive(batch_list, fast, wal_kind, hooks, limits, tmp):
     return out, events, labels, records, store.state()
 
 
+def _unordered(driven):
+    """``_drive``'s result with the events and latency labels as multisets: without hooks
+    ``run_requests`` skips step 5 (``VerifyBatch.needs_lookup``), so a held key is answered
+    by the put (step 7, in request order) where the reference answers it at its lookup
+    (before the writes): the same events and labels, in another order."""
+    out, events, labels, records, state = driven
+    return out, sorted(events), sorted(labels), records, state
+
+
 @pytest.mark.differential("accept_v1")
 @DIFF
 @given(batch_list=batches(), wal_kind=st.sampled_from(["memory", "memory", "segmented"]),
        hooked=st.booleans(), max_body=st.sampled_from([64 * 1024, 700]))
 def test_run_requests_answers_exactly_what_run_batch_answers(batch_list, wal_kind, hooked, max_body):
-    """Same responses (status, headers, body bytes), events in the same order, latency labels,
-    WAL records (byte for byte on a SegmentedLog) and dedup state."""
+    """Same responses (status, headers, body bytes), events (in the same order with hooks;
+    without them as a multiset, see :func:`_unordered`), latency labels, WAL records (byte
+    for byte on a SegmentedLog) and dedup state."""
     hooks = (_flag_hook,) if hooked else ()
     limits = pipeline.Limits(max_body_bytes=max_body)
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         fast = _drive(batch_list, True, wal_kind, hooks, limits, a)
         slow = _drive(batch_list, False, wal_kind, hooks, limits, b)
-    assert fast == slow
+    if hooked:
+        assert fast == slow
+    else:
+        assert _unordered(fast) == _unordered(slow)
 
 
 @pytest.mark.differential("accept_v1")
@@ -589,11 +619,11 @@ def test_run_requests_covers_every_outcome():
     first += [(compact(realistic_pcs(1)), "tr")] * 3
     batch_list = [(first, 1_700_000_000.0, None), ([(compact(accepted), "ta")], 1_700_000_001.0, None),
                   ([(compact(realistic_pcs(2)), "ta")], 1_700_000_002.0, "wal"),
-                  ([(compact(realistic_pcs(3)), "ta")], 1_700_000_003.0, "get"),
+                  ([(compact(realistic_pcs(3)), "ta")], 1_700_000_003.0, "first"),
                   ([(compact(realistic_pcs(4)), "ta")], 1_700_000_004.0, "put")]
     limits = pipeline.Limits(max_body_bytes=700)
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         fast = _drive(batch_list, True, "memory", (), limits, a)
-        assert fast == _drive(batch_list, False, "memory", (), limits, b)
+        assert _unordered(fast) == _unordered(_drive(batch_list, False, "memory", (), limits, b))
     statuses = [status for batch in fast[0] for status, _, _ in batch]
     assert statuses == [200, 200, 202, 409, 401, 400, 413, 200, 200, 429, 200, 503, 503, 503]

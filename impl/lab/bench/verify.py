@@ -43,6 +43,18 @@ is the SQLite store's own CPU cost per realistic PCS (its CPU per PCS minus the 
 store's, same run). The driver is one thread: the SQLite work the compiled rows do
 without the GIL is still this thread's CPU time, so the one-core ceiling counts it.
 
+The pipelined figure: ``sqlite_pipelined_pcs_per_s`` (with ``_us_per_pcs_cpu``, ``_runs``,
+``_one_core_ceiling_pcs_per_s``, ``_ceiling_pcs_per_s``) drives the same core the way ``flk
+serve`` drives it -- its own :class:`flk.impl.server.batchdriver.BatchDriver` (``LoggedWal``,
+``GuardedStore``, a null metrics object) at ``WAL_PIPELINE_DEPTH`` 2, every realistic body
+submitted at once on an asyncio loop and answered through futures: batch N+1 is appended
+and verified while batch N's fsync runs on the driver's sync thread (the compiled rows
+release the GIL). Its CPU per PCS counts every thread and includes what the server's
+driver adds (futures, events, thread hand-offs). ``goal_sqlite_figure`` names the figure
+``goal_sqlite_met`` / ``goal_sqlite_within_ceiling`` check (the one-thread ``sqlite_pcs_per_s``:
+one durable fsync per batch before its answers, as the pipelined one);
+``goal_sqlite_pipelined_met`` / ``goal_sqlite_pipelined_within_ceiling`` check the pipelined one.
+
 The same-run anchor: ``anchor_us_per_pcs_cpu`` is the CPU time of the least any
 verifier must do per realistic PCS -- ``json.loads`` of the body and one
 HMAC-SHA256 over it, in a bare loop (no WAL, no store, no validation) -- measured
@@ -78,6 +90,7 @@ from ...verifier.tenants import from_mapping
 KEY = b"bench-tenant-key-0123456789"
 NOW = 1_700_000_000.0
 GOAL_SQLITE_PCS_PER_S = 50_000
+PIPELINE_DEPTH = 2  # the server's WAL_PIPELINE_DEPTH of the pipelined figure
 KINDS = ("memory", "sqlite", "redis", "postgres")
 
 
@@ -173,12 +186,75 @@ def _one_run(kind: str, bodies: list[bytes], batch: int, tmp: str) -> tuple[floa
     return len(bodies) / dt, len(bodies) / cpu if cpu > 0 else float("inf")
 
 
+class _NullMetrics:
+    """The server's metrics object as the batch driver calls it, counting nothing (the
+    metrics are the server's cost, not the verification core's; ``flk bench serve`` has them)."""
+
+    def __call__(self, event) -> None:
+        pass
+
+    def count_many(self, events) -> None:
+        pass
+
+    def observe_latencies(self, observed) -> None:
+        pass
+
+
+def _driven_run(kind: str, bodies: list[bytes], batch: int, tmp: str, depth: int) -> tuple[float, float]:
+    """One run through the server's own submit driver (:class:`flk.impl.server.batchdriver.BatchDriver`
+    with its ``LoggedWal`` and ``GuardedStore``, at ``depth``): every body submitted at once on an
+    asyncio loop, batches of at most ``batch`` formed by the driver, answered through futures.
+    At depth 2 batch N+1 is appended (and verified) while batch N's fsync runs on the sync thread."""
+    import asyncio
+
+    from ...server.batchdriver import BatchDriver, GuardedStore, LoggedWal
+    from ...storage.wal import SegmentedLog
+    from ...verifier.admission import CircuitBreaker
+
+    run = uuid.uuid4().hex[:12]
+    tenants = from_mapping({"tenants": {"bench": {"alg": "hmac", "keys": [{"secret": KEY.decode()}]}}})
+    v = Verifier(tenants, region="bench")
+    store, clean = _open(kind, tmp, run)
+    wal_dir = os.path.join(tmp, f"wal-{run}")
+    log = SegmentedLog(wal_dir)
+    driver = BatchDriver(v, LoggedWal(lambda: log, lambda *a, **k: None), GuardedStore(store, CircuitBreaker()),
+                         _NullMetrics(), max_delay_s=0.0005, max_batch=batch, depth=depth)
+
+    async def submit_all():
+        futures = [driver.submit(b, "bench") for b in bodies]
+        for fut in reversed(futures):  # batches are answered in WAL order: the last is answered last
+            await fut
+        return [f.result() for f in futures]
+
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = asyncio.run(submit_all())
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if any(r.status not in (200, 202) for r in out):
+            bad = next(r for r in out if r.status not in (200, 202))
+            raise RuntimeError(f"bench request failed through the batch driver: {bad.status} {bytes(bad.body[:200])!r}")
+        if store.count(time.time()) != len(bodies):
+            raise RuntimeError("bench store lost entries")
+    finally:
+        driver.close()
+        log.close()
+        clean(store)
+        store.close()
+        shutil.rmtree(wal_dir, ignore_errors=True)
+    return len(bodies) / dt, len(bodies) / cpu if cpu > 0 else float("inf")
+
+
 def _measure(kind: str, bodies: dict[str, list[bytes]], batch: int, repeat: int, tmp: str, figures: dict) -> None:
     """Median wall and CPU figures of ``repeat`` runs per body kind (runs alternate between the kinds)."""
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in bodies}
+    pipelined = kind == "sqlite"  # beside the one-thread figure: the server's driver at depth 2
+    if pipelined:
+        runs["pipelined"] = []
     for _ in range(repeat):
         for name, pcs_bodies in bodies.items():
             runs[name].append(_one_run(kind, pcs_bodies, batch, tmp))
+        if pipelined:
+            runs["pipelined"].append(_driven_run(kind, bodies["realistic"], batch, tmp, PIPELINE_DEPTH))
     for name, got in runs.items():
         label = kind if name == "realistic" else f"{kind}_{name}"
         figures[f"{label}_pcs_per_s"] = round(statistics.median(r for r, _ in got))
@@ -236,20 +312,31 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
         for kind in KINDS[1:]:
             if mem and f"{kind}_pcs_per_s" in figures:
                 figures[f"{kind}_ratio_to_memory"] = round(figures[f"{kind}_pcs_per_s"] / mem, 3)
-        if "sqlite_pcs_per_s" in figures:
-            figures["goal_sqlite_met"] = figures["sqlite_pcs_per_s"] >= GOAL_SQLITE_PCS_PER_S
+        # the goal figure: the core on one thread (run_requests, one durable fsync per batch before
+        # its answers); beside it the same goal against the server's driver at depth 2
+        goal_figure = "sqlite_pcs_per_s"
+        if goal_figure in figures:
+            figures["goal_sqlite_figure"] = goal_figure
+            figures["goal_sqlite_met"] = figures[goal_figure] >= GOAL_SQLITE_PCS_PER_S
+        if "sqlite_pipelined_pcs_per_s" in figures:
+            figures["goal_sqlite_pipelined_met"] = figures["sqlite_pipelined_pcs_per_s"] >= GOAL_SQLITE_PCS_PER_S
         # the physical limits next to the figure: what fsyncs of this disk allow (one per batch)
         # and what one free core allows (the CPU per PCS measured above)
         from .serve import fsync_latency
 
         figures.update(fsync_latency(tmp, figures["realistic_body_bytes"], batch, rounds=50 if quick else 200))
         figures["fsync_ceiling_pcs_per_s"] = round(batch / (figures["fsync_ms_p50"] / 1000))
-        if figures.get("sqlite_us_per_pcs_cpu"):
-            figures["sqlite_one_core_ceiling_pcs_per_s"] = round(1e6 / figures["sqlite_us_per_pcs_cpu"])
-            # the goal against the lower of the two measured limits of this (one-thread) driver
-            ceiling = min(figures["sqlite_one_core_ceiling_pcs_per_s"], figures["fsync_ceiling_pcs_per_s"])
-            figures["sqlite_ceiling_pcs_per_s"] = ceiling
-            figures["goal_sqlite_within_ceiling"] = ceiling >= GOAL_SQLITE_PCS_PER_S
+        for label in ("sqlite", "sqlite_pipelined"):
+            if figures.get(f"{label}_us_per_pcs_cpu"):
+                # one free core at the measured CPU per PCS (every thread's CPU: the batch thread
+                # holds the GIL for all but the SQLite work, so the work does not spread over cores)
+                figures[f"{label}_one_core_ceiling_pcs_per_s"] = round(1e6 / figures[f"{label}_us_per_pcs_cpu"])
+                # the lower of the two measured limits of that driver (one fsync per batch at best)
+                figures[f"{label}_ceiling_pcs_per_s"] = min(figures[f"{label}_one_core_ceiling_pcs_per_s"],
+                                                            figures["fsync_ceiling_pcs_per_s"])
+        for label, goal in (("sqlite", "goal_sqlite"), ("sqlite_pipelined", "goal_sqlite_pipelined")):
+            if f"{label}_ceiling_pcs_per_s" in figures:
+                figures[f"{goal}_within_ceiling"] = figures[f"{label}_ceiling_pcs_per_s"] >= GOAL_SQLITE_PCS_PER_S
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         figures["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
