@@ -315,8 +315,11 @@ class BatchDriver:
             return fut
         self._pending.append((Request(body, tenant, _NO_HEADERS), fut))
         self._arrived.append(_clock())
-        self.formation.add(loop.time())
-        if not self.formation.busy:
+        formation = self.formation
+        formation.add(loop.time())
+        # with the timer armed the deadline stands (only a full queue moves it: due now);
+        # while ``depth`` batches run, the next one starts when one of them is answered
+        if (self._timer is None or formation.queued >= formation.max_batch) and not formation.busy:
             self._schedule()
         return fut
 
