@@ -593,10 +593,24 @@ class Server:
                     chunks.append(chunk)
                     if not msg.get("more_body", False):
                         break
-                if not status:
-                    status, headers, body = await self._verify(b"".join(chunks), tenant, t0)
+                if not status:  # 503 / 429 before the WAL, or admitted (one limiter slot)
+                    status, headers, body = self._admit()
+                if not status:  # the batch driver's answer (no coroutine of its own: one frame less)
+                    ok = True
+                    try:
+                        resp = await self.driver.submit(b"".join(chunks), tenant)
+                        ok = resp.status != 503
+                        status, headers, body = resp.status, self._wire_headers(resp.headers), resp.body
+                    except Exception as exc:  # noqa: BLE001 -- never a traceback to the client
+                        ok = False
+                        self.log.error("submit_failed", reason=type(exc).__name__)
+                        status, headers, body = self._problem("internal", "internal error; the request may be retried")
+                    finally:
+                        lat = time.perf_counter() - t0
+                        self.limiter.release(time.monotonic(), lat, ok)
+                    self.metrics.tally.observe(self.smetrics.latency, lat)
             await send({"type": "http.response.start", "status": status,
-                        "headers": headers + [(b"content-length", str(len(body)).encode())]})
+                        "headers": headers + [(b"content-length", b"%d" % len(body))]})
             await send({"type": "http.response.body", "body": body})
             self._account("/v1/pcs/submit", status, scope["method"], t0, tenant)
         except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
@@ -639,7 +653,11 @@ class Server:
                 self._wire[tuple(pairs)] = wire
         return wire
 
-    async def _verify(self, body: bytes, tenant: str | None, t0: float):
+    def _admit(self) -> tuple:
+        """``(status, headers, body)`` of a submission refused before the WAL -- 503 while the
+        inbox WAL refuses appends (retries must not refill a full disk), 429 beyond the
+        concurrency limit -- or ``(0, [], b"")``: admitted, one limiter slot taken (the caller
+        releases it with the request's latency)."""
         if not self.wal_available():  # before the WAL: retries must not refill a full disk
             return self._problem("wal-unavailable", "the inbox WAL cannot record requests now "
                                  "(disk full or failing); nothing was recorded; retry after Retry-After",
@@ -648,20 +666,7 @@ class Server:
             self.smetrics.overloaded.inc()
             return self._problem("overloaded", "too many verifications in flight; retry later",
                                  self.limiter.retry_after())
-        ok = True
-        try:
-            resp = await self.driver.submit(body, tenant)
-            ok = resp.status != 503
-            out = resp.status, self._wire_headers(resp.headers), resp.body
-        except Exception as exc:  # noqa: BLE001 -- never a traceback to the client
-            ok = False
-            self.log.error("submit_failed", reason=type(exc).__name__)
-            out = self._problem("internal", "internal error; the request may be retried")
-        finally:
-            lat = time.perf_counter() - t0
-            self.limiter.release(time.monotonic(), lat, ok)
-        self.metrics.tally.observe(self.smetrics.latency, lat)
-        return out
+        return 0, [], b""
 
     def refusal_response(self, request: Request, refusal: Refusal) -> Response:
         self._siem_auth_failure(request, refusal)

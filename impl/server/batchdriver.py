@@ -226,21 +226,22 @@ class StageTimes:
     * ``answer`` -- the answers' hand-off to the event loop until it set the futures.
 
     ``wait`` and ``answer`` are written on the event loop, the rest on the batch thread
-    (no field is written by two threads)."""
+    (no field is written by two threads). How many batches started is the formation's
+    count (:attr:`flk.impl.verifier.batching.BatchFormation.batches`), read, not kept twice."""
 
-    __slots__ = ("requests", "batches", *STAGES)
+    __slots__ = ("formation", "requests", *STAGES)
 
-    def __init__(self) -> None:
+    def __init__(self, formation: BatchFormation) -> None:
+        self.formation = formation
         self.requests = 0
-        self.batches = 0
         for name in STAGES:
             setattr(self, name, 0.0)
 
     def as_dict(self) -> dict:
         """Totals and the mean microseconds per request of each stage."""
-        n = max(1, self.requests)
-        return {"requests": self.requests, "batches": self.batches,
-                "mean_batch": round(self.requests / max(1, self.batches), 2),
+        n, batches = max(1, self.requests), self.formation.batches
+        return {"requests": self.requests, "batches": batches,
+                "mean_batch": round(self.requests / max(1, batches), 2),
                 **{f"{name}_us": round(getattr(self, name) * 1e6 / n, 1) for name in STAGES}}
 
 
@@ -281,7 +282,7 @@ class BatchDriver:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.batches = 0  # batches answered so far
-        self.stages = StageTimes()  # where the submissions' time went (read by the server's stop log)
+        self.stages = StageTimes(self.formation)  # where the submissions' time went (read by the server's stop log)
         self._arrived: list[float] = []  # perf_counter() of each pending request's arrival
         self.syncs = 0  # inbox WAL syncs the sync thread ran
         # batch thread state
@@ -314,29 +315,38 @@ class BatchDriver:
             return fut
         self._pending.append((Request(body, tenant, _NO_HEADERS), fut))
         self._arrived.append(_clock())
-        self.formation.add(loop.time())
-        if not self.formation.busy:
+        formation = self.formation
+        formation.add(loop.time())
+        # with the timer armed the deadline stands (only a full queue moves it: due now);
+        # while ``depth`` batches run, the next one starts when one of them is answered
+        if (self._timer is None or formation.queued >= formation.max_batch) and not formation.busy:
             self._schedule()
         return fut
 
-    def _schedule(self) -> None:
-        """(Event loop; a batch may start.) Start a batch when one is due, else arm the timer."""
+    def _schedule(self, now: float | None = None) -> None:
+        """(Event loop; a batch may start.) Start a batch when one is due at ``now`` (the
+        loop's time unless given), else arm the timer for the deadline."""
         formation, loop = self.formation, self._loop
         deadline = formation.deadline()
         if deadline is None:
             return
-        if formation.due(loop.time()):
+        if formation.due(loop.time() if now is None else now):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             self._start_batch()
         elif self._timer is None:
-            self._timer = loop.call_at(deadline, self._on_timer)
+            self._timer = loop.call_at(deadline, self._on_timer, deadline)
 
-    def _on_timer(self) -> None:
+    def _on_timer(self, deadline: float) -> None:
+        """The timer armed for ``deadline`` fired: that time has come. The loop's clock may
+        still read a little less -- uvloop's clock and timers count whole milliseconds, and
+        a timer less than half a millisecond away runs at once -- so the batch is judged at
+        ``deadline``, not at the clock (judged at the clock, the timer would re-arm itself
+        and spin the loop until the clock's next millisecond)."""
         self._timer = None
         if not self.formation.busy:
-            self._schedule()
+            self._schedule(max(self._loop.time(), deadline))
 
     def _start_batch(self) -> None:
         n = self.formation.take(self._loop.time())
@@ -346,7 +356,6 @@ class BatchDriver:
         stages.wait += n * started - sum(self._arrived[:n])
         del self._arrived[:n]
         stages.requests += n
-        stages.batches += 1
         if self._thread is None:
             self._sync_thread = threading.Thread(target=self._sync_loop, name="submit-sync", daemon=True)
             self._sync_thread.start()

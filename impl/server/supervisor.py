@@ -94,12 +94,33 @@ def _load_factory(path: str):
     return getattr(importlib.import_module(mod), name)
 
 
+def _frozen_after_startup(uvicorn: Any) -> type:
+    """uvicorn's ``Server`` that, once the application started (the lifespan: stores,
+    WAL, replay, registries), collects and freezes the garbage collector's heap
+    (``gc.freeze``): what the process holds from then on for its whole life -- modules,
+    configuration, the app -- sits in the permanent generation, so the full collections
+    that the requests' short-lived objects trigger do not traverse it each time (a full
+    collection of a started worker's ~48,000 tracked objects took 5-35 ms of the event
+    loop). Nothing else changes: objects are still freed by their reference counts, and
+    cycles created later are collected as before."""
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list | None = None) -> None:
+            await super().startup(sockets=sockets)
+            import gc
+
+            gc.collect()
+            gc.freeze()
+
+    return Server
+
+
 def run_worker(factory_path: str, factory_args: tuple, index: int, sock: socket.socket, drain_timeout_s: float) -> int:
     """Run one uvicorn server for ``factory(*factory_args, index)`` on ``sock``."""
     import uvicorn
 
     app = _load_factory(factory_path)(*factory_args, index)
-    server = uvicorn.Server(_uvicorn_config(app, drain_timeout_s, factory_args))
+    server = _frozen_after_startup(uvicorn)(_uvicorn_config(app, drain_timeout_s, factory_args))
     # uvicorn re-raises the signal it caught after a graceful shutdown; a Python
     # handler here turns that into a clean return instead of death by SIGTERM.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -213,3 +213,38 @@ def test_inv_wal_first_every_answer_comes_after_the_sync_covering_its_record(tmp
     # batch thread may already be appending the next batch when the loop runs the callback, so
     # "everything appended is durable" would be a race of the test, not of the driver)
     assert all(durable >= start + i + 1 for i, durable in seen), seen
+
+
+def test_a_due_batch_starts_on_its_timer_without_spinning_uvloops_millisecond_clock(tmp_path) -> None:
+    """uvloop's clock and timers count whole milliseconds and run a timer less than half a
+    millisecond away at once: a deadline 0.4 ms ahead fires before the clock reaches it. The
+    batch starts on that firing (one timer callback, and its wait is the delay at least
+    minus the clock's rounding) -- judged at the clock instead, the timer re-armed itself
+    hundreds of times until the clock's next millisecond (a busy event loop)."""
+    import uvloop
+
+    driver, _, _ = make(tmp_path, delay_s=0.0004)
+    fired = []
+    on_timer = driver._on_timer
+
+    def counting(deadline):
+        fired.append(deadline)
+        on_timer(deadline)
+
+    driver._on_timer = counting
+
+    async def main():
+        out = []
+        for i in range(5):  # at different offsets within the clock's millisecond
+            out.append((await driver.submit(body(i), "ta")).status)
+            await asyncio.sleep(0.0003 * i)
+        return out
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(main()) == [200] * 5
+    finally:
+        driver.close()
+        loop.close()
+    assert driver.formation.batches == 5 and len(fired) == 5  # one firing per batch, no spin
+    assert driver.stages.as_dict()["batches"] == 5

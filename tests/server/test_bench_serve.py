@@ -34,6 +34,10 @@ def test_bench_serve_quick_prints_figures() -> None:
     for who in ("sqlite", "sqlite_minimal", "bare_realistic", "bare_minimal", "bare_starlette"):
         assert fig[f"{who}_cpu_us_per_req"] > 0  # CPU per request of both, from /proc
         assert fig[f"{who}_switches_per_req"] >= 0  # context switches per request, from /proc
+        # the split of the CPU per request: event-loop threads and the others (medians of the parts)
+        assert fig[f"{who}_main_thread_cpu_us_per_req"] > 0 and fig[f"{who}_other_threads_cpu_us_per_req"] >= 0
+    assert fig["sqlite_other_threads_cpu_us_per_req"] > 0  # the batch driver's threads verify and store
+    assert fig["bare_realistic_other_threads_cpu_us_per_req"] < fig["sqlite_other_threads_cpu_us_per_req"]
     # realistic bodies carry the optional fields flk agent build and the submit client add
     assert fig["body_bytes_realistic"] > fig["body_bytes_minimal"]
     assert fig["sqlite_minimal_socket_errors"] == 0

@@ -152,3 +152,40 @@ def test_second_server_on_the_same_data_dir_is_refused(tmp_path) -> None:
                              env=clean_env(PCS_HMAC_KEY="0123456789abcdef0123"), capture_output=True, timeout=60)
         assert out.returncode == 2
         assert "in use by another process" in out.stderr.decode()
+
+
+_FREEZE_PROBE = """
+import asyncio, gc, socket
+import uvicorn
+from flk.impl.server.supervisor import _frozen_after_startup
+from flk.impl.testing.bare import app
+
+async def main():
+    config = uvicorn.Config(app, lifespan="off", log_level="warning")
+    config.load()
+    server = _frozen_after_startup(uvicorn)(config)
+    server.lifespan = config.lifespan_class(config)  # as uvicorn's serve() sets it before startup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    before = gc.get_freeze_count()
+    await server.startup(sockets=[sock])
+    after = gc.get_freeze_count()
+    await server.shutdown(sockets=[sock])
+    print(before, after)
+
+asyncio.run(main())
+"""
+
+
+def test_a_served_worker_freezes_its_heap_once_started() -> None:
+    """The worker's uvicorn server (every ``flk serve`` worker, and the bench's bare
+    anchors, which run through the same supervisor) moves what the started process holds
+    into the collector's permanent generation: full collections then skip it."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FREEZE_PROBE], capture_output=True, text=True, timeout=60,
+                         env=clean_env())
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = map(int, out.stdout.split())
+    assert before == 0 and after > 10_000  # the started process's objects (modules, the app)

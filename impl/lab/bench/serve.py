@@ -27,7 +27,10 @@ between processes), Redis and Postgres backends follow (realistic bodies).
 Every run starts a fresh server with an empty data dir; figures are medians
 over ``repeat`` runs. Besides req/s the run reports each server's CPU time per
 request (the whole process tree, from /proc) -- less sensitive to the load
-than throughput -- and its context switches per request (thread hand-offs and
+than throughput -- split into the processes' main threads (``<label>_main_thread_cpu_us_per_req``:
+the event loops -- HTTP, the submit route, the answers) and their other threads
+(``<label>_other_threads_cpu_us_per_req``: the batch driver's threads, the store's
+executor), and its context switches per request (thread hand-offs and
 GIL hand-overs show there), the 1-minute load average before and after, and
 which core path (compiled or pure, :data:`flk.impl.core.canonical.CORE_PATH`)
 served.
@@ -236,6 +239,31 @@ def _tree_switches(pid: int) -> int:
     return total
 
 
+def _tree_thread_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) so far of ``pid`` and its descendants, split into their
+    main threads (a server worker's event loop: HTTP, the submit route, answers) and every
+    other thread (the batch driver's batch and sync threads, the store's executor)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = other = 0.0
+    for p in _tree_pids([pid]):
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/stat") as fh:
+                    rest = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = (int(rest[11]) + int(rest[12])) / tick
+            if t == str(p):
+                main += cpu
+            else:
+                other += cpu
+    return main, other
+
+
 class _FsyncCount:
     """``fsync`` + ``fdatasync`` calls of some processes (all their threads) while it runs,
     counted by ``perf stat`` tracepoints; ``count`` None when perf cannot count here."""
@@ -282,6 +310,7 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
     """``wrk`` against every ``(port, body offset)`` at once (``connections`` each); with
     server ``pids``: their CPU, context switches and fsyncs during the run."""
     cpu0 = sum(_tree_cpu_s(p) for p in pids)
+    split0 = [_tree_thread_cpu_s(p) for p in pids]
     switches0 = sum(_tree_switches(p) for p in pids)
     fsyncs = _FsyncCount(_tree_pids(pids)) if pids else None
     wrk0 = _children_cpu_s()
@@ -308,6 +337,9 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
     if pids:
         r["cpu_us_per_req"] = (sum(_tree_cpu_s(p) for p in pids) - cpu0) * 1e6 / max(1, r["requests"])
         r["switches_per_req"] = (sum(_tree_switches(p) for p in pids) - switches0) / max(1, r["requests"])
+        split = [_tree_thread_cpu_s(p) for p in pids]
+        for i, key in enumerate(("main_thread_cpu_us_per_req", "other_threads_cpu_us_per_req")):
+            r[key] = sum(now[i] - then[i] for now, then in zip(split, split0, strict=True)) * 1e6 / max(1, r["requests"])
         if n_fsync is not None:
             r["fsyncs_per_s"] = n_fsync / (r["duration_us"] / 1e6)
             if n_fsync:
@@ -513,6 +545,9 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
         f"{prefix}_cpu_us_per_req": round(_median(rs, "cpu_us_per_req"), 1),
         f"{prefix}_loadgen_cpu_us_per_req": round(_median(rs, "loadgen_cpu_us_per_req"), 1),
         f"{prefix}_switches_per_req": round(_median(rs, "switches_per_req"), 2),
+        # the CPU per request split: the processes' main threads (event loops) and their other threads
+        f"{prefix}_main_thread_cpu_us_per_req": round(_median(rs, "main_thread_cpu_us_per_req"), 1),
+        f"{prefix}_other_threads_cpu_us_per_req": round(_median(rs, "other_threads_cpu_us_per_req"), 1),
         **({f"{prefix}_fsyncs_per_s": round(_median(rs, "fsyncs_per_s"), 1)}
            if all("fsyncs_per_s" in r for r in rs) else {}),
         **({f"{prefix}_requests_per_fsync": round(_median(rs, "requests_per_fsync"), 2)}
