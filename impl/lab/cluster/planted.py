@@ -41,7 +41,7 @@ DEPTH = 64  # batches in flight at once in the planted server
 
 def plant_racy_dedup(window_s: float) -> None:
     """Patch this process's SQLite store and batch driver (see the module docstring)."""
-    from flk.impl.dedup.base import check_ttl
+    from flk.impl.dedup.base import StoredOutcome, check_ttl
     from flk.impl.dedup.sqlite import SqliteStore
     from flk.impl.server.batchdriver import BatchDriver
     from flk.impl.verifier.core import finish_batch
@@ -60,7 +60,14 @@ def plant_racy_dedup(window_s: float) -> None:
             out.append((True, outcome))
         return out
 
+    def racy_put_many_fresh_if_absent(self, items, fresh, now, ttl_s=None):
+        status, first_seen, region, version = fresh  # the verifier's fresh rows, built and put racily
+        built = [(t[0], t[1], StoredOutcome(t[2], status, t[3], first_seen, region, version)) if len(t) == 4
+                 else t for t in items]
+        return [None if won else got for won, got in racy_put_many_if_absent(self, built, now, ttl_s)]
+
     SqliteStore.put_many_if_absent = racy_put_many_if_absent
+    SqliteStore.put_many_fresh_if_absent = racy_put_many_fresh_if_absent
     SqliteStore.put_if_absent = lambda self, t, p, o, now, ttl_s=None: racy_put_many_if_absent(
         self, [(t, p, o)], now, ttl_s)[0]
 
