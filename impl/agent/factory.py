@@ -66,8 +66,8 @@ def synthetic_pcs(root: str, shard_id: str, epoch: int, *, scales: Sequence[int]
         "v_star": list(v_star),
         "D_hat": round9(dim + d_shift),
         "r": r,
-        "regime": regime(dim, coh_c),
-        "budget": round9(budget(dim, coh_c, r_c) + budget_shift),
+        "regime": regime(round9(dim), coh_c),  # from the published D-hat, as the verifier does (SPEC 2)
+        "budget": round9(budget(round9(dim), coh_c, r_c) + budget_shift),
         "merkle_root": root,
         "sig": "",
     }
@@ -95,7 +95,7 @@ def random_signals(rng: random.Random) -> dict:
         "v_star": [1.0, 0.0],
         "r": r,
         "budget": round9(budget(d, coh, r)),
-        "regime": regime(d_exact, coh),
+        "regime": regime(d, coh),  # from the published D-hat, as the verifier does (SPEC 2)
     }
 
 

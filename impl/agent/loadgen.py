@@ -259,7 +259,7 @@ def make_plan(cfg: PlanConfig, base_key: bytes) -> list[Item]:
             n_j = [pcs["N_j"][str(s)] for s in pcs["scales"]]
             pcs["coh_star"] = coh
             pcs["budget"] = round9(budget(pcs["D_hat"], coh, pcs["r"]))
-            pcs["regime"] = regime(d_hat(pcs["scales"], n_j), coh)
+            pcs["regime"] = regime(round9(d_hat(pcs["scales"], n_j)), coh)  # the published D-hat's
             pcs = _finish(pcs, signers[tenants.index(orig.tenant)])
             item = _item(i, kind, orig.tenant, pcs, ref=orig.index)
         items.append(item)
