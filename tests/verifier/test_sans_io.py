@@ -43,4 +43,4 @@ def _clock_readers(mod) -> set[str]:
 def test_clock_read_only_by_the_drivers():
     """The reference drivers, and the core only where a driver asked for latencies."""
     assert _clock_readers(verifier) == {"run_sync", "run_batch"}
-    assert _clock_readers(core) == {"__init__", "_finish", "admit"}
+    assert _clock_readers(core) == {"__init__", "_finish", "recorded_fresh", "admit"}
