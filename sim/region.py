@@ -359,7 +359,8 @@ class Region:
                     return
                 continue
             n = formation.take(env.now)
-            jobs, self.queue = self.queue[:n], self.queue[n:]
+            queue = self.queue
+            jobs, self.queue = (queue, []) if n == len(queue) else (queue[:n], queue[n:])
             self.seal_lock.held = True
             done = yield from self._run_batch(jobs, inc)
             if not done:

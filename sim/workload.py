@@ -467,7 +467,8 @@ class Delivery:
         agent = self.agent
         world = agent.world
         env = world.env
-        if isinstance(action, Send):
+        kind = action.__class__
+        if kind is Send or isinstance(action, Send):  # the exact class first: no isinstance per send
             router = world.router
             target = self.target = router.resolve(agent.urls) if router is not None else action.url
             attempt = self.attempt = action.attempt
@@ -478,7 +479,7 @@ class Delivery:
                            {"req": self.req, "attempt": attempt, "inc": self.inc, "body": action.body,
                             "tenant": agent.tenant, "reply_to": agent.id}, size=len(action.body))
             agent.expire_later(self, attempt)
-        elif isinstance(action, Wait):
+        elif kind is Wait or isinstance(action, Wait):
             call_later(env, action.delay, self._waited)
         else:
             assert isinstance(action, Done)
