@@ -294,24 +294,6 @@ def prepare(pcs: Mapping) -> Prepared:
     return Prepared(pcs["pcs_id"], signed, text[:-1].encode("utf-8") + b',"attempt":')
 
 
-_HEADERS: dict[str | None, tuple[tuple[str, str], ...]] = {}  # tenant -> its request headers (made once)
-_HEADERS_CAP = 4096
-
-
-def _request_headers(tenant: str | None) -> tuple[tuple[str, str], ...]:
-    """A submission's request headers: the JSON content type and, for a tenant, ``X-Tenant-Id``
-    (one tuple per tenant, shared by its submissions: a tuple of strings never changes)."""
-    if type(tenant) is str or tenant is None:
-        headers = _HEADERS.get(tenant)
-        if headers is not None:
-            return headers
-    headers = (("content-type", "application/json"),) if tenant is None else (
-        ("content-type", "application/json"), ("x-tenant-id", tenant))
-    if (type(tenant) is str or tenant is None) and len(_HEADERS) < _HEADERS_CAP:
-        _HEADERS[tenant] = headers
-    return headers
-
-
 class Submission:
     """The retry state machine for one signed PCS (see the module docstring).
 
@@ -339,7 +321,10 @@ class Submission:
         self.policy = policy or RetryPolicy()
         self.rng = rng
         self._head = prepared.head
-        self._headers = _request_headers(tenant)
+        headers = [("content-type", "application/json")]
+        if tenant is not None:
+            headers.append(("x-tenant-id", tenant))
+        self._headers = tuple(headers)
         self._s = _State(url_index=first_url % len(self.urls))
 
     # -- helpers

@@ -450,16 +450,3 @@ def test_prepared_body_text_is_json_dumps_compact(doc):
     from flk.impl.agent.client import _compact_json
 
     assert _compact_json(doc) == json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-@settings(max_examples=60, derandomize=True, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.text(max_size=8)), min_size=1, max_size=6))
-def test_each_submission_sends_its_own_tenants_headers_whatever_was_sent_before(tenants):
-    """The request headers are made once per tenant and shared: every Send still carries exactly
-    the content type and its own submission's tenant (none without one), in that order."""
-    for tenant in tenants + tenants[::-1]:
-        sub = Submission(PCS, ["http://a"], rng=random.Random(1), tenant=tenant)
-        send = sub.start(0.0)
-        expected = (("content-type", "application/json"),) + (() if tenant is None else (("x-tenant-id", tenant),))
-        assert send.headers == expected
-        assert type(send.headers) is tuple and all(type(h) is tuple for h in send.headers)
