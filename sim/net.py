@@ -56,7 +56,7 @@ class LinkSpec:
     bandwidth_bytes_per_s: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     src: str
     dst: str
@@ -110,6 +110,7 @@ class Network:
         self.mailboxes: dict[str, simpy.Store | Inbox] = {}
         self.handlers: dict[str, Callable[[Message], None]] = {}
         self._routes: dict[tuple[str, str], tuple] = {}  # (src group, dst group) -> hops, specs, rng
+        self._sends: dict[tuple[str, str], tuple] = {}  # (src node, dst node) -> its route and link state
         self.blocked: set[tuple[str, str]] = set()  # directed graph edges cut by partitions
         self.down: set[str] = set()
         self._state: dict[tuple[str, str], _LinkState] = {}
@@ -126,6 +127,7 @@ class Network:
             self.handlers[node] = handler
         self.mailboxes[node] = box
         self.groups[node] = group or node
+        self._sends.clear()  # a node's group may have been taken as its name before
         return box
 
     def group(self, node: str) -> str:
@@ -208,6 +210,17 @@ class Network:
                 tuple(sampler(spec.latency_ms, 1.0) for spec in specs) if simple else None)
         return route
 
+    def _send_route(self, src: str, dst: str) -> tuple:
+        """:meth:`_route` of the nodes' groups plus their pair's :class:`_LinkState`, kept per
+        (source node, destination node): a send looks its route up once."""
+        groups = self.groups
+        gs, gd = groups.get(src, src), groups.get(dst, dst)
+        st = self._state.get((gs, gd))
+        if st is None:
+            st = self._state[(gs, gd)] = _LinkState()
+        route = self._sends[(src, dst)] = (*(self._routes.get((gs, gd)) or self._route(gs, gd)), st)
+        return route
+
     # -- sending --------------------------------------------------------
     def _drop(self, msg: Message, reason: str) -> None:
         self.drops_by_reason[reason] = self.drops_by_reason.get(reason, 0) + 1
@@ -232,10 +245,10 @@ class Network:
         if self.blocked and self.is_blocked(src, dst):
             self._drop(msg, "partition")
             return
-        groups = self.groups
-        gs, gd = groups.get(src, src), groups.get(dst, dst)
-        route = self._routes.get((gs, gd)) or self._route(gs, gd)
-        hops, specs, rng, losses, duplicates, latencies = route
+        route = self._sends.get((src, dst))
+        if route is None:
+            route = self._send_route(src, dst)
+        hops, specs, rng, losses, duplicates, latencies, st = route
         for p in losses:  # a hop loses it (draws stop at the first loss, as any() did)
             if rng.random() < p:
                 self._drop(msg, "loss")
@@ -246,9 +259,6 @@ class Network:
                 copies = 2
                 self.history.record(self.env.now, "net.duplicate", src=src, dst=dst, kind=kind)
                 break
-        st = self._state.get((gs, gd))
-        if st is None:
-            st = self._state[(gs, gd)] = _LinkState()
         st.sent += 1
         arrive = partial(self._arrive, msg)
         env = self.env

@@ -77,9 +77,26 @@ def body_sha(body: bytes) -> str:
     return sha
 
 
+# answers' header tuples read lately, by identity -> (the headers, kept alive so the id stays
+# theirs; what _replay_and_retry_after read): most answers share a few constant tuples
+_HEADERS_READ: dict[int, tuple] = {}
+
+
 def _replay_and_retry_after(headers) -> tuple[bool, str | None]:
     """``(header("Idempotent-Replayed") == "true", header("Retry-After"))`` of an answer's
     headers in one pass (the first of each name, case-insensitive, as ``Response.header``)."""
+    hit = _HEADERS_READ.get(id(headers))
+    if hit is not None and hit[0] is headers:
+        return hit[1]
+    got = _read_replay_and_retry_after(headers)
+    if headers.__class__ is tuple:  # immutable: what it says cannot change while it is kept
+        if len(_HEADERS_READ) >= _SHAS_CAP:
+            _HEADERS_READ.clear()
+        _HEADERS_READ[id(headers)] = (headers, got)
+    return got
+
+
+def _read_replay_and_retry_after(headers) -> tuple[bool, str | None]:
     replay = retry_after = None
     for key, value in headers:
         name = key.lower()
@@ -97,6 +114,16 @@ def _wake(sleeper: list, region, _timer) -> None:
     if gen is not None:
         sleeper[0] = None
         region._drive(gen)
+
+
+class _Sleep:
+    """What the batch thread yields to sleep ``delay`` until the next batch is due (a plain
+    float is a delay nothing else can cut short)."""
+
+    __slots__ = ("delay",)
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
 
 
 MAX_BATCH = 256  # the server's batch size (flk.impl.server.batchdriver.BatchDriver)
@@ -150,6 +177,7 @@ class Region:
         self.seal_lock = SealLock()  # the shipper's (flk.impl.replication.shipping.Shipper) seal lock
         self.admission_settings = AdmissionSettings.from_mapping(self.cfg)
         self.admission = build_admission(self.admission_settings)  # volatile: a restart forgets it
+        self._verify_ms = float(self.cfg["verify_ms"])  # the verification time per request
         h = world.history  # the per-request events, field order fixed (History.recorder)
         self._rec_recv = h.recorder("srv.recv", ("region", "d", "req", "attempt", "tenant"))
         self._rec_durable = h.recorder("srv.wal_durable", ("region", "d", "idx", "inc"))
@@ -292,15 +320,21 @@ class Region:
                 wake.succeed()
 
     def _drive(self, gen, _event=None) -> None:
-        """Run the batch thread ``gen`` to its next wait: a SimPy event resumes it through its
-        callback, a float (a sleep until the next batch is due) through :meth:`_sleep`. A light
-        stand-in for a SimPy process (no process, start or end events; the same order of steps)."""
+        """Run the batch thread ``gen`` to its next wait: a float is a plain delay (an fsync, the
+        verification time, a store call), queued where ``env.timeout(delay)`` made at the yield
+        would be (:func:`call_later`: the same queue entry, no Timeout); a :class:`_Sleep` is a sleep
+        until the next batch is due (:meth:`_sleep`); any other yield is a SimPy event whose
+        callback resumes it. A light stand-in for a SimPy process (no process, start or end
+        events; the same order of steps)."""
         try:
             waiting = gen.send(None)
         except StopIteration:
             return
-        if waiting.__class__ is float:
-            self._sleep(gen, waiting)
+        kind = waiting.__class__
+        if kind is float:
+            call_later(self.env, waiting, partial(self._drive, gen))
+        elif kind is _Sleep:
+            self._sleep(gen, waiting.delay)
         else:
             waiting.callbacks.append(partial(self._drive, gen))
 
@@ -319,13 +353,14 @@ class Region:
         env, formation = self.env, self.formation
         while (deadline := formation.deadline()) is not None:
             if not formation.due(env.now):
-                yield max(0.0, deadline - env.now)
+                yield _Sleep(max(0.0, deadline - env.now))
                 self.sleeper = None
                 if inc != self.incarnation:
                     return
                 continue
             n = formation.take(env.now)
-            jobs, self.queue = self.queue[:n], self.queue[n:]
+            queue = self.queue
+            jobs, self.queue = (queue, []) if n == len(queue) else (queue[:n], queue[n:])
             self.seal_lock.held = True
             done = yield from self._run_batch(jobs, inc)
             if not done:
@@ -358,7 +393,7 @@ class Region:
                     for item in batch.items:
                         rec(now, rid, jobs[item.pos][1], item.wal_index, inc)
         if batch.items and not all(batch.responses[item.pos] is not None for item in batch.items):
-            yield env.timeout(len(batch.items) * float(self.cfg["verify_ms"]) / 1000.0)
+            yield len(batch.items) * self._verify_ms / 1000.0  # a float: a plain delay (see _drive)
             if inc != self.incarnation:
                 return False
         results = yield from self._lookup_and_record(batch, inc, jobs)
@@ -383,7 +418,7 @@ class Region:
     def _make_durable(self, inc: int):
         """ONE fsync (sampled latency) of everything appended: True, False (it failed) or
         None (the region died meanwhile)."""
-        yield self.env.timeout(self.disk_factor * self._fsync_ms(self.rng) / 1000.0)
+        yield float(self.disk_factor * self._fsync_ms(self.rng) / 1000.0)  # a plain delay (see _drive)
         if inc != self.incarnation:
             return None
         try:
@@ -407,7 +442,7 @@ class Region:
         except StoreUnavailable:
             batch.lookup_failed()
             return {}
-        yield env.timeout(self._store_delay())
+        yield float(self._store_delay()) if jobs is not None else env.timeout(self._store_delay())
         if inc != self.incarnation:
             return None
         if jobs is not None:
@@ -429,7 +464,7 @@ class Region:
         except StoreUnavailable:
             batch.record_failed()
             return {}
-        yield env.timeout(self._store_delay())
+        yield float(self._store_delay()) if jobs is not None else env.timeout(self._store_delay())
         if inc != self.incarnation:
             return None
         try:

@@ -55,6 +55,7 @@ from flk.impl.agent.factory import tenant_key
 from flk.impl.agent.outbox import Outbox
 from flk.impl.core.canonical import canonical_bytes
 from flk.impl.core.pcs import check_epoch, check_shard_id, pcs_id_of_checked
+from flk.impl.core.signing import sign_hmac
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .metrics import BAD_SIG_KINDS
@@ -149,7 +150,9 @@ class PcsFactory:
             self._checked.add((shard_id, epoch))
         pcs["merkle_root"], pcs["shard_id"], pcs["epoch"] = root, shard_id, epoch
         pcs["pcs_id"] = pcs_id_of_checked(root, epoch, shard_id)
-        pcs = factory.sign(pcs, self.key_for(tenant))
+        # factory.sign's signature, set in place: ``pcs`` is already this call's own copy (the
+        # signed subset's canonical bytes ignore the other fields: no subset dict either)
+        pcs["sig"] = sign_hmac(pcs, self.key_for(tenant), "v1" if pcs.get("version", "1") == "1" else "legacy-0.1")
         self._last = (pcs, self._bodies[i])
         return pcs
 
@@ -464,7 +467,8 @@ class Delivery:
         agent = self.agent
         world = agent.world
         env = world.env
-        if isinstance(action, Send):
+        kind = action.__class__
+        if kind is Send or isinstance(action, Send):  # the exact class first: no isinstance per send
             router = world.router
             target = self.target = router.resolve(agent.urls) if router is not None else action.url
             attempt = self.attempt = action.attempt
@@ -475,7 +479,7 @@ class Delivery:
                            {"req": self.req, "attempt": attempt, "inc": self.inc, "body": action.body,
                             "tenant": agent.tenant, "reply_to": agent.id}, size=len(action.body))
             agent.expire_later(self, attempt)
-        elif isinstance(action, Wait):
+        elif kind is Wait or isinstance(action, Wait):
             call_later(env, action.delay, self._waited)
         else:
             assert isinstance(action, Done)
