@@ -224,7 +224,13 @@ def _tree(pid: int, stats: dict[int, tuple[int, float]]) -> list[int]:
 def _tree_switches(pid: int) -> int:
     """Context switches (voluntary + involuntary) so far of every thread of ``pid`` and its
     descendants: thread hand-offs (a wake-up, a GIL hand-over) show here before in CPU time."""
-    total = 0
+    return sum(int(line.split()[1]) for _, _, text in _task_files(pid, "status")
+               for line in text.splitlines() if "ctxt_switches" in line)
+
+
+def _task_files(pid: int, name: str):
+    """``(process, thread, text of /proc/<process>/task/<thread>/<name>)`` for every thread of
+    ``pid`` and its descendants (a thread or process gone meanwhile is left out)."""
     for p in _tree_pids([pid]):
         try:
             tasks = os.listdir(f"/proc/{p}/task")
@@ -232,11 +238,10 @@ def _tree_switches(pid: int) -> int:
             continue
         for t in tasks:
             try:
-                with open(f"/proc/{p}/task/{t}/status") as fh:
-                    total += sum(int(line.split()[1]) for line in fh if "ctxt_switches" in line)
+                with open(f"/proc/{p}/task/{t}/{name}") as fh:
+                    yield p, t, fh.read()
             except OSError:
                 continue
-    return total
 
 
 def _tree_thread_cpu_s(pid: int) -> tuple[float, float]:
@@ -245,22 +250,13 @@ def _tree_thread_cpu_s(pid: int) -> tuple[float, float]:
     other thread (the batch driver's batch and sync threads, the store's executor)."""
     tick = os.sysconf("SC_CLK_TCK")
     main = other = 0.0
-    for p in _tree_pids([pid]):
-        try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for t in tasks:
-            try:
-                with open(f"/proc/{p}/task/{t}/stat") as fh:
-                    rest = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            cpu = (int(rest[11]) + int(rest[12])) / tick
-            if t == str(p):
-                main += cpu
-            else:
-                other += cpu
+    for p, t, text in _task_files(pid, "stat"):
+        rest = text.rsplit(")", 1)[1].split()
+        cpu = (int(rest[11]) + int(rest[12])) / tick
+        if t == str(p):
+            main += cpu
+        else:
+            other += cpu
     return main, other
 
 

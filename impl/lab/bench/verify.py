@@ -65,6 +65,8 @@ load better than PCS/s.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import hmac
 import json
@@ -160,16 +162,28 @@ def _open(kind: str, tmp: str, run: str):
     return store, lambda s: s.drop_table()
 
 
-def _one_run(kind: str, bodies: list[bytes], batch: int, tmp: str) -> tuple[float, float]:
+@contextlib.contextmanager
+def _fresh_setup(kind: str, tmp: str):
+    """A run's verifier (tenant ``bench``), empty ``kind`` store and empty durable WAL
+    (:class:`flk.impl.storage.wal.SegmentedLog`) under ``tmp``; closed and removed after."""
     from ...storage.wal import SegmentedLog
 
     run = uuid.uuid4().hex[:12]
     tenants = from_mapping({"tenants": {"bench": {"alg": "hmac", "keys": [{"secret": KEY.decode()}]}}})
-    v = Verifier(tenants, region="bench")
     store, clean = _open(kind, tmp, run)
     wal_dir = os.path.join(tmp, f"wal-{run}")
     log = SegmentedLog(wal_dir)
     try:
+        yield Verifier(tenants, region="bench"), store, log
+    finally:
+        log.close()
+        clean(store)
+        store.close()
+        shutil.rmtree(wal_dir, ignore_errors=True)
+
+
+def _one_run(kind: str, bodies: list[bytes], batch: int, tmp: str) -> tuple[float, float]:
+    with _fresh_setup(kind, tmp) as (v, store, log):
         t0, c0 = time.perf_counter(), time.process_time()
         for start in range(0, len(bodies), batch):
             out = run_requests(v, [Request(b, "bench") for b in bodies[start:start + batch]], NOW, log, store)
@@ -178,11 +192,6 @@ def _one_run(kind: str, bodies: list[bytes], batch: int, tmp: str) -> tuple[floa
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         if store.count(NOW) != len(bodies):
             raise RuntimeError("bench store lost entries")
-    finally:
-        log.close()
-        clean(store)
-        store.close()
-        shutil.rmtree(wal_dir, ignore_errors=True)
     return len(bodies) / dt, len(bodies) / cpu if cpu > 0 else float("inf")
 
 
@@ -205,18 +214,16 @@ def _driven_run(kind: str, bodies: list[bytes], batch: int, tmp: str, depth: int
     with its ``LoggedWal`` and ``GuardedStore``, at ``depth``): every body submitted at once on an
     asyncio loop, batches of at most ``batch`` formed by the driver, answered through futures.
     At depth 2 batch N+1 is appended (and verified) while batch N's fsync runs on the sync thread."""
+    with _fresh_setup(kind, tmp) as (v, store, log):
+        return _driven(v, store, log, bodies, batch, depth)
+
+
+def _driven(v, store, log, bodies: list[bytes], batch: int, depth: int) -> tuple[float, float]:
     import asyncio
 
     from ...server.batchdriver import BatchDriver, GuardedStore, LoggedWal
-    from ...storage.wal import SegmentedLog
     from ...verifier.admission import CircuitBreaker
 
-    run = uuid.uuid4().hex[:12]
-    tenants = from_mapping({"tenants": {"bench": {"alg": "hmac", "keys": [{"secret": KEY.decode()}]}}})
-    v = Verifier(tenants, region="bench")
-    store, clean = _open(kind, tmp, run)
-    wal_dir = os.path.join(tmp, f"wal-{run}")
-    log = SegmentedLog(wal_dir)
     driver = BatchDriver(v, LoggedWal(lambda: log, lambda *a, **k: None), GuardedStore(store, CircuitBreaker()),
                          _NullMetrics(), max_delay_s=0.0005, max_batch=batch, depth=depth)
 
@@ -237,10 +244,6 @@ def _driven_run(kind: str, bodies: list[bytes], batch: int, tmp: str, depth: int
             raise RuntimeError("bench store lost entries")
     finally:
         driver.close()
-        log.close()
-        clean(store)
-        store.close()
-        shutil.rmtree(wal_dir, ignore_errors=True)
     return len(bodies) / dt, len(bodies) / cpu if cpu > 0 else float("inf")
 
 
@@ -289,6 +292,10 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
                      "driver": "run_requests (batch driver without generators)",
                      "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
     tmp = tempfile.mkdtemp(prefix="flk-bench-verify-")
+    # the heap as a started server worker holds it (flk.impl.server.supervisor freezes it once
+    # started): modules and prebuilt bodies in the permanent generation, requests' garbage not
+    gc.collect()
+    gc.freeze()
     try:
         for kind in KINDS:
             if kind in ("redis", "postgres") and _service(kind) is None:
@@ -339,5 +346,6 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
                 figures[f"{goal}_within_ceiling"] = figures[f"{label}_ceiling_pcs_per_s"] >= GOAL_SQLITE_PCS_PER_S
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        gc.unfreeze()
         figures["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     return figures
