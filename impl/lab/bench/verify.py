@@ -278,6 +278,14 @@ def _anchor_run(bodies: list[bytes]) -> float:
     return cpu * 1e6 / len(bodies)
 
 
+def _freeze_heap() -> None:
+    """The heap as a started server worker holds it (:mod:`flk.impl.server.supervisor` freezes
+    it once started): modules and prebuilt bodies in the permanent generation, the requests'
+    garbage not (``gc.unfreeze`` after the runs)."""
+    gc.collect()
+    gc.freeze()
+
+
 def run(repeat: int = 5, quick: bool = False) -> dict:
     n = 2_000 if quick else 20_000
     batch = 512
@@ -292,10 +300,7 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
                      "driver": "run_requests (batch driver without generators)",
                      "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
     tmp = tempfile.mkdtemp(prefix="flk-bench-verify-")
-    # the heap as a started server worker holds it (flk.impl.server.supervisor freezes it once
-    # started): modules and prebuilt bodies in the permanent generation, requests' garbage not
-    gc.collect()
-    gc.freeze()
+    _freeze_heap()
     try:
         for kind in KINDS:
             if kind in ("redis", "postgres") and _service(kind) is None:
