@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 TABLE = "flk"
@@ -248,8 +249,7 @@ def cleanup(made: dict) -> list[str]:
         if run(["ip", "netns", "del", ns], check=False).returncode != 0:
             left.append(f"namespace {ns}")
     for link in made.get("links", []):
-        if run(["ip", "link", "show", link], check=False).returncode == 0 and \
-                run(["ip", "link", "del", link], check=False).returncode != 0:
+        if not _link_removed(link):
             left.append(f"link {link}")
     with open("/proc/mounts", encoding="utf-8") as f:
         mounted = {line.split()[1] for line in f}
@@ -258,6 +258,20 @@ def cleanup(made: dict) -> list[str]:
                 run(["umount", "-l", path], check=False).returncode != 0:
             left.append(f"mount {path}")
     return left
+
+
+def _link_removed(link: str, tries: int = 20) -> bool:
+    """Delete ``link`` unless it is gone; True once it is gone. A veth whose peer sat in a
+    namespace just deleted is destroyed by the kernel asynchronously: ``ip link del`` can then
+    fail on a link that is already on its way out, so a failed delete is judged by whether
+    the link is still there, looking again for up to about a second."""
+    for attempt in range(tries):
+        if run(["ip", "link", "show", link], check=False).returncode != 0:
+            return True
+        if run(["ip", "link", "del", link], check=False).returncode == 0:
+            return True
+        time.sleep(0.05 * (attempt + 1) / tries)
+    return run(["ip", "link", "show", link], check=False).returncode != 0
 
 
 def alive(pid) -> bool:
