@@ -446,28 +446,12 @@ class VerifyBatch:
 
     def recorded(self, results: Sequence[tuple[bool, StoredOutcome]]) -> None:
         """Step 7's answers: the recorded outcome, or the race winner's (replay or conflict)."""
-        v, sink, latency, responses = self.v, self.sink, self.latency, self.responses
-        for item, (won, winner) in zip(self._pending, results, strict=True):
-            if not won:
-                self._existing(item, winner)
-                continue
-            outcome = item.outcome
-            resp = Response(outcome.status, _FRESH_HEADERS, outcome.body)  # _outcome_response(outcome, False)
-            event = v.recorded_event(outcome, item.reasons, item.pcs_id, item.who, item.label) \
-                if sink is not None else None
-            if latency is not None:
-                self._finish(item, resp, event, A_STORED, outcome.payload_digest)
-                continue
-            # self._finish without a latency to take, inlined
-            responses[item.pos] = resp
-            item.answer, item.answer_digest = A_STORED, outcome.payload_digest
-            if event is not None:
-                sink(event)
-        self._pending = []
+        self.recorded_fresh([None if won else winner for won, winner in results])
 
     def recorded_fresh(self, results: Sequence[StoredOutcome | None]) -> None:
         """Step 7's answers from ``put_many_fresh_if_absent`` (None: recorded; else the race
-        winner's outcome): what :meth:`recorded` answers, without a fresh item's outcome."""
+        winner's outcome, a replay or a conflict), also for :meth:`recorded`; a fresh item's
+        outcome is never built."""
         v, sink, latency, responses = self.v, self.sink, self.latency, self.responses
         now = self.now
         # the batch's answers leave together: one clock read for the recorded ones' latency
@@ -479,11 +463,12 @@ class VerifyBatch:
             body = item.fresh
             if body is None:
                 outcome = item.outcome
-                status, body, first_seen = outcome.status, outcome.body, outcome.first_seen
+                status, body, first_seen, digest = outcome.status, outcome.body, outcome.first_seen, \
+                    outcome.payload_digest
             else:
-                status, first_seen = 200, now
+                status, first_seen, digest = 200, now, item.who.digest
             responses[item.pos] = Response(status, _FRESH_HEADERS, body)  # _outcome_response(outcome, False)
-            item.answer, item.answer_digest = A_STORED, item.who.digest
+            item.answer, item.answer_digest = A_STORED, digest
             if sink is not None:
                 sink(v.accepted_event(status, first_seen, item.reasons, item.pcs_id, item.who, item.label))
             if latency is not None:
@@ -629,24 +614,17 @@ def _lookup_and_record(batch: VerifyBatch, store: Any, now: float, ttl_s: float,
         batch.skip_lookup()
     if put_fresh is not None:  # the common outcomes handed over without a StoredOutcome each
         items, fresh = batch.fresh_writes()
-        if not items:
-            return
-        try:
-            answers = put_fresh(items, fresh, now, ttl_s)
-        except StoreUnavailable:
-            batch.record_failed()
-            return
-        batch.recorded_fresh(answers)
-        return
-    writes = batch.writes()
-    if not writes:
+    else:
+        items = batch.writes()
+    if not items:
         return
     try:
-        results = store.put_many_if_absent(writes, now, ttl_s)
+        answers = put_fresh(items, fresh, now, ttl_s) if put_fresh is not None \
+            else store.put_many_if_absent(items, now, ttl_s)
     except StoreUnavailable:
         batch.record_failed()
         return
-    batch.recorded(results)
+    (batch.recorded_fresh if put_fresh is not None else batch.recorded)(answers)
 
 
 def same_time_runs(records: Sequence[Any], limit: int = 512) -> Iterable[tuple[int, int]]:
