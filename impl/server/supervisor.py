@@ -94,6 +94,16 @@ def _load_factory(path: str):
     return getattr(importlib.import_module(mod), name)
 
 
+def freeze_started_heap() -> None:
+    """Collect, then freeze the garbage collector's heap (``gc.freeze``): what a started
+    process holds for its whole life goes to the permanent generation (see
+    :func:`_frozen_after_startup`; ``flk bench verify`` holds its set-up the same way)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def _frozen_after_startup(uvicorn: Any) -> type:
     """uvicorn's ``Server`` that, once the application started (the lifespan: stores,
     WAL, replay, registries), collects and freezes the garbage collector's heap
@@ -107,10 +117,7 @@ def _frozen_after_startup(uvicorn: Any) -> type:
     class Server(uvicorn.Server):
         async def startup(self, sockets: list | None = None) -> None:
             await super().startup(sockets=sockets)
-            import gc
-
-            gc.collect()
-            gc.freeze()
+            freeze_started_heap()
 
     return Server
 

@@ -85,6 +85,7 @@ from ...core import accel
 from ...core.canonical import CORE_PATH, round9
 from ...dedup import open_store
 from ...dedup.sqlite import OPEN_ROWS
+from ...server.supervisor import freeze_started_heap
 from ...verifier.core import run_requests
 from ...verifier.pipeline import Request, Verifier
 from ...verifier.tenants import from_mapping
@@ -278,14 +279,6 @@ def _anchor_run(bodies: list[bytes]) -> float:
     return cpu * 1e6 / len(bodies)
 
 
-def _freeze_heap() -> None:
-    """The heap as a started server worker holds it (:mod:`flk.impl.server.supervisor` freezes
-    it once started): modules and prebuilt bodies in the permanent generation, the requests'
-    garbage not (``gc.unfreeze`` after the runs)."""
-    gc.collect()
-    gc.freeze()
-
-
 def run(repeat: int = 5, quick: bool = False) -> dict:
     n = 2_000 if quick else 20_000
     batch = 512
@@ -300,7 +293,7 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
                      "driver": "run_requests (batch driver without generators)",
                      "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
     tmp = tempfile.mkdtemp(prefix="flk-bench-verify-")
-    _freeze_heap()
+    freeze_started_heap()  # the heap as a started server worker holds it (unfrozen after the runs)
     try:
         for kind in KINDS:
             if kind in ("redis", "postgres") and _service(kind) is None:
