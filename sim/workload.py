@@ -152,7 +152,7 @@ class PcsFactory:
         pcs["pcs_id"] = pcs_id_of_checked(root, epoch, shard_id)
         # factory.sign's signature, set in place: ``pcs`` is already this call's own copy (the
         # signed subset's canonical bytes ignore the other fields: no subset dict either)
-        pcs["sig"] = sign_hmac(pcs, self.key_for(tenant), "v1" if pcs.get("version", "1") == "1" else "legacy-0.1")
+        pcs["sig"] = sign_hmac(pcs, self.key_for(tenant), factory.profile_of(pcs))
         self._last = (pcs, self._bodies[i])
         return pcs
 

@@ -99,13 +99,18 @@ def random_signals(rng: random.Random) -> dict:
     }
 
 
+def profile_of(doc: Mapping) -> str:
+    """The signing profile a document's ``version`` names (SPEC 10): ``v1`` or ``legacy-0.1``."""
+    return "v1" if doc.get("version", "1") == "1" else "legacy-0.1"
+
+
 def sign(doc: Mapping, key: bytes, alg: str = "hmac", profile: str | None = None,
          set_alg: bool = False) -> dict:
     """A copy of ``doc`` with ``sig`` over its signed subset (``sig_alg`` too
     when ``set_alg``). ``profile`` defaults to the document's version."""
     out = dict(doc)
     if profile is None:
-        profile = "v1" if out.get("version", "1") == "1" else "legacy-0.1"
+        profile = profile_of(out)
     subset = {k: out[k] for k in SIGNED_FIELDS}
     out["sig"] = sign_hmac(subset, key, profile) if alg == "hmac" else sign_ed25519(subset, key, profile)
     if set_alg:

@@ -160,9 +160,7 @@ class Reader:
     def streams(self, source: str) -> dict[str, list[tuple[int, str]]]:
         """stream -> sorted [(first_index, segment log name)] with a manifest in the store."""
         out: dict[str, list[tuple[int, str]]] = {}
-        names = self._names.get(source)
-        if names is None:
-            names = self._names[source] = {}
+        names = self._names.setdefault(source, {})
         for key in self.store.list(source + "/"):
             entry = names.get(key, _UNPARSED)
             if entry is _UNPARSED:
