@@ -58,7 +58,14 @@ def test_bench_serve_quick_prints_figures() -> None:
         assert fig[f"{label}_ceiling_rps"] == min(ceilings.values())
         assert fig[f"{label}_ceiling_bound_by"] in ceilings
         assert fig[f"{label}_goal_5000_within_ceiling"] == (fig[f"{label}_ceiling_rps"] >= 5000)
+        # the ratio goal at the same ceiling, over bare Starlette's req/s of this run
+        ceiling_ratio = fig[f"{label}_ceiling_rps"] / fig["bare_starlette_rps"]
+        assert fig[f"{label}_ceiling_ratio_vs_bare_starlette"] == round(ceiling_ratio, 3)
+        assert fig[f"{label}_goal_ratio_0_7_within_ceiling"] == (ceiling_ratio >= 0.7)
         assert fig[f"ratio_{label}_vs_bare_starlette"] == round(fig[f"{label}_rps"] / fig["bare_starlette_rps"], 3)
+    # the ratio goal's anchor is bare Starlette; the raw-ASGI ratio is reported beside it
+    assert fig["goal_ratio_0_7"] == (fig["ratio_sqlite_vs_bare_starlette"] >= 0.7)
+    assert fig["goal_ratio_0_7_vs_bare_asgi"] == (fig["ratio_sqlite_vs_bare"] >= 0.7)
     assert fig["sqlite_depth2_rps"] > 0 and fig["sqlite_depth2_socket_errors"] == 0
     # where a request's time went: the batch driver's stages (workers' submit_stages lines) and the rest
     from flk.impl.server.batchdriver import STAGES

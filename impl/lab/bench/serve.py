@@ -81,7 +81,13 @@ included); the bench reports their request-weighted mean microseconds per reques
 mean batch, and ``outside_driver_us`` = the closed loop's mean latency (connections /
 req/s) minus those stages: HTTP parsing and writing, the event loop, wrk.
 
-Goals: >= 5,000 req/s with p99 <= 25 ms on SQLite, ratio >= 0.7. The machine
+``<label>_ceiling_ratio_vs_bare_starlette`` is that ceiling over bare Starlette's req/s of
+the same run: the highest ratio the measured costs allow; ``<label>_goal_ratio_0_7_within_ceiling``
+False proves the ratio goal out of reach at those costs (bare Starlette is itself bound by
+the shared cores, so the two are compared on one machine in one run).
+
+Goals: >= 5,000 req/s with p99 <= 25 ms on SQLite, >= 0.7 of bare Starlette's req/s
+(``goal_ratio_0_7``; ``goal_ratio_0_7_vs_bare_asgi``: of the raw-ASGI handler). The machine
 is shared: wrk, the servers and whatever else runs compete for the same cores,
 so read the figures as medians of a noisy machine.
 """
@@ -632,7 +638,10 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
         figures["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
         figures["goal_sqlite_rps_5000"] = figures["sqlite_rps"] >= 5000
         figures["goal_sqlite_p99_25ms"] = figures["sqlite_p99_ms"] <= 25
-        figures["goal_ratio_0_7"] = figures["ratio_sqlite_vs_bare"] >= 0.7
+        # the goal's anchor is bare Starlette (a Starlette route on the same uvicorn); against the
+        # raw-ASGI handler (no framework at all) the ratio is stricter and reported beside it
+        figures["goal_ratio_0_7"] = figures["ratio_sqlite_vs_bare_starlette"] >= GOAL_RATIO
+        figures["goal_ratio_0_7_vs_bare_asgi"] = figures["ratio_sqlite_vs_bare"] >= GOAL_RATIO
         _goal_ceilings(figures, [label for label in runs if label.startswith("sqlite") and "minimal" not in label])
         return figures
     finally:
@@ -668,6 +677,7 @@ def _driver_and_ceilings(figures: dict, work: str, repeat: int, quick: bool, lab
 
 
 GOAL_RPS = 5000
+GOAL_RATIO = 0.7  # of bare Starlette's req/s, same run
 
 
 def _goal_ceilings(figures: dict, labels: list[str]) -> None:
@@ -687,6 +697,11 @@ def _goal_ceilings(figures: dict, labels: list[str]) -> None:
             figures[f"{label}_ceiling_rps"] = ceilings[bound]
             figures[f"{label}_ceiling_bound_by"] = bound
             figures[f"{label}_goal_5000_within_ceiling"] = ceilings[bound] >= GOAL_RPS
+            # the ratio goal at the same ceiling: the highest ratio to bare Starlette (its req/s
+            # measured in this run) that the server's measured CPU and disk leave possible
+            ratio = ceilings[bound] / max(figures.get("bare_starlette_rps", 0.0), 1e-9)
+            figures[f"{label}_ceiling_ratio_vs_bare_starlette"] = round(ratio, 3)
+            figures[f"{label}_goal_ratio_0_7_within_ceiling"] = ratio >= GOAL_RATIO
 
 
 def driver_ab(work: str, repeat: int, seconds: float, clients: int = CONNECTIONS, n: int = 40_000,
