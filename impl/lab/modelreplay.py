@@ -94,8 +94,7 @@ class _TrustingVerifier(Verifier):
     def authenticate(self, doc, tenant, now):
         who = super().authenticate(doc, tenant, now)
         if isinstance(who, Response) and who.status == 401 and tenant is not None:
-            return _pipeline._Authenticated(tenant.tenant_id, "v1" if doc.get("version", "1") == "1" else "legacy-0.1",
-                                            payload_digest(doc))
+            return _pipeline._Authenticated(tenant.tenant_id, factory.profile_of(doc), payload_digest(doc))
         return who
 
 
