@@ -408,18 +408,22 @@ class VerifyBatch:
         pv, rj = v.policy_version_json, v.region_json
         key = id(tenant)
         bodies, keysets, partsets = [], [], []
+        last = keys = parts = None  # the time of the previous item (a span holds runs of one time) and its objects
         for item in items:
             t = times[item.pos]
-            known = keys_at.get((key, t))
-            if known is None or known[0] is not tenant:
-                known = keys_at[(key, t)] = (tenant, tenant.active_keys(t))
-            parts = parts_at.get(t) if t else None  # 0.0 == -0.0: their parts differ, never cached
-            if parts is None:
-                parts = (float_repr(float(t)), pv, rj)
-                if t:
-                    parts_at[t] = parts
+            if t != last or not t:  # 0.0 == -0.0: their parts differ, never shared
+                known = keys_at.get((key, t))
+                if known is None or known[0] is not tenant:
+                    known = keys_at[(key, t)] = (tenant, tenant.active_keys(t))
+                keys = known[1]
+                parts = parts_at.get(t) if t else None
+                if parts is None:
+                    parts = (float_repr(float(t)), pv, rj)
+                    if t:
+                        parts_at[t] = parts
+                last = t
             bodies.append(item.body)
-            keysets.append(known[1])
+            keysets.append(keys)
             partsets.append(parts)
         params = v.signal_params
         got = _compiled_accept_each(bodies, keysets, params, partsets) if _compiled_accept_each is not None else None
