@@ -8,7 +8,8 @@ ever bypassing signature verification.
 :class:`ReplayApplier`: replays records as their *origin* region did, through
 the verification core (:class:`flk.impl.verifier.core.VerifyBatch`) with a
 ``Verifier`` of the record's region (:func:`verifier_for_region`) and ``now =
-received_at``. Step 5 is skipped so that the core always computes the origin
+received_at`` -- a whole shipped span in one core batch, each record at its own
+time (:meth:`~flk.impl.verifier.core.VerifyBatch.from_span`). Step 5 is skipped so that the core always computes the origin
 outcome (steps 3, 4, 6 -- the signature is always checked) and the
 authoritative atomic ``put_if_absent`` decides (INV-FWW, so the local store ends
 exactly as with a plain replay). The computed origin outcome and the local
@@ -197,18 +198,18 @@ class ReplayApplier:
 
     def _batches(self, recs: list[InboxRecord], positions: list[int]) -> list[tuple[list[int], VerifyBatch]]:
         """Core batches (steps 3-6, no lookup) of ``recs[positions]``: one per run of records
-        of one origin region received at one time, in record order."""
+        of one origin region -- a shipped span is one: its stream holds one region's records --
+        each record verified and decided at its own ``received_at``
+        (:meth:`VerifyBatch.from_span`), in record order."""
         out: list[tuple[list[int], VerifyBatch]] = []
-        k = 0
-        while k < len(positions):
-            first = recs[positions[k]]
+        k, n = 0, len(positions)
+        while k < n:
+            region = recs[positions[k]].region
             end = k + 1
-            while end < len(positions) and recs[positions[end]].received_at == first.received_at \
-                    and recs[positions[end]].region == first.region:
+            while end < n and recs[positions[end]].region == region:
                 end += 1
-            run = positions[k:end]
-            batch = VerifyBatch.from_records(self._verifier(first.region), [recs[p] for p in run],
-                                             first.received_at, sink=self.sink)
+            run = positions if k == 0 and end == n else positions[k:end]
+            batch = VerifyBatch.from_span(self._verifier(region), [recs[p] for p in run], sink=self.sink)
             batch.verify()
             batch.skip_lookup()
             out.append((run, batch))
@@ -240,7 +241,7 @@ class ReplayApplier:
         batches = self._batches(recs, todo)
         writers = [(run, batch, batch.pending) for run, batch in batches]
         writes = [w for _, batch, _ in writers for w in batch.writes()]
-        nows = [batch.now for _, batch, items in writers for _ in items]
+        nows = [batch.at(item) for _, batch, items in writers for item in items]
         results = self._put(writes, nows)
         k = 0
         for run, batch, items in writers:

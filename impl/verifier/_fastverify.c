@@ -954,7 +954,7 @@ static PyObject *accept_v1(PyObject *module, PyObject *const *args, Py_ssize_t n
 }
 
 /* A planted bug for the quality test (tests/verifier/test_batch_differential.py builds
- * this file with -DFLK_PLANTED_BUG=1, 2 or 3 and checks that the differential tests catch
+ * this file with -DFLK_PLANTED_BUG=1, 2, 3 or 4 and checks that the differential tests catch
  * it); never defined in a real build. */
 #ifndef FLK_PLANTED_BUG
 #define FLK_PLANTED_BUG 0
@@ -1517,27 +1517,48 @@ PyDoc_STRVAR(accept_batch_doc,
 "A body is first read without a dict (accept_scan); accept_v1 decides the bodies the\n"
 "scanner gives up on. None when bodies is not a list.");
 
-static PyObject *accept_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* The batch loop of accept_batch and accept_each: accept_v1(bodies[i], keys_i, params, parts_i) of
+ * every body, where keys_i and parts_i are keys and parts themselves (each = 0: one receive time
+ * for the whole batch) or keys[i] and parts[i] (each = 1: a receive time per record). */
+static PyObject *accept_loop(PyObject *module, PyObject *bodies, PyObject *keys, PyObject *params, PyObject *parts,
+                             int each)
 {
-    if (nargs != 4 || !PyList_CheckExact(args[0]))
-        Py_RETURN_NONE;
-    PyObject *bodies = args[0];
     Py_ssize_t n = PyList_GET_SIZE(bodies);
     PyObject *out = PyList_New(n);
     if (out == NULL)
         return NULL;
-    PyObject *one[4] = {NULL, args[1], args[2], args[3]};
+    PyObject *one[4] = {NULL, keys, params, parts};
     double p[N_PARAMS];
-    int scan = keys_ok(args[1]) && signal_params(args[2], p);
+    int params_ok = signal_params(params, p);
+    int scan = params_ok && !each && keys_ok(keys);
+    PyObject *checked_keys = NULL; /* each: the key list scan was last worked out for (borrowed) */
     for (Py_ssize_t i = 0; i < n; i++) {
+        if (each) {
+#if FLK_PLANTED_BUG == 4
+            Py_ssize_t at = 0; /* the batch's first receive time for every record */
+#else
+            Py_ssize_t at = i;
+#endif
+            one[1] = PyList_GET_ITEM(keys, at);
+            one[3] = PyList_GET_ITEM(parts, at);
+            if (one[1] != checked_keys) { /* records of one time share their key list: checked once */
+                checked_keys = one[1];
+                scan = params_ok && keys_ok(one[1]);
+            }
+        }
         one[0] = PyList_GET_ITEM(bodies, i);
-        Py_INCREF(one[0]); /* the list may not change under us, but hold the body anyway */
-        PyObject *got = scan ? accept_scanned(one[0], args[1], p, args[3]) : Py_NewRef(Py_None);
+        /* the lists may not change under us, but hold what we read anyway */
+        Py_INCREF(one[0]);
+        Py_INCREF(one[1]);
+        Py_INCREF(one[3]);
+        PyObject *got = scan ? accept_scanned(one[0], one[1], p, one[3]) : Py_NewRef(Py_None);
         if (got == Py_None) { /* the scanner gave up: the dict path decides */
             Py_DECREF(got);
             got = accept_v1(module, one, 4);
         }
         Py_DECREF(one[0]);
+        Py_DECREF(one[1]);
+        Py_DECREF(one[3]);
         if (got == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -1552,6 +1573,30 @@ static PyObject *accept_batch(PyObject *module, PyObject *const *args, Py_ssize_
         PyList_SET_ITEM(out, i, got);
     }
     return out;
+}
+
+static PyObject *accept_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_CheckExact(args[0]))
+        Py_RETURN_NONE;
+    return accept_loop(module, args[0], args[1], args[2], args[3], 0);
+}
+
+PyDoc_STRVAR(accept_each_doc,
+"accept_each(bodies, keys, params, parts) -> list\n\n"
+"accept_v1(bodies[i], keys[i], params, parts[i]) of every body of the list bodies, in\n"
+"order, in one call: accept_batch with a receive time per record (a replay span of\n"
+"records received at different times). keys[i]: the tenant's active keys at record i's\n"
+"receive time; parts[i]: its parts (repr of that time first). keys and parts are lists as\n"
+"long as bodies; records of one time may share one key list and one parts tuple. None\n"
+"when the arguments are not such lists.");
+
+static PyObject *accept_each(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) || !PyList_CheckExact(args[3])
+        || PyList_GET_SIZE(args[1]) != PyList_GET_SIZE(args[0]) || PyList_GET_SIZE(args[3]) != PyList_GET_SIZE(args[0]))
+        Py_RETURN_NONE;
+    return accept_loop(module, args[0], args[1], args[2], args[3], 1);
 }
 
 /* CRC-32 (ISO-HDLC, zlib.crc32), slicing by 8 */
@@ -1657,6 +1702,7 @@ static PyMethodDef fastverify_methods[] = {
     {"hmac_auth_v1", (PyCFunction)(void (*)(void))hmac_auth_v1, METH_FASTCALL, hmac_auth_v1_doc},
     {"accept_v1", (PyCFunction)(void (*)(void))accept_v1, METH_FASTCALL, accept_v1_doc},
     {"accept_batch", (PyCFunction)(void (*)(void))accept_batch, METH_FASTCALL, accept_batch_doc},
+    {"accept_each", (PyCFunction)(void (*)(void))accept_each, METH_FASTCALL, accept_each_doc},
     {"accept_scan", (PyCFunction)(void (*)(void))accept_scan, METH_FASTCALL, accept_scan_doc},
     {"frame_records", (PyCFunction)(void (*)(void))frame_records, METH_FASTCALL, frame_records_doc},
     {NULL, NULL, 0, NULL},

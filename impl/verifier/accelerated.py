@@ -3,7 +3,8 @@
 Why this module exists: ``flk.impl.verifier._fastverify`` (``_fastverify.c``, C)
 answers the common case of the verify pipeline's hot steps -- strict JSON
 parsing, the wire rules, step 4 for HMAC v1, step 6 and the whole accept path
-with its 200 body, read off the body without a dict in the batch loop -- and hands anything else to the pure code of
+with its 200 body, read off the body without a dict in the batch loop (one receive time per
+batch, or one per record: a replay span) -- and hands anything else to the pure code of
 :mod:`.wire` and :mod:`.pipeline`, the references. Each entry names that
 reference and the differential test that proves both agree; :mod:`.wire` and
 :mod:`.pipeline` obtain the compiled functions through ``accel.bind``.
@@ -29,6 +30,8 @@ ACCEPT_V1 = accel.register("accept_v1", EXTENSION, "flk.impl.verifier.pipeline:V
 _BATCH_TESTS = "tests/verifier/test_batch_differential.py::"
 ACCEPT_BATCH = accel.register("accept_batch", EXTENSION, "flk.impl.verifier.pipeline:Verifier.handle",
                               _BATCH_TESTS + "test_the_batch_loop_answers_the_same_on_both_paths")
+ACCEPT_EACH = accel.register("accept_each", EXTENSION, "flk.impl.verifier.pipeline:Verifier.handle",
+                             _BATCH_TESTS + "test_accept_each_is_accept_v1_at_each_records_time")
 ACCEPT_SCAN = accel.register("accept_scan", EXTENSION, "flk.impl.verifier.pipeline:Verifier.handle",
                              _BATCH_TESTS + "test_accept_scan_is_accept_v1_where_it_answers")
 FRAME_RECORDS = accel.register("frame_records", EXTENSION, "flk.impl.storage.walformat:encode_frame",

@@ -96,6 +96,8 @@ _NO_REASONS: tuple[str, ...] = ()  # a fresh 200 outcome's reasons (shared)
 _compiled_accept = accel.bind(accelerated.ACCEPT_V1, globals(), "_compiled_accept")
 # the batch loop of the same steps, one call per tenant's requests of a batch (accept_v1 of each body)
 _compiled_accept_batch = accel.bind(accelerated.ACCEPT_BATCH, globals(), "_compiled_accept_batch")
+# the same loop with a receive time per record (a replay span: accept_v1 of each body at its own time)
+_compiled_accept_each = accel.bind(accelerated.ACCEPT_EACH, globals(), "_compiled_accept_each")
 # accept_v1's answer read off the body without a dict (None: the scanner gave up, accept_v1 decides)
 _compiled_accept_scan = accel.bind(accelerated.ACCEPT_SCAN, globals(), "_compiled_accept_scan")
 # the WAL frames of a batch's inbox records in one call (encode_frame of each payload)
@@ -125,9 +127,11 @@ class VerifyBatch:
     """The state of one batch through steps 1-8 (see the module docstring).
 
     All requests share ``now`` (one receive time per batch, as the server's batches
-    have; a replay batch holds records of one ``received_at``). ``replay``: the
-    requests are inbox records read back (:meth:`from_records`): no step 1, no WAL
-    record, no ``ingest`` event. ``sink`` gets every event (metrics, audit,
+    have), the common case; or each record has its own (``times``: a replay span,
+    :meth:`from_span` -- records of many submit batches, each verified, decided and
+    answered at its own ``received_at``; ``now`` is then the latest of them, the time
+    of the batch's store calls). ``replay``: the requests are inbox records read back
+    (:meth:`from_records`): no step 1, no WAL record, no ``ingest`` event. ``sink`` gets every event (metrics, audit,
     history); ``latency(label, seconds)`` each request's time from the batch's
     start (the clock is :func:`time.perf_counter`, read only when it is given)."""
 
@@ -135,6 +139,7 @@ class VerifyBatch:
                  latency: Latency | None = None, replay: bool = False) -> None:
         self.v = verifier
         self.now = now
+        self.times: list[float] | None = None  # a receive time per request (by position), or None: all at now
         self.sink = sink
         self.latency = latency
         self.replay = replay
@@ -144,7 +149,14 @@ class VerifyBatch:
         self._pending: list[Item] = []  # waiting for the next step
         self._parts: tuple[str, str, str] | None = None  # Verifier.answer_body's parts for accept_v1
         self._keys: dict[int, tuple[Tenant, list[bytes]]] = {}  # id(tenant) -> its active keys at now
+        self._keys_at: dict[tuple[int, float], tuple[Tenant, list[bytes]]] = {}  # (id(tenant), time) -> keys
+        self._parts_at: dict[float, tuple[str, str, str]] = {}  # time -> answer_body's parts (with times)
         self._all_decided = False  # after verify(): every pending item has its outcome (found() decides none)
+
+    def at(self, item: Item) -> float:
+        """``item``'s receive time: ``now``, or its own in a span (``times``)."""
+        times = self.times
+        return self.now if times is None else times[item.pos]
 
     @property
     def pending(self) -> list[Item]:
@@ -225,11 +237,33 @@ class VerifyBatch:
         batch = cls(verifier, now, sink=sink, latency=latency, replay=True)
         batch.responses = [None] * len(records)
         resolve = verifier.tenants.resolve
+        labels: dict[str, tuple[Tenant | None, str]] = {}  # rec.tenant -> (tenant, label)
+        items = batch.items
         for pos, rec in enumerate(records):
-            tenant = resolve(rec.tenant or None)
-            label = tenant.tenant_id if tenant is not None else "_unknown"
-            batch.items.append(Item(pos, label, tenant, rec.body, -1 if indexes is None else indexes[pos]))
-        batch._pending = list(batch.items)
+            known = labels.get(rec.tenant)
+            if known is None:
+                tenant = resolve(rec.tenant or None)
+                known = labels[rec.tenant] = (tenant, tenant.tenant_id if tenant is not None else "_unknown")
+            items.append(Item(pos, known[1], known[0], rec.body, -1 if indexes is None else indexes[pos]))
+        batch._pending = list(items)
+        return batch
+
+    @classmethod
+    def from_span(cls, verifier: Verifier, records: Sequence[Any], *, indexes: Sequence[int] | None = None,
+                  sink: Sink | None = None, latency: Latency | None = None) -> VerifyBatch:
+        """A replay batch of inbox records (as for :meth:`from_records`, with ``received_at``)
+        each verified, decided and answered at its own ``received_at`` (INV-IDEMPOTENT-REPLAY):
+        a shipped span or a stretch of the WAL -- records of many submit batches -- in one
+        batch (one compiled call per tenant, ``accept_each``). ``now``, the time of the
+        batch's store calls, is the latest ``received_at``; records of one time make the
+        common batch (no ``times``)."""
+        times = [rec.received_at for rec in records]
+        first = times[0] if times else 1.0
+        if times.count(first) == len(times) and (first != 0.0 or len({repr(t) for t in times}) == 1):
+            # one time (0.0 == -0.0, but their answers' first_seen differ)
+            return cls.from_records(verifier, records, first, indexes=indexes, sink=sink, latency=latency)
+        batch = cls.from_records(verifier, records, max(times), indexes=indexes, sink=sink, latency=latency)
+        batch.times = times
         return batch
 
     # -- step 2 -----------------------------------------------------------------------
@@ -255,12 +289,15 @@ class VerifyBatch:
         ``fresh``: the driver writes with :meth:`fresh_writes` -- a common 200 outcome is
         kept as its body (``Item.fresh``), no :class:`StoredOutcome` built; else every
         item's ``outcome`` is built here (the drivers that read it: the simulator, replay)."""
-        v, now, sink = self.v, self.now, self.sink
+        v, now, sink, times = self.v, self.now, self.sink, self.times
+        if times is not None:
+            fresh = False  # a fresh write has one store time (fresh_writes): every outcome is built here
         early = not v.hooks
         fused = _compiled_accept if early and v.signal_params is not None else None
         accepted: list | None = None
         if fused is not None:
-            self._parts = (float_repr(float(now)), v.policy_version_json, v.region_json)
+            if times is None:
+                self._parts = (float_repr(float(now)), v.policy_version_json, v.region_json)
             accepted = self._accept_all()
         ingest = sink is not None and not self.replay
         region, version = v.region, v.policy.version
@@ -271,6 +308,8 @@ class VerifyBatch:
         for k, item in enumerate(self._pending):
             if ingest:
                 sink({"kind": "ingest", "tenant_label": item.label})
+            if times is not None:
+                now = times[item.pos]
             got = accepted[k] if accepted is not None else None
             if got is not None:
                 pcs_id, digest, _, _, _, _, answer = got
@@ -283,7 +322,7 @@ class VerifyBatch:
                     else:
                         item.outcome, item.reasons = StoredOutcome(digest, 200, answer, now, region, version), []
                 else:
-                    self._settle(item, who, got)
+                    self._settle(item, who, got, now)
                     decided = decided and item.outcome is not None
                 pending.append(item)
                 keys.append((who.tenant_id, pcs_id))
@@ -325,10 +364,13 @@ class VerifyBatch:
         pending = self._pending
         if not pending:
             return None
+        timed = self.times is not None
         tenant = pending[0].tenant
         if all(item.tenant is tenant for item in pending):  # one tenant (the common case): no grouping
             if tenant is None or tenant.alg != "hmac" or not tenant.allows("v1"):
                 return None
+            if timed:
+                return self._accept_timed(tenant, pending)
             keys = self._active_keys(tenant)
             if not keys:
                 return None
@@ -346,12 +388,49 @@ class VerifyBatch:
             return None
         out: list = [None] * len(pending)
         for tenant, positions, bodies in groups.values():
-            keys = self._active_keys(tenant)
-            if not keys:
-                continue
-            for k, answer in zip(positions, self._accept_bodies(bodies, keys), strict=True):
+            if timed:
+                answers = self._accept_timed(tenant, [pending[k] for k in positions])
+            else:
+                keys = self._active_keys(tenant)
+                if not keys:
+                    continue
+                answers = self._accept_bodies(bodies, keys)
+            for k, answer in zip(positions, answers, strict=True):
                 out[k] = answer
         return out
+
+    def _accept_timed(self, tenant: Tenant, items: list[Item]) -> list:
+        """``accept_v1`` of each of one tenant's ``items`` at its own receive time (``times``):
+        one ``accept_each`` call -- each body with the tenant's keys active at its time and
+        the answer parts of its time (records of one time share both objects)."""
+        times, v = self.times, self.v
+        keys_at, parts_at = self._keys_at, self._parts_at
+        pv, rj = v.policy_version_json, v.region_json
+        key = id(tenant)
+        bodies, keysets, partsets = [], [], []
+        last = keys = parts = None  # the time of the previous item (a span holds runs of one time) and its objects
+        for item in items:
+            t = times[item.pos]
+            if t != last or not t:  # 0.0 == -0.0: their parts differ, never shared
+                known = keys_at.get((key, t))
+                if known is None or known[0] is not tenant:
+                    known = keys_at[(key, t)] = (tenant, tenant.active_keys(t))
+                keys = known[1]
+                parts = parts_at.get(t) if t else None
+                if parts is None:
+                    parts = (float_repr(float(t)), pv, rj)
+                    if t:
+                        parts_at[t] = parts
+                last = t
+            bodies.append(item.body)
+            keysets.append(keys)
+            partsets.append(parts)
+        params = v.signal_params
+        got = _compiled_accept_each(bodies, keysets, params, partsets) if _compiled_accept_each is not None else None
+        if got is None:
+            got = [_compiled_accept(body, keys, params, parts) if keys else None
+                   for body, keys, parts in zip(bodies, keysets, partsets, strict=True)]
+        return got
 
     def _accept_bodies(self, bodies: list, keys: list[bytes]) -> list:
         """``accept_v1`` of each of one tenant's ``bodies``: one ``accept_batch`` call (one
@@ -371,12 +450,12 @@ class VerifyBatch:
             known = self._keys[id(tenant)] = (tenant, tenant.active_keys(self.now))
         return known[1]
 
-    def _settle(self, item: Item, who: _Authenticated, got: tuple) -> None:
-        """Step 6 of an accepted PCS with reasons (``accept_v1`` wrote no body): as
-        :meth:`Verifier.settle` answers it."""
+    def _settle(self, item: Item, who: _Authenticated, got: tuple, now: float) -> None:
+        """Step 6 of an accepted PCS with reasons (``accept_v1`` wrote no body) received at
+        ``now``: as :meth:`Verifier.settle` answers it."""
         pcs_id, _, bits, d_hat, budget_, regime_, _ = got
         reasons = [code for k, code in enumerate(REASON_CODES) if bits >> k & 1] if bits else []
-        self._decided(item, self.v.settle(pcs_id, who, self.now, SignalCheck(reasons, d_hat, budget_, regime_), None))
+        self._decided(item, self.v.settle(pcs_id, who, now, SignalCheck(reasons, d_hat, budget_, regime_), None))
 
     # -- step 5 (and 6) ---------------------------------------------------------------
     def found(self, outcomes: Sequence[StoredOutcome | None]) -> None:
@@ -391,7 +470,7 @@ class VerifyBatch:
                 self._existing(item, stored)
                 continue
             if item.doc is not None:
-                self._decided(item, v.decide(item.doc, item.who, now))
+                self._decided(item, v.decide(item.doc, item.who, now if self.times is None else self.at(item)))
                 item.doc = None
             if item.outcome is None and item.fresh is None:  # a hook reason that rejects: nothing is stored
                 resp, kind = item.reasons  # type: ignore[misc]
@@ -425,11 +504,11 @@ class VerifyBatch:
     def writes(self) -> list[tuple[str, str, StoredOutcome]]:
         """What step 7 puts (put-if-absent, one transaction, request order); a fresh item's
         :class:`StoredOutcome` is built here (see :meth:`fresh_writes` for the form without it)."""
-        now, region, version = self.now, self.v.region, self.v.policy.version
+        region, version = self.v.region, self.v.policy.version
         out = []
         for item in self._pending:
             if item.fresh is not None and item.outcome is None:
-                item.outcome = StoredOutcome(item.who.digest, 200, item.fresh, now, region, version)
+                item.outcome = StoredOutcome(item.who.digest, 200, item.fresh, self.at(item), region, version)
             out.append((item.who.tenant_id, item.pcs_id, item.outcome))
         return out
 
@@ -466,7 +545,7 @@ class VerifyBatch:
                 status, body, first_seen, digest = outcome.status, outcome.body, outcome.first_seen, \
                     outcome.payload_digest
             else:
-                status, first_seen, digest = 200, now, item.who.digest
+                status, first_seen, digest = 200, now if self.times is None else self.at(item), item.who.digest
             responses[item.pos] = Response(status, _FRESH_HEADERS, body)  # _outcome_response(outcome, False)
             item.answer, item.answer_digest = A_STORED, digest
             if sink is not None:
@@ -598,8 +677,9 @@ class _NoRoll:
 def _lookup_and_record(batch: VerifyBatch, store: Any, now: float, ttl_s: float, lookup: bool) -> None:
     """Steps 3-8 of ``batch`` against ``store``: one ``get_many`` (only when ``lookup`` and the
     batch needs it), one ``put_many_if_absent`` -- or ``put_many_fresh_if_absent`` when the store
-    has it (the SQLite store: the common outcomes written without a StoredOutcome each)."""
-    put_fresh = getattr(store, "put_many_fresh_if_absent", None)
+    has it (the SQLite store: the common outcomes written without a StoredOutcome each; not for
+    a span with a receive time per record: its outcomes' first_seen differ)."""
+    put_fresh = getattr(store, "put_many_fresh_if_absent", None) if batch.times is None else None
     keys = batch.verify(fresh=put_fresh is not None)
     if not keys:
         return
@@ -627,9 +707,14 @@ def _lookup_and_record(batch: VerifyBatch, store: Any, now: float, ttl_s: float,
     (batch.recorded_fresh if put_fresh is not None else batch.recorded)(answers)
 
 
-def same_time_runs(records: Sequence[Any], limit: int = 512) -> Iterable[tuple[int, int]]:
+REPLAY_SPAN = 512  # records per replay batch (:func:`replay_records`)
+
+
+def same_time_runs(records: Sequence[Any], limit: int = REPLAY_SPAN) -> Iterable[tuple[int, int]]:
     """``(start, end)`` of each run of consecutive records with one ``received_at``
-    (a server batch: one receive time), at most ``limit`` long: replay batches."""
+    (a server batch: one receive time), at most ``limit`` long: replay batches of one
+    time (:meth:`VerifyBatch.from_records`; :meth:`VerifyBatch.from_span` takes records
+    of any times in one batch)."""
     start, n = 0, len(records)
     while start < n:
         t = records[start].received_at
@@ -641,27 +726,32 @@ def same_time_runs(records: Sequence[Any], limit: int = 512) -> Iterable[tuple[i
 
 
 def replay_batch(verifier: Verifier, records: Sequence[Any], store: Any, *, lookup: bool = True,
-                 indexes: Sequence[int] | None = None, sink: Sink | None = None) -> VerifyBatch:
-    """Steps 3-8 of inbox records received at one time (``now = received_at``,
-    INV-IDEMPOTENT-REPLAY) through the core; ``lookup=False`` skips step 5
-    (cross-region replay: put-if-absent decides). Returns the finished batch."""
-    now = records[0].received_at
-    batch = VerifyBatch.from_records(verifier, records, now, indexes=indexes, sink=sink)
-    _lookup_and_record(batch, store, now, verifier.limits.ttl_s, lookup)
+                 indexes: Sequence[int] | None = None, sink: Sink | None = None,
+                 core_cls: type[VerifyBatch] | None = None) -> VerifyBatch:
+    """Steps 3-8 of inbox records, each at its own ``received_at`` (INV-IDEMPOTENT-REPLAY),
+    through the core in ONE batch (:meth:`VerifyBatch.from_span`; records of one time: the
+    common batch); ``lookup=False`` skips step 5 (cross-region replay: put-if-absent
+    decides). The store calls are made at the latest ``received_at`` (a span's TTL
+    decisions at its end: at most the span's length on the TTL). ``core_cls``: the core
+    class (default :class:`VerifyBatch`; a driver's own, as the simulator's world passes).
+    Returns the finished batch."""
+    batch = (core_cls or VerifyBatch).from_span(verifier, records, indexes=indexes, sink=sink)
+    _lookup_and_record(batch, store, batch.now, verifier.limits.ttl_s, lookup)
     return batch
 
 
 def replay_records(verifier: Verifier, records: Any, store: Any, sink: Sink | None = None) -> list[Response]:
     """Run inbox records (objects with ``tenant``, ``received_at``, ``body``, e.g.
     :class:`flk.impl.storage.inbox.InboxRecord` or :class:`WalAppend`) through steps 3-8
-    again, with ``now = received_at`` (INV-IDEMPOTENT-REPLAY), one core batch per run
-    of records received at one time. A ``tenant`` of ``""`` means the request had no
-    ``X-Tenant-Id``. An unexpected error propagates: the drivers that must survive a
-    poison record (start-up replay, cross-region replay) isolate it themselves."""
+    again, with ``now = received_at`` (INV-IDEMPOTENT-REPLAY), one core batch per
+    :data:`REPLAY_SPAN` records (:func:`replay_batch`: each record at its own time). A
+    ``tenant`` of ``""`` means the request had no ``X-Tenant-Id``. An unexpected error
+    propagates: the drivers that must survive a poison record (start-up replay,
+    cross-region replay) isolate it themselves."""
     records = list(records)
     out: list[Response] = []
-    for start, end in same_time_runs(records):
-        out.extend(replay_batch(verifier, records[start:end], store, sink=sink).responses)
+    for start in range(0, len(records), REPLAY_SPAN):
+        out.extend(replay_batch(verifier, records[start:start + REPLAY_SPAN], store, sink=sink).responses)
     return out
 
 

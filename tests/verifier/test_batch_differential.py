@@ -36,7 +36,7 @@ import tempfile
 from base64 import b64decode, b64encode
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from flk.conformance.vectors import decode_input, load_cases, vectors_dir
@@ -51,7 +51,7 @@ from flk.impl.verifier import core, pipeline
 from flk.impl.verifier.pipeline import Request, Verifier, WalAppend
 from flk.impl.verifier.tenants import from_mapping
 
-from .pcsgen import HMAC_A, HMAC_B, registry
+from .pcsgen import HMAC_A, HMAC_A2, HMAC_B, registry
 from .test_fastpath_differential import (
     DIFF,
     _drive,
@@ -190,6 +190,48 @@ def accept_batch_property(fv):
     return prop
 
 
+# a replay span: each record with the keys active at its receive time and the parts of that time
+SPAN_KEYSETS = ([HMAC_A], [HMAC_B], [], [HMAC_B, HMAC_A], [HMAC_A2], [HMAC_A, HMAC_A2])
+SPAN_TIMES = (PARAMS_NOW, PARAMS_NOW + 0.5, -0.0, 0.0, 5e9, 1e-300, PARAMS_NOW - 3600.0)
+
+
+def _span_bodies() -> list[bytes]:
+    """Realistic bodies signed with each key (the keys active at a record's time decide)."""
+    out = []
+    for key in (HMAC_A, HMAC_A2, HMAC_B):
+        for i in range(3):
+            doc = realistic_pcs(i)
+            out.append(compact(factory.sign({k: v for k, v in doc.items() if k != "sig"}, key)))
+    return out
+
+
+def accept_each_property(fv):
+    """The property: ``fv.accept_each`` answers ``fv.accept_v1`` of each body with its own keys
+    and parts (its receive time), in order -- records of one time sharing their key list and
+    parts tuple (``shared``) or each with its own equal copies."""
+    params, (_, pv, rj) = _accept_args()
+    spans = _span_bodies()
+    first = (spans[0], 0, 0)
+
+    @DIFF
+    @example(picks=[first, (spans[1], 0, 1)], shared=True)  # another time, the same keys
+    @example(picks=[first, (spans[3], 4, 0)], shared=True)  # the same time, other keys
+    @example(picks=[first, first, (spans[0], 2, 0)], shared=False)
+    @given(picks=st.lists(st.tuples(st.one_of(st.sampled_from(spans), st.sampled_from(_pool()), request_bodies(),
+                                              spelled_pcs()),
+                                    st.integers(0, len(SPAN_KEYSETS) - 1), st.integers(0, len(SPAN_TIMES) - 1)),
+                          max_size=12),
+           shared=st.booleans())
+    def prop(picks, shared):
+        keysets = [SPAN_KEYSETS[k] if shared else list(SPAN_KEYSETS[k]) for _, k, _ in picks]
+        partsets = [(repr(SPAN_TIMES[t]), pv, rj) for _, _, t in picks]
+        bodies = [body for body, _, _ in picks]
+        want = [fv.accept_v1(b, k, params, p) for b, k, p in zip(bodies, keysets, partsets, strict=True)]
+        assert fv.accept_each(bodies, keysets, params, partsets) == want
+
+    return prop
+
+
 HEADS = st.lists(st.binary(max_size=40), min_size=1, max_size=3)
 
 
@@ -220,6 +262,27 @@ def test_accept_batch_is_accept_v1_of_each_body():
     got = accel.active("accept_batch")(bodies, [HMAC_A], params, parts)
     assert all(answer is not None for answer in got[:4])  # the compiled path takes realistic PCS
     assert accel.active("accept_batch")(tuple(bodies), [HMAC_A], params, parts) is None  # not a list: the reference
+
+
+@pytest.mark.differential("accept_each")
+@needs_compiled
+def test_accept_each_is_accept_v1_at_each_records_time():
+    """The batch loop with a receive time per record (a replay span, ``VerifyBatch.from_span``)
+    answers ``accept_v1`` of each body with the keys and the answer parts of its own time."""
+    fv = _extension()
+    accept_each_property(fv)()
+    params, (_, pv, rj) = _accept_args()
+    each = accel.active("accept_each")
+    bodies = _span_bodies()[:2]
+    parts = [(repr(PARAMS_NOW), pv, rj), (repr(PARAMS_NOW + 0.5), pv, rj)]
+    got = each(bodies, [[HMAC_A], [HMAC_A]], params, parts)
+    assert all(answer is not None and answer[6] is not None for answer in got)  # the common case is taken
+    assert b'"first_seen":1700000000.5,' in got[1][6] and b'"first_seen":1700000000.0,' in got[0][6]
+    assert each(bodies, [[HMAC_A], [HMAC_B]], params, parts)[1] is None  # its keys at its time sign nothing
+    assert each(bodies, [[HMAC_A]], params, parts) is None  # one key list short: the caller's loop decides
+    assert each(bodies, [[HMAC_A], [HMAC_A]], params, tuple(parts)) is None
+    assert each(tuple(bodies), [[HMAC_A], [HMAC_A]], params, parts) is None
+    assert each([], [], params, []) == []
 
 
 @pytest.mark.differential("accept_scan")
@@ -492,11 +555,13 @@ def _build_planted(bug: int):
 
 @needs_compiled
 @pytest.mark.parametrize("bug, prop", [(1, accept_batch_property), (2, frame_records_property),
-                                      (3, accept_scan_property)])
+                                      (3, accept_scan_property), (4, accept_each_property)])
 def test_planted_c_bugs_are_caught(bug, prop):
     """A stale answer in the batch loop (bug 1), a header CRC over 4 bytes after the first
-    record (bug 2) and a scanner that lets a repeated key through, the last one winning
-    (bug 3), make the differential properties fail; the real build passes them."""
+    record (bug 2), a scanner that lets a repeated key through, the last one winning
+    (bug 3), and a span loop that verifies every record at the first record's receive time
+    (its keys and its first_seen, bug 4) make the differential properties fail; the real
+    build passes them."""
     planted = _build_planted(bug)
     if planted is None:
         if os.environ.get("CI") == "true":
