@@ -377,7 +377,8 @@ class Region:
         if appends:
             wal = self.wal
             try:
-                wal.roll_if_full()  # between batches only: the batch's answers reach its segment's manifest
+                if wal.active_full:  # roll_if_full's own test, without its two locks per batch
+                    wal.roll_if_full()  # between batches only: the batch's answers reach its segment's manifest
                 first = append_inbox(wal, appends, False)  # the server's call: frame_records, the same bytes
             except WalError:
                 batch.wal_failed()

@@ -267,11 +267,12 @@ class Agent:
 
     # -- arrivals ---------------------------------------------------------
     def rate_at(self, t: float) -> float:
-        w = self.w
-        base = float(w["rate_per_s"]) / float(w["agents"])
-        if w["shape"] == "burst" and w["burst_at_s"] <= t < w["burst_at_s"] + w["burst_s"]:
-            return base * float(w["burst_factor"])
-        if w["shape"] == "diurnal":
+        shape, base = self._shape
+        if shape == "burst":
+            w = self.w
+            if w["burst_at_s"] <= t < w["burst_at_s"] + w["burst_s"]:
+                return base * float(w["burst_factor"])
+        elif shape == "diurnal":
             period = max(1.0, float(self.world.duration))
             return base * (1.0 + 0.8 * math.sin(2 * math.pi * t / period))
         return base
@@ -316,6 +317,7 @@ class Agent:
         during a run); the cluster runner's agent (:class:`flk.impl.lab.cluster.driver.WallAgent`)
         borrows ``choose`` and sets its fields through this same method."""
         self.shard = f"s{index}"
+        self._shape = (w["shape"], float(w["rate_per_s"]) / float(w["agents"]))  # what rate_at reads per arrival
         self._choice_rates = (w["dup_rate"], w["bad_sig_rate"], w["conflict_rate"], w["cross_region_conflict_rate"])
         self._untrusted_rates = tuple((kind, w.get(f"{kind}_rate", 0.0)) for kind in ("tampered", "forged",
                                                                                        "out_of_policy"))
