@@ -117,6 +117,8 @@ def test_prepared_from_the_skeleton_is_what_prepare_gives(seed, tenant, shard_id
     ref = factory.with_identity(dict(template, sig_alg="hmac"), f.key_for(tenant), root=f"{rng.getrandbits(256):064x}",
                                 shard_id=shard_id, epoch=epoch)
     assert pcs == ref and list(pcs) == list(ref)
+    skeleton = f._last[1]  # its template's skeleton: the per-hole path and the %-format agree with prepare
+    assert skeleton.prepared(pcs) == prepare(pcs) and (skeleton.fmt % pcs).encode() == prepare(pcs).head
     if kind != "valid":  # another document: made from the templates' containers, or not
         pcs = {"bad_sig": f.bad_sig, "tampered": f.tampered,
                "resigned": lambda p: f.resigned(p, "other-" + tenant), "forged": lambda p: f.forged(p, tenant),
