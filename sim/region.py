@@ -194,7 +194,7 @@ class Region:
         self.fs.makedirs(WAL_DIR)
         self.wal = SegmentedLog(WAL_DIR, fs=self.fs, segment_bytes=int(self.cfg.get("segment_bytes", 1 << 20)))
         self.verifier = self.world.verifier_cls(self.world.tenants, region=self.id, limiter=self.admission.buckets)
-        self.guarded = GuardedStore(self.store, self.admission.breaker, lambda: self.env.now)
+        self.guarded = GuardedStore(self.store, self.admission.breaker, lambda: self.env._now)
         self.formation = BatchFormation(float(self.cfg["group_commit_ms"]) / 1000.0, MAX_BATCH)
         self.queue: list = []  # (payload, delivery number, arrival) waiting for a batch
         self.sleeper: list | None = None  # [the sleeping batch thread] (None once woken)
@@ -202,7 +202,7 @@ class Region:
         self.seal_lock.held = False
 
     def now(self) -> float:
-        return SIM_EPOCH + self.env.now + self.clock_offset
+        return SIM_EPOCH + self.env._now + self.clock_offset
 
     def crash(self) -> dict:
         inflight = self.inflight
@@ -294,7 +294,7 @@ class Region:
     def handle(self, msg) -> None:
         """Admission (the AIMD limit: 429 before the WAL), then the request waits for a batch."""
         env = self.env
-        now = env.now
+        now = env._now
         p = msg.payload
         self.deliveries += 1
         d = self.deliveries
@@ -352,13 +352,13 @@ class Region:
         (driven by :meth:`_drive`; it yields SimPy events, or a float to sleep)."""
         env, formation = self.env, self.formation
         while (deadline := formation.deadline()) is not None:
-            if not formation.due(env.now):
-                yield _Sleep(max(0.0, deadline - env.now))
+            if not formation.due(env._now):
+                yield _Sleep(max(0.0, deadline - env._now))
                 self.sleeper = None
                 if inc != self.incarnation:
                     return
                 continue
-            n = formation.take(env.now)
+            n = formation.take(env._now)
             queue = self.queue
             jobs, self.queue = (queue, []) if n == len(queue) else (queue[:n], queue[n:])
             self.seal_lock.held = True
@@ -377,7 +377,8 @@ class Region:
         if appends:
             wal = self.wal
             try:
-                wal.roll_if_full()  # between batches only: the batch's answers reach its segment's manifest
+                if wal.active_full:  # roll_if_full's own test, without its two locks per batch
+                    wal.roll_if_full()  # between batches only: the batch's answers reach its segment's manifest
                 first = append_inbox(wal, appends, False)  # the server's call: frame_records, the same bytes
             except WalError:
                 batch.wal_failed()
@@ -389,7 +390,7 @@ class Region:
                     batch.wal_failed()
                 else:
                     batch.wal_written(first)
-                    rec, now, rid = self._rec_durable, env.now, self.id
+                    rec, now, rid = self._rec_durable, env._now, self.id
                     for item in batch.items:
                         rec(now, rid, jobs[item.pos][1], item.wal_index, inc)
         if batch.items and not all(batch.responses[item.pos] is not None for item in batch.items):
@@ -402,7 +403,7 @@ class Region:
         limiter = self.admission.limiter
         # every request that authenticated reached the dedup step (its key), whatever the store said
         keys = {item.pos: [item.who.tenant_id, item.pcs_id] for item in batch.items if item.who is not None}
-        now, responses, served = env.now, batch.responses, self.served
+        now, responses, served = env._now, batch.responses, self.served
         for pos, (p, d, started) in enumerate(jobs):
             resp = responses[pos]
             self.inflight -= 1
@@ -446,7 +447,7 @@ class Region:
         if inc != self.incarnation:
             return None
         if jobs is not None:
-            rec, t, rid = self._rec_get, env.now, self.id
+            rec, t, rid = self._rec_get, env._now, self.id
             for item in pending:
                 rec(t, rid, jobs[item.pos][1], item.who.tenant_id, item.pcs_id)
         try:
@@ -476,7 +477,7 @@ class Region:
             return {}
         batch.recorded(results)
         if jobs is not None:
-            rec, t, rid = self._rec_put, env.now, self.id
+            rec, t, rid = self._rec_put, env._now, self.id
             for item, (stored, winner) in zip(writing, results, strict=True):
                 rec(t, jobs[item.pos][1], rid, item.who.tenant_id, item.pcs_id, stored, winner.payload_digest,
                     winner.status, body_sha(winner.body))
@@ -491,9 +492,9 @@ class Region:
             fields["before_wal"] = True
             self.world.history.record(self.env.now, "srv.respond", **fields)
         elif key is not None:
-            self._rec_respond_key(self.env.now, self.id, d, p["req"], status, replay, sha, key)
+            self._rec_respond_key(self.env._now, self.id, d, p["req"], status, replay, sha, key)
         else:
-            self._rec_respond(self.env.now, self.id, d, p["req"], status, replay, sha)
+            self._rec_respond(self.env._now, self.id, d, p["req"], status, replay, sha)
         self.world.net.send(self.id, p["reply_to"], "response",
                             {"req": p["req"], "attempt": p["attempt"], "inc": p.get("inc", 0), "status": status,
                              "replay": replay,

@@ -88,7 +88,7 @@ class _BodySkeleton:
     the compact JSON of every template field, encoded once, with holes for the identity
     fields that differ per PCS (in the dict's key order: the template's, then ``sig``)."""
 
-    __slots__ = ("parts", "holes")
+    __slots__ = ("parts", "holes", "fmt")
 
     def __init__(self, base: dict) -> None:
         keys = [k for k in base if k not in UNSIGNED_FIELDS]
@@ -106,6 +106,15 @@ class _BodySkeleton:
             else:
                 text += compact_json(base[key])
         self.parts.append(text + ',"attempt":')
+        # the same text as one %-format over the PCS itself, for a PCS made by PcsFactory.new:
+        # its pcs_id and merkle_root are hex, its sig base64, its shard_id matched
+        # [A-Za-z0-9._:-]+ (check_shard_id) -- strings JSON writes as they are, between quotes --
+        # and its epoch is an int
+        fmt = [self.parts[0].replace("%", "%%")]
+        for key, part in zip(self.holes, self.parts[1:], strict=True):
+            fmt.append(f"%({key})d" if key == "epoch" else f'"%({key})s"')
+            fmt.append(part.replace("%", "%%"))
+        self.fmt = "".join(fmt)
 
     def prepared(self, pcs: dict) -> Prepared:
         parts, out = self.parts, []
@@ -135,7 +144,8 @@ class PcsFactory:
 
     def __post_init__(self) -> None:
         self._bodies = [_BodySkeleton(dict(t, sig_alg="hmac")) for t in self.templates]
-        self._last: tuple[dict, _BodySkeleton] | None = None  # the PCS new() made last and its skeleton
+        # the PCS new() made last, its skeleton, whether the skeleton's format applies to it
+        self._last: tuple[dict, _BodySkeleton, bool] | None = None
         self._checked: set[tuple[str, int]] = set()  # (shard_id, epoch) pairs that passed the pcs_id checks
 
     def new(self, rng, tenant: str, shard_id: str, epoch: int) -> dict:
@@ -153,7 +163,8 @@ class PcsFactory:
         # factory.sign's signature, set in place: ``pcs`` is already this call's own copy (the
         # signed subset's canonical bytes ignore the other fields: no subset dict either)
         pcs["sig"] = sign_hmac(pcs, self.key_for(tenant), factory.profile_of(pcs))
-        self._last = (pcs, self._bodies[i])
+        # the skeleton's format applies when the checked shard_id and epoch are exactly str and int
+        self._last = (pcs, self._bodies[i], shard_id.__class__ is str and epoch.__class__ is int)
         return pcs
 
     def prepared(self, pcs: dict) -> Prepared:
@@ -163,6 +174,8 @@ class PcsFactory:
         last = self._last
         if last is not None and last[0] is pcs:
             self._last = None
+            if last[2]:
+                return Prepared(pcs["pcs_id"], canonical_bytes(pcs), (last[1].fmt % pcs).encode("utf-8"))
             return last[1].prepared(pcs)
         return prepare(pcs)
 
@@ -267,11 +280,12 @@ class Agent:
 
     # -- arrivals ---------------------------------------------------------
     def rate_at(self, t: float) -> float:
-        w = self.w
-        base = float(w["rate_per_s"]) / float(w["agents"])
-        if w["shape"] == "burst" and w["burst_at_s"] <= t < w["burst_at_s"] + w["burst_s"]:
-            return base * float(w["burst_factor"])
-        if w["shape"] == "diurnal":
+        shape, base = self._shape
+        if shape == "burst":
+            w = self.w
+            if w["burst_at_s"] <= t < w["burst_at_s"] + w["burst_s"]:
+                return base * float(w["burst_factor"])
+        elif shape == "diurnal":
             period = max(1.0, float(self.world.duration))
             return base * (1.0 + 0.8 * math.sin(2 * math.pi * t / period))
         return base
@@ -288,7 +302,7 @@ class Agent:
 
     def _begin(self, _event=None) -> None:
         env = self.world.env
-        rate = self._rate = self.rate_at(env.now)
+        rate = self._rate = self.rate_at(env._now)
         call_later(env, self.rng.expovariate(rate) if rate > 0 else 1.0, self._arrival)
 
     def _arrival(self, _timer) -> None:
@@ -296,7 +310,7 @@ class Agent:
         starts in the same step (:meth:`submit`; no process of its own)."""
         world = self.world
         env = world.env
-        now = env.now
+        now = env._now
         if now >= world.duration:
             return
         start = False
@@ -316,6 +330,7 @@ class Agent:
         during a run); the cluster runner's agent (:class:`flk.impl.lab.cluster.driver.WallAgent`)
         borrows ``choose`` and sets its fields through this same method."""
         self.shard = f"s{index}"
+        self._shape = (w["shape"], float(w["rate_per_s"]) / float(w["agents"]))  # what rate_at reads per arrival
         self._choice_rates = (w["dup_rate"], w["bad_sig_rate"], w["conflict_rate"], w["cross_region_conflict_rate"])
         self._untrusted_rates = tuple((kind, w.get(f"{kind}_rate", 0.0)) for kind in ("tampered", "forged",
                                                                                        "out_of_policy"))
@@ -407,7 +422,7 @@ class Agent:
         ``(deadline, NORMAL, that id)``: SimPy orders its queue by those three, so every expiry
         runs at the same step as with one timeout per attempt (the same history)."""
         env = self.world.env
-        deadline = env.now + self.attempt_timeout  # Timeout's own sum: now + delay
+        deadline = env._now + self.attempt_timeout  # Timeout's own sum: now + delay
         eid = next(env._eid)
         self._deadlines.append((deadline, eid, delivery, attempt))
         if not self._armed:
@@ -472,7 +487,7 @@ class Delivery:
             router = world.router
             target = self.target = router.resolve(agent.urls) if router is not None else action.url
             attempt = self.attempt = action.attempt
-            agent._rec_send(env.now, self.req, attempt, agent.id, agent.tenant, self.pcs["pcs_id"], self.digest,
+            agent._rec_send(env._now, self.req, attempt, agent.id, agent.tenant, self.pcs["pcs_id"], self.digest,
                             self.kind, target)
             agent.pending[(self.req, attempt, self.inc)] = self
             world.net.send(agent.id, target, "submit",
@@ -495,7 +510,7 @@ class Delivery:
             return
         attempt, self.attempt = self.attempt, 0
         world = agent.world
-        agent._rec_recv(world.env.now, self.req, attempt, msg["status"], msg["replay"], msg["body_sha"], self.target)
+        agent._rec_recv(world.env._now, self.req, attempt, msg["status"], msg["replay"], msg["body_sha"], self.target)
         self._act(self.sub.on_result(HttpAnswer(msg["status"], msg.get("retry_after")), world.clock()))
 
     def _expired(self, attempt: int, _timer) -> None:

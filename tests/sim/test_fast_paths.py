@@ -100,7 +100,8 @@ _TEMPLATES: list = []
 @settings(max_examples=150, derandomize=True, deadline=None)
 @given(st.integers(0, 2**32), st.text(alphabet="ab\u00e9\"\\", min_size=1, max_size=4),
        st.from_regex(r"[A-Za-z0-9._:-]{1,20}", fullmatch=True), st.integers(0, 2**40),
-       st.sampled_from(["valid", "bad_sig", "conflict", "tampered"]))
+       st.sampled_from(["valid", "bad_sig", "conflict", "tampered", "resigned", "forged", "out_of_policy",
+                        "other_containers", "extra_fields"]))
 def test_prepared_from_the_skeleton_is_what_prepare_gives(seed, tenant, shard_id, epoch, kind):
     from flk.impl.agent.client import prepare
     from flk.sim.workload import PcsFactory, make_templates
@@ -116,7 +117,14 @@ def test_prepared_from_the_skeleton_is_what_prepare_gives(seed, tenant, shard_id
     ref = factory.with_identity(dict(template, sig_alg="hmac"), f.key_for(tenant), root=f"{rng.getrandbits(256):064x}",
                                 shard_id=shard_id, epoch=epoch)
     assert pcs == ref and list(pcs) == list(ref)
-    if kind != "valid":  # another document: the plain path
-        pcs = {"bad_sig": f.bad_sig, "tampered": f.tampered}.get(kind, lambda p: f.conflicting(p, tenant))(pcs)
+    skeleton = f._last[1]  # its template's skeleton: the per-hole path and the %-format agree with prepare
+    assert skeleton.prepared(pcs) == prepare(pcs) and (skeleton.fmt % pcs).encode() == prepare(pcs).head
+    if kind != "valid":  # another document: made from the templates' containers, or not
+        pcs = {"bad_sig": f.bad_sig, "tampered": f.tampered,
+               "resigned": lambda p: f.resigned(p, "other-" + tenant), "forged": lambda p: f.forged(p, tenant),
+               "out_of_policy": lambda p: f.out_of_policy(p, tenant),
+               "other_containers": lambda p: dict(p, scales=[*p["scales"], 9], v_star=[0.5, "\u00e9"]),
+               "extra_fields": lambda p: dict(p, attempt=3, sent_at="x", ft={"a": [1, None, True]}, z=-0.0),
+               }.get(kind, lambda p: f.conflicting(p, tenant))(pcs)
     assert f.prepared(pcs) == prepare(pcs)
     assert f.prepared(pcs) == prepare(pcs)  # asked again: no longer the last new PCS, the plain path
