@@ -148,8 +148,7 @@ class VerifyBatch:
         self.items: list[Item] = []  # admitted, in request order
         self._pending: list[Item] = []  # waiting for the next step
         self._parts: tuple[str, str, str] | None = None  # Verifier.answer_body's parts for accept_v1
-        self._keys: dict[int, tuple[Tenant, list[bytes]]] = {}  # id(tenant) -> its active keys at now
-        self._keys_at: dict[tuple[int, float], tuple[Tenant, list[bytes]]] = {}  # (id(tenant), time) -> keys
+        self._keys: dict[tuple[int, float], tuple[Tenant, list[bytes]]] = {}  # (id(tenant), time) -> keys
         self._parts_at: dict[float, tuple[str, str, str]] = {}  # time -> answer_body's parts (with times)
         self._all_decided = False  # after verify(): every pending item has its outcome (found() decides none)
 
@@ -297,7 +296,7 @@ class VerifyBatch:
         accepted: list | None = None
         if fused is not None:
             if times is None:
-                self._parts = (float_repr(float(now)), v.policy_version_json, v.region_json)
+                self._parts = self._answer_parts(now)
             accepted = self._accept_all()
         ingest = sink is not None and not self.replay
         region, version = v.region, v.policy.version
@@ -403,29 +402,23 @@ class VerifyBatch:
         """``accept_v1`` of each of one tenant's ``items`` at its own receive time (``times``):
         one ``accept_each`` call -- each body with the tenant's keys active at its time and
         the answer parts of its time (records of one time share both objects)."""
-        times, v = self.times, self.v
-        keys_at, parts_at = self._keys_at, self._parts_at
-        pv, rj = v.policy_version_json, v.region_json
-        key = id(tenant)
+        times, parts_at = self.times, self._parts_at
         bodies, keysets, partsets = [], [], []
         last = keys = parts = None  # the time of the previous item (a span holds runs of one time) and its objects
         for item in items:
             t = times[item.pos]
             if t != last or not t:  # 0.0 == -0.0: their parts differ, never shared
-                known = keys_at.get((key, t))
-                if known is None or known[0] is not tenant:
-                    known = keys_at[(key, t)] = (tenant, tenant.active_keys(t))
-                keys = known[1]
+                keys = self._active_keys(tenant, t)
                 parts = parts_at.get(t) if t else None
                 if parts is None:
-                    parts = (float_repr(float(t)), pv, rj)
+                    parts = self._answer_parts(t)
                     if t:
                         parts_at[t] = parts
                 last = t
             bodies.append(item.body)
             keysets.append(keys)
             partsets.append(parts)
-        params = v.signal_params
+        params = self.v.signal_params
         got = _compiled_accept_each(bodies, keysets, params, partsets) if _compiled_accept_each is not None else None
         if got is None:
             got = [_compiled_accept(body, keys, params, parts) if keys else None
@@ -444,11 +437,18 @@ class VerifyBatch:
             got = [_compiled_accept(body, keys, params, parts) for body in bodies]
         return got
 
-    def _active_keys(self, tenant: Tenant) -> list[bytes]:
-        known = self._keys.get(id(tenant))
+    def _active_keys(self, tenant: Tenant, at: float | None = None) -> list[bytes]:
+        """``tenant``'s keys active at ``at`` (default: ``now``), asked once per tenant and time."""
+        t = self.now if at is None else at
+        known = self._keys.get((id(tenant), t))
         if known is None or known[0] is not tenant:
-            known = self._keys[id(tenant)] = (tenant, tenant.active_keys(self.now))
+            known = self._keys[(id(tenant), t)] = (tenant, tenant.active_keys(t))
         return known[1]
+
+    def _answer_parts(self, t: float) -> tuple[str, str, str]:
+        """:meth:`Verifier.answer_body`'s parts for ``accept_v1`` of a request received at ``t``."""
+        v = self.v
+        return float_repr(float(t)), v.policy_version_json, v.region_json
 
     def _settle(self, item: Item, who: _Authenticated, got: tuple, now: float) -> None:
         """Step 6 of an accepted PCS with reasons (``accept_v1`` wrote no body) received at
@@ -461,7 +461,7 @@ class VerifyBatch:
     def found(self, outcomes: Sequence[StoredOutcome | None]) -> None:
         """Step 5's answers (replays, conflicts) for the keys :meth:`verify` returned, in
         that order; step 6 for the rest."""
-        v, now = self.v, self.now
+        v = self.v
         if self._all_decided and len(outcomes) == len(self._pending) and outcomes.count(None) == len(outcomes):
             return  # nothing found and every outcome decided: all of them are written (the common case)
         rest = []
@@ -470,7 +470,7 @@ class VerifyBatch:
                 self._existing(item, stored)
                 continue
             if item.doc is not None:
-                self._decided(item, v.decide(item.doc, item.who, now if self.times is None else self.at(item)))
+                self._decided(item, v.decide(item.doc, item.who, self.at(item)))
                 item.doc = None
             if item.outcome is None and item.fresh is None:  # a hook reason that rejects: nothing is stored
                 resp, kind = item.reasons  # type: ignore[misc]
