@@ -306,6 +306,7 @@ class DualWriteStore(BatchMixin):
         self._checked: float | None = None
         self._barrier = _Barrier()
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()  # one state-file reader at a time: reads apply in file order
         self.stats = {"mirrored": 0, "conflicts": 0, "phase_changes": 0}
         self.phases = [phase]  # every phase this store has applied, in order
 
@@ -335,12 +336,20 @@ class DualWriteStore(BatchMixin):
             if self._checked is not None and now - self._checked < self.refresh_s:
                 return
             self._checked = now
+        # Two readers may not overlap: a slow read of an older file would otherwise apply its
+        # phase after a newer read's (cleaned -> cut_over again). A thread that finds a read in
+        # progress keeps the current phase, as it would have between two refresh periods.
+        if not self._refreshing.acquire(blocking=False):
+            return
         try:
-            phase = load_state(self.state_path)["phase"]
-        except MigrationError:
-            return  # keep the last known phase; the CLI reports a bad file
-        if phase != self.phase:
-            self.set_phase(phase)
+            try:
+                phase = load_state(self.state_path)["phase"]
+            except MigrationError:
+                return  # keep the last known phase; the CLI reports a bad file
+            if phase != self.phase:
+                self.set_phase(phase)
+        finally:
+            self._refreshing.release()
 
     def decider(self) -> DedupStore:
         """The ring that decides first-write in the current phase (the ops endpoints show it)."""

@@ -357,3 +357,36 @@ def test_inv_fww_dual_write_phases_agree_with_a_dict_model(path, segments):
     for key, o in model.items():
         assert decider.get(*key, now) == o
     assert s.stats["conflicts"] == 0
+
+
+def test_a_slow_state_read_never_applies_an_older_phase_after_a_newer_one(tmp_path, capsys, monkeypatch):
+    """Regression (CI, stop 41): thread A read the state file (dual_write), stalled, and applied
+    it after thread B had read and applied the newer phase; the store went planned ->
+    dual_write -> planned... Reads are serialised: a refresh that finds one in progress keeps
+    the current phase."""
+    import flk.impl.dedup.migrate as mig
+
+    state = str(tmp_path / "mig.json")
+    assert cli(capsys, "plan", "--state", state, "--old", _urls(tmp_path, OLD), "--new", _urls(tmp_path, NEW))[0] == 0
+    store = DualWriteStore.from_state(state, 0.0, refresh_s=1.0)
+    real = mig.load_state
+    a_read, a_go = threading.Event(), threading.Event()
+
+    def slow_first(path):
+        doc = real(path)
+        if threading.current_thread().name == "A":
+            a_read.set()
+            assert a_go.wait(10)
+        return doc
+
+    monkeypatch.setattr(mig, "load_state", slow_first)
+    a = threading.Thread(target=store.refresh, args=(10.0,), name="A")
+    a.start()
+    assert a_read.wait(10)  # A holds the file's planned
+    assert cli(capsys, "dual-write", "--state", state)[0] == 0
+    store.refresh(20.0)  # B: a newer read while A's is in flight
+    a_go.set()
+    a.join(10)
+    store.refresh(30.0)
+    assert store.phases == ["planned", "dual_write"], store.phases
+    store.close()
