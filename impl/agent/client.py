@@ -75,6 +75,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..core.canonical import canonical_bytes
 from ..core.errors import InvalidInput
+from ..core.records import frozen_record
 
 SUBMIT_PATH = "/v1/pcs/submit"
 UNSIGNED_FIELDS = ("attempt", "sent_at")  # rewritten per attempt; "ft" is passed through
@@ -193,26 +194,18 @@ def submit_url(url: str) -> str:
 # --------------------------------------------------------------------------- events
 
 
-# The frozen events below set their fields through the instance ``__dict__`` in their own
-# ``__init__`` (as :class:`flk.impl.verifier.pipeline.Request` does): a frozen dataclass's
-# generated ``__init__`` calls ``object.__setattr__`` per field, about twice the cost, and the
-# simulator makes several per submission. Still frozen, compared and printed as dataclasses;
-# tests/agent/test_client_events.py checks they behave as the generated ones did.
+# The frozen events below are ``@frozen_record`` dataclasses (:mod:`flk.impl.core.records`): their
+# ``__init__`` fills the instance ``__dict__`` (the simulator makes several per submission);
+# tests/agent/test_client_events.py checks they behave as generated frozen dataclasses.
 
 
-@dataclass(frozen=True, init=False)
+@frozen_record
 class HttpAnswer:
     """What came back: a status, the raw Retry-After header, a short reason (no body)."""
 
     status: int
     retry_after: str | None = None
     reason: str = ""
-
-    def __init__(self, status: int, retry_after: str | None = None, reason: str = "") -> None:
-        fields_ = self.__dict__
-        fields_["status"] = status
-        fields_["retry_after"] = retry_after
-        fields_["reason"] = reason
 
 
 @dataclass(frozen=True)
@@ -222,7 +215,7 @@ class TransportFailure:
     reason: str
 
 
-@dataclass(frozen=True, init=False)
+@frozen_record
 class Send:
     url: str
     url_index: int
@@ -230,28 +223,14 @@ class Send:
     headers: tuple[tuple[str, str], ...]
     attempt: int
 
-    def __init__(self, url: str, url_index: int, body: bytes, headers: tuple[tuple[str, str], ...],
-                 attempt: int) -> None:
-        fields_ = self.__dict__
-        fields_["url"] = url
-        fields_["url_index"] = url_index
-        fields_["body"] = body
-        fields_["headers"] = headers
-        fields_["attempt"] = attempt
 
-
-@dataclass(frozen=True, init=False)
+@frozen_record
 class Wait:
     delay: float
     reason: str
 
-    def __init__(self, delay: float, reason: str) -> None:
-        fields_ = self.__dict__
-        fields_["delay"] = delay
-        fields_["reason"] = reason
 
-
-@dataclass(frozen=True, init=False)
+@frozen_record
 class Done:
     """Terminal: ``outcome`` is ack | conflict | dead_letter | gave_up."""
 
@@ -260,14 +239,6 @@ class Done:
     reason: str
     attempts: int
     url: str | None
-
-    def __init__(self, outcome: str, status: int | None, reason: str, attempts: int, url: str | None) -> None:
-        fields_ = self.__dict__
-        fields_["outcome"] = outcome
-        fields_["status"] = status
-        fields_["reason"] = reason
-        fields_["attempts"] = attempts
-        fields_["url"] = url
 
     @property
     def acked(self) -> bool:
@@ -289,19 +260,13 @@ class _State:
     done: Done | None = None
 
 
-@dataclass(frozen=True, init=False)
+@frozen_record
 class Prepared:
     """A PCS fixed for sending: its signed bytes and the body prefix every attempt shares."""
 
     pcs_id: str
     signed_bytes: bytes
     head: bytes = field(repr=False)
-
-    def __init__(self, pcs_id: str, signed_bytes: bytes, head: bytes) -> None:
-        fields_ = self.__dict__
-        fields_["pcs_id"] = pcs_id
-        fields_["signed_bytes"] = signed_bytes
-        fields_["head"] = head
 
 
 _DEFAULT = json.JSONEncoder().default  # raises the TypeError json.dumps raises

@@ -12,6 +12,7 @@ Modules:
 * :mod:`.optional`   -- optional backends (Redis, Postgres, S3, Dask): import them or exit 2 with the pip extra
 * :mod:`.backoff`    -- exponential backoff with jitter for every retry loop but the client's
 * :mod:`.errors`     -- ``InvalidInput(field, message)``, the one bad-input exception
+* :mod:`.records`    -- ``@frozen_record``: a frozen dataclass whose ``__init__`` fills ``__dict__`` (the hot records)
 * :mod:`.schema`     -- the one checker of data documents (scenario files, operator policies): ``Field`` rows, kinds, key paths
 * ``_fastcore.c``    -- the optional C extension ``flk.impl.core._fastcore`` (ARCHITECTURE.md, "Compiled fast paths")
 """

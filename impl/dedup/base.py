@@ -35,9 +35,9 @@ import heapq
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ..core.records import frozen_record
 from ..core.tenantid import TENANT_ID_RULE, is_tenant_id
 
 DEFAULT_TTL_S = 14 * 86400.0
@@ -124,7 +124,7 @@ class CallDeadline:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-@dataclass(frozen=True, init=False)
+@frozen_record
 class StoredOutcome:
     payload_digest: str  # hex SHA-256 of the v1 canonical bytes of the signed subset
     status: int  # 200 or 202
@@ -132,17 +132,6 @@ class StoredOutcome:
     first_seen: float  # seconds since the epoch (time passed in, not read)
     region: str
     policy_version: str
-
-    def __init__(self, payload_digest: str, status: int, body: bytes, first_seen: float, region: str,
-                 policy_version: str) -> None:
-        # fills __dict__ directly: the generated frozen __init__ calls object.__setattr__ per field
-        fields_ = self.__dict__
-        fields_["payload_digest"] = payload_digest
-        fields_["status"] = status
-        fields_["body"] = body
-        fields_["first_seen"] = first_seen
-        fields_["region"] = region
-        fields_["policy_version"] = policy_version
 
     def to_bytes(self) -> bytes:
         """``<compact JSON header>\\n<body>``: the header holds no newline."""

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from ..core.errors import InvalidInput
+from ..core.records import frozen_record
 from .walformat import AnswerNote
 
 __all__ = [
@@ -33,7 +34,7 @@ _INBOX_VERSION = 1
 _INBOX_HEAD = struct.Struct("<BHHd")
 
 
-@dataclass(frozen=True, init=False)
+@frozen_record
 class InboxRecord:
     """One request as received: tenant, receive time (seconds since the epoch,
     passed in), region, and the request body verbatim.
@@ -49,17 +50,6 @@ class InboxRecord:
     body: bytes
     home: AnswerNote | None = field(default=None, compare=False, repr=False)
     index: int = field(default=-1, compare=False, repr=False)
-
-    def __init__(self, tenant: str, received_at: float, region: str, body: bytes,
-                 home: AnswerNote | None = None, index: int = -1) -> None:
-        # fills __dict__ directly: the generated frozen __init__ calls object.__setattr__ per field
-        fields_ = self.__dict__
-        fields_["tenant"] = tenant
-        fields_["received_at"] = received_at
-        fields_["region"] = region
-        fields_["body"] = body
-        fields_["home"] = home
-        fields_["index"] = index
 
 
 def encode_inbox_record(rec: InboxRecord) -> bytes:

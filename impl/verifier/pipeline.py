@@ -76,6 +76,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ..core import accel
 from ..core.canonical import SIGNED_FIELDS, canonical_bytes, round9
+from ..core.records import frozen_record
 from ..core.signals import (
     DEFAULT_BUDGET,
     DEFAULT_REGIME,
@@ -162,32 +163,20 @@ Hook = Callable[[dict, str], Sequence[str]]
 
 
 # -- requests, responses, effects ---------------------------------------------------------
-# Request and Response are frozen dataclasses whose __init__ fills __dict__ directly: the
-# generated one calls object.__setattr__ per field, a large share of a request's cost
-@dataclass(frozen=True, init=False)
+# Request and Response are ``@frozen_record`` dataclasses (:mod:`flk.impl.core.records`): the
+# generated frozen __init__'s object.__setattr__ per field is a large share of a request's cost
+@frozen_record
 class Request:
     body: bytes
     tenant: str | None = None  # the X-Tenant-Id header, verbatim (None if absent)
     headers: Mapping[str, str] = field(default_factory=dict)
 
-    def __init__(self, body: bytes, tenant: str | None = None, headers: Mapping[str, str] | None = None) -> None:
-        fields_ = self.__dict__
-        fields_["body"] = body
-        fields_["tenant"] = tenant
-        fields_["headers"] = {} if headers is None else headers
 
-
-@dataclass(frozen=True, init=False)
+@frozen_record
 class Response:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
-
-    def __init__(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> None:
-        fields_ = self.__dict__
-        fields_["status"] = status
-        fields_["headers"] = headers
-        fields_["body"] = body
 
     def header(self, name: str) -> str | None:
         wanted = name.lower()

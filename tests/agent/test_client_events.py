@@ -1,6 +1,6 @@
-"""The client's events (``Send``, ``Wait``, ``Done``, ``HttpAnswer``, ``Prepared``) set their
-fields in their own ``__init__`` (cheaper than the generated one): they still behave as the
-frozen dataclasses dataclasses would generate -- the same fields and defaults, equality, hash,
+"""The client's events (``Send``, ``Wait``, ``Done``, ``HttpAnswer``, ``Prepared``) are
+``@frozen_record`` (an ``__init__`` cheaper than the generated one): they still behave as the
+frozen dataclasses would generate -- the same fields and defaults, equality, hash,
 repr, and no assignment after construction."""
 
 from __future__ import annotations
