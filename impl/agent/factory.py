@@ -24,7 +24,7 @@ import hmac
 import random
 from collections.abc import Mapping, Sequence
 
-from ..core.canonical import SIGNED_FIELDS, round9
+from ..core.canonical import SIGNED_FIELDS, profile_of, round9  # profile_of: re-exported
 from ..core.errors import InvalidInput
 from ..core.pcs import pcs_id as compute_pcs_id
 from ..core.signals import DEFAULT_SCALES, budget, d_hat, regime
@@ -51,7 +51,7 @@ def synthetic_pcs(root: str, shard_id: str, epoch: int, *, scales: Sequence[int]
     ``d_shift`` / ``budget_shift`` move the *reported* D-hat / budget away from
     the recomputed values (to provoke escalation); ``override`` replaces any
     field after the fact (to build malformed documents on purpose)."""
-    profile = "v1" if version == "1" else "legacy-0.1"
+    profile = profile_of({"version": version})
     dim = d_hat(list(scales), list(counts), profile)
     coh_c, r_c = min(1.0, max(0.0, coh)), min(1.0, max(0.0, r))
     doc = {
@@ -97,11 +97,6 @@ def random_signals(rng: random.Random) -> dict:
         "budget": round9(budget(d, coh, r)),
         "regime": regime(d, coh),  # from the published D-hat, as the verifier does (SPEC 2)
     }
-
-
-def profile_of(doc: Mapping) -> str:
-    """The signing profile a document's ``version`` names (SPEC 10): ``v1`` or ``legacy-0.1``."""
-    return "v1" if doc.get("version", "1") == "1" else "legacy-0.1"
 
 
 def sign(doc: Mapping, key: bytes, alg: str = "hmac", profile: str | None = None,

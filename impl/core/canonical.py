@@ -37,6 +37,14 @@ from . import accel
 from .errors import InvalidInput
 
 PROFILES = ("v1", "legacy-0.1")
+VERSION_PROFILE = {"1": "v1", "0.1": "legacy-0.1"}  # a PCS's ``version`` -> its profile (SPEC 10)
+
+
+def profile_of(doc: Mapping) -> str:
+    """The profile a document's ``version`` names (SPEC 10): ``v1`` for ``"1"`` (and a
+    document without ``version``), else ``legacy-0.1`` (a document the verifier refuses for
+    its version never reaches a profile)."""
+    return VERSION_PROFILE.get(doc.get("version", "1"), "legacy-0.1")
 SIGNED_FIELDS = ("D_hat", "budget", "coh_star", "epoch", "merkle_root", "pcs_id", "r", "shard_id")
 FLOAT_FIELDS = ("D_hat", "budget", "coh_star", "r")
 STRING_FIELDS = ("merkle_root", "pcs_id", "shard_id")

@@ -33,11 +33,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..core import accel
+from ..core.canonical import VERSION_PROFILE
 from ..core.pcs import HEX64_RE, SHARD_ID_RE, pcs_id_of_checked
 from . import accelerated
 
 SCHEMA_NAME = "fractal-lba-kakeya"
-VERSION_PROFILE = {"1": "v1", "0.1": "legacy-0.1"}
 REGIMES = ("sticky", "mixed", "non_sticky")
 SIGNATURE_ALGORITHMS = ("hmac", "ed25519")
 EPOCH_MAX = 2**53 - 1
