@@ -22,6 +22,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGES = ("impl", "model", "sim", "conformance", "formal", "spec")
+EXTRAS = ("redis", "psycopg", "psycopg_pool", "boto3", "botocore", "dask", "distributed", "jupyterlab")  # pyproject extras
 
 
 def _copy_source(dst: pathlib.Path) -> None:
@@ -87,6 +88,39 @@ def test_wheel_builds_installs_and_runs(tmp_path):
     out = subprocess.run([str(venv / "bin" / "flk"), "vectors", "check"], capture_output=True, text=True,
                          timeout=120, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+
+    # Installed as a user installs: without the extras. A finder refuses the extras' packages
+    # (the dev venv behind the .pth has them): the main commands still run, and an optional
+    # backend fails with one line naming its pip extra, exit 2.
+    (pathlib.Path(site) / "_flk_no_extras.py").write_text(
+        "import sys\n"
+        "class _NoExtras:\n"
+        f"    names = {EXTRAS!r}\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in self.names:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, _NoExtras())\n")
+    (pathlib.Path(site) / "aa_no_extras.pth").write_text("import _flk_no_extras\n")
+    flk = str(venv / "bin" / "flk")
+
+    def run(*argv, **extra_env):
+        return subprocess.run([flk, *argv], capture_output=True, text=True, timeout=300, env={**env, **extra_env},
+                              cwd=tmp_path)
+
+    probe = subprocess.run([str(vpy), "-c", "import redis"], capture_output=True, text=True, env=env)
+    assert probe.returncode != 0 and "No module named 'redis'" in probe.stderr  # the extras are really gone
+    out = run("sim", "run", "dedup-outage", "--seed", "1", "--out", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = run("conformance", "vectors", "--adapter", "builtin")
+    assert out.returncode == 0 and " 0 failed" in out.stdout, (out.stdout[-500:], out.stderr[-500:])
+    out = run("bench", "verify", "--quick", "--json")
+    assert out.returncode == 0 and '"benchmark": "verify"' in out.stdout, out.stderr[-2000:]
+    for backend, extra_env, extra in (("redis", {"REDIS_ADDR": "127.0.0.1:1"}, "redis"),
+                                      ("postgres", {"POSTGRES_CONN": "postgresql://u@127.0.0.1:1/x"}, "postgres")):
+        out = run("serve", "--check", "--data-dir", str(tmp_path / f"d-{backend}"), DEDUP_BACKEND=backend,
+                  **extra_env)
+        assert out.returncode == 2, (backend, out.stdout[-500:], out.stderr[-500:])
+        assert f"pip install 'flk-lab[{extra}]'" in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
 def test_dev_venv_uses_the_editable_install():
