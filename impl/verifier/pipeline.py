@@ -89,6 +89,7 @@ from ..core.signals import (
 from ..core.signing import verify_ed25519, verify_hmac
 from ..dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable
 from ..dedup.base import float_repr
+from ..storage.inbox import InboxRecord, encode_inbox_record, encode_inbox_records
 from . import accelerated
 from .problems import CATALOG, CONTENT_TYPE, problem_body, problem_headers
 from .tenants import Limiter, Tenant, TenantRegistry
@@ -616,8 +617,6 @@ def frame_inbox(effects: Sequence[WalAppend]) -> bytes | None:
     frame = _compiled_frame_records
     if frame is None:
         return None
-    from ..storage.inbox import InboxRecord, encode_inbox_record
-
     heads_of: dict[tuple[str, float, str], bytes] = {}
     heads, bodies = [], []
     for effect in effects:
@@ -647,8 +646,6 @@ def append_inbox(wal: Any, effects: Sequence[WalAppend], roll: bool | None = Non
         data = frame_inbox(effects)
         if data is not None:
             return wal.append_framed(data, len(effects)) if roll is None else wal.append_framed(data, len(effects), roll)
-    from ..storage.inbox import encode_inbox_records
-
     payloads = encode_inbox_records(effects)
     return wal.append_many(payloads) if roll is None else wal.append_many(payloads, roll)
 
