@@ -48,6 +48,7 @@ from flk.impl.storage.walformat import LOG_SUFFIX, MANIFEST_SUFFIX
 from .topology import objstore_node
 
 COPY = "crr.copy"
+_REGION, _RECEIVED_AT = operator.attrgetter("region"), operator.attrgetter("received_at")
 SUMMARY = "crr.summary"  # a divergence summary on its way to the other regions
 
 
@@ -150,13 +151,27 @@ class ObjectFabric:
             try:
                 _, recs = self.memo.verified(stream, name, manifest[0], seg[0], None)
                 records = len(recs)
-                oldest = min((self.world.true_time(r.region, r.received_at) for r in recs), default=oldest)
+                oldest = self._oldest(recs, oldest)
             except Exception:  # noqa: BLE001 - a corrupted segment is still copied; readers reject it
                 records = int(seg[1].get("count", "0"))
         others = {rid for rid in self.buckets if rid != bucket.region_id}
         if others:
             copy = PendingCopy(objects, oldest, records, others, next_send=manifest[2])
             bucket.pending[manifest_key] = copy
+
+    def _oldest(self, recs: list, default: float) -> float:
+        """The simulated time the oldest of ``recs`` was received (``default`` if none). A
+        segment's records are one region's; while that region's clock never stepped, its
+        true time is its stamp less one offset -- monotone: one conversion, of the least stamp."""
+        if not recs:
+            return default
+        world = self.world
+        regions = set(map(_REGION, recs))
+        if len(regions) == 1:
+            (region,) = regions
+            if len(world.clock_steps[region]) == 1:
+                return world.true_time(region, min(map(_RECEIVED_AT, recs)))
+        return min(world.true_time(r.region, r.received_at) for r in recs)
 
     def start_summary_copy(self, bucket: Bucket, key: str) -> None:
         """A divergence summary landed: copy it to every other region, as segments are."""
@@ -343,21 +358,35 @@ class CompactAuthoritativeStore:
         self._n += pcs_id not in keys
         keys[pcs_id] = (outcome, now)
 
-    def observe_plain(self, tenant: str, pcs_id: str, outcome, now: float) -> bool:
+    def observe_plain(self, reports: list, start: int, now: float) -> int:
         """:meth:`Reconciler.observe_batch`'s shortcut for the observations that leave a record
-        plain: a key seen for the first time gets ``(outcome, now)`` (as :meth:`put_first`), a
-        re-delivery of the one outcome a plain record holds changes nothing (the merge finds
-        the record as it is); True for both. False: the caller merges (another outcome, or a
-        record with more than one outcome seen)."""
-        keys = self._d.get(tenant)
-        if keys is None:
-            keys = self._d[tenant] = {}
-        v = keys.get(pcs_id)
-        if v is None:
-            self._n += 1
-            keys[pcs_id] = (outcome, now)
-            return True
-        return type(v) is tuple and (v[0] is outcome or v[0] == outcome)
+        plain, taken in order from ``reports[start]`` (``(tenant, pcs_id, outcome)``): a key
+        seen for the first time gets ``(outcome, now)`` (as :meth:`put_first`), a re-delivery
+        of the one outcome a plain record holds changes nothing (the merge finds the record as
+        it is). Answers the position of the first report that is neither (``len(reports)``:
+        none): the caller merges that one (another outcome, or a record with more than one
+        outcome seen), then asks again from the next."""
+        d = self._d
+        last_tenant, keys = _EMPTY, _EMPTY  # _EMPTY: no tenant yet (never a report's)
+        added = 0
+        n = len(reports)
+        i = start
+        while i < n:
+            tenant, pcs_id, outcome = reports[i]
+            if tenant is not last_tenant:
+                keys = d.get(tenant)
+                if keys is None:
+                    keys = d[tenant] = {}
+                last_tenant = tenant
+            v = keys.get(pcs_id)
+            if v is None:
+                added += 1
+                keys[pcs_id] = (outcome, now)
+            elif type(v) is not tuple or not (v[0] is outcome or v[0] == outcome):
+                break
+            i += 1
+        self._n += added
+        return i
 
     def items(self):
         for t in sorted(self._d):

@@ -39,6 +39,7 @@ from ..storage.inbox import InboxRecord
 from ..storage.walformat import A_CONFLICT, A_REJECTED
 from ..verifier.core import VerifyBatch
 from ..verifier.pipeline import Response, Verifier, problem
+from ..verifier.poison import DONE, STORED, PoisonPolicy
 from .stream import verify_segment
 
 __all__ = ["ApplyResult", "ReplayApplier", "ReplayMemo", "verifier_for_region", "Observer", "BatchObserver"]
@@ -47,6 +48,7 @@ Observer = Callable[[str, str, StoredOutcome, float], Any]
 # ``observe_batch(reports, now)``: the observer's calls of one batch, ``(tenant, pcs_id, outcome)`` in order
 BatchObserver = Callable[[list[tuple[str, str, StoredOutcome]], float], Any]
 _REFUSED = (A_CONFLICT, A_REJECTED)  # AnswerNote.refused
+_REGION = operator.attrgetter("region")
 # ReplayApplier._plan of a batch: (its dedup writes in record order, records refused at home, store time)
 Plan = tuple[list[tuple[str, str, StoredOutcome]], int, float]
 
@@ -298,7 +300,7 @@ class ReplayApplier:
         memo = self.memo
         token = None
         if memo is not None:
-            token = self._token_of({rec.region for rec in recs})
+            token = self._token_of(set(map(_REGION, recs)))
             plan = memo.plan(token, recs)
             if plan is not None:
                 return plan
@@ -356,8 +358,6 @@ class ReplayApplier:
         refusal (``StoreUnavailable``, of any cause, however often) is never poison:
         it propagates and the caller retries (re-applying is a no-op). Returns the
         poison count."""
-        from ..verifier.poison import DONE, STORED, PoisonPolicy
-
         def run_batch(items: list) -> list[str]:
             todo = recs if items is every else [rec for _, rec in items]
             if batch and self.sink is None:

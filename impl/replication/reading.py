@@ -35,6 +35,7 @@ simulated time).
 
 from __future__ import annotations
 
+import operator
 import posixpath
 import random
 from bisect import bisect_left
@@ -105,6 +106,7 @@ def _index_of(rec: InboxRecord, first: int, records: list[InboxRecord]) -> int:
 
 
 _UNPARSED = object()
+_REGION = operator.attrgetter("region")
 
 
 def _segment_of(key: str, source: str) -> tuple[str, int, str] | None:
@@ -228,9 +230,10 @@ class Reader:
                 memo = self.applier.memo
                 m, records = (verify_segment(stream, name, mraw, data, expect_first=wm) if memo is None else
                               memo.verified(stream, name, mraw, data, wm))
-                bad = [r.region for r in records if r.region != source]
-                if bad:
-                    raise SegmentRejected(stream, name, [f"record of region {bad[0]!r} in a stream of {source!r}"])
+                regions = set(map(_REGION, records))  # one pass at C speed; the common answer: {source}
+                if regions and regions != {source}:
+                    bad = next(r.region for r in records if r.region != source)
+                    raise SegmentRejected(stream, name, [f"record of region {bad!r} in a stream of {source!r}"])
             except SegmentRejected as rej:
                 if stream not in self.rejected or self.rejected[stream].segment != rej.segment:
                     self.rejected[stream] = rej
