@@ -421,7 +421,7 @@ class Region:
     def _make_durable(self, inc: int):
         """ONE fsync (sampled latency) of everything appended: True, False (it failed) or
         None (the region died meanwhile)."""
-        yield float(self.disk_factor * self._fsync_ms(self.rng) / 1000.0)  # a plain delay (see _drive)
+        yield self.disk_factor * self._fsync_ms(self.rng) / 1000.0  # a float (x / 1000.0): a plain delay (see _drive)
         if inc != self.incarnation:
             return None
         try:
@@ -446,7 +446,7 @@ class Region:
         except StoreUnavailable:
             batch.lookup_failed()
             return {}
-        yield float(self._store_delay()) if jobs is not None else env.timeout(self._store_delay())
+        yield self._store_delay() if jobs is not None else env.timeout(self._store_delay())  # a float (see _drive)
         if inc != self.incarnation:
             return None
         if jobs is not None:
@@ -468,7 +468,7 @@ class Region:
         except StoreUnavailable:
             batch.record_failed()
             return {}
-        yield float(self._store_delay()) if jobs is not None else env.timeout(self._store_delay())
+        yield self._store_delay() if jobs is not None else env.timeout(self._store_delay())  # a float (see _drive)
         if inc != self.incarnation:
             return None
         try:
