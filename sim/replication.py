@@ -27,6 +27,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain, repeat
 
 from flk.impl.core.backoff import Backoff
 from flk.impl.replication.applying import ReplayApplier, ReplayMemo
@@ -49,6 +50,8 @@ from .topology import objstore_node
 
 COPY = "crr.copy"
 _REGION, _RECEIVED_AT = operator.attrgetter("region"), operator.attrgetter("received_at")
+_DIGEST, _FIRST = operator.attrgetter("payload_digest"), operator.itemgetter(0)
+_PLAIN = {tuple}  # the type of a plain record in CompactAuthoritativeStore
 SUMMARY = "crr.summary"  # a divergence summary on its way to the other regions
 
 
@@ -408,17 +411,30 @@ class CompactAuthoritativeStore:
     def final_auth_rows(self, region: str, order) -> Iterator[tuple]:
         """The ``final.auth`` rows of :meth:`final_rows`, in its order, made as they are read:
         ``(region, tenant, pcs_id, authoritative digest, its origin region, conflict)``;
-        ``order`` (:class:`flk.sim.stores.KeyOrder`) sorts each tenant's keys."""
-        for t in sorted(self._d):
-            keys = self._d[t]
-            for p in order.sorted(t, keys):
-                v = keys[p]
-                if type(v) is tuple:
-                    a = v[0]
-                    yield region, t, p, a.payload_digest, a.region, False
-                else:
-                    a = v.authoritative
-                    yield region, t, p, a.payload_digest, a.region, v.conflict
+        ``order`` (:class:`flk.sim.stores.KeyOrder`) sorts each tenant's keys. A tenant whose
+        records are all plain is zipped from columns at C speed (no Python frame per row)."""
+        return chain.from_iterable(self._tenant_auth_rows(region, t, order) for t in sorted(self._d))
+
+    def _tenant_auth_rows(self, region: str, t: str, order) -> Iterator[tuple]:
+        keys = self._d[t]
+        ps = order.sorted(t, keys)
+        vs = list(map(keys.__getitem__, ps))
+        if set(map(type, vs)) <= _PLAIN:  # every record plain: (outcome, changed_at)
+            auths = list(map(_FIRST, vs))
+            n = len(auths)
+            return zip(repeat(region, n), repeat(t, n), ps, map(_DIGEST, auths), map(_REGION, auths),
+                       repeat(False, n), strict=True)
+        return self._tenant_auth_rows_checked(region, t, ps, vs)
+
+    @staticmethod
+    def _tenant_auth_rows_checked(region: str, t: str, ps: list, vs: list) -> Iterator[tuple]:
+        for p, v in zip(ps, vs, strict=True):
+            if type(v) is tuple:
+                a = v[0]
+                yield region, t, p, a.payload_digest, a.region, False
+            else:
+                a = v.authoritative
+                yield region, t, p, a.payload_digest, a.region, v.conflict
 
     def count(self) -> int:
         return self._n
