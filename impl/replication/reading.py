@@ -53,7 +53,14 @@ from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
 from ..storage.quarantine import Quarantine
 from ..storage.walformat import LOG_SUFFIX, MANIFEST_SUFFIX, manifest_name, parse_name
 from .applying import ReplayApplier
-from .stream import LagStats, SegmentRejected, WatermarkFile, segment_key, verify_segment
+from .stream import (
+    LagStats,
+    SegmentRejected,
+    WatermarkFile,
+    lags_since,
+    segment_key,
+    verify_segment,
+)
 
 __all__ = ["Reader", "Topology", "TenantFilter"]
 
@@ -255,7 +262,7 @@ class Reader:
                     self._quarantine(stream, name, _index_of(rec, first, records), rec, error, now)
 
                 bad = self.applier.apply_isolating(chunk, now, self.batch > 0, poison)
-                self.apply_lag.add_many([now - rec.received_at for rec in chunk])
+                self.apply_lag.add_many(lags_since(now, chunk))
                 self.applied_records += len(chunk) - bad
             self.watermarks[stream] = first + int(m["count"])
             self.state.save(self.watermarks)
