@@ -27,7 +27,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 
 from flk.impl.core.backoff import Backoff
 from flk.impl.replication.applying import ReplayApplier, ReplayMemo
@@ -50,7 +50,8 @@ from .topology import objstore_node
 
 COPY = "crr.copy"
 _REGION, _RECEIVED_AT = operator.attrgetter("region"), operator.attrgetter("received_at")
-_DIGEST, _FIRST = operator.attrgetter("payload_digest"), operator.itemgetter(0)
+_DIGEST = operator.attrgetter("payload_digest")
+_FIRST, _SECOND, _THIRD = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
 _PLAIN = {tuple}  # the type of a plain record in CompactAuthoritativeStore
 SUMMARY = "crr.summary"  # a divergence summary on its way to the other regions
 
@@ -540,7 +541,15 @@ class SharingStore:
         rows = self.sharing.rows(items)
         self._items, self._rows, self._last = items, rows, None
         results = self.store.put_many_if_absent(rows, now, ttl_s)
-        return [(won, o if w is r[2] else w) for (won, w), (_, _, o), r in zip(results, items, rows, strict=True)]
+        if results.__class__ is not list:
+            results = list(results)
+        # (won, the write's own outcome) where the winner is the row's shared object (most),
+        # else (won, the winner): the others are put right one by one
+        out = list(zip(map(_FIRST, results), map(_THIRD, items), strict=True))
+        for i in compress(range(len(rows)), map(operator.is_not, map(_SECOND, results), map(_THIRD, rows))):
+            won, w = results[i]
+            out[i] = (won, w)
+        return out
 
     def __getattr__(self, name):
         return getattr(self.store, name)
