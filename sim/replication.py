@@ -467,11 +467,8 @@ class OutcomeSharing:
             if hit[2] <= 0:
                 del d[id(items)]
             return hit[1]
-        intern, shared = sys.intern, self.world.shared_outcome
-        rows = []
-        for t, p, o in items:
-            p = intern(p)
-            rows.append((t, p, shared(t, p, o)))
+        ts, ps = list(map(_FIRST, items)), list(map(sys.intern, map(_SECOND, items)))
+        rows = list(zip(ts, ps, map(self.world.shared_outcome, ts, ps, map(_THIRD, items)), strict=True))
         if self.uses > 1:
             d[id(items)] = [items, rows, self.uses - 1]
             if len(d) > self.capacity:

@@ -200,7 +200,9 @@ class SimMemoryStore(MemoryStore):
         _, outs, shas = prev
         if not now < self._min_expiry:  # an entry may have expired: row by row
             return self._tenant_rows_checked(region, t, now, keys, ps, outs, shas)
-        objs = [v[1] if v.__class__ is tuple else v for v in map(keys.__getitem__, ps)]  # self._split
+        objs = list(map(keys.__getitem__, ps))
+        if tuple in set(map(type, objs)):  # some entries hold (expiry, outcome): self._split
+            objs = [v[1] if v.__class__ is tuple else v for v in objs]
         n = len(objs)
         if not n:
             return iter(())
