@@ -176,6 +176,22 @@ static int put_value(Sink *s, PyObject *v)
         PyMem_Free(text);
         return rc;
     }
+    if (type == &PyList_Type || type == &PyTuple_Type) {
+        /* a list (or tuple) of str -- a request's key [tenant, pcs_id] -- written here as
+         * _dumps writes it: ["a","b"] (separators "," and ":", each str as a str field) */
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(v), i;
+        PyObject **items = PySequence_Fast_ITEMS(v);
+        for (i = 0; i < n && Py_TYPE(items[i]) == &PyUnicode_Type; i++)
+            ;
+        if (i == n) {
+            if (put(s, "[", 1) < 0)
+                return -1;
+            for (i = 0; i < n; i++)
+                if ((i > 0 && put(s, ",", 1) < 0) || put_text(s, items[i]) < 0)
+                    return -1;
+            return put(s, "]", 1);
+        }
+    }
     PyObject *text = PyObject_CallOneArg(s->value, v); /* the reference decides (or raises) */
     if (text == NULL)
         return -1;

@@ -126,6 +126,8 @@ class _Sleep:
         self.delay = delay
 
 
+_WRITTEN: dict = {}  # what _lookup_and_record answers a batch of requests (never changed)
+
 MAX_BATCH = 256  # the server's batch size (flk.impl.server.batchdriver.BatchDriver)
 
 
@@ -419,7 +421,7 @@ class Region:
     def _make_durable(self, inc: int):
         """ONE fsync (sampled latency) of everything appended: True, False (it failed) or
         None (the region died meanwhile)."""
-        yield float(self.disk_factor * self._fsync_ms(self.rng) / 1000.0)  # a plain delay (see _drive)
+        yield self.disk_factor * self._fsync_ms(self.rng) / 1000.0  # a float (x / 1000.0): a plain delay (see _drive)
         if inc != self.incarnation:
             return None
         try:
@@ -430,8 +432,9 @@ class Region:
 
     def _lookup_and_record(self, batch: VerifyBatch, inc: int, jobs: list | None):
         """Steps 3-8 of ``batch`` with one ``get_many`` and one ``put_many_if_absent``, each after
-        a store latency, behind the breaker; ``{id(item): (stored, winner)}`` of the writes, or
-        None if the region died meanwhile. ``jobs`` None: a replay (no history of its calls)."""
+        a store latency, behind the breaker; None if the region died meanwhile, else for a replay
+        (``jobs`` None: no history of its calls) ``{id(item): (stored, winner)}`` of the writes
+        (a batch of requests: an empty mapping -- its answers say what the writes did)."""
         env, guarded = self.env, self.guarded
         now = batch.now
         keys = batch.verify()
@@ -443,7 +446,7 @@ class Region:
         except StoreUnavailable:
             batch.lookup_failed()
             return {}
-        yield float(self._store_delay()) if jobs is not None else env.timeout(self._store_delay())
+        yield self._store_delay() if jobs is not None else env.timeout(self._store_delay())  # a float (see _drive)
         if inc != self.incarnation:
             return None
         if jobs is not None:
@@ -465,7 +468,7 @@ class Region:
         except StoreUnavailable:
             batch.record_failed()
             return {}
-        yield float(self._store_delay()) if jobs is not None else env.timeout(self._store_delay())
+        yield self._store_delay() if jobs is not None else env.timeout(self._store_delay())  # a float (see _drive)
         if inc != self.incarnation:
             return None
         try:
@@ -476,12 +479,13 @@ class Region:
             batch.record_failed()
             return {}
         batch.recorded(results)
-        if jobs is not None:
-            rec, t, rid = self._rec_put, env._now, self.id
-            for item, (stored, winner) in zip(writing, results, strict=True):
-                rec(t, jobs[item.pos][1], rid, item.who.tenant_id, item.pcs_id, stored, winner.payload_digest,
-                    winner.status, body_sha(winner.body))
-        return {id(item): result for item, result in zip(writing, results, strict=True)}
+        if jobs is None:  # a replay reads what each write did
+            return {id(item): result for item, result in zip(writing, results, strict=True)}
+        rec, t, rid = self._rec_put, env._now, self.id
+        for item, (stored, winner) in zip(writing, results, strict=True):
+            rec(t, jobs[item.pos][1], rid, item.who.tenant_id, item.pcs_id, stored, winner.payload_digest,
+                winner.status, body_sha(winner.body))
+        return _WRITTEN
 
     def _respond(self, p, d, status, replay, body, key, retry_after=None, before_wal=False) -> None:
         sha = body_sha(body)

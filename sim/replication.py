@@ -27,6 +27,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain, compress, repeat
 
 from flk.impl.core.backoff import Backoff
 from flk.impl.replication.applying import ReplayApplier, ReplayMemo
@@ -48,6 +49,10 @@ from flk.impl.storage.walformat import LOG_SUFFIX, MANIFEST_SUFFIX
 from .topology import objstore_node
 
 COPY = "crr.copy"
+_REGION, _RECEIVED_AT = operator.attrgetter("region"), operator.attrgetter("received_at")
+_DIGEST = operator.attrgetter("payload_digest")
+_FIRST, _SECOND, _THIRD = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
+_PLAIN = {tuple}  # the type of a plain record in CompactAuthoritativeStore
 SUMMARY = "crr.summary"  # a divergence summary on its way to the other regions
 
 
@@ -150,13 +155,27 @@ class ObjectFabric:
             try:
                 _, recs = self.memo.verified(stream, name, manifest[0], seg[0], None)
                 records = len(recs)
-                oldest = min((self.world.true_time(r.region, r.received_at) for r in recs), default=oldest)
+                oldest = self._oldest(recs, oldest)
             except Exception:  # noqa: BLE001 - a corrupted segment is still copied; readers reject it
                 records = int(seg[1].get("count", "0"))
         others = {rid for rid in self.buckets if rid != bucket.region_id}
         if others:
             copy = PendingCopy(objects, oldest, records, others, next_send=manifest[2])
             bucket.pending[manifest_key] = copy
+
+    def _oldest(self, recs: list, default: float) -> float:
+        """The simulated time the oldest of ``recs`` was received (``default`` if none). A
+        segment's records are one region's; while that region's clock never stepped, its
+        true time is its stamp less one offset -- monotone: one conversion, of the least stamp."""
+        if not recs:
+            return default
+        world = self.world
+        regions = set(map(_REGION, recs))
+        if len(regions) == 1:
+            (region,) = regions
+            if len(world.clock_steps[region]) == 1:
+                return world.true_time(region, min(map(_RECEIVED_AT, recs)))
+        return min(world.true_time(r.region, r.received_at) for r in recs)
 
     def start_summary_copy(self, bucket: Bucket, key: str) -> None:
         """A divergence summary landed: copy it to every other region, as segments are."""
@@ -343,21 +362,35 @@ class CompactAuthoritativeStore:
         self._n += pcs_id not in keys
         keys[pcs_id] = (outcome, now)
 
-    def observe_plain(self, tenant: str, pcs_id: str, outcome, now: float) -> bool:
+    def observe_plain(self, reports: list, start: int, now: float) -> int:
         """:meth:`Reconciler.observe_batch`'s shortcut for the observations that leave a record
-        plain: a key seen for the first time gets ``(outcome, now)`` (as :meth:`put_first`), a
-        re-delivery of the one outcome a plain record holds changes nothing (the merge finds
-        the record as it is); True for both. False: the caller merges (another outcome, or a
-        record with more than one outcome seen)."""
-        keys = self._d.get(tenant)
-        if keys is None:
-            keys = self._d[tenant] = {}
-        v = keys.get(pcs_id)
-        if v is None:
-            self._n += 1
-            keys[pcs_id] = (outcome, now)
-            return True
-        return type(v) is tuple and (v[0] is outcome or v[0] == outcome)
+        plain, taken in order from ``reports[start]`` (``(tenant, pcs_id, outcome)``): a key
+        seen for the first time gets ``(outcome, now)`` (as :meth:`put_first`), a re-delivery
+        of the one outcome a plain record holds changes nothing (the merge finds the record as
+        it is). Answers the position of the first report that is neither (``len(reports)``:
+        none): the caller merges that one (another outcome, or a record with more than one
+        outcome seen), then asks again from the next."""
+        d = self._d
+        last_tenant, keys = _EMPTY, _EMPTY  # _EMPTY: no tenant yet (never a report's)
+        added = 0
+        n = len(reports)
+        i = start
+        while i < n:
+            tenant, pcs_id, outcome = reports[i]
+            if tenant is not last_tenant:
+                keys = d.get(tenant)
+                if keys is None:
+                    keys = d[tenant] = {}
+                last_tenant = tenant
+            v = keys.get(pcs_id)
+            if v is None:
+                added += 1
+                keys[pcs_id] = (outcome, now)
+            elif type(v) is not tuple or not (v[0] is outcome or v[0] == outcome):
+                break
+            i += 1
+        self._n += added
+        return i
 
     def items(self):
         for t in sorted(self._d):
@@ -379,17 +412,30 @@ class CompactAuthoritativeStore:
     def final_auth_rows(self, region: str, order) -> Iterator[tuple]:
         """The ``final.auth`` rows of :meth:`final_rows`, in its order, made as they are read:
         ``(region, tenant, pcs_id, authoritative digest, its origin region, conflict)``;
-        ``order`` (:class:`flk.sim.stores.KeyOrder`) sorts each tenant's keys."""
-        for t in sorted(self._d):
-            keys = self._d[t]
-            for p in order.sorted(t, keys):
-                v = keys[p]
-                if type(v) is tuple:
-                    a = v[0]
-                    yield region, t, p, a.payload_digest, a.region, False
-                else:
-                    a = v.authoritative
-                    yield region, t, p, a.payload_digest, a.region, v.conflict
+        ``order`` (:class:`flk.sim.stores.KeyOrder`) sorts each tenant's keys. A tenant whose
+        records are all plain is zipped from columns at C speed (no Python frame per row)."""
+        return chain.from_iterable(self._tenant_auth_rows(region, t, order) for t in sorted(self._d))
+
+    def _tenant_auth_rows(self, region: str, t: str, order) -> Iterator[tuple]:
+        keys = self._d[t]
+        ps = order.sorted(t, keys)
+        vs = list(map(keys.__getitem__, ps))
+        if set(map(type, vs)) <= _PLAIN:  # every record plain: (outcome, changed_at)
+            auths = list(map(_FIRST, vs))
+            n = len(auths)
+            return zip(repeat(region, n), repeat(t, n), ps, map(_DIGEST, auths), map(_REGION, auths),
+                       repeat(False, n), strict=True)
+        return self._tenant_auth_rows_checked(region, t, ps, vs)
+
+    @staticmethod
+    def _tenant_auth_rows_checked(region: str, t: str, ps: list, vs: list) -> Iterator[tuple]:
+        for p, v in zip(ps, vs, strict=True):
+            if type(v) is tuple:
+                a = v[0]
+                yield region, t, p, a.payload_digest, a.region, False
+            else:
+                a = v.authoritative
+                yield region, t, p, a.payload_digest, a.region, v.conflict
 
     def count(self) -> int:
         return self._n
@@ -421,11 +467,8 @@ class OutcomeSharing:
             if hit[2] <= 0:
                 del d[id(items)]
             return hit[1]
-        intern, shared = sys.intern, self.world.shared_outcome
-        rows = []
-        for t, p, o in items:
-            p = intern(p)
-            rows.append((t, p, shared(t, p, o)))
+        ts, ps = list(map(_FIRST, items)), list(map(sys.intern, map(_SECOND, items)))
+        rows = list(zip(ts, ps, map(self.world.shared_outcome, ts, ps, map(_THIRD, items)), strict=True))
         if self.uses > 1:
             d[id(items)] = [items, rows, self.uses - 1]
             if len(d) > self.capacity:
@@ -495,7 +538,15 @@ class SharingStore:
         rows = self.sharing.rows(items)
         self._items, self._rows, self._last = items, rows, None
         results = self.store.put_many_if_absent(rows, now, ttl_s)
-        return [(won, o if w is r[2] else w) for (won, w), (_, _, o), r in zip(results, items, rows, strict=True)]
+        if results.__class__ is not list:
+            results = list(results)
+        # (won, the write's own outcome) where the winner is the row's shared object (most),
+        # else (won, the winner): the others are put right one by one
+        out = list(zip(map(_FIRST, results), map(_THIRD, items), strict=True))
+        for i in compress(range(len(rows)), map(operator.is_not, map(_SECOND, results), map(_THIRD, rows))):
+            won, w = results[i]
+            out[i] = (won, w)
+        return out
 
     def __getattr__(self, name):
         return getattr(self.store, name)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from hashlib import sha256
+from itertools import chain, compress, repeat
+from operator import attrgetter, is_not
 
 from flk.impl.dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable
 from flk.impl.dedup.base import check_key, check_keys, check_ttl
@@ -180,36 +182,66 @@ class SimMemoryStore(MemoryStore):
         ``seen``, shared by the calls for the regions' stores: tenant -> (the key order, the
         outcome and body_sha -- 8 bytes -- at each position) of the last store read with that order, so
         an outcome object at the same key in the next region's store (the regions share
-        equal outcomes: :meth:`flk.sim.world.World.shared_outcome`) is not hashed again."""
+        equal outcomes: :meth:`flk.sim.world.World.shared_outcome`) is not hashed again.
+
+        One tenant's rows are made when the reader reaches them; while no entry can have
+        expired (``now`` before the earliest expiry written) a tenant's rows are columns
+        zipped at C speed -- no Python frame per row."""
+        return chain.from_iterable(self._tenant_rows(region, t, now, order, seen) for t in sorted(self._by_tenant))
+
+    def _tenant_rows(self, region: str, t: str, now: float, order: KeyOrder, seen: dict):
+        """The rows of tenant ``t`` (see :meth:`final_rows`): an iterator."""
+        keys = self._by_tenant[t]
+        ps = order.sorted(t, keys)
+        prev = seen.get(t)
+        if prev is None or prev[0] is not ps:
+            # the hashes as 8 bytes each (16 hex digits) in one bytearray: no string per key
+            prev = seen[t] = (ps, [None] * len(ps), bytearray(8 * len(ps)))
+        _, outs, shas = prev
+        if not now < self._min_expiry:  # an entry may have expired: row by row
+            return self._tenant_rows_checked(region, t, now, keys, ps, outs, shas)
+        objs = list(map(keys.__getitem__, ps))
+        if tuple in set(map(type, objs)):  # some entries hold (expiry, outcome): self._split
+            objs = [v[1] if v.__class__ is tuple else v for v in objs]
+        n = len(objs)
+        if not n:
+            return iter(())
+        if outs[0] is None:  # the first store read with this order: hash every body
+            for at in range(0, n, _HASH_CHUNK):  # in chunks: no list of a hash per key
+                part = objs[at:at + _HASH_CHUNK]
+                shas[8 * at:8 * (at + len(part))] = b"".join([sha256(o.body).digest()[:8] for o in part])
+            outs[:] = objs
+        else:
+            for i in compress(range(n), map(is_not, objs, outs)):  # only another object is hashed
+                o = objs[i]
+                shas[8 * i:8 * i + 8] = sha256(o.body).digest()[:8]
+                outs[i] = o
+        hexes = shas.hex()
+        return zip(repeat(region, n), repeat(t, n), ps, map(_DIGEST, objs), map(_STATUS, objs),
+                   map(hexes.__getitem__, map(slice, range(0, 16 * n, 16), range(16, 16 * n + 16, 16))), strict=True)
+
+    def _tenant_rows_checked(self, region: str, t: str, now: float, keys: dict, ps: list, outs: list,
+                             shas: bytearray) -> Iterator[tuple]:
         bare_ttl = self._bare_ttl
-        by_tenant = self._by_tenant
-        for t in sorted(by_tenant):
-            keys = by_tenant[t]
-            ps = order.sorted(t, keys)
-            prev = seen.get(t)
-            if prev is None or prev[0] is not ps:
-                # the hashes as 8 bytes each (16 hex digits) in one bytearray: no string per key
-                prev = seen[t] = (ps, [None] * len(ps), bytearray(8 * len(ps)))
-            _, outs, shas = prev
-            for i, p in enumerate(ps):
-                v = keys[p]
-                if type(v) is tuple:  # self._split, inlined
-                    if v[0] <= now:
-                        continue
-                    o = v[1]
-                elif v.first_seen + bare_ttl > now:
-                    o = v
-                else:
+        for i, p in enumerate(ps):
+            v = keys[p]
+            if type(v) is tuple:  # self._split, inlined
+                if v[0] <= now:
                     continue
-                at = 8 * i
-                if outs[i] is o:
-                    sha = shas[at:at + 8].hex()
-                else:
-                    head = sha256(o.body).digest()[:8]
-                    shas[at:at + 8] = head
-                    outs[i] = o
-                    sha = head.hex()
-                yield region, t, p, o.payload_digest, o.status, sha
+                o = v[1]
+            elif v.first_seen + bare_ttl > now:
+                o = v
+            else:
+                continue
+            at = 8 * i
+            if outs[i] is o:
+                sha = shas[at:at + 8].hex()
+            else:
+                head = sha256(o.body).digest()[:8]
+                shas[at:at + 8] = head
+                outs[i] = o
+                sha = head.hex()
+            yield region, t, p, o.payload_digest, o.status, sha
 
     def peek(self, tenant: str, pcs_id: str):
         """The outcome held for the key, expired or not, without a side effect (for sharing
@@ -219,6 +251,8 @@ class SimMemoryStore(MemoryStore):
 
 
 _EMPTY: dict = {}
+_DIGEST, _STATUS = attrgetter("payload_digest"), attrgetter("status")
+_HASH_CHUNK = 4096  # final_rows hashes the bodies of this many keys at a time
 
 
 class KeyOrder:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 from ..dedup import StoredOutcome
@@ -39,6 +40,7 @@ from ..storage.inbox import InboxRecord
 from ..storage.walformat import A_CONFLICT, A_REJECTED
 from ..verifier.core import VerifyBatch
 from ..verifier.pipeline import Response, Verifier, problem
+from ..verifier.poison import DONE, STORED, PoisonPolicy
 from .stream import verify_segment
 
 __all__ = ["ApplyResult", "ReplayApplier", "ReplayMemo", "verifier_for_region", "Observer", "BatchObserver"]
@@ -47,6 +49,8 @@ Observer = Callable[[str, str, StoredOutcome, float], Any]
 # ``observe_batch(reports, now)``: the observer's calls of one batch, ``(tenant, pcs_id, outcome)`` in order
 BatchObserver = Callable[[list[tuple[str, str, StoredOutcome]], float], Any]
 _REFUSED = (A_CONFLICT, A_REJECTED)  # AnswerNote.refused
+_REGION = operator.attrgetter("region")
+_FIRST, _SECOND, _THIRD = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
 # ReplayApplier._plan of a batch: (its dedup writes in record order, records refused at home, store time)
 Plan = tuple[list[tuple[str, str, StoredOutcome]], int, float]
 
@@ -298,7 +302,7 @@ class ReplayApplier:
         memo = self.memo
         token = None
         if memo is not None:
-            token = self._token_of({rec.region for rec in recs})
+            token = self._token_of(set(map(_REGION, recs)))
             plan = memo.plan(token, recs)
             if plan is not None:
                 return plan
@@ -337,13 +341,23 @@ class ReplayApplier:
         if not puts:
             return
         results = self.store.put_many_if_absent(puts, latest, self.verifier.limits.ttl_s)
-        self.stored += sum([won for won, _ in results])
-        reports = []
-        add = reports.append
-        for write, (_, winner) in zip(puts, results, strict=True):
-            add(write)
-            if winner is not None and winner is not write[2] and winner != write[2]:
-                add((write[0], write[1], winner))
+        if results.__class__ is not list:
+            results = list(results)
+        if len(results) != len(puts):
+            raise ValueError(f"the store answered {len(results)} of {len(puts)} writes")
+        self.stored += sum(map(_FIRST, results))
+        winners = list(map(_SECOND, results))
+        # each write, followed by the winner its key held when that is another outcome; the
+        # writes whose winner is their own outcome object (most) are copied in runs
+        reports: list = []
+        k = 0
+        for i in compress(range(len(puts)), map(operator.is_not, winners, map(_THIRD, puts))):
+            winner, write = winners[i], puts[i]
+            if winner is not None and winner != write[2]:
+                reports += puts[k:i + 1]
+                reports.append((write[0], write[1], winner))
+                k = i + 1
+        reports += puts[k:]
         self._report(reports, now)
 
     def apply_isolating(self, recs: list[InboxRecord], now: float, batch: bool,
@@ -356,8 +370,6 @@ class ReplayApplier:
         refusal (``StoreUnavailable``, of any cause, however often) is never poison:
         it propagates and the caller retries (re-applying is a no-op). Returns the
         poison count."""
-        from ..verifier.poison import DONE, STORED, PoisonPolicy
-
         def run_batch(items: list) -> list[str]:
             todo = recs if items is every else [rec for _, rec in items]
             if batch and self.sink is None:

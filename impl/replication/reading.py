@@ -35,6 +35,7 @@ simulated time).
 
 from __future__ import annotations
 
+import operator
 import posixpath
 import random
 from bisect import bisect_left
@@ -52,7 +53,14 @@ from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
 from ..storage.quarantine import Quarantine
 from ..storage.walformat import LOG_SUFFIX, MANIFEST_SUFFIX, manifest_name, parse_name
 from .applying import ReplayApplier
-from .stream import LagStats, SegmentRejected, WatermarkFile, segment_key, verify_segment
+from .stream import (
+    LagStats,
+    SegmentRejected,
+    WatermarkFile,
+    lags_since,
+    segment_key,
+    verify_segment,
+)
 
 __all__ = ["Reader", "Topology", "TenantFilter"]
 
@@ -105,6 +113,7 @@ def _index_of(rec: InboxRecord, first: int, records: list[InboxRecord]) -> int:
 
 
 _UNPARSED = object()
+_REGION = operator.attrgetter("region")
 
 
 def _segment_of(key: str, source: str) -> tuple[str, int, str] | None:
@@ -228,9 +237,10 @@ class Reader:
                 memo = self.applier.memo
                 m, records = (verify_segment(stream, name, mraw, data, expect_first=wm) if memo is None else
                               memo.verified(stream, name, mraw, data, wm))
-                bad = [r.region for r in records if r.region != source]
-                if bad:
-                    raise SegmentRejected(stream, name, [f"record of region {bad[0]!r} in a stream of {source!r}"])
+                regions = set(map(_REGION, records))  # one pass at C speed; the common answer: {source}
+                if regions and regions != {source}:
+                    bad = next(r.region for r in records if r.region != source)
+                    raise SegmentRejected(stream, name, [f"record of region {bad!r} in a stream of {source!r}"])
             except SegmentRejected as rej:
                 if stream not in self.rejected or self.rejected[stream].segment != rej.segment:
                     self.rejected[stream] = rej
@@ -252,7 +262,7 @@ class Reader:
                     self._quarantine(stream, name, _index_of(rec, first, records), rec, error, now)
 
                 bad = self.applier.apply_isolating(chunk, now, self.batch > 0, poison)
-                self.apply_lag.add_many([now - rec.received_at for rec in chunk])
+                self.apply_lag.add_many(lags_since(now, chunk))
                 self.applied_records += len(chunk) - bad
             self.watermarks[stream] = first + int(m["count"])
             self.state.save(self.watermarks)

@@ -65,10 +65,10 @@ def merge_outcomes(a: StoredOutcome | None, b: StoredOutcome | None) -> StoredOu
         return b
     if b is None:
         return a
-    m = merge(to_model(a), to_model(b))
-    if to_model(a) == to_model(b):  # equal for the model: break the tie on the remaining fields
+    ma, mb = to_model(a), to_model(b)
+    if ma == mb:  # equal for the model: break the tie on the remaining fields
         return a if full_key(a) <= full_key(b) else b
-    return a if m == to_model(a) else b
+    return a if merge(ma, mb) is ma else b  # the model's pick (ma != mb: it is one of the two)
 
 
 @dataclass(frozen=True)
@@ -284,11 +284,12 @@ class Reconciler:
         the keys whose record is a conflict after their observation (in order, once per
         such observation). The store's batch forms, when it has them, give the same records:
 
-        * ``observe_plain(tenant, pcs_id, outcome, now) -> bool`` (the simulator's compact
-          store): True for an observation that leaves the record plain -- a key seen for the
-          first time (the record :meth:`observe` would put, without building it) or a
-          re-delivery of the one outcome a plain record holds (nothing changes); False: the
-          caller merges as :meth:`observe` does;
+        * ``observe_plain(reports, start, now) -> int`` (the simulator's compact store): the
+          reports from ``start`` on that leave their record plain -- a key seen for the first
+          time (the record :meth:`observe` would put, without building it) or a re-delivery
+          of the one outcome a plain record holds (nothing changes) -- taken in order, in one
+          call; it answers the position of the first report that is not (``len(reports)``:
+          none), which the caller merges as :meth:`observe` does before asking again;
         * else ``put_first(tenant, pcs_id, outcome, now)``: a key seen for the first time;
         * ``get_many(keys)`` and ``put_many(rows)`` (the service's SQLite store): the batch's
           records read in one query, merged in order, the changed ones written in one call;
@@ -302,15 +303,21 @@ class Reconciler:
             return self._observe_each(reports, now)
 
     def _observe_each(self, reports: list[tuple[str, str, StoredOutcome]], now: float) -> list[tuple[str, str]]:
-        """:meth:`observe_batch` with one store call (or two) per report (the lock held)."""
+        """:meth:`observe_batch` with one store call (or two) per report (the lock held); a
+        store's ``observe_plain`` takes each run of plain reports in one call."""
         conflicts: list[tuple[str, str]] = []
         store = self.store
         get = store.get
         plain = getattr(store, "observe_plain", None)
         put_first = getattr(store, "put_first", None)
-        for tenant, pcs_id, outcome in reports:
-            if plain is not None and plain(tenant, pcs_id, outcome, now):
-                continue
+        i, n = 0, len(reports)
+        while i < n:
+            if plain is not None:
+                i = plain(reports, i, now)
+                if i >= n:
+                    break
+            tenant, pcs_id, outcome = reports[i]
+            i += 1
             old = get(tenant, pcs_id)
             if old is None:
                 if put_first is not None:

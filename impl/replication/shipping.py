@@ -35,7 +35,7 @@ from ..storage.fs import FileSystem
 from ..storage.inbox import decode_inbox_record
 from ..storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
 from ..storage.walformat import WalError, manifest_name
-from .stream import CrrError, LagStats, WatermarkFile, segment_key, verify_segment
+from .stream import CrrError, LagStats, WatermarkFile, lags_since, segment_key, verify_segment
 
 if TYPE_CHECKING:
     from .applying import ReplayMemo
@@ -151,7 +151,7 @@ class Shipper:
                     "sha256": hashlib.sha256(data).hexdigest()}
             self._put_once(segment_key(self.stream, seg.name), data, meta)
             self._put_once(segment_key(self.stream, manifest_name(seg.name)), mraw)
-            self.lag.add_many(now - rec.received_at for rec in records)
+            self.lag.add_many(lags_since(now, records))
             self.watermark = seg.end_index
             self.state.save({self.stream: self.watermark})
             self.shipped_segments += 1

@@ -57,6 +57,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from ..dedup.base import StoreUnavailable
+
 if TYPE_CHECKING:
     from .tenants import Tenant
 
@@ -343,34 +345,35 @@ class GuardedStore:
 
     def admit(self, n: int) -> None:
         """Count a batch call of ``n`` items; ``StoreUnavailable`` when the breaker is open."""
-        from ..dedup import StoreUnavailable
-
-        breaker = self.breaker
         self.batches += 1
         self.batched_items += n
-        if not breaker.allow(self.clock()):
+        now = self.clock()  # one reading: the breaker's question and the call's start
+        breaker = self.breaker
+        if not breaker.allow(now):
             self.breaker_rejected += n
-            raise StoreUnavailable(f"dedup store circuit open (retry in {breaker.retry_after(self.clock())} s)")
-        self._admitted_at = self.clock()
+            raise StoreUnavailable(f"dedup store circuit open (retry in {breaker.retry_after(now)} s)")
+        self._admitted_at = now
 
     def call(self, fn: Any, items: list, *args: Any) -> list:
         """Make an admitted call; its success or failure is reported to the breaker."""
-        from ..dedup import StoreUnavailable
-
         breaker = self.breaker
         started, self._admitted_at = self._admitted_at, None
         try:
-            results = list(fn(items, *args))
+            results = fn(items, *args)
+            if results.__class__ is not list:
+                results = list(results)
             if len(results) != len(items):
                 raise StoreUnavailable("dedup store returned a short batch")
         except Exception as exc:  # noqa: BLE001 -- any store failure fails closed
+            now = self.clock()
             if started is not None:
-                self.call_seconds.observe(self.clock() - started)
-            breaker.on_failure(self.clock())
+                self.call_seconds.observe(now - started)
+            breaker.on_failure(now)
             if isinstance(exc, StoreUnavailable):
                 raise
             raise StoreUnavailable(f"dedup store failed: {type(exc).__name__}") from None
+        now = self.clock()  # one reading: the call's end for its time and for the breaker
         if started is not None:
-            self.call_seconds.observe(self.clock() - started)
-        breaker.on_success(self.clock())
+            self.call_seconds.observe(now - started)
+        breaker.on_success(now)
         return results

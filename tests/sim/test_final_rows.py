@@ -135,3 +135,19 @@ def test_reader_streams_parse_once_and_list_like_a_fresh_parse():
     store.put(f"eu/{_seg(9, manifest)}", b"{}")
     assert reader.streams("eu") == fresh.streams("eu") != first
     assert f"euro/{_seg(1, manifest)}" not in reader._names["eu"]
+
+
+def test_final_rows_of_many_keys_hash_in_chunks_and_reuse_shared_outcomes():
+    """More keys than one hashing chunk; a second store sharing most outcome objects (a few
+    replaced by equal-valued others, a few expired): both give the plain path's rows."""
+    first, second = SimMemoryStore(ttl_s=10.0), SimMemoryStore(ttl_s=10.0)
+    for i in range(9_001):
+        o = _outcome(i, 1.0)
+        first.put_if_absent("t1", f"k{i:05d}", o, 1.0, None)
+        mine = _outcome(i, 1.0) if i % 997 == 0 else o  # an equal value, another object
+        second.put_if_absent("t1", f"k{i:05d}", mine, 1.0, 2.0 if i % 1_501 == 0 else None)
+    order, seen = KeyOrder(), {}
+    for rid, store, now in (("a", first, 2.5), ("b", second, 2.5), ("c", second, 0.5)):
+        want = [(rid, t, p, o.payload_digest, o.status, sha256(o.body).hexdigest()[:16])
+                for t, p, o in store.scan_all(now)]
+        assert list(store.final_rows(rid, now, order, seen)) == want
