@@ -646,9 +646,13 @@ class Server:
             if not status:  # 503 / 429 before the WAL, or admitted (one limiter slot)
                 status, headers, out = self._admit()
             if not status:
-                fut = self.driver.submit(body, tenant)
-                fut.add_done_callback(functools.partial(self._direct_done, respond, t0, tenant))
-                return
+                try:
+                    fut = self.driver.submit(body, tenant)
+                except Exception as exc:  # noqa: BLE001 -- as submit_asgi: 500, the slot given back
+                    status, headers, out = self._driver_answer(None, exc, t0)
+                else:
+                    fut.add_done_callback(functools.partial(self._direct_done, respond, t0, tenant))
+                    return
             self._direct_respond(respond, status, headers, out, t0, tenant)
         except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
             self._direct_failed(respond, exc)

@@ -182,3 +182,28 @@ def test_named_cases_answer_the_same(servers):
 def test_any_body_and_tenant_answer_the_same(servers, body, tenant, twice):
     extra = b"" if tenant is None else b"x-tenant-id: " + tenant.encode() + b"\r\n"
     same(servers, post(body, extra) * (2 if twice else 1), 2 if twice else 1)
+
+
+class RaisingDriver:
+    """A batch driver whose submit raises at once (both routes must answer 500 and give the
+    limiter slot back)."""
+
+    def submit(self, body, tenant):
+        raise RuntimeError("driver unavailable")
+
+
+def test_a_driver_that_raises_answers_500_and_frees_the_slot(servers):
+    saved = []
+    for srv in servers:
+        server = srv.app.state.server
+        saved.append(server.driver)
+        server.driver = RaisingDriver()
+    try:
+        answers = same(servers, post(next(POOL)))
+        assert answers[0].startswith(b"HTTP/1.1 500 ")
+        for srv in servers:
+            assert srv.app.state.server.limiter.inflight == 0
+    finally:
+        for srv, driver in zip(servers, saved, strict=True):
+            srv.app.state.server.driver = driver
+    assert same(servers, post(next(POOL)))[0].startswith(b"HTTP/1.1 200 ")  # and it serves again
