@@ -292,6 +292,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._direct_hook(cycle.scope["headers"], bytes(cycle.body),
                           lambda status, headers, body: self._direct_answer(cycle, status, headers, body))
 
+    async def _answer_when_drained(self, cycle: Any, status: int, headers: list, body: bytes) -> None:
+        await self.flow.drain()
+        self._direct_answer(cycle, status, headers, body)
+
     def _direct_answer(self, cycle: Any, status: int, headers: list, body: bytes) -> None:
         """Write a direct request's answer as uvicorn's ``send`` would (the same bytes: the
         default headers, the application's, ``connection: close`` when the connection ends),
@@ -299,6 +303,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         next pipelined request)."""
         if cycle.disconnected or cycle.response_complete:
             return  # nobody listens (as uvicorn's send after a disconnect)
+        if self.flow.write_paused:  # as uvicorn's send: the client reads first (nothing queues up)
+            task = self.loop.create_task(self._answer_when_drained(cycle, status, headers, body))
+            task.add_done_callback(self.tasks.discard)  # uvicorn's shutdown waits for its tasks
+            self.tasks.add(task)
+            return
         cycle.response_started = True
         if cycle.access_log:  # uvicorn's access log line (its logger's level decides)
             scope = cycle.scope
