@@ -32,7 +32,9 @@ call which (the operator credential, signed tenant reads, one ``X-Tenant-Id``
 rule) is :mod:`.auth`; :func:`protected_routes` puts every operator and
 tenant-read route behind its check. The route table is honest: the submit
 route's handler is :class:`SubmitEndpoint`, which the fast path also calls
-directly. Limits below the routes (header sizes, slow clients, connections)
+directly; the HTTP protocol's direct path (:class:`DirectSubmit`,
+:meth:`Server.submit_direct`) answers a submission whose body it holds whole the same
+way without an ASGI task. Limits below the routes (header sizes, slow clients, connections)
 are :mod:`.httpguard`'s. Every error, including 404 and 405, is
 ``application/problem+json``.
 """
@@ -596,19 +598,15 @@ class Server:
                 if not status:  # 503 / 429 before the WAL, or admitted (one limiter slot)
                     status, headers, body = self._admit()
                 if not status:  # the batch driver's answer (no coroutine of its own: one frame less)
-                    ok = True
                     try:
                         resp = await self.driver.submit(b"".join(chunks), tenant)
-                        ok = resp.status != 503
-                        status, headers, body = resp.status, self._wire_headers(resp.headers), resp.body
                     except Exception as exc:  # noqa: BLE001 -- never a traceback to the client
-                        ok = False
-                        self.log.error("submit_failed", reason=type(exc).__name__)
-                        status, headers, body = self._problem("internal", "internal error; the request may be retried")
-                    finally:
-                        lat = time.perf_counter() - t0
-                        self.limiter.release(time.monotonic(), lat, ok)
-                    self.metrics.tally.observe(self.smetrics.latency, lat)
+                        status, headers, body = self._driver_answer(None, exc, t0)
+                    except BaseException:  # cancelled: the slot is given back all the same
+                        self.limiter.release(time.monotonic(), time.perf_counter() - t0, True)
+                        raise
+                    else:
+                        status, headers, body = self._driver_answer(resp, None, t0)
             await send({"type": "http.response.start", "status": status,
                         "headers": headers + [(b"content-length", b"%d" % len(body))]})
             await send({"type": "http.response.body", "body": body})
@@ -617,6 +615,69 @@ class Server:
             self._submit_5xx += 1
             self.log.error("unhandled", reason=type(exc).__name__, path="/v1/pcs/submit")
             await problem("internal", "internal error")(scope, receive, send)
+
+    def _driver_answer(self, resp: Any, error: BaseException | None, t0: float) -> tuple:
+        """``(status, headers, body)`` of the batch driver's response ``resp`` (``error``: the
+        driver raised: 500, logged); the request's limiter slot is released with its latency."""
+        if error is None:
+            ok = resp.status != 503
+            status, headers, body = resp.status, self._wire_headers(resp.headers), resp.body
+        else:
+            ok = False
+            self.log.error("submit_failed", reason=type(error).__name__)
+            status, headers, body = self._problem("internal", "internal error; the request may be retried")
+        lat = time.perf_counter() - t0
+        self.limiter.release(time.monotonic(), lat, ok)
+        self.metrics.tally.observe(self.smetrics.latency, lat)
+        return status, headers, body
+
+    def submit_direct(self, raw_headers: list, body: bytes, respond: Any) -> None:
+        """POST /v1/pcs/submit whose whole body the HTTP protocol already holds (its direct
+        path, :class:`flk.impl.server.httpguard.GuardedHttpToolsProtocol`: a ``Content-Length``
+        within :attr:`DirectSubmit.max_body`): what :meth:`submit_asgi` answers, without an ASGI
+        task, receive or send. ``respond(status, headers, body)`` is called once -- at once for
+        a refusal before the WAL, else when the batch driver answered -- with the
+        ``content-length`` header included; nothing raises."""
+        t0 = time.perf_counter()
+        try:
+            status, headers, out, tenant = self._submit_head(raw_headers)
+            if not status and len(body) > self.cfg.max_body_bytes:
+                status, headers, out = self._problem("payload-too-large", f"body exceeds {self.cfg.max_body_bytes} bytes")
+            if not status:  # 503 / 429 before the WAL, or admitted (one limiter slot)
+                status, headers, out = self._admit()
+            if not status:
+                try:
+                    fut = self.driver.submit(body, tenant)
+                except Exception as exc:  # noqa: BLE001 -- as submit_asgi: 500, the slot given back
+                    status, headers, out = self._driver_answer(None, exc, t0)
+                else:
+                    fut.add_done_callback(functools.partial(self._direct_done, respond, t0, tenant))
+                    return
+            self._direct_respond(respond, status, headers, out, t0, tenant)
+        except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
+            self._direct_failed(respond, exc)
+
+    def _direct_done(self, respond: Any, t0: float, tenant: str | None, fut: asyncio.Future) -> None:
+        """(Event loop.) The batch driver answered a direct submission."""
+        try:
+            error = None if not fut.cancelled() else asyncio.CancelledError()
+            if error is None:
+                error = fut.exception()
+            status, headers, out = self._driver_answer(None if error is not None else fut.result(), error, t0)
+            self._direct_respond(respond, status, headers, out, t0, tenant)
+        except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
+            self._direct_failed(respond, exc)
+
+    def _direct_respond(self, respond: Any, status: int, headers: list, body: bytes, t0: float,
+                        tenant: str | None) -> None:
+        respond(status, headers + [(b"content-length", b"%d" % len(body))], body)
+        self._account("/v1/pcs/submit", status, "POST", t0, tenant)
+
+    def _direct_failed(self, respond: Any, exc: BaseException) -> None:
+        self._submit_5xx += 1
+        self.log.error("unhandled", reason=type(exc).__name__, path="/v1/pcs/submit")
+        status, headers, body = self._problem("internal", "internal error")
+        respond(status, headers + [(b"content-length", b"%d" % len(body))], body)
 
     def _submit_head(self, raw_headers) -> tuple:
         """``(status, headers, body, tenant)``: a refusal that reads no body (duplicated
@@ -780,6 +841,23 @@ class Server:
 ROUTES = ("/v1/pcs/submit", "/health", "/ready", "/metrics", "/openapi.json")
 
 
+class DirectSubmit:
+    """The submit route as the HTTP protocol's direct path calls it (``app.direct_submit``):
+    ``POST`` to :attr:`path` with a ``Content-Length`` of at most :attr:`max_body` bytes and
+    the whole body read -- :meth:`Server.submit_direct`, the same answers as the ASGI route
+    without its task and messages. Everything else (chunked, ``Expect: 100-continue``, a
+    larger or missing length) takes the ASGI route."""
+
+    path = "/v1/pcs/submit"
+
+    def __init__(self, srv: Server, max_body: int) -> None:
+        self.srv = srv
+        self.max_body = max_body
+
+    def __call__(self, raw_headers: list, body: bytes, respond: Any) -> None:
+        self.srv.submit_direct(raw_headers, body, respond)
+
+
 class SubmitEndpoint:
     """``POST /v1/pcs/submit`` as a raw ASGI endpoint (the route table's handler;
     the app's fast path calls the same object without Starlette's routing). A call
@@ -896,6 +974,9 @@ def fast_path(app: Any, submit: SubmitEndpoint) -> Any:
         except Exception:  # noqa: BLE001 -- server_error logged it and answered 500; no traceback
             pass
 
+    # the HTTP protocol's direct path for a submission whose body it holds whole (httpguard);
+    # bodies above 64 KiB stream through the ASGI route (the protocol pauses reading there)
+    asgi.direct_submit = DirectSubmit(submit.srv, min(submit.srv.cfg.max_body_bytes, 65536))  # type: ignore[attr-defined]
     asgi.state = app.state  # type: ignore[attr-defined]
     asgi.routes = app.routes  # type: ignore[attr-defined]  # the route table (tests and docs read it)
     return asgi

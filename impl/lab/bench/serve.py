@@ -10,9 +10,12 @@ write). In the same run, under the same load, the bare handler of
 (uvicorn + uvloop + httptools, the same HTTP protocol class) and the same
 worker count; the figure of merit is the ratio. Server and bare handler take
 turns within each repeat, so both see the same machine. The bare handler is
-raw ASGI, dispatched like the server's submit route; the same handler as a
+raw ASGI, dispatched like the server's ASGI submit route; the same handler as a
 plain Starlette route (``bare_starlette_*``, ``ratio_sqlite_vs_bare_starlette``)
-is reported beside it as the bare-Starlette anchor.
+is reported beside it as the bare-Starlette anchor. The server's submissions of
+at most 64 KiB take the HTTP protocol's direct path (no ASGI task:
+:mod:`flk.impl.server.httpguard`); the anchors stay ASGI applications, as a
+Starlette JSON app is.
 
 Two kinds of body, both from the one PCS factory (:mod:`flk.impl.agent.factory`):
 

@@ -1,0 +1,58 @@
+"""The SQLite store as the workers of one server use it: several connections on one file.
+
+Why: ``flk serve``'s workers share one dedup file; each writes its batches in its own
+transactions while the file grows under the others. The store reads the file through
+SQLite's page cache, not a memory map (``PRAGMA mmap_size = 0``: a growing file shared
+by writers made every connection unmap, remap and fault it in again). What must hold
+whatever the setting: a row written through one connection is seen by the other,
+first-write-wins across them, and the file keeps growing correctly past the sizes a
+map would have covered.
+"""
+
+from __future__ import annotations
+
+import random
+
+from flk.impl.dedup import StoredOutcome
+from flk.impl.dedup.sqlite import SqliteStore
+
+NOW = 1000.0
+
+
+def _outcome(i: int, writer: int) -> StoredOutcome:
+    return StoredOutcome(f"{i:064x}", 200, b'{"w":%d,"pad":"%s"}' % (writer, b"x" * 400), NOW + i, "r1", "v1")
+
+
+def test_the_store_does_not_map_the_file(tmp_path):
+    store = SqliteStore(str(tmp_path / "dedup.sqlite"))
+    try:
+        assert store._conn().execute("PRAGMA mmap_size").fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+def test_two_connections_share_one_growing_file(tmp_path):
+    path = str(tmp_path / "dedup.sqlite")
+    a, b = SqliteStore(path), SqliteStore(path)  # two workers' stores: one file, own connections
+    rng = random.Random(5)
+    first: dict = {}  # key -> (writer, outcome) of its first write
+    try:
+        for step in range(120):  # batches of 13 alternating between the two, keys overlapping
+            writer, store = (0, a) if step % 2 == 0 else (1, b)
+            keys = [f"p{rng.randrange(900)}" for _ in range(13)]
+            items = [("t", k, _outcome(int(k[1:]), writer)) for k in keys]
+            answers = store.put_many_if_absent(items, NOW)
+            for (_, key, outcome), (won, got) in zip(items, answers, strict=True):
+                if key not in first:
+                    assert won, key  # nobody wrote it before: this write wins
+                    first[key] = outcome
+                else:
+                    assert not won and got == first[key], key  # the first write, by either writer
+        assert len(first) > 500  # the file grew well past a few pages (~0.5 KiB per row)
+        keys = [("t", k) for k in sorted(first)]
+        expected = [first[k] for _, k in keys]
+        assert a.get_many(keys, NOW) == expected  # each connection reads every row of the other
+        assert b.get_many(keys, NOW) == expected
+    finally:
+        a.close()
+        b.close()
