@@ -59,10 +59,34 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from ..verifier.problems import CONTENT_TYPE, problem_body, problem_type
+
+# What the direct submit path uses of uvicorn's protocol (not a public API): the hook where it
+# starts a request's task, its status lines, and the request cycle's attributes. With a uvicorn
+# that lacks any of them every request takes the ASGI route (tests/server/test_direct_submit.py
+# checks the installed uvicorn has them all, so CI sees the path switch off).
+_CYCLE_ATTRIBUTES = frozenset({
+    "access_log", "access_logger", "body", "default_headers", "disconnected", "keep_alive", "message_event",
+    "more_body", "on_response", "response_complete", "response_started", "scope", "transport",
+    "waiting_for_100_continue"})
+
+
+def direct_path_supported() -> bool:
+    """True when the installed uvicorn has what the direct submit path relies on."""
+    cycle = getattr(httptools_impl, "RequestResponseCycle", None)
+    init = getattr(cycle, "__init__", None)
+    code = getattr(init, "__code__", None)
+    return (callable(getattr(HttpToolsProtocol, "_start_asgi_task", None))
+            and isinstance(getattr(httptools_impl, "STATUS_LINE", None), dict)
+            and code is not None and _CYCLE_ATTRIBUTES <= set(code.co_names))
+
+
+STATUS_LINE: dict = getattr(httptools_impl, "STATUS_LINE", {})
+DIRECT_SUPPORTED = direct_path_supported()
 
 
 @dataclass(frozen=True)
@@ -155,7 +179,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # the application's direct path (flk.impl.server.app.DirectSubmit) or None
-        self._direct_hook = getattr(self.app, "direct_submit", None) if self.direct else None
+        self._direct_hook = getattr(self.app, "direct_submit", None) if self.direct and DIRECT_SUPPORTED else None
         self._direct_cycle: Any = None  # a direct request whose body is still arriving
         self._in_head = True
         self._head_bytes = 0

@@ -236,3 +236,38 @@ def test_a_client_that_does_not_read_gets_every_answer_in_order(servers):
     heads = buf.split(b"HTTP/1.1 400 Bad Request\r\n")[1:]
     assert len(heads) == n and all(h.endswith(b"}") for h in heads)  # each answer whole, none cut
     assert len(direct.direct_calls) - before == n  # every one took the direct path
+
+
+def test_the_installed_uvicorn_has_what_the_direct_path_uses(monkeypatch):
+    """The direct path leans on uvicorn internals (its task hook, status lines, the request
+    cycle's attributes): the installed uvicorn has them, so the path is on; a uvicorn without
+    one of them turns it off (every request through ASGI) instead of failing."""
+    from uvicorn.protocols.http import httptools_impl
+
+    from flk.impl.server import httpguard
+
+    assert httpguard.DIRECT_SUPPORTED and httpguard.direct_path_supported()
+    monkeypatch.delattr(httptools_impl.HttpToolsProtocol, "_start_asgi_task")
+    assert not httpguard.direct_path_supported()
+    monkeypatch.undo()
+
+    class OtherCycle:  # a cycle that no longer keeps default_headers
+        def __init__(self):
+            self.scope = self.body = self.keep_alive = None
+
+    monkeypatch.setattr(httptools_impl, "RequestResponseCycle", OtherCycle)
+    assert not httpguard.direct_path_supported()
+    monkeypatch.undo()
+    assert httpguard.direct_path_supported()
+
+
+def test_with_the_direct_path_unsupported_submissions_take_asgi(tmp_path, monkeypatch):
+    from flk.impl.server import httpguard
+
+    monkeypatch.setattr(httpguard, "DIRECT_SUPPORTED", False)
+    srv = InProcessServer(tmp_path, True)
+    try:
+        answers, _ = exchange(srv.port, post(next(POOL)), 1)
+        assert answers and answers[0].startswith(b"HTTP/1.1 200") and srv.direct_calls == []
+    finally:
+        srv.stop()
