@@ -11,7 +11,8 @@ Modules:
 
 * :mod:`.config`       -- the settings table (env + optional TOML file) -> ``ServerConfig``; secrets redacted
 * :mod:`.auth`         -- the operator credential, signed tenant reads, the one X-Tenant-Id rule
-* :mod:`.httpguard`    -- HTTP limits below the routes: header sizes and counts, slow clients, connections
+* :mod:`.httpguard`    -- HTTP limits below the routes: header sizes and counts, slow clients, connections;
+                           the direct submit path (a plain-length submission answered without an ASGI task)
 * :mod:`.logs`         -- structured JSON logs that never carry payloads, signatures or keys
 * :mod:`.app`          -- the Starlette application (endpoints, problem+json, metrics)
 * :mod:`.problems`     -- Starlette responses for the one problem catalog (application/problem+json)
