@@ -32,6 +32,8 @@ from flk.impl.server.httpguard import HttpLimits, protocol_class
 from flk.impl.server.supervisor import _uvicorn_config
 from flk.impl.testing.workload import bodies
 
+from .httpwire import read_raw_answers
+
 KEY = "0123456789abcdef0123456789abcdef"
 FIRST_SEEN = re.compile(rb'"first_seen":[-+0-9.eE]+')
 
@@ -86,34 +88,18 @@ def servers(tmp_path_factory):
 
 def exchange(port: int, raw: bytes, answers: int) -> tuple[list[bytes], bool]:
     """Send ``raw`` in one write; the ``answers`` responses (raw bytes; a ``first_seen`` time
-    and the ``content-length`` of its body masked, each answer read by its length) and whether the server closed the connection after them."""
+    and the ``content-length`` of its body masked) and whether the server closed the
+    connection after them."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(raw)
-        buf, out = b"", []
-        while len(out) < answers:
-            while b"\r\n\r\n" not in buf:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return out, True
-                buf += chunk
-            head, _, rest = buf.partition(b"\r\n\r\n")
-            length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
-            while len(rest) < length:
-                chunk = sock.recv(65536)
-                assert chunk, "closed inside an answer"
-                rest += chunk
-            body = rest[:length]
-            if FIRST_SEEN.search(body):  # the time's digits vary: so do the body's length and its header
-                body = FIRST_SEEN.sub(b'"first_seen":T', body)
-                head = re.sub(rb"(?im)^(content-length: *)\d+", rb"\1N", head)
-            out.append(head + b"\r\n\r\n" + body)
-            buf = rest[length:]
-        sock.settimeout(0.3)
-        try:
-            closed = sock.recv(1) == b""
-        except TimeoutError:
-            closed = False
-        return out, closed
+        got, closed = read_raw_answers(sock, answers)
+    out = []
+    for head, body in got:
+        if FIRST_SEEN.search(body):  # the time's digits vary: so do the body's length and its header
+            body = FIRST_SEEN.sub(b'"first_seen":T', body)
+            head = re.sub(rb"(?im)^(content-length: *)\d+", rb"\1N", head)
+        out.append(head + b"\r\n\r\n" + body)
+    return out, closed
 
 
 def same(servers, raw: bytes, answers: int = 1) -> list[bytes]:

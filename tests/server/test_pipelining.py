@@ -22,6 +22,7 @@ import pytest
 
 from flk.impl.testing.workload import bodies
 
+from .httpwire import read_raw_answers
 from .proc import ServerProc
 
 pytestmark = pytest.mark.server
@@ -49,30 +50,12 @@ def submit_bytes(body: bytes) -> bytes:
 
 def read_answers(sock: socket.socket, expected: int) -> tuple[list[tuple[int, dict, bytes]], bool]:
     """The answers on ``sock`` (status, headers, body) until ``expected`` came or it closed."""
-    sock.settimeout(20)
-    buf, answers, closed = b"", [], False
-    while len(answers) < expected:
-        while b"\r\n\r\n" not in buf:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return answers, True
-            buf += chunk
-        head, _, buf = buf.partition(b"\r\n\r\n")
+    raw, closed = read_raw_answers(sock, expected)
+    answers = []
+    for head, body in raw:
         lines = head.decode("latin-1").split("\r\n")
         headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
-        length = int(headers.get("content-length", "0"))
-        while len(buf) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise AssertionError(f"connection closed inside an answer: {head!r}")
-            buf += chunk
-        answers.append((int(lines[0].split()[1]), headers, buf[:length]))
-        buf = buf[length:]
-    try:
-        sock.settimeout(0.3)
-        closed = sock.recv(1) == b""
-    except TimeoutError:
-        closed = False
+        answers.append((int(lines[0].split()[1]), headers, body))
     return answers, closed
 
 
