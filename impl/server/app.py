@@ -660,9 +660,7 @@ class Server:
     def _direct_done(self, respond: Any, t0: float, tenant: str | None, fut: asyncio.Future) -> None:
         """(Event loop.) The batch driver answered a direct submission."""
         try:
-            error = None if not fut.cancelled() else asyncio.CancelledError()
-            if error is None:
-                error = fut.exception()
+            error = asyncio.CancelledError() if fut.cancelled() else fut.exception()
             status, headers, out = self._driver_answer(None if error is not None else fut.result(), error, t0)
             self._direct_respond(respond, status, headers, out, t0, tenant)
         except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback

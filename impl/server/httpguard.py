@@ -59,30 +59,38 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from uvicorn.protocols import utils as uvicorn_utils
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from ..verifier.problems import CONTENT_TYPE, problem_body, problem_type
 
 # What the direct submit path uses of uvicorn's protocol (not a public API): the hook where it
-# starts a request's task, its status lines, and the request cycle's attributes. With a uvicorn
-# that lacks any of them every request takes the ASGI route (tests/server/test_direct_submit.py
-# checks the installed uvicorn has them all, so CI sees the path switch off).
+# starts a request's task, its status lines and access-log helpers, and the attributes of the
+# protocol and of its request cycle. With a uvicorn that lacks any of them every request takes
+# the ASGI route (tests/server/test_direct_submit.py checks the installed uvicorn has them all,
+# so CI sees the path switch off).
 _CYCLE_ATTRIBUTES = frozenset({
     "access_log", "access_logger", "body", "default_headers", "disconnected", "keep_alive", "message_event",
     "more_body", "on_response", "response_complete", "response_started", "scope", "transport",
     "waiting_for_100_continue"})
+_PROTOCOL_ATTRIBUTES = frozenset({"app", "cycle", "flow", "loop", "tasks", "transport"})
+
+
+def _set_in_init(cls: Any) -> set[str]:
+    """The attribute names ``cls.__init__`` mentions (those it sets among them)."""
+    code = getattr(getattr(cls, "__init__", None), "__code__", None)
+    return set(code.co_names) if code is not None else set()
 
 
 def direct_path_supported() -> bool:
     """True when the installed uvicorn has what the direct submit path relies on."""
-    cycle = getattr(httptools_impl, "RequestResponseCycle", None)
-    init = getattr(cycle, "__init__", None)
-    code = getattr(init, "__code__", None)
     return (callable(getattr(HttpToolsProtocol, "_start_asgi_task", None))
             and isinstance(getattr(httptools_impl, "STATUS_LINE", None), dict)
-            and code is not None and _CYCLE_ATTRIBUTES <= set(code.co_names))
+            and callable(getattr(uvicorn_utils, "get_client_addr", None))
+            and callable(getattr(uvicorn_utils, "get_path_with_query_string", None))
+            and _CYCLE_ATTRIBUTES <= _set_in_init(getattr(httptools_impl, "RequestResponseCycle", None))
+            and _PROTOCOL_ATTRIBUTES <= _set_in_init(HttpToolsProtocol))
 
 
 STATUS_LINE: dict = getattr(httptools_impl, "STATUS_LINE", {})
@@ -335,8 +343,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle.response_started = True
         if cycle.access_log:  # uvicorn's access log line (its logger's level decides)
             scope = cycle.scope
-            cycle.access_logger.info('%s - "%s %s HTTP/%s" %d', get_client_addr(scope), scope["method"],
-                                     get_path_with_query_string(scope), scope["http_version"], status)
+            cycle.access_logger.info('%s - "%s %s HTTP/%s" %d', uvicorn_utils.get_client_addr(scope),
+                                     scope["method"], uvicorn_utils.get_path_with_query_string(scope),
+                                     scope["http_version"], status)
         content = [STATUS_LINE[status]]
         for name, value in (*cycle.default_headers, *headers):
             content.extend((name.lower(), b": ", value, b"\r\n"))

@@ -244,6 +244,17 @@ def test_the_installed_uvicorn_has_what_the_direct_path_uses(monkeypatch):
     monkeypatch.setattr(httptools_impl, "RequestResponseCycle", OtherCycle)
     assert not httpguard.direct_path_supported()
     monkeypatch.undo()
+    monkeypatch.delattr(httpguard.uvicorn_utils, "get_client_addr")
+    assert not httpguard.direct_path_supported()
+    monkeypatch.undo()
+
+    class OtherProtocol(httptools_impl.HttpToolsProtocol):  # a protocol without its flow control
+        def __init__(self):
+            self.app = self.cycle = self.loop = self.tasks = self.transport = None
+
+    monkeypatch.setattr(httpguard, "HttpToolsProtocol", OtherProtocol)
+    assert not httpguard.direct_path_supported()
+    monkeypatch.undo()
     assert httpguard.direct_path_supported()
 
 
