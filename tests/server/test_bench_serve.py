@@ -67,6 +67,20 @@ def test_bench_serve_quick_prints_figures() -> None:
     assert fig["goal_ratio_0_7"] == (fig["ratio_sqlite_vs_bare_starlette"] >= 0.7)
     assert fig["goal_ratio_0_7_vs_bare_asgi"] == (fig["ratio_sqlite_vs_bare"] >= 0.7)
     assert fig["sqlite_depth2_rps"] > 0 and fig["sqlite_depth2_socket_errors"] == 0
+    # the saturation turn: the default server and its own bare-Starlette anchor at 4x the connections
+    assert fig["sqlite_sat_rps"] > 0 and fig["sqlite_sat_socket_errors"] == 0 and fig["bare_starlette_sat_rps"] > 0
+    assert fig["ratio_sqlite_sat_vs_bare_starlette"] == round(fig["sqlite_sat_rps"] / fig["bare_starlette_sat_rps"], 3)
+    assert fig["sqlite_sat_stage_us"]["mean_latency_us"] == pytest.approx(
+        4 * fig["connections"] * 1e6 / fig["sqlite_sat_rps"], rel=0.01)  # its own connection count
+    assert fig["sqlite_sat_ceiling_ratio_vs_bare_starlette"] == round(
+        fig["sqlite_sat_ceiling_rps"] / fig["bare_starlette_sat_rps"], 3)
+    # admission's 429s are answers to wrk but not to the goals: the 2xx rate is
+    assert fig["sqlite_sat_ok_rps"] <= fig["sqlite_sat_rps"] and fig["sqlite_ok_rps"] <= fig["sqlite_rps"]
+    assert fig["ratio_sqlite_sat_ok_vs_bare_starlette"] == round(fig["sqlite_sat_ok_rps"] / fig["bare_starlette_sat_rps"], 3)
+    assert fig["goal_sat_ratio_0_7"] == (fig["ratio_sqlite_sat_ok_vs_bare_starlette"] >= 0.7)
+    assert fig["goal_sat_sqlite_rps_5000"] == (fig["sqlite_sat_ok_rps"] >= 5000)
+    assert fig["goal_sat_sqlite_p99_25ms"] == (fig["sqlite_sat_p99_ms"] <= 25)
+    assert "ratio_sqlite_sat_vs_bare" not in fig  # no raw-ASGI anchor at that many connections
     # where a request's time went: the batch driver's stages (workers' submit_stages lines) and the rest
     from flk.impl.server.batchdriver import STAGES
 
