@@ -99,14 +99,18 @@ class Bucket:
     def listed(self, prefix: str, now: float) -> list[str]:
         """The keys starting with ``prefix`` whose objects are visible at ``now``, sorted."""
         keys, objects = self.keys, self.objects
-        out = []
-        for i in range(bisect_left(keys, prefix), len(keys)):
-            key = keys[i]
-            if not key.startswith(prefix):
-                break
-            if objects[key][2] <= now:
-                out.append(key)
-        return out
+        lo = bisect_left(keys, prefix)
+        # every key starting with ``prefix`` sorts before ``prefix`` with its last character
+        # one code point up, every other key at or past ``lo`` after it
+        if not prefix:
+            hi = len(keys)
+        elif prefix[-1] < "\U0010ffff":
+            hi = bisect_left(keys, prefix[:-1] + chr(ord(prefix[-1]) + 1), lo)
+        else:  # no code point after the last one
+            hi = lo
+            while hi < len(keys) and keys[hi].startswith(prefix):
+                hi += 1
+        return [key for key in keys[lo:hi] if objects[key][2] <= now]
 
     def oldest_unreplicated(self, anywhere: bool) -> float | None:
         """Oldest record time in a copy that has not reached every (``anywhere``: any) other region."""
