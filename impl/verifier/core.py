@@ -123,6 +123,51 @@ class Item:
     answer_digest: str = ""  # the stored / held payload digest of the answer
 
 
+class AcceptMemo:
+    """``accept_v1``'s answers kept by the batch that computed them for a later batch of the
+    same request in the same process: a driver of several regions (the simulator) verifies
+    a request in its home region's submit batch, then replays its inbox record in a
+    region's applier (:class:`flk.impl.replication.applying.ReplayApplier`), which computes
+    the same answer again. An answer is a function of its four arguments alone -- the body,
+    the tenant's active keys at the receive time, the signal parameters and the answer
+    parts (the receive time's repr, the policy version, the region) -- and all four are its
+    key (bodies and parts by value: a replayed record's body is another bytes object), so a
+    hit is the answer the compiled call would give. A submit batch keeps its answers
+    (:meth:`keep`); a replay batch takes them (:meth:`take`, one use each). At most
+    ``capacity`` answers are kept, the oldest dropped first; a dropped answer is only
+    computed again. No driver that runs one region (the server) has one."""
+
+    def __init__(self, capacity: int = 16384) -> None:
+        self.capacity = int(capacity)
+        self._answers: dict[tuple, tuple] = {}
+        self._tokens: dict[tuple, int] = {}  # a key list or the signal parameters -> a small number
+        self.hits = self.misses = 0
+
+    def token(self, value: tuple) -> int:
+        """A small number naming ``value`` (equal values, the same number): the answers'
+        keys hold it instead of hashing a tuple of keys or parameters per request."""
+        tokens = self._tokens
+        got = tokens.get(value)
+        if got is None:
+            got = tokens[value] = len(tokens)
+        return got
+
+    def take(self, key: tuple) -> tuple | None:
+        """The answer kept under ``key`` (dropped from here), or None."""
+        got = self._answers.pop(key, None)
+        if got is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return got
+
+    def keep(self, key: tuple, answer: tuple) -> None:
+        answers = self._answers
+        answers[key] = answer
+        if len(answers) > self.capacity:
+            del answers[next(iter(answers))]
+
+
 class VerifyBatch:
     """The state of one batch through steps 1-8 (see the module docstring).
 
@@ -134,6 +179,10 @@ class VerifyBatch:
     (:meth:`from_records`): no step 1, no WAL record, no ``ingest`` event. ``sink`` gets every event (metrics, audit,
     history); ``latency(label, seconds)`` each request's time from the batch's
     start (the clock is :func:`time.perf_counter`, read only when it is given)."""
+
+    # answers of accept_v1 shared with other batches of the same requests (a driver of several
+    # regions sets it on its batches: a submit batch keeps its answers, a replay batch takes them)
+    accept_memo: AcceptMemo | None = None
 
     def __init__(self, verifier: Verifier, now: float, *, sink: Sink | None = None,
                  latency: Latency | None = None, replay: bool = False) -> None:
@@ -297,7 +346,7 @@ class VerifyBatch:
         if fused is not None:
             if times is None:
                 self._parts = self._answer_parts(now)
-            accepted = self._accept_all()
+            accepted = self._accept_all() if self.accept_memo is None else self._accept_memoized(self.accept_memo)
         ingest = sink is not None and not self.replay
         region, version = v.region, v.policy.version
         new_who = tuple.__new__  # _Authenticated(...) without its Python-level __new__
@@ -352,6 +401,52 @@ class VerifyBatch:
             item.outcome, item.reasons = None, decided  # type: ignore[assignment]
         else:
             item.outcome, item.reasons = decided
+
+    def _accept_memoized(self, memo: AcceptMemo) -> list | None:
+        """:meth:`_accept_all` through ``memo``: a replay batch takes each answer it holds for an
+        item's four arguments and computes the others; a submit batch computes them all and
+        keeps each answer (a None is never kept: the reference steps decide that item)."""
+        pending = self._pending
+        if not pending:
+            return None
+        times, now, parts_now = self.times, self.now, self._parts
+        params = memo.token(self.v.signal_params)
+        at: dict[tuple[int, float], tuple[int, tuple[str, str, str]] | None] = {}  # (id(tenant), t) -> key parts
+        keys: list[tuple | None] = []
+        for item in pending:
+            tenant = item.tenant
+            t = now if times is None else times[item.pos]
+            known = at.get((id(tenant), t)) if t else None  # 0.0 == -0.0: their parts differ, never shared
+            if known is None:
+                if tenant is None or tenant.alg != "hmac" or not tenant.allows("v1"):
+                    known = None  # not the compiled path's: _accept_all answers None
+                else:
+                    parts = parts_now if times is None else self._answer_parts(t)
+                    known = (memo.token(tuple(self._active_keys(tenant, t))), parts)
+                if t:
+                    at[(id(tenant), t)] = known
+            body = item.body
+            keys.append(None if known is None or body.__class__ is not bytes else (body, known[1], known[0], params))
+        if not self.replay:  # a submit batch: every answer computed here, kept for the replays
+            got = self._accept_all()
+            if got is not None:
+                for key, answer in zip(keys, got, strict=True):
+                    if key is not None and answer is not None:
+                        memo.keep(key, answer)
+            return got
+        taken = [None if key is None else memo.take(key) for key in keys]
+        if taken.count(None) == 0:
+            return taken
+        rest = [item for item, answer in zip(pending, taken, strict=True) if answer is None]
+        self._pending = rest
+        try:
+            got = self._accept_all()
+        finally:
+            self._pending = pending
+        if got is None:
+            return taken
+        it = iter(got)
+        return [answer if answer is not None else next(it) for answer in taken]
 
     def _accept_all(self) -> list | None:
         """``accept_v1``'s answer for each pending item (None: the reference steps decide it):
