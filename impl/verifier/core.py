@@ -469,58 +469,28 @@ class VerifyBatch:
             if not keys:
                 return None
             return self._accept_bodies([item.body for item in pending], keys)
-        return self._accept_mixed(pending, timed)
-
-    def _accept_mixed(self, pending: list[Item], timed: bool) -> list | None:
-        """:meth:`_accept_all` of items of several tenants: ONE ``accept_each`` call, each body
-        with its tenant's keys active at its time and the answer parts of its time (the
-        answers of a call per tenant, ``accept_batch`` or ``accept_each``, which answer alike:
-        ``accept_v1`` of each body); None for an item whose tenant the compiled path does not
-        take, or (one receive time) whose tenant has no active key."""
-        eligible: dict[int, bool] = {}  # id(tenant) -> HMAC with v1 allowed
-        at: dict[tuple[int, float], tuple[list[bytes], tuple[str, str, str]]] = {}  # (id(tenant), t) -> keys, parts
-        times, parts_at = self.times, self._parts_at
-        parts = self._parts
-        positions, bodies, keysets, partsets = [], [], [], []
+        groups: dict[int, tuple[Tenant, list[int], list]] = {}  # id(tenant) -> (tenant, positions, bodies)
         for k, item in enumerate(pending):
             tenant = item.tenant
-            ok = eligible.get(id(tenant))
-            if ok is None:
-                ok = eligible[id(tenant)] = tenant is not None and tenant.alg == "hmac" and tenant.allows("v1")
-            if not ok:
-                continue
+            if tenant is not None and tenant.alg == "hmac" and tenant.allows("v1"):
+                group = groups.get(id(tenant))
+                if group is None:
+                    group = groups[id(tenant)] = (tenant, [], [])
+                group[1].append(k)
+                group[2].append(item.body)
+        if not groups:
+            return None
+        out: list = [None] * len(pending)
+        for tenant, positions, bodies in groups.values():
             if timed:
-                t = times[item.pos]
-                if not t:  # 0.0 == -0.0: their parts differ, never shared
-                    keys, got_parts = self._active_keys(tenant, t), self._answer_parts(t)
-                else:
-                    known = at.get((id(tenant), t))
-                    if known is None:
-                        got_parts = parts_at.get(t)
-                        if got_parts is None:
-                            got_parts = parts_at[t] = self._answer_parts(t)
-                        known = at[(id(tenant), t)] = (self._active_keys(tenant, t), got_parts)
-                    keys, got_parts = known
+                answers = self._accept_timed(tenant, [pending[k] for k in positions])
             else:
-                keys, got_parts = self._active_keys(tenant), parts
+                keys = self._active_keys(tenant)
                 if not keys:
                     continue
-            positions.append(k)
-            bodies.append(item.body)
-            keysets.append(keys)
-            partsets.append(got_parts)
-        if not positions:
-            return None
-        params = self.v.signal_params
-        got = _compiled_accept_each(bodies, keysets, params, partsets) if _compiled_accept_each is not None else None
-        if got is None:
-            got = [_compiled_accept(body, keys, params, parts) if keys else None
-                   for body, keys, parts in zip(bodies, keysets, partsets, strict=True)]
-        if len(positions) == len(pending):
-            return got
-        out: list = [None] * len(pending)
-        for k, answer in zip(positions, got, strict=True):
-            out[k] = answer
+                answers = self._accept_bodies(bodies, keys)
+            for k, answer in zip(positions, answers, strict=True):
+                out[k] = answer
         return out
 
     def _accept_timed(self, tenant: Tenant, items: list[Item]) -> list:
