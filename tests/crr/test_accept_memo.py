@@ -92,16 +92,14 @@ def test_every_replayed_answer_is_taken_once():
     picks = [(k % 3, "tw", T0 + 10.0 + k // 4, "eu") for k in range(24)]
     memo = AcceptMemo()
     _submit(_registry(), picks, memo)
-    kept = len(memo._answers)
+    kept = len(memo._kept)
     assert kept > 0
     recs = [InboxRecord(tenant, t, region, POOL[i]) for i, tenant, t, region in picks]
     _replayed(_registry(), recs, memo)
-    assert memo.hits == kept and not memo._answers  # one use each: nothing left behind
+    assert memo.hits == kept and not memo._kept  # one use each: nothing left behind
 
 
 def test_the_oldest_answers_go_first():
     memo = AcceptMemo(capacity=2)
-    for k in range(3):
-        memo.keep((b"%d" % k,), (k,))
-    assert memo.take((b"0",)) is None and memo.take((b"2",)) == (2,) and memo.take((b"2",)) is None
-    assert memo.token((1.0, 2.0)) == memo.token((1.0, 2.0)) != memo.token((2.0,))
+    memo.keep_many([(b"0", "p"), (b"1", "p"), (b"2", "p")], [(0,), (1,), (2,)])
+    assert memo.take_many([(b"0", "p"), None, (b"2", "p"), (b"1", "p"), (b"2", "p")]) == [None, None, (2,), (1,), None]
