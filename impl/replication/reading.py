@@ -192,18 +192,7 @@ class Reader:
         """:meth:`_parsed` of ``keys`` from the answer ``before`` for ``keys[:n]``: the entries
         of the new keys appended where each comes after its stream's last (None when one
         does not: :meth:`_parsed` then sorts them all)."""
-        names = self._names.setdefault(source, {})
-        added: dict[str, list[tuple[int, str]]] = {}
-        for key in keys[n:]:
-            entry = names.get(key, _UNPARSED)
-            if entry is _UNPARSED:
-                entry = names[key] = _segment_of(key, source)
-            if entry is not None:
-                stream, first, log_name = entry
-                got = added.get(stream)
-                if got is None:
-                    got = added[stream] = []
-                got.append((first, log_name))
+        added = self._by_stream(source, keys[n:])
         if not added:
             return before
         out = dict(before)
@@ -218,6 +207,10 @@ class Reader:
 
     def _parsed(self, source: str, keys: list[str]) -> dict[str, list[tuple[int, str]]]:
         """stream -> sorted [(first_index, segment log name)] of the listed ``keys``."""
+        return {s: sorted(v) for s, v in sorted(self._by_stream(source, keys).items())}
+
+    def _by_stream(self, source: str, keys: list[str]) -> dict[str, list[tuple[int, str]]]:
+        """stream -> [(first_index, segment log name)] of the manifests among ``keys``, in their order."""
         out: dict[str, list[tuple[int, str]]] = {}
         names = self._names.setdefault(source, {})
         for key in keys:
@@ -230,7 +223,7 @@ class Reader:
                 if got is None:
                     got = out[stream] = []
                 got.append((first, log_name))
-        return {s: sorted(v) for s, v in sorted(out.items())}
+        return out
 
     def step(self, now: float) -> float:
         """Poll if due at ``now`` (the wall clock; a retry deadline left further ahead than the
