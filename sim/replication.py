@@ -45,6 +45,7 @@ from flk.impl.storage.objectstore import (
     check_prefix,
 )
 from flk.impl.storage.walformat import LOG_SUFFIX, MANIFEST_SUFFIX
+from flk.impl.verifier.core import AcceptMemo
 
 from .topology import objstore_node
 
@@ -99,14 +100,18 @@ class Bucket:
     def listed(self, prefix: str, now: float) -> list[str]:
         """The keys starting with ``prefix`` whose objects are visible at ``now``, sorted."""
         keys, objects = self.keys, self.objects
-        out = []
-        for i in range(bisect_left(keys, prefix), len(keys)):
-            key = keys[i]
-            if not key.startswith(prefix):
-                break
-            if objects[key][2] <= now:
-                out.append(key)
-        return out
+        lo = bisect_left(keys, prefix)
+        # every key starting with ``prefix`` sorts before ``prefix`` with its last character
+        # one code point up, every other key at or past ``lo`` after it
+        if not prefix:
+            hi = len(keys)
+        elif prefix[-1] < "\U0010ffff":
+            hi = bisect_left(keys, prefix[:-1] + chr(ord(prefix[-1]) + 1), lo)
+        else:  # no code point after the last one
+            hi = lo
+            while hi < len(keys) and keys[hi].startswith(prefix):
+                hi += 1
+        return [key for key in keys[lo:hi] if objects[key][2] <= now]
 
     def oldest_unreplicated(self, anywhere: bool) -> float | None:
         """Oldest record time in a copy that has not reached every (``anywhere``: any) other region."""
@@ -139,6 +144,11 @@ class ObjectFabric:
         # a segment is verified by its shipper, by start_copy and by every region's reader
         self.memo = ReplayMemo(uses=len(world.region_ids), segment_uses=len(world.region_ids) + 2)
         self.sharing = OutcomeSharing(world, uses=len(world.region_ids))  # every region writes every record
+        # a record's accept_v1 answer, computed by its home region's submit batch, taken by the
+        # first applier that replays it (the others take that applier's plan from ``memo``)
+        self.accepts = AcceptMemo()
+        for region in world.regions.values():
+            region.accept_memo = self.accepts
 
     def _now(self) -> float:
         return self.world.env.now
@@ -590,7 +600,7 @@ class RegionReplication:
         topo = getattr(self, "topology", None) or Topology.full_mesh(self.world.region_ids, r.id, include_self=True)
         self.sharing = SharingStore(r.store, self.world, self.view.fabric.sharing)
         applier = ReplayApplier(r.verifier, self.sharing, observer=self._observe, memo=self.view.fabric.memo,
-                                observe_batch=self._observe_batch)
+                                observe_batch=self._observe_batch, accept_memo=self.view.fabric.accepts)
         self.reader = Reader(self.view, topo, applier, "/crr/read.json", fs=r.fs,
                              interval_s=float(cfg["read_interval_s"]), backoff=backoff, rng=rng,
                              on_reject=self._rejected)

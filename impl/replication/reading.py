@@ -165,12 +165,55 @@ class Reader:
         # source -> listed key -> what it names (:func:`_segment_of`): a poll lists every
         # segment a stream ever shipped, so each key is parsed once, not once per poll
         self._names: dict[str, dict[str, tuple[str, int, str] | None]] = {}
+        self._listed: dict[str, tuple[list[str], dict[str, list[tuple[int, str]]]]] = {}  # source -> last listing, answer
 
     def streams(self, source: str) -> dict[str, list[tuple[int, str]]]:
-        """stream -> sorted [(first_index, segment log name)] with a manifest in the store."""
+        """stream -> sorted [(first_index, segment log name)] with a manifest in the store
+        (the caller does not change it). A poll lists every segment a stream ever shipped:
+        a listing equal to the last one of ``source`` answers the last answer, one that
+        only adds keys after it adds their entries to it (:meth:`_listed_more`)."""
+        keys = self.store.list(source + "/")
+        last = self._listed.get(source)
+        if last is not None:
+            n = len(last[0])
+            if len(keys) == n and keys == last[0]:
+                return last[1]
+            if len(keys) > n and keys[:n] == last[0]:
+                out = self._listed_more(source, keys, n, last[1])
+                if out is not None:
+                    self._listed[source] = (keys, out)
+                    return out
+        out = self._parsed(source, keys)
+        self._listed[source] = (keys, out)
+        return out
+
+    def _listed_more(self, source: str, keys: list[str], n: int,
+                     before: dict[str, list[tuple[int, str]]]) -> dict[str, list[tuple[int, str]]] | None:
+        """:meth:`_parsed` of ``keys`` from the answer ``before`` for ``keys[:n]``: the entries
+        of the new keys appended where each comes after its stream's last (None when one
+        does not: :meth:`_parsed` then sorts them all)."""
+        added = self._by_stream(source, keys[n:])
+        if not added:
+            return before
+        out = dict(before)
+        for stream, more in added.items():
+            old = out.get(stream)
+            if old is None:
+                return None  # a new stream: its place in the sorted order (rare)
+            if any(map(operator.ge, [old[-1], *more], more)):
+                return None  # not after the last one, or not in order
+            out[stream] = old + more
+        return out
+
+    def _parsed(self, source: str, keys: list[str]) -> dict[str, list[tuple[int, str]]]:
+        """stream -> sorted [(first_index, segment log name)] of the listed ``keys``."""
+        return {s: sorted(v) for s, v in sorted(self._by_stream(source, keys).items())}
+
+    def _by_stream(self, source: str, keys: list[str]) -> dict[str, list[tuple[int, str]]]:
+        """stream -> [(first_index, segment log name)] of the manifests among ``keys``, in their order."""
         out: dict[str, list[tuple[int, str]]] = {}
         names = self._names.setdefault(source, {})
-        for key in self.store.list(source + "/"):
+        for key in keys:
             entry = names.get(key, _UNPARSED)
             if entry is _UNPARSED:
                 entry = names[key] = _segment_of(key, source)
@@ -180,7 +223,7 @@ class Reader:
                 if got is None:
                     got = out[stream] = []
                 got.append((first, log_name))
-        return {s: sorted(v) for s, v in sorted(out.items())}
+        return out
 
     def step(self, now: float) -> float:
         """Poll if due at ``now`` (the wall clock; a retry deadline left further ahead than the
