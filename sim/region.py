@@ -177,9 +177,6 @@ class Region:
         self.deliveries = 0
         self.wal_corruptions = 0
         self.seal_lock = SealLock()  # the shipper's (flk.impl.replication.shipping.Shipper) seal lock
-        # accept_v1's answers of the submit batches, kept for the appliers that replay the records
-        # (flk.impl.verifier.core.AcceptMemo; the replication fabric sets it): None, none kept
-        self.accept_memo = None
         self.admission_settings = AdmissionSettings.from_mapping(self.cfg)
         self.admission = build_admission(self.admission_settings)  # volatile: a restart forgets it
         self._verify_ms = float(self.cfg["verify_ms"])  # the verification time per request
@@ -378,8 +375,6 @@ class Region:
         """One batch through the core; False if the region died meanwhile."""
         env = self.env
         batch = self.world.core_cls(self.verifier, self.now())
-        if self.accept_memo is not None:
-            batch.accept_memo = self.accept_memo
         appends = batch.admit([Request(p["body"], p["tenant"]) for p, _, _ in jobs])
         if appends:
             wal = self.wal

@@ -45,7 +45,6 @@ from flk.impl.storage.objectstore import (
     check_prefix,
 )
 from flk.impl.storage.walformat import LOG_SUFFIX, MANIFEST_SUFFIX
-from flk.impl.verifier.core import AcceptMemo
 
 from .topology import objstore_node
 
@@ -144,11 +143,6 @@ class ObjectFabric:
         # a segment is verified by its shipper, by start_copy and by every region's reader
         self.memo = ReplayMemo(uses=len(world.region_ids), segment_uses=len(world.region_ids) + 2)
         self.sharing = OutcomeSharing(world, uses=len(world.region_ids))  # every region writes every record
-        # a record's accept_v1 answer, computed by its home region's submit batch, taken by the
-        # first applier that replays it (the others take that applier's plan from ``memo``)
-        self.accepts = AcceptMemo()
-        for region in world.regions.values():
-            region.accept_memo = self.accepts
 
     def _now(self) -> float:
         return self.world.env.now
@@ -600,7 +594,7 @@ class RegionReplication:
         topo = getattr(self, "topology", None) or Topology.full_mesh(self.world.region_ids, r.id, include_self=True)
         self.sharing = SharingStore(r.store, self.world, self.view.fabric.sharing)
         applier = ReplayApplier(r.verifier, self.sharing, observer=self._observe, memo=self.view.fabric.memo,
-                                observe_batch=self._observe_batch, accept_memo=self.view.fabric.accepts)
+                                observe_batch=self._observe_batch)
         self.reader = Reader(self.view, topo, applier, "/crr/read.json", fs=r.fs,
                              interval_s=float(cfg["read_interval_s"]), backoff=backoff, rng=rng,
                              on_reject=self._rejected)

@@ -38,7 +38,7 @@ from typing import Any
 from ..dedup import StoredOutcome
 from ..storage.inbox import InboxRecord
 from ..storage.walformat import A_CONFLICT, A_REJECTED
-from ..verifier.core import AcceptMemo, VerifyBatch
+from ..verifier.core import VerifyBatch
 from ..verifier.pipeline import Response, Verifier, problem
 from ..verifier.poison import DONE, STORED, PoisonPolicy
 from .stream import verify_segment
@@ -169,19 +169,15 @@ class ReplayApplier:
 
     def __init__(self, verifier: Verifier, store: Any, observer: Observer | None = None,
                  sink: Callable[[Mapping[str, Any]], None] | None = None,
-                 memo: ReplayMemo | None = None, observe_batch: BatchObserver | None = None,
-                 accept_memo: AcceptMemo | None = None) -> None:
+                 memo: ReplayMemo | None = None, observe_batch: BatchObserver | None = None) -> None:
         """``memo``: writes shared with other appliers replaying the same records
         (:meth:`replay_batch`, when there is no ``sink``: that path emits nothing).
-        ``accept_memo``: the answers of ``accept_v1`` the records' submit batches kept
-        (:class:`~flk.impl.verifier.core.AcceptMemo`: a driver of several regions).
         ``observe_batch``: takes :meth:`replay_batch`'s reports in one call, the calls
         ``observer`` would get in the same order (e.g. :meth:`Reconciler.observe_batch
         <flk.impl.replication.reconcile.Reconciler.observe_batch>`)."""
         self.verifier, self.store, self.observer, self.sink = verifier, store, observer, sink
         self.observe_batch = observe_batch
         self.memo = memo
-        self.accept_memo = accept_memo
         self.home_rejected = 0
         self._by_region: dict[str, Verifier] = {}
         self._tokens: dict[str, int] = {}  # origin region -> ReplayMemo.token of its verifier
@@ -218,8 +214,6 @@ class ReplayApplier:
                 end += 1
             run = positions if k == 0 and end == n else positions[k:end]
             batch = VerifyBatch.from_span(self._verifier(region), [recs[p] for p in run], sink=self.sink)
-            if self.accept_memo is not None:
-                batch.accept_memo = self.accept_memo
             batch.verify()
             batch.skip_lookup()
             out.append((run, batch))

@@ -123,40 +123,6 @@ class Item:
     answer_digest: str = ""  # the stored / held payload digest of the answer
 
 
-class AcceptMemo:
-    """``accept_v1``'s answers kept by the batch that computed them for a later batch of the
-    same request in the same process: a driver of several regions (the simulator) verifies
-    a request in its home region's submit batch, then replays its inbox record in a
-    region's applier (:class:`flk.impl.replication.applying.ReplayApplier`), which would
-    compute the same answer again. An answer is a function of its four arguments alone --
-    the body, the tenant's active keys at the receive time, the signal parameters and the
-    answer parts (the receive time's repr, the policy version, the region): it is kept
-    under ``(body, parts)`` (by value: a replayed record's body is another bytes object)
-    with the keys and parameters it was computed with, and taken only where they are equal
-    to the taker's (:meth:`VerifyBatch._accept_memoized`), so a hit is the answer the
-    compiled call would give. A submit batch keeps its answers (:meth:`keep_many`); a
-    replay batch takes them (:meth:`take_many`, one use each). At most ``capacity`` are
-    kept, the oldest dropped first; a dropped answer is only computed again. No driver
-    that runs one region (the server) has one."""
-
-    def __init__(self, capacity: int = 16384) -> None:
-        self.capacity = int(capacity)
-        self._kept: dict[tuple, tuple] = {}  # (body, parts) -> (answer, keys, params)
-        self.hits = self.misses = 0
-
-    def keep_many(self, keys: list, entries: list) -> None:
-        """Keep each ``(answer, keys, params)`` entry under its ``(body, parts)`` key."""
-        kept = self._kept
-        kept.update(zip(keys, entries, strict=True))
-        while len(kept) > self.capacity:
-            del kept[next(iter(kept))]
-
-    def take_many(self, keys: list) -> list:
-        """The entry kept under each key (dropped from here), or None (a None key: None)."""
-        pop = self._kept.pop
-        return [None if key is None else pop(key, None) for key in keys]
-
-
 class VerifyBatch:
     """The state of one batch through steps 1-8 (see the module docstring).
 
@@ -168,10 +134,6 @@ class VerifyBatch:
     (:meth:`from_records`): no step 1, no WAL record, no ``ingest`` event. ``sink`` gets every event (metrics, audit,
     history); ``latency(label, seconds)`` each request's time from the batch's
     start (the clock is :func:`time.perf_counter`, read only when it is given)."""
-
-    # answers of accept_v1 shared with other batches of the same requests (a driver of several
-    # regions sets it on its batches: a submit batch keeps its answers, a replay batch takes them)
-    accept_memo: AcceptMemo | None = None
 
     def __init__(self, verifier: Verifier, now: float, *, sink: Sink | None = None,
                  latency: Latency | None = None, replay: bool = False) -> None:
@@ -335,7 +297,7 @@ class VerifyBatch:
         if fused is not None:
             if times is None:
                 self._parts = self._answer_parts(now)
-            accepted = self._accept_all() if self.accept_memo is None else self._accept_memoized(self.accept_memo)
+            accepted = self._accept_all()
         ingest = sink is not None and not self.replay
         region, version = v.region, v.policy.version
         new_who = tuple.__new__  # _Authenticated(...) without its Python-level __new__
@@ -390,81 +352,6 @@ class VerifyBatch:
             item.outcome, item.reasons = None, decided  # type: ignore[assignment]
         else:
             item.outcome, item.reasons = decided
-
-    def _accept_memoized(self, memo: AcceptMemo) -> list | None:
-        """:meth:`_accept_all` through ``memo``: a submit batch computes every answer and keeps
-        each one (a None is never kept: the reference steps decide that item); a replay batch
-        takes the answer kept for an item's body and parts where it was computed with the
-        keys the item's tenant has active at its time and with these signal parameters, and
-        computes the others."""
-        pending = self._pending
-        if not pending:
-            return None
-        times, params = self.times, self.v.signal_params
-        if not self.replay:  # a submit batch: every answer computed here, kept for the replays
-            got = self._accept_all()
-            if got is not None:
-                keys, entries = [], []
-                tenant_keys: dict[int, list[bytes]] = {}  # id(tenant) -> its active keys now (one receive time)
-                for item, answer in zip(pending, got, strict=True):
-                    if answer is None or item.body.__class__ is not bytes:  # an answer: an HMAC v1 tenant's
-                        continue
-                    if times is None:
-                        active = tenant_keys.get(id(item.tenant))
-                        if active is None:
-                            active = tenant_keys[id(item.tenant)] = self._active_keys(item.tenant)
-                        keys.append((item.body, self._parts))
-                    else:
-                        t = times[item.pos]
-                        active = self._active_keys(item.tenant, t)
-                        keys.append((item.body, self._parts_of(t)))
-                    entries.append((answer, active, params))
-                memo.keep_many(keys, entries)
-            return got
-        eligible: dict[int, bool] = {}  # id(tenant) -> the compiled path takes it (_accept_all)
-        asked: list[tuple | None] = []
-        for item in pending:
-            tenant = item.tenant
-            ok = eligible.get(id(tenant))
-            if ok is None:
-                ok = eligible[id(tenant)] = tenant is not None and tenant.alg == "hmac" and tenant.allows("v1")
-            if ok and item.body.__class__ is bytes:
-                asked.append((item.body, self._parts_of(self.now if times is None else times[item.pos])))
-            else:
-                asked.append(None)
-        taken = []
-        for item, entry in zip(pending, memo.take_many(asked), strict=True):
-            if entry is not None:
-                answer, keys, was = entry
-                t = self.now if times is None else times[item.pos]
-                if not (was == params and keys == self._active_keys(item.tenant, t)):
-                    entry = None
-            taken.append(None if entry is None else entry[0])
-        hits = len(taken) - taken.count(None)
-        memo.hits += hits
-        memo.misses += len(pending) - hits
-        if hits == len(pending):
-            return taken
-        rest = [item for item, answer in zip(pending, taken, strict=True) if answer is None]
-        self._pending = rest
-        try:
-            got = self._accept_all()
-        finally:
-            self._pending = pending
-        if got is None:
-            return taken
-        it = iter(got)
-        return [answer if answer is not None else next(it) for answer in taken]
-
-    def _parts_of(self, t: float) -> tuple[str, str, str]:
-        """The answer parts of receive time ``t`` (one tuple per time, except 0.0 and -0.0:
-        equal times whose parts differ)."""
-        parts = self._parts_at.get(t) if t else None
-        if parts is None:
-            parts = self._answer_parts(t)
-            if t:
-                self._parts_at[t] = parts
-        return parts
 
     def _accept_all(self) -> list | None:
         """``accept_v1``'s answer for each pending item (None: the reference steps decide it):
