@@ -41,6 +41,7 @@ import contextlib
 import hashlib
 import posixpath
 import threading
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -81,6 +82,11 @@ class SegmentInfo:
     @property
     def end_index(self) -> int:
         return self.first_index + self.count
+
+
+def _end_index(segment: SegmentInfo) -> int:
+    """The bisection key of a log's segments (consecutive: their end indexes never decrease)."""
+    return segment.first_index + segment.count
 
 
 class SegmentedLog:
@@ -394,8 +400,14 @@ class SegmentedLog:
         with self._lock:
             return [SegmentInfo(**s.__dict__) for s in self._segments]
 
-    def sealed_segments(self) -> list[SegmentInfo]:
-        return [s for s in self.segments() if s.sealed]
+    def sealed_segments(self, end_after: int = -1) -> list[SegmentInfo]:
+        """The sealed segments, oldest first; only those holding an index above ``end_after``
+        (``end_index > end_after``: a shipper's watermark), found by bisection -- a long-lived
+        log holds many segments and a shipper asks at every step."""
+        with self._lock:
+            segments = self._segments
+            start = bisect_right(segments, end_after, key=_end_index) if end_after >= 0 else 0
+            return [SegmentInfo(**s.__dict__) for s in segments[start:] if s.sealed]
 
     # -- reading ------------------------------------------------------------------
     def records(self, from_index: int = 0) -> Iterator[tuple[int, bytes]]:
@@ -404,7 +416,9 @@ class SegmentedLog:
         with self._lock:
             self._check_ok()
             self._flush_locked()
-            snap = [(s.name, s.first_index, s.count, s.bytes) for s in self._segments]
+            segments = self._segments
+            start = bisect_right(segments, from_index, key=_end_index) if from_index > 0 else 0
+            snap = [(s.name, s.first_index, s.count, s.bytes) for s in segments[start:]]
         for name, first, count, nbytes in snap:
             if first + count <= from_index or count == 0:
                 continue

@@ -155,14 +155,7 @@ class CrashableMemoryFileSystem:
                     ops = self._dir_ops[d]
                     k = rng.randint(0, len(ops))
                     report["dir_ops_kept"][d] = (k, len(ops))
-                    for op in ops[:k]:
-                        if op[0] == "link":
-                            self._durable[op[1]] = op[2]
-                        elif op[0] == "unlink":
-                            self._durable.pop(op[1], None)
-                        else:
-                            self._durable.pop(op[1], None)
-                            self._durable[op[2]] = op[3]
+                    self._apply(ops[:k])
             self._dir_ops = {}
             self._live = dict(sorted(self._durable.items()))
             seen: set[int] = set()
@@ -320,17 +313,28 @@ class CrashableMemoryFileSystem:
                     raise FileExistsError(errno.EEXIST, "a file is in the way", cur)
                 self._dirs.add(cur)
 
+    def _apply(self, ops: list[tuple]) -> None:
+        """Make directory operations durable, in order (the durable entries they change)."""
+        durable = self._durable
+        for op in ops:
+            if op[0] == "link":
+                durable[op[1]] = op[2]
+            elif op[0] == "unlink":
+                durable.pop(op[1], None)
+            else:
+                durable.pop(op[1], None)
+                durable[op[2]] = op[3]
+
     def fsync_dir(self, path: str) -> None:
+        """The directory's entries become durable as a reader sees them: its pending operations
+        applied in order -- every change of a directory's entries is one (``_dir_op``: create,
+        rename, remove; a crash starts every directory over with none), so the durable entries
+        then equal the live ones without a look at the other files of the disk."""
         d = _norm(path)
         with self._lock:
             if d not in self._dirs:
                 raise FileNotFoundError(errno.ENOENT, "no such directory", path)
-            for p in [p for p in self._durable if posixpath.dirname(p) == d]:
-                del self._durable[p]
-            for p, inode in self._live.items():
-                if posixpath.dirname(p) == d:
-                    self._durable[p] = inode
-            self._dir_ops.pop(d, None)
+            self._apply(self._dir_ops.pop(d, ()))
             self.dir_fsync_count += 1
 
     def truncate(self, path: str, size: int) -> None:

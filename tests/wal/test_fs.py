@@ -221,3 +221,56 @@ def test_clone_is_an_independent_disk_with_the_same_durable_state():
     th = twin.open_append("d/f")
     th.write(b"y")
     assert twin.read("d/f") == b"durabley" and fs.read("d/f") == b"durable+volatile!"
+
+
+def _rescanned_durable(fs: CrashableMemoryFileSystem, before: dict, d: str) -> dict:
+    """The reference fsync_dir: the directory's durable entries replaced by its live ones, found by
+    a scan of every file (what fsync_dir did before it applied the pending operations instead)."""
+    out = {p: i for p, i in before.items() if os.path.dirname(p) != d}
+    out.update({p: i for p, i in fs._live.items() if os.path.dirname(p) == d})
+    return out
+
+
+dir_ops = st.lists(st.one_of(
+    st.tuples(st.just("create"), st.sampled_from(["d/a", "d/b", "e/a", "e/c"])),
+    st.tuples(st.just("atomic"), st.sampled_from(["d/a", "d/b", "e/a", "e/c"])),
+    st.tuples(st.just("rename"), st.sampled_from(["d/a", "d/b", "e/a", "e/c"]), st.sampled_from(["d/a", "d/b", "e/a", "e/c"])),
+    st.tuples(st.just("remove"), st.sampled_from(["d/a", "d/b", "e/a", "e/c"])),
+    st.tuples(st.just("fsync_dir"), st.sampled_from(["d", "e"])),
+    st.tuples(st.just("crash"), st.integers(0, 2**32 - 1)),
+), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(script=dir_ops)
+def test_fsync_dir_makes_a_directory_durable_as_a_full_rescan_would(script):
+    """fsync_dir applies the directory's pending operations; after any sequence of creates,
+    atomic writes, renames (also across directories and over a file), removes, directory
+    fsyncs and crashes (partial directory operations kept), the durable entries -- each path
+    to the same file -- are the rescan's."""
+    fs = CrashableMemoryFileSystem(partial_dir_ops=True)
+    fs.makedirs("d")
+    fs.makedirs("e")
+    for op in script:
+        try:
+            if op[0] == "create":
+                fs.open_append(op[1]).close()
+            elif op[0] == "atomic":
+                fs.write_atomic(op[1], b"x")
+            elif op[0] == "rename":
+                fs.rename(op[1], op[2])
+            elif op[0] == "remove":
+                fs.remove(op[1])
+            elif op[0] == "fsync_dir":
+                want = _rescanned_durable(fs, dict(fs._durable), op[1])
+                fs.fsync_dir(op[1])
+                assert fs._durable.keys() == want.keys()
+                assert all(fs._durable[p] is want[p] for p in want)
+            else:
+                fs.crash(rng=random.Random(op[1]))
+        except (FileNotFoundError, PermissionError):
+            pass
+    for d in ("d", "e"):  # and once more at the end, with whatever is pending
+        want = _rescanned_durable(fs, dict(fs._durable), d)
+        fs.fsync_dir(d)
+        assert fs._durable.keys() == want.keys() and all(fs._durable[p] is want[p] for p in want)

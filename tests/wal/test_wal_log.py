@@ -400,6 +400,12 @@ class LogModelMachine(RuleBasedStateMachine):
         got = list(self.log.records())
         assert got == sorted(self.model.items())
         assert self.log.next_index == self.next
+        # the bisected reads (a shipper's watermark, a replay's start) agree with the filtered whole
+        sealed = self.log.sealed_segments()
+        assert sealed == [s for s in self.log.segments() if s.sealed]
+        for mark in range(-1, self.next + 2):
+            assert self.log.sealed_segments(mark) == [s for s in sealed if s.end_index > mark]
+            assert list(self.log.records(mark)) == [(i, p) for i, p in got if i >= mark]
 
     @rule(size=st.integers(0, 30))
     def append(self, size):
