@@ -64,6 +64,11 @@ class Message:
     payload: object
     size: int = 256
     msg_id: int = 0
+    # what :meth:`simpy.Environment.step` reads of an event (as :class:`Wakeup`): a message in
+    # flight is its own queue entry (:meth:`Network.send`), no timer object of its own
+    callbacks: list | None = field(default=None, init=False, repr=False, compare=False)
+    _ok: bool = field(default=True, init=False, repr=False, compare=False)
+    _value: None = field(default=None, init=False, repr=False, compare=False)
 
 
 class Inbox:
@@ -117,6 +122,7 @@ class Network:
         self._paths: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._next_id = 0
         self.drops_by_reason: dict[str, int] = {}
+        self._arrive_cb = self._arrive  # a message in flight's callback: _arrive(msg) (the message is the event)
 
     # -- topology -------------------------------------------------------
     def register(self, node: str, group: str | None = None,
@@ -260,16 +266,23 @@ class Network:
                 self.history.record(self.env.now, "net.duplicate", src=src, dst=dst, kind=kind)
                 break
         st.sent += 1
-        arrive = partial(self._arrive, msg)
         env = self.env
-        for _ in range(copies):
+        for copy in range(copies):
             if latencies is None:
                 delay = self._delay(hops, specs, rng, size)
             else:
                 delay = 0.0
                 for latency in latencies:
                     delay += latency(rng) / 1000.0
-            call_later(env, delay, arrive)
+            if copy:  # the duplicate: a queue entry of its own
+                call_later(env, delay, partial(self._arrive, msg))
+                continue
+            # call_later(env, delay, ...) with the message as the queue entry: the same
+            # (time, priority, event id), one object fewer per message
+            if delay < 0:
+                raise ValueError(f"Negative delay {delay}")
+            msg.callbacks = [self._arrive_cb]
+            heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), msg))
 
     def _arrive(self, msg: Message, _event=None) -> None:
         """The delay is over: drop (partition, node down, no such node) or hand over."""

@@ -80,6 +80,7 @@ def make_templates(seed: int, count: int = 4) -> list[dict]:
 
 UNTRUSTED_KINDS = (*BAD_SIG_KINDS, "conflict", "out_of_policy")
 IDENTITY_FIELDS = ("pcs_id", "shard_id", "epoch", "merkle_root", "sig")  # what PcsFactory.new changes
+_MADE_KEPT = 1 << 14  # at most this many PCS kept by PcsFactory.fixed (the agents' pools; forget drops the others)
 MAX_RETRY_AFTER_S = 30.0  # the simulated agents' cap on a server's Retry-After (RetryPolicy.max_retry_after)
 
 
@@ -147,6 +148,11 @@ class PcsFactory:
         # the PCS new() made last, its skeleton, whether the skeleton's format applies to it
         self._last: tuple[dict, _BodySkeleton, bool] | None = None
         self._checked: set[tuple[str, int]] = set()  # (shard_id, epoch) pairs that passed the pcs_id checks
+        # PCS new() made, by identity (the entry holds the PCS: its id is not reused meanwhile): the key
+        # that signed it, its Prepared and payload digest (:meth:`fixed`), so a duplicate -- a pool
+        # member resent, :meth:`resigned` -- is neither signed nor encoded again; dropped when it
+        # leaves its agent's pool (:meth:`forget`), the oldest first past :data:`_MADE_KEPT`
+        self._made: dict[int, tuple[dict, bytes, Prepared, str]] = {}
 
     def new(self, rng, tenant: str, shard_id: str, epoch: int) -> dict:
         i = rng.randrange(len(self.templates))
@@ -162,10 +168,32 @@ class PcsFactory:
         pcs["pcs_id"] = pcs_id_of_checked(root, epoch, shard_id)
         # factory.sign's signature, set in place: ``pcs`` is already this call's own copy (the
         # signed subset's canonical bytes ignore the other fields: no subset dict either)
-        pcs["sig"] = sign_hmac(pcs, self.key_for(tenant), factory.profile_of(pcs))
+        key = self.key_for(tenant)
+        pcs["sig"] = sign_hmac(pcs, key, factory.profile_of(pcs))
         # the skeleton's format applies when the checked shard_id and epoch are exactly str and int
-        self._last = (pcs, self._bodies[i], shard_id.__class__ is str and epoch.__class__ is int)
+        self._last = (pcs, self._bodies[i], shard_id.__class__ is str and epoch.__class__ is int, key)
         return pcs
+
+    def fixed(self, pcs: dict) -> tuple[Prepared, str]:
+        """``(self.prepared(pcs), payload_digest(pcs))``: from :data:`_made` for a PCS :meth:`new`
+        made (kept there when it is the last made: :meth:`prepared`'s skeleton path).
+        tests/sim/test_fast_paths.py: the same as the plain functions."""
+        made = self._made.get(id(pcs))
+        if made is not None and made[0] is pcs:
+            return made[2], made[3]
+        last = self._last
+        prepared = self.prepared(pcs)
+        digest = hashlib.sha256(prepared.signed_bytes).hexdigest()
+        if last is not None and last[0] is pcs:
+            kept = self._made
+            if len(kept) >= _MADE_KEPT:
+                del kept[next(iter(kept))]
+            kept[id(pcs)] = (pcs, last[3], prepared, digest)
+        return prepared, digest
+
+    def forget(self, pcs: dict) -> None:
+        """``pcs`` will not be sent again: :meth:`fixed` need not keep it."""
+        self._made.pop(id(pcs), None)  # an entry at its id is its own (the entry holds its PCS)
 
     def prepared(self, pcs: dict) -> Prepared:
         """``client.prepare(pcs)``; for the PCS :meth:`new` made last (unchanged: the simulator
@@ -185,8 +213,13 @@ class PcsFactory:
 
     def resigned(self, pcs: dict, tenant: str) -> dict:
         """The same signed subset under the tenant's current key (what an agent does after a
-        key rotation); identical to ``pcs`` when the key did not change."""
-        return factory.sign(pcs, self.key_for(tenant))
+        key rotation); ``pcs`` itself when it is a PCS :meth:`new` made that this key signed (kept
+        in :data:`_made`: the signature would be the same), else ``factory.sign``'s copy."""
+        key = self.key_for(tenant)
+        made = self._made.get(id(pcs))
+        if made is not None and made[0] is pcs and made[1] == key:
+            return pcs
+        return factory.sign(pcs, key)
 
     @staticmethod
     def bad_sig(pcs: dict) -> dict:
@@ -363,6 +396,7 @@ class Agent:
             self.sent_at.append(now)
         else:
             slot = rng.randrange(len(sent))
+            f.forget(sent[slot])  # out of the pool: never resent
             sent[slot], self.sent_at[slot] = pcs, now
         return "valid", pcs
 
@@ -469,9 +503,8 @@ class Delivery:
         world = agent.world
         # behind the routing layer the client knows one name; the router picks the region per send
         urls = [agent.urls[0]] if world.router is not None else agent.urls
-        self.sub = Submission(world.factory.prepared(pcs), urls, rng=agent.rng, policy=agent.policy,
-                              tenant=agent.tenant)
-        self.digest = hashlib.sha256(self.sub.signed_bytes).hexdigest()  # == payload_digest(pcs)
+        prepared, self.digest = world.factory.fixed(pcs)  # digest == payload_digest(pcs)
+        self.sub = Submission(prepared, urls, rng=agent.rng, policy=agent.policy, tenant=agent.tenant)
         self.target = None
         self.attempt = 0  # the attempt waiting for its answer (0: none)
 

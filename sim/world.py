@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gc
 from hashlib import sha256
+from heapq import heappop
 
 import simpy
+from simpy.events import URGENT, Event, EventPriority
 
 from flk.impl.verifier.core import VerifyBatch
 from flk.impl.verifier.pipeline import Verifier
@@ -262,7 +264,7 @@ class World:
         if self.repl:
             env.process(self._sample())
         operator.start(self)  # the scenario's [[policies]] (sim/operator.py)
-        env.run(until=self.duration + self.quiescence)
+        run_until(env, self.duration + self.quiescence)
         self.history.record(env.now, "phase", name="final")
         entry_fields = ("region", "tenant", "pcs_id", "digest", "status", "body_sha")
         order, seen = KeyOrder(), {}  # one sort per tenant's key set; a shared outcome hashed once
@@ -301,3 +303,34 @@ class World:
             lags = {rid: round(rep.lag_s(), 6) for rid, rep in self.repl.items()}
             self.history.record(now, "crr.sample", lag_s=max(lags.values()), by_region=lags,
                                 divergence=max(counts) - min(counts), conflicts=len(self.conflicts_seen))
+
+
+def run_until(env: simpy.Environment, until: float) -> None:
+    """``env.run(until=until)`` for a number ``until``, with SimPy's step inlined in one loop:
+    the same stop event (scheduled as ``run`` schedules it, drawing the same event id), the
+    same events in the same order, the same crash on a failed event nobody defused; at the stop
+    the stop event is re-queued as ``run``'s ``StopSimulation`` handling re-queues it (one event
+    id, as after ``env.run``). tests/sim/test_run_until.py compares it with ``env.run``."""
+    at = float(until)
+    if at <= env._now:
+        raise ValueError(f"until ({at}) must be greater than the current simulation time")
+    stop = Event(env)
+    stop._ok, stop._value = True, None
+    env.schedule(stop, URGENT, at - env._now)
+    queue = env._queue
+    while True:
+        try:
+            env._now, _, _, event = heappop(queue)
+        except IndexError:
+            raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {stop}') from None
+        callbacks, event.callbacks = event.callbacks, None
+        if event is stop:
+            stop.callbacks = []  # what run() leaves of the stop event: requeued, no callback left
+            env.schedule(stop, EventPriority(-1))
+            return
+        for callback in callbacks:
+            callback(event)
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc

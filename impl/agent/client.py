@@ -171,13 +171,20 @@ def rfc3339(now: float) -> str:
     the date and time of its whole second (formatted once per second) and the milliseconds
     -- the text of ``datetime.isoformat(timespec="milliseconds")`` (tests/agent checks it).
     """
+    text, ms = _second_text(now)
+    return f"{text}.{ms:03d}Z"
+
+
+def _second_text(now: float) -> tuple[str, int]:
+    """:func:`rfc3339`'s parts: the text of ``now``'s whole second (after rounding to the
+    millisecond; formatted once per second) and the milliseconds."""
     global _LAST_SECOND
     second, ms = divmod(round(float(now) * 1000), 1000)
     last = _LAST_SECOND
     if last is None or last[0] != second:
         text = datetime.datetime.fromtimestamp(second, tz=datetime.UTC).isoformat(timespec="seconds")[:19]
         last = _LAST_SECOND = (second, text)
-    return f"{last[1]}.{ms:03d}Z"
+    return last[1], ms
 
 
 def submit_url(url: str) -> str:
@@ -249,7 +256,7 @@ class Done:
 # --------------------------------------------------------------------------- state machine
 
 
-@dataclass
+@dataclass(slots=True)
 class _State:
     attempts: int = 0
     backoffs: int = 0
@@ -300,6 +307,25 @@ def prepare(pcs: Mapping) -> Prepared:
     return Prepared(pcs["pcs_id"], signed, text[:-1].encode("utf-8") + b',"attempt":')
 
 
+_JSON_HEADERS = (("content-type", "application/json"),)
+_HEADERS: dict[str, tuple[tuple[str, str], ...]] = {}  # tenant id -> its requests' headers (bounded)
+
+
+def _headers_for(tenant: str | None) -> tuple[tuple[str, str], ...]:
+    """A request's headers: the JSON content type and the tenant id (when given). An immutable
+    tuple, made once per tenant id (a str; up to 1024 of them kept): no tuple per submission."""
+    if tenant is None:
+        return _JSON_HEADERS
+    if tenant.__class__ is not str:
+        return (*_JSON_HEADERS, ("x-tenant-id", tenant))
+    headers = _HEADERS.get(tenant)
+    if headers is None:
+        if len(_HEADERS) >= 1024:
+            _HEADERS.clear()
+        headers = _HEADERS[tenant] = (*_JSON_HEADERS, ("x-tenant-id", tenant))
+    return headers
+
+
 class Submission:
     """The retry state machine for one signed PCS (see the module docstring).
 
@@ -327,17 +353,15 @@ class Submission:
         self.policy = policy or RetryPolicy()
         self.rng = rng
         self._head = prepared.head
-        headers = [("content-type", "application/json")]
-        if tenant is not None:
-            headers.append(("x-tenant-id", tenant))
-        self._headers = tuple(headers)
+        self._headers = _headers_for(tenant)
         self._s = _State(url_index=first_url % len(self.urls))
 
     # -- helpers
 
     def body_for(self, attempt: int, now: float) -> bytes:
         """The request body of ``attempt``: the fixed signed part plus attempt and sent_at."""
-        return self._head + b"%d" % attempt + b',"sent_at":"' + rfc3339(now).encode() + b'"}'
+        text, ms = _second_text(now)  # rfc3339(now), in one format with the rest
+        return b'%b%d,"sent_at":"%b.%03dZ"}' % (self._head, attempt, text.encode(), ms)
 
     def _send(self, now: float) -> Send:
         s = self._s
