@@ -66,7 +66,7 @@ class Message:
     msg_id: int = 0
     # what :meth:`simpy.Environment.step` reads of an event (as :class:`Wakeup`): a message in
     # flight is its own queue entry (:meth:`Network.send`), no timer object of its own
-    callbacks: list | None = field(default=None, init=False, repr=False, compare=False)
+    callbacks: tuple | list | None = field(default=None, init=False, repr=False, compare=False)
     _ok: bool = field(default=True, init=False, repr=False, compare=False)
     _value: None = field(default=None, init=False, repr=False, compare=False)
 
@@ -122,7 +122,9 @@ class Network:
         self._paths: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._next_id = 0
         self.drops_by_reason: dict[str, int] = {}
-        self._arrive_cb = self._arrive  # a message in flight's callback: _arrive(msg) (the message is the event)
+        # a message in flight's callbacks: _arrive(msg) (the message is the event); one tuple for
+        # all (SimPy only iterates an event's callbacks; no process waits on a message)
+        self._on_arrive = (self._arrive,)
 
     # -- topology -------------------------------------------------------
     def register(self, node: str, group: str | None = None,
@@ -281,7 +283,7 @@ class Network:
             # (time, priority, event id), one object fewer per message
             if delay < 0:
                 raise ValueError(f"Negative delay {delay}")
-            msg.callbacks = [self._arrive_cb]
+            msg.callbacks = self._on_arrive
             heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), msg))
 
     def _arrive(self, msg: Message, _event=None) -> None:

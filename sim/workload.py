@@ -30,11 +30,12 @@ import hashlib
 import json
 import math
 from collections import deque
+from heapq import heappush
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 
 import numpy as np
-from simpy.events import URGENT
+from simpy.events import NORMAL, URGENT
 
 from flk.impl.agent import builder as agent_mod
 from flk.impl.agent import factory
@@ -55,11 +56,15 @@ from flk.impl.agent.factory import tenant_key
 from flk.impl.agent.outbox import Outbox
 from flk.impl.core.canonical import canonical_bytes
 from flk.impl.core.pcs import check_epoch, check_shard_id, pcs_id_of_checked
-from flk.impl.core.signing import sign_hmac
+from flk.impl.core import accel
+from flk.impl.core.signing import pure_hmac_b64, sign_hmac
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .metrics import BAD_SIG_KINDS
-from .net import call_at, call_later
+from .net import Wakeup, call_at, call_later
+
+
+_hmac_b64 = accel.bind("hmac_sha256_b64", globals(), "_hmac_b64", pure_hmac_b64)  # sign_hmac's HMAC
 
 
 def make_templates(seed: int, count: int = 4) -> list[dict]:
@@ -146,12 +151,12 @@ class PcsFactory:
     def __post_init__(self) -> None:
         self._bodies = [_BodySkeleton(dict(t, sig_alg="hmac")) for t in self.templates]
         # the PCS new() made last, its skeleton, whether the skeleton's format applies to it
-        self._last: tuple[dict, _BodySkeleton, bool] | None = None
+        self._last: tuple[dict, _BodySkeleton, bool, bytes, bytes | None] | None = None
         self._checked: set[tuple[str, int]] = set()  # (shard_id, epoch) pairs that passed the pcs_id checks
         # PCS new() made, by identity (the entry holds the PCS: its id is not reused meanwhile): the key
         # that signed it, its Prepared and payload digest (:meth:`fixed`), so a duplicate -- a pool
         # member resent, :meth:`resigned` -- is neither signed nor encoded again; dropped when it
-        # leaves its agent's pool (:meth:`forget`), the oldest first past :data:`_MADE_KEPT`
+        # leaves its agent's pool (:meth:`forget`), all of them past :data:`_MADE_KEPT`
         self._made: dict[int, tuple[dict, bytes, Prepared, str]] = {}
 
     def new(self, rng, tenant: str, shard_id: str, epoch: int) -> dict:
@@ -169,9 +174,14 @@ class PcsFactory:
         # factory.sign's signature, set in place: ``pcs`` is already this call's own copy (the
         # signed subset's canonical bytes ignore the other fields: no subset dict either)
         key = self.key_for(tenant)
-        pcs["sig"] = sign_hmac(pcs, key, factory.profile_of(pcs))
+        profile = factory.profile_of(pcs)
+        signed = canonical_bytes(pcs, profile)
+        # sign_hmac(pcs, key, profile) from the bytes it would make: kept for prepared() (its
+        # signed bytes, the "v1" profile's) -- the subset is encoded once per new PCS
+        pcs["sig"] = _hmac_b64(key, signed) if key.__class__ is bytes and key else sign_hmac(pcs, key, profile)
         # the skeleton's format applies when the checked shard_id and epoch are exactly str and int
-        self._last = (pcs, self._bodies[i], shard_id.__class__ is str and epoch.__class__ is int, key)
+        self._last = (pcs, self._bodies[i], shard_id.__class__ is str and epoch.__class__ is int, key,
+                      signed if profile == "v1" else None)
         return pcs
 
     def fixed(self, pcs: dict) -> tuple[Prepared, str]:
@@ -186,8 +196,8 @@ class PcsFactory:
         digest = hashlib.sha256(prepared.signed_bytes).hexdigest()
         if last is not None and last[0] is pcs:
             kept = self._made
-            if len(kept) >= _MADE_KEPT:
-                del kept[next(iter(kept))]
+            if len(kept) >= _MADE_KEPT:  # not in the simulator (forget keeps the pools' PCS): a bound
+                kept.clear()
             kept[id(pcs)] = (pcs, last[3], prepared, digest)
         return prepared, digest
 
@@ -202,8 +212,8 @@ class PcsFactory:
         last = self._last
         if last is not None and last[0] is pcs:
             self._last = None
-            if last[2]:
-                return Prepared(pcs["pcs_id"], canonical_bytes(pcs), (last[1].fmt % pcs).encode("utf-8"))
+            if last[2] and last[4] is not None:
+                return Prepared(pcs["pcs_id"], last[4], (last[1].fmt % pcs).encode("utf-8"))
             return last[1].prepared(pcs)
         return prepare(pcs)
 
@@ -276,6 +286,10 @@ class Agent:
         # armed timer for the first still waiting (:meth:`expire_later`)
         self._deadlines: deque = deque()
         self._armed = False
+        # the callbacks of this agent's re-queued timers: tuples (SimPy only iterates an event's
+        # callbacks; nothing can append to a timer no process waits on)
+        self._on_arrival = (self._arrival,)
+        self._on_deadline = (self._deadline,)
         self.epoch = 1
         self.incarnation = 0
         self.up = True
@@ -338,9 +352,11 @@ class Agent:
         rate = self._rate = self.rate_at(env._now)
         call_later(env, self.rng.expovariate(rate) if rate > 0 else 1.0, self._arrival)
 
-    def _arrival(self, _timer) -> None:
+    def _arrival(self, timer) -> None:
         """One arrival (a timeout's callback): the next arrival is drawn, then a submission
-        starts in the same step (:meth:`submit`; no process of its own)."""
+        starts in the same step (:meth:`submit`; no process of its own). The next arrival's
+        queue entry is the timer that just fired, queued again (``call_later``'s entry: the
+        agent has one arrival pending at a time)."""
         world = self.world
         env = world.env
         now = env._now
@@ -354,7 +370,12 @@ class Agent:
             world.submitted += 1
             start = True
         rate = self._rate = self.rate_at(now)
-        call_later(env, self.rng.expovariate(rate) if rate > 0 else 1.0, self._arrival)
+        delay = self.rng.expovariate(rate) if rate > 0 else 1.0  # >= 0: call_later's check cannot fail
+        if timer.__class__ is Wakeup:  # fired: SimPy took its callbacks (None) and holds it no more
+            timer.callbacks = self._on_arrival
+            heappush(env._queue, (now + delay, NORMAL, next(env._eid), timer))
+        else:
+            call_later(env, delay, self._arrival)
         if start:
             self.submit()
 
@@ -466,16 +487,19 @@ class Agent:
         call_at(self.world.env, deadline, eid, self._deadline)
         self._armed = True
 
-    def _deadline(self, _event) -> None:
+    def _deadline(self, timer) -> None:
         """The armed deadline (the FIFO's first): expire it if still waiting, then arm the next
-        attempt still waiting (an answered or dead attempt stays answered or dead: dropped)."""
+        attempt still waiting (an answered or dead attempt stays answered or dead: dropped) --
+        ``timer``, the one that fired, queued again (``call_at``'s entry)."""
         q = self._deadlines
         _, _, delivery, attempt = q.popleft()
         delivery._expired(attempt, None)
+        incarnation = self.incarnation
         while q:
             deadline, eid, waiting, att = q[0]
-            if waiting.attempt == att and waiting.inc == self.incarnation:
-                self._arm(deadline, eid)
+            if waiting.attempt == att and waiting.inc == incarnation:
+                timer.callbacks = self._on_deadline  # fired: SimPy holds it no more
+                heappush(self.world.env._queue, (deadline, NORMAL, eid, timer))
                 return
             q.popleft()
         self._armed = False
