@@ -65,10 +65,9 @@ class Message:
     size: int = 256
     msg_id: int = 0
     # what :meth:`simpy.Environment.step` reads of an event (as :class:`Wakeup`): a message in
-    # flight is its own queue entry (:meth:`Network.send`), no timer object of its own
-    callbacks: tuple | list | None = field(default=None, init=False, repr=False, compare=False)
-    _ok: bool = field(default=True, init=False, repr=False, compare=False)
-    _value: None = field(default=None, init=False, repr=False, compare=False)
+    # flight is its own queue entry (:meth:`Network.send` sets them; unset on a message never queued)
+    callbacks: tuple | None = field(init=False, repr=False, compare=False)
+    _ok: bool = field(init=False, repr=False, compare=False)
 
 
 class Inbox:
@@ -283,7 +282,7 @@ class Network:
             # (time, priority, event id), one object fewer per message
             if delay < 0:
                 raise ValueError(f"Negative delay {delay}")
-            msg.callbacks = self._on_arrive
+            msg.callbacks, msg._ok = self._on_arrive, True
             heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), msg))
 
     def _arrive(self, msg: Message, _event=None) -> None:

@@ -96,7 +96,7 @@ class World:
 
     def clock(self) -> float:
         """Simulated wall-clock seconds (what agents put into sent_at)."""
-        return SIM_EPOCH + self.env.now
+        return SIM_EPOCH + self.env._now
 
     def shared_outcome(self, tenant: str, pcs_id: str, outcome):
         """``outcome``, or the equal outcome its origin region's store already holds for the

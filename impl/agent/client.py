@@ -262,9 +262,13 @@ class _State:
     backoffs: int = 0
     url_index: int = 0
     failovers_this_round: int = 0
-    not_before: dict[int, float] = field(default_factory=dict)
+    not_before: dict[int, float] | None = None  # url index -> no send before (a Retry-After); made when set
     waiting: bool = False
     done: Done | None = None
+
+    def not_before_url(self) -> float:
+        """No send to the current URL before this time (-inf: none asked)."""
+        return -math.inf if self.not_before is None else self.not_before.get(self.url_index, -math.inf)
 
 
 @frozen_record
@@ -332,6 +336,8 @@ class Submission:
     ``pcs`` is a PCS mapping or a :class:`Prepared` one (cheaper when the same
     PCS is sent many times, as the load generator does).
     """
+
+    __slots__ = ("signed_bytes", "pcs_id", "tenant", "urls", "policy", "rng", "_head", "_headers", "_s")
 
     def __init__(
         self,
@@ -420,18 +426,20 @@ class Submission:
             if status in RETRY_AFTER_STATUSES:
                 retry_after = parse_retry_after(result.retry_after, now)
         if retry_after is not None:
+            if s.not_before is None:
+                s.not_before = {}
             s.not_before[s.url_index] = now + min(retry_after, self.policy.max_retry_after)
         if s.attempts >= self.policy.max_attempts:
             return self._finish("gave_up", status, f"{s.attempts} attempts; last {what}")
         if failover and len(self.urls) > 1:
             s.url_index = (s.url_index + 1) % len(self.urls)
             s.failovers_this_round += 1
-            if s.failovers_this_round < len(self.urls) and s.not_before.get(s.url_index, -math.inf) <= now:
+            if s.failovers_this_round < len(self.urls) and s.not_before_url() <= now:
                 return self._send(now)  # an untried URL this round: go at once
         s.failovers_this_round = 0
         delay = self.rng.random() * backoff_ceiling(self.policy, s.backoffs)
         s.backoffs += 1
-        remaining = s.not_before.get(s.url_index, -math.inf) - now
+        remaining = s.not_before_url() - now
         if remaining > 0:  # Retry-After is a floor; its own draw spreads the clients it was sent to
             delay = max(delay, retry_after_wait(self.policy, remaining, self.rng.random()))
         s.waiting = True
