@@ -12,6 +12,7 @@ from hashlib import sha256
 from heapq import heappop
 
 import simpy
+from simpy.core import StopSimulation
 from simpy.events import URGENT, Event, EventPriority
 
 from flk.impl.verifier.core import VerifyBatch
@@ -306,17 +307,18 @@ class World:
 
 
 def run_until(env: simpy.Environment, until: float) -> None:
-    """``env.run(until=until)`` for a number ``until``, with SimPy's step inlined in one loop:
-    the same stop event (scheduled as ``run`` schedules it, drawing the same event id), the
-    same events in the same order, the same crash on a failed event nobody defused; at the stop
-    the stop event is re-queued as ``run``'s ``StopSimulation`` handling re-queues it (one event
-    id, as after ``env.run``). tests/sim/test_run_until.py compares it with ``env.run``."""
+    """``env.run(until=until)`` for a number ``until``, with SimPy's ``step`` inlined in one loop
+    (no method call per event): the same stop event (scheduled as ``run`` schedules it, with the
+    same event id and callback), the same events in the same order, the same handling of a
+    ``StopSimulation`` (the stopping event re-queued with its remaining callbacks) and the same
+    crash on a failed event nobody defused. tests/sim/test_run_until.py compares it with ``run``."""
     at = float(until)
     if at <= env._now:
         raise ValueError(f"until ({at}) must be greater than the current simulation time")
     stop = Event(env)
     stop._ok, stop._value = True, None
     env.schedule(stop, URGENT, at - env._now)
+    stop.callbacks.append(StopSimulation.callback)
     queue = env._queue
     while True:
         try:
@@ -324,12 +326,13 @@ def run_until(env: simpy.Environment, until: float) -> None:
         except IndexError:
             raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {stop}') from None
         callbacks, event.callbacks = event.callbacks, None
-        if event is stop:
-            stop.callbacks = []  # what run() leaves of the stop event: requeued, no callback left
-            env.schedule(stop, EventPriority(-1))
+        try:
+            for callback in callbacks:
+                callback(event)
+        except StopSimulation:
+            event.callbacks = callbacks[callbacks.index(callback) + 1:]
+            env.schedule(event, EventPriority(-1))
             return
-        for callback in callbacks:
-            callback(event)
         if not event._ok and not hasattr(event, "_defused"):
             exc = type(event._value)(*event._value.args)
             exc.__cause__ = event._value
