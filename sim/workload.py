@@ -150,6 +150,7 @@ class PcsFactory:
 
     def __post_init__(self) -> None:
         self._bodies = [_BodySkeleton(dict(t, sig_alg="hmac")) for t in self.templates]
+        self._profiles = [factory.profile_of(t) for t in self.templates]  # new() keeps the version
         # the PCS new() made last, its skeleton, whether the skeleton's format applies to it
         self._last: tuple[dict, _BodySkeleton, bool, bytes, bytes | None] | None = None
         self._checked: set[tuple[str, int]] = set()  # (shard_id, epoch) pairs that passed the pcs_id checks
@@ -174,7 +175,7 @@ class PcsFactory:
         # factory.sign's signature, set in place: ``pcs`` is already this call's own copy (the
         # signed subset's canonical bytes ignore the other fields: no subset dict either)
         key = self.key_for(tenant)
-        profile = factory.profile_of(pcs)
+        profile = self._profiles[i]  # factory.profile_of(pcs): the template's version
         signed = canonical_bytes(pcs, profile)
         # sign_hmac(pcs, key, profile) from the bytes it would make: kept for prepared() (its
         # signed bytes, the "v1" profile's) -- the subset is encoded once per new PCS
@@ -185,37 +186,36 @@ class PcsFactory:
         return pcs
 
     def fixed(self, pcs: dict) -> tuple[Prepared, str]:
-        """``(self.prepared(pcs), payload_digest(pcs))``: from :data:`_made` for a PCS :meth:`new`
-        made (kept there when it is the last made: :meth:`prepared`'s skeleton path).
-        tests/sim/test_fast_paths.py: the same as the plain functions."""
+        """``(client.prepare(pcs), payload_digest(pcs))``. For the PCS :meth:`new` made last
+        (unchanged: the simulator never edits a PCS it made) the body comes from its template's
+        skeleton, without encoding the template's fields again, and both are kept in
+        :data:`_made` for its duplicates (tests/sim/test_fast_paths.py: the same bytes)."""
         made = self._made.get(id(pcs))
         if made is not None and made[0] is pcs:
             return made[2], made[3]
         last = self._last
-        prepared = self.prepared(pcs)
+        if last is None or last[0] is not pcs:
+            prepared = prepare(pcs)
+            return prepared, hashlib.sha256(prepared.signed_bytes).hexdigest()
+        self._last = None
+        if last[2] and last[4] is not None:
+            prepared = Prepared(pcs["pcs_id"], last[4], (last[1].fmt % pcs).encode("utf-8"))
+        else:
+            prepared = last[1].prepared(pcs)
         digest = hashlib.sha256(prepared.signed_bytes).hexdigest()
-        if last is not None and last[0] is pcs:
-            kept = self._made
-            if len(kept) >= _MADE_KEPT:  # not in the simulator (forget keeps the pools' PCS): a bound
-                kept.clear()
-            kept[id(pcs)] = (pcs, last[3], prepared, digest)
+        kept = self._made
+        if len(kept) >= _MADE_KEPT:  # not in the simulator (forget keeps the pools' PCS): a bound
+            kept.clear()
+        kept[id(pcs)] = (pcs, last[3], prepared, digest)
         return prepared, digest
+
+    def prepared(self, pcs: dict) -> Prepared:
+        """``client.prepare(pcs)`` (:meth:`fixed`'s)."""
+        return self.fixed(pcs)[0]
 
     def forget(self, pcs: dict) -> None:
         """``pcs`` will not be sent again: :meth:`fixed` need not keep it."""
         self._made.pop(id(pcs), None)  # an entry at its id is its own (the entry holds its PCS)
-
-    def prepared(self, pcs: dict) -> Prepared:
-        """``client.prepare(pcs)``; for the PCS :meth:`new` made last (unchanged: the simulator
-        never edits a PCS it made) from its template's body skeleton, without encoding the
-        template's fields again (tests/sim/test_fast_paths.py: the same bytes)."""
-        last = self._last
-        if last is not None and last[0] is pcs:
-            self._last = None
-            if last[2] and last[4] is not None:
-                return Prepared(pcs["pcs_id"], last[4], (last[1].fmt % pcs).encode("utf-8"))
-            return last[1].prepared(pcs)
-        return prepare(pcs)
 
     def conflicting(self, pcs: dict, tenant: str) -> dict:
         """Same pcs_id, another payload (coh-star nudged), validly signed."""
@@ -369,7 +369,7 @@ class Agent:
                 return
             world.submitted += 1
             start = True
-        rate = self._rate = self.rate_at(now)
+        rate = self._rate = self._flat_rate if self._flat_rate is not None else self.rate_at(now)
         delay = self.rng.expovariate(rate) if rate > 0 else 1.0  # >= 0: call_later's check cannot fail
         if timer.__class__ is Wakeup:  # fired: SimPy took its callbacks (None) and holds it no more
             timer.callbacks = self._on_arrival
@@ -385,9 +385,12 @@ class Agent:
         borrows ``choose`` and sets its fields through this same method."""
         self.shard = f"s{index}"
         self._shape = (w["shape"], float(w["rate_per_s"]) / float(w["agents"]))  # what rate_at reads per arrival
+        self._flat_rate = None if w["shape"] in ("burst", "diurnal") else self._shape[1]  # rate_at's, at any time
         self._choice_rates = (w["dup_rate"], w["bad_sig_rate"], w["conflict_rate"], w["cross_region_conflict_rate"])
         self._untrusted_rates = tuple((kind, w.get(f"{kind}_rate", 0.0)) for kind in ("tampered", "forged",
                                                                                        "out_of_policy"))
+        if not any(rate for _, rate in self._untrusted_rates):
+            self._untrusted_rates = ()  # none can be chosen: choose skips the draw-free loop
         self._pool = int(w["pool"])
 
     def choose(self) -> tuple[str, dict]:
@@ -407,9 +410,10 @@ class Agent:
             picked = self._cross_region_pick()
             if picked is not None:
                 return "conflict", f.conflicting(picked, self.tenant)
-        untrusted = self._untrusted(x - cross)
-        if untrusted is not None:
-            return untrusted
+        if self._untrusted_rates:  # (no kind with a rate: _untrusted never chooses one)
+            untrusted = self._untrusted(x - cross)
+            if untrusted is not None:
+                return untrusted
         pcs = f.new(rng, self.tenant, self.shard, self.epoch)
         now = self.world.env.now
         if len(sent) < self._pool:
