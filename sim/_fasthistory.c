@@ -33,7 +33,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
-#include <stdio.h>
 #include <string.h>
 #include <structmember.h>
 
@@ -137,11 +136,32 @@ static int put_str_object(Sink *s, PyObject *text) /* a str made by Python, copi
     return u == NULL ? -1 : put(s, u, n);
 }
 
+/* The decimal text of ``v`` (what "%lld" writes) at the start of ``out`` (at least 21 bytes
+ * plus the NUL), NUL-terminated; returns its length. Written by hand: snprintf's format parsing
+ * cost more than the rest of a history line (a line holds a time and up to a few ints). */
+static Py_ssize_t format_long_long(char *out, long long v)
+{
+    char digits[24];
+    char *end = digits + sizeof digits, *p = end;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v; /* LLONG_MIN too */
+    do {
+        *--p = (char)('0' + (int)(u % 10));
+        u /= 10;
+    } while (u);
+#ifndef FLK_PLANT_MINUS_DROPPED /* a planted bug for tests/sim/test_fasthistory.py only */
+    if (v < 0)
+        *--p = '-';
+#endif
+    Py_ssize_t n = end - p;
+    memcpy(out, p, (size_t)n);
+    out[n] = '\0';
+    return n;
+}
+
 static int put_long_long(Sink *s, long long v)
 {
     char digits[32];
-    int n = snprintf(digits, sizeof digits, "%lld", v);
-    return put(s, digits, n);
+    return put(s, digits, format_long_long(digits, v));
 }
 
 static int put_value(Sink *s, PyObject *v)
@@ -212,8 +232,8 @@ static PyObject *time_text(Sink *s, PyObject *t, char *digits, size_t size, int 
             double rounded = round(x); /* float.__round__(): half away from zero, then ties to even */
             if (fabs(x - rounded) == 0.5)
                 rounded = 2.0 * round(x / 2.0);
-            if (fabs(rounded) < 9.0e18) {
-                snprintf(digits, size, "%lld", (long long)rounded);
+            if (fabs(rounded) < 9.0e18 && size >= 22) {
+                format_long_long(digits, (long long)rounded);
                 *done = 1;
                 return NULL;
             }
