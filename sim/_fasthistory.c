@@ -33,6 +33,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include <structmember.h>
 
@@ -103,7 +104,25 @@ static int put_text(Sink *s, PyObject *str)
         return -1;
     char *out = s->buf + s->len;
     *out++ = '"';
-    for (Py_ssize_t i = 0; i < n; i++) {
+    Py_ssize_t i = 0;
+    /* eight bytes at a time while none of them needs an escape (a byte below 0x20, '"' or '\\';
+     * bytes >= 0x80 are UTF-8, copied as they are): the exact any-byte tests of "Bit Twiddling
+     * Hacks" (hasless, haszero) */
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, u + i, 8);
+        const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+        uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
+        uint64_t special = ((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) | ((slash - ones) & ~slash);
+#ifdef FLK_PLANT_QUOTE_UNSEEN /* a planted bug for tests/sim/test_fasthistory.py only */
+        special = ((w - ones * 0x20) & ~w) | ((slash - ones) & ~slash);
+#endif
+        if (special & highs)
+            break;
+        memcpy(out, u + i, 8);
+        out += 8;
+    }
+    for (; i < n; i++) {
         unsigned char c = (unsigned char)u[i];
         unsigned char e = c < 128 ? ESCAPE[c] : 0;
         if (e == 0) {
