@@ -30,8 +30,8 @@ import hashlib
 import json
 import math
 from collections import deque
-from heapq import heappush
 from dataclasses import dataclass, field
+from heapq import heappush
 from json.encoder import encode_basestring
 
 import numpy as np
@@ -54,15 +54,14 @@ from flk.impl.agent.client import (
 )
 from flk.impl.agent.factory import tenant_key
 from flk.impl.agent.outbox import Outbox
+from flk.impl.core import accel
 from flk.impl.core.canonical import canonical_bytes
 from flk.impl.core.pcs import check_epoch, check_shard_id, pcs_id_of_checked
-from flk.impl.core import accel
 from flk.impl.core.signing import pure_hmac_b64, sign_hmac
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .metrics import BAD_SIG_KINDS
 from .net import Wakeup, call_at, call_later
-
 
 _hmac_b64 = accel.bind("hmac_sha256_b64", globals(), "_hmac_b64", pure_hmac_b64)  # sign_hmac's HMAC
 
