@@ -22,6 +22,8 @@ from simpy.events import NORMAL
 from .history import History
 from .rng import sampler
 
+_ONE_COPY, _TWO_COPIES = (0,), (0, 1)  # Network.send's copies of a message (a duplicate: two)
+
 
 class Wakeup:
     """A timeout reduced to what :meth:`simpy.Environment.step` reads of an event: its callbacks
@@ -268,7 +270,7 @@ class Network:
                 break
         st.sent += 1
         env = self.env
-        for copy in range(copies):
+        for copy in _ONE_COPY if copies == 1 else _TWO_COPIES:
             if latencies is None:
                 delay = self._delay(hops, specs, rng, size)
             else:
