@@ -33,7 +33,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
-#include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 #include <structmember.h>
 
@@ -104,7 +104,25 @@ static int put_text(Sink *s, PyObject *str)
         return -1;
     char *out = s->buf + s->len;
     *out++ = '"';
-    for (Py_ssize_t i = 0; i < n; i++) {
+    Py_ssize_t i = 0;
+    /* eight bytes at a time while none of them needs an escape (a byte below 0x20, '"' or '\\';
+     * bytes >= 0x80 are UTF-8, copied as they are): the exact any-byte tests of "Bit Twiddling
+     * Hacks" (hasless, haszero) */
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, u + i, 8);
+        const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+        uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
+        uint64_t special = ((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) | ((slash - ones) & ~slash);
+#ifdef FLK_PLANT_QUOTE_UNSEEN /* a planted bug for tests/sim/test_fasthistory.py only */
+        special = ((w - ones * 0x20) & ~w) | ((slash - ones) & ~slash);
+#endif
+        if (special & highs)
+            break;
+        memcpy(out, u + i, 8);
+        out += 8;
+    }
+    for (; i < n; i++) {
         unsigned char c = (unsigned char)u[i];
         unsigned char e = c < 128 ? ESCAPE[c] : 0;
         if (e == 0) {
@@ -137,11 +155,32 @@ static int put_str_object(Sink *s, PyObject *text) /* a str made by Python, copi
     return u == NULL ? -1 : put(s, u, n);
 }
 
+/* The decimal text of ``v`` (what "%lld" writes) at the start of ``out`` (at least 21 bytes
+ * plus the NUL), NUL-terminated; returns its length. Written by hand: snprintf's format parsing
+ * cost more than the rest of a history line (a line holds a time and up to a few ints). */
+static Py_ssize_t format_long_long(char *out, long long v)
+{
+    char digits[24];
+    char *end = digits + sizeof digits, *p = end;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v; /* LLONG_MIN too */
+    do {
+        *--p = (char)('0' + (int)(u % 10));
+        u /= 10;
+    } while (u);
+#ifndef FLK_PLANT_MINUS_DROPPED /* a planted bug for tests/sim/test_fasthistory.py only */
+    if (v < 0)
+        *--p = '-';
+#endif
+    Py_ssize_t n = end - p;
+    memcpy(out, p, (size_t)n);
+    out[n] = '\0';
+    return n;
+}
+
 static int put_long_long(Sink *s, long long v)
 {
     char digits[32];
-    int n = snprintf(digits, sizeof digits, "%lld", v);
-    return put(s, digits, n);
+    return put(s, digits, format_long_long(digits, v));
 }
 
 static int put_value(Sink *s, PyObject *v)
@@ -212,8 +251,8 @@ static PyObject *time_text(Sink *s, PyObject *t, char *digits, size_t size, int 
             double rounded = round(x); /* float.__round__(): half away from zero, then ties to even */
             if (fabs(x - rounded) == 0.5)
                 rounded = 2.0 * round(x / 2.0);
-            if (fabs(rounded) < 9.0e18) {
-                snprintf(digits, size, "%lld", (long long)rounded);
+            if (fabs(rounded) < 9.0e18 && size >= 22) {
+                format_long_long(digits, (long long)rounded);
                 *done = 1;
                 return NULL;
             }

@@ -22,6 +22,8 @@ from simpy.events import NORMAL
 from .history import History
 from .rng import sampler
 
+_ONE_COPY, _TWO_COPIES = (0,), (0, 1)  # Network.send's copies of a message (a duplicate: two)
+
 
 class Wakeup:
     """A timeout reduced to what :meth:`simpy.Environment.step` reads of an event: its callbacks
@@ -64,6 +66,10 @@ class Message:
     payload: object
     size: int = 256
     msg_id: int = 0
+    # what :meth:`simpy.Environment.step` reads of an event (as :class:`Wakeup`): a message in
+    # flight is its own queue entry (:meth:`Network.send` sets them; unset on a message never queued)
+    callbacks: tuple | None = field(init=False, repr=False, compare=False)
+    _ok: bool = field(init=False, repr=False, compare=False)
 
 
 class Inbox:
@@ -117,6 +123,9 @@ class Network:
         self._paths: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._next_id = 0
         self.drops_by_reason: dict[str, int] = {}
+        # a message in flight's callbacks: _arrive(msg) (the message is the event); one tuple for
+        # all (SimPy only iterates an event's callbacks; no process waits on a message)
+        self._on_arrive = (self._arrive,)
 
     # -- topology -------------------------------------------------------
     def register(self, node: str, group: str | None = None,
@@ -260,16 +269,23 @@ class Network:
                 self.history.record(self.env.now, "net.duplicate", src=src, dst=dst, kind=kind)
                 break
         st.sent += 1
-        arrive = partial(self._arrive, msg)
         env = self.env
-        for _ in range(copies):
+        for copy in _ONE_COPY if copies == 1 else _TWO_COPIES:
             if latencies is None:
                 delay = self._delay(hops, specs, rng, size)
             else:
                 delay = 0.0
                 for latency in latencies:
                     delay += latency(rng) / 1000.0
-            call_later(env, delay, arrive)
+            if copy:  # the duplicate: a queue entry of its own
+                call_later(env, delay, partial(self._arrive, msg))
+                continue
+            # call_later(env, delay, ...) with the message as the queue entry: the same
+            # (time, priority, event id), one object fewer per message
+            if delay < 0:
+                raise ValueError(f"Negative delay {delay}")
+            msg.callbacks, msg._ok = self._on_arrive, True
+            heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), msg))
 
     def _arrive(self, msg: Message, _event=None) -> None:
         """The delay is over: drop (partition, node down, no such node) or hand over."""

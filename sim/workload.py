@@ -31,10 +31,11 @@ import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from heapq import heappush
 from json.encoder import encode_basestring
 
 import numpy as np
-from simpy.events import URGENT
+from simpy.events import NORMAL, URGENT
 
 from flk.impl.agent import builder as agent_mod
 from flk.impl.agent import factory
@@ -53,13 +54,16 @@ from flk.impl.agent.client import (
 )
 from flk.impl.agent.factory import tenant_key
 from flk.impl.agent.outbox import Outbox
+from flk.impl.core import accel
 from flk.impl.core.canonical import canonical_bytes
 from flk.impl.core.pcs import check_epoch, check_shard_id, pcs_id_of_checked
-from flk.impl.core.signing import sign_hmac
+from flk.impl.core.signing import pure_hmac_b64, sign_hmac
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .metrics import BAD_SIG_KINDS
-from .net import call_at, call_later
+from .net import Wakeup, call_at, call_later
+
+_hmac_b64 = accel.bind("hmac_sha256_b64", globals(), "_hmac_b64", pure_hmac_b64)  # sign_hmac's HMAC
 
 
 def make_templates(seed: int, count: int = 4) -> list[dict]:
@@ -80,6 +84,7 @@ def make_templates(seed: int, count: int = 4) -> list[dict]:
 
 UNTRUSTED_KINDS = (*BAD_SIG_KINDS, "conflict", "out_of_policy")
 IDENTITY_FIELDS = ("pcs_id", "shard_id", "epoch", "merkle_root", "sig")  # what PcsFactory.new changes
+_MADE_KEPT = 1 << 14  # at most this many PCS kept by PcsFactory.fixed (the agents' pools; forget drops the others)
 MAX_RETRY_AFTER_S = 30.0  # the simulated agents' cap on a server's Retry-After (RetryPolicy.max_retry_after)
 
 
@@ -144,9 +149,15 @@ class PcsFactory:
 
     def __post_init__(self) -> None:
         self._bodies = [_BodySkeleton(dict(t, sig_alg="hmac")) for t in self.templates]
+        self._profiles = [factory.profile_of(t) for t in self.templates]  # new() keeps the version
         # the PCS new() made last, its skeleton, whether the skeleton's format applies to it
-        self._last: tuple[dict, _BodySkeleton, bool] | None = None
+        self._last: tuple[dict, _BodySkeleton, bool, bytes, bytes | None] | None = None
         self._checked: set[tuple[str, int]] = set()  # (shard_id, epoch) pairs that passed the pcs_id checks
+        # PCS new() made, by identity (the entry holds the PCS: its id is not reused meanwhile): the key
+        # that signed it, its Prepared and payload digest (:meth:`fixed`), so a duplicate -- a pool
+        # member resent, :meth:`resigned` -- is neither signed nor encoded again; dropped when it
+        # leaves its agent's pool (:meth:`forget`), all of them past :data:`_MADE_KEPT`
+        self._made: dict[int, tuple[dict, bytes, Prepared, str]] = {}
 
     def new(self, rng, tenant: str, shard_id: str, epoch: int) -> dict:
         i = rng.randrange(len(self.templates))
@@ -162,22 +173,48 @@ class PcsFactory:
         pcs["pcs_id"] = pcs_id_of_checked(root, epoch, shard_id)
         # factory.sign's signature, set in place: ``pcs`` is already this call's own copy (the
         # signed subset's canonical bytes ignore the other fields: no subset dict either)
-        pcs["sig"] = sign_hmac(pcs, self.key_for(tenant), factory.profile_of(pcs))
+        key = self.key_for(tenant)
+        profile = self._profiles[i]  # factory.profile_of(pcs): the template's version
+        signed = canonical_bytes(pcs, profile)
+        # sign_hmac(pcs, key, profile) from the bytes it would make: kept for prepared() (its
+        # signed bytes, the "v1" profile's) -- the subset is encoded once per new PCS
+        pcs["sig"] = _hmac_b64(key, signed) if key.__class__ is bytes and key else sign_hmac(pcs, key, profile)
         # the skeleton's format applies when the checked shard_id and epoch are exactly str and int
-        self._last = (pcs, self._bodies[i], shard_id.__class__ is str and epoch.__class__ is int)
+        self._last = (pcs, self._bodies[i], shard_id.__class__ is str and epoch.__class__ is int, key,
+                      signed if profile == "v1" else None)
         return pcs
 
-    def prepared(self, pcs: dict) -> Prepared:
-        """``client.prepare(pcs)``; for the PCS :meth:`new` made last (unchanged: the simulator
-        never edits a PCS it made) from its template's body skeleton, without encoding the
-        template's fields again (tests/sim/test_fast_paths.py: the same bytes)."""
+    def fixed(self, pcs: dict) -> tuple[Prepared, str]:
+        """``(client.prepare(pcs), payload_digest(pcs))``. For the PCS :meth:`new` made last
+        (unchanged: the simulator never edits a PCS it made) the body comes from its template's
+        skeleton, without encoding the template's fields again, and both are kept in
+        :data:`_made` for its duplicates (tests/sim/test_fast_paths.py: the same bytes)."""
+        made = self._made.get(id(pcs))
+        if made is not None and made[0] is pcs:
+            return made[2], made[3]
         last = self._last
-        if last is not None and last[0] is pcs:
-            self._last = None
-            if last[2]:
-                return Prepared(pcs["pcs_id"], canonical_bytes(pcs), (last[1].fmt % pcs).encode("utf-8"))
-            return last[1].prepared(pcs)
-        return prepare(pcs)
+        if last is None or last[0] is not pcs:
+            prepared = prepare(pcs)
+            return prepared, hashlib.sha256(prepared.signed_bytes).hexdigest()
+        self._last = None
+        if last[2] and last[4] is not None:
+            prepared = Prepared(pcs["pcs_id"], last[4], (last[1].fmt % pcs).encode("utf-8"))
+        else:
+            prepared = last[1].prepared(pcs)
+        digest = hashlib.sha256(prepared.signed_bytes).hexdigest()
+        kept = self._made
+        if len(kept) >= _MADE_KEPT:  # not in the simulator (forget keeps the pools' PCS): a bound
+            kept.clear()
+        kept[id(pcs)] = (pcs, last[3], prepared, digest)
+        return prepared, digest
+
+    def prepared(self, pcs: dict) -> Prepared:
+        """``client.prepare(pcs)`` (:meth:`fixed`'s)."""
+        return self.fixed(pcs)[0]
+
+    def forget(self, pcs: dict) -> None:
+        """``pcs`` will not be sent again: :meth:`fixed` need not keep it."""
+        self._made.pop(id(pcs), None)  # an entry at its id is its own (the entry holds its PCS)
 
     def conflicting(self, pcs: dict, tenant: str) -> dict:
         """Same pcs_id, another payload (coh-star nudged), validly signed."""
@@ -185,8 +222,13 @@ class PcsFactory:
 
     def resigned(self, pcs: dict, tenant: str) -> dict:
         """The same signed subset under the tenant's current key (what an agent does after a
-        key rotation); identical to ``pcs`` when the key did not change."""
-        return factory.sign(pcs, self.key_for(tenant))
+        key rotation); ``pcs`` itself when it is a PCS :meth:`new` made that this key signed (kept
+        in :data:`_made`: the signature would be the same), else ``factory.sign``'s copy."""
+        key = self.key_for(tenant)
+        made = self._made.get(id(pcs))
+        if made is not None and made[0] is pcs and made[1] == key:
+            return pcs
+        return factory.sign(pcs, key)
 
     @staticmethod
     def bad_sig(pcs: dict) -> dict:
@@ -243,6 +285,10 @@ class Agent:
         # armed timer for the first still waiting (:meth:`expire_later`)
         self._deadlines: deque = deque()
         self._armed = False
+        # the callbacks of this agent's re-queued timers: tuples (SimPy only iterates an event's
+        # callbacks; nothing can append to a timer no process waits on)
+        self._on_arrival = (self._arrival,)
+        self._on_deadline = (self._deadline,)
         self.epoch = 1
         self.incarnation = 0
         self.up = True
@@ -305,9 +351,11 @@ class Agent:
         rate = self._rate = self.rate_at(env._now)
         call_later(env, self.rng.expovariate(rate) if rate > 0 else 1.0, self._arrival)
 
-    def _arrival(self, _timer) -> None:
+    def _arrival(self, timer) -> None:
         """One arrival (a timeout's callback): the next arrival is drawn, then a submission
-        starts in the same step (:meth:`submit`; no process of its own)."""
+        starts in the same step (:meth:`submit`; no process of its own). The next arrival's
+        queue entry is the timer that just fired, queued again (``call_later``'s entry: the
+        agent has one arrival pending at a time)."""
         world = self.world
         env = world.env
         now = env._now
@@ -320,8 +368,13 @@ class Agent:
                 return
             world.submitted += 1
             start = True
-        rate = self._rate = self.rate_at(now)
-        call_later(env, self.rng.expovariate(rate) if rate > 0 else 1.0, self._arrival)
+        rate = self._rate = self._flat_rate if self._flat_rate is not None else self.rate_at(now)
+        delay = self.rng.expovariate(rate) if rate > 0 else 1.0  # >= 0: call_later's check cannot fail
+        if timer.__class__ is Wakeup:  # fired: SimPy took its callbacks (None) and holds it no more
+            timer.callbacks = self._on_arrival
+            heappush(env._queue, (now + delay, NORMAL, next(env._eid), timer))
+        else:
+            call_later(env, delay, self._arrival)
         if start:
             self.submit()
 
@@ -331,9 +384,12 @@ class Agent:
         borrows ``choose`` and sets its fields through this same method."""
         self.shard = f"s{index}"
         self._shape = (w["shape"], float(w["rate_per_s"]) / float(w["agents"]))  # what rate_at reads per arrival
+        self._flat_rate = None if w["shape"] in ("burst", "diurnal") else self._shape[1]  # rate_at's, at any time
         self._choice_rates = (w["dup_rate"], w["bad_sig_rate"], w["conflict_rate"], w["cross_region_conflict_rate"])
         self._untrusted_rates = tuple((kind, w.get(f"{kind}_rate", 0.0)) for kind in ("tampered", "forged",
                                                                                        "out_of_policy"))
+        if not any(rate for _, rate in self._untrusted_rates):
+            self._untrusted_rates = ()  # none can be chosen: choose skips the draw-free loop
         self._pool = int(w["pool"])
 
     def choose(self) -> tuple[str, dict]:
@@ -353,9 +409,10 @@ class Agent:
             picked = self._cross_region_pick()
             if picked is not None:
                 return "conflict", f.conflicting(picked, self.tenant)
-        untrusted = self._untrusted(x - cross)
-        if untrusted is not None:
-            return untrusted
+        if self._untrusted_rates:  # (no kind with a rate: _untrusted never chooses one)
+            untrusted = self._untrusted(x - cross)
+            if untrusted is not None:
+                return untrusted
         pcs = f.new(rng, self.tenant, self.shard, self.epoch)
         now = self.world.env.now
         if len(sent) < self._pool:
@@ -363,6 +420,7 @@ class Agent:
             self.sent_at.append(now)
         else:
             slot = rng.randrange(len(sent))
+            f.forget(sent[slot])  # out of the pool: never resent
             sent[slot], self.sent_at[slot] = pcs, now
         return "valid", pcs
 
@@ -432,16 +490,19 @@ class Agent:
         call_at(self.world.env, deadline, eid, self._deadline)
         self._armed = True
 
-    def _deadline(self, _event) -> None:
+    def _deadline(self, timer) -> None:
         """The armed deadline (the FIFO's first): expire it if still waiting, then arm the next
-        attempt still waiting (an answered or dead attempt stays answered or dead: dropped)."""
+        attempt still waiting (an answered or dead attempt stays answered or dead: dropped) --
+        ``timer``, the one that fired, queued again (``call_at``'s entry)."""
         q = self._deadlines
         _, _, delivery, attempt = q.popleft()
         delivery._expired(attempt, None)
+        incarnation = self.incarnation
         while q:
             deadline, eid, waiting, att = q[0]
-            if waiting.attempt == att and waiting.inc == self.incarnation:
-                self._arm(deadline, eid)
+            if waiting.attempt == att and waiting.inc == incarnation:
+                timer.callbacks = self._on_deadline  # fired: SimPy holds it no more
+                heappush(self.world.env._queue, (deadline, NORMAL, eid, timer))
                 return
             q.popleft()
         self._armed = False
@@ -469,9 +530,8 @@ class Delivery:
         world = agent.world
         # behind the routing layer the client knows one name; the router picks the region per send
         urls = [agent.urls[0]] if world.router is not None else agent.urls
-        self.sub = Submission(world.factory.prepared(pcs), urls, rng=agent.rng, policy=agent.policy,
-                              tenant=agent.tenant)
-        self.digest = hashlib.sha256(self.sub.signed_bytes).hexdigest()  # == payload_digest(pcs)
+        prepared, self.digest = world.factory.fixed(pcs)  # digest == payload_digest(pcs)
+        self.sub = Submission(prepared, urls, rng=agent.rng, policy=agent.policy, tenant=agent.tenant)
         self.target = None
         self.attempt = 0  # the attempt waiting for its answer (0: none)
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import gc
 from hashlib import sha256
+from heapq import heappop
 
 import simpy
+from simpy.core import StopSimulation
+from simpy.events import URGENT, Event, EventPriority
 
 from flk.impl.verifier.core import VerifyBatch
 from flk.impl.verifier.pipeline import Verifier
@@ -94,7 +97,7 @@ class World:
 
     def clock(self) -> float:
         """Simulated wall-clock seconds (what agents put into sent_at)."""
-        return SIM_EPOCH + self.env.now
+        return SIM_EPOCH + self.env._now
 
     def shared_outcome(self, tenant: str, pcs_id: str, outcome):
         """``outcome``, or the equal outcome its origin region's store already holds for the
@@ -262,7 +265,7 @@ class World:
         if self.repl:
             env.process(self._sample())
         operator.start(self)  # the scenario's [[policies]] (sim/operator.py)
-        env.run(until=self.duration + self.quiescence)
+        run_until(env, self.duration + self.quiescence)
         self.history.record(env.now, "phase", name="final")
         entry_fields = ("region", "tenant", "pcs_id", "digest", "status", "body_sha")
         order, seen = KeyOrder(), {}  # one sort per tenant's key set; a shared outcome hashed once
@@ -301,3 +304,36 @@ class World:
             lags = {rid: round(rep.lag_s(), 6) for rid, rep in self.repl.items()}
             self.history.record(now, "crr.sample", lag_s=max(lags.values()), by_region=lags,
                                 divergence=max(counts) - min(counts), conflicts=len(self.conflicts_seen))
+
+
+def run_until(env: simpy.Environment, until: float) -> None:
+    """``env.run(until=until)`` for a number ``until``, with SimPy's ``step`` inlined in one loop
+    (no method call per event): the same stop event (scheduled as ``run`` schedules it, with the
+    same event id and callback), the same events in the same order, the same handling of a
+    ``StopSimulation`` (the stopping event re-queued with its remaining callbacks) and the same
+    crash on a failed event nobody defused. tests/sim/test_run_until.py compares it with ``run``."""
+    at = float(until)
+    if at <= env._now:
+        raise ValueError(f"until ({at}) must be greater than the current simulation time")
+    stop = Event(env)
+    stop._ok, stop._value = True, None
+    env.schedule(stop, URGENT, at - env._now)
+    stop.callbacks.append(StopSimulation.callback)
+    queue = env._queue
+    while True:
+        try:
+            env._now, _, _, event = heappop(queue)
+        except IndexError:
+            raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {stop}') from None
+        callbacks, event.callbacks = event.callbacks, None
+        try:
+            for callback in callbacks:
+                callback(event)
+        except StopSimulation:
+            event.callbacks = callbacks[callbacks.index(callback) + 1:]
+            env.schedule(event, EventPriority(-1))
+            return
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc

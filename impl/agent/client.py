@@ -171,13 +171,20 @@ def rfc3339(now: float) -> str:
     the date and time of its whole second (formatted once per second) and the milliseconds
     -- the text of ``datetime.isoformat(timespec="milliseconds")`` (tests/agent checks it).
     """
+    text, ms = _second_text(now)
+    return f"{text}.{ms:03d}Z"
+
+
+def _second_text(now: float) -> tuple[str, int]:
+    """:func:`rfc3339`'s parts: the text of ``now``'s whole second (after rounding to the
+    millisecond; formatted once per second) and the milliseconds."""
     global _LAST_SECOND
     second, ms = divmod(round(float(now) * 1000), 1000)
     last = _LAST_SECOND
     if last is None or last[0] != second:
         text = datetime.datetime.fromtimestamp(second, tz=datetime.UTC).isoformat(timespec="seconds")[:19]
         last = _LAST_SECOND = (second, text)
-    return f"{last[1]}.{ms:03d}Z"
+    return last[1], ms
 
 
 def submit_url(url: str) -> str:
@@ -249,15 +256,19 @@ class Done:
 # --------------------------------------------------------------------------- state machine
 
 
-@dataclass
+@dataclass(slots=True)
 class _State:
     attempts: int = 0
     backoffs: int = 0
     url_index: int = 0
     failovers_this_round: int = 0
-    not_before: dict[int, float] = field(default_factory=dict)
+    not_before: dict[int, float] | None = None  # url index -> no send before (a Retry-After); made when set
     waiting: bool = False
     done: Done | None = None
+
+    def not_before_url(self) -> float:
+        """No send to the current URL before this time (-inf: none asked)."""
+        return -math.inf if self.not_before is None else self.not_before.get(self.url_index, -math.inf)
 
 
 @frozen_record
@@ -300,12 +311,33 @@ def prepare(pcs: Mapping) -> Prepared:
     return Prepared(pcs["pcs_id"], signed, text[:-1].encode("utf-8") + b',"attempt":')
 
 
+_JSON_HEADERS = (("content-type", "application/json"),)
+_HEADERS: dict[str, tuple[tuple[str, str], ...]] = {}  # tenant id -> its requests' headers (bounded)
+
+
+def _headers_for(tenant: str | None) -> tuple[tuple[str, str], ...]:
+    """A request's headers: the JSON content type and the tenant id (when given). An immutable
+    tuple, made once per tenant id (a str; up to 1024 of them kept): no tuple per submission."""
+    if tenant is None:
+        return _JSON_HEADERS
+    if tenant.__class__ is not str:
+        return (*_JSON_HEADERS, ("x-tenant-id", tenant))
+    headers = _HEADERS.get(tenant)
+    if headers is None:
+        if len(_HEADERS) >= 1024:
+            _HEADERS.clear()
+        headers = _HEADERS[tenant] = (*_JSON_HEADERS, ("x-tenant-id", tenant))
+    return headers
+
+
 class Submission:
     """The retry state machine for one signed PCS (see the module docstring).
 
     ``pcs`` is a PCS mapping or a :class:`Prepared` one (cheaper when the same
     PCS is sent many times, as the load generator does).
     """
+
+    __slots__ = ("signed_bytes", "pcs_id", "tenant", "urls", "policy", "rng", "_head", "_headers", "_s")
 
     def __init__(
         self,
@@ -327,17 +359,15 @@ class Submission:
         self.policy = policy or RetryPolicy()
         self.rng = rng
         self._head = prepared.head
-        headers = [("content-type", "application/json")]
-        if tenant is not None:
-            headers.append(("x-tenant-id", tenant))
-        self._headers = tuple(headers)
+        self._headers = _headers_for(tenant)
         self._s = _State(url_index=first_url % len(self.urls))
 
     # -- helpers
 
     def body_for(self, attempt: int, now: float) -> bytes:
         """The request body of ``attempt``: the fixed signed part plus attempt and sent_at."""
-        return self._head + b"%d" % attempt + b',"sent_at":"' + rfc3339(now).encode() + b'"}'
+        text, ms = _second_text(now)  # rfc3339(now), in one format with the rest
+        return b'%b%d,"sent_at":"%b.%03dZ"}' % (self._head, attempt, text.encode(), ms)
 
     def _send(self, now: float) -> Send:
         s = self._s
@@ -396,18 +426,20 @@ class Submission:
             if status in RETRY_AFTER_STATUSES:
                 retry_after = parse_retry_after(result.retry_after, now)
         if retry_after is not None:
+            if s.not_before is None:
+                s.not_before = {}
             s.not_before[s.url_index] = now + min(retry_after, self.policy.max_retry_after)
         if s.attempts >= self.policy.max_attempts:
             return self._finish("gave_up", status, f"{s.attempts} attempts; last {what}")
         if failover and len(self.urls) > 1:
             s.url_index = (s.url_index + 1) % len(self.urls)
             s.failovers_this_round += 1
-            if s.failovers_this_round < len(self.urls) and s.not_before.get(s.url_index, -math.inf) <= now:
+            if s.failovers_this_round < len(self.urls) and s.not_before_url() <= now:
                 return self._send(now)  # an untried URL this round: go at once
         s.failovers_this_round = 0
         delay = self.rng.random() * backoff_ceiling(self.policy, s.backoffs)
         s.backoffs += 1
-        remaining = s.not_before.get(s.url_index, -math.inf) - now
+        remaining = s.not_before_url() - now
         if remaining > 0:  # Retry-After is a floor; its own draw spreads the clients it was sent to
             delay = max(delay, retry_after_wait(self.policy, remaining, self.rng.random()))
         s.waiting = True

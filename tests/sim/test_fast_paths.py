@@ -128,3 +128,109 @@ def test_prepared_from_the_skeleton_is_what_prepare_gives(seed, tenant, shard_id
                }.get(kind, lambda p: f.conflicting(p, tenant))(pcs)
     assert f.prepared(pcs) == prepare(pcs)
     assert f.prepared(pcs) == prepare(pcs)  # asked again: no longer the last new PCS, the plain path
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(st.integers(0, 2**32), st.lists(st.sampled_from(["new", "dup", "rotate", "forget", "other"]), min_size=1,
+                                       max_size=12))
+def test_fixed_and_resigned_give_what_the_plain_functions_give(seed, steps):
+    """``PcsFactory.fixed`` is ``(prepare(pcs), payload_digest(pcs))`` whether or not it kept the
+    PCS; ``resigned`` is ``factory.sign``'s document -- the same object only when nothing changed."""
+    from flk.impl.agent import factory
+    from flk.impl.agent.client import prepare
+    from flk.sim.workload import PcsFactory, make_templates, payload_digest
+
+    if not _TEMPLATES:
+        _TEMPLATES.extend(make_templates(1))
+    f = PcsFactory(_TEMPLATES, b"base")
+    rng = random.Random(seed)
+    pool: list[dict] = []
+    for step in steps:
+        if step == "new" or not pool:
+            pcs = f.new(rng, "t0", "s1", 1)
+            pool.append(pcs)
+        elif step == "rotate":
+            f.key_generation["t0"] = f.key_generation.get("t0", 0) + 1
+            continue
+        elif step == "forget":
+            f.forget(pool.pop(rng.randrange(len(pool))))
+            continue
+        else:
+            old = pool[rng.randrange(len(pool))]
+            pcs = f.resigned(old, "t0") if step == "dup" else f.conflicting(old, "t0")
+            if step == "dup":
+                ref = factory.sign(old, f.key_for("t0"))
+                assert pcs == ref and list(pcs) == list(ref)
+                if pcs is old:  # only when the key that signed it is still the tenant's
+                    assert old["sig"] == ref["sig"]
+        assert f.fixed(pcs) == (prepare(pcs), payload_digest(pcs))
+        assert f.fixed(pcs) == (prepare(pcs), payload_digest(pcs))  # asked again (kept, or not)
+
+
+def test_a_duplicate_of_a_kept_pcs_is_that_pcs_until_the_key_rotates():
+    """The case the simulator's duplicates take: a pool member sent before is resent as it is
+    (no signature, no encoding) while its tenant's key is the one that signed it."""
+    from flk.sim.workload import PcsFactory, make_templates
+
+    if not _TEMPLATES:
+        _TEMPLATES.extend(make_templates(1))
+    f = PcsFactory(_TEMPLATES, b"base")
+    pcs = f.new(random.Random(3), "t0", "s1", 1)
+    first = f.fixed(pcs)
+    assert f.resigned(pcs, "t0") is pcs and f.fixed(pcs)[0] is first[0]
+    assert f.resigned(pcs, "t1") is not pcs  # another tenant's key: signed again
+    f.key_generation["t0"] = 1
+    rotated = f.resigned(pcs, "t0")
+    assert rotated is not pcs and rotated["sig"] != pcs["sig"]
+    f.key_generation["t0"] = 0
+    f.forget(pcs)
+    assert f.resigned(pcs, "t0") is not pcs  # no longer kept: factory.sign's copy
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 0.4), st.floats(0.0, 0.4), st.floats(0.1, 30.0)), min_size=1, max_size=3),
+       st.lists(st.tuples(st.sampled_from(["a", "b"]), st.floats(0.0, 5.0)), min_size=1, max_size=12),
+       st.integers(0, 2**32))
+def test_a_message_as_its_own_queue_entry_arrives_where_a_timer_would(links, sends, seed):
+    """``Network.send`` queues the message itself (a duplicate: a timer of its own): the
+    deliveries come at the times, in the order and with the event ids of one ``call_later``
+    per copy (the reference below: the same draws, a timer per copy)."""
+    from functools import partial
+
+    import simpy
+
+    from flk.sim.net import LinkSpec, Message, Network, call_later
+
+    def run(reference: bool):
+        env = simpy.Environment()
+        net = Network(env, History(keep=False), lambda _name: random.Random(seed))
+        specs = [LinkSpec(latency_ms={"dist": "exponential", "mean": m}, loss=loss, duplicate=dup)
+                 for loss, dup, m in links]
+        net.link = lambda u, v: specs[int(u[1:])]
+        net.hops = lambda gs, gd: [(f"h{i}", f"h{i + 1}") for i in range(len(specs))]
+        got = []
+        for node in ("a", "b"):
+            net.register(node, handler=lambda msg: got.append((env.now, msg.msg_id, msg.dst)))
+
+        def ref_send(src, dst, kind, payload, size=256):  # the per-copy timer the send replaced
+            net._next_id += 1
+            msg = Message(src, dst, kind, payload, size, net._next_id)
+            hops, sp, rng, losses, duplicates, latencies, _st = net._send_route(src, dst)
+            if any(rng.random() < p for p in losses):
+                return
+            copies = 2 if any(rng.random() < p for p in duplicates) else 1
+            for _ in range(copies):
+                call_later(env, sum(latency(rng) / 1000.0 for latency in latencies), partial(net._arrive, msg))
+
+        send = ref_send if reference else net.send
+
+        def sender():
+            for dst, gap in sends:
+                yield env.timeout(gap / 1000.0)
+                send("a" if dst == "b" else "b", dst, "m", None)
+
+        env.process(sender())
+        env.run()
+        return got, next(env._eid)
+
+    assert run(False) == run(True)

@@ -38,8 +38,10 @@ class Tag(str):
 
 
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=10)
+# longer text, mostly plain: the compiled path reads text eight bytes at a time while none needs an escape
+long_texts = st.text(st.sampled_from('abcdef0123\u00e9"\\\n'), min_size=8, max_size=40)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-(2**70), 2**70),
-                    st.floats(allow_nan=False), st.just(float("nan")), texts,
+                    st.floats(allow_nan=False), st.just(float("nan")), texts, long_texts,
                     st.sampled_from(["\t", '"', "\\", "\x00\x1f\x7f", "é\u2028", "\n\r\b\f"]),
                     st.builds(Tag, texts), st.just(Level.LOW))
 values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.tuples(inner),
@@ -72,6 +74,10 @@ EDGE_CASES = [
     [("one", 2.0, "é\"", ("k",), ([1.5, {"z": None}],))],
     [("one", 1e300, "ev", ("v",), (float("nan"),)), ("add", 1.0, "ev", (), "plain\nline")],
     [("many", 3, "final.entry", ("a", "b"), [("p", True), ("q", 2**80), ("r",)])],
+    [("one", -1.5, "ev", ("a", "b", "c"), (-7, -(2**63), 2**63 - 1)), ("one", 0.0, "ev", ("a",), (0,))],
+    # text read eight bytes at a time: what needs an escape at every place of a block, UTF-8 around it
+    [("one", 1.0, "ev", ("a", "b"), ("0123456789abcdef" * 4, 'abcdefg"hijklmn\\opqrstu\x1fvwxyz\u00e9\u00e9\x7f" '
+                                     "\t\n0123456789" + '"'))],
 ]
 
 
@@ -116,6 +122,8 @@ def _compiled_or_reference():
 @example(EDGE_CASES[2])
 @example(EDGE_CASES[3])
 @example(EDGE_CASES[4])
+@example(EDGE_CASES[5])
+@example(EDGE_CASES[6])
 def test_compiled_line_sink_writes_the_reference_bytes(ops):
     make = _compiled_or_reference()
     for batch in (1, 3, 512):
@@ -147,9 +155,11 @@ def test_history_digest_and_count_are_the_same_on_both_paths(events):
     assert type(slow._pending) is LineSink
 
 
-def _build_planted():
-    """sim/_fasthistory.c compiled with FLK_PLANT_TAB_UNESCAPED (a tab written raw)."""
-    planted = build_variant(str(ROOT / "sim" / "_fasthistory.c"), "_fasthistory", "FLK_PLANT_TAB_UNESCAPED")
+def _build_planted(define: str):
+    """sim/_fasthistory.c compiled with a planted bug: FLK_PLANT_TAB_UNESCAPED (a tab written
+    raw), FLK_PLANT_MINUS_DROPPED (a negative int or time written without its sign) or
+    FLK_PLANT_QUOTE_UNSEEN (a quote inside an eight-byte block of text written raw)."""
+    planted = build_variant(str(ROOT / "sim" / "_fasthistory.c"), "_fasthistory", define)
     if planted is None:
         if os.environ.get("CI") == "true":
             pytest.fail("no C compiler or Python headers (make setup installs them)")
@@ -157,8 +167,9 @@ def _build_planted():
     return planted
 
 
-def test_a_planted_escaping_bug_in_the_c_source_is_caught():
-    planted = _build_planted()
+@pytest.mark.parametrize("define", ["FLK_PLANT_TAB_UNESCAPED", "FLK_PLANT_MINUS_DROPPED", "FLK_PLANT_QUOTE_UNSEEN"])
+def test_a_planted_bug_in_the_c_source_is_caught(define):
+    planted = _build_planted(define)
     assert any(differs(planted.line_sink, case) for case in EDGE_CASES)  # the pinned examples catch it
     found = find(st.lists(operations(), max_size=8), lambda ops: differs(planted.line_sink, ops),
                  settings=settings(max_examples=2000, derandomize=True, database=None))
