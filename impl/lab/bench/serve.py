@@ -622,31 +622,7 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
                          "body_bytes_realistic": len(realistic[0]), "body_bytes_minimal": len(minimal[0]),
                          "note": "medians on a shared, noisy machine; wrk runs on the same cores; "
                                  "sqlite_* = realistic bodies, sqlite_minimal_* = required fields only"}
-        svc = _services()
-        backends = _backends(workers, quick, svc)
-        bare_runs: dict[str, list[dict]] = {"realistic": [], "minimal": [], "starlette": [], "starlette_sat": []}
-        runs: dict[str, list[dict]] = {}
-        for i in range(repeat):
-            for name, kind, env in backends:
-                label = name if kind == "realistic" else f"{name}_{kind}"
-                if name == "sqlite":  # the bare handler's turn just before, with the same bodies
-                    bare_runs[kind].append(_run_bare(work, paths[kind], lua_path, seconds, workers))
-                    if kind == "realistic":  # and the bare Starlette anchor (a Starlette route, not raw ASGI)
-                        bare_runs["starlette"].append(_run_bare(work, paths[kind], lua_path, seconds, workers,
-                                                                starlette=True))
-                connections = SATURATION_CONNECTIONS if name.endswith("_sat") else CONNECTIONS
-                if name.endswith("_sat"):  # its anchor's turn just before, at as many connections
-                    bare_runs["starlette_sat"].append(_run_bare(work, paths[kind], lua_path, seconds, workers,
-                                                                starlette=True, connections=connections))
-                store = name.split("_")[0]
-                if store in ("redis", "postgres"):
-                    env = dict(env, DEDUP_NAMESPACE=f"bench_{os.getpid()}_{i}")
-                try:
-                    runs.setdefault(label, []).append(_run_server(work, paths[kind], lua_path, seconds, env,
-                                                                  2 if "_2proc" in name else 1, connections))
-                finally:
-                    if store in ("redis", "postgres"):
-                        _drop_namespace(store, env, svc)
+        bare_runs, runs = _turns(work, paths, lua_path, seconds, workers, repeat, quick)
         for kind, rs in bare_runs.items():
             if rs:
                 figures.update(_summary(f"bare_{kind}", rs))
@@ -667,21 +643,59 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
                                                                  / _anchor_rps(figures, "sqlite_sat"), 3)
         _driver_and_ceilings(figures, work, repeat, quick, list(runs), workers, len(realistic[0]))
         figures["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
-        figures["goal_sqlite_rps_5000"] = figures["sqlite_rps"] >= 5000
-        figures["goal_sqlite_p99_25ms"] = figures["sqlite_p99_ms"] <= 25
-        # the goal's anchor is bare Starlette (a Starlette route on the same uvicorn); against the
-        # raw-ASGI handler (no framework at all) the ratio is stricter and reported beside it
-        figures["goal_ratio_0_7"] = figures["ratio_sqlite_vs_bare_starlette"] >= GOAL_RATIO
-        figures["goal_ratio_0_7_vs_bare_asgi"] = figures["ratio_sqlite_vs_bare"] >= GOAL_RATIO
-        # the same goals at saturation: both sides driven with enough connections that neither
-        # waits on its own latency (the group commit's delay and fsync in a closed loop)
-        figures["goal_sat_sqlite_rps_5000"] = figures["sqlite_sat_ok_rps"] >= GOAL_RPS
-        figures["goal_sat_sqlite_p99_25ms"] = figures["sqlite_sat_p99_ms"] <= 25
-        figures["goal_sat_ratio_0_7"] = figures["ratio_sqlite_sat_ok_vs_bare_starlette"] >= GOAL_RATIO
+        _goals(figures)
         _goal_ceilings(figures, [label for label in runs if label.startswith("sqlite") and "minimal" not in label])
         return figures
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _turns(work: str, paths: dict[str, str], lua_path: str, seconds: float, workers: int, repeat: int,
+           quick: bool) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    """Every measured run of :func:`run`, ``repeat`` rounds: per round each server of
+    :func:`_backends` in turn, a bare anchor's turn just before the server it anchors.
+    Returns the bare runs by kind and the server runs by label."""
+    svc = _services()
+    backends = _backends(workers, quick, svc)
+    bare_runs: dict[str, list[dict]] = {"realistic": [], "minimal": [], "starlette": [], "starlette_sat": []}
+    runs: dict[str, list[dict]] = {}
+    for i in range(repeat):
+        for name, kind, env in backends:
+            label = name if kind == "realistic" else f"{name}_{kind}"
+            if name == "sqlite":  # the bare handler's turn just before, with the same bodies
+                bare_runs[kind].append(_run_bare(work, paths[kind], lua_path, seconds, workers))
+                if kind == "realistic":  # and the bare Starlette anchor (a Starlette route, not raw ASGI)
+                    bare_runs["starlette"].append(_run_bare(work, paths[kind], lua_path, seconds, workers,
+                                                            starlette=True))
+            connections = SATURATION_CONNECTIONS if name.endswith("_sat") else CONNECTIONS
+            if name.endswith("_sat"):  # its anchor's turn just before, at as many connections
+                bare_runs["starlette_sat"].append(_run_bare(work, paths[kind], lua_path, seconds, workers,
+                                                            starlette=True, connections=connections))
+            store = name.split("_")[0]
+            if store in ("redis", "postgres"):
+                env = dict(env, DEDUP_NAMESPACE=f"bench_{os.getpid()}_{i}")
+            try:
+                runs.setdefault(label, []).append(_run_server(work, paths[kind], lua_path, seconds, env,
+                                                              2 if "_2proc" in name else 1, connections))
+            finally:
+                if store in ("redis", "postgres"):
+                    _drop_namespace(store, env, svc)
+    return bare_runs, runs
+
+
+def _goals(figures: dict) -> None:
+    """The targets' goals from the measured figures: at 32 connections, then at saturation."""
+    figures["goal_sqlite_rps_5000"] = figures["sqlite_rps"] >= 5000
+    figures["goal_sqlite_p99_25ms"] = figures["sqlite_p99_ms"] <= 25
+    # the goal's anchor is bare Starlette (a Starlette route on the same uvicorn); against the
+    # raw-ASGI handler (no framework at all) the ratio is stricter and reported beside it
+    figures["goal_ratio_0_7"] = figures["ratio_sqlite_vs_bare_starlette"] >= GOAL_RATIO
+    figures["goal_ratio_0_7_vs_bare_asgi"] = figures["ratio_sqlite_vs_bare"] >= GOAL_RATIO
+    # the same goals at saturation: both sides driven with enough connections that neither
+    # waits on its own latency (the group commit's delay and fsync in a closed loop)
+    figures["goal_sat_sqlite_rps_5000"] = figures["sqlite_sat_ok_rps"] >= GOAL_RPS
+    figures["goal_sat_sqlite_p99_25ms"] = figures["sqlite_sat_p99_ms"] <= 25
+    figures["goal_sat_ratio_0_7"] = figures["ratio_sqlite_sat_ok_vs_bare_starlette"] >= GOAL_RATIO
 
 
 def _driver_and_ceilings(figures: dict, work: str, repeat: int, quick: bool, labels: list, workers: int,
