@@ -9,6 +9,9 @@ here=$(dirname "$0")
 why="for the Rust and WASM conformance adapters"
 bash "$here/install_deb.sh" /usr/bin/cargo "rustc cargo" "$why"
 bash "$here/install_deb.sh" /usr/lib/rustlib/wasm32-unknown-unknown libstd-rust-dev-wasm32 "$why"
+# the wasm32 target links with rust-lld, which Debian's rustc ships as a link to lld-14 -- a package it
+# only suggests, so an install without it builds natively but not for wasm32
+bash "$here/install_deb.sh" /usr/bin/lld-14 lld-14 "$why"
 for crate in hmac sha2 base64 serde-json; do
   bash "$here/install_deb.sh" "/usr/share/doc/librust-$crate-dev" "librust-$crate-dev" "$why"
 done
