@@ -406,7 +406,7 @@ class SegmentedLog:
         log holds many segments and a shipper asks at every step."""
         with self._lock:
             segments = self._segments
-            start = bisect_right(segments, end_after, key=_end_index) if end_after >= 0 else 0
+            start = bisect_right(segments, end_after, key=_end_index)
             return [SegmentInfo(**s.__dict__) for s in segments[start:] if s.sealed]
 
     # -- reading ------------------------------------------------------------------
@@ -417,7 +417,7 @@ class SegmentedLog:
             self._check_ok()
             self._flush_locked()
             segments = self._segments
-            start = bisect_right(segments, from_index, key=_end_index) if from_index > 0 else 0
+            start = bisect_right(segments, from_index, key=_end_index)
             snap = [(s.name, s.first_index, s.count, s.bytes) for s in segments[start:]]
         for name, first, count, nbytes in snap:
             if first + count <= from_index or count == 0:
