@@ -86,12 +86,16 @@ def run_campaign(tmp_path, env: dict, open_store, seed: int, workers: int = 1) -
              "--timeout", "3"],
             env=clean_env(PCS_HMAC_KEY=KEY), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
-        # kill at a seeded random moment after traffic started flowing (the WAL grows)
+        # kill at a seeded random moment after traffic started flowing (the WAL grows); the first
+        # round kills at once, while the round's load is certainly in flight (a fast machine can
+        # finish a round's requests within the random delay, and the "some kill interrupted
+        # traffic" check must not depend on that luck)
         base = wal_bytes(tmp_path)
         deadline = time.monotonic() + 30
         while wal_bytes(tmp_path) == base and load.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.3))
+        delay = rng.uniform(0.0, 0.3)
+        time.sleep(0.0 if k == 0 else delay)
         srv.kill()
         out, err = load.communicate(timeout=120)
         summary = json.loads(out) if out.strip() else {}
