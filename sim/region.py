@@ -5,8 +5,8 @@ The region is a *driver* of :class:`flk.impl.verifier.core.VerifyBatch`, the cor
 server's submit batches run (:mod:`flk.impl.server.batchdriver`), and forms batches by
 the server's own rule, :class:`flk.impl.verifier.batching.BatchFormation` (a batch
 starts ``group_commit_ms`` -- the server's ``WAL_GROUP_DELAY_MS`` -- after its oldest
-request, or at once when it holds ``max_batch`` = 256; one batch at a time), driven
-here under SimPy time. Per batch, in the server's order:
+request, or at once when as many wait as the last batch held, at most ``max_batch`` = 256;
+one batch at a time), driven here under SimPy time. Per batch, in the server's order:
 
 * step 1 (413 / the tenants' 429) on the batch's ``now``;
 * the inbox WAL records -> :class:`flk.impl.storage.wal.SegmentedLog` on a

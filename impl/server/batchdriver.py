@@ -6,9 +6,9 @@ loop costs three futures and three thread round trips per request (WAL fsync,
 dedup read, dedup write) plus the generator and its effect objects. Here the loop
 only queues ``(request, future)``; batches form under the rule of
 :class:`flk.impl.verifier.batching.BatchFormation` (a batch starts ``max_delay_s``
-after its oldest request, or at once when it holds ``max_batch``; at most ``depth``
-batches run at once, what arrives meanwhile is the next batch) -- the same state
-machine the simulator's regions drive under SimPy time.
+after its oldest request, or at once when as many wait as the last batch held, at most
+``max_batch``; at most ``depth`` batches run at once, what arrives meanwhile is the
+next batch) -- the same state machine the simulator's regions drive under SimPy time.
 
 Theory of operation (two threads; the event loop only queues and answers):
 
@@ -317,9 +317,10 @@ class BatchDriver:
         self._arrived.append(_clock())
         formation = self.formation
         formation.add(loop.time())
-        # with the timer armed the deadline stands (only a full queue moves it: due now);
-        # while ``depth`` batches run, the next one starts when one of them is answered
-        if (self._timer is None or formation.queued >= formation.max_batch) and not formation.busy:
+        # with the timer armed the deadline stands (only a ready queue -- as many as the last
+        # batch held -- moves it: due now); while ``depth`` batches run, the next one starts
+        # when one of them is answered
+        if (self._timer is None or formation.ready) and not formation.busy:
             self._schedule()
         return fut
 

@@ -7,23 +7,37 @@ system. The rule lives here once, with no clock, no threads and no I/O; a driver
 passes ``now`` (seconds, non-decreasing) and keeps the queued requests itself.
 
 The rule: a batch starts ``max_delay_s`` after its oldest queued request arrived,
-or at once when ``max_batch`` requests wait; at most ``depth`` batches run at a
+or at once when as many requests wait as the last batch held (``expect``: the
+clients a batch answered are the ones likely to come back, so once they have, no
+one else is worth the wait; ``max_batch`` before the first batch, so a fresh
+queue's first batch waits the delay, and never more); at most ``depth`` batches run at a
 time (1 unless a driver pipelines: the server's batch driver runs 2, one being
 verified while the next one's WAL records are appended and synced); what arrives
 while no batch may start is the next batch, due as soon as a running one ends
 (its requests waited at least as long as a batch's delay already).
+
+Why ``expect``: with a fixed delay, every batch that starts on an idle queue waits
+the whole delay, even when every client that could join already has (a closed loop
+of 16 clients answered together comes back as 16 requests; at low load a lone
+request has no one to wait for). PostgreSQL's ``commit_delay`` has the same guard
+(it sleeps only while ``commit_siblings`` other transactions are active). The
+delay stays the bound: when fewer come back than last time, the batch starts at its
+deadline and ``expect`` drops to what came; no batch on an idle queue waits longer
+than the delay, and what waits behind a running batch is due when it ends, as before.
 
 ======================  ===========================================  ==========================
 event                   condition                                    effect
 ======================  ===========================================  ==========================
 ``add(now)``            the queue was empty                          oldest := now
 ``due(now)``            not busy (running < depth), queued and       True: call ``take``
-                        (full or oldest + delay <= now)
+                        (queued >= expect or oldest + delay <= now)
 ``take(now)``           (due)                                        running += 1; n :=
                                                                      min(queued, max_batch);
-                                                                     requests left are due
-                                                                     when one ends
+                                                                     expect := n; requests
+                                                                     left are due when one ends
 ``done()``              (a batch answered)                           running -= 1
+``forget()``            (a crash)                                    nothing queued or running;
+                                                                     expect := max_batch
 ``deadline()``          not busy and queued                          when the next batch is due
 ======================  ===========================================  ==========================
 """
@@ -36,7 +50,7 @@ import math
 class BatchFormation:
     """The batch-formation state of one submit queue (see the module docstring)."""
 
-    __slots__ = ("max_delay_s", "max_batch", "depth", "queued", "oldest", "carried", "running", "batches")
+    __slots__ = ("max_delay_s", "max_batch", "depth", "queued", "oldest", "carried", "running", "batches", "expect")
 
     def __init__(self, max_delay_s: float = 0.002, max_batch: int = 256, depth: int = 1) -> None:
         if not max_delay_s >= 0 or math.isinf(max_delay_s) or max_batch < 1 or depth < 1:
@@ -49,11 +63,18 @@ class BatchFormation:
         self.carried = False  # they waited behind a running batch: due as soon as it ends
         self.running = 0  # batches started and not yet answered
         self.batches = 0  # batches started
+        self.expect = self.max_batch  # how many the last batch held: a batch starts once as many wait
 
     @property
     def busy(self) -> bool:
         """No batch may start now: ``depth`` batches run."""
         return self.running >= self.depth
+
+    @property
+    def ready(self) -> bool:
+        """As many requests wait as the last batch held (or ``max_batch``): no reason to wait
+        for more (a batch starts now unless ``depth`` batches run)."""
+        return self.queued >= self.expect
 
     def add(self, now: float) -> None:
         """A request was queued at ``now``."""
@@ -65,8 +86,8 @@ class BatchFormation:
         """When the next batch is due (None: nothing queued, or a batch runs: its end decides)."""
         if self.busy or self.queued == 0:
             return None
-        if self.queued >= self.max_batch or self.carried:
-            return self.oldest  # due now (a full batch, or one that waited behind the last batch)
+        if self.queued >= self.expect or self.carried:
+            return self.oldest  # due now (as many as last time, or they waited behind the last batch)
         return self.oldest + self.max_delay_s
 
     def due(self, now: float) -> bool:
@@ -80,6 +101,7 @@ class BatchFormation:
         self.queued -= n
         self.running += 1
         self.batches += 1
+        self.expect = n  # <= max_batch
         if self.queued:
             self.oldest, self.carried = now, True  # the rest is due when this batch ends
         return n
@@ -91,4 +113,4 @@ class BatchFormation:
 
     def forget(self) -> None:
         """Everything queued and running is gone (a crash)."""
-        self.queued, self.running = 0, 0
+        self.queued, self.running, self.expect = 0, 0, self.max_batch

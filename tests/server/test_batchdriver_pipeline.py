@@ -165,6 +165,7 @@ def _two_batches_in_flight_with_one_key(tmp_path, driver_cls=BatchDriver):
         f1 = driver.submit(first, "ta")
         while not held.entered.is_set():  # batch 1 is in its fsync
             await asyncio.sleep(0.001)
+        driver.formation.expect = 2  # as after a batch of two: f2 and f3 form one batch
         f2 = driver.submit(first, "ta")
         f3 = driver.submit(other, "ta")
         return await asyncio.gather(f1, f2, f3)

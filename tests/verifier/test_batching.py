@@ -9,18 +9,35 @@ from hypothesis import strategies as st
 from flk.impl.verifier.batching import BatchFormation
 
 
-def test_a_batch_starts_after_the_delay_of_its_oldest_request_or_when_full():
+def test_a_batch_starts_after_the_delay_of_its_oldest_request_or_when_as_many_wait_as_last_time():
     f = BatchFormation(max_delay_s=0.002, max_batch=3)
+    f.add(9.0)
+    assert f.expect == 3 and not f.ready and not f.due(9.0019)  # a fresh queue waits the delay
+    f.add(9.001)
+    assert f.due(9.002) and f.take(9.002) == 2 and f.expect == 2
+    f.done()
     f.add(10.0)
     assert f.deadline() == pytest.approx(10.002) and not f.due(10.001) and f.due(10.002)
     f.add(10.001)
+    assert f.ready and f.due(10.001)  # as many as the last batch held: at once
     f.add(10.0015)
-    assert f.due(10.0015)  # full: at once
     assert f.take(10.0015) == 3 and f.busy and f.deadline() is None
     f.add(10.003)
     assert not f.due(10.1)  # one batch at a time
     f.done()
     assert f.due(10.0031) is False and f.deadline() == pytest.approx(10.005)
+    assert f.due(10.005) and f.take(10.005) == 1 and f.expect == 1  # fewer came: expect drops
+    f.forget()
+    assert f.expect == 3 and f.queued == 0 and f.running == 0  # a restarted queue: as a fresh one
+
+
+def test_expect_never_exceeds_max_batch():
+    f = BatchFormation(max_delay_s=0.002, max_batch=2)
+    for t in range(5):
+        f.add(float(t) / 1000)
+    assert f.take(0.004) == 2 and f.expect == 2 and f.queued == 3
+    f.done()
+    assert f.take(0.004) == 2 and f.expect == 2
 
 
 def test_what_waits_behind_a_running_batch_is_due_when_it_ends():
@@ -41,7 +58,7 @@ def test_batches_never_overlap_never_exceed_max_and_nothing_waits_past_its_deadl
     deadline always starts a batch."""
     f = BatchFormation(delay, max_batch)
     queue: list[float] = []
-    now = 0.0
+    now, last = 0.0, max_batch  # last: how many the last batch held (max_batch before the first)
     for op, dt in ops:
         now += dt
         if op == "add":
@@ -49,12 +66,15 @@ def test_batches_never_overlap_never_exceed_max_and_nothing_waits_past_its_deadl
             queue.append(now)
         elif op == "done" and f.busy:
             f.done()
+        if not f.busy and len(queue) >= last:
+            assert f.due(now)  # as many wait as the last batch held: no waiting out the delay
         if f.due(now):
             assert not f.busy and queue
             n = f.take(now)
             assert 1 <= n <= max_batch and n == min(len(queue), max_batch)
             del queue[:n]
-        assert f.queued == len(queue)
+            last = n
+        assert f.queued == len(queue) and f.expect == last
         if not f.busy and queue:
             assert f.deadline() is not None and f.deadline() <= queue[0] + delay + 1e-12
     with pytest.raises(ValueError):
