@@ -249,3 +249,32 @@ def test_a_due_batch_starts_on_its_timer_without_spinning_uvloops_millisecond_cl
         loop.close()
     assert driver.formation.batches == 5 and len(fired) == 5  # one firing per batch, no spin
     assert driver.stages.as_dict()["batches"] == 5
+
+
+
+def test_a_batch_starts_without_the_delay_once_as_many_wait_as_the_last_batch_held(tmp_path) -> None:
+    """The driver follows BatchFormation's ``expect``: a fresh driver's first batch (two
+    requests) waits out its 2 s delay, but once a batch of two was answered the next two
+    requests start a batch at once; a lone request still waits."""
+    import time
+
+    driver, _, _ = make(tmp_path, delay_s=2.0)
+
+    async def main():
+        t0 = time.monotonic()
+        first = await asyncio.gather(*(driver.submit(body(i), "ta") for i in range(2)))
+        t1 = time.monotonic()
+        second = await asyncio.gather(*(driver.submit(body(i), "ta") for i in range(2, 4)))
+        t2 = time.monotonic()
+        lone = driver.submit(body(9), "ta")
+        await asyncio.sleep(0.3)
+        return [r.status for r in first + second], t1 - t0, t2 - t1, lone.done(), driver.formation.batches
+
+    try:
+        statuses, first_s, second_s, lone_done, batches = asyncio.run(main())
+    finally:
+        driver.close()
+    assert statuses == [200] * 4 and batches == 2
+    assert first_s >= 2.0  # a fresh queue's first batch waits the delay
+    assert second_s < 1.0  # as many as the last batch held: at once, not after 2 s
+    assert not lone_done  # one of the two expected: it waits the delay
