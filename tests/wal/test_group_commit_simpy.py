@@ -61,3 +61,23 @@ def test_inv_wal_first_sim_requests_arriving_during_a_batch_form_the_next_batch(
     assert answered["q0"][0] == pytest.approx(0.015) and answered["q0"][1] >= 1
     assert answered["q1"][0] >= 0.015 and answered["q1"][1] >= 2
     assert region.formation.batches == 2
+
+
+def test_inv_wal_first_sim_a_batch_starts_at_once_when_as_many_wait_as_the_last_batch_held():
+    """After a batch of two, two requests start the next batch at once (the server's rule:
+    BatchFormation's expect); one request alone waits the delay."""
+    env, region, answered = region_under_simpy(group_commit_ms=50.0, fsync_ms=2.0, max_batch=100)
+    send(region, ["q0", "q1"])
+    env.run(until=0.1)
+    assert [answered[q][0] for q in ("q0", "q1")] == [pytest.approx(0.052)] * 2  # the first batch waits
+    send(region, ["q2"])
+    env.run(until=0.11)
+    assert "q2" not in answered  # one of two: sleeping towards its 50 ms deadline
+    send(region, ["q3"])  # the second: as many as the last batch held, at once
+    env.run(until=1.0)
+    assert [answered[q][0] for q in ("q2", "q3")] == [pytest.approx(0.112)] * 2
+    assert all(answered[q][1] >= 4 for q in ("q2", "q3"))  # never answered before its fsync
+    send(region, ["q4"])
+    env.run(until=2.0)
+    assert answered["q4"][0] == pytest.approx(1.052)  # expect is 2: a lone request waits the delay
+    assert region.formation.batches == 3
