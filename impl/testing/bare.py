@@ -18,6 +18,16 @@ The handler reads the whole body, ``json.loads`` it and answers ``200
 (``Request.body()`` and a ``Response``): the "bare Starlette" anchor the
 benchmarks report beside the raw-ASGI bare handler.
 
+``--durable DIR`` (with ``--starlette``) adds the least a server that answers only
+after a durable append (INV-WAL-FIRST) must do: the route appends the body to its
+worker's log file in ``DIR`` and answers once an ``fdatasync`` that began after
+the append has returned. Syncs are group commits with natural batching
+(:class:`GroupSync`: no delay, one sync at a time on a thread, what was appended
+while one ran is covered by the next, which starts as soon as it ends) -- no
+parsing beyond ``json.loads``, no verification, no store. Its req/s over bare
+Starlette's is how much of the bare stack's throughput any WAL-first server on this
+disk, stack and load can keep: ``flk bench serve`` reports it beside the server's.
+
 Run: ``python -m flk.impl.testing.bare --port 0 --workers 1``; it prints one
 JSON line ``{"event": "listening", "port": N}`` on stderr when ready.
 """
@@ -25,7 +35,9 @@ JSON line ``{"event": "listening", "port": N}`` on stderr when ready.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
 
 from starlette.applications import Starlette
@@ -51,6 +63,68 @@ def _starlette_app():
     from starlette.routing import Route
 
     return Starlette(routes=[Route("/v1/pcs/submit", _starlette_submit, methods=["POST"])])
+
+
+class GroupSync:
+    """Appends to one file, each released after an ``fdatasync`` that began after it
+    (event loop only; the sync runs on the loop's default executor thread). A sync starts
+    when something was appended and none runs; appends made while one runs wait for the
+    next (natural batching, no delay). ``syncs`` and ``appends`` count what happened."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.waiting: list[asyncio.Future] = []
+        self.running = False
+        self.syncs = 0
+        self.appends = 0
+
+    async def append(self, data: bytes) -> None:
+        os.write(self.fd, data)
+        self.appends += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting.append(fut)
+        if not self.running:
+            self._start()
+        await fut
+
+    def _start(self) -> None:
+        covered, self.waiting = self.waiting, []
+        self.running = True
+        self.syncs += 1
+        done = asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self.fd)
+        done.add_done_callback(lambda task: self._done(covered, task))
+
+    def _done(self, covered: list, task: asyncio.Future) -> None:
+        self.running = False
+        error = task.exception()
+        for fut in covered:
+            if not fut.done():
+                fut.set_exception(error) if error is not None else fut.set_result(None)
+        if self.waiting:
+            self._start()
+
+
+def _durable_app(directory: str):
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    log: list[GroupSync] = []  # made on the worker's loop, at its first request
+
+    async def durable_submit(request):
+        body = await request.body()
+        try:
+            json.loads(body)
+        except ValueError:
+            return Response(BAD, 400, media_type="application/json")
+        if not log:
+            log.append(GroupSync(os.path.join(directory, f"worker-{os.getpid()}.log")))
+        try:
+            await log[0].append(body + b"\n")
+        except OSError:
+            return Response(BAD, 503, media_type="application/json")
+        return Response(OK, 200, media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/pcs/submit", durable_submit, methods=["POST"])])
 
 
 async def submit(scope, receive, send) -> None:
@@ -85,16 +159,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--starlette", action="store_true", help="a plain Starlette route instead of raw ASGI")
+    p.add_argument("--durable", metavar="DIR", help="with --starlette: answer after a group fdatasync of the "
+                                                     "body appended to a log file in DIR")
     a = p.parse_args(argv)
+    if a.durable and not (a.starlette and os.path.isdir(a.durable)):
+        p.error("--durable needs --starlette and an existing directory")
     from ..server.supervisor import bind_socket, serve_app_factory
 
     sock = bind_socket(a.host, a.port)
     print(json.dumps({"event": "listening", "port": sock.getsockname()[1]}), file=sys.stderr, flush=True)
-    return serve_app_factory("flk.impl.testing.bare:make_app", ("starlette",) if a.starlette else (), sock,
-                             a.workers)
+    args = ("durable", a.durable) if a.durable else ("starlette",) if a.starlette else ()
+    return serve_app_factory("flk.impl.testing.bare:make_app", args, sock, a.workers)
 
 
 def make_app(*args):
+    if args[:1] == ("durable",):
+        return _durable_app(args[1])
     return _starlette_app() if "starlette" in args else app
 
 

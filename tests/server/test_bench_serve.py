@@ -81,6 +81,16 @@ def test_bench_serve_quick_prints_figures() -> None:
     assert fig["goal_sat_sqlite_rps_5000"] == (fig["sqlite_sat_ok_rps"] >= 5000)
     assert fig["goal_sat_sqlite_p99_25ms"] == (fig["sqlite_sat_p99_ms"] <= 25)
     assert "ratio_sqlite_sat_vs_bare" not in fig  # no raw-ASGI anchor at that many connections
+    # the WAL-first anchor: bare Starlette answering after an append and a group fdatasync
+    for sat in ("", "_sat"):
+        durable, anchor = fig[f"bare_durable{sat}_rps"], fig[f"bare_starlette{sat}_rps"]
+        assert durable > 0 and fig[f"bare_durable{sat}_socket_errors"] == 0 and fig[f"bare_durable{sat}_non2xx"] == 0
+        assert fig[f"ratio_bare_durable{sat}_vs_bare_starlette"] == round(durable / anchor, 3)
+        assert fig[f"goal{sat}_ratio_0_7_within_wal_first_ceiling"] == (durable / anchor >= 0.7)
+        server = fig["sqlite_sat_ok_rps" if sat else "sqlite_rps"]
+        assert fig[f"ratio_sqlite{sat}_vs_bare_durable{sat}"] == round(server / durable, 3)
+        if f"bare_durable{sat}_requests_per_fsync" in fig:  # perf counted its fsyncs: it did sync
+            assert fig[f"bare_durable{sat}_fsyncs_per_s"] > 0
     # where a request's time went: the batch driver's stages (workers' submit_stages lines) and the rest
     from flk.impl.server.batchdriver import STAGES
 
