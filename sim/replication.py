@@ -34,7 +34,7 @@ from flk.impl.replication.applying import ReplayApplier, ReplayMemo
 from flk.impl.replication.divergence import PREFIX as SUMMARY_PREFIX
 from flk.impl.replication.divergence import Alert, DivergenceDetector
 from flk.impl.replication.reading import Reader, Topology
-from flk.impl.replication.reconcile import PENDING, AuthRecord, Reconciler
+from flk.impl.replication.reconcile import PENDING, AuthRecord, Reconciler, merge_outcomes
 from flk.impl.replication.shipping import Shipper
 from flk.impl.replication.stream import stream_name
 from flk.impl.storage.objectstore import (
@@ -371,7 +371,10 @@ class CompactAuthoritativeStore:
         plain, taken in order from ``reports[start]`` (``(tenant, pcs_id, outcome)``): a key
         seen for the first time gets ``(outcome, now)`` (as :meth:`put_first`), a re-delivery
         of the one outcome a plain record holds changes nothing (the merge finds the record as
-        it is). Answers the position of the first report that is neither (``len(reports)``:
+        it is), and neither does an outcome of the same payload digest and status that the
+        merge ranks after the held one (a duplicate's replay: the same seen pair, the held
+        outcome stays authoritative -- :meth:`Reconciler._merged` answers the record itself).
+        Answers the position of the first report that is none of these (``len(reports)``:
         none): the caller merges that one (another outcome, or a record with more than one
         outcome seen), then asks again from the next."""
         d = self._d
@@ -390,7 +393,7 @@ class CompactAuthoritativeStore:
             if v is None:
                 added += 1
                 keys[pcs_id] = (outcome, now)
-            elif type(v) is not tuple or not (v[0] is outcome or v[0] == outcome):
+            elif type(v) is not tuple or not (v[0] is outcome or v[0] == outcome or _ranked_after(outcome, v[0])):
                 break
             i += 1
         self._n += added
@@ -447,6 +450,15 @@ class CompactAuthoritativeStore:
 
 _EMPTY: dict = {}
 _new_record = object.__new__
+
+
+def _ranked_after(outcome, held) -> bool:
+    """Whether observing ``outcome`` leaves a plain record holding ``held`` as it is: the
+    same ``(payload digest, status)`` pair -- the record's one seen pair -- and the merge
+    keeps ``held`` authoritative (:func:`merge_outcomes`, the reconciler's own rule)."""
+    status = outcome.status
+    return (status.__class__ is int and status == int(held.status) and outcome.payload_digest == held.payload_digest
+            and merge_outcomes(held, outcome) is held)
 
 
 class OutcomeSharing:
