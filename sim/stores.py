@@ -218,35 +218,25 @@ class SimMemoryStore(MemoryStore):
         keys = self._by_tenant[t]
         ps = order.sorted(t, keys)
         prev = seen.get(t)
-        if prev is None or prev[0] is not ps:
+        if prev is None or prev.ps is not ps:
             # the hashes as 8 bytes each (16 hex digits) in one bytearray: no string per key
-            prev = seen[t] = (ps, [None] * len(ps), bytearray(8 * len(ps)))
-        _, outs, shas = prev
+            prev = seen[t] = _Seen(ps, [None] * len(ps), bytearray(8 * len(ps)))
         if not now < self._min_expiry:  # an entry may have expired: row by row
-            return self._tenant_rows_checked(region, t, now, keys, ps, outs, shas)
+            return self._tenant_rows_checked(region, t, now, keys, prev)
         objs = list(map(keys.__getitem__, ps))
         if tuple in set(map(type, objs)):  # some entries hold (expiry, outcome): self._split
             objs = [v[1] if v.__class__ is tuple else v for v in objs]
         n = len(objs)
         if not n:
             return iter(())
-        if outs[0] is None:  # the first store read with this order: hash every body
-            for at in range(0, n, _HASH_CHUNK):  # in chunks: no list of a hash per key
-                part = objs[at:at + _HASH_CHUNK]
-                shas[8 * at:8 * (at + len(part))] = b"".join([sha256(o.body).digest()[:8] for o in part])
-            outs[:] = objs
-        else:
-            for i in compress(range(n), map(is_not, objs, outs)):  # only another object is hashed
-                o = objs[i]
-                shas[8 * i:8 * i + 8] = sha256(o.body).digest()[:8]
-                outs[i] = o
-        hexes = shas.hex()
-        return zip(repeat(region, n), repeat(t, n), ps, map(_DIGEST, objs), map(_STATUS, objs),
+        prev.update(objs)
+        hexes = prev.shas.hex()
+        return zip(repeat(region, n), repeat(t, n), ps, prev.digests, prev.statuses,
                    map(hexes.__getitem__, map(slice, range(0, 16 * n, 16), range(16, 16 * n + 16, 16))), strict=True)
 
-    def _tenant_rows_checked(self, region: str, t: str, now: float, keys: dict, ps: list, outs: list,
-                             shas: bytearray) -> Iterator[tuple]:
+    def _tenant_rows_checked(self, region: str, t: str, now: float, keys: dict, prev: _Seen) -> Iterator[tuple]:
         bare_ttl = self._bare_ttl
+        ps, outs, shas = prev.ps, prev.outs, prev.shas
         for i, p in enumerate(ps):
             v = keys[p]
             if type(v) is tuple:  # self._split, inlined
@@ -264,6 +254,7 @@ class SimMemoryStore(MemoryStore):
                 head = sha256(o.body).digest()[:8]
                 shas[at:at + 8] = head
                 outs[i] = o
+                prev.stale()
                 sha = head.hex()
             yield region, t, p, o.payload_digest, o.status, sha
 
@@ -275,7 +266,73 @@ class SimMemoryStore(MemoryStore):
 
 
 _EMPTY: dict = {}
-_DIGEST, _STATUS = attrgetter("payload_digest"), attrgetter("status")
+_DIGEST, _STATUS, _ORIGIN = attrgetter("payload_digest"), attrgetter("status"), attrgetter("region")
+
+
+class _Seen:
+    """What :meth:`SimMemoryStore.final_rows` keeps of one tenant's outcomes in the order
+    ``ps`` for the next store read with that order (every region's store holds the same keys
+    and, through :meth:`flk.sim.world.World.shared_outcome`, mostly the same outcome objects):
+    the outcome at each position (``outs``), its body's SHA-256 head (``shas``, 8 bytes each),
+    its payload digest and status, and -- asked by :meth:`origins` -- its origin region
+    (the authoritative stores' rows read them: :meth:`flk.sim.replication.CompactAuthoritativeStore.final_auth_rows`).
+    Only the positions holding another object are read again. ``digests``, ``statuses`` and
+    ``origins`` are replaced, never changed in place, so the rows of an earlier store keep
+    theirs."""
+
+    __slots__ = ("ps", "outs", "shas", "digests", "statuses", "_origins")
+
+    def __init__(self, ps: list, outs: list, shas: bytearray) -> None:
+        self.ps, self.outs, self.shas = ps, outs, shas
+        self.digests: list | None = []  # None: stale (a row-by-row read changed outs)
+        self.statuses: list | None = []
+        self._origins: list | None = None
+
+    def changed(self, objs: list) -> list[int]:
+        """The positions where ``objs`` holds another object than ``outs``."""
+        return list(compress(range(len(objs)), map(is_not, objs, self.outs)))
+
+    def update(self, objs: list) -> None:
+        """``outs`` := ``objs`` (one outcome per position of ``ps``), the columns with them."""
+        outs, shas = self.outs, self.shas
+        if outs and outs[0] is None:  # the first store read with this order: hash every body
+            n = len(objs)
+            for at in range(0, n, _HASH_CHUNK):  # in chunks: no list of a hash per key
+                part = objs[at:at + _HASH_CHUNK]
+                shas[8 * at:8 * (at + len(part))] = b"".join([sha256(o.body).digest()[:8] for o in part])
+            outs[:] = objs
+            self.digests, self.statuses = list(map(_DIGEST, objs)), list(map(_STATUS, objs))
+            self._origins = None
+            return
+        changed = self.changed(objs)
+        if self.digests is None:  # a row-by-row read changed outs: every column is read again
+            for i in changed:
+                shas[8 * i:8 * i + 8] = sha256(objs[i].body).digest()[:8]
+                outs[i] = objs[i]
+            self.digests, self.statuses = list(map(_DIGEST, objs)), list(map(_STATUS, objs))
+            return
+        if not changed:
+            return
+        digests, statuses, origins = list(self.digests), list(self.statuses), self._origins
+        origins = None if origins is None else list(origins)
+        for i in changed:  # only another object is hashed and read
+            o = objs[i]
+            shas[8 * i:8 * i + 8] = sha256(o.body).digest()[:8]
+            outs[i] = o
+            digests[i], statuses[i] = o.payload_digest, o.status
+            if origins is not None:
+                origins[i] = o.region
+        self.digests, self.statuses, self._origins = digests, statuses, origins
+
+    def stale(self) -> None:
+        """``outs`` changed without the columns (a row-by-row read): they are read again."""
+        self.digests = self.statuses = self._origins = None
+
+    def origins(self) -> list:
+        """The origin region of the outcome at each position (read once)."""
+        if self._origins is None:
+            self._origins = list(map(_ORIGIN, self.outs))
+        return self._origins
 _HASH_CHUNK = 4096  # final_rows hashes the bodies of this many keys at a time
 
 

@@ -288,11 +288,11 @@ class World:
                 self.history.record(env.now, "crr.rewind_check", region=rid, checked=len(snap),
                                     changed=len(changed), examples=[list(k) for k in changed[:3]])
             del final  # one region's final entries alive at a time (the run's peak memory)
-        seen.clear()
         for rid, rep in self.repl.items():
             self.history.record_many(env.now, "final.auth", ("region", "tenant", "pcs_id", "digest", "origin",
                                                              "conflict"),
-                                     rep.auth.final_auth_rows(rid, order))  # sorted by key
+                                     rep.auth.final_auth_rows(rid, order, seen))  # sorted by key
+        seen.clear()
         return self.history
 
     def _sample(self):

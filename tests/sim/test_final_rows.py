@@ -73,6 +73,41 @@ def test_final_auth_rows_are_final_rows(observed):
     assert list(store.final_auth_rows("eu", order)) == want  # the second read reuses the sorted keys
 
 
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(stores(), st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.sampled_from(["eu", "us"])), max_size=30),
+       st.sampled_from([0.5, 3.0, 20.0]), st.booleans())
+def test_columns_kept_by_final_rows_give_the_plain_rows(regions, picks, now, interleave):
+    """``final_rows`` keeps each tenant's outcome columns for the next store and the
+    authoritative stores' rows (the same outcome objects mostly; a store read row by row --
+    an entry may have expired -- in between): every store's rows and every authoritative
+    store's rows are the plain paths' rows, also when a later store's rows are made before an
+    earlier store's are read."""
+    order, seen = KeyOrder(), {}
+    want, rows = [], []
+    for k, store in enumerate(regions):
+        rid = f"r{k}"
+        want.append([(rid, t, p, o.payload_digest, o.status, sha256(o.body).hexdigest()[:16])
+                     for t, p, o in store.scan_all(now)])
+        if interleave:  # every tenant's rows of this store made now, read after the next stores' are made
+            rows.append([store._tenant_rows(rid, t, now, order, seen) for t in sorted(store._by_tenant)])
+        else:
+            rows.append(list(store.final_rows(rid, now, order, seen)))
+    if interleave:
+        rows = [[row for part in parts for row in part] for parts in rows]
+    assert rows == want
+    # authoritative stores over the last store's keys: its outcome objects, or others
+    last = regions[-1]
+    entries = last.scan_all(1e9 if now < 10 else 0.0) or last.scan_all(0.0)
+    for k in range(2):
+        auth = CompactAuthoritativeStore()
+        for i, (t, p, o) in enumerate(entries):
+            same, which, region = picks[i % len(picks)] if picks else (True, 0, "eu")
+            auth.put_first(t, p, o if same or k else _outcome(which, 2.0, region), 1.0)
+        plain = [(f"a{k}", t, p, a.payload_digest, a.region, c) for t, p, a, c in auth.final_rows()]
+        assert list(auth.final_auth_rows(f"a{k}", order, seen)) == plain
+        assert list(auth.final_auth_rows(f"a{k}", order)) == plain
+
+
 @settings(max_examples=100, derandomize=True, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(TENANTS), pcs_ids), max_size=30))
 def test_key_order_is_sorted_of_each_key_set(keysets):
