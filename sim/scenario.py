@@ -58,7 +58,8 @@ def _secs(name: str, default: Any, doc: str, minimum: float = 0.0) -> Field:
 LATENCY_DOC = "a number (ms) or a distribution table {dist = uniform|lognormal|..., ...}"
 REGION_FIELDS = (
     Field("dedup", "str", "memory", "dedup store kind", choices=STORE_KINDS),
-    _secs("group_commit_ms", 2.0, "batch delay after the oldest queued request (the server's WAL_GROUP_DELAY_MS), ms"),
+    _secs("group_commit_ms", 2.0, "the longest a batch waits after its oldest queued request (the server's WAL_GROUP_DELAY_MS; "
+          "it starts sooner once as many wait as the last batch held), ms"),
     Field("fsync_ms", "dist", {"dist": "lognormal", "median": 1.0, "sigma": 0.3}, "fsync latency; " + LATENCY_DOC),
     Field("store_ms", "dist", {"dist": "lognormal", "median": 0.3, "sigma": 0.3},
           "dedup store call latency; " + LATENCY_DOC),

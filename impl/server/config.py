@@ -425,7 +425,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("KEEP_ALIVE_S", number(0.1, 3600.0), 30.0, "idle keep-alive connection timeout", group="limits"),
     S("MAX_CONNECTIONS", integer(1, 1_000_000), 1024,
       "open connections per worker; more are answered 503 and closed", group="limits"),
-    S("WAL_GROUP_DELAY_MS", number(0.0, 1000.0), 2.0, "group-commit window", group="admission"),
+    S("WAL_GROUP_DELAY_MS", number(0.0, 1000.0), 2.0,
+      "group-commit window: the longest a submit batch waits for more requests after its oldest (it starts sooner "
+      "once as many wait as the last batch held; `flk.impl.verifier.batching`)", group="admission"),
     S("WAL_PIPELINE_DEPTH", integer(1, 2), 1,
       "submit batches in flight over the WAL fsync (2: the next batch is appended while one syncs; "
       "the simulator's regions model 1, so 2 is outside what the studies cover)", group="admission"),
