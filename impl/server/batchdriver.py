@@ -217,7 +217,8 @@ class StageTimes:
     """Where the submissions' time in the batch driver went, summed over requests
     (``perf_counter`` seconds; two clock reads per stage per batch, none per request):
 
-    * ``wait`` -- queued on the event loop until its batch started (the formation rule);
+    * ``wait`` -- queued on the event loop until its batch started (the formation rule), or
+      until the batch thread took it into the running batch (joined before the append);
     * ``handoff`` -- the batch's start until the batch thread took it (queue hop, seal gate);
     * ``append`` -- step 1 and the WAL append (:func:`flk.impl.verifier.core.append_batch`);
     * ``sync`` -- the append's end until a covering sync ended (the fsync, and any wait for
@@ -225,8 +226,9 @@ class StageTimes:
     * ``finish`` -- steps 2-8 (:func:`flk.impl.verifier.core.finish_batch`: verify, store);
     * ``answer`` -- the answers' hand-off to the event loop until it set the futures.
 
-    ``wait`` and ``answer`` are written on the event loop, the rest on the batch thread
-    (no field is written by two threads). How many batches started is the formation's
+    ``answer`` is written on the event loop; ``wait`` and ``requests`` on the event loop
+    and on the batch thread, always under the queue's lock; the rest on the batch thread.
+    How many batches started is the formation's
     count (:attr:`flk.impl.verifier.batching.BatchFormation.batches`), read, not kept twice."""
 
     __slots__ = ("formation", "requests", *STAGES)
@@ -275,6 +277,9 @@ class BatchDriver:
             self._emit, self._latency = self.sink, metrics.observe_latency
         self.formation = BatchFormation(max_delay_s, max_batch, depth)  # the rule the simulator drives too
         self.lock = SealGate(lambda: self._jobs.put(_WAKE))  # the shipper's seal lock, the recovery's lock
+        # the queue: appended by the event loop, taken by a starting batch (event loop) or joined
+        # into the running one (batch thread, _join_queued), always under _qlock with the formation
+        self._qlock = threading.Lock()
         self._pending: list[tuple[Request, asyncio.Future]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -313,14 +318,16 @@ class BatchDriver:
         if self._closed:
             fut.set_exception(RuntimeError("batch driver closed"))
             return fut
-        self._pending.append((Request(body, tenant, _NO_HEADERS), fut))
-        self._arrived.append(_clock())
         formation = self.formation
-        formation.add(loop.time())
-        # with the timer armed the deadline stands (only a ready queue -- as many as the last
-        # batch held -- moves it: due now); while ``depth`` batches run, the next one starts
-        # when one of them is answered
-        if (self._timer is None or formation.ready) and not formation.busy:
+        with self._qlock:
+            self._pending.append((Request(body, tenant, _NO_HEADERS), fut))
+            self._arrived.append(_clock())
+            formation.add(loop.time())
+            # with the timer armed the deadline stands (only a ready queue -- as many as the last
+            # batch held -- moves it: due now); while ``depth`` batches run, the next one starts
+            # when one of them is answered
+            start = (self._timer is None or formation.ready) and not formation.busy
+        if start:
             self._schedule()
         return fut
 
@@ -328,16 +335,17 @@ class BatchDriver:
         """(Event loop; a batch may start.) Start a batch when one is due at ``now`` (the
         loop's time unless given), else arm the timer for the deadline."""
         formation, loop = self.formation, self._loop
-        deadline = formation.deadline()
-        if deadline is None:
-            return
-        if formation.due(loop.time() if now is None else now):
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._start_batch()
-        elif self._timer is None:
-            self._timer = loop.call_at(deadline, self._on_timer, deadline)
+        with self._qlock:  # the batch thread may take queued requests into its batch (_join_queued)
+            deadline = formation.deadline()
+            if deadline is None:
+                return
+            if formation.due(loop.time() if now is None else now):
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                self._start_batch()
+            elif self._timer is None:
+                self._timer = loop.call_at(deadline, self._on_timer, deadline)
 
     def _on_timer(self, deadline: float) -> None:
         """The timer armed for ``deadline`` fired: that time has come. The loop's clock may
@@ -350,6 +358,7 @@ class BatchDriver:
             self._schedule(max(self._loop.time(), deadline))
 
     def _start_batch(self) -> None:
+        """(Event loop, holding ``_qlock``.) Take the due batch and hand it to the batch thread."""
         n = self.formation.take(self._loop.time())
         batch = self._pending[:n]
         del self._pending[:n]
@@ -401,11 +410,28 @@ class BatchDriver:
     def _segment_full(self) -> bool:
         return bool(getattr(self.wal, "active_full", False))
 
+    def _join_queued(self, batch: list) -> None:
+        """(Batch thread, before the append.) What queued since the loop started ``batch`` joins
+        it (:meth:`flk.impl.verifier.batching.BatchFormation.join`: only while it is the one
+        running batch, up to ``max_batch``): the hand-off to this thread takes a fraction of a
+        millisecond under load, and those requests would otherwise wait for the next batch."""
+        with self._qlock:
+            k = self.formation.join(len(self._pending))
+            if k:
+                now, stages = _clock(), self.stages
+                batch.extend(self._pending[:k])
+                del self._pending[:k]
+                stages.wait += k * now - sum(self._arrived[:k])
+                del self._arrived[:k]
+                stages.requests += k
+
     def _append(self, batch: list, loop: asyncio.AbstractEventLoop, started: float) -> None:
         """(Batch thread, inside the gate.) Step 1 and the WAL append of one batch."""
-        wal, stages, n = self.wal, self.stages, len(batch)
+        wal, stages = self.wal, self.stages
         t0 = _clock()
-        stages.handoff += (t0 - started) * n
+        stages.handoff += (t0 - started) * len(batch)
+        self._join_queued(batch)
+        n = len(batch)
         try:
             if self.lock.inflight == 1 and hasattr(wal, "roll_if_full"):  # between batches
                 with contextlib.suppress(WalError, OSError):  # a failed log answers the batch its 503

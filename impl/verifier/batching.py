@@ -16,6 +16,13 @@ verified while the next one's WAL records are appended and synced); what arrives
 while no batch may start is the next batch, due as soon as a running one ends
 (its requests waited at least as long as a batch's delay already).
 
+``join``: a driver whose batch thread picks a started batch up later than the
+loop started it (the server's: a thread hand-off, a fraction of a millisecond under
+load) lets what queued meanwhile ride along, up to ``max_batch`` -- while only that
+batch runs, so nothing overtakes a batch started before it. The batch then holds
+what had queued when its append began; a driver without that gap (the simulator's
+region appends at the instant its batch starts) has nothing to join.
+
 Why ``expect``: with a fixed delay, every batch that starts on an idle queue waits
 the whole delay, even when every client that could join already has (a closed loop
 of 16 clients answered together comes back as 16 requests; at low load a lone
@@ -35,6 +42,8 @@ event                   condition                                    effect
                                                                      min(queued, max_batch);
                                                                      expect := n; requests
                                                                      left are due when one ends
+``join(k)``             one batch runs, before its append             queued -= k; expect += k
+                        (k <= queued)
 ``done()``              (a batch answered)                           running -= 1
 ``forget()``            (a crash)                                    nothing queued or running;
                                                                      expect := max_batch
@@ -105,6 +114,15 @@ class BatchFormation:
         if self.queued:
             self.oldest, self.carried = now, True  # the rest is due when this batch ends
         return n
+
+    def join(self, k: int) -> int:
+        """Up to ``k`` of the oldest queued requests join the one running batch before its
+        append (none while another batch runs; the batch stays within ``max_batch``);
+        returns how many joined."""
+        k = max(0, min(k, self.queued, self.max_batch - self.expect)) if self.running == 1 else 0
+        self.queued -= k
+        self.expect += k
+        return k
 
     def done(self) -> None:
         """A running batch answered."""

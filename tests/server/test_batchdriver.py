@@ -278,3 +278,37 @@ def test_a_batch_starts_without_the_delay_once_as_many_wait_as_the_last_batch_he
     assert first_s >= 2.0  # a fresh queue's first batch waits the delay
     assert second_s < 1.0  # as many as the last batch held: at once, not after 2 s
     assert not lone_done  # one of the two expected: it waits the delay
+
+
+def test_what_queued_during_the_hand_off_joins_the_batch_before_its_append(tmp_path) -> None:
+    """The batch thread picks a started batch up later than the loop started it (here: the
+    seal lock holds it parked); what queued meanwhile joins it before its append -- one batch,
+    one WAL sync, every request answered after it (BatchFormation.join)."""
+    driver, srv, _ = make(tmp_path, delay_s=0.0)  # depth 1, the server's default
+    syncs: list[int] = []
+    real = srv.wal.sync
+
+    def counting():
+        syncs.append(srv.wal.next_index)
+        return real()
+
+    srv.wal.sync = counting
+    assert driver.lock.acquire(timeout=5)  # no batch in flight: granted at once
+
+    async def main():
+        f1 = driver.submit(body(1), "ta")  # due at once (no delay): started, then parked by the lock
+        await asyncio.sleep(0.05)
+        rest = [driver.submit(body(i), "ta") for i in (2, 3)]  # one batch runs: they queue
+        await asyncio.sleep(0.05)
+        parked = not any(f.done() for f in (f1, *rest)) and driver.formation.queued == 2
+        driver.lock.release()
+        return parked, [r.status for r in await asyncio.gather(f1, *rest)]
+
+    try:
+        parked, statuses = asyncio.run(main())
+    finally:
+        driver.close()
+    assert parked and statuses == [200, 200, 200]
+    assert driver.formation.batches == 1 and driver.formation.expect == 3 and driver.formation.queued == 0
+    assert syncs == [3]  # one sync, after all three records
+    assert driver.stages.as_dict()["requests"] == 3

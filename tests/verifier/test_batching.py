@@ -50,7 +50,7 @@ def test_what_waits_behind_a_running_batch_is_due_when_it_ends():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["add", "tick", "done"]), st.floats(0, 0.01)), max_size=60),
+@given(st.lists(st.tuples(st.sampled_from(["add", "tick", "done", "join"]), st.floats(0, 0.01)), max_size=60),
        st.integers(1, 5), st.sampled_from([0.0, 0.001, 0.002]))
 def test_batches_never_overlap_never_exceed_max_and_nothing_waits_past_its_deadline(ops, max_batch, delay):
     """Against a queue of arrival times: a batch holds at most max_batch of the oldest
@@ -66,6 +66,11 @@ def test_batches_never_overlap_never_exceed_max_and_nothing_waits_past_its_deadl
             queue.append(now)
         elif op == "done" and f.busy:
             f.done()
+        elif op == "join" and f.busy:  # the running batch takes what queued before its append
+            k = f.join(int(dt * 1000))
+            assert k == min(int(dt * 1000), len(queue), max_batch - last)
+            del queue[:k]
+            last += k
         if not f.busy and len(queue) >= last:
             assert f.due(now)  # as many wait as the last batch held: no waiting out the delay
         if f.due(now):
@@ -114,3 +119,19 @@ def test_at_most_depth_batches_run_and_a_free_slot_starts_what_is_due(ops, max_b
             assert f.deadline() is not None and f.deadline() <= queue[0] + delay + 1e-12
     with pytest.raises(ValueError):
         BatchFormation(0.0, 1, depth=0)
+
+
+def test_queued_requests_join_the_one_running_batch_up_to_max_batch():
+    f = BatchFormation(max_delay_s=0.002, max_batch=4, depth=2)
+    for t in (0.0, 0.0001):
+        f.add(t)
+    assert f.take(0.002) == 2 and f.expect == 2
+    for t in (0.0021, 0.0022, 0.0023):
+        f.add(t)
+    assert f.join(5) == 2 and f.queued == 1 and f.expect == 4  # the batch is full at max_batch
+    assert f.join(5) == 0
+    f.done()
+    assert f.join(1) == 0  # no batch runs: nothing to join
+    assert f.take(0.003) == 1 and f.take(0.003) == 0
+    f.add(0.004)
+    assert f.join(1) == 0  # two batches run: a later one started, nothing may overtake it
