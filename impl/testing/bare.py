@@ -24,9 +24,11 @@ worker's log file in ``DIR`` and answers once an ``fdatasync`` that began after
 the append has returned. Syncs are group commits with natural batching
 (:class:`GroupSync`: no delay, one sync at a time on a thread, what was appended
 while one ran is covered by the next, which starts as soon as it ends) -- no
-parsing beyond ``json.loads``, no verification, no store. Its req/s over bare
-Starlette's is how much of the bare stack's throughput any WAL-first server on this
-disk, stack and load can keep: ``flk bench serve`` reports it beside the server's.
+parsing beyond ``json.loads``, no verification, no store. ``flk bench serve`` reports
+it beside the server's as a reference -- what a plain durable Starlette handler keeps
+of bare Starlette's req/s on this disk -- not as a ceiling: a server that forms its
+batches better keeps more (``flk serve``, whose batch takes what queued during its
+hand-off, does).
 
 Run: ``python -m flk.impl.testing.bare --port 0 --workers 1``; it prints one
 JSON line ``{"event": "listening", "port": N}`` on stderr when ready.

@@ -86,7 +86,7 @@ def test_bench_serve_quick_prints_figures() -> None:
         durable, anchor = fig[f"bare_durable{sat}_rps"], fig[f"bare_starlette{sat}_rps"]
         assert durable > 0 and fig[f"bare_durable{sat}_socket_errors"] == 0 and fig[f"bare_durable{sat}_non2xx"] == 0
         assert fig[f"ratio_bare_durable{sat}_vs_bare_starlette"] == round(durable / anchor, 3)
-        assert fig[f"goal{sat}_ratio_0_7_within_wal_first_ceiling"] == (durable / anchor >= 0.7)
+        assert f"goal{sat}_ratio_0_7_within_wal_first_ceiling" not in fig  # a reference, not a ceiling
         server = fig["sqlite_sat_ok_rps" if sat else "sqlite_rps"]
         assert fig[f"ratio_sqlite{sat}_vs_bare_durable{sat}"] == round(server / durable, 3)
         if f"bare_durable{sat}_requests_per_fsync" in fig:  # perf counted its fsyncs: it did sync

@@ -106,13 +106,11 @@ server that answers only after a durable append must do (``python -m flk.impl.te
 --starlette --durable DIR``: append the body to a log file, answer after a group ``fdatasync``
 that began after the append, natural batching, no verification, no store), its turn just
 after bare Starlette's, on the disk the server's WAL is on. ``ratio_bare_durable_vs_bare_starlette``
-is the share of bare Starlette's req/s that *any* WAL-first server on this stack, disk and load
-keeps -- the ceiling of the ratio goal that the disk's latency sets in a closed loop (at 32
-connections a request cannot be answered before a sync, so the loop runs at the sync's pace;
-with more connections a sync covers more requests). ``goal_ratio_0_7_within_wal_first_ceiling``
-False proves the 0.7 goal out of reach at that load whatever the server does;
-``ratio_sqlite_vs_bare_durable`` is how much of that ceiling the server keeps (the same at
-saturation with ``_sat``).
+is what that plain durable handler keeps of bare Starlette's req/s (in a closed loop a request
+cannot be answered before a sync, so at 32 connections the loop runs at the sync's pace; with
+more connections a sync covers more requests), and ``ratio_sqlite_vs_bare_durable`` the server
+against it (the same at saturation with ``_sat``). A reference, not a ceiling: the anchor's
+group commit is the plain one, and a server that batches better keeps more.
 
 Goals: >= 5,000 req/s with p99 <= 25 ms on SQLite, >= 0.7 of bare Starlette's req/s
 (``goal_ratio_0_7``; ``goal_ratio_0_7_vs_bare_asgi``: of the raw-ASGI handler). The machine
@@ -720,14 +718,12 @@ def _goals(figures: dict) -> None:
     figures["goal_sat_sqlite_rps_5000"] = figures["sqlite_sat_ok_rps"] >= GOAL_RPS
     figures["goal_sat_sqlite_p99_25ms"] = figures["sqlite_sat_p99_ms"] <= 25
     figures["goal_sat_ratio_0_7"] = figures["ratio_sqlite_sat_ok_vs_bare_starlette"] >= GOAL_RATIO
-    # the WAL-first ceiling: what bare Starlette keeps of its req/s once it must answer after a
-    # durable append (bare_durable); below 0.7 no WAL-first server reaches the goal at that load
+    # the WAL-first reference: what bare Starlette keeps of its req/s once it answers after a
+    # durable append with a plain group commit (bare_durable), and the server against it
     for sat in ("", "_sat"):
         durable, anchor = figures.get(f"bare_durable{sat}_rps"), figures.get(f"bare_starlette{sat}_rps")
         if durable and anchor:
-            ceiling = durable / anchor
-            figures[f"ratio_bare_durable{sat}_vs_bare_starlette"] = round(ceiling, 3)
-            figures[f"goal{sat}_ratio_0_7_within_wal_first_ceiling"] = ceiling >= GOAL_RATIO
+            figures[f"ratio_bare_durable{sat}_vs_bare_starlette"] = round(durable / anchor, 3)
             server = figures["sqlite_sat_ok_rps" if sat else "sqlite_rps"]
             figures[f"ratio_sqlite{sat}_vs_bare_durable{sat}"] = round(server / durable, 3)
 
