@@ -538,7 +538,8 @@ class BatchDriver:
             else:
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                     fut.get_loop().call_soon_threadsafe(_set, fut, result, error)
-        self.formation.done()
+        with self._qlock:  # the batch thread's join reads how many batches run
+            self.formation.done()
         self._schedule()
 
     def close(self) -> None:
