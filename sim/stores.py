@@ -305,20 +305,18 @@ class _Seen:
             self._origins = None
             return
         changed = self.changed(objs)
+        for i in changed:  # only another object is hashed
+            shas[8 * i:8 * i + 8] = sha256(objs[i].body).digest()[:8]
+            outs[i] = objs[i]
         if self.digests is None:  # a row-by-row read changed outs: every column is read again
-            for i in changed:
-                shas[8 * i:8 * i + 8] = sha256(objs[i].body).digest()[:8]
-                outs[i] = objs[i]
             self.digests, self.statuses = list(map(_DIGEST, objs)), list(map(_STATUS, objs))
             return
         if not changed:
             return
         digests, statuses, origins = list(self.digests), list(self.statuses), self._origins
         origins = None if origins is None else list(origins)
-        for i in changed:  # only another object is hashed and read
+        for i in changed:  # ... and read
             o = objs[i]
-            shas[8 * i:8 * i + 8] = sha256(o.body).digest()[:8]
-            outs[i] = o
             digests[i], statuses[i] = o.payload_digest, o.status
             if origins is not None:
                 origins[i] = o.region
@@ -333,6 +331,8 @@ class _Seen:
         if self._origins is None:
             self._origins = list(map(_ORIGIN, self.outs))
         return self._origins
+
+
 _HASH_CHUNK = 4096  # final_rows hashes the bodies of this many keys at a time
 
 

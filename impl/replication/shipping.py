@@ -135,8 +135,8 @@ class Shipper:
     def ship_sealed(self, now: float) -> int:
         """Upload every sealed segment at or after the watermark; returns how many."""
         n = 0
-        for seg in self.log.sealed_segments(self.watermark):
-            if seg.end_index <= self.watermark or seg.count == 0:
+        for seg in self.log.sealed_segments(self.watermark):  # each ends after the watermark
+            if seg.count == 0:
                 continue
             if seg.first_index != self.watermark:
                 raise CrrError(f"{self.stream}: WAL segment {seg.name} starts at {seg.first_index}, "

@@ -359,13 +359,7 @@ class BatchDriver:
 
     def _start_batch(self) -> None:
         """(Event loop, holding ``_qlock``.) Take the due batch and hand it to the batch thread."""
-        n = self.formation.take(self._loop.time())
-        batch = self._pending[:n]
-        del self._pending[:n]
-        started, stages = _clock(), self.stages
-        stages.wait += n * started - sum(self._arrived[:n])
-        del self._arrived[:n]
-        stages.requests += n
+        batch, started = self._dequeue(self.formation.take(self._loop.time()))
         if self._thread is None:
             self._sync_thread = threading.Thread(target=self._sync_loop, name="submit-sync", daemon=True)
             self._sync_thread.start()
@@ -418,12 +412,18 @@ class BatchDriver:
         with self._qlock:
             k = self.formation.join(len(self._pending))
             if k:
-                now, stages = _clock(), self.stages
-                batch.extend(self._pending[:k])
-                del self._pending[:k]
-                stages.wait += k * now - sum(self._arrived[:k])
-                del self._arrived[:k]
-                stages.requests += k
+                batch.extend(self._dequeue(k)[0])
+
+    def _dequeue(self, n: int) -> tuple[list, float]:
+        """(Holding ``_qlock``.) The ``n`` oldest queued requests and the time they left the
+        queue, their wait counted (``stages.wait`` and ``requests``)."""
+        batch = self._pending[:n]
+        del self._pending[:n]
+        now, stages = _clock(), self.stages
+        stages.wait += n * now - sum(self._arrived[:n])
+        del self._arrived[:n]
+        stages.requests += n
+        return batch, now
 
     def _append(self, batch: list, loop: asyncio.AbstractEventLoop, started: float) -> None:
         """(Batch thread, inside the gate.) Step 1 and the WAL append of one batch."""

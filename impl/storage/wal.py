@@ -44,6 +44,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 
 from .fs import FileSystem, OsFileSystem
 from .walformat import (
@@ -84,9 +85,8 @@ class SegmentInfo:
         return self.first_index + self.count
 
 
-def _end_index(segment: SegmentInfo) -> int:
-    """The bisection key of a log's segments (consecutive: their end indexes never decrease)."""
-    return segment.first_index + segment.count
+# the bisection key of a log's segments (consecutive: their end indexes never decrease)
+_end_index = attrgetter("end_index")
 
 
 class SegmentedLog:
@@ -419,8 +419,8 @@ class SegmentedLog:
             segments = self._segments
             start = bisect_right(segments, from_index, key=_end_index)
             snap = [(s.name, s.first_index, s.count, s.bytes) for s in segments[start:]]
-        for name, first, count, nbytes in snap:
-            if first + count <= from_index or count == 0:
+        for name, first, count, nbytes in snap:  # each ends after from_index (the bisection)
+            if count == 0:
                 continue
             try:
                 data = self.fs.read(self._path(name))[:nbytes]

@@ -51,20 +51,30 @@ _HEADERS = [(b"content-type", b"application/json")]
 fallback = Starlette(routes=[])  # 404 for every other path
 
 
-async def _starlette_submit(request):
+def _starlette_app(directory: str | None = None):
+    """The bare Starlette route; with ``directory``, the durable variant (``--durable``: the
+    body appended to the worker's log there, answered after a :class:`GroupSync` sync)."""
     from starlette.responses import Response
-
-    try:
-        json.loads(await request.body())
-        return Response(OK, 200, media_type="application/json")
-    except ValueError:
-        return Response(BAD, 400, media_type="application/json")
-
-
-def _starlette_app():
     from starlette.routing import Route
 
-    return Starlette(routes=[Route("/v1/pcs/submit", _starlette_submit, methods=["POST"])])
+    log: list[GroupSync] = []  # made on the worker's loop, at its first request
+
+    async def submit_route(request):
+        body = await request.body()
+        try:
+            json.loads(body)
+        except ValueError:
+            return Response(BAD, 400, media_type="application/json")
+        if directory is not None:
+            if not log:
+                log.append(GroupSync(os.path.join(directory, f"worker-{os.getpid()}.log")))
+            try:
+                await log[0].append(body + b"\n")
+            except OSError:
+                return Response(BAD, 503, media_type="application/json")
+        return Response(OK, 200, media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/pcs/submit", submit_route, methods=["POST"])])
 
 
 class GroupSync:
@@ -104,29 +114,6 @@ class GroupSync:
                 fut.set_exception(error) if error is not None else fut.set_result(None)
         if self.waiting:
             self._start()
-
-
-def _durable_app(directory: str):
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    log: list[GroupSync] = []  # made on the worker's loop, at its first request
-
-    async def durable_submit(request):
-        body = await request.body()
-        try:
-            json.loads(body)
-        except ValueError:
-            return Response(BAD, 400, media_type="application/json")
-        if not log:
-            log.append(GroupSync(os.path.join(directory, f"worker-{os.getpid()}.log")))
-        try:
-            await log[0].append(body + b"\n")
-        except OSError:
-            return Response(BAD, 503, media_type="application/json")
-        return Response(OK, 200, media_type="application/json")
-
-    return Starlette(routes=[Route("/v1/pcs/submit", durable_submit, methods=["POST"])])
 
 
 async def submit(scope, receive, send) -> None:
@@ -176,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def make_app(*args):
     if args[:1] == ("durable",):
-        return _durable_app(args[1])
+        return _starlette_app(args[1])
     return _starlette_app() if "starlette" in args else app
 
 
