@@ -280,16 +280,24 @@ def test_a_batch_starts_without_the_delay_once_as_many_wait_as_the_last_batch_he
     assert not lone_done  # one of the two expected: it waits the delay
 
 
-def test_what_queued_during_the_hand_off_joins_the_batch_before_its_append(tmp_path) -> None:
+def test_inv_wal_first_requests_joined_during_the_hand_off_are_answered_after_the_sync_covering_them(
+        tmp_path) -> None:
     """The batch thread picks a started batch up later than the loop started it (here: the
     seal lock holds it parked); what queued meanwhile joins it before its append -- one batch,
-    one WAL sync, every request answered after it (BatchFormation.join)."""
+    one WAL sync after all three records, and no request answered before that sync has
+    returned (a slowed sync widens the window; BatchFormation.join)."""
+    import time
+
     driver, srv, _ = make(tmp_path, delay_s=0.0)  # depth 1, the server's default
     syncs: list[int] = []
+    answered_at_sync: list[int] = []
+    futs: list = []
     real = srv.wal.sync
 
     def counting():
         syncs.append(srv.wal.next_index)
+        time.sleep(0.05)
+        answered_at_sync.append(sum(f.done() for f in futs))
         return real()
 
     srv.wal.sync = counting
@@ -299,6 +307,7 @@ def test_what_queued_during_the_hand_off_joins_the_batch_before_its_append(tmp_p
         f1 = driver.submit(body(1), "ta")  # due at once (no delay): started, then parked by the lock
         await asyncio.sleep(0.05)
         rest = [driver.submit(body(i), "ta") for i in (2, 3)]  # one batch runs: they queue
+        futs.extend((f1, *rest))
         await asyncio.sleep(0.05)
         parked = not any(f.done() for f in (f1, *rest)) and driver.formation.queued == 2
         driver.lock.release()
@@ -310,5 +319,5 @@ def test_what_queued_during_the_hand_off_joins_the_batch_before_its_append(tmp_p
         driver.close()
     assert parked and statuses == [200, 200, 200]
     assert driver.formation.batches == 1 and driver.formation.expect == 3 and driver.formation.queued == 0
-    assert syncs == [3]  # one sync, after all three records
+    assert syncs == [3] and answered_at_sync == [0]  # one sync, after all three records, before any answer
     assert driver.stages.as_dict()["requests"] == 3
