@@ -634,6 +634,8 @@ class ServerConfig:
             opts["prefix"] = f"flk:dedup:{self.dedup_namespace}:"
         if self.dedup_namespace and self.dedup_backend == "postgres":
             opts["table"] = f"flk_dedup_{self.dedup_namespace}"
+        if self.dedup_backend == "sqlite":  # no batch waits behind a WAL checkpoint (SqliteStore)
+            opts["checkpoint"] = "background"
         return opts
 
     def describe(self) -> dict[str, Any]:
