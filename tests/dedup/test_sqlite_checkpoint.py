@@ -19,7 +19,12 @@ import time
 import pytest
 
 from flk.impl.dedup import StoredOutcome
-from flk.impl.dedup.sqlite import BACKSTOP_AUTOCHECKPOINT, INLINE_AUTOCHECKPOINT, SqliteStore, _Checkpointer
+from flk.impl.dedup.sqlite import (
+    BACKSTOP_AUTOCHECKPOINT,
+    INLINE_AUTOCHECKPOINT,
+    SqliteStore,
+    _Checkpointer,
+)
 from flk.impl.server.config import load_config
 
 NOW = 1000.0
