@@ -73,6 +73,7 @@ INLINE_AUTOCHECKPOINT = 4000
 # checkpoint="background": the store's own thread checkpoints (see _Checkpointer); the serving
 # connections keep SQLite's automatic checkpoint only as a backstop, should that thread fall behind
 BACKSTOP_AUTOCHECKPOINT = 40_000
+RESTART_WAIT_MS = 100  # longest the background restart checkpoint holds new writers back
 # one row's put-if-absent: insert, or replace only an expired row; parameters
 # (tenant, pcs_id, expires_at, outcome, now); the row was written when it changed one row
 _UPSERT_ONE = (
@@ -462,8 +463,10 @@ class _Checkpointer:
     checkpoint never waits for writers, so under a steady stream of commits it may never
     catch the log's end, and the log is restarted from its start only after a checkpoint
     that did; when the log holds more than ``restart_pages`` after one, a ``RESTART``
-    checkpoint waits for the writer in progress and restarts it (writers wait that long, as
-    they waited for the inline checkpoint). SQLite's own automatic checkpoint stays on at
+    checkpoint waits for the writer in progress and for readers of the old log, and restarts
+    it; new writers wait while it is pending, so this connection's busy timeout is short
+    (``RESTART_WAIT_MS``): a restart that cannot get through in that time gives up
+    (``busy``) and is tried at the next trigger. SQLite's own automatic checkpoint stays on at
     ``BACKSTOP_AUTOCHECKPOINT`` pages in case this thread falls behind. A failed checkpoint
     is counted (``failures``) and tried again at the next trigger: the data stays in the WAL,
     which is as durable as before (``make_durable`` is unchanged)."""
@@ -494,9 +497,9 @@ class _Checkpointer:
     def _run(self) -> None:
         conn = None
         try:
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+            wait_ms = min(self.busy_timeout_ms, RESTART_WAIT_MS)
+            conn = sqlite3.connect(self.path, timeout=wait_ms / 1000, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
             while not self._stop:
                 self._due.wait(self.max_wait_s)
                 if self._stop:
@@ -512,14 +515,16 @@ class _Checkpointer:
                 conn.close()
 
     def fold(self, conn: sqlite3.Connection) -> str:
-        """One checkpoint on ``conn``: ``passive``, then ``restart`` when the log is still
-        longer than ``restart_pages``; answers the last mode run, or ``failed``."""
+        """One checkpoint on ``conn``: ``passive``, then a restart when the log is still
+        longer than ``restart_pages``: ``restart``, or ``busy`` when it gave up waiting for
+        a writer or a reader; ``failed`` on an error."""
         try:
             busy, log, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.checkpoints += 1
             if busy or log <= self.restart_pages:
                 return "passive"
-            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            if conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]:
+                return "busy"
             self.checkpoints += 1
             self.restarts += 1
             return "restart"

@@ -22,6 +22,7 @@ from flk.impl.dedup import StoredOutcome
 from flk.impl.dedup.sqlite import (
     BACKSTOP_AUTOCHECKPOINT,
     INLINE_AUTOCHECKPOINT,
+    RESTART_WAIT_MS,
     SqliteStore,
     _Checkpointer,
 )
@@ -159,3 +160,31 @@ def test_flk_serve_opens_its_sqlite_store_with_the_background_checkpoint(tmp_pat
         assert store._checkpointer is not None
     finally:
         store.close()
+
+
+def test_a_restart_held_up_by_a_reader_gives_up_and_writers_go_on(tmp_path):
+    """A restart waits for readers of the old log and holds new writers back meanwhile: the
+    store's thread waits at most RESTART_WAIT_MS, then the writers go on."""
+    path = str(tmp_path / "d.sqlite")
+    writer = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9)
+    writer._checkpointer.max_wait_s = 3600.0
+    ck = _Checkpointer(path, 10_000, rows=10**9, max_wait_s=3600.0, restart_pages=200)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=RESTART_WAIT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        _write(writer, 2400, batch=60)
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM dedup").fetchone()[0] == 2400  # a snapshot held
+        _write(writer, 600, batch=60, first=5000)  # frames the reader's snapshot does not include
+        t0 = time.monotonic()
+        assert ck.fold(conn) == "busy" and ck.restarts == 0
+        assert time.monotonic() - t0 < 5.0
+        _write(writer, 30, first=9000)  # writers are not held back after it gave up
+        reader.execute("COMMIT")
+        assert ck.fold(conn) == "restart"
+    finally:
+        reader.close()
+        conn.close()
+        ck.close()
+        writer.close()
