@@ -230,6 +230,8 @@ class SqliteStore(BatchMixin):
         waits behind a checkpoint's page copies and fsyncs)."""
         if checkpoint not in ("inline", "background"):
             raise ValueError("checkpoint must be 'inline' or 'background'")
+        if checkpoint_rows < 1:
+            raise ValueError("checkpoint_rows must be >= 1")
         self.path = str(path)
         self.ttl_s = check_ttl(ttl_s, DEFAULT_TTL_S)
         self.busy_timeout_ms = int(busy_timeout_ms)
@@ -456,9 +458,10 @@ class _Checkpointer:
 
     Why: with SQLite's automatic checkpoint the commit that crosses the threshold copies the
     WAL's pages into the file and fsyncs both on the thread that committed -- in ``flk serve``
-    the batch thread, so every batch queued behind it waits (``flk bench serve`` medians of 4:
-    p99 at 32 connections 9.9 -> 5.5 ms, req/s +5 %; at 128, 15.6 -> 11.8 ms, req/s -2.5 %). Here the batch only counts its rows (:meth:`wrote`); after
-    ``rows`` of them, or ``max_wait_s`` after the first one, this thread runs a ``PASSIVE``
+    the batch thread, so every batch queued behind it waits (``flk serve``, every body fresh,
+    medians of 5-6 rounds: p99 at 32 connections 14.2 -> 9.6 ms, req/s +3 %; at 128,
+    18.7 -> 14.1 ms, req/s +1 %, CPU per request +3 %).
+    Here the batch only counts its rows (:meth:`wrote`); after ``rows`` of them, or ``max_wait_s`` after the first one, this thread runs a ``PASSIVE``
     checkpoint on its own connection (the GIL is released while SQLite works). A passive
     checkpoint never waits for writers, so under a steady stream of commits it may never
     catch the log's end, and the log is restarted from its start only after a checkpoint
