@@ -39,6 +39,7 @@ def test_bench_combines_the_workers_stage_lines_weighted_by_requests(tmp_path) -
         path.write_text('{"event":"listening","port":1}\n' + json.dumps(line) + "\n")
         paths.append(str(path))
     got = _stages(paths)
-    assert got == {"wait_us": 2500.0, "sync_us": 10.0, "mean_batch": 10.0}
+    assert got == {"wait_us": 2500.0, "sync_us": 10.0, "mean_batch": 10.0, "smallest_worker_share": 0.25}
+    assert "smallest_worker_share" not in _stages(paths[:1])  # one worker: no split to report
     (tmp_path / "none.log").write_text("{}\n")
     assert _stages([str(tmp_path / "none.log")]) == {}

@@ -98,6 +98,9 @@ def test_bench_serve_quick_prints_figures() -> None:
         stages = fig[f"{label}_stage_us"]
         assert stages["mean_batch"] >= 1 and all(stages[f"{name}_us"] >= 0 for name in STAGES)
         assert stages["mean_latency_us"] > 0  # connections / req/s: the closed loop's mean latency
+        if fig["cores"] >= 2:  # several workers: each run's smallest share of the requests
+            shares = fig[f"{label}_runs_smallest_worker_share"]
+            assert len(shares) == len(fig[f"{label}_runs_rps"]) and all(0 <= x <= 1 / fig["cores"] for x in shares)
     if "sqlite_fsyncs_per_s" in fig:  # perf could count the server's fsyncs
         assert fig["sqlite_fsyncs_per_s"] > 0 and fig["sqlite_requests_per_fsync"] >= 1
     # the batch driver alone, unpipelined against pipelined, on the real disk and on a slowed one

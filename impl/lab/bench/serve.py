@@ -82,7 +82,13 @@ included); the bench reports their request-weighted mean microseconds per reques
 ``handoff``, ``append`` (step 1 + WAL append), ``sync`` (until a covering fsync ended),
 ``finish`` (steps 2-8: verify, dedup store), ``answer`` (back to the event loop), the
 mean batch, and ``outside_driver_us`` = the closed loop's mean latency (connections /
-req/s) minus those stages: HTTP parsing and writing, the event loop, wrk.
+req/s) minus those stages: HTTP parsing and writing, the event loop, wrk. With several
+workers, ``smallest_worker_share`` (and per run ``<label>_runs_smallest_worker_share``) is
+the smallest worker's share of the requests: 0.5 is an even split of 2 workers. The
+workers share one listening socket, and the one that accepts first takes a burst of new
+connections (:mod:`flk.impl.server.supervisor`). At 32 connections, a run whose split was
+uneven ran 12-13k req/s against 15k for an even one (its small worker answered batches of
+1-3).
 
 ``<label>_ceiling_ratio_vs_bare_starlette`` is that ceiling over bare Starlette's req/s of
 the same run: the highest ratio the measured costs allow; ``<label>_goal_ratio_0_7_within_ceiling``
@@ -485,6 +491,8 @@ def _stages(log_paths: list[str]) -> dict:
     keys = [k for k in lines[0] if k.endswith("_us")]
     out = {k: round(sum(e.get(k, 0.0) * e.get("requests", 0) for e in lines) / total, 1) for k in keys}
     out["mean_batch"] = round(total / max(1, sum(e.get("batches", 0) for e in lines)), 2)
+    if len(lines) > 1:  # several workers: how evenly their connections spread (0.5 = even for 2)
+        out["smallest_worker_share"] = round(min(e.get("requests", 0) for e in lines) / total, 3)
     return out
 
 
@@ -596,6 +604,10 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
         # where a request's time in the batch driver went (median over runs of the mean us per request),
         # and the rest of the closed loop's mean latency (connections / req/s): HTTP, the event loop, wrk
         **({f"{prefix}_stage_us": _stage_summary(rs)} if all("stages" in r for r in rs) else {}),
+        # each run's smallest worker's share of the requests: an uneven split of the connections
+        # (flk.impl.server.supervisor) explains a slow run of a batching server
+        **({f"{prefix}_runs_smallest_worker_share": [r["stages"]["smallest_worker_share"] for r in rs]}
+           if all("smallest_worker_share" in r.get("stages", {}) for r in rs) else {}),
     }
 
 
