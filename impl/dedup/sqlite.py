@@ -396,6 +396,12 @@ class SqliteStore(BatchMixin):
                 res[k] = StoredOutcome.from_bytes(got)
         return res
 
+    def checkpoint_stats(self) -> dict | None:
+        """What the background checkpoint did (``checkpoints`` run, ``restarts`` among them,
+        ``failures``), or None when SQLite checkpoints inline."""
+        c = self._checkpointer
+        return None if c is None else {"checkpoints": c.checkpoints, "restarts": c.restarts, "failures": c.failures}
+
     def _wrote(self, n: int) -> None:
         if self._checkpointer is not None:
             self._checkpointer.wrote(n)

@@ -168,6 +168,9 @@ class ServerMetrics:
                                    registry=registry)
         self.store_batched_items = Gauge("flk_store_batched_items", "Items in batched store calls "
                                          "(cumulative, this worker)", registry=registry)
+        # the SQLite store's background checkpoint (flk.impl.dedup.sqlite: absent for other stores)
+        self.checkpoints = Gauge("flk_store_checkpoints", "SQLite WAL checkpoints run by the store's own thread "
+                                 "(cumulative, this worker)", ["outcome"], registry=registry)
         self.replayed = Counter("flk_wal_replayed", "Inbox WAL records replayed at start", registry=registry)
         self.quarantined = Counter("flk_wal_quarantined", "Inbox WAL records the start-up replay set aside as "
                                    "poison (quarantine.jsonl beside the WAL)", registry=registry)
@@ -828,6 +831,11 @@ class Server:
             self.smetrics.breaker_rejected.set(self.batcher.breaker_rejected)
             self.smetrics.store_batches.set(self.batcher.batches)
             self.smetrics.store_batched_items.set(self.batcher.batched_items)
+        stats = getattr(self.store, "checkpoint_stats", None)
+        stats = stats() if stats is not None else None
+        if stats is not None:  # done (a restart counts as one more), restart, failed
+            for outcome, key in (("done", "checkpoints"), ("restart", "restarts"), ("failed", "failures")):
+                self.smetrics.checkpoints.labels(outcome=outcome).set(stats[key])
         # rendered on a thread, not the event loop (the series are bounded by METRICS_MAX_TENANTS)
         text = await asyncio.get_running_loop().run_in_executor(None, self.metrics.exposition)
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -60,6 +60,7 @@ def test_the_writing_connections_checkpoint_only_inline(tmp_path, checkpoint):
         auto = store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         assert auto == (INLINE_AUTOCHECKPOINT if checkpoint == "inline" else BACKSTOP_AUTOCHECKPOINT)
         assert (store._checkpointer is None) == (checkpoint == "inline")
+        assert (store.checkpoint_stats() is None) == (checkpoint == "inline")
     finally:
         store.close()
 
@@ -71,7 +72,8 @@ def test_background_checkpoint_folds_the_wal_into_the_file_after_the_rows(tmp_pa
         before = _file_pages(path)
         _write(store, 600)  # some 150 WAL pages: far below either automatic threshold
         assert _wait_for(lambda: _file_pages(path) > before + 20), "the store's thread never checkpointed"
-        assert store._checkpointer.checkpoints >= 1 and store._checkpointer.failures == 0
+        stats = store.checkpoint_stats()
+        assert stats["checkpoints"] >= 1 and stats["failures"] == 0
         got = store.get_many([("t", f"p{i:06d}") for i in range(600)], NOW)
         assert got == [item[2] for item in _items(0, 600)]
     finally:

@@ -101,6 +101,9 @@ def test_metrics_basic_auth(tmp_path) -> None:
         assert ok.status_code == 200
         assert 'flk_accepted_total{tenant="default"} 1.0' in ok.text
         assert "flk_inflight_limit" in ok.text and 'flk_worker_info{worker="0"} 1.0' in ok.text
+        # the SQLite store checkpoints on its own thread: what it did is a metric
+        for outcome in ("done", "restart", "failed"):
+            assert f'flk_store_checkpoints{{outcome="{outcome}"}}' in ok.text
 
 
 def test_metrics_open_without_credentials_configured(tmp_path) -> None:
