@@ -831,11 +831,9 @@ class Server:
             self.smetrics.breaker_rejected.set(self.batcher.breaker_rejected)
             self.smetrics.store_batches.set(self.batcher.batches)
             self.smetrics.store_batched_items.set(self.batcher.batched_items)
-        stats = getattr(self.store, "checkpoint_stats", None)
-        stats = stats() if stats is not None else None
-        if stats is not None:  # done (a restart counts as one more), restart, failed
-            for outcome, key in (("done", "checkpoints"), ("restart", "restarts"), ("failed", "failures")):
-                self.smetrics.checkpoints.labels(outcome=outcome).set(stats[key])
+        stats = self.store.checkpoint_stats() if hasattr(self.store, "checkpoint_stats") else None  # SQLite's
+        for outcome, n in (stats or {}).items():  # done, restart, failed
+            self.smetrics.checkpoints.labels(outcome=outcome).set(n)
         # rendered on a thread, not the event loop (the series are bounded by METRICS_MAX_TENANTS)
         text = await asyncio.get_running_loop().run_in_executor(None, self.metrics.exposition)
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
