@@ -364,7 +364,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("HOST", text, "127.0.0.1", "listen address"),
     S("PORT", integer(0, 65535), 8080, "listen port (0 = any free port)"),
     S("WORKERS", integer(1, 64), Derived(_default_workers, "the core count (1 with `DEDUP_BACKEND=memory`)"),
-      "worker processes sharing the socket; a memory dedup store allows only 1"),
+      "worker processes on one port; a memory dedup store allows only 1"),
+    S("REUSE_PORT", boolean, True, "with several workers on Linux, each worker listens on its own `SO_REUSEPORT` "
+      "socket and the kernel spreads new connections over them by address hash; false: the workers share one "
+      "listening socket (whichever accepts first takes a burst of connections, but connections still queued at a "
+      "worker that dies stay for the others)"),
     S("DATA_DIR", text, "data", "data directory (WAL, SQLite store, HMAC key file, replication state)"),
     S("WAL_DIR", text, _in_data_dir("wal"), "inbox WAL directory (one sub-directory per worker)"),
     S("WAL_CHECKPOINT_RECORDS", integer(1, 1_000_000_000), 100_000, "a running WAL checkpoint every this many "
@@ -510,6 +514,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1  # load_config: the core count unless given
+    reuse_port: bool = True
     data_dir: str = "data"
     wal_dir: str = ""  # default: DATA_DIR/wal
     wal_checkpoint_records: int = 100_000
@@ -644,6 +649,7 @@ class ServerConfig:
             "host": self.host,
             "port": self.port,
             "workers": self.workers,
+            "reuse_port": self.reuse_port,
             "data_dir": os.path.abspath(self.data_dir),
             "wal_dir": os.path.abspath(self.wal_dir),
             "dedup_backend": self.dedup_backend,

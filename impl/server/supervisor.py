@@ -1,16 +1,30 @@
-"""Worker processes on one listening socket; dead workers are replaced.
+"""Worker processes on one port; dead workers are replaced.
 
 Why this module exists: one Python process uses one core. ``WORKERS=N`` runs N
-uvicorn servers in N processes that share one listening socket (bound once by
-the parent) and one dedup store, each with its own inbox WAL directory
-``WAL_DIR/worker-<i>``. Which worker takes a new connection is whichever accepts
-first: a burst of connections can land unevenly (``flk serve``, 2 workers, 32
-connections opened at once by ``wrk``: requests per worker in a 5 s turn from
-46k/46k to 8k/71k; the uneven turns ran 12-13k req/s against 15k, their small
-worker answering batches of 1-3). ``SO_REUSEPORT`` listeners, one per worker, would
-let the kernel spread them by address hash; not done. Worker ``i`` that dies is
-restarted as worker ``i`` again -- it reopens (and replays) the same WAL
-directory, so nothing it acknowledged is forgotten.
+uvicorn servers in N processes on one port and one dedup store, each with its own
+inbox WAL directory ``WAL_DIR/worker-<i>``. Worker ``i`` that dies is restarted as
+worker ``i`` again -- it reopens (and replays) the same WAL directory, so nothing
+it acknowledged is forgotten.
+
+How the workers share the port (``REUSE_PORT``):
+
+* **own listeners** (the default with several workers on Linux): the supervisor
+  binds the port with ``SO_REUSEPORT`` but does not listen on it (it only holds
+  the port); each worker binds its own ``SO_REUSEPORT`` socket to the same address
+  and listens, before its application starts, so connections wait in its backlog
+  meanwhile. The kernel spreads new connections over the listening workers by a
+  hash of their addresses. The supervisor announces ``listening`` (``on_listening``)
+  once every worker listens, so a connection made after it is never refused. A
+  worker that dies takes the connections still waiting in its backlog with it
+  (reset; Linux moves them to another worker only with the
+  ``net.ipv4.tcp_migrate_req`` sysctl), and its replacement listens again.
+* **one shared socket** (``REUSE_PORT=false``, one worker, or not Linux): the
+  supervisor listens and the workers accept from the same socket. Whichever
+  accepts first takes a burst: ``flk serve``, 2 workers, 32 connections opened at
+  once by ``wrk``: requests per worker in a 5 s turn from 46k/46k to 8k/71k; the
+  uneven turns ran 12-13k req/s against 15k, their small worker answering batches
+  of 1-3. With own listeners the same bench's smallest worker share was 0.42-0.48
+  in four turns (0.23-0.48 shared).
 
 Shutdown: SIGTERM or SIGINT to the supervisor is forwarded to every worker;
 each worker stops accepting, drains its in-flight requests (up to
@@ -25,25 +39,63 @@ to skip) is not restarted in a loop: the supervisor stops and exits 1.
 from __future__ import annotations
 
 import importlib
+import json
 import multiprocessing
 import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 STARTUP_FAILURE = 3
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+BACKLOG = 2048
+
+
+def reuse_port_supported() -> bool:
+    """Linux's ``SO_REUSEPORT`` spreads connections over the listeners (elsewhere the
+    option exists but does not balance)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """The supervisor's socket on ``host:port``: listening, for the workers to share; with
+    ``reuse_port``, bound with ``SO_REUSEPORT`` and not listening -- it holds the port for
+    the workers' own listeners (:func:`worker_listener`)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        if not reuse_port:
+            sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
+
+
+def worker_listener(sock: socket.socket) -> socket.socket:
+    """The socket a worker serves: ``sock`` itself when it listens (shared), else the
+    worker's own ``SO_REUSEPORT`` socket on ``sock``'s address, listening."""
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        return sock
+    own = socket.socket(sock.family, socket.SOCK_STREAM)
+    try:
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        own.bind(sock.getsockname())
+        own.listen(BACKLOG)
+    except OSError:
+        own.close()
+        raise
+    return own
 
 
 def _http_settings(factory_args: tuple) -> tuple[Any, float]:
@@ -127,10 +179,20 @@ def _frozen_after_startup(uvicorn: Any) -> type:
     return Server
 
 
-def run_worker(factory_path: str, factory_args: tuple, index: int, sock: socket.socket, drain_timeout_s: float) -> int:
-    """Run one uvicorn server for ``factory(*factory_args, index)`` on ``sock``."""
+def run_worker(factory_path: str, factory_args: tuple, index: int, sock: socket.socket, drain_timeout_s: float,
+               listening: Any = None) -> int:
+    """Run one uvicorn server for ``factory(*factory_args, index)`` on ``sock`` (or on its own
+    listener, :func:`worker_listener`); ``listening.set()`` once it listens."""
     import uvicorn
 
+    try:
+        sock = worker_listener(sock)
+    except OSError as exc:
+        print(json.dumps({"event": "worker_listen_failed", "detail": f"worker-{index}", "error": exc.strerror}),
+              file=sys.stderr, flush=True)
+        return STARTUP_FAILURE
+    if listening is not None:
+        listening.set()
     app = _load_factory(factory_path)(*factory_args, index)
     server = _frozen_after_startup(uvicorn)(_uvicorn_config(app, drain_timeout_s, factory_args))
     # uvicorn re-raises the signal it caught after a graceful shutdown; a Python
@@ -146,7 +208,7 @@ def run_worker(factory_path: str, factory_args: tuple, index: int, sock: socket.
 
 def _die_with_parent() -> None:
     """Linux: SIGTERM this worker when the supervisor dies (even by SIGKILL), so no
-    orphan keeps serving on the shared socket."""
+    orphan keeps serving on the port."""
     try:
         import ctypes
 
@@ -157,12 +219,13 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child(factory_path: str, factory_args: tuple, index: int, sock: socket.socket, drain_timeout_s: float) -> None:
+def _child(factory_path: str, factory_args: tuple, index: int, sock: socket.socket, drain_timeout_s: float,
+           listening: Any) -> None:
     _die_with_parent()
     parent = multiprocessing.parent_process()
     if parent is not None and os.getppid() != parent.pid:  # the supervisor died before prctl took effect
         sys.exit(1)
-    sys.exit(run_worker(factory_path, factory_args, index, sock, drain_timeout_s))
+    sys.exit(run_worker(factory_path, factory_args, index, sock, drain_timeout_s, listening))
 
 
 def serve_app_factory(
@@ -172,20 +235,29 @@ def serve_app_factory(
     workers: int,
     drain_timeout_s: float = 10.0,
     log=None,
+    on_listening: Callable[[], None] | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    """Serve until SIGTERM/SIGINT; returns the process exit code. ``on_listening()`` runs
+    once every worker listens (at once when ``sock`` listens for them all)."""
+    announce = on_listening or (lambda: None)
     if workers == 1:
-        return run_worker(factory_path, factory_args, 0, sock, drain_timeout_s)
-
+        return _serve_in_process(factory_path, factory_args, sock, drain_timeout_s, log, announce)
     ctx = multiprocessing.get_context("spawn")
     procs: dict[int, Any] = {}
+    events: dict[int, Any] = {}  # each worker's "listening" event, kept while it may unpickle it
     stopping = {"flag": False, "signal": None}
+    shared = bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    waiting: dict[int, Any] = {}  # until every worker listened: each one's "listening" event
+    announced = {"flag": shared}
 
     def start(i: int) -> None:
-        p = ctx.Process(target=_child, args=(factory_path, factory_args, i, sock, drain_timeout_s),
+        listening = ctx.Event()
+        p = ctx.Process(target=_child, args=(factory_path, factory_args, i, sock, drain_timeout_s, listening),
                         name=f"flk-worker-{i}", daemon=False)
         p.start()
-        procs[i] = p
+        procs[i], events[i] = p, listening
+        if not announced["flag"]:
+            waiting[i] = listening  # a worker restarted before it listened replaces its event
         if log:
             log.info("worker_started", detail=f"worker-{i}", pid=p.pid)
 
@@ -195,12 +267,18 @@ def serve_app_factory(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if shared:
+        announce()
     for i in range(workers):
         start(i)
     last_restart: dict[int, float] = {}
     exit_code = 0
     while not stopping["flag"]:
-        time.sleep(0.1)
+        time.sleep(0.01 if waiting else 0.1)
+        if waiting and all(e.is_set() for e in waiting.values()):
+            waiting.clear()
+            announced["flag"] = True
+            announce()
         for i, p in list(procs.items()):
             if p.is_alive() or stopping["flag"]:
                 continue
@@ -212,23 +290,45 @@ def serve_app_factory(
                 break
             if log:
                 log.warning("worker_died", detail=f"worker-{i}", exit_code=code, reason="restarting")
-            now = time.monotonic()
-            if now - last_restart.get(i, -1e9) < 1.0:
-                time.sleep(1.0)  # crash loop: slow down
-            last_restart[i] = time.monotonic()
+            _pause_if_crash_loop(last_restart, i)
             start(i)
-    for p in procs.values():
+    _stop_workers(list(procs.values()), drain_timeout_s)
+    if log:
+        log.info("stopped", signal=stopping["signal"], exit_code=exit_code)
+    return exit_code
+
+
+def _pause_if_crash_loop(last_restart: dict[int, float], i: int) -> None:
+    """Worker ``i`` died within a second of its last restart: wait a second before the next."""
+    if time.monotonic() - last_restart.get(i, -1e9) < 1.0:
+        time.sleep(1.0)
+    last_restart[i] = time.monotonic()
+
+
+def _serve_in_process(factory_path: str, factory_args: tuple, sock: socket.socket, drain_timeout_s: float,
+                      log, announce: Callable[[], None]) -> int:
+    """``WORKERS=1``: the one worker runs in the supervisor's own process."""
+    try:
+        sock = worker_listener(sock)
+    except OSError as exc:
+        if log:
+            log.error("worker_startup_failed", detail="worker-0", error=exc.strerror)
+        return 1
+    announce()
+    return run_worker(factory_path, factory_args, 0, sock, drain_timeout_s)
+
+
+def _stop_workers(procs: list, drain_timeout_s: float) -> None:
+    """SIGTERM every live worker, wait for their drain, then kill what is left."""
+    for p in procs:
         if p.is_alive():
             try:
                 os.kill(p.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
     deadline = time.monotonic() + drain_timeout_s + 5.0
-    for p in procs.values():
+    for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))
         if p.is_alive():
             p.kill()
             p.join()
-    if log:
-        log.info("stopped", signal=stopping["signal"], exit_code=exit_code)
-    return exit_code

@@ -84,11 +84,12 @@ included); the bench reports their request-weighted mean microseconds per reques
 mean batch, and ``outside_driver_us`` = the closed loop's mean latency (connections /
 req/s) minus those stages: HTTP parsing and writing, the event loop, wrk. With several
 workers, ``smallest_worker_share`` (and per run ``<label>_runs_smallest_worker_share``) is
-the smallest worker's share of the requests: 0.5 is an even split of 2 workers. The
-workers share one listening socket, and the one that accepts first takes a burst of new
-connections (:mod:`flk.impl.server.supervisor`). At 32 connections, a run whose split was
-uneven ran 12-13k req/s against 15k for an even one (its small worker answered batches of
-1-3).
+the smallest worker's share of the requests: 0.5 is an even split of 2 workers. Each
+worker listens on its own ``SO_REUSEPORT`` socket (``REUSE_PORT``, the default; bare
+Starlette's workers too), so the kernel spreads ``wrk``'s connections by address hash
+(:mod:`flk.impl.server.supervisor`). On one shared socket the worker that accepted first
+took a burst: at 32 connections a run whose split was uneven ran 12-13k req/s against 15k
+for an even one (its small worker answered batches of 1-3).
 
 ``<label>_ceiling_ratio_vs_bare_starlette`` is that ceiling over bare Starlette's req/s of
 the same run: the highest ratio the measured costs allow; ``<label>_goal_ratio_0_7_within_ceiling``

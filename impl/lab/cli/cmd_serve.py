@@ -11,7 +11,9 @@ SQLite dedup store, inbox WAL and HMAC key in ``./data`` and says so. Sign PCS
 for it with ``PCS_HMAC_KEY=$(cat data/hmac.key) flk agent build ...``.
 
 Logs are JSON lines on stderr; the first ``listening`` line carries the bound
-port (useful with ``--port 0``).
+port (useful with ``--port 0``). It is written once every worker listens (each on
+its own ``SO_REUSEPORT`` socket by default, ``REUSE_PORT``;
+:mod:`flk.impl.server.supervisor`), so a connection made after it is not refused.
 """
 
 from __future__ import annotations
@@ -91,13 +93,18 @@ def run(args) -> int:
     if args.check:
         print("flk serve: configuration ok", file=sys.stderr)
         return 0
-    from ...server.supervisor import bind_socket, serve_app_factory
+    from ...server.supervisor import bind_socket, reuse_port_supported, serve_app_factory
 
+    reuse = cfg.reuse_port and cfg.workers > 1 and reuse_port_supported()
     try:
-        sock = bind_socket(cfg.host, cfg.port)
+        sock = bind_socket(cfg.host, cfg.port, reuse_port=reuse)
     except OSError as exc:
         raise UsageError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from None
     port = sock.getsockname()[1]
-    log.info("listening", host=cfg.host, port=port, workers=cfg.workers, pid=os.getpid())
+
+    def listening() -> None:  # every worker listens: a connection from now on is not refused
+        log.info("listening", host=cfg.host, port=port, workers=cfg.workers, pid=os.getpid(),
+                 listeners="per-worker" if reuse else "shared")
+
     return serve_app_factory("flk.impl.server.app:create_app", (cfg,), sock, cfg.workers,
-                             drain_timeout_s=cfg.drain_timeout_s, log=log)
+                             drain_timeout_s=cfg.drain_timeout_s, log=log, on_listening=listening)
