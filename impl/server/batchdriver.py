@@ -319,16 +319,19 @@ class BatchDriver:
             fut.set_exception(RuntimeError("batch driver closed"))
             return fut
         formation = self.formation
+        now = loop.time()  # one reading: uvloop's clock (whole milliseconds) may tick between two
         with self._qlock:
             self._pending.append((Request(body, tenant, _NO_HEADERS), fut))
             self._arrived.append(_clock())
-            formation.add(loop.time())
+            formation.add(now)
             # with the timer armed the deadline stands (only a ready queue -- as many as the last
             # batch held -- moves it: due now); while ``depth`` batches run, the next one starts
             # when one of them is answered
             start = (self._timer is None or formation.ready) and not formation.busy
         if start:
-            self._schedule()
+            # judged at the arrival's time: a lone request is never due on its own arrival (it
+            # waits for its timer), even when the clock's next millisecond began meanwhile
+            self._schedule(now)
         return fut
 
     def _schedule(self, now: float | None = None) -> None:
