@@ -61,10 +61,11 @@ def reuse_port_supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+def bind_socket(host: str, port: int, workers: int = 1, reuse_port: bool = False) -> socket.socket:
     """The supervisor's socket on ``host:port``: listening, for the workers to share; with
-    ``reuse_port``, bound with ``SO_REUSEPORT`` and not listening -- it holds the port for
-    the workers' own listeners (:func:`worker_listener`)."""
+    ``reuse_port``, several workers and Linux, bound with ``SO_REUSEPORT`` and not listening --
+    it holds the port for the workers' own listeners (:func:`worker_listener`)."""
+    reuse_port = reuse_port and workers > 1 and reuse_port_supported()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -81,10 +82,16 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
     return sock
 
 
+def is_shared(sock: socket.socket) -> bool:
+    """``sock`` (from :func:`bind_socket`) listens for all the workers (else each worker
+    listens on its own socket)."""
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+
+
 def worker_listener(sock: socket.socket) -> socket.socket:
     """The socket a worker serves: ``sock`` itself when it listens (shared), else the
     worker's own ``SO_REUSEPORT`` socket on ``sock``'s address, listening."""
-    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+    if is_shared(sock):
         return sock
     own = socket.socket(sock.family, socket.SOCK_STREAM)
     try:
@@ -244,11 +251,10 @@ def serve_app_factory(
         return _serve_in_process(factory_path, factory_args, sock, drain_timeout_s, log, announce)
     ctx = multiprocessing.get_context("spawn")
     procs: dict[int, Any] = {}
-    events: dict[int, Any] = {}  # each worker's "listening" event, kept while it may unpickle it
+    events: dict[int, Any] = {}  # each worker's "listening" event (kept: its process unpickles it)
     stopping = {"flag": False, "signal": None}
-    shared = bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
-    waiting: dict[int, Any] = {}  # until every worker listened: each one's "listening" event
-    announced = {"flag": shared}
+    shared = is_shared(sock)
+    waiting = set() if shared else set(range(workers))  # until every worker listened (a restarted one anew)
 
     def start(i: int) -> None:
         listening = ctx.Event()
@@ -256,8 +262,6 @@ def serve_app_factory(
                         name=f"flk-worker-{i}", daemon=False)
         p.start()
         procs[i], events[i] = p, listening
-        if not announced["flag"]:
-            waiting[i] = listening  # a worker restarted before it listened replaces its event
         if log:
             log.info("worker_started", detail=f"worker-{i}", pid=p.pid)
 
@@ -275,9 +279,8 @@ def serve_app_factory(
     exit_code = 0
     while not stopping["flag"]:
         time.sleep(0.01 if waiting else 0.1)
-        if waiting and all(e.is_set() for e in waiting.values()):
+        if waiting and all(events[i].is_set() for i in waiting):
             waiting.clear()
-            announced["flag"] = True
             announce()
         for i, p in list(procs.items()):
             if p.is_alive() or stopping["flag"]:

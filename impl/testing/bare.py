@@ -153,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.durable and not (a.starlette and os.path.isdir(a.durable)):
         p.error("--durable needs --starlette and an existing directory")
-    from ..server.supervisor import bind_socket, reuse_port_supported, serve_app_factory
+    from ..server.supervisor import bind_socket, serve_app_factory
 
-    sock = bind_socket(a.host, a.port, reuse_port=a.workers > 1 and reuse_port_supported())  # as flk serve's default
+    sock = bind_socket(a.host, a.port, a.workers, reuse_port=True)  # as flk serve's default
     port = sock.getsockname()[1]
     args = ("durable", a.durable) if a.durable else ("starlette",) if a.starlette else ()
     return serve_app_factory("flk.impl.testing.bare:make_app", args, sock, a.workers, on_listening=lambda: print(

@@ -107,7 +107,7 @@ def test_one_worker_listens_on_the_supervisors_socket(tmp_path) -> None:
 
 
 def test_bind_socket_holds_the_port_and_each_worker_listener_is_its_own() -> None:
-    held = supervisor.bind_socket("127.0.0.1", 0, reuse_port=True)
+    held = supervisor.bind_socket("127.0.0.1", 0, 2, reuse_port=True)
     try:
         assert held.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
         port = held.getsockname()[1]

@@ -93,18 +93,17 @@ def run(args) -> int:
     if args.check:
         print("flk serve: configuration ok", file=sys.stderr)
         return 0
-    from ...server.supervisor import bind_socket, reuse_port_supported, serve_app_factory
+    from ...server.supervisor import bind_socket, is_shared, serve_app_factory
 
-    reuse = cfg.reuse_port and cfg.workers > 1 and reuse_port_supported()
     try:
-        sock = bind_socket(cfg.host, cfg.port, reuse_port=reuse)
+        sock = bind_socket(cfg.host, cfg.port, cfg.workers, reuse_port=cfg.reuse_port)
     except OSError as exc:
         raise UsageError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from None
     port = sock.getsockname()[1]
 
     def listening() -> None:  # every worker listens: a connection from now on is not refused
         log.info("listening", host=cfg.host, port=port, workers=cfg.workers, pid=os.getpid(),
-                 listeners="per-worker" if reuse else "shared")
+                 listeners="shared" if is_shared(sock) else "per-worker")
 
     return serve_app_factory("flk.impl.server.app:create_app", (cfg,), sock, cfg.workers,
                              drain_timeout_s=cfg.drain_timeout_s, log=log, on_listening=listening)
