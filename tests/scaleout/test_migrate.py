@@ -110,6 +110,17 @@ class Traffic:
         while len(self.history) < start + n and time.monotonic() - t0 < timeout:
             time.sleep(0.01)
 
+    def observe(self, phase: str, n: int, timeout: float = 30.0) -> None:
+        """Run until the store applied ``phase`` by its own refresh (an operation re-reads the
+        state file once ``refresh_s`` passed), then ``n`` more operations under it. A count of
+        operations alone is not enough: on a fast turn they all fit in one refresh period
+        that began before the CLI wrote the phase (the store kept the old one)."""
+        t0 = time.monotonic()
+        while self.store.phase != phase and not self.errors and time.monotonic() - t0 < timeout:
+            time.sleep(0.005)
+        assert self.store.phase == phase, (self.store.phase, phase, self.errors)
+        self.wait_for(n)
+
 
 def check_history(history, final: ShardedStore) -> dict:
     """Every 200/202 of a key has one body, and that body is the final store's
@@ -140,25 +151,24 @@ def test_inv_fww_migrate_3_to_4_sqlite_shards_under_pipeline_traffic(tmp_path, c
     with Traffic(store) as tr:
         tr.wait_for(150)  # planned: old ring only
         assert cli(capsys, "dual-write", "--state", state)[0] == 0
-        tr.wait_for(100)
+        tr.observe("dual_write", 100)
         rc, first, _ = cli(capsys, "copy", "--state", state, "--batch-size", "20", "--max-batches", "3")
         assert rc == 0 and first["done"] is False and first["batch"]["scanned"] == 60  # interrupted
         tr.wait_for(50)
         rc, rest, _ = cli(capsys, "copy", "--state", state, "--batch-size", "40", "--qps", "20000")
         assert rc == 0 and rest["done"] is True and rest["phase"] == "copied"  # resumed
         assert rest["total"]["copied"] + rest["total"]["present"] > 0 and rest["total"]["conflicts"] == 0
-        tr.wait_for(50)
+        tr.observe("copied", 50)
         rc, ver, _ = cli(capsys, "verify", "--state", state, "--batch-size", "50", "--settle-s", "0.3")
         assert rc == 0 and ver["clean"] and ver["phase"] == "verified", json.dumps([ver, rest])
-        tr.wait_for(50)
+        tr.observe("verified", 50)
         assert cli(capsys, "cutover", "--state", state)[0] == 0
-        tr.wait_for(150)
-        assert store.phase == "cut_over"
+        tr.observe("cut_over", 150)
         assert cli(capsys, "cleanup", "--state", state)[0] == 2  # refused: no catch-up yet
         rc, cu, _ = cli(capsys, "catchup", "--state", state, "--settle-s", "0.1", "--batch-size", "40")
         assert rc == 0 and cu["clean"] and cu["catchup"]["scanned"] > 0, cu
         assert cli(capsys, "cleanup", "--state", state)[0] == 0
-        tr.wait_for(100)
+        tr.observe("cleaned", 100)
     assert not tr.errors, tr.errors
     assert store.phase == "cleaned" and store.stats["conflicts"] == 0 and store.stats["mirrored"] > 0
     seen = store.phases
@@ -183,18 +193,18 @@ def test_inv_fww_rollback_restores_the_old_ring_with_nothing_lost(tmp_path, caps
     with Traffic(store, seed=2) as tr:
         tr.wait_for(80)
         assert cli(capsys, "dual-write", "--state", state)[0] == 0
-        tr.wait_for(60)
+        tr.observe("dual_write", 60)
         assert cli(capsys, "copy", "--state", state, "--batch-size", "25", "--max-batches", "2")[0] == 0
         if rollback_from == "cut_over":
             assert cli(capsys, "copy", "--state", state)[0] == 0
             assert cli(capsys, "verify", "--state", state)[0] == 0
             assert cli(capsys, "cutover", "--state", state)[0] == 0
-            tr.wait_for(120)  # the new ring decides; the old ring is mirrored
+            tr.observe("cut_over", 120)  # the new ring decides; the old ring is mirrored
         tr.wait_for(60)
         rc, doc, _ = cli(capsys, "rollback", "--state", state, "--settle-s", "0.2")
         assert rc == 0 and doc["from"] == rollback_from and doc["phase"] == "rolled_back"
         assert doc["via"] == (["verified"] if rollback_from == "cut_over" else [])
-        tr.wait_for(80)
+        tr.observe("rolled_back", 80)
     assert not tr.errors, tr.errors
     assert store.phase == "rolled_back"
     store.close()
