@@ -722,27 +722,36 @@ def ensure_key_file(data_dir: str) -> tuple[str, bytes, bool]:
     several workers starting at once all end up with the same key.
     """
     path = pathlib.Path(data_dir) / KEY_FILE
-    created = False
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, (secrets.token_hex(32) + "\n").encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # fails if another process won the race: keep theirs
-            created = True
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
-    content = path.read_text(encoding="ascii", errors="replace").strip()
+    try:
+        created = _create_key_file(path)
+        content = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError as exc:  # DATA_DIR is a file, under a file, read-only, ...: a configuration problem
+        raise ConfigError(f"key file {path}: {exc.strerror or type(exc).__name__} "
+                          f"(DATA_DIR {data_dir} must be a writable directory)") from None
     if not re.fullmatch(r"[0-9a-f]{64}", content):
         raise ConfigError(f"key file {path} is not 64 lowercase hex characters; fix or delete it")
     return str(path), content.encode("ascii"), created
+
+
+def _create_key_file(path: pathlib.Path) -> bool:
+    """Write a new key at ``path`` unless one is there; whether this call wrote it."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (secrets.token_hex(32) + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # fails if another process won the race: keep theirs
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
 
 
 # ---------------------------------------------------------------- loading

@@ -5,13 +5,19 @@ underscores) and exports ``configure(parser)`` and ``run(args) -> int``.
 Modules are imported lazily so ``flk --help`` stays fast.
 
 Exit codes: 0 success/valid, 1 a check failed (invariant, proof, conformance),
-2 bad input or usage (a clear message on stderr, never a traceback).
+2 bad input or usage (a clear message on stderr, never a traceback), also an
+output location or a file the operating system refuses. Commands that write
+artifacts check their output location first (:func:`output_dir`,
+:func:`output_file`), before any work.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import pathlib
 import sys
 
 from ...core.errors import InvalidInput
@@ -59,6 +65,33 @@ def read_input(path: str, what: str = "input file") -> bytes:
     except OSError as exc:
         cause = exc.strerror or type(exc).__name__
     raise UsageError(f"{what} {path}: {cause}")
+
+
+def output_dir(path: str | os.PathLike, what: str = "--out") -> pathlib.Path:
+    """``path`` as a directory the command can write into, created with its parents now --
+    before the command's work, so that a bad output location is a :class:`UsageError`
+    naming the cause, never a traceback (or a finished run lost) at the last step."""
+    p = pathlib.Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"{what} {path}: not a directory (a file has that name)") from None
+    except NotADirectoryError:
+        raise UsageError(f"{what} {path}: a file is in the way (part of the path is not a directory)") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot create it: {exc.strerror or type(exc).__name__}") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: not writable")
+    return p
+
+
+def output_file(path: str | os.PathLike, what: str = "--out") -> pathlib.Path:
+    """``path`` as a file the command can write (its folder made by :func:`output_dir`)."""
+    p = pathlib.Path(path)
+    if p.is_dir():
+        raise UsageError(f"{what} {path}: is a directory (name a file)")
+    output_dir(p.parent, f"{what} {path}: folder")
+    return p
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,6 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"flk {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`flk sim list | head`): stop quietly
+        with contextlib.suppress(OSError, ValueError):  # what is still buffered goes nowhere at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 1
+    except OSError as exc:  # the machine refused a path the command checks no earlier: one line, no traceback
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        print(f"flk {args.command}: error: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

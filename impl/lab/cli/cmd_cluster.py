@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import UsageError
+from . import UsageError, output_dir
 
 
 def configure(p) -> None:
@@ -89,8 +89,9 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     seed = sc.seed if args.seed is None else args.seed
     log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    out = output_dir(args.out)  # before any namespace or process is started
     try:
-        res = runner.run(sc, seed, backend=args.backend, out=Path(args.out), plots=not args.no_plots,
+        res = runner.run(sc, seed, backend=args.backend, out=out, plots=not args.no_plots,
                          prefix=args.prefix, log=log, plant=args.plant, plant_window_s=args.plant_window,
                          prometheus=args.prometheus)
     except runner.Refused as exc:
@@ -152,7 +153,7 @@ def run_calibrate(args, seeds: list[int]) -> int:
         if not (Path(d) / "results.json").exists():
             raise UsageError(f"--real-dir {d}: not a run directory (no results.json)")
     sc = load(args.scenario, args.overrides)
-    out = Path(args.out) if args.out else Path("runs") / "calibration" / sc.name
+    out = output_dir(args.out if args.out else Path("runs") / "calibration" / sc.name)
     log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
         report = calibrate.calibrate(sc, seeds, args.real_runs, out, backend=args.backend,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def configure(p) -> None:
     p.add_argument("--out", default="runs/demo", help="where the report and run artifacts go")
@@ -13,6 +11,7 @@ def configure(p) -> None:
 
 def run(args) -> int:
     from ..demo import run_demo
+    from . import output_dir
 
     stages = tuple(args.only) if args.only else ("vectors", "simulator", "proofs", "server")
-    return run_demo(Path(args.out), stages)
+    return run_demo(output_dir(args.out), stages)

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import UsageError
+from . import UsageError, output_dir
 
 COMMANDS = ("explore", "coverage", "causality")
 
@@ -84,7 +84,7 @@ def _explore(args) -> int:
         budget = None
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     s = explore.explore(budget_s=budget, runs=args.runs, mode=args.mode, scenario=args.scenario,
-                        workers=args.workers, scheduler=args.scheduler, out=Path(args.out), plant=args.plant,
+                        workers=args.workers, scheduler=args.scheduler, out=output_dir(args.out), plant=args.plant,
                         first_seed=args.first_seed, seeds=seeds, shrink_runs=args.shrink_runs, stop_after=args.stop_after,
                         determinism_sample=args.determinism, log=log)
     if args.json:
@@ -134,7 +134,7 @@ def _coverage(args) -> int:
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
     explored = next((Path(r) for r in args.runs if (Path(r) / "runs.jsonl").is_file()), None)
-    out = Path(args.out) if args.out else (explored / "coverage" if explored else Path("runs/coverage"))
+    out = output_dir(args.out if args.out else (explored / "coverage" if explored else Path("runs/coverage")))
     cov = coverage.aggregate(records)
     s = coverage.write(cov, out, commit_root=out.parent)
     rows, cols, counts = coverage.matrix(cov)
@@ -157,7 +157,7 @@ def _causality(args) -> int:
     if args.points < 2 or args.forks < 1 or args.workers < 1:
         raise UsageError("--points must be >= 2, --forks and --workers >= 1")
     s = causality.analyse(Path(args.run_dir), points=args.points, forks=args.forks, invariant=args.invariant,
-                          workers=args.workers, out=Path(args.out) if args.out else None)
+                          workers=args.workers, out=output_dir(args.out) if args.out else None)
     print(f"{s['target']}: {s['sentence']}")
     for row in s["curve"]:
         print(f"  t = {row['t_s']:>6} s  p = {row['p']:.2f}  ({row['failed']}/{row['forks']})")

@@ -42,7 +42,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import UsageError
+from . import UsageError, output_dir, output_file
 
 
 def configure(p) -> None:
@@ -196,7 +196,7 @@ def _sweep(args) -> int:
         k, v = p.split("=", 1)
         params[k] = v.split(",")
     table = api.sweep(args.scenario, parse_seeds(args.seeds), params, workers=args.workers,
-                      scheduler=args.scheduler, out=Path(args.out), keep_runs=args.keep_runs,
+                      scheduler=args.scheduler, out=output_dir(args.out), keep_runs=args.keep_runs,
                       progress=not args.quiet)
     columns = [c for c in ["seed", *sorted(params), "valid", *table.attrs["headline"]] if c in table.columns]
     print(table[columns].to_string(max_rows=40))
@@ -232,7 +232,7 @@ def _shrink(args) -> int:
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     try:
         shrunk = api.shrink(Path(args.run_dir), invariant=args.invariant,
-                            out=Path(args.out) if args.out else None, max_runs=args.max_runs, log=log)
+                            out=output_file(args.out) if args.out else None, max_runs=args.max_runs, log=log)
     except ShrinkError as exc:
         print(f"cannot shrink: {exc}", file=sys.stderr)
         return 1
@@ -283,14 +283,14 @@ def run(args) -> int:
             print(api.metrics_reference() if args.metrics else api.reference(), end="" if args.metrics else "\n")
             return 0
         if args.sim_cmd == "topology":
-            out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-topology.png"
+            out = output_file(args.out if args.out else Path("runs") / f"{Path(args.scenario).stem}-topology.png")
             cut = api.draw_topology(args.scenario, out, overrides=args.overrides, at_s=args.at)
             print(f"wrote {out} ({len(cut)} links cut by partitions: {', '.join(cut) or 'none'})")
             return 0
         if args.sim_cmd == "run":
             if args.seed is not None and args.seed < 0:
                 raise UsageError(f"--seed: must be a non-negative integer, got {args.seed}")
-            res = api.run(args.scenario, seed=args.seed, overrides=args.overrides, out=Path(args.out),
+            res = api.run(args.scenario, seed=args.seed, overrides=args.overrides, out=output_dir(args.out),
                           plots=not args.no_plots, progress=not args.quiet and not args.json, plant=args.plant,
                           force=args.force, check_model=args.check_model, history_format=args.history_format)
             if args.json:

@@ -19,15 +19,18 @@ def configure(p) -> None:
 
 def run(args) -> int:
     from .. import vectors
+    from . import UsageError, output_dir
 
     directory = pathlib.Path(args.dir) if args.dir else vectors.default_dir()
     if args.action == "generate":
-        changed = vectors.write(directory)
+        changed = vectors.write(output_dir(directory, "--dir"))
         total = len(vectors.generate())
         print(f"flk vectors: {total} files in {directory}, {len(changed)} changed")
         for name in changed:
             print(f"  wrote {name}")
         return 0
+    if not directory.is_dir():
+        raise UsageError(f"--dir {directory}: no such directory")
     problems = vectors.check(directory)
     if problems:
         for p in problems:
