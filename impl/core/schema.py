@@ -119,6 +119,8 @@ def _int(e: Engine, value: Any, spec: Field, path: str, ctx: Any) -> None:
 
 def _number(e: Engine, value: Any, spec: Field, path: str, ctx: Any) -> None:
     if not is_number(value):
+        if isinstance(value, float):  # nan, inf: a number, not a finite one
+            raise e.error(path, f"must be a finite number, got {show(value)}")
         raise e.error(path, f"must be a number, got {type_name(value)} {show(value)}")
     _bounds(e, value, spec, path)
 
