@@ -448,7 +448,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("LOG_LEVEL", choice("debug", "info", "warning", "error"), "info", "JSON log level"),
     S("DRAIN_TIMEOUT_S", number(0.0, 600.0), 10.0, "graceful shutdown: time to drain in-flight requests"),
     S("CRR_STORE_URL", secret_text, "", "replication object store: `file://`, `s3://bucket/prefix?endpoint=...`, "
-      "`memory://` (unset = replication off)", secret="credentials", field="", group="replication"),
+      "`memory://` or a directory; another scheme is refused at start (unset = replication off)", secret="credentials", field="", group="replication"),
     S("CRR_STORE_DIR", text, "", "replication object store as a shared directory (alternative to CRR_STORE_URL)",
       field="", group="replication"),
     S("CRR_PEERS", crr_peers, "", "peers to read: `eu,us` or `eu:ta+tb,us`", field="", group="replication"),
@@ -925,6 +925,12 @@ def _replication(values: Mapping[str, Any]):
     if not url:
         return None
     from ..replication.service import CrrConfig
+    from ..storage.objectstore import check_object_store_url
+
+    try:  # at start-up, not when the first seal is shipped (a typo'd scheme is not a local directory)
+        check_object_store_url(url)
+    except InvalidInput as exc:
+        raise ConfigError(f"{'CRR_STORE_URL' if values['CRR_STORE_URL'] else 'CRR_STORE_DIR'}: {exc.message}") from None
 
     return CrrConfig(values["REGION_ID"], url, values["CRR_PEERS"], values["CRR_SHIP_INTERVAL_S"],
                      values["CRR_READ_INTERVAL_S"], values["CRR_MODE"], values["CRR_DIVERGENCE_INTERVAL_S"],

@@ -387,19 +387,39 @@ class S3ObjectStore:
         self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=k))
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def check_object_store_url(url: str) -> None:
+    """:class:`InvalidInput` unless :func:`open_object_store` opens ``url``: ``memory://``,
+    ``file://`` and a path, ``s3://`` and a bucket, or a plain path (no scheme). A typo'd scheme
+    (``s4://b``, ``ftp://h``) is refused, not taken for a local directory of that name. The
+    message never quotes the URL (it may carry credentials), only its scheme."""
+    if url in ("memory", "memory://"):
+        return
+    scheme = _SCHEME.match(url)
+    if scheme is not None and scheme.group(0).lower() not in ("file://", "s3://"):
+        raise InvalidInput("object_store", f"unknown scheme {scheme.group(0)!r} (use file://PATH, "
+                                           "s3://BUCKET/PREFIX, memory:// or a directory)")
+    if url.lower().startswith("s3://") and not url[len("s3://"):].partition("/")[0].partition("?")[0]:
+        raise InvalidInput("object_store", "s3:// needs a bucket (s3://BUCKET/PREFIX)")
+    if not (url[len("file://"):] if url.lower().startswith("file://") else url):
+        raise InvalidInput("object_store", "empty object store URL (file:// needs a path)")
+
+
 def open_object_store(url: str, fs: FileSystem | None = None) -> ObjectStore:
     """``memory://``, ``file:///abs/dir`` or a plain path, ``s3://bucket/prefix``
-    (endpoint from ``endpoint=`` query or the usual AWS environment)."""
+    (endpoint from ``endpoint=`` query or the usual AWS environment); anything else is
+    :class:`InvalidInput` (:func:`check_object_store_url`)."""
+    check_object_store_url(url)
     if url in ("memory", "memory://"):
         return MemoryObjectStore()
-    if url.startswith("s3://"):
+    if url.lower().startswith("s3://"):
         from urllib.parse import parse_qs, urlsplit
 
         u = urlsplit(url)
         q = parse_qs(u.query)
         return S3ObjectStore(u.netloc, prefix=u.path.strip("/"), endpoint_url=(q.get("endpoint") or [None])[0])
-    if url.startswith("file://"):
+    if url.lower().startswith("file://"):
         url = url[len("file://"):]
-    if not url:
-        raise InvalidInput("object_store", "empty object store URL")
     return DirectoryObjectStore(url, fs=fs)

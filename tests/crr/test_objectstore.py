@@ -14,6 +14,7 @@ from flk.impl.storage.objectstore import (
     ObjectNotFound,
     ObjectStoreUnavailable,
     S3ObjectStore,
+    check_object_store_url,
     open_object_store,
 )
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
@@ -123,6 +124,39 @@ def test_open_object_store_urls(tmp_path):
     assert isinstance(open_object_store(str(tmp_path)), DirectoryObjectStore)
     with pytest.raises(InvalidInput):
         open_object_store("")
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("ftp://host/dir", "unknown scheme 'ftp://'"),
+    ("s4://bucket", "unknown scheme 's4://'"),
+    ("S3://", "s3:// needs a bucket"),
+    ("s3://?endpoint=http://127.0.0.1:9", "s3:// needs a bucket"),
+    ("s3:///prefix", "s3:// needs a bucket"),
+    ("file://", "file:// needs a path"),
+])
+def test_a_url_no_store_opens_is_refused_not_taken_for_a_directory(tmp_path, monkeypatch, url, reason):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInput, match=reason):
+        open_object_store(url)
+    assert not list(tmp_path.iterdir())  # no local directory named after the typo
+
+
+_SECRET = "Zq9SECRET"
+
+
+@settings(max_examples=200, deadline=None)
+@given(scheme=st.from_regex(r"[A-Za-z][A-Za-z0-9+.-]{0,6}", fullmatch=True), rest=st.text(max_size=20))
+def test_object_store_urls_are_opened_or_refused_without_quoting_them(scheme, rest):
+    """Any ``scheme://...``: accepted exactly for file, s3 (with a bucket) and memory, else
+    InvalidInput; the message names at most the scheme, never the rest (credentials)."""
+    url = f"{scheme}://{_SECRET}{rest}"
+    try:
+        check_object_store_url(url)
+    except InvalidInput as exc:
+        assert _SECRET not in str(exc)
+        assert scheme.lower() not in ("file", "s3"), exc  # both have a non-empty path / bucket here
+        return
+    assert scheme.lower() in ("file", "s3")
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -216,3 +216,17 @@ def test_any_setting_values_give_a_config_or_an_error_that_never_quotes_a_secret
     else:
         shown = repr(cfg) + str(cfg.describe()) + cfg.redact(" ".join(env.values()))
     assert not [s for s in secrets_given if s in shown], shown
+
+
+@pytest.mark.parametrize(("env", "reason"), [
+    ({"CRR_STORE_URL": "ftp://user:pw-Zq9@host/dir"}, "CRR_STORE_URL: unknown scheme 'ftp://'"),
+    ({"CRR_STORE_URL": "s3://?endpoint=http://127.0.0.1:9"}, "CRR_STORE_URL: s3:// needs a bucket"),
+    ({"CRR_STORE_DIR": "s4://bucket-Zq9"}, "CRR_STORE_DIR: unknown scheme 's4://'"),
+])
+def test_a_replication_store_no_region_could_open_is_refused_at_start(tmp_path, env, reason):
+    """A typo'd object-store URL is a configuration error when the server starts (it was
+    taken for a local directory, or failed at the first upload); the value is not quoted."""
+    with pytest.raises(ConfigError) as info:
+        load_config({"DATA_DIR": str(tmp_path / "d"), "REGION": "eu", "CRR_PEERS": "us", **env})
+    assert str(info.value).startswith(reason) and "Zq9" not in str(info.value)
+    assert load_config({"DATA_DIR": str(tmp_path / "d"), "CRR_STORE_URL": f"file://{tmp_path}/objects"}).crr is not None
