@@ -23,6 +23,8 @@ COMMANDS = [
     (["vectors", "generate", "--dir", "{out}"], "dir"),
     (["cluster", "run", "crr-normal", "--out", "{out}"], "dir"),
     (["sim", "explore", "--scenario", "crr-normal", "--runs", "1", "--out", "{out}"], "dir"),
+    (["conformance", "vectors", "--adapter", "./no-such-adapter", "--junit", "{out}"], "file"),
+    (["conformance", "server", "--url", "http://127.0.0.1:9", "--hmac-key", "k" * 32, "--json", "{out}"], "file"),
 ]
 
 
@@ -44,7 +46,7 @@ def test_a_bad_output_location_is_exit_2_before_any_work(tmp_path, capsys, argv,
     rc, out, err = _run(capsys, [a.replace("{out}", str(target)) for a in argv])
     assert rc == 2, (out, err)
     assert "Traceback" not in err and err.count("\n") == 1, err
-    option = "--dir" if "--dir" in argv else "--out"
+    option = argv[argv.index("{out}") - 1]
     assert f"{option} {target}" in err, err
     assert "regions in namespaces" not in err and "wrote" not in out  # nothing was started, nothing written
 

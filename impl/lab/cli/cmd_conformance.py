@@ -85,6 +85,16 @@ def make_adapter(spec: str):
         raise UsageError(str(exc)) from None
 
 
+def _check_reports(args) -> None:
+    """``--junit`` / ``--json`` checked before the suite runs (its report is not lost at the end)."""
+    from . import output_file
+
+    for option in ("--junit", "--json"):
+        path = getattr(args, option[2:], None)
+        if path:
+            output_file(path, option)
+
+
 def _write(path: str, data: bytes) -> None:
     from . import UsageError
 
@@ -111,6 +121,7 @@ def run_vectors(args) -> int:
     cases = load_cases(directory, profile=profile, operations=_csv(args.ops), flags=_csv(args.flags))
     if not cases:
         raise UsageError(f"no vectors selected in {directory} (check --profile, --ops, --flags)")
+    _check_reports(args)
     adapter = make_adapter(args.adapter)
     report = runner.run_cases(
         adapter, cases, timeout=args.timeout, start_timeout=args.start_timeout, max_restarts=args.max_restarts,
@@ -166,6 +177,7 @@ def run_server(args) -> int:
         unknown = [c for c in only if c not in ss.CASE_IDS]
         if unknown:
             raise UsageError(f"--cases: unknown case id(s) {', '.join(unknown)}; known: {', '.join(ss.CASE_IDS)}")
+    _check_reports(args)
     target = ss.Target(
         url=url,
         hmac_key=key.encode("utf-8"),
