@@ -5,6 +5,7 @@ operating system is one line too, never a traceback."""
 
 from __future__ import annotations
 
+import pathlib
 import string
 
 import pytest
@@ -14,8 +15,14 @@ from hypothesis import strategies as st
 from flk.impl.lab import cli
 from flk.impl.lab.cli import UsageError, output_dir, output_file
 
+RUN = str(pathlib.Path(__file__).parents[1] / "cluster" / "data" / "cluster-latency-run")  # a run folder
+
 # (arguments with {out}, what {out} must be: a folder or a file)
 COMMANDS = [
+    (["check", "model", "--out", "{out}"], "file"),
+    (["kpi", RUN, "--out", "{out}"], "file"),
+    (["sim", "report", RUN, "--out", "{out}"], "file"),
+    (["compliance", "report", "--framework", "soc2", "--out", "{out}"], "dir"),
     (["demo", "--out", "{out}"], "dir"),
     (["sim", "run", "crr-normal", "--seed", "1", "--out", "{out}"], "dir"),
     (["sim", "sweep", "crr-normal", "--seeds", "1", "--out", "{out}"], "dir"),

@@ -160,13 +160,15 @@ def _print_text(scope, runs, v: dict, replays: dict) -> None:
 def run(args) -> int:
     from flk.model.explore import PLANTED
 
-    from . import UsageError
+    from . import UsageError, output_file
 
     if args.list_plants:
         for name, what in PLANTED.items():
             print(f"{name:<22} {what}")
         return 0
     scope = _validate(args)
+    if args.out:
+        output_file(args.out)  # before the search, which can take minutes
     runs = _passes(args, scope)
     v = _summarize(scope, runs)
     summary = v["summary"]

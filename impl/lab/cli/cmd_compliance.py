@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
-from . import UsageError
+from . import UsageError, output_dir
 
 
 def configure(parser) -> None:
@@ -41,9 +40,10 @@ def run(args) -> int:
     for f in (args.proofs, args.conformance, args.server_env):
         if f and not os.path.isfile(f):
             raise UsageError(f"{f}: no such file")
+    out = output_dir(args.out)
     doc = report(args.framework, args.runs, args.audit, proofs=args.proofs, conformance=args.conformance,
                  server_env=args.server_env)
-    j, h = write(doc, Path(args.out))
+    j, h = write(doc, out)
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import UsageError
+from . import UsageError, output_file
 
 
 def configure(parser) -> None:
@@ -27,8 +27,9 @@ def run(args) -> int:
     for d in dirs:
         if not (d / "results.json").is_file():
             raise UsageError(f"{d}: not a run directory (no results.json)")
+    out = output_file(args.out)  # a bad --out is not "cannot read the runs"
     try:
-        path = write_dashboard(dirs, Path(args.out))
+        path = write_dashboard(dirs, out)
         figures = summary(dirs)
     except (ValueError, KeyError, OSError) as exc:
         raise UsageError(f"cannot read the runs: {exc}") from None

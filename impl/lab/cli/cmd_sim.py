@@ -257,7 +257,8 @@ def _report(args) -> int:
     for d in dirs:
         if not (d / "results.json").is_file():
             raise UsageError(f"{d}: not a run directory (no results.json; `flk sim run` writes one)")
-    out = Path(args.out) if args.out else (dirs[0] / "report.html" if len(dirs) == 1 else Path("runs/report.html"))
+    out = output_file(args.out if args.out else (dirs[0] / "report.html" if len(dirs) == 1
+                                                 else Path("runs/report.html")))
     try:
         write_run_report(dirs, out)
     except (OSError, ValueError, KeyError) as exc:
