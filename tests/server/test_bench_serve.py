@@ -36,6 +36,9 @@ def test_bench_serve_quick_prints_figures() -> None:
         assert fig[f"{who}_switches_per_req"] >= 0  # context switches per request, from /proc
         # the split of the CPU per request: event-loop threads and the others (medians of the parts)
         assert fig[f"{who}_main_thread_cpu_us_per_req"] > 0 and fig[f"{who}_other_threads_cpu_us_per_req"] >= 0
+        # which way the turn waited: the machine's idle share, the server threads' wait for a core
+        assert 0.0 <= fig[f"{who}_cpu_idle_fraction"] < 1.0
+        assert fig[f"{who}_runqueue_wait_us_per_req"] >= 0
     assert fig["sqlite_other_threads_cpu_us_per_req"] > 0  # the batch driver's threads verify and store
     assert fig["bare_realistic_other_threads_cpu_us_per_req"] < fig["sqlite_other_threads_cpu_us_per_req"]
     # realistic bodies carry the optional fields flk agent build and the submit client add

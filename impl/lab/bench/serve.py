@@ -34,7 +34,13 @@ than throughput -- split into the processes' main threads (``<label>_main_thread
 the event loops -- HTTP, the submit route, the answers) and their other threads
 (``<label>_other_threads_cpu_us_per_req``: the batch driver's threads, the store's
 executor), and its context switches per request (thread hand-offs and
-GIL hand-overs show there), the 1-minute load average before and after, and
+GIL hand-overs show there). Two figures say which way a turn waited:
+``<label>_cpu_idle_fraction``, the share of the machine's CPU time nobody used
+during it (``/proc/stat``: a closed loop that leaves cores idle is bound by its
+own latency -- fsync, hand-offs, the GIL between a worker's threads -- not by
+CPU), and ``<label>_runqueue_wait_us_per_req``, how long the server's threads
+were ready to run but found every core taken (``schedstat``: wrk, the other
+worker). Then the 1-minute load average before and after, and
 which core path (compiled or pure, :data:`flk.impl.core.canonical.CORE_PATH`)
 served.
 
@@ -300,6 +306,20 @@ def _tree_thread_cpu_s(pid: int) -> tuple[float, float]:
     return main, other
 
 
+def _tree_runqueue_wait_s(pid: int) -> float:
+    """Seconds every thread of ``pid`` and its descendants spent runnable but waiting for a
+    CPU so far (``/proc/<process>/task/<thread>/schedstat``, its second field): the cores
+    were busy with other work. 0.0 where the kernel keeps no scheduler statistics."""
+    return sum(int(text.split()[1]) for _, _, text in _task_files(pid, "schedstat") if len(text.split()) > 1) / 1e9
+
+
+def _cpu_idle_ticks() -> tuple[int, int]:
+    """``(idle + iowait, all)`` jiffies of every CPU of this machine so far (``/proc/stat``)."""
+    with open("/proc/stat") as fh:
+        ticks = [int(x) for x in fh.readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
 class _FsyncCount:
     """``fsync`` + ``fdatasync`` calls of some processes (all their threads) while it runs,
     counted by ``perf stat`` tracepoints; ``count`` None when perf cannot count here."""
@@ -348,6 +368,8 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
     cpu0 = sum(_tree_cpu_s(p) for p in pids)
     split0 = [_tree_thread_cpu_s(p) for p in pids]
     switches0 = sum(_tree_switches(p) for p in pids)
+    runq0 = sum(_tree_runqueue_wait_s(p) for p in pids)
+    idle0 = _cpu_idle_ticks()
     fsyncs = _FsyncCount(_tree_pids(pids)) if pids else None
     wrk0 = _children_cpu_s()
     procs = [subprocess.Popen(
@@ -361,6 +383,7 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
         if not got:
             raise RuntimeError(f"wrk gave no result: {stdout[-500:]} {stderr[-500:]}")
         results.append(got[0])
+    idle1 = _cpu_idle_ticks()
     wrk_cpu = _children_cpu_s() - wrk0  # the wrk processes just reaped (perf is reaped below)
     n_fsync = fsyncs.stop() if fsyncs is not None else None
     r = dict(results[0])
@@ -368,6 +391,9 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
     for k in ("requests", "connect", "read", "write", "status", "timeout"):
         r[k] = sum(x[k] for x in results)
     r["loadgen_cpu_us_per_req"] = wrk_cpu * 1e6 / max(1, r["requests"])
+    # the share of the machine's CPU time nobody used during the turn: a closed loop that
+    # leaves cores idle waits on its own latency (fsync, hand-offs), one near 0 is CPU-bound
+    r["cpu_idle_fraction"] = (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1])
     for k in ("p50_us", "p90_us", "p99_us", "max_us"):
         r[k] = max(x[k] for x in results)  # the worse of the servers
     r["rps"] = sum(x["requests"] / (x["duration_us"] / 1e6) for x in results)
@@ -375,6 +401,9 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
     if pids:
         r["cpu_us_per_req"] = (sum(_tree_cpu_s(p) for p in pids) - cpu0) * 1e6 / max(1, r["requests"])
         r["switches_per_req"] = (sum(_tree_switches(p) for p in pids) - switches0) / max(1, r["requests"])
+        # time the server's threads were ready to run but every core was taken (wrk, each other)
+        r["runqueue_wait_us_per_req"] = ((sum(_tree_runqueue_wait_s(p) for p in pids) - runq0) * 1e6
+                                         / max(1, r["requests"]))
         split = [_tree_thread_cpu_s(p) for p in pids]
         for i, key in enumerate(("main_thread_cpu_us_per_req", "other_threads_cpu_us_per_req")):
             r[key] = sum(now[i] - then[i] for now, then in zip(split, split0, strict=True)) * 1e6 / max(1, r["requests"])
@@ -595,6 +624,10 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
         f"{prefix}_cpu_us_per_req": round(_median(rs, "cpu_us_per_req"), 1),
         f"{prefix}_loadgen_cpu_us_per_req": round(_median(rs, "loadgen_cpu_us_per_req"), 1),
         f"{prefix}_switches_per_req": round(_median(rs, "switches_per_req"), 2),
+        # latency-bound or CPU-bound: the machine's idle share during the turn, and how long the
+        # server's threads waited for a core per request (the closed loop's two ways of waiting)
+        f"{prefix}_cpu_idle_fraction": round(_median(rs, "cpu_idle_fraction"), 3),
+        f"{prefix}_runqueue_wait_us_per_req": round(_median(rs, "runqueue_wait_us_per_req"), 1),
         # the CPU per request split: the processes' main threads (event loops) and their other threads
         f"{prefix}_main_thread_cpu_us_per_req": round(_median(rs, "main_thread_cpu_us_per_req"), 1),
         f"{prefix}_other_threads_cpu_us_per_req": round(_median(rs, "other_threads_cpu_us_per_req"), 1),
