@@ -20,12 +20,13 @@ import pytest
 from flk.impl.dedup import StoredOutcome
 from flk.impl.dedup.sqlite import (
     BACKSTOP_AUTOCHECKPOINT,
+    DEFAULT_CHECKPOINT_ROWS,
     INLINE_AUTOCHECKPOINT,
     RESTART_WAIT_MS,
     SqliteStore,
     _Checkpointer,
 )
-from flk.impl.server.config import load_config
+from flk.impl.server.config import ConfigError, load_config
 
 NOW = 1000.0
 
@@ -158,8 +159,27 @@ def test_flk_serve_opens_its_sqlite_store_with_the_background_checkpoint(tmp_pat
     store = cfg.open_store(NOW)
     try:
         assert store._checkpointer is not None
+        assert store._checkpointer.rows == DEFAULT_CHECKPOINT_ROWS == 200  # SQLITE_CHECKPOINT_ROWS' default
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("rows", [1, 60, 5000])
+def test_sqlite_checkpoint_rows_is_the_rows_after_which_flk_serves_store_folds(tmp_path, rows):
+    """SQLITE_CHECKPOINT_ROWS reaches the store's thread (what the trigger does with it:
+    test_background_checkpoint_folds_the_wal_into_the_file_after_the_rows)."""
+    cfg = load_config({"DATA_DIR": str(tmp_path / "d"), "SQLITE_CHECKPOINT_ROWS": str(rows)})
+    store = cfg.open_store(NOW)
+    try:
+        assert store._checkpointer.rows == rows
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "12.5", "many"])
+def test_sqlite_checkpoint_rows_must_be_a_positive_count(tmp_path, value):
+    with pytest.raises(ConfigError, match="SQLITE_CHECKPOINT_ROWS"):
+        load_config({"DATA_DIR": str(tmp_path / "d"), "SQLITE_CHECKPOINT_ROWS": value})
 
 
 def test_a_restart_held_up_by_a_reader_gives_up_and_writers_go_on(tmp_path):
