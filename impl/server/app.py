@@ -247,7 +247,8 @@ class Server:
         self.batcher = GuardedStore(FailureWatch(self.store), self.breaker)
         wal_dir = cfg.worker_wal_dir(self.worker)
         self._wal_lock = lock_wal_dir(wal_dir)  # one process per inbox WAL, released when it dies
-        self.wal = await loop.run_in_executor(None, lambda: SegmentedLog(wal_dir, fs=self.wal_fs))
+        self.wal = await loop.run_in_executor(None, lambda: SegmentedLog(wal_dir, fs=self.wal_fs,
+                                                                         preallocate=self.cfg.wal_preallocate))
         self.quarantine = Quarantine(os.path.join(wal_dir, QUARANTINE_FILE), self.wal.fs)
         if self.wal.recovery.get("torn_tail"):
             self.log.warning("wal_torn_tail_truncated", wal_dir=wal_dir,

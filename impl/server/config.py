@@ -379,6 +379,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("WAL_RETENTION", choice("archive", "delete", "keep"), "archive", "inbox WAL segments wholly below the "
       "checkpoint (and already shipped, with replication): `archive` moves them to `<wal dir>/archive/` "
       "(a rebuild still replays them), `delete` deletes them, `keep` keeps them (restart scans them all)"),
+    S("WAL_PREALLOCATE", integer(0, 1 << 30), 1 << 20, "bytes of zeros written ahead of the inbox WAL's "
+      "records (0: append): each fsync of a submit batch then commits no file-size change, only the data "
+      "(`flk.impl.storage.fs`); the zeros are cut off when a segment is sealed or the server stops, and read "
+      "as the log's end after a crash"),
     S("DEDUP_BACKEND", choice(*BACKENDS), "sqlite", "dedup store", group="storage"),
     S("SQLITE_PATH", text, _in_data_dir("dedup.sqlite3"), "SQLite dedup file", group="storage"),
     S("SQLITE_CHECKPOINT_ROWS", integer(1, 100_000_000), DEFAULT_CHECKPOINT_ROWS, "the SQLite dedup store folds "
@@ -525,6 +529,7 @@ class ServerConfig:
     wal_checkpoint_records: int = 100_000
     wal_checkpoint_s: float = 60.0
     wal_retention: str = "archive"
+    wal_preallocate: int = 1 << 20  # zeros written ahead of the inbox WAL's records (SegmentedLog)
     dedup_backend: str = "sqlite"
     sqlite_path: str = ""  # default: DATA_DIR/dedup.sqlite3
     sqlite_checkpoint_rows: int = DEFAULT_CHECKPOINT_ROWS  # the background checkpoint's trigger (SqliteStore)

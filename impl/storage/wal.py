@@ -107,13 +107,20 @@ class SegmentedLog:
         segment_bytes: int = 16 * 1024 * 1024,
         flush_bytes: int = 256 * 1024,
         verify_manifests: bool = True,
+        preallocate: int = 0,
     ) -> None:
+        """``preallocate`` > 0: the active segment is written into zeros written that many bytes
+        ahead (a file system with ``open_preallocated``, the real disk's; any other appends):
+        an fdatasync then commits no size change (:mod:`flk.impl.storage.fs`). The zeros are
+        cut off when the segment is sealed or the log closed, and read as the log's end
+        after a crash (:func:`flk.impl.storage.walformat.scan_segment`)."""
         if segment_bytes < FRAME_OVERHEAD + 1:
             raise WalError("segment_bytes too small")
         self.dir = directory
         self.fs: FileSystem = fs if fs is not None else OsFileSystem()
         self.segment_bytes = segment_bytes
         self.flush_bytes = flush_bytes
+        self.preallocate = preallocate if preallocate > 0 and hasattr(self.fs, "open_preallocated") else 0
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._maint_lock = threading.Lock()
@@ -143,6 +150,7 @@ class SegmentedLog:
             fs.fsync_dir(self.dir)
         segments: list[SegmentInfo] = []
         torn = None
+        zero_tail = 0
         expected_first: int | None = None
         for pos, (kind, number, name) in enumerate(lay.files):
             is_last = pos == len(lay.files) - 1
@@ -166,12 +174,16 @@ class SegmentedLog:
                 if problems:
                     raise WalCorruption(name, None, "; ".join(problems))
             if res.status == "torn":
-                torn = {"segment": name, "offset": res.valid_end, "dropped_bytes": res.size - res.valid_end,
-                        "reason": res.reason}
+                if res.zero_tail:  # zeros written ahead of the records (preallocate): no record's bytes
+                    zero_tail += res.size - res.valid_end
+                else:
+                    torn = {"segment": name, "offset": res.valid_end, "dropped_bytes": res.size - res.valid_end,
+                            "reason": res.reason}
                 fs.truncate(self._path(name), res.valid_end)
             segments.append(SegmentInfo(name, kind, first, res.count, size, sealed))
             expected_first = first + res.count
-        self.recovery = {"removed": removed, "torn_tail": torn, "segments": len(segments)}
+        self.recovery = {"removed": removed, "torn_tail": torn, "zero_tail_bytes": zero_tail,
+                         "segments": len(segments)}
         # Seal every non-last segment that lacks a manifest (a crash between
         # fsyncing a full segment and writing its manifest).
         for seg in segments[:-1]:
@@ -186,13 +198,27 @@ class SegmentedLog:
         self._segments = segments
         self._active_sha = hashlib.sha256(fs.read(self._path(active.name))[: active.bytes]
                                           if active.count else b"")
-        self._handle = fs.open_append(self._path(active.name))
+        self._handle = self._open_active(active)
         if active.count == 0:
             fs.fsync_dir(self.dir)
         self._handle.fsync()
         self._next = active.end_index
         self._durable = self._next
         self._durable_bytes = active.bytes  # bytes of the active segment known to be on disk
+
+    def _open_active(self, active: SegmentInfo):
+        """The handle that appends to ``active`` (holding ``active.bytes``): into zeros
+        written ahead when ``preallocate`` says so."""
+        path = self._path(active.name)
+        if self.preallocate:
+            return self.fs.open_preallocated(path, active.bytes, self.preallocate)  # type: ignore[attr-defined]
+        return self.fs.open_append(path)
+
+    def _cut_zeros(self, seg: SegmentInfo) -> None:
+        """(Preallocating, the segment's handle closed.) The zeros written ahead of ``seg``'s
+        records cut off, durably: a sealed segment ends with its last record."""
+        if self.preallocate:
+            self.fs.truncate(self._path(seg.name), seg.bytes)
 
     def _write_manifest(self, seg: SegmentInfo, sha256_hex: str | None = None) -> None:
         if sha256_hex is None:
@@ -376,10 +402,11 @@ class SegmentedLog:
                 self._durable_bytes = active.bytes
                 try:
                     self._handle.close()
+                    self._cut_zeros(active)
                     self._write_manifest(active, self._active_sha.hexdigest())
                     self._active_sha = hashlib.sha256()
                     new = SegmentInfo(segment_name(active.end_index), "seg", active.end_index, 0, 0, False)
-                    self._handle = self.fs.open_append(self._path(new.name))
+                    self._handle = self._open_active(new)
                     self.fs.fsync_dir(self.dir)
                 except OSError as exc:  # a full disk while sealing: recover() finishes the roll
                     self._failed = exc
@@ -547,7 +574,7 @@ class SegmentedLog:
                 self._probe_space(probe_bytes)
                 self._settle_seal(self._segments[-1])
                 active, data = self._cut_active()
-                handle = self.fs.open_append(self._path(active.name))
+                handle = self._open_active(active)
                 handle.fsync()
                 self.fs.fsync_dir(self.dir)
             except OSError as exc:
@@ -628,6 +655,9 @@ class SegmentedLog:
             with self._lock:
                 self._closed = True
                 self._handle.close()
+                if self._failed is None:  # a clean stop leaves the active segment without zeros
+                    with contextlib.suppress(OSError):
+                        self._cut_zeros(self._segments[-1])
 
     def __enter__(self) -> SegmentedLog:
         return self

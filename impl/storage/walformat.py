@@ -21,6 +21,18 @@ Frame (little-endian): ``u32 length | u32 crc32(payload) | u32 crc32(first 8
 header bytes) | payload``. CRC-32 is the IEEE polynomial of ``zlib.crc32``.
 The header checksum means a damaged length field is *detected*, never taken as
 a torn tail that would silently drop the records after it.
+
+Zero-filled tails (``flk serve`` writes its active segment into zeros written
+ahead of it, :meth:`flk.impl.storage.fs.OsFileSystem.open_preallocated`, so that
+an fdatasync commits no file-size change): in the *last* segment a bad frame is a
+torn tail when the write it came from cannot have finished -- its header is all
+zeros, or a whole 512-byte sector (:data:`SECTOR`, file-aligned) within or
+straddling the frame is all zeros. A disk writes a sector whole or not at all, so
+such a frame was being written when the process or machine stopped, and no sync
+covering it (or anything after it) returned: nothing from it on was acknowledged.
+A bit flip never zeros a sector, so a damaged complete record is still *corrupt*.
+:attr:`ScanResult.zero_tail` tells a tail of nothing but zeros (what was written
+ahead and not used) from one that held bytes of an unfinished write.
 """
 
 from __future__ import annotations
@@ -123,6 +135,7 @@ class ScanResult:
     status: str
     bad_offset: int | None = None
     reason: str = ""
+    zero_tail: bool = False  # torn, and every byte from valid_end on is zero (nothing of a record)
 
     @property
     def count(self) -> int:
@@ -138,29 +151,50 @@ def scan_segment(data: bytes | bytearray | memoryview, is_last: bool) -> ScanRes
     unpack = _HEADER.unpack_from
     while o < n:
         if n - o < FRAME_OVERHEAD:
-            return _bad(spans, o, n, is_last, torn=True, reason="incomplete frame header")
+            return _bad(view, spans, o, n, is_last, torn=True, reason="incomplete frame header")
         length, pcrc, hcrc = unpack(view, o)
         if _crc32(view[o : o + 8]) != hcrc:
-            zeros = not any(view[o:])
-            return _bad(spans, o, n, is_last, torn=zeros,
-                        reason="zero-filled tail" if zeros else "header checksum mismatch")
+            if not any(view[o:]):
+                return _bad(view, spans, o, n, is_last, torn=True, reason="zero-filled tail")
+            unfinished = not any(view[o : o + FRAME_OVERHEAD]) or _zero_sector(view, o, o + FRAME_OVERHEAD)
+            return _bad(view, spans, o, n, is_last, torn=unfinished,
+                        reason="unfinished write (zero-filled frame header)" if unfinished
+                        else "header checksum mismatch")
         if length > MAX_PAYLOAD:
-            return _bad(spans, o, n, is_last, torn=False, reason=f"record length {length} over limit")
+            return _bad(view, spans, o, n, is_last, torn=False, reason=f"record length {length} over limit")
         start = o + FRAME_OVERHEAD
         end = start + length
         if end > n:
-            return _bad(spans, o, n, is_last, torn=True,
+            return _bad(view, spans, o, n, is_last, torn=True,
                         reason=f"record runs past end of file ({length} bytes, {n - start} present)")
         if _crc32(view[start:end]) != pcrc:
-            return _bad(spans, o, n, is_last, torn=False, reason="payload checksum mismatch")
+            unfinished = _zero_sector(view, o, end)
+            return _bad(view, spans, o, n, is_last, torn=unfinished,
+                        reason="unfinished write (a zero-filled sector in the record)" if unfinished
+                        else "payload checksum mismatch")
         spans.append((start, length))
         o = end
     return ScanResult(spans, o, n, "clean")
 
 
-def _bad(spans, o, n, is_last, torn, reason) -> ScanResult:
+SECTOR = 512  # the unit a disk writes whole: a zero-filled one in a bad frame is an unfinished write
+
+
+def _zero_sector(view: memoryview, lo: int, hi: int) -> bool:
+    """Whether a whole file-aligned :data:`SECTOR` that overlaps ``[lo, hi)`` and lies in
+    the file is all zeros."""
+    n = len(view)
+    s = lo - lo % SECTOR
+    while s < hi and s + SECTOR <= n:
+        if not any(view[s : s + SECTOR]):
+            return True
+        s += SECTOR
+    return False
+
+
+def _bad(view, spans, o, n, is_last, torn, reason) -> ScanResult:
     if torn and is_last:
-        return ScanResult(spans, o, n, "torn", o, reason)
+        return ScanResult(spans, o, n, "torn", o, reason, zero_tail=not any(view[o:]))
     if torn:
         reason += " (not the last segment, so not a torn tail)"
     return ScanResult(spans, o, n, "corrupt", o, reason)

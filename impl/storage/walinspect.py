@@ -53,6 +53,9 @@ def inspect_directory(directory: str, fs: FileSystem | None = None) -> dict:
                 "bytes": len(data), "status": res.status, "sealed": False, "manifest": "none"}
         if res.status == "corrupt":
             out["problems"].append({"segment": name, "offset": res.bad_offset, "reason": res.reason})
+        elif res.status == "torn" and res.zero_tail:  # zeros written ahead of a live log's records
+            info["zero_tail_bytes"] = res.size - res.valid_end
+            info["status"] = "clean"  # every byte before the zeros is a whole record
         elif res.status == "torn":
             out["warnings"].append(f"{name}: torn tail at byte {res.valid_end} "
                                    f"({res.size - res.valid_end} bytes, {res.reason}); truncated on next open")

@@ -58,6 +58,10 @@ class FaultFileSystem:
     def open_append(self, path: str) -> _Handle:
         return _Handle(self, self.inner.open_append(path), path)
 
+    def open_preallocated(self, path: str, size: int, chunk: int) -> _Handle:
+        """(Only where the wrapped disk has it: ``hasattr`` tells.) Its writes fail like appends."""
+        return _Handle(self, self.inner.open_preallocated(path, size, chunk), path)
+
     def write_atomic(self, path: str, data: bytes) -> None:
         self.count_write()
         if self.full:
@@ -66,3 +70,8 @@ class FaultFileSystem:
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
+
+    def __getattribute__(self, name: str):
+        if name == "open_preallocated" and not hasattr(object.__getattribute__(self, "inner"), name):
+            raise AttributeError(name)  # the memory disk appends: so does its wrapper
+        return object.__getattribute__(self, name)

@@ -53,8 +53,9 @@ Beside req/s every server run reports its fsyncs per second (``fsync`` and
 ``fdatasync`` system calls of the server's process tree during the measured
 run, counted by ``perf stat`` tracepoints; absent when ``perf`` cannot count)
 and requests per fsync (the mean group-commit size). The physical limit of the
-durable WAL is measured on the same disk in the same run: the latency of an
-append + fsync of a batch-sized write (``fsync_ms_p50``), and from it the
+durable WAL is measured on the same disk in the same run: the latency of a
+batch-sized write + fsync, appended (``fsync_ms_p50``) and as the inbox WAL writes
+it, into zeros written ahead (``fsync_prealloc_ms_p50``), and from the latter the
 fsync-bound ceiling of one inbox WAL, ``fsync_ceiling_rps_per_wal_max_batch``
 (a full batch of 256 per fsync) and ``sqlite_fsync_ceiling_rps`` (the measured
 requests per fsync / fsync latency, times the WALs in flight: a server cannot
@@ -435,25 +436,34 @@ def _tree_pids(pids: list[int]) -> list[int]:
 
 
 def fsync_latency(directory: str, record_bytes: int = 600, batch: int = 32, rounds: int = 200) -> dict:
-    """Append ``batch`` records' worth of bytes to a file in ``directory`` and fsync it,
-    ``rounds`` times: the latency of one group commit on this disk (what bounds a WAL)."""
-    path = os.path.join(directory, "fsync-probe.log")
+    """Write ``batch`` records' worth of bytes to a file in ``directory`` and fsync it,
+    ``rounds`` times: the latency of one group commit on this disk (what bounds a WAL) --
+    appended past the file's end (``fsync_ms_*``: every fsync commits a size change) and
+    written into zeros written ahead, as ``flk serve``'s inbox WAL writes (``fsync_prealloc_ms_*``,
+    :meth:`flk.impl.storage.fs.OsFileSystem.open_preallocated` with ``WAL_PREALLOCATE``'s default)."""
+    from ...server.config import ServerConfig
+    from ...storage.fs import OsFileSystem
+
     chunk = os.urandom(record_bytes * batch)
-    times = []
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            os.write(fd, chunk)
-            os.fsync(fd)
-            times.append(time.perf_counter() - t0)
-    finally:
-        os.close(fd)
-        os.unlink(path)
-    times.sort()
-    return {"fsync_ms_p50": round(statistics.median(times) * 1000, 3),
-            "fsync_ms_p90": round(times[int(0.9 * (len(times) - 1))] * 1000, 3),
-            "fsync_probe_bytes": len(chunk)}
+    out: dict = {"fsync_probe_bytes": len(chunk)}
+    for key, prealloc in (("fsync", False), ("fsync_prealloc", True)):
+        path = os.path.join(directory, f"{key}-probe.log")
+        fs = OsFileSystem()
+        handle = fs.open_preallocated(path, 0, ServerConfig().wal_preallocate) if prealloc else fs.open_append(path)
+        times = []
+        try:
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                handle.write(chunk)
+                handle.fsync()
+                times.append(time.perf_counter() - t0)
+        finally:
+            handle.close()
+            os.unlink(path)
+        times.sort()
+        out[f"{key}_ms_p50"] = round(statistics.median(times) * 1000, 3)
+        out[f"{key}_ms_p90"] = round(times[int(0.9 * (len(times) - 1))] * 1000, 3)
+    return out
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -785,7 +795,7 @@ def _driver_and_ceilings(figures: dict, work: str, repeat: int, quick: bool, lab
                              prefix="driver_slowdisk"))
     # the physical limit of a durable WAL on this disk, measured in the same run
     figures.update(fsync_latency(work, body_len))
-    per_fsync = figures["fsync_ms_p50"] / 1000
+    per_fsync = figures["fsync_prealloc_ms_p50"] / 1000  # the inbox WAL's fsync (into zeros written ahead)
     figures["fsync_ceiling_rps_per_wal_max_batch"] = round(MAX_BATCH / per_fsync)
     for label in labels:
         # full batches (the server's limit) per fsync of this disk, every WAL fsyncing at once: the
@@ -872,6 +882,7 @@ def _driver_one(work: str, depth: int, k: int, bodies: list, tenants, clients: i
 
     from ...dedup import open_store
     from ...server.batchdriver import BatchDriver, GuardedStore
+    from ...server.config import ServerConfig
     from ...storage.wal import SegmentedLog
     from ...verifier.admission import CircuitBreaker
     from ...verifier.metrics import Metrics
@@ -881,7 +892,7 @@ def _driver_one(work: str, depth: int, k: int, bodies: list, tenants, clients: i
     base = os.path.join(work, f"driver-{depth}-{k}")
     os.makedirs(base)
     store = open_store(f"sqlite:///{base}/dedup.db")
-    log = SegmentedLog(os.path.join(base, "wal"))
+    log = SegmentedLog(os.path.join(base, "wal"), preallocate=ServerConfig().wal_preallocate)  # flk serve's
     if sync_delay_s > 0:
         real_sync = log.sync
 

@@ -64,7 +64,7 @@ def read_inbox_wal(directory: str) -> tuple[list[tuple[int, object]], str | None
         res = scan_segment(data, is_last=i == len(layout.files) - 1)
         if res.status == "corrupt":
             raise UsageError(f"{name}: WAL damaged at byte {res.bad_offset}: {res.reason}")
-        if res.status == "torn":
+        if res.status == "torn" and not res.zero_tail:  # a zero tail: the zeros a live log writes ahead
             note = f"{name}: torn tail at byte {res.valid_end} skipped ({res.reason})"
         first = number if _kind == "seg" else number - res.count
         for k, (off, length) in enumerate(res.spans):
