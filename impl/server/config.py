@@ -382,7 +382,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("WAL_PREALLOCATE", integer(0, 1 << 30), 1 << 20, "bytes of zeros written ahead of the inbox WAL's "
       "records (0: append): each fsync of a submit batch then commits no file-size change, only the data "
       "(`flk.impl.storage.fs`); the zeros are cut off when a segment is sealed or the server stops, and read "
-      "as the log's end after a crash"),
+      "as the log's end after a crash. They are space the WAL already holds: on a full disk, submissions are "
+      "refused only once they are used"),
     S("DEDUP_BACKEND", choice(*BACKENDS), "sqlite", "dedup store", group="storage"),
     S("SQLITE_PATH", text, _in_data_dir("dedup.sqlite3"), "SQLite dedup file", group="storage"),
     S("SQLITE_CHECKPOINT_ROWS", integer(1, 100_000_000), DEFAULT_CHECKPOINT_ROWS, "the SQLite dedup store folds "

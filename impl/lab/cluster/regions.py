@@ -37,6 +37,10 @@ STORE_PORT = 18281
 REDIS_PORT = 18282
 PG_PORT = 18283
 WAL_TMPFS_MB = 32  # the WAL disk of a region a disk_full fault hits
+# that region's WAL_PREALLOCATE: the zeros its inbox WAL writes ahead are space it already holds, so
+# with flk serve's default (1 MiB, some 1,500 records) it accepts through a short full disk at a
+# scenario's rates, and the fault would never reach the refusal it exists for; 4 KiB is a few records
+DISK_FULL_WAL_PREALLOCATE = 4096
 FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                  "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1")
 SERVER_VARS = ("HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
@@ -280,6 +284,7 @@ class RegionProcess:
         self.wal_mount = mount
         self.net.adopt_mount(str(mount))
         self.env["WAL_DIR"] = str(mount / "wal")
+        self.env["WAL_PREALLOCATE"] = str(DISK_FULL_WAL_PREALLOCATE)
 
     def fill_wal_disk(self, full: bool) -> int:
         """disk_full: write a filler file until the tmpfs answers ENOSPC (returns the bytes

@@ -59,7 +59,15 @@ from flk.sim.scenario import Scenario
 from . import prometheus as prom
 from .driver import BASE_KEY, Clock, Workload
 from .network import Network, cleanup_ledger, missing_tools
-from .regions import REDIS_PORT, SERVER_PORT, WAL_TMPFS_MB, RegionProcess, faketime_lib, pg_bindir
+from .regions import (
+    DISK_FULL_WAL_PREALLOCATE,
+    REDIS_PORT,
+    SERVER_PORT,
+    WAL_TMPFS_MB,
+    RegionProcess,
+    faketime_lib,
+    pg_bindir,
+)
 
 ROUTER_PORT = 18290  # on the clients' bridge address (one per run's prefix)
 
@@ -78,8 +86,10 @@ MECHANISMS = {
                   "(--backend postgres); heal: SIGCONT",
     "store_up": "alias of store_down",
     "disk_full": f"the region's WAL directory is a {WAL_TMPFS_MB} MiB tmpfs mounted for the run; the fault fills it "
-                 "with a filler file until ENOSPC (the server's appends and fsyncs fail); heal deletes the filler. "
-                 "The simulator refuses this kind (no disk-space model)",
+                 "with a filler file until ENOSPC (the server's appends and fsyncs fail once the zeros its WAL "
+                 f"wrote ahead are used: that region runs with WAL_PREALLOCATE={DISK_FULL_WAL_PREALLOCATE}, not "
+                 "the default 1 MiB, which a short fault at a scenario's rate never uses up); heal deletes the "
+                 "filler. The simulator refuses this kind (no disk-space model)",
     "disk_free": "alias of disk_full",
     "reader_rewind": "graceful stop of the region's flk serve, its replication reader's watermarks "
                      "(DATA_DIR/crr/read.json) deleted, restart on the same data dir: the reader re-reads every "
