@@ -49,6 +49,7 @@ from typing import Any
 from ..core.errors import InvalidInput
 from ..core.tenantid import DEFAULT_TENANT, TENANT_ID_RULE, is_tenant_id  # noqa: F401 -- DEFAULT_TENANT: for the server's modules
 from ..dedup.sqlite import DEFAULT_CHECKPOINT_ROWS
+from ..storage.wal import DEFAULT_PREALLOCATE
 from ..verifier.admission import AdmissionSettings
 from ..verifier.tenants import tenants_setting_entries
 
@@ -379,7 +380,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("WAL_RETENTION", choice("archive", "delete", "keep"), "archive", "inbox WAL segments wholly below the "
       "checkpoint (and already shipped, with replication): `archive` moves them to `<wal dir>/archive/` "
       "(a rebuild still replays them), `delete` deletes them, `keep` keeps them (restart scans them all)"),
-    S("WAL_PREALLOCATE", integer(0, 1 << 30), 1 << 20, "bytes of zeros written ahead of the inbox WAL's "
+    S("WAL_PREALLOCATE", integer(0, 1 << 30), DEFAULT_PREALLOCATE, "bytes of zeros written ahead of the inbox WAL's "
       "records (0: append): each fsync of a submit batch then commits no file-size change, only the data "
       "(`flk.impl.storage.fs`); the zeros are cut off when a segment is sealed or the server stops, and read "
       "as the log's end after a crash. They are space the WAL already holds: on a full disk, submissions are "
@@ -530,7 +531,7 @@ class ServerConfig:
     wal_checkpoint_records: int = 100_000
     wal_checkpoint_s: float = 60.0
     wal_retention: str = "archive"
-    wal_preallocate: int = 1 << 20  # zeros written ahead of the inbox WAL's records (SegmentedLog)
+    wal_preallocate: int = DEFAULT_PREALLOCATE  # zeros written ahead of the inbox WAL's records (SegmentedLog)
     dedup_backend: str = "sqlite"
     sqlite_path: str = ""  # default: DATA_DIR/dedup.sqlite3
     sqlite_checkpoint_rows: int = DEFAULT_CHECKPOINT_ROWS  # the background checkpoint's trigger (SqliteStore)

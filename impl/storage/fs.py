@@ -133,10 +133,10 @@ class _PreallocatedHandle(_OsHandle):
 
     __slots__ = ("_ahead", "_chunk", "_zeros", "size")
 
-    def __init__(self, fd: int, path: str, pos: int, ahead: int, chunk: int) -> None:
+    def __init__(self, fd: int, path: str, size: int, chunk: int) -> None:
         super().__init__(fd, path)
-        self.size = pos
-        self._ahead = ahead  # the file's length: zeros from size to here
+        self.size = size
+        self._ahead = size  # the file's length: zeros from size to here (none yet)
         self._chunk = chunk
         self._zeros = bytes(min(chunk, 1 << 20))
 
@@ -166,7 +166,7 @@ class OsFileSystem:
         try:
             if os.fstat(fd).st_size != size:  # what lies past size is no record (the caller cut it off)
                 os.ftruncate(fd, size)
-            handle = _PreallocatedHandle(fd, path, size, size, max(1, int(chunk)))
+            handle = _PreallocatedHandle(fd, path, size, max(1, int(chunk)))
         except BaseException:
             os.close(fd)
             raise

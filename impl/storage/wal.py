@@ -89,6 +89,11 @@ class SegmentInfo:
 _end_index = attrgetter("end_index")
 
 
+# flk serve's WAL_PREALLOCATE default: bytes of zeros written ahead of the active segment's records
+# (2 workers, 32 connections, 4 interleaved rounds: 1 MiB 14,799 req/s, 4 MiB 14,357, 256 KiB 14,434)
+DEFAULT_PREALLOCATE = 1 << 20
+
+
 class SegmentedLog:
     """An append-only log of byte records, split into segment files.
 

@@ -441,15 +441,15 @@ def fsync_latency(directory: str, record_bytes: int = 600, batch: int = 32, roun
     appended past the file's end (``fsync_ms_*``: every fsync commits a size change) and
     written into zeros written ahead, as ``flk serve``'s inbox WAL writes (``fsync_prealloc_ms_*``,
     :meth:`flk.impl.storage.fs.OsFileSystem.open_preallocated` with ``WAL_PREALLOCATE``'s default)."""
-    from ...server.config import ServerConfig
     from ...storage.fs import OsFileSystem
+    from ...storage.wal import DEFAULT_PREALLOCATE
 
     chunk = os.urandom(record_bytes * batch)
     out: dict = {"fsync_probe_bytes": len(chunk)}
+    fs = OsFileSystem()
     for key, prealloc in (("fsync", False), ("fsync_prealloc", True)):
         path = os.path.join(directory, f"{key}-probe.log")
-        fs = OsFileSystem()
-        handle = fs.open_preallocated(path, 0, ServerConfig().wal_preallocate) if prealloc else fs.open_append(path)
+        handle = fs.open_preallocated(path, 0, DEFAULT_PREALLOCATE) if prealloc else fs.open_append(path)
         times = []
         try:
             for _ in range(rounds):
@@ -882,8 +882,7 @@ def _driver_one(work: str, depth: int, k: int, bodies: list, tenants, clients: i
 
     from ...dedup import open_store
     from ...server.batchdriver import BatchDriver, GuardedStore
-    from ...server.config import ServerConfig
-    from ...storage.wal import SegmentedLog
+    from ...storage.wal import DEFAULT_PREALLOCATE, SegmentedLog
     from ...verifier.admission import CircuitBreaker
     from ...verifier.metrics import Metrics
     from ...verifier.pipeline import Verifier
@@ -892,7 +891,7 @@ def _driver_one(work: str, depth: int, k: int, bodies: list, tenants, clients: i
     base = os.path.join(work, f"driver-{depth}-{k}")
     os.makedirs(base)
     store = open_store(f"sqlite:///{base}/dedup.db")
-    log = SegmentedLog(os.path.join(base, "wal"), preallocate=ServerConfig().wal_preallocate)  # flk serve's
+    log = SegmentedLog(os.path.join(base, "wal"), preallocate=DEFAULT_PREALLOCATE)  # flk serve's
     if sync_delay_s > 0:
         real_sync = log.sync
 

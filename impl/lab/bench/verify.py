@@ -168,14 +168,13 @@ def _open(kind: str, tmp: str, run: str):
 def _fresh_setup(kind: str, tmp: str):
     """A run's verifier (tenant ``bench``), empty ``kind`` store and empty durable WAL
     (:class:`flk.impl.storage.wal.SegmentedLog`) under ``tmp``; closed and removed after."""
-    from ...server.config import ServerConfig
-    from ...storage.wal import SegmentedLog
+    from ...storage.wal import DEFAULT_PREALLOCATE, SegmentedLog
 
     run = uuid.uuid4().hex[:12]
     tenants = from_mapping({"tenants": {"bench": {"alg": "hmac", "keys": [{"secret": KEY.decode()}]}}})
     store, clean = _open(kind, tmp, run)
     wal_dir = os.path.join(tmp, f"wal-{run}")
-    log = SegmentedLog(wal_dir, preallocate=ServerConfig().wal_preallocate)  # flk serve's inbox WAL
+    log = SegmentedLog(wal_dir, preallocate=DEFAULT_PREALLOCATE)  # flk serve's inbox WAL
     try:
         yield Verifier(tenants, region="bench"), store, log
     finally:
