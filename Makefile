@@ -15,7 +15,7 @@ HAVE_CTOOLS := command -v gcc >/dev/null 2>&1 \
 	&& $(PYTHON) -c "import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"
 
 $(STAMP): pyproject.toml setup.py impl/core/_fastcore.c impl/core/_fastcore.h impl/core/_fastcore_constants.h \
-	  impl/verifier/_fastverify.c impl/verifier/_fastverify_constants.h sim/_fasthistory.c impl/dedup/_fastsqlite.c
+	  impl/verifier/_fastverify.c impl/verifier/_fastverify_constants.h sim/_fasthistory.c impl/dedup/_fastsqlite.c impl/dedup/_walbuf.h
 	@if $(HAVE_CTOOLS); then :; else \
 	  echo "setup: installing gcc, python3-dev and libssl-dev (Debian) for the compiled core"; \
 	  (apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev libssl-dev >/dev/null) \

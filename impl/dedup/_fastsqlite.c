@@ -48,15 +48,27 @@
 #include <string.h>
 #include <time.h>
 
+#include "_walbuf.h"
+
 #ifndef FLK_PLANTED_BUG
 #define FLK_PLANTED_BUG 0 /* tests build this file with 1, 2, 3 or 4: the differential tests must fail */
 #endif
 
 static PyObject *open_rows(PyObject *module, PyObject *args);
 
+static PyObject *walbuf_stats(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    return Py_BuildValue("(KK)", (unsigned long long)__atomic_load_n(&wb_writes_asked, __ATOMIC_RELAXED),
+                         (unsigned long long)__atomic_load_n(&wb_writes_made, __ATOMIC_RELAXED));
+}
+
 static PyMethodDef module_methods[] = {
     {"open_rows", open_rows, METH_VARARGS,
-     "open_rows(path, busy_timeout_ms, setup_sql, upsert_sql, get_sql, outcome_type) -> Rows"},
+     "open_rows(path, busy_timeout_ms, setup_sql, upsert_sql, get_sql, outcome_type, vfs=None) -> Rows\n"
+     "(vfs: the SQLite VFS by name, e.g. 'flk-walbuf' (see _walbuf.h); None: SQLite's default)"},
+    {"walbuf_stats", walbuf_stats, METH_NOARGS,
+     "walbuf_stats() -> (writes SQLite asked of WAL files through 'flk-walbuf', writes they took), process-wide"},
     {NULL, NULL, 0, NULL}
 };
 
@@ -153,10 +165,11 @@ static int end_batch(Rows *r, int rc, char *msg, size_t size) {
 }
 
 static PyObject *open_rows(PyObject *module, PyObject *args) {
-    const char *path, *setup, *upsert_sql, *get_sql;
+    const char *path, *setup, *upsert_sql, *get_sql, *vfs = NULL;
     int busy_ms;
     PyObject *outcome_type;
-    if (!PyArg_ParseTuple(args, "sisssO:open_rows", &path, &busy_ms, &setup, &upsert_sql, &get_sql, &outcome_type))
+    if (!PyArg_ParseTuple(args, "sisssO|z:open_rows", &path, &busy_ms, &setup, &upsert_sql, &get_sql, &outcome_type,
+                          &vfs))
         return NULL;
     if (!PyType_Check(outcome_type)) {
         PyErr_SetString(PyExc_TypeError, "outcome_type must be a type");
@@ -175,7 +188,7 @@ static PyObject *open_rows(PyObject *module, PyObject *args) {
     int rc;
     const char *what = "open";
     Py_BEGIN_ALLOW_THREADS
-    rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, vfs);
     r->busy_ms = busy_ms;
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_handler(r->db, rows_busy, r);
@@ -748,6 +761,11 @@ PyMODINIT_FUNC PyInit__fastsqlite(void) {
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL)
         return NULL;
+    if (wb_register() != SQLITE_OK) { /* no module: the store uses its pure rows */
+        PyErr_SetString(PyExc_ImportError, "_fastsqlite: could not register the flk-walbuf SQLite VFS");
+        Py_DECREF(m);
+        return NULL;
+    }
     Error = PyErr_NewException("flk.impl.dedup._fastsqlite.Error", PyExc_Exception, NULL);
     if (Error == NULL || PyModule_AddObjectRef(m, "Error", Error) < 0
         || PyModule_AddObjectRef(m, "Rows", (PyObject *)&RowsType) < 0

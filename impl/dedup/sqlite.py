@@ -95,6 +95,9 @@ _GET = "SELECT outcome FROM dedup WHERE tenant = ? AND pcs_id = ? AND expires_at
 
 # the compiled rows (None: the pure reference, SqlRows); chosen when a store is made
 _ROWS_EXTENSION = "flk.impl.dedup._fastsqlite"
+# the compiled rows' SQLite VFS: the default one, but a transaction's WAL frames reach the kernel
+# in one write at its commit frame (impl/dedup/_walbuf.h)
+ROWS_VFS = "flk-walbuf"
 OPEN_ROWS = accel.register("open_rows", _ROWS_EXTENSION, "flk.impl.dedup.sqlite:SqlRows",
                            "tests/dedup/test_sqlite_rows_differential.py::test_compiled_rows_answer_as_the_reference")
 _compiled_open_rows = accel.bind(OPEN_ROWS, globals(), "_compiled_open_rows")
@@ -306,7 +309,7 @@ class SqliteStore(BatchMixin):
         else:
             try:
                 rows = self._open_rows(self.path, self.busy_timeout_ms, "; ".join(self._pragmas), _UPSERT_ONE, _GET,
-                                       StoredOutcome)
+                                       StoredOutcome, ROWS_VFS)
             except _ERRORS as exc:
                 raise StoreUnavailable(f"sqlite store unusable: {exc}") from None
             with self._lock:
