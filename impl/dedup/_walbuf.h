@@ -33,11 +33,21 @@
 #include <stdint.h>
 #include <string.h>
 
+#if FLK_PLANTED_BUG /* a planted build (a module of its own in the same process) registers its own name */
+#define WB_STR2(x) #x
+#define WB_STR(x) WB_STR2(x)
+#define WB_NAME "flk-walbuf-planted-" WB_STR(FLK_PLANTED_BUG)
+#else
 #define WB_NAME "flk-walbuf"
+#endif
 /* the most bytes held: one write per 31 pages of a large transaction. The default VFS writes at
  * most 0x1ffff bytes in one call (unix seekAndWrite masks the size with it), so a larger write
  * would come back short -- SQLITE_FULL */
+#if FLK_PLANTED_BUG == 7 /* planted: more held than the default VFS writes in one call */
+#define WB_CAP 0x40000
+#else
 #define WB_CAP 0x1ffff
+#endif
 #define WB_FRAME_HEADER 24
 #define WB_WAL_HEADER 32
 
@@ -105,8 +115,9 @@ static int wb_write(sqlite3_file *file, const void *data, int n, sqlite3_int64 o
     if (kind == 1) {
         f->header_held = 1;
         f->commit_held = commit;
-    } else if (kind == 2 && commit) {
-        return wb_flush(f); /* the transaction's last frame: all of it, in one write, now */
+    } else if (kind == 2 && commit && FLK_PLANTED_BUG != 5) { /* planted 5: the commit frame held */
+        int rc = wb_flush(f); /* the transaction's last frame: all of it, in one write, now */
+        return FLK_PLANTED_BUG == 8 ? SQLITE_OK : rc; /* planted 8: a failed write reported as done */
     }
     return SQLITE_OK;
 through:
@@ -126,7 +137,8 @@ static int wb_close(sqlite3_file *file) {
     return rc != SQLITE_OK ? rc : rc2;
 }
 static int wb_read(sqlite3_file *f, void *p, int n, sqlite3_int64 off) {
-    WB_FLUSHED(f);
+    if (FLK_PLANTED_BUG != 6) /* planted 6: a read past held bytes */
+        WB_FLUSHED(f);
     return WB_REAL(f)->pMethods->xRead(WB_REAL(f), p, n, off);
 }
 static int wb_truncate(sqlite3_file *f, sqlite3_int64 size) {

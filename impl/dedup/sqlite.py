@@ -16,7 +16,8 @@
   and 7) go through a *rows* object per thread: the compiled
   ``flk.impl.dedup._fastsqlite.Rows`` (its own connection on the same file and pragmas,
   the SQL below prepared once, each row bound in C, the stored outcome's bytes written
-  in C, the SQLite work done without the GIL), or its pure reference :class:`SqlRows`
+  in C, the SQLite work done without the GIL, a transaction's WAL frames written in one
+  call at its commit by the ``flk-walbuf`` VFS of ``_walbuf.h``), or its pure reference :class:`SqlRows`
   over this module's ``sqlite3`` connection. Which one is chosen once, when the store
   is made (entry ``open_rows`` of :mod:`flk.impl.core.accel`; ``FLK_PURE=1`` or an
   install without ``sqlite3.h`` means the reference). Both write the same rows: a file
@@ -95,9 +96,6 @@ _GET = "SELECT outcome FROM dedup WHERE tenant = ? AND pcs_id = ? AND expires_at
 
 # the compiled rows (None: the pure reference, SqlRows); chosen when a store is made
 _ROWS_EXTENSION = "flk.impl.dedup._fastsqlite"
-# the compiled rows' SQLite VFS: the default one, but a transaction's WAL frames reach the kernel
-# in one write at its commit frame (impl/dedup/_walbuf.h)
-ROWS_VFS = "flk-walbuf"
 OPEN_ROWS = accel.register("open_rows", _ROWS_EXTENSION, "flk.impl.dedup.sqlite:SqlRows",
                            "tests/dedup/test_sqlite_rows_differential.py::test_compiled_rows_answer_as_the_reference")
 _compiled_open_rows = accel.bind(OPEN_ROWS, globals(), "_compiled_open_rows")
@@ -309,7 +307,7 @@ class SqliteStore(BatchMixin):
         else:
             try:
                 rows = self._open_rows(self.path, self.busy_timeout_ms, "; ".join(self._pragmas), _UPSERT_ONE, _GET,
-                                       StoredOutcome, ROWS_VFS)
+                                       StoredOutcome)
             except _ERRORS as exc:
                 raise StoreUnavailable(f"sqlite store unusable: {exc}") from None
             with self._lock:
