@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import random
 
+import sqlite3
+
 from flk.impl.dedup import StoredOutcome
-from flk.impl.dedup.sqlite import SqliteStore
+from flk.impl.dedup.sqlite import NEW_FILE_PAGE_SIZE, SqliteStore
 
 NOW = 1000.0
 
@@ -27,6 +29,38 @@ def test_the_store_does_not_map_the_file(tmp_path):
     store = SqliteStore(str(tmp_path / "dedup.sqlite"))
     try:
         assert store._conn().execute("PRAGMA mmap_size").fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+def test_a_new_file_gets_the_page_size_an_existing_one_keeps_its_own(tmp_path):
+    """New dedup files are made with NEW_FILE_PAGE_SIZE (2048); a file made before (SQLite's
+    4096) is used as it is, read and written through both row paths."""
+    assert NEW_FILE_PAGE_SIZE == 2048
+    new, old = str(tmp_path / "new.sqlite"), str(tmp_path / "old.sqlite")
+    conn = sqlite3.connect(old, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE dedup (tenant TEXT NOT NULL, pcs_id TEXT NOT NULL, expires_at REAL NOT NULL, "
+                 "outcome BLOB NOT NULL, PRIMARY KEY (tenant, pcs_id))")
+    conn.execute("INSERT INTO dedup VALUES ('t', 'before', 1e12, ?)", (_outcome(0, 0).to_bytes(),))
+    conn.close()
+    for path, size in ((new, NEW_FILE_PAGE_SIZE), (old, 4096)):
+        store = SqliteStore(path)
+        try:
+            assert store._conn().execute("PRAGMA page_size").fetchone()[0] == size
+            items = [("t", f"k{i}", _outcome(i, 1)) for i in range(300)]
+            assert all(won for won, _ in store.put_many_if_absent(items, NOW))
+            got = store.get_many([("t", f"k{i}") for i in range(300)], NOW)
+            assert [o.to_bytes() for o in got] == [o.to_bytes() for _, _, o in items]
+        finally:
+            store.close()
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == size
+        conn.close()
+    store = SqliteStore(old)
+    try:
+        assert store.get_many([("t", "before")], NOW)[0].to_bytes() == _outcome(0, 0).to_bytes()
     finally:
         store.close()
 
