@@ -12,7 +12,6 @@ map would have covered.
 from __future__ import annotations
 
 import random
-
 import sqlite3
 
 from flk.impl.dedup import StoredOutcome
