@@ -189,15 +189,19 @@ def test_commits_are_seen_at_once_and_whole():
 
 # ------------------------------------------------------------ a killed process
 
-_WRITER = r"""
-import importlib.machinery, importlib.util, random, sys
-sys.path[:0] = [sys.argv[4]]
+# a child process's start: argv = [module file, module name, repository root, database path, ...]
+_CHILD = r"""
+import importlib.machinery, importlib.util, os, random, resource, signal, sys
+sys.path[:0] = [sys.argv[3]]
 from tests.dedup.test_sqlite_walbuf import _items, _open, _put
 loader = importlib.machinery.ExtensionFileLoader(sys.argv[2], sys.argv[1])
 spec = importlib.util.spec_from_file_location(sys.argv[2], sys.argv[1], loader=loader)
 module = importlib.util.module_from_spec(spec)
 loader.exec_module(module)
-rows = _open(module, sys.argv[3])
+path = sys.argv[4]
+"""
+_WRITER = _CHILD + r"""
+rows = _open(module, path)
 for i in range(10_000):
     _put(rows, _items(random.Random(i), 25))
     print(i, flush=True)
@@ -215,7 +219,7 @@ def killed_writer_case(module, acknowledged: int) -> None:
         path = os.path.join(d, "d.db")
         _make_file(path)
         name = module.__name__.rpartition(".")[2]
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, module.__file__, name, path, str(ROOT)],
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, module.__file__, name, str(ROOT), path],
                                 stdout=subprocess.PIPE, text=True)
         try:
             for _ in range(acknowledged + 1):
@@ -241,17 +245,9 @@ def test_a_killed_writer_loses_no_acknowledged_commit(acknowledged):
 
 # ------------------------------------------------------------ a refused write
 
-_LIMITED = r"""
-import importlib.machinery, importlib.util, os, random, resource, signal, sys
-sys.path[:0] = [sys.argv[5]]
-from tests.dedup.test_sqlite_walbuf import _items, _open, _put
-loader = importlib.machinery.ExtensionFileLoader(sys.argv[2], sys.argv[1])
-spec = importlib.util.spec_from_file_location(sys.argv[2], sys.argv[1], loader=loader)
-module = importlib.util.module_from_spec(spec)
-loader.exec_module(module)
+_LIMITED = _CHILD + r"""
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
-path = sys.argv[3]
-rows = _open(module, path, vfs="walbuf" if sys.argv[4] == "walbuf" else None)
+rows = _open(module, path, vfs="walbuf" if sys.argv[5] == "walbuf" else None)
 _put(rows, _items(random.Random(0), 40))
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path + "-wal") + 8192, hard))
@@ -272,7 +268,7 @@ def refused_write_case(module, vfs: str) -> None:
         path = os.path.join(d, "d.db")
         _make_file(path)
         name = module.__name__.rpartition(".")[2]
-        done = subprocess.run([sys.executable, "-c", _LIMITED, module.__file__, name, path, vfs, str(ROOT)],
+        done = subprocess.run([sys.executable, "-c", _LIMITED, module.__file__, name, str(ROOT), path, vfs],
                               capture_output=True, text=True, timeout=120)
         lines = done.stdout.splitlines()
         assert done.returncode == 0, done.stderr[-2000:]
