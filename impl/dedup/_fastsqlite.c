@@ -72,7 +72,6 @@ static PyMethodDef module_methods[] = {
      "open_rows(path, busy_timeout_ms, setup_sql, upsert_sql, get_sql, outcome_type, vfs=WALBUF_VFS) -> Rows\n"
      "(vfs: the SQLite VFS by name; WALBUF_VFS: the default one with a transaction's WAL frames written at\n"
      "its commit in one write (see _walbuf.h); None: SQLite's default VFS)"},
-
     {NULL, NULL, 0, NULL}
 };
 

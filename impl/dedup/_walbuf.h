@@ -85,7 +85,8 @@ static int wb_write(sqlite3_file *file, const void *data, int n, sqlite3_int64 o
     if (!f->wal)
         return f->real->pMethods->xWrite(f->real, data, n, off);
     WB_COUNT(wb_writes_asked);
-    int header = f->header_held, commit = f->commit_held;
+    int header = f->header_held, commit = f->commit_held; /* what the last write held, consumed here */
+    f->header_held = f->commit_held = 0;
     int follows = f->len > 0 && off == f->off + f->len;
     /* 1: a frame header, 2: the page after a held frame header, 3: the WAL header; 0: through */
     int kind = (n == WB_FRAME_HEADER && (follows || f->len == 0)) ? 1
@@ -103,7 +104,6 @@ static int wb_write(sqlite3_file *file, const void *data, int n, sqlite3_int64 o
         if (rc != SQLITE_OK)
             return rc;
     }
-    f->header_held = f->commit_held = 0;
     if (kind == 0 || n > WB_CAP)
         goto through;
     if (f->buf == NULL && (f->buf = sqlite3_malloc(WB_CAP)) == NULL)

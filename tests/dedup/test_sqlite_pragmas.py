@@ -15,7 +15,7 @@ import random
 import sqlite3
 
 from flk.impl.dedup import StoredOutcome
-from flk.impl.dedup.sqlite import NEW_FILE_PAGE_SIZE, SqliteStore
+from flk.impl.dedup.sqlite import _SCHEMA, NEW_FILE_PAGE_SIZE, SqliteStore
 
 NOW = 1000.0
 
@@ -39,8 +39,7 @@ def test_a_new_file_gets_the_page_size_an_existing_one_keeps_its_own(tmp_path):
     new, old = str(tmp_path / "new.sqlite"), str(tmp_path / "old.sqlite")
     conn = sqlite3.connect(old, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("CREATE TABLE dedup (tenant TEXT NOT NULL, pcs_id TEXT NOT NULL, expires_at REAL NOT NULL, "
-                 "outcome BLOB NOT NULL, PRIMARY KEY (tenant, pcs_id))")
+    conn.execute(_SCHEMA)
     conn.execute("INSERT INTO dedup VALUES ('t', 'before', 1e12, ?)", (_outcome(0, 0).to_bytes(),))
     conn.close()
     for path, size in ((new, NEW_FILE_PAGE_SIZE), (old, 4096)):
