@@ -10,8 +10,8 @@ changes.
   SQLite's default VFS. After every step a default-VFS reader and the VFS's own connection
   see exactly the committed rows, and at the end a copy of the live files (the state a
   killed process leaves) holds every one of them and passes ``integrity_check``.
-* A process killed right after a commit returned: every commit it reported is in the file,
-  every other one whole or absent.
+* A process killed right after a commit returned (while it waits, or racing its next commit):
+  every commit it reported is in the file, every other one whole or absent.
 * A write the kernel refuses (``RLIMIT_FSIZE``) fails its commit, as with the default VFS;
   the rows committed before and after are there, the failed batch's are not.
 * Planted bugs in ``_walbuf.h`` are caught: the commit frame held (5), a read past held bytes
@@ -205,6 +205,7 @@ rows = _open(module, path)
 for i in range(10_000):
     _put(rows, _items(random.Random(i), 25))
     print(i, flush=True)
+    sys.stdin.readline()  # the parent's go: the next commit (or, blocked here, the kill)
 """
 
 
@@ -212,22 +213,29 @@ def _batch_keys(i: int) -> set:
     return {(t, p) for t, p, _ in _items(random.Random(i), 25)}
 
 
-def killed_writer_case(module, acknowledged: int) -> None:
+def killed_writer_case(module, acknowledged: int, busy: bool) -> None:
     """A writer through ``module``'s VFS killed (SIGKILL) once it reported ``acknowledged``
-    + 1 commits: each reported commit is in the file, every other one whole or absent."""
+    + 1 commits -- while it waits for the next go (``busy`` False: the kill lands right after
+    that commit returned, on every run), or just after the go (``busy``: the kill races the
+    next commit): each reported commit is in the file, every other one whole or absent."""
     with tempfile.TemporaryDirectory(prefix="flk-walbuf-kill-") as d:
         path = os.path.join(d, "d.db")
         _make_file(path)
         name = module.__name__.rpartition(".")[2]
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, module.__file__, name, str(ROOT), path],
-                                stdout=subprocess.PIPE, text=True)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
-            for _ in range(acknowledged + 1):
+            for k in range(acknowledged + 1):
                 line = proc.stdout.readline()
                 assert line, "the writer stopped before it was killed"
+                if k < acknowledged or busy:
+                    proc.stdin.write("\n")
+                    proc.stdin.flush()
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            proc.stdin.close()
+            proc.stdout.close()
         stored = set(_snapshot(path, os.path.join(d, "copy.db")))
         for i in range(acknowledged + 1):
             assert _batch_keys(i) <= stored, f"commit {i} was acknowledged and lost"
@@ -238,9 +246,9 @@ def killed_writer_case(module, acknowledged: int) -> None:
 
 
 @needs_compiled
-@pytest.mark.parametrize("acknowledged", [0, 6, 40])
-def test_a_killed_writer_loses_no_acknowledged_commit(acknowledged):
-    killed_writer_case(FAST, acknowledged)
+@pytest.mark.parametrize("acknowledged, busy", [(0, False), (6, False), (40, False), (6, True), (40, True)])
+def test_a_killed_writer_loses_no_acknowledged_commit(acknowledged, busy):
+    killed_writer_case(FAST, acknowledged, busy)
 
 
 # ------------------------------------------------------------ a refused write
@@ -316,6 +324,6 @@ def test_planted_walbuf_bugs_are_caught(bug, case):
         if case == "property":
             walbuf_property(module, planted=True)()
         elif case == "killed":
-            killed_writer_case(module, 6)
+            killed_writer_case(module, 6, busy=False)  # blocked after its commit: caught on every run
         else:
             refused_write_case(module, "walbuf")
