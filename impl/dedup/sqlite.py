@@ -54,10 +54,19 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS dedup (tenant TEXT NOT NULL, pcs_id TEXT NOT NULL, "
     "expires_at REAL NOT NULL, outcome BLOB NOT NULL, PRIMARY KEY (tenant, pcs_id))"
 )
+# each connection's page cache, KiB. Not larger: every commit whose B-tree split reordered pages
+# (SQLite moves a page through the number past the 1 GiB lock byte, PENDING_BYTE/page_size + 1)
+# and every reset after another connection's commit walk the whole hash table of the cache
+# (pcache1TruncateUnsafe), which grows with the pages the cache ever held and never shrinks:
+# a 64 MiB cache cost 27 us CPU per row at batches of 14 fresh rows (200k rows; 8 MiB: 18.4,
+# 4 MiB: 18.4, 2 MiB: 18.5) and 15.2 at batches of 512 (8 MiB: 14.6, 2 MiB: 16.1), medians of 3
+# interleaved runs; flk serve WORKERS=1, 32 connections: 8,381 vs 7,636 req/s (median of 4
+# interleaved rounds, faster in 3); 2 workers unchanged (each one's commits reset the other's cache)
+CACHE_KIB = 8192
 # every connection's settings after busy_timeout and WAL mode (the compiled rows' connection too)
 _PRAGMAS = (
     "PRAGMA synchronous = NORMAL",
-    "PRAGMA cache_size = -65536",  # 64 MiB page cache per connection
+    f"PRAGMA cache_size = -{CACHE_KIB}",
     # no memory map of the file: the workers of one server share it, and every checkpoint that
     # grows it makes the other connections unmap and remap it and fault its pages in again
     # (perf: munmap and page-fault work in the kernel). Two processes writing batches of 13

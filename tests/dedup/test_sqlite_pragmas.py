@@ -15,7 +15,7 @@ import random
 import sqlite3
 
 from flk.impl.dedup import StoredOutcome
-from flk.impl.dedup.sqlite import _SCHEMA, NEW_FILE_PAGE_SIZE, SqliteStore
+from flk.impl.dedup.sqlite import _SCHEMA, CACHE_KIB, NEW_FILE_PAGE_SIZE, SqliteStore
 
 NOW = 1000.0
 
@@ -28,6 +28,19 @@ def test_the_store_does_not_map_the_file(tmp_path):
     store = SqliteStore(str(tmp_path / "dedup.sqlite"))
     try:
         assert store._conn().execute("PRAGMA mmap_size").fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+def test_both_connections_keep_a_page_cache_of_cache_kib(tmp_path):
+    """The Python connection gets the bounded cache, and the compiled rows' connection is opened
+    with the same pragmas (sqlite.py says why it is not larger: a commit can walk the cache's
+    whole hash table)."""
+    assert 1024 <= CACHE_KIB <= 16384
+    store = SqliteStore(str(tmp_path / "dedup.sqlite"))
+    try:
+        assert store._conn().execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
+        assert f"PRAGMA cache_size = -{CACHE_KIB}" in store._pragmas  # the compiled rows' too
     finally:
         store.close()
 
