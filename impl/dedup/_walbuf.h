@@ -99,7 +99,7 @@ static int wb_write(sqlite3_file *file, const void *data, int n, sqlite3_int64 o
             kind = 0; /* a commit header with no held frames before it (a rewrite, a one-page commit) */
         commit = is_commit;
     }
-    if (kind == 0 || f->len + (sqlite3_int64)n > WB_CAP || (f->len > 0 && !follows)) {
+    if (kind == 0 || f->len + (sqlite3_int64)n > WB_CAP) { /* (a held kind follows the held bytes or starts them) */
         int rc = wb_flush(f);
         if (rc != SQLITE_OK)
             return rc;
