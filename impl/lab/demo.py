@@ -7,25 +7,30 @@ Stages (each reported with its verdict and time):
 2. **simulator** -- flagship scenarios of the catalog with their invariant/SLO
    tables and plots;
 3. **proofs** -- the quick tier of ``flk prove``;
-4. **server** -- ``flk serve`` on SQLite in a temporary directory, driven by
-   ``flk agent load`` with duplicates, bad signatures and conflicts, then the
-   server conformance suite against it;
+4. **server** -- ``flk serve`` on SQLite, driven by ``flk agent load`` with
+   duplicates, bad signatures and conflicts, then the server conformance suite
+   against it;
 5. **report** -- one styled, self-contained HTML page (:mod:`flk.impl.lab.report`: scenario
    descriptions, invariant and SLO tables, headline figures, captioned plots, the
    vectors / proofs / server summaries, version, commit and date) whose path is printed.
 
 Every stage runs the public CLI or API in a subprocess-free or subprocess way
 that a user could repeat by hand; the commands are listed in the report.
+
+What the stages write besides the report -- the vectors and conformance reports,
+the server's data dir and ``serve.log``, the load history -- goes to ``work/``
+in the output folder (:data:`WORK`), emptied at the start of each run: a failed
+stage's log is there to read, and runs never pile up in the temp folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -35,6 +40,7 @@ FLK = [sys.executable, "-m", "flk.impl"]
 FLAGSHIP_SINGLE = ["crash-restart", "dedup-outage", "nemesis-random"]
 FLAGSHIP_CRR = ["crr-normal", "region-failover", "split-brain"]
 DEMO_KEY = "flk-demo-hmac-key-not-a-secret-0001"  # the demo's own throwaway server key
+WORK = "work"  # the stages' files, in the output folder
 
 
 @dataclass
@@ -151,7 +157,7 @@ def stage_server(work: Path) -> Stage:
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         if not _wait_ready(url, proc):
-            st.status, st.summary = "fail", "flk serve did not become ready (see serve.log)"
+            st.status, st.summary = "fail", f"flk serve did not become ready (see {work / 'serve.log'})"
             return st
         hist = work / "load-history.jsonl"
         p = _run([*FLK, "agent", "load", "--url", url, "--n", "3000", "--seed", "1", "--concurrency", "16",
@@ -198,7 +204,9 @@ def run_demo(out_dir: Path | None = None, stages: tuple[str, ...] = ("vectors", 
     t0 = time.perf_counter()
     out_dir = Path(out_dir) if out_dir else Path("runs") / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="flk-demo-"))
+    work = (out_dir / WORK).resolve()  # the last run's files go; this run's stay beside its report
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
     done: list[Stage] = []
     plan = {"vectors": lambda: stage_vectors(work), "simulator": lambda: stage_sim(out_dir / "sim"),
             "proofs": stage_proofs, "server": lambda: stage_server(work)}

@@ -5,6 +5,7 @@ the runner cannot apply is refused before anything starts."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -86,7 +87,7 @@ def test_sigint_mid_run_leaves_no_process_namespace_or_mount(cluster_ready, pref
 
 def test_sigkill_of_the_runner_then_cleanup_leaves_nothing(cluster_ready, prefix, tmp_path):
     """A runner killed with SIGKILL runs no cleanup of its own: its ledger lists what it made (namespaces
-    with their nftables rules, links, the WAL tmpfs, the processes outside the namespaces) and
+    with their nftables rules, links, the WAL tmpfs, the processes outside the namespaces, the work dir) and
     ``flk cluster cleanup`` removes all of it."""
     faults = ('faults=[{kind="partition", at_s=1.0, a=["eu"], b=["us"], duration_s=8.0}, '
               '{kind="disk_full", at_s=9.5, target="us", duration_s=0.2}]')
@@ -105,9 +106,11 @@ def test_sigkill_of_the_runner_then_cleanup_leaves_nothing(cluster_ready, prefix
     assert {"namespace", "link", "process", "mount"} <= kinds, running
     if extra:
         assert any("prometheus" in x for x in running), running
+    assert (Path(work) / "us").is_dir()  # the regions' data and logs
     done = subprocess.run([*FLK, "cluster", "cleanup", "--prefix", prefix], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "nothing left behind", done.stdout
     assert leftovers(prefix, work) == []
+    assert not os.path.lexists(work)
     assert not (Path(tempfile.gettempdir()) / f"flk-cluster-{prefix}.json").exists()
 
 
@@ -127,10 +130,6 @@ def test_bad_input_is_exit_2_with_a_message(args, needle, tmp_path):
 
 
 def test_cleanup_removes_what_a_killed_run_left_and_never_a_live_run(cluster_ready, prefix):
-    import os
-    import tempfile
-    from pathlib import Path
-
     ledger = Path(tempfile.gettempdir()) / f"flk-cluster-{prefix}.json"
     ns = f"{prefix}-left"
     subprocess.run(["ip", "netns", "add", ns], check=True)

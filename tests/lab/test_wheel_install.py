@@ -69,10 +69,15 @@ def test_the_wheel_declares_what_the_code_imports(installed):
     ("prove", "--tier", "quick"),
     ("conformance", "vectors", "--adapter", "builtin"),
 ], ids=lambda a: " ".join(a[:2]))
-def test_main_commands_run_without_extras(installed, args):
-    p = _flk(installed, *args, timeout=1200)
+def test_main_commands_run_without_extras(installed, args, tmp_path):
+    """Each command leaves nothing in the temp folder (its own, empty at the start): what
+    ``flk demo``'s stages write stays beside its report, in ``runs/demo/work``."""
+    p = _flk(installed, *args, env_extra={"TMPDIR": str(tmp_path)}, timeout=1200)
     assert p.returncode == 0, (p.stdout[-4000:], p.stderr[-4000:])
     assert "Traceback" not in p.stdout + p.stderr and "ModuleNotFoundError" not in p.stdout + p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == []
+    if args == ("demo",):
+        assert (installed[1] / "runs" / "demo" / "work" / "serve.log").is_file()
 
 
 @pytest.mark.parametrize("env_extra, args, extra", [

@@ -70,8 +70,11 @@ class CrashingStore:
         return getattr(self.store, name)
 
 
+CFG_DIRS = tempfile.TemporaryDirectory(prefix="flk-ckpt-cfg-")  # every example's DATA_DIR; gone at exit
+
+
 def pipeline(store) -> ServerPipeline:
-    cfg = load_config({"DATA_DIR": tempfile.mkdtemp(prefix="flk-ckpt-cfg-"), "PCS_HMAC_KEY": KEY})
+    cfg = load_config({"DATA_DIR": tempfile.mkdtemp(dir=CFG_DIRS.name), "PCS_HMAC_KEY": KEY})
     server = types.SimpleNamespace(store=store, metrics=Metrics(), executor=None,
                                    admission=types.SimpleNamespace(buckets=None),
                                    quarantine_record=lambda *a: None)

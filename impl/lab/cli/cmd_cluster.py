@@ -12,7 +12,7 @@
   Prometheus on loopback that scrapes every region with the shipped rules, and the scenario's
   ``[alerts]`` declarations become ``ALERT-<name>`` checks (:mod:`flk.impl.lab.cluster.prometheus`);
 * ``flk cluster mechanisms`` -- what each supported fault kind really does;
-* ``flk cluster cleanup [--prefix P]`` -- remove the namespaces, links, mounts and processes a killed runner left
+* ``flk cluster cleanup [--prefix P]`` -- remove the namespaces, links, mounts, processes and work dir a killed runner left
   (its ledger ``flk-cluster-<prefix>.json`` in the temp folder).
 
 Needs root (network namespaces), iproute2, nftables, the moto S3 server (``pip install

@@ -20,10 +20,10 @@ count is what the run reports.
 
 Addresses come from one /24 chosen by the prefix (``10.<n>.<m>.0/24``, inside
 namespaces this run made; nothing is routed out). Everything made is listed in a
-ledger file -- namespaces, links, the tmpfs mounts of the regions' WAL disks and the
+ledger file -- namespaces, links, the tmpfs mounts of the regions' WAL disks, the
 processes started outside the namespaces (the router, Prometheus: pid with its start
-time, so a reused pid is never hit) -- so :func:`cleanup_ledger` removes what a runner
-killed with SIGKILL left.
+time, so a reused pid is never hit) and the run's work dir -- so :func:`cleanup_ledger`
+removes what a runner killed with SIGKILL left.
 Needs root (``CAP_NET_ADMIN``), ``ip`` (iproute2) and ``nft`` (nftables).
 """
 
@@ -120,6 +120,12 @@ class Network:
 
     def adopt_mount(self, path: str) -> None:
         self.made.setdefault("mounts", []).append(path)
+        self._save()
+
+    def adopt_dir(self, path: str) -> None:
+        """List the run's work dir (its regions' data and logs): a killed run's cleanup removes
+        it (:func:`cleanup_ledger`); a run that ends itself removes it after writing its artifacts."""
+        self.made.setdefault("dirs", []).append(path)
         self._save()
 
     def up(self) -> None:
@@ -293,6 +299,26 @@ def cleanup_ledger(path: str) -> list[str]:
     if made.get("pid") not in (None, os.getpid()) and alive(made["pid"]):
         return [f"the run of process {made['pid']} (still running)"]
     left = cleanup(made)
+    if not left:  # nothing runs in the work dirs and nothing is mounted there any more
+        left = remove_dirs(made.get("dirs", []))
     if not left:
         os.remove(path)
+    return left
+
+
+WORK_DIR_PREFIX = "flk-cluster-"  # :func:`flk.impl.lab.cluster.runner.run`'s work dirs: the only ones removed
+
+
+def remove_dirs(paths: list[str]) -> list[str]:
+    """Remove a killed run's work dirs; a path that is not one (an absolute directory named
+    ``flk-cluster-*``, not a symlink) is never touched and is returned as left behind."""
+    left = []
+    for path in paths:
+        if not isinstance(path, str) or not os.path.isabs(path) or \
+                not os.path.basename(os.path.normpath(path)).startswith(WORK_DIR_PREFIX) or os.path.islink(path):
+            left.append(f"dir {path!r} (not a run's work dir: kept)")
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if os.path.lexists(path):
+            left.append(f"dir {path}")
     return left

@@ -58,7 +58,7 @@ from flk.sim.scenario import Scenario
 
 from . import prometheus as prom
 from .driver import BASE_KEY, Clock, Workload
-from .network import Network, cleanup_ledger, missing_tools
+from .network import WORK_DIR_PREFIX, Network, cleanup_ledger, missing_tools
 from .regions import (
     DISK_FULL_WAL_PREALLOCATE,
     REDIS_PORT,
@@ -247,6 +247,7 @@ class ClusterRun:
         left = cleanup_ledger(str(ledger_path(self.prefix)))
         if left:
             raise Refused(f"leftovers of an earlier run could not be removed: {', '.join(left)}")
+        self.net.adopt_dir(str(self.work))  # a killed run's cleanup removes it too
         t0 = time.monotonic()
         self.net.up()
         tenants = tenants_env(int(self.data["workload"]["tenants"]))
@@ -824,7 +825,7 @@ def run(sc: Scenario, seed: int, backend: str = "sqlite", out: Path | None = Non
         raise Refused("; ".join(reasons))
     prefix = prefix or os.environ.get("FLK_CLUSTER_PREFIX") or f"flk{os.getpid() % 100000:x}"
     out_dir = Path(out) / sc.name / str(seed) if out is not None else None
-    work = Path(tempfile.mkdtemp(prefix=f"flk-cluster-{sc.name}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{sc.name}-"))
     cr = ClusterRun(sc, seed, backend, work, prefix, log, plant, plant_window_s, prometheus)
     previous = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is threading.main_thread():
