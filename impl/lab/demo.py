@@ -19,8 +19,9 @@ that a user could repeat by hand; the commands are listed in the report.
 
 What the stages write besides the report -- the vectors and conformance reports,
 the server's data dir and ``serve.log``, the load history -- goes to ``work/``
-in the output folder (:data:`WORK`), emptied at the start of each run: a failed
-stage's log is there to read, and runs never pile up in the temp folder.
+in the output folder (:data:`WORK`), emptied at the start of each run (only a folder
+the demo made: :func:`fresh_work`): a failed stage's log is there to read, and runs
+never pile up in the temp folder.
 """
 
 from __future__ import annotations
@@ -41,6 +42,25 @@ FLAGSHIP_SINGLE = ["crash-restart", "dedup-outage", "nemesis-random"]
 FLAGSHIP_CRR = ["crr-normal", "region-failover", "split-brain"]
 DEMO_KEY = "flk-demo-hmac-key-not-a-secret-0001"  # the demo's own throwaway server key
 WORK = "work"  # the stages' files, in the output folder
+WORK_MARK = ".flk-demo-work"  # in every work folder the demo made: only such a folder is ever emptied
+
+
+class WorkInTheWay(Exception):
+    """The output folder holds a ``work`` folder the demo did not make: it is never emptied."""
+
+
+def fresh_work(out_dir: Path) -> Path:
+    """``out_dir/work``, empty and marked: the last run's (marked) folder is removed first; a
+    folder of that name without the mark is somebody else's and raises :class:`WorkInTheWay`."""
+    work = Path(out_dir).resolve() / WORK  # the folder resolved, never a link named work
+    if work.exists() or work.is_symlink():
+        if work.is_symlink() or not (work / WORK_MARK).is_file():
+            raise WorkInTheWay(f"{work} exists and was not made by flk demo (it is never emptied): "
+                               "choose another --out or move it")
+        shutil.rmtree(work)
+    work.mkdir()
+    (work / WORK_MARK).write_text("made by flk demo; emptied by its next run\n", encoding="utf-8")
+    return work
 
 
 @dataclass
@@ -204,9 +224,7 @@ def run_demo(out_dir: Path | None = None, stages: tuple[str, ...] = ("vectors", 
     t0 = time.perf_counter()
     out_dir = Path(out_dir) if out_dir else Path("runs") / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = (out_dir / WORK).resolve()  # the last run's files go; this run's stay beside its report
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    work = fresh_work(out_dir)  # the last run's files go; this run's stay beside its report
     done: list[Stage] = []
     plan = {"vectors": lambda: stage_vectors(work), "simulator": lambda: stage_sim(out_dir / "sim"),
             "proofs": stage_proofs, "server": lambda: stage_server(work)}

@@ -10,8 +10,11 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
-    from ..demo import run_demo
-    from . import output_dir
+    from ..demo import WorkInTheWay, run_demo
+    from . import UsageError, output_dir
 
     stages = tuple(args.only) if args.only else ("vectors", "simulator", "proofs", "server")
-    return run_demo(output_dir(args.out), stages)
+    try:
+        return run_demo(output_dir(args.out), stages)
+    except WorkInTheWay as exc:  # raised before any stage runs
+        raise UsageError(f"--out {args.out}: {exc}") from None
