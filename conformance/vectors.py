@@ -19,6 +19,7 @@ import json
 import math
 import pathlib
 import struct
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -96,10 +97,35 @@ def vector_files(directory: pathlib.Path) -> list[pathlib.Path]:
     return sorted(p for p in directory.glob("*.json") if not p.name.endswith(".schema.json"))
 
 
+# jsonschema's optional backend of the "iri" formats: where it is installed (Jupyter's nbformat
+# asks for jsonschema[format-nongpl]) ``import jsonschema`` imports it, and it builds ~38 Lark
+# parsers at import -- 1.5 of the 1.7 s that import took here, in every run of the kit (jsonschema
+# issue #1428). The vectors' schema is checked without format assertions (no FormatChecker), so
+# that backend is never used here: :func:`_import_jsonschema` leaves it out.
+_UNUSED_FORMAT_BACKENDS = ("rfc3987_syntax",)
+
+
+def _import_jsonschema():
+    """``jsonschema``; when this is its first import, without :data:`_UNUSED_FORMAT_BACKENDS`
+    (an ImportError for its optional imports, during this import only: a later ``import
+    rfc3987_syntax`` anywhere works). Its FormatChecker then lacks the two IRI formats in
+    this process; the kit asserts no formats."""
+    blocked = [] if "jsonschema" in sys.modules else [m for m in _UNUSED_FORMAT_BACKENDS if m not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # the import system's "no such module"
+    try:
+        import jsonschema
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+    return jsonschema
+
+
 @functools.lru_cache(maxsize=1)
 def _schema_validator():
     """The validator of spec/vectors.schema.json (next to the vectors), or None if absent."""
-    import jsonschema
+    jsonschema = _import_jsonschema()
 
     for base in (vectors_dir().parent, pathlib.Path(__file__).resolve().parent.parent / "spec"):
         path = base / "vectors.schema.json"
