@@ -73,13 +73,14 @@ PYTEST_WORKERS ?= 2
 
 # The vectors are checked on both cores: the compiled fast path and the pure-Python reference
 # (FLK_PURE=1); tests/foundation/test_fastcore.py re-runs the differential suites with FLK_PURE=1.
-# pytest runs with a temp folder of its own (TMPDIR): what the run leaves there besides
-# pytest's and dask's own folders is a leak, and scripts/check_temp_left.py fails the run.
+# pytest runs with a temp folder of its own (TMPDIR; mode 1777 like /tmp: the private PostgreSQL
+# servers run as the postgres user inside it): what the run leaves there besides pytest's and
+# dask's own folders is a leak, and scripts/check_temp_left.py fails the run.
 test: setup services
 	$(PY) -m ruff check .
 	$(FLK) vectors check
 	FLK_PURE=1 $(FLK) vectors check
-	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/flk-make-test-XXXXXX") && echo "pytest temp folder: $$tmp" && \
+	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/flk-make-test-XXXXXX") && chmod 1777 "$$tmp" && echo "pytest temp folder: $$tmp" && \
 	  TMPDIR=$$tmp $(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); \
 	  rc=$$?; $(PY) scripts/check_temp_left.py $$tmp || rc=1; rm -rf $$tmp; exit $$rc
 
