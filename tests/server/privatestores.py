@@ -49,6 +49,21 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _first_start_or_close(store, start):
+    """``start()``; if it raises on the store's first start, ``store.close()`` first (its temp
+    folder goes: the caller's ``finally`` never held a started store). A restart that fails
+    leaves the data for the caller's own close."""
+    first = not getattr(store, "_started", False)
+    try:
+        out = start()
+    except BaseException:
+        if first:
+            store.close()
+        raise
+    store._started = True
+    return out
+
+
 class PrivateRedis:
     def __init__(self, persistent: bool = False) -> None:
         _need(shutil.which("redis-server") is not None, "redis-server not installed (scripts/services.sh)")
@@ -62,6 +77,10 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> PrivateRedis:
+        """Start (or restart) the server; a first start that fails removes what it made."""
+        return _first_start_or_close(self, self._start)
+
+    def _start(self) -> PrivateRedis:
         aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self.proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
                                       self.dir, "--save", "", *aof], stdout=subprocess.DEVNULL,
@@ -117,6 +136,10 @@ class PrivatePostgres:
         subprocess.run([*self.as_pg, *args], check=True, capture_output=True, timeout=120)
 
     def start(self) -> PrivatePostgres:
+        """Start (or restart) the server; a first start that fails removes what it made."""
+        return _first_start_or_close(self, self._start)
+
+    def _start(self) -> PrivatePostgres:
         if not os.path.exists(os.path.join(self.data, "PG_VERSION")):
             self._pg(f"{self.bin}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync")
         self._pg(f"{self.bin}/pg_ctl", "-D", self.data, "-l", os.path.join(self.root, "log"), "-w", "-t", "60",
