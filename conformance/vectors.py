@@ -100,8 +100,9 @@ def vector_files(directory: pathlib.Path) -> list[pathlib.Path]:
 # jsonschema's optional backend of the "iri" formats: where it is installed (Jupyter's nbformat
 # asks for jsonschema[format-nongpl]) ``import jsonschema`` imports it, and it builds ~38 Lark
 # parsers at import -- 1.5 of the 1.7 s that import took here, in every run of the kit (known
-# upstream: "Lazy import rfc3987_syntax" in jsonschema's tracker). The vectors' schema is checked without format assertions (no FormatChecker), so
-# that backend is never used here: :func:`_import_jsonschema` leaves it out.
+# upstream: "Lazy import rfc3987_syntax" in jsonschema's tracker). The vectors' schema is
+# checked without format assertions (no FormatChecker), so that backend is never used here:
+# :func:`_import_jsonschema` leaves it out.
 _UNUSED_FORMAT_BACKENDS = ("rfc3987_syntax",)
 
 
