@@ -49,22 +49,25 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _first_start_or_close(store, start):
-    """``start()``; if it raises on the store's first start, ``store.close()`` first (its temp
-    folder goes: the caller's ``finally`` never held a started store). A restart that fails
-    leaves the data for the caller's own close."""
-    first = not getattr(store, "_started", False)
-    try:
-        out = start()
-    except BaseException:
-        if first:
-            store.close()
-        raise
-    store._started = True
-    return out
+class _PrivateStore:
+    """A private server's start and restart (``_start``); a first start that fails closes the
+    store (its temp folder goes: the caller's ``finally`` never held a started store), a
+    restart that fails leaves the data for the caller's own ``close``."""
+
+    _started = False
+
+    def start(self):
+        try:
+            self._start()
+        except BaseException:
+            if not self._started:
+                self.close()
+            raise
+        self._started = True
+        return self
 
 
-class PrivateRedis:
+class PrivateRedis(_PrivateStore):
     def __init__(self, persistent: bool = False) -> None:
         _need(shutil.which("redis-server") is not None, "redis-server not installed (scripts/services.sh)")
         self.dir = tempfile.mkdtemp(prefix="flk-redis-")
@@ -76,11 +79,7 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> PrivateRedis:
-        """Start (or restart) the server; a first start that fails removes what it made."""
-        return _first_start_or_close(self, self._start)
-
-    def _start(self) -> PrivateRedis:
+    def _start(self) -> None:
         aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self.proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
                                       self.dir, "--save", "", *aof], stdout=subprocess.DEVNULL,
@@ -91,7 +90,7 @@ class PrivateRedis:
         while time.monotonic() < deadline:
             try:
                 if redis.Redis.from_url(self.url, socket_timeout=1).ping():
-                    return self
+                    return
             except redis.RedisError:
                 time.sleep(0.05)
         raise RuntimeError("private redis did not start")
@@ -116,7 +115,7 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class PrivatePostgres:
+class PrivatePostgres(_PrivateStore):
     def __init__(self) -> None:
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         _need(bool(bins), "PostgreSQL not installed (scripts/services.sh)")
@@ -135,16 +134,11 @@ class PrivatePostgres:
     def _pg(self, *args: str) -> None:
         subprocess.run([*self.as_pg, *args], check=True, capture_output=True, timeout=120)
 
-    def start(self) -> PrivatePostgres:
-        """Start (or restart) the server; a first start that fails removes what it made."""
-        return _first_start_or_close(self, self._start)
-
-    def _start(self) -> PrivatePostgres:
+    def _start(self) -> None:
         if not os.path.exists(os.path.join(self.data, "PG_VERSION")):
             self._pg(f"{self.bin}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync")
         self._pg(f"{self.bin}/pg_ctl", "-D", self.data, "-l", os.path.join(self.root, "log"), "-w", "-t", "60",
                  "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off", "start")
-        return self
 
     def postmaster(self) -> int | None:
         try:
