@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flk.impl.core import textdata
+
 ERROR_KINDS = ("unsupported", "invalid_input", "internal")
 MAX_LINE = 64 * 1024 * 1024
 STDERR_TAIL = 4096
@@ -109,8 +111,8 @@ class BuiltinAdapter:
         rid = self.next_id
         self.next_id += 1
         t0 = time.perf_counter()
-        wire = json.loads(_encode({**request, "id": rid}))
-        response = json.loads(json.dumps(handle(wire), ensure_ascii=True))
+        wire = textdata.json_loads(_encode({**request, "id": rid}))
+        response = textdata.json_loads(json.dumps(handle(wire), ensure_ascii=True))
         why = validate_response(response, rid)
         elapsed = time.perf_counter() - t0
         if why:
@@ -318,7 +320,7 @@ class ProcessAdapter:
                 continue
             elapsed = time.monotonic() - t0
             try:
-                obj = json.loads(line.decode("utf-8"))
+                obj = textdata.json_loads(line.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                 self.unanswered.add(rid)
                 return Reply("malformed", None, f"response is not UTF-8 JSON ({exc}): {line[:200]!r}", elapsed)

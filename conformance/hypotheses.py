@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import Any
 
-from flk.impl.core import canonical, signals
+from flk.impl.core import canonical, signals, textdata
 from flk.impl.core.errors import InvalidInput
 
 Fmt = Callable[[Any], str]
@@ -262,7 +262,7 @@ REPARSED = ("json-pretty2", "json-pretty2-utf8", "js-pretty2", "json-spaced")
 
 
 def _reserialize(compact: str, layout: str) -> str:
-    obj = json.loads(compact)
+    obj = textdata.json_loads(compact)
     if layout == "json-pretty2":
         return json.dumps(obj, indent=2)
     if layout == "json-pretty2-utf8":
@@ -589,7 +589,7 @@ def object_keys(raw: bytes) -> list[str] | None:
                 j += 2 if text[j] == "\\" else 1
             if depth == 1 and expect_key:
                 try:
-                    keys.append(json.loads(text[i:j + 1]))
+                    keys.append(textdata.json_loads(text[i:j + 1]))
                 except ValueError:
                     return None
                 expect_key = False

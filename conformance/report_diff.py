@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flk.impl.core import textdata
+
 
 class ReportError(ValueError):
     """A file that is not a vectors JSON report."""
@@ -25,7 +27,7 @@ class ReportError(ValueError):
 
 def load_report(path: str | pathlib.Path) -> dict:
     try:
-        doc = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+        doc = textdata.json_loads(pathlib.Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReportError(f"{path}: not readable as JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list):

@@ -41,6 +41,8 @@ from typing import Any
 
 import httpx
 
+from flk.impl.core import textdata
+
 from .base64_spellings import lenient_spellings
 
 SUBMIT_PATH = "/v1/pcs/submit"
@@ -92,7 +94,7 @@ class Exchange:
 
     def json(self) -> Any:
         try:
-            return json.loads(self.body)
+            return textdata.json_loads(self.body)
         except (ValueError, UnicodeDecodeError):
             return None
 
@@ -266,7 +268,7 @@ def expect_success(ex: Exchange, pcs: dict, *, replay: bool | None = False) -> d
     check(ex.media_type == JSON_CT, f"{ex.what}: Content-Type {ex.media_type!r}, expected {JSON_CT}")
     pairs: list = []
     try:
-        doc = json.loads(ex.body, object_pairs_hook=lambda p: (pairs.append([k for k, _ in p]), dict(p))[1])
+        doc = textdata.json_loads(ex.body, object_pairs_hook=lambda p: (pairs.append([k for k, _ in p]), dict(p))[1])
     except (ValueError, UnicodeDecodeError):
         raise CaseFailed(f"{ex.what}: {ex.status} body is not JSON") from None
     check(isinstance(doc, dict), f"{ex.what}: body is not a JSON object")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from flk.impl.core import textdata
 from flk.impl.core.errors import InvalidInput
 
 _HEX = set("0123456789abcdef")
@@ -131,14 +132,14 @@ def _schema_validator():
     for base in (vectors_dir().parent, pathlib.Path(__file__).resolve().parent.parent / "spec"):
         path = base / "vectors.schema.json"
         if path.is_file():
-            return jsonschema.Draft202012Validator(json.loads(path.read_text(encoding="utf-8")))
+            return jsonschema.Draft202012Validator(textdata.json_loads(path.read_text(encoding="utf-8")))
     return None
 
 
 def _load_file(path: pathlib.Path) -> dict:
     """One vector file, checked against vectors.schema.json (a bad file is InvalidInput)."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = textdata.json_loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(str(path), f"unreadable vector file: {exc}") from None
     if not isinstance(doc, dict) or "operation" not in doc or "testGroups" not in doc:

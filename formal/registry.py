@@ -8,9 +8,10 @@ prove`` fails when a result differs from the manifest or exceeds its budget.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from importlib import resources
+
+from flk.impl.core import textdata
 
 from . import merge, ring, rounding, signals, verifier
 from .result import ProofResult
@@ -33,4 +34,4 @@ PROOFS: dict[str, Callable[[str], ProofResult]] = {
 
 def load_manifest() -> dict:
     text = resources.files("flk.formal").joinpath("manifest.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    return textdata.json_loads(text)

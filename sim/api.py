@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..impl.core import textdata
 from . import alerts, artifacts, checkers, faults, kpi, metrics, operator
 from .history import FORMATS, PLAIN, History, find_history, read_history
 from .scenario import Scenario, ScenarioError, list_scenarios, load
@@ -219,7 +220,7 @@ def check_run_dir(out_dir: Path, sc: Scenario, key: str | None = None, force: bo
     ``scenario.name``, or (unless ``force``) a different run of the same one -- other file
     content, overrides or planted bug (:func:`run_key`); the same run again replaces itself."""
     try:
-        earlier = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+        earlier = textdata.json_loads((out_dir / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
     theirs_key = (earlier.get("stamp") or {}).get("run_key")
@@ -254,14 +255,13 @@ def save(res: RunResult, out: Path, plots: bool = True, force: bool = False) -> 
 
 def replay(run_dir: Path) -> tuple[bool, RunResult, str]:
     """Re-run the scenario recorded in ``run_dir`` with its seed; compare history digests."""
-    import tomllib
 
     from .scenario import validate
 
     run_dir = Path(run_dir)
     try:
-        data = tomllib.loads((run_dir / "scenario.toml").read_text(encoding="utf-8"))
-        expected = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        data = textdata.toml_loads((run_dir / "scenario.toml").read_text(encoding="utf-8"))
+        expected = textdata.json_loads((run_dir / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ScenarioError(str(run_dir), f"not a run directory: {exc}") from None
     validate(data)
@@ -310,7 +310,7 @@ def load_run(run_dir: Path) -> dict:
     import csv
 
     run_dir = Path(run_dir)
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    results = textdata.json_loads((run_dir / "results.json").read_text(encoding="utf-8"))
     with open(run_dir / "metrics.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return {"results": results, "history": read_history(find_history(run_dir)), "metrics": rows}

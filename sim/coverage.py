@@ -25,6 +25,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..impl.core import textdata
+
 NO_FAULT = "none"
 
 
@@ -267,7 +269,7 @@ def records_from(paths: Iterable[Path]) -> list[dict]:
     for p in map(Path, paths):
         if (p / "runs.jsonl").is_file():
             with open(p / "runs.jsonl", encoding="utf-8") as f:
-                out.extend(json.loads(line)["coverage"] for line in f if line.strip())
+                out.extend(textdata.json_loads(line)["coverage"] for line in f if line.strip())
         elif (p / "results.json").is_file():
             run = read_run_dir(p)
             out.append(of_run(list(read_history(find_history(p))), run.results, run.data))

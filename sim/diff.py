@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..impl.core import textdata
 from .history import find_history, open_lines
 from .scenario import ScenarioError
 
@@ -17,7 +18,7 @@ from .scenario import ScenarioError
 def _read(run_dir: Path) -> tuple[dict, list[str]]:
     run_dir = Path(run_dir)
     try:
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        results = textdata.json_loads((run_dir / "results.json").read_text(encoding="utf-8"))
         with open_lines(find_history(run_dir)) as f:
             lines = f.read().splitlines()
     except (OSError, ValueError) as exc:
@@ -30,10 +31,10 @@ def first_divergence(lines_a: list[str], lines_b: list[str]) -> dict | None:
     """The first differing history line (1-based) with both events (None past an end)."""
     for number, (a, b) in enumerate(zip(lines_a, lines_b, strict=False), start=1):
         if a != b:
-            return {"line": number, "a": json.loads(a), "b": json.loads(b)}
+            return {"line": number, "a": textdata.json_loads(a), "b": textdata.json_loads(b)}
     if len(lines_a) != len(lines_b):
         number = min(len(lines_a), len(lines_b)) + 1
-        pick = lambda lines: json.loads(lines[number - 1]) if len(lines) >= number else None  # noqa: E731
+        pick = lambda lines: textdata.json_loads(lines[number - 1]) if len(lines) >= number else None  # noqa: E731
         return {"line": number, "a": pick(lines_a), "b": pick(lines_b)}
     return None
 

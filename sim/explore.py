@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..impl.core import textdata
 from .rng import derive_seed
 
 BASE = "nemesis-random"  # the catalog scenario every drawn scenario overrides
@@ -606,7 +607,7 @@ def digests_of(jobs: list[list]) -> list[str]:
 
 
 def _digest_worker() -> None:  # python -c entry point of determinism_check's subprocesses
-    jobs = json.loads(sys.stdin.read())
+    jobs = textdata.json_loads(sys.stdin.read())
     print(json.dumps(digests_of(jobs)))
 
 
@@ -624,7 +625,7 @@ def determinism_check(records: list[dict], k: int, hash_seeds: tuple[str, str] =
     outs = []
     for p in procs:
         stdout, _ = p.communicate(json.dumps(jobs))
-        outs.append(json.loads(stdout) if p.returncode == 0 else [None] * len(jobs))
+        outs.append(textdata.json_loads(stdout) if p.returncode == 0 else [None] * len(jobs))
     mismatches = [{"seed": r["seed"], "explored": r["digest"], "runs": [o[i] for o in outs]}
                   for i, r in enumerate(chosen) if any(o[i] != r["digest"] for o in outs)]
     return {"sampled": len(chosen), "processes": len(hash_seeds), "pythonhashseeds": list(hash_seeds),

@@ -31,6 +31,8 @@ from pathlib import Path
 
 from flk.impl.core import accel
 
+from ..impl.core import textdata
+
 PLAIN = "history.jsonl"
 COMPACT = "history.jsonl.gz"
 FORMATS = {"jsonl": PLAIN, "jsonl.gz": COMPACT}  # ``flk sim run --history-format`` -> file name
@@ -374,7 +376,7 @@ def iter_history(path: Path) -> Iterator[dict]:
     with open_lines(path) as f:
         for line in f:
             if line.strip():
-                yield json.loads(line)
+                yield textdata.json_loads(line)
 
 
 def read_history(path: Path) -> list[dict]:

@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..impl.core import textdata
 from . import faults, schedule, topology
 from .faults import FAULT_KINDS
 from .metrics import METRICS, REPLICATION_METRICS
@@ -263,7 +264,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 def _parse_value(text: str) -> Any:
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        return textdata.toml_loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
 
@@ -403,7 +404,7 @@ def _read_toml(p: Path) -> dict:
     if not p.exists():
         raise ScenarioError("scenario", f"file not found: {p}")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        return textdata.toml_loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError("toml", f"not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:

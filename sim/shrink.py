@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..impl.core import textdata
 from . import faults
 from .scenario import LIST_SECTIONS, SECTIONS, Scenario, ScenarioError, load, scenario_dir, validate
 
@@ -78,12 +79,11 @@ class RunDir:
 
 
 def read_run_dir(run_dir: Path) -> RunDir:
-    import tomllib
 
     run_dir = Path(run_dir)
     try:
-        data = tomllib.loads((run_dir / "scenario.toml").read_text(encoding="utf-8"))
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        data = textdata.toml_loads((run_dir / "scenario.toml").read_text(encoding="utf-8"))
+        results = textdata.json_loads((run_dir / "results.json").read_text(encoding="utf-8"))
         int(results["seed"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ScenarioError(str(run_dir), "not a run directory (needs the scenario.toml and results.json "
@@ -428,7 +428,7 @@ def merge_overrides(earlier: list[str], later: list[str]) -> list[str]:
 
 def _same(a: dict, b: dict) -> bool:
     strip = lambda d: {**d, "scenario": {k: v for k, v in d["scenario"].items() if k != "seed"}}  # noqa: E731
-    return json.loads(json.dumps(strip(a))) == json.loads(json.dumps(strip(b)))
+    return textdata.json_loads(json.dumps(strip(a))) == textdata.json_loads(json.dumps(strip(b)))
 
 
 def _shown_path(path: Path) -> str:

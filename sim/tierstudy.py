@@ -46,6 +46,8 @@ from flk.impl.operator.policy import check_policy
 from flk.impl.operator.tiering import monthly_cost
 from flk.impl.storage.objectstore import MemoryObjectStore
 
+from ..impl.core import textdata
+
 CYCLE_S = 3600.0
 PATTERNS = ("diurnal", "bursty", "zipf", "none")
 ARMS = {
@@ -291,7 +293,7 @@ def load_study(path: str) -> dict:
 
     with open(path, "rb") as fh:
         try:
-            doc = tomllib.load(fh)
+            doc = textdata.toml_load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError("toml", f"not valid TOML: {exc}", source=path) from None
     wl = (Field("tenants", "int", 3, "tenants", minimum=1), Field("cycles", "int", 96, "cycles", minimum=25),

@@ -60,6 +60,7 @@ from flk.impl.core.pcs import check_epoch, check_shard_id, pcs_id_of_checked
 from flk.impl.core.signing import pure_hmac_b64, sign_hmac
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
+from ..impl.core import textdata
 from .metrics import BAD_SIG_KINDS
 from .net import Wakeup, call_at, call_later
 
@@ -320,7 +321,7 @@ class Agent:
             return
         self.outbox = self._open_outbox()
         for seq, raw in self.outbox.pending():
-            rec = json.loads(raw)
+            rec = textdata.json_loads(raw)
             self.world.history.record(self.world.env.now, "client.resubmit", req=rec["req"], agent=self.id, seq=seq)
             self.deliver_later(rec["req"], rec["kind"], rec["pcs"], seq)
 

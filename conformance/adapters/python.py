@@ -13,6 +13,8 @@ import sys
 from collections.abc import Mapping
 from typing import IO
 
+from flk.impl.core import textdata
+
 from ..ops import NAME, OPS, OpFn, handle
 
 
@@ -29,7 +31,7 @@ def serve(
         if not line.strip():
             continue
         try:
-            request = json.loads(line)
+            request = textdata.json_loads(line)
         except json.JSONDecodeError as exc:
             response = {
                 "id": None,

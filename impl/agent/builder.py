@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core import merkle, signals
+from ..core import merkle, signals, textdata
 from ..core.canonical import round9
 from ..core.errors import InvalidInput
 from ..core.pcs import check_epoch, check_shard_id, pcs_id
@@ -121,7 +121,7 @@ def _parse_jsonl(raw: bytes) -> np.ndarray:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = textdata.json_loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidInput("events", f"JSONL line {lineno}: not JSON ({exc.msg})") from None
         if isinstance(obj, dict):

@@ -73,6 +73,7 @@ from dataclasses import dataclass, field
 from json import encoder as json_encoder
 from urllib.parse import urlsplit, urlunsplit
 
+from ..core import textdata
 from ..core.canonical import canonical_bytes
 from ..core.errors import InvalidInput
 from ..core.records import frozen_record
@@ -448,7 +449,7 @@ class Submission:
 
 def signed_subset_of_body(body: bytes) -> bytes:
     """The canonical bytes of the signed subset of a request body (for checks)."""
-    return canonical_bytes(json.loads(body))
+    return canonical_bytes(textdata.json_loads(body))
 
 
 # --------------------------------------------------------------------------- I/O: transport
@@ -459,7 +460,7 @@ def _short_reason(status: int, content_type: str, body: bytes) -> str:
     if "json" not in content_type or not body or len(body) > 65536:
         return ""
     try:
-        obj = json.loads(body)
+        obj = textdata.json_loads(body)
     except (ValueError, UnicodeDecodeError):
         return ""
     if not isinstance(obj, dict):
@@ -640,7 +641,7 @@ def drain_outbox(outbox, client: SubmitClient, stop_on_give_up: bool = True) -> 
     res = DrainResult()
     for seq, data in outbox.pending():
         try:
-            pcs = json.loads(data)
+            pcs = textdata.json_loads(data)
             if not isinstance(pcs, dict):
                 raise ValueError("not an object")
             prepare(pcs)

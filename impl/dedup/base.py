@@ -37,6 +37,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
+from ..core import textdata
 from ..core.records import frozen_record
 from ..core.tenantid import TENANT_ID_RULE, is_tenant_id
 
@@ -142,7 +143,7 @@ class StoredOutcome:
         head, sep, body = bytes(raw).partition(b"\n")
         if not sep:
             raise ValueError("stored outcome has no header separator")
-        digest, status, first_seen, region, policy_version = json.loads(head)
+        digest, status, first_seen, region, policy_version = textdata.json_loads(head)
         return cls(
             payload_digest=digest,
             status=int(status),
@@ -236,7 +237,7 @@ def encode_cursor(tenant: str, pcs_id: str) -> str:
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
     try:
-        tenant, pcs_id = json.loads(cursor)
+        tenant, pcs_id = textdata.json_loads(cursor)
         if not isinstance(tenant, str) or not isinstance(pcs_id, str):
             raise TypeError
     except (ValueError, TypeError):

@@ -59,6 +59,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..core import textdata
 from .base import (
     DEFAULT_TTL_S,
     BatchMixin,
@@ -151,7 +152,7 @@ def new_catchup(after: float | None) -> dict:
 def load_state(path: str) -> dict:
     try:
         with open(path, "rb") as f:
-            doc = json.loads(f.read())
+            doc = textdata.json_loads(f.read())
     except FileNotFoundError:
         raise MigrationError(f"no migration state at {path} (run `flk dedup-migrate plan` first)") from None
     except (OSError, ValueError) as exc:

@@ -48,6 +48,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..core import textdata
 from .base import (
     BatchMixin,
     DedupStore,
@@ -374,7 +375,7 @@ class ShardedStore(BatchMixin):
             i, sub = 0, None
         else:
             try:
-                i, sub = json.loads(cursor)
+                i, sub = textdata.json_loads(cursor)
                 i = names.index(i)
             except (ValueError, TypeError):
                 raise ValueError("invalid scan cursor") from None

@@ -31,11 +31,11 @@ simulator can run the same code on a simulated disk. Time is passed in.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..core import textdata
 from ..core.errors import InvalidInput
 from ..storage.fs import FileSystem, OsFileSystem
 from .auditchain import (  # noqa: F401 -- the chain's public names stay importable from the log
@@ -302,14 +302,14 @@ class AuditLog:
         existing = store.read_all()
         prev, next_seg, batch = GENESIS, 0, 0
         for name in sorted(existing):
-            a = json.loads(existing[name])
+            a = textdata.json_loads(existing[name])
             prev, batch = a["anchor_hash"], a["batch"] + 1
             next_seg = a["first_segment"] + len(a["segment_roots"])
         if next_seg >= self.sealed_count:
             return None
         roots = []
         for n in range(next_seg, self.sealed_count):
-            roots.append(json.loads(self.fs.read(self._path(seal_name(n))))["merkle_root"])
+            roots.append(textdata.json_loads(self.fs.read(self._path(seal_name(n))))["merkle_root"])
         anchor: dict[str, Any] = {
             "v": FORMAT,
             "batch": batch,

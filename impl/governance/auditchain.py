@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..core import textdata
 from ..core.errors import InvalidInput
 from ..core.merkle import merkle_root
 
@@ -204,7 +205,7 @@ def _no_constant(name: str) -> Any:
 
 def _parse_json(data: bytes) -> Any:
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+        return textdata.json_loads(data.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
 

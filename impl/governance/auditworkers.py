@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..core import textdata
 from ..core.backoff import Backoff
 from ..core.errors import InvalidInput
 
@@ -58,7 +59,7 @@ class AuditItem:
 
     @staticmethod
     def from_bytes(raw: bytes) -> AuditItem:
-        d = json.loads(raw)
+        d = textdata.json_loads(raw)
         return AuditItem(str(d["id"]), d["entry"])
 
 

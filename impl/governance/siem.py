@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..core import textdata
 from ..core.backoff import Backoff
 from ..storage.fs import FileSystem, OsFileSystem
 
@@ -107,7 +108,7 @@ class Spool:
         self.acked = 0
         acked = posixpath.join(directory, "acked.json")
         if self.fs.exists(acked):
-            self.acked = int(json.loads(self.fs.read(acked))["seq"])
+            self.acked = int(textdata.json_loads(self.fs.read(acked))["seq"])
         self.events: list[dict] = []  # not yet acked, in seq order
         self.last = self.acked
         self._handle: Any = None
@@ -122,7 +123,7 @@ class Spool:
         for _first, name in self._files():
             for line in self.fs.read(posixpath.join(self.dir, name)).split(b"\n"):
                 try:
-                    ev = json.loads(line)
+                    ev = textdata.json_loads(line)
                 except ValueError:
                     continue  # a torn last line: never fsynced, never offered to the receiver
                 if ev["seq"] > self.last:
@@ -137,7 +138,7 @@ class Spool:
             self._file_first = seq
             self._handle = self.fs.open_append(posixpath.join(self.dir, f"spool-{seq:012d}.jsonl"))
         self._handle.write(event_bytes + b"\n")
-        self.events.append(json.loads(event_bytes))
+        self.events.append(textdata.json_loads(event_bytes))
         self.last = seq
         self.dirty = True
 

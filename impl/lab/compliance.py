@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core import textdata
 from ..governance import audit
 from .report import esc, page, table
 
@@ -98,7 +99,7 @@ def audit_evidence(audit_dir: str | None) -> dict:
 def _head(directory: Path) -> tuple[str, str]:
     """HEAD.json's last seal hash and the newest entry's hash ("-" when absent)."""
     try:
-        last_seal = json.loads((directory / audit.HEAD).read_text(encoding="utf-8")).get("last_seal") or "-"
+        last_seal = textdata.json_loads((directory / audit.HEAD).read_text(encoding="utf-8")).get("last_seal") or "-"
     except (OSError, ValueError):
         last_seal = "-"
     last_hash = "-"
@@ -106,7 +107,7 @@ def _head(directory: Path) -> tuple[str, str]:
     if segments:
         lines = segments[-1].read_bytes().strip().splitlines()
         try:
-            last_hash = json.loads(lines[-1])["hash"] if lines else "-"
+            last_hash = textdata.json_loads(lines[-1])["hash"] if lines else "-"
         except (ValueError, KeyError):
             last_hash = "-"
     return str(last_seal), str(last_hash)
@@ -117,7 +118,7 @@ def _runs(run_dirs: list[str]) -> list[tuple[str, dict]]:
     for d in run_dirs:
         for path in sorted(Path(d).rglob("results.json")):
             try:
-                out.append((str(path.parent), json.loads(path.read_text(encoding="utf-8"))))
+                out.append((str(path.parent), textdata.json_loads(path.read_text(encoding="utf-8"))))
             except (OSError, ValueError):
                 continue
     return out
@@ -190,7 +191,7 @@ def _json_evidence(path: str | None, what: str, flag: str) -> dict:
     if not path:
         return _item(NONE, f"no {what} given ({flag} FILE)", [])
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = textdata.json_loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return _item(FAILING, f"cannot read {path}: {exc}", [path])
     results = doc.get("results", doc) if isinstance(doc, dict) else doc

@@ -26,7 +26,6 @@ never pile up in the temp folder.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -36,6 +35,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..core import textdata
 
 FLK = [sys.executable, "-m", "flk.impl"]
 FLAGSHIP_SINGLE = ["crash-restart", "dedup-outage", "nemesis-random"]
@@ -80,7 +81,7 @@ def _run(args: list[str], env: dict | None = None, timeout: float = 300) -> subp
 
 def _read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return textdata.json_loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -132,7 +133,7 @@ def stage_proofs() -> Stage:
     p = _run([*FLK, "prove", "--tier", "quick", "--json"], timeout=600)
     st.seconds = time.perf_counter() - t0
     try:
-        doc = json.loads(p.stdout)
+        doc = textdata.json_loads(p.stdout)
         results = doc["results"] if isinstance(doc, dict) else doc
         st.data["results"] = results
         for r in results:
@@ -185,7 +186,7 @@ def stage_server(work: Path) -> Stage:
                   "--no-progress", "--history", str(hist)], env=env, timeout=300)
         ok = p.returncode == 0
         try:
-            summary = json.loads(p.stdout)
+            summary = textdata.json_loads(p.stdout)
             st.data["load"] = summary
             st.details.append({"load": "flk agent load", **{k: v for k, v in summary.items() if not isinstance(v, (dict, list))}})
             by = summary.get("by_status") or summary.get("status") or {}

@@ -12,9 +12,9 @@ and the cost breakdown), CSS inline, no script, no network.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..core import textdata
 from .report import esc, page, table, verdict_class
 
 PERCENT = ("containment_rate", "false_escalation_rate", "escalation_rate", "server_refused_share")
@@ -101,7 +101,7 @@ def alerts_html(results: dict) -> str:
 
 
 def _read(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))
+    return textdata.json_loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))
 
 
 def _label(results: dict) -> str:

@@ -19,9 +19,10 @@ import datetime
 import html
 import json
 import re
-import tomllib
 from collections import defaultdict
 from pathlib import Path
+
+from ..core import textdata
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,9 +151,9 @@ def stamp_html(info: dict) -> str:
 def read_run(run_dir: Path) -> dict:
     """What a run directory holds for the report: results, the scenario as run, its PNG plots."""
     run_dir = Path(run_dir)
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    results = textdata.json_loads((run_dir / "results.json").read_text(encoding="utf-8"))
     scenario_file = run_dir / "scenario.toml"
-    scenario = tomllib.loads(scenario_file.read_text(encoding="utf-8")) if scenario_file.exists() else {}
+    scenario = textdata.toml_loads(scenario_file.read_text(encoding="utf-8")) if scenario_file.exists() else {}
     known = [name for name in PLOT_CAPTIONS if (run_dir / f"{name}.png").exists()]
     others = sorted(p.stem for p in run_dir.glob("*.png") if p.stem not in PLOT_CAPTIONS)
     plots = [(name, run_dir / f"{name}.png") for name in known + others]  # never drop a plot silently

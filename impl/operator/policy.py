@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..core import textdata
 from ..core.schema import Engine, Field, SchemaError, join
 
 KINDS = ("ShardMigration", "CRRPolicy", "TieringPolicy")
@@ -186,7 +187,7 @@ def _check_semantics(kind: str, spec: dict, path: str) -> None:
 
 def parse_policy(data: bytes, source: str = "") -> Policy:
     try:
-        doc = tomllib.loads(data.decode("utf-8"))
+        doc = textdata.toml_loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise PolicyError("(file)", "not UTF-8 text", source) from None
     except tomllib.TOMLDecodeError as exc:

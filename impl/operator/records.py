@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 
+from ..core import textdata
 from ..governance.audit import AuditLog, read_log_files
 from ..storage.fs import FileSystem
 
@@ -49,7 +50,7 @@ class StatusStore:
         if not self.fs.exists(p):
             return None
         try:
-            doc = json.loads(self.fs.read(p))
+            doc = textdata.json_loads(self.fs.read(p))
         except ValueError:
             return None  # unreadable: start over from observation (every action is idempotent)
         return doc if isinstance(doc, dict) and "phase" in doc else None
@@ -70,7 +71,7 @@ def audited_ids(directory: str, fs: FileSystem) -> set[str]:
             continue
         for line in data.splitlines():
             try:
-                e = json.loads(line)
+                e = textdata.json_loads(line)
             except ValueError:
                 continue
             if isinstance(e, dict) and e.get("tenant") == AUDIT_TENANT:

@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..core import textdata
 from ..dedup import StoreUnavailable, sample_rank
 from ..storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
 from .reading import Topology
@@ -91,7 +92,7 @@ class Summary:
 
     @staticmethod
     def from_json(raw: bytes) -> Summary:
-        d = json.loads(raw)
+        d = textdata.json_loads(raw)
         reads = d.get("reads")
         return Summary(str(d["region"]), int(d["count"]), int(d["seed"]), int(d["n"]), float(d["taken_at"]),
                        tuple((str(t), str(p), str(g), int(s), str(o[0]) if o else "") for t, p, g, s, *o in d["sample"]),

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from flk.model.merge import Outcome, merge
 
+from ..core import textdata
 from ..core.errors import InvalidInput
 from ..dedup import StoredOutcome
 
@@ -136,7 +137,7 @@ def _rec_to_row(rec: AuthRecord) -> tuple:
 
 
 def _row_to_rec(row) -> AuthRecord:
-    seen = tuple((str(d), int(s)) for d, s in json.loads(row[1]))
+    seen = tuple((str(d), int(s)) for d, s in textdata.json_loads(row[1]))
     return AuthRecord(StoredOutcome.from_bytes(bytes(row[0])), seen, row[2], float(row[3]), row[4])
 
 

@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..core import textdata
 from ..core.backoff import Backoff
 from ..core.errors import InvalidInput
 from ..governance.auditworkers import (
@@ -385,7 +386,6 @@ def decision_endpoint(get_service: Callable[[], CrrService | None]):
     200 the updated record; 400 ``invalid-query`` for a malformed body, 409
     ``no-review-pending`` when the key has no conflict awaiting review, 503 while
     replication is off."""
-    import json
 
     from starlette.responses import JSONResponse
 
@@ -394,7 +394,7 @@ def decision_endpoint(get_service: Callable[[], CrrService | None]):
         if svc is None:
             return problem_response("replication-disabled", "cross-region replication is not configured")
         try:
-            doc = json.loads(await request.body())
+            doc = textdata.json_loads(await request.body())
         except (ValueError, UnicodeDecodeError):
             doc = None
         fields = {"tenant": str, "pcs_id": str, "approve": bool, "by": str}

@@ -44,6 +44,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from operator import attrgetter, sub
 
+from ..core import textdata
 from ..core.errors import InvalidInput
 from ..storage.fs import FileSystem, OsFileSystem
 from ..storage.inbox import InboxRecord, decode_inbox_span
@@ -95,7 +96,7 @@ class WatermarkFile:
     def load(self) -> dict[str, int]:
         if not self.fs.exists(self.path):
             return {}
-        doc = json.loads(self.fs.read(self.path))
+        doc = textdata.json_loads(self.fs.read(self.path))
         if doc.get("format") != WATERMARK_FORMAT or not isinstance(doc.get("streams"), dict):
             raise CrrError(f"{self.path}: not a {WATERMARK_FORMAT} file")
         return {str(k): int(v) for k, v in doc["streams"].items()}
@@ -155,7 +156,7 @@ def verify_segment(stream: str, name: str, manifest_raw: bytes, data: bytes,
     Raises :class:`SegmentRejected` naming every problem."""
     problems: list[str] = []
     try:
-        m = json.loads(manifest_raw)
+        m = textdata.json_loads(manifest_raw)
         first, count = int(m["first_index"]), int(m["count"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise SegmentRejected(stream, name, ["manifest is not a valid manifest"]) from None

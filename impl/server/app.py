@@ -59,6 +59,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..core import textdata
 from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
 from ..storage.quarantine import Quarantine
 from ..storage.walhealth import WalHealth
@@ -386,7 +387,7 @@ class Server:
         ident = hashlib.sha256(f"{cfg.dedup_backend}|{cfg.store_url()}|{cfg.dedup_namespace}".encode()).hexdigest()[:16]
         try:
             with open(path, encoding="utf-8") as fh:
-                known_all = json.load(fh)
+                known_all = textdata.json_load(fh)
         except FileNotFoundError:
             known_all = {}
         except (OSError, ValueError):

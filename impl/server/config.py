@@ -46,6 +46,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..core import textdata
 from ..core.errors import InvalidInput
 from ..core.tenantid import DEFAULT_TENANT, TENANT_ID_RULE, is_tenant_id  # noqa: F401 -- DEFAULT_TENANT: for the server's modules
 from ..dedup.sqlite import DEFAULT_CHECKPOINT_ROWS
@@ -772,7 +773,7 @@ def _create_key_file(path: pathlib.Path) -> bool:
 def read_toml(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            data = textdata.toml_load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:

@@ -44,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ..core import textdata
 from ..dedup import migrate
 from ..dedup.base import StoreUnavailable
 from ..operator.migration import MigrationTarget
@@ -89,7 +90,7 @@ def routes(get_server, problem) -> list:
             return problem("migration-disabled", "this server runs no shard migration (DEDUP_MIGRATION_STATE)")
         body = await request.body()
         try:
-            action = json.loads(body) if len(body) <= MAX_BODY else None
+            action = textdata.json_loads(body) if len(body) <= MAX_BODY else None
         except ValueError:
             action = None
         if not isinstance(action, dict) or action.get("op") not in OPS:
@@ -122,7 +123,7 @@ def _crr_kept(svc) -> dict | None:
     path = os.path.join(svc.state_dir, "operator-crr.json")
     try:
         with open(path, encoding="utf-8") as f:
-            kept = json.load(f)
+            kept = textdata.json_load(f)
         return kept if isinstance(kept, dict) and {"generation", "spec", "regions"} <= set(kept) else None
     except (OSError, ValueError):
         return None
@@ -175,7 +176,7 @@ def crr_routes(get_server, problem) -> list:
             return problem(*disabled)
         body = await request.body()
         try:
-            action = json.loads(body) if len(body) <= MAX_BODY else None
+            action = textdata.json_loads(body) if len(body) <= MAX_BODY else None
         except ValueError:
             action = None
         if not isinstance(action, dict) or action.get("op") != "crr.apply":

@@ -34,6 +34,7 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
+from ..core import textdata
 from .walformat import WalCorruption, check_manifest, manifest_name, parse_name, scan_segment
 
 __all__ = ["CHECKPOINT_FILE", "ARCHIVE_DIR", "RETENTION_POLICIES", "read_checkpoint", "checkpoint_bytes",
@@ -51,7 +52,7 @@ def archive_dir(wal: Any) -> str:
 def read_checkpoint(wal: Any) -> dict | None:
     """The checkpoint document of ``wal``'s directory (None: none, or unreadable)."""
     try:
-        doc = json.loads(wal.fs.read(posixpath.join(wal.dir, CHECKPOINT_FILE)))
+        doc = textdata.json_loads(wal.fs.read(posixpath.join(wal.dir, CHECKPOINT_FILE)))
         int(doc["index"])
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -33,6 +33,7 @@ import threading
 from collections.abc import Mapping
 from typing import Protocol
 
+from ..core import textdata
 from ..core.errors import InvalidInput
 from .fs import FileSystem, OsFileSystem
 
@@ -216,7 +217,7 @@ class DirectoryObjectStore:
         if not self.exists(key):
             raise ObjectNotFound(key)
         try:
-            return json.loads(self.fs.read(self._meta_path(key)))
+            return textdata.json_loads(self.fs.read(self._meta_path(key)))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:

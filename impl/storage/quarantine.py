@@ -37,6 +37,7 @@ import posixpath
 import threading
 from typing import Any
 
+from ..core import textdata
 from .fs import FileSystem, OsFileSystem
 
 __all__ = ["FILE_NAME", "FORMAT", "Quarantine", "describe_error", "poison_entry", "public_view",
@@ -92,7 +93,7 @@ def parse_entries(data: bytes) -> tuple[list[dict[str, Any]], int]:
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
+            entry = textdata.json_loads(line)
         except (ValueError, UnicodeDecodeError):
             bad += 1
             continue

@@ -44,6 +44,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ..core import textdata
 from ..core.errors import InvalidInput
 
 __all__ = [
@@ -314,7 +315,7 @@ def manifest_bytes(manifest: dict) -> bytes:
 def check_manifest(raw: bytes, name: str, first_index: int, count: int, data: bytes) -> list[str]:
     """Every way ``raw`` (a manifest file's bytes) disagrees with the segment."""
     try:
-        m = json.loads(raw)
+        m = textdata.json_loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         return [f"manifest is not JSON ({exc.__class__.__name__})"]
     if not isinstance(m, dict):

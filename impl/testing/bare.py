@@ -44,6 +44,8 @@ import sys
 
 from starlette.applications import Starlette
 
+from ..core import textdata
+
 OK = b'{"ok":true}'
 BAD = b'{"ok":false}'
 _HEADERS = [(b"content-type", b"application/json")]
@@ -62,7 +64,7 @@ def _starlette_app(directory: str | None = None):
     async def submit_route(request):
         body = await request.body()
         try:
-            json.loads(body)
+            textdata.json_loads(body)
         except ValueError:
             return Response(BAD, 400, media_type="application/json")
         if directory is not None:
@@ -126,7 +128,7 @@ async def submit(scope, receive, send) -> None:
         chunks.append(msg.get("body", b""))
         more = msg.get("more_body", False)
     try:
-        json.loads(b"".join(chunks))
+        textdata.json_loads(b"".join(chunks))
         status, body = 200, OK
     except ValueError:
         status, body = 400, BAD

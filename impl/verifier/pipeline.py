@@ -74,7 +74,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from ..core import accel
+from ..core import accel, textdata
 from ..core.canonical import SIGNED_FIELDS, canonical_bytes, round9
 from ..core.records import frozen_record
 from ..core.signals import (
@@ -187,7 +187,7 @@ class Response:
         return None
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        return textdata.json_loads(self.body)
 
 
 class WalAppend(NamedTuple):

@@ -55,6 +55,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..core import textdata
 from ..core.canonical import PROFILES
 from ..core.errors import InvalidInput
 from ..core.tenantid import DEFAULT_TENANT, check_tenant_id
@@ -301,7 +302,7 @@ def from_mapping(doc: Mapping) -> TenantRegistry:
 def load_toml(path: str) -> TenantRegistry:
     try:
         with open(path, "rb") as f:
-            doc = tomllib.load(f)
+            doc = textdata.toml_load(f)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput("tenants_file", f"not valid TOML: {exc}") from None
     except OSError as exc:

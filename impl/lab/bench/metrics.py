@@ -34,6 +34,7 @@ import statistics
 import tempfile
 import time
 
+from ...core import textdata
 from ...verifier.metrics import DEFAULT_MAX_TENANTS, Metrics
 
 KEY = "bench-metrics-key-0123456789abcdef"
@@ -151,7 +152,6 @@ while time.monotonic() < stop:
 def _phase(port: int, requests: list[bytes], seconds: float, scrape: bool) -> dict:
     """Live requests for ``seconds``; with ``scrape``, a separate process (as Prometheus is)
     scrapes /metrics back to back meanwhile (``time.monotonic`` is one clock for both)."""
-    import json
     import subprocess
     import sys
 
@@ -164,7 +164,7 @@ def _phase(port: int, requests: list[bytes], seconds: float, scrape: bool) -> di
     scrapes: list[tuple[float, float, int]] = []
     if proc is not None:
         out, _ = proc.communicate(timeout=120)
-        scrapes = [tuple(json.loads(line)) for line in out.splitlines() if line.startswith("[")]
+        scrapes = [tuple(textdata.json_loads(line)) for line in out.splitlines() if line.startswith("[")]
         spans = [(a, b) for a, b in spans if any(a < e and b > s for s, e, _ in scrapes)]
     lat = sorted(b - a for a, b in spans)
     return {"worst_ms": lat[-1] * 1000 if lat else 0.0,

@@ -31,6 +31,8 @@ import statistics
 import tempfile
 import time
 
+from ...core import textdata
+
 KEY = "bench-restart-key-0123456789abcdef"
 BATCH = 256  # records per received_at (a submit batch)
 
@@ -52,7 +54,6 @@ def _write_records(wal_dir: str, docs: list[bytes], t0: float) -> None:
 def _start_stop(data: str, timeout_s: float = 7200.0) -> float:
     """Seconds from spawning ``flk serve`` to ``/ready`` answering 200; then a clean stop
     (SIGTERM: the worker drains, checkpoints and closes its WAL)."""
-    import json
     import signal
     import subprocess
 
@@ -78,7 +79,7 @@ def _start_stop(data: str, timeout_s: float = 7200.0) -> float:
                     lines = fh.read().decode(errors="replace").splitlines()
                 for line in lines:
                     if line.startswith("{") and '"listening"' in line:
-                        port = json.loads(line)["port"]
+                        port = textdata.json_loads(line)["port"]
             if port is not None:
                 try:
                     if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200:

@@ -147,6 +147,8 @@ import time
 
 import httpx
 
+from ...core import textdata
+
 KEY = "bench-serve-key-0123456789abcdef"
 CONNECTIONS = 32
 SATURATION_CONNECTIONS = 4 * CONNECTIONS  # the saturation turn: enough in flight that neither side waits on latency
@@ -202,7 +204,7 @@ class _Proc:
             text = open(self.log_path, errors="replace").read()
             for line in text.splitlines():
                 if line.startswith("{") and '"listening"' in line:
-                    event = json.loads(line)
+                    event = textdata.json_loads(line)
                     self.port, workers = event["port"], int(event.get("workers", 1))
             ready = ready_path is None or text.count('"event":"worker_ready"') >= workers
             if self.port is not None and ready:
@@ -380,7 +382,7 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
     results = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=seconds + 60)
-        got = [json.loads(line[8:]) for line in stdout.splitlines() if line.startswith("WRKJSON ")]
+        got = [textdata.json_loads(line[8:]) for line in stdout.splitlines() if line.startswith("WRKJSON ")]
         if not got:
             raise RuntimeError(f"wrk gave no result: {stdout[-500:]} {stderr[-500:]}")
         results.append(got[0])
@@ -524,7 +526,7 @@ def _stages(log_paths: list[str]) -> dict:
     lines = []
     for path in log_paths:
         with open(path, errors="replace") as fh:
-            lines += [json.loads(line) for line in fh if line.startswith("{") and '"submit_stages"' in line]
+            lines += [textdata.json_loads(line) for line in fh if line.startswith("{") and '"submit_stages"' in line]
     total = sum(e.get("requests", 0) for e in lines)
     if not total:
         return {}

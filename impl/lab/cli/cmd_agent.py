@@ -28,6 +28,7 @@ import math
 import os
 import sys
 
+from ...core import textdata
 from ...core.errors import InvalidInput
 
 
@@ -178,14 +179,14 @@ def _load_pcs_file(path: str) -> list[dict]:
     except UnicodeDecodeError:
         raise UsageError(f"--pcs {path}: not UTF-8") from None
     try:
-        doc = json.loads(text)
+        doc = textdata.json_loads(text)
         docs = doc if isinstance(doc, list) else [doc]
     except json.JSONDecodeError:
         docs = []
         for n, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    docs.append(json.loads(line))
+                    docs.append(textdata.json_loads(line))
                 except json.JSONDecodeError as exc:
                     raise UsageError(f"--pcs {path}: line {n}: not JSON ({exc.msg})") from None
     if not docs or not all(isinstance(d, dict) for d in docs):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import time
 
+from ...core import textdata
 from . import UsageError
 
 
@@ -211,7 +212,7 @@ def _copy(args, m, state, old, new) -> int:
         state["copy"] = m.new_state(m.RingSpec.from_json(state["old"]), m.RingSpec.from_json(state["new"]),
                                     0.0)["copy"]
     totals = {"scanned": 0, "copied": 0, "present": 0, "conflicts": 0, "moving": 0}
-    work = json.loads(json.dumps(state)) if args.dry_run else state  # a dry run walks a scratch copy
+    work = textdata.json_loads(json.dumps(state)) if args.dry_run else state  # a dry run walks a scratch copy
     t0 = _batches(args, work, "copy", totals,
                   lambda: m.copy_step(work, old, new, time.time(), args.batch_size, dry_run=args.dry_run),
                   None if args.dry_run else (lambda: m.save_state(args.state, work)))

@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ...core import textdata
+
 
 def configure(p) -> None:
     sub = p.add_subparsers(dest="history_command", metavar="ACTION", parser_class=type(p))
@@ -52,7 +54,7 @@ def _records(path: str):
         if not line.strip():
             continue
         try:
-            out.append((f"{path}:{n}", json.loads(line)))
+            out.append((f"{path}:{n}", textdata.json_loads(line)))
         except json.JSONDecodeError as exc:
             raise UsageError(f"{path}:{n}: not JSON ({exc.msg})") from None
     return out

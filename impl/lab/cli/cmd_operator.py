@@ -43,6 +43,7 @@ import time
 import urllib.error
 import urllib.request
 
+from ...core import textdata
 from . import UsageError
 
 
@@ -105,7 +106,7 @@ def _status(state_dir: str) -> int:
     fs = OsFileSystem()
     for name in fs.listdir(d):
         if name.endswith(".status.json"):
-            st = json.loads(fs.read(os.path.join(d, name)))
+            st = textdata.json_loads(fs.read(os.path.join(d, name)))
             print(json.dumps({k: st.get(k) for k in ("kind", "name", "phase", "last_transition_time", "round",
                                                      "progress", "conditions", "history")}, sort_keys=True))
     return 0
@@ -153,7 +154,7 @@ class Deployment:
             code, body = self.http.call(u + "/api/operator/migration")
             if code != 200:
                 return {"reachable": False}
-            doc = json.loads(body)
+            doc = textdata.json_loads(body)
             servers.append(doc["applied_phase"])
             mig = mig or doc["migration"]
         merged = obs.merge(scrapes)
@@ -218,7 +219,7 @@ class CrrDeployment(Deployment):
 
 def _json(body: bytes):
     try:
-        return json.loads(body)
+        return textdata.json_loads(body)
     except ValueError:
         return None
 

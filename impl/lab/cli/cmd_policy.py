@@ -21,6 +21,7 @@ import os
 import posixpath
 import sys
 
+from ...core import textdata
 from ...core.errors import InvalidInput
 from . import UsageError
 
@@ -89,7 +90,7 @@ def _tenants(path: str | None):
 
 def _outcome(resp) -> tuple[int, list[str], str | None]:
     try:
-        body = json.loads(resp.body)
+        body = textdata.json_loads(resp.body)
     except ValueError:
         body = {}
     reasons = body.get("reasons") or []

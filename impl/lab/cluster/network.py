@@ -38,6 +38,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from ...core import textdata
+
 TABLE = "flk"
 
 
@@ -193,7 +195,7 @@ class Network:
         """The live rules of a fault with their packet and byte counters."""
         out = []
         for ns in sorted({r.ns for r in self.rules if r.fault == fault}):
-            doc = json.loads(run(["ip", "netns", "exec", ns, "nft", "-j", "-a", "list", "table", "inet",
+            doc = textdata.json_loads(run(["ip", "netns", "exec", ns, "nft", "-j", "-a", "list", "table", "inet",
                                   TABLE]).stdout)
             for item in doc.get("nftables", []):
                 rule = item.get("rule")
@@ -293,7 +295,7 @@ def cleanup_ledger(path: str) -> list[str]:
     runner's pid) is never touched: it is returned as left behind."""
     try:
         with open(path, encoding="utf-8") as f:
-            made = json.load(f)
+            made = textdata.json_load(f)
     except (OSError, ValueError):
         return []
     if made.get("pid") not in (None, os.getpid()) and alive(made["pid"]):

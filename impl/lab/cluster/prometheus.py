@@ -23,7 +23,6 @@ reads (``firing``: alert -> instance -> seconds since the run's start), so the
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -35,6 +34,8 @@ import urllib.request
 from pathlib import Path
 
 from flk.sim import alerts
+
+from ...core import textdata
 
 INTERVAL_S = 1
 
@@ -107,7 +108,7 @@ class Prometheus:
 
     def api(self, path: str, **params) -> dict:
         with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}", timeout=30) as r:
-            doc = json.loads(r.read())
+            doc = textdata.json_loads(r.read())
         if doc.get("status") != "success":
             raise RuntimeError(f"prometheus {path}: {doc.get('error', doc)}")
         return doc["data"]

@@ -19,7 +19,6 @@ the runner's Ctrl-C reaches only the runner, which then ends them all.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from ...core import textdata
 from .storenode import CREDENTIALS, store_url
 
 SERVER_PORT = 18280
@@ -380,7 +380,7 @@ class RegionProcess:
             return out
         for line in text.splitlines():
             try:
-                out.append(json.loads(line))
+                out.append(textdata.json_loads(line))
             except ValueError:
                 continue
         return out

@@ -56,6 +56,7 @@ from flk.sim.history import History
 from flk.sim.observed import check_run
 from flk.sim.scenario import Scenario
 
+from ...core import textdata
 from . import prometheus as prom
 from .driver import BASE_KEY, Clock, Workload
 from .network import WORK_DIR_PREFIX, Network, cleanup_ledger, missing_tools
@@ -334,14 +335,13 @@ class ClusterRun:
 
     def router_events(self) -> None:
         """The router's rotation changes as the simulator's ``route.down`` / ``route.up``."""
-        import json
 
         path = self.work / "router-events.jsonl"
         if not path.exists():
             return
         for line in path.read_text(errors="replace").splitlines():
             try:
-                e = json.loads(line)
+                e = textdata.json_loads(line)
             except ValueError:
                 continue
             if e.get("event") in ("down", "up") and e["t"] <= self.end_wall:
