@@ -45,6 +45,7 @@ from pathlib import Path
 
 from ..impl.core import textdata
 from .rng import derive_seed
+from .sweep import dask_client
 
 BASE = "nemesis-random"  # the catalog scenario every drawn scenario overrides
 MODES = ("safety", "liveness")
@@ -351,7 +352,7 @@ def execute(jobs: Iterator, until: Callable[[int], bool], workers: int, schedule
         from flk.impl.core.optional import require
 
         distributed = require("dask.distributed")
-        with distributed.Client(scheduler) as client:
+        with dask_client(scheduler) as client:
             width = max(2, 2 * sum(w for w in client.nthreads().values()))
             first = []
             while started < width and not until(started):

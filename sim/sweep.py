@@ -17,6 +17,7 @@ import json
 import shlex
 from pathlib import Path
 
+from ..impl.core.errors import InvalidInput
 from .scenario import load
 
 DEFAULT_HEADLINE = ("error_rate", "latency_p95_ms", "rate_429", "rpo_s", "rto_s", "replication_lag_max_s")
@@ -78,6 +79,19 @@ def run_one(job: tuple, runs_root: str | None = None, keep_runs: bool = False) -
     return row
 
 
+def dask_client(address: str):
+    """A Dask client of the scheduler at ``address`` (``--scheduler``): an address Dask cannot
+    parse is :class:`InvalidInput` (one line and exit 2 on the command line, not Dask's
+    traceback); a scheduler it cannot reach stays Dask's ``OSError`` after its connect timeout."""
+    from flk.impl.core.optional import require
+
+    distributed = require("dask.distributed")
+    try:
+        return distributed.Client(address)
+    except ValueError as exc:  # "missing port number in address ...", an unknown protocol
+        raise InvalidInput("--scheduler", f"{address!r}: {exc}") from None
+
+
 def execute(jobs: list[tuple], workers: int, scheduler: str | None, runs_root: str | None, keep_runs: bool,
             progress: bool = False) -> list[dict]:
     """Run the jobs on a Dask cluster, a process pool or in process; a bar counts finished runs."""
@@ -92,9 +106,9 @@ def execute(jobs: list[tuple], workers: int, scheduler: str | None, runs_root: s
             from flk.impl.core.optional import require
 
             distributed = require("dask.distributed")
-            Client, as_completed = distributed.Client, distributed.as_completed
+            as_completed = distributed.as_completed
 
-            with Client(scheduler) as client:
+            with dask_client(scheduler) as client:
                 for future in as_completed(client.map(one, jobs, pure=False)):
                     rows.append(future.result())
                     done.update(1)

@@ -17,3 +17,6 @@ class InvalidInput(ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+    def __reduce__(self):  # pickled as __init__'s arguments: a worker process's error reaches its pool intact
+        return type(self), (self.field, self.message)

@@ -41,6 +41,9 @@ class SchemaError(ValueError):
         self.key, self.reason, self.source = key, reason, source
         super().__init__(f"{source + ': ' if source else ''}{key}{self.annotate(key)}: {reason}")
 
+    def __reduce__(self):  # pickled as __init__'s arguments: a worker process's error reaches its pool intact
+        return type(self), (self.key, self.reason, self.source)
+
     @classmethod
     def annotate(cls, key: str) -> str:
         """Text after the key path in the message (a subclass may count list items for people)."""

@@ -78,6 +78,9 @@ class SegmentRejected(CrrError):
         super().__init__(f"{stream}/{segment}: " + "; ".join(problems))
         self.stream, self.segment, self.problems = stream, segment, list(problems)
 
+    def __reduce__(self):  # pickled as __init__'s arguments (a worker process's error reaches its pool intact)
+        return type(self), (self.stream, self.segment, self.problems)
+
 
 def stream_name(region: str, worker: int = 0) -> str:
     return region if worker == 0 else f"{region}/w{worker}"

@@ -58,6 +58,9 @@ class _Refused(Exception):
         super().__init__(rejection.detail)
         self.rejection = rejection
 
+    def __reduce__(self):  # pickled as __init__'s argument, as every flk exception
+        return type(self), (self.rejection,)
+
 
 async def _read_response_head(reader: asyncio.StreamReader) -> tuple[int, str, list[tuple[bytes, bytes]]]:
     """A region's answer head; ``_Refused`` (a 502) when it is not one the router can relay."""

@@ -100,6 +100,9 @@ class WalCorruption(WalError):
         where = segment if offset is None else f"{segment} at byte {offset}"
         super().__init__(f"WAL corruption in {where}: {reason}")
 
+    def __reduce__(self):  # pickled as __init__'s arguments (a worker process's error reaches its pool intact)
+        return type(self), (self.segment, self.offset, self.reason)
+
 
 # ---------------------------------------------------------------------------
 # Pure logic: framing and scanning

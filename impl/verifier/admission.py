@@ -124,6 +124,9 @@ class BreakerOpen(Exception):
         self.name = name
         self.retry_after = retry_after
 
+    def __reduce__(self):  # pickled as __init__'s arguments (a worker process's error reaches its pool intact)
+        return type(self), (self.name, self.retry_after)
+
 
 @dataclass
 class CircuitBreaker:

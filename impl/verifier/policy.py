@@ -76,6 +76,9 @@ class PolicyError(InvalidInput):
         super().__init__("policy", message)
         self.args = (f"{line}:{column}: {message}",)
 
+    def __reduce__(self):  # pickled as __init__'s arguments (see InvalidInput)
+        return type(self), (self.line, self.column, self.message)
+
     def __str__(self) -> str:
         return str(self.args[0])
 

@@ -94,6 +94,21 @@ def output_file(path: str | os.PathLike, what: str = "--out") -> pathlib.Path:
     return p
 
 
+MAX_LOCAL_WORKERS = 1024  # local worker processes of one command (more is a typo; past 2^31 the OS overflows)
+
+
+def local_workers(text: str) -> int:
+    """``--workers``: a number of local processes, 1 to :data:`MAX_LOCAL_WORKERS` (an argparse
+    ``type``: anything else is a usage error, exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text[:40]!r}") from None
+    if not 1 <= n <= MAX_LOCAL_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_LOCAL_WORKERS}, got {text[:40]}")
+    return n
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse exits 2 too; keep its message short
         self.print_usage(sys.stderr)

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import UsageError, output_dir
+from . import UsageError, local_workers, output_dir
 
 COMMANDS = ("explore", "coverage", "causality")
 
@@ -34,7 +34,7 @@ def configure(sub) -> None:
     e.add_argument("--mode", choices=["safety", "liveness"], default="safety",
                    help="safety: faults all along, only always-invariants judged; liveness: faults stop, "
                         "the cluster heals, convergence and delivery required within a scaled bound")
-    e.add_argument("--workers", type=int, default=1, help="local processes (default 1)")
+    e.add_argument("--workers", type=local_workers, default=1, help="local processes (default 1)")
     e.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running Dask scheduler")
     e.add_argument("--out", default="runs/explore", help="folder of the summary, runs.jsonl, coverage, failures")
     e.add_argument("--plant", default=None, metavar="NAME", help="plant a bug (flk.impl.testing.planted)")
@@ -55,7 +55,7 @@ def configure(sub) -> None:
     ca.add_argument("--points", type=int, default=20)
     ca.add_argument("--forks", type=int, default=50)
     ca.add_argument("--invariant", default=None, metavar="ID")
-    ca.add_argument("--workers", type=int, default=1)
+    ca.add_argument("--workers", type=local_workers, default=1)
     ca.add_argument("--out", default=None, help="default RUN_DIR/causality")
 
 
@@ -70,9 +70,8 @@ def _explore(args) -> int:
         budget = explore.parse_budget(args.budget) if args.budget else (None if args.runs else 60.0)
     except ValueError as exc:
         raise UsageError(f"--budget: {exc}") from None
-    for flag, value in (("--runs", args.runs), ("--workers", args.workers)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag}: must be at least 1, got {value}")
+    if args.runs is not None and args.runs < 1:
+        raise UsageError(f"--runs: must be at least 1, got {args.runs}")
     if args.scenario is not None:
         from flk.sim.scenario import load
 
@@ -154,8 +153,8 @@ def _coverage(args) -> int:
 def _causality(args) -> int:
     from flk.sim import causality
 
-    if args.points < 2 or args.forks < 1 or args.workers < 1:
-        raise UsageError("--points must be >= 2, --forks and --workers >= 1")
+    if args.points < 2 or args.forks < 1:
+        raise UsageError("--points must be >= 2, --forks >= 1")
     s = causality.analyse(Path(args.run_dir), points=args.points, forks=args.forks, invariant=args.invariant,
                           workers=args.workers, out=output_dir(args.out) if args.out else None)
     print(f"{s['target']}: {s['sentence']}")

@@ -42,7 +42,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import UsageError, output_dir, output_file
+from . import UsageError, local_workers, output_dir, output_file
 
 
 def configure(p) -> None:
@@ -82,7 +82,7 @@ def configure(p) -> None:
     sw.add_argument("scenario")
     sw.add_argument("--seeds", default="1-10", help="e.g. 1-100 or 1,2,5")
     sw.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2")
-    sw.add_argument("--workers", type=int, default=2)
+    sw.add_argument("--workers", type=local_workers, default=2)
     sw.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     sw.add_argument("--out", default="runs/sweeps", help="root; each sweep spec gets its own folder")
     sw.add_argument("--keep-runs", action="store_true",
@@ -114,7 +114,14 @@ def configure(p) -> None:
     cmd_explore.configure(sub)
 
 
+MAX_SEEDS = 1_000_000  # seeds of one command (a range past it is a typo, and its list would fill the memory)
+
+
 def parse_seeds(text: str) -> list[int]:
+    """``--seeds`` (``1-100``, ``1,2,5`` or both): each seed in [0, 2^64-1] (what a run accepts,
+    checked here before a pool starts), at most :data:`MAX_SEEDS` of them."""
+    from ...core.signals import MASK64  # the seed's range (SplitMix64's state)
+
     seeds: list[int] = []
     try:
         for part in text.split(","):
@@ -124,13 +131,19 @@ def parse_seeds(text: str) -> list[int]:
                 lo, hi = int(a), int(b)
                 if hi < lo:
                     raise ValueError
+                if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+                    raise UsageError(f"--seeds: more than {MAX_SEEDS:,} seeds")
                 seeds.extend(range(lo, hi + 1))
             elif part:
                 seeds.append(int(part))
     except ValueError:
-        raise UsageError(f"--seeds: cannot parse {text!r} (use 1-100 or 1,2,5)") from None
+        raise UsageError(f"--seeds: cannot parse {text[:80]!r} (use 1-100 or 1,2,5)") from None
     if not seeds or any(s < 0 for s in seeds):
         raise UsageError("--seeds: need at least one non-negative seed")
+    if len(seeds) > MAX_SEEDS:
+        raise UsageError(f"--seeds: more than {MAX_SEEDS:,} seeds")
+    if any(s > MASK64 for s in seeds):
+        raise UsageError("--seeds: each seed must be in [0, 2^64-1]")
     return seeds
 
 
