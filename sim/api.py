@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..impl.core import textdata
 from . import alerts, artifacts, checkers, faults, kpi, metrics, operator
 from .history import FORMATS, PLAIN, History, find_history, read_history
 from .scenario import Scenario, ScenarioError, list_scenarios, load
@@ -220,8 +219,8 @@ def check_run_dir(out_dir: Path, sc: Scenario, key: str | None = None, force: bo
     ``scenario.name``, or (unless ``force``) a different run of the same one -- other file
     content, overrides or planted bug (:func:`run_key`); the same run again replaces itself."""
     try:
-        earlier = textdata.json_loads((out_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        earlier = artifacts.read_results(out_dir)
+    except (OSError, ValueError):  # no run there (or a damaged one: replaced)
         return
     theirs_key = (earlier.get("stamp") or {}).get("run_key")
     if key is not None and theirs_key != key and not force:
@@ -255,16 +254,8 @@ def save(res: RunResult, out: Path, plots: bool = True, force: bool = False) -> 
 
 def replay(run_dir: Path) -> tuple[bool, RunResult, str]:
     """Re-run the scenario recorded in ``run_dir`` with its seed; compare history digests."""
-
-    from .scenario import validate
-
     run_dir = Path(run_dir)
-    try:
-        data = textdata.toml_loads((run_dir / "scenario.toml").read_text(encoding="utf-8"))
-        expected = textdata.json_loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ScenarioError(str(run_dir), f"not a run directory: {exc}") from None
-    validate(data)
+    data, expected = artifacts.read_scenario(run_dir), artifacts.read_results(run_dir)
     sc = Scenario(name=data["scenario"]["name"], source=str(run_dir / "scenario.toml"), data=data)
     res = run(sc, seed=int(expected["seed"]), plant=(expected.get("parameters") or {}).get("plant"))
     return res.digest == expected["digest"], res, expected["digest"]
@@ -310,7 +301,7 @@ def load_run(run_dir: Path) -> dict:
     import csv
 
     run_dir = Path(run_dir)
-    results = textdata.json_loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    results = artifacts.read_results(run_dir)
     with open(run_dir / "metrics.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return {"results": results, "history": read_history(find_history(run_dir)), "metrics": rows}

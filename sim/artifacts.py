@@ -2,7 +2,12 @@
 history, results, the metrics time series and PNG plots.
 
 Notebooks and the demo read these files; nothing here is needed to *check* a
-run (the checkers work on the in-memory history).
+run (the checkers work on the in-memory history). :func:`read_results` and
+:func:`read_scenario` are the one reader of a run folder's ``results.json`` and
+``scenario.toml`` (``flk sim replay|diff|shrink|report|coverage``, ``flk kpi``,
+``flk compliance``, calibration, notebooks): a file that is missing, unreadable or
+of another shape is a :class:`ScenarioError` naming the file and the key, never a
+``KeyError`` or ``TypeError`` deep in a command.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from pathlib import Path
 
 import tomli_w
 
+from ..impl.core import textdata
+from ..impl.core.schema import Engine, Field, join, type_name
 from .history import COMPACT, PLAIN
+from .schema import ScenarioError
 
 STAMPED_LIBRARIES = ("simpy", "numpy", "scipy", "networkx")
 
@@ -92,6 +100,75 @@ LATENCY_SERIES = [("attempt_p95_ms", "attempt_p95_ms (per attempt)"),
 THROUGHPUT_SERIES = [("answered", "answered"), ("ok", "ok (200/202)"), ("attempt_errors", "attempt_errors (5xx)"),
                      ("attempt_429", "attempt_429")]
 FAULT_COLOUR = "tab:red"
+
+
+def _tables(e: Engine, value, spec: Field, path: str, ctx) -> None:
+    """A list of tables, each checked against ``spec.fields`` (other keys allowed)."""
+    if not isinstance(value, list):
+        raise e.error(path, f"must be a list, got {type_name(value)}")
+    for i, item in enumerate(value):
+        e.check_table(item, spec.fields, join(path, i), ignore=tuple(item) if isinstance(item, dict) else ())
+
+
+_RESULTS = Engine({"tables": _tables}, ScenarioError)
+# what the readers of results.json rely on (flk sim run and flk cluster run write more; other keys pass)
+RESULTS_FIELDS = (
+    Field("scenario", "str", None, "the scenario's name", required=True),
+    Field("seed", "int", None, "the run's seed", minimum=0, maximum=(1 << 64) - 1, required=True),
+    Field("digest", "str", None, "SHA-256 of the history's canonical line stream", required=True),
+    Field("invariants", "tables", None, "the invariant checks", required=True, fields=(
+        Field("id", "str", None, "invariant ID", required=True), Field("ok", "bool", None, "held", required=True))),
+    Field("slos", "tables", None, "the SLO checks", required=True, fields=(
+        Field("metric", "str", None, "the metric", required=True), Field("ok", "bool", None, "met", required=True))),
+    Field("metrics", "table", None, "the run's figures", required=True),
+    Field("parameters", "table", None, "overrides and planted bug"),
+    Field("stamp", "table", None, "code version and run key"),
+    Field("kpi", "table", None, "ground-truth KPIs"),
+)
+
+
+def read_results(run_dir: Path) -> dict:
+    """``run_dir/results.json``, checked against :data:`RESULTS_FIELDS` (:class:`ScenarioError`
+    otherwise: missing, not JSON, or another shape)."""
+    path = Path(run_dir) / "results.json"
+    try:
+        doc = textdata.json_loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScenarioError("(file)", "missing: not a run directory (flk sim run and flk cluster run write one)",
+                            str(path)) from None
+    except (OSError, ValueError) as exc:
+        raise ScenarioError("(file)", f"unreadable: {exc}", str(path)) from None
+    try:
+        _RESULTS.check_table(doc, RESULTS_FIELDS, "", ignore=tuple(doc) if isinstance(doc, dict) else ())
+    except ScenarioError as exc:
+        raise ScenarioError(exc.key, exc.reason, str(path)) from None
+    return doc
+
+
+def read_scenario(run_dir: Path) -> dict:
+    """``run_dir/scenario.toml``, the scenario as run: TOML whose ``[scenario]`` table names it
+    (:class:`ScenarioError` otherwise), over the defaults (:func:`flk.sim.scenario.completed`: a
+    folder written before a key existed, or a damaged file, still reads; a replay then says
+    whether it reproduces), validated."""
+    from .scenario import completed, validate
+
+    path = Path(run_dir) / "scenario.toml"
+    try:
+        data = textdata.toml_loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScenarioError("(file)", "missing: not a run directory of flk sim run", str(path)) from None
+    except (OSError, ValueError) as exc:
+        raise ScenarioError("(file)", f"unreadable: {exc}", str(path)) from None
+    try:
+        _RESULTS.check_table(data, (Field("scenario", "table", None, "the scenario", required=True),), "",
+                             ignore=tuple(data))
+        _RESULTS.check_table(data["scenario"], (Field("name", "str", None, "its name", required=True),), "scenario",
+                             ignore=tuple(data["scenario"]))
+        data = completed(data)
+        validate(data)
+    except ScenarioError as exc:
+        raise ScenarioError(exc.key, exc.reason, str(path)) from None
+    return data
 
 
 def figure_for_file(width: float, height: float):

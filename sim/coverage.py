@@ -259,6 +259,23 @@ def write(cov: dict, out: Path, commit_root: Path | None = None, minimum=MINIMUM
     return summary
 
 
+def _explored(path: Path) -> list[dict]:
+    """The coverage records of an exploration's ``runs.jsonl`` (a line that is not a run record
+    with a ``coverage`` table, or bytes that are not UTF-8: ValueError naming the line)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    record = textdata.json_loads(line)
+                except ValueError as exc:
+                    raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
+                if not isinstance(record, dict) or not isinstance(record.get("coverage"), dict):
+                    raise ValueError(f"{path}:{number}: not a run record with a coverage table")
+                out.append(record["coverage"])
+    return out
+
+
 def records_from(paths: Iterable[Path]) -> list[dict]:
     """Coverage records of run folders (``results.json`` + history) and exploration folders
     (``runs.jsonl``), in the order given."""
@@ -268,8 +285,7 @@ def records_from(paths: Iterable[Path]) -> list[dict]:
     out = []
     for p in map(Path, paths):
         if (p / "runs.jsonl").is_file():
-            with open(p / "runs.jsonl", encoding="utf-8") as f:
-                out.extend(textdata.json_loads(line)["coverage"] for line in f if line.strip())
+            out.extend(_explored(p / "runs.jsonl"))
         elif (p / "results.json").is_file():
             run = read_run_dir(p)
             out.append(of_run(list(read_history(find_history(p))), run.results, run.data))

@@ -11,15 +11,16 @@ import json
 from pathlib import Path
 
 from ..impl.core import textdata
+from .artifacts import read_results
 from .history import find_history, open_lines
 from .scenario import ScenarioError
 
 
 def _read(run_dir: Path) -> tuple[dict, list[str]]:
     run_dir = Path(run_dir)
+    results = read_results(run_dir)
     try:
-        results = textdata.json_loads((run_dir / "results.json").read_text(encoding="utf-8"))
-        with open_lines(find_history(run_dir)) as f:
+        with open_lines(find_history(run_dir), errors="replace") as f:  # a damaged line still shows
             lines = f.read().splitlines()
     except (OSError, ValueError) as exc:
         raise ScenarioError(str(run_dir), f"not a run directory (needs results.json and history.jsonl or "
@@ -27,14 +28,22 @@ def _read(run_dir: Path) -> tuple[dict, list[str]]:
     return results, lines
 
 
+def _event(line: str):
+    """A history line's event; a line that is not JSON (a damaged file) as its text, cut."""
+    try:
+        return textdata.json_loads(line)
+    except ValueError:
+        return line[:300]
+
+
 def first_divergence(lines_a: list[str], lines_b: list[str]) -> dict | None:
     """The first differing history line (1-based) with both events (None past an end)."""
     for number, (a, b) in enumerate(zip(lines_a, lines_b, strict=False), start=1):
         if a != b:
-            return {"line": number, "a": textdata.json_loads(a), "b": textdata.json_loads(b)}
+            return {"line": number, "a": _event(a), "b": _event(b)}
     if len(lines_a) != len(lines_b):
         number = min(len(lines_a), len(lines_b)) + 1
-        pick = lambda lines: textdata.json_loads(lines[number - 1]) if len(lines) >= number else None  # noqa: E731
+        pick = lambda lines: _event(lines[number - 1]) if len(lines) >= number else None  # noqa: E731
         return {"line": number, "a": pick(lines_a), "b": pick(lines_b)}
     return None
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from json import encoder as _json_encoder
 from pathlib import Path
@@ -354,12 +355,13 @@ class History:
         return (e for e in self._events if e["type"] in wanted)
 
 
-def open_lines(path: Path):
-    """A text stream over a history file, plain or compact (by its ``.gz`` suffix)."""
+def open_lines(path: Path, errors: str = "strict"):
+    """A text stream over a history file, plain or compact (by its ``.gz`` suffix); ``errors``:
+    what to do with bytes that are not UTF-8 (``"replace"``: show them, as ``flk sim diff`` does)."""
     path = Path(path)
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")  # noqa: SIM115 - the caller closes it
+        return gzip.open(path, "rt", encoding="utf-8", errors=errors)
+    return open(path, encoding="utf-8", errors=errors)  # noqa: SIM115 - the caller closes it
 
 
 def find_history(run_dir: Path) -> Path:
@@ -371,12 +373,29 @@ def find_history(run_dir: Path) -> Path:
     raise FileNotFoundError(f"{run_dir}: no {PLAIN} or {COMPACT}")
 
 
+class HistoryError(ValueError):
+    """A history file that cannot be read as events: the file, the 1-based line, what is wrong."""
+
+
 def iter_history(path: Path) -> Iterator[dict]:
-    """The events of a history file one at a time (a long study's history need not fit in memory)."""
-    with open_lines(path) as f:
-        for line in f:
-            if line.strip():
-                yield textdata.json_loads(line)
+    """The events of a history file one at a time (a long study's history need not fit in memory).
+    A line that is not a JSON object with a string ``type``, bytes that are not UTF-8 or a
+    damaged or cut compact file is a :class:`HistoryError` naming the file and line."""
+    number = 0
+    try:
+        with open_lines(path) as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    event = textdata.json_loads(line)
+                except ValueError as exc:
+                    raise HistoryError(f"{path}:{number}: not JSON ({exc})") from None
+                if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                    raise HistoryError(f"{path}:{number}: not a history event (a JSON object with a string type)")
+                yield event
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise HistoryError(f"{path}: unreadable after line {number}: {exc}") from None
 
 
 def read_history(path: Path) -> list[dict]:

@@ -262,6 +262,12 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def completed(raw: dict) -> dict:
+    """A scenario file's tables over the defaults (what :func:`load` validates): a key the file
+    lacks -- one added to the schema since the file was written -- gets its default."""
+    return _merge(DEFAULTS, raw)
+
+
 def _parse_value(text: str) -> Any:
     try:
         return textdata.toml_loads(f"v = {text}")["v"]
@@ -483,7 +489,7 @@ def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
         if "regression" in raw:
             return _load_regression(raw, overrides, p)
         _check_sections(raw)
-        data = _merge(DEFAULTS, raw)
+        data = completed(raw)
         if not data["scenario"].get("name"):
             data["scenario"]["name"] = p.stem
         validate(data)  # the file alone: its problems are the file's

@@ -37,6 +37,7 @@ from typing import Any
 
 from ..impl.core import textdata
 from . import faults
+from .artifacts import read_results, read_scenario
 from .scenario import LIST_SECTIONS, SECTIONS, Scenario, ScenarioError, load, scenario_dir, validate
 
 DEFAULT_MAX_RUNS = 200
@@ -81,15 +82,7 @@ class RunDir:
 def read_run_dir(run_dir: Path) -> RunDir:
 
     run_dir = Path(run_dir)
-    try:
-        data = textdata.toml_loads((run_dir / "scenario.toml").read_text(encoding="utf-8"))
-        results = textdata.json_loads((run_dir / "results.json").read_text(encoding="utf-8"))
-        int(results["seed"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ScenarioError(str(run_dir), "not a run directory (needs the scenario.toml and results.json "
-                            f"`flk sim run` writes): {exc}") from None
-    validate(data)
-    return RunDir(run_dir, data, results)
+    return RunDir(run_dir, read_scenario(run_dir), read_results(run_dir))  # the files flk sim run writes
 
 
 def pick_target(run: RunDir, invariant: str | None) -> str:

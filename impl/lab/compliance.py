@@ -114,12 +114,14 @@ def _head(directory: Path) -> tuple[str, str]:
 
 
 def _runs(run_dirs: list[str]) -> list[tuple[str, dict]]:
+    from flk.sim.artifacts import read_results
+
     out = []
     for d in run_dirs:
         for path in sorted(Path(d).rglob("results.json")):
             try:
-                out.append((str(path.parent), textdata.json_loads(path.read_text(encoding="utf-8"))))
-            except (OSError, ValueError):
+                out.append((str(path.parent), read_results(path.parent)))
+            except (OSError, ValueError):  # not a run's results (ScenarioError): no evidence
                 continue
     return out
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core import textdata
 from .report import esc, page, table, verdict_class
 
 PERCENT = ("containment_rate", "false_escalation_rate", "escalation_rate", "server_refused_share")
@@ -101,7 +100,9 @@ def alerts_html(results: dict) -> str:
 
 
 def _read(run_dir: Path) -> dict:
-    return textdata.json_loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))
+    from flk.sim.artifacts import read_results
+
+    return read_results(Path(run_dir))
 
 
 def _label(results: dict) -> str:

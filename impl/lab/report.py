@@ -151,7 +151,9 @@ def stamp_html(info: dict) -> str:
 def read_run(run_dir: Path) -> dict:
     """What a run directory holds for the report: results, the scenario as run, its PNG plots."""
     run_dir = Path(run_dir)
-    results = textdata.json_loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    from flk.sim.artifacts import read_results
+
+    results = read_results(run_dir)
     scenario_file = run_dir / "scenario.toml"
     scenario = textdata.toml_loads(scenario_file.read_text(encoding="utf-8")) if scenario_file.exists() else {}
     known = [name for name in PLOT_CAPTIONS if (run_dir / f"{name}.png").exists()]

@@ -130,7 +130,7 @@ def _coverage(args) -> int:
 
     try:
         records = coverage.records_from(Path(r) for r in args.runs)
-    except FileNotFoundError as exc:
+    except (OSError, ValueError) as exc:  # not a run or exploration folder; a damaged file in one
         raise UsageError(str(exc)) from None
     explored = next((Path(r) for r in args.runs if (Path(r) / "runs.jsonl").is_file()), None)
     out = output_dir(args.out if args.out else (explored / "coverage" if explored else Path("runs/coverage")))

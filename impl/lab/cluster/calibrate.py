@@ -24,10 +24,8 @@ import math
 from pathlib import Path
 
 from flk.sim import api as sim_api
-from flk.sim.artifacts import figure_for_file
+from flk.sim.artifacts import figure_for_file, read_results
 from flk.sim.scenario import Scenario
-
-from ...core import textdata
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
        15: 2.131, 20: 2.086, 30: 2.042}
@@ -159,7 +157,7 @@ def calibrate(sc: Scenario, seeds: list[int], real_runs: int, out: Path, backend
         sim_results.append(sim_api.run(sim_sc, seed=seed, plots=False).results)
         log(f"calibrate: sim seed {seed}: valid={sim_results[-1]['valid']}")
     if real_dirs:
-        real_results = [textdata.json_loads((Path(d) / "results.json").read_text(encoding="utf-8")) for d in real_dirs]
+        real_results = [read_results(Path(d)) for d in real_dirs]
     else:
         from . import runner
 
