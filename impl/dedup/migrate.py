@@ -60,6 +60,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..core import textdata
+from ..core.schema import Engine, Field, SchemaError, join, type_name
 from .base import (
     DEFAULT_TTL_S,
     BatchMixin,
@@ -149,6 +150,39 @@ def new_catchup(after: float | None) -> dict:
             "present": 0, "different": 0, "done": False, "examples": []}
 
 
+def _count(name: str) -> Field:
+    return Field(name, "int", None, "a count", minimum=0, required=True)
+
+
+_PROGRESS = (Field("shard", "int", None, "the shard being walked", minimum=0, required=True),
+             Field("cursor", "str", None, "where the walk resumes (null: the shard's start)"),
+             Field("done", "bool", None, "walk finished", required=True),
+             Field("examples", "list", None, "a few findings"))
+# the progress tables the steps read and write (other keys pass: they belong to a later version)
+STATE_TABLES = {
+    "copy": (*_PROGRESS, *map(_count, ("scanned", "copied", "present", "conflicts"))),
+    "verify": (*_PROGRESS, *map(_count, ("checked", "missing", "different")), Field("suspects", "list", None, "keys")),
+    "catchup": (*_PROGRESS, *map(_count, ("scanned", "copied", "present", "different")),
+                Field("after", "number", None, "the cutover's time"), Field("started_at", "number", None, "when")),
+}
+_HISTORY = (Field("phase", "str", None, "the phase entered", choices=PHASES, required=True),
+            Field("at", "number", None, "when", required=True))
+_STATE = Engine(error=SchemaError)
+
+
+def check_state_tables(doc: dict) -> None:
+    """The progress tables and the history of a migration state are of the shape the steps use
+    (:class:`SchemaError` naming the key otherwise)."""
+    for name, fields in STATE_TABLES.items():
+        table = doc.get(name)
+        _STATE.check_table(table, fields, name, ignore=tuple(table) if isinstance(table, dict) else ())
+    history = doc.get("history")
+    if not isinstance(history, list):
+        raise SchemaError("history", f"must be a list, got {type_name(history)}")
+    for i, entry in enumerate(history):
+        _STATE.check_table(entry, _HISTORY, join("history", i), ignore=tuple(entry) if isinstance(entry, dict) else ())
+
+
 def load_state(path: str) -> dict:
     try:
         with open(path, "rb") as f:
@@ -167,6 +201,10 @@ def load_state(path: str) -> dict:
     if not isinstance(doc.get("catchup"), dict):  # a state written before the catch-up existed
         cut = [h.get("at") for h in doc.get("history", []) if isinstance(h, dict) and h.get("phase") == "cut_over"]
         doc["catchup"] = new_catchup(cut[-1] if cut and doc["phase"] == "cut_over" else None)
+    try:
+        check_state_tables(doc)
+    except SchemaError as exc:
+        raise MigrationError(f"{path}: not a usable migration state: {exc}") from None
     return doc
 
 
