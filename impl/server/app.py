@@ -62,6 +62,7 @@ from starlette.routing import Route
 from ..core import textdata
 from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
 from ..storage.quarantine import Quarantine
+from ..storage.walformat import WalError
 from ..storage.walhealth import WalHealth
 from ..verifier.admission import STATE_CODES, AdmissionSettings, build_admission
 from ..verifier.pipeline import MAX_TENANT_HEADER
@@ -915,7 +916,9 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
         try:
             await srv.start()
         except Exception as exc:
-            srv.log.error("startup_failed", reason=cfg.redact(f"{type(exc).__name__}: {str(exc)[:180]}"))
+            hint = {"wal_dir": cfg.worker_wal_dir(worker), "note": "the log does not open with damage in it (SPEC "
+                    "12.3): flk wal verify WAL_DIR lists every problem"} if isinstance(exc, WalError) else {}
+            srv.log.error("startup_failed", reason=cfg.redact(f"{type(exc).__name__}: {str(exc)[:180]}"), **hint)
             raise
         try:
             yield
@@ -963,6 +966,21 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
     return fast_path(app, submit)
 
 
+def _startup_failure_without_traceback(send: Any) -> Any:
+    """The lifespan's ``send`` without the traceback Starlette writes into
+    ``lifespan.startup.failed`` (uvicorn prints it): the lifespan logged ``startup_failed``
+    with the reason as one JSON line, and uvicorn still says "Application startup failed".
+    A refused start -- a damaged inbox WAL the log will not open (SPEC 12.3), a store gone --
+    is the operator's to read, not a stack of frames."""
+
+    async def quiet(message):
+        if message.get("type") == "lifespan.startup.failed":
+            message = {**message, "message": ""}
+        await send(message)
+
+    return quiet
+
+
 def fast_path(app: Any, submit: SubmitEndpoint) -> Any:
     """The ASGI callable: ``POST /v1/pcs/submit`` straight to its handler (without the
     routing cost), everything else through ``app``; an exception Starlette re-raises after
@@ -971,6 +989,9 @@ def fast_path(app: Any, submit: SubmitEndpoint) -> Any:
     async def asgi(scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/pcs/submit":
             await submit(scope, receive, send)  # the route's own handler, without the routing cost
+            return
+        if scope["type"] == "lifespan":
+            await app(scope, receive, _startup_failure_without_traceback(send))
             return
         if scope["type"] != "http":
             await app(scope, receive, send)
