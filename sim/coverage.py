@@ -264,15 +264,10 @@ def _explored(path: Path) -> list[dict]:
     with a ``coverage`` table, or bytes that are not UTF-8: ValueError naming the line)."""
     out = []
     with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    record = textdata.json_loads(line)
-                except ValueError as exc:
-                    raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
-                if not isinstance(record, dict) or not isinstance(record.get("coverage"), dict):
-                    raise ValueError(f"{path}:{number}: not a run record with a coverage table")
-                out.append(record["coverage"])
+        for number, record in textdata.json_lines(f, str(path)):
+            if not isinstance(record, dict) or not isinstance(record.get("coverage"), dict):
+                raise ValueError(f"{path}:{number}: not a run record with a coverage table")
+            out.append(record["coverage"])
     return out
 
 

@@ -384,13 +384,7 @@ def iter_history(path: Path) -> Iterator[dict]:
     number = 0
     try:
         with open_lines(path) as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    event = textdata.json_loads(line)
-                except ValueError as exc:
-                    raise HistoryError(f"{path}:{number}: not JSON ({exc})") from None
+            for number, event in textdata.json_lines(f, str(path), HistoryError):
                 if not isinstance(event, dict) or not isinstance(event.get("type"), str):
                     raise HistoryError(f"{path}:{number}: not a history event (a JSON object with a string type)")
                 yield event

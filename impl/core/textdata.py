@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 TOO_DEEP = "nested deeper than this parser allows"
@@ -54,6 +55,17 @@ def json_loads(data: str | bytes | bytearray, **kw: Any) -> Any:
 def json_load(fh: IO, **kw: Any) -> Any:
     """:func:`json_loads` of a file object's whole content."""
     return json_loads(fh.read(), **kw)
+
+
+def json_lines(lines: Iterable[str], where: str, error: type[ValueError] = ValueError) -> Iterator[tuple[int, Any]]:
+    """(1-based line number, value) of each non-blank line of JSON Lines text; a line that is
+    not JSON raises ``error`` (a ``ValueError`` class) naming ``where:number``."""
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                yield number, json_loads(line)
+            except ValueError as exc:
+                raise error(f"{where}:{number}: not JSON ({exc})") from None
 
 
 def toml_loads(text: str) -> dict[str, Any]:

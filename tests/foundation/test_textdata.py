@@ -89,3 +89,14 @@ def test_a_hooks_refusal_stays_a_value_error_with_its_message():
     with pytest.raises(ValueError, match="^NaN is not JSON$"):
         textdata.json_loads("[NaN]", parse_constant=no_constant)
     assert textdata.json_loads('{"b": 1, "a": [2]}', object_pairs_hook=list) == [("b", 1), ("a", [2])]
+
+
+def test_json_lines_numbers_the_lines_skips_blanks_and_names_a_bad_one():
+    class Bad(ValueError):
+        pass
+
+    lines = ['{"a": 1}\n', "\n", "  \n", "[2]\n", "[[[" + "[" * 100_000 + "\n"]
+    got = textdata.json_lines(lines, "h.jsonl", Bad)
+    assert [next(got), next(got)] == [(1, {"a": 1}), (4, [2])]
+    with pytest.raises(Bad, match=r"^h\.jsonl:5: not JSON \(JSON nested deeper than this parser allows\)$"):
+        next(got)
