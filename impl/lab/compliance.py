@@ -98,19 +98,17 @@ def audit_evidence(audit_dir: str | None) -> dict:
 
 def _head(directory: Path) -> tuple[str, str]:
     """HEAD.json's last seal hash and the newest entry's hash ("-" when absent)."""
-    try:
-        last_seal = textdata.json_loads((directory / audit.HEAD).read_text(encoding="utf-8")).get("last_seal") or "-"
-    except (OSError, ValueError):
-        last_seal = "-"
-    last_hash = "-"
-    segments = sorted(directory.glob("seg-*.log"))
-    if segments:
-        lines = segments[-1].read_bytes().strip().splitlines()
+    def field(read, key: str) -> str:  # "-" for a file that is missing, damaged or of another shape
         try:
-            last_hash = textdata.json_loads(lines[-1])["hash"] if lines else "-"
-        except (ValueError, KeyError):
-            last_hash = "-"
-    return str(last_seal), str(last_hash)
+            doc = textdata.json_loads(read())
+        except (OSError, ValueError, IndexError):
+            return "-"
+        return str(doc.get(key) or "-") if isinstance(doc, dict) else "-"
+
+    segments = sorted(directory.glob("seg-*.log"))
+    last_seal = field(lambda: (directory / audit.HEAD).read_bytes(), "last_seal")
+    last_hash = field(lambda: segments[-1].read_bytes().strip().splitlines()[-1], "hash") if segments else "-"
+    return last_seal, last_hash
 
 
 def _runs(run_dirs: list[str]) -> list[tuple[str, dict]]:

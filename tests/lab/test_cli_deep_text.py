@@ -65,3 +65,18 @@ def test_compliance_reports_a_deep_file_as_failing_evidence(tmp_path, capsys, fl
 def test_a_deep_set_value_is_refused_by_the_scenario_check(tmp_path, capsys):
     rc, out, err = _run(capsys, ["sim", "validate", "crr-normal", "--set", "seed=" + "[" * 5_000])
     assert rc == 2 and "Traceback" not in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("text", ["[]", '"x"', "[" * 100_000, "garbage", '{"last_seal": [1]}'])
+def test_compliance_reads_an_audit_folder_of_another_shape_as_failing_evidence(tmp_path, capsys, text):
+    """HEAD.json or the newest segment as a list, a string or garbage: the chain fails to
+    verify and the report says so (a list raised AttributeError in the report's head line)."""
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    (audit / "HEAD.json").write_text(text)
+    (audit / "seg-00000001.log").write_text(text + "\n")
+    rc, out, err = _run(capsys, ["compliance", "report", "--framework", "soc2", "--audit", str(audit),
+                                 "--out", str(tmp_path / "out"), "--json"])
+    assert rc == 1 and "Traceback" not in err, err
+    evidence = [e for c in __import__("json").loads(out)["controls"] for e in c["evidence"] if e["kind"] == "audit_chain"]
+    assert evidence and all(e["status"] == "failing" for e in evidence), evidence
