@@ -20,7 +20,8 @@ from pathlib import Path
 import tomli_w
 
 from ..impl.core import textdata
-from ..impl.core.schema import Engine, Field, join, type_name
+from ..impl.core.schema import Engine, Field
+from ..impl.core.signals import MASK64
 from .history import COMPACT, PLAIN
 from .schema import ScenarioError
 
@@ -102,19 +103,11 @@ THROUGHPUT_SERIES = [("answered", "answered"), ("ok", "ok (200/202)"), ("attempt
 FAULT_COLOUR = "tab:red"
 
 
-def _tables(e: Engine, value, spec: Field, path: str, ctx) -> None:
-    """A list of tables, each checked against ``spec.fields`` (other keys allowed)."""
-    if not isinstance(value, list):
-        raise e.error(path, f"must be a list, got {type_name(value)}")
-    for i, item in enumerate(value):
-        e.check_table(item, spec.fields, join(path, i), ignore=tuple(item) if isinstance(item, dict) else ())
-
-
-_RESULTS = Engine({"tables": _tables}, ScenarioError)
+_RESULTS = Engine(error=ScenarioError, others_pass=True)
 # what the readers of results.json rely on (flk sim run and flk cluster run write more; other keys pass)
 RESULTS_FIELDS = (
     Field("scenario", "str", None, "the scenario's name", required=True),
-    Field("seed", "int", None, "the run's seed", minimum=0, maximum=(1 << 64) - 1, required=True),
+    Field("seed", "int", None, "the run's seed", minimum=0, maximum=MASK64, required=True),
     Field("digest", "str", None, "SHA-256 of the history's canonical line stream", required=True),
     Field("invariants", "tables", None, "the invariant checks", required=True, fields=(
         Field("id", "str", None, "invariant ID", required=True), Field("ok", "bool", None, "held", required=True))),
@@ -125,6 +118,9 @@ RESULTS_FIELDS = (
     Field("stamp", "table", None, "code version and run key"),
     Field("kpi", "table", None, "ground-truth KPIs"),
 )
+# what the readers of scenario.toml rely on before the scenario's own check (validate)
+SCENARIO_FIELDS = (Field("scenario", "table", None, "the scenario", required=True,
+                         fields=(Field("name", "str", None, "its name", required=True),)),)
 
 
 def read_results(run_dir: Path) -> dict:
@@ -139,7 +135,7 @@ def read_results(run_dir: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise ScenarioError("(file)", f"unreadable: {exc}", str(path)) from None
     try:
-        _RESULTS.check_table(doc, RESULTS_FIELDS, "", ignore=tuple(doc) if isinstance(doc, dict) else ())
+        _RESULTS.check_table(doc, RESULTS_FIELDS, "")
     except ScenarioError as exc:
         raise ScenarioError(exc.key, exc.reason, str(path)) from None
     return doc
@@ -160,10 +156,7 @@ def read_scenario(run_dir: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise ScenarioError("(file)", f"unreadable: {exc}", str(path)) from None
     try:
-        _RESULTS.check_table(data, (Field("scenario", "table", None, "the scenario", required=True),), "",
-                             ignore=tuple(data))
-        _RESULTS.check_table(data["scenario"], (Field("name", "str", None, "its name", required=True),), "scenario",
-                             ignore=tuple(data["scenario"]))
+        _RESULTS.check_table(data, SCENARIO_FIELDS, "")
         data = completed(data)
         validate(data)
     except ScenarioError as exc:

@@ -20,7 +20,14 @@ Rules:
 Kinds (``Field.kind``) known here: ``str`` (``choices``), ``bool``, ``int``
 (not a bool, not 2.5; bounds), ``number`` (finite int or float; bounds),
 ``str_list`` (non-empty strings; ``choices``), ``list`` (items checked by the
-caller), ``table`` (``fields``: checked recursively). An engine adds more.
+caller), ``table`` (``fields``: checked recursively), ``tables`` (a list of
+tables, each checked against ``fields``). An engine adds more.
+
+An engine made with ``others_pass=True`` checks the keys it knows and lets any
+other key pass, at every depth: for documents flk reads back (a run's
+``results.json``, a migration state) that a later version may have written
+with more keys. Scenario files and policies keep the default: an unknown key is
+an error there (a typo).
 
 Protocol-free and without I/O: it reads nothing but its arguments.
 """
@@ -155,16 +162,24 @@ def _table(e: Engine, value: Any, spec: Field, path: str, ctx: Any) -> None:
         e.check_table(value, spec.fields, path, ctx)
 
 
+def _tables(e: Engine, value: Any, spec: Field, path: str, ctx: Any) -> None:
+    _list(e, value, spec, path, ctx)
+    for i, item in enumerate(value):
+        e.check_table(item, spec.fields, join(path, i), ctx)
+
+
 BASE_KINDS: dict[str, Checker] = {"bool": _bool, "int": _int, "number": _number, "str": _str,
-                                  "str_list": _str_list, "list": _list, "table": _table}
+                                  "str_list": _str_list, "list": _list, "table": _table, "tables": _tables}
 
 
 class Engine:
     """The base kinds plus a caller's own, raising ``error`` (a :class:`SchemaError` subclass)."""
 
-    def __init__(self, kinds: Mapping[str, Checker] | None = None, error: type[SchemaError] = SchemaError) -> None:
+    def __init__(self, kinds: Mapping[str, Checker] | None = None, error: type[SchemaError] = SchemaError,
+                 others_pass: bool = False) -> None:
         self.kinds = {**BASE_KINDS, **(kinds or {})}
         self.error = error
+        self.others_pass = others_pass  # keys no field names pass (documents read back), at every depth
 
     def check_value(self, value: Any, spec: Field, path: str, ctx: Any = None) -> None:
         """Raise ``self.error`` unless ``value`` fits ``spec``."""
@@ -181,7 +196,7 @@ class Engine:
             raise self.error(path or "(document)", f"must be a table, got {type_name(table)}")
         by_name = {f.name: f for f in fields}
         for key in table:
-            if key not in by_name and key not in ignore:
+            if key not in by_name and key not in ignore and not self.others_pass:
                 known = ", ".join(sorted(by_name))
                 raise self.error(join(path, key), f"unknown key{did_you_mean(key, by_name)} (known: {known})")
         for spec in fields:

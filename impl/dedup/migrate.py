@@ -60,7 +60,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..core import textdata
-from ..core.schema import Engine, Field, SchemaError, join, type_name
+from ..core.schema import Engine, Field, SchemaError
 from .base import (
     DEFAULT_TTL_S,
     BatchMixin,
@@ -158,29 +158,26 @@ _PROGRESS = (Field("shard", "int", None, "the shard being walked", minimum=0, re
              Field("cursor", "str", None, "where the walk resumes (null: the shard's start)"),
              Field("done", "bool", None, "walk finished", required=True),
              Field("examples", "list", None, "a few findings"))
-# the progress tables the steps read and write (other keys pass: they belong to a later version)
-STATE_TABLES = {
-    "copy": (*_PROGRESS, *map(_count, ("scanned", "copied", "present", "conflicts"))),
-    "verify": (*_PROGRESS, *map(_count, ("checked", "missing", "different")), Field("suspects", "list", None, "keys")),
-    "catchup": (*_PROGRESS, *map(_count, ("scanned", "copied", "present", "different")),
-                Field("after", "number", None, "the cutover's time"), Field("started_at", "number", None, "when")),
-}
-_HISTORY = (Field("phase", "str", None, "the phase entered", choices=PHASES, required=True),
-            Field("at", "number", None, "when", required=True))
-_STATE = Engine(error=SchemaError)
+# the progress tables and the history the steps read and write (other keys pass: a later version's)
+STATE_FIELDS = (
+    Field("copy", "table", None, "copy progress", required=True,
+          fields=(*_PROGRESS, *map(_count, ("scanned", "copied", "present", "conflicts")))),
+    Field("verify", "table", None, "verify progress", required=True,
+          fields=(*_PROGRESS, *map(_count, ("checked", "missing", "different")), Field("suspects", "list", None, "keys"))),
+    Field("catchup", "table", None, "catch-up progress", required=True,
+          fields=(*_PROGRESS, *map(_count, ("scanned", "copied", "present", "different")),
+                  Field("after", "number", None, "the cutover's time"), Field("started_at", "number", None, "when"))),
+    Field("history", "tables", None, "the phases entered", required=True,
+          fields=(Field("phase", "str", None, "the phase entered", choices=PHASES, required=True),
+                  Field("at", "number", None, "when", required=True))),
+)
+_STATE = Engine(error=SchemaError, others_pass=True)
 
 
 def check_state_tables(doc: dict) -> None:
     """The progress tables and the history of a migration state are of the shape the steps use
     (:class:`SchemaError` naming the key otherwise)."""
-    for name, fields in STATE_TABLES.items():
-        table = doc.get(name)
-        _STATE.check_table(table, fields, name, ignore=tuple(table) if isinstance(table, dict) else ())
-    history = doc.get("history")
-    if not isinstance(history, list):
-        raise SchemaError("history", f"must be a list, got {type_name(history)}")
-    for i, entry in enumerate(history):
-        _STATE.check_table(entry, _HISTORY, join("history", i), ignore=tuple(entry) if isinstance(entry, dict) else ())
+    _STATE.check_table(doc, STATE_FIELDS, "")
 
 
 def load_state(path: str) -> dict:

@@ -150,3 +150,37 @@ def test_error_type_is_the_engines_and_the_message_counts_list_items():
 def test_describe_kind_draws_choices_and_bounds():
     assert describe_kind(FIELDS[3]) == "number >= 0, <= 1"
     assert describe_kind(FIELDS[0]) == "str (a \\| b)"
+
+
+ROWS = (Field("id", "str", None, "an id", required=True), Field("ok", "bool", None, "a flag", required=True))
+READ_BACK = (Field("checks", "tables", None, "rows", required=True, fields=ROWS),
+             Field("inner", "table", None, "a nested table", fields=INNER))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(doc=st.one_of(documents, st.fixed_dictionaries({"checks": values}, optional={"inner": values, "more": values})))
+def test_an_engine_whose_other_keys_pass_is_total_and_checks_lists_of_tables(doc):
+    """others_pass=True (documents read back) raises only its error, naming the path, and
+    what it accepts has every row a table of the known kinds; the default engine refuses
+    the extra keys the open one lets pass."""
+    try:
+        Engine(others_pass=True).check_table(doc, READ_BACK, "root")
+    except SchemaError as exc:
+        _names_path(exc, "root")
+        return
+    assert all(isinstance(r, dict) and isinstance(r["id"], str) and isinstance(r["ok"], bool) for r in doc["checks"])
+
+
+def test_others_pass_at_every_depth_and_only_there():
+    doc = {"checks": [{"id": "a", "ok": True, "later": 1}], "inner": {"n": 2, "later": [1]}, "later": {}}
+    Engine(others_pass=True).check_table(doc, READ_BACK, "")
+    with pytest.raises(SchemaError, match="^later: unknown key"):
+        Engine().check_table(doc, READ_BACK, "")
+    with pytest.raises(SchemaError, match="^checks.0.later: unknown key"):
+        Engine().check_table({"checks": doc["checks"]}, READ_BACK, "")
+    with pytest.raises(SchemaError, match="^inner.later: unknown key"):
+        Engine().check_table({"checks": [], "inner": doc["inner"]}, READ_BACK, "")
+    with pytest.raises(SchemaError, match="^checks.1.ok: must be true or false"):
+        Engine(others_pass=True).check_table({"checks": [doc["checks"][0], {"id": "b", "ok": "yes"}]}, READ_BACK, "")
+    with pytest.raises(SchemaError, match="^checks: must be a list, got a table"):
+        Engine(others_pass=True).check_table({"checks": {}}, READ_BACK, "")

@@ -43,7 +43,7 @@ def _paths(doc, path=()):
     """Every key path below the progress tables and the history."""
     if isinstance(doc, dict):
         for k, v in doc.items():
-            if path or k in (*migrate.STATE_TABLES, "history"):
+            if path or k in {f.name for f in migrate.STATE_FIELDS}:
                 yield (*path, k)
                 yield from _paths(v, (*path, k))
     elif isinstance(doc, list):
