@@ -62,7 +62,7 @@ from starlette.routing import Route
 from ..core import textdata
 from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
 from ..storage.quarantine import Quarantine
-from ..storage.walformat import WalError
+from ..storage.walformat import WalCorruption
 from ..storage.walhealth import WalHealth
 from ..verifier.admission import STATE_CODES, AdmissionSettings, build_admission
 from ..verifier.pipeline import MAX_TENANT_HEADER
@@ -917,7 +917,7 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
             await srv.start()
         except Exception as exc:
             hint = {"wal_dir": cfg.worker_wal_dir(worker), "note": "the log does not open with damage in it (SPEC "
-                    "12.3): flk wal verify WAL_DIR lists every problem"} if isinstance(exc, WalError) else {}
+                    "12.3): flk wal verify WAL_DIR lists every problem"} if isinstance(exc, WalCorruption) else {}
             srv.log.error("startup_failed", reason=cfg.redact(f"{type(exc).__name__}: {str(exc)[:180]}"), **hint)
             raise
         try:
