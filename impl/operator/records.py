@@ -31,6 +31,18 @@ AUDIT_TENANT = "operator"
 SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+def parse_status(data: bytes) -> dict:
+    """A status file's bytes as the status it holds; ``ValueError`` saying why when they are
+    not one (not JSON, or not a JSON object with a ``phase``)."""
+    try:
+        doc = textdata.json_loads(data)
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict) or "phase" not in doc:
+        raise ValueError("not a status (a JSON object with a phase)")
+    return doc
+
+
 def status_name(policy_key: str) -> str:
     return SAFE.sub("_", policy_key.replace("/", "__")) + ".status.json"
 
@@ -50,10 +62,9 @@ class StatusStore:
         if not self.fs.exists(p):
             return None
         try:
-            doc = textdata.json_loads(self.fs.read(p))
+            return parse_status(self.fs.read(p))
         except ValueError:
             return None  # unreadable: start over from observation (every action is idempotent)
-        return doc if isinstance(doc, dict) and "phase" in doc else None
 
     def save(self, policy_key: str, status: dict) -> None:
         self.fs.write_atomic(self.path(policy_key), json.dumps(status, sort_keys=True, indent=1).encode())

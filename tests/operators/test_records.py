@@ -4,7 +4,13 @@ transition flushed exactly once."""
 
 from __future__ import annotations
 
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from flk.impl.governance.audit import AuditLog, verify_directory
+from flk.impl.lab import cli
 from flk.impl.operator import records
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
@@ -35,3 +41,45 @@ def test_pending_transitions_are_flushed_once_across_a_crash_after_the_audit_wri
     log = AuditLog("/a", fs)
     assert records.flush_audit(again, log, 3.0, records.audited_ids("/a", fs)) == []
     assert again["pending_audit"] == [] and records.audited_ids("/a", fs) == {"ShardMigration/x#1"}
+
+
+# ---- a damaged status file: the controller starts it over, `flk operator status` names it ----
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=64),
+                 st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                              lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
+                                  st.sampled_from(["phase", "kind", "round"]), kids, max_size=3),
+                              max_leaves=8).map(lambda doc: json.dumps(doc).encode())))
+def test_any_status_bytes_are_a_status_or_a_value_error(data):
+    doc = None
+    try:
+        doc = records.parse_status(data)
+    except ValueError as exc:
+        assert str(exc).startswith(("not JSON (", "not a status ("))
+    else:
+        assert isinstance(doc, dict) and "phase" in doc
+    fs = CrashableMemoryFileSystem()
+    store = records.StatusStore("/s", fs)
+    fs.write_atomic(store.path("ShardMigration/m"), data)
+    assert store.load("ShardMigration/m") == doc  # unreadable: None, the controller starts it over
+
+
+DAMAGED = {"list.status.json": b"[1, 2]", "cut.status.json": b'{"phase": "Co', "empty.status.json": b"",
+           "utf16.status.json": b"\xff\xfe", "deep.status.json": b"[" * 100_000}
+
+
+def test_operator_status_prints_the_readable_and_names_each_damaged_file(tmp_path, capsys):
+    d = tmp_path / "status"
+    d.mkdir()
+    for name, data in DAMAGED.items():
+        (d / name).write_bytes(data)
+    (d / "dir.status.json").mkdir()
+    (d / "ok.status.json").write_text(json.dumps({"kind": "ShardMigration", "name": "m", "phase": "Completed"}))
+    rc = cli.main(["operator", "status", "--state-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in err
+    assert [json.loads(line)["phase"] for line in out.splitlines()] == ["Completed"]
+    lines = err.splitlines()
+    assert sorted(line.split(": ")[1] for line in lines) == sorted([*DAMAGED, "dir.status.json"])
+    assert all(": unreadable: " in line for line in lines)
+    assert any(line.endswith("unreadable: Is a directory") for line in lines)

@@ -103,13 +103,22 @@ def _status(state_dir: str) -> int:
     d = os.path.join(state_dir, "status")
     if not os.path.isdir(d):
         raise UsageError(f"{state_dir}: no status directory (has `flk operator run` run?)")
+    from ...operator.records import parse_status
+
     fs = OsFileSystem()
+    damaged = 0
     for name in fs.listdir(d):
         if name.endswith(".status.json"):
-            st = textdata.json_loads(fs.read(os.path.join(d, name)))
+            try:
+                st = parse_status(fs.read(os.path.join(d, name)))
+            except (OSError, ValueError) as exc:  # the others are still printed; the run starts it over
+                damaged += 1
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                print(f"flk operator status: {name}: unreadable: {reason}", file=sys.stderr)
+                continue
             print(json.dumps({k: st.get(k) for k in ("kind", "name", "phase", "last_transition_time", "round",
                                                      "progress", "conditions", "history")}, sort_keys=True))
-    return 0
+    return 2 if damaged else 0
 
 
 class Http:
