@@ -212,7 +212,8 @@ class SimOperator:
             res, self.error = driver.step(
                 self.policy, lambda: self.statuses.load(self.policy.key),
                 lambda st: self.statuses.save(self.policy.key, st), lambda st, n=now: self.audit(st, n),
-                lambda n=now: self.observe(n), lambda a, n=now: self.execute(a, n), now, self.error)
+                lambda n=now: self.observe(n), lambda a, n=now: self.execute(a, n), now, self.error,
+                records.last_seq(self.seen, self.policy.key))
             if table.phase(self.policy.kind, res.status["phase"]).terminal:
                 st = self.box.get("state") or {}
                 self.world.history.record(env.now, "operator.done", policy=self.policy.key,
@@ -333,7 +334,8 @@ class SimCRR(SimOperator):
             res, self.error = driver.step(
                 self.policy, lambda: self.statuses.load(self.policy.key),
                 lambda st: self.statuses.save(self.policy.key, st), lambda st, n=now: self.audit(st, n),
-                lambda n=now: self.observe(n), lambda a, n=now: self.execute(a, n), now, self.error)
+                lambda n=now: self.observe(n), lambda a, n=now: self.execute(a, n), now, self.error,
+                records.last_seq(self.seen, self.policy.key))
             yield env.timeout(every)
         self.world.history.record(
             env.now, "operator.crr_final", policy=self.policy.key, phase=res.status["phase"] if res else None,

@@ -34,9 +34,10 @@ import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from ..core.schema import Engine, Field, SchemaError, type_name
 from . import gates as gates_mod
 from .policy import Policy
-from .table import first_phase, phase, rows_from
+from .table import PHASES, first_phase, phase, rows_from
 
 # migrate.TRANSITIONS, repeated here as data the actions carry (the driver checks them again)
 PHASE_FROM = {"dual_write": ("planned",), "cut_over": ("verified",), "cleaned": ("cut_over",), "verified": ("cut_over",),
@@ -56,11 +57,60 @@ class Result:
         return bool(self.audit)
 
 
-def new_status(policy: Policy, now: float) -> dict:
+def new_status(policy: Policy, now: float, after_seq: int = 0) -> dict:
+    """A policy's first status. ``after_seq``: the last transition its audit log already holds
+    (a status started over must not number its transitions from 1 again: the audit would skip
+    them as written)."""
     return {"kind": policy.kind, "name": policy.name, "generation": policy.generation,
             "phase": first_phase(policy.kind), "entered_at": now, "last_transition_time": now,
-            "transitions": 0, "round": 1, "healthy_since": None, "next_cycle": now, "progress": {},
+            "transitions": after_seq, "round": 1, "healthy_since": None, "next_cycle": now, "progress": {},
             "conditions": [], "window": [], "history": [], "pending_audit": []}
+
+
+def _reading(e: Engine, value, spec: Field, path: str, ctx) -> None:
+    """A gate sample's metric: any JSON number (a non-finite one is skipped by the gates)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise e.error(path, f"must be a number, got {type_name(value)}")
+
+
+_TIME = "a time (s)"
+STATUS_FIELDS = (  # what reconcile reads of a status; keys it only writes or shows pass
+    Field("phase", "str", None, "the table's phase", required=True),
+    Field("generation", "str", None, "the spec generation applied", required=True),
+    Field("transitions", "int", None, "transitions so far (the audit's seq)", minimum=0, required=True),
+    Field("round", "int", None, "the verify round", minimum=1, required=True),
+    Field("entered_at", "number", None, _TIME, required=True),
+    Field("last_transition_time", "number", None, _TIME),
+    Field("healthy_since", "number", None, _TIME),
+    Field("next_cycle", "number", None, _TIME),
+    Field("progress", "table", None, "what the phase has done"),
+    Field("history", "list", None, "the last transitions"),
+    Field("conditions", "tables", None, "conditions", fields=(
+        Field("type", "str", None, "the condition", required=True),
+        Field("status", "str", None, "True, False or Unknown", required=True),
+        Field("last_transition_time", "number", None, _TIME, required=True))),
+    Field("window", "tables", None, "gate samples", fields=(
+        Field("t", "number", None, _TIME, required=True),
+        *(Field(metric, "reading", None, "a gate's metric") for metric, _sense in gates_mod.GATES.values()))),
+    Field("pending_audit", "tables", None, "transitions not yet in the audit log", fields=(
+        Field("policy", "str", None, "the policy key", required=True),
+        Field("seq", "int", None, "its transition number", minimum=1, required=True),
+        Field("from", "str", None, "the phase left", required=True),
+        Field("to", "str", None, "the phase entered", required=True))),
+)
+_STATUS = Engine(kinds={"reading": _reading}, others_pass=True)
+
+
+def status_problem(policy: Policy, status: Mapping) -> str | None:
+    """Why ``status`` cannot be resumed for ``policy`` (a damaged file, a phase another
+    table version named), or None. :func:`reconcile` starts such a status over."""
+    try:
+        _STATUS.check_table(status, STATUS_FIELDS, "")
+    except SchemaError as exc:
+        return str(exc)
+    if not any(p.kind == policy.kind and p.name == status["phase"] for p in PHASES):
+        return f"phase: {status['phase']!r} is not a phase of {policy.kind}"
+    return None
 
 
 @dataclass
@@ -238,10 +288,19 @@ def _conditions(c: Ctx) -> list[dict]:
     return out
 
 
-def reconcile(policy: Policy, status: Mapping | None, observed: Mapping, now: float) -> Result:
+def reconcile(policy: Policy, status: Mapping | None, observed: Mapping, now: float, after_seq: int = 0) -> Result:
     """One step of the table for ``policy``: the actions to carry out and the next status.
-    Total: any observation gets an answer (a malformed one is an ``ActionFailed`` condition)."""
-    st = copy.deepcopy(dict(status)) if status else new_status(policy, now)
+    Total: any observation gets an answer (a malformed one is an ``ActionFailed`` condition),
+    and any status: one it cannot resume (:func:`status_problem`) is started over, like a
+    missing one, its transitions numbered after ``after_seq`` (the last the audit log holds),
+    and the problem is the ``ActionFailed`` condition of this step."""
+    problem = status_problem(policy, status) if status else None
+    if status and problem is None:
+        st = {**new_status(policy, now, after_seq), **copy.deepcopy(dict(status))}
+    else:
+        st = new_status(policy, now, after_seq)
+        if problem:
+            observed = {**observed, "error": f"status started over: {problem}"}
     sample = observed.get("sample")
     if sample:
         st["window"] = (st["window"] + [dict(sample)])[-WINDOW_KEEP:]

@@ -27,12 +27,15 @@ from .policy import Policy
 
 def step(policy: Policy, load: Callable[[], dict | None], save: Callable[[dict], None],
          audit: Callable[[dict], None], observe: Callable[[], Mapping],
-         execute: Callable[[dict], str | None], now: float, last_error: str | None = None) -> tuple[Result, str | None]:
-    """One reconcile of ``policy``; returns the result and the error of the first failed action (or None)."""
+         execute: Callable[[dict], str | None], now: float, last_error: str | None = None,
+         after_seq: int = 0) -> tuple[Result, str | None]:
+    """One reconcile of ``policy``; returns the result and the error of the first failed action (or None).
+    ``after_seq``: the last transition of ``policy`` its audit log holds (:func:`records.last_seq`),
+    where a status started over continues the numbering."""
     observed = dict(observe())
     if last_error:
         observed["error"] = last_error
-    res = reconcile(policy, load(), observed, now)
+    res = reconcile(policy, load(), observed, now, after_seq)
     save(res.status)
     if res.status.get("pending_audit"):
         audit(res.status)

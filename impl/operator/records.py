@@ -29,6 +29,7 @@ from ..storage.fs import FileSystem
 
 AUDIT_TENANT = "operator"
 SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+SEQ = re.compile(r"[0-9]{1,18}")
 
 
 def parse_status(data: bytes) -> dict:
@@ -88,6 +89,13 @@ def audited_ids(directory: str, fs: FileSystem) -> set[str]:
             if isinstance(e, dict) and e.get("tenant") == AUDIT_TENANT:
                 out.add(str(e.get("pcs_id")))
     return out
+
+
+def last_seq(seen: set[str], policy_key: str) -> int:
+    """The highest transition number of ``policy_key`` among audited ids (0: none)."""
+    prefix = f"{policy_key}#"
+    nums = [int(i[len(prefix):]) for i in seen if i.startswith(prefix) and SEQ.fullmatch(i[len(prefix):])]
+    return max(nums, default=0)
 
 
 def audit_id(rec: dict) -> str:

@@ -140,7 +140,7 @@ class Controller:
             return None
 
         res, self.error = driver.step(self.pol, lambda: self.statuses.load(self.pol.key), save, audit, observe,
-                                      execute, now, self.error)
+                                      execute, now, self.error, records.last_seq(self.seen, self.pol.key))
         return res.status
 
     def _note_decider_move(self, action: dict) -> None:

@@ -279,7 +279,8 @@ def _run(args) -> int:
                           file=sys.stderr)
             res, errors[p.key] = driver.step(
                 p, lambda p=p: statuses.load(p.key), lambda st, p=p: statuses.save(p.key, st), audit,
-                lambda now=now, d=deps[p.key]: d.observe(now), deps[p.key].execute, now, errors[p.key])
+                lambda now=now, d=deps[p.key]: d.observe(now), deps[p.key].execute, now, errors[p.key],
+                records.last_seq(seen, p.key))
             if table.phase(p.kind, res.status["phase"]).terminal or (
                     STEADY.get(p.kind) == res.status["phase"] and res.status["generation"] == p.generation):
                 done[p.key] = res.status
