@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -83,3 +84,34 @@ def test_operator_status_prints_the_readable_and_names_each_damaged_file(tmp_pat
     assert sorted(line.split(": ")[1] for line in lines) == sorted([*DAMAGED, "dir.status.json"])
     assert all(": unreadable: " in line for line in lines)
     assert any(line.endswith("unreadable: Is a directory") for line in lines)
+
+
+POLICY = """kind = "ShardMigration"
+name = "grow"
+[spec]
+old = { s0 = "sqlite:///unused/s0.db" }
+new = { s0 = "sqlite:///unused/s0.db", s1 = "sqlite:///unused/s1.db" }
+"""
+
+
+@pytest.mark.parametrize("damage", ["HEAD.json", "seg-00000000.seal.json"])
+def test_operator_run_refuses_an_altered_audit_log_in_one_line(tmp_path, capsys, damage):
+    """The controller's transitions must be provable afterwards: with an audit log whose head or
+    seal was altered it does not start (INV-WORM-CHAIN), and says so in one line."""
+    from flk.impl.storage.fs import OsFileSystem
+
+    audit = tmp_path / "state" / "audit"
+    log = AuditLog(str(audit), OsFileSystem())
+    log.append(tenant="operator", pcs_id="ShardMigration/grow#1", outcome="Pending->Planning",
+               payload_digest="ab" * 32, now=1.0)
+    log.sync()
+    log.close(2.0)
+    (audit / damage).write_bytes(b"[1, 2]")
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "grow.toml").write_text(POLICY)
+    rc = cli.main(["operator", "run", "--policies", str(tmp_path / "policies"), "--url", "http://127.0.0.1:9",
+                   "--state-dir", str(tmp_path / "state"), "--max-seconds", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == "" and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("INV-WORM-CHAIN violated: refusing to run with the audit log ") and str(audit) in err
+    assert f"flk audit verify {audit}" in err

@@ -238,7 +238,7 @@ STEADY = {"CRRPolicy": "Active"}  # a kind that never ends has settled in this p
 
 
 def _run(args) -> int:
-    from ...governance.audit import AuditLog
+    from ...governance.audit import AuditCorruption, AuditLog, WormViolation
     from ...operator import driver, records, table
     from ...operator.policy import load_policy
     from ...storage.fs import OsFileSystem
@@ -260,7 +260,12 @@ def _run(args) -> int:
     fs = OsFileSystem()
     statuses = records.StatusStore(os.path.join(args.state_dir, "status"), fs)
     audit_dir = os.path.join(args.state_dir, "audit")
-    log = AuditLog(audit_dir, fs)
+    try:
+        log = AuditLog(audit_dir, fs)
+    except (AuditCorruption, WormViolation) as exc:  # its transitions could not be proved afterwards
+        print(f"INV-WORM-CHAIN violated: refusing to run with the audit log {audit_dir}: {exc} "
+              f"(flk audit verify {audit_dir})", file=sys.stderr)
+        return 1
     seen = records.audited_ids(audit_dir, fs)
     http = Http(args.timeout)
     deps = {p.key: DEPLOYMENTS[p.kind](args.url, http) for p in policies}
