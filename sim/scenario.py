@@ -253,9 +253,12 @@ def list_scenarios() -> list[str]:
 
 
 def _merge(base: dict, over: dict) -> dict:
+    """``over``'s keys over ``base``'s, tables merged key by key -- except a distribution table
+    of another kind (``{dist = "exponential", mean = 5.0}`` over the default lognormal), which
+    replaces the default whole: a lognormal's ``median`` means nothing to an exponential."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and v.get("dist", out[k].get("dist")) == out[k].get("dist"):
             out[k] = _merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)

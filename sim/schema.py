@@ -46,6 +46,16 @@ DIST_PARAMS = {"constant": ("value",), "uniform": ("lo", "hi"), "exponential": (
                "lognormal": ("median", "sigma"), "normal": ("mean", "sd"), "pareto": ("scale", "alpha")}
 
 
+# parameters a distribution divides by (flk.sim.rng): zero has no distribution
+POSITIVE = {"exponential": (("mean", "a draw's rate is 1 / mean"),)}
+# a Pareto draw is scale x U^(-1 / alpha) with U >= 2^-53 (random.paretovariate): 2^(53 / alpha)
+# overflows a double below alpha = 0.052; at 0.1 the largest draw is scale x 2^530
+PARETO_ALPHA_MIN = 0.1
+# a lognormal's spread: p99 is already median x 1.3e10 at 10; a draw past 709 / sigma deviations
+# overflows a double, which at 10 is 70 deviations (never), at 1e9 every draw
+LOGNORMAL_SIGMA_MAX = 10.0
+
+
 class ScenarioError(SchemaError):
     """A scenario file or override that cannot be run; ``key`` names the place."""
 
@@ -96,6 +106,15 @@ def check_dist(value: Any, path: str) -> None:
             raise ScenarioError(f"{path}.{key}", f"must be a number >= 0, got {value[key]!r}")
     if kind == "uniform" and value["lo"] > value["hi"]:
         raise ScenarioError(path, f"lo ({value['lo']}) must be <= hi ({value['hi']})")
+    for key, why in POSITIVE.get(kind, ()):
+        if value[key] == 0:
+            raise ScenarioError(f"{path}.{key}", f"must be > 0 ({why})")
+    if kind == "pareto" and value["alpha"] < PARETO_ALPHA_MIN:
+        raise ScenarioError(f"{path}.alpha", f"must be >= {PARETO_ALPHA_MIN:g}, got {value['alpha']!r} (a draw is "
+                                             f"scale x U^(-1 / alpha): below that it overflows)")
+    if kind == "lognormal" and value["sigma"] > LOGNORMAL_SIGMA_MAX:
+        raise ScenarioError(f"{path}.sigma", f"must be <= {LOGNORMAL_SIGMA_MAX:g}, got {value['sigma']!r} (a draw "
+                                             f"is median x e^(sigma x a standard normal): past that it overflows)")
 
 
 def _check_names(value: Any, known: Sequence[str], what: str, path: str, star: bool) -> None:

@@ -4,7 +4,9 @@ reason for every broken input (before anything runs), never a traceback."""
 from __future__ import annotations
 
 import copy
+import math
 import pathlib
+import random
 import subprocess
 import sys
 import tomllib
@@ -15,7 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flk.sim import faults
+from flk.sim.rng import sample, sampler
 from flk.sim.scenario import ScenarioError, list_scenarios, load, reference_markdown, scenario_dir
+from flk.sim.schema import DIST_PARAMS, check_dist
 
 FLK = [sys.executable, "-m", "flk.impl"]
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -75,6 +79,12 @@ BROKEN = [
     (BASE + '[scenario.seed]\n', "scenario.seed", "must be an integer"),
     (BASE + '[[slo]]\nmetric = "conflicts"\nop = ">"\nvalue = 0\n', "slo.0.metric", "needs replication"),
     ("[scenario\n", "toml", "not valid TOML"),
+    # parameters a draw divides by, or that overflow a double (a traceback from the run before)
+    (BASE + '[network]\nlatency_ms = { dist = "exponential", mean = 0.0 }\n', "network.latency_ms.mean", "> 0"),
+    (BASE + '[network]\nlatency_ms = { dist = "pareto", scale = 1.0, alpha = 0 }\n', "network.latency_ms.alpha",
+     "must be >= 0.1"),
+    (BASE + '[region_defaults]\nfsync_ms = { dist = "lognormal", median = 1.0, sigma = 1e9 }\n',
+     "region_defaults.fsync_ms.sigma", "must be <= 10"),
 ]
 
 
@@ -85,6 +95,39 @@ def test_broken_scenario_names_file_key_and_reason(tmp_path, text, key, reason):
         load(str(p))
     assert info.value.key == key and reason in info.value.reason, str(info.value)
     assert str(p) in str(info.value)
+
+
+PARAM = st.one_of(st.just(0), st.just(0.0), st.floats(0, 1e308), st.integers(0, 2**70), st.sampled_from([1e-300, 5e-324]))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.sampled_from(sorted(DIST_PARAMS)), st.data())
+def test_a_distribution_the_schema_accepts_is_drawn_from_without_an_error(kind, data):
+    """Whatever the parameters, either the schema names the one it refuses or every draw is a
+    number >= 0 (inf at most: a latency nothing waits out), never an exception from the run."""
+    dist = {"dist": kind, **{k: data.draw(PARAM, label=k) for k in DIST_PARAMS[kind]}}
+    try:
+        check_dist(dist, "x")
+    except ScenarioError as exc:
+        assert exc.key.startswith("x") and exc.reason
+        return
+    draw = sampler(dist)
+    for seed in range(20):
+        value = draw(random.Random(seed))
+        assert value >= 0 and not math.isnan(value), (dist, value)
+        assert sample(dist, random.Random(seed)) == value  # the hot path's sampler and the plain one agree
+
+
+def test_a_distribution_of_another_kind_replaces_the_default_whole(tmp_path):
+    """``fsync_ms = { dist = "exponential", mean = 5.0 }`` in a file means that distribution (it was
+    refused: the default lognormal's median and sigma were merged into it); a table of the
+    default's kind still takes the keys it leaves out from the default."""
+    p = _write(tmp_path, BASE + '[region_defaults]\nfsync_ms = { dist = "exponential", mean = 5.0 }\n'
+               'store_ms = { median = 2.0 }\n[network]\nlatency_ms = { dist = "pareto", scale = 1.0, alpha = 2.0 }\n')
+    data = load(str(p)).data
+    assert data["region_defaults"]["fsync_ms"] == {"dist": "exponential", "mean": 5.0}
+    assert data["network"]["latency_ms"] == {"dist": "pareto", "scale": 1.0, "alpha": 2.0}
+    assert data["region_defaults"]["store_ms"] == {"dist": "lognormal", "median": 2.0, "sigma": 0.3}
 
 
 def test_cli_validate_and_run_exit_2_before_running(tmp_path):
