@@ -106,9 +106,11 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
         Field("links", "list", [], "per-link overrides, a list of tables: " + ", ".join(f.name for f in LINK_FIELDS)),
     ),
     "workload": (
-        Field("agents", "int", 8, "simulated agents (clients)", minimum=1),
+        # each agent is built before the run (about 8 KB: 100,000 took 0.9 GB); past this a typo's
+        # zeros would fill the machine's memory before the first event
+        Field("agents", "int", 8, "simulated agents (clients)", minimum=1, maximum=100_000),
         _secs("rate_per_s", 100.0, "submissions per simulated second, all agents together"),
-        Field("tenants", "int", 1, "tenants t0, t1, ...", minimum=1),
+        Field("tenants", "int", 1, "tenants t0, t1, ...", minimum=1, maximum=100_000),
         _prob("dup_rate", "share of submissions that resend an earlier PCS"),
         _prob("bad_sig_rate", "share with a bad signature (expected 401)"),
         _prob("conflict_rate", "share that reuse a pcs_id with another payload in the same region (409)"),
@@ -407,6 +409,25 @@ def validate(data: Any) -> None:
     _validate_lists(data, ctx)
     if data["workload"]["shape"] == "burst" and data["workload"]["burst_factor"] < 1:
         raise ScenarioError("workload.burst_factor", "must be >= 1 for a burst")
+    _validate_retry(data["workload"])
+
+
+# the agents' RetryPolicy (flk.impl.agent.client) owns its rules; its fields in a scenario
+RETRY_KEYS = {"base": "workload.backoff_base_ms", "cap": "workload.backoff_cap_ms",
+              "max_attempts": "workload.max_attempts"}
+
+
+def _validate_retry(w: dict) -> None:
+    """The workload's backoff is one the agents' client accepts (say so before the run, by key)."""
+    from flk.impl.agent.client import RetryPolicy
+    from flk.impl.core.errors import InvalidInput
+
+    try:
+        RetryPolicy(base=w["backoff_base_ms"] / 1000.0, cap=w["backoff_cap_ms"] / 1000.0,
+                    max_attempts=w["max_attempts"])
+    except InvalidInput as exc:
+        reason = "must be >= workload.backoff_base_ms" if exc.field == "cap" else exc.message
+        raise ScenarioError(RETRY_KEYS.get(exc.field, "workload"), reason) from None
 
 
 def _read_toml(p: Path) -> dict:

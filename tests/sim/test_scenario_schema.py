@@ -85,6 +85,12 @@ BROKEN = [
      "must be >= 0.1"),
     (BASE + '[region_defaults]\nfsync_ms = { dist = "lognormal", median = 1.0, sigma = 1e9 }\n',
      "region_defaults.fsync_ms.sigma", "must be <= 10"),
+    # a typo's zeros: refused before 10^9 agents fill the memory (validate itself built their names)
+    (BASE + "[workload]\nagents = 1000000000\n", "workload.agents", "must be <= 100000"),
+    (BASE + "[workload]\ntenants = 1000000000\n", "workload.tenants", "must be <= 100000"),
+    # the agents' client refused it only when the run began, naming its own field ("cap")
+    (BASE + "[workload]\nbackoff_base_ms = 500.0\nbackoff_cap_ms = 100.0\n", "workload.backoff_cap_ms",
+     "must be >= workload.backoff_base_ms"),
 ]
 
 
