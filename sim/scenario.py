@@ -52,6 +52,12 @@ def _prob(name: str, doc: str, default: float = 0.0) -> Field:
     return Field(name, "number", default, doc, minimum=0.0, maximum=1.0)
 
 
+# the simulator runs about 6,000 submissions per wall second (flk bench sim), so a million per
+# simulated second is minutes of wall time per simulated second already; above it is a typo's
+# exponent (1e308 arrivals at one instant fill the memory, never finishing)
+MAX_RATE_PER_S = 1_000_000.0
+
+
 def _secs(name: str, default: Any, doc: str, minimum: float = 0.0) -> Field:
     return Field(name, "number", default, doc, minimum=minimum)
 
@@ -109,7 +115,8 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
         # each agent is built before the run (about 8 KB: 100,000 took 0.9 GB); past this a typo's
         # zeros would fill the machine's memory before the first event
         Field("agents", "int", 8, "simulated agents (clients)", minimum=1, maximum=100_000),
-        _secs("rate_per_s", 100.0, "submissions per simulated second, all agents together"),
+        Field("rate_per_s", "number", 100.0, "submissions per simulated second, all agents together",
+              minimum=0.0, maximum=MAX_RATE_PER_S),
         Field("tenants", "int", 1, "tenants t0, t1, ...", minimum=1, maximum=100_000),
         _prob("dup_rate", "share of submissions that resend an earlier PCS"),
         _prob("bad_sig_rate", "share with a bad signature (expected 401)"),
@@ -407,8 +414,12 @@ def validate(data: Any) -> None:
     if home and home not in ctx.regions:
         raise ScenarioError("workload.home_region", f"unknown region {home!r} (known: {', '.join(ctx.regions)})")
     _validate_lists(data, ctx)
-    if data["workload"]["shape"] == "burst" and data["workload"]["burst_factor"] < 1:
+    w = data["workload"]
+    if w["shape"] == "burst" and w["burst_factor"] < 1:
         raise ScenarioError("workload.burst_factor", "must be >= 1 for a burst")
+    if w["shape"] == "burst" and w["rate_per_s"] * w["burst_factor"] > MAX_RATE_PER_S:
+        raise ScenarioError("workload.burst_factor", f"the burst's rate (rate_per_s x burst_factor) must be <= "
+                                                     f"{MAX_RATE_PER_S:g} per second")
     _validate_retry(data["workload"])
 
 

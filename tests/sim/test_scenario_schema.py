@@ -88,6 +88,9 @@ BROKEN = [
     # a typo's zeros: refused before 10^9 agents fill the memory (validate itself built their names)
     (BASE + "[workload]\nagents = 1000000000\n", "workload.agents", "must be <= 100000"),
     (BASE + "[workload]\ntenants = 1000000000\n", "workload.tenants", "must be <= 100000"),
+    (BASE + "[workload]\nrate_per_s = 1e308\n", "workload.rate_per_s", "must be <= 1e+06"),
+    (BASE + '[workload]\nshape = "burst"\nrate_per_s = 1000.0\nburst_factor = 1e9\n', "workload.burst_factor",
+     "(rate_per_s x burst_factor) must be <= 1e+06"),
     # the agents' client refused it only when the run began, naming its own field ("cap")
     (BASE + "[workload]\nbackoff_base_ms = 500.0\nbackoff_cap_ms = 100.0\n", "workload.backoff_cap_ms",
      "must be >= workload.backoff_base_ms"),
