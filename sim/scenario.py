@@ -73,7 +73,8 @@ REGION_FIELDS = (
     _secs("verify_ms", 0.05, "CPU time to verify one submission (on the batch, one after another), ms"),
     Field("max_inflight", "int", 256, "requests in flight before the region sheds load (429)", minimum=1),
     Field("torn_writes", "bool", True, "a crash may leave a torn (partial) last write on disk"),
-    Field("shards", "int", 3, "dedup shards (dedup = sharded | migrating)", minimum=1),
+    # each shard is a store and its ring points, built before the run: a typo's zeros filled the memory
+    Field("shards", "int", 3, "dedup shards (dedup = sharded | migrating)", minimum=1, maximum=1024),
     _secs("hot_s", 1.0, "tiered: age at which a key leaves the hot tier, s"),
     _secs("warm_s", 3.0, "tiered: age at which a key leaves the warm tier, s"),
     _secs("demote_every_s", 0.5, "tiered: demotion step interval, s", minimum=0.001),
@@ -421,6 +422,22 @@ def validate(data: Any) -> None:
         raise ScenarioError("workload.burst_factor", f"the burst's rate (rate_per_s x burst_factor) must be <= "
                                                      f"{MAX_RATE_PER_S:g} per second")
     _validate_retry(data["workload"])
+    _validate_tiers(data)
+
+
+def _validate_tiers(data: dict) -> None:
+    """Every region's tier ages are ones the tiered store accepts (its ``TierTTL`` owns the rule;
+    a hot age of 0 failed only when a tiered region was built, with a traceback)."""
+    from flk.impl.dedup.tiered import TierTTL
+
+    defaults = data["region_defaults"]
+    places = [("region_defaults", defaults)]
+    places += [(f"regions.{i}", {**defaults, **r}) for i, r in enumerate(data["regions"]) if "hot_s" in r]
+    for path, cfg in places:
+        try:
+            TierTTL(hot_s=float(cfg["hot_s"]), warm_s=float(cfg["warm_s"]))
+        except ValueError as exc:
+            raise ScenarioError(f"{path}.hot_s", f"must be > 0 ({exc})") from None
 
 
 # the agents' RetryPolicy (flk.impl.agent.client) owns its rules; its fields in a scenario

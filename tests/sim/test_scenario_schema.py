@@ -91,7 +91,10 @@ BROKEN = [
     (BASE + "[workload]\nrate_per_s = 1e308\n", "workload.rate_per_s", "must be <= 1e+06"),
     (BASE + '[workload]\nshape = "burst"\nrate_per_s = 1000.0\nburst_factor = 1e9\n', "workload.burst_factor",
      "(rate_per_s x burst_factor) must be <= 1e+06"),
-    # the agents' client refused it only when the run began, naming its own field ("cap")
+    (BASE + "[region_defaults]\nshards = 1000000000\n", "region_defaults.shards", "must be <= 1024"),
+    # the tiered store and the agents' client refused these only when the run began, by their own names
+    (BASE + "[region_defaults]\nhot_s = 0.0\n", "region_defaults.hot_s", "must be > 0"),
+    (BASE.replace('id = "ap"', 'id = "ap"\nhot_s = 0.0'), "regions.1.hot_s", "must be > 0"),
     (BASE + "[workload]\nbackoff_base_ms = 500.0\nbackoff_cap_ms = 100.0\n", "workload.backoff_cap_ms",
      "must be >= workload.backoff_base_ms"),
 ]
