@@ -201,6 +201,14 @@ class SimOperator:
             self.world.history.record(self.world.env.now, "operator.transition", policy=self.policy.key,
                                       step=rec["pcs_id"], transition=rec["outcome"])
 
+    def _step(self, now: float):
+        """One :func:`driver.step` of this controller: its status, audit log, observation and actions."""
+        return driver.step(
+            self.policy, lambda: self.statuses.load(self.policy.key),
+            lambda st: self.statuses.save(self.policy.key, st), lambda st: self.audit(st, now),
+            lambda: self.observe(now), lambda a: self.execute(a, now), now, self.error,
+            records.last_seq(self.seen, self.policy.key))
+
     def run(self):
         env = self.world.env
         yield env.timeout(float(self.item.get("at_s", 0.0)))
@@ -209,11 +217,7 @@ class SimOperator:
         while True:
             self._kill_if_due(env.now)
             now = SIM_EPOCH + env.now
-            res, self.error = driver.step(
-                self.policy, lambda: self.statuses.load(self.policy.key),
-                lambda st: self.statuses.save(self.policy.key, st), lambda st, n=now: self.audit(st, n),
-                lambda n=now: self.observe(n), lambda a, n=now: self.execute(a, n), now, self.error,
-                records.last_seq(self.seen, self.policy.key))
+            res, self.error = self._step(now)
             if table.phase(self.policy.kind, res.status["phase"]).terminal:
                 st = self.box.get("state") or {}
                 self.world.history.record(env.now, "operator.done", policy=self.policy.key,
@@ -331,11 +335,7 @@ class SimCRR(SimOperator):
             self._kill_if_due(env.now)
             self._spec_due(env.now)
             now = SIM_EPOCH + env.now
-            res, self.error = driver.step(
-                self.policy, lambda: self.statuses.load(self.policy.key),
-                lambda st: self.statuses.save(self.policy.key, st), lambda st, n=now: self.audit(st, n),
-                lambda n=now: self.observe(n), lambda a, n=now: self.execute(a, n), now, self.error,
-                records.last_seq(self.seen, self.policy.key))
+            res, self.error = self._step(now)
             yield env.timeout(every)
         self.world.history.record(
             env.now, "operator.crr_final", policy=self.policy.key, phase=res.status["phase"] if res else None,

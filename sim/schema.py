@@ -46,8 +46,6 @@ DIST_PARAMS = {"constant": ("value",), "uniform": ("lo", "hi"), "exponential": (
                "lognormal": ("median", "sigma"), "normal": ("mean", "sd"), "pareto": ("scale", "alpha")}
 
 
-# parameters a distribution divides by (flk.sim.rng): zero has no distribution
-POSITIVE = {"exponential": (("mean", "a draw's rate is 1 / mean"),)}
 # a Pareto draw is scale x U^(-1 / alpha) with U >= 2^-53 (random.paretovariate): 2^(53 / alpha)
 # overflows a double below alpha = 0.052; at 0.1 the largest draw is scale x 2^530
 PARETO_ALPHA_MIN = 0.1
@@ -106,9 +104,8 @@ def check_dist(value: Any, path: str) -> None:
             raise ScenarioError(f"{path}.{key}", f"must be a number >= 0, got {value[key]!r}")
     if kind == "uniform" and value["lo"] > value["hi"]:
         raise ScenarioError(path, f"lo ({value['lo']}) must be <= hi ({value['hi']})")
-    for key, why in POSITIVE.get(kind, ()):
-        if value[key] == 0:
-            raise ScenarioError(f"{path}.{key}", f"must be > 0 ({why})")
+    if kind == "exponential" and value["mean"] == 0:  # flk.sim.rng draws at the rate 1 / mean
+        raise ScenarioError(f"{path}.mean", "must be > 0 (a draw's rate is 1 / mean)")
     if kind == "pareto" and value["alpha"] < PARETO_ALPHA_MIN:
         raise ScenarioError(f"{path}.alpha", f"must be >= {PARETO_ALPHA_MIN:g}, got {value['alpha']!r} (a draw is "
                                              f"scale x U^(-1 / alpha): below that it overflows)")
