@@ -79,8 +79,15 @@ def join(path: str, key: Any) -> str:
 
 
 def type_name(value: Any) -> str:
+    """The kind of ``value`` in a message's words; JSON documents read into the engine can hold
+    ``null`` (Python ``None``), which TOML has no word for."""
     return {bool: "a boolean", int: "an integer", float: "a non-integer number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+            list: "a list", dict: "a table", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def got(value: Any) -> str:
+    """A wrong value in a message: its kind and its text ("an integer 1"); null is only "null"."""
+    return "null" if value is None else f"{type_name(value)} {show(value)}"
 
 
 def is_number(value: Any) -> bool:
@@ -118,12 +125,12 @@ def _bounds(e: Engine, value: float, spec: Field, path: str) -> None:
 
 def _bool(e: Engine, value: Any, spec: Field, path: str, ctx: Any) -> None:
     if not isinstance(value, bool):
-        raise e.error(path, f"must be true or false, got {type_name(value)} {show(value)}")
+        raise e.error(path, f"must be true or false, got {got(value)}")
 
 
 def _int(e: Engine, value: Any, spec: Field, path: str, ctx: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise e.error(path, f"must be an integer, got {type_name(value)} {show(value)}")
+        raise e.error(path, f"must be an integer, got {got(value)}")
     _bounds(e, value, spec, path)
 
 
@@ -131,13 +138,13 @@ def _number(e: Engine, value: Any, spec: Field, path: str, ctx: Any) -> None:
     if not is_number(value):
         if isinstance(value, float):  # nan, inf: a number, not a finite one
             raise e.error(path, f"must be a finite number, got {show(value)}")
-        raise e.error(path, f"must be a number, got {type_name(value)} {show(value)}")
+        raise e.error(path, f"must be a number, got {got(value)}")
     _bounds(e, value, spec, path)
 
 
 def _str(e: Engine, value: Any, spec: Field, path: str, ctx: Any) -> None:
     if not isinstance(value, str):
-        raise e.error(path, f"must be a string, got {type_name(value)} {show(value)}")
+        raise e.error(path, f"must be a string, got {got(value)}")
     if spec.choices and value not in spec.choices:
         raise e.error(path, f"must be one of {', '.join(map(str, spec.choices))}, got {show(value)}")
 

@@ -117,6 +117,7 @@ def test_policy_engine_raises_only_policy_errors(kind, name, spec):
     ({"name": "a", "rate": math.nan}, "t.rate", "must be a finite number, got nan"),
     ({"name": "a", "rate": -math.inf}, "t.rate", "must be a finite number, got -inf"),
     ({"name": "a", "rate": "0.5"}, "t.rate", "must be a number, got a string '0.5'"),
+    ({"name": None}, "t.name", "must be a string, got null"),
     ({"name": "a", "tags": ["p", ""]}, "t.tags", "must be a list of non-empty strings"),
     ({"name": "a", "tags": ["r"]}, "t.tags", "unknown 'r' (known: p, q)"),
     ({"name": "a", "inner": {"n": 0}}, "t.inner.n", "must be >= 1, got 0"),
