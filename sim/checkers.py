@@ -11,7 +11,8 @@ History vocabulary (fields beyond ``t_us`` and ``type``):
 
 * ``client.send``  req, attempt, agent, tenant, pcs_id, digest, kind, region
 * ``client.recv``  req, attempt, status, replay, body_sha, region
-* ``client.give_up`` req, reason; ``client.resubmit`` req, agent, seq (from the outbox after a restart)
+* ``client.give_up`` req, reason; ``client.resubmit`` req, agent, seq (from the outbox after a restart);
+  ``client.timeout`` req, attempt, region (an attempt had no answer in time)
 * ``srv.recv``     region, d (delivery id), req, attempt, tenant
 * ``srv.wal_durable`` region, d, idx (WAL index), inc (process incarnation)
 * ``srv.wal_recovered`` region, inc (the incarnation that crashed), next_index (records that survived)
@@ -309,18 +310,53 @@ def _fault_sometimes(kind: str, fs: list[dict], ev: dict, scenario: dict, status
 def inv_at_least_once(events: list[dict], ev: dict | None = None) -> CheckResult:
     """INV-AT-LEAST-ONCE (eventually): every submission that was sent (with outboxes: durably
     appended first) ends with a verifier answer -- acked (200/202), conflict (409) or a
-    dead-letter 4xx -- also across agent crashes (the outbox resubmits after restart)."""
+    dead-letter 4xx -- also across agent crashes (the outbox resubmits after restart).
+
+    A violation says what the history shows of the request, not a guess: the client gave up
+    (its reason: attempts and last answer), its agent crashed after the last attempt, or the
+    run ended while the request waited -- for an answer, or to retry after a 429/5xx or a
+    timeout (the quiescence was shorter than the wait)."""
     ev = ev or _by_type(events)
     res = CheckResult("INV-AT-LEAST-ONCE", "eventually", True)
     if not ev["client.resubmit"] and not any(f["kind"] == "agent_crash" for f in ev["fault.start"]):
         res.note = "no agent crash and no outbox resubmission in this run"
     answered = {e["req"] for e in ev["client.recv"] if e["status"] < 500 and e["status"] != 429}
-    for req in sorted({e["req"] for e in ev["client.send"]}):
-        res.checked += 1
-        if req not in answered:
-            res.violations.append({"req": req, "why": "sent but never answered"})
+    last_send = {e["req"]: e for e in ev["client.send"]}  # history order: the last attempt wins
+    unanswered = [req for req in sorted(last_send) if req not in answered]
+    res.checked = len(last_send)
+    if unanswered:
+        why = _Unanswered(ev, set(unanswered))
+        res.violations = [{"req": req, "why": why.of(last_send[req])} for req in unanswered]
     res.ok = not res.violations
     return res
+
+
+class _Unanswered:
+    """What the history shows of unanswered requests after their last attempt (indexed once)."""
+
+    def __init__(self, ev: dict, reqs: set) -> None:
+        self.gave_up = {e["req"]: e["reason"] for e in ev["client.give_up"] if e["req"] in reqs}
+        self.crashes: dict[str, list[int]] = defaultdict(list)
+        for f in ev["fault.start"]:
+            if f["kind"] == "agent_crash":
+                self.crashes[f["target"]].append(f["t_us"])
+        self.after: dict[tuple, dict] = {}  # (req, attempt) -> its latest answer or timeout
+        for e in (*ev["client.recv"], *ev["client.timeout"]):
+            key = (e["req"], e["attempt"])
+            if e["req"] in reqs and (key not in self.after or e["t_us"] >= self.after[key]["t_us"]):
+                self.after[key] = e
+
+    def of(self, send: dict) -> str:
+        req, t, attempt = send["req"], send["t_us"], send["attempt"]
+        if req in self.gave_up:
+            return f"the client gave up ({self.gave_up[req]})"
+        if any(c >= t for c in self.crashes.get(send["agent"], ())):
+            return f"its agent crashed after attempt {attempt} and nothing resubmitted it"
+        last = self.after.get((req, attempt))
+        if last is None or last["t_us"] < t:
+            return f"sent but never answered: attempt {attempt} had no answer when the run ended"
+        what = "timed out" if last["type"] == "client.timeout" else f"was answered {last['status']}"
+        return f"sent but never answered: attempt {attempt} {what}, and the run ended before the client retried"
 
 
 def regression_expectations(events: list[dict], expect: list[dict]) -> CheckResult:

@@ -90,13 +90,16 @@ def test_liveness_bound_regression_fails_with_the_bound_that_left_out_retry_afte
     bound = explore.liveness_bound(d["scenario"]["duration_s"], len(d["regions"]), d["faults"])
     assert bound == d["scenario"]["quiescence_s"] == 26.2  # the file holds the bound the explorer computes
     old = round(bound - explore.longest_retry_after_wait(), 1)
-    failed = {}
+    failed, whys = {}, set()
     for q in (bound, old):
         res = api.run(load(case["scenario"], [*case["overrides"], f"scenario.quiescence_s={q}"]),
                       seed=case["seed"], plots=False)
         failed[q] = {c["id"]: c["violation_count"] for c in res.results["invariants"] if not c["ok"]}
+        whys |= {v["why"] for c in res.results["invariants"] if not c["ok"] for v in c["violations"]}
     assert failed[bound] == {}
     assert failed[old] == {"INV-AT-LEAST-ONCE": 3}  # (2 under the fixed group-commit delay)
+    # the diagnosis: each was refused 429 and the quiescence ended inside its Retry-After wait
+    assert whys and all(w.endswith("was answered 429, and the run ended before the client retried") for w in whys)
 
 
 def test_swarm_seeds_draw_different_scenarios():

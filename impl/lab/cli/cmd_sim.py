@@ -155,6 +155,9 @@ def _print_table(res: dict, out=None) -> None:
         detail = f"checked {c['checked']}" + (f", {c['violation_count']} violations" if c["violation_count"] else "")
         if c.get("note"):
             detail += f" ({c['note']})"
+        first = c["violations"][0] if c.get("violations") else None
+        if isinstance(first, dict) and isinstance(first.get("why"), str):
+            detail += f"; first: {first['why'][:120]}"  # the rest are in results.json
         verdict = "FAIL" if not c["ok"] else ("PASS" if c.get("exercised", True) else "N/A")
         if verdict == "N/A":
             detail = "not exercised: nothing to check in this run" + (f" ({c['note']})" if c.get("note") else "")
