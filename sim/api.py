@@ -261,6 +261,10 @@ def replay(run_dir: Path) -> tuple[bool, RunResult, str]:
     return res.digest == expected["digest"], res, expected["digest"]
 
 
+REGRESSION_SUFFIX_REASON = ("a regression file's name must end in .toml (a path without it names a catalog "
+                            "scenario to flk sim run and load)")
+
+
 def shrink(run_dir: Path, invariant: str | None = None, out: Path | None = None, max_runs: int | None = None,
            log=None, **world_kwargs):
     """Shrink a failing run (``flk sim shrink``): a minimal scenario, same seed, that still fails
@@ -272,6 +276,8 @@ def shrink(run_dir: Path, invariant: str | None = None, out: Path | None = None,
 
     from . import shrink as shrinking
 
+    if out is not None and Path(out).suffix != ".toml":
+        raise ValueError(f"out {out}: {REGRESSION_SUFFIX_REASON}")
     recorded = shrinking.read_run_dir(Path(run_dir))
     target = shrinking.pick_target(recorded, invariant)
     plant = recorded.plant

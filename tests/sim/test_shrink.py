@@ -153,6 +153,12 @@ def test_shrink_cli_rejects_bad_input_with_exit_2(workdir, planted_run):
     assert other.returncode == 2 and "did not fail in this run" in other.stderr, other.stderr
     budget = _cli("sim", "shrink", str(planted_run), "--max-runs", "0", cwd=workdir)
     assert budget.returncode == 2 and "--max-runs" in budget.stderr
+    # an --out without .toml would be read back as a catalog name after the whole shrink: refused first
+    named = _cli("sim", "shrink", str(planted_run), "--out", "case", "--max-runs", "1", cwd=workdir)
+    assert named.returncode == 2 and "--out case: a regression file's name must end in .toml" in named.stderr, named
+    assert not (workdir / "case").exists() and "shrink:" not in named.stderr  # no run was spent
+    with pytest.raises(ValueError, match="must end in .toml"):
+        api.shrink(planted_run, out=workdir / "case.txt")
 
 
 def test_shrink_refuses_a_valid_run(tmp_path):
