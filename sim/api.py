@@ -77,6 +77,7 @@ def draw_topology(name_or_path, out: Path, overrides=(), at_s: float | None = No
     from . import faults, topology
     from .net import Network
 
+    topology.check_image_path(Path(out))
     sc = name_or_path if isinstance(name_or_path, Scenario) else load(name_or_path, list(overrides))
     graph = topology.build(sc.data)
     net = Network(simpy.Environment(), History(keep=False), lambda _name: None, graph=graph)

@@ -100,6 +100,18 @@ def _layout(graph: nx.Graph) -> dict[str, tuple[float, float]]:
     return pos
 
 
+def check_image_path(out: Path) -> None:
+    """ValueError unless ``out``'s suffix names an image format matplotlib writes (.png, .svg,
+    .pdf, ...): without one it would write ``out.png`` under another name than asked, and an
+    unknown one fails only after the drawing."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    known = FigureCanvasBase.get_supported_filetypes()
+    if Path(out).suffix[1:].lower() not in known:
+        raise ValueError(f"{out}: name an image file ending in .png, .svg or .pdf "
+                         f"(known: {', '.join(sorted(known))})")
+
+
 def draw(graph: nx.Graph, cut: set[tuple[str, str]], out: Path, title: str):
     """Write the graph as a PNG: regions, clients and object stores; links cut both ways dashed
     red, a link cut one way (an asymmetric partition) a red arrow in the direction whose messages

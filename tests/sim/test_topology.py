@@ -87,3 +87,25 @@ def test_a_one_way_cut_is_drawn_as_an_arrow_in_its_direction(tmp_path):
     fig = topology.draw(graph, {("eu", "us"), ("us", "eu")}, tmp_path / "two.png", "two-way")
     assert not [p for p in fig.axes[0].patches if isinstance(p, FancyArrowPatch)]
     assert "1 links cut both ways" in fig.axes[0].get_title()
+
+
+def test_topology_out_names_the_file_it_writes(tmp_path):
+    """A name without a suffix was written as NAME.png while the command said "wrote NAME"; an unknown
+    suffix failed after the drawing with a matplotlib traceback. Both are refused first (exit 2,
+    nothing made); an image suffix picks the format."""
+    import pytest
+
+    from flk.sim import api
+
+    for name in ("topo", "sub/topo", "topo.txt"):
+        proc = subprocess.run([*FLK, "sim", "topology", "split-brain", "--out", str(tmp_path / name)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "name an image file ending in .png, .svg or .pdf" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="name an image file"):
+        api.draw_topology("split-brain", tmp_path / "topo")
+    svg = tmp_path / "t.svg"
+    proc = subprocess.run([*FLK, "sim", "topology", "split-brain", "--out", str(svg)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and f"wrote {svg}" in proc.stdout and b"<svg" in svg.read_bytes()[:400]

@@ -302,7 +302,14 @@ def run(args) -> int:
             print(api.metrics_reference() if args.metrics else api.reference(), end="" if args.metrics else "\n")
             return 0
         if args.sim_cmd == "topology":
-            out = output_file(args.out if args.out else Path("runs") / f"{Path(args.scenario).stem}-topology.png")
+            from flk.sim.topology import check_image_path
+
+            out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-topology.png"
+            try:
+                check_image_path(out)  # before its folder is made
+            except ValueError as exc:
+                raise UsageError(f"--out {exc}") from None
+            out = output_file(out)
             cut = api.draw_topology(args.scenario, out, overrides=args.overrides, at_s=args.at)
             print(f"wrote {out} ({len(cut)} links cut by partitions: {', '.join(cut) or 'none'})")
             return 0
