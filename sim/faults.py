@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from .region import body_sha
-from .schema import Context, Field, ScenarioError, check_table
+from .schema import MAX_TIME, Context, Field, ScenarioError, check_table
 
 COMMON = (
     Field("kind", "str", None, "which fault (see the list below)", required=True),
     Field("at_s", "number", None, "when it starts, seconds from the start of the run", minimum=0.0,
-          required=True),
+          maximum=MAX_TIME, required=True),
     Field("duration_s", "number", None, "how long until it heals by itself (unset: healed by the heal "
-          "phase at the end of the workload, or never for one-shot faults)", minimum=0.0),
+          "phase at the end of the workload, or never for one-shot faults)", minimum=0.0, maximum=MAX_TIME),
 )
 TARGET = Field("target", "regions", "*", "the region(s) hit: an id, a list of ids, or \"*\" for all")
 

@@ -46,12 +46,12 @@ from flk.impl.replication.reading import Topology
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
 from .region import SIM_EPOCH
-from .schema import Context, Field, ScenarioError, check_table
+from .schema import MAX_TIME, Context, Field, ScenarioError, check_table
 
 DRIVER_FIELDS = (
     Field("target", "str", None, "the region whose dedup store the policy drives (dedup = migrating)"),
-    Field("at_s", "number", 0.0, "when the controller starts, s", minimum=0.0),
-    Field("every_s", "number", 0.25, "reconcile interval, s", minimum=0.001),
+    Field("at_s", "number", 0.0, "when the controller starts, s", minimum=0.0, maximum=MAX_TIME),
+    Field("every_s", "number", 0.25, "reconcile interval, s", minimum=0.001, maximum=MAX_TIME),
     Field("kill_at_s", "list", [], "times the controller is killed (its disk crashes) and restarted, s"),
     Field("changes", "list", [], "CRRPolicy: run-time spec changes, each {at_s, spec} (a new generation)"),
 )

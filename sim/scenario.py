@@ -30,6 +30,7 @@ from . import faults, schedule, topology
 from .faults import FAULT_KINDS
 from .metrics import METRICS, REPLICATION_METRICS
 from .schema import (
+    MAX_TIME,
     Context,
     Field,
     ScenarioError,
@@ -59,7 +60,7 @@ MAX_RATE_PER_S = 1_000_000.0
 
 
 def _secs(name: str, default: Any, doc: str, minimum: float = 0.0) -> Field:
-    return Field(name, "number", default, doc, minimum=minimum)
+    return Field(name, "number", default, doc, minimum=minimum, maximum=MAX_TIME)
 
 
 LATENCY_DOC = "a number (ms) or a distribution table {dist = uniform|lognormal|..., ...}"

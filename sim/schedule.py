@@ -39,12 +39,13 @@ from flk.impl.agent import factory
 from flk.impl.storage.objectstore import ObjectStoreUnavailable
 from flk.impl.storage.wal import WalError
 
-from .schema import Context, Field, ScenarioError, check_table
+from .schema import MAX_TIME, Context, Field, ScenarioError, check_table
 
 OPS = ("submit", "ship", "read")
 SIGNATURES = ("good", "forged", "other")
 FIELDS = (
-    Field("at_s", "number", None, "when, seconds from the start of the run", minimum=0.0, required=True),
+    Field("at_s", "number", None, "when, seconds from the start of the run", minimum=0.0, maximum=MAX_TIME,
+          required=True),
     Field("op", "str", None, "submit | ship | read (see the list below)", required=True, choices=OPS),
     Field("region", "str", None, "the region that receives the request / ships / reads", required=True),
     Field("tenant", "str", None, "submit: the tenant (t0, t1, ...; default t0)"),

@@ -39,7 +39,7 @@ from flk.impl.core.schema import (
 
 from .rng import DIST_KINDS
 
-__all__ = ["DIST_PARAMS", "Context", "Field", "ScenarioError", "check_dist", "check_table", "check_value",
+__all__ = ["DIST_PARAMS", "MAX_TIME", "Context", "Field", "ScenarioError", "check_dist", "check_table", "check_value",
            "describe_default", "describe_kind", "did_you_mean", "ordinals"]
 
 DIST_PARAMS = {"constant": ("value",), "uniform": ("lo", "hi"), "exponential": ("mean",),
@@ -52,6 +52,13 @@ PARETO_ALPHA_MIN = 0.1
 # a lognormal's spread: p99 is already median x 1.3e10 at 10; a draw past 709 / sigma deviations
 # overflows a double, which at 10 is 70 deviations (never), at 1e9 every draw
 LOGNORMAL_SIGMA_MAX = 10.0
+
+
+# every time and interval (s or ms) at most a billion: the history stamps events in whole
+# microseconds from a float second, which still resolves 1 us at 1e9 s (30 years); past it
+# events blur together, and at 1e308 the stamp overflows (quiescence_s = 1e308 ended a run
+# with an OverflowError, or never ended it)
+MAX_TIME = 1e9
 
 
 class ScenarioError(SchemaError):

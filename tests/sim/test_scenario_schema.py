@@ -97,6 +97,9 @@ BROKEN = [
     (BASE.replace('id = "ap"', 'id = "ap"\nhot_s = 0.0'), "regions.1.hot_s", "must be > 0"),
     (BASE + "[workload]\nbackoff_base_ms = 500.0\nbackoff_cap_ms = 100.0\n", "workload.backoff_cap_ms",
      "must be >= workload.backoff_base_ms"),
+    # times past what the history's microsecond stamps resolve (1e308 overflowed the stamp at the end)
+    (BASE.replace("[scenario]", "[scenario]\nquiescence_s = 1e308"), "scenario.quiescence_s", "must be <= 1e+09"),
+    (BASE + '[[faults]]\nkind = "crash"\nat_s = 1e12\n', "faults.0.at_s", "must be <= 1e+09"),
 ]
 
 
@@ -128,6 +131,19 @@ def test_a_distribution_the_schema_accepts_is_drawn_from_without_an_error(kind, 
         value = draw(random.Random(seed))
         assert value >= 0 and not math.isnan(value), (dist, value)
         assert sample(dist, random.Random(seed)) == value  # the hot path's sampler and the plain one agree
+
+
+def test_the_longest_run_the_schema_allows_still_stamps_whole_microseconds():
+    """duration_s and quiescence_s each at most MAX_TIME: at their sum a float second still
+    resolves the history's microseconds, so events 1 us apart keep their order."""
+    from flk.sim.history import History
+    from flk.sim.schema import MAX_TIME
+
+    h = History(keep=True)
+    end = 2 * MAX_TIME
+    for k in range(3):
+        h.record(end + k * 1e-6, "phase", name=str(k))
+    assert [e["t_us"] for e in h.events] == [int(end * 1_000_000) + k for k in range(3)]
 
 
 def test_a_distribution_of_another_kind_replaces_the_default_whole(tmp_path):
