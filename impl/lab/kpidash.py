@@ -25,6 +25,11 @@ DASH_CSS = """
 """
 
 
+# a run without ground truth: flk cluster runs see the clients' side only (the simulator's
+# containment needs every region's own answers, which a real cluster does not record)
+NO_KPI = "no KPIs in this run's results (a cluster run records none: containment needs every region's own answers)"
+
+
 def pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
@@ -71,10 +76,10 @@ def cost_bar(fig: dict) -> str:
 
 
 def kpi_html(results: dict) -> str:
-    """The KPI section of one run (empty when the run has no ``kpi``)."""
+    """The KPI section of one run (a line saying it has none when the run has no ``kpi``)."""
     kpi = results.get("kpi")
     if not kpi:
-        return ""
+        return f"<p class='stamp'>{esc(NO_KPI)}</p>"
     rows = kpi_rows("all", kpi["total"])
     for tenant, fig in kpi["tenants"].items():
         rows += kpi_rows(tenant, fig)
@@ -146,7 +151,8 @@ def summary(run_dirs: list[Path]) -> list[dict]:
         out.append({"run": _label(r), **{k: t.get(k) for k in (*PERCENT, "cost_per_trusted_task_usd",
                                                                    "untrusted_accepted", "untrustworthy",
                                                                    "submissions", "total_usd", *COST_PARTS)},
-                    "alerts_fired": sorted((r.get("alerts") or {}).get("firing", {})), "valid": r.get("valid")})
+                    "kpi_recorded": bool(t), "alerts_fired": sorted((r.get("alerts") or {}).get("firing", {})),
+                    "valid": r.get("valid")})
     return out
 
 

@@ -125,6 +125,33 @@ def test_no_untrustworthy_traffic_means_containment_not_exercised() -> None:
     assert t["slos"]["containment_rate"]["ok"] is None
 
 
+def test_flk_kpi_prints_figures_and_says_why_one_is_missing(runs, tmp_path) -> None:
+    """The headline lines read as the dashboard does (99.50%, $0.000021); a figure with nothing to
+    measure says why, and a run without KPIs (a cluster run's results hold none) says so -- the
+    command printed Python's None for all of these."""
+    def copy(name: str, kpis: dict | None) -> pathlib.Path:  # a finished run with other KPIs, or none
+        shutil.copytree(runs["dedup-outage"], tmp_path / name)
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        results["kpi"] = kpis
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+        return tmp_path / name
+
+    valid_only = [{"type": "client.send", "req": 1, "kind": "valid", "tenant": "t0", "t_us": 1},
+                  {"type": "client.recv", "req": 1, "status": 200, "t_us": 2}]
+    dirs = [runs["tamper-heavy"], copy("trusted-only", kpi.measure(valid_only, {"regions": [{"id": "r1"}]})),
+            copy("cluster-like", None)]
+    p = subprocess.run([sys.executable, "-m", "flk.impl", "kpi", *map(str, dirs), "--out", str(tmp_path / "k.html")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "None" not in p.stdout, p.stdout + p.stderr
+    tamper, outage, cluster = p.stdout.splitlines()[:3]
+    t = _kpi(runs["tamper-heavy"])["total"]
+    assert t["untrustworthy"] > 0 and f"containment {kpidash.pct(t['containment_rate'])}," in tamper
+    assert f"cost per trusted task {kpidash.usd(t['cost_per_trusted_task_usd'])}" in tamper
+    assert "containment n/a (no untrustworthy submission), false escalation 0.00%," in outage
+    assert cluster.endswith(kpidash.NO_KPI) and "containment" not in cluster.split(":")[0]
+    assert (tmp_path / "k.html").read_text().count(kpidash.NO_KPI.replace("'", "&#x27;")) == 1
+
+
 def test_the_cost_model_defaults_are_the_ones_spec_kpi_md_lists() -> None:
     text = (ROOT / "spec" / "KPI.md").read_text()
     rows = dict(re.findall(r"^\| (\w+) \| ([0-9.]+) \|", text, re.M))

@@ -21,7 +21,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from ..kpidash import summary, write_dashboard
+    from ..kpidash import NO_KPI, pct, summary, usd, write_dashboard
 
     dirs = [Path(d) for d in args.runs]
     for d in dirs:
@@ -36,8 +36,14 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(figures, indent=2, sort_keys=True))
     else:
-        for f in figures:
-            print(f"{f['run']}: containment {f['containment_rate']}, false escalation {f['false_escalation_rate']}, "
-                  f"cost per trusted task {f['cost_per_trusted_task_usd']}")
+        headline = (("containment", "containment_rate", pct, "no untrustworthy submission"),
+                    ("false escalation", "false_escalation_rate", pct, "no trustworthy submission answered"),
+                    ("cost per trusted task", "cost_per_trusted_task_usd", usd, "no trusted task"))
+        for f in figures:  # a figure with nothing to measure says why (it printed Python's None)
+            if not f["kpi_recorded"]:
+                print(f"{f['run']}: {NO_KPI}")
+                continue
+            print(f"{f['run']}: " + ", ".join(f"{name} {fmt(f[key])}" + (f" ({why})" if f[key] is None else "")
+                                             for name, key, fmt, why in headline))
         print(f"dashboard: {path.resolve()}")
     return 0
