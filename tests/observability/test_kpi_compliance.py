@@ -190,6 +190,23 @@ def test_compliance_report_names_evidence_and_never_passes_without_it(runs, audi
     assert {c["id"]: c["status"] for c in none["controls"]}["A.5.28"] == compliance.NONE
 
 
+def test_availability_evidence_needs_a_region_loss(tmp_path) -> None:
+    """A replicated run without a crash reports RPO and RTO 0 s (nothing was lost): that is no
+    evidence for A1.2, which counted it as "measured". A run that lost a region is."""
+    calm = api.run("crr-normal", seed=1, overrides=["scenario.duration_s=4", "scenario.quiescence_s=3"],
+                   out=tmp_path / "calm", plots=False)
+    lost = api.run("crr-rpo", seed=1, out=tmp_path / "lost", plots=False)
+    assert calm.results["metrics"]["rpo_s"] == 0.0 and not calm.results["fault_schedule"]
+    a12 = {c["id"]: c for c in compliance.report("soc2", [str(calm.out_dir)], None)["controls"]}["A1.2"]
+    assert a12["status"] == compliance.NONE and "region loss" in a12["evidence"][0]["detail"], a12
+    rpo = lost.results["metrics"]["rpo_s"]
+    assert rpo > 0
+    doc = compliance.report("soc2", [str(calm.out_dir), str(lost.out_dir)], None)
+    (a12,) = [c for c in doc["controls"] if c["id"] == "A1.2"]
+    assert a12["status"] == compliance.EVIDENCED, a12
+    assert f"1 replicated runs with a region loss measured RPO/RTO, worst RPO {rpo:.2f} s" in a12["evidence"][0]["detail"]
+
+
 def test_a_tampered_audit_log_makes_its_controls_failing(audit_dir, tmp_path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(audit_dir, broken)
