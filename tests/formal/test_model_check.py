@@ -111,12 +111,29 @@ def test_inv_model_check_reader_never_resumes_is_found_only_by_liveness():
     assert ok.ok and ok.deadlock is None and all(v is None for v in ok.liveness.values())
 
 
+def test_an_incomplete_search_says_so_instead_of_a_bare_fail(capsys):
+    """--max-states stops a pass: the verdict names that (it printed a bare FAIL, and a symmetry
+    reduction factor and agreement computed from a pass that had stopped)."""
+    assert main(["check", "model", "--max-states", "2000"]) == 1
+    text = capsys.readouterr().out
+    assert "symmetry reduction factor unknown (a pass stopped before covering the scope)" in text
+    assert text.rstrip().endswith("FAIL: INCOMPLETE: the full graph and symmetry-reduced passes stopped at "
+                                  "--max-states before covering the scope (what it explored is no proof; "
+                                  "raise --max-states)"), text
+    assert main(["check", "model", "--max-states", "2000", "--symmetry", "on", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["incomplete"] == ["symmetry-reduced"] and "reduction_factor" not in out
+    assert out["why_not_ok"] == ["INCOMPLETE: the symmetry-reduced pass stopped at --max-states before covering "
+                                 "the scope (what it explored is no proof; raise --max-states)"]
+
+
 def test_inv_model_check_cli_writes_counterexamples_and_rejects_bad_scopes(tmp_path, capsys):
     out = tmp_path / "cex.json"
     rc = main(["check", "model", "--regions", "2", "--tenants", "1", "--writes", "1", "--bad", "0",
                "--plant", "ship-before-sync", "--out", str(out)])
     text = capsys.readouterr().out
     assert rc == 1 and "INV-WAL-FIRST violated: shortest counterexample, 2 steps" in text
+    assert text.rstrip().splitlines()[-1].startswith("FAIL: INV-WAL-FIRST violated")  # the verdict says why
     assert "  1. submit" in text and "  2. ship" in text
     data = json.loads(out.read_text())
     assert data["safety"]["INV-WAL-FIRST"]["length"] == 2

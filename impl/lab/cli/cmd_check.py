@@ -111,7 +111,7 @@ def _summarize(scope, runs) -> dict:
                                | {"violated": sorted(r.violated), "deadlock": r.deadlock is not None,
                                   "liveness": {k: v is not None for k, v in r.liveness.items()}})
     agree = None
-    if full and reduced:
+    if full and reduced and full.complete and reduced.complete:  # a stopped pass compares with nothing
         agree = sorted(full.violated) == sorted(reduced.violated) and all(
             full.violated[k]["length"] == reduced.violated[k]["length"] for k in full.violated)
         summary["reduction_factor"] = round(full.distinct_states / max(reduced.distinct_states, 1), 2)
@@ -122,9 +122,28 @@ def _summarize(scope, runs) -> dict:
     summary["ok"] = (all(r.complete for r in runs) and not cexes and not lassos and main.deadlock is None
                      and agree is not False)
     summary |= {"violated": sorted(cexes), "liveness_violated": sorted(lassos),
-                "liveness_checked": bool(full and full.liveness_checked), "fairness": main.fairness}
+                "liveness_checked": bool(full and full.liveness_checked), "fairness": main.fairness,
+                "incomplete": [_pass_name(r) for r in runs if not r.complete]}
+    summary["why_not_ok"] = _why_not_ok(summary, main.deadlock is not None, agree)
     return {"summary": summary, "full": full, "main": main, "cexes": cexes, "lassos": lassos,
             "deadlock": main.deadlock, "agree": agree}
+
+
+def _pass_name(r) -> str:
+    return "symmetry-reduced" if r.symmetry else "full graph"
+
+
+def _why_not_ok(summary: dict, deadlock: bool, agree: bool | None) -> list[str]:
+    """Each reason the verdict is not ok, in the words the text output prints after FAIL."""
+    why = [f"{name} violated" for name in summary["violated"]]
+    why += [f"{name} violated (liveness)" for name in summary["liveness_violated"]]
+    why += ["a deadlock"] if deadlock else []
+    why += ["the symmetry-reduced pass disagrees with the full graph"] if agree is False else []
+    if summary["incomplete"]:
+        passes = " and ".join(summary["incomplete"]) + (" passes" if len(summary["incomplete"]) > 1 else " pass")
+        why.append(f"INCOMPLETE: the {passes} stopped at --max-states before covering the scope (what it "
+                   "explored is no proof; raise --max-states)")
+    return why
 
 
 def _print_text(scope, runs, v: dict, replays: dict) -> None:
@@ -138,6 +157,8 @@ def _print_text(scope, runs, v: dict, replays: dict) -> None:
     if "reduction_factor" in summary:
         print(f"  symmetry reduction factor {summary['reduction_factor']} "
               f"({'same' if v['agree'] else 'DIFFERENT'} violated invariants and counterexample lengths)")
+    elif len(runs) == 2:
+        print("  symmetry reduction factor unknown (a pass stopped before covering the scope)")
     print(f"  fingerprint collision bound {main.fingerprint_collision_bound:.1e}")
     if summary["liveness_checked"]:
         print(f"  liveness under weak fairness of {', '.join(main.fairness)}: "
@@ -154,7 +175,8 @@ def _print_text(scope, runs, v: dict, replays: dict) -> None:
         print()
         print(format_trace(extra))
     print()
-    print("ok: every invariant holds in every reachable state of the scope" if summary["ok"] else "FAIL")
+    print("ok: every invariant holds in every reachable state of the scope" if summary["ok"]
+          else "FAIL: " + "; ".join(summary["why_not_ok"]))
 
 
 def run(args) -> int:
