@@ -212,6 +212,11 @@ class Signer:
         return sign_ed25519(subset, self.key)
 
 
+def hmac_key_hint(var: str = "PCS_HMAC_KEY") -> str:
+    """Where a default server's key is, for a message about a missing ``var`` (never its value)."""
+    return f'a flk serve started without PCS_HMAC_KEY signs with the key it made: {var}="$(cat DATA_DIR/hmac.key)"'
+
+
 def signer_from_env(env: Mapping[str, str], tenant: str | None = None) -> Signer:
     """The signer described by the environment.
 
@@ -228,7 +233,7 @@ def signer_from_env(env: Mapping[str, str], tenant: str | None = None) -> Signer
     if alg == "hmac":
         key = env.get("PCS_HMAC_KEY", "")
         if not key:
-            raise InvalidInput("PCS_HMAC_KEY", "is not set (PCS_SIGN_ALG=hmac needs it)")
+            raise InvalidInput("PCS_HMAC_KEY", f"is not set (PCS_SIGN_ALG=hmac needs it; {hmac_key_hint()})")
         return Signer("hmac", key.encode("utf-8"), tenant)
     text = env.get("PCS_ED25519_PRIV_B64", "").strip()
     if not text:

@@ -364,3 +364,18 @@ def test_built_pcs_is_accepted_by_the_real_verify_pipeline(points, seed, ed):
     body = json.dumps(tampered).encode()
     resp = run_sync(Verifier(from_env(env)).handle(Request(body, None), 1000.0), MemoryWal(), MemoryStore())
     assert resp.status == 401  # the signature covers D_hat
+
+
+def test_a_missing_hmac_key_says_where_a_default_server_keeps_its_key(tmp_path, capsys, monkeypatch):
+    """A flk serve without PCS_HMAC_KEY signs with DATA_DIR/hmac.key: both of the agent's messages for
+    a missing key (build's signer, the load generator's base secret) say how to use it."""
+    monkeypatch.delenv("PCS_HMAC_KEY", raising=False)
+    monkeypatch.delenv("PCS_SIGN_ALG", raising=False)
+    write_csv(tmp_path / "ev.csv", POINTS)
+    rc, out, err = run_cli(["agent", "build", "--input", str(tmp_path / "ev.csv"), "--shard-id", "s", "--epoch", "1"],
+                           capsys)
+    assert rc == 2 and out == ""
+    assert "PCS_HMAC_KEY: is not set" in err and 'PCS_HMAC_KEY="$(cat DATA_DIR/hmac.key)"' in err, err
+    monkeypatch.delenv("MY_KEY", raising=False)  # the load generator's base secret, named by --hmac-key-env
+    rc, out, err = run_cli(["agent", "tenants-env", "--tenants", "2", "--hmac-key-env", "MY_KEY"], capsys)
+    assert rc == 2 and "$MY_KEY is not set" in err and 'MY_KEY="$(cat DATA_DIR/hmac.key)"' in err, err

@@ -135,3 +135,22 @@ def test_verify_and_inspect_an_outbox_after_compaction(tmp_path, capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rep["segments"][0]["kind"] == "compact" and rep["segments"][0]["manifest"] == "ok"
     assert rep["segments"][0]["count"] == 11  # 10 pending + MARK
+
+
+def test_inspect_tells_record_bytes_from_zeros_written_ahead(tmp_path, capsys):
+    """A live log preallocated by WAL_PREALLOCATE ends in zeros: the table's bytes are the records'
+    (it showed the file's size, 1 MB for 300 small records), the zeros have their own column."""
+    d = str(tmp_path / "wal")
+    log = SegmentedLog(d, preallocate=64 * 1024)
+    try:
+        for i in range(40):
+            log.append(b"record-%02d" % i)
+        log.sync()
+        (active,) = log.segments()
+        size = os.path.getsize(os.path.join(d, active.name))
+        assert size > active.bytes  # zeros written ahead
+        assert main(["wal", "inspect", d]) == 0
+        row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(active.name))
+        assert row.split()[4:6] == [str(active.bytes), str(size - active.bytes)], row
+    finally:
+        log.close()

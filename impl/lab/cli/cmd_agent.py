@@ -120,7 +120,10 @@ def _base_key(var: str) -> bytes:
 
     value = os.environ.get(var, "")
     if not value:
-        raise UsageError(f"${var} is not set (the base HMAC secret is read from the environment)")
+        from ...agent.builder import hmac_key_hint
+
+        raise UsageError(f"${var} is not set (the base HMAC secret is read from the environment; "
+                         f"{hmac_key_hint(var)})")
     return value.encode("utf-8")
 
 

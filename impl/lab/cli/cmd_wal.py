@@ -76,12 +76,15 @@ def run(args) -> int:
     if args.wal_command == "inspect":
         print(f"{rep['directory']}: {len(rep['segments'])} segment(s), {rep['records']} record(s), "
               f"indexes {rep['first_index']}..{rep['next_index'] - 1 if rep['records'] else '-'}")
-        print(f"{'segment':<40} {'first':>10} {'last':>10} {'count':>8} {'bytes':>10}  sealed  status")
+        # bytes: the records' bytes; a live log's file also holds zeros written ahead (WAL_PREALLOCATE)
+        print(f"{'segment':<40} {'first':>10} {'last':>10} {'count':>8} {'bytes':>10} {'zeros ahead':>11}  "
+              "sealed  status")
         for s in rep["segments"]:
             last = "-" if s["last_index"] is None else s["last_index"]
             sealed = {"ok": "yes", "mismatch": "BAD", "none": "no"}[s["manifest"]]
-            print(f"{s['name']:<40} {s['first_index']:>10} {last:>10} {s['count']:>8} {s['bytes']:>10}  "
-                  f"{sealed:<6}  {s['status']}")
+            ahead = s.get("zero_tail_bytes", 0)
+            print(f"{s['name']:<40} {s['first_index']:>10} {last:>10} {s['count']:>8} {s['bytes'] - ahead:>10} "
+                  f"{ahead:>11}  {sealed:<6}  {s['status']}")
         _print_quarantine(rep["quarantine"])
     for w in rep["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
