@@ -58,7 +58,11 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval holds p; at k = 0 or k = n rounding left it a hair outside (1 - 1e-16 at
+    # k = n), and the plot's error bar refused the negative length
+    lo = 0.0 if k == 0 else min(p, max(0.0, centre - half))
+    hi = 1.0 if k == n else max(p, min(1.0, centre + half))
+    return lo, hi
 
 
 def checkpoints(duration_s: float, points: int) -> list[float]:

@@ -256,3 +256,31 @@ def test_bench_explore_quick_reports_figures():
     fig = bench.run(repeat=1, quick=True)
     assert fig["swarm_seeds"] == bench.QUICK_SEEDS and fig["repeat"] == 1
     assert fig["runs_per_core_hour"] > 0 and fig["sim_s_per_wall_s"] > 0 and fig["anchor_runs_per_core_hour"] > 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 10_000), data=st.data())
+def test_the_wilson_interval_holds_the_observed_proportion(n, data):
+    """Every failed-of-forks count: 0 <= low <= k/n <= high <= 1 (at k = n rounding gave a high of
+    1 - 1e-16, and flk sim causality died drawing a negative error bar)."""
+    from flk.sim.causality import wilson
+
+    k = data.draw(st.integers(0, n))
+    lo, hi = wilson(k, n)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+    assert (lo == 0.0) == (k == 0) and (hi == 1.0) == (k == n)
+
+
+def test_causality_of_a_certain_failure_draws_its_plot(tmp_path):
+    """A failure every fork repeats (p = 1 at each checkpoint): the analysis writes its plot and
+    says when it became certain. An overload run whose clients give up after one 429; 6 forks per
+    point, the smallest count whose all-failed interval rounded below 1."""
+    from flk.sim import api, causality
+
+    res = api.run("overload-backpressure", seed=1, overrides=[
+        "workload.rate_per_s=2000", "scenario.duration_s=0.5", "workload.max_attempts=1", "scenario.quiescence_s=0.5"],
+        out=tmp_path / "run", plots=False)
+    assert not res.valid
+    c = causality.analyse(res.out_dir, points=2, forks=6, out=tmp_path / "causality")
+    assert [r["failed"] for r in c["curve"]] == [6, 6] and c["target"] == "INV-AT-LEAST-ONCE"
+    assert c["certain_at_s"] == 0.0 and (tmp_path / "causality" / "causality.png").read_bytes()[:4] == b"\x89PNG"
