@@ -152,7 +152,7 @@ def longest_retry_after_wait(max_inflight: int = 256) -> float:
     """The longest wait a simulated client can be told to make after one refusal once the
     cluster has healed, from the shipped policies themselves: the AIMD limit's Retry-After at
     its floor (a limit collapsed by the outage's 503s and slow answers:
-    ``ceil(target latency * max_inflight / min_inflight)``, 8 s with the server's defaults) or
+    ``ceil(target latency * min(max_inflight, 256) / min_inflight)``, 8 s with the server's defaults) or
     the dedup breaker's (``open_s``), whichever is longer, stretched by the client's Retry-After
     jitter to up to twice that (:func:`flk.impl.agent.client.retry_after_wait`, capped by the
     simulated agents' ``max_retry_after``)."""

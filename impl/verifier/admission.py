@@ -63,6 +63,11 @@ if TYPE_CHECKING:
     from .tenants import Tenant
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+# the AIMD ceiling by default (MAX_INFLIGHT), and the most a limit's fall is measured from when a
+# Retry-After is told: the limit climbs by 1/limit per fast answer, so it never nears a ceiling of
+# thousands, and measured from MAX_INFLIGHT = 100,000 every refusal read as a total collapse
+# (Retry-After 3,125 s: the clients of a healthy region went away for most of an hour)
+DEFAULT_MAX_INFLIGHT = 256
 DAY_S = 86400.0  # quota days are UTC days
 STATE_CODES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # for the metrics gauge
 
@@ -70,7 +75,7 @@ STATE_CODES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # for the metrics gauge
 @dataclass
 class AimdLimiter:
     min_limit: int = 4
-    max_limit: int = 256
+    max_limit: int = DEFAULT_MAX_INFLIGHT
     target_latency: float = 0.05
     increase: float = 1.0
     decrease: float = 0.7
@@ -112,8 +117,11 @@ class AimdLimiter:
             self._last_decrease = now
 
     def retry_after(self) -> int:
-        """Seconds a refused client should wait: >= 1, more when the limit has collapsed."""
-        return max(1, math.ceil(self.target_latency * self.max_limit / max(self.limit, 1.0)))
+        """Seconds a refused client should wait: >= 1, more when the limit has collapsed (its fall
+        measured from the ceiling, at most :data:`DEFAULT_MAX_INFLIGHT`: never above
+        ``ceil(target_latency * 256 / min_limit)``, 8 s with the server's defaults)."""
+        ceiling = min(self.max_limit, DEFAULT_MAX_INFLIGHT)
+        return max(1, math.ceil(self.target_latency * ceiling / max(self.limit, 1.0)))
 
 
 class BreakerOpen(Exception):
@@ -235,7 +243,7 @@ class Limiter:
 class AdmissionSettings:
     """The admission parameters; the defaults are the server's (``MAX_INFLIGHT`` ... ``BREAKER_OPEN_S``)."""
 
-    max_inflight: int = 256  # AIMD upper bound on concurrent verifications
+    max_inflight: int = DEFAULT_MAX_INFLIGHT  # AIMD upper bound on concurrent verifications
     min_inflight: int = 16  # AIMD lower bound
     target_latency_ms: float = 500.0  # AIMD latency target
     breaker_failures: int = 5  # store failures in a row that open the breaker

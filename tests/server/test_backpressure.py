@@ -90,6 +90,30 @@ def test_aimd_refuses_beyond_the_limit_instead_of_queueing() -> None:
         AimdLimiter(min_limit=1, max_limit=1).release(0.0, 0.0)
 
 
+@given(max_limit=st.integers(1, 100_000), min_limit=st.integers(1, 100_000), target_ms=st.integers(1, 5000),
+       collapse=st.floats(0, 1))
+def test_retry_after_is_bounded_whatever_the_ceiling(max_limit, min_limit, target_ms, collapse) -> None:
+    """A refused client waits at most ceil(target * 256 / min_limit) s however high MAX_INFLIGHT is
+    (100,000 told it 3,125 s: the limit never climbs near such a ceiling, so every refusal read as
+    a total collapse); up to 256 the wait is what it was, target * ceiling / limit."""
+    min_limit = min(min_limit, max_limit)
+    lim = AimdLimiter(min_limit=min_limit, max_limit=max_limit, target_latency=target_ms / 1000)
+    lim.limit = min_limit + collapse * (max_limit - min_limit)
+    told = lim.retry_after()
+    assert 1 <= told <= max(1, math.ceil(target_ms / 1000 * 256 / min_limit))
+    if max_limit <= 256:
+        assert told == max(1, math.ceil(target_ms / 1000 * max_limit / max(lim.limit, 1.0)))
+
+
+def test_the_server_defaults_with_a_high_max_inflight_tell_at_most_8_s() -> None:
+    from flk.impl.verifier.admission import AdmissionSettings, build_admission
+
+    for ceiling, told in ((256, 8), (100_000, 8)):
+        lim = build_admission(AdmissionSettings(max_inflight=ceiling)).limiter
+        lim.limit = float(lim.min_limit)  # collapsed to its floor
+        assert lim.retry_after() == told, ceiling
+
+
 class BreakerMachine(RuleBasedStateMachine):
     """The breaker against a tiny reference model of its transition table."""
 
