@@ -110,17 +110,33 @@ def image_tag(path: Path, alt: str) -> str:
     return f"<img alt='{esc(alt)}' src='data:image/png;base64,{data}'>"
 
 
-def invariant_statements() -> dict[str, str]:
-    """ID -> statement from the catalog table of spec/INVARIANTS.md (empty when not shipped)."""
+def invariant_catalog() -> list[dict]:
+    """spec/INVARIANTS.md as rows (empty when not shipped): ``id``, ``kind``, ``statement`` from
+    the catalog table, and from the ID's "Where each invariant is checked" section what checks
+    it: ``tests`` (distinct test files named), ``simulator`` (a :mod:`flk.sim.checkers` checker),
+    ``model`` (:mod:`flk.model`: the executable model, the model checker, the history checker),
+    ``proof`` (a Z3 proof of ``flk prove``)."""
     doc = REPO_ROOT / "spec" / "INVARIANTS.md"
     if not doc.exists():
-        return {}
-    out = {}
-    for line in doc.read_text(encoding="utf-8").splitlines():
-        match = re.match(r"\|\s*(INV-[A-Z0-9-]+)\s*\|\s*\w+\s*\|\s*(.+?)\s*\|", line)
-        if match:
-            out[match.group(1)] = re.sub(r"`", "", match.group(2))
-    return out
+        return []
+    text = doc.read_text(encoding="utf-8")
+    parts = re.split(r"^### (INV-[A-Z0-9-]+)\s*$", text, flags=re.M)
+    sections = dict(zip(parts[1::2], parts[2::2], strict=True))
+    rows = []
+    for line in re.findall(r"^\| INV-.*$", text, flags=re.M):
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]  # a \| inside a cell is text
+        inv, kind, statement = cells[0], cells[1], cells[2].replace("\\|", "|").replace("`", "")
+        body = sections.get(inv, "")
+        rows.append({"id": inv, "kind": kind, "statement": statement,
+                     "tests": len(set(re.findall(r"tests/[\w/.-]+?\.py", body))),
+                     "simulator": "flk.sim.checkers" in body, "model": "flk.model" in body,
+                     "proof": "flk prove" in body or "flk.formal." in body})
+    return rows
+
+
+def invariant_statements() -> dict[str, str]:
+    """ID -> statement from the catalog table of spec/INVARIANTS.md (empty when not shipped)."""
+    return {row["id"]: row["statement"] for row in invariant_catalog()}
 
 
 def invariant_verdict(check: dict) -> str:

@@ -87,6 +87,9 @@ def test_every_catalog_row_is_short_and_links_its_evidence_section():
     for row in rows:
         inv = row.split("|")[1].strip()
         assert len(row) <= 400, f"{inv}: catalog row of {len(row)} characters; move evidence below the table"
+        # four cells: a | in a statement (even in code) ends its cell unless escaped as \| (it cut
+        # INV-PCSID's statement at `merkle_root` on GitHub and in the report)
+        assert len(re.split(r"(?<!\\)\|", row)) == 6, f"{inv}: escape the | in its statement as \\|"
         assert f"(#{inv.lower()})" in row and f"\n### {inv}\n" in text, f"{inv}: no evidence section"
 
 
@@ -101,3 +104,20 @@ def test_the_checker_catches_planted_stale_references(tmp_path):
     assert bad == ["tests/test_x.py::test_inv_fww_gone: no such function or class",
                    "tests/test_x.py::test_inv_fww_fake: no such function or class",
                    "tests/test_y.py: no such file", "flk.impl.verifier.nowhere: does not import"]
+
+
+def test_the_catalog_api_reads_each_invariants_checks_from_its_section():
+    """flk.impl.lab.report.invariant_catalog (notebook 06, the HTML report): the table's columns and
+    what each ID's section names. Notebook 06 parsed the table's last cell, a link since the
+    evidence moved below it, and showed no test, simulator or proof for any invariant."""
+    from flk.impl.lab.report import invariant_catalog, invariant_statements
+
+    rows = {r["id"]: r for r in invariant_catalog()}
+    text = DOC.read_text(encoding="utf-8")
+    assert set(rows) == set(re.findall(r"^\| (INV-[A-Z0-9-]+) \|", text, flags=re.M))
+    assert all(r["tests"] > 0 for r in rows.values()), [i for i, r in rows.items() if not r["tests"]]
+    fww, pcsid = rows["INV-FWW"], rows["INV-PCSID"]
+    assert fww["simulator"] and fww["model"] and fww["proof"] and fww["kind"] == "always"
+    assert not pcsid["simulator"] and "merkle_root|epoch|shard_id; a PCS whose" in pcsid["statement"]
+    assert rows["INV-CONVERGENCE"]["kind"] == "eventually"
+    assert invariant_statements()["INV-PCSID"] == pcsid["statement"]
