@@ -12,7 +12,8 @@ History vocabulary (fields beyond ``t_us`` and ``type``):
 * ``client.send``  req, attempt, agent, tenant, pcs_id, digest, kind, region
 * ``client.recv``  req, attempt, status, replay, body_sha, region
 * ``client.give_up`` req, reason; ``client.resubmit`` req, agent, seq (from the outbox after a restart);
-  ``client.timeout`` req, attempt, region (an attempt had no answer in time)
+  ``client.timeout`` req, attempt, region, [error] (no answer: the timeout, or with ``error`` a
+  refused or reset connection)
 * ``srv.recv``     region, d (delivery id), req, attempt, tenant
 * ``srv.wal_durable`` region, d, idx (WAL index), inc (process incarnation)
 * ``srv.wal_recovered`` region, inc (the incarnation that crashed), next_index (records that survived)
@@ -355,7 +356,8 @@ class _Unanswered:
         last = self.after.get((req, attempt))
         if last is None or last["t_us"] < t:
             return f"sent but never answered: attempt {attempt} had no answer when the run ended"
-        what = "timed out" if last["type"] == "client.timeout" else f"was answered {last['status']}"
+        what = (f"was answered {last['status']}" if last["type"] == "client.recv"
+                else f"failed ({last['error']})" if last.get("error") else "timed out")
         return f"sent but never answered: attempt {attempt} {what}, and the run ended before the client retried"
 
 

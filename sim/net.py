@@ -119,6 +119,9 @@ class Network:
         self._sends: dict[tuple[str, str], tuple] = {}  # (src node, dst node) -> its route and link state
         self.blocked: set[tuple[str, str]] = set()  # directed graph edges cut by partitions
         self.down: set[str] = set()
+        # node -> what its host does with a message for its dead process (a region's refuses a
+        # request: the kernel answers a connect to a closed port with a reset at once)
+        self.on_down: dict[str, Callable[[Message], None]] = {}
         self._state: dict[tuple[str, str], _LinkState] = {}
         self._paths: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._next_id = 0
@@ -294,6 +297,9 @@ class Network:
             return
         if msg.dst in self.down:
             self._drop(msg, "node_down")
+            refuse = self.on_down.get(msg.dst)
+            if refuse is not None:
+                refuse(msg)
             return
         handler = self.handlers.get(msg.dst)
         if handler is not None:

@@ -166,6 +166,10 @@ class Region:
         self.store_extra_ms = 0.0  # latency injection
         self.served: list | None = None  # (latency s, status, replayed) per answer while an operator watches
         self.mailbox = world.net.register(self.id, group=self.id, handler=self.on_message)
+        self.refuses = self.cfg.get("dead_process", "silent") == "refuse"  # what its dead process's host does
+        if self.refuses:
+            world.net.on_down[self.id] = self._refuse
+        self.batch_jobs: list = []  # the requests of the batch the batch thread runs
         self.incarnation = 0
         self.up = True
         self.restarting = False
@@ -212,6 +216,12 @@ class Region:
         self.up = False
         self.inflight = 0
         self.world.net.down.add(self.id)
+        # with dead_process = refuse, the kernel resets a killed process's connections: every request
+        # it held (queued, in the running batch, held by a pause) fails at its client at once
+        if self.refuses:
+            for p in [job[0] for job in (*self.batch_jobs, *self.queue)] + [m.payload for m in self.paused_queue]:
+                self._reset(p, "ConnectionResetError")
+        self.batch_jobs = []
         report = self.fs.crash()
         self.admission = build_admission(self.admission_settings)
         self.queue = []
@@ -271,6 +281,16 @@ class Region:
         self.world.history.record(self.env.now, "srv.recovered", region=self.id, replayed=n)
         self.up = True
         self.world.net.down.discard(self.id)
+
+    def _refuse(self, msg) -> None:
+        """A request reached the host of the dead process: its connect is refused."""
+        if msg.kind == "submit":
+            self._reset(msg.payload, "ConnectionRefusedError")
+
+    def _reset(self, p: dict, error: str) -> None:
+        """The client of request ``p`` learns at once (a round trip) that its connection failed."""
+        self.world.net.send(self.id, p["reply_to"], "refused",
+                            {"req": p["req"], "attempt": p["attempt"], "inc": p.get("inc", 0), "error": error}, size=64)
 
     # -- request handling -----------------------------------------------------
     def on_message(self, msg) -> None:
@@ -364,9 +384,11 @@ class Region:
             queue = self.queue
             jobs, self.queue = (queue, []) if n == len(queue) else (queue[:n], queue[n:])
             self.seal_lock.held = True
+            self.batch_jobs = jobs
             done = yield from self._run_batch(jobs, inc)
             if not done:
                 return
+            self.batch_jobs = []
             self.seal_lock.held = False
             formation.done()
         self.batching = False

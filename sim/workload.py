@@ -509,11 +509,15 @@ class Agent:
         self._armed = False
 
     def on_message(self, msg) -> None:
-        """An answer arrived: it goes to the attempt waiting for it (if still waiting)."""
+        """An answer (or a refused or reset connection) arrived: it goes to the attempt waiting
+        for it (if still waiting)."""
         p = msg.payload
         delivery = self.pending.pop((p["req"], p["attempt"], p.get("inc", 0)), None)
         if delivery is not None:
-            delivery.answered(p)
+            if msg.kind == "refused":
+                delivery.failed(p["error"])
+            else:
+                delivery.answered(p)
 
 
 class Delivery:
@@ -573,6 +577,19 @@ class Delivery:
         world = agent.world
         agent._rec_recv(world.env._now, self.req, attempt, msg["status"], msg["replay"], msg["body_sha"], self.target)
         self._act(self.sub.on_result(HttpAnswer(msg["status"], msg.get("retry_after")), world.clock()))
+
+    def failed(self, error: str) -> None:
+        """The waiting attempt's connection was refused or reset (its region's process is dead):
+        a transport failure now, recorded as the cluster runner records one (``client.timeout``
+        with the error), not after the answer timeout."""
+        agent = self.agent
+        if self.inc != agent.incarnation:
+            return
+        attempt, self.attempt = self.attempt, 0
+        world = agent.world
+        world.history.record(world.env.now, "client.timeout", req=self.req, attempt=attempt, region=self.target,
+                             error=error)
+        self._act(self.sub.on_result(TransportFailure(error), world.clock()))
 
     def _expired(self, attempt: int, _timer) -> None:
         """An attempt's timeout: a transport failure unless its answer came first."""
