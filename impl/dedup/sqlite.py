@@ -288,7 +288,9 @@ class SqliteStore(BatchMixin):
         try:
             d = os.path.dirname(self.path)
             if d and not os.path.isdir(d):
-                raise StoreUnavailable("sqlite store directory does not exist")
+                # the path is not named (this message reaches logs); how a URL names it is
+                raise StoreUnavailable("sqlite store directory does not exist (sqlite:///PATH is relative to the "
+                                       "working folder, sqlite:////PATH absolute)")
             conn = sqlite3.connect(
                 self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
                 check_same_thread=False,

@@ -25,8 +25,11 @@ OUT = StoredOutcome("0" * 64, 200, b"{}", 1.0, "r", "1")
 
 
 def test_sqlite_missing_directory_is_unavailable(tmp_path):
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(StoreUnavailable) as info:
         open_store(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+    # says how a URL names a path (three slashes: relative, a common surprise), never the path (logs)
+    assert "sqlite:///PATH is relative to the working folder, sqlite:////PATH absolute" in str(info.value)
+    assert str(tmp_path) not in str(info.value)
 
 
 def test_sqlite_locked_beyond_timeout_is_unavailable(tmp_path):
