@@ -368,12 +368,12 @@ def from_env(env: Mapping[str, str], **common) -> TenantRegistry:
     """``TENANTS`` if set (multi-tenant), else single-tenant mode from ``PCS_*``."""
     if env.get("TENANTS"):
         return parse_tenants_env(env["TENANTS"], **common)
-    alg = env.get("PCS_SIGN_ALG", "")
+    alg = env.get("PCS_SIGN_ALG") or "hmac"  # the server's and the agent's default
     if alg == "hmac":
         raw = env.get("PCS_HMAC_KEYS") or env.get("PCS_HMAC_KEY") or ""
         keys = [{"id": f"k{i}", "secret": k} for i, k in enumerate(x for x in raw.split(",") if x)]
         if not keys:
-            raise InvalidInput("PCS_HMAC_KEY", "required when PCS_SIGN_ALG=hmac")
+            raise InvalidInput("PCS_HMAC_KEY", "required when PCS_SIGN_ALG=hmac (the default)")
     elif alg == "ed25519":
         raw = env.get("PCS_ED25519_PUB_B64", "")
         keys = [{"id": f"k{i}", "public_key_b64": k} for i, k in enumerate(x for x in raw.split(",") if x)]

@@ -108,6 +108,12 @@ def test_single_tenant_env():
     for env in [{}, {"PCS_SIGN_ALG": "none"}, {"PCS_SIGN_ALG": "hmac"}, {"PCS_SIGN_ALG": "ed25519"}]:
         with pytest.raises(InvalidInput):
             from_env(env)
+    # hmac is the default, as for the server and the agent: a key alone is a single tenant (it said
+    # "PCS_SIGN_ALG: ... 'none' is not supported" for an unset PCS_SIGN_ALG)
+    assert from_env({"PCS_HMAC_KEY": "k"}).resolve(None).active_keys(0) == [b"k"]
+    with pytest.raises(InvalidInput) as info:
+        from_env({})
+    assert info.value.field == "PCS_HMAC_KEY" and "(the default)" in str(info.value)
 
 
 def _tenant(rate, burst, quota=0):

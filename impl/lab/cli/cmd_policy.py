@@ -85,7 +85,10 @@ def _tenants(path: str | None):
     try:
         return tenants.from_env(os.environ)
     except InvalidInput as exc:
-        raise UsageError(f"no tenants: pass --tenants FILE or set TENANTS / PCS_SIGN_ALG ({exc})") from None
+        from ...agent.builder import hmac_key_hint
+
+        raise UsageError(f"no tenants: pass --tenants FILE, or set TENANTS, or the single tenant's key ({exc}; "
+                         f"{hmac_key_hint()})") from None
 
 
 def _outcome(resp) -> tuple[int, list[str], str | None]:
