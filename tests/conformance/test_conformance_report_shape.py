@@ -118,3 +118,28 @@ def test_diff_of_a_file_that_is_no_report_is_a_usage_error(capsys, tmp_path):
     assert "not a report" in capsys.readouterr().err
     with pytest.raises(report_diff.ReportError):
         report_diff.load_report(tmp_path / "missing.json")
+
+
+def test_diff_with_a_broken_adapter_says_its_cases_did_not_run(capsys, tmp_path):
+    """An adapter that cannot start fails every case unrun: the diff named them 'broke (passed, now
+    fail)' beside '(the same root causes)'. It now says the adapter broke and the cases did not run,
+    and compares no causes."""
+    _, _, good = _run(capsys, tmp_path, "builtin", "good")
+    code, _, bad = _run(capsys, tmp_path, f"{sys.executable} {tmp_path / 'no_such_adapter.py'}", "bad")
+    assert code != 0 and bad["broken"]
+    (tmp_path / "a.json").write_text(json.dumps(good))
+    (tmp_path / "b.json").write_text(json.dumps(bad))
+    code = flk_main(["conformance", "diff", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                     "--json", str(tmp_path / "d.json")])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1 and out[2].startswith("ADAPTER BROKEN in ") and "no_such_adapter.py" in out[2]
+    assert "  (not comparable: an adapter broke before its cases ran)" in out
+    assert not any(line.startswith("  broke (") for line in out), out
+    assert any(line.startswith("  not run (the new run's adapter broke): ") for line in out)
+    assert out[-1] == "verdict: REGRESSED (the new run's adapter broke: its cases did not run)"
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert d["broken"]["new"] and not d["cases"]["broke"] and d["cases"]["not_run"] and d["regressed"]
+    code = flk_main(["conformance", "diff", str(tmp_path / "b.json"), str(tmp_path / "a.json")])  # fixed
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and not any(line.startswith("  fixed (") for line in out)
+    assert any(line.startswith("  run again (the old run's adapter broke") for line in out)
