@@ -52,6 +52,9 @@ class Router:
             and not net.is_blocked(region_id, CLIENTS)
         if check_passed(reachable, rtt, self.timeout_s):
             return True, rtt
+        if not region.up and region.refuses and not net.is_blocked(CLIENTS, region_id) \
+                and not net.is_blocked(region_id, CLIENTS):
+            return False, min(rtt, self.timeout_s)  # dead_process = refuse: the host refuses the probe at once
         return False, self.timeout_s
 
     def record(self, region_id: str, passed: bool) -> None:

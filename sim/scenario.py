@@ -76,8 +76,9 @@ REGION_FIELDS = (
     Field("torn_writes", "bool", True, "a crash may leave a torn (partial) last write on disk"),
     Field("dead_process", "str", "silent", "what a client of a crashed region's process sees: silent (its "
           "requests vanish; each attempt waits its timeout) or refuse (as a real host does: a connect is refused "
-          "and held connections are reset at once, so retries come fast; flk cluster's crash-restart gave up on "
-          "1.6 % of requests, the simulator with refuse 1.9 %, with silent none)", choices=("silent", "refuse")),
+          "and held connections are reset at once, so retries and failed health checks come fast; flk cluster's "
+          "crash-restart gave up on 1.6 % of requests, the simulator with refuse 1.9 %, with silent none)",
+          choices=("silent", "refuse")),
     # each shard is a store and its ring points, built before the run: a typo's zeros filled the memory
     Field("shards", "int", 3, "dedup shards (dedup = sharded | migrating)", minimum=1, maximum=1024),
     _secs("hot_s", 1.0, "tiered: age at which a key leaves the hot tier, s"),

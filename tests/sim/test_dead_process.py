@@ -40,3 +40,15 @@ def test_a_dead_process_refuses_and_resets_at_once_and_a_short_budget_runs_out()
     (lonce,) = [c for c in refuse.results["invariants"] if c["id"] == "INV-AT-LEAST-ONCE"]
     assert lonce["violations"][0]["why"].startswith("the client gave up (8 attempts; last transport: Connection")
     assert silent.digest != refuse.digest
+
+
+def test_a_dead_process_fails_health_checks_at_once():
+    """Behind the routing layer the health check of a dead region is refused after a round trip
+    instead of waiting the probe timeout: detection is shorter by one timeout per failed check
+    (region-failover: 3 checks of 500 ms)."""
+    fig = {mode: api.run("region-failover", seed=1, plots=False,
+                         overrides=[f"region_defaults.dead_process={mode}"]).results["metrics"]
+           for mode in ("silent", "refuse")}
+    saved = fig["silent"]["failover_detection_s"] - fig["refuse"]["failover_detection_s"]
+    assert abs(saved - 3 * 0.5) < 0.05, fig
+    assert fig["refuse"]["rto_s"] < fig["silent"]["rto_s"]
