@@ -307,6 +307,22 @@ def _descend(node: Any, key: str, path: str, where: str) -> Any:
     raise ScenarioError(path, "cannot descend into a value")
 
 
+def _schema_names(keys: list[str], node: dict) -> set[str]:
+    """The schema's keys for the table ``keys[:-1]`` names: a section's (``region_defaults.x``), or
+    a list item's (``regions.1.verify_ms``, ``faults.0.duration_s``, ``slo.0.op``), so an override
+    can set a key the file leaves to its default."""
+    if len(keys) == 2 and keys[0] in SECTIONS:
+        return {f.name for f in SECTIONS[keys[0]]}
+    if len(keys) == 3 and keys[1].isdigit():
+        if keys[0] == "regions":
+            return {f.name for f in REGION_ITEM}
+        if keys[0] == "slo":
+            return {f.name for f in SLO_FIELDS}
+        if keys[0] == "faults" and node.get("kind") in faults.REGISTRY:
+            return {f.name for f in (*faults.COMMON, *faults.REGISTRY[node["kind"]].params)}
+    return set()
+
+
 def apply_override(data: dict, assignment: str) -> None:
     """Apply ``a.b.c=value`` (value parsed as TOML, else a string); list items by index: ``regions.0.id``.
     A whole list section can be replaced: ``faults=[]``."""
@@ -326,10 +342,9 @@ def apply_override(data: dict, assignment: str) -> None:
         except (ValueError, IndexError):
             raise ScenarioError(path, f"no list item {last!r}") from None
     elif isinstance(node, dict):
-        optional = len(keys) == 2 and keys[0] in SECTIONS and last in {f.name for f in SECTIONS[keys[0]]}
-        if last not in node and not optional:
-            known = set(node) | ({f.name for f in SECTIONS[keys[0]]} if len(keys) == 2 and keys[0] in SECTIONS else set())
-            raise ScenarioError(path, f"unknown key {path!r}{did_you_mean(last, sorted(known))}")
+        schema = _schema_names(keys, node)  # the keys a file may leave out here (set or not)
+        if last not in node and last not in schema:
+            raise ScenarioError(path, f"unknown key {path!r}{did_you_mean(last, sorted(set(node) | schema))}")
         node[last] = value
     else:
         raise ScenarioError(path, "cannot set a field of a value")

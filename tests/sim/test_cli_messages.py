@@ -50,6 +50,31 @@ def test_set_errors_name_the_override_not_the_catalog_file():
     assert str(err.value).startswith("--set 'workload.nope=1'")
 
 
+def test_set_reaches_a_key_a_list_item_leaves_to_its_default(tmp_path):
+    """``regions.1.verify_ms``, ``faults.0.duration_s`` and ``slo.0.op`` are keys of the item's schema
+    even where the file leaves them out: --set sets them (it said "unknown key" for a key the
+    region table accepts); a typo still gets the suggestion, and a fault's keys are its kind's."""
+    from flk.sim import api
+
+    sc = load("crr-normal", ["regions.1.verify_ms=0.5", 'regions.0.dead_process="refuse"'])
+    assert sc.data["regions"][1]["verify_ms"] == 0.5 and sc.data["regions"][0]["dead_process"] == "refuse"
+    slow = api.run("crr-normal", seed=1, plots=False,
+                   overrides=["scenario.duration_s=2", "scenario.quiescence_s=2", "regions.1.verify_ms=5"])
+    fast = api.run("crr-normal", seed=1, plots=False, overrides=["scenario.duration_s=2", "scenario.quiescence_s=2"])
+    assert slow.digest != fast.digest  # the region's own setting took effect
+    with pytest.raises(ScenarioError) as err:
+        load("crr-normal", ["regions.0.verify_mss=1"])
+    assert "did you mean 'verify_ms'" in str(err.value)
+    own = tmp_path / "own.toml"  # a crash and a clock skew that leave their duration and target to defaults
+    own.write_text('[scenario]\nname = "own"\n[[regions]]\nid = "r1"\n[[faults]]\nkind = "crash"\nat_s = 1.0\n'
+                   '[[faults]]\nkind = "clock_skew"\nat_s = 2.0\n', encoding="utf-8")
+    data = load(str(own), ["faults.0.duration_s=3", 'faults.0.target="r1"', "faults.1.skew_s=-5"]).data
+    assert data["faults"][0]["duration_s"] == 3 and data["faults"][0]["target"] == "r1"
+    assert data["faults"][1]["skew_s"] == -5
+    with pytest.raises(ScenarioError, match="unknown key 'faults.0.skew_s'"):
+        load(str(own), ["faults.0.skew_s=1"])  # a crash has no skew
+
+
 def test_list_items_in_messages_are_counted_from_one(tmp_path):
     bad = 'faults=[{kind="crash",at_s=1.0,target="eu"},{kind="crash",at_s=1.0,target="xx"}]'
     with pytest.raises(ScenarioError) as err:
