@@ -262,8 +262,12 @@ def replay(run_dir: Path) -> tuple[bool, RunResult, str]:
     return res.digest == expected["digest"], res, expected["digest"]
 
 
-REGRESSION_SUFFIX_REASON = ("a regression file's name must end in .toml (a path without it names a catalog "
-                            "scenario to flk sim run and load)")
+def check_regression_path(out: Path) -> None:
+    """ValueError unless ``out`` ends in ``.toml``: the shrink reads the case it writes back, and a
+    path without the suffix names a catalog scenario to :func:`load` and ``flk sim run``."""
+    if Path(out).suffix != ".toml":
+        raise ValueError(f"{out}: a regression file's name must end in .toml (a path without it names a "
+                         "catalog scenario to flk sim run and load)")
 
 
 def shrink(run_dir: Path, invariant: str | None = None, out: Path | None = None, max_runs: int | None = None,
@@ -277,8 +281,8 @@ def shrink(run_dir: Path, invariant: str | None = None, out: Path | None = None,
 
     from . import shrink as shrinking
 
-    if out is not None and Path(out).suffix != ".toml":
-        raise ValueError(f"out {out}: {REGRESSION_SUFFIX_REASON}")
+    if out is not None:
+        check_regression_path(out)  # before the runs, not after them
     recorded = shrinking.read_run_dir(Path(run_dir))
     target = shrinking.pick_target(recorded, invariant)
     plant = recorded.plant

@@ -48,12 +48,10 @@ class Router:
         region, net = self.world.regions[region_id], self.world.net
         spec = net.link(CLIENTS, region_id)
         rtt = 2 * sample(spec.latency_ms, self.rng, 1.0) / 1000.0
-        reachable = region.up and not region.paused and not net.is_blocked(CLIENTS, region_id) \
-            and not net.is_blocked(region_id, CLIENTS)
-        if check_passed(reachable, rtt, self.timeout_s):
+        connected = not net.is_blocked(CLIENTS, region_id) and not net.is_blocked(region_id, CLIENTS)
+        if check_passed(region.up and not region.paused and connected, rtt, self.timeout_s):
             return True, rtt
-        if not region.up and region.refuses and not net.is_blocked(CLIENTS, region_id) \
-                and not net.is_blocked(region_id, CLIENTS):
+        if connected and not region.up and region.refuses:
             return False, min(rtt, self.timeout_s)  # dead_process = refuse: the host refuses the probe at once
         return False, self.timeout_s
 

@@ -442,7 +442,7 @@ def validate(data: Any) -> None:
     if w["shape"] == "burst" and w["rate_per_s"] * w["burst_factor"] > MAX_RATE_PER_S:
         raise ScenarioError("workload.burst_factor", f"the burst's rate (rate_per_s x burst_factor) must be <= "
                                                      f"{MAX_RATE_PER_S:g} per second")
-    _validate_retry(data["workload"])
+    _validate_retry(w)
     _validate_tiers(data)
 
 

@@ -245,8 +245,11 @@ def _shrink(args) -> int:
 
     if args.max_runs is not None and args.max_runs < 1:
         raise UsageError(f"--max-runs: must be at least 1, got {args.max_runs}")
-    if args.out and Path(args.out).suffix != ".toml":  # said before the runs, not after them
-        raise UsageError(f"--out {args.out}: {api.REGRESSION_SUFFIX_REASON}")
+    if args.out:
+        try:
+            api.check_regression_path(Path(args.out))  # before its folder is made and the runs spent
+        except ValueError as exc:
+            raise UsageError(f"--out {exc}") from None
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     try:
         shrunk = api.shrink(Path(args.run_dir), invariant=args.invariant,
