@@ -361,3 +361,21 @@ def final_reads_from_records(records: Iterable[tuple[str, Mapping]]) -> dict:
             raise ValueError(f"{where}: region {region or '*'} read {key} twice with different outcomes")
         source[key] = value
     return final or {None: {}}
+
+
+def final_read_record(tenant: str, pcs_id: str, digest: str, status: int | None = None,
+                      region: str | None = None) -> dict:
+    """One line of a final read, as :func:`final_reads_from_records` reads it back: what a
+    region's store holds for (tenant, pcs_id). ``region`` (a URL: reduced to the
+    scheme://host:port the load generator's history names) or None: the read covers every
+    region."""
+    rec: dict = {} if region is None else {"region": region_of_url(region)}
+    rec.update(tenant=tenant, pcs_id=pcs_id, digest=digest)
+    if status is not None:
+        rec["status"] = status
+    return rec
+
+
+def empty_read_record(region: str) -> dict:
+    """The line that declares ``region`` read and empty (see :func:`final_reads_from_records`)."""
+    return {"region": region_of_url(region)}

@@ -20,7 +20,7 @@ from hashlib import sha256
 from itertools import chain, compress, repeat
 from operator import attrgetter, is_not
 
-from flk.impl.dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable
+from flk.impl.dedup import DEFAULT_TTL_S, StoredOutcome, StoreUnavailable, iter_entries
 from flk.impl.dedup.base import check_key, check_keys, check_ttl
 from flk.impl.dedup.memory import MemoryStore
 from flk.impl.dedup.migrate import (
@@ -399,26 +399,16 @@ class StoreTopology:
         shards (mid-migration) once, from the first shard in name order."""
         seen: dict = {}
         for name in sorted(self.shards):
-            cursor = None
-            while True:
-                page, cursor = self.shards[name].inner.scan(cursor, 1000, now)
-                for e in page:
-                    seen.setdefault((e[0], e[1]), e)
-                if cursor is None:
-                    break
+            for e in iter_entries(self.shards[name].inner, now):
+                seen.setdefault((e[0], e[1]), e)
         return [seen[k] for k in sorted(seen)]
 
     def scan_all(self, now: float) -> list:
         """Every live entry (the final state the checkers compare against)."""
         if isinstance(self.store, SimMemoryStore):
             return self.store.scan_all(now)
-        out, cursor = [], None
         try:
-            while True:
-                page, cursor = self.store.scan(cursor, 1000, now)
-                out.extend(page)
-                if cursor is None:
-                    break
+            out = list(iter_entries(self.store, now))
         except StoreUnavailable:  # a shard still out at the end: the observer reads past it
             return self._inner_entries(now)
         return sorted(out, key=lambda e: (e[0], e[1]))

@@ -28,6 +28,7 @@ from .base import (
     Entry,
     StoredOutcome,
     StoreUnavailable,
+    iter_entries,
     sample_entries,
     sample_rank,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "Entry",
     "StoreUnavailable",
     "StoredOutcome",
+    "iter_entries",
     "open_store",
     "sample_entries",
     "sample_rank",

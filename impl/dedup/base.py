@@ -34,8 +34,8 @@ import hashlib
 import heapq
 import json
 import math
-from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from ..core import textdata
 from ..core.records import frozen_record
@@ -229,6 +229,17 @@ def sample_entries(entries: Iterable[Entry], n: int, seed: int) -> list[Entry]:
     if n < 0:
         raise ValueError("n must be >= 0")
     return heapq.nsmallest(n, entries, key=lambda e: (sample_rank(seed, e[0], e[1]), e[0], e[1]))
+
+
+def iter_entries(store: Any, now: float, page: int = 1000) -> Iterator[Entry]:
+    """Every entry ``store`` holds at ``now`` (not expired by then), in key order, read
+    ``page`` at a time through the contract's ``scan``."""
+    cursor = None
+    while True:
+        batch, cursor = store.scan(cursor, page, now)
+        yield from batch
+        if cursor is None:
+            return
 
 
 def encode_cursor(tenant: str, pcs_id: str) -> str:

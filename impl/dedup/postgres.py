@@ -16,6 +16,7 @@ raise :class:`StoreUnavailable`.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 
@@ -40,9 +41,32 @@ from .base import (
 psycopg = require("psycopg")
 _pool = require("psycopg_pool")
 ConnectionPool, PoolTimeout = _pool.ConnectionPool, _pool.PoolTimeout
+# The pool logs every failed connection attempt (a warning each, with the driver's text) and
+# leaves the handling to the application. Without a handler of its own, Python's last-resort
+# handler wrote those lines raw onto stderr: several lines of a driver's text before the one
+# error an flk command gives, and non-JSON lines in flk serve's JSON-lines log. What failed
+# reaches the user through StoreUnavailable; an application that configures logging still gets
+# the pool's records (they propagate as before).
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 _CHUNK = 200
 _TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _why_unreachable(dsn: str, timeout_s: float) -> str:
+    """`` (<the server's or the network's reason>)`` for a pool that never connected (the
+    pool's timeout names no cause: one direct attempt does), or "" when that attempt connects
+    or fails otherwise. Only a connection failure's first line is quoted: it names host, port,
+    user or database, never the password; a DSN the driver cannot parse is not quoted, as its
+    message may echo the DSN's text."""
+    try:
+        psycopg.connect(dsn, connect_timeout=max(1, math.ceil(timeout_s))).close()
+    except psycopg.OperationalError as exc:
+        first = (str(exc).strip().splitlines() or [""])[0].removeprefix("connection failed: ").strip()
+        return f" ({first[:200]})" if first else ""
+    except Exception:  # noqa: BLE001 -- a reason is a courtesy: the store is reported unreachable either way
+        return ""
+    return ""
 
 
 class PostgresStore(GenerationMarked, SqlBatchMixin):
@@ -79,7 +103,8 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
             )
             self._pool.wait(timeout=timeout_s)
         except (psycopg.Error, PoolTimeout) as exc:
-            raise StoreUnavailable(f"postgres store unreachable: {type(exc).__name__}") from None
+            raise StoreUnavailable(f"postgres store unreachable: {type(exc).__name__}"
+                                   f"{_why_unreachable(dsn, timeout_s)}") from None
         t = self.table
         self._upsert = (
             f"INSERT INTO {t} (tenant, pcs_id, expires_at, outcome) VALUES (%s, %s, %s, %s) "

@@ -64,7 +64,7 @@ from typing import Any
 
 from ..agent import factory
 from ..core.backoff import Backoff
-from ..dedup import open_store
+from ..dedup import iter_entries, open_store
 from ..replication.applying import ReplayApplier
 from ..replication.reading import Reader, Topology
 from ..replication.reconcile import Reconciler
@@ -174,13 +174,7 @@ class _Region:
                                        backoff=Backoff(0.5, 8.0))
 
     def local(self) -> dict:
-        out, cursor = {}, None
-        while True:
-            page, cursor = self.store.scan(cursor, 500, T0 + 10**6)
-            for t, p, o in page:
-                out[(t, p)] = o
-            if cursor is None:
-                return out
+        return {(t, p): o for t, p, o in iter_entries(self.store, T0 + 10**6, 500)}
 
 
 class ImplWorld:

@@ -5,8 +5,8 @@ server: the same seed (so the same pcs_ids) but different duplicate rates,
 so after their plans diverge every pcs_id is written by both with different
 payload digests -- cross-client first-write-wins races -- besides each
 client's own duplicates, conflicts and bad signatures. After the run the
-server is stopped and its dedup store (SQLite, Redis or PostgreSQL) is read
-directly as the final reads. The checker must find the merged history valid.
+server is stopped and ``flk history final-reads`` reads its dedup store (SQLite,
+Redis or PostgreSQL, as the server's configuration opens it) as the final reads. The checker must find the merged history valid.
 
 The negative control: the same load against a real ``flk serve`` whose
 SQLite put-if-absent is made non-atomic (check, 2 s pause, unconditional
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import pathlib
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -77,18 +76,14 @@ def run_clients(url: str, tmp_path: pathlib.Path) -> list[str]:
     return paths
 
 
-def write_final_reads(store, path: pathlib.Path) -> int:
-    """Every stored outcome as one final-read line (no region: the only region)."""
-    lines, cursor = [], None
-    while True:
-        page, cursor = store.scan(cursor, 1000, time.time())
-        for tenant, pcs_id, outcome in page:
-            lines.append(json.dumps({"tenant": tenant, "pcs_id": pcs_id, "digest": outcome.payload_digest,
-                                     "status": outcome.status}))
-        if cursor is None:
-            break
-    path.write_text("".join(line + "\n" for line in lines))
-    return len(lines)
+def write_final_reads(env: dict, url: str, path: pathlib.Path) -> int:
+    """``flk history final-reads`` of the server's store, as the server's own configuration
+    opens it (``env``), labelled with the region the clients sent to; returns its lines."""
+    out = subprocess.run([FLK, "history", "final-reads", "--region", url, "--out", str(path)],
+                         env=clean_env(**{k: v for k, v in env.items() if k != "PYTHONPATH"}),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return sum(1 for line in path.read_text().splitlines() if set(json.loads(line)) > {"region"})
 
 
 def history_check(paths: list[str], final: pathlib.Path | None = None) -> tuple[int, dict]:
@@ -110,17 +105,14 @@ def assert_not_vacuous(paths: list[str]) -> None:
     assert sum(1 for d in digests.values() if len(d) > 1) >= len(cross_client_conflicts())
 
 
-def live_history_is_valid(tmp_path, env: dict, open_final_store) -> None:
+def live_history_is_valid(tmp_path, env: dict) -> None:
     assert len(cross_client_conflicts()) >= 4  # the two plans really race on shared pcs_ids
-    srv = ServerProc(tmp_path, {"PCS_HMAC_KEY": KEY, "DATA_DIR": str(tmp_path / "data"), "WORKERS": "1", **env})
+    env = {"PCS_HMAC_KEY": KEY, "DATA_DIR": str(tmp_path / "data"), "WORKERS": "1", **env}
+    srv = ServerProc(tmp_path, env)
     with srv:
         paths = run_clients(srv.url, tmp_path)
     assert srv.stop() == 0
-    store = open_final_store()
-    try:
-        stored = write_final_reads(store, tmp_path / "final.jsonl")
-    finally:
-        store.close()
+    stored = write_final_reads(env, srv.url, tmp_path / "final.jsonl")
     assert_not_vacuous(paths)
     code, report = history_check(paths, tmp_path / "final.jsonl")
     assert code == 0 and report["valid"], json.dumps(report["anomalies"][:5], indent=1)
@@ -128,22 +120,20 @@ def live_history_is_valid(tmp_path, env: dict, open_final_store) -> None:
 
 
 def test_inv_fww_inv_idempotent_replay_inv_no_acked_loss_history_live_sqlite(tmp_path):
-    path = tmp_path / "data" / "dedup.sqlite3"
-    live_history_is_valid(tmp_path, {"DEDUP_BACKEND": "sqlite"},
-                          lambda: open_store("sqlite:///" + str(path)))
+    live_history_is_valid(tmp_path, {"DEDUP_BACKEND": "sqlite"})
 
 
 def test_inv_fww_inv_idempotent_replay_inv_no_acked_loss_history_live_redis(tmp_path, redis_url):
     ns = "hist_" + uuid.uuid4().hex[:8]
     env = {"DEDUP_BACKEND": "redis", "REDIS_ADDR": redis_url, "DEDUP_NAMESPACE": ns}
-    live_history_is_valid(tmp_path, env, lambda: open_store(redis_url, prefix=f"flk:dedup:{ns}:"))
+    live_history_is_valid(tmp_path, env)
 
 
 def test_inv_fww_inv_idempotent_replay_inv_no_acked_loss_history_live_postgres(tmp_path, postgres_dsn):
     ns = "hist_" + uuid.uuid4().hex[:8]
     env = {"DEDUP_BACKEND": "postgres", "POSTGRES_CONN": postgres_dsn, "DEDUP_NAMESPACE": ns}
     try:
-        live_history_is_valid(tmp_path, env, lambda: open_store(postgres_dsn, table=f"flk_dedup_{ns}"))
+        live_history_is_valid(tmp_path, env)
     finally:
         store = open_store(postgres_dsn, table=f"flk_dedup_{ns}")
         store.drop_table()
@@ -158,11 +148,7 @@ def test_inv_fww_history_check_catches_a_live_server_with_non_atomic_put_if_abse
     srv = ServerProc(tmp_path, env)
     with srv:
         paths = run_clients(srv.url, tmp_path)
-    store = open_store("sqlite:///" + str(tmp_path / "data" / "dedup.sqlite3"))
-    try:
-        write_final_reads(store, tmp_path / "final.jsonl")
-    finally:
-        store.close()
+    write_final_reads(env, srv.url, tmp_path / "final.jsonl")
     code, report = history_check(paths, tmp_path / "final.jsonl")
     assert code == 1 and not report["valid"]
     fww = [a for a in report["anomalies"] if a["invariant"] == "INV-FWW" and a["kind"] == "two-acked-digests"]

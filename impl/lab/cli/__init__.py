@@ -37,7 +37,7 @@ COMMANDS: dict[str, str] = {
     "policy": "compile and diff verification policies",
     "dedup-migrate": "zero-downtime dedup shard migration",
     "vectors": "generate or check the frozen test vectors in spec/vectors",
-    "history": "black-box check of a client-observed history (Jepsen style)",
+    "history": "black-box check of a client-observed history (Jepsen style); final reads of a store",
     "check": "exhaustive small-scope model checking of the protocol model (safety, liveness)",
     "operator": "policies as data (ShardMigration, CRRPolicy, TieringPolicy): validate, docs, run, status",
     "cluster": "run a scenario on real flk serve regions with real faults (namespaces, nftables, SIGKILL)",

@@ -1,4 +1,5 @@
-"""``flk history check FILE [FILE ...] [--final-reads FILE]``: the black-box history checker.
+"""``flk history check FILE [FILE ...] [--final-reads FILE]``: the black-box history checker;
+``flk history final-reads``: what a dedup store holds, as those final reads.
 
 Why this command exists: ``flk agent load --history`` records what clients
 observed of a real deployment (one line per HTTP attempt); this judges that
@@ -17,12 +18,25 @@ region R was read and is empty).
 
 Exit codes: 0 valid, 1 anomalies found, 2 bad input (unreadable file, a line
 that is not a history record -- named by file and line).
+
+``flk history final-reads`` writes those final reads: every outcome a dedup store
+holds, read through the store contract's ``scan``. The store is the one ``flk serve``
+would open with the same environment, ``--config`` and ``--data-dir`` (SQLite in the
+data dir, Redis, Postgres, sharded, mid-migration), or ``--store URL``. ``--region``
+labels the lines with the URL the load generator sent to that region (one run per
+region, the outputs concatenated); without it the read covers every region. Read once
+the load has ended (and replication has converged, for a cross-region check): a read
+taken while writes still land is not final. A store that is missing (no SQLite file
+where the data dir says), unreachable or in-memory is exit 2, never an empty read --
+an empty read says that nothing survived.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 
 from ...core import textdata
 
@@ -38,6 +52,19 @@ def configure(p) -> None:
                    help="first-write-wins per region only (asynchronous replication), not across regions")
     c.add_argument("--json", action="store_true", help="print the report as one JSON object")
     c.add_argument("--show", type=int, default=20, help="anomalies printed in full (default %(default)s)")
+    f = sub.add_parser("final-reads", help="write what a dedup store holds as final reads for check --final-reads",
+                       description="write every outcome a dedup store holds as final-read JSONL (for flk history "
+                                   "check --final-reads); the store flk serve would open with the same environment, "
+                                   "--config and --data-dir, or --store URL. Run it after the load has ended.")
+    f.add_argument("--store", metavar="URL", default=None,
+                   help="a dedup store URL (sqlite:///FILE, redis://..., postgresql://...) instead of the server's "
+                        "configuration")
+    f.add_argument("--config", metavar="FILE", default=None, help="the server's TOML configuration (as flk serve)")
+    f.add_argument("--data-dir", default=None, help="the server's data directory (as flk serve; env DATA_DIR)")
+    f.add_argument("--region", metavar="URL", default=None,
+                   help="the URL the load generator sent to this region (labels every line; default: the read "
+                        "covers every region)")
+    f.add_argument("--out", metavar="FILE", default=None, help="write the JSONL here (default: standard output)")
 
 
 def _records(path: str):
@@ -99,13 +126,104 @@ def _print(report, show: int) -> None:
         print(f"... {len(report.anomalies) - show} more (--show N or --json for all)")
 
 
+def _open_final_store(args, now: float):
+    """(store, what to call it) for ``final-reads``; a :class:`UsageError` for a store that
+    is missing, unreachable, in-memory or badly configured -- never an empty read."""
+    from ...dedup import open_store
+    from ...server.config import ConfigError, load_config, scrub, secret_fragments
+    from . import UsageError
+
+    if args.store is not None:
+        if args.config is not None or args.data_dir is not None:
+            raise UsageError("--store names the store itself: give it without --config / --data-dir")
+        url, redact = args.store, (lambda text: scrub(str(text), secret_fragments("credentials", args.store)))
+        if url.split(":", 1)[0] == "memory" or url == "memory":
+            raise UsageError("--store memory: an in-memory store lives in its server's process; nothing outlives "
+                             "it to read")
+        sqlite_files = [url] if url.startswith("sqlite:") else []
+        opener = lambda: open_store(url)  # noqa: E731
+    else:
+        try:
+            cfg = load_config(None, args.config, {"DATA_DIR": args.data_dir}, create_key=False)
+        except ConfigError as exc:
+            raise UsageError(f"configuration: {exc}") from None
+        if cfg.dedup_backend == "memory":
+            raise UsageError("DEDUP_BACKEND=memory: the store lived in the server's process; nothing outlives it "
+                             "to read")
+        url, redact = cfg.store_url(), cfg.redact
+        sqlite_files = ([url] if cfg.dedup_backend == "sqlite" else
+                        [u for _, u in cfg.dedup_shards if u.startswith("sqlite:")])
+        opener = lambda: cfg.open_store(now)  # noqa: E731
+    for file_url in sqlite_files:
+        path = _sqlite_file(file_url)
+        if path is not None and not os.path.isfile(path):
+            raise UsageError(f"no SQLite dedup store at {path}" + (
+                "" if args.store else " (is it the data dir flk serve used? --data-dir, DATA_DIR or --config)"))
+    try:
+        store = opener()
+        if not store.ping():
+            store.close()
+            raise UsageError(f"dedup store {redact(url)} does not answer")
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- any failure to open is the user's store or configuration
+        raise UsageError(redact(f"dedup store cannot be opened: {type(exc).__name__}: {str(exc)[:300]}")) from None
+    return store, redact(url)
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file of a ``sqlite://`` URL as :func:`flk.impl.dedup.open_store` reads it (None: no path)."""
+    path = url[len("sqlite://"):] if url.startswith("sqlite://") else ""
+    if path.startswith("//"):
+        return path[1:]
+    return path[1:] or None if path.startswith("/") else None
+
+
+def _final_reads(args) -> int:
+    from flk.model import history
+
+    from ...dedup import StoreUnavailable, iter_entries
+    from . import UsageError, output_file
+
+    if args.region is not None and "://" not in args.region:
+        raise UsageError(f"--region {args.region!r}: expected the URL the load generator sent to that region "
+                         "(e.g. http://127.0.0.1:8080)")
+    out = output_file(args.out) if args.out else None
+    now = time.time()
+    store, name = _open_final_store(args, now)
+    try:
+        lines = [json.dumps(history.final_read_record(t, p, o.payload_digest, o.status, args.region),
+                            sort_keys=True) for t, p, o in iter_entries(store, now)]
+    except StoreUnavailable as exc:
+        raise UsageError(f"dedup store {name} failed while being read: {str(exc)[:300]}") from None
+    finally:
+        store.close()
+    n = len(lines)
+    if not lines and args.region is not None:
+        lines = [json.dumps(history.empty_read_record(args.region), sort_keys=True)]
+    text = "".join(line + "\n" for line in lines)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    where = f" of region {history.region_of_url(args.region)}" if args.region else " (covering every region)"
+    print(f"flk history final-reads: {n} stored outcome(s){where} from {name}"
+          + (f" -> {args.out}" if args.out else "")
+          + ("; an empty read says nothing survived" if n == 0 else ""), file=sys.stderr)
+    return 0
+
+
 def run(args) -> int:
     from flk.model import history
 
     from . import UsageError
 
     if args.history_command is None:
-        raise UsageError("expected an action: check")
+        raise UsageError("expected an action: check, final-reads")
+    if args.history_command == "final-reads":
+        return _final_reads(args)
     ops, final = _load(args)
     try:
         report = history.check(ops, final, per_region=args.per_region)

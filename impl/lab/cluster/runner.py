@@ -559,7 +559,7 @@ class ClusterRun:
 
     def scan_store(self, rid: str) -> list[tuple]:
         """Every (tenant, pcs_id, outcome) in region ``rid``'s dedup store (its server stopped)."""
-        from flk.impl.dedup import open_store
+        from flk.impl.dedup import iter_entries, open_store
 
         r = self.regions[rid]
         if self.backend == "redis":
@@ -568,14 +568,8 @@ class ClusterRun:
             store = open_store(r.pg_dsn(r.ip))
         else:
             store = open_store("sqlite:///" + str(r.dir / "data" / "dedup.sqlite3"))
-        out: list[tuple] = []
-        try:
-            cursor = None
-            while True:
-                page, cursor = store.scan(cursor, 1000, time.time() + 10**6)
-                out.extend(page)
-                if cursor is None:
-                    return out
+        try:  # what it holds now (the stored outcomes expire after the servers' 14-day DEDUP_TTL_S)
+            return list(iter_entries(store, time.time()))
         finally:
             store.close()
 
