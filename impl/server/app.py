@@ -246,7 +246,7 @@ class Server:
         self.openapi = json.dumps(openapi_document()).encode()
         self.store = await loop.run_in_executor(self.executor, cfg.open_store, time.time())
         self.generation = await loop.run_in_executor(self.executor, self._adopt_generation)
-        self.batcher = GuardedStore(FailureWatch(self.store), self.breaker)
+        self.batcher = GuardedStore(FailureWatch(self.store), self.breaker, log=self.log.log)
         wal_dir = cfg.worker_wal_dir(self.worker)
         self._wal_lock = lock_wal_dir(wal_dir)  # one process per inbox WAL, released when it dies
         self.wal = await loop.run_in_executor(None, lambda: SegmentedLog(wal_dir, fs=self.wal_fs,

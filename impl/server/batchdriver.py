@@ -68,6 +68,7 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
+from ..dedup import StoreUnavailable
 from ..storage.wal import WalError
 from ..verifier.admission import GuardedStore as _GuardedStore
 from ..verifier.batching import BatchFormation
@@ -80,10 +81,41 @@ _WAKE = object()  # the seal gate opened again: parked batches may append
 
 
 class GuardedStore(_GuardedStore):
-    """:class:`flk.impl.verifier.admission.GuardedStore` on the server's monotonic clock."""
+    """:class:`flk.impl.verifier.admission.GuardedStore` on the server's monotonic clock, which
+    says in the log when the dedup store began to fail and when it answered again -- once
+    each, not per request: ``log("warning", "dedup_store_failing", reason=...)`` at the first
+    failed call after a success (the failure's reason), ``log("info", "dedup_store_recovered",
+    down_s=..., failed_requests=..., refused_requests=..., breaker_opens=...)`` at the next
+    call that succeeds (seconds since the first failure; requests of failed calls; requests
+    the open breaker answered 503 without a call; how often it opened). Without them an
+    operator saw 503s and no cause."""
 
-    def __init__(self, store: Any, breaker: Any, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: Any, breaker: Any, monotonic: Callable[[], float] = time.monotonic,
+                 log: Callable[..., None] | None = None) -> None:
         super().__init__(store, breaker, monotonic)
+        self.log = log
+        # while failing: [since, requests of failed calls, breaker_rejected and breaker.opens at the start]
+        self._failing: list | None = None
+
+    def call(self, fn: Any, items: list, *args: Any) -> list:
+        try:
+            results = super().call(fn, items, *args)
+        except StoreUnavailable as exc:
+            if self._failing is None:
+                self._failing = [self.clock(), 0, self.breaker_rejected, self.breaker.opens]
+                if self.log is not None:
+                    self.log("warning", "dedup_store_failing", reason=str(exc)[:200],
+                             detail="requests are answered 503 until it answers again")
+            self._failing[1] += len(items)
+            raise
+        if self._failing is not None:
+            since, failed, rejected, opens = self._failing
+            self._failing = None
+            if self.log is not None:
+                self.log("info", "dedup_store_recovered", down_s=round(self.clock() - since, 3),
+                         failed_requests=failed, refused_requests=self.breaker_rejected - rejected,
+                         breaker_opens=self.breaker.opens - opens)
+        return results
 
 
 class LoggedWal:

@@ -29,6 +29,8 @@ ALLOWED = frozenset({
     "error", "severity", "peer", "count_divergence", "sample_mismatch", "open_conflicts", "stream", "segment",
     # the batch driver's stage times at stop (flk.impl.server.batchdriver.StageTimes.as_dict)
     "requests", "batches", "mean_batch", "wait_us", "handoff_us", "append_us", "sync_us", "finish_us", "answer_us",
+    # the dedup store failing and answering again (flk.impl.server.batchdriver.GuardedStore)
+    "down_s", "failed_requests", "refused_requests", "breaker_opens",
 })
 _MAX_STR = 200
 

@@ -137,6 +137,54 @@ def test_guarded_store_reports_short_batches_as_unavailable() -> None:
         raise AssertionError("a short batch must fail closed")
 
 
+def test_the_store_failing_and_answering_again_are_logged_once_each_with_what_it_cost() -> None:
+    """dedup_store_failing at the first failed call (its reason), dedup_store_recovered at
+    the first call that succeeds after (seconds down, requests failed and refused); none
+    while the store answers, none per request."""
+
+    class Flaky(MemoryStore):
+        down = False
+
+        def get_many(self, keys, now):
+            if self.down:
+                raise StoreUnavailable("postgres store call timed out after 2 s (STORE_TIMEOUT_S)")
+            return super().get_many(keys, now)
+
+    clock, events = [100.0], []
+    store = Flaky()
+    guarded = GuardedStore(store, CircuitBreaker(failure_threshold=2, open_s=5.0), lambda: clock[0],
+                           log=lambda level, event, **f: events.append((level, event, f)))
+
+    def call(n: int) -> bool:
+        try:
+            guarded.get_many([("ta", f"k{i}") for i in range(n)], clock[0])
+            return True
+        except StoreUnavailable:
+            return False
+
+    assert call(3) and call(1) and events == []
+    store.down = True
+    for n in (2, 3, 4, 4):  # two failed calls open the breaker; the next two are refused without a call
+        clock[0] += 1.0
+        assert not call(n)
+    assert events == [("warning", "dedup_store_failing",
+                       {"reason": "postgres store call timed out after 2 s (STORE_TIMEOUT_S)",
+                        "detail": "requests are answered 503 until it answers again"})]
+    store.down = False
+    clock[0] += 5.0  # past open_s: the half-open probe succeeds
+    assert call(2) and call(2)
+    assert events[1:] == [("info", "dedup_store_recovered",
+                           {"down_s": 8.0, "failed_requests": 5, "refused_requests": 8, "breaker_opens": 1})]
+    store.down = True  # a second outage is a second pair
+    clock[0] += 1.0
+    assert not call(1)
+    store.down = False
+    clock[0] += 1.0
+    assert call(1)
+    assert [e[1] for e in events] == ["dedup_store_failing", "dedup_store_recovered"] * 2
+    assert events[3][2] == {"down_s": 1.0, "failed_requests": 1, "refused_requests": 0, "breaker_opens": 0}
+
+
 def test_close_fails_later_submissions(tmp_path) -> None:
     driver, srv, _ = make(tmp_path)
     driver.close()

@@ -135,3 +135,18 @@ def test_frozen_and_killed_store_answers_within_the_timeout_and_recovers(tmp_pat
         store.close()
     log = srv.log_text()
     assert "Traceback" not in log, log[-3000:]
+    # the log is the server's JSON lines (and its plain start-up notes): no driver's raw warnings
+    lines = [line for line in log.splitlines() if line.strip() and not line.startswith("flk serve: ")]
+    events = [json.loads(line) for line in lines]
+    # each outage (the freeze, the kill) is one dedup_store_failing and one dedup_store_recovered
+    # per worker that met it, in that order, with what it cost -- not one line per 503
+    by_worker: dict = {}
+    for e in events:
+        if e["event"] in ("dedup_store_failing", "dedup_store_recovered"):
+            by_worker.setdefault(e["worker"], []).append(e)
+    pairs = [seq[i:i + 2] for seq in by_worker.values() for i in range(0, len(seq), 2)]
+    assert len(pairs) >= 2, by_worker
+    for failing, recovered in pairs:
+        assert (failing["event"], recovered["event"]) == ("dedup_store_failing", "dedup_store_recovered"), pairs
+        assert failing["reason"] and recovered["down_s"] > 0, pairs
+        assert recovered["failed_requests"] + recovered["refused_requests"] >= 1, pairs
