@@ -10,7 +10,8 @@ With no configuration at all the server listens on 127.0.0.1:8080, keeps its
 SQLite dedup store, inbox WAL and HMAC key in ``./data`` and says so. Sign PCS
 for it with ``PCS_HMAC_KEY=$(cat data/hmac.key) flk agent build ...``.
 
-Logs are JSON lines on stderr; the first ``listening`` line carries the bound
+Logs are JSON lines on stderr, from the first line (what the configuration left to
+defaults is a ``config_note`` line; ``--check`` answers in plain lines); the first ``listening`` line carries the bound
 port (useful with ``--port 0``). It is written once every worker listens (each on
 its own ``SO_REUSEPORT`` socket by default, ``REUSE_PORT``;
 :mod:`flk.impl.server.supervisor`), so a connection made after it is not refused.
@@ -87,8 +88,11 @@ def run(args) -> int:
     except ConfigError as exc:
         raise UsageError(f"configuration: {exc}") from None
     log = JsonLogger(level=cfg.log_level)
-    for note in cfg.notes:
-        print(f"flk serve: {note}", file=sys.stderr)
+    for note in cfg.notes:  # --check answers a person in plain lines; a server's stderr is its log: JSON only
+        if args.check:
+            print(f"flk serve: {note}", file=sys.stderr)
+        else:
+            log.info("config_note", note=note)
     log.info("config", **cfg.describe())
     if args.check:
         print("flk serve: configuration ok", file=sys.stderr)
