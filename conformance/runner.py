@@ -24,13 +24,12 @@ import base64
 import binascii
 import hashlib
 import json
-import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flk.impl.core import signing
+from flk.impl.core import junit, signing
 
 from . import probes
 from .adapter_io import AdapterBroken, Reply
@@ -665,60 +664,26 @@ def _diagnosis_json(diagnosis: Diagnosis) -> dict:
     }
 
 
-def _xml_safe(text: str) -> str:
-    """Characters XML 1.0 cannot hold (control characters, lone surrogates) as \\uXXXX."""
-    out = []
-    for ch in text:
-        o = ord(ch)
-        if (o < 0x20 and ch not in "\t\n\r") or 0xD800 <= o <= 0xDFFF or o in (0xFFFE, 0xFFFF):
-            out.append(f"\\u{o:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def to_junit(report: Report) -> bytes:
     """JUnit XML: one testsuite per (operation, profile), one testcase per vector."""
     suites: dict[str, list[CaseResult]] = {}
     for r in report.results:
         suites.setdefault(f"{r.case.operation}.{r.case.profile}", []).append(r)
-    root = ET.Element("testsuites", name=_xml_safe(f"flk conformance vectors: {report.adapter}"))
-    p, f, s = report.counts()
-    root.set("tests", str(p + f + s))
-    root.set("failures", str(f))
-    root.set("skipped", str(s))
+    out = []
     for name, results in suites.items():
-        c = Counter(r.status for r in results)
-        suite = ET.SubElement(
-            root,
-            "testsuite",
-            name=name,
-            tests=str(len(results)),
-            failures=str(c["fail"]),
-            skipped=str(c["skip"] + c["n/a"]),
-            errors="0",
-            time=f"{sum(r.elapsed for r in results):.6f}",
-        )
+        cases = []
         for r in results:
-            tc = ET.SubElement(
-                suite,
-                "testcase",
+            props = {"flags": ",".join(r.case.flags)} if r.case.flags else {}
+            if r.status == "acceptable":
+                props["acceptable"] = r.acceptance
+            cases.append(junit.Case(
                 classname=f"flk.conformance.{name}",
-                name=_xml_safe(f"tc{r.case.label or r.case.tc_id}" + (f" {r.case.comment}" if r.case.comment else "")),
-                time=f"{r.elapsed:.6f}",
-            )
-            if r.case.flags:
-                props = ET.SubElement(tc, "properties")
-                ET.SubElement(props, "property", name="flags", value=",".join(r.case.flags))
-            if r.status == "fail":
-                el = ET.SubElement(tc, "failure", message=_xml_safe(r.message[:500]), type="mismatch")
-                el.text = _xml_safe(r.diff or r.message)
-            elif r.status in ("skip", "n/a"):
-                ET.SubElement(tc, "skipped", message=_xml_safe(r.message[:500]))
-            elif r.status == "acceptable":
-                ET.SubElement(props if r.case.flags else ET.SubElement(tc, "properties"), "property",
-                              name="acceptable", value=r.acceptance)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+                name=f"tc{r.case.label or r.case.tc_id}" + (f" {r.case.comment}" if r.case.comment else ""),
+                time=r.elapsed, properties=props,
+                failure=r.message if r.status == "fail" else None, failure_type="mismatch", text=r.diff or r.message,
+                skipped=r.message if r.status in ("skip", "n/a") else None))
+        out.append(junit.Suite(name, cases))
+    return junit.document(f"flk conformance vectors: {report.adapter}", out)
 
 
 def flag_summary(report: Report) -> Mapping[str, str]:

@@ -35,13 +35,12 @@ import random
 import re
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 
-from flk.impl.core import textdata
+from flk.impl.core import junit, textdata
 
 from .base64_spellings import lenient_spellings
 
@@ -757,22 +756,9 @@ def to_json(report: ServerReport) -> dict:
 
 
 def to_junit(report: ServerReport) -> bytes:
-    from .runner import _xml_safe
-
-    p, f, s = report.counts()
-    root = ET.Element("testsuites", name=_xml_safe(f"flk conformance server: {report.url}"),
-                      tests=str(p + f + s), failures=str(f), skipped=str(s))
-    suite = ET.SubElement(root, "testsuite", name="flk.conformance.server", tests=str(p + f + s),
-                          failures=str(f), skipped=str(s), errors="0",
-                          time=f"{sum(r.elapsed for r in report.results):.6f}")
-    props = ET.SubElement(suite, "properties")
-    ET.SubElement(props, "property", name="seed", value=str(report.seed))
-    for r in report.results:
-        tc = ET.SubElement(suite, "testcase", classname="flk.conformance.server", name=r.id,
-                           time=f"{r.elapsed:.6f}")
-        if r.status == "fail":
-            el = ET.SubElement(tc, "failure", message=_xml_safe(r.message[:500]), type="nonconformance")
-            el.text = _xml_safe(f"{r.title}\n{r.message}")
-        elif r.status == "skip":
-            ET.SubElement(tc, "skipped", message=_xml_safe(r.message[:500]))
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    cases = [junit.Case(classname="flk.conformance.server", name=r.id, time=r.elapsed,
+                        failure=r.message if r.status == "fail" else None, failure_type="nonconformance",
+                        text=f"{r.title}\n{r.message}", skipped=r.message if r.status == "skip" else None)
+             for r in report.results]
+    return junit.document(f"flk conformance server: {report.url}",
+                          [junit.Suite("flk.conformance.server", cases, {"seed": str(report.seed)})])

@@ -17,7 +17,6 @@ passed, 1 some case failed, 2 server unreachable or bad usage.
 from __future__ import annotations
 
 import json
-import pathlib
 import sys
 
 
@@ -96,12 +95,9 @@ def _check_reports(args) -> None:
 
 
 def _write(path: str, data: bytes) -> None:
-    from . import UsageError
+    from . import write_output
 
-    try:
-        pathlib.Path(path).write_bytes(data)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc}") from None
+    write_output(path, data)
 
 
 def run_vectors(args) -> int:

@@ -183,7 +183,7 @@ def _final_reads(args) -> int:
     from flk.model import history
 
     from ...dedup import StoreUnavailable, iter_entries
-    from . import UsageError, output_file
+    from . import UsageError, output_file, write_output
 
     if args.region is not None and "://" not in args.region:
         raise UsageError(f"--region {args.region!r}: expected the URL the load generator sent to that region "
@@ -205,9 +205,7 @@ def _final_reads(args) -> int:
     if out is None:
         sys.stdout.write(text)
     else:
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        write_output(out, text)
     where = f" of region {history.region_of_url(args.region)}" if args.region else " (covering every region)"
     print(f"flk history final-reads: {n} stored outcome(s){where} from {name}"
           + (f" -> {args.out}" if args.out else "")

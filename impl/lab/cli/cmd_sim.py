@@ -42,13 +42,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import UsageError, local_workers, output_dir, output_file
+from . import UsageError, local_workers, output_dir, output_file, write_output
 
 
 def configure(p) -> None:
     sub = p.add_subparsers(dest="sim_cmd", metavar="SUBCOMMAND", required=True)
     sub.add_parser("list", help="list the scenario catalog")
-    r = sub.add_parser("run", help="run one scenario")
+    _configure_run(sub.add_parser("run", help="run one scenario"))
+    _configure_other_commands(sub)
+
+
+def _configure_run(r) -> None:
     r.add_argument("scenario", help="catalog name or path to a .toml file")
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--out", default="runs", help="artifact root (default runs/)")
@@ -59,12 +63,17 @@ def configure(p) -> None:
     r.add_argument("--force", action="store_true",
                    help="replace a different run (other overrides, scenario content or planted bug) in the run folder")
     r.add_argument("--json", action="store_true", help="print results as JSON")
+    r.add_argument("--junit", metavar="FILE", default=None,
+                   help="also write a JUnit XML report (a testcase per invariant and SLO) for CI")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--plant", default=None, metavar="NAME",
                    help="run with a planted bug (flk.impl.testing.planted: replay-rewrites-answer)")
     r.add_argument("--check-model", action="store_true",
                    help="three verdicts per invariant: in-sim checkers, black-box history checker, and the "
                         "model (the history mapped onto flk.model's actions: every step enabled, every answer equal)")
+
+
+def _configure_other_commands(sub) -> None:
     v = sub.add_parser("validate", help="check scenario files against the schema (nothing runs)")
     v.add_argument("files", nargs="+", metavar="FILE", help="catalog names or .toml paths")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -88,6 +97,8 @@ def configure(p) -> None:
     sw.add_argument("--keep-runs", action="store_true",
                     help="keep every run's artifacts (failing runs are always kept)")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument("--junit", metavar="FILE", default=None,
+                    help="also write a JUnit XML report (a testcase per run) for CI")
     d = sub.add_parser("diff", help="compare two run directories (exit 0 identical histories, 1 they differ)",
                        description="Compare two run directories: the first diverging history event and the "
                        "invariants, SLOs and figures that differ. Exit 0: identical histories; 1: they differ "
@@ -211,9 +222,15 @@ def _sweep(args) -> int:
             raise UsageError(f"--param {p!r}: use KEY=V1,V2")
         k, v = p.split("=", 1)
         params[k] = v.split(",")
-    table = api.sweep(args.scenario, parse_seeds(args.seeds), params, workers=args.workers,
+    seeds = parse_seeds(args.seeds)
+    junit_out = output_file(args.junit, "--junit") if args.junit else None  # before the runs
+    table = api.sweep(args.scenario, seeds, params, workers=args.workers,
                       scheduler=args.scheduler, out=output_dir(args.out), keep_runs=args.keep_runs,
                       progress=not args.quiet)
+    if junit_out is not None:
+        from flk.sim.junitreport import sweep_document
+
+        write_output(junit_out, sweep_document(table, args.scenario))
     columns = [c for c in ["seed", *sorted(params), "valid", *table.attrs["headline"]] if c in table.columns]
     print(table[columns].to_string(max_rows=40))
     summary = table.attrs["aggregate"]
@@ -227,6 +244,28 @@ def _sweep(args) -> int:
               + (f"\n    {item['replay']}" if item["replay"] else ""))
     print(f"wrote {table.attrs['out_dir']} (results.csv, results.parquet, aggregate.csv, failures.csv, plots)")
     return 0 if not failing else 1
+
+
+def _run(args) -> int:
+    import json
+
+    from flk.sim import api
+
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed: must be a non-negative integer, got {args.seed}")
+    junit_out = output_file(args.junit, "--junit") if args.junit else None  # before the run
+    res = api.run(args.scenario, seed=args.seed, overrides=args.overrides, out=output_dir(args.out),
+                  plots=not args.no_plots, progress=not args.quiet and not args.json, plant=args.plant,
+                  force=args.force, check_model=args.check_model, history_format=args.history_format)
+    if junit_out is not None:
+        from flk.sim.junitreport import runs_document
+
+        write_output(junit_out, runs_document([res.results]))
+    if args.json:
+        print(json.dumps(res.results, sort_keys=True))
+    else:
+        _print_table(res.results)
+    return 0 if res.valid else 1
 
 
 def _diff(args) -> int:
@@ -289,7 +328,6 @@ def _report(args) -> int:
 
 
 def run(args) -> int:
-    import json
 
     from flk.sim import api
     from flk.sim.scenario import ScenarioError
@@ -317,16 +355,7 @@ def run(args) -> int:
             print(f"wrote {out} ({len(cut)} links cut by partitions: {', '.join(cut) or 'none'})")
             return 0
         if args.sim_cmd == "run":
-            if args.seed is not None and args.seed < 0:
-                raise UsageError(f"--seed: must be a non-negative integer, got {args.seed}")
-            res = api.run(args.scenario, seed=args.seed, overrides=args.overrides, out=output_dir(args.out),
-                          plots=not args.no_plots, progress=not args.quiet and not args.json, plant=args.plant,
-                          force=args.force, check_model=args.check_model, history_format=args.history_format)
-            if args.json:
-                print(json.dumps(res.results, sort_keys=True))
-            else:
-                _print_table(res.results)
-            return 0 if res.valid else 1
+            return _run(args)
         if args.sim_cmd == "replay":
             ok, res, expected = api.replay(Path(args.run_dir))
             _print_table(res.results)
