@@ -154,3 +154,26 @@ def test_inspect_tells_record_bytes_from_zeros_written_ahead(tmp_path, capsys):
         assert row.split()[4:6] == [str(active.bytes), str(size - active.bytes)], row
     finally:
         log.close()
+
+
+def test_a_servers_wal_root_or_data_dir_is_every_workers_log(tmp_path, capsys):
+    """flk serve keeps DATA_DIR/wal/worker-N: given the root or the data dir, each worker's log
+    is verified (a corrupt one fails the whole, named); a folder with neither is still exit 2."""
+    data = tmp_path / "data"
+    names = {w: make_log(str(data / "wal" / f"worker-{w}"), n=10 + w) for w in (0, 1, 10)}
+    (data / "wal" / "worker-2").mkdir()  # a worker that never wrote: no log to report
+    for target in (data, data / "wal"):
+        assert main(["wal", "verify", str(target)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0::2] == [f"== {data / 'wal' / f'worker-{w}'}" for w in (0, 1, 10)]
+        assert [line.split(" segment(s)")[0] for line in out[1::2]] == [
+            f"ok: {10 + w} record(s) in {len(names[w])}" for w in (0, 1, 10)]
+    assert main(["wal", "inspect", str(data), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and [r["records"] for r in doc["logs"]] == [10, 11, 20]
+    flip(str(data / "wal" / "worker-1" / names[1][0]), 12)
+    assert main(["wal", "verify", str(data)]) == 1
+    out = capsys.readouterr().out
+    assert f"== {data / 'wal' / 'worker-1'}" in out and f"CORRUPT: {names[1][0]}" in out
+    assert main(["wal", "verify", str(tmp_path / "data" / "wal" / "worker-2")]) == 2
+    assert "no WAL segments" in capsys.readouterr().err

@@ -11,6 +11,10 @@ sealing). Works on inbox WAL and outbox directories alike (SPEC.md section 12).
   manifest's SHA-256; prints ``ok`` or one line per problem naming the segment
   and byte offset.
 
+DIR may also be a server's WAL root (``DATA_DIR/wal``) or its data directory: each
+worker's log (``worker-N``) is then inspected or verified in turn, under a header line
+(``--json``: ``{"ok", "logs": [one report per worker]}``), and the exit code is the worst.
+
 Exit codes: 0 the log is intact (warnings about what the next open repairs --
 a torn tail of the last segment, a segment not yet sealed, leftover temp
 files -- do not fail it), 1 corruption found, 2 bad input (missing directory,
@@ -32,21 +36,42 @@ def configure(p) -> None:
         q.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _report(directory: str) -> dict:
+def _inspect(directory: str) -> dict:
     from ...storage.walinspect import inspect_directory
     from . import UsageError
 
     try:
-        rep = inspect_directory(directory)
+        return inspect_directory(directory)
     except FileNotFoundError:
         raise UsageError(f"no such directory: {directory}") from None
     except NotADirectoryError:
         raise UsageError(f"not a directory: {directory}") from None
     except PermissionError as exc:
         raise UsageError(f"cannot read {directory}: {exc.strerror}") from None
-    if not rep["segments"]:
-        raise UsageError(f"no WAL segments in {directory}")
-    return rep
+
+
+def _reports(directory: str) -> list[dict]:
+    """The report of ``directory``'s log; or, for a server's WAL root or data directory, of
+    each worker's log (``worker-N`` in worker order) that holds segments."""
+    import os
+    import re
+
+    from . import UsageError
+
+    rep = _inspect(directory)
+    if rep["segments"]:
+        return [rep]
+    for root in (directory, os.path.join(directory, "wal")):
+        try:
+            names = os.listdir(root)
+        except OSError:
+            continue
+        workers = sorted((n for n in names if re.fullmatch(r"worker-\d+", n) and os.path.isdir(os.path.join(root, n))),
+                         key=lambda n: int(n.split("-")[1]))
+        reports = [r for r in (_inspect(os.path.join(root, n)) for n in workers) if r["segments"]]
+        if reports:
+            return reports
+    raise UsageError(f"no WAL segments in {directory} (nor in a server's worker-N logs under it)")
 
 
 def _where(p: dict) -> str:
@@ -68,12 +93,21 @@ def run(args) -> int:
 
     if args.wal_command is None:
         raise UsageError("expected an action: inspect or verify")
-    rep = _report(args.dir)
-    code = 0 if rep["ok"] else 1
+    reports = _reports(args.dir)
+    ok = all(r["ok"] for r in reports)
     if args.json:
-        print(json.dumps(rep, sort_keys=True))
-        return code
-    if args.wal_command == "inspect":
+        doc = reports[0] if len(reports) == 1 and reports[0]["directory"] == args.dir else {"ok": ok, "logs": reports}
+        print(json.dumps(doc, sort_keys=True))
+        return 0 if ok else 1
+    for rep in reports:
+        if args.wal_command == "verify" and (len(reports) > 1 or rep["directory"] != args.dir):
+            print(f"== {rep['directory']}")  # inspect's first line names it
+        _print_one(args.wal_command, rep)
+    return 0 if ok else 1
+
+
+def _print_one(action: str, rep: dict) -> None:
+    if action == "inspect":
         print(f"{rep['directory']}: {len(rep['segments'])} segment(s), {rep['records']} record(s), "
               f"indexes {rep['first_index']}..{rep['next_index'] - 1 if rep['records'] else '-'}")
         # bytes: the records' bytes; a live log's file also holds zeros written ahead (WAL_PREALLOCATE)
@@ -89,8 +123,7 @@ def run(args) -> int:
     for w in rep["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     for p in rep["problems"]:
-        print(f"CORRUPT: {_where(p)}: {p['reason']}", file=sys.stderr if args.wal_command == "inspect" else sys.stdout)
-    if args.wal_command == "verify" and rep["ok"]:
+        print(f"CORRUPT: {_where(p)}: {p['reason']}", file=sys.stderr if action == "inspect" else sys.stdout)
+    if action == "verify" and rep["ok"]:
         print(f"ok: {rep['records']} record(s) in {len(rep['segments'])} segment(s), "
               f"{sum(1 for s in rep['segments'] if s['sealed'])} sealed with matching manifests")
-    return code
