@@ -69,6 +69,25 @@ class ConfigError(ValueError):
     """A configuration value is missing, malformed or inconsistent."""
 
 
+WORKER_WAL_DIR = "worker-{index}"  # each worker's inbox WAL under WAL_DIR (one process per log)
+
+
+def worker_wal_dirs(path: str) -> list[str]:
+    """The workers' inbox WAL folders of a server whose WAL root or data directory is ``path``
+    (``path/worker-N`` or ``path/wal/worker-N``), in worker order; [] when there are none.
+    For tools that read a server's logs after the fact (``flk wal``, ``flk policy diff``)."""
+    for root in (path, os.path.join(path, "wal")):
+        try:
+            names = os.listdir(root)
+        except OSError:
+            continue
+        found = sorted((int(m[1]), n) for n in names if (m := re.fullmatch(r"worker-(\d+)", n))
+                       and os.path.isdir(os.path.join(root, n)))
+        if found:
+            return [os.path.join(root, n) for _, n in found]
+    return []
+
+
 @dataclasses.dataclass(frozen=True)
 class TenantKeys:
     """The keys one tenant's PCS may be signed with (several during rotation)."""
@@ -599,7 +618,7 @@ class ServerConfig:
         return scrub(str(text), self.secret_fragments)
 
     def worker_wal_dir(self, index: int) -> str:
-        return os.path.join(self.wal_dir, f"worker-{index}")
+        return os.path.join(self.wal_dir, WORKER_WAL_DIR.format(index=index))
 
     def open_store(self, now: float):
         """The configured dedup store (``sharded``: a ShardedStore over DEDUP_SHARDS,

@@ -149,8 +149,9 @@ NEW = """policy "new" version 1.1.0 {
 }"""
 
 
-def _record_wal(directory: str) -> list[str]:
-    """A recorded inbox WAL: what each record is meant to exercise."""
+def _record_wal(directory: str, worker_of=None) -> list[str]:
+    """A recorded inbox WAL: what each record is meant to exercise (``worker_of(i)``: record i
+    goes to that worker's log of a server data directory instead)."""
     docs = [
         ("ta", sign(make_pcs(seed=1)), "clean: 200 under both"),
         ("ta", sign(make_pcs(seed=2, d_shift=0.12)), "D-hat off by 0.12: 200 -> 202"),
@@ -160,11 +161,14 @@ def _record_wal(directory: str) -> list[str]:
         ("tb", sign(make_pcs(seed=5, d_shift=0.05), KEY_B), "small D-hat drift: 200 under both"),
         ("ta", sign(make_pcs(seed=6), KEY_B), "wrong key: 401 under both"),
     ]
-    log = SegmentedLog(directory, segment_bytes=4096)
+    logs = {}
     for i, (tenant, doc, _why) in enumerate(docs):
+        where = directory if worker_of is None else os.path.join(directory, "wal", f"worker-{worker_of(i)}")
+        log = logs.get(where) or logs.setdefault(where, SegmentedLog(where, segment_bytes=4096))
         log.append(encode_inbox_record(InboxRecord(tenant, 1_800_000_000.0 + i, "eu-1", body(doc))))
-    log.sync()
-    log.close()
+    for log in logs.values():
+        log.sync()
+        log.close()
     return [why for _t, _d, why in docs]
 
 
@@ -198,6 +202,32 @@ def test_policy_diff_on_a_recorded_wal(tmp_path, capsys):
     assert sorted(c["index"] for c in out["changes"]) == [1, 2]
     assert main(args[:-1]) == 0
     assert "3 of 7 recorded requests would change" in capsys.readouterr().out
+
+
+def test_policy_diff_over_a_servers_worker_logs_in_the_order_received(tmp_path, capsys):
+    """A server's data directory: each worker's log, merged by receive time; each change names
+    its log. The duplicate (#4) is in worker-0's log, its first copy (#0) in worker-1's."""
+    data = str(tmp_path / "data")
+    _record_wal(data, worker_of=lambda i: {0: 1, 1: 0, 2: 1, 3: 0, 4: 0, 5: 1, 6: 0}[i])
+    (tmp_path / "old.pol").write_text(OLD)
+    (tmp_path / "new.pol").write_text(NEW)
+    (tmp_path / "tenants.toml").write_text(TENANTS_TOML)
+    args = ["policy", "diff", str(tmp_path / "old.pol"), str(tmp_path / "new.pol"), "--tenants",
+            str(tmp_path / "tenants.toml"), "--governance"]
+    for wal in (data, os.path.join(data, "wal")):
+        assert main(args + ["--wal", wal, "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["records"] == 7 and out["logs"] == ["worker-0", "worker-1"]
+        got = {(c["log"], c["index"]): (c["old"]["status"], c["new"]["status"]) for c in out["changes"]}
+        # the same three changes as one log gives (#1, #2, #3), each at its index in its own log
+        assert got == {("worker-0", 0): (200, 202), ("worker-1", 1): (202, 400), ("worker-0", 1): (400, 202)}
+    from flk.impl.lab.cli.cmd_policy import read_server_wal
+
+    logged, notes = read_server_wal(data)
+    assert [rec.received_at - 1_800_000_000.0 for _log, _i, rec in logged] == list(range(7)) and notes == []
+    assert main(args + ["--wal", data]) == 0
+    text = capsys.readouterr().out
+    assert "3 of 7 recorded requests would change" in text and "worker-1#1 tenant=ta" in text
 
 
 def test_policy_diff_bad_input(tmp_path, capsys):

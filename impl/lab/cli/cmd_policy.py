@@ -11,7 +11,10 @@ outcome (status and reasons) would change. It is a dry run: the WAL is read
 without being opened for writing (no recovery truncation) and nothing is
 written anywhere. Tenants come from ``--tenants`` (TOML) or the environment
 (``TENANTS`` / ``PCS_*``). ``--governance`` adds the PII gate (each tenant's
-``pii_mode``) and the anomaly gate (each policy's thresholds) as hooks.
+``pii_mode``) and the anomaly gate (each policy's thresholds) as hooks. ``--wal`` may be
+a server's WAL root or data directory: every worker's log (``worker-N``) is replayed,
+merged in the order the requests were received (the workers share one dedup store), and
+each change names its log (``worker-1#123``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ def configure(parser) -> None:
     d = sub.add_parser("diff", help="replay a recorded inbox WAL under two policies (dry run)")
     d.add_argument("old")
     d.add_argument("new")
-    d.add_argument("--wal", required=True, help="inbox WAL directory")
+    d.add_argument("--wal", required=True,
+                   help="inbox WAL directory, or a server's WAL root / data directory (every worker's log)")
     d.add_argument("--tenants", help="tenants TOML file (default: TENANTS / PCS_* environment)")
     d.add_argument("--region", default=None, help="region label (default: each record's own)")
     d.add_argument("--governance", action="store_true", help="also run the PII and anomaly gates as hooks")
@@ -75,6 +79,29 @@ def read_inbox_wal(directory: str) -> tuple[list[tuple[int, object]], str | None
                 raise UsageError(f"{name}: record {first + k} is not an inbox record: {exc}") from None
             out.append((first + k, rec))
     return out, note
+
+
+def read_server_wal(directory: str) -> tuple[list[tuple[str, int, object]], list[str]]:
+    """``([(log, index, InboxRecord)], notes)``: the inbox WAL ``directory``; or, for a
+    server's WAL root or data directory, every worker's log (``log`` = ``worker-N``),
+    merged in the order the requests were received (receive time, then worker, then
+    index) -- the workers share one dedup store, so a duplicate's first copy may be in
+    another worker's log."""
+    from ...server.config import worker_wal_dirs
+    from ...storage.walformat import plan_layout
+
+    workers = [] if os.path.isdir(directory) and plan_layout(os.listdir(directory)).files \
+        else worker_wal_dirs(directory)
+    if not workers:
+        records, note = read_inbox_wal(directory)
+        return [("", i, rec) for i, rec in records], [note] if note else []
+    merged, notes = [], []
+    for w, d in enumerate(workers):
+        records, note = read_inbox_wal(d)
+        merged.extend((rec.received_at, w, i, os.path.basename(d), rec) for i, rec in records)
+        notes += [f"{os.path.basename(d)}: {note}"] if note else []
+    merged.sort(key=lambda x: x[:3])
+    return [(log, i, rec) for _t, _w, i, log, rec in merged], notes
 
 
 def _tenants(path: str | None):
@@ -147,16 +174,18 @@ def run(args) -> int:
         return 0
     old, new = policy.load_policy(args.old), policy.load_policy(args.new)
     registry = _tenants(args.tenants)
-    records, note = read_inbox_wal(args.wal)
+    logged, notes = read_server_wal(args.wal)
+    records = [(index, rec) for _log, index, rec in logged]
     a = replay_under(old, registry, records, args.region, args.governance)
     b = replay_under(new, registry, records, args.region, args.governance)
     changes, transitions = [], {}
-    for (index, rec), oa, ob in zip(records, a, b, strict=True):
+    for (log, index, rec), oa, ob in zip(logged, a, b, strict=True):
         if oa[:2] != ob[:2]:
             key = f"{oa[0]}->{ob[0]}"
             transitions[key] = transitions.get(key, 0) + 1
             changes.append({"index": index, "tenant": rec.tenant, "pcs_id": ob[2] or oa[2],
-                            "old": {"status": oa[0], "reasons": oa[1]}, "new": {"status": ob[0], "reasons": ob[1]}})
+                            "old": {"status": oa[0], "reasons": oa[1]}, "new": {"status": ob[0], "reasons": ob[1]},
+                            **({"log": log} if log else {})})
     result = {
         "old": {"name": old.name, "version": old.version},
         "new": {"name": new.name, "version": new.version},
@@ -166,18 +195,23 @@ def run(args) -> int:
         "changes": changes,
         "dry_run": True,
     }
-    if note:
-        result["note"] = note
+    if notes:
+        result["note"] = "; ".join(notes)
+    logs = sorted({log for log, _i, _r in logged if log}, key=lambda n: int(n.split("-")[1]))
+    if logs:
+        result["logs"] = logs
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
         print(f"policy diff {old.name}@{old.version} -> {new.name}@{new.version}: "
-              f"{len(changes)} of {len(records)} recorded requests would change (dry run)")
+              f"{len(changes)} of {len(records)} recorded requests would change (dry run)"
+              + (f"; the logs of {', '.join(logs)}, in the order received" if logs else ""))
         for k, n in sorted(transitions.items()):
             print(f"  {k}: {n}")
         for ch in changes[: max(0, args.limit)]:
-            print(f"  #{ch['index']} tenant={ch['tenant']} pcs_id={ch['pcs_id']}: "
+            where = f"{ch['log']}#{ch['index']}" if "log" in ch else f"#{ch['index']}"
+            print(f"  {where} tenant={ch['tenant']} pcs_id={ch['pcs_id']}: "
                   f"{ch['old']['status']} {ch['old']['reasons']} -> {ch['new']['status']} {ch['new']['reasons']}")
-        if note:
+        for note in notes:
             print(f"note: {note}", file=sys.stderr)
     return 0

@@ -53,25 +53,16 @@ def _inspect(directory: str) -> dict:
 def _reports(directory: str) -> list[dict]:
     """The report of ``directory``'s log; or, for a server's WAL root or data directory, of
     each worker's log (``worker-N`` in worker order) that holds segments."""
-    import os
-    import re
-
+    from ...server.config import worker_wal_dirs
     from . import UsageError
 
     rep = _inspect(directory)
     if rep["segments"]:
         return [rep]
-    for root in (directory, os.path.join(directory, "wal")):
-        try:
-            names = os.listdir(root)
-        except OSError:
-            continue
-        workers = sorted((n for n in names if re.fullmatch(r"worker-\d+", n) and os.path.isdir(os.path.join(root, n))),
-                         key=lambda n: int(n.split("-")[1]))
-        reports = [r for r in (_inspect(os.path.join(root, n)) for n in workers) if r["segments"]]
-        if reports:
-            return reports
-    raise UsageError(f"no WAL segments in {directory} (nor in a server's worker-N logs under it)")
+    reports = [r for r in (_inspect(d) for d in worker_wal_dirs(directory)) if r["segments"]]
+    if not reports:
+        raise UsageError(f"no WAL segments in {directory} (nor in a server's worker-N logs under it)")
+    return reports
 
 
 def _where(p: dict) -> str:
