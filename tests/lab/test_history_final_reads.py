@@ -183,3 +183,24 @@ def test_final_reads_of_a_real_redis_and_postgres_store(tmp_path, capsys, monkey
     client = redis.Redis.from_url(redis_url)
     for key in client.scan_iter(f"flk:dedup:{ns}:*"):
         client.delete(key)
+
+
+def test_a_store_failing_mid_read_leaves_the_old_output_as_it_was(tmp_path, capsys, monkeypatch):
+    import flk.impl.dedup as dedup
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _fill(data / "dedup.sqlite3", 5)
+    out = tmp_path / "final.jsonl"
+    out.write_text("the previous read\n")
+
+    def failing(store, now, page=1000):
+        yield from list(iter_entries(store, now))[:2]
+        raise dedup.StoreUnavailable("connection reset")
+
+    monkeypatch.setattr(dedup, "iter_entries", failing)
+    assert cli.main(["history", "final-reads", "--data-dir", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "failed while being read (after 2 outcome(s);" in err and "left as it was" in err
+    assert out.read_text() == "the previous read\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "final.jsonl"]  # no temporary file left

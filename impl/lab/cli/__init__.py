@@ -94,18 +94,27 @@ def output_file(path: str | os.PathLike, what: str = "--out") -> pathlib.Path:
     return p
 
 
-def write_output(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write a command's output file whole: into a sibling temporary file, then renamed over
-    ``path`` (a reader never sees half a report; a failed write leaves the old file). A
-    failure is a :class:`UsageError` naming the cause."""
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike):
+    """A binary file to write a command's output into, renamed over ``path`` only when the
+    block ends without an error: a reader never sees half a report, and a failed command
+    leaves the old file (or none). Any OS error is a :class:`UsageError` naming the cause."""
     p = pathlib.Path(path)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        with open(tmp, "wb") as fh:
+            yield fh
         os.replace(tmp, p)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_output(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write a command's output file whole (:func:`atomic_output`)."""
+    with atomic_output(path) as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
 
 
 MAX_LOCAL_WORKERS = 1024  # local worker processes of one command (more is a typo; past 2^31 the OS overflows)

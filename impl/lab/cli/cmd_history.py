@@ -33,6 +33,7 @@ an empty read says that nothing survived.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -183,7 +184,7 @@ def _final_reads(args) -> int:
     from flk.model import history
 
     from ...dedup import StoreUnavailable, iter_entries
-    from . import UsageError, output_file, write_output
+    from . import UsageError, atomic_output, output_file
 
     if args.region is not None and "://" not in args.region:
         raise UsageError(f"--region {args.region!r}: expected the URL the load generator sent to that region "
@@ -191,21 +192,24 @@ def _final_reads(args) -> int:
     out = output_file(args.out) if args.out else None
     now = time.time()
     store, name = _open_final_store(args, now)
+    n = 0
     try:
-        lines = [json.dumps(history.final_read_record(t, p, o.payload_digest, o.status, args.region),
-                            sort_keys=True) for t, p, o in iter_entries(store, now)]
+        with contextlib.ExitStack() as stack:
+            if out is not None:
+                fh = stack.enter_context(atomic_output(out))
+                emit = lambda rec: fh.write(json.dumps(rec, sort_keys=True).encode() + b"\n")  # noqa: E731
+            else:
+                emit = lambda rec: sys.stdout.write(json.dumps(rec, sort_keys=True) + "\n")  # noqa: E731
+            for t, p, o in iter_entries(store, now):  # streamed: a store of any size in constant memory
+                emit(history.final_read_record(t, p, o.payload_digest, o.status, args.region))
+                n += 1
+            if n == 0 and args.region is not None:
+                emit(history.empty_read_record(args.region))
     except StoreUnavailable as exc:
-        raise UsageError(f"dedup store {name} failed while being read: {str(exc)[:300]}") from None
+        raise UsageError(f"dedup store {name} failed while being read (after {n} outcome(s)"
+                         + (f"; {args.out} left as it was" if out is not None else "") + f"): {str(exc)[:300]}") from None
     finally:
         store.close()
-    n = len(lines)
-    if not lines and args.region is not None:
-        lines = [json.dumps(history.empty_read_record(args.region), sort_keys=True)]
-    text = "".join(line + "\n" for line in lines)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        write_output(out, text)
     where = f" of region {history.region_of_url(args.region)}" if args.region else " (covering every region)"
     print(f"flk history final-reads: {n} stored outcome(s){where} from {name}"
           + (f" -> {args.out}" if args.out else "")
