@@ -22,12 +22,14 @@ from flk.impl.core import junit
 SHOWN_VIOLATIONS = 20  # in a failure's detail; results.json holds them all
 
 
-def run_suite(res: dict) -> junit.Suite:
-    """One run's results (``results.json``) as a testsuite."""
+def run_suite(res: dict, reproduce: str | None = None) -> junit.Suite:
+    """One run's results (``results.json``) as a testsuite; ``reproduce``: the command that
+    runs it again (default: ``flk sim replay`` of its folder)."""
     classname = f"flk.sim.{res['scenario']}"
     out_dir = res.get("out_dir")
-    reproduce = (f"flk sim replay {shlex.quote(str(out_dir))}" if out_dir
-                 else f"flk sim run {shlex.quote(str(res['scenario']))} --seed {res['seed']}")
+    if reproduce is None:
+        reproduce = (f"flk sim replay {shlex.quote(str(out_dir))}" if out_dir
+                     else f"flk sim run {shlex.quote(str(res['scenario']))} --seed {res['seed']}")
     cases = []
     for c in res["invariants"]:
         case = junit.Case(classname=classname, name=c["id"], properties={"kind": c["kind"],
@@ -61,9 +63,9 @@ def run_suite(res: dict) -> junit.Suite:
     return junit.Suite(f"{res['scenario']} seed {res['seed']}", cases, props)
 
 
-def runs_document(results: Iterable[dict]) -> bytes:
+def runs_document(results: Iterable[dict], name: str = "flk sim run", reproduce: str | None = None) -> bytes:
     """Runs' results as one JUnit document."""
-    return junit.document("flk sim run", [run_suite(r) for r in results])
+    return junit.document(name, [run_suite(r, reproduce) for r in results])
 
 
 def sweep_document(table, name: str) -> bytes:
@@ -86,3 +88,34 @@ def sweep_document(table, name: str) -> bytes:
     if table.attrs.get("out_dir"):
         props["sweep_dir"] = str(table.attrs["out_dir"])
     return junit.document(f"flk sim sweep {name}", [junit.Suite(f"sweep {name}", cases, props)])
+
+
+def explore_document(s: dict) -> bytes:
+    """An exploration's summary (:func:`flk.sim.explore.explore`) as one JUnit document: a
+    testcase per distinct failure (by signature: its seeds, replay command, shrunk regression
+    scenario), one that passes for the runs without a failure, one for the determinism rerun
+    when it ran; a declared coverage cell never reached is a skipped testcase (what the
+    exploration did not test), as the exit code does not fail on it."""
+    classname = f"flk.sim.explore.{s['mode']}"
+    cases = [junit.Case(classname, f"{s['runs'] - s['failing_runs']} of {s['runs']} runs without a failure")]
+    for f in s["distinct_failures"]:
+        case = junit.Case(classname, f["signature"], failure=f"{len(f['seeds'])} seed(s), first {f['seeds'][0]}"
+                          + (f": simulator error {f['error']}" if f.get("error") else ""), failure_type="failure")
+        case.text = "\n".join(x for x in (
+            case.failure, f"seeds: {' '.join(map(str, f['seeds']))}", f"replay: {f['replay']}",
+            f"run folder: {f['run_dir']}" if f.get("run_dir") else "",
+            f"regression candidate: {f['regression_candidate']}" if f.get("regression_candidate") else "") if x)
+        cases.append(case)
+    det = s.get("determinism")
+    if det:
+        cases.append(junit.Case(classname, "determinism", failure=(
+            f"{det['mismatches']} of {det['sampled']} seeds gave another history in another process"
+            if det["mismatches"] else None), failure_type="nondeterminism"))
+    for cell in (s.get("coverage") or {}).get("minimum_missing", []):
+        cases.append(junit.Case(classname, "coverage " + " x ".join(cell),
+                                skipped="declared in the coverage minimum, never reached by these runs"))
+    props = {"mode": str(s["mode"]), "runs": str(s["runs"]), "seeds": "-".join(map(str, s["seeds"])),
+             "scenario": "swarm" if s["swarm"] else str(s["scenario"])}
+    if s.get("plant"):
+        props["plant"] = str(s["plant"])
+    return junit.document("flk sim explore", [junit.Suite(f"explore {props['scenario']} {s['mode']}", cases, props)])

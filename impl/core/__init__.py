@@ -15,6 +15,6 @@ Modules:
 * :mod:`.records`    -- ``@frozen_record``: a frozen dataclass whose ``__init__`` fills ``__dict__`` (the hot records)
 * :mod:`.schema`     -- the one checker of data documents (scenario files, operator policies): ``Field`` rows, kinds, key paths
 * :mod:`.textdata`   -- JSON and TOML text parsed so that every failure is the format's decode error (deep nesting, long integers)
-* :mod:`.junit`      -- the one JUnit XML writer (``flk conformance ... --junit``, ``flk sim run/sweep --junit``)
+* :mod:`.junit`      -- the one JUnit XML writer (``--junit`` of the conformance kit, ``flk sim``, ``flk cluster run``)
 * ``_fastcore.c``    -- the optional C extension ``flk.impl.core._fastcore`` (ARCHITECTURE.md, "Compiled fast paths")
 """

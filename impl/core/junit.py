@@ -1,5 +1,6 @@
 """JUnit XML, the report format CI systems read (GitLab, GitHub Actions, Jenkins): the one
-writer of it, for ``flk conformance vectors/server --junit`` and ``flk sim run/sweep --junit``.
+writer of it, for the ``--junit`` of ``flk conformance vectors/server``, ``flk sim run/sweep``
+and ``flk cluster run``.
 
 A :class:`Case` passed, failed (``failure``: its one-line message; ``text``: the detail) or
 was skipped (``skipped``: why -- for the simulator, a checker that had nothing to check).

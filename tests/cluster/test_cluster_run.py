@@ -23,7 +23,8 @@ SMOKE = str(SCENARIOS / "cluster-smoke.toml")
 
 def test_partition_and_crash_on_a_real_cluster_with_the_simulator_checkers(cluster_ready, prefix, tmp_path):
     proc = subprocess.run([*FLK, "cluster", "run", SMOKE, "--seed", "1", "--out", str(tmp_path), "--json",
-                           "--prefix", prefix, "--no-plots"], capture_output=True, text=True, timeout=240)
+                           "--prefix", prefix, "--no-plots", "--junit", str(tmp_path / "ci.xml")],
+                          capture_output=True, text=True, timeout=240)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     res = json.loads(proc.stdout)
     checks = {c["id"]: c for c in res["invariants"]}
@@ -43,6 +44,13 @@ def test_partition_and_crash_on_a_real_cluster_with_the_simulator_checkers(clust
         assert (run_dir / name).exists(), name
     assert re.search(r"counter packets [1-9]\d* bytes \d+ drop", (run_dir / "partition-rules.txt").read_text())
     assert res["cluster"]["left_behind"] == [] and leftovers(prefix) == []
+    # the JUnit report CI reads: every check a testcase, the inside-only ones skipped, not passed
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(tmp_path / "ci.xml").getroot()
+    cases = {tc.get("name"): tc for tc in root.iter("testcase")}
+    assert set(cases) >= set(checks) and root.get("failures") == "0"
+    assert cases["INV-WAL-FIRST"].find("skipped") is not None and cases["INV-FWW"].find("skipped") is None
     # flk sim report / diff read the cluster run like a simulator run
     rep = subprocess.run([*FLK, "sim", "report", str(run_dir)], capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0 and (run_dir / "report.html").exists(), rep.stderr[-2000:]
@@ -122,8 +130,10 @@ def test_a_fault_without_a_real_mechanism_is_refused_before_the_run(prefix, tmp_
 
 
 @pytest.mark.parametrize("args,needle", [(["--backend", "mysql"], "--backend"), (["--seed", "-1"], "--seed"),
-                                         (["--set", "workload.nope=1"], "nope")])
+                                         (["--set", "workload.nope=1"], "nope"),
+                                         (["--junit", "{tmp}"], "--junit")])
 def test_bad_input_is_exit_2_with_a_message(args, needle, tmp_path):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     proc = subprocess.run([*FLK, "cluster", "run", SMOKE, "--out", str(tmp_path), *args], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr

@@ -136,3 +136,40 @@ def test_any_text_gives_a_well_formed_document_with_the_right_counts(names, mess
     assert root.get("skipped") == str(len(names) - 1 if skip else 0)
     assert [tc.get("name") for tc in root.iter("testcase")] == [junit.xml_safe(n) for n in names]
     assert root.find("testsuite/testcase/failure").get("message") == junit.xml_safe(message)[:junit.MAX_MESSAGE]
+
+
+def test_an_exploration_is_a_testcase_per_distinct_failure_with_its_replay():
+    from flk.sim.junitreport import explore_document
+
+    summary = {"mode": "safety", "runs": 40, "failing_runs": 3, "seeds": [1, 40], "swarm": True, "scenario": None,
+               "plant": "fourth-tenant-stale-replay",
+               "distinct_failures": [
+                   {"signature": "INV-NO-ACKED-LOSS|crash", "seeds": [7, 19], "error": None,
+                    "replay": "flk sim run nemesis-random --seed 7 --plant fourth-tenant-stale-replay",
+                    "run_dir": "runs/explore/failures/7", "regression_candidate": "runs/explore/7.toml"},
+                   {"signature": "simulator-error", "seeds": [23], "error": "ValueError: x", "replay": "flk sim run n",
+                    "run_dir": None, "regression_candidate": None}],
+               "determinism": {"sampled": 3, "mismatches": 1},
+               "coverage": {"minimum_missing": [["partition", "*", "partition-cut-clients"]]}}
+    root = ET.fromstring(explore_document(summary))
+    assert (root.get("tests"), root.get("failures"), root.get("skipped")) == ("5", "3", "1")
+    cases = _cases(root)
+    lost = cases["INV-NO-ACKED-LOSS|crash"].find("failure")
+    assert lost.get("message") == "2 seed(s), first 7"
+    assert lost.text.splitlines()[1:] == ["seeds: 7 19", "replay: " + summary["distinct_failures"][0]["replay"],
+                                          "run folder: runs/explore/failures/7",
+                                          "regression candidate: runs/explore/7.toml"]
+    assert "simulator error ValueError: x" in cases["simulator-error"].find("failure").get("message")
+    assert cases["determinism"].find("failure").get("type") == "nondeterminism"
+    assert cases["37 of 40 runs without a failure"].find("failure") is None
+    assert cases["coverage partition x * x partition-cut-clients"].find("skipped") is not None
+
+
+def test_a_real_exploration_writes_its_report(tmp_path, capsys):
+    xml = tmp_path / "explore.xml"
+    code = cli.main(["sim", "explore", "--runs", "1", "--quiet", "--shrink-runs", "0", "--out", str(tmp_path / "ex"),
+                     "--junit", str(xml)])
+    capsys.readouterr()
+    root = ET.parse(xml).getroot()
+    assert root.get("failures") == ("1" if code else "0")
+    assert next(root.iter("testcase")).get("name").endswith("of 1 runs without a failure")

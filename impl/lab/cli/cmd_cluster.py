@@ -21,10 +21,11 @@ Needs root (network namespaces), iproute2, nftables, the moto S3 server (``pip i
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
-from . import UsageError, output_dir
+from . import UsageError, output_dir, output_file, write_output
 
 
 def configure(p) -> None:
@@ -40,6 +41,8 @@ def configure(p) -> None:
     r.add_argument("--prefix", default=None, help="network namespace prefix (default flk<pid>; "
                    "env FLK_CLUSTER_PREFIX)")
     r.add_argument("--json", action="store_true", help="print results as JSON")
+    r.add_argument("--junit", metavar="FILE", default=None,
+                   help="also write a JUnit XML report (a testcase per invariant and SLO) for CI")
     r.add_argument("--plant", default=None, metavar="NAME[@REGION]",
                    help="run a planted server bug in REGION (every region without @): racy-dedup "
                         "(flk.impl.lab.cluster.planted); the checks must catch it")
@@ -90,6 +93,7 @@ def run(args) -> int:
     seed = sc.seed if args.seed is None else args.seed
     log = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     out = output_dir(args.out)  # before any namespace or process is started
+    junit_out = output_file(args.junit, "--junit") if args.junit else None
     try:
         res = runner.run(sc, seed, backend=args.backend, out=out, plots=not args.no_plots,
                          prefix=args.prefix, log=log, plant=args.plant, plant_window_s=args.plant_window,
@@ -102,6 +106,12 @@ def run(args) -> int:
         print(f"flk cluster run: {sc.name} seed {seed} failed ({describe_error(exc)}); every process, "
               "namespace and mount it started was removed", file=sys.stderr)
         return 1
+    if junit_out is not None:
+        from flk.sim.junitreport import runs_document
+
+        again = " ".join(["flk cluster run", shlex.quote(args.scenario), "--seed", str(seed), "--backend",
+                          shlex.quote(args.backend), *(f"--set {shlex.quote(o)}" for o in args.overrides)])
+        write_output(junit_out, runs_document([res], "flk cluster run", again))
     if args.json:
         print(json.dumps(res, sort_keys=True))
     else:

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import UsageError, local_workers, output_dir
+from . import UsageError, local_workers, output_dir, output_file, write_output
 
 COMMANDS = ("explore", "coverage", "causality")
 
@@ -46,6 +46,8 @@ def configure(sub) -> None:
     e.add_argument("--determinism", type=int, default=0, metavar="K",
                    help="rerun K explored seeds in two processes with different PYTHONHASHSEED; mismatches fail")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
+    e.add_argument("--junit", metavar="FILE", default=None,
+                   help="also write a JUnit XML report (a testcase per distinct failure) for CI")
     e.add_argument("--quiet", action="store_true")
     c = sub.add_parser("coverage", help="fault x invariant x situation coverage of runs (CSV, heatmap, gate)")
     c.add_argument("runs", nargs="+", metavar="RUN", help="run folders or exploration folders")
@@ -82,10 +84,15 @@ def _explore(args) -> int:
     if seeds is not None and args.budget is None:
         budget = None
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    junit_out = output_file(args.junit, "--junit") if args.junit else None
     s = explore.explore(budget_s=budget, runs=args.runs, mode=args.mode, scenario=args.scenario,
                         workers=args.workers, scheduler=args.scheduler, out=output_dir(args.out), plant=args.plant,
                         first_seed=args.first_seed, seeds=seeds, shrink_runs=args.shrink_runs, stop_after=args.stop_after,
                         determinism_sample=args.determinism, log=log)
+    if junit_out is not None:
+        from flk.sim.junitreport import explore_document
+
+        write_output(junit_out, explore_document(s))
     if args.json:
         print(json.dumps(s, sort_keys=True))
     else:
