@@ -140,6 +140,11 @@ class HistoryReport:
     acked: int = 0
     indeterminate: int = 0
     final_checked: int = 0
+    # with final reads: regions a read names that no operation went to (a label that matches
+    # nothing: --region spelled otherwise than the load's URLs), and regions with acknowledged
+    # operations that no read covers (not checked for loss)
+    final_unmatched: list[str] = field(default_factory=list)
+    final_unread: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -151,6 +156,7 @@ class HistoryReport:
     def as_dict(self) -> dict:
         return {"valid": self.ok, "ops": self.ops, "keys": self.keys, "acked": self.acked,
                 "indeterminate": self.indeterminate, "final_checked": self.final_checked,
+                "final_unmatched": self.final_unmatched, "final_unread": self.final_unread,
                 "anomalies_by_invariant": self.by_invariant(),
                 "anomalies": [a.as_dict() for a in self.anomalies]}
 
@@ -297,6 +303,10 @@ def check(ops: Iterable[Op], final_reads: FinalReads | None = None, per_region: 
     if final_reads is not None:
         lost, report.final_checked = _lost(ops, final_reads)
         report.anomalies.extend(lost)
+        sent = {op.region for op in ops}
+        report.final_unmatched = sorted(r for r in final_reads if r is not None and r not in sent)
+        if None not in final_reads:
+            report.final_unread = sorted({op.region for op in ops if op.outcome == ACKED} - set(final_reads))
     report.anomalies.sort(key=lambda a: (a.invariant, a.key, a.kind, tuple(o.id for o in a.ops)))
     return report
 

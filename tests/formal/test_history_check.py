@@ -241,6 +241,30 @@ def test_cli_history_check_exit_codes_and_witness(tmp_path, capsys):
     assert "INV-NO-ACKED-LOSS" in capsys.readouterr().out
 
 
+def test_final_reads_under_a_region_label_no_operation_used_check_nothing_and_say_so(tmp_path, capsys):
+    """A final read labelled http://localhost:1 for a load sent to http://127.0.0.1:1 covers no
+    acknowledged operation: the report names the label and the unread region, and the verdict
+    says INV-NO-ACKED-LOSS was not exercised (it said 'no final reads given')."""
+    history = tmp_path / "h.jsonl"
+    history.write_text(_load_line("1-0-1", DIGESTS[0], 200, False) + "\n")
+    wrong, right = tmp_path / "wrong.jsonl", tmp_path / "right.jsonl"
+    read = {"tenant": "t", "pcs_id": "k", "digest": DIGESTS[0], "status": 200}
+    wrong.write_text(json.dumps({"region": "http://localhost:1", **read}) + "\n")
+    right.write_text(json.dumps({"region": REGIONS[0], **read}) + "\n")
+    assert cli.main(["history", "check", str(history), "--final-reads", str(wrong), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["final_checked"] == 0
+    assert (report["final_unmatched"], report["final_unread"]) == (["http://localhost:1"], [REGIONS[0]])
+    assert cli.main(["history", "check", str(history), "--final-reads", str(wrong)]) == 0
+    out = capsys.readouterr().out
+    assert "name region http://localhost:1, which no operation was sent to" in out
+    assert f"region {REGIONS[0]} acknowledged operations but no final read covers it" in out
+    assert "INV-NO-ACKED-LOSS not exercised" in out
+    assert cli.main(["history", "check", str(history), "--final-reads", str(right), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["final_checked"], report["final_unmatched"], report["final_unread"]) == (1, [], [])
+
+
 def test_cli_history_check_bad_input_is_exit_2_with_file_and_line(tmp_path, capsys):
     cases = {
         "missing.jsonl": None,

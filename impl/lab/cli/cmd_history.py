@@ -112,12 +112,19 @@ def _load(args):
     return ops, final
 
 
-def _print(report, show: int) -> None:
+def _print(report, show: int, has_final: bool) -> None:
     print(f"history: {report.ops} operations on {report.keys} keys ({report.acked} acknowledged, "
           f"{report.indeterminate} indeterminate); final-read checks: {report.final_checked}")
+    for region in report.final_unmatched:
+        print(f"warning: the final reads name region {region}, which no operation was sent to (its --region "
+              f"must be the URL the load sent to: {', '.join(report.final_unread) or 'see the history'})")
+    for region in report.final_unread:
+        print(f"warning: region {region} acknowledged operations but no final read covers it: not checked for loss")
     if report.ok:
-        print("valid: no anomaly (INV-FWW, INV-IDEMPOTENT-REPLAY"
-              + (", INV-NO-ACKED-LOSS)" if report.final_checked else "; no final reads given)"))
+        print("valid: no anomaly (INV-FWW, INV-IDEMPOTENT-REPLAY" + (
+            ", INV-NO-ACKED-LOSS)" if report.final_checked else
+            "; INV-NO-ACKED-LOSS not exercised: no final read covers an acknowledged operation)" if has_final
+            else "; no final reads given)"))
         return
     counts = ", ".join(f"{inv}={n}" for inv, n in report.by_invariant().items() if n)
     print(f"INVALID: {len(report.anomalies)} anomalies ({counts})")
@@ -235,5 +242,5 @@ def run(args) -> int:
         json.dump(report.as_dict(), sys.stdout, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        _print(report, args.show)
+        _print(report, args.show, final is not None)
     return 0 if report.ok else 1
