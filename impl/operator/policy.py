@@ -207,6 +207,34 @@ def load_policy(path: str) -> Policy:
     return parse_policy(data, path)
 
 
+def load_policies(paths: list[str]) -> list[Policy]:
+    """The policies of ``paths``: each a policy file, or a directory whose ``*.toml`` files are
+    policies (in name order; what ``flk operator run --policies`` reads). Two documents for one
+    policy (the same kind and name) are refused, naming both files: the controller keeps one
+    status and one audit trail per policy, and which document won would be an accident of order."""
+    import os
+
+    files: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(n for n in os.listdir(path) if n.endswith(".toml"))
+            if not found:
+                raise PolicyError("(file)", "a directory with no *.toml policy files", path)
+            files += [os.path.join(path, n) for n in found]
+        else:
+            files.append(path)
+    out: list[Policy] = []
+    seen: dict[str, str] = {}
+    for f in files:
+        pol = load_policy(f)
+        if pol.key in seen:
+            raise PolicyError("name", f"{pol.kind} {pol.name!r} is also defined by {seen[pol.key]} (one document "
+                              "per policy)", f)
+        seen[pol.key] = f
+        out.append(pol)
+    return out
+
+
 def reference_markdown() -> str:
     """The schema as Markdown tables (spec/OPERATOR.md embeds it)."""
     lines = ["| key | kind | default | meaning |", "|---|---|---|---|"]

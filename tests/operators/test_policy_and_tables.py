@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pathlib
 import tomllib
@@ -65,6 +66,25 @@ def test_validate_accepts_a_good_policy_and_fills_defaults(tmp_path, capsys):
     assert main(["operator", "validate", str(f)]) == 0
     pol = parse_policy(MIGRATION.encode())
     assert pol.spec["gates"]["window_s"] == 10.0 and pol.spec["soak_s"] == 5.0 and pol.spec["auto_rollback"] is True
+
+
+def test_validate_takes_the_directory_run_reads_and_refuses_two_documents_for_one_policy(tmp_path, capsys):
+    d = tmp_path / "policies"
+    d.mkdir()
+    (d / "a.toml").write_text(MIGRATION)
+    (d / "notes.txt").write_text("not a policy")
+    assert main(["operator", "validate", str(d)]) == 0
+    assert [json.loads(line)["file"] for line in capsys.readouterr().out.splitlines()] == [str(d / "a.toml")]
+    (d / "b.toml").write_text(MIGRATION)  # the same kind and name: which one run would drive is an accident
+    assert main(["operator", "validate", str(d)]) == 2
+    assert f"{d / 'b.toml'}: name: ShardMigration" in capsys.readouterr().err
+    assert main(["operator", "run", "--policies", str(d), "--url", "http://127.0.0.1:1", "--state-dir",
+                 str(tmp_path / "st"), "--max-seconds", "1"]) == 2
+    assert f"is also defined by {d / 'a.toml'}" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["operator", "validate", str(empty)]) == 2
+    assert "no *.toml policy files" in capsys.readouterr().err
 
 
 def test_validate_missing_file_and_not_toml_exit_2(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """``flk operator``: policies as data and the controller that reconciles them against real servers.
 
-    flk operator validate FILE...                   check policy files (exit 2: file, key path, reason)
+    flk operator validate PATH...                   check policy files or directories of them (exit 2: file, key path, reason)
     flk operator docs                               the phases, transitions and schema (spec/OPERATOR.md)
     flk operator run --policies DIR --url URL [--url URL ...] --state-dir D [--interval 0.5] [--max-seconds N]
     flk operator status --state-dir D
@@ -50,7 +50,8 @@ from . import UsageError
 def configure(p) -> None:
     sub = p.add_subparsers(dest="step", metavar="STEP", required=True)
     v = sub.add_parser("validate", help="check policy files against the schema")
-    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("files", nargs="+", metavar="PATH",
+                   help="a policy file, or a directory of them (*.toml, as run --policies reads it)")
     sub.add_parser("docs", help="print the phases, transitions and policy schema as Markdown")
     r = sub.add_parser("run", help="reconcile ShardMigration and CRRPolicy policies against flk serve processes")
     r.add_argument("--policies", required=True, help="directory of policy files (*.toml)")
@@ -79,12 +80,11 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
 
 
-def _validate(files: list[str]) -> int:
-    from ...operator.policy import load_policy
+def _validate(paths: list[str]) -> int:
+    from ...operator.policy import load_policies
 
-    for f in files:
-        pol = load_policy(f)  # PolicyError -> exit 2 naming file, key path, reason
-        print(json.dumps({"file": f, "kind": pol.kind, "name": pol.name, "generation": pol.generation}))
+    for pol in load_policies(paths):  # PolicyError -> exit 2 naming file, key path, reason
+        print(json.dumps({"file": pol.source, "kind": pol.kind, "name": pol.name, "generation": pol.generation}))
     return 0
 
 
@@ -240,17 +240,14 @@ STEADY = {"CRRPolicy": "Active"}  # a kind that never ends has settled in this p
 def _run(args) -> int:
     from ...governance.audit import AuditCorruption, AuditLog, WormViolation
     from ...operator import driver, records, table
-    from ...operator.policy import load_policy
+    from ...operator.policy import load_policies
     from ...storage.fs import OsFileSystem
 
     if args.interval <= 0 or args.max_seconds < 0 or args.timeout <= 0:
         raise UsageError("--interval and --timeout must be > 0, --max-seconds >= 0")
     if not os.path.isdir(args.policies):
         raise UsageError(f"--policies {args.policies}: not a directory")
-    files = sorted(f for f in os.listdir(args.policies) if f.endswith(".toml"))
-    policies = [load_policy(os.path.join(args.policies, f)) for f in files]
-    if not policies:
-        raise UsageError(f"--policies {args.policies}: no *.toml policy files")
+    policies = load_policies([args.policies])
     for p in policies:
         if p.kind not in DEPLOYMENTS:
             raise UsageError(f"{p.source}: kind {p.kind} cannot run against flk serve yet (flk serve runs no "
