@@ -357,19 +357,32 @@ class ShardedStore(BatchMixin):
         return all(getattr(s, "kind", "") in ORDERED_KINDS for s in self.shards.values())
 
     def scan(self, cursor, limit, now):
-        """Ordered shards: a k-way merge in key order (the cursor is the last key
-        returned, which every ordered backend's cursor also is). Otherwise the
-        shards are scanned one after the other (``[shard, shard_cursor]``)."""
+        """Every entry the ring's owner shard holds, once: a copy a shard keeps of a key the
+        ring routes elsewhere (what a shard migration leaves in the old owner: the same
+        outcome, never read by ``get``) is not an entry of this store. Ordered shards: a
+        k-way merge in key order (the cursor is the last key scanned, which every ordered
+        backend's cursor also is; a page may hold fewer than ``limit`` entries, or none,
+        with more to come). Otherwise the shards are scanned one after the other
+        (``[shard, shard_cursor]``)."""
         if limit < 1:
             raise ValueError("limit must be >= 1")
+        owner = self.ring.owner
         if self._ordered():
-            pages = [self._call(n, now, lambda s: s.scan(cursor, limit, now)) for n in self.shards]
-            more = any(nxt is not None for _, nxt in pages)
-            merged = list(heapq.merge(*(p for p, _ in pages), key=lambda e: (e[0], e[1])))
-            page = merged[:limit]
-            if not page or (len(merged) <= limit and not more):
+            scanned = [(n, self._call(n, now, lambda s: s.scan(cursor, limit, now))) for n in self.shards]
+            more = any(nxt is not None for _, (_, nxt) in scanned)
+            merged = list(heapq.merge(*([(e, n) for e in got] for n, (got, _) in scanned),
+                                      key=lambda en: (en[0][0], en[0][1])))
+            window = merged[:limit]
+            if len(merged) > limit and window and merged[limit][0][:2] == window[-1][0][:2]:
+                # copies of one key in two shards straddle the cut: end the window before that key
+                # (its owner's copy may be the one past the cut), unless the key fills the window
+                cut = window[-1][0][:2]
+                window = ([en for en in window if en[0][:2] != cut]
+                          or [en for en in merged if en[0][:2] == cut])  # every copy is in merged: at most one kept
+            page = [e for e, n in window if owner(e[0], e[1]) == n]
+            if not window or (len(merged) <= len(window) and not more):
                 return page, None
-            return page, encode_cursor(page[-1][0], page[-1][1])
+            return page, encode_cursor(window[-1][0][0], window[-1][0][1])
         names = list(self.shards)
         if cursor is None:
             i, sub = 0, None
@@ -379,7 +392,9 @@ class ShardedStore(BatchMixin):
                 i = names.index(i)
             except (ValueError, TypeError):
                 raise ValueError("invalid scan cursor") from None
-        page, sub = self._call(names[i], now, lambda s: s.scan(sub, limit, now))
+        name = names[i]
+        page, sub = self._call(name, now, lambda s: s.scan(sub, limit, now))
+        page = [e for e in page if owner(e[0], e[1]) == name]
         if sub is None:
             i += 1
         if i >= len(names):
@@ -387,9 +402,19 @@ class ShardedStore(BatchMixin):
         return page, json.dumps([names[i], sub], separators=(",", ":"))
 
     def sample(self, n, seed, now):
+        """The contract's sample over the entries :meth:`scan` yields (each key once, from its
+        owner). A shard's sample is taken larger by the copies it holds for other owners."""
+        owner = self.ring.owner
         merged: list[Entry] = []
         for name in self.shards:
-            merged += self._call(name, now, lambda s: s.sample(n, seed, now))
+            k = n
+            while True:
+                got = self._call(name, now, lambda s, k=k: s.sample(k, seed, now))
+                owned = [e for e in got if owner(e[0], e[1]) == name]
+                if len(owned) >= n or len(got) < k:  # enough, or the shard has no more
+                    break
+                k += n - len(owned)  # copies of other owners' keys took places: ask for as many more
+            merged += owned[:n]
         return sample_entries(merged, n, seed)
 
     def ping(self) -> bool:
