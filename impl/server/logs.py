@@ -12,6 +12,7 @@ configured secret a string value might still quote (an exception's text, say).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -27,6 +28,8 @@ ALLOWED = frozenset({
     "exit_code", "signal", "reason", "state", "limit", "inflight", "detail", "field",
     # replication: the failure text, divergence figures, the rejected stream
     "error", "severity", "peer", "count_divergence", "sample_mismatch", "open_conflicts", "stream", "segment",
+    # a library's log record (JsonLogHandler): the logger's name
+    "logger",
     # the batch driver's stage times at stop (flk.impl.server.batchdriver.StageTimes.as_dict)
     "requests", "batches", "mean_batch", "wait_us", "handoff_us", "append_us", "sync_us", "finish_us", "answer_us",
     # the dedup store failing and answering again (flk.impl.server.batchdriver.GuardedStore)
@@ -80,3 +83,45 @@ class JsonLogger:
 
     def debug(self, event: str, **fields: Any) -> None:
         self.log("debug", event, **fields)
+
+
+class JsonLogHandler(logging.Handler):
+    """The libraries' log records (uvicorn's "Invalid HTTP request received.", a driver's
+    warnings) as this module's JSON lines, event ``library_log``: the logger's name and the
+    record's message (its first 200 characters, redacted like any field; never an exception's
+    traceback). A worker's root logger and uvicorn's loggers write through it
+    (:func:`worker_log_config`), so a running server's stderr is JSON lines only -- before,
+    uvicorn wrote ``WARNING:  Invalid HTTP request received.`` raw, once per malformed request."""
+
+    def __init__(self, worker: int | None = None, redact: Callable[[str], str] | None = None) -> None:
+        super().__init__()
+        self.json = JsonLogger(worker=worker, level="debug", redact=redact)  # logging's levels filter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = record.levelname.lower()
+            self.json.log(level if level in LEVELS else "error", "library_log", logger=record.name,
+                          detail=record.getMessage())
+        except Exception:  # noqa: BLE001 -- logging never crashes the server
+            self.handleError(record)
+
+
+def worker_log_config(worker: int | None = None, redact: Callable[[str], str] | None = None) -> dict:
+    """The ``logging.config.dictConfig`` of a server worker (uvicorn's ``log_config``): every
+    record of WARNING and above -- uvicorn's, any library's -- through :class:`JsonLogHandler`;
+    uvicorn's access log off (the app logs its own requests); ``redact``: the configuration's
+    (:meth:`ServerConfig.redact`). ``psycopg.pool`` only from ERROR:
+    its warning per failed reconnect is summed up by the batch thread's ``dedup_store_failing``."""
+    handler = {"()": "flk.impl.server.logs.JsonLogHandler", "worker": worker, "redact": redact}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"json": handler},
+        "root": {"handlers": ["json"], "level": "WARNING"},
+        "loggers": {
+            "uvicorn": {"handlers": ["json"], "level": "WARNING", "propagate": False},
+            "uvicorn.error": {"level": "WARNING"},
+            "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+            "psycopg.pool": {"level": "ERROR"},
+        },
+    }

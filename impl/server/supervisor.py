@@ -116,10 +116,13 @@ def _http_settings(factory_args: tuple) -> tuple[Any, float]:
     return HttpLimits(), 30.0
 
 
-def _uvicorn_config(app: Any, drain_timeout_s: float, factory_args: tuple = ()):
+def _uvicorn_config(app: Any, drain_timeout_s: float, factory_args: tuple = (), worker: int | None = None):
     """uvicorn on uvloop + httptools with the guarded protocol (:mod:`.httpguard`); the h11
-    fallback gets only its incomplete-event size limit."""
+    fallback gets only its incomplete-event size limit. Its log records (and any library's)
+    are JSON lines of worker ``worker`` (:func:`flk.impl.server.logs.worker_log_config`)."""
     import uvicorn
+
+    from .logs import worker_log_config
 
     limits, keep_alive_s = _http_settings(factory_args)
     loop, http = "asyncio", "h11"
@@ -142,6 +145,7 @@ def _uvicorn_config(app: Any, drain_timeout_s: float, factory_args: tuple = ()):
         loop=loop,
         http=http,
         lifespan="on",
+        log_config=worker_log_config(worker, getattr(factory_args[0] if factory_args else None, "redact", None)),
         log_level="warning",
         access_log=False,
         server_header=False,
@@ -201,7 +205,7 @@ def run_worker(factory_path: str, factory_args: tuple, index: int, sock: socket.
     if listening is not None:
         listening.set()
     app = _load_factory(factory_path)(*factory_args, index)
-    server = _frozen_after_startup(uvicorn)(_uvicorn_config(app, drain_timeout_s, factory_args))
+    server = _frozen_after_startup(uvicorn)(_uvicorn_config(app, drain_timeout_s, factory_args, index))
     # uvicorn re-raises the signal it caught after a graceful shutdown; a Python
     # handler here turns that into a clean return instead of death by SIGTERM.
     for sig in (signal.SIGTERM, signal.SIGINT):

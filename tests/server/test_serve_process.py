@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -79,14 +80,19 @@ def test_logs_never_contain_payloads_signatures_or_keys(tmp_path) -> None:
         assert httpx.post(srv.url + "/v1/pcs/submit", content=b'{"secret-body-marker": 1').status_code == 400
         httpx.get(srv.url + "/metrics", auth=("u", "metrics-password-xyz"))
         httpx.get(srv.url + "/metrics", auth=("u", "wrong-password-abc"))
+        for raw in (b"GARBAGE secret-body-marker\r\n\r\n", b"\x16\x03\x01\x00\xa5\x01\x00"):  # not HTTP: uvicorn logs
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                s.sendall(raw)
+                assert s.recv(64).startswith(b"HTTP/1.1 400")
     log = srv.log_text()
     assert '"event":"request"' in log  # debug level: every request was logged
     for secret in (key, doc["sig"], bad["sig"], doc["merkle_root"], "secret-body-marker",
                    "metrics-password-xyz", "wrong-password-abc", json.dumps(doc["v_star"])):
         assert secret not in log, secret
-    for line in log.splitlines():
-        if line.startswith("{"):
-            json.loads(line)  # every log line is one JSON object
+    # every line is one JSON object, from the first (the start-up notes) to uvicorn's own warnings
+    events = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert {e["event"] for e in events} >= {"config_note", "config", "listening"}
+    assert [e["detail"] for e in events if e.get("logger") == "uvicorn.error"] == ["Invalid HTTP request received."] * 2
 
 
 def test_sigterm_drains_and_exits_0(tmp_path) -> None:
