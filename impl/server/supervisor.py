@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -206,6 +207,7 @@ def run_worker(factory_path: str, factory_args: tuple, index: int, sock: socket.
         listening.set()
     app = _load_factory(factory_path)(*factory_args, index)
     server = _frozen_after_startup(uvicorn)(_uvicorn_config(app, drain_timeout_s, factory_args, index))
+    logging.captureWarnings(True)  # a Python warning is a log record too (py.warnings): a JSON line, not raw text
     # uvicorn re-raises the signal it caught after a graceful shutdown; a Python
     # handler here turns that into a clean return instead of death by SIGTERM.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -195,3 +195,24 @@ def test_a_served_worker_freezes_its_heap_once_started() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     before, after = map(int, out.stdout.split())
     assert before == 0 and after > 10_000  # the started process's objects (modules, the app)
+
+
+def test_a_workers_library_records_and_python_warnings_are_json_lines() -> None:
+    """What a worker configures (flk.impl.server.logs.worker_log_config, logging.captureWarnings):
+    a library's warning and a Python warning each become one JSON line; below WARNING nothing."""
+    code = ("import logging, logging.config, warnings\n"
+            "from flk.impl.server.logs import worker_log_config\n"
+            "logging.config.dictConfig(worker_log_config(3, lambda t: t.replace('s3cr3t', '***')))\n"
+            "logging.captureWarnings(True)\n"
+            "warnings.warn('w-marker')\n"
+            "logging.getLogger('some.lib').warning('lib-marker s3cr3t')\n"
+            "logging.getLogger('some.lib').info('quiet')\n"
+            "logging.getLogger('psycopg.pool').warning('reconnect')\n")
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert [(e["event"], e["worker"], e["logger"]) for e in events] == [("library_log", 3, "py.warnings"),
+                                                                        ("library_log", 3, "some.lib")]
+    assert "w-marker" in events[0]["detail"] and events[1]["detail"] == "lib-marker ***"
