@@ -404,11 +404,13 @@ class StoreTopology:
         return [seen[k] for k in sorted(seen)]
 
     def scan_all(self, now: float) -> list:
-        """Every live entry (the final state the checkers compare against)."""
+        """Every live entry (the final state the checkers compare against); of a sharded store
+        every copy each shard holds (``every_copy``): copies that disagree are a violation."""
         if isinstance(self.store, SimMemoryStore):
             return self.store.scan_all(now)
+        copies = getattr(self.store, "every_copy", None)  # a sharded store: every shard's copy, to compare
         try:
-            out = list(iter_entries(self.store, now))
+            out = copies(now) if copies is not None else list(iter_entries(self.store, now))
         except StoreUnavailable:  # a shard still out at the end: the observer reads past it
             return self._inner_entries(now)
         return sorted(out, key=lambda e: (e[0], e[1]))

@@ -68,6 +68,7 @@ from .base import (
     StoredOutcome,
     StoreUnavailable,
     check_key,
+    iter_entries,
 )
 from .sharded import DEFAULT_PROBES, DEFAULT_VNODES, Ring, ShardedStore, check_shard_name
 
@@ -470,6 +471,12 @@ class DualWriteStore(BatchMixin):
 
     def sample(self, n, seed, now):
         return self._op(now, lambda dec, _m: dec.sample(n, seed, now))
+
+    def every_copy(self, now: float) -> list:
+        """The deciding ring's :meth:`ShardedStore.every_copy <flk.impl.dedup.sharded.ShardedStore.every_copy>`
+        (a single store's entries when that ring is one store)."""
+        return self._op(now, lambda dec, _m: dec.every_copy(now) if hasattr(dec, "every_copy")
+                        else list(iter_entries(dec, now)))
 
     def ping(self) -> bool:
         dec, mirror = self._rings()

@@ -57,6 +57,7 @@ from .base import (
     StoreUnavailable,
     check_key,
     encode_cursor,
+    iter_entries,
     sample_entries,
 )
 
@@ -400,6 +401,15 @@ class ShardedStore(BatchMixin):
         if i >= len(names):
             return page, None
         return page, json.dumps([names[i], sub], separators=(",", ":"))
+
+    def every_copy(self, now: float) -> list[Entry]:
+        """Every entry every shard physically holds, in key order (a key held by two shards --
+        a migration's copy -- twice, in shard order): not the store's entries (:meth:`scan`),
+        but what an observer checks for copies that disagree (the simulator's final state:
+        two different outcomes of one key in two shards is a first-write-wins violation
+        inside the store even when no client saw both)."""
+        return list(heapq.merge(*(self._call(n, now, lambda s: list(iter_entries(s, now))) for n in self.shards),
+                                key=lambda e: (e[0], e[1])))
 
     def sample(self, n, seed, now):
         """The contract's sample over the entries :meth:`scan` yields (each key once, from its

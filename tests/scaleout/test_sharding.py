@@ -383,7 +383,8 @@ def test_scan_and_sample_hold_each_key_once_from_its_owner_past_a_migrations_cop
     """A shard migration leaves copies of moved keys in their old shard (the same outcome, never
     read by get). The sharded store's entries are its owners' -- each key once: they counted
     twice (5,393 entries for 4,813 keys after growing 2 -> 3 shards under flk serve), so final
-    reads, counts of a scan and samples saw copies as entries."""
+    reads, counts of a scan and samples saw copies as entries. ``every_copy`` is the observer's
+    view: every physical copy (the old scan also lost a copy when a page cut between two)."""
     cls = MemoryStore if ordered else _Unordered
     store = ShardedStore({n: cls() for n in ("s0", "s1", "s2")})
     keys = [("t", f"p{i:03d}") for i in range(n_keys)]
@@ -399,3 +400,7 @@ def test_scan_and_sample_hold_each_key_once_from_its_owner_past_a_migrations_cop
     assert all(o == outcome(int(p[1:])) for _t, p, o in got)
     want = sample_entries([(t, p, outcome(i)) for i, (t, p) in enumerate(keys)], 5, seed)
     assert store.sample(5, seed, NOW) == want
+    # the observer's view keeps every physical copy (the simulator compares them)
+    physical = sorted((t, p) for shard in store.shards.values() for t, p, _ in iter_entries(shard, NOW))
+    assert sorted((t, p) for t, p, _ in store.every_copy(NOW)) == physical
+    assert len(physical) == n_keys + len({i for i in residue if i < n_keys})
