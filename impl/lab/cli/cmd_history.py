@@ -145,7 +145,7 @@ def _open_final_store(args, now: float):
         if args.config is not None or args.data_dir is not None:
             raise UsageError("--store names the store itself: give it without --config / --data-dir")
         url, redact = args.store, (lambda text: scrub(str(text), secret_fragments("credentials", args.store)))
-        if url.split(":", 1)[0] == "memory" or url == "memory":
+        if url.split(":", 1)[0] == "memory":
             raise UsageError("--store memory: an in-memory store lives in its server's process; nothing outlives "
                              "it to read")
         sqlite_files = [url] if url.startswith("sqlite:") else []
@@ -162,6 +162,8 @@ def _open_final_store(args, now: float):
         sqlite_files = ([url] if cfg.dedup_backend == "sqlite" else
                         [u for _, u in cfg.dedup_shards if u.startswith("sqlite:")])
         opener = lambda: cfg.open_store(now)  # noqa: E731
+        if cfg.dedup_migration_state:  # its rings are in the state file, not in DEDUP_SHARDS
+            url = f"sharded (the rings of {cfg.dedup_migration_state})"
     for file_url in sqlite_files:
         path = _sqlite_file(file_url)
         if path is not None and not os.path.isfile(path):
