@@ -342,6 +342,9 @@ class ShardedStore(BatchMixin):
         return out
 
     def count(self, now: float) -> int:
+        """The shards' counts summed: a copy a migration left in a key's old shard counts too
+        (unlike :meth:`scan`; counting owned entries would read every entry) until it expires.
+        Geo-divergence compares these counts: spec/runbooks/geo-divergence.md says so."""
         return sum(self._call(n, now, lambda s: s.count(now)) for n in self.shards)
 
     def counts(self, now: float) -> dict[str, int | None]:
