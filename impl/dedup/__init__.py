@@ -43,7 +43,20 @@ __all__ = [
     "open_store",
     "sample_entries",
     "sample_rank",
+    "sqlite_path",
 ]
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a ``sqlite://`` URL names, as :func:`open_store` opens it (None: no path):
+    ``sqlite:////abs/path`` -> ``/abs/path``, ``sqlite:///rel/path`` and ``sqlite://rel/path``
+    -> ``rel/path``."""
+    path = url[len("sqlite://"):] if url.startswith("sqlite://") else ""
+    if path.startswith("//"):
+        return path[1:]
+    if path.startswith("/"):
+        return path[1:] or None
+    return path or None
 
 
 def open_store(url_or_kind: str, **opts) -> DedupStore:
@@ -57,11 +70,7 @@ def open_store(url_or_kind: str, **opts) -> DedupStore:
 
         path = opts.pop("path", None)
         if spec.startswith("sqlite://"):
-            path = spec[len("sqlite://"):]
-            if path.startswith("/") and path.startswith("//"):
-                path = path[1:]  # sqlite:////abs/path -> /abs/path
-            elif path.startswith("/"):
-                path = path[1:] or None  # sqlite:///rel/path -> rel/path
+            path = sqlite_path(spec)
         if not path:
             raise ValueError("sqlite store needs a path (sqlite:///file.db or path=...)")
         return SqliteStore(path, **opts)

@@ -70,6 +70,7 @@ class ConfigError(ValueError):
 
 
 WORKER_WAL_DIR = "worker-{index}"  # each worker's inbox WAL under WAL_DIR (one process per log)
+WORKER_WAL_DIR_RE = re.compile(re.escape(WORKER_WAL_DIR).replace(re.escape("{index}"), r"(\d+)"))
 
 
 def worker_wal_dirs(path: str) -> list[str]:
@@ -81,7 +82,7 @@ def worker_wal_dirs(path: str) -> list[str]:
             names = os.listdir(root)
         except OSError:
             continue
-        found = sorted((int(m[1]), n) for n in names if (m := re.fullmatch(r"worker-(\d+)", n))
+        found = sorted((int(m[1]), n) for n in names if (m := WORKER_WAL_DIR_RE.fullmatch(n))
                        and os.path.isdir(os.path.join(root, n)))
         if found:
             return [os.path.join(root, n) for _, n in found]

@@ -204,3 +204,15 @@ def test_a_store_failing_mid_read_leaves_the_old_output_as_it_was(tmp_path, caps
     assert "failed while being read (after 2 outcome(s);" in err and "left as it was" in err
     assert out.read_text() == "the previous read\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "final.jsonl"]  # no temporary file left
+
+
+def test_a_sqlite_url_without_the_third_slash_names_the_same_file_open_store_opens(tmp_path, capsys, monkeypatch):
+    """sqlite://rel.db is a relative path to open_store; the missing-file check read it as no path,
+    so a mistyped store was created empty and read as 'nothing survived'."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["history", "final-reads", "--store", "sqlite://absent.db"]) == 2
+    assert "no SQLite dedup store at absent.db" in capsys.readouterr().err
+    assert not (tmp_path / "absent.db").exists()
+    _fill(tmp_path / "there.db", 3)
+    assert cli.main(["history", "final-reads", "--store", "sqlite://there.db"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3

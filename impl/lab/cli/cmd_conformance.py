@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import sys
 
+from . import write_output
+
 
 def _csv(text: str | None) -> list[str] | None:
     if not text:
@@ -94,12 +96,6 @@ def _check_reports(args) -> None:
             output_file(path, option)
 
 
-def _write(path: str, data: bytes) -> None:
-    from . import write_output
-
-    write_output(path, data)
-
-
 def run_vectors(args) -> int:
     from flk.conformance import runner
     from flk.conformance.vectors import load_cases, vectors_dir
@@ -124,10 +120,10 @@ def run_vectors(args) -> int:
         probes=not args.no_probes,
     )
     if args.junit:
-        _write(args.junit, runner.to_junit(report))
+        write_output(args.junit, runner.to_junit(report))
     if args.json:
         # ASCII JSON: an adapter's strings may hold lone surrogates, which UTF-8 cannot
-        _write(args.json, json.dumps(runner.to_json(report), indent=2, ensure_ascii=True).encode("ascii"))
+        write_output(args.json, json.dumps(runner.to_json(report), indent=2, ensure_ascii=True).encode("ascii"))
     if report.broken:
         print(f"flk conformance: adapter broken: {report.broken}", file=sys.stderr)
     for problem in report.problems:
@@ -191,9 +187,9 @@ def run_server(args) -> int:
         print(f"flk conformance server: {url} unreachable: {exc}", file=sys.stderr)
         return 2
     if args.junit:
-        _write(args.junit, ss.to_junit(report))
+        write_output(args.junit, ss.to_junit(report))
     if args.json:
-        _write(args.json, json.dumps(ss.to_json(report), indent=2).encode("utf-8"))
+        write_output(args.json, json.dumps(ss.to_json(report), indent=2).encode("utf-8"))
     text = "".join(line + "\n" for line in ss.format_text(report))
     sys.stdout.flush()  # UTF-8 whatever the locale: a server's problem types may be anything
     sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
@@ -211,7 +207,7 @@ def run_diff(args) -> int:
     except rd.ReportError as exc:
         raise UsageError(str(exc)) from None
     if args.json:
-        _write(args.json, json.dumps(rd.to_json(d), indent=2).encode("utf-8"))
+        write_output(args.json, json.dumps(rd.to_json(d), indent=2).encode("utf-8"))
     print("\n".join(rd.format_diff(d, args.old, args.new)))
     return 1 if d.regressed else 0
 

@@ -137,7 +137,7 @@ def _print(report, show: int, has_final: bool) -> None:
 def _open_final_store(args, now: float):
     """(store, what to call it) for ``final-reads``; a :class:`UsageError` for a store that
     is missing, unreachable, in-memory or badly configured -- never an empty read."""
-    from ...dedup import open_store
+    from ...dedup import open_store, sqlite_path
     from ...server.config import ConfigError, load_config, scrub, secret_fragments
     from . import UsageError
 
@@ -165,7 +165,7 @@ def _open_final_store(args, now: float):
         if cfg.dedup_migration_state:  # its rings are in the state file, not in DEDUP_SHARDS
             url = f"sharded (the rings of {cfg.dedup_migration_state})"
     for file_url in sqlite_files:
-        path = _sqlite_file(file_url)
+        path = sqlite_path(file_url)
         if path is not None and not os.path.isfile(path):
             raise UsageError(f"no SQLite dedup store at {path}" + (
                 "" if args.store else " (is it the data dir flk serve used? --data-dir, DATA_DIR or --config)"))
@@ -179,14 +179,6 @@ def _open_final_store(args, now: float):
     except Exception as exc:  # noqa: BLE001 -- any failure to open is the user's store or configuration
         raise UsageError(redact(f"dedup store cannot be opened: {type(exc).__name__}: {str(exc)[:300]}")) from None
     return store, redact(url)
-
-
-def _sqlite_file(url: str) -> str | None:
-    """The file of a ``sqlite://`` URL as :func:`flk.impl.dedup.open_store` reads it (None: no path)."""
-    path = url[len("sqlite://"):] if url.startswith("sqlite://") else ""
-    if path.startswith("//"):
-        return path[1:]
-    return path[1:] or None if path.startswith("/") else None
 
 
 def _final_reads(args) -> int:

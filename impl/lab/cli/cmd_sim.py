@@ -328,7 +328,6 @@ def _report(args) -> int:
 
 
 def run(args) -> int:
-
     from flk.sim import api
     from flk.sim.scenario import ScenarioError
 
