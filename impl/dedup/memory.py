@@ -15,6 +15,7 @@ from .base import (
     Entry,
     StoredOutcome,
     check_key,
+    check_keys,
     check_ttl,
     decode_cursor,
     encode_cursor,
@@ -53,6 +54,19 @@ class MemoryStore(BatchMixin):
             if expiry < self._min_expiry:
                 self._min_expiry = expiry
             return True, outcome
+
+    def delete_copies(self, items, now: float) -> int:
+        """Delete each ``(tenant, pcs_id, outcome)`` whose live entry holds exactly ``outcome``;
+        the number deleted (ARCHITECTURE.md "Dedup contract": a migration's prune only)."""
+        check_keys(items)
+        n = 0
+        with self._lock:
+            for t, p, o in items:
+                hit = self._data.get((t, p))
+                if hit is not None and hit[0] > now and hit[1] == o:
+                    del self._data[(t, p)]
+                    n += 1
+        return n
 
     def _unsorted_live(self, now: float) -> list[Entry]:
         with self._lock:

@@ -18,7 +18,7 @@ phase                 decider     mirror to      reads from
 ``copied``            old         new            old   (copy finished: every old key is in new)
 ``verified``          old         new            old   (verify found no missing/different key)
 ``cut_over``          new         old            new   (catch-up: every old key is in new)
-``cleaned``           new         --             new   (old ring no longer written)
+``cleaned``           new         --             new   (old ring no longer written; then the prune)
 ``rolled_back``       old         --             old
 ====================  ==========  =============  ====================================
 
@@ -46,6 +46,17 @@ ring begun at least :data:`CATCHUP_SETTLE_S` after the cutover (every server has
 re-read cut_over, so none decides on the old ring any more), copying every live
 entry the new ring lacks -- has finished with no differing entry. Entering
 cut_over (again) resets it.
+
+Prune after cleanup (:func:`prune_step`): a moved key's old copy stays in the shard
+that owned it before, unread, until it expires (``DEDUP_TTL_S``, 14 days by default);
+meanwhile that shard's count counts it, so the region's key count is inflated by
+every moved key and a geo-divergence check between regions reads it as missing
+replication. The prune, begun at least :data:`CATCHUP_SETTLE_S` after the cleanup
+(every server has stopped mirroring to the old ring), walks the new ring's shards
+and deletes each copy of a key another shard owns once the owner holds the very same
+outcome (compare-and-delete); a copy whose owner lacks it or holds another outcome
+is kept and counted. It changes no answer: nothing reads a shard for a key it does
+not own.
 
 Everything here is driven with ``now`` passed in; the CLI owns the clock, the
 QPS throttle and the state file.
@@ -142,6 +153,7 @@ def new_state(old: RingSpec, new: RingSpec, now: float) -> dict:
             "verify": {"shard": 0, "cursor": None, "checked": 0, "missing": 0, "different": 0, "done": False,
                        "examples": []},
             "catchup": new_catchup(None),
+            "prune": new_prune(None),
             "history": [{"phase": "planned", "at": now}]}
 
 
@@ -149,6 +161,12 @@ def new_catchup(after: float | None) -> dict:
     """Fresh catch-up progress for a cutover made at ``after`` (None: no cutover yet)."""
     return {"after": after, "started_at": None, "shard": 0, "cursor": None, "scanned": 0, "copied": 0,
             "present": 0, "different": 0, "done": False, "examples": []}
+
+
+def new_prune(after: float | None) -> dict:
+    """Fresh prune progress for a cleanup made at ``after`` (None: not cleaned yet)."""
+    return {"after": after, "started_at": None, "shard": 0, "cursor": None, "scanned": 0, "deleted": 0,
+            "missing": 0, "different": 0, "done": False, "examples": []}
 
 
 def _count(name: str) -> Field:
@@ -168,6 +186,9 @@ STATE_FIELDS = (
     Field("catchup", "table", None, "catch-up progress", required=True,
           fields=(*_PROGRESS, *map(_count, ("scanned", "copied", "present", "different")),
                   Field("after", "number", None, "the cutover's time"), Field("started_at", "number", None, "when"))),
+    Field("prune", "table", None, "prune progress", required=True,
+          fields=(*_PROGRESS, *map(_count, ("scanned", "deleted", "missing", "different")),
+                  Field("after", "number", None, "the cleanup's time"), Field("started_at", "number", None, "when"))),
     Field("history", "tables", None, "the phases entered", required=True,
           fields=(Field("phase", "str", None, "the phase entered", choices=PHASES, required=True),
                   Field("at", "number", None, "when", required=True))),
@@ -199,6 +220,9 @@ def load_state(path: str) -> dict:
     if not isinstance(doc.get("catchup"), dict):  # a state written before the catch-up existed
         cut = [h.get("at") for h in doc.get("history", []) if isinstance(h, dict) and h.get("phase") == "cut_over"]
         doc["catchup"] = new_catchup(cut[-1] if cut and doc["phase"] == "cut_over" else None)
+    if not isinstance(doc.get("prune"), dict):  # a state written before the prune existed
+        done = [h.get("at") for h in doc.get("history", []) if isinstance(h, dict) and h.get("phase") == "cleaned"]
+        doc["prune"] = new_prune(done[-1] if done and doc["phase"] == "cleaned" else None)
     try:
         check_state_tables(doc)
     except SchemaError as exc:
@@ -244,6 +268,8 @@ def transition(state: dict, to: str, now: float) -> dict:
             raise MigrationError(f"the catch-up found {c['different']} key(s) with different outcomes in the two rings")
     if to == "cut_over":
         state["catchup"] = new_catchup(now)
+    if to == "cleaned":
+        state["prune"] = new_prune(now)
     state["phase"] = to
     state["history"].append({"phase": to, "at": now})
     return state
@@ -657,6 +683,52 @@ def catchup_step(state: dict, old: ShardedStore, new: ShardedStore, now: float, 
     for k in ("scanned", "copied", "present", "different"):
         prog[k] += out[k]
     _advance(prog, nxt, len(old.shards))
+    return out
+
+
+def prune_step(state: dict, new: ShardedStore, now: float, batch_size: int = 500,
+               settle_s: float = CATCHUP_SETTLE_S) -> dict:
+    """One batch of the prune (phase cleaned): scan the new ring's shards and delete each live
+    entry a shard holds for a key another shard owns -- the copy a migration left behind, which
+    no server reads any more but the shard's count still counts -- once its owner holds the very
+    same outcome (compare-and-delete, ``delete_copies``). A copy whose owner lacks the key counts
+    as ``missing``, one whose owner holds another outcome as ``different``; both are kept (the
+    evidence, and nothing that could be the only copy is ever deleted). The first batch waits
+    until ``settle_s`` after the cleanup (``{"settling": True, "wait_s": ...}`` before): by then
+    no server mirrors to the old ring, so no copy is written behind the scan. Advances
+    ``state["prune"]``; shards only the old ring had are not touched (nothing reads them)."""
+    if state["phase"] != "cleaned":
+        raise MigrationError(f"prune runs in phase cleaned, not {state['phase']}")
+    prog = state["prune"]
+    if prog["started_at"] is None:
+        after = prog["after"] if prog["after"] is not None else now
+        prog["after"] = after
+        if now < after + settle_s:
+            return {"settling": True, "wait_s": round(after + settle_s - now, 3)}
+        prog["started_at"] = now
+    out = {"scanned": 0, "deleted": 0, "missing": 0, "different": 0}
+    got, nxt = _next_page(new, prog, batch_size, now)
+    if got is None:
+        return out
+    name, page = got
+    here = new.shards[name]
+    copies = [(t, p, o, owner) for t, p, o in page if new.shards[owner := new.shard_for(t, p)] is not here]
+    out["scanned"] = len(page)
+    held = new.get_many([(t, p) for t, p, _, _ in copies], now) if copies else []
+    same, found = [], []
+    for (t, p, o, owner), n in zip(copies, held, strict=True):
+        if n == o:
+            same.append((t, p, o))
+        else:
+            found.append({"kind": "missing" if n is None else "different", "shard": name, "owner": owner})
+    out["deleted"] = here.delete_copies(same, now) if same else 0
+    for f in found:  # recorded once the batch went through (a retried batch counts them once)
+        out[f["kind"]] += 1
+        if len(prog["examples"]) < 5:
+            prog["examples"].append(f)
+    for k in ("scanned", "deleted", "missing", "different"):
+        prog[k] += out[k]
+    _advance(prog, nxt, len(new.shards))
     return out
 
 

@@ -254,6 +254,22 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
             seen.add(k)
         return res
 
+    def delete_copies(self, items, now):
+        """Delete each ``(tenant, pcs_id, outcome)`` whose live row holds exactly ``outcome``
+        (one transaction); the number deleted (a migration's prune only)."""
+        check_keys(items)
+        if not items:
+            return 0
+        sql = f"DELETE FROM {self.table} WHERE tenant = %s AND pcs_id = %s AND outcome = %s AND expires_at > %s"
+
+        def fn(c):
+            n = 0
+            for t, p, o in items:
+                n += c.execute(sql, (t, p, o.to_bytes(), now)).rowcount
+            return n
+
+        return self._run(fn)
+
     def count(self, now):
         sql = f"SELECT count(*) FROM {self.table} WHERE expires_at > %s"
         return int(self._run(lambda c: c.execute(sql, (now,)).fetchone()[0]))

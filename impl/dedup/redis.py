@@ -47,6 +47,19 @@ redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3])
 return {1, ARGV[1]}
 """
 
+# compare-and-delete: the key's live value holds exactly ARGV[1] (a migration's prune)
+_DELETE_SAME = """
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local nl = string.find(v, '\\n', 1, true)
+if not nl then return 0 end
+local exp = tonumber(string.sub(v, 1, nl - 1))
+if exp and exp > tonumber(ARGV[2]) and string.sub(v, nl + 1) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 
 def _ms(t: float) -> int:
     return int(round(t * 1000))
@@ -81,6 +94,7 @@ class RedisStore(GenerationMarked, BatchMixin):
         )
         self.deadline = CallDeadline(timeout_s, name="redis")
         self._put = self._r.register_script(_PUT)
+        self._delete_same = self._r.register_script(_DELETE_SAME)
 
     def _key(self, tenant: str, pcs_id: str) -> str:
         return f"{self.prefix}{len(tenant)}:{tenant}:{pcs_id}"
@@ -187,6 +201,22 @@ class RedisStore(GenerationMarked, BatchMixin):
 
         res = self._call(fn)
         return [self._result(r, o) for r, (_, _, o) in zip(res, items, strict=True)]
+
+    def delete_copies(self, items, now):
+        """Delete each ``(tenant, pcs_id, outcome)`` whose live value holds exactly ``outcome``
+        (one round trip, each key compared and deleted atomically); the number deleted (a
+        migration's prune only)."""
+        if not items:
+            return 0
+        check_keys(items)
+
+        def fn():
+            pipe = self._r.pipeline(transaction=False)
+            for t, p, o in items:
+                self._delete_same(keys=[self._key(t, p)], args=[o.to_bytes(), _ms(now)], client=pipe)
+            return pipe.execute()
+
+        return sum(int(r) for r in self._call(fn))
 
     def _live(self, now):
         def fn():

@@ -343,7 +343,8 @@ class ShardedStore(BatchMixin):
 
     def count(self, now: float) -> int:
         """The shards' counts summed: a copy a migration left in a key's old shard counts too
-        (unlike :meth:`scan`; counting owned entries would read every entry) until it expires.
+        (unlike :meth:`scan`; counting owned entries would read every entry) until the
+        migration's prune deletes it (:func:`flk.impl.dedup.migrate.prune_step`) or it expires.
         Geo-divergence compares these counts: spec/runbooks/geo-divergence.md says so."""
         return sum(self._call(n, now, lambda s: s.count(now)) for n in self.shards)
 

@@ -436,6 +436,24 @@ class SqliteStore(BatchMixin):
         if self._checkpointer is not None:
             self._checkpointer.wrote(n)
 
+    def delete_copies(self, items, now):
+        """Delete each ``(tenant, pcs_id, outcome)`` whose live row holds exactly ``outcome``
+        (one ``BEGIN IMMEDIATE`` transaction); the number deleted (a migration's prune only)."""
+        check_keys(items)
+        if not items:
+            return 0
+        sql = "DELETE FROM dedup WHERE tenant = ? AND pcs_id = ? AND outcome = ? AND expires_at > ?"
+
+        def fn(c):
+            c.execute("BEGIN IMMEDIATE")
+            n = 0
+            for t, p, o in items:
+                n += c.execute(sql, (t, p, o.to_bytes(), now)).rowcount
+            c.execute("COMMIT")
+            return n
+
+        return self._run(fn)
+
     def count(self, now):
         return self._run(lambda c: c.execute("SELECT count(*) FROM dedup WHERE expires_at > ?", (now,)).fetchone()[0])
 

@@ -19,7 +19,8 @@ class OutageStore(BatchMixin):
     the instance when ``available`` turns True): no frame of this wrapper per call. An
     outage removes them, so the class's methods answer (each raises)."""
 
-    _CALLS = ("get", "put_if_absent", "get_many", "put_many_if_absent", "count", "scan", "sample")
+    _CALLS = ("get", "put_if_absent", "get_many", "put_many_if_absent", "count", "scan", "sample",
+              "delete_copies")
 
     def __init__(self, inner: DedupStore) -> None:
         self.inner = inner
@@ -35,7 +36,7 @@ class OutageStore(BatchMixin):
         self._available = bool(value)
         calls = self.__dict__
         for name in self._CALLS:
-            if self._available:
+            if self._available and hasattr(self.inner, name):  # delete_copies: a shard backend's only
                 calls[name] = getattr(self.inner, name)
             else:
                 calls.pop(name, None)
@@ -73,6 +74,10 @@ class OutageStore(BatchMixin):
     def sample(self, n, seed, now):
         self._check()
         return self.inner.sample(n, seed, now)
+
+    def delete_copies(self, items, now):
+        self._check()
+        return self.inner.delete_copies(items, now)
 
     def ping(self) -> bool:
         return self._available and bool(self.inner.ping())

@@ -179,9 +179,27 @@ class DedupContract:
         assert s.get_many([("t4", "p"), ("t4", "p")], T0 + 5) == [outcome(6), outcome(6)]
         assert s.put_many_if_absent([], T0) == [] and s.get_many([], T0) == []
 
+    def test_delete_copies_deletes_only_the_live_entry_holding_that_outcome(self, store_spec):
+        s = store_spec.open()
+        if not hasattr(s, "delete_copies"):
+            pytest.skip("a composite store: its prune deletes through its shards' own stores")
+        model = self._fill(s, 6)
+        now = T0 + 5
+        (k0, o0), (k1, _), (k2, o2) = list(model.items())[:3]
+        items = [(*k0, o0), (*k1, outcome(77)), ("nobody", "here", outcome(1)), ("gone", "x", outcome(99)),
+                 (*k2, o2), (*k0, o0)]
+        # k1 holds another outcome, the third is absent, "gone" has expired, k0's repeat is gone already
+        assert s.delete_copies(items, now) == 2
+        assert s.get(*k0, now) is None and s.get(*k2, now) is None and s.get(*k1, now) == model[k1]
+        assert s.count(now) == len(model) - 2
+        assert s.delete_copies([], now) == 0
+        assert s.put_if_absent(*k0, outcome(50), now) == (True, outcome(50))  # the key is free again
+        with pytest.raises(ValueError):
+            s.delete_copies([("", "p", o0)], now)
+
     @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
     @given(ops=st.lists(
-        st.tuples(st.sampled_from(["get", "put"]), st.integers(0, 2), st.integers(0, 3),
+        st.tuples(st.sampled_from(["get", "put", "delete"]), st.integers(0, 2), st.integers(0, 3),
                   st.integers(0, 9), st.floats(0, 30)),
         max_size=25))
     def test_inv_fww_agrees_with_a_dict_model(self, store_spec, ops):
@@ -196,6 +214,13 @@ class DedupContract:
             live = key in model and model[key][0] > now
             if op == "get":
                 assert s.get(*key, now) == (model[key][1] if live else None)
+            elif op == "delete" and not hasattr(s, "delete_copies"):
+                continue
+            elif op == "delete":  # a prune's compare-and-delete: only the very outcome held goes
+                gone = live and model[key][1] == outcome(v)
+                assert s.delete_copies([(*key, outcome(v))], now) == int(gone)
+                if gone:
+                    del model[key]
             else:
                 want = (False, model[key][1]) if live else (True, outcome(v))
                 assert s.put_if_absent(*key, outcome(v), now, ttl_s=20.0) == want

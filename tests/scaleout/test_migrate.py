@@ -165,10 +165,14 @@ def test_inv_fww_migrate_3_to_4_sqlite_shards_under_pipeline_traffic(tmp_path, c
         assert cli(capsys, "cutover", "--state", state)[0] == 0
         tr.observe("cut_over", 150)
         assert cli(capsys, "cleanup", "--state", state)[0] == 2  # refused: no catch-up yet
+        assert cli(capsys, "prune", "--state", state)[0] == 2  # refused: not cleaned yet
         rc, cu, _ = cli(capsys, "catchup", "--state", state, "--settle-s", "0.1", "--batch-size", "40")
         assert rc == 0 and cu["clean"] and cu["catchup"]["scanned"] > 0, cu
         assert cli(capsys, "cleanup", "--state", state)[0] == 0
         tr.observe("cleaned", 100)
+        rc, pr, _ = cli(capsys, "prune", "--state", state, "--settle-s", "0.1", "--batch-size", "40")
+        assert rc == 0 and pr["clean"] and pr["prune"]["deleted"] > 0, pr
+        tr.wait_for(50)
     assert not tr.errors, tr.errors
     assert store.phase == "cleaned" and store.stats["conflicts"] == 0 and store.stats["mirrored"] > 0
     seen = store.phases
@@ -181,6 +185,10 @@ def test_inv_fww_migrate_3_to_4_sqlite_shards_under_pipeline_traffic(tmp_path, c
     # the new shard took about a quarter of the keys
     counts = final.counts(time.time())
     assert counts["s3"] > 0
+    # pruned: every shard holds only the keys it owns, so the ring's count is its keys'
+    for name, shard in final.shards.items():
+        assert {final.shard_for(t, p) for t, p, _ in shard.scan(None, 10**6, time.time())[0]} <= {name}
+    assert final.count(time.time()) == len({(t, p) for t, p, _ in final.every_copy(time.time())})
     assert load_state(state)["phase"] == "cleaned"
     final.close()
 
@@ -263,6 +271,7 @@ def test_mirror_conflict_fails_closed(tmp_path):
     (["copy"], "copy runs in phase dual_write"),
     (["verify"], "verify runs after copy"),
     (["cleanup"], "cannot go from planned"),
+    (["prune"], "prune runs in phase cleaned"),
     (["copy", "--batch-size", "0"], "--batch-size"),
     (["copy", "--qps", "-1"], "--qps"),
 ])
@@ -328,7 +337,14 @@ def test_inv_fww_dual_write_phases_agree_with_a_dict_model(path, segments):
     (only the dual-write mirror brings it to the new ring), and writes while the
     new ring decides, then a rollback (only the mirror to the old ring keeps them)."""
     from flk.impl.dedup.memory import MemoryStore
-    from flk.impl.dedup.migrate import RingSpec, catchup_step, copy_step, new_state, transition
+    from flk.impl.dedup.migrate import (
+        RingSpec,
+        catchup_step,
+        copy_step,
+        new_state,
+        prune_step,
+        transition,
+    )
 
     pool = {n: MemoryStore() for n in NEW}
     old = ShardedStore({n: pool[n] for n in OLD})
@@ -363,9 +379,17 @@ def test_inv_fww_dual_write_phases_agree_with_a_dict_model(path, segments):
                 catchup_step(state, old, new, now, 3, settle_s=0.0)
         transition(state, to, now)
         s.set_phase(to)
+    if s.phase == "cleaned":  # the prune: each shard keeps only its own keys, and no answer changes
+        while not state["prune"]["done"]:
+            prune_step(state, new, now + 5.0, 2)
+        assert state["prune"]["missing"] == state["prune"]["different"] == 0
+        for name, shard in new.shards.items():
+            assert all(new.shard_for(t, p) == name for t, p, _ in shard.scan(None, 1000, now)[0])
     decider = new if s.phase in ("cut_over", "cleaned") else old
     for key, o in model.items():
         assert decider.get(*key, now) == o
+    if s.phase == "cleaned":
+        assert new.count(now) == len(model)
     assert s.stats["conflicts"] == 0
 
 
@@ -400,3 +424,38 @@ def test_a_slow_state_read_never_applies_an_older_phase_after_a_newer_one(tmp_pa
     store.refresh(30.0)
     assert store.phases == ["planned", "dual_write"], store.phases
     store.close()
+
+
+def test_inv_fww_prune_keeps_a_copy_whose_owner_lacks_the_key_or_holds_another_outcome(tmp_path, capsys):
+    """The prune deletes a copy only once its owner holds the very same outcome: a copy whose
+    owner lacks the key (it could be the only one) or holds another outcome (the evidence of a
+    double decision) is kept, counted and named, and ``flk dedup-migrate prune`` exits 1."""
+    state = str(tmp_path / "mig.json")
+    assert cli(capsys, "plan", "--state", state, "--old", _urls(tmp_path, OLD), "--new", _urls(tmp_path, NEW))[0] == 0
+    now = time.time()
+    ring = _ring_store(tmp_path, NEW)
+    keys = [("t", f"k{i}") for i in range(400)]
+    moved = [k for k in keys if ring.shard_for(*k) == "s3"]
+    assert len(moved) >= 3
+    for i, k in enumerate(keys):  # every key written where the old ring put it
+        ring.shards[ShardedStore({n: ring.shards[n] for n in OLD}).shard_for(*k)].put_if_absent(*k, outcome(i), now)
+    lacking, other, *copied = moved
+    for k in copied:  # the migration's copies
+        ring.shards["s3"].put_if_absent(*k, outcome(keys.index(k)), now)
+    ring.shards["s3"].put_if_absent(*other, outcome(9999), now)
+    doc = load_state(state)
+    doc.update(phase="cleaned")
+    doc["prune"]["after"] = now - 10
+    from flk.impl.dedup.migrate import save_state
+
+    save_state(state, doc)
+    rc, pr, _ = cli(capsys, "prune", "--state", state, "--batch-size", "7")
+    assert rc == 1 and pr["done"] and not pr["clean"], pr
+    p = pr["prune"]
+    assert (p["deleted"], p["missing"], p["different"]) == (len(copied), 1, 1), p
+    assert {(e["kind"], e["owner"]) for e in p["examples"]} == {("missing", "s3"), ("different", "s3")}
+    at = time.time()
+    for k in (lacking, other):  # both kept where they were
+        assert ring.shards[ShardedStore({n: ring.shards[n] for n in OLD}).shard_for(*k)].get(*k, at) is not None
+    assert ring.count(at) == len(keys) + 1  # every key once, and the differing key's second copy (kept)
+    ring.close()

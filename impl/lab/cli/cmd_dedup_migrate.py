@@ -7,6 +7,7 @@
     flk dedup-migrate cutover --state S
     flk dedup-migrate catchup --state S [--batch-size 500] [--qps 0] [--settle-s 2.0]
     flk dedup-migrate cleanup --state S
+    flk dedup-migrate prune --state S [--batch-size 500] [--qps 0] [--settle-s 2.0]
     flk dedup-migrate status --state S
     flk dedup-migrate rollback --state S [--settle-s 2.0]
 
@@ -20,6 +21,10 @@ waits ``--settle-s`` for every server to re-read the state file, and only then
 stops mirroring (rolled_back), as the operator does. ``cleanup`` is refused until
 ``catchup`` (phase cut_over, begun ``--settle-s`` after the cutover) has copied every
 old-ring key the new ring lacks and found none with a different outcome (SPEC 13.4).
+``prune`` (phase cleaned, begun ``--settle-s`` after the cleanup) deletes the copies the
+migration left in shards that no longer own their keys (each once its owner holds the same
+outcome), so each shard's count is its own keys again; exit 1 when a copy's owner lacks the
+key or holds another outcome (such copies are kept).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ def configure(p) -> None:
                             ("cutover", "make the new ring decide and serve (old ring mirrored)"),
                             ("catchup", "copy old-ring keys the new ring lacks (after cutover, before cleanup)"),
                             ("cleanup", "stop writing the old ring (after a clean catchup)"),
+                            ("prune", "delete the copies moved keys left in their old shards (after cleanup)"),
                             ("status", "print the migration state"),
                             ("rollback", "go back to the old ring (nothing is lost)")):
         sp = sub.add_parser(name, help=help_text, description=help_text)
@@ -68,17 +74,17 @@ def configure(p) -> None:
             sp.add_argument("--vnodes", type=int, default=150)
             sp.add_argument("--probes", type=int, default=4)
             sp.add_argument("--force", action="store_true", help="overwrite an existing state file")
-        if name in ("copy", "verify", "catchup"):
+        if name in ("copy", "verify", "catchup", "prune"):
             sp.add_argument("--batch-size", type=int, default=500)
             sp.add_argument("--qps", type=float, default=0.0, help="max entries per second (0: no limit)")
             sp.add_argument("--max-batches", type=int, default=0, help="stop after N batches (0: until done)")
         if name == "verify":
             sp.add_argument("--settle-s", type=float, default=1.0,
                             help="wait this long before re-checking keys missing from the new ring (writes in flight)")
-        if name == "catchup":
+        if name in ("catchup", "prune"):
             sp.add_argument("--settle-s", type=float, default=None,
-                            help="time after the cutover before the scan starts, s (default the servers' "
-                                 "state-file refresh margin, 2.0)")
+                            help=f"time after the {'cutover' if name == 'catchup' else 'cleanup'} before the scan "
+                                 "starts, s (default the servers' state-file refresh margin, 2.0)")
         if name == "rollback":
             sp.add_argument("--settle-s", type=float, default=None,
                             help="from cut_over: time in verified before rolled_back, s (default "
@@ -132,7 +138,7 @@ def _run(args, m) -> int:
     state = m.load_state(args.state)
     if step == "status":
         _emit({"step": "status", **{k: state[k] for k in ("phase", "old", "new", "copy", "verify", "catchup",
-                                                          "history")}})
+                                                          "prune", "history")}})
         return 0
     if step == "rollback":
         return _rollback(args, m, state, now)
@@ -150,6 +156,8 @@ def _run(args, m) -> int:
             return _copy(args, m, state, old, new)
         if step == "catchup":
             return _catchup(args, m, state, old, new)
+        if step == "prune":
+            return _prune(args, m, state, new)
         return _verify(args, m, state, old, new)
     finally:
         seen: set[int] = set()
@@ -238,6 +246,21 @@ def _catchup(args, m, state, old, new) -> int:
     _emit({"step": "catchup", "done": c["done"], "clean": c["done"] and not c["different"], "phase": state["phase"],
            "batch": totals, "catchup": c, "elapsed_s": round(time.monotonic() - t0, 3)})
     return 1 if c["different"] else 0
+
+
+def _prune(args, m, state, new) -> int:
+    """Delete the moved keys' old copies (phase cleaned; waits for the settle time first); exit 1
+    when a copy's owner lacks the key or holds another outcome (kept, and counted)."""
+    settle = m.CATCHUP_SETTLE_S if args.settle_s is None else args.settle_s
+    totals = {"scanned": 0, "deleted": 0, "missing": 0, "different": 0}
+    t0 = _batches(args, state, "prune", totals,
+                  lambda: m.prune_step(state, new, time.time(), args.batch_size, settle_s=settle),
+                  lambda: m.save_state(args.state, state))
+    pr = state["prune"]
+    clean = pr["done"] and not (pr["missing"] or pr["different"])
+    _emit({"step": "prune", "done": pr["done"], "clean": clean, "phase": state["phase"], "batch": totals,
+           "prune": pr, "elapsed_s": round(time.monotonic() - t0, 3)})
+    return 1 if pr["missing"] or pr["different"] else 0
 
 
 def _verify(args, m, state, old, new) -> int:
