@@ -395,12 +395,15 @@ class Migrate(Fault):
 
     kinds = {"migrate": False}
     params = (TARGET, Field("step_s", "number", 0.05, "simulated time per copy/verify step, s", minimum=0.0),
-              Field("batch", "int", 200, "keys per copy step", minimum=1))
+              Field("batch", "int", 200, "keys per copy step", minimum=1),
+              Field("prune", "bool", True, "after cleanup, delete the copies moved keys left in their old shards "
+                    "(false: they stay, and count, until they expire)"))
 
     def begin(self, world):
         for target in self.targets(world):
             _record(world, True, "migrate", target)
-            world.env.process(world._migrate(world.regions[target], float(self.step_s), int(self.batch)))
+            world.env.process(world._migrate(world.regions[target], float(self.step_s), int(self.batch),
+                                             bool(self.prune)))
         return _nothing()
 
 

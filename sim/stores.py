@@ -29,6 +29,7 @@ from flk.impl.dedup.migrate import (
     catchup_step,
     copy_step,
     new_state,
+    prune_step,
     reset_verify,
     settle_suspects,
     transition,
@@ -142,6 +143,22 @@ class SimMemoryStore(MemoryStore):
             if wrote and expiry < self._min_expiry:
                 self._min_expiry = expiry
         return out
+
+    def delete_copies(self, items, now: float) -> int:
+        """:meth:`MemoryStore.delete_copies` on this layout (the same answers and entries)."""
+        check_keys(items)
+        n = 0
+        with self._lock:
+            for t, p, o in items:
+                keys = self._by_tenant.get(t, _EMPTY)
+                v = keys.get(p)
+                if v is None:
+                    continue
+                exp, held = self._split(v)
+                if exp > now and held == o:
+                    del keys[p]
+                    n += 1
+        return n
 
     def _unsorted_live(self, now: float) -> list:
         split = self._split
@@ -416,14 +433,15 @@ class StoreTopology:
         return sorted(out, key=lambda e: (e[0], e[1]))
 
     # -- a live migration, one step per call ------------------------------------
-    def migrate_steps(self, now_fn, batch: int = 200, max_rounds: int = 3):
+    def migrate_steps(self, now_fn, batch: int = 200, max_rounds: int = 3, prune: bool = True):
         """A generator of (phase, detail) the world runs as a simulated process:
         each yield is a point where simulated time passes. The operator's
         procedure of ``flk dedup-migrate``: dual write, copy, verify; keys that
         verify finds missing (writes whose mirror failed behind the copy cursor)
         are handled by copying again from the start and verifying again; only
         if that keeps failing is the migration rolled back. After the cutover the
-        catch-up copies what the new ring lacks before cleanup (SPEC 13.4)."""
+        catch-up copies what the new ring lacks before cleanup, and after cleanup the
+        prune deletes the copies moved keys left in their old shards (SPEC 13.4)."""
         state = new_state(self.old_spec, self.new_spec, now_fn())
         self.migration = state
         transition(state, "dual_write", now_fn())
@@ -456,6 +474,11 @@ class StoreTopology:
             transition(state, ph, now_fn())
             self.store.set_phase(ph)
             yield ph, {}
+        yield from self._cleanup_steps(state, now_fn, batch, prune)
+
+    def _cleanup_steps(self, state: dict, now_fn, batch: int, prune: bool):
+        """From cut_over: the catch-up, cleanup, then (``prune``) the prune of the moved keys'
+        old copies."""
         while not state["catchup"]["done"]:  # cleanup needs a clean catch-up (SPEC 13.4)
             try:
                 out = catchup_step(state, self.old, self.new, now_fn(), batch)
@@ -470,6 +493,16 @@ class StoreTopology:
         transition(state, "cleaned", now_fn())
         self.store.set_phase("cleaned")
         yield "cleaned", {}
+        while prune and not state["prune"]["done"]:  # the moved keys' old copies (SPEC 13.4)
+            try:
+                out = prune_step(state, self.new, now_fn(), batch)
+            except StoreUnavailable as exc:
+                yield "retry", {"step": "prune", "why": str(exc)[:60]}
+                continue
+            yield ("settle", {}) if out.get("settling") else ("prune", out)
+        p = state["prune"]
+        if prune:
+            yield "pruned", {"deleted": p["deleted"], "missing": p["missing"], "different": p["different"]}
 
     @staticmethod
     def _retrying(progress_key, state, step, label):

@@ -143,9 +143,9 @@ class World:
         """Start (or heal) one fault from its scenario table; see :mod:`flk.sim.faults`."""
         yield from faults.create(spec).apply(self, start)
 
-    def _migrate(self, region, step_s: float, batch: int):
+    def _migrate(self, region, step_s: float, batch: int, prune: bool = True):
         """Run a live 3 -> 4 shard migration's steps in simulated time."""
-        for phase, detail in region.topology.migrate_steps(region.now, batch):
+        for phase, detail in region.topology.migrate_steps(region.now, batch, prune=prune):
             if phase not in ("copy", "verify"):
                 self.history.record(self.env.now, "migrate.phase", region=region.id, phase=phase, **detail)
             yield self.env.timeout({"settle": 1.0, "retry": 0.5}.get(phase, step_s))

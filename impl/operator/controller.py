@@ -22,7 +22,7 @@ Observed (all keys optional)::
     {"reachable": bool,                       # False: hold everything, act on nothing
      "sample": {"t", "latency_p95_ms", "error_rate", "dedup_hit_ratio", ...} | None,
      "migration": {"phase", "copy": {"round", "done"}, "verify": {"round", "done", "missing", "different"},
-                   "catchup": {"done", "different"}} | None,
+                   "catchup": {"done", "different"}, "prune": {"done", "deleted", "missing", "different"}} | None,
      "servers": [applied phase of every server process],
      "crr": {"applied": {region: generation}}, "tier": {"generation", "history", "candidates"},
      "error": "the last action's failure" | None}
@@ -185,6 +185,7 @@ GUARDS: dict[str, Callable[[Ctx], bool]] = {
     "verify_dirty_no_rounds": lambda c: _dirty(c) and c.status["round"] >= int(c.spec["max_verify_rounds"]),
     "soaked": _soaked,
     "all_servers_cleaned": lambda c: c.all_servers(("cleaned",)),
+    "prune_done": lambda c: c.all_servers(("cleaned",)) and bool((c.mig.get("prune") or {}).get("done")),
     "all_servers_rolled_back": lambda c: c.all_servers(("rolled_back",)) or c.all_servers(("planned",)),
     "crr_applied": lambda c: bool(c.observed.get("crr", {}).get("applied")) and all(
         g == c.policy.generation for g in c.observed["crr"]["applied"].values()),
@@ -221,6 +222,10 @@ def _ensure(c: Ctx) -> list[dict]:
                                             "batch": spec["batch"], "settle_s": spec["settle_s"]}]
     if ens == "migration.cleanup":
         return _cleanup(c)
+    if ens == "migration.prune":
+        m = c.mig
+        return [] if m is None or m["phase"] != "cleaned" or (m.get("prune") or {}).get("done") else [
+            {"op": "migration.prune", "batch": spec["prune_batch"]}]
     if ens == "crr.apply":
         return [{"op": "crr.apply", "generation": c.policy.generation, "spec": copy.deepcopy(spec)}]
     if ens == "tier.configure":
@@ -326,7 +331,8 @@ def reconcile(policy: Policy, status: Mapping | None, observed: Mapping, now: fl
             c.observed = {**observed, "error": f"bad observation: {type(exc).__name__}: {exc}"}
     if c.mig is not None:
         st["progress"] = {**st.get("progress", {}), "migration_phase": c.mig.get("phase"), "round": st["round"],
-                          "copy": dict(c.mig.get("copy", {})), "verify": dict(c.mig.get("verify", {}))}
+                          "copy": dict(c.mig.get("copy", {})), "verify": dict(c.mig.get("verify", {})),
+                          "prune": dict(c.mig.get("prune") or {})}
     st["conditions"] = _conditions(c)
     st["gates"] = report
     st["pending_audit"] = st.get("pending_audit", []) + audit

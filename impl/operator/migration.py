@@ -2,11 +2,11 @@
 
 Why this module exists: the controller only *decides*; something must run
 ``migration.plan`` / ``migration.phase`` / ``migration.copy`` /
-``migration.verify`` / ``migration.catchup`` on a ``flk dedup-migrate`` state (:mod:`flk.impl.dedup.migrate`)
+``migration.verify`` / ``migration.catchup`` / ``migration.prune`` on a ``flk dedup-migrate`` state (:mod:`flk.impl.dedup.migrate`)
 and report what it sees. The server's operator routes, the simulator and the
 tests use this one class, over a state file or a dict, so the steps are the
 migration's own functions (``new_state``, ``transition``, ``copy_step``,
-``verify_step``, ``settle_suspects``, ``catchup_step``), never a second implementation.
+``verify_step``, ``settle_suspects``, ``catchup_step``, ``prune_step``), never a second implementation.
 
 Every action is idempotent (see :mod:`.controller`): ``plan`` of the same rings
 again is a no-op, a phase change is a compare-and-set, copy and verify carry
@@ -42,7 +42,8 @@ class MigrationTarget:
                 | {"round": int(st["copy"].get("round", 1))},
                 "verify": {k: v.get(k) for k in ("done", "checked", "missing", "different")}
                 | {"round": int(v.get("round", 1)), "suspects": len(v.get("suspects", []))},
-                "catchup": {k: st["catchup"].get(k) for k in ("done", "scanned", "copied", "different")}}
+                "catchup": {k: st["catchup"].get(k) for k in ("done", "scanned", "copied", "different")},
+                "prune": {k: st["prune"].get(k) for k in ("done", "scanned", "deleted", "missing", "different")}}
 
     def execute(self, action: Mapping, now: float) -> dict:
         """Carry out one action; raises ``MigrationError`` (refused) or ``StoreUnavailable``."""
@@ -60,6 +61,8 @@ class MigrationTarget:
             return self._verify(st, int(action["round"]), int(action["batch"]), float(action["settle_s"]), now)
         if op == "migration.catchup":
             return self._catchup(st, int(action["batch"]), now)
+        if op == "migration.prune":
+            return self._prune(st, int(action["batch"]), now)
         raise m.MigrationError(f"unknown action {op!r}")
 
     def _plan(self, action: Mapping, now: float) -> dict:
@@ -150,6 +153,16 @@ class MigrationTarget:
             return {"phase": st["phase"], "done": bool(st["catchup"]["done"])}
         old, new = self.rings(st)
         out = m.catchup_step(st, old, new, now, batch)
+        self.save(st)
+        return out
+
+    def _prune(self, st: dict, batch: int, now: float) -> dict:
+        """One prune batch (cleaned only; a no-op once done or in another phase); the first waits
+        :data:`flk.impl.dedup.migrate.CATCHUP_SETTLE_S` after the cleanup (no sleep)."""
+        if st["phase"] != "cleaned" or st["prune"]["done"]:
+            return {"phase": st["phase"], "done": bool(st["prune"]["done"])}
+        _old, new = self.rings(st)
+        out = m.prune_step(st, new, now, batch)
         self.save(st)
         return out
 

@@ -85,6 +85,8 @@ SPEC_FIELDS: dict[str, tuple[Field, ...]] = {
         Field("vnodes", "int", 150, "virtual nodes per shard (both rings)", minimum=1),
         Field("probes", "int", 4, "ring probes (both rings)", minimum=1),
         Field("batch", "int", 500, "entries per copy/verify batch (one action)", minimum=1),
+        Field("prune_batch", "int", 2000, "entries per prune batch (one action; the prune reads every entry of "
+              "the new ring and deletes only the moved keys' old copies)", minimum=1),
         _n("settle_s", 1.0, "wait before re-checking keys verify found missing (writes in flight), s"),
         _n("soak_s", 5.0, "healthy time in Cutover (gates ok) before Cleanup stops writing the old ring, s"),
         Field("max_verify_rounds", "int", 3, "copy+verify rounds before a dirty verify rolls back", minimum=1),

@@ -57,6 +57,9 @@ PHASES: tuple[Phase, ...] = (
           doc="the new ring decides, the old ring is mirrored; soak"),
     Phase("ShardMigration", "Cleanup", "migration.cleanup",
           doc="catch-up (old-ring keys the new ring lacks are copied), then the old ring is no longer written"),
+    Phase("ShardMigration", "Pruning", "migration.prune",
+          doc="delete the copies moved keys left in shards that no longer own them (each once its owner holds "
+              "the same outcome): every shard's count is its own keys again"),
     Phase("ShardMigration", "Completed", "", terminal=True),
     Phase("ShardMigration", "RollingBack", "migration.rollback",
           doc="the old ring decides again: from cut_over first back to verified (both rings mirrored), "
@@ -86,7 +89,8 @@ ROWS: tuple[Row, ...] = (
     Row("ShardMigration", "Cutover", "gate_breach", "RollingBack", "a health gate breached"),
     Row("ShardMigration", "Cutover", "soaked", "Cleanup",
         "every server cut over and the gates stayed ok for soak_s"),
-    Row("ShardMigration", "Cleanup", "all_servers_cleaned", "Completed", "every server stopped writing the old ring"),
+    Row("ShardMigration", "Cleanup", "all_servers_cleaned", "Pruning", "every server stopped writing the old ring"),
+    Row("ShardMigration", "Pruning", "prune_done", "Completed", "the prune walked every shard of the new ring"),
     Row("ShardMigration", "RollingBack", "all_servers_rolled_back", "RolledBack", "every server decides on the old ring"),
     Row("CRRPolicy", "Pending", "always", "Applying", "start"),
     Row("CRRPolicy", "Applying", "crr_applied", "Active", "every region reports this generation"),

@@ -9,7 +9,7 @@ credential, like every other ops route (``protected_routes`` in :mod:`.app`):
   progress (:meth:`flk.impl.operator.migration.MigrationTarget.observe`);
 * ``POST /api/operator/migration/actions`` -- one controller action (JSON:
   ``{"op": "migration.plan" | "migration.phase" | "migration.copy" |
-  "migration.verify" | "migration.catchup", ...}``) carried out on the state file
+  "migration.verify" | "migration.catchup" | "migration.prune", ...}``) carried out on the state file
   (``DEDUP_MIGRATION_STATE``) and this process's rings; every action is
   idempotent, so a controller that retries after a kill does no harm.
 
@@ -49,7 +49,8 @@ from ..dedup import migrate
 from ..dedup.base import StoreUnavailable
 from ..operator.migration import MigrationTarget
 
-OPS = ("migration.plan", "migration.phase", "migration.copy", "migration.verify", "migration.catchup")
+OPS = ("migration.plan", "migration.phase", "migration.copy", "migration.verify", "migration.catchup",
+       "migration.prune")
 MAX_BODY = 64 * 1024
 
 

@@ -22,7 +22,7 @@ import time
 import pytest
 from server.proc import FLK, ServerProc, clean_env
 
-from flk.impl.dedup import open_store
+from flk.impl.dedup import iter_entries, open_store
 from flk.impl.dedup.sharded import ShardedStore
 from flk.impl.lab.cli import main
 
@@ -118,8 +118,11 @@ def _check_history(hist, ring_names, tmp_path) -> dict:
             lost += 1
         elif (stored.status, stored.payload_digest) != (status, digest):
             changed += 1
+    # entries a shard holds for a key another shard owns (a migration's copies until the prune)
+    copies = sum(final.shard_for(t, p) != name for name, shard in final.shards.items() for t, p, _ in
+                 iter_entries(shard, now))
     final.close()
-    return {"acked": len(acked), "lost": lost, "changed": changed, "unexpected": unexpected,
+    return {"acked": len(acked), "lost": lost, "changed": changed, "unexpected": unexpected, "copies": copies,
             "by_status": dict(sorted((str(k), v) for k, v in by_status.items()))}
 
 
@@ -182,11 +185,15 @@ def test_operator_run_completes_3_to_4_migration_under_load_with_no_unexpected_a
     assert final["phase"] == "Completed", final
     trs = _transitions(tmp_path)
     assert trs == ["Pending->Planning", "Planning->DualWrite", "DualWrite->Copying", "Copying->Verifying",
-                   "Verifying->Cutover", "Cutover->Cleanup", "Cleanup->Completed"], trs
-    assert json.loads(open(state).read())["phase"] == "cleaned"
+                   "Verifying->Cutover", "Cutover->Cleanup", "Cleanup->Pruning", "Pruning->Completed"], trs
+    mig = json.loads(open(state).read())
+    assert mig["phase"] == "cleaned"
+    # the prune deleted the moved keys' old copies (under load: each once its owner held the same outcome)
+    pr = mig["prune"]
+    assert pr["done"] and pr["deleted"] > 0 and pr["missing"] == pr["different"] == 0, pr
     res = _check_history(hist, NEW, tmp_path)
     assert res["unexpected"] == 0 and res["lost"] == 0 and res["changed"] == 0, res
-    assert res["acked"] > 500, res
+    assert res["acked"] > 500 and res["copies"] == 0, res
     assert main(["audit", "verify", str(tmp_path / "op" / "audit")]) == 0
     (status_file,) = (tmp_path / "op" / "status").glob("*.status.json")
     gates = json.loads(status_file.read_text())["gates"]

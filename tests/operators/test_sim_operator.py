@@ -24,7 +24,7 @@ def test_operator_migration_completes_across_controller_kills():
     restarts = [e for e in res.history.events if e["type"] == "operator.restart"]
     assert len(restarts) == 2
     checks = {c["id"]: c for c in res.results["invariants"]}
-    assert checks["INV-OP-RESUME"]["ok"] and checks["INV-OP-RESUME"]["checked"] == 7
+    assert checks["INV-OP-RESUME"]["ok"] and checks["INV-OP-RESUME"]["checked"] == 8  # Pruning too
     assert checks["INV-NO-ACKED-LOSS"]["ok"] and checks["INV-FWW"]["ok"]
 
 

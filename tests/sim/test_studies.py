@@ -110,3 +110,34 @@ def test_rto_grows_with_the_health_check_interval():
     assert api.monotone(rows, "failover_detection_s"), rows
     assert api.monotone(rows, "rto_s"), rows
     assert rows[-1]["rto_s"] >= rows[-1]["failover_detection_s"], rows
+
+
+def _flagged_times(res) -> list[float]:
+    return sorted({e["t_us"] / 1e6 for e in res.history.events if e["type"] == "crr.divergence"
+                   and e["worst"] != "ok"})
+
+
+def test_a_shard_migration_flags_geo_divergence_only_until_its_prune():
+    """One region's 3 -> 4 shard migration leaves each moved key's copy in its old shard; the
+    region's key count includes it until the prune deletes it. With the prune, divergence is
+    flagged only between the copy and the prune (the alert stays silent); without it
+    (faults.0.prune = false) the count stays above the peers' to the end and the alert fires.
+    Sensitivity: a longer run adds flagged checks only without the prune."""
+    res = api.run("crr-shard-migration", seed=1, plots=False)
+    assert res.valid, [c for c in res.results["invariants"] if not c["ok"]]
+    pruned = next(e for e in res.history.events if e["type"] == "migrate.phase" and e["phase"] == "pruned")
+    assert pruned["deleted"] > 100 and pruned["missing"] == pruned["different"] == 0, pruned
+    period = load("crr-shard-migration").data["replication"]["divergence_interval_s"]
+    flagged = _flagged_times(res)
+    assert flagged and flagged[-1] <= pruned["t_us"] / 1e6 + 2 * period, (flagged, pruned)
+    kept = api.run("crr-shard-migration", seed=1, overrides=["faults.0.prune=false"], plots=False)
+    alert = next(c for c in kept.results["invariants"] if c["id"] == "ALERT-FlkGeoDivergence")
+    assert not kept.valid and not alert["ok"], alert
+    end = load("crr-shard-migration").data["scenario"]["duration_s"]
+    assert _flagged_times(kept)[-1] >= end, _flagged_times(kept)
+    rows = {prune: api.sensitivity("crr-shard-migration", "scenario.duration_s", [14, 24], ["divergence_flagged"],
+                                   seed=1, overrides=[f"faults.0.prune={prune}"])
+            for prune in ("true", "false")}
+    assert rows["true"][0]["divergence_flagged"] == rows["true"][1]["divergence_flagged"] > 0, rows
+    assert rows["false"][0]["divergence_flagged"] < rows["false"][1]["divergence_flagged"], rows
+    assert rows["false"][0]["divergence_flagged"] > rows["true"][0]["divergence_flagged"], rows
