@@ -458,4 +458,8 @@ def test_inv_fww_prune_keeps_a_copy_whose_owner_lacks_the_key_or_holds_another_o
     for k in (lacking, other):  # both kept where they were
         assert ring.shards[ShardedStore({n: ring.shards[n] for n in OLD}).shard_for(*k)].get(*k, at) is not None
     assert ring.count(at) == len(keys) + 1  # every key once, and the differing key's second copy (kept)
+    ring.shards["s3"].put_if_absent(*lacking, outcome(keys.index(lacking)), at)  # the operator's repair
+    rc, pr, _ = cli(capsys, "prune", "--state", state, "--restart", "--settle-s", "0")
+    assert rc == 1 and (pr["prune"]["deleted"], pr["prune"]["missing"], pr["prune"]["different"]) == (1, 0, 1), pr
+    assert ring.count(time.time()) == len(keys) + 1
     ring.close()

@@ -7,7 +7,7 @@
     flk dedup-migrate cutover --state S
     flk dedup-migrate catchup --state S [--batch-size 500] [--qps 0] [--settle-s 2.0]
     flk dedup-migrate cleanup --state S
-    flk dedup-migrate prune --state S [--batch-size 500] [--qps 0] [--settle-s 2.0]
+    flk dedup-migrate prune --state S [--batch-size 500] [--qps 0] [--settle-s 2.0] [--restart]
     flk dedup-migrate status --state S
     flk dedup-migrate rollback --state S [--settle-s 2.0]
 
@@ -91,6 +91,9 @@ def configure(p) -> None:
                                  "the servers' state-file refresh margin, 2.0)")
         if name == "copy":
             sp.add_argument("--restart", action="store_true", help="copy again from the start")
+        if name == "prune":
+            sp.add_argument("--restart", action="store_true",
+                            help="walk every shard again from the start (after a prune that kept copies)")
         if name in ("plan", "copy", "dual-write", "cutover", "cleanup", "rollback"):
             sp.add_argument("--dry-run", action="store_true", help="show what would happen; change nothing")
 
@@ -252,6 +255,8 @@ def _prune(args, m, state, new) -> int:
     """Delete the moved keys' old copies (phase cleaned; waits for the settle time first); exit 1
     when a copy's owner lacks the key or holds another outcome (kept, and counted)."""
     settle = m.CATCHUP_SETTLE_S if args.settle_s is None else args.settle_s
+    if args.restart and state["phase"] == "cleaned":
+        state["prune"] = {**m.new_prune(state["prune"]["after"]), "started_at": None}
     totals = {"scanned": 0, "deleted": 0, "missing": 0, "different": 0}
     t0 = _batches(args, state, "prune", totals,
                   lambda: m.prune_step(state, new, time.time(), args.batch_size, settle_s=settle),
