@@ -36,6 +36,7 @@ METRICS: dict[str, str] = {
                              "in every other region's object store, s",
     "replication_lag_max_s": "max of that lag, s",
     "divergence_max": "max difference in key counts between regions",
+    "divergence_last": "difference in key counts between regions at the last sample (what stayed apart)",
     "divergence_flagged": "geo-divergence checks (one per region and period) whose worst peer comparison was "
                           "warning or critical",
     "conflicts": "pcs_ids acked with different payloads in different regions (split brain: each side "
@@ -92,7 +93,7 @@ SERIES: dict[str, str] = {
 REGION_SERIES = ("sent", "answered", "ok", "attempt_errors", "attempt_429", "attempt_p95_ms")
 
 REPLICATION_METRICS = ("replication_lag_p95_s", "replication_lag_max_s", "copy_lag_p95_s", "copy_lag_max_s",
-                       "divergence_max", "divergence_flagged", "conflicts", "conflicts_flagged", "conflicts_won_by_later_write",
+                       "divergence_max", "divergence_last", "divergence_flagged", "conflicts", "conflicts_flagged", "conflicts_won_by_later_write",
                        "convergence_time_s", "rpo_s", "rto_s", "failover_detection_s")
 
 
@@ -355,6 +356,7 @@ def _replication(events: list[dict], first_send: dict[int, int]) -> dict:
         "replication_lag_p95_s": percentile(lags, 95),
         "replication_lag_max_s": lags[-1],
         "divergence_max": max(e["divergence"] for e in samples),
+        "divergence_last": samples[-1]["divergence"],
         "divergence_flagged": sum(1 for e in events if e["type"] == "crr.divergence" and e["worst"] != "ok"),
         "conflicts": split_brain_conflicts(events),
         "conflicts_flagged": samples[-1]["conflicts"],

@@ -501,6 +501,7 @@ class StoreTopology:
                 continue
             yield ("settle", {}) if out.get("settling") else ("prune", out)
         p = state["prune"]
+        self.store.pruned = bool(p["done"])  # as a server reads it from the state file
         if prune:
             yield "pruned", {"deleted": p["deleted"], "missing": p["missing"], "different": p["different"]}
 

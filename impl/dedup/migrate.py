@@ -372,14 +372,24 @@ class DualWriteStore(BatchMixin):
         self._refreshing = threading.Lock()  # one state-file reader at a time: reads apply in file order
         self.stats = {"mirrored": 0, "conflicts": 0, "phase_changes": 0}
         self.phases = [phase]  # every phase this store has applied, in order
+        self.pruned = False  # the prune has walked every shard (the state file's prune.done)
 
     @classmethod
     def from_state(cls, path: str, now: float, opener=None, **kw) -> DualWriteStore:
         state = load_state(path)
         old, new = open_rings(state, opener)
         s = cls(old, new, state["phase"], state_path=path, **kw)
+        s.pruned = bool(state["prune"]["done"])
         s._checked = now
         return s
+
+    @property
+    def count_exact(self) -> bool:
+        """False while :meth:`count` includes copies the migration left in the moved keys' old
+        shards: from the cutover (the new ring decides and counts its shards, those copies among
+        them) until the prune has walked every shard. Geo divergence then compares samples only
+        (:mod:`flk.impl.replication.divergence`)."""
+        return self.phase not in ("cut_over", "cleaned") or (self.phase == "cleaned" and self.pruned)
 
     def set_phase(self, phase: str) -> None:
         if phase not in PHASES:
@@ -406,9 +416,11 @@ class DualWriteStore(BatchMixin):
             return
         try:
             try:
-                phase = load_state(self.state_path)["phase"]
+                state = load_state(self.state_path)
             except MigrationError:
                 return  # keep the last known phase; the CLI reports a bad file
+            phase = state["phase"]
+            self.pruned = bool(state["prune"]["done"])
             if phase != self.phase:
                 self.set_phase(phase)
         finally:

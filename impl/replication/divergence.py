@@ -29,8 +29,10 @@ key is compared only if both regions hold keys of its origin and tenant: each
 region either is the origin or reads the tenant from it. Keys outside that
 scope are counted (``out_of_scope``), never a mismatch. Key counts are
 compared only when the two policies put every key of either store in scope
-(``count_compared``; a store cannot count per tenant); otherwise the sample is
-the signal. A summary without ``reads`` (no policy given) holds and is held to
+(``count_compared``; a store cannot count per tenant) and neither count includes
+the copies a shard migration left in the moved keys' old shards (from its cutover
+until its prune: the summary's ``count_exact``, the comparison's
+``count_inexact``); otherwise the sample is the signal. A summary without ``reads`` (no policy given) holds and is held to
 every key, as before.
 
 Severity (SPEC thresholds): ``warning`` if count divergence > 5 % or
@@ -83,6 +85,7 @@ class Summary:
     taken_at: float
     sample: tuple[tuple[str, str, str, int, str], ...]  # (tenant, pcs_id, payload_digest, status, origin region)
     reads: Reads | None = None  # the publishing region's CRR policy as its reader applies it
+    count_exact: bool = True  # False: the count includes a shard migration's copies (not compared)
 
     def to_json(self) -> bytes:
         d = asdict(self)
@@ -97,14 +100,17 @@ class Summary:
         return Summary(str(d["region"]), int(d["count"]), int(d["seed"]), int(d["n"]), float(d["taken_at"]),
                        tuple((str(t), str(p), str(g), int(s), str(o[0]) if o else "") for t, p, g, s, *o in d["sample"]),
                        None if reads is None else tuple((str(src), None if f is None else tuple(str(x) for x in f))
-                                                        for src, f in reads))
+                                                        for src, f in reads),
+                       d.get("count_exact", True) is not False)
 
 
 def summarize(store: Any, region: str, n: int, seed: int, now: float, topology: Topology | None = None) -> Summary:
     """This region's summary; ``topology``: the CRR policy its reader applies (None: none given)."""
     sample = store.sample(n, seed, now)
-    return Summary(region, int(store.count(now)), seed, n, now,
-                   tuple((t, p, o.payload_digest, int(o.status), o.region) for t, p, o in sample), reads_of(topology))
+    count = int(store.count(now))
+    return Summary(region, count, seed, n, now,
+                   tuple((t, p, o.payload_digest, int(o.status), o.region) for t, p, o in sample), reads_of(topology),
+                   bool(getattr(store, "count_exact", True)))
 
 
 def holds(topology: Topology | None, region: str, origin: str, tenant: str) -> bool:
@@ -152,7 +158,8 @@ class Comparison:
     sample_mismatch: float
     mismatched_keys: tuple[tuple[str, str], ...] = ()
     out_of_scope: int = 0  # comparable keys the policies do not replicate between the two (not compared)
-    count_compared: bool = True  # False: the policies leave keys out, the key counts say nothing
+    count_compared: bool = True  # False: the policies leave keys out, or a count is inexact: they say nothing
+    count_inexact: tuple[str, ...] = ()  # the regions whose count includes a shard migration's copies
 
 
 def compare(s1: Summary, s2: Summary) -> Comparison:
@@ -181,10 +188,11 @@ def compare(s1: Summary, s2: Summary) -> Comparison:
         k for k in comparable if any(both(o, k[0]) for o in sorted(origins[k]))]
     bad = tuple(k for k in keys if v1.get(k) != v2.get(k))
     mm = len(bad) / len(keys) if keys else 0.0
-    counted = full_scope(s1, s2)
+    inexact = tuple(s.region for s in (s1, s2) if not s.count_exact)
+    counted = full_scope(s1, s2) and not inexact
     return Comparison(s1.region, s2.region, s1.count, s2.count,
                       count_divergence(s1.count, s2.count) if counted else 0.0,
-                      len(keys), len(bad), mm, bad, len(comparable) - len(keys), counted)
+                      len(keys), len(bad), mm, bad, len(comparable) - len(keys), counted, inexact)
 
 
 @dataclass(frozen=True)

@@ -261,7 +261,7 @@ class CrrService:
                 {"severity": a.severity, "regions": [a.comparison.region1, a.comparison.region2],
                  "count_divergence": a.comparison.count_divergence, "sample_mismatch": a.comparison.sample_mismatch,
                  "comparable": a.comparison.comparable, "out_of_scope": a.comparison.out_of_scope,
-                 "count_compared": a.comparison.count_compared,
+                 "count_compared": a.comparison.count_compared, "count_inexact": list(a.comparison.count_inexact),
                  "open_conflicts": a.open_conflicts, "reasons": list(a.reasons)}
                 for a in self.divergence.last]
         return out

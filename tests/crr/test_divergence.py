@@ -88,12 +88,58 @@ def test_summary_roundtrip_and_check_all_pairs_only_equal_seeds():
     # a summary without origins and policy (an older detector's): origin unknown, no policy
     legacy = b'{"count": 3, "n": 10, "region": "eu", "sample": [["ta", "p", "%s", 200]], "seed": 5, "taken_at": 1.0}'
     old = Summary.from_json(legacy % (b"a" * 64))
-    assert old.sample == (("ta", "p", "a" * 64, 200, ""),) and old.reads is None
+    assert old.sample == (("ta", "p", "a" * 64, 200, ""),) and old.reads is None and old.count_exact
     other = Summary("us", 3, 5, 10, NOW, ())
     stale = Summary("ap", 3, 4, 10, NOW, ())
     alerts = check_all([other, s, stale])
     assert [(x.comparison.region1, x.comparison.region2) for x in alerts] == [("eu", "us")]
     assert alerts[0].comparison.mismatched == 1
+
+
+def _migrated(tmp_path, phase: str, pruned: bool):
+    """A region's store mid-migration (grown 2 -> 3 memory shards, copies made), in ``phase``."""
+    from flk.impl.dedup.memory import MemoryStore
+    from flk.impl.dedup.migrate import DualWriteStore
+    from flk.impl.dedup.sharded import ShardedStore
+
+    pool = {n: MemoryStore() for n in ("s0", "s1", "s2")}
+    old, new = ShardedStore({n: pool[n] for n in ("s0", "s1")}), ShardedStore(pool)
+    for i in range(200):
+        o = _o("ab"[i % 2])
+        old.put_if_absent("ta", f"{i:064x}", o, NOW)
+        new.put_if_absent("ta", f"{i:064x}", o, NOW)  # the copy
+    if pruned:  # the prune itself (as a server reads it from the state file: prune.done)
+        from flk.impl.dedup.migrate import new_prune, prune_step
+
+        state = {"phase": "cleaned", "prune": new_prune(NOW)}
+        while not state["prune"]["done"]:
+            prune_step(state, new, NOW, 50, settle_s=0.0)
+    store = DualWriteStore(old, new, phase)
+    store.pruned = pruned
+    return store
+
+
+def test_a_count_that_includes_a_migrations_copies_is_not_compared(tmp_path):
+    """From its cutover until its prune, a migrating region's count includes the copies the
+    moved keys left in their old shards: its summary says so and the pair compares samples only
+    (a count compared then would read the copies as divergence); before the cutover and after
+    the prune the count is exact and compared."""
+    peer = open_store("memory")
+    for i in range(200):
+        peer.put_if_absent("ta", f"{i:064x}", _o("ab"[i % 2]), NOW)
+    theirs = summarize(peer, "us", 20, 7, NOW)
+    for phase, pruned, exact in (("dual_write", False, True), ("verified", False, True), ("cut_over", False, False),
+                                 ("cleaned", False, False), ("cleaned", True, True), ("rolled_back", False, True)):
+        mine = summarize(_migrated(tmp_path, phase, pruned), "eu", 20, 7, NOW)
+        assert mine.count_exact is exact and Summary.from_json(mine.to_json()) == mine, (phase, pruned)
+        c = compare(mine, theirs)
+        assert c.count_compared is exact and c.count_inexact == (() if exact else ("eu",)), (phase, pruned)
+        assert c.mismatched == 0 and severity(c).severity == "ok", (phase, pruned, c)
+    # the copies alone, compared, would be critical: what the flag keeps from being reported
+    inflated = summarize(_migrated(tmp_path, "cut_over", False), "eu", 20, 7, NOW)
+    assert inflated.count > 1.1 * theirs.count
+    c = compare(Summary(**{**inflated.__dict__, "count_exact": True}), theirs)
+    assert severity(c).severity == "critical"
 
 
 def test_detector_exchanges_summaries_through_the_object_store_and_alerts():
