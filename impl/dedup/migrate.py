@@ -657,6 +657,24 @@ def settle_suspects(state: dict, old: ShardedStore, new: ShardedStore, now: floa
     return out
 
 
+def _pass_start(state: dict, key: str, phase: str, now: float, settle_s: float) -> tuple[dict, dict | None]:
+    """The progress ``state[key]`` of a pass that runs in ``phase`` only (MigrationError otherwise)
+    and starts ``settle_s`` after the phase change at its ``after`` (now, when unknown), with
+    ``{"settling": True, "wait_s": ...}`` before then, else None (the start recorded in
+    ``started_at``). The catch-up and the prune begin through it."""
+    if state["phase"] != phase:
+        what = "catch-up" if key == "catchup" else key
+        raise MigrationError(f"{what} runs in phase {phase}, not {state['phase']}")
+    prog = state[key]
+    if prog["started_at"] is None:
+        after = prog["after"] if prog["after"] is not None else now
+        prog["after"] = after
+        if now < after + settle_s:
+            return prog, {"settling": True, "wait_s": round(after + settle_s - now, 3)}
+        prog["started_at"] = now
+    return prog, None
+
+
 def catchup_step(state: dict, old: ShardedStore, new: ShardedStore, now: float, batch_size: int = 500,
                  settle_s: float = CATCHUP_SETTLE_S, ttl_s: float = DEFAULT_TTL_S) -> dict:
     """One batch of the catch-up (phase cut_over): scan the old ring and copy every live entry
@@ -665,15 +683,9 @@ def catchup_step(state: dict, old: ShardedStore, new: ShardedStore, now: float, 
     refused). The first batch waits until ``settle_s`` after the cutover (``{"settling": True,
     "wait_s": ...}`` before): by then no server decides on the old ring, so nothing written
     there later is missing from the new ring. Advances ``state["catchup"]``."""
-    if state["phase"] != "cut_over":
-        raise MigrationError(f"catch-up runs in phase cut_over, not {state['phase']}")
-    prog = state["catchup"]
-    if prog["started_at"] is None:
-        after = prog["after"] if prog["after"] is not None else now
-        prog["after"] = after
-        if now < after + settle_s:
-            return {"settling": True, "wait_s": round(after + settle_s - now, 3)}
-        prog["started_at"] = now
+    prog, waiting = _pass_start(state, "catchup", "cut_over", now, settle_s)
+    if waiting is not None:
+        return waiting
     out = {"scanned": 0, "copied": 0, "present": 0, "different": 0}
     got, nxt = _next_page(old, prog, batch_size, now)
     if got is None:
@@ -709,15 +721,9 @@ def prune_step(state: dict, new: ShardedStore, now: float, batch_size: int = 500
     until ``settle_s`` after the cleanup (``{"settling": True, "wait_s": ...}`` before): by then
     no server mirrors to the old ring, so no copy is written behind the scan. Advances
     ``state["prune"]``; shards only the old ring had are not touched (nothing reads them)."""
-    if state["phase"] != "cleaned":
-        raise MigrationError(f"prune runs in phase cleaned, not {state['phase']}")
-    prog = state["prune"]
-    if prog["started_at"] is None:
-        after = prog["after"] if prog["after"] is not None else now
-        prog["after"] = after
-        if now < after + settle_s:
-            return {"settling": True, "wait_s": round(after + settle_s - now, 3)}
-        prog["started_at"] = now
+    prog, waiting = _pass_start(state, "prune", "cleaned", now, settle_s)
+    if waiting is not None:
+        return waiting
     out = {"scanned": 0, "deleted": 0, "missing": 0, "different": 0}
     got, nxt = _next_page(new, prog, batch_size, now)
     if got is None:
