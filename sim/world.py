@@ -144,15 +144,25 @@ class World:
         yield from faults.create(spec).apply(self, start)
 
     def _migrate(self, region, step_s: float, batch: int, prune: bool = True):
-        """Run a live 3 -> 4 shard migration's steps in simulated time."""
+        """Run a live 3 -> 4 shard migration's steps in simulated time. The migration ends at its
+        cleanup (or where it stops short of it); the prune after it is the region's housekeeping
+        and goes on after the fault's end."""
+        ended = False
         for phase, detail in region.topology.migrate_steps(region.now, batch, prune=prune):
             if phase not in ("copy", "verify"):
                 self.history.record(self.env.now, "migrate.phase", region=region.id, phase=phase, **detail)
+            if phase == "cleaned":
+                ended = self._migrate_end(region)
             yield self.env.timeout({"settle": 1.0, "retry": 0.5}.get(phase, step_s))
+        if not ended:
+            self._migrate_end(region)
+
+    def _migrate_end(self, region) -> bool:
         st = region.topology.migration
         self.history.record(self.env.now, "fault.end", kind="migrate", target=region.id,
                             copied=st["copy"]["copied"], conflicts=st["copy"]["conflicts"],
                             missing=st["verify"]["missing"], different=st["verify"]["different"])
+        return True
 
     def _demote(self, region, every_s: float, batch: int):
         while True:
