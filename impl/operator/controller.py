@@ -286,6 +286,12 @@ def _conditions(c: Ctx) -> list[dict]:
                 "Observed" if c.observed.get("reachable") is not False else "NoObservation")]
     err = c.observed.get("error")
     out.append(cond("ActionFailed", "True" if err else "False", "Error" if err else "None", str(err or "")[:200]))
+    pr = (c.mig or {}).get("prune") or {}
+    if pr.get("done"):  # the prune kept copies it could not delete: an owner lacks a key, or holds another outcome
+        kept = {k: int(pr.get(k) or 0) for k in ("missing", "different")}
+        out.append(cond("CopiesKept", "True" if any(kept.values()) else "False",
+                        "OwnerLacksOrDiffers" if any(kept.values()) else "None",
+                        f"{kept['missing']} missing, {kept['different']} different" if any(kept.values()) else ""))
     p = phase(c.policy.kind, c.status["phase"])
     if p.terminal:
         ok = c.status["phase"] == "Completed"

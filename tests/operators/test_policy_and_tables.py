@@ -208,3 +208,24 @@ def test_a_malformed_observation_is_a_condition_not_a_traceback():
     res = controller.reconcile(pol, controller.reconcile(pol, st0, bad, 1.0).status, bad, 2.0)
     assert res.status["phase"] == "DualWrite"
     assert any(c["type"] == "ActionFailed" and c["status"] == "True" for c in res.status["conditions"])
+
+
+def test_pruning_issues_prune_batches_until_done_and_names_the_copies_it_kept():
+    """Cleanup -> Pruning once every server cleaned up; migration.prune batches of spec.prune_batch
+    until the prune walked every shard, then Completed; copies the prune kept (an owner lacked the
+    key or held another outcome) are the CopiesKept condition, not a silent Completed."""
+    pol = parse_policy(MIGRATION.encode())
+    st = {**controller.reconcile(pol, None, {}, 0.0).status, "phase": "Cleanup"}
+    prune = {"done": False, "deleted": 0, "missing": 0, "different": 0}
+    mig = {"phase": "cleaned", "copy": {}, "verify": {}, "catchup": {"done": True}, "prune": prune}
+    res = controller.reconcile(pol, st, {"migration": mig, "servers": ["cleaned", "cut_over"]}, 1.0)
+    assert res.status["phase"] == "Cleanup"  # a server has not re-read cleaned yet
+    res = controller.reconcile(pol, res.status, {"migration": mig, "servers": ["cleaned", "cleaned"]}, 2.0)
+    assert res.status["phase"] == "Pruning"
+    assert [(a["op"], a["batch"]) for a in res.actions] == [("migration.prune", pol.spec["prune_batch"])]
+    assert not any(c["type"] == "CopiesKept" for c in res.status["conditions"])
+    done = {**mig, "prune": {**prune, "done": True, "deleted": 40, "different": 1}}
+    res = controller.reconcile(pol, res.status, {"migration": done, "servers": ["cleaned", "cleaned"]}, 3.0)
+    assert res.status["phase"] == "Completed" and res.actions == []
+    kept = next(c for c in res.status["conditions"] if c["type"] == "CopiesKept")
+    assert kept["status"] == "True" and kept["message"] == "0 missing, 1 different", kept

@@ -256,7 +256,7 @@ def _prune(args, m, state, new) -> int:
     when a copy's owner lacks the key or holds another outcome (kept, and counted)."""
     settle = m.CATCHUP_SETTLE_S if args.settle_s is None else args.settle_s
     if args.restart and state["phase"] == "cleaned":
-        state["prune"] = {**m.new_prune(state["prune"]["after"]), "started_at": None}
+        state["prune"] = m.new_prune(state["prune"]["after"])
     totals = {"scanned": 0, "deleted": 0, "missing": 0, "different": 0}
     t0 = _batches(args, state, "prune", totals,
                   lambda: m.prune_step(state, new, time.time(), args.batch_size, settle_s=settle),
