@@ -35,6 +35,12 @@ def test_observe_then_act_idempotently_and_refuse_a_wrong_step(tmp_path, capsys)
             r = client.post("/api/operator/migration/actions", json={"op": "migration.copy", "round": 1, "batch": 50})
             assert r.status_code == 200, r.text
         assert client.get("/api/operator/migration").json()["migration"]["phase"] == "copied"
+        # a prune before the cleanup is a no-op that says where the migration is; without a batch, 400
+        r = client.post("/api/operator/migration/actions", json={"op": "migration.prune", "batch": 50})
+        assert r.status_code == 200 and r.json()["result"] == {"phase": "copied", "done": False}, r.text
+        is_problem(client.post("/api/operator/migration/actions", json={"op": "migration.prune"}), 400,
+                   "invalid-query")
+        assert client.get("/api/operator/migration").json()["migration"]["prune"]["done"] is False
 
 
 def test_without_a_migration_the_routes_answer_503(tmp_path):
@@ -49,7 +55,8 @@ def test_without_a_migration_the_routes_answer_503(tmp_path):
 @given(body=st.one_of(st.binary(max_size=60), st.dictionaries(
     st.sampled_from(["op", "to", "from", "round", "batch", "settle_s"]),
     st.one_of(st.none(), st.integers(-3, 3), st.text(max_size=10), st.sampled_from(
-        ["migration.copy", "migration.phase", "migration.verify", "migration.plan"])), max_size=5).map(
+        ["migration.copy", "migration.phase", "migration.verify", "migration.plan", "migration.catchup",
+         "migration.prune"])), max_size=5).map(
     lambda d: json.dumps(d).encode())))
 def test_any_action_body_gets_a_problem_or_a_result_never_a_500(tmp_path_factory, body):
     tmp = tmp_path_factory.mktemp("routes")
