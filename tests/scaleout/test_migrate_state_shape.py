@@ -19,7 +19,8 @@ from flk.impl.lab import cli
 
 STEPS = [["status"], ["dual-write", "--dry-run"], ["copy", "--max-batches", "1"],
          ["verify", "--max-batches", "1", "--settle-s", "0"], ["catchup", "--max-batches", "1", "--settle-s", "0"],
-         ["cutover", "--dry-run"], ["rollback", "--dry-run", "--settle-s", "0"], ["cleanup", "--dry-run"]]
+         ["cutover", "--dry-run"], ["rollback", "--dry-run", "--settle-s", "0"], ["cleanup", "--dry-run"],
+         ["prune", "--max-batches", "1", "--settle-s", "0"]]
 
 
 def _plan(tmp_path) -> str:
@@ -88,3 +89,18 @@ def test_any_one_changed_value_gets_an_answer_from_every_step(tmp_path_factory, 
         assert rc in (0, 1, 2) and "Traceback" not in err, (step, err)
         if rc == 2:
             assert err.count("\n") == 1, err
+
+
+def test_a_state_written_before_the_prune_existed_is_read_with_a_fresh_prune(tmp_path):
+    """A cleaned migration's file of an earlier version has no ``prune`` table: it is read with a
+    fresh one dated at its last cleanup (the prune's settle counts from there), and prunes."""
+    state = _plan(tmp_path)
+    doc = json.loads(open(state).read())
+    doc["phase"] = "cleaned"
+    doc["history"].append({"phase": "cleaned", "at": 123.0})
+    del doc["prune"]
+    open(state, "w").write(json.dumps(doc))
+    assert migrate.load_state(state)["prune"] == migrate.new_prune(123.0)
+    rc, err = _step(["dedup-migrate", "prune", "--state", state, "--settle-s", "0"])
+    assert rc == 0, err
+    assert json.loads(open(state).read())["prune"]["done"] is True
