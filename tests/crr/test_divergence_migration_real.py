@@ -10,15 +10,15 @@ compared again and agree (SPEC.md 11.5, 13.4)."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
 import pytest
+from scaleout.test_migrate_server import _step as _migrate
+from scaleout.test_migrate_server import _urls
 
 from flk.impl.dedup import open_store
 from flk.impl.dedup.sharded import ShardedStore
-from flk.impl.lab.cli import main
 
 from .test_three_regions import NAMES, Region, conflict_variants, wait_until
 
@@ -26,18 +26,6 @@ pytestmark = pytest.mark.slow
 
 OLD, NEW = ["s0", "s1"], ["s0", "s1", "s2"]
 PERIOD_S = 0.5  # CRR_DIVERGENCE_INTERVAL_S
-
-
-def _urls(tmp_path, names) -> str:
-    return ",".join(f"{n}=sqlite:///{tmp_path}/shards/{n}.db" for n in names)
-
-
-def _migrate(capsys, *argv) -> dict:
-    capsys.readouterr()
-    rc = main(["dedup-migrate", *argv])
-    out, err = capsys.readouterr()
-    assert rc == 0, err
-    return json.loads(out)
 
 
 def _pairs_with_eu(client: httpx.Client, regions: list[Region], settle: float = 3 * PERIOD_S) -> list[dict]:
