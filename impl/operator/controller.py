@@ -270,10 +270,35 @@ def _tier_cycle(c: Ctx) -> list[dict]:
     return [{"op": "tier.prewarm", "keys": keys}] if keys else []
 
 
+# every condition a status can carry: (when it is present, what True / False / Unknown mean, its reasons)
+CONDITIONS: dict[str, tuple[str, str, str]] = {
+    "Healthy": ("always", "True: the health gates are ok; False: one is breached; Unknown: too few samples",
+                "GatesOk, GatesBreach, GatesUnknown (message: each gate's verdict, value/limit and samples)"),
+    "Reachable": ("always", "False: the driver could not observe the deployment (nothing is acted on)",
+                  "Observed, NoObservation"),
+    "ActionFailed": ("always", "True: the last action failed or the observation was malformed (message: why)",
+                     "Error, None"),
+    "CopiesKept": ("once a migration's prune is done",
+                   "True: the prune kept copies it could not delete -- an owner lacked the key or held another "
+                   "outcome (message: how many of each); False: none",
+                   "OwnerLacksOrDiffers, None"),
+    "Ready": ("in a terminal phase", "True: Completed; False: another terminal phase (RolledBack)",
+              "the phase"),
+}
+
+
+def conditions_markdown() -> str:
+    """The status conditions as a Markdown table (spec/OPERATOR.md embeds it)."""
+    rows = ["| condition | present | meaning | reasons |", "|---|---|---|---|"]
+    rows += [f"| `{name}` | {when} | {meaning} | {reasons} |" for name, (when, meaning, reasons) in CONDITIONS.items()]
+    return "\n".join(rows) + "\n"
+
+
 def _conditions(c: Ctx) -> list[dict]:
     old = {x["type"]: x for x in c.status["conditions"]}
 
     def cond(typ: str, st: str, reason: str, msg: str = "") -> dict:
+        assert typ in CONDITIONS, typ  # a table bug, not input
         prev = old.get(typ)
         since = prev["last_transition_time"] if prev is not None and prev["status"] == st else c.now
         return {"type": typ, "status": st, "reason": reason, "message": msg, "last_transition_time": since}

@@ -229,3 +229,5 @@ def test_pruning_issues_prune_batches_until_done_and_names_the_copies_it_kept():
     assert res.status["phase"] == "Completed" and res.actions == []
     kept = next(c for c in res.status["conditions"] if c["type"] == "CopiesKept")
     assert kept["status"] == "True" and kept["message"] == "0 missing, 1 different", kept
+    # every condition spec/OPERATOR.md documents is the one a status carries here, and no other
+    assert [c["type"] for c in res.status["conditions"]] == list(controller.CONDITIONS)
