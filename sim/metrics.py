@@ -93,8 +93,8 @@ SERIES: dict[str, str] = {
 REGION_SERIES = ("sent", "answered", "ok", "attempt_errors", "attempt_429", "attempt_p95_ms")
 
 REPLICATION_METRICS = ("replication_lag_p95_s", "replication_lag_max_s", "copy_lag_p95_s", "copy_lag_max_s",
-                       "divergence_max", "divergence_last", "divergence_flagged", "conflicts", "conflicts_flagged", "conflicts_won_by_later_write",
-                       "convergence_time_s", "rpo_s", "rto_s", "failover_detection_s")
+                       "divergence_max", "divergence_last", "divergence_flagged", "conflicts", "conflicts_flagged",
+                       "conflicts_won_by_later_write", "convergence_time_s", "rpo_s", "rto_s", "failover_detection_s")
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
