@@ -39,15 +39,18 @@ def _machine_cores() -> int:
         return 0
 
 
-def _until_asleep(pid: int, timeout_s: float = 2.5) -> None:
-    """Until the tree's CPU time stops growing for 0.1 s (every child started and asleep; on a busy
-    machine an interpreter's start-up can take longer than any fixed wait)."""
+def _until_asleep(pid: int, children: int, timeout_s: float = 2.5) -> None:
+    """Until ``pid`` has its ``children`` and every one of them and ``pid`` sleeps (state S), with
+    the tree's CPU time unchanged over 0.1 s: on a busy machine an interpreter's start-up can take
+    longer than any fixed wait, and a start-up waiting for a core uses no CPU either (so a still
+    CPU time alone would not tell)."""
     end = time.monotonic() + timeout_s
     last = _tree_cpu_s(pid)
     while time.monotonic() < end:
         time.sleep(0.1)
         now = _tree_cpu_s(pid)
-        if now == last and len(_children(pid)) >= 2:
+        procs = [str(pid), *_children(pid)]
+        if now == last and len(procs) == 1 + children and all(_state(p) == "S" for p in procs):
             return
         last = now
 
@@ -60,11 +63,19 @@ def _children(pid: int) -> list[str]:
         return []
 
 
+def _state(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
 def test_more_spinning_threads_than_cores_wait_for_a_core_and_a_sleeper_does_not() -> None:
     cores = _usable_cores()
     spinners = _tree(SPIN.format(s=3.0), 3 * cores)  # three runnable per core
     sleeper = _tree("import time; time.sleep(3.0)", 2)
-    _until_asleep(sleeper.pid)  # its interpreters' start-up waited for a core too: measure after it
+    _until_asleep(sleeper.pid, 2)  # its interpreters' start-up waited for a core too: measure after it
     spun0, slept0, cpu0 = (_tree_runqueue_wait_s(spinners.pid), _tree_runqueue_wait_s(sleeper.pid),
                            _tree_cpu_s(spinners.pid))
     time.sleep(0.5)
