@@ -152,17 +152,17 @@ class World:
             if phase not in ("copy", "verify"):
                 self.history.record(self.env.now, "migrate.phase", region=region.id, phase=phase, **detail)
             if phase == "cleaned":
-                ended = self._migrate_end(region)
+                self._migrate_end(region)
+                ended = True
             yield self.env.timeout({"settle": 1.0, "retry": 0.5}.get(phase, step_s))
         if not ended:
             self._migrate_end(region)
 
-    def _migrate_end(self, region) -> bool:
+    def _migrate_end(self, region) -> None:
         st = region.topology.migration
         self.history.record(self.env.now, "fault.end", kind="migrate", target=region.id,
                             copied=st["copy"]["copied"], conflicts=st["copy"]["conflicts"],
                             missing=st["verify"]["missing"], different=st["verify"]["different"])
-        return True
 
     def _demote(self, region, every_s: float, batch: int):
         while True:

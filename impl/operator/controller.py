@@ -167,6 +167,12 @@ def _gates_pass(c: Ctx) -> bool:
     return v == "ok" or (v == "unknown" and c.spec.get("gates", {}).get("on_unknown") == "proceed")
 
 
+def _prune_of(mig: Mapping | None) -> Mapping:
+    """The observed migration's prune progress ({} when there is none: no migration, or a server
+    of a version before the prune)."""
+    return (mig or {}).get("prune") or {}
+
+
 def _soaked(c: Ctx) -> bool:
     since = c.status["healthy_since"]
     return (c.all_servers(("cut_over",)) and since is not None
@@ -185,7 +191,7 @@ GUARDS: dict[str, Callable[[Ctx], bool]] = {
     "verify_dirty_no_rounds": lambda c: _dirty(c) and c.status["round"] >= int(c.spec["max_verify_rounds"]),
     "soaked": _soaked,
     "all_servers_cleaned": lambda c: c.all_servers(("cleaned",)),
-    "prune_done": lambda c: c.all_servers(("cleaned",)) and bool((c.mig.get("prune") or {}).get("done")),
+    "prune_done": lambda c: c.all_servers(("cleaned",)) and bool(_prune_of(c.mig).get("done")),
     "all_servers_rolled_back": lambda c: c.all_servers(("rolled_back",)) or c.all_servers(("planned",)),
     "crr_applied": lambda c: bool(c.observed.get("crr", {}).get("applied")) and all(
         g == c.policy.generation for g in c.observed["crr"]["applied"].values()),
@@ -223,9 +229,8 @@ def _ensure(c: Ctx) -> list[dict]:
     if ens == "migration.cleanup":
         return _cleanup(c)
     if ens == "migration.prune":
-        m = c.mig
-        return [] if m is None or m["phase"] != "cleaned" or (m.get("prune") or {}).get("done") else [
-            {"op": "migration.prune", "batch": spec["prune_batch"]}]
+        pending = c.mig is not None and c.mig["phase"] == "cleaned" and not _prune_of(c.mig).get("done")
+        return [{"op": "migration.prune", "batch": spec["prune_batch"]}] if pending else []
     if ens == "crr.apply":
         return [{"op": "crr.apply", "generation": c.policy.generation, "spec": copy.deepcopy(spec)}]
     if ens == "tier.configure":
@@ -311,12 +316,11 @@ def _conditions(c: Ctx) -> list[dict]:
                 "Observed" if c.observed.get("reachable") is not False else "NoObservation")]
     err = c.observed.get("error")
     out.append(cond("ActionFailed", "True" if err else "False", "Error" if err else "None", str(err or "")[:200]))
-    pr = (c.mig or {}).get("prune") or {}
+    pr = _prune_of(c.mig)
     if pr.get("done"):  # the prune kept copies it could not delete: an owner lacks a key, or holds another outcome
-        kept = {k: int(pr.get(k) or 0) for k in ("missing", "different")}
-        out.append(cond("CopiesKept", "True" if any(kept.values()) else "False",
-                        "OwnerLacksOrDiffers" if any(kept.values()) else "None",
-                        f"{kept['missing']} missing, {kept['different']} different" if any(kept.values()) else ""))
+        missing, different = int(pr.get("missing") or 0), int(pr.get("different") or 0)
+        out.append(cond("CopiesKept", "True", "OwnerLacksOrDiffers", f"{missing} missing, {different} different")
+                   if missing or different else cond("CopiesKept", "False", "None"))
     p = phase(c.policy.kind, c.status["phase"])
     if p.terminal:
         ok = c.status["phase"] == "Completed"

@@ -262,10 +262,10 @@ def _prune(args, m, state, new) -> int:
                   lambda: m.prune_step(state, new, time.time(), args.batch_size, settle_s=settle),
                   lambda: m.save_state(args.state, state))
     pr = state["prune"]
-    clean = pr["done"] and not (pr["missing"] or pr["different"])
-    _emit({"step": "prune", "done": pr["done"], "clean": clean, "phase": state["phase"], "batch": totals,
-           "prune": pr, "elapsed_s": round(time.monotonic() - t0, 3)})
-    return 1 if pr["missing"] or pr["different"] else 0
+    kept = bool(pr["missing"] or pr["different"])
+    _emit({"step": "prune", "done": pr["done"], "clean": pr["done"] and not kept, "phase": state["phase"],
+           "batch": totals, "prune": pr, "elapsed_s": round(time.monotonic() - t0, 3)})
+    return 1 if kept else 0
 
 
 def _verify(args, m, state, old, new) -> int:
