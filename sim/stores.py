@@ -479,13 +479,9 @@ class StoreTopology:
     def _cleanup_steps(self, state: dict, now_fn, batch: int, prune: bool):
         """From cut_over: the catch-up, cleanup, then (``prune``) the prune of the moved keys'
         old copies."""
-        while not state["catchup"]["done"]:  # cleanup needs a clean catch-up (SPEC 13.4)
-            try:
-                out = catchup_step(state, self.old, self.new, now_fn(), batch)
-            except StoreUnavailable as exc:
-                yield "retry", {"step": "catchup", "why": str(exc)[:60]}
-                continue
-            yield ("settle", {}) if out.get("settling") else ("catchup", out)
+        # cleanup needs a clean catch-up (SPEC 13.4)
+        yield from self._retrying("catchup", state, lambda: catchup_step(state, self.old, self.new, now_fn(), batch),
+                                  "catchup")
         c = state["catchup"]
         yield "caught_up", {"copied": c["copied"], "different": c["different"]}
         if c["different"]:
@@ -493,13 +489,8 @@ class StoreTopology:
         transition(state, "cleaned", now_fn())
         self.store.set_phase("cleaned")
         yield "cleaned", {}
-        while prune and not state["prune"]["done"]:  # the moved keys' old copies (SPEC 13.4)
-            try:
-                out = prune_step(state, self.new, now_fn(), batch)
-            except StoreUnavailable as exc:
-                yield "retry", {"step": "prune", "why": str(exc)[:60]}
-                continue
-            yield ("settle", {}) if out.get("settling") else ("prune", out)
+        if prune:  # the moved keys' old copies (SPEC 13.4)
+            yield from self._retrying("prune", state, lambda: prune_step(state, self.new, now_fn(), batch), "prune")
         p = state["prune"]
         self.store.pruned = bool(p["done"])  # as a server reads it from the state file
         if prune:
@@ -508,7 +499,8 @@ class StoreTopology:
     @staticmethod
     def _retrying(progress_key, state, step, label):
         """Run ``step`` until ``state[progress_key]["done"]`` (or once, for None), yielding
-        between calls; an unreachable shard leaves the checkpoint where it was: retry."""
+        between calls (``settle`` while a pass waits to begin: the catch-up and the prune);
+        an unreachable shard leaves the checkpoint where it was: retry."""
         while True:
             try:
                 out = step()
@@ -517,6 +509,6 @@ class StoreTopology:
                 continue
             if progress_key is None:
                 return
-            yield label, out
+            yield ("settle", {}) if out.get("settling") else (label, out)
             if state[progress_key]["done"]:
                 return

@@ -2,11 +2,12 @@
 
 Why this module exists: the controller only *decides*; something must run
 ``migration.plan`` / ``migration.phase`` / ``migration.copy`` /
-``migration.verify`` / ``migration.catchup`` / ``migration.prune`` on a ``flk dedup-migrate`` state (:mod:`flk.impl.dedup.migrate`)
-and report what it sees. The server's operator routes, the simulator and the
+``migration.verify`` / ``migration.catchup`` / ``migration.prune`` on a
+``flk dedup-migrate`` state (:mod:`flk.impl.dedup.migrate`) and report what it sees. The server's operator routes, the simulator and the
 tests use this one class, over a state file or a dict, so the steps are the
 migration's own functions (``new_state``, ``transition``, ``copy_step``,
-``verify_step``, ``settle_suspects``, ``catchup_step``, ``prune_step``), never a second implementation.
+``verify_step``, ``settle_suspects``, ``catchup_step``, ``prune_step``), never a second
+implementation.
 
 Every action is idempotent (see :mod:`.controller`): ``plan`` of the same rings
 again is a no-op, a phase change is a compare-and-set, copy and verify carry

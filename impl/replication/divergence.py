@@ -32,8 +32,8 @@ compared only when the two policies put every key of either store in scope
 (``count_compared``; a store cannot count per tenant) and neither count includes
 the copies a shard migration left in the moved keys' old shards (from its cutover
 until its prune: the summary's ``count_exact``, the comparison's
-``count_inexact``); otherwise the sample is the signal. A summary without ``reads`` (no policy given) holds and is held to
-every key, as before.
+``count_inexact``); otherwise the sample is the signal. A summary without
+``reads`` (no policy given) holds and is held to every key, as before.
 
 Severity (SPEC thresholds): ``warning`` if count divergence > 5 % or
 sample mismatch > 10 % or any open conflict; ``critical`` at twice the
@@ -107,8 +107,7 @@ class Summary:
 def summarize(store: Any, region: str, n: int, seed: int, now: float, topology: Topology | None = None) -> Summary:
     """This region's summary; ``topology``: the CRR policy its reader applies (None: none given)."""
     sample = store.sample(n, seed, now)
-    count = int(store.count(now))
-    return Summary(region, count, seed, n, now,
+    return Summary(region, int(store.count(now)), seed, n, now,
                    tuple((t, p, o.payload_digest, int(o.status), o.region) for t, p, o in sample), reads_of(topology),
                    bool(getattr(store, "count_exact", True)))
 
