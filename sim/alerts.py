@@ -169,6 +169,8 @@ class Scraper:
             out[("flk_crr_read_stalled_seconds", w)] = rep.reader.stalled_s(region.now())
             out[("flk_crr_conflicts_total", w)] = float(len(rep.conflict_keys))
             out[("flk_crr_divergence_severity", w)] = float(self._divergence[rid])
+            for peer, periods in rep.detector.unseen.items():  # the detector's own count, as flk serve exports it
+                out[("flk_crr_peer_unseen_periods", (*w, ("peer", peer)))] = float(periods)
         return out
 
 

@@ -602,12 +602,11 @@ class RegionReplication:
         self.reconciler = Reconciler(region.id, store=self.auth, mode=cfg["mode"])
         self.conflict_keys: set[tuple[str, str]] = set()  # keys whose record is a conflict (stays one)
         self.ship_stopped = False
-        self.next_divergence = self.publish_at = 0.0
-        self.compare_at: float | None = None
         self.build()
 
     def build(self) -> None:
         r, cfg = self.region, self.cfg
+        self.next_divergence = 0.0  # a fresh process checks at once (flk serve's CrrService)
         rng = self.world.streams.get(f"crr/{r.id}")
         backoff = Backoff(base_s=float(cfg["backoff_base_s"]), cap_s=float(cfg["backoff_cap_s"]))
         self.shipper = Shipper(r.wal, self.view, stream_name(r.id), "/crr/ship.json", fs=r.fs,
@@ -634,22 +633,15 @@ class RegionReplication:
         return sum(1 for t, p in self.conflict_keys if self.auth.get(t, p).state == PENDING)
 
     def _check_divergence(self, now: float) -> float:
-        """Publish this region's summary at the start of a period; half a period later
-        compare it with the peer summaries of the period that reached this region's store."""
-        half = self.detector.interval_s / 2
-        if self.compare_at is not None and now >= self.compare_at:
-            self.compare_at = None
-            failures = self.detector.failures
-            alerts: list[Alert] = self.detector.compare_again(now)
-            if self.detector.failures == failures:
-                self.world.history.record(self.region.env.now, "crr.divergence", region=self.region.id,
-                                          peers=len(alerts), worst=worst_severity(alerts))
-            return self.publish_at
-        failures = self.detector.failures
-        self.publish_at = self.detector.step(now)
-        if self.detector.failures == failures:
-            self.compare_at = now + half
-        return min(self.publish_at, self.compare_at or self.publish_at)
+        """The detector's own schedule (:meth:`DivergenceDetector.step`, as ``flk serve`` runs
+        it): publish at the start of a period, compare half a period later; each comparison
+        that read the peers' summaries is a ``crr.divergence`` event."""
+        nxt = self.detector.step(now)
+        alerts = self.detector.compared
+        if alerts is not None:
+            self.world.history.record(self.region.env.now, "crr.divergence", region=self.region.id,
+                                      peers=len(alerts), worst=worst_severity(alerts))
+        return nxt
 
     def _observe(self, tenant, pcs_id, outcome, now) -> None:
         self._observe_batch([(tenant, pcs_id, outcome)], now)

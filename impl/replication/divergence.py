@@ -233,8 +233,19 @@ def check_all(summaries: Iterable[Summary], open_conflicts: int = 0) -> list[Ale
 
 class DivergenceDetector:
     """Publishes this region's summary every ``interval_s`` (seed = the check
-    period number, so all regions sample the same keys in a period) and
-    compares it with the peers' summaries of the same period.
+    period number, so all regions sample the same keys in a period) and, half a
+    period later, compares it with the peers' summaries of the same period.
+
+    :meth:`step` is the one call of every driver (``flk serve``'s replication
+    thread, the simulator's regions): it runs that schedule. Regions publish at
+    about the same moment, so a summary compared at once would meet only the
+    peers that happened to publish first; half a period later every peer that is
+    up and reachable has published.
+
+    ``unseen``: per peer, the consecutive periods whose comparison lacked that
+    peer's summary (it is down, cut off, or its period differs) -- or could not
+    run at all (this region's object store or dedup store out). A check that
+    compared nothing is not "ok": it is blind, and this says for how long.
 
     ``topology()``: the CRR policy this region's reader applies now (the
     driver passes ``lambda: reader.topology``, so a policy changed at run time
@@ -251,11 +262,37 @@ class DivergenceDetector:
         self.last: list[Alert] = []
         self.failures = 0
         self.mine: Summary | None = None  # the summary this region published last
+        self.unseen: dict[str, int] = dict.fromkeys(self.peers, 0)
+        self._unseen_in: dict[str, int] = {}  # peer -> the period last counted unseen (once per period)
+        self.compared: list[Alert] | None = None  # what the last step compared (None: it compared nothing)
+        self._publish_at = 0.0
+        self._compare_at: float | None = None
 
     def period(self, now: float) -> int:
         return int(now // self.interval_s)
 
     def step(self, now: float) -> float:
+        """Publish at the start of a period (:meth:`publish`); half a period later compare
+        (:meth:`compare_again`). Returns when to step again. ``compared`` is the comparison this
+        call made, None if it published or could not read the peers' summaries."""
+        self.compared = None
+        if self._compare_at is not None and now >= self._compare_at:
+            self._compare_at = None
+            if self.mine is not None and self.mine.seed == self.period(now):
+                failures = self.failures
+                alerts = self.compare_again(now)
+                if self.failures == failures:
+                    self.compared = alerts
+                return self._publish_at
+            # held up past the period its summary was for (a stopped process): publish anew
+        self._publish_at = self.publish(now)
+        if self.failures == 0:  # published (a failure counts one more)
+            self._compare_at = now + self.interval_s / 2
+        return min(self._publish_at, self._compare_at if self._compare_at is not None else self._publish_at)
+
+    def publish(self, now: float) -> float:
+        """Publish this period's summary (only the latest one per region is kept); returns
+        the next period's start (or, with a store out, a retry after a backoff)."""
         seed = self.period(now)
         try:
             mine = summarize(self.store, self.region, self.n, seed, now,
@@ -265,14 +302,19 @@ class DivergenceDetector:
             for old in self.objects.list(f"{PREFIX}/{self.region}/"):
                 if old != key:
                     self.objects.delete(old)  # only the latest summary is kept
-            self.mine = mine
-            theirs = self._peer_summaries(seed)
         except (ObjectStoreUnavailable, StoreUnavailable):  # the object store or the dedup store (a shard) is out
             self.failures += 1
+            self._count_unseen(self.peers, seed)
             return now + min(self.interval_s, 5.0 * self.failures)
+        self.mine = mine
         self.failures = 0
-        self._alert(mine, theirs)
         return (seed + 1) * self.interval_s + min(1.0, self.interval_s / 10)
+
+    def _count_unseen(self, peers: Iterable[str], seed: int) -> None:
+        for p in peers:
+            if self._unseen_in.get(p) != seed:
+                self._unseen_in[p] = seed
+                self.unseen[p] += 1
 
     def _peer_summaries(self, seed: int) -> list[Summary]:
         theirs = []
@@ -298,14 +340,23 @@ class DivergenceDetector:
 
     def compare_again(self, now: float) -> list[Alert]:
         """Compare this period's published summary with the peer summaries that
-        arrived since :meth:`step` published it (regions publishing at the same
-        moment see each other's summaries only after the transfer). No summary
-        of this period yet, or the store unreachable: nothing is compared."""
+        have arrived (regions publishing at the same moment see each other's
+        summaries only after the transfer); a peer whose summary has not counts one
+        more period ``unseen``. No summary of this period yet: nothing is compared;
+        the store unreachable: nothing is compared and every peer is unseen."""
         if self.mine is None or self.mine.seed != self.period(now):
             return []
+        seed = self.mine.seed
         try:
-            theirs = self._peer_summaries(self.mine.seed)
+            theirs = self._peer_summaries(seed)
         except ObjectStoreUnavailable:
             self.failures += 1
+            self._count_unseen(self.peers, seed)
             return []
+        seen = {s.region for s in theirs}
+        for p in self.peers:
+            if p in seen:
+                self.unseen[p] = 0
+                self._unseen_in.pop(p, None)
+        self._count_unseen([p for p in self.peers if p not in seen], seed)
         return self._alert(self.mine, theirs)

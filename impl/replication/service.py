@@ -206,8 +206,10 @@ class CrrService:
                 nxt = min(nxt, due)
         if self.divergence is not None and self._next_divergence - now > self.divergence.interval_s + 1.0:
             self._next_divergence = now  # left ahead by a clock step back: due now (SPEC 11.9 rule 5)
-        if self.divergence is not None and not paused and now >= self._next_divergence:
-            self._next_divergence = self.divergence.step(now)
+        if self.divergence is not None and not paused:
+            if now >= self._next_divergence:
+                self._next_divergence = self.divergence.step(now)  # publish, or compare half a period later
+            nxt = min(nxt, self._next_divergence)
         return nxt
 
     def _run(self) -> None:
@@ -264,6 +266,8 @@ class CrrService:
                  "count_compared": a.comparison.count_compared, "count_inexact": list(a.comparison.count_inexact),
                  "open_conflicts": a.open_conflicts, "reasons": list(a.reasons)}
                 for a in self.divergence.last]
+            # per peer: consecutive periods compared without its summary (0: seen in the last check)
+            out["divergence_unseen"] = dict(self.divergence.unseen)
         return out
 
     def asgi_app(self):
@@ -324,6 +328,12 @@ class CrrCollector:
             level = {"ok": 0, "warning": 1, "critical": 2}
             yield gauge("flk_crr_divergence_severity", "Worst divergence severity (0 ok, 1 warning, 2 critical)",
                         max((level[d["severity"]] for d in m["divergence"]), default=0))
+            unseen = GaugeMetricFamily("flk_crr_peer_unseen_periods", "Consecutive divergence periods checked "
+                                       "without this peer region's summary (down, cut off, or another period)",
+                                       labels=["worker", "peer"])
+            for peer, periods in sorted(m["divergence_unseen"].items()):
+                unseen.add_metric([w, peer], float(periods))
+            yield unseen
 
 
 # -- the server's hooks (call from Server.start / Server.stop) --------------------------------

@@ -71,11 +71,17 @@ def test_region_loss_fails_over_through_the_real_router_and_real_prometheus_fire
     assert res["alerts"]["engine"] == "prometheus" and min(res["alerts"]["scrapes"].values()) > 10
     fired = checks["ALERT-FlkBackendDown"]
     assert fired["ok"] and fired["exercised"] and "on eu" in fired["note"], fired
+    # us's divergence checks ran without eu's summaries: FlkCrrPeerUnseen on us, naming eu
+    unseen = checks["ALERT-FlkCrrPeerUnseen"]
+    assert unseen["ok"] and unseen["exercised"] and "on us" in unseen["note"], unseen
     # FlkGeoDivergence is declared unchecked (eu misses its peers' writes while down: a true drift)
-    assert set(res["alerts"]["firing"]) - {"FlkGeoDivergence"} == {"FlkBackendDown"}, res["alerts"]["firing"]
+    assert set(res["alerts"]["firing"]) - {"FlkGeoDivergence"} == {"FlkBackendDown", "FlkCrrPeerUnseen"}, \
+        res["alerts"]["firing"]
     assert set(res["alerts"]["firing"]["FlkBackendDown"]) == {"eu"}
+    assert set(res["alerts"]["firing"]["FlkCrrPeerUnseen"]) == {"us"}
     assert "ALERT-FlkGeoDivergence" not in checks
-    silent = [c for c in res["invariants"] if c["id"].startswith("ALERT-") and c["id"] != "ALERT-FlkBackendDown"]
+    silent = [c for c in res["invariants"] if c["id"].startswith("ALERT-")
+              and c["id"] not in ("ALERT-FlkBackendDown", "ALERT-FlkCrrPeerUnseen")]
     assert len(silent) >= 10 and all(c["ok"] and c["note"] == "silent" for c in silent), silent
     assert res["cluster"]["left_behind"] == [] and leftovers(prefix) == []
 

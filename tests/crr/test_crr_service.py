@@ -74,8 +74,11 @@ def test_two_services_replicate_through_a_shared_directory_and_pause(tmp_path):
         rec = svc.reconciler.authoritative(t0, pid0)
         assert rec.conflict and rec.authoritative.region == "eu" and rec.state == "pending_review"
     assert us_store.get(t0, pid0, NOW + 9).region == "eu"  # local outcomes untouched
-    us.divergence.step(NOW + 6)
+    us.divergence.step(NOW + 6)  # both publish at the same moment: nothing compared yet
     eu.divergence.step(NOW + 6)
+    assert eu.divergence.last == [] and eu.divergence.compared is None
+    eu.divergence.step(NOW + 36)  # half a period (60 s) later: compared with us's summary
+    assert [a.severity for a in eu.divergence.compared] == ["warning"] and eu.divergence.unseen == {"us": 0}
     # the thread driver
     eu.clock = us.clock = lambda: NOW + 10 + (time.monotonic() % 1)
     eu.start()

@@ -152,18 +152,20 @@ def test_detector_exchanges_summaries_through_the_object_store_and_alerts():
     d_eu = DivergenceDetector("eu", eu, objects, ["eu", "us"], n=10, interval_s=60, on_alert=alerts.append)
     d_us = DivergenceDetector("us", us, objects, ["eu", "us"], n=10, interval_s=60)
     t = 60 * 1000 + 1.0
-    d_us.step(t)
-    nxt = d_eu.step(t + 2)
-    assert nxt == 60 * 1001 + 1.0
+    assert d_us.step(t) == t + 30  # published: compared half a period later
+    assert d_eu.step(t + 2) == t + 32 and d_eu.compared is None and alerts == []
+    nxt = d_eu.step(t + 32)
+    assert nxt == 60 * 1001 + 1.0 and d_eu.compared == d_eu.last
     assert len(alerts) == 1 and alerts[0].severity == "critical"
     assert alerts[0].comparison.count_divergence == 0.25
     # caught up: ok
     fill(us, items)
     d_us.step(nxt)
     d_eu.step(nxt + 1)
+    d_eu.step(nxt + 31)
     assert [a.severity for a in d_eu.last] == ["ok"] and len(alerts) == 1
     objects.available = False
-    assert d_eu.step(nxt + 2) == nxt + 7 and d_eu.failures == 1
+    assert d_eu.step(nxt + 60) == nxt + 65 and d_eu.failures == 1 and d_eu.unseen == {"us": 1}
 
 
 def test_detectors_publishing_at_the_same_moment_compare_once_the_peer_summary_arrived():
@@ -203,5 +205,49 @@ def test_a_dedup_store_outage_postpones_the_check_and_never_raises():
     shards["s1"].available = False
     assert d.step(t) == t + 5.0 and d.failures == 1 and d.mine is None
     assert d.step(t + 5.0) == t + 15.0 and d.failures == 2
+    assert d.unseen == {"us": 1}  # two failed checks in one period: one period blind
     shards["s1"].available = True
-    assert d.step(t + 20.0) == 60 * 1001 + 1.0 and d.failures == 0 and d.mine is not None
+    assert d.step(t + 20.0) == t + 50.0 and d.failures == 0 and d.mine is not None  # published: compare next
+    assert d.step(t + 50.0) == 60 * 1001 + 1.0 and d.compared == [] and d.unseen == {"us": 1}  # still that period
+
+
+def test_regions_publishing_together_each_compare_every_peer_half_a_period_later():
+    """Three regions step at the same moment (their periods align on the clock): a compare at
+    publishing time would meet only the peers that happened to publish first (here: eu none,
+    us one, ap two). The detector's own schedule compares half a period later, when all three
+    summaries are there, so every region compares both peers, whoever published first."""
+    objects = MemoryObjectStore()
+    stores = {r: open_store("memory") for r in ("eu", "us", "ap")}
+    for s in stores.values():
+        fill(s, {("ta", f"{i:064x}"): _o("a") for i in range(12)})
+    dets = {r: DivergenceDetector(r, s, objects, list(stores), n=10, interval_s=60) for r, s in stores.items()}
+    t = 60 * 1000 + 1.0
+    assert all(d.step(t) == t + 30 and d.compared is None for d in dets.values())
+    for r, d in dets.items():
+        d.step(t + 30)
+        pairs = sorted(tuple(sorted((a.comparison.region1, a.comparison.region2))) for a in d.compared)
+        assert pairs == sorted(tuple(sorted((r, p))) for p in stores if p != r), (r, pairs)
+        assert d.unseen == {p: 0 for p in stores if p != r}
+
+
+def test_a_peer_whose_summaries_stop_arriving_is_counted_unseen_once_per_period():
+    """us stops publishing (down, cut off): eu's checks compare nothing, and that is counted --
+    one per period, however often eu compares in it -- until a summary of us arrives again."""
+    objects = MemoryObjectStore()
+    eu, us = open_store("memory"), open_store("memory")
+    d_eu = DivergenceDetector("eu", eu, objects, ["eu", "us"], n=10, interval_s=60)
+    d_us = DivergenceDetector("us", us, objects, ["eu", "us"], n=10, interval_s=60)
+    t = 60 * 1000 + 1.0
+    d_eu.step(t)
+    d_us.step(t)
+    d_eu.step(t + 30)
+    assert d_eu.unseen == {"us": 0} and len(d_eu.compared) == 1
+    for k in (1, 2, 3):  # us silent for three periods
+        d_eu.step(t + 60 * k)
+        d_eu.step(t + 60 * k + 30)
+        assert d_eu.compared == [] and d_eu.last == [] and d_eu.unseen == {"us": k}
+        assert d_eu.compare_again(t + 60 * k + 40) == [] and d_eu.unseen == {"us": k}  # the same period
+    d_us.step(t + 240)
+    d_eu.step(t + 240)
+    d_eu.step(t + 270)
+    assert d_eu.unseen == {"us": 0} and len(d_eu.compared) == 1

@@ -29,21 +29,18 @@ PERIOD_S = 0.5  # CRR_DIVERGENCE_INTERVAL_S
 
 
 def _pairs_with_eu(client: httpx.Client, regions: list[Region], settle: float = 3 * PERIOD_S) -> list[dict]:
-    """The latest comparison of eu with each peer, from checks begun after ``settle`` (summaries of
-    a later period, taken after the phase change). A pair is compared by whichever of its two
-    regions finds the other's summary of the period already published: read every region's."""
+    """eu's latest comparison with each peer, from checks begun after ``settle`` (summaries of a
+    later period, taken after the phase change): eu compares both peers in every period."""
     time.sleep(settle)
-    seen: dict = {}
+    eu = next(r for r in regions if r.name == "eu")
+    seen: list[dict] = []
 
     def both() -> bool:
-        for r in regions:
-            for p in r.status(client).get("divergence") or []:
-                if "eu" in p["regions"]:
-                    seen[tuple(p["regions"])] = p
-        return len(seen) == 2
+        seen[:] = eu.status(client).get("divergence") or []
+        return sorted(tuple(p["regions"]) for p in seen) == [("ap", "eu"), ("eu", "us")]
 
     wait_until(both, 30, step=PERIOD_S / 2)
-    return list(seen.values())
+    return list(seen)
 
 
 def test_a_migrating_region_compares_samples_only_until_its_prune(tmp_path, capsys):

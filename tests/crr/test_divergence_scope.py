@@ -257,8 +257,9 @@ def test_the_replication_service_scopes_its_detector_by_its_reader_topology(tmp_
         eu.step(t)
         us.step(t)
     t = 60 * (int(NOW) // 60 + 2) + 1.0
-    us.divergence.step(t)
+    us.divergence.step(t)  # both publish; eu compares half a period later
     eu.divergence.step(t)
+    eu.divergence.step(t + 30)
     [d] = eu.metrics()["divergence"]
     assert d["severity"] == "ok" and d["comparable"] == 20 and d["out_of_scope"] == 20, d
     assert d["count_compared"] is False
@@ -272,6 +273,7 @@ def test_the_replication_service_scopes_its_detector_by_its_reader_topology(tmp_
     eu.step(t + 62)
     us.divergence.step(t + 120)
     eu.divergence.step(t + 120)
+    eu.divergence.step(t + 150)
     [d] = eu.divergence.last
     assert d.severity == "ok" and d.comparison.mismatched == 0, d
     for svc, wal, _store, _v in parts.values():

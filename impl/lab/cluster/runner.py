@@ -266,6 +266,10 @@ class ClusterRun:
             if not self.replicated:
                 for k in [k for k in self.regions[rid].env if k.startswith("CRR_")]:
                     del self.regions[rid].env[k]
+            else:  # the scenario's reader and divergence periods, as the simulator's regions run them
+                rep = self.data["replication"]
+                self.regions[rid].env.update(CRR_READ_INTERVAL_S=str(float(rep["read_interval_s"])),
+                                             CRR_DIVERGENCE_INTERVAL_S=str(float(rep["divergence_interval_s"])))
         for f in self.data["faults"]:
             if f["kind"] in ("disk_full", "disk_free"):
                 for t in self.targets(f):
