@@ -9,6 +9,8 @@ when /metrics is scraped (nothing on the submit path):
 * ``flk_wal_disk_used_ratio`` / ``flk_wal_disk_free_bytes`` -- the inbox WAL's file system;
 * ``flk_store_call_seconds`` -- dedup store call time, admit to answer
   (:class:`flk.impl.verifier.admission.StoreCallTimes`);
+* ``flk_store_failed_items_total`` -- dedup store items answered 503: those of calls that failed
+  (``GuardedStore.failed_items``) and those the open breaker refused (``breaker_rejected``);
 * ``flk_kpi_escalation_ratio`` -- escalated / verified since start;
 * ``flk_kpi_rejected_untrusted_ratio`` -- signature failures and payload conflicts / all
   submissions that reached a verdict, since start (an estimate of containment: the
@@ -36,7 +38,11 @@ class OpsCollector:
         return []
 
     def collect(self):
-        from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
 
         path = self.wal_dir()
         if path:
@@ -56,6 +62,9 @@ class OpsCollector:
             buckets.append(("+Inf", float(times.count)))
             yield HistogramMetricFamily("flk_store_call_seconds", "Dedup store call time (admit to answer)",
                                         buckets=buckets, sum_value=times.total)
+            yield CounterMetricFamily("flk_store_failed_items", "Dedup store items (a request's lookup or write) "
+                                      "failed: by a failed call or refused by the open breaker (answered 503)",
+                                      value=float(guarded.failed_items + guarded.breaker_rejected))
         accepted, escalated = self.value("flk_accepted_total"), self.value("flk_escalated_total")
         untrusted = self.value("flk_signature_errors_total") + self.value("flk_dedup_conflicts_total")
         verdicts = accepted + escalated + untrusted

@@ -319,7 +319,8 @@ class GuardedStore:
     store failure is ``StoreUnavailable`` and counts against the breaker, a short batch is
     a failure. ``clock()`` is the breaker's time (the server's monotonic clock, the
     simulator's SimPy time: a wall-clock step must not open or close it).
-    ``batches`` / ``batched_items`` / ``breaker_rejected`` are the /metrics counters;
+    ``batches`` / ``batched_items`` / ``breaker_rejected`` / ``failed_items`` (the items of
+    admitted calls that failed: each failed its requests closed) are the /metrics counters;
     ``call_seconds`` counts each admitted call's time from :meth:`admit` to its answer in
     the cumulative buckets of :data:`STORE_CALL_BUCKETS` (``flk_store_call_seconds``).
 
@@ -334,6 +335,7 @@ class GuardedStore:
         self.batches = 0
         self.batched_items = 0
         self.breaker_rejected = 0  # items answered 503 without calling the store
+        self.failed_items = 0  # items of admitted calls that failed (a partial outage: the breaker may stay closed)
         self.call_seconds = StoreCallTimes()
         self._admitted_at: float | None = None
         # the fresh-outcome write (flk.impl.dedup.sqlite.SqliteStore.put_many_fresh_if_absent) where the
@@ -377,6 +379,7 @@ class GuardedStore:
                 raise StoreUnavailable("dedup store returned a short batch")
         except Exception as exc:  # noqa: BLE001 -- any store failure fails closed
             now = self.clock()
+            self.failed_items += len(items)
             if started is not None:
                 self.call_seconds.observe(now - started)
             breaker.on_failure(now)

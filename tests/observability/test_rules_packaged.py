@@ -76,7 +76,7 @@ def test_an_installed_flk_finds_the_rules_and_runbooks(tmp_path) -> None:
         "from flk.impl.lab import compliance\n"
         f"site = pathlib.Path({site!r})\n"
         "assert alerts.RULES_DIR.is_relative_to(site), alerts.RULES_DIR\n"
-        "assert len(alerts.alert_names()) == 21\n"
+        "assert len(alerts.alert_names()) == 22\n"
         "item = compliance._repo_runbooks()\n"
         "assert item['status'] == compliance.EVIDENCED, item\n"
         "print('runbooks', item['detail'])\n"
@@ -88,6 +88,6 @@ def test_an_installed_flk_finds_the_rules_and_runbooks(tmp_path) -> None:
     out = subprocess.run([str(vpy), "-c", code], capture_output=True, text=True, timeout=300, env=env,
                          cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "21 alert rules link" in out.stdout
+    assert "22 alert rules link" in out.stdout
     if shutil.which("promtool"):
         assert "FlkDedupStoreDown" in out.stdout

@@ -31,7 +31,7 @@ def alert_checks(res) -> dict[str, dict]:
 def test_crr_normal_fires_nothing() -> None:
     res = api.run("crr-normal", seed=1)
     checks = alert_checks(res)
-    assert len(checks) == len(alerts.alert_names()) == 21
+    assert len(checks) == len(alerts.alert_names()) == 22
     assert all(c["ok"] and c["exercised"] for c in checks.values()), checks
     assert res.results["alerts"]["firing"] == {}
     assert alerts.false_alarms(res.results["alerts"], res.scenario.data["alerts"]) == 0

@@ -121,6 +121,34 @@ def test_store_failures_open_the_breaker_and_answer_503(tmp_path) -> None:
     again = run_all(driver2, [(body(i + 10), "ta") for i in range(3)])
     assert {r.status for r in again} == {503}
     assert guarded.breaker_rejected == 3
+    assert guarded.failed_items == 5 and guarded.batched_items == 8  # the failed call's items; all admitted
+
+
+def test_a_partial_outage_counts_its_failed_items_while_the_breaker_stays_closed(tmp_path) -> None:
+    """Calls with a lost shard's keys fail, the others answer: the breaker (failures in a row) stays
+    closed, and ``failed_items`` (flk_store_failed_items_total, FlkDedupStoreErrors) says what failed."""
+    class HalfDown(MemoryStore):  # the keys of a lost shard: pcs_ids from 0 to 7
+        def get_many(self, keys, now):
+            if any(p[0] in "01234567" for _t, p in keys):
+                raise ConnectionError("shard down")
+            return super().get_many(keys, now)
+
+        def put_many_if_absent(self, items, now, ttl_s=None):
+            if any(p[0] in "01234567" for _t, p, _o in items):
+                raise ConnectionError("shard down")
+            return super().put_many_if_absent(items, now, ttl_s)
+
+    breaker = CircuitBreaker(failure_threshold=5, open_s=60.0)
+    driver, srv, guarded = make(tmp_path, store=HalfDown(), breaker=breaker)
+    driver.close()
+    got = []
+    for i in range(24):  # one request per batch: failures and successes interleave
+        one = BatchDriver(driver.verifier, LoggedWal(lambda: srv.wal, srv.log.error), guarded, Metrics(),
+                          max_delay_s=0.0)
+        got += run_all(one, [(body(i), "ta")])
+    failed = sum(r.status == 503 for r in got)
+    assert 0 < failed < len(got) and breaker.state == "closed" and guarded.breaker_rejected == 0
+    assert guarded.failed_items == failed
 
 
 def test_guarded_store_reports_short_batches_as_unavailable() -> None:

@@ -80,10 +80,14 @@ class Submitter:
         return statuses
 
 
-def breaker_state(srv: ServerProc) -> int:
+def metric(srv: ServerProc, name: str) -> float:
     text = httpx.get(srv.url + "/metrics", timeout=10).text
-    line = next(x for x in text.splitlines() if x.startswith("flk_store_breaker_state "))
-    return int(float(line.split()[1]))
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
+    return float(line.split()[1])
+
+
+def breaker_state(srv: ServerProc) -> int:
+    return int(metric(srv, "flk_store_breaker_state"))
 
 
 def check_503(results, what: str) -> None:
@@ -109,12 +113,15 @@ def test_frozen_and_killed_store_answers_within_the_timeout_and_recovers(tmp_pat
         with srv:
             sub = Submitter(srv)
             assert all(s == 200 for s in sub.steady(1.0))
+            assert metric(srv, "flk_store_failed_items_total") == 0 and metric(srv, "flk_store_batched_items") > 0
             # -- frozen: bounded 503s, the breaker counted them
             store.stop_signal(signal.SIGSTOP)
             frozen_at = time.monotonic()
             results = sub.many(threads=4, each=3)
             check_503(results, f"{backend} SIGSTOP")
             assert breaker_state(srv) in (1, 2), "the breaker did not count the store timeouts"
+            # every 503 failed its lookup: a timed-out call's item or one the open breaker refused
+            assert metric(srv, "flk_store_failed_items_total") >= len(results)
             time.sleep(max(0.0, 4.0 - (time.monotonic() - frozen_at)))  # a freeze longer than any bound
             store.stop_signal(signal.SIGCONT)
             back = sub.until_ok(BACK_BOUND_S)
