@@ -20,5 +20,6 @@ Modules:
 * :mod:`.batchdriver`  -- the submit path: batches of ``run_requests`` on one thread, one sync each
 * :mod:`.operatorroutes` -- the operator's routes: observe a shard migration, carry out a controller action
 * :mod:`.opsmetrics`   -- the alert rules' extra series: WAL disk use, store call time, estimable KPIs
+* :mod:`.workermetrics` -- /metrics of several workers: every worker's series, labelled ``worker``
 * :mod:`.supervisor`   -- WORKERS=N processes on one socket, replaced when they die
 """

@@ -45,6 +45,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import multiprocessing
 import os
 import pathlib
 import shutil
@@ -178,7 +179,7 @@ class ServerMetrics:
                                    "poison (quarantine.jsonl beside the WAL)", registry=registry)
         self.wal_recoveries = Counter("flk_wal_recoveries", "Inbox WAL recoveries after a failed write or fsync "
                                       "(without a restart)", registry=registry)
-        self.worker = Gauge("flk_worker_info", "Which worker answered this scrape", ["worker"],
+        self.worker = Gauge("flk_worker_info", "A worker whose series this answer carries", ["worker"],
                             registry=registry)
         self.worker.labels(worker=str(worker)).set(1)
 
@@ -224,6 +225,7 @@ class Server:
         self._submit_5xx = 0
         self._wal_ever_failed = False  # an append or fsync failed since the start: no checkpoint at stop
         self.siem: Any = None  # flk.impl.governance.siem.SiemForwarder when SIEM_ADDRESS is set
+        self.scrape: Any = None  # several workers: /metrics carries all of them (flk.impl.server.workermetrics)
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -285,6 +287,10 @@ class Server:
         if self.crr is not None:
             for entry in self._quarantined:
                 self.crr.audit_quarantined(entry)
+        if cfg.workers > 1 and multiprocessing.parent_process() is not None:  # a worker of the supervisor's
+            from .workermetrics import WorkerScrape
+
+            self.scrape = WorkerScrape(cfg.data_dir, self.worker, cfg.workers, self.metrics.exposition).start()
         self._wal_watch = asyncio.create_task(self._watch_wal())
         self._store_watch = asyncio.create_task(self._watch_store())
         self._checkpoint_watch = asyncio.create_task(self._watch_checkpoints())
@@ -295,6 +301,8 @@ class Server:
     async def stop(self) -> None:
         self.ready = False
         loop = asyncio.get_running_loop()
+        if self.scrape is not None:
+            await loop.run_in_executor(None, self.scrape.stop)
         for task in (self._wal_watch, self._store_watch, self._checkpoint_watch):
             if task is not None:
                 task.cancel()
@@ -837,8 +845,10 @@ class Server:
         stats = self.store.checkpoint_stats() if hasattr(self.store, "checkpoint_stats") else None  # SQLite's
         for outcome, n in (stats or {}).items():  # done, restart, failed
             self.smetrics.checkpoints.labels(outcome=outcome).set(n)
-        # rendered on a thread, not the event loop (the series are bounded by METRICS_MAX_TENANTS)
-        text = await asyncio.get_running_loop().run_in_executor(None, self.metrics.exposition)
+        # rendered on a thread, not the event loop (the series are bounded by METRICS_MAX_TENANTS); with
+        # several workers, every worker's series, each labelled worker (flk.impl.server.workermetrics)
+        render = self.scrape.answer if self.scrape is not None else self.metrics.exposition
+        text = await asyncio.get_running_loop().run_in_executor(None, render)
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi_endpoint(self, request: Request) -> Response:

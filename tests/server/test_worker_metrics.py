@@ -1,0 +1,118 @@
+"""/metrics of a server with several workers carries every worker's series, each labelled
+``worker`` (flk.impl.server.workermetrics).
+
+Each scrape is one connection, and the kernel gives it to one worker: answered by that worker
+alone, the submit counters jumped between the workers' counts from scrape to scrape (a
+counter that drops is a reset to Prometheus) and the other worker's gauges were missing."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from flk.impl.server.workermetrics import merge
+from flk.impl.testing.workload import bodies
+
+from .proc import ServerProc
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def _samples(text: str) -> set[tuple[str, tuple, float]]:
+    return {(s.name, tuple(sorted(s.labels.items())), s.value)
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+worker_metrics = st.fixed_dictionaries({
+    "requests": st.dictionaries(st.sampled_from(["200", "409", "503"]), st.integers(1, 10**6), max_size=3),
+    "breaker": st.sampled_from([0, 1, 2]),
+    "latency": st.lists(st.floats(0, 3, allow_nan=False), max_size=5),
+    "crr_lag": st.one_of(st.none(), st.floats(0, 100, allow_nan=False)),
+})
+
+
+def _exposition(worker: int, m: dict) -> str:
+    r = CollectorRegistry()
+    c = Counter("flk_http_requests", "answers", ["route", "status"], registry=r)
+    for status, n in m["requests"].items():
+        c.labels("/v1/pcs/submit", status).inc(n)
+    Gauge("flk_store_breaker_state", "breaker", registry=r).set(m["breaker"])
+    h = Histogram("flk_http_latency_seconds", "latency", buckets=(0.01, 1.0), registry=r)
+    for x in m["latency"]:
+        h.observe(x)
+    Gauge("flk_worker_info", "worker", ["worker"], registry=r).labels(str(worker)).set(1)
+    if m["crr_lag"] is not None:  # a family that labels its worker itself
+        Gauge("flk_crr_replication_lag_seconds", "lag", ["worker"], registry=r).labels(str(worker)).set(m["crr_lag"])
+    return generate_latest(r).decode()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(worker_metrics, min_size=1, max_size=4))
+def test_the_merge_holds_every_workers_samples_under_its_worker_label(workers):
+    texts = {w: _exposition(w, m) for w, m in enumerate(workers)}
+    merged = merge(texts).decode()
+    want = set()
+    for w, text in texts.items():
+        for name, labels, value in _samples(text):
+            d = dict(labels)
+            d.setdefault("worker", str(w))
+            want.add((name, tuple(sorted(d.items())), value))
+    assert _samples(merged) == want
+    # one HELP and one TYPE per family, whatever the number of workers (the text format's rule)
+    types = re.findall(r"^# TYPE (\S+) ", merged, re.M)
+    assert len(types) == len(set(types))
+
+
+def _scrape(srv: ServerProc) -> str:
+    with httpx.Client() as c:  # a new connection: the kernel picks the worker
+        r = c.get(srv.url + "/metrics", timeout=10)
+    assert r.status_code == 200
+    return r.text
+
+
+def _submitted(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r'flk_http_requests_total\{route="/v1/pcs/submit",status="200",worker="(\d)"\} (\S+)', line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+@pytest.mark.server
+def test_every_scrape_of_two_workers_counts_both_workers(tmp_path):
+    n = 80
+    srv = ServerProc(tmp_path, {"WORKERS": "2", "PCS_HMAC_KEY": KEY, "WAL_GROUP_DELAY_MS": "0"})
+    with srv:
+        for body in bodies(KEY.encode(), n, seed=11):
+            with httpx.Client() as c:  # a connection each: both workers take some
+                assert c.post(srv.url + "/v1/pcs/submit", content=body, timeout=30).status_code == 200
+        seen = []
+        for _ in range(10):
+            got = _submitted(_scrape(srv))
+            seen.append(got)
+            assert set(got) == {"0", "1"} and sum(got.values()) == n, seen
+        assert min(min(g.values()) for g in seen) > 0  # both workers answered submissions
+        # a worker killed: its replacement counts from zero, its series stay labelled apart
+        pids = [int(p) for p in re.findall(r'"event":"worker_ready","worker":\d,"pid":(\d+)', srv.log_text())]
+        assert len(pids) == 2, srv.log_tail()
+        os.kill(pids[-1], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = _scrape(srv)
+            if len(re.findall(r"^flk_worker_info\{", text, re.M)) == 2 and sum(_submitted(text).values()) < n:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the killed worker's replacement never reported")
+        assert len(re.findall(r"^# TYPE flk_http_requests_total counter", text, re.M)) == 1
+    assert not (tmp_path / "data" / "metrics" / "worker-0.prom").exists()
