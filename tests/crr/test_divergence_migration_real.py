@@ -20,7 +20,13 @@ from scaleout.test_migrate_server import _urls
 from flk.impl.dedup import open_store
 from flk.impl.dedup.sharded import ShardedStore
 
-from .test_three_regions import NAMES, Region, conflict_variants, wait_until
+from .test_three_regions import (
+    Region,
+    conflict_variants,
+    regions_checking_divergence,
+    replicate_first_variants,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -44,13 +50,10 @@ def _pairs_with_eu(client: httpx.Client, regions: list[Region], settle: float = 
 
 
 def test_a_migrating_region_compares_samples_only_until_its_prune(tmp_path, capsys):
-    shared = tmp_path / "shared"
     (tmp_path / "shards").mkdir()
     state = str(tmp_path / "migration.json")
     _migrate(capsys, "plan", "--state", state, "--old", _urls(tmp_path, OLD), "--new", _urls(tmp_path, NEW))
-    regions = [Region(tmp_path, name, shared) for name in NAMES]
-    for r in regions:
-        r.env["CRR_DIVERGENCE_INTERVAL_S"] = str(PERIOD_S)
+    regions = regions_checking_divergence(tmp_path, PERIOD_S)
     ap, eu, us = regions
     eu.env.update(DEDUP_BACKEND="sharded", DEDUP_MIGRATION_STATE=state)
     client = httpx.Client(timeout=10)
@@ -58,12 +61,7 @@ def test_a_migrating_region_compares_samples_only_until_its_prune(tmp_path, caps
         for r in regions:
             r.start()
         keys = conflict_variants(seed=3, n=240)
-        for variants in keys:
-            tenant, raw, _ = variants[0]
-            resp = client.post(f"{eu.url}/v1/pcs/submit", content=raw,
-                               headers={"X-Tenant-Id": tenant, "Content-Type": "application/json"})
-            assert resp.status_code in (200, 202), resp.text
-        wait_until(lambda: all(int(r.status(client)["read"]["applied_records"]) >= len(keys) for r in (ap, us)), 60)
+        replicate_first_variants(client, eu, [ap, us], keys)
         before = _pairs_with_eu(client, regions)
         assert all(p["count_compared"] and p["count_inexact"] == [] and p["severity"] == "ok" for p in before), before
         for step in (["dual-write"], ["copy"], ["verify", "--settle-s", "0.5"], ["cutover"]):

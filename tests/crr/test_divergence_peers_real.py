@@ -18,7 +18,14 @@ import time
 import httpx
 import pytest
 
-from .test_three_regions import NAMES, Region, conflict_variants, wait_until
+from .test_three_regions import (
+    NAMES,
+    Region,
+    conflict_variants,
+    regions_checking_divergence,
+    replicate_first_variants,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -32,22 +39,14 @@ def _unseen_metric(client: httpx.Client, region: Region) -> dict[str, float]:
 
 
 def test_every_region_compares_both_peers_and_names_a_dead_one_unseen(tmp_path):
-    shared = tmp_path / "shared"
-    regions = [Region(tmp_path, name, shared) for name in NAMES]
-    for r in regions:
-        r.env["CRR_DIVERGENCE_INTERVAL_S"] = str(PERIOD_S)
+    regions = regions_checking_divergence(tmp_path, PERIOD_S)
     ap, eu, us = regions
     client = httpx.Client(timeout=10)
     try:
         for r in regions:
             r.start()
         keys = conflict_variants(seed=5, n=30)
-        for variants in keys:
-            tenant, raw, _ = variants[0]
-            resp = client.post(f"{eu.url}/v1/pcs/submit", content=raw,
-                               headers={"X-Tenant-Id": tenant, "Content-Type": "application/json"})
-            assert resp.status_code in (200, 202), resp.text
-        wait_until(lambda: all(int(r.status(client)["read"]["applied_records"]) >= len(keys) for r in (ap, us)), 60)
+        replicate_first_variants(client, eu, [ap, us], keys)
         wait_until(lambda: all(len(r.status(client).get("divergence") or []) == 2 for r in regions), 30,
                    step=PERIOD_S / 4)
         # from now on, every read of every region holds both of its pairs, period after period

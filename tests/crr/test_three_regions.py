@@ -176,6 +176,27 @@ def conflict_variants(seed: int, n: int) -> list[list[tuple[str, bytes, str]]]:
     return out
 
 
+def regions_checking_divergence(root: pathlib.Path, period_s: float) -> list[Region]:
+    """The three regions (not started), replicating through ``root/shared``, each checking
+    divergence every ``period_s`` (CRR_DIVERGENCE_INTERVAL_S)."""
+    regions = [Region(root, name, root / "shared") for name in NAMES]
+    for r in regions:
+        r.env["CRR_DIVERGENCE_INTERVAL_S"] = str(period_s)
+    return regions
+
+
+def replicate_first_variants(client: httpx.Client, home: Region, readers: list[Region],
+                             keys: list[list[tuple[str, bytes, str]]]) -> None:
+    """Each key's first variant submitted to ``home`` (200 or 202), then waited for until every
+    one of ``readers`` has applied them all."""
+    for variants in keys:
+        tenant, raw, _ = variants[0]
+        resp = client.post(f"{home.url}/v1/pcs/submit", content=raw,
+                           headers={"X-Tenant-Id": tenant, "Content-Type": "application/json"})
+        assert resp.status_code in (200, 202), resp.text
+    wait_until(lambda: all(int(r.status(client)["read"]["applied_records"]) >= len(keys) for r in readers), 60)
+
+
 def test_three_regions_converge_partition_heal_kill_failover(tmp_path):
     shared = tmp_path / "shared"
     regions = [Region(tmp_path, n, shared) for n in NAMES]
