@@ -106,6 +106,14 @@ INSIDE_ONLY = {
 BACKENDS = ("sqlite", "redis", "postgres")
 
 
+def replication_env(rep: dict) -> dict[str, str]:
+    """The ``flk serve`` settings of a scenario's ``[replication]`` table that the cluster's servers
+    run as the simulator's regions do (the ship interval is passed with the region itself): the
+    reader's and the divergence check's periods, the reconciliation mode."""
+    return {"CRR_READ_INTERVAL_S": str(float(rep["read_interval_s"])),
+            "CRR_DIVERGENCE_INTERVAL_S": str(float(rep["divergence_interval_s"])),
+            "CRR_MODE": str(rep["mode"])}
+
 class Refused(Exception):
     """The scenario asks for something the runner cannot do on this machine (exit 2)."""
 
@@ -266,10 +274,8 @@ class ClusterRun:
             if not self.replicated:
                 for k in [k for k in self.regions[rid].env if k.startswith("CRR_")]:
                     del self.regions[rid].env[k]
-            else:  # the scenario's reader and divergence periods, as the simulator's regions run them
-                rep = self.data["replication"]
-                self.regions[rid].env.update(CRR_READ_INTERVAL_S=str(float(rep["read_interval_s"])),
-                                             CRR_DIVERGENCE_INTERVAL_S=str(float(rep["divergence_interval_s"])))
+            else:
+                self.regions[rid].env.update(replication_env(self.data["replication"]))
         for f in self.data["faults"]:
             if f["kind"] in ("disk_full", "disk_free"):
                 for t in self.targets(f):
