@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,34 +35,51 @@ STALE_S = 60.0  # a snapshot older than this is a worker that is gone
 TOKEN = "# flk-scrape "
 
 
+_OWN_WORKER = re.compile(r'[{,]worker="')  # a label value's quotes are escaped: only a label matches
+
+
+def _labelled(line: str, label: str) -> str:
+    """A sample line with ``label`` added, unless it has a ``worker`` label of its own."""
+    brace, space = line.find("{"), line.find(" ")
+    if brace < 0 or 0 <= space < brace:  # no labels: ``name value``
+        return f"{line[:space]}{{{label}}}{line[space:]}" if space > 0 else line
+    if _OWN_WORKER.search(line, brace) is not None:
+        return line
+    sep = "" if line.startswith("}", brace + 1) else ","
+    return f"{line[:brace + 1]}{label}{sep}{line[brace + 1:]}"
+
+
 def merge(texts: Mapping[int, str]) -> bytes:
-    """The workers' expositions as one (Prometheus text format 0.0.4): a family's samples of
-    every worker under one HELP/TYPE, each sample labelled with its worker unless it has a
-    ``worker`` label of its own."""
-    from prometheus_client.core import Metric
-    from prometheus_client.exposition import generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
-    from prometheus_client.registry import CollectorRegistry
-
-    families: dict[str, Metric] = {}
+    """The workers' expositions (Prometheus text format 0.0.4, as ``prometheus_client`` writes
+    it: each family's HELP and TYPE lines, then its samples) as one: a family's samples of every
+    worker under one HELP/TYPE, each sample labelled with its worker unless it has a ``worker``
+    label of its own. Text in, text out, no objects: the answering worker holds the GIL while it
+    runs (2 workers at 100 tenants: parsed and rendered again by ``prometheus_client``, 80 ms)."""
+    heads: dict[str, list[str]] = {}  # family -> its HELP/TYPE lines (the first worker's)
+    samples: dict[str, list[str]] = {"": []}  # "": samples before any HELP/TYPE line
     for worker in sorted(texts):
-        for fam in text_string_to_metric_families(texts[worker]):
-            out = families.get(fam.name)
-            if out is None:
-                out = families[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
-            elif out.type != fam.type:
-                continue  # one type per family (a worker of another version): the first worker's
-            for s in fam.samples:
-                labels = s.labels if "worker" in s.labels else {**s.labels, "worker": str(worker)}
-                out.samples.append(s._replace(labels=labels))
-
-    class _Fixed:
-        def collect(self):
-            return list(families.values())
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Fixed())
-    return generate_latest(registry)
+        label, family, keep_head = f'worker="{worker}"', "", False
+        for line in texts[worker].splitlines():
+            if not line:
+                continue
+            if line.startswith("#"):
+                parts = line.split(" ", 3)
+                if len(parts) < 3 or parts[1] not in ("HELP", "TYPE"):
+                    continue  # a comment
+                if parts[2] != family:
+                    family = parts[2]
+                    keep_head = family not in heads
+                    if keep_head:
+                        heads[family], samples[family] = [], []
+                if keep_head:
+                    heads[family].append(line)
+                continue
+            samples[family].append(_labelled(line, label))
+    out = samples[""][:]
+    for family, head in heads.items():
+        out += head
+        out += samples[family]
+    return ("\n".join(out) + "\n").encode()
 
 
 def _write_atomic(path: str, data: bytes) -> None:

@@ -37,6 +37,10 @@ worker_metrics = st.fixed_dictionaries({
     "breaker": st.sampled_from([0, 1, 2]),
     "latency": st.lists(st.floats(0, 3, allow_nan=False), max_size=5),
     "crr_lag": st.one_of(st.none(), st.floats(0, 100, allow_nan=False)),
+    # label values the text format escapes or not: quotes, backslashes, braces, commas, a worker="..." look-alike
+    "tenants": st.dictionaries(st.lists(st.sampled_from(["a", "{", "}", ",", "=", '"', "\\", " ", "\n", 'worker="',
+                                                        ',worker="', '{worker="0"}']), min_size=1, max_size=8)
+                               .map("".join), st.integers(1, 99), max_size=3),
 })
 
 
@@ -50,12 +54,15 @@ def _exposition(worker: int, m: dict) -> str:
     for x in m["latency"]:
         h.observe(x)
     Gauge("flk_worker_info", "worker", ["worker"], registry=r).labels(str(worker)).set(1)
+    hits = Counter("flk_dedup_hits", "hits", ["tenant"], registry=r)
+    for tenant, n in m["tenants"].items():
+        hits.labels(tenant).inc(n)
     if m["crr_lag"] is not None:  # a family that labels its worker itself
         Gauge("flk_crr_replication_lag_seconds", "lag", ["worker"], registry=r).labels(str(worker)).set(m["crr_lag"])
     return generate_latest(r).decode()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(worker_metrics, min_size=1, max_size=4))
 def test_the_merge_holds_every_workers_samples_under_its_worker_label(workers):
     texts = {w: _exposition(w, m) for w, m in enumerate(workers)}
@@ -72,6 +79,21 @@ def test_the_merge_holds_every_workers_samples_under_its_worker_label(workers):
     assert len(types) == len(set(types))
 
 
+@pytest.mark.parametrize(("line", "want"), [
+    ("x 1", 'x{worker="3"} 1'),
+    ("x 1 1700000000000", 'x{worker="3"} 1 1700000000000'),
+    ("x{} 1", 'x{worker="3"} 1'),
+    ('x{a="}"} 1', 'x{worker="3",a="}"} 1'),
+    ('x{worker="0"} 1', 'x{worker="0"} 1'),
+    ('x{a="1",worker="0"} 1', 'x{a="1",worker="0"} 1'),
+    ('x{a="worker=\\"0\\""} 1', 'x{worker="3",a="worker=\\"0\\""} 1'),
+])
+def test_each_kind_of_sample_line_gets_its_worker_once(line, want):
+    out = merge({3: f"# HELP x d\n# TYPE x gauge\n{line}\n"}).decode()
+    assert out == f"# HELP x d\n# TYPE x gauge\n{want}\n"
+    assert all(s.labels["worker"] in ("0", "3") for fam in text_string_to_metric_families(out) for s in fam.samples)
+
+
 def _scrape(srv: ServerProc) -> str:
     with httpx.Client() as c:  # a new connection: the kernel picks the worker
         r = c.get(srv.url + "/metrics", timeout=10)
@@ -80,12 +102,10 @@ def _scrape(srv: ServerProc) -> str:
 
 
 def _submitted(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = re.match(r'flk_http_requests_total\{route="/v1/pcs/submit",status="200",worker="(\d)"\} (\S+)', line)
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
+    """Submissions answered 200, per worker label."""
+    return {s.labels["worker"]: s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+            if s.name == "flk_http_requests_total" and s.labels.get("status") == "200"
+            and s.labels.get("route") == "/v1/pcs/submit"}
 
 
 @pytest.mark.server
