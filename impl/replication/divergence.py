@@ -341,8 +341,8 @@ class DivergenceDetector:
     def compare_again(self, now: float) -> list[Alert]:
         """Compare this period's published summary with the peer summaries that
         have arrived (regions publishing at the same moment see each other's
-        summaries only after the transfer); a peer whose summary has not counts one
-        more period ``unseen``. No summary of this period yet: nothing is compared;
+        summaries only after the transfer); a peer whose summary has not arrived
+        counts one more period ``unseen``. No summary of this period yet: nothing is compared;
         the store unreachable: nothing is compared and every peer is unseen."""
         if self.mine is None or self.mine.seed != self.period(now):
             return []
