@@ -140,6 +140,30 @@ def test_sample_from_two_scrapes_takes_the_p95_bucket_of_the_delta():
     assert observe.sample(b, b, 8.0)["latency_p95_ms"] is None
 
 
+def test_a_scrape_of_two_workers_is_read_as_the_whole_server():
+    """A server with two workers answers every scrape with both workers' series, labelled worker
+    (flk.impl.server.workermetrics): the health sample sums them, and two scrapes answered by
+    different workers subtract the same totals (one worker's counts against the other's
+    read as a drop, or as a burst)."""
+    from flk.impl.server.workermetrics import merge
+
+    def worker(n_fast, n_slow, n503):
+        return "\n".join([
+            "# HELP flk_http_latency_seconds latency", "# TYPE flk_http_latency_seconds histogram",
+            f'flk_http_latency_seconds_bucket{{le="0.01"}} {n_fast}',
+            f'flk_http_latency_seconds_bucket{{le="0.25"}} {n_fast + n_slow}',
+            f'flk_http_latency_seconds_bucket{{le="+Inf"}} {n_fast + n_slow}',
+            "# HELP flk_http_requests_total answers", "# TYPE flk_http_requests_total counter",
+            f'flk_http_requests_total{{route="/v1/pcs/submit",status="200"}} {n_fast + n_slow - n503}',
+            f'flk_http_requests_total{{route="/v1/pcs/submit",status="503"}} {n503}', ""])
+
+    before = observe.parse(merge({0: worker(100, 0, 0), 1: worker(60, 0, 0)}).decode())
+    after = observe.parse(merge({1: worker(60, 50, 5), 0: worker(200, 0, 0)}).decode())
+    assert before["requests"] == {"200": 160.0, "503": 0.0}
+    s = observe.sample(before, after, 7.0)
+    assert s["requests"] == 150 and math.isclose(s["error_rate"], 5 / 150) and s["latency_p95_ms"] == 250.0
+
+
 def test_holt_winters_follows_a_season_ewma_does_not_and_both_are_exact_on_a_constant():
     season = [0, 0, 10, 30, 10, 0, 0, 0]
     series = season * 4
