@@ -9,7 +9,8 @@ Two parts, medians over ``repeat`` runs:
   the rest under ``_other``; the ranking runs in every scrape): ``render_ms_median``,
   bytes, lines; the same-run anchor without a cap (``uncapped_*``: every tenant its own
   series, what froze a worker before).
-* Live: a real ``flk serve`` (one worker, SQLite, a tenants file of 10,000 tenants),
+* Live: a real ``flk serve`` (one worker, SQLite, a tenants file of 10,000 tenants; then the
+  same with two workers, ``w2_*``: each scrape answered with both workers' series),
   one PCS submitted per tenant first, then per repeat two phases of equal length on
   the same server: the *anchor* (only live requests: keep-alive connections each
   sending duplicate submissions of rotating tenants, one at a time, over raw HTTP/1.1)
@@ -173,7 +174,7 @@ def _phase(port: int, requests: list[bytes], seconds: float, scrape: bool) -> di
             "scrape_ms": [(e - s) * 1000 for s, e, _ in scrapes], "scrape_bytes": scrapes[-1][2] if scrapes else 0}
 
 
-def _live(repeat: int, tenants: int, seconds: float) -> dict:
+def _live(repeat: int, tenants: int, seconds: float, workers: int = 1) -> dict:
     from ...testing.workload import bodies
     from .serve import _env, _flk, _Proc
 
@@ -185,7 +186,7 @@ def _live(repeat: int, tenants: int, seconds: float) -> dict:
     data = os.path.join(work, "data")
     os.makedirs(data)
     proc = _Proc([_flk(), "serve", "--port", "0"],
-                 _env(MULTI_TENANT="1", TENANTS_FILE=tf, DATA_DIR=data, WORKERS="1", LOG_LEVEL="info"),
+                 _env(MULTI_TENANT="1", TENANTS_FILE=tf, DATA_DIR=data, WORKERS=str(workers), LOG_LEVEL="info"),
                  data, "/ready")
     try:
         statuses = asyncio.run(_populate(proc.port, requests))
@@ -233,6 +234,9 @@ def run(repeat: int = 5, quick: bool = False) -> dict:
         "uncapped_render_lines": u_text.count(b"\n"),
     }
     out.update(_live(repeat, tenants, 1.0 if quick else 4.0))
+    # two workers: every scrape carries both workers' series (flk.impl.server.workermetrics), the
+    # answering worker waits for the other's snapshot and merges the two texts
+    out.update({f"w2_{k}": v for k, v in _live(repeat, tenants, 1.0 if quick else 4.0, workers=2).items()})
     out["loadavg_1m_before"] = round(load_before, 2)
     out["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     return out
