@@ -84,9 +84,14 @@ def merge(texts: Mapping[int, str]) -> bytes:
 
 def _write_atomic(path: str, data: bytes) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 class WorkerScrape:
@@ -141,6 +146,8 @@ class WorkerScrape:
             if token is None or token == self._seen:
                 continue
             self._seen = token
+            if token.split("-")[1:2] == [str(self.worker)]:
+                continue  # this worker's own request: it answers with its own render
             try:
                 _write_atomic(self.path(self.worker), f"{TOKEN}{token}\n".encode() + self.own())
             except Exception:  # noqa: BLE001 -- a snapshot is best effort; the next request retries
@@ -160,20 +167,23 @@ class WorkerScrape:
 
     def answer(self) -> bytes:
         """This worker's series and the others' (fresh where they answered within ``WAIT_S``)."""
-        os.makedirs(self.dir, exist_ok=True)
         token = f"{time.time_ns()}-{self.worker}-{os.getpid()}"
-        _write_atomic(self.request, token.encode())
+        asked = True
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            _write_atomic(self.request, token.encode())
+        except OSError:  # no room to ask (a full disk): the snapshots there are, without waiting
+            asked = False
         texts = {self.worker: self.own().decode()}
-        others = [w for w in range(self.workers) if w != self.worker]
-        deadline = time.monotonic() + WAIT_S
+        pending = [w for w in range(self.workers) if w != self.worker]
         got: dict[int, str | None] = {}
+        deadline = time.monotonic() + WAIT_S
         while True:
-            for w in others:
-                fresh, text = self._snapshot(w, token)
-                got[w] = text
-                if fresh:
-                    others = [o for o in others if o != w]
-            if not others or time.monotonic() >= deadline:
+            for w in list(pending):
+                fresh, got[w] = self._snapshot(w, token)
+                if fresh or not asked:
+                    pending.remove(w)
+            if not pending or time.monotonic() >= deadline:
                 break
             time.sleep(POLL_S / 5)
         texts.update({w: t for w, t in got.items() if t is not None})

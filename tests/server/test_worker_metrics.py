@@ -136,3 +136,38 @@ def test_every_scrape_of_two_workers_counts_both_workers(tmp_path):
             raise AssertionError("the killed worker's replacement never reported")
         assert len(re.findall(r"^# TYPE flk_http_requests_total counter", text, re.M)) == 1
     assert not (tmp_path / "data" / "metrics" / "worker-0.prom").exists()
+
+
+def test_workers_in_one_process_answer_for_each_other_and_a_failed_request_still_answers(tmp_path):
+    """Two WorkerScrape of one data dir (as two worker processes share it): worker 0's answer
+    holds worker 1's fresh snapshot; when the request cannot be written (here: a directory in
+    its place), the answer is worker 0's series and the snapshots already there, at once."""
+    from flk.impl.server.workermetrics import WorkerScrape
+
+    counts = {0: 0, 1: 0}
+
+    def render(w):
+        def one() -> bytes:
+            counts[w] += 1
+            return _exposition(w, {"requests": {"200": 10 * (w + 1) + counts[w]}, "breaker": 0, "latency": [],
+                                   "crr_lag": None, "tenants": {}}).encode()
+        return one
+
+    w0 = WorkerScrape(str(tmp_path), 0, 2, render(0)).start()
+    w1 = WorkerScrape(str(tmp_path), 1, 2, render(1)).start()
+    try:
+        first = _submitted(w0.answer().decode())
+        assert set(first) == {"0", "1"}, first
+        second = _submitted(w0.answer().decode())
+        assert second["1"] > first["1"], (first, second)  # a fresh snapshot for each answer
+        os.remove(w0.request)
+        os.mkdir(w0.request)  # the request cannot be written
+        t0 = time.monotonic()
+        third = _submitted(w0.answer().decode())
+        assert time.monotonic() - t0 < 0.4 and set(third) == {"0", "1"} and third["1"] == second["1"], third
+        # no temporary left, and no snapshot of worker 0 (it answered its own requests with its own render)
+        assert sorted(os.listdir(w0.dir)) == ["scrape", "worker-1.prom"]
+    finally:
+        w0.stop()
+        w1.stop()
+    assert not os.path.exists(w1.path(1))
