@@ -158,9 +158,8 @@ class Scraper:
         out[("flk_store_call_seconds_bucket", (("le", "+Inf"),))] = float(times.count)
         out[("flk_store_call_seconds_count", ())] = float(times.count)
         out[("flk_store_call_seconds_sum", ())] = times.total
-        guarded = region.guarded
-        out[("flk_store_failed_items_total", ())] = float(guarded.failed_items + guarded.breaker_rejected)
-        out[("flk_store_batched_items", ())] = float(guarded.batched_items)
+        out[("flk_store_failed_items_total", ())] = float(region.guarded.unanswered_items)
+        out[("flk_store_batched_items", ())] = float(region.guarded.batched_items)
         rep = self.world.repl.get(rid)
         if rep is not None:
             w = (("worker", "0"),)

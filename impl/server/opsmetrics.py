@@ -10,7 +10,7 @@ when /metrics is scraped (nothing on the submit path):
 * ``flk_store_call_seconds`` -- dedup store call time, admit to answer
   (:class:`flk.impl.verifier.admission.StoreCallTimes`);
 * ``flk_store_failed_items_total`` -- dedup store items answered 503: those of calls that failed
-  (``GuardedStore.failed_items``) and those the open breaker refused (``breaker_rejected``);
+  and those the open breaker refused (``GuardedStore.unanswered_items``);
 * ``flk_kpi_escalation_ratio`` -- escalated / verified since start;
 * ``flk_kpi_rejected_untrusted_ratio`` -- signature failures and payload conflicts / all
   submissions that reached a verdict, since start (an estimate of containment: the
@@ -64,7 +64,7 @@ class OpsCollector:
                                         buckets=buckets, sum_value=times.total)
             yield CounterMetricFamily("flk_store_failed_items", "Dedup store items (a request's lookup or write) "
                                       "failed: by a failed call or refused by the open breaker (answered 503)",
-                                      value=float(guarded.failed_items + guarded.breaker_rejected))
+                                      value=float(guarded.unanswered_items))
         accepted, escalated = self.value("flk_accepted_total"), self.value("flk_escalated_total")
         untrusted = self.value("flk_signature_errors_total") + self.value("flk_dedup_conflicts_total")
         verdicts = accepted + escalated + untrusted

@@ -344,6 +344,12 @@ class GuardedStore:
                 or "put_many_fresh_if_absent" in getattr(store, "__dict__", ()):
             self.put_many_fresh_if_absent = self._put_many_fresh
 
+    @property
+    def unanswered_items(self) -> int:
+        """The items the store did not answer, each a request answered 503: those of failed calls
+        and those the open breaker refused (``flk_store_failed_items_total``)."""
+        return self.failed_items + self.breaker_rejected
+
     def _put_many_fresh(self, items: list, fresh: tuple, now: float, ttl_s: float | None = None) -> list:
         self.admit(len(items))
         return self.call(self.store.put_many_fresh_if_absent, items, fresh, now, ttl_s)

@@ -114,6 +114,7 @@ def replication_env(rep: dict) -> dict[str, str]:
             "CRR_DIVERGENCE_INTERVAL_S": str(float(rep["divergence_interval_s"])),
             "CRR_MODE": str(rep["mode"])}
 
+
 class Refused(Exception):
     """The scenario asks for something the runner cannot do on this machine (exit 2)."""
 
