@@ -139,6 +139,7 @@ class Scraper:
 
     def _scrape(self, rid: str) -> dict:
         from flk.impl.verifier.admission import STATE_CODES, STORE_CALL_BUCKETS
+        from flk.impl.verifier.problems import SUBMIT_STATUSES
 
         region = self.world.regions[rid]
         if not region.up or region.paused or region.restarting:
@@ -147,6 +148,8 @@ class Scraper:
             self._inc[rid] = region.incarnation
             self._counts[rid] = defaultdict(float)
         out: dict = {("up", ()): 1.0, ("flk_overloaded_total", ()): 0.0, ("flk_wal_quarantined_total", ()): 0.0}
+        for status in SUBMIT_STATUSES:  # exported at 0 from the process's start, as flk serve does
+            out[("flk_http_requests_total", (("route", SUBMIT), ("status", str(status))))] = 0.0
         out.update(self._counts[rid])
         limiter = region.admission.limiter
         out[("flk_store_breaker_state", ())] = float(STATE_CODES[region.admission.breaker.state])

@@ -67,7 +67,7 @@ from ..storage.walformat import WalCorruption
 from ..storage.walhealth import WalHealth
 from ..verifier.admission import STATE_CODES, AdmissionSettings, build_admission
 from ..verifier.pipeline import MAX_TENANT_HEADER
-from ..verifier.problems import problem_body, problem_type
+from ..verifier.problems import SUBMIT_STATUSES, problem_body, problem_type
 from .auth import OperatorAuth, Refusal, check_tenant_read, single_header
 from .batchdriver import BatchDriver, GuardedStore, LoggedWal
 from .config import ServerConfig
@@ -156,6 +156,8 @@ class ServerMetrics:
     def __init__(self, registry, worker: int) -> None:
         self.requests = Counter("flk_http_requests", "HTTP responses by route and status",
                                 ["route", "status"], registry=registry)
+        for status in SUBMIT_STATUSES:  # at 0 from the start: rate() sees the first 503s and 429s too
+            self.requests.labels(route="/v1/pcs/submit", status=str(status))
         self.latency = Histogram("flk_http_latency_seconds", "Submit latency measured by the server",
                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
                                  registry=registry)

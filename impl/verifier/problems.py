@@ -74,6 +74,13 @@ CATALOG: Mapping[str, ProblemType] = {
 }
 
 
+# The statuses a submit is answered with (SPEC.md sections 9 and 9.1: the pipeline's answers, the
+# concurrency limit's 429, the server's 500 and 503): every worker exports
+# flk_http_requests_total{route="/v1/pcs/submit", status} for each of them from its start, at 0, as
+# the simulator's scrapes do (flk.sim.alerts). A series created by its first count would hide that
+# count from rate() and increase(): after a start, the first burst of 503s or 429s would go unseen.
+SUBMIT_STATUSES: tuple[int, ...] = (200, 202, 400, 401, 409, 413, 429, 500, 503)
+
 def problem_type(slug: str) -> ProblemType:
     """The catalog entry of ``slug``; a slug missing from the catalog is a programming error."""
     try:
