@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from flk.impl.dedup.sharded import ShardedStore
+
 from . import alerts, artifacts, checkers, faults, kpi, metrics, operator
 from .history import FORMATS, PLAIN, History, find_history, read_history
 from .scenario import Scenario, ScenarioError, list_scenarios, load
@@ -172,6 +174,10 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     m = metrics.summarize(events, world.duration, converged=None if convergence is None else convergence.ok)
     if sc.data.get("policies"):
         m.update(operator.metrics(events))
+    owners = {rid: r.topology.store.shard_for for rid, r in world.regions.items()
+              if isinstance(r.topology.store, ShardedStore)}
+    if owners:
+        m["shard_collateral_503"] = metrics.shard_collateral(events, owners)
     slos = metrics.check_slos(m, sc.data["slo"])
     results = {
         "scenario": sc.name,

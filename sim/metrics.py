@@ -56,6 +56,9 @@ METRICS: dict[str, str] = {
     "rto_s": "after a region loss: until a request first sent to the lost region succeeds (elsewhere, or "
              "there after a restart), s; with [routing]: health-check detection + switch + first success",
     "failover_detection_s": "with [routing]: region loss -> the router takes it out of rotation, s",
+    "shard_collateral_503": "with a sharded dedup store: 503 answers to keys whose shard was up while another "
+                            "shard of the region was down (SPEC 13.1: a down shard's keys fail closed, every other "
+                            "key is served -- also when it shares a batch with a key of the down shard)",
     "operator_completed": "with [[policies]]: policies the operator brought to Completed",
     "operator_rollbacks": "with [[policies]]: transitions into RollingBack (a gate breach or a dirty verify)",
     "operator_done_s": "with [[policies]]: time from the first to the last policy reaching a terminal phase "
@@ -287,6 +290,23 @@ def check_slos(metrics: dict, slos: list[dict]) -> list[dict]:
         ok = value is not None and ops[s["op"]](value, s["value"])
         out.append({"metric": s["metric"], "op": s["op"], "target": s["value"], "value": value, "ok": bool(ok)})
     return out
+
+
+def shard_collateral(events: list[dict], owners: dict) -> int:
+    """``shard_collateral_503``: ``owners`` maps a region to its ring's owner function
+    ``(tenant, pcs_id) -> shard`` (regions with a sharded dedup store)."""
+    down: dict[str, set] = defaultdict(set)
+    n = 0
+    for e in events:
+        kind = e["type"]
+        if kind in ("fault.start", "fault.end") and e.get("kind") == "shard_down":
+            region, _, shard = e["target"].partition("/")
+            (down[region].add if kind == "fault.start" else down[region].discard)(shard)
+        elif kind == "srv.respond" and e["status"] == 503 and e.get("key") and down[e["region"]]:
+            owner = owners.get(e["region"])
+            if owner is not None and owner(*e["key"]) not in down[e["region"]]:
+                n += 1
+    return n
 
 
 def split_brain_conflicts(events: list[dict]) -> int:

@@ -41,7 +41,7 @@ import hashlib
 import sys
 from functools import partial
 
-from flk.impl.dedup import StoreUnavailable
+from flk.impl.dedup import StoreUnavailable, answered_part
 from flk.impl.storage.inbox import decode_inbox_record
 from flk.impl.storage.wal import SegmentedLog, WalError
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
@@ -477,10 +477,14 @@ class Region:
                 rec(t, rid, jobs[item.pos][1], item.who.tenant_id, item.pcs_id)
         try:
             found = guarded.call(self.store.get_many, keys, now)
-        except StoreUnavailable:
-            batch.lookup_failed()
-            return {}
-        batch.found(found)
+        except StoreUnavailable as exc:
+            part = answered_part(exc, keys)  # a shard down: the other keys are answered (SPEC 13.1)
+            if part is None:
+                batch.lookup_failed()
+                return {}
+            batch.found(*part)
+        else:
+            batch.found(found)
         writes = batch.writes()
         if not writes:
             return {}
@@ -493,18 +497,23 @@ class Region:
         yield self._store_delay() if jobs is not None else env.timeout(self._store_delay())  # a float (see _drive)
         if inc != self.incarnation:
             return None
+        items = [(t, sys.intern(p), o) for t, p, o in writes]  # one pcs_id string per key across regions: memory
+        failed: frozenset[int] | tuple = ()
         try:
-            # one pcs_id string per key across regions (sys.intern): memory only
-            results = guarded.call(self.store.put_many_if_absent,
-                                   [(t, sys.intern(p), o) for t, p, o in writes], now, self.verifier.limits.ttl_s)
-        except StoreUnavailable:
-            batch.record_failed()
-            return {}
-        batch.recorded(results)
+            results = guarded.call(self.store.put_many_if_absent, items, now, self.verifier.limits.ttl_s)
+        except StoreUnavailable as exc:
+            part = answered_part(exc, items)  # a shard down: the other writes happened
+            if part is None:
+                batch.record_failed()
+                return {}
+            results, failed = part
+        batch.recorded(results, failed)
+        done = zip(writing, results, strict=True) if not failed else \
+            [(item, result) for k, (item, result) in enumerate(zip(writing, results, strict=True)) if k not in failed]
         if jobs is None:  # a replay reads what each write did
-            return {id(item): result for item, result in zip(writing, results, strict=True)}
+            return {id(item): result for item, result in done}
         rec, t, rid = self._rec_put, env._now, self.id
-        for item, (stored, winner) in zip(writing, results, strict=True):
+        for item, (stored, winner) in done:
             rec(t, jobs[item.pos][1], rid, item.who.tenant_id, item.pcs_id, stored, winner.payload_digest,
                 winner.status, body_sha(winner.body))
         return _WRITTEN

@@ -48,6 +48,34 @@ class StoreUnavailable(Exception):
     """The dedup store cannot be reached or failed mid-operation (fail closed)."""
 
 
+class PartialUnavailable(StoreUnavailable):
+    """A batch call (``get_many``, ``put_many_if_absent``) that part of the store answered: a
+    sharded store with a shard down (SPEC 13.1: its keys fail closed, every other key is
+    served). ``items`` is the very list the call was made with; ``results`` the call's answers
+    by position, valid except at the positions in ``failed``, whose items the store did not
+    answer (their writes did not happen). A caller that reads the answers checks that the
+    exception is about its own call (:func:`answered_part`): a wrapper that made this call on
+    its own list (a dual-write store) is answered as a whole failure, as any
+    ``StoreUnavailable``."""
+
+    def __init__(self, message: str, items: Sequence, results: list, failed: Iterable[int]) -> None:
+        super().__init__(message)
+        self.items = items
+        self.results = results
+        self.failed = frozenset(failed)
+
+    def __reduce__(self):  # a copy in another process holds a copy of the items: not the caller's own call
+        return type(self), (str(self), self.items, self.results, sorted(self.failed))
+
+
+def answered_part(exc: BaseException, items: Sequence) -> tuple[list, frozenset[int]] | None:
+    """``(results, failed)`` when ``exc`` is the partial answer to the call made with ``items``
+    (the same list object), else None: the whole call failed."""
+    if isinstance(exc, PartialUnavailable) and exc.items is items:
+        return exc.results, exc.failed
+    return None
+
+
 class GenerationLost(StoreUnavailable):
     """The store's generation marker is missing or not the one this deployment wrote:
     the store came back empty or was replaced, so it no longer holds the outcomes it

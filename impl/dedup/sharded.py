@@ -53,6 +53,7 @@ from .base import (
     BatchMixin,
     DedupStore,
     Entry,
+    PartialUnavailable,
     StoredOutcome,
     StoreUnavailable,
     check_key,
@@ -324,22 +325,35 @@ class ShardedStore(BatchMixin):
         return groups
 
     def get_many(self, keys, now):
-        out: list = [None] * len(keys)
-        for name, idx in sorted(self._grouped(keys).items()):
-            sub = [keys[i] for i in idx]
-            res = self._call(name, now, lambda s, sub=sub: _get_many(s, sub, now))
-            for i, r in zip(idx, res, strict=True):
-                out[i] = r
-        return out
+        return self._by_shard(keys, self._grouped(keys), lambda s, sub: _get_many(s, sub, now), now)
 
     def put_many_if_absent(self, items, now, ttl_s=None):
+        return self._by_shard(items, self._grouped([(t, p) for t, p, _ in items]),
+                              lambda s, sub: _put_many(s, sub, now, ttl_s), now)
+
+    def _by_shard(self, items: Sequence, groups: dict[str, list[int]], fn: Callable, now: float) -> list:
+        """One call per shard (in shard order), the answers in input order. A shard that fails
+        fails its own items only (SPEC 13.1): :class:`PartialUnavailable` carries the other
+        shards' answers, unless no shard of the store is up (then the store is down:
+        ``StoreUnavailable``, as a single store's failure)."""
         out: list = [None] * len(items)
-        for name, idx in sorted(self._grouped([(t, p) for t, p, _ in items]).items()):
+        failed: list[int] = []
+        reason = ""
+        for name, idx in sorted(groups.items()):
             sub = [items[i] for i in idx]
-            res = self._call(name, now, lambda s, sub=sub: _put_many(s, sub, now, ttl_s))
+            try:
+                res = self._call(name, now, lambda s, sub=sub: fn(s, sub))
+            except StoreUnavailable as exc:
+                failed.extend(idx)
+                reason = reason or str(exc)
+                continue
             for i, r in zip(idx, res, strict=True):
                 out[i] = r
-        return out
+        if not failed:
+            return out
+        if not any(h.up for h in self.health.values()):
+            raise StoreUnavailable(reason)
+        raise PartialUnavailable(reason, items, out, sorted(failed))
 
     def count(self, now: float) -> int:
         """The shards' counts summed: a copy a migration left in a key's old shard counts too

@@ -68,7 +68,7 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
-from ..dedup import StoreUnavailable
+from ..dedup import StoreUnavailable, answered_part
 from ..storage.wal import WalError
 from ..verifier.admission import GuardedStore as _GuardedStore
 from ..verifier.batching import BatchFormation
@@ -106,7 +106,8 @@ class GuardedStore(_GuardedStore):
                 if self.log is not None:
                     self.log("warning", "dedup_store_failing", reason=str(exc)[:200],
                              detail="requests are answered 503 until it answers again")
-            self._failing[1] += len(items)
+            part = answered_part(exc, items)  # a shard down: its items alone failed
+            self._failing[1] += len(items) if part is None else len(part[1])
             raise
         if self._failing is not None:
             since, failed, rejected, opens = self._failing

@@ -57,7 +57,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from ..dedup.base import StoreUnavailable
+from ..dedup.base import StoreUnavailable, answered_part
 
 if TYPE_CHECKING:
     from .tenants import Tenant
@@ -374,7 +374,10 @@ class GuardedStore:
         self._admitted_at = now
 
     def call(self, fn: Any, items: list, *args: Any) -> list:
-        """Make an admitted call; its success or failure is reported to the breaker."""
+        """Make an admitted call; its success or failure is reported to the breaker. A partial
+        answer (:class:`flk.impl.dedup.base.PartialUnavailable` for this call: a shard down) is
+        raised to the caller, which answers the other items; the breaker counts it a success:
+        the store answered, and the sharded store keeps its down shard out by itself."""
         breaker = self.breaker
         started, self._admitted_at = self._admitted_at, None
         try:
@@ -385,9 +388,14 @@ class GuardedStore:
                 raise StoreUnavailable("dedup store returned a short batch")
         except Exception as exc:  # noqa: BLE001 -- any store failure fails closed
             now = self.clock()
-            self.failed_items += len(items)
             if started is not None:
                 self.call_seconds.observe(now - started)
+            part = answered_part(exc, items)
+            if part is not None:  # a shard down: the store answered, its items alone fail (SPEC 13.1)
+                self.failed_items += len(part[1])
+                breaker.on_success(now)
+                raise
+            self.failed_items += len(items)
             breaker.on_failure(now)
             if isinstance(exc, StoreUnavailable):
                 raise

@@ -52,12 +52,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..core import accel
-from ..dedup import StoredOutcome, StoreUnavailable
+from ..dedup import StoredOutcome, StoreUnavailable, answered_part
 from ..dedup.base import float_repr
 from ..storage.inbox import decode_inbox_record
 from ..storage.wal import WalError
@@ -458,9 +458,12 @@ class VerifyBatch:
         self._decided(item, self.v.settle(pcs_id, who, now, SignalCheck(reasons, d_hat, budget_, regime_), None))
 
     # -- step 5 (and 6) ---------------------------------------------------------------
-    def found(self, outcomes: Sequence[StoredOutcome | None]) -> None:
+    def found(self, outcomes: Sequence[StoredOutcome | None], failed: Collection[int] = ()) -> None:
         """Step 5's answers (replays, conflicts) for the keys :meth:`verify` returned, in
-        that order; step 6 for the rest."""
+        that order; step 6 for the rest. ``failed``: positions the store did not answer (a
+        shard down: :class:`flk.impl.dedup.base.PartialUnavailable`), each answered 503."""
+        if failed:
+            outcomes = self._drop_failed(outcomes, failed)
         v = self.v
         if self._all_decided and len(outcomes) == len(self._pending) and outcomes.count(None) == len(outcomes):
             return  # nothing found and every outcome decided: all of them are written (the common case)
@@ -495,6 +498,15 @@ class VerifyBatch:
         (tests/verifier/test_batch_differential.py proves the answers equal)."""
         return bool(self.v.hooks) or not self._all_decided
 
+    def _drop_failed(self, answers: Sequence, failed: Collection[int]) -> list:
+        """503 for the pending items at positions ``failed`` (the store did not answer them:
+        a shard down), which leave the batch; the answers of the others, in order."""
+        pending = self._pending
+        self._unavailable([pending[k] for k in sorted(failed)])
+        keep = [k for k in range(len(pending)) if k not in failed]
+        self._pending = [pending[k] for k in keep]
+        return [answers[k] for k in keep]
+
     def lookup_failed(self) -> None:
         """The store did not answer step 5: 503 for every pending request."""
         self._unavailable(self._pending)
@@ -523,14 +535,19 @@ class VerifyBatch:
                else (item.who.tenant_id, item.pcs_id, item.outcome) for item in self._pending]
         return out, (200, self.now, self.v.region, self.v.policy.version)
 
-    def recorded(self, results: Sequence[tuple[bool, StoredOutcome]]) -> None:
-        """Step 7's answers: the recorded outcome, or the race winner's (replay or conflict)."""
+    def recorded(self, results: Sequence[tuple[bool, StoredOutcome]], failed: Collection[int] = ()) -> None:
+        """Step 7's answers: the recorded outcome, or the race winner's (replay or conflict);
+        ``failed`` as in :meth:`found` (no write happened there: 503)."""
+        if failed:
+            results = self._drop_failed(results, failed)
         self.recorded_fresh([None if won else winner for won, winner in results])
 
-    def recorded_fresh(self, results: Sequence[StoredOutcome | None]) -> None:
+    def recorded_fresh(self, results: Sequence[StoredOutcome | None], failed: Collection[int] = ()) -> None:
         """Step 7's answers from ``put_many_fresh_if_absent`` (None: recorded; else the race
         winner's outcome, a replay or a conflict), also for :meth:`recorded`; a fresh item's
-        outcome is never built."""
+        outcome is never built. ``failed`` as in :meth:`found`."""
+        if failed:
+            results = self._drop_failed(results, failed)
         v, sink, latency, responses = self.v, self.sink, self.latency, self.responses
         now = self.now
         # the batch's answers leave together: one clock read for the recorded ones' latency
@@ -686,10 +703,14 @@ def _lookup_and_record(batch: VerifyBatch, store: Any, now: float, ttl_s: float,
     if lookup and batch.needs_lookup:
         try:
             found = store.get_many(keys, now)
-        except StoreUnavailable:
-            batch.lookup_failed()
-            return
-        batch.found(found)
+        except StoreUnavailable as exc:
+            part = answered_part(exc, keys)  # a shard down: the other keys are answered
+            if part is None:
+                batch.lookup_failed()
+                return
+            batch.found(*part)
+        else:
+            batch.found(found)
     else:  # no hooks: put-if-absent answers a held key as step 5 would (VerifyBatch.needs_lookup)
         batch.skip_lookup()
     if put_fresh is not None:  # the common outcomes handed over without a StoredOutcome each
@@ -698,13 +719,17 @@ def _lookup_and_record(batch: VerifyBatch, store: Any, now: float, ttl_s: float,
         items = batch.writes()
     if not items:
         return
+    failed: Collection[int] = ()
     try:
         answers = put_fresh(items, fresh, now, ttl_s) if put_fresh is not None \
             else store.put_many_if_absent(items, now, ttl_s)
-    except StoreUnavailable:
-        batch.record_failed()
-        return
-    (batch.recorded_fresh if put_fresh is not None else batch.recorded)(answers)
+    except StoreUnavailable as exc:
+        part = answered_part(exc, items)  # a shard down: the other writes happened
+        if part is None:
+            batch.record_failed()
+            return
+        answers, failed = part
+    (batch.recorded_fresh if put_fresh is not None else batch.recorded)(answers, failed)
 
 
 REPLAY_SPAN = 512  # records per replay batch (:func:`replay_records`)

@@ -16,7 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from verifier.pcsgen import HMAC_A, body, make_pcs, registry, sign
 
-from flk.impl.dedup import StoreUnavailable, iter_entries, open_store, sample_entries
+from flk.impl.dedup import (
+    PartialUnavailable,
+    StoreUnavailable,
+    iter_entries,
+    open_store,
+    sample_entries,
+)
 from flk.impl.dedup.memory import MemoryStore
 from flk.impl.dedup.redis import RedisStore
 from flk.impl.dedup.sharded import (
@@ -244,10 +250,13 @@ def test_inv_fww_down_shard_fails_closed_real_unreachable_redis(tmp_path):
         s.count(T0 + 2)
     assert s.counts(T0 + 2) == {"a": 20, "b": 20, "c": None}
     assert s.ping() is False
-    # batches: keys of a and b are served when no key of c is in the batch
+    # batches: keys of a and b are served, also beside a key of c (its position alone fails)
     assert s.get_many(ks["a"][:2] + ks["b"][:2], T0 + 3) == [outcome(1)] * 4
-    with pytest.raises(StoreUnavailable):
-        s.get_many(ks["a"][:1] + ks["c"][:1], T0 + 3)
+    mixed = ks["a"][:1] + ks["c"][:1] + ks["b"][:1]
+    with pytest.raises(PartialUnavailable) as info:
+        s.get_many(mixed, T0 + 3)
+    assert info.value.items is mixed and info.value.failed == {1}
+    assert [info.value.results[0], info.value.results[2]] == [outcome(1)] * 2
     s.close()
 
 
