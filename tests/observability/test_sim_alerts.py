@@ -42,6 +42,11 @@ def test_the_lag_alert_fires_in_time_because_of_the_fault(tmp_path) -> None:
     lag = alert_checks(res)["ALERT-FlkCrrReplicationLag"]
     assert lag["ok"] and lag["kind"] == "eventually" and "s after the fault at 4 s" in lag["note"]
     assert res.valid
+    # with a margin: it fires for several scrapes in both regions, also with the outage begun 0.29 s
+    # later (the 8 s outage it replaced fired for one scrape, and for none when moved so)
+    for run in (res, api.run("crr-lag-alert", seed=2, overrides=["faults.0.at_s=4.29"], plots=False)):
+        firing = run.results["alerts"]["firing"]["FlkCrrReplicationLag"]
+        assert set(firing) == {"eu", "us"} and min(len(ts) for ts in firing.values()) >= 3, firing
     run_dir = tmp_path / "crr-lag-alert" / "1"
     assert (run_dir / "series.om").read_text().endswith("# EOF\n")
     # the same rules over the saved series: promtool reports the same firing (replayable evidence)
