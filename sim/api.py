@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from flk.impl.dedup.migrate import DualWriteStore
 from flk.impl.dedup.sharded import ShardedStore
 
 from . import alerts, artifacts, checkers, faults, kpi, metrics, operator
@@ -174,8 +175,7 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     m = metrics.summarize(events, world.duration, converged=None if convergence is None else convergence.ok)
     if sc.data.get("policies"):
         m.update(operator.metrics(events))
-    owners = {rid: r.topology.store.shard_for for rid, r in world.regions.items()
-              if isinstance(r.topology.store, ShardedStore)}
+    owners = _shard_owners(world)
     if owners:
         m["shard_collateral_503"] = metrics.shard_collateral(events, owners)
     slos = metrics.check_slos(m, sc.data["slo"])
@@ -203,6 +203,20 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     if out is not None:
         save(res, Path(out), plots=plots, force=force)
     return res
+
+
+def _shard_owners(world: World) -> dict:
+    """Per region with a sharded dedup store: ``(tenant, pcs_id) -> the shards the key may
+    touch`` (its owner; during a migration its owner in each ring) -- for ``shard_collateral_503``."""
+    out = {}
+    for rid, region in world.regions.items():
+        store = region.topology.store
+        if isinstance(store, ShardedStore):
+            out[rid] = lambda t, p, s=store: (s.shard_for(t, p),)
+        elif isinstance(store, DualWriteStore) and isinstance(store.old, ShardedStore) \
+                and isinstance(store.new, ShardedStore):
+            out[rid] = lambda t, p, s=store: (s.old.shard_for(t, p), s.new.shard_for(t, p))
+    return out
 
 
 def source_identity(sc: Scenario) -> str:

@@ -56,8 +56,8 @@ METRICS: dict[str, str] = {
     "rto_s": "after a region loss: until a request first sent to the lost region succeeds (elsewhere, or "
              "there after a restart), s; with [routing]: health-check detection + switch + first success",
     "failover_detection_s": "with [routing]: region loss -> the router takes it out of rotation, s",
-    "shard_collateral_503": "with a sharded dedup store: 503 answers to keys whose shard was up while another "
-                            "shard of the region was down (SPEC 13.1: a down shard's keys fail closed, every other "
+    "shard_collateral_503": "with a sharded dedup store: 503 answers to keys whose shard (during a migration: "
+                            "whose shard in either ring) was up while another shard of the region was down (SPEC 13.1: a down shard's keys fail closed, every other "
                             "key is served -- also when it shares a batch with a key of the down shard)",
     "operator_completed": "with [[policies]]: policies the operator brought to Completed",
     "operator_rollbacks": "with [[policies]]: transitions into RollingBack (a gate breach or a dirty verify)",
@@ -293,8 +293,9 @@ def check_slos(metrics: dict, slos: list[dict]) -> list[dict]:
 
 
 def shard_collateral(events: list[dict], owners: dict) -> int:
-    """``shard_collateral_503``: ``owners`` maps a region to its ring's owner function
-    ``(tenant, pcs_id) -> shard`` (regions with a sharded dedup store)."""
+    """``shard_collateral_503``: ``owners`` maps a region with a sharded dedup store to
+    ``(tenant, pcs_id) -> the shards the key may touch`` (during a migration, its owner in
+    each ring); a 503 counts when none of them was down."""
     down: dict[str, set] = defaultdict(set)
     n = 0
     for e in events:
@@ -304,7 +305,7 @@ def shard_collateral(events: list[dict], owners: dict) -> int:
             (down[region].add if kind == "fault.start" else down[region].discard)(shard)
         elif kind == "srv.respond" and e["status"] == 503 and e.get("key") and down[e["region"]]:
             owner = owners.get(e["region"])
-            if owner is not None and owner(*e["key"]) not in down[e["region"]]:
+            if owner is not None and down[e["region"]].isdisjoint(owner(*e["key"])):
                 n += 1
     return n
 

@@ -162,3 +162,53 @@ def _two_waves(srv: ServerProc, shard_of, names: list[str]) -> None:
             time.sleep(0.2)
         metrics = client.get("/metrics", auth=("op", "op-pass-0123456789")).text
     assert re.search(r"^flk_store_breaker_state(\{[^}]*\})? 0\.0$", metrics, re.M), "the breaker opened"
+
+
+def _migrating(phase: str, down: str, seed_keys: list[int]):
+    from flk.impl.dedup.migrate import DualWriteStore
+
+    shards = {n: OutageStore(open_store("memory")) for n in NAMES}
+    old = ShardedStore({n: shards[n] for n in NAMES[:3]}, probe_interval_s=60.0)
+    new = ShardedStore(dict(shards), probe_interval_s=60.0)
+    store = DualWriteStore(old, new, phase)
+    for i in seed_keys:  # entries written before the shard fails, through the migrating store
+        store.put_if_absent("t", f"p{i}", outcome(i), T0)
+    shards[down].available = False
+    return store
+
+
+@given(phase=st.sampled_from(["dual_write", "copied", "verified", "cut_over", "cleaned"]),
+       down=st.sampled_from(NAMES), seeded=st.lists(st.integers(0, 60), max_size=20),
+       ids=st.lists(st.integers(0, 60), min_size=1, max_size=25))
+@settings(max_examples=60, deadline=None)
+def test_the_migrating_stores_batch_is_its_per_item_calls_and_a_down_shard_fails_its_items_alone(
+        phase, down, seeded, ids) -> None:
+    batched, single = _migrating(phase, down, seeded), _migrating(phase, down, seeded)
+    items = [("t", f"p{i}", outcome(1000 + k)) for k, i in enumerate(ids)]
+    expected, failed = [], set()
+    for k, (t, p, o) in enumerate(items):  # the reference: one call per item, in order
+        try:
+            expected.append(single.put_if_absent(t, p, o, T0 + 1))
+        except StoreUnavailable:
+            expected.append(None)
+            failed.add(k)
+    try:
+        got = batched.put_many_if_absent(items, T0 + 1)
+    except PartialUnavailable as exc:
+        assert exc.items is items and exc.failed == failed
+        got = exc.results
+    else:
+        assert not failed
+    assert got == expected
+    keys = [(t, p) for t, p, _ in items]
+    try:
+        found = batched.get_many(keys, T0 + 2)
+    except PartialUnavailable as exc:
+        found = [None if k in exc.failed else r for k, r in enumerate(exc.results)]
+    reference = []
+    for t, p in keys:
+        try:
+            reference.append(single.get(t, p, T0 + 2))
+        except StoreUnavailable:
+            reference.append(None)
+    assert found == reference
