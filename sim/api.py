@@ -178,6 +178,8 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     owners = _shard_owners(world)
     if owners:
         m["shard_collateral_503"] = metrics.shard_collateral(events, owners)
+    if any(f.get("kind") == "cold_down" for f in sc.data.get("faults") or []):
+        m["cold_collateral_503"] = metrics.cold_collateral(events)
     slos = metrics.check_slos(m, sc.data["slo"])
     results = {
         "scenario": sc.name,

@@ -59,6 +59,9 @@ METRICS: dict[str, str] = {
     "shard_collateral_503": "with a sharded dedup store: 503 answers to keys whose shard (during a migration: "
                             "whose shard in either ring) was up while another shard of the region was down (SPEC 13.1: a down shard's keys fail closed, every other "
                             "key is served -- also when it shares a batch with a key of the down shard)",
+    "cold_collateral_503": "with a cold_down fault: 503 answers, while the region's cold tier was down, to keys "
+                           "first answered there after it went down (new keys: never cold-only; the tiered "
+                           "store's cold outage fails cold-only keys alone, also in a batch)",
     "operator_completed": "with [[policies]]: policies the operator brought to Completed",
     "operator_rollbacks": "with [[policies]]: transitions into RollingBack (a gate breach or a dirty verify)",
     "operator_done_s": "with [[policies]]: time from the first to the last policy reaching a terminal phase "
@@ -306,6 +309,28 @@ def shard_collateral(events: list[dict], owners: dict) -> int:
         elif kind == "srv.respond" and e["status"] == 503 and e.get("key") and down[e["region"]]:
             owner = owners.get(e["region"])
             if owner is not None and down[e["region"]].isdisjoint(owner(*e["key"])):
+                n += 1
+    return n
+
+
+def cold_collateral(events: list[dict]) -> int:
+    """``cold_collateral_503`` (0 without a ``cold_down`` fault)."""
+    down_since: dict[str, int] = {}
+    first: dict[tuple, int] = {}
+    n = 0
+    for e in events:
+        kind = e["type"]
+        if kind in ("fault.start", "fault.end") and e.get("kind") == "cold_down":
+            if kind == "fault.start":
+                down_since[e["target"]] = e["t_us"]
+            else:
+                down_since.pop(e["target"], None)
+        elif kind == "srv.respond" and e.get("key"):
+            region = e["region"]
+            key = (region, *e["key"])
+            seen = first.setdefault(key, e["t_us"])
+            since = down_since.get(region)
+            if e["status"] == 503 and since is not None and seen >= since:
                 n += 1
     return n
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
@@ -57,6 +57,7 @@ from .base import (
     DEFAULT_TTL_S,
     BatchMixin,
     DedupStore,
+    PartialUnavailable,
     StoredOutcome,
     StoreUnavailable,
     check_key,
@@ -178,6 +179,11 @@ def _row_expiry(warm: DedupStore, tenant: str, pcs_id: str) -> float | None:
     return None if row is None else float(row[0])
 
 
+class ColdUnavailable(StoreUnavailable):
+    """A cold-only key whose cold object could not be read (the object store down, the object
+    missing or damaged): that key fails closed; the others are unaffected."""
+
+
 class TieredStore(BatchMixin):
     """A :class:`~flk.impl.dedup.DedupStore` over ``hot`` (a DedupStore or None),
     ``warm`` (memory / SQLite / Postgres store) and ``cold`` (an ObjectStore)."""
@@ -210,15 +216,22 @@ class TieredStore(BatchMixin):
         kh = key_hash(tenant, pcs_id)
         return f"{self.prefix}/{kh[:2]}/{kh}-{oh}"
 
-    def _cold_read(self, tenant: str, pcs_id: str, stub: StoredOutcome) -> StoredOutcome:
+    def _cold_read(self, tenant: str, pcs_id: str, stub: StoredOutcome, batch: list | None = None) -> StoredOutcome:
+        """The full outcome of a stub. ``batch``: a batch call's ``[cold unreachable]`` flag --
+        once one read of the batch found the object store down, the batch's later cold reads
+        fail at once (each could cost the object store's timeout)."""
+        if batch is not None and batch[0]:
+            raise ColdUnavailable("cold tier unavailable")
         oh = stub_target(stub)[0]
         key = self._key(tenant, pcs_id, oh)
         try:
             data = self.cold.get(key)
         except ObjectStoreUnavailable:
-            raise StoreUnavailable("cold tier unavailable") from None
+            if batch is not None:
+                batch[0] = True
+            raise ColdUnavailable("cold tier unavailable") from None
         except ObjectNotFound:
-            raise StoreUnavailable("cold object missing") from None
+            raise ColdUnavailable("cold object missing") from None
         self.stats["cold_reads"] += 1
         try:
             raw = decompress(data)
@@ -226,10 +239,11 @@ class TieredStore(BatchMixin):
                 raise ValueError("digest mismatch")
             return StoredOutcome.from_bytes(raw)
         except (zlib.error, ValueError):
-            raise StoreUnavailable("cold object damaged") from None
+            raise ColdUnavailable("cold object damaged") from None
 
-    def _resolve(self, tenant: str, pcs_id: str, o: StoredOutcome | None) -> StoredOutcome | None:
-        return self._cold_read(tenant, pcs_id, o) if o is not None and is_stub(o) else o
+    def _resolve(self, tenant: str, pcs_id: str, o: StoredOutcome | None,
+                 batch: list | None = None) -> StoredOutcome | None:
+        return self._cold_read(tenant, pcs_id, o, batch) if o is not None and is_stub(o) else o
 
     # -- hot cache ------------------------------------------------------------
 
@@ -258,6 +272,9 @@ class TieredStore(BatchMixin):
     # -- the dedup contract ---------------------------------------------------
 
     def get(self, tenant: str, pcs_id: str, now: float) -> StoredOutcome | None:
+        return self._get(tenant, pcs_id, now, None)
+
+    def _get(self, tenant: str, pcs_id: str, now: float, batch: list | None) -> StoredOutcome | None:
         check_key(tenant, pcs_id)
         hit = self._hot_get(tenant, pcs_id, now)
         if hit is not None:
@@ -265,12 +282,15 @@ class TieredStore(BatchMixin):
         row = self.warm.get(tenant, pcs_id, now)
         if row is None or not is_stub(row):
             return row  # a warm read is not cached: only writes and cold promotions fill hot
-        full = self._cold_read(tenant, pcs_id, row)
+        full = self._cold_read(tenant, pcs_id, row, batch)
         self.stats["promoted"] += 1
         self._hot_put(tenant, pcs_id, full, now, stub_expiry(row))
         return full
 
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
+        return self._put(tenant, pcs_id, outcome, now, ttl_s, None)
+
+    def _put(self, tenant, pcs_id, outcome, now, ttl_s, batch: list | None):
         check_key(tenant, pcs_id)
         if is_stub(outcome):
             raise ValueError("an outcome body may not start with NUL")
@@ -283,7 +303,33 @@ class TieredStore(BatchMixin):
         if won:
             self._hot_put(tenant, pcs_id, outcome, now, now + ttl)
             return True, outcome
-        return False, self._resolve(tenant, pcs_id, winner)
+        return False, self._resolve(tenant, pcs_id, winner, batch)
+
+    def get_many(self, keys, now):
+        return self._item_by_item(keys, lambda key, batch: self._get(key[0], key[1], now, batch))
+
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        return self._item_by_item(items, lambda it, batch: self._put(it[0], it[1], it[2], now, ttl_s, batch))
+
+    @staticmethod
+    def _item_by_item(items: Sequence, call) -> list:
+        """The per-item calls in order (a later item sees an earlier item's write). A cold-only
+        key whose cold read fails fails alone (the module docstring's cold outage: hot, warm
+        and new keys are unaffected, also in a batch): :class:`PartialUnavailable` carries the
+        others' answers. A warm failure fails the batch."""
+        out: list = [None] * len(items)
+        failed: list[int] = []
+        reason = ""
+        batch = [False]
+        for i, item in enumerate(items):
+            try:
+                out[i] = call(item, batch)
+            except ColdUnavailable as exc:
+                failed.append(i)
+                reason = reason or str(exc)
+        if failed:
+            raise PartialUnavailable(reason, items, out, failed)
+        return out
 
     def count(self, now: float) -> int:
         return self.warm.count(now)

@@ -393,3 +393,46 @@ def test_demotion_worker_thread_drives_demote_step(tmp_path):
     assert all(s.tier_of("t", f"p{i}", T0 + 2) == "cold" for i in range(30))
     assert all(s.get("t", f"p{i}", T0 + 2) == outcome(i, first_seen=T0) for i in range(30))
     s.close()
+
+
+def test_cold_outage_in_one_batch_fails_the_cold_only_keys_alone_and_asks_the_cold_tier_once(tmp_path):
+    """The same tiers as above, the nine requests in ONE batch (the server's and the simulator's
+    submit path): the cold-only keys are answered 503, the warm and hot duplicates replay and the
+    new key is stored -- before, the first cold-only key failed the whole batch. The down object
+    store is asked once per batch (each ask could cost its timeout); the breaker stays closed."""
+    from flk.impl.dedup import PartialUnavailable
+    from flk.impl.verifier.admission import CircuitBreaker, GuardedStore
+    from flk.impl.verifier.core import run_requests
+
+    class CountingCold(MemoryObjectStore):
+        asked = 0
+
+        def get(self, key):
+            if not self.available:
+                CountingCold.asked += 1
+            return super().get(key)
+
+    cold = CountingCold()
+    s = TieredStore(open_store("memory"), open_store(f"sqlite:///{tmp_path}/w.db"), cold,
+                    ttl=TierTTL(hot_s=5.0, warm_s=100.0))
+    v = Verifier(registry(), region="eu")
+    wal = MemoryWal()
+    docs = [sign(make_pcs(seed=i), HMAC_A) for i in range(1, 10)]
+    for i, d in enumerate(docs[:6]):
+        assert run_sync(v.handle(Request(body(d), "ta"), T0 + i), wal, s).status == 200
+    while not s.demote_step(T0 + 200, 2)["wrapped"]:
+        pass
+    for i, d in enumerate(docs[6:8]):
+        assert run_sync(v.handle(Request(body(d), "ta"), T0 + 200 + 10 * i), wal, s).status == 200
+    now = T0 + 211
+    cold.available = False
+    breaker = CircuitBreaker(failure_threshold=1)
+    answers = run_requests(v, [Request(body(d), "ta") for d in docs], now, wal, GuardedStore(s, breaker, lambda: now))
+    assert [r.status for r in answers] == [503] * 6 + [200] * 3
+    assert all(dict(r.headers).get(REPLAY_HEADER) == "true" for r in answers[6:8])
+    assert CountingCold.asked == 1 and breaker.state == "closed"
+    keys = [("ta", d["pcs_id"]) for d in docs]
+    with pytest.raises(PartialUnavailable) as info:
+        s.get_many(keys, now)
+    assert info.value.failed == set(range(6)) and info.value.results[6:] == [s.get(*k, now) for k in keys[6:]]
+    s.close()
