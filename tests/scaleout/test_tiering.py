@@ -271,8 +271,9 @@ def test_inv_fww_across_tiers_thread_race_with_concurrent_demotion(tmp_path, war
 # -- cold outage --------------------------------------------------------------------------
 
 
-def test_cold_outage_fails_closed_only_for_cold_keys_and_503_through_the_pipeline(tmp_path):
-    cold = MemoryObjectStore()
+def _cold_warm_hot(cold, tmp_path):
+    """Tiers over ``cold`` where docs 0-5 are cold-only, doc 6 warm, doc 7 hot and doc 8 new:
+    ``(store, verifier, wal, docs, now)``."""
     s = TieredStore(open_store("memory"), open_store(f"sqlite:///{tmp_path}/w.db"), cold,
                     ttl=TierTTL(hot_s=5.0, warm_s=100.0))
     v = Verifier(registry(), region="eu")
@@ -284,7 +285,12 @@ def test_cold_outage_fails_closed_only_for_cold_keys_and_503_through_the_pipelin
         pass
     for i, d in enumerate(docs[6:8]):  # doc 6 warm, doc 7 hot
         assert run_sync(v.handle(Request(body(d), "ta"), T0 + 200 + 10 * i), wal, s).status == 200
-    now = T0 + 211
+    return s, v, wal, docs, T0 + 211
+
+
+def test_cold_outage_fails_closed_only_for_cold_keys_and_503_through_the_pipeline(tmp_path):
+    cold = MemoryObjectStore()
+    s, v, wal, docs, now = _cold_warm_hot(cold, tmp_path)
     assert s.tier_of("ta", docs[0]["pcs_id"], now) == "cold"
     assert s.tier_of("ta", docs[6]["pcs_id"], now) == "warm" and s.tier_of("ta", docs[7]["pcs_id"], now) == "hot"
     cold.available = False
@@ -413,18 +419,7 @@ def test_cold_outage_in_one_batch_fails_the_cold_only_keys_alone_and_asks_the_co
             return super().get(key)
 
     cold = CountingCold()
-    s = TieredStore(open_store("memory"), open_store(f"sqlite:///{tmp_path}/w.db"), cold,
-                    ttl=TierTTL(hot_s=5.0, warm_s=100.0))
-    v = Verifier(registry(), region="eu")
-    wal = MemoryWal()
-    docs = [sign(make_pcs(seed=i), HMAC_A) for i in range(1, 10)]
-    for i, d in enumerate(docs[:6]):
-        assert run_sync(v.handle(Request(body(d), "ta"), T0 + i), wal, s).status == 200
-    while not s.demote_step(T0 + 200, 2)["wrapped"]:
-        pass
-    for i, d in enumerate(docs[6:8]):
-        assert run_sync(v.handle(Request(body(d), "ta"), T0 + 200 + 10 * i), wal, s).status == 200
-    now = T0 + 211
+    s, v, wal, docs, now = _cold_warm_hot(cold, tmp_path)
     cold.available = False
     breaker = CircuitBreaker(failure_threshold=1)
     answers = run_requests(v, [Request(body(d), "ta") for d in docs], now, wal, GuardedStore(s, breaker, lambda: now))
