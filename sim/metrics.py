@@ -57,8 +57,9 @@ METRICS: dict[str, str] = {
              "there after a restart), s; with [routing]: health-check detection + switch + first success",
     "failover_detection_s": "with [routing]: region loss -> the router takes it out of rotation, s",
     "shard_collateral_503": "with a sharded dedup store: 503 answers to keys whose shard (during a migration: "
-                            "whose shard in either ring) was up while another shard of the region was down (SPEC 13.1: a down shard's keys fail closed, every other "
-                            "key is served -- also when it shares a batch with a key of the down shard)",
+                            "whose shard in either ring) was up while another shard of the region was down "
+                            "(SPEC 13.1: a down shard's keys fail closed, every other key is served -- also "
+                            "when it shares a batch with a key of the down shard)",
     "cold_collateral_503": "with a cold_down fault: 503 answers, while the region's cold tier was down, to keys "
                            "first answered there after it went down (new keys: never cold-only; the tiered "
                            "store's cold outage fails cold-only keys alone, also in a batch)",

@@ -34,7 +34,7 @@ import hashlib
 import heapq
 import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..core import textdata
@@ -50,13 +50,13 @@ class StoreUnavailable(Exception):
 
 class PartialUnavailable(StoreUnavailable):
     """A batch call (``get_many``, ``put_many_if_absent``) that part of the store answered: a
-    sharded store with a shard down (SPEC 13.1: its keys fail closed, every other key is
+    shard down, or a cold tier (SPEC 13.1-13.4: those keys fail closed, every other key is
     served). ``items`` is the very list the call was made with; ``results`` the call's answers
     by position, valid except at the positions in ``failed``, whose items the store did not
     answer (their writes did not happen). A caller that reads the answers checks that the
-    exception is about its own call (:func:`answered_part`): a wrapper that made this call on
-    its own list (a dual-write store) is answered as a whole failure, as any
-    ``StoreUnavailable``."""
+    exception is about its own call (:func:`answered_part`): one that made its call on a list
+    of its own, and got this from a store it called with another list, treats it as a whole
+    failure, as any ``StoreUnavailable``."""
 
     def __init__(self, message: str, items: Sequence, results: list, failed: Iterable[int]) -> None:
         super().__init__(message)
@@ -74,6 +74,35 @@ def answered_part(exc: BaseException, items: Sequence) -> tuple[list, frozenset[
     if isinstance(exc, PartialUnavailable) and exc.items is items:
         return exc.results, exc.failed
     return None
+
+
+def partial_answer(items: Sequence, out: list, failed: list[int], reason: str, store_up: Callable[[], bool]) -> list:
+    """The end of a batch call that answers items (or groups of them) one part at a time:
+    ``out`` when nothing ``failed``; else :class:`PartialUnavailable` with the answered parts,
+    or a plain ``StoreUnavailable`` when every item failed and ``store_up()`` says no part of
+    the store is up (the store is down, as a single store's failure)."""
+    if not failed:
+        return out
+    if len(failed) == len(items) and not store_up():
+        raise StoreUnavailable(reason)
+    raise PartialUnavailable(reason, items, out, failed)
+
+
+def item_by_item(items: Sequence, call: Callable[[Any], Any], alone: Any, store_up: Callable[[], bool]) -> list:
+    """``[call(item) for item in items]`` in order (a later item sees an earlier item's write),
+    except that an item whose call raises ``alone`` (an exception class or a tuple of them;
+    ``()``: none, the first failure fails the batch) fails alone and the others are still
+    called: :func:`partial_answer`."""
+    out: list = [None] * len(items)
+    failed: list[int] = []
+    reason = ""
+    for i, item in enumerate(items):
+        try:
+            out[i] = call(item)
+        except alone as exc:
+            failed.append(i)
+            reason = reason or str(exc)
+    return partial_answer(items, out, failed, reason, store_up)
 
 
 class GenerationLost(StoreUnavailable):

@@ -67,7 +67,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..core import textdata
@@ -76,10 +76,10 @@ from .base import (
     DEFAULT_TTL_S,
     BatchMixin,
     DedupStore,
-    PartialUnavailable,
     StoredOutcome,
     StoreUnavailable,
     check_key,
+    item_by_item,
     iter_entries,
 )
 from .sharded import DEFAULT_PROBES, DEFAULT_VNODES, Ring, ShardedStore, check_shard_name
@@ -452,37 +452,23 @@ class DualWriteStore(BatchMixin):
         return DECIDER[self.phase] == "new" or "cut_over" in self.phases
 
     def get_many(self, keys, now):
-        return self._item_by_item(keys, lambda key: self.get(key[0], key[1], now))
+        return item_by_item(keys, lambda key: self.get(key[0], key[1], now), *self._batch_rule())
 
     def put_many_if_absent(self, items, now, ttl_s=None):
-        return self._item_by_item(items, lambda item: self.put_if_absent(item[0], item[1], item[2], now, ttl_s))
+        return item_by_item(items, lambda item: self.put_if_absent(item[0], item[1], item[2], now, ttl_s),
+                            *self._batch_rule())
 
-    def _item_by_item(self, items: Sequence, call) -> list:
-        """The per-item calls in order (a later item sees an earlier item's write). Over two
-        sharded rings an item whose shard is down fails alone (SPEC 13.1):
-        :class:`PartialUnavailable` carries the others' answers -- a down shard is kept out by
-        its ring's health at no cost, so going on costs at most one failed call per shard.
-        Over other rings the first failure fails the batch (each further item could cost a
-        store timeout); so does a batch whose every item failed while no shard of either ring
-        is up (the store is down)."""
-        out: list = [None] * len(items)
-        failed: list[int] = []
-        reason = ""
-        go_on = isinstance(self.old, ShardedStore) and isinstance(self.new, ShardedStore)
-        for i, item in enumerate(items):
-            try:
-                out[i] = call(item)
-            except StoreUnavailable as exc:
-                if not go_on:
-                    raise
-                failed.append(i)
-                reason = reason or str(exc)
-        if not failed:
-            return out
-        store_up = any(h.up for ring in (self.old, self.new) for h in ring.health.values())
-        if len(failed) == len(items) and not store_up:
-            raise StoreUnavailable(reason)
-        raise PartialUnavailable(reason, items, out, failed)
+    def _batch_rule(self) -> tuple:
+        """How a batch is answered: the per-item calls in order (a later item sees an earlier
+        item's write). Over two sharded rings an item that fails fails alone (SPEC 13.1): a down
+        shard is kept out by its ring's health at no cost, so going on costs at most one failed
+        call per shard; the batch is a plain failure only when every item failed and no shard of
+        either ring is up. Over other rings the first failure fails the batch (each further item
+        could cost a store timeout). ``(alone, store_up)`` for :func:`item_by_item`."""
+        rings = (self.old, self.new)
+        if not all(isinstance(ring, ShardedStore) for ring in rings):
+            return (), lambda: True  # nothing fails alone: store_up is never asked
+        return StoreUnavailable, lambda: any(h.up for ring in rings for h in ring.health.values())
 
     def get(self, tenant: str, pcs_id: str, now: float) -> StoredOutcome | None:
         """The decider's entry; on a miss, the mirror ring's where it may hold a first write

@@ -53,12 +53,12 @@ from .base import (
     BatchMixin,
     DedupStore,
     Entry,
-    PartialUnavailable,
     StoredOutcome,
     StoreUnavailable,
     check_key,
     encode_cursor,
     iter_entries,
+    partial_answer,
     sample_entries,
 )
 
@@ -349,11 +349,7 @@ class ShardedStore(BatchMixin):
                 continue
             for i, r in zip(idx, res, strict=True):
                 out[i] = r
-        if not failed:
-            return out
-        if not any(h.up for h in self.health.values()):
-            raise StoreUnavailable(reason)
-        raise PartialUnavailable(reason, items, out, sorted(failed))
+        return partial_answer(items, out, sorted(failed), reason, lambda: any(h.up for h in self.health.values()))
 
     def count(self, now: float) -> int:
         """The shards' counts summed: a copy a migration left in a key's old shard counts too

@@ -49,7 +49,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
@@ -57,12 +57,12 @@ from .base import (
     DEFAULT_TTL_S,
     BatchMixin,
     DedupStore,
-    PartialUnavailable,
     StoredOutcome,
     StoreUnavailable,
     check_key,
     check_ttl,
     encode_cursor,
+    item_by_item,
 )
 
 STUB_PREFIX = b"\x00flk-cold:"
@@ -305,31 +305,21 @@ class TieredStore(BatchMixin):
             return True, outcome
         return False, self._resolve(tenant, pcs_id, winner, batch)
 
+    # Batch forms: the per-item calls in order (a later item sees an earlier item's write). A
+    # cold-only key whose cold read fails fails alone (the module docstring's cold outage: hot,
+    # warm and new keys are unaffected, also in a batch), the batch partial even when every item
+    # failed (warm answered); a warm failure fails the batch. ``cold`` is the batch's [cold
+    # unreachable] flag (_cold_read).
+
     def get_many(self, keys, now):
-        return self._item_by_item(keys, lambda key, batch: self._get(key[0], key[1], now, batch))
+        cold = [False]
+        return item_by_item(keys, lambda key: self._get(key[0], key[1], now, cold), ColdUnavailable,
+                            lambda: True)
 
     def put_many_if_absent(self, items, now, ttl_s=None):
-        return self._item_by_item(items, lambda it, batch: self._put(it[0], it[1], it[2], now, ttl_s, batch))
-
-    @staticmethod
-    def _item_by_item(items: Sequence, call) -> list:
-        """The per-item calls in order (a later item sees an earlier item's write). A cold-only
-        key whose cold read fails fails alone (the module docstring's cold outage: hot, warm
-        and new keys are unaffected, also in a batch): :class:`PartialUnavailable` carries the
-        others' answers. A warm failure fails the batch."""
-        out: list = [None] * len(items)
-        failed: list[int] = []
-        reason = ""
-        batch = [False]
-        for i, item in enumerate(items):
-            try:
-                out[i] = call(item, batch)
-            except ColdUnavailable as exc:
-                failed.append(i)
-                reason = reason or str(exc)
-        if failed:
-            raise PartialUnavailable(reason, items, out, failed)
-        return out
+        cold = [False]
+        return item_by_item(items, lambda it: self._put(it[0], it[1], it[2], now, ttl_s, cold), ColdUnavailable,
+                            lambda: True)
 
     def count(self, now: float) -> int:
         return self.warm.count(now)
