@@ -621,7 +621,7 @@ class RegionReplication:
         self.reader = Reader(self.view, topo, applier, "/crr/read.json", fs=r.fs,
                              interval_s=float(cfg["read_interval_s"]), backoff=backoff, rng=rng,
                              on_reject=self._rejected)
-        self.detector = DivergenceDetector(r.id, self.region.store.inner, self.view, self.world.region_ids,
+        self.detector = DivergenceDetector(r.id, r.store, self.view, self.world.region_ids,
                                            n=int(cfg["divergence_sample"]),
                                            interval_s=float(cfg["divergence_interval_s"]),
                                            open_conflicts=self.open_conflicts, topology=lambda: self.reader.topology)

@@ -79,6 +79,11 @@ class OutageStore(BatchMixin):
         self._check()
         return self.inner.delete_copies(items, now)
 
+    @property
+    def count_exact(self) -> bool:
+        """The inner store's (:attr:`flk.impl.dedup.migrate.DualWriteStore.count_exact`; True for the rest)."""
+        return bool(getattr(self.inner, "count_exact", True))
+
     def ping(self) -> bool:
         return self._available and bool(self.inner.ping())
 

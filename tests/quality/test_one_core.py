@@ -228,3 +228,23 @@ def test_the_sim_router_and_the_real_proxy_drive_the_one_rotation_table(monkeypa
     assert [(e["event"], e["region"]) for e in logged] == [("down", "eu"), ("up", "eu")]
     assert [c for m, what, c in calls if what == "record" and c] == ["down", "up"]
     assert {m for m, _, _ in calls} == {proxy.__name__}
+
+
+def test_the_sim_replication_reads_the_store_an_outage_takes_down():
+    """``flk serve``'s CrrService hands its one dedup store to the replay applier and the
+    divergence detector: when the store is out, the detector cannot sample it and counts every
+    peer unseen. The simulator's regions do the same (their detector once read the store
+    beneath the outage switch and compared through every outage)."""
+    from flk.sim.scenario import load
+    from flk.sim.world import World
+
+    world = World(load("crr-normal", SHORT), seed=1)
+    for rid, repl in world.repl.items():
+        region = world.regions[rid]
+        assert repl.detector.store is region.store and repl.sharing.store is region.store
+    repl = world.repl["eu"]
+    repl.detector.publish(0.0)
+    assert repl.detector.failures == 0 and set(repl.detector.unseen.values()) == {0}
+    world.regions["eu"].store.available = False
+    repl.detector.publish(repl.detector.interval_s)
+    assert repl.detector.failures == 1 and set(repl.detector.unseen.values()) == {1}
