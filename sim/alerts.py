@@ -172,6 +172,7 @@ class Scraper:
             out[("flk_crr_applied_records_total", w)] = float(rep.reader.applied_records)
             out[("flk_crr_rejected_streams", w)] = float(len(rep.reader.rejected))
             out[("flk_crr_read_stalled_seconds", w)] = rep.reader.stalled_s(region.now())
+            out[("flk_crr_read_parked_records", w)] = float(rep.reader.parked_count)
             out[("flk_crr_conflicts_total", w)] = float(len(rep.conflict_keys))
             out[("flk_crr_divergence_severity", w)] = float(self._divergence[rid])
             for peer, periods in rep.detector.unseen.items():  # the detector's own count, as flk serve exports it

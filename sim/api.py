@@ -175,11 +175,7 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     m = metrics.summarize(events, world.duration, converged=None if convergence is None else convergence.ok)
     if sc.data.get("policies"):
         m.update(operator.metrics(events))
-    owners = _shard_owners(world)
-    if owners:
-        m["shard_collateral_503"] = metrics.shard_collateral(events, owners)
-    if any(f.get("kind") == "cold_down" for f in sc.data.get("faults") or []):
-        m["cold_collateral_503"] = metrics.cold_collateral(events)
+    m.update(_outage_metrics(sc, world, events))
     slos = metrics.check_slos(m, sc.data["slo"])
     results = {
         "scenario": sc.name,
@@ -205,6 +201,20 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
     if out is not None:
         save(res, Path(out), plots=plots, force=force)
     return res
+
+
+def _outage_metrics(sc: Scenario, world: World, events: list[dict]) -> dict:
+    """The figures of partial outages: ``crr_apply_lag_max_s`` (with replication),
+    ``shard_collateral_503`` (a sharded store) and ``cold_collateral_503`` (a cold_down fault)."""
+    m: dict = {}
+    if world.repl:
+        m["crr_apply_lag_max_s"] = round(max(rep.apply_lag_max_s for rep in world.repl.values()), 6)
+    owners = _shard_owners(world)
+    if owners:
+        m["shard_collateral_503"] = metrics.shard_collateral(events, owners)
+    if any(f.get("kind") == "cold_down" for f in sc.data.get("faults") or []):
+        m["cold_collateral_503"] = metrics.cold_collateral(events)
+    return m
 
 
 def _shard_owners(world: World) -> dict:

@@ -28,6 +28,7 @@ History vocabulary (fields beyond ``t_us`` and ``type``):
   (once a simulated second)
 * ``crr.rewind_check`` region, checked, changed (entries present at a reader rewind vs the final store)
 * ``crr.applied``  region, records; ``crr.reject`` region, segment; ``crr.corrupted`` region, key
+* ``crr.parked``   region, parked (the reader's records a partial store answer refused, when it changes)
 * ``crr.divergence`` region, peers (peer summaries of the period that reached it), worst severity
 * ``fault.start`` / ``fault.end`` kind, target, ...
 * ``net.drop``     src, dst, kind, reason

@@ -67,6 +67,12 @@ METRICS: dict[str, str] = {
     "operator_rollbacks": "with [[policies]]: transitions into RollingBack (a gate breach or a dirty verify)",
     "operator_done_s": "with [[policies]]: time from the first to the last policy reaching a terminal phase "
                        "(Completed or RolledBack), simulated s; null if one never did",
+    "crr_parked_max": "with replication: most replicated records a region's reader held parked at once (a "
+                      "partial dedup store answer, one shard down, refused them; retried each poll while the "
+                      "others are applied: SPEC 11.2)",
+    "crr_apply_lag_max_s": "with replication: the largest apply lag (the reading region's clock at the apply "
+                           "minus the record's received_at) of a replicated record applied when first read -- a "
+                           "parked record's is not counted: only keys whose part of the store answered, s",
     "crr_filtered_records": "with a CRRPolicy: peer records the regions' readers skipped because the applied "
                             "selection excluded their tenant (or region)",
     "crr_outside_selection": "with a CRRPolicy: peer records a region replayed although its applied selection "
@@ -101,7 +107,8 @@ REGION_SERIES = ("sent", "answered", "ok", "attempt_errors", "attempt_429", "att
 
 REPLICATION_METRICS = ("replication_lag_p95_s", "replication_lag_max_s", "copy_lag_p95_s", "copy_lag_max_s",
                        "divergence_max", "divergence_last", "divergence_flagged", "conflicts", "conflicts_flagged",
-                       "conflicts_won_by_later_write", "convergence_time_s", "rpo_s", "rto_s", "failover_detection_s")
+                       "conflicts_won_by_later_write", "convergence_time_s", "rpo_s", "rto_s", "failover_detection_s",
+                       "crr_parked_max", "crr_apply_lag_max_s")
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -414,6 +421,7 @@ def _replication(events: list[dict], first_send: dict[int, int]) -> dict:
         "rpo_s": rpo,
         "rto_s": rto,
         "failover_detection_s": _detection(events, crashes),
+        "crr_parked_max": max((e["parked"] for e in events if e["type"] == "crr.parked"), default=0),
     }
 
 

@@ -30,6 +30,7 @@ from functools import partial
 from itertools import chain, compress, repeat
 
 from flk.impl.core.backoff import Backoff
+from flk.impl.dedup import PartialUnavailable, StoreUnavailable, answered_part
 from flk.impl.replication.applying import ReplayApplier, ReplayMemo
 from flk.impl.replication.divergence import PREFIX as SUMMARY_PREFIX
 from flk.impl.replication.divergence import Alert, DivergenceDetector
@@ -565,7 +566,15 @@ class SharingStore:
     def put_many_if_absent(self, items, now, ttl_s=None):
         rows = self.sharing.rows(items)
         self._items, self._rows, self._last = items, rows, None
-        results = self.store.put_many_if_absent(rows, now, ttl_s)
+        try:
+            results = self.store.put_many_if_absent(rows, now, ttl_s)
+            failed = ()
+        except StoreUnavailable as exc:  # a partial answer to the rows is one to the caller's items
+            part = answered_part(exc, rows)
+            if part is None:
+                raise
+            results, failed, reason = part[0], part[1], str(exc)
+            results = [(False, None) if i in failed else r for i, r in enumerate(results)]
         if results.__class__ is not list:
             results = list(results)
         # (won, the write's own outcome) where the winner is the row's shared object (most),
@@ -574,6 +583,8 @@ class SharingStore:
         for i in compress(range(len(rows)), map(operator.is_not, map(_SECOND, results), map(_THIRD, rows))):
             won, w = results[i]
             out[i] = (won, w)
+        if failed:
+            raise PartialUnavailable(reason, items, out, failed)
         return out
 
     def __getattr__(self, name):
@@ -602,6 +613,8 @@ class RegionReplication:
         self.reconciler = Reconciler(region.id, store=self.auth, mode=cfg["mode"])
         self.conflict_keys: set[tuple[str, str]] = set()  # keys whose record is a conflict (stays one)
         self.ship_stopped = False
+        self.apply_lag_max_s = 0.0  # the readers' (every incarnation's) largest lag of a record applied when read
+        self.parked = 0  # the reader's parked records at the last ``crr.parked`` event
         self.build()
 
     def build(self) -> None:
@@ -678,12 +691,21 @@ class RegionReplication:
             if self.reader.applied_records != before:
                 self.world.history.record(env.now, "crr.applied", region=r.id,
                                           records=self.reader.applied_records - before)
+            self._note_reader(env.now)
             if self.next_divergence - now > self.detector.interval_s + 1.0:
                 self.next_divergence = now  # the wall clock stepped back: a step it left far ahead is due
             if now >= self.next_divergence:
                 self.next_divergence = self._check_divergence(now)
             wait = max(0.01, min(nxt_ship, nxt_read, self.next_divergence) - now)
             yield env.timeout(min(wait, 1.0))
+
+    def _note_reader(self, t: float) -> None:
+        """Keep the reader's apply lag; a change of its parked records is a ``crr.parked`` event."""
+        self.apply_lag_max_s = max(self.apply_lag_max_s, self.reader.apply_lag.max_s)
+        parked = self.reader.parked_count
+        if parked != self.parked:
+            self.parked = parked
+            self.world.history.record(t, "crr.parked", region=self.region.id, parked=parked)
 
     def ship_lag_s(self) -> float:
         """Simulated age of the oldest record in this region's WAL not yet uploaded (while the

@@ -30,12 +30,12 @@ Sans-I/O: time is passed in, the store is an interface; there are no threads her
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from itertools import compress
 from typing import Any
 
-from ..dedup import StoredOutcome
+from ..dedup import StoredOutcome, StoreUnavailable, answered_part
 from ..storage.inbox import InboxRecord
 from ..storage.walformat import A_CONFLICT, A_REJECTED
 from ..verifier.core import VerifyBatch
@@ -326,25 +326,53 @@ class ReplayApplier:
             out.append(t)
         return tuple(sorted(out))
 
-    def replay_batch(self, recs: list[InboxRecord], now: float) -> None:
+    def replay_batch(self, recs: list[InboxRecord], now: float,
+                     hold: Container[tuple[str, str]] = ()) -> list[tuple[int, tuple[str, str]]]:
         """:meth:`apply_many` for a caller that needs neither answers nor events (no
         ``sink``): the same store transaction, store contents and reconciler reports, in
         the same order, without an :class:`ApplyResult` per record. The core runs up to
         each record's dedup write (or the writes come from ``memo``); what it would do
         after the write only builds the answer and its events. The reports go to
-        ``observe_batch`` in one call when it is given."""
+        ``observe_batch`` in one call when it is given.
+
+        Returns the records whose writes did not happen, ``(position in recs, (tenant,
+        pcs_id))`` in record order: a write to a key in ``hold`` (an earlier record of that
+        key still waits: it is not made, so a key's records are written in order), and the
+        writes a partial store answer refused (:class:`flk.impl.dedup.PartialUnavailable`:
+        one shard of a sharded store down; the other writes happened and are reported).
+        Empty in the common case; a whole refusal raises ``StoreUnavailable``."""
         if not recs:
-            return
+            return []
         puts, refused, latest = self._plan(recs)
         self.home_rejected += refused
         self.applied += len(recs)
         if not puts:
-            return
-        results = self.store.put_many_if_absent(puts, latest, self.verifier.limits.ttl_s)
+            return []
+        held = [i for i, w in enumerate(puts) if (w[0], w[1]) in hold] if hold else []
+        if held:
+            kept = set(held)
+            todo = [w for i, w in enumerate(puts) if i not in kept]
+        else:
+            todo = puts
+        try:
+            results = self.store.put_many_if_absent(todo, latest, self.verifier.limits.ttl_s) if todo else []
+            failed: frozenset[int] = frozenset()
+        except StoreUnavailable as exc:
+            part = answered_part(exc, todo)
+            if part is None:
+                raise
+            results, failed = part
         if results.__class__ is not list:
             results = list(results)
-        if len(results) != len(puts):
-            raise ValueError(f"the store answered {len(results)} of {len(puts)} writes")
+        if len(results) != len(todo):
+            raise ValueError(f"the store answered {len(results)} of {len(todo)} writes")
+        if held or failed:
+            return self._partly(recs, puts, held, todo, results, failed, now)
+        self._reported(puts, results, now)
+        return []
+
+    def _reported(self, puts: list, results: list, now: float) -> None:
+        """Count and report the answered writes ``puts`` (their ``results``, same order)."""
         self.stored += sum(map(_FIRST, results))
         winners = list(map(_SECOND, results))
         # each write, followed by the winner its key held when that is another outcome; the
@@ -360,8 +388,25 @@ class ReplayApplier:
         reports += puts[k:]
         self._report(reports, now)
 
+    def _partly(self, recs: list[InboxRecord], puts: list, held: list[int], todo: list, results: list,
+                failed: frozenset[int], now: float) -> list[tuple[int, tuple[str, str]]]:
+        """:meth:`replay_batch`'s end when writes were held or refused: the answered ones are
+        counted and reported; the others' records (their positions found again through the
+        core: a rare path) are returned, and count as not applied."""
+        writes, _ = self._writes_of(recs)
+        positions = [pos for pos, w in enumerate(writes) if w is not None]
+        kept = set(held)
+        sent = [i for i in range(len(puts)) if i not in kept]
+        missing = sorted(kept | {sent[j] for j in failed})
+        answered = [j for j in range(len(todo)) if j not in failed]
+        self._reported([todo[j] for j in answered], [results[j] for j in answered], now)
+        self.applied -= len(missing)
+        return [(positions[i], (puts[i][0], puts[i][1])) for i in missing]
+
     def apply_isolating(self, recs: list[InboxRecord], now: float, batch: bool,
-                        on_poison: Callable[[int, InboxRecord, Exception], None]) -> int:
+                        on_poison: Callable[[int, InboxRecord, Exception], None],
+                        on_refused: Callable[[int, tuple[str, str]], None] | None = None,
+                        hold: Container[tuple[str, str]] = ()) -> int:
         """Replay ``recs`` (in one transaction when ``batch``) under the poison-record
         replay policy of :class:`flk.impl.verifier.poison.PoisonPolicy` (the one owner,
         shared with the server's start-up replay): when the replay raises, the records
@@ -369,11 +414,22 @@ class ReplayApplier:
         ``on_poison(position, record, error)``; the others are applied. A store
         refusal (``StoreUnavailable``, of any cause, however often) is never poison:
         it propagates and the caller retries (re-applying is a no-op). Returns the
-        poison count."""
+        poison count.
+
+        ``on_refused(position, key)`` (batch replay without a sink only: :meth:`replay_batch`):
+        takes each record a partial store answer refused, and each record of a key in
+        ``hold``, instead of failing the whole replay; the caller retries them later (the
+        reader parks them). Without it a partial answer fails the replay as a whole."""
+        parking = on_refused is not None and batch and self.sink is None
+
         def run_batch(items: list) -> list[str]:
             todo = recs if items is every else [rec for _, rec in items]
             if batch and self.sink is None:
-                self.replay_batch(todo, now)
+                missing = self.replay_batch(todo, now, hold if parking else ())
+                if missing and not parking:
+                    raise StoreUnavailable(f"the dedup store refused {len(missing)} of the replayed writes")
+                for pos, key in missing:
+                    on_refused(items[pos][0], key)  # type: ignore[misc]
             elif batch:
                 self.apply_many(todo, now)
             else:
@@ -382,6 +438,10 @@ class ReplayApplier:
             return [DONE] * len(items)
 
         def run_one(item: tuple) -> str:
+            if parking:  # the record alone, its key's order kept as in the batch
+                for _, key in self.replay_batch([item[1]], now, hold):
+                    on_refused(item[0], key)  # type: ignore[misc]
+                return DONE
             return STORED if self.apply(item[1], now).winner is not None else DONE
 
         policy = PoisonPolicy(self._store_answers, lambda item, exc: on_poison(item[0], item[1], exc))

@@ -25,7 +25,11 @@ segment is retried after a bounded backoff and nothing is skipped. So a store
 that keeps refusing stalls the reader: ``stalled_since`` is the time of the
 first refused poll since the last poll that went through (records were waiting
 to be applied and the store refused them), :meth:`Reader.stalled_s` the stall's
-length (``flk_crr_read_stalled_seconds``, alert FlkCrrReaderStalled).
+length (``flk_crr_read_stalled_seconds``, alert FlkCrrReaderStalled). A *partial*
+refusal (one shard of a sharded store down: ``PartialUnavailable``) parks the refused
+records (:attr:`Reader.parked`, and every later record of their keys in the stream)
+and the stream goes on; each poll applies them again first; the durable watermark
+stays at the segment of the earliest parked one (SPEC.md section 11.2).
 
 Sans-I/O: time is passed in, the store and files are interfaces
 (``ObjectStore``, ``FileSystem``), there are no threads here
@@ -65,6 +69,7 @@ from .stream import (
 __all__ = ["Reader", "Topology", "TenantFilter"]
 
 TenantFilter = frozenset[str] | None
+PARK_MAX = 100_000  # records a partial store answer may leave waiting while the reader goes on
 
 
 @dataclass
@@ -136,16 +141,31 @@ class Reader:
                  fs: FileSystem | None = None, interval_s: float = 1.0, backoff: Backoff = Backoff(),
                  rng: random.Random | None = None, on_reject: Callable[[SegmentRejected], None] | None = None,
                  strict: bool = False, batch: int = 256, quarantine: Quarantine | None = None,
-                 on_quarantine: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_quarantine: Callable[[dict[str, Any]], None] | None = None,
+                 park_max: int = PARK_MAX) -> None:
         """``batch``: records replayed per store transaction (:meth:`ReplayApplier.apply_many`);
         0 replays one record at a time with its exact ``received_at`` as store time.
         ``quarantine``: where poison records go (default ``<state>-quarantine.jsonl``
         beside ``state_path``); ``on_quarantine(entry)`` gets each new one without payload.
-        A store refusal is never poison: the poll stops and is retried after a backoff."""
+        A store refusal is never poison: the poll stops and is retried after a backoff.
+        ``park_max``: records a partial store answer may leave waiting (:attr:`parked`)
+        while the reader goes on; at that many it stops as at a whole refusal."""
         self.store, self.topology, self.applier = store, topology, applier
         self.batch = int(batch)
         self.state = WatermarkFile(state_path, fs)
         self.watermarks: dict[str, int] = self.state.load()
+        # stream -> (its watermark, the frontier): every record below the frontier is applied or
+        # parked, below the watermark applied; only while records of the stream are parked and
+        # nobody moved its watermark (a rewind: :meth:`_position`)
+        self._ahead: dict[str, tuple[int, int]] = {}
+        # stream -> the records a partial store answer refused, in index order:
+        # (index, segment log name, the segment's first index, (tenant, pcs_id))
+        self.parked: dict[str, list[tuple[int, str, int, tuple[str, str]]]] = {}
+        # stream -> key -> its parked records there (a later record of the key in the stream waits
+        # too; streams are read in turn, so no order holds between two streams' records anyway)
+        self._held: dict[str, dict[tuple[str, str], int]] = {}
+        self.park_max = int(park_max)
+        self._park_retry: dict[str, tuple[float, int]] = {}  # stream -> (next retry of its parked records, tries)
         self.quarantine = quarantine if quarantine is not None else Quarantine(
             posixpath.splitext(state_path)[0] + "-" + QUARANTINE_FILE, self.state.fs)
         self.on_quarantine = on_quarantine
@@ -161,7 +181,8 @@ class Reader:
         self.applied_segments = 0
         self.applied_records = 0
         self.filtered_records = 0
-        self.apply_lag = LagStats()
+        self.apply_lag = LagStats()  # records applied when first read (a parked one: at its retry, below)
+        self.parked_lag = LagStats()  # parked records, when applied at last
         # source -> listed key -> what it names (:func:`_segment_of`): a poll lists every
         # segment a stream ever shipped, so each key is parsed once, not once per poll
         self._names: dict[str, dict[str, tuple[str, int, str] | None]] = {}
@@ -244,13 +265,25 @@ class Reader:
                 self.stalled_since = now  # a verified segment waits and the dedup store refuses it
             self._retry_at = now + self.backoff.delay(self.failures, self.rng)
             return self._retry_at
-        self.stalled_since = None
+        waiting = self.parked_count
+        if not waiting:
+            self.stalled_since = None
+        elif self.stalled_since is None:
+            self.stalled_since = now  # records wait for the part of the store that refused them
         if self._poisoned_this_poll is not None:  # went on past it, but say so
             self.failures += 1
             self.last_error = self._poisoned_this_poll
         else:
-            self.failures, self.last_error = 0, None
+            self.failures = 0
+            self.last_error = None if not waiting else (
+                f"{waiting} records wait for the dedup store (a partial answer: part of it refused them; "
+                "retried each poll, the others applied)")
         return now + self.interval_s
+
+    @property
+    def parked_count(self) -> int:
+        """Records a partial store answer left waiting (:meth:`_read_stream`)."""
+        return sum(map(len, self.parked.values()))
 
     def poll(self, now: float) -> int:
         """Apply every new verified segment of every source; returns segments applied."""
@@ -261,57 +294,167 @@ class Reader:
         return n
 
     def _read_stream(self, stream: str, source: str, tenants: TenantFilter, segs, now: float) -> int:
+        """Apply the stream's parked records again (when due), then its new segments past the frontier."""
+        if self.parked.get(stream):
+            due, tries = self._park_retry.get(stream, (now, 0))
+            if now >= due or due - now > self.backoff.cap_s:  # due (a clock stepped back: due now)
+                self._retry_parked(stream, source, now)
+                if self.parked.get(stream):  # refused again: the next try after a backoff
+                    self._park_retry[stream] = (now + self.backoff.delay(tries + 1, self.rng), tries + 1)
+                else:
+                    self._park_retry.pop(stream, None)
         n = 0
-        # ``segs`` is sorted: start at the first segment at or past the watermark (a poll lists
-        # every segment the stream ever shipped; those below were applied before)
-        for first, name in islice(segs, bisect_left(segs, (self.watermarks.get(stream, 0),)), None):
-            wm = self.watermarks.get(stream, 0)
-            if first < wm:
+        # ``segs`` is sorted: start at the first segment at or past the frontier (a poll lists
+        # every segment the stream ever shipped; those below were applied or parked before)
+        for first, name in islice(segs, bisect_left(segs, (self._position(stream),)), None):
+            at = self._position(stream)
+            if first < at:
                 continue
-            try:
-                try:
-                    mraw = self.store.get(segment_key(stream, manifest_name(name)))
-                except ObjectNotFound:
-                    return n  # listed but gone (deleted meanwhile): look again next poll
-                try:
-                    data = self.store.get(segment_key(stream, name))
-                except ObjectNotFound:
-                    raise SegmentRejected(stream, name, ["manifest present but segment missing"]) from None
-                memo = self.applier.memo
-                m, records = (verify_segment(stream, name, mraw, data, expect_first=wm) if memo is None else
-                              memo.verified(stream, name, mraw, data, wm))
-                regions = set(map(_REGION, records))  # one pass at C speed; the common answer: {source}
-                if regions and regions != {source}:
-                    bad = next(r.region for r in records if r.region != source)
-                    raise SegmentRejected(stream, name, [f"record of region {bad!r} in a stream of {source!r}"])
-            except SegmentRejected as rej:
-                if stream not in self.rejected or self.rejected[stream].segment != rej.segment:
-                    self.rejected[stream] = rej
-                    if self.on_reject is not None:
-                        self.on_reject(rej)
-                if self.strict:
-                    raise
-                return n  # the stream stops here: never applied, never skipped
-            self.rejected.pop(stream, None)
+            if self.parked_count >= self.park_max:
+                raise StoreUnavailable(f"{self.parked_count} replicated records wait for the dedup store "
+                                       f"(the reader's cap, {self.park_max}): reading stops until it takes them")
+            got = self._segment(stream, source, name, at)
+            if got is None:
+                return n  # gone meanwhile, or rejected: the stream stops here
+            m, records = got
             wanted = records if tenants is None else [r for r in records
                                                       if self.topology.reads(source, r.tenant or "default")]
             self.filtered_records += len(records) - len(wanted)
-            step = self.batch if self.batch > 0 else 1
-            for i in range(0, len(wanted), step):
-                chunk = wanted[i: i + step]
-
-                def poison(position: int, rec: InboxRecord, error: Exception, name=name, first=first,
-                           records=records) -> None:
-                    self._quarantine(stream, name, _index_of(rec, first, records), rec, error, now)
-
-                bad = self.applier.apply_isolating(chunk, now, self.batch > 0, poison)
-                self.apply_lag.add_many(lags_since(now, chunk))
-                self.applied_records += len(chunk) - bad
-            self.watermarks[stream] = first + int(m["count"])
-            self.state.save(self.watermarks)
+            self._apply(stream, name, first, records, wanted, now, self.apply_lag)
+            self._advance(stream, first + int(m["count"]))
             self.applied_segments += 1
             n += 1
         return n
+
+    def _segment(self, stream: str, source: str, name: str, first: int | None
+                 ) -> tuple[dict, list[InboxRecord]] | None:
+        """The verified segment ``name`` of ``stream`` (its manifest, its records); None when
+        it is listed but gone, or rejected (reported: the stream stops there, never applied,
+        never skipped)."""
+        try:
+            try:
+                mraw = self.store.get(segment_key(stream, manifest_name(name)))
+            except ObjectNotFound:
+                return None  # listed but gone (deleted meanwhile): look again next poll
+            try:
+                data = self.store.get(segment_key(stream, name))
+            except ObjectNotFound:
+                raise SegmentRejected(stream, name, ["manifest present but segment missing"]) from None
+            memo = self.applier.memo
+            m, records = (verify_segment(stream, name, mraw, data, expect_first=first) if memo is None else
+                          memo.verified(stream, name, mraw, data, first))
+            regions = set(map(_REGION, records))  # one pass at C speed; the common answer: {source}
+            if regions and regions != {source}:
+                bad = next(r.region for r in records if r.region != source)
+                raise SegmentRejected(stream, name, [f"record of region {bad!r} in a stream of {source!r}"])
+        except SegmentRejected as rej:
+            if stream not in self.rejected or self.rejected[stream].segment != rej.segment:
+                self.rejected[stream] = rej
+                if self.on_reject is not None:
+                    self.on_reject(rej)
+            if self.strict:
+                raise
+            return None
+        self.rejected.pop(stream, None)
+        return m, records
+
+    def _apply(self, stream: str, name: str, first: int, records: list[InboxRecord],
+               wanted: list[InboxRecord], now: float, lags: LagStats) -> None:
+        """Replay ``wanted`` (records of segment ``name``) in chunks of ``batch``: poison
+        records are quarantined, records a partial store answer refused (and later records of
+        their keys) are parked (:attr:`parked`); a whole refusal raises."""
+        step = self.batch if self.batch > 0 else 1
+        for i in range(0, len(wanted), step):
+            chunk = wanted[i: i + step]
+
+            def poison(position: int, rec: InboxRecord, error: Exception) -> None:
+                self._quarantine(stream, name, _index_of(rec, first, records), rec, error, now)
+
+            parked: list[int] = []
+
+            def park(position: int, key: tuple[str, str], chunk=chunk, parked=parked) -> None:
+                parked.append(position)
+                self._park(stream, (_index_of(chunk[position], first, records), name, first, key))
+
+            bad = self.applier.apply_isolating(chunk, now, self.batch > 0, poison, park,
+                                               self._held.setdefault(stream, {}))
+            if parked:  # their lag counts when they are applied
+                skip = set(parked)
+                chunk = [rec for k, rec in enumerate(chunk) if k not in skip]
+            lags.add_many(lags_since(now, chunk))
+            self.applied_records += len(chunk) - bad
+
+    def _park(self, stream: str, entry: tuple[int, str, int, tuple[str, str]]) -> None:
+        self.parked.setdefault(stream, []).append(entry)
+        held = self._held.setdefault(stream, {})
+        held[entry[3]] = held.get(entry[3], 0) + 1
+
+    def _position(self, stream: str) -> int:
+        """Where the stream's reading goes on: its frontier while records of it are parked,
+        else its watermark. A watermark moved by someone else (a rewind, an operator's
+        backfill) drops what was parked of the stream: it is read again from there."""
+        mark = self.watermarks.get(stream, 0)
+        ahead = self._ahead.get(stream)
+        if ahead is None:
+            return mark
+        if ahead[0] == mark:
+            return ahead[1]
+        del self._ahead[stream]
+        self._park_retry.pop(stream, None)
+        self._release(stream, self.parked.pop(stream, []))
+        return mark
+
+    def _release(self, stream: str, entries: list[tuple[int, str, int, tuple[str, str]]]) -> None:
+        """Drop the holds ``entries`` (parked records of ``stream``) had on their keys."""
+        held = self._held.get(stream, {})
+        for *_, key in entries:
+            left = held[key] - 1
+            if left:
+                held[key] = left
+            else:
+                del held[key]
+
+    def _retry_parked(self, stream: str, source: str, now: float) -> None:
+        """Replay the stream's parked records again, in index order (a key's later records
+        after its earlier ones: the ones refused again stay parked, with every later record
+        of their keys)."""
+        frontier = self._position(stream)
+        waiting = self.parked.pop(stream, [])
+        self._release(stream, waiting)
+        done = 0
+        try:
+            while done < len(waiting):
+                name, first = waiting[done][1], waiting[done][2]
+                end = done
+                while end < len(waiting) and waiting[end][1] == name:
+                    end += 1
+                got = self._segment(stream, source, name, first)
+                if got is None:
+                    break  # gone or rejected: kept parked, retried next poll
+                records = got[1]
+                self._apply(stream, name, first, records, [records[idx - first] for idx, *_ in waiting[done:end]],
+                            now, self.parked_lag)
+                done = end
+        finally:
+            again = self.parked.pop(stream, [])
+            self._release(stream, again)
+            for entry in sorted(set(again) | set(waiting[done:])):  # a failed group's records: both
+                self._park(stream, entry)
+            self._advance(stream, frontier)
+
+    def _advance(self, stream: str, frontier: int) -> None:
+        """The watermark: ``frontier`` (every record below it applied or parked), or the first
+        index of the segment of the stream's earliest parked record (a restart reads again from
+        there: re-applying is a no-op)."""
+        parked = self.parked.get(stream)
+        mark = parked[0][2] if parked else frontier
+        if mark != frontier:
+            self._ahead[stream] = (mark, frontier)
+        else:
+            self._ahead.pop(stream, None)
+        if self.watermarks.get(stream) != mark:
+            self.watermarks[stream] = mark
+            self.state.save(self.watermarks)
 
     def _quarantine(self, stream: str, segment: str, index: int, rec: InboxRecord, error: Exception,
                     now: float) -> None:
@@ -339,5 +482,6 @@ class Reader:
                 "applied_records": self.applied_records, "filtered_records": self.filtered_records,
                 "rejected": {s: str(r) for s, r in sorted(self.rejected.items())},
                 "apply_lag_p50_s": self.apply_lag.quantile(0.5), "apply_lag_max_s": self.apply_lag.max_s,
+                "parked": self.parked_count, "parked_lag_max_s": self.parked_lag.max_s,
                 "failures": self.failures, "last_error": self.last_error, "paused": self.paused,
                 "quarantine": self.quarantine.status()}
