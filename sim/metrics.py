@@ -68,7 +68,7 @@ METRICS: dict[str, str] = {
     "operator_done_s": "with [[policies]]: time from the first to the last policy reaching a terminal phase "
                        "(Completed or RolledBack), simulated s; null if one never did",
     "crr_parked_max": "with replication: most replicated records a region's reader held parked at once (a "
-                      "partial dedup store answer, one shard down, refused them; retried each poll while the "
+                      "partial dedup store answer, one shard down, refused them; retried with a backoff while the "
                       "others are applied: SPEC 11.2)",
     "crr_apply_lag_max_s": "with replication: the largest apply lag (the reading region's clock at the apply "
                            "minus the record's received_at) of a replicated record applied when first read -- a "

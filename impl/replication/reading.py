@@ -28,7 +28,8 @@ to be applied and the store refused them), :meth:`Reader.stalled_s` the stall's
 length (``flk_crr_read_stalled_seconds``, alert FlkCrrReaderStalled). A *partial*
 refusal (one shard of a sharded store down: ``PartialUnavailable``) parks the refused
 records (:attr:`Reader.parked`, and every later record of their keys in the stream)
-and the stream goes on; each poll applies them again first; the durable watermark
+and the stream goes on; a poll applies them again first (after a backoff while they
+are refused); the durable watermark
 stays at the segment of the earliest parked one (SPEC.md section 11.2).
 
 Sans-I/O: time is passed in, the store and files are interfaces
@@ -277,7 +278,7 @@ class Reader:
             self.failures = 0
             self.last_error = None if not waiting else (
                 f"{waiting} records wait for the dedup store (a partial answer: part of it refused them; "
-                "retried each poll, the others applied)")
+                "retried with a backoff, the others applied)")
         return now + self.interval_s
 
     @property

@@ -315,7 +315,7 @@ class CrrCollector:
             yield gauge("flk_crr_read_stalled_seconds", "Seconds the dedup store has refused the replicated "
                         "records waiting to be applied (0: the reader makes progress)", rd["stalled_s"])
             yield gauge("flk_crr_read_parked_records", "Replicated records a partial dedup store answer refused "
-                        "(one shard down), retried each poll while the others are applied", rd["parked"])
+                        "(one shard down), retried with a backoff while the others are applied", rd["parked"])
             yield counter("flk_crr_quarantined_records", "Replicated records whose replay raised, set aside "
                           "(read-quarantine.jsonl) while the stream went on", rd["quarantine"]["count"])
             yield counter("flk_crr_conflicts", "Keys seen with two or more payload digests", rc["conflicts"])
