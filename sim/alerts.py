@@ -41,12 +41,14 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from flk.impl.verifier.metrics import HTTP_LATENCY_BUCKETS
+
 from .checkers import CheckResult
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
 RULE_FILES = ("flk-recording.yml", "flk-alerts.yml")
 SUBMIT = "/v1/pcs/submit"
-HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)  # flk_http_latency_seconds
+HTTP_BUCKETS = HTTP_LATENCY_BUCKETS  # flk_http_latency_seconds, as flk serve buckets it
 DIVERGENCE_LEVEL = {"none": 0, "ok": 0, "warning": 1, "critical": 2}
 # srv.respond -> the verifier counter the real pipeline's Emit sink counts (flk.impl.verifier.metrics)
 _VERDICT = {200: "flk_accepted_total", 202: "flk_escalated_total", 401: "flk_signature_errors_total",
@@ -80,34 +82,29 @@ def promtool() -> str | None:
     return shutil.which("promtool")
 
 
-class Scraper:
-    """Scrapes every region once a simulated second (see the module docstring)."""
+class RegionSeries:
+    """What each region's ``/metrics`` shows at a moment: :meth:`scrape` (the series
+    :class:`Scraper` samples and the simulated operators read, as the deployed controller
+    reads ``flk serve``'s). Counters are counted from the history's events as they happen
+    (:meth:`consume`, at each scrape); a restarted process counts from zero."""
 
-    def __init__(self, world, interval_s: float = 1.0) -> None:
+    def __init__(self, world) -> None:
         self.world = world
-        self.interval_s = interval_s
-        self.samples: list[tuple[float, str, dict]] = []  # (t, region, {series key: value}); up only when down
         self._seen = 0  # history events consumed
         self._counts: dict[str, dict] = {rid: defaultdict(float) for rid in world.region_ids}
         self._recv: dict[tuple, int] = {}
         self._inc = {rid: world.regions[rid].incarnation for rid in world.region_ids}
         self._divergence: dict[str, int] = defaultdict(int)
-        world.env.process(self._run())
 
-    def _run(self):
-        env = self.world.env
-        while True:
-            yield env.timeout(self.interval_s)
-            self._consume()
-            for rid in self.world.region_ids:
-                self.samples.append((env.now, rid, self._scrape(rid)))
-
-    def _consume(self) -> None:
+    def consume(self) -> None:
         events = self.world.history.events
         for e in events[self._seen:]:
             kind = e["type"]
             if kind == "srv.recv":
                 self._recv[(e["region"], e["d"])] = (e["t_us"], e.get("tenant") or "_none")
+            elif kind == "srv.wal_durable":  # appended, then verified: the core's ingest count
+                tenant = self._recv.get((e["region"], e["d"]), (None, "_none"))[1]
+                self._counts[e["region"]][("flk_ingest_total", (("tenant", tenant),))] += 1
             elif kind == "srv.respond":
                 self._respond(e)
             elif kind == "crr.divergence":
@@ -137,7 +134,8 @@ class Scraper:
         if status == 429 and e.get("before_wal"):
             c[("flk_overloaded_total", ())] += 1
 
-    def _scrape(self, rid: str) -> dict:
+    def scrape(self, rid: str) -> dict:
+        """``{(name, labels): value}`` of region ``rid`` now (:meth:`consume` first)."""
         from flk.impl.verifier.admission import STATE_CODES, STORE_CALL_BUCKETS
         from flk.impl.verifier.problems import SUBMIT_STATUSES
 
@@ -178,6 +176,32 @@ class Scraper:
             for peer, periods in rep.detector.unseen.items():  # the detector's own count, as flk serve exports it
                 out[("flk_crr_peer_unseen_periods", (*w, ("peer", peer)))] = float(periods)
         return out
+
+
+
+
+class Scraper:
+    """Scrapes every region once a simulated second (see the module docstring)."""
+
+    def __init__(self, world, interval_s: float = 1.0) -> None:
+        self.world = world
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, str, dict]] = []  # (t, region, {series key: value}); up only when down
+        self.view = RegionSeries(world)
+        world.env.process(self._run())
+
+    def _run(self):
+        env = self.world.env
+        while True:
+            yield env.timeout(self.interval_s)
+            self.view.consume()
+            for rid in self.world.region_ids:
+                self.samples.append((env.now, rid, self.view.scrape(rid)))
+
+
+def exposition(sample: dict, region: str) -> str:
+    """One scrape (:meth:`RegionSeries.scrape`) as the Prometheus text ``/metrics`` answers."""
+    return "".join(f"{_series_name(key, region)} {_fmt(value)}\n" for key, value in sample.items())
 
 
 def _series_name(key: tuple, region: str) -> str:

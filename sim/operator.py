@@ -10,11 +10,13 @@ rings; the status and the WORM audit log live on the controller's own
 crashable simulated disk, and ``kill_at_s`` kills and restarts the controller
 there (INV-OP-RESUME under simulation).
 
-What the controller observes is what a deployed one could see over its own
-inputs: the region's server-side answers since the last step (latency p95,
-5xx share, duplicate-hit share -- the ``/metrics`` deltas of a real server)
-and the migration state, and nothing while the network cuts the operator
-(which sits with the clients) from the region or the region is down.
+What the controller observes is what a deployed one sees: the region's
+``/metrics`` as flk serve answers it (:class:`flk.sim.alerts.RegionSeries`),
+two scrapes turned into a health sample by the deployed controller's own
+:mod:`flk.impl.operator.observe` (latency p95 as a bucket bound of
+``flk_http_latency_seconds``, 5xx share, duplicate-hit share, the replication
+lag gauge), and the migration state; nothing while the network cuts the
+operator (which sits with the clients) from the region or the region is down.
 
 A ``CRRPolicy`` is driven the same way (:class:`SimCRR`): its ``crr.apply``
 action sets every region's replication reader topology -- which peers' streams
@@ -39,12 +41,13 @@ import copy
 from flk.impl.dedup.base import StoreUnavailable
 from flk.impl.dedup.migrate import MigrationError
 from flk.impl.governance.audit import AuditLog
-from flk.impl.operator import crr, driver, records, table
+from flk.impl.operator import crr, driver, observe, records, table
 from flk.impl.operator.migration import MigrationTarget
 from flk.impl.operator.policy import PolicyError, check_policy
 from flk.impl.replication.reading import Topology
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
 
+from .alerts import RegionSeries, exposition
 from .region import SIM_EPOCH
 from .schema import MAX_TIME, Context, Field, ScenarioError, check_table
 
@@ -138,7 +141,8 @@ class SimOperator:
         self.statuses = records.StatusStore("/op/status", self.fs)
         self._open_log()
         self.error: str | None = None
-        self.seen_served = 0
+        self.series = RegionSeries(world)  # what /metrics shows (the deployed controller's only view)
+        self.last_scrape: dict | None = None
         self.kills = sorted(float(t) for t in item.get("kill_at_s", []))
 
     def _load(self):
@@ -156,6 +160,7 @@ class SimOperator:
             self.fs.crash()
             self._open_log()
             self.error = None
+            self.last_scrape = None  # a new process: its first scrape gives no sample
             self.world.history.record(now, "operator.restart", policy=self.policy.key)
 
     def _open_log(self) -> None:
@@ -166,23 +171,22 @@ class SimOperator:
         net, rid = self.world.net, self.region.id
         return self.region.up and not net.is_blocked("clients", rid) and not net.is_blocked(rid, "clients")
 
-    def sample(self, now: float) -> dict | None:
-        served = self.region.served
-        fresh, self.seen_served = served[self.seen_served:], len(served)
-        if not fresh:
-            return None
-        lat = sorted(x[0] for x in fresh)
-        p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] * 1000.0
-        errors = sum(1 for x in fresh if x[1] >= 500)
-        hits = sum(1 for x in fresh if x[2])
-        return {"t": now, "latency_p95_ms": round(p95, 6), "error_rate": errors / len(fresh),
-                "dedup_hit_ratio": hits / len(fresh), "n": len(fresh)}
+    def sample(self, rids: list[str], now: float) -> dict | None:
+        """The health sample the deployed controller takes (``flk operator run``'s
+        Deployment): the regions' ``/metrics`` as flk serve answers it (:class:`RegionSeries`),
+        parsed, summed over the servers and compared with the last scrape
+        (:mod:`flk.impl.operator.observe`); None at the first scrape."""
+        self.series.consume()
+        merged = observe.merge([observe.parse(exposition(self.series.scrape(rid), rid)) for rid in rids])
+        sample = observe.sample(self.last_scrape, merged, now) if self.last_scrape is not None else None
+        self.last_scrape = merged
+        return sample
 
     def observe(self, now: float) -> dict:
         if not self.reachable():
             return {"reachable": False}
         store = self.region.topology.store
-        return {"reachable": True, "sample": self.sample(now), "migration": self.target.observe(),
+        return {"reachable": True, "sample": self.sample([self.region.id], now), "migration": self.target.observe(),
                 "servers": [store.phase]}
 
     def execute(self, action: dict, now: float) -> str | None:
@@ -212,7 +216,6 @@ class SimOperator:
     def run(self):
         env = self.world.env
         yield env.timeout(float(self.item.get("at_s", 0.0)))
-        self.region.served = []  # the region's answers from now on: (latency s, status, replayed)
         every = float(self.item.get("every_s", 0.25))
         while True:
             self._kill_if_due(env.now)
@@ -264,7 +267,8 @@ class SimCRR(SimOperator):
         self._open_log()
         self.error: str | None = None
         self.kills = sorted(float(t) for t in item.get("kill_at_s", []))
-        self.seen_lag: dict = {}
+        self.series = RegionSeries(world)  # what /metrics shows (the deployed controller's only view)
+        self.last_scrape: dict | None = None
 
     def _attach(self) -> None:
         for rid, rep in self.world.repl.items():
@@ -288,11 +292,11 @@ class SimCRR(SimOperator):
 
     def observe(self, now: float) -> dict:
         self._attach()
-        lags = [rep.lag_s() for rep in self.world.repl.values()]
         # a region the controller cannot reach counts as not running the generation (hold)
         applied = {rid: getattr(rep, "crr_generation", None) if self.reachable_region(rid) else None
                    for rid, rep in self.world.repl.items()}
-        sample = {"t": now, "replication_lag_s": round(max(lags), 6)} if lags else None
+        seen = [rid for rid in self.world.region_ids if self.reachable_region(rid)]
+        sample = self.sample(seen, now) if seen else None  # replication_lag_s: flk_crr_replication_lag_seconds
         return {"reachable": any(v is not None or self.reachable_region(r) for r, v in applied.items()),
                 "sample": sample, "crr": {"applied": applied}}
 

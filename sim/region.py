@@ -164,7 +164,6 @@ class Region:
         self.topology = StoreTopology(self.cfg)
         self.store = OutageStore(self.topology.store)  # available=False: the whole store is unreachable
         self.store_extra_ms = 0.0  # latency injection
-        self.served: list | None = None  # (latency s, status, replayed) per answer while an operator watches
         self.mailbox = world.net.register(self.id, group=self.id, handler=self.on_message)
         self.refuses = self.cfg.get("dead_process", "silent") == "refuse"  # what its dead process's host does
         if self.refuses:
@@ -427,15 +426,13 @@ class Region:
         limiter = self.admission.limiter
         # every request that authenticated reached the dedup step (its key), whatever the store said
         keys = {item.pos: [item.who.tenant_id, item.pcs_id] for item in batch.items if item.who is not None}
-        now, responses, served = env._now, batch.responses, self.served
+        now, responses = env._now, batch.responses
         for pos, (p, d, started) in enumerate(jobs):
             resp = responses[pos]
             self.inflight -= 1
             status = resp.status
             limiter.release(now, now - started, ok=status != 503)
             replay, retry_after = _replay_and_retry_after(resp.headers)
-            if served is not None:
-                served.append((now - started, status, replay))
             self._respond(p, d, status, replay, resp.body, keys.get(pos), retry_after=retry_after)
         self.wal.note_answers(batch.notes())
         return True

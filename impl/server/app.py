@@ -66,6 +66,7 @@ from ..storage.quarantine import Quarantine
 from ..storage.walformat import WalCorruption
 from ..storage.walhealth import WalHealth
 from ..verifier.admission import STATE_CODES, AdmissionSettings, build_admission
+from ..verifier.metrics import HTTP_LATENCY_BUCKETS
 from ..verifier.pipeline import MAX_TENANT_HEADER
 from ..verifier.problems import SUBMIT_STATUSES, problem_body, problem_type
 from .auth import OperatorAuth, Refusal, check_tenant_read, single_header
@@ -159,7 +160,7 @@ class ServerMetrics:
         for status in SUBMIT_STATUSES:  # at 0 from the start: rate() sees the first 503s and 429s too
             self.requests.labels(route="/v1/pcs/submit", status=str(status))
         self.latency = Histogram("flk_http_latency_seconds", "Submit latency measured by the server",
-                                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+                                 buckets=HTTP_LATENCY_BUCKETS,
                                  registry=registry)
         self.limit = Gauge("flk_inflight_limit", "AIMD concurrency limit", registry=registry)
         self.inflight = Gauge("flk_inflight", "Verifications in flight", registry=registry)

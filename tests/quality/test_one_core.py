@@ -248,3 +248,34 @@ def test_the_sim_replication_reads_the_store_an_outage_takes_down():
     world.regions["eu"].store.available = False
     repl.detector.publish(repl.detector.interval_s)
     assert repl.detector.failures == 1 and set(repl.detector.unseen.values()) == {1}
+
+
+def test_the_sim_controllers_observe_what_the_deployed_controller_reads(monkeypatch):
+    """``flk operator run`` sees a server only through ``/metrics``: its health sample is
+    :func:`flk.impl.operator.observe.sample` over two parsed scrapes (a p95 that is a bucket
+    bound of ``flk_http_latency_seconds``, an error rate from the status counters, a dedup hit
+    ratio from ``flk_dedup_hits`` / ``flk_ingest``, the replication lag gauge). The simulated
+    controllers take theirs the same way from their regions' scrapes (they once computed an
+    exact p95 from every answer, which no deployed controller can)."""
+    from flk.impl.operator import observe
+    from flk.impl.verifier.metrics import HTTP_LATENCY_BUCKETS
+
+    samples: list[dict] = []
+    original = observe.sample
+
+    def spying(before, after, now):
+        out = original(before, after, now)
+        samples.append(out)
+        return out
+
+    monkeypatch.setattr(observe, "sample", spying)
+    result = api.run("operator-migration", seed=1, plots=False)
+    assert result.valid
+    bounds = {round(le * 1000.0, 6) for le in HTTP_LATENCY_BUCKETS}
+    p95s = [s["latency_p95_ms"] for s in samples if s.get("latency_p95_ms") is not None]
+    ratios = [s["dedup_hit_ratio"] for s in samples if s.get("dedup_hit_ratio") is not None]
+    assert p95s and set(map(lambda v: round(v, 6), p95s)) <= bounds, sorted(set(p95s))[:5]
+    assert ratios and all(0.0 <= r <= 1.0 for r in ratios)
+    samples.clear()
+    result = api.run("operator-crr-selective", seed=1, plots=False)
+    assert result.valid and any(s.get("replication_lag_s") is not None for s in samples)
