@@ -159,9 +159,9 @@ class Reader:
         # parked, below the watermark applied; only while records of the stream are parked and
         # nobody moved its watermark (a rewind: :meth:`_position`)
         self._ahead: dict[str, tuple[int, int]] = {}
-        # stream -> the records a partial store answer refused, in index order:
+        # stream -> WAL index -> a record a partial store answer refused:
         # (index, segment log name, the segment's first index, (tenant, pcs_id))
-        self.parked: dict[str, list[tuple[int, str, int, tuple[str, str]]]] = {}
+        self.parked: dict[str, dict[int, tuple[int, str, int, tuple[str, str]]]] = {}
         # stream -> key -> its parked records there (a later record of the key in the stream waits
         # too; streams are read in turn, so no order holds between two streams' records anyway)
         self._held: dict[str, dict[tuple[str, str], int]] = {}
@@ -386,7 +386,11 @@ class Reader:
             self.applied_records += len(chunk) - bad
 
     def _park(self, stream: str, entry: tuple[int, str, int, tuple[str, str]]) -> None:
-        self.parked.setdefault(stream, []).append(entry)
+        """Park ``entry`` (once: a segment read again after a whole refusal met it before)."""
+        parked = self.parked.setdefault(stream, {})
+        if entry[0] in parked:
+            return
+        parked[entry[0]] = entry
         held = self._held.setdefault(stream, {})
         held[entry[3]] = held.get(entry[3], 0) + 1
 
@@ -402,7 +406,7 @@ class Reader:
             return ahead[1]
         del self._ahead[stream]
         self._park_retry.pop(stream, None)
-        self._release(stream, self.parked.pop(stream, []))
+        self._release(stream, list(self.parked.pop(stream, {}).values()))
         return mark
 
     def _release(self, stream: str, entries: list[tuple[int, str, int, tuple[str, str]]]) -> None:
@@ -420,7 +424,7 @@ class Reader:
         after its earlier ones: the ones refused again stay parked, with every later record
         of their keys)."""
         frontier = self._position(stream)
-        waiting = self.parked.pop(stream, [])
+        waiting = sorted(self.parked.pop(stream, {}).values())
         self._release(stream, waiting)
         done = 0
         try:
@@ -437,7 +441,7 @@ class Reader:
                             now, self.parked_lag)
                 done = end
         finally:
-            again = self.parked.pop(stream, [])
+            again = list(self.parked.pop(stream, {}).values())
             self._release(stream, again)
             for entry in sorted(set(again) | set(waiting[done:])):  # a failed group's records: both
                 self._park(stream, entry)
@@ -448,7 +452,7 @@ class Reader:
         index of the segment of the stream's earliest parked record (a restart reads again from
         there: re-applying is a no-op)."""
         parked = self.parked.get(stream)
-        mark = parked[0][2] if parked else frontier
+        mark = parked[min(parked)][2] if parked else frontier
         if mark != frontier:
             self._ahead[stream] = (mark, frontier)
         else:

@@ -120,7 +120,7 @@ def test_parked_records_survive_a_restart() -> None:
         eu.shipper.step(NOW + i + 0.5)
         eu.log.seal()
     us.reader.step(NOW + 6)
-    first_parked = us.reader.parked["eu"][0][2]
+    first_parked = us.reader.parked["eu"][min(us.reader.parked["eu"])][2]
     assert us.reader.watermarks["eu"] == first_parked
     for i, (raw, tenant, _, _) in enumerate(subs[5:], start=10):
         eu.submit(raw, tenant, NOW + i)
@@ -261,3 +261,50 @@ def test_without_parking_a_partial_answer_still_fails_the_replay() -> None:
     assert us.reader.failures == 1 and us.reader.metrics()["parked"] == 0
     with pytest.raises(StoreUnavailable):
         us.reader.poll(NOW + 12)
+
+
+class _WholeAt:
+    """The store refuses its ``call``-th batch write as a whole (a plain ``StoreUnavailable``)."""
+
+    def __init__(self, store: ShardedStore, call: int) -> None:
+        self.store, self.call = store, call
+
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        self.call -= 1
+        if self.call == 0:
+            raise StoreUnavailable("every shard refused")
+        return self.store.put_many_if_absent(items, now, ttl_s)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_segment_read_again_after_a_whole_refusal_parks_its_records_once() -> None:
+    eu, us, ref, store, shards = _world()
+    us.reader.batch = 2  # several chunks per segment
+    for i, (raw, tenant, _, _) in enumerate(variants(12, 1)):
+        eu.submit(raw, tenant, NOW + i)
+    eu.shipper.step(NOW + 20)
+    shards["s1"].available = False
+    order = [k for k in _keys_of(variants(12, 1), ordered=True)]
+    on_s1 = {k for k in order if store.shard_for(*k) == "s1"}
+    first = next(i for i, k in enumerate(order) if k in on_s1)
+    assert first // 2 + 2 <= len(order) // 2, "the test needs a chunk after the first s1 record's"
+    # the chunks up to the first s1 record's answered (it is parked), the next one refused whole
+    us.applier.store = _WholeAt(store, call=first // 2 + 2)
+    us.reader.step(NOW + 21)
+    assert us.reader.failures == 1 and 0 < us.reader.metrics()["parked"]
+    us.applier.store = store
+    us.reader.step(NOW + 30)  # the parked ones refused again, the segment read again from its start
+    assert us.reader.failures == 0 and us.reader.metrics()["parked"] == len(on_s1)
+    shards["s1"].available = True
+    us.reader.step(NOW + 40)
+    ref.reader.step(NOW + 40)
+    assert us.local() == ref.local() and us.reader.metrics()["parked"] == 0
+
+
+def _keys_of(subs, ordered: bool = False):
+    import json
+
+    keys = [(tenant, json.loads(raw)["pcs_id"]) for raw, tenant, _, _ in subs]
+    return keys if ordered else set(keys)
