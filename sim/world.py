@@ -49,7 +49,9 @@ class World:
         self.quiescence = float(data["scenario"]["quiescence_s"])
         self.env = simpy.Environment()
         self.streams = Streams(seed)
-        self.history = History(keep=keep_history)
+        # a scenario's operators read their regions' /metrics, which the scrape view counts from
+        # the history's events (sim.alerts.RegionSeries): that history is kept whatever was asked
+        self.history = History(keep=keep_history or bool(data.get("policies")))
         net = data["network"]
         self.graph = topology.build(data)
         self.net = Network(self.env, self.history, self.streams.get, graph=self.graph,

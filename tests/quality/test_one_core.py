@@ -279,3 +279,15 @@ def test_the_sim_controllers_observe_what_the_deployed_controller_reads(monkeypa
     samples.clear()
     result = api.run("operator-crr-selective", seed=1, plots=False)
     assert result.valid and any(s.get("replication_lag_s") is not None for s in samples)
+
+
+def test_an_operator_scenario_runs_the_same_whether_its_history_is_kept_or_not():
+    """The controllers' scrape view counts from the history's events: a digest-only run (``flk
+    bench``, exploration, the golden digests) must not leave them blind (it did: every gate
+    'unknown', another run)."""
+    from flk.sim.scenario import load
+    from flk.sim.world import World
+
+    for name in ("operator-migration-rollback", "operator-crr-selective"):
+        kept = World(load(name), seed=1).run().digest
+        assert World(load(name), seed=1, keep_history=False).run().digest == kept, name
