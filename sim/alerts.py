@@ -48,7 +48,6 @@ from .checkers import CheckResult
 RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
 RULE_FILES = ("flk-recording.yml", "flk-alerts.yml")
 SUBMIT = "/v1/pcs/submit"
-HTTP_BUCKETS = HTTP_LATENCY_BUCKETS  # flk_http_latency_seconds, as flk serve buckets it
 DIVERGENCE_LEVEL = {"none": 0, "ok": 0, "warning": 1, "critical": 2}
 # srv.respond -> the verifier counter the real pipeline's Emit sink counts (flk.impl.verifier.metrics)
 _VERDICT = {200: "flk_accepted_total", 202: "flk_escalated_total", 401: "flk_signature_errors_total",
@@ -119,7 +118,7 @@ class RegionSeries:
         ten = (("tenant", tenant),)
         if t0 is not None:
             seconds = (e["t_us"] - t0) / 1e6
-            for le in HTTP_BUCKETS:
+            for le in HTTP_LATENCY_BUCKETS:  # flk_http_latency_seconds, as flk serve buckets it
                 if seconds <= le:
                     c[("flk_http_latency_seconds_bucket", (("le", repr(le)),))] += 1
             c[("flk_http_latency_seconds_bucket", (("le", "+Inf"),))] += 1
@@ -176,8 +175,6 @@ class RegionSeries:
             for peer, periods in rep.detector.unseen.items():  # the detector's own count, as flk serve exports it
                 out[("flk_crr_peer_unseen_periods", (*w, ("peer", peer)))] = float(periods)
         return out
-
-
 
 
 class Scraper:

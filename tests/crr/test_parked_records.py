@@ -10,6 +10,8 @@ into a store that never fails ends equal, outcome for outcome (first_seen includ
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,10 +49,6 @@ def _world():
     us = _reading("us", objects, store)
     ref = _reading("ref", objects, MemoryStore())
     return eu, us, ref, store, shards
-
-
-def _eu_keys(eu: Region) -> dict:
-    return {k: v for k, v in eu.local().items()}
 
 
 def test_one_shard_down_parks_only_its_keys_and_every_other_key_is_applied() -> None:
@@ -304,7 +302,5 @@ def test_a_segment_read_again_after_a_whole_refusal_parks_its_records_once() -> 
 
 
 def _keys_of(subs, ordered: bool = False):
-    import json
-
     keys = [(tenant, json.loads(raw)["pcs_id"]) for raw, tenant, _, _ in subs]
     return keys if ordered else set(keys)
