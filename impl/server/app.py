@@ -273,11 +273,12 @@ class Server:
             replayed["from_index"] = from_index
             await loop.run_in_executor(self.executor, self._checkpoint)
         else:  # the WAL is kept for the rebuild (DEDUP_REBUILD=1); nothing is written meanwhile
-            replayed = {"records": 0, "errors": 0, "quarantined": 0}
+            replayed = {"records": 0, "stored": 0, "errors": 0, "quarantined": 0}
             self.log.error("wal_replay_skipped", reason="dedup store lost its data",
                            detail="writes refused; restart with DEDUP_REBUILD=1 to rebuild it from the inbox WAL")
         self.smetrics.replayed.inc(replayed["records"])
-        self.log.info("wal_replayed", wal_dir=wal_dir, records=replayed["records"], errors=replayed["errors"],
+        self.log.info("wal_replayed", wal_dir=wal_dir, records=replayed["records"], stored=replayed["stored"],
+                      errors=replayed["errors"],
                       note=f"{replayed['quarantined']} record(s) quarantined; from index "
                            f"{replayed.get('from_index', 0)} (checkpoint)")
         from ..replication.service import start_for_server

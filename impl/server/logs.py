@@ -24,8 +24,8 @@ ALLOWED = frozenset({
     "event", "worker", "pid", "method", "path", "status", "problem", "tenant", "pcs_id",
     "request_id", "latency_ms", "bytes", "host", "port", "workers", "data_dir", "wal_dir",
     "dedup_backend", "store", "sign_alg", "multi_tenant", "tenants", "region_id", "policy_file",
-    "metrics_auth", "max_body_bytes", "key_file", "reuse_port", "listeners", "note", "replayed", "records", "errors",
-    "exit_code", "signal", "reason", "state", "limit", "inflight", "detail", "field",
+    "metrics_auth", "max_body_bytes", "key_file", "reuse_port", "listeners", "note", "replayed", "records", "stored",
+    "errors", "exit_code", "signal", "reason", "state", "limit", "inflight", "detail", "field",
     # replication: the failure text, divergence figures, the rejected stream
     "error", "severity", "peer", "count_divergence", "sample_mismatch", "open_conflicts", "stream", "segment",
     # a library's log record (JsonLogHandler): the logger's name

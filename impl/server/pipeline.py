@@ -128,14 +128,21 @@ def _records(wal: Any, from_index: int):
 class ServerPipeline:
     """The worker's verifier and its start-up WAL replay. It takes what it uses, not the
     server: the tenants' token ``buckets``, the dedup ``store()`` (a getter: the server
-    may reopen it), the ``metrics`` sink, the ``executor`` the replay runs on and
-    ``quarantine(wal, index, payload, error)`` for poison records."""
+    may reopen it), the ``executor`` the replay runs on and
+    ``quarantine(wal, index, payload, error)`` for poison records.
 
-    def __init__(self, cfg: ServerConfig, *, buckets: Any, store: Callable[[], Any], metrics: Any,
+    The replay feeds no metrics sink: the pipeline's counters (``flk_accepted_total``,
+    ``flk_signature_errors_total``, ``flk_dedup_hits_total``, ...) count what this process
+    answered its clients. A replayed record was answered by an earlier process (and counted
+    there); counting it again would show a restart as a burst of old verdicts -- every 401
+    of the replayed WAL as new signature failures (FlkSignatureFailureSpike), every stored
+    record as a dedup hit. What the replay did is ``flk_wal_replayed_total`` and the
+    ``wal_replayed`` log line (``stored``: outcomes the replay wrote, missing from the store)."""
+
+    def __init__(self, cfg: ServerConfig, *, buckets: Any, store: Callable[[], Any],
                  executor: Any, quarantine: Callable[[Any, int, bytes, BaseException], None]) -> None:
         self.cfg = cfg
         self.store = store
-        self.metrics = metrics
         self.executor = executor
         self.quarantine = quarantine
         self.verifier = build_verifier(cfg, buckets)
@@ -167,7 +174,7 @@ class ServerPipeline:
         from ..storage.inbox import decode_inbox_record
         from ..verifier.poison import PoisonPolicy
 
-        counts = {"records": 0, "errors": 0, "quarantined": 0}
+        counts = {"records": 0, "stored": 0, "errors": 0, "quarantined": 0}
         answers: dict[int, Any] = {}
         segments = wal.segments()
         active_first = segments[-1].first_index if segments else 0
@@ -202,23 +209,25 @@ class ServerPipeline:
     def _run(self, run: list, counts: dict, answers: dict, active_first: int) -> list[str]:
         """``run``'s records as one replay batch; each one's result for the poison policy
         (a 503 is not counted as replayed: it is tried again or stops the replay)."""
-        from ..verifier.poison import REFUSED, answered
+        from ..verifier.poison import REFUSED, STORED, answered
 
         batch = self._core(run)
         results = [answered(resp.status, resp.header("Idempotent-Replayed") is not None)
                    for resp in batch.responses]
         counts["records"] += sum(result != REFUSED for result in results)
+        counts["stored"] += results.count(STORED)
         for note in batch.notes():
             if note.index >= active_first:
                 answers[note.index] = note
         return results
 
     def _core(self, run: list):
-        """The one call into the verification core: ``run``'s records as one replay batch."""
+        """The one call into the verification core: ``run``'s records as one replay batch
+        (no sink: see the class docstring)."""
         from ..verifier.core import replay_batch
 
         return replay_batch(self.verifier, [rec for _, _, rec in run], self.store(),
-                            indexes=[index for index, _, _ in run], sink=self.metrics)
+                            indexes=[index for index, _, _ in run])
 
     def _quarantine(self, wal: Any, index: int, payload: bytes, error: BaseException, counts: dict) -> None:
         counts["quarantined"] += 1
@@ -241,7 +250,7 @@ class ServerPipeline:
 def build_pipeline(cfg: ServerConfig, server: Any) -> ServerPipeline:
     """The worker's pipeline from what the server holds (the one place that reads it)."""
     return ServerPipeline(cfg, buckets=server.admission.buckets, store=lambda: server.store,
-                          metrics=server.metrics, executor=getattr(server, "executor", None),
+                          executor=getattr(server, "executor", None),
                           quarantine=server.quarantine_record)
 
 

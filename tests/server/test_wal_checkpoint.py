@@ -35,7 +35,6 @@ from flk.impl.server.pipeline import (
 from flk.impl.storage.inbox import InboxRecord, encode_inbox_record
 from flk.impl.storage.wal import SegmentedLog
 from flk.impl.testing.workload import bodies
-from flk.impl.verifier.metrics import Metrics
 
 KEY = "0123456789abcdef0123456789abcdef"
 T0 = time.time() - 3600
@@ -75,7 +74,7 @@ CFG_DIRS = tempfile.TemporaryDirectory(prefix="flk-ckpt-cfg-")  # every example'
 
 def pipeline(store) -> ServerPipeline:
     cfg = load_config({"DATA_DIR": tempfile.mkdtemp(dir=CFG_DIRS.name), "PCS_HMAC_KEY": KEY})
-    server = types.SimpleNamespace(store=store, metrics=Metrics(), executor=None,
+    server = types.SimpleNamespace(store=store, executor=None,
                                    admission=types.SimpleNamespace(buckets=None),
                                    quarantine_record=lambda *a: None)
     return build_pipeline(cfg, server)
