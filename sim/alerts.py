@@ -115,6 +115,10 @@ class RegionSeries:
         c = self._counts[rid]
         c[("flk_http_requests_total", (("route", SUBMIT), ("status", str(status))))] += 1
         t0, tenant = self._recv.pop((rid, e["d"]), (None, "_none"))
+        if e.get("before_wal"):  # refused by the concurrency limit before the batch driver: flk serve
+            if status == 429:    # counts it here and in flk_overloaded_total only (no latency, no verdict)
+                c[("flk_overloaded_total", ())] += 1
+            return
         ten = (("tenant", tenant),)
         if t0 is not None:
             seconds = (e["t_us"] - t0) / 1e6
@@ -130,8 +134,6 @@ class RegionSeries:
             c[(_VERDICT[status], ten)] += 1
         elif status in (400, 413, 429):
             c[("flk_rejected_total", (*ten, ("status", str(status))))] += 1
-        if status == 429 and e.get("before_wal"):
-            c[("flk_overloaded_total", ())] += 1
 
     def scrape(self, rid: str) -> dict:
         """``{(name, labels): value}`` of region ``rid`` now (:meth:`consume` first)."""
