@@ -8,11 +8,12 @@ situation it is written for and stays silent otherwise. The lab can show both:
    (``flk_http_requests_total``, ``flk_http_latency_seconds``, the verifier's
    counters, ``flk_store_breaker_state``, ``flk_store_call_seconds``, the
    ``flk_crr_*`` family, ``up``). Gauges are read from the region's own production
-   objects (breaker, limiter, GuardedStore, Shipper, Reader); counters are counted
-   from the region's answers as they happen; a region that is down or paused does
-   not answer the scrape (``up`` 0, its other series absent) and a restart starts
-   its counters from zero, as a real restart does. It only reads: the history, and
-   so the digest, is the same with it or without it.
+   objects (breaker, limiter, GuardedStore, Shipper, Reader, DivergenceDetector);
+   counters are the region process's own (:mod:`flk.sim.exporter`: the verifier's
+   are the shipped ``Metrics`` as the core's sink); a region that is down or paused
+   does not answer the scrape (``up`` 0, its other series absent) and a restart
+   starts its counters from zero, as a real restart does. It only reads: the
+   history, and so the digest, is the same with it or without it.
 2. :func:`openmetrics` writes those samples as timestamped OpenMetrics text, and
    :func:`promtool_test` as the input series of a ``promtool test rules`` file over
    the rules the project ships (``deploy/prometheus/rules``). Prometheus' own rule
@@ -41,17 +42,12 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from flk.impl.verifier.metrics import HTTP_LATENCY_BUCKETS
+from flk.impl.replication.divergence import severity_level
 
 from .checkers import CheckResult
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
 RULE_FILES = ("flk-recording.yml", "flk-alerts.yml")
-SUBMIT = "/v1/pcs/submit"
-DIVERGENCE_LEVEL = {"none": 0, "ok": 0, "warning": 1, "critical": 2}
-# srv.respond -> the verifier counter the real pipeline's Emit sink counts (flk.impl.verifier.metrics)
-_VERDICT = {200: "flk_accepted_total", 202: "flk_escalated_total", 401: "flk_signature_errors_total",
-            409: "flk_dedup_conflicts_total", 503: "flk_dedup_unavailable_total"}
 
 
 def alert_names() -> tuple[str, ...]:
@@ -84,72 +80,26 @@ def promtool() -> str | None:
 class RegionSeries:
     """What each region's ``/metrics`` shows at a moment: :meth:`scrape` (the series
     :class:`Scraper` samples and the simulated operators read, as the deployed controller
-    reads ``flk serve``'s). Counters are counted from the history's events as they happen
-    (:meth:`consume`, at each scrape); a restarted process counts from zero."""
+    reads ``flk serve``'s). The counters are the region process's own
+    (:class:`flk.sim.exporter.ProcessMetrics`: the shipped verifier ``Metrics`` as the core's
+    sink, the HTTP counters where ``flk serve`` counts them; a restarted process counts from
+    zero); the gauges are read from its production objects (breaker, limiter, GuardedStore,
+    Shipper, Reader, DivergenceDetector). Making one switches the regions' counting on
+    (:meth:`flk.sim.world.World.export_metrics`)."""
 
     def __init__(self, world) -> None:
         self.world = world
-        self._seen = 0  # history events consumed
-        self._counts: dict[str, dict] = {rid: defaultdict(float) for rid in world.region_ids}
-        self._recv: dict[tuple, int] = {}
-        self._inc = {rid: world.regions[rid].incarnation for rid in world.region_ids}
-        self._divergence: dict[str, int] = defaultdict(int)
-
-    def consume(self) -> None:
-        events = self.world.history.events
-        for e in events[self._seen:]:
-            kind = e["type"]
-            if kind == "srv.recv":
-                self._recv[(e["region"], e["d"])] = (e["t_us"], e.get("tenant") or "_none")
-            elif kind == "srv.wal_durable":  # appended, then verified: the core's ingest count
-                tenant = self._recv.get((e["region"], e["d"]), (None, "_none"))[1]
-                self._counts[e["region"]][("flk_ingest_total", (("tenant", tenant),))] += 1
-            elif kind == "srv.respond":
-                self._respond(e)
-            elif kind == "crr.divergence":
-                self._divergence[e["region"]] = DIVERGENCE_LEVEL.get(e["worst"], 0)
-        self._seen = len(events)
-
-    def _respond(self, e: dict) -> None:
-        rid, status = e["region"], e["status"]
-        c = self._counts[rid]
-        c[("flk_http_requests_total", (("route", SUBMIT), ("status", str(status))))] += 1
-        t0, tenant = self._recv.pop((rid, e["d"]), (None, "_none"))
-        if e.get("before_wal"):  # refused by the concurrency limit before the batch driver: flk serve
-            if status == 429:    # counts it here and in flk_overloaded_total only (no latency, no verdict)
-                c[("flk_overloaded_total", ())] += 1
-            return
-        ten = (("tenant", tenant),)
-        if t0 is not None:
-            seconds = (e["t_us"] - t0) / 1e6
-            for le in HTTP_LATENCY_BUCKETS:  # flk_http_latency_seconds, as flk serve buckets it
-                if seconds <= le:
-                    c[("flk_http_latency_seconds_bucket", (("le", repr(le)),))] += 1
-            c[("flk_http_latency_seconds_bucket", (("le", "+Inf"),))] += 1
-            c[("flk_http_latency_seconds_count", ())] += 1
-            c[("flk_http_latency_seconds_sum", ())] += seconds
-        if e.get("replay"):
-            c[("flk_dedup_hits_total", ten)] += 1
-        elif status in _VERDICT:
-            c[(_VERDICT[status], ten)] += 1
-        elif status in (400, 413, 429):
-            c[("flk_rejected_total", (*ten, ("status", str(status))))] += 1
+        world.export_metrics()
 
     def scrape(self, rid: str) -> dict:
-        """``{(name, labels): value}`` of region ``rid`` now (:meth:`consume` first)."""
+        """``{(name, labels): value}`` of region ``rid`` now."""
         from flk.impl.verifier.admission import STATE_CODES, STORE_CALL_BUCKETS
-        from flk.impl.verifier.problems import SUBMIT_STATUSES
 
         region = self.world.regions[rid]
         if not region.up or region.paused or region.restarting:
             return {("up", ()): 0.0}
-        if region.incarnation != self._inc[rid]:  # a restarted process counts from zero
-            self._inc[rid] = region.incarnation
-            self._counts[rid] = defaultdict(float)
-        out: dict = {("up", ()): 1.0, ("flk_overloaded_total", ()): 0.0, ("flk_wal_quarantined_total", ()): 0.0}
-        for status in SUBMIT_STATUSES:  # exported at 0 from the process's start, as flk serve does
-            out[("flk_http_requests_total", (("route", SUBMIT), ("status", str(status))))] = 0.0
-        out.update(self._counts[rid])
+        out: dict = {("up", ()): 1.0}
+        out.update(region.exported.samples())  # type: ignore[union-attr] -- export_metrics made it
         limiter = region.admission.limiter
         out[("flk_store_breaker_state", ())] = float(STATE_CODES[region.admission.breaker.state])
         out[("flk_inflight", ())] = float(region.inflight)
@@ -172,8 +122,8 @@ class RegionSeries:
             out[("flk_crr_rejected_streams", w)] = float(len(rep.reader.rejected))
             out[("flk_crr_read_stalled_seconds", w)] = rep.reader.stalled_s(region.now())
             out[("flk_crr_read_parked_records", w)] = float(rep.reader.parked_count)
-            out[("flk_crr_conflicts_total", w)] = float(len(rep.conflict_keys))
-            out[("flk_crr_divergence_severity", w)] = float(self._divergence[rid])
+            out[("flk_crr_conflicts_total", w)] = float(rep.reconciler.counters["conflicts"])  # as flk serve
+            out[("flk_crr_divergence_severity", w)] = float(severity_level(rep.detector.last))  # as flk serve
             for peer, periods in rep.detector.unseen.items():  # the detector's own count, as flk serve exports it
                 out[("flk_crr_peer_unseen_periods", (*w, ("peer", peer)))] = float(periods)
         return out
@@ -193,7 +143,6 @@ class Scraper:
         env = self.world.env
         while True:
             yield env.timeout(self.interval_s)
-            self.view.consume()
             for rid in self.world.region_ids:
                 self.samples.append((env.now, rid, self.view.scrape(rid)))
 

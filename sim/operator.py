@@ -176,7 +176,6 @@ class SimOperator:
         Deployment): the regions' ``/metrics`` as flk serve answers it (:class:`RegionSeries`),
         parsed, summed over the servers and compared with the last scrape
         (:mod:`flk.impl.operator.observe`); None at the first scrape."""
-        self.series.consume()
         merged = observe.merge([observe.parse(exposition(self.series.scrape(rid), rid)) for rid in rids])
         sample = observe.sample(self.last_scrape, merged, now) if self.last_scrape is not None else None
         self.last_scrape = merged

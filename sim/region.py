@@ -51,6 +51,7 @@ from flk.impl.verifier.batching import BatchFormation
 from flk.impl.verifier.core import VerifyBatch, append_inbox, same_time_runs
 from flk.impl.verifier.pipeline import Request
 
+from .exporter import ProcessMetrics
 from .net import call_later
 from .rng import sampler
 from .stores import StoreTopology
@@ -182,6 +183,7 @@ class Region:
         self.seal_lock = SealLock()  # the shipper's (flk.impl.replication.shipping.Shipper) seal lock
         self.admission_settings = AdmissionSettings.from_mapping(self.cfg)
         self.admission = build_admission(self.admission_settings)  # volatile: a restart forgets it
+        self.exported: ProcessMetrics | None = None  # the process's /metrics counters (World.export_metrics)
         self._verify_ms = float(self.cfg["verify_ms"])  # the verification time per request
         h = world.history  # the per-request events, field order fixed (History.recorder)
         self._rec_recv = h.recorder("srv.recv", ("region", "d", "req", "attempt", "tenant"))
@@ -205,6 +207,13 @@ class Region:
         self.sleeper: list | None = None  # [the sleeping batch thread] (None once woken)
         self.batching = False  # the batch thread runs
         self.seal_lock.held = False
+        if self.exported is not None:  # a new process: its counters start at zero
+            self.exported = ProcessMetrics()
+
+    def export(self) -> None:
+        """Count what this process's ``/metrics`` shows from now on (a scraped run)."""
+        if self.exported is None:
+            self.exported = ProcessMetrics()
 
     def now(self) -> float:
         return SIM_EPOCH + self.env._now + self.clock_offset
@@ -323,6 +332,8 @@ class Region:
         limiter = self.admission.limiter
         if not limiter.try_acquire(now):
             self._respond(p, d, 429, False, b"", None, retry_after=str(limiter.retry_after()), before_wal=True)
+            if self.exported is not None:
+                self.exported.shed()
             return
         self.inflight += 1
         self.queue.append((p, d, now))
@@ -395,7 +406,8 @@ class Region:
     def _run_batch(self, jobs: list, inc: int):
         """One batch through the core; False if the region died meanwhile."""
         env = self.env
-        batch = self.world.core_cls(self.verifier, self.now())
+        exported = self.exported
+        batch = self.world.core_cls(self.verifier, self.now(), sink=None if exported is None else exported.pipeline)
         appends = batch.admit([Request(p["body"], p["tenant"]) for p, _, _ in jobs])
         if appends:
             wal = self.wal
@@ -434,6 +446,8 @@ class Region:
             limiter.release(now, now - started, ok=status != 503)
             replay, retry_after = _replay_and_retry_after(resp.headers)
             self._respond(p, d, status, replay, resp.body, keys.get(pos), retry_after=retry_after)
+            if exported is not None:
+                exported.answered(status, now - started)
         self.wal.note_answers(batch.notes())
         return True
 

@@ -49,9 +49,7 @@ class World:
         self.quiescence = float(data["scenario"]["quiescence_s"])
         self.env = simpy.Environment()
         self.streams = Streams(seed)
-        # a scenario's operators read their regions' /metrics, which the scrape view counts from
-        # the history's events (sim.alerts.RegionSeries): that history is kept whatever was asked
-        self.history = History(keep=keep_history or bool(data.get("policies")))
+        self.history = History(keep=keep_history)
         net = data["network"]
         self.graph = topology.build(data)
         self.net = Network(self.env, self.history, self.streams.get, graph=self.graph,
@@ -236,6 +234,14 @@ class World:
                 self.history.record(self.env.now, "fault.end", kind="crash", target=r.id)
                 yield from r.restart()
         self.history.record(self.env.now, "phase", name="quiescence")
+
+    def export_metrics(self) -> None:
+        """Every region's process counts what its ``/metrics`` shows from now on
+        (:class:`flk.sim.exporter.ProcessMetrics`): called by whoever scrapes it (the alert
+        scraper, a scenario's operators). A run nobody scrapes does not count: its history,
+        and so its digest, is the same either way."""
+        for region in self.regions.values():
+            region.export()
 
     # -- run -----------------------------------------------------------------
     def run(self) -> History:

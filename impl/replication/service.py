@@ -61,7 +61,7 @@ from ..governance.auditworkers import (
 from ..storage.objectstore import ObjectStore, open_object_store
 from ..storage.quarantine import describe_error
 from .applying import ReplayApplier
-from .divergence import Alert, DivergenceDetector
+from .divergence import SEVERITY_LEVEL, Alert, DivergenceDetector
 from .reading import Reader, Topology
 from .reconcile import Reconciler, SqliteAuthoritativeStore, authoritative_app, problem_response
 from .shipping import Shipper
@@ -327,9 +327,8 @@ class CrrCollector:
             yield gauge("flk_crr_audit_dead_letters", "Audit items in the dead-letter queue",
                         m["audit_queue"]["dead_letters"])
         if "divergence" in m:
-            level = {"ok": 0, "warning": 1, "critical": 2}
             yield gauge("flk_crr_divergence_severity", "Worst divergence severity (0 ok, 1 warning, 2 critical)",
-                        max((level[d["severity"]] for d in m["divergence"]), default=0))
+                        max((SEVERITY_LEVEL[d["severity"]] for d in m["divergence"]), default=0))
             unseen = GaugeMetricFamily("flk_crr_peer_unseen_periods", "Consecutive divergence periods checked "
                                        "without this peer region's summary (down, cut off, or another period)",
                                        labels=["worker", "peer"])

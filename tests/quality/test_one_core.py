@@ -282,12 +282,59 @@ def test_the_sim_controllers_observe_what_the_deployed_controller_reads(monkeypa
 
 
 def test_an_operator_scenario_runs_the_same_whether_its_history_is_kept_or_not():
-    """The controllers' scrape view counts from the history's events: a digest-only run (``flk
-    bench``, exploration, the golden digests) must not leave them blind (it did: every gate
-    'unknown', another run)."""
+    """The controllers read their regions' own counters, not the history: a digest-only run
+    (``flk bench``, exploration, the golden digests) must not leave them blind (it once did:
+    every gate 'unknown', another run)."""
     from flk.sim.scenario import load
     from flk.sim.world import World
 
     for name in ("operator-migration-rollback", "operator-crr-selective"):
         kept = World(load(name), seed=1).run().digest
         assert World(load(name), seed=1, keep_history=False).run().digest == kept, name
+
+
+def test_the_sim_regions_count_their_metrics_with_the_servers_sink(monkeypatch):
+    """A scraped region's verifier counters are the shipped ``Metrics``, handed to the core as
+    its sink as the server's batch driver hands it (they were once derived from the history by
+    a mapping of answers to counters, which drifted from what flk serve counts). Each answer of
+    a verdict is counted once, a restarted region's process counts from zero, and its start-up
+    replay counts nothing (as flk serve's, tests/server/test_restart_counters.py)."""
+    from flk.sim import alerts
+    from flk.sim.scenario import load
+    from flk.sim.world import World
+
+    world = World(load("crash-restart"), seed=1)
+    scraper = alerts.Scraper(world)
+    sinks = []
+    original = core.VerifyBatch.__init__
+
+    def spying(self, verifier, now, *, sink=None, **kwargs):
+        sinks.append(sink)
+        original(self, verifier, now, sink=sink, **kwargs)
+
+    monkeypatch.setattr(core.VerifyBatch, "__init__", spying)
+    world.run()
+    region = next(r for r in world.regions.values() if r.incarnation > 0)
+    assert type(region.exported.pipeline) is Metrics
+    assert {type(s) for s in sinks} == {Metrics, type(None)}  # the regions' batches / the start-up replays
+    events = world.history.events
+    restarted = max(e["t_us"] for e in events if e["type"] == "srv.recovered" and e["region"] == region.id)
+    replayed = [e for e in events if e["type"] == "srv.replay" and e["region"] == region.id]
+    answered = [e for e in events if e["type"] == "srv.respond" and e["region"] == region.id
+                and e["t_us"] >= restarted and not e.get("before_wal")]
+    assert replayed and answered
+    assert any(sample[("up", ())] == 0.0 for _, rid, sample in scraper.samples if rid == region.id)  # it was down
+    last = scraper.view.scrape(region.id)  # its /metrics at the end of the run
+    assert last[("up", ())] == 1.0
+
+    def total(name: str) -> float:
+        return sum(v for (n, _), v in last.items() if n == name)
+
+    fresh = sum(1 for e in answered if e["status"] == 200 and not e["replay"])
+    hits = sum(1 for e in answered if e["replay"])
+    assert total("flk_accepted_total") == fresh > 0
+    assert total("flk_dedup_hits_total") == hits
+    assert total("flk_signature_errors_total") == sum(1 for e in answered if e["status"] == 401)
+    assert total("flk_http_requests_total") == len(answered) + sum(
+        1 for e in events if e["type"] == "srv.respond" and e["region"] == region.id and e["t_us"] >= restarted
+        and e.get("before_wal"))
