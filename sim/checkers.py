@@ -208,6 +208,7 @@ def inv_idempotent_replay(events: list[dict], ev: dict | None = None) -> CheckRe
                 res.violations.append({"key": list(key), "why": "replay produced a different outcome"})
         if e["stored"] and e["status"] in (200, 202):
             stored_at.setdefault(key, e["body_sha"])
+    _served_unreplayed(ev, res)
     for e in ev["crr.rewind_check"]:  # every entry present when shipped segments were re-read is unchanged
         res.checked += e["checked"]
         if e["changed"]:
@@ -215,6 +216,23 @@ def inv_idempotent_replay(events: list[dict], ev: dict | None = None) -> CheckRe
                                    "shipped segments", "examples": e["examples"]})
     res.ok = not res.violations
     return res
+
+
+def _served_unreplayed(ev: dict, res: CheckResult) -> None:
+    """A start that serves (``srv.recovered``) replayed its whole WAL: none of its replayed
+    records was refused (503). flk serve's replay stops at the first refusal and the worker
+    exits (SPEC 11.2); a process that served anyway would never write those records' outcomes."""
+    refused: dict[str, int] = defaultdict(int)  # region -> refused replays of its current start
+    for e in sorted(ev["srv.replay"] + ev["srv.recovered"] + ev["srv.start_failed"] + ev["srv.wal_recovered"],
+                    key=lambda x: x["t_us"]):
+        kind, rid = e["type"], e["region"]
+        if kind == "srv.replay":
+            refused[rid] += e["status"] == 503
+        elif kind == "srv.recovered" and refused[rid]:
+            res.violations.append({"region": rid, "why": f"served after a start-up replay the store refused "
+                                   f"{refused[rid]} record(s) of: their outcomes are never written"})
+        if kind != "srv.replay":
+            refused[rid] = 0
 
 
 def _sometimes(id_: str, ok: bool, checked: int, note: str) -> CheckResult:

@@ -242,41 +242,58 @@ class Region:
         return {"inflight": inflight, "torn": len(report["torn"])}
 
     def restart(self):
-        """Recover the WAL from the disk and replay it through the core (once, however
-        many parties -- a fault's end, the heal phase -- ask for it)."""
+        """Start the region's process again (once, however many parties -- a fault's end, the
+        heal phase -- ask for it): recover the WAL from the disk and replay it through the core.
+        A start fails where flk serve's does -- its dedup store does not answer a ping (it exits:
+        "does not answer a ping"), or refuses a record of the start-up replay (the replay stops
+        at the first refusal and the worker exits, SPEC 11.2 "Poison records"): the region stays
+        down and the process manager starts it again ``restart_delay_s`` later, until a start
+        succeeds (or the WAL on the disk is damaged). A failed start never serves: a process
+        with an un-replayed WAL answers nothing."""
         if self.up or self.restarting:
             return
         self.restarting = True
         try:
-            yield from self._restart()
+            first = True
+            while (yield from self._restart(first)) is False:
+                first = False
+                yield self.env.timeout(float(self.cfg.get("restart_delay_s", 1.0)))
         finally:
             self.restarting = False
 
-    def _restart(self):
+    def _restart(self, first: bool = True):
+        """One start of the process: True (it serves), False (the start failed: tried again
+        later) or None (it stays down: a damaged WAL, or the region crashed meanwhile)."""
         crashed_inc = self.incarnation - 1  # crash() already moved past the incarnation that died
         self.incarnation += 1
+        if not first:  # a new process: its admission (breaker, limiter, buckets) starts afresh
+            self.admission = build_admission(self.admission_settings)
         try:
             self._open()
         except WalError as exc:
             self.wal_corruptions += 1
             self.world.history.record(self.env.now, "srv.wal_corrupt", region=self.id, reason=str(exc)[:120])
             # an operator would restore from a replica; the simulator keeps the region down
-            return
+            return None
         inc = self.incarnation
-        # ground truth for INV-WAL-FIRST: records of the crashed incarnation at or past this index were lost
-        self.world.history.record(self.env.now, "srv.wal_recovered", region=self.id, inc=crashed_inc,
-                                  next_index=self.wal.next_index)
+        if first:  # ground truth for INV-WAL-FIRST: records of the crashed incarnation at or past this index were lost
+            self.world.history.record(self.env.now, "srv.wal_recovered", region=self.id, inc=crashed_inc,
+                                      next_index=self.wal.next_index)
+        if not self._store_answers():
+            return self._start_failed("its dedup store does not answer a ping", 0)
         entries = [(index, decode_inbox_record(payload)) for index, payload in self.wal.records(0)]
         segments = self.wal.segments()
         active_first = segments[-1].first_index if segments else 0
         records = [rec for _, rec in entries]
         n = 0
+        notes: list = []
         for start, end in same_time_runs(records):
             batch = self.world.core_cls.from_records(self.verifier, records[start:end], records[start].received_at,
                                              indexes=[index for index, _ in entries[start:end]])
             results = yield from self._lookup_and_record(batch, inc, None)
             if results is None:
-                return
+                return None
+            refused = False
             for item in batch.items:
                 resp = batch.responses[item.pos]
                 if item.who is not None:
@@ -284,11 +301,26 @@ class Region:
                     self.world.history.record(self.env.now, "srv.replay", region=self.id, tenant=item.who.tenant_id,
                                               pcs_id=item.pcs_id, stored=stored, status=resp.status,
                                               body_sha=body_sha(resp.body))
+                refused = refused or resp.status == 503
                 n += 1
-            self.wal.note_answers([note for note in batch.notes() if note.index >= active_first])
+            if refused:  # flk serve's replay stops at the first refusal and the worker exits
+                return self._start_failed("its dedup store refused a record of the start-up WAL replay", n)
+            notes += [note for note in batch.notes() if note.index >= active_first]
+        self.wal.note_answers(notes)
         self.world.history.record(self.env.now, "srv.recovered", region=self.id, replayed=n)
         self.up = True
         self.world.net.down.discard(self.id)
+        return True
+
+    def _store_answers(self) -> bool:
+        try:
+            return bool(self.store.ping())
+        except Exception:  # noqa: BLE001 -- any failure to ping is an outage (as flk serve's start)
+            return False
+
+    def _start_failed(self, reason: str, replayed: int) -> bool:
+        self.world.history.record(self.env.now, "srv.start_failed", region=self.id, reason=reason, replayed=replayed)
+        return False
 
     def _refuse(self, msg) -> None:
         """A request reached the host of the dead process: its connect is refused."""

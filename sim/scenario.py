@@ -79,6 +79,9 @@ REGION_FIELDS = (
           "and held connections are reset at once, so retries and failed health checks come fast; flk cluster's "
           "crash-restart gave up on 1.6 % of requests, the simulator with refuse 1.9 %, with silent none)",
           choices=("silent", "refuse")),
+    _secs("restart_delay_s", 1.0, "the process manager's delay before it starts again a region process whose start "
+          "failed (as flk serve's: its dedup store did not answer a ping, or refused a record of the start-up WAL "
+          "replay), s", minimum=0.001),
     # each shard is a store and its ring points, built before the run: a typo's zeros filled the memory
     Field("shards", "int", 3, "dedup shards (dedup = sharded | migrating)", minimum=1, maximum=1024),
     _secs("hot_s", 1.0, "tiered: age at which a key leaves the hot tier, s"),

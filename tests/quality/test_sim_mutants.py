@@ -42,6 +42,20 @@ class AckBeforeFsync(Region):
         yield  # a generator, like the method it replaces
 
 
+class ServesUnreplayed(Region):
+    """Mutant: a start whose store refused its start-up replay (or did not answer a ping)
+    serves anyway, as the simulator's regions once did; flk serve's worker exits instead."""
+
+    def _store_answers(self):
+        return True
+
+    def _start_failed(self, reason, replayed):
+        self.world.history.record(self.env.now, "srv.recovered", region=self.id, replayed=replayed)
+        self.up = True
+        self.world.net.down.discard(self.id)
+        return True
+
+
 class CopiesIgnorePartitions(ObjectFabric):
     """Mutant: segment copies between regions' object stores skip the network (and its cuts)."""
 
@@ -73,6 +87,24 @@ def test_quality_ack_before_fsync_is_caught():
     res = api.run("crash-restart", seed=1, overrides=SMALL, region_cls=AckBeforeFsync)
     assert not res.valid
     assert "INV-WAL-FIRST" in failing(res)
+
+
+def test_quality_serving_with_an_unreplayed_wal_is_caught():
+    """crash-store-down: the region restarts while its store is down; a start that served
+    with refused replays is INV-IDEMPOTENT-REPLAY (and the study's alerts: its 503s page as a
+    store outage, FlkBackendDown never fires)."""
+    res = api.run("crash-store-down", seed=1, region_cls=ServesUnreplayed)
+    assert "INV-IDEMPOTENT-REPLAY" in failing(res)
+    assert "ALERT-FlkBackendDown" in failing(res)
+    res = api.run("crash-store-down", seed=1)
+    assert res.valid, failing(res)
+    starts = [e for e in res.history.events if e["type"] in ("srv.start_failed", "srv.recovered")]
+    assert [e["type"] for e in starts] == ["srv.start_failed"] * 5 + ["srv.recovered"]  # at 7, 8, ... 11 s
+    assert starts[-1]["t_us"] >= 12_000_000  # only once the store is back (the store_down fault ends at 12 s)
+    # the region answered nothing between its crash and that start
+    crash = next(e["t_us"] for e in res.history.events if e["type"] == "fault.start" and e["kind"] == "crash")
+    assert not [e for e in res.history.events if e["type"] == "srv.respond" and e["region"] == "r1"
+                and crash < e["t_us"] < starts[-1]["t_us"]]
 
 
 def test_quality_baseline_is_valid():
