@@ -108,6 +108,7 @@ class RegionProcess:
         self.postgres: subprocess.Popen | None = None
         self.paused = False
         self.incarnation = 0
+        self.failed_starts = 0  # the last start's starts that exited before /ready (start(retry_s=...))
         self.plant: list[str] = []
         self.wal_mount: Path | None = None  # a planted bug: ``NAME --window S`` for flk.impl.lab.cluster.planted
 
@@ -219,19 +220,23 @@ class RegionProcess:
                 pass
         return hit
 
-    def start(self, timeout: float = 90.0) -> float:
+    def start(self, timeout: float = 90.0, retry_s: float | None = None) -> float:
         """Start (or restart) ``flk serve`` on the region's data directory; returns the seconds
-        until ``/ready`` answered 200."""
+        until ``/ready`` answered 200. ``retry_s``: a start that exits (its dedup store does not
+        answer, or refuses the start-up replay) is started again that much later, as a process
+        manager does (``failed_starts`` counts them); without it an exit raises."""
         t0 = time.monotonic()
-        entry = ["flk.impl.lab.cluster.planted", *self.plant] if self.plant else ["flk.impl"]
-        self.server = self._popen([sys.executable, "-m", *entry, "serve", "--port", str(SERVER_PORT)],
-                                  self.dir / "server.log", self.env)
-        self.incarnation += 1
-        self.paused = False
+        self.failed_starts = 0
+        self._popen_server()
         with httpx.Client(timeout=2) as client:
             while time.monotonic() - t0 < timeout:
                 if self.server.poll() is not None:
-                    raise RuntimeError(f"{self.name}: flk serve exited: {self.tail('server.log')}")
+                    if retry_s is None:
+                        raise RuntimeError(f"{self.name}: flk serve exited: {self.tail('server.log')}")
+                    self.failed_starts += 1
+                    time.sleep(retry_s)
+                    self._popen_server()
+                    continue
                 try:
                     if client.get(self.url + "/ready").status_code == 200:
                         return time.monotonic() - t0
@@ -239,6 +244,13 @@ class RegionProcess:
                     pass
                 time.sleep(0.1)
         raise TimeoutError(f"{self.name}: flk serve not ready: {self.tail('server.log')}")
+
+    def _popen_server(self) -> None:
+        entry = ["flk.impl.lab.cluster.planted", *self.plant] if self.plant else ["flk.impl"]
+        self.server = self._popen([sys.executable, "-m", *entry, "serve", "--port", str(SERVER_PORT)],
+                                  self.dir / "server.log", self.env)
+        self.incarnation += 1
+        self.paused = False
 
     def tail(self, name: str, n: int = 1500) -> str:
         try:

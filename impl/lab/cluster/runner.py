@@ -235,6 +235,8 @@ class ClusterRun:
         self.replicated = bool(self.data["replication"]["enabled"]) and len(self.region_ids) > 1
         self.duration = float(self.data["scenario"]["duration_s"])
         self.quiescence = float(self.data["scenario"]["quiescence_s"])
+        # the process manager's delay before it starts again a region whose start failed (the simulator's too)
+        self.restart_delay_s = float(self.data["region_defaults"].get("restart_delay_s", 1.0))
         self.clock = Clock()
         self.rec = Recorder(self.clock)
         self.net = Network(prefix, self.region_ids, str(ledger_path(prefix)),
@@ -458,8 +460,10 @@ class ClusterRun:
             for t in self.targets(spec):
                 if not self.regions[t].up:
                     self.rec.now("fault.end", kind="crash", target=t)
-                    took = await asyncio.to_thread(self.regions[t].start)
-                    self.rec.now("region.ready", region=t, restart_s=round(took, 3))
+                    # a start that exits (its store is down) is started again, as the process manager does
+                    took = await asyncio.to_thread(self.regions[t].start, retry_s=self.restart_delay_s)
+                    self.rec.now("region.ready", region=t, restart_s=round(took, 3),
+                                 failed_starts=self.regions[t].failed_starts)
         elif kind == "pause":
             for t in self.targets(spec):
                 self.regions[t].resume()
