@@ -198,6 +198,7 @@ class Region:
 
     # -- lifecycle --------------------------------------------------------
     def _open(self) -> None:
+        self.topology.new_process()
         self.fs.makedirs(WAL_DIR)
         self.wal = SegmentedLog(WAL_DIR, fs=self.fs, segment_bytes=int(self.cfg.get("segment_bytes", 1 << 20)))
         self.verifier = self.world.verifier_cls(self.world.tenants, region=self.id, limiter=self.admission.buckets)

@@ -401,6 +401,13 @@ class StoreTopology:
             self.old_spec = RingSpec({k: f"sim://{k}" for k in names[:n]})
             self.new_spec = RingSpec({k: f"sim://{k}" for k in names})
 
+    def new_process(self) -> None:
+        """A region's process started: its sharded stores' view of their shards' health is a
+        new client's (flk serve opens its store afresh at each start), not the dead process's."""
+        for store in (self.store, getattr(self, "old", None), getattr(self, "new", None)):
+            if isinstance(store, ShardedStore):
+                store.forget_health()
+
     def observed_count(self, now: float) -> int:
         """Live keys as the simulator's observer sees them (the ground truth, never through an
         outage): the store's own count, or, when a shard is down (an outage, or the sharded

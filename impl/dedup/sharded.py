@@ -268,6 +268,12 @@ class ShardedStore(BatchMixin):
             h.failures = 0 if up else h.failures + 1
             h.last_error = None if up else err
 
+    def forget_health(self) -> None:
+        """Every shard presumed up, none checked: the view a newly opened store starts with
+        (a restarted process's; the simulator's regions call it at each start)."""
+        with self._lock:
+            self.health = {n: ShardHealth() for n in self.shards}
+
     def probe(self, now: float) -> dict[str, ShardHealth]:
         """Ping every shard (``now`` passed in); returns the health table."""
         for name, store in self.shards.items():

@@ -212,3 +212,20 @@ def test_the_migrating_stores_batch_is_its_per_item_calls_and_a_down_shard_fails
         except StoreUnavailable:
             reference.append(None)
     assert found == reference
+
+
+def test_a_store_asked_again_at_the_same_time_keeps_a_shard_out_until_it_forgets_its_health() -> None:
+    """A replay asks the store at its records' times: asked again at the time a shard was found
+    down, the store does not probe it again (the interval has not passed at that time), whatever
+    happened since. A new process's store starts with every shard presumed up
+    (``forget_health``): the simulator's regions forget at each start, as flk serve opens its
+    store afresh (a region whose start met a down shard failed every later start before)."""
+    s, inner = _store({"s2"})
+    key = next(("t", f"p{i}") for i in range(400) if s.shard_for("t", f"p{i}") == "s2")
+    with pytest.raises(StoreUnavailable):
+        s.get(*key, T0)
+    inner["s2"].available = True  # the shard is back
+    with pytest.raises(StoreUnavailable):  # the same time: not probed again
+        s.get(*key, T0)
+    s.forget_health()
+    assert s.get(*key, T0) is None and s.health["s2"].up
