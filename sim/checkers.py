@@ -302,8 +302,10 @@ def _fault_sometimes(kind: str, fs: list[dict], ev: dict, scenario: dict, status
                               f"{corrupted} shipped segments corrupted, {rejected} rejections reported")
     elif kind in ("shard_down", "cold_down"):
         n503 = sum(1 for e in ev["srv.respond"] if e["status"] == 503)
-        return _sometimes(f"SOMETIMES-{kind.upper().replace('_', '-')}-503", n503 > 0, len(fs),
-                              f"{n503} requests met the outage (503, fail closed)")
+        failed = _starts_failed_during(fs, ev)
+        return _sometimes(f"SOMETIMES-{kind.upper().replace('_', '-')}-503", n503 > 0 or failed > 0, len(fs),
+                          f"{n503} requests met the outage (503, fail closed); {failed} region starts failed "
+                          "on it")
     elif kind == "migrate":
         ends = [e for e in ev["fault.end"] if e["kind"] == "migrate"]
         done = any(e["type"] == "migrate.phase" and e["phase"] == "cleaned" for e in ev["migrate.phase"])
@@ -321,10 +323,26 @@ def _fault_sometimes(kind: str, fs: list[dict], ev: dict, scenario: dict, status
                               f"{again} records re-applied after the rewind")
     elif kind == "store_down":
         n503 = statuses[503]
-        return _sometimes("SOMETIMES-STORE-DOWN-503", n503 > 0 or any(e["status"] == 503 for e in ev["srv.respond"]),
-                              len(fs), "a request met the store outage")
+        failed = _starts_failed_during(fs, ev)  # a region restarting meanwhile met it at its start
+        met = n503 > 0 or any(e["status"] == 503 for e in ev["srv.respond"]) or failed > 0
+        return _sometimes("SOMETIMES-STORE-DOWN-503", met, len(fs),
+                          f"a request met the store outage; {failed} region starts failed on it" if failed else
+                          "a request met the store outage")
     else:
         return _sometimes(f"SOMETIMES-FAULT-{kind.upper()}", True, len(fs), f"{len(fs)} {kind} faults fired")
+
+
+def _starts_failed_during(fs: list[dict], ev: dict) -> int:
+    """Region starts that failed (``srv.start_failed``: the store refused them) while one of the
+    faults ``fs`` was on in that region: the fault met a start instead of a request."""
+    count = 0
+    for f in fs:
+        region = f["target"].split("/")[0]
+        end = next((e["t_us"] for e in ev["fault.end"] if e["kind"] == f["kind"] and e["target"] == f["target"]
+                    and e["t_us"] >= f["t_us"]), None)
+        count += sum(1 for e in ev["srv.start_failed"] if e["region"] == region and f["t_us"] <= e["t_us"]
+                     and (end is None or e["t_us"] <= end))
+    return count
 
 
 def inv_at_least_once(events: list[dict], ev: dict | None = None) -> CheckResult:
