@@ -123,7 +123,7 @@ class RegionSeries:
             out[("flk_crr_read_stalled_seconds", w)] = rep.reader.stalled_s(region.now())
             out[("flk_crr_read_parked_records", w)] = float(rep.reader.parked_count)
             out[("flk_crr_conflicts_total", w)] = float(rep.reconciler.counters["conflicts"])  # as flk serve
-            out[("flk_crr_divergence_severity", w)] = float(severity_level(rep.detector.last))  # as flk serve
+            out[("flk_crr_divergence_severity", w)] = float(severity_level(a.severity for a in rep.detector.last))  # as flk serve
             for peer, periods in rep.detector.unseen.items():  # the detector's own count, as flk serve exports it
                 out[("flk_crr_peer_unseen_periods", (*w, ("peer", peer)))] = float(periods)
         return out

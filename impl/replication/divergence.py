@@ -57,9 +57,10 @@ from .reading import Topology
 SEVERITY_LEVEL = {"ok": 0, "warning": 1, "critical": 2}  # an alert's severity as flk_crr_divergence_severity
 
 
-def severity_level(alerts: Iterable[Alert]) -> int:
-    """``flk_crr_divergence_severity``: the worst of ``alerts`` (a detector's ``last``), 0 without any."""
-    return max((SEVERITY_LEVEL[a.severity] for a in alerts), default=0)
+def severity_level(severities: Iterable[str]) -> int:
+    """``flk_crr_divergence_severity``: the worst of ``severities`` (of a detector's ``last``
+    alerts), 0 without any."""
+    return max((SEVERITY_LEVEL[s] for s in severities), default=0)
 
 
 COUNT_WARN, SAMPLE_WARN = 0.05, 0.10

@@ -61,7 +61,7 @@ from ..governance.auditworkers import (
 from ..storage.objectstore import ObjectStore, open_object_store
 from ..storage.quarantine import describe_error
 from .applying import ReplayApplier
-from .divergence import SEVERITY_LEVEL, Alert, DivergenceDetector
+from .divergence import Alert, DivergenceDetector, severity_level
 from .reading import Reader, Topology
 from .reconcile import Reconciler, SqliteAuthoritativeStore, authoritative_app, problem_response
 from .shipping import Shipper
@@ -328,7 +328,7 @@ class CrrCollector:
                         m["audit_queue"]["dead_letters"])
         if "divergence" in m:
             yield gauge("flk_crr_divergence_severity", "Worst divergence severity (0 ok, 1 warning, 2 critical)",
-                        max((SEVERITY_LEVEL[d["severity"]] for d in m["divergence"]), default=0))
+                        severity_level(d["severity"] for d in m["divergence"]))
             unseen = GaugeMetricFamily("flk_crr_peer_unseen_periods", "Consecutive divergence periods checked "
                                        "without this peer region's summary (down, cut off, or another period)",
                                        labels=["worker", "peer"])
