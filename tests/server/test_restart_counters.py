@@ -109,26 +109,16 @@ def test_a_memory_store_server_replays_everything_at_a_clean_restart_and_counts_
     assert line["stored"] == len(GOOD)  # the memory store kept nothing: the replay wrote every outcome again
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.events: list = []
-
-    def __call__(self, event) -> None:
-        self.events.append(event)
-
-    count_many = None  # a sink the replay could find: it must not be handed one
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(picks=st.lists(st.integers(0, len(GOOD) + len(FORGED)), min_size=1, max_size=30))
 def test_the_start_up_replay_emits_no_event_and_counts_what_it_wrote(picks) -> None:
     """Any mix of good, forged, duplicate and junk records: the replay hands nothing to
     the server's metrics, and ``stored`` is the number of distinct good records it wrote."""
     pool = GOOD + FORGED
-    sink = _Sink()
+    events: list = []  # what a metrics sink on the server would have been handed
     with tempfile.TemporaryDirectory() as d:
         cfg = load_config({"DATA_DIR": d, "PCS_HMAC_KEY": KEY})
-        server = types.SimpleNamespace(store=MemoryStore(), metrics=sink, executor=None,
+        server = types.SimpleNamespace(store=MemoryStore(), metrics=events.append, executor=None,
                                        admission=types.SimpleNamespace(buckets=None),
                                        quarantine_record=lambda *a: None)
         wal = SegmentedLog(d + "/wal")
@@ -141,6 +131,6 @@ def test_the_start_up_replay_emits_no_event_and_counts_what_it_wrote(picks) -> N
             counts = build_pipeline(cfg, server)._replay_all(wal, 0)
         finally:
             wal.close()
-    assert sink.events == []
+    assert events == []
     assert counts["records"] == len(picks)
     assert counts["stored"] == len({p for p in picks if p < len(GOOD)})
