@@ -11,7 +11,8 @@ History vocabulary (fields beyond ``t_us`` and ``type``):
 
 * ``client.send``  req, attempt, agent, tenant, pcs_id, digest, kind, region
 * ``client.recv``  req, attempt, status, replay, body_sha, region
-* ``client.give_up`` req, reason; ``client.resubmit`` req, agent, seq (from the outbox after a restart);
+* ``client.skip`` agent (an arrival the load generator did not send: ``workload.max_in_flight``
+  submissions were open); ``client.give_up`` req, reason; ``client.resubmit`` req, agent, seq (from the outbox after a restart);
   ``client.timeout`` req, attempt, region, [error] (no answer: the timeout, or with ``error`` a
   refused or reset connection)
 * ``srv.recv``     region, d (delivery id), req, attempt, tenant

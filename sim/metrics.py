@@ -25,6 +25,8 @@ METRICS: dict[str, str] = {
     "requests": "distinct logical submissions",
     "attempts": "submission attempts, retries included",
     "retries": "attempts beyond the first",
+    "skipped_arrivals": "arrivals the load generator did not send: workload.max_in_flight submissions were open "
+                        "(the offered load was cut; the simulator and the cluster runner skip at the same cap)",
     "errors": "submissions whose final outcome is an unexpected error (5xx, timeout, gave up)",
     "error_rate": "errors / requests (end to end: after all retries)",
     "rate_429": "share of attempts answered 429 (per attempt)",
@@ -126,9 +128,11 @@ def summarize(events: list[dict], duration_s: float, converged: bool | None = No
     kind_of: dict[int, str] = {}
     pcs_of: dict[int, tuple] = {}
     conflicted: set[tuple] = set()  # pcs_ids the workload deliberately sent two payloads for
-    attempts = 0
+    attempts = skipped = 0
     for e in events:
-        if e["type"] == "client.send":
+        if e["type"] == "client.skip":
+            skipped += 1
+        elif e["type"] == "client.send":
             attempts += 1
             first_send.setdefault(e["req"], e["t_us"])
             kind_of.setdefault(e["req"], e["kind"])
@@ -165,6 +169,7 @@ def summarize(events: list[dict], duration_s: float, converged: bool | None = No
         "requests": n,
         "attempts": attempts,
         "retries": attempts - n,
+        "skipped_arrivals": skipped,
         "error_rate": errors / n if n else 0.0,
         "errors": errors,
         "rate_429": n429 / attempts if attempts else 0.0,

@@ -150,6 +150,10 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
         Field("home_region", "str", "", "region every agent tries first (default: spread round robin)"),
         Field("pool", "int", 256, "recent PCS kept per agent for duplicates", minimum=1),
         Field("outbox", "bool", False, "agents write each PCS to a crash-safe outbox before sending"),
+        Field("max_in_flight", "int", 256, "the load generator's cap on open submissions, all agents together: "
+              "an arrival while this many are open (sent, retrying or backing off) is skipped, not sent -- the "
+              "cluster runner's driver holds one connection per open submission, so it has this cap too "
+              "(an outbox's resubmissions are never skipped)", minimum=1, maximum=100_000),
         _secs("rotation_overlap_s", 5.0, "rotate_key: how long the old key still verifies, s"),
         _secs("tenant_rate_per_s", 0.0, "per-tenant token bucket rate (0: unlimited)"),
         _secs("tenant_burst", 0.0, "per-tenant token bucket burst"),

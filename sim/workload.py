@@ -293,6 +293,7 @@ class Agent:
         self.epoch = 1
         self.incarnation = 0
         self.up = True
+        self.open = 0  # its submissions started and not done (World.open_submissions counts all agents')
         self.outbox: Outbox | None = None
         if w.get("outbox", False):
             self.fs = CrashableMemoryFileSystem(rng=world.streams.get(f"agent-disk/{index}"), torn_writes=True)
@@ -308,6 +309,8 @@ class Agent:
         self.incarnation += 1
         self.up = False
         self.pending.clear()
+        self.world.open_submissions -= self.open  # its deliveries died with it (none reaches Done)
+        self.open = 0
         lost = 0
         if self.outbox is not None:
             report = self.fs.crash()
@@ -367,8 +370,11 @@ class Agent:
             cap = world.max_submissions
             if cap is not None and world.submitted >= cap:
                 return
-            world.submitted += 1
-            start = True
+            if world.open_submissions >= world.max_in_flight:  # the load generator's cap: skipped, not sent
+                world.history.record(env.now, "client.skip", agent=self.id)
+            else:
+                world.submitted += 1
+                start = True
         rate = self._rate = self._flat_rate if self._flat_rate is not None else self.rate_at(now)
         delay = self.rng.expovariate(rate) if rate > 0 else 1.0  # >= 0: call_later's check cannot fail
         if timer.__class__ is Wakeup:  # fired: SimPy took its callbacks (None) and holds it no more
@@ -541,7 +547,10 @@ class Delivery:
         self.attempt = 0  # the attempt waiting for its answer (0: none)
 
     def start(self) -> None:
-        self._act(self.sub.start(self.agent.world.clock()))
+        agent = self.agent
+        agent.open += 1
+        agent.world.open_submissions += 1
+        self._act(self.sub.start(agent.world.clock()))
 
     def _act(self, action) -> None:
         agent = self.agent
@@ -563,6 +572,8 @@ class Delivery:
             call_later(env, action.delay, self._waited)
         else:
             assert isinstance(action, Done)
+            agent.open -= 1
+            world.open_submissions -= 1
             if action.outcome == "gave_up":
                 world.history.record(env.now, "client.give_up", req=self.req, reason=action.reason[:80])
             elif self.seq is not None and action.acked:

@@ -71,6 +71,10 @@ class World:
         self._req = 0
         self.max_submissions = max_submissions
         self.submitted = 0  # new submissions the agents started
+        # the load generator's cap on open submissions (workload.max_in_flight, as the cluster
+        # runner's driver): an arrival at the cap is not sent (a ``client.skip`` event)
+        self.max_in_flight = int(data["workload"]["max_in_flight"])
+        self.open_submissions = 0
         self.fault_log: list[dict] = []
         self.clock_steps: dict[str, list[tuple[float, float]]] = {rid: [(0.0, 0.0)] for rid in self.region_ids}
 

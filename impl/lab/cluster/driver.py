@@ -18,7 +18,8 @@ choices are (same seed, same sequence of kinds per agent).
 Events recorded (``flk.sim.checkers`` vocabulary, ``t_us`` from the run's start):
 ``client.send``, ``client.recv`` (status, ``replay`` from ``Idempotent-Replayed``;
 the body is not kept), ``client.timeout`` (no answer: transport error or timeout, with
-``error``), ``client.give_up``.
+``error``), ``client.give_up``, ``client.skip`` (an arrival not sent: ``workload.max_in_flight``
+submissions were open -- the simulator's agents skip at the same cap).
 
 Behind the health-checked router (``router_url``; :mod:`.router`) an agent knows one name, as
 in the simulator: every attempt goes to the router with the agent's home region in
@@ -97,7 +98,7 @@ class Workload:
     """Runs every agent until ``duration`` and waits (bounded) for their submissions."""
 
     def __init__(self, scenario: dict, seed: int, regions: list[str], url_of, history, clock: Clock,
-                 max_in_flight: int = 256, router_url: str | None = None) -> None:
+                 router_url: str | None = None) -> None:
         self.router_url = router_url
         self.w = scenario["workload"]
         self.duration = float(scenario["scenario"]["duration_s"])
@@ -109,8 +110,10 @@ class Workload:
         self._req = 0
         self.in_flight: dict[int, str] = {}  # req -> region of its current attempt
         self.tasks: set[asyncio.Task] = set()
-        self.sem = asyncio.Semaphore(max_in_flight)
-        self.skipped = 0  # arrivals not sent because max_in_flight submissions were open
+        # workload.max_in_flight: one connection per open submission. An arrival at the cap is skipped
+        # (``client.skip``): counted when its task is made and until its Done, as the simulator's agents count
+        self.max_in_flight = int(self.w["max_in_flight"])
+        self.open = 0
         self.idle: dict[str, list[Connection]] = {}  # region -> idle keep-alive connections
         self.heads: dict[tuple[str, tuple], bytes] = {}
 
@@ -161,17 +164,18 @@ class Workload:
                 return
             if rate <= 0:
                 continue
-            if self.sem.locked():
-                self.skipped += 1
+            if self.open >= self.max_in_flight:
+                self.record("client.skip", agent=agent.id)
                 continue
             kind, pcs = agent.choose()
             self._req += 1
+            self.open += 1
             task = asyncio.create_task(self._deliver(agent, self._req, kind, pcs))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
     async def _deliver(self, agent: WallAgent, req: int, kind: str, pcs: dict) -> None:
-        async with self.sem:
+        try:
             routed = self.router_url is not None
             urls = agent.urls[:1] if routed else agent.urls  # behind the router: one name, the home
             sub = Submission(pcs, urls, rng=agent.rng, policy=agent.policy, tenant=agent.tenant)
@@ -224,3 +228,5 @@ class Workload:
                     self.record("client.send", t=unsent[0], **unsent[1], region=unsent[2])
                 self.record("client.give_up", req=req, reason="run ended before an answer")
                 raise
+        finally:
+            self.open -= 1  # its Done (or the run's end): no longer open

@@ -39,6 +39,7 @@ import copy
 import hashlib
 import importlib.util
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -215,7 +216,26 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
                        "run on real clusters")
     if data.get("links"):
         out.append("links: per-link latency/bandwidth are not applied on real clusters")
+    need = open_files_needed(data)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < need:
+        out.append(f"workload.max_in_flight = {data['workload']['max_in_flight']}: the driver holds one connection "
+                   f"per open submission and needs {need} open files; this process may open {hard} at most "
+                   "(ulimit -Hn)")
     return out
+
+
+def open_files_needed(data: dict) -> int:
+    """Open files the driver's process needs: one connection per open submission
+    (``workload.max_in_flight``) plus a margin for the sampler's connections, logs and pipes."""
+    return int(data["workload"]["max_in_flight"]) + 1024
+
+
+def raise_open_files(need: int) -> None:
+    """Raise this process's soft limit on open files to ``need`` (preflight checked the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else min(need, hard), hard))
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -817,7 +837,6 @@ def results_of(run: ClusterRun, history: History, overrides: list[str], source: 
                                                         "regions": {r: run.net.ip(r) for r in run.region_ids}},
                     "mechanisms": {k: MECHANISMS[k] for k in sorted({f['kind'] for f in run.data['faults']})},
                     "partitions": [{k: v for k, v in p.items() if k != "nft_listing"} for p in run.partitions],
-                    "skipped_arrivals": run.workload.skipped if hasattr(run, "workload") else 0,
                     "timings": run.timings},
     }
     return results, metrics.timeseries(events)
@@ -832,6 +851,7 @@ def run(sc: Scenario, seed: int, backend: str = "sqlite", out: Path | None = Non
     reasons = preflight(sc.data, backend, plant, prometheus)
     if reasons:
         raise Refused("; ".join(reasons))
+    raise_open_files(open_files_needed(sc.data))
     prefix = prefix or os.environ.get("FLK_CLUSTER_PREFIX") or f"flk{os.getpid() % 100000:x}"
     out_dir = Path(out) / sc.name / str(seed) if out is not None else None
     work = Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{sc.name}-"))
