@@ -240,13 +240,22 @@ class _RegionToggle(_Switch):
 
 @register
 class StoreDown(_RegionToggle):
-    """The region's dedup store is unreachable (fail closed: 503 after the WAL append)."""
+    """The region's dedup store is unreachable (fail closed: 503 after the WAL append). ``mode``:
+    ``refuse`` -- its host refuses connections, each call fails at once (flk cluster: an nftables
+    reject of the store's port); ``hang`` -- its process is frozen, each call (and a start's ping)
+    waits the region's ``store_timeout_s`` and then fails, or is answered when the store comes back
+    first (flk cluster: SIGSTOP of the store's processes)."""
 
     kinds = {"store_down": False, "store_up": True}
     label = "store_down"
+    params = (TARGET, Field("mode", "str", "refuse", "refuse (each call fails at once) or hang (each call waits "
+                                                     "the region's store_timeout_s, then fails)",
+                            choices=("refuse", "hang")))
 
     def set_state(self, world, target, on):
-        world.regions[target].store.available = not on
+        region = world.regions[target]
+        region.store.available = not on
+        region.store_hangs(on and self.mode == "hang")
 
 
 @register

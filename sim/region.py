@@ -165,6 +165,8 @@ class Region:
         self.topology = StoreTopology(self.cfg)
         self.store = OutageStore(self.topology.store)  # available=False: the whole store is unreachable
         self.store_extra_ms = 0.0  # latency injection
+        self._store_timeout_s = float(self.cfg["store_timeout_s"])
+        self.hang: object | None = None  # while the store hangs (store_down mode = "hang"): the event of its return
         self.mailbox = world.net.register(self.id, group=self.id, handler=self.on_message)
         self.refuses = self.cfg.get("dead_process", "silent") == "refuse"  # what its dead process's host does
         if self.refuses:
@@ -280,6 +282,10 @@ class Region:
         if first:  # ground truth for INV-WAL-FIRST: records of the crashed incarnation at or past this index were lost
             self.world.history.record(self.env.now, "srv.wal_recovered", region=self.id, inc=crashed_inc,
                                       next_index=self.wal.next_index)
+        if self.hang is not None:  # the start's ping waits for a frozen store (flk serve: its timeout)
+            yield from self._store_wait(False)
+            if inc != self.incarnation:
+                return None
         if not self._store_answers():
             return self._start_failed("its dedup store does not answer a ping", 0)
         entries = [(index, decode_inbox_record(payload)) for index, payload in self.wal.records(0)]
@@ -353,6 +359,27 @@ class Region:
 
     def _store_delay(self) -> float:
         return (self._store_ms(self.rng) + self.store_extra_ms) / 1000.0
+
+    def store_hangs(self, on: bool) -> None:
+        """The store stops answering (``on``) or answers again: a call waiting on it gets its answer now."""
+        if on and self.hang is None:
+            self.hang = self.env.event()
+        elif not on and self.hang is not None:
+            self.hang.succeed()
+            self.hang = None
+
+    def _store_wait(self, plain: bool):
+        """Wait for one store call's answer: its latency (a float where ``plain``: the batch thread's
+        plain delay, else a timeout); while the store hangs, its timeout or the store's return,
+        whichever comes first (a SIGSTOPped Redis answers what it was sent once it runs again) --
+        also for a call on its way when the store froze."""
+        hang = self.hang
+        if hang is None:
+            yield self._store_delay() if plain else self.env.timeout(self._store_delay())
+            hang = self.hang
+            if hang is None:
+                return
+        yield self.env.any_of([self.env.timeout(self._store_timeout_s), hang])
 
     def handle(self, msg) -> None:
         """Admission (the AIMD limit: 429 before the WAL), then the request waits for a batch."""
@@ -512,7 +539,7 @@ class Region:
         except StoreUnavailable:
             batch.lookup_failed()
             return {}
-        yield self._store_delay() if jobs is not None else env.timeout(self._store_delay())  # a float (see _drive)
+        yield from self._store_wait(jobs is not None)  # a float where it can be (see _drive)
         if inc != self.incarnation:
             return None
         if jobs is not None:
@@ -538,7 +565,7 @@ class Region:
         except StoreUnavailable:
             batch.record_failed()
             return {}
-        yield self._store_delay() if jobs is not None else env.timeout(self._store_delay())  # a float (see _drive)
+        yield from self._store_wait(jobs is not None)  # a float where it can be (see _drive)
         if inc != self.incarnation:
             return None
         items = [(t, sys.intern(p), o) for t, p, o in writes]  # one pcs_id string per key across regions: memory

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..impl.core import textdata
+from ..impl.dedup.base import DEFAULT_CALL_TIMEOUT_S
 from . import faults, schedule, topology
 from .faults import FAULT_KINDS
 from .metrics import METRICS, REPLICATION_METRICS
@@ -79,6 +80,9 @@ REGION_FIELDS = (
           "and held connections are reset at once, so retries and failed health checks come fast; flk cluster's "
           "crash-restart gave up on 1.6 % of requests, the simulator with refuse 1.9 %, with silent none)",
           choices=("silent", "refuse")),
+    _secs("store_timeout_s", DEFAULT_CALL_TIMEOUT_S, "the server's STORE_TIMEOUT_S: the longest one dedup store "
+          "call (or the start's ping) waits for a store that does not answer (store_down with mode = \"hang\"), s; "
+          "flk cluster passes it to its servers", minimum=0.05),
     _secs("restart_delay_s", 1.0, "the process manager's delay before it starts again a region process whose start "
           "failed (as flk serve's: its dedup store did not answer a ping, or refused a record of the start-up WAL "
           "replay), s", minimum=0.001),

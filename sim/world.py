@@ -229,6 +229,7 @@ class World:
             if r.topology.cold is not None:
                 r.topology.cold.available = True
             r.store.available = True
+            r.store_hangs(False)
             r.store_extra_ms = 0.0
             r.disk_factor = 1.0
             self.set_clock_offset(r.id, 0.0)

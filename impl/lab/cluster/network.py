@@ -180,16 +180,27 @@ class Network:
                 ns, chain = self.ns(dst), "input"
             else:
                 ns, chain = self.ns(src), "output"
-            text = f"{match} counter drop comment \"fault {fault}: {src} -/-> {dst}\""
-            out = run(["ip", "netns", "exec", ns, "nft", "--echo", "--handle",
-                       f"add rule inet {TABLE} {chain} {text}"]).stdout
-            m = re.search(r"# handle (\d+)", out)
-            if m is None:
-                raise NetworkError(f"nft gave no handle for the rule in {ns}: {out.strip()[:200]}")
-            rule = Rule(ns, chain, int(m.group(1)), text, fault)
-            self.rules.append(rule)
-            made.append(rule)
+            made.append(self._add_rule(fault, ns, chain, f"{match} counter drop comment \"fault {fault}: {src} -/-> "
+                                                         f"{dst}\""))
         return made
+
+    def reject_port(self, fault: int, region: str, port: int) -> Rule:
+        """Inside ``region``'s namespace, every packet to TCP ``port`` is answered with a reset: a
+        connect is refused and an open connection is reset at its next packet (a store whose host
+        refuses connections); :meth:`heal` of the fault removes it."""
+        return self._add_rule(fault, self.ns(region), "output",
+                              f"tcp dport {port} counter reject with tcp reset comment \"fault {fault}: {region} "
+                              f"port {port} refused\"")
+
+    def _add_rule(self, fault: int, ns: str, chain: str, text: str) -> Rule:
+        out = run(["ip", "netns", "exec", ns, "nft", "--echo", "--handle",
+                   f"add rule inet {TABLE} {chain} {text}"]).stdout
+        m = re.search(r"# handle (\d+)", out)
+        if m is None:
+            raise NetworkError(f"nft gave no handle for the rule in {ns}: {out.strip()[:200]}")
+        rule = Rule(ns, chain, int(m.group(1)), text, fault)
+        self.rules.append(rule)
+        return rule
 
     def counters(self, fault: int) -> list[dict]:
         """The live rules of a fault with their packet and byte counters."""

@@ -46,7 +46,7 @@ FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
 SERVER_VARS = ("HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
                "POSTGRES_CONN", "TOKEN_RATE", "PCS_SIGN_ALG", "PCS_HMAC_KEY", "PCS_HMAC_KEYS", "MULTI_TENANT",
                "TENANTS", "TENANTS_FILE", "REGION_ID", "POLICY", "METRICS_USER", "METRICS_PASS", "DEDUP_NAMESPACE",
-               "LD_PRELOAD")
+               "LD_PRELOAD", "STORE_TIMEOUT_S")
 
 
 def _children(pid: int) -> list[int]:

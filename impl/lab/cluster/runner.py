@@ -63,6 +63,7 @@ from .driver import BASE_KEY, Clock, Workload
 from .network import WORK_DIR_PREFIX, Network, cleanup_ledger, missing_tools
 from .regions import (
     DISK_FULL_WAL_PREALLOCATE,
+    PG_PORT,
     REDIS_PORT,
     SERVER_PORT,
     WAL_TMPFS_MB,
@@ -84,8 +85,10 @@ MECHANISMS = {
                   "clocks forward by skew_s; heal writes +0 and restarts it gracefully on the same data dir "
                   "(a monotonic step back would stall its timers); negative skews are refused",
     "clock_jump": "as clock_skew",
-    "store_down": "SIGSTOP of the region's own redis-server (--backend redis) or PostgreSQL process group "
-                  "(--backend postgres); heal: SIGCONT",
+    "store_down": "mode hang: SIGSTOP of the region's own redis-server (--backend redis) or PostgreSQL "
+                  "processes (--backend postgres), heal: SIGCONT; mode refuse (the default): an nftables rule in "
+                  "the region's namespace answers every packet to the store's port with a TCP reset (a connect is "
+                  "refused, an open connection reset), heal deletes it",
     "store_up": "alias of store_down",
     "disk_full": f"the region's WAL directory is a {WAL_TMPFS_MB} MiB tmpfs mounted for the run; the fault fills it "
                  "with a filler file until ENOSPC (the server's appends and fsyncs fail once the zeros its WAL "
@@ -189,7 +192,7 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
         if kind not in MECHANISMS:
             out.append(f"fault {kind!r}: no real mechanism in flk cluster yet (supported: {', '.join(MECHANISMS)})")
         elif kind in ("store_down", "store_up") and backend == "sqlite":
-            out.append(f"fault {kind!r}: a dedup outage is a SIGSTOP of the region's Redis or PostgreSQL: needs "
+            out.append(f"fault {kind!r}: a dedup outage stops or refuses the region's Redis or PostgreSQL: needs "
                        "--backend redis or postgres (SQLite is a file inside flk serve, not a service)")
         elif kind in ("clock_skew", "clock_jump") and faketime_lib() is None:
             out.append(f"fault {kind!r}: needs libfaketime (Debian package faketime; `make setup` installs it)")
@@ -284,7 +287,8 @@ class ClusterRun:
         self.net.up()
         tenants = tenants_env(int(self.data["workload"]["tenants"]))
         skew = any(f["kind"] in ("clock_skew", "clock_jump") for f in self.data["faults"])
-        operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1]}
+        operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1],
+                    "STORE_TIMEOUT_S": repr(float(self.data["region_defaults"]["store_timeout_s"]))}
         if self.backend == "redis":
             operator.update(DEDUP_BACKEND="redis", REDIS_ADDR=f"127.0.0.1:{REDIS_PORT}")
         if self.backend == "postgres":
@@ -461,10 +465,16 @@ class ClusterRun:
                 self.rec.now("fault.start", kind="disk_full", target=t, filled_bytes=filled,
                              mechanism="tmpfs filled to ENOSPC")
         elif kind == "store_down":
+            hang = spec.get("mode", "refuse") == "hang"
+            port = REDIS_PORT if self.backend == "redis" else PG_PORT
             for t in self.targets(spec):
-                self.regions[t].dedup_down(True)
-                self.rec.now("fault.start", kind="store_down", target=t,
-                             mechanism=f"SIGSTOP {'redis-server' if self.backend == 'redis' else 'postgres'}")
+                if hang:
+                    self.regions[t].dedup_down(True)
+                else:
+                    await asyncio.to_thread(self.net.reject_port, index, t, port)
+                self.rec.now("fault.start", kind="store_down", target=t, mode="hang" if hang else "refuse",
+                             mechanism=f"SIGSTOP {'redis-server' if self.backend == 'redis' else 'postgres'}" if hang
+                             else f"nftables reject of port {port}")
         elif kind == "clock_skew":
             skew = float(spec.get("skew_s", 30.0))
             for t in self.targets(spec):
@@ -507,8 +517,12 @@ class ClusterRun:
                 self.regions[t].bitflip(False)
                 self.rec.now("fault.end", kind="bitflip_shipped", target=t)
         elif kind == "store_down":
+            if spec.get("mode", "refuse") == "hang":
+                for t in self.targets(spec):
+                    self.regions[t].dedup_down(False)
+            else:
+                await asyncio.to_thread(self.net.heal, index)
             for t in self.targets(spec):
-                self.regions[t].dedup_down(False)
                 self.rec.now("fault.end", kind="store_down", target=t)
         elif kind == "clock_skew":
             for t in self.targets(spec):
@@ -774,8 +788,12 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
                                                  "full region were 5xx (fail closed)"))
         elif kind == "store_down":
             n503 = sum(1 for e in ev["client.recv"] if e["status"] == 503)
-            out.append(checkers.CheckResult("SOMETIMES-STORE-DOWN-503", "sometimes", n503 > 0, checked=len(fs),
-                                            note=f"{n503} answers met the outage (503, fail closed)"))
+            # a hung store's calls outlast a short client timeout: such an attempt met the outage too
+            waited = _timeouts_during(ev, [f for f in fs if f.get("mode") == "hang"])
+            out.append(checkers.CheckResult("SOMETIMES-STORE-DOWN-503", "sometimes", n503 + waited > 0,
+                                            checked=len(fs), note=f"{n503} answers met the outage (503, fail closed)"
+                                            + (f"; {waited} attempts timed out at a region whose store hung"
+                                               if waited else "")))
         else:
             out.append(checkers.CheckResult(f"SOMETIMES-FAULT-{kind.upper()}", "sometimes", True, checked=len(fs),
                                             note=f"{len(fs)} {kind} faults applied"))
@@ -795,6 +813,17 @@ def _answers_during(ev: dict, kind: str, pred) -> int:
                     default=float("inf"))
         n += sum(1 for e in ev["client.recv"] if e["region"] == f["target"] and f["t_us"] <= e["t_us"] <= until
                  and pred(e))
+    return n
+
+
+def _timeouts_during(ev: dict, faults: list[dict]) -> int:
+    """Attempts to each fault's target that timed out (no answer in time) between its start and end."""
+    n = 0
+    for f in faults:
+        until = min((e["t_us"] for e in ev["fault.end"] if e["kind"] == f["kind"] and e["target"] == f["target"]
+                     and e["t_us"] >= f["t_us"]), default=float("inf"))
+        n += sum(1 for e in ev["client.timeout"] if e["region"] == f["target"] and f["t_us"] <= e["t_us"] <= until
+                 and e.get("error") == "TimeoutError")
     return n
 
 
