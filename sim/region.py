@@ -165,7 +165,7 @@ class Region:
         self.topology = StoreTopology(self.cfg)
         self.store = OutageStore(self.topology.store)  # available=False: the whole store is unreachable
         self.store_extra_ms = 0.0  # latency injection
-        self._store_timeout_s = float(self.cfg["store_timeout_s"])
+        self.store_timeout_s = float(self.cfg["store_timeout_s"])
         self.hang: object | None = None  # while the store hangs (store_down mode = "hang"): the event of its return
         self.mailbox = world.net.register(self.id, group=self.id, handler=self.on_message)
         self.refuses = self.cfg.get("dead_process", "silent") == "refuse"  # what its dead process's host does
@@ -286,7 +286,7 @@ class Region:
             yield from self._store_wait(False)
             if inc != self.incarnation:
                 return None
-        if not self._store_answers():
+        if not self.store_answers():
             return self._start_failed("its dedup store does not answer a ping", 0)
         entries = [(index, decode_inbox_record(payload)) for index, payload in self.wal.records(0)]
         segments = self.wal.segments()
@@ -319,7 +319,7 @@ class Region:
         self.world.net.down.discard(self.id)
         return True
 
-    def _store_answers(self) -> bool:
+    def store_answers(self) -> bool:
         try:
             return bool(self.store.ping())
         except Exception:  # noqa: BLE001 -- any failure to ping is an outage (as flk serve's start)
@@ -379,7 +379,7 @@ class Region:
             hang = self.hang
             if hang is None:
                 return
-        yield self.env.any_of([self.env.timeout(self._store_timeout_s), hang])
+        yield self.env.any_of([self.env.timeout(self.store_timeout_s), hang])
 
     def handle(self, msg) -> None:
         """Admission (the AIMD limit: 429 before the WAL), then the request waits for a batch."""

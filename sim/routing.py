@@ -4,7 +4,8 @@ With ``[routing] enabled``, an agent addresses its home region by name and the r
 every send, which region gets the request. This module is the router's SimPy driver only: it
 carries the probes (every ``health_interval_s`` a round trip of sampled link latency across the
 clients' link; a probe fails if the region is down, paused, cut off by a partition, or slower than
-``health_timeout_ms``) and hands every outcome to the shipped rotation table,
+``health_timeout_ms``, or if its dedup store does not answer the ping of flk serve's ``GET /ready``:
+at once when the store refuses, after the ping's wait when it hangs) and hands every outcome to the shipped rotation table,
 :class:`flk.impl.router.health.HealthTable`, which decides everything else: after
 ``unhealthy_threshold`` consecutive failures a region leaves rotation (``route.down``), after
 ``healthy_threshold`` consecutive successes it returns (``route.up``), and a request goes to the
@@ -17,6 +18,7 @@ the switch + the first success elsewhere, and it responds to those parameters.
 
 from __future__ import annotations
 
+from ..impl.dedup.base import READY_PING_TIMEOUT_S
 from ..impl.router.health import HealthTable, check_passed
 from .rng import sample
 from .topology import CLIENTS
@@ -49,7 +51,13 @@ class Router:
         spec = net.link(CLIENTS, region_id)
         rtt = 2 * sample(spec.latency_ms, self.rng, 1.0) / 1000.0
         connected = not net.is_blocked(CLIENTS, region_id) and not net.is_blocked(region_id, CLIENTS)
-        if check_passed(region.up and not region.paused and connected, rtt, self.timeout_s):
+        serving = region.up and not region.paused and connected
+        if serving and region.hang is not None:  # /ready's ping waits for the frozen store (at most READY_PING_TIMEOUT_S)
+            took = rtt + min(region.store_timeout_s, READY_PING_TIMEOUT_S)
+            return False, min(took, self.timeout_s)
+        if serving and not region.store_answers():  # /ready: 503 "dedup store not usable", at once
+            return False, min(rtt, self.timeout_s)
+        if check_passed(serving, rtt, self.timeout_s):
             return True, rtt
         if connected and not region.up and region.refuses:
             return False, min(rtt, self.timeout_s)  # dead_process = refuse: the host refuses the probe at once

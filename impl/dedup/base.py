@@ -145,6 +145,7 @@ class GenerationMarked:
 
 
 DEFAULT_CALL_TIMEOUT_S = 2.0  # STORE_TIMEOUT_S: the longest a networked store call may take
+READY_PING_TIMEOUT_S = 2.0  # the longest flk serve's GET /ready waits for its store's ping (then: not ready)
 
 
 class CallDeadline:

@@ -61,6 +61,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..core import textdata
+from ..dedup.base import READY_PING_TIMEOUT_S
 from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
 from ..storage.quarantine import Quarantine
 from ..storage.walformat import WalCorruption
@@ -805,7 +806,8 @@ class Server:
         detail["disk"] = disk
         loop = asyncio.get_running_loop()
         try:
-            store_ok = await asyncio.wait_for(loop.run_in_executor(self.executor, self.store.ping), 2.0)
+            store_ok = await asyncio.wait_for(loop.run_in_executor(self.executor, self.store.ping),
+                                              READY_PING_TIMEOUT_S)
         except Exception:  # noqa: BLE001 -- any failure means not ready
             store_ok = False
         lost = self.store_lost()

@@ -46,7 +46,8 @@ FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
 SERVER_VARS = ("HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
                "POSTGRES_CONN", "TOKEN_RATE", "PCS_SIGN_ALG", "PCS_HMAC_KEY", "PCS_HMAC_KEYS", "MULTI_TENANT",
                "TENANTS", "TENANTS_FILE", "REGION_ID", "POLICY", "METRICS_USER", "METRICS_PASS", "DEDUP_NAMESPACE",
-               "LD_PRELOAD", "STORE_TIMEOUT_S")
+               "LD_PRELOAD", "STORE_TIMEOUT_S", "MAX_INFLIGHT", "MIN_INFLIGHT", "TARGET_LATENCY_MS",
+               "BREAKER_FAILURES", "BREAKER_OPEN_S", "WAL_GROUP_DELAY_MS")
 
 
 def _children(pid: int) -> list[int]:

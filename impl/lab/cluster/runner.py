@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -58,6 +59,7 @@ from flk.sim.observed import check_run
 from flk.sim.scenario import Scenario
 
 from ...core import textdata
+from ...verifier.admission import AdmissionSettings
 from . import prometheus as prom
 from .driver import BASE_KEY, Clock, Workload
 from .network import WORK_DIR_PREFIX, Network, cleanup_ledger, missing_tools
@@ -219,6 +221,7 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
                        "run on real clusters")
     if data.get("links"):
         out.append("links: per-link latency/bandwidth are not applied on real clusters")
+    out += server_settings_problems(data["region_defaults"])
     need = open_files_needed(data)
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < need:
@@ -226,6 +229,31 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
                    f"per open submission and needs {need} open files; this process may open {hard} at most "
                    "(ulimit -Hn)")
     return out
+
+
+def server_settings_env(region: dict) -> dict[str, str]:
+    """The settings of a simulated region that are ``flk serve``'s, as its environment: the
+    admission (AIMD limit, breaker: :class:`AdmissionSettings`, which builds the simulated region's
+    too), the group-commit window and the store timeout. Without them a real region ran the
+    server's defaults whatever the scenario said (overload-backpressure's ceiling of 24)."""
+    settings = AdmissionSettings.from_mapping(region)
+    env = {f.name.upper(): repr(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+    env["WAL_GROUP_DELAY_MS"] = repr(float(region["group_commit_ms"]))
+    env["STORE_TIMEOUT_S"] = repr(float(region["store_timeout_s"]))
+    return env
+
+
+def server_settings_problems(region: dict) -> list[str]:
+    """Why ``flk serve`` would refuse the region settings :func:`server_settings_env` gives it
+    (a simulated region takes a wider range: a group-commit window over 1 s, say)."""
+    from ...server.config import ConfigError, load_config
+
+    with tempfile.TemporaryDirectory(prefix="flk-settings-") as tmp:
+        try:
+            load_config({"DATA_DIR": tmp, "PCS_HMAC_KEY": "0" * 32, **server_settings_env(region)}, create_key=False)
+        except ConfigError as exc:
+            return [f"region_defaults: flk serve refuses this region's settings: {str(exc)[:200]}"]
+    return []
 
 
 def open_files_needed(data: dict) -> int:
@@ -288,7 +316,7 @@ class ClusterRun:
         tenants = tenants_env(int(self.data["workload"]["tenants"]))
         skew = any(f["kind"] in ("clock_skew", "clock_jump") for f in self.data["faults"])
         operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1],
-                    "STORE_TIMEOUT_S": repr(float(self.data["region_defaults"]["store_timeout_s"]))}
+                    **server_settings_env(self.data["region_defaults"])}
         if self.backend == "redis":
             operator.update(DEDUP_BACKEND="redis", REDIS_ADDR=f"127.0.0.1:{REDIS_PORT}")
         if self.backend == "postgres":
