@@ -142,6 +142,8 @@ def _fault(rng, kind: str, at: float, dur: float, regions: list[str], tenants: i
         f["shard"] = rng.choice(("s0", "s1", "s2", "s3", "s3", "s3")) if dedup == "migrating" else f"s{rng.randrange(3)}"
     elif kind == "store_latency":
         f["ms"] = rng.choice((20.0, 100.0, 400.0))
+    elif kind == "store_down":  # refused at once, or frozen (each call waits the store timeout)
+        f["mode"] = rng.choice(("refuse", "hang"))
     elif kind == "disk_slow":
         f["factor"] = rng.choice((5.0, 20.0, 100.0))
     return f
