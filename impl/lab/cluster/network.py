@@ -192,6 +192,15 @@ class Network:
                               f"tcp dport {port} counter reject with tcp reset comment \"fault {fault}: {region} "
                               f"port {port} refused\"")
 
+    def silence(self, fault: int, region: str, port: int) -> list[Rule]:
+        """Inside ``region``'s namespace, every packet to and from TCP ``port`` is dropped: its
+        host is silent (a dead machine: a connect and every open connection wait their timeouts;
+        the resets of a killed process never leave); :meth:`heal` of the fault removes them."""
+        return [self._add_rule(fault, self.ns(region), "input",
+                               f"tcp dport {port} counter drop comment \"fault {fault}: {region} silent\""),
+                self._add_rule(fault, self.ns(region), "output",
+                               f"tcp sport {port} counter drop comment \"fault {fault}: {region} silent\"")]
+
     def _add_rule(self, fault: int, ns: str, chain: str, text: str) -> Rule:
         out = run(["ip", "netns", "exec", ns, "nft", "--echo", "--handle",
                    f"add rule inet {TABLE} {chain} {text}"]).stdout

@@ -78,7 +78,11 @@ ROUTER_PORT = 18290  # on the clients' bridge address (one per run's prefix)
 
 # fault kind -> what really happens (the documentation of the mechanism; anything else is refused)
 MECHANISMS = {
-    "crash": "SIGKILL of the region's flk serve process group; heal: restart on the same data directory",
+    "crash": "SIGKILL of the region's flk serve process group; heal: restart on the same data directory. With "
+             "region_defaults.dead_process = \"silent\" (the simulator's default: a dead host) nftables rules in the "
+             "region's namespace drop every packet to and from its server port from just before the SIGKILL until "
+             "the restart begins, so attempts and health checks wait their timeouts; with \"refuse\" the live "
+             "host refuses connects and resets what the process held",
     "restart": "alias of crash (starts healed, the end kills)",
     "pause": "SIGSTOP of the region's flk serve process group; heal: SIGCONT",
     "resume": "alias of pause",
@@ -453,12 +457,16 @@ class ClusterRun:
                 "store_up": "store_down", "disk_free": "disk_full"}.get(spec["kind"], spec["kind"])
         self.active[index] = {**spec, "kind": kind}
         if kind == "crash":
+            silent = self.data["region_defaults"]["dead_process"] == "silent"
             for t in self.targets(spec):
                 inflight = await self.inflight_at(t)
                 lag = self.last_ship_lag.get(t, 0.0)
+                if silent:  # a dead host: nothing answers, not even the kernel's resets of the killed process
+                    await asyncio.to_thread(self.net.silence, index, t, SERVER_PORT)
                 hit = await asyncio.to_thread(self.regions[t].kill)
                 self.rec.now("fault.start", kind="crash", target=t, inflight=inflight, killed=hit,
-                             mechanism="SIGKILL", rpo_s=round(lag, 6))
+                             mechanism="SIGKILL, host silent (nftables drop)" if silent else "SIGKILL",
+                             rpo_s=round(lag, 6))
         elif kind == "pause":
             for t in self.targets(spec):
                 inflight = await self.inflight_at(t)
@@ -515,9 +523,12 @@ class ClusterRun:
             return
         kind = spec["kind"]
         if kind == "crash":
-            for t in self.targets(spec):
+            down = [t for t in self.targets(spec) if not self.regions[t].up]
+            for t in down:
+                self.rec.now("fault.end", kind="crash", target=t)
+            await asyncio.to_thread(self.net.heal, index)  # a silent host answers again (no rule: nothing)
+            for t in down:
                 if not self.regions[t].up:
-                    self.rec.now("fault.end", kind="crash", target=t)
                     # a start that exits (its store is down) is started again, as the process manager does
                     took = await asyncio.to_thread(self.regions[t].start, retry_s=self.restart_delay_s)
                     self.rec.now("region.ready", region=t, restart_s=round(took, 3),
