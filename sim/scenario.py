@@ -75,11 +75,11 @@ REGION_FIELDS = (
     _secs("verify_ms", 0.05, "CPU time to verify one submission (on the batch, one after another), ms"),
     Field("max_inflight", "int", 256, "requests in flight before the region sheds load (429)", minimum=1),
     Field("torn_writes", "bool", True, "a crash may leave a torn (partial) last write on disk"),
-    Field("dead_process", "str", "silent", "what a client of a crashed region's process sees: silent (its "
-          "requests vanish; each attempt waits its timeout) or refuse (as a real host does: a connect is refused "
-          "and held connections are reset at once, so retries and failed health checks come fast; flk cluster's "
-          "crash-restart gave up on 1.6 % of requests, the simulator with refuse 1.9 %, with silent none)",
-          choices=("silent", "refuse")),
+    Field("dead_process", "str", "silent", "what a client of a crashed region's process sees: silent (a dead "
+          "host: its requests vanish, each attempt and health check waits its timeout; flk cluster drops every "
+          "packet to and from the region's server port while it is down) or refuse (a live host whose process "
+          "died: a connect is refused and held connections are reset at once, so retries and failed health "
+          "checks come fast)", choices=("silent", "refuse")),
     _secs("store_timeout_s", DEFAULT_CALL_TIMEOUT_S, "the server's STORE_TIMEOUT_S: the longest one dedup store "
           "call (or the start's ping) waits for a store that does not answer (store_down with mode = \"hang\"), s; "
           "flk cluster passes it to its servers", minimum=0.05),
