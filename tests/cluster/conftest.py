@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -41,6 +42,17 @@ def cluster_ready():
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+@pytest.fixture
+def redis_and_prometheus(cluster_ready):
+    """A real cluster with each region's own redis-server and a real Prometheus."""
+    for tool, package in (("prometheus", "prometheus"), ("redis-server", "redis-server")):
+        if shutil.which(tool) is None:
+            msg = f"needs {tool} (Debian package {package}; scripts/install_deb.sh)"
+            if IN_CI:
+                pytest.fail(msg)
+            pytest.skip(msg)
 
 
 @pytest.fixture

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
-from .conftest import FLK, IN_CI, in_full_tier, leftovers
+from .conftest import FLK, in_full_tier, leftovers
 
 pytestmark = [pytest.mark.redis]
 
@@ -26,16 +25,6 @@ pytestmark = [pytest.mark.redis]
 def prefix():
     """This file's namespace prefix (``flkmd`` + the test process): never one of another run."""
     return f"flkmd{os.getpid() % 0x1000:x}"
-
-
-@pytest.fixture
-def tools_ready(cluster_ready):
-    for tool, package in (("prometheus", "prometheus"), ("redis-server", "redis-server")):
-        if shutil.which(tool) is None:
-            msg = f"needs {tool} (Debian package {package}; scripts/install_deb.sh)"
-            if IN_CI:
-                pytest.fail(msg)
-            pytest.skip(msg)
 
 
 def _run(name: str, prefix: str, out) -> tuple[dict, list[dict]]:
@@ -58,7 +47,7 @@ def _in_window(events: list[dict], typ: str, pred=lambda e: True) -> int:
     return sum(1 for e in events if e["type"] == typ and start <= e["t_us"] <= end + 1_000_000 and pred(e))
 
 
-def test_a_refused_store_fails_closed_and_its_alerts_fire(tools_ready, prefix, tmp_path):
+def test_a_refused_store_fails_closed_and_its_alerts_fire(redis_and_prometheus, prefix, tmp_path):
     res, events = _run("dedup-outage", prefix, tmp_path)
     start = next(e for e in events if e["type"] == "fault.start")
     assert start["mode"] == "refuse" and start["mechanism"].startswith("nftables reject")
@@ -70,7 +59,7 @@ def test_a_refused_store_fails_closed_and_its_alerts_fire(tools_ready, prefix, t
 
 
 @in_full_tier  # the default tier runs the refused store above; this is its frozen twin
-def test_a_frozen_store_sheds_and_times_out_instead(tools_ready, prefix, tmp_path):
+def test_a_frozen_store_sheds_and_times_out_instead(redis_and_prometheus, prefix, tmp_path):
     res, events = _run("dedup-freeze", prefix, tmp_path)
     start = next(e for e in events if e["type"] == "fault.start")
     assert start["mode"] == "hang" and start["mechanism"].startswith("SIGSTOP")

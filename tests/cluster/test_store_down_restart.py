@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
-from .conftest import FLK, IN_CI, leftovers
+from .conftest import FLK, leftovers
 
 pytestmark = [pytest.mark.redis]
 
@@ -28,17 +27,7 @@ def prefix():
     return f"flksd{os.getpid() % 0x1000:x}"
 
 
-@pytest.fixture
-def tools_ready(cluster_ready):
-    for tool, package in (("prometheus", "prometheus"), ("redis-server", "redis-server")):
-        if shutil.which(tool) is None:
-            msg = f"needs {tool} (Debian package {package}; scripts/install_deb.sh)"
-            if IN_CI:
-                pytest.fail(msg)
-            pytest.skip(msg)
-
-
-def test_a_region_killed_while_its_store_is_down_starts_only_once_the_store_is_back(tools_ready, prefix,
+def test_a_region_killed_while_its_store_is_down_starts_only_once_the_store_is_back(redis_and_prometheus, prefix,
                                                                                     tmp_path):
     proc = subprocess.run([*FLK, "cluster", "run", "crash-store-down", "--backend", "redis", "--seed", "1",
                            "--out", str(tmp_path), "--json", "--prefix", prefix, "--no-plots", "--prometheus"],
