@@ -46,7 +46,7 @@ class ServesUnreplayed(Region):
     """Mutant: a start whose store refused its start-up replay (or did not answer a ping)
     serves anyway, as the simulator's regions once did; flk serve's worker exits instead."""
 
-    def _store_answers(self):
+    def store_answers(self):
         return True
 
     def _start_failed(self, reason, replayed):
