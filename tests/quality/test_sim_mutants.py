@@ -132,3 +132,14 @@ def test_a_store_outage_that_only_met_a_restart_is_exercised():
     answered_503 = [e for e in res.history.events if e["type"] == "srv.respond" and e["status"] == 503]
     assert answered_503 == []  # only the starts met it
     assert res.valid, failing(res)
+
+
+def test_every_mutant_overrides_methods_its_base_has():
+    """A mutant whose method no longer exists on its base (renamed there) is no mutant: it runs
+    the real code and its test fails for the wrong reason, or passes. Caught here by name."""
+    mutants = [DedupBeforeVerify, AckBeforeFsync, ServesUnreplayed, CopiesIgnorePartitions]
+    helpers = {"_straight"}  # a mutant's own helper, not an override
+    for cls in mutants:
+        base = cls.__mro__[1]
+        own = [n for n, v in vars(cls).items() if callable(v) and not n.startswith("__") and n not in helpers]
+        assert own and all(hasattr(base, n) for n in own), (cls.__name__, [n for n in own if not hasattr(base, n)])
