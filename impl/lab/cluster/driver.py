@@ -109,11 +109,10 @@ class Workload:
         self.world.agents = self.agents
         self._req = 0
         self.in_flight: dict[int, str] = {}  # req -> region of its current attempt
+        # the open submissions: a task from its arrival until its Done. workload.max_in_flight: one connection
+        # per open submission; an arrival at the cap is skipped (``client.skip``), as the simulator's agents do
         self.tasks: set[asyncio.Task] = set()
-        # workload.max_in_flight: one connection per open submission. An arrival at the cap is skipped
-        # (``client.skip``): counted when its task is made and until its Done, as the simulator's agents count
         self.max_in_flight = int(self.w["max_in_flight"])
-        self.open = 0
         self.idle: dict[str, list[Connection]] = {}  # region -> idle keep-alive connections
         self.heads: dict[tuple[str, tuple], bytes] = {}
 
@@ -164,69 +163,65 @@ class Workload:
                 return
             if rate <= 0:
                 continue
-            if self.open >= self.max_in_flight:
+            if len(self.tasks) >= self.max_in_flight:
                 self.record("client.skip", agent=agent.id)
                 continue
             kind, pcs = agent.choose()
             self._req += 1
-            self.open += 1
             task = asyncio.create_task(self._deliver(agent, self._req, kind, pcs))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
     async def _deliver(self, agent: WallAgent, req: int, kind: str, pcs: dict) -> None:
+        routed = self.router_url is not None
+        urls = agent.urls[:1] if routed else agent.urls  # behind the router: one name, the home
+        sub = Submission(pcs, urls, rng=agent.rng, policy=agent.policy, tenant=agent.tenant)
+        digest = hashlib.sha256(sub.signed_bytes).hexdigest()
+        timeout = float(self.w["timeout_ms"]) / 1000.0
+        action = sub.start(SIM_EPOCH + self.clock.now)
+        unsent = None
         try:
-            routed = self.router_url is not None
-            urls = agent.urls[:1] if routed else agent.urls  # behind the router: one name, the home
-            sub = Submission(pcs, urls, rng=agent.rng, policy=agent.policy, tenant=agent.tenant)
-            digest = hashlib.sha256(sub.signed_bytes).hexdigest()
-            timeout = float(self.w["timeout_ms"]) / 1000.0
-            action = sub.start(SIM_EPOCH + self.clock.now)
-            unsent = None
-            try:
-                while True:
-                    if isinstance(action, Send):
-                        region = action.url
-                        sent = dict(req=req, attempt=action.attempt, agent=agent.id, tenant=agent.tenant,
-                                    pcs_id=pcs["pcs_id"], digest=digest, kind=kind)
-                        sent_t = self.clock.now
-                        unsent = (sent_t, sent, region) if routed else None  # recorded when the answer names the region
-                        if not routed:
-                            self.record("client.send", **sent, region=region)
-                            self.in_flight[req] = region
-                        try:
-                            status, headers = await self.post(region, action.headers, action.body, timeout)
-                        except (HttpError, OSError) as exc:
-                            reason = str(exc)[:60] if isinstance(exc, HttpError) else type(exc).__name__
-                            if routed:
-                                unsent = None
-                                self.record("client.send", t=sent_t, **sent, region=region)
-                            self.record("client.timeout", req=req, attempt=action.attempt, region=region,
-                                        error=reason)
-                            result = TransportFailure(reason)
-                        else:
-                            if routed:
-                                region, unsent = headers.get("x-flk-region", region), None
-                                self.record("client.send", t=sent_t, **sent, region=region)
-                            replay = headers.get("idempotent-replayed") is not None
-                            self.record("client.recv", req=req, attempt=action.attempt, status=status,
-                                        replay=replay, body_sha=None, region=region)
-                            result = HttpAnswer(status, headers.get("retry-after"))
-                        finally:
-                            self.in_flight.pop(req, None)
-                        action = sub.on_result(result, SIM_EPOCH + self.clock.now)
-                    elif isinstance(action, Wait):
-                        await asyncio.sleep(action.delay)
-                        action = sub.resume(SIM_EPOCH + self.clock.now)
+            while True:
+                if isinstance(action, Send):
+                    region = action.url
+                    sent = dict(req=req, attempt=action.attempt, agent=agent.id, tenant=agent.tenant,
+                                pcs_id=pcs["pcs_id"], digest=digest, kind=kind)
+                    sent_t = self.clock.now
+                    unsent = (sent_t, sent, region) if routed else None  # recorded when the answer names the region
+                    if not routed:
+                        self.record("client.send", **sent, region=region)
+                        self.in_flight[req] = region
+                    try:
+                        status, headers = await self.post(region, action.headers, action.body, timeout)
+                    except (HttpError, OSError) as exc:
+                        reason = str(exc)[:60] if isinstance(exc, HttpError) else type(exc).__name__
+                        if routed:
+                            unsent = None
+                            self.record("client.send", t=sent_t, **sent, region=region)
+                        self.record("client.timeout", req=req, attempt=action.attempt, region=region,
+                                    error=reason)
+                        result = TransportFailure(reason)
                     else:
-                        assert isinstance(action, Done)
-                        if action.outcome == "gave_up":
-                            self.record("client.give_up", req=req, reason=action.reason[:80])
-                        return
-            except asyncio.CancelledError:
-                if unsent is not None:
-                    self.record("client.send", t=unsent[0], **unsent[1], region=unsent[2])
-                self.record("client.give_up", req=req, reason="run ended before an answer")
-                raise
-        finally:
-            self.open -= 1  # its Done (or the run's end): no longer open
+                        if routed:
+                            region, unsent = headers.get("x-flk-region", region), None
+                            self.record("client.send", t=sent_t, **sent, region=region)
+                        replay = headers.get("idempotent-replayed") is not None
+                        self.record("client.recv", req=req, attempt=action.attempt, status=status,
+                                    replay=replay, body_sha=None, region=region)
+                        result = HttpAnswer(status, headers.get("retry-after"))
+                    finally:
+                        self.in_flight.pop(req, None)
+                    action = sub.on_result(result, SIM_EPOCH + self.clock.now)
+                elif isinstance(action, Wait):
+                    await asyncio.sleep(action.delay)
+                    action = sub.resume(SIM_EPOCH + self.clock.now)
+                else:
+                    assert isinstance(action, Done)
+                    if action.outcome == "gave_up":
+                        self.record("client.give_up", req=req, reason=action.reason[:80])
+                    return
+        except asyncio.CancelledError:
+            if unsent is not None:
+                self.record("client.send", t=unsent[0], **unsent[1], region=unsent[2])
+            self.record("client.give_up", req=req, reason="run ended before an answer")
+            raise

@@ -528,11 +528,10 @@ class ClusterRun:
                 self.rec.now("fault.end", kind="crash", target=t)
             await asyncio.to_thread(self.net.heal, index)  # a silent host answers again (no rule: nothing)
             for t in down:
-                if not self.regions[t].up:
-                    # a start that exits (its store is down) is started again, as the process manager does
-                    took = await asyncio.to_thread(self.regions[t].start, retry_s=self.restart_delay_s)
-                    self.rec.now("region.ready", region=t, restart_s=round(took, 3),
-                                 failed_starts=self.regions[t].failed_starts)
+                # a start that exits (its store is down) is started again, as the process manager does
+                took = await asyncio.to_thread(self.regions[t].start, retry_s=self.restart_delay_s)
+                self.rec.now("region.ready", region=t, restart_s=round(took, 3),
+                             failed_starts=self.regions[t].failed_starts)
         elif kind == "pause":
             for t in self.targets(spec):
                 self.regions[t].resume()
@@ -820,7 +819,7 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
                                             checked=len(fs), note=f"{corrupted} shipped segments corrupted, "
                                             f"{rejected} rejections reported by the readers"))
         elif kind == "disk_full":
-            hit = _answers_during(ev, "disk_full", lambda e: e["status"] >= 500)
+            hit = _during(ev, fs, "client.recv", lambda e: e["status"] >= 500)
             filled = sum(f.get("filled_bytes", 0) for f in fs)
             out.append(checkers.CheckResult("SOMETIMES-DISK-FULL-REFUSED", "sometimes", hit > 0, checked=len(fs),
                                             note=f"{filled} bytes filled the WAL tmpfs; {hit} answers from the "
@@ -828,7 +827,8 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
         elif kind == "store_down":
             n503 = sum(1 for e in ev["client.recv"] if e["status"] == 503)
             # a hung store's calls outlast a short client timeout: such an attempt met the outage too
-            waited = _timeouts_during(ev, [f for f in fs if f.get("mode") == "hang"])
+            waited = _during(ev, [f for f in fs if f.get("mode") == "hang"], "client.timeout",
+                             lambda e: e.get("error") == "TimeoutError")
             out.append(checkers.CheckResult("SOMETIMES-STORE-DOWN-503", "sometimes", n503 + waited > 0,
                                             checked=len(fs), note=f"{n503} answers met the outage (503, fail closed)"
                                             + (f"; {waited} attempts timed out at a region whose store hung"
@@ -843,26 +843,14 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
     return out
 
 
-def _answers_during(ev: dict, kind: str, pred) -> int:
-    """Answers from a fault's target region between its start and its end that satisfy ``pred``."""
-    ends = [e for e in ev["fault.end"] if e["kind"] == kind]
-    n = 0
-    for f in (e for e in ev["fault.start"] if e["kind"] == kind):
-        until = min((e["t_us"] for e in ends if e["target"] == f["target"] and e["t_us"] >= f["t_us"]),
-                    default=float("inf"))
-        n += sum(1 for e in ev["client.recv"] if e["region"] == f["target"] and f["t_us"] <= e["t_us"] <= until
-                 and pred(e))
-    return n
-
-
-def _timeouts_during(ev: dict, faults: list[dict]) -> int:
-    """Attempts to each fault's target that timed out (no answer in time) between its start and end."""
+def _during(ev: dict, faults: list[dict], typ: str, pred) -> int:
+    """Events ``typ`` (``client.recv``, ``client.timeout``) of each fault's target region between
+    the fault's start and its end that satisfy ``pred``."""
     n = 0
     for f in faults:
         until = min((e["t_us"] for e in ev["fault.end"] if e["kind"] == f["kind"] and e["target"] == f["target"]
                      and e["t_us"] >= f["t_us"]), default=float("inf"))
-        n += sum(1 for e in ev["client.timeout"] if e["region"] == f["target"] and f["t_us"] <= e["t_us"] <= until
-                 and e.get("error") == "TimeoutError")
+        n += sum(1 for e in ev[typ] if e["region"] == f["target"] and f["t_us"] <= e["t_us"] <= until and pred(e))
     return n
 
 
