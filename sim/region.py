@@ -169,8 +169,9 @@ class Region:
         self.hang: object | None = None  # while the store hangs (store_down mode = "hang"): the event of its return
         self.mailbox = world.net.register(self.id, group=self.id, handler=self.on_message)
         self.refuses = self.cfg.get("dead_process", "silent") == "refuse"  # what its dead process's host does
-        if self.refuses:
-            world.net.on_down[self.id] = self._refuse
+        world.net.on_down[self.id] = self._refuse
+        self._start_s = float(self.cfg["start_s"])
+        self.backlog: list | None = None  # a start's listen backlog: listening, not yet serving
         self.batch_jobs: list = []  # the requests of the batch the batch thread runs
         self.incarnation = 0
         self.up = True
@@ -227,6 +228,7 @@ class Region:
         self.up = False
         self.inflight = 0
         self.world.net.down.add(self.id)
+        self._unlisten()  # (a region crashes only while it serves: no start's backlog is left)
         # with dead_process = refuse, the kernel resets a killed process's connections: every request
         # it held (queued, in the running batch, held by a pause) fails at its client at once
         if self.refuses:
@@ -269,8 +271,12 @@ class Region:
         later) or None (it stays down: a damaged WAL, or the region crashed meanwhile)."""
         crashed_inc = self.incarnation - 1  # crash() already moved past the incarnation that died
         self.incarnation += 1
+        inc = self.incarnation
         if not first:  # a new process: its admission (breaker, limiter, buckets) starts afresh
             self.admission = build_admission(self.admission_settings)
+        yield self.env.timeout(self._start_s)  # the process boots (its host refuses a connect meanwhile)
+        if inc != self.incarnation:
+            return None
         try:
             self._open()
         except WalError as exc:
@@ -278,7 +284,6 @@ class Region:
             self.world.history.record(self.env.now, "srv.wal_corrupt", region=self.id, reason=str(exc)[:120])
             # an operator would restore from a replica; the simulator keeps the region down
             return None
-        inc = self.incarnation
         if first:  # ground truth for INV-WAL-FIRST: records of the crashed incarnation at or past this index were lost
             self.world.history.record(self.env.now, "srv.wal_recovered", region=self.id, inc=crashed_inc,
                                       next_index=self.wal.next_index)
@@ -288,6 +293,12 @@ class Region:
                 return None
         if not self.store_answers():
             return self._start_failed("its dedup store does not answer a ping", 0)
+        self._listen()
+        return (yield from self._replay(inc))
+
+    def _replay(self, inc: int):
+        """The start-up replay of the whole inbox WAL through the core, then serve (True); False
+        where the store refused a record (the start failed), None where the region crashed meanwhile."""
         entries = [(index, decode_inbox_record(payload)) for index, payload in self.wal.records(0)]
         segments = self.wal.segments()
         active_first = segments[-1].first_index if segments else 0
@@ -316,8 +327,36 @@ class Region:
         self.wal.note_answers(notes)
         self.world.history.record(self.env.now, "srv.recovered", region=self.id, replayed=n)
         self.up = True
-        self.world.net.down.discard(self.id)
+        held, self.backlog = self.backlog or [], None
+        for msg in held:  # what waited in the listen backlog, in its order (the limiter takes them as they come)
+            self.on_message(msg)
         return True
+
+    def _listen(self) -> None:
+        """The start's ping passed: the process listens before its replay (as flk serve's workers:
+        :mod:`flk.impl.server.supervisor`), so a connect made now succeeds and its request waits in
+        the backlog until the replay is over; a start that fails after this resets them."""
+        self.backlog = []
+        self.world.net.down.discard(self.id)
+        self.world.history.record(self.env.now, "srv.listening", region=self.id)
+
+    def _unlisten(self) -> None:
+        """The process that listened exits (a failed start or a crash): the kernel resets what its
+        backlog held, and its host refuses (or, silent, drops) what comes next."""
+        held, self.backlog = self.backlog, None
+        if held is None:
+            return
+        self.world.net.down.add(self.id)
+        if self.host_refuses():
+            for msg in held:
+                if msg.kind == "submit":
+                    self._reset(msg.payload, "ConnectionResetError")
+
+    def host_refuses(self) -> bool:
+        """A connect to this region's server port is refused at once (not dropped): its process is
+        dead on a live host (``dead_process = refuse``), or between the starts of a restart (the
+        crash is over: the host runs, the process manager starts the process again)."""
+        return self.refuses or (self.restarting and self.backlog is None)
 
     def store_answers(self) -> bool:
         try:
@@ -326,12 +365,13 @@ class Region:
             return False
 
     def _start_failed(self, reason: str, replayed: int) -> bool:
+        self._unlisten()
         self.world.history.record(self.env.now, "srv.start_failed", region=self.id, reason=reason, replayed=replayed)
         return False
 
     def _refuse(self, msg) -> None:
-        """A request reached the host of the dead process: its connect is refused."""
-        if msg.kind == "submit":
+        """A request reached the host of the dead process: its connect is refused (or dropped: a silent host)."""
+        if msg.kind == "submit" and self.host_refuses():
             self._reset(msg.payload, "ConnectionRefusedError")
 
     def _reset(self, p: dict, error: str) -> None:
@@ -341,8 +381,10 @@ class Region:
 
     # -- request handling -----------------------------------------------------
     def on_message(self, msg) -> None:
-        """A request arrived: dropped while down, queued while paused, else handled."""
+        """A request arrived: held while a start replays, dropped while down, queued while paused, else handled."""
         if not self.up:
+            if self.backlog is not None:
+                self.backlog.append(msg)
             return
         if self.paused:
             self.paused_queue.append(msg)

@@ -59,9 +59,9 @@ class Router:
             return False, min(rtt, self.timeout_s)
         if check_passed(serving, rtt, self.timeout_s):
             return True, rtt
-        if connected and not region.up and region.refuses:
-            return False, min(rtt, self.timeout_s)  # dead_process = refuse: the host refuses the probe at once
-        return False, self.timeout_s
+        if connected and not region.up and region.host_refuses():
+            return False, min(rtt, self.timeout_s)  # the host refuses the probe at once (its process is not running)
+        return False, self.timeout_s  # (a start that replays holds the probe in its backlog past the timeout)
 
     def record(self, region_id: str, passed: bool) -> None:
         """Hand one probe's outcome to the table; a rotation change becomes a history event."""

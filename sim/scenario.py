@@ -83,6 +83,9 @@ REGION_FIELDS = (
     _secs("store_timeout_s", DEFAULT_CALL_TIMEOUT_S, "the server's STORE_TIMEOUT_S: the longest one dedup store "
           "call (or the start's ping) waits for a store that does not answer (store_down with mode = \"hang\"), s; "
           "flk cluster passes it to its servers", minimum=0.05),
+    _secs("start_s", 0.45, "a start's process boot before its store ping (interpreter, imports, configuration; "
+          "its host refuses a connect meanwhile): flk serve took 0.38-0.60 s from exec to its ping on the lab's "
+          "machine, s"),
     _secs("restart_delay_s", 1.0, "the process manager's delay before it starts again a region process whose start "
           "failed (as flk serve's: its dedup store did not answer a ping, or refused a record of the start-up WAL "
           "replay), s", minimum=0.001),

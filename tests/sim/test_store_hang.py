@@ -12,6 +12,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pytest
+
 from flk.sim import api
 
 START = 4.0  # dedup-outage's store_down at_s
@@ -65,9 +67,12 @@ def test_a_start_pings_a_frozen_store_for_the_store_timeout():
         return ([e["t_us"] / 1e6 for e in ev if e["type"] == "srv.start_failed"],
                 next(e["t_us"] / 1e6 for e in ev if e["type"] == "srv.recovered"))
 
-    # the crash ends at 7 s, the store is back at 12 s; a failed start is retried 1 s later
+    # the crash ends at 7 s, the store is back at 12 s; a start boots 0.45 s (start_s) before its
+    # ping, and a failed start is retried 1 s later
     refused, up_refused = starts("refuse")
-    assert refused == [7.0, 8.0, 9.0, 10.0, 11.0]  # each ping refused at once
+    assert refused == pytest.approx([7.45, 8.9, 10.35, 11.8])  # each ping refused at once
     hung, up_hung = starts("hang")
-    assert hung == [9.0]  # the 7 s start waited its 2 s ping and failed; the 10 s one was answered at 12 s
-    assert 12.0 <= up_hung < 12.5 and 12.0 <= up_refused < 12.5
+    assert hung == pytest.approx([9.45])  # the first start waited its 2 s ping and failed
+    # the next (10.45 s) boots and pings at 10.9 s: answered when the store thaws at 12 s; the
+    # refused side's fifth start (12.8 s) pings at 13.25 s
+    assert 12.0 <= up_hung < 12.5 and 13.25 <= up_refused < 13.8

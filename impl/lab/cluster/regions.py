@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
@@ -221,11 +222,13 @@ class RegionProcess:
                 pass
         return hit
 
-    def start(self, timeout: float = 90.0, retry_s: float | None = None) -> float:
+    def start(self, timeout: float = 90.0, retry_s: float | None = None,
+              on_exit: Callable[[str], None] | None = None) -> float:
         """Start (or restart) ``flk serve`` on the region's data directory; returns the seconds
         until ``/ready`` answered 200. ``retry_s``: a start that exits (its dedup store does not
         answer, or refuses the start-up replay) is started again that much later, as a process
-        manager does (``failed_starts`` counts them); without it an exit raises."""
+        manager does (``failed_starts`` counts them, ``on_exit`` hears each with its reason:
+        flk serve's last error line); without it an exit raises."""
         t0 = time.monotonic()
         self.failed_starts = 0
         self._popen_server()
@@ -235,6 +238,8 @@ class RegionProcess:
                     if retry_s is None:
                         raise RuntimeError(f"{self.name}: flk serve exited: {self.tail('server.log')}")
                     self.failed_starts += 1
+                    if on_exit is not None:
+                        on_exit(self.exit_reason())
                     time.sleep(retry_s)
                     self._popen_server()
                     continue
@@ -252,6 +257,14 @@ class RegionProcess:
                                   self.dir / "server.log", self.env)
         self.incarnation += 1
         self.paused = False
+
+    def exit_reason(self) -> str:
+        """Why the last start of ``flk serve`` exited: its last ``error:`` line (without the
+        ``flk serve: error: configuration:`` prefix), or its exit code."""
+        for line in reversed(self.tail("server.log").splitlines()):
+            if line.startswith("flk serve: error:"):
+                return line.rsplit("error:", 1)[1].strip().removeprefix("configuration:").strip()[:160]
+        return f"exit code {self.server.returncode if self.server is not None else '?'}"
 
     def tail(self, name: str, n: int = 1500) -> str:
         try:

@@ -51,6 +51,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from flk.sim import alerts, artifacts, checkers, metrics
@@ -517,6 +518,10 @@ class ClusterRun:
                 self.regions[t].set_skew(skew)
                 self.rec.now("fault.start", kind=spec["kind"], target=t, skew_s=skew, mechanism="libfaketime")
 
+    def _start_failed(self, region: str, reason: str) -> None:
+        """A start of ``region``'s flk serve exited (the simulator's event: its regions' starts fail alike)."""
+        self.rec.now("srv.start_failed", region=region, reason=reason)
+
     async def end(self, index: int) -> None:
         spec = self.active.pop(index, None)
         if spec is None:
@@ -529,7 +534,8 @@ class ClusterRun:
             await asyncio.to_thread(self.net.heal, index)  # a silent host answers again (no rule: nothing)
             for t in down:
                 # a start that exits (its store is down) is started again, as the process manager does
-                took = await asyncio.to_thread(self.regions[t].start, retry_s=self.restart_delay_s)
+                took = await asyncio.to_thread(self.regions[t].start, retry_s=self.restart_delay_s,
+                                               on_exit=partial(self._start_failed, t))
                 self.rec.now("region.ready", region=t, restart_s=round(took, 3),
                              failed_starts=self.regions[t].failed_starts)
         elif kind == "pause":
