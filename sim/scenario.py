@@ -178,6 +178,9 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
               "a key sample) and compares it with the peers' summaries copied to it over the links, s",
               minimum=0.001),
         Field("divergence_sample", "int", 100, "keys in a divergence summary's sample", minimum=1),
+        Field("divergence_settle_s", "number", None, "how young a key a peer lacks may be and still be "
+              "replication lag, not divergence (the server's CRR_DIVERGENCE_SETTLE_S; unset: its default, "
+              "2 x (ship_interval_s + read_interval_s) + 3), s", minimum=0.0, maximum=MAX_TIME),
         _secs("backoff_base_s", 0.5, "shipper/reader backoff base after a failure, s"),
         _secs("backoff_cap_s", 5.0, "shipper/reader backoff cap, s"),
         Field("mode", "str", "auto-safe", "conflict reconciliation mode", choices=RECONCILE_MODES),

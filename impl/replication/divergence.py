@@ -35,6 +35,19 @@ until its prune: the summary's ``count_exact``, the comparison's
 ``count_inexact``); otherwise the sample is the signal. A summary without
 ``reads`` (no policy given) holds and is held to every key, as before.
 
+**Lag is not divergence.** A key a peer has not applied yet is replication lag, not drift:
+each sampled key carries its ``first_seen`` (the origin's time), and a comparable key that
+only one side holds and that is younger than ``settle_s`` at the older summary's ``taken_at``
+is *in flight* (``in_flight``): neither compared nor a mismatch. A key both sides hold with
+different values is a mismatch at any age. The key counts are compared alike: the difference
+is first reduced by the keys each region took itself (its own writes) in its last ``settle_s``
+(``count_slack``: the larger of the two regions' estimates, its count times its sample's share
+of such keys; exact when the sample holds the whole store). ``settle_s`` defaults to :func:`default_settle_s` of
+the replication periods -- ``2 x (ship + read interval) + 3 s``, what a record takes to be
+sealed, uploaded, copied and read twice over -- so a lag within it never raises an alert and
+a key missing longer than it does. (Without it, a young run's lag alone raised warnings: with
+~4 s of lag 11-27 % of the sampled keys were not applied yet at 10 s into a real run.)
+
 Severity (SPEC thresholds): ``warning`` if count divergence > 5 % or
 sample mismatch > 10 % or any open conflict; ``critical`` at twice the
 thresholds (> 10 % / > 20 %). Pure functions plus :class:`DivergenceDetector`
@@ -64,6 +77,15 @@ def severity_level(severities: Iterable[str]) -> int:
 
 
 COUNT_WARN, SAMPLE_WARN = 0.05, 0.10
+SETTLE_MARGIN_S = 3.0  # default_settle_s: beyond twice a record's way through the periods
+
+
+def default_settle_s(ship_interval_s: float, read_interval_s: float) -> float:
+    """How young a key may be and still be replication lag rather than divergence (the
+    detector's ``settle_s`` unless configured): twice a record's way through the replication
+    periods -- sealed at the next ship tick, read at the next poll -- plus
+    :data:`SETTLE_MARGIN_S` for the uploads and copies."""
+    return round(2.0 * (float(ship_interval_s) + float(read_interval_s)) + SETTLE_MARGIN_S, 6)
 RUNBOOK = "spec/SPEC.md#11-multi-region-replication-and-convergence"
 PREFIX = "_divergence"
 
@@ -92,7 +114,8 @@ class Summary:
     seed: int
     n: int
     taken_at: float
-    sample: tuple[tuple[str, str, str, int, str], ...]  # (tenant, pcs_id, payload_digest, status, origin region)
+    # (tenant, pcs_id, payload_digest, status, origin region, first_seen: the origin's time)
+    sample: tuple[tuple[str, str, str, int, str, float], ...]
     reads: Reads | None = None  # the publishing region's CRR policy as its reader applies it
     count_exact: bool = True  # False: the count includes a shard migration's copies (not compared)
 
@@ -107,17 +130,26 @@ class Summary:
         d = textdata.json_loads(raw)
         reads = d.get("reads")
         return Summary(str(d["region"]), int(d["count"]), int(d["seed"]), int(d["n"]), float(d["taken_at"]),
-                       tuple((str(t), str(p), str(g), int(s), str(o[0]) if o else "") for t, p, g, s, *o in d["sample"]),
+                       tuple(_entry(x) for x in d["sample"]),
                        None if reads is None else tuple((str(src), None if f is None else tuple(str(x) for x in f))
                                                         for src, f in reads),
                        d.get("count_exact", True) is not False)
+
+
+def _entry(x: list) -> tuple[str, str, str, int, str, float]:
+    """A sample entry from JSON; one of an older summary (no origin, no first_seen) is never in flight."""
+    t, p, g, st, *rest = x
+    origin = str(rest[0]) if rest else ""
+    first_seen = float(rest[1]) if len(rest) > 1 else float("-inf")
+    return str(t), str(p), str(g), int(st), origin, first_seen
 
 
 def summarize(store: Any, region: str, n: int, seed: int, now: float, topology: Topology | None = None) -> Summary:
     """This region's summary; ``topology``: the CRR policy its reader applies (None: none given)."""
     sample = store.sample(n, seed, now)
     return Summary(region, int(store.count(now)), seed, n, now,
-                   tuple((t, p, o.payload_digest, int(o.status), o.region) for t, p, o in sample), reads_of(topology),
+                   tuple((t, p, o.payload_digest, int(o.status), o.region, float(o.first_seen)) for t, p, o in sample),
+                   reads_of(topology),
                    bool(getattr(store, "count_exact", True)))
 
 
@@ -168,17 +200,33 @@ class Comparison:
     out_of_scope: int = 0  # comparable keys the policies do not replicate between the two (not compared)
     count_compared: bool = True  # False: the policies leave keys out, or a count is inexact: they say nothing
     count_inexact: tuple[str, ...] = ()  # the regions whose count includes a shard migration's copies
+    in_flight: int = 0  # comparable keys one side holds, younger than settle_s: lag, not compared
+    count_slack: int = 0  # the count difference the regions' last settle_s of keys explains (not divergence)
 
 
-def compare(s1: Summary, s2: Summary) -> Comparison:
-    """The two summaries' divergence over what their CRR policies replicate between them."""
+def recent_keys(s: Summary, cutoff: float) -> int:
+    """The keys ``s``'s region took itself (origin) after ``cutoff`` (first_seen) -- what its
+    peers may not hold yet: exact when its sample holds the whole store, else its count times
+    the sample's share of them."""
+    if not s.sample:
+        return 0
+    young = sum(1 for e in s.sample if e[5] > cutoff and e[4] == s.region)
+    return young if len(s.sample) < s.n else round(s.count * young / len(s.sample))
+
+
+def compare(s1: Summary, s2: Summary, settle_s: float = 0.0) -> Comparison:
+    """The two summaries' divergence over what their CRR policies replicate between them; a key
+    younger than ``settle_s`` that one side lacks is lag (in flight), not divergence."""
     if s1.seed != s2.seed:
         raise ValueError("summaries with different seeds are not comparable")
     rank = {}
     origins: dict[tuple[str, str], set[str]] = {}
-    for t, p, _g, _s, o in s1.sample + s2.sample:
+    born: dict[tuple[str, str], float] = {}
+    for t, p, _g, _s, o, f in s1.sample + s2.sample:
         rank[(t, p)] = sample_rank(s1.seed, t, p)
         origins.setdefault((t, p), set()).add(o)
+        born[(t, p)] = min(f, born.get((t, p), f))
+    cutoff = min(s1.taken_at, s2.taken_at) - settle_s
 
     def bound(s: Summary) -> str | None:
         # a sample with fewer than n entries holds the whole store: no bound
@@ -188,19 +236,23 @@ def compare(s1: Summary, s2: Summary) -> Comparison:
 
     b1, b2 = bound(s1), bound(s2)
     limit = min([b for b in (b1, b2) if b is not None], default=None)
-    v1 = {(t, p): (g, st) for t, p, g, st, _o in s1.sample}
-    v2 = {(t, p): (g, st) for t, p, g, st, _o in s2.sample}
+    v1 = {(t, p): (g, st) for t, p, g, st, *_ in s1.sample}
+    v2 = {(t, p): (g, st) for t, p, g, st, *_ in s2.sample}
     comparable = sorted(k for k in set(v1) | set(v2) if limit is None or rank[k] <= limit)
     both = replicated(s1, s2)
-    keys = comparable if s1.reads is None and s2.reads is None else [
+    scoped = comparable if s1.reads is None and s2.reads is None else [
         k for k in comparable if any(both(o, k[0]) for o in sorted(origins[k]))]
+    keys = scoped if settle_s <= 0 else [k for k in scoped if (k in v1 and k in v2) or born[k] <= cutoff]
     bad = tuple(k for k in keys if v1.get(k) != v2.get(k))
     mm = len(bad) / len(keys) if keys else 0.0
     inexact = tuple(s.region for s in (s1, s2) if not s.count_exact)
     counted = full_scope(s1, s2) and not inexact
+    slack = max(recent_keys(s1, cutoff), recent_keys(s2, cutoff)) if settle_s > 0 else 0
+    diff = max(0, abs(s1.count - s2.count) - slack)
     return Comparison(s1.region, s2.region, s1.count, s2.count,
-                      count_divergence(s1.count, s2.count) if counted else 0.0,
-                      len(keys), len(bad), mm, bad, len(comparable) - len(keys), counted, inexact)
+                      (0.0 if diff == 0 else diff / max(s1.count, s2.count)) if counted else 0.0,
+                      len(keys), len(bad), mm, bad, len(comparable) - len(scoped), counted, inexact,
+                      len(scoped) - len(keys), slack if counted else 0)
 
 
 @dataclass(frozen=True)
@@ -229,14 +281,14 @@ def severity(c: Comparison, open_conflicts: int = 0, count_warn: float = COUNT_W
     return Alert(level, c, open_conflicts, RUNBOOK, tuple(reasons))
 
 
-def check_all(summaries: Iterable[Summary], open_conflicts: int = 0) -> list[Alert]:
-    """Every pair (sorted by region) with equal seeds."""
+def check_all(summaries: Iterable[Summary], open_conflicts: int = 0, settle_s: float = 0.0) -> list[Alert]:
+    """Every pair (sorted by region) with equal seeds (``settle_s``: :func:`compare`)."""
     ss = sorted(summaries, key=lambda s: s.region)
     out = []
     for i in range(len(ss)):
         for j in range(i + 1, len(ss)):
             if ss[i].seed == ss[j].seed:
-                out.append(severity(compare(ss[i], ss[j]), open_conflicts))
+                out.append(severity(compare(ss[i], ss[j], settle_s), open_conflicts))
     return out
 
 
@@ -256,6 +308,9 @@ class DivergenceDetector:
     run at all (this region's object store or dedup store out). A check that
     compared nothing is not "ok": it is blind, and this says for how long.
 
+    ``settle_s``: how young a key a peer lacks may be and still be lag (:func:`compare`; the
+    drivers pass :func:`default_settle_s` of their replication periods unless configured).
+
     ``topology()``: the CRR policy this region's reader applies now (the
     driver passes ``lambda: reader.topology``, so a policy changed at run time
     is the one published); None compares every key."""
@@ -263,8 +318,9 @@ class DivergenceDetector:
     def __init__(self, region: str, store: Any, objects: ObjectStore, peers: Iterable[str], n: int = 100,
                  interval_s: float = 300.0, on_alert: Callable[[Alert], None] | None = None,
                  open_conflicts: Callable[[], int] = lambda: 0,
-                 topology: Callable[[], Topology] | None = None) -> None:
+                 topology: Callable[[], Topology] | None = None, settle_s: float = 0.0) -> None:
         self.region, self.store, self.objects = region, store, objects
+        self.settle_s = float(settle_s)  # a key younger than this that a peer lacks is lag (compare)
         self.topology = topology
         self.peers = sorted(set(peers) - {region})
         self.n, self.interval_s, self.on_alert, self.open_conflicts = n, float(interval_s), on_alert, open_conflicts
@@ -338,7 +394,7 @@ class DivergenceDetector:
         return theirs
 
     def _alert(self, mine: Summary, theirs: list[Summary]) -> list[Alert]:
-        alerts = [a for a in check_all([mine, *theirs], self.open_conflicts())
+        alerts = [a for a in check_all([mine, *theirs], self.open_conflicts(), self.settle_s)
                   if self.region in (a.comparison.region1, a.comparison.region2)]
         self.last = alerts
         if self.on_alert is not None:

@@ -23,6 +23,8 @@ absent ``CRR_STORE_DIR``/``CRR_STORE_URL`` = replication off):
 ``CRR_READ_INTERVAL_S``  peer polling period (default: the ship interval)
 ``CRR_MODE``           ``auto-safe`` (default) or ``manual``
 ``CRR_DIVERGENCE_INTERVAL_S``  divergence check period (default 60)
+``CRR_DIVERGENCE_SETTLE_S``  how young a key a peer lacks may be and still be lag (default
+                        2 x (ship + read interval) + 3 s)
 ``CRR_ANCHOR_EVERY``   anchor the reconcile audit log every N entries (default 64)
 =====================  ==================================================================
 
@@ -61,7 +63,7 @@ from ..governance.auditworkers import (
 from ..storage.objectstore import ObjectStore, open_object_store
 from ..storage.quarantine import describe_error
 from .applying import ReplayApplier
-from .divergence import Alert, DivergenceDetector, severity_level
+from .divergence import Alert, DivergenceDetector, default_settle_s, severity_level
 from .reading import Reader, Topology
 from .reconcile import Reconciler, SqliteAuthoritativeStore, authoritative_app, problem_response
 from .shipping import Shipper
@@ -88,6 +90,7 @@ class CrrConfig:
     mode: str = "auto-safe"
     divergence_interval_s: float = 60.0
     anchor_every: int = 64
+    divergence_settle_s: float | None = None  # None: default_settle_s of the two intervals
 
 
 class CrrService:
@@ -146,7 +149,9 @@ class CrrService:
             self.divergence = DivergenceDetector(
                 cfg.region, dedup_store, self.objects, list(topo.sources), interval_s=cfg.divergence_interval_s,
                 on_alert=self._alert, open_conflicts=lambda: self.reconciler.metrics()["open_conflicts"],
-                topology=lambda: self.reader.topology)  # the reader's CRR policy (an operator's change too)
+                topology=lambda: self.reader.topology,  # the reader's CRR policy (an operator's change too)
+                settle_s=default_settle_s(cfg.ship_interval_s, cfg.read_interval_s)
+                if cfg.divergence_settle_s is None else cfg.divergence_settle_s)
         self._next_divergence = 0.0
         self.pending: list[Callable[[], None]] = []  # changes run on this thread at the next step (call_soon)
         self._stop = threading.Event()

@@ -373,6 +373,12 @@ def core_count() -> int:
     return max(1, min(64, n))
 
 
+def _default_settle_s(ship_interval_s: float, read_interval_s: float) -> float:
+    from ..replication.divergence import default_settle_s  # the detector owns the rule
+
+    return default_settle_s(ship_interval_s, read_interval_s)
+
+
 def _default_workers(values: Mapping[str, Any]) -> int:
     # a memory dedup store lives in one process: it cannot be shared by several workers
     return 1 if values["DEDUP_BACKEND"] == "memory" else core_count()
@@ -489,6 +495,11 @@ SETTINGS: tuple[Setting, ...] = (
       "peer polling period", field="", group="replication"),
     S("CRR_MODE", choice(*CRR_MODES), "auto-safe", "reconciliation mode", field="", group="replication"),
     S("CRR_DIVERGENCE_INTERVAL_S", number(0.01, 3600.0), 60.0, "divergence check period", field="",
+      group="replication"),
+    S("CRR_DIVERGENCE_SETTLE_S", number(0.0, 86400.0),
+      Derived(lambda v: _default_settle_s(v["CRR_SHIP_INTERVAL_S"], v["CRR_READ_INTERVAL_S"]),
+              "2 x (CRR_SHIP_INTERVAL_S + CRR_READ_INTERVAL_S) + 3"),
+      "how young a key a peer lacks may be and still be replication lag, not divergence (SPEC 11)", field="",
       group="replication"),
     S("CRR_ANCHOR_EVERY", integer(1, 1_000_000), 64, "anchor the reconcile audit log every N entries", field="",
       group="replication"),
@@ -969,7 +980,7 @@ def _replication(values: Mapping[str, Any]):
 
     return CrrConfig(values["REGION_ID"], url, values["CRR_PEERS"], values["CRR_SHIP_INTERVAL_S"],
                      values["CRR_READ_INTERVAL_S"], values["CRR_MODE"], values["CRR_DIVERGENCE_INTERVAL_S"],
-                     values["CRR_ANCHOR_EVERY"])
+                     values["CRR_ANCHOR_EVERY"], values["CRR_DIVERGENCE_SETTLE_S"])
 
 
 def load_config(

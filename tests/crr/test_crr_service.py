@@ -27,7 +27,7 @@ def config_from_env(env, region):
 def test_config_from_env():
     assert config_from_env({}, "eu") is None
     c = config_from_env({"CRR_STORE_DIR": "/x", "CRR_PEERS": "us:ta,ap", "CRR_SHIP_INTERVAL_S": "0.5"}, "eu")
-    assert c == CrrConfig("eu", "/x", "us:ta,ap", 0.5, 0.5, "auto-safe", 60.0, 64)
+    assert c == CrrConfig("eu", "/x", "us:ta,ap", 0.5, 0.5, "auto-safe", 60.0, 64, 5.0)  # settle: 2 x (0.5 + 0.5) + 3
     for bad in ({"CRR_SHIP_INTERVAL_S": "soon"}, {"CRR_SHIP_INTERVAL_S": "0"}, {"CRR_MODE": "yolo"},
                 {"CRR_READ_INTERVAL_S": "1e9"}):
         with pytest.raises(ConfigError):

@@ -3,6 +3,7 @@ the comparable keys, across backends), conflicts, severities, the detector."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,8 @@ from flk.impl.replication.divergence import (
     check_all,
     compare,
     count_divergence,
+    default_settle_s,
+    recent_keys,
     severity,
     summarize,
 )
@@ -83,12 +86,14 @@ def test_thresholds_warning_at_5_and_10_percent_critical_at_twice():
 
 
 def test_summary_roundtrip_and_check_all_pairs_only_equal_seeds():
-    s = Summary("eu", 3, 5, 10, NOW, (("ta", "p", "a" * 64, 200, "eu"),))
+    s = Summary("eu", 3, 5, 10, NOW, (("ta", "p", "a" * 64, 200, "eu", NOW - 2.5),))
     assert Summary.from_json(s.to_json()) == s
-    # a summary without origins and policy (an older detector's): origin unknown, no policy
+    # a summary without origins, first_seen and policy (an older detector's): origin unknown, its
+    # keys never in flight (as old as can be), no policy
     legacy = b'{"count": 3, "n": 10, "region": "eu", "sample": [["ta", "p", "%s", 200]], "seed": 5, "taken_at": 1.0}'
     old = Summary.from_json(legacy % (b"a" * 64))
-    assert old.sample == (("ta", "p", "a" * 64, 200, ""),) and old.reads is None and old.count_exact
+    assert old.sample == (("ta", "p", "a" * 64, 200, "", float("-inf")),) and old.reads is None and old.count_exact
+    assert compare(old, Summary("us", 3, 5, 10, NOW, ()), settle_s=1e9).mismatched == 1
     other = Summary("us", 3, 5, 10, NOW, ())
     stale = Summary("ap", 3, 4, 10, NOW, ())
     alerts = check_all([other, s, stale])
@@ -251,3 +256,66 @@ def test_a_peer_whose_summaries_stop_arriving_is_counted_unseen_once_per_period(
     d_eu.step(t + 240)
     d_eu.step(t + 270)
     assert d_eu.unseen == {"us": 0} and len(d_eu.compared) == 1
+
+
+AGE = st.floats(min_value=0.0, max_value=60.0, allow_nan=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from([f"p{i}" for i in range(40)]),
+                       st.tuples(AGE, st.sampled_from(["eu", "us", "both", "differ"])), max_size=40),
+       st.floats(min_value=0.0, max_value=30.0, allow_nan=False))
+def test_a_key_one_side_lacks_is_lag_while_younger_than_settle_s_and_a_different_value_never_is(keys, settle):
+    """Two whole-store samples taken at NOW: a key only one region holds is in flight (not
+    compared) while its first_seen is within ``settle_s`` of NOW, a mismatch once older; a key
+    both hold with different values is a mismatch at any age; the comparable keys are exactly
+    the rest."""
+    eu, us = [], []
+    for pcs, (age, where) in sorted(keys.items()):
+        born = NOW - age
+        entry = ("ta", pcs, "a" * 64, 200, "eu", born)
+        if where in ("eu", "both", "differ"):
+            eu.append(entry)
+        if where in ("us", "both"):
+            us.append(entry)
+        if where == "differ":
+            us.append(("ta", pcs, "b" * 64, 200, "eu", born))
+    c = compare(Summary("eu", len(eu), 1, 1000, NOW, tuple(eu)), Summary("us", len(us), 1, 1000, NOW, tuple(us)),
+                settle_s=settle)
+    young = {p for p, (age, _where) in keys.items() if settle > 0 and NOW - age > NOW - settle}
+    lag = {p for p, (_age, where) in keys.items() if where in ("eu", "us") and p in young}
+    missing = {p for p, (_age, where) in keys.items() if where in ("eu", "us") and p not in young}
+    differ = {p for p, (_age, where) in keys.items() if where == "differ"}
+    assert c.in_flight == len(lag)
+    assert {p for _t, p in c.mismatched_keys} == missing | differ
+    assert c.comparable == len(keys) - len(lag)
+    # without a settle time every key one side lacks is a mismatch (the detector before it knew lag)
+    assert compare(Summary("eu", len(eu), 1, 1000, NOW, tuple(eu)), Summary("us", len(us), 1, 1000, NOW, tuple(us))
+                   ).mismatched == len(lag | missing | differ)
+
+
+def test_the_count_difference_the_last_settle_s_of_keys_explains_is_not_divergence():
+    """eu took 100 keys, us has applied the 80 older than 5 s: with settle_s = 5 s the 20 young
+    ones are slack (count divergence 0); 30 keys missing at us are 10 beyond it (10 % of 100)."""
+    def summary(region, count, young):  # a 10-key sample of a bigger store: young/10 of it is recent
+        sample = tuple(("ta", f"p{i}", "a" * 64, 200, "eu", NOW - (1.0 if i < young else 30.0)) for i in range(10))
+        return Summary(region, count, 1, 10, NOW, sample)
+
+    eu = summary("eu", 100, 2)  # 2 of 10 sampled keys younger than 5 s: about 20 recent keys
+    assert recent_keys(eu, NOW - 5.0) == 20
+    assert compare(eu, summary("us", 80, 0), settle_s=5.0).count_divergence == 0.0
+    assert compare(eu, summary("us", 80, 0), settle_s=5.0).count_slack == 20
+    assert compare(eu, summary("us", 70, 0), settle_s=5.0).count_divergence == pytest.approx(0.10)
+    assert compare(eu, summary("us", 80, 0)).count_divergence == pytest.approx(0.20)  # no settle time
+
+
+def test_the_default_settle_time_is_twice_a_records_way_through_the_periods_plus_3_s():
+    assert default_settle_s(1.0, 0.5) == 6.0 and default_settle_s(10.0, 10.0) == 43.0
+    # the server's setting defaults to it, from its own periods; a set value wins
+    from flk.impl.server.config import load_config
+
+    base = {"DATA_DIR": "/nonexistent", "PCS_HMAC_KEY": "k" * 16, "REGION_ID": "eu", "CRR_STORE_DIR": "/x"}
+    crr = load_config({**base, "CRR_SHIP_INTERVAL_S": "2", "CRR_READ_INTERVAL_S": "0.5"}, create_key=False).crr
+    assert crr.divergence_settle_s == 8.0
+    crr = load_config({**base, "CRR_DIVERGENCE_SETTLE_S": "0"}, create_key=False).crr
+    assert crr.divergence_settle_s == 0.0

@@ -57,6 +57,7 @@ from pathlib import Path
 from flk.sim import alerts, artifacts, checkers, metrics
 from flk.sim.history import History
 from flk.sim.observed import check_run
+from flk.sim.replication import settle_s
 from flk.sim.scenario import Scenario
 
 from ...core import textdata
@@ -120,9 +121,10 @@ BACKENDS = ("sqlite", "redis", "postgres")
 def replication_env(rep: dict) -> dict[str, str]:
     """The ``flk serve`` settings of a scenario's ``[replication]`` table that the cluster's servers
     run as the simulator's regions do (the ship interval is passed with the region itself): the
-    reader's and the divergence check's periods, the reconciliation mode."""
+    reader's and the divergence check's periods and settle time, the reconciliation mode."""
     return {"CRR_READ_INTERVAL_S": str(float(rep["read_interval_s"])),
             "CRR_DIVERGENCE_INTERVAL_S": str(float(rep["divergence_interval_s"])),
+            "CRR_DIVERGENCE_SETTLE_S": str(settle_s(rep)),
             "CRR_MODE": str(rep["mode"])}
 
 
