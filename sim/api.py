@@ -331,6 +331,10 @@ def shrink(run_dir: Path, invariant: str | None = None, out: Path | None = None,
                               allowed=shrinking.failures(recorded.results), keeps=keeps)
     schedule = recorded.results.get("fault_schedule") or []
     minimal, steps, spent = shrinking.minimize(runner, recorded.data, schedule)
+    if plant is not None or world_kwargs:  # the bug is known: its case must be valid without it
+        minimal = shrinking.valid_once_fixed(runner, minimal, recorded.data, steps,
+                                             lambda data: run(Scenario(recorded.data["scenario"]["name"], "",
+                                                                       data), seed=recorded.seed, plots=False).valid)
     shrunk = shrinking.Shrunk(target, recorded.seed, plant, recorded.data, minimal, runs=runner.runs, steps=steps,
                               budget_spent=spent, violations=runner.violations(minimal), schedule=schedule)
     path = shrinking.write(shrunk, recorded, out, datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"))

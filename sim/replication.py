@@ -33,7 +33,12 @@ from flk.impl.core.backoff import Backoff
 from flk.impl.dedup import PartialUnavailable, StoreUnavailable, answered_part
 from flk.impl.replication.applying import ReplayApplier, ReplayMemo
 from flk.impl.replication.divergence import PREFIX as SUMMARY_PREFIX
-from flk.impl.replication.divergence import SEVERITY_LEVEL, Alert, DivergenceDetector, default_settle_s
+from flk.impl.replication.divergence import (
+    SEVERITY_LEVEL,
+    Alert,
+    DivergenceDetector,
+    default_settle_s,
+)
 from flk.impl.replication.reading import Reader, Topology
 from flk.impl.replication.reconcile import PENDING, AuthRecord, Reconciler, merge_outcomes
 from flk.impl.replication.shipping import Shipper

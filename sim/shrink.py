@@ -307,6 +307,31 @@ def pass_fault_durations(runner: Runner, data: dict) -> dict:
     return data
 
 
+def valid_once_fixed(runner: Runner, data: dict, original: dict, steps: list[str],
+                     fixed_valid: Callable[[dict], bool]) -> dict:
+    """The minimal case ``data`` of a known bug, valid without it (``fixed_valid``: a run without
+    the bug). A quiescence cut to where the failure still showed can be too short for the fixed
+    system's own recovery (a restart that boots and replays before it answers: its clients'
+    retries outlast the run), so it doubles back toward the original's until the case without
+    the bug is valid and the target still fails with it (else the original quiescence)."""
+    if fixed_valid(data):
+        return data
+    q0 = float(original["scenario"]["quiescence_s"])
+    q = max(float(data["scenario"]["quiescence_s"]), 1.0)
+    while q < q0:
+        q = min(2.0 * q, q0)
+        grown = copy.deepcopy(data)
+        grown["scenario"]["quiescence_s"] = q
+        try:
+            still = runner.fails(grown)
+        except _BudgetSpent:
+            return data
+        if still and fixed_valid(grown):
+            steps.append(f"quiescence_s {data['scenario']['quiescence_s']} -> {q} (valid without the bug)")
+            return grown
+    return data
+
+
 def pass_workload(runner: Runner, data: dict) -> dict:
     data = _shrink_value(runner, data, "scenario", "duration_s", _last_start(data) + TENTH, TENTH)
     if runner.target_kind != "eventually":

@@ -34,7 +34,7 @@ def test_notebook_executes(path, tmp_path):
     env_before = os.environ.get("MPLBACKEND")
     os.environ["MPLBACKEND"] = "Agg"
     try:
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     finally:
         if env_before is None:
             os.environ.pop("MPLBACKEND", None)

@@ -17,7 +17,7 @@ from flk.impl.lab.cli import main
 from flk.impl.lab.modelreplay import RestartReplayTrusts
 from flk.sim import api
 
-SHORT = ["scenario.duration_s=8", "scenario.quiescence_s=6"]  # crash at 5 s, restart at 7 s
+SHORT = ["scenario.duration_s=14", "scenario.quiescence_s=10"]  # crashes at 5 and 12 s, both under load
 
 
 def test_inv_verify_before_dedup_restart_replay_mutant_missed_in_sim_caught_by_the_model():

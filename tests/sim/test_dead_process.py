@@ -12,8 +12,11 @@ from collections import Counter
 
 from flk.sim import api
 
-# the first crash at 5.0045 s for 2 s: three requests in flight then (two in the running batch, one queued)
-SHORT = ["scenario.duration_s=8", "scenario.quiescence_s=6", "faults.0.at_s=5.0045"]
+# the first crash at 5.0045 s for 2 s (the scenario has 1.5 s; the real run this mirrors, 2 s): three requests in flight then (two in the running batch, one queued)
+# quiescence 16 s: the second crash (12 s) restarts at about 14 s and sheds its listen backlog with
+# 429 + Retry-After 4 s, retried 4-8 s later
+SHORT = ["scenario.duration_s=8", "scenario.quiescence_s=16", "faults.0.at_s=5.0045", "faults.0.duration_s=2.0",
+         "workload.max_attempts=8"]
 
 
 def _run(mode: str):
@@ -22,8 +25,11 @@ def _run(mode: str):
 
 def test_a_dead_process_refuses_and_resets_at_once_and_a_short_budget_runs_out():
     silent, refuse = _run("silent"), _run("refuse")
-    quiet = [e for e in silent.history.events if e["type"] == "client.timeout"]
-    assert quiet and not any("error" in e for e in quiet)  # silent: only the attempt timeouts
+    end = next(e["t_us"] for e in silent.history.events if e["type"] == "fault.end" and e["kind"] == "crash")
+    quiet = [e for e in silent.history.events if e["type"] == "client.timeout" and e["t_us"] < end]
+    assert quiet and not any("error" in e for e in quiet)  # silent: only the attempt timeouts while it is down
+    # once the crash is over the host runs and refuses connects until the restarted process listens
+    assert all(e["t_us"] >= end for e in silent.history.events if e["type"] == "client.timeout" and "error" in e)
     ev = refuse.history.events
     crash = next(e["t_us"] for e in ev if e["type"] == "fault.start" and e["kind"] == "crash")
     errors = Counter(e.get("error") for e in ev if e["type"] == "client.timeout")
@@ -35,8 +41,10 @@ def test_a_dead_process_refuses_and_resets_at_once_and_a_short_budget_runs_out()
             assert e["t_us"] - sent[(e["req"], e["attempt"])] < timeout_us / 10  # a round trip, not the timeout
         if e["type"] == "client.timeout" and e.get("error") == "ConnectionResetError":
             assert e["t_us"] - crash < timeout_us / 10 and sent[(e["req"], e["attempt"])] <= crash
-    # fast failures spend the 8 attempts during the 2 s down: some clients give up, as on the real cluster
-    assert silent.results["metrics"]["error_rate"] == 0.0 < refuse.results["metrics"]["error_rate"]
+    # fast failures spend the 8 attempts during the 2 s down and the restart: some clients give up, as on the real cluster
+    # (silent: the timeouts while it is down spend few attempts; the refused connects of the boot and the
+    # restart's 429s can still use the last ones: 0.09 % here, refuse 6.1 %)
+    assert 10 * silent.results["metrics"]["error_rate"] < refuse.results["metrics"]["error_rate"]
     (lonce,) = [c for c in refuse.results["invariants"] if c["id"] == "INV-AT-LEAST-ONCE"]
     assert lonce["violations"][0]["why"].startswith("the client gave up (8 attempts; last transport: Connection")
     assert silent.digest != refuse.digest

@@ -9,10 +9,9 @@ the frozen store held waited, and when the failed starts happen."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import pytest
 
 from flk.sim import api
 
