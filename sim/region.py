@@ -228,7 +228,6 @@ class Region:
         self.up = False
         self.inflight = 0
         self.world.net.down.add(self.id)
-        self._unlisten()  # (a region crashes only while it serves: no start's backlog is left)
         # with dead_process = refuse, the kernel resets a killed process's connections: every request
         # it held (queued, in the running batch, held by a pause) fails at its client at once
         if self.refuses:

@@ -33,12 +33,7 @@ from flk.impl.core.backoff import Backoff
 from flk.impl.dedup import PartialUnavailable, StoreUnavailable, answered_part
 from flk.impl.replication.applying import ReplayApplier, ReplayMemo
 from flk.impl.replication.divergence import PREFIX as SUMMARY_PREFIX
-from flk.impl.replication.divergence import (
-    SEVERITY_LEVEL,
-    Alert,
-    DivergenceDetector,
-    default_settle_s,
-)
+from flk.impl.replication.divergence import SEVERITY_LEVEL, Alert, DivergenceDetector, settle_time
 from flk.impl.replication.reading import Reader, Topology
 from flk.impl.replication.reconcile import PENDING, AuthRecord, Reconciler, merge_outcomes
 from flk.impl.replication.shipping import Shipper
@@ -62,13 +57,12 @@ _PLAIN = {tuple}  # the type of a plain record in CompactAuthoritativeStore
 SUMMARY = "crr.summary"  # a divergence summary on its way to the other regions
 
 
-
 def settle_s(rep: dict) -> float:
     """A scenario's ``[replication] divergence_settle_s``, or the server's default of its periods
-    (:func:`flk.impl.replication.divergence.default_settle_s`): the simulated regions' and the
+    (:func:`flk.impl.replication.divergence.settle_time`): the simulated regions' and the
     cluster runner's servers' detectors use the same."""
-    value = rep.get("divergence_settle_s")
-    return float(value) if value is not None else default_settle_s(rep["ship_interval_s"], rep["read_interval_s"])
+    return settle_time(rep.get("divergence_settle_s"), rep["ship_interval_s"], rep["read_interval_s"])
+
 
 @dataclass
 class PendingCopy:

@@ -84,8 +84,8 @@ REGION_FIELDS = (
           "call (or the start's ping) waits for a store that does not answer (store_down with mode = \"hang\"), s; "
           "flk cluster passes it to its servers", minimum=0.05),
     _secs("start_s", 0.45, "a start's process boot before its store ping (interpreter, imports, configuration; "
-          "its host refuses a connect meanwhile): flk serve took 0.38-0.60 s from exec to its ping on the lab's "
-          "machine, s"),
+          "its host refuses a connect meanwhile): flk serve took 0.33-0.45 s from exec to its ping on an idle "
+          "machine of the lab, 0.42-0.64 s in a running three-region cluster, s"),
     _secs("restart_delay_s", 1.0, "the process manager's delay before it starts again a region process whose start "
           "failed (as flk serve's: its dedup store did not answer a ping, or refused a record of the start-up WAL "
           "replay), s", minimum=0.001),

@@ -313,7 +313,7 @@ def valid_once_fixed(runner: Runner, data: dict, original: dict, steps: list[str
     the bug). A quiescence cut to where the failure still showed can be too short for the fixed
     system's own recovery (a restart that boots and replays before it answers: its clients'
     retries outlast the run), so it doubles back toward the original's until the case without
-    the bug is valid and the target still fails with it (else the original quiescence)."""
+    the bug is valid and the target still fails with it (else ``data`` as it was)."""
     if fixed_valid(data):
         return data
     q0 = float(original["scenario"]["quiescence_s"])

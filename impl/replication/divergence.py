@@ -78,6 +78,8 @@ def severity_level(severities: Iterable[str]) -> int:
 
 COUNT_WARN, SAMPLE_WARN = 0.05, 0.10
 SETTLE_MARGIN_S = 3.0  # default_settle_s: beyond twice a record's way through the periods
+RUNBOOK = "spec/SPEC.md#11-multi-region-replication-and-convergence"
+PREFIX = "_divergence"
 
 
 def default_settle_s(ship_interval_s: float, read_interval_s: float) -> float:
@@ -86,8 +88,12 @@ def default_settle_s(ship_interval_s: float, read_interval_s: float) -> float:
     periods -- sealed at the next ship tick, read at the next poll -- plus
     :data:`SETTLE_MARGIN_S` for the uploads and copies."""
     return round(2.0 * (float(ship_interval_s) + float(read_interval_s)) + SETTLE_MARGIN_S, 6)
-RUNBOOK = "spec/SPEC.md#11-multi-region-replication-and-convergence"
-PREFIX = "_divergence"
+
+
+def settle_time(configured: float | None, ship_interval_s: float, read_interval_s: float) -> float:
+    """The detector's ``settle_s``: the configured one, else :func:`default_settle_s` of the periods
+    (the server's replication service and the simulator's regions both ask here)."""
+    return default_settle_s(ship_interval_s, read_interval_s) if configured is None else float(configured)
 
 
 Reads = tuple[tuple[str, tuple[str, ...] | None], ...]  # (source, None = every tenant | tenants), sorted
@@ -181,9 +187,11 @@ def full_scope(s1: Summary, s2: Summary) -> bool:
     return all(holds(t1, s1.region, o, t) == holds(t2, s2.region, o, t) for o in origins for t in tenants)
 
 
-def count_divergence(c1: int, c2: int) -> float:
+def count_divergence(c1: int, c2: int, slack: int = 0) -> float:
+    """``max(0, |c1 - c2| - slack) / max(c1, c2)`` (0 when both are 0): ``slack`` keys of the
+    difference are explained by replication lag (:func:`recent_keys`)."""
     m = max(c1, c2)
-    return 0.0 if m == 0 else abs(c1 - c2) / m
+    return 0.0 if m == 0 else max(0, abs(c1 - c2) - slack) / m
 
 
 @dataclass(frozen=True)
@@ -248,9 +256,8 @@ def compare(s1: Summary, s2: Summary, settle_s: float = 0.0) -> Comparison:
     inexact = tuple(s.region for s in (s1, s2) if not s.count_exact)
     counted = full_scope(s1, s2) and not inexact
     slack = max(recent_keys(s1, cutoff), recent_keys(s2, cutoff)) if settle_s > 0 else 0
-    diff = max(0, abs(s1.count - s2.count) - slack)
     return Comparison(s1.region, s2.region, s1.count, s2.count,
-                      (0.0 if diff == 0 else diff / max(s1.count, s2.count)) if counted else 0.0,
+                      count_divergence(s1.count, s2.count, slack) if counted else 0.0,
                       len(keys), len(bad), mm, bad, len(comparable) - len(scoped), counted, inexact,
                       len(scoped) - len(keys), slack if counted else 0)
 

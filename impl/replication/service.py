@@ -63,7 +63,7 @@ from ..governance.auditworkers import (
 from ..storage.objectstore import ObjectStore, open_object_store
 from ..storage.quarantine import describe_error
 from .applying import ReplayApplier
-from .divergence import Alert, DivergenceDetector, default_settle_s, severity_level
+from .divergence import Alert, DivergenceDetector, settle_time, severity_level
 from .reading import Reader, Topology
 from .reconcile import Reconciler, SqliteAuthoritativeStore, authoritative_app, problem_response
 from .shipping import Shipper
@@ -150,8 +150,7 @@ class CrrService:
                 cfg.region, dedup_store, self.objects, list(topo.sources), interval_s=cfg.divergence_interval_s,
                 on_alert=self._alert, open_conflicts=lambda: self.reconciler.metrics()["open_conflicts"],
                 topology=lambda: self.reader.topology,  # the reader's CRR policy (an operator's change too)
-                settle_s=default_settle_s(cfg.ship_interval_s, cfg.read_interval_s)
-                if cfg.divergence_settle_s is None else cfg.divergence_settle_s)
+                settle_s=settle_time(cfg.divergence_settle_s, cfg.ship_interval_s, cfg.read_interval_s))
         self._next_divergence = 0.0
         self.pending: list[Callable[[], None]] = []  # changes run on this thread at the next step (call_soon)
         self._stop = threading.Event()
