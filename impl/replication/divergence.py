@@ -58,6 +58,7 @@ store under ``_divergence/<region>/<period>-<ms>.json`` (the latest one per regi
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -133,21 +134,78 @@ class Summary:
 
     @staticmethod
     def from_json(raw: bytes) -> Summary:
-        d = textdata.json_loads(raw)
+        """The summary ``raw`` holds, or :class:`MalformedSummary` for any other bytes (never another
+        exception: a peer's object is input). Numbers are checked as well as types: a ``first_seen``
+        of NaN or +infinity would keep a key in flight forever and hide a drift, so only finite times
+        (or -infinity: an older summary's entry, always compared) are read."""
+        try:
+            d = textdata.json_loads(raw)
+        except (ValueError, TypeError):  # not JSON, not UTF-8, too deep, not bytes
+            raise MalformedSummary("not JSON") from None
+        if not isinstance(d, dict):
+            raise MalformedSummary("not a JSON object")
+        sample = d.get("sample")
+        if not isinstance(sample, list):
+            raise MalformedSummary("sample: not a list")
         reads = d.get("reads")
-        return Summary(str(d["region"]), int(d["count"]), int(d["seed"]), int(d["n"]), float(d["taken_at"]),
-                       tuple(_entry(x) for x in d["sample"]),
-                       None if reads is None else tuple((str(src), None if f is None else tuple(str(x) for x in f))
-                                                        for src, f in reads),
-                       d.get("count_exact", True) is not False)
+        exact = d.get("count_exact", True)
+        if not isinstance(exact, bool):
+            raise MalformedSummary("count_exact: not a boolean")
+        return Summary(_text(d.get("region"), "region"), _count(d.get("count"), "count"),
+                       _count(d.get("seed"), "seed"), _count(d.get("n"), "n"), _time(d.get("taken_at"), "taken_at"),
+                       tuple(_entry(x) for x in sample), None if reads is None else _reads(reads), exact)
 
 
-def _entry(x: list) -> tuple[str, str, str, int, str, float]:
+class MalformedSummary(ValueError):
+    """Bytes under a peer's summary key that are not a summary (corrupt, truncated, another
+    program's object): the detector counts that peer unseen for the period and ``unreadable``."""
+
+
+def _text(v: Any, what: str) -> str:
+    if not isinstance(v, str):
+        raise MalformedSummary(f"{what}: not a string")
+    return v
+
+
+def _count(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise MalformedSummary(f"{what}: not an integer >= 0")
+    return v
+
+
+def _time(v: Any, what: str, older: bool = False) -> float:
+    """A finite time (``older``: -infinity too, the first_seen of an older summary's entry)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) or (older and v == -math.inf)):
+        raise MalformedSummary(f"{what}: not a finite number")
+    return float(v)
+
+
+def _entry(x: Any) -> tuple[str, str, str, int, str, float]:
     """A sample entry from JSON; one of an older summary (no origin, no first_seen) is never in flight."""
+    if not isinstance(x, list) or not 4 <= len(x) <= 6:
+        raise MalformedSummary("sample entry: not a list of 4 to 6 fields")
     t, p, g, st, *rest = x
-    origin = str(rest[0]) if rest else ""
-    first_seen = float(rest[1]) if len(rest) > 1 else float("-inf")
-    return str(t), str(p), str(g), int(st), origin, first_seen
+    if isinstance(st, bool) or not isinstance(st, int):
+        raise MalformedSummary("sample entry: status not an integer")
+    origin = _text(rest[0], "sample entry origin") if rest else ""
+    first_seen = _time(rest[1], "sample entry first_seen", older=True) if len(rest) > 1 else -math.inf
+    return _text(t, "sample entry tenant"), _text(p, "sample entry pcs_id"), _text(g, "sample entry digest"), st, \
+        origin, first_seen
+
+
+def _reads(v: Any) -> Reads:
+    """A summary's CRR policy: ``[[source, null | [tenant, ...]], ...]``."""
+    if not isinstance(v, list):
+        raise MalformedSummary("reads: not a list")
+    out = []
+    for pair in v:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise MalformedSummary("reads: an entry is not [source, tenants]")
+        src, f = pair
+        if f is not None and not isinstance(f, list):
+            raise MalformedSummary("reads: tenants not a list")
+        out.append((_text(src, "reads source"), None if f is None else tuple(_text(x, "reads tenant") for x in f)))
+    return tuple(out)
 
 
 def summarize(store: Any, region: str, n: int, seed: int, now: float, topology: Topology | None = None) -> Summary:
@@ -315,6 +373,10 @@ class DivergenceDetector:
     run at all (this region's object store or dedup store out). A check that
     compared nothing is not "ok": it is blind, and this says for how long.
 
+    ``unreadable``: per peer, how many of its summaries this region read that were not a summary
+    (:class:`MalformedSummary`: corrupt or foreign bytes under its key); such a period counts the
+    peer unseen, as if nothing had arrived: its divergence is unknown.
+
     ``settle_s``: how young a key a peer lacks may be and still be lag (:func:`compare`; the
     drivers pass :func:`default_settle_s` of their replication periods unless configured).
 
@@ -335,6 +397,7 @@ class DivergenceDetector:
         self.failures = 0
         self.mine: Summary | None = None  # the summary this region published last
         self.unseen: dict[str, int] = dict.fromkeys(self.peers, 0)
+        self.unreadable: dict[str, int] = dict.fromkeys(self.peers, 0)  # per peer: summaries read that were not one
         self._unseen_in: dict[str, int] = {}  # peer -> the period last counted unseen (once per period)
         self.compared: list[Alert] | None = None  # what the last step compared (None: it compared nothing)
         self._publish_at = 0.0
@@ -398,6 +461,8 @@ class DivergenceDetector:
                 theirs.append(Summary.from_json(self.objects.get(latest[-1])))
             except ObjectNotFound:  # replaced by a newer one meanwhile: next period
                 continue
+            except MalformedSummary:  # not a summary: this peer is unseen this period, and counted
+                self.unreadable[p] += 1
         return theirs
 
     def _alert(self, mine: Summary, theirs: list[Summary]) -> list[Alert]:

@@ -272,6 +272,8 @@ class CrrService:
                 for a in self.divergence.last]
             # per peer: consecutive periods compared without its summary (0: seen in the last check)
             out["divergence_unseen"] = dict(self.divergence.unseen)
+            # per peer: summaries read that were not a summary (corrupt or foreign bytes; counted unseen)
+            out["divergence_unreadable"] = dict(self.divergence.unreadable)
         return out
 
     def asgi_app(self):

@@ -65,6 +65,7 @@ def test_every_region_compares_both_peers_and_names_a_dead_one_unseen(tmp_path):
                 assert pairs == sorted(tuple(sorted((r.name, o))) for o in NAMES if o != r.name), (r.name, st)
                 assert all(p["severity"] == "ok" for p in st["divergence"]), (r.name, st["divergence"])
                 assert st["divergence_unseen"] == {o: 0 for o in NAMES if o != r.name}, (r.name, st)
+                assert st["divergence_unreadable"] == {o: 0 for o in NAMES if o != r.name}, (r.name, st)
                 reads += 1
             time.sleep(PERIOD_S / 3)
         assert reads >= 30
