@@ -338,7 +338,8 @@ class ColdDown(_RegionToggle):
 
 @register
 class ShipStop(_Switch):
-    """The region stops shipping WAL segments (its writes stay local)."""
+    """The region stops shipping WAL segments (its writes stay local; its reader and divergence
+    check run on). flk cluster: the file ``DATA_DIR/crr.pause-ship`` of the region's server."""
 
     kinds = {"ship_stop": False, "ship_start": True}
     params = (TARGET,)

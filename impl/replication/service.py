@@ -33,7 +33,9 @@ reconciler's audit log ``audit/`` fed through a durable audit queue
 ``audit-queue/`` (dead letters ``audit-dlq/``, processed ids
 ``audit-ids.sqlite3``) and anchored in batches into ``anchors/``). A file ``DATA_DIR/crr.pause`` pauses both
 shipping and reading (an operator's or a test's network partition) until it is
-removed.
+removed; a file ``DATA_DIR/crr.pause-ship`` pauses the shipper alone (this region's records stop
+leaving it, with no failure to report, while it reads, reconciles and checks divergence on: the
+simulator's ``ship_stop`` fault, and an operator holding a region's uploads).
 
 With ``WORKERS=N`` every worker ships its own inbox WAL (stream
 ``<region>/w<k>``); only worker 0 reads peers and reconciles; every worker
@@ -108,6 +110,7 @@ class CrrService:
         self.state_dir = os.path.join(data_dir, "crr")
         os.makedirs(self.state_dir, exist_ok=True)
         self.pause_file = os.path.join(data_dir, "crr.pause")
+        self.ship_pause_file = os.path.join(data_dir, "crr.pause-ship")
         self.objects = objects if objects is not None else open_object_store(cfg.store_url)
         self._log = log or (lambda event, **kw: None)
         self.shipper = Shipper(wal, self.objects, stream_name(cfg.region, worker),
@@ -199,7 +202,7 @@ class CrrService:
         while self.pending:
             self.pending.pop(0)()
         paused = os.path.exists(self.pause_file)
-        self.shipper.paused = paused
+        self.shipper.paused = paused or os.path.exists(self.ship_pause_file)
         nxt = self.shipper.step(now)
         if self.reader is not None:
             self.reader.paused = paused
@@ -236,7 +239,7 @@ class CrrService:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
-        if final_ship and not os.path.exists(self.pause_file):
+        if final_ship and not os.path.exists(self.pause_file) and not os.path.exists(self.ship_pause_file):
             try:
                 self.shipper._next_seal = None
                 self.shipper._retry_at = 0.0
@@ -255,7 +258,8 @@ class CrrService:
     def metrics(self) -> dict[str, Any]:
         now = self.clock()
         out: dict[str, Any] = {"region": self.cfg.region, "worker": self.worker,
-                               "paused": os.path.exists(self.pause_file), "ship": self.shipper.metrics(now),
+                               "paused": os.path.exists(self.pause_file),
+                               "ship_paused": os.path.exists(self.ship_pause_file), "ship": self.shipper.metrics(now),
                                "errors": self.errors, "last_error": self.last_error}
         if self.reader is not None:
             out["read"] = self.reader.metrics(now)

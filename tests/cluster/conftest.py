@@ -45,6 +45,16 @@ def cluster_ready():
 
 
 @pytest.fixture
+def prometheus_ready(cluster_ready):
+    """A real Prometheus for the alert checks (``--prometheus``)."""
+    if shutil.which("prometheus") is None:
+        msg = "the alert check needs prometheus (Debian package prometheus; scripts/install_deb.sh)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture
 def redis_and_prometheus(cluster_ready):
     """A real cluster with each region's own redis-server and a real Prometheus."""
     for tool, package in (("prometheus", "prometheus"), ("redis-server", "redis-server")):

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
 from flk.sim import api
 
-from .conftest import FLK, IN_CI, SCENARIOS, in_full_tier, leftovers
+from .conftest import FLK, SCENARIOS, in_full_tier, leftovers
 
 FAILOVER = str(SCENARIOS / "cluster-failover.toml")
 
@@ -30,15 +29,6 @@ FAILOVER = str(SCENARIOS / "cluster-failover.toml")
 def prefix():
     """This file's namespace prefix (``flkrt`` + the test process): never one of another run."""
     return f"flkrt{os.getpid() % 0x1000:x}"
-
-
-@pytest.fixture
-def prometheus_ready(cluster_ready):
-    if shutil.which("prometheus") is None:
-        msg = "the alert check needs prometheus (Debian package prometheus; scripts/install_deb.sh)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
 
 
 def test_region_loss_fails_over_through_the_real_router_and_real_prometheus_fires_backend_down(

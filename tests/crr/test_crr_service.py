@@ -45,6 +45,30 @@ def make(tmp_path, name, peers, shared):
     return svc, wal, store, v
 
 
+def test_a_held_shipper_stops_only_the_shipping(tmp_path):
+    """crr.pause-ship: us's records stop leaving it (no failure) while us still reads eu's;
+    deleting the file ships the backlog."""
+    shared = tmp_path / "shared"
+    eu, eu_wal, eu_store, eu_v = make(tmp_path, "eu", "us", shared)
+    us, us_wal, us_store, us_v = make(tmp_path, "us", "eu", shared)
+    (raw0, t0, pid0, _), _ = variants(1, 2)
+    (tmp_path / "us" / "crr.pause-ship").write_text("")
+    assert run_sync(eu_v.handle(Request(raw0, t0), NOW), eu_wal, eu_store).status == 200
+    raw2, t2, pid2, _ = variants(2, 1)[1]
+    assert run_sync(us_v.handle(Request(raw2, t2), NOW), us_wal, us_store).status == 200
+    eu.step(NOW + 1)
+    us.step(NOW + 1)
+    eu.step(NOW + 2)
+    m = us.metrics()
+    assert m["ship_paused"] and not m["paused"] and m["ship"]["failures"] == 0
+    assert us.shipper.watermark == 0 and eu_store.get(t2, pid2, NOW + 2) is None  # nothing of us left it
+    assert us_store.get(t0, pid0, NOW + 2) is not None  # us reads on
+    (tmp_path / "us" / "crr.pause-ship").unlink()
+    us.step(NOW + 3)
+    eu.step(NOW + 3)
+    assert us.shipper.watermark > 0 and eu_store.get(t2, pid2, NOW + 4) is not None
+
+
 def test_two_services_replicate_through_a_shared_directory_and_pause(tmp_path):
     shared = tmp_path / "shared"
     eu, eu_wal, eu_store, eu_v = make(tmp_path, "eu", "us", shared)

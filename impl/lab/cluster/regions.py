@@ -343,6 +343,15 @@ class RegionProcess:
         self.wal_mount = None
         return []
 
+    def hold_shipping(self, on: bool) -> None:
+        """ship_stop: the server's shipper pauses while ``DATA_DIR/crr.pause-ship`` exists (its
+        replication service reads the file every step); heal deletes it."""
+        flag = self.dir / "data" / "crr.pause-ship"
+        if on:
+            flag.write_text("")
+        else:
+            flag.unlink(missing_ok=True)
+
     def bitflip(self, on: bool) -> None:
         """Ask the region's store to flip a byte of its next shipped segment (``on``), or to
         upload every flipped segment again (heal): flag files the store node polls."""
@@ -397,6 +406,24 @@ class RegionProcess:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     pass
+
+    def server_events(self, event: str) -> list[dict]:
+        """The JSON log lines of ``event`` in the region's ``flk serve`` log (every start's)."""
+        out = []
+        try:
+            text = (self.dir / "server.log").read_text(errors="replace")
+        except OSError:
+            return out
+        for line in text.splitlines():
+            if f'"{event}"' not in line:
+                continue
+            try:
+                doc = textdata.json_loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("event") == event and isinstance(doc.get("ts"), (int, float)):
+                out.append(doc)
+        return out
 
     def store_events(self) -> list[dict]:
         out = []

@@ -61,6 +61,7 @@ from flk.sim.replication import settle_s
 from flk.sim.scenario import Scenario
 
 from ...core import textdata
+from ...replication.divergence import SEVERITY_LEVEL
 from ...verifier.admission import AdmissionSettings
 from . import prometheus as prom
 from .driver import BASE_KEY, Clock, Workload
@@ -109,6 +110,10 @@ MECHANISMS = {
                      "shipped segment; every answer stored before must stay byte-identical",
     "bitflip_shipped": "one byte of the region's next shipped segment changed in its object store before any "
                        "copy; heal uploads the original again to every store",
+    "ship_stop": "the file DATA_DIR/crr.pause-ship of the region's flk serve: its shipper stops sealing and "
+                 "uploading (no failure to report; its replication lag grows) while its reader, reconciler and "
+                 "divergence check run on; heal deletes the file and the backlog ships",
+    "ship_start": "alias of ship_stop",
 }
 INSIDE_ONLY = {
     "INV-WAL-FIRST": "needs the server's WAL and dedup events; a real cluster shows the client view only",
@@ -116,6 +121,7 @@ INSIDE_ONLY = {
     "INV-TENANT-ISOLATION": "needs the server's dedup keys; a real cluster shows the client view only",
 }
 BACKENDS = ("sqlite", "redis", "postgres")
+CHECK_LINES_S = 0.5  # the crr_divergence lines of one check are written together (microseconds apart)
 
 
 def replication_env(rep: dict) -> dict[str, str]:
@@ -456,8 +462,8 @@ class ClusterRun:
         return int((await asyncio.to_thread(self.router_status)).get("inflight", {}).get(region, 0))
 
     async def begin(self, index: int, spec: dict) -> None:
-        kind = {"restart": "crash", "resume": "pause", "clock_jump": "clock_skew",
-                "store_up": "store_down", "disk_free": "disk_full"}.get(spec["kind"], spec["kind"])
+        kind = {"restart": "crash", "resume": "pause", "clock_jump": "clock_skew", "store_up": "store_down",
+                "disk_free": "disk_full", "ship_start": "ship_stop"}.get(spec["kind"], spec["kind"])
         self.active[index] = {**spec, "kind": kind}
         if kind == "crash":
             silent = self.data["region_defaults"]["dead_process"] == "silent"
@@ -486,6 +492,10 @@ class ClusterRun:
             for t in self.targets(spec):
                 self.regions[t].bitflip(True)
                 self.rec.now("fault.start", kind="bitflip_shipped", target=t, mechanism="byte flip in the store")
+        elif kind == "ship_stop":
+            for t in self.targets(spec):
+                self.regions[t].hold_shipping(True)
+                self.rec.now("fault.start", kind="ship_stop", target=t, mechanism="crr.pause-ship")
         elif kind == "reader_rewind":
             # one region after another (all at once would leave the clients no region); the restarts
             # may outlast the workload, so they run on and the heal phase waits for them
@@ -562,6 +572,10 @@ class ClusterRun:
             for t in self.targets(spec):
                 self.regions[t].bitflip(False)
                 self.rec.now("fault.end", kind="bitflip_shipped", target=t)
+        elif kind == "ship_stop":
+            for t in self.targets(spec):
+                self.regions[t].hold_shipping(False)
+                self.rec.now("fault.end", kind="ship_stop", target=t)
         elif kind == "store_down":
             if spec.get("mode", "refuse") == "hang":
                 for t in self.targets(spec):
@@ -706,6 +720,24 @@ class ClusterRun:
                 finally:
                     auth.close()
 
+    def divergence_events(self) -> None:
+        """The servers' flagged divergence checks as the simulator's ``crr.divergence`` events: the
+        ``crr_divergence`` lines one check logs (one per flagged peer, written together) are one event
+        with its worst severity. A server logs no line for a check that found all peers ok, so a real
+        history holds the flagged checks only (``divergence_flagged`` counts the same thing)."""
+        if not self.replicated:
+            return
+        for rid, r in self.regions.items():
+            group: list[dict] = []
+            for e in [*r.server_events("crr_divergence"), None]:
+                if group and (e is None or e["ts"] - group[-1]["ts"] > CHECK_LINES_S):
+                    worst = max((g.get("severity") for g in group), key=lambda v: SEVERITY_LEVEL.get(v, 0))
+                    self.rec.record(group[0]["ts"] - self.wall_t0, "crr.divergence", region=rid, peers=len(group),
+                                    worst=worst)
+                    group = []
+                if e is not None:
+                    group.append(e)
+
     def store_events(self) -> None:
         """Copies between the regions' stores (``crr.copied`` with the age of the segment's oldest
         record) and the per-second replication lag (``crr.sample``) from the stores' logs."""
@@ -810,46 +842,55 @@ def check(events: list[dict], data: dict, partitions: list[dict]) -> list[dict]:
     out.extend(checkers.sometimes_checks(no_faults, data))
     starts = ev["fault.start"]
     for kind in sorted({f["kind"] for f in starts}):
-        fs = [f for f in starts if f["kind"] == kind]
-        if kind == "partition":
-            dropped = sum(p["dropped_packets"] for p in partitions)
-            out.append(checkers.CheckResult("SOMETIMES-PARTITION-CUT", "sometimes", dropped > 0, checked=len(fs),
-                                            note=f"{dropped} packets dropped by the partitions' nftables rules"))
-        elif kind == "crash":
-            inflight = sum(f.get("inflight", 0) for f in fs)
-            refused = _sent_while_down(ev, fs)
-            out.append(checkers.CheckResult("SOMETIMES-CRASH-HIT-TRAFFIC", "sometimes", inflight + refused > 0,
-                                            checked=len(fs), note=f"{inflight} requests in flight at SIGKILLs, "
-                                            f"{refused} attempts failed at a killed region before it was ready"))
-        elif kind == "bitflip_shipped":
-            corrupted, rejected = len(ev["crr.corrupted"]), len(ev["crr.reject"])
-            out.append(checkers.CheckResult("SOMETIMES-CORRUPTION-REJECTED", "sometimes", corrupted > 0 and rejected > 0,
-                                            checked=len(fs), note=f"{corrupted} shipped segments corrupted, "
-                                            f"{rejected} rejections reported by the readers"))
-        elif kind == "disk_full":
-            hit = _during(ev, fs, "client.recv", lambda e: e["status"] >= 500)
-            filled = sum(f.get("filled_bytes", 0) for f in fs)
-            out.append(checkers.CheckResult("SOMETIMES-DISK-FULL-REFUSED", "sometimes", hit > 0, checked=len(fs),
-                                            note=f"{filled} bytes filled the WAL tmpfs; {hit} answers from the "
-                                                 "full region were 5xx (fail closed)"))
-        elif kind == "store_down":
-            n503 = sum(1 for e in ev["client.recv"] if e["status"] == 503)
-            # a hung store's calls outlast a short client timeout: such an attempt met the outage too
-            waited = _during(ev, [f for f in fs if f.get("mode") == "hang"], "client.timeout",
-                             lambda e: e.get("error") == "TimeoutError")
-            out.append(checkers.CheckResult("SOMETIMES-STORE-DOWN-503", "sometimes", n503 + waited > 0,
-                                            checked=len(fs), note=f"{n503} answers met the outage (503, fail closed)"
-                                            + (f"; {waited} attempts timed out at a region whose store hung"
-                                               if waited else "")))
-        else:
-            out.append(checkers.CheckResult(f"SOMETIMES-FAULT-{kind.upper()}", "sometimes", True, checked=len(fs),
-                                            note=f"{len(fs)} {kind} faults applied"))
+        out.append(_fault_sometimes(kind, [f for f in starts if f["kind"] == kind], ev, data, partitions))
     if data["workload"].get("cross_region_conflict_rate", 0) > 0 and any(f["kind"] == "partition" for f in starts):
         n, _ = blackbox_conflicts(events)
         out.append(checkers.CheckResult("SOMETIMES-SPLIT-BRAIN-CONFLICT", "sometimes", n > 0, checked=len(starts),
                                         note=f"{n} pcs_ids acked with different payloads in different regions"))
     return out
 
+
+def _fault_sometimes(kind: str, fs: list[dict], ev: dict, data: dict, partitions: list[dict]) -> checkers.CheckResult:
+    """The "sometimes" check proving the faults ``fs`` of ``kind`` really hit something."""
+    n = len(fs)
+    if kind == "partition":
+        dropped = sum(p["dropped_packets"] for p in partitions)
+        return checkers.CheckResult("SOMETIMES-PARTITION-CUT", "sometimes", dropped > 0, checked=n,
+                                    note=f"{dropped} packets dropped by the partitions' nftables rules")
+    if kind == "crash":
+        inflight = sum(f.get("inflight", 0) for f in fs)
+        refused = _sent_while_down(ev, fs)
+        return checkers.CheckResult("SOMETIMES-CRASH-HIT-TRAFFIC", "sometimes", inflight + refused > 0, checked=n,
+                                    note=f"{inflight} requests in flight at SIGKILLs, {refused} attempts failed at "
+                                         "a killed region before it was ready")
+    if kind == "bitflip_shipped":
+        corrupted, rejected = len(ev["crr.corrupted"]), len(ev["crr.reject"])
+        return checkers.CheckResult("SOMETIMES-CORRUPTION-REJECTED", "sometimes", corrupted > 0 and rejected > 0,
+                                    checked=n, note=f"{corrupted} shipped segments corrupted, {rejected} "
+                                                    "rejections reported by the readers")
+    if kind == "ship_stop":  # the stopped shipper's records waited: their lag grew past two ship periods
+        targets = {t for f in fs for t in f["target"].split(",")}
+        lag = max((v for e in ev["crr.sample"] for r, v in e.get("by_region", {}).items() if r in targets),
+                  default=0.0)
+        return checkers.CheckResult("SOMETIMES-LAG-GREW", "sometimes", lag > 2 * data["replication"]["ship_interval_s"],
+                                    checked=n, note=f"max replication lag of the stopped regions {lag:.1f} s")
+    if kind == "disk_full":
+        hit = _during(ev, fs, "client.recv", lambda e: e["status"] >= 500)
+        filled = sum(f.get("filled_bytes", 0) for f in fs)
+        return checkers.CheckResult("SOMETIMES-DISK-FULL-REFUSED", "sometimes", hit > 0, checked=n,
+                                    note=f"{filled} bytes filled the WAL tmpfs; {hit} answers from the full region "
+                                         "were 5xx (fail closed)")
+    if kind == "store_down":
+        n503 = sum(1 for e in ev["client.recv"] if e["status"] == 503)
+        # a hung store's calls outlast a short client timeout: such an attempt met the outage too
+        waited = _during(ev, [f for f in fs if f.get("mode") == "hang"], "client.timeout",
+                         lambda e: e.get("error") == "TimeoutError")
+        return checkers.CheckResult("SOMETIMES-STORE-DOWN-503", "sometimes", n503 + waited > 0, checked=n,
+                                    note=f"{n503} answers met the outage (503, fail closed)"
+                                         + (f"; {waited} attempts timed out at a region whose store hung"
+                                            if waited else ""))
+    return checkers.CheckResult(f"SOMETIMES-FAULT-{kind.upper()}", "sometimes", True, checked=n,
+                                note=f"{n} {kind} faults applied")
 
 def _during(ev: dict, faults: list[dict], typ: str, pred) -> int:
     """Events ``typ`` (``client.recv``, ``client.timeout``) of each fault's target region between
@@ -936,6 +977,7 @@ def run(sc: Scenario, seed: int, backend: str = "sqlite", out: Path | None = Non
         cr.stop_router()  # its checks of the stopping servers are no part of the run
         cr.final_reads()
         cr.store_events()
+        cr.divergence_events()
         cr.router_events()
     except BaseException:
         cr.teardown()
