@@ -357,7 +357,8 @@ class ShipStop(_Switch):
 
 @register
 class ObjectStoreDown(_Switch):
-    """The replication object store is down (target "*") or unreachable from some regions."""
+    """The replication object store is down (target "*") or unreachable from some regions. flk
+    cluster: an nftables reset of the object-store port in each target region's namespace."""
 
     kinds = {"objstore_down": False, "objstore_up": True}
     params = (TARGET,)

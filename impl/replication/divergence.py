@@ -396,6 +396,7 @@ class DivergenceDetector:
         self.last: list[Alert] = []
         self.failures = 0
         self.mine: Summary | None = None  # the summary this region published last
+        self.counted: tuple[int, float] | None = None  # (key count, when): the last summary taken, published or not
         self.unseen: dict[str, int] = dict.fromkeys(self.peers, 0)
         self.unreadable: dict[str, int] = dict.fromkeys(self.peers, 0)  # per peer: summaries read that were not one
         self._unseen_in: dict[str, int] = {}  # peer -> the period last counted unseen (once per period)
@@ -432,6 +433,7 @@ class DivergenceDetector:
         try:
             mine = summarize(self.store, self.region, self.n, seed, now,
                              None if self.topology is None else self.topology())
+            self.counted = (mine.count, now)  # known even if the upload below fails
             key = f"{PREFIX}/{self.region}/{seed:012d}-{int(now * 1000):015d}.json"
             self.objects.put(key, mine.to_json())
             for old in self.objects.list(f"{PREFIX}/{self.region}/"):

@@ -278,6 +278,9 @@ class CrrService:
             out["divergence_unseen"] = dict(self.divergence.unseen)
             # per peer: summaries read that were not a summary (corrupt or foreign bytes; counted unseen)
             out["divergence_unreadable"] = dict(self.divergence.unreadable)
+            # this region's dedup key count at its last divergence summary (taken each period)
+            counted = self.divergence.counted
+            out["divergence_count"] = None if counted is None else {"keys": counted[0], "taken_at": counted[1]}
         return out
 
     def asgi_app(self):

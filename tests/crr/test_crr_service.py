@@ -103,6 +103,9 @@ def test_two_services_replicate_through_a_shared_directory_and_pause(tmp_path):
     assert eu.divergence.last == [] and eu.divergence.compared is None
     eu.divergence.step(NOW + 36)  # half a period (60 s) later: compared with us's summary
     assert [a.severity for a in eu.divergence.compared] == ["warning"] and eu.divergence.unseen == {"us": 0}
+    # each region's key count as of its last summary (what the cluster runner's key-count spread reads)
+    for svc, store in ((eu, eu_store), (us, us_store)):
+        assert svc.metrics()["divergence_count"] == {"keys": store.count(NOW + 6), "taken_at": NOW + 6}
     # the thread driver
     eu.clock = us.clock = lambda: NOW + 10 + (time.monotonic() % 1)
     eu.start()

@@ -71,6 +71,7 @@ from .regions import (
     PG_PORT,
     REDIS_PORT,
     SERVER_PORT,
+    STORE_PORT,
     WAL_TMPFS_MB,
     RegionProcess,
     faketime_lib,
@@ -114,6 +115,13 @@ MECHANISMS = {
                  "uploading (no failure to report; its replication lag grows) while its reader, reconciler and "
                  "divergence check run on; heal deletes the file and the backlog ships",
     "ship_start": "alias of ship_stop",
+    "objstore_down": "an nftables rule in each target region's namespace answers every packet its processes send to "
+                     "an object store's port with a TCP reset: its flk serve can neither ship, read nor publish a "
+                     "divergence summary, and its store's copier cannot push to the peers' stores (target \"*\": "
+                     "every region, the whole object store down); heal deletes the rules. Unlike the simulator's "
+                     "single-region outage, the region's segments already in its own store stop reaching its peers "
+                     "too",
+    "objstore_up": "alias of objstore_down",
 }
 INSIDE_ONLY = {
     "INV-WAL-FIRST": "needs the server's WAL and dedup events; a real cluster shows the client view only",
@@ -463,7 +471,8 @@ class ClusterRun:
 
     async def begin(self, index: int, spec: dict) -> None:
         kind = {"restart": "crash", "resume": "pause", "clock_jump": "clock_skew", "store_up": "store_down",
-                "disk_free": "disk_full", "ship_start": "ship_stop"}.get(spec["kind"], spec["kind"])
+                "disk_free": "disk_full", "ship_start": "ship_stop",
+                "objstore_up": "objstore_down"}.get(spec["kind"], spec["kind"])
         self.active[index] = {**spec, "kind": kind}
         if kind == "crash":
             silent = self.data["region_defaults"]["dead_process"] == "silent"
@@ -496,6 +505,12 @@ class ClusterRun:
             for t in self.targets(spec):
                 self.regions[t].hold_shipping(True)
                 self.rec.now("fault.start", kind="ship_stop", target=t, mechanism="crr.pause-ship")
+        elif kind == "objstore_down":
+            targets = self.targets(spec)
+            for t in targets:
+                await asyncio.to_thread(self.net.reject_port, index, t, STORE_PORT)
+            self.rec.now("fault.start", kind="objstore_down", target=",".join(targets),
+                         mechanism=f"nftables reject of port {STORE_PORT}")
         elif kind == "reader_rewind":
             # one region after another (all at once would leave the clients no region); the restarts
             # may outlast the workload, so they run on and the heal phase waits for them
@@ -576,6 +591,9 @@ class ClusterRun:
             for t in self.targets(spec):
                 self.regions[t].hold_shipping(False)
                 self.rec.now("fault.end", kind="ship_stop", target=t)
+        elif kind == "objstore_down":
+            await asyncio.to_thread(self.net.heal, index)
+            self.rec.now("fault.end", kind="objstore_down", target=",".join(self.targets(spec)))
         elif kind == "store_down":
             if spec.get("mode", "refuse") == "hang":
                 for t in self.targets(spec):
@@ -599,9 +617,14 @@ class ClusterRun:
 
     # -- samples -------------------------------------------------------------------------------
     async def sampler(self, client) -> None:
+        """Once a second, each live region's ``/v1/crr/status``: ship lag, conflicts, rejected streams,
+        applied records, and its dedup store's key count as of its last divergence summary
+        (``divergence_count``, taken each period; a region down or cut off keeps its last one), whose
+        spread is the simulator's key-count ``divergence`` (which reads every store each second)."""
         applied: dict[str, int] = {}
         rejected: dict[tuple, str] = {}
         self.last_ship_lag: dict[str, float] = {}
+        keys: dict[str, int] = {}  # per region, its last known key count (a region down keeps its store)
         while True:
             await asyncio.sleep(1.0)
             if not self.replicated:
@@ -619,7 +642,9 @@ class ClusterRun:
                 row["ship_lag"][rid] = float(ship.get("lag_s") or 0.0)
                 self.last_ship_lag[rid] = row["ship_lag"][rid]
                 row["conflicts"][rid] = int(rc.get("conflicts", 0))
-                row["keys"][rid] = int(rc.get("keys", 0))
+                counted = m.get("divergence_count")  # its dedup store's key count, as of its last summary
+                if isinstance(counted, dict):
+                    keys[rid] = int(counted.get("keys", 0))
                 for stream, why in sorted((read.get("rejected") or {}).items()):
                     if rejected.get((rid, stream)) != why:
                         rejected[(rid, stream)] = why
@@ -628,6 +653,7 @@ class ClusterRun:
                 if n > applied.get(rid, 0):
                     self.rec.now("crr.applied", region=rid, records=n - applied.get(rid, 0))
                 applied[rid] = max(n, applied.get(rid, 0))
+            row["keys"] = dict(keys)
             self.samples.append(row)
 
     # -- main --------------------------------------------------------------------------------
@@ -868,12 +894,12 @@ def _fault_sometimes(kind: str, fs: list[dict], ev: dict, data: dict, partitions
         return checkers.CheckResult("SOMETIMES-CORRUPTION-REJECTED", "sometimes", corrupted > 0 and rejected > 0,
                                     checked=n, note=f"{corrupted} shipped segments corrupted, {rejected} "
                                                     "rejections reported by the readers")
-    if kind == "ship_stop":  # the stopped shipper's records waited: their lag grew past two ship periods
+    if kind in ("ship_stop", "objstore_down"):  # the records not shipped waited: their lag grew past two ship periods
         targets = {t for f in fs for t in f["target"].split(",")}
         lag = max((v for e in ev["crr.sample"] for r, v in e.get("by_region", {}).items() if r in targets),
                   default=0.0)
         return checkers.CheckResult("SOMETIMES-LAG-GREW", "sometimes", lag > 2 * data["replication"]["ship_interval_s"],
-                                    checked=n, note=f"max replication lag of the stopped regions {lag:.1f} s")
+                                    checked=n, note=f"max replication lag of the regions hit {lag:.1f} s")
     if kind == "disk_full":
         hit = _during(ev, fs, "client.recv", lambda e: e["status"] >= 500)
         filled = sum(f.get("filled_bytes", 0) for f in fs)
