@@ -157,6 +157,9 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
         Field("home_region", "str", "", "region every agent tries first (default: spread round robin)"),
         Field("pool", "int", 256, "recent PCS kept per agent for duplicates", minimum=1),
         Field("outbox", "bool", False, "agents write each PCS to a crash-safe outbox before sending"),
+        _secs("outbox_drain_s", 5.0, "with an outbox: how long after the client gave up on a record its agent "
+              "sends it again (the next run of its drain loop -- flk agent submit --outbox, rerun while records "
+              "remain -- with the same signed bytes), s", minimum=0.001),
         Field("max_in_flight", "int", 256, "the load generator's cap on open submissions, all agents together: "
               "an arrival while this many are open (sent, retrying or backing off) is skipped, not sent -- the "
               "cluster runner's driver holds one connection per open submission, so it has this cap too "

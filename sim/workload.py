@@ -31,6 +31,7 @@ import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from heapq import heappush
 from json.encoder import encode_basestring
 
@@ -295,6 +296,7 @@ class Agent:
         self.up = True
         self.open = 0  # its submissions started and not done (World.open_submissions counts all agents')
         self.outbox: Outbox | None = None
+        self.drain_s = float(w.get("outbox_drain_s", 5.0))
         if w.get("outbox", False):
             self.fs = CrashableMemoryFileSystem(rng=world.streams.get(f"agent-disk/{index}"), torn_writes=True)
             self.fs.makedirs("/outbox")
@@ -316,6 +318,17 @@ class Agent:
             report = self.fs.crash()
             lost = len(report["torn"])
         return {"torn": lost}
+
+    def redrain(self, req: int, kind: str, pcs: dict, seq: int, inc: int, _event=None) -> None:
+        """The drain after a give-up: a record still pending in the outbox is sent again (the same
+        signed bytes: at-least-once), unless the agent crashed meanwhile (its restart resubmits
+        every pending record) or the record was acked since."""
+        if inc != self.incarnation or not self.up or self.outbox is None:
+            return
+        if not any(s == seq for s, _ in self.outbox.pending()):
+            return
+        self.world.history.record(self.world.env.now, "client.resubmit", req=req, agent=self.id, seq=seq)
+        Delivery(self, req, kind, pcs, seq).start()
 
     def restart(self):
         """Reopen the outbox from the disk and resubmit every pending record (at-least-once)."""
@@ -576,6 +589,9 @@ class Delivery:
             world.open_submissions -= 1
             if action.outcome == "gave_up":
                 world.history.record(env.now, "client.give_up", req=self.req, reason=action.reason[:80])
+                if self.seq is not None:  # still pending in the outbox: the next drain sends it again
+                    call_later(env, agent.drain_s, partial(agent.redrain, self.req, self.kind, self.pcs, self.seq,
+                                                           self.inc))
             elif self.seq is not None and action.acked:
                 agent.outbox.ack(self.seq)
 
