@@ -4,6 +4,7 @@ where that is a failure (CI runs as root; ``make setup`` installs the tools)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -69,6 +70,18 @@ def redis_and_prometheus(cluster_ready):
 def prefix():
     """A namespace prefix of this test process (never one of another run)."""
     return f"flkt{os.getpid() % 100000:x}"
+
+
+def cluster_run(tmp_path, prefix: str, scenario: str, *extra: str, timeout: float = 400) -> tuple[dict, list[dict]]:
+    """``flk cluster run SCENARIO --seed 1 --prometheus`` into ``tmp_path``: its results and history
+    (exit 0 or 1: a run that is invalid still reports)."""
+    proc = subprocess.run([*FLK, "cluster", "run", scenario, "--seed", "1", "--out", str(tmp_path), "--json",
+                           "--prefix", prefix, "--no-plots", "--prometheus", *extra],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    res = json.loads(proc.stdout)
+    events = [json.loads(line) for line in (tmp_path / res["scenario"] / "1" / "history.jsonl").open()]
+    return res, events
 
 
 def leftovers(prefix: str, work: str | None = None) -> list[str]:

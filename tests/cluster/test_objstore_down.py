@@ -6,26 +6,14 @@ the fault moved past the run's end nothing of it fires."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-
-from .conftest import FLK, in_full_tier
+from .conftest import cluster_run, in_full_tier
 
 DECLARED = {"FlkCrrReplicationLag", "FlkCrrShippingFailing", "FlkCrrPeerUnseen"}
 
 
-def _run(tmp_path, prefix: str, *extra: str) -> tuple[dict, list[dict]]:
-    proc = subprocess.run([*FLK, "cluster", "run", "crr-lag-alert", "--seed", "1", "--out", str(tmp_path), "--json",
-                           "--prefix", prefix, "--no-plots", "--prometheus", *extra],
-                          capture_output=True, text=True, timeout=400)
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]
-    events = [json.loads(line) for line in (tmp_path / "crr-lag-alert" / "1" / "history.jsonl").open()]
-    return json.loads(proc.stdout), events
-
-
 @in_full_tier
 def test_a_refused_real_object_store_fires_the_replication_alerts(prometheus_ready, prefix, tmp_path):
-    res, events = _run(tmp_path, prefix)
+    res, events = cluster_run(tmp_path, prefix, "crr-lag-alert")
     checks = {c["id"]: c for c in res["invariants"]}
     assert res["valid"], [c for c in res["invariants"] if not c["ok"]]
     for name in DECLARED:
@@ -40,7 +28,7 @@ def test_a_refused_real_object_store_fires_the_replication_alerts(prometheus_rea
 
 @in_full_tier
 def test_without_the_outage_the_real_replication_alerts_stay_silent(prometheus_ready, prefix, tmp_path):
-    res, events = _run(tmp_path, prefix, "--set", "faults.0.at_s=100")  # after the run's 36 s: never applied
+    res, events = cluster_run(tmp_path, prefix, "crr-lag-alert", "--set", "faults.0.at_s=100")  # after the run's 36 s: never applied
     assert not any(e["type"] == "fault.start" for e in events)
     assert not DECLARED & set(res["alerts"]["firing"]), res["alerts"]["firing"]
     assert res["metrics"]["replication_lag_max_s"] < 5.0

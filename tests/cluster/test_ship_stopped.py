@@ -6,26 +6,14 @@ the run's end (the counterfactual) nothing is flagged and nothing pages."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-
-from .conftest import FLK, in_full_tier
+from .conftest import cluster_run, in_full_tier
 
 FAULT_AT_S, SETTLE_S = 4.0, 6.0  # the scenario's stop, and its settle time (2 x (1 + 0.5) + 3)
 
 
-def _run(tmp_path, prefix: str, *extra: str) -> tuple[dict, list[dict]]:
-    proc = subprocess.run([*FLK, "cluster", "run", "crr-ship-stopped", "--seed", "1", "--out", str(tmp_path),
-                           "--json", "--prefix", prefix, "--no-plots", "--prometheus", *extra],
-                          capture_output=True, text=True, timeout=400)
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]
-    events = [json.loads(line) for line in (tmp_path / "crr-ship-stopped" / "1" / "history.jsonl").open()]
-    return json.loads(proc.stdout), events
-
-
 @in_full_tier
 def test_a_held_real_shipper_pages_geo_divergence_after_the_settle_time(prometheus_ready, prefix, tmp_path):
-    res, events = _run(tmp_path, prefix)
+    res, events = cluster_run(tmp_path, prefix, "crr-ship-stopped")
     checks = {c["id"]: c for c in res["invariants"]}
     assert res["valid"], [c for c in res["invariants"] if not c["ok"]]
     assert checks["SOMETIMES-LAG-GREW"]["ok"], checks["SOMETIMES-LAG-GREW"]
@@ -43,7 +31,7 @@ def test_a_held_real_shipper_pages_geo_divergence_after_the_settle_time(promethe
 
 @in_full_tier
 def test_without_the_held_shipper_the_real_regions_flag_nothing(prometheus_ready, prefix, tmp_path):
-    res, events = _run(tmp_path, prefix, "--set", "faults.0.at_s=100")  # after the run's 45 s: never applied
+    res, events = cluster_run(tmp_path, prefix, "crr-ship-stopped", "--set", "faults.0.at_s=100")  # after the run's 45 s: never applied
     assert not any(e["type"] == "fault.start" for e in events)
     assert res["alerts"]["firing"] == {}
     assert res["metrics"]["divergence_flagged"] == 0 and res["metrics"]["replication_lag_max_s"] < 5.0

@@ -407,30 +407,33 @@ class RegionProcess:
                 except subprocess.TimeoutExpired:
                     pass
 
-    def server_events(self, event: str) -> list[dict]:
-        """The JSON log lines of ``event`` in the region's ``flk serve`` log (every start's)."""
-        out = []
+    def _json_lines(self, name: str, needle: str = "") -> list[dict]:
+        """The JSON objects of the lines of ``name`` in the region's folder that hold ``needle``
+        (a line cut off or not JSON is skipped: a log being written)."""
         try:
-            text = (self.dir / "server.log").read_text(errors="replace")
+            text = (self.dir / name).read_text(errors="replace")
         except OSError:
-            return out
+            return []
+        out = []
         for line in text.splitlines():
-            if f'"{event}"' not in line:
+            if needle not in line:
                 continue
             try:
                 doc = textdata.json_loads(line)
             except ValueError:
                 continue
-            if isinstance(doc, dict) and doc.get("event") == event and isinstance(doc.get("ts"), (int, float)):
+            if isinstance(doc, dict):
                 out.append(doc)
         return out
 
+    def server_events(self, event: str) -> list[dict]:
+        """The JSON log lines of ``event`` in the region's ``flk serve`` log (every start's)."""
+        return [d for d in self._json_lines("server.log", f'"{event}"')
+                if d.get("event") == event and isinstance(d.get("ts"), (int, float))]
+
     def store_events(self) -> list[dict]:
-        out = []
-        try:
-            text = (self.dir / "store-events.jsonl").read_text(errors="replace")
-        except OSError:
-            return out
+        """The store node's event lines (``store-events.jsonl``: seen, copied, corrupted, ...)."""
+        return self._json_lines("store-events.jsonl")
         for line in text.splitlines():
             try:
                 out.append(textdata.json_loads(line))
