@@ -129,6 +129,15 @@ def test_a_fault_without_a_real_mechanism_is_refused_before_the_run(prefix, tmp_
     assert not (tmp_path / "key-rotation").exists() and leftovers(prefix) == []
 
 
+def test_clock_skew_with_replication_is_refused_with_the_library_s_reason(prefix, tmp_path):
+    """Under libfaketime 0.9.10 the servers' replication threads never step: a run would show
+    nothing replicated and blame the system; it is refused, saying why."""
+    proc = subprocess.run([*FLK, "cluster", "run", "clock-skew-replicated", "--out", str(tmp_path),
+                           "--prefix", prefix], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "with replication" in proc.stderr and "sem_clockwait" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "clock-skew-replicated").exists()
+
+
 @pytest.mark.parametrize("args,needle", [(["--backend", "mysql"], "--backend"), (["--seed", "-1"], "--seed"),
                                          (["--set", "workload.nope=1"], "nope"),
                                          (["--junit", "{tmp}"], "--junit")])

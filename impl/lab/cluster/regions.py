@@ -434,9 +434,3 @@ class RegionProcess:
     def store_events(self) -> list[dict]:
         """The store node's event lines (``store-events.jsonl``: seen, copied, corrupted, ...)."""
         return self._json_lines("store-events.jsonl")
-        for line in text.splitlines():
-            try:
-                out.append(textdata.json_loads(line))
-            except ValueError:
-                continue
-        return out

@@ -93,7 +93,9 @@ MECHANISMS = {
     "partition": "nftables drop rules (with counters) in the regions' network namespaces; heal deletes them",
     "clock_skew": "libfaketime (FAKETIME_TIMESTAMP_FILE) under the region's flk serve moves its wall and monotonic "
                   "clocks forward by skew_s; heal writes +0 and restarts it gracefully on the same data dir "
-                  "(a monotonic step back would stall its timers); negative skews are refused",
+                  "(a monotonic step back would stall its timers); negative skews are refused. Under libfaketime "
+                  "0.9.10 a server thread's timed wait that nothing wakes never ends (every region of the run "
+                  "runs under the library): refused with replication, whose thread runs on such waits",
     "clock_jump": "as clock_skew",
     "store_down": "mode hang: SIGSTOP of the region's own redis-server (--backend redis) or PostgreSQL "
                   "processes (--backend postgres), heal: SIGCONT; mode refuse (the default): an nftables rule in "
@@ -219,6 +221,13 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
                        "--backend redis or postgres (SQLite is a file inside flk serve, not a service)")
         elif kind in ("clock_skew", "clock_jump") and faketime_lib() is None:
             out.append(f"fault {kind!r}: needs libfaketime (Debian package faketime; `make setup` installs it)")
+        elif kind in ("clock_skew", "clock_jump") and replicated:
+            out.append(f"fault {kind!r} with replication: under libfaketime 0.9.10 (both clocks faked) a timed "
+                       "wait of a server thread never ends (Python's Event.wait and Queue.get(timeout): "
+                       "sem_clockwait on a monotonic deadline the library moved to the wall clock's epoch), so "
+                       "the replication thread never steps and nothing ships (clock-skew-replicated ran: no "
+                       "segment left any region in 45 s); with the monotonic clock left real "
+                       "(FAKETIME_DONT_FAKE_MONOTONIC) time.sleep fails with EINVAL instead")
     for i, f in enumerate(data["faults"]):
         if f["kind"] in ("clock_skew", "clock_jump") and float(f.get("skew_s", 30.0)) < 0:
             out.append(f"faults.{i}.skew_s < 0: a clock stepped back would stall the server's timers under "
