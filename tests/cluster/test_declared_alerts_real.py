@@ -16,6 +16,7 @@ STUDIES = {  # scenario -> extra flags; each ran real on 2026-11-27 as the comme
     "tamper-heavy": [],  # FlkSignatureFailureSpike at 7.2 s (sim 8.0), FlkEscalationRateHigh at 32.2 s (sim 32.0)
     "client-partition": [],  # all silent, 1,197 packets dropped
     "crr-reader-stalled": ["--backend", "redis"],  # six alerts, e.g. FlkCrrReaderStalled at 15.3 s (sim 15.0)
+    "quota-exhaustion": [],  # tenant buckets from the runner's tenants file: 429 rate 0.265 (sim 0.271), all silent
 }
 
 

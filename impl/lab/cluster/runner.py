@@ -239,9 +239,10 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
         if net.get(key):
             out.append(f"network.{key} = {net[key]}: the real network does not lose, duplicate or reorder "
                        "on purpose (would need tc netem)")
-    for key in ("tenant_rate_per_s", "tenant_burst", "tenant_daily_quota"):
-        if data["workload"].get(key):
-            out.append(f"workload.{key}: tenant limits are not configured on real servers yet")
+    w = data["workload"]
+    if float(w.get("tenant_rate_per_s", 0.0)) > 0 and float(w.get("tenant_burst", 0.0)) < 1:
+        out.append("workload.tenant_burst < 1 with a tenant rate: flk serve's token bucket holds at least one "
+                   "request (its tenants file refuses a smaller burst)")
     if data["workload"].get("outbox"):
         out.append("workload.outbox: agent outboxes are not run on real clusters yet")
     for r in data["regions"]:
@@ -344,6 +345,7 @@ class ClusterRun:
         t0 = time.monotonic()
         self.net.up()
         tenants = tenants_env(int(self.data["workload"]["tenants"]))
+        limits = tenants_file(self.work / "tenants.toml", int(self.data["workload"]["tenants"]), self.data["workload"])
         skew = any(f["kind"] in ("clock_skew", "clock_jump") for f in self.data["faults"])
         operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1],
                     **server_settings_env(self.data["region_defaults"])}
@@ -356,6 +358,9 @@ class ClusterRun:
             self.regions[rid] = RegionProcess(self.net, rid, self.work, peers,
                                               float(self.data["replication"]["ship_interval_s"]), tenants, operator,
                                               skew)
+            if limits is not None:  # the TENANTS setting has no room for limits: the tenants file has
+                del self.regions[rid].env["TENANTS"]
+                self.regions[rid].env["TENANTS_FILE"] = str(limits)
             if not self.replicated:
                 for k in [k for k in self.regions[rid].env if k.startswith("CRR_")]:
                     del self.regions[rid].env[k]
@@ -811,6 +816,31 @@ class ClusterRun:
 
 def ledger_path(prefix: str) -> Path:
     return Path(tempfile.gettempdir()) / f"flk-cluster-{prefix}.json"
+
+
+def tenants_file(path: Path, n: int, w: dict) -> Path | None:
+    """The regions' ``TENANTS_FILE`` when the workload sets tenant limits (None: it sets none):
+    tenants t0..tN-1 with their HMAC keys, and as every tenant's defaults the workload's
+    ``tenant_rate_per_s``, ``tenant_burst`` and ``tenant_daily_quota`` -- the simulator's regions'
+    token buckets (:class:`flk.impl.verifier.tenants.Tenant`). Written 0600 in the run's work
+    folder, removed with it."""
+    import tomli_w
+
+    from flk.impl.agent.factory import tenant_key
+
+    rate, burst = float(w.get("tenant_rate_per_s", 0.0)), float(w.get("tenant_burst", 0.0))
+    quota = int(w.get("tenant_daily_quota", 0))
+    if not (rate or burst or quota):
+        return None
+    defaults: dict = {"rate_per_s": rate, "daily_quota": quota}
+    if burst:
+        defaults["burst"] = burst
+    tenants = {f"t{i}": {"alg": "hmac", "keys": [{"id": "k0", "secret": tenant_key(BASE_KEY, f"t{i}", 0).decode()}]}
+               for i in range(n)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(tomli_w.dumps({"defaults": defaults, "tenants": tenants}))
+    return path
 
 
 def tenants_env(n: int) -> str:

@@ -1,0 +1,43 @@
+"""The cluster's servers run a scenario's tenant limits (``tenants_file``): the runner's tenants
+file is one ``flk serve`` accepts, and the registry it loads gives every tenant the simulator's
+token bucket and quota, with the keys the cluster's agents sign with."""
+
+from __future__ import annotations
+
+import stat
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flk.impl.agent.factory import tenant_key
+from flk.impl.lab.cluster.driver import BASE_KEY
+from flk.impl.lab.cluster.runner import tenants_file
+from flk.impl.server.config import load_config
+from flk.impl.verifier.tenants import load_toml
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 5), rate=st.sampled_from([0.0, 0.5, 50.0]), burst=st.sampled_from([0.0, 1.0, 20.0]),
+       quota=st.sampled_from([0, 1, 1000]))
+def test_the_tenants_file_holds_the_workloads_limits(tmp_path_factory, n, rate, burst, quota):
+    path = tmp_path_factory.mktemp("t") / "tenants.toml"
+    w = {"tenant_rate_per_s": rate, "tenant_burst": burst, "tenant_daily_quota": quota}
+    got = tenants_file(path, n, w)
+    if not (rate or burst or quota):
+        assert got is None and not path.exists()  # no limits: the TENANTS setting, as before
+        return
+    if rate and burst < 1:
+        return  # refused before the run (flk serve needs a bucket of at least one)
+    assert got == path and stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds keys
+    reg = load_toml(str(path))
+    for i in range(n):
+        t = reg.resolve(f"t{i}")
+        assert (t.rate_per_s, t.daily_quota) == (rate, quota)
+        assert t.burst == (burst or max(1.0, rate))
+        assert [k.material for k in t.keys] == [tenant_key(BASE_KEY, f"t{i}", 0)]
+
+
+def test_flk_serve_accepts_the_file(tmp_path):
+    path = tenants_file(tmp_path / "tenants.toml", 2, {"tenant_rate_per_s": 50.0, "tenant_burst": 20.0})
+    cfg = load_config({"DATA_DIR": str(tmp_path / "data"), "MULTI_TENANT": "true", "TENANTS_FILE": str(path)})
+    assert cfg.tenants_file == str(path)
