@@ -957,6 +957,7 @@ def _fault_sometimes(kind: str, fs: list[dict], ev: dict, data: dict, partitions
     return checkers.CheckResult(f"SOMETIMES-FAULT-{kind.upper()}", "sometimes", True, checked=n,
                                 note=f"{n} {kind} faults applied")
 
+
 def _during(ev: dict, faults: list[dict], typ: str, pred) -> int:
     """Events ``typ`` (``client.recv``, ``client.timeout``) of each fault's target region between
     the fault's start and its end that satisfy ``pred``."""
