@@ -212,26 +212,7 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
     for module, what in (("moto", "moto[server]"), ("boto3", "boto3")):
         if replicated and importlib.util.find_spec(module) is None:
             out.append(f"needs {what} for the regions' object stores (pip install 'flk-lab[dev]')")
-    kinds = sorted({f["kind"] for f in data["faults"]})
-    for kind in kinds:
-        if kind not in MECHANISMS:
-            out.append(f"fault {kind!r}: no real mechanism in flk cluster yet (supported: {', '.join(MECHANISMS)})")
-        elif kind in ("store_down", "store_up") and backend == "sqlite":
-            out.append(f"fault {kind!r}: a dedup outage stops or refuses the region's Redis or PostgreSQL: needs "
-                       "--backend redis or postgres (SQLite is a file inside flk serve, not a service)")
-        elif kind in ("clock_skew", "clock_jump") and faketime_lib() is None:
-            out.append(f"fault {kind!r}: needs libfaketime (Debian package faketime; `make setup` installs it)")
-        elif kind in ("clock_skew", "clock_jump") and replicated:
-            out.append(f"fault {kind!r} with replication: under libfaketime 0.9.10 (both clocks faked) a timed "
-                       "wait of a server thread never ends (Python's Event.wait and Queue.get(timeout): "
-                       "sem_clockwait on a monotonic deadline the library moved to the wall clock's epoch), so "
-                       "the replication thread never steps and nothing ships (clock-skew-replicated ran: no "
-                       "segment left any region in 45 s); with the monotonic clock left real "
-                       "(FAKETIME_DONT_FAKE_MONOTONIC) time.sleep fails with EINVAL instead")
-    for i, f in enumerate(data["faults"]):
-        if f["kind"] in ("clock_skew", "clock_jump") and float(f.get("skew_s", 30.0)) < 0:
-            out.append(f"faults.{i}.skew_s < 0: a clock stepped back would stall the server's timers under "
-                       "libfaketime (both clocks move); only forward skews run on real clusters")
+    out += _fault_problems(data["faults"], backend, replicated)
     if data["nemesis"]["enabled"]:
         out.append("nemesis.enabled: random faults are not scheduled on real clusters yet")
     net = data["network"]
@@ -259,6 +240,32 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
         out.append(f"workload.max_in_flight = {data['workload']['max_in_flight']}: the driver holds one connection "
                    f"per open submission and needs {need} open files; this process may open {hard} at most "
                    "(ulimit -Hn)")
+    return out
+
+
+def _fault_problems(faults: list[dict], backend: str, replicated: bool) -> list[str]:
+    """Why the scenario's faults cannot run here (:func:`preflight`'s part for them)."""
+    out: list[str] = []
+    kinds = sorted({f["kind"] for f in faults})
+    for kind in kinds:
+        if kind not in MECHANISMS:
+            out.append(f"fault {kind!r}: no real mechanism in flk cluster yet (supported: {', '.join(MECHANISMS)})")
+        elif kind in ("store_down", "store_up") and backend == "sqlite":
+            out.append(f"fault {kind!r}: a dedup outage stops or refuses the region's Redis or PostgreSQL: needs "
+                       "--backend redis or postgres (SQLite is a file inside flk serve, not a service)")
+        elif kind in ("clock_skew", "clock_jump") and faketime_lib() is None:
+            out.append(f"fault {kind!r}: needs libfaketime (Debian package faketime; `make setup` installs it)")
+        elif kind in ("clock_skew", "clock_jump") and replicated:
+            out.append(f"fault {kind!r} with replication: under libfaketime 0.9.10 (both clocks faked) a timed "
+                       "wait of a server thread never ends (Python's Event.wait and Queue.get(timeout): "
+                       "sem_clockwait on a monotonic deadline the library moved to the wall clock's epoch), so "
+                       "the replication thread never steps and nothing ships (clock-skew-replicated ran: no "
+                       "segment left any region in 45 s); with the monotonic clock left real "
+                       "(FAKETIME_DONT_FAKE_MONOTONIC) time.sleep fails with EINVAL instead")
+    for i, f in enumerate(faults):
+        if f["kind"] in ("clock_skew", "clock_jump") and float(f.get("skew_s", 30.0)) < 0:
+            out.append(f"faults.{i}.skew_s < 0: a clock stepped back would stall the server's timers under "
+                       "libfaketime (both clocks move); only forward skews run on real clusters")
     return out
 
 
@@ -511,20 +518,8 @@ class ClusterRun:
             rules = await asyncio.to_thread(self.net.cut, index, a, b, symmetric)
             self.rec.now("fault.start", kind="partition", target=f"{','.join(a)}|{','.join(b)}", symmetric=symmetric,
                          rules=len(rules), mechanism="nftables drop")
-        elif kind == "bitflip_shipped":
-            for t in self.targets(spec):
-                self.regions[t].bitflip(True)
-                self.rec.now("fault.start", kind="bitflip_shipped", target=t, mechanism="byte flip in the store")
-        elif kind == "ship_stop":
-            for t in self.targets(spec):
-                self.regions[t].hold_shipping(True)
-                self.rec.now("fault.start", kind="ship_stop", target=t, mechanism="crr.pause-ship")
-        elif kind == "objstore_down":
-            targets = self.targets(spec)
-            for t in targets:
-                await asyncio.to_thread(self.net.reject_port, index, t, STORE_PORT)
-            self.rec.now("fault.start", kind="objstore_down", target=",".join(targets),
-                         mechanism=f"nftables reject of port {STORE_PORT}")
+        elif kind in ("bitflip_shipped", "ship_stop", "objstore_down"):
+            await self._begin_replication_fault(kind, index, spec)
         elif kind == "reader_rewind":
             # one region after another (all at once would leave the clients no region); the restarts
             # may outlast the workload, so they run on and the heal phase waits for them
@@ -558,6 +553,24 @@ class ClusterRun:
             for t in self.targets(spec):
                 self.regions[t].set_skew(skew)
                 self.rec.now("fault.start", kind=spec["kind"], target=t, skew_s=skew, mechanism="libfaketime")
+
+    async def _begin_replication_fault(self, kind: str, index: int, spec: dict) -> None:
+        """A fault of the replication path: a shipped segment's byte flipped, a held shipper, or
+        the object stores refusing (:meth:`begin`)."""
+        targets = self.targets(spec)
+        if kind == "objstore_down":
+            for t in targets:
+                await asyncio.to_thread(self.net.reject_port, index, t, STORE_PORT)
+            self.rec.now("fault.start", kind="objstore_down", target=",".join(targets),
+                         mechanism=f"nftables reject of port {STORE_PORT}")
+            return
+        for t in targets:
+            if kind == "bitflip_shipped":
+                self.regions[t].bitflip(True)
+                self.rec.now("fault.start", kind="bitflip_shipped", target=t, mechanism="byte flip in the store")
+            else:
+                self.regions[t].hold_shipping(True)
+                self.rec.now("fault.start", kind="ship_stop", target=t, mechanism="crr.pause-ship")
 
     def _start_failed(self, region: str, reason: str) -> None:
         """A start of ``region``'s flk serve exited (the simulator's event: its regions' starts fail alike)."""
