@@ -131,7 +131,8 @@ INSIDE_ONLY = {
     "INV-TENANT-ISOLATION": "needs the server's dedup keys; a real cluster shows the client view only",
 }
 BACKENDS = ("sqlite", "redis", "postgres")
-CHECK_LINES_S = 0.5  # the crr_divergence lines of one check are written together (microseconds apart)
+CHECK_LINES_S = 0.5  # the crr_divergence lines of one check are written together (microseconds apart; at most
+# a quarter of the divergence period, so two checks are never one)
 
 
 def replication_env(rep: dict) -> dict[str, str]:
@@ -780,10 +781,11 @@ class ClusterRun:
         history holds the flagged checks only (``divergence_flagged`` counts the same thing)."""
         if not self.replicated:
             return
+        apart = min(CHECK_LINES_S, float(self.data["replication"]["divergence_interval_s"]) / 4)  # checks: a period
         for rid, r in self.regions.items():
             group: list[dict] = []
             for e in [*r.server_events("crr_divergence"), None]:
-                if group and (e is None or e["ts"] - group[-1]["ts"] > CHECK_LINES_S):
+                if group and (e is None or e["ts"] - group[-1]["ts"] > apart):
                     worst = max((g.get("severity") for g in group), key=lambda v: SEVERITY_LEVEL.get(v, 0))
                     self.rec.record(group[0]["ts"] - self.wall_t0, "crr.divergence", region=rid, peers=len(group),
                                     worst=worst)
