@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
+from pathlib import Path
 
 from flk.impl.agent.client import (
     Done,
@@ -43,6 +45,8 @@ from flk.impl.agent.client import (
     Wait,
 )
 from flk.impl.agent.loadgen import Connection, HttpError, _request_head
+from flk.impl.agent.outbox import Outbox
+from flk.impl.core import textdata
 from flk.sim.region import SIM_EPOCH
 from flk.sim.rng import Streams
 from flk.sim.workload import MAX_RETRY_AFTER_S, Agent, PcsFactory, make_templates
@@ -98,7 +102,7 @@ class Workload:
     """Runs every agent until ``duration`` and waits (bounded) for their submissions."""
 
     def __init__(self, scenario: dict, seed: int, regions: list[str], url_of, history, clock: Clock,
-                 router_url: str | None = None) -> None:
+                 router_url: str | None = None, outbox_dir: Path | None = None) -> None:
         self.router_url = router_url
         self.w = scenario["workload"]
         self.duration = float(scenario["scenario"]["duration_s"])
@@ -115,6 +119,18 @@ class Workload:
         self.max_in_flight = int(self.w["max_in_flight"])
         self.idle: dict[str, list[Connection]] = {}  # region -> idle keep-alive connections
         self.heads: dict[tuple[str, tuple], bytes] = {}
+        # workload.outbox: each agent's outbox is a real one on disk (fsync per append), appended
+        # before the first send, acked at the answer; a record given up on is sent again after
+        # workload.outbox_drain_s, and an agent_crash cancels the agent's deliveries and reopens
+        # its outbox at the heal (every pending record resubmitted, as the simulator's agents do)
+        self.outbox_dir = outbox_dir if scenario["workload"].get("outbox") else None
+        self.outboxes: dict[str, Outbox] = {}
+        self.down: set[str] = set()  # agents crashed and not restarted
+        self.incarnation: dict[str, int] = {}
+        self.agent_tasks: dict[str, set[asyncio.Task]] = {}
+        if self.outbox_dir is not None:
+            for a in self.agents:
+                self.outboxes[a.id] = self._open_outbox(a.id)
 
     async def post(self, region: str, headers: tuple, body: bytes, timeout: float) -> tuple[int, dict]:
         if self.router_url is not None:
@@ -143,8 +159,11 @@ class Workload:
         await asyncio.gather(*(self._agent(a) for a in self.agents))
 
     async def drain(self, timeout: float) -> None:
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=timeout)
+        """Wait (at most ``timeout``) for the open deliveries, also those started meanwhile (an
+        outbox's resubmissions), then cancel what is left and close the connections."""
+        end = time.monotonic() + timeout
+        while self.tasks and (left := end - time.monotonic()) > 0:
+            await asyncio.wait(set(self.tasks), timeout=left)
         for t in list(self.tasks):
             t.cancel()
         for pool in self.idle.values():
@@ -163,16 +182,73 @@ class Workload:
                 return
             if rate <= 0:
                 continue
+            if agent.id in self.down:  # a crashed agent takes no arrivals
+                continue
             if len(self.tasks) >= self.max_in_flight:
                 self.record("client.skip", agent=agent.id)
                 continue
             kind, pcs = agent.choose()
             self._req += 1
-            task = asyncio.create_task(self._deliver(agent, self._req, kind, pcs))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            seq = None
+            outbox = self.outboxes.get(agent.id)
+            if outbox is not None:  # durable before the first send: survives an agent crash
+                seq = outbox.append(json.dumps({"req": self._req, "kind": kind, "pcs": pcs}, sort_keys=True).encode())
+            self._start(agent, self._req, kind, pcs, seq)
 
-    async def _deliver(self, agent: WallAgent, req: int, kind: str, pcs: dict) -> None:
+    def _start(self, agent: WallAgent, req: int, kind: str, pcs: dict, seq: int | None,
+               after: float = 0.0) -> None:
+        """A delivery of ``req`` as a task of ``agent`` (``after`` s later: an outbox's next drain)."""
+        task = asyncio.create_task(self._deliver(agent, req, kind, pcs, seq, after))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        mine = self.agent_tasks.setdefault(agent.id, set())
+        mine.add(task)
+        task.add_done_callback(mine.discard)
+
+    # -- outboxes and agent crashes ----------------------------------------------------------
+    def _open_outbox(self, agent_id: str) -> Outbox:
+        path = self.outbox_dir / agent_id
+        path.mkdir(parents=True, exist_ok=True)
+        return Outbox(str(path), durability="always", auto_compact_after=None)
+
+    def crash_agent(self, agent_id: str) -> int:
+        """agent_crash: its deliveries are cancelled (nothing more is recorded of them) and it takes
+        no arrivals until :meth:`restart_agent`; its outbox stays on disk. Returns the deliveries cut."""
+        self.incarnation[agent_id] = self.incarnation.get(agent_id, 0) + 1
+        self.down.add(agent_id)
+        cut = list(self.agent_tasks.get(agent_id, ()))
+        for t in cut:
+            t.cancel(msg="agent crash")
+        outbox = self.outboxes.pop(agent_id, None)
+        if outbox is not None:
+            outbox.close()
+        return len(cut)
+
+    def restart_agent(self, agent_id: str) -> int:
+        """The heal of an agent_crash: its outbox reopened from disk and every pending record
+        resubmitted (``client.resubmit``) with the same signed bytes. Returns how many."""
+        self.down.discard(agent_id)
+        if self.outbox_dir is None:
+            return 0
+        outbox = self.outboxes[agent_id] = self._open_outbox(agent_id)
+        agent = next(a for a in self.agents if a.id == agent_id)
+        pending = outbox.pending()
+        for seq, raw in pending:
+            rec = textdata.json_loads(raw)
+            self.record("client.resubmit", req=rec["req"], agent=agent_id, seq=seq)
+            self._start(agent, rec["req"], rec["kind"], rec["pcs"], seq)
+        return len(pending)
+
+    async def _deliver(self, agent: WallAgent, req: int, kind: str, pcs: dict, seq: int | None = None,
+                       after: float = 0.0) -> None:
+        inc = self.incarnation.get(agent.id, 0)
+        if after:
+            await asyncio.sleep(after)  # the next drain of a record given up on
+            outbox = self.outboxes.get(agent.id)
+            if (agent.id in self.down or inc != self.incarnation.get(agent.id, 0) or outbox is None
+                    or not any(s == seq for s, _ in outbox.pending())):
+                return
+            self.record("client.resubmit", req=req, agent=agent.id, seq=seq)
         routed = self.router_url is not None
         urls = agent.urls[:1] if routed else agent.urls  # behind the router: one name, the home
         sub = Submission(pcs, urls, rng=agent.rng, policy=agent.policy, tenant=agent.tenant)
@@ -217,11 +293,20 @@ class Workload:
                     action = sub.resume(SIM_EPOCH + self.clock.now)
                 else:
                     assert isinstance(action, Done)
-                    if action.outcome == "gave_up":
-                        self.record("client.give_up", req=req, reason=action.reason[:80])
+                    self._done(agent, req, kind, pcs, seq, action)
                     return
         except asyncio.CancelledError:
             if unsent is not None:
                 self.record("client.send", t=unsent[0], **unsent[1], region=unsent[2])
-            self.record("client.give_up", req=req, reason="run ended before an answer")
+            if inc == self.incarnation.get(agent.id, 0):  # an agent crash records nothing more of it
+                self.record("client.give_up", req=req, reason="run ended before an answer")
             raise
+
+    def _done(self, agent: WallAgent, req: int, kind: str, pcs: dict, seq: int | None, action: Done) -> None:
+        outbox = self.outboxes.get(agent.id)
+        if action.outcome == "gave_up":
+            self.record("client.give_up", req=req, reason=action.reason[:80])
+            if seq is not None and outbox is not None:  # still pending: the next drain sends it again
+                self._start(agent, req, kind, pcs, seq, after=float(self.w.get("outbox_drain_s", 5.0)))
+        elif seq is not None and outbox is not None and action.acked:
+            outbox.ack(seq)

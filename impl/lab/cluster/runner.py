@@ -124,6 +124,10 @@ MECHANISMS = {
                      "single-region outage, the region's segments already in its own store stop reaching its peers "
                      "too",
     "objstore_up": "alias of objstore_down",
+    "agent_crash": "the agent's deliveries are cancelled and it takes no arrivals (the agents run inside the "
+                   "runner's process: nothing is killed, and nothing torn); its outbox (workload.outbox: a real "
+                   "one in the run's folder, fsync per append) stays on disk; heal reopens it and resubmits every "
+                   "pending record with the same signed bytes",
 }
 INSIDE_ONLY = {
     "INV-WAL-FIRST": "needs the server's WAL and dedup events; a real cluster shows the client view only",
@@ -225,8 +229,6 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
     if float(w.get("tenant_rate_per_s", 0.0)) > 0 and float(w.get("tenant_burst", 0.0)) < 1:
         out.append("workload.tenant_burst < 1 with a tenant rate: flk serve's token bucket holds at least one "
                    "request (its tenants file refuses a smaller burst)")
-    if data["workload"].get("outbox"):
-        out.append("workload.outbox: agent outboxes are not run on real clusters yet")
     for r in data["regions"]:
         extra = sorted(k for k in r if k != "id")
         if extra:
@@ -484,6 +486,12 @@ class ClusterRun:
             return list(self.region_ids)
         return [t] if isinstance(t, str) else list(t)
 
+    def agent_targets(self, spec: dict) -> list[str]:
+        """An agent_crash's agents (``agent-0``, ...; ``*``: all), as the simulator names them."""
+        t = spec.get("target", "*")
+        ids = [a.id for a in self.workload.agents]
+        return ids if t == "*" else [a for a in ([t] if isinstance(t, str) else list(t)) if a in ids]
+
     async def inflight_at(self, region: str) -> int:
         """Requests in flight at ``region`` now (behind the router the clients know the router only;
         it knows what it has in flight where)."""
@@ -521,6 +529,10 @@ class ClusterRun:
                          rules=len(rules), mechanism="nftables drop")
         elif kind in ("bitflip_shipped", "ship_stop", "objstore_down"):
             await self._begin_replication_fault(kind, index, spec)
+        elif kind == "agent_crash":
+            for a in self.agent_targets(spec):
+                cut = self.workload.crash_agent(a)
+                self.rec.now("fault.start", kind="agent_crash", target=a, cut=cut, mechanism="deliveries cancelled")
         elif kind == "reader_rewind":
             # one region after another (all at once would leave the clients no region); the restarts
             # may outlast the workload, so they run on and the heal phase waits for them
@@ -619,6 +631,10 @@ class ClusterRun:
             for t in self.targets(spec):
                 self.regions[t].hold_shipping(False)
                 self.rec.now("fault.end", kind="ship_stop", target=t)
+        elif kind == "agent_crash":
+            for a in self.agent_targets(spec):
+                self.rec.now("fault.end", kind="agent_crash", target=a)
+                self.workload.restart_agent(a)
         elif kind == "objstore_down":
             await asyncio.to_thread(self.net.heal, index)
             self.rec.now("fault.end", kind="objstore_down", target=",".join(self.targets(spec)))
@@ -692,7 +708,8 @@ class ClusterRun:
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
         async with httpx.AsyncClient(limits=limits) as client:
             self.workload = Workload(self.data, self.seed, self.region_ids, lambda r: self.regions[r].url,
-                                     self.rec, self.clock, router_url=self.router_url if self.routed else None)
+                                     self.rec, self.clock, router_url=self.router_url if self.routed else None,
+                                     outbox_dir=self.work / "agents")
             self.clock.t0 = time.monotonic()
             self.wall_t0 = time.time()
             self.rec.now("phase", name="workload")
@@ -954,6 +971,10 @@ def _fault_sometimes(kind: str, fs: list[dict], ev: dict, data: dict, partitions
                   default=0.0)
         return checkers.CheckResult("SOMETIMES-LAG-GREW", "sometimes", lag > 2 * data["replication"]["ship_interval_s"],
                                     checked=n, note=f"max replication lag of the regions hit {lag:.1f} s")
+    if kind == "agent_crash":  # the simulator's check: the reopened outboxes resubmitted something
+        resub = len(ev["client.resubmit"])
+        return checkers.CheckResult("SOMETIMES-OUTBOX-RESUBMITTED", "sometimes", resub > 0, checked=n,
+                                    note=f"{resub} records resubmitted from outboxes after agent restarts")
     if kind == "disk_full":
         hit = _during(ev, fs, "client.recv", lambda e: e["status"] >= 500)
         filled = sum(f.get("filled_bytes", 0) for f in fs)
