@@ -256,6 +256,18 @@ def payload_digest(pcs: dict) -> str:
     return hashlib.sha256(canonical_bytes(pcs)).hexdigest()
 
 
+def outbox_record(req: int, kind: str, pcs: dict) -> bytes:
+    """What an agent appends to its outbox for one request (the simulator's agents and the
+    cluster runner's): its id, its kind and the PCS, so a resubmission sends the same PCS."""
+    return json.dumps({"req": req, "kind": kind, "pcs": pcs}, sort_keys=True).encode()
+
+
+def outbox_entry(raw: bytes) -> tuple[int, str, dict]:
+    """(req, kind, pcs) of an :func:`outbox_record`."""
+    rec = textdata.json_loads(raw)
+    return rec["req"], rec["kind"], rec["pcs"]
+
+
 class Agent:
     """One simulated agent process."""
 
@@ -296,7 +308,7 @@ class Agent:
         self.up = True
         self.open = 0  # its submissions started and not done (World.open_submissions counts all agents')
         self.outbox: Outbox | None = None
-        self.drain_s = float(w.get("outbox_drain_s", 5.0))
+        self.drain_s = float(w["outbox_drain_s"])  # the schema holds its default
         if w.get("outbox", False):
             self.fs = CrashableMemoryFileSystem(rng=world.streams.get(f"agent-disk/{index}"), torn_writes=True)
             self.fs.makedirs("/outbox")
@@ -325,7 +337,7 @@ class Agent:
         every pending record) or the record was acked since."""
         if inc != self.incarnation or not self.up or self.outbox is None:
             return
-        if not any(s == seq for s, _ in self.outbox.pending()):
+        if not self.outbox.holds(seq):
             return
         self.world.history.record(self.world.env.now, "client.resubmit", req=req, agent=self.id, seq=seq)
         Delivery(self, req, kind, pcs, seq).start()
@@ -337,9 +349,9 @@ class Agent:
             return
         self.outbox = self._open_outbox()
         for seq, raw in self.outbox.pending():
-            rec = textdata.json_loads(raw)
-            self.world.history.record(self.world.env.now, "client.resubmit", req=rec["req"], agent=self.id, seq=seq)
-            self.deliver_later(rec["req"], rec["kind"], rec["pcs"], seq)
+            req, kind, pcs = outbox_entry(raw)
+            self.world.history.record(self.world.env.now, "client.resubmit", req=req, agent=self.id, seq=seq)
+            self.deliver_later(req, kind, pcs, seq)
 
     # -- arrivals ---------------------------------------------------------
     def rate_at(self, t: float) -> float:
@@ -477,7 +489,7 @@ class Agent:
         req = self.world.next_request_id()
         seq = None
         if self.outbox is not None:  # durable before the first send: survives an agent crash
-            seq = self.outbox.append(json.dumps({"req": req, "kind": kind, "pcs": pcs}, sort_keys=True).encode())
+            seq = self.outbox.append(outbox_record(req, kind, pcs))
         Delivery(self, req, kind, pcs, seq).start()
 
     def deliver_later(self, req: int, kind: str, pcs: dict, seq: int | None) -> None:

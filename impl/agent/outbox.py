@@ -194,6 +194,11 @@ class Outbox:
         with self._lock:
             return list(self._state.pending.items())
 
+    def holds(self, seq: int) -> bool:
+        """``seq`` is still pending (appended, not acked)."""
+        with self._lock:
+            return seq in self._state.pending
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._state.pending)

@@ -147,6 +147,7 @@ def test_acks_and_appends_survive_restarts_and_compactions(ops):
             fs.crash()
             ob = Outbox("ob", fs=fs, segment_bytes=128)
         assert ob.pending() == sorted(model.items())
+        assert all(ob.holds(seq) == (seq in model) for seq in range(nxt + 1))
     ob.close()
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -46,10 +45,16 @@ from flk.impl.agent.client import (
 )
 from flk.impl.agent.loadgen import Connection, HttpError, _request_head
 from flk.impl.agent.outbox import Outbox
-from flk.impl.core import textdata
 from flk.sim.region import SIM_EPOCH
 from flk.sim.rng import Streams
-from flk.sim.workload import MAX_RETRY_AFTER_S, Agent, PcsFactory, make_templates
+from flk.sim.workload import (
+    MAX_RETRY_AFTER_S,
+    Agent,
+    PcsFactory,
+    make_templates,
+    outbox_entry,
+    outbox_record,
+)
 from flk.sim.world import BASE_KEY  # the simulator's tenants (not a secret)
 
 
@@ -123,7 +128,7 @@ class Workload:
         # before the first send, acked at the answer; a record given up on is sent again after
         # workload.outbox_drain_s, and an agent_crash cancels the agent's deliveries and reopens
         # its outbox at the heal (every pending record resubmitted, as the simulator's agents do)
-        self.outbox_dir = outbox_dir if scenario["workload"].get("outbox") else None
+        self.outbox_dir = outbox_dir if self.w.get("outbox") else None
         self.outboxes: dict[str, Outbox] = {}
         self.down: set[str] = set()  # agents crashed and not restarted
         self.incarnation: dict[str, int] = {}
@@ -192,13 +197,12 @@ class Workload:
             seq = None
             outbox = self.outboxes.get(agent.id)
             if outbox is not None:  # durable before the first send: survives an agent crash
-                seq = outbox.append(json.dumps({"req": self._req, "kind": kind, "pcs": pcs}, sort_keys=True).encode())
+                seq = outbox.append(outbox_record(self._req, kind, pcs))
             self._start(agent, self._req, kind, pcs, seq)
 
-    def _start(self, agent: WallAgent, req: int, kind: str, pcs: dict, seq: int | None,
-               after: float = 0.0) -> None:
-        """A delivery of ``req`` as a task of ``agent`` (``after`` s later: an outbox's next drain)."""
-        task = asyncio.create_task(self._deliver(agent, req, kind, pcs, seq, after))
+    def _start(self, agent: WallAgent, req: int, kind: str, pcs: dict, seq: int | None) -> None:
+        """A delivery of ``req`` as a task of ``agent``."""
+        task = asyncio.create_task(self._deliver(agent, req, kind, pcs, seq))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         mine = self.agent_tasks.setdefault(agent.id, set())
@@ -234,21 +238,23 @@ class Workload:
         agent = next(a for a in self.agents if a.id == agent_id)
         pending = outbox.pending()
         for seq, raw in pending:
-            rec = textdata.json_loads(raw)
-            self.record("client.resubmit", req=rec["req"], agent=agent_id, seq=seq)
-            self._start(agent, rec["req"], rec["kind"], rec["pcs"], seq)
+            req, kind, pcs = outbox_entry(raw)
+            self.record("client.resubmit", req=req, agent=agent_id, seq=seq)
+            self._start(agent, req, kind, pcs, seq)
         return len(pending)
 
-    async def _deliver(self, agent: WallAgent, req: int, kind: str, pcs: dict, seq: int | None = None,
-                       after: float = 0.0) -> None:
+    def _redrain(self, agent: WallAgent, req: int, kind: str, pcs: dict, seq: int, inc: int) -> None:
+        """The next drain after a give-up (a timer, not an open submission, while it waits, as in the
+        simulator): a record still pending is sent again, unless the agent crashed meanwhile (its
+        restart resubmits every pending record)."""
+        outbox = self.outboxes.get(agent.id)
+        if agent.id in self.down or inc != self.incarnation.get(agent.id, 0) or outbox is None or not outbox.holds(seq):
+            return
+        self.record("client.resubmit", req=req, agent=agent.id, seq=seq)
+        self._start(agent, req, kind, pcs, seq)
+
+    async def _deliver(self, agent: WallAgent, req: int, kind: str, pcs: dict, seq: int | None = None) -> None:
         inc = self.incarnation.get(agent.id, 0)
-        if after:
-            await asyncio.sleep(after)  # the next drain of a record given up on
-            outbox = self.outboxes.get(agent.id)
-            if (agent.id in self.down or inc != self.incarnation.get(agent.id, 0) or outbox is None
-                    or not any(s == seq for s, _ in outbox.pending())):
-                return
-            self.record("client.resubmit", req=req, agent=agent.id, seq=seq)
         routed = self.router_url is not None
         urls = agent.urls[:1] if routed else agent.urls  # behind the router: one name, the home
         sub = Submission(pcs, urls, rng=agent.rng, policy=agent.policy, tenant=agent.tenant)
@@ -293,7 +299,7 @@ class Workload:
                     action = sub.resume(SIM_EPOCH + self.clock.now)
                 else:
                     assert isinstance(action, Done)
-                    self._done(agent, req, kind, pcs, seq, action)
+                    self._done(agent, req, kind, pcs, seq, inc, action)
                     return
         except asyncio.CancelledError:
             if unsent is not None:
@@ -302,11 +308,13 @@ class Workload:
                 self.record("client.give_up", req=req, reason="run ended before an answer")
             raise
 
-    def _done(self, agent: WallAgent, req: int, kind: str, pcs: dict, seq: int | None, action: Done) -> None:
+    def _done(self, agent: WallAgent, req: int, kind: str, pcs: dict, seq: int | None, inc: int,
+              action: Done) -> None:
         outbox = self.outboxes.get(agent.id)
         if action.outcome == "gave_up":
             self.record("client.give_up", req=req, reason=action.reason[:80])
             if seq is not None and outbox is not None:  # still pending: the next drain sends it again
-                self._start(agent, req, kind, pcs, seq, after=float(self.w.get("outbox_drain_s", 5.0)))
+                asyncio.get_running_loop().call_later(float(self.w["outbox_drain_s"]), self._redrain, agent, req,
+                                                      kind, pcs, seq, inc)
         elif seq is not None and outbox is not None and action.acked:
             outbox.ack(seq)
