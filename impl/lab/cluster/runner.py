@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from flk.sim import alerts, artifacts, checkers, metrics
+from flk.sim import alerts, artifacts, checkers, faults, metrics
 from flk.sim.history import History
 from flk.sim.observed import check_run
 from flk.sim.replication import settle_s
@@ -500,9 +500,7 @@ class ClusterRun:
         return int((await asyncio.to_thread(self.router_status)).get("inflight", {}).get(region, 0))
 
     async def begin(self, index: int, spec: dict) -> None:
-        kind = {"restart": "crash", "resume": "pause", "clock_jump": "clock_skew", "store_up": "store_down",
-                "disk_free": "disk_full", "ship_start": "ship_stop",
-                "objstore_up": "objstore_down"}.get(spec["kind"], spec["kind"])
+        kind = next(iter(faults.REGISTRY[spec["kind"]].kinds))  # its fault's first kind: restart -> crash, ...
         self.active[index] = {**spec, "kind": kind}
         if kind == "crash":
             silent = self.data["region_defaults"]["dead_process"] == "silent"
@@ -858,8 +856,6 @@ def tenants_file(path: Path, n: int, w: dict) -> Path | None:
     folder, removed with it."""
     import tomli_w
 
-    from flk.impl.agent.factory import tenant_key
-
     rate, burst = float(w.get("tenant_rate_per_s", 0.0)), float(w.get("tenant_burst", 0.0))
     quota = int(w.get("tenant_daily_quota", 0))
     if not (rate or burst or quota):
@@ -867,18 +863,22 @@ def tenants_file(path: Path, n: int, w: dict) -> Path | None:
     defaults: dict = {"rate_per_s": rate, "daily_quota": quota}
     if burst:
         defaults["burst"] = burst
-    tenants = {f"t{i}": {"alg": "hmac", "keys": [{"id": "k0", "secret": tenant_key(BASE_KEY, f"t{i}", 0).decode()}]}
-               for i in range(n)}
+    tenants = {tid: {"alg": "hmac", "keys": [{"id": "k0", "secret": key}]} for tid, key in tenant_keys(n).items()}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(tomli_w.dumps({"defaults": defaults, "tenants": tenants}))
     return path
 
 
-def tenants_env(n: int) -> str:
+def tenant_keys(n: int) -> dict[str, str]:
+    """Tenants t0..tN-1 and their HMAC keys: the simulator's (:data:`flk.sim.world.BASE_KEY`, generation 0)."""
     from flk.impl.agent.factory import tenant_key
 
-    return ",".join(f"t{i}:hmac:{tenant_key(BASE_KEY, f't{i}', 0).decode()}" for i in range(n))
+    return {f"t{i}": tenant_key(BASE_KEY, f"t{i}", 0).decode() for i in range(n)}
+
+
+def tenants_env(n: int) -> str:
+    return ",".join(f"{tid}:hmac:{key}" for tid, key in tenant_keys(n).items())
 
 
 # -- checks and figures -----------------------------------------------------------------------
