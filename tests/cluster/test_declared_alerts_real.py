@@ -5,11 +5,9 @@ run is valid (every invariant and SLO)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from .conftest import IN_CI, cluster_run, in_full_tier
+from .conftest import cluster_run, in_full_tier
 
 STUDIES = {  # scenario -> extra flags; each ran real on 2026-11-27 as the comment says
     "bitflip-shipped-segment": [],  # FlkCrrStreamRejected on eu, us, ap 1 s after the flip (sim: 1 s)
@@ -22,12 +20,9 @@ STUDIES = {  # scenario -> extra flags; each ran real on 2026-11-27 as the comme
 
 @in_full_tier
 @pytest.mark.parametrize("name", sorted(STUDIES))
-def test_a_real_cluster_fires_what_the_study_declares(name, prometheus_ready, prefix, tmp_path):
-    if "redis" in STUDIES[name] and shutil.which("redis-server") is None:
-        msg = "needs redis-server (Debian package redis-server; scripts/install_deb.sh)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+def test_a_real_cluster_fires_what_the_study_declares(name, prometheus_ready, prefix, tmp_path, request):
+    if "redis" in STUDIES[name]:
+        request.getfixturevalue("redis_and_prometheus")  # skips (fails under CI) without redis-server
     res, events = cluster_run(tmp_path, prefix, name, *STUDIES[name])
     alerts = [c for c in res["invariants"] if c["id"].startswith("ALERT-")]
     assert alerts and all(c["ok"] for c in alerts), [c for c in alerts if not c["ok"]]
