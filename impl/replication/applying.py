@@ -184,6 +184,14 @@ class ReplayApplier:
         self.applied = 0
         self.stored = 0
 
+    def set_verifier(self, verifier: Verifier) -> None:
+        """Replay with ``verifier`` from the next batch on (a reload of the tenants file:
+        :meth:`Verifier.with_tenants`); the origin regions' verifiers are made anew from it.
+        Call it on the thread that replays (the replication service's ``call_soon``)."""
+        self.verifier = verifier
+        self._by_region = {}
+        self._tokens = {}
+
     def _verifier(self, region: str) -> Verifier:
         v = self._by_region.get(region)
         if v is None:

@@ -198,6 +198,13 @@ class CrrService:
         topology: the reader is never changed under a running step)."""
         self.pending.append(change)
 
+    def set_verifier(self, verifier: Any) -> None:
+        """The tenants were reloaded: peers' records replay with ``verifier`` from the next step
+        (:meth:`flk.impl.replication.applying.ReplayApplier.set_verifier`, on this thread)."""
+        if self.reader is not None:
+            applier = self.reader.applier
+            self.call_soon(lambda: applier.set_verifier(verifier))
+
     def step(self, now: float) -> float:
         while self.pending:
             self.pending.pop(0)()

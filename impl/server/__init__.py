@@ -17,9 +17,10 @@ Modules:
 * :mod:`.app`          -- the Starlette application (endpoints, problem+json, metrics)
 * :mod:`.problems`     -- Starlette responses for the one problem catalog (application/problem+json)
 * :mod:`.pipeline`     -- builds the verifier from the configuration; start-up WAL replay
+* :mod:`.reload`       -- SIGHUP: the tenants file read again, used from the next batch (keys rotate, no restart)
 * :mod:`.batchdriver`  -- the submit path: batches of ``run_requests`` on one thread, one sync each
 * :mod:`.operatorroutes` -- the operator's routes: observe a shard migration, carry out a controller action
 * :mod:`.opsmetrics`   -- the alert rules' extra series: WAL disk use, store call time, estimable KPIs
 * :mod:`.workermetrics` -- /metrics of several workers: every worker's series, labelled ``worker``
-* :mod:`.supervisor`   -- WORKERS=N processes on one socket, replaced when they die
+* :mod:`.supervisor`   -- WORKERS=N processes on one socket, replaced when they die; SIGHUP passed to each
 """

@@ -75,6 +75,7 @@ from .batchdriver import BatchDriver, GuardedStore, LoggedWal
 from .config import ServerConfig
 from .logs import JsonLogger
 from .problems import PROBLEM_JSON, problem, problem_for_status
+from .reload import TenantsReload
 
 SPEC_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "spec"
 
@@ -230,6 +231,7 @@ class Server:
         self._wal_ever_failed = False  # an append or fsync failed since the start: no checkpoint at stop
         self.siem: Any = None  # flk.impl.governance.siem.SiemForwarder when SIEM_ADDRESS is set
         self.scrape: Any = None  # several workers: /metrics carries all of them (flk.impl.server.workermetrics)
+        self.tenants_reload: Any = None  # SIGHUP: flk.impl.server.reload.TenantsReload
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -261,6 +263,8 @@ class Server:
         if self.wal.recovery.get("torn_tail"):
             self.log.warning("wal_torn_tail_truncated", wal_dir=wal_dir,
                              bytes=self.wal.recovery["torn_tail"]["dropped_bytes"])
+        self.tenants_reload = TenantsReload(cfg, self.log, self.metrics.registry,  # before the pipeline reads
+                                            lambda: self.pipeline.verifier, self._use_verifier)
         self.pipeline = build_pipeline(cfg, self)
         tee = self._start_siem() if cfg.siem is not None else None
         self.driver = BatchDriver(self.pipeline.verifier, LoggedWal(lambda: self.wal, self.log.error), self.batcher,
@@ -282,16 +286,7 @@ class Server:
                       errors=replayed["errors"],
                       note=f"{replayed['quarantined']} record(s) quarantined; from index "
                            f"{replayed.get('from_index', 0)} (checkpoint)")
-        from ..replication.service import start_for_server
-
-        crr = functools.partial(start_for_server, cfg.crr, wal=self.wal, store=self.store,
-                                verifier=self.pipeline.verifier, data_dir=cfg.data_dir, worker=self.worker,
-                                volatile_store=cfg.dedup_backend == "memory", log=self.log.warning,
-                                registry=self.metrics.registry, seal_lock=self.driver.lock)
-        self.crr = await loop.run_in_executor(None, crr)  # None unless CRR_* configured
-        if self.crr is not None:
-            for entry in self._quarantined:
-                self.crr.audit_quarantined(entry)
+        await self._start_replication()
         if cfg.workers > 1 and multiprocessing.parent_process() is not None:  # a worker of the supervisor's
             from .workermetrics import WorkerScrape
 
@@ -300,12 +295,38 @@ class Server:
         self._store_watch = asyncio.create_task(self._watch_store())
         self._checkpoint_watch = asyncio.create_task(self._watch_checkpoints())
         self._report_store_lost()
+        self.tenants_reload.install(loop)  # SIGHUP: the tenants file read again (flk.impl.server.reload)
         self.ready = True
         self.log.info("worker_ready", pid=os.getpid(), dedup_backend=cfg.dedup_backend)
+
+    async def _start_replication(self) -> None:
+        """The replication service (None unless ``CRR_*`` is configured), told of this start's
+        quarantined records."""
+        from ..replication.service import start_for_server
+
+        cfg = self.cfg
+        crr = functools.partial(start_for_server, cfg.crr, wal=self.wal, store=self.store,
+                                verifier=self.pipeline.verifier, data_dir=cfg.data_dir, worker=self.worker,
+                                volatile_store=cfg.dedup_backend == "memory", log=self.log.warning,
+                                registry=self.metrics.registry, seal_lock=self.driver.lock)
+        self.crr = await asyncio.get_running_loop().run_in_executor(None, crr)
+        if self.crr is not None:
+            for entry in self._quarantined:
+                self.crr.audit_quarantined(entry)
+
+    def _use_verifier(self, verifier: Any) -> None:
+        """(Event loop.) The reloaded tenants' verifier, for every holder: the next submit batch,
+        tenant reads, and cross-region replay from the replication thread's next step."""
+        self.pipeline.verifier = verifier
+        self.driver.verifier = verifier
+        if self.crr is not None:
+            self.crr.set_verifier(verifier)
 
     async def stop(self) -> None:
         self.ready = False
         loop = asyncio.get_running_loop()
+        if self.tenants_reload is not None:
+            self.tenants_reload.uninstall()
         if self.scrape is not None:
             await loop.run_in_executor(None, self.scrape.stop)
         for task in (self._wal_watch, self._store_watch, self._checkpoint_watch):

@@ -34,6 +34,8 @@ ALLOWED = frozenset({
     "requests", "batches", "mean_batch", "wait_us", "handoff_us", "append_us", "sync_us", "finish_us", "answer_us",
     # the dedup store failing and answering again (flk.impl.server.batchdriver.GuardedStore)
     "down_s", "failed_requests", "refused_requests", "breaker_opens",
+    # a reload of the tenants file (flk.impl.server.reload): this worker's count of them
+    "generation",
 })
 _MAX_STR = 200
 

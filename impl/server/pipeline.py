@@ -111,6 +111,19 @@ def build_verifier(cfg: ServerConfig, buckets=None):
 
 
 
+def reloaded_verifier(cfg: ServerConfig, current: Any) -> Any:
+    """``current`` with the tenants ``TENANTS_FILE`` holds now (and the hooks they ask for):
+    what ``flk serve`` swaps in at SIGHUP (:meth:`flk.impl.verifier.pipeline.Verifier.with_tenants`:
+    the token buckets are kept). Raises :class:`ConfigError` -- the file is unreadable or
+    invalid, or the server's tenants come from ``TENANTS`` / ``PCS_*`` (settings, not a
+    file: a restart reads them) -- and then ``current`` stays in use. The message names the
+    field, never a key."""
+    if not cfg.tenants_file:
+        raise ConfigError("no TENANTS_FILE: the tenants come from settings, which a restart reads")
+    tenants = build_tenants(cfg)
+    return current.with_tenants(tenants, build_hooks(tenants))
+
+
 REPLAY_BATCH = 512  # records of one replay batch at most (a submit batch holds at most 256)
 
 

@@ -38,6 +38,7 @@ to skip) is not restarted in a loop: the supervisor stops and exits 1.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -197,6 +198,9 @@ def run_worker(factory_path: str, factory_args: tuple, index: int, sock: socket.
     listener, :func:`worker_listener`); ``listening.set()`` once it listens."""
     import uvicorn
 
+    # SIGHUP reloads the tenants file once the app started (flk.impl.server.reload); before
+    # that it must not end the process (its default): the app reads the file at its start
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         sock = worker_listener(sock)
     except OSError as exc:
@@ -234,6 +238,7 @@ def _die_with_parent() -> None:
 
 def _child(factory_path: str, factory_args: tuple, index: int, sock: socket.socket, drain_timeout_s: float,
            listening: Any) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the started app handles it (run_worker)
     _die_with_parent()
     parent = multiprocessing.parent_process()
     if parent is not None and os.getppid() != parent.pid:  # the supervisor died before prctl took effect
@@ -277,6 +282,7 @@ def serve_app_factory(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda *_: _pass_on(procs, signal.SIGHUP))  # each worker reloads its tenants
     if shared:
         announce()
     for i in range(workers):
@@ -305,6 +311,14 @@ def serve_app_factory(
     if log:
         log.info("stopped", signal=stopping["signal"], exit_code=exit_code)
     return exit_code
+
+
+def _pass_on(procs: dict, sig: int) -> None:
+    """Send ``sig`` to every live worker."""
+    for p in list(procs.values()):
+        if p.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, sig)
 
 
 def _pause_if_crash_loop(last_restart: dict[int, float], i: int) -> None:

@@ -330,6 +330,14 @@ class Verifier:
         # the compiled step 6 takes float parameters only; others keep the pure code
         self.signal_params = params if all(type(x) is float for x in params) else None
 
+    def with_tenants(self, tenants: TenantRegistry, hooks: Sequence[Hook]) -> Verifier:
+        """This configuration with other tenants and hooks (a reload of the tenants file):
+        a new verifier sharing the policy, region, limits, reject statuses and the token
+        buckets (the buckets are per tenant id: a tenant keeps what it used, and its new
+        limits apply from its next request). Drivers swap the object they hold; a batch
+        keeps the verifier it began with, so no request sees half of each."""
+        return Verifier(tenants, self.policy, self.region, self.limits, hooks, self.limiter, self.reject_status)
+
     def answer_body(self, pcs_id: str, escalated: bool, reasons: list[str], recomputed_d_hat: float,
               recomputed_budget: float, recomputed_regime: str, now: float) -> bytes:
         """The 200/202 body: byte for byte ``json.dumps(obj, sort_keys=True,
