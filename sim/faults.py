@@ -379,7 +379,8 @@ class ObjectStoreDown(_Switch):
 
 @register
 class RotateKey(Fault):
-    """Tenants switch to a new signing key (one-shot); the old one verifies for the overlap window."""
+    """Tenants switch to a new signing key (one-shot); the old one verifies for the overlap window.
+    flk cluster: the servers' tenants file rewritten with the key windows, then SIGHUP (a reload)."""
 
     kinds = {"rotate_key": False}
     one_shot = True

@@ -123,10 +123,10 @@ def test_sigkill_of_the_runner_then_cleanup_leaves_nothing(cluster_ready, prefix
 
 
 def test_a_fault_without_a_real_mechanism_is_refused_before_the_run(prefix, tmp_path):
-    proc = subprocess.run([*FLK, "cluster", "run", "key-rotation", "--out", str(tmp_path),
+    proc = subprocess.run([*FLK, "cluster", "run", "cold-tier-outage", "--out", str(tmp_path),
                            "--prefix", prefix], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "rotate_key" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "key-rotation").exists() and leftovers(prefix) == []
+    assert proc.returncode == 2 and "cold_down" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "cold-tier-outage").exists() and leftovers(prefix) == []
 
 
 def test_clock_skew_with_replication_is_refused_with_the_library_s_reason(prefix, tmp_path):

@@ -41,3 +41,32 @@ def test_flk_serve_accepts_the_file(tmp_path):
     path = tenants_file(tmp_path / "tenants.toml", 2, {"tenant_rate_per_s": 50.0, "tenant_burst": 20.0})
     cfg = load_config({"DATA_DIR": str(tmp_path / "data"), "MULTI_TENANT": "true", "TENANTS_FILE": str(path)})
     assert cfg.tenants_file == str(path)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 4), times=st.lists(st.integers(0, 100).map(float), min_size=1, max_size=3, unique=True),
+       overlap=st.sampled_from([0.0, 0.5, 5.0]), only=st.booleans())
+def test_a_rotated_tenants_file_holds_the_simulators_keys_and_windows(tmp_path_factory, n, times, overlap, only):
+    """What the runner's rotate_key writes is what the simulated regions verify with
+    (:meth:`flk.sim.world.World._tenant_registry`): the same keys per generation, each valid from
+    its rotation until the overlap after the next one (wall-clock times in place of the simulated)."""
+    import types
+
+    from flk.impl.lab.cluster.tenantsfile import TenantsFile
+    from flk.sim.world import SIM_EPOCH, World
+
+    times = sorted(times)
+    target = "t0" if only else None
+    rotations = [{"kind": "rotate_key", "at_s": t, **({"tenant": target} if target else {})} for t in times]
+    w = {"tenants": n, "rotation_overlap_s": overlap}
+    tf = TenantsFile(tmp_path_factory.mktemp("r") / "tenants.toml", n, w, rotating=True)
+    for t in times:
+        tf.rotate([target] if target else sorted(tf.keys), SIM_EPOCH + t, overlap)
+    real = load_toml(str(tf.write()))
+    sim = World._tenant_registry(types.SimpleNamespace(scenario=types.SimpleNamespace(data={"workload": w}),
+                                                       rotations=rotations))
+    assert real.ids() == sim.ids()
+    for tid in sim.ids():
+        got = [(k.material, k.not_before, k.not_after) for k in real.resolve(tid).keys]
+        want = [(k.material, k.not_before, k.not_after) for k in sim.resolve(tid).keys]
+        assert got == want

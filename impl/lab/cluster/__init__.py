@@ -9,6 +9,7 @@ Modules:
 * :mod:`.storenode` -- a region's object store (S3 API) and its push copies to the other regions' stores
 * :mod:`.planted`   -- planted server bugs (``--plant racy-dedup``) run inside a region's ``flk serve``
 * :mod:`.driver`    -- the scenario's agents in wall-clock time through the real client
+* :mod:`.tenantsfile` -- the servers' tenants file: the workload's limits, every tenant's keys, rotated live
 * :mod:`.router`    -- launches the shipped router (:mod:`flk.impl.router.proxy`) in front of the regions (``[routing] enabled``)
 * :mod:`.prometheus` -- ``--prometheus``: a real Prometheus scrapes the regions; ``[alerts]`` checked against it
 * :mod:`.calibrate` -- ``flk sim calibrate``: simulator figures (mean, 95 % CI) beside real runs, per figure

@@ -296,6 +296,10 @@ class RegionProcess:
         self.paused = self._signal(self.server, signal.SIGSTOP)
         return self.paused
 
+    def reload(self) -> bool:
+        """SIGHUP to the server: it reads its tenants file again (flk.impl.server.reload)."""
+        return self._signal(self.server, signal.SIGHUP)
+
     def resume(self) -> bool:
         self.paused = False
         return self._signal(self.server, signal.SIGCONT)

@@ -64,7 +64,7 @@ from ...core import textdata
 from ...replication.divergence import SEVERITY_LEVEL
 from ...verifier.admission import AdmissionSettings
 from . import prometheus as prom
-from .driver import BASE_KEY, Clock, Workload
+from .driver import Clock, Workload
 from .network import WORK_DIR_PREFIX, Network, cleanup_ledger, missing_tools
 from .regions import (
     DISK_FULL_WAL_PREALLOCATE,
@@ -77,6 +77,7 @@ from .regions import (
     faketime_lib,
     pg_bindir,
 )
+from .tenantsfile import TenantsFile, secret
 
 ROUTER_PORT = 18290  # on the clients' bridge address (one per run's prefix)
 
@@ -124,6 +125,10 @@ MECHANISMS = {
                      "single-region outage, the region's segments already in its own store stop reaching its peers "
                      "too",
     "objstore_up": "alias of objstore_down",
+    "rotate_key": "the regions' tenants file (TENANTS_FILE) gets each tenant's next key, valid from now, and "
+                  "ends the current one workload.rotation_overlap_s later; every running flk serve is sent SIGHUP "
+                  "and reads it again (its tenants_reloaded line) before the agents sign with the new key; a "
+                  "region down at that moment reads the file when it restarts",
     "agent_crash": "the agent's deliveries are cancelled and it takes no arrivals (the agents run inside the "
                    "runner's process: nothing is killed, and nothing torn); its outbox (workload.outbox: a real "
                    "one in the run's folder, fsync per append) stays on disk; heal reopens it and resubmits every "
@@ -135,6 +140,7 @@ INSIDE_ONLY = {
     "INV-TENANT-ISOLATION": "needs the server's dedup keys; a real cluster shows the client view only",
 }
 BACKENDS = ("sqlite", "redis", "postgres")
+RELOAD_WAIT_S = 5.0  # a rotate_key waits this long at most for every running server's reload
 CHECK_LINES_S = 0.5  # the crr_divergence lines of one check are written together (microseconds apart; at most
 # a quarter of the divergence period, so two checks are never one)
 
@@ -345,6 +351,8 @@ class ClusterRun:
         self.routed = bool(self.data["routing"]["enabled"])
         self.router: subprocess.Popen | None = None
         self.operator = ("operator", secrets.token_hex(16))  # this run's operator credential (never written)
+        self.tenants = TenantsFile(self.work / "tenants.toml", int(self.data["workload"]["tenants"]),
+                                   self.data["workload"], any(f["kind"] == "rotate_key" for f in self.data["faults"]))
 
     # -- setup and teardown ------------------------------------------------------------------
     def setup(self) -> None:
@@ -355,7 +363,7 @@ class ClusterRun:
         t0 = time.monotonic()
         self.net.up()
         tenants = tenants_env(int(self.data["workload"]["tenants"]))
-        limits = tenants_file(self.work / "tenants.toml", int(self.data["workload"]["tenants"]), self.data["workload"])
+        limits = self.tenants.write() if self.tenants.needed else None
         skew = any(f["kind"] in ("clock_skew", "clock_jump") for f in self.data["faults"])
         operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1],
                     **server_settings_env(self.data["region_defaults"])}
@@ -368,7 +376,7 @@ class ClusterRun:
             self.regions[rid] = RegionProcess(self.net, rid, self.work, peers,
                                               float(self.data["replication"]["ship_interval_s"]), tenants, operator,
                                               skew)
-            if limits is not None:  # the TENANTS setting has no room for limits: the tenants file has
+            if limits is not None:  # the TENANTS setting has no room for limits or key windows: the file has
                 del self.regions[rid].env["TENANTS"]
                 self.regions[rid].env["TENANTS_FILE"] = str(limits)
             if not self.replicated:
@@ -564,6 +572,31 @@ class ClusterRun:
             for t in self.targets(spec):
                 self.regions[t].set_skew(skew)
                 self.rec.now("fault.start", kind=spec["kind"], target=t, skew_s=skew, mechanism="libfaketime")
+        elif kind == "rotate_key":
+            await self.rotate_keys(spec)
+
+    async def rotate_keys(self, spec: dict) -> None:
+        """rotate_key: the tenants file gets each tenant's next key (valid from now) and ends the
+        current one ``workload.rotation_overlap_s`` from now; every running server is sent SIGHUP and
+        confirms (its ``tenants_reloaded`` line, 5 s at most) before the agents sign with the new key
+        (a paused one reloads when it runs again; a region down now reads the file at its restart). The simulator's rotation takes no time."""
+        tenants = [spec["tenant"]] if spec.get("tenant") is not None else sorted(self.tenants.keys)
+        self.tenants.rotate(tenants, time.time(), float(self.data["workload"].get("rotation_overlap_s", 5.0)))
+        await asyncio.to_thread(self.tenants.write)
+        live = [rid for rid, r in self.regions.items() if r.up and not r.paused]
+        before = {rid: len(self.regions[rid].server_events("tenants_reloaded")) for rid in live}
+        for r in self.regions.values():
+            r.reload()  # a paused (SIGSTOPped) server keeps the signal pending: it reloads when it runs again
+        deadline, waiting = time.monotonic() + RELOAD_WAIT_S, set(live)
+        while waiting and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            waiting = {rid for rid in waiting
+                       if len(await asyncio.to_thread(self.regions[rid].server_events, "tenants_reloaded")) <= before[rid]}
+        factory = self.workload.world.factory
+        for tid in tenants:
+            factory.key_generation[tid] = self.tenants.generation(tid)
+        self.rec.now("fault.start", kind="rotate_key", target=",".join(tenants), reloaded=len(live) - len(waiting),
+                     running=len(live), mechanism="tenants file rewritten, SIGHUP")
 
     async def _begin_replication_fault(self, kind: str, index: int, spec: dict) -> None:
         """A fault of the replication path: a shipped segment's byte flipped, a held shipper, or
@@ -851,30 +884,16 @@ def ledger_path(prefix: str) -> Path:
 def tenants_file(path: Path, n: int, w: dict) -> Path | None:
     """The regions' ``TENANTS_FILE`` when the workload sets tenant limits (None: it sets none):
     tenants t0..tN-1 with their HMAC keys, and as every tenant's defaults the workload's
-    ``tenant_rate_per_s``, ``tenant_burst`` and ``tenant_daily_quota`` -- the simulator's regions'
-    token buckets (:class:`flk.impl.verifier.tenants.Tenant`). Written 0600 in the run's work
+    ``tenant_rate_per_s``, ``tenant_burst`` and ``tenant_daily_quota``
+    (:class:`flk.impl.lab.cluster.tenantsfile.TenantsFile`). Written 0600 in the run's work
     folder, removed with it."""
-    import tomli_w
-
-    rate, burst = float(w.get("tenant_rate_per_s", 0.0)), float(w.get("tenant_burst", 0.0))
-    quota = int(w.get("tenant_daily_quota", 0))
-    if not (rate or burst or quota):
-        return None
-    defaults: dict = {"rate_per_s": rate, "daily_quota": quota}
-    if burst:
-        defaults["burst"] = burst
-    tenants = {tid: {"alg": "hmac", "keys": [{"id": "k0", "secret": key}]} for tid, key in tenant_keys(n).items()}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(tomli_w.dumps({"defaults": defaults, "tenants": tenants}))
-    return path
+    tf = TenantsFile(path, n, w)
+    return tf.write() if tf.needed else None
 
 
 def tenant_keys(n: int) -> dict[str, str]:
     """Tenants t0..tN-1 and their HMAC keys: the simulator's (:data:`flk.sim.world.BASE_KEY`, generation 0)."""
-    from flk.impl.agent.factory import tenant_key
-
-    return {f"t{i}": tenant_key(BASE_KEY, f"t{i}", 0).decode() for i in range(n)}
+    return {f"t{i}": secret(f"t{i}", 0) for i in range(n)}
 
 
 def tenants_env(n: int) -> str:
@@ -990,8 +1009,23 @@ def _fault_sometimes(kind: str, fs: list[dict], ev: dict, data: dict, partitions
                                     note=f"{n503} answers met the outage (503, fail closed)"
                                          + (f"; {waited} attempts timed out at a region whose store hung"
                                             if waited else ""))
+    if kind == "rotate_key":  # the servers took the new keys: what was first sent after a rotation verified
+        return _rotation_check(fs, ev)
     return checkers.CheckResult(f"SOMETIMES-FAULT-{kind.upper()}", "sometimes", True, checked=n,
                                 note=f"{n} {kind} faults applied")
+
+
+def _rotation_check(fs: list[dict], ev: dict) -> checkers.CheckResult:
+    """Every running server reloaded its tenants file at each rotation, and requests first sent
+    after the first rotation (signed with a new key) were answered 2xx."""
+    first = min(f["t_us"] for f in fs)
+    fresh = {e["req"] for e in ev["client.send"] if e["attempt"] == 1 and e["t_us"] > first}
+    ok = {e["req"] for e in ev["client.recv"] if e["req"] in fresh and 200 <= e["status"] < 300}
+    reloaded, running = sum(f.get("reloaded", 0) for f in fs), sum(f.get("running", 0) for f in fs)
+    return checkers.CheckResult("SOMETIMES-ROTATED-KEY-ACCEPTED", "sometimes", bool(ok) and reloaded == running,
+                                checked=len(fs), note=f"{reloaded} of {running} running servers reloaded their "
+                                                      f"tenants file; {len(ok)} of {len(fresh)} requests first sent "
+                                                      "after the rotation answered 2xx")
 
 
 def _during(ev: dict, faults: list[dict], typ: str, pred) -> int:
