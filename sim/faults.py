@@ -95,6 +95,45 @@ def validate(spec: Any, path: str, ctx: Context) -> None:
     cls.check(spec, path, ctx)
 
 
+def nemesis_steps(n: dict, rng, duration: float, region_ids: list[str]) -> Iterator[float | dict]:
+    """The seeded nemesis (``[nemesis]`` table ``n``), one step at a time: a float is a wait (s),
+    a dict a fault that starts after the waits so far (``at_s`` its time). Drawn from ``rng``
+    lazily, wait by wait, so a stream reseeded meanwhile (``flk sim causality``) changes what
+    follows. The one owner of the nemesis's choices: the simulator's world runs it under SimPy
+    time, the cluster runner (:func:`nemesis_schedule`) as a schedule of real faults."""
+    kinds = list(n["kinds"])
+    dur, gap = float(n["duration_s"]), float(n["min_gap_s"])
+    now = last_end = 0.0
+    while True:
+        wait = rng.expovariate(float(n["rate_per_min"]) / 60.0)
+        yield wait
+        now = now + wait  # a timeout's own sum: the simulated clock reads the same float
+        if now + dur >= duration:
+            return
+        if now < last_end + gap:
+            continue
+        f = {"kind": kinds[rng.randrange(len(kinds))], "at_s": round(now, 6), "duration_s": dur,
+             "target": region_ids[rng.randrange(len(region_ids))]}
+        if f["kind"] == "partition":
+            f["a"], f["b"] = [f["target"]], ["clients"]
+        last_end = now + dur
+        yield f
+
+
+def nemesis_schedule(data: dict, seed: int, region_ids: list[str]) -> list[dict]:
+    """Every fault the nemesis of scenario ``data`` starts at ``seed`` (empty when it is off):
+    the simulator's choices, from its ``nemesis`` stream."""
+    import random
+
+    from .rng import derive_seed
+
+    if not data["nemesis"]["enabled"]:
+        return []
+    steps = nemesis_steps(data["nemesis"], random.Random(derive_seed(seed, "nemesis")),
+                          float(data["scenario"]["duration_s"]), region_ids)
+    return [step for step in steps if step.__class__ is dict]
+
+
 def _record(world, start: bool, kind: str, target: str, **fields) -> None:
     world.history.record(world.env.now, "fault.start" if start else "fault.end", kind=kind, target=target, **fields)
 

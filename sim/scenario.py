@@ -198,7 +198,8 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
         Field("healthy_threshold", "int", 2, "consecutive passed checks before it returns", minimum=1),
     ),
     "nemesis": (
-        Field("enabled", "bool", False, "a seeded random fault injector runs during the workload"),
+        Field("enabled", "bool", False, "a seeded random fault injector runs during the workload (its faults "
+              "depend on the seed alone: flk cluster run applies the same ones for real)"),
         _secs("rate_per_min", 2.0, "mean faults per simulated minute", minimum=0.001),
         Field("kinds", "str_list", ["crash"], "fault kinds it picks from", choices=NEMESIS_KINDS),
         _secs("min_gap_s", 2.0, "minimum time between two faults, s"),

@@ -186,24 +186,14 @@ class World:
             yield from fault.apply(self, False)
 
     def _nemesis(self):
-        n = self.scenario.data["nemesis"]
-        rng = self.streams.get("nemesis")
-        kinds = list(n["kinds"])
-        last_end = 0.0
-        while True:
-            yield self.env.timeout(rng.expovariate(float(n["rate_per_min"]) / 60.0))
-            dur = float(n["duration_s"])
-            if self.env.now + dur >= self.duration:
-                return
-            if self.env.now < last_end + float(n["min_gap_s"]):
+        """The seeded nemesis (:func:`flk.sim.faults.nemesis_steps`) under SimPy time."""
+        for step in faults.nemesis_steps(self.scenario.data["nemesis"], self.streams.get("nemesis"), self.duration,
+                                         self.region_ids):
+            if step.__class__ is float:
+                yield self.env.timeout(step)
                 continue
-            f = {"kind": kinds[rng.randrange(len(kinds))], "at_s": 0.0, "duration_s": dur,
-                 "target": self.region_ids[rng.randrange(len(self.region_ids))]}
-            if f["kind"] == "partition":
-                f["a"], f["b"] = [f["target"]], ["clients"]
-            self.fault_log.append({**f, "at_s": round(self.env.now, 6)})
-            last_end = self.env.now + dur
-            self.env.process(self._fault_proc(f))
+            self.fault_log.append(step)
+            self.env.process(self._fault_proc({**step, "at_s": 0.0}))
 
     def _heal_all(self):
         yield self.env.timeout(self.duration)

@@ -72,15 +72,16 @@ def prefix():
     return f"flkt{os.getpid() % 100000:x}"
 
 
-def cluster_run(tmp_path, prefix: str, scenario: str, *extra: str, timeout: float = 400) -> tuple[dict, list[dict]]:
-    """``flk cluster run SCENARIO --seed 1 --prometheus`` into ``tmp_path``: its results and history
+def cluster_run(tmp_path, prefix: str, scenario: str, *extra: str, timeout: float = 400,
+                seed: int = 1) -> tuple[dict, list[dict]]:
+    """``flk cluster run SCENARIO --seed SEED --prometheus`` into ``tmp_path``: its results and history
     (exit 0 or 1: a run that is invalid still reports)."""
-    proc = subprocess.run([*FLK, "cluster", "run", scenario, "--seed", "1", "--out", str(tmp_path), "--json",
+    proc = subprocess.run([*FLK, "cluster", "run", scenario, "--seed", str(seed), "--out", str(tmp_path), "--json",
                            "--prefix", prefix, "--no-plots", "--prometheus", *extra],
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     res = json.loads(proc.stdout)
-    events = [json.loads(line) for line in (tmp_path / res["scenario"] / "1" / "history.jsonl").open()]
+    events = [json.loads(line) for line in (tmp_path / res["scenario"] / str(seed) / "history.jsonl").open()]
     return res, events
 
 

@@ -223,9 +223,8 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
     for module, what in (("moto", "moto[server]"), ("boto3", "boto3")):
         if replicated and importlib.util.find_spec(module) is None:
             out.append(f"needs {what} for the regions' object stores (pip install 'flk-lab[dev]')")
-    out += _fault_problems(data["faults"], backend, replicated)
-    if data["nemesis"]["enabled"]:
-        out.append("nemesis.enabled: random faults are not scheduled on real clusters yet")
+    nemesis = [{"kind": k} for k in data["nemesis"]["kinds"]] if data["nemesis"]["enabled"] else []
+    out += _fault_problems([*data["faults"], *nemesis], backend, replicated)
     net = data["network"]
     for key in ("loss", "duplicate", "reorder"):
         if net.get(key):
@@ -330,6 +329,8 @@ class ClusterRun:
         self.plant, self.plant_window_s = plant, plant_window_s
         self.work, self.prefix, self.log = work, prefix, log
         self.region_ids = [r["id"] for r in self.data["regions"]]
+        # the scenario's faults, then what its nemesis starts at this seed (the simulator's choices)
+        self.faults = [*self.data["faults"], *faults.nemesis_schedule(self.data, seed, self.region_ids)]
         self.replicated = bool(self.data["replication"]["enabled"]) and len(self.region_ids) > 1
         self.duration = float(self.data["scenario"]["duration_s"])
         self.quiescence = float(self.data["scenario"]["quiescence_s"])
@@ -352,7 +353,7 @@ class ClusterRun:
         self.router: subprocess.Popen | None = None
         self.operator = ("operator", secrets.token_hex(16))  # this run's operator credential (never written)
         self.tenants = TenantsFile(self.work / "tenants.toml", int(self.data["workload"]["tenants"]),
-                                   self.data["workload"], any(f["kind"] == "rotate_key" for f in self.data["faults"]))
+                                   self.data["workload"], any(f["kind"] == "rotate_key" for f in self.faults))
 
     # -- setup and teardown ------------------------------------------------------------------
     def setup(self) -> None:
@@ -364,7 +365,7 @@ class ClusterRun:
         self.net.up()
         tenants = tenants_env(int(self.data["workload"]["tenants"]))
         limits = self.tenants.write() if self.tenants.needed else None
-        skew = any(f["kind"] in ("clock_skew", "clock_jump") for f in self.data["faults"])
+        skew = any(f["kind"] in ("clock_skew", "clock_jump") for f in self.faults)
         operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1],
                     **server_settings_env(self.data["region_defaults"])}
         if self.backend == "redis":
@@ -384,7 +385,7 @@ class ClusterRun:
                     del self.regions[rid].env[k]
             else:
                 self.regions[rid].env.update(replication_env(self.data["replication"]))
-        for f in self.data["faults"]:
+        for f in self.faults:
             if f["kind"] in ("disk_full", "disk_free"):
                 for t in self.targets(f):
                     if not self.regions[t].wal_mount:
@@ -745,8 +746,8 @@ class ClusterRun:
             self.wall_t0 = time.time()
             self.rec.now("phase", name="workload")
             sampler = asyncio.create_task(self.sampler(client))
-            faults = [asyncio.create_task(self.fault(i, f)) for i, f in enumerate(self.data["faults"])]
-            self.fault_log = [dict(f) for f in self.data["faults"]]
+            faults = [asyncio.create_task(self.fault(i, f)) for i, f in enumerate(self.faults)]
+            self.fault_log = [dict(f) for f in self.faults]
             try:
                 await self.workload.run()
                 await asyncio.sleep(max(0.0, self.duration - self.clock.now))
