@@ -329,8 +329,24 @@ def _fault_sometimes(kind: str, fs: list[dict], ev: dict, scenario: dict, status
         return _sometimes("SOMETIMES-STORE-DOWN-503", met, len(fs),
                           f"a request met the store outage; {failed} region starts failed on it" if failed else
                           "a request met the store outage")
+    elif kind == "rotate_key":
+        return rotated_key_accepted(fs, ev)
     else:
         return _sometimes(f"SOMETIMES-FAULT-{kind.upper()}", True, len(fs), f"{len(fs)} {kind} faults fired")
+
+
+def rotated_key_accepted(fs: list[dict], ev: dict) -> CheckResult:
+    """A key rotation took: requests first sent after the first rotation (signed with a new key)
+    were answered 2xx -- and on a real cluster (``reloaded`` / ``running`` in the fault's events)
+    every running server read its tenants file again."""
+    first = min(f["t_us"] for f in fs)
+    fresh = {e["req"] for e in ev["client.send"] if e["attempt"] == 1 and e["t_us"] > first}
+    ok = {e["req"] for e in ev["client.recv"] if e["req"] in fresh and 200 <= e["status"] < 300}
+    note = f"{len(ok)} of {len(fresh)} requests first sent after the rotation answered 2xx"
+    reloaded, running = sum(f.get("reloaded", 0) for f in fs), sum(f.get("running", 0) for f in fs)
+    if any("running" in f for f in fs):
+        note = f"{reloaded} of {running} running servers reloaded their tenants file; {note}"
+    return _sometimes("SOMETIMES-ROTATED-KEY-ACCEPTED", bool(ok) and reloaded == running, len(fs), note)
 
 
 def _starts_failed_during(fs: list[dict], ev: dict) -> int:

@@ -487,7 +487,8 @@ class AgentCrash(Fault):
 
 @register
 class ReaderRewind(Fault):
-    """Replication readers forget their watermarks and re-read every shipped segment."""
+    """Replication readers forget their watermarks and re-read every shipped segment.
+    flk cluster: the one-shot file ``DATA_DIR/crr.rewind`` of the region's running server."""
 
     kinds = {"reader_rewind": False}
     params = (TARGET,)
@@ -500,8 +501,7 @@ class ReaderRewind(Fault):
             region = world.regions[target]
             world.rewind_snapshots[target] = {(tenant, pcs_id): body_sha(outcome.body)
                                               for tenant, pcs_id, outcome in region.final_entries()}
-            reader.watermarks = {}
-            reader.state.save({})
+            reader.rewind()
             _record(world, True, "reader_rewind", target, applied_before=reader.applied_records)
         return _nothing()
 

@@ -155,6 +155,7 @@ class Reader:
         self.batch = int(batch)
         self.state = WatermarkFile(state_path, fs)
         self.watermarks: dict[str, int] = self.state.load()
+        self.rewinds = 0  # rewind() calls (this process)
         # stream -> (its watermark, the frontier): every record below the frontier is applied or
         # parked, below the watermark applied; only while records of the stream are parked and
         # nobody moved its watermark (a rewind: :meth:`_position`)
@@ -479,12 +480,22 @@ class Reader:
             return 0.0
         return max(0.0, now - self.stalled_since)
 
+    def rewind(self) -> None:
+        """Forget every watermark (saved at once): the next polls re-read every shipped segment
+        from the start of its stream and apply each record again, which changes no stored
+        answer (INV-IDEMPOTENT-REPLAY). An operator's repair after a restored dedup store
+        (``DATA_DIR/crr.rewind`` of ``flk serve``), and the ``reader_rewind`` fault."""
+        self.watermarks = {}
+        self.state.save({})
+        self.rewinds += 1
+
     def metrics(self, now: float | None = None) -> dict[str, Any]:
         """``now`` (the driver's clock) gives ``stalled_s``; without it only ``stalled_since``."""
         return {"stalled_since": self.stalled_since,
                 "stalled_s": None if now is None else self.stalled_s(now),
                 "watermarks": dict(self.watermarks), "applied_segments": self.applied_segments,
                 "applied_records": self.applied_records, "filtered_records": self.filtered_records,
+                "rewinds": self.rewinds,
                 "rejected": {s: str(r) for s, r in sorted(self.rejected.items())},
                 "apply_lag_p50_s": self.apply_lag.quantile(0.5), "apply_lag_max_s": self.apply_lag.max_s,
                 "parked": self.parked_count, "parked_lag_max_s": self.parked_lag.max_s,

@@ -35,7 +35,10 @@ reconciler's audit log ``audit/`` fed through a durable audit queue
 shipping and reading (an operator's or a test's network partition) until it is
 removed; a file ``DATA_DIR/crr.pause-ship`` pauses the shipper alone (this region's records stop
 leaving it, with no failure to report, while it reads, reconciles and checks divergence on: the
-simulator's ``ship_stop`` fault, and an operator holding a region's uploads).
+simulator's ``ship_stop`` fault, and an operator holding a region's uploads). A file
+``DATA_DIR/crr.rewind`` is a one-shot order: at its next step the reader forgets its watermarks
+and re-reads every shipped segment (a repair after a restored dedup store; the simulator's
+``reader_rewind``), logs ``crr_reader_rewound`` and removes the file.
 
 With ``WORKERS=N`` every worker ships its own inbox WAL (stream
 ``<region>/w<k>``); only worker 0 reads peers and reconciles; every worker
@@ -111,6 +114,7 @@ class CrrService:
         os.makedirs(self.state_dir, exist_ok=True)
         self.pause_file = os.path.join(data_dir, "crr.pause")
         self.ship_pause_file = os.path.join(data_dir, "crr.pause-ship")
+        self.rewind_file = os.path.join(data_dir, "crr.rewind")  # one-shot: the reader re-reads everything
         self.objects = objects if objects is not None else open_object_store(cfg.store_url)
         self._log = log or (lambda event, **kw: None)
         self.shipper = Shipper(wal, self.objects, stream_name(cfg.region, worker),
@@ -198,6 +202,16 @@ class CrrService:
         topology: the reader is never changed under a running step)."""
         self.pending.append(change)
 
+    def _rewind(self) -> None:
+        """``DATA_DIR/crr.rewind`` appeared: the reader forgets its watermarks and re-reads every
+        shipped segment (:meth:`flk.impl.replication.reading.Reader.rewind`), then the file is
+        removed (an operator waits for that). A crash in between rewinds again at the next start:
+        harmless, a replay changes no stored answer."""
+        self.reader.rewind()
+        self._log("crr_reader_rewound", detail="every shipped segment is read again")
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.rewind_file)
+
     def set_verifier(self, verifier: Any) -> None:
         """The tenants were reloaded: peers' records replay with ``verifier`` from the next step
         (:meth:`flk.impl.replication.applying.ReplayApplier.set_verifier`, on this thread)."""
@@ -208,6 +222,8 @@ class CrrService:
     def step(self, now: float) -> float:
         while self.pending:
             self.pending.pop(0)()
+        if self.reader is not None and os.path.exists(self.rewind_file):  # the reading worker's order
+            self._rewind()
         paused = os.path.exists(self.pause_file)
         self.shipper.paused = paused or os.path.exists(self.ship_pause_file)
         nxt = self.shipper.step(now)

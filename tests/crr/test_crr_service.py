@@ -69,6 +69,38 @@ def test_a_held_shipper_stops_only_the_shipping(tmp_path):
     assert us.shipper.watermark > 0 and eu_store.get(t2, pid2, NOW + 4) is not None
 
 
+def test_a_rewind_order_rereads_every_shipped_segment_live(tmp_path):
+    """crr.rewind: at its next step the reading service forgets its watermarks, re-reads what eu
+    shipped (its records applied again, no stored answer changed), logs it and removes the file;
+    a service without a reader (another worker's) leaves the order to the one that reads."""
+    shared = tmp_path / "shared"
+    eu, eu_wal, eu_store, eu_v = make(tmp_path, "eu", "us", shared)
+    us, us_wal, us_store, us_v = make(tmp_path, "us", "eu", shared)
+    logged = []
+    us._log = lambda event, **kw: logged.append(event)
+    (raw0, t0, pid0, _), _ = variants(1, 2)
+    assert run_sync(eu_v.handle(Request(raw0, t0), NOW), eu_wal, eu_store).status == 200
+    eu.step(NOW + 1)
+    us.step(NOW + 1)
+    before = us_store.get(t0, pid0, NOW + 2)
+    applied = us.reader.applied_records
+    assert before is not None and applied == 1 and us.reader.watermarks
+    order = tmp_path / "us" / "crr.rewind"
+    order.write_text("")
+    reader, us.reader = us.reader, None  # a worker that does not read: the order stays
+    us.step(NOW + 2)
+    assert order.exists()
+    us.reader = reader
+    us.step(NOW + 3)
+    assert not order.exists() and "crr_reader_rewound" in logged
+    assert us.reader.applied_records == 2 * applied and us.reader.rewinds == 1  # read again
+    assert us_store.get(t0, pid0, NOW + 4) == before and us.metrics()["read"]["rewinds"] == 1
+    us.step(NOW + 4)
+    assert us.reader.applied_records == 2 * applied  # once: the order was taken
+    for w in (eu_wal, us_wal):
+        w.close()
+
+
 def test_two_services_replicate_through_a_shared_directory_and_pause(tmp_path):
     shared = tmp_path / "shared"
     eu, eu_wal, eu_store, eu_v = make(tmp_path, "eu", "us", shared)
