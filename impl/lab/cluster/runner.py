@@ -236,6 +236,7 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
     if float(w.get("tenant_rate_per_s", 0.0)) > 0 and float(w.get("tenant_burst", 0.0)) < 1:
         out.append("workload.tenant_burst < 1 with a tenant rate: flk serve's token bucket holds at least one "
                    "request (its tenants file refuses a smaller burst)")
+    out += _unmodelled(data)
     for r in data["regions"]:
         extra = sorted(k for k in r if k != "id")
         if extra:
@@ -250,6 +251,23 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
         out.append(f"workload.max_in_flight = {data['workload']['max_in_flight']}: the driver holds one connection "
                    f"per open submission and needs {need} open files; this process may open {hard} at most "
                    "(ulimit -Hn)")
+    return out
+
+
+def _unmodelled(data: dict) -> list[str]:
+    """What the scenario asks for that the runner would otherwise leave out unsaid: the
+    operator's policies, explicit operations, and region stores other than the one dedup store
+    of each real region (a run without them would judge a study of something that never ran)."""
+    out = []
+    if data.get("policies"):
+        kinds = sorted({p.get("kind", "?") for p in data["policies"]})
+        out.append(f"policies ({', '.join(kinds)}): the operator's controllers are not run on real clusters yet")
+    if data.get("schedule"):
+        out.append("schedule: explicit operations are not run on real clusters yet")
+    dedup = data["region_defaults"].get("dedup", "memory")
+    if dedup != "memory":
+        out.append(f"region_defaults.dedup = {dedup!r}: a real region has one dedup store (--backend); sharded, "
+                   "tiered and migrating stores are not built on real clusters yet")
     return out
 
 
