@@ -141,6 +141,7 @@ INSIDE_ONLY = {
     "INV-TENANT-ISOLATION": "needs the server's dedup keys; a real cluster shows the client view only",
 }
 BACKENDS = ("sqlite", "redis", "postgres")
+COST_MODELS = ("store_ms", "fsync_ms", "verify_ms")  # the simulator's costs; a real region has its own
 REWIND_WAIT_S = 10.0  # a reader_rewind waits this long at most for the server to take its order
 RELOAD_WAIT_S = 5.0  # a rotate_key waits this long at most for every running server's reload
 CHECK_LINES_S = 0.5  # the crr_divergence lines of one check are written together (microseconds apart; at most
@@ -264,6 +265,14 @@ def _unmodelled(data: dict) -> list[str]:
         out.append(f"policies ({', '.join(kinds)}): the operator's controllers are not run on real clusters yet")
     if data.get("schedule"):
         out.append("schedule: explicit operations are not run on real clusters yet")
+    if not data["study"].get("profile"):  # a profile is fitted to a real cluster: its costs are the real ones
+        from flk.sim.scenario import REGION_FIELDS
+
+        for f in REGION_FIELDS:
+            if f.name in COST_MODELS and data["region_defaults"].get(f.name, f.default) != f.default:
+                out.append(f"region_defaults.{f.name} = {data['region_defaults'][f.name]}: the simulator's cost "
+                           "model, set by the scenario; a real region's store, disk and CPU answer at their own "
+                           "speed (nothing slows them), so the study would judge a system not in that state")
     dedup = data["region_defaults"].get("dedup", "memory")
     if dedup != "memory":
         out.append(f"region_defaults.dedup = {dedup!r}: a real region has one dedup store (--backend); sharded, "
