@@ -257,8 +257,9 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
 
 def _unmodelled(data: dict) -> list[str]:
     """What the scenario asks for that the runner would otherwise leave out unsaid: the
-    operator's policies, explicit operations, and region stores other than the one dedup store
-    of each real region (a run without them would judge a study of something that never ran)."""
+    operator's policies, explicit operations, the scenario's own cost model of the simulated
+    store, disk or CPU, and region stores other than the one dedup store of each real region (a
+    run without them would judge a study of something that never ran)."""
     out = []
     if data.get("policies"):
         kinds = sorted({p.get("kind", "?") for p in data["policies"]})
@@ -602,8 +603,9 @@ class ClusterRun:
     async def rotate_keys(self, spec: dict) -> None:
         """rotate_key: the tenants file gets each tenant's next key (valid from now) and ends the
         current one ``workload.rotation_overlap_s`` from now; every running server is sent SIGHUP and
-        confirms (its ``tenants_reloaded`` line, 5 s at most) before the agents sign with the new key
-        (a paused one reloads when it runs again; a region down now reads the file at its restart). The simulator's rotation takes no time."""
+        confirms (its ``tenants_reloaded`` line, :data:`RELOAD_WAIT_S` at most) before the agents sign
+        with the new key (a paused one reloads when it runs again; a region down now reads the file at
+        its restart). The simulator's rotation takes no time."""
         tenants = [spec["tenant"]] if spec.get("tenant") is not None else sorted(self.tenants.keys)
         self.tenants.rotate(tenants, time.time(), float(self.data["workload"].get("rotation_overlap_s", 5.0)))
         await asyncio.to_thread(self.tenants.write)
