@@ -182,6 +182,7 @@ class Reader:
         self._retry_at = 0.0
         self.applied_segments = 0
         self.applied_records = 0
+        self.last_applied_at: float | None = None  # the driver's clock at the last record applied
         self.filtered_records = 0
         self.apply_lag = LagStats()  # records applied when first read (a parked one: at its retry, below)
         self.parked_lag = LagStats()  # parked records, when applied at last
@@ -385,6 +386,8 @@ class Reader:
                 chunk = [rec for k, rec in enumerate(chunk) if k not in skip]
             lags.add_many(lags_since(now, chunk))
             self.applied_records += len(chunk) - bad
+            if len(chunk) > bad:
+                self.last_applied_at = now
 
     def _park(self, stream: str, entry: tuple[int, str, int, tuple[str, str]]) -> None:
         """Park ``entry`` (once: a segment read again after a whole refusal met it before)."""
@@ -495,7 +498,7 @@ class Reader:
                 "stalled_s": None if now is None else self.stalled_s(now),
                 "watermarks": dict(self.watermarks), "applied_segments": self.applied_segments,
                 "applied_records": self.applied_records, "filtered_records": self.filtered_records,
-                "rewinds": self.rewinds,
+                "rewinds": self.rewinds, "last_applied_at": self.last_applied_at,
                 "rejected": {s: str(r) for s, r in sorted(self.rejected.items())},
                 "apply_lag_p50_s": self.apply_lag.quantile(0.5), "apply_lag_max_s": self.apply_lag.max_s,
                 "parked": self.parked_count, "parked_lag_max_s": self.parked_lag.max_s,

@@ -54,3 +54,4 @@ def test_explicit_operations_and_store_kinds_are_refused():
     data["region_defaults"]["dedup"] = "tiered"
     reasons = preflight(data, "sqlite")
     assert any(r.startswith("schedule:") for r in reasons) and any("'tiered'" in r for r in reasons), reasons
+

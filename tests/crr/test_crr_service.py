@@ -85,6 +85,7 @@ def test_a_rewind_order_rereads_every_shipped_segment_live(tmp_path):
     before = us_store.get(t0, pid0, NOW + 2)
     applied = us.reader.applied_records
     assert before is not None and applied == 1 and us.reader.watermarks
+    assert us.reader.last_applied_at == NOW + 1 and us.metrics()["read"]["last_applied_at"] == NOW + 1
     order = tmp_path / "us" / "crr.rewind"
     order.write_text("")
     reader, us.reader = us.reader, None  # a worker that does not read: the order stays
@@ -94,9 +95,11 @@ def test_a_rewind_order_rereads_every_shipped_segment_live(tmp_path):
     us.step(NOW + 3)
     assert not order.exists() and "crr_reader_rewound" in logged
     assert us.reader.applied_records == 2 * applied and us.reader.rewinds == 1  # read again
+    assert us.reader.last_applied_at == NOW + 3
     assert us_store.get(t0, pid0, NOW + 4) == before and us.metrics()["read"]["rewinds"] == 1
     us.step(NOW + 4)
     assert us.reader.applied_records == 2 * applied  # once: the order was taken
+    assert us.reader.last_applied_at == NOW + 3  # nothing applied since
     for w in (eu_wal, us_wal):
         w.close()
 

@@ -142,6 +142,7 @@ INSIDE_ONLY = {
 }
 BACKENDS = ("sqlite", "redis", "postgres")
 COST_MODELS = ("store_ms", "fsync_ms", "verify_ms")  # the simulator's costs; a real region has its own
+SAMPLE_S = 1.0  # the sampler polls every region's /v1/crr/status this often
 REWIND_WAIT_S = 10.0  # a reader_rewind waits this long at most for the server to take its order
 RELOAD_WAIT_S = 5.0  # a rotate_key waits this long at most for every running server's reload
 CHECK_LINES_S = 0.5  # the crr_divergence lines of one check are written together (microseconds apart; at most
@@ -717,6 +718,16 @@ class ClusterRun:
             await self.end(index)
 
     # -- samples -------------------------------------------------------------------------------
+    def applied_at(self, stamp: object, polled: float) -> float:
+        """When a region last applied a replicated record, in run time: its reader's own stamp
+        (``/v1/crr/status`` ``read.last_applied_at``, the server's wall clock) when it falls within
+        the poll period before ``polled``; else (no stamp, a skewed clock) the poll's time. The
+        sampler polls once a second, so its time alone made the real convergence time up to a
+        second late."""
+        if isinstance(stamp, (int, float)) and polled - SAMPLE_S - 0.5 <= stamp - self.wall_t0 <= polled:
+            return float(stamp) - self.wall_t0
+        return polled
+
     async def sampler(self, client) -> None:
         """Once a second, each live region's ``/v1/crr/status``: ship lag, conflicts, rejected streams,
         applied records, and its dedup store's key count as of its last divergence summary
@@ -727,7 +738,7 @@ class ClusterRun:
         self.last_ship_lag: dict[str, float] = {}
         keys: dict[str, int] = {}  # per region, its last known key count (a region down keeps its store)
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(SAMPLE_S)
             if not self.replicated:
                 continue
             row = {"t": self.clock.now, "ship_lag": {}, "conflicts": {}, "keys": {}}
@@ -751,8 +762,9 @@ class ClusterRun:
                         rejected[(rid, stream)] = why
                         self.rec.now("crr.reject", region=rid, segment=stream, reason=str(why)[:160])
                 n = int(read.get("applied_records", 0))
-                if n > applied.get(rid, 0):
-                    self.rec.now("crr.applied", region=rid, records=n - applied.get(rid, 0))
+                if n > applied.get(rid, 0):  # at the server's last apply, not at this poll (a second later)
+                    self.rec.record(self.applied_at(read.get("last_applied_at"), self.clock.now), "crr.applied",
+                                    region=rid, records=n - applied.get(rid, 0))
                 applied[rid] = max(n, applied.get(rid, 0))
             row["keys"] = dict(keys)
             self.samples.append(row)
