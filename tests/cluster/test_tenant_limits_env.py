@@ -1,4 +1,4 @@
-"""The cluster's servers run a scenario's tenant limits (``tenants_file``): the runner's tenants
+"""The cluster's servers run a scenario's tenant limits (``TenantsFile``): the runner's tenants
 file is one ``flk serve`` accepts, and the registry it loads gives every tenant the simulator's
 token bucket and quota, with the keys the cluster's agents sign with."""
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from flk.impl.agent.factory import tenant_key
 from flk.impl.lab.cluster.driver import BASE_KEY
-from flk.impl.lab.cluster.runner import tenants_file
+from flk.impl.lab.cluster.tenantsfile import TenantsFile
 from flk.impl.server.config import load_config
 from flk.impl.verifier.tenants import load_toml
 
@@ -22,7 +22,10 @@ from flk.impl.verifier.tenants import load_toml
 def test_the_tenants_file_holds_the_workloads_limits(tmp_path_factory, n, rate, burst, quota):
     path = tmp_path_factory.mktemp("t") / "tenants.toml"
     w = {"tenant_rate_per_s": rate, "tenant_burst": burst, "tenant_daily_quota": quota}
-    got = tenants_file(path, n, w)
+    tf = TenantsFile(path, n, w)
+    got = tf.write() if tf.needed else None
+    # the TENANTS setting the servers get without a file: the same first keys
+    assert tf.setting() == ",".join(f"t{i}:hmac:{tenant_key(BASE_KEY, f't{i}', 0).decode()}" for i in range(n))
     if not (rate or burst or quota):
         assert got is None and not path.exists()  # no limits: the TENANTS setting, as before
         return
@@ -38,7 +41,7 @@ def test_the_tenants_file_holds_the_workloads_limits(tmp_path_factory, n, rate, 
 
 
 def test_flk_serve_accepts_the_file(tmp_path):
-    path = tenants_file(tmp_path / "tenants.toml", 2, {"tenant_rate_per_s": 50.0, "tenant_burst": 20.0})
+    path = TenantsFile(tmp_path / "tenants.toml", 2, {"tenant_rate_per_s": 50.0, "tenant_burst": 20.0}).write()
     cfg = load_config({"DATA_DIR": str(tmp_path / "data"), "MULTI_TENANT": "true", "TENANTS_FILE": str(path)})
     assert cfg.tenants_file == str(path)
 

@@ -58,7 +58,7 @@ from flk.sim import alerts, artifacts, checkers, faults, metrics
 from flk.sim.history import History
 from flk.sim.observed import check_run
 from flk.sim.replication import settle_s
-from flk.sim.scenario import Scenario
+from flk.sim.scenario import REGION_FIELDS, Scenario
 
 from ...core import textdata
 from ...replication.divergence import SEVERITY_LEVEL
@@ -77,7 +77,7 @@ from .regions import (
     faketime_lib,
     pg_bindir,
 )
-from .tenantsfile import TenantsFile, secret
+from .tenantsfile import TenantsFile
 
 ROUTER_PORT = 18290  # on the clients' bridge address (one per run's prefix)
 
@@ -268,8 +268,6 @@ def _unmodelled(data: dict) -> list[str]:
     if data.get("schedule"):
         out.append("schedule: explicit operations are not run on real clusters yet")
     if not data["study"].get("profile"):  # a profile is fitted to a real cluster: its costs are the real ones
-        from flk.sim.scenario import REGION_FIELDS
-
         for f in REGION_FIELDS:
             if f.name in COST_MODELS and data["region_defaults"].get(f.name, f.default) != f.default:
                 out.append(f"region_defaults.{f.name} = {data['region_defaults'][f.name]}: the simulator's cost "
@@ -394,7 +392,7 @@ class ClusterRun:
         self.net.adopt_dir(str(self.work))  # a killed run's cleanup removes it too
         t0 = time.monotonic()
         self.net.up()
-        tenants = tenants_env(int(self.data["workload"]["tenants"]))
+        tenants = self.tenants.setting()
         limits = self.tenants.write() if self.tenants.needed else None
         skew = any(f["kind"] in ("clock_skew", "clock_jump") for f in self.faults)
         operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1],
@@ -924,25 +922,6 @@ def ledger_path(prefix: str) -> Path:
     return Path(tempfile.gettempdir()) / f"flk-cluster-{prefix}.json"
 
 
-def tenants_file(path: Path, n: int, w: dict) -> Path | None:
-    """The regions' ``TENANTS_FILE`` when the workload sets tenant limits (None: it sets none):
-    tenants t0..tN-1 with their HMAC keys, and as every tenant's defaults the workload's
-    ``tenant_rate_per_s``, ``tenant_burst`` and ``tenant_daily_quota``
-    (:class:`flk.impl.lab.cluster.tenantsfile.TenantsFile`). Written 0600 in the run's work
-    folder, removed with it."""
-    tf = TenantsFile(path, n, w)
-    return tf.write() if tf.needed else None
-
-
-def tenant_keys(n: int) -> dict[str, str]:
-    """Tenants t0..tN-1 and their HMAC keys: the simulator's (:data:`flk.sim.world.BASE_KEY`, generation 0)."""
-    return {f"t{i}": secret(f"t{i}", 0) for i in range(n)}
-
-
-def tenants_env(n: int) -> str:
-    return ",".join(f"{tid}:hmac:{key}" for tid, key in tenant_keys(n).items())
-
-
 # -- checks and figures -----------------------------------------------------------------------
 
 def blackbox_conflicts(events: list[dict]) -> tuple[int, int]:
@@ -1034,9 +1013,7 @@ def _fault_sometimes(kind: str, fs: list[dict], ev: dict, data: dict, partitions
         return checkers.CheckResult("SOMETIMES-LAG-GREW", "sometimes", lag > 2 * data["replication"]["ship_interval_s"],
                                     checked=n, note=f"max replication lag of the regions hit {lag:.1f} s")
     if kind == "agent_crash":  # the simulator's check: the reopened outboxes resubmitted something
-        resub = len(ev["client.resubmit"])
-        return checkers.CheckResult("SOMETIMES-OUTBOX-RESUBMITTED", "sometimes", resub > 0, checked=n,
-                                    note=f"{resub} records resubmitted from outboxes after agent restarts")
+        return checkers.outbox_resubmitted(fs, ev)
     if kind == "disk_full":
         hit = _during(ev, fs, "client.recv", lambda e: e["status"] >= 500)
         filled = sum(f.get("filled_bytes", 0) for f in fs)

@@ -48,6 +48,11 @@ class TenantsFile:
         self.needed = bool(self.defaults) or rotating
         self.keys: dict[str, list[dict]] = {f"t{i}": [{"id": "k0", "secret": secret(f"t{i}", 0)}] for i in range(n)}
 
+    def setting(self) -> str:
+        """The ``TENANTS`` setting of the tenants' first keys (``tenant:hmac:key,...``): what the
+        servers get when no file is :attr:`needed`."""
+        return ",".join(f"{tid}:hmac:{keys[0]['secret']}" for tid, keys in self.keys.items())
+
     def generation(self, tid: str) -> int:
         return len(self.keys[tid]) - 1
 
