@@ -43,12 +43,12 @@ class SpyStore(MemoryStore):
         return super().put_many_if_absent(items, now, ttl_s)
 
 
-def make(tmp_path, delay_s=0.001, **wal_kw):
+def make(tmp_path, delay_s=0.001, max_batch=256, **wal_kw):
     srv = FakeServer(SegmentedLog(str(tmp_path / "wal"), **wal_kw))
     store = SpyStore(lambda: srv.wal)
     guarded = GuardedStore(store, CircuitBreaker())
     driver = BatchDriver(Verifier(registry(), region="r1"), LoggedWal(lambda: srv.wal, srv.log.error), guarded,
-                         Metrics(), max_delay_s=delay_s, depth=2)
+                         Metrics(), max_delay_s=delay_s, max_batch=max_batch, depth=2)
     return driver, srv, store
 
 
@@ -255,8 +255,11 @@ def test_the_seal_lock_waits_for_batches_in_flight_and_holds_new_ones_back(tmp_p
 
 def test_segments_roll_only_between_batches_so_every_manifest_has_all_its_answers(tmp_path) -> None:
     """Small segments under a pipelined load: every sealed segment's manifest carries the
-    home answer of every record it holds."""
-    driver, srv, _ = make(tmp_path, delay_s=0.001, segment_bytes=4096)
+    home answer of every record it holds. Batches of at most 6 records (about 3 KB) into
+    4 KB segments: a segment holds at most about 7 KB, so the 60 records (about 31 KB) fill
+    at least four segments however the scheduler groups them (a slow machine once made
+    one batch of 51 and only two segments)."""
+    driver, srv, _ = make(tmp_path, delay_s=0.001, max_batch=6, segment_bytes=4096)
     HeldSync(srv.wal, appended_beyond=3, slow_s=0.003)
     bodies = [body(i) for i in range(60)]
 
