@@ -16,9 +16,9 @@ selection rule and the backfill rule are written once, here:
   watermarks go back to 0 and the reader re-reads them (replay is idempotent),
   so a reselected tenant converges.
 
-Duck-typed on the reader (``topology.sources``, ``watermarks``,
-``state.save``) so this package stays free of the replication package; no I/O
-but the reader's own state save, no clock.
+Duck-typed on the reader (``topology``, ``rewind(sources)``, which owns the
+streams' naming and saves its watermarks) so this package stays free of the
+replication package; no I/O but the reader's own state save, no clock.
 """
 
 from __future__ import annotations
@@ -57,8 +57,6 @@ def apply(reader: Any, topology: Any, me: str) -> list[str]:
     backfill = sorted(src for src, f in topology.sources.items()
                       if src != me and widened(old.sources.get(src, frozenset()), f))
     if backfill:
-        reader.watermarks = {k: (0 if any(k == b or k.startswith(b + "/w") for b in backfill) else v)
-                             for k, v in reader.watermarks.items()}
-        reader.state.save(reader.watermarks)
+        reader.rewind(backfill)
     reader.topology = topology
     return backfill

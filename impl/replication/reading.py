@@ -122,11 +122,16 @@ _UNPARSED = object()
 _REGION = operator.attrgetter("region")
 
 
+def _of_source(stream: str, source: str) -> bool:
+    """``stream`` is one of ``source``'s: the region's own or one of its ``/w<n>`` workers'."""
+    return stream == source or stream.startswith(source + "/w")
+
+
 def _segment_of(key: str, source: str) -> tuple[str, int, str] | None:
     """``(stream, first index, segment log name)`` of a listed manifest key of ``source``'s
     streams (the stream itself or its ``/w<n>`` workers); None for any other key."""
     stream, _, name = key.rpartition("/")
-    if not name.endswith(MANIFEST_SUFFIX) or not (stream == source or stream.startswith(source + "/w")):
+    if not name.endswith(MANIFEST_SUFFIX) or not _of_source(stream, source):
         return None
     log_name = name[: -len(MANIFEST_SUFFIX)] + LOG_SUFFIX
     parsed = parse_name(log_name)
@@ -483,14 +488,22 @@ class Reader:
             return 0.0
         return max(0.0, now - self.stalled_since)
 
-    def rewind(self) -> None:
-        """Forget every watermark (saved at once): the next polls re-read every shipped segment
-        from the start of its stream and apply each record again, which changes no stored
-        answer (INV-IDEMPOTENT-REPLAY). An operator's repair after a restored dedup store
-        (``DATA_DIR/crr.rewind`` of ``flk serve``), and the ``reader_rewind`` fault."""
-        self.watermarks = {}
-        self.state.save({})
-        self.rewinds += 1
+    def rewind(self, sources: Iterable[str] | None = None) -> None:
+        """Forget the watermarks (saved at once) of every stream, or only of ``sources``'
+        streams (a region's own and its ``/w<n>`` workers'): the next polls re-read those
+        shipped segments from the start and apply each record again, which changes no stored
+        answer (INV-IDEMPOTENT-REPLAY). All of them: an operator's repair after a restored
+        dedup store (``DATA_DIR/crr.rewind`` of ``flk serve``) and the ``reader_rewind``
+        fault, counted in ``rewinds``; some: the backfill of a CRR policy that widened
+        (:func:`flk.impl.operator.crr.apply`)."""
+        if sources is None:
+            self.watermarks = {}
+            self.rewinds += 1
+        else:
+            chosen = tuple(sources)
+            self.watermarks = {k: (0 if any(_of_source(k, src) for src in chosen) else v)
+                               for k, v in self.watermarks.items()}
+        self.state.save(self.watermarks)
 
     def metrics(self, now: float | None = None) -> dict[str, Any]:
         """``now`` (the driver's clock) gives ``stalled_s``; without it only ``stalled_since``."""
