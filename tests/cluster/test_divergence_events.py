@@ -59,3 +59,26 @@ def test_checks_a_period_apart_are_never_merged(tmp_path_factory, checks, interv
         want.append((len(severities), "critical" if "critical" in severities else "warning"))
     got = _events(tmp_path_factory.mktemp("log"), lines, interval)
     assert [(e["peers"], e["worst"]) for e in got] == want
+
+
+@settings(max_examples=50, derandomize=True, deadline=None)
+@given(st.integers(0, 4), st.integers(0, 4), st.integers(0, 40))
+def test_server_events_from_an_offset_read_only_what_was_logged_after_it(tmp_path_factory, before, after, cut):
+    """A rotation waits for reload lines logged after its SIGHUP: the offset taken then
+    (``log_size``) makes ``server_events`` see only later lines; a line cut at the offset (a
+    write in progress) is skipped, not misread."""
+    d = tmp_path_factory.mktemp("log")
+    r = _region(d, [_line(T0 + k, "warn", "us") for k in range(before)])
+    offset = r.log_size()
+    assert [e["ts"] for e in r.server_events("crr_divergence")] == [T0 + k for k in range(before)]
+    with open(d / "server.log", "a") as f:
+        f.write(_line(T0 + 100, "warn", "us")[:cut])  # a line being written when the offset is taken
+    offset_mid = r.log_size()
+    with open(d / "server.log", "a") as f:
+        f.write(_line(T0 + 100, "warn", "us")[cut:] + "\n")
+        f.write("".join(_line(T0 + 200 + k, "warn", "us") + "\n" for k in range(after)))
+    later = [T0 + 200 + k for k in range(after)]
+    assert [e["ts"] for e in r.server_events("crr_divergence", offset)] == [T0 + 100, *later]
+    assert [e["ts"] for e in r.server_events("crr_divergence", offset_mid)] == ([T0 + 100] if cut == 0 else []) + later
+    (d / "server.log").unlink()
+    assert r.log_size() == 0 and r.server_events("crr_divergence") == []  # no log yet: nothing, no error

@@ -47,8 +47,12 @@ def test_preflight_judges_the_nemesis_kinds_like_explicit_faults():
         assert not any("store_down" in r for r in preflight(data, "redis"))
     only_crash = load("nemesis-random", ['nemesis.kinds=["crash", "pause", "partition"]']).data
     assert not any("fault" in r for r in preflight(only_crash, "sqlite"))
-    unknown = load("nemesis-random", ['nemesis.kinds=["crash", "store_latency"]']).data
-    assert any("store_latency" in r and "no real mechanism" in r for r in preflight(unknown, "sqlite"))
+    unknown = load("nemesis-random", ['nemesis.kinds=["crash", "disk_slow"]']).data
+    assert any("disk_slow" in r and "no real mechanism" in r for r in preflight(unknown, "sqlite"))
+    slow_store = load("nemesis-random", ['nemesis.kinds=["crash", "store_latency"]']).data
+    assert any("store_latency" in r and "--backend redis" in r for r in preflight(slow_store, "sqlite"))
+    if shutil.which("redis-server"):
+        assert not any("store_latency" in r for r in preflight(slow_store, "redis"))
 
 
 @in_full_tier

@@ -28,7 +28,6 @@ UNIT_TEST_ONLY = {
     "FlkWalDiskPressure": "the simulator has no disk-full fault",
     "FlkWalWriteErrors": "the simulator has no failing-append fault",
     "FlkWalQuarantine": "a poisoned inbox record is not a simulator fault",
-    "FlkDedupStoreSlow": "store_latency is a nemesis kind, no catalog scenario has a 100 ms store",
     "FlkCrrRpoAtRisk": "catalog runs are shorter than a 60 s lag",
     "FlkErrorBudgetBurnSlow": "needs 30 s above 2% over 5 m: longer than the catalog's outages",
 }

@@ -7,6 +7,7 @@ Modules:
 * :mod:`.network`   -- one network namespace per region on a bridge; partitions as nftables drop rules
 * :mod:`.regions`   -- a region's ``flk serve`` and store processes; SIGKILL, SIGSTOP, libfaketime
 * :mod:`.storenode` -- a region's object store (S3 API) and its push copies to the other regions' stores
+* :mod:`.storeproxy` -- a delaying forwarder to a region's Redis or PostgreSQL (``store_latency``)
 * :mod:`.planted`   -- planted server bugs (``--plant racy-dedup``) run inside a region's ``flk serve``
 * :mod:`.driver`    -- the scenario's agents in wall-clock time through the real client
 * :mod:`.tenantsfile` -- the servers' tenants file: the workload's limits, every tenant's keys, rotated live

@@ -37,6 +37,7 @@ SERVER_PORT = 18280
 STORE_PORT = 18281
 REDIS_PORT = 18282
 PG_PORT = 18283
+STORE_PROXY_PORT = 18284  # the delaying forwarder to the dedup store of a run with store_latency (storeproxy)
 WAL_TMPFS_MB = 32  # the WAL disk of a region a disk_full fault hits
 # that region's WAL_PREALLOCATE: the zeros its inbox WAL writes ahead are space it already holds, so
 # with flk serve's default (1 MiB, some 1,500 records) it accepts through a short full disk at a
@@ -108,6 +109,7 @@ class RegionProcess:
         self.store: subprocess.Popen | None = None
         self.redis: subprocess.Popen | None = None
         self.postgres: subprocess.Popen | None = None
+        self.proxy: subprocess.Popen | None = None  # the store's delaying forwarder (store_latency)
         self.paused = False
         self.incarnation = 0
         self.failed_starts = 0  # the last start's starts that exited before /ready (start(retry_s=...))
@@ -163,6 +165,38 @@ class RegionProcess:
                 time.sleep(0.1)
         raise TimeoutError(f"{self.name}: redis-server not ready")
 
+    def start_proxy(self, upstream_port: int, timeout: float = 30.0) -> None:
+        """The region's delaying forwarder to its dedup store (:mod:`.storeproxy`) on
+        :data:`STORE_PROXY_PORT`, in its namespace, no delay yet (:meth:`set_store_delay`)."""
+        self.proxy = self._popen([sys.executable, "-m", "flk.impl.lab.cluster.storeproxy", "--listen",
+                                  str(STORE_PROXY_PORT), "--to", f"127.0.0.1:{upstream_port}", "--delay-file",
+                                  str(self.dir / "store-delay.ms"), "--log", str(self.dir / "proxy-events.jsonl")],
+                                 self.dir / "proxy.log", {k: v for k, v in self.env.items() if k != "LD_PRELOAD"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proxy.poll() is not None:
+                raise RuntimeError(f"{self.name}: store proxy exited: {self.tail('proxy.log')}")
+            if self._json_lines("proxy-events.jsonl", '"listening"'):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name}: store proxy not ready: {self.tail('proxy.log')}")
+
+    def set_store_delay(self, ms: float, timeout: float = 5.0) -> bool:
+        """Every round trip to the dedup store takes ``ms`` longer from now (0: none): the proxy's
+        delay file, then SIGUSR1; True once the proxy logged the new delay."""
+        start = self.log_size("proxy-events.jsonl")
+        tmp = self.dir / "store-delay.ms.tmp"
+        tmp.write_text(f"{float(ms)}\n")
+        os.replace(tmp, self.dir / "store-delay.ms")
+        if not self._signal(self.proxy, signal.SIGUSR1):
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._json_lines("proxy-events.jsonl", '"delay_set"', start):
+                return True
+            time.sleep(0.01)
+        return False
+
     def start_postgres(self, timeout: float = 90.0) -> None:
         """The region's own PostgreSQL (its dedup store) in its namespace: a fresh cluster
         (``initdb`` as the ``postgres`` user, trust auth on the namespace's addresses), a
@@ -198,8 +232,8 @@ class RegionProcess:
         raise TimeoutError(f"{self.name}: postgres not ready")
 
     @staticmethod
-    def pg_dsn(host: str) -> str:
-        return f"postgresql://postgres@{host}:{PG_PORT}/postgres"
+    def pg_dsn(host: str, port: int = PG_PORT) -> str:
+        return f"postgresql://postgres@{host}:{port}/postgres"
 
     def dedup_down(self, down: bool) -> bool:
         """A dedup outage: SIGSTOP of the region's Redis or PostgreSQL process group (connections
@@ -371,7 +405,7 @@ class RegionProcess:
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM, then SIGKILL) of the server, then of the store."""
-        for proc in (self.server, self.store, self.redis, self.postgres):
+        for proc in (self.server, self.store, self.proxy, self.redis, self.postgres):
             self._stop_gracefully(proc)
 
     def stop_server(self) -> None:
@@ -402,7 +436,7 @@ class RegionProcess:
                     os.kill(p, signal.SIGKILL)
                 except OSError:
                     pass
-        for proc in (self.server, self.store, self.redis, self.postgres):
+        for proc in (self.server, self.store, self.proxy, self.redis, self.postgres):
             if proc is not None and proc.poll() is None:
                 self._signal(proc, signal.SIGCONT)
                 self._signal(proc, signal.SIGKILL)
@@ -411,11 +445,21 @@ class RegionProcess:
                 except subprocess.TimeoutExpired:
                     pass
 
-    def _json_lines(self, name: str, needle: str = "") -> list[dict]:
-        """The JSON objects of the lines of ``name`` in the region's folder that hold ``needle``
-        (a line cut off or not JSON is skipped: a log being written)."""
+    def log_size(self, name: str = "server.log") -> int:
+        """The bytes of ``name`` in the region's folder so far (0 when there is none yet): an
+        offset to read only what is written after it (:meth:`server_events`)."""
         try:
-            text = (self.dir / name).read_text(errors="replace")
+            return (self.dir / name).stat().st_size
+        except OSError:
+            return 0
+
+    def _json_lines(self, name: str, needle: str = "", start: int = 0) -> list[dict]:
+        """The JSON objects of the lines of ``name`` in the region's folder, from byte ``start``
+        on, that hold ``needle`` (a line cut off or not JSON is skipped: a log being written)."""
+        try:
+            with open(self.dir / name, "rb") as f:
+                f.seek(start)
+                text = f.read().decode(errors="replace")
         except OSError:
             return []
         out = []
@@ -430,9 +474,10 @@ class RegionProcess:
                 out.append(doc)
         return out
 
-    def server_events(self, event: str) -> list[dict]:
-        """The JSON log lines of ``event`` in the region's ``flk serve`` log (every start's)."""
-        return [d for d in self._json_lines("server.log", f'"{event}"')
+    def server_events(self, event: str, start: int = 0) -> list[dict]:
+        """The JSON log lines of ``event`` in the region's ``flk serve`` log (every start's), from
+        byte ``start`` on (:meth:`log_size`)."""
+        return [d for d in self._json_lines("server.log", f'"{event}"', start)
                 if d.get("event") == event and isinstance(d.get("ts"), (int, float))]
 
     def store_events(self) -> list[dict]:

@@ -72,6 +72,7 @@ from .regions import (
     REDIS_PORT,
     SERVER_PORT,
     STORE_PORT,
+    STORE_PROXY_PORT,
     WAL_TMPFS_MB,
     RegionProcess,
     faketime_lib,
@@ -103,6 +104,11 @@ MECHANISMS = {
                   "the region's namespace answers every packet to the store's port with a TCP reset (a connect is "
                   "refused, an open connection reset), heal deletes it",
     "store_up": "alias of store_down",
+    "store_latency": "every region of the run reaches its Redis or PostgreSQL (--backend redis or postgres) through "
+                     "a forwarder in its namespace (flk.impl.lab.cluster.storeproxy, this kernel has no tc netem); "
+                     "the fault makes the target's forwarder hold every byte flk serve sends to its store ms "
+                     "milliseconds (in order; the answers pass at once), so each round trip takes ms longer: one "
+                     "per Redis store call, one per statement of a PostgreSQL transaction; heal sets 0",
     "disk_full": f"the region's WAL directory is a {WAL_TMPFS_MB} MiB tmpfs mounted for the run; the fault fills it "
                  "with a filler file until ENOSPC (the server's appends and fsyncs fail once the zeros its WAL "
                  f"wrote ahead are used: that region runs with WAL_PREALLOCATE={DISK_FULL_WAL_PREALLOCATE}, not "
@@ -290,6 +296,9 @@ def _fault_problems(faults: list[dict], backend: str, replicated: bool) -> list[
         elif kind in ("store_down", "store_up") and backend == "sqlite":
             out.append(f"fault {kind!r}: a dedup outage stops or refuses the region's Redis or PostgreSQL: needs "
                        "--backend redis or postgres (SQLite is a file inside flk serve, not a service)")
+        elif kind == "store_latency" and backend == "sqlite":
+            out.append("fault 'store_latency': the delay is added on the way to the region's Redis or PostgreSQL: "
+                       "needs --backend redis or postgres (SQLite is a file inside flk serve, no connection to slow)")
         elif kind in ("clock_skew", "clock_jump") and faketime_lib() is None:
             out.append(f"fault {kind!r}: needs libfaketime (Debian package faketime; `make setup` installs it)")
         elif kind in ("clock_skew", "clock_jump") and replicated:
@@ -361,6 +370,8 @@ class ClusterRun:
         # the scenario's faults, then what its nemesis starts at this seed (the simulator's choices)
         self.faults = [*self.data["faults"], *faults.nemesis_schedule(self.data, seed, self.region_ids)]
         self.replicated = bool(self.data["replication"]["enabled"]) and len(self.region_ids) > 1
+        # a store_latency fault: every region reaches its store through the delaying proxy, from the start
+        self.store_proxied = backend != "sqlite" and any(f["kind"] == "store_latency" for f in self.faults)
         self.duration = float(self.data["scenario"]["duration_s"])
         self.quiescence = float(self.data["scenario"]["quiescence_s"])
         # the process manager's delay before it starts again a region whose start failed (the simulator's too)
@@ -398,9 +409,9 @@ class ClusterRun:
         operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1],
                     **server_settings_env(self.data["region_defaults"])}
         if self.backend == "redis":
-            operator.update(DEDUP_BACKEND="redis", REDIS_ADDR=f"127.0.0.1:{REDIS_PORT}")
+            operator.update(DEDUP_BACKEND="redis", REDIS_ADDR=f"127.0.0.1:{self.store_port}")
         if self.backend == "postgres":
-            operator.update(DEDUP_BACKEND="postgres", POSTGRES_CONN=RegionProcess.pg_dsn("127.0.0.1"))
+            operator.update(DEDUP_BACKEND="postgres", POSTGRES_CONN=RegionProcess.pg_dsn("127.0.0.1", self.store_port))
         for rid in self.region_ids:
             peers = [p for p in self.region_ids if p != rid] if self.replicated else []
             self.regions[rid] = RegionProcess(self.net, rid, self.work, peers,
@@ -428,6 +439,9 @@ class ClusterRun:
         if self.backend == "postgres":
             for r in self.regions.values():
                 r.start_postgres()
+        if self.store_proxied:
+            for r in self.regions.values():
+                r.start_proxy(REDIS_PORT if self.backend == "redis" else PG_PORT)
         if self.replicated:
             for r in self.regions.values():
                 r.start_store()
@@ -580,17 +594,8 @@ class ClusterRun:
                 filled = await asyncio.to_thread(self.regions[t].fill_wal_disk, True)
                 self.rec.now("fault.start", kind="disk_full", target=t, filled_bytes=filled,
                              mechanism="tmpfs filled to ENOSPC")
-        elif kind == "store_down":
-            hang = spec.get("mode", "refuse") == "hang"
-            port = REDIS_PORT if self.backend == "redis" else PG_PORT
-            for t in self.targets(spec):
-                if hang:
-                    self.regions[t].dedup_down(True)
-                else:
-                    await asyncio.to_thread(self.net.reject_port, index, t, port)
-                self.rec.now("fault.start", kind="store_down", target=t, mode="hang" if hang else "refuse",
-                             mechanism=f"SIGSTOP {'redis-server' if self.backend == 'redis' else 'postgres'}" if hang
-                             else f"nftables reject of port {port}")
+        elif kind in ("store_down", "store_latency"):
+            await self._store_fault(kind, index, spec, True)
         elif kind == "clock_skew":
             skew = float(spec.get("skew_s", 30.0))
             for t in self.targets(spec):
@@ -609,14 +614,14 @@ class ClusterRun:
         self.tenants.rotate(tenants, time.time(), float(self.data["workload"].get("rotation_overlap_s", 5.0)))
         await asyncio.to_thread(self.tenants.write)
         live = [rid for rid, r in self.regions.items() if r.up and not r.paused]
-        before = {rid: len(self.regions[rid].server_events("tenants_reloaded")) for rid in live}
+        offset = {rid: self.regions[rid].log_size() for rid in live}  # only what is logged after the SIGHUP is read
         for r in self.regions.values():
             r.reload()  # a paused (SIGSTOPped) server keeps the signal pending: it reloads when it runs again
         deadline, waiting = time.monotonic() + RELOAD_WAIT_S, set(live)
         while waiting and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
             waiting = {rid for rid in waiting
-                       if len(await asyncio.to_thread(self.regions[rid].server_events, "tenants_reloaded")) <= before[rid]}
+                       if not await asyncio.to_thread(self.regions[rid].server_events, "tenants_reloaded", offset[rid])}
         factory = self.workload.world.factory
         for tid in tenants:
             factory.key_generation[tid] = self.tenants.generation(tid)
@@ -694,14 +699,8 @@ class ClusterRun:
         elif kind == "objstore_down":
             await asyncio.to_thread(self.net.heal, index)
             self.rec.now("fault.end", kind="objstore_down", target=",".join(self.targets(spec)))
-        elif kind == "store_down":
-            if spec.get("mode", "refuse") == "hang":
-                for t in self.targets(spec):
-                    self.regions[t].dedup_down(False)
-            else:
-                await asyncio.to_thread(self.net.heal, index)
-            for t in self.targets(spec):
-                self.rec.now("fault.end", kind="store_down", target=t)
+        elif kind in ("store_down", "store_latency"):
+            await self._store_fault(kind, index, spec, False)
         elif kind == "clock_skew":
             for t in self.targets(spec):
                 r = self.regions[t]
@@ -710,6 +709,41 @@ class ClusterRun:
                 await asyncio.to_thread(r.stop_server)
                 took = await asyncio.to_thread(r.start)
                 self.rec.now("region.ready", region=t, restart_s=round(took, 3))
+
+    @property
+    def store_port(self) -> int:
+        """The port a region's flk serve reaches its dedup store on: the delaying proxy's when
+        the run has a store_latency fault, else the store's own."""
+        if self.store_proxied:
+            return STORE_PROXY_PORT
+        return REDIS_PORT if self.backend == "redis" else PG_PORT
+
+    async def _store_fault(self, kind: str, index: int, spec: dict, on: bool) -> None:
+        """store_down (a refused port or a frozen store) and store_latency (the proxy's delay)
+        begin (``on``) or end at each target."""
+        hang = spec.get("mode", "refuse") == "hang"
+        if kind == "store_down" and not hang and not on:
+            await asyncio.to_thread(self.net.heal, index)
+        for t in self.targets(spec):
+            region, fields = self.regions[t], {}
+            if kind == "store_latency":
+                ms = float(spec.get("ms", 50.0)) if on else 0.0
+                fields = {"ms": ms, "applied": await asyncio.to_thread(region.set_store_delay, ms)}
+                mechanism = f"delaying proxy on port {STORE_PROXY_PORT}"
+            else:
+                fields = {"mode": "hang" if hang else "refuse"}
+                if hang:
+                    region.dedup_down(on)
+                    mechanism = f"SIGSTOP {'redis-server' if self.backend == 'redis' else 'postgres'}"
+                else:
+                    if on:
+                        await asyncio.to_thread(self.net.reject_port, index, t, self.store_port)
+                    mechanism = f"nftables reject of port {self.store_port}"
+            if on:
+                self.rec.now("fault.start", kind=kind, target=t, mechanism=mechanism, **fields)
+            else:
+                self.rec.now("fault.end", kind=kind, target=t,
+                             **{k: v for k, v in fields.items() if k == "applied"})
 
     async def heal_all(self) -> None:
         for index in sorted(self.active):
