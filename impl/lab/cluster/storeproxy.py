@@ -50,17 +50,27 @@ class Proxy:
     def __init__(self, upstream: tuple[str, int], delay_file: Path, log) -> None:
         self.upstream, self.delay_file, self.log = upstream, delay_file, log
         self.delay_s = read_delay(delay_file)
+        self.writers: set[asyncio.StreamWriter] = set()  # the open connections' (closed at the stop)
+
+    def close_all(self) -> None:
+        """Abort every open connection: their handlers end on their own (Python 3.11's stream
+        server logs a traceback for a handler cancelled at the loop's close)."""
+        for w in list(self.writers):
+            _abort(w)
 
     def reload(self) -> None:
         self.delay_s = read_delay(self.delay_file)
         self.log({"event": "delay_set", "ms": round(self.delay_s * 1000.0, 3)})
 
     async def handle(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        self.writers.add(c_writer)
         try:
             u_reader, u_writer = await asyncio.open_connection(*self.upstream)
         except OSError:  # the store refuses or is unreachable: so is the client's connection
+            self.writers.discard(c_writer)
             _abort(c_writer)
             return
+        self.writers.add(u_writer)
         held: asyncio.Queue = asyncio.Queue()
         tasks = [asyncio.ensure_future(self._hold(c_reader, held)),
                  asyncio.ensure_future(self._release(held, u_writer)),
@@ -70,6 +80,7 @@ class Proxy:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for w in (u_writer, c_writer):
+            self.writers.discard(w)
             _abort(w)
 
     async def _hold(self, reader: asyncio.StreamReader, held: asyncio.Queue) -> None:
@@ -124,6 +135,12 @@ async def serve(listen: tuple[str, int], upstream: tuple[str, int], delay_file: 
     log({"event": "listening", "port": listen[1], "ms": round(proxy.delay_s * 1000.0, 3)})
     async with server:
         await stop.wait()
+        server.close()
+        proxy.close_all()
+        for _ in range(100):  # the handlers see their connections end
+            if not proxy.writers:
+                break
+            await asyncio.sleep(0.01)
 
 
 def main(argv: list[str] | None = None) -> int:
