@@ -1,6 +1,6 @@
 """The catalog calibration tier (long: about 2 minutes per scenario; run with FLK_CALIBRATION=1):
-``flk sim calibrate`` for the ten geo-DR and crash scenarios, quota-exhaustion, key-rotation and
-nemesis-random, one real cluster run each beside three simulator seeds. Every one runs on the real
+``flk sim calibrate`` for the ten geo-DR and crash scenarios, quota-exhaustion, key-rotation,
+nemesis-random and dedup-slow, one real cluster run each beside three simulator seeds. Every one runs on the real
 cluster (region-failover behind the real health-checked router) and gives a complete table (both
 sides of every figure), its files, and exit 1 exactly when a figure is outside tolerance or the
 validity verdicts differ."""
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.calibration, pytest.mark.skipif(os.environ.get("FLK_CA
 CATALOG = {"crr-normal": [], "region-failover": [], "wal-replay-idempotency": [], "split-brain": [], "crr-rpo": [],
            "crash-restart": [], "dedup-outage": ["--backend", "redis"], "clock-skew": [], "crr-ship-stopped": [],
            "crr-lag-alert": [], "quota-exhaustion": [], "key-rotation": [],
-           "nemesis-random": ["--backend", "redis"]}
+           "nemesis-random": ["--backend", "redis"], "dedup-slow": ["--backend", "redis"]}
 
 
 @pytest.mark.parametrize("name", sorted(CATALOG))
