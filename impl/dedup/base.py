@@ -358,7 +358,9 @@ class BatchMixin:
 class SqlBatchMixin(BatchMixin):
     """``get_many`` for a SQL backend (Postgres; SQLite's batch rows have their own): one ``SELECT`` per chunk of
     distinct keys inside one ``_run`` (connection/transaction), answers in request order.
-    A backend provides ``_run(fn)`` and ``_select(conn, keys, now) -> {(tenant, pcs_id): outcome}``."""
+    A backend provides ``_run(fn)`` (``fn`` may return a callable: its value is the call's, read
+    once every statement was sent) and ``_select(conn, keys, now)``: the statement sent, a
+    callable reading ``{(tenant, pcs_id): outcome}`` from its answer."""
 
     _GET_CHUNK = 200  # keys per statement
 
@@ -366,10 +368,15 @@ class SqlBatchMixin(BatchMixin):
         check_keys(keys)
 
         def fn(c):
-            found = {}
             uniq = list(dict.fromkeys(keys))
-            for i in range(0, len(uniq), self._GET_CHUNK):
-                found.update(self._select(c, uniq[i:i + self._GET_CHUNK], now))
+            reads = [self._select(c, uniq[i:i + self._GET_CHUNK], now) for i in range(0, len(uniq), self._GET_CHUNK)]
+
+            def found():
+                out = {}
+                for read in reads:
+                    out.update(read())
+                return out
+
             return found
 
         found = self._run(fn)

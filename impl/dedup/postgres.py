@@ -50,6 +50,10 @@ ConnectionPool, PoolTimeout = _pool.ConnectionPool, _pool.PoolTimeout
 logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 _CHUNK = 200
+PIPELINED = psycopg.Pipeline.is_supported()  # libpq 14+: a transaction is one round trip (_run_now)
+# rows the running transaction wrote carry its xid as xmin (32 bits of txid_current()): a
+# batch's own winners are left out of the read of the losers' winners (put_many_if_absent)
+_NOT_OURS = "d.xmin::text::bigint <> txid_current() %% 4294967296"  # %% : a literal % (psycopg)
 _TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -98,8 +102,9 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
                 dsn, min_size=min_size, max_size=max_size, timeout=timeout_s, open=True,
                 check=ConnectionPool.check_connection, reconnect_timeout=0, max_lifetime=600.0,
                 configure=self._on_connect,
+                # autocommit: a call's transaction is its own BEGIN ... COMMIT, pipelined (_run_now)
                 kwargs={"connect_timeout": max(1, math.ceil(timeout_s)), "keepalives": 1, "keepalives_idle": 5,
-                        "keepalives_interval": 2, "keepalives_count": 2},
+                        "keepalives_interval": 2, "keepalives_count": 2, "autocommit": True},
             )
             self._pool.wait(timeout=timeout_s)
         except (psycopg.Error, PoolTimeout) as exc:
@@ -174,6 +179,12 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
         return self.read_generation() or generation
 
     def _run_now(self, fn, ddl: bool = False):
+        """``fn(conn)`` in one transaction. Its statements are pipelined (libpq 14+): BEGIN,
+        what ``fn`` sends, COMMIT leave in one write and their answers come back together,
+        one network round trip for the whole transaction instead of one per statement
+        (a store across a network: each round trip is paid by every batch). ``fn`` may
+        return a callable that reads its cursors once the answers are in (a fetch inside
+        the pipeline costs a round trip of its own); its value is the call's."""
         try:
             with self._pool.connection() as conn:
                 if ddl:  # concurrent CREATE TABLE IF NOT EXISTS can still race on the catalog
@@ -182,8 +193,15 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
                             return fn(conn)
                     except psycopg.errors.UniqueViolation:
                         return None
-                with conn.transaction():
-                    return fn(conn)
+                if PIPELINED:
+                    with conn.pipeline():
+                        conn.execute("BEGIN")
+                        out = fn(conn)
+                        conn.execute("COMMIT")
+                else:
+                    with conn.transaction():
+                        out = fn(conn)
+                return out() if callable(out) else out
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
             raise StoreUnavailable(f"postgres store failed: {type(exc).__name__}") from None
         except psycopg.Error as exc:
@@ -195,17 +213,20 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
         return None if row is None else StoredOutcome.from_bytes(row[0])
 
 
-    def _select(self, c, keys, now) -> dict:
+    def _select(self, c, keys, now, others_only: bool = False):
+        """The live rows of ``keys`` (``others_only``: not those this transaction wrote): the
+        statement sent, a callable reading ``{(tenant, pcs_id): outcome}`` from its answer."""
         if not keys:
-            return {}
+            return dict
         sql = ("SELECT d.tenant, d.pcs_id, d.outcome FROM (VALUES " + ",".join(["(%s, %s)"] * len(keys))
                + f") AS k (t, p) JOIN {self.table} AS d ON d.tenant = k.t AND d.pcs_id = k.p "
-               "WHERE d.expires_at > %s")
+               "WHERE d.expires_at > %s" + (f" AND {_NOT_OURS}" if others_only else ""))
         params: list = []
         for t, p in keys:
             params += (t, p)
         params.append(now)
-        return {(t, p): StoredOutcome.from_bytes(bytes(o)) for t, p, o in c.execute(sql, params).fetchall()}
+        cur = c.execute(sql, params)
+        return lambda: {(t, p): StoredOutcome.from_bytes(bytes(o)) for t, p, o in cur.fetchall()}
 
     def put_if_absent(self, tenant, pcs_id, outcome, now, ttl_s=None):
         return self.put_many_if_absent([(tenant, pcs_id, outcome)], now, ttl_s)[0]
@@ -225,7 +246,7 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
         rows = sorted(firsts.items(), key=lambda kv: kv[0])  # one lock order for all writers: no deadlocks
 
         def fn(c):
-            won: set = set()
+            inserts = []
             for i in range(0, len(rows), _CHUNK):
                 chunk = rows[i:i + _CHUNK]
                 sql = (f"INSERT INTO {self.table} (tenant, pcs_id, expires_at, outcome) VALUES "
@@ -236,12 +257,23 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
                 for (t, p), o in chunk:
                     params += (t, p, now + ttl, o.to_bytes())
                 params.append(now)
-                won.update((t, p) for t, p in c.execute(sql, params).fetchall())
-            losers = [k for k in firsts if k not in won]
-            stored = self._select(c, losers, now) if losers else {}
-            for k in won:
-                stored[k] = firsts[k]
-            return won, stored
+                inserts.append(c.execute(sql, params))
+            # the losers' winners, read in the same transaction after the upserts (pipelined with
+            # them: which keys lost is not known yet, so every key's row this transaction did not
+            # write); the upsert's conflict check locked each of those rows until the commit
+            keys = [k for k, _ in rows]
+            reads = [self._select(c, keys[i:i + _CHUNK], now, others_only=True) for i in range(0, len(keys), _CHUNK)]
+
+            def result():
+                won = {(t, p) for cur in inserts for t, p in cur.fetchall()}
+                stored = {}
+                for read in reads:
+                    stored.update(read())
+                for k in won:
+                    stored[k] = firsts[k]
+                return won, stored
+
+            return result
 
         won, stored = self._run(fn)
         res, seen = [], set()
@@ -263,10 +295,8 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
         sql = f"DELETE FROM {self.table} WHERE tenant = %s AND pcs_id = %s AND outcome = %s AND expires_at > %s"
 
         def fn(c):
-            n = 0
-            for t, p, o in items:
-                n += c.execute(sql, (t, p, o.to_bytes(), now)).rowcount
-            return n
+            curs = [c.execute(sql, (t, p, o.to_bytes(), now)) for t, p, o in items]
+            return lambda: sum(cur.rowcount for cur in curs)  # counted once the answers are in
 
         return self._run(fn)
 

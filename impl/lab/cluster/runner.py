@@ -108,7 +108,8 @@ MECHANISMS = {
                      "a forwarder in its namespace (flk.impl.lab.cluster.storeproxy, this kernel has no tc netem); "
                      "the fault makes the target's forwarder hold every byte flk serve sends to its store ms "
                      "milliseconds (in order; the answers pass at once), so each round trip takes ms longer: one "
-                     "per Redis store call, one per statement of a PostgreSQL transaction; heal sets 0",
+                     "per Redis store call, two per PostgreSQL call (the pool's connection check, then the "
+                     "call's pipelined transaction); heal sets 0",
     "disk_full": f"the region's WAL directory is a {WAL_TMPFS_MB} MiB tmpfs mounted for the run; the fault fills it "
                  "with a filler file until ENOSPC (the server's appends and fsyncs fail once the zeros its WAL "
                  f"wrote ahead are used: that region runs with WAL_PREALLOCATE={DISK_FULL_WAL_PREALLOCATE}, not "

@@ -6,8 +6,8 @@ delay packets, so a region whose scenario names the fault reaches its Redis or P
 through this process instead, in the region's own network namespace: every byte the client
 sends is held ``delay`` before it is passed on (in order), the store's answers pass at once.
 So each request/answer round trip takes ``delay`` longer: a Redis call of the server (one
-pipeline or script per store call) exactly that; a PostgreSQL transaction once per round
-trip it makes. A delay of 0 passes bytes on as they come.
+pipeline or script per store call) exactly that; a PostgreSQL call twice (the pool's check of
+the connection, then its pipelined transaction). A delay of 0 passes bytes on as they come.
 
 The delay is a number of milliseconds in the file ``--delay-file`` (missing or empty: 0),
 read again at SIGUSR1; each reading is logged as a JSON line ``{"event": "delay_set", "ms":

@@ -1,0 +1,91 @@
+"""A PostgreSQL store call costs two network round trips whatever the batch: the pool's check
+of the connection, then the whole transaction pipelined (BEGIN, the statements, COMMIT sent
+together). Measured through a forwarder that holds every byte the client sends 100 ms
+(:mod:`flk.impl.lab.cluster.storeproxy`, the real-cluster ``store_latency``), against the
+suite's real PostgreSQL: a call takes 2 x 100 ms plus the server's time, where one statement at
+a time took 4-5 (BEGIN, statement, COMMIT, and the read of the losers' winners). The answers are
+the ones the store gives without the forwarder (first-write-wins, the losers' winners)."""
+
+from __future__ import annotations
+
+import os
+import time
+from urllib.parse import urlparse
+
+import pytest
+
+from flk.impl.dedup.base import StoredOutcome
+from flk.impl.dedup.postgres import PIPELINED, PostgresStore
+from tests.cluster.test_storeproxy import Proxy
+
+pytestmark = pytest.mark.postgres
+DELAY_MS = 100.0
+T0 = 1_795_000_000.0
+
+
+def outcome(k: int) -> StoredOutcome:
+    return StoredOutcome(f"{k:064x}", 200, b"{}", T0, "r1", "p1")
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+@pytest.mark.skipif(not PIPELINED, reason="libpq < 14: no pipeline mode (one round trip per statement)")
+def test_a_store_call_is_two_round_trips(tmp_path, postgres_dsn):
+    u = urlparse(postgres_dsn)
+    proxy = Proxy(tmp_path, f"{u.hostname}:{u.port}")
+    store = None
+    try:
+        store = PostgresStore(postgres_dsn.replace(f"{u.hostname}:{u.port}", f"127.0.0.1:{proxy.port}"),
+                              table=f"rt_{os.getpid()}", timeout_s=10.0)
+        held = [("t0", f"k{i}") for i in range(40)]
+        assert store.put_many_if_absent([(t, p, outcome(1)) for t, p in held[:20]], T0, 3600) == \
+            [(True, outcome(1))] * 20
+        proxy.set_delay(DELAY_MS)
+        budget = 2 * DELAY_MS / 1000 + 0.09  # two round trips and the server's own time; three would not fit
+        got, took = _timed(lambda: store.get_many(held, T0 + 1))
+        assert got == [outcome(1)] * 20 + [None] * 20 and took < budget, took
+        # twenty losers (their winners read back), twenty winners and a repeat of a winner's key
+        items = [(t, p, outcome(2)) for t, p in held] + [(*held[30], outcome(3))]
+        got, took = _timed(lambda: store.put_many_if_absent(items, T0 + 1, 3600))
+        assert got == [(False, outcome(1))] * 20 + [(True, outcome(2))] * 20 + [(False, outcome(2))], got
+        assert took < budget, took
+        assert took >= 2 * DELAY_MS / 1000  # held: the forwarder was in the path
+        got, took = _timed(lambda: store.delete_copies([(*held[0], outcome(1)), (*held[1], outcome(9))], T0 + 1))
+        assert got == 1 and took < budget, took
+        proxy.set_delay(0.0)
+        assert store.get_many(held[:2], T0 + 1) == [None, outcome(1)]
+    finally:
+        if store is not None:
+            store.drop_table()
+            store.close()
+        proxy.stop()
+
+
+def test_without_pipeline_mode_the_answers_are_the_same(postgres_dsn, monkeypatch):
+    """A libpq older than 14 has no pipeline mode: each call is then a plain transaction, one
+    round trip per statement, with the same answers (both paths over the same sequence)."""
+    import flk.impl.dedup.postgres as pg
+
+    def sequence(table: str) -> list:
+        store = PostgresStore(postgres_dsn, table=table)
+        try:
+            keys = [("t0", f"k{i}") for i in range(6)]
+            return [store.put_many_if_absent([(t, p, outcome(1)) for t, p in keys[:3]], T0, 3600),
+                    store.get_many(keys, T0 + 1),
+                    store.put_many_if_absent([(t, p, outcome(2)) for t, p in keys] + [(*keys[4], outcome(3))],
+                                             T0 + 1, 3600),
+                    store.delete_copies([(*keys[0], outcome(1)), (*keys[5], outcome(1))], T0 + 2),
+                    store.get_many(keys, T0 + 2), store.count(T0 + 2)]
+        finally:
+            store.drop_table()
+            store.close()
+
+    piped = sequence(f"rt_a_{os.getpid()}")
+    monkeypatch.setattr(pg, "PIPELINED", False)
+    assert sequence(f"rt_b_{os.getpid()}") == piped
+    assert piped[2] == [(False, outcome(1))] * 3 + [(True, outcome(2))] * 3 + [(False, outcome(2))]
+    assert piped[3] == 1 and piped[5] == 5
