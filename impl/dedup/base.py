@@ -358,9 +358,9 @@ class BatchMixin:
 class SqlBatchMixin(BatchMixin):
     """``get_many`` for a SQL backend (Postgres; SQLite's batch rows have their own): one ``SELECT`` per chunk of
     distinct keys inside one ``_run`` (connection/transaction), answers in request order.
-    A backend provides ``_run(fn)`` (``fn`` may return a callable: its value is the call's, read
-    once every statement was sent) and ``_select(conn, keys, now)``: the statement sent, a
-    callable reading ``{(tenant, pcs_id): outcome}`` from its answer."""
+    A backend provides ``_run(fn, piped=True)`` (``fn`` only sends its statements and returns a
+    callable whose value is the call's, read once the answers are in) and ``_select(conn, keys,
+    now)``: the statement sent, a callable reading ``{(tenant, pcs_id): outcome}`` from its answer."""
 
     _GET_CHUNK = 200  # keys per statement
 
@@ -379,5 +379,5 @@ class SqlBatchMixin(BatchMixin):
 
             return found
 
-        found = self._run(fn)
+        found = self._run(fn, piped=True)
         return [found.get((t, p)) for t, p in keys]

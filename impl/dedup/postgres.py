@@ -126,11 +126,11 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
             ddl=True,
         )
 
-    def _run(self, fn, ddl: bool = False, check: bool = True):
+    def _run(self, fn, ddl: bool = False, check: bool = True, piped: bool = False):
         if check and self.lost is not None:
             raise GenerationLost(self.lost)
         try:
-            return self.deadline.call(lambda: self._run_now(fn, ddl), "postgres store call")
+            return self.deadline.call(lambda: self._run_now(fn, ddl, piped), "postgres store call")
         except StoreUnavailable:
             if check and self.lost is not None:
                 raise GenerationLost(self.lost) from None
@@ -178,13 +178,14 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
             self.lost = None
         return self.read_generation() or generation
 
-    def _run_now(self, fn, ddl: bool = False):
-        """``fn(conn)`` in one transaction. Its statements are pipelined (libpq 14+): BEGIN,
-        what ``fn`` sends, COMMIT leave in one write and their answers come back together,
-        one network round trip for the whole transaction instead of one per statement
-        (a store across a network: each round trip is paid by every batch). ``fn`` may
-        return a callable that reads its cursors once the answers are in (a fetch inside
-        the pipeline costs a round trip of its own); its value is the call's."""
+    def _run_now(self, fn, ddl: bool = False, piped: bool = False):
+        """``fn(conn)`` in one transaction. ``piped`` (the batch calls): its statements are
+        pipelined (libpq 14+) -- BEGIN, what ``fn`` sends and COMMIT leave in one write and
+        their answers come back together, one network round trip for the whole transaction
+        instead of one per statement (a store across a network: every batch pays each one).
+        Such an ``fn`` only sends: it returns a callable that reads its cursors once the
+        answers are in (a cursor's rows and rowcount are not there before), whose value is
+        the call's. Any other ``fn`` runs statement by statement, as it reads."""
         try:
             with self._pool.connection() as conn:
                 if ddl:  # concurrent CREATE TABLE IF NOT EXISTS can still race on the catalog
@@ -193,7 +194,7 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
                             return fn(conn)
                     except psycopg.errors.UniqueViolation:
                         return None
-                if PIPELINED:
+                if piped and PIPELINED:
                     with conn.pipeline():
                         conn.execute("BEGIN")
                         out = fn(conn)
@@ -275,7 +276,7 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
 
             return result
 
-        won, stored = self._run(fn)
+        won, stored = self._run(fn, piped=True)
         res, seen = [], set()
         for t, p, _ in items:
             k = (t, p)
@@ -298,7 +299,7 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
             curs = [c.execute(sql, (t, p, o.to_bytes(), now)) for t, p, o in items]
             return lambda: sum(cur.rowcount for cur in curs)  # counted once the answers are in
 
-        return self._run(fn)
+        return self._run(fn, piped=True)
 
     def count(self, now):
         sql = f"SELECT count(*) FROM {self.table} WHERE expires_at > %s"

@@ -431,3 +431,31 @@ def test_cold_outage_in_one_batch_fails_the_cold_only_keys_alone_and_asks_the_co
         s.get_many(keys, now)
     assert info.value.failed == set(range(6)) and info.value.results[6:] == [s.get(*k, now) for k in keys[6:]]
     s.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+def test_the_warm_row_compare_and_replace_on_every_warm_kind(kind, tmp_path, request):
+    """The demotion's swap of a warm row for its stub (``_replace_row``) and the expiry read
+    (``_row_expiry``) on each warm kind: exactly the live row holding ``old`` with that expiry
+    is replaced (a rowcount read after its statement answered: a pipelined store call would
+    read it too early and never demote)."""
+    from flk.impl.dedup.tiered import _replace_row, _row_expiry
+
+    if kind == "postgres":
+        warm = open_store(request.getfixturevalue("postgres_dsn"), table=f"flktest_{uuid.uuid4().hex[:10]}_cas")
+    else:
+        warm = open_store("memory" if kind == "memory" else f"sqlite:///{tmp_path}/warm.db")
+    try:
+        now = 1000.0
+        assert warm.put_if_absent("t", "p", outcome(1), now, 3600) == (True, outcome(1))
+        expires = _row_expiry(warm, "t", "p")
+        assert expires == now + 3600 and _row_expiry(warm, "t", "nobody") is None
+        assert not _replace_row(warm, "t", "p", outcome(9), outcome(2), now, expires)  # not the row's bytes
+        assert not _replace_row(warm, "t", "p", outcome(1), outcome(2), now, expires + 1)  # another expiry
+        assert _replace_row(warm, "t", "p", outcome(1), outcome(2), now, expires)
+        assert warm.get("t", "p", now) == outcome(2) and _row_expiry(warm, "t", "p") == expires
+        assert not _replace_row(warm, "t", "p", outcome(1), outcome(3), now, expires)  # replaced already
+    finally:
+        if kind == "postgres":
+            warm.drop_table()
+        warm.close()
