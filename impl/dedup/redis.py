@@ -156,6 +156,28 @@ class RedisStore(GenerationMarked, BatchMixin):
                 raise GenerationLost(self.lost) from None
             raise
 
+    def _scripts(self, script, calls: list) -> list:
+        """``script`` run once per ``(keys, args)`` of ``calls``, in order, in one pipeline: one
+        round trip (redis-py's pipelined script call asks SCRIPT EXISTS first: two). A Redis that
+        lacks the script (restarted, flushed) answers NOSCRIPT to the calls it did not run: the
+        script is loaded and those calls are sent again, in order; any other error raises."""
+        def send(todo: list) -> list:
+            pipe = self._r.pipeline(transaction=False)
+            for keys, args in todo:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return pipe.execute(raise_on_error=False)
+
+        res = send(calls)
+        missing = [k for k, r in enumerate(res) if isinstance(r, redis_lib.exceptions.NoScriptError)]
+        if missing:
+            script.sha = self._r.script_load(script.script)
+            for k, r in zip(missing, send([calls[k] for k in missing]), strict=True):
+                res[k] = r
+        for r in res:
+            if isinstance(r, Exception):
+                raise r
+        return res
+
     def get(self, tenant, pcs_id, now):
         check_key(tenant, pcs_id)
         v = self._call(lambda: self._r.get(self._key(tenant, pcs_id)))
@@ -187,19 +209,14 @@ class RedisStore(GenerationMarked, BatchMixin):
         return self._result(res, outcome)
 
     def put_many_if_absent(self, items, now, ttl_s=None):
-        """One round trip; each script runs atomically and in order."""
+        """One round trip (:meth:`_scripts`); each script runs atomically and in order."""
         if not items:
             return []
         ttl = check_ttl(ttl_s, self.ttl_s)
         check_keys(items)
 
-        def fn():
-            pipe = self._r.pipeline(transaction=False)
-            for t, p, o in items:
-                self._put(keys=[self._key(t, p)], args=self._put_args(o, now, ttl), client=pipe)
-            return pipe.execute()
-
-        res = self._call(fn)
+        res = self._call(lambda: self._scripts(self._put, [([self._key(t, p)], self._put_args(o, now, ttl))
+                                                           for t, p, o in items]))
         return [self._result(r, o) for r, (_, _, o) in zip(res, items, strict=True)]
 
     def delete_copies(self, items, now):
@@ -210,13 +227,8 @@ class RedisStore(GenerationMarked, BatchMixin):
             return 0
         check_keys(items)
 
-        def fn():
-            pipe = self._r.pipeline(transaction=False)
-            for t, p, o in items:
-                self._delete_same(keys=[self._key(t, p)], args=[o.to_bytes(), _ms(now)], client=pipe)
-            return pipe.execute()
-
-        return sum(int(r) for r in self._call(fn))
+        calls = [([self._key(t, p)], [o.to_bytes(), _ms(now)]) for t, p, o in items]
+        return sum(int(r) for r in self._call(lambda: self._scripts(self._delete_same, calls)))
 
     def _live(self, now):
         def fn():
