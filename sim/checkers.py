@@ -18,7 +18,8 @@ History vocabulary (fields beyond ``t_us`` and ``type``):
 * ``srv.recv``     region, d (delivery id), req, attempt, tenant
 * ``srv.wal_durable`` region, d, idx (WAL index), inc (process incarnation)
 * ``srv.wal_recovered`` region, inc (the incarnation that crashed), next_index (records that survived)
-* ``srv.dedup_get`` region, d, tenant, pcs_id
+* ``srv.dedup_get`` region, d, tenant, pcs_id (only where the batch looks its keys up: a verifier with hooks)
+* ``srv.breaker_refused`` region, ds (the deliveries whose store call the open breaker refused)
 * ``srv.dedup_put`` region, d, tenant, pcs_id, stored, digest, status, body_sha
 * ``srv.respond``  region, d, req, status, replay, body_sha
 * ``srv.replay``   region, tenant, pcs_id, stored, status, body_sha (a WAL record replayed on restart

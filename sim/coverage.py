@@ -85,11 +85,12 @@ def _conflict_under_partition(ev, data):
 
 
 def _breaker_open(ev, data):
-    """A request durable in the WAL answered 503 without a store call: the breaker refused it."""
-    got = {(e["region"], e["d"]) for e in ev if e["type"] == "srv.dedup_get"}
+    """A request durable in the WAL answered 503 without a store call: the breaker refused it
+    (``srv.breaker_refused``: a batch's store call the open breaker refused)."""
+    refused = {(e["region"], d) for e in ev if e["type"] == "srv.breaker_refused" for d in e["ds"]}
     durable = {(e["region"], e["d"]) for e in ev if e["type"] == "srv.wal_durable"}
     return any(e["type"] == "srv.respond" and e.get("status") == 503 and (e["region"], e["d"]) in durable
-               and (e["region"], e["d"]) not in got for e in ev if "d" in e)
+               and (e["region"], e["d"]) in refused for e in ev if "d" in e)
 
 
 def _quarantine(ev, data):

@@ -14,7 +14,9 @@ one batch at a time), driven here under SimPy time. Per batch, in the server's o
   between batches, ONE fsync (sampled latency) makes the batch durable before anything
   else (INV-WAL-FIRST);
 * steps 3-4 (and 6) at ``verify_ms`` CPU time per request, on the batch;
-* ONE ``get_many`` and ONE ``put_many_if_absent`` on the region's real store (memory,
+* ONE ``get_many`` -- only where the batch needs it (a verifier with hooks), as the
+  server's batches skip it otherwise (put-if-absent answers a held key as the lookup
+  would) -- and ONE ``put_many_if_absent`` on the region's real store (memory,
   sharded, tiered or migrating: :mod:`flk.sim.stores`) behind
   :class:`flk.impl.testing.outage.OutageStore` (whole-store outages) and the server's
   breaker wrapping (:class:`flk.impl.verifier.admission.GuardedStore`: an open breaker
@@ -564,31 +566,33 @@ class Region:
             return False
         return True
 
-    def _lookup_and_record(self, batch: VerifyBatch, inc: int, jobs: list | None):
-        """Steps 3-8 of ``batch`` with one ``get_many`` and one ``put_many_if_absent``, each after
-        a store latency, behind the breaker; None if the region died meanwhile, else for a replay
-        (``jobs`` None: no history of its calls) ``{id(item): (stored, winner)}`` of the writes
-        (a batch of requests: an empty mapping -- its answers say what the writes did)."""
-        env, guarded = self.env, self.guarded
-        now = batch.now
-        keys = batch.verify()
-        if not keys:
-            return {}
-        pending = batch.pending
+    def _breaker_refused(self, jobs: list | None, items: list) -> None:
+        """The open breaker refused a batch's store call: its requests are answered 503 with
+        no store call (``srv.breaker_refused``, the deliveries ``ds``; a replay's: not recorded)."""
+        if jobs is not None:
+            self.world.history.record(self.env.now, "srv.breaker_refused", region=self.id,
+                                      ds=[jobs[item.pos][1] for item in items])
+
+    def _lookup(self, batch: VerifyBatch, keys: list, inc: int, jobs: list | None):
+        """Step 5: one ``get_many`` after a store latency, behind the breaker. True when the batch
+        goes on to its writes; None if the region died meanwhile; ``{}`` when the lookup failed
+        (the batch is answered)."""
+        pending, guarded = batch.pending, self.guarded
         try:
             guarded.admit(len(keys))
         except StoreUnavailable:
+            self._breaker_refused(jobs, pending)
             batch.lookup_failed()
             return {}
         yield from self._store_wait(jobs is not None)  # a float where it can be (see _drive)
         if inc != self.incarnation:
             return None
         if jobs is not None:
-            rec, t, rid = self._rec_get, env._now, self.id
+            rec, t, rid = self._rec_get, self.env._now, self.id
             for item in pending:
                 rec(t, rid, jobs[item.pos][1], item.who.tenant_id, item.pcs_id)
         try:
-            found = guarded.call(self.store.get_many, keys, now)
+            found = guarded.call(self.store.get_many, keys, batch.now)
         except StoreUnavailable as exc:
             part = answered_part(exc, keys)  # a shard down: the other keys are answered (SPEC 13.1)
             if part is None:
@@ -597,6 +601,27 @@ class Region:
             batch.found(*part)
         else:
             batch.found(found)
+        return True
+
+    def _lookup_and_record(self, batch: VerifyBatch, inc: int, jobs: list | None):
+        """Steps 3-8 of ``batch`` with one ``get_many`` -- only when the batch needs it
+        (:attr:`flk.impl.verifier.core.VerifyBatch.needs_lookup`: the verifier has hooks), as
+        the server's batches and start-up replay (``flk.impl.verifier.core._lookup_and_record``)
+        -- and one ``put_many_if_absent``, each after a store latency, behind the breaker; None
+        if the region died meanwhile, else for a replay (``jobs`` None: no history of its calls)
+        ``{id(item): (stored, winner)}`` of the writes (a batch of requests: an empty mapping --
+        its answers say what the writes did)."""
+        env, guarded = self.env, self.guarded
+        now = batch.now
+        keys = batch.verify()
+        if not keys:
+            return {}
+        if batch.needs_lookup:
+            looked = yield from self._lookup(batch, keys, inc, jobs)
+            if looked is not True:
+                return looked
+        else:  # no hooks: put-if-absent answers a held key as the lookup would (the server skips it too)
+            batch.skip_lookup()
         writes = batch.writes()
         if not writes:
             return {}
@@ -604,6 +629,7 @@ class Region:
         try:
             guarded.admit(len(writes))
         except StoreUnavailable:
+            self._breaker_refused(jobs, writing)
             batch.record_failed()
             return {}
         yield from self._store_wait(jobs is not None)  # a float where it can be (see _drive)

@@ -338,3 +338,59 @@ def test_the_sim_regions_count_their_metrics_with_the_servers_sink(monkeypatch):
     assert total("flk_http_requests_total") == len(answered) + sum(
         1 for e in events if e["type"] == "srv.respond" and e["region"] == region.id and e["t_us"] >= restarted
         and e.get("before_wal"))
+
+
+class _CallLog(MemoryStore):
+    """A memory store that records its batch calls' names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def get_many(self, keys, now):
+        self.calls.append("get_many")
+        return super().get_many(keys, now)
+
+    def put_many_if_absent(self, items, now, ttl_s=None):
+        self.calls.append("put_many_if_absent")
+        return super().put_many_if_absent(items, now, ttl_s)
+
+
+def test_the_sim_region_and_the_server_make_the_same_store_calls_per_batch():
+    """A batch looks its keys up only where the core says it needs to (a verifier with hooks,
+    ``VerifyBatch.needs_lookup``), on both sides: without hooks the server's batch makes one
+    store call (put-if-absent answers a held key as the lookup would) and so does a simulated
+    region, whose batches made two before -- a slow store then cost a simulated batch twice
+    what it cost the server (the dedup-slow study on a real cluster found it)."""
+    from verifier.pcsgen import HMAC_A, body, make_pcs, registry, sign
+
+    from flk.impl.testing.memwal import MemoryWal
+    from flk.sim.scenario import load
+    from flk.sim.world import World
+
+    bodies = [body(sign(make_pcs(seed=k), HMAC_A)) for k in range(4)]
+    server_calls = {}
+    for hooks in ((), (lambda doc, tenant: [],)):
+        store = _CallLog()
+        verifier = Verifier(registry(), region="eu", hooks=hooks)
+        got = core.run_requests(verifier, [core.Request(b, "ta") for b in bodies], 1000.0, MemoryWal(), store)
+        assert {r.status for r in got} == {200}
+        server_calls[bool(hooks)] = store.calls
+    assert server_calls == {False: ["put_many_if_absent"], True: ["get_many", "put_many_if_absent"]}
+
+    for hooked in (False, True):
+        world = World(load("crash-restart", ["scenario.duration_s=2", "scenario.quiescence_s=2", "faults=[]"]), seed=1)
+        for r in world.regions.values():
+            r.store = _CallLog()
+            r.guarded.store = r.store
+            if hooked:
+                r.verifier = Verifier(r.verifier.tenants, r.verifier.policy, r.verifier.region, r.verifier.limits,
+                                      (lambda doc, tenant: [],), r.verifier.limiter, r.verifier.reject_status)
+        world.run()
+        calls = [c for r in world.regions.values() for c in r.store.calls]
+        if hooked:  # every write after its batch's lookup (a batch of replays alone writes nothing)
+            assert all(k > 0 and calls[k - 1] == "get_many" for k, c in enumerate(calls) if c == "put_many_if_absent")
+            assert calls.count("put_many_if_absent") > 10, calls[:6]
+        else:
+            assert set(calls) == {"put_many_if_absent"} and len(calls) > 10, calls[:6]
+        assert any(e["type"] == "srv.dedup_get" for e in world.history.events) is hooked
