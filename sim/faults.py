@@ -299,7 +299,10 @@ class StoreDown(_RegionToggle):
 
 @register
 class StoreLatency(_RegionToggle):
-    """Every dedup store call of the region takes ``ms`` longer."""
+    """Every dedup store call of the region takes ``ms`` longer (a batch makes one, its
+    put-if-absent, or two where it looks its keys up). ``flk cluster run`` (``--backend redis``
+    or ``postgres``): a delaying forwarder holds each round trip ``ms`` -- one round trip per
+    Redis call, two per PostgreSQL call (its connection check and its pipelined transaction)."""
 
     kinds = {"store_latency": False}
     label = "store_latency"

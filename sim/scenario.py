@@ -19,6 +19,7 @@ overrides and expected event counts (``sim/scenarios/regressions/``).
 from __future__ import annotations
 
 import copy
+import inspect
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -647,7 +648,8 @@ def reference_markdown() -> str:
         seen.add(cls.__name__)
         names = ", ".join(f"`{k}`" + (" (inverted: starts what the others heal)" if inv else "")
                           for k, inv in cls.kinds.items())
-        out += [f"### {names}", "", (cls.__doc__ or "").strip() + (" One-shot." if cls.one_shot else ""), ""]
+        doc = inspect.cleandoc(cls.__doc__ or "")  # a docstring's continuation lines unindented
+        out += [f"### {names}", "", doc + (" One-shot." if cls.one_shot else ""), ""]
         if cls.params:
             out += [*_field_rows(cls.params), ""]
     out += ["## Metrics (SLO `metric`, study `headline`)", "", "| metric | meaning |", "|---|---|"]
