@@ -595,8 +595,10 @@ class ClusterRun:
                 filled = await asyncio.to_thread(self.regions[t].fill_wal_disk, True)
                 self.rec.now("fault.start", kind="disk_full", target=t, filled_bytes=filled,
                              mechanism="tmpfs filled to ENOSPC")
-        elif kind in ("store_down", "store_latency"):
-            await self._store_fault(kind, index, spec, True)
+        elif kind == "store_down":
+            await self._store_down(index, spec, True)
+        elif kind == "store_latency":
+            await self._store_latency(spec, True)
         elif kind == "clock_skew":
             skew = float(spec.get("skew_s", 30.0))
             for t in self.targets(spec):
@@ -700,8 +702,10 @@ class ClusterRun:
         elif kind == "objstore_down":
             await asyncio.to_thread(self.net.heal, index)
             self.rec.now("fault.end", kind="objstore_down", target=",".join(self.targets(spec)))
-        elif kind in ("store_down", "store_latency"):
-            await self._store_fault(kind, index, spec, False)
+        elif kind == "store_down":
+            await self._store_down(index, spec, False)
+        elif kind == "store_latency":
+            await self._store_latency(spec, False)
         elif kind == "clock_skew":
             for t in self.targets(spec):
                 r = self.regions[t]
@@ -719,32 +723,37 @@ class ClusterRun:
             return STORE_PROXY_PORT
         return REDIS_PORT if self.backend == "redis" else PG_PORT
 
-    async def _store_fault(self, kind: str, index: int, spec: dict, on: bool) -> None:
-        """store_down (a refused port or a frozen store) and store_latency (the proxy's delay)
-        begin (``on``) or end at each target."""
+    async def _store_down(self, index: int, spec: dict, on: bool) -> None:
+        """store_down begins (``on``) or ends at each target: a frozen store (``mode = "hang"``:
+        SIGSTOP / SIGCONT) or a refused port (an nftables reset of the port the server uses,
+        deleted at the heal)."""
         hang = spec.get("mode", "refuse") == "hang"
-        if kind == "store_down" and not hang and not on:
+        mechanism = (f"SIGSTOP {'redis-server' if self.backend == 'redis' else 'postgres'}" if hang
+                     else f"nftables reject of port {self.store_port}")
+        if not hang and not on:
             await asyncio.to_thread(self.net.heal, index)
         for t in self.targets(spec):
-            region, fields = self.regions[t], {}
-            if kind == "store_latency":
-                ms = float(spec.get("ms", 50.0)) if on else 0.0
-                fields = {"ms": ms, "applied": await asyncio.to_thread(region.set_store_delay, ms)}
-                mechanism = f"delaying proxy on port {STORE_PROXY_PORT}"
-            else:
-                fields = {"mode": "hang" if hang else "refuse"}
-                if hang:
-                    region.dedup_down(on)
-                    mechanism = f"SIGSTOP {'redis-server' if self.backend == 'redis' else 'postgres'}"
-                else:
-                    if on:
-                        await asyncio.to_thread(self.net.reject_port, index, t, self.store_port)
-                    mechanism = f"nftables reject of port {self.store_port}"
+            if hang:
+                self.regions[t].dedup_down(on)
+            elif on:
+                await asyncio.to_thread(self.net.reject_port, index, t, self.store_port)
             if on:
-                self.rec.now("fault.start", kind=kind, target=t, mechanism=mechanism, **fields)
+                self.rec.now("fault.start", kind="store_down", target=t, mechanism=mechanism,
+                             mode="hang" if hang else "refuse")
             else:
-                self.rec.now("fault.end", kind=kind, target=t,
-                             **{k: v for k, v in fields.items() if k == "applied"})
+                self.rec.now("fault.end", kind="store_down", target=t)
+
+    async def _store_latency(self, spec: dict, on: bool) -> None:
+        """store_latency begins (``on``: the fault's ms) or ends (0) at each target's delaying
+        proxy; ``applied``: the proxy logged its new delay."""
+        ms = float(spec.get("ms", 50.0)) if on else 0.0
+        for t in self.targets(spec):
+            applied = await asyncio.to_thread(self.regions[t].set_store_delay, ms)
+            if on:
+                self.rec.now("fault.start", kind="store_latency", target=t,
+                             mechanism=f"delaying proxy on port {STORE_PROXY_PORT}", ms=ms, applied=applied)
+            else:
+                self.rec.now("fault.end", kind="store_latency", target=t, applied=applied)
 
     async def heal_all(self) -> None:
         for index in sorted(self.active):
