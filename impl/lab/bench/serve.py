@@ -127,7 +127,9 @@ against it (the same at saturation with ``_sat``). A reference, not a ceiling: t
 group commit is the plain one, and a server that batches better keeps more.
 
 Goals: >= 5,000 req/s with p99 <= 25 ms on SQLite, >= 0.7 of bare Starlette's req/s
-(``goal_ratio_0_7``; ``goal_ratio_0_7_vs_bare_asgi``: of the raw-ASGI handler). The machine
+(``goal_ratio_0_7``; ``goal_ratio_0_7_vs_bare_asgi``: of the raw-ASGI handler); every
+``goal_*`` reads False when ``fresh_bodies_ok`` does (a measured request repeated a body the
+server already held: a dedup hit, cheaper than a fresh PCS). The machine
 is shared: wrk, the servers and whatever else runs compete for the same cores,
 so read the figures as medians of a noisy machine.
 """
@@ -681,8 +683,9 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
     workers = core_count()  # flk serve's default worker count; the bare handler gets the same
     work = tempfile.mkdtemp(prefix="flk-bench-serve-")
     try:
-        # the measured run sends bodies [0, R), the warm-up [n/2, ...): fresh PCS while R <= n/2
-        n = 24_000 if quick else 80_000
+        # the measured run sends bodies [0, R), the warm-up [n/2, ...): fresh PCS while R <= n/2 --
+        # up to 25k req/s for the run's length (a fast machine ran 16k; ``fresh_bodies_ok`` says if it held)
+        n = 100_000 if quick else 250_000
         paths = {"realistic": os.path.join(work, "realistic.jsonl"), "minimal": os.path.join(work, "minimal.jsonl")}
         realistic = realistic_bodies(KEY.encode(), n, time.time())
         minimal = minimal_bodies(KEY.encode(), n)
@@ -776,6 +779,9 @@ def _goals(figures: dict) -> None:
     figures["goal_sat_sqlite_rps_5000"] = figures["sqlite_sat_ok_rps"] >= GOAL_RPS
     figures["goal_sat_sqlite_p99_25ms"] = figures["sqlite_sat_p99_ms"] <= 25
     figures["goal_sat_ratio_0_7"] = figures["ratio_sqlite_sat_ok_vs_bare_starlette"] >= GOAL_RATIO
+    if not figures.get("fresh_bodies_ok", True):  # some answers were dedup hits, cheaper than a fresh PCS
+        for key in [k for k in figures if k.startswith("goal_")]:
+            figures[key] = False
     # the WAL-first reference: what bare Starlette keeps of its req/s once it answers after a
     # durable append with a plain group commit (bare_durable), and the server against it
     for sat in ("", "_sat"):
