@@ -108,9 +108,9 @@ def analyse(run_dir: Path, points: int = 20, forks: int = 50, invariant: str | N
     times = checkpoints(duration, points)
     jobs = [(run.data, run.seed, run.plant, t, k, target) for t in times for k in range(forks)]
     if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
+        from .sweep import process_pool
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             results = list(pool.map(_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
     else:
         results = [_job(j) for j in jobs]

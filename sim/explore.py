@@ -51,7 +51,7 @@ from pathlib import Path
 
 from ..impl.core import textdata
 from .rng import derive_seed
-from .sweep import dask_client
+from .sweep import dask_client, process_pool
 
 BASE = "nemesis-random"  # the catalog scenario every drawn scenario overrides
 MODES = ("safety", "liveness")
@@ -374,9 +374,9 @@ def execute(jobs: Iterator, until: Callable[[int], bool], workers: int, schedule
                     started += 1
         return
     if workers > 1:
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures import FIRST_COMPLETED, wait
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             inflight = set()
             while True:
                 while len(inflight) < 2 * workers and not until(started):

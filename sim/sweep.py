@@ -92,6 +92,23 @@ def dask_client(address: str):
         raise InvalidInput("--scheduler", f"{address!r}: {exc}") from None
 
 
+def process_pool(workers: int):
+    """A pool of ``workers`` processes for runs (sweeps, exploration, causality forks). Its
+    processes start from a forkserver -- a clean process that imported the simulator once --
+    never forked from the caller: a fork copies the caller's objects without its threads, and
+    an object whose finaliser needs one of those threads hangs the child that collects it.
+    Found with a Dask ``Client`` a failed ``--scheduler`` left behind: each forked child's
+    garbage collection ran its ``close`` and waited 60 s for an event loop thread the fork had
+    not copied (a notebook kernel holds such threads too). A child reads the environment the
+    forkserver started with (the first pool of the process)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["flk.sim.world", "flk.sim.sweep"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
 def execute(jobs: list[tuple], workers: int, scheduler: str | None, runs_root: str | None, keep_runs: bool,
             progress: bool = False) -> list[dict]:
     """Run the jobs on a Dask cluster, a process pool or in process; a bar counts finished runs."""
@@ -113,9 +130,9 @@ def execute(jobs: list[tuple], workers: int, scheduler: str | None, runs_root: s
                     rows.append(future.result())
                     done.update(1)
         elif workers > 1:
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures import as_completed
 
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with process_pool(workers) as pool:
                 for future in as_completed([pool.submit(one, job) for job in jobs]):
                     rows.append(future.result())
                     done.update(1)

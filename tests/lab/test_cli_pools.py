@@ -82,3 +82,37 @@ def test_a_workers_error_reaches_the_sweep_as_itself(tmp_path):
 
     with pytest.raises(InvalidInput, match=r"^seed: must be an integer in \[0, 2\^64-1\]$"):
         api.sweep("crr-normal", [MASK64 + 1, MASK64 + 2], {}, workers=2, out=tmp_path / "out")
+
+
+def _ancestry(_job) -> tuple[int, bool]:
+    """(In a pool process.) Its parent and whether it sees an object the caller made after import."""
+    import os
+    import sys
+
+    return os.getppid(), hasattr(sys.modules[__name__], "_MADE_BY_THE_CALLER")
+
+
+def test_run_pools_start_from_a_forkserver_not_from_the_caller(tmp_path):
+    """The sim's pools never fork the caller: a fork copies its objects without its threads, and
+    a finaliser that needs one of those threads hangs the child that collects it (a Dask Client a
+    failed --scheduler left behind held every forked child 60 s). A child's parent is not the
+    caller and it sees nothing the caller made at run time; the sweep, exploration and causality
+    pools are all this one."""
+    import os
+    import pathlib
+    import re
+
+    from flk.sim.sweep import process_pool
+
+    globals()["_MADE_BY_THE_CALLER"] = True
+    try:
+        with process_pool(2) as pool:
+            seen = list(pool.map(_ancestry, range(4)))
+    finally:
+        del globals()["_MADE_BY_THE_CALLER"]
+    assert all(parent != os.getpid() and not made for parent, made in seen), seen
+    sim = pathlib.Path(__file__).resolve().parents[2] / "sim"
+    pools = {p.name for p in sim.glob("*.py") if re.search(r"ProcessPoolExecutor\(", p.read_text())}
+    assert pools == {"sweep.py"}, pools  # only process_pool makes one
+    users = {p.name for p in sim.glob("*.py") if "process_pool(workers)" in p.read_text()}
+    assert users == {"sweep.py", "explore.py", "causality.py"}, users

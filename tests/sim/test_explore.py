@@ -288,3 +288,6 @@ def test_causality_of_a_certain_failure_draws_its_plot(tmp_path):
     c = causality.analyse(res.out_dir, points=2, forks=6, out=tmp_path / "causality")
     assert [r["failed"] for r in c["curve"]] == [6, 6] and c["target"] == "INV-AT-LEAST-ONCE"
     assert c["certain_at_s"] == 0.0 and (tmp_path / "causality" / "causality.png").read_bytes()[:4] == b"\x89PNG"
+    # the forks in a pool of processes (flk.sim.sweep.process_pool) give the same curve
+    pooled = causality.analyse(res.out_dir, points=2, forks=6, workers=2, out=tmp_path / "pooled")
+    assert pooled["curve"] == c["curve"]
