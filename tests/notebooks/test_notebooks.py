@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 
@@ -23,6 +24,10 @@ def test_notebook_is_stored_without_outputs(path):
         if cell.cell_type == "code":
             assert not cell.get("outputs"), f"{path.name}: a code cell has stored outputs"
             assert cell.get("execution_count") is None, f"{path.name}: execution counts are stored"
+    # every cell has its own id as stored (nbformat 4.5): nbformat fills a missing one on read with a
+    # warning that it "will become a hard error in future nbformat versions"
+    ids = [cell.get("id") for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids), f"{path.name}: cell ids {ids}"
 
 
 @pytest.mark.slow
