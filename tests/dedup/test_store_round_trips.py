@@ -113,6 +113,8 @@ def test_a_redis_store_call_is_one_round_trip_and_survives_a_script_flush(tmp_pa
         assert store.put_many_if_absent([(t, p, outcome(1)) for t, p in held[:20]], T0, 3600) == \
             [(True, outcome(1))] * 20
         assert store.get_many(held[:1], T0) == [outcome(1)]  # the connection is set up
+        # and both scripts are in this Redis (a first call loads its script: NOSCRIPT, load, again)
+        assert store.delete_copies([(*held[0], outcome(9))], T0) == 0
         proxy.set_delay(DELAY_MS)
         budget = DELAY_MS / 1000 + 0.08  # one round trip and the server's time; two would not fit
         items = [(t, p, outcome(2)) for t, p in held] + [(*held[30], outcome(3))]
