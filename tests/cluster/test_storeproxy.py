@@ -23,13 +23,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flk.impl.lab.cluster.prometheus import free_port as _free_port
 from flk.impl.lab.cluster.storeproxy import read_delay
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Proxy:
