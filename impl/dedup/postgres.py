@@ -188,12 +188,8 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
         the call's. Any other ``fn`` runs statement by statement, as it reads."""
         try:
             with self._pool.connection() as conn:
-                if ddl:  # concurrent CREATE TABLE IF NOT EXISTS can still race on the catalog
-                    try:
-                        with conn.transaction():
-                            return fn(conn)
-                    except psycopg.errors.UniqueViolation:
-                        return None
+                if ddl:
+                    return self._run_ddl(conn, fn)
                 if piped and PIPELINED:
                     with conn.pipeline():
                         conn.execute("BEGIN")
@@ -207,6 +203,25 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
             raise StoreUnavailable(f"postgres store failed: {type(exc).__name__}") from None
         except psycopg.Error as exc:
             raise StoreUnavailable(f"postgres store error: {type(exc).__name__}") from None
+
+    def _run_ddl(self, conn, fn):
+        """``fn`` with its DDL under a transaction-level advisory lock on the table's name:
+        CREATE TABLE IF NOT EXISTS is not safe against itself -- two processes opening a new
+        table at once (servers starting together) race on the catalog and one fails with
+        DuplicateTable, DuplicateObject or UniqueViolation. Under the lock the second waits
+        for the first's commit and then finds the table. A server without the lock's peers
+        (an older version creating at the same moment) can still race: then once more, when
+        the catalog holds the table."""
+        for attempt in (1, 2):
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
+                    return fn(conn)
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject,
+                    psycopg.errors.DuplicateTable):
+                if attempt == 2:
+                    raise
+        return None  # unreachable: the loop returns or raises
 
     def get(self, tenant, pcs_id, now):
         check_key(tenant, pcs_id)

@@ -69,11 +69,20 @@ def _race_thread(store, key, i, barrier, results):
 
 
 def _race_process(spec_opener, spec_args, key, i, barrier, queue):
-    store = spec_opener(*spec_args)
+    """Puts its answer, or what went wrong, on ``queue``: a child that dies silently
+    leaves the test waiting out its timeout with no cause."""
     try:
-        barrier.wait()
+        store = spec_opener(*spec_args)
+    except Exception as exc:  # noqa: BLE001 - reported to the test, which fails with it
+        barrier.abort()
+        queue.put((i, None, f"open failed: {type(exc).__name__}: {exc}"))
+        return
+    try:
+        barrier.wait(60)
         won, winner = store.put_if_absent(key[0], key[1], outcome(i), T0)
         queue.put((i, won, winner.to_bytes()))
+    except Exception as exc:  # noqa: BLE001
+        queue.put((i, None, f"put failed: {type(exc).__name__}: {exc}"))
     finally:
         store.close()
 
@@ -288,12 +297,19 @@ class DedupContract:
         procs = [ctx.Process(target=_race_process,
                              args=(store_spec.opener, store_spec.args, key, i, barrier, queue))
                  for i in range(n)]
-        for p in procs:
-            p.start()
-        got = [queue.get(timeout=60) for _ in range(n)]
-        for p in procs:
-            p.join(60)
-            assert p.exitcode == 0
+        try:
+            for p in procs:
+                p.start()
+            got = [queue.get(timeout=90) for _ in range(n)]
+            for p in procs:
+                p.join(60)
+                assert p.exitcode == 0
+        finally:  # a child left alive hangs the worker's exit, which then leaks its temp folders
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+                    p.join(5)
+        assert [why for _, won, why in got if won is None] == []
         winners = [i for i, won, _ in got if won]
         assert len(winners) == 1
         w = outcome(winners[0])

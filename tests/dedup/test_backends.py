@@ -76,6 +76,37 @@ def test_postgres_rejects_unsafe_table_name(postgres_dsn):
         open_store(postgres_dsn, table="x; DROP TABLE y")
 
 
+def test_postgres_open_waits_for_a_peer_creating_its_table(postgres_dsn):
+    """Servers started together open one new table at once, and CREATE TABLE IF NOT
+    EXISTS races against itself on the catalog (in make test: one of four processes
+    failed with DuplicateObject). A store's DDL runs under the advisory lock on its
+    table's name: while a peer holds it, the open waits; once released, it opens."""
+    import threading
+    import uuid
+
+    import psycopg
+
+    table = f"flkddl_{uuid.uuid4().hex[:10]}"
+    peer = psycopg.connect(postgres_dsn, autocommit=True)
+    peer.execute("SELECT pg_advisory_lock(hashtext(%s))", (table,))
+    opened: list = []
+    t = threading.Thread(target=lambda: opened.append(open_store(postgres_dsn, table=table, max_size=1)))
+    try:
+        t.start()
+        t.join(1.0)
+        assert opened == [], "the open did not wait for the peer's DDL lock"
+    finally:
+        peer.execute("SELECT pg_advisory_unlock(hashtext(%s))", (table,))
+        t.join(30)
+    try:
+        assert len(opened) == 1 and opened[0].ping() is True
+    finally:
+        for s in opened:
+            s.drop_table()
+            s.close()
+        peer.close()
+
+
 def test_open_store_urls(tmp_path):
     with pytest.raises(ValueError):
         open_store("mongodb://x")
