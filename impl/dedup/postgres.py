@@ -209,9 +209,9 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
         CREATE TABLE IF NOT EXISTS is not safe against itself -- two processes opening a new
         table at once (servers starting together) race on the catalog and one fails with
         DuplicateTable, DuplicateObject or UniqueViolation. Under the lock the second waits
-        for the first's commit and then finds the table. A server without the lock's peers
-        (an older version creating at the same moment) can still race: then once more, when
-        the catalog holds the table."""
+        for the first's commit and then finds the table. A peer that does not take the lock
+        (an older version, creating at the same moment) can still race: then the transaction
+        runs once more, and finds the table the peer made."""
         for attempt in (1, 2):
             try:
                 with conn.transaction():

@@ -107,6 +107,39 @@ def test_postgres_open_waits_for_a_peer_creating_its_table(postgres_dsn):
         peer.close()
 
 
+def test_postgres_ddl_racing_a_peer_without_the_lock_runs_again(postgres_dsn):
+    """A peer that does not take the DDL lock creates the marker table at the same moment
+    and writes its marker: the store's CREATE waits on the catalog and fails when the peer
+    commits; the store's transaction runs again and reads the peer's marker (the old code
+    answered None -- 'no marker' -- for a DDL call that lost such a race)."""
+    import threading
+    import uuid
+
+    import psycopg
+
+    table = f"flkddl_{uuid.uuid4().hex[:10]}"
+    store = open_store(postgres_dsn, table=table, max_size=1)
+    peer = psycopg.connect(postgres_dsn)
+    try:
+        peer.execute(f"CREATE TABLE {store.generation_table} (id INTEGER PRIMARY KEY, generation TEXT NOT NULL)")
+        peer.execute(f"INSERT INTO {store.generation_table} (id, generation) VALUES (1, 'peer-marker')")
+        read: list = []
+        t = threading.Thread(target=lambda: read.append(store.read_generation()))
+        t.start()
+        t.join(1.0)
+        assert read == [] and t.is_alive()  # waiting on the peer's uncommitted table
+        peer.commit()
+        t.join(30)
+        assert read == ["peer-marker"]
+    finally:
+        peer.rollback()
+        peer.execute(f"DROP TABLE IF EXISTS {store.generation_table}")
+        peer.commit()
+        peer.close()
+        store.drop_table()
+        store.close()
+
+
 def test_open_store_urls(tmp_path):
     with pytest.raises(ValueError):
         open_store("mongodb://x")
