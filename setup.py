@@ -122,6 +122,7 @@ setup(
         "flk.sim": ["*.md"],
         "flk.formal": ["manifest.json"],
         "flk.conformance": ["*.md", "*.json"],
+        "flk.impl.lab.cluster": ["*.c"],  # ftshim.c: compiled by flk cluster run for its clock faults
         **DATA_PACKAGES,
     },
     include_package_data=True,

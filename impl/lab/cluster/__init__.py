@@ -6,6 +6,7 @@ Modules:
 * :mod:`.runner`    -- ``flk cluster run``: preflight, phases, faults, final reads, checks, artifacts
 * :mod:`.network`   -- one network namespace per region on a bridge; partitions as nftables drop rules
 * :mod:`.regions`   -- a region's ``flk serve`` and store processes; SIGKILL, SIGSTOP, libfaketime
+* :mod:`.faketime`  -- clock faults: libfaketime moves the wall clock only; the shim (``ftshim.c``) mends its timed waits
 * :mod:`.storenode` -- a region's object store (S3 API) and its push copies to the other regions' stores
 * :mod:`.storeproxy` -- a delaying forwarder to a region's Redis or PostgreSQL (``store_latency``)
 * :mod:`.planted`   -- planted server bugs (``--plant racy-dedup``) run inside a region's ``flk serve``

@@ -10,10 +10,9 @@ its own store (:mod:`.storenode`) over the real CRR transport (S3 API).
 Faults, each by the mechanism named in its method: ``kill`` (SIGKILL of the
 server's process group; ``start`` again on the same data directory is the
 restart), ``pause``/``resume`` (SIGSTOP/SIGCONT of the group), clock skew (the
-server runs under libfaketime reading ``faketime.rc``; the fault writes the
-offset, which moves its wall *and* monotonic clocks forward; the heal writes ``+0``
-and restarts the server gracefully, because a monotonic clock stepping back would
-hold every timer of its event loop for the skew). Every process is started in its own session so
+server runs under libfaketime reading ``faketime.rc``, :mod:`.faketime`; the fault
+writes the offset, which moves its wall clock only, forward or back, as a real host's
+clock step does; the heal writes ``+0``). Every process is started in its own session so
 the runner's Ctrl-C reaches only the runner, which then ends them all.
 """
 
@@ -31,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from ...core import textdata
+from . import faketime
 from .storenode import CREDENTIALS, store_url
 
 SERVER_PORT = 18280
@@ -43,8 +43,6 @@ WAL_TMPFS_MB = 32  # the WAL disk of a region a disk_full fault hits
 # with flk serve's default (1 MiB, some 1,500 records) it accepts through a short full disk at a
 # scenario's rates, and the fault would never reach the refusal it exists for; 4 KiB is a few records
 DISK_FULL_WAL_PREALLOCATE = 4096
-FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-                 "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1")
 SERVER_VARS = ("HOST", "PORT", "WORKERS", "DATA_DIR", "WAL_DIR", "DEDUP_BACKEND", "SQLITE_PATH", "REDIS_ADDR",
                "POSTGRES_CONN", "TOKEN_RATE", "PCS_SIGN_ALG", "PCS_HMAC_KEY", "PCS_HMAC_KEYS", "MULTI_TENANT",
                "TENANTS", "TENANTS_FILE", "REGION_ID", "POLICY", "METRICS_USER", "METRICS_PASS", "DEDUP_NAMESPACE",
@@ -77,14 +75,14 @@ def pg_bindir() -> str | None:
 
 
 def faketime_lib() -> str | None:
-    return next((p for p in FAKETIME_LIBS if os.path.exists(p)), None)
+    return faketime.library()
 
 
 class RegionProcess:
     """One region's processes and the faults applied to them."""
 
     def __init__(self, net, name: str, root: Path, peers: list[str], ship_interval_s: float, tenants: str,
-                 backend_env: dict[str, str], skew: bool) -> None:
+                 backend_env: dict[str, str], shim: Path | None) -> None:
         self.net, self.name = net, name
         self.dir = root / name
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
@@ -97,13 +95,9 @@ class RegionProcess:
                    AWS_SECRET_ACCESS_KEY=CREDENTIALS["aws_secret_access_key"], AWS_DEFAULT_REGION="us-east-1",
                    **backend_env)
         self.faketime_file = self.dir / "faketime.rc"
-        if skew:
-            self.faketime_file.write_text("+0\n")
-            # the file is re-read at most once a second (FAKETIME_NO_CACHE re-reads it on every clock call:
-            # a server making thousands of them a second stalled and answered nothing). Both clocks are
-            # faked: libfaketime 0.9.10 with DONT_FAKE_MONOTONIC fails clock_nanosleep with EINVAL
-            env.update(LD_PRELOAD=faketime_lib() or "", FAKETIME_TIMESTAMP_FILE=str(self.faketime_file),
-                       FAKETIME_CACHE_DURATION="1")
+        if shim is not None:  # a run with a clock fault: the wall clock moves, the monotonic one never
+            self.faketime_file.write_text(faketime.offset_text(0.0))
+            env.update(faketime.preload_env(shim, self.faketime_file))
         self.env = env
         self.server: subprocess.Popen | None = None
         self.store: subprocess.Popen | None = None
@@ -396,8 +390,9 @@ class RegionProcess:
         (self.dir / ("corrupt-next" if on else "repair")).write_text("")
 
     def set_skew(self, seconds: float) -> None:
-        """libfaketime re-reads this file within a second (``FAKETIME_CACHE_DURATION=1``)."""
-        self.faketime_file.write_text(f"{seconds:+.3f}s\n" if seconds else "+0\n")
+        """The server's wall clock ``seconds`` off the machine's (libfaketime re-reads the file
+        within a second, ``FAKETIME_CACHE_DURATION=1``); its monotonic clock is untouched."""
+        self.faketime_file.write_text(faketime.offset_text(seconds))
 
     @property
     def up(self) -> bool:

@@ -63,6 +63,7 @@ from flk.sim.scenario import REGION_FIELDS, Scenario
 from ...core import textdata
 from ...replication.divergence import SEVERITY_LEVEL
 from ...verifier.admission import AdmissionSettings
+from . import faketime
 from . import prometheus as prom
 from .driver import Clock, Workload
 from .network import WORK_DIR_PREFIX, Network, cleanup_ledger, missing_tools
@@ -93,11 +94,12 @@ MECHANISMS = {
     "pause": "SIGSTOP of the region's flk serve process group; heal: SIGCONT",
     "resume": "alias of pause",
     "partition": "nftables drop rules (with counters) in the regions' network namespaces; heal deletes them",
-    "clock_skew": "libfaketime (FAKETIME_TIMESTAMP_FILE) under the region's flk serve moves its wall and monotonic "
-                  "clocks forward by skew_s; heal writes +0 and restarts it gracefully on the same data dir "
-                  "(a monotonic step back would stall its timers); negative skews are refused. Under libfaketime "
-                  "0.9.10 a server thread's timed wait that nothing wakes never ends (every region of the run "
-                  "runs under the library): refused with replication, whose thread runs on such waits",
+    "clock_skew": "libfaketime (FAKETIME_TIMESTAMP_FILE, re-read within a second) under every region's flk serve "
+                  "moves the target's wall clock by skew_s, forward or back, as a host's clock step does; its "
+                  "monotonic clock is left alone (FAKETIME_DONT_FAKE_MONOTONIC), and a shim preloaded before "
+                  "the library (flk.impl.lab.cluster.faketime, compiled for the run) mends the two timed waits "
+                  "libfaketime 0.9.10 gets wrong in that mode (time.sleep, and Event.wait / Queue.get(timeout)); "
+                  "heal writes +0, the server keeps running",
     "clock_jump": "as clock_skew",
     "store_down": "mode hang: SIGSTOP of the region's own redis-server (--backend redis) or PostgreSQL "
                   "processes (--backend postgres), heal: SIGCONT; mode refuse (the default): an nftables rule in "
@@ -235,7 +237,7 @@ def preflight(data: dict, backend: str, plant: str | None = None, prometheus: bo
         if replicated and importlib.util.find_spec(module) is None:
             out.append(f"needs {what} for the regions' object stores (pip install 'flk-lab[dev]')")
     nemesis = [{"kind": k} for k in data["nemesis"]["kinds"]] if data["nemesis"]["enabled"] else []
-    out += _fault_problems([*data["faults"], *nemesis], backend, replicated)
+    out += _fault_problems([*data["faults"], *nemesis], backend)
     net = data["network"]
     for key in ("loss", "duplicate", "reorder"):
         if net.get(key):
@@ -287,7 +289,7 @@ def _unmodelled(data: dict) -> list[str]:
     return out
 
 
-def _fault_problems(faults: list[dict], backend: str, replicated: bool) -> list[str]:
+def _fault_problems(faults: list[dict], backend: str) -> list[str]:
     """Why the scenario's faults cannot run here (:func:`preflight`'s part for them)."""
     out: list[str] = []
     kinds = sorted({f["kind"] for f in faults})
@@ -302,17 +304,9 @@ def _fault_problems(faults: list[dict], backend: str, replicated: bool) -> list[
                        "needs --backend redis or postgres (SQLite is a file inside flk serve, no connection to slow)")
         elif kind in ("clock_skew", "clock_jump") and faketime_lib() is None:
             out.append(f"fault {kind!r}: needs libfaketime (Debian package faketime; `make setup` installs it)")
-        elif kind in ("clock_skew", "clock_jump") and replicated:
-            out.append(f"fault {kind!r} with replication: under libfaketime 0.9.10 (both clocks faked) a timed "
-                       "wait of a server thread never ends (Python's Event.wait and Queue.get(timeout): "
-                       "sem_clockwait on a monotonic deadline the library moved to the wall clock's epoch), so "
-                       "the replication thread never steps and nothing ships (clock-skew-replicated ran: no "
-                       "segment left any region in 45 s); with the monotonic clock left real "
-                       "(FAKETIME_DONT_FAKE_MONOTONIC) time.sleep fails with EINVAL instead")
-    for i, f in enumerate(faults):
-        if f["kind"] in ("clock_skew", "clock_jump") and float(f.get("skew_s", 30.0)) < 0:
-            out.append(f"faults.{i}.skew_s < 0: a clock stepped back would stall the server's timers under "
-                       "libfaketime (both clocks move); only forward skews run on real clusters")
+        elif kind in ("clock_skew", "clock_jump") and faketime.compiler() is None:
+            out.append(f"fault {kind!r}: needs a C compiler (cc or gcc; Debian package gcc, `make setup` installs "
+                       "it) to build the shim that mends libfaketime's timed waits")
     return out
 
 
@@ -406,7 +400,12 @@ class ClusterRun:
         self.net.up()
         tenants = self.tenants.setting()
         limits = self.tenants.write() if self.tenants.needed else None
-        skew = any(f["kind"] in ("clock_skew", "clock_jump") for f in self.faults)
+        shim = None
+        if any(f["kind"] in ("clock_skew", "clock_jump") for f in self.faults):
+            try:
+                shim = faketime.build_shim(self.work)
+            except faketime.ShimUnavailable as exc:
+                raise Refused(f"clock faults: the libfaketime shim could not be built: {exc}") from None
         operator = {"METRICS_USER": self.operator[0], "METRICS_PASS": self.operator[1],
                     **server_settings_env(self.data["region_defaults"])}
         if self.backend == "redis":
@@ -417,7 +416,7 @@ class ClusterRun:
             peers = [p for p in self.region_ids if p != rid] if self.replicated else []
             self.regions[rid] = RegionProcess(self.net, rid, self.work, peers,
                                               float(self.data["replication"]["ship_interval_s"]), tenants, operator,
-                                              skew)
+                                              shim)
             if limits is not None:  # the TENANTS setting has no room for limits or key windows: the file has
                 del self.regions[rid].env["TENANTS"]
                 self.regions[rid].env["TENANTS_FILE"] = str(limits)
@@ -708,12 +707,8 @@ class ClusterRun:
             await self._store_latency(spec, False)
         elif kind == "clock_skew":
             for t in self.targets(spec):
-                r = self.regions[t]
-                r.set_skew(0.0)
+                self.regions[t].set_skew(0.0)
                 self.rec.now("fault.end", kind=spec["kind"], target=t)
-                await asyncio.to_thread(r.stop_server)
-                took = await asyncio.to_thread(r.start)
-                self.rec.now("region.ready", region=t, restart_s=round(took, 3))
 
     @property
     def store_port(self) -> int:
