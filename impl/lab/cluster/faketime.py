@@ -9,7 +9,7 @@ wrong in that mode, and ``ftshim.c`` (this folder), preloaded before it, replace
 never returned (Python's ``Event.wait``, ``Queue.get(timeout=)``: the replication
 thread's waits). The shim is compiled with the machine's C compiler into the run's folder.
 
-* :func:`library` -- libfaketime's path, or None;
+* :func:`library` -- libfaketime's path, or None; :func:`compiler` -- the C compiler, or None;
 * :func:`build_shim` -- compile the shim; its path, or :class:`ShimUnavailable` saying why;
 * :func:`preload_env` -- the environment a region's server runs with;
 * :func:`offset_text` -- the timestamp file's line for an offset in seconds.
@@ -22,7 +22,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["LIBS", "SHIM_SOURCE", "ShimUnavailable", "build_shim", "library", "offset_text", "preload_env"]
+__all__ = ["LIBS", "SHIM_SOURCE", "ShimUnavailable", "build_shim", "compiler", "library", "offset_text",
+           "preload_env"]
 
 LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
         "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1")

@@ -34,6 +34,8 @@ static void bind_libc(void) {
     void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
     if (!libc)
         libc = dlopen("libc.so.6", RTLD_NOW);
+    if (!libc)  /* not glibc: the next library's (never this one's own: no recursion) */
+        libc = RTLD_NEXT;
     libc_gettime = (gettime_fn)dlsym(libc, "clock_gettime");
     libc_clockwait = (clockwait_fn)dlsym(libc, "sem_clockwait");
     libc_nanosleep = (nanosleep_fn)dlsym(libc, "clock_nanosleep");
