@@ -74,10 +74,6 @@ def pg_bindir() -> str | None:
     return os.path.dirname(found[-1]) if found else None
 
 
-def faketime_lib() -> str | None:
-    return faketime.library()
-
-
 class RegionProcess:
     """One region's processes and the faults applied to them."""
 

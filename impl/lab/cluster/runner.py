@@ -76,7 +76,6 @@ from .regions import (
     STORE_PROXY_PORT,
     WAL_TMPFS_MB,
     RegionProcess,
-    faketime_lib,
     pg_bindir,
 )
 from .tenantsfile import TenantsFile
@@ -302,7 +301,7 @@ def _fault_problems(faults: list[dict], backend: str) -> list[str]:
         elif kind == "store_latency" and backend == "sqlite":
             out.append("fault 'store_latency': the delay is added on the way to the region's Redis or PostgreSQL: "
                        "needs --backend redis or postgres (SQLite is a file inside flk serve, no connection to slow)")
-        elif kind in ("clock_skew", "clock_jump") and faketime_lib() is None:
+        elif kind in ("clock_skew", "clock_jump") and faketime.library() is None:
             out.append(f"fault {kind!r}: needs libfaketime (Debian package faketime; `make setup` installs it)")
         elif kind in ("clock_skew", "clock_jump") and faketime.compiler() is None:
             out.append(f"fault {kind!r}: needs a C compiler (cc or gcc; Debian package gcc, `make setup` installs "
