@@ -10,6 +10,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+from typing import NoReturn
 
 import pytest
 
@@ -20,6 +21,14 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # default tier already covers, kept out of ``make test``'s budget.
 full_tier = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("FLK_CLUSTER_FULL") != "1",
                                                   reason="the full real-cluster tier runs with FLK_CLUSTER_FULL=1")]
+
+
+def unavailable(msg: str) -> NoReturn:
+    """A tool a test needs is missing: skipped on a user's machine, a failure under CI=true
+    (where ``make setup`` installs every one)."""
+    if IN_CI:
+        pytest.fail(msg)
+    pytest.skip(msg)
 
 
 def in_full_tier(fn):
@@ -39,20 +48,14 @@ def cluster_ready():
     except ImportError:
         missing.append("moto[server] (pip install 'flk-lab[dev]')")
     if missing:
-        msg = f"a real cluster needs {', '.join(missing)}"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(f"a real cluster needs {', '.join(missing)}")
 
 
 @pytest.fixture
 def prometheus_ready(cluster_ready):
     """A real Prometheus for the alert checks (``--prometheus``)."""
     if shutil.which("prometheus") is None:
-        msg = "the alert check needs prometheus (Debian package prometheus; scripts/install_deb.sh)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable("the alert check needs prometheus (Debian package prometheus; scripts/install_deb.sh)")
 
 
 @pytest.fixture
@@ -60,10 +63,7 @@ def redis_and_prometheus(cluster_ready):
     """A real cluster with each region's own redis-server and a real Prometheus."""
     for tool, package in (("prometheus", "prometheus"), ("redis-server", "redis-server")):
         if shutil.which(tool) is None:
-            msg = f"needs {tool} (Debian package {package}; scripts/install_deb.sh)"
-            if IN_CI:
-                pytest.fail(msg)
-            pytest.skip(msg)
+            unavailable(f"needs {tool} (Debian package {package}; scripts/install_deb.sh)")
 
 
 @pytest.fixture

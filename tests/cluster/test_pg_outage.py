@@ -17,7 +17,7 @@ import pytest
 
 from flk.impl.lab.cluster.regions import pg_bindir
 
-from .conftest import FLK, IN_CI, SCENARIOS, in_full_tier, leftovers, start_run
+from .conftest import FLK, SCENARIOS, in_full_tier, leftovers, start_run, unavailable
 
 PG = str(SCENARIOS / "cluster-pg-outage.toml")
 pytestmark = [pytest.mark.postgres]
@@ -26,9 +26,7 @@ pytestmark = [pytest.mark.postgres]
 @pytest.fixture
 def postgres_ready(cluster_ready):
     if pg_bindir() is None or shutil.which("runuser") is None:
-        if IN_CI:
-            pytest.fail("needs the PostgreSQL server binaries (make services)")
-        pytest.skip("needs the PostgreSQL server binaries (make services)")
+        unavailable("needs the PostgreSQL server binaries (make services)")
 
 
 def _postgres_of(work: str) -> list[str]:
