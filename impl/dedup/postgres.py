@@ -212,16 +212,15 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
         for the first's commit and then finds the table. A peer that does not take the lock
         (an older version, creating at the same moment) can still race: then the transaction
         runs once more, and finds the table the peer made."""
-        for attempt in (1, 2):
-            try:
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
-                    return fn(conn)
-            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject,
-                    psycopg.errors.DuplicateTable):
-                if attempt == 2:
-                    raise
-        return None  # unreachable: the loop returns or raises
+        def locked():
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
+                return fn(conn)
+
+        try:
+            return locked()
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject, psycopg.errors.DuplicateTable):
+            return locked()
 
     def get(self, tenant, pcs_id, now):
         check_key(tenant, pcs_id)
