@@ -115,7 +115,7 @@ class RegionSeries:
         rep = self.world.repl.get(rid)
         if rep is not None:
             w = (("worker", "0"),)
-            out[("flk_crr_replication_lag_seconds", w)] = rep.ship_lag_s()
+            out[("flk_crr_replication_lag_seconds", w)] = rep.exported_lag_s()  # the shipper's own gauge
             out[("flk_crr_ship_failures", w)] = float(rep.shipper.failures)
             out[("flk_crr_shipped_records_total", w)] = float(rep.shipper.shipped_records)
             out[("flk_crr_applied_records_total", w)] = float(rep.reader.applied_records)

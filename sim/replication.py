@@ -693,7 +693,7 @@ class RegionReplication:
                     self.build()
                 inc = r.incarnation
             now = r.now()
-            nxt_ship = self.shipper.step(now)
+            nxt_ship = self.shipper.step(now, env.now)  # env.now: the region's monotonic clock
             before = self.reader.applied_records
             nxt_read = self.reader.step(now)
             if self.reader.applied_records != before:
@@ -718,11 +718,21 @@ class RegionReplication:
     def ship_lag_s(self) -> float:
         """Simulated age of the oldest record in this region's WAL not yet uploaded (while the
         region is down too: what it acked and has not shipped keeps ageing). Measured in
-        simulated time (:meth:`World.true_time`), not on the region's possibly skewed clock."""
+        simulated time (:meth:`World.true_time`), not on the region's possibly skewed clock: the
+        study's ground truth (SPEC 11.9 rule 6). What the region itself exports as
+        ``flk_crr_replication_lag_seconds`` is :meth:`exported_lag_s`."""
         oldest = self.shipper.oldest_unshipped
         if oldest is None:
             return 0.0
         return max(0.0, self.region.env.now - self.world.true_time(self.region.id, oldest))
+
+    def exported_lag_s(self) -> float:
+        """The region's ``flk_crr_replication_lag_seconds`` as ``flk serve`` computes it: its own
+        shipper's gauge (:meth:`flk.impl.replication.shipping.Shipper.lag_s`) on its wall clock and
+        its monotonic clock -- simulated time, which no clock fault moves -- never the true time
+        of a stamp, which a deployed region cannot know."""
+        region = self.region
+        return self.shipper.lag_s(region.now(), region.env.now)
 
     def lag_s(self) -> float:
         """Age of the oldest record this region acked that is not yet in every other region's store."""

@@ -128,7 +128,7 @@ def _ship(world, rep):
     n = 0
     with contextlib.suppress(ObjectStoreUnavailable, WalError, OSError):
         region.wal.seal()
-        n = rep.shipper.ship_sealed(region.now())
+        n = rep.shipper.ship_sealed(region.now(), world.env.now)
     world.history.record(world.env.now, "crr.shipped", region=region.id, segments=n)
 
 

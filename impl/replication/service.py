@@ -104,11 +104,13 @@ class CrrService:
     def __init__(self, cfg: CrrConfig, *, wal: Any, dedup_store: Any, verifier: Any, data_dir: str,
                  worker: int = 0, objects: ObjectStore | None = None, clock: Callable[[], float] = time.time,
                  log: Callable[..., None] | None = None, volatile_store: bool = False,
-                 seal_lock: Any = None) -> None:
+                 seal_lock: Any = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         """``volatile_store``: the dedup store does not survive a restart (the
         memory backend), so the reader forgets its watermarks and re-reads
-        every stream (idempotent) instead of trusting them."""
-        self.cfg, self.worker, self.clock = cfg, worker, clock
+        every stream (idempotent) instead of trusting them. ``clock``: the wall clock every
+        component is driven by; ``monotonic``: the clock the ship-lag gauge ages on (a step of
+        the wall clock does not move it: :meth:`flk.impl.replication.shipping.Shipper.lag_s`)."""
+        self.cfg, self.worker, self.clock, self.monotonic = cfg, worker, clock, monotonic
         self.data_dir = data_dir
         self.state_dir = os.path.join(data_dir, "crr")
         os.makedirs(self.state_dir, exist_ok=True)
@@ -219,14 +221,18 @@ class CrrService:
             applier = self.reader.applier
             self.call_soon(lambda: applier.set_verifier(verifier))
 
-    def step(self, now: float) -> float:
+    def step(self, now: float, mono: float | None = None) -> float:
+        """One step of every component at wall-clock ``now`` (``mono``: the monotonic clock at the
+        same moment; read from ``monotonic`` when not given); returns when to step again."""
+        if mono is None:
+            mono = self.monotonic()
         while self.pending:
             self.pending.pop(0)()
         if self.reader is not None and os.path.exists(self.rewind_file):  # the reading worker's order
             self._rewind()
         paused = os.path.exists(self.pause_file)
         self.shipper.paused = paused or os.path.exists(self.ship_pause_file)
-        nxt = self.shipper.step(now)
+        nxt = self.shipper.step(now, mono)
         if self.reader is not None:
             self.reader.paused = paused
             nxt = min(nxt, self.reader.step(now))
@@ -266,7 +272,7 @@ class CrrService:
             try:
                 self.shipper._next_seal = None
                 self.shipper._retry_at = 0.0
-                self.shipper.step(self.clock())
+                self.shipper.step(self.clock(), self.monotonic())
             except Exception as exc:  # noqa: BLE001
                 self._log("crr_error", reason=describe_error(exc), detail="final ship failed")
         if self.audit_queue is not None:
@@ -282,7 +288,8 @@ class CrrService:
         now = self.clock()
         out: dict[str, Any] = {"region": self.cfg.region, "worker": self.worker,
                                "paused": os.path.exists(self.pause_file),
-                               "ship_paused": os.path.exists(self.ship_pause_file), "ship": self.shipper.metrics(now),
+                               "ship_paused": os.path.exists(self.ship_pause_file),
+                               "ship": self.shipper.metrics(now, self.monotonic()),
                                "errors": self.errors, "last_error": self.last_error}
         if self.reader is not None:
             out["read"] = self.reader.metrics(now)
@@ -338,7 +345,8 @@ class CrrCollector:
             c.add_metric([w], float(value))
             return c
 
-        yield gauge("flk_crr_replication_lag_seconds", "Age of the oldest inbox record not yet shipped", ship["lag_s"])
+        yield gauge("flk_crr_replication_lag_seconds", "Age of the oldest inbox record not yet shipped "
+                    "(on the monotonic clock: a wall-clock step does not move it)", ship["lag_s"])
         yield gauge("flk_crr_replication_lag_p50_seconds", "Median upload time minus received_at (recent records)",
                     ship["lag_p50_s"])
         yield counter("flk_crr_shipped_records", "Inbox records uploaded to the object store", ship["shipped_records"])

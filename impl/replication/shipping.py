@@ -11,11 +11,15 @@ segment without one) write-once under ``<stream>/<name>`` (the stream is
 the region id, ``<region>/w<k>`` for worker k > 0), persists its watermark
 (the next unshipped WAL index) atomically, backs off exponentially while the
 store is unreachable, and measures the replication lag (upload time minus
-``received_at``) of every record it ships. It never ships local damage: a
+``received_at``) of every record it ships, and the age of the oldest record not yet
+uploaded (:meth:`Shipper.lag_s`, the ``flk_crr_replication_lag_seconds`` gauge) on the
+driver's monotonic clock, so a step of the wall clock does not move it (SPEC 11.9 rule 7). It never ships local damage: a
 segment is checked as a reader will check it
 (:func:`flk.impl.replication.stream.verify_segment`) before it is uploaded.
 
-Sans-I/O: time is passed in, the store and files are interfaces
+Sans-I/O: time is passed in (the wall clock ``now``; the monotonic clock ``mono`` where
+the driver has one: ``flk serve`` passes ``time.monotonic()``, the simulator its simulated
+time), the store and files are interfaces
 (``ObjectStore``, ``FileSystem``), there are no threads here
 (``flk.impl.replication.service`` drives it from a thread; ``flk.sim`` from
 simulated time).
@@ -73,24 +77,47 @@ class Shipper:
         self.lag = LagStats()
         self.shipped_segments = 0
         self.shipped_records = 0
-        self.oldest_unshipped: float | None = None
+        # the oldest record not yet uploaded, as this shipper first saw it: (its ``received_at``,
+        # the monotonic clock at its receipt as estimated at that sight, or None without one) --
+        # one tuple, so the metrics thread never pairs one record's stamp with another's time
+        self._oldest: tuple[float, float | None] | None = None
 
-    def lag_s(self, now: float) -> float:
-        """Current replication lag: age of the oldest record not yet uploaded (0 if none)."""
-        return 0.0 if self.oldest_unshipped is None else max(0.0, now - self.oldest_unshipped)
+    @property
+    def oldest_unshipped(self) -> float | None:
+        """``received_at`` of the oldest record not yet uploaded (None: none, or not looked at yet)."""
+        oldest = self._oldest
+        return None if oldest is None else oldest[0]
 
-    def step(self, now: float) -> float:
+    def lag_s(self, now: float, mono: float | None = None) -> float:
+        """Current replication lag: age of the oldest record not yet uploaded (0 if none).
+
+        With ``mono`` (the driver's monotonic clock, as passed to :meth:`step`) the age is
+        ``mono`` minus the record's receipt on that clock, estimated when the shipper first saw
+        the record (``mono - (now - received_at)`` then): a later step of the wall clock, forward
+        or back, does not move it (SPEC 11.9 rule 7). A step between a record's receipt and that
+        first sight -- at most one ship interval -- is the one it cannot see. Without ``mono``:
+        ``now - received_at`` (a forward step adds itself, a step back hides the lag)."""
+        oldest = self._oldest
+        if oldest is None:
+            return 0.0
+        stamp, since = oldest
+        if mono is None or since is None:
+            return max(0.0, now - stamp)
+        return max(0.0, mono - since)
+
+    def step(self, now: float, mono: float | None = None) -> float:
         """Do what is due at ``now``; return when to call again. ``now`` is the region's wall
         clock, which may step back (NTP, a skewed clock corrected): a deadline further ahead than
         the longest wait this shipper ever sets is one the step left behind, due now; otherwise
-        records acked after the step would wait for the clock to catch up (spec/SPEC.md 11.9)."""
+        records acked after the step would wait for the clock to catch up (spec/SPEC.md 11.9).
+        ``mono``: the driver's monotonic clock at the same moment (:meth:`lag_s`)."""
         if self._next_seal is None or self._next_seal - now > self.interval_s:
             self._next_seal = now
         if self._retry_at - now > self.backoff.cap_s:
             self._retry_at = now
         if self.paused or now < self._retry_at:
             with contextlib.suppress(WalError, OSError):
-                self._find_oldest_unshipped()  # the lag keeps growing while nothing ships
+                self._find_oldest_unshipped(now, mono)  # the lag keeps growing while nothing ships
             return now + self.interval_s if self.paused else self._retry_at
         retry = None
         try:
@@ -99,7 +126,7 @@ class Shipper:
                     self._next_seal = now + self.interval_s
                 else:  # a batch is between its records and their answers: seal right after it
                     retry = now + SEAL_RETRY_S
-            self.ship_sealed(now)
+            self.ship_sealed(now, mono)
         except (ObjectStoreUnavailable, WalError, OSError) as exc:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -132,7 +159,7 @@ class Shipper:
                 raise CrrError(f"{key} already exists with other content (two regions share stream "
                                f"{self.stream!r}, or the WAL was recreated)")
 
-    def ship_sealed(self, now: float) -> int:
+    def ship_sealed(self, now: float, mono: float | None = None) -> int:
         """Upload every sealed segment at or after the watermark; returns how many."""
         n = 0
         for seg in self.log.sealed_segments(self.watermark):  # each ends after the watermark
@@ -158,22 +185,24 @@ class Shipper:
             self.shipped_records += seg.count
             n += 1
         if n:
-            self.oldest_unshipped = None
-        self._find_oldest_unshipped()
+            self._oldest = None
+        self._find_oldest_unshipped(now, mono)
         return n
 
-    def _find_oldest_unshipped(self) -> None:
-        """``received_at`` of the first record at or after the watermark (read only
-        while unknown: it cannot change until the watermark moves)."""
-        if self.oldest_unshipped is not None:
+    def _find_oldest_unshipped(self, now: float, mono: float | None) -> None:
+        """``received_at`` of the first record at or after the watermark, and its receipt on the
+        monotonic clock (``mono`` less its age on the wall clock now; a stamp in this clock's
+        future: received now). Read only while unknown: it cannot change until the watermark moves."""
+        if self._oldest is not None:
             return
         for _, payload in self.log.records(self.watermark):
-            self.oldest_unshipped = decode_inbox_record(payload).received_at
+            stamp = decode_inbox_record(payload).received_at
+            self._oldest = (stamp, None if mono is None else mono - max(0.0, now - stamp))
             break
 
-    def metrics(self, now: float) -> dict[str, Any]:
+    def metrics(self, now: float, mono: float | None = None) -> dict[str, Any]:
         return {"stream": self.stream, "watermark": self.watermark, "shipped_segments": self.shipped_segments,
-                "shipped_records": self.shipped_records, "lag_s": self.lag_s(now),
+                "shipped_records": self.shipped_records, "lag_s": self.lag_s(now, mono),
                 "lag_p50_s": self.lag.quantile(0.5), "lag_p99_s": self.lag.quantile(0.99),
                 "lag_max_s": self.lag.max_s, "failures": self.failures, "last_error": self.last_error,
                 "paused": self.paused}

@@ -271,7 +271,7 @@ def test_a_failing_replication_step_is_logged_with_its_reason_and_never_the_payl
     logs: list[dict] = []
     svc, wal, _, _ = make(tmp_path, "eu", "us", tmp_path / "shared", logs)
 
-    def broken(now):
+    def broken(now, mono=None):
         raise RuntimeError("quoting " + MARKER.decode())
 
     svc.shipper.step = broken

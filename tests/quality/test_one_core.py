@@ -394,3 +394,32 @@ def test_the_sim_region_and_the_server_make_the_same_store_calls_per_batch():
         else:
             assert set(calls) == {"put_many_if_absent"} and len(calls) > 10, calls[:6]
         assert any(e["type"] == "srv.dedup_get" for e in world.history.events) is hooked
+
+
+def test_the_sim_regions_export_the_ship_lag_gauge_their_shipper_computes():
+    """``flk_crr_replication_lag_seconds`` (FlkCrrReplicationLag, the controllers' lag gate) is
+    what the region's own shipper computes, on its wall clock and its monotonic clock (the
+    simulated time): the simulator once exported the true-time age of the oldest unshipped
+    record's stamp, which no deployed region can know. A +30 s step of eu's clock while its
+    shipper is held moves neither that gauge nor the true age (SPEC 11.9 rule 7)."""
+    from flk.sim.alerts import RegionSeries
+    from flk.sim.scenario import load
+    from flk.sim.world import World
+
+    world = World(load("crr-ship-stopped", ["scenario.duration_s=14", "scenario.quiescence_s=2"]), seed=1)
+    seen: list[tuple[float, float, float]] = []
+
+    def probe(env):
+        yield env.timeout(10.0)
+        world.set_clock_offset("eu", 30.0)
+        yield env.timeout(2.0)
+        rep = world.repl["eu"]
+        gauge = RegionSeries(world).scrape("eu")[("flk_crr_replication_lag_seconds", (("worker", "0"),))]
+        seen.append((gauge, rep.shipper.lag_s(world.regions["eu"].now(), env.now), rep.ship_lag_s()))
+        world.set_clock_offset("eu", 0.0)
+
+    world.env.process(probe(world.env))
+    world.run()
+    [(gauge, own, true_age)] = seen
+    assert gauge == own  # the shipper's own figure, on the region's two clocks
+    assert 7.0 < true_age < 10.0 and abs(gauge - true_age) < 1e-6  # held since 4 s: ~9 s old, not ~39
