@@ -681,7 +681,9 @@ class RegionReplication:
                                   segment=getattr(exc, "segment", ""), problems=len(getattr(exc, "problems", [])))
 
     def run(self):
-        """Drive shipper and reader; pause while the region is down."""
+        """Drive shipper and reader; pause while the region is down. One loop steps both: the
+        reader's replay takes no simulated time, so shipping never waits behind it -- as in
+        ``flk serve``, whose shipper has a thread of its own (:meth:`flk.impl.replication.service.CrrService.start`)."""
         env, r = self.region.env, self.region
         inc = None
         while True:

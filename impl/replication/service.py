@@ -43,6 +43,14 @@ and re-reads every shipped segment (a repair after a restored dedup store; the s
 With ``WORKERS=N`` every worker ships its own inbox WAL (stream
 ``<region>/w<k>``); only worker 0 reads peers and reconciles; every worker
 answers ``GET /v1/pcs/{pcs_id}/authoritative`` from the shared SQLite file.
+
+Two threads: ``crr-ship-w<k>`` steps the shipper alone (:meth:`CrrService.ship_step`),
+``crr-w0`` the reading worker's reader, audit queue and divergence detector
+(:meth:`CrrService.read_step`). A region's uploads therefore never wait behind the replay
+of its peers' backlog: after a partition heals, that replay runs for seconds, and with one
+thread its shipping paused 5-8 s at a time (spec/CALIBRATION.md, clock-skew-replicated),
+which the simulator -- whose reader takes no simulated time -- never showed.
+:meth:`CrrService.step` runs both in turn, for a caller that drives the service itself.
 """
 
 from __future__ import annotations
@@ -99,7 +107,8 @@ class CrrConfig:
 
 
 class CrrService:
-    """Shipper (+ reader and reconciler on the reading worker) on one thread."""
+    """Shipper on its own thread (+ reader, reconciler, audit queue and divergence detector on
+    a second thread of the reading worker)."""
 
     def __init__(self, cfg: CrrConfig, *, wal: Any, dedup_store: Any, verifier: Any, data_dir: str,
                  worker: int = 0, objects: ObjectStore | None = None, clock: Callable[[], float] = time.time,
@@ -161,9 +170,10 @@ class CrrService:
                 topology=lambda: self.reader.topology,  # the reader's CRR policy (an operator's change too)
                 settle_s=settle_time(cfg.divergence_settle_s, cfg.ship_interval_s, cfg.read_interval_s))
         self._next_divergence = 0.0
-        self.pending: list[Callable[[], None]] = []  # changes run on this thread at the next step (call_soon)
+        self.pending: list[Callable[[], None]] = []  # changes run on the reading thread at its next step (call_soon)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._errors_lock = threading.Lock()  # both threads count their failed steps
         self.errors = 0
         self.last_error: str | None = None  # the last step that raised (type and code location)
 
@@ -200,7 +210,7 @@ class CrrService:
                             now=entry["at"], region=self.cfg.region)
 
     def call_soon(self, change: Callable[[], None]) -> None:
-        """Run ``change`` on the replication thread before its next step (an operator's new reader
+        """Run ``change`` on the reading thread before its next step (an operator's new reader
         topology: the reader is never changed under a running step)."""
         self.pending.append(change)
 
@@ -223,51 +233,78 @@ class CrrService:
 
     def step(self, now: float, mono: float | None = None) -> float:
         """One step of every component at wall-clock ``now`` (``mono``: the monotonic clock at the
-        same moment; read from ``monotonic`` when not given); returns when to step again."""
+        same moment; read from ``monotonic`` when not given): :meth:`ship_step`, then
+        :meth:`read_step`; returns when to step again."""
+        nxt = self.ship_step(now, mono)
+        due = self.read_step(now)
+        return nxt if due is None else min(nxt, due)
+
+    def ship_step(self, now: float, mono: float | None = None) -> float:
+        """The shipper's step (its own thread): seal, upload, the lag gauge; returns when it is due again."""
         if mono is None:
             mono = self.monotonic()
+        self.shipper.paused = os.path.exists(self.pause_file) or os.path.exists(self.ship_pause_file)
+        return self.shipper.step(now, mono)
+
+    def read_step(self, now: float) -> float | None:
+        """The reading worker's step (its own thread): the changes handed to :meth:`call_soon`, a
+        rewind order, the reader, the audit queue and the divergence detector; returns when it is
+        due again (None: this worker reads nothing)."""
         while self.pending:
             self.pending.pop(0)()
         if self.reader is not None and os.path.exists(self.rewind_file):  # the reading worker's order
             self._rewind()
         paused = os.path.exists(self.pause_file)
-        self.shipper.paused = paused or os.path.exists(self.ship_pause_file)
-        nxt = self.shipper.step(now, mono)
+        nxt = None
         if self.reader is not None:
             self.reader.paused = paused
-            nxt = min(nxt, self.reader.step(now))
+            nxt = self.reader.step(now)
         if self.audit_queue is not None:
             due = self.audit_queue.step(now)
             if due is not None:
-                nxt = min(nxt, due)
+                nxt = due if nxt is None else min(nxt, due)
         if self.divergence is not None and self._next_divergence - now > self.divergence.interval_s + 1.0:
             self._next_divergence = now  # left ahead by a clock step back: due now (SPEC 11.9 rule 5)
         if self.divergence is not None and not paused:
             if now >= self._next_divergence:
                 self._next_divergence = self.divergence.step(now)  # publish, or compare half a period later
-            nxt = min(nxt, self._next_divergence)
+            nxt = self._next_divergence if nxt is None else min(nxt, self._next_divergence)
         return nxt
 
-    def _run(self) -> None:
+    def _reads(self) -> bool:
+        """This worker runs a read side (worker 0: reader, audit queue, divergence detector)."""
+        return self.reader is not None or self.audit_queue is not None or self.divergence is not None
+
+    def _run(self, step: Callable[[float], float | None]) -> None:
         while not self._stop.is_set():
             try:
-                nxt = self.step(self.clock())
+                nxt = step(self.clock())
             except Exception as exc:  # noqa: BLE001 -- keep replicating; report, back off
-                self.errors += 1
-                self.last_error = describe_error(exc)  # type and code location: never a payload
-                self._log("crr_error", reason=self.last_error, detail="replication step failed; retrying in 1 s")
+                reason = describe_error(exc)  # type and code location: never a payload
+                with self._errors_lock:
+                    self.errors += 1
+                    self.last_error = reason
+                self._log("crr_error", reason=reason, detail="replication step failed; retrying in 1 s")
+                nxt = self.clock() + 1.0
+            if nxt is None:
                 nxt = self.clock() + 1.0
             self._stop.wait(max(0.01, min(5.0, nxt - self.clock())))
 
     def start(self) -> CrrService:
-        self._thread = threading.Thread(target=self._run, name=f"crr-w{self.worker}", daemon=True)
-        self._thread.start()
+        """Start the shipping thread, and on the reading worker the reading thread."""
+        loops = [(f"crr-ship-w{self.worker}", self.ship_step)]
+        if self._reads():
+            loops.append((f"crr-w{self.worker}", self.read_step))
+        for name, step in loops:
+            thread = threading.Thread(target=self._run, args=(step,), name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
         return self
 
     def stop(self, final_ship: bool = True) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        for thread in self._threads:
+            thread.join(10)
         if final_ship and not os.path.exists(self.pause_file) and not os.path.exists(self.ship_pause_file):
             try:
                 self.shipper._next_seal = None

@@ -263,3 +263,57 @@ def test_divergence_check_and_audit_survive_a_clock_step_back(tmp_path):
     svc.step(back)
     assert svc.audit_queue.counters["processed"] == before + 1
     svc.stop(final_ship=False)
+
+
+def test_shipping_does_not_wait_behind_the_reader(tmp_path):
+    """The shipper has a thread of its own: while the reading thread is busy (here: a replay
+    that does not return, as a peer's backlog after a partition heals kept it for seconds), a
+    record acked now still leaves the region within a few ship intervals. With one thread for
+    both, its uploads waited for the replay (clock-skew-replicated on a real cluster)."""
+    import threading
+
+    shared = tmp_path / "shared"
+    us, us_wal, us_store, us_v = make(tmp_path, "us", "eu", shared)
+    entered, release = threading.Event(), threading.Event()
+    step = us.reader.step
+
+    def busy(now):
+        entered.set()
+        release.wait(30)
+        return step(now)
+
+    us.reader.step = busy
+    us.start()
+    try:
+        assert entered.wait(5)
+        raw, tenant, _, _ = variants(1, 1)[0]
+        assert run_sync(us_v.handle(Request(raw, tenant), NOW), us_wal, us_store).status == 200
+        deadline = time.monotonic() + 5.0
+        while us.shipper.watermark == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert us.shipper.watermark == 1, "the record waited for the reader"
+        assert any(p.name.endswith(".manifest.json") for p in (shared / "us").iterdir())
+        assert sorted(t.name for t in us._threads) == ["crr-ship-w0", "crr-w0"]
+    finally:
+        release.set()
+        us.stop(final_ship=False)
+        us_wal.close()
+        us_store.close()
+
+
+def test_a_worker_that_reads_nothing_runs_only_its_shipping_thread(tmp_path):
+    shared = tmp_path / "shared"
+    d = tmp_path / "w1"
+    d.mkdir()
+    wal = SegmentedLog(str(d / "wal"))
+    store = open_store(f"sqlite:///{d}/dedup.db")
+    svc = CrrService(CrrConfig("eu", str(shared), "us", 0.05, 0.05), wal=wal, dedup_store=store,
+                     verifier=Verifier(registry(), region="eu"), data_dir=str(d), worker=1)
+    svc.start()
+    try:
+        assert [t.name for t in svc._threads] == ["crr-ship-w1"]
+        assert svc.read_step(NOW) is None
+    finally:
+        svc.stop(final_ship=False)
+        wal.close()
+        store.close()
