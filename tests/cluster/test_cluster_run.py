@@ -44,6 +44,10 @@ def test_partition_and_crash_on_a_real_cluster_with_the_simulator_checkers(clust
         assert (run_dir / name).exists(), name
     assert re.search(r"counter packets [1-9]\d* bytes \d+ drop", (run_dir / "partition-rules.txt").read_text())
     assert res["cluster"]["left_behind"] == [] and leftovers(prefix) == []
+    # the host's CPU was measured each second of the run (what a calibration needs to say "unknown")
+    host = res["cluster"]["host"]
+    assert host["measured"] and host["periods"] >= 10 and 0.0 < host["busy_share_mean"] <= 1.0, host
+    assert host["saturated"] == (host["saturated_share"] >= 0.25)
     # the JUnit report CI reads: every check a testcase, the inside-only ones skipped, not passed
     import xml.etree.ElementTree as ET
 

@@ -121,6 +121,11 @@ def run(args) -> int:
         for p in res["cluster"]["partitions"]:
             print(f"partition {p['sides'][0]} | {p['sides'][1]}: {p['dropped_packets']} packets dropped by "
                   f"{len(p['rules'])} nftables rules", file=sys.stdout)
+        from flk.impl.lab.cluster.hostload import saturation_note
+
+        note = saturation_note(res["cluster"].get("host"))
+        if note:
+            print(note)
     return 0 if res["valid"] else 1
 
 
@@ -188,6 +193,8 @@ def run_calibrate(args, seeds: list[int]) -> int:
                   f"{'agrees' if r['agrees'] else 'OUTSIDE tolerance ' + str(r['tolerance'])}")
         print(f"validity: sim {report['sim_valid']} real {report['real_valid']} "
               f"({'agree' if report['verdicts_agree'] else 'DIFFER'}); wrote {out / 'calibration.html'}")
+        if report["unknown_reason"]:
+            print(f"verdict: unknown ({report['unknown_reason']})")
     return 0 if report["ok"] else 1
 
 

@@ -14,6 +14,12 @@ Figures compared: ``[study] calibrate`` or, by default, the headline figures and
 SLO metrics of the scenario. Writes ``calibration.json``, ``calibration.html`` (the
 table) and one PNG per figure to the output folder. Real runs can be given as
 finished cluster run directories (``real_dirs``) instead of being run.
+
+The report's ``verdict`` is ``agree``, ``disagree``, or ``unknown`` when they disagree and
+a real run's host had no CPU to spare for a quarter of its seconds or more
+(:mod:`.hostload`, ``cluster.host`` of its results): its regions competed for CPU, which
+the simulator does not model, so the disagreement does not say the simulator is wrong.
+``flk sim calibrate`` exits 1 for both (it did not agree) and prints why it does not know.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from pathlib import Path
 from flk.sim import api as sim_api
 from flk.sim.artifacts import figure_for_file, read_results
 from flk.sim.scenario import Scenario
+
+from .hostload import saturation_note
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
        15: 2.131, 20: 2.086, 30: 2.042}
@@ -92,13 +100,23 @@ def compare(sc: Scenario, sim_results: list[dict], real_results: list[dict]) -> 
     sim_valid = [bool(r["valid"]) for r in sim_results]
     real_valid = [bool(r["valid"]) for r in real_results]
     verdict_ok = all(sim_valid) == all(real_valid)
+    ok = verdict_ok and all(r["agrees"] for r in rows)
+    # a real run whose host had no CPU to spare measured a contention the simulator does not model:
+    # its disagreement says nothing of the simulator (a run written before hosts were measured: not known)
+    hosts = [(r.get("cluster") or {}).get("host") for r in real_results]
+    saturated = [i + 1 for i, h in enumerate(hosts) if isinstance(h, dict) and h.get("saturated")]
+    unknown = None if ok or not saturated else (
+        f"real run{'s' if len(saturated) > 1 else ''} {', '.join(map(str, saturated))}: "
+        f"{saturation_note(hosts[saturated[0] - 1])}; the disagreement may be the host's, not the simulator's")
     return {"scenario": sc.name, "tolerance": tolerance, "figures": rows,
             "sim_seeds": [r["seed"] for r in sim_results], "real_runs": len(real_results),
             "sim_valid": sim_valid, "real_valid": real_valid, "verdicts_agree": verdict_ok,
             "real_invalid_checks": sorted({c["id"] for r in real_results for c in r["invariants"] if not c["ok"]} |
                                           {f"SLO {s['metric']}" for r in real_results for s in r["slos"]
                                            if not s["ok"]}),
-            "ok": verdict_ok and all(r["agrees"] for r in rows)}
+            "real_hosts": hosts, "host_saturated_runs": saturated,
+            "verdict": "agree" if ok else ("unknown" if unknown else "disagree"), "unknown_reason": unknown,
+            "ok": ok}
 
 
 def _fmt(v) -> str:
@@ -141,6 +159,8 @@ def write(report: dict, out: Path) -> list[str]:
             f"{report['sim_valid']}, real valid {report['real_valid']} "
             f"({'agree' if report['verdicts_agree'] else 'DIFFER'}); real runs failed "
             f"{html.escape(', '.join(report['real_invalid_checks']) or 'nothing')}</p>"
+            f"<p>verdict: <b>{html.escape(report.get('verdict', 'agree' if report['ok'] else 'disagree'))}</b>"
+            f"{(' -- ' + html.escape(report['unknown_reason'])) if report.get('unknown_reason') else ''}</p>"
             "<table><tr><th>figure</th><th>sim mean [95 % CI]</th><th>real runs</th><th>real mean</th>"
             f"<th>ratio real/sim</th><th>verdict</th><th>plot</th></tr>{''.join(rows)}</table>")
     (out / "calibration.html").write_text(page, encoding="utf-8")

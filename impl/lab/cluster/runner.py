@@ -66,6 +66,7 @@ from ...verifier.admission import AdmissionSettings
 from . import faketime
 from . import prometheus as prom
 from .driver import Clock, Workload
+from .hostload import HostCpu
 from .network import WORK_DIR_PREFIX, Network, cleanup_ledger, missing_tools
 from .regions import (
     DISK_FULL_WAL_PREALLOCATE,
@@ -382,6 +383,7 @@ class ClusterRun:
         self.active: dict[int, dict] = {}
         self.samples: list[dict] = []
         self.timings: dict[str, float] = {}
+        self.host: HostCpu | None = None  # the host's CPU while the workload and quiescence run
         self.wall_t0 = 0.0
         self.routed = bool(self.data["routing"]["enabled"])
         self.router: subprocess.Popen | None = None
@@ -775,6 +777,7 @@ class ClusterRun:
         keys: dict[str, int] = {}  # per region, its last known key count (a region down keeps its store)
         while True:
             await asyncio.sleep(SAMPLE_S)
+            self.host.sample()  # the host's busy share of this second (cluster.host)
             if not self.replicated:
                 continue
             row = {"t": self.clock.now, "ship_lag": {}, "conflicts": {}, "keys": {}}
@@ -817,6 +820,7 @@ class ClusterRun:
                                      outbox_dir=self.work / "agents")
             self.clock.t0 = time.monotonic()
             self.wall_t0 = time.time()
+            self.host = HostCpu()
             self.rec.now("phase", name="workload")
             sampler = asyncio.create_task(self.sampler(client))
             faults = [asyncio.create_task(self.fault(i, f)) for i, f in enumerate(self.faults)]
@@ -1123,7 +1127,8 @@ def results_of(run: ClusterRun, history: History, overrides: list[str], source: 
                                                         "regions": {r: run.net.ip(r) for r in run.region_ids}},
                     "mechanisms": {k: MECHANISMS[k] for k in sorted({f['kind'] for f in run.data['faults']})},
                     "partitions": [{k: v for k, v in p.items() if k != "nft_listing"} for p in run.partitions],
-                    "timings": run.timings},
+                    "timings": run.timings,
+                    "host": run.host.summary() if run.host is not None else {"measured": False}},
     }
     return results, metrics.timeseries(events)
 
