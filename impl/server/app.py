@@ -219,7 +219,7 @@ class Server:
         self.wal_poll_s = 0.1
         self._wal_watch: asyncio.Task | None = None
         self._checkpoint_watch: asyncio.Task | None = None
-        self.checkpointer: Any = None  # running WAL checkpoints (flk.impl.server.pipeline.Checkpointer)
+        self.checkpointer: Any = None  # running WAL checkpoints (flk.impl.storage.checkpoint.Checkpointer)
         self.checkpoint_poll_s = 1.0
         self.quarantine: Any = None  # poison records of the start-up replay (flk.impl.storage.quarantine)
         self._quarantined: list[dict] = []  # this start's, for the audit log once replication runs
@@ -457,7 +457,7 @@ class Server:
         store.expect_generation(marker)
         return status
 
-    # -- WAL checkpoints (the decision and the file: pipeline.replay_start / write_checkpoint) --
+    # -- WAL checkpoints (the decision and the file: flk.impl.storage.checkpoint) --
     def _store_ident(self) -> str:
         import hashlib
 
@@ -471,7 +471,7 @@ class Server:
                 and self.store_lost() is None)
 
     def _replay_from(self) -> int:
-        from .pipeline import replay_start
+        from ..storage.checkpoint import replay_start
 
         return replay_start(self.wal, self._store_ident(), getattr(self.store, "expected_generation", None),
                             self._checkpoint_trusted())
@@ -482,7 +482,7 @@ class Server:
         return self.checkpointer.checkpoint_now(time.time())
 
     def _make_checkpointer(self) -> Any:
-        from .pipeline import Checkpointer
+        from ..storage.checkpoint import Checkpointer
 
         cfg = self.cfg
         return Checkpointer(lambda: self.wal, self.driver.lock, lambda: self.store, self._store_ident(),
@@ -504,7 +504,7 @@ class Server:
             return 0
 
     async def _watch_checkpoints(self) -> None:
-        """Running WAL checkpoints (:class:`flk.impl.server.pipeline.Checkpointer`)."""
+        """Running WAL checkpoints (:class:`flk.impl.storage.checkpoint.Checkpointer`)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.checkpoint_poll_s)

@@ -50,6 +50,12 @@ from ..core import textdata
 from ..core.errors import InvalidInput
 from ..core.tenantid import DEFAULT_TENANT, TENANT_ID_RULE, is_tenant_id  # noqa: F401 -- DEFAULT_TENANT: for the server's modules
 from ..dedup.sqlite import DEFAULT_CHECKPOINT_ROWS
+from ..storage.checkpoint import (
+    DEFAULT_EVERY_RECORDS,
+    DEFAULT_EVERY_S,
+    DEFAULT_RETENTION,
+    RETENTION_POLICIES,
+)
 from ..storage.wal import DEFAULT_PREALLOCATE
 from ..verifier.admission import AdmissionSettings
 from ..verifier.tenants import tenants_setting_entries
@@ -400,11 +406,11 @@ SETTINGS: tuple[Setting, ...] = (
       "worker that dies stay for the others)"),
     S("DATA_DIR", text, "data", "data directory (WAL, SQLite store, HMAC key file, replication state)"),
     S("WAL_DIR", text, _in_data_dir("wal"), "inbox WAL directory (one sub-directory per worker)"),
-    S("WAL_CHECKPOINT_RECORDS", integer(1, 1_000_000_000), 100_000, "a running WAL checkpoint every this many "
+    S("WAL_CHECKPOINT_RECORDS", integer(1, 1_000_000_000), DEFAULT_EVERY_RECORDS, "a running WAL checkpoint every this many "
       "inbox records (see WAL_CHECKPOINT_S)"),
-    S("WAL_CHECKPOINT_S", number(0.1, 86_400.0), 60.0, "a running WAL checkpoint at least this often while records "
+    S("WAL_CHECKPOINT_S", number(0.1, 86_400.0), DEFAULT_EVERY_S, "a running WAL checkpoint at least this often while records "
       "arrive (the dedup store is made durable first; a restart replays only records after it)"),
-    S("WAL_RETENTION", choice("archive", "delete", "keep"), "archive", "inbox WAL segments wholly below the "
+    S("WAL_RETENTION", choice(*RETENTION_POLICIES), DEFAULT_RETENTION, "inbox WAL segments wholly below the "
       "checkpoint (and already shipped, with replication): `archive` moves them to `<wal dir>/archive/` "
       "(a rebuild still replays them), `delete` deletes them, `keep` keeps them (restart scans them all)"),
     S("WAL_PREALLOCATE", integer(0, 1 << 30), DEFAULT_PREALLOCATE, "bytes of zeros written ahead of the inbox WAL's "
@@ -560,9 +566,9 @@ class ServerConfig:
     reuse_port: bool = True
     data_dir: str = "data"
     wal_dir: str = ""  # default: DATA_DIR/wal
-    wal_checkpoint_records: int = 100_000
-    wal_checkpoint_s: float = 60.0
-    wal_retention: str = "archive"
+    wal_checkpoint_records: int = DEFAULT_EVERY_RECORDS
+    wal_checkpoint_s: float = DEFAULT_EVERY_S
+    wal_retention: str = DEFAULT_RETENTION
     wal_preallocate: int = DEFAULT_PREALLOCATE  # zeros written ahead of the inbox WAL's records (SegmentedLog)
     dedup_backend: str = "sqlite"
     sqlite_path: str = ""  # default: DATA_DIR/dedup.sqlite3

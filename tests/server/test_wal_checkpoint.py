@@ -24,10 +24,9 @@ from hypothesis import strategies as st
 
 from flk.impl.dedup.sqlite import SqliteStore
 from flk.impl.server.config import load_config
-from flk.impl.server.pipeline import (
+from flk.impl.server.pipeline import ServerPipeline, build_pipeline
+from flk.impl.storage.checkpoint import (
     CHECKPOINT_FILE,
-    ServerPipeline,
-    build_pipeline,
     replay_start,
     seal_for_checkpoint,
     write_checkpoint,

@@ -27,8 +27,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flk.impl.dedup.sqlite import SqliteStore
-from flk.impl.server.pipeline import Checkpointer, replay_start
-from flk.impl.storage.checkpoint import ARCHIVE_DIR, CHECKPOINT_FILE, archived_records
+from flk.impl.storage.checkpoint import (
+    ARCHIVE_DIR,
+    CHECKPOINT_FILE,
+    Checkpointer,
+    archived_records,
+    replay_start,
+)
 from flk.impl.storage.fs import OsFileSystem
 from flk.impl.storage.inbox import decode_inbox_record
 from flk.impl.storage.wal import SegmentedLog
