@@ -33,7 +33,12 @@ server's default), so an overload scenario studies the policy ``flk serve`` runs
 A crash loses whatever the disk had not fsynced (torn tails included), drops every
 queued and in-flight request (the batch process notices the new incarnation and
 stops), and a restart reopens the WAL (recovery) and replays it through the same
-core, one batch per run of records received at one time (``replay``). The dedup
+core, one batch per run of records received at one time (``replay``), from the
+checkpoint as ``flk serve`` does (:func:`flk.impl.storage.checkpoint.replay_start`), then
+writes a checkpoint. The region takes ``flk serve``'s running WAL checkpoints with the
+server's own :class:`flk.impl.storage.checkpoint.Checkpointer` (``wal_checkpoint_s``,
+``wal_checkpoint_records``, ``wal_retention``: :meth:`Region.run_checkpoints`), so a
+restart late in a long study replays what a real one replays, not the whole run. The dedup
 store models an external database: it survives region crashes.
 """
 
@@ -44,6 +49,8 @@ import sys
 from functools import partial
 
 from flk.impl.dedup import StoreUnavailable, answered_part
+from flk.impl.replication.shipping import SEAL_RETRY_S
+from flk.impl.storage.checkpoint import Checkpointer, replay_start
 from flk.impl.storage.inbox import decode_inbox_record
 from flk.impl.storage.wal import SegmentedLog, WalError
 from flk.impl.testing.crashfs import CrashableMemoryFileSystem
@@ -60,6 +67,7 @@ from .stores import StoreTopology
 
 SIM_EPOCH = 1_800_000_000.0  # simulated wall-clock origin (seconds since the Unix epoch)
 WAL_DIR = "/wal"
+CHECKPOINT_POLL_S = 1.0  # flk serve's checkpoint watch period (flk.impl.server.app: checkpoint_poll_s)
 
 
 # the bodies hashed lately, by identity -> (the body, kept alive so its id stays its own; its
@@ -153,6 +161,15 @@ class SealLock:
     def release(self) -> None:
         self.held = False
 
+    def __enter__(self) -> SealLock:
+        """(The checkpointer's seal.) Its driver ticks only between batches: a held lock here is a bug."""
+        if not self.acquire():
+            raise RuntimeError("the seal lock is held: a batch is between its records and their answers")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
 
 class Region:
     def __init__(self, world, spec: dict) -> None:
@@ -186,6 +203,7 @@ class Region:
         self.deliveries = 0
         self.wal_corruptions = 0
         self.seal_lock = SealLock()  # the shipper's (flk.impl.replication.shipping.Shipper) seal lock
+        self.store_id = f"sim-{self.id}"  # the store a checkpoint names (flk serve: a hash of its backend and URL)
         self.admission_settings = AdmissionSettings.from_mapping(self.cfg)
         self.admission = build_admission(self.admission_settings)  # volatile: a restart forgets it
         self.exported: ProcessMetrics | None = None  # the process's /metrics counters (World.export_metrics)
@@ -200,6 +218,10 @@ class Region:
         self._rec_respond_key = h.recorder("srv.respond", ("region", "d", "req", "status", "replay", "body_sha",
                                                            "key"))
         self._open()
+        # flk serve's start: the (empty) start-up replay, then a checkpoint at the log's next index,
+        # so its first running checkpoint is wal_checkpoint_s later (flk.impl.server.app)
+        self.checkpointer.started_from(0)
+        self.checkpointer.checkpoint_now(self.now())
 
     # -- lifecycle --------------------------------------------------------
     def _open(self) -> None:
@@ -209,12 +231,61 @@ class Region:
         self.verifier = self.world.verifier_cls(self.world.tenants, region=self.id, limiter=self.admission.buckets)
         self.guarded = GuardedStore(self.store, self.admission.breaker, lambda: self.env._now)
         self.formation = BatchFormation(float(self.cfg["group_commit_ms"]) / 1000.0, MAX_BATCH)
+        # the process's 5xx answers (a WAL, store or breaker failure among them): after one, no
+        # checkpoint until a restart's replay repaired what failed (the server's ready_to_checkpoint)
+        self.failures = 0
+        cfg = self.cfg
+        self.checkpointer = Checkpointer(
+            lambda: self.wal, self.seal_lock, lambda: self.store, self.store_id, lambda: None,
+            self.checkpoint_trusted, lambda: self.failures == 0, every_records=int(cfg["wal_checkpoint_records"]),
+            every_s=float(cfg["wal_checkpoint_s"]), policy=str(cfg["wal_retention"]), shipped=self._shipped)
         self.queue: list = []  # (payload, delivery number, arrival) waiting for a batch
         self.sleeper: list | None = None  # [the sleeping batch thread] (None once woken)
         self.batching = False  # the batch thread runs
         self.seal_lock.held = False
         if self.exported is not None:  # a new process: its counters start at zero
             self.exported = ProcessMetrics()
+
+    def checkpoint_trusted(self) -> bool:
+        """A checkpoint may skip records: the store keeps its outcomes across the process's
+        restarts and one store answers for every key (``dedup = memory``: an external database
+        such as SQLite, Redis, PostgreSQL, which flk serve trusts); not a sharded, tiered or
+        migrating store, which flk serve does not trust either (every start replays everything)."""
+        return self.topology.kind == "memory"
+
+    def _shipped(self) -> int | None:
+        """The replication shipper's persisted watermark (None: no replication; 0 during a start,
+        before replication runs): no segment at or above it leaves the log."""
+        repl = getattr(self.world, "repl", None) or {}
+        rep = repl.get(self.id)
+        if rep is None:
+            return None
+        return rep.shipper.persisted_watermark() if self.up else 0
+
+    def run_checkpoints(self):
+        """flk serve's checkpoint watch: every CHECKPOINT_POLL_S, a due tick of the region's
+        :class:`flk.impl.storage.checkpoint.Checkpointer` on its wall clock (mark: seal the active
+        segment; checkpoint the previous mark; retire below it and the shipped watermark). A tick
+        that finds a batch between its records and their answers waits for it, as the server's
+        waits for its batch driver's lock; a stopped (paused) or dead process ticks nothing."""
+        env = self.env
+        while True:
+            yield env.timeout(CHECKPOINT_POLL_S)
+            if not self.up or self.paused or not self.checkpointer.due(self.now()):
+                continue
+            inc = self.incarnation
+            while self.seal_lock.held:
+                yield env.timeout(SEAL_RETRY_S)
+            if inc != self.incarnation or not self.up or self.paused:
+                continue
+            try:
+                done = self.checkpointer.tick(self.now())
+            except (WalError, OSError) as exc:  # flk serve: logged, the next tick tries again
+                self.world.history.record(env.now, "srv.checkpoint_failed", region=self.id, reason=str(exc)[:120])
+                continue
+            if done["checkpoint"] is not None or done["retired"]:
+                self.world.history.record(env.now, "srv.checkpoint", region=self.id, index=done["checkpoint"],
+                                          retired=len(done["retired"]))
 
     def export(self) -> None:
         """Count what this process's ``/metrics`` shows from now on (a scraped run)."""
@@ -285,9 +356,13 @@ class Region:
             self.world.history.record(self.env.now, "srv.wal_corrupt", region=self.id, reason=str(exc)[:120])
             # an operator would restore from a replica; the simulator keeps the region down
             return None
+        # where the start-up replay begins: flk serve's checkpoint (0 or the log's first record: everything)
+        self.replay_from = replay_start(self.wal, self.store_id, None, self.checkpoint_trusted())
+        skips = self.replay_from > self.wal.first_index
         if first:  # ground truth for INV-WAL-FIRST: records of the crashed incarnation at or past this index were lost
             self.world.history.record(self.env.now, "srv.wal_recovered", region=self.id, inc=crashed_inc,
-                                      next_index=self.wal.next_index)
+                                      next_index=self.wal.next_index,
+                                      **({"replay_from": self.replay_from} if skips else {}))
         if self.hang is not None:  # the start's ping waits for a frozen store (flk serve: its timeout)
             yield from self._store_wait(False)
             if inc != self.incarnation:
@@ -300,7 +375,10 @@ class Region:
     def _replay(self, inc: int):
         """The start-up replay of the whole inbox WAL through the core, then serve (True); False
         where the store refused a record (the start failed), None where the region crashed meanwhile."""
-        entries = [(index, decode_inbox_record(payload)) for index, payload in self.wal.records(0)]
+        first = self.replay_from  # flk serve's: from its checkpoint (_restart)
+        skipped = first > self.wal.first_index  # records below the checkpoint, not replayed
+        self.checkpointer.started_from(first)
+        entries = [(index, decode_inbox_record(payload)) for index, payload in self.wal.records(first)]
         segments = self.wal.segments()
         active_first = segments[-1].first_index if segments else 0
         records = [rec for _, rec in entries]
@@ -326,7 +404,11 @@ class Region:
                 return self._start_failed("its dedup store refused a record of the start-up WAL replay", n)
             notes += [note for note in batch.notes() if note.index >= active_first]
         self.wal.note_answers(notes)
-        self.world.history.record(self.env.now, "srv.recovered", region=self.id, replayed=n)
+        self.world.history.record(self.env.now, "srv.recovered", region=self.id, replayed=n, **(
+            {"from_index": first} if skipped else {}))
+        if self.checkpointer.checkpoint_now(self.now()):  # flk serve: a checkpoint right after its replay
+            self.world.history.record(self.env.now, "srv.checkpoint", region=self.id, index=self.checkpointer.index,
+                                      retired=0)
         self.up = True
         held, self.backlog = self.backlog or [], None
         for msg in held:  # what waited in the listen backlog, in its order (the limiter takes them as they come)
@@ -547,6 +629,8 @@ class Region:
             self.inflight -= 1
             status = resp.status
             limiter.release(now, now - started, ok=status != 503)
+            if status >= 500:
+                self.failures += 1
             replay, retry_after = _replay_and_retry_after(resp.headers)
             self._respond(p, d, status, replay, resp.body, keys.get(pos), retry_after=retry_after)
             if exported is not None:

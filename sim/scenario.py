@@ -28,6 +28,12 @@ from typing import Any
 
 from ..impl.core import textdata
 from ..impl.dedup.base import DEFAULT_CALL_TIMEOUT_S
+from ..impl.storage.checkpoint import (
+    DEFAULT_EVERY_RECORDS,
+    DEFAULT_EVERY_S,
+    DEFAULT_RETENTION,
+    RETENTION_POLICIES,
+)
 from . import faults, schedule, topology
 from .faults import FAULT_KINDS
 from .metrics import METRICS, REPLICATION_METRICS
@@ -97,6 +103,13 @@ REGION_FIELDS = (
     _secs("demote_every_s", 0.5, "tiered: demotion step interval, s", minimum=0.001),
     Field("demote_batch", "int", 200, "tiered: keys per demotion step", minimum=1),
     Field("segment_bytes", "int", 1 << 20, "WAL segment size, bytes", minimum=64),
+    _secs("wal_checkpoint_s", DEFAULT_EVERY_S, "the server's WAL_CHECKPOINT_S: a running inbox WAL checkpoint at "
+          "least this often while records arrive (its first tick seals the active segment; a restart replays from "
+          "the checkpoint), s", minimum=0.1),
+    Field("wal_checkpoint_records", "int", DEFAULT_EVERY_RECORDS, "the server's WAL_CHECKPOINT_RECORDS: a running "
+          "checkpoint every this many inbox records", minimum=1),
+    Field("wal_retention", "str", DEFAULT_RETENTION, "the server's WAL_RETENTION: what happens to sealed segments "
+          "below the checkpoint and the shipped watermark", choices=RETENTION_POLICIES),
 )
 LINK_FIELDS = (
     Field("from", "str", None, "a topology node (region id or \"clients\")", required=True),

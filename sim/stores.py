@@ -63,6 +63,12 @@ class SimMemoryStore(MemoryStore):
         # one float object instead of an equal float per key
         self._last_expiry: tuple[float, float, float] = (float("nan"), float("nan"), float("nan"))
 
+    def make_durable(self) -> bool:
+        """True: the simulated store is an external database (SQLite on its own disk, Redis with
+        AOF, PostgreSQL) whose outcomes are durable when a call answers -- what a WAL checkpoint
+        asks before it is written (:func:`flk.impl.storage.checkpoint.write_checkpoint`)."""
+        return True
+
     def _split(self, v) -> tuple[float, StoredOutcome]:
         if type(v) is tuple:
             return v

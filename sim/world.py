@@ -273,6 +273,7 @@ class World:
             for bucket in self.objects.buckets.values():
                 env.process(self.objects.run(bucket))
         for r in self.regions.values():
+            env.process(r.run_checkpoints())  # flk serve's running WAL checkpoints
             if r.topology.kind == "tiered":
                 env.process(self._demote(r, float(r.cfg.get("demote_every_s", 0.5)), int(r.cfg.get("demote_batch", 200))))
         if self.repl:

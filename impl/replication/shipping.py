@@ -82,6 +82,14 @@ class Shipper:
         # one tuple, so the metrics thread never pairs one record's stamp with another's time
         self._oldest: tuple[float, float | None] | None = None
 
+    def persisted_watermark(self) -> int:
+        """The watermark as persisted: no record at or above it has surely left the region, so
+        no WAL segment at or above it may leave the log (WAL retention); 0 when it cannot be read."""
+        try:
+            return int(self.state.load().get(self.stream, 0))
+        except Exception:  # noqa: BLE001 -- an unreadable watermark retires nothing
+            return 0
+
     @property
     def oldest_unshipped(self) -> float | None:
         """``received_at`` of the oldest record not yet uploaded (None: none, or not looked at yet)."""

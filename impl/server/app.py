@@ -496,12 +496,7 @@ class Server:
         if self.cfg.crr is None:
             return None
         shipper = getattr(self.crr, "shipper", None)
-        if shipper is None:
-            return 0
-        try:
-            return int(shipper.state.load().get(shipper.stream, 0))
-        except Exception:  # noqa: BLE001 -- an unreadable watermark retires nothing
-            return 0
+        return 0 if shipper is None else shipper.persisted_watermark()
 
     async def _watch_checkpoints(self) -> None:
         """Running WAL checkpoints (:class:`flk.impl.storage.checkpoint.Checkpointer`)."""

@@ -79,6 +79,12 @@ class OutageStore(BatchMixin):
         self._check()
         return self.inner.delete_copies(items, now)
 
+    def make_durable(self) -> bool:
+        """The inner store's answer (False for a store that cannot say its outcomes are durable);
+        False during an outage: a WAL checkpoint is then not written."""
+        durable = getattr(self.inner, "make_durable", None)
+        return self._available and durable is not None and bool(durable())
+
     @property
     def count_exact(self) -> bool:
         """The inner store's (:attr:`flk.impl.dedup.migrate.DualWriteStore.count_exact`; True for the rest)."""

@@ -1,6 +1,6 @@
 """The cluster's servers run a scenario's region settings that are ``flk serve``'s
 (``server_settings_env``): the admission (AIMD ceiling and floor, latency target, breaker), the
-group-commit window and the store timeout a simulated region runs are what the real server's
+group-commit window, the store timeout and the WAL checkpoint settings a simulated region runs are what the real server's
 configuration holds. Before, a real region ran the server's defaults whatever the scenario said
 (overload-backpressure lowers the ceiling to 24; its real region had 256)."""
 
@@ -25,6 +25,9 @@ def _same(region: dict, cfg) -> None:
     assert AdmissionSettings.from_config(cfg) == AdmissionSettings.from_mapping(region)
     assert cfg.wal_group_delay_ms == float(region["group_commit_ms"])
     assert cfg.store_timeout_s == float(region["store_timeout_s"])
+    assert cfg.wal_checkpoint_s == float(region["wal_checkpoint_s"])
+    assert cfg.wal_checkpoint_records == int(region["wal_checkpoint_records"])
+    assert cfg.wal_retention == region["wal_retention"]
 
 
 @pytest.mark.parametrize("name", list_scenarios())
@@ -34,10 +37,14 @@ def test_a_catalog_scenarios_region_settings_are_what_its_servers_run(name, tmp_
 
 @settings(max_examples=60, deadline=None)
 @given(max_inflight=st.integers(1, 100_000), group_commit_ms=st.floats(0.0, 1000.0),
-       store_timeout_s=st.floats(0.05, 600.0))
-def test_any_region_settings_reach_the_server(tmp_path_factory, max_inflight, group_commit_ms, store_timeout_s):
+       store_timeout_s=st.floats(0.05, 600.0), checkpoint_s=st.floats(0.1, 86_400.0),
+       checkpoint_records=st.integers(1, 1_000_000_000), retention=st.sampled_from(("archive", "delete", "keep")))
+def test_any_region_settings_reach_the_server(tmp_path_factory, max_inflight, group_commit_ms, store_timeout_s,
+                                              checkpoint_s, checkpoint_records, retention):
     region = {**load("crr-normal").data["region_defaults"], "max_inflight": max_inflight,
-              "group_commit_ms": group_commit_ms, "store_timeout_s": store_timeout_s}
+              "group_commit_ms": group_commit_ms, "store_timeout_s": store_timeout_s,
+              "wal_checkpoint_s": checkpoint_s, "wal_checkpoint_records": checkpoint_records,
+              "wal_retention": retention}
     _same(region, _server(region, tmp_path_factory.mktemp("s")))
 
 

@@ -313,12 +313,15 @@ def _fault_problems(faults: list[dict], backend: str) -> list[str]:
 def server_settings_env(region: dict) -> dict[str, str]:
     """The settings of a simulated region that are ``flk serve``'s, as its environment: the
     admission (AIMD limit, breaker: :class:`AdmissionSettings`, which builds the simulated region's
-    too), the group-commit window and the store timeout. Without them a real region ran the
+    too), the group-commit window, the store timeout and the WAL checkpoint settings. Without them a real region ran the
     server's defaults whatever the scenario said (overload-backpressure's ceiling of 24)."""
     settings = AdmissionSettings.from_mapping(region)
     env = {f.name.upper(): repr(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
     env["WAL_GROUP_DELAY_MS"] = repr(float(region["group_commit_ms"]))
     env["STORE_TIMEOUT_S"] = repr(float(region["store_timeout_s"]))
+    env["WAL_CHECKPOINT_S"] = repr(float(region["wal_checkpoint_s"]))
+    env["WAL_CHECKPOINT_RECORDS"] = str(int(region["wal_checkpoint_records"]))
+    env["WAL_RETENTION"] = str(region["wal_retention"])
     return env
 
 
