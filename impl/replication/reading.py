@@ -71,6 +71,10 @@ __all__ = ["Reader", "Topology", "TenantFilter"]
 
 TenantFilter = frozenset[str] | None
 PARK_MAX = 100_000  # records a partial store answer may leave waiting while the reader goes on
+# how long a stream waits for the segment at its watermark while a later one is already listed:
+# copies between object stores (S3 replication, a copier that retries) need not land in order, so
+# such a gap is first a copy on its way; one that lasts longer is rejected (reported, SPEC 11.2)
+GAP_PATIENCE_S = 30.0
 
 
 @dataclass
@@ -148,14 +152,16 @@ class Reader:
                  rng: random.Random | None = None, on_reject: Callable[[SegmentRejected], None] | None = None,
                  strict: bool = False, batch: int = 256, quarantine: Quarantine | None = None,
                  on_quarantine: Callable[[dict[str, Any]], None] | None = None,
-                 park_max: int = PARK_MAX) -> None:
+                 park_max: int = PARK_MAX, gap_patience_s: float = GAP_PATIENCE_S) -> None:
         """``batch``: records replayed per store transaction (:meth:`ReplayApplier.apply_many`);
         0 replays one record at a time with its exact ``received_at`` as store time.
         ``quarantine``: where poison records go (default ``<state>-quarantine.jsonl``
         beside ``state_path``); ``on_quarantine(entry)`` gets each new one without payload.
         A store refusal is never poison: the poll stops and is retried after a backoff.
         ``park_max``: records a partial store answer may leave waiting (:attr:`parked`)
-        while the reader goes on; at that many it stops as at a whole refusal."""
+        while the reader goes on; at that many it stops as at a whole refusal. ``gap_patience_s``:
+        how long a stream waits for the segment at its watermark while a later one is listed
+        before that gap is rejected (:data:`GAP_PATIENCE_S`)."""
         self.store, self.topology, self.applier = store, topology, applier
         self.batch = int(batch)
         self.state = WatermarkFile(state_path, fs)
@@ -172,6 +178,8 @@ class Reader:
         # too; streams are read in turn, so no order holds between two streams' records anyway)
         self._held: dict[str, dict[tuple[str, str], int]] = {}
         self.park_max = int(park_max)
+        self.gap_patience_s = float(gap_patience_s)
+        self._gap_since: dict[str, float] = {}  # stream -> when its listing first skipped its watermark
         self._park_retry: dict[str, tuple[float, int]] = {}  # stream -> (next retry of its parked records, tries)
         self.quarantine = quarantine if quarantine is not None else Quarantine(
             posixpath.splitext(state_path)[0] + "-" + QUARANTINE_FILE, self.state.fs)
@@ -318,6 +326,11 @@ class Reader:
             at = self._position(stream)
             if first < at:
                 continue
+            if first > at:
+                if not self._gap_waited(stream, now):
+                    return n  # the segment at the watermark is on its way: this stream waits for it
+            else:
+                self._gap_since.pop(stream, None)
             if self.parked_count >= self.park_max:
                 raise StoreUnavailable(f"{self.parked_count} replicated records wait for the dedup store "
                                        f"(the reader's cap, {self.park_max}): reading stops until it takes them")
@@ -333,6 +346,16 @@ class Reader:
             self.applied_segments += 1
             n += 1
         return n
+
+    def _gap_waited(self, stream: str, now: float) -> bool:
+        """The stream's listing skips its watermark: True once that has lasted ``gap_patience_s``
+        (then the later segment is read and rejected for the gap), False while it may still be a
+        copy on its way. A start further ahead than the patience was left by a clock step back:
+        it starts again now (SPEC 11.9 rule 5)."""
+        since = self._gap_since.get(stream)
+        if since is None or since - now > self.gap_patience_s:
+            self._gap_since[stream] = since = now
+        return now - since >= self.gap_patience_s
 
     def _segment(self, stream: str, source: str, name: str, first: int | None
                  ) -> tuple[dict, list[InboxRecord]] | None:
