@@ -28,6 +28,15 @@ def two(objects=None):
     return objects, Region("eu", objects, ["eu", "us"]), Region("us", objects, ["eu", "us"])
 
 
+def shipped(n: int):
+    """eu accepts ``n`` records, one a second from NOW, and ships each as a segment of its own."""
+    objects, eu, us = two()
+    for i, (raw, tenant, _, _) in enumerate(variants(n, 1)):
+        eu.submit(raw, tenant, NOW + i)
+        eu.shipper.step(NOW + i)
+    return objects, eu, us
+
+
 def test_backoff_is_exponential_capped_and_jitter_is_seeded():
     b = Backoff(0.5, 8.0)
     assert [b.delay(i) for i in range(7)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
@@ -152,14 +161,8 @@ def test_replay_never_bypasses_signature_verification():
 
 @pytest.mark.parametrize("what", ["segment", "manifest"])
 def test_bit_flip_in_a_shipped_segment_is_rejected_reported_and_stops_the_stream(what):
-    objects, eu, us = two()
+    objects, eu, us = shipped(3)
     vs = variants(3, 1)
-    eu.submit(vs[0][0], vs[0][1], NOW)
-    eu.shipper.step(NOW)
-    eu.submit(vs[1][0], vs[1][1], NOW + 1)
-    eu.shipper.step(NOW + 1)
-    eu.submit(vs[2][0], vs[2][1], NOW + 2)
-    eu.shipper.step(NOW + 2)
     segs = [k for k in objects.list("eu/") if k.endswith(".log")]
     assert len(segs) == 3
     victim = segs[1] if what == "segment" else segs[1].replace(".log", ".manifest.json")
@@ -179,12 +182,7 @@ def test_bit_flip_in_a_shipped_segment_is_rejected_reported_and_stops_the_stream
 
 
 def test_gap_in_shipped_segments_is_rejected():
-    objects, eu, us = two()
-    vs = variants(2, 1)
-    eu.submit(vs[0][0], vs[0][1], NOW)
-    eu.shipper.step(NOW)
-    eu.submit(vs[1][0], vs[1][1], NOW + 1)
-    eu.shipper.step(NOW + 1)
+    objects, eu, us = shipped(2)
     first = [k for k in objects.list("eu/")][:2]
     for k in first:
         objects.delete(k)
@@ -202,12 +200,7 @@ def test_gap_in_shipped_segments_is_rejected():
 def test_a_segment_that_lands_after_a_later_one_is_waited_for_and_applied_in_order():
     """Copies between object stores need not land in order (S3 replication, a copier that retries):
     the later segment waits for the earlier one, then both are applied, and nothing is reported."""
-    objects, eu, us = two()
-    vs = variants(2, 1)
-    eu.submit(vs[0][0], vs[0][1], NOW)
-    eu.shipper.step(NOW)
-    eu.submit(vs[1][0], vs[1][1], NOW + 1)
-    eu.shipper.step(NOW + 1)
+    objects, eu, us = shipped(2)
     first = sorted(objects.list("eu/"))[:2]
     held = {k: (objects.get(k), objects.get_metadata(k)) for k in first}
     for k in first:
