@@ -44,6 +44,12 @@ def test_partition_and_crash_on_a_real_cluster_with_the_simulator_checkers(clust
         assert (run_dir / name).exists(), name
     assert re.search(r"counter packets [1-9]\d* bytes \d+ drop", (run_dir / "partition-rules.txt").read_text())
     assert res["cluster"]["left_behind"] == [] and leftovers(prefix) == []
+    # each replication sample keeps the regions' own ship-lag gauges beside the figure that also counts
+    # their shipped segments' copies (which of the two made a high reading)
+    samples = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()
+               if '"crr.sample"' in line]
+    assert samples and all(set(e["ship_gauge"]) == set(e["by_region"]) and
+                           all(e["by_region"][r] >= g for r, g in e["ship_gauge"].items()) for e in samples)
     # the host's CPU was measured each second of the run (what a calibration needs to say "unknown")
     host = res["cluster"]["host"]
     assert host["measured"] and host["periods"] >= 10 and 0.0 < host["busy_share_mean"] <= 1.0, host

@@ -948,9 +948,10 @@ class ClusterRun:
         peers = {rid: [p for p in self.region_ids if p != rid] for rid in self.region_ids}
         for row in self.samples:
             t = row["t"]
-            by_region = {}
+            by_region, gauges = {}, {}
             for rid in self.region_ids:
                 lag = row["ship_lag"].get(rid, 0.0)
+                gauges[rid] = round(lag, 6)  # the region's own gauge alone (by_region: with its copies' age)
                 for key, s in seen.items():
                     if s["origin"] != rid or s["t"] > t:
                         continue
@@ -960,7 +961,7 @@ class ClusterRun:
             keys = list(row["keys"].values())
             self.rec.record(t, "crr.sample", lag_s=max(by_region.values(), default=0.0), by_region=by_region,
                             divergence=(max(keys) - min(keys)) if keys else 0,
-                            conflicts=max(row["conflicts"].values(), default=0))
+                            conflicts=max(row["conflicts"].values(), default=0), ship_gauge=gauges)
 
 
 def ledger_path(prefix: str) -> Path:
