@@ -253,6 +253,10 @@ class Region:
         migrating store, which flk serve does not trust either (every start replays everything)."""
         return self.topology.kind == "memory"
 
+    def _replay_skips(self) -> bool:
+        """The start-up replay begins above the log's first record: the checkpoint covers those."""
+        return self.replay_from > self.wal.first_index
+
     def _shipped(self) -> int | None:
         """The replication shipper's persisted watermark (None: no replication; 0 during a start,
         before replication runs): no segment at or above it leaves the log."""
@@ -358,11 +362,10 @@ class Region:
             return None
         # where the start-up replay begins: flk serve's checkpoint (0 or the log's first record: everything)
         self.replay_from = replay_start(self.wal, self.store_id, None, self.checkpoint_trusted())
-        skips = self.replay_from > self.wal.first_index
         if first:  # ground truth for INV-WAL-FIRST: records of the crashed incarnation at or past this index were lost
             self.world.history.record(self.env.now, "srv.wal_recovered", region=self.id, inc=crashed_inc,
                                       next_index=self.wal.next_index,
-                                      **({"replay_from": self.replay_from} if skips else {}))
+                                      **({"replay_from": self.replay_from} if self._replay_skips() else {}))
         if self.hang is not None:  # the start's ping waits for a frozen store (flk serve: its timeout)
             yield from self._store_wait(False)
             if inc != self.incarnation:
@@ -376,7 +379,7 @@ class Region:
         """The start-up replay of the whole inbox WAL through the core, then serve (True); False
         where the store refused a record (the start failed), None where the region crashed meanwhile."""
         first = self.replay_from  # flk serve's: from its checkpoint (_restart)
-        skipped = first > self.wal.first_index  # records below the checkpoint, not replayed
+        skipped = self._replay_skips()
         self.checkpointer.started_from(first)
         entries = [(index, decode_inbox_record(payload)) for index, payload in self.wal.records(first)]
         segments = self.wal.segments()

@@ -272,8 +272,9 @@ class CrrService:
         return nxt
 
     def _reads(self) -> bool:
-        """This worker runs a read side (worker 0: reader, audit queue, divergence detector)."""
-        return self.reader is not None or self.audit_queue is not None or self.divergence is not None
+        """This worker runs a read side: the reading worker (0) has a reader, and with it the audit
+        queue and the divergence detector (built together in ``__init__``)."""
+        return self.reader is not None
 
     def _run(self, step: Callable[[float], float | None]) -> None:
         while not self._stop.is_set():
@@ -285,8 +286,8 @@ class CrrService:
                     self.errors += 1
                     self.last_error = reason
                 self._log("crr_error", reason=reason, detail="replication step failed; retrying in 1 s")
-                nxt = self.clock() + 1.0
-            if nxt is None:
+                nxt = None
+            if nxt is None:  # failed, or nothing of its own is due: look again in a second
                 nxt = self.clock() + 1.0
             self._stop.wait(max(0.01, min(5.0, nxt - self.clock())))
 

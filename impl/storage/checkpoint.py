@@ -120,20 +120,19 @@ def archived_records(wal: Any, from_index: int = 0) -> Iterator[tuple[int, bytes
                                                f"(starts at {end})")
 
 
-# -- WAL checkpoints --------------------------------------------------------------------
-# ``checkpoint.json`` in a worker's inbox WAL directory (the format and the retention
-# rule: :mod:`flk.impl.storage.checkpoint`) says: every record below ``index`` has its
-# outcome durable in the dedup store identified by ``store`` (and, for Redis/Postgres,
-# marked ``generation``). It is written only AFTER the store made those outcomes durable
-# (:func:`write_checkpoint` asks ``store.make_durable()`` first), with the file system's
-# atomic write, at a segment boundary (the segment holding the records below it was sealed
-# first, so their home answers are in its manifest). So a crash at any point leaves
-# either the old checkpoint (the records after it are replayed again: first-write-wins
-# makes that a no-op, INV-IDEMPOTENT-REPLAY) or the new one (every record below it is in
-# the store). A different store, another generation, a rebuild or a store that keeps
-# nothing across restarts (memory) replays everything. Taken after the start-up replay,
-# while serving (:class:`Checkpointer`: every ``WAL_CHECKPOINT_RECORDS`` records or
-# ``WAL_CHECKPOINT_S`` seconds) and after a clean stop.
+# -- WAL checkpoints: where the start-up replay begins, and when a checkpoint is written -----
+# ``checkpoint.json`` says: every record below ``index`` has its outcome durable in the dedup
+# store identified by ``store`` (and, for Redis/Postgres, marked ``generation``). It is written
+# only AFTER the store made those outcomes durable (:func:`write_checkpoint` asks
+# ``store.make_durable()`` first), with the file system's atomic write, at a segment boundary
+# (the segment holding the records below it was sealed first, so their home answers are in its
+# manifest). So a crash at any point leaves either the old checkpoint (the records after it are
+# replayed again: first-write-wins makes that a no-op, INV-IDEMPOTENT-REPLAY) or the new one
+# (every record below it is in the store). A different store, another generation, a rebuild or
+# a store that keeps nothing across restarts (memory) replays everything. Taken after the
+# start-up replay, while serving (:class:`Checkpointer`: every ``WAL_CHECKPOINT_RECORDS``
+# records or ``WAL_CHECKPOINT_S`` seconds) and after a clean stop.
+
 
 def replay_start(wal: Any, store_id: str, generation: str | None, trust: bool) -> int:
     """The first inbox WAL index the start-up replay must process (0: every record).
