@@ -221,7 +221,7 @@ class Region:
         # flk serve's start: the (empty) start-up replay, then a checkpoint at the log's next index,
         # so its first running checkpoint is wal_checkpoint_s later (flk.impl.server.app)
         self.checkpointer.started_from(0)
-        self.checkpointer.checkpoint_now(self.now())
+        self.checkpointer.checkpoint_now(self.env._now)
 
     # -- lifecycle --------------------------------------------------------
     def _open(self) -> None:
@@ -268,14 +268,15 @@ class Region:
 
     def run_checkpoints(self):
         """flk serve's checkpoint watch: every CHECKPOINT_POLL_S, a due tick of the region's
-        :class:`flk.impl.storage.checkpoint.Checkpointer` on its wall clock (mark: seal the active
+        :class:`flk.impl.storage.checkpoint.Checkpointer` on its monotonic clock -- simulated time, which
+        no clock fault moves, as flk serve passes ``time.monotonic()`` (mark: seal the active
         segment; checkpoint the previous mark; retire below it and the shipped watermark). A tick
         that finds a batch between its records and their answers waits for it, as the server's
         waits for its batch driver's lock; a stopped (paused) or dead process ticks nothing."""
         env = self.env
         while True:
             yield env.timeout(CHECKPOINT_POLL_S)
-            if not self.up or self.paused or not self.checkpointer.due(self.now()):
+            if not self.up or self.paused or not self.checkpointer.due(env._now):
                 continue
             inc = self.incarnation
             while self.seal_lock.held:
@@ -283,7 +284,7 @@ class Region:
             if inc != self.incarnation or not self.up or self.paused:
                 continue
             try:
-                done = self.checkpointer.tick(self.now())
+                done = self.checkpointer.tick(env._now)
             except (WalError, OSError) as exc:  # flk serve: logged, the next tick tries again
                 self.world.history.record(env.now, "srv.checkpoint_failed", region=self.id, reason=str(exc)[:120])
                 continue
@@ -409,7 +410,7 @@ class Region:
         self.wal.note_answers(notes)
         self.world.history.record(self.env.now, "srv.recovered", region=self.id, replayed=n, **(
             {"from_index": first} if skipped else {}))
-        if self.checkpointer.checkpoint_now(self.now()):  # flk serve: a checkpoint right after its replay
+        if self.checkpointer.checkpoint_now(self.env._now):  # flk serve: a checkpoint right after its replay
             self.world.history.record(self.env.now, "srv.checkpoint", region=self.id, index=self.checkpointer.index,
                                       retired=0)
         self.up = True

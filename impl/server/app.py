@@ -479,7 +479,7 @@ class Server:
     def _checkpoint(self) -> bool:
         """(Worker thread; no batch running.) Seal, write the checkpoint at the log's next
         index once the store says its outcomes are durable, apply the retention policy."""
-        return self.checkpointer.checkpoint_now(time.time())
+        return self.checkpointer.checkpoint_now(time.monotonic())  # the schedule's clock (SPEC 11.9 rule 8)
 
     def _make_checkpointer(self) -> Any:
         from ..storage.checkpoint import Checkpointer
@@ -503,11 +503,11 @@ class Server:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.checkpoint_poll_s)
-            now = time.time()
-            if self.wal is None or self.wal.failed is not None or not self.checkpointer.due(now):
+            mono = time.monotonic()  # a wall-clock step moves no checkpoint (SPEC 11.9 rule 8)
+            if self.wal is None or self.wal.failed is not None or not self.checkpointer.due(mono):
                 continue
             try:
-                done = await loop.run_in_executor(self.executor, self.checkpointer.tick, now)
+                done = await loop.run_in_executor(self.executor, self.checkpointer.tick, mono)
             except Exception as exc:  # noqa: BLE001 -- a failed checkpoint only means more replay
                 self.log.warning("wal_checkpoint_failed", reason=type(exc).__name__)
                 continue

@@ -4,8 +4,9 @@ Why this module exists: a restart must not replay records whose outcomes the
 dedup store already holds durably, and a WAL whose old segments are never taken
 away makes every open scan (and every restart) grow without bound. This module
 is the file format, the retention rule and the schedule: :class:`Checkpointer` decides
-*when* (every ``every_records`` records or ``every_s`` seconds while records arrive; clock
-passed in), and two drivers run it -- ``flk serve``'s worker
+*when* (every ``every_records`` records or ``every_s`` seconds while records arrive, on the
+monotonic clock its driver passes: a wall-clock step neither delays nor hastens a checkpoint,
+SPEC.md 11.9 rule 8), and two drivers run it -- ``flk serve``'s worker
 (:mod:`flk.impl.server.app`, its thread pool) and the simulator's regions
 (:mod:`flk.sim.region`, under SimPy time), so a simulated restart replays what a real one
 replays (from the checkpoint), not the whole log.
@@ -198,7 +199,12 @@ class Checkpointer:
        replication shipper's persisted watermark (None: no replication), so no segment
        leaves the log before it was shipped.
 
-    ``clock`` is passed in (``tick(now)``), so tests drive it step by step."""
+    The clock is passed in (``due(mono)``, ``tick(mono)``, ``checkpoint_now(mono)``), so tests
+    drive it step by step. It is the driver's *monotonic* clock (``flk serve``:
+    ``time.monotonic()``; the simulator: simulated time, which no clock fault moves): the
+    schedule is all it is used for (the checkpoint file carries no time), and on the wall clock
+    a step back of ``s`` seconds held every running checkpoint back for ``s`` seconds -- more
+    replay at the next start, and no retention meanwhile (SPEC.md 11.9 rule 8)."""
 
     def __init__(self, wal: Callable[[], Any], lock: Any, store: Callable[[], Any], store_id: str,
                  generation: Callable[[], str | None], trusted: Callable[[], bool], healthy: Callable[[], bool],
@@ -216,20 +222,20 @@ class Checkpointer:
         self.retired: list[str] = []
         self.mutex = threading.Lock()  # one tick or checkpoint at a time
 
-    def due(self, now: float) -> bool:
+    def due(self, mono: float) -> bool:
         if not self.trusted():
             return False
         appended = self.wal().next_index - self._marked_index
         if appended <= 0:
             return self.candidate is not None and self.candidate > self.index
-        return appended >= self.every_records or self._marked_at is None or now - self._marked_at >= self.every_s
+        return appended >= self.every_records or self._marked_at is None or mono - self._marked_at >= self.every_s
 
-    def tick(self, now: float) -> dict:
+    def tick(self, mono: float) -> dict:
         """(Worker thread.) Mark, checkpoint the previous mark, retire; what was done."""
         with self.mutex:
-            return self._tick(now)
+            return self._tick(mono)
 
-    def _tick(self, now: float) -> dict:
+    def _tick(self, mono: float) -> dict:
         out: dict[str, Any] = {"checkpoint": None, "retired": []}
         if not self.trusted() or not self.healthy():
             return out  # no checkpoint until a restart's replay repaired what failed
@@ -238,7 +244,7 @@ class Checkpointer:
         if wal.next_index > self._marked_index:
             with self.lock:
                 mark = seal_for_checkpoint(wal)
-            self.candidate, self._marked_index, self._marked_at = mark, mark, now
+            self.candidate, self._marked_index, self._marked_at = mark, mark, mono
         if previous is not None and previous > self.index and self.healthy():
             if write_checkpoint(wal, previous, self.store(), self.store_id, self.generation()):
                 self.previous, self.index = self.index, previous
@@ -247,7 +253,7 @@ class Checkpointer:
         out["retired"] = self.retire()
         return out
 
-    def checkpoint_now(self, now: float) -> bool:
+    def checkpoint_now(self, mono: float) -> bool:
         """(No batch running: at start after the replay, at a clean stop.) Seal, write the
         checkpoint at the log's next index (if ``trusted()`` and ``healthy()``), retire."""
         with self.mutex:
@@ -255,7 +261,7 @@ class Checkpointer:
                 return False
             wal = self.wal()
             mark = seal_for_checkpoint(wal)
-            self.candidate, self._marked_index, self._marked_at = mark, mark, now
+            self.candidate, self._marked_index, self._marked_at = mark, mark, mono
             if not write_checkpoint(wal, mark, self.store(), self.store_id, self.generation()):
                 return False
             if mark > self.index:

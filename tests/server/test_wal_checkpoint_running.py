@@ -289,3 +289,45 @@ def test_a_serving_worker_checkpoints_while_it_runs_and_the_next_start_replays_o
     with TestClient(app) as client:
         assert app.state.server.checkpointer.previous == 4  # the start replayed from the checkpoint
         assert client.post("/v1/pcs/submit", content=docs[4]).headers.get("idempotent-replayed") == "true"
+
+
+def test_a_wall_clock_step_back_holds_no_running_checkpoint_back(tmp_path, monkeypatch) -> None:
+    """SPEC 11.9 rule 8: the worker schedules its checkpoints on the monotonic clock. On the wall
+    clock, a step back of an hour after a mark held every running checkpoint back for an hour."""
+    from starlette.testclient import TestClient
+
+    import flk.impl.server.app as app_module
+    from flk.impl.server.app import create_app
+    from flk.impl.server.config import load_config
+    from flk.impl.testing.workload import bodies
+
+    class SteppedBack:
+        """The time module, with its wall clock an hour behind."""
+
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        @staticmethod
+        def time() -> float:
+            return time.time() - 3600.0
+
+    key = "0123456789abcdef0123456789abcdef"
+    cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": key, "WAL_GROUP_DELAY_MS": "0",
+                       "WAL_CHECKPOINT_RECORDS": "1000000", "WAL_CHECKPOINT_S": "0.2"})
+    docs = bodies(key.encode(), 2, seed=5)
+    app = create_app(cfg, 0)
+    srv = app.state.server
+    srv.checkpoint_poll_s = 0.05
+
+    def checkpointed(index: int) -> bool:
+        deadline = time.monotonic() + 10
+        while srv.checkpointer.index < index and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return srv.checkpointer.index >= index
+
+    with TestClient(app) as client:
+        assert client.post("/v1/pcs/submit", content=docs[0]).status_code == 200
+        assert checkpointed(1)  # marked and written on the clock as it was
+        monkeypatch.setattr(app_module, "time", SteppedBack())
+        assert client.post("/v1/pcs/submit", content=docs[1]).status_code == 200
+        assert checkpointed(2)  # 0.2 s later, not an hour later

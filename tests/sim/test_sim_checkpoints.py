@@ -88,3 +88,43 @@ def test_no_checkpoint_skips_records_of_a_store_flk_serve_does_not_trust():
     world.run()
     assert all("from_index" not in e for e in _events(world, "srv.recovered"))
     assert not _events(world, "srv.checkpoint")
+
+
+STEP_BACK = """
+[scenario]
+name = "checkpoint-clock-step"
+description = "one region whose wall clock steps back two minutes while it serves"
+duration_s = 9.0
+quiescence_s = 2.0
+
+[[regions]]
+id = "r1"
+
+[region_defaults]
+wal_checkpoint_s = 1.0
+
+[workload]
+agents = 4
+rate_per_s = 100.0
+
+[[faults]]
+kind = "clock_skew"
+at_s = 3.0
+target = "r1"
+skew_s = -120.0
+duration_s = 60.0
+"""
+
+
+def test_a_wall_clock_step_back_holds_no_running_checkpoint_back(tmp_path):
+    """SPEC 11.9 rule 8: the region schedules its checkpoints on simulated time (its monotonic
+    clock), as flk serve does on time.monotonic(). On its wall clock, the step back of two
+    minutes at 3 s held every running checkpoint back for the rest of the run."""
+    path = tmp_path / "checkpoint-clock-step.toml"
+    path.write_text(STEP_BACK)
+    world = World(load(path), seed=1)
+    world.run()
+    after = [e for e in _events(world, "srv.checkpoint") if e["t_us"] > 3_000_000]
+    before = [e for e in _events(world, "srv.checkpoint") if 0 < e["t_us"] <= 3_000_000]
+    assert before and len(after) >= 5, (len(before), len(after))
+    assert [e["index"] for e in after] == sorted({e["index"] for e in after})  # each one further on
