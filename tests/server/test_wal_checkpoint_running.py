@@ -250,6 +250,21 @@ def test_an_unhealthy_worker_writes_no_running_checkpoint(tmp_path) -> None:
     wal.close()
 
 
+def _worker(tmp_path, *, records: int, every_s: float, n: int, seed: int):
+    """A worker's config (WAL_CHECKPOINT_RECORDS / _S, no group delay), ``n`` signed bodies, its
+    app (checkpoint watch polled every 50 ms)."""
+    from flk.impl.server.app import create_app
+    from flk.impl.server.config import load_config
+    from flk.impl.testing.workload import bodies
+
+    key = "0123456789abcdef0123456789abcdef"
+    cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": key, "WAL_GROUP_DELAY_MS": "0",
+                       "WAL_CHECKPOINT_RECORDS": str(records), "WAL_CHECKPOINT_S": str(every_s)})
+    app = create_app(cfg, 0)
+    app.state.server.checkpoint_poll_s = 0.05
+    return cfg, bodies(key.encode(), n, seed=seed), app
+
+
 def test_a_serving_worker_checkpoints_while_it_runs_and_the_next_start_replays_only_the_rest(tmp_path) -> None:
     """The server's own wiring: a worker with WAL_CHECKPOINT_RECORDS=1 checkpoints while it
     serves (no stop in between), archives below the previous checkpoint, and a start after
@@ -257,16 +272,9 @@ def test_a_serving_worker_checkpoints_while_it_runs_and_the_next_start_replays_o
     from starlette.testclient import TestClient
 
     from flk.impl.server.app import create_app
-    from flk.impl.server.config import load_config
-    from flk.impl.testing.workload import bodies
 
-    key = "0123456789abcdef0123456789abcdef"
-    cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": key, "WAL_GROUP_DELAY_MS": "0",
-                       "WAL_CHECKPOINT_RECORDS": "1", "WAL_CHECKPOINT_S": "0.1"})
-    docs = bodies(key.encode(), 6, seed=3)
-    app = create_app(cfg, 0)
+    cfg, docs, app = _worker(tmp_path, records=1, every_s=0.1, n=6, seed=3)
     srv = app.state.server
-    srv.checkpoint_poll_s = 0.05
     wal_dir = cfg.worker_wal_dir(0)
     with TestClient(app) as client:
         for k, doc in enumerate(docs[:4]):
@@ -297,9 +305,6 @@ def test_a_wall_clock_step_back_holds_no_running_checkpoint_back(tmp_path, monke
     from starlette.testclient import TestClient
 
     import flk.impl.server.app as app_module
-    from flk.impl.server.app import create_app
-    from flk.impl.server.config import load_config
-    from flk.impl.testing.workload import bodies
 
     class SteppedBack:
         """The time module, with its wall clock an hour behind."""
@@ -311,13 +316,8 @@ def test_a_wall_clock_step_back_holds_no_running_checkpoint_back(tmp_path, monke
         def time() -> float:
             return time.time() - 3600.0
 
-    key = "0123456789abcdef0123456789abcdef"
-    cfg = load_config({"DATA_DIR": str(tmp_path), "PCS_HMAC_KEY": key, "WAL_GROUP_DELAY_MS": "0",
-                       "WAL_CHECKPOINT_RECORDS": "1000000", "WAL_CHECKPOINT_S": "0.2"})
-    docs = bodies(key.encode(), 2, seed=5)
-    app = create_app(cfg, 0)
+    _, docs, app = _worker(tmp_path, records=1_000_000, every_s=0.2, n=2, seed=5)
     srv = app.state.server
-    srv.checkpoint_poll_s = 0.05
 
     def checkpointed(index: int) -> bool:
         deadline = time.monotonic() + 10
