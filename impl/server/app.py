@@ -671,8 +671,8 @@ class Server:
         path, :class:`flk.impl.server.httpguard.GuardedHttpToolsProtocol`: a ``Content-Length``
         within :attr:`DirectSubmit.max_body`): what :meth:`submit_asgi` answers, without an ASGI
         task, receive or send. ``respond(status, headers, body)`` is called once -- at once for
-        a refusal before the WAL, else when the batch driver answered -- with the
-        ``content-length`` header included; nothing raises."""
+        a refusal before the WAL, else when the batch driver answered; ``headers`` without
+        ``content-length`` (the protocol writes it after them, from ``body``); nothing raises."""
         t0 = time.perf_counter()
         try:
             status, headers, out, tenant = self._submit_head(raw_headers)
@@ -681,36 +681,35 @@ class Server:
             if not status:  # 503 / 429 before the WAL, or admitted (one limiter slot)
                 status, headers, out = self._admit()
             if not status:
-                try:
-                    fut = self.driver.submit(body, tenant)
+                try:  # the answer comes to _direct_done on this loop (no future: one hop fewer)
+                    self.driver.submit_then(body, tenant, functools.partial(self._direct_done, respond, t0, tenant))
                 except Exception as exc:  # noqa: BLE001 -- as submit_asgi: 500, the slot given back
                     status, headers, out = self._driver_answer(None, exc, t0)
                 else:
-                    fut.add_done_callback(functools.partial(self._direct_done, respond, t0, tenant))
                     return
             self._direct_respond(respond, status, headers, out, t0, tenant)
         except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
             self._direct_failed(respond, exc)
 
-    def _direct_done(self, respond: Any, t0: float, tenant: str | None, fut: asyncio.Future) -> None:
-        """(Event loop.) The batch driver answered a direct submission."""
+    def _direct_done(self, respond: Any, t0: float, tenant: str | None, resp: Any,
+                     error: BaseException | None) -> None:
+        """(Event loop.) The batch driver answered a direct submission (``resp``, or ``error``)."""
         try:
-            error = asyncio.CancelledError() if fut.cancelled() else fut.exception()
-            status, headers, out = self._driver_answer(None if error is not None else fut.result(), error, t0)
+            status, headers, out = self._driver_answer(resp, error, t0)
             self._direct_respond(respond, status, headers, out, t0, tenant)
         except Exception as exc:  # noqa: BLE001 -- answer 500 problem+json, never a traceback
             self._direct_failed(respond, exc)
 
     def _direct_respond(self, respond: Any, status: int, headers: list, body: bytes, t0: float,
                         tenant: str | None) -> None:
-        respond(status, headers + [(b"content-length", b"%d" % len(body))], body)
+        respond(status, headers, body)
         self._account("/v1/pcs/submit", status, "POST", t0, tenant)
 
     def _direct_failed(self, respond: Any, exc: BaseException) -> None:
         self._submit_5xx += 1
         self.log.error("unhandled", reason=type(exc).__name__, path="/v1/pcs/submit")
         status, headers, body = self._problem("internal", "internal error")
-        respond(status, headers + [(b"content-length", b"%d" % len(body))], body)
+        respond(status, headers, body)
 
     def _submit_head(self, raw_headers) -> tuple:
         """``(status, headers, body, tenant)``: a refusal that reads no body (duplicated

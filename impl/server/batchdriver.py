@@ -313,7 +313,7 @@ class BatchDriver:
         # the queue: appended by the event loop, taken by a starting batch (event loop) or joined
         # into the running one (batch thread, _join_queued), always under _qlock with the formation
         self._qlock = threading.Lock()
-        self._pending: list[tuple[Request, asyncio.Future]] = []
+        self._pending: list[tuple[Request, Any]] = []  # (request, its future or submit_then callback)
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -346,15 +346,31 @@ class BatchDriver:
 
     def submit(self, body: bytes, tenant: str | None) -> asyncio.Future:
         """(Event loop.) A future of the request's ``Response``."""
-        loop = self._loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut = asyncio.get_running_loop().create_future()
         if self._closed:
             fut.set_exception(RuntimeError("batch driver closed"))
             return fut
+        self._enqueue(body, tenant, fut)
+        return fut
+
+    def submit_then(self, body: bytes, tenant: str | None,
+                    then: Callable[[Any, BaseException | None], None]) -> None:
+        """(Event loop.) :meth:`submit` without a future: ``then(response, None)``, or
+        ``then(None, error)``, is called once on this event loop when the batch is answered
+        (at once when the driver is closed). For a caller that only passes the answer on
+        (the HTTP direct path): no future, no done-callback hop through the loop."""
+        if self._closed:
+            then(None, RuntimeError("batch driver closed"))
+            return
+        self._enqueue(body, tenant, then)
+
+    def _enqueue(self, body: bytes, tenant: str | None, waiter: Any) -> None:
+        """(Event loop.) Queue a request with its ``waiter`` (a future, or a ``then`` callback)."""
+        loop = self._loop = asyncio.get_running_loop()
         formation = self.formation
         now = loop.time()  # one reading: uvloop's clock (whole milliseconds) may tick between two
         with self._qlock:
-            self._pending.append((Request(body, tenant, _NO_HEADERS), fut))
+            self._pending.append((Request(body, tenant, _NO_HEADERS), waiter))
             self._arrived.append(_clock())
             formation.add(now)
             # with the timer armed the deadline stands (only a ready queue -- as many as the last
@@ -365,7 +381,6 @@ class BatchDriver:
             # judged at the arrival's time: a lone request is never due on its own arrival (it
             # waits for its timer), even when the clock's next millisecond began meanwhile
             self._schedule(now)
-        return fut
 
     def _schedule(self, now: float | None = None) -> None:
         """(Event loop; a batch may start.) Start a batch when one is due at ``now`` (the
@@ -569,7 +584,9 @@ class BatchDriver:
         running = asyncio.get_running_loop()
         for i, (_, fut) in enumerate(batch):
             result = responses[i] if error is None else None
-            if fut.get_loop() is running:
+            if type(fut) is not _Future and not isinstance(fut, asyncio.Future):  # submit_then's
+                _then(fut, result, error)
+            elif fut.get_loop() is running:
                 _set(fut, result, error)
             else:
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
@@ -592,6 +609,20 @@ class BatchDriver:
 
 
 _clock = time.perf_counter
+
+
+_Future = asyncio.Future  # the C future of every loop this server runs (uvloop's included)
+
+
+def _then(then: Callable[[Any, BaseException | None], None], result: Any, error: BaseException | None) -> None:
+    """Pass a batch's answer to a :meth:`BatchDriver.submit_then` callback; what it raises is
+    reported to the loop's exception handler (as a future's done-callback's would be), so the
+    rest of the batch is still answered."""
+    try:
+        then(result, error)
+    except Exception as exc:  # noqa: BLE001 -- one caller's failure never stops the batch's answers
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": "batch driver answer callback failed", "exception": exc})
 
 
 def _set(fut: asyncio.Future, result: Any, error: BaseException | None) -> None:

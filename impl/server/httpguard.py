@@ -177,6 +177,29 @@ class _Refused(Exception):
     """Raised inside a parser callback to stop parsing (the refusal is kept on the protocol)."""
 
 
+_BLOCKS: dict = {}  # header list (as a tuple) -> its wire bytes: the few distinct ones a server answers
+_BLOCKS_MAX = 256
+
+
+def _header_block(headers: Any) -> bytes:
+    """``name: value\\r\\n`` of every ``(name, value)`` of ``headers`` (names lower-cased), as
+    uvicorn's ``send`` writes them. The server answers a handful of distinct header lists
+    (uvicorn's defaults change once a second, with the date; a submission's answer headers
+    differ by status and length): their bytes are kept, up to :data:`_BLOCKS_MAX` (then
+    the cache starts again)."""
+    try:
+        key = tuple(headers)
+        block = _BLOCKS.get(key)
+    except TypeError:  # an unhashable value (a bytearray): written, not kept
+        return b"".join(b"%s: %s\r\n" % (name.lower(), value) for name, value in headers)
+    if block is None:
+        block = b"".join(b"%s: %s\r\n" % (name.lower(), value) for name, value in key)
+        if len(_BLOCKS) >= _BLOCKS_MAX:
+            _BLOCKS.clear()
+        _BLOCKS[key] = block
+    return block
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of :class:`HttpLimits` (``limits``
     is set on a subclass by :func:`protocol_class`)."""
@@ -189,6 +212,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # the application's direct path (flk.impl.server.app.DirectSubmit) or None
         self._direct_hook = getattr(self.app, "direct_submit", None) if self.direct and DIRECT_SUPPORTED else None
         self._direct_cycle: Any = None  # a direct request whose body is still arriving
+        self._ready: list | None = None  # inside data_received: the direct requests its bytes completed
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
@@ -229,9 +253,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._in_head:
             self._head_bytes += len(data)
-        super().data_received(data)
+        ready = self._ready = []  # direct requests completed by these bytes (run once the parser returned)
+        try:
+            super().data_received(data)
+        finally:
+            self._ready = None
         if not self._closed_by_guard and self._in_head and self._head_bytes > self.limits.max_header_bytes:
             self._refuse("headers-too-large", f"request line and headers exceed {self.limits.max_header_bytes} bytes")
+        for cycle in ready:
+            self._run_direct(cycle)
+
+    def _dispatch_direct(self, cycle: Any) -> None:
+        """A direct request is complete: it runs once the parser returned -- at the end of
+        :meth:`data_received` when these bytes completed it, else in the loop's next turn --
+        never inside the parser's callback."""
+        if self._ready is not None:
+            self._ready.append(cycle)
+        else:
+            self.loop.call_soon(self._run_direct, cycle)
 
     def send_400_response(self, msg: str) -> None:
         """The parser stopped: a limit hit inside a callback, or malformed HTTP."""
@@ -283,7 +322,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self._direct_cycle
         if cycle is not None and not cycle.more_body:
             self._direct_cycle = None
-            self.loop.call_soon(self._run_direct, cycle)  # never inside the parser's callback
+            self._dispatch_direct(cycle)
 
     # -- the direct submit path ------------------------------------------------------------
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
@@ -294,7 +333,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if cycle.more_body:
                 self._direct_cycle = cycle  # on_message_complete dispatches it
             else:
-                self.loop.call_soon(self._run_direct, cycle)
+                self._dispatch_direct(cycle)
             return
         super()._start_asgi_task(cycle, app)
 
@@ -330,7 +369,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _direct_answer(self, cycle: Any, status: int, headers: list, body: bytes) -> None:
         """Write a direct request's answer as uvicorn's ``send`` would (the same bytes: the
-        default headers, the application's, ``connection: close`` when the connection ends),
+        default headers, the application's ``headers``, ``content-length`` of ``body``,
+        ``connection: close`` when the connection ends),
         in one write, then what uvicorn does after a complete response (close, or start the
         next pipelined request)."""
         if cycle.disconnected or cycle.response_complete:
@@ -346,16 +386,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.access_logger.info('%s - "%s %s HTTP/%s" %d', uvicorn_utils.get_client_addr(scope),
                                      scope["method"], uvicorn_utils.get_path_with_query_string(scope),
                                      scope["http_version"], status)
-        content = [STATUS_LINE[status]]
-        for name, value in (*cycle.default_headers, *headers):
-            content.extend((name.lower(), b": ", value, b"\r\n"))
-        if not cycle.keep_alive:
-            content.append(b"connection: close\r\n")
-        content.append(b"\r\n")
-        content.append(body)
+        data = b"".join((STATUS_LINE[status], _header_block(cycle.default_headers), _header_block(headers),
+                         b"content-length: %d\r\n" % len(body),
+                         b"\r\n" if cycle.keep_alive else b"connection: close\r\n\r\n", body))
         transport = self.transport
         if not transport.is_closing():
-            transport.write(b"".join(content))
+            transport.write(data)
         cycle.response_complete = True
         cycle.message_event.set()
         if not cycle.keep_alive:

@@ -204,20 +204,36 @@ class Metrics:
             self._count_locked(event)
 
     def count_many(self, events: list) -> None:
-        """Count ``events`` as :meth:`__call__` counts each, under one lock (a batch's)."""
+        """Count ``events`` as :meth:`__call__` counts each, under one lock (a batch's). Events
+        of one kind, tenant and status are summed first (a batch's are mostly of one or two:
+        one label look-up and one pending increment each, not one per event); tenants meet
+        the top-N labelling in the order of their first event, as one by one."""
+        if not events:
+            return
+        groups: dict = {}
+        get = groups.get
+        for event in events:
+            key = (event.get("kind"), event.get("tenant_label"), event.get("status", 0))
+            groups[key] = get(key, 0) + 1
+        counted = _COUNTED
         with self._lock:
-            for event in events:
-                self._count_locked(event)
+            for (kind, label, status), n in groups.items():
+                attr = counted.get(kind)
+                if attr is not None:
+                    self._count_locked_n(attr, label or "_none", status if attr == "rejected" else None, n)
 
     def _count_locked(self, event: Mapping) -> None:
         attr = _COUNTED.get(event.get("kind"))
         if attr is None:
             return
-        tenant = event.get("tenant_label") or "_none"
-        status = event.get("status", 0) if attr == "rejected" else None
+        self._count_locked_n(attr, event.get("tenant_label") or "_none",
+                             event.get("status", 0) if attr == "rejected" else None, 1)
+
+    def _count_locked_n(self, attr: str, tenant: str, status, n: int) -> None:
+        """(Lock held.) ``n`` events counted under ``attr`` for ``tenant`` (``status``: rejected's)."""
         if self.max_tenants is not None:  # the ranking's input (no ranking without a cap)
-            self._activity[tenant] = self._activity.get(tenant, 0.0) + 1.0
-        self.tally.inc_locked(self._child_locked(attr, self._label_locked(tenant), status))
+            self._activity[tenant] = self._activity.get(tenant, 0.0) + n
+        self.tally.inc_locked(self._child_locked(attr, self._label_locked(tenant), status), float(n))
 
     def observe_latency(self, tenant_label: str, seconds: float) -> None:
         self.observe_latencies(((tenant_label, seconds),))
@@ -225,8 +241,11 @@ class Metrics:
     def observe_latencies(self, observed: Iterable[tuple[str, float]]) -> None:
         """:meth:`observe_latency` of each ``(tenant_label, seconds)``, under one lock (a batch's)."""
         with self._lock:
+            child, last = None, None  # a batch's observations are mostly of one tenant: one look-up
             for tenant_label, seconds in observed:
-                child = self._child_locked("latency", self._label_locked(tenant_label or "_none"), None)
+                if child is None or tenant_label != last:
+                    last = tenant_label
+                    child = self._child_locked("latency", self._label_locked(tenant_label or "_none"), None)
                 self.tally._observe_locked(child, child._upper_bounds, seconds)
 
     # -- top-N by activity -----------------------------------------------------------
