@@ -94,11 +94,17 @@ class Tally:
             self._observe_locked(child, bounds, value)
 
     def _observe_locked(self, child, bounds, value: float) -> None:
-        pending = self._observed.get(child)
-        if pending is None:
-            pending = self._observed[child] = [0] * len(bounds) + [0.0]
+        pending = self.pending_locked(child)
         pending[bisect_left(bounds, value)] += 1  # the first bucket whose bound is >= value
         pending[-1] += value
+
+    def pending_locked(self, child) -> list:
+        """(Lock held.) The pending observations of histogram ``child``: a count per bucket,
+        then the sum (the first bucket whose bound is >= a value counts it)."""
+        pending = self._observed.get(child)
+        if pending is None:
+            pending = self._observed[child] = [0] * len(child._upper_bounds) + [0.0]
+        return pending
 
     def take_locked(self, child) -> tuple[float, list | None]:
         """(Lock held.) The pending count and observations of ``child``, removed."""
@@ -241,12 +247,19 @@ class Metrics:
     def observe_latencies(self, observed: Iterable[tuple[str, float]]) -> None:
         """:meth:`observe_latency` of each ``(tenant_label, seconds)``, under one lock (a batch's)."""
         with self._lock:
-            child, last = None, None  # a batch's observations are mostly of one tenant: one look-up
+            # a batch's observations are mostly of one tenant and one latency (its answers leave
+            # together): the child and the bucket are looked up when either changes
+            pending, last, last_s, bucket = None, None, None, 0
             for tenant_label, seconds in observed:
-                if child is None or tenant_label != last:
-                    last = tenant_label
+                if pending is None or tenant_label != last:
+                    last, last_s = tenant_label, None
                     child = self._child_locked("latency", self._label_locked(tenant_label or "_none"), None)
-                self.tally._observe_locked(child, child._upper_bounds, seconds)
+                    pending = self.tally.pending_locked(child)
+                    bounds = child._upper_bounds
+                if seconds != last_s:
+                    last_s, bucket = seconds, bisect_left(bounds, seconds)
+                pending[bucket] += 1
+                pending[-1] += seconds
 
     # -- top-N by activity -----------------------------------------------------------
     def rank(self) -> None:

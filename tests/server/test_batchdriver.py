@@ -397,3 +397,48 @@ def test_inv_wal_first_requests_joined_during_the_hand_off_are_answered_after_th
     assert driver.formation.batches == 1 and driver.formation.expect == 3 and driver.formation.queued == 0
     assert syncs == [3] and answered_at_sync == [0]  # one sync, after all three records, before any answer
     assert driver.stages.as_dict()["requests"] == 3
+
+
+def test_submit_then_answers_what_submit_answers_and_a_failing_callback_stops_no_other_answer(tmp_path) -> None:
+    """The direct HTTP path's callback form: every callback gets the Response the future form
+    gets for the same requests (same batches), once; a callback that raises is reported to the
+    loop's exception handler and the rest of its batch is still answered; a closed driver calls
+    back at once with the error."""
+    items = [(body(i % 12), "ta") for i in range(30)] + [(b"{not json", "ta"), (body(3), "nobody")]
+    ref_driver, _, _ = make(tmp_path / "ref")
+    want = run_all(ref_driver, items)
+    driver, _, _ = make(tmp_path / "cb")
+    got: dict[int, list] = {}
+    reported: list = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, ctx: reported.append(ctx.get("exception")))
+        done = loop.create_future()
+
+        def then(k: int):
+            def call(resp, error) -> None:
+                got.setdefault(k, []).append((resp, error))
+                if len(got) == len(items) and not done.done():
+                    done.set_result(None)
+                if k == 5:
+                    raise ValueError("this caller fails")
+            return call
+
+        for k, (b, t) in enumerate(items):
+            driver.submit_then(b, t, then(k))
+        await asyncio.wait_for(done, 30)
+
+    try:
+        asyncio.run(main())
+    finally:
+        driver.close()
+    assert sorted(got) == list(range(len(items)))
+    assert all(len(calls) == 1 for calls in got.values())  # once each
+    assert [(r.status, r.header("Idempotent-Replayed")) for r, _ in (got[k][0] for k in range(len(items)))] == [
+        (w.status, w.header("Idempotent-Replayed")) for w in want]
+    assert all(error is None for calls in got.values() for _, error in calls)
+    assert [type(e) for e in reported] == [ValueError]
+    closed: list = []
+    driver.submit_then(body(1), "ta", lambda resp, error: closed.append((resp, type(error))))
+    assert closed == [(None, RuntimeError)]
