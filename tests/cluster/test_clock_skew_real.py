@@ -23,8 +23,12 @@ def test_real_regions_replicate_through_a_clock_step(prometheus_ready, prefix, t
     copied = [e for e in events if e["type"] == "crr.copied" and e["origin"] == "us"]
     # segments us wrote while its clock ran 30 s ahead (their oldest record stamped in the future
     # of the copy) reach both peers ...
-    ahead = [e for e in copied if e["age_s"] < -20.0]
+    ahead = [e for e in copied if e["stamp_age_s"] < -20.0]
     assert {e["region"] for e in ahead} == {"eu", "ap"}, copied
+    # ... and their age is true time (from the send of their earliest record, on the runner's
+    # clock), as the simulator's: never negative, never the 30 s the stamps are off by
+    assert all(0.0 <= e["age_s"] < 20.0 for e in ahead), ahead
+    assert all(e["age_s"] - e["stamp_age_s"] > 20.0 for e in ahead), ahead
     # ... and so do later ones, written after its clock stepped back (the file is re-read within
     # a second): no shipping waits 30 s for the clock to catch up, none stops
     last_ahead = max(_index(e) for e in ahead)

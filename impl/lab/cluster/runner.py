@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import datetime
 import hashlib
 import importlib.util
 import os
@@ -57,6 +58,7 @@ from pathlib import Path
 from flk.sim import alerts, artifacts, checkers, faults, metrics
 from flk.sim.history import History
 from flk.sim.observed import check_run
+from flk.sim.region import SIM_EPOCH
 from flk.sim.replication import settle_s
 from flk.sim.scenario import REGION_FIELDS, Scenario
 
@@ -929,22 +931,39 @@ class ClusterRun:
 
     def store_events(self) -> None:
         """Copies between the regions' stores (``crr.copied`` with the age of the segment's oldest
-        record) and the per-second replication lag (``crr.sample``) from the stores' logs."""
+        record) and the per-second replication lag (``crr.sample``) from the stores' logs.
+
+        Ages are true time, as the simulator's: from the send of the segment's earliest record
+        (the ``sent_at`` its client wrote into the body, on this runner's clock:
+        :func:`flk.impl.lab.cluster.storenode.first_sent_at`) to the copy or the sample. The
+        record's ``received_at`` is its region's wall clock, which a clock fault moves: against
+        the store node's clock it read -26 s for segments us wrote while its clock ran 30 s
+        ahead. That figure stays as ``stamp_age_s`` (what the origin's stamps say); a segment
+        whose records carry no ``sent_at`` is aged by its stamps."""
         if not self.replicated:
             return
         seen: dict[str, dict] = {}
         landed: dict[str, dict[str, float]] = defaultdict(dict)
-        for rid, r in self.regions.items():
-            for e in r.store_events():
+        logs = {rid: r.store_events() for rid, r in self.regions.items()}
+        for rid, lines in logs.items():  # every segment's first sight, before any copy of it
+            for e in lines:
                 if e.get("event") == "seen":
-                    seen[e["key"]] = {"origin": rid, "t": e["t"] - self.wall_t0, "oldest": e["oldest"] - self.wall_t0}
-                elif e.get("event") == "corrupted":
+                    t, stamp = e["t"] - self.wall_t0, e["oldest"] - self.wall_t0
+                    sent = runner_time(e.get("first_sent_at"))
+                    seen[e["key"]] = {"origin": rid, "t": t, "stamp": stamp,
+                                      "oldest": sent if sent is not None and sent <= t else stamp}
+        for rid, lines in logs.items():
+            for e in lines:
+                if e.get("event") == "corrupted":
                     self.rec.record(e["t"] - self.wall_t0, "crr.corrupted", region=rid, key=e["key"])
                 elif e.get("event") == "copied" and e["key"].endswith(".log"):
                     t = e["t"] - self.wall_t0
                     landed[e["key"]][e["peer"]] = t
+                    s = seen.get(e["key"])
+                    stamp_age = e.get("age_s") or 0.0
                     self.rec.record(t, "crr.copied", origin=rid, region=e["peer"], key=e["key"],
-                                    age_s=e.get("age_s") or 0.0)
+                                    age_s=round(t - s["oldest"], 6) if s is not None else stamp_age,
+                                    stamp_age_s=stamp_age)
         peers = {rid: [p for p in self.region_ids if p != rid] for rid in self.region_ids}
         for row in self.samples:
             t = row["t"]
@@ -962,6 +981,19 @@ class ClusterRun:
             self.rec.record(t, "crr.sample", lag_s=max(by_region.values(), default=0.0), by_region=by_region,
                             divergence=(max(keys) - min(keys)) if keys else 0,
                             conflicts=max(row["conflicts"].values(), default=0), ship_gauge=gauges)
+
+
+def runner_time(sent_at: object) -> float | None:
+    """A body's ``sent_at`` (RFC 3339, UTC, as :meth:`flk.impl.agent.client.Submission.body_for`
+    writes it) as seconds on the runner's clock: the cluster's clients stamp
+    ``SIM_EPOCH + clock.now`` (:mod:`.driver`). None when it is not such a time."""
+    if not isinstance(sent_at, str) or not sent_at.endswith("Z"):
+        return None
+    try:
+        stamp = datetime.datetime.fromisoformat(sent_at[:-1] + "+00:00").timestamp()
+    except ValueError:
+        return None
+    return stamp - SIM_EPOCH
 
 
 def ledger_path(prefix: str) -> Path:

@@ -96,9 +96,26 @@ class Copier(threading.Thread):
         return self.seen.oldest
 
 
+def first_sent_at(records) -> str | None:
+    """The ``sent_at`` its client wrote into the body of the segment's earliest record (the
+    first, in WAL order, whose body is a JSON object with a string ``sent_at``; None when none
+    has one). The cluster's clients stamp it on the runner's clock (:mod:`.driver`); the
+    region's own ``received_at`` is its wall clock, which a clock fault moves."""
+    for rec in records:
+        try:
+            doc = json.loads(rec.body)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        sent = doc.get("sent_at") if isinstance(doc, dict) else None
+        if isinstance(sent, str):
+            return sent
+    return None
+
+
 class Seen:
     """The ``received_at`` of the oldest record of each of this region's shipped segments
-    (read once from the segment in the local store), logged when first seen.
+    (read once from the segment in the local store), logged when first seen with the
+    ``sent_at`` of its earliest record (:func:`first_sent_at`).
 
     The bit-flip fault: while the file ``corrupt_flag`` exists, the next new segment has one
     byte changed in the local store before any copy (the original is kept); the file
@@ -160,7 +177,7 @@ class Seen:
             self.oldest[seg_key] = oldest
             self.oldest[key] = oldest
             self.log({"event": "seen", "key": seg_key, "t": time.time(), "oldest": oldest,
-                      "records": len(records)})
+                      "records": len(records), "first_sent_at": first_sent_at(records)})
 
 
 def main(argv: list[str] | None = None) -> int:
