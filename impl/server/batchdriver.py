@@ -4,7 +4,7 @@
 Why this module exists: driving one pipeline generator per request from the event
 loop costs three futures and three thread round trips per request (WAL fsync,
 dedup read, dedup write) plus the generator and its effect objects. Here the loop
-only queues ``(request, future)``; batches form under the rule of
+only queues ``(request, future)`` (or a callback: :meth:`BatchDriver.submit_then`); batches form under the rule of
 :class:`flk.impl.verifier.batching.BatchFormation` (a batch starts ``max_delay_s``
 after its oldest request, or at once when as many wait as the last batch held, at most
 ``max_batch``; at most ``depth`` batches run at once, what arrives meanwhile is the
@@ -282,7 +282,8 @@ class StageTimes:
 
 class BatchDriver:
     """``await submit(body, tenant)``: the pipeline's ``Response`` of one request, run
-    in a batch on this driver's threads (call :meth:`submit` on the event loop).
+    in a batch on this driver's threads (call :meth:`submit` on the event loop);
+    :meth:`submit_then` passes it to a callback instead (the HTTP direct path).
     ``depth``: how many batches may be in flight at once (1: append, sync, verify,
     answer, then the next batch; 2: the next batch is appended and synced while one
     is verified). The server's default is 1 (``WAL_PIPELINE_DEPTH``): the depth the
