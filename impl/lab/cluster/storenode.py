@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 
+from ...core import textdata
 from ...replication.stream import verify_segment
 from ...storage.objectstore import S3ObjectStore
 from ...storage.walformat import LOG_SUFFIX, MANIFEST_SUFFIX
@@ -103,8 +104,8 @@ def first_sent_at(records) -> str | None:
     region's own ``received_at`` is its wall clock, which a clock fault moves."""
     for rec in records:
         try:
-            doc = json.loads(rec.body)
-        except (ValueError, UnicodeDecodeError):
+            doc = textdata.json_loads(rec.body)
+        except ValueError:  # not JSON (UnicodeDecodeError is one)
             continue
         sent = doc.get("sent_at") if isinstance(doc, dict) else None
         if isinstance(sent, str):
