@@ -357,8 +357,10 @@ class BatchDriver:
     def submit_then(self, body: bytes, tenant: str | None,
                     then: Callable[[Any, BaseException | None], None]) -> None:
         """(Event loop.) :meth:`submit` without a future: ``then(response, None)``, or
-        ``then(None, error)``, is called once on this event loop when the batch is answered
-        (at once when the driver is closed). For a caller that only passes the answer on
+        ``then(None, error)``, is called once when the batch is answered, on the loop that
+        answers it -- the loop of the driver's submissions, so call this only from that loop
+        (the server's worker has one; a future of :meth:`submit` may come from another) --
+        or at once when the driver is closed. For a caller that only passes the answer on
         (the HTTP direct path): no future, no done-callback hop through the loop."""
         if self._closed:
             then(None, RuntimeError("batch driver closed"))
