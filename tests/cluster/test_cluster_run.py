@@ -88,18 +88,28 @@ def _calibration_against(run_dir, tmp_path):
     assert re.search(r"^conflicts .* OUTSIDE tolerance", wrong.stdout, re.M), wrong.stdout
 
 
+def _signal_masks(pid: int) -> str:
+    """The signal masks of ``pid`` (blocked, ignored, caught: SIGINT is bit 1), for a failure's message."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return " ".join(line.strip() for line in f if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+    except OSError:
+        return "(gone)"
+
+
 def test_sigint_mid_run_leaves_no_process_namespace_or_mount(cluster_ready, prefix, tmp_path):
     proc, work = start_run([SMOKE, "--seed", "2", "--out", str(tmp_path), "--prefix", prefix, "--no-plots"])
     try:
         running = leftovers(prefix, work)
         assert any(x.startswith("namespace") for x in running) and any(x.startswith("process") for x in running)
         time.sleep(3.0)  # inside the workload phase, partition on
+        masks = f"runner: {_signal_masks(proc.pid)}; this test's process: {_signal_masks(os.getpid())}"
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, proc.stderr.read()[-2000:]
+    assert proc.returncode == 130, (masks, proc.stderr.read()[-2000:])
     assert leftovers(prefix, work) == []
 
 
