@@ -111,13 +111,27 @@ def leftovers(prefix: str, work: str | None = None) -> list[str]:
     return out
 
 
+def _as_in_the_foreground() -> None:
+    """(The child, before exec.) SIGINT and SIGQUIT back to their defaults, as a terminal's
+    foreground job has them: a shell starts a background job (``make test &``, ``nohup``)
+    with both ignored, the ignoring is inherited through exec, and a runner that inherited it
+    rightly ignores Ctrl-C -- the SIGINT tests would then see a run that ends normally (seen:
+    exit 0, ``SigIgn`` ...1007 in the runner and in the pytest worker)."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def start_run(args: list[str]) -> tuple:
-    """Start ``flk cluster run ARGS`` and wait (up to 120 s) until it says the cluster is up:
-    (the process, its work dir). The caller signals or kills it and waits."""
+    """Start ``flk cluster run ARGS`` as a foreground job would run it (Ctrl-C not ignored, however
+    pytest was started) and wait (up to 120 s) until it says the cluster is up: (the process,
+    its work dir). The caller signals or kills it and waits."""
     import re
     import time
 
-    proc = subprocess.Popen([*FLK, "cluster", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*FLK, "cluster", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_in_the_foreground)
     work, line = None, ""
     try:
         deadline = time.monotonic() + 120
