@@ -256,6 +256,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         ready = self._ready = []  # direct requests completed by these bytes (run once the parser returned)
         try:
             super().data_received(data)
+        except BaseException:  # what the parser completed before it is still run, as before
+            for cycle in ready:
+                self.loop.call_soon(self._run_direct, cycle)
+            raise
         finally:
             self._ready = None
         if not self._closed_by_guard and self._in_head and self._head_bytes > self.limits.max_header_bytes:
