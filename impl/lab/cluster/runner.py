@@ -950,7 +950,7 @@ class ClusterRun:
                 if e.get("event") == "seen":
                     t, stamp = e["t"] - self.wall_t0, e["oldest"] - self.wall_t0
                     sent = runner_time(e.get("first_sent_at"))
-                    seen[e["key"]] = {"origin": rid, "t": t, "stamp": stamp,
+                    seen[e["key"]] = {"origin": rid, "t": t,
                                       "oldest": sent if sent is not None and sent <= t else stamp}
         for rid, lines in logs.items():
             for e in lines:
