@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from flk.impl.server.app import create_app
 from flk.impl.server.config import load_config
+from flk.impl.server import httpguard
 from flk.impl.server.httpguard import HttpLimits, protocol_class
 from flk.impl.server.supervisor import _uvicorn_config
 from flk.impl.testing.workload import bodies
@@ -130,6 +131,32 @@ def test_the_direct_path_is_the_one_taken(servers):
     same(servers, chunked(next(POOL)))  # not a direct request: the ASGI route in both
     assert len(direct.direct_calls) == before + 2
     assert asgi.direct_calls == []  # the reference never takes it
+
+
+def test_a_plain_submission_takes_the_lean_head_and_any_other_request_does_not(servers, monkeypatch):
+    """The lean head (no uvicorn scope, cycle or event: httpguard._DirectCycle) is taken by a
+    POST to the exact path with one Content-Length, nothing else in flight on the
+    connection; a query string, an Expect, a chunked body, a pipelined request and the
+    reference server (no direct path) take uvicorn's head -- and every answer is the same."""
+    made = []
+    init = httpguard._DirectCycle.__init__
+
+    def counting(self, *args):
+        made.append(1)
+        init(self, *args)
+
+    monkeypatch.setattr(httpguard._DirectCycle, "__init__", counting)
+    same(servers, post(next(POOL)))
+    assert len(made) == 1  # the direct server's, not the reference's
+    same(servers, post(next(POOL), version=b"1.0"))  # closes after its answer, as uvicorn's
+    assert len(made) == 2
+    same(servers, post(next(POOL)) + post(next(POOL)), 2)  # the second waits behind the first
+    assert len(made) == 3
+    query = post(next(POOL)).replace(b"/v1/pcs/submit ", b"/v1/pcs/submit?x=1 ", 1)
+    assert same(servers, query)[0].startswith(b"HTTP/1.1 200 ")  # still direct, by uvicorn's head
+    same(servers, chunked(next(POOL)))
+    same(servers, post(b"{}", b"content-length: 2\r\n"))  # two lengths: uvicorn's head (and a 400)
+    assert len(made) == 3
 
 
 def test_named_cases_answer_the_same(servers):
