@@ -69,8 +69,8 @@ from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols import utils as uvicorn_utils
-from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..verifier.problems import CONTENT_TYPE, problem_body, problem_type

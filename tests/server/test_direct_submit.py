@@ -26,9 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flk.impl.server import httpguard
 from flk.impl.server.app import create_app
 from flk.impl.server.config import load_config
-from flk.impl.server import httpguard
 from flk.impl.server.httpguard import HttpLimits, protocol_class
 from flk.impl.server.supervisor import _uvicorn_config
 from flk.impl.testing.workload import bodies
