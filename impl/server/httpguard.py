@@ -226,13 +226,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
-        # one deadline at a time ("head" or "body", None: none) and ONE loop timer per
-        # connection: a timer that fires before the current deadline re-arms itself for it,
-        # so a request moves a float instead of creating and cancelling two timers
+        # one deadline at a time ("head", "body", "idle": uvicorn's keep-alive; None: none) and
+        # ONE loop timer per connection, armed at most ``_horizon`` (the shortest of the three
+        # timeouts) ahead: a timer that fires before the current deadline re-arms itself for
+        # it, so a request moves a float instead of creating and cancelling timers
         self._watching: str | None = None
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        limits = self.limits
+        self._horizon = min(limits.header_timeout_s, limits.body_timeout_s, self.timeout_keep_alive)
         self._refusal: tuple[str, str] | None = None
         self._closed_by_guard = False
         self._pending_refusal: bytes | None = None  # written once every earlier request is answered
@@ -267,6 +270,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._closed_by_guard:
             return
+        if self._watching == "idle":  # any bytes end the keep-alive wait (as uvicorn's)
+            self._watching = None
         if self._in_head:
             self._head_bytes += len(data)
         ready = self._ready = []  # direct requests completed by these bytes (run once the parser returned)
@@ -484,30 +489,35 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _watch(self, what: str, timeout_s: float) -> None:
         """Deadline ``what`` in ``timeout_s``; the one timer is armed only when it would
-        fire after it (or is not armed)."""
-        deadline = self._deadline = self.loop.time() + timeout_s
+        fire after it (or is not armed), and then at most ``_horizon`` ahead -- so the next
+        request's deadlines, none shorter than the horizon, fall after it and move a float."""
+        now = self.loop.time()
+        deadline = self._deadline = now + timeout_s
         self._watching = what
         timer = self._timer
         if timer is None or self._timer_at > deadline:
             if timer is not None:
                 timer.cancel()
-            self._timer_at = deadline
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+            at = self._timer_at = min(deadline, now + self._horizon)
+            self._timer = self.loop.call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         what = self._watching
         if what is None:
             return
-        if self.loop.time() < self._deadline:  # the deadline moved on since the timer was armed
-            self._timer_at = self._deadline
-            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+        now = self.loop.time()
+        if now < self._deadline:  # the deadline moved on since the timer was armed
+            at = self._timer_at = min(self._deadline, now + self._horizon)
+            self._timer = self.loop.call_at(at, self._on_timer)
             return
         self._watching = None
         if what == "head":
             self._head_timeout()
-        else:
+        elif what == "body":
             self._body_timeout()
+        elif not self.transport.is_closing():  # "idle": uvicorn's keep-alive timeout ends the connection
+            self.transport.close()
 
     def _cancel_timers(self) -> None:
         self._watching = None
@@ -570,7 +580,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return cycle is not None and not cycle.response_complete and not cycle.disconnected
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        """uvicorn's (count the request, read again, start the next pipelined request), with
+        its keep-alive timeout on the connection's one timer ("idle", when no head or body
+        deadline runs) instead of a loop timer made per answer and cancelled at the next
+        request's bytes; then a refusal that waited for this answer is written."""
+        self.server_state.total_requests += 1
+        if not self.transport.is_closing():
+            self._unset_keepalive_if_required()
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            elif self._watching is None:
+                self._watch("idle", self.timeout_keep_alive)
         if self._pending_refusal is not None and not self._owes_answers():
             data, self._pending_refusal = self._pending_refusal, None
             if self.transport is not None and not self.transport.is_closing():

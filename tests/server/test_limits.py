@@ -173,3 +173,61 @@ def test_the_header_timeout_of_a_keep_alive_connection_counts_from_each_new_requ
     assert end - second >= 0.9 and end - start >= 1.6  # 1 s after the second request began
     assert end - second < 5
     still_serves(server)
+
+
+def _answered(sock: socket.socket, request: bytes) -> bytes:
+    """Send ``request`` and read its one answer (the connection stays open)."""
+    send_all(sock, request)
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def _closed_after(sock: socket.socket, limit: float) -> float:
+    """Seconds until the server closed ``sock`` (reads nothing else), at most ``limit``."""
+    start = time.monotonic()
+    sock.settimeout(limit)
+    try:
+        assert sock.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    return time.monotonic() - start
+
+
+def test_the_keep_alive_timeout_counts_from_each_answer(tmp_path) -> None:
+    """KEEP_ALIVE_S: a connection idle after an answer (a direct submission's or an ASGI
+    route's) is closed that long after it; one that sends its next request sooner stays
+    open however long it lives; a head that has begun is timed by the header timeout."""
+    srv = ServerProc(tmp_path, {"PCS_HMAC_KEY": "limits-key-0123456789", "KEEP_ALIVE_S": "1",
+                                "HEADER_TIMEOUT_S": "2.5", "BODY_TIMEOUT_S": "5"})
+    srv.start()
+    try:
+        submit = b"POST /v1/pcs/submit HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+        for request in (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", submit):
+            sock = connect(srv)
+            assert _answered(sock, request).startswith(b"HTTP/1.1 ")
+            idle = _closed_after(sock, 10)
+            sock.close()
+            assert 0.8 <= idle < 4, idle
+        sock = connect(srv)  # busy for 3 s with a request every 0.4 s: never closed
+        start = time.monotonic()
+        while time.monotonic() - start < 3:
+            assert _answered(sock, submit if int(time.monotonic() * 10) % 2 else
+                             b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 ")
+            time.sleep(0.4)
+        # a head begun 0.5 s after the answer: the header timeout (2.5 s) decides, not keep-alive
+        time.sleep(0.5)
+        send_all(sock, b"GET /health HTTP/1.1\r\n")
+        begun = time.monotonic()
+        assert_problem(read_answer(sock), 408, "request-timeout")
+        assert 2.2 <= time.monotonic() - begun < 6
+        sock.close()
+    finally:
+        srv.stop()
+        srv.kill()
