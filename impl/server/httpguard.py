@@ -183,6 +183,20 @@ def transfer_coding_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
     return f"Transfer-Encoding {shown!r} not implemented: only 'chunked' (or Content-Length)"
 
 
+def _direct_length(headers: list, max_body: int) -> bool:
+    """The direct path's body rule: exactly one ``Content-Length`` (1-9 digits) of at most
+    ``max_body`` bytes, and no ``Transfer-Encoding``."""
+    length = None
+    for name, value in headers:
+        if name == b"content-length":
+            if length is not None:
+                return False
+            length = value
+        elif name == b"transfer-encoding":
+            return False
+    return length is not None and 0 < len(length) <= 9 and length.isdigit() and int(length) <= max_body
+
+
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing (the refusal is kept on the protocol)."""
 
@@ -382,16 +396,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if (cycle is not None and not cycle.response_complete) or self.expect_100_continue \
                 or parser.get_method() != b"POST" or parser.should_upgrade():
             return False
-        length = None
-        for name, value in self.headers:
-            if name == b"content-length":
-                if length is not None:
-                    return False
-                length = value
-            elif name == b"transfer-encoding":
-                return False
-        if length is None or not 0 < len(length) <= 9 or not length.isdigit() \
-                or int(length) > self._direct_hook.max_body:
+        if not _direct_length(self.headers, self._direct_hook.max_body):
             return False
         version = parser.get_http_version()
         keep_alive = version != "1.0" and parser.should_keep_alive()
@@ -429,16 +434,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if (app is not self.app or scope["method"] != "POST" or scope["path"] != hook.path
                 or cycle.waiting_for_100_continue):
             return False
-        length = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if length is not None:
-                    return False
-                length = value
-            elif name == b"transfer-encoding":
-                return False
-        return (length is not None and 0 < len(length) <= 9 and length.isdigit()
-                and int(length) <= hook.max_body)
+        return _direct_length(scope["headers"], hook.max_body)
 
     def _run_direct(self, cycle: Any) -> None:
         """(Event loop.) Hand a complete direct request to the application's direct path."""
