@@ -40,6 +40,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..core import textdata
 from ..core.records import frozen_record
 from ..core.tenantid import TENANT_ID_RULE, is_tenant_id
+from ..storage.threads import name_pool_thread
 
 DEFAULT_TTL_S = 14 * 86400.0
 
@@ -167,7 +168,8 @@ class CallDeadline:
             raise ValueError("timeout_s must be a positive number of seconds")
         self.timeout_s = float(timeout_s)
         self._futures = concurrent.futures
-        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=f"{name}-call")
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=f"{name}-call",
+                                                           initializer=name_pool_thread)
         self.timed_out = 0
 
     def call(self, fn, what: str = "store call"):

@@ -34,6 +34,7 @@ import threading
 import time
 
 from ..core import accel
+from ..storage.threads import NamedThread
 from .base import (
     _GOOD_TENANTS,
     DEFAULT_TTL_S,
@@ -542,7 +543,7 @@ class _Checkpointer:
         self._pending = 0  # rows written since the last checkpoint began (a hint: races are harmless)
         self._due = threading.Event()
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="dedup-checkpoint", daemon=True)
+        self._thread = NamedThread(target=self._run, name="dedup-checkpoint", daemon=True)
         self._thread.start()
 
     def wrote(self, n: int) -> None:

@@ -53,6 +53,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..storage.objectstore import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
+from ..storage.threads import NamedThread
 from .base import (
     DEFAULT_TTL_S,
     BatchMixin,
@@ -466,7 +467,7 @@ class DemotionWorker:
         self.last: dict | None = None
         self.error: str | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="flk-demotion", daemon=True)
+        self._thread = NamedThread(target=self._run, name="flk-demotion", daemon=True)
 
     def start(self) -> DemotionWorker:
         self._thread.start()

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 from ..core import textdata
 from ..core.backoff import Backoff
 from ..core.errors import InvalidInput
+from ..storage.threads import NamedThread
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ class AuditWorker:
         self.queue, self.clock = queue, clock
         self._cv = threading.Condition()
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="audit-worker", daemon=True)
+        self._thread = NamedThread(target=self._run, name="audit-worker", daemon=True)
 
     def start(self) -> AuditWorker:
         self._thread.start()

@@ -51,6 +51,7 @@ from typing import Any
 from ..core import textdata
 from ..core.backoff import Backoff
 from ..storage.fs import FileSystem, OsFileSystem
+from ..storage.threads import NamedThread
 
 FORMAT = 1
 KINDS = ("worm_append", "anchor", "reconciliation", "divergence", "quarantine", "auth_failure", "operator_action",
@@ -295,7 +296,7 @@ class SiemForwarder:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="siem-forwarder", daemon=True)
+        self._thread = NamedThread(target=self._run, name="siem-forwarder", daemon=True)
 
     def start(self) -> SiemForwarder:
         self._thread.start()

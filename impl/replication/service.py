@@ -75,6 +75,7 @@ from ..governance.auditworkers import (
 )
 from ..storage.objectstore import ObjectStore, open_object_store
 from ..storage.quarantine import describe_error
+from ..storage.threads import NamedThread
 from .applying import ReplayApplier
 from .divergence import Alert, DivergenceDetector, settle_time, severity_level
 from .reading import Reader, Topology
@@ -297,7 +298,7 @@ class CrrService:
         if self._reads():
             loops.append((f"crr-w{self.worker}", self.read_step))
         for name, step in loops:
-            thread = threading.Thread(target=self._run, args=(step,), name=name, daemon=True)
+            thread = NamedThread(target=self._run, args=(step,), name=name, daemon=True)
             self._threads.append(thread)
             thread.start()
         return self

@@ -64,6 +64,7 @@ from ..core import textdata
 from ..dedup.base import READY_PING_TIMEOUT_S
 from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
 from ..storage.quarantine import Quarantine
+from ..storage.threads import name_pool_thread
 from ..storage.walformat import WalCorruption
 from ..storage.walhealth import WalHealth
 from ..verifier.admission import STATE_CODES, AdmissionSettings, build_admission
@@ -243,7 +244,7 @@ class Server:
         loop = asyncio.get_running_loop()
         for d in (cfg.data_dir, cfg.wal_dir):
             os.makedirs(d, exist_ok=True)
-        self.executor = ThreadPoolExecutor(cfg.store_threads, thread_name_prefix="dedup")
+        self.executor = ThreadPoolExecutor(cfg.store_threads, thread_name_prefix="dedup", initializer=name_pool_thread)
         self.metrics = Metrics(max_tenants=cfg.metrics_max_tenants)
         self.smetrics = ServerMetrics(self.metrics.registry, self.worker)
         # WAL disk use, dedup store call time, estimable KPIs (flk.impl.server.opsmetrics)

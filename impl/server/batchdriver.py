@@ -69,6 +69,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..dedup import StoreUnavailable, answered_part
+from ..storage.threads import NamedThread
 from ..storage.wal import WalError
 from ..verifier.admission import GuardedStore as _GuardedStore
 from ..verifier.batching import BatchFormation
@@ -415,9 +416,9 @@ class BatchDriver:
         """(Event loop, holding ``_qlock``.) Take the due batch and hand it to the batch thread."""
         batch, started = self._dequeue(self.formation.take(self._loop.time()))
         if self._thread is None:
-            self._sync_thread = threading.Thread(target=self._sync_loop, name="submit-sync", daemon=True)
+            self._sync_thread = NamedThread(target=self._sync_loop, name="submit-sync", daemon=True)
             self._sync_thread.start()
-            self._thread = threading.Thread(target=self._serve, name="submit-batch", daemon=True)
+            self._thread = NamedThread(target=self._serve, name="submit-batch", daemon=True)
             self._thread.start()
         self._jobs.put((batch, self._loop, started))
 

@@ -29,6 +29,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from ..storage.threads import NamedThread
+
 POLL_S = 0.05  # how often a worker looks for a scrape request
 WAIT_S = 0.5  # how long the answering worker waits for the others' snapshots
 STALE_S = 60.0  # a snapshot older than this is a worker that is gone
@@ -122,7 +124,7 @@ class WorkerScrape:
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.path(self.worker))  # an earlier process's snapshot is not this one's
         self._seen = self._token()  # a request from before this start is not answered
-        self._thread = threading.Thread(target=self._poll, name=f"metrics-w{self.worker}", daemon=True)
+        self._thread = NamedThread(target=self._poll, name=f"metrics-w{self.worker}", daemon=True)
         self._thread.start()
         return self
 

@@ -13,4 +13,5 @@ Modules:
 * :mod:`.walhealth`       -- when a failed inbox WAL is probed again, and when it counts as dead
 * :mod:`.quarantine`      -- quarantine for records whose processing fails unexpectedly (poison records)
 * :mod:`.objectstore`     -- write-once object stores: memory, directory, S3
+* :mod:`.threads`        -- threads the kernel knows by name (``NamedThread``: ``top -H``, ``flk bench serve``'s CPU split)
 """

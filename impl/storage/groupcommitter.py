@@ -17,6 +17,7 @@ import threading
 import time
 
 from .groupcommit import DEFAULT_MAX_BATCH, Closed, GroupCommit, Release
+from .threads import NamedThread
 from .wal import SegmentedLog
 from .walformat import WalError
 
@@ -49,7 +50,7 @@ class GroupCommitter:
         self._error: BaseException | None = None
         self.syncs = 0  # syncs this committer ran
         log.add_durable_listener(self._durable_advanced)
-        self._thread = threading.Thread(target=self._run, name="wal-group-commit", daemon=True)
+        self._thread = NamedThread(target=self._run, name="wal-group-commit", daemon=True)
         self._thread.start()
 
     # -- producer side ------------------------------------------------------------

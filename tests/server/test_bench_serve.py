@@ -40,6 +40,10 @@ def test_bench_serve_quick_prints_figures() -> None:
         assert 0.0 <= fig[f"{who}_cpu_idle_fraction"] < 1.0
         assert fig[f"{who}_runqueue_wait_us_per_req"] >= 0
     assert fig["sqlite_other_threads_cpu_us_per_req"] > 0  # the batch driver's threads verify and store
+    # and by the threads' kernel names: the event loops, the batch thread (flk.impl.storage.threads)
+    threads = fig["sqlite_thread_cpu_us_per_req"]
+    assert threads["main"] > 0 and threads["submit-batch"] > 0, threads
+    assert "submit-batch" not in fig["bare_realistic_thread_cpu_us_per_req"]  # the bare handler has none
     assert fig["bare_realistic_other_threads_cpu_us_per_req"] < fig["sqlite_other_threads_cpu_us_per_req"]
     # realistic bodies carry the optional fields flk agent build and the submit client add
     assert fig["body_bytes_realistic"] > fig["body_bytes_minimal"]

@@ -33,7 +33,10 @@ request (the whole process tree, from /proc) -- less sensitive to the load
 than throughput -- split into the processes' main threads (``<label>_main_thread_cpu_us_per_req``:
 the event loops -- HTTP, the submit route, the answers) and their other threads
 (``<label>_other_threads_cpu_us_per_req``: the batch driver's threads, the store's
-executor), and its context switches per request (thread hand-offs and
+executor) -- and by thread name (``<label>_thread_cpu_us_per_req``: ``main``,
+``submit-batch``, ``submit-sync``, ``dedup-checkpoin``, ``metrics-w0``, ...: the kernel's
+names of the server's threads, :class:`flk.impl.storage.threads.NamedThread`) --
+and its context switches per request (thread hand-offs and
 GIL hand-overs show there). Two figures say which way a turn waited:
 ``<label>_cpu_idle_fraction``, the share of the machine's CPU time nobody used
 during it (``/proc/stat``: a closed loop that leaves cores idle is bound by its
@@ -311,6 +314,32 @@ def _tree_thread_cpu_s(pid: int) -> tuple[float, float]:
     return main, other
 
 
+def _tree_thread_cpu_by_name(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of every thread of ``pid`` and its descendants,
+    summed by the thread's kernel name (``comm``: :class:`flk.impl.storage.threads.NamedThread`
+    gives the server's threads theirs -- ``submit-batch``, ``submit-sync``, ``dedup-checkpoin``
+    (15 bytes), ``metrics-w0``, ...); each process's main thread counts as ``main``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for p, t, text in _task_files(pid, "stat"):
+        head, _, rest = text.rpartition(")")
+        fields = rest.split()
+        name = "main" if t == str(p) else head.partition("(")[2]
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _per_request_by_name(before: list[dict[str, float]], after: list[dict[str, float]], requests: int) -> dict:
+    """Microseconds of CPU per request of each thread name between two readings of
+    :func:`_tree_thread_cpu_by_name` (one per server process, in the same order); a name
+    that used none is left out."""
+    total: dict[str, float] = {}
+    for then, now in zip(before, after, strict=True):
+        for name, cpu in now.items():
+            total[name] = total.get(name, 0.0) + cpu - then.get(name, 0.0)
+    return {name: round(cpu * 1e6 / max(1, requests), 1) for name, cpu in sorted(total.items()) if cpu > 0}
+
+
 def _tree_runqueue_wait_s(pid: int) -> float:
     """Seconds every thread of ``pid`` and its descendants spent runnable but waiting for a
     CPU so far (``/proc/<process>/task/<thread>/schedstat``, its second field): the cores
@@ -372,6 +401,7 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
     server ``pids``: their CPU, context switches and fsyncs during the run."""
     cpu0 = sum(_tree_cpu_s(p) for p in pids)
     split0 = [_tree_thread_cpu_s(p) for p in pids]
+    named0 = [_tree_thread_cpu_by_name(p) for p in pids]
     switches0 = sum(_tree_switches(p) for p in pids)
     runq0 = sum(_tree_runqueue_wait_s(p) for p in pids)
     idle0 = _cpu_idle_ticks()
@@ -412,6 +442,8 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
         split = [_tree_thread_cpu_s(p) for p in pids]
         for i, key in enumerate(("main_thread_cpu_us_per_req", "other_threads_cpu_us_per_req")):
             r[key] = sum(now[i] - then[i] for now, then in zip(split, split0, strict=True)) * 1e6 / max(1, r["requests"])
+        r["thread_cpu_us_per_req"] = _per_request_by_name(named0, [_tree_thread_cpu_by_name(p) for p in pids],
+                                                          r["requests"])
         if n_fsync is not None:
             r["fsyncs_per_s"] = n_fsync / (r["duration_us"] / 1e6)
             if n_fsync:
@@ -645,6 +677,9 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
         # the CPU per request split: the processes' main threads (event loops) and their other threads
         f"{prefix}_main_thread_cpu_us_per_req": round(_median(rs, "main_thread_cpu_us_per_req"), 1),
         f"{prefix}_other_threads_cpu_us_per_req": round(_median(rs, "other_threads_cpu_us_per_req"), 1),
+        # and by thread name (the kernel's, see _tree_thread_cpu_by_name): which thread the rest is
+        **({f"{prefix}_thread_cpu_us_per_req": _thread_summary(rs)}
+           if all("thread_cpu_us_per_req" in r for r in rs) else {}),
         **({f"{prefix}_fsyncs_per_s": round(_median(rs, "fsyncs_per_s"), 1)}
            if all("fsyncs_per_s" in r for r in rs) else {}),
         **({f"{prefix}_requests_per_fsync": round(_median(rs, "requests_per_fsync"), 2)}
@@ -657,6 +692,14 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
         **({f"{prefix}_runs_smallest_worker_share": [r["stages"]["smallest_worker_share"] for r in rs]}
            if all("smallest_worker_share" in r.get("stages", {}) for r in rs) else {}),
     }
+
+
+def _thread_summary(rs: list[dict]) -> dict[str, float]:
+    """Median over runs of each thread name's CPU microseconds per request (0 in a run where
+    the name used none)."""
+    names = sorted({name for r in rs for name in r["thread_cpu_us_per_req"]})
+    return {name: round(statistics.median(r["thread_cpu_us_per_req"].get(name, 0.0) for r in rs), 1)
+            for name in names}
 
 
 def _stage_summary(rs: list[dict]) -> dict:
