@@ -12,7 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flk.impl.lab.bench.serve import _per_request_by_name, _tree_thread_cpu_by_name
+from flk.impl.lab.bench.serve import (
+    _cpu_by_name_between,
+    _per_request_by_name,
+    _tree_thread_cpu_by_name,
+)
 from flk.impl.storage import threads as named
 from flk.impl.storage.threads import COMM_BYTES, NamedThread, os_name
 
@@ -117,7 +121,7 @@ def test_the_bench_splits_a_process_trees_cpu_by_thread_name() -> None:
     stop.set()
     t.join(10)
     assert "main" in before and after.get("bench-spin", 0.0) > 0.1  # a spinning thread shows by its name
-    split = _per_request_by_name([before], [after], 1000)
+    split = _per_request_by_name(_cpu_by_name_between([before], [after]), 1000)
     assert split["bench-spin"] == pytest.approx(after["bench-spin"] * 1e6 / 1000, abs=0.1)
     assert all(v > 0 for v in split.values())  # a name that used no CPU is left out
 
@@ -125,7 +129,8 @@ def test_the_bench_splits_a_process_trees_cpu_by_thread_name() -> None:
 def test_the_per_request_split_adds_up_over_processes_and_leaves_idle_names_out() -> None:
     before = [{"main": 1.0, "submit-batch": 2.0, "idle": 0.5}, {"main": 1.0, "submit-batch": 1.0}]
     after = [{"main": 1.5, "submit-batch": 2.5, "idle": 0.5}, {"main": 1.25, "submit-batch": 1.5, "new": 0.25}]
-    assert _per_request_by_name(before, after, 10_000) == {"main": 75.0, "new": 25.0, "submit-batch": 100.0}
+    assert _per_request_by_name(_cpu_by_name_between(before, after), 10_000) == {
+        "main": 75.0, "new": 25.0, "submit-batch": 100.0}
 
 
 @needs_comm

@@ -298,27 +298,12 @@ def _task_files(pid: int, name: str):
                 continue
 
 
-def _tree_thread_cpu_s(pid: int) -> tuple[float, float]:
-    """CPU seconds (user + system) so far of ``pid`` and its descendants, split into their
-    main threads (a server worker's event loop: HTTP, the submit route, answers) and every
-    other thread (the batch driver's batch and sync threads, the store's executor)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    main = other = 0.0
-    for p, t, text in _task_files(pid, "stat"):
-        rest = text.rsplit(")", 1)[1].split()
-        cpu = (int(rest[11]) + int(rest[12])) / tick
-        if t == str(p):
-            main += cpu
-        else:
-            other += cpu
-    return main, other
-
-
 def _tree_thread_cpu_by_name(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) so far of every thread of ``pid`` and its descendants,
     summed by the thread's kernel name (``comm``: :class:`flk.impl.storage.threads.NamedThread`
     gives the server's threads theirs -- ``submit-batch``, ``submit-sync``, ``dedup-checkpoin``
-    (15 bytes), ``metrics-w0``, ...); each process's main thread counts as ``main``."""
+    (15 bytes), ``metrics-w0``, ...); each process's main thread (a server worker's event loop:
+    HTTP, the submit route, answers) counts as ``main``, every other thread is the rest."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for p, t, text in _task_files(pid, "stat"):
@@ -329,14 +314,19 @@ def _tree_thread_cpu_by_name(pid: int) -> dict[str, float]:
     return out
 
 
-def _per_request_by_name(before: list[dict[str, float]], after: list[dict[str, float]], requests: int) -> dict:
-    """Microseconds of CPU per request of each thread name between two readings of
-    :func:`_tree_thread_cpu_by_name` (one per server process, in the same order); a name
-    that used none is left out."""
+def _cpu_by_name_between(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, float]:
+    """CPU seconds of each thread name between two readings of :func:`_tree_thread_cpu_by_name`
+    (one per server process, in the same order), summed over the processes."""
     total: dict[str, float] = {}
     for then, now in zip(before, after, strict=True):
         for name, cpu in now.items():
             total[name] = total.get(name, 0.0) + cpu - then.get(name, 0.0)
+    return total
+
+
+def _per_request_by_name(total: dict[str, float], requests: int) -> dict:
+    """Microseconds of CPU per request of each thread name (:func:`_cpu_by_name_between`);
+    a name that used none is left out."""
     return {name: round(cpu * 1e6 / max(1, requests), 1) for name, cpu in sorted(total.items()) if cpu > 0}
 
 
@@ -400,7 +390,6 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
     """``wrk`` against every ``(port, body offset)`` at once (``connections`` each); with
     server ``pids``: their CPU, context switches and fsyncs during the run."""
     cpu0 = sum(_tree_cpu_s(p) for p in pids)
-    split0 = [_tree_thread_cpu_s(p) for p in pids]
     named0 = [_tree_thread_cpu_by_name(p) for p in pids]
     switches0 = sum(_tree_switches(p) for p in pids)
     runq0 = sum(_tree_runqueue_wait_s(p) for p in pids)
@@ -439,11 +428,12 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
         # time the server's threads were ready to run but every core was taken (wrk, each other)
         r["runqueue_wait_us_per_req"] = ((sum(_tree_runqueue_wait_s(p) for p in pids) - runq0) * 1e6
                                          / max(1, r["requests"]))
-        split = [_tree_thread_cpu_s(p) for p in pids]
-        for i, key in enumerate(("main_thread_cpu_us_per_req", "other_threads_cpu_us_per_req")):
-            r[key] = sum(now[i] - then[i] for now, then in zip(split, split0, strict=True)) * 1e6 / max(1, r["requests"])
-        r["thread_cpu_us_per_req"] = _per_request_by_name(named0, [_tree_thread_cpu_by_name(p) for p in pids],
-                                                          r["requests"])
+        named = _cpu_by_name_between(named0, [_tree_thread_cpu_by_name(p) for p in pids])
+        per_req = 1e6 / max(1, r["requests"])
+        main = named.get("main", 0.0)
+        r["main_thread_cpu_us_per_req"] = main * per_req
+        r["other_threads_cpu_us_per_req"] = (sum(named.values()) - main) * per_req
+        r["thread_cpu_us_per_req"] = _per_request_by_name(named, r["requests"])
         if n_fsync is not None:
             r["fsyncs_per_s"] = n_fsync / (r["duration_us"] / 1e6)
             if n_fsync:
