@@ -260,25 +260,36 @@ class StageTimes:
     * ``finish`` -- steps 2-8 (:func:`flk.impl.verifier.core.finish_batch`: verify, store);
     * ``answer`` -- the answers' hand-off to the event loop until it set the futures.
 
+    Of ``sync``, ``sync_wal`` is the part inside the covering ``wal.sync()`` call (the buffer's
+    write and the fsync: the disk's latency under this load, beside the idle disk's of ``flk
+    bench serve``'s probe); the rest is the wait for the sync thread or a core. ``wal_syncs``
+    and ``wal_sync_s`` count the calls and their summed duration (per call, not per request).
+
     ``answer`` is written on the event loop; ``wait`` and ``requests`` on the event loop
     and on the batch thread, always under the queue's lock; the rest on the batch thread.
     How many batches started is the formation's
     count (:attr:`flk.impl.verifier.batching.BatchFormation.batches`), read, not kept twice."""
 
-    __slots__ = ("formation", "requests", *STAGES)
+    __slots__ = ("formation", "requests", *STAGES, "sync_wal", "wal_syncs", "wal_sync_s")
 
     def __init__(self, formation: BatchFormation) -> None:
         self.formation = formation
         self.requests = 0
         for name in STAGES:
             setattr(self, name, 0.0)
+        self.sync_wal = 0.0
+        self.wal_syncs = 0
+        self.wal_sync_s = 0.0
 
     def as_dict(self) -> dict:
-        """Totals and the mean microseconds per request of each stage."""
+        """Totals, the mean microseconds per request of each stage (``sync_wal_us``: the part
+        of ``sync_us`` inside ``wal.sync()``), and the mean ``wal.sync()`` call (``wal_sync_call_us``)."""
         n, batches = max(1, self.requests), self.formation.batches
         return {"requests": self.requests, "batches": batches,
                 "mean_batch": round(self.requests / max(1, batches), 2),
-                **{f"{name}_us": round(getattr(self, name) * 1e6 / n, 1) for name in STAGES}}
+                **{f"{name}_us": round(getattr(self, name) * 1e6 / n, 1) for name in STAGES},
+                "sync_wal_us": round(self.sync_wal * 1e6 / n, 1), "wal_syncs": self.wal_syncs,
+                "wal_sync_call_us": round(self.wal_sync_s * 1e6 / max(1, self.wal_syncs), 1)}
 
 
 class BatchDriver:
@@ -433,8 +444,8 @@ class BatchDriver:
                 stopping = True
             elif job is _WAKE:
                 pass
-            elif job[0] == "synced":  # the sync thread's ("synced", count, error)
-                self._synced(*job[1:])
+            elif job[0] == "synced":  # the sync thread's ("synced", count, (error, seconds))
+                self._synced(job[1], *job[2])
             else:  # a new batch: (batch, loop, started)
                 self._parked.append(job)
             self._append_parked()
@@ -507,20 +518,22 @@ class BatchDriver:
         inline = self.formation.depth == 1 and not self._appended  # nothing to overlap the fsync with
         self._appended.append(_InFlight(batch, loop, core, first, appended))
         if inline:  # the sync thread's step on this thread: two thread hand-offs fewer per batch
-            self._synced(1, self._sync())
+            self._synced(1, *self._sync())
             return
         with self._sync_cond:
             self._unsynced += 1
             self._sync_cond.notify()
 
-    def _synced(self, count: int, error: BaseException | None) -> None:
+    def _synced(self, count: int, error: BaseException | None, took: float = 0.0) -> None:
         """(Batch thread.) The ``count`` oldest appended batches were covered by a sync
-        (``error``: it failed): finish them in WAL order."""
+        (``error``: it failed; ``took``: the seconds of its ``wal.sync()`` call): finish them in
+        WAL order."""
         stages = self.stages
         for _ in range(count):
             job = self._appended.popleft()
             n, t0 = len(job.batch), _clock()
             stages.sync += (t0 - job.appended) * n
+            stages.sync_wal += took * n
             try:
                 try:
                     responses = finish_batch(job.core, job.first, self.store, self.wal, error is None)
@@ -569,16 +582,22 @@ class BatchDriver:
                 count, self._unsynced = self._unsynced, 0
             self._jobs.put(("synced", count, self._sync()))  # covers every batch counted above
 
-    def _sync(self) -> BaseException | None:
+    def _sync(self) -> tuple[BaseException | None, float]:
         """(Sync thread, or the batch thread at depth 1.) One ``wal.sync()``: it covers every
-        batch appended before this call; its failure (every batch it covered gets the WAL's 503)."""
+        batch appended before this call; its failure (every batch it covered gets the WAL's
+        503), and how long the call took (counted in :attr:`stages`)."""
         error: BaseException | None = None
+        t0 = _clock()
         try:
             self.wal.sync()
         except BaseException as exc:  # noqa: BLE001 -- every batch it covered gets the WAL's 503
             error = exc
+        took = _clock() - t0
         self.syncs += 1
-        return error
+        stages = self.stages
+        stages.wal_syncs += 1
+        stages.wal_sync_s += took
+        return error, took
 
     def _done(self, batch: list, responses: list, error: BaseException | None, sent: float) -> None:
         """(Event loop.) Answer a batch; the next one starts if it is due. A future of

@@ -32,6 +32,7 @@ ALLOWED = frozenset({
     "logger",
     # the batch driver's stage times at stop (flk.impl.server.batchdriver.StageTimes.as_dict)
     "requests", "batches", "mean_batch", "wait_us", "handoff_us", "append_us", "sync_us", "finish_us", "answer_us",
+    "sync_wal_us", "wal_syncs", "wal_sync_call_us",
     # the dedup store failing and answering again (flk.impl.server.batchdriver.GuardedStore)
     "down_s", "failed_requests", "refused_requests", "breaker_opens",
     # a reload of the tenants file (flk.impl.server.reload): this worker's count of them

@@ -30,8 +30,31 @@ def test_stage_times_attribute_the_formation_delay_to_wait_and_a_slow_fsync_to_s
     assert stages["requests"] == 12 and stages["batches"] == 1 and stages["mean_batch"] == 12
     assert stages["wait_us"] >= 40_000  # the 80 ms delay of the batch's oldest request (all arrived at once)
     assert 18_000 <= stages["sync_us"] < stages["wait_us"]  # the slowed fsync, not the delay
+    # of the sync stage, the part inside wal.sync(): the slowed call, per request and per call
+    assert 18_000 <= stages["sync_wal_us"] <= stages["sync_us"]
+    assert stages["wal_syncs"] == 1 and 18_000 <= stages["wal_sync_call_us"] <= stages["sync_us"]
     assert stages["append_us"] < 18_000 and stages["finish_us"] < 18_000
     assert all(stages[f"{name}_us"] >= 0 for name in STAGES)
+
+
+def test_at_depth_2_the_sync_threads_call_is_counted_for_every_batch_it_covered(tmp_path) -> None:
+    # depth 2: the sync thread runs wal.sync() and passes its duration back with the batches it covered
+    driver, srv, _ = make(tmp_path, delay_s=0.0)
+    driver.formation.depth = 2
+    real = srv.wal.sync
+
+    def slow_sync():
+        time.sleep(0.015)
+        return real()
+
+    srv.wal.sync = slow_sync
+    got = run_all(driver, [(body(i), "ta") for i in range(20)])
+    assert all(r.status == 200 for r in got)
+    stages = driver.stages.as_dict()
+    assert stages["requests"] == 20 and stages["wal_syncs"] == driver.syncs >= 1
+    assert 13_000 <= stages["wal_sync_call_us"]  # each call the slowed one
+    # every request was covered by one slowed call: its part of the sync stage is at least that
+    assert 13_000 <= stages["sync_wal_us"] <= stages["sync_us"]
 
 
 def test_bench_combines_the_workers_stage_lines_weighted_by_requests(tmp_path) -> None:
@@ -46,3 +69,18 @@ def test_bench_combines_the_workers_stage_lines_weighted_by_requests(tmp_path) -
     assert "smallest_worker_share" not in _stages(paths[:1])  # one worker: no split to report
     (tmp_path / "none.log").write_text("{}\n")
     assert _stages([str(tmp_path / "none.log")]) == {}
+
+
+def test_the_stop_log_keeps_every_stage_field(tmp_path) -> None:
+    # the server's JSON log drops fields outside its allow-list: submit_stages would lose a stage
+    import io
+
+    from flk.impl.server.logs import JsonLogger
+
+    driver, _, _ = make(tmp_path)
+    driver.close()
+    fields = driver.stages.as_dict()
+    out = io.StringIO()
+    JsonLogger(out).info("submit_stages", **fields)
+    logged = json.loads(out.getvalue())
+    assert {k: logged.get(k) for k in fields} == fields

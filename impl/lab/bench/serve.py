@@ -89,9 +89,11 @@ Where a request's time goes (``<label>_stage_us``): each worker's batch driver l
 :class:`flk.impl.server.batchdriver.StageTimes` at stop (``submit_stages``: warm-up
 included); the bench reports their request-weighted mean microseconds per request of
 ``wait`` (queued until its batch started: the group delay, or a batch running ahead),
-``handoff``, ``append`` (step 1 + WAL append), ``sync`` (until a covering fsync ended),
-``finish`` (steps 2-8: verify, dedup store), ``answer`` (back to the event loop), the
-mean batch, and ``outside_driver_us`` = the closed loop's mean latency (connections /
+``handoff``, ``append`` (step 1 + WAL append), ``sync`` (until a covering fsync ended;
+``sync_wal_us`` is its part inside the WAL's sync call, and ``wal_sync_call_us`` that
+call's mean -- the inbox WAL's fsync under the run's load, beside ``fsync_prealloc_ms_p50``
+of the idle disk), ``finish`` (steps 2-8: verify, dedup store), ``answer`` (back to the
+event loop), the mean batch, and ``outside_driver_us`` = the closed loop's mean latency (connections /
 req/s) minus those stages: HTTP parsing and writing, the event loop, wrk. With several
 workers, ``smallest_worker_share`` (and per run ``<label>_runs_smallest_worker_share``) is
 the smallest worker's share of the requests: 0.5 is an even split of 2 workers. Each
@@ -708,8 +710,9 @@ def _stage_summary(rs: list[dict]) -> dict:
     out = {k: round(statistics.median(r["stages"][k] for r in rs), 1) for k in rs[0]["stages"]}
     mean_latency_us = statistics.median(r.get("connections", CONNECTIONS) * 1e6 / max(r["rps"], 1e-9) for r in rs)
     out["mean_latency_us"] = round(mean_latency_us, 1)
-    out["outside_driver_us"] = round(mean_latency_us - sum(v for k, v in out.items()
-                                                          if k.endswith("_us") and k != "mean_latency_us"), 1)
+    from ...server.batchdriver import STAGES  # the stages only: sync_wal_us is a part of sync_us
+
+    out["outside_driver_us"] = round(mean_latency_us - sum(out.get(f"{name}_us", 0.0) for name in STAGES), 1)
     return out
 
 

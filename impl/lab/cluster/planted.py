@@ -77,7 +77,7 @@ def plant_racy_dedup(window_s: float) -> None:
         init(self, *args, **kwargs)
         self.formation.depth = DEPTH
 
-    def overlapping_synced(self, count, error):
+    def overlapping_synced(self, count, error, took=0.0):
         for _ in range(count):
             job = self._appended.popleft()
 
