@@ -22,5 +22,6 @@ Modules:
 * :mod:`.operatorroutes` -- the operator's routes: observe a shard migration, carry out a controller action
 * :mod:`.opsmetrics`   -- the alert rules' extra series: WAL disk use, store call time, estimable KPIs
 * :mod:`.workermetrics` -- /metrics of several workers: every worker's series, labelled ``worker``
-* :mod:`.supervisor`   -- WORKERS=N processes on one socket, replaced when they die; SIGHUP passed to each
+* :mod:`.supervisor`   -- WORKERS=N processes on one socket, replaced when they die; SIGHUP passed to each;
+  each worker pinned to a core of its own when they cover the cores (WORKER_CPU_AFFINITY)
 """

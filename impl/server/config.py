@@ -59,6 +59,7 @@ from ..storage.checkpoint import (
 from ..storage.wal import DEFAULT_PREALLOCATE
 from ..verifier.admission import AdmissionSettings
 from ..verifier.tenants import tenants_setting_entries
+from .supervisor import CPU_AFFINITY_MODES
 
 _ADMISSION = AdmissionSettings()  # the admission defaults have one owner
 
@@ -404,6 +405,10 @@ SETTINGS: tuple[Setting, ...] = (
       "socket and the kernel spreads new connections over them by address hash; false: the workers share one "
       "listening socket (whichever accepts first takes a burst of connections, but connections still queued at a "
       "worker that dies stay for the others)"),
+    S("WORKER_CPU_AFFINITY", choice(*CPU_AFFINITY_MODES), "auto", "where the workers run: `auto` pins worker i "
+      "(and its threads) to the i-th core this process may use when there are at least as many workers as such "
+      "cores (round robin beyond), so a worker's event loop and batch thread hand batches over on one core; `on` "
+      "pins round robin with any worker count (a dedicated host); `off` never pins; one worker is never pinned"),
     S("DATA_DIR", text, "data", "data directory (WAL, SQLite store, HMAC key file, replication state)"),
     S("WAL_DIR", text, _in_data_dir("wal"), "inbox WAL directory (one sub-directory per worker)"),
     S("WAL_CHECKPOINT_RECORDS", integer(1, 1_000_000_000), DEFAULT_EVERY_RECORDS, "a running WAL checkpoint every this many "
@@ -564,6 +569,7 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1  # load_config: the core count unless given
     reuse_port: bool = True
+    worker_cpu_affinity: str = "auto"  # flk.impl.server.supervisor.worker_cpus
     data_dir: str = "data"
     wal_dir: str = ""  # default: DATA_DIR/wal
     wal_checkpoint_records: int = DEFAULT_EVERY_RECORDS
@@ -702,6 +708,7 @@ class ServerConfig:
             "port": self.port,
             "workers": self.workers,
             "reuse_port": self.reuse_port,
+            "worker_cpu_affinity": self.worker_cpu_affinity,
             "data_dir": os.path.abspath(self.data_dir),
             "wal_dir": os.path.abspath(self.wal_dir),
             "dedup_backend": self.dedup_backend,

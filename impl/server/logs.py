@@ -24,7 +24,7 @@ ALLOWED = frozenset({
     "event", "worker", "pid", "method", "path", "status", "problem", "tenant", "pcs_id",
     "request_id", "latency_ms", "bytes", "host", "port", "workers", "data_dir", "wal_dir",
     "dedup_backend", "store", "sign_alg", "multi_tenant", "tenants", "region_id", "policy_file",
-    "metrics_auth", "max_body_bytes", "key_file", "reuse_port", "listeners", "note", "replayed", "records", "stored",
+    "metrics_auth", "max_body_bytes", "key_file", "reuse_port", "worker_cpu_affinity", "listeners", "note", "replayed", "records", "stored",
     "errors", "exit_code", "signal", "reason", "state", "limit", "inflight", "detail", "field",
     # replication: the failure text, divergence figures, the rejected stream
     "error", "severity", "peer", "count_divergence", "sample_mismatch", "open_conflicts", "stream", "segment",
@@ -37,6 +37,8 @@ ALLOWED = frozenset({
     "down_s", "failed_requests", "refused_requests", "breaker_opens",
     # a reload of the tenants file (flk.impl.server.reload): this worker's count of them
     "generation",
+    # the cores a worker runs on (flk.impl.server.supervisor.worker_cpus)
+    "cpus",
 })
 _MAX_STR = 200
 

@@ -34,6 +34,26 @@ supervisor's own process (no extra process to kill or to wait for).
 
 A worker that fails during startup (exit code 3: e.g. a corrupt WAL it refuses
 to skip) is not restarted in a loop: the supervisor stops and exits 1.
+
+Where the workers run (``WORKER_CPU_AFFINITY``, :func:`worker_cpus`): a worker is
+two busy threads -- the event loop and the submit batch thread -- that hand every
+batch to each other and take turns at one GIL. Left to the scheduler they wander
+between cores, and each hand-off wakes the other thread on another core. With
+``auto`` (the default), when the workers are at least as many as the cores this
+process may use (the default worker count is that core count), worker ``i`` and
+every thread it starts run on the ``i``-th of those cores (round robin beyond);
+fewer workers than cores are not pinned, so several servers on one host never
+pile onto the first cores. ``on`` pins round robin with any worker count (a
+dedicated host), ``off`` never. Measured on a 2-core machine (2 workers, 32
+connections, realistic bodies, 4 interleaved rounds of the server pinned and
+unpinned, an unpinned bare Starlette between them): 26,998 vs 19,642 req/s
+median (0.802 vs 0.595 of bare Starlette), the batch driver's hand-off stage
+39-48 vs 100-123 us per request, CPU per request unchanged (the gain is the
+closed loop's latency); 4 workers on 2 cores 0.59 vs 0.44; at 128 connections
+0.835 vs 0.686. Bare Starlette on this supervisor gains about 5 % from it
+(34,489 vs 32,927, 4 rounds), and ``flk bench serve`` runs it so. A restarted
+worker ``i`` runs where worker ``i`` ran. One worker is never pinned (its
+threads may use every core).
 """
 
 from __future__ import annotations
@@ -55,6 +75,58 @@ STARTUP_FAILURE = 3
 
 
 BACKLOG = 2048
+
+
+#: ``WORKER_CPU_AFFINITY``'s values (:func:`worker_cpus`)
+CPU_AFFINITY_MODES = ("auto", "on", "off")
+
+
+def allowed_cpus() -> list[int]:
+    """The cores this process may run on (empty where the platform cannot say)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return []
+
+
+def worker_cpus(workers: int, allowed: Any, mode: str = "auto") -> list[frozenset[int] | None]:
+    """The cores of each of ``workers`` workers (None: not pinned) over the cores
+    ``allowed``: with ``mode`` ``on``, or ``auto`` and at least as many workers as cores,
+    worker ``i`` runs on the ``i``-th core in order (round robin beyond); one worker, fewer
+    than two cores, ``off``, or ``auto`` with fewer workers than cores: none is pinned."""
+    if mode not in CPU_AFFINITY_MODES:
+        raise ValueError(f"cpu affinity mode must be one of {', '.join(CPU_AFFINITY_MODES)}")
+    cpus = sorted(set(allowed))
+    if workers < 2 or len(cpus) < 2 or mode == "off" or (mode == "auto" and workers < len(cpus)):
+        return [None] * max(0, workers)
+    return [frozenset({cpus[i % len(cpus)]}) for i in range(workers)]
+
+
+def pin_process(cpus: frozenset[int]) -> str | None:
+    """Run every thread of this process on ``cpus`` (threads it starts later inherit it
+    from the one that starts them). None when done, else why not (the process then runs
+    where it did): the platform has no affinity call, or the kernel refused."""
+    try:
+        os.sched_setaffinity(0, cpus)  # this thread first: the one that starts the others
+        try:
+            tids = [int(t) for t in os.listdir("/proc/self/task")]
+        except OSError:
+            tids = []
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except ProcessLookupError:  # the thread ended meanwhile
+                pass
+    except AttributeError:  # pragma: no cover - not Linux
+        return "no sched_setaffinity on this platform"
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def cpu_list(cpus: frozenset[int] | None) -> str:
+    """``cpus`` as the kernel writes a CPU list (``0``, ``0,2``); ``""`` for None."""
+    return "" if cpus is None else ",".join(str(c) for c in sorted(cpus))
 
 
 def reuse_port_supported() -> bool:
@@ -237,12 +309,18 @@ def _die_with_parent() -> None:
 
 
 def _child(factory_path: str, factory_args: tuple, index: int, sock: socket.socket, drain_timeout_s: float,
-           listening: Any) -> None:
+           listening: Any, cpus: frozenset[int] | None = None) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the started app handles it (run_worker)
     _die_with_parent()
     parent = multiprocessing.parent_process()
     if parent is not None and os.getppid() != parent.pid:  # the supervisor died before prctl took effect
         sys.exit(1)
+    if cpus is not None:  # before the application starts a thread: they all inherit it
+        refused = pin_process(cpus)
+        if refused is not None:  # served unpinned: said once, on the workers' log stream
+            print(json.dumps({"ts": time.time(), "level": "warning", "event": "worker_cpu_affinity_failed",
+                              "worker": index, "reason": refused[:200]}, separators=(",", ":")),
+                  file=sys.stderr, flush=True)
     sys.exit(run_worker(factory_path, factory_args, index, sock, drain_timeout_s, listening))
 
 
@@ -254,12 +332,15 @@ def serve_app_factory(
     drain_timeout_s: float = 10.0,
     log=None,
     on_listening: Callable[[], None] | None = None,
+    cpu_affinity: str = "auto",
 ) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code. ``on_listening()`` runs
-    once every worker listens (at once when ``sock`` listens for them all)."""
+    once every worker listens (at once when ``sock`` listens for them all);
+    ``cpu_affinity``: where the workers run (:func:`worker_cpus`)."""
     announce = on_listening or (lambda: None)
     if workers == 1:
         return _serve_in_process(factory_path, factory_args, sock, drain_timeout_s, log, announce)
+    cpus = worker_cpus(workers, allowed_cpus(), cpu_affinity)
     ctx = multiprocessing.get_context("spawn")
     procs: dict[int, Any] = {}
     events: dict[int, Any] = {}  # each worker's "listening" event (kept: its process unpickles it)
@@ -269,12 +350,13 @@ def serve_app_factory(
 
     def start(i: int) -> None:
         listening = ctx.Event()
-        p = ctx.Process(target=_child, args=(factory_path, factory_args, i, sock, drain_timeout_s, listening),
+        p = ctx.Process(target=_child, args=(factory_path, factory_args, i, sock, drain_timeout_s, listening,
+                                             cpus[i]),
                         name=f"flk-worker-{i}", daemon=False)
         p.start()
         procs[i], events[i] = p, listening
         if log:
-            log.info("worker_started", detail=f"worker-{i}", pid=p.pid)
+            log.info("worker_started", detail=f"worker-{i}", pid=p.pid, cpus=cpu_list(cpus[i]) or "any")
 
     def on_signal(signum, _frame) -> None:
         stopping["flag"] = True

@@ -204,7 +204,7 @@ def test_inv_fww_two_batches_in_flight_with_one_key_the_earlier_record_wins(tmp_
 class NewestFirst(BatchDriver):
     """Planted bug: synced batches are finished newest first (not in WAL order)."""
 
-    def _synced(self, count, error):
+    def _synced(self, count, error, took=0.0):
         from flk.impl.verifier.core import finish_batch
 
         for _ in range(count):

@@ -12,21 +12,27 @@ from flk.impl.server.batchdriver import STAGES
 from .test_batchdriver import body, make, run_all
 
 
+def _stages_with_slow_sync(tmp_path, n: int, delay_s: float, sync_s: float, depth: int = 1) -> dict:
+    """The stage times of ``n`` requests through a driver whose every ``wal.sync()`` takes ``sync_s`` more."""
+    driver, srv, _ = make(tmp_path, delay_s=delay_s)
+    driver.formation.depth = depth
+    real = srv.wal.sync
+
+    def slow_sync():
+        time.sleep(sync_s)
+        return real()
+
+    srv.wal.sync = slow_sync
+    got = run_all(driver, [(body(i), "ta") for i in range(n)])
+    assert all(r.status == 200 for r in got)
+    return {**driver.stages.as_dict(), "syncs": driver.syncs}
+
+
 def test_stage_times_attribute_the_formation_delay_to_wait_and_a_slow_fsync_to_sync(tmp_path) -> None:
     # the formation's deadline counts from the loop's clock read on entry to submit, a request's
     # wait from the stage clock read a few lines later: a preemption between the two (seen: 6 ms
     # on a loaded 2-core machine) shortens the recorded wait, so the delay leaves 40 ms for that
-    driver, srv, _ = make(tmp_path, delay_s=0.080)
-    real = srv.wal.sync
-
-    def slow_sync():
-        time.sleep(0.020)
-        return real()
-
-    srv.wal.sync = slow_sync
-    got = run_all(driver, [(body(i), "ta") for i in range(12)])
-    assert all(r.status == 200 for r in got)
-    stages = driver.stages.as_dict()
+    stages = _stages_with_slow_sync(tmp_path, 12, delay_s=0.080, sync_s=0.020)
     assert stages["requests"] == 12 and stages["batches"] == 1 and stages["mean_batch"] == 12
     assert stages["wait_us"] >= 40_000  # the 80 ms delay of the batch's oldest request (all arrived at once)
     assert 18_000 <= stages["sync_us"] < stages["wait_us"]  # the slowed fsync, not the delay
@@ -39,19 +45,8 @@ def test_stage_times_attribute_the_formation_delay_to_wait_and_a_slow_fsync_to_s
 
 def test_at_depth_2_the_sync_threads_call_is_counted_for_every_batch_it_covered(tmp_path) -> None:
     # depth 2: the sync thread runs wal.sync() and passes its duration back with the batches it covered
-    driver, srv, _ = make(tmp_path, delay_s=0.0)
-    driver.formation.depth = 2
-    real = srv.wal.sync
-
-    def slow_sync():
-        time.sleep(0.015)
-        return real()
-
-    srv.wal.sync = slow_sync
-    got = run_all(driver, [(body(i), "ta") for i in range(20)])
-    assert all(r.status == 200 for r in got)
-    stages = driver.stages.as_dict()
-    assert stages["requests"] == 20 and stages["wal_syncs"] == driver.syncs >= 1
+    stages = _stages_with_slow_sync(tmp_path, 20, delay_s=0.0, sync_s=0.015, depth=2)
+    assert stages["requests"] == 20 and stages["wal_syncs"] == stages["syncs"] >= 1
     assert 13_000 <= stages["wal_sync_call_us"]  # each call the slowed one
     # every request was covered by one slowed call: its part of the sync stage is at least that
     assert 13_000 <= stages["sync_wal_us"] <= stages["sync_us"]

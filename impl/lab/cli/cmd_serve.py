@@ -110,4 +110,5 @@ def run(args) -> int:
                  listeners="shared" if is_shared(sock) else "per-worker")
 
     return serve_app_factory("flk.impl.server.app:create_app", (cfg,), sock, cfg.workers,
-                             drain_timeout_s=cfg.drain_timeout_s, log=log, on_listening=listening)
+                             drain_timeout_s=cfg.drain_timeout_s, log=log, on_listening=listening,
+                             cpu_affinity=cfg.worker_cpu_affinity)
