@@ -80,7 +80,13 @@ the same repeats as the default depth (the servers never inherit the variable
 otherwise). Beside each server's CPU per request stands the load generator's
 (``<label>_loadgen_cpu_us_per_req``: wrk's CPU, which shares the cores) and
 ``<label>_shared_cpu_ceiling_rps`` = cores / (server + wrk CPU per request), the
-bound of this bench on this machine; ``<label>_ceiling_rps`` is the lowest of the
+bound of this bench on this machine. Both CPU ceilings come from the run's steady
+middle (``<label>_steady_cpu_us_per_req``, ``<label>_steady_loadgen_cpu_us_per_req``,
+``<label>_steady_idle_fraction``: exact on-CPU time from ``schedstat`` over half the
+run, from 0.15 s after the requests began -- :func:`_steady`), not from the whole turn,
+whose CPU includes wrk loading its bodies and the server's work between the warm-up
+and the first request: from the whole turn's figures a 2-core run computed a ceiling
+of 21.9k req/s while it served 26.5k. ``<label>_ceiling_rps`` is the lowest of the
 CPU, shared-CPU and full-batch fsync (``<label>_fsync_ceiling_rps_max_batch``) ceilings (``<label>_ceiling_bound_by`` names it) and
 ``<label>_goal_5000_within_ceiling`` says whether the goal is within it -- False
 proves the goal out of reach at the measured costs, without projecting.
@@ -351,6 +357,45 @@ def _cpu_idle_ticks() -> tuple[int, int]:
     return ticks[3] + ticks[4], sum(ticks)
 
 
+STEADY_START_CORES = 0.25  # the servers' CPU rate that says the requests began
+STEADY_LEAD_S = 0.15  # then this long before the steady window: connections open, caches warm
+STEADY_GIVE_UP_S = 5.0  # no such rate this long after wrk started: no steady figures
+
+
+def _on_cpu_s(pids: list[int]) -> float:
+    """Seconds on a CPU so far of every thread of ``pids`` and their descendants (the first
+    field of ``/proc/<process>/task/<thread>/schedstat``, in nanoseconds: exact, not ticks)."""
+    return sum(int(text.split()[0]) for pid in pids for _, _, text in _task_files(pid, "schedstat")
+               if text.split()) / 1e9
+
+
+def _steady(server_pids: list[int], loadgen_pids: list[int], seconds: float) -> dict | None:
+    """The cores the servers and the load generator used, and the machine's idle share, in the
+    steady middle of a wrk run just started: from :data:`STEADY_LEAD_S` after the servers' CPU
+    rate first reached :data:`STEADY_START_CORES` (the requests began), for half the run
+    (ending well before wrk's own end). None when the requests never showed, or the machine
+    keeps no scheduler statistics."""
+    give_up = time.monotonic() + STEADY_GIVE_UP_S
+    last, t_last = _on_cpu_s(server_pids), time.monotonic()
+    while True:
+        time.sleep(0.02)
+        cpu, now = _on_cpu_s(server_pids), time.monotonic()
+        if (cpu - last) / max(now - t_last, 1e-6) >= STEADY_START_CORES:
+            break
+        if now > give_up:
+            return None
+        last, t_last = cpu, now
+    time.sleep(STEADY_LEAD_S)
+    a = (_on_cpu_s(server_pids), _on_cpu_s(loadgen_pids), _cpu_idle_ticks(), time.monotonic())
+    time.sleep(0.5 * seconds)
+    b = (_on_cpu_s(server_pids), _on_cpu_s(loadgen_pids), _cpu_idle_ticks(), time.monotonic())
+    dt = b[3] - a[3]
+    if dt <= 0 or b[0] <= a[0]:
+        return None
+    return {"server_cores": (b[0] - a[0]) / dt, "loadgen_cores": max(0.0, b[1] - a[1]) / dt,
+            "idle_fraction": (b[2][0] - a[2][0]) / max(1, b[2][1] - a[2][1])}
+
+
 class _FsyncCount:
     """``fsync`` + ``fdatasync`` calls of some processes (all their threads) while it runs,
     counted by ``perf stat`` tracepoints; ``count`` None when perf cannot count here."""
@@ -407,6 +452,7 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
         [ensure_wrk(), f"-t{THREADS}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
          "-s", lua_path, f"http://127.0.0.1:{port}/v1/pcs/submit", "--", bodies_path, str(offset)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for port, offset in targets]
+    steady = _steady(pids, [p.pid for p in procs], seconds) if pids else None
     results = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=seconds + 60)
@@ -429,6 +475,10 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
         r[k] = max(x[k] for x in results)  # the worse of the servers
     r["rps"] = sum(x["requests"] / (x["duration_us"] / 1e6) for x in results)
     r["ok_rps"] = r["rps"] * (r["requests"] - r["status"]) / max(1, r["requests"])  # 2xx answers only
+    if steady is not None:  # the steady middle: CPU per request at the run's rate, and the idle share
+        r["steady_cpu_us_per_req"] = steady["server_cores"] * 1e6 / max(r["rps"], 1e-9)
+        r["steady_loadgen_cpu_us_per_req"] = steady["loadgen_cores"] * 1e6 / max(r["rps"], 1e-9)
+        r["steady_idle_fraction"] = steady["idle_fraction"]
     if pids:
         r["cpu_us_per_req"] = (sum(_tree_cpu_s(p) for p in pids) - cpu0) * 1e6 / max(1, r["requests"])
         r["switches_per_req"] = (sum(_tree_switches(p) for p in pids) - switches0) / max(1, r["requests"])
@@ -684,6 +734,10 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
         # and by thread name (the kernel's, see _tree_thread_cpu_by_name): which thread the rest is
         **({f"{prefix}_thread_cpu_us_per_req": _thread_summary(rs)}
            if all("thread_cpu_us_per_req" in r for r in rs) else {}),
+        # the same in the run's steady middle (_steady): what the CPU ceilings are computed from
+        **({f"{prefix}_{k}": round(_median(rs, k), 3 if k.endswith("fraction") else 1)
+            for k in ("steady_cpu_us_per_req", "steady_loadgen_cpu_us_per_req", "steady_idle_fraction")}
+           if all("steady_cpu_us_per_req" in r for r in rs) else {}),
         **({f"{prefix}_fsyncs_per_s": round(_median(rs, "fsyncs_per_s"), 1)}
            if all("fsyncs_per_s" in r for r in rs) else {}),
         **({f"{prefix}_requests_per_fsync": round(_median(rs, "requests_per_fsync"), 2)}
@@ -860,12 +914,15 @@ def _driver_and_ceilings(figures: dict, work: str, repeat: int, quick: bool, lab
         rpf = figures.get(f"{label}_requests_per_fsync")
         if rpf:  # the group-commit size measured at this run's rate (it grows with the rate)
             figures[f"{label}_fsync_ceiling_rps"] = round(rpf / per_fsync * _wals(label, workers))
-        cpu = figures.get(f"{label}_cpu_us_per_req")
+        # CPU per request in the steady middle of the runs where measured, else over the whole turns
+        steady = f"{label}_steady_cpu_us_per_req" in figures
+        cpu = figures.get(f"{label}_steady_cpu_us_per_req" if steady else f"{label}_cpu_us_per_req")
+        loadgen = figures.get(f"{label}_steady_loadgen_cpu_us_per_req" if steady
+                              else f"{label}_loadgen_cpu_us_per_req", 0.0)
         if cpu:  # every core free for the server (no load generator, no neighbours) at its CPU per request
             figures[f"{label}_cpu_ceiling_rps"] = round(workers * 1e6 / cpu)
             # the cores shared by the server and wrk, as in this bench: cores / (server + wrk CPU per request)
-            figures[f"{label}_shared_cpu_ceiling_rps"] = round(
-                workers * 1e6 / (cpu + figures.get(f"{label}_loadgen_cpu_us_per_req", 0.0)))
+            figures[f"{label}_shared_cpu_ceiling_rps"] = round(workers * 1e6 / (cpu + loadgen))
 
 
 GOAL_RPS = 5000
