@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--starlette", action="store_true", help="a plain Starlette route instead of raw ASGI")
     p.add_argument("--durable", metavar="DIR", help="with --starlette: answer after a group fdatasync of the "
                                                      "body appended to a log file in DIR")
+    p.add_argument("--cpu-affinity", choices=("auto", "on", "off"), default="auto",
+                   help="where the workers run, as flk serve's WORKER_CPU_AFFINITY (default auto, as flk serve)")
     a = p.parse_args(argv)
     if a.durable and not (a.starlette and os.path.isdir(a.durable)):
         p.error("--durable needs --starlette and an existing directory")
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     port = sock.getsockname()[1]
     args = ("durable", a.durable) if a.durable else ("starlette",) if a.starlette else ()
     return serve_app_factory("flk.impl.testing.bare:make_app", args, sock, a.workers, on_listening=lambda: print(
-        json.dumps({"event": "listening", "port": port}), file=sys.stderr, flush=True))
+        json.dumps({"event": "listening", "port": port}), file=sys.stderr, flush=True), cpu_affinity=a.cpu_affinity)
 
 
 def make_app(*args):

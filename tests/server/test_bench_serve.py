@@ -31,6 +31,10 @@ def test_bench_serve_quick_prints_figures() -> None:
     assert fig["ratio_sqlite_vs_bare"] == round(fig["sqlite_rps"] / fig["bare_realistic_rps"], 3)
     assert fig["ratio_sqlite_minimal_vs_bare"] == round(fig["sqlite_minimal_rps"] / fig["bare_minimal_rps"], 3)
     assert fig["ratio_sqlite_vs_bare_starlette"] == round(fig["sqlite_rps"] / fig["bare_starlette_rps"], 3)
+    # the reference beside the goal: bare Starlette with its workers left to the scheduler
+    assert fig["bare_starlette_unpinned_rps"] > 0 and fig["bare_starlette_unpinned_socket_errors"] == 0
+    assert fig["ratio_sqlite_vs_bare_starlette_unpinned"] == round(
+        fig["sqlite_rps"] / fig["bare_starlette_unpinned_rps"], 3)
     for who in ("sqlite", "sqlite_minimal", "bare_realistic", "bare_minimal", "bare_starlette"):
         assert fig[f"{who}_cpu_us_per_req"] > 0  # CPU per request of both, from /proc
         assert fig[f"{who}_switches_per_req"] >= 0  # context switches per request, from /proc

@@ -168,3 +168,39 @@ def test_a_bad_affinity_setting_is_a_usage_error(tmp_path) -> None:
                          env=clean_env(WORKER_CPU_AFFINITY="sometimes", PCS_HMAC_KEY="0123456789abcdef0123"))
     assert out.returncode == 2 and "WORKER_CPU_AFFINITY must be one of auto, on, off" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@needs_two_cpus
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_the_bench_anchor_places_its_workers_as_told(mode: str) -> None:
+    # flk bench serve's bare Starlette runs on this supervisor: pinned like the server (auto), or
+    # left to the scheduler as stock uvicorn runs it (off: the bench's bare_starlette_unpinned)
+    workers = len(ALLOWED)
+    proc = subprocess.Popen([sys.executable, "-m", "flk.impl.testing.bare", "--port", "0", "--workers",
+                             str(workers), "--starlette", "--cpu-affinity", mode],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()  # the listening line: every worker listens
+        assert '"listening"' in line, line
+        kids = []
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as fh:
+                        stat = fh.read()
+                    with open(f"/proc/{d}/cmdline", "rb") as fh:
+                        cmd = fh.read()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == proc.pid and b"resource_tracker" not in cmd:
+                    kids.append(int(d))
+        assert len(kids) == workers
+        placed = sorted(next(iter(_affinities(k).values())) == set(ALLOWED) for k in kids)
+        cores = sorted(min(set().union(*_affinities(k).values())) for k in kids)
+        if mode == "off":
+            assert all(placed)
+        else:
+            assert not any(placed) and cores == ALLOWED
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -12,7 +12,13 @@ worker count; the figure of merit is the ratio. Server and bare handler take
 turns within each repeat, so both see the same machine. The bare handler is
 raw ASGI, dispatched like the server's ASGI submit route; the same handler as a
 plain Starlette route (``bare_starlette_*``, ``ratio_sqlite_vs_bare_starlette``)
-is reported beside it as the bare-Starlette anchor. The server's submissions of
+is reported beside it as the bare-Starlette anchor. The anchors run on ``flk serve``'s
+own supervisor, so their workers are pinned to cores as the server's are
+(``WORKER_CPU_AFFINITY=auto``, :mod:`flk.impl.server.supervisor`; bare Starlette
+gains about 5 % from it); ``bare_starlette_unpinned_*`` is bare Starlette as stock
+uvicorn runs it, its workers left to the scheduler, and
+``ratio_sqlite_vs_bare_starlette_unpinned`` the server against it -- a reference
+beside the goal, whose anchor stays the pinned one. The server's submissions of
 at most 64 KiB take the HTTP protocol's direct path (no ASGI task:
 :mod:`flk.impl.server.httpguard`); the anchors stay ASGI applications, as a
 Starlette JSON app is.
@@ -625,11 +631,13 @@ def _count(path: str) -> int:
 
 
 def _run_bare(work: str, bodies_path: str, lua_path: str, seconds: float, workers: int,
-              starlette: bool = False, connections: int = CONNECTIONS, durable: bool = False) -> dict:
+              starlette: bool = False, connections: int = CONNECTIONS, durable: bool = False,
+              cpu_affinity: str = "auto") -> dict:
     """A bare handler's turn (``durable``: bare Starlette + append and group fdatasync, its log
-    files on the disk of ``work``, where the servers' data directories are)."""
+    files on the disk of ``work``, where the servers' data directories are; ``cpu_affinity``:
+    its workers' placement, as ``flk serve``'s ``WORKER_CPU_AFFINITY``)."""
     logs = tempfile.mkdtemp(prefix="durable-", dir=work) if durable else None
-    extra = ["--starlette"] if starlette or durable else []
+    extra = (["--starlette"] if starlette or durable else []) + ["--cpu-affinity", cpu_affinity]
     proc = _Proc([sys.executable, "-m", "flk.impl.testing.bare", "--port", "0", "--workers", str(workers),
                   *extra, *(["--durable", logs] if logs else [])], _env(), work, None)
     try:
@@ -818,6 +826,9 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
                 _ratios(figures, "minimal" if label.endswith("_minimal") else "realistic", label)
         for label in runs:  # the bare-Starlette anchor of the issue's target, for every server run
             figures[f"ratio_{label}_vs_bare_starlette"] = round(figures[f"{label}_rps"] / _anchor_rps(figures, label), 3)
+        # the same against bare Starlette as stock uvicorn runs it (its workers unpinned): a reference
+        figures["ratio_sqlite_vs_bare_starlette_unpinned"] = round(
+            figures["sqlite_rps"] / max(figures.get("bare_starlette_unpinned_rps", 0.0), 1e-9), 3)
         # at saturation the server's admission sheds load (429 before the WAL): only its 2xx answers count
         figures["ratio_sqlite_sat_ok_vs_bare_starlette"] = round(figures["sqlite_sat_ok_rps"]
                                                                  / _anchor_rps(figures, "sqlite_sat"), 3)
@@ -837,7 +848,8 @@ def _turns(work: str, paths: dict[str, str], lua_path: str, seconds: float, work
     Returns the bare runs by kind and the server runs by label."""
     svc = _services()
     backends = _backends(workers, quick, svc)
-    bare_runs: dict[str, list[dict]] = {"realistic": [], "minimal": [], "starlette": [], "starlette_sat": [],
+    bare_runs: dict[str, list[dict]] = {"realistic": [], "minimal": [], "starlette": [], "starlette_unpinned": [],
+                                        "starlette_sat": [],
                                         "durable": [], "durable_sat": []}
     runs: dict[str, list[dict]] = {}
     for i in range(repeat):
@@ -848,6 +860,10 @@ def _turns(work: str, paths: dict[str, str], lua_path: str, seconds: float, work
                 if kind == "realistic":  # and the bare Starlette anchor (a Starlette route, not raw ASGI)
                     bare_runs["starlette"].append(_run_bare(work, paths[kind], lua_path, seconds, workers,
                                                             starlette=True))
+                    # and as stock uvicorn runs it: its workers left to the scheduler (the goal's anchor
+                    # above runs on flk serve's supervisor, pinned like the server)
+                    bare_runs["starlette_unpinned"].append(_run_bare(work, paths[kind], lua_path, seconds, workers,
+                                                                     starlette=True, cpu_affinity="off"))
                     bare_runs["durable"].append(_run_bare(work, paths[kind], lua_path, seconds, workers,
                                                           durable=True))
             connections = SATURATION_CONNECTIONS if name.endswith("_sat") else CONNECTIONS
