@@ -266,7 +266,9 @@ class StageTimes:
     and ``wal_sync_s`` count the calls and their summed duration (per call, not per request).
 
     ``answer`` is written on the event loop; ``wait`` and ``requests`` on the event loop
-    and on the batch thread, always under the queue's lock; the rest on the batch thread.
+    and on the batch thread, always under the queue's lock; ``wal_syncs`` and ``wal_sync_s``
+    by the thread that syncs (the sync thread, or the batch thread at depth 1); the rest on
+    the batch thread.
     How many batches started is the formation's
     count (:attr:`flk.impl.verifier.batching.BatchFormation.batches`), read, not kept twice."""
 
@@ -335,7 +337,6 @@ class BatchDriver:
         self.batches = 0  # batches answered so far
         self.stages = StageTimes(self.formation)  # where the submissions' time went (read by the server's stop log)
         self._arrived: list[float] = []  # perf_counter() of each pending request's arrival
-        self.syncs = 0  # inbox WAL syncs the sync thread ran
         # batch thread state
         self._parked: collections.deque = collections.deque()  # (batch, loop) waiting to append
         self._appended: collections.deque[_InFlight] = collections.deque()  # waiting for their sync, WAL order
@@ -344,6 +345,11 @@ class BatchDriver:
         self._unsynced = 0  # batches appended since the sync thread last looked
         self._sync_stop = False
         self._sync_thread: threading.Thread | None = None
+
+    @property
+    def syncs(self) -> int:
+        """Inbox WAL syncs run so far (:attr:`StageTimes.wal_syncs`)."""
+        return self.stages.wal_syncs
 
     @property
     def max_delay_s(self) -> float:
@@ -593,7 +599,6 @@ class BatchDriver:
         except BaseException as exc:  # noqa: BLE001 -- every batch it covered gets the WAL's 503
             error = exc
         took = _clock() - t0
-        self.syncs += 1
         stages = self.stages
         stages.wal_syncs += 1
         stages.wal_sync_s += took

@@ -59,7 +59,7 @@ from ..storage.checkpoint import (
 from ..storage.wal import DEFAULT_PREALLOCATE
 from ..verifier.admission import AdmissionSettings
 from ..verifier.tenants import tenants_setting_entries
-from .supervisor import CPU_AFFINITY_MODES
+from .supervisor import CPU_AFFINITY_MODES, allowed_cpus
 
 _ADMISSION = AdmissionSettings()  # the admission defaults have one owner
 
@@ -373,10 +373,7 @@ class Setting:
 
 def core_count() -> int:
     """The cores this process may run on (the default worker count), at most 64."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
+    n = len(allowed_cpus()) or os.cpu_count() or 1  # os.cpu_count(): the platform cannot say
     return max(1, min(64, n))
 
 

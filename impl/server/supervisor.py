@@ -318,9 +318,9 @@ def _child(factory_path: str, factory_args: tuple, index: int, sock: socket.sock
     if cpus is not None:  # before the application starts a thread: they all inherit it
         refused = pin_process(cpus)
         if refused is not None:  # served unpinned: said once, on the workers' log stream
-            print(json.dumps({"ts": time.time(), "level": "warning", "event": "worker_cpu_affinity_failed",
-                              "worker": index, "reason": refused[:200]}, separators=(",", ":")),
-                  file=sys.stderr, flush=True)
+            from .logs import JsonLogger
+
+            JsonLogger(worker=index).warning("worker_cpu_affinity_failed", reason=refused)
     sys.exit(run_worker(factory_path, factory_args, index, sock, drain_timeout_s, listening))
 
 

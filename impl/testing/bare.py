@@ -145,6 +145,8 @@ async def app(scope, receive, send) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..server.supervisor import CPU_AFFINITY_MODES, bind_socket, serve_app_factory
+
     p = argparse.ArgumentParser(prog="flk-bare")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
@@ -152,12 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--starlette", action="store_true", help="a plain Starlette route instead of raw ASGI")
     p.add_argument("--durable", metavar="DIR", help="with --starlette: answer after a group fdatasync of the "
                                                      "body appended to a log file in DIR")
-    p.add_argument("--cpu-affinity", choices=("auto", "on", "off"), default="auto",
+    p.add_argument("--cpu-affinity", choices=CPU_AFFINITY_MODES, default="auto",
                    help="where the workers run, as flk serve's WORKER_CPU_AFFINITY (default auto, as flk serve)")
     a = p.parse_args(argv)
     if a.durable and not (a.starlette and os.path.isdir(a.durable)):
         p.error("--durable needs --starlette and an existing directory")
-    from ..server.supervisor import bind_socket, serve_app_factory
 
     sock = bind_socket(a.host, a.port, a.workers, reuse_port=True)  # as flk serve's default
     port = sock.getsockname()[1]

@@ -349,11 +349,18 @@ def _per_request_by_name(total: dict[str, float], requests: int) -> dict:
     return {name: round(cpu * 1e6 / max(1, requests), 1) for name, cpu in sorted(total.items()) if cpu > 0}
 
 
+def _schedstat_s(pids: list[int], field: int) -> float:
+    """Field ``field`` (nanoseconds) of ``/proc/<process>/task/<thread>/schedstat``, summed over
+    every thread of ``pids`` and their descendants, in seconds (0.0 where the kernel keeps no
+    scheduler statistics): 0 is the time on a CPU, 1 the time runnable but waiting for one."""
+    return sum(int(parts[field]) for pid in pids for _, _, text in _task_files(pid, "schedstat")
+               if len(parts := text.split()) > field) / 1e9
+
+
 def _tree_runqueue_wait_s(pid: int) -> float:
     """Seconds every thread of ``pid`` and its descendants spent runnable but waiting for a
-    CPU so far (``/proc/<process>/task/<thread>/schedstat``, its second field): the cores
-    were busy with other work. 0.0 where the kernel keeps no scheduler statistics."""
-    return sum(int(text.split()[1]) for _, _, text in _task_files(pid, "schedstat") if len(text.split()) > 1) / 1e9
+    CPU so far: the cores were busy with other work."""
+    return _schedstat_s([pid], 1)
 
 
 def _cpu_idle_ticks() -> tuple[int, int]:
@@ -369,10 +376,8 @@ STEADY_GIVE_UP_S = 5.0  # no such rate this long after wrk started: no steady fi
 
 
 def _on_cpu_s(pids: list[int]) -> float:
-    """Seconds on a CPU so far of every thread of ``pids`` and their descendants (the first
-    field of ``/proc/<process>/task/<thread>/schedstat``, in nanoseconds: exact, not ticks)."""
-    return sum(int(text.split()[0]) for pid in pids for _, _, text in _task_files(pid, "schedstat")
-               if text.split()) / 1e9
+    """Seconds on a CPU so far of every thread of ``pids`` and their descendants (exact, not ticks)."""
+    return _schedstat_s(pids, 0)
 
 
 def _steady(server_pids: list[int], loadgen_pids: list[int], seconds: float) -> dict | None:
