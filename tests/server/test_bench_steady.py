@@ -25,7 +25,10 @@ def _spinner(wait_s: float, spin_s: float) -> subprocess.Popen:
 
 
 @needs_schedstat
-def test_the_window_waits_for_the_server_and_reads_its_cores_and_the_load_generators() -> None:
+def test_the_window_waits_for_the_server_and_reads_its_cores_and_the_load_generators(monkeypatch) -> None:
+    # the suite may load both cores: a spinner then gets a fraction of one, so the start is
+    # a lower rate here (the rule under test is the wait, not the threshold's value)
+    monkeypatch.setattr(serve, "STEADY_START_CORES", 0.05)
     server, loadgen = _spinner(1.0, 3.0), _spinner(0.0, 3.5)  # the "requests" begin after 1 s
     try:
         time.sleep(0.4)  # the interpreters started (a running server is idle until the requests come)
@@ -39,8 +42,9 @@ def test_the_window_waits_for_the_server_and_reads_its_cores_and_the_load_genera
     assert got is not None
     # it waited for the server's CPU (0.6 s more), then the lead and half the run: the busy window
     assert took >= 0.5 + serve.STEADY_LEAD_S + 0.5
-    # one spinning process each, on a machine shared with the test: about a core each, never more
-    assert 0.3 <= got["server_cores"] <= 1.05 and 0.3 <= got["loadgen_cores"] <= 1.05, got
+    # one spinning process each: busy in the window (a window before the server began would read
+    # it near 0: it slept), never more than a core -- how much of one depends on the machine's load
+    assert 0.05 <= got["server_cores"] <= 1.05 and 0.05 <= got["loadgen_cores"] <= 1.05, got
     assert 0.0 <= got["idle_fraction"] < 1.0
 
 
