@@ -12,6 +12,11 @@ history events and SimPy events per wall-second, the bare SimPy rate and the
 ratio. A progress bar over simulated seconds goes to stderr when it is a
 terminal (``--json`` output stays one object on stdout).
 
+``--wall-share`` (the ``profile`` extra: py-spy) adds one more run of the same ``n``
+under py-spy and splits its wall time by whose code ran (:func:`wall_shares`): the
+shipping code a region runs in production against the simulator's own; the shipping
+share bounds what any faster simulator that runs what ships can gain.
+
 The scenario's divergence check runs at the implementation's default period
 (300 s, :class:`flk.impl.replication.divergence.DivergenceDetector`) instead of
 the catalog's 2 s (sized for 12-second scenarios): each check samples every key
@@ -21,6 +26,7 @@ every 2 simulated seconds would be the run's whole cost.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import resource
@@ -33,12 +39,15 @@ from flk.sim import progress
 from flk.sim.scenario import load
 from flk.sim.world import World
 
+from .wallshare import OTHER, Owners, WallShare, flk_owners
+
 FULL_N = 1_000_000
 QUICK_N = 5_000
 RATE_PER_S = 2_000.0
 AGENTS = 24
 DIVERGENCE_INTERVAL_S = 300.0
 REPEAT_UP_TO = 200_000  # larger runs are done once, whatever --repeat says
+OWNERS = ("shipping", "simulator", "simpy", "lab", OTHER)  # wall_share's keys (wallshare.flk_owners)
 BARE_EVENTS_CAP = 2_000_000  # the bare SimPy loop measures a rate: this many events is plenty
 
 
@@ -72,21 +81,25 @@ def simpy_events(env: simpy.Environment) -> int:
     return next(env._eid)
 
 
-def run_once(n: int, label: str) -> dict:
+def run_once(n: int, label: str, owners: Owners | None = None) -> dict:
+    """One run of ``n`` submissions; with ``owners``, under py-spy (:class:`WallShare`)."""
     gc.collect()  # an earlier repeat's world (cyclic; World.run pauses the collector) goes first
     world = World(load("crr-normal", overrides(n)), seed=1, keep_history=False, max_submissions=n)
     show = progress.wanted()  # an interactive stderr only
     with progress.bar(world.duration + world.quiescence, label, unit="sim s", enabled=show) as sim_bar:
         if show:
             progress.follow_world(world, sim_bar)
-        t0, c0 = time.perf_counter(), time.process_time()
-        world.run()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        share = WallShare(owners, select="World.run") if owners is not None else contextlib.nullcontext()
+        with share:  # py-spy's attach: before the clock starts
+            t0, c0 = time.perf_counter(), time.process_time()
+            world.run()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"wall": wall, "cpu": cpu, "submissions": world._req, "history": world.history.count,
-            "simpy": simpy_events(world.env), "digest": world.history.digest}
+            "simpy": simpy_events(world.env), "digest": world.history.digest,
+            "share": share if owners is not None else None}
 
 
-def run(repeat: int = 3, quick: bool = False, n: int | None = None) -> dict:
+def run(repeat: int = 3, quick: bool = False, n: int | None = None, wall_share: bool = False) -> dict:
     n = int(n or (QUICK_N if quick else FULL_N))
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -100,7 +113,7 @@ def run(repeat: int = 3, quick: bool = False, n: int | None = None) -> dict:
     bare = statistics.median(bare_simpy(min(done[0]["simpy"], BARE_EVENTS_CAP)) for _ in range(max(1, min(runs, 3))))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     load_after = os.getloadavg()[0]
-    return {
+    figures = {
         "scenario": "crr-normal (3 regions, replication on)",
         "overrides": overrides(n),
         "submissions_requested": n,
@@ -118,9 +131,37 @@ def run(repeat: int = 3, quick: bool = False, n: int | None = None) -> dict:
         "bare_simpy_events_per_wall_s": round(bare, 1),
         "ratio_sim_to_bare_simpy": round(sim_rate / bare, 4),
         "peak_rss_mb": round(peak_kb / 1024, 1),
+
         "deterministic": len({d["digest"] for d in done}) == 1 if runs > 1 else None,  # one run: not checked
         "history_digest": done[0]["digest"],
         "load_average_1m": [round(load_before, 2), round(load_after, 2)],  # before, after: other work competes
         "goal_wall_s": 90 if n == FULL_N else None,
         "goal_peak_rss_mb": 2048 if n == FULL_N else None,
+    }
+    if wall_share:
+        figures.update(wall_shares(n, done[0]["digest"]))
+    return figures
+
+
+def wall_shares(n: int, digest: str) -> dict:
+    """One more run of the same ``n`` under py-spy (:mod:`.wallshare`): its wall time by whose
+    code ran -- ``shipping`` (``flk.impl``, the code a region runs in production), ``simulator``
+    (``flk.sim`` and the simulated disk), ``simpy``, ``lab`` and ``other`` -- and the bound that
+    follows: a simulator whose own code took no time, running the same shipping code, would
+    be at most ``1 / shipping`` times faster than this run (``speedup_bound_if_simulator_free``).
+    py-spy pauses the process for each sample: the run's own wall time is reported beside
+    (``wall_share_run_wall_s``), never as the bench's. Not measured: the figures are None and
+    ``wall_share_missing`` says why."""
+    run = run_once(n, "bench sim (py-spy)", flk_owners())
+    share: WallShare = run["share"]
+    total = share.samples
+    shares = {name: round(share.counts.get(name, 0) / total, 4) for name in OWNERS} if total else None
+    shipping = share.counts.get("shipping", 0) / total if total else 0.0
+    return {
+        "wall_share": shares,
+        "wall_share_samples": total,
+        "wall_share_missing": share.missing if not total else None,
+        "wall_share_run_wall_s": round(run["wall"], 2),
+        "wall_share_same_history": run["digest"] == digest,  # the profiled run did the same work
+        "speedup_bound_if_simulator_free": round(1.0 / shipping, 2) if shipping > 0 else None,
     }

@@ -32,6 +32,8 @@ def configure(p) -> None:
     p.add_argument("--repeat", type=int, default=5, help="runs to take the median of (default 5)")
     p.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
     p.add_argument("--n", type=int, default=None, help="sim only: submissions to simulate (default 1,000,000)")
+    p.add_argument("--wall-share", action="store_true",
+                   help="sim only: one more run under py-spy, its wall time by whose code ran (the profile extra)")
 
 
 def run(args) -> int:
@@ -45,6 +47,10 @@ def run(args) -> int:
         if args.name != "sim" or args.n < 1:
             raise UsageError("--n takes a positive count and applies to the sim benchmark only")
         extra["n"] = args.n
+    if getattr(args, "wall_share", False):
+        if args.name != "sim":
+            raise UsageError("--wall-share applies to the sim benchmark only")
+        extra["wall_share"] = True
     figures = mod.run(repeat=args.repeat, quick=args.quick, **extra)
     figures.setdefault("benchmark", args.name)
     figures.setdefault("cores", os.cpu_count())
