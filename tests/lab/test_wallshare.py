@@ -66,6 +66,8 @@ def test_samples_count_to_the_innermost_owned_frame_from_the_selected_call():
     ])
     counts = ws.shares_of(ws.parse_raw(raw), owners, "World.run")
     assert counts == {"shipping": 9, "simulator": 3, ws.OTHER: 1}
+    by_file = ws.attribute(ws.parse_raw(raw), owners, "World.run")
+    assert by_file == {("shipping", "core.py"): 9, ("simulator", "workload.py"): 3, (ws.OTHER, ""): 1}
 
 
 def _module(tmp_path, pkg: str, body: str):
@@ -126,6 +128,7 @@ def test_without_py_spy_the_figures_say_why(monkeypatch):
     monkeypatch.setattr(ws, "py_spy", lambda: None)
     out = bench.run(repeat=1, n=200, wall_share=True)
     assert out["wall_share"] is None and out["speedup_bound_if_simulator_free"] is None
+    assert out["wall_share_top_files"] is None
     assert "py-spy is not installed" in out["wall_share_missing"]
     assert out["wall_share_same_history"] is True  # the extra run still ran the same work
 
@@ -144,6 +147,10 @@ def test_bench_sim_wall_share_splits_the_run_between_shipping_code_and_simulator
     # the workload, the network and the stores are the simulator's
     assert share["shipping"] > 0.15 and share["simulator"] > 0.15, share
     assert out["speedup_bound_if_simulator_free"] == pytest.approx(1 / share["shipping"], rel=0.01)
+    top = out["wall_share_top_files"]
+    assert 0 < len(top) <= 12 and list(top.values()) == sorted(top.values(), reverse=True)
+    assert any(name.startswith("shipping:verifier/") for name in top), top  # the verify core ships
+    assert sum(top.values()) <= 1.0 + 1e-9
 
 
 def test_wall_share_is_a_sim_only_flag(capsys):

@@ -48,6 +48,7 @@ AGENTS = 24
 DIVERGENCE_INTERVAL_S = 300.0
 REPEAT_UP_TO = 200_000  # larger runs are done once, whatever --repeat says
 OWNERS = ("shipping", "simulator", "simpy", "lab", OTHER)  # wall_share's keys (wallshare.flk_owners)
+TOP_FILES = 12  # wall_share_top_files
 BARE_EVENTS_CAP = 2_000_000  # the bare SimPy loop measures a rate: this many events is plenty
 
 
@@ -160,6 +161,9 @@ def wall_shares(n: int, digest: str) -> dict:
     return {
         "wall_share": shares,
         "wall_share_samples": total,
+        # the files the time went to (owner:path under its root), the largest first
+        "wall_share_top_files": {f"{owner}:{path}": round(k / total, 4)
+                                 for (owner, path), k in share.by_file.most_common(TOP_FILES)} if total else None,
         "wall_share_missing": share.missing if not total else None,
         "wall_share_run_wall_s": round(run["wall"], 2),
         "wall_share_same_history": run["digest"] == digest,  # the profiled run did the same work

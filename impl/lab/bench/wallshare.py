@@ -52,28 +52,34 @@ class Owners:
 
     def __init__(self, roots: dict[str, str]) -> None:
         self.roots = sorted(((_norm(p), owner) for p, owner in roots.items()), key=lambda r: -len(r[0]))
-        self._cache: dict[str, str | None] = {}
+        self._cache: dict[str, tuple[str, str] | None] = {}
 
-    def of(self, filename: str) -> str | None:
+    def where(self, filename: str) -> tuple[str, str] | None:
+        """``(owner, path under its root)`` of ``filename``, or None (under no root)."""
         if filename in self._cache:
             return self._cache[filename]
-        owner = None
+        found = None
         if filename and not filename.startswith("<"):  # "<string>", "<frozen ...>": generated code
             path = os.path.normpath(os.path.abspath(filename))
             for root, name in self.roots:
                 if path.startswith(root):
-                    owner = name
+                    found = (name, path[len(root):])
                     break
-        self._cache[filename] = owner
-        return owner
+        self._cache[filename] = found
+        return found
 
-    def of_stack(self, files: list[str]) -> str:
-        """The owner of the innermost file (``files`` outermost first) that has one, else ``other``."""
+    def of(self, filename: str) -> str | None:
+        found = self.where(filename)
+        return found[0] if found is not None else None
+
+    def of_stack(self, files: list[str]) -> tuple[str, str]:
+        """``(owner, path under its root)`` of the innermost file (``files`` outermost first)
+        that has an owner, else ``(other, "")``."""
         for filename in reversed(files):
-            owner = self.of(filename)
-            if owner is not None:
-                return owner
-        return OTHER
+            found = self.where(filename)
+            if found is not None:
+                return found
+        return OTHER, ""
 
 
 def flk_owners() -> Owners:
@@ -110,17 +116,25 @@ def parse_raw(text: str) -> list[tuple[list[tuple[str, str]], int]]:
     return out
 
 
-def shares_of(stacks: list[tuple[list[tuple[str, str]], int]], owners: Owners, select: str) -> Counter[str]:
-    """Samples by owner of the stacks that pass through a function py-spy names ``select``
-    (``World.run``, ``main``: a qualified name) -- its frames inward from there: the measured
-    call, not what ran before or beside it."""
-    counts: Counter[str] = Counter()
+def attribute(stacks: list[tuple[list[tuple[str, str]], int]], owners: Owners, select: str) -> Counter[tuple[str, str]]:
+    """Samples by ``(owner, file under its root)`` of the stacks that pass through a function
+    py-spy names ``select`` (``World.run``, ``main``: a qualified name) -- its frames inward
+    from there: the measured call, not what ran before or beside it."""
+    counts: Counter[tuple[str, str]] = Counter()
     for frames, n in stacks:
         names = [func for func, _ in frames]
         if select not in names:
             continue
         inner = frames[names.index(select):]
         counts[owners.of_stack([f for _, f in inner])] += n
+    return counts
+
+
+def shares_of(stacks: list[tuple[list[tuple[str, str]], int]], owners: Owners, select: str) -> Counter[str]:
+    """:func:`attribute`'s samples summed by owner."""
+    counts: Counter[str] = Counter()
+    for (owner, _), n in attribute(stacks, owners, select).items():
+        counts[owner] += n
     return counts
 
 
@@ -145,8 +159,8 @@ def _allow_tracer(on: bool) -> None:
 
 class WallShare:
     """``with WallShare(owners, select="World.run"): world.run()``. Afterwards
-    :attr:`counts` (samples by owner; empty when not measured), :attr:`missing` (why not:
-    None when measured) and :meth:`shares`."""
+    :attr:`counts` (samples by owner; empty when not measured), :attr:`by_file` (by owner and
+    file), :attr:`missing` (why not: None when measured) and :meth:`shares`."""
 
     def __init__(self, owners: Owners, select: str, rate: int = 100, blocking: bool = True) -> None:
         if rate < 1:
@@ -156,6 +170,7 @@ class WallShare:
         self.rate = rate
         self.blocking = blocking
         self.counts: Counter[str] = Counter()
+        self.by_file: Counter[tuple[str, str]] = Counter()  # (owner, file under its root)
         self.missing: str | None = None
         self._proc: subprocess.Popen | None = None
         self._dir: str | None = None
@@ -199,7 +214,10 @@ class WallShare:
                     proc.kill()
                     proc.wait()
             raw = self._read("raw.txt").decode("utf-8", "replace")
-            self.counts = shares_of(parse_raw(raw), self.owners, self.select)
+            self.by_file = attribute(parse_raw(raw), self.owners, self.select)
+            self.counts = Counter()
+            for (owner, _), n in self.by_file.items():
+                self.counts[owner] += n
             if not self.counts:
                 err = self._read("err.txt").decode("utf-8", "replace").strip().splitlines()
                 said = next((line for line in err if "rror" in line or "ermission" in line), "")
