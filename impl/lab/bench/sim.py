@@ -162,8 +162,8 @@ def wall_shares(n: int, digest: str) -> dict:
         "wall_share": shares,
         "wall_share_samples": total,
         # the files the time went to (owner:path under its root), the largest first
-        "wall_share_top_files": {f"{owner}:{path}": round(k / total, 4)
-                                 for (owner, path), k in share.by_file.most_common(TOP_FILES)} if total else None,
+        "wall_share_top_files": [[f"{owner}:{path}", round(k / total, 4)]
+                                 for (owner, path), k in share.by_file.most_common(TOP_FILES)] if total else None,
         "wall_share_missing": share.missing if not total else None,
         "wall_share_run_wall_s": round(run["wall"], 2),
         "wall_share_same_history": run["digest"] == digest,  # the profiled run did the same work
