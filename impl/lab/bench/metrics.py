@@ -40,6 +40,7 @@ from ...verifier.metrics import DEFAULT_MAX_TENANTS, Metrics
 
 KEY = "bench-metrics-key-0123456789abcdef"
 CONNECTIONS = 4
+POPULATE_CONNECTIONS = 16  # storing the tenants on more than one worker (see _live)
 
 
 def filled(tenants: int, max_tenants: int | None) -> Metrics:
@@ -88,8 +89,8 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return status
 
 
-async def _populate(port: int, requests: list[bytes]) -> dict[int, int]:
-    """Send every request over CONNECTIONS keep-alive connections until it is answered
+async def _populate(port: int, requests: list[bytes], connections: int = CONNECTIONS) -> dict[int, int]:
+    """Send every request over ``connections`` keep-alive connections until it is answered
     other than 503/429 (the server's overload answers: sent again after a pause);
     the count of each final status."""
     queue = list(reversed(requests))
@@ -109,7 +110,7 @@ async def _populate(port: int, requests: list[bytes]) -> dict[int, int]:
         finally:
             writer.close()
 
-    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    await asyncio.gather(*(worker() for _ in range(connections)))
     return statuses
 
 
@@ -189,7 +190,10 @@ def _live(repeat: int, tenants: int, seconds: float, workers: int = 1) -> dict:
                  _env(MULTI_TENANT="1", TENANTS_FILE=tf, DATA_DIR=data, WORKERS=str(workers), LOG_LEVEL="info"),
                  data, "/ready")
     try:
-        statuses = asyncio.run(_populate(proc.port, requests))
+        # the kernel spreads connections over the workers at random (SO_REUSEPORT): over 4, one of
+        # two workers gets none one time in 8 and stores no tenant (w2_* then reads like one worker);
+        # over 16, one time in 32,768
+        statuses = asyncio.run(_populate(proc.port, requests, CONNECTIONS if workers == 1 else POPULATE_CONNECTIONS))
         runs = []
         for _ in range(repeat):
             anchor = _phase(proc.port, requests, seconds, scrape=False)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hmac
 import os
 import resource
 import statistics
@@ -166,6 +167,6 @@ def wall_shares(n: int, digest: str) -> dict:
                                  for (owner, path), k in share.by_file.most_common(TOP_FILES)] if total else None,
         "wall_share_missing": share.missing if not total else None,
         "wall_share_run_wall_s": round(run["wall"], 2),
-        "wall_share_same_history": run["digest"] == digest,  # the profiled run did the same work
+        "wall_share_same_history": hmac.compare_digest(run["digest"], digest),  # the profiled run did the same work
         "speedup_bound_if_simulator_free": round(1.0 / shipping, 2) if shipping > 0 else None,
     }
