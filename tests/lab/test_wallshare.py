@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 import textwrap
 
 import pytest
@@ -131,6 +132,28 @@ def test_without_py_spy_the_figures_say_why(monkeypatch):
     assert out["wall_share_top_files"] is None
     assert "py-spy is not installed" in out["wall_share_missing"]
     assert out["wall_share_same_history"] is True  # the extra run still ran the same work
+
+
+def test_a_py_spy_that_cannot_run_or_attach_is_a_reason_not_a_traceback(tmp_path, monkeypatch):
+    owners = ws.Owners({str(tmp_path): "here"})
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where WallShare keeps py-spy's files
+    not_exe = tmp_path / "py-spy"
+    not_exe.write_text("not a program")  # not executable: the start fails
+    monkeypatch.setattr(ws, "py_spy", lambda: str(not_exe))
+    with ws.WallShare(owners, select="_measured") as share:
+        pass
+    assert share.samples == 0 and share.shares() == {}
+    assert share.missing.startswith("py-spy could not start"), share.missing
+    refusing = tmp_path / "refusing"
+    refusing.write_text("#!/bin/sh\necho 'Error: Permission denied (os error 1)' >&2\nexit 1\n")
+    refusing.chmod(0o755)
+    monkeypatch.setattr(ws, "py_spy", lambda: str(refusing))
+    with ws.WallShare(owners, select="_measured") as share:
+        pass
+    assert share.missing == "py-spy took no sample of the run: Error: Permission denied (os error 1)", share.missing
+    assert not list(scratch.iterdir())  # py-spy's files are gone either way
 
 
 def test_bench_sim_wall_share_splits_the_run_between_shipping_code_and_simulator():

@@ -182,12 +182,17 @@ class WallShare:
             return self
         self._dir = tempfile.mkdtemp(prefix="flk-wallshare-")
         _allow_tracer(True)
-        with open(os.path.join(self._dir, "err.txt"), "wb") as err:
-            self._proc = subprocess.Popen(
-                [exe, "record", "--pid", str(os.getpid()), *(() if self.blocking else ("--nonblocking",)),
-                 "--rate", str(self.rate), "--format", "raw", "--full-filenames",
-                 "--output", os.path.join(self._dir, "raw.txt")],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            with open(os.path.join(self._dir, "err.txt"), "wb") as err:
+                self._proc = subprocess.Popen(
+                    [exe, "record", "--pid", str(os.getpid()), *(() if self.blocking else ("--nonblocking",)),
+                     "--rate", str(self.rate), "--format", "raw", "--full-filenames",
+                     "--output", os.path.join(self._dir, "raw.txt")],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        except OSError as exc:  # not executable, no memory for a process: measured nothing
+            self.missing = f"py-spy could not start: {exc.strerror or exc}"
+            self._done()
+            return self
         try:  # py-spy says nothing when it samples (no terminal): give it the time to attach
             self._proc.wait(timeout=ATTACH_S)  # or to fail (refused, no Python found)
         except subprocess.TimeoutExpired:
@@ -223,8 +228,13 @@ class WallShare:
                 said = next((line for line in err if "rror" in line or "ermission" in line), "")
                 self.missing = f"py-spy took no sample of the run{': ' + said[:200] if said else ''}"
         finally:
-            _allow_tracer(False)
-            shutil.rmtree(self._dir or "", ignore_errors=True)
+            self._done()
+
+    def _done(self) -> None:
+        _allow_tracer(False)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     @property
     def samples(self) -> int:
