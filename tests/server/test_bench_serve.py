@@ -7,6 +7,8 @@ import shutil
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .proc import FLK, clean_env
 
@@ -35,6 +37,10 @@ def test_bench_serve_quick_prints_figures() -> None:
     assert fig["bare_starlette_unpinned_rps"] > 0 and fig["bare_starlette_unpinned_socket_errors"] == 0
     assert fig["ratio_sqlite_vs_bare_starlette_unpinned"] == round(
         fig["sqlite_rps"] / fig["bare_starlette_unpinned_rps"], 3)
+    # the goal's ratio round by round (--repeat 1: one round, the headline ratio itself)
+    (only,) = fig["ratio_sqlite_vs_bare_starlette_rounds"]
+    assert only == pytest.approx(fig["ratio_sqlite_vs_bare_starlette"], abs=0.0015)  # from unrounded req/s
+    assert fig["ratio_sqlite_vs_bare_starlette_rounds_median"] == only
     for who in ("sqlite", "sqlite_minimal", "bare_realistic", "bare_minimal", "bare_starlette"):
         assert fig[f"{who}_cpu_us_per_req"] > 0  # CPU per request of both, from /proc
         assert fig[f"{who}_switches_per_req"] >= 0  # context switches per request, from /proc
@@ -148,3 +154,17 @@ def test_no_goal_is_met_on_recycled_bodies() -> None:
         _goals(out)
         goals = {k: v for k, v in out.items() if k.startswith("goal_")}
         assert len(goals) >= 7 and all(v is fresh for v in goals.values()), goals
+
+
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(st.lists(st.tuples(st.floats(1.0, 1e6), st.floats(1.0, 1e6)), min_size=1, max_size=9))
+def test_round_ratios_pair_each_server_turn_with_its_own_anchor(pairs) -> None:
+    from flk.impl.lab.bench.serve import GOAL_RATIO, _round_ratios
+
+    anchors = [{"rps": a} for a, _ in pairs]
+    servers = [{"rps": s} for _, s in pairs]
+    got = _round_ratios(anchors, servers, "r")
+    assert got["r_rounds"] == [round(s / a, 3) for a, s in pairs]  # in round order, never re-paired
+    assert got["r_rounds_min"] == min(got["r_rounds"]) and got["r_rounds_max"] == max(got["r_rounds"])
+    assert got["r_rounds_min"] <= got["r_rounds_median"] <= got["r_rounds_max"]
+    assert got["r_rounds_at_goal"] == sum(r >= GOAL_RATIO for r in got["r_rounds"])

@@ -834,6 +834,9 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
         # the same against bare Starlette as stock uvicorn runs it (its workers unpinned): a reference
         figures["ratio_sqlite_vs_bare_starlette_unpinned"] = round(
             figures["sqlite_rps"] / max(figures.get("bare_starlette_unpinned_rps", 0.0), 1e-9), 3)
+        # the goal's ratio round by round: each server turn over its anchor's turn just before it
+        # (_turns), so the spread the median hides is in the figures (the rounds' noise, same run)
+        figures.update(_round_ratios(bare_runs["starlette"], runs["sqlite"], "ratio_sqlite_vs_bare_starlette"))
         # at saturation the server's admission sheds load (429 before the WAL): only its 2xx answers count
         figures["ratio_sqlite_sat_ok_vs_bare_starlette"] = round(figures["sqlite_sat_ok_rps"]
                                                                  / _anchor_rps(figures, "sqlite_sat"), 3)
@@ -887,6 +890,15 @@ def _turns(work: str, paths: dict[str, str], lua_path: str, seconds: float, work
                 if store in ("redis", "postgres"):
                     _drop_namespace(store, env, svc)
     return bare_runs, runs
+
+
+def _round_ratios(anchors: list[dict], servers: list[dict], name: str) -> dict:
+    """``name``'s ratio per round (``servers[i]`` req/s over ``anchors[i]``'s, one round's turns
+    one after the other), their median, lowest and highest, and the rounds at or above the goal."""
+    ratios = [round(s["rps"] / max(a["rps"], 1e-9), 3) for a, s in zip(anchors, servers, strict=True)]
+    return {f"{name}_rounds": ratios, f"{name}_rounds_median": round(statistics.median(ratios), 3),
+            f"{name}_rounds_min": min(ratios), f"{name}_rounds_max": max(ratios),
+            f"{name}_rounds_at_goal": sum(r >= GOAL_RATIO for r in ratios)}
 
 
 def _goals(figures: dict) -> None:
