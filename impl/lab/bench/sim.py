@@ -133,7 +133,6 @@ def run(repeat: int = 3, quick: bool = False, n: int | None = None, wall_share: 
         "bare_simpy_events_per_wall_s": round(bare, 1),
         "ratio_sim_to_bare_simpy": round(sim_rate / bare, 4),
         "peak_rss_mb": round(peak_kb / 1024, 1),
-
         "deterministic": len({d["digest"] for d in done}) == 1 if runs > 1 else None,  # one run: not checked
         "history_digest": done[0]["digest"],
         "load_average_1m": [round(load_before, 2), round(load_after, 2)],  # before, after: other work competes
@@ -165,7 +164,7 @@ def wall_shares(n: int, digest: str) -> dict:
         # the files the time went to (owner:path under its root), the largest first
         "wall_share_top_files": [[f"{owner}:{path}", round(k / total, 4)]
                                  for (owner, path), k in share.by_file.most_common(TOP_FILES)] if total else None,
-        "wall_share_missing": share.missing if not total else None,
+        "wall_share_missing": (share.missing or "py-spy took no sample of the run") if not total else None,
         "wall_share_run_wall_s": round(run["wall"], 2),
         "wall_share_same_history": hmac.compare_digest(run["digest"], digest),  # the profiled run did the same work
         "speedup_bound_if_simulator_free": round(1.0 / shipping, 2) if shipping > 0 else None,
