@@ -91,14 +91,14 @@ def run_once(n: int, label: str, owners: Owners | None = None) -> dict:
     with progress.bar(world.duration + world.quiescence, label, unit="sim s", enabled=show) as sim_bar:
         if show:
             progress.follow_world(world, sim_bar)
-        share = WallShare(owners, select="World.run") if owners is not None else contextlib.nullcontext()
-        with share:  # py-spy's attach: before the clock starts
+        share = WallShare(owners, select="World.run") if owners is not None else None
+        with share or contextlib.nullcontext():  # py-spy's attach: before the clock starts
             t0, c0 = time.perf_counter(), time.process_time()
             world.run()
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"wall": wall, "cpu": cpu, "submissions": world._req, "history": world.history.count,
             "simpy": simpy_events(world.env), "digest": world.history.digest,
-            "share": share if owners is not None else None}
+            "share": share}
 
 
 def run(repeat: int = 3, quick: bool = False, n: int | None = None, wall_share: bool = False) -> dict:
@@ -156,10 +156,10 @@ def wall_shares(n: int, digest: str) -> dict:
     run = run_once(n, "bench sim (py-spy)", flk_owners())
     share: WallShare = run["share"]
     total = share.samples
-    shares = {name: round(share.counts.get(name, 0) / total, 4) for name in OWNERS} if total else None
-    shipping = share.counts.get("shipping", 0) / total if total else 0.0
+    shares = share.shares(OWNERS)  # empty when nothing was sampled
+    shipping = shares.get("shipping", 0.0)
     return {
-        "wall_share": shares,
+        "wall_share": {name: round(k, 4) for name, k in shares.items()} if shares else None,
         "wall_share_samples": total,
         # the files the time went to (owner:path under its root), the largest first
         "wall_share_top_files": [[f"{owner}:{path}", round(k / total, 4)]

@@ -130,12 +130,17 @@ def attribute(stacks: list[tuple[list[tuple[str, str]], int]], owners: Owners, s
     return counts
 
 
-def shares_of(stacks: list[tuple[list[tuple[str, str]], int]], owners: Owners, select: str) -> Counter[str]:
+def by_owner(by_file: Counter[tuple[str, str]]) -> Counter[str]:
     """:func:`attribute`'s samples summed by owner."""
     counts: Counter[str] = Counter()
-    for (owner, _), n in attribute(stacks, owners, select).items():
+    for (owner, _), n in by_file.items():
         counts[owner] += n
     return counts
+
+
+def shares_of(stacks: list[tuple[list[tuple[str, str]], int]], owners: Owners, select: str) -> Counter[str]:
+    """The samples of :func:`attribute` by owner."""
+    return by_owner(attribute(stacks, owners, select))
 
 
 def py_spy() -> str | None:
@@ -162,13 +167,12 @@ class WallShare:
     :attr:`counts` (samples by owner; empty when not measured), :attr:`by_file` (by owner and
     file), :attr:`missing` (why not: None when measured) and :meth:`shares`."""
 
-    def __init__(self, owners: Owners, select: str, rate: int = 100, blocking: bool = True) -> None:
+    def __init__(self, owners: Owners, select: str, rate: int = 100) -> None:
         if rate < 1:
             raise ValueError("rate must be >= 1")
         self.owners = owners
         self.select = select
         self.rate = rate
-        self.blocking = blocking
         self.counts: Counter[str] = Counter()
         self.by_file: Counter[tuple[str, str]] = Counter()  # (owner, file under its root)
         self.missing: str | None = None
@@ -185,9 +189,8 @@ class WallShare:
         try:
             with open(os.path.join(self._dir, "err.txt"), "wb") as err:
                 self._proc = subprocess.Popen(
-                    [exe, "record", "--pid", str(os.getpid()), *(() if self.blocking else ("--nonblocking",)),
-                     "--rate", str(self.rate), "--format", "raw", "--full-filenames",
-                     "--output", os.path.join(self._dir, "raw.txt")],
+                    [exe, "record", "--pid", str(os.getpid()), "--rate", str(self.rate), "--format", "raw",
+                     "--full-filenames", "--output", os.path.join(self._dir, "raw.txt")],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         except OSError as exc:  # not executable, no memory for a process: measured nothing
             self.missing = f"py-spy could not start: {exc.strerror or exc}"
@@ -220,9 +223,7 @@ class WallShare:
                     proc.wait()
             raw = self._read("raw.txt").decode("utf-8", "replace")
             self.by_file = attribute(parse_raw(raw), self.owners, self.select)
-            self.counts = Counter()
-            for (owner, _), n in self.by_file.items():
-                self.counts[owner] += n
+            self.counts = by_owner(self.by_file)
             if not self.counts:
                 err = self._read("err.txt").decode("utf-8", "replace").strip().splitlines()
                 said = next((line for line in err if "rror" in line or "ermission" in line), "")
