@@ -209,3 +209,55 @@ def test_a_restart_held_up_by_a_reader_gives_up_and_writers_go_on(tmp_path):
         conn.close()
         ck.close()
         writer.close()
+
+
+def test_a_restart_syncs_the_file_first_while_the_writers_go_on(tmp_path):
+    """Before a restart the store's thread fdatasyncs the file holding no SQLite lock (a
+    writer commits meanwhile), so the restart, which holds the writers back, has only the
+    pages copied since to sync; a fold that does not restart does not sync."""
+    path = str(tmp_path / "d.sqlite")
+    writer = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9)
+    writer._checkpointer.max_wait_s = 3600.0
+    ck = _Checkpointer(path, 10_000, rows=10**9, max_wait_s=3600.0, restart_pages=200)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    synced: list[int] = []
+    real_flush = ck.flush
+
+    def flush() -> None:
+        _write(writer, 30, first=8000 + 30 * len(synced))  # commits: no lock is held here
+        real_flush()
+        synced.append(ck.restarts)
+
+    ck.flush = flush
+    try:
+        _write(writer, 120)
+        assert ck.fold(conn) == "passive" and synced == []
+        _write(writer, 2400, batch=60, first=1000)
+        assert ck.fold(conn) == "restart" and synced == [0]  # synced before the restart
+        assert writer.get_many([("t", "p008000")], NOW) == [_items(8000, 1)[0][2]]
+    finally:
+        conn.close()
+        ck.close()
+        writer.close()
+    assert ck._fd is None  # closed with the thread
+
+
+def test_a_file_the_restart_cannot_sync_is_a_counted_failure(tmp_path):
+    path = str(tmp_path / "d.sqlite")
+    writer = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9)
+    writer._checkpointer.max_wait_s = 3600.0
+    ck = _Checkpointer(path, 10_000, rows=10**9, max_wait_s=3600.0, restart_pages=200)
+
+    def failing_flush() -> None:
+        raise OSError(5, "Input/output error")  # as fdatasync answers a failing disk
+
+    ck.flush = failing_flush
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        _write(writer, 2400, batch=60)
+        assert ck.fold(conn) == "failed" and ck.failures == 1 and ck.restarts == 0  # no restart after it
+        _write(writer, 30, first=9000)  # the writers go on
+    finally:
+        conn.close()
+        ck.close()
+        writer.close()
