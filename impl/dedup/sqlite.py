@@ -589,9 +589,11 @@ class _Checkpointer:
         the restarts took 0-8 ms, the longest batch finish 9.6 ms instead of 34. flk bench
         serve's server turn (5 s, 4 interleaved rounds, each side twice a round): p99
         6.3-14.3 ms vs 21.7-28.8 ms, req/s within the rounds' noise (ratio to bare Starlette
-        0.689 and 0.659 vs 0.650 and 0.705). Syncing after every passive checkpoint instead
-        cost 10 % of req/s (hot pages written over and over); once half-way to the restart,
-        it left the restarts at 3-25 ms."""
+        0.689 and 0.659 vs 0.650 and 0.705); at 64 connections (3 rounds) p99 8.8-15.7 vs
+        21.6-26.4 ms, req/s 27.1k vs 27.4k (medians), CPU per request some 4 % higher (why
+        is not measured). Syncing after every passive checkpoint instead cost 10 % of req/s
+        (hot pages written over and over); once half-way to the restart, it left the
+        restarts at 3-25 ms."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         os.fdatasync(self._fd)
