@@ -65,9 +65,8 @@ def test_samples_count_to_the_innermost_owned_frame_from_the_selected_call():
         # inside it but in no root at all
         "main (/x/lab/bench.py:1);World.run (/usr/lib/python3.11/threading.py:2) 1",
     ])
-    counts = ws.shares_of(ws.parse_raw(raw), owners, "World.run")
-    assert counts == {"shipping": 9, "simulator": 3, ws.OTHER: 1}
     by_file = ws.attribute(ws.parse_raw(raw), owners, "World.run")
+    assert ws.by_owner(by_file) == {"shipping": 9, "simulator": 3, ws.OTHER: 1}
     assert by_file == {("shipping", "core.py"): 9, ("simulator", "workload.py"): 3, (ws.OTHER, ""): 1}
 
 

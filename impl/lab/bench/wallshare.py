@@ -138,11 +138,6 @@ def by_owner(by_file: Counter[tuple[str, str]]) -> Counter[str]:
     return counts
 
 
-def shares_of(stacks: list[tuple[list[tuple[str, str]], int]], owners: Owners, select: str) -> Counter[str]:
-    """The samples of :func:`attribute` by owner."""
-    return by_owner(attribute(stacks, owners, select))
-
-
 def py_spy() -> str | None:
     """The py-spy executable: on PATH, or beside this Python (a virtualenv's bin)."""
     found = shutil.which("py-spy")
