@@ -1,5 +1,6 @@
 """The server's threads carry their names in the kernel (``/proc/<pid>/task/<tid>/comm``:
-``top -H``, ``ps -T``, perf), and ``flk bench serve`` splits a server's CPU by them."""
+``top -H``, ``ps -T``, perf), and ``flk bench serve`` splits a server's CPU and its disk
+writes by them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from flk.impl.lab.bench.serve import (
     _cpu_by_name_between,
     _per_request_by_name,
     _tree_thread_cpu_by_name,
+    _tree_thread_writes_by_name,
 )
 from flk.impl.storage import threads as named
 from flk.impl.storage.threads import COMM_BYTES, NamedThread, os_name
@@ -124,6 +126,47 @@ def test_the_bench_splits_a_process_trees_cpu_by_thread_name() -> None:
     split = _per_request_by_name(_cpu_by_name_between([before], [after]), 1000)
     assert split["bench-spin"] == pytest.approx(after["bench-spin"] * 1e6 / 1000, abs=0.1)
     assert all(v > 0 for v in split.values())  # a name that used no CPU is left out
+
+
+def _fs_type(path: str) -> str:
+    """The type of the file system holding ``path`` (the longest mount point above it)."""
+    best, kind = "", ""
+    with open("/proc/self/mounts") as fh:
+        for line in fh:
+            mount, fstype = line.split()[1:3]
+            if (path == mount or path.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+                best, kind = mount, fstype
+    return kind
+
+
+@needs_comm
+@pytest.mark.skipif(not os.path.exists("/proc/thread-self/io"), reason="no per-thread I/O accounting here")
+def test_the_bench_splits_a_process_trees_disk_writes_by_thread_name(tmp_path) -> None:
+    if _fs_type(str(tmp_path)) == "tmpfs":
+        pytest.skip("tmp_path is on tmpfs, which writes nothing back: no write_bytes to read")
+    chunk, rounds = b"x" * 65536, 16  # 1 MiB, synced every 64 KiB as a log is
+    wrote, read = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with open(tmp_path / "written", "wb") as fh:
+            for _ in range(rounds):
+                fh.write(chunk)
+                fh.flush()
+                os.fdatasync(fh.fileno())
+        wrote.set()
+        read.wait(30)  # a thread's counters go to its process when it ends: read them before
+
+    t = NamedThread(target=write, name="bench-writer", daemon=True)
+    before = _tree_thread_writes_by_name(os.getpid())
+    t.start()
+    assert wrote.wait(30)
+    after = _tree_thread_writes_by_name(os.getpid())
+    read.set()
+    t.join(30)
+    split = _cpu_by_name_between([before], [after])
+    # every byte it wrote went to the disk and was charged to it, by its name, not to main
+    assert split.get("bench-writer", 0.0) >= rounds * len(chunk), split
+    assert split.get("main", 0.0) < rounds * len(chunk) / 4, split
 
 
 def test_the_per_request_split_adds_up_over_processes_and_leaves_idle_names_out() -> None:

@@ -61,7 +61,14 @@ own inbox WALs) sharing one Postgres table, each driven by its own ``wrk``
 Beside req/s every server run reports its fsyncs per second (``fsync`` and
 ``fdatasync`` system calls of the server's process tree during the measured
 run, counted by ``perf stat`` tracepoints; absent when ``perf`` cannot count)
-and requests per fsync (the mean group-commit size). The physical limit of the
+and requests per fsync (the mean group-commit size), and what it sent to the
+disk: ``<label>_write_kb_per_req`` (``write_bytes`` of every thread of the
+process tree during the measured run, per request: a page it turned dirty counts
+4 KiB), by thread name in ``<label>_thread_write_kb_per_req`` (``submit-batch``:
+the inbox WAL and the store's commits; ``dedup-checkpoin``: the SQLite file) and
+as ``<label>_write_mb_per_s`` -- the load every fsync on that disk waits behind;
+``bare_durable_write_kb_per_req`` is what a handler that only logs the body
+writes. The physical limit of the
 durable WAL is measured on the same disk in the same run: the latency of a
 batch-sized write + fsync, appended (``fsync_ms_p50``) and as the inbox WAL writes
 it, into zeros written ahead (``fsync_prealloc_ms_p50``), and from the latter the
@@ -333,9 +340,28 @@ def _tree_thread_cpu_by_name(pid: int) -> dict[str, float]:
     return out
 
 
+def _tree_thread_writes_by_name(pid: int) -> dict[str, float]:
+    """Bytes written to storage so far by every thread of ``pid`` and its descendants, summed by
+    thread name as :func:`_tree_thread_cpu_by_name` names them: ``write_bytes`` of
+    ``/proc/<process>/task/<thread>/io`` -- the kernel charges a thread 4 KiB for each page
+    cache page it turns dirty (an append into a page a sync had cleaned counts that page again)
+    and the bytes of its direct writes, so it reads what the thread sends to the disk, not what
+    it passes to ``write``. A file system without writeback (tmpfs) charges nothing."""
+    names = {(p, t): "main" if t == str(p) else text.rpartition(")")[0].partition("(")[2]
+             for p, t, text in _task_files(pid, "stat")}
+    out: dict[str, float] = {}
+    for p, t, text in _task_files(pid, "io"):
+        name = names.get((p, t))
+        value = next((line.split()[1] for line in text.splitlines() if line.startswith("write_bytes:")), None)
+        if name is not None and value is not None:
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
 def _cpu_by_name_between(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, float]:
-    """CPU seconds of each thread name between two readings of :func:`_tree_thread_cpu_by_name`
-    (one per server process, in the same order), summed over the processes."""
+    """CPU seconds (or bytes written: :func:`_tree_thread_writes_by_name`) of each thread name
+    between two readings of :func:`_tree_thread_cpu_by_name` (one per server process, in the
+    same order), summed over the processes."""
     total: dict[str, float] = {}
     for then, now in zip(before, after, strict=True):
         for name, cpu in now.items():
@@ -454,6 +480,7 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
     server ``pids``: their CPU, context switches and fsyncs during the run."""
     cpu0 = sum(_tree_cpu_s(p) for p in pids)
     named0 = [_tree_thread_cpu_by_name(p) for p in pids]
+    writes0 = [_tree_thread_writes_by_name(p) for p in pids]
     switches0 = sum(_tree_switches(p) for p in pids)
     runq0 = sum(_tree_runqueue_wait_s(p) for p in pids)
     idle0 = _cpu_idle_ticks()
@@ -502,6 +529,13 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
         r["main_thread_cpu_us_per_req"] = main * per_req
         r["other_threads_cpu_us_per_req"] = (sum(named.values()) - main) * per_req
         r["thread_cpu_us_per_req"] = _per_request_by_name(named, r["requests"])
+        # what the servers sent to the disk per request, in all and by thread name (the batch
+        # thread: the inbox WAL and the store's commits; dedup-checkpoin: the SQLite file)
+        written = _cpu_by_name_between(writes0, [_tree_thread_writes_by_name(p) for p in pids])
+        r["write_kb_per_req"] = sum(written.values()) / 1024 / max(1, r["requests"])
+        r["thread_write_kb_per_req"] = {name: round(b / 1024 / max(1, r["requests"]), 2)
+                                        for name, b in sorted(written.items()) if b > 0}
+        r["write_mb_per_s"] = sum(written.values()) / 1e6 / (r["duration_us"] / 1e6)
         if n_fsync is not None:
             r["fsyncs_per_s"] = n_fsync / (r["duration_us"] / 1e6)
             if n_fsync:
@@ -753,6 +787,12 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
            if all("steady_cpu_us_per_req" in r for r in rs) else {}),
         **({f"{prefix}_fsyncs_per_s": round(_median(rs, "fsyncs_per_s"), 1)}
            if all("fsyncs_per_s" in r for r in rs) else {}),
+        # what the server sent to the disk (_tree_thread_writes_by_name): KiB per request, in all
+        # and by thread name, and MB/s over the turn -- the load its fsyncs wait behind
+        **({f"{prefix}_write_kb_per_req": round(_median(rs, "write_kb_per_req"), 2),
+            f"{prefix}_write_mb_per_s": round(_median(rs, "write_mb_per_s"), 1),
+            f"{prefix}_thread_write_kb_per_req": _thread_summary(rs, "thread_write_kb_per_req", 2)}
+           if all("write_kb_per_req" in r for r in rs) else {}),
         **({f"{prefix}_requests_per_fsync": round(_median(rs, "requests_per_fsync"), 2)}
            if all("requests_per_fsync" in r for r in rs) else {}),
         # where a request's time in the batch driver went (median over runs of the mean us per request),
@@ -765,12 +805,11 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
     }
 
 
-def _thread_summary(rs: list[dict]) -> dict[str, float]:
-    """Median over runs of each thread name's CPU microseconds per request (0 in a run where
-    the name used none)."""
-    names = sorted({name for r in rs for name in r["thread_cpu_us_per_req"]})
-    return {name: round(statistics.median(r["thread_cpu_us_per_req"].get(name, 0.0) for r in rs), 1)
-            for name in names}
+def _thread_summary(rs: list[dict], key: str = "thread_cpu_us_per_req", digits: int = 1) -> dict[str, float]:
+    """Median over runs of each thread name's figure per request (``key``: CPU microseconds, or
+    KiB written), 0 in a run where the name had none."""
+    names = sorted({name for r in rs for name in r[key]})
+    return {name: round(statistics.median(r[key].get(name, 0.0) for r in rs), digits) for name in names}
 
 
 def _stage_summary(rs: list[dict]) -> dict:
