@@ -61,14 +61,14 @@ own inbox WALs) sharing one Postgres table, each driven by its own ``wrk``
 Beside req/s every server run reports its fsyncs per second (``fsync`` and
 ``fdatasync`` system calls of the server's process tree during the measured
 run, counted by ``perf stat`` tracepoints; absent when ``perf`` cannot count)
-and requests per fsync (the mean group-commit size), and what it sent to the
-disk: ``<label>_write_kb_per_req`` (``write_bytes`` of every thread of the
-process tree during the measured run, per request: a page it turned dirty counts
-4 KiB), by thread name in ``<label>_thread_write_kb_per_req`` (``submit-batch``:
-the inbox WAL and the store's commits; ``dedup-checkpoin``: the SQLite file) and
-as ``<label>_write_mb_per_s`` -- the load every fsync on that disk waits behind;
-``bare_durable_write_kb_per_req`` is what a handler that only logs the body
-writes. The physical limit of the
+and requests per fsync (the mean group-commit size), and the writes: what the
+disk holding the data got during the measured run (``<label>_disk_write_kb_per_req``
+and ``<label>_disk_write_mb_per_s``, from ``/proc/diskstats``: whoever wrote it,
+the load every fsync on that disk waits behind; ``bare_durable_*`` is a handler
+that only logs each body) and what each thread name passed to write calls per
+request (``<label>_thread_wchar_kb_per_req``: ``submit-batch``, the inbox WAL's
+records and the store's commits; ``dedup-checkpoin``, the SQLite file; ``main``,
+the answers on sockets). The physical limit of the
 durable WAL is measured on the same disk in the same run: the latency of a
 batch-sized write + fsync, appended (``fsync_ms_p50``) and as the inbox WAL writes
 it, into zeros written ahead (``fsync_prealloc_ms_p50``), and from the latter the
@@ -340,26 +340,42 @@ def _tree_thread_cpu_by_name(pid: int) -> dict[str, float]:
     return out
 
 
-def _tree_thread_writes_by_name(pid: int) -> dict[str, float]:
-    """Bytes written to storage so far by every thread of ``pid`` and its descendants, summed by
-    thread name as :func:`_tree_thread_cpu_by_name` names them: ``write_bytes`` of
-    ``/proc/<process>/task/<thread>/io`` -- the kernel charges a thread 4 KiB for each page
-    cache page it turns dirty (an append into a page a sync had cleaned counts that page again)
-    and the bytes of its direct writes, so it reads what the thread sends to the disk, not what
-    it passes to ``write``. A file system without writeback (tmpfs) charges nothing."""
+def _tree_thread_wchar_by_name(pid: int) -> dict[str, float]:
+    """Bytes every thread of ``pid`` and its descendants passed to ``write`` calls so far
+    (``wchar`` of ``/proc/<process>/task/<thread>/io``: files and sockets alike -- a server's
+    event loop writes its answers), summed by thread name as :func:`_tree_thread_cpu_by_name`
+    names them. Not ``write_bytes``: with the large page-cache folios of a recent kernel, that
+    one charges a whole folio (up to 2 MiB) to each small append that dirties it -- 1.05 GB
+    for 3.5 MB appended with an fdatasync each, of which the disk got 5.6 MB."""
     names = {(p, t): "main" if t == str(p) else text.rpartition(")")[0].partition("(")[2]
              for p, t, text in _task_files(pid, "stat")}
     out: dict[str, float] = {}
     for p, t, text in _task_files(pid, "io"):
         name = names.get((p, t))
-        value = next((line.split()[1] for line in text.splitlines() if line.startswith("write_bytes:")), None)
+        value = next((line.split()[1] for line in text.splitlines() if line.startswith("wchar:")), None)
         if name is not None and value is not None:
             out[name] = out.get(name, 0.0) + float(value)
     return out
 
 
+def _disk_written_bytes(path: str) -> int | None:
+    """Bytes the block device holding ``path`` has written so far (``/proc/diskstats``, sectors
+    of 512 bytes), whoever wrote them; None when ``path`` is on no device listed there (tmpfs,
+    overlay, another system than Linux)."""
+    try:
+        dev = os.stat(path).st_dev
+        with open("/proc/diskstats") as fh:
+            for line in fh:
+                f = line.split()
+                if len(f) > 9 and (int(f[0]), int(f[1])) == (os.major(dev), os.minor(dev)):
+                    return int(f[9]) * 512
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def _cpu_by_name_between(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, float]:
-    """CPU seconds (or bytes written: :func:`_tree_thread_writes_by_name`) of each thread name
+    """CPU seconds (or bytes written: :func:`_tree_thread_wchar_by_name`) of each thread name
     between two readings of :func:`_tree_thread_cpu_by_name` (one per server process, in the
     same order), summed over the processes."""
     total: dict[str, float] = {}
@@ -480,7 +496,9 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
     server ``pids``: their CPU, context switches and fsyncs during the run."""
     cpu0 = sum(_tree_cpu_s(p) for p in pids)
     named0 = [_tree_thread_cpu_by_name(p) for p in pids]
-    writes0 = [_tree_thread_writes_by_name(p) for p in pids]
+    wchar0 = [_tree_thread_wchar_by_name(p) for p in pids]
+    disk = os.path.dirname(os.path.abspath(bodies_path))  # the work directory: every server's data is made there
+    disk0 = _disk_written_bytes(disk)
     switches0 = sum(_tree_switches(p) for p in pids)
     runq0 = sum(_tree_runqueue_wait_s(p) for p in pids)
     idle0 = _cpu_idle_ticks()
@@ -529,13 +547,16 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
         r["main_thread_cpu_us_per_req"] = main * per_req
         r["other_threads_cpu_us_per_req"] = (sum(named.values()) - main) * per_req
         r["thread_cpu_us_per_req"] = _per_request_by_name(named, r["requests"])
-        # what the servers sent to the disk per request, in all and by thread name (the batch
-        # thread: the inbox WAL and the store's commits; dedup-checkpoin: the SQLite file)
-        written = _cpu_by_name_between(writes0, [_tree_thread_writes_by_name(p) for p in pids])
-        r["write_kb_per_req"] = sum(written.values()) / 1024 / max(1, r["requests"])
-        r["thread_write_kb_per_req"] = {name: round(b / 1024 / max(1, r["requests"]), 2)
-                                        for name, b in sorted(written.items()) if b > 0}
-        r["write_mb_per_s"] = sum(written.values()) / 1e6 / (r["duration_us"] / 1e6)
+        # what the disk got during the run, per request and per second, and what each thread
+        # name passed to write calls per request (the batch thread: the inbox WAL's records and
+        # the store's commits; dedup-checkpoin: the SQLite file; main: the answers, on sockets)
+        disk1 = _disk_written_bytes(disk)
+        if disk0 is not None and disk1 is not None:
+            r["disk_write_kb_per_req"] = (disk1 - disk0) / 1024 / max(1, r["requests"])
+            r["disk_write_mb_per_s"] = (disk1 - disk0) / 1e6 / (r["duration_us"] / 1e6)
+        wrote = _cpu_by_name_between(wchar0, [_tree_thread_wchar_by_name(p) for p in pids])
+        r["thread_wchar_kb_per_req"] = {name: round(b / 1024 / max(1, r["requests"]), 2)
+                                        for name, b in sorted(wrote.items()) if b > 0}
         if n_fsync is not None:
             r["fsyncs_per_s"] = n_fsync / (r["duration_us"] / 1e6)
             if n_fsync:
@@ -787,12 +808,13 @@ def _summary(prefix: str, rs: list[dict]) -> dict:
            if all("steady_cpu_us_per_req" in r for r in rs) else {}),
         **({f"{prefix}_fsyncs_per_s": round(_median(rs, "fsyncs_per_s"), 1)}
            if all("fsyncs_per_s" in r for r in rs) else {}),
-        # what the server sent to the disk (_tree_thread_writes_by_name): KiB per request, in all
-        # and by thread name, and MB/s over the turn -- the load its fsyncs wait behind
-        **({f"{prefix}_write_kb_per_req": round(_median(rs, "write_kb_per_req"), 2),
-            f"{prefix}_write_mb_per_s": round(_median(rs, "write_mb_per_s"), 1),
-            f"{prefix}_thread_write_kb_per_req": _thread_summary(rs, "thread_write_kb_per_req", 2)}
-           if all("write_kb_per_req" in r for r in rs) else {}),
+        # what the disk got during the turn (_disk_written_bytes): KiB per request and MB/s -- the
+        # load every fsync on it waits behind; and what each thread name passed to write calls
+        **({f"{prefix}_disk_write_kb_per_req": round(_median(rs, "disk_write_kb_per_req"), 2),
+            f"{prefix}_disk_write_mb_per_s": round(_median(rs, "disk_write_mb_per_s"), 1)}
+           if all("disk_write_kb_per_req" in r for r in rs) else {}),
+        **({f"{prefix}_thread_wchar_kb_per_req": _thread_summary(rs, "thread_wchar_kb_per_req", 2)}
+           if all("thread_wchar_kb_per_req" in r for r in rs) else {}),
         **({f"{prefix}_requests_per_fsync": round(_median(rs, "requests_per_fsync"), 2)}
            if all("requests_per_fsync" in r for r in rs) else {}),
         # where a request's time in the batch driver went (median over runs of the mean us per request),
