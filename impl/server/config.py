@@ -421,7 +421,9 @@ SETTINGS: tuple[Setting, ...] = (
       "as the log's end after a crash. They are space the WAL already holds: on a full disk, submissions are "
       "refused only once they are used"),
     S("DEDUP_BACKEND", choice(*BACKENDS), "sqlite", "dedup store", group="storage"),
-    S("SQLITE_PATH", text, _in_data_dir("dedup.sqlite3"), "SQLite dedup file", group="storage"),
+    S("SQLITE_PATH", text, _in_data_dir("dedup.sqlite3"), "SQLite dedup file; best on another device than "
+      "`WAL_DIR`: its page writes (some 8 KiB per fresh key) otherwise share the disk every inbox WAL fsync "
+      "waits on (`flk bench serve`, `sqlite_store_tmpfs`)", group="storage"),
     S("SQLITE_CHECKPOINT_ROWS", integer(1, 100_000_000), DEFAULT_CHECKPOINT_ROWS, "the SQLite dedup store folds "
       "its log into the file on a thread of its own after every this many rows a worker wrote: each fold "
       "fsyncs what the rows wrote, and a larger one holds up the inbox WAL's fsyncs on the same disk longer "

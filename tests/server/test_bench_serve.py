@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .proc import FLK, clean_env
+from .proc import FLK, ServerProc, clean_env
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -177,3 +179,41 @@ def test_round_ratios_pair_each_server_turn_with_its_own_anchor(pairs) -> None:
     assert got["r_rounds_min"] == min(got["r_rounds"]) and got["r_rounds_max"] == max(got["r_rounds"])
     assert got["r_rounds_min"] <= got["r_rounds_median"] <= got["r_rounds_max"]
     assert got["r_rounds_at_goal"] == sum(r >= GOAL_RATIO for r in got["r_rounds"])
+
+
+def test_the_full_bench_runs_the_store_off_disk_counterfactual_beside_the_default_server(monkeypatch) -> None:
+    """The counterfactual turn is the default server (the same env as ``sqlite``'s, which the
+    turn then gives ``SQLITE_PATH`` on a tmpfs), in the full bench only, and only where a tmpfs is."""
+    from flk.impl.lab.bench import serve
+
+    full = {name: env for name, kind, env in serve._backends(2, False, {})}
+    quick = {name for name, _, _ in serve._backends(2, True, {})}
+    if serve.tmpfs_dir() is not None:
+        assert full[serve.STORE_OFF_DISK] == full["sqlite"] == {}
+    assert serve.STORE_OFF_DISK not in quick
+    monkeypatch.setattr(serve, "tmpfs_dir", lambda: None)
+    assert serve.STORE_OFF_DISK not in {name for name, _, _ in serve._backends(2, False, {})}
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm here")
+def test_the_store_off_disk_turn_serves_from_a_file_in_memory_and_leaves_none(tmp_path) -> None:
+    """Only the store's file moves to the tmpfs: a real server answers from it, its inbox WAL
+    stays in the data directory, and the file, its log and index are gone after the turn."""
+    from flk.impl.lab.bench.serve import fs_type, store_off_disk, tmpfs_dir
+    from flk.impl.testing.workload import bodies
+
+    if tmpfs_dir() is None:
+        pytest.skip("/dev/shm is not a tmpfs here")
+    key = "0123456789abcdef0123"
+    with store_off_disk({"PCS_HMAC_KEY": key}) as env:
+        path = env["SQLITE_PATH"]
+        assert env["PCS_HMAC_KEY"] == key and set(env) == {"PCS_HMAC_KEY", "SQLITE_PATH"}
+        assert fs_type(os.path.dirname(path)) == "tmpfs" and not os.path.exists(path)
+        with ServerProc(tmp_path, env) as srv:
+            body = bodies(key.encode(), 1)[0]
+            assert httpx.post(srv.url + "/v1/pcs/submit", content=body, timeout=20).status_code == 200
+            again = httpx.post(srv.url + "/v1/pcs/submit", content=body, timeout=20)
+            assert again.status_code == 200 and again.headers.get("idempotent-replayed") == "true", again.headers
+            assert os.path.getsize(path) > 0
+        assert any(p.name.startswith("worker-") for p in (tmp_path / "data" / "wal").iterdir())
+    assert not [p for p in os.listdir(os.path.dirname(path)) if p.startswith(os.path.basename(path))]

@@ -19,6 +19,7 @@ from flk.impl.lab.bench.serve import (
     _per_request_by_name,
     _tree_thread_cpu_by_name,
     _tree_thread_wchar_by_name,
+    fs_type,
 )
 from flk.impl.storage import threads as named
 from flk.impl.storage.threads import COMM_BYTES, NamedThread, os_name
@@ -129,17 +130,6 @@ def test_the_bench_splits_a_process_trees_cpu_by_thread_name() -> None:
     assert all(v > 0 for v in split.values())  # a name that used no CPU is left out
 
 
-def _fs_type(path: str) -> str:
-    """The type of the file system holding ``path`` (the longest mount point above it)."""
-    best, kind = "", ""
-    with open("/proc/self/mounts") as fh:
-        for line in fh:
-            mount, fstype = line.split()[1:3]
-            if (path == mount or path.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
-                best, kind = mount, fstype
-    return kind
-
-
 @needs_comm
 @pytest.mark.skipif(not os.path.exists("/proc/thread-self/io"), reason="no per-thread I/O counters here")
 def test_the_bench_splits_a_process_trees_writes_by_thread_name_and_reads_the_disks(tmp_path) -> None:
@@ -167,7 +157,7 @@ def test_the_bench_splits_a_process_trees_writes_by_thread_name_and_reads_the_di
     # /proc/thread-self/comm); the main thread wrote nothing meanwhile
     assert rounds * len(chunk) <= split["bench-writer"] <= rounds * len(chunk) + 16, split
     assert split.get("main", 0.0) < len(chunk), split
-    if _fs_type(str(tmp_path)) in ("tmpfs", "overlay") or disk0 is None:
+    if fs_type(str(tmp_path)) in ("tmpfs", "overlay") or disk0 is None:
         return  # no block device behind tmp_path: nothing more to read
     # every synced byte reached the disk (an append rewrites its partial last block: more)
     assert disk1 - disk0 >= rounds * len(chunk)
@@ -192,3 +182,20 @@ def test_a_serving_workers_threads_carry_their_names(tmp_path) -> None:
     # the batch driver's two threads (started by the first batch), the SQLite store's checkpoint
     # thread (the first 15 bytes of its name), the store executor's pool thread
     assert {"main", "submit-batch", "submit-sync", "dedup-checkpoin", "dedup_0"} <= set(names), names
+
+
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(st.integers(0, 10**12), st.integers(0, 10**9), st.one_of(st.none(), st.integers(0, 10**12)),
+       st.integers(1, 10**7), st.floats(0.5, 60.0))
+def test_a_runs_writes_are_the_differences_of_two_readings(disk0, grew, main_bytes, requests, seconds) -> None:
+    from flk.impl.lab.bench.serve import _writes_between
+
+    before = ([{"main": 10.0, "submit-batch": 100.0}], disk0)
+    after = ([{"main": 10.0 + (main_bytes or 0), "submit-batch": 100.0 + 4096}], disk0 + grew)
+    got = _writes_between(before, after, requests, seconds)
+    assert got["disk_write_kb_per_req"] * 1024 * requests == pytest.approx(grew, rel=1e-9, abs=1e-6)
+    assert got["disk_write_mb_per_s"] * 1e6 * seconds == pytest.approx(grew, rel=1e-9, abs=1e-6)
+    assert got["thread_wchar_kb_per_req"]["submit-batch"] == round(4 / requests, 2) or 4 / requests < 0.005
+    assert ("main" in got["thread_wchar_kb_per_req"]) is bool(main_bytes)  # a name that wrote nothing is left out
+    # a disk that cannot be read (no device behind the work directory) gives no disk figures
+    assert "disk_write_kb_per_req" not in _writes_between((before[0], None), after, requests, seconds)
