@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flk.impl.lab.bench.serve import (
-    _cpu_by_name_between,
+    _by_name_between,
     _disk_written_bytes,
     _per_request_by_name,
     _tree_thread_cpu_by_name,
@@ -125,7 +125,7 @@ def test_the_bench_splits_a_process_trees_cpu_by_thread_name() -> None:
     stop.set()
     t.join(10)
     assert "main" in before and after.get("bench-spin", 0.0) > 0.1  # a spinning thread shows by its name
-    split = _per_request_by_name(_cpu_by_name_between([before], [after]), 1000)
+    split = _per_request_by_name(_by_name_between([before], [after]), 1000)
     assert split["bench-spin"] == pytest.approx(after["bench-spin"] * 1e6 / 1000, abs=0.1)
     assert all(v > 0 for v in split.values())  # a name that used no CPU is left out
 
@@ -152,7 +152,7 @@ def test_the_bench_splits_a_process_trees_writes_by_thread_name_and_reads_the_di
     after, disk1 = _tree_thread_wchar_by_name(os.getpid()), _disk_written_bytes(str(tmp_path))
     read.set()
     t.join(30)
-    split = _cpu_by_name_between([before], [after])
+    split = _by_name_between([before], [after])
     # what it passed to write, by its name (and the name itself: NamedThread writes it to
     # /proc/thread-self/comm); the main thread wrote nothing meanwhile
     assert rounds * len(chunk) <= split["bench-writer"] <= rounds * len(chunk) + 16, split
@@ -166,7 +166,7 @@ def test_the_bench_splits_a_process_trees_writes_by_thread_name_and_reads_the_di
 def test_the_per_request_split_adds_up_over_processes_and_leaves_idle_names_out() -> None:
     before = [{"main": 1.0, "submit-batch": 2.0, "idle": 0.5}, {"main": 1.0, "submit-batch": 1.0}]
     after = [{"main": 1.5, "submit-batch": 2.5, "idle": 0.5}, {"main": 1.25, "submit-batch": 1.5, "new": 0.25}]
-    assert _per_request_by_name(_cpu_by_name_between(before, after), 10_000) == {
+    assert _per_request_by_name(_by_name_between(before, after), 10_000) == {
         "main": 75.0, "new": 25.0, "submit-batch": 100.0}
 
 

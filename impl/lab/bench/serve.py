@@ -61,8 +61,9 @@ the WAL's disk cost: beside ``sqlite``'s ``disk_write_kb_per_req``, what its
 fsyncs no longer wait behind. Measured on a 2-core VM (5 interleaved rounds of
 4 s): 0.87-0.95 of bare Starlette against 0.69-0.75 with the file on the disk,
 the disk's writes 1.6 against 9.9 KiB per request, the WAL's sync call 177-207
-against 237-271 us -- so a deployment gains from ``SQLITE_PATH`` on another
-device than ``WAL_DIR``.
+against 237-271 us; the full bench the same day, 0.867 against 0.689, 41.8
+against 50.0 us of server CPU per request -- so a deployment gains from
+``SQLITE_PATH`` on another device than ``WAL_DIR``.
 
 Scaling (without ``--quick``): the SQLite server again at 1 and ``2 x cores``
 workers (``sqlite_w1``, ``sqlite_w<N>``; ``sqlite`` is the default, the core
@@ -386,10 +387,10 @@ def _disk_written_bytes(path: str) -> int | None:
     return None
 
 
-def _cpu_by_name_between(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, float]:
-    """CPU seconds (or bytes written: :func:`_tree_thread_wchar_by_name`) of each thread name
-    between two readings of :func:`_tree_thread_cpu_by_name` (one per server process, in the
-    same order), summed over the processes."""
+def _by_name_between(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, float]:
+    """CPU seconds (:func:`_tree_thread_cpu_by_name`) or bytes written
+    (:func:`_tree_thread_wchar_by_name`) of each thread name between two readings (one per
+    server process, in the same order), summed over the processes."""
     total: dict[str, float] = {}
     for then, now in zip(before, after, strict=True):
         for name, cpu in now.items():
@@ -398,7 +399,7 @@ def _cpu_by_name_between(before: list[dict[str, float]], after: list[dict[str, f
 
 
 def _per_request_by_name(total: dict[str, float], requests: int) -> dict:
-    """Microseconds of CPU per request of each thread name (:func:`_cpu_by_name_between`);
+    """Microseconds of CPU per request of each thread name (:func:`_by_name_between`);
     a name that used none is left out."""
     return {name: round(cpu * 1e6 / max(1, requests), 1) for name, cpu in sorted(total.items()) if cpu > 0}
 
@@ -551,7 +552,7 @@ def _wrk_many(targets: list[tuple[int, int]], bodies_path: str, lua_path: str, s
         # time the server's threads were ready to run but every core was taken (wrk, each other)
         r["runqueue_wait_us_per_req"] = ((sum(_tree_runqueue_wait_s(p) for p in pids) - runq0) * 1e6
                                          / max(1, r["requests"]))
-        named = _cpu_by_name_between(named0, [_tree_thread_cpu_by_name(p) for p in pids])
+        named = _by_name_between(named0, [_tree_thread_cpu_by_name(p) for p in pids])
         per_req = 1e6 / max(1, r["requests"])
         main = named.get("main", 0.0)
         r["main_thread_cpu_us_per_req"] = main * per_req
@@ -582,7 +583,7 @@ def _writes_between(before: tuple, after: tuple, requests: int, seconds: float) 
     if before[1] is not None and after[1] is not None:
         out["disk_write_kb_per_req"] = (after[1] - before[1]) / 1024 / max(1, requests)
         out["disk_write_mb_per_s"] = (after[1] - before[1]) / 1e6 / max(seconds, 1e-9)
-    wrote = _cpu_by_name_between(before[0], after[0])
+    wrote = _by_name_between(before[0], after[0])
     out["thread_wchar_kb_per_req"] = {name: round(b / 1024 / max(1, requests), 2)
                                       for name, b in sorted(wrote.items()) if b > 0}
     return out
