@@ -291,15 +291,39 @@ def sample_entries(entries: Iterable[Entry], n: int, seed: int) -> list[Entry]:
     return heapq.nsmallest(n, entries, key=lambda e: (sample_rank(seed, e[0], e[1]), e[0], e[1]))
 
 
+# the backends whose ``scan`` pages come in (tenant, pcs_id) order, each entry once (the
+# contract above); a sharded store is one only when all its shards are (scans_in_order)
+ORDERED_KINDS = frozenset({"memory", "sqlite", "postgres", "sharded", "tiered"})
+
+
+def scans_in_order(store: Any) -> bool:
+    """Whether ``store``'s ``scan`` pages come in key order, each entry once: its own
+    ``scans_in_order()`` where it has one (a sharded store: all its shards), else its ``kind``."""
+    own = getattr(store, "scans_in_order", None)
+    return bool(own()) if callable(own) else getattr(store, "kind", "") in ORDERED_KINDS
+
+
 def iter_entries(store: Any, now: float, page: int = 1000) -> Iterator[Entry]:
-    """Every entry ``store`` holds at ``now`` (not expired by then), in key order, read
-    ``page`` at a time through the contract's ``scan``."""
+    """Every entry ``store`` holds at ``now`` (not expired by then), each once, in key order,
+    read ``page`` at a time through the contract's ``scan``: streamed from a store whose scan
+    is ordered (:func:`scans_in_order`); from any other (Redis: SCAN's pages come in hash
+    order and may repeat an entry) gathered first -- the last copy of a key kept -- then sorted."""
     cursor = None
+    if scans_in_order(store):
+        while True:
+            batch, cursor = store.scan(cursor, page, now)
+            yield from batch
+            if cursor is None:
+                return
+    seen: dict[tuple[str, str], Entry] = {}
     while True:
         batch, cursor = store.scan(cursor, page, now)
-        yield from batch
+        for entry in batch:
+            seen[(entry[0], entry[1])] = entry
         if cursor is None:
-            return
+            break
+    for key in sorted(seen):
+        yield seen[key]
 
 
 def encode_cursor(tenant: str, pcs_id: str) -> str:

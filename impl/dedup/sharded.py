@@ -60,12 +60,12 @@ from .base import (
     iter_entries,
     partial_answer,
     sample_entries,
+    scans_in_order,
 )
 
 SPACE = 2**32
 DEFAULT_VNODES = 150
 DEFAULT_PROBES = 4
-ORDERED_KINDS = frozenset({"memory", "sqlite", "postgres", "sharded", "tiered"})
 
 
 def _u32(data: bytes) -> int:
@@ -374,8 +374,9 @@ class ShardedStore(BatchMixin):
                 out[n] = None
         return out
 
-    def _ordered(self) -> bool:
-        return all(getattr(s, "kind", "") in ORDERED_KINDS for s in self.shards.values())
+    def scans_in_order(self) -> bool:
+        """Its scan is a k-way merge in key order when every shard's is (:func:`scans_in_order`)."""
+        return all(scans_in_order(s) for s in self.shards.values())
 
     def scan(self, cursor, limit, now):
         """Every entry the ring's owner shard holds, once: a copy a shard keeps of a key the
@@ -388,7 +389,7 @@ class ShardedStore(BatchMixin):
         if limit < 1:
             raise ValueError("limit must be >= 1")
         owner = self.ring.owner
-        if self._ordered():
+        if self.scans_in_order():
             scanned = [(n, self._call(n, now, lambda s: s.scan(cursor, limit, now))) for n in self.shards]
             more = any(nxt is not None for _, (_, nxt) in scanned)
             merged = list(heapq.merge(*([(e, n) for e in got] for n, (got, _) in scanned),
