@@ -201,7 +201,7 @@ def _final_reads(args) -> int:
                 emit = lambda rec: fh.write(json.dumps(rec, sort_keys=True).encode() + b"\n")  # noqa: E731
             else:
                 emit = lambda rec: sys.stdout.write(json.dumps(rec, sort_keys=True) + "\n")  # noqa: E731
-            for t, p, o in iter_entries(store, now):  # streamed: a store of any size in constant memory
+            for t, p, o in iter_entries(store, now):  # in key order; streamed from an ordered store, Redis gathered
                 emit(history.final_read_record(t, p, o.payload_digest, o.status, args.region))
                 n += 1
             if n == 0 and args.region is not None:
