@@ -308,22 +308,23 @@ def iter_entries(store: Any, now: float, page: int = 1000) -> Iterator[Entry]:
     read ``page`` at a time through the contract's ``scan``: streamed from a store whose scan
     is ordered (:func:`scans_in_order`); from any other (Redis: SCAN's pages come in hash
     order and may repeat an entry) gathered first -- the last copy of a key kept -- then sorted."""
-    cursor = None
+    entries = _scanned(store, now, page)
     if scans_in_order(store):
-        while True:
-            batch, cursor = store.scan(cursor, page, now)
-            yield from batch
-            if cursor is None:
-                return
-    seen: dict[tuple[str, str], Entry] = {}
-    while True:
-        batch, cursor = store.scan(cursor, page, now)
-        for entry in batch:
-            seen[(entry[0], entry[1])] = entry
-        if cursor is None:
-            break
+        yield from entries
+        return
+    seen = {(e[0], e[1]): e for e in entries}
     for key in sorted(seen):
         yield seen[key]
+
+
+def _scanned(store: Any, now: float, page: int) -> Iterator[Entry]:
+    """The entries of every page of one ``scan`` of ``store``, as the pages come."""
+    cursor = None
+    while True:
+        batch, cursor = store.scan(cursor, page, now)
+        yield from batch
+        if cursor is None:
+            return
 
 
 def encode_cursor(tenant: str, pcs_id: str) -> str:

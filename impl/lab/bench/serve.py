@@ -346,11 +346,16 @@ def _tree_thread_cpu_by_name(pid: int) -> dict[str, float]:
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for p, t, text in _task_files(pid, "stat"):
-        head, _, rest = text.rpartition(")")
-        fields = rest.split()
-        name = "main" if t == str(p) else head.partition("(")[2]
+        fields = text.rpartition(")")[2].split()
+        name = _thread_name(p, t, text)
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def _thread_name(process: int | str, thread: str, stat: str) -> str:
+    """A thread's name in the split by name: ``main`` for its process's main thread, else
+    its kernel name (``comm``, between the parentheses of its ``stat`` text)."""
+    return "main" if thread == str(process) else stat.rpartition(")")[0].partition("(")[2]
 
 
 def _tree_thread_wchar_by_name(pid: int) -> dict[str, float]:
@@ -360,8 +365,7 @@ def _tree_thread_wchar_by_name(pid: int) -> dict[str, float]:
     names them. Not ``write_bytes``: with the large page-cache folios of a recent kernel, that
     one charges a whole folio (up to 2 MiB) to each small append that dirties it -- 1.05 GB
     for 3.5 MB appended with an fdatasync each, of which the disk got 5.6 MB."""
-    names = {(p, t): "main" if t == str(p) else text.rpartition(")")[0].partition("(")[2]
-             for p, t, text in _task_files(pid, "stat")}
+    names = {(p, t): _thread_name(p, t, text) for p, t, text in _task_files(pid, "stat")}
     out: dict[str, float] = {}
     for p, t, text in _task_files(pid, "io"):
         name = names.get((p, t))
