@@ -13,7 +13,9 @@ of SPEC.md 9.4 (settings ``MAX_REQUEST_LINE_BYTES``, ``MAX_HEADER_BYTES``,
 limit                       when                                        answer
 ==========================  ==========================================  ==============
 request line                URL longer than the limit                   414 uri-too-long
-header bytes                bytes received before the headers end       431 headers-too-large
+header bytes                bytes received before the headers end, or   431 headers-too-large
+                            the request target and header fields (each
+                            name + value + 4) however the bytes arrive
 header count                more header fields than the limit           431 headers-too-large
 header timeout              headers not complete in time (also an idle  408 request-timeout
                             new connection)
@@ -22,8 +24,15 @@ connections                 more open connections than the limit (a     503 too-
                             /health or /ready request still answered;
                             at accept beyond twice the limit)
 transfer coding             Transfer-Encoding other than chunked alone  501 unsupported-transfer-coding
-malformed HTTP              the parser rejects the bytes                400 bad-request
+malformed HTTP              the parser rejects the bytes, or a version  400 bad-request
+                            other than HTTP/1.0 and HTTP/1.1
+half-closed request         the client shuts its sending side down      400 bad-request
+                            inside a request (head or body incomplete)
 ==========================  ==========================================  ==============
+
+A client that shuts its sending side down (``shutdown(SHUT_WR)``) after whole requests
+gets their answers, in order, and then the close: the transport stays open for writing
+(:meth:`GuardedHttpToolsProtocol.eof_received`) until the last answer is written.
 
 Every answer is problem+json from the catalog and closes the connection; the
 bytes already buffered stay bounded by the limit plus one read (at most 256
@@ -240,6 +249,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
+        self._head_len = 0  # the request target and header fields parsed so far (the header limit)
+        self._in_message = False  # the parser is inside a request (its head or body incomplete)
+        self._eof = False  # the client shut its sending side down: close after the answers owed
         # one deadline at a time ("head", "body", "idle": uvicorn's keep-alive; None: none) and
         # ONE loop timer per connection, armed at most ``_horizon`` (the shortest of the three
         # timeouts) ahead: a timer that fires before the current deadline re-arms itself for
@@ -280,6 +292,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
         super().connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        """The client shut its sending side down. A request it left incomplete is answered 400
+        (after the answers owed before it); whole requests still in flight are answered, and
+        the connection closes after the last one (True keeps the transport open to write them:
+        uvicorn's None closed it, and their answers were lost). Nothing owed: closed now."""
+        self._eof = True
+        if self._in_message and not self._closed_by_guard:
+            self._refuse("bad-request", "the client ended its side of the connection inside a request")
+        if self.transport is None or self.transport.is_closing():
+            return None
+        if self._pending_refusal is not None or self._owes_answers():
+            self._cancel_timers()  # no more bytes come: no head, body or idle deadline applies
+            return True
+        return None
 
     def data_received(self, data: bytes) -> None:
         if self._closed_by_guard:
@@ -322,7 +349,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # end of the head (_begin_scope), unless the lean head takes the request (_lean_head)
         self.url, self.expect_100_continue, self.headers = b"", False, []
         self._scope_begun = False
-        self._in_head, self._header_count = True, 0
+        self._in_head, self._header_count, self._head_len, self._in_message = True, 0, 0, True
         if self._watching != "head":  # _arm_head_timer: a head deadline already running is kept
             self._watch("head", self.limits.header_timeout_s)
 
@@ -340,12 +367,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.url) > self.limits.max_request_line_bytes:
             self._refusal = ("uri-too-long", f"request target longer than {self.limits.max_request_line_bytes} bytes")
             raise _Refused
+        self._count_head(len(url))
+
+    def _count_head(self, n: int) -> None:
+        """The header-bytes limit on what the parser handed over, so it holds however the
+        bytes arrived (data_received looks only between reads: a head that ended inside one
+        read was never checked there)."""
+        self._head_len += n
+        if self._head_len > self.limits.max_header_bytes:
+            self._refusal = ("headers-too-large", f"request line and headers exceed {self.limits.max_header_bytes} bytes")
+            raise _Refused
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > self.limits.max_headers:
             self._refusal = ("headers-too-large", f"more than {self.limits.max_headers} header fields")
             raise _Refused
+        self._count_head(len(name) + len(value) + 4)  # "name: value\r\n"
         name = name.lower()  # (uvicorn's on_header)
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
@@ -353,6 +391,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes = False, 0
+        version = self.parser.get_http_version()
+        if version not in ("1.1", "1.0"):  # llhttp passes HTTP/0.9 (no version) and 2.0 on
+            self._refusal = ("bad-request", f"HTTP/{version[:8]} is not served: HTTP/1.1 or HTTP/1.0")
+            raise _Refused
         if self._over_cap and self.url.split(b"?", 1)[0] not in PROBE_PATHS:
             self._refusal = ("too-many-connections", f"more than {self.limits.max_connections} open connections; "
                              "retry later")
@@ -374,6 +416,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._watch("body", self.limits.body_timeout_s)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         if self._watching == "body":
             self._watching = None
         cycle = self.cycle
@@ -594,6 +637,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.write(data)
                 self.transport.close()
+        elif self._eof and not self._owes_answers() and not self.transport.is_closing():
+            self.transport.close()  # the client's side ended: its last answer is written
 
     def _close(self) -> None:
         self._closed_by_guard = True
