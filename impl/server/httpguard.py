@@ -383,7 +383,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._header_count > self.limits.max_headers:
             self._refusal = ("headers-too-large", f"more than {self.limits.max_headers} header fields")
             raise _Refused
-        self._count_head(len(name) + len(value) + 4)  # "name: value\r\n"
+        self._head_len += len(name) + len(value) + 4  # "name: value\r\n" (_count_head, inline: per field)
+        if self._head_len > self.limits.max_header_bytes:
+            self._count_head(0)
         name = name.lower()  # (uvicorn's on_header)
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
