@@ -938,7 +938,7 @@ def _siem(values: Mapping[str, Any]) -> SiemSettings | None:
     return out
 
 
-def _single_tenant_keys(values: Mapping[str, Any], create_key: bool, notes: list[str]) -> tuple[TenantKeys, str]:
+def _single_tenant_keys(values: Mapping[str, Any], create_key: bool | None, notes: list[str]) -> tuple[TenantKeys, str]:
     hmac_keys: list[bytes] = []
     pubs: list[bytes] = []
     if values["PCS_HMAC_KEY"] is not None:
@@ -953,19 +953,20 @@ def _single_tenant_keys(values: Mapping[str, Any], create_key: bool, notes: list
     if alg == "ed25519" and not pubs:
         raise ConfigError("PCS_SIGN_ALG=ed25519 needs PCS_ED25519_PUB_B64 (base64 32-byte key)")
     if alg == "hmac" and not hmac_keys:
-        if create_key:
+        key_file = os.path.join(data_dir, KEY_FILE)
+        if create_key or (create_key is None and os.path.exists(key_file)):  # None: read one that is there
             key_file, key, created = ensure_key_file(data_dir)
-        else:
-            key_file, key, created = os.path.join(data_dir, KEY_FILE), b"", False
+        else:  # not read (False), or not there yet (None: a stand-in the start would replace by a new key)
+            key, created = (secrets.token_hex(32).encode("ascii") if create_key is None else b""), False
         hmac_keys.append(key)
-        notes.append(
-            f"no PCS_HMAC_KEY given: {'created' if created else 'using'} the data dir's HMAC key file "
-            f"{os.path.abspath(key_file)} (agents sign with PCS_HMAC_KEY=$(cat {key_file}))"
-        )
+        done = "created" if created else "would create" if create_key is None and not os.path.exists(key_file) \
+            else "using"
+        notes.append(f"no PCS_HMAC_KEY given: {done} the data dir's HMAC key file "
+                     f"{os.path.abspath(key_file)} (agents sign with PCS_HMAC_KEY=$(cat {key_file}))")
     return TenantKeys(tuple(hmac_keys), tuple(pubs)), key_file
 
 
-def _tenants(values: Mapping[str, Any], create_key: bool, notes: list[str]) -> tuple[dict[str, TenantKeys], str]:
+def _tenants(values: Mapping[str, Any], create_key: bool | None, notes: list[str]) -> tuple[dict[str, TenantKeys], str]:
     if not values["MULTI_TENANT"]:
         keys, key_file = _single_tenant_keys(values, create_key, notes)
         return {DEFAULT_TENANT: keys}, key_file
@@ -1000,9 +1001,12 @@ def load_config(
     config_file: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     *,
-    create_key: bool = True,
+    create_key: bool | None = True,
 ) -> ServerConfig:
     """Build and validate the configuration. ``overrides`` are CLI flags (ENV names).
+    ``create_key``: the data dir's HMAC key file (when no key is given) is created if missing
+    and read (True), neither (False: an empty key), or read if there and otherwise stood in
+    for by a key that is not written (None: ``flk serve --check``, which creates nothing).
     A :class:`ConfigError` never quotes a secret setting's value."""
     raw = _gather(os.environ if env is None else env, config_file, overrides)
     fragments = frozenset().union(*(secret_fragments(BY_ENV[k].secret, v) for k, v in raw.items() if k in BY_ENV))

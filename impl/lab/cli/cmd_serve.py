@@ -31,15 +31,27 @@ def configure(p) -> None:
     p.add_argument("--workers", type=int,
                    help="worker processes (default: the core count, 1 with DEDUP_BACKEND=memory; env WORKERS)")
     p.add_argument("--data-dir", help="data directory (default ./data; env DATA_DIR)")
-    p.add_argument("--check", action="store_true", help="validate the configuration and exit (no bind)")
+    p.add_argument("--check", action="store_true",
+                   help="validate the configuration as a start would and exit: creates nothing (no directory, "
+                        "key file or SQLite file; says what a start would create), binds nothing; a network "
+                        "store is opened and pinged")
 
 
-def preflight(cfg) -> None:
-    """Everything that can be wrong before binding; raises ConfigError."""
+def preflight(cfg, dry: bool = False) -> list[str]:
+    """Everything that can be wrong before binding; raises ConfigError. ``dry`` (``--check``):
+    nothing is created -- a missing directory or SQLite file is checked to be creatable and
+    named in the returned notes ("would create ..."), a WAL lock that is not there yet is
+    held by nobody."""
     from ...server.config import ConfigError
     from ...server.pipeline import build_verifier
 
-    for d in (cfg.data_dir, cfg.wal_dir):
+    would: list[str] = []
+    _check_host(cfg.host)
+    for d, setting in dict.fromkeys(((cfg.data_dir, "DATA_DIR"), (cfg.wal_dir, "WAL_DIR"))):
+        if dry and not os.path.exists(d):
+            _creatable(d, setting)
+            would.append(f"would create directory {os.path.abspath(d)}")
+            continue
         try:
             os.makedirs(d, exist_ok=True)
         except OSError as exc:
@@ -49,6 +61,9 @@ def preflight(cfg) -> None:
     from ...server.app import WalDirBusy, lock_wal_dir
 
     for i in range(cfg.workers):  # another server on this DATA_DIR/WAL_DIR?
+        lock = cfg.worker_wal_dir(i).rstrip("/") + ".lock"
+        if dry and not os.path.exists(lock):
+            continue  # no lock file: no server has run there since it was made
         try:
             os.close(lock_wal_dir(cfg.worker_wal_dir(i)))
         except WalDirBusy as exc:
@@ -64,6 +79,9 @@ def preflight(cfg) -> None:
     from ...server.app import openapi_document
 
     openapi_document()
+    if dry and cfg.dedup_backend == "sqlite" and not os.path.exists(cfg.sqlite_path):
+        _creatable(os.path.dirname(os.path.abspath(cfg.sqlite_path)), "the directory of SQLITE_PATH")
+        return [*would, f"would create the SQLite dedup store {os.path.abspath(cfg.sqlite_path)}"]
     try:
         store = cfg.open_store(time.time())
     except Exception as exc:  # noqa: BLE001 -- any failure to open is a configuration problem here
@@ -74,6 +92,39 @@ def preflight(cfg) -> None:
             raise ConfigError(f"dedup store {cfg.dedup_backend} does not answer a ping")
     finally:
         store.close()
+    return would
+
+
+def _check_host(host: str) -> None:
+    """HOST must resolve to an address (the bind would fail on it after the checks)."""
+    import socket
+
+    from ...server.config import ConfigError
+
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"HOST {host!r} is not an address to listen on: {reason}") from None
+
+
+def _creatable(path: str, setting: str) -> None:
+    """``path`` (missing) could be made: a directory made and removed at once in its nearest
+    existing ancestor (a permission check alone passes root, and /proc)."""
+    import tempfile
+
+    from ...server.config import ConfigError
+
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    must = f"{setting} {path} must be a writable directory: cannot create it"
+    if not os.path.isdir(parent):
+        raise ConfigError(f"{must} ({parent} is not a directory)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".flk-check-", dir=parent))
+    except OSError as exc:
+        raise ConfigError(f"{must} ({exc.strerror or type(exc).__name__} in {parent})") from None
 
 
 def run(args) -> int:
@@ -83,12 +134,12 @@ def run(args) -> int:
 
     overrides = {"HOST": args.host, "PORT": args.port, "WORKERS": args.workers, "DATA_DIR": args.data_dir}
     try:
-        cfg = load_config(os.environ, args.config, overrides)
-        preflight(cfg)
+        cfg = load_config(os.environ, args.config, overrides, create_key=None if args.check else True)
+        would = preflight(cfg, dry=args.check)
     except ConfigError as exc:
         raise UsageError(f"configuration: {exc}") from None
     log = JsonLogger(level=cfg.log_level)
-    for note in cfg.notes:  # --check answers a person in plain lines; a server's stderr is its log: JSON only
+    for note in (*cfg.notes, *would):  # --check answers a person in plain lines; a server's stderr is its log: JSON only
         if args.check:
             print(f"flk serve: {note}", file=sys.stderr)
         else:
