@@ -265,14 +265,13 @@ def verify_log(
         prev, seq, prev_seal = GENESIS, 0, GENESIS
         for n in segs:
             data = files[segment_name(n)]
-            if data and not data.endswith(b"\n"):
-                last = data.count(b"\n")
-                raise ChainFault(Problem("torn_tail", n, last, seq + last, "last entry is not newline-terminated"))
-            lines = data.split(b"\n")[:-1] if data else []
+            lines = data.split(b"\n")[:-1] if data else []  # the whole lines (a torn tail's piece left off)
             first_seq = seq
-            for pos, line in enumerate(lines):
+            for pos, line in enumerate(lines):  # in log order: a bad entry before a torn tail is the problem
                 obj = check_entry_line(line, n, pos, seq, prev)
                 prev, seq = obj["hash"], seq + 1
+            if data and not data.endswith(b"\n"):
+                raise ChainFault(Problem("torn_tail", n, len(lines), seq, "last entry is not newline-terminated"))
             entries += len(lines)
             if n in seals_present:
                 seal = parse_file(files[seal_name(n)])

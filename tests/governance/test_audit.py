@@ -181,6 +181,26 @@ MUTATIONS = ["change", "flip", "delete", "swap", "truncate_entries", "torn", "dr
              "delete_segment", "reorder_segments"]
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(2, 14), per=st.integers(2, 4), data=st.data())
+def test_a_bad_entry_before_a_torn_tail_is_the_problem_reported(n, per, data):
+    """Checks go in log order: an entry made garbage before a torn tail of its segment is the
+    first problem (a random-bytes segment read as a crash-torn tail said the damage was its
+    end, which a repair cuts off)."""
+    with tempfile.TemporaryDirectory() as d:
+        build_log(d, n, per)
+        k = data.draw(st.integers(0, n - 1).filter(lambda k: k % per < min(per, n - k // per * per) - 1), label="entry")
+        s, p = k // per, k % per
+        lines = _lines(d, s)
+        torn_at = data.draw(st.integers(p + 1, len(lines) - 1), label="torn")
+        lines[p] = data.draw(st.binary(min_size=1, max_size=60).filter(lambda b: b"\n" not in b), label="garbage")
+        raw = b"".join(x + b"\n" for x in lines[:torn_at]) + lines[torn_at][:-1]
+        _put_lines(d, s, lines, raw=raw)
+        report = audit.verify_directory(d)
+        assert not report.ok and (report.problem.segment, report.problem.entry) == (s, p), report.problem
+        assert report.problem.kind != "torn_tail"
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(2, 14), per=st.integers(1, 4), kind=st.sampled_from(MUTATIONS), data=st.data())
 def test_inv_worm_chain_every_mutation_detected_at_the_right_position(n, per, kind, data):
