@@ -237,7 +237,9 @@ def test_policy_diff_bad_input(tmp_path, capsys):
     base = ["policy", "diff", str(tmp_path / "old.pol"), str(tmp_path / "new.pol"), "--tenants",
             str(tmp_path / "tenants.toml")]
     assert main(base + ["--wal", str(tmp_path / "none")]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "none: no such directory" in capsys.readouterr().err  # (it said "not a directory")
+    assert main(base + ["--wal", str(tmp_path / "old.pol")]) == 2
+    assert "old.pol: not a directory" in capsys.readouterr().err
     os.makedirs(tmp_path / "empty")
     assert main(base + ["--wal", str(tmp_path / "empty")]) == 2
     assert "no WAL segments" in capsys.readouterr().err

@@ -58,7 +58,7 @@ def read_inbox_wal(directory: str) -> tuple[list[tuple[int, object]], str | None
 
     fs = OsFileSystem()
     if not os.path.isdir(directory):
-        raise UsageError(f"{directory}: not a directory")
+        raise UsageError(f"{directory}: {'not a directory' if os.path.exists(directory) else 'no such directory'}")
     layout = plan_layout(fs.listdir(directory))
     if not layout.files:
         raise UsageError(f"{directory}: no WAL segments")
