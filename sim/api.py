@@ -285,13 +285,37 @@ def save(res: RunResult, out: Path, plots: bool = True, force: bool = False) -> 
     return out_dir
 
 
-def replay(run_dir: Path) -> tuple[bool, RunResult, str]:
-    """Re-run the scenario recorded in ``run_dir`` with its seed; compare history digests."""
+@dataclass
+class Replay:
+    """A replay's three digests: ``expected`` (``results.json``), ``saved`` (the history file the
+    run folder holds) and the re-run's (``result.digest``)."""
+
+    result: RunResult
+    expected: str
+    saved: str
+    history_path: Path
+
+    @property
+    def reproduced(self) -> bool:
+        """The re-run's history is the recorded one."""
+        return self.result.digest == self.expected
+
+    @property
+    def ok(self) -> bool:
+        """Reproduced, and the saved history is the one recorded (not cut, emptied or edited)."""
+        return self.reproduced and self.saved == self.expected
+
+
+def replay(run_dir: Path) -> Replay:
+    """Re-run the scenario recorded in ``run_dir`` with its seed; compare the re-run's history digest
+    with the recorded one and with the saved history's (a missing or unreadable saved history is a
+    :class:`ScenarioError` before the re-run)."""
     run_dir = Path(run_dir)
     data, expected = artifacts.read_scenario(run_dir), artifacts.read_results(run_dir)
+    history_path, saved = artifacts.history_digest(run_dir)
     sc = Scenario(name=data["scenario"]["name"], source=str(run_dir / "scenario.toml"), data=data)
     res = run(sc, seed=int(expected["seed"]), plant=(expected.get("parameters") or {}).get("plant"))
-    return res.digest == expected["digest"], res, expected["digest"]
+    return Replay(res, expected["digest"], saved, history_path)
 
 
 def check_regression_path(out: Path) -> None:

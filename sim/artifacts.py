@@ -4,7 +4,7 @@ history, results, the metrics time series and PNG plots.
 Notebooks and the demo read these files; nothing here is needed to *check* a
 run (the checkers work on the in-memory history). :func:`read_results` and
 :func:`read_scenario` are the one reader of a run folder's ``results.json`` and
-``scenario.toml`` (``flk sim replay|diff|shrink|report|coverage``, ``flk kpi``,
+``scenario.toml``, :func:`history_digest` the one check of its saved history (``flk sim replay|diff|shrink|report|coverage``, ``flk kpi``,
 ``flk compliance``, calibration, notebooks): a file that is missing, unreadable or
 of another shape is a :class:`ScenarioError` naming the file and the key, never a
 ``KeyError`` or ``TypeError`` deep in a command.
@@ -22,7 +22,7 @@ import tomli_w
 from ..impl.core import textdata
 from ..impl.core.schema import Engine, Field
 from ..impl.core.signals import MASK64
-from .history import COMPACT, PLAIN
+from .history import COMPACT, PLAIN, HistoryError, file_digest, find_history, iter_history
 from .schema import ScenarioError
 
 STAMPED_LIBRARIES = ("simpy", "numpy", "scipy", "networkx")
@@ -139,6 +139,26 @@ def read_results(run_dir: Path) -> dict:
     except ScenarioError as exc:
         raise ScenarioError(exc.key, exc.reason, str(path)) from None
     return doc
+
+
+def history_digest(run_dir: Path) -> tuple[Path, str]:
+    """``run_dir``'s saved history (``history.jsonl`` or ``history.jsonl.gz``) and the digest of
+    what it holds (:func:`flk.sim.history.file_digest`, what ``results.json`` records), every line
+    read as an event first: a missing, cut or damaged history is a :class:`ScenarioError` naming it."""
+    try:
+        path = find_history(run_dir)
+    except FileNotFoundError:
+        raise ScenarioError("(file)", f"missing (nor {COMPACT}): not a run directory of flk sim run",
+                            str(Path(run_dir) / PLAIN)) from None
+    try:
+        for _event in iter_history(path):
+            pass
+        return path, file_digest(path)
+    except HistoryError as exc:  # its text names the file, then the line
+        where = str(exc).removeprefix(str(path)).lstrip(":").strip()
+        raise ScenarioError("(file)", f"line {where}" if where[:1].isdigit() else where, str(path)) from None
+    except OSError as exc:
+        raise ScenarioError("(file)", f"unreadable: {exc}", str(path)) from None
 
 
 def read_scenario(run_dir: Path) -> dict:

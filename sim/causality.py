@@ -103,7 +103,7 @@ def analyse(run_dir: Path, points: int = 20, forks: int = 50, invariant: str | N
     from .shrink import pick_target, read_run_dir
 
     run = read_run_dir(Path(run_dir))
-    target = pick_target(run, invariant)
+    target = pick_target(run, invariant, "no failed check to trace back (causality analyses a failing run)")
     duration = float(run.data["scenario"]["duration_s"])
     times = checkpoints(duration, points)
     jobs = [(run.data, run.seed, run.plant, t, k, target) for t in times for k in range(forks)]

@@ -3,6 +3,9 @@
 Reads two run directories and reports the first history event that differs (line number
 in ``history.jsonl`` and both events), then the invariants, SLOs and headline figures whose
 outcome or value differ. Used to see what a seed, an override or a code change did.
+Each run's digest is its saved history's (:func:`flk.sim.artifacts.history_digest`, beside
+what its ``results.json`` recorded when they differ); a history that is missing or does
+not read as events is a :class:`ScenarioError` (exit 2), as for every reader of a run folder.
 """
 
 from __future__ import annotations
@@ -11,21 +14,23 @@ import json
 from pathlib import Path
 
 from ..impl.core import textdata
-from .artifacts import read_results
-from .history import find_history, open_lines
+from .artifacts import history_digest, read_results
+from .history import open_lines
 from .scenario import ScenarioError
 
 
-def _read(run_dir: Path) -> tuple[dict, list[str]]:
+def _read(run_dir: Path) -> tuple[dict, list[str], str]:
+    """The run's results, its saved history's lines and that history's digest (a missing or
+    unreadable history is a :class:`ScenarioError` naming the file, as for every reader)."""
     run_dir = Path(run_dir)
     results = read_results(run_dir)
+    path, digest = history_digest(run_dir)
     try:
-        with open_lines(find_history(run_dir), errors="replace") as f:  # a damaged line still shows
+        with open_lines(path) as f:
             lines = f.read().splitlines()
-    except (OSError, ValueError) as exc:
-        raise ScenarioError(str(run_dir), f"not a run directory (needs results.json and history.jsonl or "
-                            f"history.jsonl.gz): {exc}") from None
-    return results, lines
+    except (OSError, ValueError) as exc:  # changed since its check
+        raise ScenarioError("(file)", f"unreadable: {exc}", str(path)) from None
+    return results, lines, digest
 
 
 def _event(line: str):
@@ -53,10 +58,17 @@ def _changed(items_a: dict, items_b: dict) -> list[dict]:
             for key in sorted(set(items_a) | set(items_b)) if items_a.get(key) != items_b.get(key)]
 
 
+def _side(run_dir: Path, results: dict, lines: list[str], digest: str) -> dict:
+    """One run of the comparison: ``digest`` is its saved history's, ``recorded_digest`` what its
+    ``results.json`` says (they differ when the history was changed since the run)."""
+    return {"dir": str(run_dir), "scenario": results["scenario"], "seed": results["seed"], "digest": digest,
+            "recorded_digest": results["digest"], "events": len(lines)}
+
+
 def diff(run_a: Path, run_b: Path) -> dict:
     """Compare two run directories; ``identical`` is true when the histories are byte-equal."""
-    results_a, lines_a = _read(run_a)
-    results_b, lines_b = _read(run_b)
+    results_a, lines_a, digest_a = _read(run_a)
+    results_b, lines_b, digest_b = _read(run_b)
 
     def invariants(results):
         return {c["id"]: {"ok": c["ok"], "violations": c.get("violation_count", 0)} for c in results["invariants"]}
@@ -68,10 +80,8 @@ def diff(run_a: Path, run_b: Path) -> dict:
         return {k: v for k, v in results["metrics"].items() if isinstance(v, (int, float))}
 
     return {
-        "a": {"dir": str(run_a), "scenario": results_a["scenario"], "seed": results_a["seed"],
-              "digest": results_a["digest"], "events": len(lines_a)},
-        "b": {"dir": str(run_b), "scenario": results_b["scenario"], "seed": results_b["seed"],
-              "digest": results_b["digest"], "events": len(lines_b)},
+        "a": _side(run_a, results_a, lines_a, digest_a),
+        "b": _side(run_b, results_b, lines_b, digest_b),
         "identical": lines_a == lines_b,
         "first_divergence": first_divergence(lines_a, lines_b),
         "invariants": _changed(invariants(results_a), invariants(results_b)),
@@ -81,9 +91,12 @@ def diff(run_a: Path, run_b: Path) -> dict:
 
 
 def render(report: dict) -> str:
-    a, b = report["a"], report["b"]
-    out = [f"A {a['dir']}: {a['scenario']} seed {a['seed']}, {a['events']} events, sha256 {a['digest']}",
-           f"B {b['dir']}: {b['scenario']} seed {b['seed']}, {b['events']} events, sha256 {b['digest']}"]
+    out = []
+    for name in ("A", "B"):
+        r = report[name.lower()]
+        out.append(f"{name} {r['dir']}: {r['scenario']} seed {r['seed']}, {r['events']} events, sha256 {r['digest']}"
+                   + (f" (results.json records {r['recorded_digest']})" if r["digest"] != r["recorded_digest"]
+                      else ""))
     first = report["first_divergence"]
     if first is None:
         out.append("histories identical")

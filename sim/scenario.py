@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..impl.core import textdata
+from ..impl.core.schema import show
 from ..impl.dedup.base import DEFAULT_CALL_TIMEOUT_S
 from ..impl.storage.checkpoint import (
     DEFAULT_EVERY_RECORDS,
@@ -51,6 +53,11 @@ from .stores import STORE_KINDS
 
 __all__ = ["FAULT_KINDS", "Scenario", "ScenarioError", "load", "validate"]
 
+# a run's folder is OUT/<scenario.name>/<seed>: the name is one folder name, never a path ("../x",
+# "/abs", "a/b" wrote outside --out or nested folders), never hidden, short enough for the file system
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+NAME_RULE = ("one folder name (runs go to OUT/<name>/<seed>): letters, digits, '-', '_' and '.', "
+             "not starting with '.', at most 128 characters")
 SLO_OPS = ("<=", "<", ">=", ">", "==")
 RECONCILE_MODES = ("manual", "auto-safe")
 NEMESIS_KINDS = ("crash", "pause", "partition", "store_down", "store_latency", "disk_slow", "clock_skew",
@@ -123,7 +130,8 @@ LINK_FIELDS = (
 )
 SECTIONS: dict[str, tuple[Field, ...]] = {
     "scenario": (
-        Field("name", "str", "", "scenario name (default: the file name)"),
+        Field("name", "str", "", "scenario name, the run folder's name (`OUT/<name>/<seed>`): letters, digits, "
+              "'-', '_' and '.', not starting with '.', at most 128 characters (default: the file name)"),
         Field("description", "str", "", "what the scenario shows, one sentence"),
         Field("seed", "int", 1, "default seed (--seed overrides it)", minimum=0),
         _secs("duration_s", 30.0, "workload (and fault) phase, simulated seconds", minimum=0.001),
@@ -453,6 +461,12 @@ def _validate_alerts(section: dict) -> None:
             raise ScenarioError(f"alerts.silent.{i}", f"unknown alert {name!r}{did_you_mean(name, known)}")
 
 
+def check_name(name: Any, key: str = "scenario.name", why: str = "") -> None:
+    """:class:`ScenarioError` unless ``name`` can name a run folder (:data:`NAME_RE`)."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ScenarioError(key, f"{why}must be {NAME_RULE}, got {show(name)}")
+
+
 def validate(data: Any) -> None:
     """Check a merged scenario against the schema; the first problem raises :class:`ScenarioError`."""
     if not isinstance(data, dict):
@@ -463,8 +477,7 @@ def validate(data: Any) -> None:
                                 f"(known: {', '.join(sorted([*SECTIONS, *LIST_SECTIONS]))})")
     for name, fields in SECTIONS.items():
         check_table(data.get(name, {}), fields, name, Context())
-    if not data["scenario"].get("name"):
-        raise ScenarioError("scenario.name", "must be a non-empty string")
+    check_name(data["scenario"].get("name"))
     _validate_regions(data)
     ctx = _context(data)
     home = data["workload"].get("home_region", "")
@@ -550,6 +563,7 @@ def _load_regression(raw: dict, overrides, path: Path) -> Scenario:
     sc.expect = list(case.get("expect", []))
     # its runs go to a folder of their own, never the folder of the run it was shrunk from
     sc.name = f"{sc.name}--{path.stem}"
+    check_name(sc.name, "regression", f"rename the file {path.name!r}: its runs' folder <scenario>--<file name> ")
     sc.source = str(path)
     return sc
 
@@ -589,8 +603,9 @@ def _apply_profile(data: dict, own: dict, overrides, path: Path) -> None:
         raise ScenarioError(exc.key, exc.reason, source=f"profile {where}") from None
 
 
-def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
-    """Load a catalog scenario by name, or a TOML file by path; apply ``key=value`` overrides."""
+def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = (), option: str = "--set") -> Scenario:
+    """Load a catalog scenario by name, or a TOML file by path; apply ``key=value`` overrides
+    (an error names the override as the ``option`` that gave it: ``--set``, a sweep's ``--param``)."""
     p = _resolve(name_or_path)
     try:
         raw = _read_toml(p)
@@ -598,7 +613,8 @@ def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
             return _load_regression(raw, overrides, p)
         _check_sections(raw)
         data = completed(raw)
-        if not data["scenario"].get("name"):
+        if not data["scenario"].get("name"):  # the file's name stands for it
+            check_name(p.stem, why="not set, and the file name cannot stand for it (set scenario.name): it ")
             data["scenario"]["name"] = p.stem
         validate(data)  # the file alone: its problems are the file's
     except ScenarioError as exc:
@@ -609,12 +625,12 @@ def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
         try:
             apply_override(data, o)
         except ScenarioError as exc:  # this override names no key of the file
-            raise ScenarioError(exc.key, exc.reason, source=f"--set {o!r}") from None
+            raise ScenarioError(exc.key, exc.reason, source=f"{option} {o!r}") from None
     try:
         if overrides:
             validate(data)
     except ScenarioError as exc:  # the file alone was valid: the overrides made it invalid
-        raise ScenarioError(exc.key, exc.reason, source=" ".join(f"--set {o!r}" for o in overrides)) from None
+        raise ScenarioError(exc.key, exc.reason, source=" ".join(f"{option} {o!r}" for o in overrides)) from None
     if data["study"].get("profile"):
         _apply_profile(data, raw.get("region_defaults", {}), overrides, p)
     return Scenario(name=data["scenario"]["name"], source=str(p), data=data, overrides=list(overrides))

@@ -96,6 +96,8 @@ def check_dist(value: Any, path: str) -> None:
         if value < 0:
             raise ScenarioError(path, f"must be >= 0, got {value!r}")
         return
+    if isinstance(value, float):  # nan, inf: a number, not a finite one (as the number kind says)
+        raise ScenarioError(path, f"must be a finite number or a distribution table, got {value!r}")
     if not isinstance(value, Mapping):
         raise ScenarioError(path, f"must be a number or a distribution table, got {type_name(value)}")
     kind = value.get("dist", "constant")
@@ -108,7 +110,7 @@ def check_dist(value: Any, path: str) -> None:
         if key not in value:
             raise ScenarioError(f"{path}.{key}", f"missing (dist {kind!r} needs {', '.join(wanted)})")
         if not is_number(value[key]) or value[key] < 0:
-            raise ScenarioError(f"{path}.{key}", f"must be a number >= 0, got {value[key]!r}")
+            raise ScenarioError(f"{path}.{key}", f"must be a finite number >= 0, got {value[key]!r}")
     if kind == "uniform" and value["lo"] > value["hi"]:
         raise ScenarioError(path, f"lo ({value['lo']}) must be <= hi ({value['hi']})")
     if kind == "exponential" and value["mean"] == 0:  # flk.sim.rng draws at the rate 1 / mean

@@ -85,10 +85,12 @@ def read_run_dir(run_dir: Path) -> RunDir:
     return RunDir(run_dir, read_scenario(run_dir), read_results(run_dir))  # the files flk sim run writes
 
 
-def pick_target(run: RunDir, invariant: str | None) -> str:
+def pick_target(run: RunDir, invariant: str | None, nothing: str = "nothing to shrink") -> str:
+    """The failed check a command follows: ``invariant``, else the run's first; ``nothing`` says
+    what a valid run leaves the command (a :class:`ScenarioError`)."""
     failed = failures(run.results)
     if not failed:
-        raise ScenarioError(str(run.path), "the run is valid: nothing to shrink")
+        raise ScenarioError(str(run.path), f"the run is valid: {nothing}")
     if invariant is None:
         return failed[0]
     if invariant not in failed:

@@ -81,8 +81,8 @@ def run_one(job: tuple, runs_root: str | None = None, keep_runs: bool = False) -
 
 def dask_client(address: str):
     """A Dask client of the scheduler at ``address`` (``--scheduler``): an address Dask cannot
-    parse is :class:`InvalidInput` (one line and exit 2 on the command line, not Dask's
-    traceback); a scheduler it cannot reach stays Dask's ``OSError`` after its connect timeout."""
+    parse, or a scheduler it cannot reach within its connect timeout, is :class:`InvalidInput`
+    (one line and exit 2 on the command line, not Dask's traceback or a bare "OSError")."""
     from flk.impl.core.optional import require
 
     distributed = require("dask.distributed")
@@ -90,6 +90,9 @@ def dask_client(address: str):
         return distributed.Client(address)
     except ValueError as exc:  # "missing port number in address ...", an unknown protocol
         raise InvalidInput("--scheduler", f"{address!r}: {exc}") from None
+    except OSError as exc:  # refused, timed out: Dask's "Timed out trying to connect to ..."
+        raise InvalidInput("--scheduler", f"could not reach the Dask scheduler at {address!r}: "
+                                          f"{exc or type(exc).__name__}") from None
 
 
 def process_pool(workers: int):
@@ -234,7 +237,8 @@ def sweep(name: str, seeds: list[int], params: dict[str, list[str]], workers: in
     load(name)  # validate the name before fanning out
     keys = sorted(params)
     jobs = jobs_for(name, seeds, params)
-    load(name, jobs[0][2])  # validate the overrides once
+    for overrides in dict.fromkeys(tuple(job[2]) for job in jobs):  # every parameter point, before fanning out
+        load(name, list(overrides), option="--param")
     folder = sweep_dir(out, name, seeds, params) if out is not None else None
     runs_root = str(folder / "runs") if folder is not None else None
     rows = execute(jobs, workers, scheduler, runs_root, keep_runs, progress=progress)

@@ -29,9 +29,14 @@ def _run(capsys, argv):
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(st.lists(st.one_of(st.integers(0, 50).map(lambda n: (n, n)),
                           st.tuples(st.integers(0, 50), st.integers(0, 50)).map(sorted)), min_size=1, max_size=5))
-def test_seeds_are_the_listed_numbers_and_ranges_in_order(parts):
+def test_seeds_are_the_listed_numbers_and_ranges_in_order_each_once(parts):
     text = ",".join(str(a) if a == b and k % 2 else f"{a}-{b}" for k, (a, b) in enumerate(parts))
-    assert parse_seeds(text) == [s for a, b in parts for s in range(a, b + 1)]
+    listed = [s for a, b in parts for s in range(a, b + 1)]
+    if len(set(listed)) == len(listed):
+        assert parse_seeds(text) == listed
+    else:  # a seed listed twice would run the same run twice
+        with pytest.raises(UsageError, match="given twice"):
+            parse_seeds(text)
 
 
 @pytest.mark.parametrize("text,message", [
@@ -42,6 +47,10 @@ def test_seeds_are_the_listed_numbers_and_ranges_in_order(parts):
     (f"0,1-{MAX_SEEDS - 1},7", f"more than {MAX_SEEDS:,} seeds"),
     ("5-3", "cannot parse"),
     ("x", "cannot parse"),
+    ("1,1", "seed 1 given twice"),
+    ("1-5,3", "seed 3 given twice"),
+    ("1,,2", "an empty item"),
+    ("1,2,", "an empty item"),
 ])
 def test_bad_seeds_are_refused(text, message):
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]").replace("^", r"\^")):

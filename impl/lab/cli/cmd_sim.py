@@ -6,13 +6,16 @@
   invariant or SLO violated, 2 bad input; ``--history-format jsonl.gz`` streams the
   compact history (``history.jsonl.gz``, same digest) for long runs;
 * ``flk sim validate FILE|NAME ...`` -- check scenario files against the schema only
-  (nothing runs); exit 2 naming the file, key path and reason;
+  (nothing runs): every file's verdict, each bad one naming the file, key path and reason; exit 2
+  if any is bad;
 * ``flk sim reference [--metrics]`` -- print the scenario file reference (``sim/SCENARIOS.md``) or the
   metrics reference (``sim/METRICS.md``);
 * ``flk sim topology NAME|FILE [--out PNG] [--at SECONDS]`` -- draw the scenario's network graph,
   links cut by partitions marked;
 * ``flk sim replay RUN_DIR`` -- rerun from the artifacts' scenario and seed and
-  compare digests (exit 1 if the run does not reproduce);
+  compare digests: the re-run's, the recorded one and the saved history's (exit 1 if the run
+  does not reproduce or its saved history is not the recorded one, 2 if that history is
+  missing or unreadable);
 * ``flk sim sweep NAME --seeds 1-100 [--param key=v1,v2 ...] [--workers N]
   [--scheduler ADDRESS] [--out DIR] [--keep-runs]`` -- many runs on a process pool or a Dask
   cluster into a folder of its own: the tidy table (CSV and Parquet), the aggregate per
@@ -85,7 +88,7 @@ def _configure_other_commands(sub) -> None:
     t.add_argument("--at", type=float, default=None, help="mark links cut at this simulated second "
                    "(default: every link any partition cuts)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    rp = sub.add_parser("replay", help="re-run a run directory and compare digests")
+    rp = sub.add_parser("replay", help="re-run a run directory and compare digests (and its saved history)")
     rp.add_argument("run_dir")
     sw = sub.add_parser("sweep", help="run a scenario over many seeds / parameter values")
     sw.add_argument("scenario")
@@ -137,6 +140,8 @@ def parse_seeds(text: str) -> list[int]:
     try:
         for part in text.split(","):
             part = part.strip()
+            if not part:
+                raise UsageError(f"--seeds: an empty item in {text[:80]!r} (use 1-100 or 1,2,5)")
             if "-" in part:
                 a, b = part.split("-", 1)
                 lo, hi = int(a), int(b)
@@ -145,7 +150,7 @@ def parse_seeds(text: str) -> list[int]:
                 if len(seeds) + hi - lo + 1 > MAX_SEEDS:
                     raise UsageError(f"--seeds: more than {MAX_SEEDS:,} seeds")
                 seeds.extend(range(lo, hi + 1))
-            elif part:
+            else:
                 seeds.append(int(part))
     except ValueError:
         raise UsageError(f"--seeds: cannot parse {text[:80]!r} (use 1-100 or 1,2,5)") from None
@@ -155,6 +160,10 @@ def parse_seeds(text: str) -> list[int]:
         raise UsageError(f"--seeds: more than {MAX_SEEDS:,} seeds")
     if any(s > MASK64 for s in seeds):
         raise UsageError("--seeds: each seed must be in [0, 2^64-1]")
+    if len(set(seeds)) != len(seeds):  # a seed run twice is the same run twice
+        seen: set[int] = set()
+        twice = next(s for s in seeds if s in seen or seen.add(s))
+        raise UsageError(f"--seeds: seed {twice} given twice in {text[:80]!r}")
     return seeds
 
 
@@ -204,13 +213,22 @@ def _print_verdicts(v: dict, out) -> None:
 
 
 def _validate(files: list[str], overrides: list[str]) -> int:
-    from flk.sim.scenario import load
+    """Every file's verdict (a bad one does not hide the next): exit 2 if any is bad."""
+    from flk.sim.scenario import ScenarioError, load
 
+    bad = 0
     for name in files:
-        sc = load(name, overrides)
+        try:
+            sc = load(name, overrides)
+        except ScenarioError as exc:
+            print(f"flk sim: error: {exc}", file=sys.stderr)
+            bad += 1
+            continue
         print(f"{sc.source}: valid ({sc.name}, {len(sc.data['regions'])} regions, "
               f"{len(sc.data['faults'])} faults, {len(sc.data['slo'])} SLOs)")
-    return 0
+    if bad and len(files) > 1:
+        print(f"flk sim: {bad} of {len(files)} files invalid", file=sys.stderr)
+    return 2 if bad else 0
 
 
 def _sweep(args) -> int:
@@ -310,6 +328,43 @@ def _shrink(args) -> int:
     return 0
 
 
+def _topology(args) -> int:
+    import math
+
+    from flk.sim import api
+    from flk.sim.topology import check_image_path
+
+    if args.at is not None and not (math.isfinite(args.at) and args.at >= 0):
+        raise UsageError(f"--at: must be a simulated second >= 0, got {args.at!r}")
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-topology.png"
+    try:
+        check_image_path(out)  # before its folder is made
+    except ValueError as exc:
+        raise UsageError(f"--out {exc}") from None
+    out = output_file(out)
+    cut = api.draw_topology(args.scenario, out, overrides=args.overrides, at_s=args.at)
+    print(f"wrote {out} ({len(cut)} links cut by partitions: {', '.join(cut) or 'none'})")
+    return 0
+
+
+def _replay(args) -> int:
+    """Exit 0: the re-run's history, the recorded digest and the saved history agree (and the run is
+    valid); 1: one of them differs (or the run is invalid); 2: an unreadable run folder."""
+    from flk.sim import api
+
+    rp = api.replay(Path(args.run_dir))
+    _print_table(rp.result.results)
+    if not rp.reproduced:
+        print(f"NOT REPRODUCED: expected {rp.expected}, got {rp.result.digest}", file=sys.stderr)
+    if rp.saved != rp.expected:
+        print(f"SAVED HISTORY DIFFERS: {rp.history_path} has sha256 {rp.saved}, results.json records "
+              f"{rp.expected}" + (" (the re-run's)" if rp.reproduced else ""), file=sys.stderr)
+    if not rp.ok:
+        return 1
+    print(f"reproduced exactly: {rp.expected}")
+    return 0 if rp.result.valid else 1
+
+
 def _report(args) -> int:
     from ..report import write_run_report
 
@@ -342,27 +397,11 @@ def run(args) -> int:
             print(api.metrics_reference() if args.metrics else api.reference(), end="" if args.metrics else "\n")
             return 0
         if args.sim_cmd == "topology":
-            from flk.sim.topology import check_image_path
-
-            out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-topology.png"
-            try:
-                check_image_path(out)  # before its folder is made
-            except ValueError as exc:
-                raise UsageError(f"--out {exc}") from None
-            out = output_file(out)
-            cut = api.draw_topology(args.scenario, out, overrides=args.overrides, at_s=args.at)
-            print(f"wrote {out} ({len(cut)} links cut by partitions: {', '.join(cut) or 'none'})")
-            return 0
+            return _topology(args)
         if args.sim_cmd == "run":
             return _run(args)
         if args.sim_cmd == "replay":
-            ok, res, expected = api.replay(Path(args.run_dir))
-            _print_table(res.results)
-            if not ok:
-                print(f"NOT REPRODUCED: expected {expected}, got {res.digest}", file=sys.stderr)
-                return 1
-            print(f"reproduced exactly: {expected}")
-            return 0 if res.valid else 1
+            return _replay(args)
         if args.sim_cmd == "sweep":
             return _sweep(args)
         if args.sim_cmd == "diff":
