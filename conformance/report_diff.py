@@ -20,19 +20,48 @@ from typing import Any
 
 from flk.impl.core import textdata
 
+STATUSES = ("pass", "fail", "skip", "n/a", "acceptable")  # a case's status (flk.conformance.runner)
+
 
 class ReportError(ValueError):
     """A file that is not a vectors JSON report."""
 
 
 def load_report(path: str | pathlib.Path) -> dict:
+    """A ``--json`` report of ``flk conformance vectors`` (or ``server``), checked by :func:`check_report`."""
     try:
         doc = textdata.json_loads(pathlib.Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReportError(f"{path}: not readable as JSON ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list):
-        raise ReportError(f"{path}: not a report of flk conformance vectors --json (no cases)")
+    check_report(doc, str(path))
     return doc
+
+
+def check_report(doc: Any, where: str) -> None:
+    """A :class:`ReportError` naming ``where`` unless ``doc`` is a conformance report: an object
+    whose ``cases`` are one or more objects, each with its own string ``id`` and a known
+    ``status``, and whose ``totals`` header (when it has one) counts those cases."""
+    what = f"{where}: not a report of flk conformance --json"
+    if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list) or not doc["cases"]:
+        raise ReportError(f"{what} (want an object with a non-empty cases list)")
+    ids: set[str] = set()
+    for n, case in enumerate(doc["cases"], start=1):
+        if not isinstance(case, dict) or not isinstance(case.get("id"), str) or case.get("status") not in STATUSES:
+            raise ReportError(f"{what} (case {n}: want an object with an id and a status of {', '.join(STATUSES)})")
+        if case["id"] in ids:
+            raise ReportError(f"{what} (case {n}: id {case['id'][:80]!r} twice)")
+        ids.add(case["id"])
+    header, counted = doc.get("totals"), case_totals(doc["cases"])
+    if header is not None and (not isinstance(header, dict) or any(header.get(k) != v for k, v in counted.items())):
+        raise ReportError(f"{where}: malformed report: its totals {json.dumps(header)[:200]} disagree with its "
+                          f"cases ({', '.join(f'{v} {k}' for k, v in counted.items())})")
+
+
+def case_totals(cases: list[Mapping[str, Any]]) -> dict[str, int]:
+    """What a report's ``totals`` header says, counted from its cases (:meth:`runner.Report.counts`)."""
+    status = [c.get("status") for c in cases]
+    return {"passed": status.count("pass"), "failed": status.count("fail"),
+            "skipped": status.count("skip") + status.count("n/a"), "acceptable": status.count("acceptable")}
 
 
 def _causes(doc: Mapping[str, Any]) -> dict[str, int]:
@@ -71,7 +100,7 @@ def _broken(doc: Mapping[str, Any]) -> str | None:
 def diff_reports(old: Mapping[str, Any], new: Mapping[str, Any]) -> ReportDiff:
     """Cause by cause and case by case. A case the new run did not run (its adapter broke before
     it) is ``not_run``, not "broke": nothing about it was learnt."""
-    out = ReportDiff(totals=(dict(old.get("totals") or {}), dict(new.get("totals") or {})),
+    out = ReportDiff(totals=(case_totals(old["cases"]), case_totals(new["cases"])),
                      broken=(_broken(old), _broken(new)))
     oc, nc = _causes(old), _causes(new)
     out.fixed_causes = [c for c in oc if c not in nc]

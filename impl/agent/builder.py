@@ -9,8 +9,9 @@ and the *raw bytes* of the stream (what r and the Merkle root commit to).
 Event stream formats (:func:`parse_events`):
 
 * ``csv``  -- one point per row, every row the same number of numeric columns;
-  a first row that is not numeric is a header and is skipped; blank lines are
-  ignored.
+  a first row with a cell that is no number at all is a header and is skipped
+  (``nan``, ``inf``, ``1e400`` are numbers, not finite ones: refused in any
+  row, the first too); blank lines are ignored.
 * ``jsonl`` -- one point per non-empty line: a JSON array of numbers, or a JSON
   object whose numeric (non-boolean) fields, in sorted key order, are the
   coordinates (every line must have the same numeric keys).
@@ -84,6 +85,17 @@ def _is_number(text: str) -> bool:
         return False
 
 
+def _is_header(cells: list[str]) -> bool:
+    """A first CSV row with a cell that is no number at all: a header. ``nan``, ``inf`` or
+    ``1e400`` are numbers (not finite ones): such a row is data, refused as any later row is."""
+    for cell in cells:
+        try:
+            float(cell)
+        except ValueError:
+            return True
+    return False
+
+
 def _parse_csv(raw: bytes) -> np.ndarray:
     try:
         text = raw.decode("utf-8-sig")
@@ -95,7 +107,7 @@ def _parse_csv(raw: bytes) -> np.ndarray:
         cells = [c.strip() for c in row]
         if not cells or all(c == "" for c in cells):
             continue
-        if not rows and width is None and not all(_is_number(c) for c in cells):
+        if not rows and width is None and _is_header(cells):
             width = len(cells)  # header row: fixes the width, carries no point
             continue
         if not all(_is_number(c) for c in cells):

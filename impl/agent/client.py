@@ -62,16 +62,18 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import ipaddress
 import json
 import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from json import encoder as json_encoder
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ..core import textdata
 from ..core.canonical import canonical_bytes
@@ -188,13 +190,59 @@ def _second_text(now: float) -> tuple[str, int]:
     return last[1], ms
 
 
-def submit_url(url: str) -> str:
-    """A server URL as given (``http://host:port`` gets :data:`SUBMIT_PATH`)."""
+_LABEL = r"[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?\Z")
+
+
+def check_url(url: object, field: str = "url") -> SplitResult:
+    """The one check of a server URL every command takes (the agent, the load generator, the
+    conformance server suite, the operator): ``http://`` or ``https://``, a host name, an IPv4
+    address or a bracketed IPv6 address, an optional port 1 to 65535, no credentials, no blanks or
+    control characters, ASCII only. Anything else is an :class:`InvalidInput` naming ``field``."""
     if not isinstance(url, str):
-        raise InvalidInput("url", "must be a string")
-    parts = urlsplit(url.strip())
+        raise InvalidInput(field, "must be a string")
+    text, shown = url.strip(), repr(url[:80])
+    if not text.isascii() or not text.isprintable() or " " in text:
+        raise InvalidInput(field, f"not an http(s) URL: {shown} (blanks, control or non-ASCII characters)")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:  # an unclosed IPv6 bracket, a port that is no number or out of range
+        raise InvalidInput(field, f"not an http(s) URL: {shown} ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput("url", f"not an http(s) URL: {url[:80]!r}")
+        raise InvalidInput(field, f"not an http(s) URL: {shown} (want http://host[:port])")
+    if "@" in parts.netloc:
+        raise InvalidInput(field, f"not an http(s) URL: {shown} (credentials do not belong in the URL)")
+    if not _valid_host(parts):
+        raise InvalidInput(field, f"not an http(s) URL: {shown} (bad host {parts.hostname[:80]!r})")
+    if port == 0:
+        raise InvalidInput(field, f"not an http(s) URL: {shown} (port must be 1 to 65535)")
+    return parts
+
+
+def _valid_host(parts: SplitResult) -> bool:
+    host = parts.hostname or ""
+    bracketed, numeric = "[" in parts.netloc, not host.strip("0123456789.")
+    if not bracketed and not numeric:
+        return bool(_HOSTNAME.match(host))
+    try:  # digits and dots only: a dotted IPv4 address (no leading zeros), never a name
+        (ipaddress.IPv6Address if bracketed else ipaddress.IPv4Address)(host)
+    except ValueError:
+        return False
+    return "%" not in host
+
+
+def base_url(url: object, field: str = "url") -> str:
+    """A server's base URL (:func:`check_url`, no query or fragment), without a trailing ``/``."""
+    parts = check_url(url, field)
+    if parts.query or parts.fragment:
+        raise InvalidInput(field, f"not a base URL: {str(url)[:80]!r} (no ?query or #fragment)")
+    return urlunsplit(parts).rstrip("/")
+
+
+def submit_url(url: object) -> str:
+    """A server URL as given (``http://host:port`` gets :data:`SUBMIT_PATH`; :func:`check_url`)."""
+    parts = check_url(url)
     path = parts.path if parts.path not in ("", "/") else SUBMIT_PATH
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 

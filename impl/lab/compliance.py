@@ -190,36 +190,104 @@ def _kpi_evidence(runs) -> dict:
     return _item(EVIDENCED, f"{len(rows)} runs, containment >= 98% against ground truth", [w for w, _ in rows])
 
 
-def _json_evidence(path: str | None, what: str, flag: str) -> dict:
-    if not path:
-        return _item(NONE, f"no {what} given ({flag} FILE)", [])
+class EvidenceError(ValueError):
+    """A file named as evidence that is not what its flag takes: no report is made (the CLI: exit 2)."""
+
+
+def _text(path: str, flag: str) -> str:
     try:
-        doc = textdata.json_loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return _item(FAILING, f"cannot read {path}: {exc}", [path])
-    results = doc.get("results", doc) if isinstance(doc, dict) else doc
-    if isinstance(results, list) and results:
-        bad = [str(r.get("id", r.get("name", "?"))) + (f" ({r['problem']})" if r.get("problem") else "")
-               for r in results if isinstance(r, dict) and r.get("ok") is False]
-        if bad:
-            return _item(FAILING, f"failed: {', '.join(bad[:5])}", [path])
-        return _item(EVIDENCED, f"{len(results)} {what} results, none failed", [path])
-    ok = doc.get("ok", doc.get("passed")) if isinstance(doc, dict) else None
-    if ok is None:
-        return _item(PARTIAL, f"{path}: no results list and no ok field", [path])
-    return _item(EVIDENCED if ok else FAILING, f"{what}: ok={ok}", [path])
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise EvidenceError(f"{flag} {path}: cannot read it: {exc.strerror or type(exc).__name__}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EvidenceError(f"{flag} {path}: not UTF-8 text (byte {exc.start})") from None
 
 
-def _server_evidence(env_file: str | None) -> dict:
-    if not env_file:
+def _json(path: str, flag: str):
+    text = _text(path, flag)
+    try:
+        return textdata.json_loads(text)
+    except ValueError as exc:  # not JSON, nested too deep, an integer past the digit limit
+        raise EvidenceError(f"{flag} {path}: not JSON ({exc})") from None
+
+
+def _proofs_doc(path: str) -> dict:
+    doc = _json(path, "--proofs")
+    results = doc.get("results") if isinstance(doc, dict) else None
+    if not (isinstance(results, list) and results and isinstance(doc.get("ok"), bool)
+            and all(isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("ok"), bool)
+                    for r in results)):
+        raise EvidenceError(f"--proofs {path}: not a report of flk prove --json (want an object with ok "
+                            f"and a non-empty results list of objects with id and ok)")
+    return doc
+
+
+def _conformance_doc(path: str) -> dict:
+    from flk.conformance.report_diff import ReportError, check_report
+
+    doc = _json(path, "--conformance")
+    try:
+        check_report(doc, f"--conformance {path}")
+    except ReportError as exc:
+        raise EvidenceError(str(exc)) from None
+    return doc
+
+
+def _server_env(path: str) -> dict[str, str]:
+    env = {}
+    for n, line in enumerate(_text(path, "--server-env").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise EvidenceError(f"--server-env {path}: line {n}: not KEY=VALUE")
+        env[key.strip()] = value.strip()
+    return env
+
+
+def read_evidence(proofs: str | None = None, conformance: str | None = None,
+                  server_env: str | None = None) -> dict:
+    """The files given as evidence, read and checked (None: not given). A file that is not
+    UTF-8, not JSON, or not the report its flag takes is an :class:`EvidenceError` naming the
+    flag, the file and what is wrong -- never evidence, failing or passing."""
+    return {"proofs": _proofs_doc(proofs) if proofs else None,
+            "conformance": _conformance_doc(conformance) if conformance else None,
+            "server_env": _server_env(server_env) if server_env else None}
+
+
+def _proof_evidence(doc: dict | None, path: str | None) -> dict:
+    if doc is None:
+        return _item(NONE, "no proof given (--proofs FILE)", [])
+    bad = [r["id"] + (f" ({r['problem']})" if r.get("problem") else "") for r in doc["results"] if not r["ok"]]
+    if bad:
+        return _item(FAILING, f"failed: {', '.join(bad[:5])}", [path])
+    if not doc["ok"]:
+        return _item(FAILING, "proofs: ok=false (the tier ran over its budget)", [path])
+    return _item(EVIDENCED, f"{len(doc['results'])} proof results, none failed", [path])
+
+
+def _conformance_evidence(doc: dict | None, path: str | None) -> dict:
+    if doc is None:
+        return _item(NONE, "no conformance given (--conformance FILE)", [])
+    cases = doc["cases"]
+    bad = [c["id"] for c in cases if c["status"] == "fail"]
+    if doc.get("broken"):
+        return _item(FAILING, f"the adapter broke: {str(doc['broken'])[:200]}", [path])
+    if bad:
+        return _item(FAILING, f"{len(bad)} of {len(cases)} cases failed: {', '.join(bad[:5])}", [path])
+    passed = sum(c["status"] in ("pass", "acceptable") for c in cases)
+    if not passed:
+        return _item(PARTIAL, f"{len(cases)} conformance cases, none run (all skipped)", [path])
+    return _item(EVIDENCED, f"{len(cases)} conformance cases, {passed} passed, none failed", [path])
+
+
+def _server_evidence(env: dict[str, str] | None, env_file: str | None) -> dict:
+    if env is None:
         return _item(NONE, "no server configuration given (--server-env FILE)", [])
     from ..server.config import load_config
 
-    env = {}
-    for line in Path(env_file).read_text(encoding="utf-8").splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            k, v = line.split("=", 1)
-            env[k.strip()] = v.strip()
     try:
         cfg = load_config(env)
     except Exception as exc:  # noqa: BLE001 -- a bad configuration is a finding, not a crash
@@ -256,6 +324,7 @@ def _shown(path) -> str:
 
 def gather(runs_dirs: list[str], audit_dir: str | None, proofs: str | None = None, conformance: str | None = None,
            server_env: str | None = None) -> dict[str, dict]:
+    given = read_evidence(proofs, conformance, server_env)  # EvidenceError: no report
     runs = _runs(runs_dirs)
     return {
         "audit_chain": audit_evidence(audit_dir),
@@ -265,9 +334,9 @@ def gather(runs_dirs: list[str], audit_dir: str | None, proofs: str | None = Non
         "runbooks": _repo_runbooks(),
         "availability_runs": _availability_evidence(runs),
         "clock_runs": _clock_evidence(runs),
-        "proofs": _json_evidence(proofs, "proof", "--proofs"),
-        "conformance": _json_evidence(conformance, "conformance", "--conformance"),
-        "server_settings": _server_evidence(server_env),
+        "proofs": _proof_evidence(given["proofs"], proofs),
+        "conformance": _conformance_evidence(given["conformance"], conformance),
+        "server_settings": _server_evidence(given["server_env"], server_env),
         "kpi_runs": _kpi_evidence(runs),
     }
 

@@ -1136,13 +1136,26 @@ def default_dir() -> pathlib.Path:
     return pathlib.Path(flk.spec.__file__).resolve().parent / "vectors"
 
 
+def _difference(path: pathlib.Path, text: str) -> str | None:
+    """Why the file at ``path`` is not ``text`` (None: it is), compared as bytes: a damaged file
+    that is not UTF-8 is one more difference, never a decode error."""
+    data = path.read_bytes()
+    if data == text.encode("utf-8"):
+        return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (byte {exc.start}; damaged?), differs from what the core generates now"
+    return "differs from what the core generates now"
+
+
 def write(directory: pathlib.Path) -> list[str]:
     """Write every file; return the names that changed."""
     directory.mkdir(parents=True, exist_ok=True)
     changed = []
     for name, text in generate().items():
         path = directory / name
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
+        if not path.exists() or _difference(path, text):
             path.write_text(text, encoding="utf-8")
             changed.append(name)
     return changed
@@ -1156,8 +1169,8 @@ def check(directory: pathlib.Path) -> list[str]:
         path = directory / name
         if not path.exists():
             problems.append(f"{name}: missing (run `flk vectors generate`)")
-        elif path.read_text(encoding="utf-8") != text:
-            problems.append(f"{name}: differs from what the core generates now")
+        elif why := _difference(path, text):
+            problems.append(f"{name}: {why}")
     if directory.is_dir():
         for path in sorted(directory.glob("*.json")):
             if path.name not in expected:

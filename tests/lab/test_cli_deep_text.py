@@ -1,7 +1,7 @@
 """Files a user names that nest past the parser's depth (JSON ``[[[[...``, TOML ``a = [[[[...``
 or ``a = {b = {b = ...``), hold an integer past Python's digit limit, or are not UTF-8: every
-command answers with one line and exit 2 (or, where such a file is evidence, reports it as
-failing evidence) -- never a traceback."""
+command answers with one line and exit 2 (also where such a file is given as evidence) --
+never a traceback."""
 
 from __future__ import annotations
 
@@ -54,12 +54,13 @@ def test_exit_2_with_one_line(tmp_path, capsys, argv, name):
 
 
 @pytest.mark.parametrize("flag", ["--proofs", "--conformance"])
-def test_compliance_reports_a_deep_file_as_failing_evidence(tmp_path, capsys, flag):
+def test_compliance_refuses_a_deep_file_given_as_evidence(tmp_path, capsys, flag):
     path = _write(tmp_path, "deep.json")
     rc, out, err = _run(capsys, ["compliance", "report", "--framework", "soc2", flag, path,
                                  "--out", str(tmp_path / "out"), "--json"])
-    assert rc == 1 and "Traceback" not in err, err
-    assert f"cannot read {path}: JSON nested deeper than this parser allows" in out
+    assert rc == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert f"{flag} {path}: not JSON (JSON nested deeper than this parser allows" in err
+    assert not (tmp_path / "out").exists()  # refused before any report is written
 
 
 def test_a_deep_set_value_is_refused_by_the_scenario_check(tmp_path, capsys):

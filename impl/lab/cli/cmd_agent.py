@@ -157,8 +157,8 @@ def _build(args) -> int:
 
     check_shard_id(args.shard_id)
     check_epoch(args.epoch)
+    raw = _read_file(args.input)  # a missing file is "no such file", not "cannot tell the format"
     fmt = args.format or agent.detect_format(args.input)
-    raw = _read_file(args.input)
     signer = None if args.unsigned else agent.signer_from_env(os.environ, args.tenant)
     pcs = agent.build_pcs_from_stream(raw, fmt, args.shard_id, args.epoch, signer, seed=args.seed)
     if args.outbox:
@@ -197,10 +197,18 @@ def _load_pcs_file(path: str) -> list[dict]:
     return docs
 
 
+def _check_urls(urls: list[str]) -> None:
+    from ...agent.client import check_url
+
+    for url in urls:  # every --url before any work: InvalidInput -> exit 2
+        check_url(url, "--url")
+
+
 def _submit(args) -> int:
     from ...agent.client import DeadLetterFile, SubmitClient, drain_outbox, prepare
     from . import UsageError
 
+    _check_urls(args.url)
     if not args.pcs and not args.outbox:
         raise UsageError("give --pcs FILE, --outbox DIR, or both")
     records = _load_pcs_file(args.pcs) if args.pcs else []
@@ -247,6 +255,7 @@ def _submit(args) -> int:
 def _load(args) -> int:
     from ...agent import loadgen
 
+    _check_urls(args.url)
     cfg = loadgen.PlanConfig(n=args.n, seed=args.seed, tenants=args.tenants, dup_rate=args.dup_rate,
                              bad_sig_rate=args.bad_sig_rate, conflict_rate=args.conflict_rate,
                              sign_alg=args.sign_alg)

@@ -3,9 +3,11 @@
 Lists each control the framework names with the evidence that supports it (the audit
 chain verified with its head hash and anchors, the invariant and alert checks of the
 runs, proofs, conformance results, the server's security settings). A control without
-evidence says "no evidence", never "pass". Writes ``compliance-<framework>.json`` and
-``.html`` to ``--out`` (default ``runs/compliance``). Exit 0 when no control is
-failing, 1 when one is, 2 for bad input.
+evidence says "no evidence", never "pass". A file given as evidence that is not UTF-8,
+not JSON or not what its flag takes (``flk prove --json``, ``flk conformance ... --json``,
+``KEY=VALUE`` lines) is bad input, refused before any report is written. Writes
+``compliance-<framework>.json`` and ``.html`` to ``--out`` (default ``runs/compliance``).
+Exit 0 when no control is failing, 1 when one is, 2 for bad input.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from ..compliance import FAILING, report, write
+    from ..compliance import FAILING, EvidenceError, read_evidence, report, write
 
     if args.compliance_cmd != "report":
         raise UsageError("missing action: report")
@@ -40,9 +42,13 @@ def run(args) -> int:
     for f in (args.proofs, args.conformance, args.server_env):
         if f and not os.path.isfile(f):
             raise UsageError(f"{f}: no such file")
-    out = output_dir(args.out)
-    doc = report(args.framework, args.runs, args.audit, proofs=args.proofs, conformance=args.conformance,
-                 server_env=args.server_env)
+    files = {"proofs": args.proofs, "conformance": args.conformance, "server_env": args.server_env}
+    try:
+        read_evidence(**files)  # junk given as evidence: exit 2 before anything is written
+        out = output_dir(args.out)
+        doc = report(args.framework, args.runs, args.audit, **files)
+    except EvidenceError as exc:
+        raise UsageError(str(exc)) from None
     j, h = write(doc, out)
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))

@@ -144,11 +144,10 @@ def run_server(args) -> int:
 
     from flk.conformance import server_suite as ss
 
+    from ...agent.client import base_url
     from . import UsageError
 
-    url = (args.url or "").strip().rstrip("/")
-    if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
-        raise UsageError(f"--url must be an http:// or https:// base URL, got {args.url!r}")
+    url = base_url(args.url, "--url")  # InvalidInput -> exit 2
     key = args.hmac_key if args.hmac_key is not None else os.environ.get("PCS_HMAC_KEY", "")
     if not key:
         raise UsageError("--hmac-key (or PCS_HMAC_KEY) is required: the tenant's HMAC key")

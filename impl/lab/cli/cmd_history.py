@@ -33,6 +33,7 @@ an empty read says that nothing survived.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -40,6 +41,17 @@ import sys
 import time
 
 from ...core import textdata
+
+
+def _count(text: str) -> int:
+    """``--show N``: a whole number >= 0 (anything else: a usage error, exit 2)."""
+    try:
+        n = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text[:40]!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
 
 
 def configure(p) -> None:
@@ -52,7 +64,7 @@ def configure(p) -> None:
     c.add_argument("--per-region", action="store_true",
                    help="first-write-wins per region only (asynchronous replication), not across regions")
     c.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    c.add_argument("--show", type=int, default=20, help="anomalies printed in full (default %(default)s)")
+    c.add_argument("--show", type=_count, default=20, help="anomalies printed in full (default %(default)s)")
     f = sub.add_parser("final-reads", help="write what a dedup store holds as final reads for check --final-reads",
                        description="write every outcome a dedup store holds as final-read JSONL (for flk history "
                                    "check --final-reads); the store flk serve would open with the same environment, "
@@ -68,15 +80,15 @@ def configure(p) -> None:
     f.add_argument("--out", metavar="FILE", default=None, help="write the JSONL here (default: standard output)")
 
 
-def _records(path: str):
-    """(``path:line``, object) for every non-blank line of a JSONL file."""
+def _records(path: str, what: str = "history file"):
+    """(``path:line``, object) for every non-blank line of a JSONL file (``what`` names its role)."""
     from . import UsageError, read_input
 
-    raw = read_input(path, "history file")
+    raw = read_input(path, what)
     try:
         lines = raw.decode("utf-8").splitlines()
     except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
+        raise UsageError(f"{what} {path}: not UTF-8 text") from None
     out = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -106,7 +118,7 @@ def _load(args):
     final = None
     if args.final_reads:
         try:
-            final = history.final_reads_from_records(_records(args.final_reads))
+            final = history.final_reads_from_records(_records(args.final_reads, "--final-reads"))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     return ops, final
@@ -184,12 +196,17 @@ def _open_final_store(args, now: float):
 def _final_reads(args) -> int:
     from flk.model import history
 
+    from ...agent.client import check_url
+    from ...core.errors import InvalidInput
     from ...dedup import StoreUnavailable, iter_entries
     from . import UsageError, atomic_output, output_file
 
-    if args.region is not None and "://" not in args.region:
-        raise UsageError(f"--region {args.region!r}: expected the URL the load generator sent to that region "
-                         "(e.g. http://127.0.0.1:8080)")
+    if args.region is not None:
+        try:
+            check_url(args.region, "--region")
+        except InvalidInput as exc:
+            raise UsageError(f"--region {args.region[:80]!r}: expected the URL the load generator sent to that "
+                             f"region (e.g. http://127.0.0.1:8080): {exc.message}") from None
     out = output_file(args.out) if args.out else None
     now = time.time()
     store, name = _open_final_store(args, now)

@@ -29,9 +29,13 @@ def run(args) -> int:
             raise UsageError(f"{d}: not a run directory (no results.json)")
     out = output_file(args.out)  # a bad --out is not "cannot read the runs"
     try:
+        figures = summary(dirs)  # every run read before anything is written
         path = write_dashboard(dirs, out)
-        figures = summary(dirs)
-    except (ValueError, KeyError, OSError) as exc:
+    except OSError as exc:
+        if exc.filename is not None and not _in_runs(exc.filename, dirs):
+            raise UsageError(f"--out {args.out}: cannot write it: {exc.strerror or type(exc).__name__}") from None
+        raise UsageError(f"cannot read the runs: {exc}") from None
+    except (ValueError, KeyError) as exc:
         raise UsageError(f"cannot read the runs: {exc}") from None
     if args.json:
         print(json.dumps(figures, indent=2, sort_keys=True))
@@ -47,3 +51,9 @@ def run(args) -> int:
                                              for name, key, fmt, why in headline))
         print(f"dashboard: {path.resolve()}")
     return 0
+
+
+def _in_runs(filename, dirs: list[Path]) -> bool:
+    """Whether an OS error's file is one of the runs' (else it is the dashboard being written)."""
+    target = Path(filename).resolve()
+    return any(target.is_relative_to(d.resolve()) for d in dirs)

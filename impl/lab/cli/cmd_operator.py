@@ -240,6 +240,7 @@ STEADY = {"CRRPolicy": "Active"}  # a kind that never ends has settled in this p
 
 
 def _run(args) -> int:
+    from ...agent.client import base_url
     from ...governance.audit import AuditCorruption, AuditLog, WormViolation
     from ...operator import driver, records, table
     from ...operator.policy import load_policies
@@ -247,6 +248,7 @@ def _run(args) -> int:
 
     if args.interval <= 0 or args.max_seconds < 0 or args.timeout <= 0:
         raise UsageError("--interval and --timeout must be > 0, --max-seconds >= 0")
+    urls = [base_url(u, "--url") for u in args.url]  # InvalidInput -> exit 2, before any work
     if not os.path.isdir(args.policies):
         raise UsageError(f"--policies {args.policies}: not a directory")
     policies = load_policies([args.policies])
@@ -267,7 +269,7 @@ def _run(args) -> int:
         return 1
     seen = records.audited_ids(audit_dir, fs)
     http = Http(args.timeout)
-    deps = {p.key: DEPLOYMENTS[p.kind](args.url, http) for p in policies}
+    deps = {p.key: DEPLOYMENTS[p.kind](urls, http) for p in policies}
     errors: dict[str, str | None] = {p.key: None for p in policies}
     t0 = time.monotonic()
     done: dict[str, dict] = {}
