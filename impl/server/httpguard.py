@@ -249,7 +249,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
-        self._head_len = 0  # the request target and header fields parsed so far (the header limit)
+        self._big_read = False  # this read may hold a head over the limit that ends in it
         self._in_message = False  # the parser is inside a request (its head or body incomplete)
         self._eof = False  # the client shut its sending side down: close after the answers owed
         # one deadline at a time ("head", "body", "idle": uvicorn's keep-alive; None: none) and
@@ -313,8 +313,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._watching == "idle":  # any bytes end the keep-alive wait (as uvicorn's)
             self._watching = None
+        # a head that ends inside this read is at most what came of it before plus this read:
+        # within the limit, on_headers_complete need not measure it
         if self._in_head:
             self._head_bytes += len(data)
+            self._big_read = self._head_bytes > self.limits.max_header_bytes
+        else:
+            self._big_read = len(data) > self.limits.max_header_bytes
         ready = self._ready = []  # direct requests completed by these bytes (run once the parser returned)
         try:
             super().data_received(data)
@@ -349,7 +354,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # end of the head (_begin_scope), unless the lean head takes the request (_lean_head)
         self.url, self.expect_100_continue, self.headers = b"", False, []
         self._scope_begun = False
-        self._in_head, self._header_count, self._head_len, self._in_message = True, 0, 0, True
+        self._in_head, self._header_count, self._in_message = True, 0, True
         if self._watching != "head":  # _arm_head_timer: a head deadline already running is kept
             self._watch("head", self.limits.header_timeout_s)
 
@@ -367,25 +372,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.url) > self.limits.max_request_line_bytes:
             self._refusal = ("uri-too-long", f"request target longer than {self.limits.max_request_line_bytes} bytes")
             raise _Refused
-        self._count_head(len(url))
 
-    def _count_head(self, n: int) -> None:
-        """The header-bytes limit on what the parser handed over, so it holds however the
-        bytes arrived (data_received looks only between reads: a head that ended inside one
-        read was never checked there)."""
-        self._head_len += n
-        if self._head_len > self.limits.max_header_bytes:
-            self._refusal = ("headers-too-large", f"request line and headers exceed {self.limits.max_header_bytes} bytes")
-            raise _Refused
+    def _head_over_limit(self) -> bool:
+        """(At the end of a head that a big read ended.) The request target and header fields
+        (each name + value + 4) over the header-bytes limit: data_received looks only between
+        reads, and a head that ended inside one was never checked there."""
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        return size > self.limits.max_header_bytes
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > self.limits.max_headers:
             self._refusal = ("headers-too-large", f"more than {self.limits.max_headers} header fields")
             raise _Refused
-        self._head_len += len(name) + len(value) + 4  # "name: value\r\n" (_count_head, inline: per field)
-        if self._head_len > self.limits.max_header_bytes:
-            self._count_head(0)
         name = name.lower()  # (uvicorn's on_header)
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
@@ -393,6 +392,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes = False, 0
+        if self._big_read and self._head_over_limit():
+            self._refusal = ("headers-too-large", f"request line and headers exceed {self.limits.max_header_bytes} bytes")
+            raise _Refused
         version = self.parser.get_http_version()
         if version not in ("1.1", "1.0"):  # llhttp passes HTTP/0.9 (no version) and 2.0 on
             self._refusal = ("bad-request", f"HTTP/{version[:8]} is not served: HTTP/1.1 or HTTP/1.0")
@@ -401,7 +403,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refusal = ("too-many-connections", f"more than {self.limits.max_connections} open connections; "
                              "retry later")
             raise _Refused
-        if self.url == self._lean_url and self._lean_head():
+        if self.url == self._lean_url and self._lean_head(version):
             return
         coding = transfer_coding_problem(self.headers)
         if coding is not None:
@@ -431,7 +433,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._direct_cycle = None
             self._dispatch_direct(cycle)
 
-    def _lean_head(self) -> bool:
+    def _lean_head(self, version: str) -> bool:
         """(The head of a request to the hook's exact path ended.) A submission the direct path
         takes, arriving when no earlier request of the connection is unanswered, gets a
         :class:`_DirectCycle` -- none of uvicorn's scope, cycle and event -- and True; any other
@@ -443,7 +445,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return False
         if not _direct_length(self.headers, self._direct_hook.max_body):
             return False
-        version = parser.get_http_version()
         keep_alive = version != "1.0" and parser.should_keep_alive()
         self.cycle = self._direct_cycle = _DirectCycle(self, version, keep_alive)
         self._watch("body", self.limits.body_timeout_s)
