@@ -63,7 +63,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core import textdata
 from ..core.backoff import Backoff
 from ..core.errors import InvalidInput
 from ..governance.auditworkers import (
@@ -76,6 +75,7 @@ from ..governance.auditworkers import (
 from ..storage.objectstore import ObjectStore, open_object_store
 from ..storage.quarantine import describe_error
 from ..storage.threads import NamedThread
+from ..verifier.wire import parse_strict
 from .applying import ReplayApplier
 from .divergence import Alert, DivergenceDetector, settle_time, severity_level
 from .reading import Reader, Topology
@@ -488,8 +488,8 @@ def decision_endpoint(get_service: Callable[[], CrrService | None]):
         if svc is None:
             return problem_response("replication-disabled", "cross-region replication is not configured")
         try:
-            doc = textdata.json_loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
+            doc = parse_strict(await request.body())  # strict JSON: no duplicate keys (openapi)
+        except ValueError:
             doc = None
         fields = {"tenant": str, "pcs_id": str, "approve": bool, "by": str}
         if not isinstance(doc, dict) or set(doc) != set(fields) or any(

@@ -768,20 +768,31 @@ class Server:
                                                                   headers=refusal.headers))
 
     def operator_refusal(self, request: Request) -> Refusal | None:
-        """None when ``request`` carries the operator credential (SPEC.md 9.3)."""
-        return self.operator.check(request.headers.get("authorization"), request.scope.get("client"))
+        """None when ``request`` carries the operator credential (SPEC.md 9.3); ``Authorization``
+        given twice is ambiguous: 400 (the first one used to win)."""
+        authorization, refusal = single_header(request.scope["headers"], b"authorization")
+        if refusal is not None:
+            return refusal
+        return self.operator.check(authorization, request.scope.get("client"))
 
     def tenant_read_refusal(self, request: Request) -> Refusal | None:
         """None when ``request`` is a signed read of its own tenant, or an operator's (SPEC.md 9.3)."""
-        tenant, refusal = single_header(request.scope["headers"], b"x-tenant-id")
-        if refusal is not None or self.operator_refusal(request) is None:
+        raw = request.scope["headers"]
+        tenant, refusal = single_header(raw, b"x-tenant-id")
+        operator = self.operator_refusal(request) if refusal is None else None
+        if refusal is not None or operator is None:
             return refusal
+        if operator.slug == "bad-request":  # Authorization given twice
+            return operator
+        date, refusal = single_header(raw, b"x-flk-date")  # a signed read's headers once each, too
+        signature, twice = single_header(raw, b"x-flk-signature")
+        if refusal is not None or twice is not None:
+            return refusal or twice
         registry = self.pipeline.verifier.tenants if self.pipeline is not None else None
         if registry is None:
             return Refusal("unauthorized", "tenant reads are not available before the worker is ready")
-        headers = request.headers
-        return check_tenant_read(registry, request.method, request.url.path, tenant, headers.get("x-flk-date"),
-                                 headers.get("x-flk-signature"), time.time(), self.cfg.read_auth_skew_s)
+        return check_tenant_read(registry, request.method, request.url.path, tenant, date, signature, time.time(),
+                                 self.cfg.read_auth_skew_s)
 
     def _finish(self, request: Request, t0: float, resp: Response) -> Response:
         self._account(request.scope["path"], resp.status_code, request.method, t0,
@@ -994,6 +1005,9 @@ def create_app(cfg: ServerConfig, worker: int = 0) -> Any:
         exception_handlers={HTTPException: http_error, ClientDisconnect: client_gone, Exception: server_error},
         lifespan=lifespan,
     )
+    # no 307 to the path with its trailing slash toggled: its Location came from the client's
+    # Host header (/health/ -> http://<Host>/health); an unknown path is 404 problem+json (SPEC 9.1)
+    app.router.redirect_slashes = False
     app.state.server = srv
     return fast_path(app, submit)
 

@@ -48,6 +48,7 @@ from ..core import textdata
 from ..dedup import migrate
 from ..dedup.base import StoreUnavailable
 from ..operator.migration import MigrationTarget
+from ..verifier.wire import parse_strict
 
 OPS = ("migration.plan", "migration.phase", "migration.copy", "migration.verify", "migration.catchup",
        "migration.prune")
@@ -91,7 +92,7 @@ def routes(get_server, problem) -> list:
             return problem("migration-disabled", "this server runs no shard migration (DEDUP_MIGRATION_STATE)")
         body = await request.body()
         try:
-            action = textdata.json_loads(body) if len(body) <= MAX_BODY else None
+            action = parse_strict(body) if len(body) <= MAX_BODY else None  # no duplicate keys
         except ValueError:
             action = None
         if not isinstance(action, dict) or action.get("op") not in OPS:
@@ -177,7 +178,7 @@ def crr_routes(get_server, problem) -> list:
             return problem(*disabled)
         body = await request.body()
         try:
-            action = textdata.json_loads(body) if len(body) <= MAX_BODY else None
+            action = parse_strict(body) if len(body) <= MAX_BODY else None  # no duplicate keys
         except ValueError:
             action = None
         if not isinstance(action, dict) or action.get("op") != "crr.apply":

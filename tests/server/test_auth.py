@@ -147,6 +147,48 @@ def test_review_decision_endpoint(server) -> None:
     problem(server.post("/v1/crr/decisions", json=decide, auth=OPERATOR), 409, "no-review-pending")
 
 
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_an_auth_header_given_twice_is_400_whichever_comes_first(server) -> None:
+    """Authorization, X-Flk-Date and X-Flk-Signature follow the X-Tenant-Id rule: twice is
+    ambiguous, 400 (the first one won: bad then good was 401, good then bad 200)."""
+    good, bad = _basic(*OPERATOR), _basic("ops", "wrong")
+    for first, second in ((good, bad), (bad, good), (good, good)):
+        for path in ("/v1/crr/status", "/metrics", f"/v1/pcs/{'0' * 64}/authoritative"):
+            resp = server.get(path, headers=[("Authorization", first), ("Authorization", second),
+                                             ("X-Tenant-Id", "a")])
+            assert "authorization" in problem(resp, 400, "bad-request")["detail"].lower()
+    path = f"/v1/pcs/{'0' * 64}/authoritative"
+    signed = sign_read("GET", path, "a", time.time(), hmac_key=KEY_A.encode())
+    assert server.get(path, headers=signed).status_code == 404  # signed once: read (nothing stored)
+    for name in ("X-Flk-Date", "X-Flk-Signature"):
+        headers = [*signed.items(), (name, signed[name])]
+        assert name.lower() in problem(server.get(path, headers=headers), 400, "bad-request")["detail"].lower()
+
+
+@pytest.mark.parametrize("path", ["/health/", "/metrics/", "/v1/pcs/submit/", f"/v1/pcs/{'0' * 64}/authoritative/"])
+def test_a_trailing_slash_is_not_found_not_a_redirect_to_the_host_header(server, path) -> None:
+    """Starlette's slash redirect answered 307 to http://<Host header><path without slash>."""
+    resp = server.request("POST" if "submit" in path else "GET", path, headers={"Host": "evil.example"},
+                          auth=OPERATOR, follow_redirects=False)
+    problem(resp, 404, "not-found")
+    assert "location" not in resp.headers
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/crr/decisions", b'{"tenant":"a","tenant":"x","pcs_id":"' + b"ab" * 32 + b'","approve":true,"by":"o"}'),
+    ("/api/operator/crr/actions", b'{"op":"nothing","op":"crr.apply","regions":[],"generation":1}'),
+])
+def test_an_operator_body_with_a_duplicate_key_is_invalid(server, path, body) -> None:
+    """Operator bodies are strict JSON like a submission's (openapi): a key twice is 400 for
+    the body, not its last value silently (the decision read tenant "x" and answered 409; the
+    action read op "crr.apply" and went on to its regions)."""
+    detail = problem(server.post(path, content=body, auth=OPERATOR), 400, "invalid-query")["detail"]
+    assert detail.startswith("body must be"), detail
+
+
 def test_operator_auth_rules_are_pure() -> None:
     open_auth = OperatorAuth("", "")
     assert open_auth.check(None, ("127.0.0.1", 1)) is None and open_auth.check(None, ("::1", 1)) is None
