@@ -15,7 +15,8 @@ Answers are classified: 200/202 **acknowledged**; 409 **conflict**; any other
 4xx **rejected** (certainly no effect: refused before or without a write);
 5xx and transport errors **indeterminate** (the request may take effect at
 any time after it was sent -- a 503 after the WAL append is applied by the
-next replay). Checks, per key (tenant, pcs_id), named by the invariant IDs of
+next replay). A status outside 100-599 is no HTTP answer: the record is invalid input
+(named by file and line), never an indeterminate answer. Checks, per key (tenant, pcs_id), named by the invariant IDs of
 spec/INVARIANTS.md:
 
 * INV-FWW -- no key is acknowledged with two payload digests; a 409 only when
@@ -326,6 +327,17 @@ def _field(rec: Mapping, name: str, types: tuple, where: str, optional: bool = F
     return value
 
 
+HTTP_STATUS = range(100, 600)  # what an HTTP answer's status can be (RFC 9110, section 15)
+
+
+def _status(rec: Mapping, where: str) -> int | None:
+    """A record's ``status``: an HTTP status (100 to 599), or null for no answer."""
+    status = _field(rec, "status", (int,), where, optional=True)
+    if status is not None and status not in HTTP_STATUS:
+        raise ValueError(f"{where}: field 'status' must be an HTTP status (100 to 599) or null, got {status}")
+    return status
+
+
 def region_of_url(url: str) -> str:
     """The region an HTTP request went to: its scheme://host:port."""
     parts = urlsplit(url)
@@ -338,7 +350,7 @@ def op_from_load_record(rec: Mapping, where: str, client: str = "") -> Op:
     if not isinstance(rec, Mapping):
         raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     req_id = _field(rec, "req_id", (str, int), where)
-    status = _field(rec, "status", (int,), where, optional=True)
+    status = _status(rec, where)
     replay = _field(rec, "replay", (bool,), where, optional=True)
     t_send = _field(rec, "t_send", (int, float), where)
     t_recv = _field(rec, "t_recv", (int, float), where)
@@ -366,7 +378,7 @@ def final_reads_from_records(records: Iterable[tuple[str, Mapping]]) -> dict:
         if set(rec) <= {"region"}:
             continue
         key = (_field(rec, "tenant", (str,), where), _field(rec, "pcs_id", (str,), where))
-        value = (_field(rec, "digest", (str,), where), _field(rec, "status", (int,), where, optional=True))
+        value = (_field(rec, "digest", (str,), where), _status(rec, where))
         if source.get(key, value) != value:
             raise ValueError(f"{where}: region {region or '*'} read {key} twice with different outcomes")
         source[key] = value

@@ -39,7 +39,7 @@ from flk.impl.core.schema import (
 
 from .rng import DIST_KINDS
 
-__all__ = ["DIST_PARAMS", "MAX_TIME", "Context", "Field", "ScenarioError", "check_dist", "check_table", "check_value",
+__all__ = ["DIST_PARAMS", "MAX_LATENCY_MS", "MAX_TIME", "Context", "Field", "ScenarioError", "check_dist", "check_table", "check_value",
            "describe_default", "describe_kind", "did_you_mean", "ordinals"]
 
 DIST_PARAMS = {"constant": ("value",), "uniform": ("lo", "hi"), "exponential": ("mean",),
@@ -59,6 +59,11 @@ LOGNORMAL_SIGMA_MAX = 10.0
 # events blur together, and at 1e308 the stamp overflows (quiescence_s = 1e308 ended a run
 # with an OverflowError, or never ended it)
 MAX_TIME = 1e9
+# a latency (a number or a distribution's location and spread: value, lo, hi, mean, median, sd,
+# scale; ms) at most a day: a message or a disk call slower than that is a typo's exponent, not a
+# network (network.latency_ms = 1e308 ran: every request timed out, an INVALID run with no fault)
+MAX_LATENCY_MS = 86_400_000.0
+DIST_SHAPE_PARAMS = ("sigma", "alpha")  # no unit: bounded by their own rules below
 
 
 class ScenarioError(SchemaError):
@@ -91,10 +96,16 @@ class Context:
     extra: dict = field(default_factory=dict)
 
 
+def _check_latency(ms: float, path: str) -> None:
+    if ms > MAX_LATENCY_MS:
+        raise ScenarioError(path, f"must be <= {MAX_LATENCY_MS:g} (ms: a day), got {ms!r}")
+
+
 def check_dist(value: Any, path: str) -> None:
     if is_number(value):
         if value < 0:
             raise ScenarioError(path, f"must be >= 0, got {value!r}")
+        _check_latency(value, path)
         return
     if isinstance(value, float):  # nan, inf: a number, not a finite one (as the number kind says)
         raise ScenarioError(path, f"must be a finite number or a distribution table, got {value!r}")
@@ -111,6 +122,8 @@ def check_dist(value: Any, path: str) -> None:
             raise ScenarioError(f"{path}.{key}", f"missing (dist {kind!r} needs {', '.join(wanted)})")
         if not is_number(value[key]) or value[key] < 0:
             raise ScenarioError(f"{path}.{key}", f"must be a finite number >= 0, got {value[key]!r}")
+        if key not in DIST_SHAPE_PARAMS:
+            _check_latency(value[key], f"{path}.{key}")
     if kind == "uniform" and value["lo"] > value["hi"]:
         raise ScenarioError(path, f"lo ({value['lo']}) must be <= hi ({value['hi']})")
     if kind == "exponential" and value["mean"] == 0:  # flk.sim.rng draws at the rate 1 / mean

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..core import textdata
 from ..governance import audit
-from .report import esc, page, table
+from .report import esc, page, read_checked_results, table
 
 EVIDENCED, PARTIAL, FAILING, NONE = "evidenced", "partial", "failing", "no evidence"
 REPO = Path(__file__).resolve().parents[2]
@@ -112,15 +112,21 @@ def _head(directory: Path) -> tuple[str, str]:
 
 
 def _runs(run_dirs: list[str]) -> list[tuple[str, dict]]:
+    """Every run under ``run_dirs``: a ``results.json`` that is no run's is no evidence; a run whose
+    saved history is missing, damaged or not the one it records is an :class:`EvidenceError`."""
     from flk.sim.artifacts import read_results
 
     out = []
     for d in run_dirs:
         for path in sorted(Path(d).rglob("results.json")):
             try:
-                out.append((str(path.parent), read_results(path.parent)))
+                read_results(path.parent)
             except (OSError, ValueError):  # not a run's results (ScenarioError): no evidence
                 continue
+            try:
+                out.append((str(path.parent), read_checked_results(path.parent)))
+            except (OSError, ValueError) as exc:  # its history (ScenarioError names the file)
+                raise EvidenceError(f"--runs {d}: {exc}") from None
     return out
 
 
@@ -323,9 +329,10 @@ def _shown(path) -> str:
 
 
 def gather(runs_dirs: list[str], audit_dir: str | None, proofs: str | None = None, conformance: str | None = None,
-           server_env: str | None = None) -> dict[str, dict]:
+           server_env: str | None = None, runs: list[tuple[str, dict]] | None = None) -> dict[str, dict]:
+    """Each evidence kind's item; ``runs``: the runs of ``runs_dirs`` already read (:func:`_runs`)."""
     given = read_evidence(proofs, conformance, server_env)  # EvidenceError: no report
-    runs = _runs(runs_dirs)
+    runs = _runs(runs_dirs) if runs is None else runs
     return {
         "audit_chain": audit_evidence(audit_dir),
         "verify_invariants": _invariant_evidence(runs, VERIFY_INVS, "signature and tenant checks"),
@@ -355,13 +362,14 @@ def control_status(needs: tuple[str, ...], evidence: dict[str, dict]) -> str:
 def report(framework: str, runs_dirs: list[str], audit_dir: str | None, **kw) -> dict:
     if framework not in FRAMEWORKS:
         raise ValueError(f"unknown framework {framework!r} (known: {', '.join(FRAMEWORKS)})")
-    evidence = gather(runs_dirs, audit_dir, **kw)
+    runs = _runs(runs_dirs)  # read once: each run's history is checked
+    evidence = gather(runs_dirs, audit_dir, runs=runs, **kw)
     controls = [{"id": c.id, "title": c.title, "status": control_status(c.needs, evidence),
                  "evidence": [{"kind": n, "what": EVIDENCE[n], **evidence[n]} for n in c.needs]}
                 for c in FRAMEWORKS[framework]]
     counts = {s: sum(c["status"] == s for c in controls) for s in (EVIDENCED, PARTIAL, FAILING, NONE)}
     return {"framework": framework, "controls": controls, "counts": counts,
-            "inputs": {"runs": runs_dirs, "audit": audit_dir, **kw}, "runs_read": len(_runs(runs_dirs))}
+            "inputs": {"runs": runs_dirs, "audit": audit_dir, **kw}, "runs_read": len(runs)}
 
 
 COMPLIANCE_CSS = (".evidenced{color:var(--ok);font-weight:600}.partial{color:var(--warn);font-weight:600}"

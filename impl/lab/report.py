@@ -9,7 +9,8 @@ the plots with captions, the vectors / proofs / server summaries of the demo, an
 stamp (package version, git commit, date).
 
 This module only *reads* run artifacts (``results.json``, ``scenario.toml`` and the PNGs
-the simulator wrote to a run directory); it never runs anything.
+the simulator wrote to a run directory, and checks the saved history is the one
+``results.json`` records); it never runs anything.
 """
 
 from __future__ import annotations
@@ -164,12 +165,28 @@ def stamp_html(info: dict) -> str:
     return "<p class='stamp'>" + " · ".join(f"{esc(k)} <code>{esc(v)}</code>" for k, v in info.items()) + "</p>"
 
 
-def read_run(run_dir: Path) -> dict:
-    """What a run directory holds for the report: results, the scenario as run, its PNG plots."""
-    run_dir = Path(run_dir)
-    from flk.sim.artifacts import read_results
+def read_checked_results(run_dir: Path) -> dict:
+    """``run_dir``'s results (:func:`flk.sim.artifacts.read_results`) once its saved history is
+    there, reads as events and is the one ``results.json`` records
+    (:func:`flk.sim.artifacts.history_digest`): the one reader of the run report, ``flk kpi`` and
+    ``flk compliance``, which never show figures of a run whose history is missing, damaged or
+    another run's. Otherwise a :class:`flk.sim.schema.ScenarioError` naming the file."""
+    from flk.sim.artifacts import history_digest, read_results
+    from flk.sim.schema import ScenarioError
 
-    results = read_results(run_dir)
+    results = read_results(Path(run_dir))
+    path, digest = history_digest(Path(run_dir))
+    if digest != results["digest"]:
+        raise ScenarioError("(file)", f"not the history results.json records (sha256 {digest}, it records "
+                                      f"{results['digest']}): cut, edited or another run's", str(path))
+    return results
+
+
+def read_run(run_dir: Path) -> dict:
+    """What a run directory holds for the report: results (:func:`read_checked_results`), the
+    scenario as run, its PNG plots."""
+    run_dir = Path(run_dir)
+    results = read_checked_results(run_dir)
     scenario_file = run_dir / "scenario.toml"
     scenario = textdata.toml_loads(scenario_file.read_text(encoding="utf-8")) if scenario_file.exists() else {}
     known = [name for name in PLOT_CAPTIONS if (run_dir / f"{name}.png").exists()]

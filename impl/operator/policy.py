@@ -50,6 +50,16 @@ class PolicyError(SchemaError):
     """A policy document that cannot be used; ``key`` is the key path (``spec.gates.window_s``)."""
 
 
+# upper bounds of the integer settings: past them a value is a typo's zeros, never a plan (a
+# 20-digit season_bins was valid; the run then failed or held its memory)
+RING_MAX_VNODES = 10_000  # what flk.impl.dedup.sharded.Ring builds (it refuses more when the migration starts)
+RING_MAX_PROBES = 4  # a key's digest holds four probe positions (flk.impl.dedup.sharded.key_probes)
+MAX_BATCH = 1_000_000  # entries of one copy/verify/prune action, promotions of one tiering cycle (held in memory)
+MAX_COUNT = 1_000_000  # gate samples in a window
+MAX_VERIFY_ROUNDS = 1_000
+MAX_SEASON_BINS = 10_000  # a year of hourly bins is 8,760; holt-winters keeps one value per bin
+
+
 def _n(name: str, default: Any, doc: str, minimum: float | None = 0.0, maximum: float | None = None) -> Field:
     return Field(name, "number", default, doc, minimum=minimum, maximum=maximum)
 
@@ -57,7 +67,7 @@ def _n(name: str, default: Any, doc: str, minimum: float | None = 0.0, maximum: 
 GATE_FIELDS = (
     _n("window_s", 10.0, "health gates are evaluated over the samples of the last window_s seconds", 0.001),
     Field("min_samples", "int", 3, "fewer samples in the window: the gate is unknown (hold, never roll back)",
-          minimum=1),
+          minimum=1, maximum=MAX_COUNT),
     _n("breach_fraction", 0.5, "share of the window's samples over a limit that is a breach", 0.0, 1.0),
     _n("max_latency_p95_ms", None, "MaxLatencyP95: a sample's server-side p95 above this violates (unset: off)"),
     _n("max_error_rate", None, "MaxErrorRate: a sample's share of 5xx answers above this violates", 0.0, 1.0),
@@ -82,14 +92,15 @@ SPEC_FIELDS: dict[str, tuple[Field, ...]] = {
     "ShardMigration": (
         Field("old", "shards", None, "old ring: shard name -> store URL", required=True),
         Field("new", "shards", None, "new ring: shard name -> store URL", required=True),
-        Field("vnodes", "int", 150, "virtual nodes per shard (both rings)", minimum=1),
-        Field("probes", "int", 4, "ring probes (both rings)", minimum=1),
-        Field("batch", "int", 500, "entries per copy/verify batch (one action)", minimum=1),
+        Field("vnodes", "int", 150, "virtual nodes per shard (both rings)", minimum=1, maximum=RING_MAX_VNODES),
+        Field("probes", "int", 4, "ring probes (both rings)", minimum=1, maximum=RING_MAX_PROBES),
+        Field("batch", "int", 500, "entries per copy/verify batch (one action)", minimum=1, maximum=MAX_BATCH),
         Field("prune_batch", "int", 2000, "entries per prune batch (one action; the prune reads every entry of "
-              "the new ring and deletes only the moved keys' old copies)", minimum=1),
+              "the new ring and deletes only the moved keys' old copies)", minimum=1, maximum=MAX_BATCH),
         _n("settle_s", 1.0, "wait before re-checking keys verify found missing (writes in flight), s"),
         _n("soak_s", 5.0, "healthy time in Cutover (gates ok) before Cleanup stops writing the old ring, s"),
-        Field("max_verify_rounds", "int", 3, "copy+verify rounds before a dirty verify rolls back", minimum=1),
+        Field("max_verify_rounds", "int", 3, "copy+verify rounds before a dirty verify rolls back", minimum=1,
+              maximum=MAX_VERIFY_ROUNDS),
         Field("auto_rollback", "bool", True, "roll back to the old ring on a gate breach"),
         Field("gates", "table", {}, "health gates", fields=GATE_FIELDS),
     ),
@@ -109,9 +120,9 @@ SPEC_FIELDS: dict[str, tuple[Field, ...]] = {
         _n("alpha", 0.3, "level smoothing", 0.0, 1.0),
         _n("beta", 0.05, "trend smoothing (holt-winters)", 0.0, 1.0),
         _n("gamma", 0.3, "seasonal smoothing (holt-winters)", 0.0, 1.0),
-        Field("season_bins", "int", 24, "cycles in one season (holt-winters)", minimum=2),
+        Field("season_bins", "int", 24, "cycles in one season (holt-winters)", minimum=2, maximum=MAX_SEASON_BINS),
         _n("cycle_s", 3600.0, "one reconcile cycle: forecast horizon and pre-warm period, s", 0.001),
-        Field("max_promotions_per_cycle", "int", 100, "pre-warm budget per cycle", minimum=0),
+        Field("max_promotions_per_cycle", "int", 100, "pre-warm budget per cycle", minimum=0, maximum=MAX_BATCH),
         _n("min_probability", 0.0, "never pre-warm a key whose access probability is below this", 0.0, 1.0),
         Field("cost", "table", {}, "cost model", fields=COST_FIELDS),
     ),

@@ -22,6 +22,7 @@ Invariants enforced at compile time:
 * tolerances ``d_hat`` in [0, 1], ``budget`` in [0, 1];
 * regime ``0 <= sticky_d_max < non_sticky_d_min <= 16``;
 * anomaly ``0 <= alert <= reject <= 1``;
+* the version is SemVer, each of its numbers at most ``2**31 - 1`` (:data:`MAX_VERSION_NUMBER`);
 * escalation rules name a known reason code; ``reject`` takes 400 or 401;
   each key, section and rule appears once.
 """
@@ -41,6 +42,9 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from ..core.errors import InvalidInput
 from ..core.signals import BudgetParams, RegimeThresholds
 
+# each number of a policy's version (MAJOR, MINOR, PATCH, a numeric pre-release identifier): what a
+# 32-bit signed integer holds (Java, Go's int32, a database INTEGER column compare versions in it)
+MAX_VERSION_NUMBER = 2**31 - 1
 COH_EPS = 0.05
 D_MAX = 16.0
 SEMVER_RE = re.compile(
@@ -254,6 +258,21 @@ def _bounded_params(s: _Settings) -> tuple[BudgetParams, RegimeThresholds, float
     return bp, rt, alert, reject
 
 
+def _version(tok: Token) -> str:
+    """The policy's SemVer version; each number in it (MAJOR, MINOR, PATCH, a numeric pre-release
+    identifier) at most :data:`MAX_VERSION_NUMBER`."""
+    version = str(tok)
+    m = SEMVER_RE.match(version)
+    if not m:
+        raise _err(tok, f"version {version!r} is not SemVer (MAJOR.MINOR.PATCH[-pre][+build])")
+    numbers = [*m.group(1, 2, 3), *(p for p in (m.group(4) or "").split(".") if p.isdigit())]
+    for number in numbers:
+        if len(number) > len(str(MAX_VERSION_NUMBER)) or int(number) > MAX_VERSION_NUMBER:  # int() of 5,000 digits refuses
+            raise _err(tok, f"version {version[:60]!r}: {number[:30]}{'...' if len(number) > 30 else ''} "
+                            f"is past {MAX_VERSION_NUMBER} (each number of a version is at most 2^31 - 1)")
+    return version
+
+
 def compile_policy(source: str) -> CompiledPolicy:
     """Parse and check ``source``; see the module docstring for the invariants."""
     from .pipeline import (
@@ -262,9 +281,7 @@ def compile_policy(source: str) -> CompiledPolicy:
 
     tree = parse(source)
     name_tok, ver_tok, *sections = tree.children
-    version = str(ver_tok)
-    if not SEMVER_RE.match(version):
-        raise _err(ver_tok, f"version {version!r} is not SemVer (MAJOR.MINOR.PATCH[-pre][+build])")
+    version = _version(ver_tok)
     values: dict[str, dict[str, tuple[float, Token]]] = {}
     seen_sections: dict[str, Token] = {}
     reject_status = dict(HOOK_REASONS)

@@ -292,3 +292,32 @@ def test_cli_history_check_bad_input_is_exit_2_with_file_and_line(tmp_path, caps
 def _err_of(path, capsys) -> str:
     cli.main(["history", "check", str(path)])
     return capsys.readouterr().err
+
+
+@given(status=st.one_of(st.integers(-10**6, 10**6), st.integers(95, 605), st.just(None)))
+def test_a_status_is_an_http_status_or_the_record_is_invalid(status):
+    """A load record's (and a final read's) status is 100-599 or null; any other number is an
+    invalid record naming the field (99999 was taken as an indeterminate answer)."""
+    rec = json.loads(_load_line("1", DIGESTS[0], status, False))
+    final = [("f:1", {"tenant": "t", "pcs_id": "k", "digest": DIGESTS[0], "status": status})]
+    if status is None or 100 <= status <= 599:
+        assert hc.op_from_load_record(rec, "h:1").status == status
+        assert hc.final_reads_from_records(final)[None][("t", "k")] == (DIGESTS[0], status)
+        return
+    for read, where in ((lambda: hc.op_from_load_record(rec, "h:1"), "h:1"),
+                        (lambda: hc.final_reads_from_records(final), "f:1")):
+        try:
+            read()
+        except ValueError as exc:
+            assert str(exc).startswith(f"{where}: field 'status' must be an HTTP status (100 to 599)"), str(exc)
+        else:
+            raise AssertionError(f"status {status} accepted")
+
+
+def test_cli_history_check_refuses_a_status_that_is_no_http_status(tmp_path, capsys):
+    path = tmp_path / "h.jsonl"
+    path.write_text(_load_line("1", DIGESTS[0], 200, False) + "\n" + _load_line("2", DIGESTS[0], 99999, None) + "\n")
+    assert cli.main(["history", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2: field 'status' must be an HTTP status (100 to 599) or null, got 99999" in err, err
+    assert err.count("\n") == 1

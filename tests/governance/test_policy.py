@@ -84,6 +84,11 @@ ERRORS = [
     (HEAD + "  budget { alpha = 0.5 ", 2, 24, "unexpected end of policy"),
     (HEAD + "  tolerances { d_hat = 0.1 } $\n}", 2, 30, "unexpected character '$'"),
     ("", 1, 1, "end of policy"),
+    # a version past what a 32-bit integer holds compiled (and compared as a Python int only)
+    ('policy "p" version 99999999999999999999999.0.0 {}', 1, 20, "is past 2147483647"),
+    ('policy "p" version 1.2147483648.0 {}', 1, 20, "2147483648 is past 2147483647"),
+    ('policy "p" version 1.0.0-rc.2147483648 {}', 1, 20, "2147483648 is past 2147483647"),
+    ('policy "p" version 1.0.' + "9" * 5000 + " {}", 1, 20, "is past 2147483647"),
 ]
 
 
@@ -121,6 +126,36 @@ def test_inv_budget_bounds_policy_compiles_iff_invariants_hold(base, alpha, beta
             assert 0.0 <= v <= 1.0 and v >= prev_c
             prev_c = v
         assert budget(d, 0.5, 0.1, bp) >= budget(d, 0.5, 0.9, bp)
+
+
+VERSION_NUMBER = st.one_of(st.integers(0, 2**31 + 5), st.integers(2**31 - 5, 10**30))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(major=VERSION_NUMBER, minor=VERSION_NUMBER, patch=VERSION_NUMBER, pre=st.none() | VERSION_NUMBER,
+       build=st.none() | st.integers(0, 10**30))
+def test_a_version_compiles_iff_each_of_its_numbers_fits_in_31_bits(major, minor, patch, pre, build):
+    """MAJOR, MINOR, PATCH and a numeric pre-release identifier each at most 2^31 - 1 (build
+    metadata is no number a version is compared by); past it a PolicyError at the version's
+    line and column names the number."""
+    version = f"{major}.{minor}.{patch}" + (f"-rc.{pre}" if pre is not None else "") + \
+        (f"+b.{build}" if build is not None else "")
+    numbers = [major, minor, patch] + ([pre] if pre is not None else [])
+    try:
+        c = policy.compile_policy(f'policy "p" version {version} {{}}')
+    except policy.PolicyError as exc:
+        too_big = next(n for n in numbers if n > policy.MAX_VERSION_NUMBER)
+        assert (exc.line, exc.column) == (1, 20) and f"{str(too_big)[:30]}" in exc.message, str(exc)
+        return
+    assert max(numbers) <= policy.MAX_VERSION_NUMBER == 2**31 - 1 and c.version == version
+
+
+def test_policy_compile_cli_refuses_a_version_past_31_bits(tmp_path, capsys):
+    bad = tmp_path / "big.flkpol"
+    bad.write_text('policy "p" version 99999999999999999999999.0.0 {}\n')
+    assert main(["policy", "compile", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"flk policy: error: {bad}:1:20: version ") and err.count("\n") == 1, err
 
 
 def test_policy_compile_cli(tmp_path, capsys):
@@ -228,6 +263,26 @@ def test_policy_diff_over_a_servers_worker_logs_in_the_order_received(tmp_path, 
     assert main(args + ["--wal", data]) == 0
     text = capsys.readouterr().out
     assert "3 of 7 recorded requests would change" in text and "worker-1#1 tenant=ta" in text
+
+
+def test_policy_diff_limit_is_a_count_of_changes_to_list(tmp_path, capsys):
+    """``--limit -1`` (or not a number) is a usage error, exit 2 (-1 was taken and listed none);
+    0 lists none, N at most N."""
+    wal = str(tmp_path / "wal")
+    _record_wal(wal)
+    (tmp_path / "old.pol").write_text(OLD)
+    (tmp_path / "new.pol").write_text(NEW)
+    (tmp_path / "tenants.toml").write_text(TENANTS_TOML)
+    base = ["policy", "diff", str(tmp_path / "old.pol"), str(tmp_path / "new.pol"), "--wal", wal, "--tenants",
+            str(tmp_path / "tenants.toml"), "--governance", "--limit"]
+    for bad, why in (("-1", "must be 0 or more, got -1"), ("2.5", "not a whole number"), ("x", "not a whole number")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(base + [bad])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"argument --limit: {why}" in err and "Traceback" not in err, err
+    for limit, listed in (("0", 0), ("2", 2), ("50", 3)):
+        assert main(base + [limit]) == 0
+        assert sum(" tenant=" in line for line in capsys.readouterr().out.splitlines()) == listed, limit
 
 
 def test_policy_diff_bad_input(tmp_path, capsys):

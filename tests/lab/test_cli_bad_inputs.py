@@ -20,7 +20,7 @@ import pytest
 
 from flk.impl.lab import cli, vectors
 
-RUN = str(pathlib.Path(__file__).parents[1] / "cluster" / "data" / "cluster-latency-run")  # a run folder
+TINY = ["scenario.duration_s=1", "scenario.quiescence_s=1", "workload.agents=2", "workload.rate_per_s=20"]
 
 
 def _run(capsys, argv: list[str]) -> tuple[int, str, str]:
@@ -73,6 +73,9 @@ def test_history_check_refuses_a_negative_show(anomalous, capsys):
 
 
 def test_kpi_says_a_refused_dashboard_is_a_write_failure(tmp_path, capsys, monkeypatch):
+    from flk.sim import api
+
+    run = str(api.run("crr-normal", seed=1, overrides=TINY, out=tmp_path / "runs", plots=False).out_dir)  # with its history
     out = tmp_path / "kpi.html"
     real_write = pathlib.Path.write_text
 
@@ -82,7 +85,7 @@ def test_kpi_says_a_refused_dashboard_is_a_write_failure(tmp_path, capsys, monke
         return real_write(self, *args, **kwargs)
 
     monkeypatch.setattr(pathlib.Path, "write_text", full_disk)
-    rc, _, err = _run(capsys, ["kpi", RUN, "--out", str(out)])
+    rc, _, err = _run(capsys, ["kpi", run, "--out", str(out)])
     assert rc == 2
     assert f"--out {out}: cannot write it: No space left on device" in err, err
     assert "cannot read the runs" not in err and err.count("\n") == 1, err

@@ -100,6 +100,14 @@ BROKEN = [
     # times past what the history's microsecond stamps resolve (1e308 overflowed the stamp at the end)
     (BASE.replace("[scenario]", "[scenario]\nquiescence_s = 1e308"), "scenario.quiescence_s", "must be <= 1e+09"),
     (BASE + '[[faults]]\nkind = "crash"\nat_s = 1e12\n', "faults.0.at_s", "must be <= 1e+09"),
+    # a latency past a day: every request timed out, an INVALID run instead of a refused file
+    (BASE + "[network]\nlatency_ms = 1e308\n", "network.latency_ms", "must be <= 8.64e+07"),
+    (BASE + '[network]\nregion_latency_ms = { dist = "uniform", lo = 1.0, hi = 1e10 }\n',
+     "network.region_latency_ms.hi", "must be <= 8.64e+07"),
+    (BASE + '[region_defaults]\nfsync_ms = { dist = "lognormal", median = 1e9, sigma = 0.3 }\n',
+     "region_defaults.fsync_ms.median", "must be <= 8.64e+07"),
+    (BASE + '[[network.links]]\nfrom = "eu"\nto = "ap"\nlatency_ms = { dist = "pareto", scale = 1e300, alpha = 2.0 }\n',
+     "network.links.0.latency_ms.scale", "must be <= 8.64e+07"),
 ]
 
 
@@ -131,6 +139,34 @@ def test_a_distribution_the_schema_accepts_is_drawn_from_without_an_error(kind, 
         value = draw(random.Random(seed))
         assert value >= 0 and not math.isnan(value), (dist, value)
         assert sample(dist, random.Random(seed)) == value  # the hot path's sampler and the plain one agree
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.sampled_from(sorted(DIST_PARAMS)), st.data())
+def test_a_latency_past_a_day_is_refused_by_its_key_and_one_within_it_is_not(kind, data):
+    """Every parameter in ms (all but lognormal's sigma and pareto's alpha), and a plain number,
+    is at most MAX_LATENCY_MS: past it the schema names that key; the bound alone refuses nothing
+    else (network.latency_ms = 1e308 ran, every request timing out)."""
+    from flk.sim.schema import MAX_LATENCY_MS
+
+    plain = data.draw(st.floats(0, 1e308), label="number")
+    assert _refused(plain) == ("x" if plain > MAX_LATENCY_MS else None)
+    fine = {"constant": {"value": 5.0}, "uniform": {"lo": 1.0, "hi": 3.0}, "exponential": {"mean": 2.0},
+            "lognormal": {"median": 1.0, "sigma": 0.3}, "normal": {"mean": 5.0, "sd": 1.0},
+            "pareto": {"scale": 1.0, "alpha": 2.0}}[kind]
+    key = data.draw(st.sampled_from([k for k in DIST_PARAMS[kind] if k not in ("sigma", "alpha")]), label="key")
+    big = data.draw(st.floats(MAX_LATENCY_MS, 1e308, exclude_min=True), label="big")
+    assert _refused({"dist": kind, **fine, key: big, **({"hi": big} if key == "lo" else {})}) == f"x.{key}"
+    assert _refused({"dist": kind, **fine, key: MAX_LATENCY_MS, **({"hi": MAX_LATENCY_MS} if key == "lo" else {})}) \
+        is None
+
+
+def _refused(dist) -> str | None:
+    try:
+        check_dist(dist, "x")
+    except ScenarioError as exc:
+        return exc.key
+    return None
 
 
 def test_the_longest_run_the_schema_allows_still_stamps_whole_microseconds():
@@ -167,6 +203,16 @@ def test_cli_validate_and_run_exit_2_before_running(tmp_path):
     assert "faults.0.targett" in proc.stderr or "--seed" in proc.stderr
     ok = subprocess.run([*FLK, "sim", "validate", *map(str, CATALOG)], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and ok.stdout.count("valid") == len(CATALOG), ok.stdout + ok.stderr
+
+
+def test_a_latency_override_past_a_day_is_exit_2_before_running(tmp_path, capsys):
+    from flk.impl.lab import cli
+
+    rc = cli.main(["sim", "run", "crr-normal", "--seed", "1", "--quiet", "--no-plots", "--out", str(tmp_path),
+                   "--set", "network.latency_ms=1e308"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and err.count("\n") == 1 and "network.latency_ms: must be <= 8.64e+07" in err, (out, err)
+    assert not any(tmp_path.iterdir())  # nothing ran
 
 
 def test_regression_files_run_through_the_cli_loader():

@@ -117,6 +117,18 @@ def write_output(path: str | os.PathLike, data: bytes | str) -> None:
         fh.write(data.encode() if isinstance(data, str) else data)
 
 
+def count(text: str) -> int:
+    """A number of things to show or list (``--show``, ``--limit``): a whole number >= 0 (an
+    argparse ``type``: anything else is a usage error, exit 2)."""
+    try:
+        n = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text[:40]!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
+
+
 MAX_LOCAL_WORKERS = 1024  # local worker processes of one command (more is a typo; past 2^31 the OS overflows)
 
 

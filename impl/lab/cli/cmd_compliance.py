@@ -5,7 +5,9 @@ chain verified with its head hash and anchors, the invariant and alert checks of
 runs, proofs, conformance results, the server's security settings). A control without
 evidence says "no evidence", never "pass". A file given as evidence that is not UTF-8,
 not JSON or not what its flag takes (``flk prove --json``, ``flk conformance ... --json``,
-``KEY=VALUE`` lines) is bad input, refused before any report is written. Writes
+``KEY=VALUE`` lines) is bad input, refused before any report is written; so is a run
+under ``--runs`` whose saved history is missing, damaged or not the one its ``results.json``
+records (a ``results.json`` that is no run's is no evidence). Writes
 ``compliance-<framework>.json`` and ``.html`` to ``--out`` (default ``runs/compliance``).
 Exit 0 when no control is failing, 1 when one is, 2 for bad input.
 """

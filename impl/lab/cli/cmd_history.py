@@ -33,7 +33,6 @@ an empty read says that nothing survived.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -41,17 +40,7 @@ import sys
 import time
 
 from ...core import textdata
-
-
-def _count(text: str) -> int:
-    """``--show N``: a whole number >= 0 (anything else: a usage error, exit 2)."""
-    try:
-        n = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text[:40]!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
-    return n
+from . import count
 
 
 def configure(p) -> None:
@@ -64,7 +53,7 @@ def configure(p) -> None:
     c.add_argument("--per-region", action="store_true",
                    help="first-write-wins per region only (asynchronous replication), not across regions")
     c.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    c.add_argument("--show", type=_count, default=20, help="anomalies printed in full (default %(default)s)")
+    c.add_argument("--show", type=count, default=20, help="anomalies printed in full (default %(default)s)")
     f = sub.add_parser("final-reads", help="write what a dedup store holds as final reads for check --final-reads",
                        description="write every outcome a dedup store holds as final-read JSONL (for flk history "
                                    "check --final-reads); the store flk serve would open with the same environment, "

@@ -3,7 +3,8 @@
 Reads each run's ``results.json`` (``kpi``: ground-truth containment, false escalation,
 escalation, cost per trusted task, per tenant; ``ALERT-*`` checks) and writes one
 self-contained HTML page (default ``runs/kpi.html``); ``--json`` prints the headline
-figures. Exit 0, or 2 for a directory that holds no run.
+figures. Exit 0, or 2 for a directory that holds no run, or a run whose saved history is
+missing, damaged or not the one its ``results.json`` records (one line naming the file).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import sys
 
 from ...core import textdata
 from ...core.errors import InvalidInput
-from . import UsageError
+from . import UsageError, count
 
 
 def configure(parser) -> None:
@@ -43,7 +43,7 @@ def configure(parser) -> None:
     d.add_argument("--region", default=None, help="region label (default: each record's own)")
     d.add_argument("--governance", action="store_true", help="also run the PII and anomaly gates as hooks")
     d.add_argument("--json", action="store_true", help="print one JSON object")
-    d.add_argument("--limit", type=int, default=50, help="changes to list in text mode (default 50)")
+    d.add_argument("--limit", type=count, default=50, help="changes to list in text mode (default 50)")
 
 
 def read_inbox_wal(directory: str) -> tuple[list[tuple[int, object]], str | None]:
@@ -208,7 +208,7 @@ def run(args) -> int:
               + (f"; the logs of {', '.join(logs)}, in the order received" if logs else ""))
         for k, n in sorted(transitions.items()):
             print(f"  {k}: {n}")
-        for ch in changes[: max(0, args.limit)]:
+        for ch in changes[: args.limit]:
             where = f"{ch['log']}#{ch['index']}" if "log" in ch else f"#{ch['index']}"
             print(f"  {where} tenant={ch['tenant']} pcs_id={ch['pcs_id']}: "
                   f"{ch['old']['status']} {ch['old']['reasons']} -> {ch['new']['status']} {ch['new']['reasons']}")
