@@ -714,7 +714,10 @@ class ServerConfig:
             "store": self.redact(self.store_url()),
             "sign_alg": self.sign_alg,
             "multi_tenant": self.multi_tenant,
-            "tenants": sorted(self.tenants),
+            # TENANTS_FILE's tenants are read when the verifier is built (SIGHUP reloads them):
+            # named by the file here, not listed as none
+            "tenants": "TENANTS_FILE" if self.tenants_file else sorted(self.tenants),
+            "tenants_file": os.path.abspath(self.tenants_file) if self.tenants_file else None,
             "region_id": self.region_id,
             "policy_file": self.policy_file or None,
             "metrics_auth": bool(self.operator_user),

@@ -213,6 +213,8 @@ def test_tenants_file_with_pii_gate_and_policy_file(tmp_path) -> None:
     pol.write_text(DEFAULT_POLICY_TEXT.replace("version 1.0.0", "version 2.5.0"))
     cfg = load_config({"DATA_DIR": str(tmp_path / "d"), "MULTI_TENANT": "1", "TENANTS_FILE": str(tf),
                        "POLICY": str(pol), "WAL_GROUP_DELAY_MS": "0"})
+    # the start-up config line names the file its tenants come from (it said "tenants": [])
+    assert (cfg.describe()["tenants"], cfg.describe()["tenants_file"]) == ("TENANTS_FILE", str(tf))
     pcs = json.loads(bodies(key.encode(), 2)[0])
     clean = json.loads(bodies(key.encode(), 2)[1])
     pcs["meta"] = {"contact": "alice@example.com"}  # unsigned field carrying PII
