@@ -522,12 +522,23 @@ def _deciding_ring(store: object) -> ShardedStore | None:
     return store if isinstance(store, ShardedStore) else None
 
 
+def _once(params: Mapping[str, str], name: str, default: str) -> str:
+    """Query parameter ``name`` (``default`` when absent); ValueError when it is given twice
+    (the last one won: ``size=10&size=20`` was 20)."""
+    values = params.getlist(name) if hasattr(params, "getlist") else [params[name]] if name in params else []
+    if len(values) > 1:
+        raise ValueError(f"{name} given {len(values)} times")
+    return values[0] if values else default
+
+
 def _sample_query(params: Mapping[str, str]) -> tuple[int, int]:
     """``size`` (1..1000, default 10) and ``seed`` (0..2^63-1, default 0: a store keeps it
     in a signed 64-bit integer; a larger seed was a 500); ValueError otherwise."""
-    raw_size, raw_seed = params.get("size", "10"), params.get("seed", "0")
+    raw_size, raw_seed = _once(params, "size", "10"), _once(params, "seed", "0")
     if len(raw_size) > 8 or len(raw_seed) > 20:  # int() of a 5,000-digit string raises too, after work
         raise ValueError("size or seed too long")
+    if not (raw_size.isascii() and raw_size.isdigit() and raw_seed.isascii() and raw_seed.isdigit()):
+        raise ValueError("size and seed are ASCII digits")  # int() took "+5", " 5", "1_000" and "٣"
     size, seed = int(raw_size), int(raw_seed)
     if not 1 <= size <= 1000 or not 0 <= seed < 2**63:
         raise ValueError("size or seed out of range")
@@ -590,11 +601,12 @@ def routes(get_store: Callable[[], object], clock: Callable[[], float],
         s = sharded()
         if s is None:
             return off()
-        key = request.query_params.get("key")
-        tenant = request.query_params.get("tenant", "default")
         try:
-            if key is None:
+            key, tenant = _once(request.query_params, "key", ""), _once(request.query_params, "tenant", "default")
+            if not key:
                 raise ValueError("key (a pcs_id) is required")
+            if len(key) != 64 or key.strip("0123456789abcdef"):  # as the authoritative read's rule
+                return problem("invalid-pcs-id", "key must be a pcs_id: 64 lowercase hex digits")
             res = await run_in_threadpool(s.find, tenant, key, clock())
         except ValueError as exc:
             return problem("invalid-query", str(exc))

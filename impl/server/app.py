@@ -61,6 +61,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..core import textdata
+from ..core.tenantid import TENANT_ID_RULE, is_tenant_id
 from ..dedup.base import READY_PING_TIMEOUT_S
 from ..storage.quarantine import FILE_NAME as QUARANTINE_FILE
 from ..storage.quarantine import Quarantine
@@ -780,8 +781,14 @@ class Server:
         raw = request.scope["headers"]
         tenant, refusal = single_header(raw, b"x-tenant-id")
         operator = self.operator_refusal(request) if refusal is None else None
-        if refusal is not None or operator is None:
+        if refusal is not None:
             return refusal
+        if operator is None:  # the operator reads any tenant's record: it must name one, validly
+            if tenant is None and self.cfg.multi_tenant:
+                return Refusal("bad-request", "X-Tenant-Id is required in multi-tenant mode: the tenant "
+                               "whose record to read")
+            return None if tenant is None or is_tenant_id(tenant) else Refusal("bad-request",
+                                                                              f"X-Tenant-Id: {TENANT_ID_RULE}")
         if operator.slug == "bad-request":  # Authorization given twice
             return operator
         date, refusal = single_header(raw, b"x-flk-date")  # a signed read's headers once each, too

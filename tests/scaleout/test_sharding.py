@@ -331,8 +331,14 @@ def test_open_sharded_and_ops_views(tmp_path):
 
 @pytest.mark.parametrize("path,status", [
     ("/api/shards/distribution", 200), ("/api/shards/health", 200), ("/api/shards/sample?size=5", 200),
-    ("/api/shards/find?key=p1&tenant=t", 200), ("/api/shards/sample?size=0", 400),
-    ("/api/shards/sample?size=x", 400), ("/api/shards/find", 400), ("/api/shards/find?key=p1&tenant=bad%20t", 400),
+    (f"/api/shards/find?key={1:064x}&tenant=t", 200), ("/api/shards/sample?size=0", 400),
+    ("/api/shards/sample?size=x", 400), ("/api/shards/find", 400), (f"/api/shards/find?key={1:064x}&tenant=bad%20t", 400),
+    # one value each, ASCII digits, a pcs_id (size=10&size=20 was 20; "+5", "%205", "1_000" and
+    # an Arabic-Indic digit passed int(); key=x and key=%00 were looked up)
+    ("/api/shards/sample?size=6&size=5", 400), ("/api/shards/sample?size=%2B5", 400),
+    ("/api/shards/sample?size=%205", 400), ("/api/shards/sample?seed=1_000", 400),
+    ("/api/shards/sample?size=%D9%A3", 400), ("/api/shards/find?key=x", 400), ("/api/shards/find?key=%00", 400),
+    (f"/api/shards/find?key={1:064x}&key={2:064x}", 400), (f"/api/shards/find?key={0xAB:064X}", 400),
 ])
 def test_ops_endpoints(tmp_path, path, status):
     from starlette.applications import Starlette
@@ -344,7 +350,7 @@ def test_ops_endpoints(tmp_path, path, status):
     inner = {n: OutageStore(open_store(f"sqlite:///{tmp_path}/{n}.db")) for n in ("a", "b")}
     s = ShardedStore(inner)
     for i in range(20):
-        s.put_if_absent("t", f"p{i}", outcome(i), T0)
+        s.put_if_absent("t", f"{i:064x}", outcome(i), T0)
     app = Starlette(routes=routes(lambda: s, lambda: T0 + 1, problem))
     with TestClient(app) as c:
         r = c.get(path)

@@ -189,6 +189,17 @@ def test_an_operator_body_with_a_duplicate_key_is_invalid(server, path, body) ->
     assert detail.startswith("body must be"), detail
 
 
+def test_an_operator_read_names_a_valid_tenant_in_multi_tenant_mode(server) -> None:
+    """Without X-Tenant-Id the operator's read looked in tenant "default" and answered 404 "no
+    outcome seen" for a stored record; an id outside the tenant-id rule got 404 too."""
+    path = f"/v1/pcs/{'0' * 64}/authoritative"
+    assert "required" in problem(server.get(path, auth=OPERATOR), 400, "bad-request")["detail"]
+    for bad in ("\u00e9", "a b", "x" * 129):
+        resp = server.get(path, auth=OPERATOR, headers={"X-Tenant-Id": bad.encode("utf-8")})
+        assert "tenant id" in problem(resp, 400, "bad-request")["detail"]
+    problem(server.get(path, auth=OPERATOR, headers={"X-Tenant-Id": "a"}), 404, "not-found")  # valid: looked up
+
+
 def test_operator_auth_rules_are_pure() -> None:
     open_auth = OperatorAuth("", "")
     assert open_auth.check(None, ("127.0.0.1", 1)) is None and open_auth.check(None, ("::1", 1)) is None
