@@ -531,6 +531,15 @@ def _once(params: Mapping[str, str], name: str, default: str) -> str:
     return values[0] if values else default
 
 
+def _find_query(params: Mapping[str, str]) -> tuple[str, str | None]:
+    """``(tenant, key)`` of ``find``: each given at most once, ``key`` required (ValueError);
+    key None when it is not a pcs_id (64 lowercase hex digits, the authoritative read's rule)."""
+    key, tenant = _once(params, "key", ""), _once(params, "tenant", "default")
+    if not key:
+        raise ValueError("key (a pcs_id) is required")
+    return tenant, key if len(key) == 64 and not key.strip("0123456789abcdef") else None
+
+
 def _sample_query(params: Mapping[str, str]) -> tuple[int, int]:
     """``size`` (1..1000, default 10) and ``seed`` (0..2^63-1, default 0: a store keeps it
     in a signed 64-bit integer; a larger seed was a 500); ValueError otherwise."""
@@ -602,10 +611,8 @@ def routes(get_store: Callable[[], object], clock: Callable[[], float],
         if s is None:
             return off()
         try:
-            key, tenant = _once(request.query_params, "key", ""), _once(request.query_params, "tenant", "default")
-            if not key:
-                raise ValueError("key (a pcs_id) is required")
-            if len(key) != 64 or key.strip("0123456789abcdef"):  # as the authoritative read's rule
+            tenant, key = _find_query(request.query_params)
+            if key is None:
                 return problem("invalid-pcs-id", "key must be a pcs_id: 64 lowercase hex digits")
             res = await run_in_threadpool(s.find, tenant, key, clock())
         except ValueError as exc:
