@@ -167,14 +167,27 @@ def _parse_jsonl(raw: bytes) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), width or 0)
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _parse_npy(raw: bytes) -> np.ndarray:
+    if not bytes(raw[:len(NPY_MAGIC)]) == NPY_MAGIC:  # np.load would guess a pickle
+        raise InvalidInput("events", "not a .npy array file (no .npy header)")
     try:
         arr = np.load(io.BytesIO(raw), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise InvalidInput("events", f"not a .npy array ({str(exc)[:80]})") from None
+        raise InvalidInput("events", f"not a readable .npy array file: {_first_sentence(str(exc))}") from None
+    except Exception:  # noqa: BLE001 -- numpy parses the header with tokenize/ast: anything may fail there
+        raise InvalidInput("events", "not a readable .npy array file: bad header") from None
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
         raise InvalidInput("events", "the .npy array must be numeric")
     return arr.astype(np.float64)
+
+
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """A library's message up to its first full stop, whole words, at most ``limit`` characters."""
+    text = " ".join(text.split()).split(". ")[0].rstrip(".") or "unreadable"
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def parse_events(raw: bytes, fmt: str) -> np.ndarray:

@@ -614,7 +614,9 @@ class SubmitClient:
         self.stats = SubmitStats()
         self._next_url = 0  # sticky: start where the last success was
 
-    def submit(self, pcs: Mapping) -> Done:
+    def submit(self, pcs: Mapping, kept: bool = False) -> Done:
+        """Send ``pcs`` until it ends or the policy gives up; ``kept``: the caller keeps a record
+        given up on (an outbox) for the next run, which is what the log then says."""
         sub = Submission(pcs, self.urls, rng=self.rng, policy=self.policy, tenant=self.tenant,
                          first_url=self._next_url)
         action: Send | Wait | Done = sub.start(self.clock())
@@ -647,7 +649,8 @@ class SubmitClient:
                 self.dead_letter.write(pcs, self.tenant, done, self.clock())
         else:
             self.stats.gave_up += 1
-            log.error("gave up (kept for the next run): pcs_id=%s %s", sub.pcs_id, done.reason)
+            log.error("gave up (%s): pcs_id=%s %s", "kept for the next run" if kept else "not kept: no outbox",
+                      sub.pcs_id, done.reason)
         return done
 
     def close(self) -> None:
@@ -698,7 +701,7 @@ def drain_outbox(outbox, client: SubmitClient, stop_on_give_up: bool = True) -> 
             log.error("outbox record seq=%d is not a signed PCS; left pending", seq)
             continue
         res.submitted += 1
-        done = client.submit(pcs)
+        done = client.submit(pcs, kept=True)
         if done.acked:
             outbox.ack(seq)
             res.acked += done.outcome == "ack"

@@ -97,14 +97,19 @@ REPLAY_HEADER = "idempotent-replayed"
 TENANT_PREFIX = "lg-tenant-"
 ED25519_LABEL = b"flk-loadgen-ed25519:"
 SIGN_ALGS = ("hmac", "ed25519")
+# Caps of one run (more is a typo, not a load test). Every item is built before the clock starts,
+# about 3 KB each, so MAX_ITEMS is about 3 GB; each tenant has its own key and TENANTS entry.
+MAX_ITEMS = 1_000_000
+MAX_TENANTS = 10_000
+MAX_CONCURRENCY = 1024  # workers, each with its own connection per URL (the usual open-file limit)
 
 
 # --------------------------------------------------------------------------- tenants
 
 
 def tenant_ids(k: int) -> list[str]:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidInput("tenants", "must be an integer >= 1")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_TENANTS:
+        raise InvalidInput("tenants", f"must be an integer from 1 to {MAX_TENANTS:,}")
     if k == 1:
         return ["default"]
     return [f"{TENANT_PREFIX}{i:03d}" for i in range(k)]
@@ -180,8 +185,8 @@ class PlanConfig:
     def __post_init__(self) -> None:
         if self.sign_alg not in SIGN_ALGS:
             raise InvalidInput("sign_alg", "must be hmac or ed25519")
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
-            raise InvalidInput("n", "must be an integer >= 0")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or not 0 <= self.n <= MAX_ITEMS:
+            raise InvalidInput("n", f"must be an integer from 0 to {MAX_ITEMS:,}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InvalidInput("seed", "must be an integer >= 0")
         tenant_ids(self.tenants)
@@ -587,6 +592,12 @@ async def _run(
     return res
 
 
+def check_concurrency(concurrency: int) -> None:
+    """``concurrency`` is a number of workers :func:`run_load` can open (1 to :data:`MAX_CONCURRENCY`)."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise InvalidInput("concurrency", f"must be an integer from 1 to {MAX_CONCURRENCY:,}")
+
+
 def run_load(
     items: Sequence[Item],
     urls: Sequence[str],
@@ -610,8 +621,7 @@ def run_load(
     Either way a failing URL is failed over (:class:`flk.impl.agent.client.Submission`)."""
     if url_mode not in ("spread", "failover"):
         raise InvalidInput("url_mode", "must be spread or failover")
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InvalidInput("concurrency", "must be an integer >= 1")
+    check_concurrency(concurrency)
     if rate is not None and (not math.isfinite(rate) or rate <= 0):
         raise InvalidInput("rate", "must be a positive number")
     if not urls:

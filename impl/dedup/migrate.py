@@ -64,6 +64,7 @@ QPS throttle and the state file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -203,6 +204,17 @@ def check_state_tables(doc: dict) -> None:
     _STATE.check_table(doc, STATE_FIELDS, "")
 
 
+def _why_unreadable(exc: Exception) -> str:
+    """The cause of a state file that cannot be read or parsed, with its position."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 (byte {exc.start})"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc) or type(exc).__name__
+
+
 def load_state(path: str) -> dict:
     try:
         with open(path, "rb") as f:
@@ -210,7 +222,7 @@ def load_state(path: str) -> dict:
     except FileNotFoundError:
         raise MigrationError(f"no migration state at {path} (run `flk dedup-migrate plan` first)") from None
     except (OSError, ValueError) as exc:
-        raise MigrationError(f"unreadable migration state {path}: {type(exc).__name__}") from None
+        raise MigrationError(f"unreadable migration state {path}: {_why_unreadable(exc)}") from None
     if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION or doc.get("phase") not in PHASES:
         raise MigrationError(f"{path} is not a version-{STATE_VERSION} migration state")
     try:
@@ -236,11 +248,16 @@ def save_state(path: str, state: Mapping) -> None:
     d = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp"
     data = json.dumps(state, indent=1, sort_keys=True).encode()
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # name the state file the caller gave, not the temp file
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise type(exc)(exc.errno, exc.strerror, path) from None
     fd = os.open(d, os.O_RDONLY)
     try:
         os.fsync(fd)

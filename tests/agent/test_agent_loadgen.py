@@ -273,7 +273,7 @@ def test_cli_load_strict_exits_1_when_the_server_misbehaves():
 @pytest.mark.parametrize("args,env,needle", [
     (["--n", "5", "--seed", "1"], {"PCS_HMAC_KEY": ""}, "PCS_HMAC_KEY"),
     (["--n", "-5", "--seed", "1"], {"PCS_HMAC_KEY": "k"}, "n:"),
-    (["--n", "5", "--seed", "1", "--dup-rate", "2"], {"PCS_HMAC_KEY": "k"}, "dup_rate"),
+    (["--n", "5", "--seed", "1", "--dup-rate", "2"], {"PCS_HMAC_KEY": "k"}, "--dup-rate"),
     (["--n", "5", "--seed", "1", "--concurrency", "0"], {"PCS_HMAC_KEY": "k"}, "concurrency"),
     (["--n", "5", "--seed", "1", "--rate", "-1"], {"PCS_HMAC_KEY": "k"}, "rate"),
     (["--n", "5", "--seed", "1", "--rate", "nan"], {"PCS_HMAC_KEY": "k"}, "rate"),

@@ -26,7 +26,10 @@ NEW = ["s0", "s1", "s2", "s3"]
 
 def _cli(capsys, *argv):
     capsys.readouterr()
-    rc = main(["dedup-migrate", *argv])
+    try:
+        rc = main(["dedup-migrate", *argv])
+    except SystemExit as exc:  # an option's argparse type refused it: a usage error, exit 2
+        rc = exc.code
     out, err = capsys.readouterr()
     return rc, (json.loads(out) if out.strip() else None), err
 

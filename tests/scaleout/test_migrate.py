@@ -37,7 +37,10 @@ def _urls(tmp_path, names):
 
 def cli(capsys, *argv) -> tuple[int, dict | None, str]:
     capsys.readouterr()
-    rc = main(["dedup-migrate", *argv])
+    try:
+        rc = main(["dedup-migrate", *argv])
+    except SystemExit as exc:  # an option's argparse type refused it: a usage error, exit 2
+        rc = exc.code
     out, err = capsys.readouterr()
     doc = json.loads(out) if out.strip() else None
     return rc, doc, err

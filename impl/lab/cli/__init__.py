@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import math
 import os
 import pathlib
 import sys
@@ -127,6 +128,35 @@ def count(text: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
     return n
+
+
+MAX_WAIT_S = 86400.0  # a timeout or wait of one command, s (a day; more is a typo, and past ~24 days
+# the operating system's poll/sleep overflows)
+
+
+def finite_number(minimum: float = 0.0, *, strict: bool = False, maximum: float = math.inf,
+                  what: str = "number"):
+    """An argparse ``type``: a finite float >= ``minimum`` (> with ``strict``) and <= ``maximum``;
+    nan, inf, -inf, garbage and a value out of range are a usage error (exit 2) saying which."""
+    bound = f"{'>' if strict else '>='} {minimum:g}" + (f" and <= {maximum:g}" if maximum < math.inf else "")
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {what}: {text[:40]!r}") from None
+        if not (math.isfinite(x) and (x > minimum if strict else x >= minimum) and x <= maximum):
+            raise argparse.ArgumentTypeError(f"must be a finite {what} {bound}, got {text[:40]}")
+        return x
+
+    parse.__name__ = what
+    return parse
+
+
+def seconds(minimum: float = 0.0, *, strict: bool = False, maximum: float = MAX_WAIT_S):
+    """An argparse ``type`` for a duration in seconds (a timeout, a wait): :func:`finite_number`
+    capped at :data:`MAX_WAIT_S` by default."""
+    return finite_number(minimum, strict=strict, maximum=maximum)
 
 
 MAX_LOCAL_WORKERS = 1024  # local worker processes of one command (more is a typo; past 2^31 the OS overflows)

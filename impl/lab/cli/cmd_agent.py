@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
 from ...core import textdata
 from ...core.errors import InvalidInput
+from . import finite_number, seconds
+
+_PROBABILITY = finite_number(0, maximum=1)
 
 
 def _int(text: str) -> int:
@@ -70,20 +72,22 @@ def configure(p: argparse.ArgumentParser) -> None:
 
     ld = sub.add_parser("load", help="load generator: deterministic valid and bad PCS traffic")
     ld.add_argument("--url", action="append", required=True, help="server URL (repeat for failover)")
-    ld.add_argument("--n", type=_int, required=True, help="number of items (PCS submissions)")
+    ld.add_argument("--n", type=_int, required=True,
+                    help="number of items (PCS submissions), at most 1,000,000 (each built before the start)")
     ld.add_argument("--seed", type=_int, required=True)
-    ld.add_argument("--rate", type=float, default=None, help="items started per second (default: unpaced)")
-    ld.add_argument("--concurrency", type=_int, default=32, help="connections/workers (default 32)")
-    ld.add_argument("--tenants", type=_int, default=1, help="number of tenants (default 1: 'default')")
-    ld.add_argument("--dup-rate", type=float, default=0.0)
-    ld.add_argument("--bad-sig-rate", type=float, default=0.0)
-    ld.add_argument("--conflict-rate", type=float, default=0.0)
+    ld.add_argument("--rate", type=finite_number(0, strict=True), default=None, help="items started per second (default: unpaced)")
+    ld.add_argument("--concurrency", type=_int, default=32, help="connections/workers, 1 to 1024 (default 32)")
+    ld.add_argument("--tenants", type=_int, default=1,
+                    help="number of tenants, 1 to 10,000 (default 1: 'default')")
+    ld.add_argument("--dup-rate", type=_PROBABILITY, default=0.0)
+    ld.add_argument("--bad-sig-rate", type=_PROBABILITY, default=0.0)
+    ld.add_argument("--conflict-rate", type=_PROBABILITY, default=0.0)
     ld.add_argument("--history", default=None, help="write every request/response as JSONL here")
     ld.add_argument("--hmac-key-env", default="PCS_HMAC_KEY",
                     help="environment variable holding the base secret (default %(default)s)")
     ld.add_argument("--sign-alg", choices=("hmac", "ed25519"), default="hmac",
                     help="tenants sign with keys derived from the base secret (default %(default)s)")
-    ld.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds")
+    ld.add_argument("--timeout", type=seconds(0, strict=True), default=10.0, help="per-request timeout in seconds")
     ld.add_argument("--url-mode", choices=("spread", "failover"), default="spread",
                     help="spread: item i starts at URL i mod len(urls); failover: stay on the URL "
                          "that answers, move on only when it fails (default %(default)s)")
@@ -94,7 +98,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                     help="exit 1 if any item got a status its kind does not expect")
 
     te = sub.add_parser("tenants-env", help="print the TENANTS=... line matching `load --tenants K`")
-    te.add_argument("--tenants", type=_int, required=True)
+    te.add_argument("--tenants", type=_int, required=True, help="number of tenants, 1 to 10,000")
     te.add_argument("--hmac-key-env", default="PCS_HMAC_KEY")
     te.add_argument("--sign-alg", choices=("hmac", "ed25519"), default="hmac")
 
@@ -102,9 +106,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 def _retry_args(p, max_attempts: int = 8) -> None:
     p.add_argument("--max-attempts", type=_int, default=max_attempts,
                    help="sends per record before giving up (default %(default)s)")
-    p.add_argument("--backoff-base", type=float, default=0.05, help="seconds (default %(default)s)")
-    p.add_argument("--backoff-cap", type=float, default=5.0, help="seconds (default %(default)s)")
-    p.add_argument("--max-retry-after", type=float, default=60.0,
+    p.add_argument("--backoff-base", type=seconds(0), default=0.05, help="seconds (default %(default)s)")
+    p.add_argument("--backoff-cap", type=seconds(0), default=5.0, help="seconds (default %(default)s)")
+    p.add_argument("--max-retry-after", type=seconds(0), default=60.0,
                    help="clamp for a server's Retry-After, seconds (default %(default)s)")
 
 
@@ -259,9 +263,8 @@ def _load(args) -> int:
     cfg = loadgen.PlanConfig(n=args.n, seed=args.seed, tenants=args.tenants, dup_rate=args.dup_rate,
                              bad_sig_rate=args.bad_sig_rate, conflict_rate=args.conflict_rate,
                              sign_alg=args.sign_alg)
+    loadgen.check_concurrency(args.concurrency)  # before the plan is built
     base = _base_key(args.hmac_key_env)
-    if not math.isfinite(args.timeout) or args.timeout <= 0:
-        raise InvalidInput("timeout", "must be a finite number > 0")
     items = loadgen.make_plan(cfg, base)
     res = loadgen.run_load(items, args.url, concurrency=args.concurrency, rate=args.rate,
                            policy=_policy(args), seed=args.seed, timeout=args.timeout,

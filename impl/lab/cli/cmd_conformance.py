@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import write_output
+from . import count, seconds, write_output
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -40,10 +40,10 @@ def configure(p) -> None:
     v.add_argument("--ops", help="only these operations (comma-separated)")
     v.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     v.add_argument("--json", metavar="FILE", help="write a JSON report")
-    v.add_argument("--timeout", type=float, default=10.0, help="seconds per case (default 10)")
-    v.add_argument("--start-timeout", type=float, default=30.0,
+    v.add_argument("--timeout", type=seconds(0, strict=True), default=10.0, help="seconds per case (default 10)")
+    v.add_argument("--start-timeout", type=seconds(0, strict=True), default=30.0,
                    help="seconds for the adapter to start and answer hello (default 30)")
-    v.add_argument("--max-restarts", type=int, default=10,
+    v.add_argument("--max-restarts", type=count, default=10,
                    help="restarts after crashes/timeouts before the adapter counts as broken (default 10)")
     v.add_argument("--vectors", metavar="DIR", help="vector directory (default: the packaged spec/vectors)")
     v.add_argument("-v", "--verbose", action="store_true", help="also list passed and skipped cases")
@@ -65,7 +65,7 @@ def configure(p) -> None:
                    help="body size for srv-oversize (default 1 MiB + 1; must exceed the server's limit)")
     s.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     s.add_argument("--json", metavar="FILE", help="write a JSON report")
-    s.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request (default 10)")
+    s.add_argument("--timeout", type=seconds(0, strict=True), default=10.0, help="seconds per HTTP request (default 10)")
     d = sub.add_parser("diff", help="compare two --json reports of `flk conformance vectors` (an SDK's releases)",
                        description="What the new run fixed, broke and changed, by root cause and by case. "
                                    "Exit 0 no regression, 1 something broke, 2 unreadable reports.")
@@ -102,10 +102,6 @@ def run_vectors(args) -> int:
 
     from . import UsageError
 
-    if args.timeout <= 0 or args.start_timeout <= 0:
-        raise UsageError("--timeout and --start-timeout must be > 0")
-    if args.max_restarts < 0:
-        raise UsageError("--max-restarts must be >= 0")
     profile = None if args.profile == "all" else args.profile
     if profile not in (None, "v1", "legacy-0.1"):
         raise UsageError(f"--profile must be v1, legacy-0.1 or all, not {args.profile!r}")
@@ -157,8 +153,6 @@ def run_server(args) -> int:
         raise UsageError("--second-tenant needs --tenant (a multi-tenant server)")
     if args.second_tenant and args.second_tenant == args.tenant:
         raise UsageError("--second-tenant must differ from --tenant")
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be > 0")
     if args.seed is not None and not 0 <= args.seed < 2**64:
         raise UsageError("--seed must be in [0, 2^64-1]")
     if args.oversize_bytes is not None and not 1024 <= args.oversize_bytes <= 64 * 1024 * 1024:

@@ -33,7 +33,7 @@ import json
 import time
 
 from ...core import textdata
-from . import UsageError
+from . import UsageError, finite_number, seconds
 
 
 def _shards(items: list[str] | None, flag: str) -> dict[str, str]:
@@ -76,17 +76,17 @@ def configure(p) -> None:
             sp.add_argument("--force", action="store_true", help="overwrite an existing state file")
         if name in ("copy", "verify", "catchup", "prune"):
             sp.add_argument("--batch-size", type=int, default=500)
-            sp.add_argument("--qps", type=float, default=0.0, help="max entries per second (0: no limit)")
+            sp.add_argument("--qps", type=finite_number(0), default=0.0, help="max entries per second (0: no limit)")
             sp.add_argument("--max-batches", type=int, default=0, help="stop after N batches (0: until done)")
         if name == "verify":
-            sp.add_argument("--settle-s", type=float, default=1.0,
+            sp.add_argument("--settle-s", type=seconds(0), default=1.0,
                             help="wait this long before re-checking keys missing from the new ring (writes in flight)")
         if name in ("catchup", "prune"):
-            sp.add_argument("--settle-s", type=float, default=None,
+            sp.add_argument("--settle-s", type=seconds(0), default=None,
                             help=f"time after the {'cutover' if name == 'catchup' else 'cleanup'} before the scan "
                                  "starts, s (default the servers' state-file refresh margin, 2.0)")
         if name == "rollback":
-            sp.add_argument("--settle-s", type=float, default=None,
+            sp.add_argument("--settle-s", type=seconds(0), default=None,
                             help="from cut_over: time in verified before rolled_back, s (default "
                                  "the servers' state-file refresh margin, 2.0)")
         if name == "copy":
@@ -114,6 +114,10 @@ def run(args) -> int:
         raise UsageError(f"a shard is unavailable: {exc}") from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        if exc.filename != args.state:
+            raise
+        raise UsageError(f"cannot write migration state {args.state}: {exc.strerror or type(exc).__name__}") from None
 
 
 def _run(args, m) -> int:
@@ -123,10 +127,6 @@ def _run(args, m) -> int:
     step = args.step
     if getattr(args, "batch_size", 1) < 1:
         raise UsageError("--batch-size must be >= 1")
-    if getattr(args, "qps", 0.0) < 0:
-        raise UsageError("--qps must be >= 0")
-    if (getattr(args, "settle_s", 0.0) or 0.0) < 0:
-        raise UsageError("--settle-s must be >= 0")
     if step == "plan":
         if os.path.exists(args.state) and not args.force:
             raise UsageError(f"{args.state} exists (an ongoing migration?); use --force to overwrite")
