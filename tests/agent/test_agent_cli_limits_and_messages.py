@@ -8,10 +8,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 
 import numpy as np
 import pytest
+from agent_ports import dead_url
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,14 +23,6 @@ from flk.impl.core.errors import InvalidInput
 from flk.impl.lab import cli
 
 SIGNER = agent.Signer("hmac", b"limits-key")
-
-
-def dead_url() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
 
 
 def _exit_2(argv, capsys) -> str:

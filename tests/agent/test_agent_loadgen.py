@@ -11,13 +11,13 @@ import io
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 from collections import Counter
 
 import jsonschema
 import pytest
+from agent_ports import dead_url
 from agent_scripted_server import MiniVerifier, ScriptedServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,14 +41,6 @@ FAST = RetryPolicy(base=0.001, cap=0.01, max_attempts=4, max_retry_after=1.0)
 
 def keys_for(k: int) -> dict[str, bytes]:
     return {t: loadgen.signing_key(BASE, t, k) for t in loadgen.tenant_ids(k)}
-
-
-def dead_url() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
 
 
 # ----------------------------------------------------------------------------- plan

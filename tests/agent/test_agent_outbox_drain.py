@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
+from agent_ports import dead_url
 from agent_scripted_server import PROBLEM, MiniVerifier, ScriptedServer
 
 from flk.impl.agent import builder as agent
@@ -30,14 +30,6 @@ FAST = RetryPolicy(base=0.001, cap=0.002, max_attempts=2, max_retry_after=0.01)
 def make_pcs(n: int) -> list[dict]:
     return [agent.build_pcs([[float(i), float(i * i % 7)], [1.0, 2.0], [3.0, float(i % 3)]],
                             b"stream-%d" % i, "shard-o", i, SIGNER) for i in range(n)]
-
-
-def dead_url() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
 
 
 def _flk(args, timeout=120):

@@ -7,13 +7,13 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
+from agent_ports import dead_url
 
 pytestmark = [pytest.mark.server]
 
@@ -82,14 +82,6 @@ def server(request, tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-
-
-def dead_url() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
 
 
 def test_loadgen_against_real_flk_serve_every_kind_gets_its_answer(server, tmp_path):
