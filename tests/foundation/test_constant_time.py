@@ -97,6 +97,8 @@ PUBLIC_DIGESTS = {
         "a stored outcome's public payload digest against the submission's (lab tool)",
     ("impl/lab/cli/cmd_conformance.py", "bool(args.second_tenant) != bool(args.second_hmac_key)"):
         "whether two CLI options are both given (no MAC compared)",
+    ("impl/lab/report.py", "digest != results['digest']"):
+        "a run's saved history against the history digest its results.json records (public, lab tool)",
 }
 
 
