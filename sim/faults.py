@@ -16,7 +16,10 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from .region import body_sha
-from .schema import MAX_TIME, Context, Field, ScenarioError, check_table
+from .schema import MAX_LATENCY_MS, MAX_TIME, Context, Field, ScenarioError, check_table
+
+# a disk_slow factor past this is a typo's exponent, not a disk (each fsync takes factor x the base)
+MAX_SLOWDOWN = 1e6
 
 COMMON = (
     Field("kind", "str", None, "which fault (see the list below)", required=True),
@@ -306,7 +309,8 @@ class StoreLatency(_RegionToggle):
 
     kinds = {"store_latency": False}
     label = "store_latency"
-    params = (TARGET, Field("ms", "number", 50.0, "extra latency per store call, ms", minimum=0.0))
+    params = (TARGET, Field("ms", "number", 50.0, "extra latency per store call, ms", minimum=0.0,
+                                    maximum=MAX_LATENCY_MS))
 
     def set_state(self, world, target, on):
         world.regions[target].store_extra_ms = float(self.ms) if on else 0.0
@@ -318,7 +322,8 @@ class DiskSlow(_RegionToggle):
 
     kinds = {"disk_slow": False}
     label = "disk_slow"
-    params = (TARGET, Field("factor", "number", 20.0, "fsync latency multiplier", minimum=1.0))
+    params = (TARGET, Field("factor", "number", 20.0, "fsync latency multiplier", minimum=1.0,
+                                    maximum=MAX_SLOWDOWN))
 
     def set_state(self, world, target, on):
         world.regions[target].disk_factor = float(self.factor) if on else 1.0
@@ -340,7 +345,8 @@ class ClockSkew(_RegionToggle):
     """The region's wall clock is ``skew_s`` off (``clock_jump``: the same, named as a jump)."""
 
     kinds = {"clock_skew": False, "clock_jump": False}
-    params = (TARGET, Field("skew_s", "number", 30.0, "clock offset, seconds (may be negative)"))
+    params = (TARGET, Field("skew_s", "number", 30.0, "clock offset, seconds (may be negative)",
+                                    minimum=-MAX_TIME, maximum=MAX_TIME))
 
     def _switch(self, world, on):
         for target in self.targets(world):
@@ -448,7 +454,8 @@ class Migrate(Fault):
     """A live 3 -> 4 shard migration of the region's dedup store runs in simulated time."""
 
     kinds = {"migrate": False}
-    params = (TARGET, Field("step_s", "number", 0.05, "simulated time per copy/verify step, s", minimum=0.0),
+    params = (TARGET, Field("step_s", "number", 0.05, "simulated time per copy/verify step, s", minimum=0.0,
+                           maximum=MAX_TIME),
               Field("batch", "int", 200, "keys per copy step", minimum=1),
               Field("prune", "bool", True, "after cleanup, delete the copies moved keys left in their old shards "
                     "(false: they stay, and count, until they expire)"))

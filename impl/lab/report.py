@@ -188,7 +188,12 @@ def read_run(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     results = read_checked_results(run_dir)
     scenario_file = run_dir / "scenario.toml"
-    scenario = textdata.toml_loads(scenario_file.read_text(encoding="utf-8")) if scenario_file.exists() else {}
+    try:
+        scenario = textdata.toml_loads(scenario_file.read_text(encoding="utf-8")) if scenario_file.exists() else {}
+    except (ValueError, UnicodeDecodeError) as exc:  # the report said "cannot write the report: Invalid value"
+        from flk.sim.schema import ScenarioError
+
+        raise ScenarioError("(file)", f"not TOML: {exc}", str(scenario_file)) from None
     known = [name for name in PLOT_CAPTIONS if (run_dir / f"{name}.png").exists()]
     others = sorted(p.stem for p in run_dir.glob("*.png") if p.stem not in PLOT_CAPTIONS)
     plots = [(name, run_dir / f"{name}.png") for name in known + others]  # never drop a plot silently

@@ -73,6 +73,19 @@ def test_a_run_whose_history_is_missing_or_not_its_own_is_one_line_naming_it(run
     assert not any(tmp_path.glob("*.html")) and not any(tmp_path.glob("c/*"))  # no report of that run
 
 
+def test_a_report_of_a_damaged_run_says_it_cannot_read_the_run(run_dir, tmp_path, capsys):
+    """flk sim report said "cannot write the report" for a run it could not read, and named no
+    file for a scenario.toml that is not TOML."""
+    d = _damaged(run_dir, tmp_path, "cut")
+    rc, _, err = _run(capsys, _commands(d, tmp_path)["report"])
+    assert rc == 2 and err.startswith("flk sim: error: cannot read the run: "), err
+    shutil.rmtree(d)
+    shutil.copytree(run_dir, d)
+    (d / "scenario.toml").write_text("[scenario\n")
+    rc, _, err = _run(capsys, _commands(d, tmp_path)["report"])
+    assert rc == 2 and "cannot read the run" in err and str(d / "scenario.toml") in err and "not TOML" in err, err
+
+
 @pytest.mark.parametrize("command", ["report", "kpi", "compliance"])
 def test_a_run_whose_history_is_its_own_is_read(run_dir, tmp_path, capsys, command):
     rc, out, err = _run(capsys, _commands(run_dir, tmp_path)[command])

@@ -92,6 +92,10 @@ BROKEN = [
     (BASE + '[workload]\nshape = "burst"\nrate_per_s = 1000.0\nburst_factor = 1e9\n', "workload.burst_factor",
      "(rate_per_s x burst_factor) must be <= 1e+06"),
     (BASE + "[region_defaults]\nshards = 1000000000\n", "region_defaults.shards", "must be <= 1024"),
+    # fault parameters past a day of latency, a million-fold slow disk or MAX_TIME (a typo's exponent)
+    (BASE + '[[faults]]\nkind = "store_latency"\nat_s = 1.0\nms = 1e308\n', "faults.0.ms", "must be <="),
+    (BASE + '[[faults]]\nkind = "disk_slow"\nat_s = 1.0\nfactor = 1e9\n', "faults.0.factor", "must be <="),
+    (BASE + '[[faults]]\nkind = "clock_skew"\nat_s = 1.0\nskew_s = -1e308\n', "faults.0.skew_s", "must be >="),
     # the tiered store and the agents' client refused these only when the run began, by their own names
     (BASE + "[region_defaults]\nhot_s = 0.0\n", "region_defaults.hot_s", "must be > 0"),
     (BASE.replace('id = "ap"', 'id = "ap"\nhot_s = 0.0'), "regions.1.hot_s", "must be > 0"),

@@ -366,6 +366,8 @@ def _replay(args) -> int:
 
 
 def _report(args) -> int:
+    from flk.sim.scenario import ScenarioError
+
     from ..report import write_run_report
 
     dirs = [Path(d) for d in args.run_dirs]
@@ -376,6 +378,8 @@ def _report(args) -> int:
                                                  else Path("runs/report.html")))
     try:
         write_run_report(dirs, out)
+    except ScenarioError as exc:  # a run folder's file (results, scenario, history) is not what a run wrote
+        raise UsageError(f"cannot read the run: {exc}") from None
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot write the report: {exc}") from None
     print(f"wrote {out}")
