@@ -131,8 +131,17 @@ def dashboard_body(runs: list[dict]) -> list[str]:
     return body
 
 
+def read_runs(run_dirs: list[Path]) -> list[dict]:
+    """Each run's results, its saved history checked (read once: a history may be gigabytes)."""
+    return [_read(Path(d)) for d in run_dirs]
+
+
 def write_dashboard(run_dirs: list[Path], path: Path, title: str = "flk-lab KPI dashboard") -> Path:
-    runs = [_read(Path(d)) for d in run_dirs]
+    return write_page(read_runs(run_dirs), path, title)
+
+
+def write_page(runs: list[dict], path: Path, title: str = "flk-lab KPI dashboard") -> Path:
+    """The dashboard of runs already read (:func:`read_runs`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     html = page(title, dashboard_body(runs)).replace("</style>", DASH_CSS + "</style>", 1)
@@ -140,11 +149,10 @@ def write_dashboard(run_dirs: list[Path], path: Path, title: str = "flk-lab KPI 
     return path
 
 
-def summary(run_dirs: list[Path]) -> list[dict]:
-    """The headline KPI figures of each run (the CLI's ``--json``)."""
+def summary(runs: list[dict]) -> list[dict]:
+    """The headline KPI figures of each run read by :func:`read_runs` (the CLI's ``--json``)."""
     out = []
-    for d in run_dirs:
-        r = _read(Path(d))
+    for r in runs:
         t = (r.get("kpi") or {}).get("total") or {}
         out.append({"run": _label(r), **{k: t.get(k) for k in (*PERCENT, "cost_per_trusted_task_usd",
                                                                    "untrusted_accepted", "untrustworthy",
@@ -154,4 +162,4 @@ def summary(run_dirs: list[Path]) -> list[dict]:
     return out
 
 
-__all__ = ["alerts_html", "kpi_html", "summary", "write_dashboard"]
+__all__ = ["alerts_html", "kpi_html", "read_runs", "summary", "write_dashboard", "write_page"]

@@ -22,7 +22,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from ..kpidash import NO_KPI, pct, summary, usd, write_dashboard
+    from ..kpidash import NO_KPI, pct, read_runs, summary, usd, write_page
 
     dirs = [Path(d) for d in args.runs]
     for d in dirs:
@@ -30,8 +30,8 @@ def run(args) -> int:
             raise UsageError(f"{d}: not a run directory (no results.json)")
     out = output_file(args.out)  # a bad --out is not "cannot read the runs"
     try:
-        figures = summary(dirs)  # every run read before anything is written
-        path = write_dashboard(dirs, out)
+        runs = read_runs(dirs)  # every run read (and its history checked) once, before anything is written
+        figures, path = summary(runs), write_page(runs, out)
     except OSError as exc:
         if exc.filename is not None and not _in_runs(exc.filename, dirs):
             raise UsageError(f"--out {args.out}: cannot write it: {exc.strerror or type(exc).__name__}") from None
