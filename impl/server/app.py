@@ -780,17 +780,16 @@ class Server:
         """None when ``request`` is a signed read of its own tenant, or an operator's (SPEC.md 9.3)."""
         raw = request.scope["headers"]
         tenant, refusal = single_header(raw, b"x-tenant-id")
-        operator = self.operator_refusal(request) if refusal is None else None
-        if refusal is not None:
-            return refusal
+        authorization, twice = single_header(raw, b"authorization")
+        if refusal is not None or twice is not None:
+            return refusal or twice
+        operator = self.operator.check(authorization, request.scope.get("client"))
         if operator is None:  # the operator reads any tenant's record: it must name one, validly
             if tenant is None and self.cfg.multi_tenant:
                 return Refusal("bad-request", "X-Tenant-Id is required in multi-tenant mode: the tenant "
                                "whose record to read")
             return None if tenant is None or is_tenant_id(tenant) else Refusal("bad-request",
                                                                               f"X-Tenant-Id: {TENANT_ID_RULE}")
-        if operator.slug == "bad-request":  # Authorization given twice
-            return operator
         date, refusal = single_header(raw, b"x-flk-date")  # a signed read's headers once each, too
         signature, twice = single_header(raw, b"x-flk-signature")
         if refusal is not None or twice is not None:
