@@ -4,7 +4,8 @@ Modules:
 
 * :mod:`.base`      -- the contract: ``StoredOutcome``, ``DedupStore``, ``StoreUnavailable``, key and TTL checks
 * :mod:`.memory`    -- the in-memory reference backend
-* :mod:`.sqlite`    -- SQLite (the embedded default, WAL mode); its batch rows' pure reference ``SqlRows``
+* :mod:`.sqlite`    -- SQLite (the embedded default, WAL mode; a file's layout ``keyed`` or ``log``); its batch
+  rows' pure references ``SqlRows`` and ``LogRows`` (with ``PyLogIndex``)
 * ``_fastsqlite.c``  -- the optional C extension ``flk.impl.dedup._fastsqlite``: the SQLite batch rows compiled
 * :mod:`.redis`     -- Redis (``SET NX PX`` in a Lua script)
 * :mod:`.postgres`  -- PostgreSQL (``INSERT ... ON CONFLICT ... RETURNING``)

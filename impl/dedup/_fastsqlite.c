@@ -47,18 +47,20 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
 
 #ifndef FLK_PLANTED_BUG
-#define FLK_PLANTED_BUG 0 /* tests build this file with 1-4 (rows) or 5-8 (_walbuf.h): their tests must fail */
+#define FLK_PLANTED_BUG 0 /* tests build this file with 1-4 (rows), 5-8 (_walbuf.h) or 9-10 (log rows): their tests must fail */
 #endif
 
 #include "_walbuf.h"
 
 static PyObject *open_rows(PyObject *module, PyObject *args);
+static PyObject *open_log_rows(PyObject *module, PyObject *args);
 
 static PyObject *walbuf_stats(PyObject *self, PyObject *unused) {
     (void)self;
@@ -72,15 +74,23 @@ static PyMethodDef module_methods[] = {
      "open_rows(path, busy_timeout_ms, setup_sql, upsert_sql, get_sql, outcome_type, vfs=WALBUF_VFS) -> Rows\n"
      "(vfs: the SQLite VFS by name; WALBUF_VFS: the default one with a transaction's WAL frames written at\n"
      "its commit in one write (see _walbuf.h); None: SQLite's default VFS)"},
+    {"open_log_rows", open_log_rows, METH_VARARGS,
+     "open_log_rows(path, busy_timeout_ms, setup_sql, log_sql, index, outcome_type, vfs=WALBUF_VFS) -> Rows\n"
+     "of a log-layout file (log_sql: the statements since, row, insert, update, seqmax; index: a LogIndex)"},
     {NULL, NULL, 0, NULL}
 };
 
 static PyObject *Error; /* _fastsqlite.Error: SQLite failed (the store answers StoreUnavailable) */
 
+typedef struct LogIndex LogIndex;
+static PyTypeObject LogIndexType;
+
 typedef struct {
     PyObject_HEAD
     sqlite3 *db;
     sqlite3_stmt *begin_write, *begin_read, *commit, *rollback, *upsert, *get;
+    LogIndex *log; /* a log-layout file's index (NULL: the keyed layout) */
+    sqlite3_stmt *lg_since, *lg_row, *lg_insert, *lg_update, *lg_seqmax;
     PyObject *outcome_type; /* StoredOutcome: only its exact instances are written here */
     int busy;               /* a call runs (its SQLite work without the GIL) */
     int closing;            /* close() came while busy: the call closes when it ends */
@@ -113,7 +123,8 @@ static PyTypeObject RowsType;
 /* ---- errors and the connection ------------------------------------------------------- */
 
 static void rows_free_db(Rows *r) {
-    sqlite3_stmt **stmts[] = {&r->begin_write, &r->begin_read, &r->commit, &r->rollback, &r->upsert, &r->get};
+    sqlite3_stmt **stmts[] = {&r->begin_write, &r->begin_read, &r->commit, &r->rollback, &r->upsert, &r->get,
+                              &r->lg_since, &r->lg_row, &r->lg_insert, &r->lg_update, &r->lg_seqmax};
     for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
         sqlite3_finalize(*stmts[i]);
         *stmts[i] = NULL;
@@ -144,8 +155,10 @@ static int step_done(sqlite3_stmt *stmt) {
 
 /* no statement keeps pointers into a finished call's buffers and strings (they were bound static) */
 static void clear_bound(Rows *r) {
-    sqlite3_clear_bindings(r->upsert);
-    sqlite3_clear_bindings(r->get);
+    sqlite3_stmt *stmts[] = {r->upsert, r->get, r->lg_row, r->lg_insert, r->lg_update};
+    for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++)
+        if (stmts[i] != NULL)
+            sqlite3_clear_bindings(stmts[i]);
 }
 
 /* ROLLBACK when a transaction is open (GIL released or held) */
@@ -167,17 +180,9 @@ static int end_batch(Rows *r, int rc, char *msg, size_t size) {
     return rc;
 }
 
-static PyObject *open_rows(PyObject *module, PyObject *args) {
-    const char *path, *setup, *upsert_sql, *get_sql, *vfs = WB_NAME;
-    int busy_ms;
-    PyObject *outcome_type, *vfs_obj = NULL;
-    if (!PyArg_ParseTuple(args, "sisssO|O:open_rows", &path, &busy_ms, &setup, &upsert_sql, &get_sql, &outcome_type,
-                          &vfs_obj))
-        return NULL;
-    if (vfs_obj == Py_None)
-        vfs = NULL;
-    else if (vfs_obj != NULL && (vfs = PyUnicode_AsUTF8(vfs_obj)) == NULL)
-        return NULL;
+/* a Rows on path with the statements of prep (their SQL; GIL held, released while SQLite works) */
+static Rows *rows_open(const char *path, int busy_ms, const char *setup, const char *const *sql, size_t nsql,
+                       PyObject *outcome_type, LogIndex *log, const char *vfs) {
     if (!PyType_Check(outcome_type)) {
         PyErr_SetString(PyExc_TypeError, "outcome_type must be a type");
         return NULL;
@@ -187,11 +192,17 @@ static PyObject *open_rows(PyObject *module, PyObject *args) {
         return NULL;
     r->db = NULL;
     r->begin_write = r->begin_read = r->commit = r->rollback = r->upsert = r->get = NULL;
+    r->lg_since = r->lg_row = r->lg_insert = r->lg_update = r->lg_seqmax = NULL;
+    r->log = log;
+    Py_XINCREF(log);
     r->busy = r->closing = 0;
     r->last_x = NAN;
     r->last_len = 0;
     Py_INCREF(outcome_type);
     r->outcome_type = outcome_type;
+    sqlite3_stmt **targets[] = {&r->upsert, &r->get};
+    sqlite3_stmt **log_targets[] = {&r->lg_since, &r->lg_row, &r->lg_insert, &r->lg_update, &r->lg_seqmax};
+    sqlite3_stmt ***own = log != NULL ? log_targets : targets;
     int rc;
     const char *what = "open";
     Py_BEGIN_ALLOW_THREADS
@@ -203,11 +214,15 @@ static PyObject *open_rows(PyObject *module, PyObject *args) {
         rc = sqlite3_exec(r->db, setup, NULL, NULL, NULL);
     struct { sqlite3_stmt **stmt; const char *sql; } prep[] = {
         {&r->begin_write, "BEGIN IMMEDIATE"}, {&r->begin_read, "BEGIN"}, {&r->commit, "COMMIT"},
-        {&r->rollback, "ROLLBACK"}, {&r->upsert, upsert_sql}, {&r->get, get_sql},
+        {&r->rollback, "ROLLBACK"},
     };
     for (size_t i = 0; rc == SQLITE_OK && i < sizeof prep / sizeof prep[0]; i++) {
         what = "prepare";
         rc = sqlite3_prepare_v3(r->db, prep[i].sql, -1, SQLITE_PREPARE_PERSISTENT, prep[i].stmt, NULL);
+    }
+    for (size_t i = 0; rc == SQLITE_OK && i < nsql; i++) {
+        what = "prepare";
+        rc = sqlite3_prepare_v3(r->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, own[i], NULL);
     }
     Py_END_ALLOW_THREADS
     if (rc != SQLITE_OK) {
@@ -215,12 +230,51 @@ static PyObject *open_rows(PyObject *module, PyObject *args) {
         Py_DECREF(r);
         return NULL;
     }
-    return (PyObject *)r;
+    return r;
+}
+
+static const char *vfs_of(PyObject *vfs_obj) {
+    if (vfs_obj == Py_None)
+        return NULL;
+    if (vfs_obj == NULL)
+        return WB_NAME;
+    return PyUnicode_AsUTF8(vfs_obj);
+}
+
+static PyObject *open_rows(PyObject *module, PyObject *args) {
+    const char *path, *setup, *sql[2];
+    int busy_ms;
+    PyObject *outcome_type, *vfs_obj = NULL;
+    if (!PyArg_ParseTuple(args, "sisssO|O:open_rows", &path, &busy_ms, &setup, &sql[0], &sql[1], &outcome_type,
+                          &vfs_obj))
+        return NULL;
+    const char *vfs = vfs_of(vfs_obj);
+    if (vfs == NULL && PyErr_Occurred())
+        return NULL;
+    return (PyObject *)rows_open(path, busy_ms, setup, sql, 2, outcome_type, NULL, vfs);
+}
+
+static PyObject *open_log_rows(PyObject *module, PyObject *args) {
+    const char *path, *setup, *sql[5];
+    int busy_ms;
+    PyObject *outcome_type, *index, *vfs_obj = NULL;
+    if (!PyArg_ParseTuple(args, "sis(sssss)OO|O:open_log_rows", &path, &busy_ms, &setup, &sql[0], &sql[1], &sql[2],
+                          &sql[3], &sql[4], &index, &outcome_type, &vfs_obj))
+        return NULL;
+    if (!PyObject_TypeCheck(index, &LogIndexType)) {
+        PyErr_SetString(PyExc_TypeError, "index must be a LogIndex");
+        return NULL;
+    }
+    const char *vfs = vfs_of(vfs_obj);
+    if (vfs == NULL && PyErr_Occurred())
+        return NULL;
+    return (PyObject *)rows_open(path, busy_ms, setup, sql, 5, outcome_type, (LogIndex *)index, vfs);
 }
 
 static void rows_dealloc(Rows *r) {
     rows_free_db(r);
     Py_XDECREF(r->outcome_type);
+    Py_XDECREF(r->log);
     PyObject_Free(r);
 }
 
@@ -261,6 +315,15 @@ typedef struct {
     int won;
     unsigned char *found; /* a loser's winner / a hit: its stored bytes (malloc) */
     int found_len;
+    /* the log layout: the key's hash, the batch's first row of this key, and (on that row) the
+       key's state -- stored or written by this call (st_action 1 insert, 2 update) */
+    uint64_t h;
+    Py_ssize_t head;
+    int st_exists, st_action, st_len;
+    int64_t st_seq;
+    double st_exp;
+    const unsigned char *st_ptr;
+    unsigned char *stored; /* the stored row's bytes (malloc) */
 } Row;
 
 typedef struct {
@@ -417,6 +480,7 @@ static void rows_release(Row *rows, Py_ssize_t n) {
         Py_XDECREF(rows[i].pcs_id_obj);
         Py_XDECREF(rows[i].outcome);
         free(rows[i].found);
+        free(rows[i].stored);
     }
     PyMem_Free(rows);
 }
@@ -565,6 +629,333 @@ static int read_found(Rows *r, Row *row, double now) {
     return res;
 }
 
+/* ---- the log layout: rows in write order, each process's key index in memory ------------------ */
+/* layout "log" of sqlite.py: one row per key in dedup_log (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+ * tenant, pcs_id, expires_at, outcome), rows appended in seq order, so a batch's fresh rows fill the
+ * table's last pages instead of one random page of a key index per key. A LogIndex maps a key's
+ * hash to the seq of its row (several slots may share a hash: a hit is checked against the row it
+ * reads), complete up to `last`; every call catches it up (rows with seq > last) inside its
+ * transaction, so first-write-wins rests on SQLite's write lock as in the keyed layout. One
+ * LogIndex is shared by the store's threads (their Rows) under its mutex, taken after the
+ * transaction began and with the GIL released. The pure reference is sqlite.py's LogRows and
+ * LogIndex; tests/dedup/test_sqlite_log_layout.py compares them with the keyed store. */
+
+typedef struct {
+    uint64_t h;
+    int64_t seq; /* 0: empty; -1: removed (probing goes on past it) */
+} Slot;
+
+struct LogIndex {
+    PyObject_HEAD
+    pthread_mutex_t mu;
+    Slot *slots;
+    size_t cap, used; /* used: slots not empty (removed ones included) */
+    size_t live;      /* slots holding a seq */
+    int64_t last;     /* the largest seq read or written */
+};
+
+static uint64_t key_hash(const char *t, Py_ssize_t tn, const char *p, Py_ssize_t pn) {
+    uint64_t a = (uint64_t)_Py_HashBytes(t, tn), b = (uint64_t)_Py_HashBytes(p, pn);
+    return (a * 0x9E3779B97F4A7C15ULL) ^ ((b << 1) | (b >> 63)) ^ (uint64_t)tn;
+}
+
+static int ix_grow(LogIndex *ix) {
+    size_t cap = ix->cap ? ix->cap : 1024;
+    while (cap < 4 * (ix->live + 1))
+        cap *= 2;
+    Slot *slots = calloc(cap, sizeof(Slot));
+    if (slots == NULL)
+        return SQLITE_NOMEM;
+    for (size_t i = 0; i < ix->cap; i++) {
+        Slot s = ix->slots[i];
+        if (s.seq <= 0)
+            continue;
+        size_t j = (size_t)s.h & (cap - 1);
+        while (slots[j].seq != 0)
+            j = (j + 1) & (cap - 1);
+        slots[j] = s;
+    }
+    free(ix->slots);
+    ix->slots = slots;
+    ix->cap = cap;
+    ix->used = ix->live;
+    return SQLITE_OK;
+}
+
+static int ix_add(LogIndex *ix, uint64_t h, int64_t seq) {
+    if (2 * (ix->used + 1) > ix->cap) {
+        int rc = ix_grow(ix);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    size_t j = (size_t)h & (ix->cap - 1);
+    while (ix->slots[j].seq > 0) {
+        if (ix->slots[j].h == h && ix->slots[j].seq == seq)
+            return SQLITE_OK;
+        j = (j + 1) & (ix->cap - 1);
+    }
+    if (ix->slots[j].seq == 0)
+        ix->used++;
+    ix->slots[j].h = h;
+    ix->slots[j].seq = seq;
+    ix->live++;
+    return SQLITE_OK;
+}
+
+static void ix_remove(LogIndex *ix, uint64_t h, int64_t seq) {
+    if (ix->cap == 0)
+        return;
+    for (size_t j = (size_t)h & (ix->cap - 1); ix->slots[j].seq != 0; j = (j + 1) & (ix->cap - 1))
+        if (ix->slots[j].h == h && ix->slots[j].seq == seq) {
+            ix->slots[j].seq = -1;
+            ix->live--;
+            return;
+        }
+}
+
+/* the slot after j in h's probe chain that holds a seq filed under h (from the chain's start when
+   j is (size_t)-1), or (size_t)-1 at the chain's end */
+static size_t ix_next(LogIndex *ix, uint64_t h, size_t j) {
+    if (ix->cap == 0)
+        return (size_t)-1;
+    j = j == (size_t)-1 ? (size_t)h & (ix->cap - 1) : (j + 1) & (ix->cap - 1);
+    for (; ix->slots[j].seq != 0; j = (j + 1) & (ix->cap - 1))
+        if (ix->slots[j].seq > 0 && ix->slots[j].h == h)
+            return j;
+    return (size_t)-1;
+}
+
+/* rows committed since the index's last (GIL released, mutex held, a transaction open) */
+static int log_catch_up(Rows *r) {
+#if FLK_PLANTED_BUG == 10
+    return SQLITE_OK; /* planted: the rows other connections wrote are never filed */
+#endif
+    LogIndex *ix = r->log;
+    sqlite3_stmt *st = r->lg_since;
+    int rc = sqlite3_bind_int64(st, 1, ix->last);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(st, 0);
+        const char *t = (const char *)sqlite3_column_text(st, 1), *p = (const char *)sqlite3_column_text(st, 2);
+        if (t == NULL || p == NULL) {
+            rc = SQLITE_CORRUPT;
+            break;
+        }
+        rc = ix_add(ix, key_hash(t, sqlite3_column_bytes(st, 1), p, sqlite3_column_bytes(st, 2)), seq);
+        if (seq > ix->last)
+            ix->last = seq;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* the stored row of row's key, live or expired, into row->st_* (GIL released, mutex held):
+   0 absent / 1 found / SQLite code. Slots whose row is gone are removed. */
+static int log_lookup(Rows *r, Row *row) {
+    LogIndex *ix = r->log;
+    sqlite3_stmt *st = r->lg_row;
+    for (size_t j = ix_next(ix, row->h, (size_t)-1); j != (size_t)-1; j = ix_next(ix, row->h, j)) {
+        int64_t seq = ix->slots[j].seq;
+        int rc = sqlite3_bind_int64(st, 1, seq);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) { /* the row is gone (deleted): so is its slot */
+            sqlite3_reset(st);
+            ix->slots[j].seq = -1;
+            ix->live--;
+            continue;
+        }
+        if (rc != SQLITE_ROW) {
+            sqlite3_reset(st);
+            return rc;
+        }
+        const char *t = (const char *)sqlite3_column_text(st, 0), *p = (const char *)sqlite3_column_text(st, 1);
+        int tn = sqlite3_column_bytes(st, 0), pn = sqlite3_column_bytes(st, 1);
+        if (t != NULL && p != NULL && tn == row->tenant_len && pn == row->pcs_id_len
+            && memcmp(t, row->tenant, (size_t)tn) == 0 && memcmp(p, row->pcs_id, (size_t)pn) == 0) {
+            const void *blob = sqlite3_column_blob(st, 3);
+            int len = sqlite3_column_bytes(st, 3);
+            row->stored = malloc(len > 0 ? (size_t)len : 1);
+            if (row->stored == NULL) {
+                sqlite3_reset(st);
+                return SQLITE_NOMEM;
+            }
+            if (len > 0)
+                memcpy(row->stored, blob, (size_t)len);
+            row->st_seq = seq;
+            row->st_exp = sqlite3_column_double(st, 2);
+            row->st_ptr = row->stored;
+            row->st_len = len;
+            row->st_exists = 1;
+            sqlite3_reset(st);
+            return 1;
+        }
+        sqlite3_reset(st);
+    }
+    return 0;
+}
+
+/* the first row of the batch before i with row i's key (i itself when none) */
+static Py_ssize_t log_head(Row *rows, Py_ssize_t i) {
+    Row *row = &rows[i];
+    for (Py_ssize_t j = 0; j < i; j++) {
+        Row *o = &rows[j];
+        if (o->head == j && o->h == row->h && o->tenant_len == row->tenant_len && o->pcs_id_len == row->pcs_id_len
+            && memcmp(o->tenant, row->tenant, (size_t)row->tenant_len) == 0
+            && memcmp(o->pcs_id, row->pcs_id, (size_t)row->pcs_id_len) == 0)
+            return j;
+    }
+    return i;
+}
+
+/* get_many of a log file (GIL released): one read transaction, the index caught up in it */
+static int log_get(Rows *r, Row *rows, Py_ssize_t n, double now) {
+    int rc = step_done(r->begin_read);
+    if (rc != SQLITE_OK)
+        return rc;
+    pthread_mutex_lock(&r->log->mu);
+    rc = log_catch_up(r);
+    for (Py_ssize_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        Row *row = &rows[i];
+        row->h = key_hash(row->tenant, row->tenant_len, row->pcs_id, row->pcs_id_len);
+        row->head = log_head(rows, i);
+        if (row->head != i) {
+            Row *hd = &rows[row->head];
+            if (hd->found != NULL) {
+                row->found = malloc(hd->found_len > 0 ? (size_t)hd->found_len : 1);
+                if (row->found == NULL) {
+                    rc = SQLITE_NOMEM;
+                    break;
+                }
+                memcpy(row->found, hd->found, (size_t)hd->found_len);
+                row->found_len = hd->found_len;
+            }
+            continue;
+        }
+        int got = log_lookup(r, row);
+        if (got < 0 || got > 1) {
+            rc = got;
+            break;
+        }
+        if (got == 1 && row->st_exp > now) { /* the answer takes the stored bytes */
+            row->found = row->stored;
+            row->found_len = row->st_len;
+            row->stored = NULL;
+        }
+    }
+    pthread_mutex_unlock(&r->log->mu);
+    return rc;
+}
+
+static int log_write(Rows *r, Row *row, double expires_at) {
+    sqlite3_stmt *st = row->st_action == 1 ? r->lg_insert : r->lg_update;
+    int rc;
+    if (row->st_action == 1) {
+        rc = sqlite3_bind_int64(st, 1, row->st_seq);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_text(st, 2, row->tenant, (int)row->tenant_len, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_text(st, 3, row->pcs_id, (int)row->pcs_id_len, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_double(st, 4, expires_at);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_blob(st, 5, row->st_ptr, row->st_len, SQLITE_STATIC);
+    } else {
+        rc = sqlite3_bind_double(st, 1, expires_at);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_blob(st, 2, row->st_ptr, row->st_len, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 3, row->st_seq);
+    }
+    if (rc == SQLITE_OK)
+        rc = step_done(st);
+    else
+        sqlite3_reset(st);
+    return rc;
+}
+
+/* put_many of a log file (GIL released, the write transaction begun): items in order, of several
+   with one key the first wins unless its write expired at once (as the keyed upsert); a loser
+   gets the key's final bytes. *next: the largest seq this call wrote. */
+static int log_put(Rows *r, Row *rows, Py_ssize_t n, const char *buf, double now, double expires_at,
+                   int64_t *next) {
+    LogIndex *ix = r->log;
+    int rc = log_catch_up(r);
+    if (rc != SQLITE_OK)
+        return rc;
+    int64_t top = ix->last;
+    rc = sqlite3_step(r->lg_seqmax);
+    if (rc == SQLITE_ROW) {
+        int64_t used = sqlite3_column_int64(r->lg_seqmax, 0);
+        if (used > top)
+            top = used;
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite3_reset(r->lg_seqmax);
+    for (Py_ssize_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        Row *row = &rows[i];
+        row->h = key_hash(row->tenant, row->tenant_len, row->pcs_id, row->pcs_id_len);
+        row->head = log_head(rows, i);
+        Row *hd = &rows[row->head];
+        if (row->head == i) {
+            int got = log_lookup(r, row);
+            if (got < 0 || got > 1) {
+                rc = got;
+                break;
+            }
+        }
+        if (hd->st_exists && hd->st_exp > now) {
+            row->won = 0;
+            continue;
+        }
+#if FLK_PLANTED_BUG == 9
+        row->won = row->head == i; /* planted: a key written again in its batch is answered as a loser */
+#else
+        row->won = 1;
+#endif
+        if (!hd->st_exists) {
+            hd->st_exists = 1;
+            hd->st_seq = ++top;
+            hd->st_action = 1;
+        } else if (hd->st_action != 1) {
+            hd->st_action = 2;
+        }
+        hd->st_exp = expires_at;
+        hd->st_ptr = (const unsigned char *)buf + row->out_off;
+        hd->st_len = (int)row->out_len;
+    }
+    for (Py_ssize_t i = 0; rc == SQLITE_OK && i < n; i++)
+        if (rows[i].head == i && rows[i].st_action)
+            rc = log_write(r, &rows[i], expires_at);
+    for (Py_ssize_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        Row *row = &rows[i], *hd = &rows[row->head];
+        if (row->won)
+            continue;
+        if (!(hd->st_exp > now))
+            return SQLITE_CORRUPT; /* a loser's winner is live: never here */
+        row->found = malloc(hd->st_len > 0 ? (size_t)hd->st_len : 1);
+        if (row->found == NULL)
+            return SQLITE_NOMEM;
+        if (hd->st_len > 0)
+            memcpy(row->found, hd->st_ptr, (size_t)hd->st_len);
+        row->found_len = hd->st_len;
+    }
+    *next = top;
+    return rc;
+}
+
+/* after a committed log_put: the rows it inserted, filed (mutex held) */
+static int log_file_inserts(Rows *r, Row *rows, Py_ssize_t n, int64_t next) {
+    int rc = SQLITE_OK;
+    for (Py_ssize_t i = 0; rc == SQLITE_OK && i < n; i++)
+        if (rows[i].head == i && rows[i].st_action == 1)
+            rc = ix_add(r->log, rows[i].h, rows[i].st_seq);
+    if (next > r->log->last)
+        r->log->last = next;
+    return rc;
+}
+
 /* ---- get_many --------------------------------------------------------------------------- */
 
 static PyObject *rows_get_many(Rows *r, PyObject *args) {
@@ -595,8 +986,11 @@ static PyObject *rows_get_many(Rows *r, PyObject *args) {
     int rc = SQLITE_OK;
     char msg[256];
     Py_BEGIN_ALLOW_THREADS
-    rc = step_done(r->begin_read); /* one snapshot for the whole batch */
-    for (Py_ssize_t i = 0; rc == SQLITE_OK && i < n; i++) {
+    if (r->log != NULL)
+        rc = log_get(r, rows, n, now);
+    else
+        rc = step_done(r->begin_read); /* one snapshot for the whole batch */
+    for (Py_ssize_t i = 0; r->log == NULL && rc == SQLITE_OK && i < n; i++) {
         int got = read_found(r, &rows[i], now);
         rc = got < 0 || got > 1 ? got : SQLITE_OK;
 #if FLK_PLANTED_BUG == 3
@@ -669,7 +1063,18 @@ static PyObject *rows_put_many(Rows *r, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     sqlite3_stmt *up = r->upsert;
     rc = step_done(r->begin_write);
-    for (Py_ssize_t i = 0; rc == SQLITE_OK && i < n; i++) {
+    if (r->log != NULL && rc == SQLITE_OK) {
+        int64_t next = 0;
+        pthread_mutex_lock(&r->log->mu);
+        rc = log_put(r, rows, n, b.buf, now, expires_at, &next);
+        rc = end_batch(r, rc, msg, sizeof msg);
+        if (rc == SQLITE_OK)
+            rc = log_file_inserts(r, rows, n, next);
+        pthread_mutex_unlock(&r->log->mu);
+    } else if (r->log != NULL) {
+        rc = end_batch(r, rc, msg, sizeof msg);
+    }
+    for (Py_ssize_t i = 0; r->log == NULL && rc == SQLITE_OK && i < n; i++) {
         Row *row = &rows[i];
         rc = bind_key(up, row);
         if (rc == SQLITE_OK)
@@ -692,7 +1097,8 @@ static PyObject *rows_put_many(Rows *r, PyObject *args) {
             rc = got == 1 ? SQLITE_OK : got == 0 ? SQLITE_CORRUPT : got; /* a kept row is live */
         }
     }
-    rc = end_batch(r, rc, msg, sizeof msg);
+    if (r->log == NULL)
+        rc = end_batch(r, rc, msg, sizeof msg);
     Py_END_ALLOW_THREADS
     PyObject *out = NULL;
     if (rc != SQLITE_OK) {
@@ -724,6 +1130,147 @@ static PyObject *rows_put_many(Rows *r, PyObject *args) {
     Py_DECREF(seq);
     return out;
 }
+
+/* ---- LogIndex: the object (its Python methods serve the store's own log statements) -------------- */
+
+static PyObject *logindex_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    if (!PyArg_ParseTuple(args, ":LogIndex"))
+        return NULL;
+    LogIndex *ix = (LogIndex *)type->tp_alloc(type, 0);
+    if (ix == NULL)
+        return NULL;
+    pthread_mutex_init(&ix->mu, NULL);
+    ix->slots = NULL;
+    ix->cap = ix->used = ix->live = 0;
+    ix->last = 0;
+    return (PyObject *)ix;
+}
+
+static void logindex_dealloc(LogIndex *ix) {
+    pthread_mutex_destroy(&ix->mu);
+    free(ix->slots);
+    Py_TYPE(ix)->tp_free((PyObject *)ix);
+}
+
+/* the hash of a (tenant, pcs_id) given from Python; -1 error */
+static int logindex_key(PyObject *args, uint64_t *h, int64_t *seq) {
+    PyObject *t, *p;
+    long long s = 0;
+    if (!PyArg_ParseTuple(args, seq ? "UUL" : "UU", &t, &p, &s))
+        return -1;
+    Py_ssize_t tn, pn;
+    const char *tc = PyUnicode_AsUTF8AndSize(t, &tn), *pc = tc ? PyUnicode_AsUTF8AndSize(p, &pn) : NULL;
+    if (pc == NULL)
+        return -1;
+    *h = key_hash(tc, tn, pc, pn);
+    if (seq)
+        *seq = s;
+    return 0;
+}
+
+static PyObject *logindex_lock(LogIndex *ix, PyObject *unused) {
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&ix->mu);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *logindex_unlock(LogIndex *ix, PyObject *unused) {
+    pthread_mutex_unlock(&ix->mu);
+    Py_RETURN_NONE;
+}
+
+static PyObject *logindex_add(LogIndex *ix, PyObject *args) {
+    uint64_t h;
+    int64_t seq;
+    if (logindex_key(args, &h, &seq) < 0)
+        return NULL;
+    if (seq < 1) {
+        PyErr_SetString(PyExc_ValueError, "seq must be >= 1");
+        return NULL;
+    }
+    if (ix_add(ix, h, seq) != SQLITE_OK)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *logindex_remove(LogIndex *ix, PyObject *args) {
+    uint64_t h;
+    int64_t seq;
+    if (logindex_key(args, &h, &seq) < 0)
+        return NULL;
+    ix_remove(ix, h, seq);
+    Py_RETURN_NONE;
+}
+
+static PyObject *logindex_candidates(LogIndex *ix, PyObject *args) {
+    uint64_t h;
+    if (logindex_key(args, &h, NULL) < 0)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    for (size_t j = ix_next(ix, h, (size_t)-1); out != NULL && j != (size_t)-1; j = ix_next(ix, h, j)) {
+        PyObject *v = PyLong_FromLongLong(ix->slots[j].seq);
+        if (v == NULL || PyList_Append(out, v) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(v);
+    }
+    return out;
+}
+
+static PyObject *logindex_get_last(LogIndex *ix, void *unused) {
+    return PyLong_FromLongLong(ix->last);
+}
+
+static int logindex_set_last(LogIndex *ix, PyObject *v, void *unused) {
+    long long x = v == NULL ? -1 : PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    if (x < ix->last) {
+        PyErr_SetString(PyExc_ValueError, "last never goes back");
+        return -1;
+    }
+    ix->last = x;
+    return 0;
+}
+
+static Py_ssize_t logindex_len(LogIndex *ix) {
+    return (Py_ssize_t)ix->live;
+}
+
+static PyObject *logindex_nbytes(LogIndex *ix, void *unused) {
+    return PyLong_FromSize_t(ix->cap * sizeof(Slot));
+}
+
+static PyMethodDef logindex_methods[] = {
+    {"lock", (PyCFunction)logindex_lock, METH_NOARGS, "take the index (waits with the GIL released)"},
+    {"unlock", (PyCFunction)logindex_unlock, METH_NOARGS, "give the index back"},
+    {"add", (PyCFunction)logindex_add, METH_VARARGS, "add(tenant, pcs_id, seq): file a row"},
+    {"remove", (PyCFunction)logindex_remove, METH_VARARGS, "remove(tenant, pcs_id, seq): a row that is gone"},
+    {"candidates", (PyCFunction)logindex_candidates, METH_VARARGS,
+     "candidates(tenant, pcs_id) -> [seq]: the rows that may be this key's (read each, compare its key)"},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef logindex_getset[] = {
+    {"last", (getter)logindex_get_last, (setter)logindex_set_last, "the largest seq read or written", NULL},
+    {"nbytes", (getter)logindex_nbytes, NULL, "the bytes of its slot table", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PySequenceMethods logindex_seq = {.sq_length = (lenfunc)logindex_len};
+
+static PyTypeObject LogIndexType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "flk.impl.dedup._fastsqlite.LogIndex",
+    .tp_basicsize = sizeof(LogIndex),
+    .tp_dealloc = (destructor)logindex_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A log-layout file's key index, in memory: key hash -> the seq of its row (see the log layout above).",
+    .tp_methods = logindex_methods,
+    .tp_getset = logindex_getset,
+    .tp_as_sequence = &logindex_seq,
+    .tp_new = logindex_new,
+};
 
 /* ---- the type and the module --------------------------------------------------------------- */
 
@@ -759,7 +1306,7 @@ static struct PyModuleDef moduledef = {
 };
 
 PyMODINIT_FUNC PyInit__fastsqlite(void) {
-    if (PyType_Ready(&RowsType) < 0)
+    if (PyType_Ready(&RowsType) < 0 || PyType_Ready(&LogIndexType) < 0)
         return NULL;
     struct { PyObject **name; const char *text; } names[] = {
         {&S_digest, "payload_digest"}, {&S_status, "status"}, {&S_body, "body"}, {&S_first_seen, "first_seen"},
@@ -779,6 +1326,7 @@ PyMODINIT_FUNC PyInit__fastsqlite(void) {
     Error = PyErr_NewException("flk.impl.dedup._fastsqlite.Error", PyExc_Exception, NULL);
     if (Error == NULL || PyModule_AddObjectRef(m, "Error", Error) < 0
         || PyModule_AddObjectRef(m, "Rows", (PyObject *)&RowsType) < 0
+        || PyModule_AddObjectRef(m, "LogIndex", (PyObject *)&LogIndexType) < 0
         || PyModule_AddStringConstant(m, "sqlite_version", sqlite3_libversion()) < 0
         || PyModule_AddStringConstant(m, "WALBUF_VFS", WB_NAME) < 0) {
         Py_DECREF(m);

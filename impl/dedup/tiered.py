@@ -64,6 +64,7 @@ from .base import (
     check_ttl,
     encode_cursor,
     item_by_item,
+    scans_in_order,
 )
 
 STUB_PREFIX = b"\x00flk-cold:"
@@ -151,10 +152,7 @@ def _replace_row(warm: DedupStore, tenant: str, pcs_id: str, old: StoredOutcome,
             warm._data[(tenant, pcs_id)] = (hit[0], new)  # noqa: SLF001
             return True
     if kind == "sqlite":
-        sql = ("UPDATE dedup SET outcome = ? WHERE tenant = ? AND pcs_id = ? AND outcome = ? AND expires_at > ? "
-               "AND expires_at = ?")
-        args = (nb, tenant, pcs_id, ob, now, expires_at)
-        return warm._run(lambda c: c.execute(sql, args).rowcount) == 1  # noqa: SLF001
+        return warm.replace_row(tenant, pcs_id, ob, nb, now, expires_at)
     if kind == "postgres":
         sql = (f"UPDATE {warm.table} SET outcome = %s WHERE tenant = %s AND pcs_id = %s AND outcome = %s "
                "AND expires_at > %s AND expires_at = %s")
@@ -171,8 +169,8 @@ def _row_expiry(warm: DedupStore, tenant: str, pcs_id: str) -> float | None:
             hit = warm._data.get((tenant, pcs_id))  # noqa: SLF001
         return None if hit is None else hit[0]
     if kind == "sqlite":
-        sql = "SELECT expires_at FROM dedup WHERE tenant = ? AND pcs_id = ?"
-    elif kind == "postgres":
+        return warm.row_expiry(tenant, pcs_id)
+    if kind == "postgres":
         sql = f"SELECT expires_at FROM {warm.table} WHERE tenant = %s AND pcs_id = %s"
     else:
         raise ValueError(f"warm tier must be one of {WARM_KINDS}, not {kind!r}")
@@ -325,6 +323,10 @@ class TieredStore(BatchMixin):
     def count(self, now: float) -> int:
         return self.warm.count(now)
 
+    def scans_in_order(self) -> bool:
+        """As the warm tier's scan (whose pages this scan answers)."""
+        return scans_in_order(self.warm)
+
     def scan(self, cursor, limit, now):
         page, nxt = self.warm.scan(cursor, limit, now)
         return [(t, p, self._resolve(t, p, o)) for t, p, o in page], nxt
@@ -397,8 +399,9 @@ class TieredStore(BatchMixin):
         elif scanned == len(page):
             self._cursor = nxt
             report["wrapped"] = nxt is None
-        elif last is not None:
-            self._cursor = encode_cursor(*last)
+        elif last is not None:  # stopped inside the page: go on after the last entry looked at
+            self._cursor = (encode_cursor(*last) if scans_in_order(self.warm)  # the cursor of a key-ordered scan
+                            else self.warm.scan(self._cursor, scanned, now)[1])  # any other: its own, that far
         report.update(scanned=scanned, demoted=demoted)
         return report
 

@@ -20,7 +20,7 @@ def _redis_cleanup(url: str, prefix: str) -> None:
     r.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-keyed", "redis", "postgres"])
 def store_spec(request, tmp_path):
     run = f"{os.getpid()}_{uuid.uuid4().hex[:10]}"
     kind = request.param
@@ -29,7 +29,13 @@ def store_spec(request, tmp_path):
         yield spec
         spec.close_all()
     elif kind == "sqlite":
-        spec = StoreSpec("sqlite", open_by_url, (f"sqlite:///{tmp_path}/dedup.db", {}))
+        # the default layout, log: one row per key in write order (scan pages in that order), an index in
+        # memory per store
+        spec = StoreSpec("sqlite", open_by_url, (f"sqlite:///{tmp_path}/dedup.db", {}), ordered_scan=False)
+        yield spec
+        spec.close_all()
+    elif kind == "sqlite-keyed":  # the key index on disk
+        spec = StoreSpec("sqlite-keyed", open_by_url, (f"sqlite:///{tmp_path}/dedup.db", {"layout": "keyed"}))
         yield spec
         spec.close_all()
     elif kind == "redis":

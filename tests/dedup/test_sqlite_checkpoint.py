@@ -1,4 +1,4 @@
-"""Who folds the SQLite store's WAL into its file (``SqliteStore(checkpoint=...)``).
+"""Who folds the SQLite store's WAL into its file (``SqliteStore(checkpoint=..., layout="keyed")``).
 
 Why: with SQLite's automatic checkpoint, the commit that crosses the threshold copies the
 WAL's pages into the file and fsyncs both on the thread that committed -- in ``flk serve``
@@ -56,7 +56,7 @@ def _wait_for(cond, timeout_s: float = 10.0) -> bool:
 
 @pytest.mark.parametrize("checkpoint", ["inline", "background"])
 def test_the_writing_connections_checkpoint_only_inline(tmp_path, checkpoint):
-    store = SqliteStore(str(tmp_path / "d.sqlite"), checkpoint=checkpoint)
+    store = SqliteStore(str(tmp_path / "d.sqlite"), checkpoint=checkpoint, layout="keyed")
     try:
         auto = store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         assert auto == (INLINE_AUTOCHECKPOINT if checkpoint == "inline" else BACKSTOP_AUTOCHECKPOINT)
@@ -68,7 +68,7 @@ def test_the_writing_connections_checkpoint_only_inline(tmp_path, checkpoint):
 
 def test_background_checkpoint_folds_the_wal_into_the_file_after_the_rows(tmp_path):
     path = str(tmp_path / "d.sqlite")
-    store = SqliteStore(path, checkpoint="background", checkpoint_rows=100)
+    store = SqliteStore(path, checkpoint="background", checkpoint_rows=100, layout="keyed")
     try:
         before = _file_pages(path)
         _write(store, 600)  # some 150 WAL pages: far below either automatic threshold
@@ -86,7 +86,7 @@ def test_inline_store_leaves_a_short_log_in_the_wal(tmp_path):
     """The counterpart: without the store's thread the same writes stay in the WAL (the
     background test above cannot pass by SQLite's own checkpoint)."""
     path = str(tmp_path / "d.sqlite")
-    store = SqliteStore(path)
+    store = SqliteStore(path, layout="keyed")
     try:
         before = _file_pages(path)
         _write(store, 600)
@@ -98,7 +98,7 @@ def test_inline_store_leaves_a_short_log_in_the_wal(tmp_path):
 
 def test_a_quiet_store_is_folded_after_the_wait_without_reaching_the_rows(tmp_path):
     path = str(tmp_path / "d.sqlite")
-    store = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9)
+    store = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9, layout="keyed")
     store._checkpointer.max_wait_s = 0.05
     try:
         before = _file_pages(path)
@@ -110,7 +110,7 @@ def test_a_quiet_store_is_folded_after_the_wait_without_reaching_the_rows(tmp_pa
 
 def test_a_log_passive_checkpoints_leave_long_is_restarted(tmp_path):
     path = str(tmp_path / "d.sqlite")
-    writer = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9)  # its thread never wakes
+    writer = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9, layout="keyed")  # its thread never wakes
     writer._checkpointer.max_wait_s = 3600.0
     ck = _Checkpointer(path, 10_000, rows=10**9, max_wait_s=3600.0, restart_pages=200)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -140,7 +140,7 @@ def test_a_failed_checkpoint_is_counted_and_answered(tmp_path):
 
 
 def test_closing_the_store_stops_its_checkpoint_thread(tmp_path):
-    store = SqliteStore(str(tmp_path / "d.sqlite"), checkpoint="background")
+    store = SqliteStore(str(tmp_path / "d.sqlite"), checkpoint="background", layout="keyed")
     thread = store._checkpointer._thread
     assert thread.is_alive()
     store.close()
@@ -149,9 +149,9 @@ def test_closing_the_store_stops_its_checkpoint_thread(tmp_path):
 
 def test_checkpoint_arguments_are_checked(tmp_path):
     with pytest.raises(ValueError):
-        SqliteStore(str(tmp_path / "d.sqlite"), checkpoint="sometimes")
+        SqliteStore(str(tmp_path / "d.sqlite"), checkpoint="sometimes", layout="keyed")
     with pytest.raises(ValueError):
-        SqliteStore(str(tmp_path / "e.sqlite"), checkpoint="background", checkpoint_rows=0)
+        SqliteStore(str(tmp_path / "e.sqlite"), checkpoint="background", checkpoint_rows=0, layout="keyed")
 
 
 def test_flk_serve_opens_its_sqlite_store_with_the_background_checkpoint(tmp_path):
@@ -187,7 +187,7 @@ def test_a_restart_held_up_by_a_reader_gives_up_and_writers_go_on(tmp_path):
     """A restart waits for readers of the old log and holds new writers back meanwhile: the
     store's thread waits at most RESTART_WAIT_MS, then the writers go on."""
     path = str(tmp_path / "d.sqlite")
-    writer = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9)
+    writer = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9, layout="keyed")
     writer._checkpointer.max_wait_s = 3600.0
     ck = _Checkpointer(path, 10_000, rows=10**9, max_wait_s=3600.0, restart_pages=200)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=RESTART_WAIT_MS / 1000)
@@ -216,7 +216,7 @@ def test_a_restart_syncs_the_file_first_while_the_writers_go_on(tmp_path):
     writer commits meanwhile), so the restart, which holds the writers back, has only the
     pages copied since to sync; a fold that does not restart does not sync."""
     path = str(tmp_path / "d.sqlite")
-    writer = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9)
+    writer = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9, layout="keyed")
     writer._checkpointer.max_wait_s = 3600.0
     ck = _Checkpointer(path, 10_000, rows=10**9, max_wait_s=3600.0, restart_pages=200)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -245,7 +245,7 @@ def test_a_restart_syncs_the_file_first_while_the_writers_go_on(tmp_path):
 
 def test_a_file_the_restart_cannot_sync_is_a_counted_failure(tmp_path):
     path = str(tmp_path / "d.sqlite")
-    writer = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9)
+    writer = SqliteStore(path, checkpoint="background", checkpoint_rows=10**9, layout="keyed")
     writer._checkpointer.max_wait_s = 3600.0
     ck = _Checkpointer(path, 10_000, rows=10**9, max_wait_s=3600.0, restart_pages=200)
 

@@ -25,7 +25,7 @@ def _outcome(i: int, writer: int) -> StoredOutcome:
 
 
 def test_the_store_does_not_map_the_file(tmp_path):
-    store = SqliteStore(str(tmp_path / "dedup.sqlite"))
+    store = SqliteStore(str(tmp_path / "dedup.sqlite"), layout="keyed")
     try:
         assert store._conn().execute("PRAGMA mmap_size").fetchone()[0] == 0
     finally:
@@ -37,7 +37,7 @@ def test_both_connections_keep_a_page_cache_of_cache_kib(tmp_path):
     with the same pragmas (sqlite.py says why it is not larger: a commit can walk the cache's
     whole hash table)."""
     assert 1024 <= CACHE_KIB <= 16384
-    store = SqliteStore(str(tmp_path / "dedup.sqlite"))
+    store = SqliteStore(str(tmp_path / "dedup.sqlite"), layout="keyed")
     try:
         assert store._conn().execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
         assert f"PRAGMA cache_size = -{CACHE_KIB}" in store._pragmas  # the compiled rows' too
@@ -56,7 +56,7 @@ def test_a_new_file_gets_the_page_size_an_existing_one_keeps_its_own(tmp_path):
     conn.execute("INSERT INTO dedup VALUES ('t', 'before', 1e12, ?)", (_outcome(0, 0).to_bytes(),))
     conn.close()
     for path, size in ((new, NEW_FILE_PAGE_SIZE), (old, 4096)):
-        store = SqliteStore(path)
+        store = SqliteStore(path, layout="keyed")
         try:
             assert store._conn().execute("PRAGMA page_size").fetchone()[0] == size
             items = [("t", f"k{i}", _outcome(i, 1)) for i in range(300)]
@@ -69,7 +69,7 @@ def test_a_new_file_gets_the_page_size_an_existing_one_keeps_its_own(tmp_path):
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("PRAGMA page_size").fetchone()[0] == size
         conn.close()
-    store = SqliteStore(old)
+    store = SqliteStore(old, layout="keyed")
     try:
         assert store.get_many([("t", "before")], NOW)[0].to_bytes() == _outcome(0, 0).to_bytes()
     finally:
@@ -78,7 +78,7 @@ def test_a_new_file_gets_the_page_size_an_existing_one_keeps_its_own(tmp_path):
 
 def test_two_connections_share_one_growing_file(tmp_path):
     path = str(tmp_path / "dedup.sqlite")
-    a, b = SqliteStore(path), SqliteStore(path)  # two workers' stores: one file, own connections
+    a, b = SqliteStore(path, layout="keyed"), SqliteStore(path, layout="keyed")  # two workers' stores: one file, own connections
     rng = random.Random(5)
     first: dict = {}  # key -> (writer, outcome) of its first write
     try:

@@ -124,8 +124,8 @@ def _open(path: str, pure: bool) -> SqliteStore:
     """A store on ``path`` whose batch rows are the reference (``pure``) or, where built, the compiled ones."""
     if pure:
         with accel.pure():
-            return SqliteStore(path)
-    return SqliteStore(path)
+            return SqliteStore(path, layout="keyed")
+    return SqliteStore(path, layout="keyed")
 
 
 def _rows_of(path: str) -> list[tuple]:
@@ -157,7 +157,7 @@ def rows_property(open_rows, planted: bool = False):
         with tempfile.TemporaryDirectory(prefix="flk-rows-") as d:
             ref_path, fast_path = os.path.join(d, "ref.db"), os.path.join(d, "fast.db")
             with accel.pure():
-                ref_store, fast_store = SqliteStore(ref_path), SqliteStore(fast_path)  # file, schema, WAL mode
+                ref_store, fast_store = SqliteStore(ref_path, layout="keyed"), SqliteStore(fast_path, layout="keyed")  # file, schema, WAL mode
             ref = SqlRows(ref_store._conn())
             fast = open_rows(fast_path, 1000, "; ".join(sq._PRAGMAS), sq._UPSERT_ONE, sq._GET, StoredOutcome)
             try:
@@ -324,7 +324,7 @@ def test_the_key_rules_answer_alike_on_both_paths(keys):
 def test_a_locked_file_is_unavailable_on_the_compiled_path(tmp_path):
     """A write lock held past busy_timeout: StoreUnavailable (fail closed), then recovery."""
     path = str(tmp_path / "d.db")
-    store = SqliteStore(path, busy_timeout_ms=100)
+    store = SqliteStore(path, busy_timeout_ms=100, layout="keyed")
     out = StoredOutcome("ab", 200, b"{}", 1.0, "eu", "1")
     hog = sqlite3.connect(path, isolation_level=None)
     hog.execute("BEGIN EXCLUSIVE")

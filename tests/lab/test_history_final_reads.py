@@ -89,7 +89,7 @@ def test_an_outcome_missing_from_the_store_is_reported_lost_and_only_then(tmp_pa
     assert json.loads(capsys.readouterr().out)["final_checked"] == 12
     store = open_store(f"sqlite:///{data / 'dedup.sqlite3'}")
     try:
-        store._run(lambda c: c.execute("DELETE FROM dedup WHERE pcs_id = 'p0007'"))
+        store._run(lambda c: c.execute(f"DELETE FROM {store.table} WHERE pcs_id = 'p0007'"))
     finally:
         store.close()
     assert cli.main(["history", "final-reads", "--data-dir", str(data), "--region", REGION, "--out", str(final)]) == 0

@@ -170,7 +170,7 @@ def open_sharded_spec(urls: dict, opts: dict):
                                            for name, url in urls.items()}))
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres", "mixed"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-keyed", "redis", "postgres", "mixed"])
 def store_spec(request, tmp_path):
     run = f"{os.getpid()}_{uuid.uuid4().hex[:10]}"
     kind = request.param
@@ -180,9 +180,12 @@ def store_spec(request, tmp_path):
         # memory shards live in one process: one shared set of shard objects
         shards = {n: open_store("memory") for n in names}
         spec = StoreSpec("sharded-memory", lambda: ShardedStore(shards), (), cross_process=False)
-    elif kind == "sqlite":
+    elif kind == "sqlite":  # log-layout shards (the default): scanned one after the other, in write order
         urls = {n: f"sqlite:///{tmp_path}/{n}.db" for n in names}
-        spec = StoreSpec("sharded-sqlite", open_sharded_spec, (urls, {}))
+        spec = StoreSpec("sharded-sqlite", open_sharded_spec, (urls, {}), ordered_scan=False)
+    elif kind == "sqlite-keyed":  # keyed shards: the k-way merge in key order
+        urls = {n: f"sqlite:///{tmp_path}/{n}.db" for n in names}
+        spec = StoreSpec("sharded-sqlite-keyed", open_sharded_spec, (urls, {n: {"layout": "keyed"} for n in names}))
     elif kind == "redis":
         url = request.getfixturevalue("redis_url")
         urls = {n: url for n in names}
@@ -203,7 +206,7 @@ def store_spec(request, tmp_path):
         cleanup = [drop]
     else:  # one shard of each ordered backend plus Redis is not ordered; mix the ordered ones
         urls = {"s0": "memory", "s1": f"sqlite:///{tmp_path}/s1.db", "s2": f"sqlite:///{tmp_path}/s2.db"}
-        shards = {n: open_store(u) for n, u in urls.items()}
+        shards = {n: open_store(u, **({} if u == "memory" else {"layout": "keyed"})) for n, u in urls.items()}
         spec = StoreSpec("sharded-mixed", lambda: ShardedStore(shards), (), cross_process=False)
     yield spec
     spec.close_all()

@@ -57,7 +57,8 @@ def _open_tiered(hot_url, warm_url, cold_url, opts, eager=False):
     return cls(hot, warm, cold, ttl=TierTTL(hot_s=30.0, warm_s=0.0 if eager else 3600.0))
 
 
-@pytest.fixture(params=["memory", "sqlite-dir", "sqlite-dir-eager", "redis-postgres-s3", "redis-postgres-s3-eager"])
+@pytest.fixture(params=["memory", "sqlite-dir", "sqlite-dir-eager", "sqlite-keyed-dir", "redis-postgres-s3",
+                        "redis-postgres-s3-eager"])
 def store_spec(request, tmp_path):
     run = f"{os.getpid()}_{uuid.uuid4().hex[:10]}"
     kind = request.param
@@ -65,9 +66,13 @@ def store_spec(request, tmp_path):
     if kind == "memory":
         hot, warm, cold = open_store("memory"), open_store("memory"), MemoryObjectStore()
         spec = StoreSpec("tiered-memory", lambda: TieredStore(hot, warm, cold), (), cross_process=False)
-    elif kind.startswith("sqlite-dir"):
+    elif kind.startswith("sqlite-dir"):  # the warm tier a log-layout file (the default): scan pages in write order
         spec = StoreSpec(f"tiered-{kind}", open_tiered,
-                         (None, f"sqlite:///{tmp_path}/warm.db", str(tmp_path / "cold"), {}, kind.endswith("eager")))
+                         (None, f"sqlite:///{tmp_path}/warm.db", str(tmp_path / "cold"), {}, kind.endswith("eager")),
+                         ordered_scan=False)
+    elif kind == "sqlite-keyed-dir":  # the warm tier a keyed file: scan pages in key order
+        spec = StoreSpec(f"tiered-{kind}", open_tiered, (None, f"sqlite:///{tmp_path}/warm.db", str(tmp_path / "cold"),
+                                                         {"warm": {"layout": "keyed"}}))
     else:
         redis_url = request.getfixturevalue("redis_url")
         dsn = request.getfixturevalue("postgres_dsn")
@@ -242,9 +247,10 @@ def _race_worker(s, i, barrier, results, keys, now):
     results[i] = out
 
 
-@pytest.mark.parametrize("warm", ["memory", "sqlite"])
+@pytest.mark.parametrize("warm", ["memory", "sqlite", "sqlite-keyed"])
 def test_inv_fww_across_tiers_thread_race_with_concurrent_demotion(tmp_path, warm):
-    warm_store = open_store("memory") if warm == "memory" else open_store(f"sqlite:///{tmp_path}/w.db")
+    warm_store = open_store("memory") if warm == "memory" else open_store(
+        f"sqlite:///{tmp_path}/w.db", layout="keyed" if warm == "sqlite-keyed" else "log")
     s = TieredStore(open_store("memory"), warm_store, DirectoryObjectStore(str(tmp_path / "cold")),
                     ttl=TierTTL(hot_s=0.5, warm_s=0.0))
     keys = [f"k{j}" for j in range(30)]

@@ -163,6 +163,7 @@ def test_inv_no_acked_loss_fww_idempotent_replay_sigkill_sqlite(tmp_path) -> Non
 
     path = tmp_path / "data" / "dedup.sqlite3"
     res = run_campaign(tmp_path, {}, lambda: open_store("sqlite:///" + str(path)), seed=61, workers=2)
+    assert open_store("sqlite:///" + str(path)).layout == "log"  # the default layout of a new file
     check(res)
 
 
@@ -187,3 +188,22 @@ def test_inv_no_acked_loss_fww_idempotent_replay_sigkill_postgres(tmp_path, post
         store = open_store(postgres_dsn, table=f"flk_dedup_{ns}")
         store.drop_table()
         store.close()
+
+
+def test_inv_no_acked_loss_fww_idempotent_replay_sigkill_sqlite_keyed_layout(tmp_path) -> None:
+    """The same campaign on a keyed SQLite file (SQLITE_LAYOUT=keyed: the key index on disk; the
+    default layout, log, is the campaign above: each worker's key index in its memory)."""
+    import sqlite3
+
+    from flk.impl.dedup import open_store
+
+    path = tmp_path / "data" / "dedup.sqlite3"
+    res = run_campaign(tmp_path, {"SQLITE_LAYOUT": "keyed"}, lambda: open_store("sqlite:///" + str(path)), seed=64,
+                       workers=2)
+    conn = sqlite3.connect(path)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+    assert "dedup" in tables and "dedup_log" not in tables
+    check(res)

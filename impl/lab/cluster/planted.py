@@ -25,6 +25,7 @@ Bugs:
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -41,6 +42,7 @@ DEPTH = 64  # batches in flight at once in the planted server
 
 def plant_racy_dedup(window_s: float) -> None:
     """Patch this process's SQLite store and batch driver (see the module docstring)."""
+    os.environ["SQLITE_LAYOUT"] = "keyed"  # the unconditional upsert needs the keyed table's key index
     from flk.impl.dedup.base import StoredOutcome, check_ttl
     from flk.impl.dedup.sqlite import SqliteStore
     from flk.impl.server.batchdriver import BatchDriver
