@@ -629,6 +629,13 @@ class SqliteStore(BatchMixin):
         c = self._checkpointer
         return None if c is None else {"done": c.checkpoints, "restart": c.restarts, "failed": c.failures}
 
+    def index_stats(self) -> dict | None:
+        """A log file's in-memory key index: ``keys`` (rows it holds, stale ones included until
+        looked up) and ``bytes`` (its table; None for the pure index); None for a keyed file."""
+        if self.layout != "log":
+            return None
+        return {"keys": len(self._index), "bytes": getattr(self._index, "nbytes", None)}
+
     def _wrote(self, n: int) -> None:
         if self._checkpointer is not None:
             self._checkpointer.wrote(n)

@@ -181,6 +181,11 @@ class ServerMetrics:
         # the SQLite store's background checkpoint (flk.impl.dedup.sqlite: absent for other stores)
         self.checkpoints = Gauge("flk_store_checkpoints", "SQLite WAL checkpoints run by the store's own thread "
                                  "(cumulative, this worker)", ["outcome"], registry=registry)
+        # a log-layout SQLite file's key index in this worker's memory (absent for other stores and layouts)
+        self.index_keys = Gauge("flk_store_index_keys", "Rows the SQLite store's in-memory key index holds "
+                                "(log layout, this worker)", registry=registry)
+        self.index_bytes = Gauge("flk_store_index_bytes", "Bytes of the SQLite store's in-memory key index "
+                                 "table (log layout with the compiled rows, this worker)", registry=registry)
         self.replayed = Counter("flk_wal_replayed", "Inbox WAL records replayed at start", registry=registry)
         self.quarantined = Counter("flk_wal_quarantined", "Inbox WAL records the start-up replay set aside as "
                                    "poison (quarantine.jsonl beside the WAL)", registry=registry)
@@ -884,6 +889,11 @@ class Server:
         stats = self.store.checkpoint_stats() if hasattr(self.store, "checkpoint_stats") else None  # SQLite's
         for outcome, n in (stats or {}).items():  # done, restart, failed
             self.smetrics.checkpoints.labels(outcome=outcome).set(n)
+        index = self.store.index_stats() if hasattr(self.store, "index_stats") else None  # a log-layout file's
+        if index is not None:
+            self.smetrics.index_keys.set(index["keys"])
+            if index["bytes"] is not None:
+                self.smetrics.index_bytes.set(index["bytes"])
         # rendered on a thread, not the event loop (the series are bounded by METRICS_MAX_TENANTS); with
         # several workers, every worker's series, each labelled worker (flk.impl.server.workermetrics)
         render = self.scrape.answer if self.scrape is not None else self.metrics.exposition

@@ -424,17 +424,17 @@ SETTINGS: tuple[Setting, ...] = (
       "refused only once they are used"),
     S("DEDUP_BACKEND", choice(*BACKENDS), "sqlite", "dedup store", group="storage"),
     S("SQLITE_PATH", text, _in_data_dir("dedup.sqlite3"), "SQLite dedup file; best on another device than "
-      "`WAL_DIR`: its page writes (some 8 KiB per fresh key) otherwise share the disk every inbox WAL fsync "
-      "waits on (`flk bench serve`, `sqlite_store_tmpfs`)", group="storage"),
+      "`WAL_DIR`: its page writes (some 3 KiB per fresh key; 9-10 KiB in the keyed layout) otherwise share the "
+      "disk every inbox WAL fsync waits on (`flk bench serve`, `sqlite_store_tmpfs`)", group="storage"),
     S("SQLITE_CHECKPOINT_ROWS", integer(1, 100_000_000), DEFAULT_CHECKPOINT_ROWS, "the SQLite dedup store folds "
       "its log into the file on a thread of its own after every this many rows a worker wrote: each fold "
       "fsyncs what the rows wrote, and a larger one holds up the inbox WAL's fsyncs on the same disk longer "
       "(the submissions' p99)", group="storage"),
-    S("SQLITE_LAYOUT", choice(*SQLITE_LAYOUTS), SQLITE_DEFAULT_LAYOUT, "a new SQLite dedup file's layout (an existing file keeps "
-      "its own): `keyed` (a key index on disk: a fresh key dirties a random page of it) or `log` (rows appended "
-      "in write order, the key index in each worker's memory: 32-64 bytes per row, ~190 without the compiled "
-      "rows; a worker reads every row's key once, at its first call). `flk bench serve`: `sqlite_log`",
-      group="storage"),
+    S("SQLITE_LAYOUT", choice(*SQLITE_LAYOUTS), SQLITE_DEFAULT_LAYOUT, "a new SQLite dedup file's layout (an "
+      "existing file keeps its own): `log` (rows appended in write order, the key index in each worker's "
+      "memory: 32-67 bytes per row, ~190 without the compiled rows; a worker reads every row's key at its "
+      "first call) or `keyed` (the key index on disk: a fresh key dirties a random page of it). SPEC 9.1; "
+      "`flk bench serve`: `sqlite`, `sqlite_keyed`", group="storage"),
     S("REDIS_ADDR", redis_addr, "127.0.0.1:6379", "Redis dedup store (needed by DEDUP_BACKEND=redis)",
       secret="credentials", group="storage"),
     S("POSTGRES_CONN", postgres_dsn, "", "PostgreSQL dedup store (needed by DEDUP_BACKEND=postgres)",

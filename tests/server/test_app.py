@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from flk.impl.core import accel
 from flk.impl.server.app import SPEC_DIR, create_app
 from flk.impl.server.config import load_config
 from flk.impl.storage.inbox import decode_inbox_record
@@ -104,6 +105,9 @@ def test_metrics_basic_auth(tmp_path) -> None:
         # the SQLite store checkpoints on its own thread: what it did is a metric
         for outcome in ("done", "restart", "failed"):
             assert f'flk_store_checkpoints{{outcome="{outcome}"}}' in ok.text
+        # the log layout's key index in the worker's memory: the one row stored, and its table's size
+        assert "flk_store_index_keys 1.0" in ok.text
+        assert ("flk_store_index_bytes 16384.0" in ok.text) is (accel.entry("open_log_rows").compiled is not None)
 
 
 def test_metrics_open_without_credentials_configured(tmp_path) -> None:

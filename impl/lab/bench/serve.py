@@ -1054,9 +1054,10 @@ def _goals(figures: dict) -> None:
     figures["goal_sat_ratio_0_7"] = figures["ratio_sqlite_sat_ok_vs_bare_starlette"] >= GOAL_RATIO
     # the same goals at 32 connections for the other layout of the SQLite file (SQLITE_LAYOUT)
     other = f"sqlite_{OTHER_LAYOUT}"
-    figures[f"goal_{other}_rps_5000"] = figures[f"{other}_rps"] >= GOAL_RPS
-    figures[f"goal_{other}_p99_25ms"] = figures[f"{other}_p99_ms"] <= 25
-    figures[f"goal_{other}_ratio_0_7"] = figures[f"ratio_{other}_vs_bare_starlette"] >= GOAL_RATIO
+    if f"{other}_rps" in figures:
+        figures[f"goal_{other}_rps_5000"] = figures[f"{other}_rps"] >= GOAL_RPS
+        figures[f"goal_{other}_p99_25ms"] = figures[f"{other}_p99_ms"] <= 25
+        figures[f"goal_{other}_ratio_0_7"] = figures[f"ratio_{other}_vs_bare_starlette"] >= GOAL_RATIO
     if not figures.get("fresh_bodies_ok", True):  # some answers were dedup hits, cheaper than a fresh PCS
         for key in [k for k in figures if k.startswith("goal_")]:
             figures[key] = False
