@@ -148,6 +148,23 @@ def fresh_mid(status: int, first_seen: float, region: str, policy_version: str) 
     return b'",%d,%s,%s\n' % (status, float_repr(first_seen).encode(), _tail(region, policy_version))
 
 
+def outcome_bytes(items, mid: bytes | None) -> list | None:
+    """The stored bytes of each item of a batch: a *fresh* row ``(tenant, pcs_id, digest, body)``
+    as ``b'["' + digest + mid + body`` (see :func:`fresh_mid`), any other its outcome's
+    ``to_bytes()``; None when a fresh row is not of the common form (a digest not of ASCII
+    letters and digits, or a body not bytes: the store builds the outcomes)."""
+    raw: list = []
+    for item in items:
+        if len(item) == 4:
+            d, body = item[2], item[3]
+            if type(d) is not str or not (d.isascii() and d.isalnum()) or type(body) is not bytes:
+                return None
+            raw.append(b'["' + d.encode() + mid + body)
+        else:
+            raw.append(item[2].to_bytes())
+    return raw
+
+
 class SqlRows:
     """The batch rows over a Python ``sqlite3`` connection: the pure reference of the
     compiled ``_fastsqlite.Rows`` (same methods, same answers, same rows on disk).
@@ -197,16 +214,8 @@ class SqlRows:
         return {(t, p): o for t, p, o in self.conn.execute(_select_many(len(keys)), params)}
 
     def put_many(self, items, now, expires_at, good=None, mid=None) -> list | None:
-        if mid is not None:
-            raw: list = []
-            for item in items:
-                if len(item) == 4:
-                    d, body = item[2], item[3]
-                    if type(d) is not str or not (d.isascii() and d.isalnum()) or type(body) is not bytes:
-                        return None  # not the common form: the store builds the outcomes
-                    raw.append(b'["' + d.encode() + mid + body)
-                else:
-                    raw.append(item[2].to_bytes())
+        if mid is not None and (raw := outcome_bytes(items, mid)) is None:
+            return None  # not the common form: the store builds the outcomes
         if good is not None:
             check_keys(items)
         c = self.conn
@@ -362,18 +371,8 @@ class LogRows:
         return out
 
     def put_many(self, items, now, expires_at, good=None, mid=None) -> list | None:
-        if mid is not None:
-            raw: list = []
-            for item in items:
-                if len(item) == 4:
-                    d, body = item[2], item[3]
-                    if type(d) is not str or not (d.isascii() and d.isalnum()) or type(body) is not bytes:
-                        return None  # not the common form: the store builds the outcomes
-                    raw.append(b'["' + d.encode() + mid + body)
-                else:
-                    raw.append(item[2].to_bytes())
-        else:
-            raw = [item[2].to_bytes() for item in items]
+        if (raw := outcome_bytes(items, mid)) is None:
+            return None  # not the common form: the store builds the outcomes
         if good is not None:
             check_keys(items)
         c, index = self.conn, self.index
