@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -318,6 +319,20 @@ class PyLogIndex:
         return len(self._map)
 
 
+@contextlib.contextmanager
+def log_held(conn, index, write: bool):
+    """A transaction on a log file (``write``: ``BEGIN IMMEDIATE``, under SQLite's write lock)
+    with ``index`` held and caught up in it; the block ends with its COMMIT (a failure leaves
+    the rollback to the store's ``_run``), and the index is given back either way."""
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    index.lock()
+    try:
+        log_catch_up(conn, index)
+        yield
+    finally:
+        index.unlock()
+
+
 def log_catch_up(conn, index) -> None:
     """File every row committed since ``index.last`` (index held, a transaction open on ``conn``)."""
     last = index.last
@@ -356,13 +371,8 @@ class LogRows:
         if good is not None:
             check_keys(keys)
         c, index = self.conn, self.index
-        c.execute("BEGIN")
-        index.lock()
-        try:
-            log_catch_up(c, index)
+        with log_held(c, index, write=False):
             rows = log_stored(c, index, list(dict.fromkeys((t, p) for t, p in keys)))
-        finally:
-            index.unlock()
             c.execute("COMMIT")
         out = []
         for t, p in keys:
@@ -377,10 +387,7 @@ class LogRows:
             check_keys(items)
         c, index = self.conn, self.index
         keys = [(item[0], item[1]) for item in items]
-        c.execute("BEGIN IMMEDIATE")
-        index.lock()
-        try:
-            log_catch_up(c, index)
+        with log_held(c, index, write=True):
             state = log_stored(c, index, list(dict.fromkeys(keys)))  # key -> (seq, expires_at, outcome)
             row = c.execute(LOG_SEQMAX).fetchone()
             top = max(index.last, row[0] if row else 0)
@@ -419,12 +426,11 @@ class LogRows:
                 if what == "insert":
                     index.add(k[0], k[1], state[k][0])
             index.last = max(index.last, top)
-        finally:
-            index.unlock()
         return out
 
     def close(self) -> None:
         """The connection belongs to the store (it closes it)."""
+
 
 class SqliteStore(BatchMixin):
     kind = "sqlite"
@@ -463,7 +469,11 @@ class SqliteStore(BatchMixin):
     @property
     def rows_path(self) -> str:
         """``compiled`` when this store's batch rows are the C ones, else ``pure``."""
-        return "pure" if (self._open_log_rows if self.layout == "log" else self._open_rows) is None else "compiled"
+        return "pure" if self._compiled_opener() is None else "compiled"
+
+    def _compiled_opener(self):
+        """The compiled rows' opener of this file's layout (None: the pure rows)."""
+        return self._open_log_rows if self.layout == "log" else self._open_rows
 
     # -- connections -------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -514,7 +524,7 @@ class SqliteStore(BatchMixin):
             return rows
         conn = self._conn()
         log = self.layout == "log"
-        if (self._open_log_rows if log else self._open_rows) is None:
+        if self._compiled_opener() is None:
             rows = LogRows(conn, self._index) if log else SqlRows(conn)
         else:
             try:
@@ -661,10 +671,7 @@ class SqliteStore(BatchMixin):
 
     def _delete_log(self, c, items, now) -> int:
         index = self._index
-        c.execute("BEGIN IMMEDIATE")
-        index.lock()
-        try:
-            log_catch_up(c, index)
+        with log_held(c, index, write=True):
             rows = log_stored(c, index, list(dict.fromkeys((t, p) for t, p, _o in items)))
             gone = []
             for t, p, o in items:
@@ -676,8 +683,6 @@ class SqliteStore(BatchMixin):
             c.execute("COMMIT")
             for t, p, seq in gone:
                 index.remove(t, p, seq)
-        finally:
-            index.unlock()
         return len(gone)
 
     @property
@@ -738,16 +743,10 @@ class SqliteStore(BatchMixin):
     def _log_row(self, c, tenant: str, pcs_id: str, write: bool, change=None):
         """A log file's row of one key, ``(seq, expires_at, outcome)`` or None, read in a
         transaction (``write``: under the write lock) that ``change(c, row)`` may write in."""
-        index = self._index
-        c.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        index.lock()
-        try:
-            log_catch_up(c, index)
-            row = log_stored(c, index, [(tenant, pcs_id)]).get((tenant, pcs_id))
+        with log_held(c, self._index, write):
+            row = log_stored(c, self._index, [(tenant, pcs_id)]).get((tenant, pcs_id))
             out = change(c, row) if change is not None else row
             c.execute("COMMIT")
-        finally:
-            index.unlock()
         return out
 
     def row_expiry(self, tenant: str, pcs_id: str) -> float | None:

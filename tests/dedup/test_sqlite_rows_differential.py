@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import pathlib
 import sqlite3
 import tempfile
 
@@ -31,13 +30,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from dedup.test_sqlite_walbuf import planted_build
 from flk.impl.core import accel
 from flk.impl.dedup import StoredOutcome, StoreUnavailable
 from flk.impl.dedup import sqlite as sq
 from flk.impl.dedup.sqlite import SqliteStore, SqlRows
-from flk.impl.testing.cbuild import build_variant
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPILED = accel.entry("open_rows").compiled
 # skipped on the pure path (FLK_PURE=1) and, off CI, when the extension was not built; in CI
 # an unbuilt extension fails (libsqlite3-dev missing would silently test nothing)
@@ -356,22 +354,11 @@ def test_a_locked_file_is_unavailable_on_the_compiled_path(tmp_path):
 
 # ------------------------------------------------------------ planted C bugs
 
-def _build_planted(bug: int):
-    """``_fastsqlite.c`` compiled with ``-DFLK_PLANTED_BUG=<bug>``, a module of its own."""
-    return build_variant(str(ROOT / "impl/dedup/_fastsqlite.c"), "_fastsqlite", f"FLK_PLANTED_BUG={bug}",
-                         ("sqlite3",), ("/usr/include/sqlite3.h",))
-
-
 @needs_compiled
 @pytest.mark.parametrize("bug", [1, 2, 3, 4])
 def test_planted_c_bugs_are_caught(bug):
     """Every row counted as written (bug 1), a region's quote not escaped (bug 2), a lookup
     miss after a hit answered with the hit (bug 3), a fresh row's digest written one digit
     short (bug 4): the property fails; the real build passes."""
-    planted = _build_planted(bug)
-    if planted is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no C compiler or sqlite3.h to build the planted extension")
-        pytest.skip("no C compiler or sqlite3.h")
     with pytest.raises(AssertionError):
-        rows_property(planted.open_rows, planted=True)()
+        rows_property(planted_build(bug).open_rows, planted=True)()

@@ -301,7 +301,10 @@ def test_a_refused_write_fails_its_commit(vfs):
 
 # ------------------------------------------------------------ planted bugs
 
-def _planted(bug: int):
+def planted_build(bug: int):
+    """``_fastsqlite.c`` compiled with ``-DFLK_PLANTED_BUG=<bug>``, a module of its own (every
+    planted-bug test of the SQLite rows builds through it); the test is skipped where it cannot
+    be built, and fails under CI, where it must be."""
     module = build_variant(str(ROOT / "impl/dedup/_fastsqlite.c"), "_fastsqlite", f"FLK_PLANTED_BUG={bug}",
                            ("sqlite3",), ("/usr/include/sqlite3.h",))
     if module is None:
@@ -318,7 +321,7 @@ def _planted(bug: int):
 def test_planted_walbuf_bugs_are_caught(bug, case):
     """The commit frame held (5), a read past held bytes (6), more held than the default VFS
     writes in one call (7), a failed write reported as done (8): the test named fails."""
-    module = _planted(bug)
+    module = planted_build(bug)
     assert module.WALBUF_VFS == f"flk-walbuf-planted-{bug}"  # not the production VFS
     with pytest.raises((AssertionError, sqlite3.DatabaseError, module.Error)):
         if case == "property":

@@ -828,7 +828,7 @@ def _backends(workers: int, quick: bool, svc: dict[str, str]) -> list[tuple[str,
     at ``SATURATION_CONNECTIONS``, just after bare Starlette at as many)."""
     out = [("sqlite", "realistic", {}), ("sqlite", "minimal", {})]  # WORKERS: the server's default
     # the other layout of a new SQLite file (SQLITE_LAYOUT), right after the default's turn
-    out.append((f"sqlite_{OTHER_LAYOUT}", "realistic", {"SQLITE_LAYOUT": OTHER_LAYOUT}))
+    out.append((OTHER_LAYOUT_LABEL, "realistic", {"SQLITE_LAYOUT": OTHER_LAYOUT}))
     # the pipelined group commit: batch N+1 appended and synced while batch N is verified
     out.append(("sqlite_depth2", "realistic", {"WAL_PIPELINE_DEPTH": "2"}))
     # the saturation turn: the default server and bare Starlette at SATURATION_CONNECTIONS
@@ -973,7 +973,7 @@ def run(repeat: int = 3, quick: bool = False) -> dict:
         # the goal's ratio round by round: each server turn over its anchor's turn just before it
         # (_turns), so the spread the median hides is in the figures (the rounds' noise, same run)
         figures.update(_round_ratios(bare_runs["starlette"], runs["sqlite"], "ratio_sqlite_vs_bare_starlette"))
-        other = f"sqlite_{OTHER_LAYOUT}"  # its round's anchor is the same Starlette turn, one server turn earlier
+        other = OTHER_LAYOUT_LABEL  # its round's anchor is the same Starlette turn, one server turn earlier
         figures.update(_round_ratios(bare_runs["starlette"], runs[other], f"ratio_{other}_vs_bare_starlette"))
         # at saturation the server's admission sheds load (429 before the WAL): only its 2xx answers count
         figures["ratio_sqlite_sat_ok_vs_bare_starlette"] = round(figures["sqlite_sat_ok_rps"]
@@ -1054,7 +1054,7 @@ def _goals(figures: dict) -> None:
     figures["goal_sat_sqlite_p99_25ms"] = figures["sqlite_sat_p99_ms"] <= 25
     figures["goal_sat_ratio_0_7"] = figures["ratio_sqlite_sat_ok_vs_bare_starlette"] >= GOAL_RATIO
     # the same goals at 32 connections for the other layout of the SQLite file (SQLITE_LAYOUT)
-    other = f"sqlite_{OTHER_LAYOUT}"
+    other = OTHER_LAYOUT_LABEL
     if f"{other}_rps" in figures:
         figures[f"goal_{other}_rps_5000"] = figures[f"{other}_rps"] >= GOAL_RPS
         figures[f"goal_{other}_p99_25ms"] = figures[f"{other}_p99_ms"] <= 25
@@ -1106,6 +1106,7 @@ def _driver_and_ceilings(figures: dict, work: str, repeat: int, quick: bool, lab
 GOAL_RPS = 5000
 # the SQLite layout the server does not make by default (SQLITE_LAYOUT), measured beside the default
 OTHER_LAYOUT = next(layout for layout in SQLITE_LAYOUTS if layout != DEFAULT_SQLITE_LAYOUT)
+OTHER_LAYOUT_LABEL = f"sqlite_{OTHER_LAYOUT}"  # its server turn and figures
 GOAL_RATIO = 0.7  # of bare Starlette's req/s, same run
 
 
