@@ -173,7 +173,10 @@ class CallDeadline:
         self.timed_out = 0
 
     def call(self, fn, what: str = "store call"):
-        fut = self._pool.submit(fn)
+        try:
+            fut = self._pool.submit(fn)
+        except RuntimeError:  # the pool is shut down: the store was closed
+            raise StoreUnavailable(f"{what} on a closed store") from None
         try:
             return fut.result(self.timeout_s)
         except self._futures.TimeoutError:

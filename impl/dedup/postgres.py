@@ -117,14 +117,18 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
             f"outcome = EXCLUDED.outcome WHERE {t}.expires_at <= %s RETURNING 1"
         )
         self._get = f"SELECT outcome FROM {t} WHERE tenant = %s AND pcs_id = %s AND expires_at > %s"
-        self._run(
-            lambda c: c.execute(
-                f"CREATE TABLE IF NOT EXISTS {t} (tenant TEXT COLLATE \"C\" NOT NULL, "
-                f"pcs_id TEXT COLLATE \"C\" NOT NULL, expires_at DOUBLE PRECISION NOT NULL, "
-                f"outcome BYTEA NOT NULL, PRIMARY KEY (tenant, pcs_id))"
-            ),
-            ddl=True,
-        )
+        try:
+            self._run(
+                lambda c: c.execute(
+                    f"CREATE TABLE IF NOT EXISTS {t} (tenant TEXT COLLATE \"C\" NOT NULL, "
+                    f"pcs_id TEXT COLLATE \"C\" NOT NULL, expires_at DOUBLE PRECISION NOT NULL, "
+                    f"outcome BYTEA NOT NULL, PRIMARY KEY (tenant, pcs_id))"
+                ),
+                ddl=True,
+            )
+        except BaseException:
+            self.close()  # a store that failed to open holds no pool and no threads
+            raise
 
     def _run(self, fn, ddl: bool = False, check: bool = True, piped: bool = False):
         if check and self.lost is not None:

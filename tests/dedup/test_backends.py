@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -105,6 +106,49 @@ def test_postgres_open_waits_for_a_peer_creating_its_table(postgres_dsn):
             s.drop_table()
             s.close()
         peer.close()
+
+
+def test_postgres_open_past_its_deadline_fails_and_leaves_nothing_open(postgres_dsn):
+    """An open whose CREATE TABLE misses the deadline (a peer holds the DDL lock) answers
+    StoreUnavailable and closes what it opened: the pool's connections end and its call
+    threads stop (a failed open used to keep both for the life of the process)."""
+    import threading
+    import uuid
+
+    import psycopg
+
+    table = f"flkddl_{uuid.uuid4().hex[:10]}"
+    peer = psycopg.connect(postgres_dsn, autocommit=True)
+    peer.execute("SELECT pg_advisory_lock(hashtext(%s))", (table,))
+    before = {t.name for t in threading.enumerate()}
+    try:
+        with pytest.raises(StoreUnavailable, match="timed out"):
+            open_store(f"{postgres_dsn}?application_name={table}", table=table, timeout_s=0.5,
+                       min_size=2, max_size=2)
+    finally:
+        peer.execute("SELECT pg_advisory_unlock(hashtext(%s))", (table,))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        mine = peer.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND application_name = %s", (table,)).fetchone()[0]
+        left = {t.name for t in threading.enumerate()} - before
+        if mine == 0 and not any(n.startswith("postgres-call") for n in left):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"a failed open left {mine} connections and threads {sorted(left)}")
+    peer.close()
+
+
+def test_a_closed_store_answers_unavailable(postgres_dsn, redis_url, tmp_path):
+    """A call on a closed networked store is StoreUnavailable (the pipeline's 503), not the
+    thread pool's RuntimeError."""
+    pg = open_store(postgres_dsn, table="flk_closed_probe")
+    pg.drop_table()
+    for s in (pg, open_store(redis_url)):
+        s.close()
+        with pytest.raises(StoreUnavailable, match="closed store"):
+            s.get("t", "p", 1.0)
 
 
 def test_postgres_ddl_racing_a_peer_without_the_lock_runs_again(postgres_dsn):

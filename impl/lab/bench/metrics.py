@@ -136,19 +136,24 @@ async def _live_load(port: int, requests: list[bytes], seconds: float) -> list[t
 
 
 SCRAPER = r"""
-import http.client, json, sys, time
+import http.client, json, re, sys, time
 port, seconds, pause = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-stop = time.monotonic() + seconds
+stop, n = time.monotonic() + seconds, 0
 print("ready", flush=True)
-while time.monotonic() < stop:
+while time.monotonic() < stop or n < 2:
     t0 = time.monotonic()
     conn.request("GET", "/metrics")
     resp = conn.getresponse()
     body = resp.read()
-    print(json.dumps([t0, time.monotonic(), len(body) if resp.status == 200 else -resp.status]), flush=True)
+    workers = len(set(re.findall(rb'worker="([^"]*)"', body)))
+    print(json.dumps([t0, time.monotonic(), len(body) if resp.status == 200 else -resp.status, workers]), flush=True)
+    n += 1
     time.sleep(pause)
 """
+# at least two scrapes a phase, however slow the machine: a worker that has not answered a
+# scrape request yet contributes nothing to the first answer (flk.impl.server.workermetrics),
+# its snapshot is in every later one
 
 
 def _phase(port: int, requests: list[bytes], seconds: float, scrape: bool) -> dict:
@@ -163,16 +168,17 @@ def _phase(port: int, requests: list[bytes], seconds: float, scrape: bool) -> di
                                 stdout=subprocess.PIPE, text=True)
         proc.stdout.readline()  # "ready"
     spans = asyncio.run(_live_load(port, requests, seconds))
-    scrapes: list[tuple[float, float, int]] = []
+    scrapes: list[tuple[float, float, int, int]] = []
     if proc is not None:
         out, _ = proc.communicate(timeout=120)
         scrapes = [tuple(textdata.json_loads(line)) for line in out.splitlines() if line.startswith("[")]
-        spans = [(a, b) for a, b in spans if any(a < e and b > s for s, e, _ in scrapes)]
+        spans = [(a, b) for a, b in spans if any(a < e and b > s for s, e, *_ in scrapes)]
     lat = sorted(b - a for a, b in spans)
     return {"worst_ms": lat[-1] * 1000 if lat else 0.0,
             "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000 if lat else 0.0,
             "requests": len(lat),
-            "scrape_ms": [(e - s) * 1000 for s, e, _ in scrapes], "scrape_bytes": scrapes[-1][2] if scrapes else 0}
+            "scrape_ms": [(e - s) * 1000 for s, e, *_ in scrapes], "scrape_bytes": scrapes[-1][2] if scrapes else 0,
+            "scrape_workers": scrapes[-1][3] if scrapes else 0}
 
 
 def _live(repeat: int, tenants: int, seconds: float, workers: int = 1) -> dict:
@@ -210,6 +216,7 @@ def _live(repeat: int, tenants: int, seconds: float, workers: int = 1) -> dict:
         "scrape_ms_max": round(max(max(d["scrape_ms"]) for _, d in runs), 2),
         "scrapes": sum(len(d["scrape_ms"]) for _, d in runs),
         "scrape_bytes_live": runs[-1][1]["scrape_bytes"],
+        "scrape_workers_live": runs[-1][1]["scrape_workers"],  # worker="..." values in the last scrape
         "worst_request_during_scrape_ms": round(med([d["worst_ms"] for _, d in runs]), 2),
         "worst_request_during_scrape_ms_runs": [round(d["worst_ms"], 2) for _, d in runs],
         "p99_request_during_scrape_ms": round(med([d["p99_ms"] for _, d in runs]), 2),
