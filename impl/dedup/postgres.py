@@ -94,6 +94,7 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
         self.generation_table = f"{table}_generation"
         self.expected_generation: str | None = None
         self.lost: str | None = None
+        self._pool = None
         try:
             # check: a pooled connection is validated when it is taken, so connections a
             # Postgres restart broke are replaced, not used (they gave 503s ~20 s after
@@ -108,6 +109,7 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
             )
             self._pool.wait(timeout=timeout_s)
         except (psycopg.Error, PoolTimeout) as exc:
+            self.close()  # the pool would go on reconnecting, its threads with it
             raise StoreUnavailable(f"postgres store unreachable: {type(exc).__name__}"
                                    f"{_why_unreachable(dsn, timeout_s)}") from None
         t = self.table
@@ -365,4 +367,5 @@ class PostgresStore(GenerationMarked, SqlBatchMixin):
 
     def close(self):
         self.deadline.close()
-        self._pool.close()
+        if self._pool is not None:
+            self._pool.close()

@@ -123,7 +123,7 @@ def test_postgres_open_past_its_deadline_fails_and_leaves_nothing_open(postgres_
     before = {t.name for t in threading.enumerate()}
     try:
         with pytest.raises(StoreUnavailable, match="timed out"):
-            open_store(f"{postgres_dsn}?application_name={table}", table=table, timeout_s=0.5,
+            open_store(f"{postgres_dsn}?application_name={table}", table=table, timeout_s=3.0,
                        min_size=2, max_size=2)
     finally:
         peer.execute("SELECT pg_advisory_unlock(hashtext(%s))", (table,))
