@@ -21,7 +21,7 @@ def _redis_cleanup(url: str, prefix: str) -> None:
 
 
 @pytest.fixture(params=["memory", "sqlite", "sqlite-keyed", "redis", "postgres"])
-def store_spec(request, tmp_path):
+def store_spec(request, tmp_path, slow_machine_s):
     run = f"{os.getpid()}_{uuid.uuid4().hex[:10]}"
     kind = request.param
     if kind == "memory":
@@ -41,14 +41,14 @@ def store_spec(request, tmp_path):
     elif kind == "redis":
         url = request.getfixturevalue("redis_url")
         prefix = f"flktest:{run}:"
-        spec = StoreSpec("redis", open_by_url, (url, {"prefix": prefix}), ordered_scan=False)
+        spec = StoreSpec("redis", open_by_url, (url, {"prefix": prefix, "timeout_s": slow_machine_s}), ordered_scan=False)
         yield spec
         spec.close_all()
         _redis_cleanup(url, prefix)
     else:
         dsn = request.getfixturevalue("postgres_dsn")
         table = f"flktest_{run}"
-        spec = StoreSpec("postgres", open_by_url, (dsn, {"table": table, "max_size": 4}))
+        spec = StoreSpec("postgres", open_by_url, (dsn, {"table": table, "max_size": 4, "timeout_s": slow_machine_s}))
         yield spec
         spec.open().drop_table()
         spec.close_all()
