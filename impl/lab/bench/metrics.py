@@ -19,8 +19,11 @@ Two parts, medians over ``repeat`` runs:
   HTTP scrape as Prometheus sees it), ``worst_request_during_scrape_ms`` (the
   slowest live request that overlapped a scrape, median over repeats) and
   ``worst_request_anchor_ms`` (the slowest live request without scrapes, the same
-  run: the machine's own noise), with p99s, and the 1-minute load average before
-  and after (the machine is shared).
+  run: the machine's own noise), with p99s, ``scrape_bytes_live`` and
+  ``scrape_workers_live`` (the ``worker="..."`` values the last scrape names: both
+  workers in every two-worker answer but a phase's first, where a worker that has not
+  yet answered a scrape request is missing; at least two scrapes a phase), and the
+  1-minute load average before and after (the machine is shared).
 
 Targets (/metrics cost bounded): scrape < 200 ms; no request delayed > 50 ms
 by a scrape -- read against the anchor on a loaded machine.
