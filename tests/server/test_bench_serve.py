@@ -57,11 +57,13 @@ def test_bench_serve_quick_prints_figures() -> None:
     assert threads["main"] > 0 and threads["submit-batch"] > 0, threads
     assert "submit-batch" not in fig["bare_realistic_thread_cpu_us_per_req"]  # the bare handler has none
     assert fig["bare_realistic_other_threads_cpu_us_per_req"] < fig["sqlite_other_threads_cpu_us_per_req"]
-    # the writes: the durable anchor's disk got at least each body it logged, the server's more
-    # (its inbox WAL's records and the store's pages); its batch thread passed each body to write
+    # the writes: the disk got at least each body the durable anchor and the server logged (the
+    # disk's counter is whoever wrote: other writers on the machine only add to it, so the two
+    # are not compared -- under a second test's fsyncs the anchor's turn read 35 KiB against
+    # the server's 15); the server's batch thread passed each body to write (its own counter)
     body_kib = fig["body_bytes_realistic"] / 1024
     assert fig["bare_durable_disk_write_kb_per_req"] >= 0.9 * body_kib
-    assert fig["sqlite_disk_write_kb_per_req"] > fig["bare_durable_disk_write_kb_per_req"]
+    assert fig["sqlite_disk_write_kb_per_req"] >= 0.9 * body_kib
     assert fig["sqlite_disk_write_mb_per_s"] > 0
     wrote = fig["sqlite_thread_wchar_kb_per_req"]
     assert wrote["submit-batch"] >= 0.9 * body_kib and wrote["main"] > 0, wrote  # main: the answers
