@@ -171,12 +171,14 @@ class CallDeadline:
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=f"{name}-call",
                                                            initializer=name_pool_thread)
         self.timed_out = 0
+        self.closed = False
 
     def call(self, fn, what: str = "store call"):
         try:
             fut = self._pool.submit(fn)
-        except RuntimeError:  # the pool is shut down: the store was closed
-            raise StoreUnavailable(f"{what} on a closed store") from None
+        except RuntimeError as exc:  # a closed store's pool; else a broken pool, an interpreter exiting
+            why = "on a closed store" if self.closed else f"could not start ({type(exc).__name__})"
+            raise StoreUnavailable(f"{what} {why}") from None
         try:
             return fut.result(self.timeout_s)
         except self._futures.TimeoutError:
@@ -185,6 +187,7 @@ class CallDeadline:
             raise StoreUnavailable(f"{what} timed out after {self.timeout_s:g} s (STORE_TIMEOUT_S)") from None
 
     def close(self) -> None:
+        self.closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

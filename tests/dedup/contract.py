@@ -32,6 +32,18 @@ def open_by_url(url: str, opts: dict):
     return open_store(url, **opts)
 
 
+def redis_cleanup(url: str, prefix: str) -> None:
+    """Delete every Redis key under ``prefix`` through a client of its own (a test's store
+    may be closed by then)."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    keys = list(r.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        r.delete(*keys)
+    r.close()
+
+
 @dataclass
 class StoreSpec:
     name: str

@@ -151,6 +151,20 @@ def test_a_closed_store_answers_unavailable(postgres_dsn, redis_url, tmp_path):
             s.get("t", "p", 1.0)
 
 
+def test_a_call_deadline_whose_pool_stopped_without_close_does_not_say_closed():
+    """The closed-store answer names the cause only when the store closed it; a pool stopped
+    otherwise (broken, or the interpreter exiting) is StoreUnavailable naming the error."""
+    from flk.impl.dedup.base import CallDeadline
+
+    d = CallDeadline(1.0)
+    d._pool.shutdown()
+    with pytest.raises(StoreUnavailable, match=r"^store call could not start \(RuntimeError\)$"):
+        d.call(lambda: 1)
+    d.close()
+    with pytest.raises(StoreUnavailable, match=r"^store call on a closed store$"):
+        d.call(lambda: 1)
+
+
 def test_postgres_ddl_racing_a_peer_without_the_lock_runs_again(postgres_dsn):
     """A peer that does not take the DDL lock creates the marker table at the same moment
     and writes its marker: the store's CREATE waits on the catalog and fails when the peer

@@ -7,17 +7,7 @@ import uuid
 
 import pytest
 
-from dedup.contract import DedupContract, StoreSpec, open_by_url
-
-
-def _redis_cleanup(url: str, prefix: str) -> None:
-    import redis
-
-    r = redis.Redis.from_url(url)
-    keys = list(r.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        r.delete(*keys)
-    r.close()
+from dedup.contract import DedupContract, StoreSpec, open_by_url, redis_cleanup
 
 
 @pytest.fixture(params=["memory", "sqlite", "sqlite-keyed", "redis", "postgres"])
@@ -44,7 +34,7 @@ def store_spec(request, tmp_path, slow_machine_s):
         spec = StoreSpec("redis", open_by_url, (url, {"prefix": prefix, "timeout_s": slow_machine_s}), ordered_scan=False)
         yield spec
         spec.close_all()
-        _redis_cleanup(url, prefix)
+        redis_cleanup(url, prefix)
     else:
         dsn = request.getfixturevalue("postgres_dsn")
         table = f"flktest_{run}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from dedup.contract import redis_cleanup
 from hypothesis import settings
 
 from flk.impl.dedup import open_store
@@ -40,13 +41,7 @@ class NetworkStoreRefinement(Refinement):
         after a failed step too, when ``self.store`` may be closed."""
         self.store.close()
         if self.store_kind == "redis":
-            import redis
-
-            r = redis.Redis.from_url(self.url)
-            keys = list(r.scan_iter(match=f"flk:refine:{RUN}:{self.n}:*"))
-            if keys:
-                r.delete(*keys)
-            r.close()
+            redis_cleanup(self.url, f"flk:refine:{RUN}:{self.n}:")
             return
         import psycopg
 
