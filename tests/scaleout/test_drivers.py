@@ -9,8 +9,7 @@ import time
 import uuid
 
 import pytest
-from dedup.contract import outcome
-from dedup.test_contract import _redis_cleanup
+from dedup.contract import outcome, redis_cleanup
 
 from flk.impl.dedup import StoreUnavailable, open_store
 from flk.impl.dedup.memory import MemoryStore
@@ -86,7 +85,7 @@ def _shard_pool(kind: str, request, run: str, names: list[str]):
     if kind == "redis":
         url = request.getfixturevalue("redis_url")
         pool = {n: open_store(url, prefix=f"flktest:{run}:{n}:") for n in names}
-        return pool, [lambda: _redis_cleanup(url, f"flktest:{run}:")]
+        return pool, [lambda: redis_cleanup(url, f"flktest:{run}:")]
     dsn = request.getfixturevalue("postgres_dsn")
     pool = {n: open_store(dsn, table=f"flktest_{run}_{n}", max_size=4) for n in names}
     return pool, [lambda: [s.drop_table() for s in pool.values()]]

@@ -10,8 +10,7 @@ import uuid
 
 import numpy as np
 import pytest
-from dedup.contract import DedupContract, StoreSpec, outcome
-from dedup.test_contract import _redis_cleanup
+from dedup.contract import DedupContract, StoreSpec, outcome, redis_cleanup
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from verifier.pcsgen import HMAC_A, body, make_pcs, registry, sign
@@ -191,7 +190,7 @@ def store_spec(request, tmp_path):
         urls = {n: url for n in names}
         opts = {n: {"prefix": f"flktest:{run}:{n}:"} for n in names}
         spec = StoreSpec("sharded-redis", open_sharded_spec, (urls, opts), ordered_scan=False)
-        cleanup = [lambda: _redis_cleanup(url, f"flktest:{run}:")]
+        cleanup = [lambda: redis_cleanup(url, f"flktest:{run}:")]
     elif kind == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
         urls = {n: dsn for n in names}

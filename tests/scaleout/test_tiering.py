@@ -12,8 +12,7 @@ import threading
 import uuid
 
 import pytest
-from dedup.contract import DedupContract, StoreSpec, outcome
-from dedup.test_contract import _redis_cleanup
+from dedup.contract import DedupContract, StoreSpec, outcome, redis_cleanup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from verifier.pcsgen import HMAC_A, body, make_pcs, registry, sign
@@ -85,7 +84,7 @@ def store_spec(request, tmp_path):
                          (redis_url, dsn, f"s3://flk-tier/{run}", opts, kind.endswith("eager")), ordered_scan=True)
 
         def clean():
-            _redis_cleanup(redis_url, f"flktest:{run}:")
+            redis_cleanup(redis_url, f"flktest:{run}:")
             w = open_store(dsn, table=f"flktest_{run}_warm")
             w.drop_table()
             w.close()
