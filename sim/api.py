@@ -17,9 +17,9 @@ from flk.impl.dedup.migrate import DualWriteStore
 from flk.impl.dedup.sharded import ShardedStore
 
 from . import alerts, artifacts, checkers, faults, kpi, metrics, operator
-from .history import FORMATS, PLAIN, History, find_history, read_history
+from .history import FORMATS, History, find_history, read_history
 from .scenario import Scenario, ScenarioError, list_scenarios, load
-from .world import World
+from .world import World, collector_paused
 
 
 @dataclass
@@ -135,6 +135,7 @@ def _checks(sc: Scenario, world: World, events: list, scraper) -> tuple[list, di
     return checks, alert_eval
 
 
+@collector_paused()  # the run, then its checks, metrics and artifacts walking every event
 def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = None, plots: bool = True,
         progress: bool = False, plant: str | None = None, force: bool = False, check_model: bool = False,
         history_format: str = "jsonl",
@@ -158,7 +159,7 @@ def run(name_or_path, seed: int | None = None, overrides=(), out: Path | None = 
         check_run_dir(Path(out) / sc.name / str(seed), sc, key, force)
     world = World(sc, seed, **{**planted_world_kwargs(plant), **world_kwargs})
     scraper = alerts.Scraper(world) if alerts.declared(sc.data) else None  # reads only: same history
-    if out is not None and FORMATS[history_format] != PLAIN:
+    if out is not None:  # the history goes to the run folder while the run goes (either format)
         run_dir = Path(out) / sc.name / str(seed)
         run_dir.mkdir(parents=True, exist_ok=True)
         world.history.stream_to(run_dir / FORMATS[history_format])

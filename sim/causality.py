@@ -35,14 +35,15 @@ def failed_checks(data: dict, seed: int, plant: str | None, t: float | None, lab
     """The failed checks of the run ``(data, seed, plant)`` forked at ``t`` (None: not forked)."""
     from . import api
     from .scenario import Scenario
-    from .world import World
+    from .world import World, collector_paused
 
     sc = Scenario(data["scenario"]["name"], "", data)
     world = World(sc, seed, **api.planted_world_kwargs(plant))
     if t is not None:
         world.env.process(_fork_at(world, t, label))
-    history = world.run()
-    checks, _ = api._checks(sc, world, history.events, None)
+    with collector_paused():  # the run and the checks walking its events
+        history = world.run()
+        checks, _ = api._checks(sc, world, history.events, None)
     return [c.id for c in checks if not c.ok]
 
 

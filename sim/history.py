@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import shutil
 import zlib
 from collections.abc import Iterable, Iterator
 from json import encoder as _json_encoder
@@ -134,6 +135,27 @@ def _row_spec(type: str, names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple
     return tuple(parts), tuple(slots)
 
 
+def _keeping(line, events: list, type: str, names: tuple[str, ...], many: bool):  # noqa: A002
+    """A kept history's recorder of one event shape: ``line`` (the digest-only recorder of the
+    shape, whose line is ``_dumps`` of the event) and the event dict appended to ``events``, its
+    keys in :meth:`History.record`'s order (``t_us``, ``type``, then ``names``). ``many``:
+    ``rec(t, rows)``, every row at one time; else ``rec(t, *values)``."""
+    args = ", ".join(f"a{i}" for i in range(len(names)))
+    ns = {"line": line, "append": events.append, "TYPE": type}
+    items = ["'t_us': t_us", "'type': TYPE"]
+    for i, name in enumerate(names):
+        ns[f"K{i}"] = name  # field names travel as constants, never inside the source
+        items.append(f"K{i}: a{i}")
+    keep = "append({" + ", ".join(items) + "})"
+    if many:
+        src = (f"def rec(t, rows):\n    t_us = round(t * 1000000)\n    for {args + ',' if args else '()'} in rows:\n"
+               f"        line(t, {args})\n        {keep}\n")
+    else:
+        src = f"def rec(t, {args}):\n    line(t, {args})\n    t_us = round(t * 1000000)\n    {keep}\n"
+    exec(src, ns)  # noqa: S102 - source built above from indexes only
+    return ns["rec"]
+
+
 def _t_us(t) -> int:
     """An event's time in integer microseconds (what every line's ``t_us`` holds)."""
     return round(t * 1000000)
@@ -233,7 +255,6 @@ class History:
     """Append-only list of events with a running digest."""
 
     def __init__(self, keep: bool = True) -> None:
-        self._lines: list[str] = []
         self._events: list[dict] = []
         self._folded = _Fold()  # the running digest (and the gzip stream of stream_to)
         make = _compiled_line_sink or LineSink
@@ -248,15 +269,17 @@ class History:
         return self._pending.count
 
     def stream_to(self, path: Path) -> None:
-        """Write every line to ``path`` in the compact format while the run goes (call it
-        before the first event); the lines are then not kept in memory (events still are when
-        ``keep``, for the checkers). :meth:`close` finishes the file."""
+        """Write every line to ``path`` while the run goes (call it before the first event): the
+        compact format when its name ends in ``.gz``, else plain lines -- the lines the digest
+        folds, as they are folded, so no line waits for :meth:`write` (events are still kept
+        when ``keep``, for the checkers). :meth:`close` finishes the file."""
         if self.count:
             raise ValueError("stream_to must come before the first event")
         path = Path(path)
         raw = open(path, "wb")  # noqa: SIM115 - closed by close()
         self._sink = self._folded.sink = gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                                       compresslevel=_GZIP_LEVEL, mtime=0)
+                                                       compresslevel=_GZIP_LEVEL, mtime=0) \
+            if path.name.endswith(".gz") else raw
         self._sink_raw, self._sink_path = raw, path
 
     def close(self) -> None:
@@ -264,7 +287,7 @@ class History:
         self._fold()
         if self._sink is not None:
             self._sink.close()
-            self._sink_raw.close()
+            self._sink_raw.close()  # (closed already when it is the sink: a no-op)
             self._sink = self._folded.sink = None
 
     def record(self, t: float, type: str, **fields) -> dict | None:  # noqa: A002 - "type" is the field name
@@ -282,8 +305,6 @@ class History:
                 make = _LINE_MAKERS[shape] = _line_maker(shape, fields)
             line = make(t_us, type, fields)
         if self.keep:
-            if self._sink is None:
-                self._lines.append(line)
             self._events.append(event)
         self._pending.add(line)
         return event
@@ -294,7 +315,7 @@ class History:
         history without the keyword dict, the shape tuple and the maker lookup per event (the
         simulator's per-request events; the same lines, tests/sim/test_fast_paths.py)."""
         names = tuple(names)
-        if self.keep or "t_us" in names:
+        if "t_us" in names:
             record = self.record
 
             def rec(t: float, *values) -> None:
@@ -303,18 +324,23 @@ class History:
             return rec
         if len(set(names)) != len(names) or "type" in names:
             raise ValueError(f"field names must be distinct and not 'type': {names}")
-        return self._pending.recorder(*_row_spec(type, names), False)
+        line = self._pending.recorder(*_row_spec(type, names), False)
+        return _keeping(line, self._events, type, names, False) if self.keep else line
 
     def record_many(self, t: float, type: str, names: tuple[str, ...], rows: Iterable[tuple]) -> None:  # noqa: A002
         """``record(t, type, **dict(zip(names, row)))`` for every row (the final state:
         millions of events of one shape at one time)."""
-        if self.keep or "t_us" in names:
+        names = tuple(names)
+        if "t_us" in names:
             for row in rows:
                 self.record(t, type, **dict(zip(names, row, strict=True)))
             return
         if len(set(names)) != len(names) or "type" in names:
             raise ValueError(f"field names must be distinct and not 'type': {names}")
-        self._pending.recorder(*_row_spec(type, tuple(names)), True)(t, rows)
+        if self.keep:
+            _keeping(self._pending.recorder(*_row_spec(type, names), False), self._events, type, names, True)(t, rows)
+        else:
+            self._pending.recorder(*_row_spec(type, names), True)(t, rows)
 
     def _fold(self) -> None:
         chunk = self._pending.take()
@@ -332,23 +358,35 @@ class History:
 
     def write(self, path: Path) -> None:
         """The history as ``path``: the compact format when it ends in ``.gz``, else plain lines.
-        A history streamed to ``path`` (:meth:`stream_to`) is finished there instead."""
+        A history streamed to ``path`` (:meth:`stream_to`) is finished there instead; streamed
+        elsewhere, its file is copied (the same format) or its kept events written."""
         path = Path(path)
         if self._sink_path is not None:
             self.close()
-            if path.resolve() != self._sink_path.resolve():
-                raise ValueError(f"history was streamed to {self._sink_path.name}, not {path.name}")
-            return
+            if path.resolve() == self._sink_path.resolve():
+                return
+            if path.name.endswith(".gz") == self._sink_path.name.endswith(".gz"):
+                shutil.copyfile(self._sink_path, path)
+                return
+            if not self.keep:
+                raise ValueError(f"history was streamed to {self._sink_path.name} and not kept: "
+                                 f"no {path.name} can be written")
         if path.name.endswith(".gz"):
             with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
                                                         compresslevel=_GZIP_LEVEL, mtime=0) as f:
-                for i in range(0, len(self._lines), _HASH_BATCH):
-                    f.write(("\n".join(self._lines[i:i + _HASH_BATCH]) + "\n").encode("utf-8"))
+                for chunk in self._chunks():
+                    f.write(chunk.encode("utf-8"))
             return
         with open(path, "w", encoding="utf-8") as f:
-            for line in self._lines:
-                f.write(line)
-                f.write("\n")
+            for chunk in self._chunks():
+                f.write(chunk)
+
+    def _chunks(self) -> Iterator[str]:
+        """The kept events' lines, :data:`_HASH_BATCH` at a time, each line ending in a newline:
+        the recorded lines (each is ``_dumps`` of its event; no line is held per event)."""
+        events = self._events
+        for i in range(0, len(events), _HASH_BATCH):
+            yield "".join([_dumps(e) + "\n" for e in events[i:i + _HASH_BATCH]])
 
     def of_type(self, *types: str) -> Iterator[dict]:
         wanted = set(types)

@@ -42,7 +42,8 @@ def test_compact_history_has_the_plain_digest_and_events(runs):
     assert read_history(gz) == read_history(jl) == plain.history.events
     assert compact.history.events == plain.history.events  # the checkers saw the same run
     assert compact.results["invariants"] == plain.results["invariants"]
-    assert not compact.history._lines  # streamed: no line kept in memory
+    for res, name in ((compact, COMPACT), (plain, PLAIN)):  # streamed while the run went: no line kept
+        assert res.history._sink_path == res.out_dir / name and res.history._sink is None
 
 
 def test_compact_history_is_deterministic_and_smaller(runs):
@@ -83,3 +84,36 @@ def test_stream_to_comes_before_the_first_event(tmp_path):
     h.record(0.0, "x", a=1)
     with pytest.raises(ValueError):
         h.stream_to(tmp_path / COMPACT)
+
+
+def test_a_streamed_history_is_written_elsewhere_in_either_format(tmp_path):
+    """A history streamed to one file and written to another: the same format is a copy of the
+    streamed file, the other one is written from the kept events; a digest-only history streamed
+    in one format has nothing to write the other from."""
+    kept, lean = History(keep=True), History(keep=False)
+    kept.stream_to(tmp_path / PLAIN)
+    lean.stream_to(tmp_path / COMPACT)
+    for h in (kept, lean):
+        for k in range(700):  # more than one folded chunk (512 lines)
+            h.record(k / 7, "x", k=k, s="é" * (k % 3), f=k / 3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    kept.write(tmp_path / "a" / PLAIN)
+    kept.write(tmp_path / "b" / COMPACT)
+    lean.write(tmp_path / "a" / COMPACT)
+    assert (tmp_path / "a" / PLAIN).read_bytes() == (tmp_path / PLAIN).read_bytes()
+    assert (tmp_path / "a" / COMPACT).read_bytes() == (tmp_path / COMPACT).read_bytes()
+    assert read_history(tmp_path / "b" / COMPACT) == read_history(tmp_path / PLAIN) == kept.events
+    assert len({file_digest(tmp_path / f) for f in (PLAIN, COMPACT, f"a/{PLAIN}", f"a/{COMPACT}", f"b/{COMPACT}")}
+               | {kept.digest, lean.digest}) == 1
+    with pytest.raises(ValueError, match="not kept"):
+        lean.write(tmp_path / "b" / PLAIN)
+
+
+def test_a_run_saved_to_another_folder_keeps_its_history(tmp_path):
+    for fmt, name in (("jsonl", PLAIN), ("jsonl.gz", COMPACT)):
+        res = api.run(SCENARIO, seed=1, out=tmp_path / "first", plots=False, history_format=fmt)
+        first = res.out_dir
+        out_dir = api.save(res, tmp_path / f"again-{fmt}", plots=False)
+        assert out_dir != first and find_history(out_dir).name == find_history(first).name == name
+        assert file_digest(out_dir / name) == file_digest(first / name) == res.digest

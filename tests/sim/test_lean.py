@@ -38,8 +38,10 @@ def test_digest_only_history_writes_the_kept_lines(events):
         assert lean.record(t, kind, **fields) is None
     assert lean.digest == kept.digest == digest_of(kept.events)
     assert lean.count == kept.count == len(events)
-    assert not lean.events and not lean._lines  # nothing kept per event
-    for line, event in zip(kept._lines, kept.events, strict=True):
+    assert not lean.events  # nothing kept per event
+    lines = "".join(kept._chunks()).split("\n")
+    assert lines.pop() == ""
+    for line, event in zip(lines, kept.events, strict=True):
         assert line == json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False) == _dumps(event)
 
 
@@ -54,6 +56,37 @@ def test_record_many_is_record_per_row(case):
     many.record_many(2.5, "final.x", names, rows)
     kept.record_many(2.5, "final.x", names, rows)
     assert one.digest == many.digest == kept.digest and one.count == many.count == kept.count == len(rows)
+
+
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(st.lists(field_names, max_size=5, unique=True).flatmap(
+    lambda names: st.tuples(st.just(tuple(names)), st.lists(st.tuples(*[values for _ in names]), max_size=5))),
+    st.floats(min_value=0, max_value=1e6))
+def test_kept_record_many_keeps_what_record_keeps(case, t):
+    """A kept history's ``record_many`` (the compiled line plus the event dict per row) keeps the
+    very events, key order included, and writes the very lines of ``record`` per row (its
+    ``recorder``: tests/sim/test_fast_paths.py)."""
+    names, rows = case
+    ref, many = History(keep=True), History(keep=True)
+    for row in rows:
+        ref.record(t, "srv.x", **dict(zip(names, row, strict=True)))
+    many.record_many(t, "srv.x", names, iter(rows))
+    assert [list(e.items()) for e in many.events] == [list(e.items()) for e in ref.events]
+    assert many.digest == ref.digest and many.count == ref.count == len(rows)
+    assert "".join(many._chunks()) == "".join(ref._chunks())
+
+
+def test_kept_recorder_refuses_nan_and_keeps_nothing_of_it():
+    h = History(keep=True)
+    rec = h.recorder("x", ("v", "w"))
+    rec(1.0, 1, "a")
+    for bad in (lambda: rec(2.0, float("nan"), "b"), lambda: h.record_many(3.0, "x", ("v", "w"), [(2, "c"), (float("inf"), "d")])):
+        try:
+            bad()
+        except ValueError:
+            continue
+        raise AssertionError("a non-finite float accepted")
+    assert [e["v"] for e in h.events] == [1, 2] and h.count == 2
 
 
 def test_digest_only_history_refuses_nan_like_the_kept_one():
