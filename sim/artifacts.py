@@ -200,10 +200,13 @@ def fault_spans(events: list[dict], end_s: float) -> list[tuple[str, float, floa
     open_at: dict[str, float] = {}
     spans = []
     for e in events:
+        kind = e["type"]
+        if kind != "fault.start" and kind != "fault.end":  # (every other event: no key to build)
+            continue
         key = f"{e.get('kind', '')} {e.get('target', '')}".strip()
-        if e["type"] == "fault.start":
+        if kind == "fault.start":
             open_at[key] = e["t_us"] / 1e6
-        elif e["type"] == "fault.end" and key in open_at:
+        elif key in open_at:
             spans.append((key, open_at.pop(key), e["t_us"] / 1e6))
     return spans + [(key, t0, end_s) for key, t0 in open_at.items()]
 

@@ -5,9 +5,11 @@ backend switch (a notebook's inline backend must survive a run with plots)."""
 from __future__ import annotations
 
 import matplotlib
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flk.sim import api
-from flk.sim.artifacts import marks, whole_bins
+from flk.sim.artifacts import fault_spans, marks, whole_bins
 
 
 def test_a_multi_region_run_has_per_region_series_plots_and_keeps_the_backend(tmp_path):
@@ -111,3 +113,27 @@ def test_region_failover_lag_plot_shows_the_crashed_regions_stream_ageing(tmp_pa
     assert during and max(during) > 5.0, during  # it grew with the outage (was ~1 s: lag 0 while down)
     others = [lines[k][1] for k in lines if k.startswith("replication_lag_s@") and crash["target"] not in k]
     assert others and all(max(y for y in series if y == y) < max(during) for series in others)
+
+
+_keyed = st.fixed_dictionaries({}, optional={"kind": st.sampled_from(["crash", "partition", "valid"]),
+                                             "target": st.sampled_from(["eu", "us"])})
+
+
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["fault.start", "fault.end", "client.send", "crr.sample"]), _keyed),
+                max_size=30), st.floats(0, 100))
+def test_fault_spans_are_the_fault_events_own(steps, end_s):
+    """A fault's span opens at its fault.start and closes at the next fault.end of the same kind
+    and target (one still open ends at ``end_s``); no other event -- even one with a kind or a
+    target, as client.send has -- opens, closes or moves a span."""
+    events = [{"t_us": k * 250_000, "type": kind, **fields} for k, (kind, fields) in enumerate(steps)]
+    faults = [e for e in events if e["type"] in ("fault.start", "fault.end")]
+    expected, open_at = [], {}
+    for e in faults:
+        key = " ".join(x for x in (e.get("kind", ""), e.get("target", "")) if x)
+        if e["type"] == "fault.start":
+            open_at[key] = e["t_us"] / 1e6
+        elif key in open_at:
+            expected.append((key, open_at.pop(key), e["t_us"] / 1e6))
+    expected += [(key, t0, end_s) for key, t0 in open_at.items()]
+    assert fault_spans(events, end_s) == fault_spans(faults, end_s) == expected
