@@ -251,6 +251,16 @@ class _Fold:
             self.sink.write(chunk)
 
 
+def _open_lines_writer(path: Path):
+    """``(sink, raw)`` for a history file: ``raw`` the file opened for bytes and ``sink`` what the
+    lines' bytes go to -- the compact format's gzip stream (level 1, no name, mtime 0) when the
+    name ends in ``.gz``, else ``raw`` itself. Close ``sink`` first, then ``raw``."""
+    raw = open(path, "wb")  # noqa: SIM115 - the caller closes it
+    if path.name.endswith(".gz"):
+        return gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=_GZIP_LEVEL, mtime=0), raw
+    return raw, raw
+
+
 class History:
     """Append-only list of events with a running digest."""
 
@@ -276,11 +286,8 @@ class History:
         if self.count:
             raise ValueError("stream_to must come before the first event")
         path = Path(path)
-        raw = open(path, "wb")  # noqa: SIM115 - closed by close()
-        self._sink = self._folded.sink = gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                                       compresslevel=_GZIP_LEVEL, mtime=0) \
-            if path.name.endswith(".gz") else raw
-        self._sink_raw, self._sink_path = raw, path
+        self._sink, self._sink_raw = _open_lines_writer(path)  # closed by close()
+        self._folded.sink, self._sink_path = self._sink, path
 
     def close(self) -> None:
         """Fold what is pending and finish a streamed file (no-op without one)."""
@@ -371,15 +378,13 @@ class History:
             if not self.keep:
                 raise ValueError(f"history was streamed to {self._sink_path.name} and not kept: "
                                  f"no {path.name} can be written")
-        if path.name.endswith(".gz"):
-            with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                                        compresslevel=_GZIP_LEVEL, mtime=0) as f:
-                for chunk in self._chunks():
-                    f.write(chunk.encode("utf-8"))
-            return
-        with open(path, "w", encoding="utf-8") as f:
+        sink, raw = _open_lines_writer(path)
+        try:
             for chunk in self._chunks():
-                f.write(chunk)
+                sink.write(chunk.encode("utf-8"))
+        finally:
+            sink.close()
+            raw.close()
 
     def _chunks(self) -> Iterator[str]:
         """The kept events' lines, :data:`_HASH_BATCH` at a time, each line ending in a newline:

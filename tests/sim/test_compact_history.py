@@ -90,10 +90,10 @@ def test_a_streamed_history_is_written_elsewhere_in_either_format(tmp_path):
     """A history streamed to one file and written to another: the same format is a copy of the
     streamed file, the other one is written from the kept events; a digest-only history streamed
     in one format has nothing to write the other from."""
-    kept, lean = History(keep=True), History(keep=False)
+    kept, lean, unstreamed = History(keep=True), History(keep=False), History(keep=True)
     kept.stream_to(tmp_path / PLAIN)
     lean.stream_to(tmp_path / COMPACT)
-    for h in (kept, lean):
+    for h in (kept, lean, unstreamed):
         for k in range(700):  # more than one folded chunk (512 lines)
             h.record(k / 7, "x", k=k, s="é" * (k % 3), f=k / 3)
     (tmp_path / "a").mkdir()
@@ -108,6 +108,10 @@ def test_a_streamed_history_is_written_elsewhere_in_either_format(tmp_path):
                | {kept.digest, lean.digest}) == 1
     with pytest.raises(ValueError, match="not kept"):
         lean.write(tmp_path / "b" / PLAIN)
+    (tmp_path / "c").mkdir()  # never streamed: written from its events, the streamed files' very bytes
+    for name in (PLAIN, COMPACT):
+        unstreamed.write(tmp_path / "c" / name)
+        assert (tmp_path / "c" / name).read_bytes() == (tmp_path / name).read_bytes()
 
 
 def test_a_run_saved_to_another_folder_keeps_its_history(tmp_path):
